@@ -1,0 +1,23 @@
+//! Gridwork's vocabulary types: amounts, hashes, addresses, keys, transactions, blocks.
+//!
+//! Everything here is plain data plus its canonical binary encoding (see
+//! `docs/encoding.md`). No I/O, no clocks. The same value encodes to the same bytes on every
+//! machine, which is what hashes and signatures are computed over.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+mod address;
+mod amount;
+mod block;
+mod encoding;
+mod hash;
+mod keys;
+mod tx;
+
+pub use address::{Address, AddressError};
+pub use amount::{Amount, AmountError, DECIMALS, GRID};
+pub use block::{tx_root, Block, Header};
+pub use encoding::{Decode, DecodeError, Encode, Reader};
+pub use hash::{Hash, HashError};
+pub use keys::{verify_batch, KeyError, Keypair, PublicKey, Signature};
+pub use tx::{SignedTx, Transaction, TxKind, MAX_TX_BYTES};
