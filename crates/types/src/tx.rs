@@ -16,8 +16,8 @@ pub const MAX_TX_BYTES: usize = 16 * 1024;
 const SIGNING_DOMAIN: &[u8] = b"gridwork/tx/v1";
 
 /// What a transaction does. New kinds append tags; existing tags never change meaning.
+/// Deliberately exhaustive: the ledger must handle every kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum TxKind {
     /// Moves spendable balance to another account.
     Transfer {

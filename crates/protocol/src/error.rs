@@ -1,0 +1,171 @@
+//! Why a transaction, block or genesis was refused.
+
+use gridwork_types::{Address, Amount, Hash, KeyError};
+
+/// Why a transaction cannot apply. Each names the fix where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// The signature does not match the sender's key on this chain.
+    #[error("bad signature: the transaction was not signed by the key of {sender} for this chain")]
+    BadSignature {
+        /// The claimed sender.
+        sender: Address,
+        /// The verification error.
+        source: KeyError,
+    },
+    /// The nonce was already used.
+    #[error("nonce {got} was already used by {sender} (replay); the next nonce is {expected}")]
+    NonceReplayed {
+        /// The sender.
+        sender: Address,
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The nonce skips ahead.
+    #[error("nonce {got} is in the future for {sender}; the next nonce is {expected}")]
+    NonceFuture {
+        /// The sender.
+        sender: Address,
+        /// The account's next nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The fee is below the chain's minimum.
+    #[error("fee {got} GRID is below the minimum fee {min} GRID")]
+    FeeTooLow {
+        /// The minimum.
+        min: Amount,
+        /// The fee offered.
+        got: Amount,
+    },
+    /// Not enough spendable balance.
+    #[error("insufficient balance: {sender} needs {needed} GRID but can spend {spendable} GRID")]
+    InsufficientBalance {
+        /// The sender.
+        sender: Address,
+        /// Amount plus fee.
+        needed: Amount,
+        /// Spendable balance (vesting tokens excluded).
+        spendable: Amount,
+    },
+    /// A transfer or stake operation of zero.
+    #[error("amount must be greater than zero")]
+    ZeroAmount,
+    /// Unbonding more than is locked.
+    #[error("cannot unbond {requested} GRID: only {locked} GRID is locked")]
+    UnbondExceedsLocked {
+        /// Requested.
+        requested: Amount,
+        /// Locked.
+        locked: Amount,
+    },
+    /// Too many unbonding entries at once.
+    #[error("{max} unbondings are already in progress; withdraw matured ones or wait")]
+    TooManyUnbondings {
+        /// The limit.
+        max: u32,
+    },
+    /// Withdraw with nothing matured.
+    #[error("nothing to withdraw: {}", match .next_maturity_ms {
+        Some(t) => format!("the next unbonding matures at block time {t} ms (now {now_ms} ms)"),
+        None => "no stake is unbonding; run `stake unbond` first".to_string(),
+    })]
+    NothingToWithdraw {
+        /// Block time at the check.
+        now_ms: u64,
+        /// When the earliest entry matures, if any.
+        next_maturity_ms: Option<u64>,
+    },
+    /// An arithmetic overflow (amounts beyond the total supply).
+    #[error("amount overflow")]
+    Overflow,
+}
+
+/// Why a block was refused. A refused block leaves the state untouched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    /// Not the next height.
+    #[error("block height {got} does not follow the head {head}")]
+    WrongHeight {
+        /// Current head height.
+        head: u64,
+        /// The block's height.
+        got: u64,
+    },
+    /// Parent hash differs from the head.
+    #[error("block parent {got} is not the head {head}")]
+    WrongParent {
+        /// Current head hash.
+        head: Hash,
+        /// The block's parent.
+        got: Hash,
+    },
+    /// Time went backwards.
+    #[error("block time {got} ms is before the parent's {parent} ms")]
+    TimeWentBackwards {
+        /// Parent time.
+        parent: u64,
+        /// Block time.
+        got: u64,
+    },
+    /// Header does not commit to these transactions.
+    #[error("header does not match its transactions (count or root)")]
+    TxRootMismatch,
+    /// A transaction failed.
+    #[error("transaction {index} is invalid: {error}")]
+    InvalidTx {
+        /// Position in the block.
+        index: usize,
+        /// Why.
+        error: TxError,
+    },
+    /// The state root after execution differs from the header's.
+    #[error("state root mismatch: header says {header}, execution gives {computed}")]
+    StateRootMismatch {
+        /// In the header.
+        header: Hash,
+        /// Computed.
+        computed: Hash,
+    },
+}
+
+/// Why a genesis was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// Allocations plus the rewards pool differ from the total supply.
+    #[error(
+        "allocations ({allocated} base units) plus the rewards pool ({pool}) must equal the total supply ({supply}); fix the amounts in the genesis file"
+    )]
+    SupplyMismatch {
+        /// Sum of allocations.
+        allocated: u128,
+        /// Rewards pool.
+        pool: Amount,
+        /// Declared supply.
+        supply: Amount,
+    },
+    /// The same address twice.
+    #[error("address {address} is allocated twice; merge the allocations")]
+    DuplicateAllocation {
+        /// The address.
+        address: Address,
+    },
+    /// A vesting schedule out of order.
+    #[error("vesting for {address} must have start <= cliff <= end and start < end")]
+    BadVesting {
+        /// The address.
+        address: Address,
+    },
+    /// An empty chain id.
+    #[error("chain_id must be 1 to 64 characters")]
+    BadChainId,
+    /// Amounts overflow.
+    #[error("allocations overflow a 128-bit amount")]
+    Overflow,
+}

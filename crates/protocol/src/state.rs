@@ -1,0 +1,490 @@
+//! The ledger state and the block transition.
+//!
+//! # State root
+//!
+//! Accounts are grouped into 256 buckets by the first byte of their address. A bucket's hash
+//! is BLAKE3 over `address || canonical(account)` of its accounts in address order; the root is
+//! BLAKE3 over a domain tag, the globals (chain id, parameters, supply, rewards pool) and the
+//! 256 bucket hashes. Only buckets touched by a block are rehashed, so a block's cost grows
+//! with what it changes, not with the number of accounts. The layout is specified in
+//! `docs/encoding.md`.
+//!
+//! # Atomicity
+//!
+//! Every write during a block goes through [`State::write_account`], which remembers the
+//! previous value the first time an address is touched. A block that fails part-way restores
+//! those values, so a refused block leaves no trace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use gridwork_types::{
+    tx_root, verify_batch, Address, Amount, Block, Encode, Hash, Header, SignedTx, Transaction,
+    TxKind,
+};
+
+use crate::account::{Account, Unbonding, Vesting};
+use crate::error::{BlockError, GenesisError, TxError};
+use crate::genesis::{Genesis, Params};
+use crate::receipt::{Event, Receipt};
+
+const STATE_DOMAIN: &[u8] = b"gridwork/state/v1";
+
+/// What a transaction does beyond the sender's own account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credit {
+    /// Balance to add to another account (a transfer's recipient).
+    pub to: Option<(Address, Amount)>,
+    /// Fee for the rewards pool.
+    pub fee: Amount,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Applies the sender's side of `tx` to `account` (nonce, fee, debit, vault), as of block time
+/// `now_ms`. On error `account` is unchanged. The mempool uses this to check a transaction
+/// against the sender's committed account plus its pending transactions.
+pub fn apply_to_sender(
+    account: &mut Account,
+    tx: &Transaction,
+    params: &Params,
+    now_ms: u64,
+) -> Result<Credit, TxError> {
+    let sender = tx.sender();
+    if tx.nonce < account.nonce {
+        return Err(TxError::NonceReplayed { sender, expected: account.nonce, got: tx.nonce });
+    }
+    if tx.nonce > account.nonce {
+        return Err(TxError::NonceFuture { sender, expected: account.nonce, got: tx.nonce });
+    }
+    if tx.fee < params.min_fee {
+        return Err(TxError::FeeTooLow { min: params.min_fee, got: tx.fee });
+    }
+    let spendable = account.spendable(now_ms);
+    let debit = |amount: Amount| -> Result<Amount, TxError> {
+        let needed = amount.checked_add(tx.fee).ok_or(TxError::Overflow)?;
+        if needed > spendable {
+            return Err(TxError::InsufficientBalance { sender, needed, spendable });
+        }
+        Ok(needed)
+    };
+    let mut next = account.clone();
+    let (to, event) = match &tx.kind {
+        TxKind::Transfer { to, amount } => {
+            if amount.0 == 0 {
+                return Err(TxError::ZeroAmount);
+            }
+            next.balance = Amount(next.balance.0 - debit(*amount)?.0);
+            (Some((*to, *amount)), Event::Transfer { from: sender, to: *to, amount: *amount })
+        }
+        TxKind::StakeLock { amount } => {
+            if amount.0 == 0 {
+                return Err(TxError::ZeroAmount);
+            }
+            next.balance = Amount(next.balance.0 - debit(*amount)?.0);
+            next.stake_locked = next.stake_locked.checked_add(*amount).ok_or(TxError::Overflow)?;
+            (None, Event::StakeLocked { account: sender, amount: *amount })
+        }
+        TxKind::StakeUnbond { amount } => {
+            if amount.0 == 0 {
+                return Err(TxError::ZeroAmount);
+            }
+            if *amount > next.stake_locked {
+                return Err(TxError::UnbondExceedsLocked {
+                    requested: *amount,
+                    locked: next.stake_locked,
+                });
+            }
+            if next.unbonding.len() >= params.max_unbondings as usize {
+                return Err(TxError::TooManyUnbondings { max: params.max_unbondings });
+            }
+            next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
+            next.stake_locked = Amount(next.stake_locked.0 - amount.0);
+            let matures_at_ms = now_ms.saturating_add(params.unbonding_period_ms);
+            next.unbonding.push(Unbonding { amount: *amount, matures_at_ms });
+            (None, Event::StakeUnbonding { account: sender, amount: *amount, matures_at_ms })
+        }
+        TxKind::StakeWithdraw => {
+            let (matured, waiting): (Vec<Unbonding>, Vec<Unbonding>) =
+                next.unbonding.iter().cloned().partition(|u| u.matures_at_ms <= now_ms);
+            if matured.is_empty() {
+                return Err(TxError::NothingToWithdraw {
+                    now_ms,
+                    next_maturity_ms: waiting.iter().map(|u| u.matures_at_ms).min(),
+                });
+            }
+            let amount = Amount(matured.iter().map(|u| u.amount.0).sum());
+            next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
+            next.balance = next.balance.checked_add(amount).ok_or(TxError::Overflow)?;
+            next.unbonding = waiting;
+            (None, Event::StakeWithdrawn { account: sender, amount })
+        }
+    };
+    next.nonce += 1;
+    *account = next;
+    Ok(Credit { to, fee: tx.fee, event })
+}
+
+/// A block made by [`State::build_block`], already applied.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    /// The block.
+    pub block: Block,
+    /// One receipt per transaction in the block.
+    pub receipts: Vec<Receipt>,
+    /// Candidates left out, with the reason.
+    pub rejected: Vec<(SignedTx, TxError)>,
+}
+
+/// What changed since the last [`State::take_changes`]: what storage must write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateChanges {
+    /// New values of touched accounts, in address order.
+    pub accounts: Vec<(Address, Account)>,
+    /// The rewards pool now.
+    pub rewards_pool: Amount,
+}
+
+/// The whole ledger state at one block.
+#[derive(Debug, Clone)]
+pub struct State {
+    chain_id: String,
+    params: Params,
+    total_supply: Amount,
+    rewards_pool: Amount,
+    accounts: BTreeMap<Address, Account>,
+    head: Header,
+    head_hash: Hash,
+    buckets: Vec<Hash>,
+    dirty: BTreeSet<u8>,
+    /// Previous values of accounts touched in the block being applied.
+    undo: BTreeMap<Address, Option<Account>>,
+    undo_pool: Option<Amount>,
+    /// Accounts touched since the last `take_changes`.
+    touched: BTreeSet<Address>,
+}
+
+impl State {
+    /// The state and block at height 0 of `genesis`.
+    pub fn genesis(genesis: &Genesis) -> Result<(State, Block), GenesisError> {
+        genesis.validate()?;
+        let accounts = genesis.allocations.iter().map(|a| {
+            let vesting = a.vesting.as_ref().map(|v| Vesting {
+                total: a.amount,
+                start_ms: v.start_ms,
+                cliff_ms: v.cliff_ms,
+                end_ms: v.end_ms,
+            });
+            (a.address, Account { balance: a.amount, vesting, ..Account::default() })
+        });
+        let mut header = Header {
+            height: 0,
+            parent: Hash::ZERO,
+            timestamp_ms: genesis.timestamp_ms,
+            proposer: Address([0; 20]),
+            tx_count: 0,
+            tx_root: tx_root(&[]),
+            state_root: Hash::ZERO,
+        };
+        let mut state = State::from_parts(
+            genesis.chain_id.clone(),
+            genesis.params.clone(),
+            genesis.total_supply,
+            genesis.rewards_pool,
+            accounts,
+            header.clone(),
+        );
+        header.state_root = state.root();
+        state.head_hash = header.hash();
+        state.head = header.clone();
+        state.touched = state.accounts.keys().copied().collect();
+        Ok((state, Block { header, txs: Vec::new() }))
+    }
+
+    /// Rebuilds a state from stored parts; `head` is the last applied header. The caller
+    /// should compare [`State::root`] with `head.state_root` to detect a damaged store.
+    pub fn from_parts(
+        chain_id: String,
+        params: Params,
+        total_supply: Amount,
+        rewards_pool: Amount,
+        accounts: impl IntoIterator<Item = (Address, Account)>,
+        head: Header,
+    ) -> State {
+        let mut state = State {
+            chain_id,
+            params,
+            total_supply,
+            rewards_pool,
+            accounts: accounts.into_iter().collect(),
+            head_hash: head.hash(),
+            head,
+            buckets: vec![Hash::ZERO; 256],
+            dirty: (0..=255).collect(),
+            undo: BTreeMap::new(),
+            undo_pool: None,
+            touched: BTreeSet::new(),
+        };
+        state.rehash_dirty();
+        state
+    }
+
+    /// The chain id signatures cover.
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    /// Protocol parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The fixed total supply.
+    pub fn total_supply(&self) -> Amount {
+        self.total_supply
+    }
+
+    /// The undistributed node-rewards pool.
+    pub fn rewards_pool(&self) -> Amount {
+        self.rewards_pool
+    }
+
+    /// The header of the last applied block.
+    pub fn head(&self) -> &Header {
+        &self.head
+    }
+
+    /// The hash of the last applied block.
+    pub fn head_hash(&self) -> Hash {
+        self.head_hash
+    }
+
+    /// An account (the default, empty account if it was never touched).
+    pub fn account(&self, address: &Address) -> Account {
+        self.accounts.get(address).cloned().unwrap_or_default()
+    }
+
+    /// Every account, in address order.
+    pub fn accounts(&self) -> impl Iterator<Item = (&Address, &Account)> {
+        self.accounts.iter()
+    }
+
+    /// The state root.
+    pub fn root(&self) -> Hash {
+        let mut h = blake3::Hasher::new();
+        h.update(STATE_DOMAIN);
+        let mut globals = Vec::new();
+        self.chain_id.encode(&mut globals);
+        self.params.encode(&mut globals);
+        self.total_supply.encode(&mut globals);
+        self.rewards_pool.encode(&mut globals);
+        h.update(&globals);
+        for bucket in &self.buckets {
+            h.update(bucket.as_bytes());
+        }
+        Hash(*h.finalize().as_bytes())
+    }
+
+    /// Checks the conservation invariant; on failure returns (supply, what is accounted for).
+    pub fn check_conservation(&self) -> Result<(), (u128, u128)> {
+        let held: u128 = self.accounts.values().map(Account::total).sum::<u128>() + self.rewards_pool.0;
+        if held == self.total_supply.0 {
+            Ok(())
+        } else {
+            Err((self.total_supply.0, held))
+        }
+    }
+
+    /// Applies a block made elsewhere (or replayed from storage), checking everything:
+    /// height, parent, time, transaction root, signatures, each transaction and the state root.
+    /// All or nothing.
+    pub fn apply_block(&mut self, block: &Block) -> Result<Vec<Receipt>, BlockError> {
+        let header = &block.header;
+        self.check_header_links(header)?;
+        let hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
+        if header.tx_count as usize != block.txs.len() || tx_root(&hashes) != header.tx_root {
+            return Err(BlockError::TxRootMismatch);
+        }
+        self.verify_signatures(&block.txs)?;
+        let mut receipts = Vec::with_capacity(block.txs.len());
+        for (index, (signed, hash)) in block.txs.iter().zip(&hashes).enumerate() {
+            match self.apply_tx(&signed.tx, header, index as u32, *hash) {
+                Ok(receipt) => receipts.push(receipt),
+                Err(error) => {
+                    self.rollback();
+                    return Err(BlockError::InvalidTx { index, error });
+                }
+            }
+        }
+        self.rehash_dirty();
+        let computed = self.root();
+        if computed != header.state_root {
+            self.rollback();
+            return Err(BlockError::StateRootMismatch { header: header.state_root, computed });
+        }
+        self.commit(header.clone());
+        Ok(receipts)
+    }
+
+    /// Checks signatures of `txs` for this chain (batched); the first bad one is an error.
+    pub fn verify_signatures(&self, txs: &[SignedTx]) -> Result<(), BlockError> {
+        let messages: Vec<Vec<u8>> = txs.iter().map(|s| s.tx.signing_message(&self.chain_id)).collect();
+        let items: Vec<_> =
+            txs.iter().zip(&messages).map(|(s, m)| (s.tx.from, m.as_slice(), s.signature)).collect();
+        let results = verify_batch(&items);
+        match results.into_iter().enumerate().find_map(|(i, r)| r.err().map(|e| (i, e))) {
+            None => Ok(()),
+            Some((index, source)) => Err(BlockError::InvalidTx {
+                index,
+                error: TxError::BadSignature { sender: txs[index].tx.sender(), source },
+            }),
+        }
+    }
+
+    /// Builds and applies the next block from `candidates`, whose signatures the caller has
+    /// already checked (the mempool does). Candidates that do not apply are left out and
+    /// returned with the reason. The block time is `timestamp_ms`, raised to the parent's if
+    /// it is earlier.
+    pub fn build_block(
+        &mut self,
+        timestamp_ms: u64,
+        proposer: Address,
+        candidates: Vec<SignedTx>,
+    ) -> BuiltBlock {
+        let mut header = Header {
+            height: self.head.height + 1,
+            parent: self.head_hash,
+            timestamp_ms: timestamp_ms.max(self.head.timestamp_ms),
+            proposer,
+            tx_count: 0,
+            tx_root: Hash::ZERO,
+            state_root: Hash::ZERO,
+        };
+        let mut txs = Vec::with_capacity(candidates.len());
+        let mut hashes = Vec::with_capacity(candidates.len());
+        let mut receipts = Vec::with_capacity(candidates.len());
+        let mut rejected = Vec::new();
+        for signed in candidates {
+            let hash = signed.hash();
+            match self.apply_tx(&signed.tx, &header, txs.len() as u32, hash) {
+                Ok(receipt) => {
+                    receipts.push(receipt);
+                    hashes.push(hash);
+                    txs.push(signed);
+                }
+                Err(error) => rejected.push((signed, error)),
+            }
+        }
+        self.rehash_dirty();
+        header.tx_count = txs.len() as u32;
+        header.tx_root = tx_root(&hashes);
+        header.state_root = self.root();
+        self.commit(header.clone());
+        BuiltBlock { block: Block { header, txs }, receipts, rejected }
+    }
+
+    /// Hands over what changed since the last call, for storage to persist.
+    pub fn take_changes(&mut self) -> StateChanges {
+        let touched = std::mem::take(&mut self.touched);
+        StateChanges {
+            accounts: touched.into_iter().map(|a| (a, self.account(&a))).collect(),
+            rewards_pool: self.rewards_pool,
+        }
+    }
+
+    fn check_header_links(&self, header: &Header) -> Result<(), BlockError> {
+        if header.height != self.head.height + 1 {
+            return Err(BlockError::WrongHeight { head: self.head.height, got: header.height });
+        }
+        if header.parent != self.head_hash {
+            return Err(BlockError::WrongParent { head: self.head_hash, got: header.parent });
+        }
+        if header.timestamp_ms < self.head.timestamp_ms {
+            return Err(BlockError::TimeWentBackwards {
+                parent: self.head.timestamp_ms,
+                got: header.timestamp_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Applies one transaction; on error nothing changed.
+    fn apply_tx(
+        &mut self,
+        tx: &Transaction,
+        header: &Header,
+        index: u32,
+        tx_hash: Hash,
+    ) -> Result<Receipt, TxError> {
+        let sender = tx.sender();
+        let mut account = self.account(&sender);
+        let credit = apply_to_sender(&mut account, tx, &self.params, header.timestamp_ms)?;
+        let pool = self.rewards_pool.checked_add(credit.fee).ok_or(TxError::Overflow)?;
+        let recipient = match credit.to {
+            Some((to, amount)) if to == sender => {
+                account.balance = account.balance.checked_add(amount).ok_or(TxError::Overflow)?;
+                None
+            }
+            Some((to, amount)) => {
+                let mut r = self.account(&to);
+                r.balance = r.balance.checked_add(amount).ok_or(TxError::Overflow)?;
+                Some((to, r))
+            }
+            None => None,
+        };
+        self.write_account(sender, account);
+        if let Some((to, r)) = recipient {
+            self.write_account(to, r);
+        }
+        if pool != self.rewards_pool {
+            self.undo_pool.get_or_insert(self.rewards_pool);
+            self.rewards_pool = pool;
+        }
+        Ok(Receipt { tx_hash, height: header.height, index, fee: credit.fee, events: vec![credit.event] })
+    }
+
+    fn write_account(&mut self, address: Address, account: Account) {
+        let previous = self.accounts.insert(address, account);
+        self.undo.entry(address).or_insert(previous);
+        self.dirty.insert(address.0[0]);
+        self.touched.insert(address);
+    }
+
+    fn rollback(&mut self) {
+        for (address, previous) in std::mem::take(&mut self.undo) {
+            match previous {
+                Some(account) => self.accounts.insert(address, account),
+                None => self.accounts.remove(&address),
+            };
+            self.dirty.insert(address.0[0]);
+        }
+        if let Some(pool) = self.undo_pool.take() {
+            self.rewards_pool = pool;
+        }
+        self.rehash_dirty();
+    }
+
+    fn commit(&mut self, header: Header) {
+        self.undo.clear();
+        self.undo_pool = None;
+        self.head_hash = header.hash();
+        self.head = header;
+    }
+
+    fn rehash_dirty(&mut self) {
+        let mut bytes = Vec::new();
+        for bucket in std::mem::take(&mut self.dirty) {
+            let mut start = [0u8; 20];
+            start[0] = bucket;
+            let mut end = [0xffu8; 20];
+            end[0] = bucket;
+            let mut h = blake3::Hasher::new();
+            for (address, account) in self.accounts.range(Address(start)..=Address(end)) {
+                bytes.clear();
+                address.encode(&mut bytes);
+                account.encode(&mut bytes);
+                h.update(&bytes);
+            }
+            self.buckets[bucket as usize] = Hash(*h.finalize().as_bytes());
+        }
+    }
+}
