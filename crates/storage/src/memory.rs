@@ -1,0 +1,163 @@
+//! In-memory stores: [`MemoryStore`] for tests and simulation, and [`FailingStore`], a test
+//! double that "crashes" after a number of commits.
+
+use std::collections::BTreeMap;
+
+use gridwork_protocol::{Account, Receipt, State, StateChanges};
+use gridwork_types::{Address, Amount, Block, Hash, Header};
+
+use crate::record::{ChainMeta, TxRecord};
+use crate::{verified, Result, StorageError, Store};
+
+/// A store that keeps everything in memory, with the same semantics as the durable one.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    meta: Option<ChainMeta>,
+    headers: BTreeMap<u64, (Header, Vec<Hash>)>,
+    hashes: BTreeMap<Hash, u64>,
+    txs: BTreeMap<Hash, TxRecord>,
+    accounts: BTreeMap<Address, Account>,
+    rewards_pool: Amount,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn put_block(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) {
+        let hashes: Vec<Hash> = receipts.iter().map(|r| r.tx_hash).collect();
+        for (tx, receipt) in block.txs.iter().zip(receipts) {
+            self.txs.insert(receipt.tx_hash, TxRecord { tx: tx.clone(), receipt: receipt.clone() });
+        }
+        self.hashes.insert(block.header.hash(), block.header.height);
+        self.headers.insert(block.header.height, (block.header.clone(), hashes));
+        for (address, account) in &changes.accounts {
+            self.accounts.insert(*address, account.clone());
+        }
+        self.rewards_pool = changes.rewards_pool;
+    }
+}
+
+impl Store for MemoryStore {
+    fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
+        if self.meta.is_some() {
+            return Err(StorageError::NotNext { head: self.head_height()?, got: 0 });
+        }
+        self.meta = Some(meta.clone());
+        self.put_block(genesis, &[], changes);
+        Ok(())
+    }
+
+    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+        let head = self.head_height()?;
+        if head.map(|h| h + 1) != Some(block.header.height) {
+            return Err(StorageError::NotNext { head, got: block.header.height });
+        }
+        self.put_block(block, receipts, changes);
+        Ok(())
+    }
+
+    fn meta(&self) -> Result<Option<ChainMeta>> {
+        Ok(self.meta.clone())
+    }
+
+    fn head_height(&self) -> Result<Option<u64>> {
+        Ok(self.headers.keys().next_back().copied())
+    }
+
+    fn header(&self, height: u64) -> Result<Option<Header>> {
+        Ok(self.headers.get(&height).map(|(h, _)| h.clone()))
+    }
+
+    fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
+        Ok(self.headers.get(&height).map(|(_, hashes)| hashes.clone()))
+    }
+
+    fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
+        Ok(self.hashes.get(hash).copied())
+    }
+
+    fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>> {
+        Ok(self.txs.get(hash).cloned())
+    }
+
+    fn load_state(&self) -> Result<Option<State>> {
+        let (Some(meta), Some((head, _))) = (&self.meta, self.headers.values().next_back()) else {
+            return Ok(None);
+        };
+        let state = State::from_parts(
+            meta.chain_id.clone(),
+            meta.params.clone(),
+            meta.total_supply,
+            self.rewards_pool,
+            self.accounts.iter().map(|(a, acct)| (*a, acct.clone())),
+            head.clone(),
+        );
+        verified(state).map(Some)
+    }
+}
+
+/// A store that commits normally `commits_before_crash` times, then fails every commit, as
+/// a disk that filled up or a machine that lost power would. The failed commits write
+/// nothing. Reads keep working, so a test can check that what was committed is intact.
+#[derive(Debug)]
+pub struct FailingStore<S> {
+    inner: S,
+    commits_left: usize,
+}
+
+impl<S: Store> FailingStore<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, commits_before_crash: usize) -> Self {
+        Self { inner, commits_left: commits_before_crash }
+    }
+
+    /// The wrapped store, as a restarted node would find it.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Store> Store for FailingStore<S> {
+    fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
+        self.inner.init(meta, genesis, changes)
+    }
+
+    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+        if self.commits_left == 0 {
+            return Err(StorageError::Injected("commit after simulated crash"));
+        }
+        self.commits_left -= 1;
+        self.inner.commit(block, receipts, changes)
+    }
+
+    fn meta(&self) -> Result<Option<ChainMeta>> {
+        self.inner.meta()
+    }
+
+    fn head_height(&self) -> Result<Option<u64>> {
+        self.inner.head_height()
+    }
+
+    fn header(&self, height: u64) -> Result<Option<Header>> {
+        self.inner.header(height)
+    }
+
+    fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
+        self.inner.block_tx_hashes(height)
+    }
+
+    fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
+        self.inner.height_of(hash)
+    }
+
+    fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>> {
+        self.inner.tx(hash)
+    }
+
+    fn load_state(&self) -> Result<Option<State>> {
+        self.inner.load_state()
+    }
+}
