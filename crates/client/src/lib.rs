@@ -1,1 +1,12 @@
-//! placeholder
+//! The client side of Gridwork: a typed client of the node API, and the encrypted keystore.
+//!
+//! The CLI, the worker agent and tests all reach a node through [`Client`], so the API is
+//! exercised the way users exercise it.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+mod client;
+mod keystore;
+
+pub use client::{Client, ClientError, EventStream};
+pub use keystore::{KeyInfo, Keystore, KeystoreError};

@@ -1,1 +1,26 @@
-//! placeholder
+//! The Gridwork node: mempool, block production, durable commit, HTTP API and event stream.
+//!
+//! [`Node`] holds the ledger and serves it; [`api::router`] puts it on HTTP; [`serve`] runs
+//! both. See `docs/architecture.md` for the flows.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+pub mod api;
+mod config;
+mod mempool;
+mod metrics;
+mod node;
+
+pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
+pub use mempool::{Mempool, MempoolError};
+pub use metrics::Metrics;
+pub use node::{now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError};
+
+/// Serves the API of `node` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, api::router(node)).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,262 @@
+//! The JSON documents of the node's REST API (`/v1/...`), shared by the node that serves them
+//! and the client that reads them.
+//!
+//! Amounts are strings of base units; hashes are lowercase hex; addresses are bech32.
+//! Transactions travel as hex of their canonical encoding ([`SubmitTx`]) so that what a
+//! client signed is exactly what the node verifies.
+#![deny(missing_docs, unreachable_pub)]
+
+use gridwork_protocol::{Account, Params, Receipt, Unbonding, Vesting};
+use gridwork_types::{Address, Amount, Hash, Header, SignedTx, TxKind};
+use serde::{Deserialize, Serialize};
+
+/// An error body: a stable machine code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The parts of an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, snake_case (for example `insufficient_balance`, `nonce_replayed`).
+    pub code: String,
+    /// What went wrong and what to do.
+    pub message: String,
+}
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` or `halted`.
+    pub status: String,
+    /// Head height.
+    pub height: u64,
+    /// Why the node halted, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /v1/chain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    /// The chain id transactions are signed for.
+    pub chain_id: String,
+    /// Hash of block 0.
+    pub genesis_hash: Hash,
+    /// Head height.
+    pub height: u64,
+    /// Head hash.
+    pub head_hash: Hash,
+    /// Head block time.
+    pub head_time_ms: u64,
+    /// The fixed total supply.
+    pub total_supply: Amount,
+    /// The undistributed node-rewards pool.
+    pub rewards_pool: Amount,
+    /// Protocol parameters.
+    pub params: Params,
+    /// Transactions waiting in the mempool.
+    pub mempool: usize,
+}
+
+/// `POST /v1/txs`: a signed transaction, hex of its canonical encoding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTx {
+    /// Hex of the canonical bytes.
+    pub tx: String,
+}
+
+impl SubmitTx {
+    /// Wraps a signed transaction.
+    pub fn new(tx: &SignedTx) -> Self {
+        use gridwork_types::Encode;
+        SubmitTx { tx: hex::encode(tx.to_bytes()) }
+    }
+}
+
+/// The answer to a submission: accepted into the mempool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The transaction hash.
+    pub hash: Hash,
+}
+
+/// A transaction, readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxView {
+    /// Sender address.
+    pub from: Address,
+    /// Sender public key (hex).
+    pub public_key: String,
+    /// Nonce.
+    pub nonce: u64,
+    /// Fee.
+    pub fee: Amount,
+    /// What it does.
+    pub kind: TxKindView,
+}
+
+/// A transaction kind, readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TxKindView {
+    /// A transfer.
+    Transfer {
+        /// Recipient.
+        to: Address,
+        /// Amount.
+        amount: Amount,
+    },
+    /// Lock stake.
+    StakeLock {
+        /// Amount.
+        amount: Amount,
+    },
+    /// Unbond stake.
+    StakeUnbond {
+        /// Amount.
+        amount: Amount,
+    },
+    /// Withdraw matured stake.
+    StakeWithdraw,
+}
+
+impl From<&SignedTx> for TxView {
+    fn from(s: &SignedTx) -> Self {
+        let kind = match &s.tx.kind {
+            TxKind::Transfer { to, amount } => TxKindView::Transfer { to: *to, amount: *amount },
+            TxKind::StakeLock { amount } => TxKindView::StakeLock { amount: *amount },
+            TxKind::StakeUnbond { amount } => TxKindView::StakeUnbond { amount: *amount },
+            TxKind::StakeWithdraw => TxKindView::StakeWithdraw,
+        };
+        TxView {
+            from: s.tx.sender(),
+            public_key: hex::encode(s.tx.from.to_bytes()),
+            nonce: s.tx.nonce,
+            fee: s.tx.fee,
+            kind,
+        }
+    }
+}
+
+/// `GET /v1/txs/{hash}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxStatus {
+    /// The hash.
+    pub hash: Hash,
+    /// `pending` (in the mempool) or `committed` (in a durable block).
+    pub status: String,
+    /// The transaction.
+    pub tx: TxView,
+    /// The receipt, once committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+}
+
+/// `GET /v1/accounts/{address}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// The address.
+    pub address: Address,
+    /// Balance, including anything still vesting.
+    pub balance: Amount,
+    /// What can be spent now (balance less still-vesting tokens).
+    pub spendable: Amount,
+    /// Next nonce in committed state.
+    pub nonce: u64,
+    /// Next nonce counting transactions waiting in the mempool: sign with this one.
+    pub next_nonce: u64,
+    /// Stake locked in the vault.
+    pub stake_locked: Amount,
+    /// Sum of unbonding entries.
+    pub unbonding_total: Amount,
+    /// Unbonding entries, oldest first.
+    pub unbonding: Vec<Unbonding>,
+    /// Tokens held in job escrow (the market fills this in).
+    pub escrow: Amount,
+    /// Vesting schedule, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vesting: Option<Vesting>,
+    /// Still-vesting amount now.
+    pub vesting_locked: Amount,
+}
+
+impl AccountView {
+    /// The view of `account` at block time `now_ms`.
+    pub fn new(address: Address, account: &Account, now_ms: u64, next_nonce: u64) -> Self {
+        AccountView {
+            address,
+            balance: account.balance,
+            spendable: account.spendable(now_ms),
+            nonce: account.nonce,
+            next_nonce,
+            stake_locked: account.stake_locked,
+            unbonding_total: account.unbonding_total(),
+            unbonding: account.unbonding.clone(),
+            escrow: Amount::ZERO,
+            vesting: account.vesting.clone(),
+            vesting_locked: account.vesting.as_ref().map_or(Amount::ZERO, |v| v.locked(now_ms)),
+        }
+    }
+}
+
+/// A block header with its hash and transaction hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// The block hash.
+    pub hash: Hash,
+    /// Height.
+    pub height: u64,
+    /// Parent hash.
+    pub parent: Hash,
+    /// Block time.
+    pub timestamp_ms: u64,
+    /// Proposer.
+    pub proposer: Address,
+    /// Transaction root.
+    pub tx_root: Hash,
+    /// State root after the block.
+    pub state_root: Hash,
+    /// Transaction count.
+    pub tx_count: u32,
+    /// Transaction hashes, in order (omitted in lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txs: Option<Vec<Hash>>,
+}
+
+impl BlockView {
+    /// The view of a header.
+    pub fn new(header: &Header, txs: Option<Vec<Hash>>) -> Self {
+        BlockView {
+            hash: header.hash(),
+            height: header.height,
+            parent: header.parent,
+            timestamp_ms: header.timestamp_ms,
+            proposer: header.proposer,
+            tx_root: header.tx_root,
+            state_root: header.state_root,
+            tx_count: header.tx_count,
+            txs,
+        }
+    }
+}
+
+/// `GET /v1/blocks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockList {
+    /// Newest first.
+    pub blocks: Vec<BlockView>,
+}
+
+/// One message on the event stream (`GET /v1/events`, server-sent events named `block`):
+/// a committed block and its receipts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEvent {
+    /// The block.
+    pub block: BlockView,
+    /// One per transaction.
+    pub receipts: Vec<Receipt>,
+}

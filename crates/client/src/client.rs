@@ -1,0 +1,232 @@
+//! A typed client of the node's REST API.
+
+use std::time::{Duration, Instant};
+
+use gridwork_api::{
+    AccountView, BlockEvent, BlockList, BlockView, ChainInfo, ErrorBody, Health, SubmitTx, Submitted, TxStatus,
+};
+use gridwork_types::{Address, Hash, SignedTx};
+use serde::de::DeserializeOwned;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The node could not be reached.
+    #[error("cannot reach the node at {url}: {message} (is it running? start one with `gridwork node --dev`, or set --node / GRIDWORK_NODE)")]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// The transport error.
+        message: String,
+    },
+    /// The node answered with an error.
+    #[error("{message} [{code}]")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code.
+        code: String,
+        /// The node's message.
+        message: String,
+    },
+    /// The node answered something this client does not understand.
+    #[error("unexpected answer from {url}: {message}")]
+    BadResponse {
+        /// The URL.
+        url: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Waited too long.
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout {
+        /// What.
+        what: String,
+        /// How long.
+        seconds: u64,
+    },
+}
+
+impl ClientError {
+    /// The API error code, if the node answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one node.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the node at `base` (for example `http://127.0.0.1:7650`).
+    pub fn new(base: &str) -> Self {
+        let base = base.trim_end_matches('/');
+        let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Client { base, http }
+    }
+
+    /// The node's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+        let resp = req
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: url.to_string(), message: e.to_string() })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: url.to_string(), message: e.to_string() })?;
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+                Err(_) => ClientError::BadResponse {
+                    url: url.to_string(),
+                    message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
+                },
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::BadResponse { url: url.to_string(), message: e.to_string() })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.get(&url), &url).await
+    }
+
+    async fn get_optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+        match self.get(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /health` (a halted node answers 503 with its reason; this returns it as an error).
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        let url = format!("{}/health", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
+        resp.json().await.map_err(|e| ClientError::BadResponse { url, message: e.to_string() })
+    }
+
+    /// `GET /v1/chain`.
+    pub async fn chain(&self) -> Result<ChainInfo, ClientError> {
+        self.get("/v1/chain").await
+    }
+
+    /// `GET /v1/accounts/{address}`.
+    pub async fn account(&self, address: &Address) -> Result<AccountView, ClientError> {
+        self.get(&format!("/v1/accounts/{address}")).await
+    }
+
+    /// `POST /v1/txs`.
+    pub async fn submit(&self, tx: &SignedTx) -> Result<Hash, ClientError> {
+        let url = format!("{}/v1/txs", self.base);
+        let submitted: Submitted = self.send(self.http.post(&url).json(&SubmitTx::new(tx)), &url).await?;
+        Ok(submitted.hash)
+    }
+
+    /// `GET /v1/txs/{hash}`; `None` if the node does not know it.
+    pub async fn tx(&self, hash: &Hash) -> Result<Option<TxStatus>, ClientError> {
+        self.get_optional(&format!("/v1/txs/{hash}")).await
+    }
+
+    /// `GET /v1/blocks/{id}` with `latest`, a height or a hash.
+    pub async fn block(&self, id: &str) -> Result<Option<BlockView>, ClientError> {
+        self.get_optional(&format!("/v1/blocks/{id}")).await
+    }
+
+    /// `GET /v1/blocks?limit=`.
+    pub async fn blocks(&self, limit: usize) -> Result<Vec<BlockView>, ClientError> {
+        let list: BlockList = self.get(&format!("/v1/blocks?limit={limit}")).await?;
+        Ok(list.blocks)
+    }
+
+    /// Polls until the transaction is committed, or `timeout` passes.
+    pub async fn wait_committed(&self, hash: &Hash, timeout: Duration) -> Result<TxStatus, ClientError> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.tx(hash).await? {
+                if status.receipt.is_some() {
+                    return Ok(status);
+                }
+            }
+            if start.elapsed() > timeout {
+                return Err(ClientError::Timeout { what: format!("transaction {hash}"), seconds: timeout.as_secs() });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Opens the event stream and yields committed blocks as they come.
+    pub async fn events(&self) -> Result<EventStream, ClientError> {
+        let url = format!("{}/v1/events", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
+        Ok(EventStream { resp, buf: String::new(), url })
+    }
+}
+
+/// Committed blocks from the node's event stream.
+#[derive(Debug)]
+pub struct EventStream {
+    resp: reqwest::Response,
+    buf: String,
+    url: String,
+}
+
+impl EventStream {
+    /// The next committed block, or `None` when the stream ends.
+    pub async fn next_block(&mut self) -> Result<Option<BlockEvent>, ClientError> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let mut name = "message";
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if name == "block" {
+                    return serde_json::from_str(&data)
+                        .map(Some)
+                        .map_err(|e| ClientError::BadResponse { url: self.url.clone(), message: e.to_string() });
+                }
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(ClientError::Unreachable { url: self.url.clone(), message: e.to_string() }),
+            }
+        }
+    }
+}

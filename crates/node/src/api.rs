@@ -1,0 +1,225 @@
+//! The HTTP API: `/v1/...`, `/health`, `/metrics`, the event stream and the OpenAPI document.
+//!
+//! HTTP status codes and error codes live here and only here: the ledger and the mempool
+//! return typed errors and this module maps them. Every error body is
+//! `{"error": {"code": "...", "message": "..."}}` with a stable snake_case code.
+
+use std::convert::Infallible;
+use std::str::FromStr;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use gridwork_api::{BlockList, ErrorBody, ErrorDetail, SubmitTx, Submitted};
+use gridwork_protocol::TxError;
+use gridwork_types::{Address, Hash};
+use serde::Deserialize;
+
+use crate::mempool::MempoolError;
+use crate::node::{AdmitError, BlockId, Node, NodeError};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The OpenAPI document served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// An error as the API reports it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    fn not_found(what: impl std::fmt::Display) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<NodeError> for ApiError {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::Halted { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string()),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+        }
+    }
+}
+
+/// The stable code of a ledger error.
+pub fn tx_error_code(e: &TxError) -> &'static str {
+    match e {
+        TxError::BadSignature { .. } => "bad_signature",
+        TxError::NonceReplayed { .. } => "nonce_replayed",
+        TxError::NonceFuture { .. } => "nonce_future",
+        TxError::FeeTooLow { .. } => "fee_too_low",
+        TxError::InsufficientBalance { .. } => "insufficient_balance",
+        TxError::ZeroAmount => "zero_amount",
+        TxError::UnbondExceedsLocked { .. } => "unbond_exceeds_locked",
+        TxError::TooManyUnbondings { .. } => "too_many_unbondings",
+        TxError::NothingToWithdraw { .. } => "nothing_to_withdraw",
+        _ => "invalid_transaction",
+    }
+}
+
+impl From<AdmitError> for ApiError {
+    fn from(e: AdmitError) -> Self {
+        let message = e.to_string();
+        let (status, code) = match &e {
+            AdmitError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_transaction"),
+            AdmitError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "transaction_too_large"),
+            AdmitError::Halted { .. } => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
+            AdmitError::Mempool(MempoolError::AlreadyPending { .. }) => (StatusCode::CONFLICT, "already_pending"),
+            AdmitError::Mempool(MempoolError::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
+            AdmitError::Mempool(MempoolError::Invalid(tx)) => (StatusCode::UNPROCESSABLE_ENTITY, tx_error_code(tx)),
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+        );
+    }
+    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("request body is not the expected JSON: {}", r.body_text()))
+}
+
+fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, ApiError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("invalid {what}: {e}")))
+}
+
+/// The router of every endpoint.
+pub fn router(node: Node) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/chain", get(chain))
+        .route("/v1/txs", post(submit_tx))
+        .route("/v1/txs/{hash}", get(get_tx))
+        .route("/v1/accounts/{address}", get(get_account))
+        .route("/v1/blocks", get(list_blocks))
+        .route("/v1/blocks/{id}", get(get_block))
+        .route("/v1/events", get(events))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /v1/openapi.json") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), count_request))
+        .with_state(node)
+}
+
+async fn count_request(
+    State(node): State<Node>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    node.metrics().http_request();
+    next.run(req).await
+}
+
+async fn health(State(node): State<Node>) -> Response {
+    let health = node.health();
+    let status = if health.reason.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (status, Json(health)).into_response()
+}
+
+async fn metrics(State(node): State<Node>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn chain(State(node): State<Node>) -> Response {
+    Json(node.chain_info()).into_response()
+}
+
+async fn submit_tx(
+    State(node): State<Node>,
+    body: Result<Json<SubmitTx>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(json_rejection)?;
+    let bytes = hex::decode(body.tx.trim()).map_err(|e| AdmitError::Malformed(format!("`tx` is not hex: {e}")))?;
+    let hash = node.submit_bytes(&bytes)?;
+    Ok((StatusCode::ACCEPTED, Json(Submitted { hash })).into_response())
+}
+
+async fn get_tx(State(node): State<Node>, Path(hash): Path<String>) -> Result<Response, ApiError> {
+    let hash: Hash = parse("transaction hash", &hash)?;
+    match node.tx(&hash)? {
+        Some(status) => Ok(Json(status).into_response()),
+        None => Err(ApiError::not_found(format!("transaction {hash}"))),
+    }
+}
+
+async fn get_account(State(node): State<Node>, Path(address): Path<String>) -> Result<Response, ApiError> {
+    let address: Address = parse("address", &address)?;
+    Ok(Json(node.account(&address)).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+async fn list_blocks(
+    State(node): State<Node>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let limit = q.limit.unwrap_or(20).min(1000);
+    Ok(Json(BlockList { blocks: node.blocks(limit, q.before)? }).into_response())
+}
+
+async fn get_block(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: BlockId = id.parse().map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    match node.block(id)? {
+        Some(block) => Ok(Json(block).into_response()),
+        None => Err(ApiError::not_found("block")),
+    }
+}
+
+/// Server-sent events: one `block` event per committed block, with its receipts. A client
+/// that falls behind by more than the channel holds gets a `lagged` event naming how many
+/// blocks it missed, and can catch up through `/v1/blocks`.
+async fn events(State(node): State<Node>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = node.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        let event = match rx.recv().await {
+            Ok(block) => SseEvent::default()
+                .event("block")
+                .json_data(&*block)
+                .unwrap_or_else(|_| SseEvent::default().event("error")),
+            Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(event), rx))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

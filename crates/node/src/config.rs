@@ -1,0 +1,141 @@
+//! Node configuration: a TOML file, then environment overrides, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default API address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7650";
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a node config.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (names the field).
+        message: String,
+    },
+    /// An environment variable has a bad value.
+    #[error("environment variable {name}={value} is invalid: {expected}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        expected: &'static str,
+    },
+}
+
+/// How a node runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where the chain database and the genesis copy live.
+    pub data_dir: PathBuf,
+    /// API listen address.
+    pub listen: SocketAddr,
+    /// The Solo sequencer cuts a block this often while transactions wait.
+    pub block_interval_ms: u64,
+    /// The most transactions in one block.
+    pub max_block_txs: usize,
+    /// The most transactions waiting at once.
+    pub mempool_capacity: usize,
+    /// A genesis file (TOML or JSON) for a new chain; ignored once the chain exists, except
+    /// that it must match.
+    pub genesis: Option<PathBuf>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("gridwork-data"),
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7650))),
+            block_interval_ms: 200,
+            max_block_txs: 20_000,
+            mempool_capacity: 500_000,
+            genesis: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Reads `file` (if given) over the defaults, then applies `GRIDWORK_DATA_DIR`,
+    /// `GRIDWORK_LISTEN`, `GRIDWORK_BLOCK_INTERVAL_MS` and `GRIDWORK_GENESIS` from `env`.
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?
+            }
+            None => NodeConfig::default(),
+        };
+        if let Some(v) = env("GRIDWORK_DATA_DIR") {
+            config.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("GRIDWORK_LISTEN") {
+            config.listen = v.parse().map_err(|_| ConfigError::Env {
+                name: "GRIDWORK_LISTEN",
+                value: v.clone(),
+                expected: "an address such as 127.0.0.1:7650",
+            })?;
+        }
+        if let Some(v) = env("GRIDWORK_BLOCK_INTERVAL_MS") {
+            config.block_interval_ms = v.parse().map_err(|_| ConfigError::Env {
+                name: "GRIDWORK_BLOCK_INTERVAL_MS",
+                value: v.clone(),
+                expected: "a whole number of milliseconds",
+            })?;
+        }
+        if let Some(v) = env("GRIDWORK_GENESIS") {
+            config.genesis = Some(PathBuf::from(v));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nblock_interval_ms = 50\n").unwrap();
+        let env = |k: &str| (k == "GRIDWORK_LISTEN").then(|| "127.0.0.1:9001".to_string());
+        let config = NodeConfig::load(Some(&path), env).unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.block_interval_ms, 50);
+    }
+
+    #[test]
+    fn names_the_unknown_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "block_intervl_ms = 50\n").unwrap();
+        let err = NodeConfig::load(Some(&path), |_| None).unwrap_err();
+        assert!(err.to_string().contains("block_intervl_ms"), "{err}");
+    }
+
+    #[test]
+    fn names_the_bad_environment_variable() {
+        let err = NodeConfig::load(None, |k| (k == "GRIDWORK_BLOCK_INTERVAL_MS").then(|| "soon".into())).unwrap_err();
+        assert!(err.to_string().contains("GRIDWORK_BLOCK_INTERVAL_MS=soon"), "{err}");
+    }
+}

@@ -1,0 +1,513 @@
+//! The node core: ledger state, mempool, store and consensus behind one lock, with the
+//! operations the API and the block producer need.
+//!
+//! # Lifecycle
+//!
+//! [`Node::open`] loads the chain from the data directory (or creates it from a genesis),
+//! checks the stored state against the head's state root, and returns a node that serves
+//! reads at once. [`Node::spawn_producer`] starts the Solo block producer on its own thread;
+//! each block is applied in memory, committed durably to the store (one fsync per block), and
+//! only then announced on the event stream or visible through the block and transaction
+//! queries. If a commit fails the node halts: it refuses new transactions and reports why on
+//! `/health`; a restart resumes from the last durable block.
+//!
+//! # Concurrency
+//!
+//! Signature checks, the expensive part of admission, run before taking the lock, in batches.
+//! The lock guards the nonce and balance checks, block building and the commit.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gridwork_api::{AccountView, BlockEvent, BlockView, ChainInfo, Health, TxStatus, TxView};
+use gridwork_consensus::{Consensus, Solo};
+use gridwork_protocol::{Genesis, GenesisError, State, TxError};
+use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
+use gridwork_types::{verify_batch, Address, Decode, DecodeError, Hash, SignedTx, MAX_TX_BYTES};
+use tokio::sync::broadcast;
+
+use crate::config::NodeConfig;
+use crate::mempool::{Mempool, MempoolError};
+use crate::metrics::Metrics;
+
+/// Why the node could not start or serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The genesis is invalid.
+    #[error("invalid genesis: {0}")]
+    Genesis(#[from] GenesisError),
+    /// A new data directory and no genesis to start it from.
+    #[error("{data_dir} holds no chain yet; start with `--dev` or give a genesis file (`--genesis FILE`)")]
+    NoGenesis {
+        /// The data directory.
+        data_dir: String,
+    },
+    /// The given genesis is not the stored chain's.
+    #[error("the genesis file describes chain {given}, but {data_dir} holds chain {stored}; use another --data-dir")]
+    GenesisMismatch {
+        /// Data directory.
+        data_dir: String,
+        /// Stored genesis hash.
+        stored: Hash,
+        /// Given genesis hash.
+        given: Hash,
+    },
+    /// A genesis or data directory file could not be read or written.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The node halted after a failed commit.
+    #[error("the node halted: {reason}; restart it to resume from the last durable block")]
+    Halted {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a submitted transaction was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmitError {
+    /// Not hex of a canonical transaction.
+    #[error("transaction bytes do not decode: {0}")]
+    Malformed(String),
+    /// Too big.
+    #[error("transaction is {size} bytes; the limit is {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The ledger or mempool refused it.
+    #[error(transparent)]
+    Mempool(#[from] MempoolError),
+    /// The node is halted.
+    #[error("the node halted ({reason}) and accepts no transactions until restarted")]
+    Halted {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<DecodeError> for AdmitError {
+    fn from(e: DecodeError) -> Self {
+        AdmitError::Malformed(e.to_string())
+    }
+}
+
+impl From<TxError> for AdmitError {
+    fn from(e: TxError) -> Self {
+        AdmitError::Mempool(MempoolError::Invalid(e))
+    }
+}
+
+/// A block to look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockId {
+    /// The head.
+    Latest,
+    /// By height.
+    Height(u64),
+    /// By hash.
+    Hash(Hash),
+}
+
+impl std::str::FromStr for BlockId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "latest" {
+            return Ok(BlockId::Latest);
+        }
+        if let Ok(h) = s.parse::<u64>() {
+            return Ok(BlockId::Height(h));
+        }
+        s.parse::<Hash>().map(BlockId::Hash).map_err(|_| {
+            format!("`{s}` is not a block id: use `latest`, a height, or a 64-character block hash")
+        })
+    }
+}
+
+struct Inner {
+    state: State,
+    mempool: Mempool,
+    store: Box<dyn Store>,
+    consensus: Box<dyn Consensus>,
+    last_block_at: Instant,
+    halted: Option<String>,
+}
+
+struct Shared {
+    chain_id: String,
+    genesis_hash: Hash,
+    inner: Mutex<Inner>,
+    events: broadcast::Sender<Arc<BlockEvent>>,
+    metrics: Metrics,
+    stop: AtomicBool,
+}
+
+/// A running ledger node. Cheap to clone; clones share the node.
+#[derive(Clone)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node({})", self.shared.chain_id)
+    }
+}
+
+/// Where a new chain's genesis comes from.
+#[derive(Debug, Clone)]
+pub enum GenesisSource {
+    /// A development chain with `accounts` funded dev accounts (see
+    /// [`gridwork_protocol::dev_keypair`]), created at the current time.
+    Dev {
+        /// How many dev accounts.
+        accounts: u32,
+    },
+    /// A genesis file (TOML or JSON, by extension).
+    File(std::path::PathBuf),
+    /// The data directory must already hold a chain.
+    Stored,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reads a genesis file (TOML, or JSON for `.json`).
+pub fn read_genesis(path: &Path) -> Result<Genesis, NodeError> {
+    let file_err = |message: String| NodeError::File { path: path.display().to_string(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let genesis: Genesis = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| file_err(format!("invalid genesis JSON: {e}")))?
+    } else {
+        toml::from_str(&text).map_err(|e| file_err(format!("invalid genesis TOML: {e}")))?
+    };
+    genesis.validate()?;
+    Ok(genesis)
+}
+
+impl Node {
+    /// Opens the chain in `config.data_dir`, creating it from `genesis` if it is new.
+    pub fn open(config: &NodeConfig, genesis: GenesisSource) -> Result<Node, NodeError> {
+        let dir = &config.data_dir;
+        let dir_err = |message: String| NodeError::File { path: dir.display().to_string(), message };
+        std::fs::create_dir_all(dir).map_err(|e| dir_err(format!("cannot create data directory: {e}")))?;
+        let store = RedbStore::open(&dir.join("chain.redb"))?;
+        let genesis = match (genesis, store.meta()?) {
+            (GenesisSource::Stored, None) => {
+                return Err(NodeError::NoGenesis { data_dir: dir.display().to_string() })
+            }
+            (GenesisSource::Dev { .. } | GenesisSource::Stored, Some(_)) => None,
+            (GenesisSource::File(path), stored) => {
+                let g = read_genesis(&path)?;
+                if let Some(meta) = stored {
+                    let (_, block) = State::genesis(&g)?;
+                    if block.header.hash() != meta.genesis_hash {
+                        return Err(NodeError::GenesisMismatch {
+                            data_dir: dir.display().to_string(),
+                            stored: meta.genesis_hash,
+                            given: block.header.hash(),
+                        });
+                    }
+                }
+                Some(g)
+            }
+            (GenesisSource::Dev { accounts }, None) => {
+                Some(Genesis::dev("gridwork-dev", now_ms(), accounts, Default::default()))
+            }
+        };
+        if let Some(g) = &genesis {
+            if store.meta()?.is_none() {
+                let path = dir.join("genesis.json");
+                let json = serde_json::to_string_pretty(g).map_err(|e| dir_err(e.to_string()))?;
+                std::fs::write(&path, json).map_err(|e| dir_err(format!("cannot write genesis.json: {e}")))?;
+            }
+        }
+        let consensus = Solo::new(config.block_interval_ms, config.max_block_txs, Address([0; 20]));
+        Node::with_store(Box::new(store), genesis.as_ref(), Box::new(consensus), config.mempool_capacity)
+    }
+
+    /// A node over any store (tests use [`gridwork_storage::MemoryStore`] and
+    /// [`gridwork_storage::FailingStore`]). `genesis` initialises an empty store.
+    pub fn with_store(
+        mut store: Box<dyn Store>,
+        genesis: Option<&Genesis>,
+        consensus: Box<dyn Consensus>,
+        mempool_capacity: usize,
+    ) -> Result<Node, NodeError> {
+        let state = match (store.load_state()?, genesis) {
+            (Some(state), _) => state,
+            (None, Some(genesis)) => {
+                let (mut state, block) = State::genesis(genesis)?;
+                let meta = ChainMeta {
+                    chain_id: genesis.chain_id.clone(),
+                    params: genesis.params.clone(),
+                    total_supply: genesis.total_supply,
+                    genesis_hash: block.header.hash(),
+                };
+                store.init(&meta, &block, &state.take_changes())?;
+                state
+            }
+            (None, None) => return Err(NodeError::NoGenesis { data_dir: "the store".into() }),
+        };
+        let meta = store.meta()?.ok_or(StorageError::Empty)?;
+        let metrics = Metrics::default();
+        metrics.set_head(state.head().height);
+        let (events, _) = broadcast::channel(1024);
+        Ok(Node {
+            shared: Arc::new(Shared {
+                chain_id: meta.chain_id,
+                genesis_hash: meta.genesis_hash,
+                inner: Mutex::new(Inner {
+                    state,
+                    mempool: Mempool::new(mempool_capacity),
+                    store,
+                    consensus,
+                    last_block_at: Instant::now(),
+                    halted: None,
+                }),
+                events,
+                metrics,
+                stop: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the ledger half-applied (blocks are
+        // all-or-nothing), so a poisoned lock is still safe to use.
+        self.shared.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The chain id transactions must be signed for.
+    pub fn chain_id(&self) -> &str {
+        &self.shared.chain_id
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Subscribes to committed blocks.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BlockEvent>> {
+        self.shared.events.subscribe()
+    }
+
+    /// Decodes and admits one transaction from its canonical bytes.
+    pub fn submit_bytes(&self, bytes: &[u8]) -> Result<Hash, AdmitError> {
+        if bytes.len() > MAX_TX_BYTES {
+            return Err(AdmitError::TooLarge { size: bytes.len(), max: MAX_TX_BYTES });
+        }
+        let tx = SignedTx::from_bytes(bytes)?;
+        self.submit(vec![tx]).pop().unwrap_or(Err(AdmitError::Malformed("empty".into())))
+    }
+
+    /// Admits transactions: signatures checked in one batch without the lock, then nonce,
+    /// fee and balance checked against the projected state. One result per transaction.
+    pub fn submit(&self, txs: Vec<SignedTx>) -> Vec<Result<Hash, AdmitError>> {
+        let chain_id = self.chain_id();
+        let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_message(chain_id)).collect();
+        let items: Vec<_> =
+            txs.iter().zip(&messages).map(|(t, m)| (t.tx.from, m.as_slice(), t.signature)).collect();
+        let sigs = verify_batch(&items);
+        let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
+        let now = now_ms();
+        let mut inner = self.lock();
+        let results: Vec<_> = txs
+            .into_iter()
+            .zip(sigs)
+            .zip(hashes)
+            .map(|((tx, sig), hash)| {
+                if let Some(reason) = &inner.halted {
+                    return Err(AdmitError::Halted { reason: reason.clone() });
+                }
+                if let Err(source) = sig {
+                    return Err(TxError::BadSignature { sender: tx.tx.sender(), source }.into());
+                }
+                let Inner { state, mempool, .. } = &mut *inner;
+                mempool.admit(state, tx, hash, now)?;
+                Ok(hash)
+            })
+            .collect();
+        let admitted = results.iter().filter(|r| r.is_ok()).count();
+        self.shared.metrics.admitted(admitted as u64, (results.len() - admitted) as u64);
+        self.shared.metrics.set_mempool(inner.mempool.len());
+        results
+    }
+
+    /// Produces one block now if consensus says so (`force` skips the interval, not the
+    /// no-empty-blocks rule). Returns the committed block, or `None` if there was nothing to
+    /// do. On a failed commit the node halts and returns the error.
+    pub fn produce_block(&self, force: bool) -> Result<Option<Arc<BlockEvent>>, NodeError> {
+        let mut inner = self.lock();
+        if let Some(reason) = &inner.halted {
+            return Err(NodeError::Halted { reason: reason.clone() });
+        }
+        let pending = inner.mempool.len();
+        let since = inner.last_block_at.elapsed().as_millis() as u64;
+        let propose = if force { pending > 0 } else { inner.consensus.should_propose(pending, since) };
+        if !propose {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let Inner { state, mempool, store, consensus, .. } = &mut *inner;
+        let candidates = mempool.take(consensus.max_block_txs());
+        let built = state.build_block(now_ms(), consensus.proposer(), candidates);
+        let changes = state.take_changes();
+        let committed = consensus
+            .finalize(&built.block.header)
+            .map_err(|e| e.to_string())
+            .and_then(|()| store.commit(&built.block, &built.receipts, &changes).map_err(|e| e.to_string()));
+        if let Err(reason) = committed {
+            tracing::error!(%reason, height = built.block.header.height, "block commit failed; node halted");
+            inner.halted = Some(reason.clone());
+            return Err(NodeError::Halted { reason });
+        }
+        if !built.rejected.is_empty() {
+            let dropped = mempool.revalidate(state, now_ms());
+            tracing::warn!(rejected = built.rejected.len(), dropped, "block refused admitted transactions");
+        }
+        inner.last_block_at = Instant::now();
+        let header = &built.block.header;
+        let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
+        let event = Arc::new(BlockEvent { block: BlockView::new(header, Some(hashes)), receipts: built.receipts });
+        let metrics = &self.shared.metrics;
+        metrics.block_committed(header.height, header.tx_count as u64, started.elapsed());
+        metrics.set_mempool(inner.mempool.len());
+        drop(inner);
+        // No subscribers is fine.
+        let _ = self.shared.events.send(event.clone());
+        Ok(Some(event))
+    }
+
+    /// Starts the block producer on its own thread. It stops when [`Node::shutdown`] is called
+    /// or the node halts.
+    pub fn spawn_producer(&self) -> JoinHandle<()> {
+        let node = self.clone();
+        std::thread::Builder::new()
+            .name("gridwork-producer".into())
+            .spawn(move || {
+                while !node.shared.stop.load(Ordering::Relaxed) {
+                    match node.produce_block(false) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                        Err(_) => break,
+                    }
+                }
+            })
+            .unwrap_or_else(|e| panic!("cannot start the block producer thread: {e}"))
+    }
+
+    /// Asks the producer to stop after the block it is working on.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// `/health`.
+    pub fn health(&self) -> Health {
+        let inner = self.lock();
+        Health {
+            status: if inner.halted.is_some() { "halted" } else { "ok" }.into(),
+            height: inner.state.head().height,
+            reason: inner.halted.clone(),
+        }
+    }
+
+    /// `/v1/chain`.
+    pub fn chain_info(&self) -> ChainInfo {
+        let inner = self.lock();
+        let head = inner.state.head();
+        ChainInfo {
+            chain_id: self.shared.chain_id.clone(),
+            genesis_hash: self.shared.genesis_hash,
+            height: head.height,
+            head_hash: inner.state.head_hash(),
+            head_time_ms: head.timestamp_ms,
+            total_supply: inner.state.total_supply(),
+            rewards_pool: inner.state.rewards_pool(),
+            params: inner.state.params().clone(),
+            mempool: inner.mempool.len(),
+        }
+    }
+
+    /// An account as of the head, with the nonce to sign the next transaction with.
+    pub fn account(&self, address: &Address) -> AccountView {
+        let inner = self.lock();
+        let account = inner.state.account(address);
+        let next = inner.mempool.next_nonce(&inner.state, address);
+        let now = now_ms().max(inner.state.head().timestamp_ms);
+        AccountView::new(*address, &account, now, next)
+    }
+
+    /// A transaction: committed (with receipt) or pending.
+    pub fn tx(&self, hash: &Hash) -> Result<Option<TxStatus>, NodeError> {
+        let inner = self.lock();
+        if let Some(record) = inner.store.tx(hash)? {
+            return Ok(Some(TxStatus {
+                hash: *hash,
+                status: "committed".into(),
+                tx: TxView::from(&record.tx),
+                receipt: Some(record.receipt),
+            }));
+        }
+        Ok(inner.mempool.get(hash).map(|tx| TxStatus {
+            hash: *hash,
+            status: "pending".into(),
+            tx: TxView::from(tx),
+            receipt: None,
+        }))
+    }
+
+    /// A committed block with its transaction hashes.
+    pub fn block(&self, id: BlockId) -> Result<Option<BlockView>, NodeError> {
+        let inner = self.lock();
+        let height = match id {
+            BlockId::Latest => Some(inner.state.head().height),
+            BlockId::Height(h) => Some(h),
+            BlockId::Hash(hash) => inner.store.height_of(&hash)?,
+        };
+        let Some(height) = height else { return Ok(None) };
+        let Some(header) = inner.store.header(height)? else { return Ok(None) };
+        let txs = inner.store.block_tx_hashes(height)?;
+        Ok(Some(BlockView::new(&header, txs)))
+    }
+
+    /// Up to `limit` committed blocks, newest first, below `before` (exclusive) if given.
+    pub fn blocks(&self, limit: usize, before: Option<u64>) -> Result<Vec<BlockView>, NodeError> {
+        let inner = self.lock();
+        let head = inner.state.head().height;
+        let top = before.map_or(head, |b| b.saturating_sub(1).min(head));
+        let mut out = Vec::new();
+        if before == Some(0) {
+            return Ok(out);
+        }
+        for height in (0..=top).rev().take(limit) {
+            if let Some(header) = inner.store.header(height)? {
+                out.push(BlockView::new(&header, None));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The state root of the head (for tests and operators).
+    pub fn state_root(&self) -> Hash {
+        self.lock().state.root()
+    }
+}
