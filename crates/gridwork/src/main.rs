@@ -1,1 +1,22 @@
-fn main() {}
+//! `gridwork`: the node, the worker agent and the CLI in one binary.
+//!
+//! Thin by design: parse the command line, call a library, print, map the error to an exit
+//! code (0 success, 1 failure, 2 usage).
+
+mod cli;
+mod commands;
+mod output;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let json = cli.json;
+    match commands::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            output::print_error(&err, json);
+            std::process::ExitCode::from(1)
+        }
+    }
+}

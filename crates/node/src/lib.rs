@@ -6,6 +6,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod bench;
 mod config;
 mod mempool;
 mod metrics;

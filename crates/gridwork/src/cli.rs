@@ -1,0 +1,177 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Gridwork: a decentralized GPU compute network. One binary for the node, the worker and the CLI.
+#[derive(Debug, Parser)]
+#[command(name = "gridwork", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Node API to talk to.
+    #[arg(long, global = true, env = "GRIDWORK_NODE", default_value = "http://127.0.0.1:7650")]
+    pub(crate) node: String,
+    /// Name of the keystore key that signs.
+    #[arg(long, global = true, env = "GRIDWORK_KEY")]
+    pub(crate) key: Option<String>,
+    /// Gridwork's home directory (keystore, default node data).
+    #[arg(long, global = true, env = "GRIDWORK_HOME")]
+    pub(crate) home: Option<PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage keys in the encrypted keystore.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run a node: ledger, API and block producer.
+    Node(NodeArgs),
+    /// Show an account's balance, stake, unbonding and escrow (default: the --key account).
+    Balance {
+        /// Address to show (default: the address of --key).
+        address: Option<String>,
+    },
+    /// Send GRID to an address.
+    Transfer {
+        /// Recipient address (grid1...).
+        to: String,
+        /// Amount in GRID, such as 12.5.
+        amount: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Lock, unbond and withdraw stake in the vault.
+    #[command(subcommand)]
+    Stake(StakeCommand),
+    /// Look up transactions.
+    #[command(subcommand)]
+    Tx(TxCommand),
+    /// Look up blocks.
+    #[command(subcommand)]
+    Block(BlockCommand),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Create a key (asks for a passphrase, or reads GRIDWORK_PASSPHRASE).
+    New {
+        /// Name of the key.
+        name: String,
+    },
+    /// List keys.
+    List,
+    /// Show a key's address and public key.
+    Show {
+        /// Name of the key.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// Start a one-node development chain (funded dev accounts, keys added as dev0, dev1, ...).
+    #[arg(long)]
+    pub(crate) dev: bool,
+    /// Number of funded dev accounts.
+    #[arg(long, default_value_t = 4, requires = "dev")]
+    pub(crate) dev_accounts: u32,
+    /// Node configuration file (TOML).
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (default: GRIDWORK_HOME/node).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// API listen address, such as 127.0.0.1:7650.
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
+    /// Genesis file (TOML or JSON) for a new chain.
+    #[arg(long, conflicts_with = "dev")]
+    pub(crate) genesis: Option<PathBuf>,
+    /// Block interval in milliseconds.
+    #[arg(long)]
+    pub(crate) block_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SendArgs {
+    /// Fee in GRID.
+    #[arg(long, default_value = "0")]
+    pub(crate) fee: String,
+    /// Return once the node admits the transaction instead of waiting for its block.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum StakeCommand {
+    /// Lock GRID in the vault.
+    Lock {
+        /// Amount in GRID.
+        amount: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Start unbonding locked GRID (withdrawable after the unbonding period).
+    Unbond {
+        /// Amount in GRID.
+        amount: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Withdraw every matured unbonding to the balance.
+    Withdraw {
+        #[command(flatten)]
+        send: SendArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TxCommand {
+    /// Show a transaction and its receipt.
+    Show {
+        /// Transaction hash.
+        hash: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BlockCommand {
+    /// Show a block: `latest`, a height or a hash.
+    Show {
+        /// Block id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Signed transfers through admission, block production and durable commit.
+    Ledger {
+        /// Funded sender accounts.
+        #[arg(long, default_value_t = 1000)]
+        accounts: u32,
+        /// Signed transfers.
+        #[arg(long, default_value_t = 100_000)]
+        transfers: u64,
+        /// Where to write the bench chain.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Block interval in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        block_interval_ms: u64,
+        /// Most transactions per block.
+        #[arg(long, default_value_t = 20_000)]
+        max_block_txs: usize,
+        /// Transactions per admission batch.
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+    },
+}

@@ -1,0 +1,119 @@
+//! The node core: durable blocks, restart, halting on a failed commit, data-dir locking.
+
+use gridwork_consensus::Solo;
+use gridwork_node::{AdmitError, GenesisSource, Node, NodeConfig, NodeError};
+use gridwork_protocol::{dev_keypair, Genesis, Params};
+use gridwork_storage::{FailingStore, RedbStore, StorageError, Store};
+use gridwork_types::{Address, Amount, SignedTx, Transaction, TxKind};
+
+fn config(dir: &std::path::Path) -> NodeConfig {
+    NodeConfig { data_dir: dir.join("data"), ..NodeConfig::default() }
+}
+
+fn transfer(chain: &str, from: u32, nonce: u64, grid: u64) -> SignedTx {
+    let key = dev_keypair(from);
+    Transaction {
+        from: key.public(),
+        nonce,
+        fee: Amount::ZERO,
+        kind: TxKind::Transfer { to: Address([9; 20]), amount: Amount::grid(grid) },
+    }
+    .sign(chain, &key)
+}
+
+#[test]
+fn restart_resumes_exactly_where_the_node_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, height) = {
+        let node = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 3 }).unwrap();
+        for n in 0..3 {
+            let results = node.submit(vec![transfer(node.chain_id(), 0, n, 1), transfer(node.chain_id(), 1, n, 2)]);
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+            node.produce_block(true).unwrap().unwrap();
+        }
+        (node.state_root(), node.health().height)
+    };
+    let node = Node::open(&config(dir.path()), GenesisSource::Stored).unwrap();
+    assert_eq!((node.state_root(), node.health().height), (root, height));
+    assert_eq!(node.account(&Address([9; 20])).balance, Amount::grid(9));
+    // The next nonces continue from the committed ones.
+    assert!(node.submit(vec![transfer(node.chain_id(), 0, 3, 1)])[0].is_ok());
+}
+
+#[test]
+fn no_empty_blocks_are_produced() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap();
+    assert!(node.produce_block(true).unwrap().is_none());
+    assert_eq!(node.health().height, 0);
+}
+
+#[test]
+fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chain.redb");
+    let genesis = Genesis::dev("halt-test", 1_700_000_000_000, 2, Params::default());
+    let committed_root = {
+        let store = FailingStore::new(RedbStore::open(&path).unwrap(), 2);
+        let node = Node::with_store(Box::new(store), Some(&genesis), Box::new(Solo::new(0, 100, Address([0; 20]))), 100).unwrap();
+        let mut root = None;
+        for n in 0..3 {
+            assert!(node.submit(vec![transfer("halt-test", 0, n, 1)])[0].is_ok());
+            match node.produce_block(true) {
+                Ok(Some(_)) => root = Some(node.state_root()),
+                Ok(None) => panic!("nothing produced"),
+                Err(NodeError::Halted { .. }) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let health = node.health();
+        assert_eq!(health.status, "halted");
+        assert!(health.reason.unwrap().contains("injected"));
+        let refused = node.submit(vec![transfer("halt-test", 0, 3, 1)]).pop().unwrap();
+        assert!(matches!(refused, Err(AdmitError::Halted { .. })), "{refused:?}");
+        root.unwrap()
+    };
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.head_height().unwrap(), Some(2));
+    let node = Node::with_store(Box::new(store), None, Box::new(Solo::new(0, 100, Address([0; 20]))), 100).unwrap();
+    assert_eq!(node.state_root(), committed_root);
+    // The transaction of the lost block was never acknowledged; it can be sent again.
+    assert!(node.submit(vec![transfer("halt-test", 0, 2, 1)])[0].is_ok());
+}
+
+#[test]
+fn a_data_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap();
+    let err = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap_err();
+    assert!(matches!(err, NodeError::Storage(StorageError::Locked { .. })), "{err}");
+}
+
+#[test]
+fn a_genesis_file_for_another_chain_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap());
+    let file = dir.path().join("other.json");
+    let other = Genesis::dev("other", 5, 2, Params::default());
+    std::fs::write(&file, serde_json::to_string(&other).unwrap()).unwrap();
+    let err = Node::open(&config(dir.path()), GenesisSource::File(file)).unwrap_err();
+    assert!(matches!(err, NodeError::GenesisMismatch { .. }), "{err}");
+}
+
+#[test]
+fn a_genesis_that_does_not_sum_to_supply_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let mut g = Genesis::dev("bad", 5, 2, Params::default());
+    g.rewards_pool = Amount(g.rewards_pool.0 + 1);
+    std::fs::write(&file, toml::to_string(&g).unwrap()).unwrap();
+    let err = Node::open(&config(dir.path()), GenesisSource::File(file)).unwrap_err();
+    assert!(err.to_string().contains("must equal the total supply"), "{err}");
+}
+
+#[test]
+fn a_new_data_directory_needs_a_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Node::open(&config(dir.path()), GenesisSource::Stored).unwrap_err();
+    assert!(err.to_string().contains("--dev"), "{err}");
+}
