@@ -1,0 +1,258 @@
+//! The `gridwork` binary, driven as a user drives it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gridwork_client::Client;
+use gridwork_protocol::{dev_keypair, State};
+use gridwork_storage::{RedbStore, Store};
+use gridwork_types::{Address, Amount, Hash, Transaction, TxKind, GRID};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gridwork");
+
+/// A `gridwork node --dev` child process.
+struct NodeProcess {
+    child: Child,
+    api: String,
+}
+
+impl NodeProcess {
+    fn start(home: &Path, data_dir: &Path) -> NodeProcess {
+        let mut child = Command::new(BIN)
+            .args(["node", "--dev", "--listen", "127.0.0.1:0", "--block-interval-ms", "20", "--json", "--data-dir"])
+            .arg(data_dir)
+            .env("GRIDWORK_HOME", home)
+            .env("GRIDWORK_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut doc = String::new();
+        let info: Value = loop {
+            let mut line = String::new();
+            assert!(reader.read_line(&mut line).unwrap() > 0, "node exited before printing its address");
+            doc.push_str(&line);
+            if let Ok(v) = serde_json::from_str(&doc) {
+                break v;
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        NodeProcess { child, api: info["api"].as_str().unwrap().to_string() }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cli {
+    home: PathBuf,
+    api: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("GRIDWORK_HOME", &self.home).env("GRIDWORK_NODE", &self.api).env_remove("GRIDWORK_PASSPHRASE").env_remove("GRIDWORK_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// Runs a command that must succeed and returns its JSON document.
+    fn json(&self, args: &[&str], env: &[(&str, &str)]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all, env);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?} failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed non-JSON ({e}): {stdout}"))
+    }
+
+    /// Runs a command that must fail and returns (JSON error code, message).
+    fn fails(&self, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all, env);
+        assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (doc["error"]["code"].as_str().unwrap().into(), doc["error"]["message"].as_str().unwrap().into())
+    }
+}
+
+fn units(v: &Value) -> u128 {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"));
+    let cli = Cli { home, api: node.api.clone() };
+
+    // Dev keys were added to the keystore; a new key needs a passphrase.
+    let alice = cli.json(&["keys", "new", "alice"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    let alice_addr = alice["address"].as_str().unwrap().to_string();
+    let list = cli.json(&["keys", "list"], &[]);
+    let names: Vec<&str> = list["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "dev0", "dev1", "dev2", "dev3"]);
+    assert_eq!(cli.json(&["keys", "show", "alice"], &[])["address"], alice["address"]);
+    let (_, msg) = cli.fails(&["keys", "new", "bob"], &[]);
+    assert!(msg.contains("GRIDWORK_PASSPHRASE"), "{msg}");
+
+    // Transfer and balance.
+    let sent = cli.json(&["--key", "dev0", "transfer", &alice_addr, "12.5"], &[]);
+    assert_eq!(sent["status"], "committed");
+    let hash = sent["hash"].as_str().unwrap().to_string();
+    let bal = cli.json(&["balance", &alice_addr], &[]);
+    assert_eq!(units(&bal["balance"]), 12 * GRID + GRID / 2);
+    let shown = cli.json(&["tx", "show", &hash], &[]);
+    assert_eq!(shown["status"], "committed");
+    let height = shown["receipt"]["height"].as_u64().unwrap();
+    let block = cli.json(&["block", "show", &height.to_string()], &[]);
+    assert!(block["txs"].as_array().unwrap().iter().any(|h| h == &Value::String(hash.clone())));
+    assert!(cli.json(&["block", "show", "latest"], &[])["height"].as_u64().unwrap() >= height);
+
+    // Alice's key is encrypted: the wrong passphrase is named, the right one signs.
+    let bob = dev_keypair(1).address().to_string();
+    let (_, msg) = cli.fails(&["--key", "alice", "transfer", &bob, "1"], &[("GRIDWORK_PASSPHRASE", "wrong")]);
+    assert!(msg.contains("wrong passphrase"), "{msg}");
+    cli.json(&["--key", "alice", "transfer", &bob, "1"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+
+    // Stake: lock, unbond, early withdraw refused.
+    cli.json(&["--key", "alice", "stake", "lock", "5"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    cli.json(&["--key", "alice", "stake", "unbond", "2"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    let bal = cli.json(&["--key", "alice", "balance"], &[]);
+    assert_eq!((units(&bal["stake_locked"]), units(&bal["unbonding_total"])), (3 * GRID, 2 * GRID));
+    assert_eq!(units(&bal["balance"]), 6 * GRID + GRID / 2);
+    let (code, msg) = cli.fails(&["--key", "alice", "stake", "withdraw"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    assert_eq!(code, "nothing_to_withdraw", "{msg}");
+    let (code, _) = cli.fails(&["--key", "alice", "stake", "unbond", "4"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    assert_eq!(code, "unbond_exceeds_locked");
+
+    // Bad input gets clear errors.
+    let (_, msg) = cli.fails(&["--key", "dev0", "transfer", "grid1nonsense", "1"], &[]);
+    assert!(msg.contains("not a valid address"), "{msg}");
+    let (_, msg) = cli.fails(&["--key", "dev0", "transfer", &bob, "1.2.3"], &[]);
+    assert!(msg.contains("not an amount"), "{msg}");
+    let (code, _) = cli.fails(&["--key", "alice", "transfer", &bob, "1000"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    assert_eq!(code, "insufficient_balance");
+    let (_, msg) = cli.fails(&["--key", "nobody", "transfer", &bob, "1"], &[]);
+    assert!(msg.contains("no key named `nobody`"), "{msg}");
+    let (_, msg) = cli.fails(&["transfer", &bob, "1"], &[]);
+    assert!(msg.contains("--key"), "{msg}");
+
+    // Text output is readable.
+    let out = cli.run(&["balance", &alice_addr], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("balance") && text.contains("6.5 GRID"), "{text}");
+}
+
+#[test]
+fn a_second_node_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    let _first = NodeProcess::start(&home, &data);
+    let out = Command::new(BIN)
+        .args(["node", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("GRIDWORK_HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+#[test]
+fn a_cli_error_without_a_node_says_how_to_start_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let cli = Cli { home: dir.path().to_path_buf(), api };
+    let (_, msg) = cli.fails(&["balance", &dev_keypair(0).address().to_string()], &[]);
+    assert!(msg.contains("gridwork node --dev"), "{msg}");
+}
+
+/// SIGKILL in the middle of a stream of transfers: every block the node announced survives,
+/// and the stored state equals a replay of the stored blocks from genesis.
+#[test]
+fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let data = dir.path().join("data");
+    let mut node = NodeProcess::start(&home, &data);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(&node.api);
+    let acknowledged: Vec<(u64, Hash)> = rt.block_on(async {
+        let chain = client.chain().await.unwrap();
+        let mut events = client.events().await.unwrap();
+        let key = dev_keypair(0);
+        let sender = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for nonce in 0.. {
+                    let to = Address([(nonce % 200) as u8; 20]);
+                    let tx = Transaction { from: key.public(), nonce, fee: Amount::ZERO, kind: TxKind::Transfer { to, amount: Amount(1 + nonce as u128) } }
+                        .sign(&chain.chain_id, &key);
+                    if client.submit(&tx).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let mut acked = Vec::new();
+        let start = Instant::now();
+        while acked.len() < 8 && start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Ok(Some(event))) = tokio::time::timeout(Duration::from_secs(5), events.next_block()).await {
+                acked.push((event.block.height, event.block.hash));
+            }
+        }
+        // Kill while the sender is still streaming.
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+        let _ = sender.await;
+        acked
+    });
+    assert!(acknowledged.len() >= 3, "too few blocks announced: {acknowledged:?}");
+
+    // Replay the stored chain from genesis and compare with the stored state.
+    {
+        let store = RedbStore::open(&data.join("chain.redb")).unwrap();
+        let genesis = gridwork_node::read_genesis(&data.join("genesis.json")).unwrap();
+        let (mut replay, block0) = State::genesis(&genesis).unwrap();
+        assert_eq!(store.header(0).unwrap().unwrap(), block0.header);
+        let head = store.head_height().unwrap().unwrap();
+        for h in 1..=head {
+            replay.apply_block(&store.block(h).unwrap().unwrap()).unwrap();
+        }
+        let stored = store.load_state().unwrap().unwrap();
+        assert_eq!(replay.root(), stored.root());
+        assert_eq!(replay.head_hash(), stored.head_hash());
+        for (height, hash) in &acknowledged {
+            assert_eq!(store.header(*height).unwrap().map(|h| h.hash()), Some(*hash), "acknowledged block {height} lost");
+        }
+    }
+
+    // And the restarted node serves it.
+    let node = NodeProcess::start(&home, &data);
+    let client = Client::new(&node.api);
+    rt.block_on(async {
+        for (height, hash) in &acknowledged {
+            let block = client.block(&height.to_string()).await.unwrap().unwrap();
+            assert_eq!(block.hash, *hash);
+        }
+    });
+}
