@@ -73,7 +73,9 @@ impl SubmitTx {
     /// Wraps a signed transaction.
     pub fn new(tx: &SignedTx) -> Self {
         use gridwork_types::Encode;
-        SubmitTx { tx: hex::encode(tx.to_bytes()) }
+        SubmitTx {
+            tx: hex::encode(tx.to_bytes()),
+        }
     }
 }
 
@@ -127,7 +129,10 @@ pub enum TxKindView {
 impl From<&SignedTx> for TxView {
     fn from(s: &SignedTx) -> Self {
         let kind = match &s.tx.kind {
-            TxKind::Transfer { to, amount } => TxKindView::Transfer { to: *to, amount: *amount },
+            TxKind::Transfer { to, amount } => TxKindView::Transfer {
+                to: *to,
+                amount: *amount,
+            },
             TxKind::StakeLock { amount } => TxKindView::StakeLock { amount: *amount },
             TxKind::StakeUnbond { amount } => TxKindView::StakeUnbond { amount: *amount },
             TxKind::StakeWithdraw => TxKindView::StakeWithdraw,
@@ -198,7 +203,10 @@ impl AccountView {
             unbonding: account.unbonding.clone(),
             escrow: Amount::ZERO,
             vesting: account.vesting.clone(),
-            vesting_locked: account.vesting.as_ref().map_or(Amount::ZERO, |v| v.locked(now_ms)),
+            vesting_locked: account
+                .vesting
+                .as_ref()
+                .map_or(Amount::ZERO, |v| v.locked(now_ms)),
         }
     }
 }

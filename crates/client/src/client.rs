@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use gridwork_api::{
-    AccountView, BlockEvent, BlockList, BlockView, ChainInfo, ErrorBody, Health, SubmitTx, Submitted, TxStatus,
+    AccountView, BlockEvent, BlockList, BlockView, ChainInfo, ErrorBody, Health, SubmitTx,
+    Submitted, TxStatus,
 };
 use gridwork_types::{Address, Hash, SignedTx};
 use serde::de::DeserializeOwned;
@@ -69,7 +70,11 @@ impl Client {
     /// A client of the node at `base` (for example `http://127.0.0.1:7650`).
     pub fn new(base: &str) -> Self {
         let base = base.trim_end_matches('/');
-        let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+        let base = if base.contains("://") {
+            base.to_string()
+        } else {
+            format!("http://{base}")
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -82,28 +87,41 @@ impl Client {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
         let resp = req
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { url: url.to_string(), message: e.to_string() })?;
+            .map_err(|e| ClientError::Unreachable {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
         let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Unreachable { url: url.to_string(), message: e.to_string() })?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+                Ok(body) => ClientError::Api {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                },
                 Err(_) => ClientError::BadResponse {
                     url: url.to_string(),
                     message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
                 },
             });
         }
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ClientError::BadResponse { url: url.to_string(), message: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -111,7 +129,10 @@ impl Client {
         self.send(self.http.get(&url), &url).await
     }
 
-    async fn get_optional<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ClientError> {
+    async fn get_optional<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Option<T>, ClientError> {
         match self.get(path).await {
             Ok(v) => Ok(Some(v)),
             Err(ClientError::Api { status: 404, .. }) => Ok(None),
@@ -127,8 +148,14 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
-        resp.json().await.map_err(|e| ClientError::BadResponse { url, message: e.to_string() })
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        resp.json().await.map_err(|e| ClientError::BadResponse {
+            url,
+            message: e.to_string(),
+        })
     }
 
     /// `GET /v1/chain`.
@@ -144,7 +171,9 @@ impl Client {
     /// `POST /v1/txs`.
     pub async fn submit(&self, tx: &SignedTx) -> Result<Hash, ClientError> {
         let url = format!("{}/v1/txs", self.base);
-        let submitted: Submitted = self.send(self.http.post(&url).json(&SubmitTx::new(tx)), &url).await?;
+        let submitted: Submitted = self
+            .send(self.http.post(&url).json(&SubmitTx::new(tx)), &url)
+            .await?;
         Ok(submitted.hash)
     }
 
@@ -165,7 +194,11 @@ impl Client {
     }
 
     /// Polls until the transaction is committed, or `timeout` passes.
-    pub async fn wait_committed(&self, hash: &Hash, timeout: Duration) -> Result<TxStatus, ClientError> {
+    pub async fn wait_committed(
+        &self,
+        hash: &Hash,
+        timeout: Duration,
+    ) -> Result<TxStatus, ClientError> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.tx(hash).await? {
@@ -174,7 +207,10 @@ impl Client {
                 }
             }
             if start.elapsed() > timeout {
-                return Err(ClientError::Timeout { what: format!("transaction {hash}"), seconds: timeout.as_secs() });
+                return Err(ClientError::Timeout {
+                    what: format!("transaction {hash}"),
+                    seconds: timeout.as_secs(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -188,8 +224,15 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable { url: url.clone(), message: e.to_string() })?;
-        Ok(EventStream { resp, buf: String::new(), url })
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(EventStream {
+            resp,
+            buf: String::new(),
+            url,
+        })
     }
 }
 
@@ -217,15 +260,23 @@ impl EventStream {
                     }
                 }
                 if name == "block" {
-                    return serde_json::from_str(&data)
-                        .map(Some)
-                        .map_err(|e| ClientError::BadResponse { url: self.url.clone(), message: e.to_string() });
+                    return serde_json::from_str(&data).map(Some).map_err(|e| {
+                        ClientError::BadResponse {
+                            url: self.url.clone(),
+                            message: e.to_string(),
+                        }
+                    });
                 }
             }
             match self.resp.chunk().await {
                 Ok(Some(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(ClientError::Unreachable { url: self.url.clone(), message: e.to_string() }),
+                Err(e) => {
+                    return Err(ClientError::Unreachable {
+                        url: self.url.clone(),
+                        message: e.to_string(),
+                    })
+                }
             }
         }
     }

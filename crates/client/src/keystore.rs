@@ -108,7 +108,10 @@ pub struct Keystore {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Keystore {
@@ -124,13 +127,18 @@ impl Keystore {
 
     fn path(&self, name: &str) -> Result<PathBuf, KeystoreError> {
         if !valid_name(name) {
-            return Err(KeystoreError::BadName { name: name.to_string() });
+            return Err(KeystoreError::BadName {
+                name: name.to_string(),
+            });
         }
         Ok(self.dir.join(format!("{name}.json")))
     }
 
     fn io(path: &Path) -> impl Fn(std::io::Error) -> KeystoreError + '_ {
-        move |source| KeystoreError::Io { path: path.display().to_string(), source }
+        move |source| KeystoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     /// Whether a key by that name exists.
@@ -139,10 +147,18 @@ impl Keystore {
     }
 
     /// Stores `key` under `name`, sealed with `passphrase`. Refuses to overwrite.
-    pub fn insert(&self, name: &str, key: &Keypair, passphrase: &str, dev: bool) -> Result<KeyInfo, KeystoreError> {
+    pub fn insert(
+        &self,
+        name: &str,
+        key: &Keypair,
+        passphrase: &str,
+        dev: bool,
+    ) -> Result<KeyInfo, KeystoreError> {
         let path = self.path(name)?;
         if path.exists() {
-            return Err(KeystoreError::Exists { name: name.to_string() });
+            return Err(KeystoreError::Exists {
+                name: name.to_string(),
+            });
         }
         std::fs::create_dir_all(&self.dir).map_err(Self::io(&self.dir))?;
         let mut salt = [0u8; 16];
@@ -162,7 +178,10 @@ impl Keystore {
         })?;
         let ciphertext = cipher
             .encrypt(Nonce::from_slice(&nonce), key.seed().as_slice())
-            .map_err(|_| KeystoreError::Corrupt { path: path.display().to_string(), message: "encryption failed".into() })?;
+            .map_err(|_| KeystoreError::Corrupt {
+                path: path.display().to_string(),
+                message: "encryption failed".into(),
+            })?;
         let info = KeyInfo {
             name: name.to_string(),
             address: key.address(),
@@ -192,19 +211,29 @@ impl Keystore {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(KeystoreError::NotFound { name: name.to_string(), dir: self.dir.display().to_string() })
+                return Err(KeystoreError::NotFound {
+                    name: name.to_string(),
+                    dir: self.dir.display().to_string(),
+                })
             }
             Err(e) => return Err(Self::io(&path)(e)),
         };
-        let file: KeyFile = serde_json::from_slice(&bytes)
-            .map_err(|e| KeystoreError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
+        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Corrupt {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok((path, file))
     }
 
     /// A key's public facts.
     pub fn info(&self, name: &str) -> Result<KeyInfo, KeystoreError> {
         let (_, f) = self.read(name)?;
-        Ok(KeyInfo { name: f.name, address: f.address, public_key: f.public_key, dev: f.dev })
+        Ok(KeyInfo {
+            name: f.name,
+            address: f.address,
+            public_key: f.public_key,
+            dev: f.dev,
+        })
     }
 
     /// Every key, by name.
@@ -216,7 +245,12 @@ impl Keystore {
         };
         let mut names: Vec<String> = entries
             .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".json")
+                    .map(str::to_string)
+            })
             .filter(|n| valid_name(n))
             .collect();
         names.sort();
@@ -226,18 +260,26 @@ impl Keystore {
     /// Decrypts a key.
     pub fn unlock(&self, name: &str, passphrase: &str) -> Result<Keypair, KeystoreError> {
         let (path, f) = self.read(name)?;
-        let corrupt = |message: &str| KeystoreError::Corrupt { path: path.display().to_string(), message: message.into() };
+        let corrupt = |message: &str| KeystoreError::Corrupt {
+            path: path.display().to_string(),
+            message: message.into(),
+        };
         let salt = hex::decode(&f.kdf.salt).map_err(|_| corrupt("salt is not hex"))?;
         let nonce: [u8; 12] = hex::decode(&f.nonce)
             .ok()
             .and_then(|n| n.try_into().ok())
             .ok_or_else(|| corrupt("nonce is not 12 bytes of hex"))?;
-        let ciphertext = hex::decode(&f.ciphertext).map_err(|_| corrupt("ciphertext is not hex"))?;
+        let ciphertext =
+            hex::decode(&f.ciphertext).map_err(|_| corrupt("ciphertext is not hex"))?;
         let cipher = cipher(&f.kdf, &salt, passphrase).map_err(|m| corrupt(&m))?;
         let seed = cipher
             .decrypt(Nonce::from_slice(&nonce), ciphertext.as_slice())
-            .map_err(|_| KeystoreError::WrongPassphrase { name: name.to_string() })?;
-        let seed: [u8; 32] = seed.try_into().map_err(|_| corrupt("secret is not 32 bytes"))?;
+            .map_err(|_| KeystoreError::WrongPassphrase {
+                name: name.to_string(),
+            })?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| corrupt("secret is not 32 bytes"))?;
         let key = Keypair::from_seed(seed);
         if key.address() != f.address {
             return Err(corrupt("secret does not match the stored address"));
@@ -250,7 +292,8 @@ fn cipher(kdf: &KdfParams, salt: &[u8], passphrase: &str) -> Result<ChaCha20Poly
     if kdf.algorithm != "argon2id" {
         return Err(format!("unknown key derivation `{}`", kdf.algorithm));
     }
-    let params = Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32)).map_err(|e| e.to_string())?;
+    let params =
+        Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32)).map_err(|e| e.to_string())?;
     let mut key = [0u8; 32];
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password_into(passphrase.as_bytes(), salt, &mut key)
@@ -287,7 +330,10 @@ mod tests {
         let key = Keypair::from_seed([3; 32]);
         let info = store.insert("alice", &key, "correct horse", false).unwrap();
         assert_eq!(info.address, key.address());
-        assert_eq!(store.unlock("alice", "correct horse").unwrap().address(), key.address());
+        assert_eq!(
+            store.unlock("alice", "correct horse").unwrap().address(),
+            key.address()
+        );
         assert_eq!(store.list().unwrap(), vec![info]);
     }
 
@@ -295,18 +341,34 @@ mod tests {
     fn wrong_passphrase_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = Keystore::new(dir.path());
-        store.insert("bob", &Keypair::from_seed([4; 32]), "right", false).unwrap();
+        store
+            .insert("bob", &Keypair::from_seed([4; 32]), "right", false)
+            .unwrap();
         let err = store.unlock("bob", "wrong").unwrap_err();
-        assert!(matches!(err, KeystoreError::WrongPassphrase { .. }), "{err}");
+        assert!(
+            matches!(err, KeystoreError::WrongPassphrase { .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn refuses_overwrite_bad_names_and_missing_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = Keystore::new(dir.path());
-        store.insert("carol", &Keypair::from_seed([5; 32]), "p", false).unwrap();
-        assert!(matches!(store.insert("carol", &Keypair::from_seed([6; 32]), "p", false), Err(KeystoreError::Exists { .. })));
-        assert!(matches!(store.insert("../etc", &Keypair::from_seed([6; 32]), "p", false), Err(KeystoreError::BadName { .. })));
-        assert!(matches!(store.unlock("dave", "p"), Err(KeystoreError::NotFound { .. })));
+        store
+            .insert("carol", &Keypair::from_seed([5; 32]), "p", false)
+            .unwrap();
+        assert!(matches!(
+            store.insert("carol", &Keypair::from_seed([6; 32]), "p", false),
+            Err(KeystoreError::Exists { .. })
+        ));
+        assert!(matches!(
+            store.insert("../etc", &Keypair::from_seed([6; 32]), "p", false),
+            Err(KeystoreError::BadName { .. })
+        ));
+        assert!(matches!(
+            store.unlock("dave", "p"),
+            Err(KeystoreError::NotFound { .. })
+        ));
     }
 }

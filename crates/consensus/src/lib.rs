@@ -52,7 +52,11 @@ impl Solo {
     /// A sequencer that cuts a block every `interval_ms` while transactions wait, or sooner
     /// when `max_block_txs` are ready.
     pub fn new(interval_ms: u64, max_block_txs: usize, proposer: Address) -> Self {
-        Self { interval_ms, max_block_txs: max_block_txs.max(1), proposer }
+        Self {
+            interval_ms,
+            max_block_txs: max_block_txs.max(1),
+            proposer,
+        }
     }
 }
 
@@ -71,7 +75,10 @@ impl Consensus for Solo {
 
     fn finalize(&mut self, header: &Header) -> Result<(), ConsensusError> {
         if header.proposer != self.proposer {
-            return Err(ConsensusError::NotProposer { height: header.height, proposer: header.proposer });
+            return Err(ConsensusError::NotProposer {
+                height: header.height,
+                proposer: header.proposer,
+            });
         }
         Ok(())
     }

@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "gridwork", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// Node API to talk to.
-    #[arg(long, global = true, env = "GRIDWORK_NODE", default_value = "http://127.0.0.1:7650")]
+    #[arg(
+        long,
+        global = true,
+        env = "GRIDWORK_NODE",
+        default_value = "http://127.0.0.1:7650"
+    )]
     pub(crate) node: String,
     /// Name of the keystore key that signs.
     #[arg(long, global = true, env = "GRIDWORK_KEY")]

@@ -12,7 +12,10 @@ use gridwork_protocol::dev_keypair;
 use gridwork_types::{Address, Amount, Hash, Keypair, Transaction, TxKind};
 use serde_json::json;
 
-use crate::cli::{BenchCommand, BlockCommand, Cli, Command, KeysCommand, NodeArgs, SendArgs, StakeCommand, TxCommand};
+use crate::cli::{
+    BenchCommand, BlockCommand, Cli, Command, KeysCommand, NodeArgs, SendArgs, StakeCommand,
+    TxCommand,
+};
 use crate::output::{emit, rows};
 
 /// How long a command waits for its transaction's block.
@@ -31,7 +34,10 @@ fn keystore(cli: &Cli) -> anyhow::Result<Keystore> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// The passphrase from GRIDWORK_PASSPHRASE or the terminal.
@@ -50,14 +56,22 @@ fn passphrase(prompt: &str, confirm: bool) -> anyhow::Result<String> {
 }
 
 fn key_name(cli: &Cli) -> anyhow::Result<String> {
-    cli.key.clone().ok_or_else(|| anyhow!("this command signs: pass --key NAME or set GRIDWORK_KEY (see `gridwork keys list`)"))
+    cli.key.clone().ok_or_else(|| {
+        anyhow!(
+            "this command signs: pass --key NAME or set GRIDWORK_KEY (see `gridwork keys list`)"
+        )
+    })
 }
 
 fn signing_key(cli: &Cli) -> anyhow::Result<Keypair> {
     let name = key_name(cli)?;
     let store = keystore(cli)?;
     let info = store.info(&name)?;
-    let pass = if info.dev { String::new() } else { passphrase(&format!("Passphrase for `{name}`: "), false)? };
+    let pass = if info.dev {
+        String::new()
+    } else {
+        passphrase(&format!("Passphrase for `{name}`: "), false)?
+    };
     Ok(store.unlock(&name, &pass)?)
 }
 
@@ -73,14 +87,27 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Balance { address } => balance(&cli, address.as_deref()),
         Command::Transfer { to, amount, send } => {
             let to: Address = to.parse()?;
-            let kind = TxKind::Transfer { to, amount: parse_amount(amount)? };
+            let kind = TxKind::Transfer {
+                to,
+                amount: parse_amount(amount)?,
+            };
             send_tx(&cli, kind, send)
         }
         Command::Stake(cmd) => match cmd {
-            StakeCommand::Lock { amount, send } => send_tx(&cli, TxKind::StakeLock { amount: parse_amount(amount)? }, send),
-            StakeCommand::Unbond { amount, send } => {
-                send_tx(&cli, TxKind::StakeUnbond { amount: parse_amount(amount)? }, send)
-            }
+            StakeCommand::Lock { amount, send } => send_tx(
+                &cli,
+                TxKind::StakeLock {
+                    amount: parse_amount(amount)?,
+                },
+                send,
+            ),
+            StakeCommand::Unbond { amount, send } => send_tx(
+                &cli,
+                TxKind::StakeUnbond {
+                    amount: parse_amount(amount)?,
+                },
+                send,
+            ),
             StakeCommand::Withdraw { send } => send_tx(&cli, TxKind::StakeWithdraw, send),
         },
         Command::Tx(TxCommand::Show { hash }) => tx_show(&cli, hash),
@@ -98,16 +125,28 @@ fn keys(cli: &Cli, cmd: &KeysCommand) -> anyhow::Result<()> {
             }
             let pass = passphrase(&format!("New passphrase for `{name}`: "), true)?;
             let info = store.insert(name, &Keypair::generate(), &pass, false)?;
-            emit(cli.json, &info, || format!("created key `{}`\naddress  {}", info.name, info.address))
+            emit(cli.json, &info, || {
+                format!("created key `{}`\naddress  {}", info.name, info.address)
+            })
         }
         KeysCommand::List => {
             let keys = store.list()?;
             emit(cli.json, &json!({ "keys": keys }), || {
                 if keys.is_empty() {
-                    return format!("no keys in {}; create one with `gridwork keys new NAME`", store.dir().display());
+                    return format!(
+                        "no keys in {}; create one with `gridwork keys new NAME`",
+                        store.dir().display()
+                    );
                 }
                 keys.iter()
-                    .map(|k| format!("{:<12} {}{}", k.name, k.address, if k.dev { "  (dev)" } else { "" }))
+                    .map(|k| {
+                        format!(
+                            "{:<12} {}{}",
+                            k.name,
+                            k.address,
+                            if k.dev { "  (dev)" } else { "" }
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("\n")
             })
@@ -115,7 +154,11 @@ fn keys(cli: &Cli, cmd: &KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Show { name } => {
             let info = store.info(name)?;
             emit(cli.json, &info, || {
-                rows(&[("name", info.name.clone()), ("address", info.address.to_string()), ("public key", info.public_key.clone())])
+                rows(&[
+                    ("name", info.name.clone()),
+                    ("address", info.address.to_string()),
+                    ("public key", info.public_key.clone()),
+                ])
             })
         }
     }
@@ -131,9 +174,9 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         config.data_dir = dir.clone();
     }
     if let Some(listen) = &args.listen {
-        config.listen = listen
-            .parse()
-            .map_err(|_| anyhow!("--listen {listen} is not an address; use the form 127.0.0.1:7650"))?;
+        config.listen = listen.parse().map_err(|_| {
+            anyhow!("--listen {listen} is not an address; use the form 127.0.0.1:7650")
+        })?;
     }
     if let Some(ms) = args.block_interval_ms {
         config.block_interval_ms = ms;
@@ -142,7 +185,9 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         config.genesis = Some(g.clone());
     }
     let source = match (&config.genesis, args.dev) {
-        (_, true) => GenesisSource::Dev { accounts: args.dev_accounts },
+        (_, true) => GenesisSource::Dev {
+            accounts: args.dev_accounts,
+        },
         (Some(file), false) => GenesisSource::File(file.clone()),
         (None, false) => GenesisSource::Stored,
     };
@@ -168,7 +213,12 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("cannot listen on {} (in use? pick another with --listen)", config.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (in use? pick another with --listen)",
+                    config.listen
+                )
+            })?;
         let addr = listener.local_addr()?;
         let info = node.chain_info();
         let doc = json!({
@@ -188,8 +238,14 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
             if !dev_accounts.is_empty() {
                 text.push_str("\ndev accounts (keys in the keystore, no passphrase):");
                 for a in &dev_accounts {
-                    let balance: Amount = serde_json::from_value(a["balance"].clone()).unwrap_or_default();
-                    text.push_str(&format!("\n  {:<6} {}  {} GRID", a["name"].as_str().unwrap_or(""), a["address"].as_str().unwrap_or(""), balance));
+                    let balance: Amount =
+                        serde_json::from_value(a["balance"].clone()).unwrap_or_default();
+                    text.push_str(&format!(
+                        "\n  {:<6} {}  {} GRID",
+                        a["name"].as_str().unwrap_or(""),
+                        a["address"].as_str().unwrap_or(""),
+                        balance
+                    ));
                 }
             }
             text
@@ -207,10 +263,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -218,8 +275,14 @@ async fn shutdown_signal() {
 }
 
 fn init_logging() {
-    let level = std::env::var("GRIDWORK_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
+    let level = std::env::var("GRIDWORK_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn balance(cli: &Cli, address: Option<&str>) -> anyhow::Result<()> {
@@ -239,11 +302,17 @@ fn balance(cli: &Cli, address: Option<&str>) -> anyhow::Result<()> {
             ("nonce", view.nonce.to_string()),
         ];
         if view.vesting.is_some() {
-            r.push(("vesting", format!("{} GRID still locked", view.vesting_locked)));
+            r.push((
+                "vesting",
+                format!("{} GRID still locked", view.vesting_locked),
+            ));
         }
         let mut text = rows(&r);
         for u in &view.unbonding {
-            text.push_str(&format!("\n  unbonding {} GRID, withdrawable at block time {} ms", u.amount, u.matures_at_ms));
+            text.push_str(&format!(
+                "\n  unbonding {} GRID, withdrawable at block time {} ms",
+                u.amount, u.matures_at_ms
+            ));
         }
         text
     })
@@ -256,14 +325,26 @@ fn send_tx(cli: &Cli, kind: TxKind, send: &SendArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let chain = client.chain().await?;
         let account = client.account(&key.address()).await?;
-        let tx = Transaction { from: key.public(), nonce: account.next_nonce, fee, kind }.sign(&chain.chain_id, &key);
+        let tx = Transaction {
+            from: key.public(),
+            nonce: account.next_nonce,
+            fee,
+            kind,
+        }
+        .sign(&chain.chain_id, &key);
         let hash = client.submit(&tx).await?;
         if send.no_wait {
-            return emit(cli.json, &json!({ "hash": hash, "status": "pending" }), || format!("submitted {hash}"));
+            return emit(
+                cli.json,
+                &json!({ "hash": hash, "status": "pending" }),
+                || format!("submitted {hash}"),
+            );
         }
         let status = client.wait_committed(&hash, COMMIT_WAIT).await?;
         let height = status.receipt.as_ref().map_or(0, |r| r.height);
-        emit(cli.json, &status, || format!("committed {hash} in block {height}"))
+        emit(cli.json, &status, || {
+            format!("committed {hash} in block {height}")
+        })
     })
 }
 
@@ -271,7 +352,9 @@ fn tx_show(cli: &Cli, hash: &str) -> anyhow::Result<()> {
     let hash: Hash = hash.parse()?;
     let status = runtime()?
         .block_on(Client::new(&cli.node).tx(&hash))?
-        .ok_or_else(|| anyhow!("transaction {hash} is not known to the node (not pending, not committed)"))?;
+        .ok_or_else(|| {
+            anyhow!("transaction {hash} is not known to the node (not pending, not committed)")
+        })?;
     emit(cli.json, &status, || {
         let mut r = vec![
             ("hash", status.hash.to_string()),
@@ -279,11 +362,17 @@ fn tx_show(cli: &Cli, hash: &str) -> anyhow::Result<()> {
             ("from", status.tx.from.to_string()),
             ("nonce", status.tx.nonce.to_string()),
             ("fee", format!("{} GRID", status.tx.fee)),
-            ("kind", serde_json::to_string(&status.tx.kind).unwrap_or_default()),
+            (
+                "kind",
+                serde_json::to_string(&status.tx.kind).unwrap_or_default(),
+            ),
         ];
         if let Some(rc) = &status.receipt {
             r.push(("block", format!("{} (index {})", rc.height, rc.index)));
-            r.push(("events", serde_json::to_string(&rc.events).unwrap_or_default()));
+            r.push((
+                "events",
+                serde_json::to_string(&rc.events).unwrap_or_default(),
+            ));
         }
         rows(&r)
     })
@@ -310,7 +399,14 @@ fn block_show(cli: &Cli, id: &str) -> anyhow::Result<()> {
 }
 
 fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ledger { accounts, transfers, data_dir, block_interval_ms, max_block_txs, batch } = cmd;
+    let BenchCommand::Ledger {
+        accounts,
+        transfers,
+        data_dir,
+        block_interval_ms,
+        max_block_txs,
+        batch,
+    } = cmd;
     let opts = LedgerBenchOptions {
         accounts: *accounts,
         transfers: *transfers,
@@ -322,13 +418,49 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
     let report = run_ledger_bench(&opts, |msg| eprintln!("{msg}"))?;
     emit(cli.json, &report, || {
         rows(&[
-            ("transfers", format!("{} from {} accounts in {} blocks", report.transfers, report.accounts, report.blocks)),
-            ("throughput", format!("{:.0} transfers/s ({:.2} s)", report.transfers_per_s, report.elapsed_s)),
-            ("confirmation", format!("p50 {:.1} ms, p99 {:.1} ms (at saturation: mostly queueing)", report.p50_confirm_ms, report.p99_confirm_ms)),
-            ("admission", format!("{:.2} s (signature batches, nonce and balance checks)", report.admission_s)),
-            ("build+commit", format!("{:.2} s (block execution, state root, redb commit with fsync)", report.build_and_commit_s)),
-            ("signing", format!("{:.2} s before the clock (client side)", report.signing_s)),
-            ("database", format!("{:.1} MiB", report.db_bytes as f64 / (1 << 20) as f64)),
+            (
+                "transfers",
+                format!(
+                    "{} from {} accounts in {} blocks",
+                    report.transfers, report.accounts, report.blocks
+                ),
+            ),
+            (
+                "throughput",
+                format!(
+                    "{:.0} transfers/s ({:.2} s)",
+                    report.transfers_per_s, report.elapsed_s
+                ),
+            ),
+            (
+                "confirmation",
+                format!(
+                    "p50 {:.1} ms, p99 {:.1} ms (at saturation: mostly queueing)",
+                    report.p50_confirm_ms, report.p99_confirm_ms
+                ),
+            ),
+            (
+                "admission",
+                format!(
+                    "{:.2} s (signature batches, nonce and balance checks)",
+                    report.admission_s
+                ),
+            ),
+            (
+                "build+commit",
+                format!(
+                    "{:.2} s (block execution, state root, redb commit with fsync)",
+                    report.build_and_commit_s
+                ),
+            ),
+            (
+                "signing",
+                format!("{:.2} s before the clock (client side)", report.signing_s),
+            ),
+            (
+                "database",
+                format!("{:.1} MiB", report.db_bytes as f64 / (1 << 20) as f64),
+            ),
         ])
     })
 }

@@ -3,6 +3,8 @@
 //! Thin by design: parse the command line, call a library, print, map the error to an exit
 //! code (0 success, 1 failure, 2 usage).
 
+#![deny(clippy::unwrap_used)]
+
 mod cli;
 mod commands;
 mod output;

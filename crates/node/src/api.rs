@@ -39,17 +39,30 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     fn not_found(what: impl std::fmt::Display) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -57,8 +70,14 @@ impl IntoResponse for ApiError {
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
-            NodeError::Halted { .. } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string()),
-            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+            NodeError::Halted { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string())
+            }
+            other => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
         }
     }
 }
@@ -86,9 +105,15 @@ impl From<AdmitError> for ApiError {
             AdmitError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_transaction"),
             AdmitError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "transaction_too_large"),
             AdmitError::Halted { .. } => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
-            AdmitError::Mempool(MempoolError::AlreadyPending { .. }) => (StatusCode::CONFLICT, "already_pending"),
-            AdmitError::Mempool(MempoolError::Full { .. }) => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
-            AdmitError::Mempool(MempoolError::Invalid(tx)) => (StatusCode::UNPROCESSABLE_ENTITY, tx_error_code(tx)),
+            AdmitError::Mempool(MempoolError::AlreadyPending { .. }) => {
+                (StatusCode::CONFLICT, "already_pending")
+            }
+            AdmitError::Mempool(MempoolError::Full { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "mempool_full")
+            }
+            AdmitError::Mempool(MempoolError::Invalid(tx)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, tx_error_code(tx))
+            }
         };
         ApiError::new(status, code, message)
     }
@@ -102,14 +127,24 @@ fn json_rejection(r: JsonRejection) -> ApiError {
             format!("request body exceeds {MAX_BODY_BYTES} bytes"),
         );
     }
-    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("request body is not the expected JSON: {}", r.body_text()))
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        format!("request body is not the expected JSON: {}", r.body_text()),
+    )
 }
 
 fn parse<T: FromStr>(what: &str, s: &str) -> Result<T, ApiError>
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("invalid {what}: {e}")))
+    s.parse().map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid {what}: {e}"),
+        )
+    })
 }
 
 /// The router of every endpoint.
@@ -125,9 +160,18 @@ pub fn router(node: Node) -> Router {
         .route("/v1/blocks", get(list_blocks))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/events", get(events))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /v1/openapi.json") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /v1/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(node.clone(), count_request))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            count_request,
+        ))
         .with_state(node)
 }
 
@@ -142,12 +186,20 @@ async fn count_request(
 
 async fn health(State(node): State<Node>) -> Response {
     let health = node.health();
-    let status = if health.reason.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if health.reason.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     (status, Json(health)).into_response()
 }
 
 async fn metrics(State(node): State<Node>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], node.metrics().render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics().render(),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Response {
@@ -163,7 +215,8 @@ async fn submit_tx(
     body: Result<Json<SubmitTx>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(json_rejection)?;
-    let bytes = hex::decode(body.tx.trim()).map_err(|e| AdmitError::Malformed(format!("`tx` is not hex: {e}")))?;
+    let bytes = hex::decode(body.tx.trim())
+        .map_err(|e| AdmitError::Malformed(format!("`tx` is not hex: {e}")))?;
     let hash = node.submit_bytes(&bytes)?;
     Ok((StatusCode::ACCEPTED, Json(Submitted { hash })).into_response())
 }
@@ -176,7 +229,10 @@ async fn get_tx(State(node): State<Node>, Path(hash): Path<String>) -> Result<Re
     }
 }
 
-async fn get_account(State(node): State<Node>, Path(address): Path<String>) -> Result<Response, ApiError> {
+async fn get_account(
+    State(node): State<Node>,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
     let address: Address = parse("address", &address)?;
     Ok(Json(node.account(&address)).into_response())
 }
@@ -191,13 +247,19 @@ async fn list_blocks(
     State(node): State<Node>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let limit = q.limit.unwrap_or(20).min(1000);
-    Ok(Json(BlockList { blocks: node.blocks(limit, q.before)? }).into_response())
+    Ok(Json(BlockList {
+        blocks: node.blocks(limit, q.before)?,
+    })
+    .into_response())
 }
 
 async fn get_block(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let id: BlockId = id.parse().map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
+    let id: BlockId = id
+        .parse()
+        .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
     match node.block(id)? {
         Some(block) => Ok(Json(block).into_response()),
         None => Err(ApiError::not_found("block")),

@@ -100,13 +100,21 @@ fn bench_key(i: u32) -> Keypair {
 }
 
 /// Runs the ledger bench.
-pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> Result<LedgerBenchReport, BenchError> {
+pub fn run_ledger_bench(
+    opts: &LedgerBenchOptions,
+    progress: impl Fn(&str),
+) -> Result<LedgerBenchReport, BenchError> {
     if opts.accounts == 0 || opts.transfers == 0 {
-        return Err(BenchError::Options("--accounts and --transfers must be at least 1".into()));
+        return Err(BenchError::Options(
+            "--accounts and --transfers must be at least 1".into(),
+        ));
     }
     let io = |path: &std::path::Path| {
         let path = path.display().to_string();
-        move |source| BenchError::Io { path: path.clone(), source }
+        move |source| BenchError::Io {
+            path: path.clone(),
+            source,
+        }
     };
     std::fs::create_dir_all(&opts.data_dir).map_err(io(&opts.data_dir))?;
     let db = opts.data_dir.join("bench.redb");
@@ -114,7 +122,10 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
         std::fs::remove_file(&db).map_err(io(&db))?;
     }
 
-    progress(&format!("generating {} accounts and signing {} transfers", opts.accounts, opts.transfers));
+    progress(&format!(
+        "generating {} accounts and signing {} transfers",
+        opts.accounts, opts.transfers
+    ));
     let sign_start = Instant::now();
     let keys: Vec<Keypair> = (0..opts.accounts).map(bench_key).collect();
     let each = 1_000_000 * GRID;
@@ -124,7 +135,14 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
         total_supply: Amount(each * u128::from(opts.accounts)),
         rewards_pool: Amount::ZERO,
         params: Params::default(),
-        allocations: keys.iter().map(|k| Allocation { address: k.address(), amount: Amount(each), vesting: None }).collect(),
+        allocations: keys
+            .iter()
+            .map(|k| Allocation {
+                address: k.address(),
+                amount: Amount(each),
+                vesting: None,
+            })
+            .collect(),
     };
     let mut nonces = vec![0u64; keys.len()];
     let txs: Vec<SignedTx> = (0..opts.transfers)
@@ -135,7 +153,10 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
                 from: keys[from].public(),
                 nonce: nonces[from],
                 fee: Amount::ZERO,
-                kind: TxKind::Transfer { to, amount: Amount(1 + i as u128 % 1000) },
+                kind: TxKind::Transfer {
+                    to,
+                    amount: Amount(1 + i as u128 % 1000),
+                },
             };
             nonces[from] += 1;
             tx.sign(&genesis.chain_id, &keys[from])
@@ -148,7 +169,12 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
     let store = RedbStore::open(&db).map_err(NodeError::from)?;
     let consensus = Solo::new(opts.block_interval_ms, opts.max_block_txs, Address([0; 20]));
     let capacity = (opts.transfers as usize).max(1);
-    let node = Node::with_store(Box::new(store), Some(&genesis), Box::new(consensus), capacity)?;
+    let node = Node::with_store(
+        Box::new(store),
+        Some(&genesis),
+        Box::new(consensus),
+        capacity,
+    )?;
 
     // Collect commit times from the event stream on its own thread.
     let mut events = node.subscribe();
@@ -160,7 +186,10 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
             match events.blocking_recv() {
                 Ok(event) => {
                     seen += event.receipts.len();
-                    committed.push((Instant::now(), event.receipts.iter().map(|r| r.tx_hash).collect()));
+                    committed.push((
+                        Instant::now(),
+                        event.receipts.iter().map(|r| r.tx_hash).collect(),
+                    ));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -192,10 +221,15 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
     if !refused.is_empty() {
         node.shutdown();
         let _ = producer.join();
-        return Err(BenchError::Refused { count: refused.len(), first: refused[0].to_string() });
+        return Err(BenchError::Refused {
+            count: refused.len(),
+            first: refused[0].to_string(),
+        });
     }
     let committed = collector.join().unwrap_or_default();
-    let elapsed = committed.last().map_or(start.elapsed(), |(t, _)| t.duration_since(start));
+    let elapsed = committed
+        .last()
+        .map_or(start.elapsed(), |(t, _)| t.duration_since(start));
     node.shutdown();
     let _ = producer.join();
 
@@ -208,7 +242,12 @@ pub fn run_ledger_bench(opts: &LedgerBenchOptions, progress: impl Fn(&str)) -> R
         }
     }
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     let build_and_commit_s = node
         .metrics()
         .render()

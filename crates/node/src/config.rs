@@ -63,7 +63,9 @@ impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             data_dir: PathBuf::from("gridwork-data"),
-            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7650))),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7650))),
             block_interval_ms: 200,
             max_block_txs: 20_000,
             mempool_capacity: 500_000,
@@ -75,13 +77,20 @@ impl Default for NodeConfig {
 impl NodeConfig {
     /// Reads `file` (if given) over the defaults, then applies `GRIDWORK_DATA_DIR`,
     /// `GRIDWORK_LISTEN`, `GRIDWORK_BLOCK_INTERVAL_MS` and `GRIDWORK_GENESIS` from `env`.
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-                toml::from_str(&text)
-                    .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?
             }
             None => NodeConfig::default(),
         };
@@ -117,7 +126,11 @@ mod tests {
     fn environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nblock_interval_ms = 50\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nblock_interval_ms = 50\n",
+        )
+        .unwrap();
         let env = |k: &str| (k == "GRIDWORK_LISTEN").then(|| "127.0.0.1:9001".to_string());
         let config = NodeConfig::load(Some(&path), env).unwrap();
         assert_eq!(config.listen.port(), 9001);
@@ -135,7 +148,13 @@ mod tests {
 
     #[test]
     fn names_the_bad_environment_variable() {
-        let err = NodeConfig::load(None, |k| (k == "GRIDWORK_BLOCK_INTERVAL_MS").then(|| "soon".into())).unwrap_err();
-        assert!(err.to_string().contains("GRIDWORK_BLOCK_INTERVAL_MS=soon"), "{err}");
+        let err = NodeConfig::load(None, |k| {
+            (k == "GRIDWORK_BLOCK_INTERVAL_MS").then(|| "soon".into())
+        })
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("GRIDWORK_BLOCK_INTERVAL_MS=soon"),
+            "{err}"
+        );
     }
 }

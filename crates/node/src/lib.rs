@@ -23,5 +23,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, api::router(node)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, api::router(node))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -93,24 +93,42 @@ impl Mempool {
 
     /// The nonce the sender's next transaction should carry, counting pending ones.
     pub fn next_nonce(&self, state: &State, sender: &Address) -> u64 {
-        self.senders.get(sender).map_or_else(|| state.account(sender).nonce, |v| v.projected.nonce)
+        self.senders
+            .get(sender)
+            .map_or_else(|| state.account(sender).nonce, |v| v.projected.nonce)
     }
 
     /// Admits a transaction whose signature was checked, as of time `now_ms`.
-    pub fn admit(&mut self, state: &State, tx: SignedTx, hash: Hash, now_ms: u64) -> Result<(), MempoolError> {
+    pub fn admit(
+        &mut self,
+        state: &State,
+        tx: SignedTx,
+        hash: Hash,
+        now_ms: u64,
+    ) -> Result<(), MempoolError> {
         if self.by_hash.contains_key(&hash) {
             return Err(MempoolError::AlreadyPending { hash });
         }
         if self.queue.len() >= self.capacity {
-            return Err(MempoolError::Full { capacity: self.capacity });
+            return Err(MempoolError::Full {
+                capacity: self.capacity,
+            });
         }
         let sender = tx.tx.sender();
         let mut projected = match self.senders.get(&sender) {
             Some(view) => view.projected.clone(),
             None => state.account(&sender),
         };
-        apply_to_sender(&mut projected, &tx.tx, state.params(), now_ms.max(state.head().timestamp_ms))?;
-        let view = self.senders.entry(sender).or_insert(SenderView { projected: Account::default(), pending: 0 });
+        apply_to_sender(
+            &mut projected,
+            &tx.tx,
+            state.params(),
+            now_ms.max(state.head().timestamp_ms),
+        )?;
+        let view = self.senders.entry(sender).or_insert(SenderView {
+            projected: Account::default(),
+            pending: 0,
+        });
         view.projected = projected;
         view.pending += 1;
         self.by_hash.insert(hash, self.taken + self.queue.len());
@@ -170,7 +188,10 @@ mod tests {
             from: key.public(),
             nonce,
             fee: Amount::ZERO,
-            kind: TxKind::Transfer { to: Address([1; 20]), amount: Amount(amount) },
+            kind: TxKind::Transfer {
+                to: Address([1; 20]),
+                amount: Amount(amount),
+            },
         }
         .sign("m", key)
     }
@@ -187,10 +208,17 @@ mod tests {
         let gap = transfer(&key, 5, 1);
         assert!(matches!(
             pool.admit(&state, gap.clone(), gap.hash(), 0),
-            Err(MempoolError::Invalid(TxError::NonceFuture { expected: 3, got: 5, .. }))
+            Err(MempoolError::Invalid(TxError::NonceFuture {
+                expected: 3,
+                got: 5,
+                ..
+            }))
         ));
         let taken = pool.take(2);
-        assert_eq!(taken.iter().map(|t| t.tx.nonce).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            taken.iter().map(|t| t.tx.nonce).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert_eq!(pool.len(), 1);
     }
 
@@ -200,9 +228,15 @@ mod tests {
         let mut pool = Mempool::new(1);
         let tx = transfer(&key, 0, 1);
         pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
-        assert!(matches!(pool.admit(&state, tx.clone(), tx.hash(), 0), Err(MempoolError::AlreadyPending { .. })));
+        assert!(matches!(
+            pool.admit(&state, tx.clone(), tx.hash(), 0),
+            Err(MempoolError::AlreadyPending { .. })
+        ));
         let next = transfer(&key, 1, 1);
-        assert!(matches!(pool.admit(&state, next.clone(), next.hash(), 0), Err(MempoolError::Full { capacity: 1 })));
+        assert!(matches!(
+            pool.admit(&state, next.clone(), next.hash(), 0),
+            Err(MempoolError::Full { capacity: 1 })
+        ));
     }
 
     #[test]

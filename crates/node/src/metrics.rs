@@ -35,7 +35,8 @@ impl Metrics {
         self.head_height.store(height, Relaxed);
         self.blocks.fetch_add(1, Relaxed);
         self.txs_committed.fetch_add(txs, Relaxed);
-        self.commit_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.commit_micros
+            .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
     pub(crate) fn http_request(&self) {
@@ -46,17 +47,60 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
-        metric("gridwork_head_height", "gauge", "Height of the last committed block.", self.head_height.load(Relaxed).to_string());
-        metric("gridwork_blocks_committed_total", "counter", "Blocks committed since start.", self.blocks.load(Relaxed).to_string());
-        metric("gridwork_txs_committed_total", "counter", "Transactions committed since start.", self.txs_committed.load(Relaxed).to_string());
-        metric("gridwork_txs_admitted_total", "counter", "Transactions admitted to the mempool.", self.txs_admitted.load(Relaxed).to_string());
-        metric("gridwork_txs_refused_total", "counter", "Transactions refused at admission.", self.txs_refused.load(Relaxed).to_string());
-        metric("gridwork_mempool_transactions", "gauge", "Transactions waiting.", self.mempool.load(Relaxed).to_string());
+        metric(
+            "gridwork_head_height",
+            "gauge",
+            "Height of the last committed block.",
+            self.head_height.load(Relaxed).to_string(),
+        );
+        metric(
+            "gridwork_blocks_committed_total",
+            "counter",
+            "Blocks committed since start.",
+            self.blocks.load(Relaxed).to_string(),
+        );
+        metric(
+            "gridwork_txs_committed_total",
+            "counter",
+            "Transactions committed since start.",
+            self.txs_committed.load(Relaxed).to_string(),
+        );
+        metric(
+            "gridwork_txs_admitted_total",
+            "counter",
+            "Transactions admitted to the mempool.",
+            self.txs_admitted.load(Relaxed).to_string(),
+        );
+        metric(
+            "gridwork_txs_refused_total",
+            "counter",
+            "Transactions refused at admission.",
+            self.txs_refused.load(Relaxed).to_string(),
+        );
+        metric(
+            "gridwork_mempool_transactions",
+            "gauge",
+            "Transactions waiting.",
+            self.mempool.load(Relaxed).to_string(),
+        );
         let secs = self.commit_micros.load(Relaxed) as f64 / 1e6;
-        metric("gridwork_block_build_and_commit_seconds_total", "counter", "Time spent building and durably committing blocks.", format!("{secs:.6}"));
-        metric("gridwork_http_requests_total", "counter", "HTTP requests served.", self.http_requests.load(Relaxed).to_string());
+        metric(
+            "gridwork_block_build_and_commit_seconds_total",
+            "counter",
+            "Time spent building and durably committing blocks.",
+            format!("{secs:.6}"),
+        );
+        metric(
+            "gridwork_http_requests_total",
+            "counter",
+            "HTTP requests served.",
+            self.http_requests.load(Relaxed).to_string(),
+        );
         out
     }
 }

@@ -186,12 +186,17 @@ pub enum GenesisSource {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Reads a genesis file (TOML, or JSON for `.json`).
 pub fn read_genesis(path: &Path) -> Result<Genesis, NodeError> {
-    let file_err = |message: String| NodeError::File { path: path.display().to_string(), message };
+    let file_err = |message: String| NodeError::File {
+        path: path.display().to_string(),
+        message,
+    };
     let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
     let genesis: Genesis = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| file_err(format!("invalid genesis JSON: {e}")))?
@@ -206,12 +211,18 @@ impl Node {
     /// Opens the chain in `config.data_dir`, creating it from `genesis` if it is new.
     pub fn open(config: &NodeConfig, genesis: GenesisSource) -> Result<Node, NodeError> {
         let dir = &config.data_dir;
-        let dir_err = |message: String| NodeError::File { path: dir.display().to_string(), message };
-        std::fs::create_dir_all(dir).map_err(|e| dir_err(format!("cannot create data directory: {e}")))?;
+        let dir_err = |message: String| NodeError::File {
+            path: dir.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| dir_err(format!("cannot create data directory: {e}")))?;
         let store = RedbStore::open(&dir.join("chain.redb"))?;
         let genesis = match (genesis, store.meta()?) {
             (GenesisSource::Stored, None) => {
-                return Err(NodeError::NoGenesis { data_dir: dir.display().to_string() })
+                return Err(NodeError::NoGenesis {
+                    data_dir: dir.display().to_string(),
+                })
             }
             (GenesisSource::Dev { .. } | GenesisSource::Stored, Some(_)) => None,
             (GenesisSource::File(path), stored) => {
@@ -228,19 +239,32 @@ impl Node {
                 }
                 Some(g)
             }
-            (GenesisSource::Dev { accounts }, None) => {
-                Some(Genesis::dev("gridwork-dev", now_ms(), accounts, Default::default()))
-            }
+            (GenesisSource::Dev { accounts }, None) => Some(Genesis::dev(
+                "gridwork-dev",
+                now_ms(),
+                accounts,
+                Default::default(),
+            )),
         };
         if let Some(g) = &genesis {
             if store.meta()?.is_none() {
                 let path = dir.join("genesis.json");
                 let json = serde_json::to_string_pretty(g).map_err(|e| dir_err(e.to_string()))?;
-                std::fs::write(&path, json).map_err(|e| dir_err(format!("cannot write genesis.json: {e}")))?;
+                std::fs::write(&path, json)
+                    .map_err(|e| dir_err(format!("cannot write genesis.json: {e}")))?;
             }
         }
-        let consensus = Solo::new(config.block_interval_ms, config.max_block_txs, Address([0; 20]));
-        Node::with_store(Box::new(store), genesis.as_ref(), Box::new(consensus), config.mempool_capacity)
+        let consensus = Solo::new(
+            config.block_interval_ms,
+            config.max_block_txs,
+            Address([0; 20]),
+        );
+        Node::with_store(
+            Box::new(store),
+            genesis.as_ref(),
+            Box::new(consensus),
+            config.mempool_capacity,
+        )
     }
 
     /// A node over any store (tests use [`gridwork_storage::MemoryStore`] and
@@ -264,7 +288,11 @@ impl Node {
                 store.init(&meta, &block, &state.take_changes())?;
                 state
             }
-            (None, None) => return Err(NodeError::NoGenesis { data_dir: "the store".into() }),
+            (None, None) => {
+                return Err(NodeError::NoGenesis {
+                    data_dir: "the store".into(),
+                })
+            }
         };
         let meta = store.meta()?.ok_or(StorageError::Empty)?;
         let metrics = Metrics::default();
@@ -313,10 +341,15 @@ impl Node {
     /// Decodes and admits one transaction from its canonical bytes.
     pub fn submit_bytes(&self, bytes: &[u8]) -> Result<Hash, AdmitError> {
         if bytes.len() > MAX_TX_BYTES {
-            return Err(AdmitError::TooLarge { size: bytes.len(), max: MAX_TX_BYTES });
+            return Err(AdmitError::TooLarge {
+                size: bytes.len(),
+                max: MAX_TX_BYTES,
+            });
         }
         let tx = SignedTx::from_bytes(bytes)?;
-        self.submit(vec![tx]).pop().unwrap_or(Err(AdmitError::Malformed("empty".into())))
+        self.submit(vec![tx])
+            .pop()
+            .unwrap_or(Err(AdmitError::Malformed("empty".into())))
     }
 
     /// Admits transactions: signatures checked in one batch without the lock, then nonce,
@@ -324,8 +357,11 @@ impl Node {
     pub fn submit(&self, txs: Vec<SignedTx>) -> Vec<Result<Hash, AdmitError>> {
         let chain_id = self.chain_id();
         let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_message(chain_id)).collect();
-        let items: Vec<_> =
-            txs.iter().zip(&messages).map(|(t, m)| (t.tx.from, m.as_slice(), t.signature)).collect();
+        let items: Vec<_> = txs
+            .iter()
+            .zip(&messages)
+            .map(|(t, m)| (t.tx.from, m.as_slice(), t.signature))
+            .collect();
         let sigs = verify_batch(&items);
         let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
         let now = now_ms();
@@ -336,10 +372,16 @@ impl Node {
             .zip(hashes)
             .map(|((tx, sig), hash)| {
                 if let Some(reason) = &inner.halted {
-                    return Err(AdmitError::Halted { reason: reason.clone() });
+                    return Err(AdmitError::Halted {
+                        reason: reason.clone(),
+                    });
                 }
                 if let Err(source) = sig {
-                    return Err(TxError::BadSignature { sender: tx.tx.sender(), source }.into());
+                    return Err(TxError::BadSignature {
+                        sender: tx.tx.sender(),
+                        source,
+                    }
+                    .into());
                 }
                 let Inner { state, mempool, .. } = &mut *inner;
                 mempool.admit(state, tx, hash, now)?;
@@ -347,7 +389,9 @@ impl Node {
             })
             .collect();
         let admitted = results.iter().filter(|r| r.is_ok()).count();
-        self.shared.metrics.admitted(admitted as u64, (results.len() - admitted) as u64);
+        self.shared
+            .metrics
+            .admitted(admitted as u64, (results.len() - admitted) as u64);
         self.shared.metrics.set_mempool(inner.mempool.len());
         results
     }
@@ -358,23 +402,39 @@ impl Node {
     pub fn produce_block(&self, force: bool) -> Result<Option<Arc<BlockEvent>>, NodeError> {
         let mut inner = self.lock();
         if let Some(reason) = &inner.halted {
-            return Err(NodeError::Halted { reason: reason.clone() });
+            return Err(NodeError::Halted {
+                reason: reason.clone(),
+            });
         }
         let pending = inner.mempool.len();
         let since = inner.last_block_at.elapsed().as_millis() as u64;
-        let propose = if force { pending > 0 } else { inner.consensus.should_propose(pending, since) };
+        let propose = if force {
+            pending > 0
+        } else {
+            inner.consensus.should_propose(pending, since)
+        };
         if !propose {
             return Ok(None);
         }
         let started = Instant::now();
-        let Inner { state, mempool, store, consensus, .. } = &mut *inner;
+        let Inner {
+            state,
+            mempool,
+            store,
+            consensus,
+            ..
+        } = &mut *inner;
         let candidates = mempool.take(consensus.max_block_txs());
         let built = state.build_block(now_ms(), consensus.proposer(), candidates);
         let changes = state.take_changes();
         let committed = consensus
             .finalize(&built.block.header)
             .map_err(|e| e.to_string())
-            .and_then(|()| store.commit(&built.block, &built.receipts, &changes).map_err(|e| e.to_string()));
+            .and_then(|()| {
+                store
+                    .commit(&built.block, &built.receipts, &changes)
+                    .map_err(|e| e.to_string())
+            });
         if let Err(reason) = committed {
             tracing::error!(%reason, height = built.block.header.height, "block commit failed; node halted");
             inner.halted = Some(reason.clone());
@@ -382,12 +442,19 @@ impl Node {
         }
         if !built.rejected.is_empty() {
             let dropped = mempool.revalidate(state, now_ms());
-            tracing::warn!(rejected = built.rejected.len(), dropped, "block refused admitted transactions");
+            tracing::warn!(
+                rejected = built.rejected.len(),
+                dropped,
+                "block refused admitted transactions"
+            );
         }
         inner.last_block_at = Instant::now();
         let header = &built.block.header;
         let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
-        let event = Arc::new(BlockEvent { block: BlockView::new(header, Some(hashes)), receipts: built.receipts });
+        let event = Arc::new(BlockEvent {
+            block: BlockView::new(header, Some(hashes)),
+            receipts: built.receipts,
+        });
         let metrics = &self.shared.metrics;
         metrics.block_committed(header.height, header.tx_count as u64, started.elapsed());
         metrics.set_mempool(inner.mempool.len());
@@ -424,7 +491,12 @@ impl Node {
     pub fn health(&self) -> Health {
         let inner = self.lock();
         Health {
-            status: if inner.halted.is_some() { "halted" } else { "ok" }.into(),
+            status: if inner.halted.is_some() {
+                "halted"
+            } else {
+                "ok"
+            }
+            .into(),
             height: inner.state.head().height,
             reason: inner.halted.clone(),
         }
@@ -483,8 +555,12 @@ impl Node {
             BlockId::Height(h) => Some(h),
             BlockId::Hash(hash) => inner.store.height_of(&hash)?,
         };
-        let Some(height) = height else { return Ok(None) };
-        let Some(header) = inner.store.header(height)? else { return Ok(None) };
+        let Some(height) = height else {
+            return Ok(None);
+        };
+        let Some(header) = inner.store.header(height)? else {
+            return Ok(None);
+        };
         let txs = inner.store.block_tx_hashes(height)?;
         Ok(Some(BlockView::new(&header, txs)))
     }

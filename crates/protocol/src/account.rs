@@ -68,7 +68,10 @@ pub struct Account {
 impl Account {
     /// Balance that can be spent at `now_ms`: the balance less what is still vesting.
     pub fn spendable(&self, now_ms: u64) -> Amount {
-        let locked = self.vesting.as_ref().map_or(Amount::ZERO, |v| v.locked(now_ms));
+        let locked = self
+            .vesting
+            .as_ref()
+            .map_or(Amount::ZERO, |v| v.locked(now_ms));
         self.balance.saturating_sub(locked)
     }
 
@@ -112,7 +115,10 @@ impl Encode for Unbonding {
 
 impl Decode for Unbonding {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Unbonding { amount: Amount::decode(r)?, matures_at_ms: u64::decode(r)? })
+        Ok(Unbonding {
+            amount: Amount::decode(r)?,
+            matures_at_ms: u64::decode(r)?,
+        })
     }
 }
 
@@ -147,7 +153,12 @@ mod tests {
         (any::<u128>(), 0u64..1 << 40, 0u64..1 << 40, 1u64..1 << 40).prop_map(
             |(total, start, cliff_off, len)| {
                 let cliff = start + cliff_off % len;
-                Vesting { total: Amount(total), start_ms: start, cliff_ms: cliff, end_ms: start + len }
+                Vesting {
+                    total: Amount(total),
+                    start_ms: start,
+                    cliff_ms: cliff,
+                    end_ms: start + len,
+                }
             },
         )
     }
@@ -170,7 +181,12 @@ mod tests {
 
     #[test]
     fn vesting_is_linear_after_the_cliff() {
-        let v = Vesting { total: Amount(1000), start_ms: 0, cliff_ms: 250, end_ms: 1000 };
+        let v = Vesting {
+            total: Amount(1000),
+            start_ms: 0,
+            cliff_ms: 250,
+            end_ms: 1000,
+        };
         assert_eq!(v.released(249), Amount::ZERO);
         assert_eq!(v.released(250), Amount(250));
         assert_eq!(v.released(500), Amount(500));
@@ -182,9 +198,17 @@ mod tests {
         let a = Account {
             balance: Amount(5),
             nonce: 2,
-            vesting: Some(Vesting { total: Amount(3), start_ms: 1, cliff_ms: 2, end_ms: 3 }),
+            vesting: Some(Vesting {
+                total: Amount(3),
+                start_ms: 1,
+                cliff_ms: 2,
+                end_ms: 3,
+            }),
             stake_locked: Amount(7),
-            unbonding: vec![Unbonding { amount: Amount(1), matures_at_ms: 9 }],
+            unbonding: vec![Unbonding {
+                amount: Amount(1),
+                matures_at_ms: 9,
+            }],
         };
         assert_eq!(Account::from_bytes(&a.to_bytes()), Ok(a));
     }

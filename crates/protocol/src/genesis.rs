@@ -106,9 +106,13 @@ impl Genesis {
                     return Err(GenesisError::BadVesting { address: a.address });
                 }
             }
-            allocated = allocated.checked_add(a.amount.0).ok_or(GenesisError::Overflow)?;
+            allocated = allocated
+                .checked_add(a.amount.0)
+                .ok_or(GenesisError::Overflow)?;
         }
-        let total = allocated.checked_add(self.rewards_pool.0).ok_or(GenesisError::Overflow)?;
+        let total = allocated
+            .checked_add(self.rewards_pool.0)
+            .ok_or(GenesisError::Overflow)?;
         if total != self.total_supply.0 {
             return Err(GenesisError::SupplyMismatch {
                 allocated,
@@ -128,7 +132,11 @@ impl Genesis {
         let each = 1_000_000 * GRID;
         let accounts = accounts.max(1);
         let mut allocations: Vec<Allocation> = (0..accounts)
-            .map(|i| Allocation { address: dev_keypair(i).address(), amount: Amount(each), vesting: None })
+            .map(|i| Allocation {
+                address: dev_keypair(i).address(),
+                amount: Amount(each),
+                vesting: None,
+            })
             .collect();
         if accounts > 1 {
             if let Some(last) = allocations.last_mut() {
@@ -167,24 +175,40 @@ mod tests {
 
     #[test]
     fn dev_genesis_is_valid() {
-        assert_eq!(Genesis::dev("dev", 0, 4, Params::default()).validate(), Ok(()));
-        assert_eq!(Genesis::dev("dev", 0, 1, Params::default()).validate(), Ok(()));
+        assert_eq!(
+            Genesis::dev("dev", 0, 4, Params::default()).validate(),
+            Ok(())
+        );
+        assert_eq!(
+            Genesis::dev("dev", 0, 1, Params::default()).validate(),
+            Ok(())
+        );
     }
 
     #[test]
     fn rejects_allocations_that_do_not_sum_to_supply() {
         let mut g = Genesis::dev("dev", 0, 2, Params::default());
         g.allocations[1].amount = Amount(g.allocations[1].amount.0 + 1);
-        assert!(matches!(g.validate(), Err(GenesisError::SupplyMismatch { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::SupplyMismatch { .. })
+        ));
     }
 
     #[test]
     fn rejects_duplicate_and_misordered_vesting() {
         let mut g = Genesis::dev("dev", 0, 2, Params::default());
-        g.allocations[1].vesting = Some(VestingSchedule { start_ms: 5, cliff_ms: 4, end_ms: 9 });
+        g.allocations[1].vesting = Some(VestingSchedule {
+            start_ms: 5,
+            cliff_ms: 4,
+            end_ms: 9,
+        });
         assert!(matches!(g.validate(), Err(GenesisError::BadVesting { .. })));
         let mut g = Genesis::dev("dev", 0, 2, Params::default());
         g.allocations[1].address = g.allocations[0].address;
-        assert!(matches!(g.validate(), Err(GenesisError::DuplicateAllocation { .. })));
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::DuplicateAllocation { .. })
+        ));
     }
 }

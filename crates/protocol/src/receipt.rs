@@ -56,7 +56,11 @@ impl Encode for Event {
                 account.encode(out);
                 amount.encode(out);
             }
-            Event::StakeUnbonding { account, amount, matures_at_ms } => {
+            Event::StakeUnbonding {
+                account,
+                amount,
+                matures_at_ms,
+            } => {
                 out.push(2);
                 account.encode(out);
                 amount.encode(out);
@@ -74,14 +78,24 @@ impl Encode for Event {
 impl Decode for Event {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match u8::decode(r)? {
-            0 => Event::Transfer { from: Address::decode(r)?, to: Address::decode(r)?, amount: Amount::decode(r)? },
-            1 => Event::StakeLocked { account: Address::decode(r)?, amount: Amount::decode(r)? },
+            0 => Event::Transfer {
+                from: Address::decode(r)?,
+                to: Address::decode(r)?,
+                amount: Amount::decode(r)?,
+            },
+            1 => Event::StakeLocked {
+                account: Address::decode(r)?,
+                amount: Amount::decode(r)?,
+            },
             2 => Event::StakeUnbonding {
                 account: Address::decode(r)?,
                 amount: Amount::decode(r)?,
                 matures_at_ms: u64::decode(r)?,
             },
-            3 => Event::StakeWithdrawn { account: Address::decode(r)?, amount: Amount::decode(r)? },
+            3 => Event::StakeWithdrawn {
+                account: Address::decode(r)?,
+                amount: Amount::decode(r)?,
+            },
             tag => return Err(DecodeError::UnknownTag { what: "event", tag }),
         })
     }

@@ -51,19 +51,34 @@ pub fn apply_to_sender(
 ) -> Result<Credit, TxError> {
     let sender = tx.sender();
     if tx.nonce < account.nonce {
-        return Err(TxError::NonceReplayed { sender, expected: account.nonce, got: tx.nonce });
+        return Err(TxError::NonceReplayed {
+            sender,
+            expected: account.nonce,
+            got: tx.nonce,
+        });
     }
     if tx.nonce > account.nonce {
-        return Err(TxError::NonceFuture { sender, expected: account.nonce, got: tx.nonce });
+        return Err(TxError::NonceFuture {
+            sender,
+            expected: account.nonce,
+            got: tx.nonce,
+        });
     }
     if tx.fee < params.min_fee {
-        return Err(TxError::FeeTooLow { min: params.min_fee, got: tx.fee });
+        return Err(TxError::FeeTooLow {
+            min: params.min_fee,
+            got: tx.fee,
+        });
     }
     let spendable = account.spendable(now_ms);
     let debit = |amount: Amount| -> Result<Amount, TxError> {
         let needed = amount.checked_add(tx.fee).ok_or(TxError::Overflow)?;
         if needed > spendable {
-            return Err(TxError::InsufficientBalance { sender, needed, spendable });
+            return Err(TxError::InsufficientBalance {
+                sender,
+                needed,
+                spendable,
+            });
         }
         Ok(needed)
     };
@@ -74,15 +89,31 @@ pub fn apply_to_sender(
                 return Err(TxError::ZeroAmount);
             }
             next.balance = Amount(next.balance.0 - debit(*amount)?.0);
-            (Some((*to, *amount)), Event::Transfer { from: sender, to: *to, amount: *amount })
+            (
+                Some((*to, *amount)),
+                Event::Transfer {
+                    from: sender,
+                    to: *to,
+                    amount: *amount,
+                },
+            )
         }
         TxKind::StakeLock { amount } => {
             if amount.0 == 0 {
                 return Err(TxError::ZeroAmount);
             }
             next.balance = Amount(next.balance.0 - debit(*amount)?.0);
-            next.stake_locked = next.stake_locked.checked_add(*amount).ok_or(TxError::Overflow)?;
-            (None, Event::StakeLocked { account: sender, amount: *amount })
+            next.stake_locked = next
+                .stake_locked
+                .checked_add(*amount)
+                .ok_or(TxError::Overflow)?;
+            (
+                None,
+                Event::StakeLocked {
+                    account: sender,
+                    amount: *amount,
+                },
+            )
         }
         TxKind::StakeUnbond { amount } => {
             if amount.0 == 0 {
@@ -95,17 +126,32 @@ pub fn apply_to_sender(
                 });
             }
             if next.unbonding.len() >= params.max_unbondings as usize {
-                return Err(TxError::TooManyUnbondings { max: params.max_unbondings });
+                return Err(TxError::TooManyUnbondings {
+                    max: params.max_unbondings,
+                });
             }
             next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
             next.stake_locked = Amount(next.stake_locked.0 - amount.0);
             let matures_at_ms = now_ms.saturating_add(params.unbonding_period_ms);
-            next.unbonding.push(Unbonding { amount: *amount, matures_at_ms });
-            (None, Event::StakeUnbonding { account: sender, amount: *amount, matures_at_ms })
+            next.unbonding.push(Unbonding {
+                amount: *amount,
+                matures_at_ms,
+            });
+            (
+                None,
+                Event::StakeUnbonding {
+                    account: sender,
+                    amount: *amount,
+                    matures_at_ms,
+                },
+            )
         }
         TxKind::StakeWithdraw => {
-            let (matured, waiting): (Vec<Unbonding>, Vec<Unbonding>) =
-                next.unbonding.iter().cloned().partition(|u| u.matures_at_ms <= now_ms);
+            let (matured, waiting): (Vec<Unbonding>, Vec<Unbonding>) = next
+                .unbonding
+                .iter()
+                .cloned()
+                .partition(|u| u.matures_at_ms <= now_ms);
             if matured.is_empty() {
                 return Err(TxError::NothingToWithdraw {
                     now_ms,
@@ -116,12 +162,22 @@ pub fn apply_to_sender(
             next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
             next.balance = next.balance.checked_add(amount).ok_or(TxError::Overflow)?;
             next.unbonding = waiting;
-            (None, Event::StakeWithdrawn { account: sender, amount })
+            (
+                None,
+                Event::StakeWithdrawn {
+                    account: sender,
+                    amount,
+                },
+            )
         }
     };
     next.nonce += 1;
     *account = next;
-    Ok(Credit { to, fee: tx.fee, event })
+    Ok(Credit {
+        to,
+        fee: tx.fee,
+        event,
+    })
 }
 
 /// A block made by [`State::build_block`], already applied.
@@ -174,7 +230,14 @@ impl State {
                 cliff_ms: v.cliff_ms,
                 end_ms: v.end_ms,
             });
-            (a.address, Account { balance: a.amount, vesting, ..Account::default() })
+            (
+                a.address,
+                Account {
+                    balance: a.amount,
+                    vesting,
+                    ..Account::default()
+                },
+            )
         });
         let mut header = Header {
             height: 0,
@@ -197,7 +260,13 @@ impl State {
         state.head_hash = header.hash();
         state.head = header.clone();
         state.touched = state.accounts.keys().copied().collect();
-        Ok((state, Block { header, txs: Vec::new() }))
+        Ok((
+            state,
+            Block {
+                header,
+                txs: Vec::new(),
+            },
+        ))
     }
 
     /// Rebuilds a state from stored parts; `head` is the last applied header. The caller
@@ -286,7 +355,8 @@ impl State {
 
     /// Checks the conservation invariant; on failure returns (supply, what is accounted for).
     pub fn check_conservation(&self) -> Result<(), (u128, u128)> {
-        let held: u128 = self.accounts.values().map(Account::total).sum::<u128>() + self.rewards_pool.0;
+        let held: u128 =
+            self.accounts.values().map(Account::total).sum::<u128>() + self.rewards_pool.0;
         if held == self.total_supply.0 {
             Ok(())
         } else {
@@ -319,7 +389,10 @@ impl State {
         let computed = self.root();
         if computed != header.state_root {
             self.rollback();
-            return Err(BlockError::StateRootMismatch { header: header.state_root, computed });
+            return Err(BlockError::StateRootMismatch {
+                header: header.state_root,
+                computed,
+            });
         }
         self.commit(header.clone());
         Ok(receipts)
@@ -327,15 +400,28 @@ impl State {
 
     /// Checks signatures of `txs` for this chain (batched); the first bad one is an error.
     pub fn verify_signatures(&self, txs: &[SignedTx]) -> Result<(), BlockError> {
-        let messages: Vec<Vec<u8>> = txs.iter().map(|s| s.tx.signing_message(&self.chain_id)).collect();
-        let items: Vec<_> =
-            txs.iter().zip(&messages).map(|(s, m)| (s.tx.from, m.as_slice(), s.signature)).collect();
+        let messages: Vec<Vec<u8>> = txs
+            .iter()
+            .map(|s| s.tx.signing_message(&self.chain_id))
+            .collect();
+        let items: Vec<_> = txs
+            .iter()
+            .zip(&messages)
+            .map(|(s, m)| (s.tx.from, m.as_slice(), s.signature))
+            .collect();
         let results = verify_batch(&items);
-        match results.into_iter().enumerate().find_map(|(i, r)| r.err().map(|e| (i, e))) {
+        match results
+            .into_iter()
+            .enumerate()
+            .find_map(|(i, r)| r.err().map(|e| (i, e)))
+        {
             None => Ok(()),
             Some((index, source)) => Err(BlockError::InvalidTx {
                 index,
-                error: TxError::BadSignature { sender: txs[index].tx.sender(), source },
+                error: TxError::BadSignature {
+                    sender: txs[index].tx.sender(),
+                    source,
+                },
             }),
         }
     }
@@ -379,7 +465,11 @@ impl State {
         header.tx_root = tx_root(&hashes);
         header.state_root = self.root();
         self.commit(header.clone());
-        BuiltBlock { block: Block { header, txs }, receipts, rejected }
+        BuiltBlock {
+            block: Block { header, txs },
+            receipts,
+            rejected,
+        }
     }
 
     /// Hands over what changed since the last call, for storage to persist.
@@ -393,10 +483,16 @@ impl State {
 
     fn check_header_links(&self, header: &Header) -> Result<(), BlockError> {
         if header.height != self.head.height + 1 {
-            return Err(BlockError::WrongHeight { head: self.head.height, got: header.height });
+            return Err(BlockError::WrongHeight {
+                head: self.head.height,
+                got: header.height,
+            });
         }
         if header.parent != self.head_hash {
-            return Err(BlockError::WrongParent { head: self.head_hash, got: header.parent });
+            return Err(BlockError::WrongParent {
+                head: self.head_hash,
+                got: header.parent,
+            });
         }
         if header.timestamp_ms < self.head.timestamp_ms {
             return Err(BlockError::TimeWentBackwards {
@@ -418,10 +514,16 @@ impl State {
         let sender = tx.sender();
         let mut account = self.account(&sender);
         let credit = apply_to_sender(&mut account, tx, &self.params, header.timestamp_ms)?;
-        let pool = self.rewards_pool.checked_add(credit.fee).ok_or(TxError::Overflow)?;
+        let pool = self
+            .rewards_pool
+            .checked_add(credit.fee)
+            .ok_or(TxError::Overflow)?;
         let recipient = match credit.to {
             Some((to, amount)) if to == sender => {
-                account.balance = account.balance.checked_add(amount).ok_or(TxError::Overflow)?;
+                account.balance = account
+                    .balance
+                    .checked_add(amount)
+                    .ok_or(TxError::Overflow)?;
                 None
             }
             Some((to, amount)) => {
@@ -439,7 +541,13 @@ impl State {
             self.undo_pool.get_or_insert(self.rewards_pool);
             self.rewards_pool = pool;
         }
-        Ok(Receipt { tx_hash, height: header.height, index, fee: credit.fee, events: vec![credit.event] })
+        Ok(Receipt {
+            tx_hash,
+            height: header.height,
+            index,
+            fee: credit.fee,
+            events: vec![credit.event],
+        })
     }
 
     fn write_account(&mut self, address: Address, account: Account) {

@@ -16,8 +16,8 @@ mod record;
 mod redb_store;
 
 pub use memory::{FailingStore, MemoryStore};
-pub use redb_store::RedbStore;
 pub use record::{ChainMeta, TxRecord};
+pub use redb_store::RedbStore;
 
 use gridwork_protocol::{Receipt, State, StateChanges};
 use gridwork_types::{Block, Hash, Header};
@@ -77,7 +77,8 @@ pub trait Store: Send {
 
     /// Atomically and durably stores the next block, its receipts and the state changes it
     /// made. When this returns `Ok`, the block survives a crash.
-    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()>;
+    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges)
+        -> Result<()>;
 
     /// The chain's fixed facts, if a chain is stored.
     fn meta(&self) -> Result<Option<ChainMeta>>;
@@ -103,13 +104,19 @@ pub trait Store: Send {
 
     /// A whole block with its transactions.
     fn block(&self, height: u64) -> Result<Option<Block>> {
-        let Some(header) = self.header(height)? else { return Ok(None) };
+        let Some(header) = self.header(height)? else {
+            return Ok(None);
+        };
         let hashes = self.block_tx_hashes(height)?.unwrap_or_default();
         let mut txs = Vec::with_capacity(hashes.len());
         for hash in &hashes {
             match self.tx(hash)? {
                 Some(record) => txs.push(record.tx),
-                None => return Err(StorageError::Database(format!("block {height} lists missing tx {hash}"))),
+                None => {
+                    return Err(StorageError::Database(format!(
+                        "block {height} lists missing tx {hash}"
+                    )))
+                }
             }
         }
         Ok(Some(Block { header, txs }))

@@ -29,10 +29,17 @@ impl MemoryStore {
     fn put_block(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) {
         let hashes: Vec<Hash> = receipts.iter().map(|r| r.tx_hash).collect();
         for (tx, receipt) in block.txs.iter().zip(receipts) {
-            self.txs.insert(receipt.tx_hash, TxRecord { tx: tx.clone(), receipt: receipt.clone() });
+            self.txs.insert(
+                receipt.tx_hash,
+                TxRecord {
+                    tx: tx.clone(),
+                    receipt: receipt.clone(),
+                },
+            );
         }
         self.hashes.insert(block.header.hash(), block.header.height);
-        self.headers.insert(block.header.height, (block.header.clone(), hashes));
+        self.headers
+            .insert(block.header.height, (block.header.clone(), hashes));
         for (address, account) in &changes.accounts {
             self.accounts.insert(*address, account.clone());
         }
@@ -43,17 +50,28 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
         if self.meta.is_some() {
-            return Err(StorageError::NotNext { head: self.head_height()?, got: 0 });
+            return Err(StorageError::NotNext {
+                head: self.head_height()?,
+                got: 0,
+            });
         }
         self.meta = Some(meta.clone());
         self.put_block(genesis, &[], changes);
         Ok(())
     }
 
-    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+    fn commit(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changes: &StateChanges,
+    ) -> Result<()> {
         let head = self.head_height()?;
         if head.map(|h| h + 1) != Some(block.header.height) {
-            return Err(StorageError::NotNext { head, got: block.header.height });
+            return Err(StorageError::NotNext {
+                head,
+                got: block.header.height,
+            });
         }
         self.put_block(block, receipts, changes);
         Ok(())
@@ -111,7 +129,10 @@ pub struct FailingStore<S> {
 impl<S: Store> FailingStore<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, commits_before_crash: usize) -> Self {
-        Self { inner, commits_left: commits_before_crash }
+        Self {
+            inner,
+            commits_left: commits_before_crash,
+        }
     }
 
     /// The wrapped store, as a restarted node would find it.
@@ -125,7 +146,12 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.init(meta, genesis, changes)
     }
 
-    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+    fn commit(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changes: &StateChanges,
+    ) -> Result<()> {
         if self.commits_left == 0 {
             return Err(StorageError::Injected("commit after simulated crash"));
         }

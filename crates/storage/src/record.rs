@@ -54,7 +54,10 @@ impl Encode for TxRecord {
 
 impl Decode for TxRecord {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(TxRecord { tx: SignedTx::decode(r)?, receipt: Receipt::decode(r)? })
+        Ok(TxRecord {
+            tx: SignedTx::decode(r)?,
+            receipt: Receipt::decode(r)?,
+        })
     }
 }
 
@@ -73,6 +76,9 @@ impl Encode for StoredBlock {
 
 impl Decode for StoredBlock {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(StoredBlock { header: gridwork_types::Header::decode(r)?, tx_hashes: Vec::decode(r)? })
+        Ok(StoredBlock {
+            header: gridwork_types::Header::decode(r)?,
+            tx_hashes: Vec::decode(r)?,
+        })
     }
 }

@@ -52,9 +52,9 @@ impl RedbStore {
     /// process has it open.
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StorageError::Locked { path: path.display().to_string() }
-            }
+            redb::DatabaseError::DatabaseAlreadyOpen => StorageError::Locked {
+                path: path.display().to_string(),
+            },
             other => db_err(other),
         })?;
         let tx = db.begin_write().map_err(db_err)?;
@@ -69,7 +69,13 @@ impl RedbStore {
         Ok(Self { db })
     }
 
-    fn write(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges, meta: Option<&ChainMeta>) -> Result<()> {
+    fn write(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changes: &StateChanges,
+        meta: Option<&ChainMeta>,
+    ) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;
         {
             let mut meta_table = tx.open_table(META).map_err(db_err)?;
@@ -80,11 +86,16 @@ impl RedbStore {
                     if head.is_some() || meta_table.get("chain").map_err(db_err)?.is_some() {
                         return Err(StorageError::NotNext { head, got: 0 });
                     }
-                    meta_table.insert("chain", meta.to_bytes().as_slice()).map_err(db_err)?;
+                    meta_table
+                        .insert("chain", meta.to_bytes().as_slice())
+                        .map_err(db_err)?;
                 }
                 None => {
                     if head.map(|h| h + 1) != Some(block.header.height) {
-                        return Err(StorageError::NotNext { head, got: block.header.height });
+                        return Err(StorageError::NotNext {
+                            head,
+                            got: block.header.height,
+                        });
                     }
                 }
             }
@@ -98,21 +109,28 @@ impl RedbStore {
                 bytes.clear();
                 signed.encode(&mut bytes);
                 receipt.encode(&mut bytes);
-                txs.insert(receipt.tx_hash.0, bytes.as_slice()).map_err(db_err)?;
+                txs.insert(receipt.tx_hash.0, bytes.as_slice())
+                    .map_err(db_err)?;
             }
             let stored = StoredBlock {
                 header: block.header.clone(),
                 tx_hashes: receipts.iter().map(|r| r.tx_hash).collect(),
             };
-            blocks.insert(block.header.height, stored.to_bytes().as_slice()).map_err(db_err)?;
+            blocks
+                .insert(block.header.height, stored.to_bytes().as_slice())
+                .map_err(db_err)?;
             let mut hashes = tx.open_table(BLOCK_HASHES).map_err(db_err)?;
-            hashes.insert(block.header.hash().0, block.header.height).map_err(db_err)?;
+            hashes
+                .insert(block.header.hash().0, block.header.height)
+                .map_err(db_err)?;
 
             let mut accounts = tx.open_table(ACCOUNTS).map_err(db_err)?;
             for (address, account) in &changes.accounts {
                 bytes.clear();
                 account.encode(&mut bytes);
-                accounts.insert(address.0, bytes.as_slice()).map_err(db_err)?;
+                accounts
+                    .insert(address.0, bytes.as_slice())
+                    .map_err(db_err)?;
             }
         }
         tx.commit().map_err(db_err)
@@ -121,8 +139,12 @@ impl RedbStore {
     fn stored_block(&self, height: u64) -> Result<Option<StoredBlock>> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let blocks = tx.open_table(BLOCKS).map_err(db_err)?;
-        let Some(bytes) = blocks.get(height).map_err(db_err)? else { return Ok(None) };
-        StoredBlock::from_bytes(bytes.value()).map(Some).map_err(corrupt("block"))
+        let Some(bytes) = blocks.get(height).map_err(db_err)? else {
+            return Ok(None);
+        };
+        StoredBlock::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(corrupt("block"))
     }
 }
 
@@ -131,15 +153,24 @@ impl Store for RedbStore {
         self.write(genesis, &[], changes, Some(meta))
     }
 
-    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+    fn commit(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changes: &StateChanges,
+    ) -> Result<()> {
         self.write(block, receipts, changes, None)
     }
 
     fn meta(&self) -> Result<Option<ChainMeta>> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let table = tx.open_table(META).map_err(db_err)?;
-        let Some(bytes) = table.get("chain").map_err(db_err)? else { return Ok(None) };
-        ChainMeta::from_bytes(bytes.value()).map(Some).map_err(corrupt("chain meta"))
+        let Some(bytes) = table.get("chain").map_err(db_err)? else {
+            return Ok(None);
+        };
+        ChainMeta::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(corrupt("chain meta"))
     }
 
     fn head_height(&self) -> Result<Option<u64>> {
@@ -167,13 +198,21 @@ impl Store for RedbStore {
     fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>> {
         let tx = self.db.begin_read().map_err(db_err)?;
         let table = tx.open_table(TXS).map_err(db_err)?;
-        let Some(bytes) = table.get(hash.0).map_err(db_err)? else { return Ok(None) };
-        TxRecord::from_bytes(bytes.value()).map(Some).map_err(corrupt("transaction"))
+        let Some(bytes) = table.get(hash.0).map_err(db_err)? else {
+            return Ok(None);
+        };
+        TxRecord::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(corrupt("transaction"))
     }
 
     fn load_state(&self) -> Result<Option<State>> {
-        let Some(meta) = self.meta()? else { return Ok(None) };
-        let Some(height) = self.head_height()? else { return Ok(None) };
+        let Some(meta) = self.meta()? else {
+            return Ok(None);
+        };
+        let Some(height) = self.head_height()? else {
+            return Ok(None);
+        };
         let head = self.header(height)?.ok_or(StorageError::Empty)?;
         let tx = self.db.begin_read().map_err(db_err)?;
         let meta_table = tx.open_table(META).map_err(db_err)?;
@@ -188,7 +227,14 @@ impl Store for RedbStore {
             let account = Account::from_bytes(v.value()).map_err(corrupt("account"))?;
             accounts.push((gridwork_types::Address(k.value()), account));
         }
-        let state = State::from_parts(meta.chain_id, meta.params, meta.total_supply, pool, accounts, head);
+        let state = State::from_parts(
+            meta.chain_id,
+            meta.params,
+            meta.total_supply,
+            pool,
+            accounts,
+            head,
+        );
         verified(state).map(Some)
     }
 }

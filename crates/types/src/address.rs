@@ -20,7 +20,9 @@ pub struct Address(pub [u8; 20]);
 #[non_exhaustive]
 pub enum AddressError {
     /// Not bech32, or the checksum does not match (a typo).
-    #[error("`{input}` is not a valid address (bad bech32 or checksum; addresses look like grid1...)")]
+    #[error(
+        "`{input}` is not a valid address (bad bech32 or checksum; addresses look like grid1...)"
+    )]
     Malformed {
         /// What was given.
         input: String,
@@ -72,18 +74,22 @@ impl fmt::Debug for Address {
 impl FromStr for Address {
     type Err = AddressError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hrp, data) =
-            bech32::decode(s).map_err(|_| AddressError::Malformed { input: s.to_string() })?;
+        let (hrp, data) = bech32::decode(s).map_err(|_| AddressError::Malformed {
+            input: s.to_string(),
+        })?;
         if hrp.as_str() != HRP {
             return Err(AddressError::WrongPrefix {
                 input: s.to_string(),
                 prefix: hrp.to_string(),
             });
         }
-        let bytes: [u8; 20] = data.as_slice().try_into().map_err(|_| AddressError::WrongLength {
-            input: s.to_string(),
-            len: data.len(),
-        })?;
+        let bytes: [u8; 20] =
+            data.as_slice()
+                .try_into()
+                .map_err(|_| AddressError::WrongLength {
+                    input: s.to_string(),
+                    len: data.len(),
+                })?;
         Ok(Address(bytes))
     }
 }
@@ -130,12 +136,18 @@ mod tests {
         let mut s = Address::from_public_key(&[7; 32]).to_string();
         let last = s.pop().map(|c| if c == 'q' { 'p' } else { 'q' });
         s.extend(last);
-        assert!(matches!(s.parse::<Address>(), Err(AddressError::Malformed { .. })));
+        assert!(matches!(
+            s.parse::<Address>(),
+            Err(AddressError::Malformed { .. })
+        ));
     }
 
     #[test]
     fn rejects_another_prefix() {
         let s = bech32::encode::<Bech32>(Hrp::parse_unchecked("cosmos"), &[1; 20]).unwrap();
-        assert!(matches!(s.parse::<Address>(), Err(AddressError::WrongPrefix { .. })));
+        assert!(matches!(
+            s.parse::<Address>(),
+            Err(AddressError::WrongPrefix { .. })
+        ));
     }
 }

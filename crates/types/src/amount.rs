@@ -71,13 +71,23 @@ impl Amount {
         let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
         let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
         if (whole.is_empty() && frac.is_empty()) || !digits(whole) || !digits(frac) {
-            return Err(AmountError::NotANumber { input: input.to_string() });
+            return Err(AmountError::NotANumber {
+                input: input.to_string(),
+            });
         }
         if frac.len() > DECIMALS as usize {
-            return Err(AmountError::TooPrecise { input: input.to_string() });
+            return Err(AmountError::TooPrecise {
+                input: input.to_string(),
+            });
         }
-        let too_large = || AmountError::TooLarge { input: input.to_string() };
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| too_large())? };
+        let too_large = || AmountError::TooLarge {
+            input: input.to_string(),
+        };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| too_large())?
+        };
         let frac_units: u128 = if frac.is_empty() {
             0
         } else {
@@ -158,10 +168,22 @@ mod tests {
         assert_eq!(Amount::parse_grid("12.5"), Ok(Amount(12 * GRID + GRID / 2)));
         assert_eq!(Amount::parse_grid(".5"), Ok(Amount(GRID / 2)));
         assert_eq!(Amount::parse_grid("0.000000000000000001"), Ok(Amount(1)));
-        assert!(matches!(Amount::parse_grid("1.0000000000000000001"), Err(AmountError::TooPrecise { .. })));
-        assert!(matches!(Amount::parse_grid("-1"), Err(AmountError::NotANumber { .. })));
-        assert!(matches!(Amount::parse_grid("."), Err(AmountError::NotANumber { .. })));
-        assert!(matches!(Amount::parse_grid("1e5"), Err(AmountError::NotANumber { .. })));
+        assert!(matches!(
+            Amount::parse_grid("1.0000000000000000001"),
+            Err(AmountError::TooPrecise { .. })
+        ));
+        assert!(matches!(
+            Amount::parse_grid("-1"),
+            Err(AmountError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            Amount::parse_grid("."),
+            Err(AmountError::NotANumber { .. })
+        ));
+        assert!(matches!(
+            Amount::parse_grid("1e5"),
+            Err(AmountError::NotANumber { .. })
+        ));
         assert!(matches!(
             Amount::parse_grid("999999999999999999999999999"),
             Err(AmountError::TooLarge { .. })
@@ -172,7 +194,10 @@ mod tests {
     fn serializes_as_base_unit_string() {
         let json = serde_json::to_string(&Amount::grid(2)).unwrap();
         assert_eq!(json, "\"2000000000000000000\"");
-        assert_eq!(serde_json::from_str::<Amount>(&json).unwrap(), Amount::grid(2));
+        assert_eq!(
+            serde_json::from_str::<Amount>(&json).unwrap(),
+            Amount::grid(2)
+        );
     }
 
     proptest! {

@@ -85,6 +85,9 @@ impl Encode for Block {
 
 impl Decode for Block {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Block { header: Header::decode(r)?, txs: Vec::decode(r)? })
+        Ok(Block {
+            header: Header::decode(r)?,
+            txs: Vec::decode(r)?,
+        })
     }
 }

@@ -91,7 +91,10 @@ impl<'a> Reader<'a> {
 
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len());
         match end {
             Some(end) => {
                 let slice = &self.bytes[self.pos..end];
@@ -163,7 +166,9 @@ impl Decode for String {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let len = r.len("string", 1 << 16)?;
         let bytes = r.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid { what: "utf-8 string" })
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid {
+            what: "utf-8 string",
+        })
     }
 }
 
@@ -184,7 +189,10 @@ impl<T: Decode> Decode for Option<T> {
         match u8::decode(r)? {
             0 => Ok(None),
             1 => Ok(Some(T::decode(r)?)),
-            tag => Err(DecodeError::UnknownTag { what: "option", tag }),
+            tag => Err(DecodeError::UnknownTag {
+                what: "option",
+                tag,
+            }),
         }
     }
 }
@@ -230,7 +238,10 @@ mod tests {
         );
         assert!(matches!(
             u64::from_bytes(&[1, 2]),
-            Err(DecodeError::UnexpectedEnd { offset: 0, needed: 6 })
+            Err(DecodeError::UnexpectedEnd {
+                offset: 0,
+                needed: 6
+            })
         ));
     }
 

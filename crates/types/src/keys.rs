@@ -43,7 +43,9 @@ impl Ord for PublicKey {
 impl PublicKey {
     /// The key from its 32 bytes.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey, KeyError> {
-        VerifyingKey::from_bytes(bytes).map(PublicKey).map_err(|_| KeyError::InvalidPublicKey)
+        VerifyingKey::from_bytes(bytes)
+            .map(PublicKey)
+            .map_err(|_| KeyError::InvalidPublicKey)
     }
 
     /// The 32 bytes.
@@ -58,7 +60,9 @@ impl PublicKey {
 
     /// Strictly verifies `sig` over `msg`.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        self.0.verify_strict(msg, &sig.0).map_err(|_| KeyError::BadSignature)
+        self.0
+            .verify_strict(msg, &sig.0)
+            .map_err(|_| KeyError::BadSignature)
     }
 }
 
@@ -169,7 +173,9 @@ pub fn verify_batch(items: &[(PublicKey, &[u8], Signature)]) -> Vec<Result<(), K
     let messages: Vec<&[u8]> = items.iter().map(|(_, m, _)| *m).collect();
     let sigs: Vec<ed25519_dalek::Signature> = items.iter().map(|(_, _, s)| s.0).collect();
     let keys: Vec<VerifyingKey> = items.iter().map(|(k, _, _)| k.0).collect();
-    let no_weak_parts = items.iter().all(|(k, _, s)| !k.0.is_weak() && s_is_canonical(s));
+    let no_weak_parts = items
+        .iter()
+        .all(|(k, _, s)| !k.0.is_weak() && s_is_canonical(s));
     if no_weak_parts && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
         return vec![Ok(()); items.len()];
     }
@@ -204,10 +210,17 @@ mod tests {
         let msgs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 10]).collect();
         let mut sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
         sigs[2] = keys[2].sign(b"something else");
-        let items: Vec<_> =
-            keys.iter().zip(&msgs).zip(&sigs).map(|((k, m), s)| (k.public(), m.as_slice(), *s)).collect();
+        let items: Vec<_> = keys
+            .iter()
+            .zip(&msgs)
+            .zip(&sigs)
+            .map(|((k, m), s)| (k.public(), m.as_slice(), *s))
+            .collect();
         let results = verify_batch(&items);
-        assert_eq!(results, vec![Ok(()), Ok(()), Err(KeyError::BadSignature), Ok(())]);
+        assert_eq!(
+            results,
+            vec![Ok(()), Ok(()), Err(KeyError::BadSignature), Ok(())]
+        );
     }
 
     #[test]

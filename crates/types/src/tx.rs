@@ -65,11 +65,23 @@ impl Encode for TxKind {
 impl Decode for TxKind {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match u8::decode(r)? {
-            0 => TxKind::Transfer { to: Address::decode(r)?, amount: Amount::decode(r)? },
-            1 => TxKind::StakeLock { amount: Amount::decode(r)? },
-            2 => TxKind::StakeUnbond { amount: Amount::decode(r)? },
+            0 => TxKind::Transfer {
+                to: Address::decode(r)?,
+                amount: Amount::decode(r)?,
+            },
+            1 => TxKind::StakeLock {
+                amount: Amount::decode(r)?,
+            },
+            2 => TxKind::StakeUnbond {
+                amount: Amount::decode(r)?,
+            },
             3 => TxKind::StakeWithdraw,
-            tag => return Err(DecodeError::UnknownTag { what: "transaction kind", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "transaction kind",
+                    tag,
+                })
+            }
         })
     }
 }
@@ -105,7 +117,10 @@ impl Transaction {
     /// Signs for `chain_id` with `key`, which must be the key of `from`.
     pub fn sign(self, chain_id: &str, key: &Keypair) -> SignedTx {
         let signature = key.sign(&self.signing_message(chain_id));
-        SignedTx { tx: self, signature }
+        SignedTx {
+            tx: self,
+            signature,
+        }
     }
 }
 
@@ -146,7 +161,9 @@ impl SignedTx {
 
     /// Checks the signature for `chain_id`.
     pub fn verify(&self, chain_id: &str) -> Result<(), KeyError> {
-        self.tx.from.verify(&self.tx.signing_message(chain_id), &self.signature)
+        self.tx
+            .from
+            .verify(&self.tx.signing_message(chain_id), &self.signature)
     }
 }
 
@@ -159,7 +176,10 @@ impl Encode for SignedTx {
 
 impl Decode for SignedTx {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(SignedTx { tx: Transaction::decode(r)?, signature: Signature::decode(r)? })
+        Ok(SignedTx {
+            tx: Transaction::decode(r)?,
+            signature: Signature::decode(r)?,
+        })
     }
 }
 
@@ -172,7 +192,10 @@ mod tests {
             from: key.public(),
             nonce: 3,
             fee: Amount(1),
-            kind: TxKind::Transfer { to: Address([5; 20]), amount: Amount::grid(2) },
+            kind: TxKind::Transfer {
+                to: Address([5; 20]),
+                amount: Amount::grid(2),
+            },
         }
     }
 
@@ -199,7 +222,10 @@ mod tests {
         bytes[32 + 8 + 16] = 99;
         assert!(matches!(
             Transaction::from_bytes(&bytes),
-            Err(DecodeError::UnknownTag { what: "transaction kind", tag: 99 })
+            Err(DecodeError::UnknownTag {
+                what: "transaction kind",
+                tag: 99
+            })
         ));
     }
 }

@@ -28,8 +28,16 @@ impl TestNode {
         node.spawn_producer();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(gridwork_node::serve(node.clone(), listener, std::future::pending()));
-        TestNode { client: Client::new(&addr.to_string()), node, _dir: dir }
+        tokio::spawn(gridwork_node::serve(
+            node.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        TestNode {
+            client: Client::new(&addr.to_string()),
+            node,
+            _dir: dir,
+        }
     }
 
     fn chain_id(&self) -> String {
@@ -37,7 +45,13 @@ impl TestNode {
     }
 
     fn sign(&self, key: &Keypair, nonce: u64, kind: TxKind) -> SignedTx {
-        Transaction { from: key.public(), nonce, fee: Amount::ZERO, kind }.sign(&self.chain_id(), key)
+        Transaction {
+            from: key.public(),
+            nonce,
+            fee: Amount::ZERO,
+            kind,
+        }
+        .sign(&self.chain_id(), key)
     }
 }
 
@@ -54,23 +68,47 @@ async fn transfer_is_committed_with_a_receipt_and_announced_on_the_event_stream(
     let (alice, bob) = (dev_keypair(0), Keypair::from_seed([9; 32]));
     let hash = t
         .client
-        .submit(&t.sign(&alice, 0, TxKind::Transfer { to: bob.address(), amount: Amount::grid(12) }))
+        .submit(&t.sign(
+            &alice,
+            0,
+            TxKind::Transfer {
+                to: bob.address(),
+                amount: Amount::grid(12),
+            },
+        ))
         .await
         .unwrap();
     let status = t.client.wait_committed(&hash, WAIT).await.unwrap();
     assert_eq!(status.status, "committed");
     let receipt = status.receipt.unwrap();
-    assert_eq!(t.client.account(&bob.address()).await.unwrap().balance, Amount::grid(12));
+    assert_eq!(
+        t.client.account(&bob.address()).await.unwrap().balance,
+        Amount::grid(12)
+    );
     let alice_view = t.client.account(&alice.address()).await.unwrap();
     assert_eq!((alice_view.nonce, alice_view.next_nonce), (1, 1));
 
-    let event = tokio::time::timeout(WAIT, events.next_block()).await.unwrap().unwrap().unwrap();
+    let event = tokio::time::timeout(WAIT, events.next_block())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(event.block.height, receipt.height);
     assert_eq!(event.receipts[0].tx_hash, hash);
 
-    let block = t.client.block(&receipt.height.to_string()).await.unwrap().unwrap();
+    let block = t
+        .client
+        .block(&receipt.height.to_string())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(block.txs, Some(vec![hash]));
-    let by_hash = t.client.block(&block.hash.to_string()).await.unwrap().unwrap();
+    let by_hash = t
+        .client
+        .block(&block.hash.to_string())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_hash, block);
     let latest = t.client.block("latest").await.unwrap().unwrap();
     assert!(latest.height >= block.height);
@@ -83,17 +121,54 @@ async fn transfer_is_committed_with_a_receipt_and_announced_on_the_event_stream(
 async fn stake_lock_unbond_and_early_withdraw_through_the_api() {
     let t = TestNode::start().await;
     let key = dev_keypair(1);
-    let lock = t.client.submit(&t.sign(&key, 0, TxKind::StakeLock { amount: Amount::grid(5) })).await.unwrap();
-    let unbond = t.client.submit(&t.sign(&key, 1, TxKind::StakeUnbond { amount: Amount::grid(2) })).await.unwrap();
+    let lock = t
+        .client
+        .submit(&t.sign(
+            &key,
+            0,
+            TxKind::StakeLock {
+                amount: Amount::grid(5),
+            },
+        ))
+        .await
+        .unwrap();
+    let unbond = t
+        .client
+        .submit(&t.sign(
+            &key,
+            1,
+            TxKind::StakeUnbond {
+                amount: Amount::grid(2),
+            },
+        ))
+        .await
+        .unwrap();
     t.client.wait_committed(&lock, WAIT).await.unwrap();
     t.client.wait_committed(&unbond, WAIT).await.unwrap();
     let view = t.client.account(&key.address()).await.unwrap();
-    assert_eq!((view.stake_locked, view.unbonding_total), (Amount::grid(3), Amount::grid(2)));
+    assert_eq!(
+        (view.stake_locked, view.unbonding_total),
+        (Amount::grid(3), Amount::grid(2))
+    );
 
-    let err = t.client.submit(&t.sign(&key, 2, TxKind::StakeWithdraw)).await.unwrap_err();
+    let err = t
+        .client
+        .submit(&t.sign(&key, 2, TxKind::StakeWithdraw))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("nothing_to_withdraw"), "{err}");
     assert!(err.to_string().contains("matures at"), "{err}");
-    let err = t.client.submit(&t.sign(&key, 2, TxKind::StakeUnbond { amount: Amount::grid(4) })).await.unwrap_err();
+    let err = t
+        .client
+        .submit(&t.sign(
+            &key,
+            2,
+            TxKind::StakeUnbond {
+                amount: Amount::grid(4),
+            },
+        ))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("unbond_exceeds_locked"), "{err}");
 }
 
@@ -109,26 +184,49 @@ async fn bad_transactions_get_stable_error_codes_and_change_nothing() {
     let err = t.client.submit(&forged).await.unwrap_err();
     assert_eq!(err.code(), Some("bad_signature"), "{err}");
 
-    let other_chain = Transaction { from: alice.public(), nonce: 0, fee: Amount::ZERO, kind: transfer(Amount(1)) }
-        .sign("another-chain", &alice);
-    assert_eq!(t.client.submit(&other_chain).await.unwrap_err().code(), Some("bad_signature"));
+    let other_chain = Transaction {
+        from: alice.public(),
+        nonce: 0,
+        fee: Amount::ZERO,
+        kind: transfer(Amount(1)),
+    }
+    .sign("another-chain", &alice);
+    assert_eq!(
+        t.client.submit(&other_chain).await.unwrap_err().code(),
+        Some("bad_signature")
+    );
 
-    let err = t.client.submit(&t.sign(&alice, 3, transfer(Amount(1)))).await.unwrap_err();
+    let err = t
+        .client
+        .submit(&t.sign(&alice, 3, transfer(Amount(1))))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("nonce_future"), "{err}");
 
     let first = t.sign(&alice, 0, transfer(Amount(1)));
     let hash = t.client.submit(&first).await.unwrap();
-    assert_eq!(t.client.submit(&first).await.unwrap_err().code(), Some("already_pending"));
+    assert_eq!(
+        t.client.submit(&first).await.unwrap_err().code(),
+        Some("already_pending")
+    );
     t.client.wait_committed(&hash, WAIT).await.unwrap();
     let err = t.client.submit(&first).await.unwrap_err();
     assert_eq!(err.code(), Some("nonce_replayed"), "{err}");
 
     let poor = Keypair::from_seed([11; 32]);
-    let err = t.client.submit(&t.sign(&poor, 0, transfer(Amount(GRID)))).await.unwrap_err();
+    let err = t
+        .client
+        .submit(&t.sign(&poor, 0, transfer(Amount(GRID))))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("insufficient_balance"), "{err}");
     assert!(err.to_string().contains("can spend 0 GRID"), "{err}");
 
-    let err = t.client.submit(&t.sign(&alice, 1, transfer(Amount::ZERO))).await.unwrap_err();
+    let err = t
+        .client
+        .submit(&t.sign(&alice, 1, transfer(Amount::ZERO)))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some("zero_amount"));
 
     // Nothing above changed alice's account beyond the one good transfer.
@@ -147,26 +245,65 @@ async fn malformed_requests_get_json_errors() {
         (status, body["error"]["code"].as_str().unwrap().to_string())
     };
 
-    let resp = http.post(format!("{base}/v1/txs")).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let resp = http
+        .post(format!("{base}/v1/txs"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(resp).await, (400, "malformed_json".into()));
 
-    let resp = http.post(format!("{base}/v1/txs")).json(&serde_json::json!({"tx": "zz"})).send().await.unwrap();
-    assert_eq!(error_code(resp).await, (400, "malformed_transaction".into()));
+    let resp = http
+        .post(format!("{base}/v1/txs"))
+        .json(&serde_json::json!({"tx": "zz"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (400, "malformed_transaction".into())
+    );
 
-    let resp = http.post(format!("{base}/v1/txs")).json(&serde_json::json!({"tx": "00ff"})).send().await.unwrap();
-    assert_eq!(error_code(resp).await, (400, "malformed_transaction".into()));
+    let resp = http
+        .post(format!("{base}/v1/txs"))
+        .json(&serde_json::json!({"tx": "00ff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(resp).await,
+        (400, "malformed_transaction".into())
+    );
 
     let huge = "00".repeat(100_000);
-    let resp = http.post(format!("{base}/v1/txs")).json(&serde_json::json!({ "tx": huge })).send().await.unwrap();
+    let resp = http
+        .post(format!("{base}/v1/txs"))
+        .json(&serde_json::json!({ "tx": huge }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(resp).await, (413, "body_too_large".into()));
 
-    let resp = http.get(format!("{base}/v1/accounts/grid1notanaddress")).send().await.unwrap();
+    let resp = http
+        .get(format!("{base}/v1/accounts/grid1notanaddress"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(resp).await, (400, "bad_request".into()));
 
-    let resp = http.get(format!("{base}/v1/blocks/99999")).send().await.unwrap();
+    let resp = http
+        .get(format!("{base}/v1/blocks/99999"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(resp).await, (404, "not_found".into()));
 
-    let resp = http.get(format!("{base}/v1/nothing-here")).send().await.unwrap();
+    let resp = http
+        .get(format!("{base}/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(resp).await, (404, "not_found".into()));
 
     let missing = gridwork_types::Hash([3; 32]);
@@ -183,13 +320,34 @@ async fn health_metrics_chain_and_openapi_are_served() {
     assert_eq!(chain.total_supply, Amount::grid(1_000_000_000));
 
     let base = t.client.base_url().to_string();
-    let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("gridwork_head_height 0"), "{metrics}");
     assert!(metrics.contains("# TYPE gridwork_txs_committed_total counter"));
 
-    let doc: serde_json::Value = reqwest::get(format!("{base}/v1/openapi.json")).await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = reqwest::get(format!("{base}/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    for path in ["/health", "/metrics", "/v1/chain", "/v1/txs", "/v1/txs/{hash}", "/v1/accounts/{address}", "/v1/blocks", "/v1/blocks/{id}", "/v1/events", "/v1/openapi.json"] {
+    for path in [
+        "/health",
+        "/metrics",
+        "/v1/chain",
+        "/v1/txs",
+        "/v1/txs/{hash}",
+        "/v1/accounts/{address}",
+        "/v1/blocks",
+        "/v1/blocks/{id}",
+        "/v1/events",
+        "/v1/openapi.json",
+    ] {
         assert!(paths.contains_key(path), "openapi lacks {path}");
     }
 }

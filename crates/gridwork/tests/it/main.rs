@@ -22,7 +22,16 @@ struct NodeProcess {
 impl NodeProcess {
     fn start(home: &Path, data_dir: &Path) -> NodeProcess {
         let mut child = Command::new(BIN)
-            .args(["node", "--dev", "--listen", "127.0.0.1:0", "--block-interval-ms", "20", "--json", "--data-dir"])
+            .args([
+                "node",
+                "--dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--block-interval-ms",
+                "20",
+                "--json",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("GRIDWORK_HOME", home)
             .env("GRIDWORK_LOG", "warn")
@@ -34,7 +43,10 @@ impl NodeProcess {
         let mut doc = String::new();
         let info: Value = loop {
             let mut line = String::new();
-            assert!(reader.read_line(&mut line).unwrap() > 0, "node exited before printing its address");
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "node exited before printing its address"
+            );
             doc.push_str(&line);
             if let Ok(v) = serde_json::from_str(&doc) {
                 break v;
@@ -42,7 +54,10 @@ impl NodeProcess {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
-        NodeProcess { child, api: info["api"].as_str().unwrap().to_string() }
+        NodeProcess {
+            child,
+            api: info["api"].as_str().unwrap().to_string(),
+        }
     }
 }
 
@@ -61,7 +76,11 @@ struct Cli {
 impl Cli {
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("GRIDWORK_HOME", &self.home).env("GRIDWORK_NODE", &self.api).env_remove("GRIDWORK_PASSPHRASE").env_remove("GRIDWORK_KEY");
+        cmd.args(args)
+            .env("GRIDWORK_HOME", &self.home)
+            .env("GRIDWORK_NODE", &self.api)
+            .env_remove("GRIDWORK_PASSPHRASE")
+            .env_remove("GRIDWORK_KEY");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -74,8 +93,13 @@ impl Cli {
         all.push("--json");
         let out = self.run(&all, env);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{args:?} failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?} printed non-JSON ({e}): {stdout}"))
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed non-JSON ({e}): {stdout}"))
     }
 
     /// Runs a command that must fail and returns (JSON error code, message).
@@ -83,9 +107,17 @@ impl Cli {
         let mut all = args.to_vec();
         all.push("--json");
         let out = self.run(&all, env);
-        assert_eq!(out.status.code(), Some(1), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?} should fail: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-        (doc["error"]["code"].as_str().unwrap().into(), doc["error"]["message"].as_str().unwrap().into())
+        (
+            doc["error"]["code"].as_str().unwrap().into(),
+            doc["error"]["message"].as_str().unwrap().into(),
+        )
     }
 }
 
@@ -98,15 +130,29 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let node = NodeProcess::start(&home, &dir.path().join("data"));
-    let cli = Cli { home, api: node.api.clone() };
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
 
     // Dev keys were added to the keystore; a new key needs a passphrase.
-    let alice = cli.json(&["keys", "new", "alice"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    let alice = cli.json(
+        &["keys", "new", "alice"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
     let alice_addr = alice["address"].as_str().unwrap().to_string();
     let list = cli.json(&["keys", "list"], &[]);
-    let names: Vec<&str> = list["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alice", "dev0", "dev1", "dev2", "dev3"]);
-    assert_eq!(cli.json(&["keys", "show", "alice"], &[])["address"], alice["address"]);
+    assert_eq!(
+        cli.json(&["keys", "show", "alice"], &[])["address"],
+        alice["address"]
+    );
     let (_, msg) = cli.fails(&["keys", "new", "bob"], &[]);
     assert!(msg.contains("GRIDWORK_PASSPHRASE"), "{msg}");
 
@@ -120,24 +166,54 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     assert_eq!(shown["status"], "committed");
     let height = shown["receipt"]["height"].as_u64().unwrap();
     let block = cli.json(&["block", "show", &height.to_string()], &[]);
-    assert!(block["txs"].as_array().unwrap().iter().any(|h| h == &Value::String(hash.clone())));
-    assert!(cli.json(&["block", "show", "latest"], &[])["height"].as_u64().unwrap() >= height);
+    assert!(block["txs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h == &Value::String(hash.clone())));
+    assert!(
+        cli.json(&["block", "show", "latest"], &[])["height"]
+            .as_u64()
+            .unwrap()
+            >= height
+    );
 
     // Alice's key is encrypted: the wrong passphrase is named, the right one signs.
     let bob = dev_keypair(1).address().to_string();
-    let (_, msg) = cli.fails(&["--key", "alice", "transfer", &bob, "1"], &[("GRIDWORK_PASSPHRASE", "wrong")]);
+    let (_, msg) = cli.fails(
+        &["--key", "alice", "transfer", &bob, "1"],
+        &[("GRIDWORK_PASSPHRASE", "wrong")],
+    );
     assert!(msg.contains("wrong passphrase"), "{msg}");
-    cli.json(&["--key", "alice", "transfer", &bob, "1"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    cli.json(
+        &["--key", "alice", "transfer", &bob, "1"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
 
     // Stake: lock, unbond, early withdraw refused.
-    cli.json(&["--key", "alice", "stake", "lock", "5"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
-    cli.json(&["--key", "alice", "stake", "unbond", "2"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    cli.json(
+        &["--key", "alice", "stake", "lock", "5"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
+    cli.json(
+        &["--key", "alice", "stake", "unbond", "2"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
     let bal = cli.json(&["--key", "alice", "balance"], &[]);
-    assert_eq!((units(&bal["stake_locked"]), units(&bal["unbonding_total"])), (3 * GRID, 2 * GRID));
+    assert_eq!(
+        (units(&bal["stake_locked"]), units(&bal["unbonding_total"])),
+        (3 * GRID, 2 * GRID)
+    );
     assert_eq!(units(&bal["balance"]), 6 * GRID + GRID / 2);
-    let (code, msg) = cli.fails(&["--key", "alice", "stake", "withdraw"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    let (code, msg) = cli.fails(
+        &["--key", "alice", "stake", "withdraw"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
     assert_eq!(code, "nothing_to_withdraw", "{msg}");
-    let (code, _) = cli.fails(&["--key", "alice", "stake", "unbond", "4"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    let (code, _) = cli.fails(
+        &["--key", "alice", "stake", "unbond", "4"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
     assert_eq!(code, "unbond_exceeds_locked");
 
     // Bad input gets clear errors.
@@ -145,7 +221,10 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     assert!(msg.contains("not a valid address"), "{msg}");
     let (_, msg) = cli.fails(&["--key", "dev0", "transfer", &bob, "1.2.3"], &[]);
     assert!(msg.contains("not an amount"), "{msg}");
-    let (code, _) = cli.fails(&["--key", "alice", "transfer", &bob, "1000"], &[("GRIDWORK_PASSPHRASE", "hunter22")]);
+    let (code, _) = cli.fails(
+        &["--key", "alice", "transfer", &bob, "1000"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
     assert_eq!(code, "insufficient_balance");
     let (_, msg) = cli.fails(&["--key", "nobody", "transfer", &bob, "1"], &[]);
     assert!(msg.contains("no key named `nobody`"), "{msg}");
@@ -155,7 +234,10 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     // Text output is readable.
     let out = cli.run(&["balance", &alice_addr], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("balance") && text.contains("6.5 GRID"), "{text}");
+    assert!(
+        text.contains("balance") && text.contains("6.5 GRID"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -181,7 +263,10 @@ fn a_cli_error_without_a_node_says_how_to_start_one() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let api = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let cli = Cli { home: dir.path().to_path_buf(), api };
+    let cli = Cli {
+        home: dir.path().to_path_buf(),
+        api,
+    };
     let (_, msg) = cli.fails(&["balance", &dev_keypair(0).address().to_string()], &[]);
     assert!(msg.contains("gridwork node --dev"), "{msg}");
 }
@@ -205,8 +290,16 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
             tokio::spawn(async move {
                 for nonce in 0.. {
                     let to = Address([(nonce % 200) as u8; 20]);
-                    let tx = Transaction { from: key.public(), nonce, fee: Amount::ZERO, kind: TxKind::Transfer { to, amount: Amount(1 + nonce as u128) } }
-                        .sign(&chain.chain_id, &key);
+                    let tx = Transaction {
+                        from: key.public(),
+                        nonce,
+                        fee: Amount::ZERO,
+                        kind: TxKind::Transfer {
+                            to,
+                            amount: Amount(1 + nonce as u128),
+                        },
+                    }
+                    .sign(&chain.chain_id, &key);
                     if client.submit(&tx).await.is_err() {
                         break;
                     }
@@ -216,7 +309,9 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
         let mut acked = Vec::new();
         let start = Instant::now();
         while acked.len() < 8 && start.elapsed() < Duration::from_secs(30) {
-            if let Ok(Ok(Some(event))) = tokio::time::timeout(Duration::from_secs(5), events.next_block()).await {
+            if let Ok(Ok(Some(event))) =
+                tokio::time::timeout(Duration::from_secs(5), events.next_block()).await
+            {
                 acked.push((event.block.height, event.block.hash));
             }
         }
@@ -226,7 +321,10 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
         let _ = sender.await;
         acked
     });
-    assert!(acknowledged.len() >= 3, "too few blocks announced: {acknowledged:?}");
+    assert!(
+        acknowledged.len() >= 3,
+        "too few blocks announced: {acknowledged:?}"
+    );
 
     // Replay the stored chain from genesis and compare with the stored state.
     {
@@ -236,13 +334,19 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
         assert_eq!(store.header(0).unwrap().unwrap(), block0.header);
         let head = store.head_height().unwrap().unwrap();
         for h in 1..=head {
-            replay.apply_block(&store.block(h).unwrap().unwrap()).unwrap();
+            replay
+                .apply_block(&store.block(h).unwrap().unwrap())
+                .unwrap();
         }
         let stored = store.load_state().unwrap().unwrap();
         assert_eq!(replay.root(), stored.root());
         assert_eq!(replay.head_hash(), stored.head_hash());
         for (height, hash) in &acknowledged {
-            assert_eq!(store.header(*height).unwrap().map(|h| h.hash()), Some(*hash), "acknowledged block {height} lost");
+            assert_eq!(
+                store.header(*height).unwrap().map(|h| h.hash()),
+                Some(*hash),
+                "acknowledged block {height} lost"
+            );
         }
     }
 

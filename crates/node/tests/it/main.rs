@@ -7,7 +7,10 @@ use gridwork_storage::{FailingStore, RedbStore, StorageError, Store};
 use gridwork_types::{Address, Amount, SignedTx, Transaction, TxKind};
 
 fn config(dir: &std::path::Path) -> NodeConfig {
-    NodeConfig { data_dir: dir.join("data"), ..NodeConfig::default() }
+    NodeConfig {
+        data_dir: dir.join("data"),
+        ..NodeConfig::default()
+    }
 }
 
 fn transfer(chain: &str, from: u32, nonce: u64, grid: u64) -> SignedTx {
@@ -16,7 +19,10 @@ fn transfer(chain: &str, from: u32, nonce: u64, grid: u64) -> SignedTx {
         from: key.public(),
         nonce,
         fee: Amount::ZERO,
-        kind: TxKind::Transfer { to: Address([9; 20]), amount: Amount::grid(grid) },
+        kind: TxKind::Transfer {
+            to: Address([9; 20]),
+            amount: Amount::grid(grid),
+        },
     }
     .sign(chain, &key)
 }
@@ -27,7 +33,10 @@ fn restart_resumes_exactly_where_the_node_was() {
     let (root, height) = {
         let node = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 3 }).unwrap();
         for n in 0..3 {
-            let results = node.submit(vec![transfer(node.chain_id(), 0, n, 1), transfer(node.chain_id(), 1, n, 2)]);
+            let results = node.submit(vec![
+                transfer(node.chain_id(), 0, n, 1),
+                transfer(node.chain_id(), 1, n, 2),
+            ]);
             assert!(results.iter().all(Result::is_ok), "{results:?}");
             node.produce_block(true).unwrap().unwrap();
         }
@@ -55,7 +64,13 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
     let genesis = Genesis::dev("halt-test", 1_700_000_000_000, 2, Params::default());
     let committed_root = {
         let store = FailingStore::new(RedbStore::open(&path).unwrap(), 2);
-        let node = Node::with_store(Box::new(store), Some(&genesis), Box::new(Solo::new(0, 100, Address([0; 20]))), 100).unwrap();
+        let node = Node::with_store(
+            Box::new(store),
+            Some(&genesis),
+            Box::new(Solo::new(0, 100, Address([0; 20]))),
+            100,
+        )
+        .unwrap();
         let mut root = None;
         for n in 0..3 {
             assert!(node.submit(vec![transfer("halt-test", 0, n, 1)])[0].is_ok());
@@ -69,13 +84,25 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
         let health = node.health();
         assert_eq!(health.status, "halted");
         assert!(health.reason.unwrap().contains("injected"));
-        let refused = node.submit(vec![transfer("halt-test", 0, 3, 1)]).pop().unwrap();
-        assert!(matches!(refused, Err(AdmitError::Halted { .. })), "{refused:?}");
+        let refused = node
+            .submit(vec![transfer("halt-test", 0, 3, 1)])
+            .pop()
+            .unwrap();
+        assert!(
+            matches!(refused, Err(AdmitError::Halted { .. })),
+            "{refused:?}"
+        );
         root.unwrap()
     };
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.head_height().unwrap(), Some(2));
-    let node = Node::with_store(Box::new(store), None, Box::new(Solo::new(0, 100, Address([0; 20]))), 100).unwrap();
+    let node = Node::with_store(
+        Box::new(store),
+        None,
+        Box::new(Solo::new(0, 100, Address([0; 20]))),
+        100,
+    )
+    .unwrap();
     assert_eq!(node.state_root(), committed_root);
     // The transaction of the lost block was never acknowledged; it can be sent again.
     assert!(node.submit(vec![transfer("halt-test", 0, 2, 1)])[0].is_ok());
@@ -86,7 +113,10 @@ fn a_data_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap();
     let err = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap_err();
-    assert!(matches!(err, NodeError::Storage(StorageError::Locked { .. })), "{err}");
+    assert!(
+        matches!(err, NodeError::Storage(StorageError::Locked { .. })),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,7 +138,10 @@ fn a_genesis_that_does_not_sum_to_supply_is_refused() {
     g.rewards_pool = Amount(g.rewards_pool.0 + 1);
     std::fs::write(&file, toml::to_string(&g).unwrap()).unwrap();
     let err = Node::open(&config(dir.path()), GenesisSource::File(file)).unwrap_err();
-    assert!(err.to_string().contains("must equal the total supply"), "{err}");
+    assert!(
+        err.to_string().contains("must equal the total supply"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -8,7 +8,11 @@ const T0: u64 = 1_700_000_000_000;
 const CHAIN: &str = "test-chain";
 
 fn params() -> Params {
-    Params { unbonding_period_ms: 1_000, min_fee: Amount::ZERO, max_unbondings: 4 }
+    Params {
+        unbonding_period_ms: 1_000,
+        min_fee: Amount::ZERO,
+        max_unbondings: 4,
+    }
 }
 
 fn genesis(accounts: u32) -> Genesis {
@@ -16,11 +20,24 @@ fn genesis(accounts: u32) -> Genesis {
 }
 
 fn tx(key: &Keypair, nonce: u64, kind: TxKind) -> SignedTx {
-    Transaction { from: key.public(), nonce, fee: Amount(0), kind }.sign(CHAIN, key)
+    Transaction {
+        from: key.public(),
+        nonce,
+        fee: Amount(0),
+        kind,
+    }
+    .sign(CHAIN, key)
 }
 
 fn transfer(key: &Keypair, nonce: u64, to: Address, grid: u64) -> SignedTx {
-    tx(key, nonce, TxKind::Transfer { to, amount: Amount::grid(grid) })
+    tx(
+        key,
+        nonce,
+        TxKind::Transfer {
+            to,
+            amount: Amount::grid(grid),
+        },
+    )
 }
 
 /// Builds one block of `txs` at `t`, asserting that none was rejected.
@@ -54,24 +71,50 @@ fn rejects_replayed_nonce() {
     let a = dev_keypair(0);
     let t = transfer(&a, 0, dev_keypair(1).address(), 1);
     block(&mut state, T0 + 1, vec![t.clone()]);
-    assert!(matches!(rejection(&mut state, T0 + 2, t), TxError::NonceReplayed { expected: 1, got: 0, .. }));
+    assert!(matches!(
+        rejection(&mut state, T0 + 2, t),
+        TxError::NonceReplayed {
+            expected: 1,
+            got: 0,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn rejects_future_nonce() {
     let (mut state, _) = State::genesis(&genesis(2)).unwrap();
     let t = transfer(&dev_keypair(0), 5, dev_keypair(1).address(), 1);
-    assert!(matches!(rejection(&mut state, T0 + 1, t), TxError::NonceFuture { expected: 0, got: 5, .. }));
+    assert!(matches!(
+        rejection(&mut state, T0 + 1, t),
+        TxError::NonceFuture {
+            expected: 0,
+            got: 5,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn rejects_transfer_beyond_spendable_balance() {
     let (mut state, _) = State::genesis(&genesis(3)).unwrap();
     let poor = Keypair::from_seed([42; 32]);
-    block(&mut state, T0 + 1, vec![transfer(&dev_keypair(0), 0, poor.address(), 2)]);
-    let err = rejection(&mut state, T0 + 2, transfer(&poor, 0, dev_keypair(1).address(), 3));
+    block(
+        &mut state,
+        T0 + 1,
+        vec![transfer(&dev_keypair(0), 0, poor.address(), 2)],
+    );
+    let err = rejection(
+        &mut state,
+        T0 + 2,
+        transfer(&poor, 0, dev_keypair(1).address(), 3),
+    );
     assert!(matches!(err, TxError::InsufficientBalance { .. }), "{err}");
-    assert!(err.to_string().contains("needs 3 GRID but can spend 2 GRID"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("needs 3 GRID but can spend 2 GRID"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,9 +122,17 @@ fn vesting_tokens_are_not_spendable_before_the_cliff() {
     let (mut state, _) = State::genesis(&genesis(3)).unwrap();
     // The last dev account vests with a one-minute cliff and ten-minute end.
     let vested = dev_keypair(2);
-    let err = rejection(&mut state, T0 + 1, transfer(&vested, 0, dev_keypair(0).address(), 1));
+    let err = rejection(
+        &mut state,
+        T0 + 1,
+        transfer(&vested, 0, dev_keypair(0).address(), 1),
+    );
     assert!(matches!(err, TxError::InsufficientBalance { .. }));
-    block(&mut state, T0 + 600_000, vec![transfer(&vested, 0, dev_keypair(0).address(), 1_000_000)]);
+    block(
+        &mut state,
+        T0 + 600_000,
+        vec![transfer(&vested, 0, dev_keypair(0).address(), 1_000_000)],
+    );
     assert_eq!(state.account(&vested.address()).balance, Amount::ZERO);
 }
 
@@ -89,21 +140,64 @@ fn vesting_tokens_are_not_spendable_before_the_cliff() {
 fn vault_lock_unbond_withdraw_respects_the_unbonding_period() {
     let (mut state, _) = State::genesis(&genesis(2)).unwrap();
     let a = dev_keypair(0);
-    block(&mut state, T0 + 10, vec![tx(&a, 0, TxKind::StakeLock { amount: Amount::grid(5) })]);
+    block(
+        &mut state,
+        T0 + 10,
+        vec![tx(
+            &a,
+            0,
+            TxKind::StakeLock {
+                amount: Amount::grid(5),
+            },
+        )],
+    );
     assert_eq!(state.account(&a.address()).stake_locked, Amount::grid(5));
 
-    let err = rejection(&mut state, T0 + 11, tx(&a, 1, TxKind::StakeUnbond { amount: Amount::grid(6) }));
+    let err = rejection(
+        &mut state,
+        T0 + 11,
+        tx(
+            &a,
+            1,
+            TxKind::StakeUnbond {
+                amount: Amount::grid(6),
+            },
+        ),
+    );
     assert!(matches!(err, TxError::UnbondExceedsLocked { .. }), "{err}");
 
-    block(&mut state, T0 + 20, vec![tx(&a, 1, TxKind::StakeUnbond { amount: Amount::grid(2) })]);
+    block(
+        &mut state,
+        T0 + 20,
+        vec![tx(
+            &a,
+            1,
+            TxKind::StakeUnbond {
+                amount: Amount::grid(2),
+            },
+        )],
+    );
     let acct = state.account(&a.address());
-    assert_eq!((acct.stake_locked, acct.unbonding_total()), (Amount::grid(3), Amount::grid(2)));
+    assert_eq!(
+        (acct.stake_locked, acct.unbonding_total()),
+        (Amount::grid(3), Amount::grid(2))
+    );
 
     let err = rejection(&mut state, T0 + 500, tx(&a, 2, TxKind::StakeWithdraw));
-    assert_eq!(err, TxError::NothingToWithdraw { now_ms: T0 + 500, next_maturity_ms: Some(T0 + 1_020) });
+    assert_eq!(
+        err,
+        TxError::NothingToWithdraw {
+            now_ms: T0 + 500,
+            next_maturity_ms: Some(T0 + 1_020)
+        }
+    );
 
     let balance = state.account(&a.address()).balance;
-    block(&mut state, T0 + 1_020, vec![tx(&a, 2, TxKind::StakeWithdraw)]);
+    block(
+        &mut state,
+        T0 + 1_020,
+        vec![tx(&a, 2, TxKind::StakeWithdraw)],
+    );
     let acct = state.account(&a.address());
     assert_eq!(acct.balance.0, balance.0 + 2 * GRID);
     assert!(acct.unbonding.is_empty());
@@ -116,14 +210,25 @@ fn fees_go_to_the_rewards_pool() {
     g.params.min_fee = Amount(10);
     let (mut state, _) = State::genesis(&g).unwrap();
     let a = dev_keypair(0);
-    let cheap = Transaction { from: a.public(), nonce: 0, fee: Amount(9), kind: TxKind::StakeWithdraw };
-    assert!(matches!(rejection(&mut state, T0 + 1, cheap.sign(CHAIN, &a)), TxError::FeeTooLow { .. }));
+    let cheap = Transaction {
+        from: a.public(),
+        nonce: 0,
+        fee: Amount(9),
+        kind: TxKind::StakeWithdraw,
+    };
+    assert!(matches!(
+        rejection(&mut state, T0 + 1, cheap.sign(CHAIN, &a)),
+        TxError::FeeTooLow { .. }
+    ));
     let pool = state.rewards_pool();
     let t = Transaction {
         from: a.public(),
         nonce: 0,
         fee: Amount(10),
-        kind: TxKind::Transfer { to: dev_keypair(1).address(), amount: Amount(1) },
+        kind: TxKind::Transfer {
+            to: dev_keypair(1).address(),
+            amount: Amount(1),
+        },
     };
     block(&mut state, T0 + 1, vec![t.sign(CHAIN, &a)]);
     assert_eq!(state.rewards_pool().0, pool.0 + 10);
@@ -136,7 +241,9 @@ fn replaying_blocks_on_a_fresh_state_gives_the_same_roots() {
     let keys: Vec<Keypair> = (0..4).map(dev_keypair).collect();
     let mut blocks = Vec::new();
     for round in 0..5u64 {
-        let txs = (0..3).map(|i| transfer(&keys[i], round, keys[(i + 1) % 4].address(), 1 + round)).collect();
+        let txs = (0..3)
+            .map(|i| transfer(&keys[i], round, keys[(i + 1) % 4].address(), 1 + round))
+            .collect();
         blocks.push(block(&mut producer, T0 + 100 * (round + 1), txs));
     }
     for _ in 0..2 {
@@ -155,7 +262,14 @@ fn replaying_blocks_on_a_fresh_state_gives_the_same_roots() {
 fn refused_block_leaves_state_untouched() {
     let (mut producer, _) = State::genesis(&genesis(3)).unwrap();
     let (a, b) = (dev_keypair(0), dev_keypair(1));
-    let good = block(&mut producer, T0 + 1, vec![transfer(&a, 0, b.address(), 1), transfer(&b, 0, a.address(), 1)]);
+    let good = block(
+        &mut producer,
+        T0 + 1,
+        vec![
+            transfer(&a, 0, b.address(), 1),
+            transfer(&b, 0, a.address(), 1),
+        ],
+    );
 
     let (mut replica, _) = State::genesis(&genesis(3)).unwrap();
     let root = replica.root();
@@ -166,22 +280,34 @@ fn refused_block_leaves_state_untouched() {
     forged.header.tx_root = gridwork_types::tx_root(&hashes);
     assert!(matches!(
         replica.apply_block(&forged),
-        Err(BlockError::InvalidTx { index: 1, error: TxError::BadSignature { .. } })
+        Err(BlockError::InvalidTx {
+            index: 1,
+            error: TxError::BadSignature { .. }
+        })
     ));
 
     let mut wrong_root = good.clone();
     wrong_root.header.state_root = gridwork_types::Hash([1; 32]);
-    assert!(matches!(replica.apply_block(&wrong_root), Err(BlockError::StateRootMismatch { .. })));
+    assert!(matches!(
+        replica.apply_block(&wrong_root),
+        Err(BlockError::StateRootMismatch { .. })
+    ));
     assert_eq!(replica.root(), root);
     assert_eq!(replica.account(&a.address()).nonce, 0);
 
     let mut wrong_txs = good.clone();
     wrong_txs.txs.pop();
-    assert_eq!(replica.apply_block(&wrong_txs), Err(BlockError::TxRootMismatch));
+    assert_eq!(
+        replica.apply_block(&wrong_txs),
+        Err(BlockError::TxRootMismatch)
+    );
 
     replica.apply_block(&good).unwrap();
     assert_eq!(replica.root(), producer.root());
-    assert!(matches!(replica.apply_block(&good), Err(BlockError::WrongHeight { .. })));
+    assert!(matches!(
+        replica.apply_block(&good),
+        Err(BlockError::WrongHeight { .. })
+    ));
 }
 
 #[test]
@@ -190,7 +316,10 @@ fn rejects_block_whose_time_goes_backwards() {
     let mut b = block(&mut producer, T0 + 5, vec![]);
     b.header.timestamp_ms = T0 - 1;
     let (mut replica, _) = State::genesis(&genesis(2)).unwrap();
-    assert!(matches!(replica.apply_block(&b), Err(BlockError::TimeWentBackwards { .. })));
+    assert!(matches!(
+        replica.apply_block(&b),
+        Err(BlockError::TimeWentBackwards { .. })
+    ));
 }
 
 #[test]
@@ -203,17 +332,33 @@ fn genesis_must_sum_to_supply() {
 /// One step of a random workload.
 #[derive(Debug, Clone)]
 enum Op {
-    Transfer { from: usize, to: usize, amount: u128 },
-    Lock { who: usize, amount: u128 },
-    Unbond { who: usize, amount: u128 },
-    Withdraw { who: usize },
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: u128,
+    },
+    Lock {
+        who: usize,
+        amount: u128,
+    },
+    Unbond {
+        who: usize,
+        amount: u128,
+    },
+    Withdraw {
+        who: usize,
+    },
     Replay,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let amount = prop_oneof![0u128..10, 0u128..3 * GRID, 0u128..2_000_000 * GRID];
     prop_oneof![
-        (0usize..5, 0usize..6, amount.clone()).prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
+        (0usize..5, 0usize..6, amount.clone()).prop_map(|(from, to, amount)| Op::Transfer {
+            from,
+            to,
+            amount
+        }),
         (0usize..5, amount.clone()).prop_map(|(who, amount)| Op::Lock { who, amount }),
         (0usize..5, amount).prop_map(|(who, amount)| Op::Unbond { who, amount }),
         (0usize..5).prop_map(|who| Op::Withdraw { who }),

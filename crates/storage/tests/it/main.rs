@@ -28,7 +28,10 @@ fn grow_chain(store: &mut dyn Store, blocks: u64) -> (State, Vec<Block>) {
                     from: k.public(),
                     nonce: n,
                     fee: Amount(1),
-                    kind: TxKind::Transfer { to: keys[1 - i].address(), amount: Amount(10 + n as u128) },
+                    kind: TxKind::Transfer {
+                        to: keys[1 - i].address(),
+                        amount: Amount(10 + n as u128),
+                    },
                 }
                 .sign("store-test", k)
             })
@@ -51,7 +54,10 @@ fn assert_holds_chain(store: &dyn Store, chain: &[Block]) {
         assert_eq!(store.height_of(&block.header.hash()).unwrap(), Some(h));
         for (i, tx) in block.txs.iter().enumerate() {
             let record = store.tx(&tx.hash()).unwrap().unwrap();
-            assert_eq!((&record.tx, record.receipt.height, record.receipt.index), (tx, h, i as u32));
+            assert_eq!(
+                (&record.tx, record.receipt.height, record.receipt.index),
+                (tx, h, i as u32)
+            );
         }
     }
     let state = store.load_state().unwrap().unwrap();
@@ -97,8 +103,19 @@ fn refuses_a_block_that_does_not_follow_the_head() {
     let mut redb = RedbStore::open(&dir.path().join("chain.redb")).unwrap();
     for store in [&mut MemoryStore::new() as &mut dyn Store, &mut redb] {
         let (_, chain) = grow_chain(store, 2);
-        let err = store.commit(&chain[1], &[], &Default::default()).unwrap_err();
-        assert!(matches!(err, StorageError::NotNext { head: Some(2), got: 1 }), "{err}");
+        let err = store
+            .commit(&chain[1], &[], &Default::default())
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StorageError::NotNext {
+                    head: Some(2),
+                    got: 1
+                }
+            ),
+            "{err}"
+        );
         assert_holds_chain(store, &chain);
     }
 }
@@ -124,7 +141,14 @@ fn a_damaged_account_is_detected_at_load() {
     // Commit a block whose state changes lie about an account.
     let built = state.build_block(T0 + 100, Address([0; 20]), vec![]);
     let mut changes = state.take_changes();
-    changes.accounts.push((dev_keypair(0).address(), Default::default()));
-    store.commit(&built.block, &built.receipts, &changes).unwrap();
-    assert!(matches!(store.load_state(), Err(StorageError::StateRootMismatch { .. })));
+    changes
+        .accounts
+        .push((dev_keypair(0).address(), Default::default()));
+    store
+        .commit(&built.block, &built.receipts, &changes)
+        .unwrap();
+    assert!(matches!(
+        store.load_state(),
+        Err(StorageError::StateRootMismatch { .. })
+    ));
 }
