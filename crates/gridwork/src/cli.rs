@@ -88,6 +88,9 @@ pub(crate) struct NodeArgs {
     /// Number of funded dev accounts.
     #[arg(long, default_value_t = 4, requires = "dev")]
     pub(crate) dev_accounts: u32,
+    /// Unbonding period of a new dev chain, in milliseconds.
+    #[arg(long, default_value_t = gridwork_node::DEV_UNBONDING_PERIOD_MS, requires = "dev")]
+    pub(crate) dev_unbonding_period_ms: u64,
     /// Node configuration file (TOML).
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,

@@ -187,6 +187,7 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
     let source = match (&config.genesis, args.dev) {
         (_, true) => GenesisSource::Dev {
             accounts: args.dev_accounts,
+            unbonding_period_ms: args.dev_unbonding_period_ms,
         },
         (Some(file), false) => GenesisSource::File(file.clone()),
         (None, false) => GenesisSource::Stored,

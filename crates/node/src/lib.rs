@@ -15,7 +15,10 @@ mod node;
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
 pub use mempool::{Mempool, MempoolError};
 pub use metrics::Metrics;
-pub use node::{now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError};
+pub use node::{
+    now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError,
+    DEV_UNBONDING_PERIOD_MS,
+};
 
 /// Serves the API of `node` on `listener` until `shutdown` resolves.
 pub async fn serve(

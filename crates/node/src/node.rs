@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gridwork_api::{AccountView, BlockEvent, BlockView, ChainInfo, Health, TxStatus, TxView};
 use gridwork_consensus::{Consensus, Solo};
-use gridwork_protocol::{Genesis, GenesisError, State, TxError};
+use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{verify_batch, Address, Decode, DecodeError, Hash, SignedTx, MAX_TX_BYTES};
 use tokio::sync::broadcast;
@@ -177,12 +177,27 @@ pub enum GenesisSource {
     Dev {
         /// How many dev accounts.
         accounts: u32,
+        /// The unbonding period of the dev chain.
+        unbonding_period_ms: u64,
     },
     /// A genesis file (TOML or JSON, by extension).
     File(std::path::PathBuf),
     /// The data directory must already hold a chain.
     Stored,
 }
+
+impl GenesisSource {
+    /// A dev chain with `accounts` funded accounts and [`DEV_UNBONDING_PERIOD_MS`].
+    pub fn dev(accounts: u32) -> Self {
+        GenesisSource::Dev {
+            accounts,
+            unbonding_period_ms: DEV_UNBONDING_PERIOD_MS,
+        }
+    }
+}
+
+/// The unbonding period of dev chains: a minute, so `stake withdraw` can be tried.
+pub const DEV_UNBONDING_PERIOD_MS: u64 = 60_000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -239,12 +254,19 @@ impl Node {
                 }
                 Some(g)
             }
-            (GenesisSource::Dev { accounts }, None) => Some(Genesis::dev(
-                "gridwork-dev",
-                now_ms(),
-                accounts,
-                Default::default(),
-            )),
+            (
+                GenesisSource::Dev {
+                    accounts,
+                    unbonding_period_ms,
+                },
+                None,
+            ) => {
+                let params = Params {
+                    unbonding_period_ms,
+                    ..Params::default()
+                };
+                Some(Genesis::dev("gridwork-dev", now_ms(), accounts, params))
+            }
         };
         if let Some(g) = &genesis {
             if store.meta()?.is_none() {

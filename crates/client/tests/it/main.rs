@@ -24,7 +24,7 @@ impl TestNode {
             block_interval_ms: 20,
             ..NodeConfig::default()
         };
-        let node = Node::open(&config, GenesisSource::Dev { accounts: 4 }).unwrap();
+        let node = Node::open(&config, GenesisSource::dev(4)).unwrap();
         node.spawn_producer();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -20,7 +20,7 @@ struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(home: &Path, data_dir: &Path) -> NodeProcess {
+    fn start(home: &Path, data_dir: &Path, extra: &[&str]) -> NodeProcess {
         let mut child = Command::new(BIN)
             .args([
                 "node",
@@ -33,6 +33,7 @@ impl NodeProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("GRIDWORK_HOME", home)
             .env("GRIDWORK_LOG", "warn")
             .stdout(Stdio::piped())
@@ -129,7 +130,12 @@ fn units(v: &Value) -> u128 {
 fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let node = NodeProcess::start(&home, &dir.path().join("data"));
+    let unbonding = Duration::from_millis(1500);
+    let node = NodeProcess::start(
+        &home,
+        &dir.path().join("data"),
+        &["--dev-unbonding-period-ms", "1500"],
+    );
     let cli = Cli {
         home,
         api: node.api.clone(),
@@ -215,6 +221,15 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
         &[("GRIDWORK_PASSPHRASE", "hunter22")],
     );
     assert_eq!(code, "unbond_exceeds_locked");
+    // After the unbonding period the stake comes back to the balance.
+    std::thread::sleep(unbonding);
+    cli.json(
+        &["--key", "alice", "stake", "withdraw"],
+        &[("GRIDWORK_PASSPHRASE", "hunter22")],
+    );
+    let bal = cli.json(&["--key", "alice", "balance"], &[]);
+    assert_eq!(units(&bal["balance"]), 8 * GRID + GRID / 2);
+    assert_eq!(units(&bal["unbonding_total"]), 0);
 
     // Bad input gets clear errors.
     let (_, msg) = cli.fails(&["--key", "dev0", "transfer", "grid1nonsense", "1"], &[]);
@@ -235,7 +250,7 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     let out = cli.run(&["balance", &alice_addr], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("balance") && text.contains("6.5 GRID"),
+        text.contains("balance") && text.contains("8.5 GRID"),
         "{text}"
     );
 }
@@ -245,7 +260,7 @@ fn a_second_node_on_the_same_data_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let data = dir.path().join("data");
-    let _first = NodeProcess::start(&home, &data);
+    let _first = NodeProcess::start(&home, &data, &[]);
     let out = Command::new(BIN)
         .args(["node", "--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
@@ -278,7 +293,7 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let data = dir.path().join("data");
-    let mut node = NodeProcess::start(&home, &data);
+    let mut node = NodeProcess::start(&home, &data, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = Client::new(&node.api);
     let acknowledged: Vec<(u64, Hash)> = rt.block_on(async {
@@ -351,7 +366,7 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
     }
 
     // And the restarted node serves it.
-    let node = NodeProcess::start(&home, &data);
+    let node = NodeProcess::start(&home, &data, &[]);
     let client = Client::new(&node.api);
     rt.block_on(async {
         for (height, hash) in &acknowledged {

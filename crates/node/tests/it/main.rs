@@ -31,7 +31,7 @@ fn transfer(chain: &str, from: u32, nonce: u64, grid: u64) -> SignedTx {
 fn restart_resumes_exactly_where_the_node_was() {
     let dir = tempfile::tempdir().unwrap();
     let (root, height) = {
-        let node = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 3 }).unwrap();
+        let node = Node::open(&config(dir.path()), GenesisSource::dev(3)).unwrap();
         for n in 0..3 {
             let results = node.submit(vec![
                 transfer(node.chain_id(), 0, n, 1),
@@ -52,7 +52,7 @@ fn restart_resumes_exactly_where_the_node_was() {
 #[test]
 fn no_empty_blocks_are_produced() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
     assert!(node.produce_block(true).unwrap().is_none());
     assert_eq!(node.health().height, 0);
 }
@@ -111,8 +111,8 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
 #[test]
 fn a_data_directory_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap();
-    let err = Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap_err();
+    let _first = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    let err = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap_err();
     assert!(
         matches!(err, NodeError::Storage(StorageError::Locked { .. })),
         "{err}"
@@ -122,7 +122,7 @@ fn a_data_directory_in_use_is_refused() {
 #[test]
 fn a_genesis_file_for_another_chain_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    drop(Node::open(&config(dir.path()), GenesisSource::Dev { accounts: 2 }).unwrap());
+    drop(Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap());
     let file = dir.path().join("other.json");
     let other = Genesis::dev("other", 5, 2, Params::default());
     std::fs::write(&file, serde_json::to_string(&other).unwrap()).unwrap();
