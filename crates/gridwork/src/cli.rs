@@ -181,5 +181,8 @@ pub(crate) enum BenchCommand {
         /// Transactions per admission batch.
         #[arg(long, default_value_t = 1024)]
         batch: usize,
+        /// Concurrent submitting threads (default: one per core).
+        #[arg(long)]
+        submitters: Option<usize>,
     },
 }

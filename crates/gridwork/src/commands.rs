@@ -221,7 +221,7 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
                 )
             })?;
         let addr = listener.local_addr()?;
-        let info = node.chain_info();
+        let info = node.chain_info()?;
         let doc = json!({
             "api": format!("http://{addr}"),
             "chain_id": info.chain_id,
@@ -407,6 +407,7 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
         block_interval_ms,
         max_block_txs,
         batch,
+        submitters,
     } = cmd;
     let opts = LedgerBenchOptions {
         accounts: *accounts,
@@ -415,6 +416,8 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
         block_interval_ms: *block_interval_ms,
         max_block_txs: *max_block_txs,
         batch: *batch,
+        submitters: submitters
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
     };
     let report = run_ledger_bench(&opts, |msg| eprintln!("{msg}"))?;
     emit(cli.json, &report, || {

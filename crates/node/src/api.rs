@@ -206,8 +206,8 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-async fn chain(State(node): State<Node>) -> Response {
-    Json(node.chain_info()).into_response()
+async fn chain(State(node): State<Node>) -> Result<Response, ApiError> {
+    Ok(Json(node.chain_info()?).into_response())
 }
 
 async fn submit_tx(

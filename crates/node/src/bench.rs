@@ -35,6 +35,8 @@ pub struct LedgerBenchOptions {
     pub max_block_txs: usize,
     /// Transactions per submission batch.
     pub batch: usize,
+    /// Threads submitting concurrently (as concurrent API clients would).
+    pub submitters: usize,
 }
 
 /// What was measured.
@@ -54,7 +56,10 @@ pub struct LedgerBenchReport {
     pub p50_confirm_ms: f64,
     /// 99th percentile confirmation latency.
     pub p99_confirm_ms: f64,
-    /// Time spent in admission (signature batches, nonce and balance checks).
+    /// Threads that submitted.
+    pub submitters: usize,
+    /// Time spent in admission (signature batches, nonce and balance checks), summed over
+    /// the submitting threads.
     pub admission_s: f64,
     /// Time the producer spent building blocks and committing them durably.
     pub build_and_commit_s: f64,
@@ -198,32 +203,66 @@ pub fn run_ledger_bench(
         committed
     });
 
+    // Each sender's transfers go to one submitter, so they arrive in nonce order.
+    let submitters = opts.submitters.max(1);
+    let mut groups: Vec<Vec<(usize, SignedTx)>> = vec![Vec::new(); submitters];
+    for (i, tx) in txs.into_iter().enumerate() {
+        let sender = i % opts.accounts as usize;
+        groups[sender % submitters].push((i, tx));
+    }
+
     progress("running admission, block production and durable commit");
     let producer = node.spawn_producer();
     let start = Instant::now();
+    let batch = opts.batch.max(1);
+    let outcomes: Vec<(Vec<(usize, Instant)>, Duration, Vec<String>)> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .into_iter()
+                .map(|group| {
+                    let node = node.clone();
+                    scope.spawn(move || {
+                        let mut times = Vec::with_capacity(group.len());
+                        let mut admission = Duration::ZERO;
+                        let mut refused = Vec::new();
+                        let mut rest = group;
+                        while !rest.is_empty() {
+                            let chunk: Vec<(usize, SignedTx)> =
+                                rest.drain(..batch.min(rest.len())).collect();
+                            let t = Instant::now();
+                            times.extend(chunk.iter().map(|(i, _)| (*i, t)));
+                            let results =
+                                node.submit(chunk.into_iter().map(|(_, tx)| tx).collect());
+                            admission += t.elapsed();
+                            refused.extend(
+                                results
+                                    .into_iter()
+                                    .filter_map(Result::err)
+                                    .map(|e| e.to_string()),
+                            );
+                        }
+                        (times, admission, refused)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
     let mut submitted_at = vec![start; total];
     let mut admission = Duration::ZERO;
     let mut refused = Vec::new();
-    let mut rest = txs;
-    let mut offset = 0usize;
-    while !rest.is_empty() {
-        let take = opts.batch.max(1).min(rest.len());
-        let batch: Vec<SignedTx> = rest.drain(..take).collect();
-        let t = Instant::now();
-        for slot in &mut submitted_at[offset..offset + take] {
-            *slot = t;
+    for (times, spent, errors) in outcomes {
+        for (i, t) in times {
+            submitted_at[i] = t;
         }
-        let results = node.submit(batch);
-        admission += t.elapsed();
-        refused.extend(results.into_iter().filter_map(Result::err));
-        offset += take;
+        admission += spent;
+        refused.extend(errors);
     }
     if !refused.is_empty() {
         node.shutdown();
         let _ = producer.join();
         return Err(BenchError::Refused {
             count: refused.len(),
-            first: refused[0].to_string(),
+            first: refused[0].clone(),
         });
     }
     let committed = collector.join().unwrap_or_default();
@@ -264,6 +303,7 @@ pub fn run_ledger_bench(
         transfers_per_s: latencies.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         p50_confirm_ms: pct(0.50),
         p99_confirm_ms: pct(0.99),
+        submitters,
         admission_s: admission.as_secs_f64(),
         build_and_commit_s,
         signing_s,
@@ -285,6 +325,7 @@ mod tests {
             block_interval_ms: 5,
             max_block_txs: 100,
             batch: 64,
+            submitters: 2,
         };
         let report = run_ledger_bench(&opts, |_| {}).unwrap();
         assert_eq!(report.transfers, 500);

@@ -22,6 +22,10 @@ impl Metrics {
         self.head_height.store(height, Relaxed);
     }
 
+    pub(crate) fn head(&self) -> u64 {
+        self.head_height.load(Relaxed)
+    }
+
     pub(crate) fn set_mempool(&self, len: usize) {
         self.mempool.store(len as u64, Relaxed);
     }

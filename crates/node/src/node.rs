@@ -26,7 +26,9 @@ use gridwork_api::{AccountView, BlockEvent, BlockView, ChainInfo, Health, TxStat
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
-use gridwork_types::{verify_batch, Address, Decode, DecodeError, Hash, SignedTx, MAX_TX_BYTES};
+use gridwork_types::{
+    verify_batch, Address, Block, Decode, DecodeError, Hash, SignedTx, MAX_TX_BYTES,
+};
 use tokio::sync::broadcast;
 
 use crate::config::NodeConfig;
@@ -142,16 +144,19 @@ impl std::str::FromStr for BlockId {
 struct Inner {
     state: State,
     mempool: Mempool,
-    store: Box<dyn Store>,
     consensus: Box<dyn Consensus>,
     last_block_at: Instant,
     halted: Option<String>,
+    /// The block being committed: its transactions left the mempool but are not durable yet.
+    in_flight: Option<(Arc<Block>, Vec<Hash>)>,
 }
 
 struct Shared {
     chain_id: String,
     genesis_hash: Hash,
     inner: Mutex<Inner>,
+    store: Box<dyn Store>,
+    producing: Mutex<()>,
     events: broadcast::Sender<Arc<BlockEvent>>,
     metrics: Metrics,
     stop: AtomicBool,
@@ -292,7 +297,7 @@ impl Node {
     /// A node over any store (tests use [`gridwork_storage::MemoryStore`] and
     /// [`gridwork_storage::FailingStore`]). `genesis` initialises an empty store.
     pub fn with_store(
-        mut store: Box<dyn Store>,
+        store: Box<dyn Store>,
         genesis: Option<&Genesis>,
         consensus: Box<dyn Consensus>,
         mempool_capacity: usize,
@@ -327,11 +332,13 @@ impl Node {
                 inner: Mutex::new(Inner {
                     state,
                     mempool: Mempool::new(mempool_capacity),
-                    store,
                     consensus,
                     last_block_at: Instant::now(),
                     halted: None,
+                    in_flight: None,
                 }),
+                store,
+                producing: Mutex::new(()),
                 events,
                 metrics,
                 stop: AtomicBool::new(false),
@@ -422,68 +429,85 @@ impl Node {
     /// no-empty-blocks rule). Returns the committed block, or `None` if there was nothing to
     /// do. On a failed commit the node halts and returns the error.
     pub fn produce_block(&self, force: bool) -> Result<Option<Arc<BlockEvent>>, NodeError> {
-        let mut inner = self.lock();
-        if let Some(reason) = &inner.halted {
-            return Err(NodeError::Halted {
-                reason: reason.clone(),
-            });
-        }
-        let pending = inner.mempool.len();
-        let since = inner.last_block_at.elapsed().as_millis() as u64;
-        let propose = if force {
-            pending > 0
-        } else {
-            inner.consensus.should_propose(pending, since)
-        };
-        if !propose {
-            return Ok(None);
-        }
+        // One producer at a time: blocks are committed in height order.
+        let _producing = self
+            .shared
+            .producing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let Inner {
-            state,
-            mempool,
-            store,
-            consensus,
-            ..
-        } = &mut *inner;
-        let candidates = mempool.take(consensus.max_block_txs());
-        let built = state.build_block(now_ms(), consensus.proposer(), candidates);
-        let changes = state.take_changes();
-        let committed = consensus
-            .finalize(&built.block.header)
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                store
-                    .commit(&built.block, &built.receipts, &changes)
-                    .map_err(|e| e.to_string())
-            });
-        if let Err(reason) = committed {
-            tracing::error!(%reason, height = built.block.header.height, "block commit failed; node halted");
-            inner.halted = Some(reason.clone());
-            return Err(NodeError::Halted { reason });
+        let built = {
+            let mut inner = self.lock();
+            if let Some(reason) = &inner.halted {
+                return Err(NodeError::Halted {
+                    reason: reason.clone(),
+                });
+            }
+            let pending = inner.mempool.len();
+            let since = inner.last_block_at.elapsed().as_millis() as u64;
+            let propose = if force {
+                pending > 0
+            } else {
+                inner.consensus.should_propose(pending, since)
+            };
+            if !propose {
+                return Ok(None);
+            }
+            let Inner {
+                state,
+                mempool,
+                consensus,
+                ..
+            } = &mut *inner;
+            let candidates = mempool.take(consensus.max_block_txs());
+            let built = state.build_block(now_ms(), consensus.proposer(), candidates);
+            let changes = state.take_changes();
+            if let Err(e) = consensus.finalize(&built.block.header) {
+                return Err(self.halt(&mut inner, e.to_string()));
+            }
+            if !built.rejected.is_empty() {
+                let dropped = mempool.revalidate(state, now_ms());
+                tracing::warn!(
+                    rejected = built.rejected.len(),
+                    dropped,
+                    "block refused admitted transactions"
+                );
+            }
+            inner.last_block_at = Instant::now();
+            let block = Arc::new(built.block);
+            let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
+            inner.in_flight = Some((block.clone(), hashes));
+            (block, built.receipts, changes)
+        };
+        // The durable commit runs without the node lock, so admission goes on meanwhile.
+        let (block, receipts, changes) = built;
+        if let Err(e) = self.shared.store.commit(&block, &receipts, &changes) {
+            return Err(self.halt(&mut self.lock(), e.to_string()));
         }
-        if !built.rejected.is_empty() {
-            let dropped = mempool.revalidate(state, now_ms());
-            tracing::warn!(
-                rejected = built.rejected.len(),
-                dropped,
-                "block refused admitted transactions"
-            );
-        }
-        inner.last_block_at = Instant::now();
-        let header = &built.block.header;
-        let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
+        let mempool_len = {
+            let mut inner = self.lock();
+            inner.in_flight = None;
+            inner.mempool.len()
+        };
+        let header = &block.header;
+        let hashes = receipts.iter().map(|r| r.tx_hash).collect();
         let event = Arc::new(BlockEvent {
             block: BlockView::new(header, Some(hashes)),
-            receipts: built.receipts,
+            receipts,
         });
         let metrics = &self.shared.metrics;
-        metrics.block_committed(header.height, header.tx_count as u64, started.elapsed());
-        metrics.set_mempool(inner.mempool.len());
-        drop(inner);
+        metrics.block_committed(header.height, u64::from(header.tx_count), started.elapsed());
+        metrics.set_mempool(mempool_len);
         // No subscribers is fine.
         let _ = self.shared.events.send(event.clone());
         Ok(Some(event))
+    }
+
+    /// Stops the node from accepting or producing anything more.
+    fn halt(&self, inner: &mut Inner, reason: String) -> NodeError {
+        tracing::error!(%reason, "block commit failed; node halted");
+        inner.halted = Some(reason.clone());
+        NodeError::Halted { reason }
     }
 
     /// Starts the block producer on its own thread. It stops when [`Node::shutdown`] is called
@@ -509,39 +533,50 @@ impl Node {
         self.shared.stop.store(true, Ordering::Relaxed);
     }
 
+    /// The height of the last durable block.
+    fn durable_head(&self) -> Result<u64, NodeError> {
+        Ok(self
+            .shared
+            .store
+            .head_height()?
+            .ok_or(StorageError::Empty)?)
+    }
+
     /// `/health`.
     pub fn health(&self) -> Health {
-        let inner = self.lock();
+        let halted = self.lock().halted.clone();
         Health {
-            status: if inner.halted.is_some() {
-                "halted"
-            } else {
-                "ok"
-            }
-            .into(),
-            height: inner.state.head().height,
-            reason: inner.halted.clone(),
+            status: if halted.is_some() { "halted" } else { "ok" }.into(),
+            height: self.shared.metrics.head(),
+            reason: halted,
         }
     }
 
-    /// `/v1/chain`.
-    pub fn chain_info(&self) -> ChainInfo {
+    /// `/v1/chain`: the last durable block, the supply, the parameters.
+    pub fn chain_info(&self) -> Result<ChainInfo, NodeError> {
+        let height = self.durable_head()?;
+        let head = self
+            .shared
+            .store
+            .header(height)?
+            .ok_or(StorageError::Empty)?;
         let inner = self.lock();
-        let head = inner.state.head();
-        ChainInfo {
+        Ok(ChainInfo {
             chain_id: self.shared.chain_id.clone(),
             genesis_hash: self.shared.genesis_hash,
-            height: head.height,
-            head_hash: inner.state.head_hash(),
+            height,
+            head_hash: head.hash(),
             head_time_ms: head.timestamp_ms,
             total_supply: inner.state.total_supply(),
             rewards_pool: inner.state.rewards_pool(),
             params: inner.state.params().clone(),
             mempool: inner.mempool.len(),
-        }
+        })
     }
 
-    /// An account as of the head, with the nonce to sign the next transaction with.
+    /// An account as the ledger holds it now, with the nonce to sign the next transaction
+    /// with. While a block's commit is in flight (milliseconds) this already includes it;
+    /// transaction and block queries show only durable blocks.
     pub fn account(&self, address: &Address) -> AccountView {
         let inner = self.lock();
         let account = inner.state.account(address);
@@ -552,8 +587,7 @@ impl Node {
 
     /// A transaction: committed (with receipt) or pending.
     pub fn tx(&self, hash: &Hash) -> Result<Option<TxStatus>, NodeError> {
-        let inner = self.lock();
-        if let Some(record) = inner.store.tx(hash)? {
+        if let Some(record) = self.shared.store.tx(hash)? {
             return Ok(Some(TxStatus {
                 hash: *hash,
                 status: "committed".into(),
@@ -561,43 +595,56 @@ impl Node {
                 receipt: Some(record.receipt),
             }));
         }
-        Ok(inner.mempool.get(hash).map(|tx| TxStatus {
+        let inner = self.lock();
+        let in_flight = inner.in_flight.as_ref().and_then(|(block, hashes)| {
+            hashes.iter().position(|h| h == hash).map(|i| &block.txs[i])
+        });
+        if let Some(tx) = inner.mempool.get(hash).or(in_flight) {
+            return Ok(Some(TxStatus {
+                hash: *hash,
+                status: "pending".into(),
+                tx: TxView::from(tx),
+                receipt: None,
+            }));
+        }
+        drop(inner);
+        // It may have left the mempool for a block whose commit just finished.
+        Ok(self.shared.store.tx(hash)?.map(|record| TxStatus {
             hash: *hash,
-            status: "pending".into(),
-            tx: TxView::from(tx),
-            receipt: None,
+            status: "committed".into(),
+            tx: TxView::from(&record.tx),
+            receipt: Some(record.receipt),
         }))
     }
 
-    /// A committed block with its transaction hashes.
+    /// A durable block with its transaction hashes.
     pub fn block(&self, id: BlockId) -> Result<Option<BlockView>, NodeError> {
-        let inner = self.lock();
+        let store = &self.shared.store;
         let height = match id {
-            BlockId::Latest => Some(inner.state.head().height),
+            BlockId::Latest => Some(self.durable_head()?),
             BlockId::Height(h) => Some(h),
-            BlockId::Hash(hash) => inner.store.height_of(&hash)?,
+            BlockId::Hash(hash) => store.height_of(&hash)?,
         };
         let Some(height) = height else {
             return Ok(None);
         };
-        let Some(header) = inner.store.header(height)? else {
+        let Some(header) = store.header(height)? else {
             return Ok(None);
         };
-        let txs = inner.store.block_tx_hashes(height)?;
+        let txs = store.block_tx_hashes(height)?;
         Ok(Some(BlockView::new(&header, txs)))
     }
 
-    /// Up to `limit` committed blocks, newest first, below `before` (exclusive) if given.
+    /// Up to `limit` durable blocks, newest first, below `before` (exclusive) if given.
     pub fn blocks(&self, limit: usize, before: Option<u64>) -> Result<Vec<BlockView>, NodeError> {
-        let inner = self.lock();
-        let head = inner.state.head().height;
-        let top = before.map_or(head, |b| b.saturating_sub(1).min(head));
+        let head = self.durable_head()?;
         let mut out = Vec::new();
         if before == Some(0) {
             return Ok(out);
         }
+        let top = before.map_or(head, |b| (b - 1).min(head));
         for height in (0..=top).rev().take(limit) {
-            if let Some(header) = inner.store.header(height)? {
+            if let Some(header) = self.shared.store.header(height)? {
                 out.push(BlockView::new(&header, None));
             }
         }

@@ -71,14 +71,17 @@ pub enum StorageError {
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// A durable home for the chain.
-pub trait Store: Send {
+///
+/// Every method takes `&self`: reads may run while a commit is in progress (redb serves them
+/// from the last committed snapshot). Commits must come from one thread at a time, in
+/// height order.
+pub trait Store: Send + Sync {
     /// Writes the genesis block and state of a new chain. Fails if a chain is already stored.
-    fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()>;
+    fn init(&self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()>;
 
     /// Atomically and durably stores the next block, its receipts and the state changes it
     /// made. When this returns `Ok`, the block survives a crash.
-    fn commit(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges)
-        -> Result<()>;
+    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()>;
 
     /// The chain's fixed facts, if a chain is stored.
     fn meta(&self) -> Result<Option<ChainMeta>>;

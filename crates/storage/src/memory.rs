@@ -2,6 +2,8 @@
 //! double that "crashes" after a number of commits.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use gridwork_protocol::{Account, Receipt, State, StateChanges};
 use gridwork_types::{Address, Amount, Block, Hash, Header};
@@ -10,8 +12,13 @@ use crate::record::{ChainMeta, TxRecord};
 use crate::{verified, Result, StorageError, Store};
 
 /// A store that keeps everything in memory, with the same semantics as the durable one.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct MemoryStore {
+    inner: Mutex<Tables>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
     meta: Option<ChainMeta>,
     headers: BTreeMap<u64, (Header, Vec<Hash>)>,
     hashes: BTreeMap<Hash, u64>,
@@ -26,6 +33,13 @@ impl MemoryStore {
         Self::default()
     }
 
+    fn tables(&self) -> MutexGuard<'_, Tables> {
+        // Writes to the tables cannot panic half-way, so a poisoned lock holds whole data.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Tables {
     fn put_block(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) {
         let hashes: Vec<Hash> = receipts.iter().map(|r| r.tx_hash).collect();
         for (tx, receipt) in block.txs.iter().zip(receipts) {
@@ -48,69 +62,69 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
-        if self.meta.is_some() {
-            return Err(StorageError::NotNext {
-                head: self.head_height()?,
-                got: 0,
-            });
+    fn init(&self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
+        let mut t = self.tables();
+        if t.meta.is_some() {
+            let head = t.headers.keys().next_back().copied();
+            return Err(StorageError::NotNext { head, got: 0 });
         }
-        self.meta = Some(meta.clone());
-        self.put_block(genesis, &[], changes);
+        t.meta = Some(meta.clone());
+        t.put_block(genesis, &[], changes);
         Ok(())
     }
 
-    fn commit(
-        &mut self,
-        block: &Block,
-        receipts: &[Receipt],
-        changes: &StateChanges,
-    ) -> Result<()> {
-        let head = self.head_height()?;
+    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+        let mut t = self.tables();
+        let head = t.headers.keys().next_back().copied();
         if head.map(|h| h + 1) != Some(block.header.height) {
             return Err(StorageError::NotNext {
                 head,
                 got: block.header.height,
             });
         }
-        self.put_block(block, receipts, changes);
+        t.put_block(block, receipts, changes);
         Ok(())
     }
 
     fn meta(&self) -> Result<Option<ChainMeta>> {
-        Ok(self.meta.clone())
+        Ok(self.tables().meta.clone())
     }
 
     fn head_height(&self) -> Result<Option<u64>> {
-        Ok(self.headers.keys().next_back().copied())
+        Ok(self.tables().headers.keys().next_back().copied())
     }
 
     fn header(&self, height: u64) -> Result<Option<Header>> {
-        Ok(self.headers.get(&height).map(|(h, _)| h.clone()))
+        Ok(self.tables().headers.get(&height).map(|(h, _)| h.clone()))
     }
 
     fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
-        Ok(self.headers.get(&height).map(|(_, hashes)| hashes.clone()))
+        Ok(self
+            .tables()
+            .headers
+            .get(&height)
+            .map(|(_, hashes)| hashes.clone()))
     }
 
     fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
-        Ok(self.hashes.get(hash).copied())
+        Ok(self.tables().hashes.get(hash).copied())
     }
 
     fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>> {
-        Ok(self.txs.get(hash).cloned())
+        Ok(self.tables().txs.get(hash).cloned())
     }
 
     fn load_state(&self) -> Result<Option<State>> {
-        let (Some(meta), Some((head, _))) = (&self.meta, self.headers.values().next_back()) else {
+        let t = self.tables();
+        let (Some(meta), Some((head, _))) = (&t.meta, t.headers.values().next_back()) else {
             return Ok(None);
         };
         let state = State::from_parts(
             meta.chain_id.clone(),
             meta.params.clone(),
             meta.total_supply,
-            self.rewards_pool,
-            self.accounts.iter().map(|(a, acct)| (*a, acct.clone())),
+            t.rewards_pool,
+            t.accounts.iter().map(|(a, acct)| (*a, acct.clone())),
             head.clone(),
         );
         verified(state).map(Some)
@@ -123,7 +137,7 @@ impl Store for MemoryStore {
 #[derive(Debug)]
 pub struct FailingStore<S> {
     inner: S,
-    commits_left: usize,
+    commits_left: AtomicUsize,
 }
 
 impl<S: Store> FailingStore<S> {
@@ -131,7 +145,7 @@ impl<S: Store> FailingStore<S> {
     pub fn new(inner: S, commits_before_crash: usize) -> Self {
         Self {
             inner,
-            commits_left: commits_before_crash,
+            commits_left: AtomicUsize::new(commits_before_crash),
         }
     }
 
@@ -142,20 +156,17 @@ impl<S: Store> FailingStore<S> {
 }
 
 impl<S: Store> Store for FailingStore<S> {
-    fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
+    fn init(&self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
         self.inner.init(meta, genesis, changes)
     }
 
-    fn commit(
-        &mut self,
-        block: &Block,
-        receipts: &[Receipt],
-        changes: &StateChanges,
-    ) -> Result<()> {
-        if self.commits_left == 0 {
+    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+        let left = self
+            .commits_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left.is_err() {
             return Err(StorageError::Injected("commit after simulated crash"));
         }
-        self.commits_left -= 1;
         self.inner.commit(block, receipts, changes)
     }
 

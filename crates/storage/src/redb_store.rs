@@ -70,7 +70,7 @@ impl RedbStore {
     }
 
     fn write(
-        &mut self,
+        &self,
         block: &Block,
         receipts: &[Receipt],
         changes: &StateChanges,
@@ -149,16 +149,11 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn init(&mut self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
+    fn init(&self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
         self.write(genesis, &[], changes, Some(meta))
     }
 
-    fn commit(
-        &mut self,
-        block: &Block,
-        receipts: &[Receipt],
-        changes: &StateChanges,
-    ) -> Result<()> {
+    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
         self.write(block, receipts, changes, None)
     }
 

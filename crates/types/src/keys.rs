@@ -3,7 +3,13 @@
 //! Verification is strict (`verify_strict`): it rejects small-order keys and non-canonical
 //! signatures, so one signature has one encoding and a transaction hash cannot be malleated.
 //! [`verify_batch`] checks many signatures at once and falls back to strict single checks to
-//! name the bad ones, so its answer per signature equals the single check's.
+//! name the bad ones.
+//!
+//! A known gap: the batch equation uses random weights and is not cofactored, so a signature
+//! crafted with a small-order component in `R`, which the strict single check refuses, passes
+//! a batch with probability at most 1/8. With one sequencer this only decides admission; before
+//! validators verify each other's blocks, single and batch checks must share one rule
+//! (ZIP-215, as in ed25519-zebra) so that every node reaches the same verdict.
 
 use std::fmt;
 
@@ -160,12 +166,12 @@ impl fmt::Debug for Keypair {
     }
 }
 
-/// Verifies many `(key, message, signature)` triples; the result for each equals
-/// [`PublicKey::verify`] on it.
+/// Verifies many `(key, message, signature)` triples, one result each.
 ///
 /// The fast path is one batch verification of all; only when it fails are the items checked
-/// one by one to find which. Items that pass the batch are still checked strictly for weak
-/// keys so the batch never accepts what a single check refuses.
+/// one by one with [`PublicKey::verify`] to find which. Weak keys and non-canonical `s` skip
+/// the batch and get the strict single check. See the module docs for the one case where a
+/// batch can accept what the single check refuses.
 pub fn verify_batch(items: &[(PublicKey, &[u8], Signature)]) -> Vec<Result<(), KeyError>> {
     if items.is_empty() {
         return Vec::new();

@@ -7,7 +7,7 @@ use gridwork_types::{Address, Amount, Block, Transaction, TxKind};
 const T0: u64 = 1_700_000_000_000;
 
 /// Creates a chain in `store` and commits `blocks` blocks of a few transfers each.
-fn grow_chain(store: &mut dyn Store, blocks: u64) -> (State, Vec<Block>) {
+fn grow_chain(store: &dyn Store, blocks: u64) -> (State, Vec<Block>) {
     let genesis = Genesis::dev("store-test", T0, 3, Params::default());
     let (mut state, block0) = State::genesis(&genesis).unwrap();
     let meta = ChainMeta {
@@ -69,8 +69,8 @@ fn assert_holds_chain(store: &dyn Store, chain: &[Block]) {
 
 #[test]
 fn memory_store_reloads_the_committed_state() {
-    let mut store = MemoryStore::new();
-    let (state, chain) = grow_chain(&mut store, 5);
+    let store = MemoryStore::new();
+    let (state, chain) = grow_chain(&store, 5);
     assert_holds_chain(&store, &chain);
     assert_eq!(store.load_state().unwrap().unwrap().root(), state.root());
 }
@@ -80,8 +80,8 @@ fn redb_store_reloads_the_committed_state_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chain.redb");
     let chain = {
-        let mut store = RedbStore::open(&path).unwrap();
-        grow_chain(&mut store, 5).1
+        let store = RedbStore::open(&path).unwrap();
+        grow_chain(&store, 5).1
     };
     let store = RedbStore::open(&path).unwrap();
     assert_holds_chain(&store, &chain);
@@ -100,8 +100,8 @@ fn redb_store_refuses_a_second_opener() {
 #[test]
 fn refuses_a_block_that_does_not_follow_the_head() {
     let dir = tempfile::tempdir().unwrap();
-    let mut redb = RedbStore::open(&dir.path().join("chain.redb")).unwrap();
-    for store in [&mut MemoryStore::new() as &mut dyn Store, &mut redb] {
+    let redb = RedbStore::open(&dir.path().join("chain.redb")).unwrap();
+    for store in [&MemoryStore::new() as &dyn Store, &redb] {
         let (_, chain) = grow_chain(store, 2);
         let err = store
             .commit(&chain[1], &[], &Default::default())
@@ -125,8 +125,8 @@ fn a_crash_after_n_commits_keeps_exactly_those_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("chain.redb");
     let chain = {
-        let mut store = FailingStore::new(RedbStore::open(&path).unwrap(), 3);
-        let (_, chain) = grow_chain(&mut store, 10);
+        let store = FailingStore::new(RedbStore::open(&path).unwrap(), 3);
+        let (_, chain) = grow_chain(&store, 10);
         assert_eq!(chain.len(), 4, "genesis and three committed blocks");
         chain
     };
@@ -136,8 +136,8 @@ fn a_crash_after_n_commits_keeps_exactly_those_blocks() {
 
 #[test]
 fn a_damaged_account_is_detected_at_load() {
-    let mut store = MemoryStore::new();
-    let (mut state, _) = grow_chain(&mut store, 2);
+    let store = MemoryStore::new();
+    let (mut state, _) = grow_chain(&store, 2);
     // Commit a block whose state changes lie about an account.
     let built = state.build_block(T0 + 100, Address([0; 20]), vec![]);
     let mut changes = state.take_changes();
