@@ -97,6 +97,16 @@ pub enum BenchError {
     },
 }
 
+/// What one submitting thread did.
+struct SubmitterOutcome {
+    /// When each transfer (by index) was handed to the node.
+    times: Vec<(usize, Instant)>,
+    /// Time spent inside `Node::submit`.
+    admission: Duration,
+    /// Refusals, which a correct bench never has.
+    refused: Vec<String>,
+}
+
 fn bench_key(i: u32) -> Keypair {
     let mut h = blake3::Hasher::new();
     h.update(b"gridwork-bench-key");
@@ -215,47 +225,49 @@ pub fn run_ledger_bench(
     let producer = node.spawn_producer();
     let start = Instant::now();
     let batch = opts.batch.max(1);
-    let outcomes: Vec<(Vec<(usize, Instant)>, Duration, Vec<String>)> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
-                .into_iter()
-                .map(|group| {
-                    let node = node.clone();
-                    scope.spawn(move || {
-                        let mut times = Vec::with_capacity(group.len());
-                        let mut admission = Duration::ZERO;
-                        let mut refused = Vec::new();
-                        let mut rest = group;
-                        while !rest.is_empty() {
-                            let chunk: Vec<(usize, SignedTx)> =
-                                rest.drain(..batch.min(rest.len())).collect();
-                            let t = Instant::now();
-                            times.extend(chunk.iter().map(|(i, _)| (*i, t)));
-                            let results =
-                                node.submit(chunk.into_iter().map(|(_, tx)| tx).collect());
-                            admission += t.elapsed();
-                            refused.extend(
-                                results
-                                    .into_iter()
-                                    .filter_map(Result::err)
-                                    .map(|e| e.to_string()),
-                            );
-                        }
-                        (times, admission, refused)
-                    })
+    let outcomes: Vec<SubmitterOutcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|group| {
+                let node = node.clone();
+                scope.spawn(move || {
+                    let mut times = Vec::with_capacity(group.len());
+                    let mut admission = Duration::ZERO;
+                    let mut refused = Vec::new();
+                    let mut rest = group;
+                    while !rest.is_empty() {
+                        let chunk: Vec<(usize, SignedTx)> =
+                            rest.drain(..batch.min(rest.len())).collect();
+                        let t = Instant::now();
+                        times.extend(chunk.iter().map(|(i, _)| (*i, t)));
+                        let results = node.submit(chunk.into_iter().map(|(_, tx)| tx).collect());
+                        admission += t.elapsed();
+                        refused.extend(
+                            results
+                                .into_iter()
+                                .filter_map(Result::err)
+                                .map(|e| e.to_string()),
+                        );
+                    }
+                    SubmitterOutcome {
+                        times,
+                        admission,
+                        refused,
+                    }
                 })
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
     let mut submitted_at = vec![start; total];
     let mut admission = Duration::ZERO;
     let mut refused = Vec::new();
-    for (times, spent, errors) in outcomes {
-        for (i, t) in times {
+    for outcome in outcomes {
+        for (i, t) in outcome.times {
             submitted_at[i] = t;
         }
-        admission += spent;
-        refused.extend(errors);
+        admission += outcome.admission;
+        refused.extend(outcome.refused);
     }
     if !refused.is_empty() {
         node.shutdown();
