@@ -69,6 +69,14 @@ pub enum NodeError {
         /// What went wrong.
         message: String,
     },
+    /// The stored state does not add up to the total supply.
+    #[error("the stored ledger holds {held} base units but the supply is {supply}: the data directory is damaged")]
+    Damaged {
+        /// The fixed total supply.
+        supply: u128,
+        /// What the accounts and the pool hold.
+        held: u128,
+    },
     /// The node halted after a failed commit.
     #[error("the node halted: {reason}; restart it to resume from the last durable block")]
     Halted {
@@ -321,6 +329,9 @@ impl Node {
                 })
             }
         };
+        if let Err((supply, held)) = state.check_conservation() {
+            return Err(NodeError::Damaged { supply, held });
+        }
         let meta = store.meta()?.ok_or(StorageError::Empty)?;
         let metrics = Metrics::default();
         metrics.set_head(state.head().height);

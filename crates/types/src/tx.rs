@@ -229,3 +229,39 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod decode_fuzz {
+    use super::*;
+    use crate::block::Block;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes from the network never panic the decoder.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = SignedTx::from_bytes(&bytes);
+            let _ = Block::from_bytes(&bytes);
+        }
+
+        /// A valid transaction with any one byte changed either fails to decode, fails to
+        /// verify, or is the same transaction.
+        #[test]
+        fn a_flipped_byte_never_yields_a_different_valid_transaction(pos in 0usize..200, bit in 0u8..8) {
+            let key = Keypair::from_seed([2; 32]);
+            let tx = Transaction {
+                from: key.public(),
+                nonce: 9,
+                fee: Amount(3),
+                kind: TxKind::Transfer { to: Address([4; 20]), amount: Amount(77) },
+            }
+            .sign("fuzz", &key);
+            let mut bytes = tx.to_bytes();
+            let pos = pos % bytes.len();
+            bytes[pos] ^= 1 << bit;
+            if let Ok(decoded) = SignedTx::from_bytes(&bytes) {
+                prop_assert!(decoded.verify("fuzz").is_err());
+            }
+        }
+    }
+}

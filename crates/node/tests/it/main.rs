@@ -150,3 +150,21 @@ fn a_new_data_directory_needs_a_genesis() {
     let err = Node::open(&config(dir.path()), GenesisSource::Stored).unwrap_err();
     assert!(err.to_string().contains("--dev"), "{err}");
 }
+
+#[test]
+fn the_documented_example_files_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let genesis = gridwork_node::read_genesis(&root.join("docs/genesis.example.toml")).unwrap();
+    assert_eq!(genesis.allocations.len(), 2);
+    assert!(genesis.allocations[1].vesting.is_some());
+    let example = NodeConfig::load(Some(&root.join("docs/node.example.toml")), |_| None).unwrap();
+    assert_eq!(example.block_interval_ms, 200);
+    // A node starts from the example genesis.
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(
+        &config(dir.path()),
+        GenesisSource::File(root.join("docs/genesis.example.toml")),
+    )
+    .unwrap();
+    assert_eq!(node.chain_id(), "gridwork-example");
+}
