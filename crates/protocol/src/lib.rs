@@ -25,6 +25,7 @@
 mod account;
 mod error;
 mod genesis;
+mod hashed_map;
 mod receipt;
 mod state;
 

@@ -2,29 +2,33 @@
 //!
 //! # State root
 //!
-//! Accounts are grouped into 256 buckets by the first byte of their address. A bucket's hash
-//! is BLAKE3 over `address || canonical(account)` of its accounts in address order; the root is
-//! BLAKE3 over a domain tag, the globals (chain id, parameters, supply, rewards pool) and the
-//! 256 bucket hashes. Only buckets touched by a block are rehashed, so a block's cost grows
-//! with what it changes, not with the number of accounts. The layout is specified in
-//! `docs/encoding.md`.
+//! Each map of the state (accounts today; providers, jobs and tasks as the market lands) is a
+//! [`HashedMap`]: 256 buckets, only the touched ones rehashed per block, so a block's cost
+//! grows with what it changes, not with the size of the state. The root is BLAKE3 over a
+//! domain tag, the globals (chain id, parameters, supply, rewards pool) and each map's root.
+//! The layout is specified in `docs/encoding.md`.
 //!
 //! # Atomicity
 //!
-//! Every write during a block goes through [`State::write_account`], which remembers the
-//! previous value the first time an address is touched. A block that fails part-way restores
-//! those values, so a refused block leaves no trace.
-
-use std::collections::{BTreeMap, BTreeSet};
+//! Every write during a block goes through a [`HashedMap`], which remembers the previous value
+//! the first time a key is touched. A block that fails part-way restores those values, so a
+//! refused block leaves no trace.
+//!
+//! # Persistence
+//!
+//! [`State::take_changes`] hands storage the entries touched since the last call as
+//! `(key, value)` byte pairs, the key prefixed by the map it belongs to
+//! ([`StateChanges`]); [`State::from_parts`] rebuilds the state from all stored entries.
 
 use gridwork_types::{
-    tx_root, verify_batch, Address, Amount, Block, Encode, Hash, Header, SignedTx, Transaction,
-    TxKind,
+    tx_root, verify_batch, Address, Amount, Block, Decode, DecodeError, Encode, Hash, Header,
+    SignedTx, Transaction, TxKind,
 };
 
 use crate::account::{Account, Unbonding, Vesting};
 use crate::error::{BlockError, GenesisError, TxError};
 use crate::genesis::{Genesis, Params};
+use crate::hashed_map::HashedMap;
 use crate::receipt::{Event, Receipt};
 
 const STATE_DOMAIN: &[u8] = b"gridwork/state/v1";
@@ -191,13 +195,23 @@ pub struct BuiltBlock {
     pub rejected: Vec<(SignedTx, TxError)>,
 }
 
+/// Storage key prefix of account entries.
+const PREFIX_ACCOUNT: u8 = 1;
+
 /// What changed since the last [`State::take_changes`]: what storage must write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateChanges {
-    /// New values of touched accounts, in address order.
-    pub accounts: Vec<(Address, Account)>,
+    /// Touched entries in key order: `prefix || canonical(key)` and the canonical value, or
+    /// `None` when the entry was removed.
+    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The rewards pool now.
     pub rewards_pool: Amount,
+}
+
+fn entry_key(prefix: u8, key: &impl Encode) -> Vec<u8> {
+    let mut out = vec![prefix];
+    key.encode(&mut out);
+    out
 }
 
 /// The whole ledger state at one block.
@@ -207,16 +221,11 @@ pub struct State {
     params: Params,
     total_supply: Amount,
     rewards_pool: Amount,
-    accounts: BTreeMap<Address, Account>,
+    accounts: HashedMap<Address, Account>,
     head: Header,
     head_hash: Hash,
-    buckets: Vec<Hash>,
-    dirty: BTreeSet<u8>,
-    /// Previous values of accounts touched in the block being applied.
-    undo: BTreeMap<Address, Option<Account>>,
+    /// The rewards pool before the block being applied, if the block changed it.
     undo_pool: Option<Amount>,
-    /// Accounts touched since the last `take_changes`.
-    touched: BTreeSet<Address>,
 }
 
 impl State {
@@ -248,18 +257,18 @@ impl State {
             tx_root: tx_root(&[]),
             state_root: Hash::ZERO,
         };
-        let mut state = State::from_parts(
+        let mut state = State::with_maps(
             genesis.chain_id.clone(),
             genesis.params.clone(),
             genesis.total_supply,
             genesis.rewards_pool,
-            accounts,
+            HashedMap::new(accounts),
             header.clone(),
         );
         header.state_root = state.root();
         state.head_hash = header.hash();
         state.head = header.clone();
-        state.touched = state.accounts.keys().copied().collect();
+        state.accounts.touch_all();
         Ok((
             state,
             Block {
@@ -269,32 +278,64 @@ impl State {
         ))
     }
 
-    /// Rebuilds a state from stored parts; `head` is the last applied header. The caller
-    /// should compare [`State::root`] with `head.state_root` to detect a damaged store.
+    /// Rebuilds a state from stored parts: every entry storage holds (as written from
+    /// [`StateChanges`]) and `head`, the last applied header. The caller should compare
+    /// [`State::root`] with `head.state_root` to detect a damaged store.
     pub fn from_parts(
         chain_id: String,
         params: Params,
         total_supply: Amount,
         rewards_pool: Amount,
-        accounts: impl IntoIterator<Item = (Address, Account)>,
+        entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
         head: Header,
-    ) -> State {
-        let mut state = State {
+    ) -> Result<State, DecodeError> {
+        let mut accounts = Vec::new();
+        for (key, value) in entries {
+            match key.split_first() {
+                Some((&PREFIX_ACCOUNT, rest)) => {
+                    accounts.push((Address::from_bytes(rest)?, Account::from_bytes(&value)?));
+                }
+                Some((&tag, _)) => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "state entry",
+                        tag,
+                    })
+                }
+                None => {
+                    return Err(DecodeError::Invalid {
+                        what: "empty state key",
+                    })
+                }
+            }
+        }
+        Ok(State::with_maps(
             chain_id,
             params,
             total_supply,
             rewards_pool,
-            accounts: accounts.into_iter().collect(),
+            HashedMap::new(accounts),
+            head,
+        ))
+    }
+
+    fn with_maps(
+        chain_id: String,
+        params: Params,
+        total_supply: Amount,
+        rewards_pool: Amount,
+        accounts: HashedMap<Address, Account>,
+        head: Header,
+    ) -> State {
+        State {
+            chain_id,
+            params,
+            total_supply,
+            rewards_pool,
+            accounts,
             head_hash: head.hash(),
             head,
-            buckets: vec![Hash::ZERO; 256],
-            dirty: (0..=255).collect(),
-            undo: BTreeMap::new(),
             undo_pool: None,
-            touched: BTreeSet::new(),
-        };
-        state.rehash_dirty();
-        state
+        }
     }
 
     /// The chain id signatures cover.
@@ -347,16 +388,14 @@ impl State {
         self.total_supply.encode(&mut globals);
         self.rewards_pool.encode(&mut globals);
         h.update(&globals);
-        for bucket in &self.buckets {
-            h.update(bucket.as_bytes());
-        }
+        h.update(self.accounts.root().as_bytes());
         Hash(*h.finalize().as_bytes())
     }
 
     /// Checks the conservation invariant; on failure returns (supply, what is accounted for).
     pub fn check_conservation(&self) -> Result<(), (u128, u128)> {
         let held: u128 =
-            self.accounts.values().map(Account::total).sum::<u128>() + self.rewards_pool.0;
+            self.accounts.iter().map(|(_, a)| a.total()).sum::<u128>() + self.rewards_pool.0;
         if held == self.total_supply.0 {
             Ok(())
         } else {
@@ -474,9 +513,15 @@ impl State {
 
     /// Hands over what changed since the last call, for storage to persist.
     pub fn take_changes(&mut self) -> StateChanges {
-        let touched = std::mem::take(&mut self.touched);
+        let mut entries = Vec::new();
+        for (address, account) in self.accounts.take_touched() {
+            entries.push((
+                entry_key(PREFIX_ACCOUNT, &address),
+                account.map(|a| a.to_bytes()),
+            ));
+        }
         StateChanges {
-            accounts: touched.into_iter().map(|a| (a, self.account(&a))).collect(),
+            entries,
             rewards_pool: self.rewards_pool,
         }
     }
@@ -551,48 +596,24 @@ impl State {
     }
 
     fn write_account(&mut self, address: Address, account: Account) {
-        let previous = self.accounts.insert(address, account);
-        self.undo.entry(address).or_insert(previous);
-        self.dirty.insert(address.0[0]);
-        self.touched.insert(address);
+        self.accounts.insert(address, account);
     }
 
     fn rollback(&mut self) {
-        for (address, previous) in std::mem::take(&mut self.undo) {
-            match previous {
-                Some(account) => self.accounts.insert(address, account),
-                None => self.accounts.remove(&address),
-            };
-            self.dirty.insert(address.0[0]);
-        }
+        self.accounts.rollback();
         if let Some(pool) = self.undo_pool.take() {
             self.rewards_pool = pool;
         }
-        self.rehash_dirty();
     }
 
     fn commit(&mut self, header: Header) {
-        self.undo.clear();
+        self.accounts.commit();
         self.undo_pool = None;
         self.head_hash = header.hash();
         self.head = header;
     }
 
     fn rehash_dirty(&mut self) {
-        let mut bytes = Vec::new();
-        for bucket in std::mem::take(&mut self.dirty) {
-            let mut start = [0u8; 20];
-            start[0] = bucket;
-            let mut end = [0xffu8; 20];
-            end[0] = bucket;
-            let mut h = blake3::Hasher::new();
-            for (address, account) in self.accounts.range(Address(start)..=Address(end)) {
-                bytes.clear();
-                address.encode(&mut bytes);
-                account.encode(&mut bytes);
-                h.update(&bytes);
-            }
-            self.buckets[bucket as usize] = Hash(*h.finalize().as_bytes());
-        }
+        self.accounts.rehash();
     }
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use gridwork_protocol::{Account, Receipt, State, StateChanges};
-use gridwork_types::{Address, Amount, Block, Hash, Header};
+use gridwork_protocol::{Receipt, State, StateChanges};
+use gridwork_types::{Amount, Block, Hash, Header};
 
 use crate::record::{ChainMeta, TxRecord};
 use crate::{verified, Result, StorageError, Store};
@@ -23,7 +23,7 @@ struct Tables {
     headers: BTreeMap<u64, (Header, Vec<Hash>)>,
     hashes: BTreeMap<Hash, u64>,
     txs: BTreeMap<Hash, TxRecord>,
-    accounts: BTreeMap<Address, Account>,
+    entries: BTreeMap<Vec<u8>, Vec<u8>>,
     rewards_pool: Amount,
 }
 
@@ -54,8 +54,11 @@ impl Tables {
         self.hashes.insert(block.header.hash(), block.header.height);
         self.headers
             .insert(block.header.height, (block.header.clone(), hashes));
-        for (address, account) in &changes.accounts {
-            self.accounts.insert(*address, account.clone());
+        for (key, value) in &changes.entries {
+            match value {
+                Some(v) => self.entries.insert(key.clone(), v.clone()),
+                None => self.entries.remove(key),
+            };
         }
         self.rewards_pool = changes.rewards_pool;
     }
@@ -124,9 +127,13 @@ impl Store for MemoryStore {
             meta.params.clone(),
             meta.total_supply,
             t.rewards_pool,
-            t.accounts.iter().map(|(a, acct)| (*a, acct.clone())),
+            t.entries.iter().map(|(k, v)| (k.clone(), v.clone())),
             head.clone(),
-        );
+        )
+        .map_err(|source| StorageError::Corrupt {
+            what: "state entry",
+            source,
+        })?;
         verified(state).map(Some)
     }
 }

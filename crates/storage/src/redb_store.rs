@@ -8,14 +8,14 @@
 //! | `blocks` | height (u64) | header and transaction hashes |
 //! | `block_hashes` | block hash | height |
 //! | `txs` | transaction hash | signed transaction and receipt |
-//! | `accounts` | address | account |
+//! | `state` | map prefix and key | entry (accounts today) |
 //!
 //! Each commit is one redb write transaction with `Durability::Immediate`: it is on disk,
 //! fsynced, when `commit` returns, and all of it or none of it survives a crash.
 
 use std::path::Path;
 
-use gridwork_protocol::{Account, Receipt, State, StateChanges};
+use gridwork_protocol::{Receipt, State, StateChanges};
 use gridwork_types::{Amount, Block, Decode, Encode, Hash, Header};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -26,7 +26,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HASHES: TableDefinition<[u8; 32], u64> = TableDefinition::new("block_hashes");
 const TXS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("txs");
-const ACCOUNTS: TableDefinition<[u8; 20], &[u8]> = TableDefinition::new("accounts");
+const STATE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("state");
 
 /// A store in one redb file.
 pub struct RedbStore {
@@ -63,7 +63,7 @@ impl RedbStore {
             tx.open_table(BLOCKS).map_err(db_err)?;
             tx.open_table(BLOCK_HASHES).map_err(db_err)?;
             tx.open_table(TXS).map_err(db_err)?;
-            tx.open_table(ACCOUNTS).map_err(db_err)?;
+            tx.open_table(STATE).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(Self { db })
@@ -124,13 +124,13 @@ impl RedbStore {
                 .insert(block.header.hash().0, block.header.height)
                 .map_err(db_err)?;
 
-            let mut accounts = tx.open_table(ACCOUNTS).map_err(db_err)?;
-            for (address, account) in &changes.accounts {
-                bytes.clear();
-                account.encode(&mut bytes);
-                accounts
-                    .insert(address.0, bytes.as_slice())
-                    .map_err(db_err)?;
+            let mut state = tx.open_table(STATE).map_err(db_err)?;
+            for (key, value) in &changes.entries {
+                match value {
+                    Some(v) => state.insert(key.as_slice(), v.as_slice()).map(drop),
+                    None => state.remove(key.as_slice()).map(drop),
+                }
+                .map_err(db_err)?;
             }
         }
         tx.commit().map_err(db_err)
@@ -215,21 +215,21 @@ impl Store for RedbStore {
             Some(bytes) => Amount::from_bytes(bytes.value()).map_err(corrupt("rewards pool"))?,
             None => return Err(StorageError::Empty),
         };
-        let table = tx.open_table(ACCOUNTS).map_err(db_err)?;
-        let mut accounts = Vec::with_capacity(table.len().map_err(db_err)? as usize);
+        let table = tx.open_table(STATE).map_err(db_err)?;
+        let mut entries = Vec::with_capacity(table.len().map_err(db_err)? as usize);
         for entry in table.iter().map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
-            let account = Account::from_bytes(v.value()).map_err(corrupt("account"))?;
-            accounts.push((gridwork_types::Address(k.value()), account));
+            entries.push((k.value().to_vec(), v.value().to_vec()));
         }
         let state = State::from_parts(
             meta.chain_id,
             meta.params,
             meta.total_supply,
             pool,
-            accounts,
+            entries,
             head,
-        );
+        )
+        .map_err(corrupt("state entry"))?;
         verified(state).map(Some)
     }
 }

@@ -141,9 +141,10 @@ fn a_damaged_account_is_detected_at_load() {
     // Commit a block whose state changes lie about an account.
     let built = state.build_block(T0 + 100, Address([0; 20]), vec![]);
     let mut changes = state.take_changes();
-    changes
-        .accounts
-        .push((dev_keypair(0).address(), Default::default()));
+    let mut key = vec![1u8];
+    key.extend_from_slice(&dev_keypair(0).address().0);
+    let damaged = gridwork_types::Encode::to_bytes(&gridwork_protocol::Account::default());
+    changes.entries.push((key, Some(damaged)));
     store
         .commit(&built.block, &built.receipts, &changes)
         .unwrap();
