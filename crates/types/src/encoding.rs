@@ -255,3 +255,63 @@ mod tests {
         ));
     }
 }
+
+/// Implements [`Encode`] and [`Decode`] for a struct with named fields, encoded in the order
+/// listed (which must be the declaration order, for readability of the spec).
+#[macro_export]
+macro_rules! codec_struct {
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        impl $crate::Encode for $name {
+            fn encode(&self, out: &mut Vec<u8>) {
+                $( $crate::Encode::encode(&self.$field, out); )*
+            }
+        }
+        impl $crate::Decode for $name {
+            fn decode(r: &mut $crate::Reader<'_>) -> Result<Self, $crate::DecodeError> {
+                Ok($name { $( $field: <$ty as $crate::Decode>::decode(r)? ),* })
+            }
+        }
+    };
+}
+
+/// Implements [`Encode`] and [`Decode`] for an enum whose variants have named fields (or
+/// none), each with an explicit `u8` tag.
+#[macro_export]
+macro_rules! codec_enum {
+    ($name:ident, $what:literal { $($tag:literal => $variant:ident { $($field:ident : $ty:ty),* $(,)? }),* $(,)? }) => {
+        impl $crate::Encode for $name {
+            fn encode(&self, out: &mut Vec<u8>) {
+                match self {
+                    $( $name::$variant { $($field),* } => {
+                        out.push($tag);
+                        $( $crate::Encode::encode($field, out); )*
+                    } )*
+                }
+            }
+        }
+        impl $crate::Decode for $name {
+            fn decode(r: &mut $crate::Reader<'_>) -> Result<Self, $crate::DecodeError> {
+                Ok(match <u8 as $crate::Decode>::decode(r)? {
+                    $( $tag => $name::$variant { $( $field: <$ty as $crate::Decode>::decode(r)? ),* }, )*
+                    tag => return Err($crate::DecodeError::UnknownTag { what: $what, tag }),
+                })
+            }
+        }
+    };
+}
+
+impl Encode for bool {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(*self));
+    }
+}
+
+impl Decode for bool {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match u8::decode(r)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            tag => Err(DecodeError::UnknownTag { what: "bool", tag }),
+        }
+    }
+}

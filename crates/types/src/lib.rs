@@ -12,6 +12,7 @@ mod block;
 mod encoding;
 mod hash;
 mod keys;
+mod market;
 mod tx;
 
 pub use address::{Address, AddressError};
@@ -20,4 +21,7 @@ pub use block::{tx_root, Block, Header};
 pub use encoding::{Decode, DecodeError, Encode, Reader};
 pub use hash::{Hash, HashError};
 pub use keys::{verify_batch, KeyError, Keypair, PublicKey, Signature};
+pub use market::{
+    Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription, Program, Requirements,
+};
 pub use tx::{SignedTx, Transaction, TxKind, MAX_TX_BYTES};
