@@ -6,8 +6,8 @@
 //! client signed is exactly what the node verifies.
 #![deny(missing_docs, unreachable_pub)]
 
-use gridwork_protocol::{Account, Params, Receipt, Unbonding, Vesting};
-use gridwork_types::{Address, Amount, Hash, Header, SignedTx, TxKind};
+use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};
+use gridwork_types::{Address, Amount, Hardware, Hash, Header, Prescription, SignedTx, TxKind};
 use serde::{Deserialize, Serialize};
 
 /// An error body: a stable machine code and a message for people.
@@ -124,6 +124,60 @@ pub enum TxKindView {
     },
     /// Withdraw matured stake.
     StakeWithdraw,
+    /// Register as a provider.
+    RegisterProvider {
+        /// The hardware offered.
+        hardware: Hardware,
+    },
+    /// A worker's heartbeat.
+    Heartbeat,
+    /// Publish a job.
+    SubmitJob {
+        /// What to run.
+        prescription: Prescription,
+        /// Escrow.
+        deposit: Amount,
+    },
+    /// Cancel a job.
+    CancelJob {
+        /// Job id.
+        job: Hash,
+    },
+    /// Bid for a task.
+    Bid {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Price.
+        price: Amount,
+    },
+    /// Commit to a result.
+    Commit {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The commitment.
+        commitment: Hash,
+    },
+    /// Open a commitment (and vote, for council members).
+    Reveal {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Output content id.
+        output: Hash,
+        /// Run time in seconds.
+        seconds: u64,
+        /// The vote.
+        agree: bool,
+    },
 }
 
 impl From<&SignedTx> for TxView {
@@ -136,6 +190,50 @@ impl From<&SignedTx> for TxView {
             TxKind::StakeLock { amount } => TxKindView::StakeLock { amount: *amount },
             TxKind::StakeUnbond { amount } => TxKindView::StakeUnbond { amount: *amount },
             TxKind::StakeWithdraw => TxKindView::StakeWithdraw,
+            TxKind::RegisterProvider { hardware } => TxKindView::RegisterProvider {
+                hardware: hardware.clone(),
+            },
+            TxKind::Heartbeat => TxKindView::Heartbeat,
+            TxKind::SubmitJob {
+                prescription,
+                deposit,
+            } => TxKindView::SubmitJob {
+                prescription: prescription.clone(),
+                deposit: *deposit,
+            },
+            TxKind::CancelJob { job } => TxKindView::CancelJob { job: *job },
+            TxKind::Bid { job, task, price } => TxKindView::Bid {
+                job: *job,
+                task: *task,
+                price: *price,
+            },
+            TxKind::Commit {
+                job,
+                task,
+                attempt,
+                commitment,
+            } => TxKindView::Commit {
+                job: *job,
+                task: *task,
+                attempt: *attempt,
+                commitment: *commitment,
+            },
+            TxKind::Reveal {
+                job,
+                task,
+                attempt,
+                output,
+                seconds,
+                agree,
+                ..
+            } => TxKindView::Reveal {
+                job: *job,
+                task: *task,
+                attempt: *attempt,
+                output: *output,
+                seconds: *seconds,
+                agree: *agree,
+            },
         };
         TxView {
             from: s.tx.sender(),
@@ -260,11 +358,15 @@ pub struct BlockList {
 }
 
 /// One message on the event stream (`GET /v1/events`, server-sent events named `block`):
-/// a committed block and its receipts.
+/// a committed block, what the block itself triggered, and its receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockEvent {
     /// The block.
     pub block: BlockView,
+    /// Transitions the block triggered before its transactions (auction deadlines, missed
+    /// deadlines, settlements after a reveal window).
+    #[serde(default)]
+    pub events: Vec<Event>,
     /// One per transaction.
     pub receipts: Vec<Receipt>,
 }

@@ -1,8 +1,9 @@
 //! When blocks are cut and how they become final.
 //!
 //! [`Consensus`] is the boundary the node drives. [`Solo`] is the one-sequencer engine of a
-//! single node: it proposes a block when transactions wait and the block interval has passed
-//! (or a full block is ready), never an empty block, and a proposed block is final at once.
+//! single node: it proposes a block when transactions wait (or a ledger deadline is due) and
+//! the block interval has passed (or a full block is ready), never a block with nothing to
+//! do, and a proposed block is final at once.
 //! A BFT engine for many validators will implement the same trait; it orders blocks and
 //! leaves their meaning to the ledger.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -26,9 +27,10 @@ pub enum ConsensusError {
 
 /// The consensus engine a node runs.
 pub trait Consensus: Send {
-    /// Whether to propose a block now, with `pending` transactions waiting and `since_last_ms`
-    /// since the last block.
-    fn should_propose(&self, pending: usize, since_last_ms: u64) -> bool;
+    /// Whether to propose a block now, with `pending` transactions waiting, `since_last_ms`
+    /// since the last block, and `deadline_due` when a ledger deadline (an auction closing,
+    /// a missed commitment) has passed and needs a block to take effect.
+    fn should_propose(&self, pending: usize, since_last_ms: u64, deadline_due: bool) -> bool;
 
     /// The most transactions one block may carry.
     fn max_block_txs(&self) -> usize;
@@ -61,8 +63,9 @@ impl Solo {
 }
 
 impl Consensus for Solo {
-    fn should_propose(&self, pending: usize, since_last_ms: u64) -> bool {
-        pending > 0 && (since_last_ms >= self.interval_ms || pending >= self.max_block_txs)
+    fn should_propose(&self, pending: usize, since_last_ms: u64, deadline_due: bool) -> bool {
+        let ready = pending > 0 || deadline_due;
+        ready && (since_last_ms >= self.interval_ms || pending >= self.max_block_txs)
     }
 
     fn max_block_txs(&self) -> usize {
@@ -91,14 +94,21 @@ mod tests {
     #[test]
     fn solo_never_proposes_an_empty_block() {
         let solo = Solo::new(200, 100, Address([1; 20]));
-        assert!(!solo.should_propose(0, 10_000));
+        assert!(!solo.should_propose(0, 10_000, false));
+    }
+
+    #[test]
+    fn solo_proposes_for_a_due_deadline_without_transactions() {
+        let solo = Solo::new(200, 100, Address([1; 20]));
+        assert!(solo.should_propose(0, 200, true));
+        assert!(!solo.should_propose(0, 100, true));
     }
 
     #[test]
     fn solo_waits_for_the_interval_unless_a_block_is_full() {
         let solo = Solo::new(200, 100, Address([1; 20]));
-        assert!(!solo.should_propose(5, 199));
-        assert!(solo.should_propose(5, 200));
-        assert!(solo.should_propose(100, 0));
+        assert!(!solo.should_propose(5, 199, false));
+        assert!(solo.should_propose(5, 200, false));
+        assert!(solo.should_propose(100, 0, false));
     }
 }

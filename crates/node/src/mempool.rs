@@ -3,7 +3,9 @@
 //! Admission checks each transaction against the sender's *projected* account: the committed
 //! account with the sender's pending transactions already applied. So a sender can queue
 //! several transactions in nonce order, and each is checked for nonce, fee, balance and vault
-//! rules exactly as the block will check it. Credits a sender is about to receive from others
+//! rules exactly as the block will check it. Market transactions (bids, commits, reveals) are
+//! checked against the committed market state: a worker waits for its registration to be
+//! committed before it bids. Credits a sender is about to receive from others
 //! are not counted until they are committed (a conservative choice: admission never accepts
 //! what the block would refuse).
 //!
@@ -14,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use gridwork_protocol::{apply_to_sender, Account, State, TxError};
+use gridwork_protocol::{Account, State, TxError};
 use gridwork_types::{Address, Hash, SignedTx};
 
 /// Why the mempool refused a transaction.
@@ -119,10 +121,9 @@ impl Mempool {
             Some(view) => view.projected.clone(),
             None => state.account(&sender),
         };
-        apply_to_sender(
-            &mut projected,
+        state.check_tx(
             &tx.tx,
-            state.params(),
+            &mut projected,
             now_ms.max(state.head().timestamp_ms),
         )?;
         let view = self.senders.entry(sender).or_insert(SenderView {

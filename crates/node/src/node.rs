@@ -456,10 +456,15 @@ impl Node {
             }
             let pending = inner.mempool.len();
             let since = inner.last_block_at.elapsed().as_millis() as u64;
+            let now = now_ms().max(inner.state.head().timestamp_ms);
+            // With transactions waiting a block comes anyway; only an idle node looks for
+            // due deadlines (a scan of the open tasks).
+            let deadline_due =
+                pending == 0 && inner.state.next_deadline().is_some_and(|d| d <= now);
             let propose = if force {
-                pending > 0
+                pending > 0 || deadline_due
             } else {
-                inner.consensus.should_propose(pending, since)
+                inner.consensus.should_propose(pending, since, deadline_due)
             };
             if !propose {
                 return Ok(None);
@@ -488,11 +493,15 @@ impl Node {
             let block = Arc::new(built.block);
             let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
             inner.in_flight = Some((block.clone(), hashes));
-            (block, built.receipts, changes)
+            (block, built.receipts, built.events, changes)
         };
         // The durable commit runs without the node lock, so admission goes on meanwhile.
-        let (block, receipts, changes) = built;
-        if let Err(e) = self.shared.store.commit(&block, &receipts, &changes) {
+        let (block, receipts, events, changes) = built;
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(&block, &receipts, &events, &changes)
+        {
             return Err(self.halt(&mut self.lock(), e.to_string()));
         }
         let mempool_len = {
@@ -504,6 +513,7 @@ impl Node {
         let hashes = receipts.iter().map(|r| r.tx_hash).collect();
         let event = Arc::new(BlockEvent {
             block: BlockView::new(header, Some(hashes)),
+            events,
             receipts,
         });
         let metrics = &self.shared.metrics;

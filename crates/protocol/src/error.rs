@@ -83,6 +83,123 @@ pub enum TxError {
     /// An arithmetic overflow (amounts beyond the total supply).
     #[error("amount overflow")]
     Overflow,
+    /// Not enough stake locked for a provider.
+    #[error("providers need {required} GRID locked in the vault; {locked} GRID is locked (run `stake lock`)")]
+    StakeTooLow {
+        /// The minimum.
+        required: Amount,
+        /// Locked now.
+        locked: Amount,
+    },
+    /// The sender is not a registered provider.
+    #[error("{address} is not a registered provider; register the worker first")]
+    NotAProvider {
+        /// The sender.
+        address: Address,
+    },
+    /// A prescription field is wrong.
+    #[error("invalid job: {field} {problem}")]
+    BadPrescription {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The deposit does not cover the job's maximum cost.
+    #[error("deposit {deposit} GRID does not cover the job's maximum cost of {required} GRID")]
+    DepositTooLow {
+        /// What the job can cost at most.
+        required: Amount,
+        /// What was offered.
+        deposit: Amount,
+    },
+    /// No such job.
+    #[error("no job {job}")]
+    UnknownJob {
+        /// The id.
+        job: Hash,
+    },
+    /// No such task.
+    #[error("job {job} has no task {task}")]
+    UnknownTask {
+        /// The job.
+        job: Hash,
+        /// The index.
+        task: u32,
+    },
+    /// Only the requester may do this.
+    #[error("only the requester of job {job} may cancel it")]
+    NotRequester {
+        /// The job.
+        job: Hash,
+    },
+    /// The job is already cancelled or finished.
+    #[error("job {job} is already cancelled or finished")]
+    JobClosed {
+        /// The job.
+        job: Hash,
+    },
+    /// The task is not in the phase this transaction needs.
+    #[error("task {task} of job {job} is {phase}")]
+    WrongPhase {
+        /// The job.
+        job: Hash,
+        /// The task.
+        task: u32,
+        /// Its phase.
+        phase: String,
+    },
+    /// The transaction names an old or future attempt.
+    #[error("the task is at attempt {current}, not {got}")]
+    WrongAttempt {
+        /// The current attempt.
+        current: u32,
+        /// The one named.
+        got: u32,
+    },
+    /// The sender is neither executor nor council of the task.
+    #[error("the sender is not assigned to task {task} of job {job}")]
+    NotAssigned {
+        /// The job.
+        job: Hash,
+        /// The task.
+        task: u32,
+    },
+    /// Done already.
+    #[error("already {what}")]
+    AlreadyDone {
+        /// What.
+        what: &'static str,
+    },
+    /// The revealed output and salt do not match the commitment.
+    #[error("the reveal does not match the commitment")]
+    RevealMismatch,
+    /// Council members reveal after the executor.
+    #[error("the executor has not revealed yet; council members reveal after it")]
+    ExecutorNotRevealed,
+    /// A requester cannot bid on its own job.
+    #[error("a requester cannot bid on its own job")]
+    OwnJob,
+    /// The provider's hardware does not meet the task's requirements.
+    #[error("hardware does not meet the task's requirements: {reason}")]
+    HardwareUnfit {
+        /// What is missing.
+        reason: String,
+    },
+    /// The provider failed this job too often.
+    #[error("blocklisted for job {job} after repeated failures")]
+    Blocklisted {
+        /// The job.
+        job: Hash,
+    },
+    /// The price is zero or above the cap.
+    #[error("bid price {price} GRID must be above 0 and at most {max} GRID")]
+    BadPrice {
+        /// The bid.
+        price: Amount,
+        /// The cap.
+        max: Amount,
+    },
 }
 
 /// Why a block was refused. A refused block leaves the state untouched.

@@ -1,13 +1,14 @@
 //! Genesis: the chain id, the fixed total supply, who holds it, and the protocol parameters.
 
-use gridwork_types::{Address, Amount, Decode, DecodeError, Encode, Keypair, Reader, GRID};
+use gridwork_types::{Address, Amount, Keypair, GRID};
 use serde::{Deserialize, Serialize};
 
 use crate::error::GenesisError;
 
-/// Protocol parameters, fixed at genesis (governance will change them later).
+/// Protocol parameters, fixed at genesis (governance will change them later). Every field
+/// has a default, so a genesis file names only what it changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// How long unbonding stake waits before it can be withdrawn, in block-time ms.
     pub unbonding_period_ms: u64,
@@ -15,6 +16,31 @@ pub struct Params {
     pub min_fee: Amount,
     /// The most unbonding entries one account may have at once.
     pub max_unbondings: u32,
+    /// Stake a provider must have locked to register, bid and sit on councils.
+    pub min_provider_stake: Amount,
+    /// A provider without a heartbeat for this long is offline (not drawn for councils).
+    pub heartbeat_timeout_ms: u64,
+    /// Time to reveal after the last commitment of a task, in ms.
+    pub reveal_window_ms: u64,
+    /// Each council member in the majority earns this share of the executor's pay, in basis
+    /// points (1/10,000).
+    pub council_share_bps: u32,
+    /// Share of stake taken for a result the council rejects (or a vote against the
+    /// majority), in basis points.
+    pub slash_bps: u32,
+    /// Share of stake taken for a missed deadline, in basis points.
+    pub timeout_slash_bps: u32,
+    /// Attempts per task before it fails for good.
+    pub max_attempts: u32,
+    /// Failures on one job after which a provider may no longer bid on it.
+    pub max_job_failures: u32,
+    /// Proof-of-compute reward per validated task-second, paid from the node-rewards pool
+    /// while it lasts.
+    pub reward_per_task_second: Amount,
+    /// The most tasks one job may have.
+    pub max_tasks_per_job: u32,
+    /// The largest council a job may ask for.
+    pub max_council_size: u8,
 }
 
 impl Default for Params {
@@ -23,27 +49,37 @@ impl Default for Params {
             unbonding_period_ms: 7 * 24 * 3600 * 1000,
             min_fee: Amount::ZERO,
             max_unbondings: 16,
+            min_provider_stake: Amount::grid(100),
+            heartbeat_timeout_ms: 60_000,
+            reveal_window_ms: 30_000,
+            council_share_bps: 1_000,
+            slash_bps: 1_000,
+            timeout_slash_bps: 100,
+            max_attempts: 5,
+            max_job_failures: 2,
+            reward_per_task_second: Amount(GRID / 1_000),
+            max_tasks_per_job: 10_000,
+            max_council_size: 9,
         }
     }
 }
 
-impl Encode for Params {
-    fn encode(&self, out: &mut Vec<u8>) {
-        self.unbonding_period_ms.encode(out);
-        self.min_fee.encode(out);
-        self.max_unbondings.encode(out);
-    }
-}
-
-impl Decode for Params {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Params {
-            unbonding_period_ms: u64::decode(r)?,
-            min_fee: Amount::decode(r)?,
-            max_unbondings: u32::decode(r)?,
-        })
-    }
-}
+gridwork_types::codec_struct!(Params {
+    unbonding_period_ms: u64,
+    min_fee: Amount,
+    max_unbondings: u32,
+    min_provider_stake: Amount,
+    heartbeat_timeout_ms: u64,
+    reveal_window_ms: u64,
+    council_share_bps: u32,
+    slash_bps: u32,
+    timeout_slash_bps: u32,
+    max_attempts: u32,
+    max_job_failures: u32,
+    reward_per_task_second: Amount,
+    max_tasks_per_job: u32,
+    max_council_size: u8,
+});
 
 /// A vesting schedule in a genesis allocation (times in ms since the Unix epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -76,6 +76,19 @@ impl<K: MapKey, V: Encode + Clone> HashedMap<K, V> {
         self.map.iter()
     }
 
+    pub(crate) fn range<R: std::ops::RangeBounds<K>>(
+        &self,
+        range: R,
+    ) -> impl Iterator<Item = (&K, &V)> {
+        self.map.range(range)
+    }
+
+    pub(crate) fn remove(&mut self, key: &K) {
+        if let Some(previous) = self.map.remove(key) {
+            self.note_write(key.clone(), Some(previous));
+        }
+    }
+
     pub(crate) fn insert(&mut self, key: K, value: V) {
         let previous = self.map.insert(key.clone(), value);
         self.note_write(key, previous);

@@ -26,11 +26,16 @@ mod account;
 mod error;
 mod genesis;
 mod hashed_map;
+mod market;
 mod receipt;
 mod state;
 
 pub use account::{Account, Unbonding, Vesting};
 pub use error::{BlockError, GenesisError, TxError};
 pub use genesis::{dev_keypair, Allocation, Genesis, Params, VestingSchedule};
+pub use market::{
+    max_task_cost, BidRecord, CommitRecord, Failures, Job, Phase, PoolStatus, Provider,
+    RevealRecord, Task, TaskKey,
+};
 pub use receipt::{Event, Receipt};
-pub use state::{apply_to_sender, BuiltBlock, Credit, State, StateChanges};
+pub use state::{apply_to_sender, BlockOutcome, BuiltBlock, Credit, State, StateChanges};

@@ -40,66 +40,186 @@ pub enum Event {
         /// Amount.
         amount: Amount,
     },
+    /// A provider registered or updated its hardware.
+    ProviderRegistered {
+        /// The provider.
+        provider: Address,
+    },
+    /// A provider's worker reported in.
+    Heartbeat {
+        /// The provider.
+        provider: Address,
+    },
+    /// A job was published and its tasks opened for bids.
+    JobSubmitted {
+        /// Job id.
+        job: Hash,
+        /// Who pays.
+        requester: Address,
+        /// Number of tasks.
+        tasks: u32,
+        /// Escrow locked.
+        deposit: Amount,
+    },
+    /// A provider bid for a task.
+    BidPlaced {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Bidder.
+        provider: Address,
+        /// Price.
+        price: Amount,
+    },
+    /// A task's auction closed: executor and council chosen.
+    AuctionClosed {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Winner.
+        executor: Address,
+        /// Winning price.
+        price: Amount,
+        /// Council drawn.
+        council: Vec<Address>,
+    },
+    /// A result commitment was recorded.
+    Committed {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Who committed.
+        provider: Address,
+    },
+    /// A commitment was opened.
+    Revealed {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Who revealed.
+        provider: Address,
+        /// Output content id.
+        output: Hash,
+        /// Council vote (true for the executor).
+        agree: bool,
+    },
+    /// A task's result was accepted and paid.
+    TaskSettled {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Executor.
+        executor: Address,
+        /// Accepted output.
+        output: Hash,
+        /// Paid to the executor.
+        paid: Amount,
+        /// Paid to the council in all.
+        council_paid: Amount,
+    },
+    /// Stake was taken from a provider.
+    Slashed {
+        /// The provider.
+        provider: Address,
+        /// How much.
+        amount: Amount,
+        /// Job.
+        job: Hash,
+        /// Task.
+        task: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A task went back to auction.
+    TaskReopened {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// The new attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A task gave up after too many attempts.
+    TaskFailed {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Why.
+        reason: String,
+    },
+    /// Every task is settled or failed; the unspent escrow went back.
+    JobFinished {
+        /// Job id.
+        job: Hash,
+        /// Refunded to the requester.
+        refund: Amount,
+    },
+    /// The requester cancelled; unspent escrow of tasks not running went back.
+    JobCancelled {
+        /// Job id.
+        job: Hash,
+        /// Refunded now.
+        refund: Amount,
+    },
+    /// The record of validated work, with the reward paid from the node-rewards pool.
+    ProofOfCompute {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Executor.
+        executor: Address,
+        /// Council that validated it.
+        council: Vec<Address>,
+        /// Output content id.
+        output: Hash,
+        /// Validated run time.
+        seconds: u64,
+        /// What the requester paid for it.
+        cost: Amount,
+        /// Reward from the pool to the executor.
+        reward: Amount,
+    },
 }
 
-impl Encode for Event {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            Event::Transfer { from, to, amount } => {
-                out.push(0);
-                from.encode(out);
-                to.encode(out);
-                amount.encode(out);
-            }
-            Event::StakeLocked { account, amount } => {
-                out.push(1);
-                account.encode(out);
-                amount.encode(out);
-            }
-            Event::StakeUnbonding {
-                account,
-                amount,
-                matures_at_ms,
-            } => {
-                out.push(2);
-                account.encode(out);
-                amount.encode(out);
-                matures_at_ms.encode(out);
-            }
-            Event::StakeWithdrawn { account, amount } => {
-                out.push(3);
-                account.encode(out);
-                amount.encode(out);
-            }
-        }
-    }
-}
-
-impl Decode for Event {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match u8::decode(r)? {
-            0 => Event::Transfer {
-                from: Address::decode(r)?,
-                to: Address::decode(r)?,
-                amount: Amount::decode(r)?,
-            },
-            1 => Event::StakeLocked {
-                account: Address::decode(r)?,
-                amount: Amount::decode(r)?,
-            },
-            2 => Event::StakeUnbonding {
-                account: Address::decode(r)?,
-                amount: Amount::decode(r)?,
-                matures_at_ms: u64::decode(r)?,
-            },
-            3 => Event::StakeWithdrawn {
-                account: Address::decode(r)?,
-                amount: Amount::decode(r)?,
-            },
-            tag => return Err(DecodeError::UnknownTag { what: "event", tag }),
-        })
-    }
-}
+gridwork_types::codec_enum!(Event, "event" {
+    0 => Transfer { from: Address, to: Address, amount: Amount },
+    1 => StakeLocked { account: Address, amount: Amount },
+    2 => StakeUnbonding { account: Address, amount: Amount, matures_at_ms: u64 },
+    3 => StakeWithdrawn { account: Address, amount: Amount },
+    4 => ProviderRegistered { provider: Address },
+    5 => JobSubmitted { job: Hash, requester: Address, tasks: u32, deposit: Amount },
+    6 => BidPlaced { job: Hash, task: u32, provider: Address, price: Amount },
+    7 => AuctionClosed { job: Hash, task: u32, attempt: u32, executor: Address, price: Amount, council: Vec<Address> },
+    8 => Committed { job: Hash, task: u32, attempt: u32, provider: Address },
+    9 => Revealed { job: Hash, task: u32, attempt: u32, provider: Address, output: Hash, agree: bool },
+    10 => TaskSettled { job: Hash, task: u32, attempt: u32, executor: Address, output: Hash, paid: Amount, council_paid: Amount },
+    11 => Slashed { provider: Address, amount: Amount, job: Hash, task: u32, reason: String },
+    12 => TaskReopened { job: Hash, task: u32, attempt: u32, reason: String },
+    13 => TaskFailed { job: Hash, task: u32, reason: String },
+    14 => JobFinished { job: Hash, refund: Amount },
+    15 => ProofOfCompute { job: Hash, task: u32, attempt: u32, executor: Address, council: Vec<Address>, output: Hash, seconds: u64, cost: Amount, reward: Amount },
+    16 => JobCancelled { job: Hash, refund: Amount },
+    17 => Heartbeat { provider: Address },
+});
 
 /// The outcome of one applied transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,7 @@ use crate::account::{Account, Unbonding, Vesting};
 use crate::error::{BlockError, GenesisError, TxError};
 use crate::genesis::{Genesis, Params};
 use crate::hashed_map::HashedMap;
+use crate::market::{Job, Provider, Task, TaskKey};
 use crate::receipt::{Event, Receipt};
 
 const STATE_DOMAIN: &[u8] = b"gridwork/state/v1";
@@ -40,8 +41,9 @@ pub struct Credit {
     pub to: Option<(Address, Amount)>,
     /// Fee for the rewards pool.
     pub fee: Amount,
-    /// What happened.
-    pub event: Event,
+    /// What happened to the sender's account (market transactions report theirs when
+    /// they run against the whole state).
+    pub event: Option<Event>,
 }
 
 /// Applies the sender's side of `tx` to `account` (nonce, fee, debit, vault), as of block time
@@ -95,11 +97,11 @@ pub fn apply_to_sender(
             next.balance = Amount(next.balance.0 - debit(*amount)?.0);
             (
                 Some((*to, *amount)),
-                Event::Transfer {
+                Some(Event::Transfer {
                     from: sender,
                     to: *to,
                     amount: *amount,
-                },
+                }),
             )
         }
         TxKind::StakeLock { amount } => {
@@ -113,10 +115,10 @@ pub fn apply_to_sender(
                 .ok_or(TxError::Overflow)?;
             (
                 None,
-                Event::StakeLocked {
+                Some(Event::StakeLocked {
                     account: sender,
                     amount: *amount,
-                },
+                }),
             )
         }
         TxKind::StakeUnbond { amount } => {
@@ -143,11 +145,11 @@ pub fn apply_to_sender(
             });
             (
                 None,
-                Event::StakeUnbonding {
+                Some(Event::StakeUnbonding {
                     account: sender,
                     amount: *amount,
                     matures_at_ms,
-                },
+                }),
             )
         }
         TxKind::StakeWithdraw => {
@@ -168,11 +170,24 @@ pub fn apply_to_sender(
             next.unbonding = waiting;
             (
                 None,
-                Event::StakeWithdrawn {
+                Some(Event::StakeWithdrawn {
                     account: sender,
                     amount,
-                },
+                }),
             )
+        }
+        TxKind::SubmitJob { deposit, .. } => {
+            next.balance = Amount(next.balance.0 - debit(*deposit)?.0);
+            (None, None)
+        }
+        TxKind::RegisterProvider { .. }
+        | TxKind::Heartbeat
+        | TxKind::CancelJob { .. }
+        | TxKind::Bid { .. }
+        | TxKind::Commit { .. }
+        | TxKind::Reveal { .. } => {
+            next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
+            (None, None)
         }
     };
     next.nonce += 1;
@@ -184,6 +199,15 @@ pub fn apply_to_sender(
     })
 }
 
+/// What applying a block did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockOutcome {
+    /// One receipt per transaction.
+    pub receipts: Vec<Receipt>,
+    /// What the block itself triggered before its transactions (deadlines).
+    pub events: Vec<Event>,
+}
+
 /// A block made by [`State::build_block`], already applied.
 #[derive(Debug, Clone)]
 pub struct BuiltBlock {
@@ -191,12 +215,18 @@ pub struct BuiltBlock {
     pub block: Block,
     /// One receipt per transaction in the block.
     pub receipts: Vec<Receipt>,
+    /// What the block itself triggered before its transactions (deadlines).
+    pub events: Vec<Event>,
     /// Candidates left out, with the reason.
     pub rejected: Vec<(SignedTx, TxError)>,
 }
 
-/// Storage key prefix of account entries.
+/// Storage key prefixes of the state maps.
 const PREFIX_ACCOUNT: u8 = 1;
+const PREFIX_PROVIDER: u8 = 2;
+const PREFIX_JOB: u8 = 3;
+const PREFIX_TASK: u8 = 4;
+const PREFIX_OPEN_TASK: u8 = 5;
 
 /// What changed since the last [`State::take_changes`]: what storage must write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -206,6 +236,16 @@ pub struct StateChanges {
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The rewards pool now.
     pub rewards_pool: Amount,
+}
+
+/// The contents of the state maps, for building a [`State`].
+#[derive(Default)]
+struct Maps {
+    accounts: Vec<(Address, Account)>,
+    providers: Vec<(Address, Provider)>,
+    jobs: Vec<(Hash, Job)>,
+    tasks: Vec<(TaskKey, Task)>,
+    open_tasks: Vec<(TaskKey, u64)>,
 }
 
 fn entry_key(prefix: u8, key: &impl Encode) -> Vec<u8> {
@@ -218,12 +258,17 @@ fn entry_key(prefix: u8, key: &impl Encode) -> Vec<u8> {
 #[derive(Debug, Clone)]
 pub struct State {
     chain_id: String,
-    params: Params,
+    pub(crate) params: Params,
     total_supply: Amount,
-    rewards_pool: Amount,
-    accounts: HashedMap<Address, Account>,
+    pub(crate) rewards_pool: Amount,
+    pub(crate) accounts: HashedMap<Address, Account>,
+    pub(crate) providers: HashedMap<Address, Provider>,
+    pub(crate) jobs: HashedMap<Hash, Job>,
+    pub(crate) tasks: HashedMap<TaskKey, Task>,
+    /// Tasks not yet settled, failed or cancelled, with the block time their phase times out.
+    pub(crate) open_tasks: HashedMap<TaskKey, u64>,
     head: Header,
-    head_hash: Hash,
+    pub(crate) head_hash: Hash,
     /// The rewards pool before the block being applied, if the block changed it.
     undo_pool: Option<Amount>,
 }
@@ -262,7 +307,10 @@ impl State {
             genesis.params.clone(),
             genesis.total_supply,
             genesis.rewards_pool,
-            HashedMap::new(accounts),
+            Maps {
+                accounts: accounts.collect(),
+                ..Maps::default()
+            },
             header.clone(),
         );
         header.state_root = state.root();
@@ -289,12 +337,24 @@ impl State {
         entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
         head: Header,
     ) -> Result<State, DecodeError> {
-        let mut accounts = Vec::new();
+        let mut maps = Maps::default();
         for (key, value) in entries {
             match key.split_first() {
-                Some((&PREFIX_ACCOUNT, rest)) => {
-                    accounts.push((Address::from_bytes(rest)?, Account::from_bytes(&value)?));
-                }
+                Some((&PREFIX_ACCOUNT, k)) => maps
+                    .accounts
+                    .push((Address::from_bytes(k)?, Account::from_bytes(&value)?)),
+                Some((&PREFIX_PROVIDER, k)) => maps
+                    .providers
+                    .push((Address::from_bytes(k)?, Provider::from_bytes(&value)?)),
+                Some((&PREFIX_JOB, k)) => maps
+                    .jobs
+                    .push((Hash::from_bytes(k)?, Job::from_bytes(&value)?)),
+                Some((&PREFIX_TASK, k)) => maps
+                    .tasks
+                    .push((TaskKey::from_bytes(k)?, Task::from_bytes(&value)?)),
+                Some((&PREFIX_OPEN_TASK, k)) => maps
+                    .open_tasks
+                    .push((TaskKey::from_bytes(k)?, u64::from_bytes(&value)?)),
                 Some((&tag, _)) => {
                     return Err(DecodeError::UnknownTag {
                         what: "state entry",
@@ -313,7 +373,7 @@ impl State {
             params,
             total_supply,
             rewards_pool,
-            HashedMap::new(accounts),
+            maps,
             head,
         ))
     }
@@ -323,7 +383,7 @@ impl State {
         params: Params,
         total_supply: Amount,
         rewards_pool: Amount,
-        accounts: HashedMap<Address, Account>,
+        maps: Maps,
         head: Header,
     ) -> State {
         State {
@@ -331,7 +391,11 @@ impl State {
             params,
             total_supply,
             rewards_pool,
-            accounts,
+            accounts: HashedMap::new(maps.accounts),
+            providers: HashedMap::new(maps.providers),
+            jobs: HashedMap::new(maps.jobs),
+            tasks: HashedMap::new(maps.tasks),
+            open_tasks: HashedMap::new(maps.open_tasks),
             head_hash: head.hash(),
             head,
             undo_pool: None,
@@ -388,14 +452,23 @@ impl State {
         self.total_supply.encode(&mut globals);
         self.rewards_pool.encode(&mut globals);
         h.update(&globals);
-        h.update(self.accounts.root().as_bytes());
+        for root in [
+            self.accounts.root(),
+            self.providers.root(),
+            self.jobs.root(),
+            self.tasks.root(),
+            self.open_tasks.root(),
+        ] {
+            h.update(root.as_bytes());
+        }
         Hash(*h.finalize().as_bytes())
     }
 
     /// Checks the conservation invariant; on failure returns (supply, what is accounted for).
     pub fn check_conservation(&self) -> Result<(), (u128, u128)> {
-        let held: u128 =
-            self.accounts.iter().map(|(_, a)| a.total()).sum::<u128>() + self.rewards_pool.0;
+        let held: u128 = self.accounts.iter().map(|(_, a)| a.total()).sum::<u128>()
+            + self.jobs.iter().map(|(_, j)| j.escrow.0).sum::<u128>()
+            + self.rewards_pool.0;
         if held == self.total_supply.0 {
             Ok(())
         } else {
@@ -406,7 +479,7 @@ impl State {
     /// Applies a block made elsewhere (or replayed from storage), checking everything:
     /// height, parent, time, transaction root, signatures, each transaction and the state root.
     /// All or nothing.
-    pub fn apply_block(&mut self, block: &Block) -> Result<Vec<Receipt>, BlockError> {
+    pub fn apply_block(&mut self, block: &Block) -> Result<BlockOutcome, BlockError> {
         let header = &block.header;
         self.check_header_links(header)?;
         let hashes: Vec<Hash> = block.txs.iter().map(SignedTx::hash).collect();
@@ -414,6 +487,7 @@ impl State {
             return Err(BlockError::TxRootMismatch);
         }
         self.verify_signatures(&block.txs)?;
+        let events = self.run_deadlines(header.timestamp_ms);
         let mut receipts = Vec::with_capacity(block.txs.len());
         for (index, (signed, hash)) in block.txs.iter().zip(&hashes).enumerate() {
             match self.apply_tx(&signed.tx, header, index as u32, *hash) {
@@ -434,7 +508,7 @@ impl State {
             });
         }
         self.commit(header.clone());
-        Ok(receipts)
+        Ok(BlockOutcome { receipts, events })
     }
 
     /// Checks signatures of `txs` for this chain (batched); the first bad one is an error.
@@ -484,6 +558,7 @@ impl State {
             tx_root: Hash::ZERO,
             state_root: Hash::ZERO,
         };
+        let events = self.run_deadlines(header.timestamp_ms);
         let mut txs = Vec::with_capacity(candidates.len());
         let mut hashes = Vec::with_capacity(candidates.len());
         let mut receipts = Vec::with_capacity(candidates.len());
@@ -507,6 +582,7 @@ impl State {
         BuiltBlock {
             block: Block { header, txs },
             receipts,
+            events,
             rejected,
         }
     }
@@ -557,8 +633,10 @@ impl State {
         tx_hash: Hash,
     ) -> Result<Receipt, TxError> {
         let sender = tx.sender();
+        let now = header.timestamp_ms;
         let mut account = self.account(&sender);
-        let credit = apply_to_sender(&mut account, tx, &self.params, header.timestamp_ms)?;
+        let credit = apply_to_sender(&mut account, tx, &self.params, now)?;
+        self.check_market(&tx.kind, sender, &account, now)?;
         let pool = self
             .rewards_pool
             .checked_add(credit.fee)
@@ -578,21 +656,39 @@ impl State {
             }
             None => None,
         };
+        // Everything is checked; from here on nothing fails.
         self.write_account(sender, account);
         if let Some((to, r)) = recipient {
             self.write_account(to, r);
         }
         if pool != self.rewards_pool {
-            self.undo_pool.get_or_insert(self.rewards_pool);
-            self.rewards_pool = pool;
+            self.set_pool(pool);
         }
+        let mut events: Vec<Event> = credit.event.into_iter().collect();
+        events.extend(self.execute_market(&tx.kind, sender, tx_hash, now));
         Ok(Receipt {
             tx_hash,
             height: header.height,
             index,
             fee: credit.fee,
-            events: vec![credit.event],
+            events,
         })
+    }
+
+    /// Checks a transaction the way the block will, against the sender's `projected` account
+    /// (committed account plus pending transactions) for its own side, and the committed
+    /// state for the market. The mempool admits what this accepts.
+    pub fn check_tx(
+        &self,
+        tx: &Transaction,
+        projected: &mut Account,
+        now_ms: u64,
+    ) -> Result<(), TxError> {
+        let mut next = projected.clone();
+        apply_to_sender(&mut next, tx, &self.params, now_ms)?;
+        self.check_market(&tx.kind, tx.sender(), &next, now_ms)?;
+        *projected = next;
+        Ok(())
     }
 
     fn write_account(&mut self, address: Address, account: Account) {
@@ -601,6 +697,10 @@ impl State {
 
     fn rollback(&mut self) {
         self.accounts.rollback();
+        self.providers.rollback();
+        self.jobs.rollback();
+        self.tasks.rollback();
+        self.open_tasks.rollback();
         if let Some(pool) = self.undo_pool.take() {
             self.rewards_pool = pool;
         }
@@ -608,6 +708,10 @@ impl State {
 
     fn commit(&mut self, header: Header) {
         self.accounts.commit();
+        self.providers.commit();
+        self.jobs.commit();
+        self.tasks.commit();
+        self.open_tasks.commit();
         self.undo_pool = None;
         self.head_hash = header.hash();
         self.head = header;
@@ -615,5 +719,15 @@ impl State {
 
     fn rehash_dirty(&mut self) {
         self.accounts.rehash();
+        self.providers.rehash();
+        self.jobs.rehash();
+        self.tasks.rehash();
+        self.open_tasks.rehash();
+    }
+
+    /// Sets the rewards pool, remembering the value before the block for a rollback.
+    pub(crate) fn set_pool(&mut self, pool: Amount) {
+        self.undo_pool.get_or_insert(self.rewards_pool);
+        self.rewards_pool = pool;
     }
 }

@@ -19,7 +19,7 @@ pub use memory::{FailingStore, MemoryStore};
 pub use record::{ChainMeta, TxRecord};
 pub use redb_store::RedbStore;
 
-use gridwork_protocol::{Receipt, State, StateChanges};
+use gridwork_protocol::{Event, Receipt, State, StateChanges};
 use gridwork_types::{Block, Hash, Header};
 
 /// Why the store failed.
@@ -81,7 +81,13 @@ pub trait Store: Send + Sync {
 
     /// Atomically and durably stores the next block, its receipts and the state changes it
     /// made. When this returns `Ok`, the block survives a crash.
-    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()>;
+    fn commit(
+        &self,
+        block: &Block,
+        receipts: &[Receipt],
+        events: &[Event],
+        changes: &StateChanges,
+    ) -> Result<()>;
 
     /// The chain's fixed facts, if a chain is stored.
     fn meta(&self) -> Result<Option<ChainMeta>>;
@@ -94,6 +100,9 @@ pub trait Store: Send + Sync {
 
     /// The transaction hashes of a block, in order.
     fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>>;
+
+    /// What a block triggered before its transactions (deadlines and their consequences).
+    fn block_events(&self, height: u64) -> Result<Option<Vec<Event>>>;
 
     /// The height of the block with this hash.
     fn height_of(&self, hash: &Hash) -> Result<Option<u64>>;

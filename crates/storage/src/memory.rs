@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use gridwork_protocol::{Receipt, State, StateChanges};
+use gridwork_protocol::{Event, Receipt, State, StateChanges};
 use gridwork_types::{Amount, Block, Hash, Header};
 
 use crate::record::{ChainMeta, TxRecord};
@@ -20,7 +20,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct Tables {
     meta: Option<ChainMeta>,
-    headers: BTreeMap<u64, (Header, Vec<Hash>)>,
+    headers: BTreeMap<u64, (Header, Vec<Hash>, Vec<Event>)>,
     hashes: BTreeMap<Hash, u64>,
     txs: BTreeMap<Hash, TxRecord>,
     entries: BTreeMap<Vec<u8>, Vec<u8>>,
@@ -40,7 +40,13 @@ impl MemoryStore {
 }
 
 impl Tables {
-    fn put_block(&mut self, block: &Block, receipts: &[Receipt], changes: &StateChanges) {
+    fn put_block(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        events: &[Event],
+        changes: &StateChanges,
+    ) {
         let hashes: Vec<Hash> = receipts.iter().map(|r| r.tx_hash).collect();
         for (tx, receipt) in block.txs.iter().zip(receipts) {
             self.txs.insert(
@@ -52,8 +58,10 @@ impl Tables {
             );
         }
         self.hashes.insert(block.header.hash(), block.header.height);
-        self.headers
-            .insert(block.header.height, (block.header.clone(), hashes));
+        self.headers.insert(
+            block.header.height,
+            (block.header.clone(), hashes, events.to_vec()),
+        );
         for (key, value) in &changes.entries {
             match value {
                 Some(v) => self.entries.insert(key.clone(), v.clone()),
@@ -72,11 +80,17 @@ impl Store for MemoryStore {
             return Err(StorageError::NotNext { head, got: 0 });
         }
         t.meta = Some(meta.clone());
-        t.put_block(genesis, &[], changes);
+        t.put_block(genesis, &[], &[], changes);
         Ok(())
     }
 
-    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+    fn commit(
+        &self,
+        block: &Block,
+        receipts: &[Receipt],
+        events: &[Event],
+        changes: &StateChanges,
+    ) -> Result<()> {
         let mut t = self.tables();
         let head = t.headers.keys().next_back().copied();
         if head.map(|h| h + 1) != Some(block.header.height) {
@@ -85,7 +99,7 @@ impl Store for MemoryStore {
                 got: block.header.height,
             });
         }
-        t.put_block(block, receipts, changes);
+        t.put_block(block, receipts, events, changes);
         Ok(())
     }
 
@@ -98,7 +112,11 @@ impl Store for MemoryStore {
     }
 
     fn header(&self, height: u64) -> Result<Option<Header>> {
-        Ok(self.tables().headers.get(&height).map(|(h, _)| h.clone()))
+        Ok(self
+            .tables()
+            .headers
+            .get(&height)
+            .map(|(h, _, _)| h.clone()))
     }
 
     fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
@@ -106,7 +124,15 @@ impl Store for MemoryStore {
             .tables()
             .headers
             .get(&height)
-            .map(|(_, hashes)| hashes.clone()))
+            .map(|(_, hashes, _)| hashes.clone()))
+    }
+
+    fn block_events(&self, height: u64) -> Result<Option<Vec<Event>>> {
+        Ok(self
+            .tables()
+            .headers
+            .get(&height)
+            .map(|(_, _, e)| e.clone()))
     }
 
     fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
@@ -119,7 +145,7 @@ impl Store for MemoryStore {
 
     fn load_state(&self) -> Result<Option<State>> {
         let t = self.tables();
-        let (Some(meta), Some((head, _))) = (&t.meta, t.headers.values().next_back()) else {
+        let (Some(meta), Some((head, _, _))) = (&t.meta, t.headers.values().next_back()) else {
             return Ok(None);
         };
         let state = State::from_parts(
@@ -167,14 +193,20 @@ impl<S: Store> Store for FailingStore<S> {
         self.inner.init(meta, genesis, changes)
     }
 
-    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
+    fn commit(
+        &self,
+        block: &Block,
+        receipts: &[Receipt],
+        events: &[Event],
+        changes: &StateChanges,
+    ) -> Result<()> {
         let left = self
             .commits_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if left.is_err() {
             return Err(StorageError::Injected("commit after simulated crash"));
         }
-        self.inner.commit(block, receipts, changes)
+        self.inner.commit(block, receipts, events, changes)
     }
 
     fn meta(&self) -> Result<Option<ChainMeta>> {
@@ -191,6 +223,10 @@ impl<S: Store> Store for FailingStore<S> {
 
     fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
         self.inner.block_tx_hashes(height)
+    }
+
+    fn block_events(&self, height: u64) -> Result<Option<Vec<Event>>> {
+        self.inner.block_events(height)
     }
 
     fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {

@@ -65,12 +65,14 @@ impl Decode for TxRecord {
 pub(crate) struct StoredBlock {
     pub(crate) header: gridwork_types::Header,
     pub(crate) tx_hashes: Vec<Hash>,
+    pub(crate) events: Vec<gridwork_protocol::Event>,
 }
 
 impl Encode for StoredBlock {
     fn encode(&self, out: &mut Vec<u8>) {
         self.header.encode(out);
         self.tx_hashes.encode(out);
+        self.events.encode(out);
     }
 }
 
@@ -79,6 +81,7 @@ impl Decode for StoredBlock {
         Ok(StoredBlock {
             header: gridwork_types::Header::decode(r)?,
             tx_hashes: Vec::decode(r)?,
+            events: Vec::decode(r)?,
         })
     }
 }

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use gridwork_protocol::{Receipt, State, StateChanges};
+use gridwork_protocol::{Event, Receipt, State, StateChanges};
 use gridwork_types::{Amount, Block, Decode, Encode, Hash, Header};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -73,6 +73,7 @@ impl RedbStore {
         &self,
         block: &Block,
         receipts: &[Receipt],
+        events: &[Event],
         changes: &StateChanges,
         meta: Option<&ChainMeta>,
     ) -> Result<()> {
@@ -115,6 +116,7 @@ impl RedbStore {
             let stored = StoredBlock {
                 header: block.header.clone(),
                 tx_hashes: receipts.iter().map(|r| r.tx_hash).collect(),
+                events: events.to_vec(),
             };
             blocks
                 .insert(block.header.height, stored.to_bytes().as_slice())
@@ -150,11 +152,17 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn init(&self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
-        self.write(genesis, &[], changes, Some(meta))
+        self.write(genesis, &[], &[], changes, Some(meta))
     }
 
-    fn commit(&self, block: &Block, receipts: &[Receipt], changes: &StateChanges) -> Result<()> {
-        self.write(block, receipts, changes, None)
+    fn commit(
+        &self,
+        block: &Block,
+        receipts: &[Receipt],
+        events: &[Event],
+        changes: &StateChanges,
+    ) -> Result<()> {
+        self.write(block, receipts, events, changes, None)
     }
 
     fn meta(&self) -> Result<Option<ChainMeta>> {
@@ -181,6 +189,10 @@ impl Store for RedbStore {
 
     fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
         Ok(self.stored_block(height)?.map(|b| b.tx_hashes))
+    }
+
+    fn block_events(&self, height: u64) -> Result<Option<Vec<Event>>> {
+        Ok(self.stored_block(height)?.map(|b| b.events))
     }
 
     fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {

@@ -220,42 +220,6 @@ impl<T: Decode> Decode for Vec<T> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn integers_are_little_endian() {
-        assert_eq!(0x0102_0304u32.to_bytes(), vec![4, 3, 2, 1]);
-        assert_eq!(u64::from_bytes(&7u64.to_bytes()), Ok(7));
-    }
-
-    #[test]
-    fn rejects_trailing_bytes_and_short_input() {
-        assert_eq!(
-            u32::from_bytes(&[1, 0, 0, 0, 9]),
-            Err(DecodeError::TrailingBytes { count: 1 })
-        );
-        assert!(matches!(
-            u64::from_bytes(&[1, 2]),
-            Err(DecodeError::UnexpectedEnd {
-                offset: 0,
-                needed: 6
-            })
-        ));
-    }
-
-    #[test]
-    fn rejects_list_longer_than_input() {
-        let mut bytes = Vec::new();
-        u32::MAX.encode(&mut bytes);
-        assert!(matches!(
-            Vec::<u64>::from_bytes(&bytes),
-            Err(DecodeError::TooLong { .. })
-        ));
-    }
-}
-
 /// Implements [`Encode`] and [`Decode`] for a struct with named fields, encoded in the order
 /// listed (which must be the declaration order, for readability of the spec).
 #[macro_export]
@@ -313,5 +277,41 @@ impl Decode for bool {
             1 => Ok(true),
             tag => Err(DecodeError::UnknownTag { what: "bool", tag }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_little_endian() {
+        assert_eq!(0x0102_0304u32.to_bytes(), vec![4, 3, 2, 1]);
+        assert_eq!(u64::from_bytes(&7u64.to_bytes()), Ok(7));
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_short_input() {
+        assert_eq!(
+            u32::from_bytes(&[1, 0, 0, 0, 9]),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        );
+        assert!(matches!(
+            u64::from_bytes(&[1, 2]),
+            Err(DecodeError::UnexpectedEnd {
+                offset: 0,
+                needed: 6
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_list_longer_than_input() {
+        let mut bytes = Vec::new();
+        u32::MAX.encode(&mut bytes);
+        assert!(matches!(
+            Vec::<u64>::from_bytes(&bytes),
+            Err(DecodeError::TooLong { .. })
+        ));
     }
 }

@@ -22,6 +22,7 @@ pub use encoding::{Decode, DecodeError, Encode, Reader};
 pub use hash::{Hash, HashError};
 pub use keys::{verify_batch, KeyError, Keypair, PublicKey, Signature};
 pub use market::{
-    Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription, Program, Requirements,
+    Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription, Program,
+    Requirements,
 };
-pub use tx::{SignedTx, Transaction, TxKind, MAX_TX_BYTES};
+pub use tx::{commitment, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

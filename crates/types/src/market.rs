@@ -53,7 +53,11 @@ pub struct Gpu {
     pub vram_mib: u64,
 }
 
-codec_struct!(Gpu { vendor: GpuVendor, model: String, vram_mib: u64 });
+codec_struct!(Gpu {
+    vendor: GpuVendor,
+    model: String,
+    vram_mib: u64
+});
 
 /// What a provider's machine offers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -98,7 +102,9 @@ impl Requirements {
         let matching = hardware
             .gpus
             .iter()
-            .filter(|g| self.gpu_vendor.is_none_or(|v| v == g.vendor) && g.vram_mib >= self.min_vram_mib)
+            .filter(|g| {
+                self.gpu_vendor.is_none_or(|v| v == g.vendor) && g.vram_mib >= self.min_vram_mib
+            })
             .count() as u32;
         if matching < self.min_gpus {
             let vendor = self.gpu_vendor.map_or("any".to_string(), |v| v.to_string());
@@ -108,10 +114,16 @@ impl Requirements {
             ));
         }
         if hardware.cpu_cores < self.min_cpu_cores {
-            return Some(format!("needs {} CPU cores; has {}", self.min_cpu_cores, hardware.cpu_cores));
+            return Some(format!(
+                "needs {} CPU cores; has {}",
+                self.min_cpu_cores, hardware.cpu_cores
+            ));
         }
         if hardware.memory_mib < self.min_memory_mib {
-            return Some(format!("needs {} MiB of memory; has {}", self.min_memory_mib, hardware.memory_mib));
+            return Some(format!(
+                "needs {} MiB of memory; has {}",
+                self.min_memory_mib, hardware.memory_mib
+            ));
         }
         None
     }
@@ -197,7 +209,9 @@ impl Payment {
     /// The highest bid allowed.
     pub fn max_price(&self) -> Amount {
         match self {
-            Payment::PerTaskSecond { max_price } | Payment::FixedPerTask { max_price } => *max_price,
+            Payment::PerTaskSecond { max_price } | Payment::FixedPerTask { max_price } => {
+                *max_price
+            }
         }
     }
 }
@@ -270,24 +284,51 @@ mod tests {
     use crate::{Decode, Encode};
 
     fn gpu(vendor: GpuVendor, vram_mib: u64) -> Gpu {
-        Gpu { vendor, model: "x".into(), vram_mib }
+        Gpu {
+            vendor,
+            model: "x".into(),
+            vram_mib,
+        }
     }
 
     #[test]
     fn requirements_name_what_is_missing() {
-        let req = Requirements { gpu_vendor: Some(GpuVendor::Nvidia), min_gpus: 1, min_vram_mib: 16_000, ..Default::default() };
-        let small = Hardware { gpus: vec![gpu(GpuVendor::Nvidia, 8_000)], cpu_cores: 8, memory_mib: 32_000 };
+        let req = Requirements {
+            gpu_vendor: Some(GpuVendor::Nvidia),
+            min_gpus: 1,
+            min_vram_mib: 16_000,
+            ..Default::default()
+        };
+        let small = Hardware {
+            gpus: vec![gpu(GpuVendor::Nvidia, 8_000)],
+            cpu_cores: 8,
+            memory_mib: 32_000,
+        };
         assert!(req.unmet_by(&small).unwrap().contains("16000 MiB"));
-        let amd = Hardware { gpus: vec![gpu(GpuVendor::Amd, 24_000)], cpu_cores: 8, memory_mib: 32_000 };
+        let amd = Hardware {
+            gpus: vec![gpu(GpuVendor::Amd, 24_000)],
+            cpu_cores: 8,
+            memory_mib: 32_000,
+        };
         assert!(req.unmet_by(&amd).is_some());
-        let big = Hardware { gpus: vec![gpu(GpuVendor::Nvidia, 24_000)], cpu_cores: 8, memory_mib: 32_000 };
+        let big = Hardware {
+            gpus: vec![gpu(GpuVendor::Nvidia, 24_000)],
+            cpu_cores: 8,
+            memory_mib: 32_000,
+        };
         assert_eq!(req.unmet_by(&big), None);
         assert_eq!(Requirements::default().unmet_by(&Hardware::default()), None);
     }
 
     #[test]
     fn jobs_split_into_chunks() {
-        let i = Instructions { items: 10, chunk: 4, requirements: Requirements::default(), task_deadline_ms: 1, council_size: 0 };
+        let i = Instructions {
+            items: 10,
+            chunk: 4,
+            requirements: Requirements::default(),
+            task_deadline_ms: 1,
+            council_size: 0,
+        };
         assert_eq!(i.task_count(), 3);
         assert_eq!(i.task_items(2), (8, 10));
     }
@@ -296,11 +337,29 @@ mod tests {
     fn prescription_round_trips() {
         let p = Prescription {
             data: vec![Hash([1; 32])],
-            program: Program { command: "render".into(), args: vec!["--fast".into()] },
-            instructions: Instructions { items: 10, chunk: 4, requirements: Requirements::default(), task_deadline_ms: 60_000, council_size: 3 },
-            payment: Payment::PerTaskSecond { max_price: Amount(5) },
-            equivalence: Equivalence::NumericTolerance { abs_ppb: 10, rel_ppb: 1000 },
-            halting: Halting { first_bids: 3, deadline_ms: 2_000, reserve_price: None },
+            program: Program {
+                command: "render".into(),
+                args: vec!["--fast".into()],
+            },
+            instructions: Instructions {
+                items: 10,
+                chunk: 4,
+                requirements: Requirements::default(),
+                task_deadline_ms: 60_000,
+                council_size: 3,
+            },
+            payment: Payment::PerTaskSecond {
+                max_price: Amount(5),
+            },
+            equivalence: Equivalence::NumericTolerance {
+                abs_ppb: 10,
+                rel_ppb: 1000,
+            },
+            halting: Halting {
+                first_bids: 3,
+                deadline_ms: 2_000,
+                reserve_price: None,
+            },
         };
         assert_eq!(Prescription::from_bytes(&p.to_bytes()), Ok(p));
     }

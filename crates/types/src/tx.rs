@@ -6,9 +6,11 @@
 
 use crate::address::Address;
 use crate::amount::Amount;
+use crate::codec_enum;
 use crate::encoding::{Decode, DecodeError, Encode, Reader};
 use crate::hash::Hash;
 use crate::keys::{KeyError, Keypair, PublicKey, Signature};
+use crate::market::{Hardware, Prescription};
 
 /// The largest encoded signed transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 16 * 1024;
@@ -39,51 +41,88 @@ pub enum TxKind {
     },
     /// Moves every matured unbonding entry back to the spendable balance.
     StakeWithdraw,
+    /// Registers (or updates) the sender as a provider with this hardware. Needs the
+    /// minimum provider stake locked.
+    RegisterProvider {
+        /// What the provider's machine offers.
+        hardware: Hardware,
+    },
+    /// Tells the network the sender's worker is alive.
+    Heartbeat,
+    /// Publishes a job: the deposit moves from the balance into the job's escrow and every
+    /// task opens for bids. The job id is this transaction's hash.
+    SubmitJob {
+        /// What to run.
+        prescription: Prescription,
+        /// Escrow; must cover the job's maximum cost.
+        deposit: Amount,
+    },
+    /// Cancels a job: open tasks close, unspent escrow returns to the requester.
+    CancelJob {
+        /// The job id.
+        job: Hash,
+    },
+    /// Offers to run a task at a price.
+    Bid {
+        /// The job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Price (per task-second or per task, as the payment function says).
+        price: Amount,
+    },
+    /// Commits to a result without showing it: BLAKE3(output || salt || sender address).
+    Commit {
+        /// The job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// The attempt the commitment is for.
+        attempt: u32,
+        /// The commitment.
+        commitment: Hash,
+    },
+    /// Opens a commitment; council members also vote on the executor's output.
+    Reveal {
+        /// The job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// The attempt.
+        attempt: u32,
+        /// Content id of the output tree.
+        output: Hash,
+        /// The salt of the commitment.
+        salt: Hash,
+        /// Run time in seconds (the executor's claim; council members report theirs).
+        seconds: u64,
+        /// A council member's judgement: the executor's output is equivalent to its own.
+        agree: bool,
+    },
 }
 
-impl Encode for TxKind {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            TxKind::Transfer { to, amount } => {
-                out.push(0);
-                to.encode(out);
-                amount.encode(out);
-            }
-            TxKind::StakeLock { amount } => {
-                out.push(1);
-                amount.encode(out);
-            }
-            TxKind::StakeUnbond { amount } => {
-                out.push(2);
-                amount.encode(out);
-            }
-            TxKind::StakeWithdraw => out.push(3),
-        }
-    }
-}
+codec_enum!(TxKind, "transaction kind" {
+    0 => Transfer { to: Address, amount: Amount },
+    1 => StakeLock { amount: Amount },
+    2 => StakeUnbond { amount: Amount },
+    3 => StakeWithdraw {},
+    4 => RegisterProvider { hardware: Hardware },
+    5 => Heartbeat {},
+    6 => SubmitJob { prescription: Prescription, deposit: Amount },
+    7 => CancelJob { job: Hash },
+    8 => Bid { job: Hash, task: u32, price: Amount },
+    9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
+    10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, agree: bool },
+});
 
-impl Decode for TxKind {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(match u8::decode(r)? {
-            0 => TxKind::Transfer {
-                to: Address::decode(r)?,
-                amount: Amount::decode(r)?,
-            },
-            1 => TxKind::StakeLock {
-                amount: Amount::decode(r)?,
-            },
-            2 => TxKind::StakeUnbond {
-                amount: Amount::decode(r)?,
-            },
-            3 => TxKind::StakeWithdraw,
-            tag => {
-                return Err(DecodeError::UnknownTag {
-                    what: "transaction kind",
-                    tag,
-                })
-            }
-        })
-    }
+/// The commitment to `output` with `salt` by `committer`.
+pub fn commitment(output: &Hash, salt: &Hash, committer: &Address) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"gridwork/commit/v1");
+    h.update(output.as_bytes());
+    h.update(salt.as_bytes());
+    h.update(&committer.0);
+    Hash(*h.finalize().as_bytes())
 }
 
 /// An unsigned transaction.

@@ -1,5 +1,7 @@
 //! Behaviour of the ledger through its public surface: genesis, blocks, transactions.
 
+mod market;
+
 use gridwork_protocol::{dev_keypair, BlockError, Genesis, Params, State, TxError};
 use gridwork_types::{Address, Amount, Block, Keypair, SignedTx, Transaction, TxKind, GRID};
 use proptest::prelude::*;
@@ -12,6 +14,7 @@ fn params() -> Params {
         unbonding_period_ms: 1_000,
         min_fee: Amount::ZERO,
         max_unbondings: 4,
+        ..Params::default()
     }
 }
 

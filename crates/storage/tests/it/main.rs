@@ -38,7 +38,12 @@ fn grow_chain(store: &dyn Store, blocks: u64) -> (State, Vec<Block>) {
             .collect();
         let built = state.build_block(T0 + n + 1, Address([0; 20]), txs);
         assert!(built.rejected.is_empty());
-        match store.commit(&built.block, &built.receipts, &state.take_changes()) {
+        match store.commit(
+            &built.block,
+            &built.receipts,
+            &built.events,
+            &state.take_changes(),
+        ) {
             Ok(()) => chain.push(built.block),
             Err(_) => break,
         }
@@ -104,7 +109,7 @@ fn refuses_a_block_that_does_not_follow_the_head() {
     for store in [&MemoryStore::new() as &dyn Store, &redb] {
         let (_, chain) = grow_chain(store, 2);
         let err = store
-            .commit(&chain[1], &[], &Default::default())
+            .commit(&chain[1], &[], &[], &Default::default())
             .unwrap_err();
         assert!(
             matches!(
@@ -146,7 +151,7 @@ fn a_damaged_account_is_detected_at_load() {
     let damaged = gridwork_types::Encode::to_bytes(&gridwork_protocol::Account::default());
     changes.entries.push((key, Some(damaged)));
     store
-        .commit(&built.block, &built.receipts, &changes)
+        .commit(&built.block, &built.receipts, &built.events, &changes)
         .unwrap();
     assert!(matches!(
         store.load_state(),

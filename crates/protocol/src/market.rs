@@ -1,0 +1,1455 @@
+//! The batch market on the ledger: providers, jobs, tasks, auctions, councils, commit-reveal,
+//! settlement, slashing, reputation and proof-of-compute rewards.
+//!
+//! # Lifecycle of a task
+//!
+//! ```text
+//! Bidding --(H holds: first N bids, or deadline with a bid)--> Committing
+//! Committing --(executor and council all committed)--> Revealing
+//! Committing --(deadline, executor silent)--> Bidding (attempt + 1) or Failed
+//! Revealing --(all revealed, or reveal window over)--> tally
+//! tally: majority agrees --> Settled; otherwise --> Bidding (attempt + 1) or Failed
+//! ```
+//!
+//! # Rules (the design decisions)
+//!
+//! - **Winner.** The lowest reputation-weighted price: `price * 10,000 / (10,000 + 500 *
+//!   min(streak, 10))`, so ten validated results in a row are worth up to a third off the
+//!   price; ties go to the lower raw price, then the earlier bid.
+//! - **Council.** Drawn when the auction closes from registered providers that are online,
+//!   staked, meet the task's requirements, are not the executor or the requester and are not
+//!   blocklisted for the job. Candidates are ordered by BLAKE3(parent block hash || job ||
+//!   task || attempt || address) and the first `council_size` taken. If too few exist the
+//!   auction stays open and the task's note says why.
+//! - **Commit-reveal.** Everyone assigned commits BLAKE3(output || salt || own address) before
+//!   anyone reveals, so a lazy council member cannot copy the executor's answer. Council
+//!   members reveal after the executor, with their vote. Under the exact-hash equivalence
+//!   the ledger derives each vote from the hashes; under numeric tolerance it takes the vote.
+//! - **Decision.** A strict majority of revealed votes accepts. Accepted: the executor is
+//!   paid f (bid price, times run time capped at the deadline for per-second pricing), each
+//!   majority member gets `council_share_bps` of that, minority members are slashed.
+//!   Rejected: the executor is slashed, the majority is paid its share out of that slash (the
+//!   rest goes to the rewards pool), minority members are slashed, and the task reopens.
+//! - **Escrow.** A job's deposit must cover every task at its maximum cost; each task pays at
+//!   most that. What is left returns to the requester when the job finishes or is cancelled.
+//! - **Failures.** A missed deadline costs `timeout_slash_bps` of stake, resets the streak and
+//!   counts as a failure on the job; `max_job_failures` failures blocklist the provider for
+//!   that job; `max_attempts` attempts fail the task and refund its share.
+//! - **Proof of compute.** Every accepted result emits a record and pays the executor
+//!   `reward_per_task_second` per validated second from the node-rewards pool, never more
+//!   than the pool holds.
+//!
+//! Slashed stake is taken from the locked stake first, then from unbonding entries (newest
+//! first), so unbonding does not escape a pending judgement.
+
+use gridwork_types::{
+    commitment, Address, Amount, Encode, Equivalence, Hardware, Hash, Payment, Prescription,
+};
+use serde::Serialize;
+
+use crate::account::Account;
+use crate::error::TxError;
+use crate::hashed_map::MapKey;
+use crate::receipt::Event;
+use crate::state::State;
+
+/// Identifies a task: its job and its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TaskKey {
+    /// The job id.
+    pub job: Hash,
+    /// The task index.
+    pub index: u32,
+}
+
+gridwork_types::codec_struct!(TaskKey {
+    job: Hash,
+    index: u32
+});
+
+impl MapKey for TaskKey {
+    fn bucket(&self) -> u8 {
+        self.job.0[0]
+    }
+    fn bucket_start(b: u8) -> Self {
+        TaskKey {
+            job: Hash::bucket_start(b),
+            index: 0,
+        }
+    }
+}
+
+/// A registered provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provider {
+    /// What its machine offers.
+    pub hardware: Hardware,
+    /// When it registered.
+    pub registered_ms: u64,
+    /// Its last heartbeat (or registration).
+    pub last_heartbeat_ms: u64,
+    /// Validated results in a row (reset by a rejected result or a missed deadline).
+    pub streak: u32,
+    /// Results accepted (as executor) and majority votes (as council member).
+    pub validated: u64,
+    /// Rejected results, minority votes and missed deadlines.
+    pub failed: u64,
+    /// Stake taken so far.
+    pub slashed: Amount,
+    /// Paid for work so far, rewards included.
+    pub earned: Amount,
+    /// Tasks it is executing or checking now.
+    pub active: u32,
+}
+
+gridwork_types::codec_struct!(Provider {
+    hardware: Hardware,
+    registered_ms: u64,
+    last_heartbeat_ms: u64,
+    streak: u32,
+    validated: u64,
+    failed: u64,
+    slashed: Amount,
+    earned: Amount,
+    active: u32,
+});
+
+/// What a provider is doing, derived from its record and the block time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolStatus {
+    /// No heartbeat within the timeout.
+    Offline,
+    /// Online and working on tasks.
+    Busy,
+    /// Online and idle.
+    Available,
+}
+
+impl Provider {
+    /// Online, busy or available at block time `now_ms`.
+    pub fn status(&self, now_ms: u64, heartbeat_timeout_ms: u64) -> PoolStatus {
+        if now_ms.saturating_sub(self.last_heartbeat_ms) > heartbeat_timeout_ms {
+            PoolStatus::Offline
+        } else if self.active > 0 {
+            PoolStatus::Busy
+        } else {
+            PoolStatus::Available
+        }
+    }
+}
+
+/// A failure count of one provider on one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failures {
+    /// The provider.
+    pub provider: Address,
+    /// How many times it failed on the job.
+    pub count: u32,
+}
+
+gridwork_types::codec_struct!(Failures {
+    provider: Address,
+    count: u32
+});
+
+/// A published job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// Who pays.
+    pub requester: Address,
+    /// What to run.
+    pub prescription: Prescription,
+    /// Escrow still held.
+    pub escrow: Amount,
+    /// The most one task can cost (executor and council together).
+    pub max_task_cost: Amount,
+    /// Number of tasks.
+    pub tasks: u32,
+    /// Tasks settled.
+    pub settled: u32,
+    /// Tasks failed or cancelled.
+    pub closed: u32,
+    /// Paid out so far.
+    pub spent: Amount,
+    /// Cancelled by the requester.
+    pub cancelled: bool,
+    /// Every task settled, failed or cancelled, and the escrow refunded.
+    pub finished: bool,
+    /// Failures per provider (blocklist at `max_job_failures`).
+    pub failures: Vec<Failures>,
+    /// When it was submitted.
+    pub submitted_ms: u64,
+}
+
+gridwork_types::codec_struct!(Job {
+    requester: Address,
+    prescription: Prescription,
+    escrow: Amount,
+    max_task_cost: Amount,
+    tasks: u32,
+    settled: u32,
+    closed: u32,
+    spent: Amount,
+    cancelled: bool,
+    finished: bool,
+    failures: Vec<Failures>,
+    submitted_ms: u64,
+});
+
+impl Job {
+    fn failures_of(&self, provider: &Address) -> u32 {
+        self.failures
+            .iter()
+            .find(|f| f.provider == *provider)
+            .map_or(0, |f| f.count)
+    }
+
+    fn add_failure(&mut self, provider: Address) {
+        match self.failures.iter_mut().find(|f| f.provider == provider) {
+            Some(f) => f.count += 1,
+            None => self.failures.push(Failures { provider, count: 1 }),
+        }
+    }
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Open for bids.
+    Bidding,
+    /// Executor and council are working; commitments come in.
+    Committing,
+    /// Commitments are opened.
+    Revealing,
+    /// Accepted and paid.
+    Settled,
+    /// Gave up after too many attempts.
+    Failed,
+    /// Cancelled by the requester.
+    Cancelled,
+}
+
+gridwork_types::codec_enum!(Phase, "task phase" {
+    0 => Bidding {},
+    1 => Committing {},
+    2 => Revealing {},
+    3 => Settled {},
+    4 => Failed {},
+    5 => Cancelled {},
+});
+
+/// A bid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BidRecord {
+    /// The bidder.
+    pub provider: Address,
+    /// Its price.
+    pub price: Amount,
+}
+
+gridwork_types::codec_struct!(BidRecord {
+    provider: Address,
+    price: Amount
+});
+
+/// A commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitRecord {
+    /// Who.
+    pub provider: Address,
+    /// BLAKE3(output || salt || provider).
+    pub commitment: Hash,
+}
+
+gridwork_types::codec_struct!(CommitRecord {
+    provider: Address,
+    commitment: Hash
+});
+
+/// An opened commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevealRecord {
+    /// Who.
+    pub provider: Address,
+    /// Output content id.
+    pub output: Hash,
+    /// Reported run time.
+    pub seconds: u64,
+    /// The vote (the executor's own reveal counts as agreeing).
+    pub agree: bool,
+}
+
+gridwork_types::codec_struct!(RevealRecord {
+    provider: Address,
+    output: Hash,
+    seconds: u64,
+    agree: bool
+});
+
+/// One task of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    /// Where it stands.
+    pub phase: Phase,
+    /// 0 for the first run; each reopening adds one.
+    pub attempt: u32,
+    /// When the current phase's clock started.
+    pub phase_started_ms: u64,
+    /// When the current phase times out.
+    pub deadline_ms: u64,
+    /// Bids of this attempt, in arrival order.
+    pub bids: Vec<BidRecord>,
+    /// The executor of this attempt.
+    pub executor: Option<Address>,
+    /// Its winning price.
+    pub price: Amount,
+    /// The council of this attempt.
+    pub council: Vec<Address>,
+    /// Commitments of this attempt.
+    pub commits: Vec<CommitRecord>,
+    /// Reveals of this attempt.
+    pub reveals: Vec<RevealRecord>,
+    /// The accepted output, once settled.
+    pub result: Option<Hash>,
+    /// Why the task waits, for people (`job status`).
+    pub note: String,
+}
+
+gridwork_types::codec_struct!(Task {
+    phase: Phase,
+    attempt: u32,
+    phase_started_ms: u64,
+    deadline_ms: u64,
+    bids: Vec<BidRecord>,
+    executor: Option<Address>,
+    price: Amount,
+    council: Vec<Address>,
+    commits: Vec<CommitRecord>,
+    reveals: Vec<RevealRecord>,
+    result: Option<Hash>,
+    note: String,
+});
+
+impl Task {
+    fn assigned(&self) -> impl Iterator<Item = &Address> {
+        self.executor.iter().chain(self.council.iter())
+    }
+
+    fn committed(&self, who: &Address) -> Option<&CommitRecord> {
+        self.commits.iter().find(|c| c.provider == *who)
+    }
+
+    fn revealed(&self, who: &Address) -> bool {
+        self.reveals.iter().any(|r| r.provider == *who)
+    }
+}
+
+/// `a * b / c` without overflow for the sizes the ledger meets (c > 0).
+fn mul_div(a: u128, b: u128, c: u128) -> u128 {
+    (a / c) * b + (a % c) * b / c
+}
+
+/// The largest cost of one task of `p` (executor at the highest price plus a full council).
+pub fn max_task_cost(p: &Prescription, council_share_bps: u32) -> Option<Amount> {
+    let cap = p
+        .halting
+        .reserve_price
+        .map_or(p.payment.max_price(), |r| r.min(p.payment.max_price()));
+    let executor = match p.payment {
+        Payment::PerTaskSecond { .. } => cap
+            .0
+            .checked_mul(u128::from(p.instructions.task_deadline_ms.div_ceil(1000)))?,
+        Payment::FixedPerTask { .. } => cap.0,
+    };
+    let council = mul_div(
+        executor,
+        u128::from(council_share_bps) * u128::from(p.instructions.council_size),
+        10_000,
+    );
+    executor.checked_add(council).map(Amount)
+}
+
+impl State {
+    /// A provider's record.
+    pub fn provider(&self, address: &Address) -> Option<&Provider> {
+        self.providers.get(address)
+    }
+
+    /// Every provider, by address.
+    pub fn providers(&self) -> impl Iterator<Item = (&Address, &Provider)> {
+        self.providers.iter()
+    }
+
+    /// A job.
+    pub fn job(&self, id: &Hash) -> Option<&Job> {
+        self.jobs.get(id)
+    }
+
+    /// A task.
+    pub fn task(&self, key: &TaskKey) -> Option<&Task> {
+        self.tasks.get(key)
+    }
+
+    /// The tasks of a job, by index.
+    pub fn tasks_of(&self, job: &Hash) -> impl Iterator<Item = (&TaskKey, &Task)> {
+        let job = *job;
+        self.tasks
+            .range(TaskKey { job, index: 0 }..)
+            .take_while(move |(k, _)| k.job == job)
+    }
+
+    /// The earliest deadline of an open task, if any (a block is due then even without
+    /// transactions).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.open_tasks.iter().map(|(_, d)| *d).min()
+    }
+
+    /// Checks a market transaction against the state without changing it. `Ok` means it
+    /// applies now (the mempool admits it; the block applies it).
+    pub(crate) fn check_market(
+        &self,
+        kind: &gridwork_types::TxKind,
+        sender: Address,
+        sender_account: &Account,
+        now: u64,
+    ) -> Result<(), TxError> {
+        use gridwork_types::TxKind as K;
+        let p = &self.params;
+        match kind {
+            K::RegisterProvider { .. } => {
+                if sender_account.stake_locked < p.min_provider_stake {
+                    return Err(TxError::StakeTooLow {
+                        required: p.min_provider_stake,
+                        locked: sender_account.stake_locked,
+                    });
+                }
+            }
+            K::Heartbeat => {
+                self.providers
+                    .get(&sender)
+                    .ok_or(TxError::NotAProvider { address: sender })?;
+            }
+            K::SubmitJob {
+                prescription,
+                deposit,
+            } => {
+                validate_prescription(prescription, p)?;
+                let tasks = prescription.instructions.task_count();
+                let per_task =
+                    max_task_cost(prescription, p.council_share_bps).ok_or(TxError::Overflow)?;
+                let required = per_task
+                    .0
+                    .checked_mul(u128::from(tasks))
+                    .ok_or(TxError::Overflow)?;
+                if deposit.0 < required {
+                    return Err(TxError::DepositTooLow {
+                        required: Amount(required),
+                        deposit: *deposit,
+                    });
+                }
+            }
+            K::CancelJob { job } => {
+                let j = self
+                    .jobs
+                    .get(job)
+                    .ok_or(TxError::UnknownJob { job: *job })?;
+                if j.requester != sender {
+                    return Err(TxError::NotRequester { job: *job });
+                }
+                if j.cancelled || j.finished {
+                    return Err(TxError::JobClosed { job: *job });
+                }
+            }
+            K::Bid { job, task, price } => {
+                self.check_bid(sender, sender_account, *job, *task, *price, now)?
+            }
+            K::Commit {
+                job, task, attempt, ..
+            } => {
+                let t = self.live_task(*job, *task, *attempt, Phase::Committing)?;
+                if !t.assigned().any(|a| *a == sender) {
+                    return Err(TxError::NotAssigned {
+                        job: *job,
+                        task: *task,
+                    });
+                }
+                if t.committed(&sender).is_some() {
+                    return Err(TxError::AlreadyDone { what: "committed" });
+                }
+            }
+            K::Reveal {
+                job,
+                task,
+                attempt,
+                output,
+                salt,
+                ..
+            } => {
+                let t = self.live_task(*job, *task, *attempt, Phase::Revealing)?;
+                let c = t.committed(&sender).ok_or(TxError::NotAssigned {
+                    job: *job,
+                    task: *task,
+                })?;
+                if t.revealed(&sender) {
+                    return Err(TxError::AlreadyDone { what: "revealed" });
+                }
+                if c.commitment != commitment(output, salt, &sender) {
+                    return Err(TxError::RevealMismatch);
+                }
+                let executor = t.executor.unwrap_or(sender);
+                if sender != executor && !t.revealed(&executor) {
+                    return Err(TxError::ExecutorNotRevealed);
+                }
+            }
+            K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
+            }
+        }
+        Ok(())
+    }
+
+    fn live_task(
+        &self,
+        job: Hash,
+        index: u32,
+        attempt: u32,
+        phase: Phase,
+    ) -> Result<&Task, TxError> {
+        let t = self
+            .tasks
+            .get(&TaskKey { job, index })
+            .ok_or(TxError::UnknownTask { job, task: index })?;
+        if t.attempt != attempt {
+            return Err(TxError::WrongAttempt {
+                current: t.attempt,
+                got: attempt,
+            });
+        }
+        if t.phase != phase {
+            return Err(TxError::WrongPhase {
+                job,
+                task: index,
+                phase: format!("{:?}", t.phase).to_lowercase(),
+            });
+        }
+        Ok(t)
+    }
+
+    fn check_bid(
+        &self,
+        sender: Address,
+        account: &Account,
+        job_id: Hash,
+        index: u32,
+        price: Amount,
+        now: u64,
+    ) -> Result<(), TxError> {
+        let p = &self.params;
+        let provider = self
+            .providers
+            .get(&sender)
+            .ok_or(TxError::NotAProvider { address: sender })?;
+        if account.stake_locked < p.min_provider_stake {
+            return Err(TxError::StakeTooLow {
+                required: p.min_provider_stake,
+                locked: account.stake_locked,
+            });
+        }
+        let job = self
+            .jobs
+            .get(&job_id)
+            .ok_or(TxError::UnknownJob { job: job_id })?;
+        let task = self
+            .tasks
+            .get(&TaskKey { job: job_id, index })
+            .ok_or(TxError::UnknownTask {
+                job: job_id,
+                task: index,
+            })?;
+        if task.phase != Phase::Bidding {
+            return Err(TxError::WrongPhase {
+                job: job_id,
+                task: index,
+                phase: format!("{:?}", task.phase).to_lowercase(),
+            });
+        }
+        if job.requester == sender {
+            return Err(TxError::OwnJob);
+        }
+        if let Some(reason) = job
+            .prescription
+            .instructions
+            .requirements
+            .unmet_by(&provider.hardware)
+        {
+            return Err(TxError::HardwareUnfit { reason });
+        }
+        if job.failures_of(&sender) >= p.max_job_failures {
+            return Err(TxError::Blocklisted { job: job_id });
+        }
+        let h = &job.prescription.halting;
+        let cap = h
+            .reserve_price
+            .map_or(job.prescription.payment.max_price(), |r| {
+                r.min(job.prescription.payment.max_price())
+            });
+        if price > cap || price.0 == 0 {
+            return Err(TxError::BadPrice { price, max: cap });
+        }
+        if task.bids.iter().any(|b| b.provider == sender) {
+            return Err(TxError::AlreadyDone {
+                what: "bid on this task",
+            });
+        }
+        let _ = now;
+        Ok(())
+    }
+
+    /// Applies a checked market transaction. Infallible: [`State::check_market`] ran first.
+    pub(crate) fn execute_market(
+        &mut self,
+        kind: &gridwork_types::TxKind,
+        sender: Address,
+        tx_hash: Hash,
+        now: u64,
+    ) -> Vec<Event> {
+        use gridwork_types::TxKind as K;
+        match kind {
+            K::RegisterProvider { hardware } => {
+                let provider = match self.providers.get(&sender) {
+                    Some(existing) => Provider {
+                        hardware: hardware.clone(),
+                        last_heartbeat_ms: now,
+                        ..existing.clone()
+                    },
+                    None => Provider {
+                        hardware: hardware.clone(),
+                        registered_ms: now,
+                        last_heartbeat_ms: now,
+                        streak: 0,
+                        validated: 0,
+                        failed: 0,
+                        slashed: Amount::ZERO,
+                        earned: Amount::ZERO,
+                        active: 0,
+                    },
+                };
+                self.providers.insert(sender, provider);
+                vec![Event::ProviderRegistered { provider: sender }]
+            }
+            K::Heartbeat => {
+                if let Some(mut provider) = self.providers.get(&sender).cloned() {
+                    provider.last_heartbeat_ms = now;
+                    self.providers.insert(sender, provider);
+                }
+                vec![Event::Heartbeat { provider: sender }]
+            }
+            K::SubmitJob {
+                prescription,
+                deposit,
+            } => self.submit_job(sender, tx_hash, prescription, *deposit, now),
+            K::CancelJob { job } => self.cancel_job(*job),
+            K::Bid { job, task, price } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                let mut events = vec![Event::BidPlaced {
+                    job: *job,
+                    task: *task,
+                    provider: sender,
+                    price: *price,
+                }];
+                if let Some(mut t) = self.tasks.get(&key).cloned() {
+                    t.bids.push(BidRecord {
+                        provider: sender,
+                        price: *price,
+                    });
+                    t.note = format!("{} bid(s)", t.bids.len());
+                    let first = self
+                        .jobs
+                        .get(job)
+                        .map_or(0, |j| j.prescription.halting.first_bids);
+                    let enough =
+                        (first > 0 && t.bids.len() as u32 >= first) || now >= t.deadline_ms;
+                    self.tasks.insert(key, t);
+                    if enough {
+                        events.extend(self.close_auction(key, now));
+                    }
+                }
+                events
+            }
+            K::Commit {
+                job,
+                task,
+                commitment,
+                ..
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                let Some(mut t) = self.tasks.get(&key).cloned() else {
+                    return Vec::new();
+                };
+                t.commits.push(CommitRecord {
+                    provider: sender,
+                    commitment: *commitment,
+                });
+                let events = vec![Event::Committed {
+                    job: *job,
+                    task: *task,
+                    attempt: t.attempt,
+                    provider: sender,
+                }];
+                let all = t.assigned().all(|a| t.committed(a).is_some());
+                if all {
+                    t.phase = Phase::Revealing;
+                    t.phase_started_ms = now;
+                    t.deadline_ms = now.saturating_add(self.params.reveal_window_ms);
+                    t.note = "revealing".into();
+                    self.open_tasks.insert(key, t.deadline_ms);
+                }
+                self.tasks.insert(key, t);
+                events
+            }
+            K::Reveal {
+                job,
+                task,
+                output,
+                seconds,
+                agree,
+                ..
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                let Some(mut t) = self.tasks.get(&key).cloned() else {
+                    return Vec::new();
+                };
+                let is_executor = t.executor == Some(sender);
+                let equivalence = self
+                    .jobs
+                    .get(job)
+                    .map(|j| j.prescription.equivalence.clone());
+                let vote = if is_executor {
+                    true
+                } else {
+                    match (
+                        &equivalence,
+                        t.reveals.iter().find(|r| Some(r.provider) == t.executor),
+                    ) {
+                        (Some(Equivalence::ExactHash {}), Some(exec)) => exec.output == *output,
+                        _ => *agree,
+                    }
+                };
+                t.reveals.push(RevealRecord {
+                    provider: sender,
+                    output: *output,
+                    seconds: *seconds,
+                    agree: vote,
+                });
+                let mut events = vec![Event::Revealed {
+                    job: *job,
+                    task: *task,
+                    attempt: t.attempt,
+                    provider: sender,
+                    output: *output,
+                    agree: vote,
+                }];
+                let done = t.commits.iter().all(|c| t.revealed(&c.provider));
+                self.tasks.insert(key, t);
+                if done {
+                    events.extend(self.tally(key, now));
+                }
+                events
+            }
+            K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
+                Vec::new()
+            }
+        }
+    }
+
+    fn submit_job(
+        &mut self,
+        requester: Address,
+        id: Hash,
+        p: &Prescription,
+        deposit: Amount,
+        now: u64,
+    ) -> Vec<Event> {
+        let tasks = p.instructions.task_count() as u32;
+        let max_task_cost = max_task_cost(p, self.params.council_share_bps).unwrap_or(Amount::ZERO);
+        self.jobs.insert(
+            id,
+            Job {
+                requester,
+                prescription: p.clone(),
+                escrow: deposit,
+                max_task_cost,
+                tasks,
+                settled: 0,
+                closed: 0,
+                spent: Amount::ZERO,
+                cancelled: false,
+                finished: false,
+                failures: Vec::new(),
+                submitted_ms: now,
+            },
+        );
+        let deadline = now.saturating_add(p.halting.deadline_ms);
+        for index in 0..tasks {
+            let key = TaskKey { job: id, index };
+            self.tasks.insert(
+                key,
+                Task {
+                    phase: Phase::Bidding,
+                    attempt: 0,
+                    phase_started_ms: now,
+                    deadline_ms: deadline,
+                    bids: Vec::new(),
+                    executor: None,
+                    price: Amount::ZERO,
+                    council: Vec::new(),
+                    commits: Vec::new(),
+                    reveals: Vec::new(),
+                    result: None,
+                    note: "open for bids".into(),
+                },
+            );
+            self.open_tasks.insert(key, deadline);
+        }
+        vec![Event::JobSubmitted {
+            job: id,
+            requester,
+            tasks,
+            deposit,
+        }]
+    }
+
+    fn cancel_job(&mut self, id: Hash) -> Vec<Event> {
+        let Some(mut job) = self.jobs.get(&id).cloned() else {
+            return Vec::new();
+        };
+        let keys: Vec<(TaskKey, Task)> = self.tasks_of(&id).map(|(k, t)| (*k, t.clone())).collect();
+        let mut running = 0u128;
+        for (key, mut t) in keys {
+            match t.phase {
+                Phase::Bidding => {
+                    t.phase = Phase::Cancelled;
+                    t.note = "cancelled by the requester".into();
+                    job.closed += 1;
+                    self.open_tasks.remove(&key);
+                    self.tasks.insert(key, t);
+                }
+                Phase::Committing | Phase::Revealing => running += 1,
+                Phase::Settled | Phase::Failed | Phase::Cancelled => {}
+            }
+        }
+        job.cancelled = true;
+        let keep = Amount(
+            job.max_task_cost
+                .0
+                .saturating_mul(running)
+                .min(job.escrow.0),
+        );
+        let refund = job.escrow.saturating_sub(keep);
+        job.escrow = keep;
+        self.credit(job.requester, refund);
+        let mut events = vec![Event::JobCancelled { job: id, refund }];
+        self.jobs.insert(id, job);
+        events.extend(self.finish_if_done(id));
+        events
+    }
+
+    /// Runs the transitions due at block time `now`: auction deadlines, missed commitments,
+    /// missed reveals. Called at the start of every block, before its transactions.
+    pub(crate) fn run_deadlines(&mut self, now: u64) -> Vec<Event> {
+        let due: Vec<TaskKey> = self
+            .open_tasks
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut events = Vec::new();
+        for key in due {
+            let Some(t) = self.tasks.get(&key).cloned() else {
+                self.open_tasks.remove(&key);
+                continue;
+            };
+            match t.phase {
+                Phase::Bidding => {
+                    if t.bids.is_empty() {
+                        // No block is needed until someone bids: the first bid closes it.
+                        let mut t = t;
+                        t.note = "no bids yet; the first bid closes the auction".into();
+                        self.open_tasks.remove(&key);
+                        self.tasks.insert(key, t);
+                    } else {
+                        events.extend(self.close_auction(key, now));
+                    }
+                }
+                Phase::Committing => {
+                    let executor = t.executor.unwrap_or(Address([0; 20]));
+                    if t.committed(&executor).is_none() {
+                        events.extend(self.penalise_timeout(
+                            key,
+                            executor,
+                            "missed the commit deadline",
+                        ));
+                        events.extend(self.reopen(
+                            key,
+                            now,
+                            "the executor missed its deadline".into(),
+                        ));
+                    } else {
+                        let silent: Vec<Address> = t
+                            .council
+                            .iter()
+                            .filter(|c| t.committed(c).is_none())
+                            .copied()
+                            .collect();
+                        for member in &silent {
+                            events.extend(self.penalise_timeout(
+                                key,
+                                *member,
+                                "missed the commit deadline",
+                            ));
+                        }
+                        let mut t = t;
+                        t.council.retain(|c| !silent.contains(c));
+                        t.phase = Phase::Revealing;
+                        t.phase_started_ms = now;
+                        t.deadline_ms = now.saturating_add(self.params.reveal_window_ms);
+                        t.note = "revealing".into();
+                        self.open_tasks.insert(key, t.deadline_ms);
+                        self.tasks.insert(key, t);
+                    }
+                }
+                Phase::Revealing => {
+                    let executor = t.executor.unwrap_or(Address([0; 20]));
+                    if !t.revealed(&executor) {
+                        events.extend(self.penalise_timeout(
+                            key,
+                            executor,
+                            "missed the reveal deadline",
+                        ));
+                        events.extend(self.reopen(key, now, "the executor did not reveal".into()));
+                    } else {
+                        let silent: Vec<Address> = t
+                            .council
+                            .iter()
+                            .filter(|c| !t.revealed(c))
+                            .copied()
+                            .collect();
+                        for member in &silent {
+                            events.extend(self.penalise_timeout(
+                                key,
+                                *member,
+                                "missed the reveal deadline",
+                            ));
+                        }
+                        events.extend(self.tally(key, now));
+                    }
+                }
+                Phase::Settled | Phase::Failed | Phase::Cancelled => {
+                    self.open_tasks.remove(&key);
+                }
+            }
+        }
+        events
+    }
+
+    fn extend_auction(&mut self, key: TaskKey, mut t: Task, now: u64, note: String) {
+        let window = self
+            .jobs
+            .get(&key.job)
+            .map_or(1, |j| j.prescription.halting.deadline_ms.max(1));
+        t.deadline_ms = now.saturating_add(window);
+        t.note = note;
+        self.open_tasks.insert(key, t.deadline_ms);
+        self.tasks.insert(key, t);
+    }
+
+    /// Chooses the executor and draws the council; if no council can be formed the auction
+    /// stays open and the note says why.
+    fn close_auction(&mut self, key: TaskKey, now: u64) -> Vec<Event> {
+        let (Some(mut t), Some(job)) = (
+            self.tasks.get(&key).cloned(),
+            self.jobs.get(&key.job).cloned(),
+        ) else {
+            return Vec::new();
+        };
+        let weight = |a: &Address| {
+            10_000 + 500 * u128::from(self.providers.get(a).map_or(0, |p| p.streak.min(10)))
+        };
+        let Some(winner) = t
+            .bids
+            .iter()
+            .enumerate()
+            .min_by(|(i, a), (j, b)| {
+                let ea = mul_div(a.price.0, 10_000, weight(&a.provider));
+                let eb = mul_div(b.price.0, 10_000, weight(&b.provider));
+                ea.cmp(&eb).then(a.price.cmp(&b.price)).then(i.cmp(j))
+            })
+            .map(|(_, b)| b.clone())
+        else {
+            return Vec::new();
+        };
+        let size = usize::from(job.prescription.instructions.council_size);
+        let council = self.draw_council(&key, t.attempt, &job, winner.provider, now, size);
+        if council.len() < size {
+            let note = format!(
+                "waiting for council members: needs {size} eligible providers besides the executor, {} available",
+                council.len()
+            );
+            self.extend_auction(key, t, now, note);
+            return Vec::new();
+        }
+        for member in std::iter::once(&winner.provider).chain(council.iter()) {
+            self.adjust_active(member, 1);
+        }
+        t.phase = Phase::Committing;
+        t.executor = Some(winner.provider);
+        t.price = winner.price;
+        t.council = council.clone();
+        t.phase_started_ms = now;
+        t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
+        t.note = "running".into();
+        self.open_tasks.insert(key, t.deadline_ms);
+        let event = Event::AuctionClosed {
+            job: key.job,
+            task: key.index,
+            attempt: t.attempt,
+            executor: winner.provider,
+            price: winner.price,
+            council,
+        };
+        self.tasks.insert(key, t);
+        vec![event]
+    }
+
+    fn draw_council(
+        &self,
+        key: &TaskKey,
+        attempt: u32,
+        job: &Job,
+        executor: Address,
+        now: u64,
+        size: usize,
+    ) -> Vec<Address> {
+        if size == 0 {
+            return Vec::new();
+        }
+        let p = &self.params;
+        let mut seed = Vec::with_capacity(80);
+        self.head_hash.encode(&mut seed);
+        key.encode(&mut seed);
+        attempt.encode(&mut seed);
+        let mut candidates: Vec<(Hash, Address)> = self
+            .providers
+            .iter()
+            .filter(|(a, prov)| {
+                **a != executor
+                    && **a != job.requester
+                    && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
+                    && self
+                        .accounts
+                        .get(a)
+                        .is_some_and(|acct| acct.stake_locked >= p.min_provider_stake)
+                    && job
+                        .prescription
+                        .instructions
+                        .requirements
+                        .unmet_by(&prov.hardware)
+                        .is_none()
+                    && job.failures_of(a) < p.max_job_failures
+            })
+            .map(|(a, _)| {
+                let mut h = blake3::Hasher::new();
+                h.update(&seed);
+                h.update(&a.0);
+                (Hash(*h.finalize().as_bytes()), *a)
+            })
+            .collect();
+        candidates.sort();
+        candidates.into_iter().take(size).map(|(_, a)| a).collect()
+    }
+
+    fn adjust_active(&mut self, provider: &Address, delta: i32) {
+        if let Some(mut p) = self.providers.get(provider).cloned() {
+            p.active = p.active.saturating_add_signed(delta);
+            self.providers.insert(*provider, p);
+        }
+    }
+
+    /// Decides a task whose reveals are in (or whose reveal window closed).
+    fn tally(&mut self, key: TaskKey, now: u64) -> Vec<Event> {
+        let (Some(t), Some(job)) = (
+            self.tasks.get(&key).cloned(),
+            self.jobs.get(&key.job).cloned(),
+        ) else {
+            return Vec::new();
+        };
+        let Some(executor) = t.executor else {
+            return Vec::new();
+        };
+        let Some(exec_reveal) = t.reveals.iter().find(|r| r.provider == executor).cloned() else {
+            return Vec::new();
+        };
+        let voters: Vec<&RevealRecord> = t
+            .reveals
+            .iter()
+            .filter(|r| r.provider != executor)
+            .collect();
+        let agree: Vec<Address> = voters
+            .iter()
+            .filter(|r| r.agree)
+            .map(|r| r.provider)
+            .collect();
+        let disagree: Vec<Address> = voters
+            .iter()
+            .filter(|r| !r.agree)
+            .map(|r| r.provider)
+            .collect();
+        if !t.council.is_empty() && voters.is_empty() {
+            return self.reopen(key, now, "no council member revealed a vote".into());
+        }
+        let accepted = voters.is_empty() || agree.len() * 2 > voters.len();
+        let mut events = Vec::new();
+        let p = self.params.clone();
+        if accepted {
+            let deadline_s = job
+                .prescription
+                .instructions
+                .task_deadline_ms
+                .div_ceil(1000);
+            let seconds = exec_reveal.seconds.min(deadline_s);
+            let paid = match job.prescription.payment {
+                Payment::PerTaskSecond { .. } => {
+                    Amount(t.price.0.saturating_mul(u128::from(seconds)))
+                }
+                Payment::FixedPerTask { .. } => t.price,
+            };
+            let share = Amount(mul_div(paid.0, u128::from(p.council_share_bps), 10_000));
+            let council_paid = Amount(share.0 * agree.len() as u128);
+            self.pay_from_escrow(key.job, executor, paid);
+            for member in &agree {
+                self.pay_from_escrow(key.job, *member, share);
+                self.record_success(member);
+            }
+            for member in &disagree {
+                events.extend(self.slash(
+                    key,
+                    *member,
+                    p.slash_bps,
+                    "voted against the accepted result",
+                ));
+                self.record_failure(key.job, *member);
+            }
+            self.record_success(&executor);
+            let reward_wanted = p
+                .reward_per_task_second
+                .0
+                .saturating_mul(u128::from(seconds));
+            let reward = Amount(reward_wanted.min(self.rewards_pool.0));
+            self.set_pool(self.rewards_pool.saturating_sub(reward));
+            self.credit(executor, reward);
+            self.add_earnings(&executor, Amount(paid.0 + reward.0));
+            for member in &agree {
+                self.add_earnings(member, share);
+            }
+            for member in t.assigned() {
+                self.adjust_active(member, -1);
+            }
+            let mut t = t;
+            t.phase = Phase::Settled;
+            t.result = Some(exec_reveal.output);
+            t.note = "settled".into();
+            self.open_tasks.remove(&key);
+            events.push(Event::TaskSettled {
+                job: key.job,
+                task: key.index,
+                attempt: t.attempt,
+                executor,
+                output: exec_reveal.output,
+                paid,
+                council_paid,
+            });
+            events.push(Event::ProofOfCompute {
+                job: key.job,
+                task: key.index,
+                attempt: t.attempt,
+                executor,
+                council: agree.clone(),
+                output: exec_reveal.output,
+                seconds,
+                cost: Amount(paid.0 + council_paid.0),
+                reward,
+            });
+            self.tasks.insert(key, t);
+            if let Some(mut j) = self.jobs.get(&key.job).cloned() {
+                j.settled += 1;
+                self.jobs.insert(key.job, j);
+            }
+            events.extend(self.finish_if_done(key.job));
+        } else {
+            let slashed = self.take_stake(&executor, p.slash_bps);
+            events.push(Event::Slashed {
+                provider: executor,
+                amount: slashed,
+                job: key.job,
+                task: key.index,
+                reason: "the council rejected its result".into(),
+            });
+            self.record_failure(key.job, executor);
+            // The majority that caught it is paid its usual share out of the slash.
+            let usual = match job.prescription.payment {
+                Payment::PerTaskSecond { .. } => Amount(
+                    t.price.0.saturating_mul(u128::from(
+                        exec_reveal.seconds.min(
+                            job.prescription
+                                .instructions
+                                .task_deadline_ms
+                                .div_ceil(1000),
+                        ),
+                    )),
+                ),
+                Payment::FixedPerTask { .. } => t.price,
+            };
+            let share = mul_div(usual.0, u128::from(p.council_share_bps), 10_000);
+            let mut left = slashed.0;
+            for member in &disagree {
+                let pay = share.min(left);
+                left -= pay;
+                self.credit(*member, Amount(pay));
+                self.add_earnings(member, Amount(pay));
+                self.record_success(member);
+            }
+            self.set_pool(Amount(self.rewards_pool.0.saturating_add(left)));
+            for member in &agree {
+                events.extend(self.slash(key, *member, p.slash_bps, "voted for a rejected result"));
+                self.record_failure(key.job, *member);
+            }
+            events.extend(self.reopen(key, now, "the council rejected the result".into()));
+        }
+        events
+    }
+
+    /// Sends a task back to auction as a new attempt, or fails it after `max_attempts`.
+    fn reopen(&mut self, key: TaskKey, now: u64, reason: String) -> Vec<Event> {
+        let (Some(mut t), Some(job)) = (
+            self.tasks.get(&key).cloned(),
+            self.jobs.get(&key.job).cloned(),
+        ) else {
+            return Vec::new();
+        };
+        let assigned: Vec<Address> = t.assigned().copied().collect();
+        for member in &assigned {
+            self.adjust_active(member, -1);
+        }
+        t.attempt += 1;
+        t.bids.clear();
+        t.executor = None;
+        t.price = Amount::ZERO;
+        t.council.clear();
+        t.commits.clear();
+        t.reveals.clear();
+        t.phase_started_ms = now;
+        if t.attempt >= self.params.max_attempts || job.cancelled {
+            t.phase = Phase::Failed;
+            t.note = format!("failed after {} attempts: {reason}", t.attempt);
+            self.open_tasks.remove(&key);
+            self.tasks.insert(key, t);
+            let mut j = job;
+            j.closed += 1;
+            self.jobs.insert(key.job, j);
+            let mut events = vec![Event::TaskFailed {
+                job: key.job,
+                task: key.index,
+                reason,
+            }];
+            events.extend(self.finish_if_done(key.job));
+            return events;
+        }
+        t.phase = Phase::Bidding;
+        t.deadline_ms = now.saturating_add(job.prescription.halting.deadline_ms);
+        t.note = format!("reopened: {reason}");
+        self.open_tasks.insert(key, t.deadline_ms);
+        let attempt = t.attempt;
+        self.tasks.insert(key, t);
+        vec![Event::TaskReopened {
+            job: key.job,
+            task: key.index,
+            attempt,
+            reason,
+        }]
+    }
+
+    fn finish_if_done(&mut self, id: Hash) -> Vec<Event> {
+        let Some(mut job) = self.jobs.get(&id).cloned() else {
+            return Vec::new();
+        };
+        if job.finished || job.settled + job.closed < job.tasks {
+            return Vec::new();
+        }
+        let refund = job.escrow;
+        job.escrow = Amount::ZERO;
+        job.finished = true;
+        self.credit(job.requester, refund);
+        self.jobs.insert(id, job);
+        vec![Event::JobFinished { job: id, refund }]
+    }
+
+    fn pay_from_escrow(&mut self, job_id: Hash, to: Address, amount: Amount) {
+        let Some(mut job) = self.jobs.get(&job_id).cloned() else {
+            return;
+        };
+        // Escrow covers every task at its maximum cost, so this never clips; clipping keeps
+        // conservation if a rule ever changes.
+        let amount = amount.min(job.escrow);
+        job.escrow = job.escrow.saturating_sub(amount);
+        job.spent = Amount(job.spent.0.saturating_add(amount.0));
+        self.jobs.insert(job_id, job);
+        self.credit(to, amount);
+    }
+
+    fn credit(&mut self, to: Address, amount: Amount) {
+        if amount.0 == 0 {
+            return;
+        }
+        let mut account = self.account(&to);
+        account.balance = Amount(account.balance.0.saturating_add(amount.0));
+        self.accounts.insert(to, account);
+    }
+
+    fn penalise_timeout(&mut self, key: TaskKey, provider: Address, reason: &str) -> Vec<Event> {
+        let bps = self.params.timeout_slash_bps;
+        let events = self.slash(key, provider, bps, reason);
+        self.record_failure(key.job, provider);
+        events
+    }
+
+    /// Takes `bps` of a provider's stake into the rewards pool.
+    fn slash(&mut self, key: TaskKey, provider: Address, bps: u32, reason: &str) -> Vec<Event> {
+        let amount = self.take_stake(&provider, bps);
+        self.set_pool(Amount(self.rewards_pool.0.saturating_add(amount.0)));
+        vec![Event::Slashed {
+            provider,
+            amount,
+            job: key.job,
+            task: key.index,
+            reason: reason.to_string(),
+        }]
+    }
+
+    /// Removes `bps` of locked plus unbonding stake (locked first, then the newest unbonding
+    /// entries) and returns how much; the caller puts it somewhere.
+    fn take_stake(&mut self, provider: &Address, bps: u32) -> Amount {
+        let mut account = self.account(provider);
+        let base = account.stake_locked.0 + account.unbonding_total().0;
+        let mut want = mul_div(base, u128::from(bps.min(10_000)), 10_000);
+        if want == 0 {
+            return Amount::ZERO;
+        }
+        let total = want;
+        let from_locked = want.min(account.stake_locked.0);
+        account.stake_locked = Amount(account.stake_locked.0 - from_locked);
+        want -= from_locked;
+        for entry in account.unbonding.iter_mut().rev() {
+            let take = want.min(entry.amount.0);
+            entry.amount = Amount(entry.amount.0 - take);
+            want -= take;
+        }
+        account.unbonding.retain(|u| u.amount.0 > 0);
+        self.accounts.insert(*provider, account);
+        if let Some(mut p) = self.providers.get(provider).cloned() {
+            p.slashed = Amount(p.slashed.0.saturating_add(total));
+            self.providers.insert(*provider, p);
+        }
+        Amount(total)
+    }
+
+    fn record_success(&mut self, provider: &Address) {
+        if let Some(mut p) = self.providers.get(provider).cloned() {
+            p.streak = p.streak.saturating_add(1);
+            p.validated += 1;
+            self.providers.insert(*provider, p);
+        }
+    }
+
+    fn record_failure(&mut self, job_id: Hash, provider: Address) {
+        if let Some(mut p) = self.providers.get(&provider).cloned() {
+            p.streak = 0;
+            p.failed += 1;
+            self.providers.insert(provider, p);
+        }
+        if let Some(mut job) = self.jobs.get(&job_id).cloned() {
+            job.add_failure(provider);
+            self.jobs.insert(job_id, job);
+        }
+    }
+
+    fn add_earnings(&mut self, provider: &Address, amount: Amount) {
+        if let Some(mut p) = self.providers.get(provider).cloned() {
+            p.earned = Amount(p.earned.0.saturating_add(amount.0));
+            self.providers.insert(*provider, p);
+        }
+    }
+}
+
+/// Checks a prescription's shape; errors name the field.
+fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result<(), TxError> {
+    let bad =
+        |field: &'static str, problem: String| Err(TxError::BadPrescription { field, problem });
+    let i = &p.instructions;
+    if p.program.command.trim().is_empty() {
+        return bad("program.command", "must name a command".into());
+    }
+    if i.items == 0 {
+        return bad("instructions.items", "must be at least 1".into());
+    }
+    if i.chunk == 0 {
+        return bad("instructions.chunk", "must be at least 1".into());
+    }
+    if i.task_count() > u64::from(params.max_tasks_per_job) {
+        return bad(
+            "instructions.chunk",
+            format!(
+                "{} tasks exceed the limit of {}; use a larger chunk",
+                i.task_count(),
+                params.max_tasks_per_job
+            ),
+        );
+    }
+    if i.task_deadline_ms == 0 {
+        return bad("instructions.task_deadline_ms", "must be positive".into());
+    }
+    if i.council_size > params.max_council_size {
+        return bad(
+            "instructions.council_size",
+            format!("at most {}", params.max_council_size),
+        );
+    }
+    if i.council_size % 2 == 0 && i.council_size != 0 {
+        return bad(
+            "instructions.council_size",
+            "must be 0 or odd, so a majority always exists".into(),
+        );
+    }
+    if p.payment.max_price().0 == 0 {
+        return bad("payment.max_price", "must be positive".into());
+    }
+    if p.halting.deadline_ms == 0 {
+        return bad("halting.deadline_ms", "must be positive".into());
+    }
+    if p.halting.reserve_price.is_some_and(|r| r.0 == 0) {
+        return bad(
+            "halting.reserve_price",
+            "must be positive when given".into(),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,738 @@
+//! The batch market through the ledger: honest work is paid, cheaters are caught.
+//!
+//! Byzantine actors are named test doubles: `lying_executor`, `dissenting_council_member`,
+//! `copying_council_member`, `vanishing_executor`.
+
+use gridwork_protocol::{dev_keypair, Event, Genesis, Params, Phase, State, TaskKey, TxError};
+use gridwork_types::{
+    commitment, Address, Amount, Equivalence, Gpu, GpuVendor, Halting, Hardware, Hash,
+    Instructions, Keypair, Payment, Prescription, Program, Requirements, SignedTx, Transaction,
+    TxKind, GRID,
+};
+
+const T0: u64 = 1_700_000_000_000;
+const CHAIN: &str = "market-test";
+const PROVIDERS: u32 = 6;
+
+/// A chain with a requester (dev0) and staked, registered providers (dev1..=dev6).
+struct Market {
+    state: State,
+    replica: State,
+    now: u64,
+    nonces: std::collections::BTreeMap<Address, u64>,
+}
+
+fn params() -> Params {
+    Params {
+        max_job_failures: 1,
+        ..Params::default()
+    }
+}
+
+fn gpu_box() -> Hardware {
+    Hardware {
+        gpus: vec![Gpu {
+            vendor: GpuVendor::Nvidia,
+            model: "L4".into(),
+            vram_mib: 24_000,
+        }],
+        cpu_cores: 8,
+        memory_mib: 32_000,
+    }
+}
+
+fn requester() -> Keypair {
+    dev_keypair(0)
+}
+
+fn provider(i: u32) -> Keypair {
+    dev_keypair(i)
+}
+
+fn prescription(tasks: u64, council: u8, equivalence: Equivalence) -> Prescription {
+    Prescription {
+        data: vec![Hash([7; 32])],
+        program: Program {
+            command: "render".into(),
+            args: vec![],
+        },
+        instructions: Instructions {
+            items: tasks,
+            chunk: 1,
+            requirements: Requirements {
+                gpu_vendor: Some(GpuVendor::Nvidia),
+                min_gpus: 1,
+                ..Default::default()
+            },
+            task_deadline_ms: 60_000,
+            council_size: council,
+        },
+        payment: Payment::PerTaskSecond {
+            max_price: Amount(GRID / 100),
+        },
+        equivalence,
+        halting: Halting {
+            first_bids: 1,
+            deadline_ms: 5_000,
+            reserve_price: None,
+        },
+    }
+}
+
+fn salt(who: &Keypair) -> Hash {
+    Hash::of(&who.address().0)
+}
+
+impl Market {
+    fn new() -> Market {
+        let genesis = Genesis::dev(CHAIN, T0, PROVIDERS + 2, params());
+        let (state, _) = State::genesis(&genesis).unwrap();
+        let (replica, _) = State::genesis(&genesis).unwrap();
+        let mut m = Market {
+            state,
+            replica,
+            now: T0,
+            nonces: Default::default(),
+        };
+        let stakes: Vec<SignedTx> = (1..=PROVIDERS)
+            .map(|i| {
+                m.tx(
+                    &provider(i),
+                    TxKind::StakeLock {
+                        amount: Amount::grid(1_000),
+                    },
+                )
+            })
+            .collect();
+        m.block(stakes);
+        let regs: Vec<SignedTx> = (1..=PROVIDERS)
+            .map(|i| {
+                m.tx(
+                    &provider(i),
+                    TxKind::RegisterProvider {
+                        hardware: gpu_box(),
+                    },
+                )
+            })
+            .collect();
+        m.block(regs);
+        m
+    }
+
+    fn tx(&mut self, key: &Keypair, kind: TxKind) -> SignedTx {
+        let nonce = self.nonces.entry(key.address()).or_insert(0);
+        let tx = Transaction {
+            from: key.public(),
+            nonce: *nonce,
+            fee: Amount::ZERO,
+            kind,
+        }
+        .sign(CHAIN, key);
+        *nonce += 1;
+        tx
+    }
+
+    /// One block 1 ms after the last; every transaction must apply. The replica applies the
+    /// same block and must reach the same root; supply must be conserved.
+    fn block(&mut self, txs: Vec<SignedTx>) -> Vec<Event> {
+        self.at(self.now + 1, txs)
+    }
+
+    fn at(&mut self, t: u64, txs: Vec<SignedTx>) -> Vec<Event> {
+        self.now = t;
+        let built = self.state.build_block(t, Address([0; 20]), txs);
+        assert!(built.rejected.is_empty(), "rejected: {:?}", built.rejected);
+        self.replica.apply_block(&built.block).unwrap();
+        assert_eq!(self.replica.root(), self.state.root());
+        assert_eq!(self.state.check_conservation(), Ok(()));
+        let mut events = built.events;
+        events.extend(built.receipts.into_iter().flat_map(|r| r.events));
+        events
+    }
+
+    /// The error one transaction gets (and the nonce is not consumed).
+    fn refused(&mut self, key: &Keypair, kind: TxKind) -> TxError {
+        let tx = self.tx(key, kind);
+        let mut built = self
+            .state
+            .build_block(self.now + 1, Address([0; 20]), vec![tx]);
+        self.now += 1;
+        self.replica.apply_block(&built.block).unwrap();
+        *self.nonces.get_mut(&key.address()).unwrap() -= 1;
+        assert_eq!(built.rejected.len(), 1);
+        built.rejected.remove(0).1
+    }
+
+    fn submit(&mut self, p: Prescription, deposit: Amount) -> Hash {
+        let tx = self.tx(
+            &requester(),
+            TxKind::SubmitJob {
+                prescription: p,
+                deposit,
+            },
+        );
+        let id = tx.hash();
+        self.block(vec![tx]);
+        id
+    }
+
+    fn task(&self, job: Hash, index: u32) -> gridwork_protocol::Task {
+        self.state.task(&TaskKey { job, index }).unwrap().clone()
+    }
+
+    fn key_of(address: Address) -> Keypair {
+        (1..=PROVIDERS)
+            .map(provider)
+            .find(|k| k.address() == address)
+            .unwrap()
+    }
+
+    /// Commits `outputs[i]` for each of `who` in one block.
+    fn commit_all(&mut self, job: Hash, task: u32, who: &[(Keypair, Hash)]) {
+        let attempt = self.task(job, task).attempt;
+        let txs = who
+            .iter()
+            .map(|(k, out)| {
+                let c = commitment(out, &salt(k), &k.address());
+                self.tx(
+                    k,
+                    TxKind::Commit {
+                        job,
+                        task,
+                        attempt,
+                        commitment: c,
+                    },
+                )
+            })
+            .collect();
+        self.block(txs);
+    }
+
+    fn reveal(
+        &mut self,
+        job: Hash,
+        task: u32,
+        who: &Keypair,
+        output: Hash,
+        agree: bool,
+    ) -> Vec<Event> {
+        let attempt = self.task(job, task).attempt;
+        let tx = self.tx(
+            who,
+            TxKind::Reveal {
+                job,
+                task,
+                attempt,
+                output,
+                salt: salt(who),
+                seconds: 10,
+                agree,
+            },
+        );
+        self.block(vec![tx])
+    }
+
+    fn balance(&self, k: &Keypair) -> u128 {
+        self.state.account(&k.address()).balance.0
+    }
+
+    fn stake(&self, a: &Address) -> u128 {
+        let acct = self.state.account(a);
+        acct.stake_locked.0 + acct.unbonding_total().0
+    }
+}
+
+fn deposit_for(p: &Prescription) -> Amount {
+    let per = gridwork_protocol::max_task_cost(p, Params::default().council_share_bps).unwrap();
+    Amount(per.0 * u128::from(p.instructions.items))
+}
+
+#[test]
+fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
+    let mut m = Market::new();
+    let p = prescription(1, 3, Equivalence::ExactHash {});
+    let deposit = deposit_for(&p);
+    let before = m.balance(&requester());
+    let job = m.submit(p, deposit);
+    assert_eq!(m.balance(&requester()), before - deposit.0);
+
+    let bid = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    let events = m.block(vec![bid]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::AuctionClosed { .. })),
+        "{events:?}"
+    );
+    let t = m.task(job, 0);
+    assert_eq!(t.phase, Phase::Committing);
+    assert_eq!(t.executor, Some(provider(1).address()));
+    assert_eq!(t.council.len(), 3);
+    assert!(!t.council.contains(&provider(1).address()));
+
+    let out = Hash([42; 32]);
+    let mut all = vec![(provider(1), out)];
+    all.extend(t.council.iter().map(|a| (Market::key_of(*a), out)));
+    let earned_before: Vec<u128> = all.iter().map(|(k, _)| m.balance(k)).collect();
+    m.commit_all(job, 0, &all);
+    assert_eq!(m.task(job, 0).phase, Phase::Revealing);
+    m.reveal(job, 0, &provider(1), out, true);
+    let mut events = Vec::new();
+    for (k, o) in &all[1..] {
+        events.extend(m.reveal(job, 0, k, *o, true));
+    }
+    assert_eq!(m.task(job, 0).phase, Phase::Settled);
+    assert_eq!(m.task(job, 0).result, Some(out));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::ProofOfCompute { seconds: 10, .. })));
+
+    // Executor: 10 s at GRID/200 plus the proof-of-compute reward; council: 10% each.
+    let paid = 10 * (GRID / 200);
+    let reward = 10 * Params::default().reward_per_task_second.0;
+    let gained: Vec<u128> = all
+        .iter()
+        .zip(&earned_before)
+        .map(|((k, _), b)| m.balance(k) - b)
+        .collect();
+    assert_eq!(gained[0], paid + reward);
+    for g in &gained[1..] {
+        assert_eq!(*g, paid / 10);
+    }
+    // Requester got back everything not paid out.
+    let job_rec = m.state.job(&job).unwrap();
+    assert!(job_rec.finished);
+    assert_eq!(m.balance(&requester()), before - paid - 3 * (paid / 10));
+    assert_eq!(m.state.provider(&provider(1).address()).unwrap().streak, 1);
+}
+
+#[test]
+fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
+    let mut m = Market::new();
+    let p = prescription(1, 3, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let lying_executor = provider(1);
+    let bid = m.tx(
+        &lying_executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let council: Vec<Keypair> = m
+        .task(job, 0)
+        .council
+        .iter()
+        .map(|a| Market::key_of(*a))
+        .collect();
+    let (truth, forged_result) = (Hash([1; 32]), Hash([66; 32]));
+    let mut all = vec![(lying_executor.clone(), forged_result)];
+    all.extend(council.iter().map(|k| (k.clone(), truth)));
+    let stake_before = m.stake(&lying_executor.address());
+    m.commit_all(job, 0, &all);
+    m.reveal(job, 0, &lying_executor, forged_result, true);
+    let mut events = Vec::new();
+    for k in &council {
+        // Council members vote `agree`, but under exact-hash equivalence the ledger derives the
+        // vote from the hashes.
+        events.extend(m.reveal(job, 0, k, truth, true));
+    }
+    assert!(events.iter().any(
+        |e| matches!(e, Event::Slashed { provider, .. } if *provider == lying_executor.address())
+    ));
+    assert_eq!(
+        m.stake(&lying_executor.address()),
+        stake_before - stake_before / 10
+    );
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1));
+    assert_eq!(
+        m.state.provider(&lying_executor.address()).unwrap().streak,
+        0
+    );
+
+    // The liar is blocklisted for this job; an honest provider takes the task.
+    let err = m.refused(
+        &lying_executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(1),
+        },
+    );
+    assert!(matches!(err, TxError::Blocklisted { .. }), "{err}");
+    let honest = (1..=PROVIDERS)
+        .map(provider)
+        .find(|k| k.address() != lying_executor.address())
+        .unwrap();
+    let bid = m.tx(
+        &honest,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let t = m.task(job, 0);
+    assert_eq!(t.executor, Some(honest.address()));
+    assert!(
+        !t.council.contains(&lying_executor.address()),
+        "a blocklisted provider is not drawn"
+    );
+    let mut all = vec![(honest.clone(), truth)];
+    all.extend(t.council.iter().map(|a| (Market::key_of(*a), truth)));
+    m.commit_all(job, 0, &all);
+    for (k, o) in &all {
+        m.reveal(job, 0, k, *o, true);
+    }
+    let t = m.task(job, 0);
+    assert_eq!(
+        (t.phase, t.result),
+        (Phase::Settled, Some(truth)),
+        "the requester gets the right result"
+    );
+    assert!(m.state.job(&job).unwrap().finished);
+}
+
+#[test]
+fn dissenting_council_member_in_the_minority_is_slashed() {
+    let mut m = Market::new();
+    let p = prescription(
+        1,
+        3,
+        Equivalence::NumericTolerance {
+            abs_ppb: 1_000,
+            rel_ppb: 0,
+        },
+    );
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let council: Vec<Keypair> = m
+        .task(job, 0)
+        .council
+        .iter()
+        .map(|a| Market::key_of(*a))
+        .collect();
+    let out = Hash([5; 32]);
+    let mut all = vec![(provider(1), out)];
+    // Numeric tolerance: council outputs differ in bytes but agree within tolerance.
+    all.extend(
+        council
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), Hash([10 + i as u8; 32]))),
+    );
+    m.commit_all(job, 0, &all);
+    m.reveal(job, 0, &provider(1), out, true);
+    let dissenting_council_member = council[2].clone();
+    let stake_before = m.stake(&dissenting_council_member.address());
+    m.reveal(job, 0, &council[0], all[1].1, true);
+    m.reveal(job, 0, &council[1], all[2].1, true);
+    let events = m.reveal(job, 0, &dissenting_council_member, all[3].1, false);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::TaskSettled { .. })));
+    assert!(events.iter().any(
+        |e| matches!(e, Event::Slashed { provider, .. } if *provider == dissenting_council_member.address())
+    ));
+    assert!(m.stake(&dissenting_council_member.address()) < stake_before);
+}
+
+#[test]
+fn copying_council_member_cannot_reveal_someone_elses_commitment() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let copying_council_member = Market::key_of(m.task(job, 0).council[0]);
+    let out = Hash([9; 32]);
+    let exec_commit = commitment(&out, &salt(&provider(1)), &provider(1).address());
+    let c1 = m.tx(
+        &provider(1),
+        TxKind::Commit {
+            job,
+            task: 0,
+            attempt: 0,
+            commitment: exec_commit,
+        },
+    );
+    // The copier submits the executor's commitment as its own.
+    let c2 = m.tx(
+        &copying_council_member,
+        TxKind::Commit {
+            job,
+            task: 0,
+            attempt: 0,
+            commitment: exec_commit,
+        },
+    );
+    m.block(vec![c1, c2]);
+    m.reveal(job, 0, &provider(1), out, true);
+    // Revealing the executor's output and salt does not open the copied commitment: it is
+    // bound to the committer's address.
+    let err = m.refused(
+        &copying_council_member,
+        TxKind::Reveal {
+            job,
+            task: 0,
+            attempt: 0,
+            output: out,
+            salt: salt(&provider(1)),
+            seconds: 1,
+            agree: true,
+        },
+    );
+    assert_eq!(err, TxError::RevealMismatch);
+    // When the reveal window closes the silent copier is slashed and, no vote being in,
+    // the task runs again.
+    let stake_before = m.stake(&copying_council_member.address());
+    let events = m.at(m.now + Params::default().reveal_window_ms + 1, vec![]);
+    assert!(events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == copying_council_member.address())));
+    assert!(m.stake(&copying_council_member.address()) < stake_before);
+    assert_eq!(m.task(job, 0).attempt, 1);
+}
+
+#[test]
+fn vanishing_executor_is_penalised_and_the_task_reauctioned_after_its_deadline() {
+    let mut m = Market::new();
+    let p = prescription(1, 0, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let vanishing_executor = provider(2);
+    let bid = m.tx(
+        &vanishing_executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    assert_eq!(m.state.next_deadline(), Some(m.now + 60_000));
+    let stake_before = m.stake(&vanishing_executor.address());
+    let events = m.at(m.now + 60_000, vec![]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::TaskReopened { attempt: 1, .. })),
+        "{events:?}"
+    );
+    assert_eq!(
+        m.stake(&vanishing_executor.address()),
+        stake_before - stake_before / 100
+    );
+    assert_eq!(m.task(job, 0).phase, Phase::Bidding);
+}
+
+#[test]
+fn a_task_fails_after_max_attempts_and_its_escrow_returns() {
+    let mut m = Market::new();
+    let mut p = prescription(1, 0, Equivalence::ExactHash {});
+    p.halting.first_bids = 1;
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let before = m.balance(&requester());
+    for attempt in 0..Params::default().max_attempts {
+        let who = provider(1 + attempt % PROVIDERS);
+        let bid = m.tx(
+            &who,
+            TxKind::Bid {
+                job,
+                task: 0,
+                price: Amount(GRID / 200),
+            },
+        );
+        m.block(vec![bid]);
+        m.at(m.now + 60_000, vec![]);
+    }
+    assert_eq!(m.task(job, 0).phase, Phase::Failed);
+    assert!(m.state.job(&job).unwrap().finished);
+    assert_eq!(m.balance(&requester()), before + deposit_for(&p).0);
+}
+
+#[test]
+fn cancel_returns_what_is_not_running() {
+    let mut m = Market::new();
+    let p = prescription(3, 0, Equivalence::ExactHash {});
+    let deposit = deposit_for(&p);
+    let before = m.balance(&requester());
+    let job = m.submit(p.clone(), deposit);
+    let bid = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let cancel = m.tx(&requester(), TxKind::CancelJob { job });
+    m.block(vec![cancel]);
+    let per_task = deposit.0 / 3;
+    assert_eq!(
+        m.balance(&requester()),
+        before - per_task,
+        "the running task's reserve stays in escrow"
+    );
+    assert_eq!(m.task(job, 1).phase, Phase::Cancelled);
+    // The running task still finishes and is paid; then the rest comes back.
+    let out = Hash([3; 32]);
+    m.commit_all(job, 0, &[(provider(1), out)]);
+    m.reveal(job, 0, &provider(1), out, true);
+    assert!(m.state.job(&job).unwrap().finished);
+    assert_eq!(m.balance(&requester()), before - 10 * (GRID / 200));
+    let err = m.refused(&requester(), TxKind::CancelJob { job });
+    assert!(matches!(err, TxError::JobClosed { .. }));
+}
+
+#[test]
+fn bad_jobs_and_bids_get_clear_errors() {
+    let mut m = Market::new();
+    let p = prescription(2, 1, Equivalence::ExactHash {});
+    let short = Amount(deposit_for(&p).0 - 1);
+    let err = m.refused(
+        &requester(),
+        TxKind::SubmitJob {
+            prescription: p.clone(),
+            deposit: short,
+        },
+    );
+    assert!(matches!(err, TxError::DepositTooLow { .. }), "{err}");
+
+    let mut even = p.clone();
+    even.instructions.council_size = 2;
+    let err = m.refused(
+        &requester(),
+        TxKind::SubmitJob {
+            prescription: even,
+            deposit: Amount::grid(1_000),
+        },
+    );
+    assert!(
+        err.to_string().contains("instructions.council_size"),
+        "{err}"
+    );
+
+    let mut empty = p.clone();
+    empty.instructions.chunk = 0;
+    let err = m.refused(
+        &requester(),
+        TxKind::SubmitJob {
+            prescription: empty,
+            deposit: Amount::grid(1_000),
+        },
+    );
+    assert!(err.to_string().contains("instructions.chunk"), "{err}");
+
+    // Hardware nobody has: bids are refused with the reason, and the task says why it waits.
+    let mut huge = p.clone();
+    huge.instructions.requirements.min_vram_mib = 80_000;
+    let job = m.submit(huge.clone(), deposit_for(&huge));
+    let err = m.refused(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(1),
+        },
+    );
+    assert!(
+        matches!(&err, TxError::HardwareUnfit { reason } if reason.contains("80000 MiB")),
+        "{err}"
+    );
+    m.at(m.now + 5_000, vec![]);
+    assert!(m.task(job, 0).note.contains("no bids yet"));
+
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let err = m.refused(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID),
+        },
+    );
+    assert!(matches!(err, TxError::BadPrice { .. }), "{err}");
+    let err = m.refused(
+        &requester(),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(1),
+        },
+    );
+    assert!(matches!(err, TxError::NotAProvider { .. }), "{err}");
+    let err = m.refused(
+        &provider(1),
+        TxKind::Commit {
+            job,
+            task: 0,
+            attempt: 0,
+            commitment: Hash::ZERO,
+        },
+    );
+    assert!(matches!(err, TxError::WrongPhase { .. }), "{err}");
+}
+
+#[test]
+fn the_first_bid_after_an_empty_deadline_closes_the_auction() {
+    let mut m = Market::new();
+    let mut p = prescription(1, 1, Equivalence::ExactHash {});
+    p.halting.first_bids = 0;
+    let job = m.submit(p.clone(), deposit_for(&p));
+    m.at(m.now + 5_000, vec![]);
+    assert_eq!(
+        m.state.next_deadline(),
+        None,
+        "an auction with no bids needs no blocks"
+    );
+    let bid = m.tx(
+        &provider(3),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    assert_eq!(m.task(job, 0).phase, Phase::Committing);
+}
+
+#[test]
+fn providers_need_stake_to_register() {
+    let mut m = Market::new();
+    let newcomer = dev_keypair(PROVIDERS + 1);
+    let err = m.refused(
+        &newcomer,
+        TxKind::RegisterProvider {
+            hardware: gpu_box(),
+        },
+    );
+    assert!(matches!(err, TxError::StakeTooLow { .. }), "{err}");
+    let err = m.refused(&newcomer, TxKind::Heartbeat);
+    assert!(matches!(err, TxError::NotAProvider { .. }), "{err}");
+}
