@@ -736,3 +736,129 @@ fn providers_need_stake_to_register() {
     let err = m.refused(&newcomer, TxKind::Heartbeat);
     assert!(matches!(err, TxError::NotAProvider { .. }), "{err}");
 }
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Submit {
+            tasks: u64,
+            council: u8,
+            numeric: bool,
+        },
+        Bid {
+            job: usize,
+            task: u32,
+            who: u32,
+            price: u128,
+        },
+        Commit {
+            job: usize,
+            task: u32,
+            lie: bool,
+        },
+        Reveal {
+            job: usize,
+            task: u32,
+            vote: bool,
+        },
+        Cancel {
+            job: usize,
+        },
+        Wait {
+            ms: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>())
+                .prop_map(|(tasks, council, numeric)| Op::Submit { tasks, council, numeric }),
+            4 => (0usize..4, 0u32..3, 1u32..=PROVIDERS, 1u128..(GRID / 100))
+                .prop_map(|(job, task, who, price)| Op::Bid { job, task, who, price }),
+            4 => (0usize..4, 0u32..3, prop::bool::weighted(0.2)).prop_map(|(job, task, lie)| Op::Commit { job, task, lie }),
+            4 => (0usize..4, 0u32..3, prop::bool::weighted(0.8)).prop_map(|(job, task, vote)| Op::Reveal { job, task, vote }),
+            1 => (0usize..4).prop_map(|job| Op::Cancel { job }),
+            2 => (0u64..90_000).prop_map(|ms| Op::Wait { ms }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Whatever honest and Byzantine providers do, supply is conserved after every block
+        /// and a replica applying the same blocks reaches the same state root.
+        #[test]
+        fn random_market_workloads_conserve_supply_and_replay_deterministically(ops in prop::collection::vec(op(), 1..40)) {
+            let mut m = Market::new();
+            let mut jobs: Vec<Hash> = Vec::new();
+            for op in ops {
+                // Indices pick among the jobs and tasks that exist.
+                let pick = |jobs: &Vec<Hash>, m: &Market, j: usize, t: u32| -> Option<(Hash, u32)> {
+                    let job = *jobs.get(j % jobs.len().max(1))?;
+                    let tasks = m.state.job(&job)?.tasks.max(1);
+                    Some((job, t % tasks))
+                };
+                let mut txs = Vec::new();
+                let mut t = m.now + 1;
+                match op {
+                    Op::Submit { tasks, council, numeric } => {
+                        let eq = if numeric { Equivalence::NumericTolerance { abs_ppb: 1, rel_ppb: 1 } } else { Equivalence::ExactHash {} };
+                        let p = prescription(tasks, council, eq);
+                        let tx = m.tx(&requester(), TxKind::SubmitJob { deposit: deposit_for(&p), prescription: p });
+                        jobs.push(tx.hash());
+                        txs.push(tx);
+                    }
+                    Op::Bid { job, task, who, price } => {
+                        if let Some((job, task)) = pick(&jobs, &m, job, task) {
+                            txs.push(m.tx(&provider(who), TxKind::Bid { job, task, price: Amount(price) }));
+                        }
+                    }
+                    Op::Commit { job, task, lie } => {
+                        if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                            for who in t.executor.iter().chain(t.council.iter()) {
+                                let k = Market::key_of(*who);
+                                let out = if lie && Some(*who) == t.executor { Hash([0xee; 32]) } else { Hash([1; 32]) };
+                                let c = commitment(&out, &salt(&k), who);
+                                txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
+                            }
+                        }
+                    }
+                    Op::Reveal { job, task, vote } => {
+                        if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                            // The executor reveals first, then the council.
+                            let mut commits = t.commits.clone();
+                            commits.sort_by_key(|c| Some(c.provider) != t.executor);
+                            for c in &commits {
+                                let k = Market::key_of(c.provider);
+                                for out in [Hash([1; 32]), Hash([0xee; 32])] {
+                                    if commitment(&out, &salt(&k), &c.provider) == c.commitment {
+                                        txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: 7, agree: vote }));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Op::Cancel { job } => {
+                        if let Some((job, _)) = pick(&jobs, &m, job, 0) {
+                            txs.push(m.tx(&requester(), TxKind::CancelJob { job }));
+                        }
+                    }
+                    Op::Wait { ms } => t = m.now + ms,
+                }
+                // Transactions that do not apply are left out; their nonces are reused.
+                let built = m.state.build_block(t, Address([0; 20]), txs);
+                m.now = t;
+                for (tx, _) in &built.rejected {
+                    let n = m.nonces.get_mut(&tx.tx.sender()).unwrap();
+                    *n = (*n).min(tx.tx.nonce);
+                }
+                prop_assert_eq!(m.state.check_conservation(), Ok(()));
+                m.replica.apply_block(&built.block).unwrap();
+                prop_assert_eq!(m.replica.root(), m.state.root());
+            }
+        }
+    }
+}
