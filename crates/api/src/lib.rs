@@ -370,3 +370,137 @@ pub struct BlockEvent {
     /// One per transaction.
     pub receipts: Vec<Receipt>,
 }
+
+/// `GET /v1/jobs/{id}`: a job and each of its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job id.
+    pub id: Hash,
+    /// Who pays.
+    pub requester: Address,
+    /// `open`, `finished` or `cancelled`.
+    pub status: String,
+    /// What it runs.
+    pub prescription: Prescription,
+    /// Escrow still held.
+    pub escrow: Amount,
+    /// Paid out so far.
+    pub spent: Amount,
+    /// The most one task can cost.
+    pub max_task_cost: Amount,
+    /// Tasks settled.
+    pub settled: u32,
+    /// Tasks failed or cancelled.
+    pub closed: u32,
+    /// Every task.
+    pub tasks: Vec<TaskView>,
+    /// Why providers declined to bid, newest last (reported by workers, not on the ledger).
+    #[serde(default)]
+    pub declines: Vec<Decline>,
+}
+
+/// One task of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// Index.
+    pub index: u32,
+    /// `bidding`, `committing`, `revealing`, `settled`, `failed` or `cancelled`.
+    pub phase: String,
+    /// Attempt (0 first).
+    pub attempt: u32,
+    /// Items `[start, end)`.
+    pub items: (u64, u64),
+    /// Bids of this attempt.
+    pub bids: Vec<(Address, Amount)>,
+    /// The executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<Address>,
+    /// The winning price.
+    pub price: Amount,
+    /// The council.
+    pub council: Vec<Address>,
+    /// Who committed.
+    pub committed: Vec<Address>,
+    /// Reveals: who, output, vote.
+    pub revealed: Vec<(Address, Hash, bool)>,
+    /// The accepted output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Hash>,
+    /// When the current phase times out (block time, ms).
+    pub deadline_ms: u64,
+    /// Why it waits.
+    pub note: String,
+}
+
+/// A worker's reason for not bidding on a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decline {
+    /// The provider.
+    pub provider: Address,
+    /// Why.
+    pub reason: String,
+}
+
+/// `POST /v1/jobs/{id}/declines`: a provider says why it will not bid, signed by its key
+/// over `"gridwork/decline/v1" || job id || reason`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostDecline {
+    /// Hex of the provider's public key.
+    pub public_key: String,
+    /// Why.
+    pub reason: String,
+    /// Hex of the signature.
+    pub signature: String,
+}
+
+/// `GET /v1/providers/{address}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderView {
+    /// The provider.
+    pub address: Address,
+    /// `offline`, `busy` or `available`.
+    pub status: String,
+    /// What its machine offers.
+    pub hardware: Hardware,
+    /// Stake locked.
+    pub stake_locked: Amount,
+    /// Validated results in a row.
+    pub streak: u32,
+    /// Results accepted and majority votes.
+    pub validated: u64,
+    /// Rejected results, minority votes, missed deadlines.
+    pub failed: u64,
+    /// Earned so far, rewards included.
+    pub earned: Amount,
+    /// Stake taken so far.
+    pub slashed: Amount,
+    /// Tasks in progress.
+    pub active: u32,
+    /// Last heartbeat (block time, ms).
+    pub last_heartbeat_ms: u64,
+}
+
+/// `GET /v1/providers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderList {
+    /// By address.
+    pub providers: Vec<ProviderView>,
+}
+
+/// `POST /v1/blobs`: the content id of the stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStored {
+    /// BLAKE3 of the bytes.
+    pub cid: Hash,
+    /// Their length.
+    pub size: u64,
+}
+
+/// The message a decline signature covers.
+pub fn decline_message(job: &Hash, reason: &str) -> Vec<u8> {
+    let mut m = b"gridwork/decline/v1".to_vec();
+    m.extend_from_slice(job.as_bytes());
+    m.extend_from_slice(reason.as_bytes());
+    m
+}

@@ -3,10 +3,11 @@
 use std::time::{Duration, Instant};
 
 use gridwork_api::{
-    AccountView, BlockEvent, BlockList, BlockView, ChainInfo, ErrorBody, Health, SubmitTx,
-    Submitted, TxStatus,
+    decline_message, AccountView, BlobStored, BlockEvent, BlockList, BlockView, ChainInfo,
+    ErrorBody, Health, JobView, PostDecline, ProviderList, ProviderView, SubmitTx, Submitted,
+    TxStatus,
 };
-use gridwork_types::{Address, Hash, SignedTx};
+use gridwork_types::{Address, Hash, Keypair, SignedTx};
 use serde::de::DeserializeOwned;
 
 /// Why a call failed.
@@ -191,6 +192,102 @@ impl Client {
     pub async fn blocks(&self, limit: usize) -> Result<Vec<BlockView>, ClientError> {
         let list: BlockList = self.get(&format!("/v1/blocks?limit={limit}")).await?;
         Ok(list.blocks)
+    }
+
+    /// `GET /v1/jobs/{id}`; `None` if the node does not know it.
+    pub async fn job(&self, id: &Hash) -> Result<Option<JobView>, ClientError> {
+        self.get_optional(&format!("/v1/jobs/{id}")).await
+    }
+
+    /// `POST /v1/jobs/{id}/declines`: says why `key`'s provider will not bid.
+    pub async fn decline(
+        &self,
+        job: &Hash,
+        key: &Keypair,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let url = format!("{}/v1/jobs/{job}/declines", self.base);
+        let body = PostDecline {
+            public_key: hex::encode(key.public().to_bytes()),
+            reason: reason.to_string(),
+            signature: hex::encode(key.sign(&decline_message(job, reason)).to_bytes()),
+        };
+        let resp = self.http.post(&url).json(&body).send().await.map_err(|e| {
+            ClientError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status().as_u16();
+        let body: ErrorBody = resp.json().await.map_err(|e| ClientError::BadResponse {
+            url,
+            message: e.to_string(),
+        })?;
+        Err(ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        })
+    }
+
+    /// `GET /v1/providers/{address}`; `None` if not registered.
+    pub async fn provider(&self, address: &Address) -> Result<Option<ProviderView>, ClientError> {
+        self.get_optional(&format!("/v1/providers/{address}")).await
+    }
+
+    /// `GET /v1/providers`.
+    pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
+        let list: ProviderList = self.get("/v1/providers").await?;
+        Ok(list.providers)
+    }
+
+    /// `POST /v1/blobs`: stores bytes, returns their content id.
+    pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<Hash, ClientError> {
+        let url = format!("{}/v1/blobs", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        let stored: BlobStored = self.send(req, &url).await?;
+        Ok(stored.cid)
+    }
+
+    /// `GET /v1/blobs/{cid}`, checked against the content id.
+    pub async fn blob(&self, cid: &Hash) -> Result<Option<Vec<u8>>, ClientError> {
+        let url = format!("{}/v1/blobs/{cid}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(ClientError::BadResponse {
+                url,
+                message: format!("HTTP {}", resp.status()),
+            });
+        }
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        if Hash::of(&bytes) != *cid {
+            return Err(ClientError::BadResponse {
+                url,
+                message: "the bytes do not match their content id".into(),
+            });
+        }
+        Ok(Some(bytes.to_vec()))
     }
 
     /// Polls until the transaction is committed, or `timeout` passes.

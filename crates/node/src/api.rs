@@ -15,9 +15,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
-use gridwork_api::{BlockList, ErrorBody, ErrorDetail, SubmitTx, Submitted};
+use gridwork_api::{
+    BlobStored, BlockList, ErrorBody, ErrorDetail, PostDecline, ProviderList, SubmitTx, Submitted,
+};
 use gridwork_protocol::TxError;
-use gridwork_types::{Address, Hash};
+use gridwork_types::{Address, Hash, PublicKey, Signature};
 use serde::Deserialize;
 
 use crate::mempool::MempoolError;
@@ -70,6 +72,14 @@ impl IntoResponse for ApiError {
 impl From<NodeError> for ApiError {
     fn from(e: NodeError) -> Self {
         match e {
+            NodeError::NotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            NodeError::BadDecline => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_signature",
+                e.to_string(),
+            ),
             NodeError::Halted { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string())
             }
@@ -94,6 +104,24 @@ pub fn tx_error_code(e: &TxError) -> &'static str {
         TxError::UnbondExceedsLocked { .. } => "unbond_exceeds_locked",
         TxError::TooManyUnbondings { .. } => "too_many_unbondings",
         TxError::NothingToWithdraw { .. } => "nothing_to_withdraw",
+        TxError::StakeTooLow { .. } => "stake_too_low",
+        TxError::NotAProvider { .. } => "not_a_provider",
+        TxError::BadPrescription { .. } => "bad_prescription",
+        TxError::DepositTooLow { .. } => "deposit_too_low",
+        TxError::UnknownJob { .. } => "unknown_job",
+        TxError::UnknownTask { .. } => "unknown_task",
+        TxError::NotRequester { .. } => "not_requester",
+        TxError::JobClosed { .. } => "job_closed",
+        TxError::WrongPhase { .. } => "wrong_phase",
+        TxError::WrongAttempt { .. } => "wrong_attempt",
+        TxError::NotAssigned { .. } => "not_assigned",
+        TxError::AlreadyDone { .. } => "already_done",
+        TxError::RevealMismatch => "reveal_mismatch",
+        TxError::ExecutorNotRevealed => "executor_not_revealed",
+        TxError::OwnJob => "own_job",
+        TxError::HardwareUnfit { .. } => "hardware_unfit",
+        TxError::Blocklisted { .. } => "blocklisted",
+        TxError::BadPrice { .. } => "bad_price",
         _ => "invalid_transaction",
     }
 }
@@ -160,6 +188,15 @@ pub fn router(node: Node) -> Router {
         .route("/v1/blocks", get(list_blocks))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/events", get(events))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/declines", post(post_decline))
+        .route("/v1/providers", get(list_providers))
+        .route("/v1/providers/{address}", get(get_provider))
+        .route(
+            "/v1/blobs",
+            post(put_blob).layer(DefaultBodyLimit::max(crate::blobs::MAX_BLOB_BYTES)),
+        )
+        .route("/v1/blobs/{cid}", get(get_blob))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -284,4 +321,79 @@ async fn events(State(node): State<Node>) -> Sse<impl Stream<Item = Result<SseEv
         Some((Ok(event), rx))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn get_job(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: Hash = parse("job id", &id)?;
+    match node.job(&id) {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(ApiError::not_found(format!("job {id}"))),
+    }
+}
+
+async fn post_decline(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: Result<Json<PostDecline>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id: Hash = parse("job id", &id)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    let bad = |what: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{what} is not valid hex of the right length"),
+        )
+    };
+    let key: [u8; 32] = hex::decode(&body.public_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("public_key"))?;
+    let key = PublicKey::from_bytes(&key).map_err(|_| bad("public_key"))?;
+    let sig: [u8; 64] = hex::decode(&body.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("signature"))?;
+    node.decline(&id, &key, &body.reason, &Signature::from_bytes(&sig))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_providers(State(node): State<Node>) -> Response {
+    Json(ProviderList {
+        providers: node.providers(),
+    })
+    .into_response()
+}
+
+async fn get_provider(
+    State(node): State<Node>,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
+    let address: Address = parse("address", &address)?;
+    match node.provider(&address) {
+        Some(p) => Ok(Json(p).into_response()),
+        None => Err(ApiError::not_found(format!("provider {address}"))),
+    }
+}
+
+async fn put_blob(State(node): State<Node>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let cid = node.put_blob(&body)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BlobStored {
+            cid,
+            size: body.len() as u64,
+        }),
+    )
+        .into_response())
+}
+
+async fn get_blob(State(node): State<Node>, Path(cid): Path<String>) -> Result<Response, ApiError> {
+    let cid: Hash = parse("content id", &cid)?;
+    match node.blob(&cid)? {
+        Some(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        }
+        None => Err(ApiError::not_found(format!("blob {cid}"))),
+    }
 }

@@ -7,11 +7,13 @@
 
 pub mod api;
 pub mod bench;
+mod blobs;
 mod config;
 mod mempool;
 mod metrics;
 mod node;
 
+pub use blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore, MAX_BLOB_BYTES};
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
 pub use mempool::{Mempool, MempoolError};
 pub use metrics::Metrics;

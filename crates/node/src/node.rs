@@ -22,15 +22,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gridwork_api::{AccountView, BlockEvent, BlockView, ChainInfo, Health, TxStatus, TxView};
+use std::collections::HashMap;
+
+use gridwork_api::{
+    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, ProviderView,
+    TaskView, TxStatus, TxView,
+};
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Block, Decode, DecodeError, Hash, SignedTx, MAX_TX_BYTES,
+    verify_batch, Address, Block, Decode, DecodeError, Hash, PublicKey, Signature, SignedTx,
+    MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
 
+use crate::blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore};
 use crate::config::NodeConfig;
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
@@ -77,6 +84,18 @@ pub enum NodeError {
         /// What the accounts and the pool hold.
         held: u128,
     },
+    /// The blob store failed.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// Something asked for does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What.
+        what: String,
+    },
+    /// A decline whose signature does not verify.
+    #[error("the decline is not signed by the provider's key")]
+    BadDecline,
     /// The node halted after a failed commit.
     #[error("the node halted: {reason}; restart it to resume from the last durable block")]
     Halted {
@@ -165,6 +184,9 @@ struct Shared {
     inner: Mutex<Inner>,
     store: Box<dyn Store>,
     producing: Mutex<()>,
+    blobs: Box<dyn BlobStore>,
+    /// Why providers declined jobs (off the ledger; newest per provider, bounded per job).
+    declines: Mutex<HashMap<Hash, Vec<Decline>>>,
     events: broadcast::Sender<Arc<BlockEvent>>,
     metrics: Metrics,
     stop: AtomicBool,
@@ -294,8 +316,10 @@ impl Node {
             config.max_block_txs,
             Address([0; 20]),
         );
-        Node::with_store(
+        let blobs = FsBlobStore::new(dir.join("blobs"));
+        Node::with_parts(
             Box::new(store),
+            Box::new(blobs),
             genesis.as_ref(),
             Box::new(consensus),
             config.mempool_capacity,
@@ -306,6 +330,23 @@ impl Node {
     /// [`gridwork_storage::FailingStore`]). `genesis` initialises an empty store.
     pub fn with_store(
         store: Box<dyn Store>,
+        genesis: Option<&Genesis>,
+        consensus: Box<dyn Consensus>,
+        mempool_capacity: usize,
+    ) -> Result<Node, NodeError> {
+        Node::with_parts(
+            store,
+            Box::new(MemoryBlobStore::default()),
+            genesis,
+            consensus,
+            mempool_capacity,
+        )
+    }
+
+    /// A node over any store and blob store.
+    pub fn with_parts(
+        store: Box<dyn Store>,
+        blobs: Box<dyn BlobStore>,
         genesis: Option<&Genesis>,
         consensus: Box<dyn Consensus>,
         mempool_capacity: usize,
@@ -350,6 +391,8 @@ impl Node {
                 }),
                 store,
                 producing: Mutex::new(()),
+                blobs,
+                declines: Mutex::new(HashMap::new()),
                 events,
                 metrics,
                 stop: AtomicBool::new(false),
@@ -670,6 +713,142 @@ impl Node {
             }
         }
         Ok(out)
+    }
+
+    /// A job with its tasks and the decline reasons workers reported.
+    pub fn job(&self, id: &Hash) -> Option<JobView> {
+        let inner = self.lock();
+        let job = inner.state.job(id)?;
+        let instructions = &job.prescription.instructions;
+        let tasks = inner
+            .state
+            .tasks_of(id)
+            .map(|(key, t)| TaskView {
+                index: key.index,
+                phase: format!("{:?}", t.phase).to_lowercase(),
+                attempt: t.attempt,
+                items: instructions.task_items(key.index),
+                bids: t.bids.iter().map(|b| (b.provider, b.price)).collect(),
+                executor: t.executor,
+                price: t.price,
+                council: t.council.clone(),
+                committed: t.commits.iter().map(|c| c.provider).collect(),
+                revealed: t
+                    .reveals
+                    .iter()
+                    .map(|r| (r.provider, r.output, r.agree))
+                    .collect(),
+                result: t.result,
+                deadline_ms: t.deadline_ms,
+                note: t.note.clone(),
+            })
+            .collect();
+        let status = if job.cancelled {
+            "cancelled"
+        } else if job.finished {
+            "finished"
+        } else {
+            "open"
+        };
+        let declines = self
+            .shared
+            .declines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        Some(JobView {
+            id: *id,
+            requester: job.requester,
+            status: status.into(),
+            prescription: job.prescription.clone(),
+            escrow: job.escrow,
+            spent: job.spent,
+            max_task_cost: job.max_task_cost,
+            settled: job.settled,
+            closed: job.closed,
+            tasks,
+            declines,
+        })
+    }
+
+    /// Records a provider's reason for not bidding on a job (checked: signed by the
+    /// provider's key, the job exists). Keeps the newest reason per provider, 100 per job.
+    pub fn decline(
+        &self,
+        job: &Hash,
+        public_key: &PublicKey,
+        reason: &str,
+        signature: &Signature,
+    ) -> Result<(), NodeError> {
+        public_key
+            .verify(&gridwork_api::decline_message(job, reason), signature)
+            .map_err(|_| NodeError::BadDecline)?;
+        if self.lock().state.job(job).is_none() {
+            return Err(NodeError::NotFound {
+                what: format!("job {job}"),
+            });
+        }
+        let provider = public_key.address();
+        let reason: String = reason.chars().take(500).collect();
+        let mut declines = self
+            .shared
+            .declines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let list = declines.entry(*job).or_default();
+        list.retain(|d| d.provider != provider);
+        list.push(Decline { provider, reason });
+        if list.len() > 100 {
+            list.remove(0);
+        }
+        Ok(())
+    }
+
+    /// A provider's record with its pool status and stake.
+    pub fn provider(&self, address: &Address) -> Option<ProviderView> {
+        let inner = self.lock();
+        Self::provider_view(&inner.state, address)
+    }
+
+    /// Every provider.
+    pub fn providers(&self) -> Vec<ProviderView> {
+        let inner = self.lock();
+        let addresses: Vec<Address> = inner.state.providers().map(|(a, _)| *a).collect();
+        addresses
+            .iter()
+            .filter_map(|a| Self::provider_view(&inner.state, a))
+            .collect()
+    }
+
+    fn provider_view(state: &State, address: &Address) -> Option<ProviderView> {
+        let p = state.provider(address)?;
+        let now = now_ms().max(state.head().timestamp_ms);
+        let status = p.status(now, state.params().heartbeat_timeout_ms);
+        Some(ProviderView {
+            address: *address,
+            status: format!("{status:?}").to_lowercase(),
+            hardware: p.hardware.clone(),
+            stake_locked: state.account(address).stake_locked,
+            streak: p.streak,
+            validated: p.validated,
+            failed: p.failed,
+            earned: p.earned,
+            slashed: p.slashed,
+            active: p.active,
+            last_heartbeat_ms: p.last_heartbeat_ms,
+        })
+    }
+
+    /// Stores a blob; returns its content id.
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash, NodeError> {
+        Ok(self.shared.blobs.put(bytes)?)
+    }
+
+    /// A blob by content id.
+    pub fn blob(&self, cid: &Hash) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self.shared.blobs.get(cid)?)
     }
 
     /// The state root of the head (for tests and operators).

@@ -339,6 +339,12 @@ async fn health_metrics_chain_and_openapi_are_served() {
         .unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for path in [
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}/declines",
+        "/v1/providers",
+        "/v1/providers/{address}",
+        "/v1/blobs",
+        "/v1/blobs/{cid}",
         "/health",
         "/metrics",
         "/v1/chain",
@@ -362,4 +368,216 @@ async fn unreachable_node_is_a_clear_error() {
     let err = Client::new(&addr.to_string()).chain().await.unwrap_err();
     assert!(matches!(err, ClientError::Unreachable { .. }));
     assert!(err.to_string().contains("gridwork node --dev"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_through_the_api_from_submission_to_settlement() {
+    use gridwork_types::{
+        commitment, Equivalence, Gpu, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
+        Prescription, Program, Requirements,
+    };
+    let t = TestNode::start().await;
+    let (requester, exec, council) = (dev_keypair(0), dev_keypair(1), dev_keypair(2));
+    let hw = Hardware {
+        gpus: vec![Gpu {
+            vendor: GpuVendor::Nvidia,
+            model: "L4".into(),
+            vram_mib: 24_000,
+        }],
+        cpu_cores: 8,
+        memory_mib: 32_000,
+    };
+    let mut last = None;
+    for k in [&exec, &council] {
+        t.client
+            .submit(&t.sign(
+                k,
+                0,
+                TxKind::StakeLock {
+                    amount: Amount::grid(1_000),
+                },
+            ))
+            .await
+            .unwrap();
+        last = Some(
+            t.client
+                .submit(&t.sign(
+                    k,
+                    1,
+                    TxKind::RegisterProvider {
+                        hardware: hw.clone(),
+                    },
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    t.client.wait_committed(&last.unwrap(), WAIT).await.unwrap();
+    let p = Prescription {
+        data: vec![t.client.put_blob(b"scene".to_vec()).await.unwrap()],
+        program: Program {
+            command: "render".into(),
+            args: vec![],
+        },
+        instructions: Instructions {
+            items: 1,
+            chunk: 1,
+            requirements: Requirements::default(),
+            task_deadline_ms: 60_000,
+            council_size: 1,
+        },
+        payment: Payment::FixedPerTask {
+            max_price: Amount::grid(2),
+        },
+        equivalence: Equivalence::ExactHash {},
+        halting: Halting {
+            first_bids: 1,
+            deadline_ms: 10_000,
+            reserve_price: None,
+        },
+    };
+    let short = t.sign(
+        &requester,
+        0,
+        TxKind::SubmitJob {
+            prescription: p.clone(),
+            deposit: Amount::grid(1),
+        },
+    );
+    assert_eq!(
+        t.client.submit(&short).await.unwrap_err().code(),
+        Some("deposit_too_low")
+    );
+    let submit = t.sign(
+        &requester,
+        0,
+        TxKind::SubmitJob {
+            prescription: p,
+            deposit: Amount::grid(3),
+        },
+    );
+    let job = t.client.submit(&submit).await.unwrap();
+    t.client.wait_committed(&job, WAIT).await.unwrap();
+    let view = t.client.job(&job).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status.as_str(), view.tasks[0].phase.as_str()),
+        ("open", "bidding")
+    );
+
+    t.client
+        .decline(&job, &dev_keypair(3), "price too low for my GPU")
+        .await
+        .unwrap();
+    let bid = t
+        .client
+        .submit(&t.sign(
+            &exec,
+            2,
+            TxKind::Bid {
+                job,
+                task: 0,
+                price: Amount::grid(1),
+            },
+        ))
+        .await
+        .unwrap();
+    t.client.wait_committed(&bid, WAIT).await.unwrap();
+    let view = t.client.job(&job).await.unwrap().unwrap();
+    assert_eq!(view.tasks[0].executor, Some(exec.address()));
+    assert_eq!(view.tasks[0].council, vec![council.address()]);
+    assert_eq!(view.declines[0].reason, "price too low for my GPU");
+    assert_eq!(
+        t.client
+            .provider(&exec.address())
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "busy"
+    );
+
+    let out = Hash::of(b"frame-0001.png");
+    let salt = Hash([4; 32]);
+    // Market transactions are checked against committed state: reveals wait for the commits.
+    let mut commits = Vec::new();
+    for (k, n) in [(&exec, 3), (&council, 2)] {
+        let c = commitment(&out, &salt, &k.address());
+        commits.push(
+            t.client
+                .submit(&t.sign(
+                    k,
+                    n,
+                    TxKind::Commit {
+                        job,
+                        task: 0,
+                        attempt: 0,
+                        commitment: c,
+                    },
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    for h in &commits {
+        t.client.wait_committed(h, WAIT).await.unwrap();
+    }
+    let mut reveal_hash = None;
+    for (k, n) in [(&exec, 4), (&council, 3)] {
+        // Council members reveal after the executor: wait for each.
+        let h = t
+            .client
+            .submit(&t.sign(
+                k,
+                n,
+                TxKind::Reveal {
+                    job,
+                    task: 0,
+                    attempt: 0,
+                    output: out,
+                    salt,
+                    seconds: 3,
+                    agree: true,
+                },
+            ))
+            .await;
+        let h = match h {
+            Ok(h) => h,
+            Err(e) => panic!("reveal refused: {e}"),
+        };
+        t.client.wait_committed(&h, WAIT).await.unwrap();
+        reveal_hash = Some(h);
+    }
+    assert!(reveal_hash.is_some());
+    let view = t.client.job(&job).await.unwrap().unwrap();
+    assert_eq!(
+        (view.status.as_str(), view.tasks[0].result),
+        ("finished", Some(out))
+    );
+    assert_eq!(
+        view.spent,
+        Amount(Amount::grid(1).0 + Amount::grid(1).0 / 10)
+    );
+    let provider = t.client.provider(&exec.address()).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            provider.validated,
+            provider.streak,
+            provider.status.as_str()
+        ),
+        (1, 1, "available")
+    );
+    assert_eq!(t.client.providers().await.unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_round_trip_by_content_id() {
+    let t = TestNode::start().await;
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let cid = t.client.put_blob(big.clone()).await.unwrap();
+    assert_eq!(cid, gridwork_types::Hash::of(&big));
+    assert_eq!(t.client.blob(&cid).await.unwrap(), Some(big));
+    assert_eq!(
+        t.client.blob(&gridwork_types::Hash([1; 32])).await.unwrap(),
+        None
+    );
 }
