@@ -6,7 +6,13 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod client;
+mod jobfile;
 mod keystore;
+mod manifest;
+mod tree;
 
 pub use client::{Client, ClientError, EventStream};
+pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
+pub use manifest::{safe_relative, walk, Manifest, ManifestEntry, ManifestError};
+pub use tree::TreeError;

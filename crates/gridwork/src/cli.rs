@@ -62,6 +62,65 @@ pub(crate) enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Submit, follow and collect jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Look up providers.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobCommand {
+    /// Validate a job file, upload its inputs, lock the deposit and publish the job.
+    Submit {
+        /// The job file (TOML; see docs/job.example.toml).
+        file: PathBuf,
+        /// Deposit in GRID (default: the file's, else the job's maximum cost).
+        #[arg(long)]
+        deposit: Option<String>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Tasks, bids, executors, councils, votes, cost so far, and why nobody bid.
+    Status {
+        /// Job id.
+        id: String,
+    },
+    /// Follow a job until it finishes.
+    Watch {
+        /// Job id.
+        id: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_s: u64,
+    },
+    /// Download the accepted outputs of every settled task.
+    Results {
+        /// Job id.
+        id: String,
+        /// Directory to write `task-N/` folders into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Cancel a job; escrow not needed by running tasks comes back.
+    Cancel {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ProviderCommand {
+    /// A provider's hardware, status, stake, reputation, earnings and slashes.
+    Show {
+        /// Provider address.
+        address: String,
+    },
+    /// Every registered provider.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,7 +33,7 @@ fn keystore(cli: &Cli) -> anyhow::Result<Keystore> {
     Ok(Keystore::new(home(cli)?.join("keys")))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -63,7 +63,7 @@ fn key_name(cli: &Cli) -> anyhow::Result<String> {
     })
 }
 
-fn signing_key(cli: &Cli) -> anyhow::Result<Keypair> {
+pub(crate) fn signing_key(cli: &Cli) -> anyhow::Result<Keypair> {
     let name = key_name(cli)?;
     let store = keystore(cli)?;
     let info = store.info(&name)?;
@@ -75,7 +75,7 @@ fn signing_key(cli: &Cli) -> anyhow::Result<Keypair> {
     Ok(store.unlock(&name, &pass)?)
 }
 
-fn parse_amount(s: &str) -> anyhow::Result<Amount> {
+pub(crate) fn parse_amount(s: &str) -> anyhow::Result<Amount> {
     Ok(Amount::parse_grid(s)?)
 }
 
@@ -113,6 +113,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tx(TxCommand::Show { hash }) => tx_show(&cli, hash),
         Command::Block(BlockCommand::Show { id }) => block_show(&cli, id),
         Command::Bench(cmd) => bench(&cli, cmd),
+        Command::Job(cmd) => crate::market::job(&cli, cmd),
+        Command::Provider(cmd) => crate::market::provider(&cli, cmd),
     }
 }
 
@@ -324,29 +326,45 @@ fn send_tx(cli: &Cli, kind: TxKind, send: &SendArgs) -> anyhow::Result<()> {
     let fee = parse_amount(&send.fee)?;
     let client = Client::new(&cli.node);
     runtime()?.block_on(async {
-        let chain = client.chain().await?;
-        let account = client.account(&key.address()).await?;
-        let tx = Transaction {
-            from: key.public(),
-            nonce: account.next_nonce,
-            fee,
-            kind,
-        }
-        .sign(&chain.chain_id, &key);
-        let hash = client.submit(&tx).await?;
-        if send.no_wait {
-            return emit(
+        let (hash, status) = sign_and_send(&client, &key, fee, kind, !send.no_wait).await?;
+        match status {
+            None => emit(
                 cli.json,
                 &json!({ "hash": hash, "status": "pending" }),
                 || format!("submitted {hash}"),
-            );
+            ),
+            Some(status) => {
+                let height = status.receipt.as_ref().map_or(0, |r| r.height);
+                emit(cli.json, &status, || {
+                    format!("committed {hash} in block {height}")
+                })
+            }
         }
-        let status = client.wait_committed(&hash, COMMIT_WAIT).await?;
-        let height = status.receipt.as_ref().map_or(0, |r| r.height);
-        emit(cli.json, &status, || {
-            format!("committed {hash} in block {height}")
-        })
     })
+}
+
+/// Signs `kind` with the account's next nonce, submits it, and waits for its block if asked.
+pub(crate) async fn sign_and_send(
+    client: &Client,
+    key: &Keypair,
+    fee: Amount,
+    kind: TxKind,
+    wait: bool,
+) -> anyhow::Result<(Hash, Option<gridwork_api::TxStatus>)> {
+    let chain = client.chain().await?;
+    let account = client.account(&key.address()).await?;
+    let tx = Transaction {
+        from: key.public(),
+        nonce: account.next_nonce,
+        fee,
+        kind,
+    }
+    .sign(&chain.chain_id, key);
+    let hash = client.submit(&tx).await?;
+    if !wait {
+        return Ok((hash, None));
+    }
+    Ok((hash, Some(client.wait_committed(&hash, COMMIT_WAIT).await?)))
 }
 
 fn tx_show(cli: &Cli, hash: &str) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod market;
 mod output;
 
 use clap::Parser;

@@ -34,8 +34,8 @@ pub use account::{Account, Unbonding, Vesting};
 pub use error::{BlockError, GenesisError, TxError};
 pub use genesis::{dev_keypair, Allocation, Genesis, Params, VestingSchedule};
 pub use market::{
-    max_task_cost, BidRecord, CommitRecord, Failures, Job, Phase, PoolStatus, Provider,
-    RevealRecord, Task, TaskKey,
+    max_task_cost, validate_prescription, BidRecord, CommitRecord, Failures, Job, Phase,
+    PoolStatus, Provider, RevealRecord, Task, TaskKey,
 };
 pub use receipt::{Event, Receipt};
 pub use state::{apply_to_sender, BlockOutcome, BuiltBlock, Credit, State, StateChanges};

@@ -1400,8 +1400,8 @@ impl State {
     }
 }
 
-/// Checks a prescription's shape; errors name the field.
-fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result<(), TxError> {
+/// Checks a prescription's shape against the chain's parameters; errors name the field.
+pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result<(), TxError> {
     let bad =
         |field: &'static str, problem: String| Err(TxError::BadPrescription { field, problem });
     let i = &p.instructions;

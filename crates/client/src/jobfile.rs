@@ -1,0 +1,341 @@
+//! Job files: a prescription a person can read and write, in TOML.
+//!
+//! Amounts are decimal GRID ("0.01"), durations are seconds, tolerances are plain decimals;
+//! the file becomes a [`Prescription`] in the ledger's units. Unknown keys are errors, so a
+//! typo is reported with its name instead of silently ignored. See `docs/job.example.toml`.
+
+use std::path::{Path, PathBuf};
+
+use gridwork_types::{
+    Amount, Equivalence, GpuVendor, Halting, Hash, Instructions, Payment, Prescription, Program,
+    Requirements,
+};
+use serde::Deserialize;
+
+/// Why a job file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobFileError {
+    /// The file could not be read.
+    #[error("cannot read job file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a job (the message names the key).
+    #[error("job file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// A field with a bad value.
+    #[error("job file {path}: `{field}` {problem}")]
+    Field {
+        /// The file.
+        path: String,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    deposit: Option<String>,
+    data: RawData,
+    program: Program,
+    instructions: RawInstructions,
+    payment: RawPayment,
+    #[serde(default)]
+    equivalence: RawEquivalence,
+    halting: RawHalting,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    #[serde(default)]
+    inputs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstructions {
+    items: u64,
+    chunk: u64,
+    task_deadline_s: u64,
+    #[serde(default)]
+    council_size: u8,
+    #[serde(default)]
+    requirements: RawRequirements,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequirements {
+    gpu_vendor: Option<GpuVendor>,
+    #[serde(default)]
+    min_gpus: u32,
+    #[serde(default)]
+    min_vram_mib: u64,
+    #[serde(default)]
+    min_cpu_cores: u32,
+    #[serde(default)]
+    min_memory_mib: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPayment {
+    kind: String,
+    max_price: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEquivalence {
+    kind: String,
+    #[serde(default)]
+    abs: f64,
+    #[serde(default)]
+    rel: f64,
+}
+
+impl Default for RawEquivalence {
+    fn default() -> Self {
+        RawEquivalence {
+            kind: "exact_hash".into(),
+            abs: 0.0,
+            rel: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHalting {
+    #[serde(default)]
+    first_bids: u32,
+    deadline_s: u64,
+    reserve_price: Option<String>,
+}
+
+/// An input of a job: a local path to upload, or a content id already stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A file or directory (relative paths are relative to the job file).
+    Path(PathBuf),
+    /// A manifest's content id (`cid:<64 hex>`).
+    Cid(Hash),
+}
+
+/// A parsed job file.
+#[derive(Debug, Clone)]
+pub struct JobFile {
+    /// The prescription, with `data` empty until the inputs are uploaded.
+    pub prescription: Prescription,
+    /// The inputs, in order.
+    pub inputs: Vec<Input>,
+    /// The deposit, if the file sets one (otherwise the job's maximum cost).
+    pub deposit: Option<Amount>,
+}
+
+impl JobFile {
+    /// Reads and checks a job file.
+    pub fn read(path: &Path) -> Result<JobFile, JobFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| JobFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        JobFile::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses job-file text; `name` labels errors; relative input paths are joined to `base`.
+    pub fn parse(text: &str, name: &str, base: &Path) -> Result<JobFile, JobFileError> {
+        let raw: RawJob = toml::from_str(text).map_err(|e| JobFileError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        let field = |field: &'static str, problem: String| JobFileError::Field {
+            path: name.to_string(),
+            field,
+            problem,
+        };
+        let amount = |field: &'static str, s: &str| {
+            Amount::parse_grid(s).map_err(|e| JobFileError::Field {
+                path: name.to_string(),
+                field,
+                problem: e.to_string(),
+            })
+        };
+        let max_price = amount("payment.max_price", &raw.payment.max_price)?;
+        let payment = match raw.payment.kind.as_str() {
+            "per_task_second" => Payment::PerTaskSecond { max_price },
+            "fixed_per_task" => Payment::FixedPerTask { max_price },
+            other => {
+                return Err(field(
+                    "payment.kind",
+                    format!("is `{other}`; use `per_task_second` or `fixed_per_task`"),
+                ))
+            }
+        };
+        let ppb = |f: &'static str, v: f64| -> Result<u64, JobFileError> {
+            if !(v.is_finite() && v >= 0.0 && v < 1e9) {
+                return Err(field(f, "must be a non-negative number below 1e9".into()));
+            }
+            Ok((v * 1e9).round() as u64)
+        };
+        let equivalence = match raw.equivalence.kind.as_str() {
+            "exact_hash" => Equivalence::ExactHash {},
+            "numeric_tolerance" => Equivalence::NumericTolerance {
+                abs_ppb: ppb("equivalence.abs", raw.equivalence.abs)?,
+                rel_ppb: ppb("equivalence.rel", raw.equivalence.rel)?,
+            },
+            other => {
+                return Err(field(
+                    "equivalence.kind",
+                    format!("is `{other}`; use `exact_hash` or `numeric_tolerance`"),
+                ))
+            }
+        };
+        let reserve_price = match &raw.halting.reserve_price {
+            Some(s) => Some(amount("halting.reserve_price", s)?),
+            None => None,
+        };
+        let secs = |f: &'static str, s: u64| {
+            s.checked_mul(1000)
+                .ok_or_else(|| field(f, "is too large".into()))
+        };
+        let r = raw.instructions.requirements;
+        let prescription = Prescription {
+            data: Vec::new(),
+            program: raw.program,
+            instructions: Instructions {
+                items: raw.instructions.items,
+                chunk: raw.instructions.chunk,
+                requirements: Requirements {
+                    gpu_vendor: r.gpu_vendor,
+                    min_gpus: r.min_gpus,
+                    min_vram_mib: r.min_vram_mib,
+                    min_cpu_cores: r.min_cpu_cores,
+                    min_memory_mib: r.min_memory_mib,
+                },
+                task_deadline_ms: secs(
+                    "instructions.task_deadline_s",
+                    raw.instructions.task_deadline_s,
+                )?,
+                council_size: raw.instructions.council_size,
+            },
+            payment,
+            equivalence,
+            halting: Halting {
+                first_bids: raw.halting.first_bids,
+                deadline_ms: secs("halting.deadline_s", raw.halting.deadline_s)?,
+                reserve_price,
+            },
+        };
+        let mut inputs = Vec::new();
+        for input in raw.data.inputs {
+            match input.strip_prefix("cid:") {
+                Some(hex) => inputs.push(Input::Cid(hex.parse().map_err(
+                    |e: gridwork_types::HashError| field("data.inputs", e.to_string()),
+                )?)),
+                None => {
+                    let path = base.join(&input);
+                    if !path.exists() {
+                        return Err(field(
+                            "data.inputs",
+                            format!("names `{input}`, which does not exist"),
+                        ));
+                    }
+                    inputs.push(Input::Path(path));
+                }
+            }
+        }
+        let deposit = match &raw.deposit {
+            Some(s) if s != "auto" => Some(amount("deposit", s)?),
+            _ => None,
+        };
+        Ok(JobFile {
+            prescription,
+            inputs,
+            deposit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[data]
+inputs = []
+[program]
+command = "sh"
+args = ["-c", "echo hi"]
+[instructions]
+items = 10
+chunk = 3
+task_deadline_s = 60
+council_size = 1
+[instructions.requirements]
+gpu_vendor = "nvidia"
+min_gpus = 1
+[payment]
+kind = "per_task_second"
+max_price = "0.01"
+[equivalence]
+kind = "numeric_tolerance"
+abs = 0.000001
+rel = 0.0001
+[halting]
+first_bids = 2
+deadline_s = 5
+"#;
+
+    #[test]
+    fn parses_a_job_file_into_ledger_units() {
+        let job = JobFile::parse(GOOD, "job.toml", Path::new(".")).unwrap();
+        let p = &job.prescription;
+        assert_eq!(p.instructions.task_count(), 4);
+        assert_eq!(p.instructions.task_deadline_ms, 60_000);
+        assert_eq!(
+            p.payment,
+            Payment::PerTaskSecond {
+                max_price: Amount(10_000_000_000_000_000)
+            }
+        );
+        assert_eq!(
+            p.equivalence,
+            Equivalence::NumericTolerance {
+                abs_ppb: 1_000,
+                rel_ppb: 100_000
+            }
+        );
+        assert_eq!(p.halting.deadline_ms, 5_000);
+    }
+
+    #[test]
+    fn names_the_bad_field() {
+        let typo = GOOD.replace("chunk = 3", "chunks = 3");
+        let err = JobFile::parse(&typo, "job.toml", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("chunks"), "{err}");
+        let price = GOOD.replace("\"0.01\"", "\"cheap\"");
+        let err = JobFile::parse(&price, "job.toml", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("payment.max_price"), "{err}");
+        let kind = GOOD.replace("per_task_second", "per_hour");
+        let err = JobFile::parse(&kind, "job.toml", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("payment.kind"), "{err}");
+        let missing = GOOD.replace("inputs = []", "inputs = [\"./no-such-dir\"]");
+        let err = JobFile::parse(&missing, "job.toml", Path::new("/nonexistent")).unwrap_err();
+        assert!(err.to_string().contains("data.inputs"), "{err}");
+    }
+}

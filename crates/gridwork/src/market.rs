@@ -1,0 +1,298 @@
+//! The `job` and `provider` commands.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use gridwork_api::JobView;
+use gridwork_client::{Client, Input, JobFile};
+use gridwork_protocol::{max_task_cost, validate_prescription};
+use gridwork_types::{Address, Amount, Hash, TxKind};
+use serde_json::json;
+
+use crate::cli::{Cli, JobCommand, ProviderCommand};
+use crate::commands::{parse_amount, runtime, sign_and_send, signing_key};
+use crate::output::{emit, rows};
+
+pub(crate) fn job(cli: &Cli, cmd: &JobCommand) -> anyhow::Result<()> {
+    match cmd {
+        JobCommand::Submit {
+            file,
+            deposit,
+            send,
+        } => submit(cli, file, deposit.as_deref(), send),
+        JobCommand::Status { id } => {
+            let view = fetch_job(cli, id)?;
+            emit(cli.json, &view, || render_job(&view))
+        }
+        JobCommand::Watch { id, timeout_s } => watch(cli, id, *timeout_s),
+        JobCommand::Results { id, out } => results(cli, id, out),
+        JobCommand::Cancel { id, send } => {
+            let job: Hash = id.parse()?;
+            let key = signing_key(cli)?;
+            let client = Client::new(&cli.node);
+            let fee = parse_amount(&send.fee)?;
+            let (hash, _) = runtime()?.block_on(sign_and_send(
+                &client,
+                &key,
+                fee,
+                TxKind::CancelJob { job },
+                !send.no_wait,
+            ))?;
+            emit(cli.json, &json!({ "job": job, "tx": hash }), || {
+                format!("cancelled job {job} ({hash})")
+            })
+        }
+    }
+}
+
+fn submit(
+    cli: &Cli,
+    file: &std::path::Path,
+    deposit: Option<&str>,
+    send: &crate::cli::SendArgs,
+) -> anyhow::Result<()> {
+    let mut job = JobFile::read(file)?;
+    let key = signing_key(cli)?;
+    let fee = parse_amount(&send.fee)?;
+    let client = Client::new(&cli.node);
+    runtime()?.block_on(async {
+        let chain = client.chain().await?;
+        for input in &job.inputs {
+            let cid = match input {
+                Input::Cid(cid) => *cid,
+                Input::Path(path) => {
+                    if !cli.json {
+                        eprintln!("uploading {}", path.display());
+                    }
+                    client.upload_tree(path).await.with_context(|| format!("uploading {}", path.display()))?
+                }
+            };
+            job.prescription.data.push(cid);
+        }
+        validate_prescription(&job.prescription, &chain.params)?;
+        let per_task = max_task_cost(&job.prescription, chain.params.council_share_bps)
+            .ok_or_else(|| anyhow!("the job's maximum cost overflows; lower max_price or the deadline"))?;
+        let tasks = job.prescription.instructions.task_count();
+        let required = Amount(per_task.0.saturating_mul(u128::from(tasks)));
+        let deposit = match deposit {
+            Some(d) => parse_amount(d)?,
+            None => job.deposit.unwrap_or(required),
+        };
+        if deposit < required {
+            bail!(
+                "deposit {deposit} GRID does not cover the job's maximum cost of {required} GRID \
+                 ({tasks} tasks at up to {per_task} GRID each); raise the deposit or lower max_price"
+            );
+        }
+        let kind = TxKind::SubmitJob { prescription: job.prescription.clone(), deposit };
+        let (id, _) = sign_and_send(&client, &key, fee, kind, !send.no_wait).await?;
+        emit(cli.json, &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required }), || {
+            rows(&[
+                ("job", id.to_string()),
+                ("tasks", tasks.to_string()),
+                ("deposit", format!("{deposit} GRID locked (maximum cost {required} GRID)")),
+                ("next", format!("gridwork job watch {id}")),
+            ])
+        })
+    })
+}
+
+fn fetch_job(cli: &Cli, id: &str) -> anyhow::Result<JobView> {
+    let id: Hash = id.parse()?;
+    runtime()?
+        .block_on(Client::new(&cli.node).job(&id))?
+        .ok_or_else(|| {
+            anyhow!("job {id} is not known to the node (not submitted, or not yet in a block)")
+        })
+}
+
+fn short(a: &Address) -> String {
+    let s = a.to_string();
+    format!("{}…{}", &s[..9], &s[s.len() - 4..])
+}
+
+fn render_job(v: &JobView) -> String {
+    let mut out = rows(&[
+        ("job", v.id.to_string()),
+        ("status", v.status.clone()),
+        ("requester", v.requester.to_string()),
+        (
+            "tasks",
+            format!(
+                "{} settled, {} failed or cancelled, of {}",
+                v.settled,
+                v.closed,
+                v.tasks.len()
+            ),
+        ),
+        (
+            "cost so far",
+            format!("{} GRID (escrow left {} GRID)", v.spent, v.escrow),
+        ),
+    ]);
+    out.push_str("\n\n task  phase       try  bids  executor          price        council  note");
+    for t in &v.tasks {
+        out.push_str(&format!(
+            "\n {:>4}  {:<10}  {:>3}  {:>4}  {:<16}  {:<11}  {:>7}  {}",
+            t.index,
+            t.phase,
+            t.attempt,
+            t.bids.len(),
+            t.executor.as_ref().map_or("-".into(), short),
+            if t.price.0 == 0 {
+                "-".to_string()
+            } else {
+                t.price.to_string()
+            },
+            t.council.len(),
+            t.note
+        ));
+    }
+    if !v.declines.is_empty() {
+        out.push_str("\n\nwhy providers did not bid:");
+        for d in &v.declines {
+            out.push_str(&format!("\n  {}  {}", short(&d.provider), d.reason));
+        }
+    }
+    out
+}
+
+fn watch(cli: &Cli, id: &str, timeout_s: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let view = fetch_job(cli, id)?;
+        let summary: Vec<String> = view
+            .tasks
+            .iter()
+            .map(|t| format!("{}:{}", t.index, t.phase))
+            .collect();
+        let line = format!(
+            "{} settled / {} tasks, cost {} GRID [{}]",
+            view.settled,
+            view.tasks.len(),
+            view.spent,
+            summary.join(" ")
+        );
+        if line != last && !cli.json {
+            println!("{line}");
+            last = line;
+        }
+        if view.status != "open" {
+            return emit(cli.json, &view, || {
+                format!("job {} {}", view.id, view.status)
+            });
+        }
+        if started.elapsed() > Duration::from_secs(timeout_s) {
+            bail!(
+                "job {} still open after {timeout_s} s; `gridwork job status {}` says why",
+                view.id,
+                view.id
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
+    let view = fetch_job(cli, id)?;
+    let client = Client::new(&cli.node);
+    let mut written = Vec::new();
+    runtime()?.block_on(async {
+        for t in &view.tasks {
+            let Some(cid) = t.result else { continue };
+            let dir = out.join(format!("task-{}", t.index));
+            let manifest = client.download_tree(&cid, &dir).await?;
+            written.push(json!({ "task": t.index, "output": cid, "dir": dir, "files": manifest.files.len() }));
+        }
+        anyhow::Ok(())
+    })?;
+    emit(
+        cli.json,
+        &json!({ "job": view.id, "results": written }),
+        || {
+            if written.is_empty() {
+                return format!("no task of job {} has settled yet", view.id);
+            }
+            written
+                .iter()
+                .map(|w| {
+                    format!(
+                        "task {} -> {} ({} files)",
+                        w["task"],
+                        w["dir"].as_str().unwrap_or(""),
+                        w["files"]
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        },
+    )
+}
+
+pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
+    let client = Client::new(&cli.node);
+    match cmd {
+        ProviderCommand::Show { address } => {
+            let address: Address = address.parse()?;
+            let p = runtime()?
+                .block_on(client.provider(&address))?
+                .ok_or_else(|| anyhow!("{address} is not a registered provider"))?;
+            emit(cli.json, &p, || {
+                let gpus: Vec<String> = p
+                    .hardware
+                    .gpus
+                    .iter()
+                    .map(|g| format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib))
+                    .collect();
+                rows(&[
+                    ("provider", p.address.to_string()),
+                    ("status", p.status.clone()),
+                    (
+                        "gpus",
+                        if gpus.is_empty() {
+                            "none".into()
+                        } else {
+                            gpus.join(", ")
+                        },
+                    ),
+                    (
+                        "cpu",
+                        format!(
+                            "{} cores, {} MiB memory",
+                            p.hardware.cpu_cores, p.hardware.memory_mib
+                        ),
+                    ),
+                    ("stake", format!("{} GRID", p.stake_locked)),
+                    (
+                        "reputation",
+                        format!(
+                            "streak {}, {} validated, {} failed",
+                            p.streak, p.validated, p.failed
+                        ),
+                    ),
+                    ("earned", format!("{} GRID", p.earned)),
+                    ("slashed", format!("{} GRID", p.slashed)),
+                    ("active tasks", p.active.to_string()),
+                ])
+            })
+        }
+        ProviderCommand::List => {
+            let list = runtime()?.block_on(client.providers())?;
+            emit(cli.json, &json!({ "providers": list }), || {
+                if list.is_empty() {
+                    return "no providers registered; start one with `gridwork worker`".into();
+                }
+                list.iter()
+                    .map(|p| {
+                        format!(
+                            "{}  {:<9}  streak {:>3}  earned {} GRID",
+                            p.address, p.status, p.streak, p.earned
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
