@@ -187,7 +187,7 @@ impl JobFile {
             }
         };
         let ppb = |f: &'static str, v: f64| -> Result<u64, JobFileError> {
-            if !(v.is_finite() && v >= 0.0 && v < 1e9) {
+            if !(v.is_finite() && (0.0..1e9).contains(&v)) {
                 return Err(field(f, "must be a non-negative number below 1e9".into()));
             }
             Ok((v * 1e9).round() as u64)
