@@ -504,3 +504,10 @@ pub fn decline_message(job: &Hash, reason: &str) -> Vec<u8> {
     m.extend_from_slice(reason.as_bytes());
     m
 }
+
+/// `GET /v1/jobs`: the jobs still open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Ids of jobs neither finished nor cancelled.
+    pub open: Vec<Hash>,
+}

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::{
     decline_message, AccountView, BlobStored, BlockEvent, BlockList, BlockView, ChainInfo,
-    ErrorBody, Health, JobView, PostDecline, ProviderList, ProviderView, SubmitTx, Submitted,
+    ErrorBody, Health, JobList, JobView, PostDecline, ProviderList, ProviderView, SubmitTx, Submitted,
     TxStatus,
 };
 use gridwork_types::{Address, Hash, Keypair, SignedTx};
@@ -192,6 +192,12 @@ impl Client {
     pub async fn blocks(&self, limit: usize) -> Result<Vec<BlockView>, ClientError> {
         let list: BlockList = self.get(&format!("/v1/blocks?limit={limit}")).await?;
         Ok(list.blocks)
+    }
+
+    /// `GET /v1/jobs`: ids of open jobs.
+    pub async fn open_jobs(&self) -> Result<Vec<Hash>, ClientError> {
+        let list: JobList = self.get("/v1/jobs").await?;
+        Ok(list.open)
     }
 
     /// `GET /v1/jobs/{id}`; `None` if the node does not know it.

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
-    BlobStored, BlockList, ErrorBody, ErrorDetail, PostDecline, ProviderList, SubmitTx, Submitted,
+    BlobStored, BlockList, JobList, ErrorBody, ErrorDetail, PostDecline, ProviderList, SubmitTx, Submitted,
 };
 use gridwork_protocol::TxError;
 use gridwork_types::{Address, Hash, PublicKey, Signature};
@@ -188,6 +188,7 @@ pub fn router(node: Node) -> Router {
         .route("/v1/blocks", get(list_blocks))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/events", get(events))
+        .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/declines", post(post_decline))
         .route("/v1/providers", get(list_providers))
@@ -396,4 +397,8 @@ async fn get_blob(State(node): State<Node>, Path(cid): Path<String>) -> Result<R
         }
         None => Err(ApiError::not_found(format!("blob {cid}"))),
     }
+}
+
+async fn list_jobs(State(node): State<Node>) -> Response {
+    Json(JobList { open: node.open_jobs() }).into_response()
 }

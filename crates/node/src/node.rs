@@ -773,6 +773,11 @@ impl Node {
         })
     }
 
+    /// Ids of jobs neither finished nor cancelled (what workers scan for work).
+    pub fn open_jobs(&self) -> Vec<Hash> {
+        self.lock().state.jobs().filter(|(_, j)| !j.finished && !j.cancelled).map(|(id, _)| *id).collect()
+    }
+
     /// Records a provider's reason for not bidding on a job (checked: signed by the
     /// provider's key, the job exists). Keeps the newest reason per provider, 100 per job.
     pub fn decline(

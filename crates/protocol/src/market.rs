@@ -387,6 +387,11 @@ impl State {
         self.jobs.get(id)
     }
 
+    /// Every job, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = (&Hash, &Job)> {
+        self.jobs.iter()
+    }
+
     /// A task.
     pub fn task(&self, key: &TaskKey) -> Option<&Task> {
         self.tasks.get(key)
