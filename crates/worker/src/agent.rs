@@ -1,0 +1,380 @@
+//! The worker agent: registers, follows open jobs, bids or declines, runs tasks it wins,
+//! re-runs tasks it must check, commits, reveals and votes.
+//!
+//! # Lifecycle
+//!
+//! [`Worker::run`] locks the stake it is configured with, registers the probed hardware, then
+//! polls the node: every open job, every task. What it does depends on the task's phase and
+//! its role. Everything it needs to resume after a restart is on the ledger or in its work
+//! directory: a finished run leaves `result.json` (output id, salt, seconds) next to its
+//! outputs, so a restarted worker commits and reveals it instead of running again, and a run
+//! cut off by the restart simply runs again. On shutdown it stops bidding, finishes what it
+//! runs and reveals what it committed, then exits.
+//!
+//! Market transactions are checked against committed state, so the agent sends each step
+//! once the previous one is in a block; it remembers what it sent so as not to send it twice.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gridwork_api::{JobView, TaskView};
+use gridwork_client::{Client, ClientError, TreeError};
+use gridwork_types::{commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, Transaction, TxKind};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::policy::{Decision, PricingPolicy};
+use crate::sandbox::{self, TaskEnv};
+
+/// How the worker behaves. Everything but `Honest` is a named test double for the
+/// Byzantine cases the market must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Runs tasks and reports what it got.
+    Honest,
+    /// As executor, replaces its outputs with a forged result.
+    LyingExecutor,
+    /// As executor, never commits (it vanishes after winning).
+    VanishingExecutor,
+}
+
+/// A worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The provider's key.
+    pub key: Keypair,
+    /// Where task directories go.
+    pub work_dir: PathBuf,
+    /// How it prices work.
+    pub policy: PricingPolicy,
+    /// What it offers (usually [`crate::probe`]).
+    pub hardware: Hardware,
+    /// Stake to keep locked (at least the chain's minimum is locked anyway).
+    pub stake: Amount,
+    /// How often it looks for work.
+    pub poll: Duration,
+    /// How often it sends a heartbeat.
+    pub heartbeat: Duration,
+    /// Honest, or a test double.
+    pub behavior: Behavior,
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The node refused or could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Moving a tree failed.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The work directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not enough balance to stake.
+    #[error("cannot lock {needed} GRID of stake: only {spendable} GRID is spendable")]
+    CannotStake {
+        /// What is needed.
+        needed: Amount,
+        /// What there is.
+        spendable: Amount,
+    },
+}
+
+/// What a finished run left behind, in `result.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunResult {
+    output: Hash,
+    salt: Hash,
+    seconds: u64,
+}
+
+type TaskRef = (Hash, u32, u32);
+
+/// A worker agent for one provider key.
+pub struct Worker {
+    cfg: WorkerConfig,
+    client: Client,
+    me: Address,
+    chain_id: Mutex<String>,
+    sent: Mutex<HashSet<(&'static str, TaskRef)>>,
+    declined: Mutex<HashSet<Hash>>,
+    running: Mutex<HashMap<TaskRef, tokio::task::JoinHandle<()>>>,
+    nonce: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Worker({})", self.me)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Worker {
+    /// A worker talking to the node at `node`.
+    pub fn new(node: &str, cfg: WorkerConfig) -> Arc<Worker> {
+        let me = cfg.key.address();
+        Arc::new(Worker {
+            client: Client::new(node),
+            me,
+            cfg,
+            chain_id: Mutex::new(String::new()),
+            sent: Mutex::new(HashSet::new()),
+            declined: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
+            nonce: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The provider's address.
+    pub fn address(&self) -> Address {
+        self.me
+    }
+
+    /// Signs and submits `kind` with the next nonce.
+    async fn send(&self, kind: TxKind) -> Result<Hash, ClientError> {
+        let _guard = self.nonce.lock().await;
+        let account = self.client.account(&self.me).await?;
+        let chain_id = lock(&self.chain_id).clone();
+        let tx = Transaction { from: self.cfg.key.public(), nonce: account.next_nonce, fee: Amount::ZERO, kind }
+            .sign(&chain_id, &self.cfg.key);
+        self.client.submit(&tx).await
+    }
+
+    /// Locks stake and registers the hardware; returns once both are in a block.
+    pub async fn register(&self) -> Result<(), WorkerError> {
+        let chain = self.client.chain().await?;
+        *lock(&self.chain_id) = chain.chain_id.clone();
+        let want = self.cfg.stake.max(chain.params.min_provider_stake);
+        let account = self.client.account(&self.me).await?;
+        if account.stake_locked < want {
+            let needed = Amount(want.0 - account.stake_locked.0);
+            if account.spendable < needed {
+                return Err(WorkerError::CannotStake { needed, spendable: account.spendable });
+            }
+            let h = self.send(TxKind::StakeLock { amount: needed }).await?;
+            self.client.wait_committed(&h, Duration::from_secs(60)).await?;
+        }
+        let h = self.send(TxKind::RegisterProvider { hardware: self.cfg.hardware.clone() }).await?;
+        self.client.wait_committed(&h, Duration::from_secs(60)).await?;
+        tracing::info!(provider = %self.me, "registered");
+        Ok(())
+    }
+
+    /// Registers, then works until `shutdown` turns true and its running and committed tasks
+    /// are done.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        self.register().await?;
+        let mut last_heartbeat = Instant::now();
+        loop {
+            let draining = *shutdown.borrow();
+            if last_heartbeat.elapsed() >= self.cfg.heartbeat && !draining {
+                if let Err(e) = self.send(TxKind::Heartbeat).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+                last_heartbeat = Instant::now();
+            }
+            let busy = match self.tick(draining).await {
+                Ok(busy) => busy,
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker step failed; retrying");
+                    true
+                }
+            };
+            if draining && !busy {
+                tracing::info!(provider = %self.me, "worker stopped");
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// One pass over the open jobs. Returns whether this worker still has work in flight.
+    async fn tick(self: &Arc<Self>, draining: bool) -> Result<bool, WorkerError> {
+        lock(&self.running).retain(|_, h| !h.is_finished());
+        let mut in_flight = !lock(&self.running).is_empty();
+        for id in self.client.open_jobs().await? {
+            let Some(view) = self.client.job(&id).await? else { continue };
+            if view.requester == self.me {
+                continue;
+            }
+            for t in &view.tasks {
+                let assigned = t.executor == Some(self.me) || t.council.contains(&self.me);
+                let mine = assigned && matches!(t.phase.as_str(), "committing" | "revealing");
+                in_flight |= mine;
+                self.step(&view, t, draining).await?;
+            }
+        }
+        Ok(in_flight)
+    }
+
+    fn mark(&self, action: &'static str, r: TaskRef) -> bool {
+        lock(&self.sent).insert((action, r))
+    }
+
+    fn unmark(&self, action: &'static str, r: TaskRef) {
+        lock(&self.sent).remove(&(action, r));
+    }
+
+    fn task_dir(&self, r: TaskRef) -> PathBuf {
+        self.cfg.work_dir.join("tasks").join(format!("{}-{}-{}", r.0, r.1, r.2))
+    }
+
+    fn result(&self, r: TaskRef) -> Option<RunResult> {
+        let bytes = std::fs::read(self.task_dir(r).join("result.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    async fn step(self: &Arc<Self>, view: &JobView, t: &TaskView, draining: bool) -> Result<(), WorkerError> {
+        let r = (view.id, t.index, t.attempt);
+        let is_executor = t.executor == Some(self.me);
+        let assigned = is_executor || t.council.contains(&self.me);
+        match t.phase.as_str() {
+            "bidding" if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
+                let active = lock(&self.running).len() as u32;
+                match self.cfg.policy.decide(&view.prescription, &self.cfg.hardware, active) {
+                    Decision::Bid(price) if self.mark("bid", r) => {
+                        if let Err(e) = self.send(TxKind::Bid { job: view.id, task: t.index, price }).await {
+                            tracing::info!(error = %e, job = %view.id, task = t.index, "bid refused");
+                        }
+                    }
+                    Decision::Decline(reason) if lock(&self.declined).insert(view.id) => {
+                        if let Err(e) = self.client.decline(&view.id, &self.cfg.key, &reason).await {
+                            tracing::warn!(error = %e, "posting a decline failed");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "committing" if assigned && !t.committed.contains(&self.me) => {
+                if let Some(res) = self.result(r) {
+                    if self.mark("commit", r) {
+                        let c = commitment(&res.output, &res.salt, &self.me);
+                        let kind = TxKind::Commit { job: view.id, task: t.index, attempt: t.attempt, commitment: c };
+                        if let Err(e) = self.send(kind).await {
+                            self.unmark("commit", r);
+                            return Err(e.into());
+                        }
+                    }
+                } else if !lock(&self.running).contains_key(&r) {
+                    if is_executor && self.cfg.behavior == Behavior::VanishingExecutor {
+                        return Ok(());
+                    }
+                    let worker = Arc::clone(self);
+                    let view = view.clone();
+                    let items = t.items;
+                    let handle = tokio::spawn(async move {
+                        if let Err(e) = worker.execute(&view, r, items, is_executor).await {
+                            tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
+                        }
+                    });
+                    lock(&self.running).insert(r, handle);
+                }
+            }
+            "revealing" if t.committed.contains(&self.me) && !t.revealed.iter().any(|(p, _, _)| *p == self.me) => {
+                let Some(res) = self.result(r) else { return Ok(()) };
+                let executor_output = t.revealed.iter().find(|(p, _, _)| Some(*p) == t.executor).map(|(_, o, _)| *o);
+                let agree = if is_executor {
+                    true
+                } else {
+                    match executor_output {
+                        None => return Ok(()),
+                        Some(theirs) => self.judge(&view.prescription.equivalence, r, &res, &theirs).await?,
+                    }
+                };
+                if self.mark("reveal", r) {
+                    let kind = TxKind::Reveal {
+                        job: view.id,
+                        task: t.index,
+                        attempt: t.attempt,
+                        output: res.output,
+                        salt: res.salt,
+                        seconds: res.seconds,
+                        agree,
+                    };
+                    if let Err(e) = self.send(kind).await {
+                        self.unmark("reveal", r);
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Fetches the inputs, runs the program, uploads the outputs, records the result.
+    async fn execute(&self, view: &JobView, r: TaskRef, items: (u64, u64), as_executor: bool) -> Result<(), WorkerError> {
+        let dir = self.task_dir(r);
+        let io = |source| WorkerError::Io { path: dir.display().to_string(), source };
+        if dir.exists() {
+            // A run cut off by a restart starts again from nothing.
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let (inputs, outputs) = sandbox::layout(&dir);
+        for cid in &view.prescription.data {
+            self.client.download_tree(cid, &inputs).await?;
+        }
+        let env = TaskEnv { job: view.id.to_string(), task: r.1, items };
+        let deadline = Duration::from_millis(view.prescription.instructions.task_deadline_ms);
+        let outcome = sandbox::run(&view.prescription.program, &dir, &env, deadline)
+            .await
+            .map_err(|e| WorkerError::Io { path: dir.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+        // The exit status is part of the result, so a program that fails the same way
+        // everywhere is a valid (if useless) result rather than a timeout.
+        let status = match (outcome.timed_out, outcome.code) {
+            (true, _) => "timeout".to_string(),
+            (false, Some(code)) => format!("exit {code}"),
+            (false, None) => "killed".to_string(),
+        };
+        std::fs::create_dir_all(&outputs).map_err(io)?;
+        std::fs::write(outputs.join(".gridwork-status"), format!("{status}\n")).map_err(io)?;
+        if as_executor && self.cfg.behavior == Behavior::LyingExecutor {
+            std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n").map_err(io)?;
+        }
+        let output = self.client.upload_tree(&outputs).await?;
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        let result = RunResult { output, salt: Hash(salt), seconds: outcome.seconds };
+        let tmp = dir.join("result.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&result).unwrap_or_default()).map_err(io)?;
+        std::fs::rename(&tmp, dir.join("result.json")).map_err(io)?;
+        tracing::info!(job = %view.id, task = r.1, %status, seconds = outcome.seconds, "task ran");
+        Ok(())
+    }
+
+    /// A council member's verdict on the executor's output.
+    async fn judge(&self, e: &Equivalence, r: TaskRef, mine: &RunResult, theirs: &Hash) -> Result<bool, WorkerError> {
+        if mine.output == *theirs {
+            return Ok(true);
+        }
+        if matches!(e, Equivalence::ExactHash {}) {
+            return Ok(false);
+        }
+        let dir = self.task_dir(r);
+        let their_dir = dir.join("executor-output");
+        if their_dir.exists() {
+            std::fs::remove_dir_all(&their_dir).map_err(|source| WorkerError::Io { path: their_dir.display().to_string(), source })?;
+        }
+        self.client.download_tree(theirs, &their_dir).await?;
+        let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
+            .map_err(|err| WorkerError::Io { path: dir.display().to_string(), source: std::io::Error::other(err.to_string()) })?;
+        Ok(verdict.is_same())
+    }
+}

@@ -1,0 +1,16 @@
+//! The provider's side of Gridwork: the worker agent.
+//!
+//! [`probe`] finds what the machine offers; [`PricingPolicy`] decides bids; [`sandbox`]
+//! runs task programs confined; [`Worker`] ties them to the node. See the module docs of
+//! `agent.rs` for the lifecycle.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+mod agent;
+mod policy;
+mod probe;
+pub mod sandbox;
+
+pub use agent::{Behavior, Worker, WorkerConfig, WorkerError};
+pub use policy::{Decision, PricingPolicy};
+pub use probe::{probe, probe_at};

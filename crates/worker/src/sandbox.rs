@@ -1,0 +1,147 @@
+//! Running a task's program as a confined process.
+//!
+//! Each task gets its own work directory (`inputs/`, `outputs/`, `tmp/`, `stdout.log`,
+//! `stderr.log`); the process starts there with a clean environment (only `PATH`, `HOME`,
+//! `TMPDIR`, `LANG` and the `GRIDWORK_*` variables below), in its own process group, and the
+//! whole group is killed at the deadline. Not yet done: Landlock rules and resource limits.
+//!
+//! Variables: `GRIDWORK_JOB`, `GRIDWORK_TASK`, `GRIDWORK_ITEM_START`, `GRIDWORK_ITEM_END`
+//! (exclusive), `GRIDWORK_INPUTS`, `GRIDWORK_OUTPUTS`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use gridwork_types::Program;
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Exit code (`None` if killed by a signal or the deadline).
+    pub code: Option<i32>,
+    /// Whether the deadline killed it.
+    pub timed_out: bool,
+    /// Wall time in whole seconds, at least 1.
+    pub seconds: u64,
+}
+
+/// A task's environment.
+#[derive(Debug, Clone)]
+pub struct TaskEnv {
+    /// Job id (hex).
+    pub job: String,
+    /// Task index.
+    pub task: u32,
+    /// Items `[start, end)`.
+    pub items: (u64, u64),
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run `{command}` in {dir}: {source}")]
+pub struct SandboxError {
+    command: String,
+    dir: String,
+    source: std::io::Error,
+}
+
+/// The directories of a task's work directory.
+pub fn layout(work: &Path) -> (PathBuf, PathBuf) {
+    (work.join("inputs"), work.join("outputs"))
+}
+
+/// Runs `program` in `work` until it exits or `deadline` passes.
+pub async fn run(program: &Program, work: &Path, env: &TaskEnv, deadline: Duration) -> Result<RunOutcome, SandboxError> {
+    let err = |source| SandboxError { command: program.command.clone(), dir: work.display().to_string(), source };
+    let (inputs, outputs) = layout(work);
+    for dir in [&inputs, &outputs, &work.join("tmp")] {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let stdout = std::fs::File::create(work.join("stdout.log")).map_err(err)?;
+    let stderr = std::fs::File::create(work.join("stderr.log")).map_err(err)?;
+    let mut cmd = tokio::process::Command::new(&program.command);
+    cmd.args(&program.args)
+        .current_dir(work)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", work)
+        .env("TMPDIR", work.join("tmp"))
+        .env("LANG", "C.UTF-8")
+        .env("GRIDWORK_JOB", &env.job)
+        .env("GRIDWORK_TASK", env.task.to_string())
+        .env("GRIDWORK_ITEM_START", env.items.0.to_string())
+        .env("GRIDWORK_ITEM_END", env.items.1.to_string())
+        .env("GRIDWORK_INPUTS", &inputs)
+        .env("GRIDWORK_OUTPUTS", &outputs)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(err)?;
+    let seconds = |s: Instant| s.elapsed().as_secs().max(1);
+    match tokio::time::timeout(deadline, child.wait()).await {
+        Ok(status) => {
+            let status = status.map_err(err)?;
+            Ok(RunOutcome { code: status.code(), timed_out: false, seconds: seconds(started) })
+        }
+        Err(_) => {
+            // The whole process group (its id is the child's pid), so children of a shell
+            // die too.
+            if let Some(pgid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
+            let _ = child.kill().await;
+            Ok(RunOutcome { code: None, timed_out: true, seconds: seconds(started) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> TaskEnv {
+        TaskEnv { job: "j".into(), task: 3, items: (6, 9) }
+    }
+
+    #[tokio::test]
+    async fn runs_with_a_clean_environment_in_its_work_directory() {
+        let work = tempfile::tempdir().unwrap();
+        let p = Program {
+            command: "sh".into(),
+            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()],
+        };
+        let outcome = run(&p, work.path(), &env(), Duration::from_secs(10)).await.unwrap();
+        assert_eq!(outcome.code, Some(0));
+        let out = std::fs::read_to_string(work.path().join("outputs/out.txt")).unwrap();
+        assert_eq!(out.trim(), "6-9");
+        // Nothing of the worker's own environment reaches the task (the shell adds PWD,
+        // SHLVL and _ itself).
+        let allowed = ["PATH", "HOME", "TMPDIR", "LANG", "PWD", "SHLVL", "_"];
+        for line in std::fs::read_to_string(work.path().join("env.txt")).unwrap().lines() {
+            let key = line.split('=').next().unwrap();
+            assert!(key.starts_with("GRIDWORK_") || allowed.contains(&key), "leaked {key}");
+        }
+        let pwd = std::fs::read_to_string(work.path().join("stdout.log")).unwrap();
+        assert_eq!(std::path::Path::new(pwd.trim()), work.path().canonicalize().unwrap());
+    }
+
+    #[tokio::test]
+    async fn the_deadline_kills_the_whole_process_group() {
+        let work = tempfile::tempdir().unwrap();
+        let p = Program { command: "sh".into(), args: vec!["-c".into(), "sleep 30 & sleep 30; echo late > late.txt".into()] };
+        let outcome = run(&p, work.path(), &env(), Duration::from_millis(300)).await.unwrap();
+        assert!(outcome.timed_out);
+        assert!(!work.path().join("late.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_clear_error() {
+        let work = tempfile::tempdir().unwrap();
+        let p = Program { command: "/no/such/program".into(), args: vec![] };
+        let err = run(&p, work.path(), &env(), Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.to_string().contains("/no/such/program"), "{err}");
+    }
+}

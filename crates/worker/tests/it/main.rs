@@ -1,0 +1,224 @@
+//! Workers against a real node: honest work completes, cheaters are caught, restarts resume.
+
+use std::time::Duration;
+
+use gridwork_client::Client;
+use gridwork_node::{GenesisSource, Node, NodeConfig};
+use gridwork_protocol::dev_keypair;
+use gridwork_types::{
+    Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Keypair, Payment, Prescription, Program,
+    Requirements, Transaction, TxKind, GRID,
+};
+use gridwork_worker::{Behavior, PricingPolicy, Worker, WorkerConfig};
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Net {
+    node: Node,
+    client: Client,
+    url: String,
+    dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+}
+
+impl Net {
+    async fn start() -> Net {
+        let dir = tempfile::tempdir().unwrap();
+        let config = NodeConfig { data_dir: dir.path().join("node"), block_interval_ms: 20, ..NodeConfig::default() };
+        let node = Node::open(&config, GenesisSource::dev(8)).unwrap();
+        node.spawn_producer();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(gridwork_node::serve(node.clone(), listener, std::future::pending()));
+        let (stop, _) = watch::channel(false);
+        Net { client: Client::new(&url), node, url, dir, stop }
+    }
+
+    fn worker(&self, i: u32, price: u128, behavior: Behavior) -> std::sync::Arc<Worker> {
+        let cfg = WorkerConfig {
+            key: dev_keypair(i),
+            work_dir: self.dir.path().join(format!("worker{i}")),
+            policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4 },
+            hardware: Hardware { gpus: vec![], cpu_cores: 2, memory_mib: 4_096 },
+            stake: Amount::grid(1_000),
+            poll: Duration::from_millis(50),
+            heartbeat: Duration::from_secs(20),
+            behavior,
+        };
+        Worker::new(&self.url, cfg)
+    }
+
+    fn spawn(&self, w: std::sync::Arc<Worker>) -> tokio::task::JoinHandle<()> {
+        let stop = self.stop.subscribe();
+        tokio::spawn(async move {
+            if let Err(e) = w.run(stop).await {
+                panic!("worker failed: {e}");
+            }
+        })
+    }
+
+    async fn wait_providers(&self, n: usize) {
+        let start = std::time::Instant::now();
+        while self.client.providers().await.unwrap().len() < n {
+            assert!(start.elapsed() < WAIT, "workers did not register");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn submit(&self, p: Prescription) -> Hash {
+        let key = dev_keypair(0);
+        let account = self.client.account(&key.address()).await.unwrap();
+        let tx = Transaction {
+            from: key.public(),
+            nonce: account.next_nonce,
+            fee: Amount::ZERO,
+            kind: TxKind::SubmitJob { prescription: p, deposit: Amount::grid(100) },
+        }
+        .sign(self.node.chain_id(), &key);
+        let id = self.client.submit(&tx).await.unwrap();
+        self.client.wait_committed(&id, WAIT).await.unwrap();
+        id
+    }
+
+    async fn wait_finished(&self, job: &Hash) -> gridwork_api::JobView {
+        let start = std::time::Instant::now();
+        loop {
+            let view = self.client.job(job).await.unwrap().unwrap();
+            if view.status != "open" {
+                return view;
+            }
+            assert!(start.elapsed() < WAIT, "job did not finish: {view:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescription {
+    Prescription {
+        data: vec![],
+        program: Program { command: "sh".into(), args: vec!["-c".into(), program.into()] },
+        instructions: Instructions { items, chunk: 1, requirements: Requirements::default(), task_deadline_ms: deadline_ms, council_size: council },
+        payment: Payment::PerTaskSecond { max_price: Amount(GRID / 10) },
+        equivalence: Equivalence::ExactHash {},
+        halting: Halting { first_bids: 1, deadline_ms: 2_000, reserve_price: None },
+    }
+}
+
+const SQUARE: &str = "i=$GRIDWORK_ITEM_START; echo \"item $i squared $((i*i))\" > $GRIDWORK_OUTPUTS/result.txt";
+
+async fn result_text(net: &Net, output: &Hash) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    net.client.download_tree(output, dir.path()).await.unwrap();
+    std::fs::read_to_string(dir.path().join("result.txt")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_workers_complete_a_job_and_are_paid() {
+    let net = Net::start().await;
+    for i in 1..=3 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(3).await;
+    let before = net.client.account(&dev_keypair(0).address()).await.unwrap().balance;
+    let job = net.submit(squares(3, 1, 30_000, SQUARE)).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.status, "finished");
+    for t in &view.tasks {
+        assert_eq!(t.phase, "settled");
+        let text = result_text(&net, t.result.as_ref().unwrap()).await;
+        assert_eq!(text.trim(), format!("item {} squared {}", t.index, t.index * t.index));
+    }
+    let after = net.client.account(&dev_keypair(0).address()).await.unwrap().balance;
+    assert_eq!(before.0 - after.0, view.spent.0, "the requester paid exactly what was spent");
+    let earned: u128 = net.client.providers().await.unwrap().iter().map(|p| p.earned.0).sum();
+    assert!(earned >= view.spent.0);
+    net.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_executor_is_caught_and_the_requester_gets_the_right_result() {
+    let net = Net::start().await;
+    // The liar asks the least, so it wins the first auction.
+    let liar = net.worker(1, GRID / 1000, Behavior::LyingExecutor);
+    let liar_address = liar.address();
+    net.spawn(liar);
+    for i in 2..=4 {
+        net.spawn(net.worker(i, GRID / 100, Behavior::Honest));
+    }
+    net.wait_providers(4).await;
+    let job = net.submit(squares(1, 1, 30_000, SQUARE)).await;
+    let view = net.wait_finished(&job).await;
+    let task = &view.tasks[0];
+    assert_eq!(task.phase, "settled");
+    assert!(task.attempt >= 1, "the first attempt was rejected");
+    assert_ne!(task.executor, Some(liar_address));
+    assert_eq!(result_text(&net, task.result.as_ref().unwrap()).await.trim(), "item 0 squared 0");
+    let liar = net.client.provider(&liar_address).await.unwrap().unwrap();
+    assert!(liar.slashed.0 > 0 && liar.failed >= 1, "{liar:?}");
+    net.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanishing_executor_is_replaced_after_its_deadline() {
+    let net = Net::start().await;
+    let ghost = net.worker(1, GRID / 1000, Behavior::VanishingExecutor);
+    let ghost_address = ghost.address();
+    net.spawn(ghost);
+    net.spawn(net.worker(2, GRID / 100, Behavior::Honest));
+    net.wait_providers(2).await;
+    let job = net.submit(squares(1, 0, 1_500, SQUARE)).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.tasks[0].phase, "settled");
+    assert_ne!(view.tasks[0].executor, Some(ghost_address));
+    let ghost = net.client.provider(&ghost_address).await.unwrap().unwrap();
+    assert!(ghost.slashed.0 > 0, "missing the deadline costs stake");
+    net.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_mid_task_finishes_it() {
+    let net = Net::start().await;
+    let first = net.worker(1, GRID / 100, Behavior::Honest);
+    let handle = net.spawn(first);
+    net.wait_providers(1).await;
+    let slow = format!("sleep 1; {SQUARE}");
+    let job = net.submit(squares(1, 0, 30_000, &slow)).await;
+    // Wait until it runs, then kill the worker in the middle of the task.
+    let start = std::time::Instant::now();
+    while net.client.job(&job).await.unwrap().unwrap().tasks[0].phase != "committing" {
+        assert!(start.elapsed() < WAIT);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle.abort();
+    let _ = handle.await;
+    // The same provider starts again with the same work directory.
+    net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.tasks[0].phase, "settled");
+    assert_eq!(view.tasks[0].attempt, 0, "finished by the restarted worker, not re-auctioned");
+    net.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_say_why_they_do_not_bid() {
+    let net = Net::start().await;
+    net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
+    net.wait_providers(1).await;
+    let mut p = squares(1, 0, 30_000, SQUARE);
+    p.instructions.requirements = Requirements { gpu_vendor: Some(GpuVendor::Nvidia), min_gpus: 1, ..Default::default() };
+    let job = net.submit(p).await;
+    let start = std::time::Instant::now();
+    loop {
+        let view = net.client.job(&job).await.unwrap().unwrap();
+        if let Some(d) = view.declines.first() {
+            assert!(d.reason.contains("nvidia GPU"), "{}", d.reason);
+            assert_eq!(view.tasks[0].phase, "bidding");
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "no decline posted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = Keypair::from_seed([0; 32]);
+    net.stop.send(true).unwrap();
+}
