@@ -6,7 +6,7 @@ use gridwork_client::Client;
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_types::{
-    Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Keypair, Payment, Prescription, Program,
+    Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment, Prescription, Program,
     Requirements, Transaction, TxKind, GRID,
 };
 use gridwork_worker::{Behavior, PricingPolicy, Worker, WorkerConfig};
@@ -147,7 +147,10 @@ async fn a_lying_executor_is_caught_and_the_requester_gets_the_right_result() {
         net.spawn(net.worker(i, GRID / 100, Behavior::Honest));
     }
     net.wait_providers(4).await;
-    let job = net.submit(squares(1, 1, 30_000, SQUARE)).await;
+    // The auction waits for all four bids, so the cheapest (the liar) wins the first round.
+    let mut p = squares(1, 1, 30_000, SQUARE);
+    p.halting.first_bids = 4;
+    let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     let task = &view.tasks[0];
     assert_eq!(task.phase, "settled");
@@ -167,9 +170,12 @@ async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     net.spawn(ghost);
     net.spawn(net.worker(2, GRID / 100, Behavior::Honest));
     net.wait_providers(2).await;
-    let job = net.submit(squares(1, 0, 1_500, SQUARE)).await;
+    let mut p = squares(1, 0, 1_500, SQUARE);
+    p.halting.first_bids = 2;
+    let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.tasks[0].phase, "settled");
+    assert!(view.tasks[0].attempt >= 1, "the ghost won and vanished first");
     assert_ne!(view.tasks[0].executor, Some(ghost_address));
     let ghost = net.client.provider(&ghost_address).await.unwrap().unwrap();
     assert!(ghost.slashed.0 > 0, "missing the deadline costs stake");
@@ -219,6 +225,5 @@ async fn workers_say_why_they_do_not_bid() {
         assert!(start.elapsed() < WAIT, "no decline posted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = Keypair::from_seed([0; 32]);
     net.stop.send(true).unwrap();
 }
