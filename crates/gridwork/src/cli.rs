@@ -68,6 +68,42 @@ pub(crate) enum Command {
     /// Look up providers.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Run a worker: probe the hardware, stake, register, bid, run and check tasks.
+    Worker(WorkerArgs),
+    /// One command: a dev node and three local workers, a sample job, its settlement.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Price asked per task-second, in GRID.
+    #[arg(long)]
+    pub(crate) price: String,
+    /// Tasks run or checked at once.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) capacity: u32,
+    /// Stake to keep locked, in GRID (at least the chain's minimum).
+    #[arg(long, default_value = "100")]
+    pub(crate) stake: String,
+    /// Work directory (default: GRIDWORK_HOME/worker/<key>).
+    #[arg(long)]
+    pub(crate) work_dir: Option<PathBuf>,
+    /// How often to look for work, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) poll_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Keep the demo chain here (default: a temporary directory).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Items in the sample job (two per task).
+    #[arg(long, default_value_t = 6)]
+    pub(crate) items: u64,
+    /// Add a fourth worker that forges its results, to watch it get caught and slashed.
+    #[arg(long)]
+    pub(crate) liar: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,7 +21,7 @@ use crate::output::{emit, rows};
 /// How long a command waits for its transaction's block.
 const COMMIT_WAIT: Duration = Duration::from_secs(60);
 
-fn home(cli: &Cli) -> anyhow::Result<PathBuf> {
+pub(crate) fn home(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(home) = &cli.home {
         return Ok(home.clone());
     }
@@ -115,6 +115,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench(&cli, cmd),
         Command::Job(cmd) => crate::market::job(&cli, cmd),
         Command::Provider(cmd) => crate::market::provider(&cli, cmd),
+        Command::Worker(args) => crate::demo::worker(&cli, args),
+        Command::Demo(args) => crate::demo::demo(&cli, args),
     }
 }
 
@@ -262,7 +264,7 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -277,7 +279,7 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let level = std::env::var("GRIDWORK_LOG")
         .ok()
         .and_then(|l| l.parse().ok())

@@ -1,0 +1,240 @@
+//! `gridwork worker` and `gridwork demo`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gridwork_client::Client;
+use gridwork_node::{GenesisSource, Node, NodeConfig};
+use gridwork_protocol::{dev_keypair, max_task_cost};
+use gridwork_types::{
+    Amount, Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements, TxKind, GRID,
+};
+use gridwork_worker::{probe, Behavior, PricingPolicy, Worker, WorkerConfig};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cli::{Cli, DemoArgs, WorkerArgs};
+use crate::commands::{home, init_logging, parse_amount, runtime, sign_and_send, signing_key, shutdown_signal};
+use crate::output::{emit, rows};
+
+pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let key = signing_key(cli)?;
+    let price = parse_amount(&args.price)?;
+    let stake = parse_amount(&args.stake)?;
+    let name = cli.key.clone().unwrap_or_default();
+    let work_dir = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => home(cli)?.join("worker").join(name),
+    };
+    let hardware = probe();
+    let cfg = WorkerConfig {
+        key,
+        work_dir,
+        policy: PricingPolicy { price_per_task_second: price, capacity: args.capacity },
+        hardware: hardware.clone(),
+        stake,
+        poll: Duration::from_millis(args.poll_ms),
+        heartbeat: Duration::from_secs(20),
+        behavior: Behavior::Honest,
+    };
+    let worker = Worker::new(&cli.node, cfg);
+    let gpus: Vec<String> = hardware.gpus.iter().map(|g| format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib)).collect();
+    emit(cli.json, &json!({ "provider": worker.address(), "hardware": hardware }), || {
+        rows(&[
+            ("provider", worker.address().to_string()),
+            ("gpus", if gpus.is_empty() { "none".into() } else { gpus.join(", ") }),
+            ("cpu", format!("{} cores, {} MiB memory", hardware.cpu_cores, hardware.memory_mib)),
+            ("price", format!("{price} GRID per task-second")),
+            ("stop", "Ctrl-C finishes running tasks, then exits".into()),
+        ])
+    })?;
+    runtime()?.block_on(async move {
+        let (stop, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing running tasks");
+            let _ = stop.send(true);
+        });
+        worker.run(rx).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// The sample job: each task squares its items; a council member checks each task.
+fn sample_job(items: u64) -> Prescription {
+    let script = "for i in $(seq $GRIDWORK_ITEM_START $((GRIDWORK_ITEM_END - 1))); do \
+                  echo \"item $i squared $((i * i))\"; done > $GRIDWORK_OUTPUTS/squares.txt";
+    Prescription {
+        data: Vec::new(),
+        program: Program { command: "sh".into(), args: vec!["-c".into(), script.into()] },
+        instructions: Instructions {
+            items,
+            chunk: 2,
+            requirements: Requirements::default(),
+            task_deadline_ms: 30_000,
+            council_size: 1,
+        },
+        payment: Payment::PerTaskSecond { max_price: Amount(GRID / 10) },
+        equivalence: Equivalence::ExactHash {},
+        halting: Halting { first_bids: 3, deadline_ms: 1_000, reserve_price: None },
+    }
+}
+
+pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
+    if args.items == 0 {
+        bail!("--items must be at least 1");
+    }
+    let temp = tempdir()?;
+    let base = args.data_dir.clone().unwrap_or_else(|| temp.clone());
+    let config = NodeConfig { data_dir: base.join("node"), block_interval_ms: 50, ..NodeConfig::default() };
+    let node = Node::open(&config, GenesisSource::dev(6)).context("starting the demo node")?;
+    let say = |line: String| {
+        if !cli.json {
+            println!("{line}");
+        }
+    };
+    let result = runtime()?.block_on(async {
+        let producer = node.spawn_producer();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(gridwork_node::serve(node.clone(), listener, std::future::pending()));
+        say(format!("node      {url} (chain {}, data in {})", node.chain_id(), base.display()));
+
+        let (stop, _) = watch::channel(false);
+        let mut workers = Vec::new();
+        let mut names = vec![(1, GRID / 100, Behavior::Honest), (2, GRID / 80, Behavior::Honest), (3, GRID / 60, Behavior::Honest)];
+        if args.liar {
+            names.push((4, GRID / 200, Behavior::LyingExecutor));
+        }
+        for (i, price, behavior) in names {
+            let cfg = WorkerConfig {
+                key: dev_keypair(i),
+                work_dir: base.join(format!("worker{i}")),
+                policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4 },
+                hardware: probe(),
+                stake: Amount::grid(1_000),
+                poll: Duration::from_millis(100),
+                heartbeat: Duration::from_secs(20),
+                behavior,
+            };
+            let w = Worker::new(&url, cfg);
+            let label = if behavior == Behavior::Honest { "worker" } else { "liar" };
+            say(format!("{label:<9} dev{i} {} asks {} GRID per task-second", w.address(), Amount(price)));
+            let rx = stop.subscribe();
+            workers.push(tokio::spawn(async move { w.run(rx).await }));
+        }
+        let client = Client::new(&url);
+        let wanted = workers.len();
+        let started = Instant::now();
+        while client.providers().await?.len() < wanted {
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("the demo workers did not register within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let requester = dev_keypair(0);
+        let mut prescription = sample_job(args.items);
+        prescription.halting.first_bids = wanted as u32;
+        let params = client.chain().await?.params;
+        let per_task = max_task_cost(&prescription, params.council_share_bps).unwrap_or(Amount::ZERO);
+        let deposit = Amount(per_task.0 * u128::from(prescription.instructions.task_count()));
+        let before = client.account(&requester.address()).await?.balance;
+        let (job, _) = sign_and_send(&client, &requester, Amount::ZERO, TxKind::SubmitJob { prescription, deposit }, true).await?;
+        say(format!("job       {job}: {} items in {} tasks, deposit {deposit} GRID", args.items, args.items.div_ceil(2)));
+
+        let mut last = String::new();
+        let view = loop {
+            let view = client.job(&job).await?.context("the job vanished")?;
+            let line: Vec<String> = view.tasks.iter().map(|t| format!("{}:{}", t.index, t.phase)).collect();
+            let line = format!("progress  {} settled of {}  [{}]", view.settled, view.tasks.len(), line.join(" "));
+            if line != last {
+                say(line.clone());
+                last = line;
+            }
+            if view.status != "open" {
+                break view;
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                bail!("the demo job did not finish in five minutes: `gridwork job status {job}` on {url}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let after = client.account(&requester.address()).await?.balance;
+        let mut tasks = Vec::new();
+        for t in &view.tasks {
+            let text = match t.result {
+                Some(cid) => {
+                    let dir = base.join("results").join(format!("task-{}", t.index));
+                    client.download_tree(&cid, &dir).await?;
+                    std::fs::read_to_string(dir.join("squares.txt")).unwrap_or_default()
+                }
+                None => String::new(),
+            };
+            tasks.push(json!({ "task": t.index, "phase": t.phase, "attempt": t.attempt, "executor": t.executor, "council": t.council, "price": t.price, "output": t.result, "result": text }));
+        }
+        let providers = client.providers().await?;
+        let _ = stop.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
+        node.shutdown();
+        let _ = producer.join();
+        server.abort();
+        anyhow::Ok(json!({
+            "job": job,
+            "status": view.status,
+            "deposit": deposit,
+            "paid": Amount(before.0 - after.0),
+            "refunded": Amount(deposit.0 - (before.0 - after.0)),
+            "tasks": tasks,
+            "providers": providers,
+        }))
+    });
+    if args.data_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&temp);
+    }
+    let doc = result?;
+    emit(cli.json, &doc, || {
+        let mut out = String::from("\nsettlement");
+        for t in doc["tasks"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "\n  task {} {} (attempt {}) by {} at {} GRID/s: {}",
+                t["task"],
+                t["phase"].as_str().unwrap_or(""),
+                t["attempt"],
+                t["executor"].as_str().unwrap_or("-"),
+                amount(&t["price"]),
+                t["result"].as_str().unwrap_or("").trim().replace('\n', "; ")
+            ));
+        }
+        out.push_str(&format!(
+            "\n  requester paid {} GRID of its {} GRID deposit; {} GRID refunded",
+            amount(&doc["paid"]),
+            amount(&doc["deposit"]),
+            amount(&doc["refunded"])
+        ));
+        for p in doc["providers"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "\n  provider {} earned {} GRID, slashed {} GRID, {} validated, {} failed",
+                p["address"].as_str().unwrap_or(""),
+                amount(&p["earned"]),
+                amount(&p["slashed"]),
+                p["validated"],
+                p["failed"]
+            ));
+        }
+        out
+    })
+}
+
+fn amount(v: &serde_json::Value) -> Amount {
+    serde_json::from_value(v.clone()).unwrap_or_default()
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("gridwork-demo-{}-{}", std::process::id(), gridwork_node::now_ms()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
