@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::{
     decline_message, AccountView, BlobStored, BlockEvent, BlockList, BlockView, ChainInfo,
-    ErrorBody, Health, JobList, JobView, PostDecline, ProviderList, ProviderView, SubmitTx, Submitted,
-    TxStatus,
+    ErrorBody, Health, JobList, JobView, PostDecline, ProviderList, ProviderView, SubmitTx,
+    Submitted, TxStatus,
 };
 use gridwork_types::{Address, Hash, Keypair, SignedTx};
 use serde::de::DeserializeOwned;

@@ -324,6 +324,14 @@ deadline_s = 5
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/job.example.toml");
+        let job = JobFile::read(&path).unwrap();
+        assert_eq!(job.prescription.instructions.task_count(), 3);
+        assert_eq!(job.deposit, None);
+    }
+
+    #[test]
     fn names_the_bad_field() {
         let typo = GOOD.replace("chunk = 3", "chunks = 3");
         let err = JobFile::parse(&typo, "job.toml", Path::new(".")).unwrap_err();

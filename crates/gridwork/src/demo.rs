@@ -7,14 +7,17 @@ use gridwork_client::Client;
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::{dev_keypair, max_task_cost};
 use gridwork_types::{
-    Amount, Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements, TxKind, GRID,
+    Amount, Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements,
+    TxKind, GRID,
 };
 use gridwork_worker::{probe, Behavior, PricingPolicy, Worker, WorkerConfig};
 use serde_json::json;
 use tokio::sync::watch;
 
 use crate::cli::{Cli, DemoArgs, WorkerArgs};
-use crate::commands::{home, init_logging, parse_amount, runtime, sign_and_send, signing_key, shutdown_signal};
+use crate::commands::{
+    home, init_logging, parse_amount, runtime, shutdown_signal, sign_and_send, signing_key,
+};
 use crate::output::{emit, rows};
 
 pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
@@ -31,7 +34,10 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     let cfg = WorkerConfig {
         key,
         work_dir,
-        policy: PricingPolicy { price_per_task_second: price, capacity: args.capacity },
+        policy: PricingPolicy {
+            price_per_task_second: price,
+            capacity: args.capacity,
+        },
         hardware: hardware.clone(),
         stake,
         poll: Duration::from_millis(args.poll_ms),
@@ -39,16 +45,37 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         behavior: Behavior::Honest,
     };
     let worker = Worker::new(&cli.node, cfg);
-    let gpus: Vec<String> = hardware.gpus.iter().map(|g| format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib)).collect();
-    emit(cli.json, &json!({ "provider": worker.address(), "hardware": hardware }), || {
-        rows(&[
-            ("provider", worker.address().to_string()),
-            ("gpus", if gpus.is_empty() { "none".into() } else { gpus.join(", ") }),
-            ("cpu", format!("{} cores, {} MiB memory", hardware.cpu_cores, hardware.memory_mib)),
-            ("price", format!("{price} GRID per task-second")),
-            ("stop", "Ctrl-C finishes running tasks, then exits".into()),
-        ])
-    })?;
+    let gpus: Vec<String> = hardware
+        .gpus
+        .iter()
+        .map(|g| format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib))
+        .collect();
+    emit(
+        cli.json,
+        &json!({ "provider": worker.address(), "hardware": hardware }),
+        || {
+            rows(&[
+                ("provider", worker.address().to_string()),
+                (
+                    "gpus",
+                    if gpus.is_empty() {
+                        "none".into()
+                    } else {
+                        gpus.join(", ")
+                    },
+                ),
+                (
+                    "cpu",
+                    format!(
+                        "{} cores, {} MiB memory",
+                        hardware.cpu_cores, hardware.memory_mib
+                    ),
+                ),
+                ("price", format!("{price} GRID per task-second")),
+                ("stop", "Ctrl-C finishes running tasks, then exits".into()),
+            ])
+        },
+    )?;
     runtime()?.block_on(async move {
         let (stop, rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -67,7 +94,10 @@ fn sample_job(items: u64) -> Prescription {
                   echo \"item $i squared $((i * i))\"; done > $GRIDWORK_OUTPUTS/squares.txt";
     Prescription {
         data: Vec::new(),
-        program: Program { command: "sh".into(), args: vec!["-c".into(), script.into()] },
+        program: Program {
+            command: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+        },
         instructions: Instructions {
             items,
             chunk: 2,
@@ -75,9 +105,15 @@ fn sample_job(items: u64) -> Prescription {
             task_deadline_ms: 30_000,
             council_size: 1,
         },
-        payment: Payment::PerTaskSecond { max_price: Amount(GRID / 10) },
+        payment: Payment::PerTaskSecond {
+            max_price: Amount(GRID / 10),
+        },
         equivalence: Equivalence::ExactHash {},
-        halting: Halting { first_bids: 3, deadline_ms: 1_000, reserve_price: None },
+        halting: Halting {
+            first_bids: 3,
+            deadline_ms: 1_000,
+            reserve_price: None,
+        },
     }
 }
 
@@ -87,7 +123,11 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     }
     let temp = tempdir()?;
     let base = args.data_dir.clone().unwrap_or_else(|| temp.clone());
-    let config = NodeConfig { data_dir: base.join("node"), block_interval_ms: 50, ..NodeConfig::default() };
+    let config = NodeConfig {
+        data_dir: base.join("node"),
+        block_interval_ms: 50,
+        ..NodeConfig::default()
+    };
     let node = Node::open(&config, GenesisSource::dev(6)).context("starting the demo node")?;
     let say = |line: String| {
         if !cli.json {
@@ -206,7 +246,11 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 t["attempt"],
                 t["executor"].as_str().unwrap_or("-"),
                 amount(&t["price"]),
-                t["result"].as_str().unwrap_or("").trim().replace('\n', "; ")
+                t["result"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim()
+                    .replace('\n', "; ")
             ));
         }
         out.push_str(&format!(
@@ -234,7 +278,11 @@ fn amount(v: &serde_json::Value) -> Amount {
 }
 
 fn tempdir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("gridwork-demo-{}-{}", std::process::id(), gridwork_node::now_ms()));
+    let dir = std::env::temp_dir().join(format!(
+        "gridwork-demo-{}-{}",
+        std::process::id(),
+        gridwork_node::now_ms()
+    ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }

@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
-    BlobStored, BlockList, JobList, ErrorBody, ErrorDetail, PostDecline, ProviderList, SubmitTx, Submitted,
+    BlobStored, BlockList, ErrorBody, ErrorDetail, JobList, PostDecline, ProviderList, SubmitTx,
+    Submitted,
 };
 use gridwork_protocol::TxError;
 use gridwork_types::{Address, Hash, PublicKey, Signature};
@@ -400,5 +401,8 @@ async fn get_blob(State(node): State<Node>, Path(cid): Path<String>) -> Result<R
 }
 
 async fn list_jobs(State(node): State<Node>) -> Response {
-    Json(JobList { open: node.open_jobs() }).into_response()
+    Json(JobList {
+        open: node.open_jobs(),
+    })
+    .into_response()
 }

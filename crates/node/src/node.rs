@@ -775,7 +775,12 @@ impl Node {
 
     /// Ids of jobs neither finished nor cancelled (what workers scan for work).
     pub fn open_jobs(&self) -> Vec<Hash> {
-        self.lock().state.jobs().filter(|(_, j)| !j.finished && !j.cancelled).map(|(id, _)| *id).collect()
+        self.lock()
+            .state
+            .jobs()
+            .filter(|(_, j)| !j.finished && !j.cancelled)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Records a provider's reason for not bidding on a job (checked: signed by the

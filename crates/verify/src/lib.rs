@@ -47,11 +47,21 @@ fn files(root: &Path) -> Result<BTreeMap<String, PathBuf>, VerifyError> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| VerifyError::Io { path: dir.display().to_string(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| VerifyError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| VerifyError::Io { path: dir.display().to_string(), source })?;
+            let entry = entry.map_err(|source| VerifyError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             let path = entry.path();
             if path.is_dir() {
                 stack.push((path, rel));
@@ -67,12 +77,23 @@ fn files(root: &Path) -> Result<BTreeMap<String, PathBuf>, VerifyError> {
 pub fn equivalent(e: &Equivalence, a: &Path, b: &Path) -> Result<Verdict, VerifyError> {
     let (fa, fb) = (files(a)?, files(b)?);
     if fa.keys().ne(fb.keys()) {
-        let only: Vec<&String> = fa.keys().filter(|k| !fb.contains_key(*k)).chain(fb.keys().filter(|k| !fa.contains_key(*k))).collect();
-        return Ok(Verdict::Different(format!("the file sets differ: {only:?}")));
+        let only: Vec<&String> = fa
+            .keys()
+            .filter(|k| !fb.contains_key(*k))
+            .chain(fb.keys().filter(|k| !fa.contains_key(*k)))
+            .collect();
+        return Ok(Verdict::Different(format!(
+            "the file sets differ: {only:?}"
+        )));
     }
     for (name, pa) in &fa {
         let pb = &fb[name];
-        let read = |p: &Path| std::fs::read(p).map_err(|source| VerifyError::Io { path: p.display().to_string(), source });
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| VerifyError::Io {
+                path: p.display().to_string(),
+                source,
+            })
+        };
         let (ba, bb) = (read(pa)?, read(pb)?);
         if ba == bb {
             continue;
@@ -94,7 +115,12 @@ pub fn equivalent(e: &Equivalence, a: &Path, b: &Path) -> Result<Verdict, Verify
 /// The first difference beyond tolerance between two texts of numbers, if any.
 fn numeric_difference(a: &[u8], b: &[u8], abs: f64, rel: f64) -> Option<String> {
     let (ta, tb) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
-    let split = |s: &str| s.split(|c: char| c.is_whitespace() || c == ',').filter(|t| !t.is_empty()).map(str::to_string).collect::<Vec<_>>();
+    let split = |s: &str| {
+        s.split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let (wa, wb) = (split(&ta), split(&tb));
     if wa.len() != wb.len() {
         return Some(format!("{} tokens against {}", wa.len(), wb.len()));
@@ -146,7 +172,10 @@ mod tests {
         let near = tree(&[("w.txt", "weights 1.0000004, 2.0\nstep 7")]);
         let far = tree(&[("w.txt", "weights 1.1, 2.0\nstep 7")]);
         let word = tree(&[("w.txt", "weights 1.0, 2.0\nstep 8")]);
-        let e = Equivalence::NumericTolerance { abs_ppb: 1_000, rel_ppb: 0 };
+        let e = Equivalence::NumericTolerance {
+            abs_ppb: 1_000,
+            rel_ppb: 0,
+        };
         assert!(equivalent(&e, a.path(), near.path()).unwrap().is_same());
         assert!(!equivalent(&e, a.path(), far.path()).unwrap().is_same());
         assert!(!equivalent(&e, a.path(), word.path()).unwrap().is_same());

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::{JobView, TaskView};
 use gridwork_client::{Client, ClientError, TreeError};
-use gridwork_types::{commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, Transaction, TxKind};
+use gridwork_types::{
+    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, Transaction, TxKind,
+};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -148,8 +150,13 @@ impl Worker {
         let _guard = self.nonce.lock().await;
         let account = self.client.account(&self.me).await?;
         let chain_id = lock(&self.chain_id).clone();
-        let tx = Transaction { from: self.cfg.key.public(), nonce: account.next_nonce, fee: Amount::ZERO, kind }
-            .sign(&chain_id, &self.cfg.key);
+        let tx = Transaction {
+            from: self.cfg.key.public(),
+            nonce: account.next_nonce,
+            fee: Amount::ZERO,
+            kind,
+        }
+        .sign(&chain_id, &self.cfg.key);
         self.client.submit(&tx).await
     }
 
@@ -162,20 +169,34 @@ impl Worker {
         if account.stake_locked < want {
             let needed = Amount(want.0 - account.stake_locked.0);
             if account.spendable < needed {
-                return Err(WorkerError::CannotStake { needed, spendable: account.spendable });
+                return Err(WorkerError::CannotStake {
+                    needed,
+                    spendable: account.spendable,
+                });
             }
             let h = self.send(TxKind::StakeLock { amount: needed }).await?;
-            self.client.wait_committed(&h, Duration::from_secs(60)).await?;
+            self.client
+                .wait_committed(&h, Duration::from_secs(60))
+                .await?;
         }
-        let h = self.send(TxKind::RegisterProvider { hardware: self.cfg.hardware.clone() }).await?;
-        self.client.wait_committed(&h, Duration::from_secs(60)).await?;
+        let h = self
+            .send(TxKind::RegisterProvider {
+                hardware: self.cfg.hardware.clone(),
+            })
+            .await?;
+        self.client
+            .wait_committed(&h, Duration::from_secs(60))
+            .await?;
         tracing::info!(provider = %self.me, "registered");
         Ok(())
     }
 
     /// Registers, then works until `shutdown` turns true and its running and committed tasks
     /// are done.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+    pub async fn run(
+        self: Arc<Self>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
         self.register().await?;
         let mut last_heartbeat = Instant::now();
         loop {
@@ -209,7 +230,9 @@ impl Worker {
         lock(&self.running).retain(|_, h| !h.is_finished());
         let mut in_flight = !lock(&self.running).is_empty();
         for id in self.client.open_jobs().await? {
-            let Some(view) = self.client.job(&id).await? else { continue };
+            let Some(view) = self.client.job(&id).await? else {
+                continue;
+            };
             if view.requester == self.me {
                 continue;
             }
@@ -232,7 +255,10 @@ impl Worker {
     }
 
     fn task_dir(&self, r: TaskRef) -> PathBuf {
-        self.cfg.work_dir.join("tasks").join(format!("{}-{}-{}", r.0, r.1, r.2))
+        self.cfg
+            .work_dir
+            .join("tasks")
+            .join(format!("{}-{}-{}", r.0, r.1, r.2))
     }
 
     fn result(&self, r: TaskRef) -> Option<RunResult> {
@@ -240,21 +266,38 @@ impl Worker {
         serde_json::from_slice(&bytes).ok()
     }
 
-    async fn step(self: &Arc<Self>, view: &JobView, t: &TaskView, draining: bool) -> Result<(), WorkerError> {
+    async fn step(
+        self: &Arc<Self>,
+        view: &JobView,
+        t: &TaskView,
+        draining: bool,
+    ) -> Result<(), WorkerError> {
         let r = (view.id, t.index, t.attempt);
         let is_executor = t.executor == Some(self.me);
         let assigned = is_executor || t.council.contains(&self.me);
         match t.phase.as_str() {
             "bidding" if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
                 let active = lock(&self.running).len() as u32;
-                match self.cfg.policy.decide(&view.prescription, &self.cfg.hardware, active) {
+                match self
+                    .cfg
+                    .policy
+                    .decide(&view.prescription, &self.cfg.hardware, active)
+                {
                     Decision::Bid(price) if self.mark("bid", r) => {
-                        if let Err(e) = self.send(TxKind::Bid { job: view.id, task: t.index, price }).await {
+                        if let Err(e) = self
+                            .send(TxKind::Bid {
+                                job: view.id,
+                                task: t.index,
+                                price,
+                            })
+                            .await
+                        {
                             tracing::info!(error = %e, job = %view.id, task = t.index, "bid refused");
                         }
                     }
                     Decision::Decline(reason) if lock(&self.declined).insert(view.id) => {
-                        if let Err(e) = self.client.decline(&view.id, &self.cfg.key, &reason).await {
+                        if let Err(e) = self.client.decline(&view.id, &self.cfg.key, &reason).await
+                        {
                             tracing::warn!(error = %e, "posting a decline failed");
                         }
                     }
@@ -265,7 +308,12 @@ impl Worker {
                 if let Some(res) = self.result(r) {
                     if self.mark("commit", r) {
                         let c = commitment(&res.output, &res.salt, &self.me);
-                        let kind = TxKind::Commit { job: view.id, task: t.index, attempt: t.attempt, commitment: c };
+                        let kind = TxKind::Commit {
+                            job: view.id,
+                            task: t.index,
+                            attempt: t.attempt,
+                            commitment: c,
+                        };
                         if let Err(e) = self.send(kind).await {
                             self.unmark("commit", r);
                             return Err(e.into());
@@ -286,15 +334,27 @@ impl Worker {
                     lock(&self.running).insert(r, handle);
                 }
             }
-            "revealing" if t.committed.contains(&self.me) && !t.revealed.iter().any(|(p, _, _)| *p == self.me) => {
-                let Some(res) = self.result(r) else { return Ok(()) };
-                let executor_output = t.revealed.iter().find(|(p, _, _)| Some(*p) == t.executor).map(|(_, o, _)| *o);
+            "revealing"
+                if t.committed.contains(&self.me)
+                    && !t.revealed.iter().any(|(p, _, _)| *p == self.me) =>
+            {
+                let Some(res) = self.result(r) else {
+                    return Ok(());
+                };
+                let executor_output = t
+                    .revealed
+                    .iter()
+                    .find(|(p, _, _)| Some(*p) == t.executor)
+                    .map(|(_, o, _)| *o);
                 let agree = if is_executor {
                     true
                 } else {
                     match executor_output {
                         None => return Ok(()),
-                        Some(theirs) => self.judge(&view.prescription.equivalence, r, &res, &theirs).await?,
+                        Some(theirs) => {
+                            self.judge(&view.prescription.equivalence, r, &res, &theirs)
+                                .await?
+                        }
                     }
                 };
                 if self.mark("reveal", r) {
@@ -319,9 +379,18 @@ impl Worker {
     }
 
     /// Fetches the inputs, runs the program, uploads the outputs, records the result.
-    async fn execute(&self, view: &JobView, r: TaskRef, items: (u64, u64), as_executor: bool) -> Result<(), WorkerError> {
+    async fn execute(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        items: (u64, u64),
+        as_executor: bool,
+    ) -> Result<(), WorkerError> {
         let dir = self.task_dir(r);
-        let io = |source| WorkerError::Io { path: dir.display().to_string(), source };
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
         if dir.exists() {
             // A run cut off by a restart starts again from nothing.
             std::fs::remove_dir_all(&dir).map_err(io)?;
@@ -331,11 +400,18 @@ impl Worker {
         for cid in &view.prescription.data {
             self.client.download_tree(cid, &inputs).await?;
         }
-        let env = TaskEnv { job: view.id.to_string(), task: r.1, items };
+        let env = TaskEnv {
+            job: view.id.to_string(),
+            task: r.1,
+            items,
+        };
         let deadline = Duration::from_millis(view.prescription.instructions.task_deadline_ms);
         let outcome = sandbox::run(&view.prescription.program, &dir, &env, deadline)
             .await
-            .map_err(|e| WorkerError::Io { path: dir.display().to_string(), source: std::io::Error::other(e.to_string()) })?;
+            .map_err(|e| WorkerError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         // The exit status is part of the result, so a program that fails the same way
         // everywhere is a valid (if useless) result rather than a timeout.
         let status = match (outcome.timed_out, outcome.code) {
@@ -346,12 +422,17 @@ impl Worker {
         std::fs::create_dir_all(&outputs).map_err(io)?;
         std::fs::write(outputs.join(".gridwork-status"), format!("{status}\n")).map_err(io)?;
         if as_executor && self.cfg.behavior == Behavior::LyingExecutor {
-            std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n").map_err(io)?;
+            std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n")
+                .map_err(io)?;
         }
         let output = self.client.upload_tree(&outputs).await?;
         let mut salt = [0u8; 32];
         OsRng.fill_bytes(&mut salt);
-        let result = RunResult { output, salt: Hash(salt), seconds: outcome.seconds };
+        let result = RunResult {
+            output,
+            salt: Hash(salt),
+            seconds: outcome.seconds,
+        };
         let tmp = dir.join("result.json.tmp");
         std::fs::write(&tmp, serde_json::to_vec(&result).unwrap_or_default()).map_err(io)?;
         std::fs::rename(&tmp, dir.join("result.json")).map_err(io)?;
@@ -360,7 +441,13 @@ impl Worker {
     }
 
     /// A council member's verdict on the executor's output.
-    async fn judge(&self, e: &Equivalence, r: TaskRef, mine: &RunResult, theirs: &Hash) -> Result<bool, WorkerError> {
+    async fn judge(
+        &self,
+        e: &Equivalence,
+        r: TaskRef,
+        mine: &RunResult,
+        theirs: &Hash,
+    ) -> Result<bool, WorkerError> {
         if mine.output == *theirs {
             return Ok(true);
         }
@@ -370,11 +457,17 @@ impl Worker {
         let dir = self.task_dir(r);
         let their_dir = dir.join("executor-output");
         if their_dir.exists() {
-            std::fs::remove_dir_all(&their_dir).map_err(|source| WorkerError::Io { path: their_dir.display().to_string(), source })?;
+            std::fs::remove_dir_all(&their_dir).map_err(|source| WorkerError::Io {
+                path: their_dir.display().to_string(),
+                source,
+            })?;
         }
         self.client.download_tree(theirs, &their_dir).await?;
         let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
-            .map_err(|err| WorkerError::Io { path: dir.display().to_string(), source: std::io::Error::other(err.to_string()) })?;
+            .map_err(|err| WorkerError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::other(err.to_string()),
+            })?;
         Ok(verdict.is_same())
     }
 }

@@ -33,12 +33,21 @@ impl PricingPolicy {
             Payment::PerTaskSecond { .. } => self.price_per_task_second,
             Payment::FixedPerTask { .. } => {
                 let secs = p.instructions.task_deadline_ms.div_ceil(1000);
-                Amount(self.price_per_task_second.0.saturating_mul(u128::from(secs)))
+                Amount(
+                    self.price_per_task_second
+                        .0
+                        .saturating_mul(u128::from(secs)),
+                )
             }
         };
-        let cap = p.halting.reserve_price.map_or(p.payment.max_price(), |r| r.min(p.payment.max_price()));
+        let cap = p
+            .halting
+            .reserve_price
+            .map_or(p.payment.max_price(), |r| r.min(p.payment.max_price()));
         if price > cap {
-            return Decision::Decline(format!("price: the job pays at most {cap} GRID, this provider asks {price} GRID"));
+            return Decision::Decline(format!(
+                "price: the job pays at most {cap} GRID, this provider asks {price} GRID"
+            ));
         }
         if active >= self.capacity {
             return Decision::Busy;
@@ -55,27 +64,47 @@ mod tests {
     fn job(max_price: u128, min_vram: u64) -> Prescription {
         Prescription {
             data: vec![],
-            program: Program { command: "x".into(), args: vec![] },
+            program: Program {
+                command: "x".into(),
+                args: vec![],
+            },
             instructions: Instructions {
                 items: 1,
                 chunk: 1,
-                requirements: Requirements { min_gpus: u32::from(min_vram > 0), min_vram_mib: min_vram, ..Default::default() },
+                requirements: Requirements {
+                    min_gpus: u32::from(min_vram > 0),
+                    min_vram_mib: min_vram,
+                    ..Default::default()
+                },
                 task_deadline_ms: 10_000,
                 council_size: 0,
             },
-            payment: Payment::PerTaskSecond { max_price: Amount(max_price) },
+            payment: Payment::PerTaskSecond {
+                max_price: Amount(max_price),
+            },
             equivalence: Equivalence::ExactHash {},
-            halting: Halting { first_bids: 1, deadline_ms: 1, reserve_price: None },
+            halting: Halting {
+                first_bids: 1,
+                deadline_ms: 1,
+                reserve_price: None,
+            },
         }
     }
 
     #[test]
     fn bids_declines_and_passes() {
-        let policy = PricingPolicy { price_per_task_second: Amount(5), capacity: 1 };
+        let policy = PricingPolicy {
+            price_per_task_second: Amount(5),
+            capacity: 1,
+        };
         let hw = Hardware::default();
         assert_eq!(policy.decide(&job(10, 0), &hw, 0), Decision::Bid(Amount(5)));
-        assert!(matches!(policy.decide(&job(4, 0), &hw, 0), Decision::Decline(r) if r.contains("at most")));
-        assert!(matches!(policy.decide(&job(10, 8_000), &hw, 0), Decision::Decline(r) if r.contains("hardware")));
+        assert!(
+            matches!(policy.decide(&job(4, 0), &hw, 0), Decision::Decline(r) if r.contains("at most"))
+        );
+        assert!(
+            matches!(policy.decide(&job(10, 8_000), &hw, 0), Decision::Decline(r) if r.contains("hardware"))
+        );
         assert_eq!(policy.decide(&job(10, 0), &hw, 1), Decision::Busy);
     }
 }

@@ -24,26 +24,36 @@ pub fn probe_at(root: &Path) -> Hardware {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kib| kib / 1024);
-    Hardware { gpus: gpus(root), cpu_cores, memory_mib }
+    Hardware {
+        gpus: gpus(root),
+        cpu_cores,
+        memory_mib,
+    }
 }
 
 fn gpus(root: &Path) -> Vec<Gpu> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(root.join("sys/class/drm")) else { return out };
+    let Ok(entries) = std::fs::read_dir(root.join("sys/class/drm")) else {
+        return out;
+    };
     let mut cards: Vec<_> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("card") && n[4..].chars().all(|c| c.is_ascii_digit()))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("card") && n[4..].chars().all(|c| c.is_ascii_digit())
+            })
         })
         .collect();
     cards.sort();
     let mut nvidia = nvidia_smi().into_iter();
     for card in cards {
         let dev = card.join("device");
-        let read = |f: &str| std::fs::read_to_string(dev.join(f)).map(|s| s.trim().to_string()).unwrap_or_default();
+        let read = |f: &str| {
+            std::fs::read_to_string(dev.join(f))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
         let vendor = match read("vendor").as_str() {
             "0x10de" => GpuVendor::Nvidia,
             "0x1002" => GpuVendor::Amd,
@@ -51,13 +61,21 @@ fn gpus(root: &Path) -> Vec<Gpu> {
             _ => continue,
         };
         let (model, vram_mib) = match vendor {
-            GpuVendor::Nvidia => nvidia.next().unwrap_or_else(|| (format!("nvidia {}", read("device")), 0)),
+            GpuVendor::Nvidia => nvidia
+                .next()
+                .unwrap_or_else(|| (format!("nvidia {}", read("device")), 0)),
             _ => (
                 format!("{vendor} {}", read("device")),
-                read("mem_info_vram_total").parse::<u64>().map_or(0, |b| b / (1024 * 1024)),
+                read("mem_info_vram_total")
+                    .parse::<u64>()
+                    .map_or(0, |b| b / (1024 * 1024)),
             ),
         };
-        out.push(Gpu { vendor, model, vram_mib });
+        out.push(Gpu {
+            vendor,
+            model,
+            vram_mib,
+        });
     }
     out
 }
@@ -65,7 +83,10 @@ fn gpus(root: &Path) -> Vec<Gpu> {
 /// `(name, memory MiB)` per NVIDIA GPU from `nvidia-smi`, if it runs.
 fn nvidia_smi() -> Vec<(String, u64)> {
     let Ok(out) = std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name,memory.total", "--format=csv,noheader,nounits"])
+        .args([
+            "--query-gpu=name,memory.total",
+            "--format=csv,noheader,nounits",
+        ])
         .output()
     else {
         return Vec::new();
@@ -88,12 +109,20 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         std::fs::create_dir_all(r.join("proc")).unwrap();
-        std::fs::write(r.join("proc/meminfo"), "MemTotal:       16384000 kB\nMemFree: 1 kB\n").unwrap();
+        std::fs::write(
+            r.join("proc/meminfo"),
+            "MemTotal:       16384000 kB\nMemFree: 1 kB\n",
+        )
+        .unwrap();
         let amd = r.join("sys/class/drm/card0/device");
         std::fs::create_dir_all(&amd).unwrap();
         std::fs::write(amd.join("vendor"), "0x1002\n").unwrap();
         std::fs::write(amd.join("device"), "0x744c\n").unwrap();
-        std::fs::write(amd.join("mem_info_vram_total"), format!("{}\n", 24u64 << 30)).unwrap();
+        std::fs::write(
+            amd.join("mem_info_vram_total"),
+            format!("{}\n", 24u64 << 30),
+        )
+        .unwrap();
         let intel = r.join("sys/class/drm/card1/device");
         std::fs::create_dir_all(&intel).unwrap();
         std::fs::write(intel.join("vendor"), "0x8086\n").unwrap();
@@ -101,7 +130,10 @@ mod tests {
         let hw = probe_at(r);
         assert_eq!(hw.memory_mib, 16_000);
         assert_eq!(hw.gpus.len(), 2);
-        assert_eq!((hw.gpus[0].vendor, hw.gpus[0].vram_mib), (GpuVendor::Amd, 24_576));
+        assert_eq!(
+            (hw.gpus[0].vendor, hw.gpus[0].vram_mib),
+            (GpuVendor::Amd, 24_576)
+        );
         assert_eq!(hw.gpus[1].vendor, GpuVendor::Intel);
     }
 

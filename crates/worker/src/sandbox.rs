@@ -51,8 +51,17 @@ pub fn layout(work: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Runs `program` in `work` until it exits or `deadline` passes.
-pub async fn run(program: &Program, work: &Path, env: &TaskEnv, deadline: Duration) -> Result<RunOutcome, SandboxError> {
-    let err = |source| SandboxError { command: program.command.clone(), dir: work.display().to_string(), source };
+pub async fn run(
+    program: &Program,
+    work: &Path,
+    env: &TaskEnv,
+    deadline: Duration,
+) -> Result<RunOutcome, SandboxError> {
+    let err = |source| SandboxError {
+        command: program.command.clone(),
+        dir: work.display().to_string(),
+        source,
+    };
     let (inputs, outputs) = layout(work);
     for dir in [&inputs, &outputs, &work.join("tmp")] {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -84,16 +93,27 @@ pub async fn run(program: &Program, work: &Path, env: &TaskEnv, deadline: Durati
     match tokio::time::timeout(deadline, child.wait()).await {
         Ok(status) => {
             let status = status.map_err(err)?;
-            Ok(RunOutcome { code: status.code(), timed_out: false, seconds: seconds(started) })
+            Ok(RunOutcome {
+                code: status.code(),
+                timed_out: false,
+                seconds: seconds(started),
+            })
         }
         Err(_) => {
             // The whole process group (its id is the child's pid), so children of a shell
             // die too.
-            if let Some(pgid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+            if let Some(pgid) = child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+            {
                 let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
             }
             let _ = child.kill().await;
-            Ok(RunOutcome { code: None, timed_out: true, seconds: seconds(started) })
+            Ok(RunOutcome {
+                code: None,
+                timed_out: true,
+                seconds: seconds(started),
+            })
         }
     }
 }
@@ -103,7 +123,11 @@ mod tests {
     use super::*;
 
     fn env() -> TaskEnv {
-        TaskEnv { job: "j".into(), task: 3, items: (6, 9) }
+        TaskEnv {
+            job: "j".into(),
+            task: 3,
+            items: (6, 9),
+        }
     }
 
     #[tokio::test]
@@ -113,26 +137,45 @@ mod tests {
             command: "sh".into(),
             args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()],
         };
-        let outcome = run(&p, work.path(), &env(), Duration::from_secs(10)).await.unwrap();
+        let outcome = run(&p, work.path(), &env(), Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(outcome.code, Some(0));
         let out = std::fs::read_to_string(work.path().join("outputs/out.txt")).unwrap();
         assert_eq!(out.trim(), "6-9");
         // Nothing of the worker's own environment reaches the task (the shell adds PWD,
         // SHLVL and _ itself).
         let allowed = ["PATH", "HOME", "TMPDIR", "LANG", "PWD", "SHLVL", "_"];
-        for line in std::fs::read_to_string(work.path().join("env.txt")).unwrap().lines() {
+        for line in std::fs::read_to_string(work.path().join("env.txt"))
+            .unwrap()
+            .lines()
+        {
             let key = line.split('=').next().unwrap();
-            assert!(key.starts_with("GRIDWORK_") || allowed.contains(&key), "leaked {key}");
+            assert!(
+                key.starts_with("GRIDWORK_") || allowed.contains(&key),
+                "leaked {key}"
+            );
         }
         let pwd = std::fs::read_to_string(work.path().join("stdout.log")).unwrap();
-        assert_eq!(std::path::Path::new(pwd.trim()), work.path().canonicalize().unwrap());
+        assert_eq!(
+            std::path::Path::new(pwd.trim()),
+            work.path().canonicalize().unwrap()
+        );
     }
 
     #[tokio::test]
     async fn the_deadline_kills_the_whole_process_group() {
         let work = tempfile::tempdir().unwrap();
-        let p = Program { command: "sh".into(), args: vec!["-c".into(), "sleep 30 & sleep 30; echo late > late.txt".into()] };
-        let outcome = run(&p, work.path(), &env(), Duration::from_millis(300)).await.unwrap();
+        let p = Program {
+            command: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "sleep 30 & sleep 30; echo late > late.txt".into(),
+            ],
+        };
+        let outcome = run(&p, work.path(), &env(), Duration::from_millis(300))
+            .await
+            .unwrap();
         assert!(outcome.timed_out);
         assert!(!work.path().join("late.txt").exists());
     }
@@ -140,8 +183,13 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_is_a_clear_error() {
         let work = tempfile::tempdir().unwrap();
-        let p = Program { command: "/no/such/program".into(), args: vec![] };
-        let err = run(&p, work.path(), &env(), Duration::from_secs(1)).await.unwrap_err();
+        let p = Program {
+            command: "/no/such/program".into(),
+            args: vec![],
+        };
+        let err = run(&p, work.path(), &env(), Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("/no/such/program"), "{err}");
     }
 }

@@ -375,3 +375,135 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
         }
     });
 }
+
+#[test]
+fn demo_runs_a_job_to_settlement_and_catches_the_liar() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--liar", "--json", "--data-dir"])
+        .arg(dir.path())
+        .env("GRIDWORK_HOME", dir.path().join("home"))
+        .env("GRIDWORK_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["status"], "finished");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    for t in tasks {
+        assert_eq!(t["phase"], "settled");
+        let i = t["task"].as_u64().unwrap();
+        let want = format!(
+            "item {} squared {}\nitem {} squared {}\n",
+            2 * i,
+            4 * i * i,
+            2 * i + 1,
+            (2 * i + 1) * (2 * i + 1)
+        );
+        assert_eq!(t["result"].as_str().unwrap(), want);
+    }
+    let liar = dev_keypair(4).address().to_string();
+    let providers = doc["providers"].as_array().unwrap();
+    let liar = providers
+        .iter()
+        .find(|p| p["address"] == liar.as_str())
+        .unwrap();
+    assert!(units(&liar["slashed"]) > 0, "the liar was slashed");
+    assert_eq!(
+        units(&doc["paid"]) + units(&doc["refunded"]),
+        units(&doc["deposit"])
+    );
+}
+
+#[test]
+fn a_job_file_is_submitted_shown_and_cancelled_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/job.example.toml");
+
+    // An input directory is uploaded with the job.
+    let job_dir = dir.path().join("job");
+    std::fs::create_dir_all(job_dir.join("scene")).unwrap();
+    std::fs::write(job_dir.join("scene/frame.txt"), "frame data").unwrap();
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("inputs = []", "inputs = [\"./scene\"]");
+    std::fs::write(job_dir.join("job.toml"), text).unwrap();
+    let job_file = job_dir.join("job.toml");
+    let job_file = job_file.to_str().unwrap();
+
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev0",
+            "job",
+            "submit",
+            job_file,
+            "--deposit",
+            "0.01",
+        ],
+        &[],
+    );
+    assert!(
+        msg.contains("does not cover the job's maximum cost"),
+        "{msg}"
+    );
+
+    let before = units(&cli.json(&["--key", "dev0", "balance"], &[])["balance"]);
+    let submitted = cli.json(&["--key", "dev0", "job", "submit", job_file], &[]);
+    let job = submitted["job"].as_str().unwrap().to_string();
+    assert_eq!(submitted["tasks"], 3);
+    let status = cli.json(&["job", "status", &job], &[]);
+    assert_eq!(status["status"], "open");
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(status["prescription"]["data"].as_array().unwrap().len(), 1);
+    let text = String::from_utf8_lossy(&cli.run(&["job", "status", &job], &[]).stdout).to_string();
+    assert!(
+        text.contains("bidding") && text.contains("open for bids"),
+        "{text}"
+    );
+
+    cli.json(&["--key", "dev0", "job", "cancel", &job], &[]);
+    assert_eq!(
+        cli.json(&["job", "status", &job], &[])["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        units(&cli.json(&["--key", "dev0", "balance"], &[])["balance"]),
+        before,
+        "the whole deposit came back"
+    );
+
+    let (_, msg) = cli.fails(&["job", "status", &"ab".repeat(32)], &[]);
+    assert!(msg.contains("not known"), "{msg}");
+    let bad = job_dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&example)
+            .unwrap()
+            .replace("chunk = 2", "chunk = 0"),
+    )
+    .unwrap();
+    let (_, msg) = cli.fails(
+        &["--key", "dev0", "job", "submit", bad.to_str().unwrap()],
+        &[],
+    );
+    assert!(msg.contains("instructions.chunk"), "{msg}");
+    let (_, msg) = cli.fails(
+        &["provider", "show", &dev_keypair(1).address().to_string()],
+        &[],
+    );
+    assert!(msg.contains("not a registered provider"), "{msg}");
+}

@@ -6,8 +6,8 @@ use gridwork_client::Client;
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_types::{
-    Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment, Prescription, Program,
-    Requirements, Transaction, TxKind, GRID,
+    Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment, Prescription,
+    Program, Requirements, Transaction, TxKind, GRID,
 };
 use gridwork_worker::{Behavior, PricingPolicy, Worker, WorkerConfig};
 use tokio::sync::watch;
@@ -25,22 +25,43 @@ struct Net {
 impl Net {
     async fn start() -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig { data_dir: dir.path().join("node"), block_interval_ms: 20, ..NodeConfig::default() };
+        let config = NodeConfig {
+            data_dir: dir.path().join("node"),
+            block_interval_ms: 20,
+            ..NodeConfig::default()
+        };
         let node = Node::open(&config, GenesisSource::dev(8)).unwrap();
         node.spawn_producer();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(gridwork_node::serve(node.clone(), listener, std::future::pending()));
+        tokio::spawn(gridwork_node::serve(
+            node.clone(),
+            listener,
+            std::future::pending(),
+        ));
         let (stop, _) = watch::channel(false);
-        Net { client: Client::new(&url), node, url, dir, stop }
+        Net {
+            client: Client::new(&url),
+            node,
+            url,
+            dir,
+            stop,
+        }
     }
 
     fn worker(&self, i: u32, price: u128, behavior: Behavior) -> std::sync::Arc<Worker> {
         let cfg = WorkerConfig {
             key: dev_keypair(i),
             work_dir: self.dir.path().join(format!("worker{i}")),
-            policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4 },
-            hardware: Hardware { gpus: vec![], cpu_cores: 2, memory_mib: 4_096 },
+            policy: PricingPolicy {
+                price_per_task_second: Amount(price),
+                capacity: 4,
+            },
+            hardware: Hardware {
+                gpus: vec![],
+                cpu_cores: 2,
+                memory_mib: 4_096,
+            },
             stake: Amount::grid(1_000),
             poll: Duration::from_millis(50),
             heartbeat: Duration::from_secs(20),
@@ -73,7 +94,10 @@ impl Net {
             from: key.public(),
             nonce: account.next_nonce,
             fee: Amount::ZERO,
-            kind: TxKind::SubmitJob { prescription: p, deposit: Amount::grid(100) },
+            kind: TxKind::SubmitJob {
+                prescription: p,
+                deposit: Amount::grid(100),
+            },
         }
         .sign(self.node.chain_id(), &key);
         let id = self.client.submit(&tx).await.unwrap();
@@ -97,15 +121,31 @@ impl Net {
 fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescription {
     Prescription {
         data: vec![],
-        program: Program { command: "sh".into(), args: vec!["-c".into(), program.into()] },
-        instructions: Instructions { items, chunk: 1, requirements: Requirements::default(), task_deadline_ms: deadline_ms, council_size: council },
-        payment: Payment::PerTaskSecond { max_price: Amount(GRID / 10) },
+        program: Program {
+            command: "sh".into(),
+            args: vec!["-c".into(), program.into()],
+        },
+        instructions: Instructions {
+            items,
+            chunk: 1,
+            requirements: Requirements::default(),
+            task_deadline_ms: deadline_ms,
+            council_size: council,
+        },
+        payment: Payment::PerTaskSecond {
+            max_price: Amount(GRID / 10),
+        },
         equivalence: Equivalence::ExactHash {},
-        halting: Halting { first_bids: 1, deadline_ms: 2_000, reserve_price: None },
+        halting: Halting {
+            first_bids: 1,
+            deadline_ms: 2_000,
+            reserve_price: None,
+        },
     }
 }
 
-const SQUARE: &str = "i=$GRIDWORK_ITEM_START; echo \"item $i squared $((i*i))\" > $GRIDWORK_OUTPUTS/result.txt";
+const SQUARE: &str =
+    "i=$GRIDWORK_ITEM_START; echo \"item $i squared $((i*i))\" > $GRIDWORK_OUTPUTS/result.txt";
 
 async fn result_text(net: &Net, output: &Hash) -> String {
     let dir = tempfile::tempdir().unwrap();
@@ -120,18 +160,42 @@ async fn honest_workers_complete_a_job_and_are_paid() {
         net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
     }
     net.wait_providers(3).await;
-    let before = net.client.account(&dev_keypair(0).address()).await.unwrap().balance;
+    let before = net
+        .client
+        .account(&dev_keypair(0).address())
+        .await
+        .unwrap()
+        .balance;
     let job = net.submit(squares(3, 1, 30_000, SQUARE)).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.status, "finished");
     for t in &view.tasks {
         assert_eq!(t.phase, "settled");
         let text = result_text(&net, t.result.as_ref().unwrap()).await;
-        assert_eq!(text.trim(), format!("item {} squared {}", t.index, t.index * t.index));
+        assert_eq!(
+            text.trim(),
+            format!("item {} squared {}", t.index, t.index * t.index)
+        );
     }
-    let after = net.client.account(&dev_keypair(0).address()).await.unwrap().balance;
-    assert_eq!(before.0 - after.0, view.spent.0, "the requester paid exactly what was spent");
-    let earned: u128 = net.client.providers().await.unwrap().iter().map(|p| p.earned.0).sum();
+    let after = net
+        .client
+        .account(&dev_keypair(0).address())
+        .await
+        .unwrap()
+        .balance;
+    assert_eq!(
+        before.0 - after.0,
+        view.spent.0,
+        "the requester paid exactly what was spent"
+    );
+    let earned: u128 = net
+        .client
+        .providers()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.earned.0)
+        .sum();
     assert!(earned >= view.spent.0);
     net.stop.send(true).unwrap();
 }
@@ -156,7 +220,12 @@ async fn a_lying_executor_is_caught_and_the_requester_gets_the_right_result() {
     assert_eq!(task.phase, "settled");
     assert!(task.attempt >= 1, "the first attempt was rejected");
     assert_ne!(task.executor, Some(liar_address));
-    assert_eq!(result_text(&net, task.result.as_ref().unwrap()).await.trim(), "item 0 squared 0");
+    assert_eq!(
+        result_text(&net, task.result.as_ref().unwrap())
+            .await
+            .trim(),
+        "item 0 squared 0"
+    );
     let liar = net.client.provider(&liar_address).await.unwrap().unwrap();
     assert!(liar.slashed.0 > 0 && liar.failed >= 1, "{liar:?}");
     net.stop.send(true).unwrap();
@@ -175,7 +244,10 @@ async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.tasks[0].phase, "settled");
-    assert!(view.tasks[0].attempt >= 1, "the ghost won and vanished first");
+    assert!(
+        view.tasks[0].attempt >= 1,
+        "the ghost won and vanished first"
+    );
     assert_ne!(view.tasks[0].executor, Some(ghost_address));
     let ghost = net.client.provider(&ghost_address).await.unwrap().unwrap();
     assert!(ghost.slashed.0 > 0, "missing the deadline costs stake");
@@ -202,7 +274,10 @@ async fn a_worker_restarted_mid_task_finishes_it() {
     net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
     let view = net.wait_finished(&job).await;
     assert_eq!(view.tasks[0].phase, "settled");
-    assert_eq!(view.tasks[0].attempt, 0, "finished by the restarted worker, not re-auctioned");
+    assert_eq!(
+        view.tasks[0].attempt, 0,
+        "finished by the restarted worker, not re-auctioned"
+    );
     net.stop.send(true).unwrap();
 }
 
@@ -212,7 +287,11 @@ async fn workers_say_why_they_do_not_bid() {
     net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
     net.wait_providers(1).await;
     let mut p = squares(1, 0, 30_000, SQUARE);
-    p.instructions.requirements = Requirements { gpu_vendor: Some(GpuVendor::Nvidia), min_gpus: 1, ..Default::default() };
+    p.instructions.requirements = Requirements {
+        gpu_vendor: Some(GpuVendor::Nvidia),
+        min_gpus: 1,
+        ..Default::default()
+    };
     let job = net.submit(p).await;
     let start = std::time::Instant::now();
     loop {
