@@ -256,6 +256,24 @@ pub(crate) enum BlockCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
+    /// Jobs through bids, auctions, councils, commit-reveal and settlement on one node.
+    Market {
+        /// Simulated workers.
+        #[arg(long, default_value_t = 50)]
+        workers: u32,
+        /// Jobs.
+        #[arg(long, default_value_t = 20)]
+        jobs: u32,
+        /// Tasks per job.
+        #[arg(long, default_value_t = 50)]
+        tasks: u32,
+        /// Council size.
+        #[arg(long, default_value_t = 3)]
+        council: u8,
+        /// Where to write the bench chain.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Signed transfers through admission, block production and durable commit.
     Ledger {
         /// Funded sender accounts.

@@ -420,6 +420,63 @@ fn block_show(cli: &Cli, id: &str) -> anyhow::Result<()> {
 }
 
 fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Market { .. } => bench_market(cli, cmd),
+        BenchCommand::Ledger { .. } => bench_ledger(cli, cmd),
+    }
+}
+
+fn bench_market(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
+    if let BenchCommand::Market {
+        workers,
+        jobs,
+        tasks,
+        council,
+        data_dir,
+    } = cmd
+    {
+        let opts = gridwork_node::bench::MarketBenchOptions {
+            workers: *workers,
+            jobs: *jobs,
+            tasks: *tasks,
+            council: *council,
+            data_dir: data_dir.clone(),
+        };
+        let r = gridwork_node::bench::run_market_bench(&opts, |msg| eprintln!("{msg}"))?;
+        return emit(cli.json, &r, || {
+            rows(&[
+                (
+                    "settled",
+                    format!(
+                        "{} tasks with {} workers in {} blocks",
+                        r.tasks_settled, r.workers, r.blocks
+                    ),
+                ),
+                (
+                    "throughput",
+                    format!(
+                        "{:.0} tasks settled/s ({:.2} s)",
+                        r.tasks_per_s, r.elapsed_s
+                    ),
+                ),
+                (
+                    "assignment",
+                    format!(
+                        "p50 {:.1} ms, p99 {:.1} ms from task open to executor assigned",
+                        r.p50_assign_ms, r.p99_assign_ms
+                    ),
+                ),
+                (
+                    "market txs",
+                    format!("{} bids, commits and reveals", r.market_txs),
+                ),
+            ])
+        });
+    }
+    Ok(())
+}
+
+fn bench_ledger(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Ledger {
         accounts,
         transfers,
@@ -428,7 +485,10 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
         max_block_txs,
         batch,
         submitters,
-    } = cmd;
+    } = cmd
+    else {
+        return Ok(());
+    };
     let opts = LedgerBenchOptions {
         accounts: *accounts,
         transfers: *transfers,

@@ -328,6 +328,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn small_market_bench_settles_every_task() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = MarketBenchOptions {
+            workers: 5,
+            jobs: 2,
+            tasks: 3,
+            council: 1,
+            data_dir: dir.path().to_path_buf(),
+        };
+        let report = run_market_bench(&opts, |_| {}).unwrap();
+        assert_eq!(report.tasks_settled, 6);
+        assert!(report.p50_assign_ms <= report.p99_assign_ms);
+    }
+
+    #[test]
     fn small_bench_commits_every_transfer() {
         let dir = tempfile::tempdir().unwrap();
         let opts = LedgerBenchOptions {
@@ -344,4 +359,322 @@ mod tests {
         assert!(report.blocks >= 5, "at most 100 per block: {report:?}");
         assert!(report.p50_confirm_ms <= report.p99_confirm_ms);
     }
+}
+
+/// What `bench market` runs.
+#[derive(Debug, Clone)]
+pub struct MarketBenchOptions {
+    /// Simulated workers (providers that bid, run instantly and vote honestly).
+    pub workers: u32,
+    /// Jobs submitted at once.
+    pub jobs: u32,
+    /// Tasks per job.
+    pub tasks: u32,
+    /// Council size of every job.
+    pub council: u8,
+    /// Where the bench chain is written.
+    pub data_dir: PathBuf,
+}
+
+/// What `bench market` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketBenchReport {
+    /// Workers.
+    pub workers: u32,
+    /// Tasks settled.
+    pub tasks_settled: u64,
+    /// Blocks it took.
+    pub blocks: u64,
+    /// Wall time from the jobs' block to the last settlement.
+    pub elapsed_s: f64,
+    /// Settled tasks per second.
+    pub tasks_per_s: f64,
+    /// Transactions the market needed (bids, commits, reveals).
+    pub market_txs: u64,
+    /// Median time from a task opening to its executor being assigned.
+    pub p50_assign_ms: f64,
+    /// 99th percentile of the same.
+    pub p99_assign_ms: f64,
+}
+
+/// Runs J jobs of T tasks through bids, auctions, councils, commit-reveal and settlement on
+/// one node with a real store. The simulated workers skip execution (their result is known at
+/// once), so the figures are the ledger's and the node's cost per task, not a program's.
+pub fn run_market_bench(
+    opts: &MarketBenchOptions,
+    progress: impl Fn(&str),
+) -> Result<MarketBenchReport, BenchError> {
+    use gridwork_types::{
+        commitment, Equivalence, Halting, Hardware, Instructions, Payment, Prescription, Program,
+        Requirements,
+    };
+    if opts.workers < u32::from(opts.council) + 1 || opts.jobs == 0 || opts.tasks == 0 {
+        return Err(BenchError::Options(
+            "need jobs and tasks, and more workers than the council size".into(),
+        ));
+    }
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| BenchError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    std::fs::create_dir_all(&opts.data_dir).map_err(io(&opts.data_dir))?;
+    let db = opts.data_dir.join("market-bench.redb");
+    if db.exists() {
+        std::fs::remove_file(&db).map_err(io(&db))?;
+    }
+    let requester = bench_key(u32::MAX);
+    let workers: Vec<Keypair> = (0..opts.workers).map(bench_key).collect();
+    let each = 10_000_000 * GRID;
+    let mut allocations: Vec<Allocation> = workers
+        .iter()
+        .map(|k| Allocation {
+            address: k.address(),
+            amount: Amount(each),
+            vesting: None,
+        })
+        .collect();
+    allocations.push(Allocation {
+        address: requester.address(),
+        amount: Amount(each),
+        vesting: None,
+    });
+    let genesis = Genesis {
+        chain_id: "gridwork-market-bench".into(),
+        timestamp_ms: crate::now_ms(),
+        total_supply: Amount(each * (u128::from(opts.workers) + 1) + 1_000_000 * GRID),
+        rewards_pool: Amount(1_000_000 * GRID),
+        params: Params {
+            heartbeat_timeout_ms: 3_600_000,
+            ..Params::default()
+        },
+        allocations,
+    };
+    let store = RedbStore::open(&db).map_err(NodeError::from)?;
+    let consensus = Solo::new(0, 1_000_000, Address([0; 20]));
+    let node = Node::with_store(
+        Box::new(store),
+        Some(&genesis),
+        Box::new(consensus),
+        1_000_000,
+    )?;
+    let chain = genesis.chain_id.clone();
+    let mut nonces: HashMap<Address, u64> = HashMap::new();
+    let mut sign = |k: &Keypair, kind: TxKind| {
+        let n = nonces.entry(k.address()).or_insert(0);
+        let tx = Transaction {
+            from: k.public(),
+            nonce: *n,
+            fee: Amount::ZERO,
+            kind,
+        }
+        .sign(&chain, k);
+        *n += 1;
+        tx
+    };
+    let submit = |node: &Node, txs: Vec<SignedTx>| -> Result<(), BenchError> {
+        let refused: Vec<String> = node
+            .submit(txs)
+            .into_iter()
+            .filter_map(Result::err)
+            .map(|e| e.to_string())
+            .collect();
+        match refused.first() {
+            Some(first) => Err(BenchError::Refused {
+                count: refused.len(),
+                first: first.clone(),
+            }),
+            None => Ok(()),
+        }
+    };
+    let block = |node: &Node| -> Result<(), BenchError> {
+        node.produce_block(true)?;
+        Ok(())
+    };
+
+    progress(&format!("registering {} workers", opts.workers));
+    let txs = workers
+        .iter()
+        .map(|k| {
+            sign(
+                k,
+                TxKind::StakeLock {
+                    amount: Amount::grid(1_000),
+                },
+            )
+        })
+        .collect();
+    submit(&node, txs)?;
+    block(&node)?;
+    let txs = workers
+        .iter()
+        .map(|k| {
+            sign(
+                k,
+                TxKind::RegisterProvider {
+                    hardware: Hardware::default(),
+                },
+            )
+        })
+        .collect();
+    submit(&node, txs)?;
+    block(&node)?;
+
+    let prescription = Prescription {
+        data: Vec::new(),
+        program: Program {
+            command: "true".into(),
+            args: vec![],
+        },
+        instructions: Instructions {
+            items: u64::from(opts.tasks),
+            chunk: 1,
+            requirements: Requirements::default(),
+            task_deadline_ms: 3_600_000,
+            council_size: opts.council,
+        },
+        payment: Payment::FixedPerTask {
+            max_price: Amount::grid(1),
+        },
+        equivalence: Equivalence::ExactHash {},
+        halting: Halting {
+            first_bids: 3.min(opts.workers),
+            deadline_ms: 3_600_000,
+            reserve_price: None,
+        },
+    };
+    let per_task =
+        gridwork_protocol::max_task_cost(&prescription, genesis.params.council_share_bps)
+            .unwrap_or(Amount::ZERO);
+    let deposit = Amount(per_task.0 * u128::from(opts.tasks));
+    progress(&format!(
+        "running {} jobs of {} tasks with councils of {}",
+        opts.jobs, opts.tasks, opts.council
+    ));
+    let start = Instant::now();
+    let mut job_ids = Vec::new();
+    let txs: Vec<SignedTx> = (0..opts.jobs)
+        .map(|_| {
+            sign(
+                &requester,
+                TxKind::SubmitJob {
+                    prescription: prescription.clone(),
+                    deposit,
+                },
+            )
+        })
+        .collect();
+    job_ids.extend(txs.iter().map(SignedTx::hash));
+    submit(&node, txs)?;
+    block(&node)?;
+    let opened = Instant::now();
+    let total = u64::from(opts.jobs) * u64::from(opts.tasks);
+    let mut assigned_ms: Vec<f64> = Vec::with_capacity(total as usize);
+    let mut seen_assigned = std::collections::HashSet::new();
+    let (mut blocks, mut market_txs, mut settled) = (0u64, 0u64, 0u64);
+    let output = Hash::of(b"bench output");
+    let salt = Hash::of(b"bench salt");
+    let by_address: HashMap<Address, &Keypair> = workers.iter().map(|k| (k.address(), k)).collect();
+    let mut round = 0usize;
+    while settled < total {
+        let mut txs = Vec::new();
+        settled = 0;
+        for (j, id) in job_ids.iter().enumerate() {
+            let Some(view) = node.job(id) else { continue };
+            for t in &view.tasks {
+                match t.phase.as_str() {
+                    "bidding" => {
+                        // Three workers bid, rotating so load spreads.
+                        for b in 0..3.min(workers.len()) {
+                            let k =
+                                &workers[(j * 7 + t.index as usize + b + round) % workers.len()];
+                            if !t.bids.iter().any(|(p, _)| *p == k.address()) {
+                                txs.push(sign(
+                                    k,
+                                    TxKind::Bid {
+                                        job: *id,
+                                        task: t.index,
+                                        price: Amount::grid(1),
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    "committing" => {
+                        if seen_assigned.insert((*id, t.index)) {
+                            assigned_ms.push(opened.elapsed().as_secs_f64() * 1e3);
+                        }
+                        for who in t.executor.iter().chain(t.council.iter()) {
+                            if !t.committed.contains(who) {
+                                let c = commitment(&output, &salt, who);
+                                let kind = TxKind::Commit {
+                                    job: *id,
+                                    task: t.index,
+                                    attempt: t.attempt,
+                                    commitment: c,
+                                };
+                                txs.push(sign(by_address[who], kind));
+                            }
+                        }
+                    }
+                    "revealing" => {
+                        let exec_revealed =
+                            t.revealed.iter().any(|(p, _, _)| Some(*p) == t.executor);
+                        for who in t.executor.iter().chain(t.council.iter()) {
+                            let is_exec = Some(*who) == t.executor;
+                            if (is_exec || exec_revealed)
+                                && !t.revealed.iter().any(|(p, _, _)| p == who)
+                            {
+                                let kind = TxKind::Reveal {
+                                    job: *id,
+                                    task: t.index,
+                                    attempt: t.attempt,
+                                    output,
+                                    salt,
+                                    seconds: 1,
+                                    agree: true,
+                                };
+                                txs.push(sign(by_address[who], kind));
+                            }
+                        }
+                    }
+                    "settled" => settled += 1,
+                    _ => {}
+                }
+            }
+        }
+        if settled >= total {
+            break;
+        }
+        market_txs += txs.len() as u64;
+        submit(&node, txs)?;
+        block(&node)?;
+        blocks += 1;
+        round += 1;
+        if round > 10_000 {
+            return Err(BenchError::Options(
+                "the market did not settle within 10,000 rounds".into(),
+            ));
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    assigned_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        assigned_ms
+            .get(((assigned_ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(MarketBenchReport {
+        workers: opts.workers,
+        tasks_settled: settled,
+        blocks,
+        elapsed_s: elapsed,
+        tasks_per_s: settled as f64 / elapsed.max(1e-9),
+        market_txs,
+        p50_assign_ms: pct(0.5),
+        p99_assign_ms: pct(0.99),
+    })
 }
