@@ -72,6 +72,25 @@ pub(crate) enum Command {
     Worker(WorkerArgs),
     /// One command: a dev node and three local workers, a sample job, its settlement.
     Demo(DemoArgs),
+    /// Internal: confine this process (limits, Landlock) and run a task program.
+    #[command(hide = true)]
+    SandboxExec(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SandboxArgs {
+    /// The only directory the program may write to.
+    #[arg(long)]
+    pub(crate) work: PathBuf,
+    /// Address-space limit in MiB.
+    #[arg(long)]
+    pub(crate) memory_mib: Option<u64>,
+    /// Largest file in MiB.
+    #[arg(long)]
+    pub(crate) max_file_mib: Option<u64>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub(crate) command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +110,12 @@ pub(crate) struct WorkerArgs {
     /// How often to look for work, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub(crate) poll_ms: u64,
+    /// Address-space limit per task in MiB (default none: GPU runtimes reserve large ranges).
+    #[arg(long)]
+    pub(crate) max_memory_mib: Option<u64>,
+    /// Largest file a task may write, in MiB.
+    #[arg(long, default_value_t = 10_240)]
+    pub(crate) max_file_mib: u64,
 }
 
 #[derive(Debug, Args)]

@@ -117,6 +117,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Provider(cmd) => crate::market::provider(&cli, cmd),
         Command::Worker(args) => crate::demo::worker(&cli, args),
         Command::Demo(args) => crate::demo::demo(&cli, args),
+        Command::SandboxExec(args) => crate::demo::sandbox_exec(args),
     }
 }
 

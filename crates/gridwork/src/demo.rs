@@ -10,11 +10,14 @@ use gridwork_types::{
     Amount, Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements,
     TxKind, GRID,
 };
-use gridwork_worker::{probe, Behavior, PricingPolicy, Worker, WorkerConfig};
+use gridwork_worker::sandbox::Launcher;
+use gridwork_worker::{
+    confine_and_exec, probe, Behavior, Confinement, PricingPolicy, Worker, WorkerConfig,
+};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::cli::{Cli, DemoArgs, WorkerArgs};
+use crate::cli::{Cli, DemoArgs, SandboxArgs, WorkerArgs};
 use crate::commands::{
     home, init_logging, parse_amount, runtime, shutdown_signal, sign_and_send, signing_key,
 };
@@ -43,6 +46,11 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         poll: Duration::from_millis(args.poll_ms),
         heartbeat: Duration::from_secs(20),
         behavior: Behavior::Honest,
+        launcher: Some(Launcher {
+            exe: std::env::current_exe().context("locating the gridwork executable")?,
+            memory_mib: args.max_memory_mib,
+            max_file_mib: Some(args.max_file_mib),
+        }),
     };
     let worker = Worker::new(&cli.node, cfg);
     let gpus: Vec<String> = hardware
@@ -157,6 +165,9 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 poll: Duration::from_millis(100),
                 heartbeat: Duration::from_secs(20),
                 behavior,
+                launcher: std::env::current_exe()
+                    .ok()
+                    .map(|exe| Launcher { exe, memory_mib: None, max_file_mib: Some(1_024) }),
             };
             let w = Worker::new(&url, cfg);
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };
@@ -285,4 +296,18 @@ fn tempdir() -> anyhow::Result<std::path::PathBuf> {
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// Confines this process and becomes the task program; returns only on failure.
+pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
+    let Some((command, rest)) = args.command.split_first() else {
+        bail!("sandbox-exec needs a program after `--`");
+    };
+    let c = Confinement {
+        work: args.work.clone(),
+        memory_mib: args.memory_mib,
+        max_file_mib: args.max_file_mib,
+        cpu_seconds: None,
+    };
+    Err(confine_and_exec(&c, command, rest).into())
 }

@@ -62,6 +62,9 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// Honest, or a test double.
     pub behavior: Behavior,
+    /// Confine task programs through `gridwork sandbox-exec` (none: clean environment, work
+    /// directory and deadline only).
+    pub launcher: Option<sandbox::Launcher>,
 }
 
 /// Why the worker stopped.
@@ -406,12 +409,18 @@ impl Worker {
             items,
         };
         let deadline = Duration::from_millis(view.prescription.instructions.task_deadline_ms);
-        let outcome = sandbox::run(&view.prescription.program, &dir, &env, deadline)
-            .await
-            .map_err(|e| WorkerError::Io {
-                path: dir.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+        let outcome = sandbox::run(
+            &view.prescription.program,
+            &dir,
+            &env,
+            deadline,
+            self.cfg.launcher.as_ref(),
+        )
+        .await
+        .map_err(|e| WorkerError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         // The exit status is part of the result, so a program that fails the same way
         // everywhere is a valid (if useless) result rather than a timeout.
         let status = match (outcome.timed_out, outcome.code) {

@@ -7,10 +7,12 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod agent;
+mod confine;
 mod policy;
 mod probe;
 pub mod sandbox;
 
 pub use agent::{Behavior, Worker, WorkerConfig, WorkerError};
+pub use confine::{confine, confine_and_exec, ConfineError, Confinement, LandlockStatus};
 pub use policy::{Decision, PricingPolicy};
 pub use probe::{probe, probe_at};

@@ -3,7 +3,8 @@
 //! Each task gets its own work directory (`inputs/`, `outputs/`, `tmp/`, `stdout.log`,
 //! `stderr.log`); the process starts there with a clean environment (only `PATH`, `HOME`,
 //! `TMPDIR`, `LANG` and the `GRIDWORK_*` variables below), in its own process group, and the
-//! whole group is killed at the deadline. Not yet done: Landlock rules and resource limits.
+//! whole group is killed at the deadline. With a [`Launcher`] (the `gridwork` binary) the
+//! program also runs under Landlock and resource limits (see `confine.rs`).
 //!
 //! Variables: `GRIDWORK_JOB`, `GRIDWORK_TASK`, `GRIDWORK_ITEM_START`, `GRIDWORK_ITEM_END`
 //! (exclusive), `GRIDWORK_INPUTS`, `GRIDWORK_OUTPUTS`.
@@ -36,6 +37,18 @@ pub struct TaskEnv {
     pub items: (u64, u64),
 }
 
+/// Starts task programs through `gridwork sandbox-exec`, which confines them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launcher {
+    /// The `gridwork` executable.
+    pub exe: PathBuf,
+    /// Address-space limit per task, in MiB (none: GPU runtimes reserve large address
+    /// ranges, so the default leaves it open).
+    pub memory_mib: Option<u64>,
+    /// Largest file a task may write, in MiB.
+    pub max_file_mib: Option<u64>,
+}
+
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot run `{command}` in {dir}: {source}")]
@@ -56,6 +69,7 @@ pub async fn run(
     work: &Path,
     env: &TaskEnv,
     deadline: Duration,
+    launcher: Option<&Launcher>,
 ) -> Result<RunOutcome, SandboxError> {
     let err = |source| SandboxError {
         command: program.command.clone(),
@@ -68,9 +82,26 @@ pub async fn run(
     }
     let stdout = std::fs::File::create(work.join("stdout.log")).map_err(err)?;
     let stderr = std::fs::File::create(work.join("stderr.log")).map_err(err)?;
-    let mut cmd = tokio::process::Command::new(&program.command);
-    cmd.args(&program.args)
-        .current_dir(work)
+    let mut cmd = match launcher {
+        None => {
+            let mut cmd = tokio::process::Command::new(&program.command);
+            cmd.args(&program.args);
+            cmd
+        }
+        Some(l) => {
+            let mut cmd = tokio::process::Command::new(&l.exe);
+            cmd.arg("sandbox-exec").arg("--work").arg(work);
+            if let Some(m) = l.memory_mib {
+                cmd.arg("--memory-mib").arg(m.to_string());
+            }
+            if let Some(m) = l.max_file_mib {
+                cmd.arg("--max-file-mib").arg(m.to_string());
+            }
+            cmd.arg("--").arg(&program.command).args(&program.args);
+            cmd
+        }
+    };
+    cmd.current_dir(work)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", work)
@@ -137,7 +168,7 @@ mod tests {
             command: "sh".into(),
             args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()],
         };
-        let outcome = run(&p, work.path(), &env(), Duration::from_secs(10))
+        let outcome = run(&p, work.path(), &env(), Duration::from_secs(10), None)
             .await
             .unwrap();
         assert_eq!(outcome.code, Some(0));
@@ -173,7 +204,7 @@ mod tests {
                 "sleep 30 & sleep 30; echo late > late.txt".into(),
             ],
         };
-        let outcome = run(&p, work.path(), &env(), Duration::from_millis(300))
+        let outcome = run(&p, work.path(), &env(), Duration::from_millis(300), None)
             .await
             .unwrap();
         assert!(outcome.timed_out);
@@ -187,7 +218,7 @@ mod tests {
             command: "/no/such/program".into(),
             args: vec![],
         };
-        let err = run(&p, work.path(), &env(), Duration::from_secs(1))
+        let err = run(&p, work.path(), &env(), Duration::from_secs(1), None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("/no/such/program"), "{err}");

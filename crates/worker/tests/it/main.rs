@@ -66,6 +66,7 @@ impl Net {
             poll: Duration::from_millis(50),
             heartbeat: Duration::from_secs(20),
             behavior,
+            launcher: None,
         };
         Worker::new(&self.url, cfg)
     }

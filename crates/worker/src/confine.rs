@@ -1,0 +1,133 @@
+//! Confining a task process: resource limits and Landlock, then `exec`.
+//!
+//! The worker does not confine itself; it starts `gridwork sandbox-exec`, which calls
+//! [`confine_and_exec`]: set the resource limits, restrict the file system with Landlock
+//! (read and execute everywhere, write only inside the task's work directory and to
+//! `/dev/null`), then replace itself with the task's program, which inherits both. This keeps
+//! the confinement in safe Rust (no code between `fork` and `exec`).
+//!
+//! Landlock needs Linux 5.13 or later with the LSM enabled; where the kernel lacks it the
+//! program still runs, under the resource limits alone, and [`confine_and_exec`] says so on
+//! standard error.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use landlock::{
+    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    ABI,
+};
+use rlimit::Resource;
+
+/// Limits for one task process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confinement {
+    /// The only directory it may write to.
+    pub work: PathBuf,
+    /// Address-space limit in MiB.
+    pub memory_mib: Option<u64>,
+    /// Largest file it may write, in MiB.
+    pub max_file_mib: Option<u64>,
+    /// CPU seconds.
+    pub cpu_seconds: Option<u64>,
+}
+
+/// Why confinement failed (the program was not started).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfineError {
+    /// A resource limit could not be set.
+    #[error("cannot set the {what} limit: {source}")]
+    Limit {
+        /// Which limit.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Landlock failed in a way other than "not supported".
+    #[error("cannot apply Landlock rules: {0}")]
+    Landlock(String),
+    /// The program could not be executed.
+    #[error("cannot execute `{command}`: {source}")]
+    Exec {
+        /// The command.
+        command: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Whether Landlock rules took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LandlockStatus {
+    /// All requested restrictions apply.
+    Enforced,
+    /// Some apply (an older kernel ABI).
+    Partial,
+    /// The kernel does not support Landlock.
+    Unsupported,
+}
+
+/// Applies the limits and the Landlock rules to this process.
+pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
+    let mib = |m: u64| m.saturating_mul(1024 * 1024);
+    if let Some(m) = c.memory_mib {
+        Resource::AS
+            .set(mib(m), mib(m))
+            .map_err(|source| ConfineError::Limit {
+                what: "memory",
+                source,
+            })?;
+    }
+    if let Some(m) = c.max_file_mib {
+        Resource::FSIZE
+            .set(mib(m), mib(m))
+            .map_err(|source| ConfineError::Limit {
+                what: "file size",
+                source,
+            })?;
+    }
+    if let Some(s) = c.cpu_seconds {
+        Resource::CPU
+            .set(s, s)
+            .map_err(|source| ConfineError::Limit {
+                what: "cpu time",
+                source,
+            })?;
+    }
+    let abi = ABI::V2;
+    let err = |e: &dyn std::fmt::Display| ConfineError::Landlock(e.to_string());
+    let status = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(|e| err(&e))?
+        .create()
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(
+            [c.work.as_path(), std::path::Path::new("/dev/null")],
+            AccessFs::from_all(abi),
+        ))
+        .map_err(|e| err(&e))?
+        .restrict_self()
+        .map_err(|e| err(&e))?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => LandlockStatus::Enforced,
+        RulesetStatus::PartiallyEnforced => LandlockStatus::Partial,
+        RulesetStatus::NotEnforced => LandlockStatus::Unsupported,
+    })
+}
+
+/// Confines this process and replaces it with `command args`. Returns only on failure.
+pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
+    match confine(c) {
+        Ok(LandlockStatus::Enforced) => {}
+        Ok(status) => eprintln!("gridwork sandbox: Landlock {status:?} on this kernel; running under resource limits only"),
+        Err(e) => return e,
+    }
+    let source = std::process::Command::new(command).args(args).exec();
+    ConfineError::Exec {
+        command: command.to_string(),
+        source,
+    }
+}
