@@ -232,6 +232,7 @@ impl Worker {
     async fn tick(self: &Arc<Self>, draining: bool) -> Result<bool, WorkerError> {
         lock(&self.running).retain(|_, h| !h.is_finished());
         let mut in_flight = !lock(&self.running).is_empty();
+        let mut live = HashSet::new();
         for id in self.client.open_jobs().await? {
             let Some(view) = self.client.job(&id).await? else {
                 continue;
@@ -243,10 +244,34 @@ impl Worker {
                 let assigned = t.executor == Some(self.me) || t.council.contains(&self.me);
                 let mine = assigned && matches!(t.phase.as_str(), "committing" | "revealing");
                 in_flight |= mine;
+                if mine {
+                    live.insert(self.task_dir((view.id, t.index, t.attempt)));
+                }
                 self.step(&view, t, draining).await?;
             }
         }
+        self.clean_up(&live);
         Ok(in_flight)
+    }
+
+    /// Removes the work directories of tasks this worker no longer has a part in (settled,
+    /// failed, reopened without it): their results live on the node.
+    fn clean_up(&self, live: &HashSet<PathBuf>) {
+        let running: HashSet<PathBuf> = lock(&self.running)
+            .keys()
+            .map(|r| self.task_dir(*r))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.cfg.work_dir.join("tasks")) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if !live.contains(&path) && !running.contains(&path) {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot remove a finished task directory");
+                }
+            }
+        }
     }
 
     fn mark(&self, action: &'static str, r: TaskRef) -> bool {
