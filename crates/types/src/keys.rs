@@ -64,6 +64,12 @@ impl PublicKey {
         Address::from_public_key(&self.to_bytes())
     }
 
+    /// The key as an X25519 public key (its Montgomery form), for key agreement with
+    /// [`Keypair::x25519_secret`] (the conversion age uses for ssh-ed25519 recipients).
+    pub fn to_x25519(&self) -> [u8; 32] {
+        self.0.to_montgomery().to_bytes()
+    }
+
     /// Strictly verifies `sig` over `msg`.
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
         self.0
@@ -142,6 +148,12 @@ impl Keypair {
     /// The secret seed. Handle with care.
     pub fn seed(&self) -> [u8; 32] {
         self.0.to_bytes()
+    }
+
+    /// The X25519 secret matching [`PublicKey::to_x25519`] (unclamped; clamp when
+    /// multiplying). Handle with care.
+    pub fn x25519_secret(&self) -> [u8; 32] {
+        self.0.to_scalar_bytes()
     }
 
     /// The public key.

@@ -1,0 +1,181 @@
+//! Cutting and sealing chunks.
+//!
+//! Sealed chunk (version 1): `1u8 || compression u8 (0 none, 1 zstd) || nonce [12] ||
+//! ChaCha20-Poly1305(data key, nonce, aad = first two bytes, payload)`. The nonce is the
+//! first 12 bytes of BLAKE3 keyed with a key derived from the data key, over the plaintext:
+//! the same plaintext under the same key seals to the same bytes (so the same id), and
+//! different plaintexts never share a nonce. Its chunk id is BLAKE3 of the sealed bytes.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use gridwork_types::Hash;
+
+use crate::keys::DataKey;
+
+/// Chunk sizes for FastCDC, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkParams {
+    /// Smallest chunk.
+    pub min: u32,
+    /// Typical chunk.
+    pub avg: u32,
+    /// Largest chunk (also the most a sealed chunk may expand to when opened).
+    pub max: u32,
+}
+
+impl Default for ChunkParams {
+    fn default() -> Self {
+        ChunkParams {
+            min: 256 * 1024,
+            avg: 1024 * 1024,
+            max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why a chunk did not open.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The data key does not open it (wrong key, or the bytes were altered).
+    #[error(
+        "cannot decrypt chunk {id}: the data key does not open it (wrong key or altered chunk)"
+    )]
+    WrongKey {
+        /// The chunk.
+        id: Hash,
+    },
+    /// Not a sealed chunk of a known version.
+    #[error("chunk {id} is not a sealed chunk of a known format")]
+    Malformed {
+        /// The chunk.
+        id: Hash,
+    },
+    /// It decompresses beyond the maximum chunk size.
+    #[error("chunk {id} decompresses beyond {max} bytes")]
+    TooLarge {
+        /// The chunk.
+        id: Hash,
+        /// The limit.
+        max: u32,
+    },
+}
+
+/// Content-defined chunk boundaries of `data`, as `(offset, length)`.
+pub fn chunk_ranges(data: &[u8], p: ChunkParams) -> Vec<(usize, usize)> {
+    if data.is_empty() {
+        return Vec::new();
+    }
+    fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max)
+        .map(|c| (c.offset, c.length))
+        .collect()
+}
+
+/// Seals a plaintext chunk; returns its id and stored bytes.
+pub fn seal(key: &DataKey, plain: &[u8]) -> (Hash, Vec<u8>) {
+    let nonce_key = blake3::derive_key("gridwork chunk nonce v1", &key.0);
+    let nonce_full = blake3::keyed_hash(&nonce_key, plain);
+    let nonce = &nonce_full.as_bytes()[..12];
+    let compressed = zstd::bulk::compress(plain, 1)
+        .ok()
+        .filter(|c| c.len() < plain.len());
+    let (flag, payload) = match &compressed {
+        Some(c) => (1u8, c.as_slice()),
+        None => (0u8, plain),
+    };
+    let header = [1u8, flag];
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
+    // Encryption with a 32-byte key and a 12-byte nonce cannot fail for chunk-sized input.
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: payload,
+                aad: &header,
+            },
+        )
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(14 + ciphertext.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&ciphertext);
+    (Hash::of(&out), out)
+}
+
+/// Opens a sealed chunk (whose id the caller has checked) back into plaintext.
+pub fn open(key: &DataKey, id: &Hash, sealed: &[u8], max: u32) -> Result<Vec<u8>, SealError> {
+    if sealed.len() < 14 + 16 || sealed[0] != 1 || sealed[1] > 1 {
+        return Err(SealError::Malformed { id: *id });
+    }
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(&key.0));
+    let payload = cipher
+        .decrypt(
+            Nonce::from_slice(&sealed[2..14]),
+            Payload {
+                msg: &sealed[14..],
+                aad: &sealed[..2],
+            },
+        )
+        .map_err(|_| SealError::WrongKey { id: *id })?;
+    if sealed[1] == 0 {
+        return Ok(payload);
+    }
+    zstd::bulk::decompress(&payload, max as usize).map_err(|_| SealError::TooLarge { id: *id, max })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_is_deterministic_per_key_and_opens_only_with_it() {
+        let (k1, k2) = (DataKey([1; 32]), DataKey([2; 32]));
+        let plain = b"the same chunk of data, repeated repeated repeated repeated".to_vec();
+        let (id1, s1) = seal(&k1, &plain);
+        let (id1b, _) = seal(&k1, &plain);
+        let (id2, _) = seal(&k2, &plain);
+        assert_eq!(id1, id1b);
+        assert_ne!(id1, id2);
+        assert_eq!(open(&k1, &id1, &s1, 1 << 20).unwrap(), plain);
+        assert_eq!(
+            open(&k2, &id1, &s1, 1 << 20),
+            Err(SealError::WrongKey { id: id1 })
+        );
+        let mut forged = s1.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(
+            open(&k1, &id1, &forged, 1 << 20),
+            Err(SealError::WrongKey { id: id1 })
+        );
+    }
+
+    #[test]
+    fn chunk_boundaries_survive_an_insertion() {
+        let mut data = vec![0u8; 8_000_000];
+        blake3::Hasher::new()
+            .update(b"chunk test data")
+            .finalize_xof()
+            .fill(&mut data);
+        let p = ChunkParams {
+            min: 16 * 1024,
+            avg: 64 * 1024,
+            max: 256 * 1024,
+        };
+        let before: std::collections::HashSet<Vec<u8>> = chunk_ranges(&data, p)
+            .iter()
+            .map(|(o, l)| data[*o..o + l].to_vec())
+            .collect();
+        data.insert(4_000_000, 42);
+        let after: Vec<Vec<u8>> = chunk_ranges(&data, p)
+            .iter()
+            .map(|(o, l)| data[*o..o + l].to_vec())
+            .collect();
+        let new = after.iter().filter(|c| !before.contains(*c)).count();
+        assert!(
+            new <= 3,
+            "{new} of {} chunks changed after a one-byte insertion",
+            after.len()
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Data keys and their wrapping for recipients.
+//!
+//! Each tree is sealed under one random 32-byte data key. A recipient gets the key wrapped
+//! for its account key: an ephemeral X25519 key agrees a secret with the recipient's ed25519
+//! key in Montgomery form; `BLAKE3::derive_key("gridwork key wrap v1", shared || ephemeral ||
+//! recipient)` keys a ChaCha20-Poly1305 encryption (zero nonce: the key is used once) of the
+//! data key.
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use gridwork_types::{Address, Keypair, PublicKey};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+/// The key a tree's chunks are sealed with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataKey(pub [u8; 32]);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    /// A fresh random key.
+    pub fn generate() -> DataKey {
+        let mut k = [0u8; 32];
+        OsRng.fill_bytes(&mut k);
+        DataKey(k)
+    }
+}
+
+/// A data key wrapped for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    /// Who can unwrap it.
+    pub recipient: Address,
+    /// The ephemeral X25519 public key, hex.
+    pub ephemeral: String,
+    /// The encrypted data key, hex.
+    pub ciphertext: String,
+}
+
+fn wrapping_cipher(
+    shared: &[u8; 32],
+    ephemeral: &[u8; 32],
+    recipient: &[u8; 32],
+) -> ChaCha20Poly1305 {
+    let mut material = Vec::with_capacity(96);
+    material.extend_from_slice(shared);
+    material.extend_from_slice(ephemeral);
+    material.extend_from_slice(recipient);
+    let key = blake3::derive_key("gridwork key wrap v1", &material);
+    ChaCha20Poly1305::new(Key::from_slice(&key))
+}
+
+/// Wraps `key` for `recipient`.
+pub fn wrap_key(key: &DataKey, recipient: &PublicKey) -> WrappedKey {
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let ephemeral = MontgomeryPoint::mul_base_clamped(secret).to_bytes();
+    let recipient_x = recipient.to_x25519();
+    let shared = MontgomeryPoint(recipient_x).mul_clamped(secret).to_bytes();
+    let ciphertext = wrapping_cipher(&shared, &ephemeral, &recipient_x)
+        .encrypt(Nonce::from_slice(&[0u8; 12]), key.0.as_slice())
+        .unwrap_or_default();
+    WrappedKey {
+        recipient: recipient.address(),
+        ephemeral: hex(&ephemeral),
+        ciphertext: hex(&ciphertext),
+    }
+}
+
+/// Unwraps a data key with the recipient's keypair; `None` if it was not wrapped for it.
+pub fn unwrap_key(wrapped: &WrappedKey, me: &Keypair) -> Option<DataKey> {
+    let ephemeral: [u8; 32] = unhex(&wrapped.ephemeral)?.try_into().ok()?;
+    let ciphertext = unhex(&wrapped.ciphertext)?;
+    let shared = MontgomeryPoint(ephemeral)
+        .mul_clamped(me.x25519_secret())
+        .to_bytes();
+    let plain = wrapping_cipher(&shared, &ephemeral, &me.public().to_x25519())
+        .decrypt(Nonce::from_slice(&[0u8; 12]), ciphertext.as_slice())
+        .ok()?;
+    Some(DataKey(plain.try_into().ok()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_recipient_unwraps() {
+        let key = DataKey::generate();
+        let (alice, bob) = (Keypair::from_seed([1; 32]), Keypair::from_seed([2; 32]));
+        let wrapped = wrap_key(&key, &alice.public());
+        assert_eq!(wrapped.recipient, alice.address());
+        assert_eq!(unwrap_key(&wrapped, &alice), Some(key));
+        assert_eq!(unwrap_key(&wrapped, &bob), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! The data plane's format: content-defined chunks, compressed, sealed, named by their hash.
+//!
+//! A file tree becomes sealed chunks ([`seal`]) and a manifest (itself sealed chunks) listing
+//! paths, modes, sizes and chunk ids; a small clear root object lists the manifest's chunks,
+//! and the tree's content id is the root's hash ([`pack`]). Chunk boundaries come from
+//! FastCDC, so an edit moves only the chunks around it; sealing is deterministic under one
+//! data key, so re-packing an unchanged chunk gives the same id and nothing new to send. The
+//! data key is wrapped for each recipient's key ([`wrap_key`]); only holders can open chunks.
+//! The format is specified in `docs/data-plane.md`.
+//!
+//! Transports (HTTP between nodes and workers, peer to peer) move chunks by id and verify
+//! each against its name; they live beside this crate and never see plaintext.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+mod chunk;
+mod keys;
+mod store;
+mod tree;
+
+pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
+pub use keys::{unwrap_key, wrap_key, DataKey, WrappedKey};
+pub use store::{ChunkStore, StoreError};
+pub use tree::{pack, read_manifest, unpack, Entry, EntryKind, PackStats, TreeError, TreeManifest};

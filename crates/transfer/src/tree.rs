@@ -1,0 +1,431 @@
+//! Packing a file tree into chunks, and unpacking it.
+//!
+//! The manifest (JSON, sealed and chunked like file data) lists entries in path order:
+//! files with mode, size and chunk ids, directories, and symbolic links whose targets stay
+//! inside the tree. The root object, stored in clear as a chunk of its own, is
+//! `"gridwork/tree/v1\n"` followed by the manifest's chunk ids; the tree's content id is the
+//! root's hash. Unpacking reads and checks the whole manifest before writing anything: no
+//! absolute paths, no `..`, no links that escape.
+
+use std::collections::HashSet;
+use std::path::{Component, Path, PathBuf};
+
+use gridwork_types::Hash;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
+use crate::keys::DataKey;
+use crate::store::{ChunkStore, StoreError};
+
+const ROOT_TAG: &[u8] = b"gridwork/tree/v1\n";
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (target relative, inside the tree).
+    Link,
+}
+
+/// One entry of a tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative, `/`-separated.
+    pub path: String,
+    /// Kind.
+    pub kind: EntryKind,
+    /// Unix permission bits.
+    pub mode: u32,
+    /// Bytes (files).
+    pub size: u64,
+    /// Chunk ids in order (files).
+    #[serde(default)]
+    pub chunks: Vec<Hash>,
+    /// Link target (links).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// A tree's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TreeManifest {
+    /// `gridwork-tree-v1`.
+    pub format: String,
+    /// Entries in path order.
+    pub entries: Vec<Entry>,
+}
+
+impl TreeManifest {
+    /// Every chunk id the tree needs, data first.
+    pub fn chunk_ids(&self) -> Vec<Hash> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.chunks.iter().copied())
+            .collect()
+    }
+}
+
+/// What packing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct PackStats {
+    /// Files packed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Chunks referenced (data and manifest).
+    pub chunks: u64,
+    /// Chunks the store did not already hold.
+    pub new_chunks: u64,
+    /// Sealed bytes of those new chunks.
+    pub new_bytes: u64,
+}
+
+/// Why a tree did not pack or unpack.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// A path that is absolute, climbs out, or a link that escapes.
+    #[error("`{path}` is not allowed in a tree: paths must be relative and stay inside it")]
+    UnsafePath {
+        /// The path.
+        path: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A chunk did not open.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// A chunk the tree needs is not in the store.
+    #[error("chunk {id} is missing from the store")]
+    Missing {
+        /// The chunk.
+        id: Hash,
+    },
+    /// The root or manifest is not a tree.
+    #[error("not a gridwork tree: {0}")]
+    Malformed(String),
+    /// The file system failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> TreeError + '_ {
+    move |source| TreeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// `path` as a relative path inside the tree, or an error.
+fn safe(path: &str) -> Result<PathBuf, TreeError> {
+    let bad = || TreeError::UnsafePath {
+        path: path.to_string(),
+    };
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            _ => return Err(bad()),
+        }
+    }
+    if out.as_os_str().is_empty() || path.contains('\\') {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// Whether a link at `link` pointing to `target` stays inside the tree.
+fn link_stays_inside(link: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return false;
+    }
+    let mut depth: i64 = link.split('/').count() as i64 - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    true
+}
+
+#[cfg(unix)]
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn mode_of(_meta: &std::fs::Metadata) -> u32 {
+    0o644
+}
+
+fn put_sealed(
+    store: &ChunkStore,
+    key: &DataKey,
+    plain: &[u8],
+    stats: &mut PackStats,
+) -> Result<Hash, TreeError> {
+    let (id, sealed) = seal(key, plain);
+    stats.chunks += 1;
+    if !store.has(&id) {
+        stats.new_chunks += 1;
+        stats.new_bytes += sealed.len() as u64;
+        store.put(&id, &sealed)?;
+    }
+    Ok(id)
+}
+
+/// Packs the tree at `root` (a directory, or a single file) into `store`; returns its
+/// content id and what was new.
+pub fn pack(
+    root: &Path,
+    key: &DataKey,
+    params: ChunkParams,
+    store: &ChunkStore,
+) -> Result<(Hash, PackStats), TreeError> {
+    let mut stats = PackStats::default();
+    let mut entries = Vec::new();
+    let meta = std::fs::symlink_metadata(root).map_err(io(root))?;
+    let mut stack: Vec<(PathBuf, String)> = Vec::new();
+    if meta.is_dir() {
+        stack.push((root.to_path_buf(), String::new()));
+    } else {
+        let name = root
+            .file_name()
+            .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+        entries.push(pack_file(
+            root, &name, &meta, key, params, store, &mut stats,
+        )?);
+    }
+    while let Some((dir, prefix)) = stack.pop() {
+        let mut children: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .collect::<Result<_, _>>()
+            .map_err(io(&dir))?;
+        children.sort_by_key(|e| e.file_name());
+        for child in children {
+            let path = child.path();
+            let name = child.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+            if meta.is_dir() {
+                entries.push(Entry {
+                    path: rel.clone(),
+                    kind: EntryKind::Dir,
+                    mode: mode_of(&meta),
+                    size: 0,
+                    chunks: vec![],
+                    target: None,
+                });
+                stack.push((path, rel));
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map_err(io(&path))?
+                    .to_string_lossy()
+                    .into_owned();
+                if !link_stays_inside(&rel, &target) {
+                    return Err(TreeError::UnsafePath {
+                        path: format!("{rel} -> {target}"),
+                    });
+                }
+                entries.push(Entry {
+                    path: rel,
+                    kind: EntryKind::Link,
+                    mode: 0o777,
+                    size: 0,
+                    chunks: vec![],
+                    target: Some(target),
+                });
+            } else if meta.is_file() {
+                entries.push(pack_file(
+                    &path, &rel, &meta, key, params, store, &mut stats,
+                )?);
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = TreeManifest {
+        format: "gridwork-tree-v1".into(),
+        entries,
+    };
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| TreeError::Malformed(e.to_string()))?;
+    let mut root_object = ROOT_TAG.to_vec();
+    for (offset, len) in chunk_ranges(&bytes, params) {
+        let id = put_sealed(store, key, &bytes[offset..offset + len], &mut stats)?;
+        root_object.extend_from_slice(id.as_bytes());
+    }
+    let root_id = Hash::of(&root_object);
+    stats.chunks += 1;
+    if !store.has(&root_id) {
+        stats.new_chunks += 1;
+        stats.new_bytes += root_object.len() as u64;
+        store.put(&root_id, &root_object)?;
+    }
+    Ok((root_id, stats))
+}
+
+fn pack_file(
+    path: &Path,
+    rel: &str,
+    meta: &std::fs::Metadata,
+    key: &DataKey,
+    params: ChunkParams,
+    store: &ChunkStore,
+    stats: &mut PackStats,
+) -> Result<Entry, TreeError> {
+    let data = std::fs::read(path).map_err(io(path))?;
+    let mut chunks = Vec::new();
+    for (offset, len) in chunk_ranges(&data, params) {
+        chunks.push(put_sealed(store, key, &data[offset..offset + len], stats)?);
+    }
+    stats.files += 1;
+    stats.bytes += data.len() as u64;
+    Ok(Entry {
+        path: rel.to_string(),
+        kind: EntryKind::File,
+        mode: mode_of(meta),
+        size: data.len() as u64,
+        chunks,
+        target: None,
+    })
+}
+
+/// The manifest chunk ids listed by a root object.
+fn root_chunks(root: &[u8]) -> Result<Vec<Hash>, TreeError> {
+    let ids = root
+        .strip_prefix(ROOT_TAG)
+        .ok_or_else(|| TreeError::Malformed("missing the tree tag".into()))?;
+    if ids.len() % 32 != 0 {
+        return Err(TreeError::Malformed("root object length".into()));
+    }
+    Ok(ids
+        .chunks(32)
+        .map(|c| Hash(c.try_into().unwrap_or([0; 32])))
+        .collect())
+}
+
+/// Reads and checks the manifest of tree `cid` (every path safe) from `store`.
+pub fn read_manifest(
+    cid: &Hash,
+    key: &DataKey,
+    params: ChunkParams,
+    store: &ChunkStore,
+) -> Result<TreeManifest, TreeError> {
+    let root = store.get(cid)?.ok_or(TreeError::Missing { id: *cid })?;
+    let mut bytes = Vec::new();
+    for id in root_chunks(&root)? {
+        let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
+        bytes.extend(open(key, &id, &sealed, params.max)?);
+    }
+    let manifest: TreeManifest =
+        serde_json::from_slice(&bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
+    if manifest.format != "gridwork-tree-v1" {
+        return Err(TreeError::Malformed(format!(
+            "format `{}`",
+            manifest.format
+        )));
+    }
+    for e in &manifest.entries {
+        safe(&e.path)?;
+        if let Some(t) = &e.target {
+            if !link_stays_inside(&e.path, t) {
+                return Err(TreeError::UnsafePath {
+                    path: format!("{} -> {t}", e.path),
+                });
+            }
+        }
+    }
+    Ok(manifest)
+}
+
+/// Unpacks tree `cid` from `store` into `dest` (which should be empty), after checking the
+/// whole manifest.
+pub fn unpack(
+    cid: &Hash,
+    key: &DataKey,
+    params: ChunkParams,
+    store: &ChunkStore,
+    dest: &Path,
+) -> Result<TreeManifest, TreeError> {
+    let manifest = read_manifest(cid, key, params, store)?;
+    let missing: HashSet<Hash> = store
+        .missing(manifest.chunk_ids().iter())
+        .into_iter()
+        .collect();
+    if let Some(id) = missing.into_iter().next() {
+        return Err(TreeError::Missing { id });
+    }
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    for e in &manifest.entries {
+        let path = dest.join(safe(&e.path)?);
+        match e.kind {
+            EntryKind::Dir => std::fs::create_dir_all(&path).map_err(io(&path))?,
+            EntryKind::File => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                let mut data = Vec::with_capacity(e.size as usize);
+                for id in &e.chunks {
+                    let sealed = store.get(id)?.ok_or(TreeError::Missing { id: *id })?;
+                    data.extend(open(key, id, &sealed, params.max)?);
+                }
+                std::fs::write(&path, &data).map_err(io(&path))?;
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(e.mode & 0o777),
+                    )
+                    .map_err(io(&path))?;
+                }
+            }
+            EntryKind::Link =>
+            {
+                #[cfg(unix)]
+                if let Some(t) = &e.target {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(io(parent))?;
+                    }
+                    std::os::unix::fs::symlink(t, &path).map_err(io(&path))?;
+                }
+            }
+        }
+    }
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_that_escape_are_refused() {
+        assert!(link_stays_inside("a/b", "../c"));
+        assert!(!link_stays_inside("a/b", "../../c"));
+        assert!(!link_stays_inside("b", "/etc/passwd"));
+        assert!(safe("../x").is_err() && safe("/x").is_err() && safe("a/../../b").is_err());
+    }
+}

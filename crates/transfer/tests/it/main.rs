@@ -1,0 +1,213 @@
+//! Packing and unpacking trees: round trips, minimal re-pushes, keys, forgeries, bad paths,
+//! full stores.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use gridwork_transfer::{
+    pack, read_manifest, seal, unpack, ChunkParams, ChunkStore, DataKey, SealError, StoreError,
+    TreeError,
+};
+use gridwork_types::Hash;
+
+const P: ChunkParams = ChunkParams {
+    min: 4 * 1024,
+    avg: 16 * 1024,
+    max: 64 * 1024,
+};
+
+/// A mixed tree: a few text files, a larger binary-ish file, a nested directory, a link.
+fn make_tree(dir: &Path) {
+    std::fs::create_dir_all(dir.join("frames/deep")).unwrap();
+    for i in 0..20 {
+        std::fs::write(
+            dir.join(format!("frames/f{i:02}.txt")),
+            format!("frame {i}\n").repeat(200 + i),
+        )
+        .unwrap();
+    }
+    let mut big = vec![0u8; 600_000];
+    blake3::Hasher::new()
+        .update(b"weights")
+        .finalize_xof()
+        .fill(&mut big);
+    std::fs::write(dir.join("frames/deep/weights.bin"), big).unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink("deep/weights.bin", dir.join("frames/latest")).unwrap();
+}
+
+fn same_tree(a: &Path, b: &Path) {
+    for entry in std::fs::read_dir(a).unwrap() {
+        let entry = entry.unwrap();
+        let (pa, pb) = (entry.path(), b.join(entry.file_name()));
+        let meta = std::fs::symlink_metadata(&pa).unwrap();
+        if meta.is_dir() {
+            same_tree(&pa, &pb);
+        } else if meta.file_type().is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&pa).unwrap(),
+                std::fs::read_link(&pb).unwrap()
+            );
+        } else {
+            assert_eq!(
+                std::fs::read(&pa).unwrap(),
+                std::fs::read(&pb).unwrap(),
+                "{}",
+                pa.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tree_round_trips_through_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(&dir.path().join("src"));
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let key = DataKey::generate();
+    let (cid, stats) = pack(&dir.path().join("src"), &key, P, &store).unwrap();
+    assert_eq!(stats.files, 21);
+    assert_eq!(stats.new_chunks, stats.chunks);
+    unpack(&cid, &key, P, &store, &dir.path().join("out")).unwrap();
+    same_tree(&dir.path().join("src"), &dir.path().join("out"));
+}
+
+#[test]
+fn repacking_after_a_small_edit_stores_only_the_changed_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src);
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let key = DataKey::generate();
+    let (first, _) = pack(&src, &key, P, &store).unwrap();
+    let (again, unchanged) = pack(&src, &key, P, &store).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(unchanged.new_chunks, 0, "nothing changed, nothing new");
+
+    // Change a few bytes in the middle of the big file.
+    let big = src.join("frames/deep/weights.bin");
+    let mut data = std::fs::read(&big).unwrap();
+    data[300_000..300_010].copy_from_slice(b"0123456789");
+    std::fs::write(&big, &data).unwrap();
+    let (edited, stats) = pack(&src, &key, P, &store).unwrap();
+    assert_ne!(edited, first);
+    // The edited data chunk, plus the manifest and root that name it.
+    assert!(stats.new_chunks <= 4, "{stats:?}");
+    assert!(stats.new_bytes < 3 * 64 * 1024 + 16 * 1024, "{stats:?}");
+}
+
+#[test]
+fn a_wrong_key_cannot_decrypt_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(&dir.path().join("src"));
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let (cid, _) = pack(&dir.path().join("src"), &DataKey::generate(), P, &store).unwrap();
+    let err = unpack(
+        &cid,
+        &DataKey::generate(),
+        P,
+        &store,
+        &dir.path().join("out"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, TreeError::Seal(SealError::WrongKey { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("data key does not open it"));
+    assert!(!dir.path().join("out").exists(), "nothing written");
+}
+
+#[test]
+fn a_forged_chunk_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(&dir.path().join("src"));
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    let key = DataKey::generate();
+    let (cid, _) = pack(&dir.path().join("src"), &key, P, &store).unwrap();
+    let manifest = read_manifest(&cid, &key, P, &store).unwrap();
+    let victim = manifest.chunk_ids()[0];
+    let hex = victim.to_string();
+    std::fs::write(store_dir.join(&hex[..2]).join(&hex), b"forged").unwrap();
+    assert!(matches!(
+        store.get(&victim),
+        Err(StoreError::Mismatch { .. })
+    ));
+    assert!(unpack(&cid, &key, P, &store, &dir.path().join("out")).is_err());
+    // A put with bytes that are not what the id names is refused.
+    assert!(matches!(
+        store.put(&Hash([9; 32]), b"x"),
+        Err(StoreError::Mismatch { .. })
+    ));
+}
+
+#[test]
+fn a_manifest_that_climbs_out_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let key = DataKey::generate();
+    for bad in ["../escape.txt", "/etc/evil", "a/../../b"] {
+        let manifest = format!(
+            r#"{{"format":"gridwork-tree-v1","entries":[{{"path":"ok.txt","kind":"file","mode":420,"size":0,"chunks":[]}},{{"path":"{bad}","kind":"file","mode":420,"size":0,"chunks":[]}}]}}"#
+        );
+        let (mid, sealed) = seal(&key, manifest.as_bytes());
+        store.put(&mid, &sealed).unwrap();
+        let mut root = b"gridwork/tree/v1\n".to_vec();
+        root.extend_from_slice(mid.as_bytes());
+        let cid = Hash::of(&root);
+        store.put(&cid, &root).unwrap();
+        let out = dir.path().join("out");
+        let err = unpack(&cid, &key, P, &store, &out).unwrap_err();
+        assert!(matches!(err, TreeError::UnsafePath { .. }), "{bad}: {err}");
+        assert!(!out.join("ok.txt").exists(), "nothing written for {bad}");
+    }
+}
+
+#[test]
+fn a_full_store_refuses_cleanly_and_keeps_what_it_had() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    std::fs::write(small.join("a.txt"), "hello").unwrap();
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, Some(200_000)).unwrap();
+    let key = DataKey::generate();
+    let (kept, _) = pack(&small, &key, P, &store).unwrap();
+    make_tree(&dir.path().join("big"));
+    let err = pack(&dir.path().join("big"), &key, P, &store).unwrap_err();
+    assert!(
+        matches!(err, TreeError::Store(StoreError::Full { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("garbage collection"));
+    // Reopening counts the same bytes; the earlier tree still unpacks.
+    let used = store.used();
+    let store = ChunkStore::open(&store_dir, Some(200_000)).unwrap();
+    assert_eq!(store.used(), used);
+    unpack(&kept, &key, P, &store, &dir.path().join("out")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/a.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[test]
+fn garbage_collection_keeps_only_referenced_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(&dir.path().join("src"));
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let key = DataKey::generate();
+    let (cid, _) = pack(&dir.path().join("src"), &key, P, &store).unwrap();
+    let (mid, sealed) = seal(&key, b"an orphan chunk");
+    store.put(&mid, &sealed).unwrap();
+    let manifest = read_manifest(&cid, &key, P, &store).unwrap();
+    let mut keep: HashSet<Hash> = manifest.chunk_ids().into_iter().collect();
+    keep.insert(cid);
+    let root = store.get(&cid).unwrap().unwrap();
+    keep.extend(root[17..].chunks(32).map(|c| Hash(c.try_into().unwrap())));
+    let freed = store.gc(&keep).unwrap();
+    assert_eq!(freed, sealed.len() as u64);
+    assert!(!store.has(&mid));
+    unpack(&cid, &key, P, &store, &dir.path().join("out")).unwrap();
+}
