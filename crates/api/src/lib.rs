@@ -511,3 +511,35 @@ pub struct JobList {
     /// Ids of jobs neither finished nor cancelled.
     pub open: Vec<Hash>,
 }
+
+/// `POST /v1/chunks/missing`: which of these chunk ids the node lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkIds {
+    /// Chunk ids.
+    pub ids: Vec<Hash>,
+}
+
+/// The answer to `POST /v1/chunks/missing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissingChunks {
+    /// The ids the node does not hold, in the order asked.
+    pub missing: Vec<Hash>,
+}
+
+/// A data key wrapped for one recipient (see docs/data-plane.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGrant {
+    /// Who can unwrap it.
+    pub recipient: Address,
+    /// Ephemeral X25519 public key, hex.
+    pub ephemeral: String,
+    /// Encrypted data key, hex.
+    pub ciphertext: String,
+}
+
+/// `GET /v1/trees/{cid}/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyGrants {
+    /// The grants, one per recipient.
+    pub keys: Vec<KeyGrant>,
+}

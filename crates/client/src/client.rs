@@ -125,6 +125,78 @@ impl Client {
         })
     }
 
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    pub(crate) async fn send_json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
+        self.send(req, url).await
+    }
+
+    /// Sends a request whose success has no body.
+    pub(crate) async fn send_empty(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<(), ClientError> {
+        let resp = req
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            },
+            Err(_) => ClientError::BadResponse {
+                url: url.to_string(),
+                message: format!("HTTP {status}"),
+            },
+        })
+    }
+
+    /// GETs raw bytes; `None` on 404.
+    pub(crate) async fn get_bytes(&self, url: &str) -> Result<Option<Vec<u8>>, ClientError> {
+        let resp = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
+        if resp.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        if !resp.status().is_success() {
+            return Err(ClientError::BadResponse {
+                url: url.to_string(),
+                message: format!("HTTP {}", resp.status()),
+            });
+        }
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(bytes.to_vec()))
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         self.send(self.http.get(&url), &url).await

@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
-    BlobStored, BlockList, ErrorBody, ErrorDetail, JobList, PostDecline, ProviderList, SubmitTx,
-    Submitted,
+    BlobStored, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants,
+    MissingChunks, PostDecline, ProviderList, SubmitTx, Submitted,
 };
 use gridwork_protocol::TxError;
 use gridwork_types::{Address, Hash, PublicKey, Signature};
@@ -28,6 +28,9 @@ use crate::node::{AdmitError, BlockId, Node, NodeError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest sealed chunk accepted (the largest chunk plus sealing overhead).
+pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// The OpenAPI document served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -199,6 +202,14 @@ pub fn router(node: Node) -> Router {
             post(put_blob).layer(DefaultBodyLimit::max(crate::blobs::MAX_BLOB_BYTES)),
         )
         .route("/v1/blobs/{cid}", get(get_blob))
+        .route("/v1/chunks/missing", post(missing_chunks))
+        .route(
+            "/v1/chunks/{id}",
+            get(get_chunk)
+                .put(put_chunk)
+                .layer(DefaultBodyLimit::max(MAX_CHUNK_BYTES)),
+        )
+        .route("/v1/trees/{cid}/keys", get(get_grants).post(post_grant))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -405,4 +416,64 @@ async fn list_jobs(State(node): State<Node>) -> Response {
         open: node.open_jobs(),
     })
     .into_response()
+}
+
+async fn missing_chunks(
+    State(node): State<Node>,
+    body: Result<Json<ChunkIds>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(json_rejection)?;
+    if body.ids.len() > 1_000_000 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_ids",
+            "ask about at most 1,000,000 chunks at once",
+        ));
+    }
+    Ok(Json(MissingChunks {
+        missing: node.missing_chunks(&body.ids)?,
+    })
+    .into_response())
+}
+
+async fn put_chunk(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let id: Hash = parse("chunk id", &id)?;
+    node.put_chunk(&id, &body)?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn get_chunk(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: Hash = parse("chunk id", &id)?;
+    match node.chunk(&id)? {
+        Some(bytes) => {
+            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+        }
+        None => Err(ApiError::not_found(format!("chunk {id}"))),
+    }
+}
+
+async fn get_grants(
+    State(node): State<Node>,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
+    let cid: Hash = parse("tree id", &cid)?;
+    Ok(Json(KeyGrants {
+        keys: node.grants(&cid)?,
+    })
+    .into_response())
+}
+
+async fn post_grant(
+    State(node): State<Node>,
+    Path(cid): Path<String>,
+    body: Result<Json<KeyGrant>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let cid: Hash = parse("tree id", &cid)?;
+    let Json(grant) = body.map_err(json_rejection)?;
+    node.add_grant(&cid, grant)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

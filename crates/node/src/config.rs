@@ -57,6 +57,8 @@ pub struct NodeConfig {
     /// A genesis file (TOML or JSON) for a new chain; ignored once the chain exists, except
     /// that it must match.
     pub genesis: Option<PathBuf>,
+    /// Most bytes the data plane's chunk store may hold (none: the disk is the limit).
+    pub chunk_quota_bytes: Option<u64>,
 }
 
 impl Default for NodeConfig {
@@ -70,6 +72,7 @@ impl Default for NodeConfig {
             max_block_txs: 20_000,
             mempool_capacity: 500_000,
             genesis: None,
+            chunk_quota_bytes: None,
         }
     }
 }

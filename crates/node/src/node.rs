@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 
 use gridwork_api::{
-    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, ProviderView,
-    TaskView, TxStatus, TxView,
+    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant,
+    ProviderView, TaskView, TxStatus, TxView,
 };
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
@@ -41,6 +41,7 @@ use crate::blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore};
 use crate::config::NodeConfig;
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
+use gridwork_transfer::{ChunkStore, StoreError as ChunkStoreError};
 
 /// Why the node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,15 @@ pub enum NodeError {
     /// The blob store failed.
     #[error(transparent)]
     Blob(#[from] BlobError),
+    /// The data plane's chunk store failed or refused.
+    #[error(transparent)]
+    Chunks(#[from] ChunkStoreError),
+    /// The node keeps no chunk store.
+    #[error("this node keeps no chunk store")]
+    NoChunkStore,
+    /// Too many key grants on one tree.
+    #[error("a tree holds at most 256 key grants")]
+    TooManyGrants,
     /// Something asked for does not exist.
     #[error("{what} not found")]
     NotFound {
@@ -185,6 +195,10 @@ struct Shared {
     store: Box<dyn Store>,
     producing: Mutex<()>,
     blobs: Box<dyn BlobStore>,
+    /// Sealed chunks of the data plane and the key grants of trees (none for nodes built
+    /// without a data directory).
+    chunks: Option<ChunkStore>,
+    grants_dir: Option<std::path::PathBuf>,
     /// Why providers declined jobs (off the ledger; newest per provider, bounded per job).
     declines: Mutex<HashMap<Hash, Vec<Decline>>>,
     events: broadcast::Sender<Arc<BlockEvent>>,
@@ -317,13 +331,20 @@ impl Node {
             Address([0; 20]),
         );
         let blobs = FsBlobStore::new(dir.join("blobs"));
-        Node::with_parts(
+        let chunks = ChunkStore::open(dir.join("chunks"), config.chunk_quota_bytes)
+            .map_err(|e| dir_err(format!("cannot open the chunk store: {e}")))?;
+        let mut node = Node::with_parts(
             Box::new(store),
             Box::new(blobs),
             genesis.as_ref(),
             Box::new(consensus),
             config.mempool_capacity,
-        )
+        )?;
+        if let Some(shared) = Arc::get_mut(&mut node.shared) {
+            shared.chunks = Some(chunks);
+            shared.grants_dir = Some(dir.join("grants"));
+        }
+        Ok(node)
     }
 
     /// A node over any store (tests use [`gridwork_storage::MemoryStore`] and
@@ -392,6 +413,8 @@ impl Node {
                 store,
                 producing: Mutex::new(()),
                 blobs,
+                chunks: None,
+                grants_dir: None,
                 declines: Mutex::new(HashMap::new()),
                 events,
                 metrics,
@@ -859,6 +882,78 @@ impl Node {
     /// A blob by content id.
     pub fn blob(&self, cid: &Hash) -> Result<Option<Vec<u8>>, NodeError> {
         Ok(self.shared.blobs.get(cid)?)
+    }
+
+    fn chunk_store(&self) -> Result<&ChunkStore, NodeError> {
+        self.shared.chunks.as_ref().ok_or(NodeError::NoChunkStore)
+    }
+
+    /// Which of `ids` the node lacks.
+    pub fn missing_chunks(&self, ids: &[Hash]) -> Result<Vec<Hash>, NodeError> {
+        Ok(self.chunk_store()?.missing(ids.iter()))
+    }
+
+    /// Stores a sealed chunk (checked against its id).
+    pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), NodeError> {
+        Ok(self.chunk_store()?.put(id, bytes)?)
+    }
+
+    /// A sealed chunk.
+    pub fn chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self.chunk_store()?.get(id)?)
+    }
+
+    /// The key grants of a tree.
+    pub fn grants(&self, cid: &Hash) -> Result<Vec<KeyGrant>, NodeError> {
+        let dir = self
+            .shared
+            .grants_dir
+            .as_ref()
+            .ok_or(NodeError::NoChunkStore)?;
+        let path = dir.join(format!("{cid}.json"));
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(NodeError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Adds (or replaces) the grant for one recipient of a tree. At most 256 per tree.
+    pub fn add_grant(&self, cid: &Hash, grant: KeyGrant) -> Result<(), NodeError> {
+        let _guard = self
+            .shared
+            .producing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let dir = self
+            .shared
+            .grants_dir
+            .as_ref()
+            .ok_or(NodeError::NoChunkStore)?;
+        if !self.chunk_store()?.has(cid) {
+            return Err(NodeError::NotFound {
+                what: format!("tree {cid}"),
+            });
+        }
+        let mut grants = self.grants(cid)?;
+        grants.retain(|g| g.recipient != grant.recipient);
+        if grants.len() >= 256 {
+            return Err(NodeError::TooManyGrants);
+        }
+        grants.push(grant);
+        let file_err = |e: std::io::Error| NodeError::File {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(file_err)?;
+        let path = dir.join(format!("{cid}.json"));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&grants).unwrap_or_default()).map_err(file_err)?;
+        std::fs::rename(&tmp, &path).map_err(file_err)?;
+        Ok(())
     }
 
     /// The state root of the head (for tests and operators).

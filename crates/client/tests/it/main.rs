@@ -581,3 +581,123 @@ async fn blobs_round_trip_by_content_id() {
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
+    use gridwork_api::KeyGrant;
+    use gridwork_transfer::{unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey};
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dataset");
+    std::fs::create_dir_all(src.join("shards")).unwrap();
+    for i in 0..8 {
+        let mut data = vec![0u8; 200_000];
+        blake3::Hasher::new()
+            .update(&[i])
+            .finalize_xof()
+            .fill(&mut data);
+        std::fs::write(src.join(format!("shards/{i}.bin")), data).unwrap();
+    }
+    let params = ChunkParams {
+        min: 8 * 1024,
+        avg: 32 * 1024,
+        max: 128 * 1024,
+    };
+    let local = ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let key = DataKey::generate();
+
+    let first = t
+        .client
+        .push_tree(&src, &key, params, &local, 4)
+        .await
+        .unwrap();
+    assert_eq!(first.files, 8);
+    assert_eq!(first.chunks_sent, first.chunks);
+    let again = t
+        .client
+        .push_tree(&src, &key, params, &local, 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.cid, again.bytes_sent),
+        (first.cid, 0),
+        "an unchanged tree sends nothing"
+    );
+    let mut data = std::fs::read(src.join("shards/3.bin")).unwrap();
+    data[100_000] ^= 0xff;
+    std::fs::write(src.join("shards/3.bin"), data).unwrap();
+    let edited = t
+        .client
+        .push_tree(&src, &key, params, &local, 4)
+        .await
+        .unwrap();
+    assert!(
+        edited.bytes_sent < 300_000,
+        "one edit moved {} bytes",
+        edited.bytes_sent
+    );
+
+    // The requester grants Bob the key; Bob pulls into a fresh store.
+    let bob = Keypair::from_seed([21; 32]);
+    let w = wrap_key(&key, &bob.public());
+    let grant = KeyGrant {
+        recipient: w.recipient,
+        ephemeral: w.ephemeral,
+        ciphertext: w.ciphertext,
+    };
+    t.client.add_key_grant(&edited.cid, &grant).await.unwrap();
+    let grants = t.client.key_grants(&edited.cid).await.unwrap();
+    let mine = grants
+        .iter()
+        .find(|g| g.recipient == bob.address())
+        .unwrap();
+    let wrapped = gridwork_transfer::WrappedKey {
+        recipient: mine.recipient,
+        ephemeral: mine.ephemeral.clone(),
+        ciphertext: mine.ciphertext.clone(),
+    };
+    let bobs_key = unwrap_key(&wrapped, &bob).unwrap();
+    assert!(
+        unwrap_key(&wrapped, &Keypair::from_seed([22; 32])).is_none(),
+        "nobody else can"
+    );
+    let bob_store = ChunkStore::open(dir.path().join("bob-cache"), None).unwrap();
+    let out = dir.path().join("copy");
+    let pulled = t
+        .client
+        .pull_tree(&edited.cid, &bobs_key, params, &bob_store, 4, &out)
+        .await
+        .unwrap();
+    assert_eq!(pulled.files, 8);
+    for i in 0..8 {
+        assert_eq!(
+            std::fs::read(src.join(format!("shards/{i}.bin"))).unwrap(),
+            std::fs::read(out.join(format!("shards/{i}.bin"))).unwrap()
+        );
+    }
+    // A second pull (as after an interruption) fetches nothing already verified.
+    let out2 = dir.path().join("copy2");
+    let again = t
+        .client
+        .pull_tree(&edited.cid, &bobs_key, params, &bob_store, 4, &out2)
+        .await
+        .unwrap();
+    assert_eq!(again.bytes_received, 0);
+    // The wrong key cannot decrypt.
+    let err = t
+        .client
+        .pull_tree(
+            &edited.cid,
+            &DataKey::generate(),
+            params,
+            &bob_store,
+            4,
+            &dir.path().join("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("data key does not open it"),
+        "{err}"
+    );
+}
