@@ -173,6 +173,39 @@ impl Client {
         })
     }
 
+    /// Fetches a tree's root and manifest chunks into `local` and opens the manifest.
+    pub async fn tree_manifest(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        params: ChunkParams,
+        local: &ChunkStore,
+    ) -> Result<TreeManifest, DataError> {
+        if !local.has(cid) {
+            let bytes = self
+                .get_chunk(cid)
+                .await?
+                .ok_or(DataError::Missing { id: *cid })?;
+            local.put(cid, &bytes)?;
+        }
+        let root_object = local.get(cid)?.ok_or(DataError::Missing { id: *cid })?;
+        for id in root_object
+            .get(17..)
+            .unwrap_or_default()
+            .chunks(32)
+            .filter_map(|c| c.try_into().ok().map(Hash))
+        {
+            if !local.has(&id) {
+                let bytes = self
+                    .get_chunk(&id)
+                    .await?
+                    .ok_or(DataError::Missing { id })?;
+                local.put(&id, &bytes)?;
+            }
+        }
+        Ok(read_manifest(cid, key, params, local)?)
+    }
+
     /// Fetches what `local` lacks of tree `cid`, `streams` at a time, then unpacks it into
     /// `dest`.
     pub async fn pull_tree(

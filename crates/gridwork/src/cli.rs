@@ -72,9 +72,48 @@ pub(crate) enum Command {
     Worker(WorkerArgs),
     /// One command: a dev node and three local workers, a sample job, its settlement.
     Demo(DemoArgs),
+    /// Move data: chunked, compressed, encrypted, resumable, de-duplicated.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Internal: confine this process (limits, Landlock) and run a task program.
     #[command(hide = true)]
     SandboxExec(SandboxArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DataCommand {
+    /// Send a file or directory to the node; prints its content id. Only chunks the node
+    /// lacks move, so a repeated or interrupted push sends only what is left.
+    Push {
+        /// File or directory.
+        path: PathBuf,
+        /// Parallel streams.
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+    },
+    /// Fetch a tree into a directory, verifying every chunk; resumes where it stopped.
+    Pull {
+        /// Content id.
+        cid: String,
+        /// Destination directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Parallel streams.
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+    },
+    /// List a tree: paths, sizes, chunk counts.
+    Ls {
+        /// Content id.
+        cid: String,
+    },
+    /// Let another key decrypt a tree.
+    Share {
+        /// Content id.
+        cid: String,
+        /// The recipient: a keystore name, or a public key in hex (`gridwork keys show`).
+        recipient: String,
+    },
 }
 
 #[derive(Debug, Args)]

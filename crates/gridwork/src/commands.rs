@@ -29,7 +29,7 @@ pub(crate) fn home(cli: &Cli) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(user).join(".gridwork"))
 }
 
-fn keystore(cli: &Cli) -> anyhow::Result<Keystore> {
+pub(crate) fn keystore(cli: &Cli) -> anyhow::Result<Keystore> {
     Ok(Keystore::new(home(cli)?.join("keys")))
 }
 
@@ -118,6 +118,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => crate::demo::worker(&cli, args),
         Command::Demo(args) => crate::demo::demo(&cli, args),
         Command::SandboxExec(args) => crate::demo::sandbox_exec(args),
+        Command::Data(cmd) => crate::data::data(&cli, cmd),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod data;
 mod demo;
 mod market;
 mod output;

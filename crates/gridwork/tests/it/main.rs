@@ -556,3 +556,94 @@ fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot execute `/no/such/program`"));
 }
+
+#[test]
+fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let src = dir.path().join("dataset");
+    std::fs::create_dir_all(src.join("a")).unwrap();
+    for i in 0..4u8 {
+        let mut bytes = vec![0u8; 300_000];
+        for (j, b) in bytes.iter_mut().enumerate() {
+            *b = (j as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u32::from(i) * 7_919)
+                .rotate_left(7) as u8;
+        }
+        std::fs::write(src.join(format!("a/{i}.bin")), bytes).unwrap();
+    }
+    std::fs::write(src.join("readme.txt"), "hello").unwrap();
+    let src_s = src.to_str().unwrap();
+
+    let first = cli.json(&["--key", "dev0", "data", "push", src_s], &[]);
+    let cid = first["cid"].as_str().unwrap().to_string();
+    assert!(first["bytes_sent"].as_u64().unwrap() > 0);
+    let again = cli.json(&["--key", "dev0", "data", "push", src_s], &[]);
+    assert_eq!(
+        (
+            again["cid"].as_str().unwrap(),
+            again["bytes_sent"].as_u64().unwrap()
+        ),
+        (cid.as_str(), 0)
+    );
+
+    let listing = cli.json(&["--key", "dev0", "data", "ls", &cid], &[]);
+    assert!(listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["path"] == "a/2.bin"));
+
+    // dev1 cannot read it until shared.
+    let out = dir.path().join("copy");
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev1",
+            "data",
+            "pull",
+            &cid,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(msg.contains("has no key for"), "{msg}");
+    cli.json(&["--key", "dev0", "data", "share", &cid, "dev1"], &[]);
+    let pulled = cli.json(
+        &[
+            "--key",
+            "dev1",
+            "data",
+            "pull",
+            &cid,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(pulled["files"], 5);
+    assert_eq!(
+        std::fs::read(src.join("a/3.bin")).unwrap(),
+        std::fs::read(out.join("a/3.bin")).unwrap()
+    );
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev1",
+            "data",
+            "pull",
+            &cid,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(msg.contains("not empty"), "{msg}");
+}
