@@ -320,6 +320,18 @@ pub(crate) enum BlockCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
+    /// Push and pull a generated tree through a node on loopback, beside cp and rsync.
+    Data {
+        /// Size of the generated tree in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: u64,
+        /// Work directory (emptied first).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Parallel streams.
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+    },
     /// Jobs through bids, auctions, councils, commit-reveal and settlement on one node.
     Market {
         /// Simulated workers.

@@ -424,6 +424,11 @@ fn block_show(cli: &Cli, id: &str) -> anyhow::Result<()> {
 fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Market { .. } => bench_market(cli, cmd),
+        BenchCommand::Data {
+            size_mib,
+            dir,
+            streams,
+        } => crate::databench::bench_data(cli.json, *size_mib, dir, *streams),
         BenchCommand::Ledger { .. } => bench_ledger(cli, cmd),
     }
 }

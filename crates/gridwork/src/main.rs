@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod data;
+mod databench;
 mod demo;
 mod market;
 mod output;

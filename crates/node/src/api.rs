@@ -202,7 +202,10 @@ pub fn router(node: Node) -> Router {
             post(put_blob).layer(DefaultBodyLimit::max(crate::blobs::MAX_BLOB_BYTES)),
         )
         .route("/v1/blobs/{cid}", get(get_blob))
-        .route("/v1/chunks/missing", post(missing_chunks))
+        .route(
+            "/v1/chunks/missing",
+            post(missing_chunks).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
+        )
         .route(
             "/v1/chunks/{id}",
             get(get_chunk)

@@ -1,0 +1,252 @@
+//! `gridwork bench data`: push and pull a generated mixed tree through a node on loopback,
+//! beside `cp` and `rsync` of the same tree on this machine.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use gridwork_client::Client;
+use gridwork_node::{GenesisSource, Node, NodeConfig};
+use gridwork_transfer::{ChunkParams, ChunkStore, DataKey};
+use serde_json::json;
+
+use crate::output::{emit, rows};
+
+/// Writes a mixed tree of about `mib` MiB: many small compressible files, medium and large
+/// incompressible ones. Returns the file paths.
+fn make_tree(root: &Path, mib: u64) -> anyhow::Result<Vec<PathBuf>> {
+    let total = mib * 1024 * 1024;
+    let mut written = 0u64;
+    let mut files = Vec::new();
+    let mut i = 0u64;
+    while written < total {
+        let (dir, size) = match i % 10 {
+            0..=5 => ("text", 16 * 1024),
+            6..=8 => ("media", 1024 * 1024),
+            _ => ("weights", 8 * 1024 * 1024),
+        };
+        let size = size.min(total - written).max(1);
+        let path = root.join(dir).join(format!("f{i:06}.bin"));
+        std::fs::create_dir_all(path.parent().unwrap_or(root))?;
+        let mut data = vec![0u8; size as usize];
+        if dir == "text" {
+            let line = format!("sample {i} value {}\n", i * 31);
+            for (k, b) in data.iter_mut().enumerate() {
+                *b = line.as_bytes()[k % line.len()];
+            }
+        } else {
+            blake3::Hasher::new()
+                .update(&i.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut data);
+        }
+        std::fs::write(&path, &data)?;
+        written += size;
+        files.push(path);
+        i += 1;
+    }
+    Ok(files)
+}
+
+fn timed(cmd: &mut Command) -> anyhow::Result<(f64, String)> {
+    let t = Instant::now();
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        anyhow::bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+fn rsync_sent(stats: &str) -> Option<u64> {
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("Literal data: "))
+        .and_then(|v| v.split_whitespace().next())
+        .map(|v| v.replace(',', ""))
+        .and_then(|v| v.parse().ok())
+}
+
+pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    let src = dir.join("src");
+    eprintln!("writing a {mib} MiB mixed tree");
+    let files = make_tree(&src, mib)?;
+    let bytes = mib * 1024 * 1024;
+    let mb = bytes as f64 / 1e6;
+
+    let (cp_s, _) = timed(
+        Command::new("cp")
+            .arg("-r")
+            .arg(&src)
+            .arg(dir.join("cp-copy")),
+    )?;
+    let rsync = Command::new("rsync").arg("--version").output().is_ok();
+    let rsync_s = if rsync {
+        Some(
+            timed(
+                Command::new("rsync")
+                    .arg("-a")
+                    .arg(format!("{}/", src.display()))
+                    .arg(dir.join("rsync-copy")),
+            )?
+            .0,
+        )
+    } else {
+        None
+    };
+
+    let config = NodeConfig {
+        data_dir: dir.join("node"),
+        ..NodeConfig::default()
+    };
+    let node = Node::open(&config, GenesisSource::dev(2))?;
+    let rt = crate::commands::runtime()?;
+    let report = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(gridwork_node::serve(
+            node.clone(),
+            listener,
+            std::future::pending(),
+        ));
+        let client = Client::new(&url);
+        let params = ChunkParams::default();
+        let key = DataKey::generate();
+        let push_store = ChunkStore::open(dir.join("push-cache"), None)?;
+        eprintln!("push");
+        let t = Instant::now();
+        let push = client
+            .push_tree(&src, &key, params, &push_store, streams)
+            .await?;
+        let push_s = t.elapsed().as_secs_f64();
+
+        eprintln!("pull");
+        let pull_store = ChunkStore::open(dir.join("pull-cache"), None)?;
+        let t = Instant::now();
+        let pull = client
+            .pull_tree(
+                &push.cid,
+                &key,
+                params,
+                &pull_store,
+                streams,
+                &dir.join("pulled"),
+            )
+            .await?;
+        let pull_s = t.elapsed().as_secs_f64();
+
+        // Change 1% of the files (a few bytes in the middle of each).
+        let step = 100usize;
+        let mut changed_bytes = 0u64;
+        for path in files.iter().step_by(step) {
+            let mut data = std::fs::read(path)?;
+            let mid = data.len() / 2;
+            for b in data.iter_mut().skip(mid).take(16) {
+                *b ^= 0x5a;
+            }
+            changed_bytes += 16;
+            std::fs::write(path, &data)?;
+        }
+        eprintln!("re-push after changing 1% of the files");
+        let repush = client
+            .push_tree(&src, &key, params, &push_store, streams)
+            .await?;
+        let rsync_repush = if rsync {
+            let (_, out) = timed(
+                Command::new("rsync")
+                    .args(["-a", "--no-whole-file", "--stats"])
+                    .arg(format!("{}/", src.display()))
+                    .arg(dir.join("rsync-copy")),
+            )?;
+            rsync_sent(&out)
+        } else {
+            None
+        };
+
+        eprintln!("resume a pull cut at 50%");
+        let manifest = client
+            .tree_manifest(
+                &repush.cid,
+                &key,
+                params,
+                &ChunkStore::open(dir.join("resume-cache"), None)?,
+            )
+            .await?;
+        let resume_store = ChunkStore::open(dir.join("resume-cache"), None)?;
+        let ids = manifest.chunk_ids();
+        let half = ids.len() / 2;
+        let mut half_bytes = 0u64;
+        for id in &ids[..half] {
+            if let Some(bytes) = push_store.get(id)? {
+                half_bytes += bytes.len() as u64;
+                resume_store.put(id, &bytes)?;
+            }
+        }
+        let t = Instant::now();
+        let resumed = client
+            .pull_tree(
+                &repush.cid,
+                &key,
+                params,
+                &resume_store,
+                streams,
+                &dir.join("resumed"),
+            )
+            .await?;
+        let resume_s = t.elapsed().as_secs_f64();
+        let sealed_total: u64 = ids
+            .iter()
+            .filter_map(|id| push_store.get(id).ok().flatten())
+            .map(|b| b.len() as u64)
+            .sum();
+        server.abort();
+        anyhow::Ok(json!({
+            "tree_mib": mib,
+            "files": files.len(),
+            "cp_mb_s": mb / cp_s,
+            "rsync_copy_mb_s": rsync_s.map(|s| mb / s),
+            "push_mb_s": mb / push_s,
+            "pull_mb_s": mb / pull_s,
+            "push_vs_cp": cp_s / push_s,
+            "pull_vs_cp": cp_s / pull_s,
+            "bytes_sent": push.bytes_sent,
+            "bytes_received": pull.bytes_received,
+            "changed_bytes": changed_bytes,
+            "changed_files": files.len().div_ceil(step),
+            "repush_bytes_sent": repush.bytes_sent,
+            "rsync_repush_literal_bytes": rsync_repush,
+            "resume_bytes_received": resumed.bytes_received,
+            "resume_expected_bytes": sealed_total.saturating_sub(half_bytes),
+            "resume_s": resume_s,
+            "streams": streams,
+        }))
+    })?;
+    node.shutdown();
+    emit(json, &report, || {
+        let f = |k: &str| {
+            report[k]
+                .as_f64()
+                .map_or("-".to_string(), |v| format!("{v:.0}"))
+        };
+        let n = |k: &str| {
+            report[k]
+                .as_u64()
+                .map_or("-".to_string(), |v| v.to_string())
+        };
+        rows(&[
+            ("tree", format!("{} MiB in {} files (text, media, weights)", mib, report["files"])),
+            ("cp -r", format!("{} MB/s", f("cp_mb_s"))),
+            ("rsync -a", format!("{} MB/s", f("rsync_copy_mb_s"))),
+            ("push", format!("{} MB/s verified goodput ({:.2}x cp), {} bytes sent", f("push_mb_s"), report["push_vs_cp"].as_f64().unwrap_or(0.0), n("bytes_sent"))),
+            ("pull", format!("{} MB/s verified goodput ({:.2}x cp)", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
+            ("re-push", format!("{} bytes sent after changing {} bytes in {} files; rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("rsync_repush_literal_bytes"))),
+            ("resume", format!("{} bytes fetched after a cut at 50% (the missing half is {} bytes)", n("resume_bytes_received"), n("resume_expected_bytes"))),
+        ])
+    })
+}
