@@ -115,10 +115,12 @@ impl ChunkStore {
             return Err(StoreError::Mismatch { id: *id });
         }
         let path = self.path(id);
+        // Writers hold the lock from the existence check to the rename, so two puts of the
+        // same chunk (identical files packed in parallel) neither race nor count it twice.
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         if path.exists() {
             return Ok(());
         }
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
         let needed = bytes.len() as u64;
         if let Some(quota) = self.quota {
             if *used + needed > quota {

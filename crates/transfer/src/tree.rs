@@ -203,6 +203,7 @@ pub fn pack(
 ) -> Result<(Hash, PackStats), TreeError> {
     let mut stats = PackStats::default();
     let mut entries = Vec::new();
+    let mut files: Vec<(PathBuf, String, std::fs::Metadata)> = Vec::new();
     let meta = std::fs::symlink_metadata(root).map_err(io(root))?;
     let mut stack: Vec<(PathBuf, String)> = Vec::new();
     if meta.is_dir() {
@@ -259,12 +260,11 @@ pub fn pack(
                     target: Some(target),
                 });
             } else if meta.is_file() {
-                entries.push(pack_file(
-                    &path, &rel, &meta, key, params, store, &mut stats,
-                )?);
+                files.push((path, rel, meta));
             }
         }
     }
+    entries.extend(pack_files(&files, key, params, store, &mut stats)?);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = TreeManifest {
         format: "gridwork-tree-v1".into(),
@@ -284,6 +284,58 @@ pub fn pack(
         store.put(&root_id, &root_object)?;
     }
     Ok((root_id, stats))
+}
+
+/// Packs `files` on every core: each thread takes the next file until none is left.
+fn pack_files(
+    files: &[(PathBuf, String, std::fs::Metadata)],
+    key: &DataKey,
+    params: ChunkParams,
+    store: &ChunkStore,
+    stats: &mut PackStats,
+) -> Result<Vec<Entry>, TreeError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
+    let results: Vec<Result<(Vec<Entry>, PackStats), TreeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut local = PackStats::default();
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((path, rel, meta)) = files.get(i) else {
+                            break;
+                        };
+                        out.push(pack_file(path, rel, meta, key, params, store, &mut local)?);
+                    }
+                    Ok((out, local))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TreeError::Malformed("a packing thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut entries = Vec::with_capacity(files.len());
+    for r in results {
+        let (e, s) = r?;
+        entries.extend(e);
+        stats.files += s.files;
+        stats.bytes += s.bytes;
+        stats.chunks += s.chunks;
+        stats.new_chunks += s.new_chunks;
+        stats.new_bytes += s.new_bytes;
+    }
+    Ok(entries)
 }
 
 fn pack_file(
