@@ -290,25 +290,8 @@ impl Client {
             reason: reason.to_string(),
             signature: hex::encode(key.sign(&decline_message(job, reason)).to_bytes()),
         };
-        let resp = self.http.post(&url).json(&body).send().await.map_err(|e| {
-            ClientError::Unreachable {
-                url: url.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        if resp.status().is_success() {
-            return Ok(());
-        }
-        let status = resp.status().as_u16();
-        let body: ErrorBody = resp.json().await.map_err(|e| ClientError::BadResponse {
-            url,
-            message: e.to_string(),
-        })?;
-        Err(ClientError::Api {
-            status,
-            code: body.error.code,
-            message: body.error.message,
-        })
+        self.send_empty(self.http.post(&url).json(&body), &url)
+            .await
     }
 
     /// `GET /v1/providers/{address}`; `None` if not registered.
@@ -337,28 +320,9 @@ impl Client {
     /// `GET /v1/blobs/{cid}`, checked against the content id.
     pub async fn blob(&self, cid: &Hash) -> Result<Option<Vec<u8>>, ClientError> {
         let url = format!("{}/v1/blobs/{cid}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
-        if resp.status().as_u16() == 404 {
+        let Some(bytes) = self.get_bytes(&url).await? else {
             return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(ClientError::BadResponse {
-                url,
-                message: format!("HTTP {}", resp.status()),
-            });
-        }
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
+        };
         if Hash::of(&bytes) != *cid {
             return Err(ClientError::BadResponse {
                 url,

@@ -107,6 +107,20 @@ struct SubmitterOutcome {
     refused: Vec<String>,
 }
 
+/// `dir/name`, with `dir` created and any earlier database of that name removed.
+fn fresh_db(dir: &std::path::Path, name: &str) -> Result<PathBuf, BenchError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| BenchError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let db = dir.join(name);
+    if db.exists() {
+        std::fs::remove_file(&db).map_err(io(&db))?;
+    }
+    Ok(db)
+}
+
 fn bench_key(i: u32) -> Keypair {
     let mut h = blake3::Hasher::new();
     h.update(b"gridwork-bench-key");
@@ -124,18 +138,7 @@ pub fn run_ledger_bench(
             "--accounts and --transfers must be at least 1".into(),
         ));
     }
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |source| BenchError::Io {
-            path: path.clone(),
-            source,
-        }
-    };
-    std::fs::create_dir_all(&opts.data_dir).map_err(io(&opts.data_dir))?;
-    let db = opts.data_dir.join("bench.redb");
-    if db.exists() {
-        std::fs::remove_file(&db).map_err(io(&db))?;
-    }
+    let db = fresh_db(&opts.data_dir, "bench.redb")?;
 
     progress(&format!(
         "generating {} accounts and signing {} transfers",
@@ -413,18 +416,7 @@ pub fn run_market_bench(
             "need jobs and tasks, and more workers than the council size".into(),
         ));
     }
-    let io = |path: &std::path::Path| {
-        let path = path.display().to_string();
-        move |source| BenchError::Io {
-            path: path.clone(),
-            source,
-        }
-    };
-    std::fs::create_dir_all(&opts.data_dir).map_err(io(&opts.data_dir))?;
-    let db = opts.data_dir.join("market-bench.redb");
-    if db.exists() {
-        std::fs::remove_file(&db).map_err(io(&db))?;
-    }
+    let db = fresh_db(&opts.data_dir, "market-bench.redb")?;
     let requester = bench_key(u32::MAX);
     let workers: Vec<Keypair> = (0..opts.workers).map(bench_key).collect();
     let each = 10_000_000 * GRID;
