@@ -67,6 +67,14 @@ pub struct Client {
     http: reqwest::Client,
 }
 
+/// Maps a transport error on `url` to [`ClientError::Unreachable`].
+fn unreachable(url: &str) -> impl Fn(reqwest::Error) -> ClientError + '_ {
+    move |e| ClientError::Unreachable {
+        url: url.to_string(),
+        message: e.to_string(),
+    }
+}
+
 impl Client {
     /// A client of the node at `base` (for example `http://127.0.0.1:7650`).
     pub fn new(base: &str) -> Self {
@@ -97,15 +105,9 @@ impl Client {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(unreachable(url))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+        let bytes = resp.bytes().await.map_err(unreachable(url))?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(body) => ClientError::Api {
@@ -147,10 +149,7 @@ impl Client {
             .timeout(Duration::from_secs(120))
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(unreachable(url))?;
         if resp.status().is_success() {
             return Ok(());
         }
@@ -177,10 +176,7 @@ impl Client {
             .timeout(Duration::from_secs(120))
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(unreachable(url))?;
         if resp.status().as_u16() == 404 {
             return Ok(None);
         }
@@ -190,10 +186,7 @@ impl Client {
                 message: format!("HTTP {}", resp.status()),
             });
         }
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+        let bytes = resp.bytes().await.map_err(unreachable(url))?;
         Ok(Some(bytes.to_vec()))
     }
 
@@ -221,10 +214,7 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(unreachable(&url))?;
         resp.json().await.map_err(|e| ClientError::BadResponse {
             url,
             message: e.to_string(),
@@ -363,10 +353,7 @@ impl Client {
             .get(&url)
             .send()
             .await
-            .map_err(|e| ClientError::Unreachable {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(unreachable(&url))?;
         Ok(EventStream {
             resp,
             buf: String::new(),
