@@ -128,6 +128,9 @@ pub enum TxKindView {
     RegisterProvider {
         /// The hardware offered.
         hardware: Hardware,
+        /// The owner that approved this worker, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<Address>,
     },
     /// A worker's heartbeat.
     Heartbeat,
@@ -190,8 +193,9 @@ impl From<&SignedTx> for TxView {
             TxKind::StakeLock { amount } => TxKindView::StakeLock { amount: *amount },
             TxKind::StakeUnbond { amount } => TxKindView::StakeUnbond { amount: *amount },
             TxKind::StakeWithdraw => TxKindView::StakeWithdraw,
-            TxKind::RegisterProvider { hardware } => TxKindView::RegisterProvider {
+            TxKind::RegisterProvider { hardware, owner } => TxKindView::RegisterProvider {
                 hardware: hardware.clone(),
+                owner: owner.map(|o| o.owner_address()),
             },
             TxKind::Heartbeat => TxKindView::Heartbeat,
             TxKind::SubmitJob {
@@ -459,6 +463,8 @@ pub struct PostDecline {
 pub struct ProviderView {
     /// The provider.
     pub address: Address,
+    /// The party it works for (itself unless an owner approved it).
+    pub owner: Address,
     /// `offline`, `busy` or `available`.
     pub status: String,
     /// What its machine offers.

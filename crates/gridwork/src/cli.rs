@@ -155,6 +155,10 @@ pub(crate) struct WorkerArgs {
     /// Largest file a task may write, in MiB.
     #[arg(long, default_value_t = 10_240)]
     pub(crate) max_file_mib: u64,
+    /// The owner's approval of this worker (from `gridwork provider authorize`); without it
+    /// the worker is its own owner.
+    #[arg(long, env = "GRIDWORK_OWNER_APPROVAL")]
+    pub(crate) owner_approval: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +225,13 @@ pub(crate) enum ProviderCommand {
     },
     /// Every registered provider.
     List,
+    /// As an owner (`--key`), approve a worker key to act for you: prints the approval the
+    /// worker passes to `gridwork worker --owner-approval`. A council never holds two workers
+    /// of one owner.
+    Authorize {
+        /// The worker's address.
+        worker: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,8 +7,8 @@ use gridwork_client::Client;
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::{dev_keypair, max_task_cost};
 use gridwork_types::{
-    Amount, Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements,
-    TxKind, GRID,
+    Amount, Equivalence, Halting, Instructions, OwnerApproval, Payment, Prescription, Program,
+    Requirements, TxKind, GRID,
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
@@ -33,8 +33,16 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => home(cli)?.join("worker").join(name),
     };
+    let owner = args
+        .owner_approval
+        .as_deref()
+        .map(OwnerApproval::from_hex)
+        .transpose()
+        .context("--owner-approval")?;
+    let owner_address = owner.map(|o| o.owner_address());
     let hardware = probe();
     let cfg = WorkerConfig {
+        owner,
         key,
         work_dir,
         policy: PricingPolicy {
@@ -53,6 +61,8 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         }),
     };
     let worker = Worker::new(&cli.node, cfg);
+    let rt = runtime()?;
+    rt.block_on(worker.register())?;
     let gpus: Vec<String> = hardware
         .gpus
         .iter()
@@ -60,10 +70,14 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         .collect();
     emit(
         cli.json,
-        &json!({ "provider": worker.address(), "hardware": hardware }),
+        &json!({ "provider": worker.address(), "owner": owner_address, "hardware": hardware }),
         || {
             rows(&[
                 ("provider", worker.address().to_string()),
+                (
+                    "owner",
+                    owner_address.map_or("itself".into(), |o| o.to_string()),
+                ),
                 (
                     "gpus",
                     if gpus.is_empty() {
@@ -84,14 +98,14 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             ])
         },
     )?;
-    runtime()?.block_on(async move {
+    rt.block_on(async move {
         let (stop, rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("stopping: finishing running tasks");
             let _ = stop.send(true);
         });
-        worker.run(rx).await?;
+        worker.serve(rx).await?;
         anyhow::Ok(())
     })
 }
@@ -157,6 +171,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         }
         for (i, price, behavior) in names {
             let cfg = WorkerConfig {
+                owner: None,
                 key: dev_keypair(i),
                 work_dir: base.join(format!("worker{i}")),
                 policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4 },

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context};
 use gridwork_api::JobView;
 use gridwork_client::{Client, Input, JobFile};
 use gridwork_protocol::{max_task_cost, validate_prescription};
-use gridwork_types::{Address, Amount, Hash, TxKind};
+use gridwork_types::{Address, Amount, Hash, OwnerApproval, TxKind};
 use serde_json::json;
 
 use crate::cli::{Cli, JobCommand, ProviderCommand};
@@ -263,6 +263,14 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
                             p.hardware.cpu_cores, p.hardware.memory_mib
                         ),
                     ),
+                    (
+                        "owner",
+                        if p.owner == p.address {
+                            "itself".into()
+                        } else {
+                            p.owner.to_string()
+                        },
+                    ),
                     ("stake", format!("{} GRID", p.stake_locked)),
                     (
                         "reputation",
@@ -293,6 +301,24 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
                     .join("\n")
             })
+        }
+        ProviderCommand::Authorize { worker } => {
+            let worker: Address = worker.parse()?;
+            let key = signing_key(cli)?;
+            let chain = runtime()?.block_on(client.chain())?;
+            let approval = OwnerApproval::sign(&chain.chain_id, &key, &worker);
+            let text = approval.to_hex();
+            emit(
+                cli.json,
+                &json!({ "owner": key.address(), "worker": worker, "chain_id": chain.chain_id, "approval": text }),
+                || {
+                    format!(
+                        "{} approves worker {worker} on chain {}\nstart the worker with:\n  gridwork --key <worker key> worker --owner-approval {text} --price <GRID>",
+                        key.address(),
+                        chain.chain_id
+                    )
+                },
+            )
         }
     }
 }

@@ -110,6 +110,7 @@ pub fn tx_error_code(e: &TxError) -> &'static str {
         TxError::NothingToWithdraw { .. } => "nothing_to_withdraw",
         TxError::StakeTooLow { .. } => "stake_too_low",
         TxError::NotAProvider { .. } => "not_a_provider",
+        TxError::BadOwnerApproval { .. } => "bad_owner_approval",
         TxError::BadPrescription { .. } => "bad_prescription",
         TxError::DepositTooLow { .. } => "deposit_too_low",
         TxError::UnknownJob { .. } => "unknown_job",

@@ -507,6 +507,7 @@ pub fn run_market_bench(
                 k,
                 TxKind::RegisterProvider {
                     hardware: Hardware::default(),
+                    owner: None,
                 },
             )
         })

@@ -861,6 +861,7 @@ impl Node {
         let status = p.status(now, state.params().heartbeat_timeout_ms);
         Some(ProviderView {
             address: *address,
+            owner: p.owner,
             status: format!("{status:?}").to_lowercase(),
             hardware: p.hardware.clone(),
             stake_locked: state.account(address).stake_locked,

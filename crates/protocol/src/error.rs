@@ -97,6 +97,13 @@ pub enum TxError {
         /// The sender.
         address: Address,
     },
+    /// The owner approval in a registration is not the owner's signature over this worker's
+    /// address on this chain.
+    #[error("owner approval for {worker} does not verify: the owner must sign it for this worker address on this chain (`gridwork provider authorize`)")]
+    BadOwnerApproval {
+        /// The worker that registered.
+        worker: Address,
+    },
     /// A prescription field is wrong.
     #[error("invalid job: {field} {problem}")]
     BadPrescription {

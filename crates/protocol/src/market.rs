@@ -17,9 +17,11 @@
 //!   min(streak, 10))`, so ten validated results in a row are worth up to a third off the
 //!   price; ties go to the lower raw price, then the earlier bid.
 //! - **Council.** Drawn when the auction closes from registered providers that are online,
-//!   staked, meet the task's requirements, are not the executor or the requester and are not
-//!   blocklisted for the job. Candidates are ordered by BLAKE3(parent block hash || job ||
-//!   task || attempt || address) and the first `council_size` taken. If too few exist the
+//!   staked, meet the task's requirements, are not the executor or the requester, do not
+//!   share an owner with either, and are not blocklisted for the job. Candidates are ordered
+//!   by BLAKE3(parent block hash || job || task || attempt || address) and the first
+//!   `council_size` of distinct owners taken (a provider's owner is the account that signed
+//!   its [`OwnerApproval`](gridwork_types::OwnerApproval), or itself). If too few exist the
 //!   auction stays open and the task's note says why.
 //! - **Commit-reveal.** Everyone assigned commits BLAKE3(output || salt || own address) before
 //!   anyone reveals, so a lazy council member cannot copy the executor's answer. Council
@@ -41,6 +43,8 @@
 //!
 //! Slashed stake is taken from the locked stake first, then from unbonding entries (newest
 //! first), so unbonding does not escape a pending judgement.
+
+use std::collections::HashSet;
 
 use gridwork_types::{
     commitment, Address, Amount, Encode, Equivalence, Hardware, Hash, Payment, Prescription,
@@ -82,6 +86,8 @@ impl MapKey for TaskKey {
 /// A registered provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Provider {
+    /// The party it works for: the owner that approved it, or itself.
+    pub owner: Address,
     /// What its machine offers.
     pub hardware: Hardware,
     /// When it registered.
@@ -103,6 +109,7 @@ pub struct Provider {
 }
 
 gridwork_types::codec_struct!(Provider {
+    owner: Address,
     hardware: Hardware,
     registered_ms: u64,
     last_heartbeat_ms: u64,
@@ -423,7 +430,12 @@ impl State {
         use gridwork_types::TxKind as K;
         let p = &self.params;
         match kind {
-            K::RegisterProvider { .. } => {
+            K::RegisterProvider { owner, .. } => {
+                if let Some(approval) = owner {
+                    approval
+                        .verify(&self.chain_id, &sender)
+                        .map_err(|_| TxError::BadOwnerApproval { worker: sender })?;
+                }
                 if sender_account.stake_locked < p.min_provider_stake {
                     return Err(TxError::StakeTooLow {
                         required: p.min_provider_stake,
@@ -621,14 +633,17 @@ impl State {
     ) -> Vec<Event> {
         use gridwork_types::TxKind as K;
         match kind {
-            K::RegisterProvider { hardware } => {
+            K::RegisterProvider { hardware, owner } => {
+                let owner = owner.map_or(sender, |o| o.owner_address());
                 let provider = match self.providers.get(&sender) {
                     Some(existing) => Provider {
+                        owner,
                         hardware: hardware.clone(),
                         last_heartbeat_ms: now,
                         ..existing.clone()
                     },
                     None => Provider {
+                        owner,
                         hardware: hardware.clone(),
                         registered_ms: now,
                         last_heartbeat_ms: now,
@@ -1053,12 +1068,18 @@ impl State {
         self.head_hash.encode(&mut seed);
         key.encode(&mut seed);
         attempt.encode(&mut seed);
-        let mut candidates: Vec<(Hash, Address)> = self
+        let owner_of = |a: &Address| self.providers.get(a).map_or(*a, |p| p.owner);
+        let executor_owner = owner_of(&executor);
+        let requester_owner = owner_of(&job.requester);
+        let mut candidates: Vec<(Hash, Address, Address)> = self
             .providers
             .iter()
             .filter(|(a, prov)| {
                 **a != executor
                     && **a != job.requester
+                    && prov.owner != executor_owner
+                    && prov.owner != job.requester
+                    && prov.owner != requester_owner
                     && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
                     && self
                         .accounts
@@ -1072,15 +1093,21 @@ impl State {
                         .is_none()
                     && job.failures_of(a) < p.max_job_failures
             })
-            .map(|(a, _)| {
+            .map(|(a, prov)| {
                 let mut h = blake3::Hasher::new();
                 h.update(&seed);
                 h.update(&a.0);
-                (Hash(*h.finalize().as_bytes()), *a)
+                (Hash(*h.finalize().as_bytes()), *a, prov.owner)
             })
             .collect();
         candidates.sort();
-        candidates.into_iter().take(size).map(|(_, a)| a).collect()
+        let mut owners = HashSet::new();
+        candidates
+            .into_iter()
+            .filter(|(_, _, owner)| owners.insert(*owner))
+            .take(size)
+            .map(|(_, a, _)| a)
+            .collect()
     }
 
     fn adjust_active(&mut self, provider: &Address, delta: i32) {

@@ -257,7 +257,7 @@ fn entry_key(prefix: u8, key: &impl Encode) -> Vec<u8> {
 /// The whole ledger state at one block.
 #[derive(Debug, Clone)]
 pub struct State {
-    chain_id: String,
+    pub(crate) chain_id: String,
     pub(crate) params: Params,
     total_supply: Amount,
     pub(crate) rewards_pool: Amount,

@@ -46,6 +46,9 @@ pub enum TxKind {
     RegisterProvider {
         /// What the provider's machine offers.
         hardware: Hardware,
+        /// The owner this worker acts for, with the owner's consent (none: the worker is its
+        /// own owner). Councils never hold two workers of one owner.
+        owner: Option<OwnerApproval>,
     },
     /// Tells the network the sender's worker is alive.
     Heartbeat,
@@ -106,7 +109,7 @@ codec_enum!(TxKind, "transaction kind" {
     1 => StakeLock { amount: Amount },
     2 => StakeUnbond { amount: Amount },
     3 => StakeWithdraw {},
-    4 => RegisterProvider { hardware: Hardware },
+    4 => RegisterProvider { hardware: Hardware, owner: Option<OwnerApproval> },
     5 => Heartbeat {},
     6 => SubmitJob { prescription: Prescription, deposit: Amount },
     7 => CancelJob { job: Hash },
@@ -114,6 +117,66 @@ codec_enum!(TxKind, "transaction kind" {
     9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
     10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, agree: bool },
 });
+
+/// An owner's consent that a worker key acts for it: the owner's signature over the worker's
+/// address on one chain. An operator with many machines signs one approval per worker key, so
+/// the ledger knows they are one party (a council never holds two of them), and nobody can
+/// claim another's workers without that owner's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerApproval {
+    /// The owner's public key.
+    pub owner: PublicKey,
+    /// The owner's signature over [`OwnerApproval::message`].
+    pub signature: Signature,
+}
+
+crate::codec_struct!(OwnerApproval {
+    owner: PublicKey,
+    signature: Signature
+});
+
+impl OwnerApproval {
+    /// The bytes the owner signs to approve `worker` on chain `chain_id`.
+    pub fn message(chain_id: &str, worker: &Address) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(96);
+        msg.extend_from_slice(b"gridwork/owner-approval/v1");
+        chain_id.encode(&mut msg);
+        worker.encode(&mut msg);
+        msg
+    }
+
+    /// `owner` approves `worker` on chain `chain_id`.
+    pub fn sign(chain_id: &str, owner: &Keypair, worker: &Address) -> OwnerApproval {
+        OwnerApproval {
+            owner: owner.public(),
+            signature: owner.sign(&OwnerApproval::message(chain_id, worker)),
+        }
+    }
+
+    /// Checks the approval is the owner's, for `worker` on `chain_id`.
+    pub fn verify(&self, chain_id: &str, worker: &Address) -> Result<(), KeyError> {
+        self.owner
+            .verify(&OwnerApproval::message(chain_id, worker), &self.signature)
+    }
+
+    /// The owner's address.
+    pub fn owner_address(&self) -> Address {
+        self.owner.address()
+    }
+
+    /// The approval as hex of its canonical encoding (what `provider authorize` prints).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.to_bytes())
+    }
+
+    /// An approval from [`OwnerApproval::to_hex`]'s text.
+    pub fn from_hex(text: &str) -> Result<OwnerApproval, DecodeError> {
+        let bytes = hex::decode(text.trim()).map_err(|_| DecodeError::Invalid {
+            what: "owner approval (expected the hex printed by `gridwork provider authorize`)",
+        })?;
+        OwnerApproval::from_bytes(&bytes)
+    }
+}
 
 /// The commitment to `output` with `salt` by `committer`.
 pub fn commitment(output: &Hash, salt: &Hash, committer: &Address) -> Hash {

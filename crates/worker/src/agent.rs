@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use gridwork_api::{JobView, TaskView};
 use gridwork_client::{Client, ClientError, TreeError};
 use gridwork_types::{
-    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, Transaction, TxKind,
+    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, Transaction,
+    TxKind,
 };
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,8 @@ pub struct WorkerConfig {
     pub hardware: Hardware,
     /// Stake to keep locked (at least the chain's minimum is locked anyway).
     pub stake: Amount,
+    /// The owner's approval of this worker key (none: the worker is its own owner).
+    pub owner: Option<OwnerApproval>,
     /// How often it looks for work.
     pub poll: Duration,
     /// How often it sends a heartbeat.
@@ -84,6 +87,16 @@ pub enum WorkerError {
         path: String,
         /// The error.
         source: std::io::Error,
+    },
+    /// The configured owner approval is not for this worker key on this chain.
+    #[error("the owner approval from {owner} is not for worker {worker} on chain {chain_id}: ask the owner to run `gridwork provider authorize {worker}` against this chain")]
+    BadOwnerApproval {
+        /// The owner that signed it.
+        owner: Address,
+        /// This worker.
+        worker: Address,
+        /// The chain the node runs.
+        chain_id: String,
     },
     /// Not enough balance to stake.
     #[error("cannot lock {needed} GRID of stake: only {spendable} GRID is spendable")]
@@ -182,9 +195,19 @@ impl Worker {
                 .wait_committed(&h, Duration::from_secs(60))
                 .await?;
         }
+        if let Some(approval) = &self.cfg.owner {
+            if approval.verify(&chain.chain_id, &self.me).is_err() {
+                return Err(WorkerError::BadOwnerApproval {
+                    owner: approval.owner_address(),
+                    worker: self.me,
+                    chain_id: chain.chain_id,
+                });
+            }
+        }
         let h = self
             .send(TxKind::RegisterProvider {
                 hardware: self.cfg.hardware.clone(),
+                owner: self.cfg.owner,
             })
             .await?;
         self.client
@@ -196,11 +219,17 @@ impl Worker {
 
     /// Registers, then works until `shutdown` turns true and its running and committed tasks
     /// are done.
-    pub async fn run(
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+        self.register().await?;
+        self.serve(shutdown).await
+    }
+
+    /// Works (after [`Worker::register`]) until `shutdown` turns true and its running and
+    /// committed tasks are done.
+    pub async fn serve(
         self: Arc<Self>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
-        self.register().await?;
         let mut last_heartbeat = Instant::now();
         loop {
             let draining = *shutdown.borrow();

@@ -406,6 +406,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
                     1,
                     TxKind::RegisterProvider {
                         hardware: hw.clone(),
+                        owner: None,
                     },
                 ))
                 .await

@@ -647,3 +647,81 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     );
     assert!(msg.contains("not empty"), "{msg}");
 }
+
+#[test]
+fn an_owner_authorizes_a_worker_and_the_ledger_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let owner = dev_keypair(0).address().to_string();
+    let worker = dev_keypair(1).address().to_string();
+    let approval = cli.json(&["--key", "dev0", "provider", "authorize", &worker], &[]);
+    assert_eq!(approval["owner"], owner.as_str());
+    let token = approval["approval"].as_str().unwrap().to_string();
+
+    // An approval for another worker is refused before anything is sent, naming the fix.
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev2",
+            "worker",
+            "--price",
+            "0.01",
+            "--owner-approval",
+            &token,
+        ],
+        &[("GRIDWORK_LOG", "error")],
+    );
+    assert!(msg.contains("provider authorize"), "{msg}");
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev1",
+            "worker",
+            "--price",
+            "0.01",
+            "--owner-approval",
+            "zz",
+        ],
+        &[],
+    );
+    assert!(msg.contains("owner approval"), "{msg}");
+
+    let mut child = Command::new(BIN)
+        .args([
+            "--key",
+            "dev1",
+            "worker",
+            "--price",
+            "0.01",
+            "--owner-approval",
+            &token,
+        ])
+        .env("GRIDWORK_HOME", &cli.home)
+        .env("GRIDWORK_NODE", &cli.api)
+        .env("GRIDWORK_LOG", "warn")
+        .env("GRIDWORK_PASSPHRASE", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let out = cli.run(&["provider", "show", &worker, "--json"], &[]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the worker never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(shown["owner"], owner.as_str());
+    let text =
+        String::from_utf8_lossy(&cli.run(&["provider", "show", &worker], &[]).stdout).to_string();
+    assert!(text.contains(&owner), "{text}");
+}

@@ -6,8 +6,8 @@
 use gridwork_protocol::{dev_keypair, Event, Genesis, Params, Phase, State, TaskKey, TxError};
 use gridwork_types::{
     commitment, Address, Amount, Equivalence, Gpu, GpuVendor, Halting, Hardware, Hash,
-    Instructions, Keypair, Payment, Prescription, Program, Requirements, SignedTx, Transaction,
-    TxKind, GRID,
+    Instructions, Keypair, OwnerApproval, Payment, Prescription, Program, Requirements, SignedTx,
+    Transaction, TxKind, GRID,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -111,6 +111,7 @@ impl Market {
                     &provider(i),
                     TxKind::RegisterProvider {
                         hardware: gpu_box(),
+                        owner: None,
                     },
                 )
             })
@@ -722,6 +723,142 @@ fn the_first_bid_after_an_empty_deadline_closes_the_auction() {
     assert_eq!(m.task(job, 0).phase, Phase::Committing);
 }
 
+/// Re-registers `workers` as acting for `owner`.
+fn approve(m: &mut Market, owner: &Keypair, workers: &[u32]) {
+    let txs = workers
+        .iter()
+        .map(|i| {
+            let approval = OwnerApproval::sign(CHAIN, owner, &provider(*i).address());
+            m.tx(
+                &provider(*i),
+                TxKind::RegisterProvider {
+                    hardware: gpu_box(),
+                    owner: Some(approval),
+                },
+            )
+        })
+        .collect();
+    m.block(txs);
+}
+
+#[test]
+fn council_never_holds_two_workers_of_one_owner_nor_the_executors_owner() {
+    let mut m = Market::new();
+    let owner = dev_keypair(PROVIDERS + 1);
+    // One operator runs providers 1..=3; providers 4, 5 and 6 are independent.
+    approve(&mut m, &owner, &[1, 2, 3]);
+    assert_eq!(
+        m.state.provider(&provider(2).address()).unwrap().owner,
+        owner.address()
+    );
+    let p = prescription(2, 3, Equivalence::ExactHash {});
+    let deposit = deposit_for(&p);
+    let job = m.submit(p, deposit);
+    // Provider 1 executes task 0: its siblings 2 and 3 may not check it.
+    let bid = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let mut council = m.task(job, 0).council;
+    council.sort();
+    let mut independent: Vec<Address> = (4..=6).map(|i| provider(i).address()).collect();
+    independent.sort();
+    assert_eq!(council, independent);
+
+    // Provider 4 executes task 1: the council takes at most one of the operator's workers.
+    let bid = m.tx(
+        &provider(4),
+        TxKind::Bid {
+            job,
+            task: 1,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let council = m.task(job, 1).council;
+    assert_eq!(council.len(), 3, "{council:?}");
+    let owners: Vec<Address> = council
+        .iter()
+        .map(|a| m.state.provider(a).unwrap().owner)
+        .collect();
+    assert_eq!(
+        owners.iter().filter(|o| **o == owner.address()).count(),
+        1,
+        "{owners:?}"
+    );
+    assert!(council.contains(&provider(5).address()), "{council:?}");
+    assert!(council.contains(&provider(6).address()), "{council:?}");
+}
+
+#[test]
+fn too_few_distinct_owners_leave_the_auction_open_with_a_reason() {
+    let mut m = Market::new();
+    let owner = dev_keypair(PROVIDERS + 1);
+    approve(&mut m, &owner, &[2, 3, 4, 5, 6]);
+    // Besides executor 1 there is one owner only, and the job wants three council members.
+    let p = prescription(1, 3, Equivalence::ExactHash {});
+    let deposit = deposit_for(&p);
+    let job = m.submit(p, deposit);
+    let bid = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let t = m.task(job, 0);
+    assert_eq!(t.phase, Phase::Bidding);
+    assert!(t.note.contains("waiting for council members"), "{}", t.note);
+}
+
+#[test]
+fn an_owner_approval_must_be_the_owners_signature_for_this_worker_and_chain() {
+    let mut m = Market::new();
+    let owner = dev_keypair(PROVIDERS + 1);
+    let for_someone_else = OwnerApproval::sign(CHAIN, &owner, &provider(2).address());
+    let err = m.refused(
+        &provider(1),
+        TxKind::RegisterProvider {
+            hardware: gpu_box(),
+            owner: Some(for_someone_else),
+        },
+    );
+    assert!(matches!(err, TxError::BadOwnerApproval { .. }), "{err}");
+    let other_chain = OwnerApproval::sign("another-chain", &owner, &provider(1).address());
+    let err = m.refused(
+        &provider(1),
+        TxKind::RegisterProvider {
+            hardware: gpu_box(),
+            owner: Some(other_chain),
+        },
+    );
+    assert!(matches!(err, TxError::BadOwnerApproval { .. }), "{err}");
+    // Claiming an owner with someone else's key in the approval does not verify either.
+    let forged = OwnerApproval {
+        owner: owner.public(),
+        signature: provider(1).sign(&OwnerApproval::message(CHAIN, &provider(1).address())),
+    };
+    let err = m.refused(
+        &provider(1),
+        TxKind::RegisterProvider {
+            hardware: gpu_box(),
+            owner: Some(forged),
+        },
+    );
+    assert!(matches!(err, TxError::BadOwnerApproval { .. }), "{err}");
+    assert_eq!(
+        m.state.provider(&provider(1).address()).unwrap().owner,
+        provider(1).address()
+    );
+}
+
 #[test]
 fn providers_need_stake_to_register() {
     let mut m = Market::new();
@@ -730,6 +867,7 @@ fn providers_need_stake_to_register() {
         &newcomer,
         TxKind::RegisterProvider {
             hardware: gpu_box(),
+            owner: None,
         },
     );
     assert!(matches!(err, TxError::StakeTooLow { .. }), "{err}");

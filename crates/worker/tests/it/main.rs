@@ -51,6 +51,7 @@ impl Net {
 
     fn worker(&self, i: u32, price: u128, behavior: Behavior) -> std::sync::Arc<Worker> {
         let cfg = WorkerConfig {
+            owner: None,
             key: dev_keypair(i),
             work_dir: self.dir.path().join(format!("worker{i}")),
             policy: PricingPolicy {
