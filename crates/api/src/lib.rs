@@ -511,6 +511,93 @@ pub fn decline_message(job: &Hash, reason: &str) -> Vec<u8> {
     m
 }
 
+/// Which output of a task's program a log holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl LogStream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
+/// `POST /v1/jobs/{id}/tasks/{task}/logs`: an executor or council member appends what its
+/// run printed, signed by its key over [`log_message`]. `offset` is where `data` starts in
+/// the node's copy: a repeat of bytes the node has is accepted once, a gap is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostLog {
+    /// The attempt the run belongs to.
+    pub attempt: u32,
+    /// Which output.
+    pub stream: LogStream,
+    /// Byte offset of `data` in the log.
+    pub offset: u64,
+    /// Text (UTF-8; invalid bytes replaced by the worker).
+    pub data: String,
+    /// Hex of the provider's public key.
+    pub public_key: String,
+    /// Hex of the signature.
+    pub signature: String,
+}
+
+/// The answer to a log append: the log's size now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogAppended {
+    /// Bytes the node holds for this log.
+    pub size: u64,
+}
+
+/// `GET /v1/jobs/{id}/tasks/{task}/logs`: part of one run's log, from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLog {
+    /// The job.
+    pub job: Hash,
+    /// Task index.
+    pub task: u32,
+    /// The attempt.
+    pub attempt: u32,
+    /// Whose run.
+    pub provider: Address,
+    /// Which output.
+    pub stream: LogStream,
+    /// Where `data` starts.
+    pub offset: u64,
+    /// The text from `offset` (at most 1 MiB per answer).
+    pub data: String,
+    /// Bytes the node holds for this log.
+    pub size: u64,
+}
+
+/// The message a log append's signature covers.
+pub fn log_message(
+    job: &Hash,
+    task: u32,
+    attempt: u32,
+    stream: LogStream,
+    offset: u64,
+    data: &str,
+) -> Vec<u8> {
+    let mut m = b"gridwork/log/v1".to_vec();
+    m.extend_from_slice(job.as_bytes());
+    m.extend_from_slice(&task.to_le_bytes());
+    m.extend_from_slice(&attempt.to_le_bytes());
+    m.push(stream as u8);
+    m.extend_from_slice(&offset.to_le_bytes());
+    m.extend_from_slice(data.as_bytes());
+    m
+}
+
 /// `GET /v1/jobs`: the jobs still open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobList {

@@ -3,9 +3,9 @@
 use std::time::{Duration, Instant};
 
 use gridwork_api::{
-    decline_message, AccountView, BlobStored, BlockEvent, BlockList, BlockView, ChainInfo,
-    ErrorBody, Health, JobList, JobView, PostDecline, ProviderList, ProviderView, SubmitTx,
-    Submitted, TxStatus,
+    decline_message, log_message, AccountView, BlobStored, BlockEvent, BlockList, BlockView,
+    ChainInfo, ErrorBody, Health, JobList, JobView, LogAppended, LogStream, PostDecline, PostLog,
+    ProviderList, ProviderView, SubmitTx, Submitted, TaskLog, TxStatus,
 };
 use gridwork_types::{Address, Hash, Keypair, SignedTx};
 use serde::de::DeserializeOwned;
@@ -73,6 +73,19 @@ fn unreachable(url: &str) -> impl Fn(reqwest::Error) -> ClientError + '_ {
         url: url.to_string(),
         message: e.to_string(),
     }
+}
+
+/// Which log a worker appends to: one stream of its run of one attempt of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    /// The job.
+    pub job: Hash,
+    /// Task index.
+    pub task: u32,
+    /// The attempt.
+    pub attempt: u32,
+    /// Which output.
+    pub stream: LogStream,
 }
 
 impl Client {
@@ -282,6 +295,55 @@ impl Client {
         };
         self.send_empty(self.http.post(&url).json(&body), &url)
             .await
+    }
+
+    /// `POST /v1/jobs/{id}/tasks/{task}/logs`: appends `data` at `offset` to the log of
+    /// `key`'s run of `attempt`. Returns the log's size on the node.
+    pub async fn append_log(
+        &self,
+        key: &Keypair,
+        at: LogPosition,
+        offset: u64,
+        data: &str,
+    ) -> Result<u64, ClientError> {
+        let url = format!("{}/v1/jobs/{}/tasks/{}/logs", self.base, at.job, at.task);
+        let message = log_message(&at.job, at.task, at.attempt, at.stream, offset, data);
+        let body = PostLog {
+            attempt: at.attempt,
+            stream: at.stream,
+            offset,
+            data: data.to_string(),
+            public_key: hex::encode(key.public().to_bytes()),
+            signature: hex::encode(key.sign(&message).to_bytes()),
+        };
+        let appended: LogAppended = self
+            .send_json(self.http.post(&url).json(&body), &url)
+            .await?;
+        Ok(appended.size)
+    }
+
+    /// `GET /v1/jobs/{id}/tasks/{task}/logs`: a task run's log from `offset` (`provider`
+    /// defaults to the executor, `attempt` to the current one).
+    pub async fn task_log(
+        &self,
+        job: &Hash,
+        task: u32,
+        provider: Option<&Address>,
+        attempt: Option<u32>,
+        stream: LogStream,
+        offset: u64,
+    ) -> Result<TaskLog, ClientError> {
+        let mut path = format!(
+            "/v1/jobs/{job}/tasks/{task}/logs?stream={}&offset={offset}",
+            stream.as_str()
+        );
+        if let Some(p) = provider {
+            path.push_str(&format!("&provider={p}"));
+        }
+        if let Some(a) = attempt {
+            path.push_str(&format!("&attempt={a}"));
+        }
+        self.get(&path).await
     }
 
     /// `GET /v1/providers/{address}`; `None` if not registered.

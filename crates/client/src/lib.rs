@@ -12,7 +12,7 @@ mod keystore;
 mod manifest;
 mod tree;
 
-pub use client::{Client, ClientError, EventStream};
+pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{DataError, PullReport, PushReport};
 pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};

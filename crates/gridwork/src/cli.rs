@@ -199,6 +199,27 @@ pub(crate) enum JobCommand {
         #[arg(long, default_value_t = 3600)]
         timeout_s: u64,
     },
+    /// What a task's program printed, streamed by its executor (or a council member) while
+    /// it runs.
+    Logs {
+        /// Job id.
+        id: String,
+        /// Only this task (default: every task; needed with --follow unless the job has one).
+        #[arg(long)]
+        task: Option<u32>,
+        /// Which output.
+        #[arg(long, value_enum, default_value_t = StreamArg::Stdout)]
+        stream: StreamArg,
+        /// Whose run (default: the executor's).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Which attempt (default: the current one).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep printing new output until the task is decided.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Download the accepted outputs of every settled task.
     Results {
         /// Job id.
@@ -214,6 +235,15 @@ pub(crate) enum JobCommand {
         #[command(flatten)]
         send: SendArgs,
     },
+}
+
+/// A task program's output stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StreamArg {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,13 +3,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use gridwork_api::JobView;
+use gridwork_api::{JobView, LogStream, TaskLog, TaskView};
 use gridwork_client::{Client, Input, JobFile};
 use gridwork_protocol::{max_task_cost, validate_prescription};
 use gridwork_types::{Address, Amount, Hash, OwnerApproval, TxKind};
 use serde_json::json;
 
-use crate::cli::{Cli, JobCommand, ProviderCommand};
+use crate::cli::{Cli, JobCommand, ProviderCommand, StreamArg};
 use crate::commands::{parse_amount, runtime, sign_and_send, signing_key};
 use crate::output::{emit, rows};
 
@@ -26,6 +26,28 @@ pub(crate) fn job(cli: &Cli, cmd: &JobCommand) -> anyhow::Result<()> {
         }
         JobCommand::Watch { id, timeout_s } => watch(cli, id, *timeout_s),
         JobCommand::Results { id, out } => results(cli, id, out),
+        JobCommand::Logs {
+            id,
+            task,
+            stream,
+            provider,
+            attempt,
+            follow,
+        } => {
+            let which = LogArgs {
+                stream: match stream {
+                    StreamArg::Stdout => LogStream::Stdout,
+                    StreamArg::Stderr => LogStream::Stderr,
+                },
+                provider: provider.as_deref().map(str::parse).transpose()?,
+                attempt: *attempt,
+            };
+            if *follow {
+                follow_log(cli, id, *task, &which)
+            } else {
+                logs(cli, id, *task, &which)
+            }
+        }
         JobCommand::Cancel { id, send } => {
             let job: Hash = id.parse()?;
             let key = signing_key(cli)?;
@@ -191,6 +213,171 @@ fn watch(cli: &Cli, id: &str, timeout_s: u64) -> anyhow::Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+struct LogArgs {
+    stream: LogStream,
+    provider: Option<Address>,
+    attempt: Option<u32>,
+}
+
+/// The whole log of one task run as the node holds it now.
+async fn whole_log(
+    client: &Client,
+    job: &Hash,
+    task: u32,
+    which: &LogArgs,
+) -> anyhow::Result<TaskLog> {
+    let mut log = client
+        .task_log(
+            job,
+            task,
+            which.provider.as_ref(),
+            which.attempt,
+            which.stream,
+            0,
+        )
+        .await?;
+    while (log.offset + log.data.len() as u64) < log.size {
+        let next = client
+            .task_log(
+                job,
+                task,
+                Some(&log.provider),
+                Some(log.attempt),
+                which.stream,
+                log.offset + log.data.len() as u64,
+            )
+            .await?;
+        if next.data.is_empty() {
+            break;
+        }
+        log.data.push_str(&next.data);
+        log.size = next.size;
+    }
+    Ok(log)
+}
+
+fn logs(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Result<()> {
+    let view = fetch_job(cli, id)?;
+    let client = Client::new(&cli.node);
+    let tasks: Vec<&TaskView> = view
+        .tasks
+        .iter()
+        .filter(|t| task.is_none_or(|n| n == t.index))
+        .collect();
+    if tasks.is_empty() {
+        bail!("job {} has no task {}", view.id, task.unwrap_or(0));
+    }
+    let mut found = Vec::new();
+    runtime()?.block_on(async {
+        for t in &tasks {
+            if which.provider.is_none() && t.executor.is_none() {
+                continue;
+            }
+            found.push(whole_log(&client, &view.id, t.index, which).await?);
+        }
+        anyhow::Ok(())
+    })?;
+    emit(cli.json, &json!({ "logs": found }), || {
+        if found.is_empty() {
+            return "no task has an executor yet, so there are no logs".into();
+        }
+        found
+            .iter()
+            .map(|l| {
+                let body = if l.data.is_empty() {
+                    "(nothing printed yet)\n".to_string()
+                } else {
+                    l.data.clone()
+                };
+                format!(
+                    "== task {} attempt {} {} {} ==\n{}",
+                    l.task,
+                    l.attempt,
+                    l.provider,
+                    l.stream.as_str(),
+                    body
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("")
+            .trim_end()
+            .to_string()
+    })
+}
+
+fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let view = fetch_job(cli, id)?;
+    let task = match (task, view.tasks.len()) {
+        (Some(t), _) => t,
+        (None, 1) => 0,
+        (None, n) => bail!(
+            "job {} has {n} tasks; name one with --task N to follow it",
+            view.id
+        ),
+    };
+    let client = Client::new(&cli.node);
+    let rt = runtime()?;
+    let mut at: Option<(Address, u32)> = None;
+    let mut offset = 0;
+    let mut out = std::io::stdout();
+    loop {
+        let view = fetch_job(cli, id)?;
+        let t = view
+            .tasks
+            .iter()
+            .find(|t| t.index == task)
+            .ok_or_else(|| anyhow!("job {} has no task {task}", view.id))?;
+        let decided = matches!(t.phase.as_str(), "settled" | "failed" | "cancelled");
+        let provider = which.provider.or(t.executor);
+        let attempt = which.attempt.unwrap_or(t.attempt);
+        let Some(provider) = provider else {
+            if decided {
+                bail!("task {task} ended ({}) without an executor", t.phase);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        if at != Some((provider, attempt)) {
+            at = Some((provider, attempt));
+            offset = 0;
+            if !cli.json {
+                writeln!(
+                    out,
+                    "== task {task} attempt {attempt} {provider} {} ==",
+                    which.stream.as_str()
+                )?;
+            }
+        }
+        let log = rt.block_on(client.task_log(
+            &view.id,
+            task,
+            Some(&provider),
+            Some(attempt),
+            which.stream,
+            offset,
+        ))?;
+        offset += log.data.len() as u64;
+        if !log.data.is_empty() {
+            if cli.json {
+                writeln!(out, "{}", serde_json::to_string(&log)?)?;
+            } else {
+                write!(out, "{}", log.data)?;
+            }
+            out.flush()?;
+        }
+        if decided && log.data.is_empty() {
+            if !cli.json {
+                writeln!(out, "== task {task} {} ==", t.phase)?;
+            }
+            return Ok(());
+        }
+        if log.data.is_empty() {
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }
 

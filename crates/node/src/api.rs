@@ -17,12 +17,13 @@ use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
     BlobStored, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants,
-    MissingChunks, PostDecline, ProviderList, SubmitTx, Submitted,
+    LogAppended, LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx, Submitted,
 };
 use gridwork_protocol::TxError;
 use gridwork_types::{Address, Hash, PublicKey, Signature};
 use serde::Deserialize;
 
+use crate::logs::LogError;
 use crate::mempool::MempoolError;
 use crate::node::{AdmitError, BlockId, Node, NodeError};
 
@@ -79,11 +80,20 @@ impl From<NodeError> for ApiError {
             NodeError::NotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
-            NodeError::BadDecline => ApiError::new(
+            NodeError::BadSignature { .. } => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "bad_signature",
                 e.to_string(),
             ),
+            NodeError::NotAssigned { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_assigned", e.to_string())
+            }
+            NodeError::Log(LogError::Gap { .. }) => {
+                ApiError::new(StatusCode::CONFLICT, "log_gap", e.to_string())
+            }
+            NodeError::Log(LogError::Full { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "log_full", e.to_string())
+            }
             NodeError::Halted { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string())
             }
@@ -196,6 +206,10 @@ pub fn router(node: Node) -> Router {
         .route("/v1/jobs", get(list_jobs))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/declines", post(post_decline))
+        .route(
+            "/v1/jobs/{id}/tasks/{task}/logs",
+            get(get_log).post(post_log),
+        )
         .route("/v1/providers", get(list_providers))
         .route("/v1/providers/{address}", get(get_provider))
         .route(
@@ -355,6 +369,13 @@ async fn post_decline(
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("job id", &id)?;
     let Json(body) = body.map_err(json_rejection)?;
+    let (key, sig) = signer(&body.public_key, &body.signature)?;
+    node.decline(&id, &key, &body.reason, &sig)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A request's signer: its public key and signature from hex.
+fn signer(public_key: &str, signature: &str) -> Result<(PublicKey, Signature), ApiError> {
     let bad = |what: &str| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -362,17 +383,67 @@ async fn post_decline(
             format!("{what} is not valid hex of the right length"),
         )
     };
-    let key: [u8; 32] = hex::decode(&body.public_key)
+    let key: [u8; 32] = hex::decode(public_key)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("public_key"))?;
     let key = PublicKey::from_bytes(&key).map_err(|_| bad("public_key"))?;
-    let sig: [u8; 64] = hex::decode(&body.signature)
+    let sig: [u8; 64] = hex::decode(signature)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("signature"))?;
-    node.decline(&id, &key, &body.reason, &Signature::from_bytes(&sig))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok((key, Signature::from_bytes(&sig)))
+}
+
+async fn post_log(
+    State(node): State<Node>,
+    Path((id, task)): Path<(String, u32)>,
+    body: Result<Json<PostLog>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id: Hash = parse("job id", &id)?;
+    let Json(body) = body.map_err(json_rejection)?;
+    let (key, sig) = signer(&body.public_key, &body.signature)?;
+    let size = node.append_log(&id, task, &body, &key, &sig)?;
+    Ok(Json(LogAppended { size }).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    provider: Option<String>,
+    attempt: Option<u32>,
+    stream: Option<LogStream>,
+    #[serde(default)]
+    offset: u64,
+}
+
+async fn get_log(
+    State(node): State<Node>,
+    Path((id, task)): Path<(String, u32)>,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id: Hash = parse("job id", &id)?;
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{e}; use ?provider=ADDRESS&attempt=N&stream=stdout|stderr&offset=BYTES"),
+        )
+    })?;
+    let provider = q
+        .provider
+        .as_deref()
+        .map(|p| parse::<Address>("provider", p))
+        .transpose()?;
+    let log = node.task_log(
+        &id,
+        task,
+        provider,
+        q.attempt,
+        q.stream.unwrap_or(LogStream::Stdout),
+        q.offset,
+    )?;
+    Ok(Json(log).into_response())
 }
 
 async fn list_providers(State(node): State<Node>) -> Response {

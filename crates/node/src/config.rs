@@ -59,6 +59,8 @@ pub struct NodeConfig {
     pub genesis: Option<PathBuf>,
     /// Most bytes the data plane's chunk store may hold (none: the disk is the limit).
     pub chunk_quota_bytes: Option<u64>,
+    /// Most bytes kept of one task log (per run and stream); later output stays on the worker.
+    pub log_limit_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -73,6 +75,7 @@ impl Default for NodeConfig {
             mempool_capacity: 500_000,
             genesis: None,
             chunk_quota_bytes: None,
+            log_limit_bytes: crate::DEFAULT_LOG_LIMIT_BYTES,
         }
     }
 }

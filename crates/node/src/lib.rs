@@ -9,14 +9,19 @@ pub mod api;
 pub mod bench;
 mod blobs;
 mod config;
+mod logs;
 mod mempool;
 mod metrics;
 mod node;
 
 pub use blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore, MAX_BLOB_BYTES};
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
+pub use logs::LogError;
 pub use mempool::{Mempool, MempoolError};
 pub use metrics::Metrics;
+
+/// Default for [`NodeConfig::log_limit_bytes`]: 4 MiB per run and stream.
+pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 4 << 20;
 pub use node::{
     now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError,
     DEV_UNBONDING_PERIOD_MS,

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::collections::HashMap;
 
 use gridwork_api::{
-    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant,
-    ProviderView, TaskView, TxStatus, TxView,
+    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant, LogStream,
+    PostLog, ProviderView, TaskLog, TaskView, TxStatus, TxView,
 };
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
@@ -39,6 +39,7 @@ use tokio::sync::broadcast;
 
 use crate::blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore};
 use crate::config::NodeConfig;
+use crate::logs::{LogError, LogKey, TaskLogs, MAX_READ};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
 use gridwork_transfer::{ChunkStore, StoreError as ChunkStoreError};
@@ -103,9 +104,27 @@ pub enum NodeError {
         /// What.
         what: String,
     },
-    /// A decline whose signature does not verify.
-    #[error("the decline is not signed by the provider's key")]
-    BadDecline,
+    /// A signed request whose signature does not verify.
+    #[error("the {what} is not signed by the provider's key")]
+    BadSignature {
+        /// What was signed.
+        what: &'static str,
+    },
+    /// A provider posted for a task run it has no part in.
+    #[error(
+        "{provider} is not the executor or a council member of attempt {attempt} of task {task}"
+    )]
+    NotAssigned {
+        /// The provider.
+        provider: Address,
+        /// The task.
+        task: u32,
+        /// The attempt named.
+        attempt: u32,
+    },
+    /// A task log refused an append or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
     /// The node halted after a failed commit.
     #[error("the node halted: {reason}; restart it to resume from the last durable block")]
     Halted {
@@ -201,6 +220,8 @@ struct Shared {
     grants_dir: Option<std::path::PathBuf>,
     /// Why providers declined jobs (off the ledger; newest per provider, bounded per job).
     declines: Mutex<HashMap<Hash, Vec<Decline>>>,
+    /// What task programs printed (off the ledger).
+    logs: TaskLogs,
     events: broadcast::Sender<Arc<BlockEvent>>,
     metrics: Metrics,
     stop: AtomicBool,
@@ -343,6 +364,7 @@ impl Node {
         if let Some(shared) = Arc::get_mut(&mut node.shared) {
             shared.chunks = Some(chunks);
             shared.grants_dir = Some(dir.join("grants"));
+            shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
         }
         Ok(node)
     }
@@ -416,6 +438,7 @@ impl Node {
                 chunks: None,
                 grants_dir: None,
                 declines: Mutex::new(HashMap::new()),
+                logs: TaskLogs::new(None, crate::DEFAULT_LOG_LIMIT_BYTES),
                 events,
                 metrics,
                 stop: AtomicBool::new(false),
@@ -817,7 +840,7 @@ impl Node {
     ) -> Result<(), NodeError> {
         public_key
             .verify(&gridwork_api::decline_message(job, reason), signature)
-            .map_err(|_| NodeError::BadDecline)?;
+            .map_err(|_| NodeError::BadSignature { what: "decline" })?;
         if self.lock().state.job(job).is_none() {
             return Err(NodeError::NotFound {
                 what: format!("job {job}"),
@@ -837,6 +860,118 @@ impl Node {
             list.remove(0);
         }
         Ok(())
+    }
+
+    /// Appends to the log of a task run: `public_key` must be the executor's or a council
+    /// member's of `post.attempt`, the current attempt, and `signature` its signature over
+    /// [`gridwork_api::log_message`]. Returns the log's size.
+    pub fn append_log(
+        &self,
+        job: &Hash,
+        task: u32,
+        post: &PostLog,
+        public_key: &PublicKey,
+        signature: &Signature,
+    ) -> Result<u64, NodeError> {
+        let message = gridwork_api::log_message(
+            job,
+            task,
+            post.attempt,
+            post.stream,
+            post.offset,
+            &post.data,
+        );
+        public_key
+            .verify(&message, signature)
+            .map_err(|_| NodeError::BadSignature { what: "log" })?;
+        let provider = public_key.address();
+        {
+            let inner = self.lock();
+            let key = gridwork_protocol::TaskKey {
+                job: *job,
+                index: task,
+            };
+            let t = inner.state.task(&key).ok_or_else(|| NodeError::NotFound {
+                what: format!("task {task} of job {job}"),
+            })?;
+            let assigned = t.executor == Some(provider) || t.council.contains(&provider);
+            if t.attempt != post.attempt || !assigned {
+                return Err(NodeError::NotAssigned {
+                    provider,
+                    task,
+                    attempt: post.attempt,
+                });
+            }
+        }
+        let key = LogKey {
+            job: *job,
+            task,
+            attempt: post.attempt,
+            provider,
+            stream: post.stream,
+        };
+        Ok(self
+            .shared
+            .logs
+            .append(&key, post.offset, post.data.as_bytes())?)
+    }
+
+    /// Part of a task run's log from `offset`. `provider` defaults to the task's executor and
+    /// `attempt` to its current attempt.
+    pub fn task_log(
+        &self,
+        job: &Hash,
+        task: u32,
+        provider: Option<Address>,
+        attempt: Option<u32>,
+        stream: LogStream,
+        offset: u64,
+    ) -> Result<TaskLog, NodeError> {
+        let (provider, attempt) = {
+            let inner = self.lock();
+            let key = gridwork_protocol::TaskKey {
+                job: *job,
+                index: task,
+            };
+            let t = inner.state.task(&key).ok_or_else(|| NodeError::NotFound {
+                what: format!("task {task} of job {job}"),
+            })?;
+            let provider = provider.or(t.executor).ok_or_else(|| NodeError::NotFound {
+                what: format!(
+                    "an executor of task {task} (the auction is still open); name --provider"
+                ),
+            })?;
+            (provider, attempt.unwrap_or(t.attempt))
+        };
+        let key = LogKey {
+            job: *job,
+            task,
+            attempt,
+            provider,
+            stream,
+        };
+        let (bytes, size) = self.shared.logs.read(&key, offset)?;
+        // Cut at a character boundary; the rest comes with the next read.
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                let valid = e.utf8_error().valid_up_to();
+                let mut bytes = e.into_bytes();
+                bytes.truncate(valid);
+                String::from_utf8(bytes).unwrap_or_default()
+            }
+        };
+        debug_assert!(text.len() as u64 <= MAX_READ);
+        Ok(TaskLog {
+            job: *job,
+            task,
+            attempt,
+            provider,
+            stream,
+            offset,
+            data: text,
+            size,
+        })
     }
 
     /// A provider's record with its pool status and stake.

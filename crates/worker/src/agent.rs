@@ -463,6 +463,14 @@ impl Worker {
             items,
         };
         let deadline = Duration::from_millis(view.prescription.instructions.task_deadline_ms);
+        let (run_done, done) = watch::channel(false);
+        let streaming = tokio::spawn(crate::logs::stream(
+            self.client.clone(),
+            self.cfg.key.clone(),
+            dir.clone(),
+            r,
+            done,
+        ));
         let outcome = sandbox::run(
             &view.prescription.program,
             &dir,
@@ -470,8 +478,10 @@ impl Worker {
             deadline,
             self.cfg.launcher.as_ref(),
         )
-        .await
-        .map_err(|e| WorkerError::Io {
+        .await;
+        let _ = run_done.send(true);
+        let _ = streaming.await;
+        let outcome = outcome.map_err(|e| WorkerError::Io {
             path: dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;

@@ -8,6 +8,7 @@
 
 mod agent;
 mod confine;
+mod logs;
 mod policy;
 mod probe;
 pub mod sandbox;

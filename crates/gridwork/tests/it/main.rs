@@ -725,3 +725,90 @@ fn an_owner_authorizes_a_worker_and_the_ledger_records_it() {
         String::from_utf8_lossy(&cli.run(&["provider", "show", &worker], &[]).stdout).to_string();
     assert!(text.contains(&owner), "{text}");
 }
+
+/// A `gridwork worker` child process, killed on drop.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn start(cli: &Cli, key: &str) -> WorkerProcess {
+        WorkerProcess(
+            Command::new(BIN)
+                .args([
+                    "--key",
+                    key,
+                    "worker",
+                    "--price",
+                    "0.01",
+                    "--poll-ms",
+                    "100",
+                ])
+                .env("GRIDWORK_HOME", &cli.home)
+                .env("GRIDWORK_NODE", &cli.api)
+                .env("GRIDWORK_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_requester_follows_a_running_tasks_log_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let _workers = [
+        WorkerProcess::start(&cli, "dev1"),
+        WorkerProcess::start(&cli, "dev2"),
+    ];
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/job.example.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let args_line = text
+        .lines()
+        .find(|l| l.starts_with("args = "))
+        .unwrap()
+        .to_string();
+    let text = text
+        .replace(
+            &args_line,
+            r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; echo done > $GRIDWORK_OUTPUTS/frame.txt"]"#,
+        )
+        .replace("items = 6", "items = 2")
+        .replace("first_bids = 3", "first_bids = 1");
+    let job_file = dir.path().join("job.toml");
+    std::fs::write(&job_file, text).unwrap();
+    let job = cli.json(
+        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
+        &[],
+    )["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // --follow prints the executor's output as it comes and returns once the task is decided.
+    let out = cli.run(&["job", "logs", &job, "--follow"], &[]);
+    let followed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{followed}");
+    assert!(followed.contains("rendering frame 0\n"), "{followed}");
+    assert!(followed.ends_with("== task 0 settled ==\n"), "{followed}");
+
+    let logs = cli.json(&["job", "logs", &job], &[]);
+    assert_eq!(logs["logs"][0]["data"], "rendering frame 0\n");
+    let stderr = cli.json(&["job", "logs", &job, "--stream", "stderr"], &[]);
+    assert_eq!(stderr["logs"][0]["data"], "");
+    let (_, msg) = cli.fails(&["job", "logs", &job, "--task", "7"], &[]);
+    assert!(msg.contains("no task 7"), "{msg}");
+}

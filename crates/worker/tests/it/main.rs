@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use gridwork_client::Client;
+use gridwork_api::LogStream;
+use gridwork_client::{Client, LogPosition};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_types::{
@@ -307,4 +308,77 @@ async fn workers_say_why_they_do_not_bid() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     net.stop.send(true).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_task_streams_its_logs_to_the_node() {
+    let net = Net::start().await;
+    for i in 1..=2 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(2).await;
+    let program = "echo started; echo 'a warning' >&2; sleep 3; echo finished; \
+                   echo ok > $GRIDWORK_OUTPUTS/result.txt";
+    let job = net.submit(squares(1, 1, 30_000, program)).await;
+
+    // While the program sleeps, what it printed so far is already on the node.
+    let start = std::time::Instant::now();
+    let (log, phase) = loop {
+        let view = net.client.job(&job).await.unwrap().unwrap();
+        let t = &view.tasks[0];
+        if t.executor.is_some() {
+            let log = net
+                .client
+                .task_log(&job, 0, None, None, LogStream::Stdout, 0)
+                .await
+                .unwrap();
+            if !log.data.is_empty() {
+                break (log, t.phase.clone());
+            }
+        }
+        assert!(start.elapsed() < WAIT, "no log arrived: {view:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(log.data, "started\n");
+    assert_eq!(phase, "committing", "the task was still running");
+
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    let executor = t.executor.unwrap();
+    let stdout = net
+        .client
+        .task_log(&job, 0, None, None, LogStream::Stdout, 0)
+        .await
+        .unwrap();
+    assert_eq!(stdout.provider, executor);
+    assert_eq!(stdout.data, "started\nfinished\n");
+    assert_eq!(stdout.size, 17);
+    let stderr = net
+        .client
+        .task_log(&job, 0, None, None, LogStream::Stderr, 0)
+        .await
+        .unwrap();
+    assert_eq!(stderr.data, "a warning\n");
+    // The council member's re-run is logged too.
+    let member = t.council[0];
+    let theirs = net
+        .client
+        .task_log(&job, 0, Some(&member), None, LogStream::Stdout, 8)
+        .await
+        .unwrap();
+    assert_eq!(theirs.data, "finished\n");
+
+    // Nobody else can write into a task's log.
+    let at = LogPosition {
+        job,
+        task: 0,
+        attempt: t.attempt,
+        stream: LogStream::Stdout,
+    };
+    let err = net
+        .client
+        .append_log(&dev_keypair(5), at, 17, "forged\n")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("not_assigned"), "{err}");
 }
