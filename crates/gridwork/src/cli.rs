@@ -146,8 +146,9 @@ pub(crate) struct WorkerArgs {
     /// Work directory (default: GRIDWORK_HOME/worker/<key>).
     #[arg(long)]
     pub(crate) work_dir: Option<PathBuf>,
-    /// How often to look for work, in milliseconds.
-    #[arg(long, default_value_t = 500)]
+    /// How often to look for work when no block arrives, in milliseconds (the worker follows
+    /// the node's event stream and looks at every committed block).
+    #[arg(long, default_value_t = 5_000)]
     pub(crate) poll_ms: u64,
     /// Address-space limit per task in MiB (default none: GPU runtimes reserve large ranges).
     #[arg(long)]

@@ -177,7 +177,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4 },
                 hardware: probe(),
                 stake: Amount::grid(1_000),
-                poll: Duration::from_millis(100),
+                poll: Duration::from_secs(5),
                 heartbeat: Duration::from_secs(20),
                 behavior,
                 launcher: std::env::current_exe()

@@ -4,7 +4,8 @@
 //! # Lifecycle
 //!
 //! [`Worker::run`] locks the stake it is configured with, registers the probed hardware, then
-//! polls the node: every open job, every task. What it does depends on the task's phase and
+//! passes over the open jobs, every task, each time the node commits a block (its event
+//! stream), a run finishes, or the poll interval passes without either. What it does depends on the task's phase and
 //! its role. Everything it needs to resume after a restart is on the ledger or in its work
 //! directory: a finished run leaves `result.json` (output id, salt, seconds) next to its
 //! outputs, so a restarted worker commits and reveals it instead of running again, and a run
@@ -59,7 +60,8 @@ pub struct WorkerConfig {
     pub stake: Amount,
     /// The owner's approval of this worker key (none: the worker is its own owner).
     pub owner: Option<OwnerApproval>,
-    /// How often it looks for work.
+    /// How often it looks for work when nothing wakes it (it also wakes for every committed
+    /// block on the node's event stream, and when a run finishes).
     pub poll: Duration,
     /// How often it sends a heartbeat.
     pub heartbeat: Duration,
@@ -128,6 +130,8 @@ pub struct Worker {
     declined: Mutex<HashSet<Hash>>,
     running: Mutex<HashMap<TaskRef, tokio::task::JoinHandle<()>>>,
     nonce: tokio::sync::Mutex<()>,
+    /// Rung when a block is committed or a run finishes: the next pass starts at once.
+    wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Worker {
@@ -153,6 +157,7 @@ impl Worker {
             declined: Mutex::new(HashSet::new()),
             running: Mutex::new(HashMap::new()),
             nonce: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -230,6 +235,31 @@ impl Worker {
         self: Arc<Self>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
+        let follower = tokio::spawn(Self::follow_blocks(Arc::clone(&self)));
+        let result = self.work(&mut shutdown).await;
+        follower.abort();
+        result
+    }
+
+    /// Rings `wake` for every block the node commits, reconnecting when the stream drops.
+    async fn follow_blocks(self: Arc<Self>) {
+        loop {
+            match self.client.events().await {
+                Ok(mut blocks) => {
+                    while let Ok(Some(_)) = blocks.next_block().await {
+                        self.wake.notify_one();
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "event stream unavailable; polling"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn work(
+        self: &Arc<Self>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
         let mut last_heartbeat = Instant::now();
         loop {
             let draining = *shutdown.borrow();
@@ -252,6 +282,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.poll) => {}
+                _ = self.wake.notified() => {}
                 _ = shutdown.changed() => {}
             }
         }
@@ -387,6 +418,7 @@ impl Worker {
                         if let Err(e) = worker.execute(&view, r, items, is_executor).await {
                             tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
                         }
+                        worker.wake.notify_one();
                     });
                     lock(&self.running).insert(r, handle);
                 }

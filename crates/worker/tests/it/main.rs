@@ -65,7 +65,8 @@ impl Net {
                 memory_mib: 4_096,
             },
             stake: Amount::grid(1_000),
-            poll: Duration::from_millis(50),
+            // Long: the workers must be driven by the event stream, not the poll.
+            poll: Duration::from_secs(30),
             heartbeat: Duration::from_secs(20),
             behavior,
             launcher: None,
