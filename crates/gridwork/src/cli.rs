@@ -70,6 +70,8 @@ pub(crate) enum Command {
     Provider(ProviderCommand),
     /// Run a worker: probe the hardware, stake, register, bid, run and check tasks.
     Worker(WorkerArgs),
+    /// Show what a worker on this machine would offer: GPUs (NVIDIA through NVML), CPU, memory.
+    Probe,
     /// One command: a dev node and three local workers, a sample job, its settlement.
     Demo(DemoArgs),
     /// Move data: chunked, compressed, encrypted, resumable, de-duplicated.

@@ -116,6 +116,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => crate::market::job(&cli, cmd),
         Command::Provider(cmd) => crate::market::provider(&cli, cmd),
         Command::Worker(args) => crate::demo::worker(&cli, args),
+        Command::Probe => crate::demo::probe_command(&cli),
         Command::Demo(args) => crate::demo::demo(&cli, args),
         Command::SandboxExec(args) => crate::demo::sandbox_exec(args),
         Command::Data(cmd) => crate::data::data(&cli, cmd),

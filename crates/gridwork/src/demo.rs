@@ -12,7 +12,8 @@ use gridwork_types::{
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
-    confine_and_exec, probe, Behavior, Confinement, PricingPolicy, Worker, WorkerConfig,
+    confine_and_exec, probe, probe_report, Behavior, Confinement, PricingPolicy, Worker,
+    WorkerConfig,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -40,7 +41,9 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         .transpose()
         .context("--owner-approval")?;
     let owner_address = owner.map(|o| o.owner_address());
-    let hardware = probe();
+    let report = probe_report();
+    tracing::info!(nvidia = %report.nvidia_source, "probed");
+    let hardware = report.hardware;
     let cfg = WorkerConfig {
         owner,
         key,
@@ -107,6 +110,35 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         });
         worker.serve(rx).await?;
         anyhow::Ok(())
+    })
+}
+
+pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
+    let report = probe_report();
+    emit(cli.json, &report, || {
+        let mut lines: Vec<(&str, String)> = report
+            .hardware
+            .gpus
+            .iter()
+            .map(|g| {
+                (
+                    "gpu",
+                    format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib),
+                )
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push(("gpu", "none".into()));
+        }
+        lines.push(("nvidia", report.nvidia_source.clone()));
+        lines.push((
+            "cpu",
+            format!(
+                "{} cores, {} MiB memory",
+                report.hardware.cpu_cores, report.hardware.memory_mib
+            ),
+        ));
+        rows(&lines)
     })
 }
 
