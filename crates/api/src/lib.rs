@@ -7,7 +7,9 @@
 #![deny(missing_docs, unreachable_pub)]
 
 use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};
-use gridwork_types::{Address, Amount, Hardware, Hash, Header, Prescription, SignedTx, TxKind};
+use gridwork_types::{
+    Address, Amount, Hardware, Hash, Header, Prescription, PublicKey, SignedTx, TxKind,
+};
 use serde::{Deserialize, Serialize};
 
 /// An error body: a stable machine code and a message for people.
@@ -289,6 +291,9 @@ pub struct AccountView {
     pub vesting: Option<Vesting>,
     /// Still-vesting amount now.
     pub vesting_locked: Amount,
+    /// The account's public key, once it has sent a transaction (for wrapping data keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 impl AccountView {
@@ -309,6 +314,7 @@ impl AccountView {
                 .vesting
                 .as_ref()
                 .map_or(Amount::ZERO, |v| v.locked(now_ms)),
+            public_key: account.public_key,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Accounts: balance, nonce, vesting and the staking vault.
 
-use gridwork_types::{Amount, Decode, DecodeError, Encode, Reader};
+use gridwork_types::{Amount, Decode, DecodeError, Encode, PublicKey, Reader};
 use serde::{Deserialize, Serialize};
 
 /// A vesting schedule on part of an account's balance: nothing is released before `cliff_ms`,
@@ -63,6 +63,10 @@ pub struct Account {
     pub stake_locked: Amount,
     /// Stake unbonding, oldest first.
     pub unbonding: Vec<Unbonding>,
+    /// The account's public key, known once it has sent a transaction (so others can wrap
+    /// data keys for it by address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PublicKey>,
 }
 
 impl Account {
@@ -129,6 +133,7 @@ impl Encode for Account {
         self.vesting.encode(out);
         self.stake_locked.encode(out);
         self.unbonding.encode(out);
+        self.public_key.encode(out);
     }
 }
 
@@ -140,6 +145,7 @@ impl Decode for Account {
             vesting: Option::decode(r)?,
             stake_locked: Amount::decode(r)?,
             unbonding: Vec::decode(r)?,
+            public_key: Option::decode(r)?,
         })
     }
 }
@@ -209,6 +215,7 @@ mod tests {
                 amount: Amount(1),
                 matures_at_ms: 9,
             }],
+            public_key: Some(gridwork_types::Keypair::from_seed([4; 32]).public()),
         };
         assert_eq!(Account::from_bytes(&a.to_bytes()), Ok(a));
     }

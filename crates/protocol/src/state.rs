@@ -191,6 +191,9 @@ pub fn apply_to_sender(
         }
     };
     next.nonce += 1;
+    if next.public_key.is_none() {
+        next.public_key = Some(tx.from);
+    }
     *account = next;
     Ok(Credit {
         to,
