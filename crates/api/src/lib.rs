@@ -61,6 +61,9 @@ pub struct ChainInfo {
     pub params: Params,
     /// Transactions waiting in the mempool.
     pub mempool: usize,
+    /// The node's key: grant it an input's data key and it passes the key on to the
+    /// executor and council of each task when the auction closes.
+    pub node_key: PublicKey,
 }
 
 /// `POST /v1/txs`: a signed transaction, hex of its canonical encoding.
@@ -625,16 +628,9 @@ pub struct MissingChunks {
     pub missing: Vec<Hash>,
 }
 
-/// A data key wrapped for one recipient (see docs/data-plane.md).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyGrant {
-    /// Who can unwrap it.
-    pub recipient: Address,
-    /// Ephemeral X25519 public key, hex.
-    pub ephemeral: String,
-    /// Encrypted data key, hex.
-    pub ciphertext: String,
-}
+/// A data key wrapped for one recipient (see docs/data-plane.md): the wire form is the data
+/// plane's own.
+pub use gridwork_transfer::WrappedKey as KeyGrant;
 
 /// `GET /v1/trees/{cid}/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

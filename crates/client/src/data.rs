@@ -10,9 +10,10 @@ use std::path::Path;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks};
 use gridwork_transfer::{
-    pack, read_manifest, unpack, ChunkParams, ChunkStore, DataKey, TreeError, TreeManifest,
+    pack, read_manifest, unpack, unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey,
+    TreeError, TreeManifest,
 };
-use gridwork_types::Hash;
+use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
@@ -35,6 +36,14 @@ pub enum DataError {
     Missing {
         /// The chunk.
         id: Hash,
+    },
+    /// Nobody granted this key the tree's data key.
+    #[error("tree {cid} has no key for {address}; ask its owner to run `gridwork data share {cid} {address}`")]
+    NoGrant {
+        /// The tree.
+        cid: Hash,
+        /// Who asked.
+        address: Address,
     },
 }
 
@@ -112,6 +121,29 @@ impl Client {
         let url = format!("{}/v1/trees/{cid}/keys", self.base_url());
         let grants: KeyGrants = self.send_json(self.http().get(&url), &url).await?;
         Ok(grants.keys)
+    }
+
+    /// The data key of tree `cid` granted to `me`.
+    pub async fn granted_key(&self, cid: &Hash, me: &Keypair) -> Result<DataKey, DataError> {
+        let grants = self.key_grants(cid).await?;
+        grants
+            .iter()
+            .filter(|g| g.recipient == me.address())
+            .find_map(|g| unwrap_key(g, me))
+            .ok_or(DataError::NoGrant {
+                cid: *cid,
+                address: me.address(),
+            })
+    }
+
+    /// Lets `recipient` decrypt tree `cid` (whose data key is `key`).
+    pub async fn share_key(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        recipient: &PublicKey,
+    ) -> Result<(), ClientError> {
+        self.add_key_grant(cid, &wrap_key(key, recipient)).await
     }
 
     /// Adds a key grant to a tree.

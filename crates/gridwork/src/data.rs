@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
-use gridwork_api::KeyGrant;
 use gridwork_client::Client;
 use gridwork_transfer::{
     unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey, EntryKind, WrappedKey,
 };
-use gridwork_types::{Hash, Keypair, PublicKey};
+use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde_json::json;
 
 use crate::cli::{Cli, DataCommand};
@@ -23,22 +22,6 @@ use crate::output::{emit, rows};
 
 fn local_store(cli: &Cli) -> anyhow::Result<ChunkStore> {
     Ok(ChunkStore::open(home(cli)?.join("chunks"), None)?)
-}
-
-fn to_grant(w: WrappedKey) -> KeyGrant {
-    KeyGrant {
-        recipient: w.recipient,
-        ephemeral: w.ephemeral,
-        ciphertext: w.ciphertext,
-    }
-}
-
-fn from_grant(g: &KeyGrant) -> WrappedKey {
-    WrappedKey {
-        recipient: g.recipient,
-        ephemeral: g.ephemeral.clone(),
-        ciphertext: g.ciphertext.clone(),
-    }
 }
 
 /// The data key for `path`: the one used before (unwrapped with `me`), or a new one.
@@ -70,30 +53,20 @@ fn data_key_for(
     Ok((key, true))
 }
 
-/// The data key of tree `cid` granted to `me`.
-async fn granted_key(client: &Client, cid: &Hash, me: &Keypair) -> anyhow::Result<DataKey> {
-    let grants = client.key_grants(cid).await?;
-    grants
-        .iter()
-        .filter(|g| g.recipient == me.address())
-        .find_map(|g| unwrap_key(&from_grant(g), me))
-        .ok_or_else(|| anyhow!("tree {cid} has no key for {}; ask its owner to run `gridwork data share {cid} <your public key>`", me.address()))
-}
-
-fn recipient_key(cli: &Cli, who: &str) -> anyhow::Result<PublicKey> {
-    if let Ok(bytes) = hex::decode(who) {
-        if let Ok(arr) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            return PublicKey::from_bytes(&arr)
-                .map_err(|e| anyhow!("`{who}` is not a public key: {e}"));
-        }
+/// A recipient named by address (its key from the ledger), public key hex, or keystore name.
+async fn recipient_key(cli: &Cli, client: &Client, who: &str) -> anyhow::Result<PublicKey> {
+    if let Ok(address) = who.parse::<Address>() {
+        return client.account(&address).await?.public_key.ok_or_else(|| {
+            anyhow!("{address} has not sent a transaction yet, so the ledger does not know its key; pass its public key (`gridwork keys show NAME` prints it)")
+        });
+    }
+    if let Ok(key) = who.parse::<PublicKey>() {
+        return Ok(key);
     }
     let info = keystore(cli)?.info(who).map_err(|_| {
-        anyhow!("`{who}` is neither a public key in hex nor a keystore name (`gridwork keys show NAME` prints a key)")
+        anyhow!("`{who}` is not an address, a public key in hex or a keystore name")
     })?;
-    let bytes: [u8; 32] = hex::decode(&info.public_key)?
-        .try_into()
-        .map_err(|_| anyhow!("bad key file for {who}"))?;
-    Ok(PublicKey::from_bytes(&bytes)?)
+    Ok(info.public_key.parse()?)
 }
 
 pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
@@ -109,9 +82,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                 let report = client
                     .push_tree(path, &key, params, &local, *streams)
                     .await?;
-                client
-                    .add_key_grant(&report.cid, &to_grant(wrap_key(&key, &me.public())))
-                    .await?;
+                client.share_key(&report.cid, &key, &me.public()).await?;
                 anyhow::Ok(report)
             })?;
             let secs = started.elapsed().as_secs_f64();
@@ -150,7 +121,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                 );
             }
             let report = runtime()?.block_on(async {
-                let key = granted_key(&client, &cid, &me).await?;
+                let key = client.granted_key(&cid, &me).await?;
                 anyhow::Ok(
                     client
                         .pull_tree(&cid, &key, params, &local, *streams, out)
@@ -172,7 +143,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             let me = signing_key(cli)?;
             let local = local_store(cli)?;
             let manifest = runtime()?.block_on(async {
-                let key = granted_key(&client, &cid, &me).await?;
+                let key = client.granted_key(&cid, &me).await?;
                 anyhow::Ok(client.tree_manifest(&cid, &key, params, &local).await?)
             })?;
             emit(
@@ -203,13 +174,11 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
         DataCommand::Share { cid, recipient } => {
             let cid: Hash = cid.parse()?;
             let me = signing_key(cli)?;
-            let to = recipient_key(cli, recipient)?;
-            runtime()?.block_on(async {
-                let key = granted_key(&client, &cid, &me).await?;
-                client
-                    .add_key_grant(&cid, &to_grant(wrap_key(&key, &to)))
-                    .await?;
-                anyhow::Ok(())
+            let to = runtime()?.block_on(async {
+                let to = recipient_key(cli, &client, recipient).await?;
+                let key = client.granted_key(&cid, &me).await?;
+                client.share_key(&cid, &key, &to).await?;
+                anyhow::Ok(to)
             })?;
             emit(
                 cli.json,

@@ -32,8 +32,8 @@ use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Block, Decode, DecodeError, Hash, PublicKey, Signature, SignedTx,
-    MAX_TX_BYTES,
+    verify_batch, Address, Block, Decode, DecodeError, Hash, Keypair, PublicKey, Signature,
+    SignedTx, MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
 
@@ -42,7 +42,8 @@ use crate::config::NodeConfig;
 use crate::logs::{LogError, LogKey, TaskLogs, MAX_READ};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
-use gridwork_transfer::{ChunkStore, StoreError as ChunkStoreError};
+use gridwork_protocol::Event;
+use gridwork_transfer::{unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError};
 
 /// Why the node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +219,11 @@ struct Shared {
     /// without a data directory).
     chunks: Option<ChunkStore>,
     grants_dir: Option<std::path::PathBuf>,
+    /// Serialises writes of grant files.
+    grants_lock: Mutex<()>,
+    /// The node's own key: requesters grant it their inputs' data keys, and it grants them on
+    /// to each task's executor and council when the auction closes.
+    key: Keypair,
     /// Why providers declined jobs (off the ledger; newest per provider, bounded per job).
     declines: Mutex<HashMap<Hash, Vec<Decline>>>,
     /// What task programs printed (off the ledger).
@@ -236,6 +242,40 @@ pub struct Node {
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Node({})", self.shared.chain_id)
+    }
+}
+
+/// The node's key from `path` (hex of its secret seed), created (readable by the owner only)
+/// if missing.
+fn load_or_create_key(path: &Path) -> Result<Keypair, NodeError> {
+    let err = |message: String| NodeError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let seed: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| err("not a node key (64 hex digits); move it away to make a new one".into()))?;
+            Ok(Keypair::from_seed(seed))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = Keypair::generate();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| err(e.to_string()))?;
+            file.write_all(hex::encode(key.seed()).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(e.to_string()))?;
+            Ok(key)
+        }
+        Err(e) => Err(err(e.to_string())),
     }
 }
 
@@ -351,6 +391,7 @@ impl Node {
             config.max_block_txs,
             Address([0; 20]),
         );
+        let node_key = load_or_create_key(&dir.join("node.key"))?;
         let blobs = FsBlobStore::new(dir.join("blobs"));
         let chunks = ChunkStore::open(dir.join("chunks"), config.chunk_quota_bytes)
             .map_err(|e| dir_err(format!("cannot open the chunk store: {e}")))?;
@@ -364,6 +405,7 @@ impl Node {
         if let Some(shared) = Arc::get_mut(&mut node.shared) {
             shared.chunks = Some(chunks);
             shared.grants_dir = Some(dir.join("grants"));
+            shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
         }
         Ok(node)
@@ -437,6 +479,8 @@ impl Node {
                 blobs,
                 chunks: None,
                 grants_dir: None,
+                grants_lock: Mutex::new(()),
+                key: Keypair::generate(),
                 declines: Mutex::new(HashMap::new()),
                 logs: TaskLogs::new(None, crate::DEFAULT_LOG_LIMIT_BYTES),
                 events,
@@ -605,6 +649,7 @@ impl Node {
             events,
             receipts,
         });
+        self.grant_inputs(&event);
         let metrics = &self.shared.metrics;
         metrics.block_committed(header.height, u64::from(header.tx_count), started.elapsed());
         metrics.set_mempool(mempool_len);
@@ -681,6 +726,7 @@ impl Node {
             rewards_pool: inner.state.rewards_pool(),
             params: inner.state.params().clone(),
             mempool: inner.mempool.len(),
+            node_key: self.shared.key.public(),
         })
     }
 
@@ -1061,7 +1107,7 @@ impl Node {
     pub fn add_grant(&self, cid: &Hash, grant: KeyGrant) -> Result<(), NodeError> {
         let _guard = self
             .shared
-            .producing
+            .grants_lock
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         let dir = self
@@ -1090,6 +1136,67 @@ impl Node {
         std::fs::write(&tmp, serde_json::to_vec(&grants).unwrap_or_default()).map_err(file_err)?;
         std::fs::rename(&tmp, &path).map_err(file_err)?;
         Ok(())
+    }
+
+    /// For every auction the block closed, wraps the data keys of the job's inputs that were
+    /// granted to this node for the executor and the council, so they can fetch and decrypt
+    /// them (and nobody else can). Inputs not granted to the node are the requester's to
+    /// share. Failures are logged: the worker retries and the requester can share by hand.
+    fn grant_inputs(&self, block: &BlockEvent) {
+        if self.shared.grants_dir.is_none() {
+            return;
+        }
+        let closed = block
+            .events
+            .iter()
+            .chain(block.receipts.iter().flat_map(|r| r.events.iter()))
+            .filter_map(|e| match e {
+                Event::AuctionClosed {
+                    job,
+                    executor,
+                    council,
+                    ..
+                } => Some((*job, *executor, council.clone())),
+                _ => None,
+            });
+        let me = self.shared.key.address();
+        for (job, executor, council) in closed {
+            let (inputs, recipients) = {
+                let inner = self.lock();
+                let Some(j) = inner.state.job(&job) else {
+                    continue;
+                };
+                let recipients: Vec<PublicKey> = std::iter::once(executor)
+                    .chain(council)
+                    .filter_map(|a| inner.state.account(&a).public_key)
+                    .collect();
+                (j.prescription.data.clone(), recipients)
+            };
+            for cid in inputs {
+                let grants = match self.grants(&cid) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %cid, "cannot read the grants of an input");
+                        continue;
+                    }
+                };
+                let Some(key) = grants
+                    .iter()
+                    .find(|g| g.recipient == me)
+                    .and_then(|g| unwrap_key(g, &self.shared.key))
+                else {
+                    continue;
+                };
+                for recipient in &recipients {
+                    if grants.iter().any(|g| g.recipient == recipient.address()) {
+                        continue;
+                    }
+                    if let Err(e) = self.add_grant(&cid, wrap_key(&key, recipient)) {
+                        tracing::warn!(error = %e, %cid, "cannot grant an input's key");
+                    }
+                }
+            }
+        }
     }
 
     /// The state root of the head (for tests and operators).

@@ -585,7 +585,6 @@ async fn blobs_round_trip_by_content_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
-    use gridwork_api::KeyGrant;
     use gridwork_transfer::{unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey};
     let t = TestNode::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -640,23 +639,14 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
 
     // The requester grants Bob the key; Bob pulls into a fresh store.
     let bob = Keypair::from_seed([21; 32]);
-    let w = wrap_key(&key, &bob.public());
-    let grant = KeyGrant {
-        recipient: w.recipient,
-        ephemeral: w.ephemeral,
-        ciphertext: w.ciphertext,
-    };
+    let grant = wrap_key(&key, &bob.public());
     t.client.add_key_grant(&edited.cid, &grant).await.unwrap();
     let grants = t.client.key_grants(&edited.cid).await.unwrap();
     let mine = grants
         .iter()
         .find(|g| g.recipient == bob.address())
         .unwrap();
-    let wrapped = gridwork_transfer::WrappedKey {
-        recipient: mine.recipient,
-        ephemeral: mine.ephemeral.clone(),
-        ciphertext: mine.ciphertext.clone(),
-    };
+    let wrapped = mine.clone();
     let bobs_key = unwrap_key(&wrapped, &bob).unwrap();
     assert!(
         unwrap_key(&wrapped, &Keypair::from_seed([22; 32])).is_none(),
