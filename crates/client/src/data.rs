@@ -10,8 +10,8 @@ use std::path::Path;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks};
 use gridwork_transfer::{
-    pack, read_manifest, unpack, unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey,
-    TreeError, TreeManifest,
+    pack, read_manifest, unpack, unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey, TreeError,
+    TreeManifest,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;

@@ -20,7 +20,7 @@ use crate::cli::{Cli, DataCommand};
 use crate::commands::{home, keystore, runtime, signing_key};
 use crate::output::{emit, rows};
 
-fn local_store(cli: &Cli) -> anyhow::Result<ChunkStore> {
+pub(crate) fn local_store(cli: &Cli) -> anyhow::Result<ChunkStore> {
     Ok(ChunkStore::open(home(cli)?.join("chunks"), None)?)
 }
 
@@ -67,6 +67,53 @@ async fn recipient_key(cli: &Cli, client: &Client, who: &str) -> anyhow::Result<
         anyhow!("`{who}` is not an address, a public key in hex or a keystore name")
     })?;
     Ok(info.public_key.parse()?)
+}
+
+/// Pushes a job input (with the data key this path had before, if any) and lets the
+/// requester and the node decrypt it; returns its content id.
+pub(crate) async fn push_input(
+    cli: &Cli,
+    client: &Client,
+    path: &std::path::Path,
+    me: &Keypair,
+    node_key: &PublicKey,
+) -> anyhow::Result<Hash> {
+    let (key, _) = data_key_for(cli, path, me)?;
+    let local = local_store(cli)?;
+    let report = client
+        .push_tree(path, &key, ChunkParams::default(), &local, 8)
+        .await
+        .with_context(|| format!("pushing {}", path.display()))?;
+    client.share_key(&report.cid, &key, &me.public()).await?;
+    client.share_key(&report.cid, &key, node_key).await?;
+    Ok(report.cid)
+}
+
+/// Lets the node decrypt an input pushed before (the requester must hold a grant).
+pub(crate) async fn grant_input(
+    client: &Client,
+    cid: &Hash,
+    me: &Keypair,
+    node_key: &PublicKey,
+) -> anyhow::Result<()> {
+    let key = client.granted_key(cid, me).await?;
+    client.share_key(cid, &key, node_key).await?;
+    Ok(())
+}
+
+/// Pulls tree `cid` with `me`'s grant into `out`.
+pub(crate) async fn pull_granted(
+    cli: &Cli,
+    client: &Client,
+    cid: &Hash,
+    me: &Keypair,
+    out: &std::path::Path,
+) -> anyhow::Result<gridwork_client::PullReport> {
+    let key = client.granted_key(cid, me).await?;
+    let local = local_store(cli)?;
+    Ok(client
+        .pull_tree(cid, &key, ChunkParams::default(), &local, 8, out)
+        .await?)
 }
 
 pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {

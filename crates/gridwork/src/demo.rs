@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use gridwork_client::Client;
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::{dev_keypair, max_task_cost};
+use gridwork_transfer::{ChunkParams, ChunkStore};
 use gridwork_types::{
     Amount, Equivalence, Halting, Instructions, OwnerApproval, Payment, Prescription, Program,
     Requirements, TxKind, GRID,
@@ -63,7 +64,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             max_file_mib: Some(args.max_file_mib),
         }),
     };
-    let worker = Worker::new(&cli.node, cfg);
+    let worker = Worker::new(&cli.node, cfg)?;
     let rt = runtime()?;
     rt.block_on(worker.register())?;
     let gpus: Vec<String> = hardware
@@ -216,7 +217,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     .ok()
                     .map(|exe| Launcher { exe, memory_mib: None, max_file_mib: Some(1_024) }),
             };
-            let w = Worker::new(&url, cfg);
+            let w = Worker::new(&url, cfg)?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };
             say(format!("{label:<9} dev{i} {} asks {} GRID per task-second", w.address(), Amount(price)));
             let rx = stop.subscribe();
@@ -265,7 +266,11 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             let text = match t.result {
                 Some(cid) => {
                     let dir = base.join("results").join(format!("task-{}", t.index));
-                    client.download_tree(&cid, &dir).await?;
+                    let key = client.granted_key(&cid, &requester).await?;
+                    let cache = ChunkStore::open(base.join("requester-chunks"), None)?;
+                    client
+                        .pull_tree(&cid, &key, ChunkParams::default(), &cache, 4, &dir)
+                        .await?;
                     std::fs::read_to_string(dir.join("squares.txt")).unwrap_or_default()
                 }
                 None => String::new(),

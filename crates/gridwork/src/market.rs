@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use gridwork_api::{JobView, LogStream, TaskLog, TaskView};
 use gridwork_client::{Client, Input, JobFile};
 use gridwork_protocol::{max_task_cost, validate_prescription};
@@ -81,12 +81,15 @@ fn submit(
         let chain = client.chain().await?;
         for input in &job.inputs {
             let cid = match input {
-                Input::Cid(cid) => *cid,
+                Input::Cid(cid) => {
+                    crate::data::grant_input(&client, cid, &key, &chain.node_key).await?;
+                    *cid
+                }
                 Input::Path(path) => {
                     if !cli.json {
-                        eprintln!("uploading {}", path.display());
+                        eprintln!("pushing {}", path.display());
                     }
-                    client.upload_tree(path).await.with_context(|| format!("uploading {}", path.display()))?
+                    crate::data::push_input(cli, &client, path, &key, &chain.node_key).await?
                 }
             };
             job.prescription.data.push(cid);
@@ -384,13 +387,15 @@ fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow
 fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
     let view = fetch_job(cli, id)?;
     let client = Client::new(&cli.node);
+    let me = signing_key(cli)?;
     let mut written = Vec::new();
     runtime()?.block_on(async {
         for t in &view.tasks {
             let Some(cid) = t.result else { continue };
             let dir = out.join(format!("task-{}", t.index));
-            let manifest = client.download_tree(&cid, &dir).await?;
-            written.push(json!({ "task": t.index, "output": cid, "dir": dir, "files": manifest.files.len() }));
+            let report = crate::data::pull_granted(cli, &client, &cid, &me, &dir).await?;
+            written
+                .push(json!({ "task": t.index, "output": cid, "dir": dir, "files": report.files }));
         }
         anyhow::Ok(())
     })?;

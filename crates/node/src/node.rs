@@ -257,7 +257,9 @@ fn load_or_create_key(path: &Path) -> Result<Keypair, NodeError> {
             let seed: [u8; 32] = hex::decode(text.trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| err("not a node key (64 hex digits); move it away to make a new one".into()))?;
+                .ok_or_else(|| {
+                    err("not a node key (64 hex digits); move it away to make a new one".into())
+                })?;
             Ok(Keypair::from_seed(seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -1103,7 +1105,8 @@ impl Node {
         }
     }
 
-    /// Adds (or replaces) the grant for one recipient of a tree. At most 256 per tree.
+    /// Adds a grant to a tree (kept beside earlier grants for the same recipient; an
+    /// identical one is a no-op). At most 256 per tree.
     pub fn add_grant(&self, cid: &Hash, grant: KeyGrant) -> Result<(), NodeError> {
         let _guard = self
             .shared
@@ -1121,7 +1124,11 @@ impl Node {
             });
         }
         let mut grants = self.grants(cid)?;
-        grants.retain(|g| g.recipient != grant.recipient);
+        // Grants are never replaced: anyone may post one, and a wrong one must not push out
+        // a right one. A recipient tries each of its grants.
+        if grants.contains(&grant) {
+            return Ok(());
+        }
         if grants.len() >= 256 {
             return Err(NodeError::TooManyGrants);
         }

@@ -23,13 +23,18 @@ pub struct ChunkParams {
     pub max: u32,
 }
 
+impl ChunkParams {
+    /// 256 KiB minimum, 1 MiB average, 4 MiB maximum.
+    pub const DEFAULT: ChunkParams = ChunkParams {
+        min: 256 * 1024,
+        avg: 1024 * 1024,
+        max: 4 * 1024 * 1024,
+    };
+}
+
 impl Default for ChunkParams {
     fn default() -> Self {
-        ChunkParams {
-            min: 256 * 1024,
-            avg: 1024 * 1024,
-            max: 4 * 1024 * 1024,
-        }
+        ChunkParams::DEFAULT
     }
 }
 

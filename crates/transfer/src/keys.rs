@@ -9,7 +9,7 @@
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use gridwork_types::{Address, Keypair, PublicKey};
+use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,20 @@ impl std::fmt::Debug for DataKey {
 }
 
 impl DataKey {
+    /// The key of a tree whose plaintext digest ([`crate::tree_digest`]) is `digest`, bound
+    /// to `context` (a job and task): whoever produces the same tree in the same context
+    /// derives the same key, so equal results get equal content ids; without the plaintext
+    /// (or a grant) nobody can derive it.
+    pub fn convergent(context: &[u8], digest: &Hash) -> DataKey {
+        let mut material = Vec::with_capacity(context.len() + 32);
+        material.extend_from_slice(context);
+        material.extend_from_slice(digest.as_bytes());
+        DataKey(blake3::derive_key(
+            "gridwork convergent tree key v1",
+            &material,
+        ))
+    }
+
     /// A fresh random key.
     pub fn generate() -> DataKey {
         let mut k = [0u8; 32];

@@ -21,4 +21,6 @@ mod tree;
 pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 pub use keys::{unwrap_key, wrap_key, DataKey, WrappedKey};
 pub use store::{ChunkStore, StoreError};
-pub use tree::{pack, read_manifest, unpack, Entry, EntryKind, PackStats, TreeError, TreeManifest};
+pub use tree::{
+    pack, read_manifest, tree_digest, unpack, Entry, EntryKind, PackStats, TreeError, TreeManifest,
+};

@@ -193,15 +193,11 @@ fn put_sealed(
     Ok(id)
 }
 
-/// Packs the tree at `root` (a directory, or a single file) into `store`; returns its
-/// content id and what was new.
-pub fn pack(
-    root: &Path,
-    key: &DataKey,
-    params: ChunkParams,
-    store: &ChunkStore,
-) -> Result<(Hash, PackStats), TreeError> {
-    let mut stats = PackStats::default();
+/// A tree's files (path, relative name, metadata) and its other entries (directories,
+/// links), as found on disk. A single file is a tree of one file.
+type Scan = (Vec<(PathBuf, String, std::fs::Metadata)>, Vec<Entry>);
+
+fn scan(root: &Path) -> Result<Scan, TreeError> {
     let mut entries = Vec::new();
     let mut files: Vec<(PathBuf, String, std::fs::Metadata)> = Vec::new();
     let meta = std::fs::symlink_metadata(root).map_err(io(root))?;
@@ -212,9 +208,7 @@ pub fn pack(
         let name = root
             .file_name()
             .map_or("file".into(), |n| n.to_string_lossy().into_owned());
-        entries.push(pack_file(
-            root, &name, &meta, key, params, store, &mut stats,
-        )?);
+        files.push((root.to_path_buf(), name, meta));
     }
     while let Some((dir, prefix)) = stack.pop() {
         let mut children: Vec<_> = std::fs::read_dir(&dir)
@@ -264,6 +258,45 @@ pub fn pack(
             }
         }
     }
+    Ok((files, entries))
+}
+
+/// BLAKE3 of a tree's plaintext: every path in order with its kind, mode, size and content
+/// hash (files) or target (links). Two trees with the same digest unpack to the same files;
+/// it does not depend on any key, so independent runs that produce the same outputs agree.
+pub fn tree_digest(root: &Path) -> Result<Hash, TreeError> {
+    let (files, mut entries) = scan(root)?;
+    for (path, rel, meta) in &files {
+        let mut h = blake3::Hasher::new();
+        let file = std::fs::File::open(path).map_err(io(path))?;
+        h.update_reader(file).map_err(io(path))?;
+        entries.push(Entry {
+            path: rel.clone(),
+            kind: EntryKind::File,
+            mode: mode_of(meta),
+            size: meta.len(),
+            chunks: vec![Hash(*h.finalize().as_bytes())],
+            target: None,
+        });
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    let bytes = serde_json::to_vec(&entries).map_err(|e| TreeError::Malformed(e.to_string()))?;
+    let mut h = blake3::Hasher::new();
+    h.update(b"gridwork/tree-digest/v1\n");
+    h.update(&bytes);
+    Ok(Hash(*h.finalize().as_bytes()))
+}
+
+/// Packs the tree at `root` (a directory, or a single file) into `store`; returns its
+/// content id and what was new.
+pub fn pack(
+    root: &Path,
+    key: &DataKey,
+    params: ChunkParams,
+    store: &ChunkStore,
+) -> Result<(Hash, PackStats), TreeError> {
+    let mut stats = PackStats::default();
+    let (files, mut entries) = scan(root)?;
     entries.extend(pack_files(&files, key, params, store, &mut stats)?);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = TreeManifest {

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridwork_api::{JobView, TaskView};
-use gridwork_client::{Client, ClientError, TreeError};
+use gridwork_client::{Client, ClientError, DataError};
+use gridwork_transfer::{tree_digest, ChunkParams, ChunkStore, DataKey, TreeError};
 use gridwork_types::{
     commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, Transaction,
     TxKind,
@@ -79,9 +80,15 @@ pub enum WorkerError {
     /// The node refused or could not be reached.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// Moving a tree failed.
+    /// Moving a tree through the data plane failed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Reading a tree failed.
     #[error(transparent)]
     Tree(#[from] TreeError),
+    /// The local chunk cache failed.
+    #[error(transparent)]
+    Store(#[from] gridwork_transfer::StoreError),
     /// The work directory failed.
     #[error("{path}: {source}")]
     Io {
@@ -120,6 +127,12 @@ struct RunResult {
 
 type TaskRef = (Hash, u32, u32);
 
+/// Chunking of inputs and outputs (the data plane's defaults).
+const PARAMS: ChunkParams = ChunkParams::DEFAULT;
+
+/// Parallel chunk requests per transfer.
+const STREAMS: usize = 4;
+
 /// A worker agent for one provider key.
 pub struct Worker {
     cfg: WorkerConfig,
@@ -132,6 +145,8 @@ pub struct Worker {
     nonce: tokio::sync::Mutex<()>,
     /// Rung when a block is committed or a run finishes: the next pass starts at once.
     wake: tokio::sync::Notify,
+    /// Sealed chunks of inputs and outputs (`WORK_DIR/chunks`): what makes fetches resume.
+    chunks: ChunkStore,
 }
 
 impl std::fmt::Debug for Worker {
@@ -145,10 +160,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Worker {
-    /// A worker talking to the node at `node`.
-    pub fn new(node: &str, cfg: WorkerConfig) -> Arc<Worker> {
+    /// A worker talking to the node at `node`; fails if its chunk cache cannot be opened.
+    pub fn new(node: &str, cfg: WorkerConfig) -> Result<Arc<Worker>, WorkerError> {
         let me = cfg.key.address();
-        Arc::new(Worker {
+        let chunks = ChunkStore::open(cfg.work_dir.join("chunks"), None)?;
+        Ok(Arc::new(Worker {
             client: Client::new(node),
             me,
             cfg,
@@ -158,7 +174,8 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             nonce: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
-        })
+            chunks,
+        }))
     }
 
     /// The provider's address.
@@ -487,7 +504,12 @@ impl Worker {
         std::fs::create_dir_all(&dir).map_err(io)?;
         let (inputs, outputs) = sandbox::layout(&dir);
         for cid in &view.prescription.data {
-            self.client.download_tree(cid, &inputs).await?;
+            // The node wraps the input keys for the executor and council when the auction
+            // closes; until then this fails and the next pass tries again.
+            let key = self.client.granted_key(cid, &self.cfg.key).await?;
+            self.client
+                .pull_tree(cid, &key, PARAMS, &self.chunks, STREAMS, &inputs)
+                .await?;
         }
         let env = TaskEnv {
             job: view.id.to_string(),
@@ -530,7 +552,7 @@ impl Worker {
             std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n")
                 .map_err(io)?;
         }
-        let output = self.client.upload_tree(&outputs).await?;
+        let output = self.push_output(view, r, &outputs).await?;
         let mut salt = [0u8; 32];
         OsRng.fill_bytes(&mut salt);
         let result = RunResult {
@@ -543,6 +565,43 @@ impl Worker {
         std::fs::rename(&tmp, dir.join("result.json")).map_err(io)?;
         tracing::info!(job = %view.id, task = r.1, %status, seconds = outcome.seconds, "task ran");
         Ok(())
+    }
+
+    /// Pushes a run's outputs and lets the requester and the other members of the task
+    /// decrypt them. The key is convergent ([`DataKey::convergent`] over job, task and the
+    /// outputs' plaintext digest), so runs that agree produce the same content id, which is
+    /// what the ledger compares under the exact-hash equivalence.
+    async fn push_output(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        outputs: &std::path::Path,
+    ) -> Result<Hash, WorkerError> {
+        let digest = tree_digest(outputs)?;
+        let mut context = view.id.as_bytes().to_vec();
+        context.extend_from_slice(&r.1.to_le_bytes());
+        let key = DataKey::convergent(&context, &digest);
+        let report = self
+            .client
+            .push_tree(outputs, &key, PARAMS, &self.chunks, STREAMS)
+            .await?;
+        let mut recipients = vec![view.requester];
+        if let Some(t) = view.tasks.iter().find(|t| t.index == r.1) {
+            recipients.extend(t.executor);
+            recipients.extend(t.council.iter().copied());
+        }
+        for who in recipients {
+            if who == self.me {
+                continue;
+            }
+            match self.client.account(&who).await?.public_key {
+                Some(pk) => self.client.share_key(&report.cid, &key, &pk).await?,
+                None => {
+                    tracing::warn!(%who, "no public key on the ledger; cannot share the output with it")
+                }
+            }
+        }
+        Ok(report.cid)
     }
 
     /// A council member's verdict on the executor's output.
@@ -567,7 +626,10 @@ impl Worker {
                 source,
             })?;
         }
-        self.client.download_tree(theirs, &their_dir).await?;
+        let key = self.client.granted_key(theirs, &self.cfg.key).await?;
+        self.client
+            .pull_tree(theirs, &key, PARAMS, &self.chunks, STREAMS, &their_dir)
+            .await?;
         let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
             .map_err(|err| WorkerError::Io {
                 path: dir.display().to_string(),

@@ -784,10 +784,14 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
     let text = text
         .replace(
             &args_line,
-            r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; echo done > $GRIDWORK_OUTPUTS/frame.txt"]"#,
+            r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; cat $GRIDWORK_INPUTS/frame.txt > $GRIDWORK_OUTPUTS/frame.txt"]"#,
         )
         .replace("items = 6", "items = 2")
-        .replace("first_bids = 3", "first_bids = 1");
+        .replace("first_bids = 3", "first_bids = 1")
+        .replace("inputs = []", "inputs = [\"./scene\"]");
+    // The input is pushed encrypted; only the executor and council get its key.
+    std::fs::create_dir_all(dir.path().join("scene")).unwrap();
+    std::fs::write(dir.path().join("scene/frame.txt"), "frame data\n").unwrap();
     let job_file = dir.path().join("job.toml");
     std::fs::write(&job_file, text).unwrap();
     let job = cli.json(
@@ -811,4 +815,37 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
     assert_eq!(stderr["logs"][0]["data"], "");
     let (_, msg) = cli.fails(&["job", "logs", &job, "--task", "7"], &[]);
     assert!(msg.contains("no task 7"), "{msg}");
+
+    // The requester decrypts the accepted output; anybody else is refused.
+    let out = dir.path().join("results");
+    let results = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "job",
+            "results",
+            &job,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(results["results"][0]["files"], 2, "{results}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("task-0/frame.txt")).unwrap(),
+        "frame data\n"
+    );
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev3",
+            "job",
+            "results",
+            &job,
+            "--out",
+            dir.path().join("stolen").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(msg.contains("has no key for"), "{msg}");
 }

@@ -6,9 +6,10 @@ use gridwork_api::LogStream;
 use gridwork_client::{Client, LogPosition};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
+use gridwork_transfer::{ChunkParams, ChunkStore, DataKey};
 use gridwork_types::{
-    Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment, Prescription,
-    Program, Requirements, Transaction, TxKind, GRID,
+    Address, Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
+    Prescription, Program, Requirements, Transaction, TxKind, GRID,
 };
 use gridwork_worker::{Behavior, PricingPolicy, Worker, WorkerConfig};
 use tokio::sync::watch;
@@ -71,7 +72,7 @@ impl Net {
             behavior,
             launcher: None,
         };
-        Worker::new(&self.url, cfg)
+        Worker::new(&self.url, cfg).unwrap()
     }
 
     fn spawn(&self, w: std::sync::Arc<Worker>) -> tokio::task::JoinHandle<()> {
@@ -153,8 +154,16 @@ const SQUARE: &str =
 
 async fn result_text(net: &Net, output: &Hash) -> String {
     let dir = tempfile::tempdir().unwrap();
-    net.client.download_tree(output, dir.path()).await.unwrap();
-    std::fs::read_to_string(dir.path().join("result.txt")).unwrap()
+    let requester = dev_keypair(0);
+    let key = net.client.granted_key(output, &requester).await.unwrap();
+    let cache = ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    net.client
+        .pull_tree(output, &key, ChunkParams::default(), &cache, 2, &out)
+        .await
+        .unwrap();
+    let dir = out;
+    std::fs::read_to_string(dir.join("result.txt")).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,4 +391,82 @@ async fn a_running_task_streams_its_logs_to_the_node() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("not_assigned"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_grant() {
+    let net = Net::start().await;
+    for i in 1..=3 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(3).await;
+
+    // The requester pushes an encrypted input and lets the node pass its key on.
+    let requester = dev_keypair(0);
+    let src = net.dir.path().join("input");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("scene.txt"), "frame data 42\n").unwrap();
+    let cache = ChunkStore::open(net.dir.path().join("requester-cache"), None).unwrap();
+    let key = DataKey::generate();
+    let pushed = net
+        .client
+        .push_tree(&src, &key, ChunkParams::default(), &cache, 2)
+        .await
+        .unwrap();
+    let node_key = net.client.chain().await.unwrap().node_key;
+    for who in [requester.public(), node_key] {
+        net.client.share_key(&pushed.cid, &key, &who).await.unwrap();
+    }
+
+    // Each run appends a number that differs a little between runs: the council member must
+    // fetch the executor's output (through the executor's grant) to judge it.
+    let program = "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt; \
+                   echo \"jitter 1.0000$(date +%N)\" >> $GRIDWORK_OUTPUTS/result.txt";
+    let mut p = squares(1, 1, 30_000, program);
+    p.data = vec![pushed.cid];
+    p.equivalence = Equivalence::NumericTolerance {
+        abs_ppb: 0,
+        rel_ppb: 1_000_000,
+    };
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, "settled", "{view:#?}");
+    assert_eq!(t.revealed.len(), 2);
+    assert!(t.revealed.iter().all(|(_, _, agree)| *agree), "{view:#?}");
+    assert_ne!(
+        t.revealed[0].1, t.revealed[1].1,
+        "the runs differed, so the council judged the executor's files"
+    );
+    let text = result_text(&net, t.result.as_ref().unwrap()).await;
+    assert!(text.starts_with("frame data 42\njitter 1.0000"), "{text}");
+
+    // The input's key went to the requester, the node, the executor and the council only.
+    let mut granted: Vec<Address> = net
+        .client
+        .key_grants(&pushed.cid)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.recipient)
+        .collect();
+    granted.sort();
+    let mut expected = vec![
+        requester.address(),
+        node_key.address(),
+        t.executor.unwrap(),
+        t.council[0],
+    ];
+    expected.sort();
+    assert_eq!(granted, expected);
+    let outsider = (1..=3)
+        .map(dev_keypair)
+        .find(|k| !expected.contains(&k.address()))
+        .unwrap();
+    let err = net
+        .client
+        .granted_key(&pushed.cid, &outsider)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has no key for"), "{err}");
 }
