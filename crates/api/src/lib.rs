@@ -503,15 +503,6 @@ pub struct ProviderList {
     pub providers: Vec<ProviderView>,
 }
 
-/// `POST /v1/blobs`: the content id of the stored bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobStored {
-    /// BLAKE3 of the bytes.
-    pub cid: Hash,
-    /// Their length.
-    pub size: u64,
-}
-
 /// The message a decline signature covers.
 pub fn decline_message(job: &Hash, reason: &str) -> Vec<u8> {
     let mut m = b"gridwork/decline/v1".to_vec();

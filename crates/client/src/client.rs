@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use gridwork_api::{
-    decline_message, log_message, AccountView, BlobStored, BlockEvent, BlockList, BlockView,
-    ChainInfo, ErrorBody, Health, JobList, JobView, LogAppended, LogStream, PostDecline, PostLog,
+    decline_message, log_message, AccountView, BlockEvent, BlockList, BlockView, ChainInfo,
+    ErrorBody, Health, JobList, JobView, LogAppended, LogStream, PostDecline, PostLog,
     ProviderList, ProviderView, SubmitTx, Submitted, TaskLog, TxStatus,
 };
 use gridwork_types::{Address, Hash, Keypair, SignedTx};
@@ -355,33 +355,6 @@ impl Client {
     pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
         let list: ProviderList = self.get("/v1/providers").await?;
         Ok(list.providers)
-    }
-
-    /// `POST /v1/blobs`: stores bytes, returns their content id.
-    pub async fn put_blob(&self, bytes: Vec<u8>) -> Result<Hash, ClientError> {
-        let url = format!("{}/v1/blobs", self.base);
-        let req = self
-            .http
-            .post(&url)
-            .header("content-type", "application/octet-stream")
-            .body(bytes);
-        let stored: BlobStored = self.send(req, &url).await?;
-        Ok(stored.cid)
-    }
-
-    /// `GET /v1/blobs/{cid}`, checked against the content id.
-    pub async fn blob(&self, cid: &Hash) -> Result<Option<Vec<u8>>, ClientError> {
-        let url = format!("{}/v1/blobs/{cid}", self.base);
-        let Some(bytes) = self.get_bytes(&url).await? else {
-            return Ok(None);
-        };
-        if Hash::of(&bytes) != *cid {
-            return Err(ClientError::BadResponse {
-                url,
-                message: "the bytes do not match their content id".into(),
-            });
-        }
-        Ok(Some(bytes.to_vec()))
     }
 
     /// Polls until the transaction is committed, or `timeout` passes.

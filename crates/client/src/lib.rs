@@ -9,12 +9,8 @@ mod client;
 mod data;
 mod jobfile;
 mod keystore;
-mod manifest;
-mod tree;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{DataError, PullReport, PushReport};
 pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
-pub use manifest::{safe_relative, walk, Manifest, ManifestEntry, ManifestError};
-pub use tree::TreeError;

@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
-    BlobStored, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants,
-    LogAppended, LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx, Submitted,
+    BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants, LogAppended,
+    LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx, Submitted,
 };
 use gridwork_protocol::TxError;
 use gridwork_types::{Address, Hash, PublicKey, Signature};
@@ -212,11 +212,6 @@ pub fn router(node: Node) -> Router {
         )
         .route("/v1/providers", get(list_providers))
         .route("/v1/providers/{address}", get(get_provider))
-        .route(
-            "/v1/blobs",
-            post(put_blob).layer(DefaultBodyLimit::max(crate::blobs::MAX_BLOB_BYTES)),
-        )
-        .route("/v1/blobs/{cid}", get(get_blob))
         .route(
             "/v1/chunks/missing",
             post(missing_chunks).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
@@ -461,28 +456,6 @@ async fn get_provider(
     match node.provider(&address) {
         Some(p) => Ok(Json(p).into_response()),
         None => Err(ApiError::not_found(format!("provider {address}"))),
-    }
-}
-
-async fn put_blob(State(node): State<Node>, body: axum::body::Bytes) -> Result<Response, ApiError> {
-    let cid = node.put_blob(&body)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(BlobStored {
-            cid,
-            size: body.len() as u64,
-        }),
-    )
-        .into_response())
-}
-
-async fn get_blob(State(node): State<Node>, Path(cid): Path<String>) -> Result<Response, ApiError> {
-    let cid: Hash = parse("content id", &cid)?;
-    match node.blob(&cid)? {
-        Some(bytes) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
-        }
-        None => Err(ApiError::not_found(format!("blob {cid}"))),
     }
 }
 

@@ -7,14 +7,12 @@
 
 pub mod api;
 pub mod bench;
-mod blobs;
 mod config;
 mod logs;
 mod mempool;
 mod metrics;
 mod node;
 
-pub use blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore, MAX_BLOB_BYTES};
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
 pub use logs::LogError;
 pub use mempool::{Mempool, MempoolError};

@@ -37,7 +37,6 @@ use gridwork_types::{
 };
 use tokio::sync::broadcast;
 
-use crate::blobs::{BlobError, BlobStore, FsBlobStore, MemoryBlobStore};
 use crate::config::NodeConfig;
 use crate::logs::{LogError, LogKey, TaskLogs, MAX_READ};
 use crate::mempool::{Mempool, MempoolError};
@@ -87,9 +86,6 @@ pub enum NodeError {
         /// What the accounts and the pool hold.
         held: u128,
     },
-    /// The blob store failed.
-    #[error(transparent)]
-    Blob(#[from] BlobError),
     /// The data plane's chunk store failed or refused.
     #[error(transparent)]
     Chunks(#[from] ChunkStoreError),
@@ -214,7 +210,6 @@ struct Shared {
     inner: Mutex<Inner>,
     store: Box<dyn Store>,
     producing: Mutex<()>,
-    blobs: Box<dyn BlobStore>,
     /// Sealed chunks of the data plane and the key grants of trees (none for nodes built
     /// without a data directory).
     chunks: Option<ChunkStore>,
@@ -394,12 +389,10 @@ impl Node {
             Address([0; 20]),
         );
         let node_key = load_or_create_key(&dir.join("node.key"))?;
-        let blobs = FsBlobStore::new(dir.join("blobs"));
         let chunks = ChunkStore::open(dir.join("chunks"), config.chunk_quota_bytes)
             .map_err(|e| dir_err(format!("cannot open the chunk store: {e}")))?;
-        let mut node = Node::with_parts(
+        let mut node = Node::with_store(
             Box::new(store),
-            Box::new(blobs),
             genesis.as_ref(),
             Box::new(consensus),
             config.mempool_capacity,
@@ -417,23 +410,6 @@ impl Node {
     /// [`gridwork_storage::FailingStore`]). `genesis` initialises an empty store.
     pub fn with_store(
         store: Box<dyn Store>,
-        genesis: Option<&Genesis>,
-        consensus: Box<dyn Consensus>,
-        mempool_capacity: usize,
-    ) -> Result<Node, NodeError> {
-        Node::with_parts(
-            store,
-            Box::new(MemoryBlobStore::default()),
-            genesis,
-            consensus,
-            mempool_capacity,
-        )
-    }
-
-    /// A node over any store and blob store.
-    pub fn with_parts(
-        store: Box<dyn Store>,
-        blobs: Box<dyn BlobStore>,
         genesis: Option<&Genesis>,
         consensus: Box<dyn Consensus>,
         mempool_capacity: usize,
@@ -478,7 +454,6 @@ impl Node {
                 }),
                 store,
                 producing: Mutex::new(()),
-                blobs,
                 chunks: None,
                 grants_dir: None,
                 grants_lock: Mutex::new(()),
@@ -1056,16 +1031,6 @@ impl Node {
             active: p.active,
             last_heartbeat_ms: p.last_heartbeat_ms,
         })
-    }
-
-    /// Stores a blob; returns its content id.
-    pub fn put_blob(&self, bytes: &[u8]) -> Result<Hash, NodeError> {
-        Ok(self.shared.blobs.put(bytes)?)
-    }
-
-    /// A blob by content id.
-    pub fn blob(&self, cid: &Hash) -> Result<Option<Vec<u8>>, NodeError> {
-        Ok(self.shared.blobs.get(cid)?)
     }
 
     fn chunk_store(&self) -> Result<&ChunkStore, NodeError> {

@@ -70,6 +70,9 @@ pub enum LandlockStatus {
 
 /// Applies the limits and the Landlock rules to this process.
 pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
+    // One file-creation mask everywhere, so equal programs leave equal modes in their
+    // outputs (modes are part of an output's content id).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let mib = |m: u64| m.saturating_mul(1024 * 1024);
     if let Some(m) = c.memory_mib {
         Resource::AS

@@ -341,10 +341,12 @@ async fn health_metrics_chain_and_openapi_are_served() {
     for path in [
         "/v1/jobs/{id}",
         "/v1/jobs/{id}/declines",
+        "/v1/jobs/{id}/tasks/{task}/logs",
+        "/v1/chunks/missing",
+        "/v1/chunks/{id}",
+        "/v1/trees/{cid}/keys",
         "/v1/providers",
         "/v1/providers/{address}",
-        "/v1/blobs",
-        "/v1/blobs/{cid}",
         "/health",
         "/metrics",
         "/v1/chain",
@@ -415,7 +417,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
     }
     t.client.wait_committed(&last.unwrap(), WAIT).await.unwrap();
     let p = Prescription {
-        data: vec![t.client.put_blob(b"scene".to_vec()).await.unwrap()],
+        data: vec![gridwork_types::Hash::of(b"scene")],
         program: Program {
             command: "render".into(),
             args: vec![],
@@ -568,19 +570,6 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         (1, 1, "available")
     );
     assert_eq!(t.client.providers().await.unwrap().len(), 2);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blobs_round_trip_by_content_id() {
-    let t = TestNode::start().await;
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let cid = t.client.put_blob(big.clone()).await.unwrap();
-    assert_eq!(cid, gridwork_types::Hash::of(&big));
-    assert_eq!(t.client.blob(&cid).await.unwrap(), Some(big));
-    assert_eq!(
-        t.client.blob(&gridwork_types::Hash([1; 32])).await.unwrap(),
-        None
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use gridwork_transfer::{
-    pack, read_manifest, seal, unpack, ChunkParams, ChunkStore, DataKey, SealError, StoreError,
-    TreeError,
+    pack, read_manifest, seal, tree_digest, unpack, ChunkParams, ChunkStore, DataKey, SealError,
+    StoreError, TreeError,
 };
 use gridwork_types::Hash;
 
@@ -210,4 +210,44 @@ fn garbage_collection_keeps_only_referenced_chunks() {
     assert_eq!(freed, sealed.len() as u64);
     assert!(!store.has(&mid));
     unpack(&cid, &key, P, &store, &dir.path().join("out")).unwrap();
+}
+
+#[test]
+fn equal_trees_under_a_convergent_key_get_equal_ids_and_any_change_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    make_tree(&a);
+    make_tree(&b);
+    let digest = tree_digest(&a).unwrap();
+    assert_eq!(
+        digest,
+        tree_digest(&b).unwrap(),
+        "the digest ignores where a tree lives"
+    );
+    let key = |d: &Hash| DataKey::convergent(b"job 7 task 0", d);
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let (cid_a, _) = pack(&a, &key(&digest), P, &store).unwrap();
+    let (cid_b, stats_b) = pack(&b, &key(&digest), P, &store).unwrap();
+    assert_eq!(cid_a, cid_b);
+    assert_eq!(
+        stats_b.new_chunks, 0,
+        "the second run's upload is already there"
+    );
+
+    // Another context, one changed byte, or another mode: another key or another tree.
+    let other_context = DataKey::convergent(b"job 7 task 1", &digest);
+    assert_ne!(pack(&a, &other_context, P, &store).unwrap().0, cid_a);
+    std::fs::write(b.join("frames/f00.txt"), "frame 0 changed\n").unwrap();
+    let changed = tree_digest(&b).unwrap();
+    assert_ne!(changed, digest);
+    assert_ne!(pack(&b, &key(&changed), P, &store).unwrap().0, cid_a);
+    std::fs::write(b.join("frames/f00.txt"), "frame 0\n".repeat(200)).unwrap();
+    assert_eq!(tree_digest(&b).unwrap(), digest, "restored");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        b.join("frames/f01.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    assert_ne!(tree_digest(&b).unwrap(), digest);
 }
