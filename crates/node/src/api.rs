@@ -490,13 +490,23 @@ async fn put_chunk(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    node.put_chunk(&id, &body)?;
+    // Hashing and the file write run off the async threads.
+    tokio::task::spawn_blocking(move || node.put_chunk(&id, &body))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
     Ok(StatusCode::CREATED.into_response())
 }
 
 async fn get_chunk(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    match node.chunk(&id)? {
+    let found = tokio::task::spawn_blocking(move || node.chunk(&id))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })??;
+    match found {
         Some(bytes) => {
             Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
         }

@@ -46,7 +46,14 @@ pub enum StoreError {
 pub struct ChunkStore {
     dir: PathBuf,
     quota: Option<u64>,
-    used: Mutex<u64>,
+    state: Mutex<Usage>,
+}
+
+/// Bytes stored and chunks being written.
+#[derive(Debug, Default)]
+struct Usage {
+    used: u64,
+    writing: HashSet<Hash>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -80,7 +87,10 @@ impl ChunkStore {
         Ok(ChunkStore {
             dir,
             quota,
-            used: Mutex::new(used),
+            state: Mutex::new(Usage {
+                used,
+                writing: HashSet::new(),
+            }),
         })
     }
 
@@ -91,7 +101,7 @@ impl ChunkStore {
 
     /// Bytes stored.
     pub fn used(&self) -> u64 {
-        *self.used.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).used
     }
 
     /// Whether a chunk is stored.
@@ -115,31 +125,44 @@ impl ChunkStore {
             return Err(StoreError::Mismatch { id: *id });
         }
         let path = self.path(id);
-        // Writers hold the lock from the existence check to the rename, so two puts of the
-        // same chunk (identical files packed in parallel) neither race nor count it twice.
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        if path.exists() {
-            return Ok(());
-        }
         let needed = bytes.len() as u64;
-        if let Some(quota) = self.quota {
-            if *used + needed > quota {
-                return Err(StoreError::Full {
-                    used: *used,
-                    quota,
-                    needed,
-                });
+        // The lock covers the existence check and the quota reservation only; the write
+        // runs outside it, so puts of different chunks proceed in parallel. A chunk being
+        // written by another put counts as present (its writer finishes it).
+        {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.writing.contains(id) || path.exists() {
+                return Ok(());
             }
+            if let Some(quota) = self.quota {
+                if state.used + needed > quota {
+                    return Err(StoreError::Full {
+                        used: state.used,
+                        quota,
+                        needed,
+                    });
+                }
+            }
+            state.used += needed;
+            state.writing.insert(*id);
         }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        let tmp = path.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
-            let _ = std::fs::remove_file(&tmp);
+        let written = (|| {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
+        })();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.writing.remove(id);
+        if let Err(e) = written {
+            state.used -= needed;
             return Err(io(&path)(e));
         }
-        *used += needed;
         Ok(())
     }
 
@@ -157,7 +180,7 @@ impl ChunkStore {
     /// Deletes every chunk not in `keep`; returns the bytes freed.
     pub fn gc(&self, keep: &HashSet<Hash>) -> Result<u64, StoreError> {
         let mut freed = 0;
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         for shard in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
             let shard = shard.map_err(io(&self.dir))?.path();
             if !shard.is_dir() {
@@ -176,7 +199,7 @@ impl ChunkStore {
                 }
             }
         }
-        *used = used.saturating_sub(freed);
+        state.used = state.used.saturating_sub(freed);
         Ok(freed)
     }
 }
