@@ -90,6 +90,24 @@ fn all_chunks(cid: &Hash, root: &[u8], manifest: &TreeManifest) -> Vec<Hash> {
     ids
 }
 
+/// Runs a chunk cache operation on a blocking thread (hashing and file I/O stay off the async
+/// threads that move the bytes).
+async fn on_cache<T: Send + 'static>(
+    local: &ChunkStore,
+    op: impl FnOnce(&ChunkStore) -> Result<T, gridwork_transfer::StoreError> + Send + 'static,
+) -> Result<T, DataError> {
+    let store = local.clone();
+    tokio::task::spawn_blocking(move || op(&store))
+        .await
+        .map_err(|e| {
+            DataError::Store(gridwork_transfer::StoreError::Io {
+                path: "chunk cache".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?
+        .map_err(DataError::Store)
+}
+
 impl Client {
     async fn missing_chunks(&self, ids: Vec<Hash>) -> Result<Vec<Hash>, ClientError> {
         let url = format!("{}/v1/chunks/missing", self.base_url());
@@ -180,7 +198,9 @@ impl Client {
             .collect();
         let sent: Vec<u64> = stream::iter(body)
             .map(|id| async move {
-                let bytes = local.get(&id)?.ok_or(DataError::Missing { id })?;
+                let bytes = on_cache(local, move |s| s.get(&id))
+                    .await?
+                    .ok_or(DataError::Missing { id })?;
                 let n = bytes.len() as u64;
                 self.put_chunk(&id, bytes).await?;
                 Ok::<u64, DataError>(n)
@@ -260,7 +280,7 @@ impl Client {
                             .await?
                             .ok_or(DataError::Missing { id })?;
                         let n = bytes.len() as u64;
-                        local.put(&id, &bytes)?;
+                        on_cache(local, move |s| s.put(&id, &bytes)).await?;
                         Ok::<u64, DataError>(n)
                     })
                     .buffer_unordered(streams.max(1))

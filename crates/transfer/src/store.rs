@@ -42,11 +42,12 @@ pub enum StoreError {
 }
 
 /// A directory of chunks.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ChunkStore {
     dir: PathBuf,
     quota: Option<u64>,
-    state: Mutex<Usage>,
+    /// Shared by clones, so a clone can move to a blocking thread.
+    state: std::sync::Arc<Mutex<Usage>>,
 }
 
 /// Bytes stored and chunks being written.
@@ -87,10 +88,10 @@ impl ChunkStore {
         Ok(ChunkStore {
             dir,
             quota,
-            state: Mutex::new(Usage {
+            state: std::sync::Arc::new(Mutex::new(Usage {
                 used,
                 writing: HashSet::new(),
-            }),
+            })),
         })
     }
 
