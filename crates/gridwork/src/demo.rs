@@ -262,12 +262,12 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         };
         let after = client.account(&requester.address()).await?.balance;
         let mut tasks = Vec::new();
+        let cache = ChunkStore::open(base.join("requester-chunks"), None)?;
         for t in &view.tasks {
             let text = match t.result {
                 Some(cid) => {
                     let dir = base.join("results").join(format!("task-{}", t.index));
                     let key = client.granted_key(&cid, &requester).await?;
-                    let cache = ChunkStore::open(base.join("requester-chunks"), None)?;
                     client
                         .pull_tree(&cid, &key, ChunkParams::default(), &cache, 4, &dir)
                         .await?;

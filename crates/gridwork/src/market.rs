@@ -123,12 +123,31 @@ fn submit(
 }
 
 fn fetch_job(cli: &Cli, id: &str) -> anyhow::Result<JobView> {
-    let id: Hash = id.parse()?;
-    runtime()?
-        .block_on(Client::new(&cli.node).job(&id))?
-        .ok_or_else(|| {
+    JobPoller::new(cli, id)?.view()
+}
+
+/// Reads one job again and again over one client and runtime (`watch`, `logs --follow`).
+struct JobPoller {
+    client: Client,
+    rt: tokio::runtime::Runtime,
+    id: Hash,
+}
+
+impl JobPoller {
+    fn new(cli: &Cli, id: &str) -> anyhow::Result<JobPoller> {
+        Ok(JobPoller {
+            client: Client::new(&cli.node),
+            rt: runtime()?,
+            id: id.parse()?,
+        })
+    }
+
+    fn view(&self) -> anyhow::Result<JobView> {
+        let id = self.id;
+        self.rt.block_on(self.client.job(&id))?.ok_or_else(|| {
             anyhow!("job {id} is not known to the node (not submitted, or not yet in a block)")
         })
+    }
 }
 
 fn short(a: &Address) -> String {
@@ -185,8 +204,9 @@ fn render_job(v: &JobView) -> String {
 fn watch(cli: &Cli, id: &str, timeout_s: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = String::new();
+    let poller = JobPoller::new(cli, id)?;
     loop {
-        let view = fetch_job(cli, id)?;
+        let view = poller.view()?;
         let summary: Vec<String> = view
             .tasks
             .iter()
@@ -313,7 +333,8 @@ fn logs(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Resu
 
 fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let view = fetch_job(cli, id)?;
+    let poller = JobPoller::new(cli, id)?;
+    let view = poller.view()?;
     let task = match (task, view.tasks.len()) {
         (Some(t), _) => t,
         (None, 1) => 0,
@@ -322,13 +343,11 @@ fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow
             view.id
         ),
     };
-    let client = Client::new(&cli.node);
-    let rt = runtime()?;
     let mut at: Option<(Address, u32)> = None;
     let mut offset = 0;
     let mut out = std::io::stdout();
     loop {
-        let view = fetch_job(cli, id)?;
+        let view = poller.view()?;
         let t = view
             .tasks
             .iter()
@@ -355,7 +374,7 @@ fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow
                 )?;
             }
         }
-        let log = rt.block_on(client.task_log(
+        let log = poller.rt.block_on(poller.client.task_log(
             &view.id,
             task,
             Some(&provider),

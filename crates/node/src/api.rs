@@ -532,6 +532,6 @@ async fn post_grant(
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
     let Json(grant) = body.map_err(json_rejection)?;
-    node.add_grant(&cid, grant)?;
+    node.add_grants(&cid, vec![grant])?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

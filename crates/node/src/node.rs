@@ -38,7 +38,7 @@ use gridwork_types::{
 use tokio::sync::broadcast;
 
 use crate::config::NodeConfig;
-use crate::logs::{LogError, LogKey, TaskLogs, MAX_READ};
+use crate::logs::{LogError, LogKey, TaskLogs};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
 use gridwork_protocol::Event;
@@ -908,23 +908,14 @@ impl Node {
             .verify(&message, signature)
             .map_err(|_| NodeError::BadSignature { what: "log" })?;
         let provider = public_key.address();
-        {
-            let inner = self.lock();
-            let key = gridwork_protocol::TaskKey {
-                job: *job,
-                index: task,
-            };
-            let t = inner.state.task(&key).ok_or_else(|| NodeError::NotFound {
-                what: format!("task {task} of job {job}"),
-            })?;
-            let assigned = t.executor == Some(provider) || t.council.contains(&provider);
-            if t.attempt != post.attempt || !assigned {
-                return Err(NodeError::NotAssigned {
-                    provider,
-                    task,
-                    attempt: post.attempt,
-                });
-            }
+        let (attempt, executor, council) = self.task_assignment(job, task)?;
+        let assigned = executor == Some(provider) || council.contains(&provider);
+        if attempt != post.attempt || !assigned {
+            return Err(NodeError::NotAssigned {
+                provider,
+                task,
+                attempt: post.attempt,
+            });
         }
         let key = LogKey {
             job: *job,
@@ -939,6 +930,23 @@ impl Node {
             .append(&key, post.offset, post.data.as_bytes())?)
     }
 
+    /// A task's current attempt, executor and council.
+    fn task_assignment(
+        &self,
+        job: &Hash,
+        task: u32,
+    ) -> Result<(u32, Option<Address>, Vec<Address>), NodeError> {
+        let inner = self.lock();
+        let key = gridwork_protocol::TaskKey {
+            job: *job,
+            index: task,
+        };
+        let t = inner.state.task(&key).ok_or_else(|| NodeError::NotFound {
+            what: format!("task {task} of job {job}"),
+        })?;
+        Ok((t.attempt, t.executor, t.council.clone()))
+    }
+
     /// Part of a task run's log from `offset`. `provider` defaults to the task's executor and
     /// `attempt` to its current attempt.
     pub fn task_log(
@@ -950,22 +958,13 @@ impl Node {
         stream: LogStream,
         offset: u64,
     ) -> Result<TaskLog, NodeError> {
-        let (provider, attempt) = {
-            let inner = self.lock();
-            let key = gridwork_protocol::TaskKey {
-                job: *job,
-                index: task,
-            };
-            let t = inner.state.task(&key).ok_or_else(|| NodeError::NotFound {
-                what: format!("task {task} of job {job}"),
-            })?;
-            let provider = provider.or(t.executor).ok_or_else(|| NodeError::NotFound {
-                what: format!(
-                    "an executor of task {task} (the auction is still open); name --provider"
-                ),
-            })?;
-            (provider, attempt.unwrap_or(t.attempt))
-        };
+        let (current, executor, _) = self.task_assignment(job, task)?;
+        let provider = provider.or(executor).ok_or_else(|| NodeError::NotFound {
+            what: format!(
+                "an executor of task {task} (the auction is still open); name --provider"
+            ),
+        })?;
+        let attempt = attempt.unwrap_or(current);
         let key = LogKey {
             job: *job,
             task,
@@ -984,7 +983,6 @@ impl Node {
                 String::from_utf8(bytes).unwrap_or_default()
             }
         };
-        debug_assert!(text.len() as u64 <= MAX_READ);
         Ok(TaskLog {
             job: *job,
             task,
@@ -1070,9 +1068,9 @@ impl Node {
         }
     }
 
-    /// Adds a grant to a tree (kept beside earlier grants for the same recipient; an
-    /// identical one is a no-op). At most 256 per tree.
-    pub fn add_grant(&self, cid: &Hash, grant: KeyGrant) -> Result<(), NodeError> {
+    /// Adds grants to a tree (kept beside earlier grants for the same recipient; an
+    /// identical one is a no-op), in one write. At most 256 per tree.
+    pub fn add_grants(&self, cid: &Hash, new: Vec<KeyGrant>) -> Result<(), NodeError> {
         let _guard = self
             .shared
             .grants_lock
@@ -1091,13 +1089,18 @@ impl Node {
         let mut grants = self.grants(cid)?;
         // Grants are never replaced: anyone may post one, and a wrong one must not push out
         // a right one. A recipient tries each of its grants.
-        if grants.contains(&grant) {
+        let before = grants.len();
+        for grant in new {
+            if !grants.contains(&grant) {
+                grants.push(grant);
+            }
+        }
+        if grants.len() == before {
             return Ok(());
         }
-        if grants.len() >= 256 {
+        if grants.len() > 256 {
             return Err(NodeError::TooManyGrants);
         }
-        grants.push(grant);
         let file_err = |e: std::io::Error| NodeError::File {
             path: dir.display().to_string(),
             message: e.to_string(),
@@ -1159,13 +1162,13 @@ impl Node {
                 else {
                     continue;
                 };
-                for recipient in &recipients {
-                    if grants.iter().any(|g| g.recipient == recipient.address()) {
-                        continue;
-                    }
-                    if let Err(e) = self.add_grant(&cid, wrap_key(&key, recipient)) {
-                        tracing::warn!(error = %e, %cid, "cannot grant an input's key");
-                    }
+                let new: Vec<KeyGrant> = recipients
+                    .iter()
+                    .filter(|r| !grants.iter().any(|g| g.recipient == r.address()))
+                    .map(|r| wrap_key(&key, r))
+                    .collect();
+                if let Err(e) = self.add_grants(&cid, new) {
+                    tracing::warn!(error = %e, %cid, "cannot grant an input's key");
                 }
             }
         }
