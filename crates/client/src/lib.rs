@@ -11,6 +11,9 @@ mod jobfile;
 mod keystore;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
-pub use data::{DataError, PullReport, PushReport};
+pub use data::{
+    pull_tree_from, ChunkSource, DataError, Progress, PullReport, PushReport, SourceReport,
+    TransferOptions,
+};
 pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};

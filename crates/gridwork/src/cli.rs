@@ -97,12 +97,17 @@ pub(crate) enum DataCommand {
     Pull {
         /// Content id.
         cid: String,
-        /// Destination directory.
+        /// Destination directory (new or empty, or the one an interrupted pull of the same
+        /// tree was writing).
         #[arg(long)]
         out: PathBuf,
         /// Parallel streams.
         #[arg(long, default_value_t = 8)]
         streams: usize,
+        /// Another node or peer that serves chunks (its base URL); repeatable. Chunks come
+        /// from the node and every peer at once, each checked against its id.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
     },
     /// List a tree: paths, sizes, chunk counts.
     Ls {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
-use gridwork_client::Client;
+use gridwork_client::{pull_tree_from, ChunkSource, Client, Progress, TransferOptions};
 use gridwork_transfer::{
     unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey, EntryKind, WrappedKey,
 };
@@ -79,9 +79,8 @@ pub(crate) async fn push_input(
     node_key: &PublicKey,
 ) -> anyhow::Result<Hash> {
     let (key, _) = data_key_for(cli, path, me)?;
-    let local = local_store(cli)?;
     let report = client
-        .push_tree(path, &key, ChunkParams::default(), &local, 8)
+        .push_tree(path, &key, &TransferOptions::default())
         .await
         .with_context(|| format!("pushing {}", path.display()))?;
     client.share_key(&report.cid, &key, &me.public()).await?;
@@ -112,8 +111,86 @@ pub(crate) async fn pull_granted(
     let key = client.granted_key(cid, me).await?;
     let local = local_store(cli)?;
     Ok(client
-        .pull_tree(cid, &key, ChunkParams::default(), &local, 8, out)
+        .pull_tree(cid, &key, &local, out, &TransferOptions::default())
         .await?)
+}
+
+/// Where a pull into `out` records the tree it is writing, so an interrupted pull may
+/// resume into the non-empty directory it left.
+fn pull_marker(cli: &Cli, out: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let absolute =
+        std::path::absolute(out).with_context(|| format!("resolving {}", out.display()))?;
+    let name = Hash::of(absolute.display().to_string().as_bytes());
+    Ok(home(cli)?.join("data/pulls").join(name.to_string()))
+}
+
+/// A one-line progress display on stderr (bytes, rate, time left) while a transfer runs;
+/// shown only on a terminal and never with `--json`. Dropping it clears the line.
+struct ProgressBar {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProgressBar {
+    fn show(json: bool, label: &'static str, progress: Progress) -> ProgressBar {
+        use std::io::IsTerminal;
+        if json || !std::io::stderr().is_terminal() {
+            return ProgressBar {
+                stop: None,
+                thread: None,
+            };
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(std::time::Duration::from_millis(250))
+            {
+                eprint!(
+                    "\r{}\x1b[K",
+                    progress_line(label, &progress, started.elapsed().as_secs_f64())
+                );
+            }
+            eprint!("\r\x1b[K");
+        });
+        ProgressBar {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ProgressBar {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `push  312.4 MiB / 1.0 GiB  [######----]  283 MB/s  ETA 2 s`
+fn progress_line(label: &str, progress: &Progress, secs: f64) -> String {
+    let (done, total) = (progress.done(), progress.total());
+    let rate = done as f64 / secs.max(1e-3);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if total == 0 {
+        return format!("{label}  {:.1} MiB  {:.0} MB/s", mib(done), rate / 1e6);
+    }
+    let filled = ((done.min(total) as f64 / total as f64) * 20.0) as usize;
+    let eta = if rate > 0.0 {
+        format!("{:.0} s", total.saturating_sub(done) as f64 / rate)
+    } else {
+        "-".into()
+    };
+    format!(
+        "{label}  {:.1} / {:.1} MiB  [{}{}]  {:.0} MB/s  ETA {eta}",
+        mib(done),
+        mib(total),
+        "#".repeat(filled),
+        "-".repeat(20 - filled),
+        rate / 1e6
+    )
 }
 
 pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
@@ -123,15 +200,16 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
         DataCommand::Push { path, streams } => {
             let me = signing_key(cli)?;
             let (key, _) = data_key_for(cli, path, &me)?;
-            let local = local_store(cli)?;
+            let opts = TransferOptions::with_streams(*streams);
             let started = Instant::now();
+            let bar = ProgressBar::show(cli.json, "push", opts.progress.clone());
             let report = runtime()?.block_on(async {
-                let report = client
-                    .push_tree(path, &key, params, &local, *streams)
-                    .await?;
+                let report = client.push_tree(path, &key, &opts).await?;
                 client.share_key(&report.cid, &key, &me.public()).await?;
                 anyhow::Ok(report)
-            })?;
+            });
+            drop(bar);
+            let report = report?;
             let secs = started.elapsed().as_secs_f64();
             emit(cli.json, &report, || {
                 rows(&[
@@ -146,18 +224,29 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                     (
                         "sent",
                         format!(
-                            "{} chunks, {} bytes in {secs:.2} s",
-                            report.chunks_sent, report.bytes_sent
+                            "{} chunks, {} bytes in {secs:.2} s ({:.0} MB/s of tree)",
+                            report.chunks_sent,
+                            report.bytes_sent,
+                            report.bytes as f64 / 1e6 / secs.max(1e-9)
                         ),
                     ),
                 ])
             })
         }
-        DataCommand::Pull { cid, out, streams } => {
+        DataCommand::Pull {
+            cid,
+            out,
+            streams,
+            peers,
+        } => {
             let cid: Hash = cid.parse()?;
             let me = signing_key(cli)?;
             let local = local_store(cli)?;
-            if out.exists()
+            let marker = pull_marker(cli, out)?;
+            let resuming =
+                std::fs::read_to_string(&marker).is_ok_and(|c| c.trim() == cid.to_string());
+            if !resuming
+                && out.exists()
                 && std::fs::read_dir(out)
                     .map(|mut d| d.next().is_some())
                     .unwrap_or(false)
@@ -167,22 +256,44 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                     out.display()
                 );
             }
+            if let Some(dir) = marker.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&marker, cid.to_string())
+                .with_context(|| format!("writing {}", marker.display()))?;
+            let peers: Vec<Client> = peers.iter().map(|p| Client::new(p)).collect();
+            let mut sources: Vec<&dyn ChunkSource> = vec![&client];
+            sources.extend(peers.iter().map(|p| p as &dyn ChunkSource));
+            let opts = TransferOptions::with_streams(*streams);
+            let started = Instant::now();
+            let bar = ProgressBar::show(cli.json, "pull", opts.progress.clone());
             let report = runtime()?.block_on(async {
                 let key = client.granted_key(&cid, &me).await?;
-                anyhow::Ok(
-                    client
-                        .pull_tree(&cid, &key, params, &local, *streams, out)
-                        .await?,
-                )
-            })?;
+                anyhow::Ok(pull_tree_from(&sources, &cid, &key, &local, out, &opts).await?)
+            });
+            drop(bar);
+            let report = report?;
+            let _ = std::fs::remove_file(&marker);
+            let secs = started.elapsed().as_secs_f64();
             emit(cli.json, &report, || {
-                format!(
-                    "{} files into {} ({} chunks, {} bytes fetched)",
+                let mut lines = vec![format!(
+                    "{} files, {} bytes into {} in {secs:.2} s ({} chunks, {} bytes fetched)",
                     report.files,
+                    report.bytes,
                     out.display(),
                     report.chunks_received,
                     report.bytes_received
-                )
+                )];
+                if report.sources.len() > 1 {
+                    for s in &report.sources {
+                        lines.push(format!(
+                            "  {}: {} chunks, {} bytes, {} rejected, {} failed",
+                            s.source, s.chunks, s.bytes, s.rejected, s.failed
+                        ));
+                    }
+                }
+                lines.join("\n")
             })
         }
         DataCommand::Ls { cid } => {

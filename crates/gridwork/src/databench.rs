@@ -6,9 +6,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
-use gridwork_client::Client;
+use gridwork_client::{pull_tree_from, ChunkSource, Client, ClientError, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
-use gridwork_transfer::{ChunkParams, ChunkStore, DataKey};
+use gridwork_transfer::{ChunkParams, ChunkStore, DataKey, VerifiedChunk};
+use gridwork_types::Hash;
 use serde_json::json;
 
 use crate::output::{emit, rows};
@@ -70,6 +71,75 @@ fn rsync_sent(stats: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// A source that fails every request after `left` chunks: a connection cut mid-pull.
+struct CutSource<'a> {
+    inner: &'a Client,
+    left: std::sync::atomic::AtomicI64,
+}
+
+impl ChunkSource for CutSource<'_> {
+    fn label(&self) -> String {
+        format!("{} (cut)", self.inner.base_url())
+    }
+
+    fn fetch_chunk<'a>(
+        &'a self,
+        id: &'a Hash,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>> {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+            return Box::pin(async {
+                Err(ClientError::Unreachable {
+                    url: self.label(),
+                    message: "connection cut".into(),
+                })
+            });
+        }
+        self.inner.fetch_chunk(id)
+    }
+}
+
+/// The number of chunks of tree `cid` (root, manifest, data).
+async fn repush_chunks(
+    client: &Client,
+    cid: &Hash,
+    key: &DataKey,
+    scratch: &Path,
+) -> anyhow::Result<usize> {
+    let store = ChunkStore::open(scratch, None)?;
+    let manifest = client
+        .tree_manifest(cid, key, ChunkParams::default(), &store)
+        .await?;
+    Ok(manifest.chunk_ids().len())
+}
+
+/// Single-core BLAKE3 over one 256 MiB buffer, and the chunk check a pull runs (BLAKE3 of
+/// each 1 MiB chunk against its id), in GB/s.
+fn hashing_rates() -> (f64, f64) {
+    let mut data = vec![0u8; 256 * 1024 * 1024];
+    blake3::Hasher::new()
+        .update(b"hashing bench")
+        .finalize_xof()
+        .fill(&mut data);
+    let t = Instant::now();
+    let whole = blake3::hash(&data);
+    let one = data.len() as f64 / 1e9 / t.elapsed().as_secs_f64();
+    let chunks: Vec<(Hash, Vec<u8>)> = data
+        .chunks(1024 * 1024)
+        .map(|c| (Hash::of(c), c.to_vec()))
+        .collect();
+    drop(data);
+    let t = Instant::now();
+    let mut checked = 0u64;
+    for (id, bytes) in chunks {
+        if let Ok(c) = VerifiedChunk::check(id, bytes) {
+            checked += c.bytes().len() as u64;
+        }
+    }
+    let verify = checked as f64 / 1e9 / t.elapsed().as_secs_f64();
+    std::hint::black_box(whole);
+    (one, verify)
+}
+
 pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -116,34 +186,24 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             std::future::pending(),
         ));
         let client = Client::new(&url);
-        let params = ChunkParams::default();
         let key = DataKey::generate();
-        let push_store = ChunkStore::open(dir.join("push-cache"), None)?;
+        let opts = TransferOptions::with_streams(streams);
         eprintln!("push");
         let t = Instant::now();
-        let push = client
-            .push_tree(&src, &key, params, &push_store, streams)
-            .await?;
+        let push = client.push_tree(&src, &key, &opts).await?;
         let push_s = t.elapsed().as_secs_f64();
 
         eprintln!("pull");
         let pull_store = ChunkStore::open(dir.join("pull-cache"), None)?;
         let t = Instant::now();
         let pull = client
-            .pull_tree(
-                &push.cid,
-                &key,
-                params,
-                &pull_store,
-                streams,
-                &dir.join("pulled"),
-            )
+            .pull_tree(&push.cid, &key, &pull_store, &dir.join("pulled"), &opts)
             .await?;
         let pull_s = t.elapsed().as_secs_f64();
 
         // Change 1% of the files (a few bytes in the middle of each).
         let step = 100usize;
-        let mut changed_bytes = 0u64;
+        let (mut changed_bytes, mut changed_file_bytes) = (0u64, 0u64);
         for path in files.iter().step_by(step) {
             let mut data = std::fs::read(path)?;
             let mid = data.len() / 2;
@@ -151,12 +211,11 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
                 *b ^= 0x5a;
             }
             changed_bytes += 16;
+            changed_file_bytes += data.len() as u64;
             std::fs::write(path, &data)?;
         }
         eprintln!("re-push after changing 1% of the files");
-        let repush = client
-            .push_tree(&src, &key, params, &push_store, streams)
-            .await?;
+        let repush = client.push_tree(&src, &key, &opts).await?;
         let rsync_repush = if rsync {
             let (_, out) = timed(
                 Command::new("rsync")
@@ -169,42 +228,39 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             None
         };
 
-        eprintln!("resume a pull cut at 50%");
-        let manifest = client
-            .tree_manifest(
-                &repush.cid,
-                &key,
-                params,
-                &ChunkStore::open(dir.join("resume-cache"), None)?,
-            )
-            .await?;
+        eprintln!("a pull cut at 50%, then resumed");
         let resume_store = ChunkStore::open(dir.join("resume-cache"), None)?;
-        let ids = manifest.chunk_ids();
-        let half = ids.len() / 2;
-        let mut half_bytes = 0u64;
-        for id in &ids[..half] {
-            if let Some(bytes) = push_store.get(id)? {
-                half_bytes += bytes.len() as u64;
-                resume_store.put(id, &bytes)?;
-            }
-        }
+        let cut = CutSource {
+            inner: &client,
+            left: std::sync::atomic::AtomicI64::new(
+                (repush_chunks(&client, &repush.cid, &key, &dir.join("count-cache")).await? / 2)
+                    as i64,
+            ),
+        };
+        let first = pull_tree_from(
+            &[&cut],
+            &repush.cid,
+            &key,
+            &resume_store,
+            &dir.join("resumed"),
+            &opts,
+        )
+        .await;
+        let before_cut = resume_store.used();
+        anyhow::ensure!(first.is_err(), "the cut pull should have failed");
         let t = Instant::now();
         let resumed = client
             .pull_tree(
                 &repush.cid,
                 &key,
-                params,
                 &resume_store,
-                streams,
                 &dir.join("resumed"),
+                &opts,
             )
             .await?;
         let resume_s = t.elapsed().as_secs_f64();
-        let sealed_total: u64 = ids
-            .iter()
-            .filter_map(|id| push_store.get(id).ok().flatten())
-            .map(|b| b.len() as u64)
-            .sum();
+        let sealed_total = resume_store.used();
+        let hashing = hashing_rates();
         server.abort();
         anyhow::Ok(json!({
             "tree_mib": mib,
@@ -221,9 +277,14 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "changed_files": files.len().div_ceil(step),
             "repush_bytes_sent": repush.bytes_sent,
             "rsync_repush_literal_bytes": rsync_repush,
+            "changed_file_bytes": changed_file_bytes,
             "resume_bytes_received": resumed.bytes_received,
-            "resume_expected_bytes": sealed_total.saturating_sub(half_bytes),
+            "resume_expected_bytes": sealed_total.saturating_sub(before_cut),
+            "resume_fetched_before_cut": before_cut,
             "resume_s": resume_s,
+            "blake3_one_buffer_gb_s": hashing.0,
+            "chunk_verify_gb_s": hashing.1,
+            "hashing_vs_blake3": hashing.1 / hashing.0,
             "streams": streams,
         }))
     })?;
@@ -245,8 +306,9 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ("rsync -a", format!("{} MB/s", f("rsync_copy_mb_s"))),
             ("push", format!("{} MB/s verified goodput ({:.2}x cp), {} bytes sent", f("push_mb_s"), report["push_vs_cp"].as_f64().unwrap_or(0.0), n("bytes_sent"))),
             ("pull", format!("{} MB/s verified goodput ({:.2}x cp)", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
-            ("re-push", format!("{} bytes sent after changing {} bytes in {} files; rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("rsync_repush_literal_bytes"))),
-            ("resume", format!("{} bytes fetched after a cut at 50% (the missing half is {} bytes)", n("resume_bytes_received"), n("resume_expected_bytes"))),
+            ("re-push", format!("{} bytes sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
+            ("resume", format!("{} bytes fetched after a cut at 50% ({} fetched before the cut; the rest is {} bytes)", n("resume_bytes_received"), n("resume_fetched_before_cut"), n("resume_expected_bytes"))),
+            ("hashing", format!("chunk verification {:.2} GB/s, {:.0}% of single-core BLAKE3 over one buffer ({:.2} GB/s)", report["chunk_verify_gb_s"].as_f64().unwrap_or(0.0), 100.0 * report["hashing_vs_blake3"].as_f64().unwrap_or(0.0), report["blake3_one_buffer_gb_s"].as_f64().unwrap_or(0.0))),
         ])
     })
 }

@@ -3,10 +3,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gridwork_client::Client;
+use gridwork_client::{Client, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::{dev_keypair, max_task_cost};
-use gridwork_transfer::{ChunkParams, ChunkStore};
+use gridwork_transfer::ChunkStore;
 use gridwork_types::{
     Amount, Equivalence, Halting, Instructions, OwnerApproval, Payment, Prescription, Program,
     Requirements, TxKind, GRID,
@@ -269,7 +269,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     let dir = base.join("results").join(format!("task-{}", t.index));
                     let key = client.granted_key(&cid, &requester).await?;
                     client
-                        .pull_tree(&cid, &key, ChunkParams::default(), &cache, 4, &dir)
+                        .pull_tree(&cid, &key, &cache, &dir, &TransferOptions::with_streams(4))
                         .await?;
                     std::fs::read_to_string(dir.join("squares.txt")).unwrap_or_default()
                 }

@@ -20,7 +20,8 @@ mod tree;
 
 pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 pub use keys::{unwrap_key, wrap_key, DataKey, WrappedKey};
-pub use store::{ChunkStore, StoreError};
+pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
-    pack, read_manifest, tree_digest, unpack, Entry, EntryKind, PackStats, TreeError, TreeManifest,
+    manifest_chunks, pack, pack_into, read_manifest, tree_digest, unpack, write_tree, ChunkSink,
+    Entry, EntryKind, PackStats, TreeError, TreeManifest, MANIFEST_PARAMS,
 };

@@ -41,6 +41,38 @@ pub enum StoreError {
     },
 }
 
+/// A chunk whose bytes have been checked against its id, so storing it need not hash again.
+#[derive(Debug, Clone)]
+pub struct VerifiedChunk {
+    id: Hash,
+    bytes: Vec<u8>,
+}
+
+impl VerifiedChunk {
+    /// Checks `bytes` against `id`.
+    pub fn check(id: Hash, bytes: Vec<u8>) -> Result<VerifiedChunk, StoreError> {
+        if Hash::of(&bytes) != id {
+            return Err(StoreError::Mismatch { id });
+        }
+        Ok(VerifiedChunk { id, bytes })
+    }
+
+    /// The id.
+    pub fn id(&self) -> &Hash {
+        &self.id
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// A directory of chunks.
 #[derive(Debug, Clone)]
 pub struct ChunkStore {
@@ -125,6 +157,15 @@ impl ChunkStore {
         if Hash::of(bytes) != *id {
             return Err(StoreError::Mismatch { id: *id });
         }
+        self.write(id, bytes)
+    }
+
+    /// Stores a chunk checked on arrival. Storing a chunk twice is a no-op.
+    pub fn put_verified(&self, chunk: &VerifiedChunk) -> Result<(), StoreError> {
+        self.write(&chunk.id, &chunk.bytes)
+    }
+
+    fn write(&self, id: &Hash, bytes: &[u8]) -> Result<(), StoreError> {
         let path = self.path(id);
         let needed = bytes.len() as u64;
         // The lock covers the existence check and the quota reservation only; the write

@@ -177,18 +177,45 @@ fn mode_of(_meta: &std::fs::Metadata) -> u32 {
     0o644
 }
 
+/// Where packing puts sealed chunks: a [`ChunkStore`], or a transport that streams them
+/// out as they are made. Called from several packing threads at once.
+pub trait ChunkSink: Sync {
+    /// Takes a sealed chunk; returns whether it was new to the sink.
+    fn put(&self, id: &Hash, sealed: Vec<u8>) -> Result<bool, TreeError>;
+    /// Takes the tree's root object, which packing hands over last, after every chunk it
+    /// names. A transport keeps it until the rest has arrived, so a tree its receiver names
+    /// is always complete.
+    fn put_root(&self, id: &Hash, root: Vec<u8>) -> Result<bool, TreeError> {
+        self.put(id, root)
+    }
+    /// Packing found `total_bytes` of file data to pack (for progress).
+    fn planned(&self, _total_bytes: u64) {}
+    /// Packing has read `plain_bytes` more bytes of file data (for progress).
+    fn packed(&self, _plain_bytes: u64) {}
+}
+
+impl ChunkSink for ChunkStore {
+    fn put(&self, id: &Hash, sealed: Vec<u8>) -> Result<bool, TreeError> {
+        if self.has(id) {
+            return Ok(false);
+        }
+        ChunkStore::put(self, id, &sealed)?;
+        Ok(true)
+    }
+}
+
 fn put_sealed(
-    store: &ChunkStore,
+    sink: &dyn ChunkSink,
     key: &DataKey,
     plain: &[u8],
     stats: &mut PackStats,
 ) -> Result<Hash, TreeError> {
     let (id, sealed) = seal(key, plain);
     stats.chunks += 1;
-    if !store.has(&id) {
+    let len = sealed.len() as u64;
+    if sink.put(&id, sealed)? {
         stats.new_chunks += 1;
-        stats.new_bytes += sealed.len() as u64;
-        store.put(&id, &sealed)?;
+        stats.new_bytes += len;
     }
     Ok(id)
 }
@@ -295,9 +322,29 @@ pub fn pack(
     params: ChunkParams,
     store: &ChunkStore,
 ) -> Result<(Hash, PackStats), TreeError> {
+    pack_into(root, key, params, store)
+}
+
+/// Chunk sizes for manifests: smaller than data chunks, so an edit to a few files changes
+/// (and re-sends) only the manifest chunks that list them.
+pub const MANIFEST_PARAMS: ChunkParams = ChunkParams {
+    min: 2 * 1024,
+    avg: 8 * 1024,
+    max: 64 * 1024,
+};
+
+/// Packs the tree at `root` into `sink`, file data on every core, the manifest after the
+/// data and the root object last; returns the tree's content id and what was new.
+pub fn pack_into(
+    root: &Path,
+    key: &DataKey,
+    params: ChunkParams,
+    sink: &dyn ChunkSink,
+) -> Result<(Hash, PackStats), TreeError> {
     let mut stats = PackStats::default();
     let (files, mut entries) = scan(root)?;
-    entries.extend(pack_files(&files, key, params, store, &mut stats)?);
+    sink.planned(files.iter().map(|(_, _, meta)| meta.len()).sum());
+    entries.extend(pack_files(&files, key, params, sink, &mut stats)?);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = TreeManifest {
         format: "gridwork-tree-v1".into(),
@@ -305,16 +352,16 @@ pub fn pack(
     };
     let bytes = serde_json::to_vec(&manifest).map_err(|e| TreeError::Malformed(e.to_string()))?;
     let mut root_object = ROOT_TAG.to_vec();
-    for (offset, len) in chunk_ranges(&bytes, params) {
-        let id = put_sealed(store, key, &bytes[offset..offset + len], &mut stats)?;
+    for (offset, len) in chunk_ranges(&bytes, MANIFEST_PARAMS) {
+        let id = put_sealed(sink, key, &bytes[offset..offset + len], &mut stats)?;
         root_object.extend_from_slice(id.as_bytes());
     }
     let root_id = Hash::of(&root_object);
     stats.chunks += 1;
-    if !store.has(&root_id) {
+    let len = root_object.len() as u64;
+    if sink.put_root(&root_id, root_object)? {
         stats.new_chunks += 1;
-        stats.new_bytes += root_object.len() as u64;
-        store.put(&root_id, &root_object)?;
+        stats.new_bytes += len;
     }
     Ok((root_id, stats))
 }
@@ -324,7 +371,7 @@ fn pack_files(
     files: &[(PathBuf, String, std::fs::Metadata)],
     key: &DataKey,
     params: ChunkParams,
-    store: &ChunkStore,
+    sink: &dyn ChunkSink,
     stats: &mut PackStats,
 ) -> Result<Vec<Entry>, TreeError> {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -343,7 +390,7 @@ fn pack_files(
                         let Some((path, rel, meta)) = files.get(i) else {
                             break;
                         };
-                        out.push(pack_file(path, rel, meta, key, params, store, &mut local)?);
+                        out.push(pack_file(path, rel, meta, key, params, sink, &mut local)?);
                     }
                     Ok((out, local))
                 })
@@ -377,13 +424,14 @@ fn pack_file(
     meta: &std::fs::Metadata,
     key: &DataKey,
     params: ChunkParams,
-    store: &ChunkStore,
+    sink: &dyn ChunkSink,
     stats: &mut PackStats,
 ) -> Result<Entry, TreeError> {
     let data = std::fs::read(path).map_err(io(path))?;
     let mut chunks = Vec::new();
     for (offset, len) in chunk_ranges(&data, params) {
-        chunks.push(put_sealed(store, key, &data[offset..offset + len], stats)?);
+        chunks.push(put_sealed(sink, key, &data[offset..offset + len], stats)?);
+        sink.packed(len as u64);
     }
     stats.files += 1;
     stats.bytes += data.len() as u64;
@@ -398,7 +446,7 @@ fn pack_file(
 }
 
 /// The manifest chunk ids listed by a root object.
-fn root_chunks(root: &[u8]) -> Result<Vec<Hash>, TreeError> {
+pub fn manifest_chunks(root: &[u8]) -> Result<Vec<Hash>, TreeError> {
     let ids = root
         .strip_prefix(ROOT_TAG)
         .ok_or_else(|| TreeError::Malformed("missing the tree tag".into()))?;
@@ -420,9 +468,14 @@ pub fn read_manifest(
 ) -> Result<TreeManifest, TreeError> {
     let root = store.get(cid)?.ok_or(TreeError::Missing { id: *cid })?;
     let mut bytes = Vec::new();
-    for id in root_chunks(&root)? {
+    for id in manifest_chunks(&root)? {
         let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
-        bytes.extend(open(key, &id, &sealed, params.max)?);
+        bytes.extend(open(
+            key,
+            &id,
+            &sealed,
+            params.max.max(MANIFEST_PARAMS.max),
+        )?);
     }
     let manifest: TreeManifest =
         serde_json::from_slice(&bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
@@ -462,6 +515,24 @@ pub fn unpack(
     if let Some(id) = missing.into_iter().next() {
         return Err(TreeError::Missing { id });
     }
+    let chunks = manifest.chunk_ids().into_iter().map(|id| {
+        let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
+        Ok(open(key, &id, &sealed, params.max)?)
+    });
+    write_tree(&manifest, dest, chunks)?;
+    Ok(manifest)
+}
+
+/// Writes the tree `manifest` describes into `dest` from its files' plaintext chunks, given
+/// in manifest order ([`TreeManifest::chunk_ids`]). Directories and files come first and
+/// links last, so no file is ever written through a link (a chain of links, each inside the
+/// tree, can still point out of it). A file whose chunks do not add up to its size is refused.
+pub fn write_tree(
+    manifest: &TreeManifest,
+    dest: &Path,
+    mut chunks: impl Iterator<Item = Result<Vec<u8>, TreeError>>,
+) -> Result<(), TreeError> {
+    use std::io::Write;
     std::fs::create_dir_all(dest).map_err(io(dest))?;
     for e in &manifest.entries {
         let path = dest.join(safe(&e.path)?);
@@ -471,35 +542,51 @@ pub fn unpack(
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(io(parent))?;
                 }
-                let mut data = Vec::with_capacity(e.size as usize);
+                let mut file = std::fs::File::create(&path).map_err(io(&path))?;
+                let mut written = 0u64;
                 for id in &e.chunks {
-                    let sealed = store.get(id)?.ok_or(TreeError::Missing { id: *id })?;
-                    data.extend(open(key, id, &sealed, params.max)?);
+                    let plain = chunks.next().ok_or(TreeError::Missing { id: *id })??;
+                    written += plain.len() as u64;
+                    if written > e.size {
+                        break;
+                    }
+                    file.write_all(&plain).map_err(io(&path))?;
                 }
-                std::fs::write(&path, &data).map_err(io(&path))?;
+                if written != e.size {
+                    return Err(TreeError::Malformed(format!(
+                        "`{}` should hold {} bytes, its chunks hold {written}",
+                        e.path, e.size
+                    )));
+                }
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(e.mode & 0o777),
-                    )
-                    .map_err(io(&path))?;
+                    file.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o777))
+                        .map_err(io(&path))?;
                 }
             }
-            EntryKind::Link =>
-            {
-                #[cfg(unix)]
-                if let Some(t) = &e.target {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(io(parent))?;
-                    }
-                    std::os::unix::fs::symlink(t, &path).map_err(io(&path))?;
-                }
-            }
+            EntryKind::Link => {}
         }
     }
-    Ok(manifest)
+    #[cfg(unix)]
+    for e in manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Link)
+    {
+        let path = dest.join(safe(&e.path)?);
+        if let Some(t) = &e.target {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            // A pull resumed into the directory it left may find its own link there.
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+            std::os::unix::fs::symlink(t, &path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

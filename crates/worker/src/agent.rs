@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridwork_api::{JobView, TaskView};
-use gridwork_client::{Client, ClientError, DataError};
-use gridwork_transfer::{tree_digest, ChunkParams, ChunkStore, DataKey, TreeError};
+use gridwork_client::{Client, ClientError, DataError, TransferOptions};
+use gridwork_transfer::{tree_digest, ChunkStore, DataKey, TreeError};
 use gridwork_types::{
     commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, Transaction,
     TxKind,
@@ -127,11 +127,10 @@ struct RunResult {
 
 type TaskRef = (Hash, u32, u32);
 
-/// Chunking of inputs and outputs (the data plane's defaults).
-const PARAMS: ChunkParams = ChunkParams::DEFAULT;
-
-/// Parallel chunk requests per transfer.
-const STREAMS: usize = 4;
+/// Parallel chunk requests per transfer (chunking: the data plane's defaults).
+fn transfer() -> TransferOptions {
+    TransferOptions::with_streams(4)
+}
 
 /// A worker agent for one provider key.
 pub struct Worker {
@@ -508,7 +507,7 @@ impl Worker {
             // closes; until then this fails and the next pass tries again.
             let key = self.client.granted_key(cid, &self.cfg.key).await?;
             self.client
-                .pull_tree(cid, &key, PARAMS, &self.chunks, STREAMS, &inputs)
+                .pull_tree(cid, &key, &self.chunks, &inputs, &transfer())
                 .await?;
         }
         let env = TaskEnv {
@@ -581,10 +580,7 @@ impl Worker {
         let mut context = view.id.as_bytes().to_vec();
         context.extend_from_slice(&r.1.to_le_bytes());
         let key = DataKey::convergent(&context, &digest);
-        let report = self
-            .client
-            .push_tree(outputs, &key, PARAMS, &self.chunks, STREAMS)
-            .await?;
+        let report = self.client.push_tree(outputs, &key, &transfer()).await?;
         let mut recipients = vec![view.requester];
         if let Some(t) = view.tasks.iter().find(|t| t.index == r.1) {
             recipients.extend(t.executor);
@@ -628,7 +624,7 @@ impl Worker {
         }
         let key = self.client.granted_key(theirs, &self.cfg.key).await?;
         self.client
-            .pull_tree(theirs, &key, PARAMS, &self.chunks, STREAMS, &their_dir)
+            .pull_tree(theirs, &key, &self.chunks, &their_dir, &transfer())
             .await?;
         let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
             .map_err(|err| WorkerError::Io {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gridwork_client::{Client, ClientError};
+use gridwork_client::{pull_tree_from, ChunkSource, Client, ClientError, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_types::{Address, Amount, Keypair, SignedTx, Transaction, TxKind, GRID};
@@ -587,26 +587,21 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
             .fill(&mut data);
         std::fs::write(src.join(format!("shards/{i}.bin")), data).unwrap();
     }
-    let params = ChunkParams {
-        min: 8 * 1024,
-        avg: 32 * 1024,
-        max: 128 * 1024,
+    let opts = TransferOptions {
+        params: ChunkParams {
+            min: 8 * 1024,
+            avg: 32 * 1024,
+            max: 128 * 1024,
+        },
+        streams: 4,
+        ..TransferOptions::default()
     };
-    let local = ChunkStore::open(dir.path().join("cache"), None).unwrap();
     let key = DataKey::generate();
 
-    let first = t
-        .client
-        .push_tree(&src, &key, params, &local, 4)
-        .await
-        .unwrap();
+    let first = t.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(first.files, 8);
     assert_eq!(first.chunks_sent, first.chunks);
-    let again = t
-        .client
-        .push_tree(&src, &key, params, &local, 4)
-        .await
-        .unwrap();
+    let again = t.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(
         (again.cid, again.bytes_sent),
         (first.cid, 0),
@@ -615,11 +610,7 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
     let mut data = std::fs::read(src.join("shards/3.bin")).unwrap();
     data[100_000] ^= 0xff;
     std::fs::write(src.join("shards/3.bin"), data).unwrap();
-    let edited = t
-        .client
-        .push_tree(&src, &key, params, &local, 4)
-        .await
-        .unwrap();
+    let edited = t.client.push_tree(&src, &key, &opts).await.unwrap();
     assert!(
         edited.bytes_sent < 300_000,
         "one edit moved {} bytes",
@@ -645,7 +636,7 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
     let out = dir.path().join("copy");
     let pulled = t
         .client
-        .pull_tree(&edited.cid, &bobs_key, params, &bob_store, 4, &out)
+        .pull_tree(&edited.cid, &bobs_key, &bob_store, &out, &opts)
         .await
         .unwrap();
     assert_eq!(pulled.files, 8);
@@ -659,7 +650,7 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
     let out2 = dir.path().join("copy2");
     let again = t
         .client
-        .pull_tree(&edited.cid, &bobs_key, params, &bob_store, 4, &out2)
+        .pull_tree(&edited.cid, &bobs_key, &bob_store, &out2, &opts)
         .await
         .unwrap();
     assert_eq!(again.bytes_received, 0);
@@ -669,10 +660,9 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
         .pull_tree(
             &edited.cid,
             &DataKey::generate(),
-            params,
             &bob_store,
-            4,
             &dir.path().join("x"),
+            &opts,
         )
         .await
         .unwrap_err();
@@ -680,4 +670,229 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
         err.to_string().contains("data key does not open it"),
         "{err}"
     );
+}
+
+/// A source that flips a byte of every chunk it serves (a Byzantine peer).
+struct ForgingSource<'a>(&'a Client);
+
+impl ChunkSource for ForgingSource<'_> {
+    fn label(&self) -> String {
+        "forger".into()
+    }
+
+    fn fetch_chunk<'a>(
+        &'a self,
+        id: &'a gridwork_types::Hash,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>> {
+        Box::pin(async move {
+            let mut bytes = self.0.fetch_chunk(id).await?;
+            if let Some(b) = bytes.as_mut().and_then(|b| b.last_mut()) {
+                *b ^= 1;
+            }
+            Ok(bytes)
+        })
+    }
+}
+
+/// A source that answers correctly but `delay` late.
+struct SlowSource<'a> {
+    inner: &'a Client,
+    delay: Duration,
+}
+
+impl ChunkSource for SlowSource<'_> {
+    fn label(&self) -> String {
+        "slow".into()
+    }
+
+    fn fetch_chunk<'a>(
+        &'a self,
+        id: &'a gridwork_types::Hash,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.delay).await;
+            self.inner.fetch_chunk(id).await
+        })
+    }
+}
+
+/// A source whose connection is cut after `left` chunks.
+struct CutSource<'a> {
+    inner: &'a Client,
+    left: std::sync::atomic::AtomicI64,
+}
+
+impl ChunkSource for CutSource<'_> {
+    fn label(&self) -> String {
+        "cut".into()
+    }
+
+    fn fetch_chunk<'a>(
+        &'a self,
+        id: &'a gridwork_types::Hash,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>> {
+        Box::pin(async move {
+            if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+                return Err(ClientError::Unreachable {
+                    url: "cut".into(),
+                    message: "connection reset".into(),
+                });
+            }
+            self.inner.fetch_chunk(id).await
+        })
+    }
+}
+
+/// A tree of `files` incompressible files of 100 kB pushed to `t` under small chunks; returns
+/// its source dir, id, key and options.
+async fn pushed_tree(
+    t: &TestNode,
+    dir: &std::path::Path,
+    files: u8,
+) -> (
+    std::path::PathBuf,
+    gridwork_types::Hash,
+    gridwork_transfer::DataKey,
+    TransferOptions,
+) {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..files {
+        let mut data = vec![0u8; 100_000];
+        blake3::Hasher::new()
+            .update(&[i, 7])
+            .finalize_xof()
+            .fill(&mut data);
+        std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
+    }
+    let opts = TransferOptions {
+        params: gridwork_transfer::ChunkParams {
+            min: 8 * 1024,
+            avg: 32 * 1024,
+            max: 64 * 1024,
+        },
+        streams: 4,
+        ..TransferOptions::default()
+    };
+    let key = gridwork_transfer::DataKey::generate();
+    let pushed = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(opts.progress.done(), u64::from(files) * 100_000);
+    (src, pushed.cid, key, opts)
+}
+
+fn same_files(a: &std::path::Path, b: &std::path::Path) {
+    let mut names: Vec<_> = std::fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for name in names {
+        assert_eq!(
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+            "{name:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_chunk_is_fetched_from_another_source_and_the_forger_is_not_asked_again() {
+    let t = TestNode::start().await;
+    let empty = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cid, key, opts) = pushed_tree(&t, dir.path(), 6).await;
+    let forger = ForgingSource(&t.client);
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    let sources: [&dyn ChunkSource; 3] = [&forger, &empty.client, &t.client];
+    let report = pull_tree_from(&sources, &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    let (forged, lacking, honest) = (&report.sources[0], &report.sources[1], &report.sources[2]);
+    assert!(forged.rejected >= 1, "{report:?}");
+    assert_eq!(forged.chunks, 0, "nothing forged was accepted");
+    assert!(
+        forged.rejected <= opts.streams as u64,
+        "after its first forgery was caught, the forger was not asked again: {report:?}"
+    );
+    assert_eq!(lacking.chunks, 0);
+    assert_eq!(
+        honest.chunks, report.chunks_received,
+        "every chunk came from the honest node"
+    );
+
+    // With only liars and sources that lack the chunk, the pull fails and names them.
+    let err = pull_tree_from(
+        &[&forger, &empty.client],
+        &cid,
+        &key,
+        &gridwork_transfer::ChunkStore::open(dir.path().join("cache2"), None).unwrap(),
+        &dir.path().join("out2"),
+        &opts,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("forger: sent bytes that do not match the id")
+            && err.contains("does not have it"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_probe_a_pull_takes_most_chunks_from_the_faster_source() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cid, key, opts) = pushed_tree(&t, dir.path(), 12).await;
+    let slow = SlowSource {
+        inner: &t.client,
+        delay: Duration::from_millis(400),
+    };
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    let sources: [&dyn ChunkSource; 2] = [&slow, &t.client];
+    let report = pull_tree_from(&sources, &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    let (slow, fast) = (&report.sources[0], &report.sources[1]);
+    assert!(slow.chunks >= 1, "the slow source was probed: {report:?}");
+    assert!(
+        slow.chunks <= 3 && fast.chunks + slow.chunks == report.chunks_received,
+        "{report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_pull_resumes_without_fetching_finished_chunks_again() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cid, key, opts) = pushed_tree(&t, dir.path(), 8).await;
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    let cut = CutSource {
+        inner: &t.client,
+        left: std::sync::atomic::AtomicI64::new(12),
+    };
+    let err = pull_tree_from(&[&cut], &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    let before = store.used();
+    assert!(before > 0);
+    let resumed = t
+        .client
+        .pull_tree(&cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    assert_eq!(
+        before + resumed.bytes_received,
+        store.used(),
+        "the resumed pull fetched exactly what the cut one had not"
+    );
+    assert!(resumed.chunks_received > 0);
 }

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use gridwork_api::LogStream;
-use gridwork_client::{Client, LogPosition};
+use gridwork_client::{Client, LogPosition, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
-use gridwork_transfer::{ChunkParams, ChunkStore, DataKey};
+use gridwork_transfer::{ChunkStore, DataKey};
 use gridwork_types::{
     Address, Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
     Prescription, Program, Requirements, Transaction, TxKind, GRID,
@@ -159,7 +159,13 @@ async fn result_text(net: &Net, output: &Hash) -> String {
     let cache = ChunkStore::open(dir.path().join("cache"), None).unwrap();
     let out = dir.path().join("out");
     net.client
-        .pull_tree(output, &key, ChunkParams::default(), &cache, 2, &out)
+        .pull_tree(
+            output,
+            &key,
+            &cache,
+            &out,
+            &TransferOptions::with_streams(2),
+        )
         .await
         .unwrap();
     let dir = out;
@@ -406,11 +412,10 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     let src = net.dir.path().join("input");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("scene.txt"), "frame data 42\n").unwrap();
-    let cache = ChunkStore::open(net.dir.path().join("requester-cache"), None).unwrap();
     let key = DataKey::generate();
     let pushed = net
         .client
-        .push_tree(&src, &key, ChunkParams::default(), &cache, 2)
+        .push_tree(&src, &key, &TransferOptions::with_streams(2))
         .await
         .unwrap();
     let node_key = net.client.chain().await.unwrap().node_key;
