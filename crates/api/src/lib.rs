@@ -6,6 +6,8 @@
 //! client signed is exactly what the node verifies.
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod frames;
+
 use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};
 use gridwork_types::{
     Address, Amount, Hardware, Hash, Header, Prescription, PublicKey, SignedTx, TxKind,

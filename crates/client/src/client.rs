@@ -158,15 +158,25 @@ impl Client {
         req: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<(), ClientError> {
+        self.send_bytes(req, url).await.map(|_| ())
+    }
+
+    /// Sends a request and returns the body of a success; a failure becomes the node's error.
+    pub(crate) async fn send_bytes(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Vec<u8>, ClientError> {
         let resp = req
             .timeout(Duration::from_secs(120))
             .send()
             .await
             .map_err(unreachable(url))?;
-        if resp.status().is_success() {
-            return Ok(());
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.bytes().await.map_err(unreachable(url))?.to_vec());
         }
-        let status = resp.status().as_u16();
+        let status = status.as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
         Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => ClientError::Api {
@@ -179,28 +189,6 @@ impl Client {
                 message: format!("HTTP {status}"),
             },
         })
-    }
-
-    /// GETs raw bytes; `None` on 404.
-    pub(crate) async fn get_bytes(&self, url: &str) -> Result<Option<Vec<u8>>, ClientError> {
-        let resp = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .map_err(unreachable(url))?;
-        if resp.status().as_u16() == 404 {
-            return Ok(None);
-        }
-        if !resp.status().is_success() {
-            return Err(ClientError::BadResponse {
-                url: url.to_string(),
-                message: format!("HTTP {}", resp.status()),
-            });
-        }
-        let bytes = resp.bytes().await.map_err(unreachable(url))?;
-        Ok(Some(bytes.to_vec()))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

@@ -13,7 +13,7 @@
 //! the fastest takes most. A chunk that does not match its id is fetched from another source
 //! and the source that sent it is not asked again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
+use gridwork_api::frames::{parse_frames, push_frame, Frame};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks};
 use gridwork_transfer::{
     manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree, ChunkParams,
@@ -124,15 +125,15 @@ impl Progress {
 }
 
 /// Somewhere chunks can be fetched from by id: a node, a peer. What it returns is checked
-/// against the id by the caller; a source may lie.
+/// against the ids by the caller; a source may lie.
 pub trait ChunkSource: Send + Sync {
     /// A name for reports and errors (a URL).
     fn label(&self) -> String;
-    /// The stored bytes of a chunk, `None` if the source does not have it.
-    fn fetch_chunk<'a>(
+    /// One answer per id asked, in order: the stored bytes, missing, or deferred (ask again).
+    fn fetch_chunks<'a>(
         &'a self,
-        id: &'a Hash,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>>;
+        ids: &'a [Hash],
+    ) -> BoxFuture<'a, Result<Vec<Frame>, ClientError>>;
 }
 
 impl ChunkSource for Client {
@@ -140,11 +141,60 @@ impl ChunkSource for Client {
         self.base_url().to_string()
     }
 
-    fn fetch_chunk<'a>(
+    fn fetch_chunks<'a>(
         &'a self,
-        id: &'a Hash,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>> {
-        Box::pin(self.get_chunk(id))
+        ids: &'a [Hash],
+    ) -> BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+        Box::pin(self.get_chunks(ids))
+    }
+}
+
+/// Request sizes that adapt to measured throughput: a request should take between 50 and
+/// 500 ms at the rate it achieved, so a size doubles after a full request that finished
+/// sooner and halves after one that took longer, between 256 KiB and 16 MiB. Small requests
+/// keep a slow link responsive; large ones spread per-request costs on a fast one.
+#[derive(Debug)]
+struct Sizer {
+    target: AtomicU64,
+    /// Running average of chunk sizes, to turn bytes into a number of chunks.
+    avg_chunk: AtomicU64,
+}
+
+impl Sizer {
+    const MIN: u64 = 256 * 1024;
+    const MAX: u64 = 16 * 1024 * 1024;
+
+    fn new(avg_chunk: u64) -> Sizer {
+        Sizer {
+            target: AtomicU64::new(1024 * 1024),
+            avg_chunk: AtomicU64::new(avg_chunk.max(1)),
+        }
+    }
+
+    fn target(&self) -> u64 {
+        self.target.load(Ordering::Relaxed)
+    }
+
+    /// How many chunks the next request should ask for.
+    fn chunks_per_request(&self) -> usize {
+        let n = self.target() / self.avg_chunk.load(Ordering::Relaxed).max(1);
+        (n as usize).clamp(1, gridwork_api::frames::MAX_FETCH_IDS)
+    }
+
+    fn observe(&self, chunks: u64, bytes: u64, seconds: f64) {
+        if chunks > 0 {
+            let avg = self.avg_chunk.load(Ordering::Relaxed);
+            self.avg_chunk
+                .store((avg * 3 + bytes / chunks) / 4 + 1, Ordering::Relaxed);
+        }
+        let target = self.target();
+        if seconds < 0.05 && bytes >= target / 2 {
+            self.target
+                .store((target * 2).min(Sizer::MAX), Ordering::Relaxed);
+        } else if seconds > 0.5 {
+            self.target
+                .store((target / 2).max(Sizer::MIN), Ordering::Relaxed);
+        }
     }
 }
 
@@ -163,6 +213,8 @@ pub struct PushReport {
     pub chunks_sent: u64,
     /// Bytes actually sent.
     pub bytes_sent: u64,
+    /// The request size the transfer settled on (adapted to measured throughput).
+    pub request_bytes: u64,
 }
 
 /// What a pull did.
@@ -180,6 +232,8 @@ pub struct PullReport {
     pub bytes_received: u64,
     /// What each source did.
     pub sources: Vec<SourceReport>,
+    /// The request size the transfer settled on (adapted to measured throughput).
+    pub request_bytes: u64,
 }
 
 /// What one source did during a pull.
@@ -191,10 +245,14 @@ pub struct SourceReport {
     pub chunks: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Requests sent to it.
+    pub requests: u64,
     /// Chunks it sent that did not match their ids (it was not asked again).
     pub rejected: u64,
-    /// Requests that failed (unreachable, refused) or found nothing.
+    /// Requests that failed (unreachable, refused, malformed).
     pub failed: u64,
+    /// Chunks it said it does not have.
+    pub lacked: u64,
 }
 
 /// Runs blocking work (hashing, sealing, file I/O) off the async threads that move bytes.
@@ -218,21 +276,41 @@ impl Client {
         Ok(answer.missing)
     }
 
-    async fn put_chunk(&self, id: &Hash, bytes: Vec<u8>) -> Result<(), ClientError> {
-        let url = format!("{}/v1/chunks/{id}", self.base_url());
+    /// Several chunks in one request: one frame per id, in order.
+    async fn get_chunks(&self, ids: &[Hash]) -> Result<Vec<Frame>, ClientError> {
+        let url = format!("{}/v1/chunks/fetch", self.base_url());
+        let body = self
+            .send_bytes(
+                self.http().post(&url).json(&ChunkIds { ids: ids.to_vec() }),
+                &url,
+            )
+            .await?;
+        let bad = |message: String| ClientError::BadResponse {
+            url: url.clone(),
+            message,
+        };
+        let frames = parse_frames(&body, MAX_SEALED).map_err(|e| bad(e.to_string()))?;
+        if frames.len() != ids.len() || frames.iter().zip(ids).any(|((a, _), b)| a != b) {
+            return Err(bad("the frames do not answer the ids asked".into()));
+        }
+        Ok(frames.into_iter().map(|(_, f)| f).collect())
+    }
+
+    /// Several chunks in one upload.
+    async fn put_chunks(&self, chunks: &[(Hash, Vec<u8>)]) -> Result<(), ClientError> {
+        let url = format!("{}/v1/chunks", self.base_url());
+        let mut body = Vec::with_capacity(chunks.iter().map(|(_, b)| b.len() + 37).sum());
+        for (id, bytes) in chunks {
+            push_frame(&mut body, id, &Frame::Chunk(bytes.clone()));
+        }
         self.send_empty(
             self.http()
-                .put(&url)
+                .post(&url)
                 .header("content-type", "application/octet-stream")
-                .body(bytes),
+                .body(body),
             &url,
         )
         .await
-    }
-
-    async fn get_chunk(&self, id: &Hash) -> Result<Option<Vec<u8>>, ClientError> {
-        let url = format!("{}/v1/chunks/{id}", self.base_url());
-        self.get_bytes(&url).await
     }
 
     /// The key grants of a tree.
@@ -291,6 +369,7 @@ impl Client {
         let packer =
             tokio::task::spawn_blocking(move || pack_into(&path, &key_copy, params, &sink));
 
+        let sizer = Arc::new(Sizer::new(u64::from(opts.params.avg)));
         let permits = Arc::new(tokio::sync::Semaphore::new(streams));
         let mut uploads = tokio::task::JoinSet::new();
         let mut seen = HashSet::new();
@@ -323,10 +402,10 @@ impl Client {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let client = self.clone();
+            let (client, sizer) = (self.clone(), sizer.clone());
             uploads.spawn(async move {
                 let _permit = permit;
-                client.upload_batch(batch).await
+                client.upload_batch(batch, &sizer).await
             });
             while let Some(done) = uploads.try_join_next() {
                 failure = failure.or(tally(done));
@@ -348,7 +427,7 @@ impl Client {
         })??;
         let root_object = root_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((id, bytes)) = root_object {
-            let (c, b) = self.upload_batch(vec![(id, bytes)]).await?;
+            let (c, b) = self.upload_batch(vec![(id, bytes)], &sizer).await?;
             chunks_sent += c;
             bytes_sent += b;
         }
@@ -359,19 +438,42 @@ impl Client {
             chunks: stats.chunks,
             chunks_sent,
             bytes_sent,
+            request_bytes: sizer.target(),
         })
     }
 
-    /// Asks the node which chunks of `batch` it lacks and uploads those, in order; returns the
-    /// chunks and bytes sent.
-    async fn upload_batch(&self, batch: Vec<(Hash, Vec<u8>)>) -> Result<(u64, u64), DataError> {
+    /// Asks the node which chunks of `batch` it lacks and uploads those, in requests sized by
+    /// `sizer`; returns the chunks and bytes sent.
+    async fn upload_batch(
+        &self,
+        batch: Vec<(Hash, Vec<u8>)>,
+        sizer: &Sizer,
+    ) -> Result<(u64, u64), DataError> {
         let ids = batch.iter().map(|(id, _)| *id).collect();
         let missing: HashSet<Hash> = self.missing_chunks(ids).await?.into_iter().collect();
+        let mut pending: Vec<(Hash, Vec<u8>)> = batch
+            .into_iter()
+            .filter(|(id, _)| missing.contains(id))
+            .collect();
         let (mut chunks, mut bytes) = (0, 0);
-        for (id, sealed) in batch.into_iter().filter(|(id, _)| missing.contains(id)) {
-            bytes += sealed.len() as u64;
-            chunks += 1;
-            self.put_chunk(&id, sealed).await?;
+        while !pending.is_empty() {
+            let target = sizer.target();
+            let mut size = 0u64;
+            let take = pending
+                .iter()
+                .take_while(|(_, b)| {
+                    let first = size == 0;
+                    size += b.len() as u64;
+                    first || size <= target
+                })
+                .count();
+            let request: Vec<(Hash, Vec<u8>)> = pending.drain(..take).collect();
+            let n: u64 = request.iter().map(|(_, b)| b.len() as u64).sum();
+            let started = Instant::now();
+            self.put_chunks(&request).await?;
+            sizer.observe(request.len() as u64, n, started.elapsed().as_secs_f64());
+            chunks += request.len() as u64;
+            bytes += n;
         }
         Ok((chunks, bytes))
     }
@@ -400,6 +502,9 @@ impl Client {
         pull_tree_from(&[self], cid, key, local, dest, opts).await
     }
 }
+
+/// The largest sealed chunk a source may answer with (the node's upload limit).
+const MAX_SEALED: usize = 8 * 1024 * 1024;
 
 /// Chunks per upload batch, and bytes: one `missing` round trip covers a batch.
 const BATCH_CHUNKS: usize = 64;
@@ -452,11 +557,13 @@ struct Sources<'a> {
 #[derive(Debug, Default, Clone)]
 struct SourceState {
     in_flight: u64,
+    requests: u64,
     chunks: u64,
     bytes: u64,
     seconds: f64,
     rejected: u64,
     failed: u64,
+    lacked: u64,
 }
 
 impl<'a> Sources<'a> {
@@ -473,8 +580,8 @@ impl<'a> Sources<'a> {
 
     /// The source to ask next, among those not yet `tried` for this chunk and never caught
     /// lying: one not yet measured and idle (the probe), else the one expected to finish
-    /// soonest. Marks the request in flight.
-    fn pick(&self, tried: &[usize]) -> Option<usize> {
+    /// soonest. Marks the request in flight; says whether it is a probe.
+    fn pick(&self, tried: &[usize]) -> Option<(usize, bool)> {
         let mut state = self.state();
         let usable = |i: &usize| !tried.contains(i) && state[*i].rejected == 0;
         let candidates: Vec<usize> = (0..state.len()).filter(usable).collect();
@@ -496,58 +603,85 @@ impl<'a> Sources<'a> {
                     cost(*a).total_cmp(&cost(*b))
                 })
             })?;
+        let probe = rate(&state[chosen]).is_none();
         state[chosen].in_flight += 1;
-        Some(chosen)
+        Some((chosen, probe))
     }
 
-    /// A chunk from whichever source delivers one that matches its id.
-    async fn fetch(&self, id: Hash) -> Result<VerifiedChunk, DataError> {
+    /// The chunks `ids` from whichever sources deliver ones that match their ids.
+    async fn fetch(&self, ids: Vec<Hash>) -> Result<HashMap<Hash, VerifiedChunk>, DataError> {
+        let mut need: Vec<Hash> = ids;
+        need.sort_unstable();
+        need.dedup();
+        let mut got = HashMap::with_capacity(need.len());
         let mut tried = Vec::new();
         let mut said = Vec::new();
-        while let Some(i) = self.pick(&tried) {
-            tried.push(i);
+        while !need.is_empty() {
+            let Some((i, probe)) = self.pick(&tried) else {
+                return Err(DataError::Missing {
+                    id: need[0],
+                    asked: if said.is_empty() {
+                        "no usable source".into()
+                    } else {
+                        said.join("; ")
+                    },
+                });
+            };
+            // A probe asks for one chunk, so an unmeasured slow source costs one chunk's wait.
+            let ask = if probe { &need[..1] } else { &need[..] };
             let started = Instant::now();
-            let answer = self.sources[i].fetch_chunk(&id).await;
+            let answer = self.sources[i].fetch_chunks(ask).await;
             let seconds = started.elapsed().as_secs_f64();
-            let outcome = match answer {
-                Ok(Some(bytes)) => {
-                    let n = bytes.len() as u64;
-                    match blocking(move || Ok(VerifiedChunk::check(id, bytes)?)).await {
-                        Ok(chunk) => Ok((chunk, n)),
-                        Err(_) => Err("sent bytes that do not match the id".to_string()),
-                    }
+            let label = self.sources[i].label();
+            let checked = match answer {
+                Ok(frames) if frames.len() == ask.len() => {
+                    let asked = ask.to_vec();
+                    blocking(move || Ok(check_frames(asked, frames))).await?
                 }
-                Ok(None) => Err("does not have it".to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(_) => Checked::failed("answered other ids than asked"),
+                Err(e) => Checked::failed(&e.to_string()),
             };
             let mut state = self.state();
             let s = &mut state[i];
             s.in_flight -= 1;
-            match outcome {
-                Ok((chunk, n)) => {
-                    s.chunks += 1;
-                    s.bytes += n;
-                    s.seconds += seconds;
-                    return Ok(chunk);
-                }
-                Err(why) => {
-                    if why.starts_with("sent bytes") {
-                        s.rejected += 1;
-                    } else {
-                        s.failed += 1;
-                    }
-                    said.push(format!("{}: {why}", self.sources[i].label()));
-                }
+            s.requests += 1;
+            s.rejected += checked.forged;
+            s.lacked += checked.lacked;
+            s.failed += u64::from(checked.failure.is_some());
+            let bytes: u64 = checked.ok.iter().map(|c| c.bytes().len() as u64).sum();
+            if !checked.ok.is_empty() {
+                s.chunks += checked.ok.len() as u64;
+                s.bytes += bytes;
+                s.seconds += seconds;
             }
+            drop(state);
+            if let Some(f) = &checked.failure {
+                said.push(format!("{label}: {f}"));
+            }
+            if checked.forged > 0 {
+                said.push(format!(
+                    "{label}: sent bytes that do not match the id ({} chunks)",
+                    checked.forged
+                ));
+            }
+            if checked.lacked > 0 {
+                said.push(format!("{label}: does not have {} chunks", checked.lacked));
+            }
+            // A source that only deferred part of the answer may be asked again; one that
+            // failed, lacked or lied is not asked again for these chunks.
+            if checked.failure.is_some()
+                || checked.forged > 0
+                || checked.lacked > 0
+                || checked.ok.is_empty()
+            {
+                tried.push(i);
+            }
+            for c in checked.ok {
+                got.insert(*c.id(), c);
+            }
+            need.retain(|id| !got.contains_key(id));
         }
-        Err(DataError::Missing {
-            id,
-            asked: if said.is_empty() {
-                "no usable source".into()
-            } else {
-                said.join("; ")
-            },
-        })
+        Ok(got)
     }
 
     fn reports(&self) -> Vec<SourceReport> {
@@ -558,11 +692,52 @@ impl<'a> Sources<'a> {
                 source: source.label(),
                 chunks: s.chunks,
                 bytes: s.bytes,
+                requests: s.requests,
                 rejected: s.rejected,
                 failed: s.failed,
+                lacked: s.lacked,
             })
             .collect()
     }
+}
+
+/// What a source's answer held, after checking each chunk against its id.
+struct Checked {
+    ok: Vec<VerifiedChunk>,
+    forged: u64,
+    lacked: u64,
+    failure: Option<String>,
+}
+
+impl Checked {
+    fn failed(why: &str) -> Checked {
+        Checked {
+            ok: Vec::new(),
+            forged: 0,
+            lacked: 0,
+            failure: Some(why.to_string()),
+        }
+    }
+}
+
+fn check_frames(ids: Vec<Hash>, frames: Vec<Frame>) -> Checked {
+    let mut checked = Checked {
+        ok: Vec::new(),
+        forged: 0,
+        lacked: 0,
+        failure: None,
+    };
+    for (id, frame) in ids.into_iter().zip(frames) {
+        match frame {
+            Frame::Chunk(bytes) => match VerifiedChunk::check(id, bytes) {
+                Ok(c) => checked.ok.push(c),
+                Err(_) => checked.forged += 1,
+            },
+            Frame::Missing => checked.lacked += 1,
+            Frame::Deferred => {}
+        }
+    }
+    checked
 }
 
 /// Puts a chunk into `local` unless it is there.
@@ -574,7 +749,8 @@ async fn ensure_local(
     if local.has(&id) {
         return Ok(());
     }
-    let chunk = sources.fetch(id).await?;
+    let mut got = sources.fetch(vec![id]).await?;
+    let chunk = got.remove(&id).ok_or(TreeError::Missing { id })?;
     let store = local.clone();
     blocking(move || Ok(store.put_verified(&chunk)?)).await
 }
@@ -624,34 +800,58 @@ pub async fn pull_tree_from(
         )
     });
     let max = opts.params.max;
-    let mut plaintexts = stream::iter(ids)
-        .map(|id| {
-            let sources = &sources;
+    let sizer = Sizer::new(u64::from(opts.params.avg));
+    let mut remaining = ids.into_iter();
+    let batches = std::iter::from_fn(|| {
+        let batch: Vec<Hash> = remaining
+            .by_ref()
+            .take(sizer.chunks_per_request())
+            .collect();
+        (!batch.is_empty()).then_some(batch)
+    });
+    let mut plaintexts = stream::iter(batches)
+        .map(|batch| {
+            let (sources, sizer) = (&sources, &sizer);
             let (key, store) = (key.clone(), local.clone());
             async move {
-                if store.has(&id) {
-                    return blocking(move || {
-                        let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
-                        Ok(open(&key, &id, &sealed, max).map_err(TreeError::from)?)
-                    })
-                    .await;
+                let wanted: Vec<Hash> = batch.iter().filter(|id| !store.has(id)).copied().collect();
+                let mut fetched = HashMap::new();
+                if !wanted.is_empty() {
+                    let started = Instant::now();
+                    fetched = sources.fetch(wanted).await?;
+                    let bytes = fetched.values().map(|c| c.bytes().len() as u64).sum();
+                    sizer.observe(fetched.len() as u64, bytes, started.elapsed().as_secs_f64());
                 }
-                let chunk = sources.fetch(id).await?;
                 blocking(move || {
-                    store.put_verified(&chunk)?;
-                    Ok(open(&key, &id, chunk.bytes(), max).map_err(TreeError::from)?)
+                    let mut out = Vec::with_capacity(batch.len());
+                    for id in batch {
+                        let plain = match fetched.get(&id) {
+                            Some(chunk) => {
+                                store.put_verified(chunk)?;
+                                open(&key, &id, chunk.bytes(), max)
+                            }
+                            None => {
+                                let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
+                                open(&key, &id, &sealed, max)
+                            }
+                        };
+                        out.push(plain.map_err(TreeError::from)?);
+                    }
+                    Ok(out)
                 })
                 .await
             }
         })
         .buffered(opts.streams.max(1));
     let mut failure = None;
-    while let Some(plain) = plaintexts.next().await {
-        match plain {
-            Ok(plain) => {
-                opts.progress.add(plain.len() as u64);
-                if tx.send(Ok(plain)).await.is_err() {
-                    break; // the writer stopped; its error says why
+    'fetching: while let Some(batch) = plaintexts.next().await {
+        match batch {
+            Ok(batch) => {
+                for plain in batch {
+                    opts.progress.add(plain.len() as u64);
+                    if tx.send(Ok(plain)).await.is_err() {
+                        break 'fetching; // the writer stopped; its error says why
+                    }
                 }
             }
             Err(e) => {
@@ -677,5 +877,29 @@ pub async fn pull_tree_from(
         chunks_received: sources.iter().map(|s| s.chunks).sum(),
         bytes_received: sources.iter().map(|s| s.bytes).sum(),
         sources,
+        request_bytes: sizer.target(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sizer;
+
+    #[test]
+    fn request_sizes_grow_on_quick_full_requests_and_shrink_on_slow_ones() {
+        let sizer = Sizer::new(64 * 1024);
+        assert_eq!(sizer.chunks_per_request(), 16);
+        for _ in 0..10 {
+            sizer.observe(16, sizer.target(), 0.01);
+        }
+        assert_eq!(sizer.target(), Sizer::MAX);
+        // A short tail request does not make the next one larger.
+        sizer.observe(1, 1024, 0.001);
+        assert_eq!(sizer.target(), Sizer::MAX);
+        for _ in 0..10 {
+            sizer.observe(16, sizer.target(), 2.0);
+        }
+        assert_eq!(sizer.target(), Sizer::MIN);
+        assert!(sizer.chunks_per_request() >= 1);
+    }
 }

@@ -6,9 +6,10 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::Context;
+use gridwork_api::frames::Frame;
 use gridwork_client::{pull_tree_from, ChunkSource, Client, ClientError, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
-use gridwork_transfer::{ChunkParams, ChunkStore, DataKey, VerifiedChunk};
+use gridwork_transfer::{ChunkStore, DataKey, VerifiedChunk};
 use gridwork_types::Hash;
 use serde_json::json;
 
@@ -71,7 +72,7 @@ fn rsync_sent(stats: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// A source that fails every request after `left` chunks: a connection cut mid-pull.
+/// A source whose connection is cut once it has delivered `left` bytes.
 struct CutSource<'a> {
     inner: &'a Client,
     left: std::sync::atomic::AtomicI64,
@@ -82,34 +83,30 @@ impl ChunkSource for CutSource<'_> {
         format!("{} (cut)", self.inner.base_url())
     }
 
-    fn fetch_chunk<'a>(
+    fn fetch_chunks<'a>(
         &'a self,
-        id: &'a Hash,
-    ) -> futures_util::future::BoxFuture<'a, Result<Option<Vec<u8>>, ClientError>> {
-        if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
-            return Box::pin(async {
-                Err(ClientError::Unreachable {
+        ids: &'a [Hash],
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            if self.left.load(Ordering::SeqCst) <= 0 {
+                return Err(ClientError::Unreachable {
                     url: self.label(),
                     message: "connection cut".into(),
+                });
+            }
+            let frames = self.inner.fetch_chunks(ids).await?;
+            let bytes: usize = frames
+                .iter()
+                .map(|f| match f {
+                    Frame::Chunk(b) => b.len(),
+                    _ => 0,
                 })
-            });
-        }
-        self.inner.fetch_chunk(id)
+                .sum();
+            self.left.fetch_sub(bytes as i64, Ordering::SeqCst);
+            Ok(frames)
+        })
     }
-}
-
-/// The number of chunks of tree `cid` (root, manifest, data).
-async fn repush_chunks(
-    client: &Client,
-    cid: &Hash,
-    key: &DataKey,
-    scratch: &Path,
-) -> anyhow::Result<usize> {
-    let store = ChunkStore::open(scratch, None)?;
-    let manifest = client
-        .tree_manifest(cid, key, ChunkParams::default(), &store)
-        .await?;
-    Ok(manifest.chunk_ids().len())
 }
 
 /// Single-core BLAKE3 over one 256 MiB buffer, and the chunk check a pull runs (BLAKE3 of
@@ -232,10 +229,8 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         let resume_store = ChunkStore::open(dir.join("resume-cache"), None)?;
         let cut = CutSource {
             inner: &client,
-            left: std::sync::atomic::AtomicI64::new(
-                (repush_chunks(&client, &repush.cid, &key, &dir.join("count-cache")).await? / 2)
-                    as i64,
-            ),
+            // Half the tree's stored bytes (the first pull fetched all of them).
+            left: std::sync::atomic::AtomicI64::new((pull.bytes_received / 2) as i64),
         };
         let first = pull_tree_from(
             &[&cut],

@@ -16,10 +16,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
-    BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants, LogAppended,
+    frames, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants, LogAppended,
     LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx, Submitted,
 };
 use gridwork_protocol::TxError;
+use gridwork_transfer::StoreError as ChunkStoreError;
 use gridwork_types::{Address, Hash, PublicKey, Signature};
 use serde::Deserialize;
 
@@ -94,6 +95,16 @@ impl From<NodeError> for ApiError {
             NodeError::Log(LogError::Full { .. }) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "log_full", e.to_string())
             }
+            NodeError::Chunks(ChunkStoreError::Mismatch { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "chunk_mismatch",
+                e.to_string(),
+            ),
+            NodeError::Chunks(ChunkStoreError::Full { .. }) => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                e.to_string(),
+            ),
             NodeError::Halted { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string())
             }
@@ -215,6 +226,16 @@ pub fn router(node: Node) -> Router {
         .route(
             "/v1/chunks/missing",
             post(missing_chunks).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
+        )
+        .route(
+            "/v1/chunks",
+            post(put_chunks).layer(DefaultBodyLimit::max(
+                frames::MAX_UPLOAD_BYTES + 1024 * 1024,
+            )),
+        )
+        .route(
+            "/v1/chunks/fetch",
+            post(fetch_chunks).layer(DefaultBodyLimit::max(1024 * 1024)),
         )
         .route(
             "/v1/chunks/{id}",
@@ -490,28 +511,128 @@ async fn put_chunk(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    // Hashing and the file write run off the async threads.
-    tokio::task::spawn_blocking(move || node.put_chunk(&id, &body))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
+    blocking(move || node.put_chunk(&id, &body)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
-async fn get_chunk(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_chunk(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    let found = tokio::task::spawn_blocking(move || node.chunk(&id))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-        })??;
-    match found {
-        Some(bytes) => {
-            Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
-        }
-        None => Err(ApiError::not_found(format!("chunk {id}"))),
+    let found = blocking(move || node.chunk(&id)).await?;
+    let Some(bytes) = found else {
+        return Err(ApiError::not_found(format!("chunk {id}")));
+    };
+    let octets = (header::CONTENT_TYPE, "application/octet-stream");
+    let ranges = (header::ACCEPT_RANGES, "bytes");
+    let Some(range) = headers.get(header::RANGE) else {
+        return Ok(([octets, ranges], bytes).into_response());
+    };
+    let total = bytes.len();
+    match byte_range(range.to_str().unwrap_or_default(), total) {
+        Some((start, end)) => Ok((
+            StatusCode::PARTIAL_CONTENT,
+            [
+                octets,
+                ranges,
+                (
+                    header::CONTENT_RANGE,
+                    &format!("bytes {start}-{end}/{total}") as &str,
+                ),
+            ],
+            bytes[start..=end].to_vec(),
+        )
+            .into_response()),
+        None => Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{total}"))],
+        )
+            .into_response()),
     }
+}
+
+/// The inclusive byte range a `Range: bytes=...` header asks of `total` bytes (one range:
+/// `a-b`, `a-`, or the last `-n`), or `None` if it cannot be served.
+fn byte_range(header: &str, total: usize) -> Option<(usize, usize)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    if total == 0 || spec.contains(',') {
+        return None;
+    }
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: usize = n.parse().ok()?;
+            (total.checked_sub(n.min(total))?, total - 1)
+        }
+        (a, "") => (a.parse().ok()?, total - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<usize>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+/// Runs chunk-store work (hashing, file I/O) off the async threads.
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, NodeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// `POST /v1/chunks`: several chunks in one body (frames, see `gridwork_api::frames`).
+async fn put_chunks(
+    State(node): State<Node>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let parsed = frames::parse_frames(&body, MAX_CHUNK_BYTES)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_frames", e.to_string()))?;
+    let stored = blocking(move || {
+        let mut n = 0u64;
+        for (id, frame) in &parsed {
+            if let frames::Frame::Chunk(bytes) = frame {
+                node.put_chunk(id, bytes)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "stored": stored })).into_response())
+}
+
+/// `POST /v1/chunks/fetch {"ids": [...]}`: several chunks in one response (frames).
+async fn fetch_chunks(
+    State(node): State<Node>,
+    body: Result<Json<ChunkIds>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(json_rejection)?;
+    if body.ids.len() > frames::MAX_FETCH_IDS {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_ids",
+            format!("fetch at most {} chunks at once", frames::MAX_FETCH_IDS),
+        ));
+    }
+    let out = blocking(move || {
+        let mut out = Vec::new();
+        for id in &body.ids {
+            let frame = if out.len() >= frames::MAX_RESPONSE_BYTES {
+                frames::Frame::Deferred
+            } else {
+                match node.chunk(id)? {
+                    Some(bytes) => frames::Frame::Chunk(bytes),
+                    None => frames::Frame::Missing,
+                }
+            };
+            frames::push_frame(&mut out, id, &frame);
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
 }
 
 async fn get_grants(
@@ -534,4 +655,22 @@ async fn post_grant(
     let Json(grant) = body.map_err(json_rejection)?;
     node.add_grants(&cid, vec![grant])?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_follow_http_semantics() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Some((0, 99)));
+        assert_eq!(byte_range("bytes=900-", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=-100", 1000), Some((900, 999)));
+        assert_eq!(byte_range("bytes=990-2000", 1000), Some((990, 999)));
+        assert_eq!(byte_range("bytes=1000-", 1000), None);
+        assert_eq!(byte_range("bytes=5-2", 1000), None);
+        assert_eq!(byte_range("bytes=0-1,5-6", 1000), None);
+        assert_eq!(byte_range("items=0-1", 1000), None);
+        assert_eq!(byte_range("bytes=-0", 1000), None);
+    }
 }
