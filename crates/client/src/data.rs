@@ -486,7 +486,7 @@ impl Client {
         params: ChunkParams,
         local: &ChunkStore,
     ) -> Result<TreeManifest, DataError> {
-        fetch_manifest(&Sources::new(&[self]), cid, key, params, local).await
+        fetch_manifest(&Sources::new(&[self], local), cid, key, params, local).await
     }
 
     /// Fetches tree `cid` from the node into `dest`; chunks already in `local` are not
@@ -552,6 +552,9 @@ impl ChunkSink for ChannelSink {
 struct Sources<'a> {
     sources: &'a [&'a dyn ChunkSource],
     state: Mutex<Vec<SourceState>>,
+    /// Where every verified chunk goes as soon as it is checked, so a pull cut off later
+    /// keeps it.
+    local: ChunkStore,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -567,10 +570,11 @@ struct SourceState {
 }
 
 impl<'a> Sources<'a> {
-    fn new(sources: &'a [&'a dyn ChunkSource]) -> Sources<'a> {
+    fn new(sources: &'a [&'a dyn ChunkSource], local: &ChunkStore) -> Sources<'a> {
         Sources {
             sources,
             state: Mutex::new(vec![SourceState::default(); sources.len()]),
+            local: local.clone(),
         }
     }
 
@@ -608,7 +612,8 @@ impl<'a> Sources<'a> {
         Some((chosen, probe))
     }
 
-    /// The chunks `ids` from whichever sources deliver ones that match their ids.
+    /// The chunks `ids` from whichever sources deliver ones that match their ids, each kept
+    /// in the local store as soon as it is checked.
     async fn fetch(&self, ids: Vec<Hash>) -> Result<HashMap<Hash, VerifiedChunk>, DataError> {
         let mut need: Vec<Hash> = ids;
         need.sort_unstable();
@@ -635,8 +640,8 @@ impl<'a> Sources<'a> {
             let label = self.sources[i].label();
             let checked = match answer {
                 Ok(frames) if frames.len() == ask.len() => {
-                    let asked = ask.to_vec();
-                    blocking(move || Ok(check_frames(asked, frames))).await?
+                    let (asked, store) = (ask.to_vec(), self.local.clone());
+                    blocking(move || check_frames(asked, frames, &store)).await?
                 }
                 Ok(_) => Checked::failed("answered other ids than asked"),
                 Err(e) => Checked::failed(&e.to_string()),
@@ -720,7 +725,12 @@ impl Checked {
     }
 }
 
-fn check_frames(ids: Vec<Hash>, frames: Vec<Frame>) -> Checked {
+/// Checks each chunk of an answer against its id and keeps the good ones in `store`.
+fn check_frames(
+    ids: Vec<Hash>,
+    frames: Vec<Frame>,
+    store: &ChunkStore,
+) -> Result<Checked, DataError> {
     let mut checked = Checked {
         ok: Vec::new(),
         forged: 0,
@@ -730,14 +740,17 @@ fn check_frames(ids: Vec<Hash>, frames: Vec<Frame>) -> Checked {
     for (id, frame) in ids.into_iter().zip(frames) {
         match frame {
             Frame::Chunk(bytes) => match VerifiedChunk::check(id, bytes) {
-                Ok(c) => checked.ok.push(c),
+                Ok(c) => {
+                    store.put_verified(&c)?;
+                    checked.ok.push(c);
+                }
                 Err(_) => checked.forged += 1,
             },
             Frame::Missing => checked.lacked += 1,
             Frame::Deferred => {}
         }
     }
-    checked
+    Ok(checked)
 }
 
 /// Puts a chunk into `local` unless it is there.
@@ -749,10 +762,8 @@ async fn ensure_local(
     if local.has(&id) {
         return Ok(());
     }
-    let mut got = sources.fetch(vec![id]).await?;
-    let chunk = got.remove(&id).ok_or(TreeError::Missing { id })?;
-    let store = local.clone();
-    blocking(move || Ok(store.put_verified(&chunk)?)).await
+    sources.fetch(vec![id]).await?;
+    Ok(())
 }
 
 async fn fetch_manifest(
@@ -780,7 +791,7 @@ pub async fn pull_tree_from(
     dest: &Path,
     opts: &TransferOptions,
 ) -> Result<PullReport, DataError> {
-    let sources = Sources::new(sources);
+    let sources = Sources::new(sources, local);
     let manifest = fetch_manifest(&sources, cid, key, opts.params, local).await?;
     let files = manifest
         .entries
@@ -826,10 +837,7 @@ pub async fn pull_tree_from(
                     let mut out = Vec::with_capacity(batch.len());
                     for id in batch {
                         let plain = match fetched.get(&id) {
-                            Some(chunk) => {
-                                store.put_verified(chunk)?;
-                                open(&key, &id, chunk.bytes(), max)
-                            }
+                            Some(chunk) => open(&key, &id, chunk.bytes(), max),
                             None => {
                                 let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
                                 open(&key, &id, &sealed, max)
