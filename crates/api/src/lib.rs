@@ -10,7 +10,7 @@ pub mod frames;
 
 use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};
 use gridwork_types::{
-    Address, Amount, Hardware, Hash, Header, Prescription, PublicKey, SignedTx, TxKind,
+    Address, Amount, Hardware, Hash, Header, PeerAddr, Prescription, PublicKey, SignedTx, TxKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +141,11 @@ pub enum TxKindView {
     },
     /// A worker's heartbeat.
     Heartbeat,
+    /// Publishes where the sender's worker serves chunks peer to peer.
+    AnnouncePeer {
+        /// Endpoint key and addresses.
+        peer: PeerAddr,
+    },
     /// Publish a job.
     SubmitJob {
         /// What to run.
@@ -205,6 +210,7 @@ impl From<&SignedTx> for TxView {
                 owner: owner.map(|o| o.owner_address()),
             },
             TxKind::Heartbeat => TxKindView::Heartbeat,
+            TxKind::AnnouncePeer { peer } => TxKindView::AnnouncePeer { peer: peer.clone() },
             TxKind::SubmitJob {
                 prescription,
                 deposit,
@@ -496,6 +502,9 @@ pub struct ProviderView {
     pub active: u32,
     /// Last heartbeat (block time, ms).
     pub last_heartbeat_ms: u64,
+    /// Where its worker serves chunks peer to peer (`gridwork worker --p2p`).
+    #[serde(default)]
+    pub peer: Option<PeerAddr>,
 }
 
 /// `GET /v1/providers`.

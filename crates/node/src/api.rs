@@ -132,6 +132,7 @@ pub fn tx_error_code(e: &TxError) -> &'static str {
         TxError::StakeTooLow { .. } => "stake_too_low",
         TxError::NotAProvider { .. } => "not_a_provider",
         TxError::BadOwnerApproval { .. } => "bad_owner_approval",
+        TxError::BadPeerAddress { .. } => "bad_peer_address",
         TxError::BadPrescription { .. } => "bad_prescription",
         TxError::DepositTooLow { .. } => "deposit_too_low",
         TxError::UnknownJob { .. } => "unknown_job",

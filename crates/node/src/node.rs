@@ -1028,6 +1028,7 @@ impl Node {
             slashed: p.slashed,
             active: p.active,
             last_heartbeat_ms: p.last_heartbeat_ms,
+            peer: p.peer.clone(),
         })
     }
 

@@ -104,6 +104,12 @@ pub enum TxError {
         /// The worker that registered.
         worker: Address,
     },
+    /// A peer announcement lists an address that is not a usable `ip:port`, or too many.
+    #[error("bad peer address `{address}`: list at most 4 addresses, each `ip:port` with a specific ip and a port other than 0 (the address other workers reach this one at)")]
+    BadPeerAddress {
+        /// The offending address (or the count).
+        address: String,
+    },
     /// A prescription field is wrong.
     #[error("invalid job: {field} {problem}")]
     BadPrescription {

@@ -47,7 +47,8 @@
 use std::collections::HashSet;
 
 use gridwork_types::{
-    commitment, Address, Amount, Encode, Equivalence, Hardware, Hash, Payment, Prescription,
+    commitment, Address, Amount, Encode, Equivalence, Hardware, Hash, Payment, PeerAddr,
+    Prescription,
 };
 use serde::Serialize;
 
@@ -106,6 +107,8 @@ pub struct Provider {
     pub earned: Amount,
     /// Tasks it is executing or checking now.
     pub active: u32,
+    /// Where its worker serves chunks peer to peer, if it does.
+    pub peer: Option<PeerAddr>,
 }
 
 gridwork_types::codec_struct!(Provider {
@@ -119,6 +122,7 @@ gridwork_types::codec_struct!(Provider {
     slashed: Amount,
     earned: Amount,
     active: u32,
+    peer: Option<PeerAddr>,
 });
 
 /// What a provider is doing, derived from its record and the block time.
@@ -448,6 +452,13 @@ impl State {
                     .get(&sender)
                     .ok_or(TxError::NotAProvider { address: sender })?;
             }
+            K::AnnouncePeer { peer } => {
+                self.providers
+                    .get(&sender)
+                    .ok_or(TxError::NotAProvider { address: sender })?;
+                peer.sockets()
+                    .map_err(|address| TxError::BadPeerAddress { address })?;
+            }
             K::SubmitJob {
                 prescription,
                 deposit,
@@ -653,10 +664,18 @@ impl State {
                         slashed: Amount::ZERO,
                         earned: Amount::ZERO,
                         active: 0,
+                        peer: None,
                     },
                 };
                 self.providers.insert(sender, provider);
                 vec![Event::ProviderRegistered { provider: sender }]
+            }
+            K::AnnouncePeer { peer } => {
+                if let Some(mut provider) = self.providers.get(&sender).cloned() {
+                    provider.peer = (!peer.addrs.is_empty()).then(|| peer.clone());
+                    self.providers.insert(sender, provider);
+                }
+                vec![Event::PeerAnnounced { provider: sender }]
             }
             K::Heartbeat => {
                 if let Some(mut provider) = self.providers.get(&sender).cloned() {

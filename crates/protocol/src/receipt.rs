@@ -50,6 +50,11 @@ pub enum Event {
         /// The provider.
         provider: Address,
     },
+    /// A provider published (or withdrew) where its worker serves chunks peer to peer.
+    PeerAnnounced {
+        /// The provider.
+        provider: Address,
+    },
     /// A job was published and its tasks opened for bids.
     JobSubmitted {
         /// Job id.
@@ -219,6 +224,7 @@ gridwork_types::codec_enum!(Event, "event" {
     15 => ProofOfCompute { job: Hash, task: u32, attempt: u32, executor: Address, council: Vec<Address>, output: Hash, seconds: u64, cost: Amount, reward: Amount },
     16 => JobCancelled { job: Hash, refund: Amount },
     17 => Heartbeat { provider: Address },
+    18 => PeerAnnounced { provider: Address },
 });
 
 /// The outcome of one applied transaction.

@@ -181,6 +181,7 @@ pub fn apply_to_sender(
             (None, None)
         }
         TxKind::RegisterProvider { .. }
+        | TxKind::AnnouncePeer { .. }
         | TxKind::Heartbeat
         | TxKind::CancelJob { .. }
         | TxKind::Bid { .. }

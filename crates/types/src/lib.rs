@@ -25,4 +25,4 @@ pub use market::{
     Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription, Program,
     Requirements,
 };
-pub use tx::{commitment, OwnerApproval, SignedTx, Transaction, TxKind, MAX_TX_BYTES};
+pub use tx::{commitment, OwnerApproval, PeerAddr, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

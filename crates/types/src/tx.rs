@@ -102,6 +102,12 @@ pub enum TxKind {
         /// A council member's judgement: the executor's output is equivalent to its own.
         agree: bool,
     },
+    /// Publishes (or, with no addresses, withdraws) where the sender's worker serves chunks
+    /// peer to peer. Only providers.
+    AnnouncePeer {
+        /// The worker's peer endpoint and socket addresses.
+        peer: PeerAddr,
+    },
 }
 
 codec_enum!(TxKind, "transaction kind" {
@@ -116,7 +122,47 @@ codec_enum!(TxKind, "transaction kind" {
     8 => Bid { job: Hash, task: u32, price: Amount },
     9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
     10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, agree: bool },
+    11 => AnnouncePeer { peer: PeerAddr },
 });
+
+/// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,
+/// not its signing key) and the socket addresses it listens on, as `ip:port` text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PeerAddr {
+    /// The endpoint's public key (peers authenticate the connection with it).
+    pub endpoint: PublicKey,
+    /// `ip:port` addresses, at most [`PeerAddr::MAX_ADDRS`].
+    pub addrs: Vec<String>,
+}
+
+crate::codec_struct!(PeerAddr {
+    endpoint: PublicKey,
+    addrs: Vec<String>
+});
+
+impl PeerAddr {
+    /// The most addresses one peer may list.
+    pub const MAX_ADDRS: usize = 4;
+
+    /// The addresses as sockets, or the first that is not a usable `ip:port` (unspecified
+    /// addresses and port 0 are not).
+    pub fn sockets(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        if self.addrs.len() > PeerAddr::MAX_ADDRS {
+            return Err(format!(
+                "{} addresses; at most {}",
+                self.addrs.len(),
+                PeerAddr::MAX_ADDRS
+            ));
+        }
+        self.addrs
+            .iter()
+            .map(|a| match a.parse::<std::net::SocketAddr>() {
+                Ok(s) if !s.ip().is_unspecified() && s.port() != 0 => Ok(s),
+                _ => Err(a.clone()),
+            })
+            .collect()
+    }
+}
 
 /// An owner's consent that a worker key acts for it: the owner's signature over the worker's
 /// address on one chain. An operator with many machines signs one approval per worker key, so

@@ -1000,3 +1000,41 @@ mod random {
         }
     }
 }
+
+#[test]
+fn providers_announce_usable_peer_addresses_and_can_withdraw_them() {
+    let mut m = Market::new();
+    let endpoint = dev_keypair(PROVIDERS + 7).public();
+    let peer = |addrs: &[&str]| TxKind::AnnouncePeer {
+        peer: gridwork_types::PeerAddr {
+            endpoint,
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        },
+    };
+    for bad in [
+        &["0.0.0.0:7000"][..],
+        &["10.0.0.1:0"],
+        &["not an address"],
+        &["10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3", "10.0.0.1:4", "10.0.0.1:5"],
+    ] {
+        let err = m.refused(&provider(1), peer(bad));
+        assert!(matches!(err, TxError::BadPeerAddress { .. }), "{bad:?}: {err}");
+    }
+    let stranger = dev_keypair(PROVIDERS + 2);
+    let err = m.refused(&stranger, peer(&["10.0.0.1:7000"]));
+    assert!(matches!(err, TxError::NotAProvider { .. }), "{err}");
+
+    let tx = m.tx(&provider(1), peer(&["10.0.0.1:7000", "[fd00::1]:7000"]));
+    let events = m.block(vec![tx]);
+    assert!(events.contains(&Event::PeerAnnounced {
+        provider: provider(1).address()
+    }));
+    let record = m.state.provider(&provider(1).address()).unwrap();
+    assert_eq!(
+        record.peer.as_ref().map(|p| (p.endpoint, p.addrs.len())),
+        Some((endpoint, 2))
+    );
+    let tx = m.tx(&provider(1), peer(&[]));
+    m.block(vec![tx]);
+    assert_eq!(m.state.provider(&provider(1).address()).unwrap().peer, None);
+}
