@@ -72,6 +72,9 @@ pub struct TransferOptions {
     pub streams: usize,
     /// Where the transfer counts its bytes, for a progress display.
     pub progress: Progress,
+    /// Push only: also keep the sealed chunks in this store (a worker that serves its
+    /// outputs to peers).
+    pub keep: Option<ChunkStore>,
 }
 
 impl Default for TransferOptions {
@@ -80,6 +83,7 @@ impl Default for TransferOptions {
             params: ChunkParams::DEFAULT,
             streams: 8,
             progress: Progress::default(),
+            keep: None,
         }
     }
 }
@@ -364,6 +368,7 @@ impl Client {
             tx,
             root: root_slot.clone(),
             progress: opts.progress.clone(),
+            keep: opts.keep.clone(),
         };
         let (path, key_copy, params) = (root.to_path_buf(), key.clone(), opts.params);
         let packer =
@@ -524,10 +529,14 @@ struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<(Hash, Vec<u8>)>,
     root: Arc<Mutex<Option<(Hash, Vec<u8>)>>>,
     progress: Progress,
+    keep: Option<ChunkStore>,
 }
 
 impl ChunkSink for ChannelSink {
     fn put(&self, id: &Hash, sealed: Vec<u8>) -> Result<bool, TreeError> {
+        if let Some(store) = &self.keep {
+            store.put(id, &sealed)?;
+        }
         self.tx
             .blocking_send((*id, sealed))
             .map_err(|_| TreeError::Malformed("the upload stopped".into()))?;
@@ -535,6 +544,9 @@ impl ChunkSink for ChannelSink {
     }
 
     fn put_root(&self, id: &Hash, root: Vec<u8>) -> Result<bool, TreeError> {
+        if let Some(store) = &self.keep {
+            store.put(id, &root)?;
+        }
         *self.root.lock().unwrap_or_else(|p| p.into_inner()) = Some((*id, root));
         Ok(true)
     }
@@ -567,6 +579,8 @@ struct SourceState {
     rejected: u64,
     failed: u64,
     lacked: u64,
+    /// Failed requests since the last answer.
+    failing: u64,
 }
 
 impl<'a> Sources<'a> {
@@ -588,7 +602,12 @@ impl<'a> Sources<'a> {
     fn pick(&self, tried: &[usize]) -> Option<(usize, bool)> {
         let mut state = self.state();
         let usable = |i: &usize| !tried.contains(i) && state[*i].rejected == 0;
-        let candidates: Vec<usize> = (0..state.len()).filter(usable).collect();
+        let mut candidates: Vec<usize> = (0..state.len()).filter(usable).collect();
+        // A source whose last request failed (unreachable, timed out) is asked only when no
+        // other is left, so a dead peer costs one timeout, not one per request.
+        if candidates.iter().any(|i| state[*i].failing == 0) {
+            candidates.retain(|i| state[*i].failing == 0);
+        }
         let rate = |s: &SourceState| (s.seconds > 0.0).then(|| s.bytes as f64 / s.seconds);
         let known: Vec<f64> = candidates.iter().filter_map(|i| rate(&state[*i])).collect();
         let best_known = known.iter().copied().fold(0.0, f64::max);
@@ -653,6 +672,11 @@ impl<'a> Sources<'a> {
             s.rejected += checked.forged;
             s.lacked += checked.lacked;
             s.failed += u64::from(checked.failure.is_some());
+            s.failing = if checked.failure.is_some() {
+                s.failing + 1
+            } else {
+                0
+            };
             let bytes: u64 = checked.ok.iter().map(|c| c.bytes().len() as u64).sum();
             if !checked.ok.is_empty() {
                 s.chunks += checked.ok.len() as u64;

@@ -157,6 +157,14 @@ pub(crate) struct WorkerArgs {
     /// the node's event stream and looks at every committed block).
     #[arg(long, default_value_t = 5_000)]
     pub(crate) poll_ms: u64,
+    /// Serve chunks to other workers (and fetch from them) on this UDP address, e.g.
+    /// `0.0.0.0:7702`; the address is published on the ledger. Off unless given.
+    #[arg(long)]
+    pub(crate) p2p_listen: Option<std::net::SocketAddr>,
+    /// The address other workers reach this one at (repeatable; default: the listen
+    /// address when it names a specific ip).
+    #[arg(long)]
+    pub(crate) p2p_announce: Vec<std::net::SocketAddr>,
     /// Address-space limit per task in MiB (default none: GPU runtimes reserve large ranges).
     #[arg(long)]
     pub(crate) max_memory_mib: Option<u64>,

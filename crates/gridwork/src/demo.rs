@@ -13,7 +13,7 @@ use gridwork_types::{
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
-    confine_and_exec, probe, probe_report, Behavior, Confinement, PricingPolicy, Worker,
+    confine_and_exec, probe, probe_report, Behavior, Confinement, P2pConfig, PricingPolicy, Worker,
     WorkerConfig,
 };
 use serde_json::json;
@@ -62,6 +62,10 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             exe: std::env::current_exe().context("locating the gridwork executable")?,
             memory_mib: args.max_memory_mib,
             max_file_mib: Some(args.max_file_mib),
+        }),
+        p2p: args.p2p_listen.map(|listen| P2pConfig {
+            listen,
+            announce: args.p2p_announce.clone(),
         }),
     };
     let worker = Worker::new(&cli.node, cfg)?;
@@ -216,6 +220,11 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 launcher: std::env::current_exe()
                     .ok()
                     .map(|exe| Launcher { exe, memory_mib: None, max_file_mib: Some(1_024) }),
+                // The demo's workers fetch inputs and each other's outputs peer to peer.
+                p2p: Some(P2pConfig {
+                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    announce: vec![],
+                }),
             };
             let w = Worker::new(&url, cfg)?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };

@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridwork_api::{JobView, TaskView};
-use gridwork_client::{Client, ClientError, DataError, TransferOptions};
+use gridwork_client::{
+    pull_tree_from, ChunkSource, Client, ClientError, DataError, TransferOptions,
+};
+use gridwork_p2p::{transport_secret, P2pError, Peer, PeerSource};
 use gridwork_transfer::{tree_digest, ChunkStore, DataKey, TreeError};
 use gridwork_types::{
     commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, Transaction,
@@ -71,6 +74,17 @@ pub struct WorkerConfig {
     /// Confine task programs through `gridwork sandbox-exec` (none: clean environment, work
     /// directory and deadline only).
     pub launcher: Option<sandbox::Launcher>,
+    /// Serve chunks to other workers and fetch from them (none: the node only).
+    pub p2p: Option<P2pConfig>,
+}
+
+/// Where a worker serves chunks peer to peer.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// The UDP address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// The addresses other workers reach this one at (none: the listen address, if specific).
+    pub announce: Vec<std::net::SocketAddr>,
 }
 
 /// Why the worker stopped.
@@ -89,6 +103,9 @@ pub enum WorkerError {
     /// The local chunk cache failed.
     #[error(transparent)]
     Store(#[from] gridwork_transfer::StoreError),
+    /// The peer endpoint did not start.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
     /// The work directory failed.
     #[error("{path}: {source}")]
     Io {
@@ -144,8 +161,13 @@ pub struct Worker {
     nonce: tokio::sync::Mutex<()>,
     /// Rung when a block is committed or a run finishes: the next pass starts at once.
     wake: tokio::sync::Notify,
-    /// Sealed chunks of inputs and outputs (`WORK_DIR/chunks`): what makes fetches resume.
+    /// Sealed chunks of inputs and outputs (`WORK_DIR/chunks`): what makes fetches resume,
+    /// and what the worker serves to peers.
     chunks: ChunkStore,
+    /// The peer endpoint, once [`Worker::register`] bound it.
+    peer: tokio::sync::OnceCell<Peer>,
+    /// Chunks fetched from peers rather than the node.
+    peer_chunks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -174,7 +196,93 @@ impl Worker {
             nonce: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
             chunks,
+            peer: tokio::sync::OnceCell::new(),
+            peer_chunks: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Chunks this worker fetched from other workers rather than the node.
+    pub fn peer_chunks(&self) -> u64 {
+        self.peer_chunks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Binds the peer endpoint (if configured) and announces it on the ledger when the
+    /// provider record does not already say the same.
+    async fn start_peer(&self) -> Result<(), WorkerError> {
+        let Some(p2p) = &self.cfg.p2p else {
+            return Ok(());
+        };
+        let peer = self
+            .peer
+            .get_or_try_init(|| {
+                Peer::bind(
+                    transport_secret(&self.cfg.key),
+                    p2p.listen,
+                    Some(self.chunks.clone()),
+                )
+            })
+            .await?;
+        let announcement = peer.announcement(&p2p.announce);
+        if announcement.addrs.is_empty() {
+            tracing::warn!(listen = %p2p.listen, "listening for peers on an unspecified address with nothing to announce; pass the address other workers reach this one at");
+            return Ok(());
+        }
+        let recorded = self.client.provider(&self.me).await?.and_then(|p| p.peer);
+        if recorded.as_ref() != Some(&announcement) {
+            let h = self
+                .send(TxKind::AnnouncePeer {
+                    peer: announcement.clone(),
+                })
+                .await?;
+            self.client
+                .wait_committed(&h, Duration::from_secs(60))
+                .await?;
+        }
+        tracing::info!(endpoint = %announcement.endpoint, addrs = ?announcement.addrs, "serving chunks to peers");
+        Ok(())
+    }
+
+    /// Sources for a tree the providers `holders` are likely to hold: the node, then each of
+    /// them (not this worker) that serves peer to peer.
+    async fn peer_sources(&self, holders: &[Address]) -> Vec<PeerSource> {
+        let Some(peer) = self.peer.get() else {
+            return Vec::new();
+        };
+        let mut sources = Vec::new();
+        let mut seen = HashSet::new();
+        for who in holders {
+            if *who == self.me || !seen.insert(*who) {
+                continue;
+            }
+            if let Ok(Some(record)) = self.client.provider(who).await {
+                if let Some(source) = record
+                    .peer
+                    .and_then(|p| peer.source(&p, format!("peer {who}")))
+                {
+                    sources.push(source);
+                }
+            }
+        }
+        sources
+    }
+
+    /// Pulls tree `cid` from the node and from `holders` that serve peer to peer.
+    async fn pull(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        holders: &[Address],
+        dest: &std::path::Path,
+    ) -> Result<(), WorkerError> {
+        let peers = self.peer_sources(holders).await;
+        let mut sources: Vec<&dyn ChunkSource> = vec![&self.client];
+        sources.extend(peers.iter().map(|p| p as &dyn ChunkSource));
+        let report = pull_tree_from(&sources, cid, key, &self.chunks, dest, &transfer()).await?;
+        let from_peers: u64 = report.sources.iter().skip(1).map(|s| s.chunks).sum();
+        self.peer_chunks
+            .fetch_add(from_peers, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(%cid, ?report.sources, "pulled");
+        Ok(())
     }
 
     /// The provider's address.
@@ -235,7 +343,7 @@ impl Worker {
             .wait_committed(&h, Duration::from_secs(60))
             .await?;
         tracing::info!(provider = %self.me, "registered");
-        Ok(())
+        self.start_peer().await
     }
 
     /// Registers, then works until `shutdown` turns true and its running and committed tasks
@@ -506,9 +614,13 @@ impl Worker {
             // The node wraps the input keys for the executor and council when the auction
             // closes; until then this fails and the next pass tries again.
             let key = self.client.granted_key(cid, &self.cfg.key).await?;
-            self.client
-                .pull_tree(cid, &key, &self.chunks, &inputs, &transfer())
-                .await?;
+            // Whoever else works on this job has fetched the same inputs.
+            let holders: Vec<Address> = view
+                .tasks
+                .iter()
+                .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
+                .collect();
+            self.pull(cid, &key, &holders, &inputs).await?;
         }
         let env = TaskEnv {
             job: view.id.to_string(),
@@ -623,9 +735,16 @@ impl Worker {
             })?;
         }
         let key = self.client.granted_key(theirs, &self.cfg.key).await?;
-        self.client
-            .pull_tree(theirs, &key, &self.chunks, &their_dir, &transfer())
-            .await?;
+        let executor: Vec<Address> = self
+            .client
+            .job(&r.0)
+            .await?
+            .iter()
+            .flat_map(|job| &job.tasks)
+            .filter(|t| t.index == r.1)
+            .filter_map(|t| t.executor)
+            .collect();
+        self.pull(theirs, &key, &executor, &their_dir).await?;
         let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
             .map_err(|err| WorkerError::Io {
                 path: dir.display().to_string(),

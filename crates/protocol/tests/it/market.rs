@@ -1015,10 +1015,19 @@ fn providers_announce_usable_peer_addresses_and_can_withdraw_them() {
         &["0.0.0.0:7000"][..],
         &["10.0.0.1:0"],
         &["not an address"],
-        &["10.0.0.1:1", "10.0.0.1:2", "10.0.0.1:3", "10.0.0.1:4", "10.0.0.1:5"],
+        &[
+            "10.0.0.1:1",
+            "10.0.0.1:2",
+            "10.0.0.1:3",
+            "10.0.0.1:4",
+            "10.0.0.1:5",
+        ],
     ] {
         let err = m.refused(&provider(1), peer(bad));
-        assert!(matches!(err, TxError::BadPeerAddress { .. }), "{bad:?}: {err}");
+        assert!(
+            matches!(err, TxError::BadPeerAddress { .. }),
+            "{bad:?}: {err}"
+        );
     }
     let stranger = dev_keypair(PROVIDERS + 2);
     let err = m.refused(&stranger, peer(&["10.0.0.1:7000"]));

@@ -11,7 +11,7 @@ use gridwork_types::{
     Address, Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
     Prescription, Program, Requirements, Transaction, TxKind, GRID,
 };
-use gridwork_worker::{Behavior, PricingPolicy, Worker, WorkerConfig};
+use gridwork_worker::{Behavior, P2pConfig, PricingPolicy, Worker, WorkerConfig};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -71,6 +71,10 @@ impl Net {
             heartbeat: Duration::from_secs(20),
             behavior,
             launcher: None,
+            p2p: Some(P2pConfig {
+                listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                announce: vec![],
+            }),
         };
         Worker::new(&self.url, cfg).unwrap()
     }
@@ -402,8 +406,11 @@ async fn a_running_task_streams_its_logs_to_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_grant() {
     let net = Net::start().await;
+    let mut workers = Vec::new();
     for i in 1..=3 {
-        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+        let w = net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest);
+        workers.push(w.clone());
+        net.spawn(w);
     }
     net.wait_providers(3).await;
 
@@ -445,6 +452,22 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     );
     let text = result_text(&net, t.result.as_ref().unwrap()).await;
     assert!(text.starts_with("frame data 42\njitter 1.0000"), "{text}");
+
+    // Every worker announced where it serves chunks; the council member fetched part of the
+    // executor's output from the executor itself, peer to peer.
+    for w in &workers {
+        let record = net.client.provider(&w.address()).await.unwrap().unwrap();
+        let peer = record.peer.expect("a peer address on the ledger");
+        assert!(peer.addrs[0].starts_with("127.0.0.1:"), "{peer:?}");
+    }
+    let council = workers
+        .iter()
+        .find(|w| w.address() == t.council[0])
+        .unwrap();
+    assert!(
+        council.peer_chunks() >= 1,
+        "the council member took chunks from the executor's peer endpoint"
+    );
 
     // The input's key went to the requester, the node, the executor and the council only.
     let mut granted: Vec<Address> = net

@@ -1,0 +1,323 @@
+//! Chunks peer to peer between workers (and anyone else holding a chunk store), over iroh:
+//! QUIC connections authenticated by endpoint keys, dialled at the direct addresses a
+//! provider publishes on the ledger (`AnnouncePeer`). Relays and public discovery are off: a
+//! peer is reachable at the addresses it announced or not at all.
+//!
+//! The protocol (ALPN `gridwork/chunks/1`) is the node's batched fetch over a QUIC stream:
+//! the requester opens a bidirectional stream, writes `count u32 LE || id [32] * count` and
+//! finishes; the server answers with one frame per id (`gridwork_api::frames`: the chunk,
+//! missing, or deferred past 64 MiB) and finishes. Chunks are named by the BLAKE3 of their
+//! bytes, so the requester checks every one ([`PeerSource`] is a
+//! [`gridwork_client::ChunkSource`] and the pull checks what any source returns); a server
+//! never sees plaintext. One connection per peer carries many streams at once.
+//!
+//! Why not iroh-blobs: its provider serves from a store of its own (a second copy of every
+//! chunk, or memory), and its BLAKE3 verified streaming guards multi-gigabyte blobs; our chunks
+//! are at most 4 MiB and already checked whole by their names, served straight from the
+//! worker's chunk store.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use gridwork_api::frames::{self, parse_frames, push_frame, Frame};
+use gridwork_client::{ChunkSource, ClientError};
+use gridwork_transfer::ChunkStore;
+use gridwork_types::{Hash, Keypair, PeerAddr, PublicKey};
+use iroh::endpoint::{presets, Connection};
+use iroh::protocol::{AcceptError, ProtocolHandler, Router};
+use iroh::{Endpoint, EndpointAddr, SecretKey};
+
+/// The protocol's ALPN.
+pub const ALPN: &[u8] = b"gridwork/chunks/1";
+
+/// The largest sealed chunk a peer may answer with.
+const MAX_SEALED: usize = 8 * 1024 * 1024;
+
+/// How long dialling a peer may take before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why the peer endpoint did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum P2pError {
+    /// The listen address was refused.
+    #[error("cannot listen for peers on {addr}: {message}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The transport key of a worker: derived from its signing key, so the worker needs no second
+/// secret, yet never the signing key itself (a TLS handshake signs what a peer chooses).
+pub fn transport_secret(key: &Keypair) -> [u8; 32] {
+    blake3::derive_key("gridwork p2p transport key v1", &key.seed())
+}
+
+/// A peer endpoint: dials other peers and, if it was given a store, serves it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    endpoint: Endpoint,
+    router: Option<Router>,
+}
+
+impl Peer {
+    /// Binds an endpoint at `bind` (relays and discovery off) with the transport key
+    /// `secret`; serves `store` to other peers if given.
+    pub async fn bind(
+        secret: [u8; 32],
+        bind: SocketAddr,
+        store: Option<ChunkStore>,
+    ) -> Result<Peer, P2pError> {
+        let refused = |message: String| P2pError::Bind {
+            addr: bind,
+            message,
+        };
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(SecretKey::from_bytes(&secret))
+            .relay_mode(iroh::RelayMode::Disabled)
+            .clear_address_lookup()
+            .bind_addr(bind)
+            .map_err(|e| refused(e.to_string()))?
+            .bind()
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        let router = store.map(|store| {
+            Router::builder(endpoint.clone())
+                .accept(ALPN, Arc::new(ChunkServer { store }))
+                .spawn()
+        });
+        Ok(Peer { endpoint, router })
+    }
+
+    /// The endpoint key other peers authenticate this one by.
+    pub fn endpoint_key(&self) -> PublicKey {
+        // Both are ed25519 public keys; iroh's is always a valid point.
+        PublicKey::from_bytes(self.endpoint.id().as_bytes()).unwrap_or_else(|_| unreachable_key())
+    }
+
+    /// The sockets it listens on.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.endpoint.bound_sockets()
+    }
+
+    /// What to announce on the ledger: the endpoint key and `addrs` (the addresses other
+    /// workers reach this one at), or the bound sockets when they are specific.
+    pub fn announcement(&self, addrs: &[SocketAddr]) -> PeerAddr {
+        let addrs: Vec<SocketAddr> = if addrs.is_empty() {
+            self.bound()
+                .into_iter()
+                .filter(|a| !a.ip().is_unspecified())
+                .collect()
+        } else {
+            addrs.to_vec()
+        };
+        PeerAddr {
+            endpoint: self.endpoint_key(),
+            addrs: addrs
+                .iter()
+                .take(PeerAddr::MAX_ADDRS)
+                .map(|a| a.to_string())
+                .collect(),
+        }
+    }
+
+    /// A chunk source for the peer at `addr`, named `label` in reports; it dials on first use.
+    pub fn source(&self, addr: &PeerAddr, label: impl Into<String>) -> Option<PeerSource> {
+        let id = iroh::EndpointId::from_bytes(&addr.endpoint.to_bytes()).ok()?;
+        let sockets = addr.sockets().ok()?;
+        let target = sockets
+            .into_iter()
+            .fold(EndpointAddr::new(id), |a, s| a.with_ip_addr(s));
+        Some(PeerSource {
+            endpoint: self.endpoint.clone(),
+            target,
+            label: label.into(),
+            connection: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    /// Stops serving and closes the endpoint.
+    pub async fn shutdown(&self) {
+        if let Some(r) = &self.router {
+            let _ = r.shutdown().await;
+        }
+        self.endpoint.close().await;
+    }
+}
+
+/// Never reached: an iroh endpoint id is a valid ed25519 point. A fixed valid key keeps the
+/// type total without a panic.
+fn unreachable_key() -> PublicKey {
+    Keypair::from_seed([0; 32]).public()
+}
+
+/// Serves a chunk store: one request per stream.
+#[derive(Debug)]
+struct ChunkServer {
+    store: ChunkStore,
+}
+
+impl ProtocolHandler for ChunkServer {
+    async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                let request = match recv.read_to_end(4 + 32 * frames::MAX_FETCH_IDS).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "peer request not read");
+                        return;
+                    }
+                };
+                let Some(ids) = parse_request(&request) else {
+                    tracing::debug!("malformed peer request");
+                    return;
+                };
+                let answer = tokio::task::spawn_blocking(move || answer(&store, &ids)).await;
+                if let Ok(body) = answer {
+                    if send.write_all(&body).await.is_ok() {
+                        let _ = send.finish();
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One frame per id: the chunk (checked against its id by the store), missing, or deferred
+/// past the response limit.
+fn answer(store: &ChunkStore, ids: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for id in ids {
+        let frame = if out.len() >= frames::MAX_RESPONSE_BYTES {
+            Frame::Deferred
+        } else {
+            match store.get(id) {
+                Ok(Some(bytes)) => Frame::Chunk(bytes),
+                _ => Frame::Missing,
+            }
+        };
+        push_frame(&mut out, id, &frame);
+    }
+    out
+}
+
+fn encode_request(ids: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 32 * ids.len());
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+fn parse_request(bytes: &[u8]) -> Option<Vec<Hash>> {
+    let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let ids = bytes.get(4..)?;
+    if count > frames::MAX_FETCH_IDS || ids.len() != count * 32 {
+        return None;
+    }
+    Some(
+        ids.chunks_exact(32)
+            .filter_map(|c| c.try_into().ok().map(Hash))
+            .collect(),
+    )
+}
+
+/// Another peer's chunk store, as a source for pulls.
+#[derive(Debug)]
+pub struct PeerSource {
+    endpoint: Endpoint,
+    target: EndpointAddr,
+    label: String,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+}
+
+impl PeerSource {
+    fn failed(&self, message: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreachable {
+            url: self.label.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// The connection, dialled on first use and again after it closed.
+    async fn connection(&self) -> Result<Connection, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
+            return Ok(c.clone());
+        }
+        let c = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.endpoint.connect(self.target.clone(), ALPN),
+        )
+        .await
+        .map_err(|_| self.failed("no answer within 5 s"))?
+        .map_err(|e| self.failed(e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn fetch(&self, ids: &[Hash]) -> Result<Vec<Frame>, ClientError> {
+        let connection = self.connection().await?;
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| self.failed(e))?;
+        send.write_all(&encode_request(ids))
+            .await
+            .map_err(|e| self.failed(e))?;
+        send.finish().map_err(|e| self.failed(e))?;
+        let limit = frames::MAX_RESPONSE_BYTES + ids.len() * (37 + MAX_SEALED.min(1 << 20));
+        let body = recv.read_to_end(limit).await.map_err(|e| self.failed(e))?;
+        let bad = |message: String| ClientError::BadResponse {
+            url: self.label.clone(),
+            message,
+        };
+        let answer = parse_frames(&body, MAX_SEALED).map_err(|e| bad(e.to_string()))?;
+        if answer.len() != ids.len() || answer.iter().zip(ids).any(|((a, _), b)| a != b) {
+            return Err(bad("the frames do not answer the ids asked".into()));
+        }
+        Ok(answer.into_iter().map(|(_, f)| f).collect())
+    }
+}
+
+impl ChunkSource for PeerSource {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn fetch_chunks<'a>(
+        &'a self,
+        ids: &'a [Hash],
+    ) -> BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+        Box::pin(async move {
+            tokio::time::timeout(REQUEST_TIMEOUT, self.fetch(ids))
+                .await
+                .map_err(|_| self.failed("no answer within 120 s"))?
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_refused() {
+        let ids = vec![Hash([1; 32]), Hash([2; 32])];
+        assert_eq!(parse_request(&encode_request(&ids)), Some(ids.clone()));
+        let mut short = encode_request(&ids);
+        short.pop();
+        assert_eq!(parse_request(&short), None);
+        assert_eq!(parse_request(&[1, 0]), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! Chunks between peers over iroh on loopback: a pull from a peer alone, and a pull that
+//! skips an unreachable peer for the node.
+
+use std::net::SocketAddr;
+
+use gridwork_client::{pull_tree_from, ChunkSource, Client, TransferOptions};
+use gridwork_node::{GenesisSource, Node, NodeConfig};
+use gridwork_p2p::{transport_secret, Peer};
+use gridwork_transfer::{ChunkParams, ChunkStore, DataKey};
+use gridwork_types::{Keypair, PeerAddr};
+
+async fn node(dir: &std::path::Path) -> Client {
+    let config = NodeConfig {
+        data_dir: dir.join("node"),
+        block_interval_ms: 20,
+        ..NodeConfig::default()
+    };
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(gridwork_node::serve(node, listener, std::future::pending()));
+    Client::new(&addr.to_string())
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn opts() -> TransferOptions {
+    TransferOptions {
+        params: ChunkParams {
+            min: 8 * 1024,
+            avg: 32 * 1024,
+            max: 64 * 1024,
+        },
+        streams: 4,
+        ..TransferOptions::default()
+    }
+}
+
+fn same_files(a: &std::path::Path, b: &std::path::Path) {
+    for entry in std::fs::read_dir(a).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert_eq!(
+            std::fs::read(a.join(&name)).unwrap(),
+            std::fs::read(b.join(&name)).unwrap(),
+            "{name:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_pulled_from_a_peer_alone_arrives_whole_and_an_unreachable_peer_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = node(dir.path()).await;
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..5u8 {
+        let mut data = vec![0u8; 150_000];
+        blake3::Hasher::new()
+            .update(&[i])
+            .finalize_xof()
+            .fill(&mut data);
+        std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
+    }
+    let key = DataKey::generate();
+    let pushed = client.push_tree(&src, &key, &opts()).await.unwrap();
+
+    // Worker A holds the tree (it pulled it from the node) and serves its store.
+    let a_store = ChunkStore::open(dir.path().join("a"), None).unwrap();
+    client
+        .pull_tree(
+            &pushed.cid,
+            &key,
+            &a_store,
+            &dir.path().join("a-copy"),
+            &opts(),
+        )
+        .await
+        .unwrap();
+    let a = Peer::bind(
+        transport_secret(&Keypair::from_seed([1; 32])),
+        loopback(),
+        Some(a_store),
+    )
+    .await
+    .unwrap();
+    let announced = a.announcement(&[]);
+    assert_eq!(announced.addrs.len(), 1, "{announced:?}");
+
+    // Worker B fetches from A alone.
+    let b = Peer::bind(
+        transport_secret(&Keypair::from_seed([2; 32])),
+        loopback(),
+        None,
+    )
+    .await
+    .unwrap();
+    let from_a = b.source(&announced, "peer a").unwrap();
+    let b_store = ChunkStore::open(dir.path().join("b"), None).unwrap();
+    let out = dir.path().join("b-copy");
+    let report = pull_tree_from(&[&from_a], &pushed.cid, &key, &b_store, &out, &opts())
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    assert_eq!(report.sources[0].chunks, report.chunks_received);
+    assert!(report.chunks_received as usize >= 5);
+
+    // A peer that answers nothing at its address is given up on; the node delivers.
+    let nobody = PeerAddr {
+        endpoint: Keypair::from_seed([3; 32]).public(),
+        addrs: vec!["127.0.0.1:9".into()],
+    };
+    let gone = b.source(&nobody, "peer gone").unwrap();
+    let c_store = ChunkStore::open(dir.path().join("c"), None).unwrap();
+    let out = dir.path().join("c-copy");
+    let sources: [&dyn ChunkSource; 2] = [&gone, &client];
+    let report = pull_tree_from(&sources, &pushed.cid, &key, &c_store, &out, &opts())
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    assert!(report.sources[0].failed >= 1, "{report:?}");
+    assert_eq!(report.sources[1].chunks, report.chunks_received);
+    a.shutdown().await;
+    b.shutdown().await;
+}
