@@ -484,6 +484,14 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
                     ),
                     ("stake", format!("{} GRID", p.stake_locked)),
                     (
+                        "peer",
+                        p.peer
+                            .as_ref()
+                            .map_or("does not serve chunks".into(), |peer| {
+                                format!("{} at {}", peer.endpoint, peer.addrs.join(", "))
+                            }),
+                    ),
+                    (
                         "reputation",
                         format!(
                             "streak {}, {} validated, {} failed",

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::{JobView, TaskView};
 use gridwork_client::{
-    pull_tree_from, ChunkSource, Client, ClientError, DataError, TransferOptions,
+    pull_tree_from, ChunkSource, Client, ClientError, DataError, SourceReport, TransferOptions,
 };
 use gridwork_p2p::{transport_secret, P2pError, Peer, PeerSource};
 use gridwork_transfer::{tree_digest, ChunkStore, DataKey, TreeError};
@@ -168,6 +168,8 @@ pub struct Worker {
     peer: tokio::sync::OnceCell<Peer>,
     /// Chunks fetched from peers rather than the node.
     peer_chunks: std::sync::atomic::AtomicU64,
+    /// The last 64 pulls: tree and what each source delivered.
+    pulls: Mutex<Vec<(Hash, Vec<SourceReport>)>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -198,12 +200,19 @@ impl Worker {
             chunks,
             peer: tokio::sync::OnceCell::new(),
             peer_chunks: std::sync::atomic::AtomicU64::new(0),
+            pulls: Mutex::new(Vec::new()),
         }))
     }
 
     /// Chunks this worker fetched from other workers rather than the node.
     pub fn peer_chunks(&self) -> u64 {
         self.peer_chunks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What each source delivered in the last pulls (at most 64), oldest first: the node
+    /// first, then peers.
+    pub fn recent_pulls(&self) -> Vec<(Hash, Vec<SourceReport>)> {
+        lock(&self.pulls).clone()
     }
 
     /// Binds the peer endpoint (if configured) and announces it on the ledger when the
@@ -282,6 +291,11 @@ impl Worker {
         self.peer_chunks
             .fetch_add(from_peers, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!(%cid, ?report.sources, "pulled");
+        let mut pulls = lock(&self.pulls);
+        if pulls.len() == 64 {
+            pulls.remove(0);
+        }
+        pulls.push((*cid, report.sources));
         Ok(())
     }
 
@@ -692,7 +706,12 @@ impl Worker {
         let mut context = view.id.as_bytes().to_vec();
         context.extend_from_slice(&r.1.to_le_bytes());
         let key = DataKey::convergent(&context, &digest);
-        let report = self.client.push_tree(outputs, &key, &transfer()).await?;
+        let opts = TransferOptions {
+            // Kept in the chunk store, which is what this worker serves to peers.
+            keep: self.peer.get().map(|_| self.chunks.clone()),
+            ..transfer()
+        };
+        let report = self.client.push_tree(outputs, &key, &opts).await?;
         let mut recipients = vec![view.requester];
         if let Some(t) = view.tasks.iter().find(|t| t.index == r.1) {
             recipients.extend(t.executor);

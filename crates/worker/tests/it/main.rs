@@ -464,10 +464,22 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
         .iter()
         .find(|w| w.address() == t.council[0])
         .unwrap();
+    let executors_output = t
+        .revealed
+        .iter()
+        .find(|(who, _, _)| Some(*who) == t.executor)
+        .map(|(_, output, _)| *output)
+        .unwrap();
+    let pulls = council.recent_pulls();
+    let (_, sources) = pulls
+        .iter()
+        .find(|(cid, _)| *cid == executors_output)
+        .expect("the council member pulled the executor's output");
     assert!(
-        council.peer_chunks() >= 1,
-        "the council member took chunks from the executor's peer endpoint"
+        sources[1].source.contains(&t.executor.unwrap().to_string()) && sources[1].chunks >= 1,
+        "the council member took chunks of the executor's output from the executor: {sources:?}"
     );
+    assert!(council.peer_chunks() >= sources[1].chunks);
 
     // The input's key went to the requester, the node, the executor and the council only.
     let mut granted: Vec<Address> = net
