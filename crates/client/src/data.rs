@@ -186,10 +186,10 @@ impl Sizer {
     }
 
     fn observe(&self, chunks: u64, bytes: u64, seconds: f64) {
-        if chunks > 0 {
+        if let Some(per_chunk) = bytes.checked_div(chunks) {
             let avg = self.avg_chunk.load(Ordering::Relaxed);
             self.avg_chunk
-                .store((avg * 3 + bytes / chunks) / 4 + 1, Ordering::Relaxed);
+                .store((avg * 3 + per_chunk) / 4 + 1, Ordering::Relaxed);
         }
         let target = self.target();
         if seconds < 0.05 && bytes >= target / 2 {
@@ -525,9 +525,12 @@ fn joined<T>(r: Result<Result<T, DataError>, tokio::task::JoinError>) -> Result<
 }
 
 /// Hands sealed chunks from the packing threads to the uploader; keeps the root for last.
+/// A sealed chunk and its id.
+type Sealed = (Hash, Vec<u8>);
+
 struct ChannelSink {
-    tx: tokio::sync::mpsc::Sender<(Hash, Vec<u8>)>,
-    root: Arc<Mutex<Option<(Hash, Vec<u8>)>>>,
+    tx: tokio::sync::mpsc::Sender<Sealed>,
+    root: Arc<Mutex<Option<Sealed>>>,
     progress: Progress,
     keep: Option<ChunkStore>,
 }
