@@ -655,7 +655,12 @@ impl<'a> Sources<'a> {
                 });
             };
             // A probe asks for one chunk, so an unmeasured slow source costs one chunk's wait.
-            let ask = if probe { &need[..1] } else { &need[..] };
+            let most = if probe {
+                1
+            } else {
+                gridwork_api::frames::MAX_FETCH_IDS
+            };
+            let ask = &need[..need.len().min(most)];
             let started = Instant::now();
             let answer = self.sources[i].fetch_chunks(ask).await;
             let seconds = started.elapsed().as_secs_f64();
@@ -802,8 +807,11 @@ async fn fetch_manifest(
 ) -> Result<TreeManifest, DataError> {
     ensure_local(sources, *cid, local).await?;
     let root = local.get(cid)?.ok_or(TreeError::Missing { id: *cid })?;
-    for id in manifest_chunks(&root)? {
-        ensure_local(sources, id, local).await?;
+    let listed = manifest_chunks(&root)?;
+    let missing = local.missing(listed.iter());
+    // A large tree's manifest is thousands of small chunks: a request per thousand.
+    for group in missing.chunks(1024) {
+        sources.fetch(group.to_vec()).await?;
     }
     Ok(read_manifest(cid, key, params, local)?)
 }

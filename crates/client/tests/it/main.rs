@@ -905,3 +905,45 @@ async fn an_interrupted_pull_resumes_without_fetching_finished_chunks_again() {
     );
     assert!(resumed.chunks_received > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_files_move_in_few_requests() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for i in 0..600u32 {
+        let sub = src.join(format!("d{}", i % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i:04}.txt")),
+            format!("line {i}\n").repeat(1 + (i % 50) as usize),
+        )
+        .unwrap();
+    }
+    let key = gridwork_transfer::DataKey::generate();
+    let opts = TransferOptions::with_streams(4);
+    let pushed = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(pushed.files, 600);
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    let pulled = t
+        .client
+        .pull_tree(&pushed.cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    for i in [0u32, 1, 77, 599] {
+        let rel = format!("d{}/f{i:04}.txt", i % 7);
+        assert_eq!(
+            std::fs::read(src.join(&rel)).unwrap(),
+            std::fs::read(out.join(&rel)).unwrap()
+        );
+    }
+    let node = &pulled.sources[0];
+    assert!(pulled.chunks_received > 600, "{pulled:?}");
+    assert!(
+        node.requests * 10 < pulled.chunks_received,
+        "{} requests for {} chunks",
+        node.requests,
+        pulled.chunks_received
+    );
+}
