@@ -40,15 +40,52 @@ pub struct FrameError {
 
 /// Appends a frame to `out`.
 pub fn push_frame(out: &mut Vec<u8>, id: &Hash, frame: &Frame) {
+    match frame {
+        Frame::Chunk(b) => push_chunk(out, id, b),
+        Frame::Missing => push_raw(out, id, 0, &[]),
+        Frame::Deferred => push_raw(out, id, 2, &[]),
+    }
+}
+
+/// Appends a frame carrying `bytes` (no copy into a [`Frame`] first).
+pub fn push_chunk(out: &mut Vec<u8>, id: &Hash, bytes: &[u8]) {
+    push_raw(out, id, 1, bytes);
+}
+
+fn push_raw(out: &mut Vec<u8>, id: &Hash, status: u8, bytes: &[u8]) {
     out.extend_from_slice(id.as_bytes());
-    let (status, bytes): (u8, &[u8]) = match frame {
-        Frame::Chunk(b) => (1, b),
-        Frame::Missing => (0, &[]),
-        Frame::Deferred => (2, &[]),
-    };
     out.push(status);
     out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(bytes);
+}
+
+/// The answer to a fetch of `ids`: one frame per id from `get` (the stored bytes or `None`),
+/// chunks past [`MAX_RESPONSE_BYTES`] deferred. What the node and a peer both serve.
+pub fn answer_fetch<E>(
+    ids: &[Hash],
+    mut get: impl FnMut(&Hash) -> Result<Option<Vec<u8>>, E>,
+) -> Result<Vec<u8>, E> {
+    let mut out = Vec::new();
+    for id in ids {
+        if out.len() >= MAX_RESPONSE_BYTES {
+            push_frame(&mut out, id, &Frame::Deferred);
+            continue;
+        }
+        match get(id)? {
+            Some(bytes) => push_chunk(&mut out, id, &bytes),
+            None => push_frame(&mut out, id, &Frame::Missing),
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the answer to a fetch of `ids`: one frame per id, in the order asked, or why not.
+pub fn read_answer(body: &[u8], ids: &[Hash], max_chunk: usize) -> Result<Vec<Frame>, String> {
+    let frames = parse_frames(body, max_chunk).map_err(|e| e.to_string())?;
+    if frames.len() != ids.len() || frames.iter().zip(ids).any(|((a, _), b)| a != b) {
+        return Err("the frames do not answer the ids asked".into());
+    }
+    Ok(frames.into_iter().map(|(_, f)| f).collect())
 }
 
 /// Splits a body into its frames; each chunk is at most `max_chunk` bytes.

@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use gridwork_api::frames::{parse_frames, push_frame, Frame};
+use gridwork_api::frames::{push_chunk, read_answer, Frame};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks};
 use gridwork_transfer::{
     manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree, ChunkParams,
@@ -289,15 +289,8 @@ impl Client {
                 &url,
             )
             .await?;
-        let bad = |message: String| ClientError::BadResponse {
-            url: url.clone(),
-            message,
-        };
-        let frames = parse_frames(&body, MAX_SEALED).map_err(|e| bad(e.to_string()))?;
-        if frames.len() != ids.len() || frames.iter().zip(ids).any(|((a, _), b)| a != b) {
-            return Err(bad("the frames do not answer the ids asked".into()));
-        }
-        Ok(frames.into_iter().map(|(_, f)| f).collect())
+        read_answer(&body, ids, MAX_SEALED)
+            .map_err(|message| ClientError::BadResponse { url, message })
     }
 
     /// Several chunks in one upload.
@@ -305,7 +298,7 @@ impl Client {
         let url = format!("{}/v1/chunks", self.base_url());
         let mut body = Vec::with_capacity(chunks.iter().map(|(_, b)| b.len() + 37).sum());
         for (id, bytes) in chunks {
-            push_frame(&mut body, id, &Frame::Chunk(bytes.clone()));
+            push_chunk(&mut body, id, bytes);
         }
         self.send_empty(
             self.http()

@@ -617,22 +617,7 @@ async fn fetch_chunks(
             format!("fetch at most {} chunks at once", frames::MAX_FETCH_IDS),
         ));
     }
-    let out = blocking(move || {
-        let mut out = Vec::new();
-        for id in &body.ids {
-            let frame = if out.len() >= frames::MAX_RESPONSE_BYTES {
-                frames::Frame::Deferred
-            } else {
-                match node.chunk(id)? {
-                    Some(bytes) => frames::Frame::Chunk(bytes),
-                    None => frames::Frame::Missing,
-                }
-            };
-            frames::push_frame(&mut out, id, &frame);
-        }
-        Ok(out)
-    })
-    .await?;
+    let out = blocking(move || frames::answer_fetch(&body.ids, |id| node.chunk(id))).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
 }
 

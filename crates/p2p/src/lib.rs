@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use gridwork_api::frames::{self, parse_frames, push_frame, Frame};
+use gridwork_api::frames::{self, Frame};
 use gridwork_client::{ChunkSource, ClientError};
 use gridwork_transfer::ChunkStore;
 use gridwork_types::{Hash, Keypair, PeerAddr, PublicKey};
@@ -195,22 +195,13 @@ impl ProtocolHandler for ChunkServer {
     }
 }
 
-/// One frame per id: the chunk (checked against its id by the store), missing, or deferred
-/// past the response limit.
+/// One frame per id: the chunk (checked against its id by the store), missing (a damaged
+/// chunk counts as missing), or deferred past the response limit.
 fn answer(store: &ChunkStore, ids: &[Hash]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for id in ids {
-        let frame = if out.len() >= frames::MAX_RESPONSE_BYTES {
-            Frame::Deferred
-        } else {
-            match store.get(id) {
-                Ok(Some(bytes)) => Frame::Chunk(bytes),
-                _ => Frame::Missing,
-            }
-        };
-        push_frame(&mut out, id, &frame);
-    }
-    out
+    frames::answer_fetch(ids, |id| {
+        Ok::<_, std::convert::Infallible>(store.get(id).ok().flatten())
+    })
+    .unwrap_or_default()
 }
 
 fn encode_request(ids: &[Hash]) -> Vec<u8> {
@@ -278,15 +269,10 @@ impl PeerSource {
         send.finish().map_err(|e| self.failed(e))?;
         let limit = frames::MAX_RESPONSE_BYTES + ids.len() * (37 + MAX_SEALED.min(1 << 20));
         let body = recv.read_to_end(limit).await.map_err(|e| self.failed(e))?;
-        let bad = |message: String| ClientError::BadResponse {
+        frames::read_answer(&body, ids, MAX_SEALED).map_err(|message| ClientError::BadResponse {
             url: self.label.clone(),
             message,
-        };
-        let answer = parse_frames(&body, MAX_SEALED).map_err(|e| bad(e.to_string()))?;
-        if answer.len() != ids.len() || answer.iter().zip(ids).any(|((a, _), b)| a != b) {
-            return Err(bad("the frames do not answer the ids asked".into()));
-        }
-        Ok(answer.into_iter().map(|(_, f)| f).collect())
+        })
     }
 }
 
