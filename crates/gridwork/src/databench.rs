@@ -137,6 +137,12 @@ fn hashing_rates() -> (f64, f64) {
     (one, verify)
 }
 
+/// Writes dirty pages out before a timed phase, so no phase pays for an earlier one's
+/// writeback (without it, rates on this machine swung by 3x with the order of phases).
+fn settle() {
+    let _ = Command::new("sync").status();
+}
+
 pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
@@ -147,6 +153,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
     let bytes = mib * 1024 * 1024;
     let mb = bytes as f64 / 1e6;
 
+    settle();
     let (cp_s, _) = timed(
         Command::new("cp")
             .arg("-r")
@@ -155,6 +162,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
     )?;
     let rsync = Command::new("rsync").arg("--version").output().is_ok();
     let rsync_s = if rsync {
+        settle();
         Some(
             timed(
                 Command::new("rsync")
@@ -186,12 +194,14 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         let key = DataKey::generate();
         let opts = TransferOptions::with_streams(streams);
         eprintln!("push");
+        settle();
         let t = Instant::now();
         let push = client.push_tree(&src, &key, &opts).await?;
         let push_s = t.elapsed().as_secs_f64();
 
         eprintln!("pull");
         let pull_store = ChunkStore::open(dir.join("pull-cache"), None)?;
+        settle();
         let t = Instant::now();
         let pull = client
             .pull_tree(&push.cid, &key, &pull_store, &dir.join("pulled"), &opts)

@@ -36,6 +36,41 @@ fn make_tree(dir: &Path) {
     std::os::unix::fs::symlink("deep/weights.bin", dir.join("frames/latest")).unwrap();
 }
 
+/// Flips one byte of `bytes` where they lie in the store's pack files.
+fn damage_on_disk(store_dir: &Path, bytes: &[u8]) {
+    for entry in std::fs::read_dir(store_dir.join("packs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pack") {
+            let mut data = std::fs::read(&path).unwrap();
+            if let Some(at) = data.windows(bytes.len()).position(|w| w == bytes) {
+                data[at + bytes.len() / 2] ^= 0x20;
+                std::fs::write(&path, data).unwrap();
+                return;
+            }
+        }
+    }
+    panic!("the chunk's bytes are in no pack");
+}
+
+/// Sizes of the store's pack files, in bytes.
+fn pack_bytes(store_dir: &Path) -> u64 {
+    std::fs::read_dir(store_dir.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+        .map(|p| p.metadata().unwrap().len())
+        .sum()
+}
+
+fn chunk(i: u32, len: usize) -> (Hash, Vec<u8>) {
+    let mut bytes = vec![0; len];
+    blake3::Hasher::new()
+        .update(&i.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut bytes);
+    (Hash::of(&bytes), bytes)
+}
+
 fn same_tree(a: &Path, b: &Path) {
     for entry in std::fs::read_dir(a).unwrap() {
         let entry = entry.unwrap();
@@ -128,8 +163,8 @@ fn a_forged_chunk_is_detected() {
     let (cid, _) = pack(&dir.path().join("src"), &key, P, &store).unwrap();
     let manifest = read_manifest(&cid, &key, P, &store).unwrap();
     let victim = manifest.chunk_ids()[0];
-    let hex = victim.to_string();
-    std::fs::write(store_dir.join(&hex[..2]).join(&hex), b"forged").unwrap();
+    let bytes = store.get(&victim).unwrap().unwrap();
+    damage_on_disk(&store_dir, &bytes);
     assert!(matches!(
         store.get(&victim),
         Err(StoreError::Mismatch { .. })
@@ -250,4 +285,153 @@ fn equal_trees_under_a_convergent_key_get_equal_ids_and_any_change_another() {
     )
     .unwrap();
     assert_ne!(tree_digest(&b).unwrap(), digest);
+}
+
+#[test]
+fn a_reopened_store_keeps_every_chunk_and_cuts_a_torn_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    let chunks: Vec<_> = (0..50).map(|i| chunk(i, 1000 + i as usize * 37)).collect();
+    for (id, bytes) in &chunks {
+        store.put(id, bytes).unwrap();
+    }
+    let used = store.used();
+    drop(store);
+    // A crash mid-write: half a record at the end of the pack.
+    let pack = store_dir.join("packs/00000000.pack");
+    let whole = pack.metadata().unwrap().len();
+    let (torn_id, torn) = chunk(99, 5000);
+    let mut tail = torn_id.as_bytes().to_vec();
+    tail.extend_from_slice(&5000u32.to_le_bytes());
+    tail.extend_from_slice(&torn[..2000]);
+    let mut data = std::fs::read(&pack).unwrap();
+    data.extend_from_slice(&tail);
+    std::fs::write(&pack, data).unwrap();
+
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.used(), used);
+    assert_eq!(store.len(), chunks.len());
+    assert!(!store.has(&torn_id), "a torn record is not a chunk");
+    assert_eq!(
+        pack.metadata().unwrap().len(),
+        whole,
+        "the torn tail is cut"
+    );
+    for (id, bytes) in &chunks {
+        assert_eq!(store.get(id).unwrap().as_deref(), Some(&bytes[..]));
+    }
+    // The next put goes where the torn record was and survives another reopen.
+    store.put(&torn_id, &torn).unwrap();
+    drop(store);
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.get(&torn_id).unwrap(), Some(torn));
+}
+
+#[test]
+fn a_lost_index_is_rebuilt_from_the_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    let chunks: Vec<_> = (0..20).map(|i| chunk(i, 3000)).collect();
+    for (id, bytes) in &chunks {
+        store.put(id, bytes).unwrap();
+    }
+    drop(store);
+    // Written but never indexed (a crash between the two), and half an index entry.
+    let index = store_dir.join("packs/00000000.idx");
+    let entries = std::fs::read(&index).unwrap();
+    std::fs::write(&index, &entries[..44 * 5 + 20]).unwrap();
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.len(), chunks.len());
+    for (id, bytes) in &chunks {
+        assert_eq!(store.get(id).unwrap().as_deref(), Some(&bytes[..]));
+    }
+    assert_eq!(std::fs::read(&index).unwrap().len(), 44 * chunks.len());
+}
+
+#[test]
+fn garbage_collection_returns_the_space_of_dropped_chunks_to_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    let chunks: Vec<_> = (0..40).map(|i| chunk(i, 10_000)).collect();
+    for (id, bytes) in &chunks {
+        store.put(id, bytes).unwrap();
+    }
+    assert_eq!(pack_bytes(&store_dir), 40 * (36 + 10_000));
+    let keep: HashSet<Hash> = chunks.iter().step_by(4).map(|(id, _)| *id).collect();
+    assert_eq!(store.gc(&keep).unwrap(), 30 * 10_000);
+    assert_eq!(store.used(), 10 * 10_000);
+    assert_eq!(
+        pack_bytes(&store_dir),
+        10 * (36 + 10_000),
+        "dead records are gone"
+    );
+    for (i, (id, bytes)) in chunks.iter().enumerate() {
+        let got = store.get(id).unwrap();
+        assert_eq!(got.is_some(), i % 4 == 0, "chunk {i}");
+        if let Some(got) = got {
+            assert_eq!(&got, bytes);
+        }
+    }
+    // Puts after a collection and a reopen see the same store.
+    store.put(&chunks[1].0, &chunks[1].1).unwrap();
+    drop(store);
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.len(), 11);
+    assert_eq!(store.used(), 11 * 10_000);
+    assert_eq!(
+        store.get(&chunks[1].0).unwrap().as_ref(),
+        Some(&chunks[1].1)
+    );
+    // Dropping everything leaves no pack bytes.
+    store.gc(&HashSet::new()).unwrap();
+    assert_eq!(pack_bytes(&store_dir), 0);
+    assert!(store.is_empty());
+}
+
+#[test]
+fn puts_from_many_threads_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    let chunks: Vec<_> = (0..400).map(|i| chunk(i % 300, 2000)).collect();
+    std::thread::scope(|s| {
+        for part in chunks.chunks(50) {
+            let store = store.clone();
+            s.spawn(move || {
+                for (id, bytes) in part {
+                    store.put(id, bytes).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(store.len(), 300, "each chunk stored once");
+    drop(store);
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.len(), 300);
+    assert_eq!(pack_bytes(&store_dir), 300 * (36 + 2000));
+    for (id, bytes) in &chunks {
+        assert_eq!(store.get(id).unwrap().as_deref(), Some(&bytes[..]));
+    }
+}
+
+#[test]
+fn a_store_of_one_file_per_chunk_is_moved_into_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (id, bytes) = chunk(1, 4000);
+    let (bad_id, _) = chunk(2, 4000);
+    let hex = id.to_string();
+    std::fs::create_dir_all(store_dir.join(&hex[..2])).unwrap();
+    std::fs::write(store_dir.join(&hex[..2]).join(&hex), &bytes).unwrap();
+    let bad_hex = bad_id.to_string();
+    std::fs::create_dir_all(store_dir.join(&bad_hex[..2])).unwrap();
+    std::fs::write(store_dir.join(&bad_hex[..2]).join(&bad_hex), b"damaged").unwrap();
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.get(&id).unwrap(), Some(bytes));
+    assert!(!store.has(&bad_id), "a damaged chunk is not carried over");
+    assert!(!store_dir.join(&hex[..2]).exists());
+    assert!(!store_dir.join(&bad_hex[..2]).exists());
 }
