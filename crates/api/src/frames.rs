@@ -6,6 +6,7 @@
 //! response to keep it under [`MAX_RESPONSE_BYTES`] and should be asked for again. Uploads
 //! carry status 1 only. The receiver checks every chunk against its id.
 
+use bytes::Bytes;
 use gridwork_types::Hash;
 
 /// The most chunk bytes one fetch response carries; chunks past it are marked status 2.
@@ -20,8 +21,8 @@ pub const MAX_FETCH_IDS: usize = 4096;
 /// One frame of a batched body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// The chunk's stored bytes.
-    Chunk(Vec<u8>),
+    /// The chunk's stored bytes (a slice of the body it came in, not a copy).
+    Chunk(Bytes),
     /// The sender does not have it.
     Missing,
     /// Left out of this response (size limit); ask again.
@@ -59,28 +60,36 @@ fn push_raw(out: &mut Vec<u8>, id: &Hash, status: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// The answer to a fetch of `ids`: one frame per id from `get` (the stored bytes or `None`),
-/// chunks past [`MAX_RESPONSE_BYTES`] deferred. What the node and a peer both serve.
+/// The answer to a fetch of `ids`: one frame per id, chunks past [`MAX_RESPONSE_BYTES`]
+/// deferred. What the node and a peer both serve. `get` appends a chunk's stored bytes to
+/// the body (no copy of its own) and says whether it had them; `capacity` is the body's
+/// expected size, so the body is allocated once.
 pub fn answer_fetch<E>(
     ids: &[Hash],
-    mut get: impl FnMut(&Hash) -> Result<Option<Vec<u8>>, E>,
+    capacity: usize,
+    mut get: impl FnMut(&Hash, &mut Vec<u8>) -> Result<bool, E>,
 ) -> Result<Vec<u8>, E> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(capacity.min(MAX_RESPONSE_BYTES + ids.len() * 37 + (4 << 20)));
     for id in ids {
         if out.len() >= MAX_RESPONSE_BYTES {
             push_frame(&mut out, id, &Frame::Deferred);
             continue;
         }
-        match get(id)? {
-            Some(bytes) => push_chunk(&mut out, id, &bytes),
-            None => push_frame(&mut out, id, &Frame::Missing),
+        let header = out.len();
+        push_raw(&mut out, id, 1, &[]);
+        if get(id, &mut out)? {
+            let len = (out.len() - header - 37) as u32;
+            out[header + 33..header + 37].copy_from_slice(&len.to_le_bytes());
+        } else {
+            out.truncate(header);
+            push_frame(&mut out, id, &Frame::Missing);
         }
     }
     Ok(out)
 }
 
 /// Reads the answer to a fetch of `ids`: one frame per id, in the order asked, or why not.
-pub fn read_answer(body: &[u8], ids: &[Hash], max_chunk: usize) -> Result<Vec<Frame>, String> {
+pub fn read_answer(body: &Bytes, ids: &[Hash], max_chunk: usize) -> Result<Vec<Frame>, String> {
     let frames = parse_frames(body, max_chunk).map_err(|e| e.to_string())?;
     if frames.len() != ids.len() || frames.iter().zip(ids).any(|((a, _), b)| a != b) {
         return Err("the frames do not answer the ids asked".into());
@@ -88,8 +97,9 @@ pub fn read_answer(body: &[u8], ids: &[Hash], max_chunk: usize) -> Result<Vec<Fr
     Ok(frames.into_iter().map(|(_, f)| f).collect())
 }
 
-/// Splits a body into its frames; each chunk is at most `max_chunk` bytes.
-pub fn parse_frames(body: &[u8], max_chunk: usize) -> Result<Vec<(Hash, Frame)>, FrameError> {
+/// Splits a body into its frames; each chunk is at most `max_chunk` bytes and shares the
+/// body's memory.
+pub fn parse_frames(body: &Bytes, max_chunk: usize) -> Result<Vec<(Hash, Frame)>, FrameError> {
     let mut frames = Vec::new();
     let mut at = 0;
     while at < body.len() {
@@ -104,11 +114,11 @@ pub fn parse_frames(body: &[u8], max_chunk: usize) -> Result<Vec<(Hash, Frame)>,
         if len > max_chunk {
             return Err(bad("chunk larger than allowed"));
         }
-        let bytes = body
-            .get(at + 37..at + 37 + len)
-            .ok_or(bad("truncated chunk"))?;
+        if body.len() < at + 37 + len {
+            return Err(bad("truncated chunk"));
+        }
         let frame = match status {
-            1 => Frame::Chunk(bytes.to_vec()),
+            1 => Frame::Chunk(body.slice(at + 37..at + 37 + len)),
             0 if len == 0 => Frame::Missing,
             2 if len == 0 => Frame::Deferred,
             _ => return Err(bad("unknown status")),
@@ -127,24 +137,53 @@ mod tests {
     fn frames_round_trip_and_truncation_is_named() {
         let mut body = Vec::new();
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
-        push_frame(&mut body, &a, &Frame::Chunk(b"sealed".to_vec()));
+        push_frame(&mut body, &a, &Frame::Chunk(Bytes::from_static(b"sealed")));
         push_frame(&mut body, &b, &Frame::Missing);
         push_frame(&mut body, &c, &Frame::Deferred);
+        let body = Bytes::from(body);
         assert_eq!(
             parse_frames(&body, 1024).unwrap(),
             vec![
-                (a, Frame::Chunk(b"sealed".to_vec())),
+                (a, Frame::Chunk(Bytes::from_static(b"sealed"))),
                 (b, Frame::Missing),
                 (c, Frame::Deferred)
             ]
         );
         assert_eq!(
-            parse_frames(&body[..40], 1024).unwrap_err().why,
+            parse_frames(&body.slice(..40), 1024).unwrap_err().why,
             "truncated chunk"
         );
         assert_eq!(
             parse_frames(&body, 3).unwrap_err().why,
             "chunk larger than allowed"
+        );
+    }
+
+    #[test]
+    fn an_answer_carries_what_the_store_appended_and_names_what_it_lacked() {
+        let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+        let body = answer_fetch(&[a, b, c], 0, |id, out| {
+            Ok::<_, ()>(match id.0[0] {
+                1 => {
+                    out.extend_from_slice(b"first");
+                    true
+                }
+                3 => {
+                    out.extend_from_slice(b"third chunk");
+                    true
+                }
+                _ => false,
+            })
+        })
+        .unwrap();
+        let frames = read_answer(&Bytes::from(body), &[a, b, c], 64).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Chunk(Bytes::from_static(b"first")),
+                Frame::Missing,
+                Frame::Chunk(Bytes::from_static(b"third chunk")),
+            ]
         );
     }
 }

@@ -166,7 +166,7 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
         url: &str,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<bytes::Bytes, ClientError> {
         let resp = req
             .timeout(Duration::from_secs(120))
             .send()
@@ -174,7 +174,7 @@ impl Client {
             .map_err(unreachable(url))?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(resp.bytes().await.map_err(unreachable(url))?.to_vec());
+            return resp.bytes().await.map_err(unreachable(url));
         }
         let status = status.as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();

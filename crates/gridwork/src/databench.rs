@@ -128,7 +128,7 @@ fn hashing_rates() -> (f64, f64) {
     let t = Instant::now();
     let mut checked = 0u64;
     for (id, bytes) in chunks {
-        if let Ok(c) = VerifiedChunk::check(id, bytes) {
+        if let Ok(c) = VerifiedChunk::check(id, bytes.into()) {
             checked += c.bytes().len() as u64;
         }
     }

@@ -617,7 +617,7 @@ async fn fetch_chunks(
             format!("fetch at most {} chunks at once", frames::MAX_FETCH_IDS),
         ));
     }
-    let out = blocking(move || frames::answer_fetch(&body.ids, |id| node.chunk(id))).await?;
+    let out = blocking(move || node.fetch_answer(&body.ids)).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
 }
 

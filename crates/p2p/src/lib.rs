@@ -198,8 +198,9 @@ impl ProtocolHandler for ChunkServer {
 /// One frame per id: the chunk (checked against its id by the store), missing (a damaged
 /// chunk counts as missing), or deferred past the response limit.
 fn answer(store: &ChunkStore, ids: &[Hash]) -> Vec<u8> {
-    frames::answer_fetch(ids, |id| {
-        Ok::<_, std::convert::Infallible>(store.get(id).ok().flatten())
+    let capacity = store.stored_bytes(ids) as usize + 37 * ids.len();
+    frames::answer_fetch(ids, capacity, |id, out| {
+        Ok::<_, std::convert::Infallible>(store.read_into(id, out).unwrap_or(false))
     })
     .unwrap_or_default()
 }
@@ -269,9 +270,11 @@ impl PeerSource {
         send.finish().map_err(|e| self.failed(e))?;
         let limit = frames::MAX_RESPONSE_BYTES + ids.len() * (37 + MAX_SEALED.min(1 << 20));
         let body = recv.read_to_end(limit).await.map_err(|e| self.failed(e))?;
-        frames::read_answer(&body, ids, MAX_SEALED).map_err(|message| ClientError::BadResponse {
-            url: self.label.clone(),
-            message,
+        frames::read_answer(&body.into(), ids, MAX_SEALED).map_err(|message| {
+            ClientError::BadResponse {
+                url: self.label.clone(),
+                message,
+            }
         })
     }
 }

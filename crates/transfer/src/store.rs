@@ -25,6 +25,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use gridwork_types::Hash;
 
 /// Why the store refused.
@@ -69,12 +70,12 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct VerifiedChunk {
     id: Hash,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl VerifiedChunk {
     /// Checks `bytes` against `id`.
-    pub fn check(id: Hash, bytes: Vec<u8>) -> Result<VerifiedChunk, StoreError> {
+    pub fn check(id: Hash, bytes: Bytes) -> Result<VerifiedChunk, StoreError> {
         if Hash::of(&bytes) != id {
             return Err(StoreError::Mismatch { id });
         }
@@ -92,7 +93,7 @@ impl VerifiedChunk {
     }
 
     /// The bytes, owned.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
 }
@@ -402,25 +403,45 @@ impl ChunkStore {
 
     /// A chunk's bytes, checked against its id; `None` if not stored.
     pub fn get(&self, id: &Hash) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut bytes = Vec::new();
+        Ok(self.read_into(id, &mut bytes)?.then_some(bytes))
+    }
+
+    /// Appends a chunk's bytes to `out`, checked against its id; false if not stored (and
+    /// `out` unchanged). What a fetch answer is built with: no buffer per chunk.
+    pub fn read_into(&self, id: &Hash, out: &mut Vec<u8>) -> Result<bool, StoreError> {
         let (loc, data) = {
             let state = lock(&self.state);
             let Some(loc) = state.index.get(id).copied() else {
-                return Ok(None);
+                return Ok(false);
             };
             let Some(pack) = state.packs.get(&loc.pack) else {
-                return Ok(None);
+                return Ok(false);
             };
             let data = lock(pack).data.clone();
             (loc, data)
         };
-        let path = self.pack_path(loc.pack, "pack");
-        let mut bytes = vec![0; loc.len as usize];
-        data.read_exact_at(&mut bytes, loc.offset + RECORD_HEADER)
-            .map_err(io(&path))?;
-        if Hash::of(&bytes) != *id {
+        let start = out.len();
+        out.resize(start + loc.len as usize, 0);
+        let read = data.read_exact_at(&mut out[start..], loc.offset + RECORD_HEADER);
+        if let Err(e) = read {
+            out.truncate(start);
+            return Err(io(&self.pack_path(loc.pack, "pack"))(e));
+        }
+        if Hash::of(&out[start..]) != *id {
+            out.truncate(start);
             return Err(StoreError::Mismatch { id: *id });
         }
-        Ok(Some(bytes))
+        Ok(true)
+    }
+
+    /// The stored bytes of those of `ids` the store holds (what answering them takes).
+    pub fn stored_bytes<'a>(&self, ids: impl IntoIterator<Item = &'a Hash>) -> u64 {
+        let state = lock(&self.state);
+        ids.into_iter()
+            .filter_map(|id| state.index.get(id))
+            .map(|loc| u64::from(loc.len))
+            .sum()
     }
 
     /// Forgets every chunk not in `keep` and rewrites the packs that held them, so their

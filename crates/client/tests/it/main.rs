@@ -206,10 +206,16 @@ async fn bad_transactions_get_stable_error_codes_and_change_nothing() {
 
     let first = t.sign(&alice, 0, transfer(Amount(1)));
     let hash = t.client.submit(&first).await.unwrap();
-    assert_eq!(
-        t.client.submit(&first).await.unwrap_err().code(),
-        Some("already_pending")
-    );
+    // A duplicate is already pending, unless a block took the first in between (a loaded
+    // machine): then it is a replay of a committed transaction.
+    let dup = t.client.submit(&first).await.unwrap_err();
+    match dup.code() {
+        Some("already_pending") => {}
+        Some("nonce_replayed") => {
+            t.client.wait_committed(&hash, WAIT).await.unwrap();
+        }
+        _ => panic!("a duplicate got {dup}"),
+    }
     t.client.wait_committed(&hash, WAIT).await.unwrap();
     let err = t.client.submit(&first).await.unwrap_err();
     assert_eq!(err.code(), Some("nonce_replayed"), "{err}");
@@ -690,11 +696,12 @@ impl ChunkSource for ForgingSource<'_> {
         Box::pin(async move {
             let mut frames = self.0.fetch_chunks(ids).await?;
             for frame in &mut frames {
-                if let Some(b) = match frame {
-                    Frame::Chunk(bytes) => bytes.last_mut(),
-                    _ => None,
-                } {
-                    *b ^= 1;
+                if let Frame::Chunk(bytes) = frame {
+                    let mut forged = bytes.to_vec();
+                    if let Some(b) = forged.last_mut() {
+                        *b ^= 1;
+                    }
+                    *bytes = forged.into();
                 }
             }
             Ok(frames)
