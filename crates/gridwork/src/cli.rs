@@ -104,10 +104,15 @@ pub(crate) enum DataCommand {
         /// Parallel streams.
         #[arg(long, default_value_t = 8)]
         streams: usize,
-        /// Another node or peer that serves chunks (its base URL); repeatable. Chunks come
-        /// from the node and every peer at once, each checked against its id.
+        /// Another source of chunks, repeatable: a node's base URL (http://host:port) or a
+        /// provider's address (its worker's peer endpoint, as announced on the ledger).
+        /// Chunks come from the node and every peer at once, each checked against its id.
         #[arg(long = "peer")]
         peers: Vec<String>,
+        /// Also ask every provider that announced a peer endpoint (at most 16); those that
+        /// lack the tree are skipped after one probe.
+        #[arg(long)]
+        from_providers: bool,
     },
     /// List a tree: paths, sizes, chunk counts.
     Ls {

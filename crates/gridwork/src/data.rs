@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
-use gridwork_client::{pull_tree_from, ChunkSource, Client, Progress, TransferOptions};
+use gridwork_client::{pull_tree_from, ChunkSource, Client, Progress, PullReport, TransferOptions};
+use gridwork_p2p::{Peer, PeerSource};
 use gridwork_transfer::{
     unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey, EntryKind, WrappedKey,
 };
@@ -100,19 +101,131 @@ pub(crate) async fn grant_input(
     Ok(())
 }
 
-/// Pulls tree `cid` with `me`'s grant into `out`.
+/// The most providers `--from-providers` asks at once.
+const MAX_PROVIDER_PEERS: usize = 16;
+
+/// Where a pull takes chunks besides the node: other nodes or peers over HTTP, and
+/// providers' workers peer to peer at the endpoints they announced on the ledger.
+pub(crate) struct PeerSources {
+    http: Vec<Client>,
+    endpoint: Option<Peer>,
+    peers: Vec<PeerSource>,
+}
+
+impl PeerSources {
+    /// `named`: `--peer` values, each a base URL (an HTTP peer) or a provider's address (its
+    /// announced endpoint; an error if it announced none). `holders`: providers that may
+    /// hold the tree (an executor, or every provider for `--from-providers`); those without
+    /// an endpoint are left out.
+    pub(crate) async fn resolve(
+        client: &Client,
+        named: &[String],
+        holders: &[Address],
+    ) -> anyhow::Result<PeerSources> {
+        let mut http = Vec::new();
+        let mut wanted: Vec<(Address, gridwork_types::PeerAddr)> = Vec::new();
+        for value in named {
+            if value.starts_with("http://") || value.starts_with("https://") {
+                http.push(Client::new(value));
+                continue;
+            }
+            let address: Address = value.parse().map_err(|_| {
+                anyhow!(
+                    "--peer {value}: not a URL (http://host:port) nor a provider address (gw1...)"
+                )
+            })?;
+            let record = client
+                .provider(&address)
+                .await?
+                .ok_or_else(|| anyhow!("--peer {address}: no such provider on the ledger"))?;
+            let peer = record.peer.ok_or_else(|| {
+                anyhow!("--peer {address}: the provider announced no peer address (its worker runs without --p2p-listen); name its node URL instead or leave it out")
+            })?;
+            wanted.push((address, peer));
+        }
+        for address in holders {
+            if wanted.iter().any(|(a, _)| a == address) {
+                continue;
+            }
+            if let Some(peer) = client.provider(address).await?.and_then(|p| p.peer) {
+                wanted.push((*address, peer));
+            }
+        }
+        let mut sources = PeerSources {
+            http,
+            endpoint: None,
+            peers: Vec::new(),
+        };
+        if wanted.is_empty() {
+            return Ok(sources);
+        }
+        // A fresh transport key per pull: dialing needs one, and nothing should tie the
+        // pull to the user's signing key.
+        let secret = gridwork_p2p::transport_secret(&Keypair::generate());
+        let any: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+        let endpoint = Peer::bind(secret, any, None).await?;
+        for (address, peer) in wanted {
+            match endpoint.source(&peer, format!("peer {address}")) {
+                Some(source) => sources.peers.push(source),
+                None => bail!("provider {address} announced an unusable peer address"),
+            }
+        }
+        sources.endpoint = Some(endpoint);
+        Ok(sources)
+    }
+
+    /// Every provider that announced a peer address, at most [`MAX_PROVIDER_PEERS`].
+    pub(crate) async fn announced(client: &Client) -> anyhow::Result<Vec<Address>> {
+        Ok(client
+            .providers()
+            .await?
+            .into_iter()
+            .filter(|p| p.peer.is_some())
+            .map(|p| p.address)
+            .take(MAX_PROVIDER_PEERS)
+            .collect())
+    }
+
+    /// The node first, then the peers.
+    pub(crate) fn with<'a>(&'a self, node: &'a Client) -> Vec<&'a dyn ChunkSource> {
+        let mut all: Vec<&dyn ChunkSource> = vec![node];
+        all.extend(self.http.iter().map(|c| c as &dyn ChunkSource));
+        all.extend(self.peers.iter().map(|p| p as &dyn ChunkSource));
+        all
+    }
+
+    /// Closes the local endpoint.
+    pub(crate) async fn close(self) {
+        if let Some(endpoint) = self.endpoint {
+            endpoint.shutdown().await;
+        }
+    }
+}
+
+/// Pulls tree `cid` with `me`'s grant into `out`, from the node and `holders` that serve
+/// peer to peer.
 pub(crate) async fn pull_granted(
     cli: &Cli,
     client: &Client,
     cid: &Hash,
     me: &Keypair,
+    holders: &[Address],
     out: &std::path::Path,
-) -> anyhow::Result<gridwork_client::PullReport> {
+) -> anyhow::Result<PullReport> {
     let key = client.granted_key(cid, me).await?;
     let local = local_store(cli)?;
-    Ok(client
-        .pull_tree(cid, &key, &local, out, &TransferOptions::default())
-        .await?)
+    let peers = PeerSources::resolve(client, &[], holders).await?;
+    let report = pull_tree_from(
+        &peers.with(client),
+        cid,
+        &key,
+        &local,
+        out,
+        &TransferOptions::default(),
+    )
+    .await;
+    peers.close().await;
+    Ok(report?)
 }
 
 /// Where a pull into `out` records the tree it is writing, so an interrupted pull may
@@ -238,6 +351,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             out,
             streams,
             peers,
+            from_providers,
         } => {
             let cid: Hash = cid.parse()?;
             let me = signing_key(cli)?;
@@ -262,15 +376,20 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             }
             std::fs::write(&marker, cid.to_string())
                 .with_context(|| format!("writing {}", marker.display()))?;
-            let peers: Vec<Client> = peers.iter().map(|p| Client::new(p)).collect();
-            let mut sources: Vec<&dyn ChunkSource> = vec![&client];
-            sources.extend(peers.iter().map(|p| p as &dyn ChunkSource));
             let opts = TransferOptions::with_streams(*streams);
             let started = Instant::now();
             let bar = ProgressBar::show(cli.json, "pull", opts.progress.clone());
             let report = runtime()?.block_on(async {
                 let key = client.granted_key(&cid, &me).await?;
-                anyhow::Ok(pull_tree_from(&sources, &cid, &key, &local, out, &opts).await?)
+                let holders = match from_providers {
+                    true => PeerSources::announced(&client).await?,
+                    false => Vec::new(),
+                };
+                let peers = PeerSources::resolve(&client, peers, &holders).await?;
+                let report =
+                    pull_tree_from(&peers.with(&client), &cid, &key, &local, out, &opts).await;
+                peers.close().await;
+                anyhow::Ok(report?)
             });
             drop(bar);
             let report = report?;

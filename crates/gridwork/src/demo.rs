@@ -3,13 +3,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gridwork_client::{Client, TransferOptions};
+use gridwork_client::{pull_tree_from, Client, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::{dev_keypair, max_task_cost};
 use gridwork_transfer::ChunkStore;
 use gridwork_types::{
-    Amount, Equivalence, Halting, Instructions, OwnerApproval, Payment, Prescription, Program,
-    Requirements, TxKind, GRID,
+    Address, Amount, Equivalence, Halting, Instructions, OwnerApproval, Payment, Prescription,
+    Program, Requirements, TxKind, GRID,
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
@@ -23,6 +23,7 @@ use crate::cli::{Cli, DemoArgs, SandboxArgs, WorkerArgs};
 use crate::commands::{
     home, init_logging, parse_amount, runtime, shutdown_signal, sign_and_send, signing_key,
 };
+use crate::data::PeerSources;
 use crate::output::{emit, rows};
 
 pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
@@ -273,18 +274,29 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         let cache = ChunkStore::open(base.join("requester-chunks"), None)?;
         for t in &view.tasks {
-            let text = match t.result {
+            let (text, from) = match t.result {
                 Some(cid) => {
                     let dir = base.join("results").join(format!("task-{}", t.index));
                     let key = client.granted_key(&cid, &requester).await?;
-                    client
-                        .pull_tree(&cid, &key, &cache, &dir, &TransferOptions::with_streams(4))
-                        .await?;
-                    std::fs::read_to_string(dir.join("squares.txt")).unwrap_or_default()
+                    // From the node and, peer to peer, the executor that kept its output.
+                    let holders: Vec<Address> = t.executor.into_iter().collect();
+                    let peers = PeerSources::resolve(&client, &[], &holders).await?;
+                    let opts = TransferOptions::with_streams(4);
+                    let report =
+                        pull_tree_from(&peers.with(&client), &cid, &key, &cache, &dir, &opts)
+                            .await;
+                    peers.close().await;
+                    let from: Vec<_> = report?
+                        .sources
+                        .iter()
+                        .map(|s| json!({ "source": s.source, "chunks": s.chunks }))
+                        .collect();
+                    let text = std::fs::read_to_string(dir.join("squares.txt")).unwrap_or_default();
+                    (text, from)
                 }
-                None => String::new(),
+                None => (String::new(), Vec::new()),
             };
-            tasks.push(json!({ "task": t.index, "phase": t.phase, "attempt": t.attempt, "executor": t.executor, "council": t.council, "price": t.price, "output": t.result, "result": text }));
+            tasks.push(json!({ "task": t.index, "phase": t.phase, "attempt": t.attempt, "executor": t.executor, "council": t.council, "price": t.price, "output": t.result, "result": text, "from": from }));
         }
         let providers = client.providers().await?;
         let _ = stop.send(true);
@@ -324,6 +336,23 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     .trim()
                     .replace('\n', "; ")
             ));
+            let from: Vec<String> = t["from"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    let source = s["source"].as_str().unwrap_or("");
+                    let name = if source.starts_with("peer ") {
+                        "from the executor peer to peer"
+                    } else {
+                        "from the node"
+                    };
+                    format!("{} {name}", s["chunks"])
+                })
+                .collect();
+            if !from.is_empty() {
+                out.push_str(&format!("\n    output chunks: {}", from.join(", ")));
+            }
         }
         out.push_str(&format!(
             "\n  requester paid {} GRID of its {} GRID deposit; {} GRID refunded",

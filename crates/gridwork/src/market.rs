@@ -412,7 +412,10 @@ fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
         for t in &view.tasks {
             let Some(cid) = t.result else { continue };
             let dir = out.join(format!("task-{}", t.index));
-            let report = crate::data::pull_granted(cli, &client, &cid, &me, &dir).await?;
+            // The executor kept its output and serves it peer to peer, if it announced an
+            // endpoint; chunks come from it and the node at once.
+            let holders: Vec<_> = t.executor.into_iter().collect();
+            let report = crate::data::pull_granted(cli, &client, &cid, &me, &holders, &dir).await?;
             written
                 .push(json!({ "task": t.index, "output": cid, "dir": dir, "files": report.files }));
         }

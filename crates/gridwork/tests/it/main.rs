@@ -407,6 +407,14 @@ fn demo_runs_a_job_to_settlement_and_catches_the_liar() {
             (2 * i + 1) * (2 * i + 1)
         );
         assert_eq!(t["result"].as_str().unwrap(), want);
+        // The requester took the output from the node and, peer to peer, from the executor.
+        let executor = format!("peer {}", t["executor"].as_str().unwrap());
+        let from = t["from"].as_array().unwrap();
+        let peer = from.iter().find(|s| s["source"] == executor.as_str());
+        assert!(
+            peer.is_some_and(|s| s["chunks"].as_u64().unwrap() >= 1),
+            "{from:?}"
+        );
     }
     let liar = dev_keypair(4).address().to_string();
     let providers = doc["providers"].as_array().unwrap();
@@ -616,6 +624,32 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     );
     assert!(msg.contains("has no key for"), "{msg}");
     cli.json(&["--key", "dev0", "data", "share", &cid, "dev1"], &[]);
+    // A peer must be a URL or a provider that announced an endpoint; each says what to do.
+    let stranger = dev_keypair(9).address().to_string();
+    for (peer, says) in [
+        (
+            "nonsense",
+            "not a URL (http://host:port) nor a provider address",
+        ),
+        (stranger.as_str(), "no such provider on the ledger"),
+    ] {
+        let bad = dir.path().join("bad");
+        let (_, msg) = cli.fails(
+            &[
+                "--key",
+                "dev1",
+                "data",
+                "pull",
+                &cid,
+                "--out",
+                bad.to_str().unwrap(),
+                "--peer",
+                peer,
+            ],
+            &[],
+        );
+        assert!(msg.contains(says), "{peer}: {msg}");
+    }
     let pulled = cli.json(
         &[
             "--key",
