@@ -219,6 +219,8 @@ pub struct PushReport {
     pub bytes_sent: u64,
     /// The request size the transfer settled on (adapted to measured throughput).
     pub request_bytes: u64,
+    /// Until when the node keeps the tree (ms since the epoch; each push pins it again).
+    pub pinned_until_ms: u64,
 }
 
 /// What a pull did.
@@ -354,6 +356,42 @@ impl Client {
         key: &DataKey,
         opts: &TransferOptions,
     ) -> Result<PushReport, DataError> {
+        match self.push_tree_once(root, key, opts).await {
+            // The node dropped a chunk it reported present while the push ran (a collection
+            // of an expired tree that shared it): push again, which sends what is missing.
+            Err(DataError::Client(e)) if e.code() == Some("tree_incomplete") => {
+                self.push_tree_once(root, key, opts).await
+            }
+            other => other,
+        }
+    }
+
+    /// Pins tree `cid` with its chunk ids on the node; returns until when it is kept.
+    pub async fn pin_tree(&self, cid: &Hash, chunks: &[Hash]) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Pinned {
+            until_ms: u64,
+        }
+        let url = format!("{}/v1/trees/{cid}/pin", self.base_url());
+        let body: Vec<u8> = chunks.iter().flat_map(|id| id.0).collect();
+        let pinned: Pinned = self
+            .send_json(
+                self.http()
+                    .put(&url)
+                    .header("content-type", "application/octet-stream")
+                    .body(body),
+                &url,
+            )
+            .await?;
+        Ok(pinned.until_ms)
+    }
+
+    async fn push_tree_once(
+        &self,
+        root: &Path,
+        key: &DataKey,
+        opts: &TransferOptions,
+    ) -> Result<PushReport, DataError> {
         let streams = opts.streams.max(1);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Hash, Vec<u8>)>(streams * 4);
         let root_slot = Arc::new(Mutex::new(None));
@@ -429,6 +467,8 @@ impl Client {
             chunks_sent += c;
             bytes_sent += b;
         }
+        let ids: Vec<Hash> = seen.into_iter().collect();
+        let pinned_until_ms = self.pin_tree(&cid, &ids).await?;
         Ok(PushReport {
             cid,
             files: stats.files,
@@ -437,6 +477,7 @@ impl Client {
             chunks_sent,
             bytes_sent,
             request_bytes: sizer.target(),
+            pinned_until_ms,
         })
     }
 

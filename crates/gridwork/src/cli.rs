@@ -114,6 +114,9 @@ pub(crate) enum DataCommand {
         #[arg(long)]
         from_providers: bool,
     },
+    /// Empty the local chunk cache (GRIDWORK_HOME/chunks). It only lets interrupted pushes
+    /// and pulls resume without work; the node keeps pushed trees for its retention period.
+    Gc,
     /// List a tree: paths, sizes, chunk counts.
     Ls {
         /// Content id.

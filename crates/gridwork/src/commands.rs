@@ -259,10 +259,14 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
             text
         })?;
         let producer = node.spawn_producer();
+        let gc = node.spawn_gc();
         gridwork_node::serve(node.clone(), listener, shutdown_signal()).await?;
         tracing::info!("shutting down");
         node.shutdown();
         let _ = producer.join();
+        if let Some(gc) = gc {
+            let _ = gc.join();
+        }
         anyhow::Ok(())
     })
 }

@@ -343,7 +343,32 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                             report.bytes as f64 / 1e6 / secs.max(1e-9)
                         ),
                     ),
+                    (
+                        "kept",
+                        format!(
+                            "by the node for {:.1} days (push again to keep it longer)",
+                            report
+                                .pinned_until_ms
+                                .saturating_sub(gridwork_node::now_ms())
+                                as f64
+                                / 86_400_000.0
+                        ),
+                    ),
                 ])
+            })
+        }
+        DataCommand::Gc => {
+            let store = local_store(cli)?;
+            let before = store.used();
+            let freed = store.gc(&std::collections::HashSet::new())?;
+            let report = json!({ "freed_bytes": freed, "held_bytes": before - freed });
+            emit(cli.json, &report, || {
+                format!(
+                    "freed {freed} bytes of cached chunks under {}; the node keeps what you pushed",
+                    home(cli)
+                        .map(|h| h.join("chunks").display().to_string())
+                        .unwrap_or_default()
+                )
             })
         }
         DataCommand::Pull {

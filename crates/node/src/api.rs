@@ -12,7 +12,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
@@ -105,6 +105,14 @@ impl From<NodeError> for ApiError {
                 "store_full",
                 e.to_string(),
             ),
+            NodeError::StoreFull { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                e.to_string(),
+            ),
+            NodeError::TreeIncomplete { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "tree_incomplete", e.to_string())
+            }
             NodeError::Halted { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string())
             }
@@ -245,6 +253,10 @@ pub fn router(node: Node) -> Router {
                 .layer(DefaultBodyLimit::max(MAX_CHUNK_BYTES)),
         )
         .route("/v1/trees/{cid}/keys", get(get_grants).post(post_grant))
+        .route(
+            "/v1/trees/{cid}/pin",
+            put(pin_tree).layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -619,6 +631,32 @@ async fn fetch_chunks(
     }
     let out = blocking(move || node.fetch_answer(&body.ids)).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+}
+
+/// `PUT /v1/trees/{cid}/pin`: the body is the tree's chunk ids, 32 bytes each; the node
+/// keeps them for its retention period from now.
+async fn pin_tree(
+    State(node): State<Node>,
+    Path(cid): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let cid: Hash = parse("tree id", &cid)?;
+    if body.len() % 32 != 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_pin",
+            format!(
+                "a pin body is chunk ids of 32 bytes each; got {} bytes",
+                body.len()
+            ),
+        ));
+    }
+    let ids: Vec<Hash> = body
+        .chunks_exact(32)
+        .filter_map(|c| c.try_into().ok().map(Hash))
+        .collect();
+    let until_ms = blocking(move || node.pin_tree(&cid, &ids)).await?;
+    Ok(Json(serde_json::json!({ "cid": cid, "until_ms": until_ms })).into_response())
 }
 
 async fn get_grants(

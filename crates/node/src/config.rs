@@ -59,6 +59,13 @@ pub struct NodeConfig {
     pub genesis: Option<PathBuf>,
     /// Most bytes the data plane's chunk store may hold (none: the disk is the limit).
     pub chunk_quota_bytes: Option<u64>,
+    /// How long a pinned tree is kept after its last pin (each push pins its tree); trees
+    /// that open jobs read or produced are kept past it.
+    pub chunk_retention_secs: u64,
+    /// How long chunks that no pin names yet are kept (uploads still in progress).
+    pub chunk_upload_grace_secs: u64,
+    /// How often garbage collection runs (it also runs when the store is full).
+    pub chunk_gc_interval_secs: u64,
     /// Most bytes kept of one task log (per run and stream); later output stays on the worker.
     pub log_limit_bytes: u64,
 }
@@ -75,6 +82,9 @@ impl Default for NodeConfig {
             mempool_capacity: 500_000,
             genesis: None,
             chunk_quota_bytes: None,
+            chunk_retention_secs: 7 * 24 * 3600,
+            chunk_upload_grace_secs: 24 * 3600,
+            chunk_gc_interval_secs: 3600,
             log_limit_bytes: crate::DEFAULT_LOG_LIMIT_BYTES,
         }
     }

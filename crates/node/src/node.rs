@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use gridwork_api::{
     AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant, LogStream,
@@ -92,6 +92,28 @@ pub enum NodeError {
     /// The node keeps no chunk store.
     #[error("this node keeps no chunk store")]
     NoChunkStore,
+    /// The chunk store is full even after garbage collection.
+    #[error("the node's chunk store is full: {used} of {quota} bytes hold trees pinned within the last {retention_days} days, chunks of open jobs and uploads in progress; the operator can raise chunk_quota_bytes or shorten chunk_retention_secs")]
+    StoreFull {
+        /// Bytes used.
+        used: u64,
+        /// The quota.
+        quota: u64,
+        /// Retention of pinned trees, in days.
+        retention_days: u64,
+    },
+    /// A pin named chunks the node lacks.
+    #[error("cannot pin tree {cid}: the node lacks {missing} of its {total} chunks (first {first}); push the tree again")]
+    TreeIncomplete {
+        /// The tree.
+        cid: Hash,
+        /// Chunks missing.
+        missing: usize,
+        /// Chunks named.
+        total: usize,
+        /// The first missing.
+        first: Hash,
+    },
     /// Too many key grants on one tree.
     #[error("a tree holds at most 256 key grants")]
     TooManyGrants,
@@ -214,6 +236,9 @@ struct Shared {
     /// without a data directory).
     chunks: Option<ChunkStore>,
     grants_dir: Option<std::path::PathBuf>,
+    /// Pins of trees (`<cid>.pin`: kept-until ms, then the tree's chunk ids) and how long
+    /// they and unpinned uploads are kept.
+    pins: Option<Pins>,
     /// Serialises writes of grant files.
     grants_lock: Mutex<()>,
     /// The node's own key: requesters grant it their inputs' data keys, and it grants them on
@@ -226,6 +251,31 @@ struct Shared {
     events: broadcast::Sender<Arc<BlockEvent>>,
     metrics: Metrics,
     stop: AtomicBool,
+}
+
+/// Where pins live and how long things are kept.
+struct Pins {
+    dir: std::path::PathBuf,
+    retention: Duration,
+    grace: Duration,
+    every: Duration,
+    /// Serialises pin writes with collections (a pin written mid-collection must count).
+    lock: Mutex<()>,
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    /// Pins still in force (or kept by open jobs).
+    pub pins_kept: u64,
+    /// Pins that ran out and were dropped.
+    pub pins_expired: u64,
+    /// Chunk bytes freed.
+    pub freed_bytes: u64,
+    /// Chunk bytes still held.
+    pub used_bytes: u64,
+    /// Why nothing was collected, if so.
+    pub skipped: Option<String>,
 }
 
 /// A running ledger node. Cheap to clone; clones share the node.
@@ -400,6 +450,13 @@ impl Node {
         if let Some(shared) = Arc::get_mut(&mut node.shared) {
             shared.chunks = Some(chunks);
             shared.grants_dir = Some(dir.join("grants"));
+            shared.pins = Some(Pins {
+                dir: dir.join("pins"),
+                retention: Duration::from_secs(config.chunk_retention_secs),
+                grace: Duration::from_secs(config.chunk_upload_grace_secs),
+                every: Duration::from_secs(config.chunk_gc_interval_secs.max(1)),
+                lock: Mutex::new(()),
+            });
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
         }
@@ -456,6 +513,7 @@ impl Node {
                 producing: Mutex::new(()),
                 chunks: None,
                 grants_dir: None,
+                pins: None,
                 grants_lock: Mutex::new(()),
                 key: Keypair::generate(),
                 declines: Mutex::new(HashMap::new()),
@@ -1055,7 +1113,187 @@ impl Node {
 
     /// Stores a sealed chunk (checked against its id).
     pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), NodeError> {
-        Ok(self.chunk_store()?.put(id, bytes)?)
+        let store = self.chunk_store()?;
+        match store.put(id, bytes) {
+            Err(ChunkStoreError::Full { .. }) if self.shared.pins.is_some() => {
+                // Full: drop what nothing keeps any more, then try once more.
+                let report = self.collect_garbage()?;
+                tracing::info!(
+                    freed = report.freed_bytes,
+                    "chunk store full; collected garbage"
+                );
+                match store.put(id, bytes) {
+                    Err(ChunkStoreError::Full { used, quota, .. }) => Err(NodeError::StoreFull {
+                        used,
+                        quota,
+                        retention_days: self
+                            .shared
+                            .pins
+                            .as_ref()
+                            .map_or(0, |p| p.retention.as_secs() / 86_400),
+                    }),
+                    other => Ok(other?),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Pins tree `cid` with its chunk ids (root, manifest and data chunks, as the pusher
+    /// lists them): the node keeps them for the retention period from now. Every named chunk
+    /// must be stored. Returns when the pin runs out (ms since the epoch).
+    pub fn pin_tree(&self, cid: &Hash, chunks: &[Hash]) -> Result<u64, NodeError> {
+        let store = self.chunk_store()?;
+        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+        let mut named: Vec<Hash> = chunks.to_vec();
+        named.push(*cid);
+        let missing = store.missing(named.iter());
+        if let Some(first) = missing.first() {
+            return Err(NodeError::TreeIncomplete {
+                cid: *cid,
+                missing: missing.len(),
+                total: named.len(),
+                first: *first,
+            });
+        }
+        let until = now_ms() + pins.retention.as_millis() as u64;
+        let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let path = pins.dir.join(format!("{cid}.pin"));
+        let file_err = |e: std::io::Error| NodeError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(&pins.dir).map_err(file_err)?;
+        let mut body = Vec::with_capacity(8 + 32 * chunks.len());
+        body.extend_from_slice(&until.to_le_bytes());
+        for id in chunks {
+            body.extend_from_slice(id.as_bytes());
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(file_err)?;
+        Ok(until)
+    }
+
+    /// Drops every chunk that no live pin, open job or upload in progress keeps: pins run
+    /// out after the retention period unless an open job reads or produced their tree.
+    pub fn collect_garbage(&self) -> Result<GcReport, NodeError> {
+        let grace = self
+            .shared
+            .pins
+            .as_ref()
+            .ok_or(NodeError::NoChunkStore)?
+            .grace;
+        self.collect_garbage_at(now_ms(), grace)
+    }
+
+    /// [`collect_garbage`](Self::collect_garbage) as of `now_ms`, keeping unpinned chunks
+    /// younger than `grace`.
+    pub fn collect_garbage_at(&self, now_ms: u64, grace: Duration) -> Result<GcReport, NodeError> {
+        let store = self.chunk_store()?;
+        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+        let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let used = self.referenced_trees();
+        let mut report = GcReport::default();
+        let mut keep = HashSet::new();
+        let mut pinned = HashSet::new();
+        let entries = match std::fs::read_dir(&pins.dir) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(NodeError::File {
+                    path: pins.dir.display().to_string(),
+                    message: e.to_string(),
+                })
+            }
+        };
+        for path in entries {
+            let cid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pin"))
+                .and_then(|n| n.parse::<Hash>().ok());
+            let Some(cid) = cid else { continue };
+            let body = std::fs::read(&path).map_err(|e| NodeError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let until = body
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_le_bytes);
+            if until < now_ms && !used.contains(&cid) {
+                let _ = std::fs::remove_file(&path);
+                report.pins_expired += 1;
+                continue;
+            }
+            report.pins_kept += 1;
+            pinned.insert(cid);
+            keep.insert(cid);
+            keep.extend(
+                body.get(8..)
+                    .unwrap_or_default()
+                    .chunks_exact(32)
+                    .filter_map(|c| c.try_into().ok().map(Hash)),
+            );
+        }
+        // A tree an open job uses but nobody pinned: its chunk list is sealed in its
+        // manifest, so the node cannot tell which chunks are its own; collect nothing.
+        if let Some(cid) = used.iter().find(|c| !pinned.contains(c) && store.has(c)) {
+            tracing::warn!(%cid, "an open job uses an unpinned tree; garbage collection skipped");
+            report.skipped = Some(format!(
+                "an open job uses tree {cid}, which no push pinned; nothing was collected"
+            ));
+            return Ok(report);
+        }
+        report.freed_bytes = store.gc_unless(&keep, grace)?;
+        report.used_bytes = store.used();
+        Ok(report)
+    }
+
+    /// Trees open jobs read (inputs) or produced (revealed outputs).
+    fn referenced_trees(&self) -> HashSet<Hash> {
+        let inner = self.lock();
+        let state = &inner.state;
+        let mut used = HashSet::new();
+        for (id, job) in state.jobs().filter(|(_, j)| !j.finished && !j.cancelled) {
+            used.extend(job.prescription.data.iter().copied());
+            for (_, task) in state.tasks_of(id) {
+                used.extend(task.reveals.iter().map(|r| r.output));
+                used.extend(task.result);
+            }
+        }
+        used
+    }
+
+    /// Runs [`collect_garbage`](Self::collect_garbage) on its own thread every configured
+    /// interval until [`Node::shutdown`]; `None` for a node without a chunk store.
+    pub fn spawn_gc(&self) -> Option<JoinHandle<()>> {
+        let every = self.shared.pins.as_ref()?.every;
+        let node = self.clone();
+        std::thread::Builder::new()
+            .name("gridwork-gc".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                while !node.shared.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if last.elapsed() < every {
+                        continue;
+                    }
+                    last = Instant::now();
+                    match node.collect_garbage() {
+                        Ok(r) => tracing::info!(
+                            freed = r.freed_bytes,
+                            expired = r.pins_expired,
+                            kept = r.pins_kept,
+                            "garbage collection"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+                    }
+                }
+            })
+            .ok()
     }
 
     /// A sealed chunk.

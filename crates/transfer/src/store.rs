@@ -17,6 +17,12 @@
 //!
 //! The store's live bytes are counted at open and kept current; a put that would pass the
 //! quota is refused before anything is written.
+//!
+//! Several processes may open one store (two `gridwork data pull`s at once): each appends
+//! only to packs it holds an exclusive `flock` on, new packs are created exclusively, and
+//! a pack locked by someone else is read but never repaired, appended to or rewritten.
+//! Chunks another process writes later are not seen until the store is opened again (a
+//! cache miss, fetched again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -24,6 +30,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gridwork_types::Hash;
@@ -124,6 +131,9 @@ struct Loc {
     /// Offset of the record (its header).
     offset: u64,
     len: u32,
+    /// When it was written, or when the store was opened for chunks written before: what
+    /// keeps a chunk of an upload still in progress from being collected.
+    written: Instant,
 }
 
 /// One pack file and its index.
@@ -137,6 +147,9 @@ struct Pack {
     live: u64,
     /// Records reserved but not yet indexed: garbage collection leaves such a pack alone.
     pending: usize,
+    /// This store holds the pack's lock: it may append to, repair or rewrite it. A pack
+    /// another process (or another open store) holds is only read.
+    owned: bool,
 }
 
 /// The index and what is being written.
@@ -348,6 +361,7 @@ impl ChunkStore {
             pack: number,
             offset,
             len,
+            written: Instant::now(),
         };
         let indexed = written.and_then(|()| (&p.index).write_all(&index_entry(id, loc)));
         if let Err(e) = indexed {
@@ -364,41 +378,63 @@ impl ChunkStore {
     /// The pack new records go to, opening the next one when the active one is full.
     fn active_pack(&self, state: &mut State) -> Result<(u32, Arc<Mutex<Pack>>), StoreError> {
         if let Some(pack) = state.packs.get(&state.active) {
-            if lock(pack).end < PACK_LIMIT {
+            let p = lock(pack);
+            if p.owned && p.end < PACK_LIMIT {
+                drop(p);
                 return Ok((state.active, pack.clone()));
             }
         }
-        let number = state.packs.keys().next_back().map_or(0, |n| n + 1);
-        let pack = Arc::new(Mutex::new(self.create_pack(number)?));
+        let (number, pack) = self.create_pack(state)?;
+        let pack = Arc::new(Mutex::new(pack));
         state.packs.insert(number, pack.clone());
         state.active = number;
         Ok((number, pack))
     }
 
-    fn create_pack(&self, number: u32) -> Result<Pack, StoreError> {
-        let data_path = self.pack_path(number, "pack");
-        let index_path = self.pack_path(number, "idx");
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&data_path)
-            .map_err(io(&data_path))?;
-        let index = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .truncate(false)
-            .open(&index_path)
-            .map_err(io(&index_path))?;
-        index.set_len(0).map_err(io(&index_path))?;
-        Ok(Pack {
-            data: Arc::new(data),
-            index,
-            end: 0,
-            live: 0,
-            pending: 0,
-        })
+    /// Creates the next free pack, exclusively (another process may be creating one too),
+    /// and locks it.
+    fn create_pack(&self, state: &State) -> Result<(u32, Pack), StoreError> {
+        let mut number = state.packs.keys().next_back().map_or(0, |n| n + 1);
+        loop {
+            let data_path = self.pack_path(number, "pack");
+            let data = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&data_path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    number += 1;
+                    continue;
+                }
+                Err(e) => return Err(io(&data_path)(e)),
+            };
+            if !try_lock(&data) {
+                number += 1;
+                continue;
+            }
+            let index_path = self.pack_path(number, "idx");
+            let index = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .truncate(false)
+                .open(&index_path)
+                .map_err(io(&index_path))?;
+            // A stale index of a pack deleted by an interrupted collection names nothing.
+            index.set_len(0).map_err(io(&index_path))?;
+            return Ok((
+                number,
+                Pack {
+                    data: Arc::new(data),
+                    index,
+                    end: 0,
+                    live: 0,
+                    pending: 0,
+                    owned: true,
+                },
+            ));
+        }
     }
 
     /// A chunk's bytes, checked against its id; `None` if not stored.
@@ -447,11 +483,21 @@ impl ChunkStore {
     /// Forgets every chunk not in `keep` and rewrites the packs that held them, so their
     /// space returns to the file system; returns the chunk bytes freed.
     pub fn gc(&self, keep: &HashSet<Hash>) -> Result<u64, StoreError> {
+        self.gc_unless(keep, Duration::ZERO)
+    }
+
+    /// Like [`gc`](Self::gc), but also keeps chunks written less than `younger_than` ago
+    /// (or since the store was opened): parts of uploads whose trees are not referenced yet.
+    pub fn gc_unless(
+        &self,
+        keep: &HashSet<Hash>,
+        younger_than: Duration,
+    ) -> Result<u64, StoreError> {
         let mut state = lock(&self.state);
         let mut freed = 0;
         let mut dropped = Vec::new();
         state.index.retain(|id, loc| {
-            let kept = keep.contains(id);
+            let kept = keep.contains(id) || loc.written.elapsed() < younger_than;
             if !kept {
                 freed += u64::from(loc.len);
                 dropped.push(*loc);
@@ -471,7 +517,7 @@ impl ChunkStore {
             .iter()
             .filter(|(_, p)| {
                 let p = lock(p);
-                p.pending == 0 && p.live < p.end
+                p.owned && p.pending == 0 && p.live < p.end
             })
             .map(|(n, _)| *n)
             .collect();
@@ -495,8 +541,7 @@ impl ChunkStore {
             let Some(old) = state.packs.get(&number).map(|p| lock(p).data.clone()) else {
                 return Ok(());
             };
-            let fresh = state.packs.keys().next_back().map_or(0, |n| n + 1);
-            let mut pack = self.create_pack(fresh)?;
+            let (fresh, mut pack) = self.create_pack(state)?;
             let fresh_path = self.pack_path(fresh, "pack");
             let mut moved = Vec::with_capacity(live.len());
             for (id, loc) in &live {
@@ -508,6 +553,7 @@ impl ChunkStore {
                     pack: fresh,
                     offset: pack.end,
                     len: loc.len,
+                    written: loc.written,
                 };
                 pack.data
                     .write_all_at(&buf, to.offset)
@@ -534,6 +580,11 @@ impl ChunkStore {
     }
 }
 
+/// Takes the exclusive lock on a pack without waiting; false if someone else holds it.
+fn try_lock(file: &File) -> bool {
+    rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
+}
+
 fn pack_path(packs_dir: &Path, number: u32, ext: &str) -> PathBuf {
     packs_dir.join(format!("{number:08}.{ext}"))
 }
@@ -549,6 +600,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
         .write(true)
         .open(&data_path)
         .map_err(io(&data_path))?;
+    let owned = try_lock(&data);
     let file_len = data.metadata().map_err(io(&data_path))?.len();
     let entries = match std::fs::read(&index_path) {
         Ok(bytes) => bytes,
@@ -562,7 +614,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
         .open(&index_path)
         .map_err(io(&index_path))?;
     let whole = entries.len() - entries.len() % INDEX_ENTRY;
-    if whole != entries.len() {
+    if whole != entries.len() && owned {
         index.set_len(whole as u64).map_err(io(&index_path))?;
     }
     let mut pack = Pack {
@@ -571,6 +623,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
         end: 0,
         live: 0,
         pending: 0,
+        owned,
     };
     let mut admit = |pack: &mut Pack, id: Hash, loc: Loc| {
         let record = RECORD_HEADER + u64::from(loc.len);
@@ -592,11 +645,16 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
             pack: number,
             offset: u64::from_le_bytes(offset),
             len: u32::from_le_bytes(len),
+            written: Instant::now(),
         };
         // An entry pointing past the file's end is stale; the read would fail anyway.
         if loc.offset + RECORD_HEADER + u64::from(loc.len) <= file_len {
             admit(&mut pack, Hash(id), loc);
         }
+    }
+    if !owned {
+        // Another process is writing it: take what its index lists, repair nothing.
+        return Ok(pack);
     }
     // Records written after the last indexed one: keep the whole ones, cut the rest.
     loop {
@@ -628,6 +686,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
             pack: number,
             offset,
             len,
+            written: Instant::now(),
         };
         (&pack.index)
             .write_all(&index_entry(&Hash(id), loc))

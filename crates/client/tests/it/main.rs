@@ -354,6 +354,7 @@ async fn health_metrics_chain_and_openapi_are_served() {
         "/v1/chunks/missing",
         "/v1/chunks/{id}",
         "/v1/trees/{cid}/keys",
+        "/v1/trees/{cid}/pin",
         "/v1/providers",
         "/v1/providers/{address}",
         "/health",

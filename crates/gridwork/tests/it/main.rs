@@ -680,6 +680,39 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         &[],
     );
     assert!(msg.contains("not empty"), "{msg}");
+
+    // The node keeps the pushed tree for its retention period (a week by default).
+    let week_ms = 7 * 24 * 3600 * 1000;
+    let kept = first["pinned_until_ms"].as_u64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        kept > now + week_ms - 3_600_000 && kept <= now + week_ms,
+        "{first}"
+    );
+    // The local cache empties; a pull afterwards fetches everything again from the node.
+    let gc = cli.json(&["--key", "dev1", "data", "gc"], &[]);
+    assert!(gc["freed_bytes"].as_u64().unwrap() > 0, "{gc}");
+    let again = dir.path().join("again");
+    let pulled = cli.json(
+        &[
+            "--key",
+            "dev1",
+            "data",
+            "pull",
+            &cid,
+            "--out",
+            again.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(pulled["chunks_received"].as_u64().unwrap() >= 7, "{pulled}");
+    assert_eq!(
+        std::fs::read(src.join("a/1.bin")).unwrap(),
+        std::fs::read(again.join("a/1.bin")).unwrap()
+    );
 }
 
 #[test]

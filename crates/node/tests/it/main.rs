@@ -168,3 +168,96 @@ fn the_documented_example_files_are_valid() {
     .unwrap();
     assert_eq!(node.chain_id(), "gridwork-example");
 }
+
+/// A tree in the node's chunk store: a root and one data chunk, as a push leaves it.
+fn stored_tree(node: &Node, name: &str) -> (gridwork_types::Hash, Vec<gridwork_types::Hash>) {
+    use gridwork_types::Hash;
+    let data = format!("sealed bytes of {name}").into_bytes();
+    let data_id = Hash::of(&data);
+    node.put_chunk(&data_id, &data).unwrap();
+    let mut root = b"gridwork/tree/v1\n".to_vec();
+    root.extend_from_slice(data_id.as_bytes());
+    let cid = Hash::of(&root);
+    node.put_chunk(&cid, &root).unwrap();
+    (cid, vec![data_id])
+}
+
+#[test]
+fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest() {
+    use gridwork_types::{
+        Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements,
+    };
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    let (pinned, pinned_chunks) = stored_tree(&node, "pinned");
+    let (input, input_chunks) = stored_tree(&node, "a job's input");
+    let (loose, loose_chunks) = stored_tree(&node, "never pinned");
+    let until = node.pin_tree(&pinned, &pinned_chunks).unwrap();
+    node.pin_tree(&input, &input_chunks).unwrap();
+    // A pin naming a chunk the node lacks is refused with what to do.
+    let err = node
+        .pin_tree(&loose, &[gridwork_types::Hash([7; 32])])
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::TreeIncomplete { missing: 1, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("push the tree again"));
+
+    // A job that reads `input` is open.
+    let requester = dev_keypair(0);
+    let job = Transaction {
+        from: requester.public(),
+        nonce: 0,
+        fee: Amount::ZERO,
+        kind: TxKind::SubmitJob {
+            prescription: Prescription {
+                data: vec![input],
+                program: Program {
+                    command: "render".into(),
+                    args: vec![],
+                },
+                instructions: Instructions {
+                    items: 1,
+                    chunk: 1,
+                    requirements: Requirements::default(),
+                    task_deadline_ms: 60_000,
+                    council_size: 1,
+                },
+                payment: Payment::FixedPerTask {
+                    max_price: Amount::grid(2),
+                },
+                equivalence: Equivalence::ExactHash {},
+                halting: Halting {
+                    first_bids: 1,
+                    deadline_ms: 10_000,
+                    reserve_price: None,
+                },
+            },
+            deposit: Amount::grid(3),
+        },
+    }
+    .sign(node.chain_id(), &requester);
+    assert!(node.submit(vec![job])[0].is_ok());
+    node.produce_block(true).unwrap().unwrap();
+
+    let has = |id: &gridwork_types::Hash| node.chunk(id).unwrap().is_some();
+    // Within the grace period nothing goes, pinned or not.
+    let now = until - 1000;
+    let report = node
+        .collect_garbage_at(now, Duration::from_secs(3600))
+        .unwrap();
+    assert_eq!(report.freed_bytes, 0);
+    assert!(has(&loose) && has(&loose_chunks[0]));
+    // Past it, the unpinned upload goes and the pinned trees stay.
+    let report = node.collect_garbage_at(now, Duration::ZERO).unwrap();
+    assert!(report.freed_bytes > 0);
+    assert!(!has(&loose) && !has(&loose_chunks[0]));
+    assert!(has(&pinned) && has(&pinned_chunks[0]));
+    // Once the pins run out, the open job's input stays and the other tree goes.
+    let report = node.collect_garbage_at(until + 1, Duration::ZERO).unwrap();
+    assert_eq!((report.pins_expired, report.pins_kept), (1, 1));
+    assert!(!has(&pinned) && !has(&pinned_chunks[0]));
+    assert!(has(&input) && has(&input_chunks[0]));
+}

@@ -435,3 +435,61 @@ fn a_store_of_one_file_per_chunk_is_moved_into_packs() {
     assert!(!store_dir.join(&hex[..2]).exists());
     assert!(!store_dir.join(&bad_hex[..2]).exists());
 }
+
+#[test]
+fn collection_spares_chunks_of_uploads_still_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let (id, bytes) = chunk(1, 5000);
+    store.put(&id, &bytes).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(store.gc_unless(&HashSet::new(), hour).unwrap(), 0);
+    assert!(store.has(&id), "written a moment ago");
+    assert_eq!(
+        store
+            .gc_unless(&HashSet::new(), std::time::Duration::ZERO)
+            .unwrap(),
+        5000
+    );
+    assert!(!store.has(&id));
+}
+
+#[test]
+fn two_stores_open_on_one_directory_write_side_by_side() {
+    // As two `gridwork data pull`s at once: each appends to packs it holds the lock on.
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = ChunkStore::open(&store_dir, None).unwrap();
+    let early: Vec<_> = (0..10).map(|i| chunk(i, 3000)).collect();
+    for (id, bytes) in &early {
+        a.put(id, bytes).unwrap();
+    }
+    let b = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(b.len(), 10, "b sees what a wrote before b opened");
+    let late: Vec<_> = (10..30).map(|i| chunk(i, 3000)).collect();
+    std::thread::scope(|s| {
+        let (a, b, late) = (&a, &b, &late);
+        s.spawn(move || late[..10].iter().for_each(|(id, x)| a.put(id, x).unwrap()));
+        s.spawn(move || late[10..].iter().for_each(|(id, x)| b.put(id, x).unwrap()));
+    });
+    // b's collection may forget chunks but never rewrites a pack a holds.
+    let keep: HashSet<Hash> = early.iter().map(|(id, _)| *id).collect();
+    b.gc(&keep).unwrap();
+    for (id, bytes) in &early {
+        assert_eq!(a.get(id).unwrap().as_deref(), Some(&bytes[..]));
+        assert_eq!(b.get(id).unwrap().as_deref(), Some(&bytes[..]));
+    }
+    for (id, bytes) in &late[..10] {
+        assert_eq!(a.get(id).unwrap().as_deref(), Some(&bytes[..]));
+    }
+    drop((a, b));
+    let again = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(
+        again.len(),
+        20,
+        "the early chunks and a's late ones; b's collection dropped its own"
+    );
+    for (id, bytes) in early.iter().chain(&late[..10]) {
+        assert_eq!(again.get(id).unwrap().as_deref(), Some(&bytes[..]));
+    }
+}
