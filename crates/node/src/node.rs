@@ -261,6 +261,9 @@ struct Pins {
     every: Duration,
     /// Serialises pin writes with collections (a pin written mid-collection must count).
     lock: Mutex<()>,
+    /// When a full store last made a put collect: a store that stays full must not make
+    /// every upload run a collection.
+    collected_when_full: Mutex<Option<Instant>>,
 }
 
 /// What a garbage collection did.
@@ -456,6 +459,7 @@ impl Node {
                 grace: Duration::from_secs(config.chunk_upload_grace_secs),
                 every: Duration::from_secs(config.chunk_gc_interval_secs.max(1)),
                 lock: Mutex::new(()),
+                collected_when_full: Mutex::new(None),
             });
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
@@ -1116,12 +1120,26 @@ impl Node {
         let store = self.chunk_store()?;
         match store.put(id, bytes) {
             Err(ChunkStoreError::Full { .. }) if self.shared.pins.is_some() => {
-                // Full: drop what nothing keeps any more, then try once more.
-                let report = self.collect_garbage()?;
-                tracing::info!(
-                    freed = report.freed_bytes,
-                    "chunk store full; collected garbage"
-                );
+                // Full: drop what nothing keeps any more (at most every 30 s: a store that
+                // stays full must not make every upload collect), then try once more.
+                let due = self.shared.pins.as_ref().is_some_and(|pins| {
+                    let mut last = pins
+                        .collected_when_full
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(30));
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                });
+                if due {
+                    let report = self.collect_garbage()?;
+                    tracing::info!(
+                        freed = report.freed_bytes,
+                        "chunk store full; collected garbage"
+                    );
+                }
                 match store.put(id, bytes) {
                     Err(ChunkStoreError::Full { used, quota, .. }) => Err(NodeError::StoreFull {
                         used,

@@ -261,3 +261,40 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     assert!(!has(&pinned) && !has(&pinned_chunks[0]));
     assert!(has(&input) && has(&input_chunks[0]));
 }
+
+#[test]
+fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
+    use gridwork_types::Hash;
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        chunk_quota_bytes: Some(10_000),
+        chunk_upload_grace_secs: 0,
+        ..config(dir.path())
+    };
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    let chunk = |b: u8| (Hash::of(&[b; 6000]), vec![b; 6000]);
+    let ((kept, kept_bytes), (loose, loose_bytes), (new, new_bytes)) =
+        (chunk(1), chunk(2), chunk(3));
+    let (stale, stale_bytes) = chunk(4);
+    node.put_chunk(&stale, &stale_bytes).unwrap();
+    // The store is full; the put collects the unpinned chunk first and then fits.
+    node.put_chunk(&kept, &kept_bytes).unwrap();
+    assert!(node.chunk(&stale).unwrap().is_none());
+    node.pin_tree(&kept, &[]).unwrap();
+    // Full: nothing unreferenced to drop, so the put is refused, naming what to change.
+    let err = node.put_chunk(&loose, &loose_bytes).unwrap_err();
+    assert!(
+        matches!(err, NodeError::StoreFull { quota: 10_000, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("chunk_quota_bytes"));
+    assert!(
+        node.chunk(&kept).unwrap().is_some(),
+        "the pinned tree stays"
+    );
+    // Once the pinned tree is gone (its pin ran out), the next upload fits.
+    node.collect_garbage_at(u64::MAX, std::time::Duration::ZERO)
+        .unwrap();
+    node.put_chunk(&new, &new_bytes).unwrap();
+    assert!(node.chunk(&new).unwrap().is_some());
+}
