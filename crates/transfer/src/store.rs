@@ -415,12 +415,7 @@ impl ChunkStore {
                 continue;
             }
             let index_path = self.pack_path(number, "idx");
-            let index = OpenOptions::new()
-                .append(true)
-                .create(true)
-                .truncate(false)
-                .open(&index_path)
-                .map_err(io(&index_path))?;
+            let index = open_index(&index_path)?;
             // A stale index of a pack deleted by an interrupted collection names nothing.
             index.set_len(0).map_err(io(&index_path))?;
             return Ok((
@@ -580,6 +575,16 @@ impl ChunkStore {
     }
 }
 
+/// Opens (or creates) a pack's index for appending.
+fn open_index(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io(path))
+}
+
 /// Takes the exclusive lock on a pack without waiting; false if someone else holds it.
 fn try_lock(file: &File) -> bool {
     rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok()
@@ -607,12 +612,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(io(&index_path)(e)),
     };
-    let index = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .truncate(false)
-        .open(&index_path)
-        .map_err(io(&index_path))?;
+    let index = open_index(&index_path)?;
     let whole = entries.len() - entries.len() % INDEX_ENTRY;
     if whole != entries.len() && owned {
         index.set_len(whole as u64).map_err(io(&index_path))?;
