@@ -713,6 +713,41 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         std::fs::read(src.join("a/1.bin")).unwrap(),
         std::fs::read(again.join("a/1.bin")).unwrap()
     );
+
+    // Two pulls at once share the local cache (each process appends to packs it locks);
+    // a third pull afterwards finds every chunk in the cache and fetches nothing.
+    cli.json(&["data", "gc"], &[]);
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    std::thread::scope(|s| {
+        for out in [&one, &two] {
+            let cli = &cli;
+            let cid = cid.as_str();
+            s.spawn(move || {
+                let out = out.to_str().unwrap();
+                cli.json(&["--key", "dev1", "data", "pull", cid, "--out", out], &[])
+            });
+        }
+    });
+    for out in [&one, &two] {
+        assert_eq!(
+            std::fs::read(src.join("a/2.bin")).unwrap(),
+            std::fs::read(out.join("a/2.bin")).unwrap()
+        );
+    }
+    let third = dir.path().join("three");
+    let cached = cli.json(
+        &[
+            "--key",
+            "dev1",
+            "data",
+            "pull",
+            &cid,
+            "--out",
+            third.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(cached["chunks_received"], 0, "{cached}");
 }
 
 #[test]
