@@ -7,6 +7,7 @@
 //! carry status 1 only. The receiver checks every chunk against its id.
 
 use bytes::Bytes;
+use gridwork_transfer::BufferPool;
 use gridwork_types::Hash;
 
 /// The most chunk bytes one fetch response carries; chunks past it are marked status 2.
@@ -17,6 +18,41 @@ pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
 /// The most ids one fetch may ask for.
 pub const MAX_FETCH_IDS: usize = 4096;
+
+/// Request and response bodies for reuse (up to 64 MiB each; see [`BufferPool`]): enough for
+/// a node's and a client's streams in one process.
+static POOL: BufferPool = BufferPool::new(32, MAX_RESPONSE_BYTES + (8 << 20));
+
+/// An empty body buffer with room for `capacity` bytes, reused when one is free.
+pub fn take_buffer(capacity: usize) -> Vec<u8> {
+    POOL.take(capacity)
+}
+
+/// Returns a body buffer for reuse.
+pub fn give_back(buf: Vec<u8>) {
+    POOL.give_back(buf);
+}
+
+/// `buf` as shared bytes that return it to the pool once the last slice of it is dropped
+/// (frames parsed from it are such slices).
+pub fn share(buf: Vec<u8>) -> Bytes {
+    Bytes::from_owner(Pooled(buf))
+}
+
+/// A buffer that goes back to the pool when dropped.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.0));
+    }
+}
 
 /// One frame of a batched body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,13 +99,13 @@ fn push_raw(out: &mut Vec<u8>, id: &Hash, status: u8, bytes: &[u8]) {
 /// The answer to a fetch of `ids`: one frame per id, chunks past [`MAX_RESPONSE_BYTES`]
 /// deferred. What the node and a peer both serve. `get` appends a chunk's stored bytes to
 /// the body (no copy of its own) and says whether it had them; `capacity` is the body's
-/// expected size, so the body is allocated once.
+/// expected size, so the body is allocated once (or reused: see [`take_buffer`]).
 pub fn answer_fetch<E>(
     ids: &[Hash],
     capacity: usize,
     mut get: impl FnMut(&Hash, &mut Vec<u8>) -> Result<bool, E>,
 ) -> Result<Vec<u8>, E> {
-    let mut out = Vec::with_capacity(capacity.min(MAX_RESPONSE_BYTES + ids.len() * 37 + (4 << 20)));
+    let mut out = take_buffer(capacity.min(MAX_RESPONSE_BYTES + ids.len() * 37 + (4 << 20)));
     for id in ids {
         if out.len() >= MAX_RESPONSE_BYTES {
             push_frame(&mut out, id, &Frame::Deferred);
@@ -159,8 +195,30 @@ mod tests {
         );
     }
 
+    /// The tests that use the buffer pool run one at a time.
+    static POOL_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    #[test]
+    fn a_shared_body_returns_to_the_pool_when_its_last_slice_is_dropped() {
+        let _one = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let in_pool = |ptr: *const u8| POOL.holds(ptr);
+        let mut body = take_buffer(1 << 20);
+        push_chunk(&mut body, &Hash([1; 32]), &[7; 1000]);
+        let ptr = body.as_ptr();
+        let shared = share(body);
+        let frames = parse_frames(&shared, 4096).unwrap();
+        drop(shared);
+        assert!(!in_pool(ptr), "a frame still uses it");
+        drop(frames);
+        assert!(in_pool(ptr));
+        let again = take_buffer(10);
+        assert_eq!(again.as_ptr(), ptr, "reused, not allocated");
+        assert!(again.is_empty() && again.capacity() >= 1 << 20);
+    }
+
     #[test]
     fn an_answer_carries_what_the_store_appended_and_names_what_it_lacked() {
+        let _one = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
         let body = answer_fetch(&[a, b, c], 0, |id, out| {
             Ok::<_, ()>(match id.0[0] {

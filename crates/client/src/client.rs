@@ -174,7 +174,16 @@ impl Client {
             .map_err(unreachable(url))?;
         let status = resp.status();
         if status.is_success() {
-            return resp.bytes().await.map_err(unreachable(url));
+            // Into a reused buffer (see `frames::take_buffer`); chunks parsed from it are
+            // slices of it, and it returns to the pool when the last is dropped.
+            let mut resp = resp;
+            let mut body = gridwork_api::frames::take_buffer(
+                resp.content_length().unwrap_or(0).min(1 << 27) as usize,
+            );
+            while let Some(piece) = resp.chunk().await.map_err(unreachable(url))? {
+                body.extend_from_slice(&piece);
+            }
+            return Ok(gridwork_api::frames::share(body));
         }
         let status = status.as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();

@@ -298,10 +298,12 @@ impl Client {
     /// Several chunks in one upload.
     async fn put_chunks(&self, chunks: &[(Hash, Vec<u8>)]) -> Result<(), ClientError> {
         let url = format!("{}/v1/chunks", self.base_url());
-        let mut body = Vec::with_capacity(chunks.iter().map(|(_, b)| b.len() + 37).sum());
+        let mut body =
+            gridwork_api::frames::take_buffer(chunks.iter().map(|(_, b)| b.len() + 37).sum());
         for (id, bytes) in chunks {
             push_chunk(&mut body, id, bytes);
         }
+        let body = gridwork_api::frames::share(body);
         self.send_empty(
             self.http()
                 .post(&url)

@@ -630,7 +630,9 @@ async fn fetch_chunks(
         ));
     }
     let out = blocking(move || node.fetch_answer(&body.ids)).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response())
+    // The body goes back to the buffer pool once sent.
+    let body = axum::body::Body::from(frames::share(out));
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
 /// `PUT /v1/trees/{cid}/pin`: the body is the tree's chunk ids, 32 bytes each; the node

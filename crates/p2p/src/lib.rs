@@ -188,6 +188,7 @@ impl ProtocolHandler for ChunkServer {
                     if send.write_all(&body).await.is_ok() {
                         let _ = send.finish();
                     }
+                    frames::give_back(body);
                 }
             });
         }

@@ -14,6 +14,7 @@ use gridwork_types::Hash;
 use zstd::bulk::{Compressor, Decompressor};
 
 use crate::keys::DataKey;
+use crate::pool::BufferPool;
 
 /// Chunk sizes for FastCDC, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,14 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Plaintext chunks for reuse: [`open`] takes from it, the tree writer gives back.
+static PLAINTEXTS: BufferPool = BufferPool::new(32, 8 << 20);
+
+/// Returns an opened chunk's buffer once its bytes are used, for the next [`open`].
+pub(crate) fn recycle(plain: Vec<u8>) {
+    PLAINTEXTS.give_back(plain);
+}
+
 /// Runs `f` with this thread's zstd contexts, made on first use.
 fn with_zstd<T>(
     f: impl FnOnce(&mut Compressor<'static>, &mut Decompressor<'static>) -> T,
@@ -155,7 +164,8 @@ pub fn open(key: &DataKey, id: &Hash, sealed: &[u8], max: u32) -> Result<Vec<u8>
         if ciphertext.len() > max as usize {
             return Err(SealError::TooLarge { id: *id, max });
         }
-        let mut plain = ciphertext.to_vec();
+        let mut plain = PLAINTEXTS.take(ciphertext.len());
+        plain.extend_from_slice(ciphertext);
         decrypt(&mut plain)?;
         return Ok(plain);
     }
@@ -164,8 +174,15 @@ pub fn open(key: &DataKey, id: &Hash, sealed: &[u8], max: u32) -> Result<Vec<u8>
         buf.clear();
         buf.extend_from_slice(ciphertext);
         decrypt(&mut buf)?;
-        let plain = with_zstd(|_, d| d.decompress(&buf, max as usize))
+        // The frame states its size (seal writes it); the buffer is that large, at most `max`.
+        let size = zstd::zstd_safe::get_frame_content_size(&buf)
+            .ok()
+            .flatten()
+            .map_or(max as usize, |n| n.min(u64::from(max)) as usize);
+        let mut plain = PLAINTEXTS.take(size);
+        let plain = with_zstd(|_, d| d.decompress_to_buffer(&buf[..], &mut plain))
             .and_then(Result::ok)
+            .map(|_| plain)
             .ok_or(SealError::TooLarge { id: *id, max });
         if buf.capacity() > 8 << 20 {
             *buf = Vec::new();

@@ -15,11 +15,13 @@
 
 mod chunk;
 mod keys;
+mod pool;
 mod store;
 mod tree;
 
 pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 pub use keys::{unwrap_key, wrap_key, DataKey, WrappedKey};
+pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
     manifest_chunks, pack, pack_into, read_manifest, tree_digest, unpack, write_tree, ChunkSink,

@@ -111,6 +111,8 @@ const RECORD_HEADER: u64 = 36;
 const INDEX_ENTRY: usize = 44;
 /// A pack takes no new records once it is this long; the next put opens the next pack.
 const PACK_LIMIT: u64 = 256 << 20;
+/// Packs written at once.
+const ACTIVE_PACKS: usize = 4;
 /// The largest chunk a record holds (chunks are at most a few MiB; this only bounds what a
 /// damaged header can make `open` read).
 const MAX_CHUNK: usize = 64 << 20;
@@ -157,7 +159,10 @@ struct Pack {
 struct State {
     index: HashMap<Hash, Loc>,
     packs: BTreeMap<u32, Arc<Mutex<Pack>>>,
-    active: u32,
+    /// The packs new records go to, one per writer lane (a chunk's lane is its id's first
+    /// byte): parallel writes to one file queue on its inode lock (perf: 9% of a pull spent
+    /// spinning there).
+    active: [u32; ACTIVE_PACKS],
     /// Live chunk bytes (headers not counted).
     used: u64,
     writing: HashSet<Hash>,
@@ -211,14 +216,14 @@ impl ChunkStore {
         let mut state = State {
             index: HashMap::new(),
             packs: BTreeMap::new(),
-            active: 0,
+            active: [u32::MAX; ACTIVE_PACKS],
             used: 0,
             writing: HashSet::new(),
         };
         for number in numbers {
             let pack = load_pack(&packs_dir, number, &mut state)?;
             state.packs.insert(number, Arc::new(Mutex::new(pack)));
-            state.active = number;
+            state.active[0] = number;
         }
         let store = ChunkStore {
             dir,
@@ -337,7 +342,8 @@ impl ChunkStore {
                     });
                 }
             }
-            let (number, pack) = self.active_pack(&mut state)?;
+            let lane = usize::from(id.0[0]) % ACTIVE_PACKS;
+            let (number, pack) = self.active_pack(&mut state, lane)?;
             let offset = {
                 let mut p = lock(&pack);
                 let offset = p.end;
@@ -375,19 +381,25 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// The pack new records go to, opening the next one when the active one is full.
-    fn active_pack(&self, state: &mut State) -> Result<(u32, Arc<Mutex<Pack>>), StoreError> {
-        if let Some(pack) = state.packs.get(&state.active) {
+    /// The pack `lane`'s new records go to, opening the next one when it is full (or not
+    /// this store's to write).
+    fn active_pack(
+        &self,
+        state: &mut State,
+        lane: usize,
+    ) -> Result<(u32, Arc<Mutex<Pack>>), StoreError> {
+        let current = state.active[lane];
+        if let Some(pack) = state.packs.get(&current) {
             let p = lock(pack);
             if p.owned && p.end < PACK_LIMIT {
                 drop(p);
-                return Ok((state.active, pack.clone()));
+                return Ok((current, pack.clone()));
             }
         }
         let (number, pack) = self.create_pack(state)?;
         let pack = Arc::new(Mutex::new(pack));
         state.packs.insert(number, pack.clone());
-        state.active = number;
+        state.active[lane] = number;
         Ok((number, pack))
     }
 

@@ -551,6 +551,7 @@ pub fn write_tree(
                         break;
                     }
                     file.write_all(&plain).map_err(io(&path))?;
+                    crate::chunk::recycle(plain);
                 }
                 if written != e.size {
                     return Err(TreeError::Malformed(format!(
