@@ -187,18 +187,29 @@ impl PeerSources {
     }
 
     /// The node first, then the peers.
-    pub(crate) fn with<'a>(&'a self, node: &'a Client) -> Vec<&'a dyn ChunkSource> {
+    fn with<'a>(&'a self, node: &'a Client) -> Vec<&'a dyn ChunkSource> {
         let mut all: Vec<&dyn ChunkSource> = vec![node];
         all.extend(self.http.iter().map(|c| c as &dyn ChunkSource));
         all.extend(self.peers.iter().map(|p| p as &dyn ChunkSource));
         all
     }
 
-    /// Closes the local endpoint.
-    pub(crate) async fn close(self) {
+    /// Pulls tree `cid` into `out` from `node` and these peers, then closes the local
+    /// endpoint.
+    pub(crate) async fn pull(
+        self,
+        node: &Client,
+        cid: &Hash,
+        key: &DataKey,
+        local: &ChunkStore,
+        out: &std::path::Path,
+        opts: &TransferOptions,
+    ) -> anyhow::Result<PullReport> {
+        let report = pull_tree_from(&self.with(node), cid, key, local, out, opts).await;
         if let Some(endpoint) = self.endpoint {
             endpoint.shutdown().await;
         }
+        Ok(report?)
     }
 }
 
@@ -214,18 +225,10 @@ pub(crate) async fn pull_granted(
 ) -> anyhow::Result<PullReport> {
     let key = client.granted_key(cid, me).await?;
     let local = local_store(cli)?;
-    let peers = PeerSources::resolve(client, &[], holders).await?;
-    let report = pull_tree_from(
-        &peers.with(client),
-        cid,
-        &key,
-        &local,
-        out,
-        &TransferOptions::default(),
-    )
-    .await;
-    peers.close().await;
-    Ok(report?)
+    PeerSources::resolve(client, &[], holders)
+        .await?
+        .pull(client, cid, &key, &local, out, &TransferOptions::default())
+        .await
 }
 
 /// Where a pull into `out` records the tree it is writing, so an interrupted pull may
@@ -410,11 +413,10 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                     true => PeerSources::announced(&client).await?,
                     false => Vec::new(),
                 };
-                let peers = PeerSources::resolve(&client, peers, &holders).await?;
-                let report =
-                    pull_tree_from(&peers.with(&client), &cid, &key, &local, out, &opts).await;
-                peers.close().await;
-                anyhow::Ok(report?)
+                PeerSources::resolve(&client, peers, &holders)
+                    .await?
+                    .pull(&client, &cid, &key, &local, out, &opts)
+                    .await
             });
             drop(bar);
             let report = report?;

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gridwork_client::{pull_tree_from, Client, TransferOptions};
+use gridwork_client::{Client, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::{dev_keypair, max_task_cost};
 use gridwork_transfer::ChunkStore;
@@ -280,13 +280,12 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     let key = client.granted_key(&cid, &requester).await?;
                     // From the node and, peer to peer, the executor that kept its output.
                     let holders: Vec<Address> = t.executor.into_iter().collect();
-                    let peers = PeerSources::resolve(&client, &[], &holders).await?;
                     let opts = TransferOptions::with_streams(4);
-                    let report =
-                        pull_tree_from(&peers.with(&client), &cid, &key, &cache, &dir, &opts)
-                            .await;
-                    peers.close().await;
-                    let from: Vec<_> = report?
+                    let report = PeerSources::resolve(&client, &[], &holders)
+                        .await?
+                        .pull(&client, &cid, &key, &cache, &dir, &opts)
+                        .await?;
+                    let from: Vec<_> = report
                         .sources
                         .iter()
                         .map(|s| json!({ "source": s.source, "chunks": s.chunks }))

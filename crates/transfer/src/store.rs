@@ -98,11 +98,6 @@ impl VerifiedChunk {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-
-    /// The bytes, owned.
-    pub fn into_bytes(self) -> Bytes {
-        self.bytes
-    }
 }
 
 /// Bytes before a record's chunk: its id and length.

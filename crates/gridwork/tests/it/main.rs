@@ -565,6 +565,21 @@ fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot execute `/no/such/program`"));
 }
 
+/// The arguments of `gridwork --key dev1 data pull CID --out OUT EXTRA...`.
+fn pull<'a>(cid: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--key",
+        "dev1",
+        "data",
+        "pull",
+        cid,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 #[test]
 fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -610,18 +625,7 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
 
     // dev1 cannot read it until shared.
     let out = dir.path().join("copy");
-    let (_, msg) = cli.fails(
-        &[
-            "--key",
-            "dev1",
-            "data",
-            "pull",
-            &cid,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (_, msg) = cli.fails(&pull(&cid, &out, &[]), &[]);
     assert!(msg.contains("has no key for"), "{msg}");
     cli.json(&["--key", "dev0", "data", "share", &cid, "dev1"], &[]);
     // A peer must be a URL or a provider that announced an endpoint; each says what to do.
@@ -634,51 +638,16 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         (stranger.as_str(), "no such provider on the ledger"),
     ] {
         let bad = dir.path().join("bad");
-        let (_, msg) = cli.fails(
-            &[
-                "--key",
-                "dev1",
-                "data",
-                "pull",
-                &cid,
-                "--out",
-                bad.to_str().unwrap(),
-                "--peer",
-                peer,
-            ],
-            &[],
-        );
+        let (_, msg) = cli.fails(&pull(&cid, &bad, &["--peer", peer]), &[]);
         assert!(msg.contains(says), "{peer}: {msg}");
     }
-    let pulled = cli.json(
-        &[
-            "--key",
-            "dev1",
-            "data",
-            "pull",
-            &cid,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let pulled = cli.json(&pull(&cid, &out, &[]), &[]);
     assert_eq!(pulled["files"], 5);
     assert_eq!(
         std::fs::read(src.join("a/3.bin")).unwrap(),
         std::fs::read(out.join("a/3.bin")).unwrap()
     );
-    let (_, msg) = cli.fails(
-        &[
-            "--key",
-            "dev1",
-            "data",
-            "pull",
-            &cid,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let (_, msg) = cli.fails(&pull(&cid, &out, &[]), &[]);
     assert!(msg.contains("not empty"), "{msg}");
 
     // The node keeps the pushed tree for its retention period (a week by default).
@@ -696,18 +665,7 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     let gc = cli.json(&["--key", "dev1", "data", "gc"], &[]);
     assert!(gc["freed_bytes"].as_u64().unwrap() > 0, "{gc}");
     let again = dir.path().join("again");
-    let pulled = cli.json(
-        &[
-            "--key",
-            "dev1",
-            "data",
-            "pull",
-            &cid,
-            "--out",
-            again.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let pulled = cli.json(&pull(&cid, &again, &[]), &[]);
     assert!(pulled["chunks_received"].as_u64().unwrap() >= 7, "{pulled}");
     assert_eq!(
         std::fs::read(src.join("a/1.bin")).unwrap(),
@@ -722,10 +680,7 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         for out in [&one, &two] {
             let cli = &cli;
             let cid = cid.as_str();
-            s.spawn(move || {
-                let out = out.to_str().unwrap();
-                cli.json(&["--key", "dev1", "data", "pull", cid, "--out", out], &[])
-            });
+            s.spawn(move || cli.json(&pull(cid, out, &[]), &[]));
         }
     });
     for out in [&one, &two] {
@@ -735,18 +690,7 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         );
     }
     let third = dir.path().join("three");
-    let cached = cli.json(
-        &[
-            "--key",
-            "dev1",
-            "data",
-            "pull",
-            &cid,
-            "--out",
-            third.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let cached = cli.json(&pull(&cid, &third, &[]), &[]);
     assert_eq!(cached["chunks_received"], 0, "{cached}");
 }
 
