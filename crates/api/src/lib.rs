@@ -8,6 +8,10 @@
 
 pub mod frames;
 
+/// The header that carries a request's proof that it holds a tree's data key (hex of
+/// `DataKey::holder_proof`), on `PUT /v1/trees/{cid}/pin` and `POST /v1/trees/{cid}/keys`.
+pub const KEY_PROOF_HEADER: &str = "gridwork-key-proof";
+
 use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};
 use gridwork_types::{
     Address, Amount, Hardware, Hash, Header, PeerAddr, Prescription, PublicKey, SignedTx, TxKind,

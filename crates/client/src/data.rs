@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use gridwork_api::frames::{push_chunk, read_answer, Frame};
-use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks};
+use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, KEY_PROOF_HEADER};
 use gridwork_transfer::{
     manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree, ChunkParams,
     ChunkSink, ChunkStore, DataKey, StoreError, TreeError, TreeManifest, VerifiedChunk,
@@ -341,14 +341,27 @@ impl Client {
         key: &DataKey,
         recipient: &PublicKey,
     ) -> Result<(), ClientError> {
-        self.add_key_grant(cid, &wrap_key(key, recipient)).await
+        self.add_key_grant(cid, key, &wrap_key(key, recipient))
+            .await
     }
 
-    /// Adds a key grant to a tree.
-    pub async fn add_key_grant(&self, cid: &Hash, grant: &KeyGrant) -> Result<(), ClientError> {
+    /// Adds a key grant to tree `cid`, proving the sender holds its data key `key` (the node
+    /// takes grants only from holders).
+    pub async fn add_key_grant(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        grant: &KeyGrant,
+    ) -> Result<(), ClientError> {
         let url = format!("{}/v1/trees/{cid}/keys", self.base_url());
-        self.send_empty(self.http().post(&url).json(grant), &url)
-            .await
+        self.send_empty(
+            self.http()
+                .post(&url)
+                .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
+                .json(grant),
+            &url,
+        )
+        .await
     }
 
     /// Packs `root` and sends the node the chunks it lacks, while packing goes on.
@@ -368,8 +381,14 @@ impl Client {
         }
     }
 
-    /// Pins tree `cid` with its chunk ids on the node; returns until when it is kept.
-    pub async fn pin_tree(&self, cid: &Hash, chunks: &[Hash]) -> Result<u64, ClientError> {
+    /// Pins tree `cid` (whose data key is `key`) with its chunk ids on the node; returns
+    /// until when it is kept.
+    pub async fn pin_tree(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        chunks: &[Hash],
+    ) -> Result<u64, ClientError> {
         #[derive(serde::Deserialize)]
         struct Pinned {
             until_ms: u64,
@@ -381,6 +400,7 @@ impl Client {
                 self.http()
                     .put(&url)
                     .header("content-type", "application/octet-stream")
+                    .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
                     .body(body),
                 &url,
             )
@@ -470,7 +490,7 @@ impl Client {
             bytes_sent += b;
         }
         let ids: Vec<Hash> = seen.into_iter().collect();
-        let pinned_until_ms = self.pin_tree(&cid, &ids).await?;
+        let pinned_until_ms = self.pin_tree(&cid, key, &ids).await?;
         Ok(PushReport {
             cid,
             files: stats.files,

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -18,6 +18,7 @@ use futures_util::stream::Stream;
 use gridwork_api::{
     frames, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants, LogAppended,
     LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx, Submitted,
+    KEY_PROOF_HEADER,
 };
 use gridwork_protocol::TxError;
 use gridwork_transfer::StoreError as ChunkStoreError;
@@ -112,6 +113,15 @@ impl From<NodeError> for ApiError {
             ),
             NodeError::TreeIncomplete { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "tree_incomplete", e.to_string())
+            }
+            NodeError::TreeNotPinned { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "tree_not_pinned", e.to_string())
+            }
+            NodeError::NotKeyHolder { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_key_holder", e.to_string())
+            }
+            NodeError::TooManyGrants => {
+                ApiError::new(StatusCode::CONFLICT, "too_many_grants", e.to_string())
             }
             NodeError::Halted { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "halted", e.to_string())
@@ -531,7 +541,7 @@ async fn put_chunk(
 async fn get_chunk(
     State(node): State<Node>,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
     let found = blocking(move || node.chunk(&id)).await?;
@@ -637,12 +647,35 @@ async fn fetch_chunks(
 
 /// `PUT /v1/trees/{cid}/pin`: the body is the tree's chunk ids, 32 bytes each; the node
 /// keeps them for its retention period from now.
+/// The holder proof a request to pin a tree or share its key carries.
+fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "key_proof_required",
+            format!(
+                "pinning a tree or sharing its key needs the {KEY_PROOF_HEADER} header: the hex of \
+                 BLAKE3 derive_key(\"gridwork tree holder proof v1\", data key || tree id) \
+                 (gridwork's client sends it)"
+            ),
+        )
+    };
+    let value = headers
+        .get(KEY_PROOF_HEADER)
+        .ok_or_else(missing)?
+        .to_str()
+        .map_err(|_| missing())?;
+    parse("key proof", value)
+}
+
 async fn pin_tree(
     State(node): State<Node>,
     Path(cid): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
+    let proof = key_proof(&headers)?;
     if body.len() % 32 != 0 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -657,7 +690,7 @@ async fn pin_tree(
         .chunks_exact(32)
         .filter_map(|c| c.try_into().ok().map(Hash))
         .collect();
-    let until_ms = blocking(move || node.pin_tree(&cid, &ids)).await?;
+    let until_ms = blocking(move || node.pin_tree(&cid, &ids, &proof)).await?;
     Ok(Json(serde_json::json!({ "cid": cid, "until_ms": until_ms })).into_response())
 }
 
@@ -675,11 +708,13 @@ async fn get_grants(
 async fn post_grant(
     State(node): State<Node>,
     Path(cid): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<KeyGrant>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
+    let proof = key_proof(&headers)?;
     let Json(grant) = body.map_err(json_rejection)?;
-    node.add_grants(&cid, vec![grant])?;
+    node.add_grants_as_holder(&cid, vec![grant], &proof)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -12,6 +12,7 @@ mod logs;
 mod mempool;
 mod metrics;
 mod node;
+mod pinfile;
 
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
 pub use logs::LogError;

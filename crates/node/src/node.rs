@@ -41,8 +41,11 @@ use crate::config::NodeConfig;
 use crate::logs::{LogError, LogKey, TaskLogs};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
+use crate::pinfile::PinFile;
 use gridwork_protocol::Event;
-use gridwork_transfer::{unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError};
+use gridwork_transfer::{
+    proof_lock, unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError,
+};
 
 /// Why the node could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,22 @@ pub enum NodeError {
     /// Too many key grants on one tree.
     #[error("a tree holds at most 256 key grants")]
     TooManyGrants,
+    /// A request to pin a tree or share its key that does not prove it holds the key.
+    #[error("only a holder of tree {cid}'s data key may {what}: the request's key proof does not match the one its first pin set (a client sends it in the gridwork-key-proof header)")]
+    NotKeyHolder {
+        /// The tree.
+        cid: Hash,
+        /// What was asked.
+        what: &'static str,
+    },
+    /// Key grants for a tree no push pinned.
+    #[error(
+        "tree {cid} is not pinned on this node: push it (a push pins it) before sharing its key"
+    )]
+    TreeNotPinned {
+        /// The tree.
+        cid: Hash,
+    },
     /// Something asked for does not exist.
     #[error("{what} not found")]
     NotFound {
@@ -1159,8 +1178,10 @@ impl Node {
 
     /// Pins tree `cid` with its chunk ids (root, manifest and data chunks, as the pusher
     /// lists them): the node keeps them for the retention period from now. Every named chunk
-    /// must be stored. Returns when the pin runs out (ms since the epoch).
-    pub fn pin_tree(&self, cid: &Hash, chunks: &[Hash]) -> Result<u64, NodeError> {
+    /// must be stored. `proof` is the pusher's [`DataKey::holder_proof`](gridwork_transfer::DataKey::holder_proof):
+    /// the first pin sets the tree's lock, later ones must open it. Returns when the pin runs
+    /// out (ms since the epoch).
+    pub fn pin_tree(&self, cid: &Hash, chunks: &[Hash], proof: &Hash) -> Result<u64, NodeError> {
         let store = self.chunk_store()?;
         let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
         let mut named: Vec<Hash> = chunks.to_vec();
@@ -1174,24 +1195,52 @@ impl Node {
                 first: *first,
             });
         }
+        named.pop();
         let until = now_ms() + pins.retention.as_millis() as u64;
         let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = proof_lock(proof);
+        let earlier = self.read_pin(cid)?;
+        if earlier
+            .as_ref()
+            .and_then(|p| p.lock)
+            .is_some_and(|l| l != lock)
+        {
+            return Err(NodeError::NotKeyHolder {
+                cid: *cid,
+                what: "pin it",
+            });
+        }
         let path = pins.dir.join(format!("{cid}.pin"));
         let file_err = |e: std::io::Error| NodeError::File {
             path: path.display().to_string(),
             message: e.to_string(),
         };
         std::fs::create_dir_all(&pins.dir).map_err(file_err)?;
-        let mut body = Vec::with_capacity(8 + 32 * chunks.len());
-        body.extend_from_slice(&until.to_le_bytes());
-        for id in chunks {
-            body.extend_from_slice(id.as_bytes());
+        let body = PinFile {
+            until_ms: until,
+            lock: Some(lock),
+            chunks: named,
         }
+        .encode(&lock);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(file_err)?;
         Ok(until)
+    }
+
+    /// The pin of tree `cid`, if one is stored (a damaged file counts as none).
+    fn read_pin(&self, cid: &Hash) -> Result<Option<PinFile>, NodeError> {
+        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+        let path = pins.dir.join(format!("{cid}.pin"));
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(PinFile::decode(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(NodeError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
     }
 
     /// Drops every chunk that no live pin, open job or upload in progress keeps: pins run
@@ -1237,24 +1286,21 @@ impl Node {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            let until = body
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_le_bytes);
+            // A damaged pin keeps nothing but its root: the pusher's next push pins again.
+            let pin = PinFile::decode(&body);
+            let until = pin.as_ref().map_or(0, |p| p.until_ms);
             if until < now_ms && !used.contains(&cid) {
                 let _ = std::fs::remove_file(&path);
+                if let Some(dir) = &self.shared.grants_dir {
+                    let _ = std::fs::remove_file(dir.join(format!("{cid}.json")));
+                }
                 report.pins_expired += 1;
                 continue;
             }
             report.pins_kept += 1;
             pinned.insert(cid);
             keep.insert(cid);
-            keep.extend(
-                body.get(8..)
-                    .unwrap_or_default()
-                    .chunks_exact(32)
-                    .filter_map(|c| c.try_into().ok().map(Hash)),
-            );
+            keep.extend(pin.into_iter().flat_map(|p| p.chunks));
         }
         // A tree an open job uses but nobody pinned: its chunk list is sealed in its
         // manifest, so the node cannot tell which chunks are its own; collect nothing.
@@ -1337,9 +1383,51 @@ impl Node {
         }
     }
 
+    /// Adds grants to a tree on behalf of a holder of its data key: `proof` is the sender's
+    /// [`DataKey::holder_proof`](gridwork_transfer::DataKey::holder_proof) and must open the
+    /// lock the tree's first pin set, so nobody without the key can fill the tree's grants
+    /// (or slip a wrong one in for a recipient the node will grant to).
+    pub fn add_grants_as_holder(
+        &self,
+        cid: &Hash,
+        new: Vec<KeyGrant>,
+        proof: &Hash,
+    ) -> Result<(), NodeError> {
+        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+        let lock = {
+            let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let pin = self
+                .read_pin(cid)?
+                .ok_or(NodeError::TreeNotPinned { cid: *cid })?;
+            match pin.lock {
+                Some(lock) => lock,
+                // A pin of the first format: the first holder to share claims it.
+                None => {
+                    let lock = proof_lock(proof);
+                    let path = pins.dir.join(format!("{cid}.pin"));
+                    let tmp = path.with_extension("tmp");
+                    std::fs::write(&tmp, pin.encode(&lock))
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .map_err(|e| NodeError::File {
+                            path: path.display().to_string(),
+                            message: e.to_string(),
+                        })?;
+                    lock
+                }
+            }
+        };
+        if proof_lock(proof) != lock {
+            return Err(NodeError::NotKeyHolder {
+                cid: *cid,
+                what: "share its key",
+            });
+        }
+        self.add_grants(cid, new)
+    }
+
     /// Adds grants to a tree (kept beside earlier grants for the same recipient; an
     /// identical one is a no-op), in one write. At most 256 per tree.
-    pub fn add_grants(&self, cid: &Hash, new: Vec<KeyGrant>) -> Result<(), NodeError> {
+    fn add_grants(&self, cid: &Hash, new: Vec<KeyGrant>) -> Result<(), NodeError> {
         let _guard = self
             .shared
             .grants_lock
@@ -1356,8 +1444,8 @@ impl Node {
             });
         }
         let mut grants = self.grants(cid)?;
-        // Grants are never replaced: anyone may post one, and a wrong one must not push out
-        // a right one. A recipient tries each of its grants.
+        // Grants are never replaced: a holder may post a wrong one by mistake, and it must
+        // not push out a right one. A recipient tries each of its grants.
         let before = grants.len();
         for grant in new {
             if !grants.contains(&grant) {

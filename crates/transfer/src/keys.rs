@@ -44,6 +44,28 @@ impl DataKey {
         OsRng.fill_bytes(&mut k);
         DataKey(k)
     }
+
+    /// The proof, for tree `cid`, that a request comes from a holder of this key:
+    /// `BLAKE3::derive_key("gridwork tree holder proof v1", key || cid)`. A node keeps only
+    /// its [`proof_lock`] (from the first pin) and lets a request pin the tree again or add
+    /// key grants only if its proof opens that lock, so nobody without the key can fill a
+    /// tree's grants or extend its retention. It reveals nothing of the key, and differs
+    /// per tree.
+    pub fn holder_proof(&self, cid: &Hash) -> Hash {
+        let mut material = [0u8; 64];
+        material[..32].copy_from_slice(&self.0);
+        material[32..].copy_from_slice(cid.as_bytes());
+        Hash(blake3::derive_key(
+            "gridwork tree holder proof v1",
+            &material,
+        ))
+    }
+}
+
+/// What a node keeps of a tree's [`DataKey::holder_proof`]: `BLAKE3(proof)`. Knowing it
+/// does not let anyone make the proof.
+pub fn proof_lock(proof: &Hash) -> Hash {
+    Hash::of(proof.as_bytes())
 }
 
 /// A data key wrapped for one recipient.
@@ -126,5 +148,20 @@ mod tests {
         assert_eq!(wrapped.recipient, alice.address());
         assert_eq!(unwrap_key(&wrapped, &alice), Some(key));
         assert_eq!(unwrap_key(&wrapped, &bob), None);
+    }
+
+    #[test]
+    fn holder_proofs_differ_per_key_and_tree_and_open_only_their_lock() {
+        let (key, other) = (DataKey::generate(), DataKey::generate());
+        let (a, b) = (Hash([1; 32]), Hash([2; 32]));
+        let lock = proof_lock(&key.holder_proof(&a));
+        assert_eq!(proof_lock(&key.holder_proof(&a)), lock, "deterministic");
+        assert_ne!(proof_lock(&key.holder_proof(&b)), lock, "bound to the tree");
+        assert_ne!(
+            proof_lock(&other.holder_proof(&a)),
+            lock,
+            "bound to the key"
+        );
+        assert_ne!(key.holder_proof(&a), lock, "the lock is not the proof");
     }
 }

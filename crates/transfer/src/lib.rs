@@ -20,7 +20,7 @@ mod store;
 mod tree;
 
 pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
-pub use keys::{unwrap_key, wrap_key, DataKey, WrappedKey};
+pub use keys::{proof_lock, unwrap_key, wrap_key, DataKey, WrappedKey};
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{

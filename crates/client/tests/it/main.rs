@@ -630,7 +630,24 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
     // The requester grants Bob the key; Bob pulls into a fresh store.
     let bob = Keypair::from_seed([21; 32]);
     let grant = wrap_key(&key, &bob.public());
-    t.client.add_key_grant(&edited.cid, &grant).await.unwrap();
+    t.client
+        .add_key_grant(&edited.cid, &key, &grant)
+        .await
+        .unwrap();
+    // Someone without the key can neither add a grant nor pin the tree.
+    let stranger = DataKey::generate();
+    let err = t
+        .client
+        .add_key_grant(&edited.cid, &stranger, &wrap_key(&stranger, &bob.public()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("not_key_holder"), "{err}");
+    let err = t
+        .client
+        .pin_tree(&edited.cid, &stranger, &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("not_key_holder"), "{err}");
     let grants = t.client.key_grants(&edited.cid).await.unwrap();
     let mine = grants
         .iter()

@@ -193,11 +193,12 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     let (pinned, pinned_chunks) = stored_tree(&node, "pinned");
     let (input, input_chunks) = stored_tree(&node, "a job's input");
     let (loose, loose_chunks) = stored_tree(&node, "never pinned");
-    let until = node.pin_tree(&pinned, &pinned_chunks).unwrap();
-    node.pin_tree(&input, &input_chunks).unwrap();
+    let proof = gridwork_types::Hash([0xaa; 32]);
+    let until = node.pin_tree(&pinned, &pinned_chunks, &proof).unwrap();
+    node.pin_tree(&input, &input_chunks, &proof).unwrap();
     // A pin naming a chunk the node lacks is refused with what to do.
     let err = node
-        .pin_tree(&loose, &[gridwork_types::Hash([7; 32])])
+        .pin_tree(&loose, &[gridwork_types::Hash([7; 32])], &proof)
         .unwrap_err();
     assert!(
         matches!(err, NodeError::TreeIncomplete { missing: 1, .. }),
@@ -262,6 +263,112 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     assert!(has(&input) && has(&input_chunks[0]));
 }
 
+/// A Byzantine actor who saw a tree's id (a job's input on the ledger) but holds no key: it
+/// tries to claim the tree, to fill its 256 key grants so the node cannot grant the
+/// executor, and to slip in a wrong grant for the executor (the node grants only recipients
+/// without one).
+struct GrantSquatter {
+    key: gridwork_transfer::DataKey,
+}
+
+impl GrantSquatter {
+    fn attack(&self, node: &Node, cid: &gridwork_types::Hash, victim: &gridwork_types::PublicKey) {
+        let proof = self.key.holder_proof(cid);
+        let wrong = gridwork_transfer::wrap_key(&self.key, victim);
+        let err = node
+            .add_grants_as_holder(cid, vec![wrong], &proof)
+            .unwrap_err();
+        assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
+        assert!(err.to_string().contains("gridwork-key-proof"), "{err}");
+        for n in 0..300u32 {
+            let junk = gridwork_transfer::wrap_key(&self.key, &dev_keypair(n).public());
+            assert!(node.add_grants_as_holder(cid, vec![junk], &proof).is_err());
+        }
+        let err = node.pin_tree(cid, &[], &proof).unwrap_err();
+        assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
+    }
+}
+
+#[test]
+fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
+    use gridwork_transfer::{unwrap_key, wrap_key, DataKey};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    let (cid, chunks) = stored_tree(&node, "the requester's dataset");
+    let key = DataKey::generate();
+    let executor = dev_keypair(1);
+
+    // Before any pin, nobody can share: the node would not know whose lock to trust.
+    let err = node
+        .add_grants_as_holder(
+            &cid,
+            vec![wrap_key(&key, &executor.public())],
+            &key.holder_proof(&cid),
+        )
+        .unwrap_err();
+    assert!(matches!(err, NodeError::TreeNotPinned { .. }), "{err}");
+
+    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid))
+        .unwrap();
+    GrantSquatter {
+        key: DataKey::generate(),
+    }
+    .attack(&node, &cid, &executor.public());
+    assert!(
+        node.grants(&cid).unwrap().is_empty(),
+        "nothing of the squatter's landed"
+    );
+
+    // The holder shares with the executor, pins again, and the executor decrypts.
+    node.add_grants_as_holder(
+        &cid,
+        vec![wrap_key(&key, &executor.public())],
+        &key.holder_proof(&cid),
+    )
+    .unwrap();
+    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid))
+        .unwrap();
+    let grants = node.grants(&cid).unwrap();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(unwrap_key(&grants[0], &executor), Some(key.clone()));
+    // A recipient holds the key too, so it may share on (as the node does for inputs).
+    let council = dev_keypair(0);
+    node.add_grants_as_holder(
+        &cid,
+        vec![wrap_key(&key, &council.public())],
+        &key.holder_proof(&cid),
+    )
+    .unwrap();
+    assert_eq!(node.grants(&cid).unwrap().len(), 2);
+}
+
+#[test]
+fn a_pin_of_the_first_format_is_claimed_by_the_first_holder_to_share() {
+    use gridwork_transfer::{wrap_key, DataKey};
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    let (cid, chunks) = stored_tree(&node, "pinned by an older node");
+    // until_ms || ids: how pins were written before they carried a lock.
+    let mut old = u64::MAX.to_le_bytes().to_vec();
+    old.extend_from_slice(chunks[0].as_bytes());
+    let pins = dir.path().join("data/pins");
+    std::fs::create_dir_all(&pins).unwrap();
+    std::fs::write(pins.join(format!("{cid}.pin")), old).unwrap();
+
+    let (key, other) = (DataKey::generate(), DataKey::generate());
+    let to = dev_keypair(1).public();
+    node.add_grants_as_holder(&cid, vec![wrap_key(&key, &to)], &key.holder_proof(&cid))
+        .unwrap();
+    let err = node
+        .add_grants_as_holder(&cid, vec![wrap_key(&other, &to)], &other.holder_proof(&cid))
+        .unwrap_err();
+    assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
+    // The old pin's chunks are still kept.
+    node.collect_garbage_at(0, std::time::Duration::ZERO)
+        .unwrap();
+    assert!(node.chunk(&chunks[0]).unwrap().is_some());
+}
+
 #[test]
 fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     use gridwork_types::Hash;
@@ -280,7 +387,7 @@ fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     // The store is full; the put collects the unpinned chunk first and then fits.
     node.put_chunk(&kept, &kept_bytes).unwrap();
     assert!(node.chunk(&stale).unwrap().is_none());
-    node.pin_tree(&kept, &[]).unwrap();
+    node.pin_tree(&kept, &[], &Hash([0xaa; 32])).unwrap();
     // Full: nothing unreferenced to drop, so the put is refused, naming what to change.
     let err = node.put_chunk(&loose, &loose_bytes).unwrap_err();
     assert!(
