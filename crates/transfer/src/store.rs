@@ -131,6 +131,8 @@ struct Loc {
     /// When it was written, or when the store was opened for chunks written before: what
     /// keeps a chunk of an upload still in progress from being collected.
     written: Instant,
+    /// When it was last written or read (or the store opened): what a trim to a size keeps.
+    touched: Instant,
 }
 
 /// One pack file and its index.
@@ -325,7 +327,11 @@ impl ChunkStore {
         // finishes it).
         let (number, pack, offset) = {
             let mut state = lock(&self.state);
-            if state.writing.contains(id) || state.index.contains_key(id) {
+            if let Some(loc) = state.index.get_mut(id) {
+                loc.touched = Instant::now();
+                return Ok(());
+            }
+            if state.writing.contains(id) {
                 return Ok(());
             }
             if let Some(quota) = self.quota {
@@ -363,6 +369,7 @@ impl ChunkStore {
             offset,
             len,
             written: Instant::now(),
+            touched: Instant::now(),
         };
         let indexed = written.and_then(|()| (&p.index).write_all(&index_entry(id, loc)));
         if let Err(e) = indexed {
@@ -449,10 +456,12 @@ impl ChunkStore {
     /// `out` unchanged). What a fetch answer is built with: no buffer per chunk.
     pub fn read_into(&self, id: &Hash, out: &mut Vec<u8>) -> Result<bool, StoreError> {
         let (loc, data) = {
-            let state = lock(&self.state);
-            let Some(loc) = state.index.get(id).copied() else {
+            let mut state = lock(&self.state);
+            let Some(loc) = state.index.get_mut(id) else {
                 return Ok(false);
             };
+            loc.touched = Instant::now();
+            let loc = *loc;
             let Some(pack) = state.packs.get(&loc.pack) else {
                 return Ok(false);
             };
@@ -496,18 +505,58 @@ impl ChunkStore {
         younger_than: Duration,
     ) -> Result<u64, StoreError> {
         let mut state = lock(&self.state);
-        let mut freed = 0;
-        let mut dropped = Vec::new();
-        state.index.retain(|id, loc| {
-            let kept = keep.contains(id) || loc.written.elapsed() < younger_than;
-            if !kept {
-                freed += u64::from(loc.len);
-                dropped.push(*loc);
+        self.drop_where(&mut state, |id, loc| {
+            !keep.contains(id) && loc.written.elapsed() >= younger_than
+        })
+    }
+
+    /// Drops the least recently used chunks (written or read longest ago; chunks from before
+    /// the store was opened first, oldest pack first) until at most `max_bytes` of chunks
+    /// are stored, sparing those used less than `younger_than` ago; returns the bytes freed.
+    /// What bounds a cache: a worker's or a client's store.
+    pub fn trim(&self, max_bytes: u64, younger_than: Duration) -> Result<u64, StoreError> {
+        let mut state = lock(&self.state);
+        if state.used <= max_bytes {
+            return Ok(0);
+        }
+        let mut candidates: Vec<(Instant, u32, u64, Hash, u64)> = state
+            .index
+            .iter()
+            .filter(|(_, loc)| loc.touched.elapsed() >= younger_than)
+            .map(|(id, loc)| (loc.touched, loc.pack, loc.offset, *id, u64::from(loc.len)))
+            .collect();
+        candidates.sort_unstable_by_key(|&(touched, pack, offset, ..)| (touched, pack, offset));
+        let mut excess = state.used - max_bytes;
+        let mut drop = HashSet::new();
+        for (.., id, len) in candidates {
+            if excess == 0 {
+                break;
             }
-            kept
+            excess = excess.saturating_sub(len);
+            drop.insert(id);
+        }
+        self.drop_where(&mut state, |id, _| drop.contains(id))
+    }
+
+    /// Forgets the chunks `dropped` picks and rewrites the packs that held them; returns the
+    /// chunk bytes freed.
+    fn drop_where(
+        &self,
+        state: &mut State,
+        dropped: impl Fn(&Hash, &Loc) -> bool,
+    ) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        let mut gone = Vec::new();
+        state.index.retain(|id, loc| {
+            let drop = dropped(id, loc);
+            if drop {
+                freed += u64::from(loc.len);
+                gone.push(*loc);
+            }
+            !drop
         });
         state.used = state.used.saturating_sub(freed);
-        for loc in dropped {
+        for loc in gone {
             if let Some(pack) = state.packs.get(&loc.pack) {
                 lock(pack).live -= RECORD_HEADER + u64::from(loc.len);
             }
@@ -524,7 +573,7 @@ impl ChunkStore {
             .map(|(n, _)| *n)
             .collect();
         for number in numbers {
-            self.compact(&mut state, number)?;
+            self.compact(state, number)?;
         }
         Ok(freed)
     }
@@ -556,6 +605,7 @@ impl ChunkStore {
                     offset: pack.end,
                     len: loc.len,
                     written: loc.written,
+                    touched: loc.touched,
                 };
                 pack.data
                     .write_all_at(&buf, to.offset)
@@ -653,6 +703,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
             offset: u64::from_le_bytes(offset),
             len: u32::from_le_bytes(len),
             written: Instant::now(),
+            touched: Instant::now(),
         };
         // An entry pointing past the file's end is stale; the read would fail anyway.
         if loc.offset + RECORD_HEADER + u64::from(loc.len) <= file_len {
@@ -694,6 +745,7 @@ fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, S
             offset,
             len,
             written: Instant::now(),
+            touched: Instant::now(),
         };
         (&pack.index)
             .write_all(&index_entry(&Hash(id), loc))

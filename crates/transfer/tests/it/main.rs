@@ -361,6 +361,45 @@ fn a_lost_index_is_rebuilt_from_the_pack() {
 }
 
 #[test]
+fn trimming_a_cache_drops_the_least_recently_used_chunks_first() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    let chunks: Vec<_> = (0..8).map(|i| chunk(i, 10_000)).collect();
+    for (id, bytes) in &chunks {
+        store.put(id, bytes).unwrap();
+    }
+    // Reading chunk 0 and putting chunk 1 again make them the most recently used.
+    assert!(store.get(&chunks[0].0).unwrap().is_some());
+    store.put(&chunks[1].0, &chunks[1].1).unwrap();
+    // Nothing goes while everything is younger than the spared age.
+    assert_eq!(store.trim(0, Duration::from_secs(3600)).unwrap(), 0);
+    assert_eq!(
+        store.trim(80_000, Duration::ZERO).unwrap(),
+        0,
+        "within the limit"
+    );
+
+    assert_eq!(store.trim(35_000, Duration::ZERO).unwrap(), 50_000);
+    let kept: Vec<usize> = (0..8).filter(|&i| store.has(&chunks[i].0)).collect();
+    assert_eq!(kept, vec![0, 1, 7], "the three most recently used stay");
+    assert_eq!(store.used(), 30_000);
+    assert_eq!(
+        pack_bytes(&store_dir),
+        3 * (36 + 10_000),
+        "their space is freed"
+    );
+    drop(store);
+    let store = ChunkStore::open(&store_dir, None).unwrap();
+    assert_eq!(store.len(), 3);
+    assert_eq!(
+        store.get(&chunks[7].0).unwrap().as_ref(),
+        Some(&chunks[7].1)
+    );
+}
+
+#[test]
 fn garbage_collection_returns_the_space_of_dropped_chunks_to_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
