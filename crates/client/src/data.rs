@@ -916,29 +916,44 @@ pub async fn pull_tree_from(
             let (sources, sizer) = (&sources, &sizer);
             let (key, store) = (key.clone(), local.clone());
             async move {
-                let wanted: Vec<Hash> = batch.iter().filter(|id| !store.has(id)).copied().collect();
-                let mut fetched = HashMap::new();
-                if !wanted.is_empty() {
-                    let started = Instant::now();
-                    fetched = sources.fetch(wanted).await?;
-                    let bytes = fetched.values().map(|c| c.bytes().len() as u64).sum();
-                    sizer.observe(fetched.len() as u64, bytes, started.elapsed().as_secs_f64());
-                }
-                blocking(move || {
-                    let mut out = Vec::with_capacity(batch.len());
-                    for id in batch {
-                        let plain = match fetched.get(&id) {
-                            Some(chunk) => open(&key, &id, chunk.bytes(), max),
-                            None => {
-                                let sealed = store.get(&id)?.ok_or(TreeError::Missing { id })?;
-                                open(&key, &id, &sealed, max)
+                let fetch_and_open = |wanted: Vec<Hash>, batch: Vec<Hash>| {
+                    let (key, store) = (key.clone(), store.clone());
+                    async move {
+                        let mut fetched = HashMap::new();
+                        if !wanted.is_empty() {
+                            let started = Instant::now();
+                            fetched = sources.fetch(wanted).await?;
+                            let bytes = fetched.values().map(|c| c.bytes().len() as u64).sum();
+                            let secs = started.elapsed().as_secs_f64();
+                            sizer.observe(fetched.len() as u64, bytes, secs);
+                        }
+                        blocking(move || {
+                            let mut out = Vec::with_capacity(batch.len());
+                            for id in batch {
+                                let plain = match fetched.get(&id) {
+                                    Some(chunk) => open(&key, &id, chunk.bytes(), max),
+                                    None => {
+                                        let sealed =
+                                            store.get(&id)?.ok_or(TreeError::Missing { id })?;
+                                        open(&key, &id, &sealed, max)
+                                    }
+                                };
+                                out.push(plain.map_err(TreeError::from)?);
                             }
-                        };
-                        out.push(plain.map_err(TreeError::from)?);
+                            Ok(out)
+                        })
+                        .await
                     }
-                    Ok(out)
-                })
-                .await
+                };
+                let wanted: Vec<Hash> = batch.iter().filter(|id| !store.has(id)).copied().collect();
+                match fetch_and_open(wanted, batch.clone()).await {
+                    // A chunk left the local store after it was counted there (a trim of the
+                    // cache to its size): fetch the whole batch from the sources.
+                    Err(DataError::Tree(TreeError::Missing { .. })) => {
+                        fetch_and_open(batch.clone(), batch).await
+                    }
+                    other => other,
+                }
             }
         })
         .buffered(opts.streams.max(1));

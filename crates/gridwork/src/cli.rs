@@ -173,6 +173,11 @@ pub(crate) struct WorkerArgs {
     /// address when it names a specific ip).
     #[arg(long)]
     pub(crate) p2p_announce: Vec<std::net::SocketAddr>,
+    /// The most GiB of chunks the worker caches (inputs it pulled, outputs it serves to
+    /// peers); past it the least recently used go (they are fetched again from the node when
+    /// needed). 0: no limit.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) cache_max_gib: u64,
     /// Address-space limit per task in MiB (default none: GPU runtimes reserve large ranges).
     #[arg(long)]
     pub(crate) max_memory_mib: Option<u64>,

@@ -13,8 +13,8 @@ use gridwork_types::{
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
-    confine_and_exec, probe, probe_report, Behavior, Confinement, P2pConfig, PricingPolicy, Worker,
-    WorkerConfig,
+    confine_and_exec, probe, probe_report, Behavior, CacheLimit, Confinement, P2pConfig,
+    PricingPolicy, Worker, WorkerConfig,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -67,6 +67,10 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         p2p: args.p2p_listen.map(|listen| P2pConfig {
             listen,
             announce: args.p2p_announce.clone(),
+        }),
+        cache: (args.cache_max_gib > 0).then(|| CacheLimit {
+            max_bytes: args.cache_max_gib.saturating_mul(1 << 30),
+            spare: Duration::from_secs(600),
         }),
     };
     let worker = Worker::new(&cli.node, cfg)?;
@@ -226,6 +230,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     announce: vec![],
                 }),
+                cache: Some(CacheLimit { max_bytes: 1 << 30, spare: Duration::from_secs(600) }),
             };
             let w = Worker::new(&url, cfg)?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };

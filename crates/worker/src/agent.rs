@@ -76,6 +76,20 @@ pub struct WorkerConfig {
     pub launcher: Option<sandbox::Launcher>,
     /// Serve chunks to other workers and fetch from them (none: the node only).
     pub p2p: Option<P2pConfig>,
+    /// How large the chunk cache may grow (none: unbounded).
+    pub cache: Option<CacheLimit>,
+}
+
+/// The bound of a worker's chunk cache (`WORK_DIR/chunks`): inputs it pulled (a later task
+/// of the same data finds them there) and outputs it serves to peers. Past `max_bytes`, the
+/// least recently used chunks go, sparing those used within `spare`; what goes is fetched
+/// again from the node, which keeps every tree a job uses.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheLimit {
+    /// The most chunk bytes kept.
+    pub max_bytes: u64,
+    /// Chunks used this recently stay even past the limit (pulls and pushes in flight).
+    pub spare: Duration,
 }
 
 /// Where a worker serves chunks peer to peer.
@@ -168,6 +182,8 @@ pub struct Worker {
     peer: tokio::sync::OnceCell<Peer>,
     /// Chunks fetched from peers rather than the node.
     peer_chunks: std::sync::atomic::AtomicU64,
+    /// A trim of the chunk cache is running.
+    trimming: std::sync::atomic::AtomicBool,
     /// The last 64 pulls: tree and what each source delivered.
     pulls: Mutex<Vec<(Hash, Vec<SourceReport>)>>,
 }
@@ -200,8 +216,14 @@ impl Worker {
             chunks,
             peer: tokio::sync::OnceCell::new(),
             peer_chunks: std::sync::atomic::AtomicU64::new(0),
+            trimming: std::sync::atomic::AtomicBool::new(false),
             pulls: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Bytes of chunks in this worker's cache.
+    pub fn cache_bytes(&self) -> u64 {
+        self.chunks.used()
     }
 
     /// Chunks this worker fetched from other workers rather than the node.
@@ -449,7 +471,34 @@ impl Worker {
             }
         }
         self.clean_up(&live);
+        self.trim_cache();
         Ok(in_flight)
+    }
+
+    /// Trims the chunk cache to its limit on a blocking thread, one trim at a time.
+    fn trim_cache(self: &Arc<Self>) {
+        let Some(limit) = self.cfg.cache else { return };
+        if self.chunks.used() <= limit.max_bytes
+            || self
+                .trimming
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            match me.chunks.trim(limit.max_bytes, limit.spare) {
+                Ok(freed) => tracing::info!(
+                    freed,
+                    used = me.chunks.used(),
+                    limit = limit.max_bytes,
+                    "trimmed the chunk cache"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot trim the chunk cache"),
+            }
+            me.trimming
+                .store(false, std::sync::atomic::Ordering::Release);
+        });
     }
 
     /// Removes the work directories of tasks this worker no longer has a part in (settled,

@@ -11,7 +11,7 @@ use gridwork_types::{
     Address, Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
     Prescription, Program, Requirements, Transaction, TxKind, GRID,
 };
-use gridwork_worker::{Behavior, P2pConfig, PricingPolicy, Worker, WorkerConfig};
+use gridwork_worker::{Behavior, CacheLimit, P2pConfig, PricingPolicy, Worker, WorkerConfig};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -52,6 +52,16 @@ impl Net {
     }
 
     fn worker(&self, i: u32, price: u128, behavior: Behavior) -> std::sync::Arc<Worker> {
+        self.worker_with_cache(i, price, behavior, None)
+    }
+
+    fn worker_with_cache(
+        &self,
+        i: u32,
+        price: u128,
+        behavior: Behavior,
+        cache: Option<CacheLimit>,
+    ) -> std::sync::Arc<Worker> {
         let cfg = WorkerConfig {
             owner: None,
             key: dev_keypair(i),
@@ -75,6 +85,7 @@ impl Net {
                 listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 announce: vec![],
             }),
+            cache,
         };
         Worker::new(&self.url, cfg).unwrap()
     }
@@ -509,4 +520,58 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
         .await
         .unwrap_err();
     assert!(err.to_string().contains("has no key for"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_with_no_room_for_a_cache_still_run_jobs_and_keep_nothing() {
+    let net = Net::start().await;
+    // Every tick trims everything: chunks leave the cache while tasks pull inputs and serve
+    // outputs, which must then come from the node.
+    let limit = CacheLimit {
+        max_bytes: 0,
+        spare: Duration::ZERO,
+    };
+    let workers: Vec<_> = (1..=2)
+        .map(|i| {
+            net.worker_with_cache(i, GRID / 100 + u128::from(i), Behavior::Honest, Some(limit))
+        })
+        .collect();
+    for w in &workers {
+        net.spawn(w.clone());
+    }
+    net.wait_providers(2).await;
+    let src = net.dir.path().join("input");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("scene.txt"), "frame data 7\n".repeat(10_000)).unwrap();
+    let key = DataKey::generate();
+    let pushed = net
+        .client
+        .push_tree(&src, &key, &TransferOptions::with_streams(2))
+        .await
+        .unwrap();
+    let node_key = net.client.chain().await.unwrap().node_key;
+    for who in [dev_keypair(0).public(), node_key] {
+        net.client.share_key(&pushed.cid, &key, &who).await.unwrap();
+    }
+    let mut p = squares(
+        1,
+        1,
+        30_000,
+        "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt",
+    );
+    p.data = vec![pushed.cid];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
+    let text = result_text(&net, view.tasks[0].result.as_ref().unwrap()).await;
+    assert_eq!(text, "frame data 7\n".repeat(10_000));
+    // Each worker's last tick trimmed what the job left.
+    let start = std::time::Instant::now();
+    while workers.iter().any(|w| w.cache_bytes() > 0) {
+        assert!(
+            start.elapsed() < WAIT,
+            "a worker kept chunks past its limit"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
