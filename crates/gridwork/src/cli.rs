@@ -25,6 +25,16 @@ pub(crate) struct Cli {
     /// Print one JSON document instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// The most GiB of chunks kept in the local cache (GRIDWORK_HOME/chunks) after a pull;
+    /// the least recently used go first. The cache makes interrupted pulls resume and
+    /// repeated pulls of a changed tree fetch only the changes. 0: keep nothing.
+    #[arg(
+        long,
+        global = true,
+        env = "GRIDWORK_CACHE_MAX_GIB",
+        default_value_t = 10
+    )]
+    pub(crate) cache_max_gib: u64,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -174,10 +184,10 @@ pub(crate) struct WorkerArgs {
     #[arg(long)]
     pub(crate) p2p_announce: Vec<std::net::SocketAddr>,
     /// The most GiB of chunks the worker caches (inputs it pulled, outputs it serves to
-    /// peers); past it the least recently used go (they are fetched again from the node when
-    /// needed). 0: no limit.
+    /// peers); past it the least recently used go, sparing those used in the last ten
+    /// minutes (what goes is fetched again from the node when needed).
     #[arg(long, default_value_t = 50)]
-    pub(crate) cache_max_gib: u64,
+    pub(crate) worker_cache_max_gib: u64,
     /// Address-space limit per task in MiB (default none: GPU runtimes reserve large ranges).
     #[arg(long)]
     pub(crate) max_memory_mib: Option<u64>,

@@ -225,10 +225,24 @@ pub(crate) async fn pull_granted(
 ) -> anyhow::Result<PullReport> {
     let key = client.granted_key(cid, me).await?;
     let local = local_store(cli)?;
-    PeerSources::resolve(client, &[], holders)
+    let report = PeerSources::resolve(client, &[], holders)
         .await?
         .pull(client, cid, &key, &local, out, &TransferOptions::default())
-        .await
+        .await?;
+    trim_local(cli, &local)?;
+    Ok(report)
+}
+
+/// Trims the local cache to `--cache-max-gib` after a pull that finished (a pull cut off
+/// keeps its chunks, so running it again resumes): the chunks just pulled are the most
+/// recently used, so they go last.
+fn trim_local(cli: &Cli, local: &ChunkStore) -> anyhow::Result<()> {
+    let max = cli.cache_max_gib.saturating_mul(1 << 30);
+    let freed = local.trim(max, std::time::Duration::ZERO)?;
+    if freed > 0 {
+        tracing::info!(freed, used = local.used(), "trimmed the local chunk cache");
+    }
+    Ok(())
 }
 
 /// Where a pull into `out` records the tree it is writing, so an interrupted pull may
@@ -421,6 +435,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             drop(bar);
             let report = report?;
             let _ = std::fs::remove_file(&marker);
+            trim_local(cli, &local)?;
             let secs = started.elapsed().as_secs_f64();
             emit(cli.json, &report, || {
                 let mut lines = vec![format!(

@@ -68,8 +68,8 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             listen,
             announce: args.p2p_announce.clone(),
         }),
-        cache: (args.cache_max_gib > 0).then(|| CacheLimit {
-            max_bytes: args.cache_max_gib.saturating_mul(1 << 30),
+        cache: Some(CacheLimit {
+            max_bytes: args.worker_cache_max_gib.saturating_mul(1 << 30),
             spare: Duration::from_secs(600),
         }),
     };

@@ -692,6 +692,20 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     let third = dir.path().join("three");
     let cached = cli.json(&pull(&cid, &third, &[]), &[]);
     assert_eq!(cached["chunks_received"], 0, "{cached}");
+
+    // With no room for a cache, a pull keeps nothing once it finished: the next one fetches
+    // everything again.
+    let none = [("GRIDWORK_CACHE_MAX_GIB", "0")];
+    let four = dir.path().join("four");
+    cli.json(&pull(&cid, &four, &[]), &none);
+    let gc = cli.json(&["data", "gc"], &[]);
+    assert_eq!(gc["freed_bytes"], 0, "the pull left nothing to free: {gc}");
+    let five = dir.path().join("five");
+    let refetched = cli.json(&pull(&cid, &five, &[]), &none);
+    assert!(
+        refetched["chunks_received"].as_u64().unwrap() >= 7,
+        "{refetched}"
+    );
 }
 
 #[test]
