@@ -24,13 +24,15 @@ use futures_util::stream::{self, StreamExt};
 use gridwork_api::frames::{push_chunk, read_answer, Frame};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, KEY_PROOF_HEADER};
 use gridwork_transfer::{
-    manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree, ChunkParams,
-    ChunkSink, ChunkStore, DataKey, StoreError, TreeError, TreeManifest, VerifiedChunk,
+    manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree_with,
+    ChunkParams, ChunkSink, ChunkStore, DataKey, StoreError, TreeError, TreeManifest,
+    VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
+use crate::journal::Checkpoints;
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,16 @@ pub struct TransferOptions {
     /// Push only: also keep the sealed chunks in this store (a worker that serves its
     /// outputs to peers).
     pub keep: Option<ChunkStore>,
+    /// Pull only: the journal of files written and synced (see `journal.rs`): a pull run
+    /// again with the same journal skips them. None: a resumed pull writes every file again,
+    /// from the chunks its local store kept.
+    pub journal: Option<std::path::PathBuf>,
+    /// Pull only: bytes of written files between checkpoints (a `syncfs` and a journal
+    /// line per file), and between trims of the local store.
+    pub checkpoint_bytes: u64,
+    /// Pull only: at each checkpoint, trim the local store to this many bytes, least
+    /// recently used first (chunks of files not yet checkpointed stay).
+    pub cache_max_bytes: Option<u64>,
 }
 
 impl Default for TransferOptions {
@@ -84,6 +96,9 @@ impl Default for TransferOptions {
             streams: 8,
             progress: Progress::default(),
             keep: None,
+            journal: None,
+            checkpoint_bytes: 1 << 30,
+            cache_max_bytes: None,
         }
     }
 }
@@ -890,15 +905,32 @@ pub async fn pull_tree_from(
         .filter(|e| e.kind == gridwork_transfer::EntryKind::File);
     let (file_count, file_bytes) = files.fold((0, 0), |(n, b), e| (n + 1, b + e.size));
     opts.progress.set_total(file_bytes);
-    let ids = manifest.chunk_ids();
+    let mut hooks = Checkpoints::open(
+        &manifest,
+        cid,
+        dest,
+        opts.journal.as_deref(),
+        opts.checkpoint_bytes,
+        opts.cache_max_bytes.map(|max| (local.clone(), max)),
+    )?;
+    opts.progress.add(hooks.done_bytes(&manifest));
+    // The chunks of the files still to write, in manifest order.
+    let ids: Vec<Hash> = manifest
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !hooks.done(*i))
+        .flat_map(|(_, e)| e.chunks.iter().copied())
+        .collect();
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, TreeError>>(opts.streams * 2);
     let dest_path = dest.to_path_buf();
     let writer = tokio::task::spawn_blocking(move || {
-        write_tree(
+        write_tree_with(
             &manifest,
             &dest_path,
             std::iter::from_fn(|| rx.blocking_recv()),
+            &mut hooks,
         )
     });
     let max = opts.params.max;

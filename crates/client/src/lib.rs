@@ -8,6 +8,7 @@
 mod client;
 mod data;
 mod jobfile;
+mod journal;
 mod keystore;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};

@@ -418,7 +418,14 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             }
             std::fs::write(&marker, cid.to_string())
                 .with_context(|| format!("writing {}", marker.display()))?;
-            let opts = TransferOptions::with_streams(*streams);
+            // Files written are synced and listed in a journal beside the marker every GiB,
+            // so a pull run again skips them, and the cache is trimmed behind it.
+            let journal = marker.with_extension("journal");
+            let opts = TransferOptions {
+                journal: Some(journal.clone()),
+                cache_max_bytes: Some(cli.cache_max_gib.saturating_mul(1 << 30)),
+                ..TransferOptions::with_streams(*streams)
+            };
             let started = Instant::now();
             let bar = ProgressBar::show(cli.json, "pull", opts.progress.clone());
             let report = runtime()?.block_on(async {
@@ -435,6 +442,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             drop(bar);
             let report = report?;
             let _ = std::fs::remove_file(&marker);
+            let _ = std::fs::remove_file(&journal);
             trim_local(cli, &local)?;
             let secs = started.elapsed().as_secs_f64();
             emit(cli.json, &report, || {

@@ -268,6 +268,30 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             .await?;
         let resume_s = t.elapsed().as_secs_f64();
         let sealed_total = resume_store.used();
+
+        // As `data pull` runs: files synced and journaled every 64 MiB, no cache kept behind.
+        eprintln!("a journaled pull with no cache kept, cut at 50%, then resumed");
+        let journaled = TransferOptions {
+            journal: Some(dir.join("journal")),
+            checkpoint_bytes: 64 << 20,
+            cache_max_bytes: Some(0),
+            ..TransferOptions::with_streams(streams)
+        };
+        let lean_store = ChunkStore::open(dir.join("lean-cache"), None)?;
+        let half = (sealed_total / 2) as i64;
+        let cut = CutSource {
+            inner: &client,
+            left: std::sync::atomic::AtomicI64::new(half),
+        };
+        let out = dir.join("journaled");
+        let first = pull_tree_from(&[&cut], &repush.cid, &key, &lean_store, &out, &journaled).await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        anyhow::ensure!(first.is_err(), "the cut pull should have failed");
+        let cut_received = half - cut.left.load(std::sync::atomic::Ordering::SeqCst);
+        let lean_cache_at_cut = lean_store.used();
+        let lean = client
+            .pull_tree(&repush.cid, &key, &lean_store, &out, &journaled)
+            .await?;
         let hashing = hashing_rates();
         server.abort();
         anyhow::Ok(json!({
@@ -290,6 +314,10 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "resume_expected_bytes": sealed_total.saturating_sub(before_cut),
             "resume_fetched_before_cut": before_cut,
             "resume_s": resume_s,
+            "journal_cut_received_bytes": cut_received,
+            "journal_cache_bytes_at_cut": lean_cache_at_cut,
+            "journal_resume_bytes_received": lean.bytes_received,
+            "journal_resume_extra_bytes": (cut_received as u64 + lean.bytes_received).saturating_sub(sealed_total),
             "blake3_one_buffer_gb_s": hashing.0,
             "chunk_verify_gb_s": hashing.1,
             "hashing_vs_blake3": hashing.1 / hashing.0,
@@ -316,6 +344,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ("pull", format!("{} MB/s verified goodput ({:.2}x cp)", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
             ("re-push", format!("{} bytes sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
             ("resume", format!("{} bytes fetched after a cut at 50% ({} fetched before the cut; the rest is {} bytes)", n("resume_bytes_received"), n("resume_fetched_before_cut"), n("resume_expected_bytes"))),
+            ("journaled", format!("cut at 50% with no cache kept behind 64 MiB checkpoints: {} bytes fetched before the cut, {} cached at the cut, {} after; {} bytes fetched twice", n("journal_cut_received_bytes"), n("journal_cache_bytes_at_cut"), n("journal_resume_bytes_received"), n("journal_resume_extra_bytes"))),
             ("hashing", format!("chunk verification {:.2} GB/s, {:.0}% of single-core BLAKE3 over one buffer ({:.2} GB/s)", report["chunk_verify_gb_s"].as_f64().unwrap_or(0.0), 100.0 * report["hashing_vs_blake3"].as_f64().unwrap_or(0.0), report["blake3_one_buffer_gb_s"].as_f64().unwrap_or(0.0))),
         ])
     })

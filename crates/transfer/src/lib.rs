@@ -24,6 +24,7 @@ pub use keys::{proof_lock, unwrap_key, wrap_key, DataKey, WrappedKey};
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
-    manifest_chunks, pack, pack_into, read_manifest, tree_digest, unpack, write_tree, ChunkSink,
-    Entry, EntryKind, PackStats, TreeError, TreeManifest, MANIFEST_PARAMS,
+    manifest_chunks, pack, pack_into, read_manifest, tree_digest, unpack, write_tree,
+    write_tree_with, ChunkSink, Entry, EntryKind, PackStats, TreeError, TreeManifest, WriteHooks,
+    MANIFEST_PARAMS,
 };

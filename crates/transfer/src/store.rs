@@ -515,6 +515,17 @@ impl ChunkStore {
     /// are stored, sparing those used less than `younger_than` ago; returns the bytes freed.
     /// What bounds a cache: a worker's or a client's store.
     pub fn trim(&self, max_bytes: u64, younger_than: Duration) -> Result<u64, StoreError> {
+        self.trim_unless(max_bytes, younger_than, |_| false)
+    }
+
+    /// Like [`trim`](Self::trim), but never drops a chunk `keep` names (a pull's chunks of
+    /// files not yet on disk).
+    pub fn trim_unless(
+        &self,
+        max_bytes: u64,
+        younger_than: Duration,
+        keep: impl Fn(&Hash) -> bool,
+    ) -> Result<u64, StoreError> {
         let mut state = lock(&self.state);
         if state.used <= max_bytes {
             return Ok(0);
@@ -522,7 +533,7 @@ impl ChunkStore {
         let mut candidates: Vec<(Instant, u32, u64, Hash, u64)> = state
             .index
             .iter()
-            .filter(|(_, loc)| loc.touched.elapsed() >= younger_than)
+            .filter(|(id, loc)| loc.touched.elapsed() >= younger_than && !keep(id))
             .map(|(id, loc)| (loc.touched, loc.pack, loc.offset, *id, u64::from(loc.len)))
             .collect();
         candidates.sort_unstable_by_key(|&(touched, pack, offset, ..)| (touched, pack, offset));

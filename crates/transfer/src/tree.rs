@@ -530,14 +530,45 @@ pub fn unpack(
 pub fn write_tree(
     manifest: &TreeManifest,
     dest: &Path,
+    chunks: impl Iterator<Item = Result<Vec<u8>, TreeError>>,
+) -> Result<(), TreeError> {
+    write_tree_with(manifest, dest, chunks, &mut ())
+}
+
+/// What [`write_tree_with`] asks and tells its caller per file entry (by index in the
+/// manifest): a resumed pull skips files it wrote before, and records the ones it writes.
+pub trait WriteHooks {
+    /// Whether file entry `index` is already in place; its chunks are then not in the stream.
+    fn done(&self, index: usize) -> bool {
+        let _ = index;
+        false
+    }
+
+    /// File entry `index` (`bytes` long) has been written whole.
+    fn written(&mut self, index: usize, bytes: u64) -> Result<(), TreeError> {
+        let _ = (index, bytes);
+        Ok(())
+    }
+}
+
+/// No hooks: every file is written.
+impl WriteHooks for () {}
+
+/// [`write_tree`], skipping the files `hooks` says are done (the stream then holds the chunks
+/// of the other files only, in manifest order) and telling it of each file written.
+pub fn write_tree_with(
+    manifest: &TreeManifest,
+    dest: &Path,
     mut chunks: impl Iterator<Item = Result<Vec<u8>, TreeError>>,
+    hooks: &mut dyn WriteHooks,
 ) -> Result<(), TreeError> {
     use std::io::Write;
     std::fs::create_dir_all(dest).map_err(io(dest))?;
-    for e in &manifest.entries {
+    for (index, e) in manifest.entries.iter().enumerate() {
         let path = dest.join(safe(&e.path)?);
         match e.kind {
             EntryKind::Dir => std::fs::create_dir_all(&path).map_err(io(&path))?,
+            EntryKind::File if hooks.done(index) => {}
             EntryKind::File => {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(io(parent))?;
@@ -565,6 +596,8 @@ pub fn write_tree(
                     file.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o777))
                         .map_err(io(&path))?;
                 }
+                drop(file);
+                hooks.written(index, e.size)?;
             }
             EntryKind::Link => {}
         }

@@ -972,3 +972,90 @@ async fn many_small_files_move_in_few_requests() {
         pulled.chunks_received
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_cut_off_resumes_from_its_journal_without_writing_or_fetching_synced_files_again() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cid, key, mut opts) = pushed_tree(&t, dir.path(), 40).await;
+    opts.streams = 1;
+
+    // A whole pull, for comparison.
+    let full_store = gridwork_transfer::ChunkStore::open(dir.path().join("full"), None).unwrap();
+    let full = t
+        .client
+        .pull_tree(&cid, &key, &full_store, &dir.path().join("whole"), &opts)
+        .await
+        .unwrap();
+
+    // Checkpoint after every file, and keep no cache behind the checkpoints.
+    let journal = dir.path().join("journal");
+    opts.journal = Some(journal.clone());
+    opts.checkpoint_bytes = 1;
+    opts.cache_max_bytes = Some(0);
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    let cut = CutSource {
+        inner: &t.client,
+        left: (full.chunks_received as i64 * 2 / 3).into(),
+    };
+    let sources: [&dyn ChunkSource; 1] = [&cut];
+    pull_tree_from(&sources, &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap_err();
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        text.starts_with(&format!("gridwork pull journal v1 {cid}\n")),
+        "{text}"
+    );
+    // Manifest entries are sorted by path; the journal names them by index.
+    let mut names: Vec<String> = (0..40).map(|i| format!("{i}.bin")).collect();
+    names.sort();
+    let synced: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|i| names[i.parse::<usize>().unwrap()].clone())
+        .collect();
+    assert!(
+        synced.len() >= 3,
+        "files were checkpointed before the cut: {text}"
+    );
+    assert!(
+        store.used() < full_store.used() / 2,
+        "the cache was trimmed behind the checkpoints: {} of {}",
+        store.used(),
+        full_store.used()
+    );
+    let mtimes: Vec<_> = synced
+        .iter()
+        .map(|name| {
+            std::fs::metadata(out.join(name))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
+
+    // Resumed: the synced files are neither fetched nor written again.
+    let resumed = t
+        .client
+        .pull_tree(&cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    for (name, before) in synced.iter().zip(mtimes) {
+        let after = std::fs::metadata(out.join(name))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(before, after, "{name} was written again");
+    }
+    // Each 100 kB file spans at least two chunks (at most 64 KiB each).
+    assert!(
+        resumed.chunks_received + 2 * synced.len() as u64 <= full.chunks_received + 2,
+        "resumed fetched {} chunks of {} with {} files synced",
+        resumed.chunks_received,
+        full.chunks_received,
+        synced.len()
+    );
+}

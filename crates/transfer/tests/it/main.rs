@@ -397,6 +397,10 @@ fn trimming_a_cache_drops_the_least_recently_used_chunks_first() {
         store.get(&chunks[7].0).unwrap().as_ref(),
         Some(&chunks[7].1)
     );
+    // A trim spares what the caller still needs, however old.
+    let needed = chunks[0].0;
+    store.trim_unless(0, Duration::ZERO, |id| *id == needed).unwrap();
+    assert_eq!((store.len(), store.has(&needed)), (1, true));
 }
 
 #[test]
