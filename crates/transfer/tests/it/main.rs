@@ -399,7 +399,9 @@ fn trimming_a_cache_drops_the_least_recently_used_chunks_first() {
     );
     // A trim spares what the caller still needs, however old.
     let needed = chunks[0].0;
-    store.trim_unless(0, Duration::ZERO, |id| *id == needed).unwrap();
+    store
+        .trim_unless(0, Duration::ZERO, |id| *id == needed)
+        .unwrap();
     assert_eq!((store.len(), store.has(&needed)), (1, true));
 }
 
