@@ -70,6 +70,10 @@ pub struct ChainInfo {
     /// The node's key: grant it an input's data key and it passes the key on to the
     /// executor and council of each task when the auction closes.
     pub node_key: PublicKey,
+    /// Where the node serves its chunks peer to peer (`gridwork node --p2p-listen`), if it
+    /// does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_peer: Option<PeerAddr>,
 }
 
 /// `POST /v1/txs`: a signed transaction, hex of its canonical encoding.

@@ -345,6 +345,14 @@ pub(crate) struct NodeArgs {
     /// Block interval in milliseconds.
     #[arg(long)]
     pub(crate) block_interval_ms: Option<u64>,
+    /// Also serve chunks peer to peer on this UDP address, e.g. `0.0.0.0:7660`; the endpoint
+    /// is published in `GET /v1/chain` and workers fetch from it beside HTTP.
+    #[arg(long)]
+    pub(crate) p2p_listen: Option<std::net::SocketAddr>,
+    /// The address peers reach the node's endpoint at (repeatable; default: the listen
+    /// address when it names a specific ip).
+    #[arg(long)]
+    pub(crate) p2p_announce: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

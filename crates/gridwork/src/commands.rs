@@ -191,6 +191,12 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
     if let Some(g) = &args.genesis {
         config.genesis = Some(g.clone());
     }
+    if args.p2p_listen.is_some() {
+        config.p2p_listen = args.p2p_listen;
+    }
+    if !args.p2p_announce.is_empty() {
+        config.p2p_announce = args.p2p_announce.clone();
+    }
     let source = match (&config.genesis, args.dev) {
         (_, true) => GenesisSource::Dev {
             accounts: args.dev_accounts,
@@ -228,9 +234,21 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
                 )
             })?;
         let addr = listener.local_addr()?;
+        let peer = match config.p2p_listen {
+            Some(listen) => {
+                let secret = node.derive_secret(gridwork_p2p::TRANSPORT_KEY_CONTEXT);
+                let peer = gridwork_p2p::Peer::bind(secret, listen, node.chunks())
+                    .await
+                    .context("--p2p-listen")?;
+                node.set_peer(Some(peer.announcement(&config.p2p_announce)));
+                Some(peer)
+            }
+            None => None,
+        };
         let info = node.chain_info()?;
         let doc = json!({
             "api": format!("http://{addr}"),
+            "peer": info.node_peer,
             "chain_id": info.chain_id,
             "height": info.height,
             "data_dir": config.data_dir,
@@ -243,6 +261,13 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
                 info.height,
                 config.data_dir.display()
             );
+            if let Some(p) = &info.node_peer {
+                text.push_str(&format!(
+                    "\npeer      {} at {}",
+                    p.endpoint,
+                    p.addrs.join(", ")
+                ));
+            }
             if !dev_accounts.is_empty() {
                 text.push_str("\ndev accounts (keys in the keystore, no passphrase):");
                 for a in &dev_accounts {
@@ -262,6 +287,9 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         let gc = node.spawn_gc();
         gridwork_node::serve(node.clone(), listener, shutdown_signal()).await?;
         tracing::info!("shutting down");
+        if let Some(peer) = peer {
+            peer.shutdown().await;
+        }
         node.shutdown();
         let _ = producer.join();
         if let Some(gc) = gc {

@@ -151,6 +151,14 @@ impl PeerSources {
                 wanted.push((*address, peer));
             }
         }
+        let mut wanted: Vec<(String, gridwork_types::PeerAddr)> = wanted
+            .into_iter()
+            .map(|(address, peer)| (format!("peer {address}"), peer))
+            .collect();
+        // The node's own endpoint, if it serves one (`gridwork node --p2p-listen`).
+        if let Some(peer) = client.chain().await?.node_peer {
+            wanted.insert(0, ("node peer to peer".into(), peer));
+        }
         let mut sources = PeerSources {
             http,
             endpoint: None,
@@ -164,10 +172,10 @@ impl PeerSources {
         let secret = gridwork_p2p::transport_secret(&Keypair::generate());
         let any: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
         let endpoint = Peer::bind(secret, any, None).await?;
-        for (address, peer) in wanted {
-            match endpoint.source(&peer, format!("peer {address}")) {
+        for (label, peer) in wanted {
+            match endpoint.source(&peer, label.clone()) {
                 Some(source) => sources.peers.push(source),
-                None => bail!("provider {address} announced an unusable peer address"),
+                None => bail!("{label}: an unusable peer address was announced"),
             }
         }
         sources.endpoint = Some(endpoint);

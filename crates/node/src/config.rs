@@ -68,6 +68,11 @@ pub struct NodeConfig {
     pub chunk_gc_interval_secs: u64,
     /// Most bytes kept of one task log (per run and stream); later output stays on the worker.
     pub log_limit_bytes: u64,
+    /// Serve the chunk store peer to peer on this UDP address too (none: HTTP only).
+    pub p2p_listen: Option<SocketAddr>,
+    /// The addresses peers reach the node's endpoint at (none: the listen address when it
+    /// names a specific ip).
+    pub p2p_announce: Vec<SocketAddr>,
 }
 
 impl Default for NodeConfig {
@@ -86,6 +91,8 @@ impl Default for NodeConfig {
             chunk_upload_grace_secs: 24 * 3600,
             chunk_gc_interval_secs: 3600,
             log_limit_bytes: crate::DEFAULT_LOG_LIMIT_BYTES,
+            p2p_listen: None,
+            p2p_announce: Vec::new(),
         }
     }
 }

@@ -32,8 +32,8 @@ use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Block, Decode, DecodeError, Hash, Keypair, PublicKey, Signature,
-    SignedTx, MAX_TX_BYTES,
+    verify_batch, Address, Block, Decode, DecodeError, Hash, Keypair, PeerAddr, PublicKey,
+    Signature, SignedTx, MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
 
@@ -260,6 +260,8 @@ struct Shared {
     pins: Option<Pins>,
     /// Serialises writes of grant files.
     grants_lock: Mutex<()>,
+    /// Where the node serves chunks peer to peer, if it does.
+    peer: Mutex<Option<PeerAddr>>,
     /// The node's own key: requesters grant it their inputs' data keys, and it grants them on
     /// to each task's executor and council when the auction closes.
     key: Keypair,
@@ -538,6 +540,7 @@ impl Node {
                 grants_dir: None,
                 pins: None,
                 grants_lock: Mutex::new(()),
+                peer: Mutex::new(None),
                 key: Keypair::generate(),
                 declines: Mutex::new(HashMap::new()),
                 logs: TaskLogs::new(None, crate::DEFAULT_LOG_LIMIT_BYTES),
@@ -785,6 +788,12 @@ impl Node {
             params: inner.state.params().clone(),
             mempool: inner.mempool.len(),
             node_key: self.shared.key.public(),
+            node_peer: self
+                .shared
+                .peer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         })
     }
 
@@ -1529,6 +1538,23 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Publishes where the node serves its chunks peer to peer (in `GET /v1/chain`).
+    pub fn set_peer(&self, peer: Option<PeerAddr>) {
+        *self.shared.peer.lock().unwrap_or_else(|p| p.into_inner()) = peer;
+    }
+
+    /// The node's chunk store, to serve peer to peer; `None` for a node without one.
+    pub fn chunks(&self) -> Option<ChunkStore> {
+        self.chunk_store().ok().cloned()
+    }
+
+    /// A secret derived from the node's key for `context` (a BLAKE3 `derive_key` context),
+    /// such as its peer transport key: the node needs no second secret, and the key itself
+    /// never leaves it.
+    pub fn derive_secret(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.shared.key.seed())
     }
 
     /// The state root of the head (for tests and operators).

@@ -57,10 +57,14 @@ pub enum P2pError {
     },
 }
 
+/// The BLAKE3 `derive_key` context of a transport key.
+pub const TRANSPORT_KEY_CONTEXT: &str = "gridwork p2p transport key v1";
+
 /// The transport key of a worker: derived from its signing key, so the worker needs no second
-/// secret, yet never the signing key itself (a TLS handshake signs what a peer chooses).
+/// secret, yet never the signing key itself (a TLS handshake signs what a peer chooses). A
+/// node derives its own the same way (`Node::derive_secret(TRANSPORT_KEY_CONTEXT)`).
 pub fn transport_secret(key: &Keypair) -> [u8; 32] {
-    blake3::derive_key("gridwork p2p transport key v1", &key.seed())
+    blake3::derive_key(TRANSPORT_KEY_CONTEXT, &key.seed())
 }
 
 /// A peer endpoint: dials other peers and, if it was given a store, serves it.

@@ -709,6 +709,48 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
 }
 
 #[test]
+fn a_node_serving_peer_to_peer_announces_its_endpoint_and_pulls_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(
+        &home,
+        &dir.path().join("data"),
+        &["--p2p-listen", "127.0.0.1:0"],
+    );
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let src = dir.path().join("dataset");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..3u8 {
+        std::fs::write(
+            src.join(format!("{i}.txt")),
+            format!("file {i}\n").repeat(50_000),
+        )
+        .unwrap();
+    }
+    let pushed = cli.json(
+        &["--key", "dev0", "data", "push", src.to_str().unwrap()],
+        &[],
+    );
+    let cid = pushed["cid"].as_str().unwrap().to_string();
+    cli.json(&["--key", "dev0", "data", "share", &cid, "dev1"], &[]);
+    let out = dir.path().join("copy");
+    let pulled = cli.json(&pull(&cid, &out, &[]), &[]);
+    let sources = pulled["sources"].as_array().unwrap();
+    let by_peer = sources
+        .iter()
+        .find(|s| s["source"] == "node peer to peer")
+        .unwrap_or_else(|| panic!("the node's endpoint was a source: {pulled}"));
+    assert!(by_peer["chunks"].as_u64().unwrap() >= 1, "{pulled}");
+    assert_eq!(
+        std::fs::read(src.join("2.txt")).unwrap(),
+        std::fs::read(out.join("2.txt")).unwrap()
+    );
+}
+
+#[test]
 fn an_owner_authorizes_a_worker_and_the_ledger_records_it() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");

@@ -575,3 +575,79 @@ async fn workers_with_no_room_for_a_cache_still_run_jobs_and_keep_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
+    use gridwork_p2p::{Peer, TRANSPORT_KEY_CONTEXT};
+    let net = Net::start().await;
+    let peer = Peer::bind(
+        net.node.derive_secret(TRANSPORT_KEY_CONTEXT),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        net.node.chunks(),
+    )
+    .await
+    .unwrap();
+    net.node.set_peer(Some(peer.announcement(&[])));
+    let announced = net.client.chain().await.unwrap().node_peer.unwrap();
+    assert_eq!(announced.endpoint, peer.endpoint_key());
+
+    let workers: Vec<_> = (1..=2)
+        .map(|i| net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest))
+        .collect();
+    for w in &workers {
+        net.spawn(w.clone());
+    }
+    net.wait_providers(2).await;
+    // An input of several chunks (about 1 MiB each), so both of the node's transports serve.
+    let src = net.dir.path().join("input");
+    std::fs::create_dir_all(&src).unwrap();
+    // Incompressible bytes (xorshift), so the sealed chunks stay about 1 MiB.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let data: Vec<u8> = (0..(6 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(src.join("weights.bin"), &data).unwrap();
+    let key = DataKey::generate();
+    let pushed = net
+        .client
+        .push_tree(&src, &key, &TransferOptions::with_streams(2))
+        .await
+        .unwrap();
+    let node_key = net.client.chain().await.unwrap().node_key;
+    for who in [dev_keypair(0).public(), node_key] {
+        net.client.share_key(&pushed.cid, &key, &who).await.unwrap();
+    }
+    let mut p = squares(
+        1,
+        1,
+        30_000,
+        "wc -c < $GRIDWORK_INPUTS/weights.bin > $GRIDWORK_OUTPUTS/result.txt",
+    );
+    p.data = vec![pushed.cid];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
+    let text = result_text(&net, view.tasks[0].result.as_ref().unwrap()).await;
+    assert_eq!(text.trim(), (6 << 20).to_string());
+    let executor = workers
+        .iter()
+        .find(|w| Some(w.address()) == view.tasks[0].executor)
+        .unwrap();
+    let pulls = executor.recent_pulls();
+    let (_, sources) = pulls
+        .iter()
+        .find(|(cid, _)| *cid == pushed.cid)
+        .expect("the executor pulled the input");
+    let by_peer = sources
+        .iter()
+        .find(|s| s.source == "node peer to peer")
+        .expect("the node's endpoint was a source");
+    assert!(by_peer.chunks >= 1, "{sources:?}");
+    assert_eq!(executor.peer_chunks(), 0, "the node is not another worker");
+    peer.shutdown().await;
+}
