@@ -65,6 +65,8 @@ impl ClientError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Signs data-plane writes (uploads, pins, key grants); nodes refuse them unsigned.
+    signer: Option<std::sync::Arc<gridwork_types::Keypair>>,
 }
 
 /// Maps a transport error on `url` to [`ClientError::Unreachable`].
@@ -101,7 +103,45 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        Client { base, http }
+        Client {
+            base,
+            http,
+            signer: None,
+        }
+    }
+
+    /// This client with `key` signing its data-plane writes (chunk uploads, pins, key
+    /// grants): nodes take them only from ledger accounts that hold funds or stake.
+    pub fn signed_by(mut self, key: gridwork_types::Keypair) -> Client {
+        self.signer = Some(std::sync::Arc::new(key));
+        self
+    }
+
+    /// Adds the signature header of a data-plane write to `request` (none without a signer:
+    /// the node then says what is missing).
+    pub(crate) fn sign(
+        &self,
+        request: reqwest::RequestBuilder,
+        method: &str,
+        path: &str,
+        digest: &Hash,
+    ) -> reqwest::RequestBuilder {
+        let Some(key) = &self.signer else {
+            return request;
+        };
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let message = gridwork_api::signed_request_message(method, path, time_ms, digest);
+        let signature = key.sign(&message);
+        request.header(
+            gridwork_api::SIGNATURE_HEADER,
+            format!(
+                "{}.{time_ms}.{}",
+                key.public(),
+                hex::encode(signature.to_bytes())
+            ),
+        )
     }
 
     /// The node's base URL.

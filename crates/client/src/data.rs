@@ -318,15 +318,16 @@ impl Client {
         for (id, bytes) in chunks {
             push_chunk(&mut body, id, bytes);
         }
+        let ids: Vec<u8> = chunks.iter().flat_map(|(id, _)| id.0).collect();
         let body = gridwork_api::frames::share(body);
-        self.send_empty(
-            self.http()
-                .post(&url)
-                .header("content-type", "application/octet-stream")
-                .body(body),
-            &url,
-        )
-        .await
+        let request = self
+            .http()
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        let digest = Hash::of(&ids);
+        self.send_empty(self.sign(request, "POST", "/v1/chunks", &digest), &url)
+            .await
     }
 
     /// The key grants of a tree.
@@ -368,15 +369,21 @@ impl Client {
         key: &DataKey,
         grant: &KeyGrant,
     ) -> Result<(), ClientError> {
-        let url = format!("{}/v1/trees/{cid}/keys", self.base_url());
-        self.send_empty(
-            self.http()
-                .post(&url)
-                .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
-                .json(grant),
-            &url,
-        )
-        .await
+        let path = format!("/v1/trees/{cid}/keys");
+        let url = format!("{}{path}", self.base_url());
+        let body = serde_json::to_vec(grant).map_err(|e| ClientError::BadResponse {
+            url: url.clone(),
+            message: format!("cannot encode the grant: {e}"),
+        })?;
+        let digest = Hash::of(&body);
+        let request = self
+            .http()
+            .post(&url)
+            .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
+            .header("content-type", "application/json")
+            .body(body);
+        self.send_empty(self.sign(request, "POST", &path, &digest), &url)
+            .await
     }
 
     /// Packs `root` and sends the node the chunks it lacks, while packing goes on.
@@ -408,17 +415,18 @@ impl Client {
         struct Pinned {
             until_ms: u64,
         }
-        let url = format!("{}/v1/trees/{cid}/pin", self.base_url());
+        let path = format!("/v1/trees/{cid}/pin");
+        let url = format!("{}{path}", self.base_url());
         let body: Vec<u8> = chunks.iter().flat_map(|id| id.0).collect();
+        let digest = Hash::of(&body);
+        let request = self
+            .http()
+            .put(&url)
+            .header("content-type", "application/octet-stream")
+            .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
+            .body(body);
         let pinned: Pinned = self
-            .send_json(
-                self.http()
-                    .put(&url)
-                    .header("content-type", "application/octet-stream")
-                    .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
-                    .body(body),
-                &url,
-            )
+            .send_json(self.sign(request, "PUT", &path, &digest), &url)
             .await?;
         Ok(pinned.until_ms)
     }

@@ -337,6 +337,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
     match cmd {
         DataCommand::Push { path, streams } => {
             let me = signing_key(cli)?;
+            let client = client.signed_by(me.clone());
             let (key, _) = data_key_for(cli, path, &me)?;
             let opts = TransferOptions::with_streams(*streams);
             let started = Instant::now();
@@ -509,6 +510,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
         DataCommand::Share { cid, recipient } => {
             let cid: Hash = cid.parse()?;
             let me = signing_key(cli)?;
+            let client = client.signed_by(me.clone());
             let to = runtime()?.block_on(async {
                 let to = recipient_key(cli, &client, recipient).await?;
                 let key = client.granted_key(&cid, &me).await?;

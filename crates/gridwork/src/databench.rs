@@ -210,7 +210,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             listener,
             std::future::pending(),
         ));
-        let client = Client::new(&url);
+        let client = Client::new(&url).signed_by(gridwork_protocol::dev_keypair(0));
         let key = DataKey::generate();
         let opts = TransferOptions::with_streams(streams);
         eprintln!("push");

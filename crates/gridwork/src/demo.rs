@@ -238,7 +238,8 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             let rx = stop.subscribe();
             workers.push(tokio::spawn(async move { w.run(rx).await }));
         }
-        let client = Client::new(&url);
+        // The requester signs its uploads: nodes store data for funded accounts only.
+        let client = Client::new(&url).signed_by(dev_keypair(0));
         let wanted = workers.len();
         let started = Instant::now();
         while client.providers().await?.len() < wanted {

@@ -76,7 +76,7 @@ fn submit(
     let mut job = JobFile::read(file)?;
     let key = signing_key(cli)?;
     let fee = parse_amount(&send.fee)?;
-    let client = Client::new(&cli.node);
+    let client = Client::new(&cli.node).signed_by(key.clone());
     runtime()?.block_on(async {
         let chain = client.chain().await?;
         for input in &job.inputs {

@@ -16,13 +16,13 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use gridwork_api::{
-    frames, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant, KeyGrants, LogAppended,
-    LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx, Submitted,
-    KEY_PROOF_HEADER,
+    frames, signed_request_message, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant,
+    KeyGrants, LogAppended, LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx,
+    Submitted, KEY_PROOF_HEADER, SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
 };
 use gridwork_protocol::TxError;
 use gridwork_transfer::StoreError as ChunkStoreError;
-use gridwork_types::{Address, Hash, PublicKey, Signature};
+use gridwork_types::{Address, Amount, Hash, PublicKey, Signature};
 use serde::Deserialize;
 
 use crate::logs::LogError;
@@ -531,9 +531,17 @@ async fn missing_chunks(
 async fn put_chunk(
     State(node): State<Node>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
+    data_signer(
+        &node,
+        &headers,
+        "PUT",
+        &format!("/v1/chunks/{id}"),
+        &ids_digest([id].iter()),
+    )?;
     blocking(move || node.put_chunk(&id, &body)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
@@ -608,10 +616,13 @@ async fn blocking<T: Send + 'static>(
 /// `POST /v1/chunks`: several chunks in one body (frames, see `gridwork_api::frames`).
 async fn put_chunks(
     State(node): State<Node>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let parsed = frames::parse_frames(&body, MAX_CHUNK_BYTES)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_frames", e.to_string()))?;
+    let digest = ids_digest(parsed.iter().map(|(id, _)| id));
+    data_signer(&node, &headers, "POST", "/v1/chunks", &digest)?;
     let stored = blocking(move || {
         let mut n = 0u64;
         for (id, frame) in &parsed {
@@ -647,6 +658,83 @@ async fn fetch_chunks(
 
 /// `PUT /v1/trees/{cid}/pin`: the body is the tree's chunk ids, 32 bytes each; the node
 /// keeps them for its retention period from now.
+/// The funded ledger account that signed a data-plane write (`gridwork-signature`), or why
+/// the write is refused.
+fn data_signer(
+    node: &Node,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    digest: &Hash,
+) -> Result<Address, ApiError> {
+    let refused = |status, code, message: String| ApiError::new(status, code, message);
+    let value = headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            refused(
+                StatusCode::UNAUTHORIZED,
+                "signature_required",
+                format!(
+                    "uploads, pins and key grants must be signed by a funded ledger account in \
+                     the {SIGNATURE_HEADER} header (gridwork signs with --key)"
+                ),
+            )
+        })?;
+    let bad = |why: &str| {
+        refused(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("the {SIGNATURE_HEADER} header {why}; it is <public key hex>.<time ms>.<signature hex>"),
+        )
+    };
+    let mut parts = value.split('.');
+    let (Some(key), Some(time), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("has not three parts"));
+    };
+    let key: PublicKey = key.parse().map_err(|_| bad("names no valid public key"))?;
+    let time_ms: u64 = time.parse().map_err(|_| bad("has no valid time"))?;
+    let sig: [u8; 64] = hex::decode(sig)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("has no 64-byte signature"))?;
+    let now = crate::now_ms();
+    if now.abs_diff(time_ms) > SIGNATURE_WINDOW_MS {
+        return Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "signature_expired",
+            format!(
+                "the request was signed at {time_ms} ms, {} s from the node's clock; sign it again (and check the clock)",
+                now.abs_diff(time_ms) / 1000
+            ),
+        ));
+    }
+    let message = signed_request_message(method, path, time_ms, digest);
+    key.verify(&message, &Signature::from_bytes(&sig))
+        .map_err(|_| bad("does not verify for this request"))?;
+    let address = key.address();
+    let account = node.account(&address);
+    if account.balance == Amount::ZERO && account.stake_locked == Amount::ZERO {
+        return Err(refused(
+            StatusCode::FORBIDDEN,
+            "unfunded_account",
+            format!(
+                "{address} holds no funds or stake on the ledger; the node stores data only for \
+                 funded accounts (send it some GRID first)"
+            ),
+        ));
+    }
+    Ok(address)
+}
+
+/// BLAKE3 of the ids, in order: what an upload signs.
+fn ids_digest<'a>(ids: impl Iterator<Item = &'a Hash>) -> Hash {
+    let bytes: Vec<u8> = ids.flat_map(|id| id.0).collect();
+    Hash::of(&bytes)
+}
+
 /// The holder proof a request to pin a tree or share its key carries.
 fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
     let missing = || {
@@ -675,6 +763,13 @@ async fn pin_tree(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
+    data_signer(
+        &node,
+        &headers,
+        "PUT",
+        &format!("/v1/trees/{cid}/pin"),
+        &Hash::of(&body),
+    )?;
     let proof = key_proof(&headers)?;
     if body.len() % 32 != 0 {
         return Err(ApiError::new(
@@ -709,11 +804,24 @@ async fn post_grant(
     State(node): State<Node>,
     Path(cid): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<KeyGrant>, JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
+    data_signer(
+        &node,
+        &headers,
+        "POST",
+        &format!("/v1/trees/{cid}/keys"),
+        &Hash::of(&body),
+    )?;
     let proof = key_proof(&headers)?;
-    let Json(grant) = body.map_err(json_rejection)?;
+    let grant: KeyGrant = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the body is not a key grant: {e}"),
+        )
+    })?;
     node.add_grants_as_holder(&cid, vec![grant], &proof)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -204,7 +204,7 @@ impl Worker {
         let me = cfg.key.address();
         let chunks = ChunkStore::open(cfg.work_dir.join("chunks"), None)?;
         Ok(Arc::new(Worker {
-            client: Client::new(node),
+            client: Client::new(node).signed_by(cfg.key.clone()),
             me,
             cfg,
             chain_id: Mutex::new(String::new()),

@@ -35,7 +35,7 @@ impl TestNode {
             std::future::pending(),
         ));
         TestNode {
-            client: Client::new(&addr.to_string()),
+            client: Client::new(&addr.to_string()).signed_by(dev_keypair(0)),
             node,
             _dir: dir,
         }
@@ -634,6 +634,28 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
         .add_key_grant(&edited.cid, &key, &grant)
         .await
         .unwrap();
+    // Writes need the signature of a funded ledger account.
+    let unsigned = Client::new(t.client.base_url());
+    let err = unsigned.push_tree(&src, &key, &opts).await.unwrap_err();
+    assert!(err.to_string().contains("[signature_required]"), "{err}");
+    let unfunded = Client::new(t.client.base_url()).signed_by(Keypair::from_seed([77; 32]));
+    let err = unfunded.push_tree(&src, &key, &opts).await.unwrap_err();
+    assert!(err.to_string().contains("[unfunded_account]"), "{err}");
+    let forged = reqwest::Client::new()
+        .put(format!(
+            "{}/v1/trees/{}/pin",
+            t.client.base_url(),
+            edited.cid
+        ))
+        .header(
+            "gridwork-signature",
+            format!("{}.1.{}", bob.public(), "00".repeat(64)),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+
     // Someone without the key can neither add a grant nor pin the tree.
     let stranger = DataKey::generate();
     let err = t

@@ -19,7 +19,7 @@ async fn node(dir: &std::path::Path) -> Client {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(gridwork_node::serve(node, listener, std::future::pending()));
-    Client::new(&addr.to_string())
+    Client::new(&addr.to_string()).signed_by(gridwork_protocol::dev_keypair(0))
 }
 
 fn loopback() -> SocketAddr {
