@@ -114,6 +114,11 @@ impl From<NodeError> for ApiError {
             NodeError::TreeIncomplete { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "tree_incomplete", e.to_string())
             }
+            NodeError::AccountQuota { .. } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "account_quota_exceeded",
+                e.to_string(),
+            ),
             NodeError::TreeNotPinned { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "tree_not_pinned", e.to_string())
             }
@@ -763,7 +768,7 @@ async fn pin_tree(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
-    data_signer(
+    let pinner = data_signer(
         &node,
         &headers,
         "PUT",
@@ -785,7 +790,7 @@ async fn pin_tree(
         .chunks_exact(32)
         .filter_map(|c| c.try_into().ok().map(Hash))
         .collect();
-    let until_ms = blocking(move || node.pin_tree(&cid, &ids, &proof)).await?;
+    let until_ms = blocking(move || node.pin_tree(&cid, &ids, &proof, &pinner)).await?;
     Ok(Json(serde_json::json!({ "cid": cid, "until_ms": until_ms })).into_response())
 }
 

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub genesis: Option<PathBuf>,
     /// Most bytes the data plane's chunk store may hold (none: the disk is the limit).
     pub chunk_quota_bytes: Option<u64>,
+    /// Most bytes of pinned trees one account may keep on the node (none: no limit but the
+    /// store's). A pin is charged to the account that signed it, for the tree's stored bytes.
+    pub chunk_account_quota_bytes: Option<u64>,
     /// How long a pinned tree is kept after its last pin (each push pins its tree); trees
     /// that open jobs read or produced are kept past it.
     pub chunk_retention_secs: u64,
@@ -87,6 +90,7 @@ impl Default for NodeConfig {
             mempool_capacity: 500_000,
             genesis: None,
             chunk_quota_bytes: None,
+            chunk_account_quota_bytes: None,
             chunk_retention_secs: 7 * 24 * 3600,
             chunk_upload_grace_secs: 24 * 3600,
             chunk_gc_interval_secs: 3600,

@@ -105,6 +105,20 @@ pub enum NodeError {
         /// Retention of pinned trees, in days.
         retention_days: u64,
     },
+    /// A pin would take an account past its quota of pinned bytes.
+    #[error("{account} keeps {used} bytes of pinned trees on this node and this tree needs {needed} more, past its quota of {quota}; let older trees expire (a tree is kept {retention_days} days from its last push) or ask the operator to raise chunk_account_quota_bytes")]
+    AccountQuota {
+        /// The account.
+        account: Address,
+        /// Bytes it keeps pinned now (not counting this tree).
+        used: u64,
+        /// Bytes this tree needs.
+        needed: u64,
+        /// The quota.
+        quota: u64,
+        /// Retention of pinned trees, in days.
+        retention_days: u64,
+    },
     /// A pin named chunks the node lacks.
     #[error("cannot pin tree {cid}: the node lacks {missing} of its {total} chunks (first {first}); push the tree again")]
     TreeIncomplete {
@@ -285,6 +299,35 @@ struct Pins {
     /// When a full store last made a put collect: a store that stays full must not make
     /// every upload run a collection.
     collected_when_full: Mutex<Option<Instant>>,
+    /// Most bytes of pinned trees per account.
+    account_quota: Option<u64>,
+    /// Bytes of pinned trees charged to each account (from the pin files at open).
+    usage: Mutex<HashMap<Address, u64>>,
+}
+
+/// Takes `bytes` off what `who` is charged.
+fn uncharge(usage: &mut HashMap<Address, u64>, who: &Address, bytes: u64) {
+    if let Some(n) = usage.get_mut(who) {
+        *n = n.saturating_sub(bytes);
+        if *n == 0 {
+            usage.remove(who);
+        }
+    }
+}
+
+/// What each account is charged for the pins in `dir`.
+fn pinned_usage(dir: &std::path::Path) -> HashMap<Address, u64> {
+    let mut usage = HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let charge = std::fs::read(entry.path())
+            .ok()
+            .and_then(|b| PinFile::decode(&b))
+            .and_then(|p| p.charge);
+        if let Some((who, bytes)) = charge {
+            *usage.entry(who).or_insert(0) += bytes;
+        }
+    }
+    usage
 }
 
 /// What a garbage collection did.
@@ -481,6 +524,8 @@ impl Node {
                 every: Duration::from_secs(config.chunk_gc_interval_secs.max(1)),
                 lock: Mutex::new(()),
                 collected_when_full: Mutex::new(None),
+                account_quota: config.chunk_account_quota_bytes,
+                usage: Mutex::new(pinned_usage(&dir.join("pins"))),
             });
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
@@ -1190,7 +1235,13 @@ impl Node {
     /// must be stored. `proof` is the pusher's [`DataKey::holder_proof`](gridwork_transfer::DataKey::holder_proof):
     /// the first pin sets the tree's lock, later ones must open it. Returns when the pin runs
     /// out (ms since the epoch).
-    pub fn pin_tree(&self, cid: &Hash, chunks: &[Hash], proof: &Hash) -> Result<u64, NodeError> {
+    pub fn pin_tree(
+        &self,
+        cid: &Hash,
+        chunks: &[Hash],
+        proof: &Hash,
+        pinner: &Address,
+    ) -> Result<u64, NodeError> {
         let store = self.chunk_store()?;
         let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
         let mut named: Vec<Hash> = chunks.to_vec();
@@ -1204,6 +1255,9 @@ impl Node {
                 first: *first,
             });
         }
+        // What the tree keeps stored: each of its chunks once.
+        let distinct: HashSet<Hash> = named.iter().copied().collect();
+        let bytes = store.stored_bytes(distinct.iter());
         named.pop();
         let until = now_ms() + pins.retention.as_millis() as u64;
         let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -1219,6 +1273,23 @@ impl Node {
                 what: "pin it",
             });
         }
+        let earlier_charge = earlier.as_ref().and_then(|p| p.charge);
+        let mut usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(quota) = pins.account_quota {
+            let mut used = usage.get(pinner).copied().unwrap_or(0);
+            if let Some((_, b)) = earlier_charge.filter(|(who, _)| who == pinner) {
+                used = used.saturating_sub(b);
+            }
+            if used + bytes > quota {
+                return Err(NodeError::AccountQuota {
+                    account: *pinner,
+                    used,
+                    needed: bytes,
+                    quota,
+                    retention_days: pins.retention.as_secs() / 86_400,
+                });
+            }
+        }
         let path = pins.dir.join(format!("{cid}.pin"));
         let file_err = |e: std::io::Error| NodeError::File {
             path: path.display().to_string(),
@@ -1228,6 +1299,7 @@ impl Node {
         let body = PinFile {
             until_ms: until,
             lock: Some(lock),
+            charge: Some((*pinner, bytes)),
             chunks: named,
         }
         .encode(&lock);
@@ -1235,6 +1307,11 @@ impl Node {
         std::fs::write(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(file_err)?;
+        // The latest pinner keeps the tree, so it is the one charged for it.
+        if let Some((who, b)) = earlier_charge {
+            uncharge(&mut usage, &who, b);
+        }
+        *usage.entry(*pinner).or_insert(0) += bytes;
         Ok(until)
     }
 
@@ -1300,6 +1377,10 @@ impl Node {
             let until = pin.as_ref().map_or(0, |p| p.until_ms);
             if until < now_ms && !used.contains(&cid) {
                 let _ = std::fs::remove_file(&path);
+                if let Some((who, b)) = pin.as_ref().and_then(|p| p.charge) {
+                    let mut usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
+                    uncharge(&mut usage, &who, b);
+                }
                 if let Some(dir) = &self.shared.grants_dir {
                     let _ = std::fs::remove_file(dir.join(format!("{cid}.json")));
                 }

@@ -169,6 +169,9 @@ fn the_documented_example_files_are_valid() {
     assert_eq!(node.chain_id(), "gridwork-example");
 }
 
+/// Who pins in tests that do not count pinned bytes.
+const PINNER: Address = Address([1; 20]);
+
 /// A tree in the node's chunk store: a root and one data chunk, as a push leaves it.
 fn stored_tree(node: &Node, name: &str) -> (gridwork_types::Hash, Vec<gridwork_types::Hash>) {
     use gridwork_types::Hash;
@@ -194,11 +197,14 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     let (input, input_chunks) = stored_tree(&node, "a job's input");
     let (loose, loose_chunks) = stored_tree(&node, "never pinned");
     let proof = gridwork_types::Hash([0xaa; 32]);
-    let until = node.pin_tree(&pinned, &pinned_chunks, &proof).unwrap();
-    node.pin_tree(&input, &input_chunks, &proof).unwrap();
+    let until = node
+        .pin_tree(&pinned, &pinned_chunks, &proof, &PINNER)
+        .unwrap();
+    node.pin_tree(&input, &input_chunks, &proof, &PINNER)
+        .unwrap();
     // A pin naming a chunk the node lacks is refused with what to do.
     let err = node
-        .pin_tree(&loose, &[gridwork_types::Hash([7; 32])], &proof)
+        .pin_tree(&loose, &[gridwork_types::Hash([7; 32])], &proof, &PINNER)
         .unwrap_err();
     assert!(
         matches!(err, NodeError::TreeIncomplete { missing: 1, .. }),
@@ -284,7 +290,7 @@ impl GrantSquatter {
             let junk = gridwork_transfer::wrap_key(&self.key, &dev_keypair(n).public());
             assert!(node.add_grants_as_holder(cid, vec![junk], &proof).is_err());
         }
-        let err = node.pin_tree(cid, &[], &proof).unwrap_err();
+        let err = node.pin_tree(cid, &[], &proof, &PINNER).unwrap_err();
         assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
     }
 }
@@ -308,7 +314,7 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
         .unwrap_err();
     assert!(matches!(err, NodeError::TreeNotPinned { .. }), "{err}");
 
-    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid))
+    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid), &PINNER)
         .unwrap();
     GrantSquatter {
         key: DataKey::generate(),
@@ -326,7 +332,7 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
         &key.holder_proof(&cid),
     )
     .unwrap();
-    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid))
+    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid), &PINNER)
         .unwrap();
     let grants = node.grants(&cid).unwrap();
     assert_eq!(grants.len(), 1);
@@ -370,6 +376,73 @@ fn a_pin_of_the_first_format_is_claimed_by_the_first_holder_to_share() {
 }
 
 #[test]
+fn each_account_keeps_at_most_its_quota_of_pinned_bytes_and_expiry_gives_it_back() {
+    use gridwork_types::Hash;
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        chunk_account_quota_bytes: Some(10_000),
+        ..config(dir.path())
+    };
+    let proof = Hash([0xaa; 32]);
+    // Trees of one 6,000-byte chunk (the root itself).
+    let tree = |node: &Node, b: u8| {
+        let bytes = vec![b; 6000];
+        let id = Hash::of(&bytes);
+        node.put_chunk(&id, &bytes).unwrap();
+        id
+    };
+    let (alice, bob) = (Address([0xa1; 20]), Address([0xb0; 20]));
+    {
+        let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+        let (first, second) = (tree(&node, 1), tree(&node, 2));
+        let until = node.pin_tree(&first, &[], &proof, &alice).unwrap();
+        // Pinning the same tree again costs nothing more.
+        node.pin_tree(&first, &[], &proof, &alice).unwrap();
+        let err = node.pin_tree(&second, &[], &proof, &alice).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                NodeError::AccountQuota {
+                    used: 6000,
+                    needed: 6000,
+                    quota: 10_000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("chunk_account_quota_bytes"),
+            "{err}"
+        );
+        // Another account has its own quota.
+        node.pin_tree(&second, &[], &proof, &bob).unwrap();
+        assert!(until > 0);
+    }
+    // The charges survive a restart (they are read from the pins).
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    let third = tree(&node, 3);
+    assert!(matches!(
+        node.pin_tree(&third, &[], &proof, &alice).unwrap_err(),
+        NodeError::AccountQuota { used: 6000, .. }
+    ));
+    // Once Alice's pin runs out and is collected, her bytes are hers again.
+    node.collect_garbage_at(u64::MAX, std::time::Duration::ZERO)
+        .unwrap();
+    let third = tree(&node, 3);
+    node.pin_tree(&third, &[], &proof, &alice).unwrap();
+    // Bob pinning Alice's tree last moves its charge to him: Alice has room again, he not.
+    node.pin_tree(&third, &[], &proof, &bob).unwrap();
+    let first = tree(&node, 1);
+    node.pin_tree(&first, &[], &proof, &alice).unwrap();
+    let second = tree(&node, 2);
+    assert!(matches!(
+        node.pin_tree(&second, &[], &proof, &bob).unwrap_err(),
+        NodeError::AccountQuota { used: 6000, .. }
+    ));
+}
+
+#[test]
 fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     use gridwork_types::Hash;
     let dir = tempfile::tempdir().unwrap();
@@ -387,7 +460,8 @@ fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     // The store is full; the put collects the unpinned chunk first and then fits.
     node.put_chunk(&kept, &kept_bytes).unwrap();
     assert!(node.chunk(&stale).unwrap().is_none());
-    node.pin_tree(&kept, &[], &Hash([0xaa; 32])).unwrap();
+    node.pin_tree(&kept, &[], &Hash([0xaa; 32]), &PINNER)
+        .unwrap();
     // Full: nothing unreferenced to drop, so the put is refused, naming what to change.
     let err = node.put_chunk(&loose, &loose_bytes).unwrap_err();
     assert!(
