@@ -236,6 +236,23 @@ pub struct PushReport {
     pub request_bytes: u64,
     /// Until when the node keeps the tree (ms since the epoch; each push pins it again).
     pub pinned_until_ms: u64,
+    /// Bytes of pinned trees the node charges the pushing account, this one included.
+    pub account_pinned_bytes: u64,
+    /// The most the node lets the account keep pinned (none: no limit).
+    pub account_quota_bytes: Option<u64>,
+}
+
+/// What the node answered a pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub struct Pinned {
+    /// Until when it keeps the tree (ms since the epoch).
+    pub until_ms: u64,
+    /// Bytes of pinned trees it charges the signer, this one included.
+    #[serde(default)]
+    pub account_pinned_bytes: u64,
+    /// The signer's quota of pinned bytes (none: no limit).
+    #[serde(default)]
+    pub account_quota_bytes: Option<u64>,
 }
 
 /// What a pull did.
@@ -403,18 +420,14 @@ impl Client {
         }
     }
 
-    /// Pins tree `cid` (whose data key is `key`) with its chunk ids on the node; returns
-    /// until when it is kept.
+    /// Pins tree `cid` (whose data key is `key`) with its chunk ids on the node, charged to
+    /// this client's signer; returns until when it is kept.
     pub async fn pin_tree(
         &self,
         cid: &Hash,
         key: &DataKey,
         chunks: &[Hash],
-    ) -> Result<u64, ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Pinned {
-            until_ms: u64,
-        }
+    ) -> Result<Pinned, ClientError> {
         let path = format!("/v1/trees/{cid}/pin");
         let url = format!("{}{path}", self.base_url());
         let body: Vec<u8> = chunks.iter().flat_map(|id| id.0).collect();
@@ -425,10 +438,8 @@ impl Client {
             .header("content-type", "application/octet-stream")
             .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
             .body(body);
-        let pinned: Pinned = self
-            .send_json(self.sign(request, "PUT", &path, &digest), &url)
-            .await?;
-        Ok(pinned.until_ms)
+        self.send_json(self.sign(request, "PUT", &path, &digest), &url)
+            .await
     }
 
     async fn push_tree_once(
@@ -513,7 +524,7 @@ impl Client {
             bytes_sent += b;
         }
         let ids: Vec<Hash> = seen.into_iter().collect();
-        let pinned_until_ms = self.pin_tree(&cid, key, &ids).await?;
+        let pinned = self.pin_tree(&cid, key, &ids).await?;
         Ok(PushReport {
             cid,
             files: stats.files,
@@ -522,7 +533,9 @@ impl Client {
             chunks_sent,
             bytes_sent,
             request_bytes: sizer.target(),
-            pinned_until_ms,
+            pinned_until_ms: pinned.until_ms,
+            account_pinned_bytes: pinned.account_pinned_bytes,
+            account_quota_bytes: pinned.account_quota_bytes,
         })
     }
 

@@ -13,7 +13,7 @@ mod keystore;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{
-    pull_tree_from, ChunkSource, DataError, Progress, PullReport, PushReport, SourceReport,
+    pull_tree_from, ChunkSource, DataError, Pinned, Progress, PullReport, PushReport, SourceReport,
     TransferOptions,
 };
 pub use jobfile::{Input, JobFile, JobFileError};

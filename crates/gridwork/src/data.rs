@@ -380,6 +380,19 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                                 / 86_400_000.0
                         ),
                     ),
+                    (
+                        "storage",
+                        match report.account_quota_bytes {
+                            Some(quota) => format!(
+                                "your pinned trees use {} of {} bytes on this node",
+                                report.account_pinned_bytes, quota
+                            ),
+                            None => format!(
+                                "your pinned trees use {} bytes on this node (no quota)",
+                                report.account_pinned_bytes
+                            ),
+                        },
+                    ),
                 ])
             })
         }

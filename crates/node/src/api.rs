@@ -790,8 +790,18 @@ async fn pin_tree(
         .chunks_exact(32)
         .filter_map(|c| c.try_into().ok().map(Hash))
         .collect();
-    let until_ms = blocking(move || node.pin_tree(&cid, &ids, &proof, &pinner)).await?;
-    Ok(Json(serde_json::json!({ "cid": cid, "until_ms": until_ms })).into_response())
+    let until_ms = {
+        let node = node.clone();
+        blocking(move || node.pin_tree(&cid, &ids, &proof, &pinner)).await?
+    };
+    let (used, quota) = node.pinned_bytes(&pinner);
+    Ok(Json(serde_json::json!({
+        "cid": cid,
+        "until_ms": until_ms,
+        "account_pinned_bytes": used,
+        "account_quota_bytes": quota,
+    }))
+    .into_response())
 }
 
 async fn get_grants(

@@ -1315,6 +1315,15 @@ impl Node {
         Ok(until)
     }
 
+    /// Bytes of pinned trees charged to `account`, and its quota (none: no limit).
+    pub fn pinned_bytes(&self, account: &Address) -> (u64, Option<u64>) {
+        let Some(pins) = self.shared.pins.as_ref() else {
+            return (0, None);
+        };
+        let usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
+        (usage.get(account).copied().unwrap_or(0), pins.account_quota)
+    }
+
     /// The pin of tree `cid`, if one is stored (a damaged file counts as none).
     fn read_pin(&self, cid: &Hash) -> Result<Option<PinFile>, NodeError> {
         let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;

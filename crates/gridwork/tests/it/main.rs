@@ -653,6 +653,12 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     // The node keeps the pushed tree for its retention period (a week by default).
     let week_ms = 7 * 24 * 3600 * 1000;
     let kept = first["pinned_until_ms"].as_u64().unwrap();
+    // The node charges the pushing account for what its pinned trees store.
+    let charged = first["account_pinned_bytes"].as_u64().unwrap();
+    assert!(
+        charged >= first["bytes_sent"].as_u64().unwrap() && first["account_quota_bytes"].is_null(),
+        "{first}"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
