@@ -540,14 +540,14 @@ async fn put_chunk(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    data_signer(
+    let uploader = data_signer(
         &node,
         &headers,
         "PUT",
         &format!("/v1/chunks/{id}"),
         &ids_digest([id].iter()),
     )?;
-    blocking(move || node.put_chunk(&id, &body)).await?;
+    blocking(move || node.put_chunk_by(&id, &body, &uploader)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -627,12 +627,12 @@ async fn put_chunks(
     let parsed = frames::parse_frames(&body, MAX_CHUNK_BYTES)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_frames", e.to_string()))?;
     let digest = ids_digest(parsed.iter().map(|(id, _)| id));
-    data_signer(&node, &headers, "POST", "/v1/chunks", &digest)?;
+    let uploader = data_signer(&node, &headers, "POST", "/v1/chunks", &digest)?;
     let stored = blocking(move || {
         let mut n = 0u64;
         for (id, frame) in &parsed {
             if let frames::Frame::Chunk(bytes) = frame {
-                node.put_chunk(id, bytes)?;
+                node.put_chunk_by(id, bytes, &uploader)?;
                 n += 1;
             }
         }

@@ -59,8 +59,8 @@ pub struct NodeConfig {
     pub genesis: Option<PathBuf>,
     /// Most bytes the data plane's chunk store may hold (none: the disk is the limit).
     pub chunk_quota_bytes: Option<u64>,
-    /// Most bytes of pinned trees one account may keep on the node (none: no limit but the
-    /// store's). A pin is charged to the account that signed it, for the tree's stored bytes.
+    /// Most bytes one account may keep on the node (none: no limit but the store's): pinned
+    /// trees, charged to the account that signed the pin, and uploads not yet pinned.
     pub chunk_account_quota_bytes: Option<u64>,
     /// How long a pinned tree is kept after its last pin (each push pins its tree); trees
     /// that open jobs read or produced are kept past it.

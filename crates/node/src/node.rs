@@ -106,7 +106,7 @@ pub enum NodeError {
         retention_days: u64,
     },
     /// A pin would take an account past its quota of pinned bytes.
-    #[error("{account} keeps {used} bytes of pinned trees on this node and this tree needs {needed} more, past its quota of {quota}; let older trees expire (a tree is kept {retention_days} days from its last push) or ask the operator to raise chunk_account_quota_bytes")]
+    #[error("{account} keeps {used} bytes on this node (pinned trees and uploads not yet pinned) and needs {needed} more, past its quota of {quota}; let older trees expire (a tree is kept {retention_days} days from its last push) or ask the operator to raise chunk_account_quota_bytes")]
     AccountQuota {
         /// The account.
         account: Address,
@@ -303,6 +303,31 @@ struct Pins {
     account_quota: Option<u64>,
     /// Bytes of pinned trees charged to each account (from the pin files at open).
     usage: Mutex<HashMap<Address, u64>>,
+    /// Chunks stored by a signed upload that no pin names yet, with their uploader: charged
+    /// to it until a pin takes them or a collection drops them (in memory: a restart
+    /// forgets them, and the upload grace period bounds them anyway).
+    pending: Mutex<Pending>,
+}
+
+/// Uploads not yet pinned, per chunk and per account.
+#[derive(Debug, Default)]
+struct Pending {
+    chunks: HashMap<Hash, (Address, u64)>,
+    by_account: HashMap<Address, u64>,
+}
+
+impl Pending {
+    fn add(&mut self, id: Hash, who: Address, bytes: u64) {
+        if self.chunks.insert(id, (who, bytes)).is_none() {
+            *self.by_account.entry(who).or_insert(0) += bytes;
+        }
+    }
+
+    fn take(&mut self, id: &Hash) {
+        if let Some((who, bytes)) = self.chunks.remove(id) {
+            uncharge(&mut self.by_account, &who, bytes);
+        }
+    }
 }
 
 /// Takes `bytes` off what `who` is charged.
@@ -526,6 +551,7 @@ impl Node {
                 collected_when_full: Mutex::new(None),
                 account_quota: config.chunk_account_quota_bytes,
                 usage: Mutex::new(pinned_usage(&dir.join("pins"))),
+                pending: Mutex::new(Pending::default()),
             });
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
@@ -1188,6 +1214,49 @@ impl Node {
         Ok(self.chunk_store()?.missing(ids.iter()))
     }
 
+    /// Stores a sealed chunk uploaded by `uploader`, charged to it (against its quota)
+    /// until a pin names the chunk or a collection drops it.
+    pub fn put_chunk_by(
+        &self,
+        id: &Hash,
+        bytes: &[u8],
+        uploader: &Address,
+    ) -> Result<(), NodeError> {
+        let Some(pins) = self.shared.pins.as_ref() else {
+            return self.put_chunk(id, bytes);
+        };
+        if self.chunk_store()?.has(id) {
+            return Ok(());
+        }
+        let len = bytes.len() as u64;
+        if let Some(quota) = pins.account_quota {
+            let pinned = self.pinned_bytes(uploader).0;
+            let pending = pins
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_account
+                .get(uploader)
+                .copied()
+                .unwrap_or(0);
+            if pinned + pending + len > quota {
+                return Err(NodeError::AccountQuota {
+                    account: *uploader,
+                    used: pinned + pending,
+                    needed: len,
+                    quota,
+                    retention_days: pins.retention.as_secs() / 86_400,
+                });
+            }
+        }
+        self.put_chunk(id, bytes)?;
+        pins.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(*id, *uploader, len);
+        Ok(())
+    }
+
     /// Stores a sealed chunk (checked against its id).
     pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), NodeError> {
         let store = self.chunk_store()?;
@@ -1307,11 +1376,16 @@ impl Node {
         std::fs::write(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(file_err)?;
-        // The latest pinner keeps the tree, so it is the one charged for it.
+        // The latest pinner keeps the tree, so it is the one charged for it; its chunks are
+        // no longer uploads in progress.
         if let Some((who, b)) = earlier_charge {
             uncharge(&mut usage, &who, b);
         }
         *usage.entry(*pinner).or_insert(0) += bytes;
+        let mut pending = pins.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for id in distinct.iter() {
+            pending.take(id);
+        }
         Ok(until)
     }
 
@@ -1411,6 +1485,16 @@ impl Node {
             return Ok(report);
         }
         report.freed_bytes = store.gc_unless(&keep, grace)?;
+        let mut pending = pins.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<Hash> = pending
+            .chunks
+            .keys()
+            .filter(|id| !store.has(id))
+            .copied()
+            .collect();
+        for id in &gone {
+            pending.take(id);
+        }
         report.used_bytes = store.used();
         Ok(report)
     }

@@ -443,6 +443,50 @@ fn each_account_keeps_at_most_its_quota_of_pinned_bytes_and_expiry_gives_it_back
 }
 
 #[test]
+fn uploads_not_yet_pinned_count_against_the_uploaders_quota_until_pinned_or_collected() {
+    use gridwork_types::Hash;
+    let dir = tempfile::tempdir().unwrap();
+    let config = NodeConfig {
+        chunk_account_quota_bytes: Some(10_000),
+        chunk_upload_grace_secs: 0,
+        ..config(dir.path())
+    };
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    let chunk = |b: u8| (Hash::of(&[b; 6000]), vec![b; 6000]);
+    let (alice, bob) = (Address([0xa1; 20]), Address([0xb0; 20]));
+    let ((one, one_bytes), (two, two_bytes)) = (chunk(1), chunk(2));
+    node.put_chunk_by(&one, &one_bytes, &alice).unwrap();
+    // A chunk already stored costs nobody anything.
+    node.put_chunk_by(&one, &one_bytes, &bob).unwrap();
+    let err = node.put_chunk_by(&two, &two_bytes, &alice).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NodeError::AccountQuota {
+                used: 6000,
+                needed: 6000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(node.chunk(&two).unwrap().is_none(), "nothing was stored");
+    // Pinned, the chunk is charged as a pin (still 6,000 bytes), not twice.
+    node.pin_tree(&one, &[], &Hash([0xaa; 32]), &alice).unwrap();
+    assert_eq!(node.pinned_bytes(&alice), (6000, Some(10_000)));
+    assert!(node.put_chunk_by(&two, &two_bytes, &alice).is_err());
+    // Bob's upload that never gets pinned is collected after the grace period, and his
+    // room comes back.
+    node.put_chunk_by(&two, &two_bytes, &bob).unwrap();
+    let (three, three_bytes) = chunk(3);
+    assert!(node.put_chunk_by(&three, &three_bytes, &bob).is_err());
+    node.collect_garbage_at(0, std::time::Duration::ZERO)
+        .unwrap();
+    assert!(node.chunk(&two).unwrap().is_none());
+    node.put_chunk_by(&three, &three_bytes, &bob).unwrap();
+}
+
+#[test]
 fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     use gridwork_types::Hash;
     let dir = tempfile::tempdir().unwrap();
