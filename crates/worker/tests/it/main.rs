@@ -107,6 +107,25 @@ impl Net {
         }
     }
 
+    /// Pushes `src` as the requester (dev0) would for a job input: under a fresh key, granted
+    /// to the requester and to the node (which passes it on to each task's workers).
+    async fn push_input(&self, src: &std::path::Path) -> Hash {
+        let key = DataKey::generate();
+        let pushed = self
+            .client
+            .push_tree(src, &key, &TransferOptions::with_streams(2))
+            .await
+            .unwrap();
+        let node_key = self.client.chain().await.unwrap().node_key;
+        for who in [dev_keypair(0).public(), node_key] {
+            self.client
+                .share_key(&pushed.cid, &key, &who)
+                .await
+                .unwrap();
+        }
+        pushed.cid
+    }
+
     async fn submit(&self, p: Prescription) -> Hash {
         let key = dev_keypair(0);
         let account = self.client.account(&key.address()).await.unwrap();
@@ -543,23 +562,14 @@ async fn workers_with_no_room_for_a_cache_still_run_jobs_and_keep_nothing() {
     let src = net.dir.path().join("input");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("scene.txt"), "frame data 7\n".repeat(10_000)).unwrap();
-    let key = DataKey::generate();
-    let pushed = net
-        .client
-        .push_tree(&src, &key, &TransferOptions::with_streams(2))
-        .await
-        .unwrap();
-    let node_key = net.client.chain().await.unwrap().node_key;
-    for who in [dev_keypair(0).public(), node_key] {
-        net.client.share_key(&pushed.cid, &key, &who).await.unwrap();
-    }
+    let input = net.push_input(&src).await;
     let mut p = squares(
         1,
         1,
         30_000,
         "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt",
     );
-    p.data = vec![pushed.cid];
+    p.data = vec![input];
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
@@ -612,23 +622,14 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
         })
         .collect();
     std::fs::write(src.join("weights.bin"), &data).unwrap();
-    let key = DataKey::generate();
-    let pushed = net
-        .client
-        .push_tree(&src, &key, &TransferOptions::with_streams(2))
-        .await
-        .unwrap();
-    let node_key = net.client.chain().await.unwrap().node_key;
-    for who in [dev_keypair(0).public(), node_key] {
-        net.client.share_key(&pushed.cid, &key, &who).await.unwrap();
-    }
+    let input = net.push_input(&src).await;
     let mut p = squares(
         1,
         1,
         30_000,
         "wc -c < $GRIDWORK_INPUTS/weights.bin > $GRIDWORK_OUTPUTS/result.txt",
     );
-    p.data = vec![pushed.cid];
+    p.data = vec![input];
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
@@ -641,7 +642,7 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
     let pulls = executor.recent_pulls();
     let (_, sources) = pulls
         .iter()
-        .find(|(cid, _)| *cid == pushed.cid)
+        .find(|(cid, _)| *cid == input)
         .expect("the executor pulled the input");
     let by_peer = sources
         .iter()
