@@ -35,7 +35,10 @@ pub(crate) struct Checkpoints {
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> TreeError + '_ {
-    move |e| TreeError::Malformed(format!("pull journal {}: {e}", path.display()))
+    move |source| TreeError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 impl Checkpoints {
@@ -136,9 +139,7 @@ impl Checkpoints {
         self.pending_bytes = 0;
         if let Some((store, max)) = &self.cache {
             let needed = &self.needed;
-            store
-                .trim_unless(*max, Duration::ZERO, |id| needed.contains_key(id))
-                .map_err(|e| TreeError::Malformed(format!("trimming the chunk cache: {e}")))?;
+            store.trim_unless(*max, Duration::ZERO, |id| needed.contains_key(id))?;
         }
         Ok(())
     }

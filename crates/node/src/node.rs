@@ -317,8 +317,10 @@ struct Pending {
 }
 
 impl Pending {
+    /// Charges `who` for chunk `id`, unless another upload of it was charged first.
     fn add(&mut self, id: Hash, who: Address, bytes: u64) {
-        if self.chunks.insert(id, (who, bytes)).is_none() {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.chunks.entry(id) {
+            e.insert((who, bytes));
             *self.by_account.entry(who).or_insert(0) += bytes;
         }
     }
