@@ -81,12 +81,16 @@ impl Checkpoints {
                 Some((path.to_path_buf(), file))
             }
         };
-        let files: Vec<Vec<Hash>> = manifest.entries.iter().map(|e| e.chunks.clone()).collect();
-        let mut needed = HashMap::new();
-        for (i, chunks) in files.iter().enumerate() {
-            if !done.contains(&i) {
-                for id in chunks {
-                    *needed.entry(*id).or_insert(0) += 1;
+        // What a trim must spare (only a pull that trims needs it: a large tree's chunk
+        // lists cost tens of megabytes).
+        let (mut files, mut needed) = (Vec::new(), HashMap::new());
+        if cache.is_some() {
+            files = manifest.entries.iter().map(|e| e.chunks.clone()).collect();
+            for (i, chunks) in files.iter().enumerate() {
+                if !done.contains(&i) {
+                    for id in chunks {
+                        *needed.entry(*id).or_insert(0) += 1;
+                    }
                 }
             }
         }
