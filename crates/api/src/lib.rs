@@ -665,6 +665,17 @@ pub struct MissingChunks {
 /// plane's own.
 pub use gridwork_transfer::WrappedKey as KeyGrant;
 
+/// `GET /v1/accounts/{address}/storage`: what the node stores for an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StorageView {
+    /// Bytes of pinned trees charged to the account (it pinned them last).
+    pub pinned_bytes: u64,
+    /// Bytes of its uploads no pin names yet (kept for the upload grace period).
+    pub pending_bytes: u64,
+    /// The most it may keep (none: no limit but the node's store).
+    pub quota_bytes: Option<u64>,
+}
+
 /// `GET /v1/trees/{cid}/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGrants {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use gridwork_api::frames::{push_chunk, read_answer, Frame};
-use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, KEY_PROOF_HEADER};
+use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, StorageView, KEY_PROOF_HEADER};
 use gridwork_transfer::{
     manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree_with,
     ChunkParams, ChunkSink, ChunkStore, DataKey, StoreError, TreeError, TreeManifest,
@@ -345,6 +345,12 @@ impl Client {
         let digest = Hash::of(&ids);
         self.send_empty(self.sign(request, "POST", "/v1/chunks", &digest), &url)
             .await
+    }
+
+    /// What the node stores for `account` (pinned and pending bytes, its quota).
+    pub async fn storage(&self, account: &Address) -> Result<StorageView, ClientError> {
+        let url = format!("{}/v1/accounts/{account}/storage", self.base_url());
+        self.send_json(self.http().get(&url), &url).await
     }
 
     /// The key grants of a tree.

@@ -127,6 +127,12 @@ pub(crate) enum DataCommand {
     /// Empty the local chunk cache (GRIDWORK_HOME/chunks). It only lets interrupted pushes
     /// and pulls resume without work; the node keeps pushed trees for its retention period.
     Gc,
+    /// What the node stores for an account (default: --key): pinned trees, uploads not yet
+    /// pinned, and its quota.
+    Usage {
+        /// Address (grid1...).
+        address: Option<String>,
+    },
     /// List a tree: paths, sizes, chunk counts.
     Ls {
         /// Content id.

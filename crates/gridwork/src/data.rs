@@ -396,6 +396,24 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                 ])
             })
         }
+        DataCommand::Usage { address } => {
+            let address: Address = match address {
+                Some(a) => a
+                    .parse()
+                    .map_err(|e| anyhow!("{a} is not an address: {e}"))?,
+                None => signing_key(cli)?.address(),
+            };
+            let usage = runtime()?.block_on(client.storage(&address))?;
+            emit(cli.json, &usage, || {
+                let quota = usage
+                    .quota_bytes
+                    .map_or("no quota".to_string(), |q| format!("quota {q} bytes"));
+                format!(
+                    "{address} on {}: {} bytes of pinned trees, {} bytes of uploads not yet pinned; {quota}",
+                    cli.node, usage.pinned_bytes, usage.pending_bytes
+                )
+            })
+        }
         DataCommand::Gc => {
             let store = local_store(cli)?;
             let before = store.used();

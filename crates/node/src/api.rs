@@ -235,6 +235,7 @@ pub fn router(node: Node) -> Router {
         .route("/v1/txs", post(submit_tx))
         .route("/v1/txs/{hash}", get(get_tx))
         .route("/v1/accounts/{address}", get(get_account))
+        .route("/v1/accounts/{address}/storage", get(get_storage))
         .route("/v1/blocks", get(list_blocks))
         .route("/v1/blocks/{id}", get(get_block))
         .route("/v1/events", get(events))
@@ -347,6 +348,14 @@ async fn get_account(
 ) -> Result<Response, ApiError> {
     let address: Address = parse("address", &address)?;
     Ok(Json(node.account(&address)).into_response())
+}
+
+async fn get_storage(
+    State(node): State<Node>,
+    Path(address): Path<String>,
+) -> Result<Response, ApiError> {
+    let address: Address = parse("address", &address)?;
+    Ok(Json(node.storage(&address)).into_response())
 }
 
 #[derive(Deserialize)]

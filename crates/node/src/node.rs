@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 
 use gridwork_api::{
     AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant, LogStream,
-    PostLog, ProviderView, TaskLog, TaskView, TxStatus, TxView,
+    PostLog, ProviderView, StorageView, TaskLog, TaskView, TxStatus, TxView,
 };
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
@@ -1389,6 +1389,20 @@ impl Node {
             pending.take(id);
         }
         Ok(until)
+    }
+
+    /// What the node stores for `account`: pinned and pending bytes, and its quota.
+    pub fn storage(&self, account: &Address) -> StorageView {
+        let (pinned_bytes, quota_bytes) = self.pinned_bytes(account);
+        let pending_bytes = self.shared.pins.as_ref().map_or(0, |pins| {
+            let pending = pins.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.by_account.get(account).copied().unwrap_or(0)
+        });
+        StorageView {
+            pinned_bytes,
+            pending_bytes,
+            quota_bytes,
+        }
     }
 
     /// Bytes of pinned trees charged to `account`, and its quota (none: no limit).

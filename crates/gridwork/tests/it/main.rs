@@ -659,6 +659,12 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         charged >= first["bytes_sent"].as_u64().unwrap() && first["account_quota_bytes"].is_null(),
         "{first}"
     );
+    let usage = cli.json(&["--key", "dev0", "data", "usage"], &[]);
+    assert_eq!(
+        (&usage["pinned_bytes"], &usage["pending_bytes"]),
+        (&first["account_pinned_bytes"], &serde_json::json!(0)),
+        "{usage}"
+    );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
