@@ -126,6 +126,17 @@ impl Net {
         pushed.cid
     }
 
+    /// Runs `program` as a one-task job (one council member) over input tree `input`, and
+    /// returns the settled job.
+    async fn run_on_input(&self, program: &str, input: Hash) -> gridwork_api::JobView {
+        let mut p = squares(1, 1, 30_000, program);
+        p.data = vec![input];
+        let job = self.submit(p).await;
+        let view = self.wait_finished(&job).await;
+        assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
+        view
+    }
+
     async fn submit(&self, p: Prescription) -> Hash {
         let key = dev_keypair(0);
         let account = self.client.account(&key.address()).await.unwrap();
@@ -563,16 +574,12 @@ async fn workers_with_no_room_for_a_cache_still_run_jobs_and_keep_nothing() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("scene.txt"), "frame data 7\n".repeat(10_000)).unwrap();
     let input = net.push_input(&src).await;
-    let mut p = squares(
-        1,
-        1,
-        30_000,
-        "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt",
-    );
-    p.data = vec![input];
-    let job = net.submit(p).await;
-    let view = net.wait_finished(&job).await;
-    assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
+    let view = net
+        .run_on_input(
+            "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt",
+            input,
+        )
+        .await;
     let text = result_text(&net, view.tasks[0].result.as_ref().unwrap()).await;
     assert_eq!(text, "frame data 7\n".repeat(10_000));
     // Each worker's last tick trimmed what the job left.
@@ -623,16 +630,12 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
         .collect();
     std::fs::write(src.join("weights.bin"), &data).unwrap();
     let input = net.push_input(&src).await;
-    let mut p = squares(
-        1,
-        1,
-        30_000,
-        "wc -c < $GRIDWORK_INPUTS/weights.bin > $GRIDWORK_OUTPUTS/result.txt",
-    );
-    p.data = vec![input];
-    let job = net.submit(p).await;
-    let view = net.wait_finished(&job).await;
-    assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
+    let view = net
+        .run_on_input(
+            "wc -c < $GRIDWORK_INPUTS/weights.bin > $GRIDWORK_OUTPUTS/result.txt",
+            input,
+        )
+        .await;
     let text = result_text(&net, view.tasks[0].result.as_ref().unwrap()).await;
     assert_eq!(text.trim(), (6 << 20).to_string());
     let executor = workers
