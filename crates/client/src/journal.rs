@@ -5,9 +5,11 @@
 //! Every `checkpoint_bytes` of written files, the pull syncs the file system the files are on
 //! (`syncfs`), then appends their manifest indices to the journal and syncs it: the journal
 //! never names a file whose bytes could still be lost. The journal is text: a first line
-//! `gridwork pull journal v1 <cid>`, then one index per line. A resumed pull trusts a listed
-//! file that still has its size; a torn last line, another tree's journal or a file that
-//! changed size count as not written.
+//! `gridwork pull journal v2 <cid>`, then a line `<index> <ctime ns>` per file, with the
+//! change time the file had when it was synced. A resumed pull trusts a listed file that
+//! still has its size and that change time (any write, truncation, `touch` or `chmod` since
+//! moves it); a torn last line, another tree's journal (or one of the first format) or a
+//! file changed since count as not written.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -24,7 +26,8 @@ pub(crate) struct Checkpoints {
     dest: PathBuf,
     journal: Option<(PathBuf, File)>,
     done: HashSet<usize>,
-    pending: Vec<usize>,
+    /// Files written since the last checkpoint, with their paths.
+    pending: Vec<(usize, PathBuf)>,
     pending_bytes: u64,
     every: u64,
     cache: Option<(ChunkStore, u64)>,
@@ -51,8 +54,8 @@ impl Checkpoints {
         every: u64,
         cache: Option<(ChunkStore, u64)>,
     ) -> Result<Checkpoints, TreeError> {
-        let header = format!("gridwork pull journal v1 {cid}");
-        let mut done = HashSet::new();
+        let header = format!("gridwork pull journal v2 {cid}");
+        let mut done = HashMap::new();
         let journal = match journal {
             None => None,
             Some(path) => {
@@ -60,15 +63,18 @@ impl Checkpoints {
                 let mut lines = text.lines();
                 if lines.next() == Some(header.as_str()) {
                     done = lines
-                        .filter_map(|l| l.parse::<usize>().ok())
-                        .filter(|&i| in_place(manifest, dest, i))
+                        .filter_map(|l| {
+                            let (i, ctime) = l.split_once(' ')?;
+                            Some((i.parse::<usize>().ok()?, ctime.parse::<u128>().ok()?))
+                        })
+                        .filter(|&(i, ctime)| in_place(manifest, dest, i) == Some(ctime))
                         .collect();
                     // Only whole lines were meant: a torn last one is cut off by rewriting.
                 }
                 let mut body = header.clone();
                 body.push('\n');
-                for i in &done {
-                    body.push_str(&format!("{i}\n"));
+                for (i, ctime) in &done {
+                    body.push_str(&format!("{i} {ctime}\n"));
                 }
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io(dir))?;
@@ -87,7 +93,7 @@ impl Checkpoints {
         if cache.is_some() {
             files = manifest.entries.iter().map(|e| e.chunks.clone()).collect();
             for (i, chunks) in files.iter().enumerate() {
-                if !done.contains(&i) {
+                if !done.contains_key(&i) {
                     for id in chunks {
                         *needed.entry(*id).or_insert(0) += 1;
                     }
@@ -97,7 +103,7 @@ impl Checkpoints {
         Ok(Checkpoints {
             dest: dest.to_path_buf(),
             journal,
-            done,
+            done: done.into_keys().collect(),
             pending: Vec::new(),
             pending_bytes: 0,
             every: every.max(1),
@@ -123,13 +129,17 @@ impl Checkpoints {
             if !self.pending.is_empty() {
                 let dir = File::open(&self.dest).map_err(io(&self.dest))?;
                 rustix::fs::syncfs(&dir).map_err(|e| io(&self.dest)(e.into()))?;
-                let lines: String = self.pending.iter().map(|i| format!("{i}\n")).collect();
+                let mut lines = String::new();
+                for (i, written) in &self.pending {
+                    let meta = std::fs::symlink_metadata(written).map_err(io(written))?;
+                    lines.push_str(&format!("{i} {}\n", ctime_ns(&meta)));
+                }
                 file.write_all(lines.as_bytes())
                     .and_then(|()| file.sync_data())
                     .map_err(io(path))?;
             }
         }
-        for i in self.pending.drain(..) {
+        for (i, _) in self.pending.drain(..) {
             for id in self.files.get(i).into_iter().flatten() {
                 if let Some(n) = self.needed.get_mut(id) {
                     *n -= 1;
@@ -154,8 +164,8 @@ impl WriteHooks for Checkpoints {
         self.done.contains(&index)
     }
 
-    fn written(&mut self, index: usize, bytes: u64) -> Result<(), TreeError> {
-        self.pending.push(index);
+    fn written(&mut self, index: usize, path: &Path, bytes: u64) -> Result<(), TreeError> {
+        self.pending.push((index, path.to_path_buf()));
         self.pending_bytes += bytes;
         if self.pending_bytes >= self.every {
             self.checkpoint()?;
@@ -164,16 +174,22 @@ impl WriteHooks for Checkpoints {
     }
 }
 
-/// Whether file entry `index` of `manifest` is in `dest` with its size.
-fn in_place(manifest: &TreeManifest, dest: &Path, index: usize) -> bool {
-    let Some(e) = manifest.entries.get(index) else {
-        return false;
-    };
+/// The change time of the file `meta` describes, in ns since the epoch.
+fn ctime_ns(meta: &std::fs::Metadata) -> u128 {
+    use std::os::unix::fs::MetadataExt;
+    (meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128).max(0) as u128
+}
+
+/// The change time of file entry `index` of `manifest` in `dest`, if it is there with its
+/// size.
+fn in_place(manifest: &TreeManifest, dest: &Path, index: usize) -> Option<u128> {
+    let e = manifest.entries.get(index)?;
     let plain = Path::new(&e.path)
         .components()
         .all(|c| matches!(c, Component::Normal(_)));
-    e.kind == EntryKind::File
-        && plain
-        && std::fs::symlink_metadata(dest.join(&e.path))
-            .is_ok_and(|m| m.is_file() && m.len() == e.size)
+    if e.kind != EntryKind::File || !plain {
+        return None;
+    }
+    let meta = std::fs::symlink_metadata(dest.join(&e.path)).ok()?;
+    (meta.is_file() && meta.len() == e.size).then(|| ctime_ns(&meta))
 }

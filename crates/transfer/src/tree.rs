@@ -544,9 +544,9 @@ pub trait WriteHooks {
         false
     }
 
-    /// File entry `index` (`bytes` long) has been written whole.
-    fn written(&mut self, index: usize, bytes: u64) -> Result<(), TreeError> {
-        let _ = (index, bytes);
+    /// File entry `index` (`bytes` long) has been written whole, at `path`, and closed.
+    fn written(&mut self, index: usize, path: &Path, bytes: u64) -> Result<(), TreeError> {
+        let _ = (index, path, bytes);
         Ok(())
     }
 }
@@ -597,7 +597,7 @@ pub fn write_tree_with(
                         .map_err(io(&path))?;
                 }
                 drop(file);
-                hooks.written(index, e.size)?;
+                hooks.written(index, &path, e.size)?;
             }
             EntryKind::Link => {}
         }
