@@ -16,12 +16,21 @@ pub const SIGNATURE_HEADER: &str = "gridwork-signature";
 /// How far a signed request's time may be from the node's clock.
 pub const SIGNATURE_WINDOW_MS: u64 = 10 * 60 * 1000;
 
-/// What a data-plane write signs: `"gridwork data request v1\n" || method || "\n" || path ||
-/// "\n" || time_ms u64 LE || digest`, where `digest` is BLAKE3 of the chunk ids the request
-/// uploads (each chunk is checked against its id) or else of its body.
-pub fn signed_request_message(method: &str, path: &str, time_ms: u64, digest: &Hash) -> Vec<u8> {
-    let mut m = Vec::with_capacity(64 + method.len() + path.len());
-    m.extend_from_slice(b"gridwork data request v1\n");
+/// What a data-plane write signs: `"gridwork data request v2\n" || node key [32] || method ||
+/// "\n" || path || "\n" || time_ms u64 LE || digest`, where `node` is the key of the node the
+/// request is for (`node_key` in `GET /v1/chain`: a request signed for one node is refused
+/// by every other) and `digest` is BLAKE3 of the chunk ids the request uploads (each chunk is
+/// checked against its id) or else of its body.
+pub fn signed_request_message(
+    node: &PublicKey,
+    method: &str,
+    path: &str,
+    time_ms: u64,
+    digest: &Hash,
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(96 + method.len() + path.len());
+    m.extend_from_slice(b"gridwork data request v2\n");
+    m.extend_from_slice(&node.to_bytes());
     m.extend_from_slice(method.as_bytes());
     m.push(b'\n');
     m.extend_from_slice(path.as_bytes());
@@ -32,7 +41,7 @@ pub fn signed_request_message(method: &str, path: &str, time_ms: u64, digest: &H
 }
 
 /// The header that carries a request's proof that it holds a tree's data key (hex of
-/// `DataKey::holder_proof`), on `PUT /v1/trees/{cid}/pin` and `POST /v1/trees/{cid}/keys`.
+/// `DataKey::holder_proof` for the node's key), on `PUT /v1/trees/{cid}/pin` and `POST /v1/trees/{cid}/keys`.
 pub const KEY_PROOF_HEADER: &str = "gridwork-key-proof";
 
 use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};

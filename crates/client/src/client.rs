@@ -67,6 +67,9 @@ pub struct Client {
     http: reqwest::Client,
     /// Signs data-plane writes (uploads, pins, key grants); nodes refuse them unsigned.
     signer: Option<std::sync::Arc<gridwork_types::Keypair>>,
+    /// The node's key, asked once (`GET /v1/chain`): writes are signed for it and holder
+    /// proofs made for it, so neither can be replayed to another node.
+    node_key: std::sync::Arc<tokio::sync::OnceCell<gridwork_types::PublicKey>>,
 }
 
 /// Maps a transport error on `url` to [`ClientError::Unreachable`].
@@ -107,6 +110,7 @@ impl Client {
             base,
             http,
             signer: None,
+            node_key: Default::default(),
         }
     }
 
@@ -117,31 +121,40 @@ impl Client {
         self
     }
 
-    /// Adds the signature header of a data-plane write to `request` (none without a signer:
-    /// the node then says what is missing).
-    pub(crate) fn sign(
+    /// The key of the node (`node_key` in `GET /v1/chain`), asked once per client.
+    pub async fn node_key(&self) -> Result<gridwork_types::PublicKey, ClientError> {
+        self.node_key
+            .get_or_try_init(|| async { Ok(self.chain().await?.node_key) })
+            .await
+            .copied()
+    }
+
+    /// Adds the signature header of a data-plane write for this node to `request` (none
+    /// without a signer: the node then says what is missing).
+    pub(crate) async fn sign(
         &self,
         request: reqwest::RequestBuilder,
         method: &str,
         path: &str,
         digest: &Hash,
-    ) -> reqwest::RequestBuilder {
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         let Some(key) = &self.signer else {
-            return request;
+            return Ok(request);
         };
+        let node = self.node_key().await?;
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let message = gridwork_api::signed_request_message(method, path, time_ms, digest);
+        let message = gridwork_api::signed_request_message(&node, method, path, time_ms, digest);
         let signature = key.sign(&message);
-        request.header(
+        Ok(request.header(
             gridwork_api::SIGNATURE_HEADER,
             format!(
                 "{}.{time_ms}.{}",
                 key.public(),
                 hex::encode(signature.to_bytes())
             ),
-        )
+        ))
     }
 
     /// The node's base URL.

@@ -343,8 +343,8 @@ impl Client {
             .header("content-type", "application/octet-stream")
             .body(body);
         let digest = Hash::of(&ids);
-        self.send_empty(self.sign(request, "POST", "/v1/chunks", &digest), &url)
-            .await
+        let request = self.sign(request, "POST", "/v1/chunks", &digest).await?;
+        self.send_empty(request, &url).await
     }
 
     /// What the node stores for `account` (pinned and pending bytes, its quota).
@@ -384,6 +384,11 @@ impl Client {
             .await
     }
 
+    /// The proof for this node that the client holds `key`, the data key of tree `cid`.
+    async fn holder_proof(&self, key: &DataKey, cid: &Hash) -> Result<Hash, ClientError> {
+        Ok(key.holder_proof(cid, &self.node_key().await?))
+    }
+
     /// Adds a key grant to tree `cid`, proving the sender holds its data key `key` (the node
     /// takes grants only from holders).
     pub async fn add_key_grant(
@@ -402,11 +407,14 @@ impl Client {
         let request = self
             .http()
             .post(&url)
-            .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
+            .header(
+                KEY_PROOF_HEADER,
+                self.holder_proof(key, cid).await?.to_string(),
+            )
             .header("content-type", "application/json")
             .body(body);
-        self.send_empty(self.sign(request, "POST", &path, &digest), &url)
-            .await
+        let request = self.sign(request, "POST", &path, &digest).await?;
+        self.send_empty(request, &url).await
     }
 
     /// Packs `root` and sends the node the chunks it lacks, while packing goes on.
@@ -442,10 +450,13 @@ impl Client {
             .http()
             .put(&url)
             .header("content-type", "application/octet-stream")
-            .header(KEY_PROOF_HEADER, key.holder_proof(cid).to_string())
+            .header(
+                KEY_PROOF_HEADER,
+                self.holder_proof(key, cid).await?.to_string(),
+            )
             .body(body);
-        self.send_json(self.sign(request, "PUT", &path, &digest), &url)
-            .await
+        let request = self.sign(request, "PUT", &path, &digest).await?;
+        self.send_json(request, &url).await
     }
 
     async fn push_tree_once(

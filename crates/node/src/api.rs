@@ -725,9 +725,11 @@ fn data_signer(
             ),
         ));
     }
-    let message = signed_request_message(method, path, time_ms, digest);
+    let message = signed_request_message(&node.public_key(), method, path, time_ms, digest);
     key.verify(&message, &Signature::from_bytes(&sig))
-        .map_err(|_| bad("does not verify for this request"))?;
+        .map_err(|_| {
+            bad("does not verify for this request to this node (it signs the node_key of GET /v1/chain)")
+        })?;
     let address = key.address();
     let account = node.account(&address);
     if account.balance == Amount::ZERO && account.stake_locked == Amount::ZERO {
@@ -757,8 +759,8 @@ fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
             "key_proof_required",
             format!(
                 "pinning a tree or sharing its key needs the {KEY_PROOF_HEADER} header: the hex of \
-                 BLAKE3 derive_key(\"gridwork tree holder proof v1\", data key || tree id) \
-                 (gridwork's client sends it)"
+                 BLAKE3 derive_key(\"gridwork tree holder proof v2\", data key || tree id || \
+                 node key) (gridwork's client sends it)"
             ),
         )
     };

@@ -41,7 +41,7 @@ use crate::config::NodeConfig;
 use crate::logs::{LogError, LogKey, TaskLogs};
 use crate::mempool::{Mempool, MempoolError};
 use crate::metrics::Metrics;
-use crate::pinfile::PinFile;
+use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
     proof_lock, unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError,
@@ -346,11 +346,12 @@ fn uncharge(usage: &mut HashMap<Address, u64>, who: &Address, bytes: u64) {
 fn pinned_usage(dir: &std::path::Path) -> HashMap<Address, u64> {
     let mut usage = HashMap::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let charge = std::fs::read(entry.path())
+        let charges = std::fs::read(entry.path())
             .ok()
             .and_then(|b| PinFile::decode(&b))
-            .and_then(|p| p.charge);
-        if let Some((who, bytes)) = charge {
+            .map(|p| p.charges)
+            .unwrap_or_default();
+        for (who, bytes) in charges {
             *usage.entry(who).or_insert(0) += bytes;
         }
     }
@@ -860,7 +861,7 @@ impl Node {
             rewards_pool: inner.state.rewards_pool(),
             params: inner.state.params().clone(),
             mempool: inner.mempool.len(),
-            node_key: self.shared.key.public(),
+            node_key: self.public_key(),
             node_peer: self
                 .shared
                 .peer
@@ -1344,13 +1345,20 @@ impl Node {
                 what: "pin it",
             });
         }
-        let earlier_charge = earlier.as_ref().and_then(|p| p.charge);
+        // Every account that pins the tree is charged for it (a pin again replaces its own
+        // charge): each account's pins stay within its quota whoever else keeps the tree.
+        let mut charges = earlier.map(|p| p.charges).unwrap_or_default();
+        let own = charges
+            .iter()
+            .position(|(who, _)| who == pinner)
+            .map(|i| charges.remove(i));
         let mut usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(quota) = pins.account_quota {
-            let mut used = usage.get(pinner).copied().unwrap_or(0);
-            if let Some((_, b)) = earlier_charge.filter(|(who, _)| who == pinner) {
-                used = used.saturating_sub(b);
-            }
+            let used = usage
+                .get(pinner)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(own.map_or(0, |(_, b)| b));
             if used + bytes > quota {
                 return Err(NodeError::AccountQuota {
                     account: *pinner,
@@ -1361,6 +1369,12 @@ impl Node {
                 });
             }
         }
+        charges.push((*pinner, bytes));
+        // A pin records the latest MAX_PINNERS accounts; the earliest beyond them is no
+        // longer charged.
+        let dropped: Vec<(Address, u64)> = charges
+            .drain(..charges.len().saturating_sub(MAX_PINNERS))
+            .collect();
         let path = pins.dir.join(format!("{cid}.pin"));
         let file_err = |e: std::io::Error| NodeError::File {
             path: path.display().to_string(),
@@ -1370,7 +1384,7 @@ impl Node {
         let body = PinFile {
             until_ms: until,
             lock: Some(lock),
-            charge: Some((*pinner, bytes)),
+            charges,
             chunks: named,
         }
         .encode(&lock);
@@ -1378,9 +1392,8 @@ impl Node {
         std::fs::write(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(file_err)?;
-        // The latest pinner keeps the tree, so it is the one charged for it; its chunks are
-        // no longer uploads in progress.
-        if let Some((who, b)) = earlier_charge {
+        // Its chunks are no longer uploads in progress.
+        for (who, b) in own.into_iter().chain(dropped) {
             uncharge(&mut usage, &who, b);
         }
         *usage.entry(*pinner).or_insert(0) += bytes;
@@ -1476,9 +1489,9 @@ impl Node {
             let until = pin.as_ref().map_or(0, |p| p.until_ms);
             if until < now_ms && !used.contains(&cid) {
                 let _ = std::fs::remove_file(&path);
-                if let Some((who, b)) = pin.as_ref().and_then(|p| p.charge) {
-                    let mut usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
-                    uncharge(&mut usage, &who, b);
+                let mut usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
+                for (who, b) in pin.iter().flat_map(|p| &p.charges) {
+                    uncharge(&mut usage, who, *b);
                 }
                 if let Some(dir) = &self.shared.grants_dir {
                     let _ = std::fs::remove_file(dir.join(format!("{cid}.json")));
@@ -1600,7 +1613,7 @@ impl Node {
                 .ok_or(NodeError::TreeNotPinned { cid: *cid })?;
             match pin.lock {
                 Some(lock) => lock,
-                // A pin of the first format: the first holder to share claims it.
+                // A pin of an older format: the first holder to share claims it.
                 None => {
                     let lock = proof_lock(proof);
                     let path = pins.dir.join(format!("{cid}.pin"));
@@ -1738,6 +1751,12 @@ impl Node {
     /// The node's chunk store, to serve peer to peer; `None` for a node without one.
     pub fn chunks(&self) -> Option<ChunkStore> {
         self.chunk_store().ok().cloned()
+    }
+
+    /// The node's public key (`node_key` in `GET /v1/chain`): data-plane requests are signed
+    /// for it and holder proofs made for it.
+    pub fn public_key(&self) -> PublicKey {
+        self.shared.key.public()
     }
 
     /// A secret derived from the node's key for `context` (a BLAKE3 `derive_key` context),

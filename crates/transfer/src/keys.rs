@@ -45,18 +45,20 @@ impl DataKey {
         DataKey(k)
     }
 
-    /// The proof, for tree `cid`, that a request comes from a holder of this key:
-    /// `BLAKE3::derive_key("gridwork tree holder proof v1", key || cid)`. A node keeps only
-    /// its [`proof_lock`] (from the first pin) and lets a request pin the tree again or add
-    /// key grants only if its proof opens that lock, so nobody without the key can fill a
-    /// tree's grants or extend its retention. It reveals nothing of the key, and differs
-    /// per tree.
-    pub fn holder_proof(&self, cid: &Hash) -> Hash {
-        let mut material = [0u8; 64];
+    /// The proof, for tree `cid` on the node whose key is `node`, that a request comes from
+    /// a holder of this key: `BLAKE3::derive_key("gridwork tree holder proof v2", key || cid
+    /// || node key)`. A node keeps only its [`proof_lock`] (from the first pin) and lets a
+    /// request pin the tree again or add key grants only if its proof opens that lock, so
+    /// nobody without the key can fill a tree's grants or extend its retention. It reveals
+    /// nothing of the key, differs per tree, and differs per node: a node that saw it cannot
+    /// replay it to another.
+    pub fn holder_proof(&self, cid: &Hash, node: &PublicKey) -> Hash {
+        let mut material = [0u8; 96];
         material[..32].copy_from_slice(&self.0);
-        material[32..].copy_from_slice(cid.as_bytes());
+        material[32..64].copy_from_slice(cid.as_bytes());
+        material[64..].copy_from_slice(&node.to_bytes());
         Hash(blake3::derive_key(
-            "gridwork tree holder proof v1",
+            "gridwork tree holder proof v2",
             &material,
         ))
     }
@@ -151,17 +153,38 @@ mod tests {
     }
 
     #[test]
-    fn holder_proofs_differ_per_key_and_tree_and_open_only_their_lock() {
+    fn holder_proofs_differ_per_key_tree_and_node_and_open_only_their_lock() {
         let (key, other) = (DataKey::generate(), DataKey::generate());
         let (a, b) = (Hash([1; 32]), Hash([2; 32]));
-        let lock = proof_lock(&key.holder_proof(&a));
-        assert_eq!(proof_lock(&key.holder_proof(&a)), lock, "deterministic");
-        assert_ne!(proof_lock(&key.holder_proof(&b)), lock, "bound to the tree");
+        let (node, second) = (
+            Keypair::from_seed([3; 32]).public(),
+            Keypair::from_seed([4; 32]).public(),
+        );
+        let lock = proof_lock(&key.holder_proof(&a, &node));
+        assert_eq!(
+            proof_lock(&key.holder_proof(&a, &node)),
+            lock,
+            "deterministic"
+        );
         assert_ne!(
-            proof_lock(&other.holder_proof(&a)),
+            proof_lock(&key.holder_proof(&b, &node)),
+            lock,
+            "bound to the tree"
+        );
+        assert_ne!(
+            proof_lock(&other.holder_proof(&a, &node)),
             lock,
             "bound to the key"
         );
-        assert_ne!(key.holder_proof(&a), lock, "the lock is not the proof");
+        assert_ne!(
+            proof_lock(&key.holder_proof(&a, &second)),
+            lock,
+            "bound to the node: a node cannot replay what it was sent to another"
+        );
+        assert_ne!(
+            key.holder_proof(&a, &node),
+            lock,
+            "the lock is not the proof"
+        );
     }
 }

@@ -655,6 +655,41 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
+    // A write another node was sent (signed, with a holder proof, for that node) is refused
+    // when that node replays it here.
+    let path = format!("/v1/trees/{}/pin", edited.cid);
+    let elsewhere = Keypair::from_seed([78; 32]).public();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let requester = dev_keypair(0);
+    let signature = requester.sign(&gridwork_api::signed_request_message(
+        &elsewhere,
+        "PUT",
+        &path,
+        now,
+        &gridwork_types::Hash::of(&[]),
+    ));
+    let replayed = reqwest::Client::new()
+        .put(format!("{}{path}", t.client.base_url()))
+        .header(
+            "gridwork-signature",
+            format!(
+                "{}.{now}.{}",
+                requester.public(),
+                hex::encode(signature.to_bytes())
+            ),
+        )
+        .header(
+            gridwork_api::KEY_PROOF_HEADER,
+            key.holder_proof(&edited.cid, &elsewhere).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 401);
+    assert!(replayed.text().await.unwrap().contains("bad_signature"));
 
     // Someone without the key can neither add a grant nor pin the tree.
     let stranger = DataKey::generate();
@@ -1027,16 +1062,16 @@ async fn a_pull_cut_off_resumes_from_its_journal_without_writing_or_fetching_syn
         .unwrap_err();
     let text = std::fs::read_to_string(&journal).unwrap();
     assert!(
-        text.starts_with(&format!("gridwork pull journal v1 {cid}\n")),
+        text.starts_with(&format!("gridwork pull journal v2 {cid}\n")),
         "{text}"
     );
     // Manifest entries are sorted by path; the journal names them by index.
     let mut names: Vec<String> = (0..40).map(|i| format!("{i}.bin")).collect();
     names.sort();
-    let synced: Vec<String> = text
+    let mut synced: Vec<String> = text
         .lines()
         .skip(1)
-        .map(|i| names[i.parse::<usize>().unwrap()].clone())
+        .map(|line| names[line.split(' ').next().unwrap().parse::<usize>().unwrap()].clone())
         .collect();
     assert!(
         synced.len() >= 3,
@@ -1058,7 +1093,15 @@ async fn a_pull_cut_off_resumes_from_its_journal_without_writing_or_fetching_syn
         })
         .collect();
 
-    // Resumed: the synced files are neither fetched nor written again.
+    // Someone edits a synced file after the cut without changing its size: the resumed pull
+    // must not trust it.
+    let edited = synced.pop().unwrap();
+    let mut bytes = std::fs::read(out.join(&edited)).unwrap();
+    bytes[7] ^= 0xff;
+    std::fs::write(out.join(&edited), bytes).unwrap();
+    let mtimes = mtimes[..synced.len()].to_vec();
+
+    // Resumed: the other synced files are neither fetched nor written again.
     let resumed = t
         .client
         .pull_tree(&cid, &key, &store, &out, &opts)

@@ -279,7 +279,7 @@ struct GrantSquatter {
 
 impl GrantSquatter {
     fn attack(&self, node: &Node, cid: &gridwork_types::Hash, victim: &gridwork_types::PublicKey) {
-        let proof = self.key.holder_proof(cid);
+        let proof = self.key.holder_proof(cid, &node.public_key());
         let wrong = gridwork_transfer::wrap_key(&self.key, victim);
         let err = node
             .add_grants_as_holder(cid, vec![wrong], &proof)
@@ -303,18 +303,19 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
     let (cid, chunks) = stored_tree(&node, "the requester's dataset");
     let key = DataKey::generate();
     let executor = dev_keypair(1);
+    let at = node.public_key();
 
     // Before any pin, nobody can share: the node would not know whose lock to trust.
     let err = node
         .add_grants_as_holder(
             &cid,
             vec![wrap_key(&key, &executor.public())],
-            &key.holder_proof(&cid),
+            &key.holder_proof(&cid, &at),
         )
         .unwrap_err();
     assert!(matches!(err, NodeError::TreeNotPinned { .. }), "{err}");
 
-    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid), &PINNER)
+    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid, &at), &PINNER)
         .unwrap();
     GrantSquatter {
         key: DataKey::generate(),
@@ -324,15 +325,22 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
         node.grants(&cid).unwrap().is_empty(),
         "nothing of the squatter's landed"
     );
+    // A node that saw the holder's proof for itself cannot replay it here: a proof is made
+    // for one node.
+    let elsewhere = key.holder_proof(&cid, &dev_keypair(7).public());
+    let err = node
+        .add_grants_as_holder(&cid, vec![wrap_key(&key, &executor.public())], &elsewhere)
+        .unwrap_err();
+    assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
 
     // The holder shares with the executor, pins again, and the executor decrypts.
     node.add_grants_as_holder(
         &cid,
         vec![wrap_key(&key, &executor.public())],
-        &key.holder_proof(&cid),
+        &key.holder_proof(&cid, &at),
     )
     .unwrap();
-    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid), &PINNER)
+    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid, &at), &PINNER)
         .unwrap();
     let grants = node.grants(&cid).unwrap();
     assert_eq!(grants.len(), 1);
@@ -342,37 +350,69 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
     node.add_grants_as_holder(
         &cid,
         vec![wrap_key(&key, &council.public())],
-        &key.holder_proof(&cid),
+        &key.holder_proof(&cid, &at),
     )
     .unwrap();
     assert_eq!(node.grants(&cid).unwrap().len(), 2);
 }
 
 #[test]
-fn a_pin_of_the_first_format_is_claimed_by_the_first_holder_to_share() {
+fn pins_of_older_formats_are_claimed_by_the_first_holder_to_share_and_keep_their_charge() {
     use gridwork_transfer::{wrap_key, DataKey};
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
-    let (cid, chunks) = stored_tree(&node, "pinned by an older node");
-    // until_ms || ids: how pins were written before they carried a lock.
-    let mut old = u64::MAX.to_le_bytes().to_vec();
-    old.extend_from_slice(chunks[0].as_bytes());
+    let (first, first_chunks) = stored_tree(&node, "pinned before pins carried a lock");
+    let (second, second_chunks) = stored_tree(&node, "pinned with a lock of the first proof");
     let pins = dir.path().join("data/pins");
     std::fs::create_dir_all(&pins).unwrap();
-    std::fs::write(pins.join(format!("{cid}.pin")), old).unwrap();
+    // The first format: until_ms || ids.
+    let mut old = u64::MAX.to_le_bytes().to_vec();
+    old.extend_from_slice(first_chunks[0].as_bytes());
+    std::fs::write(pins.join(format!("{first}.pin")), old).unwrap();
+    // The second: magic || until || lock (of a proof not bound to a node) || pinner || bytes
+    // || ids.
+    let mut old = b"GWPIN\0\0\x02".to_vec();
+    old.extend_from_slice(&u64::MAX.to_le_bytes());
+    old.extend_from_slice(&[0x5a; 32]);
+    old.extend_from_slice(&PINNER.0);
+    old.extend_from_slice(&4321u64.to_le_bytes());
+    old.extend_from_slice(second_chunks[0].as_bytes());
+    std::fs::write(pins.join(format!("{second}.pin")), old).unwrap();
+    drop(node);
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    assert_eq!(
+        node.pinned_bytes(&PINNER).0,
+        4321,
+        "the charge is read back"
+    );
 
+    let at = node.public_key();
     let (key, other) = (DataKey::generate(), DataKey::generate());
     let to = dev_keypair(1).public();
-    node.add_grants_as_holder(&cid, vec![wrap_key(&key, &to)], &key.holder_proof(&cid))
+    for cid in [first, second] {
+        node.add_grants_as_holder(
+            &cid,
+            vec![wrap_key(&key, &to)],
+            &key.holder_proof(&cid, &at),
+        )
         .unwrap();
-    let err = node
-        .add_grants_as_holder(&cid, vec![wrap_key(&other, &to)], &other.holder_proof(&cid))
-        .unwrap_err();
-    assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
-    // The old pin's chunks are still kept.
+        let err = node
+            .add_grants_as_holder(
+                &cid,
+                vec![wrap_key(&other, &to)],
+                &other.holder_proof(&cid, &at),
+            )
+            .unwrap_err();
+        assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
+    }
+    // The old pins' chunks are still kept, and the claimed one still charged.
     node.collect_garbage_at(0, std::time::Duration::ZERO)
         .unwrap();
-    assert!(node.chunk(&chunks[0]).unwrap().is_some());
+    assert!(node.chunk(&first_chunks[0]).unwrap().is_some());
+    assert!(node.chunk(&second_chunks[0]).unwrap().is_some());
+    drop(node);
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    assert_eq!(node.pinned_bytes(&PINNER).0, 4321);
 }
 
 #[test]
@@ -431,15 +471,34 @@ fn each_account_keeps_at_most_its_quota_of_pinned_bytes_and_expiry_gives_it_back
         .unwrap();
     let third = tree(&node, 3);
     node.pin_tree(&third, &[], &proof, &alice).unwrap();
-    // Bob pinning Alice's tree last moves its charge to him: Alice has room again, he not.
+    // Bob pinning Alice's tree is charged for it too, and she still is: each account's pins
+    // stay within its own quota, whoever else keeps the tree.
     node.pin_tree(&third, &[], &proof, &bob).unwrap();
+    node.pin_tree(&third, &[], &proof, &bob).unwrap();
+    assert_eq!(
+        (node.pinned_bytes(&alice).0, node.pinned_bytes(&bob).0),
+        (6000, 6000),
+        "charged once each, however often pinned"
+    );
     let first = tree(&node, 1);
-    node.pin_tree(&first, &[], &proof, &alice).unwrap();
-    let second = tree(&node, 2);
     assert!(matches!(
-        node.pin_tree(&second, &[], &proof, &bob).unwrap_err(),
+        node.pin_tree(&first, &[], &proof, &alice).unwrap_err(),
         NodeError::AccountQuota { used: 6000, .. }
     ));
+    drop(node);
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    assert_eq!(
+        (node.pinned_bytes(&alice).0, node.pinned_bytes(&bob).0),
+        (6000, 6000),
+        "both charges survive a restart"
+    );
+    node.collect_garbage_at(u64::MAX, std::time::Duration::ZERO)
+        .unwrap();
+    assert_eq!(
+        (node.pinned_bytes(&alice).0, node.pinned_bytes(&bob).0),
+        (0, 0),
+        "a collected tree gives both their bytes back"
+    );
 }
 
 #[test]
