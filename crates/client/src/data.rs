@@ -10,8 +10,10 @@
 //!
 //! Several sources: the first requests probe each source; afterwards each chunk goes to the
 //! source with the lowest expected finishing time (requests in flight over measured rate), so
-//! the fastest takes most. A chunk that does not match its id is fetched from another source
-//! and the source that sent it is not asked again.
+//! the fastest takes most. A probe has 1.5 s while another source could be asked: a source that
+//! does not answer it (an unreachable peer) is then asked only if no other is left. A chunk
+//! that does not match its id is fetched from another source and the source that sent it is
+//! not asked again.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -620,6 +622,10 @@ impl Client {
 /// The largest sealed chunk a source may answer with (the node's upload limit).
 const MAX_SEALED: usize = 8 * 1024 * 1024;
 
+/// How long a probe (one chunk from a source not yet measured) may take while another source
+/// could be asked instead; past it the source counts as failing for the rest of the pull.
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// Chunks per upload batch, and bytes: one `missing` round trip covers a batch.
 const BATCH_CHUNKS: usize = 64;
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -710,8 +716,9 @@ impl<'a> Sources<'a> {
 
     /// The source to ask next, among those not yet `tried` for this chunk and never caught
     /// lying: one not yet measured and idle (the probe), else the one expected to finish
-    /// soonest. Marks the request in flight; says whether it is a probe.
-    fn pick(&self, tried: &[usize]) -> Option<(usize, bool)> {
+    /// soonest. Marks the request in flight; says whether it is a probe, and whether another
+    /// source not failing could be asked instead.
+    fn pick(&self, tried: &[usize]) -> Option<(usize, bool, bool)> {
         let mut state = self.state();
         let usable = |i: &usize| !tried.contains(i) && state[*i].rejected == 0;
         let mut candidates: Vec<usize> = (0..state.len()).filter(usable).collect();
@@ -739,8 +746,11 @@ impl<'a> Sources<'a> {
                 })
             })?;
         let probe = rate(&state[chosen]).is_none();
+        let alternative = candidates
+            .iter()
+            .any(|&i| i != chosen && state[i].failing == 0);
         state[chosen].in_flight += 1;
-        Some((chosen, probe))
+        Some((chosen, probe, alternative))
     }
 
     /// The chunks `ids` from whichever sources deliver ones that match their ids, each kept
@@ -753,7 +763,7 @@ impl<'a> Sources<'a> {
         let mut tried = Vec::new();
         let mut said = Vec::new();
         while !need.is_empty() {
-            let Some((i, probe)) = self.pick(&tried) else {
+            let Some((i, probe, alternative)) = self.pick(&tried) else {
                 return Err(DataError::Missing {
                     id: need[0],
                     asked: if said.is_empty() {
@@ -770,10 +780,27 @@ impl<'a> Sources<'a> {
                 gridwork_api::frames::MAX_FETCH_IDS
             };
             let ask = &need[..need.len().min(most)];
-            let started = Instant::now();
-            let answer = self.sources[i].fetch_chunks(ask).await;
-            let seconds = started.elapsed().as_secs_f64();
             let label = self.sources[i].label();
+            let started = Instant::now();
+            let request = self.sources[i].fetch_chunks(ask);
+            // A probe that keeps the chunk waiting while another source could send it has a
+            // deadline: an unreachable peer costs a second, not its connect timeout.
+            let answer = if probe && alternative {
+                tokio::time::timeout(PROBE_PATIENCE, request)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(ClientError::Unreachable {
+                            url: label.clone(),
+                            message: format!(
+                                "no answer to a one-chunk probe in {} ms",
+                                PROBE_PATIENCE.as_millis()
+                            ),
+                        })
+                    })
+            } else {
+                request.await
+            };
+            let seconds = started.elapsed().as_secs_f64();
             let checked = match answer {
                 Ok(frames) if frames.len() == ask.len() => {
                     let (asked, store) = (ask.to_vec(), self.local.clone());

@@ -806,6 +806,22 @@ impl ChunkSource for SlowSource<'_> {
     }
 }
 
+/// A source that never answers (a peer whose announced address drops every packet).
+struct BlackHoleSource;
+
+impl ChunkSource for BlackHoleSource {
+    fn label(&self) -> String {
+        "black hole".into()
+    }
+
+    fn fetch_chunks<'a>(
+        &'a self,
+        _ids: &'a [gridwork_types::Hash],
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
 /// A source whose connection is cut once a request would take it past `left` chunks.
 struct CutSource<'a> {
     inner: &'a Client,
@@ -955,6 +971,34 @@ async fn after_a_probe_a_pull_takes_most_chunks_from_the_faster_source() {
         slow.chunks <= 3 && fast.chunks + slow.chunks == report.chunks_received,
         "{report:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_never_answers_its_probe_is_asked_once_and_the_pull_goes_on() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cid, key, opts) = pushed_tree(&t, dir.path(), 6).await;
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    // First in the list, so it is probed with the very first chunk (the root).
+    let sources: [&dyn ChunkSource; 2] = [&BlackHoleSource, &t.client];
+    // Without a deadline on probes this pull never ends; the guard only turns a hang into
+    // a failure.
+    let report = tokio::time::timeout(
+        Duration::from_secs(120),
+        pull_tree_from(&sources, &cid, &key, &store, &out, &opts),
+    )
+    .await
+    .expect("the pull waited on the silent source")
+    .unwrap();
+    same_files(&src, &out);
+    let hole = &report.sources[0];
+    assert_eq!(
+        (hole.requests, hole.failed, hole.chunks),
+        (1, 1, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.sources[1].chunks, report.chunks_received);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
