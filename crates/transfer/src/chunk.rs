@@ -90,7 +90,7 @@ thread_local! {
 }
 
 /// Plaintext chunks for reuse: [`open`] takes from it, the tree writer gives back.
-static PLAINTEXTS: BufferPool = BufferPool::new(32, 8 << 20);
+static PLAINTEXTS: BufferPool = BufferPool::new(64, 8 << 20);
 
 /// Returns an opened chunk's buffer once its bytes are used, for the next [`open`].
 pub(crate) fn recycle(plain: Vec<u8>) {
