@@ -129,6 +129,21 @@ impl ChunkSource for CutSource<'_> {
     }
 }
 
+/// The bytes in `store` once they stopped growing (checks of answers in flight at a cut
+/// still land; waits at most 10 s).
+async fn settled(store: &ChunkStore) -> u64 {
+    let mut last = store.used();
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let now = store.used();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// Single-core BLAKE3 over one 256 MiB buffer, and the chunk check a pull runs (BLAKE3 of
 /// each 1 MiB chunk against its id), in GB/s.
 fn hashing_rates() -> (f64, f64) {
@@ -270,8 +285,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         .await;
         // Checks of answers already in flight at the cut finish on blocking threads and keep
         // their chunks; let them land before counting what the cut pull left.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        let before_cut = resume_store.used();
+        let before_cut = settled(&resume_store).await;
         anyhow::ensure!(first.is_err(), "the cut pull should have failed");
         let t = Instant::now();
         let resumed = client
@@ -298,7 +312,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         let cut = CutSource::new(&client, sealed_total / 2);
         let out = dir.join("journaled");
         let first = pull_tree_from(&[&cut], &repush.cid, &key, &lean_store, &out, &journaled).await;
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        settled(&lean_store).await;
         anyhow::ensure!(first.is_err(), "the cut pull should have failed");
         let cut_received = cut.delivered.load(std::sync::atomic::Ordering::SeqCst);
         let lean_cache_at_cut = lean_store.used();
