@@ -369,8 +369,11 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Chunk bytes still held.
     pub used_bytes: u64,
-    /// Why nothing was collected, if so.
-    pub skipped: Option<String>,
+    /// Trees open jobs use that no push pinned: only their root is kept (a pushed tree is
+    /// pinned before its id can reach the ledger, so only a Byzantine requester or worker
+    /// names such a tree; its chunks below the root are unknown to the node, and uploads
+    /// younger than the grace period stay anyway).
+    pub unpinned_in_use: u64,
 }
 
 /// A running ledger node. Cheap to clone; clones share the node.
@@ -1505,13 +1508,12 @@ impl Node {
             keep.extend(pin.into_iter().flat_map(|p| p.chunks));
         }
         // A tree an open job uses but nobody pinned: its chunk list is sealed in its
-        // manifest, so the node cannot tell which chunks are its own; collect nothing.
-        if let Some(cid) = used.iter().find(|c| !pinned.contains(c) && store.has(c)) {
-            tracing::warn!(%cid, "an open job uses an unpinned tree; garbage collection skipped");
-            report.skipped = Some(format!(
-                "an open job uses tree {cid}, which no push pinned; nothing was collected"
-            ));
-            return Ok(report);
+        // manifest, so the node keeps its root only. (Collection used to stop altogether
+        // here, so one job naming an uploaded, unpinned chunk stopped it for every tree.)
+        for cid in used.iter().filter(|c| !pinned.contains(c) && store.has(c)) {
+            tracing::warn!(%cid, "an open job uses a tree no push pinned; keeping its root only");
+            report.unpinned_in_use += 1;
+            keep.insert(*cid);
         }
         report.freed_bytes = store.gc_unless(&keep, grace)?;
         let mut pending = pins.pending.lock().unwrap_or_else(|p| p.into_inner());

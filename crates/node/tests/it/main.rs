@@ -196,6 +196,8 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     let (pinned, pinned_chunks) = stored_tree(&node, "pinned");
     let (input, input_chunks) = stored_tree(&node, "a job's input");
     let (loose, loose_chunks) = stored_tree(&node, "never pinned");
+    // What a Byzantine requester names as an input: uploaded, never pinned.
+    let (squatted, squatted_chunks) = stored_tree(&node, "named by a job, never pinned");
     let proof = gridwork_types::Hash([0xaa; 32]);
     let until = node
         .pin_tree(&pinned, &pinned_chunks, &proof, &PINNER)
@@ -212,7 +214,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     );
     assert!(err.to_string().contains("push the tree again"));
 
-    // A job that reads `input` is open.
+    // A job that reads `input` and `squatted` is open.
     let requester = dev_keypair(0);
     let job = Transaction {
         from: requester.public(),
@@ -220,7 +222,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
         fee: Amount::ZERO,
         kind: TxKind::SubmitJob {
             prescription: Prescription {
-                data: vec![input],
+                data: vec![input, squatted],
                 program: Program {
                     command: "render".into(),
                     args: vec![],
@@ -257,10 +259,13 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
         .unwrap();
     assert_eq!(report.freed_bytes, 0);
     assert!(has(&loose) && has(&loose_chunks[0]));
-    // Past it, the unpinned upload goes and the pinned trees stay.
+    // Past it, the unpinned upload goes and the pinned trees stay; of the unpinned tree an
+    // open job names, only the root stays, and it does not stop the collection.
     let report = node.collect_garbage_at(now, Duration::ZERO).unwrap();
     assert!(report.freed_bytes > 0);
+    assert_eq!(report.unpinned_in_use, 1);
     assert!(!has(&loose) && !has(&loose_chunks[0]));
+    assert!(has(&squatted) && !has(&squatted_chunks[0]));
     assert!(has(&pinned) && has(&pinned_chunks[0]));
     // Once the pins run out, the open job's input stays and the other tree goes.
     let report = node.collect_garbage_at(until + 1, Duration::ZERO).unwrap();
