@@ -10,7 +10,7 @@
 //!
 //! Several sources: the first requests probe each source; afterwards each chunk goes to the
 //! source with the lowest expected finishing time (requests in flight over measured rate), so
-//! the fastest takes most. A probe has 1.5 s while another source could be asked: a source that
+//! the fastest takes most. A probe has 3 s while another source could be asked: a source that
 //! does not answer it (an unreachable peer) is then asked only if no other is left. A chunk
 //! that does not match its id is fetched from another source and the source that sent it is
 //! not asked again.
@@ -669,7 +669,7 @@ fn open_slices(
 
 /// How long a probe (one chunk from a source not yet measured) may take while another source
 /// could be asked instead; past it the source counts as failing for the rest of the pull.
-const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Chunks per upload batch, and bytes: one `missing` round trip covers a batch.
 const BATCH_CHUNKS: usize = 64;
@@ -829,7 +829,8 @@ impl<'a> Sources<'a> {
             let started = Instant::now();
             let request = self.sources[i].fetch_chunks(ask);
             // A probe that keeps the chunk waiting while another source could send it has a
-            // deadline: an unreachable peer costs a second, not its connect timeout.
+            // deadline: a source that never answers cannot hold the pull up. (3 s, not less:
+            // a peer's first request includes its QUIC handshake, on a loaded machine too.)
             let answer = if probe && alternative {
                 tokio::time::timeout(PROBE_PATIENCE, request)
                     .await
