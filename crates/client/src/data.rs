@@ -1059,9 +1059,10 @@ pub async fn pull_tree_from(
         (!batch.is_empty()).then_some(batch)
     });
     // Two stages: fetching runs `streams` requests ahead, opening (decryption into
-    // plaintext buffers) only OPEN_AHEAD batches ahead of the writer. Opened early, every
-    // batch in flight held its plaintext, more buffers than the pool keeps: each miss was a
-    // fresh allocation whose pages the kernel zeroed (a fifth of a pull's CPU time).
+    // plaintext buffers) only OPEN_AHEAD slices of at most OPEN_SLICE_BYTES ahead of the
+    // writer. Opened as soon as fetched, every batch in flight held its plaintext, more
+    // buffers than the pool keeps: each miss was a fresh allocation whose pages the kernel
+    // zeroed (a fifth of a pull's CPU time).
     let fetch = |wanted: Vec<Hash>| {
         let (sources, sizer) = (&sources, &sizer);
         async move {
