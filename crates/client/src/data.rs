@@ -611,51 +611,45 @@ const MAX_SEALED: usize = 8 * 1024 * 1024;
 /// Slices of a pull opened (decrypted) ahead of the file writer.
 const OPEN_AHEAD: usize = 2;
 
-/// Most sealed bytes opened at once (a chunk already in the local store counts as
-/// [`ChunkParams::DEFAULT`]'s average size).
+/// Most plaintext bytes (as estimated from the manifest) opened at once.
 const OPEN_SLICE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// The ids of the next fetch: chunks (with their estimated sizes) until about `target`
+/// The next fetch: chunks (each with its estimated plaintext size) until about `target`
 /// bytes, at least one, at most [`MAX_FETCH_IDS`](gridwork_api::frames::MAX_FETCH_IDS).
 fn next_request(
     remaining: &mut std::iter::Peekable<impl Iterator<Item = (Hash, u64)>>,
     target: u64,
-) -> Vec<Hash> {
+) -> Vec<(Hash, u64)> {
     let (mut batch, mut size) = (Vec::new(), 0u64);
-    while let Some((id, estimate)) = remaining.next_if(|_| {
+    while let Some(chunk) = remaining.next_if(|_| {
         batch.is_empty() || (size < target && batch.len() < gridwork_api::frames::MAX_FETCH_IDS)
     }) {
-        size += estimate;
-        batch.push(id);
+        size += chunk.1;
+        batch.push(chunk);
     }
     batch
 }
 
-/// A fetched batch (its ids in order, the chunks fetched for it) cut into slices of at most
-/// [`OPEN_SLICE_BYTES`] (or one chunk); an error stays one item.
-#[allow(clippy::type_complexity)]
-fn open_slices(
-    fetched: Result<(Vec<Hash>, HashMap<Hash, VerifiedChunk>), DataError>,
-) -> Vec<Result<(Vec<Hash>, HashMap<Hash, VerifiedChunk>), DataError>> {
+/// A fetched batch with its chunks.
+type Fetched = (Vec<(Hash, u64)>, HashMap<Hash, VerifiedChunk>);
+
+/// A fetched batch cut into slices of at most [`OPEN_SLICE_BYTES`] of estimated plaintext
+/// (or one chunk), each with the chunks fetched for it; an error stays one item.
+fn open_slices(fetched: Result<Fetched, DataError>) -> Vec<Result<Fetched, DataError>> {
     let (batch, mut chunks) = match fetched {
         Ok(fetched) => fetched,
         Err(e) => return vec![Err(e)],
     };
     let mut slices = Vec::new();
     let (mut ids, mut part, mut bytes) = (Vec::new(), HashMap::new(), 0u64);
-    for id in batch {
-        bytes += match chunks.remove(&id) {
-            Some(chunk) => {
-                let n = chunk.bytes().len() as u64;
-                part.insert(id, chunk);
-                n
-            }
-            // Another id of the batch took it (a repeated chunk), or the local store has it.
-            None => part
-                .get(&id)
-                .map_or(u64::from(ChunkParams::DEFAULT.avg), |_| 0),
-        };
-        ids.push(id);
+    for (id, estimate) in batch {
+        // A chunk the batch repeats is in the slice that came first; one not fetched is in
+        // the local store.
+        if let Some(chunk) = chunks.remove(&id) {
+            part.insert(id, chunk);
+        }
+        ids.push((id, estimate));
+        bytes += estimate;
         if bytes >= OPEN_SLICE_BYTES {
             slices.push(Ok((std::mem::take(&mut ids), std::mem::take(&mut part))));
             bytes = 0;
@@ -1063,24 +1057,29 @@ pub async fn pull_tree_from(
     // writer. Opened as soon as fetched, every batch in flight held its plaintext, more
     // buffers than the pool keeps: each miss was a fresh allocation whose pages the kernel
     // zeroed (a fifth of a pull's CPU time).
-    let fetch = |wanted: Vec<Hash>| {
+    // The sizer sees a request's estimated (plaintext) bytes, the measure of its target: the
+    // sealed bytes of a compressible tree would never look like a full request.
+    let fetch = |wanted: Vec<(Hash, u64)>| {
         let (sources, sizer) = (&sources, &sizer);
         async move {
             if wanted.is_empty() {
                 return Ok(HashMap::new());
             }
+            let estimated = wanted.iter().map(|(_, n)| n).sum();
             let started = Instant::now();
-            let fetched = sources.fetch(wanted).await?;
-            let bytes = fetched.values().map(|c| c.bytes().len() as u64).sum();
-            sizer.observe(bytes, started.elapsed().as_secs_f64());
+            let fetched = sources
+                .fetch(wanted.into_iter().map(|(id, _)| id).collect())
+                .await?;
+            sizer.observe(estimated, started.elapsed().as_secs_f64());
             Ok::<_, DataError>(fetched)
         }
     };
-    let open_all = |batch: Vec<Hash>, fetched: HashMap<Hash, VerifiedChunk>| {
+    let open_all = |batch: &[(Hash, u64)], fetched: HashMap<Hash, VerifiedChunk>| {
         let (key, store) = (key.clone(), local.clone());
+        let ids: Vec<Hash> = batch.iter().map(|(id, _)| *id).collect();
         blocking(move || {
-            let mut out = Vec::with_capacity(batch.len());
-            for id in batch {
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
                 let plain = match fetched.get(&id) {
                     Some(chunk) => open(&key, &id, chunk.bytes(), max),
                     None => {
@@ -1095,21 +1094,23 @@ pub async fn pull_tree_from(
     };
     let mut plaintexts = stream::iter(batches)
         .map(|batch| {
-            let wanted: Vec<Hash> = batch.iter().filter(|id| !local.has(id)).copied().collect();
+            let wanted: Vec<(Hash, u64)> = batch
+                .iter()
+                .filter(|(id, _)| !local.has(id))
+                .copied()
+                .collect();
             let fetching = fetch(wanted);
             async move { Ok::<_, DataError>((batch, fetching.await?)) }
         })
         .buffered(opts.streams.max(1))
-        // A request's chunk count follows the average chunk size, which many small files
-        // pull down: opened whole, one batch could be hundreds of megabytes of plaintext.
         .flat_map(|fetched| stream::iter(open_slices(fetched)))
         .map(|slice| async {
             let (batch, fetched) = slice?;
-            match open_all(batch.clone(), fetched).await {
+            match open_all(&batch, fetched).await {
                 // A chunk left the local store after it was counted there (a trim of the
                 // cache to its size): fetch the whole slice from the sources.
                 Err(DataError::Tree(TreeError::Missing { .. })) => {
-                    open_all(batch.clone(), fetch(batch).await?).await
+                    open_all(&batch, fetch(batch.clone()).await?).await
                 }
                 other => other,
             }
@@ -1173,6 +1174,7 @@ mod tests {
         let mut sizes = Vec::new();
         loop {
             let batch = next_request(&mut remaining, 16 * MIB);
+            assert!(batch.len() == 1 || batch.iter().map(|c| c.1).sum::<u64>() <= 20 * MIB);
             if batch.is_empty() {
                 break;
             }
@@ -1187,32 +1189,36 @@ mod tests {
         assert!(sizes.iter().rev().take(2).all(|&n| n <= 4), "{sizes:?}");
         // A chunk larger than the target still goes, alone.
         let mut one = vec![(id(1), 64 * MIB), (id(2), 1)].into_iter().peekable();
-        assert_eq!(next_request(&mut one, 16 * MIB), vec![id(1)]);
+        assert_eq!(next_request(&mut one, 16 * MIB), vec![(id(1), 64 * MIB)]);
     }
 
     #[test]
     fn fetched_batches_are_opened_in_slices_of_bounded_size() {
-        let chunk = |n: u32, len: usize| {
-            let bytes = bytes::Bytes::from(vec![n as u8; len]);
+        const MIB: u64 = 1024 * 1024;
+        let chunk = |n: u32| {
+            let bytes = bytes::Bytes::from(vec![n as u8; 1000]);
             let id = Hash::of(&bytes);
             (id, VerifiedChunk::check(id, bytes).unwrap())
         };
-        let fetched: Vec<(Hash, VerifiedChunk)> = (0..10).map(|n| chunk(n, 3 << 20)).collect();
-        let mut ids: Vec<Hash> = fetched.iter().map(|(id, _)| *id).collect();
-        // One already in the local store, not fetched (counted at the average chunk size).
-        ids.insert(4, id(99));
-        let slices = open_slices(Ok((ids.clone(), fetched.into_iter().collect())));
-        let lens: Vec<usize> = slices
-            .iter()
-            .map(|s| s.as_ref().map(|(ids, _)| ids.len()).unwrap())
-            .collect();
+        // Sealed small, estimated 3 MiB each (compressible plaintext): slices follow the
+        // plaintext the writer gets, not the bytes fetched.
+        let fetched: Vec<(Hash, VerifiedChunk)> = (0..10).map(chunk).collect();
+        let mut batch: Vec<(Hash, u64)> = fetched.iter().map(|(id, _)| (*id, 3 * MIB)).collect();
+        // One already in the local store, not fetched; and a repeat of the first chunk.
+        batch.insert(4, (id(99), MIB));
+        batch.push((batch[0].0, 3 * MIB));
+        let slices = open_slices(Ok((batch.clone(), fetched.into_iter().collect())));
+        let slices: Vec<Fetched> = slices.into_iter().map(Result::unwrap).collect();
+        let lens: Vec<usize> = slices.iter().map(|(ids, _)| ids.len()).collect();
+        assert_eq!(lens, vec![3, 4, 3, 2]);
+        let fetched_per_slice: Vec<usize> = slices.iter().map(|(_, c)| c.len()).collect();
         assert_eq!(
-            lens,
-            vec![3, 4, 3, 1],
-            "3 MiB chunks, the cached one counted as 1 MiB"
+            fetched_per_slice,
+            vec![3, 3, 3, 1],
+            "each fetched chunk travels with the first slice that needs it"
         );
-        let order: Vec<Hash> = slices.into_iter().flat_map(|s| s.unwrap().0).collect();
-        assert_eq!(order, ids, "in order, each id once");
+        let order: Vec<(Hash, u64)> = slices.into_iter().flat_map(|s| s.0).collect();
+        assert_eq!(order, batch, "in order, each id once");
         let failed = open_slices(Err(DataError::Missing {
             id: id(1),
             asked: "nobody".into(),
