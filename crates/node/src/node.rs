@@ -304,24 +304,99 @@ struct Pins {
     /// Bytes of pinned trees charged to each account (from the pin files at open).
     usage: Mutex<HashMap<Address, u64>>,
     /// Chunks stored by a signed upload that no pin names yet, with their uploader: charged
-    /// to it until a pin takes them or a collection drops them (in memory: a restart
-    /// forgets them, and the upload grace period bounds them anyway).
+    /// to it until a pin takes them or a collection drops them (logged in
+    /// `DATA_DIR/pending-uploads`, so a restart keeps them).
     pending: Mutex<Pending>,
 }
 
-/// Uploads not yet pinned, per chunk and per account.
+/// Uploads not yet pinned, per chunk and per account. Each new charge is appended to a log
+/// (`id [32] || uploader [20] || bytes u64 LE` per record) that the node reads back at open,
+/// leaving out chunks gone or pinned by then, and that each collection rewrites: a restart
+/// does not forgive an account its uploads. (The log is not synced: a crash may lose its
+/// last records, and the upload grace period bounds those anyway.)
 #[derive(Debug, Default)]
 struct Pending {
     chunks: HashMap<Hash, (Address, u64)>,
     by_account: HashMap<Address, u64>,
+    log: Option<(std::path::PathBuf, std::fs::File)>,
 }
 
+/// Bytes of one record of the pending log.
+const PENDING_RECORD: usize = 32 + 20 + 8;
+
 impl Pending {
+    /// The charges the log at `path` records for chunks `store` still holds and no pin in
+    /// `pins` names; appends to the log from then on.
+    fn open(path: std::path::PathBuf, store: &ChunkStore, pins: &std::path::Path) -> Pending {
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        let mut chunks: HashMap<Hash, (Address, u64)> = HashMap::new();
+        for record in bytes.chunks_exact(PENDING_RECORD) {
+            let (id, rest) = record.split_at(32);
+            let (who, len) = rest.split_at(20);
+            let (Ok(id), Ok(who), Ok(len)) = (
+                <[u8; 32]>::try_from(id),
+                <[u8; 20]>::try_from(who),
+                <[u8; 8]>::try_from(len),
+            ) else {
+                continue;
+            };
+            if store.has(&Hash(id)) {
+                chunks
+                    .entry(Hash(id))
+                    .or_insert((Address(who), u64::from_le_bytes(len)));
+            }
+        }
+        if !chunks.is_empty() {
+            // A pin names its tree's chunks; its root is in its file name.
+            for entry in std::fs::read_dir(pins).into_iter().flatten().flatten() {
+                let path = entry.path();
+                let root = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".pin"))
+                    .and_then(|n| n.parse::<Hash>().ok());
+                let pin = std::fs::read(&path).ok().and_then(|b| PinFile::decode(&b));
+                for id in root.iter().chain(pin.iter().flat_map(|p| &p.chunks)) {
+                    chunks.remove(id);
+                }
+            }
+        }
+        let mut pending = Pending::default();
+        for (id, (who, len)) in chunks {
+            pending.add(id, who, len);
+        }
+        pending.rewrite(path);
+        pending
+    }
+
+    /// Writes the log afresh with the charges held now, and appends to it from then on.
+    fn rewrite(&mut self, path: std::path::PathBuf) {
+        let mut body = Vec::with_capacity(self.chunks.len() * PENDING_RECORD);
+        for (id, (who, len)) in &self.chunks {
+            body.extend_from_slice(&record(id, who, *len));
+        }
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, &body)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| std::fs::OpenOptions::new().append(true).open(&path));
+        self.log = match written {
+            Ok(file) => Some((path, file)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the log of uploads not yet pinned; a restart forgets their charges");
+                None
+            }
+        };
+    }
+
     /// Charges `who` for chunk `id`, unless another upload of it was charged first.
     fn add(&mut self, id: Hash, who: Address, bytes: u64) {
         if let std::collections::hash_map::Entry::Vacant(e) = self.chunks.entry(id) {
             e.insert((who, bytes));
             *self.by_account.entry(who).or_insert(0) += bytes;
+            if let Some((_, file)) = &mut self.log {
+                use std::io::Write;
+                let _ = file.write_all(&record(&id, &who, bytes));
+            }
         }
     }
 
@@ -330,6 +405,15 @@ impl Pending {
             uncharge(&mut self.by_account, &who, bytes);
         }
     }
+}
+
+/// One record of the pending log.
+fn record(id: &Hash, who: &Address, bytes: u64) -> [u8; PENDING_RECORD] {
+    let mut r = [0u8; PENDING_RECORD];
+    r[..32].copy_from_slice(id.as_bytes());
+    r[32..52].copy_from_slice(&who.0);
+    r[52..].copy_from_slice(&bytes.to_le_bytes());
+    r
 }
 
 /// Takes `bytes` off what `who` is charged.
@@ -545,6 +629,7 @@ impl Node {
             Box::new(consensus),
             config.mempool_capacity,
         )?;
+        let pending = Pending::open(dir.join("pending-uploads"), &chunks, &dir.join("pins"));
         if let Some(shared) = Arc::get_mut(&mut node.shared) {
             shared.chunks = Some(chunks);
             shared.grants_dir = Some(dir.join("grants"));
@@ -557,7 +642,7 @@ impl Node {
                 collected_when_full: Mutex::new(None),
                 account_quota: config.chunk_account_quota_bytes,
                 usage: Mutex::new(pinned_usage(&dir.join("pins"))),
-                pending: Mutex::new(Pending::default()),
+                pending: Mutex::new(pending),
             });
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
@@ -1525,6 +1610,10 @@ impl Node {
             .collect();
         for id in &gone {
             pending.take(id);
+        }
+        // Pinned and collected chunks leave the log too.
+        if let Some((path, _)) = pending.log.take() {
+            pending.rewrite(path);
         }
         report.used_bytes = store.used();
         Ok(report)

@@ -544,10 +544,23 @@ fn uploads_not_yet_pinned_count_against_the_uploaders_quota_until_pinned_or_coll
     node.put_chunk_by(&two, &two_bytes, &bob).unwrap();
     let (three, three_bytes) = chunk(3);
     assert!(node.put_chunk_by(&three, &three_bytes, &bob).is_err());
+    // A restart forgives nobody: Bob's upload is still charged, Alice's pinned one only as
+    // a pin.
+    drop(node);
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    assert!(node.put_chunk_by(&three, &three_bytes, &bob).is_err());
+    let (b, a) = (node.storage(&bob), node.storage(&alice));
+    assert_eq!((b.pinned_bytes, b.pending_bytes), (0, 6000));
+    assert_eq!((a.pinned_bytes, a.pending_bytes), (6000, 0));
     node.collect_garbage_at(0, std::time::Duration::ZERO)
         .unwrap();
     assert!(node.chunk(&two).unwrap().is_none());
     node.put_chunk_by(&three, &three_bytes, &bob).unwrap();
+    // The collection rewrote the log: after another restart only the new upload counts.
+    drop(node);
+    let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
+    assert_eq!(node.storage(&bob).pending_bytes, 6000);
+    assert!(node.chunk(&three).unwrap().is_some());
 }
 
 #[test]
