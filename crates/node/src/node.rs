@@ -325,11 +325,11 @@ struct Pending {
 const PENDING_RECORD: usize = 32 + 20 + 8;
 
 impl Pending {
-    /// The charges the log at `path` records for chunks `store` still holds and no pin in
-    /// `pins` names; appends to the log from then on.
-    fn open(path: std::path::PathBuf, store: &ChunkStore, pins: &std::path::Path) -> Pending {
-        let bytes = std::fs::read(&path).unwrap_or_default();
-        let mut chunks: HashMap<Hash, (Address, u64)> = HashMap::new();
+    /// The charges the log at `path` records for chunks `store` still holds (pins not yet
+    /// taken into account: see [`Pending::open`]).
+    fn logged(path: &std::path::Path, store: &ChunkStore) -> HashMap<Hash, (Address, u64)> {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let mut chunks = HashMap::new();
         for record in bytes.chunks_exact(PENDING_RECORD) {
             let (id, rest) = record.split_at(32);
             let (who, len) = rest.split_at(20);
@@ -346,23 +346,14 @@ impl Pending {
                     .or_insert((Address(who), u64::from_le_bytes(len)));
             }
         }
-        if !chunks.is_empty() {
-            // A pin names its tree's chunks; its root is in its file name.
-            for entry in std::fs::read_dir(pins).into_iter().flatten().flatten() {
-                let path = entry.path();
-                let root = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".pin"))
-                    .and_then(|n| n.parse::<Hash>().ok());
-                let pin = std::fs::read(&path).ok().and_then(|b| PinFile::decode(&b));
-                for id in root.iter().chain(pin.iter().flat_map(|p| &p.chunks)) {
-                    chunks.remove(id);
-                }
-            }
-        }
+        chunks
+    }
+
+    /// The charges in `logged` (what [`Pending::logged`] read, less the chunks pins name),
+    /// appending to the log at `path` from then on.
+    fn open(path: std::path::PathBuf, logged: HashMap<Hash, (Address, u64)>) -> Pending {
         let mut pending = Pending::default();
-        for (id, (who, len)) in chunks {
+        for (id, (who, len)) in logged {
             pending.add(id, who, len);
         }
         pending.rewrite(path);
@@ -426,17 +417,34 @@ fn uncharge(usage: &mut HashMap<Address, u64>, who: &Address, bytes: u64) {
     }
 }
 
-/// What each account is charged for the pins in `dir`.
-fn pinned_usage(dir: &std::path::Path) -> HashMap<Address, u64> {
+/// The tree a pin file at `path` keeps (its name is `<cid>.pin`).
+fn pin_cid(path: &std::path::Path) -> Option<Hash> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".pin"))
+        .and_then(|n| n.parse::<Hash>().ok())
+}
+
+/// One pass over the pins in `dir` at open: what each account is charged for them, and
+/// `pending` without the chunks they name (a pin's root is in its file name).
+fn read_pins(
+    dir: &std::path::Path,
+    pending: &mut HashMap<Hash, (Address, u64)>,
+) -> HashMap<Address, u64> {
     let mut usage = HashMap::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let charges = std::fs::read(entry.path())
-            .ok()
-            .and_then(|b| PinFile::decode(&b))
-            .map(|p| p.charges)
-            .unwrap_or_default();
-        for (who, bytes) in charges {
-            *usage.entry(who).or_insert(0) += bytes;
+        let path = entry.path();
+        let pin = std::fs::read(&path).ok().and_then(|b| PinFile::decode(&b));
+        for (who, bytes) in pin.iter().flat_map(|p| &p.charges) {
+            *usage.entry(*who).or_insert(0) += bytes;
+        }
+        if !pending.is_empty() {
+            for id in pin_cid(&path)
+                .iter()
+                .chain(pin.iter().flat_map(|p| &p.chunks))
+            {
+                pending.remove(id);
+            }
         }
     }
     usage
@@ -629,7 +637,9 @@ impl Node {
             Box::new(consensus),
             config.mempool_capacity,
         )?;
-        let pending = Pending::open(dir.join("pending-uploads"), &chunks, &dir.join("pins"));
+        let mut logged = Pending::logged(&dir.join("pending-uploads"), &chunks);
+        let usage = read_pins(&dir.join("pins"), &mut logged);
+        let pending = Pending::open(dir.join("pending-uploads"), logged);
         if let Some(shared) = Arc::get_mut(&mut node.shared) {
             shared.chunks = Some(chunks);
             shared.grants_dir = Some(dir.join("grants"));
@@ -641,7 +651,7 @@ impl Node {
                 lock: Mutex::new(()),
                 collected_when_full: Mutex::new(None),
                 account_quota: config.chunk_account_quota_bytes,
-                usage: Mutex::new(pinned_usage(&dir.join("pins"))),
+                usage: Mutex::new(usage),
                 pending: Mutex::new(pending),
             });
             shared.key = node_key;
@@ -1562,12 +1572,7 @@ impl Node {
             }
         };
         for path in entries {
-            let cid = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".pin"))
-                .and_then(|n| n.parse::<Hash>().ok());
-            let Some(cid) = cid else { continue };
+            let Some(cid) = pin_cid(&path) else { continue };
             let body = std::fs::read(&path).map_err(|e| NodeError::File {
                 path: path.display().to_string(),
                 message: e.to_string(),
