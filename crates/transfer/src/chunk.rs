@@ -80,6 +80,82 @@ pub fn chunk_ranges(data: &[u8], p: ChunkParams) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Bytes a [`Cutter`] reads at a time beyond the chunk it cuts.
+const READ_AHEAD: usize = 8 * 1024 * 1024;
+
+/// Cuts a byte stream into the chunks [`chunk_ranges`] finds in the whole of it, holding at
+/// most one window of it (the largest chunk plus 8 MiB): a file of any size packs in bounded
+/// memory. FastCDC looks at most `max` bytes past a cut, so a window that holds `max` bytes
+/// (or the rest of the stream) cuts where the whole would.
+pub(crate) struct Cutter<'w, R> {
+    source: R,
+    params: ChunkParams,
+    window: &'w mut Vec<u8>,
+    /// First byte of the window not yet cut.
+    start: usize,
+    /// Bytes of the window read so far.
+    end: usize,
+    eof: bool,
+    /// Bytes read from the source.
+    read: u64,
+}
+
+impl<'w, R: std::io::Read> Cutter<'w, R> {
+    /// A cutter reading `source`, in `window` (a buffer kept between streams, so its pages
+    /// are not faulted in again for each file).
+    pub(crate) fn new(source: R, params: ChunkParams, window: &'w mut Vec<u8>) -> Self {
+        let len = params.max as usize + READ_AHEAD;
+        if window.len() < len {
+            window.resize(len, 0);
+        }
+        Cutter {
+            source,
+            params,
+            window,
+            start: 0,
+            end: 0,
+            eof: false,
+            read: 0,
+        }
+    }
+
+    /// Bytes read from the source so far (all of it, once [`Cutter::next_chunk`] returned
+    /// `None`).
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// The next chunk, or `None` at the end of the stream.
+    pub(crate) fn next_chunk(&mut self) -> std::io::Result<Option<&[u8]>> {
+        let max = self.params.max as usize;
+        if !self.eof && self.end - self.start < max {
+            self.window.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            while !self.eof && self.end < self.window.len() {
+                match self.source.read(&mut self.window[self.end..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => {
+                        self.end += n;
+                        self.read += n as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let rest = &self.window[self.start..self.end];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let p = self.params;
+        let (_, cut) = fastcdc::v2020::FastCDC::new(rest, p.min, p.avg, p.max).cut(0, rest.len());
+        let chunk = self.start..self.start + cut.max(1);
+        self.start = chunk.end;
+        Ok(Some(&self.window[chunk]))
+    }
+}
+
 thread_local! {
     /// Per-thread zstd contexts and the buffer a compressed payload is decrypted into: a
     /// context per chunk cost an allocation of about a megabyte, and each fresh buffer
@@ -325,6 +401,69 @@ mod tests {
         assert_eq!(
             open(&key, &id, &sealed, 1000),
             Err(SealError::TooLarge { id, max: 1000 })
+        );
+    }
+
+    /// A reader that hands out at most `step` bytes per call, as pipes and sockets do.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_stream_is_cut_where_the_whole_of_it_would_be() {
+        let p = ChunkParams {
+            min: 64 * 1024,
+            avg: 256 * 1024,
+            max: 1024 * 1024,
+        };
+        let mut data = vec![0u8; 30 * 1024 * 1024 + 12_345];
+        blake3::Hasher::new()
+            .update(b"stream cut")
+            .finalize_xof()
+            .fill(&mut data);
+        // A zeroed stretch longer than the largest chunk forces cuts at `max`.
+        data[5_000_000..8_000_000].fill(0);
+        let mut window = Vec::new();
+        for len in [
+            0,
+            1,
+            64 * 1024,
+            1024 * 1024,
+            1024 * 1024 + 1,
+            9_437_184,
+            data.len(),
+        ] {
+            for step in [usize::MAX, 100_000, 4096] {
+                let whole = &data[..len];
+                let mut cutter = Cutter::new(Trickle { data: whole, step }, p, &mut window);
+                let mut got = Vec::new();
+                let mut at = 0;
+                while let Some(chunk) = cutter.next_chunk().unwrap() {
+                    assert_eq!(chunk, &whole[at..at + chunk.len()], "bytes in order");
+                    got.push((at, chunk.len()));
+                    at += chunk.len();
+                }
+                assert_eq!(
+                    got,
+                    chunk_ranges(whole, p),
+                    "{len} bytes, read {step} at a time"
+                );
+                assert_eq!(cutter.bytes_read(), len as u64);
+            }
+        }
+        assert!(
+            window.len() <= 1024 * 1024 + READ_AHEAD,
+            "the window stays bounded"
         );
     }
 

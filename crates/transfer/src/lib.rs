@@ -15,16 +15,18 @@
 
 mod chunk;
 mod keys;
+mod pack;
 mod pool;
 mod store;
 mod tree;
 
 pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 pub use keys::{proof_lock, unwrap_key, wrap_key, DataKey, WrappedKey};
+pub use pack::PackIndex;
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
-    manifest_chunks, pack, pack_into, read_manifest, tree_digest, unpack, write_tree,
-    write_tree_with, ChunkSink, Entry, EntryKind, PackStats, TreeError, TreeManifest, WriteHooks,
-    MANIFEST_PARAMS,
+    manifest_chunks, pack, pack_into, pack_with_index, read_manifest, tree_digest, unpack,
+    write_tree, write_tree_with, ChunkSink, Entry, EntryKind, PackStats, TreeError, TreeManifest,
+    WriteHooks, MANIFEST_PARAMS,
 };

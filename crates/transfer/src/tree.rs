@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 use crate::keys::DataKey;
+use crate::pack::{pack_files, PackIndex, ScannedFile};
 use crate::store::{ChunkStore, StoreError};
 
 const ROOT_TAG: &[u8] = b"gridwork/tree/v1\n";
@@ -82,6 +83,19 @@ pub struct PackStats {
     pub new_chunks: u64,
     /// Sealed bytes of those new chunks.
     pub new_bytes: u64,
+    /// Files not read again: they looked as when last packed ([`PackIndex`]).
+    pub unchanged_files: u64,
+}
+
+impl PackStats {
+    pub(crate) fn add(&mut self, other: &PackStats) {
+        self.files += other.files;
+        self.bytes += other.bytes;
+        self.chunks += other.chunks;
+        self.new_chunks += other.new_chunks;
+        self.new_bytes += other.new_bytes;
+        self.unchanged_files += other.unchanged_files;
+    }
 }
 
 /// Why a tree did not pack or unpack.
@@ -119,7 +133,7 @@ pub enum TreeError {
     },
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> TreeError + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> TreeError + '_ {
     move |source| TreeError::Io {
         path: path.display().to_string(),
         source,
@@ -167,13 +181,13 @@ fn link_stays_inside(link: &str, target: &str) -> bool {
 }
 
 #[cfg(unix)]
-fn mode_of(meta: &std::fs::Metadata) -> u32 {
+pub(crate) fn mode_of(meta: &std::fs::Metadata) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     meta.permissions().mode() & 0o7777
 }
 
 #[cfg(not(unix))]
-fn mode_of(_meta: &std::fs::Metadata) -> u32 {
+pub(crate) fn mode_of(_meta: &std::fs::Metadata) -> u32 {
     0o644
 }
 
@@ -187,6 +201,12 @@ pub trait ChunkSink: Sync {
     /// is always complete.
     fn put_root(&self, id: &Hash, root: Vec<u8>) -> Result<bool, TreeError> {
         self.put(id, root)
+    }
+    /// Packing reuses `ids` (an unchanged file's chunks, which the sink held when the
+    /// [`PackIndex`] was checked against it) without sealing them again.
+    fn reuse(&self, ids: &[Hash]) -> Result<(), TreeError> {
+        let _ = ids;
+        Ok(())
     }
     /// Packing found `total_bytes` of file data to pack (for progress).
     fn planned(&self, _total_bytes: u64) {}
@@ -204,7 +224,7 @@ impl ChunkSink for ChunkStore {
     }
 }
 
-fn put_sealed(
+pub(crate) fn put_sealed(
     sink: &dyn ChunkSink,
     key: &DataKey,
     plain: &[u8],
@@ -222,11 +242,11 @@ fn put_sealed(
 
 /// A tree's files (path, relative name, metadata) and its other entries (directories,
 /// links), as found on disk. A single file is a tree of one file.
-type Scan = (Vec<(PathBuf, String, std::fs::Metadata)>, Vec<Entry>);
+type Scan = (Vec<ScannedFile>, Vec<Entry>);
 
 fn scan(root: &Path) -> Result<Scan, TreeError> {
     let mut entries = Vec::new();
-    let mut files: Vec<(PathBuf, String, std::fs::Metadata)> = Vec::new();
+    let mut files: Vec<ScannedFile> = Vec::new();
     let meta = std::fs::symlink_metadata(root).map_err(io(root))?;
     let mut stack: Vec<(PathBuf, String)> = Vec::new();
     if meta.is_dir() {
@@ -341,10 +361,29 @@ pub fn pack_into(
     params: ChunkParams,
     sink: &dyn ChunkSink,
 ) -> Result<(Hash, PackStats), TreeError> {
+    let (cid, stats, _) = pack_with_index(root, key, params, sink, &PackIndex::new(key, params))?;
+    Ok((cid, stats))
+}
+
+/// [`pack_into`], taking the chunk ids of files that look as `index` knows them instead of
+/// reading them (the caller checked that `sink` still holds those chunks:
+/// [`PackIndex::forget_files_with`]); returns the index of this pack beside the id and stats.
+pub fn pack_with_index(
+    root: &Path,
+    key: &DataKey,
+    params: ChunkParams,
+    sink: &dyn ChunkSink,
+    index: &PackIndex,
+) -> Result<(Hash, PackStats, PackIndex), TreeError> {
+    let started_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
     let mut stats = PackStats::default();
     let (files, mut entries) = scan(root)?;
     sink.planned(files.iter().map(|(_, _, meta)| meta.len()).sum());
-    entries.extend(pack_files(&files, key, params, sink, &mut stats)?);
+    let (file_entries, next) =
+        pack_files(&files, key, params, sink, index, started_ns, &mut stats)?;
+    entries.extend(file_entries);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest = TreeManifest {
         format: "gridwork-tree-v1".into(),
@@ -363,86 +402,7 @@ pub fn pack_into(
         stats.new_chunks += 1;
         stats.new_bytes += len;
     }
-    Ok((root_id, stats))
-}
-
-/// Packs `files` on every core: each thread takes the next file until none is left.
-fn pack_files(
-    files: &[(PathBuf, String, std::fs::Metadata)],
-    key: &DataKey,
-    params: ChunkParams,
-    sink: &dyn ChunkSink,
-    stats: &mut PackStats,
-) -> Result<Vec<Entry>, TreeError> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len().max(1));
-    let results: Vec<Result<(Vec<Entry>, PackStats), TreeError>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut local = PackStats::default();
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((path, rel, meta)) = files.get(i) else {
-                            break;
-                        };
-                        out.push(pack_file(path, rel, meta, key, params, sink, &mut local)?);
-                    }
-                    Ok((out, local))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(TreeError::Malformed("a packing thread panicked".into()))
-                })
-            })
-            .collect()
-    });
-    let mut entries = Vec::with_capacity(files.len());
-    for r in results {
-        let (e, s) = r?;
-        entries.extend(e);
-        stats.files += s.files;
-        stats.bytes += s.bytes;
-        stats.chunks += s.chunks;
-        stats.new_chunks += s.new_chunks;
-        stats.new_bytes += s.new_bytes;
-    }
-    Ok(entries)
-}
-
-fn pack_file(
-    path: &Path,
-    rel: &str,
-    meta: &std::fs::Metadata,
-    key: &DataKey,
-    params: ChunkParams,
-    sink: &dyn ChunkSink,
-    stats: &mut PackStats,
-) -> Result<Entry, TreeError> {
-    let data = std::fs::read(path).map_err(io(path))?;
-    let mut chunks = Vec::new();
-    for (offset, len) in chunk_ranges(&data, params) {
-        chunks.push(put_sealed(sink, key, &data[offset..offset + len], stats)?);
-        sink.packed(len as u64);
-    }
-    stats.files += 1;
-    stats.bytes += data.len() as u64;
-    Ok(Entry {
-        path: rel.to_string(),
-        kind: EntryKind::File,
-        mode: mode_of(meta),
-        size: data.len() as u64,
-        chunks,
-        target: None,
-    })
+    Ok((root_id, stats, next))
 }
 
 /// The manifest chunk ids listed by a root object.

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use gridwork_transfer::{
-    pack, read_manifest, seal, tree_digest, unpack, ChunkParams, ChunkStore, DataKey, SealError,
-    StoreError, TreeError,
+    manifest_chunks, pack, pack_with_index, read_manifest, seal, tree_digest, unpack, ChunkParams,
+    ChunkSink, ChunkStore, DataKey, PackIndex, SealError, StoreError, TreeError,
 };
 use gridwork_types::Hash;
 
@@ -129,6 +129,135 @@ fn repacking_after_a_small_edit_stores_only_the_changed_chunks() {
     // The edited data chunk, plus the manifest and root that name it.
     assert!(stats.new_chunks <= 4, "{stats:?}");
     assert!(stats.new_bytes < 3 * 64 * 1024 + 16 * 1024, "{stats:?}");
+}
+
+/// A store that counts the chunks packing seals into it (the root aside).
+struct Counting<'a> {
+    store: &'a ChunkStore,
+    sealed: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting<'_> {
+    fn take(&self) -> usize {
+        self.sealed.swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl ChunkSink for Counting<'_> {
+    fn put(&self, id: &Hash, sealed: Vec<u8>) -> Result<bool, TreeError> {
+        self.sealed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        <ChunkStore as ChunkSink>::put(self.store, id, sealed)
+    }
+
+    fn put_root(&self, id: &Hash, root: Vec<u8>) -> Result<bool, TreeError> {
+        <ChunkStore as ChunkSink>::put(self.store, id, root)
+    }
+}
+
+#[test]
+fn repacking_with_an_index_reads_only_the_files_that_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    make_tree(&src);
+    // Files changed within a second of packing are not remembered (their time could stay
+    // the same through another edit in the same clock tick).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let sink = Counting {
+        store: &store,
+        sealed: 0.into(),
+    };
+    let key = DataKey::generate();
+    let manifest_len = |cid: &Hash| {
+        manifest_chunks(&store.get(cid).unwrap().unwrap())
+            .unwrap()
+            .len()
+    };
+
+    let (first, stats, index) =
+        pack_with_index(&src, &key, P, &sink, &PackIndex::new(&key, P)).unwrap();
+    assert_eq!(
+        (stats.files, stats.unchanged_files, index.len()),
+        (21, 0, 21)
+    );
+    assert!(sink.take() > 21);
+
+    let (again, stats, index) = pack_with_index(&src, &key, P, &sink, &index).unwrap();
+    assert_eq!(again, first);
+    assert_eq!((stats.files, stats.unchanged_files), (21, 21));
+    assert_eq!(
+        sink.take(),
+        manifest_len(&again),
+        "only the manifest is sealed again"
+    );
+
+    // Same size, new content: its change time moves, so it is read again.
+    let edited = src.join("frames/f03.txt");
+    let size = std::fs::metadata(&edited).unwrap().len() as usize;
+    std::fs::write(&edited, "x".repeat(size)).unwrap();
+    let (third, stats, index) = pack_with_index(&src, &key, P, &sink, &index).unwrap();
+    assert_eq!(stats.unchanged_files, 20);
+    assert_eq!(
+        sink.take(),
+        1 + manifest_len(&third),
+        "the edited file's one chunk"
+    );
+    let (plain, _) = pack(&src, &key, P, &store).unwrap();
+    assert_eq!(
+        third, plain,
+        "the index changes what is read, never the tree"
+    );
+    unpack(&third, &key, P, &store, &dir.path().join("out")).unwrap();
+    same_tree(&src, &dir.path().join("out"));
+
+    // The edit was too recent to remember; a file whose chunks left the store is read again.
+    assert_eq!(index.len(), 20);
+    let weights = read_manifest(&third, &key, P, &store)
+        .unwrap()
+        .entries
+        .into_iter()
+        .find(|e| e.path == "frames/deep/weights.bin")
+        .unwrap();
+    let mut index = index;
+    index.forget_files_with(&HashSet::from([weights.chunks[3]]));
+    let (fourth, stats, _) = pack_with_index(&src, &key, P, &sink, &index).unwrap();
+    assert_eq!(fourth, third);
+    assert_eq!(stats.unchanged_files, 19);
+    assert_eq!(
+        sink.take(),
+        1 + weights.chunks.len() + manifest_len(&fourth)
+    );
+}
+
+#[test]
+fn a_file_larger_than_a_packing_window_packs_on_every_core_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 40 MiB: several windows (the largest chunk plus 8 MiB), some of it compressible.
+    let mut big = vec![0u8; 40 << 20];
+    blake3::Hasher::new()
+        .update(b"large file")
+        .finalize_xof()
+        .fill(&mut big);
+    big[10 << 20..12 << 20].fill(7);
+    std::fs::write(src.join("large.bin"), &big).unwrap();
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let key = DataKey::generate();
+    let (cid, stats) = pack(&src, &key, P, &store).unwrap();
+    assert_eq!((stats.files, stats.bytes), (1, big.len() as u64));
+    let manifest = read_manifest(&cid, &key, P, &store).unwrap();
+    let expected: Vec<Hash> = gridwork_transfer::chunk_ranges(&big, P)
+        .into_iter()
+        .map(|(at, len)| seal(&key, &big[at..at + len]).0)
+        .collect();
+    assert_eq!(
+        manifest.entries[0].chunks, expected,
+        "the whole file's chunks, in order"
+    );
+    unpack(&cid, &key, P, &store, &dir.path().join("out")).unwrap();
+    assert!(std::fs::read(dir.path().join("out/large.bin")).unwrap() == big);
 }
 
 #[test]

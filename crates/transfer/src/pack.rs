@@ -1,0 +1,473 @@
+//! Packing a tree's files on every core, in bounded memory, reading only what changed.
+//!
+//! Each thread takes the next file and cuts it as it reads ([`Cutter`]: one window per
+//! thread, whatever the file's size). A thread with no file left seals chunks that a cutting
+//! thread hands it, so one large file keeps every core busy; a cutting thread hands a chunk
+//! over only while a thread waits for one, so at most one chunk per thread is in hand.
+//!
+//! A [`PackIndex`] remembers each file packed before with what identifies its content on disk
+//! (size, modification and change times, inode): a file that still matches keeps its chunk
+//! ids and is not read again, as git's index and rsync's quick check do. Only files whose
+//! change time was at least a second old when packing began are remembered, so an edit in the
+//! same clock tick as the read cannot hide behind an unchanged time.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use gridwork_types::Hash;
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::{ChunkParams, Cutter};
+use crate::keys::DataKey;
+use crate::tree::{io, mode_of, put_sealed, ChunkSink, Entry, EntryKind, PackStats, TreeError};
+
+/// A file found by the scan: its path, its name in the tree and its metadata.
+pub(crate) type ScannedFile = (PathBuf, String, Metadata);
+
+/// What identifies a file's content on disk without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+    ino: u64,
+    dev: u64,
+}
+
+impl Stamp {
+    #[cfg(unix)]
+    fn of(meta: &Metadata) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Some(Stamp {
+            size: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            ino: meta.ino(),
+            dev: meta.dev(),
+        })
+    }
+
+    /// No change time to trust: every file is read.
+    #[cfg(not(unix))]
+    fn of(_meta: &Metadata) -> Option<Stamp> {
+        None
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Known {
+    #[serde(flatten)]
+    stamp: Stamp,
+    chunks: Vec<Hash>,
+}
+
+const INDEX_FORMAT: &str = "gridwork-pack-index-v1";
+
+/// The files of a tree packed before, with their chunk ids: what lets a re-push read only the
+/// files that changed. Bound to one data key and chunk sizes (files packed under others seal
+/// to other chunks); a cache, so an unreadable or foreign index is simply empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackIndex {
+    format: String,
+    /// `derive_key("gridwork pack index v1", data key)`: which key, without revealing it.
+    key: Hash,
+    /// Minimum, average and maximum chunk size.
+    params: [u32; 3],
+    files: HashMap<String, Known>,
+}
+
+impl PackIndex {
+    /// An index that knows no file.
+    pub fn new(key: &DataKey, params: ChunkParams) -> PackIndex {
+        PackIndex {
+            format: INDEX_FORMAT.into(),
+            key: Hash(blake3::derive_key("gridwork pack index v1", &key.0)),
+            params: [params.min, params.avg, params.max],
+            files: HashMap::new(),
+        }
+    }
+
+    /// The index at `path` if it was written for `key` and `params`; an empty one if there is
+    /// none, it is damaged or it belongs to another key.
+    pub fn read(path: &Path, key: &DataKey, params: ChunkParams) -> PackIndex {
+        let fresh = PackIndex::new(key, params);
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<PackIndex>(&bytes).ok())
+            .filter(|i| i.format == fresh.format && i.key == fresh.key && i.params == fresh.params)
+            .unwrap_or(fresh)
+    }
+
+    /// Writes the index to `path` (whole or not at all: a temporary file, then a rename).
+    pub fn write(&self, path: &Path) -> Result<(), TreeError> {
+        let bytes = serde_json::to_vec(self).map_err(|e| TreeError::Malformed(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    }
+
+    /// Files it knows.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it knows no file.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Every chunk id of the files it knows, each once.
+    pub fn chunk_ids(&self) -> Vec<Hash> {
+        let mut seen = HashSet::new();
+        self.files
+            .values()
+            .flat_map(|k| k.chunks.iter().copied())
+            .filter(|id| seen.insert(*id))
+            .collect()
+    }
+
+    /// Forgets every file with a chunk in `missing` (gone from where the tree is packed to):
+    /// those files are read and sealed again.
+    pub fn forget_files_with(&mut self, missing: &HashSet<Hash>) {
+        self.files
+            .retain(|_, k| !k.chunks.iter().any(|id| missing.contains(id)));
+    }
+
+    /// The chunks of `rel` if the file still looks as it did when packed.
+    fn unchanged(&self, rel: &str, meta: &Metadata) -> Option<&[Hash]> {
+        let known = self.files.get(rel)?;
+        (Some(known.stamp) == Stamp::of(meta)).then_some(&known.chunks[..])
+    }
+}
+
+/// Packs `files`, reusing what `index` knows; returns their entries (in no particular order)
+/// and the index of this pack. `started_ns` is when packing began (Unix time in ns).
+pub(crate) fn pack_files(
+    files: &[ScannedFile],
+    key: &DataKey,
+    params: ChunkParams,
+    sink: &dyn ChunkSink,
+    index: &PackIndex,
+    started_ns: i64,
+    stats: &mut PackStats,
+) -> Result<(Vec<Entry>, PackIndex), TreeError> {
+    let mut next = PackIndex::new(key, params);
+    let mut entries = Vec::with_capacity(files.len());
+    let mut to_read = Vec::new();
+    for (i, (_, rel, meta)) in files.iter().enumerate() {
+        let Some(chunks) = index.unchanged(rel, meta) else {
+            to_read.push(i);
+            continue;
+        };
+        sink.reuse(chunks)?;
+        sink.packed(meta.len());
+        stats.files += 1;
+        stats.unchanged_files += 1;
+        stats.bytes += meta.len();
+        stats.chunks += chunks.len() as u64;
+        entries.push(entry(rel, meta, meta.len(), chunks.to_vec()));
+        remember(&mut next, rel, meta, meta.len(), chunks, started_ns);
+    }
+
+    let shared = Shared {
+        files,
+        to_read: &to_read,
+        key,
+        params,
+        sink,
+        state: Mutex::new(State::default()),
+        wake: Condvar::new(),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let results: Vec<Result<Done, TreeError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| shared.worker()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TreeError::Malformed("a packing thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut chunks: HashMap<usize, Vec<(u32, Hash)>> = HashMap::new();
+    let mut sizes = Vec::new();
+    for done in results {
+        let done = done?;
+        stats.add(&done.stats);
+        for (file, index, id) in done.ids {
+            chunks.entry(file).or_default().push((index, id));
+        }
+        sizes.extend(done.sizes);
+    }
+    for (i, size) in sizes {
+        let (_, rel, meta) = &files[i];
+        let mut ids = chunks.remove(&i).unwrap_or_default();
+        ids.sort_unstable_by_key(|(index, _)| *index);
+        let ids: Vec<Hash> = ids.into_iter().map(|(_, id)| id).collect();
+        remember(&mut next, rel, meta, size, &ids, started_ns);
+        entries.push(entry(rel, meta, size, ids));
+    }
+    Ok((entries, next))
+}
+
+fn entry(rel: &str, meta: &Metadata, size: u64, chunks: Vec<Hash>) -> Entry {
+    Entry {
+        path: rel.to_string(),
+        kind: EntryKind::File,
+        mode: mode_of(meta),
+        size,
+        chunks,
+        target: None,
+    }
+}
+
+/// Records `rel` in `index` if what was read matches its stamp and the stamp is old enough
+/// to change with any later edit.
+fn remember(
+    index: &mut PackIndex,
+    rel: &str,
+    meta: &Metadata,
+    size: u64,
+    chunks: &[Hash],
+    started_ns: i64,
+) {
+    let Some(stamp) = Stamp::of(meta) else {
+        return;
+    };
+    if stamp.size == size && stamp.ctime_ns < started_ns.saturating_sub(1_000_000_000) {
+        index.files.insert(
+            rel.to_string(),
+            Known {
+                stamp,
+                chunks: chunks.to_vec(),
+            },
+        );
+    }
+}
+
+/// A chunk a cutting thread handed over, to seal.
+struct Job {
+    file: usize,
+    index: u32,
+    plain: Vec<u8>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Next position in `to_read`.
+    next: usize,
+    jobs: VecDeque<Job>,
+    /// Threads waiting for work.
+    idle: usize,
+    /// Threads cutting a file.
+    cutting: usize,
+    failed: bool,
+}
+
+/// What one thread packed: stats, `(file, chunk index, id)` and `(file, bytes read)`.
+#[derive(Default)]
+struct Done {
+    stats: PackStats,
+    ids: Vec<(usize, u32, Hash)>,
+    sizes: Vec<(usize, u64)>,
+}
+
+enum Work {
+    Seal(Job),
+    Cut(usize),
+    Stop,
+}
+
+/// What a cutting thread does with its next chunk.
+enum Offer {
+    Taken,
+    Keep,
+    Stop,
+}
+
+struct Shared<'a> {
+    files: &'a [ScannedFile],
+    to_read: &'a [usize],
+    key: &'a DataKey,
+    params: ChunkParams,
+    sink: &'a dyn ChunkSink,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn worker(&self) -> Result<Done, TreeError> {
+        let mut done = Done::default();
+        let mut window = Vec::new();
+        loop {
+            let result = match self.next_work() {
+                Work::Stop => return Ok(done),
+                Work::Seal(job) => self.seal(job.file, job.index, &job.plain, &mut done),
+                Work::Cut(file) => {
+                    let r = self.cut(file, &mut window, &mut done);
+                    self.lock().cutting -= 1;
+                    self.wake.notify_all();
+                    r
+                }
+            };
+            if let Err(e) = result {
+                self.lock().failed = true;
+                self.wake.notify_all();
+                return Err(e);
+            }
+        }
+    }
+
+    /// A handed-over chunk if there is one, else the next file, else a wait while files are
+    /// still being cut.
+    fn next_work(&self) -> Work {
+        let mut st = self.lock();
+        loop {
+            if st.failed {
+                return Work::Stop;
+            }
+            if let Some(job) = st.jobs.pop_front() {
+                return Work::Seal(job);
+            }
+            if let Some(&file) = self.to_read.get(st.next) {
+                st.next += 1;
+                st.cutting += 1;
+                return Work::Cut(file);
+            }
+            if st.cutting == 0 {
+                return Work::Stop;
+            }
+            st.idle += 1;
+            st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle -= 1;
+        }
+    }
+
+    /// Hands chunk `index` of `file` to a waiting thread, if one waits without a chunk.
+    fn offer(&self, file: usize, index: u32, plain: &[u8]) -> Offer {
+        let mut st = self.lock();
+        if st.failed {
+            return Offer::Stop;
+        }
+        if st.idle <= st.jobs.len() {
+            return Offer::Keep;
+        }
+        st.jobs.push_back(Job {
+            file,
+            index,
+            plain: plain.to_vec(),
+        });
+        drop(st);
+        self.wake.notify_one();
+        Offer::Taken
+    }
+
+    fn cut(&self, file: usize, window: &mut Vec<u8>, done: &mut Done) -> Result<(), TreeError> {
+        let (path, _, _) = &self.files[file];
+        let source = std::fs::File::open(path).map_err(io(path))?;
+        let mut cutter = Cutter::new(source, self.params, window);
+        let mut index = 0u32;
+        while let Some(plain) = cutter.next_chunk().map_err(io(path))? {
+            match self.offer(file, index, plain) {
+                Offer::Taken => {}
+                Offer::Keep => self.seal(file, index, plain, done)?,
+                Offer::Stop => return Ok(()),
+            }
+            index += 1;
+        }
+        let size = cutter.bytes_read();
+        done.sizes.push((file, size));
+        done.stats.files += 1;
+        done.stats.bytes += size;
+        Ok(())
+    }
+
+    fn seal(
+        &self,
+        file: usize,
+        index: u32,
+        plain: &[u8],
+        done: &mut Done,
+    ) -> Result<(), TreeError> {
+        let id = put_sealed(self.sink, self.key, plain, &mut done.stats)?;
+        self.sink.packed(plain.len() as u64);
+        done.ids.push((file, index, id));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_for_another_key_or_chunk_size_reads_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let (key, other) = (DataKey([1; 32]), DataKey([2; 32]));
+        let mut index = PackIndex::new(&key, ChunkParams::DEFAULT);
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        remember(
+            &mut index,
+            "a",
+            &meta,
+            meta.len(),
+            &[Hash([9; 32])],
+            i64::MAX,
+        );
+        index.write(&path).unwrap();
+        assert_eq!(PackIndex::read(&path, &key, ChunkParams::DEFAULT).len(), 1);
+        assert!(PackIndex::read(&path, &other, ChunkParams::DEFAULT).is_empty());
+        let smaller = ChunkParams {
+            avg: 512 * 1024,
+            ..ChunkParams::DEFAULT
+        };
+        assert!(PackIndex::read(&path, &key, smaller).is_empty());
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(PackIndex::read(&path, &key, ChunkParams::DEFAULT).is_empty());
+    }
+
+    #[test]
+    fn files_changed_within_the_last_second_are_not_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = std::fs::metadata(dir.path()).unwrap();
+        let ctime = Stamp::of(&meta).unwrap().ctime_ns;
+        let mut index = PackIndex::new(&DataKey([1; 32]), ChunkParams::DEFAULT);
+        remember(&mut index, "a", &meta, meta.len(), &[], ctime + 500_000_000);
+        assert!(
+            index.is_empty(),
+            "changed half a second before packing began"
+        );
+        remember(
+            &mut index,
+            "a",
+            &meta,
+            meta.len() + 1,
+            &[],
+            ctime + 5_000_000_000,
+        );
+        assert!(index.is_empty(), "read a size other than its stamp's");
+        remember(
+            &mut index,
+            "a",
+            &meta,
+            meta.len(),
+            &[],
+            ctime + 5_000_000_000,
+        );
+        assert_eq!(index.len(), 1);
+    }
+}
