@@ -26,8 +26,8 @@ use futures_util::stream::{self, StreamExt};
 use gridwork_api::frames::{push_chunk, read_answer, Frame};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, StorageView, KEY_PROOF_HEADER};
 use gridwork_transfer::{
-    manifest_chunks, open, pack_into, read_manifest, unwrap_key, wrap_key, write_tree_with,
-    ChunkParams, ChunkSink, ChunkStore, DataKey, StoreError, TreeError, TreeManifest,
+    manifest_chunks, open, pack_with_index, read_manifest, unwrap_key, wrap_key, write_tree_with,
+    ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError, TreeManifest,
     VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
@@ -89,6 +89,10 @@ pub struct TransferOptions {
     /// Pull only: at each checkpoint, trim the local store to this many bytes, least
     /// recently used first (chunks of files not yet checkpointed stay).
     pub cache_max_bytes: Option<u64>,
+    /// Push only: the tree's [`PackIndex`] from the last push. Files that look as it knows
+    /// them (and whose chunks the node still has) are not read again; a successful push
+    /// writes it anew. None: every file is read.
+    pub index: Option<std::path::PathBuf>,
 }
 
 impl Default for TransferOptions {
@@ -101,6 +105,7 @@ impl Default for TransferOptions {
             journal: None,
             checkpoint_bytes: 1 << 30,
             cache_max_bytes: None,
+            index: None,
         }
     }
 }
@@ -216,6 +221,8 @@ pub struct PushReport {
     pub bytes: u64,
     /// Chunks of the tree.
     pub chunks: u64,
+    /// Files not read again: unchanged since the last push (see [`TransferOptions::index`]).
+    pub unchanged_files: u64,
     /// Chunks actually sent.
     pub chunks_sent: u64,
     /// Bytes actually sent.
@@ -454,17 +461,21 @@ impl Client {
         opts: &TransferOptions,
     ) -> Result<PushReport, DataError> {
         let streams = opts.streams.max(1);
+        let index = self.pack_index(opts, key).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Hash, Vec<u8>)>(streams * 4);
         let root_slot = Arc::new(Mutex::new(None));
+        let reused = Arc::new(Mutex::new(HashSet::new()));
         let sink = ChannelSink {
             tx,
             root: root_slot.clone(),
+            reused: reused.clone(),
             progress: opts.progress.clone(),
             keep: opts.keep.clone(),
         };
         let (path, key_copy, params) = (root.to_path_buf(), key.clone(), opts.params);
-        let packer =
-            tokio::task::spawn_blocking(move || pack_into(&path, &key_copy, params, &sink));
+        let packer = tokio::task::spawn_blocking(move || {
+            pack_with_index(&path, &key_copy, params, &sink, &index)
+        });
 
         let sizer = Arc::new(Sizer::new());
         let permits = Arc::new(tokio::sync::Semaphore::new(streams));
@@ -519,7 +530,7 @@ impl Client {
         if let Some(e) = failure {
             return Err(e);
         }
-        let (cid, stats) = packer.await.map_err(|e| {
+        let (cid, stats, next_index) = packer.await.map_err(|e| {
             DataError::Tree(TreeError::Malformed(format!("packing stopped: {e}")))
         })??;
         let root_object = root_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -528,13 +539,19 @@ impl Client {
             chunks_sent += c;
             bytes_sent += b;
         }
+        seen.extend(reused.lock().unwrap_or_else(|p| p.into_inner()).iter());
         let ids: Vec<Hash> = seen.into_iter().collect();
         let pinned = self.pin_tree(&cid, key, &ids).await?;
+        if let Some(path) = &opts.index {
+            let (path, next_index) = (path.clone(), next_index);
+            blocking(move || Ok(next_index.write(&path)?)).await?;
+        }
         Ok(PushReport {
             cid,
             files: stats.files,
             bytes: stats.bytes,
             chunks: stats.chunks,
+            unchanged_files: stats.unchanged_files,
             chunks_sent,
             bytes_sent,
             request_bytes: sizer.target(),
@@ -542,6 +559,30 @@ impl Client {
             account_pinned_bytes: pinned.account_pinned_bytes,
             account_quota_bytes: pinned.account_quota_bytes,
         })
+    }
+
+    /// The push index `opts` names, without the files whose chunks the node (or the store
+    /// the push keeps its chunks in) no longer has: those are read and sent again.
+    async fn pack_index(
+        &self,
+        opts: &TransferOptions,
+        key: &DataKey,
+    ) -> Result<PackIndex, DataError> {
+        let Some(path) = opts.index.clone() else {
+            return Ok(PackIndex::new(key, opts.params));
+        };
+        let (key, params) = (key.clone(), opts.params);
+        let mut index = blocking(move || Ok(PackIndex::read(&path, &key, params))).await?;
+        let ids = index.chunk_ids();
+        let mut missing = HashSet::new();
+        for batch in ids.chunks(INDEX_CHECK_IDS) {
+            missing.extend(self.missing_chunks(batch.to_vec()).await?);
+            if let Some(keep) = &opts.keep {
+                missing.extend(keep.missing(batch.iter()));
+            }
+        }
+        index.forget_files_with(&missing);
+        Ok(index)
     }
 
     /// Asks the node which chunks of `batch` it lacks and uploads those, in requests sized by
@@ -667,6 +708,8 @@ const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Chunks per upload batch, and bytes: one `missing` round trip covers a batch.
 const BATCH_CHUNKS: usize = 64;
+/// Chunk ids per question when checking a push index against the node (4.4 MB of JSON).
+const INDEX_CHECK_IDS: usize = 65_536;
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 fn joined<T>(r: Result<Result<T, DataError>, tokio::task::JoinError>) -> Result<T, DataError> {
@@ -685,6 +728,8 @@ type Sealed = (Hash, Vec<u8>);
 struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<Sealed>,
     root: Arc<Mutex<Option<Sealed>>>,
+    /// Chunks of unchanged files: not sent, but pinned with the rest.
+    reused: Arc<Mutex<HashSet<Hash>>>,
     progress: Progress,
     keep: Option<ChunkStore>,
 }
@@ -706,6 +751,12 @@ impl ChunkSink for ChannelSink {
         }
         *self.root.lock().unwrap_or_else(|p| p.into_inner()) = Some((*id, root));
         Ok(true)
+    }
+
+    fn reuse(&self, ids: &[Hash]) -> Result<(), TreeError> {
+        let mut reused = self.reused.lock().unwrap_or_else(|p| p.into_inner());
+        reused.extend(ids.iter().copied());
+        Ok(())
     }
 
     fn planned(&self, total_bytes: u64) {

@@ -6,6 +6,7 @@
 //! changed chunks.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -25,12 +26,13 @@ pub(crate) fn local_store(cli: &Cli) -> anyhow::Result<ChunkStore> {
     Ok(ChunkStore::open(home(cli)?.join("chunks"), None)?)
 }
 
-/// The data key for `path`: the one used before (unwrapped with `me`), or a new one.
+/// The data key for `path` (the one used before, unwrapped with `me`, or a new one) and
+/// where its push index lives (`data/index/`, named by BLAKE3 of the path).
 fn data_key_for(
     cli: &Cli,
     path: &std::path::Path,
     me: &Keypair,
-) -> anyhow::Result<(DataKey, bool)> {
+) -> anyhow::Result<(DataKey, PathBuf)> {
     let file = home(cli)?.join("data/keys.json");
     let keys: BTreeMap<String, WrappedKey> = std::fs::read(&file)
         .ok()
@@ -40,8 +42,11 @@ fn data_key_for(
         .canonicalize()
         .with_context(|| format!("{} does not exist", path.display()))?;
     let name = canonical.display().to_string();
+    let index = home(cli)?
+        .join("data/index")
+        .join(format!("{}.json", blake3::hash(name.as_bytes()).to_hex()));
     if let Some(k) = keys.get(&name).and_then(|w| unwrap_key(w, me)) {
-        return Ok((k, false));
+        return Ok((k, index));
     }
     let key = DataKey::generate();
     let mut keys = keys;
@@ -51,7 +56,7 @@ fn data_key_for(
     }
     std::fs::write(&file, serde_json::to_vec_pretty(&keys)?)
         .with_context(|| format!("writing {}", file.display()))?;
-    Ok((key, true))
+    Ok((key, index))
 }
 
 /// A recipient named by address (its key from the ledger), public key hex, or keystore name.
@@ -79,9 +84,13 @@ pub(crate) async fn push_input(
     me: &Keypair,
     node_key: &PublicKey,
 ) -> anyhow::Result<Hash> {
-    let (key, _) = data_key_for(cli, path, me)?;
+    let (key, index) = data_key_for(cli, path, me)?;
+    let opts = TransferOptions {
+        index: Some(index),
+        ..TransferOptions::default()
+    };
     let report = client
-        .push_tree(path, &key, &TransferOptions::default())
+        .push_tree(path, &key, &opts)
         .await
         .with_context(|| format!("pushing {}", path.display()))?;
     client.share_key(&report.cid, &key, &me.public()).await?;
@@ -338,8 +347,11 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
         DataCommand::Push { path, streams } => {
             let me = signing_key(cli)?;
             let client = client.signed_by(me.clone());
-            let (key, _) = data_key_for(cli, path, &me)?;
-            let opts = TransferOptions::with_streams(*streams);
+            let (key, index) = data_key_for(cli, path, &me)?;
+            let opts = TransferOptions {
+                index: Some(index),
+                ..TransferOptions::with_streams(*streams)
+            };
             let started = Instant::now();
             let bar = ProgressBar::show(cli.json, "push", opts.progress.clone());
             let report = runtime()?.block_on(async {
@@ -356,8 +368,8 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                     (
                         "tree",
                         format!(
-                            "{} files, {} bytes, {} chunks",
-                            report.files, report.bytes, report.chunks
+                            "{} files ({} unchanged since the last push, not read again), {} bytes, {} chunks",
+                            report.files, report.unchanged_files, report.bytes, report.chunks
                         ),
                     ),
                     (

@@ -172,6 +172,25 @@ fn hashing_rates() -> (f64, f64) {
     (one, verify)
 }
 
+/// Resets this process's peak resident memory (Linux; elsewhere nothing happens).
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// This process's peak resident memory since the last reset, in MiB (Linux only).
+fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
 /// Writes dirty pages out before a timed phase, so no phase pays for an earlier one's
 /// writeback (without it, rates on this machine swung by 3x with the order of phases).
 fn settle() {
@@ -227,12 +246,19 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         ));
         let client = Client::new(&url).signed_by(gridwork_protocol::dev_keypair(0));
         let key = DataKey::generate();
-        let opts = TransferOptions::with_streams(streams);
+        // As `data push` runs: with an index of the files packed, so a re-push reads only
+        // the files that changed.
+        let opts = TransferOptions {
+            index: Some(dir.join("push-index.json")),
+            ..TransferOptions::with_streams(streams)
+        };
         eprintln!("push");
         settle();
+        reset_peak_memory();
         let t = Instant::now();
         let push = client.push_tree(&src, &key, &opts).await?;
         let push_s = t.elapsed().as_secs_f64();
+        let push_peak_mib = peak_memory_mib();
 
         eprintln!("pull");
         let pull_store = ChunkStore::open(dir.join("pull-cache"), None)?;
@@ -257,18 +283,23 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             std::fs::write(path, &data)?;
         }
         eprintln!("re-push after changing 1% of the files");
+        settle();
+        let t = Instant::now();
         let repush = client.push_tree(&src, &key, &opts).await?;
+        let repush_s = t.elapsed().as_secs_f64();
+        settle();
         let rsync_repush = if rsync {
-            let (_, out) = timed(
+            let (rsync_s, out) = timed(
                 Command::new("rsync")
                     .args(["-a", "--no-whole-file", "--stats"])
                     .arg(format!("{}/", src.display()))
                     .arg(dir.join("rsync-copy")),
             )?;
-            rsync_sent(&out)
+            Some((rsync_sent(&out), rsync_s))
         } else {
             None
         };
+        let (rsync_repush, rsync_repush_s) = rsync_repush.unzip();
 
         eprintln!("a pull cut at 50%, then resumed");
         let resume_store = ChunkStore::open(dir.join("resume-cache"), None)?;
@@ -335,7 +366,11 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "changed_bytes": changed_bytes,
             "changed_files": files.len().div_ceil(step),
             "repush_bytes_sent": repush.bytes_sent,
-            "rsync_repush_literal_bytes": rsync_repush,
+            "rsync_repush_literal_bytes": rsync_repush.flatten(),
+            "repush_s": repush_s,
+            "repush_files_read": repush.files - repush.unchanged_files,
+            "rsync_repush_s": rsync_repush_s,
+            "push_peak_memory_mib": push_peak_mib,
             "changed_file_bytes": changed_file_bytes,
             "resume_bytes_received": resumed.bytes_received,
             "resume_expected_bytes": sealed_total.saturating_sub(before_cut),
@@ -370,6 +405,8 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ("push", format!("{} MB/s verified goodput ({:.2}x cp), {} bytes sent", f("push_mb_s"), report["push_vs_cp"].as_f64().unwrap_or(0.0), n("bytes_sent"))),
             ("pull", format!("{} MB/s verified goodput ({:.2}x cp)", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
             ("re-push", format!("{} bytes sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
+            ("re-push time", format!("{:.2} s, {} of {} files read; rsync -a --no-whole-file: {} s", report["repush_s"].as_f64().unwrap_or(0.0), n("repush_files_read"), report["files"], report["rsync_repush_s"].as_f64().map_or("-".to_string(), |v| format!("{v:.2}")))),
+            ("push memory", format!("{} MiB at the peak (node, client and bench in one process)", f("push_peak_memory_mib"))),
             ("resume", format!("{} bytes fetched after a cut at 50% ({} fetched before the cut; the rest is {} bytes)", n("resume_bytes_received"), n("resume_fetched_before_cut"), n("resume_expected_bytes"))),
             ("journaled", format!("cut at 50% with no cache kept behind 64 MiB checkpoints: {} bytes fetched before the cut, {} cached at the cut, {} after; {} bytes fetched twice", n("journal_cut_received_bytes"), n("journal_cache_bytes_at_cut"), n("journal_resume_bytes_received"), n("journal_resume_extra_bytes"))),
             ("hashing", format!("chunk verification {:.2} GB/s, {:.0}% of single-core BLAKE3 over one buffer ({:.2} GB/s)", report["chunk_verify_gb_s"].as_f64().unwrap_or(0.0), 100.0 * report["hashing_vs_blake3"].as_f64().unwrap_or(0.0), report["blake3_one_buffer_gb_s"].as_f64().unwrap_or(0.0))),

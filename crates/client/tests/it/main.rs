@@ -850,6 +850,62 @@ impl ChunkSource for CutSource<'_> {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost() {
+    use gridwork_transfer::{ChunkStore, DataKey};
+    let (t, elsewhere) = (TestNode::start().await, TestNode::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dataset");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..6u8 {
+        let mut data = vec![0u8; 150_000];
+        blake3::Hasher::new()
+            .update(&[i, 3])
+            .finalize_xof()
+            .fill(&mut data);
+        std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
+    }
+    // Files changed within a second of a push are read again by the next one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let opts = TransferOptions {
+        params: gridwork_transfer::ChunkParams {
+            min: 8 * 1024,
+            avg: 32 * 1024,
+            max: 64 * 1024,
+        },
+        index: Some(dir.path().join("index.json")),
+        ..TransferOptions::default()
+    };
+    let key = DataKey::generate();
+    let first = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(
+        (first.unchanged_files, first.chunks_sent),
+        (0, first.chunks)
+    );
+    let again = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(
+        (again.cid, again.unchanged_files, again.bytes_sent),
+        (first.cid, 6, 0),
+        "nothing read, nothing sent"
+    );
+
+    // Another node holds none of the chunks the index names: every file is read and sent.
+    let moved = elsewhere.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(moved.cid, first.cid);
+    assert_eq!(
+        (moved.unchanged_files, moved.chunks_sent),
+        (0, first.chunks)
+    );
+    let store = ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("copy");
+    elsewhere
+        .client
+        .pull_tree(&moved.cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+}
+
 /// A tree of `files` incompressible files of 100 kB pushed to `t` under small chunks; returns
 /// its source dir, id, key and options.
 async fn pushed_tree(

@@ -603,17 +603,22 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     }
     std::fs::write(src.join("readme.txt"), "hello").unwrap();
     let src_s = src.to_str().unwrap();
+    // Older than a second, so the push index remembers them.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
 
     let first = cli.json(&["--key", "dev0", "data", "push", src_s], &[]);
     let cid = first["cid"].as_str().unwrap().to_string();
     assert!(first["bytes_sent"].as_u64().unwrap() > 0);
+    assert_eq!(first["unchanged_files"], 0);
     let again = cli.json(&["--key", "dev0", "data", "push", src_s], &[]);
     assert_eq!(
         (
             again["cid"].as_str().unwrap(),
-            again["bytes_sent"].as_u64().unwrap()
+            again["bytes_sent"].as_u64().unwrap(),
+            again["unchanged_files"].as_u64().unwrap()
         ),
-        (cid.as_str(), 0)
+        (cid.as_str(), 0, 5),
+        "nothing sent, no file read again"
     );
 
     let listing = cli.json(&["--key", "dev0", "data", "ls", &cid], &[]);
