@@ -67,9 +67,10 @@ pub struct Client {
     http: reqwest::Client,
     /// Signs data-plane writes (uploads, pins, key grants); nodes refuse them unsigned.
     signer: Option<std::sync::Arc<gridwork_types::Keypair>>,
-    /// The node's key, asked once (`GET /v1/chain`): writes are signed for it and holder
-    /// proofs made for it, so neither can be replayed to another node.
-    node_key: std::sync::Arc<tokio::sync::OnceCell<gridwork_types::PublicKey>>,
+    /// The node's key, asked on the first write (`GET /v1/chain`) and again when the node
+    /// refuses a signature: writes are signed for it and holder proofs made for it, so
+    /// neither can be replayed to another node.
+    node_key: std::sync::Arc<std::sync::Mutex<Option<gridwork_types::PublicKey>>>,
 }
 
 /// Maps a transport error on `url` to [`ClientError::Unreachable`].
@@ -121,12 +122,43 @@ impl Client {
         self
     }
 
-    /// The key of the node (`node_key` in `GET /v1/chain`), asked once per client.
+    /// The key of the node (`node_key` in `GET /v1/chain`), asked once and kept.
     pub async fn node_key(&self) -> Result<gridwork_types::PublicKey, ClientError> {
-        self.node_key
-            .get_or_try_init(|| async { Ok(self.chain().await?.node_key) })
-            .await
-            .copied()
+        let known = *self.node_key.lock().unwrap_or_else(|p| p.into_inner());
+        match known {
+            Some(key) => Ok(key),
+            None => self.refresh_node_key().await,
+        }
+    }
+
+    /// Asks the node's key again and keeps it.
+    async fn refresh_node_key(&self) -> Result<gridwork_types::PublicKey, ClientError> {
+        let key = self.chain().await?.node_key;
+        *self.node_key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        Ok(key)
+    }
+
+    /// Runs a signed write (`write` signs, and makes holder proofs, for [`Client::node_key`]).
+    /// When the node refuses the signature because its key is no longer the one kept (a node
+    /// given a new key, another node behind the same address), asks the key again and runs
+    /// the write once more.
+    pub(crate) async fn signed_write<T, F>(&self, write: impl Fn() -> F) -> Result<T, ClientError>
+    where
+        F: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        if self.signer.is_none() {
+            return write().await;
+        }
+        let signed_for = self.node_key().await?;
+        match write().await {
+            Err(e) if e.code() == Some("bad_signature") => {
+                if self.refresh_node_key().await? == signed_for {
+                    return Err(e);
+                }
+                write().await
+            }
+            other => other,
+        }
     }
 
     /// Adds the signature header of a data-plane write for this node to `request` (none

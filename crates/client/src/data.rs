@@ -324,6 +324,10 @@ impl Client {
 
     /// Several chunks in one upload.
     async fn put_chunks(&self, chunks: &[(Hash, Vec<u8>)]) -> Result<(), ClientError> {
+        self.signed_write(|| self.put_chunks_once(chunks)).await
+    }
+
+    async fn put_chunks_once(&self, chunks: &[(Hash, Vec<u8>)]) -> Result<(), ClientError> {
         let url = format!("{}/v1/chunks", self.base_url());
         let mut body =
             gridwork_api::frames::take_buffer(chunks.iter().map(|(_, b)| b.len() + 37).sum());
@@ -392,6 +396,16 @@ impl Client {
         key: &DataKey,
         grant: &KeyGrant,
     ) -> Result<(), ClientError> {
+        self.signed_write(|| self.add_key_grant_once(cid, key, grant))
+            .await
+    }
+
+    async fn add_key_grant_once(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        grant: &KeyGrant,
+    ) -> Result<(), ClientError> {
         let path = format!("/v1/trees/{cid}/keys");
         let url = format!("{}{path}", self.base_url());
         let body = serde_json::to_vec(grant).map_err(|e| ClientError::BadResponse {
@@ -432,6 +446,16 @@ impl Client {
     /// Pins tree `cid` (whose data key is `key`) with its chunk ids on the node, charged to
     /// this client's signer; returns until when it is kept.
     pub async fn pin_tree(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        chunks: &[Hash],
+    ) -> Result<Pinned, ClientError> {
+        self.signed_write(|| self.pin_tree_once(cid, key, chunks))
+            .await
+    }
+
+    async fn pin_tree_once(
         &self,
         cid: &Hash,
         key: &DataKey,

@@ -906,6 +906,50 @@ async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost()
     same_files(&src, &out);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_signs_for_the_new_key_of_a_node_that_refuses_the_old_one() {
+    use gridwork_transfer::DataKey;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), "some data").unwrap();
+    // Two nodes, each with its own key, serve one after the other at the same address.
+    let serve = |name: &str, listener: tokio::net::TcpListener| {
+        let config = NodeConfig {
+            data_dir: dir.path().join(name),
+            block_interval_ms: 20,
+            ..NodeConfig::default()
+        };
+        let node = Node::open(&config, GenesisSource::dev(4)).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gridwork_node::serve(node.clone(), listener, async {
+            let _ = stopped.await;
+        }));
+        (node, stop, server)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (first, stop, server) = serve("first", listener);
+    let client = Client::new(&addr.to_string()).signed_by(dev_keypair(0));
+    let key = DataKey::generate();
+    let opts = TransferOptions::default();
+    client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(client.node_key().await.unwrap(), first.public_key());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    first.shutdown();
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let (second, _stop, _server) = serve("second", listener);
+    assert_ne!(second.public_key(), first.public_key());
+    // Signed for the first node's key, the upload is refused; the client asks the key again
+    // and the push goes through.
+    let pushed = client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(pushed.chunks_sent, pushed.chunks);
+    assert_eq!(client.node_key().await.unwrap(), second.public_key());
+    second.shutdown();
+}
+
 /// A tree of `files` incompressible files of 100 kB pushed to `t` under small chunks; returns
 /// its source dir, id, key and options.
 async fn pushed_tree(
