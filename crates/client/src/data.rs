@@ -26,9 +26,9 @@ use futures_util::stream::{self, StreamExt};
 use gridwork_api::frames::{push_chunk, read_answer, Frame};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, StorageView, KEY_PROOF_HEADER};
 use gridwork_transfer::{
-    manifest_chunks, open, pack_with_index, read_manifest, unwrap_key, wrap_key, write_tree_with,
-    ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError, TreeManifest,
-    VerifiedChunk, WriteHooks,
+    manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix, unwrap_key, wrap_key,
+    write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError,
+    TreeManifest, VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
@@ -93,6 +93,13 @@ pub struct TransferOptions {
     /// them (and whose chunks the node still has) are not read again; a successful push
     /// writes it anew. None: every file is read.
     pub index: Option<std::path::PathBuf>,
+    /// Pull only: fetched chunks go to their files only, not also to the local store (a
+    /// chunk the tree names twice aside), so each byte is written once; a pull run again into
+    /// the same directory finds the chunks a cut-off pull finished in the files themselves
+    /// (re-cut, re-sealed and compared with the manifest's ids). Off: fetched chunks are kept
+    /// in the local store (a worker's cache that serves peers) and a resumed pull takes them
+    /// from there.
+    pub resume_from_files: bool,
 }
 
 impl Default for TransferOptions {
@@ -106,6 +113,7 @@ impl Default for TransferOptions {
             checkpoint_bytes: 1 << 30,
             cache_max_bytes: None,
             index: None,
+            resume_from_files: false,
         }
     }
 }
@@ -263,6 +271,9 @@ pub struct PullReport {
     pub chunks_received: u64,
     /// Bytes fetched.
     pub bytes_received: u64,
+    /// File bytes already in place, not fetched: files the journal lists, and the chunks a
+    /// cut-off pull finished (see [`TransferOptions::resume_from_files`]).
+    pub bytes_in_place: u64,
     /// What each source did.
     pub sources: Vec<SourceReport>,
     /// The request size the transfer settled on (adapted to measured throughput).
@@ -796,9 +807,21 @@ impl ChunkSink for ChannelSink {
 struct Sources<'a> {
     sources: &'a [&'a dyn ChunkSource],
     state: Mutex<Vec<SourceState>>,
-    /// Where every verified chunk goes as soon as it is checked, so a pull cut off later
-    /// keeps it.
+    /// Where verified chunks go as soon as they are checked, so a pull cut off later keeps
+    /// them.
     local: ChunkStore,
+    /// None: every verified chunk goes there. Some: only the chunks the tree names more than
+    /// once; the others are held until opened for the writer, and put there only if the pull
+    /// fails first (fetched before a cut, they are not fetched again).
+    unwritten: Arc<Mutex<Option<Unwritten>>>,
+}
+
+/// Chunks a pull that writes only its files holds between fetch and file.
+struct Unwritten {
+    /// Chunks the tree names more than once: kept in the local store.
+    again: HashSet<Hash>,
+    /// Fetched, not yet opened for the writer.
+    held: HashMap<Hash, VerifiedChunk>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -821,7 +844,41 @@ impl<'a> Sources<'a> {
             sources,
             state: Mutex::new(vec![SourceState::default(); sources.len()]),
             local: local.clone(),
+            unwritten: Arc::new(Mutex::new(None)),
         }
+    }
+
+    fn unwritten(&self) -> std::sync::MutexGuard<'_, Option<Unwritten>> {
+        self.unwritten.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// From now on, keep only the chunks in `again` in the local store, and hold the others
+    /// until [`Sources::opened`].
+    fn keep_only(&self, again: HashSet<Hash>) {
+        *self.unwritten() = Some(Unwritten {
+            again,
+            held: HashMap::new(),
+        });
+    }
+
+    /// Chunk `id` is opened for the writer: no longer held.
+    fn opened(&self, id: &Hash) {
+        if let Some(u) = self.unwritten().as_mut() {
+            u.held.remove(id);
+        }
+    }
+
+    /// The pull failed: puts the chunks fetched and not yet written into the local store, so
+    /// a pull run again does not fetch them.
+    fn keep_held(&self) -> Result<(), DataError> {
+        let held = match self.unwritten().as_mut() {
+            Some(u) => std::mem::take(&mut u.held),
+            None => return Ok(()),
+        };
+        for chunk in held.into_values() {
+            self.local.put_verified(&chunk)?;
+        }
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Vec<SourceState>> {
@@ -919,7 +976,8 @@ impl<'a> Sources<'a> {
             let checked = match answer {
                 Ok(frames) if frames.len() == ask.len() => {
                     let (asked, store) = (ask.to_vec(), self.local.clone());
-                    blocking(move || check_frames(asked, frames, &store)).await?
+                    let unwritten = self.unwritten.clone();
+                    blocking(move || check_frames(asked, frames, &store, &unwritten)).await?
                 }
                 Ok(_) => Checked::failed("answered other ids than asked"),
                 Err(e) => Checked::failed(&e.to_string()),
@@ -1008,11 +1066,13 @@ impl Checked {
     }
 }
 
-/// Checks each chunk of an answer against its id and keeps the good ones in `store`.
+/// Checks each chunk of an answer against its id and keeps the good ones in `store` (or
+/// holds them in `unwritten`: see [`Sources`]).
 fn check_frames(
     ids: Vec<Hash>,
     frames: Vec<Frame>,
     store: &ChunkStore,
+    unwritten: &Mutex<Option<Unwritten>>,
 ) -> Result<Checked, DataError> {
     let mut checked = Checked {
         ok: Vec::new(),
@@ -1024,7 +1084,16 @@ fn check_frames(
         match frame {
             Frame::Chunk(bytes) => match VerifiedChunk::check(id, bytes) {
                 Ok(c) => {
-                    store.put_verified(&c)?;
+                    let mut unwritten = unwritten.lock().unwrap_or_else(|p| p.into_inner());
+                    match unwritten.as_mut() {
+                        Some(u) if !u.again.contains(c.id()) => {
+                            u.held.insert(*c.id(), c.clone());
+                        }
+                        _ => {
+                            drop(unwritten);
+                            store.put_verified(&c)?;
+                        }
+                    }
                     checked.ok.push(c);
                 }
                 Err(_) => checked.forged += 1,
@@ -1067,6 +1136,14 @@ async fn fetch_manifest(
     Ok(read_manifest(cid, key, params, local)?)
 }
 
+/// `path` (a manifest path) as a relative path of plain components, or None.
+fn plain_path(path: &str) -> Option<&Path> {
+    let path = Path::new(path);
+    path.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+        .then_some(path)
+}
+
 /// Fetches tree `cid` from `sources` (nodes, peers) into `dest`, `opts.streams` chunks at a
 /// time; chunks already in `local` are not fetched again, fetched ones are kept there.
 pub async fn pull_tree_from(
@@ -1093,7 +1170,31 @@ pub async fn pull_tree_from(
         opts.checkpoint_bytes,
         opts.cache_max_bytes.map(|max| (local.clone(), max)),
     )?;
-    opts.progress.add(hooks.done_bytes(&manifest));
+    if opts.resume_from_files {
+        // What a cut-off pull finished in files it had not journaled yet.
+        let partial: Vec<(usize, std::path::PathBuf, Vec<Hash>)> = manifest
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| e.kind == gridwork_transfer::EntryKind::File && !hooks.done(*i))
+            .filter_map(|(i, e)| Some((i, dest.join(plain_path(&e.path)?), e.chunks.clone())))
+            .collect();
+        let (key, params) = (key.clone(), opts.params);
+        let kept = blocking(move || {
+            let mut kept = HashMap::new();
+            for (i, path, chunks) in partial {
+                let prefix = sealed_prefix(&path, &chunks, &key, params)?;
+                if prefix.0 > 0 {
+                    kept.insert(i, prefix);
+                }
+            }
+            Ok(kept)
+        })
+        .await?;
+        hooks.keep_prefixes(kept);
+    }
+    let in_place = hooks.done_bytes(&manifest);
+    opts.progress.add(in_place);
     // The chunks of the files still to write, in manifest order, each with its share of its
     // file's size.
     let ids: Vec<(Hash, u64)> = manifest
@@ -1101,11 +1202,24 @@ pub async fn pull_tree_from(
         .iter()
         .enumerate()
         .filter(|(i, _)| !hooks.done(*i))
-        .flat_map(|(_, e)| {
+        .flat_map(|(i, e)| {
             let share = e.size.div_ceil(e.chunks.len().max(1) as u64).max(1);
-            e.chunks.iter().map(move |id| (*id, share))
+            e.chunks[hooks.kept(i).0.min(e.chunks.len())..]
+                .iter()
+                .map(move |id| (*id, share))
         })
         .collect();
+    if opts.resume_from_files {
+        // Fetched chunks go to their files only; one the tree names again later is kept, so
+        // it is not fetched twice.
+        let mut seen = HashSet::with_capacity(ids.len());
+        let again: HashSet<Hash> = ids
+            .iter()
+            .filter(|(id, _)| !seen.insert(*id))
+            .map(|(id, _)| *id)
+            .collect();
+        sources.keep_only(again);
+    }
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, TreeError>>(4);
     let dest_path = dest.to_path_buf();
@@ -1181,25 +1295,30 @@ pub async fn pull_tree_from(
         .flat_map(|fetched| stream::iter(open_slices(fetched)))
         .map(|slice| async {
             let (batch, fetched) = slice?;
-            match open_all(&batch, fetched).await {
+            let opened = match open_all(&batch, fetched).await {
                 // A chunk left the local store after it was counted there (a trim of the
                 // cache to its size): fetch the whole slice from the sources.
                 Err(DataError::Tree(TreeError::Missing { .. })) => {
                     open_all(&batch, fetch(batch.clone()).await?).await
                 }
                 other => other,
-            }
+            };
+            Ok::<_, DataError>((batch, opened?))
         })
         .buffered(OPEN_AHEAD);
     let mut failure = None;
-    'fetching: while let Some(batch) = plaintexts.next().await {
-        match batch {
-            Ok(batch) => {
-                for plain in batch {
+    'fetching: while let Some(slice) = plaintexts.next().await {
+        match slice {
+            Ok((batch, plaintexts)) => {
+                for plain in plaintexts {
                     opts.progress.add(plain.len() as u64);
                     if tx.send(Ok(plain)).await.is_err() {
                         break 'fetching; // the writer stopped; its error says why
                     }
+                }
+                // With the writer now: a failure from here on need not keep them.
+                for (id, _) in &batch {
+                    sources.opened(id);
                 }
             }
             Err(e) => {
@@ -1213,10 +1332,10 @@ pub async fn pull_tree_from(
     let written = writer
         .await
         .map_err(|e| DataError::Tree(TreeError::Malformed(format!("writing stopped: {e}"))))?;
-    if let Some(e) = failure {
+    if let Some(e) = failure.or(written.err().map(DataError::from)) {
+        sources.keep_held()?;
         return Err(e);
     }
-    written?;
     let sources = sources.reports();
     Ok(PullReport {
         cid: *cid,
@@ -1224,6 +1343,7 @@ pub async fn pull_tree_from(
         bytes: file_bytes,
         chunks_received: sources.iter().map(|s| s.chunks).sum(),
         bytes_received: sources.iter().map(|s| s.bytes).sum(),
+        bytes_in_place: in_place,
         sources,
         request_bytes: sizer.target(),
     })

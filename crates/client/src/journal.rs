@@ -26,6 +26,9 @@ pub(crate) struct Checkpoints {
     dest: PathBuf,
     journal: Option<(PathBuf, File)>,
     done: HashSet<usize>,
+    /// Chunks (and their bytes) at the start of files not journaled that a cut-off pull
+    /// finished, found in the files themselves.
+    kept: HashMap<usize, (usize, u64)>,
     /// Files written since the last checkpoint, with their paths.
     pending: Vec<(usize, PathBuf)>,
     pending_bytes: u64,
@@ -104,6 +107,7 @@ impl Checkpoints {
             dest: dest.to_path_buf(),
             journal,
             done: done.into_keys().collect(),
+            kept: HashMap::new(),
             pending: Vec::new(),
             pending_bytes: 0,
             every: every.max(1),
@@ -113,13 +117,20 @@ impl Checkpoints {
         })
     }
 
-    /// Bytes of the files already in place.
+    /// Bytes already in place: whole files, and the kept starts of others.
     pub(crate) fn done_bytes(&self, manifest: &TreeManifest) -> u64 {
-        self.done
+        let whole: u64 = self
+            .done
             .iter()
             .filter_map(|&i| manifest.entries.get(i))
             .map(|e| e.size)
-            .sum()
+            .sum();
+        whole + self.kept.values().map(|(_, bytes)| bytes).sum::<u64>()
+    }
+
+    /// Records the chunks at the start of files (by entry index) that are already in place.
+    pub(crate) fn keep_prefixes(&mut self, kept: HashMap<usize, (usize, u64)>) {
+        self.kept = kept;
     }
 
     /// Makes the files written since the last checkpoint durable, lists them in the
@@ -162,6 +173,10 @@ impl Checkpoints {
 impl WriteHooks for Checkpoints {
     fn done(&self, index: usize) -> bool {
         self.done.contains(&index)
+    }
+
+    fn kept(&self, index: usize) -> (usize, u64) {
+        self.kept.get(&index).copied().unwrap_or((0, 0))
     }
 
     fn written(&mut self, index: usize, path: &Path, bytes: u64) -> Result<(), TreeError> {

@@ -123,9 +123,14 @@ pub(crate) enum DataCommand {
         /// lack the tree are skipped after one probe.
         #[arg(long)]
         from_providers: bool,
+        /// Also keep the fetched chunks in the local cache (up to --cache-max-gib), so a
+        /// later pull of this tree, or of another sharing chunks with it, fetches only what
+        /// the cache lacks. Off: each byte is written once, to its file.
+        #[arg(long)]
+        keep_cache: bool,
     },
-    /// Empty the local chunk cache (GRIDWORK_HOME/chunks). It only lets interrupted pushes
-    /// and pulls resume without work; the node keeps pushed trees for its retention period.
+    /// Empty the local chunk cache (GRIDWORK_HOME/chunks). It only saves later pulls work;
+    /// the node keeps pushed trees for its retention period.
     Gc,
     /// What the node stores for an account (default: --key): pinned trees, uploads not yet
     /// pinned, and its quota.

@@ -446,6 +446,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             streams,
             peers,
             from_providers,
+            keep_cache,
         } => {
             let cid: Hash = cid.parse()?;
             let me = signing_key(cli)?;
@@ -471,10 +472,14 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             std::fs::write(&marker, cid.to_string())
                 .with_context(|| format!("writing {}", marker.display()))?;
             // Files written are synced and listed in a journal beside the marker every GiB,
-            // so a pull run again skips them, and the cache is trimmed behind it.
+            // so a pull run again skips them, and the cache is trimmed behind it. Unless asked
+            // to keep a cache, fetched chunks go to the files only (each byte written once): a
+            // pull run again finds what a cut-off one finished in the files it had not
+            // journaled.
             let journal = marker.with_extension("journal");
             let opts = TransferOptions {
                 journal: Some(journal.clone()),
+                resume_from_files: !keep_cache,
                 cache_max_bytes: Some(cli.cache_max_gib.saturating_mul(1 << 30)),
                 ..TransferOptions::with_streams(*streams)
             };
@@ -499,12 +504,13 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             let secs = started.elapsed().as_secs_f64();
             emit(cli.json, &report, || {
                 let mut lines = vec![format!(
-                    "{} files, {} bytes into {} in {secs:.2} s ({} chunks, {} bytes fetched)",
+                    "{} files, {} bytes into {} in {secs:.2} s ({} chunks, {} bytes fetched; {} bytes were in place)",
                     report.files,
                     report.bytes,
                     out.display(),
                     report.chunks_received,
-                    report.bytes_received
+                    report.bytes_received,
+                    report.bytes_in_place
                 )];
                 if report.sources.len() > 1 {
                     for s in &report.sources {

@@ -260,14 +260,31 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         let push_s = t.elapsed().as_secs_f64();
         let push_peak_mib = peak_memory_mib();
 
+        // As `data pull` runs: chunks written to their files only.
         eprintln!("pull");
         let pull_store = ChunkStore::open(dir.join("pull-cache"), None)?;
+        let files_only = TransferOptions {
+            resume_from_files: true,
+            ..TransferOptions::with_streams(streams)
+        };
         settle();
         let t = Instant::now();
         let pull = client
-            .pull_tree(&push.cid, &key, &pull_store, &dir.join("pulled"), &opts)
+            .pull_tree(&push.cid, &key, &pull_store, &dir.join("pulled"), &files_only)
             .await?;
         let pull_s = t.elapsed().as_secs_f64();
+        // As a worker pulls: every chunk also kept in its cache, to serve peers.
+        eprintln!("pull, keeping a cache");
+        let cached_store = ChunkStore::open(dir.join("cached-pull-cache"), None)?;
+        settle();
+        let t = Instant::now();
+        client
+            .pull_tree(&push.cid, &key, &cached_store, &dir.join("cached-pull"), &opts)
+            .await?;
+        let cached_pull_s = t.elapsed().as_secs_f64();
+        drop(cached_store);
+        std::fs::remove_dir_all(dir.join("cached-pull-cache"))?;
+        std::fs::remove_dir_all(dir.join("cached-pull"))?;
 
         // Change 1% of the files (a few bytes in the middle of each).
         let step = 100usize;
@@ -335,6 +352,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         eprintln!("a journaled pull with no cache kept, cut at 50%, then resumed");
         let journaled = TransferOptions {
             journal: Some(dir.join("journal")),
+            resume_from_files: true,
             checkpoint_bytes: 64 << 20,
             cache_max_bytes: Some(0),
             ..TransferOptions::with_streams(streams)
@@ -359,6 +377,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "rsync_copy_mb_s": rsync_s.map(|s| mb / s),
             "push_mb_s": mb / push_s,
             "pull_mb_s": mb / pull_s,
+            "pull_cached_mb_s": mb / cached_pull_s,
             "push_vs_cp": cp_s / push_s,
             "pull_vs_cp": cp_s / pull_s,
             "bytes_sent": push.bytes_sent,
@@ -379,6 +398,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "journal_cut_received_bytes": cut_received,
             "journal_cache_bytes_at_cut": lean_cache_at_cut,
             "journal_resume_bytes_received": lean.bytes_received,
+            "journal_resume_bytes_in_place": lean.bytes_in_place,
             "journal_resume_extra_bytes": (cut_received + lean.bytes_received).saturating_sub(sealed_total),
             "blake3_one_buffer_gb_s": hashing.0,
             "chunk_verify_gb_s": hashing.1,
@@ -403,12 +423,13 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ("cp -r", format!("{} MB/s", f("cp_mb_s"))),
             ("rsync -a", format!("{} MB/s", f("rsync_copy_mb_s"))),
             ("push", format!("{} MB/s verified goodput ({:.2}x cp), {} bytes sent", f("push_mb_s"), report["push_vs_cp"].as_f64().unwrap_or(0.0), n("bytes_sent"))),
-            ("pull", format!("{} MB/s verified goodput ({:.2}x cp)", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
+            ("pull", format!("{} MB/s verified goodput ({:.2}x cp), as `data pull`: chunks written to their files only", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
+            ("pull+cache", format!("{} MB/s, as a worker pulls: every chunk also kept in its cache", f("pull_cached_mb_s"))),
             ("re-push", format!("{} bytes sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
             ("re-push time", format!("{:.2} s, {} of {} files read; rsync -a --no-whole-file: {} s", report["repush_s"].as_f64().unwrap_or(0.0), n("repush_files_read"), report["files"], report["rsync_repush_s"].as_f64().map_or("-".to_string(), |v| format!("{v:.2}")))),
             ("push memory", format!("{} MiB at the peak (node, client and bench in one process)", f("push_peak_memory_mib"))),
             ("resume", format!("{} bytes fetched after a cut at 50% ({} fetched before the cut; the rest is {} bytes)", n("resume_bytes_received"), n("resume_fetched_before_cut"), n("resume_expected_bytes"))),
-            ("journaled", format!("cut at 50% with no cache kept behind 64 MiB checkpoints: {} bytes fetched before the cut, {} cached at the cut, {} after; {} bytes fetched twice", n("journal_cut_received_bytes"), n("journal_cache_bytes_at_cut"), n("journal_resume_bytes_received"), n("journal_resume_extra_bytes"))),
+            ("journaled", format!("as `data pull`, cut at 50%, 64 MiB checkpoints: {} bytes fetched before the cut, {} cached at the cut, {} after ({} file bytes found in place); {} bytes fetched twice", n("journal_cut_received_bytes"), n("journal_cache_bytes_at_cut"), n("journal_resume_bytes_received"), n("journal_resume_bytes_in_place"), n("journal_resume_extra_bytes"))),
             ("hashing", format!("chunk verification {:.2} GB/s, {:.0}% of single-core BLAKE3 over one buffer ({:.2} GB/s)", report["chunk_verify_gb_s"].as_f64().unwrap_or(0.0), 100.0 * report["hashing_vs_blake3"].as_f64().unwrap_or(0.0), report["blake3_one_buffer_gb_s"].as_f64().unwrap_or(0.0))),
         ])
     })

@@ -22,7 +22,7 @@ mod tree;
 
 pub use chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 pub use keys::{proof_lock, unwrap_key, wrap_key, DataKey, WrappedKey};
-pub use pack::PackIndex;
+pub use pack::{sealed_prefix, PackIndex};
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{

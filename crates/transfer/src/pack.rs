@@ -409,6 +409,39 @@ impl Shared<'_> {
     }
 }
 
+/// How many of `chunks` (a file's chunk ids, in order) the file at `path` already holds at
+/// its start, and their bytes: its bytes are cut as packing cuts them and sealed under `key`,
+/// and each chunk counts while its id matches. A pull that was cut off takes these from the
+/// file instead of fetching them again. No file, or another kind of entry there: none.
+pub fn sealed_prefix(
+    path: &Path,
+    chunks: &[Hash],
+    key: &DataKey,
+    params: ChunkParams,
+) -> Result<(usize, u64), TreeError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() && meta.len() > 0 => {}
+        Ok(_) => return Ok((0, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io(path)(e)),
+    }
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut window = Vec::new();
+    let mut cutter = Cutter::new(file, params, &mut window);
+    let (mut count, mut bytes) = (0usize, 0u64);
+    while let Some(expected) = chunks.get(count) {
+        let Some(plain) = cutter.next_chunk().map_err(io(path))? else {
+            break;
+        };
+        if crate::chunk::seal(key, plain).0 != *expected {
+            break;
+        }
+        count += 1;
+        bytes += plain.len() as u64;
+    }
+    Ok((count, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -504,6 +504,14 @@ pub trait WriteHooks {
         false
     }
 
+    /// How many chunks at the start of file entry `index` are already in place, and their
+    /// bytes: the writer keeps them (cutting off whatever follows) and writes the rest after
+    /// them; they are not in the stream.
+    fn kept(&self, index: usize) -> (usize, u64) {
+        let _ = index;
+        (0, 0)
+    }
+
     /// File entry `index` (`bytes` long) has been written whole, at `path`, and closed.
     fn written(&mut self, index: usize, path: &Path, bytes: u64) -> Result<(), TreeError> {
         let _ = (index, path, bytes);
@@ -533,9 +541,23 @@ pub fn write_tree_with(
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent).map_err(io(parent))?;
                 }
-                let mut file = std::fs::File::create(&path).map_err(io(&path))?;
-                let mut written = 0u64;
-                for id in &e.chunks {
+                let (skip, kept) = hooks.kept(index);
+                let skip = skip.min(e.chunks.len());
+                let mut file = if skip > 0 {
+                    use std::io::Seek;
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io(&path))?;
+                    file.set_len(kept).map_err(io(&path))?;
+                    file.seek(std::io::SeekFrom::Start(kept))
+                        .map_err(io(&path))?;
+                    file
+                } else {
+                    std::fs::File::create(&path).map_err(io(&path))?
+                };
+                let mut written = if skip > 0 { kept } else { 0 };
+                for id in &e.chunks[skip..] {
                     let plain = chunks.next().ok_or(TreeError::Missing { id: *id })??;
                     written += plain.len() as u64;
                     if written > e.size {

@@ -1133,6 +1133,62 @@ async fn an_interrupted_pull_resumes_without_fetching_finished_chunks_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_that_writes_chunks_only_to_files_resumes_from_what_they_hold() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 3 MB: requests of about 1 MB, the first of which gets through before the cut.
+    let (src, cid, key, opts) = pushed_tree(&t, dir.path(), 30).await;
+    let opts = TransferOptions {
+        resume_from_files: true,
+        streams: 1,
+        ..opts
+    };
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("out");
+    let cut = CutSource {
+        inner: &t.client,
+        left: std::sync::atomic::AtomicI64::new(50),
+    };
+    let err = pull_tree_from(&[&cut], &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    let manifest = t
+        .client
+        .tree_manifest(&cid, &key, opts.params, &store)
+        .await
+        .unwrap();
+    let data = manifest.chunk_ids();
+    assert_eq!(
+        store.missing(data.iter()).len(),
+        data.len(),
+        "fetched chunks went to the files only"
+    );
+    // A finished file altered since: its chunks from the altered one on are fetched again.
+    let altered = out.join("0.bin");
+    let mut bytes = std::fs::read(&altered).unwrap();
+    assert_eq!(
+        bytes.len(),
+        100_000,
+        "the first file was finished before the cut"
+    );
+    bytes[60_000] ^= 1;
+    std::fs::write(&altered, bytes).unwrap();
+
+    let resumed = pull_tree_from(&[&t.client], &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    assert!(resumed.bytes_in_place > 100_000, "{resumed:?}");
+    assert!(
+        resumed.chunks_received + 10 <= data.len() as u64,
+        "{} of {} chunks fetched again",
+        resumed.chunks_received,
+        data.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_move_in_few_requests() {
     let t = TestNode::start().await;
     let dir = tempfile::tempdir().unwrap();

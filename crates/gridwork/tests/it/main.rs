@@ -689,15 +689,15 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         std::fs::read(again.join("a/1.bin")).unwrap()
     );
 
-    // Two pulls at once share the local cache (each process appends to packs it locks);
-    // a third pull afterwards finds every chunk in the cache and fetches nothing.
+    // Asked to keep a cache, two pulls at once share it (each process appends to packs it
+    // locks); a third pull afterwards finds every chunk in the cache and fetches nothing.
     cli.json(&["data", "gc"], &[]);
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     std::thread::scope(|s| {
         for out in [&one, &two] {
             let cli = &cli;
             let cid = cid.as_str();
-            s.spawn(move || cli.json(&pull(cid, out, &[]), &[]));
+            s.spawn(move || cli.json(&pull(cid, out, &["--keep-cache"]), &[]));
         }
     });
     for out in [&one, &two] {
@@ -714,7 +714,7 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     // everything again.
     let none = [("GRIDWORK_CACHE_MAX_GIB", "0")];
     let four = dir.path().join("four");
-    cli.json(&pull(&cid, &four, &[]), &none);
+    cli.json(&pull(&cid, &four, &["--keep-cache"]), &none);
     let gc = cli.json(&["data", "gc"], &[]);
     assert_eq!(gc["freed_bytes"], 0, "the pull left nothing to free: {gc}");
     let five = dir.path().join("five");

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use gridwork_transfer::{
-    manifest_chunks, pack, pack_with_index, read_manifest, seal, tree_digest, unpack, ChunkParams,
-    ChunkSink, ChunkStore, DataKey, PackIndex, SealError, StoreError, TreeError,
+    manifest_chunks, pack, pack_with_index, read_manifest, seal, sealed_prefix, tree_digest,
+    unpack, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, SealError, StoreError,
+    TreeError,
 };
 use gridwork_types::Hash;
 
@@ -258,6 +259,56 @@ fn a_file_larger_than_a_packing_window_packs_on_every_core_and_round_trips() {
     );
     unpack(&cid, &key, P, &store, &dir.path().join("out")).unwrap();
     assert!(std::fs::read(dir.path().join("out/large.bin")).unwrap() == big);
+}
+
+#[test]
+fn a_partly_written_file_counts_only_its_leading_chunks_that_seal_to_the_manifests_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = vec![0u8; 1_000_000];
+    blake3::Hasher::new()
+        .update(b"prefix")
+        .finalize_xof()
+        .fill(&mut data);
+    let key = DataKey::generate();
+    let ranges = gridwork_transfer::chunk_ranges(&data, P);
+    let ids: Vec<Hash> = ranges
+        .iter()
+        .map(|&(at, len)| seal(&key, &data[at..at + len]).0)
+        .collect();
+    let path = dir.path().join("f");
+    assert_eq!(
+        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        (0, 0),
+        "no file"
+    );
+
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(
+        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        (ids.len(), data.len() as u64),
+        "a whole file"
+    );
+    // Cut inside chunk 10: the ten before it count, the torn one does not.
+    let (at, len) = ranges[10];
+    std::fs::write(&path, &data[..at + len / 2]).unwrap();
+    assert_eq!(
+        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        (10, at as u64)
+    );
+    // One byte altered in chunk 4: the four before it count.
+    let mut altered = data.clone();
+    altered[ranges[4].0 + 7] ^= 1;
+    std::fs::write(&path, &altered).unwrap();
+    assert_eq!(
+        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        (4, ranges[4].0 as u64)
+    );
+    // Another key seals other ids: nothing counts.
+    std::fs::write(&path, &data).unwrap();
+    assert_eq!(
+        sealed_prefix(&path, &ids, &DataKey::generate(), P).unwrap(),
+        (0, 0)
+    );
 }
 
 #[test]
