@@ -868,17 +868,13 @@ impl<'a> Sources<'a> {
         }
     }
 
-    /// The pull failed: puts the chunks fetched and not yet written into the local store, so
-    /// a pull run again does not fetch them.
-    fn keep_held(&self) -> Result<(), DataError> {
-        let held = match self.unwritten().as_mut() {
-            Some(u) => std::mem::take(&mut u.held),
-            None => return Ok(()),
-        };
-        for chunk in held.into_values() {
-            self.local.put_verified(&chunk)?;
+    /// The chunks fetched and not yet handed to the writer (taken: a failed pull puts them
+    /// into the local store, so a pull run again does not fetch them).
+    fn take_held(&self) -> Vec<VerifiedChunk> {
+        match self.unwritten().as_mut() {
+            Some(u) => std::mem::take(&mut u.held).into_values().collect(),
+            None => Vec::new(),
         }
-        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Vec<SourceState>> {
@@ -1333,7 +1329,14 @@ pub async fn pull_tree_from(
         .await
         .map_err(|e| DataError::Tree(TreeError::Malformed(format!("writing stopped: {e}"))))?;
     if let Some(e) = failure.or(written.err().map(DataError::from)) {
-        sources.keep_held()?;
+        // Best effort: the pull's own error says what went wrong (a full disk fails this too).
+        let (held, store) = (sources.take_held(), local.clone());
+        let _ = blocking(move || {
+            held.iter()
+                .try_for_each(|c| store.put_verified(c))
+                .map_err(DataError::from)
+        })
+        .await;
         return Err(e);
     }
     let sources = sources.reports();

@@ -1188,6 +1188,92 @@ async fn a_pull_that_writes_chunks_only_to_files_resumes_from_what_they_hold() {
     );
 }
 
+/// A source that fails, after a second, every request that asks for `poison`, and records
+/// every id it is asked for.
+struct PoisonedSource<'a> {
+    inner: &'a Client,
+    poison: Option<gridwork_types::Hash>,
+    asked: std::sync::Mutex<Vec<gridwork_types::Hash>>,
+}
+
+impl ChunkSource for PoisonedSource<'_> {
+    fn label(&self) -> String {
+        "poisoned".into()
+    }
+
+    fn fetch_chunks<'a>(
+        &'a self,
+        ids: &'a [gridwork_types::Hash],
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+        Box::pin(async move {
+            self.asked.lock().unwrap().extend_from_slice(ids);
+            if self.poison.is_some_and(|p| ids.contains(&p)) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Err(ClientError::Unreachable {
+                    url: "poisoned".into(),
+                    message: "connection reset".into(),
+                });
+            }
+            self.inner.fetch_chunks(ids).await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_fetched_ahead_of_a_failed_request_are_kept_for_the_next_pull() {
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, cid, key, opts) = pushed_tree(&t, dir.path(), 40).await;
+    let opts = TransferOptions {
+        resume_from_files: true,
+        streams: 4,
+        ..opts
+    };
+    let store = gridwork_transfer::ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let manifest = t
+        .client
+        .tree_manifest(&cid, &key, opts.params, &store)
+        .await
+        .unwrap();
+    let data = manifest.chunk_ids();
+    // Four requests of about 1 MB go out at once. The one for a chunk 30% into the tree
+    // fails, a second late: the first request's chunks are written by then, and the answers
+    // to the two after it are in hand.
+    let first = PoisonedSource {
+        inner: &t.client,
+        poison: Some(data[data.len() * 3 / 10]),
+        asked: Default::default(),
+    };
+    let out = dir.path().join("out");
+    pull_tree_from(&[&first], &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap_err();
+    let kept: Vec<_> = data.iter().filter(|id| store.has(id)).copied().collect();
+    assert!(
+        !kept.is_empty(),
+        "chunks fetched past the failed request are in the cache"
+    );
+
+    let again = PoisonedSource {
+        inner: &t.client,
+        poison: None,
+        asked: Default::default(),
+    };
+    pull_tree_from(&[&again], &cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+    let asked = again.asked.lock().unwrap();
+    assert!(
+        kept.iter().all(|id| !asked.contains(id)),
+        "a kept chunk was fetched again"
+    );
+    assert!(
+        asked.len() < data.len() - kept.len(),
+        "files held chunks too"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_small_files_move_in_few_requests() {
     let t = TestNode::start().await;
