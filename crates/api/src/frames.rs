@@ -90,10 +90,29 @@ pub fn push_chunk(out: &mut Vec<u8>, id: &Hash, bytes: &[u8]) {
 }
 
 fn push_raw(out: &mut Vec<u8>, id: &Hash, status: u8, bytes: &[u8]) {
-    out.extend_from_slice(id.as_bytes());
-    out.push(status);
-    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&frame_header(id, status, bytes.len()));
     out.extend_from_slice(bytes);
+}
+
+/// The bytes before a frame's payload: `id || status || len`.
+fn frame_header(id: &Hash, status: u8, len: usize) -> [u8; 37] {
+    let mut head = [0u8; 37];
+    head[..32].copy_from_slice(id.as_bytes());
+    head[32] = status;
+    head[33..].copy_from_slice(&(len as u32).to_le_bytes());
+    head
+}
+
+/// The frames of an upload of `chunks` as pieces of a body: each chunk's header, then the
+/// chunk itself (shared, not copied). Their lengths add up to the body's.
+pub fn upload_pieces(chunks: &[(Hash, Bytes)]) -> Vec<Bytes> {
+    chunks
+        .iter()
+        .flat_map(|(id, bytes)| {
+            let head = frame_header(id, 1, bytes.len());
+            [Bytes::copy_from_slice(&head), bytes.clone()]
+        })
+        .collect()
 }
 
 /// The answer to a fetch of `ids`: one frame per id, chunks past [`MAX_RESPONSE_BYTES`]

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use gridwork_api::frames::{push_chunk, read_answer, Frame};
+use gridwork_api::frames::{read_answer, Frame};
 use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, StorageView, KEY_PROOF_HEADER};
 use gridwork_transfer::{
     manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix, unwrap_key, wrap_key,
@@ -334,23 +334,25 @@ impl Client {
     }
 
     /// Several chunks in one upload.
-    async fn put_chunks(&self, chunks: &[(Hash, Vec<u8>)]) -> Result<(), ClientError> {
+    async fn put_chunks(&self, chunks: &[(Hash, bytes::Bytes)]) -> Result<(), ClientError> {
         self.signed_write(|| self.put_chunks_once(chunks)).await
     }
 
-    async fn put_chunks_once(&self, chunks: &[(Hash, Vec<u8>)]) -> Result<(), ClientError> {
+    async fn put_chunks_once(&self, chunks: &[(Hash, bytes::Bytes)]) -> Result<(), ClientError> {
         let url = format!("{}/v1/chunks", self.base_url());
-        let mut body =
-            gridwork_api::frames::take_buffer(chunks.iter().map(|(_, b)| b.len() + 37).sum());
-        for (id, bytes) in chunks {
-            push_chunk(&mut body, id, bytes);
-        }
+        // The body streams the sealed chunks as they are (a copy of each into one buffer was
+        // 3% of a push's CPU).
+        let pieces = gridwork_api::frames::upload_pieces(chunks);
+        let length: usize = pieces.iter().map(|p| p.len()).sum();
+        let body = reqwest::Body::wrap_stream(stream::iter(
+            pieces.into_iter().map(Ok::<_, std::io::Error>),
+        ));
         let ids: Vec<u8> = chunks.iter().flat_map(|(id, _)| id.0).collect();
-        let body = gridwork_api::frames::share(body);
         let request = self
             .http()
             .post(&url)
             .header("content-type", "application/octet-stream")
+            .header("content-length", length)
             .body(body);
         let digest = Hash::of(&ids);
         let request = self.sign(request, "POST", "/v1/chunks", &digest).await?;
@@ -629,9 +631,10 @@ impl Client {
     ) -> Result<(u64, u64), DataError> {
         let ids = batch.iter().map(|(id, _)| *id).collect();
         let missing: HashSet<Hash> = self.missing_chunks(ids).await?.into_iter().collect();
-        let mut pending: Vec<(Hash, Vec<u8>)> = batch
+        let mut pending: Vec<(Hash, bytes::Bytes)> = batch
             .into_iter()
             .filter(|(id, _)| missing.contains(id))
+            .map(|(id, sealed)| (id, bytes::Bytes::from(sealed)))
             .collect();
         let (mut chunks, mut bytes) = (0, 0);
         while !pending.is_empty() {
@@ -645,7 +648,7 @@ impl Client {
                     first || size <= target
                 })
                 .count();
-            let request: Vec<(Hash, Vec<u8>)> = pending.drain(..take).collect();
+            let request: Vec<(Hash, bytes::Bytes)> = pending.drain(..take).collect();
             let n: u64 = request.iter().map(|(_, b)| b.len() as u64).sum();
             let started = Instant::now();
             self.put_chunks(&request).await?;

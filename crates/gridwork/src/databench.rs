@@ -191,6 +191,22 @@ fn peak_memory_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU time this process has used (user and system, all threads), in seconds (Linux; elsewhere
+/// zero). The bench runs node and client in one process, so a phase's share is both sides'.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) start at the state, field 3;
+            // utime and stime are fields 14 and 15, in ticks of 1/100 s.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i - 3)?.parse::<f64>().ok();
+            Some((ticks(14)? + ticks(15)?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Writes dirty pages out before a timed phase, so no phase pays for an earlier one's
 /// writeback (without it, rates on this machine swung by 3x with the order of phases).
 fn settle() {
@@ -255,9 +271,10 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         eprintln!("push");
         settle();
         reset_peak_memory();
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_seconds());
         let push = client.push_tree(&src, &key, &opts).await?;
         let push_s = t.elapsed().as_secs_f64();
+        let push_cpu_s = cpu_seconds() - cpu;
         let push_peak_mib = peak_memory_mib();
 
         // As `data pull` runs: chunks written to their files only.
@@ -268,11 +285,12 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ..TransferOptions::with_streams(streams)
         };
         settle();
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_seconds());
         let pull = client
             .pull_tree(&push.cid, &key, &pull_store, &dir.join("pulled"), &files_only)
             .await?;
         let pull_s = t.elapsed().as_secs_f64();
+        let pull_cpu_s = cpu_seconds() - cpu;
         // As a worker pulls: every chunk also kept in its cache, to serve peers.
         eprintln!("pull, keeping a cache");
         let cached_store = ChunkStore::open(dir.join("cached-pull-cache"), None)?;
@@ -378,6 +396,9 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "push_mb_s": mb / push_s,
             "pull_mb_s": mb / pull_s,
             "pull_cached_mb_s": mb / cached_pull_s,
+            "push_cpu_s_per_gb": push_cpu_s / (bytes as f64 / 1e9),
+            "pull_cpu_s_per_gb": pull_cpu_s / (bytes as f64 / 1e9),
+            "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
             "push_vs_cp": cp_s / push_s,
             "pull_vs_cp": cp_s / pull_s,
             "bytes_sent": push.bytes_sent,
@@ -427,6 +448,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ("pull+cache", format!("{} MB/s, as a worker pulls: every chunk also kept in its cache", f("pull_cached_mb_s"))),
             ("re-push", format!("{} bytes sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
             ("re-push time", format!("{:.2} s, {} of {} files read; rsync -a --no-whole-file: {} s", report["repush_s"].as_f64().unwrap_or(0.0), n("repush_files_read"), report["files"], report["rsync_repush_s"].as_f64().map_or("-".to_string(), |v| format!("{v:.2}")))),
+            ("cpu", format!("push {:.2} and pull {:.2} CPU seconds per GB, node and client together, on {} cores; 1.2 GB/s would keep {:.1} and {:.1} cores busy", report["push_cpu_s_per_gb"].as_f64().unwrap_or(0.0), report["pull_cpu_s_per_gb"].as_f64().unwrap_or(0.0), report["cores"], 1.2 * report["push_cpu_s_per_gb"].as_f64().unwrap_or(0.0), 1.2 * report["pull_cpu_s_per_gb"].as_f64().unwrap_or(0.0))),
             ("push memory", format!("{} MiB at the peak (node, client and bench in one process)", f("push_peak_memory_mib"))),
             ("resume", format!("{} bytes fetched after a cut at 50% ({} fetched before the cut; the rest is {} bytes)", n("resume_bytes_received"), n("resume_fetched_before_cut"), n("resume_expected_bytes"))),
             ("journaled", format!("as `data pull`, cut at 50%, 64 MiB checkpoints: {} bytes fetched before the cut, {} cached at the cut, {} after ({} file bytes found in place); {} bytes fetched twice", n("journal_cut_received_bytes"), n("journal_cache_bytes_at_cut"), n("journal_resume_bytes_received"), n("journal_resume_bytes_in_place"), n("journal_resume_extra_bytes"))),
