@@ -1425,6 +1425,8 @@ impl Node {
                 first: *first,
             });
         }
+        // The pin promises the tree: its chunks are made durable before it is written.
+        store.sync()?;
         // What the tree keeps stored: each of its chunks once.
         let distinct: HashSet<Hash> = named.iter().copied().collect();
         let bytes = store.stored_bytes(distinct.iter());
@@ -1487,8 +1489,9 @@ impl Node {
         }
         .encode(&lock);
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, &body)
+        write_durably(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| std::fs::File::open(&pins.dir)?.sync_all())
             .map_err(file_err)?;
         // Its chunks are no longer uploads in progress.
         for (who, b) in own.into_iter().chain(dropped) {
@@ -1866,4 +1869,12 @@ impl Node {
     pub fn state_root(&self) -> Hash {
         self.lock().state.root()
     }
+}
+
+/// Writes `bytes` to a new file at `path` and syncs it.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }

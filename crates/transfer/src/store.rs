@@ -163,6 +163,8 @@ struct State {
     /// Live chunk bytes (headers not counted).
     used: u64,
     writing: HashSet<Hash>,
+    /// Packs written to since the last [`ChunkStore::sync`].
+    dirty: HashSet<u32>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -216,6 +218,7 @@ impl ChunkStore {
             active: [u32::MAX; ACTIVE_PACKS],
             used: 0,
             writing: HashSet::new(),
+            dirty: HashSet::new(),
         };
         for number in numbers {
             let pack = load_pack(&packs_dir, number, &mut state)?;
@@ -380,7 +383,49 @@ impl ChunkStore {
         p.live += record;
         drop(p);
         state.index.insert(*id, loc);
+        state.dirty.insert(number);
         Ok(())
+    }
+
+    /// Makes every chunk stored so far durable: syncs the packs (and their indexes) written
+    /// to since the last sync, and the directory that lists them. Puts are not synced one by
+    /// one; a node syncs before it answers a pin, so a tree it said it keeps survives a
+    /// crash of the machine.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dirty: Vec<(u32, Arc<Mutex<Pack>>)> = {
+            let mut state = lock(&self.state);
+            let numbers = std::mem::take(&mut state.dirty);
+            numbers
+                .into_iter()
+                .filter_map(|n| state.packs.get(&n).map(|p| (n, p.clone())))
+                .collect()
+        };
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let synced = dirty.iter().try_for_each(|(number, pack)| {
+            let (data, index) = {
+                let p = lock(pack);
+                let index = p
+                    .index
+                    .try_clone()
+                    .map_err(io(&self.pack_path(*number, "idx")))?;
+                (p.data.clone(), index)
+            };
+            data.sync_data()
+                .map_err(io(&self.pack_path(*number, "pack")))?;
+            index
+                .sync_data()
+                .map_err(io(&self.pack_path(*number, "idx")))
+        });
+        let synced = synced.and_then(|()| sync_dir(&self.dir.join("packs")));
+        if synced.is_err() {
+            // Still to be made durable by the next sync.
+            lock(&self.state)
+                .dirty
+                .extend(dirty.iter().map(|(n, _)| *n));
+        }
+        synced
     }
 
     /// The pack `lane`'s new records go to, opening the next one when it is full (or not
@@ -626,10 +671,17 @@ impl ChunkStore {
                 pack.live += record;
                 moved.push((*id, to));
             }
+            // The copies are durable before the originals go.
+            pack.data
+                .sync_data()
+                .and_then(|()| pack.index.sync_data())
+                .map_err(io(&fresh_path))?;
+            sync_dir(&self.dir.join("packs"))?;
             state.packs.insert(fresh, Arc::new(Mutex::new(pack)));
             state.index.extend(moved);
         }
         state.packs.remove(&number);
+        state.dirty.remove(&number);
         for ext in ["pack", "idx"] {
             let path = self.pack_path(number, ext);
             match std::fs::remove_file(&path) {
@@ -641,6 +693,11 @@ impl ChunkStore {
         }
         Ok(())
     }
+}
+
+/// Syncs directory `dir`, so the files created in or removed from it stay so after a crash.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// Opens (or creates) a pack's index for appending.
