@@ -817,7 +817,13 @@ struct Sources<'a> {
     /// once; the others are held until opened for the writer, and put there only if the pull
     /// fails first (fetched before a cut, they are not fetched again).
     unwritten: Arc<Mutex<Option<Unwritten>>>,
+    /// A permit per answer being checked: checks run on to the end when the pull that asked
+    /// stops, so a failed pull waits for them before it keeps what they held.
+    checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Answers checked at once, at most (more than any pull has in flight).
+const CHECKS: u32 = 1 << 16;
 
 /// Chunks a pull that writes only its files holds between fetch and file.
 struct Unwritten {
@@ -848,6 +854,7 @@ impl<'a> Sources<'a> {
             state: Mutex::new(vec![SourceState::default(); sources.len()]),
             local: local.clone(),
             unwritten: Arc::new(Mutex::new(None)),
+            checks: Arc::new(tokio::sync::Semaphore::new(CHECKS as usize)),
         }
     }
 
@@ -871,9 +878,11 @@ impl<'a> Sources<'a> {
         }
     }
 
-    /// The chunks fetched and not yet handed to the writer (taken: a failed pull puts them
-    /// into the local store, so a pull run again does not fetch them).
-    fn take_held(&self) -> Vec<VerifiedChunk> {
+    /// The chunks fetched and not yet handed to the writer, once every check in progress
+    /// ended (taken: a failed pull puts them into the local store, so a pull run again does
+    /// not fetch them).
+    async fn take_held(&self) -> Vec<VerifiedChunk> {
+        let _all = self.checks.acquire_many(CHECKS).await;
         match self.unwritten().as_mut() {
             Some(u) => std::mem::take(&mut u.held).into_values().collect(),
             None => Vec::new(),
@@ -976,7 +985,12 @@ impl<'a> Sources<'a> {
                 Ok(frames) if frames.len() == ask.len() => {
                     let (asked, store) = (ask.to_vec(), self.local.clone());
                     let unwritten = self.unwritten.clone();
-                    blocking(move || check_frames(asked, frames, &store, &unwritten)).await?
+                    let permit = self.checks.clone().acquire_owned().await;
+                    blocking(move || {
+                        let _checking = permit;
+                        check_frames(asked, frames, &store, &unwritten)
+                    })
+                    .await?
                 }
                 Ok(_) => Checked::failed("answered other ids than asked"),
                 Err(e) => Checked::failed(&e.to_string()),
@@ -1333,7 +1347,7 @@ pub async fn pull_tree_from(
         .map_err(|e| DataError::Tree(TreeError::Malformed(format!("writing stopped: {e}"))))?;
     if let Some(e) = failure.or(written.err().map(DataError::from)) {
         // Best effort: the pull's own error says what went wrong (a full disk fails this too).
-        let (held, store) = (sources.take_held(), local.clone());
+        let (held, store) = (sources.take_held().await, local.clone());
         let _ = blocking(move || {
             held.iter()
                 .try_for_each(|c| store.put_verified(c))

@@ -645,6 +645,10 @@ async fn put_chunks(
                 n += 1;
             }
         }
+        // Uploads are synced as they arrive, every 64 MiB: the disk writes while the push
+        // goes on, and the pin's sync finds little left (it took seconds at the end of a
+        // 1 GiB push), and the push's pace is the disk's.
+        node.sync_chunks_every(64 << 20)?;
         Ok(n)
     })
     .await?;

@@ -1315,6 +1315,12 @@ impl Node {
         Ok(self.chunk_store()?.missing(ids.iter()))
     }
 
+    /// Syncs the chunk store once `bytes` were stored since its last sync (see
+    /// `ChunkStore::sync_every`).
+    pub fn sync_chunks_every(&self, bytes: u64) -> Result<(), NodeError> {
+        Ok(self.chunk_store()?.sync_every(bytes)?)
+    }
+
     /// Stores a sealed chunk uploaded by `uploader`, charged to it (against its quota)
     /// until a pin names the chunk or a collection drops it.
     pub fn put_chunk_by(

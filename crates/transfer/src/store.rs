@@ -163,8 +163,9 @@ struct State {
     /// Live chunk bytes (headers not counted).
     used: u64,
     writing: HashSet<Hash>,
-    /// Packs written to since the last [`ChunkStore::sync`].
+    /// Packs written to since the last [`ChunkStore::sync`], and the bytes written.
     dirty: HashSet<u32>,
+    unsynced: u64,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -219,6 +220,7 @@ impl ChunkStore {
             used: 0,
             writing: HashSet::new(),
             dirty: HashSet::new(),
+            unsynced: 0,
         };
         for number in numbers {
             let pack = load_pack(&packs_dir, number, &mut state)?;
@@ -384,6 +386,17 @@ impl ChunkStore {
         drop(p);
         state.index.insert(*id, loc);
         state.dirty.insert(number);
+        state.unsynced += record;
+        Ok(())
+    }
+
+    /// [`ChunkStore::sync`] once `bytes` or more were written since the last sync: a writer
+    /// that calls it as it goes keeps the disk writing while it works, so the sync that
+    /// commits the whole (a pin) finds little left to write.
+    pub fn sync_every(&self, bytes: u64) -> Result<(), StoreError> {
+        if lock(&self.state).unsynced >= bytes {
+            self.sync()?;
+        }
         Ok(())
     }
 
@@ -394,6 +407,7 @@ impl ChunkStore {
     pub fn sync(&self) -> Result<(), StoreError> {
         let dirty: Vec<(u32, Arc<Mutex<Pack>>)> = {
             let mut state = lock(&self.state);
+            state.unsynced = 0;
             let numbers = std::mem::take(&mut state.dirty);
             numbers
                 .into_iter()
