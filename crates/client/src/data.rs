@@ -34,7 +34,7 @@ use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
-use crate::journal::Checkpoints;
+use crate::journal::{plain_path, Checkpoints};
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -1147,14 +1147,6 @@ async fn fetch_manifest(
         sources.fetch(group.to_vec()).await?;
     }
     Ok(read_manifest(cid, key, params, local)?)
-}
-
-/// `path` (a manifest path) as a relative path of plain components, or None.
-fn plain_path(path: &str) -> Option<&Path> {
-    let path = Path::new(path);
-    path.components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)))
-        .then_some(path)
 }
 
 /// Fetches tree `cid` from `sources` (nodes, peers) into `dest`, `opts.streams` chunks at a

@@ -199,12 +199,18 @@ fn ctime_ns(meta: &std::fs::Metadata) -> u128 {
 /// size.
 fn in_place(manifest: &TreeManifest, dest: &Path, index: usize) -> Option<u128> {
     let e = manifest.entries.get(index)?;
-    let plain = Path::new(&e.path)
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
-    if e.kind != EntryKind::File || !plain {
+    if e.kind != EntryKind::File {
         return None;
     }
-    let meta = std::fs::symlink_metadata(dest.join(&e.path)).ok()?;
+    let meta = std::fs::symlink_metadata(dest.join(plain_path(&e.path)?)).ok()?;
     (meta.is_file() && meta.len() == e.size).then(|| ctime_ns(&meta))
+}
+
+/// `path` (a manifest path) as a relative path of plain components (no `..`, not absolute),
+/// or None.
+pub(crate) fn plain_path(path: &str) -> Option<&Path> {
+    let path = Path::new(path);
+    path.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then_some(path)
 }
