@@ -685,6 +685,18 @@ pub struct StorageView {
     pub quota_bytes: Option<u64>,
 }
 
+/// `GET /v1/trees/{cid}/pin`: what a node keeps of a pinned tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinView {
+    /// Until when it is kept (ms since the epoch); past it, the next collection drops it.
+    pub until_ms: u64,
+    /// Distinct chunks the pin lists.
+    pub chunks: u64,
+    /// Their `chunk_set_digest` (docs/data-plane.md): a client that knows the set checks it
+    /// without fetching it.
+    pub chunk_set: Hash,
+}
+
 /// `GET /v1/trees/{cid}/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyGrants {

@@ -24,9 +24,11 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
 use gridwork_api::frames::{read_answer, Frame};
-use gridwork_api::{ChunkIds, KeyGrant, KeyGrants, MissingChunks, StorageView, KEY_PROOF_HEADER};
+use gridwork_api::{
+    ChunkIds, KeyGrant, KeyGrants, MissingChunks, PinView, StorageView, KEY_PROOF_HEADER,
+};
 use gridwork_transfer::{
-    manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix, unwrap_key, wrap_key,
+    chunk_set_digest, manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix, unwrap_key, wrap_key,
     write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError,
     TreeManifest, VerifiedChunk, WriteHooks,
 };
@@ -237,6 +239,10 @@ pub struct PushReport {
     pub bytes_sent: u64,
     /// The request size the transfer settled on (adapted to measured throughput).
     pub request_bytes: u64,
+    /// The tree pushed before (from [`TransferOptions::index`]) whose pin the node still
+    /// kept: the pin named only the chunk ids that changed since, and the index's chunks were
+    /// not asked about one by one.
+    pub pinned_from: Option<Hash>,
     /// Until when the node keeps the tree (ms since the epoch; each push pins it again).
     pub pinned_until_ms: u64,
     /// Bytes of pinned trees the node charges the pushing account, this one included.
@@ -491,6 +497,60 @@ impl Client {
         self.send_json(request, &url).await
     }
 
+    /// What the node keeps of tree `cid` (`None`: it is not pinned there).
+    pub async fn pin_view(&self, cid: &Hash) -> Result<Option<PinView>, ClientError> {
+        let url = format!("{}/v1/trees/{cid}/pin", self.base_url());
+        match self.send_json(self.http().get(&url), &url).await {
+            Ok(view) => Ok(Some(view)),
+            Err(e) if e.code() == Some("not_pinned") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`pin_tree`](Self::pin_tree) naming only the chunks that differ from tree `base`'s
+    /// pin, whose chunks are `base_chunks` (as the pinner recorded them): `chunks` is the
+    /// whole set the new pin must list, which the node checks by its digest. `None` (nothing
+    /// sent) when the changes would be no shorter than the whole list.
+    async fn pin_tree_from(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        base: &Hash,
+        base_chunks: &[Hash],
+        chunks: &[Hash],
+    ) -> Result<Option<Pinned>, ClientError> {
+        let old: HashSet<&Hash> = base_chunks.iter().collect();
+        let new: HashSet<&Hash> = chunks.iter().collect();
+        let added: Vec<&Hash> = new.iter().copied().filter(|id| !old.contains(id)).collect();
+        let removed: Vec<&Hash> = old.iter().copied().filter(|id| !new.contains(id)).collect();
+        if added.len() + removed.len() >= new.len() {
+            return Ok(None);
+        }
+        let mut body = Vec::with_capacity(36 + 32 * (added.len() + base_chunks.len()));
+        body.extend_from_slice(chunk_set_digest(new.iter().copied()).as_bytes());
+        body.extend_from_slice(&(added.len() as u32).to_le_bytes());
+        for id in added.iter().chain(&removed) {
+            body.extend_from_slice(id.as_bytes());
+        }
+        self.signed_write(|| async {
+            let path = format!("/v1/trees/{cid}/pin-from/{base}");
+            let url = format!("{}{path}", self.base_url());
+            let request = self
+                .http()
+                .put(&url)
+                .header("content-type", "application/octet-stream")
+                .header(
+                    KEY_PROOF_HEADER,
+                    self.holder_proof(key, cid).await?.to_string(),
+                )
+                .body(body.clone());
+            let request = self.sign(request, "PUT", &path, &Hash::of(&body)).await?;
+            self.send_json(request, &url).await
+        })
+        .await
+        .map(Some)
+    }
+
     async fn push_tree_once(
         &self,
         root: &Path,
@@ -498,7 +558,7 @@ impl Client {
         opts: &TransferOptions,
     ) -> Result<PushReport, DataError> {
         let streams = opts.streams.max(1);
-        let index = self.pack_index(opts, key).await?;
+        let (index, base) = self.pack_index(opts, key).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Hash, Vec<u8>)>(streams * 4);
         let root_slot = Arc::new(Mutex::new(None));
         let reused = Arc::new(Mutex::new(HashSet::new()));
@@ -532,13 +592,21 @@ impl Client {
             let mut batch = vec![first];
             let mut batch_bytes = batch[0].1.len();
             while batch.len() < BATCH_CHUNKS && batch_bytes < BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(chunk) => {
-                        batch_bytes += chunk.1.len();
-                        batch.push(chunk);
+                let next = match rx.try_recv() {
+                    Ok(chunk) => Some(chunk),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty)
+                        if batch_bytes < LINGER_BELOW_BYTES =>
+                    {
+                        tokio::time::timeout(BATCH_LINGER, rx.recv())
+                            .await
+                            .ok()
+                            .flatten()
                     }
-                    Err(_) => break,
-                }
+                    Err(_) => None,
+                };
+                let Some(chunk) = next else { break };
+                batch_bytes += chunk.1.len();
+                batch.push(chunk);
             }
             batch.retain(|(id, _)| seen.insert(*id));
             if batch.is_empty() {
@@ -578,10 +646,29 @@ impl Client {
         }
         seen.extend(reused.lock().unwrap_or_else(|p| p.into_inner()).iter());
         let ids: Vec<Hash> = seen.into_iter().collect();
-        let pinned = self.pin_tree(&cid, key, &ids).await?;
+        let mut pinned_from = None;
+        let mut pinned = None;
+        if let Some((base, base_chunks)) = &base {
+            // The node still keeps the tree pushed before: name only what changed.
+            match self.pin_tree_from(&cid, key, base, base_chunks, &ids).await {
+                Err(e) if PIN_FROM_REFUSED.contains(&e.code().unwrap_or_default()) => {}
+                other => {
+                    pinned = other?;
+                    pinned_from = pinned.map(|_| *base);
+                }
+            }
+        }
+        let pinned = match pinned {
+            Some(pinned) => pinned,
+            None => self.pin_tree(&cid, key, &ids).await?,
+        };
         if let Some(path) = &opts.index {
-            let (path, next_index) = (path.clone(), next_index);
-            blocking(move || Ok(next_index.write(&path)?)).await?;
+            let (path, mut next_index) = (path.clone(), next_index);
+            blocking(move || {
+                next_index.pinned_in(cid, &ids);
+                Ok(next_index.write(&path)?)
+            })
+            .await?;
         }
         Ok(PushReport {
             cid,
@@ -592,6 +679,7 @@ impl Client {
             chunks_sent,
             bytes_sent,
             request_bytes: sizer.target(),
+            pinned_from,
             pinned_until_ms: pinned.until_ms,
             account_pinned_bytes: pinned.account_pinned_bytes,
             account_quota_bytes: pinned.account_quota_bytes,
@@ -599,27 +687,45 @@ impl Client {
     }
 
     /// The push index `opts` names, without the files whose chunks the node (or the store
-    /// the push keeps its chunks in) no longer has: those are read and sent again.
+    /// the push keeps its chunks in) no longer has: those are read and sent again. With it,
+    /// the tree the index was last pushed in and that pin's chunks, if the node still keeps
+    /// that pin as the index knows it: then it holds every chunk the index names (no need to
+    /// ask about each), and the new pin can name only what changed.
     async fn pack_index(
         &self,
         opts: &TransferOptions,
         key: &DataKey,
-    ) -> Result<PackIndex, DataError> {
+    ) -> Result<(PackIndex, Option<(Hash, Vec<Hash>)>), DataError> {
         let Some(path) = opts.index.clone() else {
-            return Ok(PackIndex::new(key, opts.params));
+            return Ok((PackIndex::new(key, opts.params), None));
         };
         let (key, params) = (key.clone(), opts.params);
         let mut index = blocking(move || Ok(PackIndex::read(&path, &key, params))).await?;
+        let mut base = None;
+        if let Some((cid, chunks)) = index.pinned_tree() {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            // Any answer but a live pin of the same chunks (an older node, an expired or
+            // changed pin, another node) means asking about each chunk.
+            let kept = self.pin_view(&cid).await.ok().flatten().is_some_and(|view| {
+                view.until_ms > now_ms + PIN_MARGIN_MS
+                    && view.chunk_set == chunk_set_digest(&chunks)
+            });
+            base = kept.then_some((cid, chunks));
+        }
         let ids = index.chunk_ids();
         let mut missing = HashSet::new();
         for batch in ids.chunks(INDEX_CHECK_IDS) {
-            missing.extend(self.missing_chunks(batch.to_vec()).await?);
+            if base.is_none() {
+                missing.extend(self.missing_chunks(batch.to_vec()).await?);
+            }
             if let Some(keep) = &opts.keep {
                 missing.extend(keep.missing(batch.iter()));
             }
         }
         index.forget_files_with(&missing);
-        Ok(index)
+        Ok((index, base))
     }
 
     /// Asks the node which chunks of `batch` it lacks and uploads those, in requests sized by
@@ -746,8 +852,20 @@ const PROBE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Chunks per upload batch, and bytes: one `missing` round trip covers a batch.
 const BATCH_CHUNKS: usize = 64;
+/// How long a small upload batch waits for the packer's next chunk before it goes: chunks
+/// that come out together (a re-push's few changed files and its manifest) share a request.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+/// Batches of fewer bytes linger ([`BATCH_LINGER`]); larger ones go at once.
+const LINGER_BELOW_BYTES: usize = 256 * 1024;
 /// Chunk ids per question when checking a push index against the node (4.4 MB of JSON).
 const INDEX_CHECK_IDS: usize = 65_536;
+/// How long past now the pin of the tree pushed before must last for a push to count on
+/// its chunks without asking (a pin that runs out during the push anyway fails it with
+/// `tree_incomplete`, and the push runs again asking about each chunk).
+const PIN_MARGIN_MS: u64 = 10 * 60 * 1000;
+/// Answers to a pin from a base tree after which the push pins with every chunk id: the node
+/// no longer keeps the base, keeps it with other chunks, or does not know such pins.
+const PIN_FROM_REFUSED: [&str; 3] = ["pin_base_gone", "pin_set_mismatch", "not_found"];
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 fn joined<T>(r: Result<Result<T, DataError>, tokio::task::JoinError>) -> Result<T, DataError> {

@@ -63,13 +63,62 @@ fn timed(cmd: &mut Command) -> anyhow::Result<(f64, String)> {
     ))
 }
 
-fn rsync_sent(stats: &str) -> Option<u64> {
+/// A figure of `rsync --stats` output: the number after `label`.
+fn rsync_stat(stats: &str, label: &str) -> Option<u64> {
     stats
         .lines()
-        .find_map(|l| l.strip_prefix("Literal data: "))
+        .find_map(|l| l.strip_prefix(label))
         .and_then(|v| v.split_whitespace().next())
         .map(|v| v.replace(',', ""))
         .and_then(|v| v.parse().ok())
+}
+
+/// A TCP relay to the node that counts every byte through it, HTTP headers included: what a
+/// push moves on the wire, as rsync's "Total bytes sent" counts its own.
+struct Relay {
+    url: String,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    async fn start(to: std::net::SocketAddr) -> anyhow::Result<Relay> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = bytes.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(to).await else {
+                    continue;
+                };
+                let (a_read, a_write) = inbound.into_split();
+                let (b_read, b_write) = outbound.into_split();
+                tokio::spawn(Relay::pump(a_read, b_write, counted.clone()));
+                tokio::spawn(Relay::pump(b_read, a_write, counted.clone()));
+            }
+        });
+        Ok(Relay { url, bytes })
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        counted: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            counted.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            if to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A source whose connection is cut once it has delivered `left` bytes.
@@ -254,7 +303,8 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
     let rt = crate::commands::runtime()?;
     let report = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        let node_addr = listener.local_addr()?;
+        let url = format!("http://{node_addr}");
         let server = tokio::spawn(gridwork_node::serve(
             node.clone(),
             listener,
@@ -318,10 +368,15 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             std::fs::write(path, &data)?;
         }
         eprintln!("re-push after changing 1% of the files");
+        // Through a relay that counts the bytes both ways, as a fresh `data push` runs: a
+        // new client that asks the node for its key first.
+        let relay = Relay::start(node_addr).await?;
+        let relayed = Client::new(&relay.url).signed_by(gridwork_protocol::dev_keypair(0));
         settle();
         let t = Instant::now();
-        let repush = client.push_tree(&src, &key, &opts).await?;
+        let repush = relayed.push_tree(&src, &key, &opts).await?;
         let repush_s = t.elapsed().as_secs_f64();
+        let repush_wire_bytes = relay.bytes();
         settle();
         let rsync_repush = if rsync {
             let (rsync_s, out) = timed(
@@ -330,11 +385,15 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
                     .arg(format!("{}/", src.display()))
                     .arg(dir.join("rsync-copy")),
             )?;
-            Some((rsync_sent(&out), rsync_s))
+            let wire = rsync_stat(&out, "Total bytes sent: ")
+                .zip(rsync_stat(&out, "Total bytes received: "))
+                .map(|(a, b)| a + b);
+            Some(((rsync_stat(&out, "Literal data: "), wire), rsync_s))
         } else {
             None
         };
         let (rsync_repush, rsync_repush_s) = rsync_repush.unzip();
+        let (rsync_literal, rsync_wire) = rsync_repush.unzip();
 
         eprintln!("a pull cut at 50%, then resumed");
         let resume_store = ChunkStore::open(dir.join("resume-cache"), None)?;
@@ -406,7 +465,9 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             "changed_bytes": changed_bytes,
             "changed_files": files.len().div_ceil(step),
             "repush_bytes_sent": repush.bytes_sent,
-            "rsync_repush_literal_bytes": rsync_repush.flatten(),
+            "repush_wire_bytes": repush_wire_bytes,
+            "rsync_repush_literal_bytes": rsync_literal.flatten(),
+            "rsync_repush_wire_bytes": rsync_wire.flatten(),
             "repush_s": repush_s,
             "repush_files_read": repush.files - repush.unchanged_files,
             "rsync_repush_s": rsync_repush_s,
@@ -446,7 +507,8 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
             ("push", format!("{} MB/s verified goodput ({:.2}x cp), {} bytes sent", f("push_mb_s"), report["push_vs_cp"].as_f64().unwrap_or(0.0), n("bytes_sent"))),
             ("pull", format!("{} MB/s verified goodput ({:.2}x cp), as `data pull`: chunks written to their files only", f("pull_mb_s"), report["pull_vs_cp"].as_f64().unwrap_or(0.0))),
             ("pull+cache", format!("{} MB/s, as a worker pulls: every chunk also kept in its cache", f("pull_cached_mb_s"))),
-            ("re-push", format!("{} bytes sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
+            ("re-push", format!("{} bytes of chunks sent after changing {} bytes in {} files of {} bytes ({:.2}x those files); rsync --no-whole-file: {} literal bytes", n("repush_bytes_sent"), n("changed_bytes"), n("changed_files"), n("changed_file_bytes"), report["repush_bytes_sent"].as_f64().unwrap_or(0.0) / report["changed_file_bytes"].as_f64().unwrap_or(1.0).max(1.0), n("rsync_repush_literal_bytes"))),
+            ("re-push wire", format!("{} bytes both ways, every request and answer with its headers; rsync: {} bytes sent and received", n("repush_wire_bytes"), n("rsync_repush_wire_bytes"))),
             ("re-push time", format!("{:.2} s, {} of {} files read; rsync -a --no-whole-file: {} s", report["repush_s"].as_f64().unwrap_or(0.0), n("repush_files_read"), report["files"], report["rsync_repush_s"].as_f64().map_or("-".to_string(), |v| format!("{v:.2}")))),
             ("cpu", format!("push {:.2} and pull {:.2} CPU seconds per GB, node and client together, on {} cores; 1.2 GB/s would keep {:.1} and {:.1} cores busy", report["push_cpu_s_per_gb"].as_f64().unwrap_or(0.0), report["pull_cpu_s_per_gb"].as_f64().unwrap_or(0.0), report["cores"], 1.2 * report["push_cpu_s_per_gb"].as_f64().unwrap_or(0.0), 1.2 * report["pull_cpu_s_per_gb"].as_f64().unwrap_or(0.0))),
             ("push memory", format!("{} MiB at the peak (node, client and bench in one process)", f("push_peak_memory_mib"))),

@@ -119,6 +119,12 @@ impl From<NodeError> for ApiError {
                 "account_quota_exceeded",
                 e.to_string(),
             ),
+            NodeError::PinBaseGone { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "pin_base_gone", e.to_string())
+            }
+            NodeError::PinSetMismatch { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "pin_set_mismatch", e.to_string())
+            }
             NodeError::TreeNotPinned { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "tree_not_pinned", e.to_string())
             }
@@ -271,7 +277,11 @@ pub fn router(node: Node) -> Router {
         .route("/v1/trees/{cid}/keys", get(get_grants).post(post_grant))
         .route(
             "/v1/trees/{cid}/pin",
-            put(pin_tree).layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
+            get(get_pin).put(pin_tree).layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
+        )
+        .route(
+            "/v1/trees/{cid}/pin-from/{base}",
+            put(pin_tree_from).layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
         )
         .fallback(|| async {
             ApiError::new(
@@ -776,6 +786,55 @@ fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
     parse("key proof", value)
 }
 
+async fn get_pin(
+    State(node): State<Node>,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
+    let cid: Hash = parse("tree id", &cid)?;
+    let view = {
+        let node = node.clone();
+        blocking(move || node.pin_view(&cid)).await?
+    };
+    match view {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_pinned",
+            format!("tree {cid} is not pinned on this node"),
+        )),
+    }
+}
+
+/// Chunk ids of 32 bytes each, end to end, or a `bad_pin` error naming the length.
+fn chunk_ids(bytes: &[u8]) -> Result<Vec<Hash>, ApiError> {
+    if bytes.len() % 32 != 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_pin",
+            format!(
+                "a pin lists chunk ids of 32 bytes each; got {} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .filter_map(|c| c.try_into().ok().map(Hash))
+        .collect())
+}
+
+/// The pin's answer: until when, and what the pinner's account now keeps.
+fn pinned(node: &Node, cid: &Hash, until_ms: u64, pinner: &Address) -> Response {
+    let (used, quota) = node.pinned_bytes(pinner);
+    Json(serde_json::json!({
+        "cid": cid,
+        "until_ms": until_ms,
+        "account_pinned_bytes": used,
+        "account_quota_bytes": quota,
+    }))
+    .into_response()
+}
+
 async fn pin_tree(
     State(node): State<Node>,
     Path(cid): Path<String>,
@@ -791,32 +850,66 @@ async fn pin_tree(
         &Hash::of(&body),
     )?;
     let proof = key_proof(&headers)?;
-    if body.len() % 32 != 0 {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_pin",
-            format!(
-                "a pin body is chunk ids of 32 bytes each; got {} bytes",
-                body.len()
-            ),
-        ));
-    }
-    let ids: Vec<Hash> = body
-        .chunks_exact(32)
-        .filter_map(|c| c.try_into().ok().map(Hash))
-        .collect();
+    let ids = chunk_ids(&body)?;
     let until_ms = {
         let node = node.clone();
         blocking(move || node.pin_tree(&cid, &ids, &proof, &pinner)).await?
     };
-    let (used, quota) = node.pinned_bytes(&pinner);
-    Ok(Json(serde_json::json!({
-        "cid": cid,
-        "until_ms": until_ms,
-        "account_pinned_bytes": used,
-        "account_quota_bytes": quota,
-    }))
-    .into_response())
+    Ok(pinned(&node, &cid, until_ms, &pinner))
+}
+
+/// `PUT /v1/trees/{cid}/pin-from/{base}`: body `chunk_set [32] || added u32 LE || added ids
+/// || removed ids` (docs/data-plane.md).
+async fn pin_tree_from(
+    State(node): State<Node>,
+    Path((cid, base)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let cid: Hash = parse("tree id", &cid)?;
+    let base: Hash = parse("base tree id", &base)?;
+    let pinner = data_signer(
+        &node,
+        &headers,
+        "PUT",
+        &format!("/v1/trees/{cid}/pin-from/{base}"),
+        &Hash::of(&body),
+    )?;
+    let proof = key_proof(&headers)?;
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_pin",
+            format!(
+                "a pin from a base is the expected chunk set digest (32 bytes), the count of ids added (u32 LE), the ids added and the ids removed (32 bytes each); got {} bytes",
+                body.len()
+            ),
+        )
+    };
+    let chunk_set = body
+        .get(..32)
+        .and_then(|b| b.try_into().ok())
+        .map(Hash)
+        .ok_or_else(bad)?;
+    let added = body
+        .get(32..36)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or_else(bad)? as usize;
+    let ids = chunk_ids(&body[36..])?;
+    if added > ids.len() {
+        return Err(bad());
+    }
+    let (added, removed) = ids.split_at(added);
+    let (added, removed) = (added.to_vec(), removed.to_vec());
+    let until_ms = {
+        let node = node.clone();
+        blocking(move || {
+            node.pin_tree_from(&cid, &base, &added, &removed, &chunk_set, &proof, &pinner)
+        })
+        .await?
+    };
+    Ok(pinned(&node, &cid, until_ms, &pinner))
 }
 
 async fn get_grants(

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 
 use gridwork_api::{
     AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant, LogStream,
-    PostLog, ProviderView, StorageView, TaskLog, TaskView, TxStatus, TxView,
+    PinView, PostLog, ProviderView, StorageView, TaskLog, TaskView, TxStatus, TxView,
 };
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
@@ -44,7 +44,8 @@ use crate::metrics::Metrics;
 use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
-    proof_lock, unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError,
+    chunk_set_digest, proof_lock, unwrap_key, wrap_key, ChunkStore,
+    StoreError as ChunkStoreError,
 };
 
 /// Why the node could not start or serve.
@@ -149,6 +150,22 @@ pub enum NodeError {
     TreeNotPinned {
         /// The tree.
         cid: Hash,
+    },
+    /// A pin from a base tree that this node does not keep.
+    #[error("tree {base} is not pinned on this node (never pushed here, or collected): pin tree {cid} with the full list of its chunks")]
+    PinBaseGone {
+        /// The tree pinned.
+        cid: Hash,
+        /// The base named.
+        base: Hash,
+    },
+    /// A pin from a base tree whose result is not the set of chunks the pinner expected.
+    #[error("the chunks of tree {base}'s pin with the changes sent are not the set the pinner expects for tree {cid} (a pin of {base} changed since): pin tree {cid} with the full list of its chunks")]
+    PinSetMismatch {
+        /// The tree pinned.
+        cid: Hash,
+        /// The base named.
+        base: Hash,
     },
     /// Something asked for does not exist.
     #[error("{what} not found")]
@@ -1509,6 +1526,58 @@ impl Node {
             pending.take(id);
         }
         Ok(until)
+    }
+
+    /// What this node keeps of tree `cid` (until when, and the set of chunks its pin lists);
+    /// `None` if no pin of it is stored.
+    pub fn pin_view(&self, cid: &Hash) -> Result<Option<PinView>, NodeError> {
+        Ok(self.read_pin(cid)?.map(|pin| {
+            let distinct: HashSet<&Hash> = pin.chunks.iter().collect();
+            PinView {
+                until_ms: pin.until_ms,
+                chunks: distinct.len() as u64,
+                chunk_set: chunk_set_digest(distinct),
+            }
+        }))
+    }
+
+    /// [`pin_tree`](Self::pin_tree) with the chunks of tree `base`'s pin, less `removed`,
+    /// plus `added`: a re-push names only what changed since the tree it pushed before.
+    /// `chunk_set` is the [`chunk_set_digest`] the pinner expects of the result; a base this
+    /// node does not keep, or a result that differs, is refused (the pinner then names every
+    /// chunk), so a pin never lists less than its tree needs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pin_tree_from(
+        &self,
+        cid: &Hash,
+        base: &Hash,
+        added: &[Hash],
+        removed: &[Hash],
+        chunk_set: &Hash,
+        proof: &Hash,
+        pinner: &Address,
+    ) -> Result<u64, NodeError> {
+        let gone = NodeError::PinBaseGone {
+            cid: *cid,
+            base: *base,
+        };
+        let base_pin = self.read_pin(base)?.ok_or(gone)?;
+        let removed: HashSet<&Hash> = removed.iter().collect();
+        let mut chunks: Vec<Hash> = base_pin
+            .chunks
+            .into_iter()
+            .filter(|id| !removed.contains(id))
+            .chain(added.iter().copied())
+            .collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        if chunk_set_digest(&chunks) != *chunk_set {
+            return Err(NodeError::PinSetMismatch {
+                cid: *cid,
+                base: *base,
+            });
+        }
+        self.pin_tree(cid, &chunks, proof, pinner)
     }
 
     /// What the node stores for `account`: pinned and pending bytes, and its quota.

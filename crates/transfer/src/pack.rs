@@ -77,6 +77,17 @@ pub struct PackIndex {
     /// Minimum, average and maximum chunk size.
     params: [u32; 3],
     files: HashMap<String, Known>,
+    /// The tree these files were last pushed in, if its pin succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pinned: Option<PinnedTree>,
+}
+
+/// A pushed tree: its id, and the chunks its pin lists beyond the files' (the manifest's, and
+/// those of files too recently changed to remember).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PinnedTree {
+    cid: Hash,
+    others: Vec<Hash>,
 }
 
 impl PackIndex {
@@ -87,6 +98,7 @@ impl PackIndex {
             key: Hash(blake3::derive_key("gridwork pack index v1", &key.0)),
             params: [params.min, params.avg, params.max],
             files: HashMap::new(),
+            pinned: None,
         }
     }
 
@@ -132,11 +144,38 @@ impl PackIndex {
             .collect()
     }
 
+    /// The tree these files were last pushed in and every chunk its pin lists (sorted, each
+    /// once), as [`pinned_in`](Self::pinned_in) recorded them; none once files were forgotten.
+    pub fn pinned_tree(&self) -> Option<(Hash, Vec<Hash>)> {
+        let pinned = self.pinned.as_ref()?;
+        let mut ids = self.chunk_ids();
+        ids.extend_from_slice(&pinned.others);
+        ids.sort_unstable();
+        ids.dedup();
+        Some((pinned.cid, ids))
+    }
+
+    /// Records that these files were pushed in tree `cid`, whose pin lists `chunks`.
+    pub fn pinned_in(&mut self, cid: Hash, chunks: &[Hash]) {
+        let known: HashSet<Hash> = self.chunk_ids().into_iter().collect();
+        let others = chunks
+            .iter()
+            .filter(|id| !known.contains(id))
+            .copied()
+            .collect();
+        self.pinned = Some(PinnedTree { cid, others });
+    }
+
     /// Forgets every file with a chunk in `missing` (gone from where the tree is packed to):
     /// those files are read and sealed again.
     pub fn forget_files_with(&mut self, missing: &HashSet<Hash>) {
+        let before = self.files.len();
         self.files
             .retain(|_, k| !k.chunks.iter().any(|id| missing.contains(id)));
+        if self.files.len() != before {
+            // Its chunk set no longer follows from the files it knows.
+            self.pinned = None;
+        }
     }
 
     /// The chunks of `rel` if the file still looks as it did when packed.

@@ -405,6 +405,20 @@ pub fn pack_with_index(
     Ok((root_id, stats, next))
 }
 
+/// BLAKE3 of a set of chunk ids, each once, in byte order: what a client and a node compare
+/// to agree on the chunks a pin lists without sending them again.
+pub fn chunk_set_digest<'a>(ids: impl IntoIterator<Item = &'a Hash>) -> Hash {
+    let mut sorted: Vec<&Hash> = ids.into_iter().collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut h = blake3::Hasher::new();
+    h.update(b"gridwork/chunk-set/v1\n");
+    for id in sorted {
+        h.update(id.as_bytes());
+    }
+    Hash(*h.finalize().as_bytes())
+}
+
 /// The manifest chunk ids listed by a root object.
 pub fn manifest_chunks(root: &[u8]) -> Result<Vec<Hash>, TreeError> {
     let ids = root

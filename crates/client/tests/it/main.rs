@@ -888,10 +888,12 @@ async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost()
         (first.cid, 6, 0),
         "nothing read, nothing sent"
     );
+    assert_eq!(again.pinned_from, Some(first.cid));
 
     // Another node holds none of the chunks the index names: every file is read and sent.
     let moved = elsewhere.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(moved.cid, first.cid);
+    assert_eq!(moved.pinned_from, None, "that node never pinned the tree before");
     assert_eq!(
         (moved.unchanged_files, moved.chunks_sent),
         (0, first.chunks)
@@ -901,6 +903,86 @@ async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost()
     elsewhere
         .client
         .pull_tree(&moved.cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_push_pins_only_the_changed_chunk_ids_while_the_node_keeps_the_tree_before() {
+    use gridwork_transfer::{ChunkStore, DataKey};
+    let (t, fresh) = (TestNode::start().await, TestNode::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("dataset");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..5u8 {
+        let mut data = vec![0u8; 100_000];
+        blake3::Hasher::new()
+            .update(&[i, 9])
+            .finalize_xof()
+            .fill(&mut data);
+        std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let opts = TransferOptions {
+        params: gridwork_transfer::ChunkParams {
+            min: 8 * 1024,
+            avg: 32 * 1024,
+            max: 64 * 1024,
+        },
+        index: Some(dir.path().join("index.json")),
+        ..TransferOptions::default()
+    };
+    let key = DataKey::generate();
+    let first = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(first.pinned_from, None, "no push before it");
+
+    // One file edited, one removed, one added (the edit and the new file are too recent to
+    // remember: their chunks still count in the pin the index records).
+    std::fs::write(src.join("2.bin"), b"a short new version").unwrap();
+    std::fs::remove_file(src.join("4.bin")).unwrap();
+    std::fs::write(src.join("new.txt"), b"a file the first push did not have").unwrap();
+    let second = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(second.pinned_from, Some(first.cid));
+    assert_eq!(second.unchanged_files, 3);
+    std::fs::write(src.join("0.bin"), b"edited again").unwrap();
+    let third = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(third.pinned_from, Some(second.cid));
+
+    // The pin lists exactly what a push naming every chunk lists.
+    let no_index = TransferOptions {
+        params: opts.params,
+        ..TransferOptions::default()
+    };
+    let full = fresh.client.push_tree(&src, &key, &no_index).await.unwrap();
+    assert_eq!(full.cid, third.cid);
+    let kept = t.client.pin_view(&third.cid).await.unwrap().unwrap();
+    let expected = fresh.client.pin_view(&full.cid).await.unwrap().unwrap();
+    assert_eq!((kept.chunks, kept.chunk_set), (expected.chunks, expected.chunk_set));
+    let store = ChunkStore::open(dir.path().join("cache"), None).unwrap();
+    let out = dir.path().join("copy");
+    t.client
+        .pull_tree(&third.cid, &key, &store, &out, &opts)
+        .await
+        .unwrap();
+    same_files(&src, &out);
+
+    // The pin of the tree pushed before changed since (re-pinned with fewer chunks): the
+    // index's record no longer matches, so the push asks about each chunk and names them all.
+    t.client
+        .pin_tree(&third.cid, &key, &[])
+        .await
+        .unwrap();
+    std::fs::write(src.join("1.bin"), b"and once more").unwrap();
+    let fourth = t.client.push_tree(&src, &key, &opts).await.unwrap();
+    assert_eq!(fourth.pinned_from, None);
+    assert_eq!(
+        fourth.unchanged_files, 1,
+        "3.bin: asked about, its chunks are still stored"
+    );
+    let out = dir.path().join("copy-4");
+    t.client
+        .pull_tree(&fourth.cid, &key, &store, &out, &opts)
         .await
         .unwrap();
     same_files(&src, &out);

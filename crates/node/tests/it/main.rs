@@ -600,3 +600,77 @@ fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     node.put_chunk(&new, &new_bytes).unwrap();
     assert!(node.chunk(&new).unwrap().is_some());
 }
+
+#[test]
+fn a_pin_from_a_base_tree_lists_the_bases_chunks_with_the_changes_and_refuses_a_mismatch() {
+    use gridwork_transfer::chunk_set_digest;
+    use gridwork_types::Hash;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    let proof = Hash([0xaa; 32]);
+    let put = |name: &str| {
+        let data = format!("sealed bytes of {name}").into_bytes();
+        let id = Hash::of(&data);
+        node.put_chunk(&id, &data).unwrap();
+        id
+    };
+    let (kept, edited, edit) = (put("kept"), put("edited"), put("the edit"));
+    let (base, base_chunks) = stored_tree(&node, "version one");
+    let base_chunks = [base_chunks, vec![kept, edited]].concat();
+    node.pin_tree(&base, &base_chunks, &proof, &PINNER).unwrap();
+    let (next, next_manifest) = stored_tree(&node, "version two");
+    let expected = [next_manifest.clone(), vec![kept, edit]].concat();
+
+    // The base's pin less what went, plus what came, is the set the pinner expects.
+    let added = [next_manifest, vec![edit]].concat();
+    let removed = [base_chunks[..1].to_vec(), vec![edited]].concat();
+    node.pin_tree_from(
+        &next,
+        &base,
+        &added,
+        &removed,
+        &chunk_set_digest(&expected),
+        &proof,
+        &PINNER,
+    )
+    .unwrap();
+    let view = node.pin_view(&next).unwrap().unwrap();
+    assert_eq!(
+        (view.chunks, view.chunk_set),
+        (3, chunk_set_digest(&expected))
+    );
+    assert_eq!(
+        node.pin_view(&base).unwrap().map(|v| v.chunk_set),
+        Some(chunk_set_digest(&base_chunks)),
+        "the base's pin is untouched"
+    );
+    // A pinner whose record of the base differs from the node's pin would leave chunks out:
+    // refused, nothing written.
+    let (third, third_chunks) = stored_tree(&node, "version three");
+    let err = node
+        .pin_tree_from(
+            &third,
+            &next,
+            &third_chunks,
+            &[],
+            &chunk_set_digest(&third_chunks),
+            &proof,
+            &PINNER,
+        )
+        .unwrap_err();
+    assert!(matches!(err, NodeError::PinSetMismatch { .. }), "{err}");
+    assert_eq!(node.pin_view(&third).unwrap(), None);
+    // A base this node never pinned.
+    let err = node
+        .pin_tree_from(
+            &third,
+            &Hash([3; 32]),
+            &third_chunks,
+            &[],
+            &chunk_set_digest(&third_chunks),
+            &proof,
+            &PINNER,
+        )
+        .unwrap_err();
+    assert!(matches!(err, NodeError::PinBaseGone { .. }), "{err}");
+}
