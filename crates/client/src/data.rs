@@ -578,6 +578,12 @@ impl Client {
         let permits = Arc::new(tokio::sync::Semaphore::new(streams));
         let mut uploads = tokio::task::JoinSet::new();
         let mut seen = HashSet::new();
+        // Chunks the pin of the tree pushed before lists are held by the node (it keeps that
+        // pin): an unchanged manifest chunk is neither asked about nor sent.
+        let held: HashSet<Hash> = base
+            .iter()
+            .flat_map(|(_, chunks)| chunks.iter().copied())
+            .collect();
         let mut failure = None;
         let (mut chunks_sent, mut bytes_sent) = (0u64, 0u64);
         let mut tally = |done| match joined(done) {
@@ -608,7 +614,7 @@ impl Client {
                 batch_bytes += chunk.1.len();
                 batch.push(chunk);
             }
-            batch.retain(|(id, _)| seen.insert(*id));
+            batch.retain(|(id, _)| seen.insert(*id) && !held.contains(id));
             if batch.is_empty() {
                 continue;
             }

@@ -348,9 +348,9 @@ pub fn pack(
 /// Chunk sizes for manifests: smaller than data chunks, so an edit to a few files changes
 /// (and re-sends) only the manifest chunks that list them.
 pub const MANIFEST_PARAMS: ChunkParams = ChunkParams {
-    min: 2 * 1024,
-    avg: 8 * 1024,
-    max: 64 * 1024,
+    min: 512,
+    avg: 2 * 1024,
+    max: 16 * 1024,
 };
 
 /// Packs the tree at `root` into `sink`, file data on every core, the manifest after the
