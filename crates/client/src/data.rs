@@ -28,9 +28,9 @@ use gridwork_api::{
     ChunkIds, KeyGrant, KeyGrants, MissingChunks, PinView, StorageView, KEY_PROOF_HEADER,
 };
 use gridwork_transfer::{
-    chunk_set_digest, manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix, unwrap_key, wrap_key,
-    write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError,
-    TreeManifest, VerifiedChunk, WriteHooks,
+    chunk_set_digest, manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix,
+    unwrap_key, wrap_key, write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex,
+    StoreError, TreeError, TreeManifest, VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
@@ -714,10 +714,15 @@ impl Client {
                 .map_or(0, |d| d.as_millis() as u64);
             // Any answer but a live pin of the same chunks (an older node, an expired or
             // changed pin, another node) means asking about each chunk.
-            let kept = self.pin_view(&cid).await.ok().flatten().is_some_and(|view| {
-                view.until_ms > now_ms + PIN_MARGIN_MS
-                    && view.chunk_set == chunk_set_digest(&chunks)
-            });
+            let kept = self
+                .pin_view(&cid)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|view| {
+                    view.until_ms > now_ms + PIN_MARGIN_MS
+                        && view.chunk_set == chunk_set_digest(&chunks)
+                });
             base = kept.then_some((cid, chunks));
         }
         let ids = index.chunk_ids();

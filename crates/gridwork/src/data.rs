@@ -44,7 +44,9 @@ fn data_key_for(
     let name = canonical.display().to_string();
     let index = home(cli)?
         .join("data/index")
-        .join(format!("{}.json", blake3::hash(name.as_bytes()).to_hex()));
+        .join(format!("{}.index", blake3::hash(name.as_bytes()).to_hex()));
+    // The index's first form (JSON) is not read any more; it would only take space.
+    let _ = std::fs::remove_file(index.with_extension("json"));
     if let Some(k) = keys.get(&name).and_then(|w| unwrap_key(w, me)) {
         return Ok((k, index));
     }

@@ -277,7 +277,9 @@ pub fn router(node: Node) -> Router {
         .route("/v1/trees/{cid}/keys", get(get_grants).post(post_grant))
         .route(
             "/v1/trees/{cid}/pin",
-            get(get_pin).put(pin_tree).layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
+            get(get_pin)
+                .put(pin_tree)
+                .layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
         )
         .route(
             "/v1/trees/{cid}/pin-from/{base}",
@@ -786,10 +788,7 @@ fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
     parse("key proof", value)
 }
 
-async fn get_pin(
-    State(node): State<Node>,
-    Path(cid): Path<String>,
-) -> Result<Response, ApiError> {
+async fn get_pin(State(node): State<Node>, Path(cid): Path<String>) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
     let view = {
         let node = node.clone();

@@ -44,8 +44,7 @@ use crate::metrics::Metrics;
 use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
-    chunk_set_digest, proof_lock, unwrap_key, wrap_key, ChunkStore,
-    StoreError as ChunkStoreError,
+    chunk_set_digest, proof_lock, unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError,
 };
 
 /// Why the node could not start or serve.

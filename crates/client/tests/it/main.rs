@@ -893,7 +893,10 @@ async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost()
     // Another node holds none of the chunks the index names: every file is read and sent.
     let moved = elsewhere.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(moved.cid, first.cid);
-    assert_eq!(moved.pinned_from, None, "that node never pinned the tree before");
+    assert_eq!(
+        moved.pinned_from, None,
+        "that node never pinned the tree before"
+    );
     assert_eq!(
         (moved.unchanged_files, moved.chunks_sent),
         (0, first.chunks)
@@ -958,7 +961,10 @@ async fn a_re_push_pins_only_the_changed_chunk_ids_while_the_node_keeps_the_tree
     assert_eq!(full.cid, third.cid);
     let kept = t.client.pin_view(&third.cid).await.unwrap().unwrap();
     let expected = fresh.client.pin_view(&full.cid).await.unwrap().unwrap();
-    assert_eq!((kept.chunks, kept.chunk_set), (expected.chunks, expected.chunk_set));
+    assert_eq!(
+        (kept.chunks, kept.chunk_set),
+        (expected.chunks, expected.chunk_set)
+    );
     let store = ChunkStore::open(dir.path().join("cache"), None).unwrap();
     let out = dir.path().join("copy");
     t.client
@@ -969,10 +975,7 @@ async fn a_re_push_pins_only_the_changed_chunk_ids_while_the_node_keeps_the_tree
 
     // The pin of the tree pushed before changed since (re-pinned with fewer chunks): the
     // index's record no longer matches, so the push asks about each chunk and names them all.
-    t.client
-        .pin_tree(&third.cid, &key, &[])
-        .await
-        .unwrap();
+    t.client.pin_tree(&third.cid, &key, &[]).await.unwrap();
     std::fs::write(src.join("1.bin"), b"and once more").unwrap();
     let fourth = t.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(fourth.pinned_from, None);

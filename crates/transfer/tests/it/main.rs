@@ -114,7 +114,8 @@ fn repacking_after_a_small_edit_stores_only_the_changed_chunks() {
     let src = dir.path().join("src");
     make_tree(&src);
     let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
-    let key = DataKey::generate();
+    // A fixed key: chunk ids, and so where the manifest is cut, are the same every run.
+    let key = DataKey([5; 32]);
     let (first, _) = pack(&src, &key, P, &store).unwrap();
     let (again, unchanged) = pack(&src, &key, P, &store).unwrap();
     assert_eq!(first, again);
@@ -127,8 +128,10 @@ fn repacking_after_a_small_edit_stores_only_the_changed_chunks() {
     std::fs::write(&big, &data).unwrap();
     let (edited, stats) = pack(&src, &key, P, &store).unwrap();
     assert_ne!(edited, first);
-    // The edited data chunk, plus the manifest and root that name it.
-    assert!(stats.new_chunks <= 4, "{stats:?}");
+    // The edited data chunk, the manifest chunks around its id (a changed id can move a cut
+    // of the manifest's 2 KiB chunks: one run in a hundred of random keys changed three), and
+    // the root.
+    assert!(stats.new_chunks <= 5, "{stats:?}");
     assert!(stats.new_bytes < 3 * 64 * 1024 + 16 * 1024, "{stats:?}");
 }
 
