@@ -328,8 +328,8 @@ struct Pins {
 /// Uploads not yet pinned, per chunk and per account. Each new charge is appended to a log
 /// (`id [32] || uploader [20] || bytes u64 LE` per record) that the node reads back at open,
 /// leaving out chunks gone or pinned by then, and that each collection rewrites: a restart
-/// does not forgive an account its uploads. (The log is not synced: a crash may lose its
-/// last records, and the upload grace period bounds those anyway.)
+/// does not forgive an account its uploads. The log is synced before the chunk store is
+/// (`Node::sync_chunks`), so a chunk that survives a crash has its record.
 #[derive(Debug, Default)]
 struct Pending {
     chunks: HashMap<Hash, (Address, u64)>,
@@ -382,8 +382,9 @@ impl Pending {
         for (id, (who, len)) in &self.chunks {
             body.extend_from_slice(&record(id, who, *len));
         }
+        // Synced before it replaces the log: a crash must not leave an empty one.
         let tmp = path.with_extension("tmp");
-        let written = std::fs::write(&tmp, &body)
+        let written = write_durably(&tmp, &body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .and_then(|()| std::fs::OpenOptions::new().append(true).open(&path));
         self.log = match written {
@@ -404,6 +405,17 @@ impl Pending {
                 use std::io::Write;
                 let _ = file.write_all(&record(&id, &who, bytes));
             }
+        }
+    }
+
+    /// Makes the records appended so far durable.
+    fn sync(&self) -> Result<(), NodeError> {
+        match &self.log {
+            Some((path, file)) => file.sync_data().map_err(|e| NodeError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -1334,7 +1346,24 @@ impl Node {
     /// Syncs the chunk store once `bytes` were stored since its last sync (see
     /// `ChunkStore::sync_every`).
     pub fn sync_chunks_every(&self, bytes: u64) -> Result<(), NodeError> {
-        Ok(self.chunk_store()?.sync_every(bytes)?)
+        let store = self.chunk_store()?;
+        if store.unsynced_past(bytes) {
+            self.sync_chunks(store)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the chunks stored so far durable, the charges of those not yet pinned first: a
+    /// chunk that survives a crash keeps its uploader charged (the log may also keep a charge
+    /// of a chunk lost in the crash; it is left out when the log is read back).
+    fn sync_chunks(&self, store: &ChunkStore) -> Result<(), NodeError> {
+        if let Some(pins) = self.shared.pins.as_ref() {
+            pins.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sync()?;
+        }
+        Ok(store.sync()?)
     }
 
     /// Stores a sealed chunk uploaded by `uploader`, charged to it (against its quota)
@@ -1448,7 +1477,7 @@ impl Node {
             });
         }
         // The pin promises the tree: its chunks are made durable before it is written.
-        store.sync()?;
+        self.sync_chunks(store)?;
         // What the tree keeps stored: each of its chunks once.
         let distinct: HashSet<Hash> = named.iter().copied().collect();
         let bytes = store.stored_bytes(distinct.iter());

@@ -392,12 +392,18 @@ impl ChunkStore {
 
     /// [`ChunkStore::sync`] once `bytes` or more were written since the last sync: a writer
     /// that calls it as it goes keeps the disk writing while it works, so the sync that
-    /// commits the whole (a pin) finds little left to write.
-    pub fn sync_every(&self, bytes: u64) -> Result<(), StoreError> {
-        if lock(&self.state).unsynced >= bytes {
-            self.sync()?;
+    /// commits the whole (a pin) finds little left to write. Whether it synced.
+    pub fn sync_every(&self, bytes: u64) -> Result<bool, StoreError> {
+        if lock(&self.state).unsynced < bytes {
+            return Ok(false);
         }
-        Ok(())
+        self.sync()?;
+        Ok(true)
+    }
+
+    /// Whether `bytes` or more were written since the last sync.
+    pub fn unsynced_past(&self, bytes: u64) -> bool {
+        lock(&self.state).unsynced >= bytes
     }
 
     /// Makes every chunk stored so far durable: syncs the packs (and their indexes) written
