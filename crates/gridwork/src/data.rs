@@ -386,12 +386,15 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                     (
                         "kept",
                         format!(
-                            "by the node for {:.1} days (push again to keep it longer)",
+                            "by the node for {:.1} days (push again to keep it longer){}",
                             report
                                 .pinned_until_ms
                                 .saturating_sub(gridwork_node::now_ms())
                                 as f64
-                                / 86_400_000.0
+                                / 86_400_000.0,
+                            report.pinned_from.map_or(String::new(), |base| format!(
+                                "; pinned as the changes since {base}"
+                            ))
                         ),
                     ),
                     (

@@ -620,6 +620,11 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
         (cid.as_str(), 0, 5),
         "nothing sent, no file read again"
     );
+    assert_eq!(
+        again["pinned_from"].as_str(),
+        Some(cid.as_str()),
+        "the pin named only the changes since the first push (none)"
+    );
 
     let listing = cli.json(&["--key", "dev0", "data", "ls", &cid], &[]);
     assert!(listing["entries"]
