@@ -992,6 +992,110 @@ async fn a_re_push_pins_only_the_changed_chunk_ids_while_the_node_keeps_the_tree
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_from_a_base_the_node_cannot_use_is_refused_with_a_code_that_says_so() {
+    use gridwork_transfer::{chunk_set_digest, DataKey};
+    use gridwork_types::Hash;
+    let t = TestNode::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "some data").unwrap();
+    let key = DataKey::generate();
+    let pushed = t
+        .client
+        .push_tree(dir.path(), &key, &TransferOptions::default())
+        .await
+        .unwrap();
+    let cid = pushed.cid;
+    let view = t.client.pin_view(&cid).await.unwrap().unwrap();
+    assert!(view.chunks >= 2, "{view:?}");
+    assert_eq!(t.client.pin_view(&Hash([4; 32])).await.unwrap(), None);
+
+    // Signed as a client signs, with the tree's key proof for this node.
+    let node_key = t.client.node_key().await.unwrap();
+    let signer = dev_keypair(0);
+    let pin_from = |base: Hash, body: Vec<u8>| {
+        let path = format!("/v1/trees/{cid}/pin-from/{base}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let signature = signer.sign(&gridwork_api::signed_request_message(
+            &node_key,
+            "PUT",
+            &path,
+            now,
+            &Hash::of(&body),
+        ));
+        reqwest::Client::new()
+            .put(format!("{}{path}", t.client.base_url()))
+            .header(
+                "gridwork-signature",
+                format!(
+                    "{}.{now}.{}",
+                    signer.public(),
+                    hex::encode(signature.to_bytes())
+                ),
+            )
+            .header(
+                gridwork_api::KEY_PROOF_HEADER,
+                key.holder_proof(&cid, &node_key).to_string(),
+            )
+            .body(body)
+            .send()
+    };
+    let code = |answer: reqwest::Response| async move {
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_string(),
+            body,
+        )
+    };
+    let delta = |digest: Hash, added: u32, ids: &[Hash]| {
+        let mut body = digest.as_bytes().to_vec();
+        body.extend_from_slice(&added.to_le_bytes());
+        for id in ids {
+            body.extend_from_slice(id.as_bytes());
+        }
+        body
+    };
+
+    let (status, code_, body) = code(
+        pin_from(Hash([4; 32]), delta(view.chunk_set, 0, &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, code_.as_str()), (409, "pin_base_gone"), "{body}");
+    // A base whose chunks with these changes are not the set expected.
+    let (status, code_, body) = code(
+        pin_from(cid, delta(chunk_set_digest([&Hash([5; 32])]), 0, &[]))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, code_.as_str()),
+        (409, "pin_set_mismatch"),
+        "{body}"
+    );
+    for malformed in [vec![1u8; 10], delta(view.chunk_set, 2, &[Hash([5; 32])])] {
+        let (status, code_, body) = code(pin_from(cid, malformed).await.unwrap()).await;
+        assert_eq!((status, code_.as_str()), (400, "bad_pin"), "{body}");
+    }
+    // The same set from itself is a pin again.
+    let (status, _, body) = code(pin_from(cid, delta(view.chunk_set, 0, &[])).await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        t.client.pin_view(&cid).await.unwrap(),
+        Some(view).map(|v| gridwork_api::PinView {
+            until_ms: body["until_ms"].as_u64().unwrap(),
+            ..v
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_signs_for_the_new_key_of_a_node_that_refuses_the_old_one() {
     use gridwork_transfer::DataKey;
     let dir = tempfile::tempdir().unwrap();
