@@ -536,22 +536,60 @@ async fn list_jobs(State(node): State<Node>) -> Response {
     .into_response()
 }
 
+/// `POST /v1/chunks/missing`: `{"ids": [hex]}` answered `{"missing": [hex]}`, or (with
+/// `content-type: application/octet-stream`) ids of 32 bytes end to end answered with one bit
+/// per id asked, set when the node lacks it (bit `i % 8` of byte `i / 8`): a fifth of the
+/// bytes, and none of the hex.
 async fn missing_chunks(
     State(node): State<Node>,
-    body: Result<Json<ChunkIds>, JsonRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(json_rejection)?;
-    if body.ids.len() > 1_000_000 {
+    let binary = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let ids = if binary {
+        if body.len() % 32 != 0 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_ids",
+                format!(
+                    "a binary question is chunk ids of 32 bytes each; got {} bytes",
+                    body.len()
+                ),
+            ));
+        }
+        body.chunks_exact(32)
+            .filter_map(|c| c.try_into().ok().map(Hash))
+            .collect()
+    } else {
+        let Json(asked) = Json::<ChunkIds>::from_bytes(&body).map_err(json_rejection)?;
+        asked.ids
+    };
+    if ids.len() > 1_000_000 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_ids",
             "ask about at most 1,000,000 chunks at once",
         ));
     }
-    Ok(Json(MissingChunks {
-        missing: node.missing_chunks(&body.ids)?,
-    })
-    .into_response())
+    let missing = node.missing_chunks(&ids)?;
+    if !binary {
+        return Ok(Json(MissingChunks { missing }).into_response());
+    }
+    let lacking: std::collections::HashSet<&Hash> = missing.iter().collect();
+    let mut bits = vec![0u8; ids.len().div_ceil(8)];
+    for (i, id) in ids.iter().enumerate() {
+        if lacking.contains(id) {
+            bits[i / 8] |= 1 << (i % 8);
+        }
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bits,
+    )
+        .into_response())
 }
 
 async fn put_chunk(

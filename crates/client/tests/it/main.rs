@@ -355,6 +355,7 @@ async fn health_metrics_chain_and_openapi_are_served() {
         "/v1/chunks/{id}",
         "/v1/trees/{cid}/keys",
         "/v1/trees/{cid}/pin",
+        "/v1/trees/{cid}/pin-from/{base}",
         "/v1/providers",
         "/v1/providers/{address}",
         "/health",
@@ -1008,6 +1009,33 @@ async fn a_pin_from_a_base_the_node_cannot_use_is_refused_with_a_code_that_says_
     let view = t.client.pin_view(&cid).await.unwrap().unwrap();
     assert!(view.chunks >= 2, "{view:?}");
     assert_eq!(t.client.pin_view(&Hash([4; 32])).await.unwrap(), None);
+
+    // Which chunks the node lacks, asked in JSON and in the binary form: the same answer.
+    let url = format!("{}/v1/chunks/missing", t.client.base_url());
+    let (held, lacking) = (cid, Hash([4; 32]));
+    let json: serde_json::Value = reqwest::Client::new()
+        .post(&url)
+        .json(&serde_json::json!({ "ids": [held, lacking, held] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["missing"], serde_json::json!([lacking]));
+    let ask = |body: Vec<u8>| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+            .send()
+    };
+    let ids: Vec<u8> = [held, lacking, held].iter().flat_map(|id| id.0).collect();
+    let bits = ask(ids.clone()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(&bits[..], &[0b010]);
+    let torn = ask(ids[..40].to_vec()).await.unwrap();
+    assert_eq!(torn.status(), 400);
+    assert!(torn.text().await.unwrap().contains("bad_ids"));
 
     // Signed as a client signs, with the tree's key proof for this node.
     let node_key = t.client.node_key().await.unwrap();
