@@ -536,37 +536,43 @@ async fn list_jobs(State(node): State<Node>) -> Response {
     .into_response()
 }
 
-/// `POST /v1/chunks/missing`: `{"ids": [hex]}` answered `{"missing": [hex]}`, or (with
-/// `content-type: application/octet-stream`) ids of 32 bytes end to end answered with one bit
-/// per id asked, set when the node lacks it (bit `i % 8` of byte `i / 8`): a fifth of the
-/// bytes, and none of the hex.
+/// The chunk ids a question names: `{"ids": [hex]}`, or (with `content-type:
+/// application/octet-stream`) ids of 32 bytes end to end; with whether it was binary.
+fn asked_ids(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<Hash>, bool), ApiError> {
+    let binary = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    if !binary {
+        let Json(asked) = Json::<ChunkIds>::from_bytes(body).map_err(json_rejection)?;
+        return Ok((asked.ids, false));
+    }
+    if body.len() % 32 != 0 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_ids",
+            format!(
+                "a binary question is chunk ids of 32 bytes each; got {} bytes",
+                body.len()
+            ),
+        ));
+    }
+    let ids = body
+        .chunks_exact(32)
+        .filter_map(|c| c.try_into().ok().map(Hash))
+        .collect();
+    Ok((ids, true))
+}
+
+/// `POST /v1/chunks/missing`: `{"ids": [hex]}` answered `{"missing": [hex]}`, or ids in the
+/// binary form ([`asked_ids`]) answered with one bit per id asked, set when the node lacks it
+/// (bit `i % 8` of byte `i / 8`): a fifth of the bytes, and none of the hex.
 async fn missing_chunks(
     State(node): State<Node>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let binary = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/octet-stream"));
-    let ids = if binary {
-        if body.len() % 32 != 0 {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_ids",
-                format!(
-                    "a binary question is chunk ids of 32 bytes each; got {} bytes",
-                    body.len()
-                ),
-            ));
-        }
-        body.chunks_exact(32)
-            .filter_map(|c| c.try_into().ok().map(Hash))
-            .collect()
-    } else {
-        let Json(asked) = Json::<ChunkIds>::from_bytes(&body).map_err(json_rejection)?;
-        asked.ids
-    };
+    let (ids, binary) = asked_ids(&headers, &body)?;
     if ids.len() > 1_000_000 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -708,17 +714,18 @@ async fn put_chunks(
 /// `POST /v1/chunks/fetch {"ids": [...]}`: several chunks in one response (frames).
 async fn fetch_chunks(
     State(node): State<Node>,
-    body: Result<Json<ChunkIds>, JsonRejection>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(json_rejection)?;
-    if body.ids.len() > frames::MAX_FETCH_IDS {
+    let (ids, _) = asked_ids(&headers, &body)?;
+    if ids.len() > frames::MAX_FETCH_IDS {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_ids",
             format!("fetch at most {} chunks at once", frames::MAX_FETCH_IDS),
         ));
     }
-    let out = blocking(move || node.fetch_answer(&body.ids)).await?;
+    let out = blocking(move || node.fetch_answer(&ids)).await?;
     // The body goes back to the buffer pool once sent.
     let body = axum::body::Body::from(frames::share(out));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())

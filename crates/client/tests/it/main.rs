@@ -1036,6 +1036,30 @@ async fn a_pin_from_a_base_the_node_cannot_use_is_refused_with_a_code_that_says_
     let torn = ask(ids[..40].to_vec()).await.unwrap();
     assert_eq!(torn.status(), 400);
     assert!(torn.text().await.unwrap().contains("bad_ids"));
+    // Fetches too: the same frames either way.
+    let fetch = format!("{}/v1/chunks/fetch", t.client.base_url());
+    let by_json = reqwest::Client::new()
+        .post(&fetch)
+        .json(&serde_json::json!({ "ids": [held, lacking] }))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let by_ids = reqwest::Client::new()
+        .post(&fetch)
+        .header("content-type", "application/octet-stream")
+        .body(ids[..64].to_vec())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(by_json, by_ids);
+    let frames = gridwork_api::frames::read_answer(&by_ids, &[held, lacking], 1 << 20).unwrap();
+    assert!(matches!(frames[0], Frame::Chunk(_)) && matches!(frames[1], Frame::Missing));
 
     // Signed as a client signs, with the tree's key proof for this node.
     let node_key = t.client.node_key().await.unwrap();
