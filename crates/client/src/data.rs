@@ -575,7 +575,7 @@ impl Client {
         if added.len() + removed.len() >= new.len() {
             return Ok(None);
         }
-        let mut body = Vec::with_capacity(36 + 32 * (added.len() + base_chunks.len()));
+        let mut body = Vec::with_capacity(36 + 32 * (added.len() + removed.len()));
         body.extend_from_slice(chunk_set_digest(new.iter().copied()).as_bytes());
         body.extend_from_slice(&(added.len() as u32).to_le_bytes());
         for id in added.iter().chain(&removed) {
