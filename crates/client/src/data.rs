@@ -318,29 +318,30 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Client {
+    /// Posts `ids` to `url` in the binary form (32 bytes an id) and returns the answer;
+    /// `None` when the node reads only JSON (an earlier version).
+    async fn post_ids(&self, url: &str, ids: &[Hash]) -> Result<Option<bytes::Bytes>, ClientError> {
+        let body: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
+        let request = self
+            .http()
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .body(body);
+        match self.send_bytes(request, url).await {
+            Err(e) if e.code() == Some("malformed_json") => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
     /// Which of `ids` the node lacks, asked in the binary form (32 bytes an id, a bit an
     /// answer: JSON with hex ids took 67 bytes each way).
     async fn missing_chunks(&self, ids: Vec<Hash>) -> Result<Vec<Hash>, ClientError> {
         let url = format!("{}/v1/chunks/missing", self.base_url());
-        let body: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
-        let asked = self
-            .send_bytes(
-                self.http()
-                    .post(&url)
-                    .header("content-type", "application/octet-stream")
-                    .body(body),
-                &url,
-            )
-            .await;
-        let bits = match asked {
-            // A node of an earlier version reads only JSON.
-            Err(e) if e.code() == Some("malformed_json") => {
-                let answer: MissingChunks = self
-                    .send_json(self.http().post(&url).json(&ChunkIds { ids }), &url)
-                    .await?;
-                return Ok(answer.missing);
-            }
-            other => other?,
+        let Some(bits) = self.post_ids(&url, &ids).await? else {
+            let answer: MissingChunks = self
+                .send_json(self.http().post(&url).json(&ChunkIds { ids }), &url)
+                .await?;
+            return Ok(answer.missing);
         };
         if bits.len() != ids.len().div_ceil(8) {
             return Err(ClientError::BadResponse {
@@ -363,26 +364,15 @@ impl Client {
     /// Several chunks in one request: one frame per id, in order.
     async fn get_chunks(&self, ids: &[Hash]) -> Result<Vec<Frame>, ClientError> {
         let url = format!("{}/v1/chunks/fetch", self.base_url());
-        let asked: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
-        let answer = self
-            .send_bytes(
-                self.http()
-                    .post(&url)
-                    .header("content-type", "application/octet-stream")
-                    .body(asked),
-                &url,
-            )
-            .await;
-        let body = match answer {
-            // A node of an earlier version reads only JSON.
-            Err(e) if e.code() == Some("malformed_json") => {
+        let body = match self.post_ids(&url, ids).await? {
+            Some(body) => body,
+            None => {
                 self.send_bytes(
                     self.http().post(&url).json(&ChunkIds { ids: ids.to_vec() }),
                     &url,
                 )
                 .await?
             }
-            other => other?,
         };
         read_answer(&body, ids, MAX_SEALED)
             .map_err(|message| ClientError::BadResponse { url, message })

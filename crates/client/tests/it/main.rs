@@ -851,22 +851,25 @@ impl ChunkSource for CutSource<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost() {
-    use gridwork_transfer::{ChunkStore, DataKey};
-    let (t, elsewhere) = (TestNode::start().await, TestNode::start().await);
+/// `files` files of `size` random bytes (`seed` apart) in `dir/dataset`, a second old (files
+/// changed within a second of a push are read again by the next one), and push options with
+/// small chunks and a push index.
+async fn indexed_dataset(
+    files: u8,
+    size: usize,
+    seed: u8,
+) -> (tempfile::TempDir, std::path::PathBuf, TransferOptions) {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("dataset");
     std::fs::create_dir_all(&src).unwrap();
-    for i in 0..6u8 {
-        let mut data = vec![0u8; 150_000];
+    for i in 0..files {
+        let mut data = vec![0u8; size];
         blake3::Hasher::new()
-            .update(&[i, 3])
+            .update(&[i, seed])
             .finalize_xof()
             .fill(&mut data);
         std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
     }
-    // Files changed within a second of a push are read again by the next one.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let opts = TransferOptions {
         params: gridwork_transfer::ChunkParams {
@@ -877,6 +880,14 @@ async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost()
         index: Some(dir.path().join("index.json")),
         ..TransferOptions::default()
     };
+    (dir, src, opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost() {
+    use gridwork_transfer::{ChunkStore, DataKey};
+    let (t, elsewhere) = (TestNode::start().await, TestNode::start().await);
+    let (dir, src, opts) = indexed_dataset(6, 150_000, 3).await;
     let key = DataKey::generate();
     let first = t.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(
@@ -916,27 +927,7 @@ async fn a_push_index_skips_unchanged_files_and_sends_again_what_the_node_lost()
 async fn a_re_push_pins_only_the_changed_chunk_ids_while_the_node_keeps_the_tree_before() {
     use gridwork_transfer::{ChunkStore, DataKey};
     let (t, fresh) = (TestNode::start().await, TestNode::start().await);
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("dataset");
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..5u8 {
-        let mut data = vec![0u8; 100_000];
-        blake3::Hasher::new()
-            .update(&[i, 9])
-            .finalize_xof()
-            .fill(&mut data);
-        std::fs::write(src.join(format!("{i}.bin")), data).unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let opts = TransferOptions {
-        params: gridwork_transfer::ChunkParams {
-            min: 8 * 1024,
-            avg: 32 * 1024,
-            max: 64 * 1024,
-        },
-        index: Some(dir.path().join("index.json")),
-        ..TransferOptions::default()
-    };
+    let (dir, src, opts) = indexed_dataset(5, 100_000, 9).await;
     let key = DataKey::generate();
     let first = t.client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(first.pinned_from, None, "no push before it");
