@@ -519,9 +519,20 @@ impl Client {
         key: &DataKey,
         chunks: &[Hash],
     ) -> Result<Pinned, ClientError> {
-        let path = format!("/v1/trees/{cid}/pin");
-        let url = format!("{}{path}", self.base_url());
         let body: Vec<u8> = chunks.iter().flat_map(|id| id.0).collect();
+        self.put_pin(cid, key, format!("/v1/trees/{cid}/pin"), body)
+            .await
+    }
+
+    /// A signed `PUT` of a pin body to `path`, with the key proof for tree `cid`.
+    async fn put_pin(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        path: String,
+        body: Vec<u8>,
+    ) -> Result<Pinned, ClientError> {
+        let url = format!("{}{path}", self.base_url());
         let digest = Hash::of(&body);
         let request = self
             .http()
@@ -571,20 +582,13 @@ impl Client {
         for id in added.iter().chain(&removed) {
             body.extend_from_slice(id.as_bytes());
         }
-        self.signed_write(|| async {
-            let path = format!("/v1/trees/{cid}/pin-from/{base}");
-            let url = format!("{}{path}", self.base_url());
-            let request = self
-                .http()
-                .put(&url)
-                .header("content-type", "application/octet-stream")
-                .header(
-                    KEY_PROOF_HEADER,
-                    self.holder_proof(key, cid).await?.to_string(),
-                )
-                .body(body.clone());
-            let request = self.sign(request, "PUT", &path, &Hash::of(&body)).await?;
-            self.send_json(request, &url).await
+        self.signed_write(|| {
+            self.put_pin(
+                cid,
+                key,
+                format!("/v1/trees/{cid}/pin-from/{base}"),
+                body.clone(),
+            )
         })
         .await
         .map(Some)
