@@ -29,8 +29,8 @@ use gridwork_api::{
 };
 use gridwork_transfer::{
     chunk_set_digest, manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix,
-    unwrap_key, wrap_key, write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex,
-    StoreError, TreeError, TreeManifest, VerifiedChunk, WriteHooks,
+    sorted_difference, sorted_ids, unwrap_key, wrap_key, write_tree_with, ChunkParams, ChunkSink,
+    ChunkStore, DataKey, PackIndex, StoreError, TreeError, TreeManifest, VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
@@ -559,8 +559,9 @@ impl Client {
 
     /// [`pin_tree`](Self::pin_tree) naming only the chunks that differ from tree `base`'s
     /// pin, whose chunks are `base_chunks` (as the pinner recorded them): `chunks` is the
-    /// whole set the new pin must list, which the node checks by its digest. `None` (nothing
-    /// sent) when the changes would be no shorter than the whole list.
+    /// whole set the new pin must list, which the node checks by its digest; both each once,
+    /// in increasing order ([`sorted_ids`]). `None` (nothing sent) when the changes would be
+    /// no shorter than the whole list.
     async fn pin_tree_from(
         &self,
         cid: &Hash,
@@ -569,15 +570,13 @@ impl Client {
         base_chunks: &[Hash],
         chunks: &[Hash],
     ) -> Result<Option<Pinned>, ClientError> {
-        let old: HashSet<&Hash> = base_chunks.iter().collect();
-        let new: HashSet<&Hash> = chunks.iter().collect();
-        let added: Vec<&Hash> = new.iter().copied().filter(|id| !old.contains(id)).collect();
-        let removed: Vec<&Hash> = old.iter().copied().filter(|id| !new.contains(id)).collect();
-        if added.len() + removed.len() >= new.len() {
+        let added = sorted_difference(chunks, base_chunks);
+        let removed = sorted_difference(base_chunks, chunks);
+        if added.len() + removed.len() >= chunks.len() {
             return Ok(None);
         }
         let mut body = Vec::with_capacity(36 + 32 * (added.len() + removed.len()));
-        body.extend_from_slice(chunk_set_digest(new.iter().copied()).as_bytes());
+        body.extend_from_slice(chunk_set_digest(chunks).as_bytes());
         body.extend_from_slice(&(added.len() as u32).to_le_bytes());
         for id in added.iter().chain(&removed) {
             body.extend_from_slice(id.as_bytes());
@@ -604,7 +603,7 @@ impl Client {
         let (index, base) = self.pack_index(opts, key).await?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(Hash, Vec<u8>)>(streams * 4);
         let root_slot = Arc::new(Mutex::new(None));
-        let reused = Arc::new(Mutex::new(HashSet::new()));
+        let reused = Arc::new(Mutex::new(Vec::new()));
         let sink = ChannelSink {
             tx,
             root: root_slot.clone(),
@@ -621,12 +620,9 @@ impl Client {
         let permits = Arc::new(tokio::sync::Semaphore::new(streams));
         let mut uploads = tokio::task::JoinSet::new();
         let mut seen = HashSet::new();
-        // Chunks the pin of the tree pushed before lists are held by the node (it keeps that
-        // pin): an unchanged manifest chunk is neither asked about nor sent.
-        let held: HashSet<Hash> = base
-            .iter()
-            .flat_map(|(_, chunks)| chunks.iter().copied())
-            .collect();
+        // Chunks the pin of the tree pushed before lists (in increasing order) are held by the
+        // node (it keeps that pin): an unchanged manifest chunk is neither asked about nor sent.
+        let held = base.as_ref().map_or(&[][..], |(_, chunks)| &chunks[..]);
         let mut failure = None;
         let (mut chunks_sent, mut bytes_sent) = (0u64, 0u64);
         let mut tally = |done| match joined(done) {
@@ -657,7 +653,7 @@ impl Client {
                 batch_bytes += chunk.1.len();
                 batch.push(chunk);
             }
-            batch.retain(|(id, _)| seen.insert(*id) && !held.contains(id));
+            batch.retain(|(id, _)| seen.insert(*id) && held.binary_search(id).is_err());
             if batch.is_empty() {
                 continue;
             }
@@ -693,8 +689,9 @@ impl Client {
             chunks_sent += c;
             bytes_sent += b;
         }
-        seen.extend(reused.lock().unwrap_or_else(|p| p.into_inner()).iter());
-        let ids: Vec<Hash> = seen.into_iter().collect();
+        let mut ids = std::mem::take(&mut *reused.lock().unwrap_or_else(|p| p.into_inner()));
+        ids.extend(seen);
+        let ids = sorted_ids(ids);
         let mut pinned_from = None;
         let mut pinned = None;
         if let Some((base, base_chunks)) = &base {
@@ -767,6 +764,9 @@ impl Client {
                         && view.chunk_set == chunk_set_digest(&chunks)
                 });
             base = kept.then_some((cid, chunks));
+        }
+        if base.is_some() && opts.keep.is_none() {
+            return Ok((index, base));
         }
         let ids = index.chunk_ids();
         let mut missing = HashSet::new();
@@ -939,7 +939,7 @@ struct ChannelSink {
     tx: tokio::sync::mpsc::Sender<Sealed>,
     root: Arc<Mutex<Option<Sealed>>>,
     /// Chunks of unchanged files: not sent, but pinned with the rest.
-    reused: Arc<Mutex<HashSet<Hash>>>,
+    reused: Arc<Mutex<Vec<Hash>>>,
     progress: Progress,
     keep: Option<ChunkStore>,
 }

@@ -44,7 +44,8 @@ use crate::metrics::Metrics;
 use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
-    chunk_set_digest, proof_lock, unwrap_key, wrap_key, ChunkStore, StoreError as ChunkStoreError,
+    chunk_set_digest, proof_lock, sorted_difference, sorted_ids, unwrap_key, wrap_key, ChunkStore,
+    StoreError as ChunkStoreError,
 };
 
 /// Why the node could not start or serve.
@@ -1465,23 +1466,24 @@ impl Node {
     ) -> Result<u64, NodeError> {
         let store = self.chunk_store()?;
         let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
-        let mut named: Vec<Hash> = chunks.to_vec();
-        named.push(*cid);
-        let missing = store.missing(named.iter());
+        // Each chunk once, in order: the pin lists them so, and its set digest is then one
+        // pass over them (`pin_view`); what the tree keeps stored is the root besides.
+        let named = sorted_ids(chunks.to_vec());
+        let mut distinct = named.clone();
+        if let Err(at) = distinct.binary_search(cid) {
+            distinct.insert(at, *cid);
+        }
+        let (missing, bytes) = store.tally(&distinct);
         if let Some(first) = missing.first() {
             return Err(NodeError::TreeIncomplete {
                 cid: *cid,
                 missing: missing.len(),
-                total: named.len(),
+                total: distinct.len(),
                 first: *first,
             });
         }
         // The pin promises the tree: its chunks are made durable before it is written.
         self.sync_chunks(store)?;
-        // What the tree keeps stored: each of its chunks once.
-        let distinct: HashSet<Hash> = named.iter().copied().collect();
-        let bytes = store.stored_bytes(distinct.iter());
-        named.pop();
         let until = now_ms() + pins.retention.as_millis() as u64;
         let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
         let lock = proof_lock(proof);
@@ -1560,11 +1562,12 @@ impl Node {
     /// `None` if no pin of it is stored.
     pub fn pin_view(&self, cid: &Hash) -> Result<Option<PinView>, NodeError> {
         Ok(self.read_pin(cid)?.map(|pin| {
-            let distinct: HashSet<&Hash> = pin.chunks.iter().collect();
+            // Pins list each chunk once, in order (sorting them again is a pass over them).
+            let distinct = sorted_ids(pin.chunks);
             PinView {
                 until_ms: pin.until_ms,
                 chunks: distinct.len() as u64,
-                chunk_set: chunk_set_digest(distinct),
+                chunk_set: chunk_set_digest(&distinct),
             }
         }))
     }
@@ -1590,15 +1593,10 @@ impl Node {
             base: *base,
         };
         let base_pin = self.read_pin(base)?.ok_or(gone)?;
-        let removed: HashSet<&Hash> = removed.iter().collect();
-        let mut chunks: Vec<Hash> = base_pin
-            .chunks
-            .into_iter()
-            .filter(|id| !removed.contains(id))
-            .chain(added.iter().copied())
-            .collect();
-        chunks.sort_unstable();
-        chunks.dedup();
+        let removed = sorted_ids(removed.to_vec());
+        let mut chunks = sorted_difference(&sorted_ids(base_pin.chunks), &removed);
+        chunks.extend_from_slice(added);
+        let chunks = sorted_ids(chunks);
         if chunk_set_digest(&chunks) != *chunk_set {
             return Err(NodeError::PinSetMismatch {
                 cid: *cid,

@@ -20,7 +20,10 @@ use gridwork_types::Hash;
 
 use crate::chunk::{ChunkParams, Cutter};
 use crate::keys::DataKey;
-use crate::tree::{io, mode_of, put_sealed, ChunkSink, Entry, EntryKind, PackStats, TreeError};
+use crate::tree::{
+    io, mode_of, put_sealed, sorted_difference, sorted_ids, ChunkSink, Entry, EntryKind, PackStats,
+    TreeError,
+};
 
 /// A file found by the scan: its path, its name in the tree and its metadata.
 pub(crate) type ScannedFile = (PathBuf, String, Metadata);
@@ -254,35 +257,37 @@ impl PackIndex {
         self.files.is_empty()
     }
 
-    /// Every chunk id of the files it knows, each once.
+    /// Every chunk id of the files it knows, each once, in increasing order.
     pub fn chunk_ids(&self) -> Vec<Hash> {
-        let mut seen = HashSet::new();
-        self.files
-            .values()
-            .flat_map(|k| k.chunks.iter().copied())
-            .filter(|id| seen.insert(*id))
-            .collect()
+        sorted_ids(
+            self.files
+                .values()
+                .flat_map(|k| k.chunks.iter().copied())
+                .collect(),
+        )
     }
 
-    /// The tree these files were last pushed in and every chunk its pin lists (sorted, each
-    /// once), as [`pinned_in`](Self::pinned_in) recorded them; none once files were forgotten.
+    /// The tree these files were last pushed in and every chunk its pin lists (each once, in
+    /// increasing order), as [`pinned_in`](Self::pinned_in) recorded them; none once files
+    /// were forgotten.
     pub fn pinned_tree(&self) -> Option<(Hash, Vec<Hash>)> {
         let pinned = self.pinned.as_ref()?;
         let mut ids = self.chunk_ids();
         ids.extend_from_slice(&pinned.others);
-        ids.sort_unstable();
-        ids.dedup();
-        Some((pinned.cid, ids))
+        Some((pinned.cid, sorted_ids(ids)))
     }
 
-    /// Records that these files were pushed in tree `cid`, whose pin lists `chunks`.
+    /// Records that these files were pushed in tree `cid`, whose pin lists `chunks` (fastest
+    /// each once, in increasing order: [`sorted_ids`]).
     pub fn pinned_in(&mut self, cid: Hash, chunks: &[Hash]) {
-        let known: HashSet<Hash> = self.chunk_ids().into_iter().collect();
-        let others = chunks
-            .iter()
-            .filter(|id| !known.contains(id))
-            .copied()
-            .collect();
+        let sorted;
+        let chunks = if chunks.is_sorted_by(|a, b| a < b) {
+            chunks
+        } else {
+            sorted = sorted_ids(chunks.to_vec());
+            &sorted
+        };
+        let others = sorted_difference(chunks, &self.chunk_ids());
         self.pinned = Some(PinnedTree { cid, others });
     }
 
