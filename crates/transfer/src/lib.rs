@@ -15,6 +15,7 @@
 
 mod chunk;
 mod keys;
+mod manifest;
 mod pack;
 mod pool;
 mod store;

@@ -1,9 +1,9 @@
 //! Packing a file tree into chunks, and unpacking it.
 //!
-//! The manifest (JSON, sealed and chunked like file data) lists entries in path order:
-//! files with mode, size and chunk ids, directories, and symbolic links whose targets stay
-//! inside the tree. The root object, stored in clear as a chunk of its own, is
-//! `"gridwork/tree/v1\n"` followed by the manifest's chunk ids; the tree's content id is the
+//! The manifest (binary: `crate::manifest`; sealed and chunked like file data) lists entries
+//! in path order: files with mode, size and chunk ids, directories, and symbolic links whose
+//! targets stay inside the tree. The root object, stored in clear as a chunk of its own, is
+//! `"gridwork/tree/v2\n"` followed by the manifest's chunk ids; the tree's content id is the
 //! root's hash. Unpacking reads and checks the whole manifest before writing anything: no
 //! absolute paths, no `..`, no links that escape.
 
@@ -19,7 +19,10 @@ use crate::keys::DataKey;
 use crate::pack::{pack_files, PackIndex, ScannedFile};
 use crate::store::{ChunkStore, StoreError};
 
-const ROOT_TAG: &[u8] = b"gridwork/tree/v1\n";
+/// The root object's first bytes: v2 trees have a binary manifest (`crate::manifest`); v1
+/// trees, pushed by earlier versions, a JSON one, still read.
+const ROOT_TAG: &[u8] = b"gridwork/tree/v2\n";
+const ROOT_TAG_V1: &[u8] = b"gridwork/tree/v1\n";
 
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +58,7 @@ pub struct Entry {
 /// A tree's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TreeManifest {
-    /// `gridwork-tree-v1`.
+    /// `gridwork-tree-v2` (binary), or `gridwork-tree-v1` (JSON, from earlier versions).
     pub format: String,
     /// Entries in path order.
     pub entries: Vec<Entry>,
@@ -486,11 +489,8 @@ pub fn pack_with_index(
         pack_files(&files, key, params, sink, index, started_ns, &mut stats)?;
     entries.extend(file_entries);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    let manifest = TreeManifest {
-        format: "gridwork-tree-v1".into(),
-        entries,
-    };
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| TreeError::Malformed(e.to_string()))?;
+    let bytes = crate::manifest::encode(&entries);
+    drop(entries);
     let mut root_object = ROOT_TAG.to_vec();
     for (offset, len) in chunk_ranges(&bytes, MANIFEST_PARAMS) {
         let id = put_sealed(sink, key, &bytes[offset..offset + len], &mut stats)?;
@@ -549,6 +549,7 @@ pub fn sorted_difference(a: &[Hash], b: &[Hash]) -> Vec<Hash> {
 pub fn manifest_chunks(root: &[u8]) -> Result<Vec<Hash>, TreeError> {
     let ids = root
         .strip_prefix(ROOT_TAG)
+        .or_else(|| root.strip_prefix(ROOT_TAG_V1))
         .ok_or_else(|| TreeError::Malformed("missing the tree tag".into()))?;
     if ids.len() % 32 != 0 {
         return Err(TreeError::Malformed("root object length".into()));
@@ -577,14 +578,22 @@ pub fn read_manifest(
             params.max.max(MANIFEST_PARAMS.max),
         )?);
     }
-    let manifest: TreeManifest =
-        serde_json::from_slice(&bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
-    if manifest.format != "gridwork-tree-v1" {
-        return Err(TreeError::Malformed(format!(
-            "format `{}`",
-            manifest.format
-        )));
-    }
+    let manifest = if root.starts_with(ROOT_TAG_V1) {
+        let manifest: TreeManifest =
+            serde_json::from_slice(&bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
+        if manifest.format != "gridwork-tree-v1" {
+            return Err(TreeError::Malformed(format!(
+                "format `{}`",
+                manifest.format
+            )));
+        }
+        manifest
+    } else {
+        TreeManifest {
+            format: "gridwork-tree-v2".into(),
+            entries: crate::manifest::decode(&bytes)?,
+        }
+    };
     for e in &manifest.entries {
         safe(&e.path)?;
         if let Some(t) = &e.target {

@@ -361,6 +361,27 @@ fn a_forged_chunk_is_detected() {
 }
 
 #[test]
+fn a_tree_pushed_with_the_json_manifest_of_v1_still_unpacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    let key = DataKey::generate();
+    let (fid, sealed) = seal(&key, b"hello, v1");
+    store.put(&fid, &sealed).unwrap();
+    let manifest = format!(
+        r#"{{"format":"gridwork-tree-v1","entries":[{{"path":"d","kind":"dir","mode":493,"size":0,"chunks":[]}},{{"path":"d/a.txt","kind":"file","mode":420,"size":9,"chunks":["{fid}"]}}]}}"#
+    );
+    let (mid, sealed) = seal(&key, manifest.as_bytes());
+    store.put(&mid, &sealed).unwrap();
+    let mut root = b"gridwork/tree/v1\n".to_vec();
+    root.extend_from_slice(mid.as_bytes());
+    let cid = Hash::of(&root);
+    store.put(&cid, &root).unwrap();
+    let out = dir.path().join("out");
+    unpack(&cid, &key, P, &store, &out).unwrap();
+    assert_eq!(std::fs::read(out.join("d/a.txt")).unwrap(), b"hello, v1");
+}
+
+#[test]
 fn a_manifest_that_climbs_out_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
@@ -379,6 +400,27 @@ fn a_manifest_that_climbs_out_is_refused_before_anything_is_written() {
         let err = unpack(&cid, &key, P, &store, &out).unwrap_err();
         assert!(matches!(err, TreeError::UnsafePath { .. }), "{bad}: {err}");
         assert!(!out.join("ok.txt").exists(), "nothing written for {bad}");
+
+        // The same in the binary manifest of v2 trees (docs/data-plane.md): `bad` sorts
+        // before `ok.txt`; each entry is kind, shared prefix, suffix, mode 420, size, count.
+        let mut manifest = b"gridwork-tree-v2\n".to_vec();
+        for path in [bad, "ok.txt"] {
+            manifest.extend_from_slice(&[0, 0, path.len() as u8]);
+            manifest.extend_from_slice(path.as_bytes());
+            manifest.extend_from_slice(&[0xa4, 0x03, 0, 0]);
+        }
+        let (mid, sealed) = seal(&key, &manifest);
+        store.put(&mid, &sealed).unwrap();
+        let mut root = b"gridwork/tree/v2\n".to_vec();
+        root.extend_from_slice(mid.as_bytes());
+        let cid = Hash::of(&root);
+        store.put(&cid, &root).unwrap();
+        let err = unpack(&cid, &key, P, &store, &out).unwrap_err();
+        assert!(
+            matches!(err, TreeError::UnsafePath { .. }),
+            "v2 {bad}: {err}"
+        );
+        assert!(!out.join("ok.txt").exists(), "nothing written for v2 {bad}");
     }
 }
 
