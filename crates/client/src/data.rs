@@ -28,9 +28,10 @@ use gridwork_api::{
     ChunkIds, KeyGrant, KeyGrants, MissingChunks, PinView, StorageView, KEY_PROOF_HEADER,
 };
 use gridwork_transfer::{
-    chunk_set_digest, manifest_chunks, open, pack_with_index, read_manifest, sealed_prefix,
-    sorted_difference, sorted_ids, unwrap_key, wrap_key, write_tree_with, ChunkParams, ChunkSink,
-    ChunkStore, DataKey, PackIndex, StoreError, TreeError, TreeManifest, VerifiedChunk, WriteHooks,
+    chunk_set_digest, manifest_ids, open, pack_with_index, read_manifest, root_children,
+    sealed_prefix, sorted_difference, sorted_ids, unwrap_key, wrap_key, write_tree_with,
+    ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError, TreeManifest,
+    VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
@@ -1312,11 +1313,16 @@ async fn fetch_manifest(
 ) -> Result<TreeManifest, DataError> {
     ensure_local(sources, *cid, local).await?;
     let root = local.get(cid)?.ok_or(TreeError::Missing { id: *cid })?;
-    let listed = manifest_chunks(&root)?;
-    let missing = local.missing(listed.iter());
-    // A large tree's manifest is thousands of small chunks: a request per thousand.
-    for group in missing.chunks(1024) {
-        sources.fetch(group.to_vec()).await?;
+    // The root names id lists, which name the manifest's chunks (a v1 root names those
+    // itself); a large tree's are thousands of small chunks: a request per thousand.
+    for step in 0..2 {
+        let listed = match step {
+            0 => root_children(&root)?,
+            _ => manifest_ids(&root, local)?,
+        };
+        for group in local.missing(listed.iter()).chunks(1024) {
+            sources.fetch(group.to_vec()).await?;
+        }
     }
     Ok(read_manifest(cid, key, params, local)?)
 }

@@ -27,7 +27,7 @@ pub use pack::{sealed_prefix, PackIndex};
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
-    chunk_set_digest, manifest_chunks, pack, pack_into, pack_with_index, read_manifest,
+    chunk_set_digest, manifest_ids, pack, pack_into, pack_with_index, read_manifest, root_children,
     sorted_difference, sorted_ids, tree_digest, unpack, write_tree, write_tree_with, ChunkSink,
     Entry, EntryKind, PackStats, TreeError, TreeManifest, WriteHooks, MANIFEST_PARAMS,
 };

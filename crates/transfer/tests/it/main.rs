@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use gridwork_transfer::{
-    manifest_chunks, pack, pack_with_index, read_manifest, seal, sealed_prefix, tree_digest,
-    unpack, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, SealError, StoreError,
-    TreeError,
+    manifest_ids, pack, pack_with_index, read_manifest, root_children, seal, sealed_prefix,
+    tree_digest, unpack, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, SealError,
+    StoreError, TreeError,
 };
 use gridwork_types::Hash;
 
@@ -173,10 +173,10 @@ fn repacking_with_an_index_reads_only_the_files_that_changed() {
         sealed: 0.into(),
     };
     let key = DataKey::generate();
+    // The manifest's chunks and the id lists that name them (docs/data-plane.md, "Trees").
     let manifest_len = |cid: &Hash| {
-        manifest_chunks(&store.get(cid).unwrap().unwrap())
-            .unwrap()
-            .len()
+        let root = store.get(cid).unwrap().unwrap();
+        manifest_ids(&root, &store).unwrap().len() + root_children(&root).unwrap().len()
     };
 
     let (first, stats, index) =
@@ -411,8 +411,11 @@ fn a_manifest_that_climbs_out_is_refused_before_anything_is_written() {
         }
         let (mid, sealed) = seal(&key, &manifest);
         store.put(&mid, &sealed).unwrap();
+        // The root names an id list, which names the manifest's chunk.
+        let list = mid.as_bytes().to_vec();
+        store.put(&Hash::of(&list), &list).unwrap();
         let mut root = b"gridwork/tree/v2\n".to_vec();
-        root.extend_from_slice(mid.as_bytes());
+        root.extend_from_slice(Hash::of(&list).as_bytes());
         let cid = Hash::of(&root);
         store.put(&cid, &root).unwrap();
         let err = unpack(&cid, &key, P, &store, &out).unwrap_err();
@@ -465,7 +468,8 @@ fn garbage_collection_keeps_only_referenced_chunks() {
     let mut keep: HashSet<Hash> = manifest.chunk_ids().into_iter().collect();
     keep.insert(cid);
     let root = store.get(&cid).unwrap().unwrap();
-    keep.extend(root[17..].chunks(32).map(|c| Hash(c.try_into().unwrap())));
+    keep.extend(root_children(&root).unwrap());
+    keep.extend(manifest_ids(&root, &store).unwrap());
     let freed = store.gc(&keep).unwrap();
     assert_eq!(freed, sealed.len() as u64);
     assert!(!store.has(&mid));
@@ -772,4 +776,55 @@ fn two_stores_open_on_one_directory_write_side_by_side() {
     for (id, bytes) in early.iter().chain(&late[..10]) {
         assert_eq!(again.get(id).unwrap().as_deref(), Some(&bytes[..]));
     }
+}
+
+#[test]
+fn an_edit_in_a_tree_of_many_files_changes_one_id_list_and_the_manifest_chunks_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for d in 0..50 {
+        let sub = src.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for f in 0..200 {
+            std::fs::write(sub.join(format!("f{f:03}.txt")), format!("{d} {f}")).unwrap();
+        }
+    }
+    let store = ChunkStore::open(dir.path().join("store"), None).unwrap();
+    // A fixed key: where the manifest is cut depends on its sealed ids.
+    let key = DataKey([3; 32]);
+    let (first, _) = pack(&src, &key, P, &store).unwrap();
+    let root = store.get(&first).unwrap().unwrap();
+    let (lists, manifest) = (
+        root_children(&root).unwrap(),
+        manifest_ids(&root, &store).unwrap(),
+    );
+    assert!(
+        lists.len() > 2 && lists.len() * 16 < manifest.len(),
+        "{} id lists for {} manifest chunks",
+        lists.len(),
+        manifest.len()
+    );
+
+    std::fs::write(src.join("d25/f100.txt"), "edited").unwrap();
+    let (second, stats) = pack(&src, &key, P, &store).unwrap();
+    assert_ne!(second, first);
+    let root = store.get(&second).unwrap().unwrap();
+    let changed_lists = root_children(&root)
+        .unwrap()
+        .iter()
+        .filter(|id| !lists.contains(id))
+        .count();
+    assert_eq!(
+        changed_lists, 1,
+        "one id list names the changed manifest chunk"
+    );
+    // The file's chunk, the manifest chunks around the entry (a cut may move), one list, the
+    // root.
+    assert!(
+        (4..=6).contains(&stats.new_chunks),
+        "{} new chunks",
+        stats.new_chunks
+    );
+    unpack(&second, &key, P, &store, &dir.path().join("out")).unwrap();
+    same_tree(&src, &dir.path().join("out"));
 }
