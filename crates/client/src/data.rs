@@ -614,7 +614,7 @@ impl Client {
         };
         let (path, key_copy, params) = (root.to_path_buf(), key.clone(), opts.params);
         let packer = tokio::task::spawn_blocking(move || {
-            pack_with_index(&path, &key_copy, params, &sink, &index)
+            pack_with_index(&path, &key_copy, params, &sink, index)
         });
 
         let sizer = Arc::new(Sizer::new());

@@ -474,19 +474,20 @@ pub fn pack_into(
     params: ChunkParams,
     sink: &dyn ChunkSink,
 ) -> Result<(Hash, PackStats), TreeError> {
-    let (cid, stats, _) = pack_with_index(root, key, params, sink, &PackIndex::new(key, params))?;
+    let (cid, stats, _) = pack_with_index(root, key, params, sink, PackIndex::new(key, params))?;
     Ok((cid, stats))
 }
 
 /// [`pack_into`], taking the chunk ids of files that look as `index` knows them instead of
 /// reading them (the caller checked that `sink` still holds those chunks:
-/// [`PackIndex::forget_files_with`]); returns the index of this pack beside the id and stats.
+/// [`PackIndex::forget_files_with`]); returns the index of this pack beside the id and stats
+/// (what `index` knew of unchanged files moves there).
 pub fn pack_with_index(
     root: &Path,
     key: &DataKey,
     params: ChunkParams,
     sink: &dyn ChunkSink,
-    index: &PackIndex,
+    index: PackIndex,
 ) -> Result<(Hash, PackStats, PackIndex), TreeError> {
     let started_ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -180,14 +180,14 @@ fn repacking_with_an_index_reads_only_the_files_that_changed() {
     };
 
     let (first, stats, index) =
-        pack_with_index(&src, &key, P, &sink, &PackIndex::new(&key, P)).unwrap();
+        pack_with_index(&src, &key, P, &sink, PackIndex::new(&key, P)).unwrap();
     assert_eq!(
         (stats.files, stats.unchanged_files, index.len()),
         (21, 0, 21)
     );
     assert!(sink.take() > 21);
 
-    let (again, stats, index) = pack_with_index(&src, &key, P, &sink, &index).unwrap();
+    let (again, stats, index) = pack_with_index(&src, &key, P, &sink, index).unwrap();
     assert_eq!(again, first);
     assert_eq!((stats.files, stats.unchanged_files), (21, 21));
     assert_eq!(
@@ -200,7 +200,7 @@ fn repacking_with_an_index_reads_only_the_files_that_changed() {
     let edited = src.join("frames/f03.txt");
     let size = std::fs::metadata(&edited).unwrap().len() as usize;
     std::fs::write(&edited, "x".repeat(size)).unwrap();
-    let (third, stats, index) = pack_with_index(&src, &key, P, &sink, &index).unwrap();
+    let (third, stats, index) = pack_with_index(&src, &key, P, &sink, index).unwrap();
     assert_eq!(stats.unchanged_files, 20);
     assert_eq!(
         sink.take(),
@@ -225,7 +225,7 @@ fn repacking_with_an_index_reads_only_the_files_that_changed() {
         .unwrap();
     let mut index = index;
     index.forget_files_with(&HashSet::from([weights.chunks[3]]));
-    let (fourth, stats, _) = pack_with_index(&src, &key, P, &sink, &index).unwrap();
+    let (fourth, stats, _) = pack_with_index(&src, &key, P, &sink, index).unwrap();
     assert_eq!(fourth, third);
     assert_eq!(stats.unchanged_files, 19);
     assert_eq!(
