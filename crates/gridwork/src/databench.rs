@@ -315,7 +315,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         // As `data push` runs: with an index of the files packed, so a re-push reads only
         // the files that changed.
         let opts = TransferOptions {
-            index: Some(dir.join("push-index.json")),
+            index: Some(dir.join("push.index")),
             ..TransferOptions::with_streams(streams)
         };
         eprintln!("push");
