@@ -25,8 +25,49 @@ use crate::tree::{
     TreeError,
 };
 
-/// A file found by the scan: its path, its name in the tree and its metadata.
-pub(crate) type ScannedFile = (PathBuf, String, Metadata);
+/// A file found by the scan: its name in the tree and what packing needs of its metadata
+/// (not all of it, nor its path on disk: a million files held 300 MB of those).
+#[derive(Debug)]
+pub(crate) struct ScannedFile {
+    pub(crate) rel: String,
+    pub(crate) size: u64,
+    pub(crate) mode: u32,
+    stamp: Option<Stamp>,
+}
+
+impl ScannedFile {
+    pub(crate) fn new(rel: String, meta: &Metadata) -> ScannedFile {
+        ScannedFile {
+            rel,
+            size: meta.len(),
+            mode: mode_of(meta),
+            stamp: Stamp::of(meta),
+        }
+    }
+}
+
+/// Where a scan's files are on disk: under a directory, or the one file a tree of one file is.
+#[derive(Debug)]
+pub(crate) enum FileRoot {
+    Dir(PathBuf),
+    File(PathBuf),
+}
+
+impl FileRoot {
+    pub(crate) fn path(&self, file: &ScannedFile) -> PathBuf {
+        match self {
+            FileRoot::Dir(dir) => dir.join(&file.rel),
+            FileRoot::File(path) => path.clone(),
+        }
+    }
+}
+
+/// A tree's files as the scan found them, and where they are.
+#[derive(Debug)]
+pub(crate) struct Scanned {
+    pub(crate) root: FileRoot,
+    pub(crate) files: Vec<ScannedFile>,
+}
 
 /// What identifies a file's content on disk without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,13 +344,13 @@ impl PackIndex {
         }
     }
 
-    /// What it knows of `rel`, taken out, if the file still looks as it did when packed.
-    fn take_unchanged(&mut self, rel: &str, meta: &Metadata) -> Option<(String, Known)> {
-        let stamp = Stamp::of(meta)?;
-        if self.files.get(rel)?.stamp != stamp {
+    /// What it knows of `file`, taken out, if the file still looks as it did when packed.
+    fn take_unchanged(&mut self, file: &ScannedFile) -> Option<(String, Known)> {
+        let stamp = file.stamp?;
+        if self.files.get(&file.rel)?.stamp != stamp {
             return None;
         }
-        self.files.remove_entry(rel)
+        self.files.remove_entry(&file.rel)
     }
 }
 
@@ -317,7 +358,7 @@ impl PackIndex {
 /// returns their entries (in no particular order) and the index of this pack. `started_ns`
 /// is when packing began (Unix time in ns).
 pub(crate) fn pack_files(
-    files: &[ScannedFile],
+    scanned: &Scanned,
     key: &DataKey,
     params: ChunkParams,
     sink: &dyn ChunkSink,
@@ -325,23 +366,24 @@ pub(crate) fn pack_files(
     started_ns: i64,
     stats: &mut PackStats,
 ) -> Result<(Vec<Entry>, PackIndex), TreeError> {
+    let (root, files) = (&scanned.root, &scanned.files[..]);
     let mut next = PackIndex::new(key, params);
     next.files.reserve(files.len().min(index.files.len()));
     let mut entries = Vec::with_capacity(files.len());
     let mut to_read = Vec::new();
     let mut reused = Vec::new();
-    for (i, (_, rel, meta)) in files.iter().enumerate() {
-        let Some((rel, known)) = index.take_unchanged(rel, meta) else {
+    for (i, file) in files.iter().enumerate() {
+        let Some((rel, known)) = index.take_unchanged(file) else {
             to_read.push(i);
             continue;
         };
-        let size = meta.len();
+        let size = file.size;
         reused.extend_from_slice(&known.chunks);
         stats.files += 1;
         stats.unchanged_files += 1;
         stats.bytes += size;
         stats.chunks += known.chunks.len() as u64;
-        entries.push(entry(&rel, meta, size, known.chunks.clone()));
+        entries.push(entry(&rel, file.mode, size, known.chunks.clone()));
         // Remembered when its change time was old enough, so it still is.
         next.files.insert(rel, known);
     }
@@ -352,6 +394,7 @@ pub(crate) fn pack_files(
     sink.packed(stats.bytes);
 
     let shared = Shared {
+        root,
         files,
         to_read: &to_read,
         key,
@@ -385,21 +428,21 @@ pub(crate) fn pack_files(
         sizes.extend(done.sizes);
     }
     for (i, size) in sizes {
-        let (_, rel, meta) = &files[i];
+        let file = &files[i];
         let mut ids = chunks.remove(&i).unwrap_or_default();
         ids.sort_unstable_by_key(|(index, _)| *index);
         let ids: Vec<Hash> = ids.into_iter().map(|(_, id)| id).collect();
-        remember(&mut next, rel, meta, size, &ids, started_ns);
-        entries.push(entry(rel, meta, size, ids));
+        remember(&mut next, &file.rel, file.stamp, size, &ids, started_ns);
+        entries.push(entry(&file.rel, file.mode, size, ids));
     }
     Ok((entries, next))
 }
 
-fn entry(rel: &str, meta: &Metadata, size: u64, chunks: Vec<Hash>) -> Entry {
+fn entry(rel: &str, mode: u32, size: u64, chunks: Vec<Hash>) -> Entry {
     Entry {
         path: rel.to_string(),
         kind: EntryKind::File,
-        mode: mode_of(meta),
+        mode,
         size,
         chunks,
         target: None,
@@ -411,12 +454,12 @@ fn entry(rel: &str, meta: &Metadata, size: u64, chunks: Vec<Hash>) -> Entry {
 fn remember(
     index: &mut PackIndex,
     rel: &str,
-    meta: &Metadata,
+    stamp: Option<Stamp>,
     size: u64,
     chunks: &[Hash],
     started_ns: i64,
 ) {
-    let Some(stamp) = Stamp::of(meta) else {
+    let Some(stamp) = stamp else {
         return;
     };
     if stamp.size == size && stamp.ctime_ns < started_ns.saturating_sub(1_000_000_000) {
@@ -471,6 +514,7 @@ enum Offer {
 }
 
 struct Shared<'a> {
+    root: &'a FileRoot,
     files: &'a [ScannedFile],
     to_read: &'a [usize],
     key: &'a DataKey,
@@ -552,7 +596,7 @@ impl Shared<'_> {
     }
 
     fn cut(&self, file: usize, window: &mut Vec<u8>, done: &mut Done) -> Result<(), TreeError> {
-        let (path, _, _) = &self.files[file];
+        let path = &self.root.path(&self.files[file]);
         let source = std::fs::File::open(path).map_err(io(path))?;
         let mut cutter = Cutter::new(source, self.params, window);
         let mut index = 0u32;
@@ -632,7 +676,7 @@ mod tests {
         remember(
             &mut index,
             "a",
-            &meta,
+            Stamp::of(&meta),
             meta.len(),
             &[Hash([9; 32])],
             i64::MAX,
@@ -658,7 +702,14 @@ mod tests {
         let meta = std::fs::metadata(dir.path()).unwrap();
         for (i, name) in ["a", "dir/b", "dir/ünïcode c"].iter().enumerate() {
             let ids: Vec<Hash> = (0..i as u8).map(|n| Hash([n; 32])).collect();
-            remember(&mut index, name, &meta, meta.len(), &ids, i64::MAX);
+            remember(
+                &mut index,
+                name,
+                Stamp::of(&meta),
+                meta.len(),
+                &ids,
+                i64::MAX,
+            );
         }
         index.pinned_in(
             Hash([7; 32]),
@@ -696,7 +747,14 @@ mod tests {
         let meta = std::fs::metadata(dir.path()).unwrap();
         let ctime = Stamp::of(&meta).unwrap().ctime_ns;
         let mut index = PackIndex::new(&DataKey([1; 32]), ChunkParams::DEFAULT);
-        remember(&mut index, "a", &meta, meta.len(), &[], ctime + 500_000_000);
+        remember(
+            &mut index,
+            "a",
+            Stamp::of(&meta),
+            meta.len(),
+            &[],
+            ctime + 500_000_000,
+        );
         assert!(
             index.is_empty(),
             "changed half a second before packing began"
@@ -704,7 +762,7 @@ mod tests {
         remember(
             &mut index,
             "a",
-            &meta,
+            Stamp::of(&meta),
             meta.len() + 1,
             &[],
             ctime + 5_000_000_000,
@@ -713,7 +771,7 @@ mod tests {
         remember(
             &mut index,
             "a",
-            &meta,
+            Stamp::of(&meta),
             meta.len(),
             &[],
             ctime + 5_000_000_000,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
 use crate::keys::DataKey;
-use crate::pack::{pack_files, PackIndex, ScannedFile};
+use crate::pack::{pack_files, FileRoot, PackIndex, Scanned, ScannedFile};
 use crate::store::{ChunkStore, StoreError};
 
 /// The root object's first bytes. A v2 root lists id lists ([`ID_LIST_CUT`]) that list the
@@ -255,7 +255,7 @@ pub(crate) fn put_sealed(
 
 /// A tree's files (path, relative name, metadata) and its other entries (directories,
 /// links), as found on disk. A single file is a tree of one file.
-type Scan = (Vec<ScannedFile>, Vec<Entry>);
+type Scan = (Scanned, Vec<Entry>);
 
 /// Walks the tree at `root`: directories are listed on every core (a stat per entry is most
 /// of a re-push of many small files), each entry's metadata read relative to its directory.
@@ -266,7 +266,12 @@ fn scan(root: &Path) -> Result<Scan, TreeError> {
         let name = root
             .file_name()
             .map_or("file".into(), |n| n.to_string_lossy().into_owned());
-        return Ok((vec![(root.to_path_buf(), name, meta)], Vec::new()));
+        let file = ScannedFile::new(name, &meta);
+        let scanned = Scanned {
+            root: FileRoot::File(root.to_path_buf()),
+            files: vec![file],
+        };
+        return Ok((scanned, Vec::new()));
     }
     let walk = Walk {
         state: Mutex::new(WalkState {
@@ -295,7 +300,11 @@ fn scan(root: &Path) -> Result<Scan, TreeError> {
         files.extend(l.files);
         entries.extend(l.entries);
     }
-    Ok((files, entries))
+    let scanned = Scanned {
+        root: FileRoot::Dir(root.to_path_buf()),
+        files,
+    };
+    Ok((scanned, entries))
 }
 
 /// Directories left to list, shared by the threads of a [`scan`].
@@ -415,7 +424,7 @@ fn list_dir(dir: &Path, prefix: String) -> Result<(Listed, Vec<(PathBuf, String)
                 target: Some(target),
             });
         } else if meta.is_file() {
-            listed.files.push((path, rel, meta));
+            listed.files.push(ScannedFile::new(rel, &meta));
         }
     }
     Ok((listed, subdirs))
@@ -425,16 +434,17 @@ fn list_dir(dir: &Path, prefix: String) -> Result<(Listed, Vec<(PathBuf, String)
 /// hash (files) or target (links). Two trees with the same digest unpack to the same files;
 /// it does not depend on any key, so independent runs that produce the same outputs agree.
 pub fn tree_digest(root: &Path) -> Result<Hash, TreeError> {
-    let (files, mut entries) = scan(root)?;
-    for (path, rel, meta) in &files {
+    let (scanned, mut entries) = scan(root)?;
+    for f in &scanned.files {
         let mut h = blake3::Hasher::new();
+        let path = &scanned.root.path(f);
         let file = std::fs::File::open(path).map_err(io(path))?;
         h.update_reader(file).map_err(io(path))?;
         entries.push(Entry {
-            path: rel.clone(),
+            path: f.rel.clone(),
             kind: EntryKind::File,
-            mode: mode_of(meta),
-            size: meta.len(),
+            mode: f.mode,
+            size: f.size,
             chunks: vec![Hash(*h.finalize().as_bytes())],
             target: None,
         });
@@ -493,10 +503,11 @@ pub fn pack_with_index(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
     let mut stats = PackStats::default();
-    let (files, mut entries) = scan(root)?;
-    sink.planned(files.iter().map(|(_, _, meta)| meta.len()).sum());
+    let (scanned, mut entries) = scan(root)?;
+    sink.planned(scanned.files.iter().map(|f| f.size).sum());
     let (file_entries, next) =
-        pack_files(&files, key, params, sink, index, started_ns, &mut stats)?;
+        pack_files(&scanned, key, params, sink, index, started_ns, &mut stats)?;
+    drop(scanned);
     entries.extend(file_entries);
     entries.sort_by(|a, b| a.path.cmp(&b.path));
     let bytes = crate::manifest::encode(&entries);
