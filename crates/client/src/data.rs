@@ -1314,17 +1314,23 @@ async fn fetch_manifest(
     ensure_local(sources, *cid, local).await?;
     let root = local.get(cid)?.ok_or(TreeError::Missing { id: *cid })?;
     // The root names id lists, which name the manifest's chunks (a v1 root names those
-    // itself); a large tree's are thousands of small chunks: a request per thousand.
-    for step in 0..2 {
-        let listed = match step {
-            0 => root_children(&root)?,
-            _ => manifest_ids(&root, local)?,
-        };
-        for group in local.missing(listed.iter()).chunks(1024) {
-            sources.fetch(group.to_vec()).await?;
-        }
-    }
+    // itself).
+    fetch_missing(sources, local, &root_children(&root)?).await?;
+    fetch_missing(sources, local, &manifest_ids(&root, local)?).await?;
     Ok(read_manifest(cid, key, params, local)?)
+}
+
+/// Fetches the chunks of `ids` that `local` lacks: a large tree's manifest is thousands of
+/// small chunks, a request per thousand.
+async fn fetch_missing(
+    sources: &Sources<'_>,
+    local: &ChunkStore,
+    ids: &[Hash],
+) -> Result<(), DataError> {
+    for group in local.missing(ids.iter()).chunks(1024) {
+        sources.fetch(group.to_vec()).await?;
+    }
+    Ok(())
 }
 
 /// Fetches tree `cid` from `sources` (nodes, peers) into `dest`, `opts.streams` chunks at a

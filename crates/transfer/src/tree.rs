@@ -282,17 +282,19 @@ fn scan(root: &Path) -> Result<Scan, TreeError> {
         wake: Condvar::new(),
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut listed: Vec<Listed> = std::thread::scope(|scope| {
+    let listed: Vec<Vec<Listed>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads).map(|_| scope.spawn(|| walk.work())).collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
     });
     let state = walk.state.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some(e) = state.failed {
         return Err(e);
     }
+    // A thread that stopped without its directories would leave them out of the tree.
+    if listed.len() != threads {
+        return Err(TreeError::Malformed("a scanning thread panicked".into()));
+    }
+    let mut listed: Vec<Listed> = listed.into_iter().flatten().collect();
     listed.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix));
     let mut files = Vec::with_capacity(listed.iter().map(|l| l.files.len()).sum());
     let mut entries = Vec::with_capacity(listed.iter().map(|l| l.entries.len()).sum());
