@@ -360,6 +360,23 @@ fn a_forged_chunk_is_detected() {
     ));
 }
 
+/// Stores a tree made by hand: its manifest sealed as one chunk, named by a v1 root or, for
+/// v2, by an id list the root names (docs/data-plane.md, "Trees"); returns its id.
+fn put_tree_by_hand(store: &ChunkStore, key: &DataKey, manifest: &[u8], v1: bool) -> Hash {
+    let (mid, sealed) = seal(key, manifest);
+    store.put(&mid, &sealed).unwrap();
+    let root = if v1 {
+        [&b"gridwork/tree/v1\n"[..], mid.as_bytes()].concat()
+    } else {
+        let list = mid.as_bytes().to_vec();
+        store.put(&Hash::of(&list), &list).unwrap();
+        [&b"gridwork/tree/v2\n"[..], Hash::of(&list).as_bytes()].concat()
+    };
+    let cid = Hash::of(&root);
+    store.put(&cid, &root).unwrap();
+    cid
+}
+
 #[test]
 fn a_tree_pushed_with_the_json_manifest_of_v1_still_unpacks() {
     let dir = tempfile::tempdir().unwrap();
@@ -370,12 +387,7 @@ fn a_tree_pushed_with_the_json_manifest_of_v1_still_unpacks() {
     let manifest = format!(
         r#"{{"format":"gridwork-tree-v1","entries":[{{"path":"d","kind":"dir","mode":493,"size":0,"chunks":[]}},{{"path":"d/a.txt","kind":"file","mode":420,"size":9,"chunks":["{fid}"]}}]}}"#
     );
-    let (mid, sealed) = seal(&key, manifest.as_bytes());
-    store.put(&mid, &sealed).unwrap();
-    let mut root = b"gridwork/tree/v1\n".to_vec();
-    root.extend_from_slice(mid.as_bytes());
-    let cid = Hash::of(&root);
-    store.put(&cid, &root).unwrap();
+    let cid = put_tree_by_hand(&store, &key, manifest.as_bytes(), true);
     let out = dir.path().join("out");
     unpack(&cid, &key, P, &store, &out).unwrap();
     assert_eq!(std::fs::read(out.join("d/a.txt")).unwrap(), b"hello, v1");
@@ -390,12 +402,7 @@ fn a_manifest_that_climbs_out_is_refused_before_anything_is_written() {
         let manifest = format!(
             r#"{{"format":"gridwork-tree-v1","entries":[{{"path":"ok.txt","kind":"file","mode":420,"size":0,"chunks":[]}},{{"path":"{bad}","kind":"file","mode":420,"size":0,"chunks":[]}}]}}"#
         );
-        let (mid, sealed) = seal(&key, manifest.as_bytes());
-        store.put(&mid, &sealed).unwrap();
-        let mut root = b"gridwork/tree/v1\n".to_vec();
-        root.extend_from_slice(mid.as_bytes());
-        let cid = Hash::of(&root);
-        store.put(&cid, &root).unwrap();
+        let cid = put_tree_by_hand(&store, &key, manifest.as_bytes(), true);
         let out = dir.path().join("out");
         let err = unpack(&cid, &key, P, &store, &out).unwrap_err();
         assert!(matches!(err, TreeError::UnsafePath { .. }), "{bad}: {err}");
@@ -409,15 +416,7 @@ fn a_manifest_that_climbs_out_is_refused_before_anything_is_written() {
             manifest.extend_from_slice(path.as_bytes());
             manifest.extend_from_slice(&[0xa4, 0x03, 0, 0]);
         }
-        let (mid, sealed) = seal(&key, &manifest);
-        store.put(&mid, &sealed).unwrap();
-        // The root names an id list, which names the manifest's chunk.
-        let list = mid.as_bytes().to_vec();
-        store.put(&Hash::of(&list), &list).unwrap();
-        let mut root = b"gridwork/tree/v2\n".to_vec();
-        root.extend_from_slice(Hash::of(&list).as_bytes());
-        let cid = Hash::of(&root);
-        store.put(&cid, &root).unwrap();
+        let cid = put_tree_by_hand(&store, &key, &manifest, false);
         let err = unpack(&cid, &key, P, &store, &out).unwrap_err();
         assert!(
             matches!(err, TreeError::UnsafePath { .. }),
