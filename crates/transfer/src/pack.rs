@@ -747,35 +747,21 @@ mod tests {
         let meta = std::fs::metadata(dir.path()).unwrap();
         let ctime = Stamp::of(&meta).unwrap().ctime_ns;
         let mut index = PackIndex::new(&DataKey([1; 32]), ChunkParams::DEFAULT);
-        remember(
-            &mut index,
-            "a",
-            Stamp::of(&meta),
-            meta.len(),
-            &[],
-            ctime + 500_000_000,
-        );
-        assert!(
-            index.is_empty(),
+        // Remembers "a" as read with `size` bytes by a pack that began at `started_ns`.
+        let mut remember_at = |size: u64, started_ns: i64| {
+            remember(&mut index, "a", Stamp::of(&meta), size, &[], started_ns);
+            index.len()
+        };
+        assert_eq!(
+            remember_at(meta.len(), ctime + 500_000_000),
+            0,
             "changed half a second before packing began"
         );
-        remember(
-            &mut index,
-            "a",
-            Stamp::of(&meta),
-            meta.len() + 1,
-            &[],
-            ctime + 5_000_000_000,
+        assert_eq!(
+            remember_at(meta.len() + 1, ctime + 5_000_000_000),
+            0,
+            "read a size other than its stamp's"
         );
-        assert!(index.is_empty(), "read a size other than its stamp's");
-        remember(
-            &mut index,
-            "a",
-            Stamp::of(&meta),
-            meta.len(),
-            &[],
-            ctime + 5_000_000_000,
-        );
-        assert_eq!(index.len(), 1);
+        assert_eq!(remember_at(meta.len(), ctime + 5_000_000_000), 1);
     }
 }
