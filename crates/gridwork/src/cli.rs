@@ -163,6 +163,10 @@ pub(crate) struct SandboxArgs {
     /// Largest file in MiB.
     #[arg(long)]
     pub(crate) max_file_mib: Option<u64>,
+    /// A GPU's device node (or a directory of them) the program may open for writing
+    /// (repeatable); with any, it may also write files under /proc, as CUDA needs.
+    #[arg(long)]
+    pub(crate) gpu_device: Vec<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,

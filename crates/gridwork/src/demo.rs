@@ -1,5 +1,6 @@
 //! `gridwork worker` and `gridwork demo`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -13,8 +14,8 @@ use gridwork_types::{
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
-    confine_and_exec, probe, probe_report, Behavior, CacheLimit, Confinement, P2pConfig,
-    PricingPolicy, Worker, WorkerConfig,
+    confine_and_exec, gpu_devices, probe, probe_report, Behavior, CacheLimit, Confinement,
+    P2pConfig, PricingPolicy, Worker, WorkerConfig,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -63,6 +64,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             exe: std::env::current_exe().context("locating the gridwork executable")?,
             memory_mib: args.max_memory_mib,
             max_file_mib: Some(args.max_file_mib),
+            gpu_devices: gpu_devices(Path::new("/dev")),
         }),
         p2p: args.p2p_listen.map(|listen| P2pConfig {
             listen,
@@ -224,7 +226,12 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 behavior,
                 launcher: std::env::current_exe()
                     .ok()
-                    .map(|exe| Launcher { exe, memory_mib: None, max_file_mib: Some(1_024) }),
+                    .map(|exe| Launcher {
+                        exe,
+                        memory_mib: None,
+                        max_file_mib: Some(1_024),
+                        gpu_devices: gpu_devices(Path::new("/dev")),
+                    }),
                 // The demo's workers fetch inputs and each other's outputs peer to peer.
                 p2p: Some(P2pConfig {
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -403,6 +410,7 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         memory_mib: args.memory_mib,
         max_file_mib: args.max_file_mib,
         cpu_seconds: None,
+        gpu_devices: args.gpu_device.clone(),
     };
     Err(confine_and_exec(&c, command, rest).into())
 }

@@ -1,17 +1,32 @@
 //! Confining a task process: resource limits and Landlock, then `exec`.
 //!
 //! The worker does not confine itself; it starts `gridwork sandbox-exec`, which calls
-//! [`confine_and_exec`]: set the resource limits, restrict the file system with Landlock
-//! (read and execute everywhere, write only inside the task's work directory and to
-//! `/dev/null`), then replace itself with the task's program, which inherits both. This keeps
-//! the confinement in safe Rust (no code between `fork` and `exec`).
+//! [`confine_and_exec`]: set the resource limits, restrict the file system with Landlock, then
+//! replace itself with the task's program, which inherits both. This keeps the confinement in
+//! safe Rust (no code between `fork` and `exec`). A task may read and execute everywhere; it
+//! may write only
+//!
+//! - inside its work directory, and to `/dev/null`;
+//! - regular files in `/dev/shm`, POSIX shared memory: Python's `multiprocessing` locks and
+//!   queues, PyTorch's data loader workers and NCCL keep theirs there;
+//! - with GPUs (`Confinement::gpu_devices`, found by [`gpu_devices`]): to those device nodes
+//!   (opened for writing by every GPU runtime: `/dev/nvidiactl`, `/dev/nvidia0`,
+//!   `/dev/nvidia-uvm`; `/dev/dri/renderD*` and `/dev/kfd` for AMD and Intel), and to files
+//!   under `/proc`, because CUDA's start names its threads in `/proc/<pid>/task/<tid>/comm`,
+//!   of whatever process calls it (a task's children too), and fails with error 304 ("OS call
+//!   failed or operation not supported") when it cannot. Both seen on an H100 (2026-11-23).
+//!   Landlock rules name inodes, not patterns, so no narrower rule reaches the threads of
+//!   processes not yet started. What stays guarded: `/proc/sys` and the like are root's to
+//!   write; another process's files under `/proc/<pid>` pass the kernel's ptrace check, and
+//!   Landlock refuses that check for any process outside the task's own domain (the worker,
+//!   other tasks).
 //!
 //! Landlock needs Linux 5.13 or later with the LSM enabled; where the kernel lacks it the
 //! program still runs, under the resource limits alone, and [`confine_and_exec`] says so on
 //! standard error.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use landlock::{
     path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
@@ -30,6 +45,9 @@ pub struct Confinement {
     pub max_file_mib: Option<u64>,
     /// CPU seconds.
     pub cpu_seconds: Option<u64>,
+    /// GPU device nodes (or directories of them) it may open for reading and writing; with
+    /// any, it may also write files under `/proc` (see the module docs).
+    pub gpu_devices: Vec<PathBuf>,
 }
 
 /// Why confinement failed (the program was not started).
@@ -108,8 +126,23 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
         .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))
         .map_err(|e| err(&e))?
         .add_rules(path_beneath_rules(
-            [c.work.as_path(), std::path::Path::new("/dev/null")],
+            [c.work.as_path(), Path::new("/dev/null")],
             AccessFs::from_all(abi),
+        ))
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(
+            ["/dev/shm"],
+            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile,
+        ))
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(
+            &c.gpu_devices,
+            AccessFs::ReadFile | AccessFs::WriteFile,
+        ))
+        .map_err(|e| err(&e))?
+        .add_rules(path_beneath_rules(
+            c.gpu_devices.first().map(|_| "/proc"),
+            AccessFs::WriteFile,
         ))
         .map_err(|e| err(&e))?
         .restrict_self()
@@ -119,6 +152,26 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
         RulesetStatus::PartiallyEnforced => LandlockStatus::Partial,
         RulesetStatus::NotEnforced => LandlockStatus::Unsupported,
     })
+}
+
+/// The GPU device nodes under `dev` (normally `/dev`) a task needs to use its GPUs: NVIDIA's
+/// (`nvidia*`, `nvidia-caps/`), the DRM render nodes (`dri/`) and AMD's compute node (`kfd`).
+/// Sorted; empty on a machine without GPUs.
+pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dev) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("nvidia") || n == "dri" || n == "kfd")
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
@@ -132,5 +185,45 @@ pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> Conf
     ConfineError::Exec {
         command: command.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_devices_lists_nvidia_dri_and_kfd_nodes_and_nothing_else() {
+        let dev = tempfile::tempdir().unwrap();
+        for name in [
+            "nvidia0",
+            "nvidiactl",
+            "nvidia-uvm",
+            "kfd",
+            "null",
+            "sda",
+            "nvme0",
+        ] {
+            std::fs::write(dev.path().join(name), b"").unwrap();
+        }
+        for name in ["nvidia-caps", "dri", "shm"] {
+            std::fs::create_dir(dev.path().join(name)).unwrap();
+        }
+        let names: Vec<String> = gpu_devices(dev.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "dri",
+                "kfd",
+                "nvidia-caps",
+                "nvidia-uvm",
+                "nvidia0",
+                "nvidiactl"
+            ]
+        );
+        assert!(gpu_devices(&dev.path().join("missing")).is_empty());
     }
 }

@@ -14,6 +14,8 @@ mod probe;
 pub mod sandbox;
 
 pub use agent::{Behavior, CacheLimit, P2pConfig, Worker, WorkerConfig, WorkerError};
-pub use confine::{confine, confine_and_exec, ConfineError, Confinement, LandlockStatus};
+pub use confine::{
+    confine, confine_and_exec, gpu_devices, ConfineError, Confinement, LandlockStatus,
+};
 pub use policy::{Decision, PricingPolicy};
 pub use probe::{probe, probe_at, probe_report, ProbeReport};

@@ -47,6 +47,8 @@ pub struct Launcher {
     pub memory_mib: Option<u64>,
     /// Largest file a task may write, in MiB.
     pub max_file_mib: Option<u64>,
+    /// The GPUs' device nodes a task may open for writing (`confine::gpu_devices`).
+    pub gpu_devices: Vec<PathBuf>,
 }
 
 /// Why a run could not start.
@@ -56,6 +58,34 @@ pub struct SandboxError {
     command: String,
     dir: String,
     source: std::io::Error,
+}
+
+/// A short path for a task's `tmp/`: a symbolic link in `/tmp`, removed on drop. Programs
+/// make Unix sockets in TMPDIR (Python's `multiprocessing` does, and with it PyTorch's data
+/// loaders), a socket's path has at most 107 bytes, and a task directory's own path can be
+/// longer: a data loader in a task failed with "AF_UNIX path too long" (H100 host,
+/// 2026-11-23). Landlock judges the directory the link resolves to, inside the work directory.
+struct ShortTmp(PathBuf);
+
+impl ShortTmp {
+    /// A link to `target`, or `None` where none can be made (TMPDIR is then the long path).
+    fn new(target: &Path) -> Option<ShortTmp> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let link = Path::new("/tmp").join(format!("gridwork-{}-{n}", std::process::id()));
+        // A link left by an earlier worker process of the same id.
+        if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(&link);
+        }
+        std::os::unix::fs::symlink(target, &link).ok()?;
+        Some(ShortTmp(link))
+    }
+}
+
+impl Drop for ShortTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// The directories of a task's work directory.
@@ -97,6 +127,9 @@ pub async fn run(
             if let Some(m) = l.max_file_mib {
                 cmd.arg("--max-file-mib").arg(m.to_string());
             }
+            for d in &l.gpu_devices {
+                cmd.arg("--gpu-device").arg(d);
+            }
             cmd.arg("--").arg(&program.command).args(&program.args);
             cmd
         }
@@ -105,7 +138,6 @@ pub async fn run(
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("HOME", work)
-        .env("TMPDIR", work.join("tmp"))
         .env("LANG", "C.UTF-8")
         .env("GRIDWORK_JOB", &env.job)
         .env("GRIDWORK_TASK", env.task.to_string())
@@ -119,6 +151,9 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true);
     let started = Instant::now();
+    let tmp = work.join("tmp");
+    let short_tmp = ShortTmp::new(&tmp);
+    cmd.env("TMPDIR", short_tmp.as_ref().map_or(&tmp, |s| &s.0));
     let mut child = cmd.spawn().map_err(err)?;
     let seconds = |s: Instant| s.elapsed().as_secs().max(1);
     match tokio::time::timeout(deadline, child.wait()).await {
@@ -159,6 +194,38 @@ mod tests {
             task: 3,
             items: (6, 9),
         }
+    }
+
+    #[tokio::test]
+    async fn a_task_in_a_deep_work_directory_gets_a_tmpdir_short_enough_for_unix_sockets() {
+        let base = tempfile::tempdir().unwrap();
+        let work = base
+            .path()
+            .join("w".repeat(60))
+            .join(format!("{}-0-0", "ab".repeat(32)));
+        let p = Program {
+            command: "sh".into(),
+            args: vec![
+                "-c".into(),
+                "printf %s \"$TMPDIR\" > outputs/tmpdir; echo hi > \"$TMPDIR/note\"".into(),
+            ],
+        };
+        let outcome = run(&p, &work, &env(), Duration::from_secs(10), None)
+            .await
+            .unwrap();
+        assert_eq!(outcome.code, Some(0));
+        let tmpdir = std::fs::read_to_string(work.join("outputs/tmpdir")).unwrap();
+        assert!(work.join("tmp").as_os_str().len() > 107);
+        // Room for a program's own directory and socket name beneath it.
+        assert!(tmpdir.len() <= 40, "{tmpdir}");
+        assert_eq!(
+            std::fs::read_to_string(work.join("tmp/note")).unwrap(),
+            "hi\n"
+        );
+        assert!(
+            std::fs::symlink_metadata(&tmpdir).is_err(),
+            "the link goes with the task"
+        );
     }
 
     #[tokio::test]

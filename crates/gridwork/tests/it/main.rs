@@ -553,6 +553,50 @@ fn task_programs_cannot_write_outside_their_work_directory_or_past_limits() {
 }
 
 #[test]
+fn task_programs_with_gpus_may_write_their_devices_and_thread_names_and_all_use_shared_memory() {
+    // /dev/zero stands for a GPU's node here. CUDA names its threads at start, in the process
+    // that calls it: a child of the task's shell here.
+    let script = "echo a > /dev/zero && echo gpu-ok; echo b > /dev/random && echo other-ok; \
+                  sh -c 'echo worker > /proc/self/task/$$/comm' && echo comm-ok; \
+                  echo c > /dev/shm/gridwork-test-$$ && rm /dev/shm/gridwork-test-$$ && echo shm-ok; \
+                  exit 0";
+    let run = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .arg("sandbox-exec")
+            .args(extra)
+            .arg("--work")
+            .arg(dir.path())
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (gpu, stderr) = run(&["--gpu-device", "/dev/zero"]);
+    for ok in ["gpu-ok", "comm-ok", "shm-ok"] {
+        assert!(gpu.contains(ok), "{ok}: {gpu} {stderr}");
+    }
+    if stderr.contains("Landlock Unsupported") {
+        return;
+    }
+    assert!(
+        !gpu.contains("other-ok"),
+        "a device not given stays closed for writing: {gpu} {stderr}"
+    );
+    let (plain, stderr) = run(&[]);
+    assert!(plain.contains("shm-ok"), "{plain} {stderr}");
+    for refused in ["gpu-ok", "other-ok", "comm-ok"] {
+        assert!(
+            !plain.contains(refused),
+            "{refused} without GPUs: {plain} {stderr}"
+        );
+    }
+}
+
+#[test]
 fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
