@@ -654,3 +654,39 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
     assert!(by_peer.chunks >= 1, "{sources:?}");
     peer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on: bound, then closed.
+    let url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let cfg = WorkerConfig {
+        owner: None,
+        key: dev_keypair(1),
+        work_dir: dir.path().join("worker"),
+        policy: PricingPolicy {
+            price_per_task_second: Amount(1),
+            capacity: 1,
+        },
+        hardware: Hardware::default(),
+        stake: Amount::grid(1_000),
+        poll: Duration::from_millis(50),
+        heartbeat: Duration::from_secs(20),
+        behavior: Behavior::Honest,
+        launcher: None,
+        p2p: None,
+        cache: None,
+    };
+    let worker = Worker::new(&url, cfg).unwrap();
+    let (stop, stopped) = watch::channel(false);
+    stop.send(true).unwrap();
+    // It used to retry forever; WAIT only bounds a hang.
+    let served = tokio::time::timeout(WAIT, worker.serve(stopped)).await;
+    assert!(
+        matches!(served, Ok(Ok(()))),
+        "a stopping worker with no task gives up on a node that does not answer"
+    );
+}
