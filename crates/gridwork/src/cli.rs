@@ -167,6 +167,10 @@ pub(crate) struct SandboxArgs {
     /// (repeatable); with any, it may also write files under /proc, as CUDA needs.
     #[arg(long)]
     pub(crate) gpu_device: Vec<PathBuf>,
+    /// A path the program may not read, though its work directory may lie beneath it
+    /// (repeatable; the worker hides its home: keys, chunk cache, other tasks).
+    #[arg(long)]
+    pub(crate) hide: Vec<PathBuf>,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,

@@ -37,6 +37,10 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => home(cli)?.join("worker").join(name),
     };
+    // Absolute: task programs start in their own directories, and `sandbox-exec` reads the
+    // paths it is given from there.
+    let work_dir = std::path::absolute(&work_dir)
+        .with_context(|| format!("resolving the work directory {}", work_dir.display()))?;
     let owner = args
         .owner_approval
         .as_deref()
@@ -44,6 +48,11 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         .transpose()
         .context("--owner-approval")?;
     let owner_address = owner.map(|o| o.owner_address());
+    // Tasks may read neither: keys, the chunk cache, other tasks' decrypted inputs.
+    let hidden = vec![
+        std::path::absolute(home(cli)?).context("resolving the worker's home")?,
+        work_dir.clone(),
+    ];
     let report = probe_report();
     tracing::info!(nvidia = %report.nvidia_source, "probed");
     let hardware = report.hardware;
@@ -65,6 +74,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             memory_mib: args.max_memory_mib,
             max_file_mib: Some(args.max_file_mib),
             gpu_devices: gpu_devices(Path::new("/dev")),
+            hidden,
         }),
         p2p: args.p2p_listen.map(|listen| P2pConfig {
             listen,
@@ -188,7 +198,8 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         bail!("--items must be at least 1");
     }
     let temp = tempdir()?;
-    let base = args.data_dir.clone().unwrap_or_else(|| temp.clone());
+    let base = std::path::absolute(args.data_dir.clone().unwrap_or_else(|| temp.clone()))
+        .context("resolving --data-dir")?;
     let config = NodeConfig {
         data_dir: base.join("node"),
         block_interval_ms: 50,
@@ -231,6 +242,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                         memory_mib: None,
                         max_file_mib: Some(1_024),
                         gpu_devices: gpu_devices(Path::new("/dev")),
+                        hidden: vec![base.clone()],
                     }),
                 // The demo's workers fetch inputs and each other's outputs peer to peer.
                 p2p: Some(P2pConfig {
@@ -411,6 +423,7 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         max_file_mib: args.max_file_mib,
         cpu_seconds: None,
         gpu_devices: args.gpu_device.clone(),
+        hidden: args.hide.clone(),
     };
     Err(confine_and_exec(&c, command, rest).into())
 }

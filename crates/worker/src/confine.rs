@@ -3,8 +3,10 @@
 //! The worker does not confine itself; it starts `gridwork sandbox-exec`, which calls
 //! [`confine_and_exec`]: set the resource limits, restrict the file system with Landlock, then
 //! replace itself with the task's program, which inherits both. This keeps the confinement in
-//! safe Rust (no code between `fork` and `exec`). A task may read and execute everywhere; it
-//! may write only
+//! safe Rust (no code between `fork` and `exec`). A task may read and execute everywhere
+//! except beneath the paths it is hidden from (`Confinement::hidden`: the worker's home, with
+//! its keys, its chunk cache and the work directories of other tasks, whose inputs lie there
+//! decrypted; see [`readable_roots`]); it may write only
 //!
 //! - inside its work directory, and to `/dev/null`;
 //! - regular files in `/dev/shm`, POSIX shared memory: Python's `multiprocessing` locks and
@@ -48,6 +50,8 @@ pub struct Confinement {
     /// GPU device nodes (or directories of them) it may open for reading and writing; with
     /// any, it may also write files under `/proc` (see the module docs).
     pub gpu_devices: Vec<PathBuf>,
+    /// Paths it may not read (its own work directory may lie beneath one).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// Why confinement failed (the program was not started).
@@ -123,7 +127,10 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
         .map_err(|e| err(&e))?
         .create()
         .map_err(|e| err(&e))?
-        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))
+        .add_rules(path_beneath_rules(
+            readable_roots(&c.hidden),
+            AccessFs::from_read(abi),
+        ))
         .map_err(|e| err(&e))?
         .add_rules(path_beneath_rules(
             [c.work.as_path(), Path::new("/dev/null")],
@@ -152,6 +159,50 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
         RulesetStatus::PartiallyEnforced => LandlockStatus::Partial,
         RulesetStatus::NotEnforced => LandlockStatus::Unsupported,
     })
+}
+
+/// What to grant reading so that everything is readable but what lies beneath `hidden`:
+/// `/` itself when nothing is hidden; else every entry of `/` and, on the way down to each
+/// hidden path, every entry beside the way (Landlock only grants; it cannot take a subtree
+/// back). An entry that resolves (a symbolic link) into a hidden path, or to a directory
+/// holding one, is left out. Hidden paths that do not exist are ignored. Listing the
+/// directories on the way (`ls /`) is refused too: names beside them would be readable, and
+/// so would the hidden entry's own name.
+pub fn readable_roots(hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let hidden: Vec<PathBuf> = hidden
+        .iter()
+        .filter_map(|h| h.canonicalize().ok())
+        .collect();
+    if hidden.is_empty() {
+        return vec![PathBuf::from("/")];
+    }
+    let mut roots = Vec::new();
+    let mut on_the_way = vec![PathBuf::from("/")];
+    while let Some(dir) = on_the_way.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let Ok(real) = path.canonicalize() else {
+                continue;
+            };
+            if hidden.iter().any(|h| real.starts_with(h)) {
+                continue;
+            }
+            if hidden.iter().any(|h| h.starts_with(&real)) {
+                // A directory holding a hidden path: go down it, unless this is a link to it
+                // (the directory itself is on a way already).
+                if real == path {
+                    on_the_way.push(path);
+                }
+                continue;
+            }
+            roots.push(path);
+        }
+    }
+    roots.sort();
+    roots
 }
 
 /// The GPU device nodes under `dev` (normally `/dev`) a task needs to use its GPUs: NVIDIA's
@@ -225,5 +276,34 @@ mod tests {
             ]
         );
         assert!(gpu_devices(&dev.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn readable_roots_cover_everything_but_the_hidden_paths() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path().canonicalize().unwrap();
+        let home = base.join("home");
+        for dir in ["home/keys", "home/worker/tasks", "beside/deep", "home-not"] {
+            std::fs::create_dir_all(base.join(dir)).unwrap();
+        }
+        std::fs::write(base.join("file"), b"").unwrap();
+        std::os::unix::fs::symlink(base.join("home/keys"), base.join("to-keys")).unwrap();
+        std::os::unix::fs::symlink(&base, base.join("to-base")).unwrap();
+        std::os::unix::fs::symlink(base.join("beside"), base.join("to-beside")).unwrap();
+        let roots = readable_roots(&[home.clone(), base.join("no-such-dir")]);
+        let under: Vec<String> = roots
+            .iter()
+            .filter_map(|r| r.strip_prefix(&base).ok())
+            .map(|r| r.display().to_string())
+            .collect();
+        assert_eq!(under, ["beside", "file", "home-not", "to-beside"]);
+        // Every entry of `/` but the one holding the base, and nothing beneath the home.
+        for entry in std::fs::read_dir("/").unwrap().filter_map(Result::ok) {
+            let path = entry.path();
+            let holds_base = base.starts_with(path.canonicalize().unwrap_or_default());
+            assert_eq!(roots.contains(&path), !holds_base, "{}", path.display());
+        }
+        assert!(roots.iter().all(|r| !r.starts_with(&home)));
+        assert_eq!(readable_roots(&[]), [PathBuf::from("/")]);
     }
 }

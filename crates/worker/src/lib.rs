@@ -15,7 +15,8 @@ pub mod sandbox;
 
 pub use agent::{Behavior, CacheLimit, P2pConfig, Worker, WorkerConfig, WorkerError};
 pub use confine::{
-    confine, confine_and_exec, gpu_devices, ConfineError, Confinement, LandlockStatus,
+    confine, confine_and_exec, gpu_devices, readable_roots, ConfineError, Confinement,
+    LandlockStatus,
 };
 pub use policy::{Decision, PricingPolicy};
 pub use probe::{probe, probe_at, probe_report, ProbeReport};

@@ -49,6 +49,9 @@ pub struct Launcher {
     pub max_file_mib: Option<u64>,
     /// The GPUs' device nodes a task may open for writing (`confine::gpu_devices`).
     pub gpu_devices: Vec<PathBuf>,
+    /// Paths a task may not read: the worker's home and work directory (keys, chunk cache,
+    /// the decrypted inputs of other tasks).
+    pub hidden: Vec<PathBuf>,
 }
 
 /// Why a run could not start.
@@ -129,6 +132,9 @@ pub async fn run(
             }
             for d in &l.gpu_devices {
                 cmd.arg("--gpu-device").arg(d);
+            }
+            for h in &l.hidden {
+                cmd.arg("--hide").arg(h);
             }
             cmd.arg("--").arg(&program.command).args(&program.args);
             cmd

@@ -597,6 +597,53 @@ fn task_programs_with_gpus_may_write_their_devices_and_thread_names_and_all_use_
 }
 
 #[test]
+fn task_programs_cannot_read_the_workers_home_or_other_tasks_beside_their_own() {
+    // The layout of a worker: its home with keys, its work directory with two tasks, one of
+    // them holding another requester's decrypted input.
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let mine = home.join("worker/dev1/tasks/a-0-0");
+    let other = home.join("worker/dev1/tasks/b-0-0/inputs");
+    for d in [&mine.join("inputs"), &other, &home.join("keys")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(mine.join("inputs/data.txt"), "mine\n").unwrap();
+    std::fs::write(other.join("data.txt"), "theirs\n").unwrap();
+    std::fs::write(home.join("keys/dev1.key"), "secret\n").unwrap();
+    let script = format!(
+        "cat inputs/data.txt; cat {other}/data.txt; cat {home}/keys/dev1.key; \
+         ls {home}/worker/dev1/tasks; head -c 3 /etc/passwd && echo; exit 0",
+        other = other.display(),
+        home = home.display()
+    );
+    let out = Command::new(BIN)
+        .args(["sandbox-exec", "--hide"])
+        .arg(&home)
+        .arg("--work")
+        .arg(&mine)
+        .args(["--", "sh", "-c", &script])
+        .current_dir(&mine)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("mine\n"),
+        "its own inputs: {stdout} {stderr}"
+    );
+    assert!(
+        stdout.contains("roo\n"),
+        "the rest of the system: {stdout} {stderr}"
+    );
+    if stderr.contains("Landlock Unsupported") {
+        return;
+    }
+    for secret in ["theirs", "secret", "b-0-0"] {
+        assert!(!stdout.contains(secret), "{secret}: {stdout} {stderr}");
+    }
+}
+
+#[test]
 fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
