@@ -207,6 +207,13 @@ impl Worker {
     /// A worker talking to the node at `node`; fails if its chunk cache cannot be opened.
     pub fn new(node: &str, cfg: WorkerConfig) -> Result<Arc<Worker>, WorkerError> {
         let me = cfg.key.address();
+        if cfg.launcher.is_some() && rustix::process::geteuid().is_root() {
+            // Landlock confines files, not privileges: a root task could still change the
+            // system (and, on a GPU worker, write under /proc, see `confine.rs`).
+            tracing::warn!(
+                "the worker runs as root, so its tasks do too; run it as an unprivileged user"
+            );
+        }
         let chunks = ChunkStore::open(cfg.work_dir.join("chunks"), None)?;
         Ok(Arc::new(Worker {
             client: Client::new(node).signed_by(cfg.key.clone()),
