@@ -28,7 +28,7 @@ use gridwork_types::{
 use crate::account::{Account, Unbonding, Vesting};
 use crate::error::{BlockError, GenesisError, TxError};
 use crate::genesis::{Genesis, Params};
-use crate::hashed_map::HashedMap;
+use crate::hashed_map::{HashedMap, MapKey};
 use crate::market::{Job, Provider, Task, TaskKey};
 use crate::receipt::{Event, Receipt};
 
@@ -594,12 +594,20 @@ impl State {
     /// Hands over what changed since the last call, for storage to persist.
     pub fn take_changes(&mut self) -> StateChanges {
         let mut entries = Vec::new();
-        for (address, account) in self.accounts.take_touched() {
-            entries.push((
-                entry_key(PREFIX_ACCOUNT, &address),
-                account.map(|a| a.to_bytes()),
-            ));
+        fn drain<K: MapKey, V: Encode + Clone>(
+            prefix: u8,
+            map: &mut HashedMap<K, V>,
+            entries: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+        ) {
+            for (key, value) in map.take_touched() {
+                entries.push((entry_key(prefix, &key), value.map(|v| v.to_bytes())));
+            }
         }
+        drain(PREFIX_ACCOUNT, &mut self.accounts, &mut entries);
+        drain(PREFIX_PROVIDER, &mut self.providers, &mut entries);
+        drain(PREFIX_JOB, &mut self.jobs, &mut entries);
+        drain(PREFIX_TASK, &mut self.tasks, &mut entries);
+        drain(PREFIX_OPEN_TASK, &mut self.open_tasks, &mut entries);
         StateChanges {
             entries,
             rewards_pool: self.rewards_pool,

@@ -15,11 +15,50 @@ const CHAIN: &str = "market-test";
 const PROVIDERS: u32 = 6;
 
 /// A chain with a requester (dev0) and staked, registered providers (dev1..=dev6).
+///
+/// After every block the state's changes go to `disk` and the state is rebuilt from it, as a
+/// node restarting there would be: every block after the first runs on a reloaded state.
 struct Market {
     state: State,
     replica: State,
+    disk: Disk,
     now: u64,
     nonces: std::collections::BTreeMap<Address, u64>,
+}
+
+/// What storage keeps of the state: the entries [`State::take_changes`] hands over.
+#[derive(Default)]
+pub(crate) struct Disk {
+    entries: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Disk {
+    /// Writes what changed in `state` since the last call, rebuilds a state from everything
+    /// written (a restart) and checks that it is the same state.
+    pub(crate) fn restart(&mut self, state: &mut State) -> State {
+        let changes = state.take_changes();
+        for (key, value) in changes.entries {
+            match value {
+                Some(v) => self.entries.insert(key, v),
+                None => self.entries.remove(&key),
+            };
+        }
+        let reloaded = State::from_parts(
+            state.chain_id().to_string(),
+            state.params().clone(),
+            state.total_supply(),
+            changes.rewards_pool,
+            self.entries.iter().map(|(k, v)| (k.clone(), v.clone())),
+            state.head().clone(),
+        )
+        .expect("stored entries decode");
+        assert_eq!(
+            reloaded.root(),
+            state.root(),
+            "state reloaded from its stored changes differs"
+        );
+        reloaded
+    }
 }
 
 fn params() -> Params {
@@ -88,9 +127,13 @@ impl Market {
         let genesis = Genesis::dev(CHAIN, T0, PROVIDERS + 2, params());
         let (state, _) = State::genesis(&genesis).unwrap();
         let (replica, _) = State::genesis(&genesis).unwrap();
+        let mut disk = Disk::default();
+        let mut state = state;
+        let state = disk.restart(&mut state);
         let mut m = Market {
             state,
             replica,
+            disk,
             now: T0,
             nonces: Default::default(),
         };
@@ -146,6 +189,7 @@ impl Market {
         self.replica.apply_block(&built.block).unwrap();
         assert_eq!(self.replica.root(), self.state.root());
         assert_eq!(self.state.check_conservation(), Ok(()));
+        self.state = self.disk.restart(&mut self.state);
         let mut events = built.events;
         events.extend(built.receipts.into_iter().flat_map(|r| r.events));
         events
@@ -159,6 +203,7 @@ impl Market {
             .build_block(self.now + 1, Address([0; 20]), vec![tx]);
         self.now += 1;
         self.replica.apply_block(&built.block).unwrap();
+        self.state = self.disk.restart(&mut self.state);
         *self.nonces.get_mut(&key.address()).unwrap() -= 1;
         assert_eq!(built.rejected.len(), 1);
         built.rejected.remove(0).1
@@ -996,6 +1041,9 @@ mod random {
                 prop_assert_eq!(m.state.check_conservation(), Ok(()));
                 m.replica.apply_block(&built.block).unwrap();
                 prop_assert_eq!(m.replica.root(), m.state.root());
+                // A restart after every block: the rest of the workload runs on the state
+                // rebuilt from what storage was given.
+                m.state = m.disk.restart(&mut m.state);
             }
         }
     }
