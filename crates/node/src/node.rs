@@ -29,7 +29,7 @@ use gridwork_api::{
     PinView, PostLog, ProviderView, StorageView, TaskLog, TaskView, TxStatus, TxView,
 };
 use gridwork_consensus::{Consensus, Solo};
-use gridwork_protocol::{Genesis, GenesisError, Params, State, TxError};
+use gridwork_protocol::{Genesis, GenesisError, Params, Phase, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
     verify_batch, Address, Block, Decode, DecodeError, Hash, Keypair, PeerAddr, PublicKey,
@@ -686,6 +686,7 @@ impl Node {
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
         }
+        node.grant_running_tasks();
         Ok(node)
     }
 
@@ -1887,9 +1888,6 @@ impl Node {
     /// them (and nobody else can). Inputs not granted to the node are the requester's to
     /// share. Failures are logged: the worker retries and the requester can share by hand.
     fn grant_inputs(&self, block: &BlockEvent) {
-        if self.shared.grants_dir.is_none() {
-            return;
-        }
         let closed = block
             .events
             .iter()
@@ -1902,9 +1900,36 @@ impl Node {
                     ..
                 } => Some((*job, *executor, council.clone())),
                 _ => None,
-            });
+            })
+            .collect();
+        self.grant_to_assigned(closed);
+    }
+
+    /// Grants the inputs of every task that is running now (committing or revealing) to its
+    /// executor and council. A node killed between a block's commit and its hand-off would
+    /// otherwise leave those workers without keys; at start-up this catches up (recipients
+    /// that already hold a grant are skipped, so it is idempotent).
+    fn grant_running_tasks(&self) {
+        let running = {
+            let inner = self.lock();
+            inner
+                .state
+                .jobs()
+                .filter(|(_, j)| !j.finished && !j.prescription.data.is_empty())
+                .flat_map(|(id, _)| inner.state.tasks_of(id))
+                .filter(|(_, t)| matches!(t.phase, Phase::Committing | Phase::Revealing))
+                .filter_map(|(k, t)| Some((k.job, t.executor?, t.council.clone())))
+                .collect()
+        };
+        self.grant_to_assigned(running);
+    }
+
+    fn grant_to_assigned(&self, assigned: Vec<(Hash, Address, Vec<Address>)>) {
+        if self.shared.grants_dir.is_none() {
+            return;
+        }
         let me = self.shared.key.address();
-        for (job, executor, council) in closed {
+        for (job, executor, council) in assigned {
             let (inputs, recipients) = {
                 let inner = self.lock();
                 let Some(j) = inner.state.job(&job) else {
