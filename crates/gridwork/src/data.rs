@@ -85,7 +85,7 @@ pub(crate) async fn push_input(
     path: &std::path::Path,
     me: &Keypair,
     node_key: &PublicKey,
-) -> anyhow::Result<Hash> {
+) -> anyhow::Result<(Hash, DataKey)> {
     let (key, index) = data_key_for(cli, path, me)?;
     let opts = TransferOptions {
         index: Some(index),
@@ -97,19 +97,20 @@ pub(crate) async fn push_input(
         .with_context(|| format!("pushing {}", path.display()))?;
     client.share_key(&report.cid, &key, &me.public()).await?;
     client.share_key(&report.cid, &key, node_key).await?;
-    Ok(report.cid)
+    Ok((report.cid, key))
 }
 
-/// Lets the node decrypt an input pushed before (the requester must hold a grant).
+/// Lets the node decrypt an input pushed before (the requester must hold a grant); returns
+/// the key, for the job's claim to hold it.
 pub(crate) async fn grant_input(
     client: &Client,
     cid: &Hash,
     me: &Keypair,
     node_key: &PublicKey,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<DataKey> {
     let key = client.granted_key(cid, me).await?;
     client.share_key(cid, &key, node_key).await?;
-    Ok(())
+    Ok(key)
 }
 
 /// The most providers `--from-providers` asks at once.

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail};
 use gridwork_api::{JobView, LogStream, TaskLog, TaskView};
 use gridwork_client::{Client, Input, JobFile};
 use gridwork_protocol::{max_task_cost, validate_prescription};
-use gridwork_types::{Address, Amount, Hash, OwnerApproval, TxKind};
+use gridwork_types::{Address, Amount, DataInput, Hash, OwnerApproval, TxKind};
 use serde_json::json;
 
 use crate::cli::{Cli, JobCommand, ProviderCommand, StreamArg};
@@ -80,11 +80,11 @@ fn submit(
     runtime()?.block_on(async {
         let chain = client.chain().await?;
         for input in &job.inputs {
-            let cid = match input {
-                Input::Cid(cid) => {
-                    crate::data::grant_input(&client, cid, &key, &chain.node_key).await?;
-                    *cid
-                }
+            let (cid, data_key) = match input {
+                Input::Cid(cid) => (
+                    *cid,
+                    crate::data::grant_input(&client, cid, &key, &chain.node_key).await?,
+                ),
                 Input::Path(path) => {
                     if !cli.json {
                         eprintln!("pushing {}", path.display());
@@ -92,7 +92,9 @@ fn submit(
                     crate::data::push_input(cli, &client, path, &key, &chain.node_key).await?
                 }
             };
-            job.prescription.data.push(cid);
+            // The node hands the key to the executor and council only against this claim.
+            let claim = data_key.input_claim(&cid, &key.address());
+            job.prescription.data.push(DataInput { cid, claim });
         }
         validate_prescription(&job.prescription, &chain.params)?;
         let per_task = max_task_cost(&job.prescription, chain.params.council_share_bps)

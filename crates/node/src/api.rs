@@ -189,6 +189,7 @@ impl From<AdmitError> for ApiError {
             AdmitError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_transaction"),
             AdmitError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "transaction_too_large"),
             AdmitError::Halted { .. } => (StatusCode::SERVICE_UNAVAILABLE, "halted"),
+            AdmitError::InputNotHeld { .. } => (StatusCode::FORBIDDEN, "input_not_held"),
             AdmitError::Mempool(MempoolError::AlreadyPending { .. }) => {
                 (StatusCode::CONFLICT, "already_pending")
             }

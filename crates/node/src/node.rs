@@ -32,8 +32,8 @@ use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, Phase, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Block, Decode, DecodeError, Hash, Keypair, PeerAddr, PublicKey,
-    Signature, SignedTx, MAX_TX_BYTES,
+    verify_batch, Address, Block, DataInput, Decode, DecodeError, Hash, Keypair, PeerAddr, PublicKey,
+    Signature, SignedTx, TxKind, MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
 
@@ -44,7 +44,7 @@ use crate::metrics::Metrics;
 use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
-    chunk_set_digest, proof_lock, sorted_difference, sorted_ids, unwrap_key, wrap_key, ChunkStore,
+    chunk_set_digest, proof_lock, sorted_difference, sorted_ids, unwrap_key, wrap_key, ChunkStore, DataKey,
     StoreError as ChunkStoreError,
 };
 
@@ -225,6 +225,15 @@ pub enum AdmitError {
     Halted {
         /// Why.
         reason: String,
+    },
+    /// A job names an input whose key the requester did not prove to hold, or that was never
+    /// shared with this node (so no executor could read it).
+    #[error("the job's input {cid} cannot be handed to its workers: {why}; submit with `gridwork job submit`, which shares each input's key with the node and proves the requester holds it")]
+    InputNotHeld {
+        /// The input tree.
+        cid: Hash,
+        /// What is missing.
+        why: &'static str,
     },
 }
 
@@ -799,14 +808,25 @@ impl Node {
             .map(|(t, m)| (t.tx.from, m.as_slice(), t.signature))
             .collect();
         let sigs = verify_batch(&items);
+        // Jobs' input claims are checked against the keys on disk, outside the lock too.
+        let inputs: Vec<Result<(), AdmitError>> = txs
+            .iter()
+            .map(|t| match &t.tx.kind {
+                TxKind::SubmitJob { prescription, .. } => {
+                    self.check_inputs(&prescription.data, &t.tx.sender())
+                }
+                _ => Ok(()),
+            })
+            .collect();
         let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
         let now = now_ms();
         let mut inner = self.lock();
         let results: Vec<_> = txs
             .into_iter()
             .zip(sigs)
+            .zip(inputs)
             .zip(hashes)
-            .map(|((tx, sig), hash)| {
+            .map(|(((tx, sig), inputs), hash)| {
                 if let Some(reason) = &inner.halted {
                     return Err(AdmitError::Halted {
                         reason: reason.clone(),
@@ -819,6 +839,7 @@ impl Node {
                     }
                     .into());
                 }
+                inputs?;
                 let Inner { state, mempool, .. } = &mut *inner;
                 mempool.admit(state, tx, hash, now)?;
                 Ok(hash)
@@ -1735,7 +1756,7 @@ impl Node {
         let state = &inner.state;
         let mut used = HashSet::new();
         for (id, job) in state.jobs().filter(|(_, j)| !j.finished && !j.cancelled) {
-            used.extend(job.prescription.data.iter().copied());
+            used.extend(job.prescription.data.iter().map(|d| d.cid));
             for (_, task) in state.tasks_of(id) {
                 used.extend(task.reveals.iter().map(|r| r.output));
                 used.extend(task.result);
@@ -1924,13 +1945,56 @@ impl Node {
         self.grant_to_assigned(running);
     }
 
+    /// The data key of input `cid` shared with this node whose claim for `requester` is
+    /// `claim`, if there is one.
+    fn input_key(&self, cid: &Hash, claim: &Hash, requester: &Address) -> Option<DataKey> {
+        let me = self.shared.key.address();
+        let grants = match self.grants(cid) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, %cid, "cannot read the grants of an input");
+                return None;
+            }
+        };
+        grants
+            .iter()
+            .filter(|g| g.recipient == me)
+            .filter_map(|g| unwrap_key(g, &self.shared.key))
+            .find(|key| key.input_claim(cid, requester) == *claim)
+    }
+
+    /// Admission of a job on a node with a data plane: every input's key must have been
+    /// shared with the node, and the job's claim must prove that the requester holds it.
+    /// (The hand-off at auction close checks again; this refuses a thief's job, or an honest
+    /// mistake, before any provider is assigned work it could not do.)
+    fn check_inputs(&self, inputs: &[DataInput], requester: &Address) -> Result<(), AdmitError> {
+        if self.shared.grants_dir.is_none() {
+            return Ok(());
+        }
+        for DataInput { cid, claim } in inputs {
+            if self.input_key(cid, claim, requester).is_none() {
+                let shared = self
+                    .grants(cid)
+                    .is_ok_and(|g| g.iter().any(|g| g.recipient == self.shared.key.address()));
+                return Err(AdmitError::InputNotHeld {
+                    cid: *cid,
+                    why: if shared {
+                        "the job's claim that its requester holds the tree's key does not check out"
+                    } else {
+                        "its key was never shared with this node"
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn grant_to_assigned(&self, assigned: Vec<(Hash, Address, Vec<Address>)>) {
         if self.shared.grants_dir.is_none() {
             return;
         }
-        let me = self.shared.key.address();
         for (job, executor, council) in assigned {
-            let (inputs, recipients) = {
+            let (inputs, requester, recipients) = {
                 let inner = self.lock();
                 let Some(j) = inner.state.job(&job) else {
                     continue;
@@ -1939,23 +2003,16 @@ impl Node {
                     .chain(council)
                     .filter_map(|a| inner.state.account(&a).public_key)
                     .collect();
-                (j.prescription.data.clone(), recipients)
+                (j.prescription.data.clone(), j.requester, recipients)
             };
-            for cid in inputs {
-                let grants = match self.grants(&cid) {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::warn!(error = %e, %cid, "cannot read the grants of an input");
-                        continue;
-                    }
-                };
-                let Some(key) = grants
-                    .iter()
-                    .find(|g| g.recipient == me)
-                    .and_then(|g| unwrap_key(g, &self.shared.key))
-                else {
+            for DataInput { cid, claim } in inputs {
+                // Only a key the requester proved, in the job, that it holds: a job naming
+                // somebody else's tree gets nothing of it.
+                let Some(key) = self.input_key(&cid, &claim, &requester) else {
+                    tracing::warn!(%cid, %job, %requester, "not handing out an input's key: the job's claim to hold it does not check out (or the key was not shared with this node)");
                     continue;
                 };
+                let grants = self.grants(&cid).unwrap_or_default();
                 let new: Vec<KeyGrant> = recipients
                     .iter()
                     .filter(|r| !grants.iter().any(|g| g.recipient == r.address()))

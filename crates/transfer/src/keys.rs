@@ -64,6 +64,20 @@ impl DataKey {
     }
 }
 
+impl DataKey {
+    /// A job's claim that its requester holds this key for the input tree `cid`
+    /// ([`gridwork_types::DataInput::claim`]): only a holder can make it, it names the
+    /// requester (a thief who copies it into its own job fails the check), and it reveals
+    /// nothing of the key or of the holder proofs.
+    pub fn input_claim(&self, cid: &Hash, requester: &Address) -> Hash {
+        let mut material = [0u8; 84];
+        material[..32].copy_from_slice(&self.0);
+        material[32..64].copy_from_slice(cid.as_bytes());
+        material[64..].copy_from_slice(&requester.0);
+        Hash(blake3::derive_key("gridwork job input claim v1", &material))
+    }
+}
+
 /// What a node keeps of a tree's [`DataKey::holder_proof`]: `BLAKE3(proof)`. Knowing it
 /// does not let anyone make the proof.
 pub fn proof_lock(proof: &Hash) -> Hash {

@@ -251,12 +251,29 @@ pub struct Halting {
 
 codec_struct!(Halting { first_bids: u32, deadline_ms: u64, reserve_price: Option<Amount> });
 
+/// One input tree of a job: its content id and the requester's claim to hold its key.
+///
+/// `claim` is `DataKey::input_claim` (in `gridwork-transfer`) of the tree for the job's requester: a keyed hash only a holder of the tree's data key can make,
+/// bound to the requester's address. The node hands the key to a task's executor and council
+/// only when the claim checks out, so naming somebody else's (public) content id in a job
+/// yields nothing, and copying somebody else's claim fails because it names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataInput {
+    /// The tree's content id.
+    pub cid: Hash,
+    /// The requester's proof that it holds the tree's key.
+    pub claim: Hash,
+}
+
+codec_struct!(DataInput { cid: Hash, claim: Hash });
+
 /// T = {D, M, I, f, e, H}: everything the network needs to run a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Prescription {
-    /// D: content ids of the input data.
-    pub data: Vec<Hash>,
+    /// D: the input data.
+    pub data: Vec<DataInput>,
     /// M: the program.
     pub program: Program,
     /// I: the instructions.
@@ -270,7 +287,7 @@ pub struct Prescription {
 }
 
 codec_struct!(Prescription {
-    data: Vec<Hash>,
+    data: Vec<DataInput>,
     program: Program,
     instructions: Instructions,
     payment: Payment,
@@ -336,7 +353,10 @@ mod tests {
     #[test]
     fn prescription_round_trips() {
         let p = Prescription {
-            data: vec![Hash([1; 32])],
+            data: vec![DataInput {
+                cid: Hash([1; 32]),
+                claim: Hash([2; 32]),
+            }],
             program: Program {
                 command: "render".into(),
                 args: vec!["--fast".into()],

@@ -721,7 +721,7 @@ impl Worker {
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
         let (inputs, outputs) = sandbox::layout(&dir);
-        for cid in &view.prescription.data {
+        for cid in view.prescription.data.iter().map(|d| &d.cid) {
             // The node wraps the input keys for the executor and council when the auction
             // closes; until then this fails and the next pass tries again.
             let key = self.client.granted_key(cid, &self.cfg.key).await?;

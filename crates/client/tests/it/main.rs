@@ -428,7 +428,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
     }
     t.client.wait_committed(&last.unwrap(), WAIT).await.unwrap();
     let p = Prescription {
-        data: vec![gridwork_types::Hash::of(b"scene")],
+        data: vec![],
         program: Program {
             command: "render".into(),
             args: vec![],

@@ -214,15 +214,26 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     );
     assert!(err.to_string().contains("push the tree again"));
 
-    // A job that reads `input` and `squatted` is open.
+    // A job that reads `input` is open; the requester holds its key and shared it with the
+    // node. A job that names `squatted` (whose key nobody shared) is refused.
     let requester = dev_keypair(0);
-    let job = Transaction {
+    let key = gridwork_transfer::DataKey::generate();
+    node.add_grants_as_holder(
+        &input,
+        vec![gridwork_transfer::wrap_key(&key, &node.public_key())],
+        &proof,
+    )
+    .unwrap();
+    let job = |data: gridwork_types::Hash| Transaction {
         from: requester.public(),
         nonce: 0,
         fee: Amount::ZERO,
         kind: TxKind::SubmitJob {
             prescription: Prescription {
-                data: vec![input, squatted],
+                data: vec![gridwork_types::DataInput {
+                    cid: data,
+                    claim: key.input_claim(&data, &requester.address()),
+                }],
                 program: Program {
                     command: "render".into(),
                     args: vec![],
@@ -248,7 +259,11 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
         },
     }
     .sign(node.chain_id(), &requester);
-    assert!(node.submit(vec![job])[0].is_ok());
+    assert!(matches!(
+        node.submit(vec![job(squatted)])[0],
+        Err(AdmitError::InputNotHeld { .. })
+    ));
+    assert!(node.submit(vec![job(input)])[0].is_ok());
     node.produce_block(true).unwrap().unwrap();
 
     let has = |id: &gridwork_types::Hash| node.chunk(id).unwrap().is_some();
@@ -259,13 +274,13 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
         .unwrap();
     assert_eq!(report.freed_bytes, 0);
     assert!(has(&loose) && has(&loose_chunks[0]));
-    // Past it, the unpinned upload goes and the pinned trees stay; of the unpinned tree an
-    // open job names, only the root stays, and it does not stop the collection.
+    // Past it, the unpinned uploads go (the one a refused job named too) and the pinned
+    // trees stay.
     let report = node.collect_garbage_at(now, Duration::ZERO).unwrap();
     assert!(report.freed_bytes > 0);
-    assert_eq!(report.unpinned_in_use, 1);
+    assert_eq!(report.unpinned_in_use, 0);
     assert!(!has(&loose) && !has(&loose_chunks[0]));
-    assert!(has(&squatted) && !has(&squatted_chunks[0]));
+    assert!(!has(&squatted) && !has(&squatted_chunks[0]));
     assert!(has(&pinned) && has(&pinned_chunks[0]));
     // Once the pins run out, the open job's input stays and the other tree goes.
     let report = node.collect_garbage_at(until + 1, Duration::ZERO).unwrap();

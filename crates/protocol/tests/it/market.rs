@@ -5,7 +5,7 @@
 
 use gridwork_protocol::{dev_keypair, Event, Genesis, Params, Phase, State, TaskKey, TxError};
 use gridwork_types::{
-    commitment, Address, Amount, Equivalence, Gpu, GpuVendor, Halting, Hardware, Hash,
+    commitment, Address, Amount, DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware, Hash,
     Instructions, Keypair, OwnerApproval, Payment, Prescription, Program, Requirements, SignedTx,
     Transaction, TxKind, GRID,
 };
@@ -90,7 +90,10 @@ fn provider(i: u32) -> Keypair {
 
 fn prescription(tasks: u64, council: u8, equivalence: Equivalence) -> Prescription {
     Prescription {
-        data: vec![Hash([7; 32])],
+        data: vec![DataInput {
+            cid: Hash([7; 32]),
+            claim: Hash([8; 32]),
+        }],
         program: Program {
             command: "render".into(),
             args: vec![],

@@ -8,7 +8,7 @@ use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_transfer::{ChunkStore, DataKey};
 use gridwork_types::{
-    Address, Amount, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
+    Address, Amount, DataInput, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
     Prescription, Program, Requirements, Transaction, TxKind, GRID,
 };
 use gridwork_worker::{Behavior, CacheLimit, P2pConfig, PricingPolicy, Worker, WorkerConfig};
@@ -109,7 +109,7 @@ impl Net {
 
     /// Pushes `src` as the requester (dev0) would for a job input: under a fresh key, granted
     /// to the requester and to the node (which passes it on to each task's workers).
-    async fn push_input(&self, src: &std::path::Path) -> Hash {
+    async fn push_input(&self, src: &std::path::Path) -> DataInput {
         let key = DataKey::generate();
         let pushed = self
             .client
@@ -123,12 +123,15 @@ impl Net {
                 .await
                 .unwrap();
         }
-        pushed.cid
+        DataInput {
+            cid: pushed.cid,
+            claim: key.input_claim(&pushed.cid, &dev_keypair(0).address()),
+        }
     }
 
     /// Runs `program` as a one-task job (one council member) over input tree `input`, and
     /// returns the settled job.
-    async fn run_on_input(&self, program: &str, input: Hash) -> gridwork_api::JobView {
+    async fn run_on_input(&self, program: &str, input: DataInput) -> gridwork_api::JobView {
         let mut p = squares(1, 1, 30_000, program);
         p.data = vec![input];
         let job = self.submit(p).await;
@@ -138,7 +141,17 @@ impl Net {
     }
 
     async fn submit(&self, p: Prescription) -> Hash {
-        let key = dev_keypair(0);
+        let id = self.submit_as(&dev_keypair(0), p).await.unwrap();
+        self.client.wait_committed(&id, WAIT).await.unwrap();
+        id
+    }
+
+    /// Submits a job signed by `key`; the node's answer.
+    async fn submit_as(
+        &self,
+        key: &gridwork_types::Keypair,
+        p: Prescription,
+    ) -> Result<Hash, gridwork_client::ClientError> {
         let account = self.client.account(&key.address()).await.unwrap();
         let tx = Transaction {
             from: key.public(),
@@ -149,10 +162,8 @@ impl Net {
                 deposit: Amount::grid(100),
             },
         }
-        .sign(self.node.chain_id(), &key);
-        let id = self.client.submit(&tx).await.unwrap();
-        self.client.wait_committed(&id, WAIT).await.unwrap();
-        id
+        .sign(self.node.chain_id(), key);
+        self.client.submit(&tx).await
     }
 
     async fn wait_finished(&self, job: &Hash) -> gridwork_api::JobView {
@@ -476,7 +487,10 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     let program = "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt; \
                    echo \"jitter 1.0000$(date +%N)\" >> $GRIDWORK_OUTPUTS/result.txt";
     let mut p = squares(1, 1, 30_000, program);
-    p.data = vec![pushed.cid];
+    p.data = vec![DataInput {
+        cid: pushed.cid,
+        claim: key.input_claim(&pushed.cid, &requester.address()),
+    }];
     p.equivalence = Equivalence::NumericTolerance {
         abs_ppb: 0,
         rel_ppb: 1_000_000,
@@ -645,7 +659,7 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
     let pulls = executor.recent_pulls();
     let (_, sources) = pulls
         .iter()
-        .find(|(cid, _)| *cid == input)
+        .find(|(cid, _)| *cid == input.cid)
         .expect("the executor pulled the input");
     let by_peer = sources
         .iter()
@@ -689,4 +703,52 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
         matches!(served, Ok(Ok(()))),
         "a stopping worker with no task gives up on a node that does not answer"
     );
+}
+
+/// `KeyThief`: input content ids are public. A thief names a victim's input in its own job,
+/// with a made-up claim and then with the victim's own claim copied from the victim's job,
+/// hoping to win the task with its own provider and so receive the victim's key. The node
+/// refuses both jobs, names the input and says what is missing; the thief's account never
+/// appears among the tree's grants, while the victim's job over the same input is admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_thief_naming_someone_elses_input_gets_no_job_and_no_key() {
+    let net = Net::start().await;
+    let src = net.dir.path().join("input");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("secret.txt"), "the victim's data\n").unwrap();
+    let victims = net.push_input(&src).await;
+    let thief = dev_keypair(5);
+
+    for (how, claim) in [
+        ("a made-up claim", Hash([0x5a; 32])),
+        ("the victim's claim", victims.claim),
+        (
+            "a claim made with another key",
+            DataKey::generate().input_claim(&victims.cid, &thief.address()),
+        ),
+    ] {
+        let mut p = squares(1, 1, 30_000, "cat $GRIDWORK_INPUTS/secret.txt");
+        p.data = vec![DataInput {
+            cid: victims.cid,
+            claim,
+        }];
+        let err = net.submit_as(&thief, p).await.unwrap_err();
+        assert_eq!(err.code(), Some("input_not_held"), "{how}: {err}");
+        assert!(err.to_string().contains(&victims.cid.to_string()), "{err}");
+    }
+    // An input never shared with the node is refused with its own reason.
+    let mut p = squares(1, 1, 30_000, "true");
+    p.data = vec![DataInput {
+        cid: Hash([0x77; 32]),
+        claim: Hash([0x77; 32]),
+    }];
+    let err = net.submit_as(&thief, p).await.unwrap_err();
+    assert!(err.to_string().contains("never shared with this node"), "{err}");
+
+    // The victim's own job over the same input goes in.
+    let mut p = squares(1, 1, 30_000, "cat $GRIDWORK_INPUTS/secret.txt");
+    p.data = vec![victims];
+    net.submit(p).await;
+    let grants = net.node.grants(&victims.cid).unwrap();
+    assert!(grants.iter().all(|g| g.recipient != thief.address()));
 }
