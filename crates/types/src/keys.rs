@@ -1,15 +1,21 @@
 //! ed25519 keys and signatures.
 //!
-//! Verification is strict (`verify_strict`): it rejects small-order keys and non-canonical
-//! signatures, so one signature has one encoding and a transaction hash cannot be malleated.
-//! [`verify_batch`] checks many signatures at once and falls back to strict single checks to
-//! name the bad ones.
+//! # One verdict per signature
 //!
-//! A known gap: the batch equation uses random weights and is not cofactored, so a signature
-//! crafted with a small-order component in `R`, which the strict single check refuses, passes
-//! a batch with probability at most 1/8. With one sequencer this only decides admission; before
-//! validators verify each other's blocks, single and batch checks must share one rule
-//! (ZIP-215, as in ed25519-zebra) so that every node reaches the same verdict.
+//! Verification follows ZIP-215 (through `ed25519-zebra`), single and batched alike: `S` must
+//! be canonical (below the group order), `A` and `R` may be any encoding of a curve point, and
+//! the check is cofactored (`[8][S]B = [8]R + [8][k]A`). Because the batch equation is the
+//! single one times random weights, a batch accepts exactly what one-by-one checks accept:
+//! admission, block building and every replica reach the same verdict on every signature,
+//! including crafted ones with small-order components (`dalek`'s strict single check and its
+//! uncofactored batch disagreed on those with probability 1/8).
+//!
+//! On top of ZIP-215 one rule is ours: a public key of small order is refused when it is
+//! decoded ([`PublicKey::from_bytes`]). Anyone could sign for such a key, so no account may
+//! have one; the rule depends on the key's bytes alone, so it too is the same everywhere.
+//!
+//! A third party cannot re-encode a valid signature into another valid one (`k` hashes `R`'s
+//! bytes, and `S` must be canonical), so a transaction's hash is fixed once it is signed.
 
 use std::fmt;
 
@@ -47,11 +53,13 @@ impl Ord for PublicKey {
 }
 
 impl PublicKey {
-    /// The key from its 32 bytes.
+    /// The key from its 32 bytes. Points of small order are refused: anybody can sign for
+    /// them.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey, KeyError> {
-        VerifyingKey::from_bytes(bytes)
-            .map(PublicKey)
-            .map_err(|_| KeyError::InvalidPublicKey)
+        match VerifyingKey::from_bytes(bytes) {
+            Ok(key) if !key.is_weak() => Ok(PublicKey(key)),
+            _ => Err(KeyError::InvalidPublicKey),
+        }
     }
 
     /// The 32 bytes.
@@ -70,10 +78,10 @@ impl PublicKey {
         self.0.to_montgomery().to_bytes()
     }
 
-    /// Strictly verifies `sig` over `msg`.
+    /// Verifies `sig` over `msg` under ZIP-215 (see the module docs).
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> Result<(), KeyError> {
-        self.0
-            .verify_strict(msg, &sig.0)
+        ed25519_zebra::VerificationKey::try_from(self.to_bytes())
+            .and_then(|key| key.verify(&sig.0, msg))
             .map_err(|_| KeyError::BadSignature)
     }
 }
@@ -212,42 +220,25 @@ impl fmt::Debug for Keypair {
 
 /// Verifies many `(key, message, signature)` triples, one result each.
 ///
-/// The fast path is one batch verification of all; only when it fails are the items checked
-/// one by one with [`PublicKey::verify`] to find which. Weak keys and non-canonical `s` skip
-/// the batch and get the strict single check. See the module docs for the one case where a
-/// batch can accept what the single check refuses.
+/// The fast path is one ZIP-215 batch verification of all; only when it fails are the items
+/// checked one by one with [`PublicKey::verify`] to find which. Both follow the same rule, so
+/// the results are those of checking each alone (see the module docs).
 pub fn verify_batch(items: &[(PublicKey, &[u8], Signature)]) -> Vec<Result<(), KeyError>> {
     if items.is_empty() {
         return Vec::new();
     }
-    let messages: Vec<&[u8]> = items.iter().map(|(_, m, _)| *m).collect();
-    let sigs: Vec<ed25519_dalek::Signature> = items.iter().map(|(_, _, s)| s.0).collect();
-    let keys: Vec<VerifyingKey> = items.iter().map(|(k, _, _)| k.0).collect();
-    let no_weak_parts = items
-        .iter()
-        .all(|(k, _, s)| !k.0.is_weak() && s_is_canonical(s));
-    if no_weak_parts && ed25519_dalek::verify_batch(&messages, &sigs, &keys).is_ok() {
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    for (key, msg, sig) in items {
+        batch.queue((
+            ed25519_zebra::VerificationKeyBytes::from(key.to_bytes()),
+            sig.0,
+            *msg,
+        ));
+    }
+    if batch.verify(rand_core::OsRng).is_ok() {
         return vec![Ok(()); items.len()];
     }
     items.iter().map(|(k, m, s)| k.verify(m, s)).collect()
-}
-
-/// Whether the scalar half of a signature is below the group order (reduced), as strict
-/// verification requires.
-fn s_is_canonical(sig: &Signature) -> bool {
-    // The order l = 2^252 + 27742317777372353535851937790883648493, little-endian.
-    const L: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
-        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
-    ];
-    let bytes = sig.to_bytes();
-    let s = &bytes[32..];
-    for i in (0..32).rev() {
-        if s[i] != L[i] {
-            return s[i] < L[i];
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -271,6 +262,111 @@ mod tests {
             results,
             vec![Ok(()), Ok(()), Err(KeyError::BadSignature), Ok(())]
         );
+    }
+
+    /// An order-8 point (one of the eight small-order points of the curve).
+    const ORDER_8: &str = "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a";
+
+    fn small_order_point() -> curve25519_dalek::EdwardsPoint {
+        let bytes: [u8; 32] = hex::decode(ORDER_8).unwrap().try_into().unwrap();
+        let t = curve25519_dalek::edwards::CompressedEdwardsY(bytes)
+            .decompress()
+            .unwrap();
+        use curve25519_dalek::traits::IsIdentity;
+        assert!(t.is_small_order() && !t.is_identity());
+        t
+    }
+
+    /// A signature by `key` whose `R` carries a small-order component: `R = [r]B + T`,
+    /// `S = r + k a`. The cofactorless equation fails by `T`; the cofactored one holds.
+    fn signature_with_torsion_in_r(key: &Keypair, msg: &[u8]) -> Signature {
+        use curve25519_dalek::{constants::ED25519_BASEPOINT_POINT as B, Scalar};
+        use sha2::{Digest, Sha512};
+        let a = key.0.to_scalar();
+        let r = Scalar::from_hash(Sha512::new().chain_update(b"nonce").chain_update(msg));
+        let big_r = (r * B + small_order_point()).compress();
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(big_r.as_bytes())
+                .chain_update(key.public().to_bytes())
+                .chain_update(msg),
+        );
+        let s = r + k * a;
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(big_r.as_bytes());
+        bytes[32..].copy_from_slice(s.as_bytes());
+        Signature::from_bytes(&bytes)
+    }
+
+    /// The same signature with `S + l` (not reduced): the same equation, another encoding.
+    fn with_unreduced_s(sig: &Signature) -> Signature {
+        // l, little-endian.
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut bytes = sig.to_bytes();
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = u16::from(bytes[32 + i]) + u16::from(L[i]) + carry;
+            bytes[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0);
+        Signature::from_bytes(&bytes)
+    }
+
+    /// Test vectors for the signatures where implementations part ways. Each must get one
+    /// verdict from the single check and from every batch it sits in, whatever the batch's
+    /// random weights (64 batches: the old uncofactored batch accepted the first vector with
+    /// probability 1/8 each time while the strict single check refused it).
+    #[test]
+    fn single_and_batch_checks_agree_on_small_order_and_non_canonical_signatures() {
+        let key = Keypair::from_seed([5; 32]);
+        let others: Vec<Keypair> = (10..13u8).map(|i| Keypair::from_seed([i; 32])).collect();
+        let msg = b"transfer 1 GRID".as_slice();
+        let torsion = signature_with_torsion_in_r(&key, msg);
+        let honest = key.sign(msg);
+        let vectors = [
+            ("torsion in R", torsion, Ok(())),
+            ("S not reduced", with_unreduced_s(&honest), Err(KeyError::BadSignature)),
+            (
+                "torsion in R, S not reduced",
+                with_unreduced_s(&torsion),
+                Err(KeyError::BadSignature),
+            ),
+            ("honest", honest, Ok(())),
+        ];
+        // What changed: dalek's strict check refuses the torsion vector outright.
+        assert!(key.public().0.verify_strict(msg, &torsion.0).is_err());
+        for (name, sig, verdict) in &vectors {
+            assert_eq!(key.public().verify(msg, sig), *verdict, "{name}: single");
+            for _ in 0..64 {
+                let mut items: Vec<(PublicKey, &[u8], Signature)> = others
+                    .iter()
+                    .map(|k| (k.public(), msg, k.sign(msg)))
+                    .collect();
+                items.insert(1, (key.public(), msg, *sig));
+                let results = verify_batch(&items);
+                assert_eq!(results[1], *verdict, "{name}: batch");
+                assert!(results.iter().enumerate().all(|(i, r)| i == 1 || r.is_ok()));
+            }
+        }
+    }
+
+    /// Anyone can sign for a small-order key, so no transaction may carry one.
+    #[test]
+    fn small_order_public_keys_are_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let order_8: [u8; 32] = hex::decode(ORDER_8).unwrap().try_into().unwrap();
+        for bytes in [identity, order_8] {
+            assert_eq!(
+                PublicKey::from_bytes(&bytes),
+                Err(KeyError::InvalidPublicKey)
+            );
+            assert!(<PublicKey as Decode>::from_bytes(&bytes).is_err());
+        }
     }
 
     #[test]
