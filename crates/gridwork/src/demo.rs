@@ -272,7 +272,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         let mut prescription = sample_job(args.items);
         prescription.halting.first_bids = wanted as u32;
         let params = client.chain().await?.params;
-        let per_task = max_task_cost(&prescription, params.council_share_bps).unwrap_or(Amount::ZERO);
+        let per_task = max_task_cost(&prescription, &params).unwrap_or(Amount::ZERO);
         let deposit = Amount(per_task.0 * u128::from(prescription.instructions.task_count()));
         let before = client.account(&requester.address()).await?.balance;
         let (job, _) = sign_and_send(&client, &requester, Amount::ZERO, TxKind::SubmitJob { prescription, deposit }, true).await?;

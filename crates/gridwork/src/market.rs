@@ -97,7 +97,7 @@ fn submit(
             job.prescription.data.push(DataInput { cid, claim });
         }
         validate_prescription(&job.prescription, &chain.params)?;
-        let per_task = max_task_cost(&job.prescription, chain.params.council_share_bps)
+        let per_task = max_task_cost(&job.prescription, &chain.params)
             .ok_or_else(|| anyhow!("the job's maximum cost overflows; lower max_price or the deadline"))?;
         let tasks = job.prescription.instructions.task_count();
         let required = Amount(per_task.0.saturating_mul(u128::from(tasks)));

@@ -539,8 +539,7 @@ pub fn run_market_bench(
         },
     };
     let per_task =
-        gridwork_protocol::max_task_cost(&prescription, genesis.params.council_share_bps)
-            .unwrap_or(Amount::ZERO);
+        gridwork_protocol::max_task_cost(&prescription, &genesis.params).unwrap_or(Amount::ZERO);
     let deposit = Amount(per_task.0 * u128::from(opts.tasks));
     progress(&format!(
         "running {} jobs of {} tasks with councils of {}",

@@ -32,8 +32,8 @@ use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, Phase, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Block, DataInput, Decode, DecodeError, Hash, Keypair, PeerAddr, PublicKey,
-    Signature, SignedTx, TxKind, MAX_TX_BYTES,
+    verify_batch, Address, Block, DataInput, Decode, DecodeError, Hash, Keypair, PeerAddr,
+    PublicKey, Signature, SignedTx, TxKind, MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
 
@@ -44,8 +44,8 @@ use crate::metrics::Metrics;
 use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
-    chunk_set_digest, proof_lock, sorted_difference, sorted_ids, unwrap_key, wrap_key, ChunkStore, DataKey,
-    StoreError as ChunkStoreError,
+    chunk_set_digest, proof_lock, sorted_difference, sorted_ids, unwrap_key, wrap_key, ChunkStore,
+    DataKey, StoreError as ChunkStoreError,
 };
 
 /// Why the node could not start or serve.

@@ -298,4 +298,12 @@ pub enum GenesisError {
     /// Amounts overflow.
     #[error("allocations overflow a 128-bit amount")]
     Overflow,
+    /// A parameter out of range or at odds with another.
+    #[error("params.{field} {problem}; fix it in the genesis file")]
+    BadParams {
+        /// The parameter.
+        field: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
 }

@@ -34,14 +34,37 @@ pub struct Params {
     pub max_attempts: u32,
     /// Failures on one job after which a provider may no longer bid on it.
     pub max_job_failures: u32,
-    /// Proof-of-compute reward per validated task-second, paid from the node-rewards pool
-    /// while it lasts.
-    pub reward_per_task_second: Amount,
+    /// The market fee, in basis points of what a settled task pays its executor and council:
+    /// taken from the job's escrow into the rewards pool.
+    pub market_fee_bps: u32,
+    /// The proof-of-compute reward, in basis points of what a settled task pays its executor,
+    /// paid from the rewards pool to the executor when at least one council member checked
+    /// and agreed. Below `market_fee_bps` (genesis refuses otherwise): a task pays the pool
+    /// more in fee than its reward takes out, so farming rewards with one's own jobs never pays.
+    pub reward_bps: u32,
+    /// Emission schedule of the rewards pool: `emission_total` of the genesis pool is locked
+    /// at `emission_start_ms` and released linearly until `emission_start_ms +
+    /// emission_period_ms` (GPU HUB: 120 months); rewards never take locked tokens. What
+    /// flows into the pool (fees, slashes) is available at once.
+    pub emission_start_ms: u64,
+    /// How much of the genesis pool the schedule releases (zero: nothing is locked).
+    pub emission_total: Amount,
+    /// How long the release takes, in ms.
+    pub emission_period_ms: u64,
     /// The most tasks one job may have.
     pub max_tasks_per_job: u32,
     /// The largest council a job may ask for.
     pub max_council_size: u8,
+    /// The longest task deadline (`instructions.task_deadline_ms`) a job may ask for.
+    pub max_task_deadline_ms: u64,
+    /// The longest auction window (`halting.deadline_ms`) a job may ask for.
+    pub max_auction_window_ms: u64,
+    /// The highest price (`payment.max_price`, per task or per task-second) a job may offer.
+    pub max_price: Amount,
 }
+
+/// 120 months of 30.4375 days (ten Julian years), in ms.
+pub const EMISSION_PERIOD_120_MONTHS_MS: u64 = 120 * 2_629_800_000;
 
 impl Default for Params {
     fn default() -> Self {
@@ -57,9 +80,16 @@ impl Default for Params {
             timeout_slash_bps: 100,
             max_attempts: 5,
             max_job_failures: 2,
-            reward_per_task_second: Amount(GRID / 1_000),
+            market_fee_bps: 500,
+            reward_bps: 250,
+            emission_start_ms: 0,
+            emission_total: Amount::ZERO,
+            emission_period_ms: EMISSION_PERIOD_120_MONTHS_MS,
             max_tasks_per_job: 10_000,
             max_council_size: 9,
+            max_task_deadline_ms: 7 * 24 * 3600 * 1000,
+            max_auction_window_ms: 24 * 3600 * 1000,
+            max_price: Amount::grid(1_000),
         }
     }
 }
@@ -76,10 +106,74 @@ gridwork_types::codec_struct!(Params {
     timeout_slash_bps: u32,
     max_attempts: u32,
     max_job_failures: u32,
-    reward_per_task_second: Amount,
+    market_fee_bps: u32,
+    reward_bps: u32,
+    emission_start_ms: u64,
+    emission_total: Amount,
+    emission_period_ms: u64,
     max_tasks_per_job: u32,
     max_council_size: u8,
+    max_task_deadline_ms: u64,
+    max_auction_window_ms: u64,
+    max_price: Amount,
 });
+
+impl Params {
+    /// Checks the parameters against each other; errors name the field.
+    pub fn validate(&self, rewards_pool: Amount) -> Result<(), GenesisError> {
+        let bad = |field: &'static str, problem: &'static str| {
+            Err(GenesisError::BadParams { field, problem })
+        };
+        for (field, bps) in [
+            ("council_share_bps", self.council_share_bps),
+            ("slash_bps", self.slash_bps),
+            ("timeout_slash_bps", self.timeout_slash_bps),
+            ("market_fee_bps", self.market_fee_bps),
+        ] {
+            if bps > 10_000 {
+                return bad(field, "is in basis points: at most 10000");
+            }
+        }
+        if self.reward_bps > 0 && self.reward_bps >= self.market_fee_bps {
+            return bad(
+                "reward_bps",
+                "must be below market_fee_bps (or zero), or a party could farm rewards with its own jobs",
+            );
+        }
+        if self.emission_total > rewards_pool {
+            return bad("emission_total", "cannot exceed the rewards pool");
+        }
+        if self.emission_total.0 > 0 && self.emission_period_ms == 0 {
+            return bad(
+                "emission_period_ms",
+                "must be positive when emission_total is",
+            );
+        }
+        if self.max_task_deadline_ms == 0
+            || self.max_auction_window_ms == 0
+            || self.max_price.0 == 0
+        {
+            return bad("max_*", "bounds must be positive");
+        }
+        Ok(())
+    }
+
+    /// What of the schedule's `emission_total` is still locked at block time `now_ms`.
+    pub fn emission_locked(&self, now_ms: u64) -> Amount {
+        if self.emission_total.0 == 0 {
+            return Amount::ZERO;
+        }
+        let elapsed = now_ms.saturating_sub(self.emission_start_ms);
+        if elapsed >= self.emission_period_ms {
+            return Amount::ZERO;
+        }
+        let left = u128::from(self.emission_period_ms - elapsed);
+        let total = self.emission_total.0;
+        let period = u128::from(self.emission_period_ms);
+        // total * left / period without overflow (total < 2^128, left <= period < 2^64).
+        Amount((total / period) * left + (total % period) * left / period)
+    }
+}
 
 /// A vesting schedule in a genesis allocation (times in ms since the Unix epoch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +240,7 @@ impl Genesis {
                 .checked_add(a.amount.0)
                 .ok_or(GenesisError::Overflow)?;
         }
+        self.params.validate(self.rewards_pool)?;
         let total = allocated
             .checked_add(self.rewards_pool.0)
             .ok_or(GenesisError::Overflow)?;
@@ -159,8 +254,8 @@ impl Genesis {
         Ok(())
     }
 
-    /// A development genesis: one billion GRID, 30% in the rewards pool, `accounts` funded dev
-    /// accounts (keys from [`dev_keypair`]); the last one's allocation vests over ten minutes
+    /// A development genesis: one billion GRID, 30% in the rewards pool (released over
+    /// `params.emission_period_ms` from `timestamp_ms`), `accounts` funded dev accounts (keys from [`dev_keypair`]); the last one's allocation vests over ten minutes
     /// after a one-minute cliff, so vesting can be seen working.
     pub fn dev(chain_id: &str, timestamp_ms: u64, accounts: u32, params: Params) -> Genesis {
         let supply = 1_000_000_000 * GRID;
@@ -185,6 +280,12 @@ impl Genesis {
         }
         // dev0 also holds the remainder, as the faucet of a dev chain.
         allocations[0].amount = Amount(supply - pool - each * u128::from(accounts - 1));
+        // The whole pool is released over the schedule from block 0.
+        let params = Params {
+            emission_start_ms: timestamp_ms,
+            emission_total: Amount(pool),
+            ..params
+        };
         Genesis {
             chain_id: chain_id.to_string(),
             timestamp_ms,
@@ -219,6 +320,68 @@ mod tests {
             Genesis::dev("dev", 0, 1, Params::default()).validate(),
             Ok(())
         );
+    }
+
+    /// The pool releases its emission linearly over the period: all locked at the start,
+    /// half at the middle, nothing after; never more released than the schedule says.
+    #[test]
+    fn emission_is_released_linearly_over_the_period() {
+        let g = Genesis::dev("dev", 1_000, 2, Params::default());
+        let p = &g.params;
+        let total = g.rewards_pool;
+        assert_eq!(p.emission_total, total);
+        assert_eq!(p.emission_locked(0), total, "before the start");
+        assert_eq!(p.emission_locked(1_000), total);
+        let half = 1_000 + p.emission_period_ms / 2;
+        assert_eq!(p.emission_locked(half), Amount(total.0 / 2));
+        assert_eq!(
+            p.emission_locked(1_000 + p.emission_period_ms),
+            Amount::ZERO
+        );
+        let mut last = total;
+        for month in 0..=120u64 {
+            let locked = p.emission_locked(1_000 + month * 2_629_800_000);
+            assert!(locked <= last);
+            let released = total.0 - locked.0;
+            assert!(released <= total.0 / 120 * u128::from(month) + u128::from(month));
+            last = locked;
+        }
+    }
+
+    #[test]
+    fn params_that_would_let_rewards_be_farmed_are_refused() {
+        let bad = |params: Params| Genesis::dev("dev", 0, 2, params).validate();
+        let e = bad(Params {
+            reward_bps: 500,
+            market_fee_bps: 500,
+            ..Params::default()
+        });
+        assert!(
+            matches!(
+                e,
+                Err(GenesisError::BadParams {
+                    field: "reward_bps",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            bad(Params {
+                market_fee_bps: 10_001,
+                ..Params::default()
+            }),
+            Err(GenesisError::BadParams { .. })
+        ));
+        let mut g = Genesis::dev("dev", 0, 2, Params::default());
+        g.params.emission_total = Amount(g.rewards_pool.0 + 1);
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::BadParams {
+                field: "emission_total",
+                ..
+            })
+        ));
     }
 
     #[test]

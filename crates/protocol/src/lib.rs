@@ -32,7 +32,9 @@ mod state;
 
 pub use account::{Account, Unbonding, Vesting};
 pub use error::{BlockError, GenesisError, TxError};
-pub use genesis::{dev_keypair, Allocation, Genesis, Params, VestingSchedule};
+pub use genesis::{
+    dev_keypair, Allocation, Genesis, Params, VestingSchedule, EMISSION_PERIOD_120_MONTHS_MS,
+};
 pub use market::{
     max_task_cost, validate_prescription, BidRecord, CommitRecord, Failures, Job, Phase,
     PoolStatus, Provider, RevealRecord, Task, TaskKey,

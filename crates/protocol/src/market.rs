@@ -37,9 +37,15 @@
 //! - **Failures.** A missed deadline costs `timeout_slash_bps` of stake, resets the streak and
 //!   counts as a failure on the job; `max_job_failures` failures blocklist the provider for
 //!   that job; `max_attempts` attempts fail the task and refund its share.
-//! - **Proof of compute.** Every accepted result emits a record and pays the executor
-//!   `reward_per_task_second` per validated second from the node-rewards pool, never more
-//!   than the pool holds.
+//! - **Market fee.** A settled task pays `market_fee_bps` of what it paid its executor and
+//!   council from escrow into the rewards pool.
+//! - **Proof of compute.** Every accepted result emits a record. When at least one council
+//!   member checked and agreed, the executor also gets `reward_bps` of its pay from the
+//!   rewards pool, never more than the pool holds beyond what the emission schedule still
+//!   locks. `reward_bps < market_fee_bps`, so whoever plays requester, executor and council at
+//!   once pays the pool more than it takes out: rewards cannot be farmed. Per-second pay
+//!   counts the executor's reported run time, never more than the median of what the
+//!   agreeing council members report for their own runs.
 //!
 //! Slashed stake is taken from the locked stake first, then from unbonding entries (newest
 //! first), so unbonding does not escape a pending judgement.
@@ -362,8 +368,10 @@ fn mul_div(a: u128, b: u128, c: u128) -> u128 {
     (a / c) * b + (a % c) * b / c
 }
 
-/// The largest cost of one task of `p` (executor at the highest price plus a full council).
-pub fn max_task_cost(p: &Prescription, council_share_bps: u32) -> Option<Amount> {
+/// The largest cost of one task of `p`: the executor at the highest price, a full council and
+/// the market fee on both.
+pub fn max_task_cost(p: &Prescription, params: &crate::Params) -> Option<Amount> {
+    let council_share_bps = params.council_share_bps;
     let cap = p
         .halting
         .reserve_price
@@ -379,7 +387,9 @@ pub fn max_task_cost(p: &Prescription, council_share_bps: u32) -> Option<Amount>
         u128::from(council_share_bps) * u128::from(p.instructions.council_size),
         10_000,
     );
-    executor.checked_add(council).map(Amount)
+    let work = executor.checked_add(council)?;
+    let fee = mul_div(work, u128::from(params.market_fee_bps), 10_000);
+    work.checked_add(fee).map(Amount)
 }
 
 impl State {
@@ -465,8 +475,7 @@ impl State {
             } => {
                 validate_prescription(prescription, p)?;
                 let tasks = prescription.instructions.task_count();
-                let per_task =
-                    max_task_cost(prescription, p.council_share_bps).ok_or(TxError::Overflow)?;
+                let per_task = max_task_cost(prescription, p).ok_or(TxError::Overflow)?;
                 let required = per_task
                     .0
                     .checked_mul(u128::from(tasks))
@@ -820,7 +829,7 @@ impl State {
         now: u64,
     ) -> Vec<Event> {
         let tasks = p.instructions.task_count() as u32;
-        let max_task_cost = max_task_cost(p, self.params.council_share_bps).unwrap_or(Amount::ZERO);
+        let max_task_cost = max_task_cost(p, &self.params).unwrap_or(Amount::ZERO);
         self.jobs.insert(
             id,
             Job {
@@ -1177,7 +1186,21 @@ impl State {
                 .instructions
                 .task_deadline_ms
                 .div_ceil(1000);
-            let seconds = exec_reveal.seconds.min(deadline_s);
+            // The run time paid for is the executor's claim, but never more than the median
+            // of what the agreeing council members measured for their own runs.
+            let checked = {
+                let mut theirs: Vec<u64> = voters
+                    .iter()
+                    .filter(|r| r.agree)
+                    .map(|r| r.seconds)
+                    .collect();
+                theirs.sort_unstable();
+                theirs.get(theirs.len() / 2).copied()
+            };
+            let seconds = exec_reveal
+                .seconds
+                .min(checked.unwrap_or(u64::MAX))
+                .min(deadline_s);
             let paid = match job.prescription.payment {
                 Payment::PerTaskSecond { .. } => {
                     Amount(t.price.0.saturating_mul(u128::from(seconds)))
@@ -1201,11 +1224,22 @@ impl State {
                 self.record_failure(key.job, *member);
             }
             self.record_success(&executor);
-            let reward_wanted = p
-                .reward_per_task_second
-                .0
-                .saturating_mul(u128::from(seconds));
-            let reward = Amount(reward_wanted.min(self.rewards_pool.0));
+            // The market fee goes from escrow to the pool; the reward comes out of the pool,
+            // only for work a council member checked, and is smaller than the fee: a party
+            // that is requester, executor and council at once pays the pool more than it gets.
+            let fee = Amount(mul_div(
+                paid.0.saturating_add(council_paid.0),
+                u128::from(p.market_fee_bps),
+                10_000,
+            ));
+            let fee = self.take_from_escrow(key.job, fee);
+            self.set_pool(Amount(self.rewards_pool.0.saturating_add(fee.0)));
+            let reward = if agree.is_empty() {
+                Amount::ZERO
+            } else {
+                let wanted = mul_div(paid.0, u128::from(p.reward_bps), 10_000);
+                Amount(wanted.min(self.rewards_available(now).0))
+            };
             self.set_pool(self.rewards_pool.saturating_sub(reward));
             self.credit(executor, reward);
             self.add_earnings(&executor, Amount(paid.0 + reward.0));
@@ -1238,6 +1272,7 @@ impl State {
                 output: exec_reveal.output,
                 seconds,
                 cost: Amount(paid.0 + council_paid.0),
+                fee,
                 reward,
             });
             self.tasks.insert(key, t);
@@ -1355,16 +1390,29 @@ impl State {
     }
 
     fn pay_from_escrow(&mut self, job_id: Hash, to: Address, amount: Amount) {
+        let amount = self.take_from_escrow(job_id, amount);
+        self.credit(to, amount);
+    }
+
+    /// Takes up to `amount` out of a job's escrow as spent and returns what was taken; the
+    /// caller puts it somewhere. Escrow covers every task at its maximum cost, so this never
+    /// clips; clipping keeps conservation if a rule ever changes.
+    fn take_from_escrow(&mut self, job_id: Hash, amount: Amount) -> Amount {
         let Some(mut job) = self.jobs.get(&job_id).cloned() else {
-            return;
+            return Amount::ZERO;
         };
-        // Escrow covers every task at its maximum cost, so this never clips; clipping keeps
-        // conservation if a rule ever changes.
         let amount = amount.min(job.escrow);
         job.escrow = job.escrow.saturating_sub(amount);
         job.spent = Amount(job.spent.0.saturating_add(amount.0));
         self.jobs.insert(job_id, job);
-        self.credit(to, amount);
+        amount
+    }
+
+    /// What the rewards pool may pay now: all of it but what the emission schedule still
+    /// locks.
+    pub fn rewards_available(&self, now_ms: u64) -> Amount {
+        self.rewards_pool
+            .saturating_sub(self.params.emission_locked(now_ms))
     }
 
     fn credit(&mut self, to: Address, amount: Amount) {
@@ -1475,8 +1523,14 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
             ),
         );
     }
-    if i.task_deadline_ms == 0 {
-        return bad("instructions.task_deadline_ms", "must be positive".into());
+    if i.task_deadline_ms == 0 || i.task_deadline_ms > params.max_task_deadline_ms {
+        return bad(
+            "instructions.task_deadline_ms",
+            format!(
+                "must be positive and at most {} s",
+                params.max_task_deadline_ms / 1000
+            ),
+        );
     }
     if i.council_size > params.max_council_size {
         return bad(
@@ -1490,11 +1544,20 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
             "must be 0 or odd, so a majority always exists".into(),
         );
     }
-    if p.payment.max_price().0 == 0 {
-        return bad("payment.max_price", "must be positive".into());
+    if p.payment.max_price().0 == 0 || p.payment.max_price() > params.max_price {
+        return bad(
+            "payment.max_price",
+            format!("must be positive and at most {} GRID", params.max_price),
+        );
     }
-    if p.halting.deadline_ms == 0 {
-        return bad("halting.deadline_ms", "must be positive".into());
+    if p.halting.deadline_ms == 0 || p.halting.deadline_ms > params.max_auction_window_ms {
+        return bad(
+            "halting.deadline_ms",
+            format!(
+                "must be positive and at most {} s",
+                params.max_auction_window_ms / 1000
+            ),
+        );
     }
     if p.halting.reserve_price.is_some_and(|r| r.0 == 0) {
         return bad(

@@ -198,8 +198,10 @@ pub enum Event {
         output: Hash,
         /// Validated run time.
         seconds: u64,
-        /// What the requester paid for it.
+        /// What the requester paid for it (executor and council).
         cost: Amount,
+        /// The market fee the requester paid into the rewards pool on top.
+        fee: Amount,
         /// Reward from the pool to the executor.
         reward: Amount,
     },
@@ -221,7 +223,7 @@ gridwork_types::codec_enum!(Event, "event" {
     12 => TaskReopened { job: Hash, task: u32, attempt: u32, reason: String },
     13 => TaskFailed { job: Hash, task: u32, reason: String },
     14 => JobFinished { job: Hash, refund: Amount },
-    15 => ProofOfCompute { job: Hash, task: u32, attempt: u32, executor: Address, council: Vec<Address>, output: Hash, seconds: u64, cost: Amount, reward: Amount },
+    15 => ProofOfCompute { job: Hash, task: u32, attempt: u32, executor: Address, council: Vec<Address>, output: Hash, seconds: u64, cost: Amount, fee: Amount, reward: Amount },
     16 => JobCancelled { job: Hash, refund: Amount },
     17 => Heartbeat { provider: Address },
     18 => PeerAnnounced { provider: Address },

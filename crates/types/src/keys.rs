@@ -329,7 +329,11 @@ mod tests {
         let honest = key.sign(msg);
         let vectors = [
             ("torsion in R", torsion, Ok(())),
-            ("S not reduced", with_unreduced_s(&honest), Err(KeyError::BadSignature)),
+            (
+                "S not reduced",
+                with_unreduced_s(&honest),
+                Err(KeyError::BadSignature),
+            ),
             (
                 "torsion in R, S not reduced",
                 with_unreduced_s(&torsion),

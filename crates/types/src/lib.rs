@@ -22,7 +22,7 @@ pub use encoding::{Decode, DecodeError, Encode, Reader};
 pub use hash::{Hash, HashError};
 pub use keys::{verify_batch, KeyError, Keypair, PublicKey, Signature};
 pub use market::{
-    DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription, Program,
-    Requirements,
+    DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription,
+    Program, Requirements,
 };
 pub use tx::{commitment, OwnerApproval, PeerAddr, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

@@ -266,7 +266,10 @@ pub struct DataInput {
     pub claim: Hash,
 }
 
-codec_struct!(DataInput { cid: Hash, claim: Hash });
+codec_struct!(DataInput {
+    cid: Hash,
+    claim: Hash
+});
 
 /// T = {D, M, I, f, e, H}: everything the network needs to run a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

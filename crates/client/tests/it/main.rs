@@ -567,10 +567,9 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         (view.status.as_str(), view.tasks[0].result),
         ("finished", Some(out))
     );
-    assert_eq!(
-        view.spent,
-        Amount(Amount::grid(1).0 + Amount::grid(1).0 / 10)
-    );
+    // The executor's 1 GRID, the council's 10%, and the 5% market fee on both.
+    let work = Amount::grid(1).0 + Amount::grid(1).0 / 10;
+    assert_eq!(view.spent, Amount(work + work / 20));
     let provider = t.client.provider(&exec.address()).await.unwrap().unwrap();
     assert_eq!(
         (

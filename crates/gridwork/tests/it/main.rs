@@ -29,12 +29,7 @@ impl NodeProcess {
         let mut child = Command::new(BIN)
             .args(["node", "--dev"])
             .args(listen)
-            .args([
-                "--block-interval-ms",
-                "20",
-                "--json",
-                "--data-dir",
-            ])
+            .args(["--block-interval-ms", "20", "--json", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("GRIDWORK_HOME", home)

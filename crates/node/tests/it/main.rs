@@ -224,41 +224,43 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
         &proof,
     )
     .unwrap();
-    let job = |data: gridwork_types::Hash| Transaction {
-        from: requester.public(),
-        nonce: 0,
-        fee: Amount::ZERO,
-        kind: TxKind::SubmitJob {
-            prescription: Prescription {
-                data: vec![gridwork_types::DataInput {
-                    cid: data,
-                    claim: key.input_claim(&data, &requester.address()),
-                }],
-                program: Program {
-                    command: "render".into(),
-                    args: vec![],
+    let job = |data: gridwork_types::Hash| {
+        Transaction {
+            from: requester.public(),
+            nonce: 0,
+            fee: Amount::ZERO,
+            kind: TxKind::SubmitJob {
+                prescription: Prescription {
+                    data: vec![gridwork_types::DataInput {
+                        cid: data,
+                        claim: key.input_claim(&data, &requester.address()),
+                    }],
+                    program: Program {
+                        command: "render".into(),
+                        args: vec![],
+                    },
+                    instructions: Instructions {
+                        items: 1,
+                        chunk: 1,
+                        requirements: Requirements::default(),
+                        task_deadline_ms: 60_000,
+                        council_size: 1,
+                    },
+                    payment: Payment::FixedPerTask {
+                        max_price: Amount::grid(2),
+                    },
+                    equivalence: Equivalence::ExactHash {},
+                    halting: Halting {
+                        first_bids: 1,
+                        deadline_ms: 10_000,
+                        reserve_price: None,
+                    },
                 },
-                instructions: Instructions {
-                    items: 1,
-                    chunk: 1,
-                    requirements: Requirements::default(),
-                    task_deadline_ms: 60_000,
-                    council_size: 1,
-                },
-                payment: Payment::FixedPerTask {
-                    max_price: Amount::grid(2),
-                },
-                equivalence: Equivalence::ExactHash {},
-                halting: Halting {
-                    first_bids: 1,
-                    deadline_ms: 10_000,
-                    reserve_price: None,
-                },
+                deposit: Amount::grid(3),
             },
-            deposit: Amount::grid(3),
-        },
-    }
-    .sign(node.chain_id(), &requester);
+        }
+        .sign(node.chain_id(), &requester)
+    };
     assert!(matches!(
         node.submit(vec![job(squatted)])[0],
         Err(AdmitError::InputNotHeld { .. })

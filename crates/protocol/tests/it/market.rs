@@ -265,6 +265,19 @@ impl Market {
         output: Hash,
         agree: bool,
     ) -> Vec<Event> {
+        self.reveal_claiming(job, task, who, output, agree, 10)
+    }
+
+    /// A reveal that reports `seconds` of run time.
+    fn reveal_claiming(
+        &mut self,
+        job: Hash,
+        task: u32,
+        who: &Keypair,
+        output: Hash,
+        agree: bool,
+        seconds: u64,
+    ) -> Vec<Event> {
         let attempt = self.task(job, task).attempt;
         let tx = self.tx(
             who,
@@ -274,7 +287,7 @@ impl Market {
                 attempt,
                 output,
                 salt: salt(who),
-                seconds: 10,
+                seconds,
                 agree,
             },
         );
@@ -292,7 +305,7 @@ impl Market {
 }
 
 fn deposit_for(p: &Prescription) -> Amount {
-    let per = gridwork_protocol::max_task_cost(p, Params::default().council_share_bps).unwrap();
+    let per = gridwork_protocol::max_task_cost(p, &params()).unwrap();
     Amount(per.0 * u128::from(p.instructions.items))
 }
 
@@ -343,9 +356,11 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
         .iter()
         .any(|e| matches!(e, Event::ProofOfCompute { seconds: 10, .. })));
 
-    // Executor: 10 s at GRID/200 plus the proof-of-compute reward; council: 10% each.
+    // Executor: 10 s at GRID/200 plus the proof-of-compute reward (2.5% of that);
+    // council: 10% each; the requester pays 5% of all that as the market fee.
     let paid = 10 * (GRID / 200);
-    let reward = 10 * Params::default().reward_per_task_second.0;
+    let reward = paid * u128::from(params().reward_bps) / 10_000;
+    let fee = (paid + 3 * (paid / 10)) * u128::from(params().market_fee_bps) / 10_000;
     let gained: Vec<u128> = all
         .iter()
         .zip(&earned_before)
@@ -358,8 +373,115 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
     // Requester got back everything not paid out.
     let job_rec = m.state.job(&job).unwrap();
     assert!(job_rec.finished);
-    assert_eq!(m.balance(&requester()), before - paid - 3 * (paid / 10));
+    assert_eq!(
+        m.balance(&requester()),
+        before - paid - 3 * (paid / 10) - fee
+    );
     assert_eq!(m.state.provider(&provider(1).address()).unwrap().streak, 1);
+}
+
+/// Everything the market's accounts hold: balances, stake and escrow (the whole chain but
+/// the rewards pool).
+fn coalition_holdings(m: &Market) -> u128 {
+    m.state.accounts().map(|(_, a)| a.total()).sum::<u128>()
+        + m.state.jobs().map(|(_, j)| j.escrow.0).sum::<u128>()
+}
+
+/// `SybilRewardFarmer`: one party is the requester and every provider, so whatever its jobs
+/// pay goes back to itself, and the pool is its only possible source of profit. It tries the
+/// attack found in review (no council, an unbounded deadline, a huge reported run time) and
+/// then a council of its own Sybils vouching for the huge run time. The bounds refuse the
+/// deadline; unchecked work earns no reward; checked work earns less than the fee it pays in.
+/// Over the whole run the party's holdings only shrink and the pool only grows.
+#[test]
+fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
+    let mut m = Market::new();
+    let pool_before = m.state.rewards_pool().0;
+    let held_before = coalition_holdings(&m);
+
+    // A deadline past the bound is refused with the field named.
+    let mut p = prescription(1, 0, Equivalence::ExactHash {});
+    p.instructions.task_deadline_ms = u64::MAX / 2;
+    let err = m.refused(
+        &requester(),
+        TxKind::SubmitJob {
+            deposit: Amount(1),
+            prescription: p,
+        },
+    );
+    assert!(
+        matches!(
+            err,
+            TxError::BadPrescription {
+                field: "instructions.task_deadline_ms",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // The longest deadline allowed, no council, and a claim of u64::MAX seconds.
+    let mut p = prescription(1, 0, Equivalence::ExactHash {});
+    p.instructions.task_deadline_ms = params().max_task_deadline_ms;
+    p.payment = gridwork_types::Payment::PerTaskSecond {
+        max_price: Amount(GRID / 100),
+    };
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let bid = m.tx(
+        &executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 100),
+        },
+    );
+    m.block(vec![bid]);
+    let out = Hash([9; 32]);
+    m.commit_all(job, 0, &[(provider(1), out)]);
+    let events = m.reveal_claiming(job, 0, &executor, out, true, u64::MAX);
+    let reward_of = |events: &[Event]| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::ProofOfCompute { reward, fee, .. } => Some((*reward, *fee)),
+                _ => None,
+            })
+            .expect("settled")
+    };
+    let (reward, fee) = reward_of(&events);
+    assert_eq!(reward, Amount::ZERO, "nobody checked this run");
+    assert!(fee.0 > 0);
+    assert!(m.state.rewards_pool().0 > pool_before);
+
+    // Now with a council of its own Sybil, which vouches for the same huge run time.
+    let mut p = prescription(1, 1, Equivalence::ExactHash {});
+    p.instructions.task_deadline_ms = params().max_task_deadline_ms;
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = m.tx(
+        &executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 100),
+        },
+    );
+    m.block(vec![bid]);
+    let council = m.task(job, 0).council;
+    let member = Market::key_of(council[0]);
+    m.commit_all(job, 0, &[(provider(1), out), (member.clone(), out)]);
+    m.reveal_claiming(job, 0, &executor, out, true, u64::MAX);
+    let pool_mid = m.state.rewards_pool().0;
+    let events = m.reveal_claiming(job, 0, &member, out, true, u64::MAX);
+    let (reward, fee) = reward_of(&events);
+    assert!(reward.0 > 0, "checked work is rewarded");
+    assert!(
+        reward < fee,
+        "but by less than the fee it paid: {reward} vs {fee}"
+    );
+    assert!(m.state.rewards_pool().0 > pool_mid);
+    assert!(m.state.rewards_pool().0 > pool_before);
+    assert!(coalition_holdings(&m) < held_before);
 }
 
 #[test]
@@ -653,7 +775,9 @@ fn cancel_returns_what_is_not_running() {
     m.commit_all(job, 0, &[(provider(1), out)]);
     m.reveal(job, 0, &provider(1), out, true);
     assert!(m.state.job(&job).unwrap().finished);
-    assert_eq!(m.balance(&requester()), before - 10 * (GRID / 200));
+    let paid = 10 * (GRID / 200);
+    let fee = paid * u128::from(params().market_fee_bps) / 10_000;
+    assert_eq!(m.balance(&requester()), before - paid - fee);
     let err = m.refused(&requester(), TxKind::CancelJob { job });
     assert!(matches!(err, TxError::JobClosed { .. }));
 }
@@ -1021,7 +1145,7 @@ mod random {
                                 let k = Market::key_of(c.provider);
                                 for out in [Hash([1; 32]), Hash([0xee; 32])] {
                                     if commitment(&out, &salt(&k), &c.provider) == c.commitment {
-                                        txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: 7, agree: vote }));
+                                        txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 }, agree: vote }));
                                     }
                                 }
                             }
@@ -1035,7 +1159,11 @@ mod random {
                     Op::Wait { ms } => t = m.now + ms,
                 }
                 // Transactions that do not apply are left out; their nonces are reused.
+                let pool_before = m.state.rewards_pool();
                 let built = m.state.build_block(t, Address([0; 20]), txs);
+                // Every account here is one party (SybilRewardFarmer): it never takes more out
+                // of the pool than it pays in, block by block.
+                prop_assert!(m.state.rewards_pool() >= pool_before, "the pool paid out more than came in");
                 m.now = t;
                 for (tx, _) in &built.rejected {
                     let n = m.nonces.get_mut(&tx.tx.sender()).unwrap();

@@ -8,8 +8,8 @@ use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_transfer::{ChunkStore, DataKey};
 use gridwork_types::{
-    Address, Amount, DataInput, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions, Payment,
-    Prescription, Program, Requirements, Transaction, TxKind, GRID,
+    Address, Amount, DataInput, Equivalence, GpuVendor, Halting, Hardware, Hash, Instructions,
+    Payment, Prescription, Program, Requirements, Transaction, TxKind, GRID,
 };
 use gridwork_worker::{Behavior, CacheLimit, P2pConfig, PricingPolicy, Worker, WorkerConfig};
 use tokio::sync::watch;
@@ -271,7 +271,14 @@ async fn honest_workers_complete_a_job_and_are_paid() {
         .iter()
         .map(|p| p.earned.0)
         .sum();
-    assert!(earned >= view.spent.0);
+    // What was spent went to the workers but the 5% market fee (spent = work x 1.05);
+    // their rewards come on top of the work.
+    assert!(
+        earned * 105 >= view.spent.0 * 100,
+        "{earned} of {}",
+        view.spent.0
+    );
+    assert!(earned < view.spent.0, "rewards are below the fee");
     net.stop.send(true).unwrap();
 }
 
@@ -743,7 +750,10 @@ async fn key_thief_naming_someone_elses_input_gets_no_job_and_no_key() {
         claim: Hash([0x77; 32]),
     }];
     let err = net.submit_as(&thief, p).await.unwrap_err();
-    assert!(err.to_string().contains("never shared with this node"), "{err}");
+    assert!(
+        err.to_string().contains("never shared with this node"),
+        "{err}"
+    );
 
     // The victim's own job over the same input goes in.
     let mut p = squares(1, 1, 30_000, "cat $GRIDWORK_INPUTS/secret.txt");
