@@ -173,6 +173,7 @@ pub fn tx_error_code(e: &TxError) -> &'static str {
         TxError::NotAssigned { .. } => "not_assigned",
         TxError::AlreadyDone { .. } => "already_done",
         TxError::RevealMismatch => "reveal_mismatch",
+        TxError::CopiedResult { .. } => "copied_result",
         TxError::ExecutorNotRevealed => "executor_not_revealed",
         TxError::OwnJob => "own_job",
         TxError::HardwareUnfit { .. } => "hardware_unfit",

@@ -190,6 +190,13 @@ pub enum TxError {
     /// Council members reveal after the executor.
     #[error("the executor has not revealed yet; council members reveal after it")]
     ExecutorNotRevealed,
+    /// An output revealed in an earlier attempt of the task, revealed again: a copy, not a run
+    /// (honest runs of a new attempt produce a new content id: their key covers the attempt).
+    #[error("output {output} was revealed in an earlier attempt of this task; a result must come from this attempt's own run")]
+    CopiedResult {
+        /// The output named.
+        output: Hash,
+    },
     /// A requester cannot bid on its own job.
     #[error("a requester cannot bid on its own job")]
     OwnJob,

@@ -332,6 +332,9 @@ pub struct Task {
     pub result: Option<Hash>,
     /// Why the task waits, for people (`job status`).
     pub note: String,
+    /// Outputs revealed in earlier attempts: revealing one again is refused as a copy
+    /// (`ResultCopier`). At most `max_attempts x (council + 1)` entries.
+    pub earlier_outputs: Vec<Hash>,
 }
 
 gridwork_types::codec_struct!(Task {
@@ -347,6 +350,7 @@ gridwork_types::codec_struct!(Task {
     reveals: Vec<RevealRecord>,
     result: Option<Hash>,
     note: String,
+    earlier_outputs: Vec<Hash>,
 });
 
 impl Task {
@@ -534,6 +538,9 @@ impl State {
                 }
                 if c.commitment != commitment(output, salt, &sender) {
                     return Err(TxError::RevealMismatch);
+                }
+                if t.earlier_outputs.contains(output) {
+                    return Err(TxError::CopiedResult { output: *output });
                 }
                 let executor = t.executor.unwrap_or(sender);
                 if sender != executor && !t.revealed(&executor) {
@@ -865,6 +872,7 @@ impl State {
                     reveals: Vec::new(),
                     result: None,
                     note: "open for bids".into(),
+                    earlier_outputs: Vec::new(),
                 },
             );
             self.open_tasks.insert(key, deadline);
@@ -1337,6 +1345,11 @@ impl State {
             self.adjust_active(member, -1);
         }
         t.attempt += 1;
+        for r in std::mem::take(&mut t.reveals) {
+            if !t.earlier_outputs.contains(&r.output) {
+                t.earlier_outputs.push(r.output);
+            }
+        }
         t.bids.clear();
         t.executor = None;
         t.price = Amount::ZERO;

@@ -790,9 +790,11 @@ impl Worker {
     }
 
     /// Pushes a run's outputs and lets the requester and the other members of the task
-    /// decrypt them. The key is convergent ([`DataKey::convergent`] over job, task and the
-    /// outputs' plaintext digest), so runs that agree produce the same content id, which is
-    /// what the ledger compares under the exact-hash equivalence.
+    /// decrypt them. The key is convergent ([`DataKey::convergent`] over job, task, attempt
+    /// and the outputs' plaintext digest), so runs of one attempt that agree produce the same
+    /// content id, which is what the ledger compares under the exact-hash equivalence. The
+    /// attempt is in the key so a new attempt's runs produce a new id: an id revealed in an
+    /// earlier attempt is worth nothing to a copier (the ledger refuses it again).
     async fn push_output(
         &self,
         view: &JobView,
@@ -802,6 +804,7 @@ impl Worker {
         let digest = tree_digest(outputs)?;
         let mut context = view.id.as_bytes().to_vec();
         context.extend_from_slice(&r.1.to_le_bytes());
+        context.extend_from_slice(&r.2.to_le_bytes());
         let key = DataKey::convergent(&context, &digest);
         let opts = TransferOptions {
             // Kept in the chunk store, which is what this worker serves to peers.

@@ -484,6 +484,70 @@ fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
     assert!(coalition_holdings(&m) < held_before);
 }
 
+/// `ResultCopier`: after a task reopens, the outputs revealed in the failed attempt are public.
+/// The next executor commits the honest council member's revealed output instead of running
+/// the program. Its reveal is refused as a copy; it then misses the reveal deadline, is
+/// slashed, and the task goes back to auction, where an honest run settles it.
+#[test]
+fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = |m: &mut Market, who: &Keypair| {
+        let tx = m.tx(
+            who,
+            TxKind::Bid {
+                job,
+                task: 0,
+                price: Amount(GRID / 200),
+            },
+        );
+        m.block(vec![tx]);
+    };
+    // Attempt 0: a lying executor is rejected by the honest council member.
+    bid(&mut m, &provider(1));
+    let member = Market::key_of(m.task(job, 0).council[0]);
+    let (forged, truth) = (Hash([66; 32]), Hash([1; 32]));
+    m.commit_all(job, 0, &[(provider(1), forged), (member.clone(), truth)]);
+    m.reveal(job, 0, &provider(1), forged, true);
+    m.reveal(job, 0, &member, truth, true);
+    assert_eq!(m.task(job, 0).attempt, 1);
+
+    // Attempt 1: the copier wins and commits the truth revealed in attempt 0.
+    let copier = (1..=PROVIDERS)
+        .map(provider)
+        .find(|k| k.address() != provider(1).address() && k.address() != member.address())
+        .unwrap();
+    bid(&mut m, &copier);
+    let t = m.task(job, 0);
+    assert_eq!(t.executor, Some(copier.address()));
+    let honest = Market::key_of(t.council[0]);
+    let fresh = Hash([2; 32]);
+    m.commit_all(job, 0, &[(copier.clone(), truth), (honest.clone(), fresh)]);
+    let attempt = m.task(job, 0).attempt;
+    let err = m.refused(
+        &copier,
+        TxKind::Reveal {
+            job,
+            task: 0,
+            attempt,
+            output: truth,
+            salt: salt(&copier),
+            seconds: 10,
+            agree: true,
+        },
+    );
+    assert_eq!(err, TxError::CopiedResult { output: truth });
+    let stake = m.stake(&copier.address());
+    let events = m.at(m.now + params().reveal_window_ms + 1, vec![]);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == copier.address())));
+    assert!(m.stake(&copier.address()) < stake);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt, t.result), (Phase::Bidding, 2, None));
+}
+
 #[test]
 fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     let mut m = Market::new();
@@ -560,6 +624,8 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
         !t.council.contains(&lying_executor.address()),
         "a blocklisted provider is not drawn"
     );
+    // Honest runs of a new attempt produce a new content id (their key covers the attempt).
+    let truth = Hash([2; 32]);
     let mut all = vec![(honest.clone(), truth)];
     all.extend(t.council.iter().map(|a| (Market::key_of(*a), truth)));
     m.commit_all(job, 0, &all);
@@ -1130,7 +1196,7 @@ mod random {
                         if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
                             for who in t.executor.iter().chain(t.council.iter()) {
                                 let k = Market::key_of(*who);
-                                let out = if lie && Some(*who) == t.executor { Hash([0xee; 32]) } else { Hash([1; 32]) };
+                                let out = if lie && Some(*who) == t.executor { Hash([0xee - t.attempt as u8; 32]) } else { Hash([1 + t.attempt as u8; 32]) };
                                 let c = commitment(&out, &salt(&k), who);
                                 txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
                             }
@@ -1143,7 +1209,7 @@ mod random {
                             commits.sort_by_key(|c| Some(c.provider) != t.executor);
                             for c in &commits {
                                 let k = Market::key_of(c.provider);
-                                for out in [Hash([1; 32]), Hash([0xee; 32])] {
+                                for out in [Hash([1 + t.attempt as u8; 32]), Hash([0xee - t.attempt as u8; 32])] {
                                     if commitment(&out, &salt(&k), &c.provider) == c.commitment {
                                         txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 }, agree: vote }));
                                     }
