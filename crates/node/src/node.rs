@@ -1919,7 +1919,12 @@ impl Node {
                     executor,
                     council,
                     ..
-                } => Some((*job, *executor, council.clone())),
+                } => Some((
+                    *job,
+                    std::iter::once(*executor).chain(council.clone()).collect(),
+                )),
+                // Replacements of silent council members need the inputs too.
+                Event::CouncilRedrawn { job, council, .. } => Some((*job, council.clone())),
                 _ => None,
             })
             .collect();
@@ -1939,7 +1944,12 @@ impl Node {
                 .filter(|(_, j)| !j.finished && !j.prescription.data.is_empty())
                 .flat_map(|(id, _)| inner.state.tasks_of(id))
                 .filter(|(_, t)| matches!(t.phase, Phase::Committing | Phase::Revealing))
-                .filter_map(|(k, t)| Some((k.job, t.executor?, t.council.clone())))
+                .map(|(k, t)| {
+                    (
+                        k.job,
+                        t.executor.iter().chain(&t.council).copied().collect(),
+                    )
+                })
                 .collect()
         };
         self.grant_to_assigned(running);
@@ -1989,19 +1999,20 @@ impl Node {
         Ok(())
     }
 
-    fn grant_to_assigned(&self, assigned: Vec<(Hash, Address, Vec<Address>)>) {
+    /// Wraps the inputs of each `(job, workers)` for those workers.
+    fn grant_to_assigned(&self, assigned: Vec<(Hash, Vec<Address>)>) {
         if self.shared.grants_dir.is_none() {
             return;
         }
-        for (job, executor, council) in assigned {
+        for (job, workers) in assigned {
             let (inputs, requester, recipients) = {
                 let inner = self.lock();
                 let Some(j) = inner.state.job(&job) else {
                     continue;
                 };
-                let recipients: Vec<PublicKey> = std::iter::once(executor)
-                    .chain(council)
-                    .filter_map(|a| inner.state.account(&a).public_key)
+                let recipients: Vec<PublicKey> = workers
+                    .iter()
+                    .filter_map(|a| inner.state.account(a).public_key)
                     .collect();
                 (j.prescription.data.clone(), j.requester, recipients)
             };

@@ -7,6 +7,8 @@
 //! Bidding --(H holds: first N bids, or deadline with a bid)--> Committing
 //! Committing --(executor and council all committed)--> Revealing
 //! Committing --(deadline, executor silent)--> Bidding (attempt + 1) or Failed
+//! Committing --(deadline, council members silent)--> Committing (silent seats drawn again)
+//!            or, with too few providers left, Bidding (attempt + 1) or Failed
 //! Revealing --(all revealed, or reveal window over)--> tally
 //! tally: majority agrees --> Settled; otherwise --> Bidding (attempt + 1) or Failed
 //! ```
@@ -27,7 +29,12 @@
 //!   anyone reveals, so a lazy council member cannot copy the executor's answer. Council
 //!   members reveal after the executor, with their vote. Under the exact-hash equivalence
 //!   the ledger derives each vote from the hashes; under numeric tolerance it takes the vote.
-//! - **Decision.** A strict majority of revealed votes accepts. Accepted: the executor is
+//! - **Silence.** A council member who misses the commit deadline is slashed
+//!   (`timeout_slash_bps`) and its seat drawn again; it is never just dropped, so a silent
+//!   council never lets a result through unchecked.
+//! - **Decision.** A strict majority of the whole council accepts (or rejects); without a
+//!   majority either way (members stayed silent at reveal) the task reopens and the executor
+//!   is not blamed. Accepted: the executor is
 //!   paid f (bid price, times run time capped at the deadline for per-second pricing), each
 //!   majority member gets `council_share_bps` of that, minority members are slashed.
 //!   Rejected: the executor is slashed, the majority is paid its share out of that slash (the
@@ -974,14 +981,9 @@ impl State {
                                 "missed the commit deadline",
                             ));
                         }
-                        let mut t = t;
-                        t.council.retain(|c| !silent.contains(c));
-                        t.phase = Phase::Revealing;
-                        t.phase_started_ms = now;
-                        t.deadline_ms = now.saturating_add(self.params.reveal_window_ms);
-                        t.note = "revealing".into();
-                        self.open_tasks.insert(key, t.deadline_ms);
-                        self.tasks.insert(key, t);
+                        // A silent seat is never just dropped (an empty council would let the
+                        // result through unchecked): it is drawn again, or the task reopens.
+                        events.extend(self.redraw_silent(key, t, &silent, now));
                     }
                 }
                 Phase::Revealing => {
@@ -1016,6 +1018,59 @@ impl State {
             }
         }
         events
+    }
+
+    /// Replaces council members who missed the commit deadline with newly drawn ones, who get
+    /// a full task deadline to run and commit; the executor's commitment stands. Without
+    /// enough eligible providers the task reopens (the executor is not at fault).
+    fn redraw_silent(
+        &mut self,
+        key: TaskKey,
+        mut t: Task,
+        silent: &[Address],
+        now: u64,
+    ) -> Vec<Event> {
+        let Some(job) = self.jobs.get(&key.job).cloned() else {
+            return Vec::new();
+        };
+        let Some(executor) = t.executor else {
+            return Vec::new();
+        };
+        let seated: Vec<Address> = t.council.clone();
+        let fresh = self.draw_council(&key, t.attempt, &job, executor, now, silent.len(), &seated);
+        if fresh.len() < silent.len() {
+            self.tasks.insert(key, t);
+            return self.reopen(
+                key,
+                now,
+                format!(
+                    "{} council member(s) stayed silent and too few providers are left to replace them",
+                    silent.len()
+                ),
+            );
+        }
+        for member in silent {
+            self.adjust_active(member, -1);
+        }
+        for member in &fresh {
+            self.adjust_active(member, 1);
+        }
+        t.council.retain(|c| !silent.contains(c));
+        t.council.extend(fresh.iter().copied());
+        t.commits.retain(|c| !silent.contains(&c.provider));
+        t.phase_started_ms = now;
+        t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
+        t.note = format!("{} silent council member(s) replaced", silent.len());
+        self.open_tasks.insert(key, t.deadline_ms);
+        let event = Event::CouncilRedrawn {
+            job: key.job,
+            task: key.index,
+            attempt: t.attempt,
+            replaced: silent.to_vec(),
+            council: t.council.clone(),
+        };
+        self.tasks.insert(key, t);
+        vec![event]
     }
 
     fn extend_auction(&mut self, key: TaskKey, mut t: Task, now: u64, note: String) {
@@ -1055,7 +1110,7 @@ impl State {
             return Vec::new();
         };
         let size = usize::from(job.prescription.instructions.council_size);
-        let council = self.draw_council(&key, t.attempt, &job, winner.provider, now, size);
+        let council = self.draw_council(&key, t.attempt, &job, winner.provider, now, size, &[]);
         if council.len() < size {
             let note = format!(
                 "waiting for council members: needs {size} eligible providers besides the executor, {} available",
@@ -1095,6 +1150,7 @@ impl State {
         executor: Address,
         now: u64,
         size: usize,
+        seated: &[Address],
     ) -> Vec<Address> {
         if size == 0 {
             return Vec::new();
@@ -1107,11 +1163,14 @@ impl State {
         let owner_of = |a: &Address| self.providers.get(a).map_or(*a, |p| p.owner);
         let executor_owner = owner_of(&executor);
         let requester_owner = owner_of(&job.requester);
+        let seated_owners: Vec<Address> = seated.iter().map(owner_of).collect();
         let mut candidates: Vec<(Hash, Address, Address)> = self
             .providers
             .iter()
             .filter(|(a, prov)| {
                 **a != executor
+                    && !seated.contains(a)
+                    && !seated_owners.contains(&prov.owner)
                     && **a != job.requester
                     && prov.owner != executor_owner
                     && prov.owner != job.requester
@@ -1182,10 +1241,23 @@ impl State {
             .filter(|r| !r.agree)
             .map(|r| r.provider)
             .collect();
-        if !t.council.is_empty() && voters.is_empty() {
-            return self.reopen(key, now, "no council member revealed a vote".into());
+        // A result goes through only on a strict majority of the whole council, never of
+        // whoever happened to speak: silence is not assent. Without a majority either way the
+        // task reopens and the executor is not blamed (the silent members were slashed).
+        let seats = t.council.len();
+        let accepted = seats == 0 || agree.len() * 2 > seats;
+        if !accepted && disagree.len() * 2 <= seats {
+            return self.reopen(
+                key,
+                now,
+                format!(
+                    "the council reached no majority ({} for, {} against, {} silent)",
+                    agree.len(),
+                    disagree.len(),
+                    seats - agree.len() - disagree.len()
+                ),
+            );
         }
-        let accepted = voters.is_empty() || agree.len() * 2 > voters.len();
         let mut events = Vec::new();
         let p = self.params.clone();
         if accepted {

@@ -92,6 +92,19 @@ pub enum Event {
         /// Council drawn.
         council: Vec<Address>,
     },
+    /// Council members who missed the commit deadline were replaced.
+    CouncilRedrawn {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The silent members replaced.
+        replaced: Vec<Address>,
+        /// The council now.
+        council: Vec<Address>,
+    },
     /// A result commitment was recorded.
     Committed {
         /// Job id.
@@ -227,6 +240,7 @@ gridwork_types::codec_enum!(Event, "event" {
     16 => JobCancelled { job: Hash, refund: Amount },
     17 => Heartbeat { provider: Address },
     18 => PeerAnnounced { provider: Address },
+    19 => CouncilRedrawn { job: Hash, task: u32, attempt: u32, replaced: Vec<Address>, council: Vec<Address> },
 });
 
 /// The outcome of one applied transaction.

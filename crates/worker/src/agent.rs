@@ -681,6 +681,19 @@ impl Worker {
                         }
                     }
                 };
+                if is_executor && self.mark("reshare", r) {
+                    // Council members drawn after this run (replacing silent ones) have no
+                    // grant for the output yet; they need one to judge it.
+                    let outputs = sandbox::layout(&self.task_dir(r)).1;
+                    let shared = match output_key(view, r, &outputs) {
+                        Ok(key) => self.share_output(&res.output, &key, &t.council).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = shared {
+                        self.unmark("reshare", r);
+                        return Err(e);
+                    }
+                }
                 if self.mark("reveal", r) {
                     let kind = TxKind::Reveal {
                         job: view.id,
@@ -801,11 +814,7 @@ impl Worker {
         r: TaskRef,
         outputs: &std::path::Path,
     ) -> Result<Hash, WorkerError> {
-        let digest = tree_digest(outputs)?;
-        let mut context = view.id.as_bytes().to_vec();
-        context.extend_from_slice(&r.1.to_le_bytes());
-        context.extend_from_slice(&r.2.to_le_bytes());
-        let key = DataKey::convergent(&context, &digest);
+        let key = output_key(view, r, outputs)?;
         let opts = TransferOptions {
             // Kept in the chunk store, which is what this worker serves to peers.
             keep: self.peer.get().map(|_| self.chunks.clone()),
@@ -817,18 +826,29 @@ impl Worker {
             recipients.extend(t.executor);
             recipients.extend(t.council.iter().copied());
         }
+        self.share_output(&report.cid, &key, &recipients).await?;
+        Ok(report.cid)
+    }
+
+    /// Lets `recipients` (but this worker) decrypt output tree `cid`.
+    async fn share_output(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        recipients: &[Address],
+    ) -> Result<(), WorkerError> {
         for who in recipients {
-            if who == self.me {
+            if *who == self.me {
                 continue;
             }
-            match self.client.account(&who).await?.public_key {
-                Some(pk) => self.client.share_key(&report.cid, &key, &pk).await?,
+            match self.client.account(who).await?.public_key {
+                Some(pk) => self.client.share_key(cid, key, &pk).await?,
                 None => {
                     tracing::warn!(%who, "no public key on the ledger; cannot share the output with it")
                 }
             }
         }
-        Ok(report.cid)
+        Ok(())
     }
 
     /// A council member's verdict on the executor's output.
@@ -871,4 +891,18 @@ impl Worker {
             })?;
         Ok(verdict.is_same())
     }
+}
+
+/// The convergent key of a run's outputs: over job, task, attempt and the outputs' plaintext
+/// digest (see [`Worker::push_output`]).
+fn output_key(
+    view: &JobView,
+    r: TaskRef,
+    outputs: &std::path::Path,
+) -> Result<DataKey, WorkerError> {
+    let digest = tree_digest(outputs)?;
+    let mut context = view.id.as_bytes().to_vec();
+    context.extend_from_slice(&r.1.to_le_bytes());
+    context.extend_from_slice(&r.2.to_le_bytes());
+    Ok(DataKey::convergent(&context, &digest))
 }

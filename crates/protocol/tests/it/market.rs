@@ -548,6 +548,105 @@ fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
     assert_eq!((t.phase, t.attempt, t.result), (Phase::Bidding, 2, None));
 }
 
+/// `SilentCouncil`, at commit: the council member drawn never runs the program. It used to
+/// be dropped, and an empty council accepted the executor's result unchecked. Now the silent
+/// member pays, its seat is drawn again, and the result settles only once the new member has
+/// run the program and agreed.
+#[test]
+fn a_silent_council_member_is_slashed_and_replaced_and_never_lets_a_result_through() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let bid = m.tx(
+        &executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let silent = m.task(job, 0).council[0];
+    let out = Hash([5; 32]);
+    m.commit_all(job, 0, &[(executor.clone(), out)]);
+    let stake = m.stake(&silent);
+    // The others stay online (workers heartbeat); the draw takes online providers only.
+    let beats: Vec<SignedTx> = (2..=PROVIDERS)
+        .map(|i| m.tx(&provider(i), TxKind::Heartbeat))
+        .collect();
+    m.at(m.now + p.instructions.task_deadline_ms - 1_000, beats);
+    let events = m.at(m.now + 1_001, vec![]);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == silent)));
+    let t = m.task(job, 0);
+    assert_eq!(t.phase, Phase::Committing, "not waved through: {}", t.note);
+    assert_eq!(t.council.len(), 1);
+    let replacement = t.council[0];
+    assert_ne!(replacement, silent);
+    assert!(m.stake(&silent) < stake);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::CouncilRedrawn { replaced, .. } if replaced == &vec![silent])));
+    // The executor's commitment stands; the replacement runs, commits and agrees.
+    let member = Market::key_of(replacement);
+    m.commit_all(job, 0, &[(member.clone(), out)]);
+    m.reveal(job, 0, &executor, out, true);
+    m.reveal(job, 0, &member, out, true);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.result), (Phase::Settled, Some(out)));
+    // Nobody was left busy by the swap.
+    for i in 1..=PROVIDERS {
+        let who = provider(i).address();
+        assert_eq!(m.state.provider(&who).unwrap().active, 0, "{who}");
+    }
+}
+
+/// `SilentCouncil`, at reveal: of a council of three, one agrees and two never reveal. One
+/// vote of three is no majority: the task reopens, the silent members pay, and the executor,
+/// who did its part, is neither paid nor slashed.
+#[test]
+fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
+    let mut m = Market::new();
+    let p = prescription(1, 3, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let bid = m.tx(
+        &executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let council: Vec<Keypair> = m
+        .task(job, 0)
+        .council
+        .iter()
+        .map(|a| Market::key_of(*a))
+        .collect();
+    let out = Hash([5; 32]);
+    let mut all = vec![(executor.clone(), out)];
+    all.extend(council.iter().map(|k| (k.clone(), out)));
+    m.commit_all(job, 0, &all);
+    m.reveal(job, 0, &executor, out, true);
+    m.reveal(job, 0, &council[0], out, true);
+    let (exec_stake, exec_balance) = (m.stake(&executor.address()), m.balance(&executor));
+    let events = m.at(m.now + params().reveal_window_ms + 1, vec![]);
+    for silent in &council[1..] {
+        assert!(events.iter().any(
+            |e| matches!(e, Event::Slashed { provider, .. } if *provider == silent.address())
+        ));
+    }
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt, t.result), (Phase::Bidding, 1, None));
+    assert!(t.note.contains("no majority"), "{}", t.note);
+    assert_eq!(m.stake(&executor.address()), exec_stake);
+    assert_eq!(m.balance(&executor), exec_balance);
+}
+
 #[test]
 fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     let mut m = Market::new();
