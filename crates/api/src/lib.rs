@@ -695,6 +695,12 @@ pub struct PinView {
     /// Their `chunk_set_digest` (docs/data-plane.md): a client that knows the set checks it
     /// without fetching it.
     pub chunk_set: Hash,
+    /// `proof_lock` of the tree's holder proof for this node: a recipient checks that a key
+    /// granted to it is the tree's (`proof_lock(key.holder_proof(cid, node_key)) == lock`)
+    /// before using it, so a wrong key planted by a holder is skipped. Knowing the lock does
+    /// not let anyone make the proof. Absent for pins of the oldest format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<Hash>,
 }
 
 /// `GET /v1/trees/{cid}/keys`.

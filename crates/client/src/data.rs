@@ -28,10 +28,10 @@ use gridwork_api::{
     ChunkIds, KeyGrant, KeyGrants, MissingChunks, PinView, StorageView, KEY_PROOF_HEADER,
 };
 use gridwork_transfer::{
-    chunk_set_digest, manifest_ids, open, pack_with_index, read_manifest, root_children,
-    sealed_prefix, sorted_difference, sorted_ids, unwrap_key, wrap_key, write_tree_with,
-    ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError, TreeManifest,
-    VerifiedChunk, WriteHooks,
+    chunk_set_digest, manifest_ids, open, pack_with_index, proof_lock, read_manifest,
+    root_children, sealed_prefix, sorted_difference, sorted_ids, unwrap_key, wrap_key,
+    write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError,
+    TreeManifest, VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
@@ -63,6 +63,14 @@ pub enum DataError {
     /// Nobody granted this key the tree's data key.
     #[error("tree {cid} has no key for {address}; ask its owner to run `gridwork data share {cid} {address}`")]
     NoGrant {
+        /// The tree.
+        cid: Hash,
+        /// Who asked.
+        address: Address,
+    },
+    /// Every key granted to this key is not the tree's (a holder granted a wrong one).
+    #[error("the keys granted to {address} for tree {cid} do not open it (a holder shared a wrong key); ask its owner to run `gridwork data share {cid} {address}` again")]
+    WrongKeyGranted {
         /// The tree.
         cid: Hash,
         /// Who asked.
@@ -418,14 +426,31 @@ impl Client {
         Ok(grants.keys)
     }
 
-    /// The data key of tree `cid` granted to `me`.
+    /// The data key of tree `cid` granted to `me`. Every grant to `me` is tried; where the
+    /// node shows the tree's pin lock, only a key that opens it is taken, so a wrong key some
+    /// holder granted `me` (by mistake or to make `me` fail) is passed over.
     pub async fn granted_key(&self, cid: &Hash, me: &Keypair) -> Result<DataKey, DataError> {
         let grants = self.key_grants(cid).await?;
-        grants
+        let keys: Vec<DataKey> = grants
             .iter()
             .filter(|g| g.recipient == me.address())
-            .find_map(|g| unwrap_key(g, me))
-            .ok_or(DataError::NoGrant {
+            .filter_map(|g| unwrap_key(g, me))
+            .collect();
+        if keys.is_empty() {
+            return Err(DataError::NoGrant {
+                cid: *cid,
+                address: me.address(),
+            });
+        }
+        let lock = self.pin_view(cid).await?.and_then(|pin| pin.lock);
+        let Some(lock) = lock else {
+            // Nothing to check against (an expired pin, or one of the oldest format).
+            return Ok(keys[0].clone());
+        };
+        let node = self.node_key().await?;
+        keys.into_iter()
+            .find(|key| proof_lock(&key.holder_proof(cid, &node)) == lock)
+            .ok_or(DataError::WrongKeyGranted {
                 cid: *cid,
                 address: me.address(),
             })

@@ -132,8 +132,8 @@ pub enum NodeError {
         /// The first missing.
         first: Hash,
     },
-    /// Too many key grants on one tree.
-    #[error("a tree holds at most 256 key grants")]
+    /// Too many key grants on one tree, or for one recipient of it.
+    #[error("a tree holds at most 256 key grants, and at most 4 different ones for one recipient (sharing the same key again is always fine)")]
     TooManyGrants,
     /// A request to pin a tree or share its key that does not prove it holds the key.
     #[error("only a holder of tree {cid}'s data key may {what}: the request's key proof does not match the one its first pin set (a client sends it in the gridwork-key-proof header)")]
@@ -809,10 +809,16 @@ impl Node {
             .collect();
         let sigs = verify_batch(&items);
         // Jobs' input claims are checked against the keys on disk, outside the lock too.
+        // Only for signed jobs of valid shape: a stranger's unsigned or oversized job costs
+        // no key unwrapping.
+        let max_inputs = self.lock().state.params().max_inputs_per_job as usize;
         let inputs: Vec<Result<(), AdmitError>> = txs
             .iter()
-            .map(|t| match &t.tx.kind {
-                TxKind::SubmitJob { prescription, .. } => {
+            .zip(&sigs)
+            .map(|(t, sig)| match &t.tx.kind {
+                TxKind::SubmitJob { prescription, .. }
+                    if sig.is_ok() && prescription.data.len() <= max_inputs =>
+                {
                     self.check_inputs(&prescription.data, &t.tx.sender())
                 }
                 _ => Ok(()),
@@ -1590,6 +1596,7 @@ impl Node {
                 until_ms: pin.until_ms,
                 chunks: distinct.len() as u64,
                 chunk_set: chunk_set_digest(&distinct),
+                lock: pin.lock,
             }
         }))
     }
@@ -1808,7 +1815,12 @@ impl Node {
             .ok_or(NodeError::NoChunkStore)?;
         let path = dir.join(format!("{cid}.json"));
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_default()),
+            // A damaged file is an error, never an empty list: the next write would erase
+            // every grant.
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| NodeError::File {
+                path: path.display().to_string(),
+                message: format!("the key grants do not parse: {e}"),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(NodeError::File {
                 path: path.display().to_string(),
@@ -1879,12 +1891,23 @@ impl Node {
         }
         let mut grants = self.grants(cid)?;
         // Grants are never replaced: a holder may post a wrong one by mistake, and it must
-        // not push out a right one. A recipient tries each of its grants.
+        // not push out a right one. A recipient tries each of its grants (and checks it
+        // against the pin lock). Wraps are deterministic, so a right grant posted again is
+        // identical and kept once; each recipient holds at most a few distinct ones, so junk
+        // cannot crowd a recipient's grants or cost the node much unwrapping.
         let before = grants.len();
         for grant in new {
-            if !grants.contains(&grant) {
-                grants.push(grant);
+            if grants.contains(&grant) {
+                continue;
             }
+            let held = grants
+                .iter()
+                .filter(|g| g.recipient == grant.recipient)
+                .count();
+            if held >= MAX_GRANTS_PER_RECIPIENT {
+                return Err(NodeError::TooManyGrants);
+            }
+            grants.push(grant);
         }
         if grants.len() == before {
             return Ok(());
@@ -1899,8 +1922,11 @@ impl Node {
         std::fs::create_dir_all(dir).map_err(file_err)?;
         let path = dir.join(format!("{cid}.json"));
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&grants).unwrap_or_default()).map_err(file_err)?;
+        write_durably(&tmp, &serde_json::to_vec(&grants).unwrap_or_default()).map_err(file_err)?;
         std::fs::rename(&tmp, &path).map_err(file_err)?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(file_err)?;
         Ok(())
     }
 
@@ -2004,6 +2030,8 @@ impl Node {
         if self.shared.grants_dir.is_none() {
             return;
         }
+        // One unwrap per input of a job, however many of its tasks closed at once.
+        let mut keys: HashMap<(Hash, Hash), Option<DataKey>> = HashMap::new();
         for (job, workers) in assigned {
             let (inputs, requester, recipients) = {
                 let inner = self.lock();
@@ -2019,16 +2047,17 @@ impl Node {
             for DataInput { cid, claim } in inputs {
                 // Only a key the requester proved, in the job, that it holds: a job naming
                 // somebody else's tree gets nothing of it.
-                let Some(key) = self.input_key(&cid, &claim, &requester) else {
+                let key = keys
+                    .entry((job, cid))
+                    .or_insert_with(|| self.input_key(&cid, &claim, &requester));
+                let Some(key) = key.clone() else {
                     tracing::warn!(%cid, %job, %requester, "not handing out an input's key: the job's claim to hold it does not check out (or the key was not shared with this node)");
                     continue;
                 };
-                let grants = self.grants(&cid).unwrap_or_default();
-                let new: Vec<KeyGrant> = recipients
-                    .iter()
-                    .filter(|r| !grants.iter().any(|g| g.recipient == r.address()))
-                    .map(|r| wrap_key(&key, r))
-                    .collect();
+                // Wraps are deterministic, so a recipient that already has this node's grant
+                // gets the identical grant (a no-op). A recipient holding only somebody else's
+                // grant (possibly a wrong key planted by a holder) still gets the right one.
+                let new: Vec<KeyGrant> = recipients.iter().map(|r| wrap_key(&key, r)).collect();
                 if let Err(e) = self.add_grants(&cid, new) {
                     tracing::warn!(error = %e, %cid, "cannot grant an input's key");
                 }
@@ -2064,6 +2093,9 @@ impl Node {
         self.lock().state.root()
     }
 }
+
+/// The most distinct key grants one recipient may hold for one tree.
+const MAX_GRANTS_PER_RECIPIENT: usize = 4;
 
 /// Writes `bytes` to a new file at `path` and syncs it.
 fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -53,6 +53,8 @@ pub struct Params {
     pub emission_period_ms: u64,
     /// The most tasks one job may have.
     pub max_tasks_per_job: u32,
+    /// The most input trees one job may name.
+    pub max_inputs_per_job: u32,
     /// The largest council a job may ask for.
     pub max_council_size: u8,
     /// The longest task deadline (`instructions.task_deadline_ms`) a job may ask for.
@@ -61,6 +63,12 @@ pub struct Params {
     pub max_auction_window_ms: u64,
     /// The highest price (`payment.max_price`, per task or per task-second) a job may offer.
     pub max_price: Amount,
+    /// A deadline found due this long after it passed means the chain was down (the producer
+    /// makes a block at each deadline): nobody could act, so it does not fire.
+    pub stall_after_ms: u64,
+    /// What a deadline missed during a stall is moved to: this long after the first block
+    /// back, so workers see the chain again before anyone is penalised.
+    pub outage_grace_ms: u64,
 }
 
 /// 120 months of 30.4375 days (ten Julian years), in ms.
@@ -86,10 +94,13 @@ impl Default for Params {
             emission_total: Amount::ZERO,
             emission_period_ms: EMISSION_PERIOD_120_MONTHS_MS,
             max_tasks_per_job: 10_000,
+            max_inputs_per_job: 64,
             max_council_size: 9,
             max_task_deadline_ms: 7 * 24 * 3600 * 1000,
             max_auction_window_ms: 24 * 3600 * 1000,
             max_price: Amount::grid(1_000),
+            stall_after_ms: 10_000,
+            outage_grace_ms: 60_000,
         }
     }
 }
@@ -112,10 +123,13 @@ gridwork_types::codec_struct!(Params {
     emission_total: Amount,
     emission_period_ms: u64,
     max_tasks_per_job: u32,
+    max_inputs_per_job: u32,
     max_council_size: u8,
     max_task_deadline_ms: u64,
     max_auction_window_ms: u64,
     max_price: Amount,
+    stall_after_ms: u64,
+    outage_grace_ms: u64,
 });
 
 impl Params {

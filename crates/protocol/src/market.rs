@@ -930,13 +930,33 @@ impl State {
     /// Runs the transitions due at block time `now`: auction deadlines, missed commitments,
     /// missed reveals. Called at the start of every block, before its transactions.
     pub(crate) fn run_deadlines(&mut self, now: u64) -> Vec<Event> {
-        let due: Vec<TaskKey> = self
+        let due: Vec<(TaskKey, u64)> = self
             .open_tasks
             .iter()
             .filter(|(_, d)| **d <= now)
-            .map(|(k, _)| *k)
+            .map(|(k, d)| (*k, *d))
             .collect();
+        // A deadline that passed long before this block passed while the chain was down
+        // (the producer makes a block at every deadline): nobody could commit, reveal or
+        // bid, so nobody is penalised for it. It moves to a grace period after this block.
+        let (stalled, due): (Vec<_>, Vec<_>) = due
+            .into_iter()
+            .partition(|(_, d)| now - d > self.params.stall_after_ms);
         let mut events = Vec::new();
+        for (key, _) in stalled {
+            let until = now.saturating_add(self.params.outage_grace_ms);
+            self.open_tasks.insert(key, until);
+            if let Some(mut t) = self.tasks.get(&key).cloned() {
+                t.deadline_ms = until;
+                self.tasks.insert(key, t);
+            }
+            events.push(Event::DeadlineDeferred {
+                job: key.job,
+                task: key.index,
+                until_ms: until,
+            });
+        }
+        let due: Vec<TaskKey> = due.into_iter().map(|(k, _)| k).collect();
         for key in due {
             let Some(t) = self.tasks.get(&key).cloned() else {
                 self.open_tasks.remove(&key);
@@ -1591,6 +1611,17 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
     let i = &p.instructions;
     if p.program.command.trim().is_empty() {
         return bad("program.command", "must name a command".into());
+    }
+    if p.data.len() > params.max_inputs_per_job as usize {
+        return bad(
+            "data.inputs",
+            format!("at most {} inputs", params.max_inputs_per_job),
+        );
+    }
+    for (n, input) in p.data.iter().enumerate() {
+        if p.data[..n].iter().any(|d| d.cid == input.cid) {
+            return bad("data.inputs", format!("{} is named twice", input.cid));
+        }
     }
     if i.items == 0 {
         return bad("instructions.items", "must be at least 1".into());

@@ -105,6 +105,15 @@ pub enum Event {
         /// The council now.
         council: Vec<Address>,
     },
+    /// A task's deadline passed while the chain was down; it moved to `until_ms`.
+    DeadlineDeferred {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// The new deadline.
+        until_ms: u64,
+    },
     /// A result commitment was recorded.
     Committed {
         /// Job id.
@@ -241,6 +250,7 @@ gridwork_types::codec_enum!(Event, "event" {
     17 => Heartbeat { provider: Address },
     18 => PeerAnnounced { provider: Address },
     19 => CouncilRedrawn { job: Hash, task: u32, attempt: u32, replaced: Vec<Address>, council: Vec<Address> },
+    20 => DeadlineDeferred { job: Hash, task: u32, until_ms: u64 },
 });
 
 /// The outcome of one applied transaction.

@@ -109,11 +109,20 @@ fn wrapping_cipher(
 }
 
 /// Wraps `key` for `recipient`.
+///
+/// Deterministic: the ephemeral secret is derived from the key and the recipient, so whoever
+/// wraps one key for one recipient makes the same grant. Sharing again is then a no-op on the
+/// node (identical grants are kept once), not one more entry in the tree's bounded grant
+/// list; and the node can re-post its hand-off grants without piling them up. Anyone able to
+/// derive the ephemeral secret already holds the key, and the same plaintext under the same
+/// cipher key gives the same ciphertext: nothing but "the same key again" is revealed.
 pub fn wrap_key(key: &DataKey, recipient: &PublicKey) -> WrappedKey {
-    let mut secret = [0u8; 32];
-    OsRng.fill_bytes(&mut secret);
-    let ephemeral = MontgomeryPoint::mul_base_clamped(secret).to_bytes();
     let recipient_x = recipient.to_x25519();
+    let mut material = [0u8; 64];
+    material[..32].copy_from_slice(&key.0);
+    material[32..].copy_from_slice(&recipient_x);
+    let secret = blake3::derive_key("gridwork key wrap ephemeral v1", &material);
+    let ephemeral = MontgomeryPoint::mul_base_clamped(secret).to_bytes();
     let shared = MontgomeryPoint(recipient_x).mul_clamped(secret).to_bytes();
     let ciphertext = wrapping_cipher(&shared, &ephemeral, &recipient_x)
         .encrypt(Nonce::from_slice(&[0u8; 12]), key.0.as_slice())

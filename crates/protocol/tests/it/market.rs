@@ -647,6 +647,47 @@ fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
     assert_eq!(m.balance(&executor), exec_balance);
 }
 
+/// The node is down for ten minutes while a task waits for reveals. Nobody could reveal, so
+/// when the chain comes back nobody is slashed: the deadline moves to a grace period, the
+/// reveals come in, and the task settles.
+#[test]
+fn a_deadline_that_passes_while_the_chain_is_down_penalises_nobody() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let bid = m.tx(
+        &executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    let member = Market::key_of(m.task(job, 0).council[0]);
+    let out = Hash([5; 32]);
+    m.commit_all(job, 0, &[(executor.clone(), out), (member.clone(), out)]);
+    let stakes = [m.stake(&executor.address()), m.stake(&member.address())];
+    // The first block after the outage.
+    let events = m.at(m.now + 600_000, vec![]);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Slashed { .. })),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::DeadlineDeferred { until_ms, .. } if *until_ms == m.now + params().outage_grace_ms)));
+    assert_eq!(m.task(job, 0).phase, Phase::Revealing);
+    m.reveal(job, 0, &executor, out, true);
+    m.reveal(job, 0, &member, out, true);
+    assert_eq!(m.task(job, 0).phase, Phase::Settled);
+    assert_eq!(
+        [m.stake(&executor.address()), m.stake(&member.address())],
+        stakes
+    );
+}
+
 #[test]
 fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     let mut m = Market::new();
@@ -1322,6 +1363,22 @@ mod random {
                         }
                     }
                     Op::Wait { ms } => t = m.now + ms,
+                }
+                // Like the node's producer, make a block at each deadline on the way.
+                for _ in 0..64 {
+                    match m.state.next_deadline() {
+                        Some(d) if d < t => {
+                            let pool = m.state.rewards_pool();
+                            let built = m.state.build_block(d.max(m.now), Address([0; 20]), vec![]);
+                            m.now = built.block.header.timestamp_ms;
+                            prop_assert!(m.state.rewards_pool() >= pool);
+                            prop_assert_eq!(m.state.check_conservation(), Ok(()));
+                            m.replica.apply_block(&built.block).unwrap();
+                            prop_assert_eq!(m.replica.root(), m.state.root());
+                            m.state = m.disk.restart(&mut m.state);
+                        }
+                        _ => break,
+                    }
                 }
                 // Transactions that do not apply are left out; their nonces are reused.
                 let pool_before = m.state.rewards_pool();

@@ -762,3 +762,56 @@ async fn key_thief_naming_someone_elses_input_gets_no_job_and_no_key() {
     let grants = net.node.grants(&victims.cid).unwrap();
     assert!(grants.iter().all(|g| g.recipient != thief.address()));
 }
+
+/// `KeyPoisoner`: anyone who once held an input's key (a past executor, say) may post grants
+/// for it, and plants a wrong key for every provider that might run the next job on it. The
+/// node still hands each assigned worker the right key (its own grant is not skipped because
+/// another exists), and workers take only a key that opens the tree's pin lock: the job
+/// settles on the real input instead of the workers failing and being slashed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_planted_for_the_workers_does_not_stop_the_job() {
+    use gridwork_transfer::wrap_key;
+    let net = Net::start().await;
+    for i in 1..=3 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(3).await;
+    let src = net.dir.path().join("input");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("scene.txt"), "the real scene\n").unwrap();
+    let key = DataKey::generate();
+    let pushed = net
+        .client
+        .push_tree(&src, &key, &TransferOptions::with_streams(2))
+        .await
+        .unwrap();
+    let node_key = net.client.chain().await.unwrap().node_key;
+    for who in [dev_keypair(0).public(), node_key] {
+        net.client.share_key(&pushed.cid, &key, &who).await.unwrap();
+    }
+    let wrong = DataKey::generate();
+    for i in 1..=3 {
+        net.client
+            .add_key_grant(
+                &pushed.cid,
+                &key,
+                &wrap_key(&wrong, &dev_keypair(i).public()),
+            )
+            .await
+            .unwrap();
+    }
+    let input = DataInput {
+        cid: pushed.cid,
+        claim: key.input_claim(&pushed.cid, &dev_keypair(0).address()),
+    };
+    let view = net
+        .run_on_input(
+            "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt",
+            input,
+        )
+        .await;
+    let text = result_text(&net, view.tasks[0].result.as_ref().unwrap()).await;
+    assert_eq!(text, "the real scene\n");
+    let providers = net.client.providers().await.unwrap();
+    assert!(providers.iter().all(|p| p.slashed.0 == 0), "{providers:?}");
+}
