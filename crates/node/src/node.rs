@@ -1949,8 +1949,9 @@ impl Node {
                     *job,
                     std::iter::once(*executor).chain(council.clone()).collect(),
                 )),
-                // Replacements of silent council members need the inputs too.
-                Event::CouncilRedrawn { job, council, .. } => Some((*job, council.clone())),
+                // The council is drawn a block after the auction (and again for silent
+                // members' seats).
+                Event::CouncilDrawn { job, council, .. } => Some((*job, council.clone())),
                 _ => None,
             })
             .collect();

@@ -18,13 +18,19 @@
 //! - **Winner.** The lowest reputation-weighted price: `price * 10,000 / (10,000 + 500 *
 //!   min(streak, 10))`, so ten validated results in a row are worth up to a third off the
 //!   price; ties go to the lower raw price, then the earlier bid.
-//! - **Council.** Drawn when the auction closes from registered providers that are online,
-//!   staked, meet the task's requirements, are not the executor or the requester, do not
-//!   share an owner with either, and are not blocklisted for the job. Candidates are ordered
-//!   by BLAKE3(parent block hash || job || task || attempt || address) and the first
-//!   `council_size` of distinct owners taken (a provider's owner is the account that signed
-//!   its [`OwnerApproval`](gridwork_types::OwnerApproval), or itself). If too few exist the
-//!   auction stays open and the task's note says why.
+//! - **Council.** Drawn at the first block after the auction closes (or after silent members
+//!   lose their seats), seeded by the hash of the block that closed it: that hash depends on
+//!   the block's time, transactions and resulting state, so nobody sending the closing bid,
+//!   a submission or a filler transaction can know the council (with one sequencer, the
+//!   sequencer could grind it: see `docs/security.md`). Candidates are registered providers
+//!   that are online, staked, meet the task's requirements, are not the executor or the
+//!   requester, do not share an owner with either or with a seated member, and are not
+//!   blocklisted for the job. Owners are drawn without replacement with probability in
+//!   proportion to the locked stake of their eligible providers, then one provider of each:
+//!   a council seat costs stake, and spreading stake over Sybil owners buys no extra chance.
+//!   A provider's owner is the account that signed its
+//!   [`OwnerApproval`](gridwork_types::OwnerApproval), or itself. If too few owners are
+//!   eligible at the close the auction stays open and the task's note says why.
 //! - **Commit-reveal.** Everyone assigned commits BLAKE3(output || salt || own address) before
 //!   anyone reveals, so a lazy council member cannot copy the executor's answer. Council
 //!   members reveal after the executor, with their vote. Under the exact-hash equivalence
@@ -56,8 +62,6 @@
 //!
 //! Slashed stake is taken from the locked stake first, then from unbonding entries (newest
 //! first), so unbonding does not escape a pending judgement.
-
-use std::collections::HashSet;
 
 use gridwork_types::{
     commitment, Address, Amount, Encode, Equivalence, Hardware, Hash, Payment, PeerAddr,
@@ -342,6 +346,10 @@ pub struct Task {
     /// Outputs revealed in earlier attempts: revealing one again is refused as a copy
     /// (`ResultCopier`). At most `max_attempts x (council + 1)` entries.
     pub earlier_outputs: Vec<Hash>,
+    /// Council seats still to be drawn (at the next block; see `draw_seats`).
+    pub seats_to_draw: u8,
+    /// Providers dropped from this attempt's council (silent), not to be drawn again.
+    pub excluded: Vec<Address>,
 }
 
 gridwork_types::codec_struct!(Task {
@@ -358,6 +366,8 @@ gridwork_types::codec_struct!(Task {
     result: Option<Hash>,
     note: String,
     earlier_outputs: Vec<Hash>,
+    seats_to_draw: u8,
+    excluded: Vec<Address>,
 });
 
 impl Task {
@@ -372,6 +382,56 @@ impl Task {
     fn revealed(&self, who: &Address) -> bool {
         self.reveals.iter().any(|r| r.provider == *who)
     }
+}
+
+/// The providers of one owner that may sit on a council, and the owner's weight.
+#[derive(Debug, Clone)]
+struct Candidate {
+    /// The locked stake of these providers together.
+    stake: u128,
+    providers: Vec<Address>,
+}
+
+/// Draws `seats` owners without replacement, each with probability proportional to its
+/// stake, and one provider of each (the one whose hash with the seed is lowest). A party gains
+/// no seats by spreading its stake over many owners: its chance is its share of the stake.
+/// `None` when fewer than `seats` owners are eligible.
+fn draw_by_stake(seed: &[u8], mut owners: Vec<Candidate>, seats: usize) -> Option<Vec<Address>> {
+    if owners.len() < seats {
+        return None;
+    }
+    let mut drawn = Vec::with_capacity(seats);
+    for seat in 0..seats {
+        let total: u128 = owners.iter().map(|c| c.stake).sum();
+        let mut h = blake3::Hasher::new();
+        h.update(b"gridwork council draw v2");
+        h.update(seed);
+        h.update(&(seat as u32).to_le_bytes());
+        let digest = h.finalize();
+        let bytes: [u8; 16] = digest.as_bytes()[..16].try_into().ok()?;
+        // Stakes are far below 2^128 / 2^64, so the modulo bias is negligible.
+        let mut ticket = u128::from_le_bytes(bytes) % total.max(1);
+        let index = owners
+            .iter()
+            .position(|c| {
+                if ticket < c.stake {
+                    true
+                } else {
+                    ticket -= c.stake;
+                    false
+                }
+            })
+            .unwrap_or(0);
+        let owner = owners.remove(index);
+        let provider = owner.providers.iter().min_by_key(|a| {
+            let mut h = blake3::Hasher::new();
+            h.update(seed);
+            h.update(&a.0);
+            *h.finalize().as_bytes()
+        })?;
+        drawn.push(*provider);
+    }
+    Some(drawn)
 }
 
 /// `a * b / c` without overflow for the sizes the ledger meets (c > 0).
@@ -765,7 +825,7 @@ impl State {
                     attempt: t.attempt,
                     provider: sender,
                 }];
-                let all = t.assigned().all(|a| t.committed(a).is_some());
+                let all = t.seats_to_draw == 0 && t.assigned().all(|a| t.committed(a).is_some());
                 if all {
                     t.phase = Phase::Revealing;
                     t.phase_started_ms = now;
@@ -880,6 +940,8 @@ impl State {
                     result: None,
                     note: "open for bids".into(),
                     earlier_outputs: Vec::new(),
+                    seats_to_draw: 0,
+                    excluded: Vec::new(),
                 },
             );
             self.open_tasks.insert(key, deadline);
@@ -974,6 +1036,9 @@ impl State {
                         events.extend(self.close_auction(key, now));
                     }
                 }
+                Phase::Committing if t.seats_to_draw > 0 => {
+                    events.extend(self.draw_seats(key, t, now));
+                }
                 Phase::Committing => {
                     let executor = t.executor.unwrap_or(Address([0; 20]));
                     if t.committed(&executor).is_none() {
@@ -1040,9 +1105,9 @@ impl State {
         events
     }
 
-    /// Replaces council members who missed the commit deadline with newly drawn ones, who get
-    /// a full task deadline to run and commit; the executor's commitment stands. Without
-    /// enough eligible providers the task reopens (the executor is not at fault).
+    /// Opens the seats of council members who missed the commit deadline, to be drawn at
+    /// the next block (`draw_seats`, which reopens the task if too few providers are left);
+    /// the new members get a full task deadline, and the executor's commitment stands.
     fn redraw_silent(
         &mut self,
         key: TaskKey,
@@ -1050,37 +1115,18 @@ impl State {
         silent: &[Address],
         now: u64,
     ) -> Vec<Event> {
-        let Some(job) = self.jobs.get(&key.job).cloned() else {
-            return Vec::new();
-        };
-        let Some(executor) = t.executor else {
-            return Vec::new();
-        };
-        let seated: Vec<Address> = t.council.clone();
-        let fresh = self.draw_council(&key, t.attempt, &job, executor, now, silent.len(), &seated);
-        if fresh.len() < silent.len() {
-            self.tasks.insert(key, t);
-            return self.reopen(
-                key,
-                now,
-                format!(
-                    "{} council member(s) stayed silent and too few providers are left to replace them",
-                    silent.len()
-                ),
-            );
-        }
         for member in silent {
             self.adjust_active(member, -1);
         }
-        for member in &fresh {
-            self.adjust_active(member, 1);
-        }
         t.council.retain(|c| !silent.contains(c));
-        t.council.extend(fresh.iter().copied());
         t.commits.retain(|c| !silent.contains(&c.provider));
-        t.phase_started_ms = now;
-        t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
-        t.note = format!("{} silent council member(s) replaced", silent.len());
+        t.excluded.extend(silent.iter().copied());
+        t.seats_to_draw = silent.len() as u8;
+        t.deadline_ms = now;
+        t.note = format!(
+            "{} silent council member(s) to be replaced at the next block",
+            silent.len()
+        );
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::CouncilRedrawn {
             job: key.job,
@@ -1130,25 +1176,35 @@ impl State {
             return Vec::new();
         };
         let size = usize::from(job.prescription.instructions.council_size);
-        let council = self.draw_council(&key, t.attempt, &job, winner.provider, now, size, &[]);
-        if council.len() < size {
+        let available = self
+            .council_candidates(&job, winner.provider, now, &[])
+            .len();
+        if available < size {
             let note = format!(
-                "waiting for council members: needs {size} eligible providers besides the executor, {} available",
-                council.len()
+                "waiting for council members: needs {size} eligible providers of distinct owners besides the executor, {available} available"
             );
             self.extend_auction(key, t, now, note);
             return Vec::new();
         }
-        for member in std::iter::once(&winner.provider).chain(council.iter()) {
-            self.adjust_active(member, 1);
-        }
+        self.adjust_active(&winner.provider, 1);
         t.phase = Phase::Committing;
         t.executor = Some(winner.provider);
         t.price = winner.price;
-        t.council = council.clone();
+        t.council = Vec::new();
+        t.seats_to_draw = size as u8;
         t.phase_started_ms = now;
-        t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
-        t.note = "running".into();
+        // The council is drawn at the next block, from this block's hash (see `draw_seats`):
+        // nobody sending the closing bid, or the block before it, can know it.
+        t.deadline_ms = if size > 0 {
+            now
+        } else {
+            now.saturating_add(job.prescription.instructions.task_deadline_ms)
+        };
+        t.note = if size > 0 {
+            "running; council drawn at the next block".into()
+        } else {
+            "running".into()
+        };
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::AuctionClosed {
             job: key.job,
@@ -1156,73 +1212,103 @@ impl State {
             attempt: t.attempt,
             executor: winner.provider,
             price: winner.price,
-            council,
+            council: Vec::new(),
         };
         self.tasks.insert(key, t);
         vec![event]
     }
 
-    fn draw_council(
-        &self,
-        key: &TaskKey,
-        attempt: u32,
-        job: &Job,
-        executor: Address,
-        now: u64,
-        size: usize,
-        seated: &[Address],
-    ) -> Vec<Address> {
-        if size == 0 {
+    /// Fills a task's empty council seats, at the first block after they were opened (by the
+    /// auction's close or by silent members): the seed is the hash of the block that opened
+    /// them (this block's parent), which nobody knew when sending the transactions that went
+    /// into it. Without enough eligible providers the task reopens (nobody is at fault).
+    fn draw_seats(&mut self, key: TaskKey, mut t: Task, now: u64) -> Vec<Event> {
+        let Some(job) = self.jobs.get(&key.job).cloned() else {
             return Vec::new();
-        }
-        let p = &self.params;
+        };
+        let Some(executor) = t.executor else {
+            return Vec::new();
+        };
+        let seats = usize::from(t.seats_to_draw);
+        let mut seated = t.council.clone();
+        seated.extend(t.excluded.iter().copied());
+        let candidates = self.council_candidates(&job, executor, now, &seated);
         let mut seed = Vec::with_capacity(80);
         self.head_hash.encode(&mut seed);
         key.encode(&mut seed);
-        attempt.encode(&mut seed);
+        t.attempt.encode(&mut seed);
+        (t.council.len() as u32).encode(&mut seed);
+        let Some(drawn) = draw_by_stake(&seed, candidates, seats) else {
+            self.tasks.insert(key, t);
+            return self.reopen(
+                key,
+                now,
+                "too few eligible providers of distinct owners to fill the council".into(),
+            );
+        };
+        for member in &drawn {
+            self.adjust_active(member, 1);
+        }
+        t.council.extend(drawn.iter().copied());
+        t.seats_to_draw = 0;
+        t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
+        t.note = "running".into();
+        self.open_tasks.insert(key, t.deadline_ms);
+        let event = Event::CouncilDrawn {
+            job: key.job,
+            task: key.index,
+            attempt: t.attempt,
+            council: t.council.clone(),
+        };
+        self.tasks.insert(key, t);
+        vec![event]
+    }
+
+    /// Who may sit on a council for `job` besides `executor` and the `seated`: online,
+    /// staked providers that meet the requirements and are not blocklisted, of owners other
+    /// than the executor's, the requester's and the seated members'. Grouped by owner: each
+    /// owner's providers in address order, with the owner's stake (the locked stake of those
+    /// providers) as its weight in the draw. In owner order.
+    fn council_candidates(
+        &self,
+        job: &Job,
+        executor: Address,
+        now: u64,
+        seated: &[Address],
+    ) -> Vec<Candidate> {
+        let p = &self.params;
         let owner_of = |a: &Address| self.providers.get(a).map_or(*a, |p| p.owner);
-        let executor_owner = owner_of(&executor);
-        let requester_owner = owner_of(&job.requester);
-        let seated_owners: Vec<Address> = seated.iter().map(owner_of).collect();
-        let mut candidates: Vec<(Hash, Address, Address)> = self
-            .providers
-            .iter()
-            .filter(|(a, prov)| {
-                **a != executor
-                    && !seated.contains(a)
-                    && !seated_owners.contains(&prov.owner)
-                    && **a != job.requester
-                    && prov.owner != executor_owner
-                    && prov.owner != job.requester
-                    && prov.owner != requester_owner
-                    && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
-                    && self
-                        .accounts
-                        .get(a)
-                        .is_some_and(|acct| acct.stake_locked >= p.min_provider_stake)
-                    && job
-                        .prescription
-                        .instructions
-                        .requirements
-                        .unmet_by(&prov.hardware)
-                        .is_none()
-                    && job.failures_of(a) < p.max_job_failures
-            })
-            .map(|(a, prov)| {
-                let mut h = blake3::Hasher::new();
-                h.update(&seed);
-                h.update(&a.0);
-                (Hash(*h.finalize().as_bytes()), *a, prov.owner)
-            })
-            .collect();
-        candidates.sort();
-        let mut owners = HashSet::new();
-        candidates
-            .into_iter()
-            .filter(|(_, _, owner)| owners.insert(*owner))
-            .take(size)
-            .map(|(_, a, _)| a)
-            .collect()
+        let mut barred: Vec<Address> = seated.iter().map(owner_of).collect();
+        barred.extend([owner_of(&executor), job.requester, owner_of(&job.requester)]);
+        let mut by_owner: std::collections::BTreeMap<Address, Candidate> = Default::default();
+        for (a, prov) in self.providers.iter() {
+            let stake = self
+                .accounts
+                .get(a)
+                .map_or(Amount::ZERO, |acct| acct.stake_locked);
+            let eligible = *a != executor
+                && *a != job.requester
+                && !seated.contains(a)
+                && !barred.contains(&prov.owner)
+                && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
+                && stake >= p.min_provider_stake
+                && job
+                    .prescription
+                    .instructions
+                    .requirements
+                    .unmet_by(&prov.hardware)
+                    .is_none()
+                && job.failures_of(a) < p.max_job_failures;
+            if eligible {
+                let c = by_owner.entry(prov.owner).or_insert_with(|| Candidate {
+                    stake: 0,
+                    providers: Vec::new(),
+                });
+                c.stake = c.stake.saturating_add(stake.0);
+                c.providers.push(*a);
+            }
+        }
+        by_owner.into_values().collect()
     }
 
     fn adjust_active(&mut self, provider: &Address, delta: i32) {
@@ -1446,6 +1532,8 @@ impl State {
         t.executor = None;
         t.price = Amount::ZERO;
         t.council.clear();
+        t.seats_to_draw = 0;
+        t.excluded.clear();
         t.commits.clear();
         t.reveals.clear();
         t.phase_started_ms = now;
@@ -1682,4 +1770,48 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(i: u8, stake: u128) -> Candidate {
+        Candidate {
+            stake,
+            providers: vec![Address([i; 20])],
+        }
+    }
+
+    /// How often one of `favoured` is drawn for the first seat, over 4,000 seeds.
+    fn first_seat_share(owners: &[Candidate], favoured: &[Address]) -> f64 {
+        let hits = (0..4_000u32)
+            .filter(|i| {
+                let drawn = draw_by_stake(&i.to_le_bytes(), owners.to_vec(), 1).unwrap();
+                favoured.contains(&drawn[0])
+            })
+            .count();
+        hits as f64 / 4_000.0
+    }
+
+    /// A seat costs stake: an owner with half the eligible stake gets the first seat about
+    /// half the time, and the same stake spread over nine Sybil owners gets it no more often.
+    #[test]
+    fn council_seats_follow_stake_and_sybil_owners_gain_nothing() {
+        let honest: Vec<Candidate> = (10..19).map(|i| owner(i, 100)).collect();
+        let mut one = honest.clone();
+        one.push(owner(1, 900));
+        let whole = first_seat_share(&one, &[Address([1; 20])]);
+        let mut split = honest.clone();
+        split.extend((20..29).map(|i| owner(i, 100)));
+        let sybils: Vec<Address> = (20..29).map(|i| Address([i; 20])).collect();
+        let spread = first_seat_share(&split, &sybils);
+        assert!((0.46..0.54).contains(&whole), "{whole}");
+        assert!((0.46..0.54).contains(&spread), "{spread}");
+        // Without enough owners there is no draw; a full draw seats distinct owners.
+        assert!(draw_by_stake(b"s", honest.clone(), 10).is_none());
+        let all = draw_by_stake(b"s", honest.clone(), 9).unwrap();
+        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), 9);
+    }
 }

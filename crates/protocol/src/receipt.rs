@@ -92,7 +92,20 @@ pub enum Event {
         /// Council drawn.
         council: Vec<Address>,
     },
-    /// Council members who missed the commit deadline were replaced.
+    /// A task's council was drawn (all of it after an auction, or the seats of silent
+    /// members).
+    CouncilDrawn {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The council now.
+        council: Vec<Address>,
+    },
+    /// Council members who missed the commit deadline lost their seats, drawn again at the
+    /// next block.
     CouncilRedrawn {
         /// Job id.
         job: Hash,
@@ -251,6 +264,7 @@ gridwork_types::codec_enum!(Event, "event" {
     18 => PeerAnnounced { provider: Address },
     19 => CouncilRedrawn { job: Hash, task: u32, attempt: u32, replaced: Vec<Address>, council: Vec<Address> },
     20 => DeadlineDeferred { job: Hash, task: u32, until_ms: u64 },
+    21 => CouncilDrawn { job: Hash, task: u32, attempt: u32, council: Vec<Address> },
 });
 
 /// The outcome of one applied transaction.

@@ -195,6 +195,11 @@ impl Market {
         self.state = self.disk.restart(&mut self.state);
         let mut events = built.events;
         events.extend(built.receipts.into_iter().flat_map(|r| r.events));
+        // Like the node's producer: a deadline already due (a council to draw) gets the next
+        // block at once.
+        if self.state.next_deadline().is_some_and(|d| d <= self.now) {
+            events.extend(self.at(self.now + 1, vec![]));
+        }
         events
     }
 
@@ -685,6 +690,82 @@ fn a_deadline_that_passes_while_the_chain_is_down_penalises_nobody() {
     assert_eq!(
         [m.stake(&executor.address()), m.stake(&member.address())],
         stakes
+    );
+}
+
+/// `DrawGrinder`: a party runs three Sybil providers (dev4 bids as executor, dev5 and dev6
+/// hope for the council seat) and, before sending each auction-closing bid, predicts the
+/// council by building the blocks itself on a copy of the chain; it sends only when the
+/// prediction puts a Sybil on the council, and otherwise waits for a new head (a filler
+/// transfer) and tries again. The council comes from the hash of the block holding the bid,
+/// which depends on the sequencer's block time (here jittered, as a real node's clock is), so
+/// the prediction is worthless: over 60 jobs the Sybils sit on about 2 in 5 councils (their
+/// share of the eligible stake), not on every one as when the draw was seeded by the head
+/// the bid was sent on.
+#[test]
+fn draw_grinder_cannot_time_its_bid_into_a_favourable_council() {
+    let mut m = Market::new();
+    let sybils = [provider(5).address(), provider(6).address()];
+    let executor = provider(4);
+    let mut jitter: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next_jitter = move || {
+        jitter ^= jitter << 13;
+        jitter ^= jitter >> 7;
+        jitter ^= jitter << 17;
+        jitter % 40
+    };
+    let mut captured = 0;
+    let trials = 60;
+    for _ in 0..trials {
+        // Everyone stays online.
+        let beats: Vec<SignedTx> = (1..=PROVIDERS)
+            .map(|i| m.tx(&provider(i), TxKind::Heartbeat))
+            .collect();
+        m.block(beats);
+        let p = prescription(1, 1, Equivalence::ExactHash {});
+        let job = m.submit(p.clone(), deposit_for(&p));
+        for _ in 0..20 {
+            let bid = m.tx(
+                &executor,
+                TxKind::Bid {
+                    job,
+                    task: 0,
+                    price: Amount(GRID / 200),
+                },
+            );
+            // The grinder's best guess: the block right after the head, then the draw.
+            let mut sim = m.state.clone();
+            let guess = m.now + 1;
+            sim.build_block(guess, Address([0; 20]), vec![bid.clone()]);
+            sim.build_block(guess + 1, Address([0; 20]), vec![]);
+            let predicted = sim
+                .task(&TaskKey { job, index: 0 })
+                .unwrap()
+                .council
+                .clone();
+            if predicted.iter().any(|a| sybils.contains(a)) {
+                let t = m.now + 1 + next_jitter();
+                m.at(t, vec![bid]);
+                break;
+            }
+            *m.nonces.get_mut(&executor.address()).unwrap() -= 1;
+            let filler = m.tx(
+                &provider(6),
+                TxKind::Transfer {
+                    to: provider(5).address(),
+                    amount: Amount(1),
+                },
+            );
+            m.block(vec![filler]);
+        }
+        let t = m.task(job, 0);
+        if t.council.iter().any(|a| sybils.contains(a)) {
+            captured += 1;
+        }
+    }
+    assert!(
+        captured < trials * 3 / 4,
+        "the Sybils sat on {captured} of {trials} councils"
     );
 }
 
