@@ -218,7 +218,7 @@ pub enum TxKindView {
         /// The commitment.
         commitment: Hash,
     },
-    /// Open a commitment (and vote, for council members).
+    /// Open a commitment.
     Reveal {
         /// Job id.
         job: Hash,
@@ -230,8 +230,17 @@ pub enum TxKindView {
         output: Hash,
         /// Run time in seconds.
         seconds: u64,
-        /// The vote.
-        agree: bool,
+    },
+    /// Name the other parties whose outputs are equivalent to the sender's.
+    Judge {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The parties named.
+        equivalent: Vec<Address>,
     },
 }
 
@@ -281,7 +290,6 @@ impl From<&SignedTx> for TxView {
                 attempt,
                 output,
                 seconds,
-                agree,
                 ..
             } => TxKindView::Reveal {
                 job: *job,
@@ -289,7 +297,17 @@ impl From<&SignedTx> for TxView {
                 attempt: *attempt,
                 output: *output,
                 seconds: *seconds,
-                agree: *agree,
+            },
+            TxKind::Judge {
+                job,
+                task,
+                attempt,
+                equivalent,
+            } => TxKindView::Judge {
+                job: *job,
+                task: *task,
+                attempt: *attempt,
+                equivalent: equivalent.clone(),
             },
         };
         TxView {
@@ -465,7 +483,7 @@ pub struct JobView {
 pub struct TaskView {
     /// Index.
     pub index: u32,
-    /// `bidding`, `committing`, `revealing`, `settled`, `failed` or `cancelled`.
+    /// `bidding`, `committing`, `revealing`, `judging`, `settled`, `failed` or `cancelled`.
     pub phase: String,
     /// Attempt (0 first).
     pub attempt: u32,
@@ -482,8 +500,14 @@ pub struct TaskView {
     pub council: Vec<Address>,
     /// Who committed.
     pub committed: Vec<Address>,
-    /// Reveals: who, output, vote.
-    pub revealed: Vec<(Address, Hash, bool)>,
+    /// Reveals: who, output.
+    pub revealed: Vec<(Address, Hash)>,
+    /// Who sent its judgement of the others' outputs (phase `judging`).
+    #[serde(default)]
+    pub judged: Vec<Address>,
+    /// 0, or how many times the council was enlarged because its runs disagreed.
+    #[serde(default)]
+    pub round: u8,
     /// The accepted output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Hash>,

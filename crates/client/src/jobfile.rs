@@ -124,6 +124,8 @@ struct RawHalting {
     first_bids: u32,
     deadline_s: u64,
     reserve_price: Option<String>,
+    #[serde(default)]
+    give_up_after_s: u64,
 }
 
 /// An input of a job: a local path to upload, or a content id already stored.
@@ -239,6 +241,7 @@ impl JobFile {
                 first_bids: raw.halting.first_bids,
                 deadline_ms: secs("halting.deadline_s", raw.halting.deadline_s)?,
                 reserve_price,
+                give_up_ms: secs("halting.give_up_after_s", raw.halting.give_up_after_s)?,
             },
         };
         let mut inputs = Vec::new();

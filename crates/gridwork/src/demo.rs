@@ -189,6 +189,7 @@ fn sample_job(items: u64) -> Prescription {
             first_bids: 3,
             deadline_ms: 1_000,
             reserve_price: None,
+            give_up_ms: 0,
         },
     }
 }

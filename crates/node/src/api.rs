@@ -174,6 +174,8 @@ pub fn tx_error_code(e: &TxError) -> &'static str {
         TxError::AlreadyDone { .. } => "already_done",
         TxError::RevealMismatch => "reveal_mismatch",
         TxError::CopiedResult { .. } => "copied_result",
+        TxError::BadJudgement { .. } => "bad_judgement",
+        TxError::ProviderOffline { .. } => "provider_offline",
         TxError::ExecutorNotRevealed => "executor_not_revealed",
         TxError::OwnJob => "own_job",
         TxError::HardwareUnfit { .. } => "hardware_unfit",

@@ -536,6 +536,7 @@ pub fn run_market_bench(
             first_bids: 3.min(opts.workers),
             deadline_ms: 3_600_000,
             reserve_price: None,
+            give_up_ms: 0,
         },
     };
     let per_task =
@@ -613,11 +614,11 @@ pub fn run_market_bench(
                     }
                     "revealing" => {
                         let exec_revealed =
-                            t.revealed.iter().any(|(p, _, _)| Some(*p) == t.executor);
+                            t.revealed.iter().any(|(p, _)| Some(*p) == t.executor);
                         for who in t.executor.iter().chain(t.council.iter()) {
                             let is_exec = Some(*who) == t.executor;
                             if (is_exec || exec_revealed)
-                                && !t.revealed.iter().any(|(p, _, _)| p == who)
+                                && !t.revealed.iter().any(|(p, _)| p == who)
                             {
                                 let kind = TxKind::Reveal {
                                     job: *id,
@@ -626,7 +627,6 @@ pub fn run_market_bench(
                                     output,
                                     salt,
                                     seconds: 1,
-                                    agree: true,
                                 };
                                 txs.push(sign(by_address[who], kind));
                             }

@@ -1124,8 +1124,10 @@ impl Node {
                 revealed: t
                     .reveals
                     .iter()
-                    .map(|r| (r.provider, r.output, r.agree))
+                    .map(|r| (r.provider, r.output))
                     .collect(),
+                judged: t.judgements.iter().map(|j| j.provider).collect(),
+                round: t.round,
                 result: t.result,
                 deadline_ms: t.deadline_ms,
                 note: t.note.clone(),
@@ -1970,7 +1972,10 @@ impl Node {
                 .jobs()
                 .filter(|(_, j)| !j.finished && !j.prescription.data.is_empty())
                 .flat_map(|(id, _)| inner.state.tasks_of(id))
-                .filter(|(_, t)| matches!(t.phase, Phase::Committing | Phase::Revealing))
+                .filter(|(_, t)| matches!(
+                    t.phase,
+                    Phase::Committing | Phase::Revealing | Phase::Judging
+                ))
                 .map(|(k, t)| {
                     (
                         k.job,

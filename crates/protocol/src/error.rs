@@ -97,6 +97,14 @@ pub enum TxError {
         /// The sender.
         address: Address,
     },
+    /// The provider sent no heartbeat within the timeout: only providers seen alive bid.
+    #[error("provider {address} is offline (last heartbeat at {last_heartbeat_ms} ms); run its worker so it sends heartbeats, then bid")]
+    ProviderOffline {
+        /// The sender.
+        address: Address,
+        /// Its last heartbeat, block time.
+        last_heartbeat_ms: u64,
+    },
     /// The owner approval in a registration is not the owner's signature over this worker's
     /// address on this chain.
     #[error("owner approval for {worker} does not verify: the owner must sign it for this worker address on this chain (`gridwork provider authorize`)")]
@@ -190,12 +198,19 @@ pub enum TxError {
     /// Council members reveal after the executor.
     #[error("the executor has not revealed yet; council members reveal after it")]
     ExecutorNotRevealed,
-    /// An output revealed in an earlier attempt of the task, revealed again: a copy, not a run
-    /// (honest runs of a new attempt produce a new content id: their key covers the attempt).
-    #[error("output {output} was revealed in an earlier attempt of this task; a result must come from this attempt's own run")]
+    /// An output revealed in an earlier attempt or round of the task, revealed again: a copy,
+    /// not a run (honest runs of a new attempt or round produce a new content id: their key
+    /// covers both).
+    #[error("output {output} was revealed earlier for this task (an earlier attempt or round); a result must come from the sender's own run")]
     CopiedResult {
         /// The output named.
         output: Hash,
+    },
+    /// A judgement that names someone it cannot.
+    #[error("bad judgement: {reason}")]
+    BadJudgement {
+        /// What is wrong with it.
+        reason: String,
     },
     /// A requester cannot bid on its own job.
     #[error("a requester cannot bid on its own job")]

@@ -55,7 +55,8 @@ pub struct Params {
     pub max_tasks_per_job: u32,
     /// The most input trees one job may name.
     pub max_inputs_per_job: u32,
-    /// The largest council a job may ask for.
+    /// The largest council a job may ask for; enlargements (`max_escalations`) never take a
+    /// council past it.
     pub max_council_size: u8,
     /// The longest task deadline (`instructions.task_deadline_ms`) a job may ask for.
     pub max_task_deadline_ms: u64,
@@ -69,6 +70,20 @@ pub struct Params {
     /// What a deadline missed during a stall is moved to: this long after the first block
     /// back, so workers see the chain again before anyone is penalised.
     pub outage_grace_ms: u64,
+    /// Time the parties of a task have to judge each other's revealed outputs (equivalences
+    /// other than exact hash, and enlarged councils), in ms.
+    pub judge_window_ms: u64,
+    /// How many times a task's council is enlarged when its runs reach no clear majority,
+    /// before the program is judged nondeterministic.
+    pub max_escalations: u8,
+    /// Seats added to a council at each enlargement.
+    pub escalation_seats: u8,
+    /// How long a job may wait for its tasks to be placed and agreed when its requester names
+    /// no bound (`halting.give_up_after_s`), in ms; after it, waiting tasks fail and the
+    /// escrow returns.
+    pub default_give_up_ms: u64,
+    /// The longest bound a requester may name.
+    pub max_give_up_ms: u64,
 }
 
 /// 120 months of 30.4375 days (ten Julian years), in ms.
@@ -101,6 +116,11 @@ impl Default for Params {
             max_price: Amount::grid(1_000),
             stall_after_ms: 10_000,
             outage_grace_ms: 60_000,
+            judge_window_ms: 60_000,
+            max_escalations: 1,
+            escalation_seats: 2,
+            default_give_up_ms: 24 * 3600 * 1000,
+            max_give_up_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }
@@ -130,6 +150,11 @@ gridwork_types::codec_struct!(Params {
     max_price: Amount,
     stall_after_ms: u64,
     outage_grace_ms: u64,
+    judge_window_ms: u64,
+    max_escalations: u8,
+    escalation_seats: u8,
+    default_give_up_ms: u64,
+    max_give_up_ms: u64,
 });
 
 impl Params {
@@ -168,6 +193,21 @@ impl Params {
             || self.max_price.0 == 0
         {
             return bad("max_*", "bounds must be positive");
+        }
+        if self.max_council_size > 15 {
+            return bad(
+                "max_council_size",
+                "is at most 15 (the runs of a task are compared all against all)",
+            );
+        }
+        if self.judge_window_ms == 0 {
+            return bad("judge_window_ms", "must be positive");
+        }
+        if self.default_give_up_ms == 0 || self.default_give_up_ms > self.max_give_up_ms {
+            return bad(
+                "default_give_up_ms",
+                "must be positive and at most max_give_up_ms",
+            );
         }
         Ok(())
     }

@@ -126,6 +126,8 @@ pub struct Provider {
     pub active: u32,
     /// Where its worker serves chunks peer to peer, if it does.
     pub peer: Option<PeerAddr>,
+    /// Deadlines missed in a row (reset by work done): each one costs more than the last.
+    pub missed: u32,
 }
 
 gridwork_types::codec_struct!(Provider {
@@ -140,6 +142,7 @@ gridwork_types::codec_struct!(Provider {
     earned: Amount,
     active: u32,
     peer: Option<PeerAddr>,
+    missed: u32,
 });
 
 /// What a provider is doing, derived from its record and the block time.
@@ -208,6 +211,9 @@ pub struct Job {
     pub failures: Vec<Failures>,
     /// When it was submitted.
     pub submitted_ms: u64,
+    /// Tasks still waiting for bids or a council after this block time fail and their
+    /// escrow returns (`halting.give_up_ms`, or the network's default).
+    pub give_up_at_ms: u64,
 }
 
 gridwork_types::codec_struct!(Job {
@@ -223,6 +229,7 @@ gridwork_types::codec_struct!(Job {
     finished: bool,
     failures: Vec<Failures>,
     submitted_ms: u64,
+    give_up_at_ms: u64,
 });
 
 impl Job {
@@ -251,6 +258,9 @@ pub enum Phase {
     Committing,
     /// Commitments are opened.
     Revealing,
+    /// The parties compare each other's revealed outputs (equivalences other than exact
+    /// hash, and councils enlarged after a disagreement).
+    Judging,
     /// Accepted and paid.
     Settled,
     /// Gave up after too many attempts.
@@ -266,6 +276,7 @@ gridwork_types::codec_enum!(Phase, "task phase" {
     3 => Settled {},
     4 => Failed {},
     5 => Cancelled {},
+    6 => Judging {},
 });
 
 /// A bid.
@@ -305,15 +316,29 @@ pub struct RevealRecord {
     pub output: Hash,
     /// Reported run time.
     pub seconds: u64,
-    /// The vote (the executor's own reveal counts as agreeing).
-    pub agree: bool,
+    /// The round of the attempt it was revealed in.
+    pub round: u8,
 }
 
 gridwork_types::codec_struct!(RevealRecord {
     provider: Address,
     output: Hash,
     seconds: u64,
-    agree: bool
+    round: u8
+});
+
+/// One party's judgement of the other revealed outputs of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JudgeRecord {
+    /// Who judged.
+    pub provider: Address,
+    /// The parties whose outputs it found equivalent to its own.
+    pub equivalent: Vec<Address>,
+}
+
+gridwork_types::codec_struct!(JudgeRecord {
+    provider: Address,
+    equivalent: Vec<Address>
 });
 
 /// One task of a job.
@@ -350,6 +375,15 @@ pub struct Task {
     pub seats_to_draw: u8,
     /// Providers dropped from this attempt's council (silent), not to be drawn again.
     pub excluded: Vec<Address>,
+    /// The council seats of this attempt: the job's `council_size`, plus
+    /// `escalation_seats` for each enlargement.
+    pub seats: u8,
+    /// How many times this attempt's council was enlarged (its runs reached no clear
+    /// majority). Outputs of later rounds use a key of their own, so they cannot be copied
+    /// from the reveals of earlier ones.
+    pub round: u8,
+    /// Judgements of this attempt's current round (phase `judging`).
+    pub judgements: Vec<JudgeRecord>,
 }
 
 gridwork_types::codec_struct!(Task {
@@ -368,6 +402,9 @@ gridwork_types::codec_struct!(Task {
     earlier_outputs: Vec<Hash>,
     seats_to_draw: u8,
     excluded: Vec<Address>,
+    seats: u8,
+    round: u8,
+    judgements: Vec<JudgeRecord>,
 });
 
 impl Task {
@@ -381,6 +418,10 @@ impl Task {
 
     fn revealed(&self, who: &Address) -> bool {
         self.reveals.iter().any(|r| r.provider == *who)
+    }
+
+    fn judged(&self, who: &Address) -> bool {
+        self.judgements.iter().any(|j| j.provider == *who)
     }
 }
 
@@ -435,12 +476,153 @@ fn draw_by_stake(seed: &[u8], mut owners: Vec<Candidate>, seats: usize) -> Optio
 }
 
 /// `a * b / c` without overflow for the sizes the ledger meets (c > 0).
+/// How a task's runs compare (see [`agreement`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Agreement {
+    /// No council: nothing to compare with (accepted, never rewarded).
+    Unchecked,
+    /// A clear majority agrees with the executor: the council members in it.
+    Accept(Vec<Address>),
+    /// A clear majority disagrees with the executor: its members.
+    Reject(Vec<Address>),
+    /// No clear majority either way: why, for people.
+    Split(String),
+}
+
+/// The parties who revealed in `t`, and for each a bit set of those whose output agrees with
+/// its own: the same content id, or (after judging) each named the other. One-sided claims
+/// count for nothing, so a vote is bound to the output its sender committed to before
+/// anyone revealed: a party that did not run the program has no output anyone will name.
+fn agreeing_pairs(t: &Task) -> (Vec<Address>, Vec<u32>) {
+    let parties: Vec<Address> = t.reveals.iter().map(|r| r.provider).take(32).collect();
+    let names = |a: &Address, b: &Address| {
+        t.judgements
+            .iter()
+            .any(|j| j.provider == *a && j.equivalent.contains(b))
+    };
+    let mut adjacent = vec![0u32; parties.len()];
+    for i in 0..parties.len() {
+        for j in 0..parties.len() {
+            let same = t.reveals[i].output == t.reveals[j].output;
+            let judged = names(&parties[i], &parties[j]) && names(&parties[j], &parties[i]);
+            if i != j && (same || judged) {
+                adjacent[i] |= 1 << j;
+            }
+        }
+    }
+    (parties, adjacent)
+}
+
+/// The largest groups of runs that all agree with each other, and whether one of them is a
+/// clear majority: at least two runs and two thirds of the task's seats (executor and council,
+/// silent seats included: silence is not assent). When every largest group is on the same side
+/// of the executor's result, that side wins; when they differ, or none is that large, the
+/// runs are split.
+fn agreement(t: &Task, executor: Address) -> Agreement {
+    if t.seats == 0 && t.council.is_empty() {
+        return Agreement::Unchecked;
+    }
+    let (parties, adjacent) = agreeing_pairs(t);
+    let m = parties.len();
+    if m > 16 {
+        return Agreement::Split(format!("{m} runs are more than can be compared"));
+    }
+    let mut best = 0u32;
+    let mut groups: Vec<u32> = Vec::new();
+    for mask in 1u32..(1 << m) {
+        let size = mask.count_ones();
+        if size < best {
+            continue;
+        }
+        let clique = (0..m)
+            .filter(|i| mask & (1 << i) != 0)
+            .all(|i| (adjacent[i] | (1 << i)) & mask == mask);
+        if !clique {
+            continue;
+        }
+        if size > best {
+            best = size;
+            groups.clear();
+        }
+        groups.push(mask);
+    }
+    let n = 1 + usize::from(t.seats).max(t.council.len());
+    let k = best as usize;
+    let silent = n.saturating_sub(m);
+    if k >= 2 && 3 * k >= 2 * n {
+        let e = parties.iter().position(|a| *a == executor).unwrap_or(usize::MAX);
+        let with_executor = groups.iter().filter(|g| e < m && *g & (1 << e) != 0).count();
+        let members = |gs: &[u32]| -> Vec<Address> {
+            let union = gs.iter().fold(0u32, |u, g| u | g);
+            (0..m)
+                .filter(|i| union & (1 << i) != 0 && *i != e)
+                .map(|i| parties[i])
+                .collect()
+        };
+        if with_executor == groups.len() {
+            return Agreement::Accept(members(&groups));
+        }
+        if with_executor == 0 {
+            return Agreement::Reject(members(&groups));
+        }
+        return Agreement::Split(format!(
+            "two groups of {k} agreeing runs (of {n} seats) disagree about the executor's result"
+        ));
+    }
+    Agreement::Split(format!(
+        "the largest group of agreeing runs has {k} of {n} seats ({silent} silent); a clear majority needs at least two runs and two thirds of the seats"
+    ))
+}
+
+/// The parties whose output at least one other party's output agrees with.
+fn confirmed_by_someone(t: &Task) -> Vec<Address> {
+    let (parties, adjacent) = agreeing_pairs(t);
+    parties
+        .into_iter()
+        .zip(adjacent)
+        .filter(|(_, a)| *a != 0)
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// The median run time reported by `who` in `t`, if any of them revealed.
+fn median_seconds(t: &Task, who: &[Address]) -> Option<u64> {
+    let mut theirs: Vec<u64> = t
+        .reveals
+        .iter()
+        .filter(|r| who.contains(&r.provider))
+        .map(|r| r.seconds)
+        .collect();
+    theirs.sort_unstable();
+    theirs.get(theirs.len() / 2).copied()
+}
+
+/// What the executor of a task of `job` earns at `price` for `seconds` of run time.
+fn pay_for(job: &Job, price: Amount, seconds: u64) -> Amount {
+    match job.prescription.payment {
+        Payment::PerTaskSecond { .. } => Amount(price.0.saturating_mul(u128::from(seconds))),
+        Payment::FixedPerTask { .. } => price,
+    }
+}
+
+/// The most seats a task's council can reach by enlargement: the job's council size plus
+/// `escalation_seats` for each of `max_escalations`, never past `max_council_size` (nor below
+/// the job's own size). A job without a council is never enlarged.
+pub fn largest_council(council_size: u8, params: &crate::Params) -> u8 {
+    if council_size == 0 {
+        return 0;
+    }
+    let grown = u32::from(council_size)
+        + u32::from(params.max_escalations) * u32::from(params.escalation_seats);
+    grown.min(u32::from(params.max_council_size.max(council_size))) as u8
+}
+
 fn mul_div(a: u128, b: u128, c: u128) -> u128 {
     (a / c) * b + (a % c) * b / c
 }
 
-/// The largest cost of one task of `p`: the executor at the highest price, a full council and
-/// the market fee on both.
+/// The largest cost of one task of `p`: the executor at the highest price, a full council
+/// enlarged as far as it can be ([`largest_council`]) and the market fee on both.
 pub fn max_task_cost(p: &Prescription, params: &crate::Params) -> Option<Amount> {
     let council_share_bps = params.council_share_bps;
     let cap = p
@@ -455,7 +637,8 @@ pub fn max_task_cost(p: &Prescription, params: &crate::Params) -> Option<Amount>
     };
     let council = mul_div(
         executor,
-        u128::from(council_share_bps) * u128::from(p.instructions.council_size),
+        u128::from(council_share_bps)
+            * u128::from(largest_council(p.instructions.council_size, params)),
         10_000,
     );
     let work = executor.checked_add(council)?;
@@ -606,12 +789,49 @@ impl State {
                 if c.commitment != commitment(output, salt, &sender) {
                     return Err(TxError::RevealMismatch);
                 }
-                if t.earlier_outputs.contains(output) {
+                let earlier_round = t
+                    .reveals
+                    .iter()
+                    .any(|r| r.round < t.round && r.output == *output);
+                if earlier_round || t.earlier_outputs.contains(output) {
                     return Err(TxError::CopiedResult { output: *output });
                 }
                 let executor = t.executor.unwrap_or(sender);
                 if sender != executor && !t.revealed(&executor) {
                     return Err(TxError::ExecutorNotRevealed);
+                }
+            }
+            K::Judge {
+                job,
+                task,
+                attempt,
+                equivalent,
+            } => {
+                let t = self.live_task(*job, *task, *attempt, Phase::Judging)?;
+                if !t.revealed(&sender) {
+                    return Err(TxError::NotAssigned {
+                        job: *job,
+                        task: *task,
+                    });
+                }
+                if t.judged(&sender) {
+                    return Err(TxError::AlreadyDone { what: "judged" });
+                }
+                for (i, who) in equivalent.iter().enumerate() {
+                    let reason = if *who == sender {
+                        Some(format!("names the sender {who}; name the others only"))
+                    } else if !t.revealed(who) {
+                        Some(format!(
+                            "names {who}, which revealed no output in this attempt"
+                        ))
+                    } else if equivalent[..i].contains(who) {
+                        Some(format!("names {who} twice"))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        return Err(TxError::BadJudgement { reason });
+                    }
                 }
             }
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
@@ -713,7 +933,12 @@ impl State {
                 what: "bid on this task",
             });
         }
-        let _ = now;
+        if provider.status(now, p.heartbeat_timeout_ms) == PoolStatus::Offline {
+            return Err(TxError::ProviderOffline {
+                address: sender,
+                last_heartbeat_ms: provider.last_heartbeat_ms,
+            });
+        }
         Ok(())
     }
 
@@ -748,6 +973,7 @@ impl State {
                         earned: Amount::ZERO,
                         active: 0,
                         peer: None,
+                        missed: 0,
                     },
                 };
                 self.providers.insert(sender, provider);
@@ -841,7 +1067,6 @@ impl State {
                 task,
                 output,
                 seconds,
-                agree,
                 ..
             } => {
                 let key = TaskKey {
@@ -851,27 +1076,11 @@ impl State {
                 let Some(mut t) = self.tasks.get(&key).cloned() else {
                     return Vec::new();
                 };
-                let is_executor = t.executor == Some(sender);
-                let equivalence = self
-                    .jobs
-                    .get(job)
-                    .map(|j| j.prescription.equivalence.clone());
-                let vote = if is_executor {
-                    true
-                } else {
-                    match (
-                        &equivalence,
-                        t.reveals.iter().find(|r| Some(r.provider) == t.executor),
-                    ) {
-                        (Some(Equivalence::ExactHash {}), Some(exec)) => exec.output == *output,
-                        _ => *agree,
-                    }
-                };
                 t.reveals.push(RevealRecord {
                     provider: sender,
                     output: *output,
                     seconds: *seconds,
-                    agree: vote,
+                    round: t.round,
                 });
                 let mut events = vec![Event::Revealed {
                     job: *job,
@@ -879,9 +1088,39 @@ impl State {
                     attempt: t.attempt,
                     provider: sender,
                     output: *output,
-                    agree: vote,
                 }];
                 let done = t.commits.iter().all(|c| t.revealed(&c.provider));
+                self.tasks.insert(key, t);
+                if done {
+                    events.extend(self.after_reveals(key, now));
+                }
+                events
+            }
+            K::Judge {
+                job,
+                task,
+                equivalent,
+                ..
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                let Some(mut t) = self.tasks.get(&key).cloned() else {
+                    return Vec::new();
+                };
+                t.judgements.push(JudgeRecord {
+                    provider: sender,
+                    equivalent: equivalent.clone(),
+                });
+                let mut events = vec![Event::Judged {
+                    job: *job,
+                    task: *task,
+                    attempt: t.attempt,
+                    provider: sender,
+                    equivalent: equivalent.clone(),
+                }];
+                let done = t.reveals.iter().all(|r| t.judged(&r.provider));
                 self.tasks.insert(key, t);
                 if done {
                     events.extend(self.tally(key, now));
@@ -919,6 +1158,11 @@ impl State {
                 finished: false,
                 failures: Vec::new(),
                 submitted_ms: now,
+                give_up_at_ms: now.saturating_add(if p.halting.give_up_ms == 0 {
+                    self.params.default_give_up_ms
+                } else {
+                    p.halting.give_up_ms
+                }),
             },
         );
         let deadline = now.saturating_add(p.halting.deadline_ms);
@@ -942,6 +1186,9 @@ impl State {
                     earlier_outputs: Vec::new(),
                     seats_to_draw: 0,
                     excluded: Vec::new(),
+                    seats: p.instructions.council_size,
+                    round: 0,
+                    judgements: Vec::new(),
                 },
             );
             self.open_tasks.insert(key, deadline);
@@ -969,7 +1216,7 @@ impl State {
                     self.open_tasks.remove(&key);
                     self.tasks.insert(key, t);
                 }
-                Phase::Committing | Phase::Revealing => running += 1,
+                Phase::Committing | Phase::Revealing | Phase::Judging => running += 1,
                 Phase::Settled | Phase::Failed | Phase::Cancelled => {}
             }
         }
@@ -1026,11 +1273,20 @@ impl State {
             };
             match t.phase {
                 Phase::Bidding => {
-                    if t.bids.is_empty() {
-                        // No block is needed until someone bids: the first bid closes it.
+                    let give_up_at = self.jobs.get(&key.job).map_or(0, |j| j.give_up_at_ms);
+                    if now >= give_up_at {
+                        let why = if t.bids.is_empty() {
+                            "no provider bid in time".to_string()
+                        } else {
+                            t.note.clone()
+                        };
+                        events.extend(self.give_up(key, t, why));
+                    } else if t.bids.is_empty() {
+                        // No block is needed until someone bids (the first bid closes it) or
+                        // the job's bound passes.
                         let mut t = t;
                         t.note = "no bids yet; the first bid closes the auction".into();
-                        self.open_tasks.remove(&key);
+                        self.open_tasks.insert(key, give_up_at);
                         self.tasks.insert(key, t);
                     } else {
                         events.extend(self.close_auction(key, now));
@@ -1094,8 +1350,24 @@ impl State {
                                 "missed the reveal deadline",
                             ));
                         }
-                        events.extend(self.tally(key, now));
+                        events.extend(self.after_reveals(key, now));
                     }
+                }
+                Phase::Judging => {
+                    let silent: Vec<Address> = t
+                        .reveals
+                        .iter()
+                        .filter(|r| !t.judged(&r.provider))
+                        .map(|r| r.provider)
+                        .collect();
+                    for who in &silent {
+                        events.extend(self.penalise_timeout(
+                            key,
+                            *who,
+                            "missed the judging deadline",
+                        ));
+                    }
+                    events.extend(self.tally(key, now));
                 }
                 Phase::Settled | Phase::Failed | Phase::Cancelled => {
                     self.open_tasks.remove(&key);
@@ -1139,15 +1411,18 @@ impl State {
         vec![event]
     }
 
-    fn extend_auction(&mut self, key: TaskKey, mut t: Task, now: u64, note: String) {
-        let window = self
-            .jobs
-            .get(&key.job)
-            .map_or(1, |j| j.prescription.halting.deadline_ms.max(1));
-        t.deadline_ms = now.saturating_add(window);
+    fn extend_auction(&mut self, key: TaskKey, mut t: Task, now: u64, note: String) -> Vec<Event> {
+        let (window, give_up_at) = self.jobs.get(&key.job).map_or((1, 0), |j| {
+            (j.prescription.halting.deadline_ms.max(1), j.give_up_at_ms)
+        });
+        if now >= give_up_at {
+            return self.give_up(key, t, note);
+        }
+        t.deadline_ms = now.saturating_add(window).min(give_up_at);
         t.note = note;
         self.open_tasks.insert(key, t.deadline_ms);
         self.tasks.insert(key, t);
+        Vec::new()
     }
 
     /// Chooses the executor and draws the council; if no council can be formed the auction
@@ -1183,14 +1458,14 @@ impl State {
             let note = format!(
                 "waiting for council members: needs {size} eligible providers of distinct owners besides the executor, {available} available"
             );
-            self.extend_auction(key, t, now, note);
-            return Vec::new();
+            return self.extend_auction(key, t, now, note);
         }
         self.adjust_active(&winner.provider, 1);
         t.phase = Phase::Committing;
         t.executor = Some(winner.provider);
         t.price = winner.price;
         t.council = Vec::new();
+        t.seats = size as u8;
         t.seats_to_draw = size as u8;
         t.phase_started_ms = now;
         // The council is drawn at the next block, from this block's hash (see `draw_seats`):
@@ -1318,7 +1593,34 @@ impl State {
         }
     }
 
-    /// Decides a task whose reveals are in (or whose reveal window closed).
+    /// After the reveals (all in, or the window closed): under exact-hash equivalence in the
+    /// first round the revealed ids are the votes and the task is decided at once; otherwise
+    /// the parties judge each other's outputs first.
+    fn after_reveals(&mut self, key: TaskKey, now: u64) -> Vec<Event> {
+        let (Some(mut t), Some(job)) = (
+            self.tasks.get(&key).cloned(),
+            self.jobs.get(&key.job).cloned(),
+        ) else {
+            return Vec::new();
+        };
+        let exact = matches!(job.prescription.equivalence, Equivalence::ExactHash {});
+        if t.council.is_empty() || (exact && t.round == 0) || t.reveals.len() < 2 {
+            return self.tally(key, now);
+        }
+        t.phase = Phase::Judging;
+        t.phase_started_ms = now;
+        t.deadline_ms = now.saturating_add(self.params.judge_window_ms);
+        t.judgements.clear();
+        t.note = "judging: the parties compare each other's outputs".into();
+        self.open_tasks.insert(key, t.deadline_ms);
+        self.tasks.insert(key, t);
+        Vec::new()
+    }
+
+    /// Decides a task from its reveals and judgements (see [`agreement`]): against a clear
+    /// majority the minority is slashed; without one the council is enlarged, and when even
+    /// the enlarged council's runs agree with no clear majority the program is judged
+    /// nondeterministic.
     fn tally(&mut self, key: TaskKey, now: u64) -> Vec<Event> {
         let (Some(t), Some(job)) = (
             self.tasks.get(&key).cloned(),
@@ -1332,80 +1634,54 @@ impl State {
         let Some(exec_reveal) = t.reveals.iter().find(|r| r.provider == executor).cloned() else {
             return Vec::new();
         };
-        let voters: Vec<&RevealRecord> = t
+        let outcome = agreement(&t, executor);
+        let (accepted, majority) = match outcome {
+            Agreement::Unchecked => (true, Vec::new()),
+            Agreement::Accept(majority) => (true, majority),
+            Agreement::Reject(majority) => (false, majority),
+            Agreement::Split(why) => {
+                let largest = largest_council(job.prescription.instructions.council_size, &self.params);
+                if t.round < self.params.max_escalations && t.seats < largest {
+                    return self.enlarge(key, t, largest, now, why);
+                }
+                return self.judge_nondeterministic(key, t, &job, now, why);
+            }
+        };
+        // Everyone who revealed and is not in the clear majority disagreed with it.
+        let minority: Vec<Address> = t
             .reveals
             .iter()
-            .filter(|r| r.provider != executor)
-            .collect();
-        let agree: Vec<Address> = voters
-            .iter()
-            .filter(|r| r.agree)
             .map(|r| r.provider)
+            .filter(|a| *a != executor && !majority.contains(a))
             .collect();
-        let disagree: Vec<Address> = voters
-            .iter()
-            .filter(|r| !r.agree)
-            .map(|r| r.provider)
-            .collect();
-        // A result goes through only on a strict majority of the whole council, never of
-        // whoever happened to speak: silence is not assent. Without a majority either way the
-        // task reopens and the executor is not blamed (the silent members were slashed).
-        let seats = t.council.len();
-        let accepted = seats == 0 || agree.len() * 2 > seats;
-        if !accepted && disagree.len() * 2 <= seats {
-            return self.reopen(
-                key,
-                now,
-                format!(
-                    "the council reached no majority ({} for, {} against, {} silent)",
-                    agree.len(),
-                    disagree.len(),
-                    seats - agree.len() - disagree.len()
-                ),
-            );
-        }
         let mut events = Vec::new();
         let p = self.params.clone();
+        let deadline_s = job
+            .prescription
+            .instructions
+            .task_deadline_ms
+            .div_ceil(1000);
         if accepted {
-            let deadline_s = job
-                .prescription
-                .instructions
-                .task_deadline_ms
-                .div_ceil(1000);
             // The run time paid for is the executor's claim, but never more than the median
             // of what the agreeing council members measured for their own runs.
-            let checked = {
-                let mut theirs: Vec<u64> = voters
-                    .iter()
-                    .filter(|r| r.agree)
-                    .map(|r| r.seconds)
-                    .collect();
-                theirs.sort_unstable();
-                theirs.get(theirs.len() / 2).copied()
-            };
             let seconds = exec_reveal
                 .seconds
-                .min(checked.unwrap_or(u64::MAX))
+                .min(median_seconds(&t, &majority).unwrap_or(u64::MAX))
                 .min(deadline_s);
-            let paid = match job.prescription.payment {
-                Payment::PerTaskSecond { .. } => {
-                    Amount(t.price.0.saturating_mul(u128::from(seconds)))
-                }
-                Payment::FixedPerTask { .. } => t.price,
-            };
+            let paid = pay_for(&job, t.price, seconds);
             let share = Amount(mul_div(paid.0, u128::from(p.council_share_bps), 10_000));
-            let council_paid = Amount(share.0 * agree.len() as u128);
+            let council_paid = Amount(share.0 * majority.len() as u128);
             self.pay_from_escrow(key.job, executor, paid);
-            for member in &agree {
+            for member in &majority {
                 self.pay_from_escrow(key.job, *member, share);
                 self.record_success(member);
             }
-            for member in &disagree {
+            for member in &minority {
                 events.extend(self.slash(
                     key,
                     *member,
                     p.slash_bps,
-                    "voted against the accepted result",
+                    "its output disagreed with the clear majority, which accepted the result",
                 ));
                 self.record_failure(key.job, *member);
             }
@@ -1413,14 +1689,8 @@ impl State {
             // The market fee goes from escrow to the pool; the reward comes out of the pool,
             // only for work a council member checked, and is smaller than the fee: a party
             // that is requester, executor and council at once pays the pool more than it gets.
-            let fee = Amount(mul_div(
-                paid.0.saturating_add(council_paid.0),
-                u128::from(p.market_fee_bps),
-                10_000,
-            ));
-            let fee = self.take_from_escrow(key.job, fee);
-            self.set_pool(Amount(self.rewards_pool.0.saturating_add(fee.0)));
-            let reward = if agree.is_empty() {
+            let fee = self.collect_fee(key.job, Amount(paid.0.saturating_add(council_paid.0)));
+            let reward = if majority.is_empty() {
                 Amount::ZERO
             } else {
                 let wanted = mul_div(paid.0, u128::from(p.reward_bps), 10_000);
@@ -1429,7 +1699,7 @@ impl State {
             self.set_pool(self.rewards_pool.saturating_sub(reward));
             self.credit(executor, reward);
             self.add_earnings(&executor, Amount(paid.0 + reward.0));
-            for member in &agree {
+            for member in &majority {
                 self.add_earnings(member, share);
             }
             for member in t.assigned() {
@@ -1454,7 +1724,7 @@ impl State {
                 task: key.index,
                 attempt: t.attempt,
                 executor,
-                council: agree.clone(),
+                council: majority.clone(),
                 output: exec_reveal.output,
                 seconds,
                 cost: Amount(paid.0 + council_paid.0),
@@ -1474,26 +1744,14 @@ impl State {
                 amount: slashed,
                 job: key.job,
                 task: key.index,
-                reason: "the council rejected its result".into(),
+                reason: "a clear majority of the council's runs disagreed with its result".into(),
             });
             self.record_failure(key.job, executor);
             // The majority that caught it is paid its usual share out of the slash.
-            let usual = match job.prescription.payment {
-                Payment::PerTaskSecond { .. } => Amount(
-                    t.price.0.saturating_mul(u128::from(
-                        exec_reveal.seconds.min(
-                            job.prescription
-                                .instructions
-                                .task_deadline_ms
-                                .div_ceil(1000),
-                        ),
-                    )),
-                ),
-                Payment::FixedPerTask { .. } => t.price,
-            };
+            let usual = pay_for(&job, t.price, exec_reveal.seconds.min(deadline_s));
             let share = mul_div(usual.0, u128::from(p.council_share_bps), 10_000);
             let mut left = slashed.0;
-            for member in &disagree {
+            for member in &majority {
                 let pay = share.min(left);
                 left -= pay;
                 self.credit(*member, Amount(pay));
@@ -1501,12 +1759,181 @@ impl State {
                 self.record_success(member);
             }
             self.set_pool(Amount(self.rewards_pool.0.saturating_add(left)));
-            for member in &agree {
-                events.extend(self.slash(key, *member, p.slash_bps, "voted for a rejected result"));
+            for member in &minority {
+                events.extend(self.slash(
+                    key,
+                    *member,
+                    p.slash_bps,
+                    "its output agreed with a result the clear majority rejected",
+                ));
                 self.record_failure(key.job, *member);
             }
-            events.extend(self.reopen(key, now, "the council rejected the result".into()));
+            events.extend(self.reopen(
+                key,
+                now,
+                "a clear majority of the council rejected the result".into(),
+            ));
         }
+        events
+    }
+
+    /// Takes the market fee on `paid` out of a job's escrow into the rewards pool.
+    fn collect_fee(&mut self, job: Hash, paid: Amount) -> Amount {
+        let fee = Amount(mul_div(
+            paid.0,
+            u128::from(self.params.market_fee_bps),
+            10_000,
+        ));
+        let fee = self.take_from_escrow(job, fee);
+        self.set_pool(Amount(self.rewards_pool.0.saturating_add(fee.0)));
+        fee
+    }
+
+    /// Adds `escalation_seats` council seats (up to `largest`), drawn at the next block; the
+    /// reveals so far stand. Members who never revealed lose their seats, drawn again too.
+    /// The new members' outputs are keyed by the new round, so an id revealed earlier is worth
+    /// nothing to them, and everyone judges everyone's output again.
+    fn enlarge(&mut self, key: TaskKey, mut t: Task, largest: u8, now: u64, why: String) -> Vec<Event> {
+        let silent: Vec<Address> = t
+            .council
+            .iter()
+            .filter(|c| !t.revealed(c))
+            .copied()
+            .collect();
+        for member in &silent {
+            self.adjust_active(member, -1);
+        }
+        t.council.retain(|c| !silent.contains(c));
+        t.commits.retain(|c| !silent.contains(&c.provider));
+        t.excluded.extend(silent.iter().copied());
+        t.round += 1;
+        t.seats = t.seats.saturating_add(self.params.escalation_seats).min(largest);
+        t.seats_to_draw = t.seats - t.council.len() as u8;
+        t.judgements.clear();
+        t.phase = Phase::Committing;
+        t.phase_started_ms = now;
+        t.deadline_ms = now;
+        t.note = format!("council enlarged to {} seats: {why}", t.seats);
+        self.open_tasks.insert(key, t.deadline_ms);
+        let event = Event::CouncilEnlarged {
+            job: key.job,
+            task: key.index,
+            attempt: t.attempt,
+            seats: t.seats,
+            reason: why,
+        };
+        self.tasks.insert(key, t);
+        vec![event]
+    }
+
+    /// The runs of even the enlarged council agree with no clear majority: the program is
+    /// nondeterministic (or its requester's equivalence too strict). Nobody is slashed: an
+    /// honest run cannot be told from a lie without a majority to compare with. The requester
+    /// pays for what it asked for: the executor's run (its time capped by the median of the
+    /// others'), and each council member whose output somebody else confirmed (a member who
+    /// did not run the program, whose output nobody confirms, earns nothing). The task fails.
+    fn judge_nondeterministic(
+        &mut self,
+        key: TaskKey,
+        mut t: Task,
+        job: &Job,
+        now: u64,
+        why: String,
+    ) -> Vec<Event> {
+        let _ = now;
+        let Some(executor) = t.executor else {
+            return Vec::new();
+        };
+        let deadline_s = job
+            .prescription
+            .instructions
+            .task_deadline_ms
+            .div_ceil(1000);
+        let others: Vec<Address> = t
+            .reveals
+            .iter()
+            .map(|r| r.provider)
+            .filter(|a| *a != executor)
+            .collect();
+        let claimed = t
+            .reveals
+            .iter()
+            .find(|r| r.provider == executor)
+            .map_or(0, |r| r.seconds);
+        let seconds = claimed
+            .min(median_seconds(&t, &others).unwrap_or(u64::MAX))
+            .min(deadline_s);
+        let paid = pay_for(job, t.price, seconds);
+        let share = Amount(mul_div(
+            paid.0,
+            u128::from(self.params.council_share_bps),
+            10_000,
+        ));
+        let confirmed = confirmed_by_someone(&t);
+        let mut total = paid.0;
+        self.pay_from_escrow(key.job, executor, paid);
+        self.add_earnings(&executor, paid);
+        for member in others.iter().filter(|m| confirmed.contains(m)) {
+            self.pay_from_escrow(key.job, *member, share);
+            self.add_earnings(member, share);
+            total += share.0;
+        }
+        self.collect_fee(key.job, Amount(total));
+        for member in t.assigned() {
+            self.adjust_active(member, -1);
+        }
+        let reason = format!(
+            "judged nondeterministic: {why}, even after enlarging the council; nobody was slashed and the runs were paid"
+        );
+        t.phase = Phase::Failed;
+        t.note = reason.clone();
+        self.open_tasks.remove(&key);
+        let attempt = t.attempt;
+        self.tasks.insert(key, t);
+        if let Some(mut j) = self.jobs.get(&key.job).cloned() {
+            j.closed += 1;
+            self.jobs.insert(key.job, j);
+        }
+        let mut events = vec![
+            Event::RunsDisagreed {
+                job: key.job,
+                task: key.index,
+                attempt,
+                paid: Amount(total),
+                reason: why,
+            },
+            Event::TaskFailed {
+                job: key.job,
+                task: key.index,
+                reason,
+            },
+        ];
+        events.extend(self.finish_if_done(key.job));
+        events
+    }
+
+    /// Fails a task the job's bound (`give_up_at_ms`) caught still waiting; the escrow it
+    /// held returns with the job's refund.
+    fn give_up(&mut self, key: TaskKey, mut t: Task, why: String) -> Vec<Event> {
+        let reason = format!("gave up at the job's time bound (halting.give_up_after_s): {why}");
+        for member in t.assigned() {
+            self.adjust_active(member, -1);
+        }
+        t.phase = Phase::Failed;
+        t.note = reason.clone();
+        t.bids.clear();
+        self.open_tasks.remove(&key);
+        self.tasks.insert(key, t);
+        if let Some(mut j) = self.jobs.get(&key.job).cloned() {
+            j.closed += 1;
+            self.jobs.insert(key.job, j);
+        }
+        let mut events = vec![Event::TaskFailed {
+            job: key.job,
+            task: key.index,
+            reason,
+        }];
+        events.extend(self.finish_if_done(key.job));
         events
     }
 
@@ -1536,7 +1963,14 @@ impl State {
         t.excluded.clear();
         t.commits.clear();
         t.reveals.clear();
+        t.judgements.clear();
+        t.seats = job.prescription.instructions.council_size;
+        t.round = 0;
         t.phase_started_ms = now;
+        if now >= job.give_up_at_ms && !job.cancelled {
+            self.tasks.insert(key, t.clone());
+            return self.give_up(key, t, reason);
+        }
         if t.attempt >= self.params.max_attempts || job.cancelled {
             t.phase = Phase::Failed;
             t.note = format!("failed after {} attempts: {reason}", t.attempt);
@@ -1617,11 +2051,63 @@ impl State {
         self.accounts.insert(to, account);
     }
 
+    /// Penalises a missed deadline. The first costs `timeout_slash_bps` of stake, each further
+    /// miss in a row twice the one before (up to half the stake), and never less than what
+    /// the missed work would have paid: vanishing again and again gets dearer, and never
+    /// cheaper than doing the work (`VanishingBidder`).
     fn penalise_timeout(&mut self, key: TaskKey, provider: Address, reason: &str) -> Vec<Event> {
-        let bps = self.params.timeout_slash_bps;
-        let events = self.slash(key, provider, bps, reason);
+        let missed = self.providers.get(&provider).map_or(0, |p| p.missed);
+        let bps = self
+            .params
+            .timeout_slash_bps
+            .saturating_mul(1 << missed.min(16))
+            .min(5_000);
+        let account = self.account(&provider);
+        let base = account.stake_locked.0 + account.unbonding_total().0;
+        let by_rate = mul_div(base, u128::from(bps), 10_000);
+        let work = self.work_value(key, &provider);
+        let amount = self.take_stake_amount(&provider, by_rate.max(work.0));
+        self.set_pool(Amount(self.rewards_pool.0.saturating_add(amount.0)));
+        if let Some(mut p) = self.providers.get(&provider).cloned() {
+            p.missed = p.missed.saturating_add(1);
+            self.providers.insert(provider, p);
+        }
         self.record_failure(key.job, provider);
-        events
+        let reason = if missed > 0 {
+            format!("{reason} ({} in a row)", missed + 1)
+        } else {
+            reason.to_string()
+        };
+        vec![Event::Slashed {
+            provider,
+            amount,
+            job: key.job,
+            task: key.index,
+            reason,
+        }]
+    }
+
+    /// What `provider`'s part of a task would have paid it: the executor's price for the
+    /// whole deadline, a council member's share of that.
+    fn work_value(&self, key: TaskKey, provider: &Address) -> Amount {
+        let (Some(t), Some(job)) = (self.tasks.get(&key), self.jobs.get(&key.job)) else {
+            return Amount::ZERO;
+        };
+        let deadline_s = job
+            .prescription
+            .instructions
+            .task_deadline_ms
+            .div_ceil(1000);
+        let full = pay_for(job, t.price, deadline_s);
+        if t.executor == Some(*provider) {
+            full
+        } else {
+            Amount(mul_div(
+                full.0,
+                u128::from(self.params.council_share_bps),
+                10_000,
+            ))
+        }
     }
 
     /// Takes `bps` of a provider's stake into the rewards pool.
@@ -1640,9 +2126,17 @@ impl State {
     /// Removes `bps` of locked plus unbonding stake (locked first, then the newest unbonding
     /// entries) and returns how much; the caller puts it somewhere.
     fn take_stake(&mut self, provider: &Address, bps: u32) -> Amount {
+        let account = self.account(provider);
+        let base = account.stake_locked.0 + account.unbonding_total().0;
+        self.take_stake_amount(provider, mul_div(base, u128::from(bps.min(10_000)), 10_000))
+    }
+
+    /// Removes up to `want` of locked plus unbonding stake (locked first) and returns how
+    /// much.
+    fn take_stake_amount(&mut self, provider: &Address, want: u128) -> Amount {
         let mut account = self.account(provider);
         let base = account.stake_locked.0 + account.unbonding_total().0;
-        let mut want = mul_div(base, u128::from(bps.min(10_000)), 10_000);
+        let mut want = want.min(base);
         if want == 0 {
             return Amount::ZERO;
         }
@@ -1666,6 +2160,7 @@ impl State {
 
     fn record_success(&mut self, provider: &Address) {
         if let Some(mut p) = self.providers.get(provider).cloned() {
+            p.missed = 0;
             p.streak = p.streak.saturating_add(1);
             p.validated += 1;
             self.providers.insert(*provider, p);

@@ -150,8 +150,47 @@ pub enum Event {
         provider: Address,
         /// Output content id.
         output: Hash,
-        /// Council vote (true for the executor).
-        agree: bool,
+    },
+    /// A party sent its judgement of the other revealed outputs.
+    Judged {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Who judged.
+        provider: Address,
+        /// Whom it found equivalent to itself.
+        equivalent: Vec<Address>,
+    },
+    /// The runs of a task reached no clear majority: more council seats are drawn, as a
+    /// volunteer grid issues more replicas, before anyone is slashed.
+    CouncilEnlarged {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The seats the council has now (drawn at the next block).
+        seats: u8,
+        /// What the runs looked like.
+        reason: String,
+    },
+    /// Even the enlarged council's runs agreed with no clear majority: the program is judged
+    /// nondeterministic. Nobody is slashed; the requester pays for the runs and the task fails.
+    RunsDisagreed {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// Paid out of escrow for the runs.
+        paid: Amount,
+        /// What the runs looked like.
+        reason: String,
     },
     /// A task's result was accepted and paid.
     TaskSettled {
@@ -252,7 +291,7 @@ gridwork_types::codec_enum!(Event, "event" {
     6 => BidPlaced { job: Hash, task: u32, provider: Address, price: Amount },
     7 => AuctionClosed { job: Hash, task: u32, attempt: u32, executor: Address, price: Amount, council: Vec<Address> },
     8 => Committed { job: Hash, task: u32, attempt: u32, provider: Address },
-    9 => Revealed { job: Hash, task: u32, attempt: u32, provider: Address, output: Hash, agree: bool },
+    9 => Revealed { job: Hash, task: u32, attempt: u32, provider: Address, output: Hash },
     10 => TaskSettled { job: Hash, task: u32, attempt: u32, executor: Address, output: Hash, paid: Amount, council_paid: Amount },
     11 => Slashed { provider: Address, amount: Amount, job: Hash, task: u32, reason: String },
     12 => TaskReopened { job: Hash, task: u32, attempt: u32, reason: String },
@@ -265,6 +304,9 @@ gridwork_types::codec_enum!(Event, "event" {
     19 => CouncilRedrawn { job: Hash, task: u32, attempt: u32, replaced: Vec<Address>, council: Vec<Address> },
     20 => DeadlineDeferred { job: Hash, task: u32, until_ms: u64 },
     21 => CouncilDrawn { job: Hash, task: u32, attempt: u32, council: Vec<Address> },
+    22 => Judged { job: Hash, task: u32, attempt: u32, provider: Address, equivalent: Vec<Address> },
+    23 => CouncilEnlarged { job: Hash, task: u32, attempt: u32, seats: u8, reason: String },
+    24 => RunsDisagreed { job: Hash, task: u32, attempt: u32, paid: Amount, reason: String },
 });
 
 /// The outcome of one applied transaction.

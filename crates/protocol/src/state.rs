@@ -186,7 +186,8 @@ pub fn apply_to_sender(
         | TxKind::CancelJob { .. }
         | TxKind::Bid { .. }
         | TxKind::Commit { .. }
-        | TxKind::Reveal { .. } => {
+        | TxKind::Reveal { .. }
+        | TxKind::Judge { .. } => {
             next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
             (None, None)
         }

@@ -247,9 +247,14 @@ pub struct Halting {
     pub deadline_ms: u64,
     /// Bids above this price are refused (none: the payment function's cap).
     pub reserve_price: Option<Amount>,
+    /// How long after submission the job gives up on tasks it could not place or agree on:
+    /// they fail and their escrow returns, with the reason in `job status` (0: the network's
+    /// default, `Params::default_give_up_ms`).
+    #[serde(default)]
+    pub give_up_ms: u64,
 }
 
-codec_struct!(Halting { first_bids: u32, deadline_ms: u64, reserve_price: Option<Amount> });
+codec_struct!(Halting { first_bids: u32, deadline_ms: u64, reserve_price: Option<Amount>, give_up_ms: u64 });
 
 /// One input tree of a job: its content id and the requester's claim to hold its key.
 ///
@@ -382,6 +387,7 @@ mod tests {
                 first_bids: 3,
                 deadline_ms: 2_000,
                 reserve_price: None,
+                give_up_ms: 0,
             },
         };
         assert_eq!(Prescription::from_bytes(&p.to_bytes()), Ok(p));

@@ -85,7 +85,8 @@ pub enum TxKind {
         /// The commitment.
         commitment: Hash,
     },
-    /// Opens a commitment; council members also vote on the executor's output.
+    /// Opens a commitment. Under exact-hash equivalence the revealed output ids are the
+    /// votes; otherwise the assigned parties judge each other's outputs next ([`TxKind::Judge`]).
     Reveal {
         /// The job id.
         job: Hash,
@@ -99,8 +100,20 @@ pub enum TxKind {
         salt: Hash,
         /// Run time in seconds (the executor's claim; council members report theirs).
         seconds: u64,
-        /// A council member's judgement: the executor's output is equivalent to its own.
-        agree: bool,
+    },
+    /// After the reveals: which of the other revealed outputs of this attempt are equivalent
+    /// to the sender's own (under the job's equivalence function, compared on the plaintext).
+    /// Two outputs count as equivalent only when both parties name each other, so a vote is
+    /// bound to the output the sender committed before anyone revealed.
+    Judge {
+        /// The job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// The attempt.
+        attempt: u32,
+        /// The parties whose outputs the sender found equivalent to its own.
+        equivalent: Vec<Address>,
     },
     /// Publishes (or, with no addresses, withdraws) where the sender's worker serves chunks
     /// peer to peer. Only providers.
@@ -121,8 +134,9 @@ codec_enum!(TxKind, "transaction kind" {
     7 => CancelJob { job: Hash },
     8 => Bid { job: Hash, task: u32, price: Amount },
     9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
-    10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, agree: bool },
+    10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64 },
     11 => AnnouncePeer { peer: PeerAddr },
+    12 => Judge { job: Hash, task: u32, attempt: u32, equivalent: Vec<Address> },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

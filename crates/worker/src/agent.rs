@@ -47,6 +47,9 @@ pub enum Behavior {
     LyingExecutor,
     /// As executor, never commits (it vanishes after winning).
     VanishingExecutor,
+    /// On a council, does not run the program: commits a made-up output and names every
+    /// other party as equivalent when judging (`LazyCouncilMember`).
+    LazyCouncilMember,
 }
 
 /// Failed steps in a row after which a stopping worker with no task running gives up on the
@@ -159,6 +162,9 @@ struct RunResult {
     output: Hash,
     salt: Hash,
     seconds: u64,
+    /// The round of the attempt the run was for: part of the output key.
+    #[serde(default)]
+    round: u8,
 }
 
 type TaskRef = (Hash, u32, u32);
@@ -175,6 +181,10 @@ pub struct Worker {
     me: Address,
     chain_id: Mutex<String>,
     sent: Mutex<HashSet<(&'static str, TaskRef)>>,
+    /// Judging steps done, per round of an attempt.
+    judging: Mutex<HashSet<(&'static str, TaskRef, u8)>>,
+    /// Verdicts on other parties' outputs: (task, their output) -> equivalent to ours.
+    verdicts: Mutex<HashMap<(TaskRef, Hash), bool>>,
     declined: Mutex<HashSet<Hash>>,
     running: Mutex<HashMap<TaskRef, tokio::task::JoinHandle<()>>>,
     nonce: tokio::sync::Mutex<()>,
@@ -221,6 +231,8 @@ impl Worker {
             cfg,
             chain_id: Mutex::new(String::new()),
             sent: Mutex::new(HashSet::new()),
+            judging: Mutex::new(HashSet::new()),
+            verdicts: Mutex::new(HashMap::new()),
             declined: Mutex::new(HashSet::new()),
             running: Mutex::new(HashMap::new()),
             nonce: tokio::sync::Mutex::new(()),
@@ -510,7 +522,8 @@ impl Worker {
             }
             for t in &view.tasks {
                 let assigned = t.executor == Some(self.me) || t.council.contains(&self.me);
-                let mine = assigned && matches!(t.phase.as_str(), "committing" | "revealing");
+                let mine = assigned
+                    && matches!(t.phase.as_str(), "committing" | "revealing" | "judging");
                 in_flight |= mine;
                 if mine {
                     live.insert(self.task_dir((view.id, t.index, t.attempt)));
@@ -646,11 +659,15 @@ impl Worker {
                     if is_executor && self.cfg.behavior == Behavior::VanishingExecutor {
                         return Ok(());
                     }
+                    if !is_executor && self.cfg.behavior == Behavior::LazyCouncilMember {
+                        return self.make_up_result(r, t.round);
+                    }
                     let worker = Arc::clone(self);
                     let view = view.clone();
                     let items = t.items;
+                    let round = t.round;
                     let handle = tokio::spawn(async move {
-                        if let Err(e) = worker.execute(&view, r, items, is_executor).await {
+                        if let Err(e) = worker.execute(&view, r, items, round, is_executor).await {
                             tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
                         }
                         worker.wake.notify_one();
@@ -660,39 +677,14 @@ impl Worker {
             }
             "revealing"
                 if t.committed.contains(&self.me)
-                    && !t.revealed.iter().any(|(p, _, _)| *p == self.me) =>
+                    && !t.revealed.iter().any(|(p, _)| *p == self.me) =>
             {
                 let Some(res) = self.result(r) else {
                     return Ok(());
                 };
-                let executor_output = t
-                    .revealed
-                    .iter()
-                    .find(|(p, _, _)| Some(*p) == t.executor)
-                    .map(|(_, o, _)| *o);
-                let agree = if is_executor {
-                    true
-                } else {
-                    match executor_output {
-                        None => return Ok(()),
-                        Some(theirs) => {
-                            self.judge(&view.prescription.equivalence, r, &res, &theirs)
-                                .await?
-                        }
-                    }
-                };
-                if is_executor && self.mark("reshare", r) {
-                    // Council members drawn after this run (replacing silent ones) have no
-                    // grant for the output yet; they need one to judge it.
-                    let outputs = sandbox::layout(&self.task_dir(r)).1;
-                    let shared = match output_key(view, r, &outputs) {
-                        Ok(key) => self.share_output(&res.output, &key, &t.council).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = shared {
-                        self.unmark("reshare", r);
-                        return Err(e);
-                    }
+                let executor_revealed = t.revealed.iter().any(|(p, _)| Some(*p) == t.executor);
+                if !is_executor && !executor_revealed {
+                    return Ok(());
                 }
                 if self.mark("reveal", r) {
                     let kind = TxKind::Reveal {
@@ -702,13 +694,20 @@ impl Worker {
                         output: res.output,
                         salt: res.salt,
                         seconds: res.seconds,
-                        agree,
                     };
                     if let Err(e) = self.send(kind).await {
                         self.unmark("reveal", r);
                         return Err(e.into());
                     }
                 }
+            }
+            "judging"
+                if t.revealed.iter().any(|(p, _)| *p == self.me) && !t.judged.contains(&self.me) =>
+            {
+                let Some(res) = self.result(r) else {
+                    return Ok(());
+                };
+                self.judge_all(view, t, r, &res).await?;
             }
             _ => {}
         }
@@ -721,6 +720,7 @@ impl Worker {
         view: &JobView,
         r: TaskRef,
         items: (u64, u64),
+        round: u8,
         as_executor: bool,
     ) -> Result<(), WorkerError> {
         let dir = self.task_dir(r);
@@ -787,17 +787,18 @@ impl Worker {
             std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n")
                 .map_err(io)?;
         }
-        let output = self.push_output(view, r, &outputs).await?;
+        let output = self.push_output(view, r, round, &outputs).await?;
         let mut salt = [0u8; 32];
         OsRng.fill_bytes(&mut salt);
-        let result = RunResult {
-            output,
-            salt: Hash(salt),
-            seconds: outcome.seconds,
-        };
-        let tmp = dir.join("result.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&result).unwrap_or_default()).map_err(io)?;
-        std::fs::rename(&tmp, dir.join("result.json")).map_err(io)?;
+        self.save_result(
+            r,
+            &RunResult {
+                output,
+                salt: Hash(salt),
+                seconds: outcome.seconds,
+                round,
+            },
+        )?;
         tracing::info!(job = %view.id, task = r.1, %status, seconds = outcome.seconds, "task ran");
         Ok(())
     }
@@ -806,15 +807,17 @@ impl Worker {
     /// decrypt them. The key is convergent ([`DataKey::convergent`] over job, task, attempt
     /// and the outputs' plaintext digest), so runs of one attempt that agree produce the same
     /// content id, which is what the ledger compares under the exact-hash equivalence. The
-    /// attempt is in the key so a new attempt's runs produce a new id: an id revealed in an
-    /// earlier attempt is worth nothing to a copier (the ledger refuses it again).
+    /// attempt and round are in the key so a new attempt's (or an enlarged council's) runs
+    /// produce a new id: an id revealed earlier is worth nothing to a copier (the ledger
+    /// refuses it again).
     async fn push_output(
         &self,
         view: &JobView,
         r: TaskRef,
+        round: u8,
         outputs: &std::path::Path,
     ) -> Result<Hash, WorkerError> {
-        let key = output_key(view, r, outputs)?;
+        let key = output_key(view, r, round, outputs)?;
         let opts = TransferOptions {
             // Kept in the chunk store, which is what this worker serves to peers.
             keep: self.peer.get().map(|_| self.chunks.clone()),
@@ -851,22 +854,116 @@ impl Worker {
         Ok(())
     }
 
-    /// A council member's verdict on the executor's output.
+    fn save_result(&self, r: TaskRef, result: &RunResult) -> Result<(), WorkerError> {
+        let dir = self.task_dir(r);
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join("result.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(result).unwrap_or_default()).map_err(io)?;
+        std::fs::rename(&tmp, dir.join("result.json")).map_err(io)
+    }
+
+    /// `LazyCouncilMember`: a result for a run that never happened.
+    fn make_up_result(&self, r: TaskRef, round: u8) -> Result<(), WorkerError> {
+        let mut made_up = [0u8; 32];
+        OsRng.fill_bytes(&mut made_up);
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        self.save_result(
+            r,
+            &RunResult {
+                output: Hash(made_up),
+                salt: Hash(salt),
+                seconds: 1,
+                round,
+            },
+        )
+    }
+
+    /// Judges every other revealed output of the task against this worker's own and sends
+    /// the judgement. Each party first lets all the others decrypt its output (members drawn
+    /// after its run have no grant yet). An output this worker cannot fetch yet is tried
+    /// again at the next pass, until the judging deadline is near; then it is judged as not
+    /// equivalent (its owner kept it from the others).
+    async fn judge_all(
+        &self,
+        view: &JobView,
+        t: &TaskView,
+        r: TaskRef,
+        mine: &RunResult,
+    ) -> Result<(), WorkerError> {
+        let lazy = self.cfg.behavior == Behavior::LazyCouncilMember && t.executor != Some(self.me);
+        if !lazy && !lock(&self.judging).contains(&("shared", r, t.round)) {
+            let outputs = sandbox::layout(&self.task_dir(r)).1;
+            let key = output_key(view, r, mine.round, &outputs)?;
+            let mut everyone = vec![view.requester];
+            everyone.extend(t.executor);
+            everyone.extend(t.council.iter().copied());
+            self.share_output(&mine.output, &key, &everyone).await?;
+            lock(&self.judging).insert(("shared", r, t.round));
+        }
+        let mut equivalent = Vec::new();
+        let mut waiting = Vec::new();
+        for (who, theirs) in t.revealed.iter().filter(|(p, _)| *p != self.me) {
+            if lazy {
+                equivalent.push(*who);
+                continue;
+            }
+            match self
+                .judge(&view.prescription.equivalence, r, mine, who, theirs)
+                .await
+            {
+                Ok(true) => equivalent.push(*who),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::info!(error = %e, job = %view.id, task = r.1, party = %who, "cannot judge an output yet");
+                    waiting.push(*who);
+                }
+            }
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if !waiting.is_empty() && now_ms.saturating_add(JUDGE_MARGIN_MS) < t.deadline_ms {
+            return Ok(());
+        }
+        if !lock(&self.judging).insert(("judged", r, t.round)) {
+            return Ok(());
+        }
+        let kind = TxKind::Judge {
+            job: view.id,
+            task: t.index,
+            attempt: t.attempt,
+            equivalent,
+        };
+        if let Err(e) = self.send(kind).await {
+            lock(&self.judging).remove(&("judged", r, t.round));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// This worker's verdict on another party's output: the same content id, or equivalent
+    /// under the job's function when compared on the plaintext.
     async fn judge(
         &self,
         e: &Equivalence,
         r: TaskRef,
         mine: &RunResult,
+        holder: &Address,
         theirs: &Hash,
     ) -> Result<bool, WorkerError> {
         if mine.output == *theirs {
             return Ok(true);
         }
-        if matches!(e, Equivalence::ExactHash {}) {
-            return Ok(false);
+        if let Some(v) = lock(&self.verdicts).get(&(r, *theirs)) {
+            return Ok(*v);
         }
         let dir = self.task_dir(r);
-        let their_dir = dir.join("executor-output");
+        let their_dir = dir.join(format!("judged-{theirs}"));
         if their_dir.exists() {
             std::fs::remove_dir_all(&their_dir).map_err(|source| WorkerError::Io {
                 path: their_dir.display().to_string(),
@@ -874,35 +971,35 @@ impl Worker {
             })?;
         }
         let key = self.client.granted_key(theirs, &self.cfg.key).await?;
-        let executor: Vec<Address> = self
-            .client
-            .job(&r.0)
-            .await?
-            .iter()
-            .flat_map(|job| &job.tasks)
-            .filter(|t| t.index == r.1)
-            .filter_map(|t| t.executor)
-            .collect();
-        self.pull(theirs, &key, &executor, &their_dir).await?;
+        self.pull(theirs, &key, &[*holder], &their_dir).await?;
         let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
             .map_err(|err| WorkerError::Io {
                 path: dir.display().to_string(),
                 source: std::io::Error::other(err.to_string()),
             })?;
-        Ok(verdict.is_same())
+        let _ = std::fs::remove_dir_all(&their_dir);
+        let same = verdict.is_same();
+        lock(&self.verdicts).insert((r, *theirs), same);
+        Ok(same)
     }
 }
 
-/// The convergent key of a run's outputs: over job, task, attempt and the outputs' plaintext
-/// digest (see [`Worker::push_output`]).
+/// How long before the judging deadline a worker stops waiting for outputs it cannot fetch
+/// and judges without them.
+const JUDGE_MARGIN_MS: u64 = 10_000;
+
+/// The convergent key of a run's outputs: over job, task, attempt, round and the outputs'
+/// plaintext digest (see [`Worker::push_output`]).
 fn output_key(
     view: &JobView,
     r: TaskRef,
+    round: u8,
     outputs: &std::path::Path,
 ) -> Result<DataKey, WorkerError> {
     let digest = tree_digest(outputs)?;
     let mut context = view.id.as_bytes().to_vec();
     context.extend_from_slice(&r.1.to_le_bytes());
     context.extend_from_slice(&r.2.to_le_bytes());
+    context.push(round);
     Ok(DataKey::convergent(&context, &digest))
 }

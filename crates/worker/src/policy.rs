@@ -87,6 +87,7 @@ mod tests {
                 first_bids: 1,
                 deadline_ms: 1,
                 reserve_price: None,
+                give_up_ms: 0,
             },
         }
     }

@@ -448,6 +448,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
             first_bids: 1,
             deadline_ms: 10_000,
             reserve_price: None,
+            give_up_ms: 0,
         },
     };
     let short = t.sign(
@@ -550,7 +551,6 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
                     output: out,
                     salt,
                     seconds: 3,
-                    agree: true,
                 },
             ))
             .await;

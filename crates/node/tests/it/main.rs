@@ -254,6 +254,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                         first_bids: 1,
                         deadline_ms: 10_000,
                         reserve_price: None,
+                        give_up_ms: 0,
                     },
                 },
                 deposit: Amount::grid(3),

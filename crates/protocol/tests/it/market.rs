@@ -117,6 +117,7 @@ fn prescription(tasks: u64, council: u8, equivalence: Equivalence) -> Prescripti
             first_bids: 1,
             deadline_ms: 5_000,
             reserve_price: None,
+            give_up_ms: 0,
         },
     }
 }
@@ -268,9 +269,8 @@ impl Market {
         task: u32,
         who: &Keypair,
         output: Hash,
-        agree: bool,
     ) -> Vec<Event> {
-        self.reveal_claiming(job, task, who, output, agree, 10)
+        self.reveal_claiming(job, task, who, output, 10)
     }
 
     /// A reveal that reports `seconds` of run time.
@@ -280,7 +280,6 @@ impl Market {
         task: u32,
         who: &Keypair,
         output: Hash,
-        agree: bool,
         seconds: u64,
     ) -> Vec<Event> {
         let attempt = self.task(job, task).attempt;
@@ -293,7 +292,21 @@ impl Market {
                 output,
                 salt: salt(who),
                 seconds,
-                agree,
+            },
+        );
+        self.block(vec![tx])
+    }
+
+    /// `who` names the parties whose outputs it found equivalent to its own.
+    fn judge(&mut self, job: Hash, task: u32, who: &Keypair, equivalent: &[Address]) -> Vec<Event> {
+        let attempt = self.task(job, task).attempt;
+        let tx = self.tx(
+            who,
+            TxKind::Judge {
+                job,
+                task,
+                attempt,
+                equivalent: equivalent.to_vec(),
             },
         );
         self.block(vec![tx])
@@ -350,10 +363,10 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
     let earned_before: Vec<u128> = all.iter().map(|(k, _)| m.balance(k)).collect();
     m.commit_all(job, 0, &all);
     assert_eq!(m.task(job, 0).phase, Phase::Revealing);
-    m.reveal(job, 0, &provider(1), out, true);
+    m.reveal(job, 0, &provider(1), out);
     let mut events = Vec::new();
     for (k, o) in &all[1..] {
-        events.extend(m.reveal(job, 0, k, *o, true));
+        events.extend(m.reveal(job, 0, k, *o));
     }
     assert_eq!(m.task(job, 0).phase, Phase::Settled);
     assert_eq!(m.task(job, 0).result, Some(out));
@@ -444,7 +457,7 @@ fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
     m.block(vec![bid]);
     let out = Hash([9; 32]);
     m.commit_all(job, 0, &[(provider(1), out)]);
-    let events = m.reveal_claiming(job, 0, &executor, out, true, u64::MAX);
+    let events = m.reveal_claiming(job, 0, &executor, out, u64::MAX);
     let reward_of = |events: &[Event]| {
         events
             .iter()
@@ -475,9 +488,9 @@ fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
     let council = m.task(job, 0).council;
     let member = Market::key_of(council[0]);
     m.commit_all(job, 0, &[(provider(1), out), (member.clone(), out)]);
-    m.reveal_claiming(job, 0, &executor, out, true, u64::MAX);
+    m.reveal_claiming(job, 0, &executor, out, u64::MAX);
     let pool_mid = m.state.rewards_pool().0;
-    let events = m.reveal_claiming(job, 0, &member, out, true, u64::MAX);
+    let events = m.reveal_claiming(job, 0, &member, out, u64::MAX);
     let (reward, fee) = reward_of(&events);
     assert!(reward.0 > 0, "checked work is rewarded");
     assert!(
@@ -496,7 +509,7 @@ fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
 #[test]
 fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
     let mut m = Market::new();
-    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let p = prescription(1, 3, Equivalence::ExactHash {});
     let job = m.submit(p.clone(), deposit_for(&p));
     let bid = |m: &mut Market, who: &Keypair| {
         let tx = m.tx(
@@ -509,26 +522,41 @@ fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
         );
         m.block(vec![tx]);
     };
-    // Attempt 0: a lying executor is rejected by the honest council member.
+    // Attempt 0: a lying executor is rejected by the three honest council members.
     bid(&mut m, &provider(1));
-    let member = Market::key_of(m.task(job, 0).council[0]);
+    let members: Vec<Keypair> = m.task(job, 0).council.iter().map(|a| Market::key_of(*a)).collect();
     let (forged, truth) = (Hash([66; 32]), Hash([1; 32]));
-    m.commit_all(job, 0, &[(provider(1), forged), (member.clone(), truth)]);
-    m.reveal(job, 0, &provider(1), forged, true);
-    m.reveal(job, 0, &member, truth, true);
+    m.commit_all(
+        job,
+        0,
+        &[
+            (provider(1), forged),
+            (members[0].clone(), truth),
+            (members[1].clone(), truth),
+            (members[2].clone(), truth),
+        ],
+    );
+    m.reveal(job, 0, &provider(1), forged);
+    for k in &members {
+        m.reveal(job, 0, k, truth);
+    }
     assert_eq!(m.task(job, 0).attempt, 1);
 
     // Attempt 1: the copier wins and commits the truth revealed in attempt 0.
     let copier = (1..=PROVIDERS)
         .map(provider)
-        .find(|k| k.address() != provider(1).address() && k.address() != member.address())
+        .find(|k| {
+            k.address() != provider(1).address()
+                && members.iter().all(|m| m.address() != k.address())
+        })
         .unwrap();
     bid(&mut m, &copier);
     let t = m.task(job, 0);
     assert_eq!(t.executor, Some(copier.address()));
-    let honest = Market::key_of(t.council[0]);
     let fresh = Hash([2; 32]);
-    m.commit_all(job, 0, &[(copier.clone(), truth), (honest.clone(), fresh)]);
+    let mut commits = vec![(copier.clone(), truth)];
+    commits.extend(t.council.iter().map(|a| (Market::key_of(*a), fresh)));
+    m.commit_all(job, 0, &commits);
     let attempt = m.task(job, 0).attempt;
     let err = m.refused(
         &copier,
@@ -539,7 +567,6 @@ fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
             output: truth,
             salt: salt(&copier),
             seconds: 10,
-            agree: true,
         },
     );
     assert_eq!(err, TxError::CopiedResult { output: truth });
@@ -597,8 +624,8 @@ fn a_silent_council_member_is_slashed_and_replaced_and_never_lets_a_result_throu
     // The executor's commitment stands; the replacement runs, commits and agrees.
     let member = Market::key_of(replacement);
     m.commit_all(job, 0, &[(member.clone(), out)]);
-    m.reveal(job, 0, &executor, out, true);
-    m.reveal(job, 0, &member, out, true);
+    m.reveal(job, 0, &executor, out);
+    m.reveal(job, 0, &member, out);
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.result), (Phase::Settled, Some(out)));
     // Nobody was left busy by the swap.
@@ -636,8 +663,8 @@ fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
     let mut all = vec![(executor.clone(), out)];
     all.extend(council.iter().map(|k| (k.clone(), out)));
     m.commit_all(job, 0, &all);
-    m.reveal(job, 0, &executor, out, true);
-    m.reveal(job, 0, &council[0], out, true);
+    m.reveal(job, 0, &executor, out);
+    m.reveal(job, 0, &council[0], out);
     let (exec_stake, exec_balance) = (m.stake(&executor.address()), m.balance(&executor));
     let events = m.at(m.now + params().reveal_window_ms + 1, vec![]);
     for silent in &council[1..] {
@@ -645,9 +672,16 @@ fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
             |e| matches!(e, Event::Slashed { provider, .. } if *provider == silent.address())
         ));
     }
+    // One run agreeing with the executor is not two thirds of four seats: the council is
+    // enlarged to five seats, the silent seats drawn again. Six providers cannot fill them
+    // (the silent two are barred), so the task reopens; nobody who did its part is paid or
+    // blamed.
+    assert!(events.iter().any(
+        |e| matches!(e, Event::CouncilEnlarged { seats: 5, .. })
+    ));
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt, t.result), (Phase::Bidding, 1, None));
-    assert!(t.note.contains("no majority"), "{}", t.note);
+    assert!(t.note.contains("too few eligible providers"), "{}", t.note);
     assert_eq!(m.stake(&executor.address()), exec_stake);
     assert_eq!(m.balance(&executor), exec_balance);
 }
@@ -684,8 +718,8 @@ fn a_deadline_that_passes_while_the_chain_is_down_penalises_nobody() {
         .iter()
         .any(|e| matches!(e, Event::DeadlineDeferred { until_ms, .. } if *until_ms == m.now + params().outage_grace_ms)));
     assert_eq!(m.task(job, 0).phase, Phase::Revealing);
-    m.reveal(job, 0, &executor, out, true);
-    m.reveal(job, 0, &member, out, true);
+    m.reveal(job, 0, &executor, out);
+    m.reveal(job, 0, &member, out);
     assert_eq!(m.task(job, 0).phase, Phase::Settled);
     assert_eq!(
         [m.stake(&executor.address()), m.stake(&member.address())],
@@ -795,12 +829,12 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     all.extend(council.iter().map(|k| (k.clone(), truth)));
     let stake_before = m.stake(&lying_executor.address());
     m.commit_all(job, 0, &all);
-    m.reveal(job, 0, &lying_executor, forged_result, true);
+    m.reveal(job, 0, &lying_executor, forged_result);
     let mut events = Vec::new();
     for k in &council {
         // Council members vote `agree`, but under exact-hash equivalence the ledger derives the
         // vote from the hashes.
-        events.extend(m.reveal(job, 0, k, truth, true));
+        events.extend(m.reveal(job, 0, k, truth));
     }
     assert!(events.iter().any(
         |e| matches!(e, Event::Slashed { provider, .. } if *provider == lying_executor.address())
@@ -851,7 +885,7 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     all.extend(t.council.iter().map(|a| (Market::key_of(*a), truth)));
     m.commit_all(job, 0, &all);
     for (k, o) in &all {
-        m.reveal(job, 0, k, *o, true);
+        m.reveal(job, 0, k, *o);
     }
     let t = m.task(job, 0);
     assert_eq!(
@@ -899,12 +933,24 @@ fn dissenting_council_member_in_the_minority_is_slashed() {
             .map(|(i, k)| (k.clone(), Hash([10 + i as u8; 32]))),
     );
     m.commit_all(job, 0, &all);
-    m.reveal(job, 0, &provider(1), out, true);
+    m.reveal(job, 0, &provider(1), out);
     let dissenting_council_member = council[2].clone();
     let stake_before = m.stake(&dissenting_council_member.address());
-    m.reveal(job, 0, &council[0], all[1].1, true);
-    m.reveal(job, 0, &council[1], all[2].1, true);
-    let events = m.reveal(job, 0, &dissenting_council_member, all[3].1, false);
+    m.reveal(job, 0, &council[0], all[1].1);
+    m.reveal(job, 0, &council[1], all[2].1);
+    m.reveal(job, 0, &dissenting_council_member, all[3].1);
+    assert_eq!(m.task(job, 0).phase, Phase::Judging);
+    // The executor and two members find each other's outputs equivalent; the dissenter
+    // finds nobody's equivalent to its own.
+    let (e, a, b) = (
+        provider(1).address(),
+        council[0].address(),
+        council[1].address(),
+    );
+    m.judge(job, 0, &provider(1), &[a, b]);
+    m.judge(job, 0, &council[0], &[e, b]);
+    m.judge(job, 0, &council[1], &[e, a]);
+    let events = m.judge(job, 0, &dissenting_council_member, &[]);
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::TaskSettled { .. })));
@@ -951,7 +997,7 @@ fn copying_council_member_cannot_reveal_someone_elses_commitment() {
         },
     );
     m.block(vec![c1, c2]);
-    m.reveal(job, 0, &provider(1), out, true);
+    m.reveal(job, 0, &provider(1), out);
     // Revealing the executor's output and salt does not open the copied commitment: it is
     // bound to the committer's address.
     let err = m.refused(
@@ -963,17 +1009,18 @@ fn copying_council_member_cannot_reveal_someone_elses_commitment() {
             output: out,
             salt: salt(&provider(1)),
             seconds: 1,
-            agree: true,
         },
     );
     assert_eq!(err, TxError::RevealMismatch);
-    // When the reveal window closes the silent copier is slashed and, no vote being in,
-    // the task runs again.
+    // When the reveal window closes the silent copier is slashed and, no vote being in, its
+    // seat is drawn again with more seats besides: the executor's result is not let through.
     let stake_before = m.stake(&copying_council_member.address());
     let events = m.at(m.now + Params::default().reveal_window_ms + 1, vec![]);
     assert!(events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == copying_council_member.address())));
     assert!(m.stake(&copying_council_member.address()) < stake_before);
-    assert_eq!(m.task(job, 0).attempt, 1);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.round, t.result), (Phase::Committing, 1, None));
+    assert!(!t.council.contains(&copying_council_member.address()));
 }
 
 #[test]
@@ -1016,6 +1063,8 @@ fn a_task_fails_after_max_attempts_and_its_escrow_returns() {
     let before = m.balance(&requester());
     for attempt in 0..Params::default().max_attempts {
         let who = provider(1 + attempt % PROVIDERS);
+        // Only providers seen alive recently may bid.
+        let alive = m.tx(&who, TxKind::Heartbeat);
         let bid = m.tx(
             &who,
             TxKind::Bid {
@@ -1024,7 +1073,7 @@ fn a_task_fails_after_max_attempts_and_its_escrow_returns() {
                 price: Amount(GRID / 200),
             },
         );
-        m.block(vec![bid]);
+        m.block(vec![alive, bid]);
         m.at(m.now + 60_000, vec![]);
     }
     assert_eq!(m.task(job, 0).phase, Phase::Failed);
@@ -1060,7 +1109,7 @@ fn cancel_returns_what_is_not_running() {
     // The running task still finishes and is paid; then the rest comes back.
     let out = Hash([3; 32]);
     m.commit_all(job, 0, &[(provider(1), out)]);
-    m.reveal(job, 0, &provider(1), out, true);
+    m.reveal(job, 0, &provider(1), out);
     assert!(m.state.job(&job).unwrap().finished);
     let paid = 10 * (GRID / 200);
     let fee = paid * u128::from(params().market_fee_bps) / 10_000;
@@ -1167,8 +1216,8 @@ fn the_first_bid_after_an_empty_deadline_closes_the_auction() {
     m.at(m.now + 5_000, vec![]);
     assert_eq!(
         m.state.next_deadline(),
-        None,
-        "an auction with no bids needs no blocks"
+        Some(m.state.job(&job).unwrap().give_up_at_ms),
+        "an auction with no bids needs no blocks until the job's time bound"
     );
     let bid = m.tx(
         &provider(3),
@@ -1432,7 +1481,7 @@ mod random {
                                 let k = Market::key_of(c.provider);
                                 for out in [Hash([1 + t.attempt as u8; 32]), Hash([0xee - t.attempt as u8; 32])] {
                                     if commitment(&out, &salt(&k), &c.provider) == c.commitment {
-                                        txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 }, agree: vote }));
+                                        txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 } }));
                                     }
                                 }
                             }

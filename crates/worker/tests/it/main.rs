@@ -201,6 +201,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
             first_bids: 1,
             deadline_ms: 2_000,
             reserve_price: None,
+            give_up_ms: 0,
         },
     }
 }
@@ -507,7 +508,7 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     let t = &view.tasks[0];
     assert_eq!(t.phase, "settled", "{view:#?}");
     assert_eq!(t.revealed.len(), 2);
-    assert!(t.revealed.iter().all(|(_, _, agree)| *agree), "{view:#?}");
+    assert_eq!(t.judged.len(), 2, "both judged the other's output: {view:#?}");
     assert_ne!(
         t.revealed[0].1, t.revealed[1].1,
         "the runs differed, so the council judged the executor's files"
@@ -529,8 +530,8 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     let executors_output = t
         .revealed
         .iter()
-        .find(|(who, _, _)| Some(*who) == t.executor)
-        .map(|(_, output, _)| *output)
+        .find(|(who, _)| Some(*who) == t.executor)
+        .map(|(_, output)| *output)
         .unwrap();
     let pulls = council.recent_pulls();
     let (_, sources) = pulls
