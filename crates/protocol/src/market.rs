@@ -485,8 +485,14 @@ enum Agreement {
     Accept(Vec<Address>),
     /// A clear majority disagrees with the executor: its members.
     Reject(Vec<Address>),
-    /// No clear majority either way: why, for people.
-    Split(String),
+    /// No clear majority either way.
+    Split {
+        /// Why, for people.
+        why: String,
+        /// The runs that were revealed do hold a clear majority among themselves: only the
+        /// silent seats kept it from counting (so the program is not to blame).
+        silenced: bool,
+    },
 }
 
 /// The parties who revealed in `t`, and for each a bit set of those whose output agrees with
@@ -525,7 +531,10 @@ fn agreement(t: &Task, executor: Address) -> Agreement {
     let (parties, adjacent) = agreeing_pairs(t);
     let m = parties.len();
     if m > 16 {
-        return Agreement::Split(format!("{m} runs are more than can be compared"));
+        return Agreement::Split {
+            why: format!("{m} runs are more than can be compared"),
+            silenced: false,
+        };
     }
     let mut best = 0u32;
     let mut groups: Vec<u32> = Vec::new();
@@ -565,13 +574,19 @@ fn agreement(t: &Task, executor: Address) -> Agreement {
         if with_executor == 0 {
             return Agreement::Reject(members(&groups));
         }
-        return Agreement::Split(format!(
-            "two groups of {k} agreeing runs (of {n} seats) disagree about the executor's result"
-        ));
+        return Agreement::Split {
+            why: format!(
+                "two groups of {k} agreeing runs (of {n} seats) disagree about the executor's result"
+            ),
+            silenced: false,
+        };
     }
-    Agreement::Split(format!(
-        "the largest group of agreeing runs has {k} of {n} seats ({silent} silent); a clear majority needs at least two runs and two thirds of the seats"
-    ))
+    Agreement::Split {
+        why: format!(
+            "the largest group of agreeing runs has {k} of {n} seats ({silent} silent); a clear majority needs at least two runs and two thirds of the seats"
+        ),
+        silenced: k >= 2 && 3 * k >= 2 * m,
+    }
 }
 
 /// The parties whose output at least one other party's output agrees with.
@@ -1639,10 +1654,15 @@ impl State {
             Agreement::Unchecked => (true, Vec::new()),
             Agreement::Accept(majority) => (true, majority),
             Agreement::Reject(majority) => (false, majority),
-            Agreement::Split(why) => {
+            Agreement::Split { why, silenced } => {
                 let largest = largest_council(job.prescription.instructions.council_size, &self.params);
                 if t.round < self.params.max_escalations && t.seats < largest {
                     return self.enlarge(key, t, largest, now, why);
+                }
+                if silenced {
+                    // The runs agree; silence (slashed already) kept the majority short. The
+                    // program is not to blame and the result is not checked: run it again.
+                    return self.reopen(key, now, format!("no clear majority: {why}"));
                 }
                 return self.judge_nondeterministic(key, t, &job, now, why);
             }
@@ -2262,6 +2282,16 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
         return bad(
             "halting.reserve_price",
             "must be positive when given".into(),
+        );
+    }
+    if p.halting.give_up_ms > params.max_give_up_ms {
+        return bad(
+            "halting.give_up_ms",
+            format!(
+                "is at most {} s (give_up_after_s in a job file; 0 takes the default, {} s)",
+                params.max_give_up_ms / 1000,
+                params.default_give_up_ms / 1000
+            ),
         );
     }
     Ok(())

@@ -297,6 +297,25 @@ impl Market {
         self.block(vec![tx])
     }
 
+    /// `who` bids on the task (closing its auction) and the council is drawn; returns the
+    /// council's keys.
+    fn win(&mut self, job: Hash, task: u32, who: &Keypair) -> Vec<Keypair> {
+        let bid = self.tx(
+            who,
+            TxKind::Bid {
+                job,
+                task,
+                price: Amount(GRID / 200),
+            },
+        );
+        self.block(vec![bid]);
+        self.task(job, task)
+            .council
+            .iter()
+            .map(|a| Market::key_of(*a))
+            .collect()
+    }
+
     /// `who` names the parties whose outputs it found equivalent to its own.
     fn judge(&mut self, job: Hash, task: u32, who: &Keypair, equivalent: &[Address]) -> Vec<Event> {
         let attempt = self.task(job, task).attempt;
@@ -896,6 +915,215 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     assert!(m.state.job(&job).unwrap().finished);
 }
 
+
+/// `LazyCouncilMember`, under numeric tolerance: a member that never runs the program commits
+/// a made-up output. Whether it then names everyone (to be paid for agreeing) or nobody (to
+/// sway the result), its claims count for nothing: agreement needs both sides to name each
+/// other, and nobody who ran the program names its output. The result settles as the honest
+/// runs decide, and the lazy member is slashed and unpaid.
+#[test]
+fn lazy_council_member_neither_earns_nor_sways_the_decision() {
+    for lazy_claims_everyone in [true, false] {
+        let mut m = Market::new();
+        let p = prescription(
+            1,
+            3,
+            Equivalence::NumericTolerance {
+                abs_ppb: 1_000,
+                rel_ppb: 0,
+            },
+        );
+        let job = m.submit(p.clone(), deposit_for(&p));
+        let executor = provider(1);
+        let council = m.win(job, 0, &executor);
+        let (a, b, lazy) = (&council[0], &council[1], &council[2]);
+        let outs = [Hash([1; 32]), Hash([2; 32]), Hash([3; 32]), Hash([0xaa; 32])];
+        let parties = [&executor, a, b, lazy];
+        let all: Vec<(Keypair, Hash)> = parties.iter().map(|k| (*k).clone()).zip(outs).collect();
+        m.commit_all(job, 0, &all);
+        for (k, out) in &all {
+            m.reveal(job, 0, k, *out);
+        }
+        assert_eq!(m.task(job, 0).phase, Phase::Judging);
+        let lazy_balance = m.balance(lazy);
+        let lazy_stake = m.stake(&lazy.address());
+        let honest = [executor.address(), a.address(), b.address()];
+        for k in [&executor, a, b] {
+            let others: Vec<Address> = honest.iter().copied().filter(|x| *x != k.address()).collect();
+            m.judge(job, 0, k, &others);
+        }
+        let claims = if lazy_claims_everyone { honest.to_vec() } else { Vec::new() };
+        let events = m.judge(job, 0, lazy, &claims);
+        let t = m.task(job, 0);
+        assert_eq!(t.phase, Phase::Settled, "{}", t.note);
+        assert_eq!(t.result, Some(outs[0]));
+        let council_paid: Vec<Address> = events
+            .iter()
+            .find_map(|e| match e {
+                Event::ProofOfCompute { council, .. } => Some(council.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(council_paid, vec![a.address(), b.address()]);
+        assert_eq!(m.balance(lazy), lazy_balance, "the lazy member earned nothing");
+        assert!(m.stake(&lazy.address()) < lazy_stake, "the lazy member paid");
+    }
+}
+
+/// `NondeterministicProgram`: every run of the task gives a different output (a render whose
+/// PNG metadata holds a timestamp). The executor and its one council member disagree; before
+/// anyone is slashed the council grows by two; the four runs still agree with nobody, so the
+/// program is judged nondeterministic: nobody is slashed, the requester pays for the runs,
+/// and the task fails with the reason in its note (`job status`).
+#[test]
+fn nondeterministic_program_slashes_nobody_and_says_why() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let deposit = deposit_for(&p);
+    let before = m.balance(&requester());
+    let job = m.submit(p.clone(), deposit);
+    let executor = provider(1);
+    let first = m.win(job, 0, &executor);
+    m.commit_all(
+        job,
+        0,
+        &[(executor.clone(), Hash([1; 32])), (first[0].clone(), Hash([2; 32]))],
+    );
+    m.reveal(job, 0, &executor, Hash([1; 32]));
+    let events = m.reveal(job, 0, &first[0], Hash([2; 32]));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::CouncilEnlarged { seats: 3, .. })));
+    assert!(!events.iter().any(|e| matches!(e, Event::Slashed { .. })));
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.round, t.council.len()), (Phase::Committing, 1, 3));
+    let stakes: Vec<u128> = (1..=PROVIDERS).map(|i| m.stake(&provider(i).address())).collect();
+    let joined: Vec<Keypair> = t.council[1..].iter().map(|a| Market::key_of(*a)).collect();
+    m.commit_all(
+        job,
+        0,
+        &[(joined[0].clone(), Hash([3; 32])), (joined[1].clone(), Hash([4; 32]))],
+    );
+    m.reveal(job, 0, &joined[0], Hash([3; 32]));
+    m.reveal(job, 0, &joined[1], Hash([4; 32]));
+    assert_eq!(m.task(job, 0).phase, Phase::Judging);
+    let balances: Vec<u128> = (1..=PROVIDERS).map(|i| m.balance(&provider(i))).collect();
+    let mut events = Vec::new();
+    for k in [&executor, &first[0], &joined[0], &joined[1]] {
+        events.extend(m.judge(job, 0, k, &[]));
+    }
+    let t = m.task(job, 0);
+    assert_eq!(t.phase, Phase::Failed);
+    assert!(t.note.contains("nondeterministic"), "{}", t.note);
+    assert!(!events.iter().any(|e| matches!(e, Event::Slashed { .. })));
+    let after: Vec<u128> = (1..=PROVIDERS).map(|i| m.stake(&provider(i).address())).collect();
+    assert_eq!(after, stakes, "nobody was slashed");
+    // The executor was paid for its run (10 s at its price); members whose outputs nobody
+    // confirmed were not. The requester got back all but that and the market fee.
+    let paid = GRID / 200 * 10;
+    let exec_index = (1..=PROVIDERS).position(|i| provider(i).address() == executor.address()).unwrap();
+    assert_eq!(m.balance(&executor), balances[exec_index] + paid);
+    let fee = paid * u128::from(params().market_fee_bps) / 10_000;
+    assert!(m.state.job(&job).unwrap().finished);
+    assert_eq!(m.balance(&requester()), before - paid - fee);
+}
+
+/// A lying executor on a deterministic program cannot hide behind "nondeterministic": its one
+/// council member disagrees, the council grows, and the new members' runs (keyed by the new
+/// round, so the first member's revealed id is no use to them) agree with the first member.
+/// Three of four seats is a clear majority against the executor: it is slashed, the majority
+/// paid, and the task runs again. A new member that copies the revealed id is refused.
+#[test]
+fn a_liar_cannot_hide_behind_nondeterminism() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let liar = provider(1);
+    let first = m.win(job, 0, &liar);
+    let (forged, truth, truth_round1) = (Hash([0xee; 32]), Hash([1; 32]), Hash([2; 32]));
+    m.commit_all(job, 0, &[(liar.clone(), forged), (first[0].clone(), truth)]);
+    m.reveal(job, 0, &liar, forged);
+    m.reveal(job, 0, &first[0], truth);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.round), (Phase::Committing, 1));
+    let joined: Vec<Keypair> = t.council[1..].iter().map(|a| Market::key_of(*a)).collect();
+    // One new member commits the first member's revealed id instead of running.
+    let copier = &joined[1];
+    m.commit_all(
+        job,
+        0,
+        &[(joined[0].clone(), truth_round1), (copier.clone(), truth)],
+    );
+    let err = m.refused(
+        copier,
+        TxKind::Reveal {
+            job,
+            task: 0,
+            attempt: 0,
+            output: truth,
+            salt: salt(copier),
+            seconds: 10,
+        },
+    );
+    assert_eq!(err, TxError::CopiedResult { output: truth });
+    m.reveal(job, 0, &joined[0], truth_round1);
+    // The copier stays silent; at the reveal deadline it pays, and judging begins.
+    let copier_stake = m.stake(&copier.address());
+    m.at(m.now + params().reveal_window_ms + 1, vec![]);
+    assert!(m.stake(&copier.address()) < copier_stake);
+    assert_eq!(m.task(job, 0).phase, Phase::Judging);
+    // The liar claims everyone agrees with it; the honest runs name each other.
+    let (e, a, b) = (liar.address(), first[0].address(), joined[0].address());
+    let liar_stake = m.stake(&e);
+    m.judge(job, 0, &liar, &[a, b]);
+    m.judge(job, 0, &first[0], &[b]);
+    let events = m.judge(job, 0, &joined[0], &[a]);
+    // Two honest runs of four seats, with one silent, is short of a clear majority; the runs
+    // that were revealed do hold one, so this is silence, not nondeterminism: the task runs
+    // again, and the liar is not paid.
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1), "{}", t.note);
+    assert!(!events.iter().any(|e| matches!(e, Event::TaskFailed { .. })), "not judged nondeterministic");
+    assert!(!events.iter().any(|e| matches!(e, Event::TaskSettled { .. })));
+    assert_eq!(m.stake(&e), liar_stake);
+
+    // Attempt 1, without a copier: a liar meets three honest runs.
+    let liar2 = (1..=PROVIDERS)
+        .map(provider)
+        .find(|k| m.state.job(&job).unwrap().failures.iter().all(|f| f.provider != k.address()))
+        .unwrap();
+    let first = m.win(job, 0, &liar2);
+    let (forged, truth, truth_round1) = (Hash([0xed; 32]), Hash([3; 32]), Hash([4; 32]));
+    m.commit_all(job, 0, &[(liar2.clone(), forged), (first[0].clone(), truth)]);
+    m.reveal(job, 0, &liar2, forged);
+    m.reveal(job, 0, &first[0], truth);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.round), (Phase::Committing, 1));
+    let joined: Vec<Keypair> = t.council[1..].iter().map(|a| Market::key_of(*a)).collect();
+    let commits: Vec<(Keypair, Hash)> = joined.iter().map(|k| (k.clone(), truth_round1)).collect();
+    m.commit_all(job, 0, &commits);
+    for k in &joined {
+        m.reveal(job, 0, k, truth_round1);
+    }
+    let (e, a) = (liar2.address(), first[0].address());
+    let (b, c) = (joined[0].address(), joined[1].address());
+    let liar_stake = m.stake(&e);
+    let paid_before: Vec<u128> = [&first[0], &joined[0], &joined[1]].iter().map(|k| m.balance(k)).collect();
+    m.judge(job, 0, &liar2, &[a, b, c]);
+    m.judge(job, 0, &first[0], &[b, c]);
+    m.judge(job, 0, &joined[0], &[a]);
+    let events = m.judge(job, 0, &joined[1], &[a]);
+    assert!(events.iter().any(
+        |ev| matches!(ev, Event::Slashed { provider, .. } if *provider == e)
+    ));
+    assert!(m.stake(&e) < liar_stake);
+    for (k, before) in [&first[0], &joined[0], &joined[1]].iter().zip(paid_before) {
+        assert!(m.balance(k) > before, "the majority that caught the liar is paid");
+    }
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt), (Phase::Bidding, 2), "{}", t.note);
+}
+
 #[test]
 fn dissenting_council_member_in_the_minority_is_slashed() {
     let mut m = Market::new();
@@ -1410,6 +1638,16 @@ mod random {
             task: u32,
             vote: bool,
         },
+        Judge {
+            job: usize,
+            task: u32,
+            /// Bit i set: the i-th party to reveal names everyone (a liar's claim) rather
+            /// than the parties with its own output.
+            claims: u8,
+        },
+        Heartbeat {
+            who: u32,
+        },
         Cancel {
             job: usize,
         },
@@ -1426,9 +1664,18 @@ mod random {
                 .prop_map(|(job, task, who, price)| Op::Bid { job, task, who, price }),
             4 => (0usize..4, 0u32..3, prop::bool::weighted(0.2)).prop_map(|(job, task, lie)| Op::Commit { job, task, lie }),
             4 => (0usize..4, 0u32..3, prop::bool::weighted(0.8)).prop_map(|(job, task, vote)| Op::Reveal { job, task, vote }),
+            3 => (0usize..4, 0u32..3, any::<u8>()).prop_map(|(job, task, claims)| Op::Judge { job, task, claims }),
+            2 => (1u32..=PROVIDERS).prop_map(|who| Op::Heartbeat { who }),
             1 => (0usize..4).prop_map(|job| Op::Cancel { job }),
             2 => (0u64..90_000).prop_map(|ms| Op::Wait { ms }),
         ]
+    }
+
+    /// The honest and the forged output of a run in `attempt` and `round` (distinct across
+    /// both, as the worker's keys make them).
+    fn outputs(attempt: u32, round: u8) -> (Hash, Hash) {
+        let n = attempt as u8 + 16 * round;
+        (Hash([1 + n; 32]), Hash([0xee - n; 32]))
     }
 
     proptest! {
@@ -1466,7 +1713,8 @@ mod random {
                         if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
                             for who in t.executor.iter().chain(t.council.iter()) {
                                 let k = Market::key_of(*who);
-                                let out = if lie && Some(*who) == t.executor { Hash([0xee - t.attempt as u8; 32]) } else { Hash([1 + t.attempt as u8; 32]) };
+                                let (honest, forged) = outputs(t.attempt, t.round);
+                                let out = if lie && Some(*who) == t.executor { forged } else { honest };
                                 let c = commitment(&out, &salt(&k), who);
                                 txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
                             }
@@ -1479,7 +1727,7 @@ mod random {
                             commits.sort_by_key(|c| Some(c.provider) != t.executor);
                             for c in &commits {
                                 let k = Market::key_of(c.provider);
-                                for out in [Hash([1 + t.attempt as u8; 32]), Hash([0xee - t.attempt as u8; 32])] {
+                                for out in (0..=t.round).flat_map(|r| { let (h, f) = outputs(t.attempt, r); [h, f] }) {
                                     if commitment(&out, &salt(&k), &c.provider) == c.commitment {
                                         txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 } }));
                                     }
@@ -1487,6 +1735,19 @@ mod random {
                             }
                         }
                     }
+                    Op::Judge { job, task, claims } => {
+                        if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                            for (i, r) in t.reveals.iter().enumerate() {
+                                let equivalent: Vec<Address> = t.reveals.iter()
+                                    .filter(|o| o.provider != r.provider && (claims & (1 << (i % 8)) != 0 || o.output == r.output))
+                                    .map(|o| o.provider)
+                                    .collect();
+                                let k = Market::key_of(r.provider);
+                                txs.push(m.tx(&k, TxKind::Judge { job, task, attempt: t.attempt, equivalent }));
+                            }
+                        }
+                    }
+                    Op::Heartbeat { who } => txs.push(m.tx(&provider(who), TxKind::Heartbeat)),
                     Op::Cancel { job } => {
                         if let Some((job, _)) = pick(&jobs, &m, job, 0) {
                             txs.push(m.tx(&requester(), TxKind::CancelJob { job }));
