@@ -1282,6 +1282,132 @@ fn vanishing_executor_is_penalised_and_the_task_reauctioned_after_its_deadline()
     assert_eq!(m.task(job, 0).phase, Phase::Bidding);
 }
 
+/// `VanishingBidder`: a provider that wins auctions and never runs them. Each miss in a row
+/// costs twice the one before, and never less than the work would have paid; a provider that
+/// stopped sending heartbeats may not bid at all.
+#[test]
+fn a_vanishing_bidder_pays_more_each_time_and_offline_providers_cannot_bid() {
+    let mut m = Market::new();
+    let mut p = prescription(1, 0, Equivalence::ExactHash {});
+    p.payment = Payment::PerTaskSecond {
+        max_price: Amount(GRID),
+    };
+    let vanisher = provider(2);
+    let mut slashed = Vec::new();
+    for _ in 0..3 {
+        let job = m.submit(p.clone(), deposit_for(&p));
+        let alive = m.tx(&vanisher, TxKind::Heartbeat);
+        let bid = m.tx(
+            &vanisher,
+            TxKind::Bid {
+                job,
+                task: 0,
+                price: Amount(GRID / 20),
+            },
+        );
+        m.block(vec![alive, bid]);
+        let events = m.at(m.now + 60_000, vec![]);
+        let amount = events
+            .iter()
+            .find_map(|e| match e {
+                Event::Slashed {
+                    provider, amount, ..
+                } if *provider == vanisher.address() => Some(amount.0),
+                _ => None,
+            })
+            .expect("the vanished executor is slashed");
+        slashed.push(amount);
+    }
+    // The work was worth 0.05 GRID x 60 s = 3 GRID: more than 1% of the 100 GRID stake.
+    let work = GRID / 20 * 60;
+    assert!(slashed[0] >= work, "{slashed:?}");
+    assert!(slashed[1] > slashed[0] && slashed[2] > slashed[1], "{slashed:?}");
+    // Silent for longer than the heartbeat timeout: its bid is refused.
+    let job = m.submit(p.clone(), deposit_for(&p));
+    m.at(m.now + params().heartbeat_timeout_ms + 1, vec![]);
+    let err = m.refused(
+        &provider(3),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 20),
+        },
+    );
+    assert!(matches!(err, TxError::ProviderOffline { .. }), "{err}");
+}
+
+/// A job whose task no provider can run (it asks for more GPUs than any has) does not sit in
+/// `bidding` forever: at the time bound its requester set, the task fails with the reason and
+/// the whole deposit returns. A bound past the network's longest is refused with the limit.
+#[test]
+fn a_job_nobody_can_run_ends_with_a_refund_at_its_time_bound() {
+    let mut m = Market::new();
+    let mut p = prescription(2, 0, Equivalence::ExactHash {});
+    p.instructions.requirements.min_gpus = 64;
+    p.halting.give_up_ms = 3_600_000;
+    let before = m.balance(&requester());
+    let job = m.submit(p.clone(), deposit_for(&p));
+    m.at(m.now + 5_000, vec![]);
+    assert_eq!(m.task(job, 0).phase, Phase::Bidding);
+    let give_up_at = m.state.job(&job).unwrap().give_up_at_ms;
+    assert_eq!(m.state.next_deadline(), Some(give_up_at));
+    let events = m.at(give_up_at, vec![]);
+    assert!(events.iter().any(|e| matches!(e, Event::JobFinished { .. })));
+    for i in 0..2 {
+        let t = m.task(job, i);
+        assert_eq!(t.phase, Phase::Failed);
+        assert!(
+            t.note.contains("give_up_after_s") && t.note.contains("no provider bid"),
+            "{}",
+            t.note
+        );
+    }
+    assert_eq!(m.balance(&requester()), before);
+
+    let mut p = prescription(1, 0, Equivalence::ExactHash {});
+    p.halting.give_up_ms = params().max_give_up_ms + 1;
+    let deposit = deposit_for(&p);
+    let err = m.refused(
+        &requester(),
+        TxKind::SubmitJob {
+            prescription: p,
+            deposit,
+        },
+    );
+    assert!(
+        matches!(err, TxError::BadPrescription { field: "halting.give_up_ms", .. }),
+        "{err}"
+    );
+}
+
+/// A task that keeps being reopened (here: its executors vanish) ends at the job's bound
+/// too, rather than at `max_attempts` rounds of auctions far later.
+#[test]
+fn a_task_reopened_past_its_jobs_time_bound_fails_with_a_refund() {
+    let mut m = Market::new();
+    let mut p = prescription(1, 0, Equivalence::ExactHash {});
+    p.halting.give_up_ms = 50_000;
+    let before = m.balance(&requester());
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = m.tx(
+        &provider(2),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    m.block(vec![bid]);
+    // The executor misses its commit deadline after the bound has passed.
+    let events = m.at(m.now + 60_000, vec![]);
+    assert!(events.iter().any(|e| matches!(e, Event::TaskFailed { .. })), "{events:?}");
+    let t = m.task(job, 0);
+    assert_eq!(t.phase, Phase::Failed);
+    assert!(t.note.contains("give_up_after_s"), "{}", t.note);
+    assert!(m.state.job(&job).unwrap().finished);
+    assert_eq!(m.balance(&requester()), before);
+}
+
 #[test]
 fn a_task_fails_after_max_attempts_and_its_escrow_returns() {
     let mut m = Market::new();
