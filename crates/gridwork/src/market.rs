@@ -111,13 +111,18 @@ fn submit(
                  ({tasks} tasks at up to {per_task} GRID each); raise the deposit or lower max_price"
             );
         }
+        let state_fee = chain
+            .params
+            .state_fee(&job.prescription)
+            .ok_or_else(|| anyhow!("the job's state fee overflows; split it into smaller jobs"))?;
         let kind = TxKind::SubmitJob { prescription: job.prescription.clone(), deposit };
         let (id, _) = sign_and_send(&client, &key, fee, kind, !send.no_wait).await?;
-        emit(cli.json, &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required }), || {
+        emit(cli.json, &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required, "state_fee": state_fee }), || {
             rows(&[
                 ("job", id.to_string()),
                 ("tasks", tasks.to_string()),
                 ("deposit", format!("{deposit} GRID locked (maximum cost {required} GRID)")),
+                ("state fee", format!("{state_fee} GRID paid to the rewards pool, not refunded")),
                 ("next", format!("gridwork job watch {id}")),
             ])
         })

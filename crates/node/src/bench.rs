@@ -613,8 +613,7 @@ pub fn run_market_bench(
                         }
                     }
                     "revealing" => {
-                        let exec_revealed =
-                            t.revealed.iter().any(|(p, _)| Some(*p) == t.executor);
+                        let exec_revealed = t.revealed.iter().any(|(p, _)| Some(*p) == t.executor);
                         for who in t.executor.iter().chain(t.council.iter()) {
                             let is_exec = Some(*who) == t.executor;
                             if (is_exec || exec_revealed)

@@ -1121,11 +1121,7 @@ impl Node {
                 price: t.price,
                 council: t.council.clone(),
                 committed: t.commits.iter().map(|c| c.provider).collect(),
-                revealed: t
-                    .reveals
-                    .iter()
-                    .map(|r| (r.provider, r.output))
-                    .collect(),
+                revealed: t.reveals.iter().map(|r| (r.provider, r.output)).collect(),
                 judged: t.judgements.iter().map(|j| j.provider).collect(),
                 round: t.round,
                 result: t.result,
@@ -1972,10 +1968,12 @@ impl Node {
                 .jobs()
                 .filter(|(_, j)| !j.finished && !j.prescription.data.is_empty())
                 .flat_map(|(id, _)| inner.state.tasks_of(id))
-                .filter(|(_, t)| matches!(
-                    t.phase,
-                    Phase::Committing | Phase::Revealing | Phase::Judging
-                ))
+                .filter(|(_, t)| {
+                    matches!(
+                        t.phase,
+                        Phase::Committing | Phase::Revealing | Phase::Judging
+                    )
+                })
                 .map(|(k, t)| {
                     (
                         k.job,

@@ -84,6 +84,9 @@ pub struct Params {
     pub default_give_up_ms: u64,
     /// The longest bound a requester may name.
     pub max_give_up_ms: u64,
+    /// Paid into the rewards pool, not refunded, for each task and each input a job adds
+    /// to the ledger's state (on top of the deposit): state has a price.
+    pub state_fee_per_entry: Amount,
 }
 
 /// 120 months of 30.4375 days (ten Julian years), in ms.
@@ -121,6 +124,7 @@ impl Default for Params {
             escalation_seats: 2,
             default_give_up_ms: 24 * 3600 * 1000,
             max_give_up_ms: 30 * 24 * 3600 * 1000,
+            state_fee_per_entry: Amount(GRID / 1_000),
         }
     }
 }
@@ -155,6 +159,7 @@ gridwork_types::codec_struct!(Params {
     escalation_seats: u8,
     default_give_up_ms: u64,
     max_give_up_ms: u64,
+    state_fee_per_entry: Amount,
 });
 
 impl Params {
@@ -210,6 +215,19 @@ impl Params {
             );
         }
         Ok(())
+    }
+
+    /// The state fee of a job (`state_fee_per_entry` for each task and each input), paid with
+    /// its submission; `None` on overflow.
+    pub fn state_fee(&self, p: &gridwork_types::Prescription) -> Option<Amount> {
+        let entries = p
+            .instructions
+            .task_count()
+            .checked_add(p.data.len() as u64)?;
+        self.state_fee_per_entry
+            .0
+            .checked_mul(u128::from(entries))
+            .map(Amount)
     }
 
     /// What of the schedule's `emission_total` is still locked at block time `now_ms`.

@@ -9,8 +9,14 @@
 //! Committing --(deadline, executor silent)--> Bidding (attempt + 1) or Failed
 //! Committing --(deadline, council members silent)--> Committing (silent seats drawn again)
 //!            or, with too few providers left, Bidding (attempt + 1) or Failed
-//! Revealing --(all revealed, or reveal window over)--> tally
-//! tally: majority agrees --> Settled; otherwise --> Bidding (attempt + 1) or Failed
+//! Revealing --(all revealed, or reveal window over)--> tally (exact hash, first round)
+//!           or Judging (other equivalences, or an enlarged council)
+//! Judging --(all judged, or judging window over)--> tally
+//! tally: clear majority for the executor --> Settled
+//!        clear majority against it --> Bidding (attempt + 1) or Failed
+//!        no clear majority --> Committing (council enlarged, round + 1), or once enlarged:
+//!            Failed ("judged nondeterministic"), or Bidding if only silence kept it short
+//! Bidding or reopening past the job's time bound --> Failed (escrow refunded)
 //! ```
 //!
 //! # Rules (the design decisions)
@@ -33,23 +39,42 @@
 //!   eligible at the close the auction stays open and the task's note says why.
 //! - **Commit-reveal.** Everyone assigned commits BLAKE3(output || salt || own address) before
 //!   anyone reveals, so a lazy council member cannot copy the executor's answer. Council
-//!   members reveal after the executor, with their vote. Under the exact-hash equivalence
-//!   the ledger derives each vote from the hashes; under numeric tolerance it takes the vote.
+//!   members reveal after the executor.
+//! - **Votes are outputs.** Under exact hash in the first round two runs agree when their
+//!   content ids are equal. Otherwise every party judges the others' outputs off the ledger
+//!   (on the plaintext, under the job's equivalence) and sends `Judge` naming those
+//!   equivalent to its own; two runs agree only when each names the other. A party that did
+//!   not run the program has an output nobody honest names, so it can neither earn by
+//!   agreeing nor sway the decision ([`agreement`]).
 //! - **Silence.** A council member who misses the commit deadline is slashed
 //!   (`timeout_slash_bps`) and its seat drawn again; it is never just dropped, so a silent
 //!   council never lets a result through unchecked.
-//! - **Decision.** A strict majority of the whole council accepts (or rejects); without a
-//!   majority either way (members stayed silent at reveal) the task reopens and the executor
-//!   is not blamed. Accepted: the executor is
-//!   paid f (bid price, times run time capped at the deadline for per-second pricing), each
-//!   majority member gets `council_share_bps` of that, minority members are slashed.
-//!   Rejected: the executor is slashed, the majority is paid its share out of that slash (the
-//!   rest goes to the rewards pool), minority members are slashed, and the task reopens.
+//! - **Decision.** A clear majority is a largest group of mutually agreeing runs with at
+//!   least two runs and two thirds of the seats (executor plus council; silent seats count
+//!   against it). For the executor: accepted; the executor is paid f (bid price, times run
+//!   time capped at the deadline for per-second pricing), each majority member gets
+//!   `council_share_bps` of that, the other revealed members are slashed. Against it: the
+//!   executor is slashed, the majority is paid its share out of that slash (the rest goes to
+//!   the rewards pool), the others who revealed are slashed, and the task reopens.
+//! - **Escalation.** Without a clear majority nobody is slashed yet: the council grows by
+//!   `escalation_seats`, up to `max_escalations` times ([`largest_council`]); members who
+//!   did not reveal lose their seats. New members' outputs are keyed by the round, and an id
+//!   revealed in an earlier round or attempt is refused as a copy. Still split: if the
+//!   revealed runs agree among themselves and only silence kept them short, the task
+//!   reopens; otherwise the program is judged nondeterministic: nobody is slashed, the
+//!   executor's run and each member's run that someone confirmed are paid, and the task fails
+//!   with the reason.
+//! - **Time bound.** A job gives up at `give_up_at_ms` (its `halting.give_up_ms`, or
+//!   `default_give_up_ms`): tasks still waiting for bids or a council, or reopened after it,
+//!   fail with the reason, and the escrow returns.
 //! - **Escrow.** A job's deposit must cover every task at its maximum cost; each task pays at
 //!   most that. What is left returns to the requester when the job finishes or is cancelled.
-//! - **Failures.** A missed deadline costs `timeout_slash_bps` of stake, resets the streak and
-//!   counts as a failure on the job; `max_job_failures` failures blocklist the provider for
-//!   that job; `max_attempts` attempts fail the task and refund its share.
+//! - **Failures.** A missed deadline costs `timeout_slash_bps` of stake, doubled for each
+//!   miss in a row before it (up to half the stake), and never less than what the missed work
+//!   would have paid; it resets the streak and counts as a failure on the job;
+//!   `max_job_failures` failures blocklist the provider for that job; `max_attempts` attempts
+//!   fail the task and refund its share. Only providers with a heartbeat within
+//!   `heartbeat_timeout_ms` may bid.
 //! - **Market fee.** A settled task pays `market_fee_bps` of what it paid its executor and
 //!   council from escrow into the rewards pool.
 //! - **Proof of compute.** Every accepted result emits a record. When at least one council
@@ -559,8 +584,14 @@ fn agreement(t: &Task, executor: Address) -> Agreement {
     let k = best as usize;
     let silent = n.saturating_sub(m);
     if k >= 2 && 3 * k >= 2 * n {
-        let e = parties.iter().position(|a| *a == executor).unwrap_or(usize::MAX);
-        let with_executor = groups.iter().filter(|g| e < m && *g & (1 << e) != 0).count();
+        let e = parties
+            .iter()
+            .position(|a| *a == executor)
+            .unwrap_or(usize::MAX);
+        let with_executor = groups
+            .iter()
+            .filter(|g| e < m && *g & (1 << e) != 0)
+            .count();
         let members = |gs: &[u32]| -> Vec<Address> {
             let union = gs.iter().fold(0u32, |u, g| u | g);
             (0..m)
@@ -1655,7 +1686,8 @@ impl State {
             Agreement::Accept(majority) => (true, majority),
             Agreement::Reject(majority) => (false, majority),
             Agreement::Split { why, silenced } => {
-                let largest = largest_council(job.prescription.instructions.council_size, &self.params);
+                let largest =
+                    largest_council(job.prescription.instructions.council_size, &self.params);
                 if t.round < self.params.max_escalations && t.seats < largest {
                     return self.enlarge(key, t, largest, now, why);
                 }
@@ -1813,7 +1845,14 @@ impl State {
     /// reveals so far stand. Members who never revealed lose their seats, drawn again too.
     /// The new members' outputs are keyed by the new round, so an id revealed earlier is worth
     /// nothing to them, and everyone judges everyone's output again.
-    fn enlarge(&mut self, key: TaskKey, mut t: Task, largest: u8, now: u64, why: String) -> Vec<Event> {
+    fn enlarge(
+        &mut self,
+        key: TaskKey,
+        mut t: Task,
+        largest: u8,
+        now: u64,
+        why: String,
+    ) -> Vec<Event> {
         let silent: Vec<Address> = t
             .council
             .iter()
@@ -1827,7 +1866,10 @@ impl State {
         t.commits.retain(|c| !silent.contains(&c.provider));
         t.excluded.extend(silent.iter().copied());
         t.round += 1;
-        t.seats = t.seats.saturating_add(self.params.escalation_seats).min(largest);
+        t.seats = t
+            .seats
+            .saturating_add(self.params.escalation_seats)
+            .min(largest);
         t.seats_to_draw = t.seats - t.council.len() as u8;
         t.judgements.clear();
         t.phase = Phase::Committing;

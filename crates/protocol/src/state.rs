@@ -89,6 +89,7 @@ pub fn apply_to_sender(
         Ok(needed)
     };
     let mut next = account.clone();
+    let mut state_fee = Amount::ZERO;
     let (to, event) = match &tx.kind {
         TxKind::Transfer { to, amount } => {
             if amount.0 == 0 {
@@ -176,8 +177,15 @@ pub fn apply_to_sender(
                 }),
             )
         }
-        TxKind::SubmitJob { deposit, .. } => {
-            next.balance = Amount(next.balance.0 - debit(*deposit)?.0);
+        TxKind::SubmitJob {
+            deposit,
+            prescription,
+        } => {
+            // The state fee (for every task and input the job adds to the ledger) goes to the
+            // rewards pool with the fee; the deposit goes to escrow.
+            state_fee = params.state_fee(prescription).ok_or(TxError::Overflow)?;
+            let total = deposit.checked_add(state_fee).ok_or(TxError::Overflow)?;
+            next.balance = Amount(next.balance.0 - debit(total)?.0);
             (None, None)
         }
         TxKind::RegisterProvider { .. }
@@ -199,7 +207,7 @@ pub fn apply_to_sender(
     *account = next;
     Ok(Credit {
         to,
-        fee: tx.fee,
+        fee: Amount(tx.fee.0 + state_fee.0),
         event,
     })
 }

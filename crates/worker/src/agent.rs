@@ -199,6 +199,8 @@ pub struct Worker {
     peer_chunks: std::sync::atomic::AtomicU64,
     /// A trim of the chunk cache is running.
     trimming: std::sync::atomic::AtomicBool,
+    /// The stake is below its level and the balance could not top it up (said once).
+    stake_short: std::sync::atomic::AtomicBool,
     /// The last 64 pulls: tree and what each source delivered.
     pulls: Mutex<Vec<(Hash, Vec<SourceReport>)>>,
 }
@@ -241,6 +243,7 @@ impl Worker {
             peer: tokio::sync::OnceCell::new(),
             peer_chunks: std::sync::atomic::AtomicU64::new(0),
             trimming: std::sync::atomic::AtomicBool::new(false),
+            stake_short: std::sync::atomic::AtomicBool::new(false),
             pulls: Mutex::new(Vec::new()),
         }))
     }
@@ -420,6 +423,42 @@ impl Worker {
         self.start_peer().await
     }
 
+    /// Tops the locked stake back up to the level this worker was told (`--stake`) after a
+    /// slash took some, from its spendable balance; says so once each time it cannot.
+    async fn keep_stake(&self) -> Result<(), WorkerError> {
+        let chain = self.client.chain().await?;
+        let want = self.cfg.stake.max(chain.params.min_provider_stake);
+        let account = self.client.account(&self.me).await?;
+        if account.stake_locked >= want {
+            self.stake_short
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+        let needed = Amount(want.0 - account.stake_locked.0);
+        if account.spendable < needed {
+            if !self
+                .stake_short
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::warn!(
+                    locked = %account.stake_locked,
+                    wanted = %want,
+                    spendable = %account.spendable,
+                    "stake is below the level this worker was told and the balance cannot top it up; below the chain's minimum it can no longer bid or sit on councils"
+                );
+            }
+            return Ok(());
+        }
+        let h = self.send(TxKind::StakeLock { amount: needed }).await?;
+        self.client
+            .wait_committed(&h, Duration::from_secs(60))
+            .await?;
+        self.stake_short
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(topped_up = %needed, locked = %want, "stake topped up after a slash");
+        Ok(())
+    }
+
     /// Registers, then works until `shutdown` turns true and its running and committed tasks
     /// are done.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
@@ -467,6 +506,9 @@ impl Worker {
             if last_heartbeat.elapsed() >= self.cfg.heartbeat && !draining {
                 if let Err(e) = self.send(TxKind::Heartbeat).await {
                     tracing::warn!(error = %e, "heartbeat failed");
+                }
+                if let Err(e) = self.keep_stake().await {
+                    tracing::warn!(error = %e, "checking the stake failed");
                 }
                 last_heartbeat = Instant::now();
             }
@@ -522,8 +564,8 @@ impl Worker {
             }
             for t in &view.tasks {
                 let assigned = t.executor == Some(self.me) || t.council.contains(&self.me);
-                let mine = assigned
-                    && matches!(t.phase.as_str(), "committing" | "revealing" | "judging");
+                let mine =
+                    assigned && matches!(t.phase.as_str(), "committing" | "revealing" | "judging");
                 in_flight |= mine;
                 if mine {
                     live.insert(self.task_dir((view.id, t.index, t.attempt)));
@@ -702,7 +744,8 @@ impl Worker {
                 }
             }
             "judging"
-                if t.revealed.iter().any(|(p, _)| *p == self.me) && !t.judged.contains(&self.me) =>
+                if t.revealed.iter().any(|(p, _)| *p == self.me)
+                    && !t.judged.contains(&self.me) =>
             {
                 let Some(res) = self.result(r) else {
                     return Ok(());

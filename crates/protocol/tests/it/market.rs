@@ -263,13 +263,7 @@ impl Market {
         self.block(txs);
     }
 
-    fn reveal(
-        &mut self,
-        job: Hash,
-        task: u32,
-        who: &Keypair,
-        output: Hash,
-    ) -> Vec<Event> {
+    fn reveal(&mut self, job: Hash, task: u32, who: &Keypair, output: Hash) -> Vec<Event> {
         self.reveal_claiming(job, task, who, output, 10)
     }
 
@@ -341,6 +335,11 @@ impl Market {
     }
 }
 
+/// What submitting `p` costs on top of its deposit, not refunded.
+fn state_fee(p: &Prescription) -> u128 {
+    params().state_fee(p).unwrap().0
+}
+
 fn deposit_for(p: &Prescription) -> Amount {
     let per = gridwork_protocol::max_task_cost(p, &params()).unwrap();
     Amount(per.0 * u128::from(p.instructions.items))
@@ -352,8 +351,9 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
     let p = prescription(1, 3, Equivalence::ExactHash {});
     let deposit = deposit_for(&p);
     let before = m.balance(&requester());
+    let state = state_fee(&p);
     let job = m.submit(p, deposit);
-    assert_eq!(m.balance(&requester()), before - deposit.0);
+    assert_eq!(m.balance(&requester()), before - deposit.0 - state);
 
     let bid = m.tx(
         &provider(1),
@@ -412,7 +412,7 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
     assert!(job_rec.finished);
     assert_eq!(
         m.balance(&requester()),
-        before - paid - 3 * (paid / 10) - fee
+        before - paid - 3 * (paid / 10) - fee - state
     );
     assert_eq!(m.state.provider(&provider(1).address()).unwrap().streak, 1);
 }
@@ -543,7 +543,12 @@ fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
     };
     // Attempt 0: a lying executor is rejected by the three honest council members.
     bid(&mut m, &provider(1));
-    let members: Vec<Keypair> = m.task(job, 0).council.iter().map(|a| Market::key_of(*a)).collect();
+    let members: Vec<Keypair> = m
+        .task(job, 0)
+        .council
+        .iter()
+        .map(|a| Market::key_of(*a))
+        .collect();
     let (forged, truth) = (Hash([66; 32]), Hash([1; 32]));
     m.commit_all(
         job,
@@ -695,9 +700,9 @@ fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
     // enlarged to five seats, the silent seats drawn again. Six providers cannot fill them
     // (the silent two are barred), so the task reopens; nobody who did its part is paid or
     // blamed.
-    assert!(events.iter().any(
-        |e| matches!(e, Event::CouncilEnlarged { seats: 5, .. })
-    ));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::CouncilEnlarged { seats: 5, .. })));
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt, t.result), (Phase::Bidding, 1, None));
     assert!(t.note.contains("too few eligible providers"), "{}", t.note);
@@ -915,7 +920,6 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
     assert!(m.state.job(&job).unwrap().finished);
 }
 
-
 /// `LazyCouncilMember`, under numeric tolerance: a member that never runs the program commits
 /// a made-up output. Whether it then names everyone (to be paid for agreeing) or nobody (to
 /// sway the result), its claims count for nothing: agreement needs both sides to name each
@@ -937,7 +941,12 @@ fn lazy_council_member_neither_earns_nor_sways_the_decision() {
         let executor = provider(1);
         let council = m.win(job, 0, &executor);
         let (a, b, lazy) = (&council[0], &council[1], &council[2]);
-        let outs = [Hash([1; 32]), Hash([2; 32]), Hash([3; 32]), Hash([0xaa; 32])];
+        let outs = [
+            Hash([1; 32]),
+            Hash([2; 32]),
+            Hash([3; 32]),
+            Hash([0xaa; 32]),
+        ];
         let parties = [&executor, a, b, lazy];
         let all: Vec<(Keypair, Hash)> = parties.iter().map(|k| (*k).clone()).zip(outs).collect();
         m.commit_all(job, 0, &all);
@@ -949,10 +958,18 @@ fn lazy_council_member_neither_earns_nor_sways_the_decision() {
         let lazy_stake = m.stake(&lazy.address());
         let honest = [executor.address(), a.address(), b.address()];
         for k in [&executor, a, b] {
-            let others: Vec<Address> = honest.iter().copied().filter(|x| *x != k.address()).collect();
+            let others: Vec<Address> = honest
+                .iter()
+                .copied()
+                .filter(|x| *x != k.address())
+                .collect();
             m.judge(job, 0, k, &others);
         }
-        let claims = if lazy_claims_everyone { honest.to_vec() } else { Vec::new() };
+        let claims = if lazy_claims_everyone {
+            honest.to_vec()
+        } else {
+            Vec::new()
+        };
         let events = m.judge(job, 0, lazy, &claims);
         let t = m.task(job, 0);
         assert_eq!(t.phase, Phase::Settled, "{}", t.note);
@@ -965,8 +982,15 @@ fn lazy_council_member_neither_earns_nor_sways_the_decision() {
             })
             .unwrap();
         assert_eq!(council_paid, vec![a.address(), b.address()]);
-        assert_eq!(m.balance(lazy), lazy_balance, "the lazy member earned nothing");
-        assert!(m.stake(&lazy.address()) < lazy_stake, "the lazy member paid");
+        assert_eq!(
+            m.balance(lazy),
+            lazy_balance,
+            "the lazy member earned nothing"
+        );
+        assert!(
+            m.stake(&lazy.address()) < lazy_stake,
+            "the lazy member paid"
+        );
     }
 }
 
@@ -987,7 +1011,10 @@ fn nondeterministic_program_slashes_nobody_and_says_why() {
     m.commit_all(
         job,
         0,
-        &[(executor.clone(), Hash([1; 32])), (first[0].clone(), Hash([2; 32]))],
+        &[
+            (executor.clone(), Hash([1; 32])),
+            (first[0].clone(), Hash([2; 32])),
+        ],
     );
     m.reveal(job, 0, &executor, Hash([1; 32]));
     let events = m.reveal(job, 0, &first[0], Hash([2; 32]));
@@ -996,13 +1023,21 @@ fn nondeterministic_program_slashes_nobody_and_says_why() {
         .any(|e| matches!(e, Event::CouncilEnlarged { seats: 3, .. })));
     assert!(!events.iter().any(|e| matches!(e, Event::Slashed { .. })));
     let t = m.task(job, 0);
-    assert_eq!((t.phase, t.round, t.council.len()), (Phase::Committing, 1, 3));
-    let stakes: Vec<u128> = (1..=PROVIDERS).map(|i| m.stake(&provider(i).address())).collect();
+    assert_eq!(
+        (t.phase, t.round, t.council.len()),
+        (Phase::Committing, 1, 3)
+    );
+    let stakes: Vec<u128> = (1..=PROVIDERS)
+        .map(|i| m.stake(&provider(i).address()))
+        .collect();
     let joined: Vec<Keypair> = t.council[1..].iter().map(|a| Market::key_of(*a)).collect();
     m.commit_all(
         job,
         0,
-        &[(joined[0].clone(), Hash([3; 32])), (joined[1].clone(), Hash([4; 32]))],
+        &[
+            (joined[0].clone(), Hash([3; 32])),
+            (joined[1].clone(), Hash([4; 32])),
+        ],
     );
     m.reveal(job, 0, &joined[0], Hash([3; 32]));
     m.reveal(job, 0, &joined[1], Hash([4; 32]));
@@ -1016,16 +1051,20 @@ fn nondeterministic_program_slashes_nobody_and_says_why() {
     assert_eq!(t.phase, Phase::Failed);
     assert!(t.note.contains("nondeterministic"), "{}", t.note);
     assert!(!events.iter().any(|e| matches!(e, Event::Slashed { .. })));
-    let after: Vec<u128> = (1..=PROVIDERS).map(|i| m.stake(&provider(i).address())).collect();
+    let after: Vec<u128> = (1..=PROVIDERS)
+        .map(|i| m.stake(&provider(i).address()))
+        .collect();
     assert_eq!(after, stakes, "nobody was slashed");
     // The executor was paid for its run (10 s at its price); members whose outputs nobody
     // confirmed were not. The requester got back all but that and the market fee.
     let paid = GRID / 200 * 10;
-    let exec_index = (1..=PROVIDERS).position(|i| provider(i).address() == executor.address()).unwrap();
+    let exec_index = (1..=PROVIDERS)
+        .position(|i| provider(i).address() == executor.address())
+        .unwrap();
     assert_eq!(m.balance(&executor), balances[exec_index] + paid);
     let fee = paid * u128::from(params().market_fee_bps) / 10_000;
     assert!(m.state.job(&job).unwrap().finished);
-    assert_eq!(m.balance(&requester()), before - paid - fee);
+    assert_eq!(m.balance(&requester()), before - paid - fee - state_fee(&p));
 }
 
 /// A lying executor on a deterministic program cannot hide behind "nondeterministic": its one
@@ -1083,18 +1122,34 @@ fn a_liar_cannot_hide_behind_nondeterminism() {
     // again, and the liar is not paid.
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1), "{}", t.note);
-    assert!(!events.iter().any(|e| matches!(e, Event::TaskFailed { .. })), "not judged nondeterministic");
-    assert!(!events.iter().any(|e| matches!(e, Event::TaskSettled { .. })));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::TaskFailed { .. })),
+        "not judged nondeterministic"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::TaskSettled { .. })));
     assert_eq!(m.stake(&e), liar_stake);
 
     // Attempt 1, without a copier: a liar meets three honest runs.
     let liar2 = (1..=PROVIDERS)
         .map(provider)
-        .find(|k| m.state.job(&job).unwrap().failures.iter().all(|f| f.provider != k.address()))
+        .find(|k| {
+            m.state
+                .job(&job)
+                .unwrap()
+                .failures
+                .iter()
+                .all(|f| f.provider != k.address())
+        })
         .unwrap();
     let first = m.win(job, 0, &liar2);
     let (forged, truth, truth_round1) = (Hash([0xed; 32]), Hash([3; 32]), Hash([4; 32]));
-    m.commit_all(job, 0, &[(liar2.clone(), forged), (first[0].clone(), truth)]);
+    m.commit_all(
+        job,
+        0,
+        &[(liar2.clone(), forged), (first[0].clone(), truth)],
+    );
     m.reveal(job, 0, &liar2, forged);
     m.reveal(job, 0, &first[0], truth);
     let t = m.task(job, 0);
@@ -1108,17 +1163,23 @@ fn a_liar_cannot_hide_behind_nondeterminism() {
     let (e, a) = (liar2.address(), first[0].address());
     let (b, c) = (joined[0].address(), joined[1].address());
     let liar_stake = m.stake(&e);
-    let paid_before: Vec<u128> = [&first[0], &joined[0], &joined[1]].iter().map(|k| m.balance(k)).collect();
+    let paid_before: Vec<u128> = [&first[0], &joined[0], &joined[1]]
+        .iter()
+        .map(|k| m.balance(k))
+        .collect();
     m.judge(job, 0, &liar2, &[a, b, c]);
     m.judge(job, 0, &first[0], &[b, c]);
     m.judge(job, 0, &joined[0], &[a]);
     let events = m.judge(job, 0, &joined[1], &[a]);
-    assert!(events.iter().any(
-        |ev| matches!(ev, Event::Slashed { provider, .. } if *provider == e)
-    ));
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::Slashed { provider, .. } if *provider == e)));
     assert!(m.stake(&e) < liar_stake);
     for (k, before) in [&first[0], &joined[0], &joined[1]].iter().zip(paid_before) {
-        assert!(m.balance(k) > before, "the majority that caught the liar is paid");
+        assert!(
+            m.balance(k) > before,
+            "the majority that caught the liar is paid"
+        );
     }
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt), (Phase::Bidding, 2), "{}", t.note);
@@ -1282,6 +1343,28 @@ fn vanishing_executor_is_penalised_and_the_task_reauctioned_after_its_deadline()
     assert_eq!(m.task(job, 0).phase, Phase::Bidding);
 }
 
+/// State has a price: a job pays `state_fee_per_entry` for each task and input it adds to
+/// the ledger, into the rewards pool and not refunded, so a 10,000-task job is no longer free
+/// to park in every node's state.
+#[test]
+fn a_jobs_state_fee_grows_with_the_tasks_it_creates() {
+    let mut m = Market::new();
+    let mut paid = Vec::new();
+    for tasks in [1u64, 100] {
+        let p = prescription(tasks, 0, Equivalence::ExactHash {});
+        let (pool, balance) = (m.state.rewards_pool().0, m.balance(&requester()));
+        let job = m.submit(p.clone(), deposit_for(&p));
+        let cancel = m.tx(&requester(), TxKind::CancelJob { job });
+        m.block(vec![cancel]);
+        assert_eq!(m.state.rewards_pool().0 - pool, state_fee(&p));
+        assert_eq!(balance - m.balance(&requester()), state_fee(&p));
+        paid.push(state_fee(&p));
+    }
+    // One input besides the task each: 2 and 101 entries.
+    assert_eq!(paid[1], paid[0] / 2 * 101);
+    assert!(paid[1] > 50 * paid[0]);
+}
+
 /// `VanishingBidder`: a provider that wins auctions and never runs them. Each miss in a row
 /// costs twice the one before, and never less than the work would have paid; a provider that
 /// stopped sending heartbeats may not bid at all.
@@ -1321,7 +1404,10 @@ fn a_vanishing_bidder_pays_more_each_time_and_offline_providers_cannot_bid() {
     // The work was worth 0.05 GRID x 60 s = 3 GRID: more than 1% of the 100 GRID stake.
     let work = GRID / 20 * 60;
     assert!(slashed[0] >= work, "{slashed:?}");
-    assert!(slashed[1] > slashed[0] && slashed[2] > slashed[1], "{slashed:?}");
+    assert!(
+        slashed[1] > slashed[0] && slashed[2] > slashed[1],
+        "{slashed:?}"
+    );
     // Silent for longer than the heartbeat timeout: its bid is refused.
     let job = m.submit(p.clone(), deposit_for(&p));
     m.at(m.now + params().heartbeat_timeout_ms + 1, vec![]);
@@ -1352,7 +1438,9 @@ fn a_job_nobody_can_run_ends_with_a_refund_at_its_time_bound() {
     let give_up_at = m.state.job(&job).unwrap().give_up_at_ms;
     assert_eq!(m.state.next_deadline(), Some(give_up_at));
     let events = m.at(give_up_at, vec![]);
-    assert!(events.iter().any(|e| matches!(e, Event::JobFinished { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::JobFinished { .. })));
     for i in 0..2 {
         let t = m.task(job, i);
         assert_eq!(t.phase, Phase::Failed);
@@ -1362,7 +1450,7 @@ fn a_job_nobody_can_run_ends_with_a_refund_at_its_time_bound() {
             t.note
         );
     }
-    assert_eq!(m.balance(&requester()), before);
+    assert_eq!(m.balance(&requester()), before - state_fee(&p));
 
     let mut p = prescription(1, 0, Equivalence::ExactHash {});
     p.halting.give_up_ms = params().max_give_up_ms + 1;
@@ -1375,7 +1463,13 @@ fn a_job_nobody_can_run_ends_with_a_refund_at_its_time_bound() {
         },
     );
     assert!(
-        matches!(err, TxError::BadPrescription { field: "halting.give_up_ms", .. }),
+        matches!(
+            err,
+            TxError::BadPrescription {
+                field: "halting.give_up_ms",
+                ..
+            }
+        ),
         "{err}"
     );
 }
@@ -1400,12 +1494,15 @@ fn a_task_reopened_past_its_jobs_time_bound_fails_with_a_refund() {
     m.block(vec![bid]);
     // The executor misses its commit deadline after the bound has passed.
     let events = m.at(m.now + 60_000, vec![]);
-    assert!(events.iter().any(|e| matches!(e, Event::TaskFailed { .. })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::TaskFailed { .. })),
+        "{events:?}"
+    );
     let t = m.task(job, 0);
     assert_eq!(t.phase, Phase::Failed);
     assert!(t.note.contains("give_up_after_s"), "{}", t.note);
     assert!(m.state.job(&job).unwrap().finished);
-    assert_eq!(m.balance(&requester()), before);
+    assert_eq!(m.balance(&requester()), before - state_fee(&p));
 }
 
 #[test]
@@ -1456,7 +1553,7 @@ fn cancel_returns_what_is_not_running() {
     let per_task = deposit.0 / 3;
     assert_eq!(
         m.balance(&requester()),
-        before - per_task,
+        before - per_task - state_fee(&p),
         "the running task's reserve stays in escrow"
     );
     assert_eq!(m.task(job, 1).phase, Phase::Cancelled);
@@ -1467,7 +1564,7 @@ fn cancel_returns_what_is_not_running() {
     assert!(m.state.job(&job).unwrap().finished);
     let paid = 10 * (GRID / 200);
     let fee = paid * u128::from(params().market_fee_bps) / 10_000;
-    assert_eq!(m.balance(&requester()), before - paid - fee);
+    assert_eq!(m.balance(&requester()), before - paid - fee - state_fee(&p));
     let err = m.refused(&requester(), TxKind::CancelJob { job });
     assert!(matches!(err, TxError::JobClosed { .. }));
 }

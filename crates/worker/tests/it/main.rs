@@ -62,7 +62,17 @@ impl Net {
         behavior: Behavior,
         cache: Option<CacheLimit>,
     ) -> std::sync::Arc<Worker> {
-        let cfg = WorkerConfig {
+        Worker::new(&self.url, self.config(i, price, behavior, cache)).unwrap()
+    }
+
+    fn config(
+        &self,
+        i: u32,
+        price: u128,
+        behavior: Behavior,
+        cache: Option<CacheLimit>,
+    ) -> WorkerConfig {
+        WorkerConfig {
             owner: None,
             key: dev_keypair(i),
             work_dir: self.dir.path().join(format!("worker{i}")),
@@ -86,8 +96,7 @@ impl Net {
                 announce: vec![],
             }),
             cache,
-        };
-        Worker::new(&self.url, cfg).unwrap()
+        }
     }
 
     fn spawn(&self, w: std::sync::Arc<Worker>) -> tokio::task::JoinHandle<()> {
@@ -317,7 +326,12 @@ async fn a_lying_executor_is_caught_and_the_requester_gets_the_right_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     let net = Net::start().await;
-    let ghost = net.worker(1, GRID / 1000, Behavior::VanishingExecutor);
+    // It checks its stake at every heartbeat.
+    let ghost = WorkerConfig {
+        heartbeat: Duration::from_millis(300),
+        ..net.config(1, GRID / 1000, Behavior::VanishingExecutor, None)
+    };
+    let ghost = Worker::new(&net.url, ghost).unwrap();
     let ghost_address = ghost.address();
     net.spawn(ghost);
     net.spawn(net.worker(2, GRID / 100, Behavior::Honest));
@@ -334,6 +348,19 @@ async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     assert_ne!(view.tasks[0].executor, Some(ghost_address));
     let ghost = net.client.provider(&ghost_address).await.unwrap().unwrap();
     assert!(ghost.slashed.0 > 0, "missing the deadline costs stake");
+    // The worker tops its stake back up to the level it was told, from its balance.
+    let start = std::time::Instant::now();
+    loop {
+        let account = net.client.account(&ghost_address).await.unwrap();
+        if account.stake_locked == Amount::grid(1_000) {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the stake was not topped up: {account:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     net.stop.send(true).unwrap();
 }
 
@@ -508,7 +535,11 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     let t = &view.tasks[0];
     assert_eq!(t.phase, "settled", "{view:#?}");
     assert_eq!(t.revealed.len(), 2);
-    assert_eq!(t.judged.len(), 2, "both judged the other's output: {view:#?}");
+    assert_eq!(
+        t.judged.len(),
+        2,
+        "both judged the other's output: {view:#?}"
+    );
     assert_ne!(
         t.revealed[0].1, t.revealed[1].1,
         "the runs differed, so the council judged the executor's files"
