@@ -488,8 +488,8 @@ fn a_job_file_is_submitted_shown_and_cancelled_through_the_cli() {
     );
     assert_eq!(
         units(&cli.json(&["--key", "dev0", "balance"], &[])["balance"]),
-        before,
-        "the whole deposit came back"
+        before - units(&submitted["state_fee"]),
+        "the whole deposit came back (the state fee is not refunded)"
     );
 
     let (_, msg) = cli.fails(&["job", "status", &"ab".repeat(32)], &[]);

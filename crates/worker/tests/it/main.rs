@@ -251,7 +251,16 @@ async fn honest_workers_complete_a_job_and_are_paid() {
         .await
         .unwrap()
         .balance;
-    let job = net.submit(squares(3, 1, 30_000, SQUARE)).await;
+    let p = squares(3, 1, 30_000, SQUARE);
+    let state_fee = net
+        .client
+        .chain()
+        .await
+        .unwrap()
+        .params
+        .state_fee(&p)
+        .unwrap();
+    let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.status, "finished");
     for t in &view.tasks {
@@ -270,8 +279,8 @@ async fn honest_workers_complete_a_job_and_are_paid() {
         .balance;
     assert_eq!(
         before.0 - after.0,
-        view.spent.0,
-        "the requester paid exactly what was spent"
+        view.spent.0 + state_fee.0,
+        "the requester paid exactly what was spent and the state fee"
     );
     let earned: u128 = net
         .client
