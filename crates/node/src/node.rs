@@ -1103,19 +1103,39 @@ impl Node {
         Ok(out)
     }
 
-    /// A job with its tasks and the decline reasons workers reported.
+    /// A job with its tasks and the decline reasons workers reported: from the hot state
+    /// while it is open, from the archive once it finished (read from disk by id).
     pub fn job(&self, id: &Hash) -> Option<JobView> {
-        let inner = self.lock();
-        let job = inner.state.job(id)?;
+        let (job, tasks) = {
+            let inner = self.lock();
+            match inner.state.job(id) {
+                Some(job) => (
+                    job.clone(),
+                    inner.state.tasks_of(id).map(|(_, t)| t.clone()).collect(),
+                ),
+                None => {
+                    drop(inner);
+                    match self.shared.store.archived_job(id) {
+                        Ok(Some(archived)) => (archived.job, archived.tasks),
+                        Ok(None) => return None,
+                        Err(e) => {
+                            tracing::error!(error = %e, job = %id, "cannot read an archived job");
+                            return None;
+                        }
+                    }
+                }
+            }
+        };
+        let tasks: Vec<gridwork_protocol::Task> = tasks;
         let instructions = &job.prescription.instructions;
-        let tasks = inner
-            .state
-            .tasks_of(id)
-            .map(|(key, t)| TaskView {
-                index: key.index,
+        let tasks = tasks
+            .iter()
+            .enumerate()
+            .map(|(index, t)| TaskView {
+                index: index as u32,
                 phase: format!("{:?}", t.phase).to_lowercase(),
                 attempt: t.attempt,
-                items: instructions.task_items(key.index),
+                items: instructions.task_items(index as u32),
                 bids: t.bids.iter().map(|b| (b.provider, b.price)).collect(),
                 executor: t.executor,
                 price: t.price,
@@ -1253,14 +1273,19 @@ impl Node {
         job: &Hash,
         task: u32,
     ) -> Result<(u32, Option<Address>, Vec<Address>), NodeError> {
-        let inner = self.lock();
         let key = gridwork_protocol::TaskKey {
             job: *job,
             index: task,
         };
-        let t = inner.state.task(&key).ok_or_else(|| NodeError::NotFound {
+        let not_found = || NodeError::NotFound {
             what: format!("task {task} of job {job}"),
-        })?;
+        };
+        if let Some(t) = self.lock().state.task(&key) {
+            return Ok((t.attempt, t.executor, t.council.clone()));
+        }
+        // A finished job's tasks are in the archive.
+        let archived = self.shared.store.archived_job(job)?.ok_or_else(not_found)?;
+        let t = archived.tasks.get(task as usize).ok_or_else(not_found)?;
         Ok((t.attempt, t.executor, t.council.clone()))
     }
 

@@ -134,8 +134,9 @@ pub enum TxError {
         /// What was offered.
         deposit: Amount,
     },
-    /// No such job.
-    #[error("no job {job}")]
+    /// No such job open (finished jobs leave the ledger's state; `job status` still shows
+    /// them).
+    #[error("no open job {job}: it does not exist or has finished (`gridwork job status {job}` shows a finished job)")]
     UnknownJob {
         /// The id.
         job: Hash,

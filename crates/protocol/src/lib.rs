@@ -36,8 +36,10 @@ pub use genesis::{
     dev_keypair, Allocation, Genesis, Params, VestingSchedule, EMISSION_PERIOD_120_MONTHS_MS,
 };
 pub use market::{
-    largest_council, max_task_cost, validate_prescription, BidRecord, CommitRecord, Failures, Job,
-    JudgeRecord, Phase, PoolStatus, Provider, RevealRecord, Task, TaskKey,
+    largest_council, max_task_cost, validate_prescription, ArchivedJob, BidRecord, CommitRecord,
+    Failures, Job, JudgeRecord, Phase, PoolStatus, Provider, RevealRecord, Task, TaskKey,
 };
 pub use receipt::{Event, Receipt};
-pub use state::{apply_to_sender, BlockOutcome, BuiltBlock, Credit, State, StateChanges};
+pub use state::{
+    apply_to_sender, BlockOutcome, BuiltBlock, Credit, State, StateChanges, PREFIX_ARCHIVE,
+};

@@ -366,6 +366,21 @@ gridwork_types::codec_struct!(JudgeRecord {
     equivalent: Vec<Address>
 });
 
+/// A finished job and its tasks (in index order), as kept in the archive after it leaves the
+/// hot state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchivedJob {
+    /// The job as it finished.
+    pub job: Job,
+    /// Its tasks, by index.
+    pub tasks: Vec<Task>,
+}
+
+gridwork_types::codec_struct!(ArchivedJob {
+    job: Job,
+    tasks: Vec<Task>
+});
+
 /// One task of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Task {
@@ -2075,6 +2090,7 @@ impl State {
         job.finished = true;
         self.credit(job.requester, refund);
         self.jobs.insert(id, job);
+        self.finishing.push(id);
         vec![Event::JobFinished { job: id, refund }]
     }
 

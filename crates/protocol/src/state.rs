@@ -29,7 +29,7 @@ use crate::account::{Account, Unbonding, Vesting};
 use crate::error::{BlockError, GenesisError, TxError};
 use crate::genesis::{Genesis, Params};
 use crate::hashed_map::{HashedMap, MapKey};
-use crate::market::{Job, Provider, Task, TaskKey};
+use crate::market::{ArchivedJob, Job, Provider, Task, TaskKey};
 use crate::receipt::{Event, Receipt};
 
 const STATE_DOMAIN: &[u8] = b"gridwork/state/v1";
@@ -240,6 +240,9 @@ const PREFIX_PROVIDER: u8 = 2;
 const PREFIX_JOB: u8 = 3;
 const PREFIX_TASK: u8 = 4;
 const PREFIX_OPEN_TASK: u8 = 5;
+/// Finished jobs with their tasks ([`ArchivedJob`]), keyed by job id: written once, when the
+/// job leaves the hot state; outside the state root and never loaded into memory.
+pub const PREFIX_ARCHIVE: u8 = 6;
 
 /// What changed since the last [`State::take_changes`]: what storage must write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -284,6 +287,12 @@ pub struct State {
     pub(crate) head_hash: Hash,
     /// The rewards pool before the block being applied, if the block changed it.
     undo_pool: Option<Amount>,
+    /// Jobs that finished in the block being applied: archived at its end.
+    pub(crate) finishing: Vec<Hash>,
+    /// Archived jobs not yet handed to storage ([`State::take_changes`]).
+    archived: Vec<(Hash, Vec<u8>)>,
+    /// How many of `archived` were there before the block being applied.
+    archived_before: usize,
 }
 
 impl State {
@@ -368,6 +377,8 @@ impl State {
                 Some((&PREFIX_OPEN_TASK, k)) => maps
                     .open_tasks
                     .push((TaskKey::from_bytes(k)?, u64::from_bytes(&value)?)),
+                // History, not state: read by id from storage when asked for.
+                Some((&PREFIX_ARCHIVE, _)) => {}
                 Some((&tag, _)) => {
                     return Err(DecodeError::UnknownTag {
                         what: "state entry",
@@ -412,6 +423,9 @@ impl State {
             head_hash: head.hash(),
             head,
             undo_pool: None,
+            finishing: Vec::new(),
+            archived: Vec::new(),
+            archived_before: 0,
         }
     }
 
@@ -511,6 +525,7 @@ impl State {
                 }
             }
         }
+        self.archive_finished();
         self.rehash_dirty();
         let computed = self.root();
         if computed != header.state_root {
@@ -587,6 +602,7 @@ impl State {
                 Err(error) => rejected.push((signed, error)),
             }
         }
+        self.archive_finished();
         self.rehash_dirty();
         header.tx_count = txs.len() as u32;
         header.tx_root = tx_root(&hashes);
@@ -617,6 +633,10 @@ impl State {
         drain(PREFIX_JOB, &mut self.jobs, &mut entries);
         drain(PREFIX_TASK, &mut self.tasks, &mut entries);
         drain(PREFIX_OPEN_TASK, &mut self.open_tasks, &mut entries);
+        for (id, bytes) in self.archived.drain(..) {
+            entries.push((entry_key(PREFIX_ARCHIVE, &id), Some(bytes)));
+        }
+        self.archived_before = 0;
         StateChanges {
             entries,
             rewards_pool: self.rewards_pool,
@@ -717,6 +737,8 @@ impl State {
     }
 
     fn rollback(&mut self) {
+        self.finishing.clear();
+        self.archived.truncate(self.archived_before);
         self.accounts.rollback();
         self.providers.rollback();
         self.jobs.rollback();
@@ -728,6 +750,7 @@ impl State {
     }
 
     fn commit(&mut self, header: Header) {
+        self.archived_before = self.archived.len();
         self.accounts.commit();
         self.providers.commit();
         self.jobs.commit();
@@ -736,6 +759,30 @@ impl State {
         self.undo_pool = None;
         self.head_hash = header.hash();
         self.head = header;
+    }
+
+    /// Moves the jobs that finished in this block, with their tasks, out of the hot state
+    /// into the archive (stored with the block, outside the state root): memory and the state
+    /// root follow open work, not history. Runs at the end of every block, so every replica
+    /// drops the same jobs at the same height.
+    fn archive_finished(&mut self) {
+        for id in std::mem::take(&mut self.finishing) {
+            let Some(job) = self.jobs.get(&id).cloned() else {
+                continue;
+            };
+            let keys: Vec<TaskKey> = self.tasks_of(&id).map(|(k, _)| *k).collect();
+            let mut tasks = Vec::with_capacity(keys.len());
+            for key in keys {
+                if let Some(t) = self.tasks.get(&key).cloned() {
+                    tasks.push(t);
+                }
+                self.tasks.remove(&key);
+                self.open_tasks.remove(&key);
+            }
+            self.jobs.remove(&id);
+            let archived = ArchivedJob { job, tasks };
+            self.archived.push((id, archived.to_bytes()));
+        }
     }
 
     fn rehash_dirty(&mut self) {

@@ -19,7 +19,7 @@ pub use memory::{FailingStore, MemoryStore};
 pub use record::{ChainMeta, TxRecord};
 pub use redb_store::RedbStore;
 
-use gridwork_protocol::{Event, Receipt, State, StateChanges};
+use gridwork_protocol::{ArchivedJob, Event, Receipt, State, StateChanges, PREFIX_ARCHIVE};
 use gridwork_types::{Block, Hash, Header};
 
 /// Why the store failed.
@@ -114,6 +114,10 @@ pub trait Store: Send + Sync {
     /// head's state root.
     fn load_state(&self) -> Result<Option<State>>;
 
+    /// A finished job with its tasks, from the archive (it left the hot state when it
+    /// finished; see [`gridwork_protocol::ArchivedJob`]).
+    fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>>;
+
     /// A whole block with its transactions.
     fn block(&self, height: u64) -> Result<Option<Block>> {
         let Some(header) = self.header(height)? else {
@@ -133,6 +137,22 @@ pub trait Store: Send + Sync {
         }
         Ok(Some(Block { header, txs }))
     }
+}
+
+/// The state-table key of an archived job.
+fn archive_key(id: &Hash) -> Vec<u8> {
+    let mut key = Vec::with_capacity(33);
+    key.push(PREFIX_ARCHIVE);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn decode_archived(bytes: &[u8]) -> Result<ArchivedJob> {
+    use gridwork_types::Decode;
+    ArchivedJob::from_bytes(bytes).map_err(|source| StorageError::Corrupt {
+        what: "archived job",
+        source,
+    })
 }
 
 /// Checks a reloaded state against its head and returns it.

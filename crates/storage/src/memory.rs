@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use gridwork_protocol::{Event, Receipt, State, StateChanges};
+use gridwork_protocol::{ArchivedJob, Event, Receipt, State, StateChanges};
 use gridwork_types::{Amount, Block, Hash, Header};
 
 use crate::record::{ChainMeta, TxRecord};
@@ -162,6 +162,14 @@ impl Store for MemoryStore {
         })?;
         verified(state).map(Some)
     }
+
+    fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>> {
+        let t = self.tables();
+        t.entries
+            .get(&crate::archive_key(id))
+            .map(|b| crate::decode_archived(b))
+            .transpose()
+    }
 }
 
 /// A store that commits normally `commits_before_crash` times, then fails every commit, as
@@ -239,5 +247,9 @@ impl<S: Store> Store for FailingStore<S> {
 
     fn load_state(&self) -> Result<Option<State>> {
         self.inner.load_state()
+    }
+
+    fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>> {
+        self.inner.archived_job(id)
     }
 }

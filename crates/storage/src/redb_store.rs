@@ -8,16 +8,16 @@
 //! | `blocks` | height (u64) | header and transaction hashes |
 //! | `block_hashes` | block hash | height |
 //! | `txs` | transaction hash | signed transaction and receipt |
-//! | `state` | map prefix and key | entry (accounts today) |
+//! | `state` | map prefix and key | entry of the hot state (prefixes 1-5), or an archived job (6) |
 //!
 //! Each commit is one redb write transaction with `Durability::Immediate`: it is on disk,
 //! fsynced, when `commit` returns, and all of it or none of it survives a crash.
 
 use std::path::Path;
 
-use gridwork_protocol::{Event, Receipt, State, StateChanges};
+use gridwork_protocol::{ArchivedJob, Event, Receipt, State, StateChanges};
 use gridwork_types::{Amount, Block, Decode, Encode, Hash, Header};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 use crate::record::{ChainMeta, StoredBlock, TxRecord};
 use crate::{verified, Result, StorageError, Store};
@@ -228,8 +228,10 @@ impl Store for RedbStore {
             None => return Err(StorageError::Empty),
         };
         let table = tx.open_table(STATE).map_err(db_err)?;
-        let mut entries = Vec::with_capacity(table.len().map_err(db_err)? as usize);
-        for entry in table.iter().map_err(db_err)? {
+        let mut entries = Vec::new();
+        // The archive (finished jobs) sorts after every map of the hot state and is not read.
+        let end = [gridwork_protocol::PREFIX_ARCHIVE];
+        for entry in table.range(..&end[..]).map_err(db_err)? {
             let (k, v) = entry.map_err(db_err)?;
             entries.push((k.value().to_vec(), v.value().to_vec()));
         }
@@ -243,5 +245,13 @@ impl Store for RedbStore {
         )
         .map_err(corrupt("state entry"))?;
         verified(state).map(Some)
+    }
+
+    fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(STATE).map_err(db_err)?;
+        let key = crate::archive_key(id);
+        let value = table.get(key.as_slice()).map_err(db_err)?;
+        value.map(|v| crate::decode_archived(v.value())).transpose()
     }
 }

@@ -59,6 +59,14 @@ impl Disk {
         );
         reloaded
     }
+
+    /// A finished job as archived, read by id like the node reads it.
+    pub(crate) fn archived(&self, job: &Hash) -> Option<gridwork_protocol::ArchivedJob> {
+        let mut key = vec![gridwork_protocol::PREFIX_ARCHIVE];
+        key.extend_from_slice(job.as_bytes());
+        let bytes = self.entries.get(&key)?;
+        Some(gridwork_types::Decode::from_bytes(bytes).expect("archived job decodes"))
+    }
 }
 
 fn params() -> Params {
@@ -231,8 +239,20 @@ impl Market {
         id
     }
 
+    /// A task, from the hot state or, once its job finished, the archive.
     fn task(&self, job: Hash, index: u32) -> gridwork_protocol::Task {
-        self.state.task(&TaskKey { job, index }).unwrap().clone()
+        match self.state.task(&TaskKey { job, index }) {
+            Some(t) => t.clone(),
+            None => self.disk.archived(&job).expect("a known job").tasks[index as usize].clone(),
+        }
+    }
+
+    /// A job, from the hot state or, once finished, the archive.
+    fn job(&self, job: Hash) -> gridwork_protocol::Job {
+        match self.state.job(&job) {
+            Some(j) => j.clone(),
+            None => self.disk.archived(&job).expect("a known job").job,
+        }
     }
 
     fn key_of(address: Address) -> Keypair {
@@ -408,13 +428,21 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
         assert_eq!(*g, paid / 10);
     }
     // Requester got back everything not paid out.
-    let job_rec = m.state.job(&job).unwrap();
+    let job_rec = m.job(job);
     assert!(job_rec.finished);
     assert_eq!(
         m.balance(&requester()),
         before - paid - 3 * (paid / 10) - fee - state
     );
     assert_eq!(m.state.provider(&provider(1).address()).unwrap().streak, 1);
+    // Finished, the job and its tasks left the hot state (and the state root) for the
+    // archive, where they are read by id.
+    assert!(m.state.job(&job).is_none());
+    assert_eq!(m.state.tasks_of(&job).count(), 0);
+    assert_eq!(m.state.jobs().count(), 0);
+    let archived = m.disk.archived(&job).unwrap();
+    assert_eq!(archived.tasks.len(), 1);
+    assert!(archived.tasks.iter().all(|t| t.result.is_some()));
 }
 
 /// Everything the market's accounts hold: balances, stake and escrow (the whole chain but
@@ -917,7 +945,7 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
         (Phase::Settled, Some(truth)),
         "the requester gets the right result"
     );
-    assert!(m.state.job(&job).unwrap().finished);
+    assert!(m.job(job).finished);
 }
 
 /// `LazyCouncilMember`, under numeric tolerance: a member that never runs the program commits
@@ -1063,7 +1091,7 @@ fn nondeterministic_program_slashes_nobody_and_says_why() {
         .unwrap();
     assert_eq!(m.balance(&executor), balances[exec_index] + paid);
     let fee = paid * u128::from(params().market_fee_bps) / 10_000;
-    assert!(m.state.job(&job).unwrap().finished);
+    assert!(m.job(job).finished);
     assert_eq!(m.balance(&requester()), before - paid - fee - state_fee(&p));
 }
 
@@ -1435,7 +1463,7 @@ fn a_job_nobody_can_run_ends_with_a_refund_at_its_time_bound() {
     let job = m.submit(p.clone(), deposit_for(&p));
     m.at(m.now + 5_000, vec![]);
     assert_eq!(m.task(job, 0).phase, Phase::Bidding);
-    let give_up_at = m.state.job(&job).unwrap().give_up_at_ms;
+    let give_up_at = m.job(job).give_up_at_ms;
     assert_eq!(m.state.next_deadline(), Some(give_up_at));
     let events = m.at(give_up_at, vec![]);
     assert!(events
@@ -1501,7 +1529,7 @@ fn a_task_reopened_past_its_jobs_time_bound_fails_with_a_refund() {
     let t = m.task(job, 0);
     assert_eq!(t.phase, Phase::Failed);
     assert!(t.note.contains("give_up_after_s"), "{}", t.note);
-    assert!(m.state.job(&job).unwrap().finished);
+    assert!(m.job(job).finished);
     assert_eq!(m.balance(&requester()), before - state_fee(&p));
 }
 
@@ -1528,7 +1556,7 @@ fn a_task_fails_after_max_attempts_and_its_escrow_returns() {
         m.at(m.now + 60_000, vec![]);
     }
     assert_eq!(m.task(job, 0).phase, Phase::Failed);
-    assert!(m.state.job(&job).unwrap().finished);
+    assert!(m.job(job).finished);
     assert_eq!(m.balance(&requester()), before + deposit_for(&p).0);
 }
 
@@ -1561,12 +1589,14 @@ fn cancel_returns_what_is_not_running() {
     let out = Hash([3; 32]);
     m.commit_all(job, 0, &[(provider(1), out)]);
     m.reveal(job, 0, &provider(1), out);
-    assert!(m.state.job(&job).unwrap().finished);
+    assert!(m.job(job).finished);
     let paid = 10 * (GRID / 200);
     let fee = paid * u128::from(params().market_fee_bps) / 10_000;
     assert_eq!(m.balance(&requester()), before - paid - fee - state_fee(&p));
+    // Finished, the job has left the hot state: there is nothing to cancel.
     let err = m.refused(&requester(), TxKind::CancelJob { job });
-    assert!(matches!(err, TxError::JobClosed { .. }));
+    assert!(matches!(err, TxError::UnknownJob { .. }), "{err}");
+    assert!(m.state.job(&job).is_none() && m.disk.archived(&job).is_some());
 }
 
 #[test]
@@ -1667,7 +1697,7 @@ fn the_first_bid_after_an_empty_deadline_closes_the_auction() {
     m.at(m.now + 5_000, vec![]);
     assert_eq!(
         m.state.next_deadline(),
-        Some(m.state.job(&job).unwrap().give_up_at_ms),
+        Some(m.job(job).give_up_at_ms),
         "an auction with no bids needs no blocks until the job's time bound"
     );
     let bid = m.tx(
