@@ -457,6 +457,14 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// Reopen a stored chain as a node does at start (time, hot state, peak memory); `bench
+    /// market` runs it in a fresh process after the market settles.
+    #[command(hide = true)]
+    Reopen {
+        /// The chain database (`chain.redb`, or the bench's `market-bench.redb`).
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Signed transfers through admission, block production and durable commit.
     Ledger {
         /// Funded sender accounts.

@@ -463,7 +463,49 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
             streams,
         } => crate::databench::bench_data(cli.json, *size_mib, dir, *streams),
         BenchCommand::Ledger { .. } => bench_ledger(cli, cmd),
+        BenchCommand::Reopen { db } => {
+            let r = gridwork_node::bench::reopen_chain(db)?;
+            emit(cli.json, &r, || reopen_rows(&r))
+        }
     }
+}
+
+fn reopen_rows(r: &gridwork_node::bench::ReopenReport) -> String {
+    rows(&[
+        (
+            "reopen",
+            format!(
+                "{:.1} ms to open the chain at height {}",
+                r.open_ms, r.height
+            ),
+        ),
+        (
+            "hot state",
+            format!("{} jobs, {} tasks in memory", r.hot_jobs, r.hot_tasks),
+        ),
+        (
+            "peak memory",
+            r.peak_rss_mib
+                .map_or("unknown".into(), |m| format!("{m:.1} MiB resident")),
+        ),
+    ])
+}
+
+/// Reopens the bench chain in a fresh process of this binary, so its memory is the reopened
+/// node's alone.
+fn reopen_in_child(db: &std::path::Path) -> anyhow::Result<gridwork_node::bench::ReopenReport> {
+    let exe = std::env::current_exe()?;
+    let out = std::process::Command::new(exe)
+        .args(["--json", "bench", "reopen", "--db"])
+        .arg(db)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "reopening the bench chain failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 fn bench_market(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
@@ -483,8 +525,11 @@ fn bench_market(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
             data_dir: data_dir.clone(),
         };
         let r = gridwork_node::bench::run_market_bench(&opts, |msg| eprintln!("{msg}"))?;
-        return emit(cli.json, &r, || {
-            rows(&[
+        eprintln!("reopening the chain in a fresh process");
+        let reopen = reopen_in_child(&r.db)?;
+        let report = serde_json::json!({ "market": r, "reopen": reopen });
+        return emit(cli.json, &report, || {
+            let mut text = rows(&[
                 (
                     "settled",
                     format!(
@@ -510,7 +555,9 @@ fn bench_market(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
                     "market txs",
                     format!("{} bids, commits and reveals", r.market_txs),
                 ),
-            ])
+            ]);
+            text.push_str(&reopen_rows(&reopen));
+            text
         });
     }
     Ok(())

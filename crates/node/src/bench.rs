@@ -364,6 +364,58 @@ mod tests {
     }
 }
 
+/// What reopening a chain cost (`bench market` runs it in a fresh process, so the resident
+/// memory is the reopened node's alone).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ReopenReport {
+    /// Wall time of `Node::with_store` on the stored chain: reading the hot state, rebuilding
+    /// the maps, checking the state root.
+    pub open_ms: f64,
+    /// The head it reopened at.
+    pub height: u64,
+    /// Jobs and tasks in the hot state after reopening.
+    pub hot_jobs: usize,
+    /// Tasks in the hot state.
+    pub hot_tasks: usize,
+    /// Peak resident memory of the process, in MiB (Linux), if known.
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Opens the chain stored at `db` as a node does at start and reports what it cost.
+pub fn reopen_chain(db: &std::path::Path) -> Result<ReopenReport, BenchError> {
+    let start = Instant::now();
+    let store = RedbStore::open(db).map_err(NodeError::from)?;
+    let node = Node::with_store(
+        Box::new(store),
+        None,
+        Box::new(Solo::new(0, 1_000_000, Address([0; 20]))),
+        1_000_000,
+    )?;
+    let open_ms = start.elapsed().as_secs_f64() * 1e3;
+    let (hot_jobs, hot_tasks) = node.hot_jobs_and_tasks();
+    Ok(ReopenReport {
+        open_ms,
+        height: node.chain_info()?.height,
+        hot_jobs,
+        hot_tasks,
+        peak_rss_mib: peak_rss_mib(),
+    })
+}
+
+/// This process's peak resident memory in MiB (Linux `VmHWM`).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
 /// What `bench market` runs.
 #[derive(Debug, Clone)]
 pub struct MarketBenchOptions {
@@ -398,6 +450,8 @@ pub struct MarketBenchReport {
     pub p50_assign_ms: f64,
     /// 99th percentile of the same.
     pub p99_assign_ms: f64,
+    /// The bench chain's database (what `reopen_chain` opens).
+    pub db: PathBuf,
 }
 
 /// Runs J jobs of T tasks through bids, auctions, councils, commit-reveal and settlement on
@@ -667,5 +721,6 @@ pub fn run_market_bench(
         market_txs,
         p50_assign_ms: pct(0.5),
         p99_assign_ms: pct(0.99),
+        db,
     })
 }

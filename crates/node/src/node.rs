@@ -1179,6 +1179,15 @@ impl Node {
         })
     }
 
+    /// How many jobs and tasks the hot state holds (what memory follows): open work, and
+    /// jobs that finished in the last block until its end.
+    pub fn hot_jobs_and_tasks(&self) -> (usize, usize) {
+        let inner = self.lock();
+        let jobs: Vec<Hash> = inner.state.jobs().map(|(id, _)| *id).collect();
+        let tasks = jobs.iter().map(|id| inner.state.tasks_of(id).count()).sum();
+        (jobs.len(), tasks)
+    }
+
     /// Ids of jobs neither finished nor cancelled (what workers scan for work).
     pub fn open_jobs(&self) -> Vec<Hash> {
         self.lock()

@@ -1087,6 +1087,19 @@ fn assert_store_equals_replay(data: &Path) -> State {
     let stored = store.load_state().unwrap().unwrap();
     assert_eq!(replay.root(), stored.root());
     assert_eq!(replay.head_hash(), stored.head_hash());
+    // The archive (finished jobs, outside the state root) is the replay's too.
+    for (key, value) in replay.take_changes().entries {
+        if key[0] == gridwork_protocol::PREFIX_ARCHIVE {
+            let id = Hash(key[1..].try_into().unwrap());
+            let replayed: gridwork_protocol::ArchivedJob =
+                gridwork_types::Decode::from_bytes(&value.unwrap()).unwrap();
+            assert_eq!(
+                store.archived_job(&id).unwrap(),
+                Some(replayed),
+                "archived job {id}"
+            );
+        }
+    }
     stored
 }
 
@@ -1199,5 +1212,11 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
     drop(node);
     let state = assert_store_equals_replay(&data);
     assert_eq!(state.check_conservation(), Ok(()));
-    assert_eq!(state.jobs().count(), jobs.len());
+    // Finished, every job left the hot state for the archive.
+    assert_eq!(state.jobs().count(), 0);
+    let store = RedbStore::open(&data.join("chain.redb")).unwrap();
+    for job in &jobs {
+        let archived = store.archived_job(job).unwrap().expect("archived");
+        assert!(archived.job.finished);
+    }
 }
