@@ -556,6 +556,9 @@ fn bench_market(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
                     format!("{} bids, commits and reveals", r.market_txs),
                 ),
             ]);
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
             text.push_str(&reopen_rows(&reopen));
             text
         });
