@@ -1013,7 +1013,18 @@ impl Worker {
                 source,
             })?;
         }
-        let key = self.client.granted_key(theirs, &self.cfg.key).await?;
+        let key = match self.client.granted_key(theirs, &self.cfg.key).await {
+            Ok(key) => key,
+            Err(e) => {
+                // Every honest run pushes (and pins) its output before committing to it: an
+                // output the node does not hold was never produced, and no grant will come.
+                if self.client.pin_view(theirs).await?.is_none() {
+                    lock(&self.verdicts).insert((r, *theirs), false);
+                    return Ok(false);
+                }
+                return Err(e.into());
+            }
+        };
         self.pull(theirs, &key, &[*holder], &their_dir).await?;
         let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
             .map_err(|err| WorkerError::Io {

@@ -497,7 +497,16 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         .await
         .unwrap();
     t.client.wait_committed(&bid, WAIT).await.unwrap();
-    let view = t.client.job(&job).await.unwrap().unwrap();
+    // The council is drawn at the block after the auction's close.
+    let start = std::time::Instant::now();
+    let view = loop {
+        let view = t.client.job(&job).await.unwrap().unwrap();
+        if !view.tasks[0].council.is_empty() {
+            break view;
+        }
+        assert!(start.elapsed() < WAIT, "no council drawn: {view:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(view.tasks[0].executor, Some(exec.address()));
     assert_eq!(view.tasks[0].council, vec![council.address()]);
     assert_eq!(view.declines[0].reason, "price too low for my GPU");

@@ -332,6 +332,44 @@ async fn a_lying_executor_is_caught_and_the_requester_gets_the_right_result() {
     net.stop.send(true).unwrap();
 }
 
+/// `LazyCouncilMember` with real workers, under numeric tolerance: every run prints a value
+/// that differs a little, so the parties must fetch and compare each other's outputs. The lazy
+/// member commits a made-up output and names everyone as equivalent; the executor and the two
+/// honest members name each other, not it. The result settles; the lazy member is slashed and
+/// earns nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_council_member_is_slashed_and_the_honest_runs_decide() {
+    let net = Net::start().await;
+    for i in 1..=3 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    // The dearest bid: it never executes, so it sits on the council.
+    let lazy = net.worker(4, GRID / 10, Behavior::LazyCouncilMember);
+    let lazy_address = lazy.address();
+    net.spawn(lazy);
+    net.wait_providers(4).await;
+    let program = "echo \"value 1.0000$(date +%N)\" > $GRIDWORK_OUTPUTS/result.txt";
+    let mut p = squares(1, 3, 30_000, program);
+    p.halting.first_bids = 4;
+    p.equivalence = Equivalence::NumericTolerance {
+        abs_ppb: 0,
+        rel_ppb: 1_000_000,
+    };
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, "settled", "{view:#?}");
+    assert!(t.council.contains(&lazy_address), "{view:#?}");
+    assert_eq!(t.judged.len(), 4, "everyone judged: {view:#?}");
+    let lazy = net.client.provider(&lazy_address).await.unwrap().unwrap();
+    assert!(lazy.slashed.0 > 0 && lazy.earned.0 == 0, "{lazy:?}");
+    for member in t.council.iter().filter(|a| **a != lazy_address) {
+        let honest = net.client.provider(member).await.unwrap().unwrap();
+        assert!(honest.earned.0 > 0 && honest.slashed.0 == 0, "{honest:?}");
+    }
+    net.stop.send(true).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     let net = Net::start().await;
