@@ -370,6 +370,50 @@ async fn a_lazy_council_member_is_slashed_and_the_honest_runs_decide() {
     net.stop.send(true).unwrap();
 }
 
+/// The Blender case with real workers: every run of the program writes a different
+/// file (a timestamp in its "metadata"), under exact hash. The executor and its one council
+/// member disagree; the council grows by two; the four runs, compared on their files, agree
+/// with nobody. The program is judged nondeterministic: nobody is slashed, the job ends (no
+/// task sits in bidding), and the task's note says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nondeterministic_program_ends_the_job_and_slashes_nobody() {
+    let net = Net::start().await;
+    let mut workers = Vec::new();
+    for i in 1..=4 {
+        let w = net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest);
+        workers.push(w.address());
+        net.spawn(w);
+    }
+    net.wait_providers(4).await;
+    let program = "echo \"render $(date +%N)\" > $GRIDWORK_OUTPUTS/frame.png";
+    let p = squares(1, 1, 30_000, program);
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, "failed", "{view:#?}");
+    assert!(t.note.contains("nondeterministic"), "{}", t.note);
+    assert_eq!(
+        (t.round, t.council.len(), t.judged.len()),
+        (1, 3, 4),
+        "{view:#?}"
+    );
+    for w in &workers {
+        let p = net.client.provider(w).await.unwrap().unwrap();
+        assert_eq!(p.slashed.0, 0, "{p:?}");
+    }
+    let executor = net
+        .client
+        .provider(&t.executor.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        executor.earned.0 > 0,
+        "the requester paid for the run it asked for"
+    );
+    net.stop.send(true).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     let net = Net::start().await;
