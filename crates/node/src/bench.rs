@@ -487,13 +487,16 @@ pub fn run_market_bench(
         amount: Amount(each),
         vesting: None,
     });
+    let now = crate::now_ms();
     let genesis = Genesis {
         chain_id: "gridwork-market-bench".into(),
-        timestamp_ms: crate::now_ms(),
+        timestamp_ms: now,
         total_supply: Amount(each * (u128::from(opts.workers) + 1) + 1_000_000 * GRID),
         rewards_pool: Amount(1_000_000 * GRID),
         params: Params {
             heartbeat_timeout_ms: 3_600_000,
+            emission_start_ms: now,
+            emission_total: Amount(1_000_000 * GRID),
             ..Params::default()
         },
         allocations,

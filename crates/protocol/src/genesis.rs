@@ -313,6 +313,22 @@ impl Genesis {
                 .ok_or(GenesisError::Overflow)?;
         }
         self.params.validate(self.rewards_pool)?;
+        // Every token of the genesis pool is released by the schedule, from genesis on: a
+        // genesis file that left the schedule out would hand the whole pool to the first
+        // rewards.
+        if self.params.emission_total != self.rewards_pool {
+            return Err(GenesisError::BadParams {
+                field: "emission_total",
+                problem: "must equal rewards_pool: the whole genesis pool is released over emission_period_ms (GPU HUB: 120 months)",
+            });
+        }
+        if self.rewards_pool.0 > 0 && self.params.emission_start_ms < self.timestamp_ms {
+            return Err(GenesisError::BadParams {
+                field: "emission_start_ms",
+                problem:
+                    "must not be before the genesis timestamp (the release would start in the past)",
+            });
+        }
         let total = allocated
             .checked_add(self.rewards_pool.0)
             .ok_or(GenesisError::Overflow)?;
@@ -451,6 +467,26 @@ mod tests {
             g.validate(),
             Err(GenesisError::BadParams {
                 field: "emission_total",
+                ..
+            })
+        ));
+        // A genesis file that leaves the schedule out (emission_total 0) is refused, and so
+        // is a schedule that started before genesis.
+        let mut g = Genesis::dev("dev", 5_000, 2, Params::default());
+        g.params.emission_total = Amount::ZERO;
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::BadParams {
+                field: "emission_total",
+                ..
+            })
+        ));
+        let mut g = Genesis::dev("dev", 5_000, 2, Params::default());
+        g.params.emission_start_ms = 0;
+        assert!(matches!(
+            g.validate(),
+            Err(GenesisError::BadParams {
+                field: "emission_start_ms",
                 ..
             })
         ));
