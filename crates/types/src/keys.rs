@@ -298,6 +298,30 @@ mod tests {
         Signature::from_bytes(&bytes)
     }
 
+    /// A signature by `key` whose `R` is a small-order point in a non-canonical encoding
+    /// (`y + p` for `y` = 1, the identity, or 0, an order-4 point; only `y < 19` have one):
+    /// `S = k a`, so `[8]S B = [8]R + [8]k A` holds. ZIP-215 decodes non-canonical points,
+    /// strict decoders refuse them.
+    fn signature_with_non_canonical_r(key: &Keypair, msg: &[u8], y: u8) -> Signature {
+        use curve25519_dalek::Scalar;
+        use sha2::{Digest, Sha512};
+        // p = 2^255 - 19, little-endian, plus y.
+        let mut big_r = [0xffu8; 32];
+        big_r[0] = 0xed + y;
+        big_r[31] = 0x7f;
+        let k = Scalar::from_hash(
+            Sha512::new()
+                .chain_update(big_r)
+                .chain_update(key.public().to_bytes())
+                .chain_update(msg),
+        );
+        let s = k * key.0.to_scalar();
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(&big_r);
+        bytes[32..].copy_from_slice(s.as_bytes());
+        Signature::from_bytes(&bytes)
+    }
+
     /// The same signature with `S + l` (not reduced): the same equation, another encoding.
     fn with_unreduced_s(sig: &Signature) -> Signature {
         // l, little-endian.
@@ -340,9 +364,22 @@ mod tests {
                 Err(KeyError::BadSignature),
             ),
             ("honest", honest, Ok(())),
+            (
+                "non-canonical R: the identity as y = p + 1",
+                signature_with_non_canonical_r(&key, msg, 1),
+                Ok(()),
+            ),
+            (
+                "non-canonical R: an order-4 point as y = p",
+                signature_with_non_canonical_r(&key, msg, 0),
+                Ok(()),
+            ),
         ];
-        // What changed: dalek's strict check refuses the torsion vector outright.
+        // What changed: dalek's strict check refuses the torsion and non-canonical vectors.
         assert!(key.public().0.verify_strict(msg, &torsion.0).is_err());
+        for (_, sig, _) in &vectors[4..] {
+            assert!(key.public().0.verify_strict(msg, &sig.0).is_err());
+        }
         for (name, sig, verdict) in &vectors {
             assert_eq!(key.public().verify(msg, sig), *verdict, "{name}: single");
             for _ in 0..64 {
