@@ -239,6 +239,8 @@ pub enum TxKindView {
         task: u32,
         /// Attempt.
         attempt: u32,
+        /// Round of the attempt.
+        round: u8,
         /// The parties named.
         equivalent: Vec<Address>,
     },
@@ -302,11 +304,13 @@ impl From<&SignedTx> for TxView {
                 job,
                 task,
                 attempt,
+                round,
                 equivalent,
             } => TxKindView::Judge {
                 job: *job,
                 task: *task,
                 attempt: *attempt,
+                round: *round,
                 equivalent: equivalent.clone(),
             },
         };
@@ -502,7 +506,7 @@ pub struct TaskView {
     pub committed: Vec<Address>,
     /// Reveals: who, output.
     pub revealed: Vec<(Address, Hash)>,
-    /// Who sent its judgement of the others' outputs (phase `judging`).
+    /// Who sent its judgement of the others' outputs in the current round (phase `judging`).
     #[serde(default)]
     pub judged: Vec<Address>,
     /// 0, or how many times the council was enlarged because its runs disagreed.

@@ -1142,7 +1142,12 @@ impl Node {
                 council: t.council.clone(),
                 committed: t.commits.iter().map(|c| c.provider).collect(),
                 revealed: t.reveals.iter().map(|r| (r.provider, r.output)).collect(),
-                judged: t.judgements.iter().map(|j| j.provider).collect(),
+                judged: t
+                    .judgements
+                    .iter()
+                    .filter(|j| j.round == t.round)
+                    .map(|j| j.provider)
+                    .collect(),
                 round: t.round,
                 result: t.result,
                 deadline_ms: t.deadline_ms,

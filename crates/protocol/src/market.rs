@@ -359,11 +359,14 @@ pub struct JudgeRecord {
     pub provider: Address,
     /// The parties whose outputs it found equivalent to its own.
     pub equivalent: Vec<Address>,
+    /// The round of the attempt it judged.
+    pub round: u8,
 }
 
 gridwork_types::codec_struct!(JudgeRecord {
     provider: Address,
-    equivalent: Vec<Address>
+    equivalent: Vec<Address>,
+    round: u8
 });
 
 /// A finished job and its tasks (in index order), as kept in the archive after it leaves the
@@ -422,7 +425,7 @@ pub struct Task {
     /// majority). Outputs of later rounds use a key of their own, so they cannot be copied
     /// from the reveals of earlier ones.
     pub round: u8,
-    /// Judgements of this attempt's current round (phase `judging`).
+    /// Judgements of this attempt, each with its round; the latest round's count.
     pub judgements: Vec<JudgeRecord>,
 }
 
@@ -460,8 +463,11 @@ impl Task {
         self.reveals.iter().any(|r| r.provider == *who)
     }
 
+    /// Whether `who` judged in the current round.
     fn judged(&self, who: &Address) -> bool {
-        self.judgements.iter().any(|j| j.provider == *who)
+        self.judgements
+            .iter()
+            .any(|j| j.provider == *who && j.round == self.round)
     }
 }
 
@@ -525,32 +531,37 @@ enum Agreement {
     Accept(Vec<Address>),
     /// A clear majority disagrees with the executor: its members.
     Reject(Vec<Address>),
-    /// No clear majority either way.
-    Split {
-        /// Why, for people.
-        why: String,
-        /// The runs that were revealed do hold a clear majority among themselves: only the
-        /// silent seats kept it from counting (so the program is not to blame).
-        silenced: bool,
-    },
+    /// No clear majority either way: why, for people.
+    Split(String),
 }
 
 /// The parties who revealed in `t`, and for each a bit set of those whose output agrees with
-/// its own: the same content id, or (after judging) each named the other. One-sided claims
-/// count for nothing, so a vote is bound to the output its sender committed to before
-/// anyone revealed: a party that did not run the program has no output anyone will name.
+/// its own: the same content id, or (in a judged round) named as equivalent: by both when
+/// both judged, by the one that judged when the other stayed silent. A party's own claims
+/// need the other side's confirmation, so a vote is bound to the output its sender committed
+/// to before anyone revealed: a party that did not run the program has an output nobody
+/// names. Judgements of the latest round judged count.
 fn agreeing_pairs(t: &Task) -> (Vec<Address>, Vec<u32>) {
     let parties: Vec<Address> = t.reveals.iter().map(|r| r.provider).take(32).collect();
-    let names = |a: &Address, b: &Address| {
+    let round = t.judgements.iter().map(|j| j.round).max();
+    let judgement = |a: &Address| {
         t.judgements
             .iter()
-            .any(|j| j.provider == *a && j.equivalent.contains(b))
+            .find(|j| j.provider == *a && Some(j.round) == round)
     };
+    let names = |a: &Address, b: &Address| judgement(a).map(|j| j.equivalent.contains(b));
     let mut adjacent = vec![0u32; parties.len()];
     for i in 0..parties.len() {
         for j in 0..parties.len() {
             let same = t.reveals[i].output == t.reveals[j].output;
-            let judged = names(&parties[i], &parties[j]) && names(&parties[j], &parties[i]);
+            let judged = match (
+                names(&parties[i], &parties[j]),
+                names(&parties[j], &parties[i]),
+            ) {
+                (Some(x), Some(y)) => x && y,
+                (Some(x), None) | (None, Some(x)) => x,
+                (None, None) => false,
+            };
             if i != j && (same || judged) {
                 adjacent[i] |= 1 << j;
             }
@@ -559,11 +570,47 @@ fn agreeing_pairs(t: &Task) -> (Vec<Address>, Vec<u32>) {
     (parties, adjacent)
 }
 
+/// Every largest group of mutually agreeing parties (cliques of `adjacent`), as bit sets,
+/// with their size. Bron-Kerbosch with pivoting over at most 16 parties.
+fn largest_groups(adjacent: &[u32]) -> (u32, Vec<u32>) {
+    fn expand(r: u32, mut p: u32, mut x: u32, adj: &[u32], best: &mut (u32, Vec<u32>)) {
+        if p == 0 && x == 0 {
+            let size = r.count_ones();
+            if size > best.0 {
+                *best = (size, vec![r]);
+            } else if size == best.0 {
+                best.1.push(r);
+            }
+            return;
+        }
+        if r.count_ones() + p.count_ones() < best.0 {
+            return;
+        }
+        let pivot = (p | x).trailing_zeros() as usize;
+        let mut candidates = p & !adj[pivot];
+        while candidates != 0 {
+            let v = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            expand(r | (1 << v), p & adj[v], x & adj[v], adj, best);
+            p &= !(1 << v);
+            x |= 1 << v;
+        }
+    }
+    let all = if adjacent.is_empty() {
+        0
+    } else {
+        u32::MAX >> (32 - adjacent.len())
+    };
+    let mut best = (0, Vec::new());
+    expand(0, all, 0, adjacent, &mut best);
+    best
+}
+
 /// The largest groups of runs that all agree with each other, and whether one of them is a
-/// clear majority: at least two runs and two thirds of the task's seats (executor and council,
-/// silent seats included: silence is not assent). When every largest group is on the same side
-/// of the executor's result, that side wins; when they differ, or none is that large, the
-/// runs are split.
+/// clear majority: at least two runs, two thirds of the task's seats (executor and council,
+/// silent seats included: silence is not assent), and more than half of the council's seats.
+/// When every largest group is on the same side of the executor's result, that side wins;
+/// when they differ, or none is that large, the runs are split.
 fn agreement(t: &Task, executor: Address) -> Agreement {
     if t.seats == 0 && t.council.is_empty() {
         return Agreement::Unchecked;
@@ -571,42 +618,23 @@ fn agreement(t: &Task, executor: Address) -> Agreement {
     let (parties, adjacent) = agreeing_pairs(t);
     let m = parties.len();
     if m > 16 {
-        return Agreement::Split {
-            why: format!("{m} runs are more than can be compared"),
-            silenced: false,
-        };
+        return Agreement::Split(format!("{m} runs are more than can be compared"));
     }
-    let mut best = 0u32;
-    let mut groups: Vec<u32> = Vec::new();
-    for mask in 1u32..(1 << m) {
-        let size = mask.count_ones();
-        if size < best {
-            continue;
-        }
-        let clique = (0..m)
-            .filter(|i| mask & (1 << i) != 0)
-            .all(|i| (adjacent[i] | (1 << i)) & mask == mask);
-        if !clique {
-            continue;
-        }
-        if size > best {
-            best = size;
-            groups.clear();
-        }
-        groups.push(mask);
-    }
-    let n = 1 + usize::from(t.seats).max(t.council.len());
+    let (best, groups) = largest_groups(&adjacent);
+    let seats = usize::from(t.seats).max(t.council.len());
+    let n = 1 + seats;
     let k = best as usize;
     let silent = n.saturating_sub(m);
-    if k >= 2 && 3 * k >= 2 * n {
-        let e = parties
-            .iter()
-            .position(|a| *a == executor)
-            .unwrap_or(usize::MAX);
-        let with_executor = groups
-            .iter()
-            .filter(|g| e < m && *g & (1 << e) != 0)
-            .count();
+    let e = parties
+        .iter()
+        .position(|a| *a == executor)
+        .unwrap_or(usize::MAX);
+    let with_executor = groups
+        .iter()
+        .filter(|g| e < m && *g & (1 << e) != 0)
+        .count();
+    let members_in_group = if with_executor > 0 { k - 1 } else { k };
+    if k >= 2 && 3 * k >= 2 * n && 2 * members_in_group > seats {
         let members = |gs: &[u32]| -> Vec<Address> {
             let union = gs.iter().fold(0u32, |u, g| u | g);
             (0..m)
@@ -620,19 +648,13 @@ fn agreement(t: &Task, executor: Address) -> Agreement {
         if with_executor == 0 {
             return Agreement::Reject(members(&groups));
         }
-        return Agreement::Split {
-            why: format!(
-                "two groups of {k} agreeing runs (of {n} seats) disagree about the executor's result"
-            ),
-            silenced: false,
-        };
+        return Agreement::Split(format!(
+            "two groups of {k} agreeing runs (of {n} seats) disagree about the executor's result"
+        ));
     }
-    Agreement::Split {
-        why: format!(
-            "the largest group of agreeing runs has {k} of {n} seats ({silent} silent); a clear majority needs at least two runs and two thirds of the seats"
-        ),
-        silenced: k >= 2 && 3 * k >= 2 * m,
-    }
+    Agreement::Split(format!(
+        "the largest group of agreeing runs has {k} of {n} seats ({silent} silent); a clear majority needs at least two runs, two thirds of the seats and more than half of the council"
+    ))
 }
 
 /// The parties whose output at least one other party's output agrees with.
@@ -866,9 +888,18 @@ impl State {
                 job,
                 task,
                 attempt,
+                round,
                 equivalent,
             } => {
                 let t = self.live_task(*job, *task, *attempt, Phase::Judging)?;
+                if *round != t.round {
+                    return Err(TxError::BadJudgement {
+                        reason: format!(
+                            "it is for round {round}; the task is in round {}",
+                            t.round
+                        ),
+                    });
+                }
                 if !t.revealed(&sender) {
                     return Err(TxError::NotAssigned {
                         job: *job,
@@ -1173,6 +1204,7 @@ impl State {
                 t.judgements.push(JudgeRecord {
                     provider: sender,
                     equivalent: equivalent.clone(),
+                    round: t.round,
                 });
                 let mut events = vec![Event::Judged {
                     job: *job,
@@ -1359,7 +1391,7 @@ impl State {
                 Phase::Committing => {
                     let executor = t.executor.unwrap_or(Address([0; 20]));
                     if t.committed(&executor).is_none() {
-                        events.extend(self.penalise_timeout(
+                        events.extend(self.penalise_vanished(
                             key,
                             executor,
                             "missed the commit deadline",
@@ -1391,7 +1423,7 @@ impl State {
                 Phase::Revealing => {
                     let executor = t.executor.unwrap_or(Address([0; 20]));
                     if !t.revealed(&executor) {
-                        events.extend(self.penalise_timeout(
+                        events.extend(self.penalise_vanished(
                             key,
                             executor,
                             "missed the reveal deadline",
@@ -1575,6 +1607,17 @@ impl State {
         t.attempt.encode(&mut seed);
         (t.council.len() as u32).encode(&mut seed);
         let Some(drawn) = draw_by_stake(&seed, candidates, seats) else {
+            if t.round > 0 {
+                // Enlarging failed: decide with the runs revealed so far.
+                self.tasks.insert(key, t.clone());
+                return self.unresolved(
+                    key,
+                    t,
+                    &job,
+                    now,
+                    "too few eligible providers of distinct owners to enlarge the council".into(),
+                );
+            }
             self.tasks.insert(key, t);
             return self.reopen(
                 key,
@@ -1671,7 +1714,6 @@ impl State {
         t.phase = Phase::Judging;
         t.phase_started_ms = now;
         t.deadline_ms = now.saturating_add(self.params.judge_window_ms);
-        t.judgements.clear();
         t.note = "judging: the parties compare each other's outputs".into();
         self.open_tasks.insert(key, t.deadline_ms);
         self.tasks.insert(key, t);
@@ -1700,26 +1742,24 @@ impl State {
             Agreement::Unchecked => (true, Vec::new()),
             Agreement::Accept(majority) => (true, majority),
             Agreement::Reject(majority) => (false, majority),
-            Agreement::Split { why, silenced } => {
+            Agreement::Split(why) => {
                 let largest =
                     largest_council(job.prescription.instructions.council_size, &self.params);
                 if t.round < self.params.max_escalations && t.seats < largest {
                     return self.enlarge(key, t, largest, now, why);
                 }
-                if silenced {
-                    // The runs agree; silence (slashed already) kept the majority short. The
-                    // program is not to blame and the result is not checked: run it again.
-                    return self.reopen(key, now, format!("no clear majority: {why}"));
-                }
-                return self.judge_nondeterministic(key, t, &job, now, why);
+                return self.unresolved(key, t, &job, now, why);
             }
         };
-        // Everyone who revealed and is not in the clear majority disagreed with it.
+        // Everyone who revealed (and, in a judged round, judged: the silent paid for their
+        // silence) and is not in the clear majority disagreed with it.
+        let judged_round = t.phase == Phase::Judging;
         let minority: Vec<Address> = t
             .reveals
             .iter()
             .map(|r| r.provider)
             .filter(|a| *a != executor && !majority.contains(a))
+            .filter(|a| !judged_round || t.judged(a))
             .collect();
         let mut events = Vec::new();
         let p = self.params.clone();
@@ -1886,7 +1926,6 @@ impl State {
             .saturating_add(self.params.escalation_seats)
             .min(largest);
         t.seats_to_draw = t.seats - t.council.len() as u8;
-        t.judgements.clear();
         t.phase = Phase::Committing;
         t.phase_started_ms = now;
         t.deadline_ms = now;
@@ -1901,6 +1940,74 @@ impl State {
         };
         self.tasks.insert(key, t);
         vec![event]
+    }
+
+    /// No clear majority, and the council cannot grow further. Which it is decides what
+    /// happens:
+    /// - nobody's run could be compared with the executor's (all silent): the task reopens,
+    ///   nobody is paid;
+    /// - runs that agree with each other disagree with the executor's: the result is
+    ///   contested, not nondeterministic. The task reopens unpaid and the executor gets a
+    ///   failure on the job (a liar cannot buy the "nondeterministic" verdict with one
+    ///   colluding member);
+    /// - the executor's run agrees with most of the runs that were revealed, and only silent
+    ///   seats kept that short: the task reopens (the silent paid already);
+    /// - otherwise the runs agree with nobody: the program is judged nondeterministic.
+    fn unresolved(
+        &mut self,
+        key: TaskKey,
+        t: Task,
+        job: &Job,
+        now: u64,
+        why: String,
+    ) -> Vec<Event> {
+        let Some(executor) = t.executor else {
+            return self.reopen(key, now, why);
+        };
+        let (parties, adjacent) = agreeing_pairs(&t);
+        let m = parties.len();
+        let e = parties.iter().position(|a| *a == executor);
+        if m <= 1 || e.is_none() {
+            return self.reopen(key, now, format!("no run could be compared: {why}"));
+        }
+        let e = e.unwrap_or(0);
+        let with_e = adjacent[e] | (1 << e);
+        // Two runs agree with each other, and not both with the executor's.
+        let contested = (0..m).any(|i| {
+            i != e
+                && (0..m).any(|j| {
+                    j != e
+                        && adjacent[i] & (1 << j) != 0
+                        && (with_e & (1 << i) == 0 || with_e & (1 << j) == 0)
+                })
+        });
+        if contested {
+            self.record_failure(key.job, executor);
+            return self.reopen(
+                key,
+                now,
+                format!("runs that agree with each other disagree with the executor's: {why}"),
+            );
+        }
+        // The largest group with the executor: a largest group among it and its neighbours.
+        let around: Vec<u32> = (0..m)
+            .map(|i| {
+                if with_e & (1 << i) != 0 {
+                    adjacent[i] & with_e
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let with_executor = largest_groups(&around).0.max(1) as usize;
+        if with_executor >= 2 && 3 * with_executor >= 2 * m {
+            return self.reopen(
+                key,
+                now,
+                format!("the revealed runs agree, but silent seats kept them short of a clear majority: {why}"),
+            );
+        }
+        self.judge_nondeterministic(key, t, job, now, why)
     }
 
     /// The runs of even the enlarged council agree with no clear majority: the program is
@@ -2130,10 +2237,27 @@ impl State {
     }
 
     /// Penalises a missed deadline. The first costs `timeout_slash_bps` of stake, each further
-    /// miss in a row twice the one before (up to half the stake), and never less than what
-    /// the missed work would have paid: vanishing again and again gets dearer, and never
-    /// cheaper than doing the work (`VanishingBidder`).
+    /// miss in a row twice the one before; an executor that won the task by bidding and then
+    /// did not commit or reveal its run pays never less than what the work would have paid
+    /// ([`State::penalise_vanished`]); drawn council members, who chose nothing, pay the
+    /// rate only; no miss takes more than half the stake. Vanishing again and again gets
+    /// dearer, and never cheaper than doing the work (`VanishingBidder`).
     fn penalise_timeout(&mut self, key: TaskKey, provider: Address, reason: &str) -> Vec<Event> {
+        self.penalise_miss(key, provider, reason, false)
+    }
+
+    /// An executor that won the task and did not commit or reveal its run.
+    fn penalise_vanished(&mut self, key: TaskKey, executor: Address, reason: &str) -> Vec<Event> {
+        self.penalise_miss(key, executor, reason, true)
+    }
+
+    fn penalise_miss(
+        &mut self,
+        key: TaskKey,
+        provider: Address,
+        reason: &str,
+        floor: bool,
+    ) -> Vec<Event> {
         let missed = self.providers.get(&provider).map_or(0, |p| p.missed);
         let bps = self
             .params
@@ -2143,8 +2267,14 @@ impl State {
         let account = self.account(&provider);
         let base = account.stake_locked.0 + account.unbonding_total().0;
         let by_rate = mul_div(base, u128::from(bps), 10_000);
-        let work = self.work_value(key, &provider);
-        let amount = self.take_stake_amount(&provider, by_rate.max(work.0));
+        // The floor is for the executor, which chose the task by bidding; drawn council
+        // members did not. Never more than half the stake for one miss.
+        let work = if floor {
+            self.work_value(key, &provider).0
+        } else {
+            0
+        };
+        let amount = self.take_stake_amount(&provider, by_rate.max(work).min(base / 2));
         self.set_pool(Amount(self.rewards_pool.0.saturating_add(amount.0)));
         if let Some(mut p) = self.providers.get(&provider).cloned() {
             p.missed = p.missed.saturating_add(1);
@@ -2165,9 +2295,9 @@ impl State {
         }]
     }
 
-    /// What `provider`'s part of a task would have paid it: the executor's price for the
-    /// whole deadline, a council member's share of that.
-    fn work_value(&self, key: TaskKey, provider: &Address) -> Amount {
+    /// What the executor's part of a task would have paid it: its price for the whole
+    /// deadline.
+    fn work_value(&self, key: TaskKey, _executor: &Address) -> Amount {
         let (Some(t), Some(job)) = (self.tasks.get(&key), self.jobs.get(&key.job)) else {
             return Amount::ZERO;
         };
@@ -2176,16 +2306,7 @@ impl State {
             .instructions
             .task_deadline_ms
             .div_ceil(1000);
-        let full = pay_for(job, t.price, deadline_s);
-        if t.executor == Some(*provider) {
-            full
-        } else {
-            Amount(mul_div(
-                full.0,
-                u128::from(self.params.council_share_bps),
-                10_000,
-            ))
-        }
+        pay_for(job, t.price, deadline_s)
     }
 
     /// Takes `bps` of a provider's stake into the rewards pool.

@@ -112,6 +112,8 @@ pub enum TxKind {
         task: u32,
         /// The attempt.
         attempt: u32,
+        /// The round of the attempt (0, or how many times its council was enlarged).
+        round: u8,
         /// The parties whose outputs the sender found equivalent to its own.
         equivalent: Vec<Address>,
     },
@@ -136,7 +138,7 @@ codec_enum!(TxKind, "transaction kind" {
     9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
     10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64 },
     11 => AnnouncePeer { peer: PeerAddr },
-    12 => Judge { job: Hash, task: u32, attempt: u32, equivalent: Vec<Address> },
+    12 => Judge { job: Hash, task: u32, attempt: u32, round: u8, equivalent: Vec<Address> },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

@@ -980,6 +980,7 @@ impl Worker {
             job: view.id,
             task: t.index,
             attempt: t.attempt,
+            round: t.round,
             equivalent,
         };
         if let Err(e) = self.send(kind).await {

@@ -332,13 +332,14 @@ impl Market {
 
     /// `who` names the parties whose outputs it found equivalent to its own.
     fn judge(&mut self, job: Hash, task: u32, who: &Keypair, equivalent: &[Address]) -> Vec<Event> {
-        let attempt = self.task(job, task).attempt;
+        let t = self.task(job, task);
         let tx = self.tx(
             who,
             TxKind::Judge {
                 job,
                 task,
-                attempt,
+                attempt: t.attempt,
+                round: t.round,
                 equivalent: equivalent.to_vec(),
             },
         );
@@ -1213,6 +1214,179 @@ fn a_liar_cannot_hide_behind_nondeterminism() {
     assert_eq!((t.phase, t.attempt), (Phase::Bidding, 2), "{}", t.note);
 }
 
+/// A liar with one colluding member on the enlarged council: the liar and the colluder name
+/// each other, the two honest runs name each other. No clear majority, but this is no
+/// nondeterministic program: runs that agree with each other disagree with the executor's.
+/// The task reopens, the liar is not paid and gets a failure on the job (with
+/// `max_job_failures` 1 here, it may not bid on it again).
+#[test]
+fn a_liar_and_one_colluder_cannot_buy_the_nondeterministic_verdict() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let liar = provider(1);
+    let first = m.win(job, 0, &liar);
+    let (forged, truth) = (Hash([0xee; 32]), Hash([1; 32]));
+    m.commit_all(job, 0, &[(liar.clone(), forged), (first[0].clone(), truth)]);
+    m.reveal(job, 0, &liar, forged);
+    m.reveal(job, 0, &first[0], truth);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.round), (Phase::Committing, 1));
+    let joined: Vec<Keypair> = t.council[1..].iter().map(|a| Market::key_of(*a)).collect();
+    let (honest, colluder) = (&joined[0], &joined[1]);
+    m.commit_all(
+        job,
+        0,
+        &[
+            (honest.clone(), Hash([2; 32])),
+            (colluder.clone(), Hash([3; 32])),
+        ],
+    );
+    m.reveal(job, 0, honest, Hash([2; 32]));
+    m.reveal(job, 0, colluder, Hash([3; 32]));
+    let liar_balance = m.balance(&liar);
+    m.judge(job, 0, &liar, &[colluder.address()]);
+    m.judge(job, 0, colluder, &[liar.address()]);
+    m.judge(job, 0, &first[0], &[honest.address()]);
+    let events = m.judge(job, 0, honest, &[first[0].address()]);
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::RunsDisagreed { .. } | Event::TaskFailed { .. })));
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1), "{}", t.note);
+    assert!(t.note.contains("disagree with the executor"), "{}", t.note);
+    assert_eq!(m.balance(&liar), liar_balance, "the liar is not paid");
+    let err = m.refused(
+        &liar,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    assert!(matches!(err, TxError::Blocklisted { .. }), "{err}");
+}
+
+/// An executor that ran the program and revealed, then missed the judging deadline: the
+/// members that judged name its output, which counts (a silent party's output can still be
+/// confirmed by others; only its own claims are missing). The result settles, and the
+/// executor pays the timeout rate for its silence, not the price of the whole task.
+#[test]
+fn an_executor_silent_at_judging_keeps_its_confirmed_result() {
+    let mut m = Market::new();
+    let p = prescription(
+        1,
+        3,
+        Equivalence::NumericTolerance {
+            abs_ppb: 1_000,
+            rel_ppb: 0,
+        },
+    );
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let council = m.win(job, 0, &executor);
+    let mut all = vec![(executor.clone(), Hash([1; 32]))];
+    all.extend(
+        council
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), Hash([2 + i as u8; 32]))),
+    );
+    m.commit_all(job, 0, &all);
+    for (k, out) in &all {
+        m.reveal(job, 0, k, *out);
+    }
+    let everyone: Vec<Address> = all.iter().map(|(k, _)| k.address()).collect();
+    for k in &council {
+        let others: Vec<Address> = everyone
+            .iter()
+            .copied()
+            .filter(|a| *a != k.address())
+            .collect();
+        m.judge(job, 0, k, &others);
+    }
+    let stake = m.stake(&executor.address());
+    let events = m.at(m.now + params().judge_window_ms + 1, vec![]);
+    let t = m.task(job, 0);
+    assert_eq!(
+        (t.phase, t.result),
+        (Phase::Settled, Some(Hash([1; 32]))),
+        "{}",
+        t.note
+    );
+    let slashed: u128 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Slashed {
+                provider, amount, ..
+            } if *provider == executor.address() => Some(amount.0),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(slashed, stake / 100, "the timeout rate only, once");
+}
+
+/// `RequesterGriefer`: a requester offers the highest price for a task whose program never
+/// ends, hoping the honest members drawn for its council miss the deadline and pay the
+/// price of the task. Drawn members chose nothing: a miss costs them the timeout rate, never
+/// a share of the price; and no single miss, even an executor's, takes more than half the
+/// stake.
+#[test]
+fn a_requester_cannot_make_drawn_members_pay_the_price_of_its_task() {
+    let mut m = Market::new();
+    let mut p = prescription(1, 1, Equivalence::ExactHash {});
+    p.payment = Payment::FixedPerTask {
+        max_price: params().max_price,
+    };
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let bid = m.tx(
+        &executor,
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: params().max_price,
+        },
+    );
+    m.block(vec![bid]);
+    let member = Market::key_of(m.task(job, 0).council[0]);
+    m.commit_all(job, 0, &[(executor.clone(), Hash([1; 32]))]);
+    let member_stake = m.stake(&member.address());
+    m.at(m.now + 60_000, vec![]);
+    assert_eq!(
+        m.stake(&member.address()),
+        member_stake - member_stake / 100
+    );
+    // An executor that bid 1,000 GRID and vanished pays, but at most half its stake.
+    let mut p = p;
+    p.instructions.council_size = 0;
+    let job2 = m.submit(p.clone(), deposit_for(&p));
+    let other = (1..=PROVIDERS)
+        .map(provider)
+        .find(|k| {
+            m.job(job)
+                .failures
+                .iter()
+                .all(|f| f.provider != k.address())
+                && k.address() != executor.address()
+        })
+        .unwrap();
+    let alive = m.tx(&other, TxKind::Heartbeat);
+    let bid = m.tx(
+        &other,
+        TxKind::Bid {
+            job: job2,
+            task: 0,
+            price: params().max_price,
+        },
+    );
+    m.block(vec![alive, bid]);
+    let stake = m.stake(&other.address());
+    let deadline = m.task(job2, 0).deadline_ms;
+    m.at(deadline, vec![]);
+    assert_eq!(m.stake(&other.address()), stake - stake / 2);
+}
+
 #[test]
 fn dissenting_council_member_in_the_minority_is_slashed() {
     let mut m = Market::new();
@@ -1996,7 +2170,7 @@ mod random {
                                     .map(|o| o.provider)
                                     .collect();
                                 let k = Market::key_of(r.provider);
-                                txs.push(m.tx(&k, TxKind::Judge { job, task, attempt: t.attempt, equivalent }));
+                                txs.push(m.tx(&k, TxKind::Judge { job, task, attempt: t.attempt, round: t.round, equivalent }));
                             }
                         }
                     }
