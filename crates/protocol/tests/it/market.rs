@@ -1358,7 +1358,6 @@ fn a_requester_cannot_make_drawn_members_pay_the_price_of_its_task() {
         member_stake - member_stake / 100
     );
     // An executor that bid 1,000 GRID and vanished pays, but at most half its stake.
-    let mut p = p;
     p.instructions.council_size = 0;
     let job2 = m.submit(p.clone(), deposit_for(&p));
     let other = (1..=PROVIDERS)
