@@ -708,8 +708,15 @@ impl Worker {
                     let view = view.clone();
                     let items = t.items;
                     let round = t.round;
+                    let limit = run_limit(
+                        view.prescription.instructions.task_deadline_ms,
+                        t.deadline_ms,
+                    );
                     let handle = tokio::spawn(async move {
-                        if let Err(e) = worker.execute(&view, r, items, round, is_executor).await {
+                        if let Err(e) = worker
+                            .execute(&view, r, items, round, limit, is_executor)
+                            .await
+                        {
                             tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
                         }
                         worker.wake.notify_one();
@@ -764,6 +771,7 @@ impl Worker {
         r: TaskRef,
         items: (u64, u64),
         round: u8,
+        limit: Duration,
         as_executor: bool,
     ) -> Result<(), WorkerError> {
         let dir = self.task_dir(r);
@@ -794,7 +802,7 @@ impl Worker {
             task: r.1,
             items,
         };
-        let deadline = Duration::from_millis(view.prescription.instructions.task_deadline_ms);
+        let deadline = limit;
         let (run_done, done) = watch::channel(false);
         let streaming = tokio::spawn(crate::logs::stream(
             self.client.clone(),
@@ -955,22 +963,29 @@ impl Worker {
                 equivalent.push(*who);
                 continue;
             }
-            match self
-                .judge(&view.prescription.equivalence, r, mine, who, theirs)
-                .await
-            {
-                Ok(true) => equivalent.push(*who),
-                Ok(false) => {}
-                Err(e) => {
+            // A huge or slow output must not make this worker miss the deadline.
+            let budget = t
+                .deadline_ms
+                .saturating_sub(now_ms())
+                .saturating_sub(JUDGE_MARGIN_MS / 2);
+            let verdict = tokio::time::timeout(
+                Duration::from_millis(budget),
+                self.judge(&view.prescription.equivalence, r, mine, who, theirs),
+            )
+            .await;
+            match verdict {
+                Ok(Ok(true)) => equivalent.push(*who),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => {
                     tracing::info!(error = %e, job = %view.id, task = r.1, party = %who, "cannot judge an output yet");
                     waiting.push(*who);
                 }
+                Err(_) => {
+                    tracing::warn!(job = %view.id, task = r.1, party = %who, "judging an output took too long; judged as not equivalent");
+                }
             }
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        if !waiting.is_empty() && now_ms.saturating_add(JUDGE_MARGIN_MS) < t.deadline_ms {
+        if !waiting.is_empty() && now_ms().saturating_add(JUDGE_MARGIN_MS) < t.deadline_ms {
             return Ok(());
         }
         if !lock(&self.judging).insert(("judged", r, t.round)) {
@@ -1042,6 +1057,27 @@ impl Worker {
 /// How long before the judging deadline a worker stops waiting for outputs it cannot fetch
 /// and judges without them.
 const JUDGE_MARGIN_MS: u64 = 10_000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How long a run may take: the task's deadline, or what is left of the chain's commit
+/// deadline once the council is drawn (members start after the executor), less a margin to
+/// push the outputs and commit. A program that never ends is cut off in time and its
+/// "timeout" result committed, so no honest party misses the deadline because of it.
+fn run_limit(task_deadline_ms: u64, chain_deadline_ms: u64) -> Duration {
+    let left = chain_deadline_ms.saturating_sub(now_ms());
+    let limit = if left > 1_000 {
+        task_deadline_ms.min(left)
+    } else {
+        task_deadline_ms
+    };
+    let margin = (limit / 10).max(2_000);
+    Duration::from_millis(limit.saturating_sub(margin).max(500))
+}
 
 /// The convergent key of a run's outputs: over job, task, attempt, round and the outputs'
 /// plaintext digest (see [`Worker::push_output`]).
