@@ -283,6 +283,8 @@ struct Inner {
     halted: Option<String>,
     /// The block being committed: its transactions left the mempool but are not durable yet.
     in_flight: Option<(Arc<Block>, Vec<Hash>)>,
+    /// Jobs the block in flight archives: out of the state already, not yet in the store.
+    archiving: Vec<(Hash, gridwork_protocol::ArchivedJob)>,
 }
 
 struct Shared {
@@ -744,6 +746,7 @@ impl Node {
                     last_block_at: Instant::now(),
                     halted: None,
                     in_flight: None,
+                    archiving: Vec::new(),
                 }),
                 store,
                 producing: Mutex::new(()),
@@ -916,6 +919,16 @@ impl Node {
             let block = Arc::new(built.block);
             let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
             inner.in_flight = Some((block.clone(), hashes));
+            inner.archiving = changes
+                .entries
+                .iter()
+                .filter(|(k, _)| k.first() == Some(&gridwork_protocol::PREFIX_ARCHIVE))
+                .filter_map(|(k, v)| {
+                    let id = Hash(k.get(1..33)?.try_into().ok()?);
+                    let job = gridwork_types::Decode::from_bytes(v.as_ref()?).ok()?;
+                    Some((id, job))
+                })
+                .collect();
             (block, built.receipts, built.events, changes)
         };
         // The durable commit runs without the node lock, so admission goes on meanwhile.
@@ -930,6 +943,7 @@ impl Node {
         let mempool_len = {
             let mut inner = self.lock();
             inner.in_flight = None;
+            inner.archiving.clear();
             inner.mempool.len()
         };
         let header = &block.header;
@@ -1108,12 +1122,14 @@ impl Node {
     pub fn job(&self, id: &Hash) -> Option<JobView> {
         let (job, tasks) = {
             let inner = self.lock();
-            match inner.state.job(id) {
-                Some(job) => (
+            let archiving = inner.archiving.iter().find(|(a, _)| a == id);
+            match (inner.state.job(id), archiving) {
+                (Some(job), _) => (
                     job.clone(),
                     inner.state.tasks_of(id).map(|(_, t)| t.clone()).collect(),
                 ),
-                None => {
+                (None, Some((_, archived))) => (archived.job.clone(), archived.tasks.clone()),
+                (None, None) => {
                     drop(inner);
                     match self.shared.store.archived_job(id) {
                         Ok(Some(archived)) => (archived.job, archived.tasks),
@@ -1294,8 +1310,16 @@ impl Node {
         let not_found = || NodeError::NotFound {
             what: format!("task {task} of job {job}"),
         };
-        if let Some(t) = self.lock().state.task(&key) {
-            return Ok((t.attempt, t.executor, t.council.clone()));
+        {
+            let inner = self.lock();
+            let archiving = inner
+                .archiving
+                .iter()
+                .find(|(id, _)| id == job)
+                .and_then(|(_, a)| a.tasks.get(task as usize));
+            if let Some(t) = inner.state.task(&key).or(archiving) {
+                return Ok((t.attempt, t.executor, t.council.clone()));
+            }
         }
         // A finished job's tasks are in the archive.
         let archived = self.shared.store.archived_job(job)?.ok_or_else(not_found)?;

@@ -43,15 +43,16 @@
 //! - **Votes are outputs.** Under exact hash in the first round two runs agree when their
 //!   content ids are equal. Otherwise every party judges the others' outputs off the ledger
 //!   (on the plaintext, under the job's equivalence) and sends `Judge` naming those
-//!   equivalent to its own; two runs agree only when each names the other. A party that did
-//!   not run the program has an output nobody honest names, so it can neither earn by
-//!   agreeing nor sway the decision ([`agreement`]).
+//!   equivalent to its own; two runs agree only when each names the other (a party that did
+//!   not judge is confirmed by the naming of the others alone). A party that did not run the
+//!   program has an output nobody honest names, so it can neither earn by agreeing nor sway
+//!   the decision ([`agreement`]).
 //! - **Silence.** A council member who misses the commit deadline is slashed
 //!   (`timeout_slash_bps`) and its seat drawn again; it is never just dropped, so a silent
 //!   council never lets a result through unchecked.
 //! - **Decision.** A clear majority is a largest group of mutually agreeing runs with at
-//!   least two runs and two thirds of the seats (executor plus council; silent seats count
-//!   against it). For the executor: accepted; the executor is paid f (bid price, times run
+//!   least two runs, two thirds of the seats (executor plus council; silent seats count
+//!   against it) and more than half of the council's seats. For the executor: accepted; the executor is paid f (bid price, times run
 //!   time capped at the deadline for per-second pricing), each majority member gets
 //!   `council_share_bps` of that, the other revealed members are slashed. Against it: the
 //!   executor is slashed, the majority is paid its share out of that slash (the rest goes to
@@ -59,19 +60,21 @@
 //! - **Escalation.** Without a clear majority nobody is slashed yet: the council grows by
 //!   `escalation_seats`, up to `max_escalations` times ([`largest_council`]); members who
 //!   did not reveal lose their seats. New members' outputs are keyed by the round, and an id
-//!   revealed in an earlier round or attempt is refused as a copy. Still split: if the
-//!   revealed runs agree among themselves and only silence kept them short, the task
-//!   reopens; otherwise the program is judged nondeterministic: nobody is slashed, the
-//!   executor's run and each member's run that someone confirmed are paid, and the task fails
-//!   with the reason.
+//!   revealed in an earlier round or attempt is refused as a copy. Still split (or the
+//!   council could not grow), [`State::unresolved`] decides: runs agreeing with each other
+//!   against the executor's reopen the task with a failure for the executor; silence that
+//!   kept agreeing runs short reopens it; otherwise the program is judged nondeterministic:
+//!   nobody is slashed, the executor's run and each member's run that someone confirmed are
+//!   paid, and the task fails with the reason.
 //! - **Time bound.** A job gives up at `give_up_at_ms` (its `halting.give_up_ms`, or
 //!   `default_give_up_ms`): tasks still waiting for bids or a council, or reopened after it,
 //!   fail with the reason, and the escrow returns.
 //! - **Escrow.** A job's deposit must cover every task at its maximum cost; each task pays at
 //!   most that. What is left returns to the requester when the job finishes or is cancelled.
 //! - **Failures.** A missed deadline costs `timeout_slash_bps` of stake, doubled for each
-//!   miss in a row before it (up to half the stake), and never less than what the missed work
-//!   would have paid; it resets the streak and counts as a failure on the job;
+//!   miss in a row before it; an executor that bid and then did not commit or reveal pays
+//!   never less than what the work would have paid; no miss takes more than half the stake.
+//!   A miss resets the streak and counts as a failure on the job;
 //!   `max_job_failures` failures blocklist the provider for that job; `max_attempts` attempts
 //!   fail the task and refund its share. Only providers with a heartbeat within
 //!   `heartbeat_timeout_ms` may bid.
