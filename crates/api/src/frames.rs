@@ -116,7 +116,9 @@ pub fn upload_pieces(chunks: &[(Hash, Bytes)]) -> Vec<Bytes> {
 }
 
 /// The answer to a fetch of `ids`: one frame per id, chunks past [`MAX_RESPONSE_BYTES`]
-/// deferred. What the node and a peer both serve. `get` appends a chunk's stored bytes to
+/// deferred, and an id asked again within the fetch deferred too (no amplification: a
+/// request of one id a thousand times costs one chunk, not a thousand). What the node and a
+/// peer both serve. `get` appends a chunk's stored bytes to
 /// the body (no copy of its own) and says whether it had them; `capacity` is the body's
 /// expected size, so the body is allocated once (or reused: see [`take_buffer`]).
 pub fn answer_fetch<E>(
@@ -125,8 +127,9 @@ pub fn answer_fetch<E>(
     mut get: impl FnMut(&Hash, &mut Vec<u8>) -> Result<bool, E>,
 ) -> Result<Vec<u8>, E> {
     let mut out = take_buffer(capacity.min(MAX_RESPONSE_BYTES + ids.len() * 37 + (4 << 20)));
+    let mut answered = std::collections::HashSet::with_capacity(ids.len());
     for id in ids {
-        if out.len() >= MAX_RESPONSE_BYTES {
+        if out.len() >= MAX_RESPONSE_BYTES || !answered.insert(*id) {
             push_frame(&mut out, id, &Frame::Deferred);
             continue;
         }
@@ -262,5 +265,24 @@ mod tests {
                 Frame::Chunk(Bytes::from_static(b"third chunk")),
             ]
         );
+    }
+
+    /// A stranger asking for one chunk a thousand times in one fetch (seen: a 128 KiB
+    /// request drew a 64 MiB answer) gets it once; the repeats are deferred, 37 bytes each.
+    #[test]
+    fn a_fetch_answers_each_id_once() {
+        let _one = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+        let a = Hash([1; 32]);
+        let ids = vec![a; 1000];
+        let chunk = vec![7u8; 64 << 10];
+        let body = answer_fetch(&ids, 0, |_, out| {
+            out.extend_from_slice(&chunk);
+            Ok::<_, ()>(true)
+        })
+        .unwrap();
+        assert_eq!(body.len(), 37 + chunk.len() + 999 * 37);
+        let frames = read_answer(&Bytes::from(body), &ids, 1 << 20).unwrap();
+        assert!(matches!(frames[0], Frame::Chunk(_)));
+        assert!(frames[1..].iter().all(|f| *f == Frame::Deferred));
     }
 }

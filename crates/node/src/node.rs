@@ -1420,7 +1420,11 @@ impl Node {
     /// chunk read from the store straight into the body, which is allocated once.
     pub fn fetch_answer(&self, ids: &[Hash]) -> Result<Vec<u8>, NodeError> {
         let store = self.chunk_store()?;
-        let capacity = store.stored_bytes(ids) as usize + 37 * ids.len();
+        // Repeats are answered once (`answer_fetch`), so they size nothing.
+        let mut distinct = ids.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let capacity = store.stored_bytes(&distinct) as usize + 37 * ids.len();
         Ok(gridwork_api::frames::answer_fetch(
             ids,
             capacity,

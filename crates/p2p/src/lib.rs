@@ -203,7 +203,11 @@ impl ProtocolHandler for ChunkServer {
 /// One frame per id: the chunk (checked against its id by the store), missing (a damaged
 /// chunk counts as missing), or deferred past the response limit.
 fn answer(store: &ChunkStore, ids: &[Hash]) -> Vec<u8> {
-    let capacity = store.stored_bytes(ids) as usize + 37 * ids.len();
+    // Repeats are answered once (`answer_fetch`), so they size nothing.
+    let mut distinct = ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let capacity = store.stored_bytes(&distinct) as usize + 37 * ids.len();
     frames::answer_fetch(ids, capacity, |id, out| {
         Ok::<_, std::convert::Infallible>(store.read_into(id, out).unwrap_or(false))
     })
