@@ -90,6 +90,9 @@ impl From<NodeError> for ApiError {
             NodeError::NotAssigned { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_assigned", e.to_string())
             }
+            NodeError::NotAProvider { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_a_provider", e.to_string())
+            }
             NodeError::Log(LogError::Gap { .. }) => {
                 ApiError::new(StatusCode::CONFLICT, "log_gap", e.to_string())
             }

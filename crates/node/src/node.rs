@@ -167,6 +167,12 @@ pub enum NodeError {
         /// The base named.
         base: Hash,
     },
+    /// A provider-only request from an account that is not a registered provider.
+    #[error("{address} is not a registered provider: only providers post reasons for not bidding (run `gridwork worker`, which registers)")]
+    NotAProvider {
+        /// The sender.
+        address: Address,
+    },
     /// Something asked for does not exist.
     #[error("{what} not found")]
     NotFound {
@@ -1231,18 +1237,28 @@ impl Node {
         public_key
             .verify(&gridwork_api::decline_message(job, reason), signature)
             .map_err(|_| NodeError::BadSignature { what: "decline" })?;
-        if self.lock().state.job(job).is_none() {
-            return Err(NodeError::NotFound {
-                what: format!("job {job}"),
-            });
-        }
         let provider = public_key.address();
+        let open: std::collections::HashSet<Hash> = {
+            let inner = self.lock();
+            if inner.state.job(job).is_none() {
+                return Err(NodeError::NotFound {
+                    what: format!("job {job}"),
+                });
+            }
+            // Strangers cannot crowd out real reasons: a provider is registered and staked.
+            if inner.state.provider(&provider).is_none() {
+                return Err(NodeError::NotAProvider { address: provider });
+            }
+            inner.state.jobs().map(|(id, _)| *id).collect()
+        };
         let reason: String = reason.chars().take(500).collect();
         let mut declines = self
             .shared
             .declines
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        // Reasons for jobs that left the hot state go with them.
+        declines.retain(|id, _| open.contains(id));
         let list = declines.entry(*job).or_default();
         list.retain(|d| d.provider != provider);
         list.push(Decline { provider, reason });

@@ -479,8 +479,15 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         ("open", "bidding")
     );
 
+    // Only registered providers post reasons: a stranger cannot crowd out real ones.
+    let err = t
+        .client
+        .decline(&job, &dev_keypair(3), "spam")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("not_a_provider"), "{err}");
     t.client
-        .decline(&job, &dev_keypair(3), "price too low for my GPU")
+        .decline(&job, &council, "price too low for my GPU")
         .await
         .unwrap();
     let bid = t
