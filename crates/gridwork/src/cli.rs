@@ -328,6 +328,9 @@ pub(crate) enum KeysCommand {
     New {
         /// Name of the key.
         name: String,
+        /// Store it with no passphrase: anyone who reads the key file has the key.
+        #[arg(long)]
+        insecure_no_passphrase: bool,
     },
     /// List keys.
     List,

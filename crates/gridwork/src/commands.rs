@@ -126,12 +126,19 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
 fn keys(cli: &Cli, cmd: &KeysCommand) -> anyhow::Result<()> {
     let store = keystore(cli)?;
     match cmd {
-        KeysCommand::New { name } => {
+        KeysCommand::New {
+            name,
+            insecure_no_passphrase,
+        } => {
             if store.contains(name) {
                 bail!("a key named `{name}` already exists; choose another name");
             }
-            let pass = passphrase(&format!("New passphrase for `{name}`: "), true)?;
-            let info = store.insert(name, &Keypair::generate(), &pass, false)?;
+            let info = if *insecure_no_passphrase {
+                store.insert_unprotected(name, &Keypair::generate())?
+            } else {
+                let pass = passphrase(&format!("New passphrase for `{name}`: "), true)?;
+                store.insert(name, &Keypair::generate(), &pass, false)?
+            };
             emit(cli.json, &info, || {
                 format!("created key `{}`\naddress  {}", info.name, info.address)
             })

@@ -535,6 +535,18 @@ fn load_or_create_key(path: &Path) -> Result<Keypair, NodeError> {
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
+            // The key unwraps every input key granted to this node: it is for its owner only.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| err(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(err(format!(
+                    "the node key is readable by others (mode {:o}); `chmod 600` it (and consider it exposed)",
+                    mode & 0o777
+                )));
+            }
             let seed: [u8; 32] = hex::decode(text.trim())
                 .ok()
                 .and_then(|b| b.try_into().ok())

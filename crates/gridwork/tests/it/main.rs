@@ -159,6 +159,10 @@ fn a_user_runs_a_dev_node_and_moves_and_stakes_grid() {
     );
     let (_, msg) = cli.fails(&["keys", "new", "bob"], &[]);
     assert!(msg.contains("GRIDWORK_PASSPHRASE"), "{msg}");
+    // An empty passphrase is refused for a real key unless asked for in so many words.
+    let (_, msg) = cli.fails(&["keys", "new", "bob"], &[("GRIDWORK_PASSPHRASE", "")]);
+    assert!(msg.contains("--insecure-no-passphrase"), "{msg}");
+    cli.json(&["keys", "new", "carol", "--insecure-no-passphrase"], &[]);
 
     // Transfer and balance.
     let sent = cli.json(&["--key", "dev0", "transfer", &alice_addr, "12.5"], &[]);

@@ -119,6 +119,23 @@ fn a_data_directory_in_use_is_refused() {
     );
 }
 
+/// The node key unwraps the input keys granted to the node: a key file others can read is
+/// refused with what to do, not used.
+#[test]
+fn a_node_key_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    drop(Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap());
+    let key = config(dir.path()).data_dir.join("node.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap_err();
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+}
+
 #[test]
 fn a_genesis_file_for_another_chain_is_refused() {
     let dir = tempfile::tempdir().unwrap();
