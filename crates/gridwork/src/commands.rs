@@ -292,7 +292,13 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         })?;
         let producer = node.spawn_producer();
         let gc = node.spawn_gc();
-        gridwork_node::serve(node.clone(), listener, shutdown_signal()).await?;
+        gridwork_node::serve_with(
+            node.clone(),
+            listener,
+            config.serve_limits(),
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("shutting down");
         if let Some(peer) = peer {
             peer.shutdown().await;

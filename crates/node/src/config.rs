@@ -76,6 +76,26 @@ pub struct NodeConfig {
     /// The addresses peers reach the node's endpoint at (none: the listen address when it
     /// names a specific ip).
     pub p2p_announce: Vec<SocketAddr>,
+    /// A request's headers must arrive within this many ms (it also bounds an idle
+    /// keep-alive connection).
+    pub http_header_timeout_ms: u64,
+    /// API connections open at once; more are closed as they arrive.
+    pub http_max_connections: usize,
+    /// API connections open at once from one client address.
+    pub http_max_connections_per_ip: usize,
+}
+
+impl NodeConfig {
+    /// The API server's connection limits.
+    pub fn serve_limits(&self) -> crate::ServeLimits {
+        crate::ServeLimits {
+            header_read_timeout: std::time::Duration::from_millis(
+                self.http_header_timeout_ms.max(1),
+            ),
+            max_connections: self.http_max_connections.max(1),
+            max_connections_per_ip: self.http_max_connections_per_ip.max(1),
+        }
+    }
 }
 
 impl Default for NodeConfig {
@@ -97,6 +117,9 @@ impl Default for NodeConfig {
             log_limit_bytes: crate::DEFAULT_LOG_LIMIT_BYTES,
             p2p_listen: None,
             p2p_announce: Vec::new(),
+            http_header_timeout_ms: 10_000,
+            http_max_connections: 1024,
+            http_max_connections_per_ip: 64,
         }
     }
 }
