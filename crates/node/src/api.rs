@@ -199,8 +199,11 @@ impl From<AdmitError> for ApiError {
             AdmitError::Mempool(MempoolError::AlreadyPending { .. }) => {
                 (StatusCode::CONFLICT, "already_pending")
             }
-            AdmitError::Mempool(MempoolError::Full { .. }) => {
+            AdmitError::Mempool(MempoolError::Full { .. } | MempoolError::FullBytes { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "mempool_full")
+            }
+            AdmitError::Mempool(MempoolError::SenderFull { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "sender_mempool_full")
             }
             AdmitError::Mempool(MempoolError::Invalid(tx)) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, tx_error_code(tx))

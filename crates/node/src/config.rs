@@ -54,6 +54,10 @@ pub struct NodeConfig {
     pub max_block_txs: usize,
     /// The most transactions waiting at once.
     pub mempool_capacity: usize,
+    /// The most bytes of transactions waiting at once.
+    pub mempool_max_bytes: usize,
+    /// The most transactions one sender may have waiting.
+    pub mempool_max_per_sender: usize,
     /// A genesis file (TOML or JSON) for a new chain; ignored once the chain exists, except
     /// that it must match.
     pub genesis: Option<PathBuf>,
@@ -108,6 +112,8 @@ impl Default for NodeConfig {
             block_interval_ms: 200,
             max_block_txs: 20_000,
             mempool_capacity: 500_000,
+            mempool_max_bytes: crate::mempool::DEFAULT_MEMPOOL_MAX_BYTES,
+            mempool_max_per_sender: crate::mempool::DEFAULT_MEMPOOL_MAX_PER_SENDER,
             genesis: None,
             chunk_quota_bytes: None,
             chunk_account_quota_bytes: None,

@@ -35,6 +35,22 @@ pub enum MempoolError {
         /// The capacity.
         capacity: usize,
     },
+    /// Its pending transactions fill the byte budget.
+    #[error("the mempool holds {max_bytes} bytes of transactions, its limit; retry after the next block")]
+    FullBytes {
+        /// The byte limit.
+        max_bytes: usize,
+    },
+    /// The sender has as many transactions waiting as one sender may.
+    #[error(
+        "{sender} has {max} transactions waiting, the most one sender may; wait for the next block"
+    )]
+    SenderFull {
+        /// The sender.
+        sender: Address,
+        /// The limit.
+        max: usize,
+    },
     /// The ledger would refuse it.
     #[error(transparent)]
     Invalid(#[from] TxError),
@@ -45,6 +61,7 @@ struct Entry {
     hash: Hash,
     sender: Address,
     tx: SignedTx,
+    size: usize,
 }
 
 #[derive(Debug)]
@@ -63,7 +80,17 @@ pub struct Mempool {
     /// Index in `queue` of its first element, so `by_hash` positions stay valid as the
     /// front is taken.
     taken: usize,
+    /// Encoded bytes of what is pending, and the most there may be.
+    bytes: usize,
+    max_bytes: usize,
+    /// The most transactions one sender may have pending.
+    max_per_sender: usize,
 }
+
+/// Default byte budget of the mempool (what pending transactions may occupy).
+pub(crate) const DEFAULT_MEMPOOL_MAX_BYTES: usize = 256 << 20;
+/// Default for how many transactions one sender may have pending.
+pub(crate) const DEFAULT_MEMPOOL_MAX_PER_SENDER: usize = 4096;
 
 impl Mempool {
     /// An empty mempool holding at most `capacity` transactions.
@@ -74,7 +101,16 @@ impl Mempool {
             senders: HashMap::new(),
             capacity,
             taken: 0,
+            bytes: 0,
+            max_bytes: DEFAULT_MEMPOOL_MAX_BYTES,
+            max_per_sender: DEFAULT_MEMPOOL_MAX_PER_SENDER,
         }
+    }
+
+    /// Bounds what pending transactions may occupy, in all and per sender.
+    pub fn set_limits(&mut self, max_bytes: usize, max_per_sender: usize) {
+        self.max_bytes = max_bytes.max(1);
+        self.max_per_sender = max_per_sender.max(1);
     }
 
     /// Number of pending transactions.
@@ -116,7 +152,23 @@ impl Mempool {
                 capacity: self.capacity,
             });
         }
+        let size = gridwork_types::Encode::to_bytes(&tx).len();
+        if self.bytes + size > self.max_bytes {
+            return Err(MempoolError::FullBytes {
+                max_bytes: self.max_bytes,
+            });
+        }
         let sender = tx.tx.sender();
+        if self
+            .senders
+            .get(&sender)
+            .is_some_and(|v| v.pending >= self.max_per_sender)
+        {
+            return Err(MempoolError::SenderFull {
+                sender,
+                max: self.max_per_sender,
+            });
+        }
         let mut projected = match self.senders.get(&sender) {
             Some(view) => view.projected.clone(),
             None => state.account(&sender),
@@ -133,7 +185,13 @@ impl Mempool {
         view.projected = projected;
         view.pending += 1;
         self.by_hash.insert(hash, self.taken + self.queue.len());
-        self.queue.push_back(Entry { hash, sender, tx });
+        self.queue.push_back(Entry {
+            hash,
+            sender,
+            tx,
+            size,
+        });
+        self.bytes += size;
         Ok(())
     }
 
@@ -142,6 +200,7 @@ impl Mempool {
         let n = max.min(self.queue.len());
         let mut out = Vec::with_capacity(n);
         for entry in self.queue.drain(..n) {
+            self.bytes -= entry.size;
             self.by_hash.remove(&entry.hash);
             if let Some(view) = self.senders.get_mut(&entry.sender) {
                 view.pending -= 1;
@@ -161,6 +220,7 @@ impl Mempool {
     pub fn revalidate(&mut self, state: &State, now_ms: u64) -> usize {
         let entries: Vec<Entry> = self.queue.drain(..).collect();
         self.taken = 0;
+        self.bytes = 0;
         self.by_hash.clear();
         self.senders.clear();
         let before = entries.len();
@@ -221,6 +281,45 @@ mod tests {
             vec![0, 1]
         );
         assert_eq!(pool.len(), 1);
+    }
+
+    /// One sender cannot fill the mempool (a flood of its own transactions is bounded), and
+    /// the pool is bounded by bytes, not only by count; taking a block frees both.
+    #[test]
+    fn one_sender_and_the_byte_budget_are_bounded() {
+        // Three accounts: the last one's tokens vest, dev1 can spend.
+        let (state, _) = State::genesis(&Genesis::dev("m", 0, 3, Params::default())).unwrap();
+        let key = dev_keypair(0);
+        let mut pool = Mempool::new(1_000);
+        pool.set_limits(1 << 20, 3);
+        for n in 0..3 {
+            let tx = transfer(&key, n, 1);
+            pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        }
+        let fourth = transfer(&key, 3, 1);
+        assert!(matches!(
+            pool.admit(&state, fourth.clone(), fourth.hash(), 0),
+            Err(MempoolError::SenderFull { max: 3, .. })
+        ));
+        // Another sender still gets in.
+        let other = dev_keypair(1);
+        let tx = transfer(&other, 0, 1);
+        pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        // A byte budget of three transactions' size holds four no longer.
+        let size = gridwork_types::Encode::to_bytes(&tx).len();
+        let mut pool = Mempool::new(1_000);
+        pool.set_limits(3 * size, 100);
+        for n in 0..3 {
+            let tx = transfer(&key, n, 1);
+            pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        }
+        let over = transfer(&key, 3, 1);
+        assert!(matches!(
+            pool.admit(&state, over.clone(), over.hash(), 0),
+            Err(MempoolError::FullBytes { .. })
+        ));
+        pool.take(1);
+        pool.admit(&state, over.clone(), over.hash(), 0).unwrap();
     }
 
     #[test]

@@ -695,6 +695,9 @@ impl Node {
             Box::new(consensus),
             config.mempool_capacity,
         )?;
+        node.lock()
+            .mempool
+            .set_limits(config.mempool_max_bytes, config.mempool_max_per_sender);
         let mut logged = Pending::logged(&dir.join("pending-uploads"), &chunks);
         let usage = read_pins(&dir.join("pins"), &mut logged);
         let pending = Pending::open(dir.join("pending-uploads"), logged);
