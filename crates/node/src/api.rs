@@ -412,21 +412,52 @@ async fn get_block(State(node): State<Node>, Path(id): Path<String>) -> Result<R
 /// Server-sent events: one `block` event per committed block, with its receipts. A client
 /// that falls behind by more than the channel holds gets a `lagged` event naming how many
 /// blocks it missed, and can catch up through `/v1/blocks`.
-async fn events(State(node): State<Node>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
-    let rx = node.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+/// Most event-stream subscribers at once; more get 503 `too_many_subscribers`.
+pub(crate) const MAX_EVENT_SUBSCRIBERS: usize = 256;
+
+/// `GET /v1/events`: committed blocks as server-sent events, each with its height as the
+/// event id. A subscriber that falls more than the node's ring of blocks behind gets a
+/// `lagged` event naming the height it last received and is disconnected (it holds nothing
+/// meanwhile); it catches up from `GET /v1/blocks` and subscribes again.
+async fn events(
+    State(node): State<Node>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let sub = node
+        .subscribe_limited(MAX_EVENT_SUBSCRIBERS)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_subscribers",
+                format!(
+                    "the node serves at most {MAX_EVENT_SUBSCRIBERS} event streams; poll GET /v1/blocks or retry later"
+                ),
+            )
+        })?;
+    let stream = futures_util::stream::unfold(Some((sub, 0u64)), |state| async move {
         use tokio::sync::broadcast::error::RecvError;
-        let event = match rx.recv().await {
-            Ok(block) => SseEvent::default()
-                .event("block")
-                .json_data(&*block)
-                .unwrap_or_else(|_| SseEvent::default().event("error")),
-            Err(RecvError::Lagged(n)) => SseEvent::default().event("lagged").data(n.to_string()),
-            Err(RecvError::Closed) => return None,
-        };
-        Some((Ok(event), rx))
+        let (mut sub, last) = state?;
+        match sub.rx.recv().await {
+            Ok(block) => {
+                let height = block.block.height;
+                let event = SseEvent::default()
+                    .event("block")
+                    .id(height.to_string())
+                    .json_data(&*block)
+                    .unwrap_or_else(|_| SseEvent::default().event("error"));
+                Some((Ok(event), Some((sub, height))))
+            }
+            // Too slow: say from where to catch up, then end (the subscription is freed).
+            Err(RecvError::Lagged(n)) => {
+                let event = SseEvent::default()
+                    .event("lagged")
+                    .id(last.to_string())
+                    .data(format!("{n} blocks missed after height {last}; catch up from GET /v1/blocks and subscribe again"));
+                Some((Ok(event), None))
+            }
+            Err(RecvError::Closed) => None,
+        }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 async fn get_job(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -22,7 +22,7 @@ pub use metrics::Metrics;
 /// Default for [`NodeConfig::log_limit_bytes`]: 4 MiB per run and stream.
 pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 4 << 20;
 pub use node::{
-    now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError,
+    now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError, Subscription,
     DEV_UNBONDING_PERIOD_MS,
 };
 

@@ -318,6 +318,8 @@ struct Shared {
     /// What task programs printed (off the ledger).
     logs: TaskLogs,
     events: broadcast::Sender<Arc<BlockEvent>>,
+    /// Outside subscriptions to `events` open now (`Node::subscribe_limited`).
+    subscribers: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Metrics,
     stop: AtomicBool,
 }
@@ -574,6 +576,21 @@ fn load_or_create_key(path: &Path) -> Result<Keypair, NodeError> {
     }
 }
 
+/// An outside client's subscription to committed blocks; it counts against the node's cap
+/// until dropped.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The blocks.
+    pub rx: broadcast::Receiver<Arc<BlockEvent>>,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Where a new chain's genesis comes from.
 #[derive(Debug, Clone)]
 pub enum GenesisSource {
@@ -780,6 +797,7 @@ impl Node {
                 declines: Mutex::new(HashMap::new()),
                 logs: TaskLogs::new(None, crate::DEFAULT_LOG_LIMIT_BYTES),
                 events,
+                subscribers: Arc::default(),
                 metrics,
                 stop: AtomicBool::new(false),
             }),
@@ -805,6 +823,27 @@ impl Node {
     /// Subscribes to committed blocks.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BlockEvent>> {
         self.shared.events.subscribe()
+    }
+
+    /// Subscribes to committed blocks for an outside client, if fewer than `max` such
+    /// subscriptions are open; the subscription counts until dropped.
+    pub fn subscribe_limited(&self, max: usize) -> Option<Subscription> {
+        use std::sync::atomic::Ordering;
+        let open = &self.shared.subscribers;
+        let mut n = open.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                return None;
+            }
+            match open.compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        Some(Subscription {
+            rx: self.shared.events.subscribe(),
+            open: Arc::clone(open),
+        })
     }
 
     /// Decodes and admits one transaction from its canonical bytes.

@@ -800,3 +800,16 @@ async fn half_sent_requests_are_cut_off_and_one_address_gets_only_its_share() {
     assert_eq!(held.iter().filter(|h| **h).count(), 8, "{held:?}");
     assert!(held[..8].iter().all(|h| *h), "{held:?}");
 }
+
+/// Event-stream subscribers are capped (each holds a place in the node's ring); a dropped
+/// subscription frees its place.
+#[test]
+fn event_subscriptions_are_capped_and_freed_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
+    let a = node.subscribe_limited(2).unwrap();
+    let _b = node.subscribe_limited(2).unwrap();
+    assert!(node.subscribe_limited(2).is_none());
+    drop(a);
+    assert!(node.subscribe_limited(2).is_some());
+}
