@@ -40,6 +40,9 @@ pub enum ConfigError {
     },
 }
 
+/// Default of [`NodeConfig::chunk_account_quota_bytes`]: 10 GiB per account.
+pub(crate) const DEFAULT_ACCOUNT_QUOTA_BYTES: u64 = 10 << 30;
+
 /// How a node runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,8 +66,9 @@ pub struct NodeConfig {
     pub genesis: Option<PathBuf>,
     /// Most bytes the data plane's chunk store may hold (none: the disk is the limit).
     pub chunk_quota_bytes: Option<u64>,
-    /// Most bytes one account may keep on the node (none: no limit but the store's): pinned
-    /// trees, charged to the account that signed the pin, and uploads not yet pinned.
+    /// Most bytes one account may keep on the node (default 10 GiB; none, from code: no limit but the
+    /// store's): pinned trees, charged to the account that signed the pin, and uploads not
+    /// yet pinned.
     pub chunk_account_quota_bytes: Option<u64>,
     /// How long a pinned tree is kept after its last pin (each push pins its tree); trees
     /// that open jobs read or produced are kept past it.
@@ -116,7 +120,7 @@ impl Default for NodeConfig {
             mempool_max_per_sender: crate::mempool::DEFAULT_MEMPOOL_MAX_PER_SENDER,
             genesis: None,
             chunk_quota_bytes: None,
-            chunk_account_quota_bytes: None,
+            chunk_account_quota_bytes: Some(DEFAULT_ACCOUNT_QUOTA_BYTES),
             chunk_retention_secs: 7 * 24 * 3600,
             chunk_upload_grace_secs: 24 * 3600,
             chunk_gc_interval_secs: 3600,

@@ -813,3 +813,13 @@ fn event_subscriptions_are_capped_and_freed_when_dropped() {
     drop(a);
     assert!(node.subscribe_limited(2).is_some());
 }
+
+/// Upload quotas are on by default: a node started without configuring them still bounds
+/// what one account keeps.
+#[test]
+fn uploads_have_a_per_account_quota_by_default() {
+    assert_eq!(
+        NodeConfig::default().chunk_account_quota_bytes,
+        Some(10 << 30)
+    );
+}
