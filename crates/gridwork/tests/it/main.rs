@@ -756,10 +756,12 @@ fn data_push_moves_only_changes_and_pull_needs_a_granted_key() {
     // The node keeps the pushed tree for its retention period (a week by default).
     let week_ms = 7 * 24 * 3600 * 1000;
     let kept = first["pinned_until_ms"].as_u64().unwrap();
-    // The node charges the pushing account for what its pinned trees store.
+    // The node charges the pushing account for what its pinned trees store, against its
+    // quota (on by default: 10 GiB).
     let charged = first["account_pinned_bytes"].as_u64().unwrap();
     assert!(
-        charged >= first["bytes_sent"].as_u64().unwrap() && first["account_quota_bytes"].is_null(),
+        charged >= first["bytes_sent"].as_u64().unwrap()
+            && first["account_quota_bytes"].as_u64() == Some(10 << 30),
         "{first}"
     );
     let usage = cli.json(&["--key", "dev0", "data", "usage"], &[]);
