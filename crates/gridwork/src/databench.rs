@@ -226,20 +226,6 @@ fn reset_peak_memory() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// This process's peak resident memory since the last reset, in MiB (Linux only).
-fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 /// CPU time this process has used (user and system, all threads), in seconds (Linux; elsewhere
 /// zero). The bench runs node and client in one process, so a phase's share is both sides'.
 fn cpu_seconds() -> f64 {
@@ -325,7 +311,7 @@ pub(crate) fn bench_data(json: bool, mib: u64, dir: &Path, streams: usize) -> an
         let push = client.push_tree(&src, &key, &opts).await?;
         let push_s = t.elapsed().as_secs_f64();
         let push_cpu_s = cpu_seconds() - cpu;
-        let push_peak_mib = peak_memory_mib();
+        let push_peak_mib = gridwork_node::bench::peak_rss_mib();
 
         // As `data pull` runs: chunks written to their files only.
         eprintln!("pull");

@@ -402,8 +402,9 @@ pub fn reopen_chain(db: &std::path::Path) -> Result<ReopenReport, BenchError> {
     })
 }
 
-/// This process's peak resident memory in MiB (Linux `VmHWM`).
-fn peak_rss_mib() -> Option<f64> {
+/// This process's peak resident memory in MiB (Linux `VmHWM`, since start or the last
+/// reset through `/proc/self/clear_refs`); `None` elsewhere.
+pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: f64 = status
         .lines()
