@@ -13,6 +13,11 @@ use gridwork_types::Hash;
 /// The most chunk bytes one fetch response carries; chunks past it are marked status 2.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The most chunk bytes a fetch answers a caller that did not sign it: an unauthenticated
+/// request of a few ids cannot make the node hold 64 MiB for a reader that never reads.
+/// (The first chunk is always answered whatever its size, so a pull still progresses.)
+pub const UNSIGNED_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The most bytes one batched upload may carry.
 pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 
@@ -115,8 +120,8 @@ pub fn upload_pieces(chunks: &[(Hash, Bytes)]) -> Vec<Bytes> {
         .collect()
 }
 
-/// The answer to a fetch of `ids`: one frame per id, chunks past [`MAX_RESPONSE_BYTES`]
-/// deferred, and an id asked again within the fetch deferred too (no amplification: a
+/// The answer to a fetch of `ids`: one frame per id, chunks past `max_bytes` (at most
+/// [`MAX_RESPONSE_BYTES`]) deferred, and an id asked again within the fetch deferred too (no amplification: a
 /// request of one id a thousand times costs one chunk, not a thousand). What the node and a
 /// peer both serve. `get` appends a chunk's stored bytes to
 /// the body (no copy of its own) and says whether it had them; `capacity` is the body's
@@ -124,12 +129,14 @@ pub fn upload_pieces(chunks: &[(Hash, Bytes)]) -> Vec<Bytes> {
 pub fn answer_fetch<E>(
     ids: &[Hash],
     capacity: usize,
+    max_bytes: usize,
     mut get: impl FnMut(&Hash, &mut Vec<u8>) -> Result<bool, E>,
 ) -> Result<Vec<u8>, E> {
-    let mut out = take_buffer(capacity.min(MAX_RESPONSE_BYTES + ids.len() * 37 + (4 << 20)));
+    let max_bytes = max_bytes.min(MAX_RESPONSE_BYTES);
+    let mut out = take_buffer(capacity.min(max_bytes + ids.len() * 37 + (4 << 20)));
     let mut answered = std::collections::HashSet::with_capacity(ids.len());
     for id in ids {
-        if out.len() >= MAX_RESPONSE_BYTES || !answered.insert(*id) {
+        if out.len() >= max_bytes || !answered.insert(*id) {
             push_frame(&mut out, id, &Frame::Deferred);
             continue;
         }
@@ -242,7 +249,7 @@ mod tests {
     fn an_answer_carries_what_the_store_appended_and_names_what_it_lacked() {
         let _one = POOL_TESTS.lock().unwrap_or_else(|p| p.into_inner());
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
-        let body = answer_fetch(&[a, b, c], 0, |id, out| {
+        let body = answer_fetch(&[a, b, c], 0, MAX_RESPONSE_BYTES, |id, out| {
             Ok::<_, ()>(match id.0[0] {
                 1 => {
                     out.extend_from_slice(b"first");
@@ -275,7 +282,7 @@ mod tests {
         let a = Hash([1; 32]);
         let ids = vec![a; 1000];
         let chunk = vec![7u8; 64 << 10];
-        let body = answer_fetch(&ids, 0, |_, out| {
+        let body = answer_fetch(&ids, 0, MAX_RESPONSE_BYTES, |_, out| {
             out.extend_from_slice(&chunk);
             Ok::<_, ()>(true)
         })

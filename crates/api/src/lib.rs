@@ -13,6 +13,11 @@ pub mod frames;
 /// such writes only from ledger accounts that hold funds or stake.
 pub const SIGNATURE_HEADER: &str = "gridwork-signature";
 
+/// The header that carries the digest a signed request signs (hex, see
+/// [`signed_request_message`]), so a node checks the signer before it reads a byte of the
+/// body, then checks the body against the digest.
+pub const DIGEST_HEADER: &str = "gridwork-digest";
+
 /// How far a signed request's time may be from the node's clock.
 pub const SIGNATURE_WINDOW_MS: u64 = 10 * 60 * 1000;
 
@@ -20,7 +25,7 @@ pub const SIGNATURE_WINDOW_MS: u64 = 10 * 60 * 1000;
 /// "\n" || path || "\n" || time_ms u64 LE || digest`, where `node` is the key of the node the
 /// request is for (`node_key` in `GET /v1/chain`: a request signed for one node is refused
 /// by every other) and `digest` is BLAKE3 of the chunk ids the request uploads (each chunk is
-/// checked against its id) or else of its body.
+/// checked against its id) or else of its body. The digest also travels in [`DIGEST_HEADER`].
 pub fn signed_request_message(
     node: &PublicKey,
     method: &str,

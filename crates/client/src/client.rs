@@ -161,6 +161,11 @@ impl Client {
         }
     }
 
+    /// Whether requests are signed (the client was given a key).
+    pub(crate) fn has_signer(&self) -> bool {
+        self.signer.is_some()
+    }
+
     /// Adds the signature header of a data-plane write for this node to `request` (none
     /// without a signer: the node then says what is missing).
     pub(crate) async fn sign(
@@ -179,14 +184,16 @@ impl Client {
             .map_or(0, |d| d.as_millis() as u64);
         let message = gridwork_api::signed_request_message(&node, method, path, time_ms, digest);
         let signature = key.sign(&message);
-        Ok(request.header(
-            gridwork_api::SIGNATURE_HEADER,
-            format!(
-                "{}.{time_ms}.{}",
-                key.public(),
-                hex::encode(signature.to_bytes())
-            ),
-        ))
+        Ok(request
+            .header(gridwork_api::DIGEST_HEADER, digest.to_string())
+            .header(
+                gridwork_api::SIGNATURE_HEADER,
+                format!(
+                    "{}.{time_ms}.{}",
+                    key.public(),
+                    hex::encode(signature.to_bytes())
+                ),
+            ))
     }
 
     /// The node's base URL.

@@ -329,13 +329,22 @@ async fn blocking<T: Send + 'static>(
 impl Client {
     /// Posts `ids` to `url` in the binary form (32 bytes an id) and returns the answer;
     /// `None` when the node reads only JSON (an earlier version).
-    async fn post_ids(&self, url: &str, ids: &[Hash]) -> Result<Option<bytes::Bytes>, ClientError> {
+    async fn post_ids(
+        &self,
+        url: &str,
+        ids: &[Hash],
+        signed_as: Option<&str>,
+    ) -> Result<Option<bytes::Bytes>, ClientError> {
         let body: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
-        let request = self
+        let digest = Hash::of(&body);
+        let mut request = self
             .http()
             .post(url)
             .header("content-type", "application/octet-stream")
             .body(body);
+        if let Some(path) = signed_as {
+            request = self.sign(request, "POST", path, &digest).await?;
+        }
         match self.send_bytes(request, url).await {
             Err(e) if e.code() == Some("malformed_json") => Ok(None),
             other => other.map(Some),
@@ -346,7 +355,7 @@ impl Client {
     /// answer: JSON with hex ids took 67 bytes each way).
     async fn missing_chunks(&self, ids: Vec<Hash>) -> Result<Vec<Hash>, ClientError> {
         let url = format!("{}/v1/chunks/missing", self.base_url());
-        let Some(bits) = self.post_ids(&url, &ids).await? else {
+        let Some(bits) = self.post_ids(&url, &ids, None).await? else {
             let answer: MissingChunks = self
                 .send_json(self.http().post(&url).json(&ChunkIds { ids }), &url)
                 .await?;
@@ -370,10 +379,27 @@ impl Client {
             .collect())
     }
 
-    /// Several chunks in one request: one frame per id, in order.
+    /// Several chunks in one request: one frame per id, in order. Signed when the client
+    /// has a key (a node answers unsigned fetches only up to
+    /// [`UNSIGNED_RESPONSE_BYTES`](gridwork_api::frames::UNSIGNED_RESPONSE_BYTES)), unsigned
+    /// when that key holds nothing on the ledger.
     async fn get_chunks(&self, ids: &[Hash]) -> Result<Vec<Frame>, ClientError> {
         let url = format!("{}/v1/chunks/fetch", self.base_url());
-        let body = match self.post_ids(&url, ids).await? {
+        let signed = match self.has_signer() {
+            true => match self
+                .signed_write(|| self.post_ids(&url, ids, Some("/v1/chunks/fetch")))
+                .await
+            {
+                Err(e) if e.code() == Some("unfunded_account") => None,
+                other => Some(other?),
+            },
+            false => None,
+        };
+        let answer = match signed {
+            Some(answer) => answer,
+            None => self.post_ids(&url, ids, None).await?,
+        };
+        let body = match answer {
             Some(body) => body,
             None => {
                 self.send_bytes(

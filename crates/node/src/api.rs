@@ -6,19 +6,22 @@
 
 use std::convert::Infallible;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures_util::stream::Stream;
+use futures_util::stream::{Stream, StreamExt};
 use gridwork_api::{
     frames, signed_request_message, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant,
     KeyGrants, LogAppended, LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx,
-    Submitted, KEY_PROOF_HEADER, SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
+    Submitted, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
 };
 use gridwork_protocol::TxError;
 use gridwork_transfer::StoreError as ChunkStoreError;
@@ -28,6 +31,7 @@ use serde::Deserialize;
 use crate::logs::LogError;
 use crate::mempool::MempoolError;
 use crate::node::{AdmitError, BlockId, Node, NodeError};
+use crate::ServeLimits;
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -72,7 +76,13 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 
@@ -241,8 +251,86 @@ where
     })
 }
 
-/// The router of every endpoint.
+/// What the handlers share: the node, and the memory budget for bodies.
+#[derive(Clone)]
+struct ApiState {
+    node: Node,
+    budget: Budget,
+}
+
+impl FromRef<ApiState> for Node {
+    fn from_ref(state: &ApiState) -> Node {
+        state.node.clone()
+    }
+}
+
+impl FromRef<ApiState> for Budget {
+    fn from_ref(state: &ApiState) -> Budget {
+        state.budget.clone()
+    }
+}
+
+/// How long a request waits for its share of the body budget before it is answered `busy`.
+const BUSY_WAIT: Duration = Duration::from_secs(5);
+
+/// Memory for the bodies the API holds (uploads being read, fetch answers being sent), in
+/// KiB permits: a request takes its share before it reads or builds a body and gives it back
+/// when the body is gone, so a thousand uploads at once wait or are told `busy` instead of
+/// taking 64 GiB.
+#[derive(Clone)]
+struct Budget {
+    permits: Arc<tokio::sync::Semaphore>,
+    total_kib: usize,
+}
+
+impl Budget {
+    fn new(bytes: usize) -> Self {
+        let total_kib = bytes.div_ceil(1024).max(1);
+        Budget {
+            permits: Arc::new(tokio::sync::Semaphore::new(total_kib)),
+            total_kib,
+        }
+    }
+
+    /// A share of `bytes`, waited for at most [`BUSY_WAIT`].
+    async fn take(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        let kib = bytes.div_ceil(1024).clamp(1, self.total_kib);
+        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
+        match tokio::time::timeout(BUSY_WAIT, self.permits.clone().acquire_many_owned(kib)).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the node is holding as many request and answer bodies as it allows; try again shortly",
+            )),
+        }
+    }
+}
+
+/// Gives back what a share holds beyond `bytes`.
+fn shrink(permit: &mut tokio::sync::OwnedSemaphorePermit, bytes: usize) {
+    let keep = bytes.div_ceil(1024).max(1);
+    if permit.num_permits() > keep {
+        drop(permit.split(permit.num_permits() - keep));
+    }
+}
+
+/// The router of every endpoint, with the default [`ServeLimits`].
 pub fn router(node: Node) -> Router {
+    router_with(node, &ServeLimits::default())
+}
+
+/// The router of every endpoint, holding bodies to `limits`.
+pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
+    let state = ApiState {
+        node: node.clone(),
+        budget: Budget::new(limits.body_memory_bytes),
+    };
+    let clock = BodyClock {
+        idle: limits.body_idle_timeout,
+        whole: limits.body_timeout,
+    };
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -268,33 +356,15 @@ pub fn router(node: Node) -> Router {
             "/v1/chunks/missing",
             post(missing_chunks).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
         )
-        .route(
-            "/v1/chunks",
-            post(put_chunks).layer(DefaultBodyLimit::max(
-                frames::MAX_UPLOAD_BYTES + 1024 * 1024,
-            )),
-        )
+        .route("/v1/chunks", post(put_chunks))
         .route(
             "/v1/chunks/fetch",
             post(fetch_chunks).layer(DefaultBodyLimit::max(1024 * 1024)),
         )
-        .route(
-            "/v1/chunks/{id}",
-            get(get_chunk)
-                .put(put_chunk)
-                .layer(DefaultBodyLimit::max(MAX_CHUNK_BYTES)),
-        )
+        .route("/v1/chunks/{id}", get(get_chunk).put(put_chunk))
         .route("/v1/trees/{cid}/keys", get(get_grants).post(post_grant))
-        .route(
-            "/v1/trees/{cid}/pin",
-            get(get_pin)
-                .put(pin_tree)
-                .layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
-        )
-        .route(
-            "/v1/trees/{cid}/pin-from/{base}",
-            put(pin_tree_from).layer(DefaultBodyLimit::max(frames::MAX_UPLOAD_BYTES)),
-        )
+        .route("/v1/trees/{cid}/pin", get(get_pin).put(pin_tree))
+        .route("/v1/trees/{cid}/pin-from/{base}", put(pin_tree_from))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -303,11 +373,174 @@ pub fn router(node: Node) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            count_request,
+        .layer(axum::middleware::from_fn_with_state(clock, time_bodies))
+        .layer(axum::middleware::from_fn_with_state(node, count_request))
+        .with_state(state)
+}
+
+/// How long a request body may take: no gap longer than `idle`, the whole within `whole`.
+#[derive(Debug, Clone, Copy)]
+struct BodyClock {
+    idle: Duration,
+    whole: Duration,
+}
+
+/// A request body that stopped arriving in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body {0}")]
+struct BodyTimedOut(&'static str);
+
+/// Puts every request body on the clock ([`BodyClock`]): a client that sends headers and then
+/// a byte a minute holds nothing for long.
+async fn time_bodies(
+    State(clock): State<BodyClock>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let empty = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() == b"0")
+        || (req.headers().get(header::CONTENT_LENGTH).is_none()
+            && req.headers().get(header::TRANSFER_ENCODING).is_none());
+    if empty {
+        return next.run(req).await;
+    }
+    let deadline = tokio::time::Instant::now() + clock.whole;
+    let req = req.map(|body| {
+        let timed =
+            futures_util::stream::unfold(Some(body.into_data_stream()), move |state| async move {
+                let mut stream = state?;
+                let now = tokio::time::Instant::now();
+                let whole_left = deadline.saturating_duration_since(now);
+                match tokio::time::timeout(clock.idle.min(whole_left), stream.next()).await {
+                    Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
+                    Ok(Some(Err(e))) => Some((Err(e), None)),
+                    Ok(None) => None,
+                    Err(_) => {
+                        let why = if clock.idle < whole_left {
+                            "paused longer than the node waits between pieces"
+                        } else {
+                            "took longer than the node waits for a whole body"
+                        };
+                        Some((Err(axum::Error::new(BodyTimedOut(why))), None))
+                    }
+                }
+            });
+        Body::from_stream(timed)
+    });
+    next.run(req).await
+}
+
+/// Reads `body` whole, at most `limit` bytes, with errors the API reports.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(cause) = source {
+            if cause.is::<http_body_util::LengthLimitError>() {
+                return too_large(limit);
+            }
+            if let Some(late) = cause.downcast_ref::<BodyTimedOut>() {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    late.to_string(),
+                );
+            }
+            source = cause.source();
+        }
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("the request body could not be read: {e}"),
+        )
+    })
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("this route takes bodies of at most {limit} bytes; send less at once"),
+    )
+}
+
+/// A signed data-plane write. The signer is checked from the headers before a byte of the
+/// body is read (an unsigned 60 MiB upload used to be read and parsed first): the signature
+/// covers the digest in [`DIGEST_HEADER`]; then the body is read, within the route's limit and
+/// the memory budget, and must match that digest ([`SignedWrite::expect`]).
+struct SignedWrite {
+    signer: Address,
+    digest: Hash,
+    body: Bytes,
+    /// The body's share of the budget, held while the write is handled.
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl SignedWrite {
+    async fn read(
+        node: &Node,
+        budget: &Budget,
+        headers: &HeaderMap,
+        body: Body,
+        (method, path): (&str, &str),
+        limit: usize,
+    ) -> Result<SignedWrite, ApiError> {
+        if !headers.contains_key(SIGNATURE_HEADER) {
+            return Err(signature_required());
+        }
+        let digest = headers
+            .get(DIGEST_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "digest_required",
+                    format!(
+                        "a signed write carries the digest its signature covers in the \
+                         {DIGEST_HEADER} header (hex BLAKE3; gridwork's client sends it)"
+                    ),
+                )
+            })?;
+        let digest: Hash = digest.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_digest",
+                format!("the {DIGEST_HEADER} header is not 64 hex digits"),
+            )
+        })?;
+        let signer = data_signer(node, headers, method, path, &digest)?;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        let memory = budget.take(declared.unwrap_or(limit)).await?;
+        let body = read_body(body, limit).await?;
+        Ok(SignedWrite {
+            signer,
+            digest,
+            body,
+            _memory: memory,
+        })
+    }
+
+    /// Refuses a body that is not the one signed.
+    fn expect(&self, actual: &Hash) -> Result<(), ApiError> {
+        if *actual == self.digest {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "digest_mismatch",
+            format!(
+                "the body's digest is {actual}, not the {} the request signed; nothing was stored",
+                self.digest
+            ),
         ))
-        .with_state(node)
+    }
 }
 
 async fn count_request(
@@ -641,19 +874,24 @@ async fn missing_chunks(
 
 async fn put_chunk(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    let uploader = data_signer(
+    let path = format!("/v1/chunks/{id}");
+    let write = SignedWrite::read(
         &node,
+        &budget,
         &headers,
-        "PUT",
-        &format!("/v1/chunks/{id}"),
-        &ids_digest([id].iter()),
-    )?;
-    blocking(move || node.put_chunk_by(&id, &body, &uploader)).await?;
+        body,
+        ("PUT", &path),
+        MAX_CHUNK_BYTES,
+    )
+    .await?;
+    write.expect(&ids_digest([id].iter()))?;
+    blocking(move || node.put_chunk_by(&id, &write.body, &write.signer)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -727,18 +965,27 @@ async fn blocking<T: Send + 'static>(
 /// `POST /v1/chunks`: several chunks in one body (frames, see `gridwork_api::frames`).
 async fn put_chunks(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let parsed = frames::parse_frames(&body, MAX_CHUNK_BYTES)
+    let write = SignedWrite::read(
+        &node,
+        &budget,
+        &headers,
+        body,
+        ("POST", "/v1/chunks"),
+        frames::MAX_UPLOAD_BYTES + 1024 * 1024,
+    )
+    .await?;
+    let parsed = frames::parse_frames(&write.body, MAX_CHUNK_BYTES)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_frames", e.to_string()))?;
-    let digest = ids_digest(parsed.iter().map(|(id, _)| id));
-    let uploader = data_signer(&node, &headers, "POST", "/v1/chunks", &digest)?;
+    write.expect(&ids_digest(parsed.iter().map(|(id, _)| id)))?;
     let stored = blocking(move || {
         let mut n = 0u64;
         for (id, frame) in &parsed {
             if let frames::Frame::Chunk(bytes) = frame {
-                node.put_chunk_by(id, bytes, &uploader)?;
+                node.put_chunk_by(id, bytes, &write.signer)?;
                 n += 1;
             }
         }
@@ -753,10 +1000,16 @@ async fn put_chunks(
 }
 
 /// `POST /v1/chunks/fetch {"ids": [...]}`: several chunks in one response (frames).
+///
+/// A fetch signed by a funded account (`gridwork-signature` over the body's digest) is
+/// answered up to [`frames::MAX_RESPONSE_BYTES`]; an unsigned one up to
+/// [`frames::UNSIGNED_RESPONSE_BYTES`] (the rest deferred): a stranger's few ids cannot make
+/// the node build and hold 64 MiB. The answer holds its share of the body budget until sent.
 async fn fetch_chunks(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
     let (ids, _) = asked_ids(&headers, &body)?;
     if ids.len() > frames::MAX_FETCH_IDS {
@@ -766,10 +1019,39 @@ async fn fetch_chunks(
             format!("fetch at most {} chunks at once", frames::MAX_FETCH_IDS),
         ));
     }
-    let out = blocking(move || node.fetch_answer(&ids)).await?;
-    // The body goes back to the buffer pool once sent.
-    let body = axum::body::Body::from(frames::share(out));
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+    let max_bytes = if headers.contains_key(SIGNATURE_HEADER) {
+        data_signer(
+            &node,
+            &headers,
+            "POST",
+            "/v1/chunks/fetch",
+            &Hash::of(&body),
+        )?;
+        frames::MAX_RESPONSE_BYTES
+    } else {
+        frames::UNSIGNED_RESPONSE_BYTES
+    };
+    // Room for the largest answer: the cap, one chunk past it, a frame header per id.
+    let mut memory = budget
+        .take(max_bytes + MAX_CHUNK_BYTES + 37 * ids.len())
+        .await?;
+    let out = blocking(move || node.fetch_answer(&ids, max_bytes)).await?;
+    shrink(&mut memory, out.len());
+    let length = out.len();
+    // The body goes back to the buffer pool once sent, and its share of the budget with it.
+    let answer =
+        futures_util::stream::iter([Ok::<_, Infallible>(frames::share(out))]).map(move |piece| {
+            let _held = &memory;
+            piece
+        });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        Body::from_stream(answer),
+    )
+        .into_response())
 }
 
 /// `PUT /v1/trees/{cid}/pin`: the body is the tree's chunk ids, 32 bytes each; the node
@@ -787,16 +1069,7 @@ fn data_signer(
     let value = headers
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            refused(
-                StatusCode::UNAUTHORIZED,
-                "signature_required",
-                format!(
-                    "uploads, pins and key grants must be signed by a funded ledger account in \
-                     the {SIGNATURE_HEADER} header (gridwork signs with --key)"
-                ),
-            )
-        })?;
+        .ok_or_else(signature_required)?;
     let bad = |why: &str| {
         refused(
             StatusCode::UNAUTHORIZED,
@@ -845,6 +1118,17 @@ fn data_signer(
         ));
     }
     Ok(address)
+}
+
+fn signature_required() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "signature_required",
+        format!(
+            "uploads, pins and key grants must be signed by a funded ledger account in the \
+             {SIGNATURE_HEADER} header (gridwork signs with --key)"
+        ),
+    )
 }
 
 /// BLAKE3 of the ids, in order: what an upload signs.
@@ -922,20 +1206,26 @@ fn pinned(node: &Node, cid: &Hash, until_ms: u64, pinner: &Address) -> Response 
 
 async fn pin_tree(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     Path(cid): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
-    let pinner = data_signer(
+    let path = format!("/v1/trees/{cid}/pin");
+    let write = SignedWrite::read(
         &node,
+        &budget,
         &headers,
-        "PUT",
-        &format!("/v1/trees/{cid}/pin"),
-        &Hash::of(&body),
-    )?;
+        body,
+        ("PUT", &path),
+        frames::MAX_UPLOAD_BYTES,
+    )
+    .await?;
+    write.expect(&Hash::of(&write.body))?;
     let proof = key_proof(&headers)?;
-    let ids = chunk_ids(&body)?;
+    let pinner = write.signer;
+    let ids = chunk_ids(&write.body)?;
     let until_ms = {
         let node = node.clone();
         blocking(move || node.pin_tree(&cid, &ids, &proof, &pinner)).await?
@@ -947,20 +1237,26 @@ async fn pin_tree(
 /// || removed ids` (docs/data-plane.md).
 async fn pin_tree_from(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     Path((cid, base)): Path<(String, String)>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
     let base: Hash = parse("base tree id", &base)?;
-    let pinner = data_signer(
+    let path = format!("/v1/trees/{cid}/pin-from/{base}");
+    let write = SignedWrite::read(
         &node,
+        &budget,
         &headers,
-        "PUT",
-        &format!("/v1/trees/{cid}/pin-from/{base}"),
-        &Hash::of(&body),
-    )?;
+        body,
+        ("PUT", &path),
+        frames::MAX_UPLOAD_BYTES,
+    )
+    .await?;
+    write.expect(&Hash::of(&write.body))?;
     let proof = key_proof(&headers)?;
+    let (pinner, body) = (write.signer, &write.body);
     let bad = || {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -1010,20 +1306,25 @@ async fn get_grants(
 
 async fn post_grant(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     Path(cid): Path<String>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
-    data_signer(
+    let path = format!("/v1/trees/{cid}/keys");
+    let write = SignedWrite::read(
         &node,
+        &budget,
         &headers,
-        "POST",
-        &format!("/v1/trees/{cid}/keys"),
-        &Hash::of(&body),
-    )?;
+        body,
+        ("POST", &path),
+        MAX_BODY_BYTES,
+    )
+    .await?;
+    write.expect(&Hash::of(&write.body))?;
     let proof = key_proof(&headers)?;
-    let grant: KeyGrant = serde_json::from_slice(&body).map_err(|e| {
+    let grant: KeyGrant = serde_json::from_slice(&write.body).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",

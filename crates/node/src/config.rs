@@ -91,17 +91,33 @@ pub struct NodeConfig {
     pub http_max_connections: usize,
     /// API connections open at once from one client address.
     pub http_max_connections_per_ip: usize,
+    /// The longest gap, in ms, between two pieces of a request body.
+    pub http_body_idle_timeout_ms: u64,
+    /// A whole request body must arrive within this many ms.
+    pub http_body_timeout_ms: u64,
+    /// A response the client has taken nothing of for this many ms is cut off.
+    pub http_write_idle_timeout_ms: u64,
+    /// Bytes of upload bodies and fetch answers the API holds in memory at once.
+    pub http_body_memory_bytes: usize,
 }
 
 impl NodeConfig {
     /// The API server's connection limits.
     pub fn serve_limits(&self) -> crate::ServeLimits {
+        let ms = |ms: u64| std::time::Duration::from_millis(ms.max(1));
         crate::ServeLimits {
             header_read_timeout: std::time::Duration::from_millis(
                 self.http_header_timeout_ms.max(1),
             ),
             max_connections: self.http_max_connections.max(1),
             max_connections_per_ip: self.http_max_connections_per_ip.max(1),
+            body_idle_timeout: ms(self.http_body_idle_timeout_ms),
+            body_timeout: ms(self.http_body_timeout_ms),
+            write_idle_timeout: ms(self.http_write_idle_timeout_ms),
+            // At least one largest body, or no upload could ever be taken.
+            body_memory_bytes: self
+                .http_body_memory_bytes
+                .max(gridwork_api::frames::MAX_UPLOAD_BYTES + (1 << 20)),
         }
     }
 }
@@ -130,6 +146,10 @@ impl Default for NodeConfig {
             http_header_timeout_ms: 10_000,
             http_max_connections: 1024,
             http_max_connections_per_ip: 64,
+            http_body_idle_timeout_ms: 30_000,
+            http_body_timeout_ms: 120_000,
+            http_write_idle_timeout_ms: 30_000,
+            http_body_memory_bytes: 1 << 30,
         }
     }
 }

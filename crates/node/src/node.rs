@@ -1488,7 +1488,7 @@ impl Node {
 
     /// The answer to a batched fetch of `ids` (frames; see `gridwork_api::frames`): each
     /// chunk read from the store straight into the body, which is allocated once.
-    pub fn fetch_answer(&self, ids: &[Hash]) -> Result<Vec<u8>, NodeError> {
+    pub fn fetch_answer(&self, ids: &[Hash], max_bytes: usize) -> Result<Vec<u8>, NodeError> {
         let store = self.chunk_store()?;
         // Repeats are answered once (`answer_fetch`), so they size nothing.
         let mut distinct = ids.to_vec();
@@ -1498,6 +1498,7 @@ impl Node {
         Ok(gridwork_api::frames::answer_fetch(
             ids,
             capacity,
+            max_bytes,
             |id, out| store.read_into(id, out),
         )?)
     }

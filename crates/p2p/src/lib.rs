@@ -9,7 +9,10 @@
 //! missing, or deferred past 64 MiB) and finishes. Chunks are named by the BLAKE3 of their
 //! bytes, so the requester checks every one ([`PeerSource`] is a
 //! [`gridwork_client::ChunkSource`] and the pull checks what any source returns); a server
-//! never sees plaintext. One connection per peer carries many streams at once.
+//! never sees plaintext. One connection per peer carries many streams at once; a server
+//! handles at most [`PeerLimits::streams_per_peer`] of one connection at a time and
+//! [`PeerLimits::answers_at_once`] in all, and resets a stream whose request or answer is not
+//! moved in time: a peer that never reads holds its own places, nobody else's.
 //!
 //! Why not iroh-blobs: its provider serves from a store of its own (a second copy of every
 //! chunk, or memory), and its BLAKE3 verified streaming guards multi-gigabyte blobs; our chunks
@@ -42,6 +45,32 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long one request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a serving peer gives the peers that ask it: anybody can make an endpoint key and
+/// dial, so every resource a request takes is bounded per peer and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLimits {
+    /// Requests of one connection handled at once; its further streams wait (QUIC flow
+    /// control holds the peer back) until one of them is answered.
+    pub streams_per_peer: usize,
+    /// Answers built or being sent to all peers at once (each up to 64 MiB).
+    pub answers_at_once: usize,
+    /// A request (at most 4096 ids) must arrive within this.
+    pub request_timeout: Duration,
+    /// An answer must be taken within this, or its stream is reset.
+    pub answer_timeout: Duration,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            streams_per_peer: 4,
+            answers_at_once: 8,
+            request_timeout: Duration::from_secs(10),
+            answer_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
 
 /// Why the peer endpoint did not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +105,21 @@ pub struct Peer {
 
 impl Peer {
     /// Binds an endpoint at `bind` (relays and discovery off) with the transport key
-    /// `secret`; serves `store` to other peers if given.
+    /// `secret`; serves `store` to other peers if given, under the default [`PeerLimits`].
     pub async fn bind(
         secret: [u8; 32],
         bind: SocketAddr,
         store: Option<ChunkStore>,
+    ) -> Result<Peer, P2pError> {
+        Peer::bind_with(secret, bind, store, PeerLimits::default()).await
+    }
+
+    /// [`Peer::bind`] with `limits` on what it serves.
+    pub async fn bind_with(
+        secret: [u8; 32],
+        bind: SocketAddr,
+        store: Option<ChunkStore>,
+        limits: PeerLimits,
     ) -> Result<Peer, P2pError> {
         let refused = |message: String| P2pError::Bind {
             addr: bind,
@@ -97,7 +136,16 @@ impl Peer {
             .map_err(|e| refused(e.to_string()))?;
         let router = store.map(|store| {
             Router::builder(endpoint.clone())
-                .accept(ALPN, Arc::new(ChunkServer { store }))
+                .accept(
+                    ALPN,
+                    Arc::new(ChunkServer {
+                        store,
+                        answers: Arc::new(tokio::sync::Semaphore::new(
+                            limits.answers_at_once.max(1),
+                        )),
+                        limits,
+                    }),
+                )
                 .spawn()
         });
         Ok(Peer { endpoint, router })
@@ -165,21 +213,38 @@ fn unreachable_key() -> PublicKey {
     Keypair::from_seed([0; 32]).public()
 }
 
-/// Serves a chunk store: one request per stream.
+/// Serves a chunk store: one request per stream, under [`PeerLimits`].
 #[derive(Debug)]
 struct ChunkServer {
     store: ChunkStore,
+    limits: PeerLimits,
+    /// Places for answers, shared by all connections.
+    answers: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProtocolHandler for ChunkServer {
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
-        while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+        let limits = self.limits;
+        let mine = Arc::new(tokio::sync::Semaphore::new(limits.streams_per_peer.max(1)));
+        // A stream is accepted only with a place of this peer's: the rest wait unopened.
+        while let Ok(place) = mine.clone().acquire_owned().await {
+            let Ok((mut send, mut recv)) = connection.accept_bi().await else {
+                break;
+            };
             let store = self.store.clone();
+            let answers = self.answers.clone();
             tokio::spawn(async move {
-                let request = match recv.read_to_end(4 + 32 * frames::MAX_FETCH_IDS).await {
-                    Ok(r) => r,
-                    Err(e) => {
+                let _place = place;
+                let read = recv.read_to_end(4 + 32 * frames::MAX_FETCH_IDS);
+                let request = match tokio::time::timeout(limits.request_timeout, read).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
                         tracing::debug!(error = %e, "peer request not read");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("peer request not sent in time");
+                        let _ = recv.stop(0u32.into());
                         return;
                     }
                 };
@@ -187,10 +252,20 @@ impl ProtocolHandler for ChunkServer {
                     tracing::debug!("malformed peer request");
                     return;
                 };
+                let Ok(_answering) = answers.acquire_owned().await else {
+                    return;
+                };
                 let answer = tokio::task::spawn_blocking(move || answer(&store, &ids)).await;
                 if let Ok(body) = answer {
-                    if send.write_all(&body).await.is_ok() {
-                        let _ = send.finish();
+                    match tokio::time::timeout(limits.answer_timeout, send.write_all(&body)).await {
+                        Ok(Ok(())) => {
+                            let _ = send.finish();
+                        }
+                        Ok(Err(_)) => {}
+                        Err(_) => {
+                            tracing::debug!("peer took too long to read an answer");
+                            let _ = send.reset(0u32.into());
+                        }
                     }
                     frames::give_back(body);
                 }
@@ -208,7 +283,7 @@ fn answer(store: &ChunkStore, ids: &[Hash]) -> Vec<u8> {
     distinct.sort_unstable();
     distinct.dedup();
     let capacity = store.stored_bytes(&distinct) as usize + 37 * ids.len();
-    frames::answer_fetch(ids, capacity, |id, out| {
+    frames::answer_fetch(ids, capacity, frames::MAX_RESPONSE_BYTES, |id, out| {
         Ok::<_, std::convert::Infallible>(store.read_into(id, out).unwrap_or(false))
     })
     .unwrap_or_default()

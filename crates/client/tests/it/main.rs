@@ -690,6 +690,10 @@ async fn trees_push_only_what_the_node_lacks_and_pull_only_what_is_missing() {
     let replayed = reqwest::Client::new()
         .put(format!("{}{path}", t.client.base_url()))
         .header(
+            gridwork_api::DIGEST_HEADER,
+            gridwork_types::Hash::of(&[]).to_string(),
+        )
+        .header(
             "gridwork-signature",
             format!(
                 "{}.{now}.{}",
@@ -1085,6 +1089,7 @@ async fn a_pin_from_a_base_the_node_cannot_use_is_refused_with_a_code_that_says_
         ));
         reqwest::Client::new()
             .put(format!("{}{path}", t.client.base_url()))
+            .header(gridwork_api::DIGEST_HEADER, Hash::of(&body).to_string())
             .header(
                 "gridwork-signature",
                 format!(

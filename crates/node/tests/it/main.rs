@@ -1,5 +1,7 @@
 //! The node core: durable blocks, restart, halting on a failed commit, data-dir locking.
 
+mod edges;
+
 use gridwork_consensus::Solo;
 use gridwork_node::{AdmitError, GenesisSource, Node, NodeConfig, NodeError};
 use gridwork_protocol::{dev_keypair, Genesis, Params};
@@ -726,6 +728,7 @@ async fn half_sent_requests_are_cut_off_and_one_address_gets_only_its_share() {
         header_read_timeout: Duration::from_millis(500),
         max_connections: 100,
         max_connections_per_ip: 8,
+        ..gridwork_node::ServeLimits::default()
     };
     tokio::spawn(gridwork_node::serve_with(
         node,

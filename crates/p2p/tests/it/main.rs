@@ -124,3 +124,134 @@ async fn a_tree_pulled_from_a_peer_alone_arrives_whole_and_an_unreachable_peer_i
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `n` chunks of `size` bytes in a new store at `dir`.
+fn filled_store(
+    dir: &std::path::Path,
+    n: u8,
+    size: usize,
+) -> (ChunkStore, Vec<gridwork_types::Hash>) {
+    let store = ChunkStore::open(dir, None).unwrap();
+    let ids = (0..n)
+        .map(|i| {
+            let mut data = vec![0u8; size];
+            blake3::Hasher::new()
+                .update(&[i, 9])
+                .finalize_xof()
+                .fill(&mut data);
+            let id = gridwork_types::Hash::of(&data);
+            store.put(&id, &data).unwrap();
+            id
+        })
+        .collect();
+    (store, ids)
+}
+
+/// A raw connection to `server` from a fresh endpoint: streams it opens and never reads.
+async fn raw_connection(server: &PeerAddr) -> (iroh::Endpoint, iroh::endpoint::Connection) {
+    let endpoint = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
+        .secret_key(iroh::SecretKey::from_bytes(&[42; 32]))
+        .relay_mode(iroh::RelayMode::Disabled)
+        .clear_address_lookup()
+        .bind_addr(loopback())
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let id = iroh::EndpointId::from_bytes(&server.endpoint.to_bytes()).unwrap();
+    let target = server
+        .sockets()
+        .unwrap()
+        .into_iter()
+        .fold(iroh::EndpointAddr::new(id), |a, s| a.with_ip_addr(s));
+    let connection = endpoint.connect(target, gridwork_p2p::ALPN).await.unwrap();
+    (endpoint, connection)
+}
+
+fn request(ids: &[gridwork_types::Hash]) -> Vec<u8> {
+    let mut out = (ids.len() as u32).to_le_bytes().to_vec();
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+/// A peer that opens streams and never reads their answers holds only its own places: its
+/// next request waits, another peer is served at once, and once the stuck answers time out
+/// the peer's next request is answered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_holds_only_its_own_places() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ids) = filled_store(&dir.path().join("server"), 6, 4 << 20);
+    let limits = gridwork_p2p::PeerLimits {
+        streams_per_peer: 2,
+        answer_timeout: Duration::from_secs(3),
+        ..gridwork_p2p::PeerLimits::default()
+    };
+    let server = gridwork_p2p::Peer::bind_with(
+        transport_secret(&Keypair::from_seed([1; 32])),
+        loopback(),
+        Some(store),
+        limits,
+    )
+    .await
+    .unwrap();
+    let announced = server.announcement(&[]);
+
+    let (_endpoint, greedy) = raw_connection(&announced).await;
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let (mut send, recv) = greedy.open_bi().await.unwrap();
+        send.write_all(&request(&ids)).await.unwrap();
+        send.finish().unwrap();
+        stuck.push(recv);
+    }
+    // Its third request waits for a place of its own.
+    let third = {
+        let greedy = greedy.clone();
+        let one = ids[0];
+        tokio::spawn(async move {
+            let (mut send, mut recv) = greedy.open_bi().await.unwrap();
+            send.write_all(&request(&[one])).await.unwrap();
+            send.finish().unwrap();
+            recv.read_to_end(16 << 20).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !third.is_finished(),
+        "a third stream was answered beside two stuck ones"
+    );
+
+    // Another peer is served meanwhile.
+    let other = Peer::bind(
+        transport_secret(&Keypair::from_seed([2; 32])),
+        loopback(),
+        None,
+    )
+    .await
+    .unwrap();
+    let source = other.source(&announced, "server").unwrap();
+    let frames = tokio::time::timeout(Duration::from_secs(20), source.fetch_chunks(&ids[..1]))
+        .await
+        .expect("another peer was kept waiting")
+        .unwrap();
+    assert!(matches!(frames[0], gridwork_api::frames::Frame::Chunk(_)));
+
+    // The stuck answers are reset at their timeout; the third is answered.
+    let answer = tokio::time::timeout(Duration::from_secs(30), third)
+        .await
+        .expect("the third request was never answered")
+        .unwrap()
+        .unwrap();
+    assert!(answer.len() > 4 << 20);
+    for mut recv in stuck {
+        assert!(
+            recv.read_to_end(64 << 20).await.is_err(),
+            "a stuck answer was sent whole"
+        );
+    }
+    server.shutdown().await;
+    other.shutdown().await;
+}
