@@ -412,7 +412,8 @@ impl Client {
     }
 
     /// `GET /v1/jobs/{id}/tasks/{task}/logs`: a task run's log from `offset` (`provider`
-    /// defaults to the executor, `attempt` to the current one).
+    /// defaults to the executor, `attempt` to the current one), signed by the client's key
+    /// (the job's requester, or the task's executor or a council member).
     pub async fn task_log(
         &self,
         job: &Hash,
@@ -432,7 +433,13 @@ impl Client {
         if let Some(a) = attempt {
             path.push_str(&format!("&attempt={a}"));
         }
-        self.get(&path).await
+        // Only the requester, executor and council may read a log: the read is signed, over
+        // the path with the digest of the query.
+        let (route, query) = path.split_once('?').unwrap_or((&path, ""));
+        let digest = Hash::of(query.as_bytes());
+        let url = format!("{}{path}", self.base);
+        let request = self.sign(self.http.get(&url), "GET", route, &digest).await?;
+        self.send(request, &url).await
     }
 
     /// `GET /v1/providers/{address}`; `None` if not registered.

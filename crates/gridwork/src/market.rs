@@ -291,7 +291,8 @@ async fn whole_log(
 
 fn logs(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Result<()> {
     let view = fetch_job(cli, id)?;
-    let client = Client::new(&cli.node);
+    // Logs are the requester's (and the task's providers'): reads are signed.
+    let client = Client::new(&cli.node).signed_by(signing_key(cli)?);
     let tasks: Vec<&TaskView> = view
         .tasks
         .iter()
@@ -340,7 +341,9 @@ fn logs(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Resu
 
 fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let poller = JobPoller::new(cli, id)?;
+    let mut poller = JobPoller::new(cli, id)?;
+    // Logs are the requester's (and the task's providers'): reads are signed.
+    poller.client = poller.client.signed_by(signing_key(cli)?);
     let view = poller.view()?;
     let task = match (task, view.tasks.len()) {
         (Some(t), _) => t,

@@ -100,6 +100,9 @@ impl From<NodeError> for ApiError {
             NodeError::NotAssigned { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_assigned", e.to_string())
             }
+            NodeError::NotPermitted { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_permitted", e.to_string())
+            }
             NodeError::NotAProvider { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, "not_a_provider", e.to_string())
             }
@@ -756,12 +759,29 @@ struct LogQuery {
     offset: u64,
 }
 
+/// A task log is what a program printed of its decrypted inputs: the request is signed
+/// (`gridwork-signature` over the path, with the digest of the query string) by the job's
+/// requester, the provider whose log it is, or the task's executor or a council member.
 async fn get_log(
     State(node): State<Node>,
     Path((id, task)): Path<(String, u32)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("job id", &id)?;
+    if !headers.contains_key(SIGNATURE_HEADER) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_required",
+            format!(
+                "task logs are read by the job's requester, the task's executor and its council \
+                 only: sign the request in the {SIGNATURE_HEADER} header (gridwork signs with --key)"
+            ),
+        ));
+    }
+    let digest = Hash::of(uri.query().unwrap_or_default().as_bytes());
+    let reader = request_signer(&node, &headers, "GET", uri.path(), &digest)?;
     let Query(q) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -781,6 +801,7 @@ async fn get_log(
         q.attempt,
         q.stream.unwrap_or(LogStream::Stdout),
         q.offset,
+        &reader,
     )?;
     Ok(Json(log).into_response())
 }
@@ -1065,6 +1086,30 @@ fn data_signer(
     path: &str,
     digest: &Hash,
 ) -> Result<Address, ApiError> {
+    let address = request_signer(node, headers, method, path, digest)?;
+    let account = node.account(&address);
+    if account.balance == Amount::ZERO && account.stake_locked == Amount::ZERO {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unfunded_account",
+            format!(
+                "{address} holds no funds or stake on the ledger; the node stores data only for \
+                 funded accounts (send it some GRID first)"
+            ),
+        ));
+    }
+    Ok(address)
+}
+
+/// The account that signed a request (`gridwork-signature` over [`signed_request_message`]
+/// for this node, within the time window), or why it is refused.
+fn request_signer(
+    node: &Node,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    digest: &Hash,
+) -> Result<Address, ApiError> {
     let refused = |status, code, message: String| ApiError::new(status, code, message);
     let value = headers
         .get(SIGNATURE_HEADER)
@@ -1105,19 +1150,7 @@ fn data_signer(
         .map_err(|_| {
             bad("does not verify for this request to this node (it signs the node_key of GET /v1/chain)")
         })?;
-    let address = key.address();
-    let account = node.account(&address);
-    if account.balance == Amount::ZERO && account.stake_locked == Amount::ZERO {
-        return Err(refused(
-            StatusCode::FORBIDDEN,
-            "unfunded_account",
-            format!(
-                "{address} holds no funds or stake on the ledger; the node stores data only for \
-                 funded accounts (send it some GRID first)"
-            ),
-        ));
-    }
-    Ok(address)
+    Ok(key.address())
 }
 
 fn signature_required() -> ApiError {

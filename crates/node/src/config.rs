@@ -79,6 +79,9 @@ pub struct NodeConfig {
     pub chunk_gc_interval_secs: u64,
     /// Most bytes kept of one task log (per run and stream); later output stays on the worker.
     pub log_limit_bytes: u64,
+    /// Seconds a closed job's task logs are kept after their last write (they carry what
+    /// programs printed of their inputs).
+    pub log_retention_secs: u64,
     /// Serve the chunk store peer to peer on this UDP address too (none: HTTP only).
     pub p2p_listen: Option<SocketAddr>,
     /// The addresses peers reach the node's endpoint at (none: the listen address when it
@@ -141,6 +144,7 @@ impl Default for NodeConfig {
             chunk_upload_grace_secs: 24 * 3600,
             chunk_gc_interval_secs: 3600,
             log_limit_bytes: crate::DEFAULT_LOG_LIMIT_BYTES,
+            log_retention_secs: crate::DEFAULT_LOG_RETENTION_SECS,
             p2p_listen: None,
             p2p_announce: Vec::new(),
             http_header_timeout_ms: 10_000,

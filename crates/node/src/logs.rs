@@ -3,7 +3,9 @@
 //!
 //! One log per (job, task, attempt, provider, stream), append-only, at most `limit` bytes.
 //! A node with a data directory keeps them as files under `logs/<job>/`; one without keeps
-//! them in memory.
+//! them in memory. A job's logs go once the job has left the open jobs and nothing was
+//! written to them for the retention period ([`TaskLogs::prune`], run with garbage
+//! collection): a log carries what a program printed of its inputs, so it is not kept forever.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -59,6 +61,8 @@ pub(crate) struct TaskLogs {
     limit: u64,
     /// In-memory logs (no data directory), or the sizes of file logs seen so far.
     mem: Mutex<HashMap<LogKey, Vec<u8>>>,
+    /// When each job's in-memory logs were last written (ms since the epoch).
+    written: Mutex<HashMap<Hash, u64>>,
 }
 
 /// The most one read returns.
@@ -70,6 +74,7 @@ impl TaskLogs {
             root,
             limit,
             mem: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,6 +105,10 @@ impl TaskLogs {
             let log = mem.entry(*key).or_default();
             let fresh = Self::fresh(log.len() as u64, offset, data, self.limit)?;
             log.extend_from_slice(fresh);
+            self.written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.job, crate::now_ms());
             return Ok(log.len() as u64);
         };
         let io = Self::io(&path);
@@ -156,6 +165,55 @@ impl TaskLogs {
     }
 }
 
+impl TaskLogs {
+    /// Drops the logs of every job that `open` does not name and that nobody wrote to since
+    /// `before_ms`; returns how many jobs' logs went.
+    pub(crate) fn prune(&self, open: impl Fn(&Hash) -> bool, before_ms: u64) -> u64 {
+        let Some(root) = &self.root else {
+            let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            let gone: Vec<Hash> = written
+                .iter()
+                .filter(|(job, at)| !open(job) && **at < before_ms)
+                .map(|(job, _)| *job)
+                .collect();
+            let mut mem = self.mem.lock().unwrap_or_else(|p| p.into_inner());
+            mem.retain(|key, _| !gone.contains(&key.job));
+            written.retain(|job, _| !gone.contains(job));
+            return gone.len() as u64;
+        };
+        let Ok(dirs) = std::fs::read_dir(root) else {
+            return 0;
+        };
+        let mut pruned = 0;
+        for dir in dirs.flatten() {
+            let Some(job) = dir
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<Hash>().ok())
+            else {
+                continue;
+            };
+            if open(&job) {
+                continue;
+            }
+            // The newest write to any of the job's logs.
+            let newest = std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|f| f.metadata().ok()?.modified().ok())
+                .filter_map(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64)
+                .max()
+                .unwrap_or(0);
+            if newest < before_ms && std::fs::remove_dir_all(dir.path()).is_ok() {
+                pruned += 1;
+            }
+        }
+        pruned
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +255,27 @@ mod tests {
                 ..key()
             };
             assert_eq!(logs.read(&other, 0).unwrap(), (Vec::new(), 0));
+        }
+    }
+
+    #[test]
+    fn logs_of_closed_jobs_go_after_the_retention_and_open_ones_stay() {
+        let (_dir, logs) = both(1 << 20);
+        for logs in &logs {
+            let open_job = LogKey {
+                job: Hash([9; 32]),
+                ..key()
+            };
+            logs.append(&key(), 0, b"printed a secret").unwrap();
+            logs.append(&open_job, 0, b"still running").unwrap();
+            let now = crate::now_ms();
+            // Written just now: kept whatever the job.
+            assert_eq!(logs.prune(|_| false, now - 60_000), 0);
+            assert_eq!(logs.read(&key(), 0).unwrap().1, 16);
+            // Past the retention: the closed job's logs go, the open job's stay.
+            assert_eq!(logs.prune(|job| *job == open_job.job, now + 60_000), 1);
+            assert_eq!(logs.read(&key(), 0).unwrap(), (Vec::new(), 0));
+            assert_eq!(logs.read(&open_job, 0).unwrap().1, 13);
         }
     }
 

@@ -120,6 +120,17 @@ pub enum NodeError {
         /// Retention of pinned trees, in days.
         retention_days: u64,
     },
+    /// A read of something only certain parties may read.
+    #[error(
+        "{reader} may not read {what}: only the job's requester, the task's executor and its \
+         council may (sign with the right --key)"
+    )]
+    NotPermitted {
+        /// Who asked.
+        reader: Address,
+        /// What.
+        what: String,
+    },
     /// A pin named chunks the node lacks.
     #[error("cannot pin tree {cid}: the node lacks {missing} of its {total} chunks (first {first}); push the tree again")]
     TreeIncomplete {
@@ -317,6 +328,8 @@ struct Shared {
     declines: Mutex<HashMap<Hash, Vec<Decline>>>,
     /// What task programs printed (off the ledger).
     logs: TaskLogs,
+    /// How long a closed job's logs are kept after their last write.
+    log_retention_ms: u64,
     events: broadcast::Sender<Arc<BlockEvent>>,
     /// Outside subscriptions to `events` open now (`Node::subscribe_limited`).
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
@@ -514,6 +527,8 @@ pub struct GcReport {
     /// names such a tree; its chunks below the root are unknown to the node, and uploads
     /// younger than the grace period stay anyway).
     pub unpinned_in_use: u64,
+    /// Jobs whose task logs went (closed, and unwritten for the log retention).
+    pub job_logs_pruned: u64,
 }
 
 /// A running ledger node. Cheap to clone; clones share the node.
@@ -734,6 +749,7 @@ impl Node {
             });
             shared.key = node_key;
             shared.logs = TaskLogs::new(Some(dir.join("logs")), config.log_limit_bytes);
+            shared.log_retention_ms = config.log_retention_secs.saturating_mul(1000);
         }
         node.grant_running_tasks();
         Ok(node)
@@ -796,6 +812,7 @@ impl Node {
                 key: Keypair::generate(),
                 declines: Mutex::new(HashMap::new()),
                 logs: TaskLogs::new(None, crate::DEFAULT_LOG_LIMIT_BYTES),
+                log_retention_ms: crate::DEFAULT_LOG_RETENTION_SECS * 1000,
                 events,
                 subscribers: Arc::default(),
                 metrics,
@@ -1373,6 +1390,16 @@ impl Node {
         job: &Hash,
         task: u32,
     ) -> Result<(u32, Option<Address>, Vec<Address>), NodeError> {
+        self.task_parties(job, task)
+            .map(|(attempt, executor, council, _)| (attempt, executor, council))
+    }
+
+    /// A task's current attempt, executor, council and its job's requester.
+    fn task_parties(
+        &self,
+        job: &Hash,
+        task: u32,
+    ) -> Result<(u32, Option<Address>, Vec<Address>, Address), NodeError> {
         let key = gridwork_protocol::TaskKey {
             job: *job,
             index: task,
@@ -1386,19 +1413,32 @@ impl Node {
                 .archiving
                 .iter()
                 .find(|(id, _)| id == job)
-                .and_then(|(_, a)| a.tasks.get(task as usize));
-            if let Some(t) = inner.state.task(&key).or(archiving) {
-                return Ok((t.attempt, t.executor, t.council.clone()));
+                .and_then(|(_, a)| Some((a.tasks.get(task as usize)?, a.job.requester)));
+            let hot = inner
+                .state
+                .task(&key)
+                .zip(inner.state.job(job).map(|j| j.requester));
+            if let Some((t, requester)) = hot.or(archiving) {
+                return Ok((t.attempt, t.executor, t.council.clone(), requester));
             }
         }
         // A finished job's tasks are in the archive.
         let archived = self.shared.store.archived_job(job)?.ok_or_else(not_found)?;
         let t = archived.tasks.get(task as usize).ok_or_else(not_found)?;
-        Ok((t.attempt, t.executor, t.council.clone()))
+        Ok((
+            t.attempt,
+            t.executor,
+            t.council.clone(),
+            archived.job.requester,
+        ))
     }
 
-    /// Part of a task run's log from `offset`. `provider` defaults to the task's executor and
-    /// `attempt` to its current attempt.
+    /// Part of a task run's log from `offset`, read by `reader`. `provider` defaults to the
+    /// task's executor and `attempt` to its current attempt.
+    ///
+    /// A log is what a program printed of its (decrypted) inputs, so only the job's requester,
+    /// the provider who wrote it, and the task's current executor and council may read it.
+    #[allow(clippy::too_many_arguments)]
     pub fn task_log(
         &self,
         job: &Hash,
@@ -1407,13 +1447,24 @@ impl Node {
         attempt: Option<u32>,
         stream: LogStream,
         offset: u64,
+        reader: &Address,
     ) -> Result<TaskLog, NodeError> {
-        let (current, executor, _) = self.task_assignment(job, task)?;
+        let (current, executor, council, requester) = self.task_parties(job, task)?;
         let provider = provider.or(executor).ok_or_else(|| NodeError::NotFound {
             what: format!(
                 "an executor of task {task} (the auction is still open); name --provider"
             ),
         })?;
+        let allowed = *reader == requester
+            || *reader == provider
+            || executor == Some(*reader)
+            || council.contains(reader);
+        if !allowed {
+            return Err(NodeError::NotPermitted {
+                reader: *reader,
+                what: format!("the logs of task {task} of job {job}"),
+            });
+        }
         let attempt = attempt.unwrap_or(current);
         let key = LogKey {
             job: *job,
@@ -1890,7 +1941,24 @@ impl Node {
             pending.rewrite(path);
         }
         report.used_bytes = store.used();
+        drop(pending);
+        let open = self.open_job_ids();
+        report.job_logs_pruned = self.shared.logs.prune(
+            |job| open.contains(job),
+            now_ms.saturating_sub(self.shared.log_retention_ms),
+        );
         Ok(report)
+    }
+
+    /// Jobs still open (not finished, not cancelled).
+    fn open_job_ids(&self) -> HashSet<Hash> {
+        let inner = self.lock();
+        inner
+            .state
+            .jobs()
+            .filter(|(_, j)| !j.finished && !j.cancelled)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Trees open jobs read (inputs) or produced (revealed outputs).

@@ -1022,17 +1022,17 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
         .to_string();
 
     // --follow prints the executor's output as it comes and returns once the task is decided.
-    let out = cli.run(&["job", "logs", &job, "--follow"], &[]);
+    let out = cli.run(&["--key", "dev0", "job", "logs", &job, "--follow"], &[]);
     let followed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{followed}");
     assert!(followed.contains("rendering frame 0\n"), "{followed}");
     assert!(followed.ends_with("== task 0 settled ==\n"), "{followed}");
 
-    let logs = cli.json(&["job", "logs", &job], &[]);
+    let logs = cli.json(&["--key", "dev0", "job", "logs", &job], &[]);
     assert_eq!(logs["logs"][0]["data"], "rendering frame 0\n");
-    let stderr = cli.json(&["job", "logs", &job, "--stream", "stderr"], &[]);
+    let stderr = cli.json(&["--key", "dev0", "job", "logs", &job, "--stream", "stderr"], &[]);
     assert_eq!(stderr["logs"][0]["data"], "");
-    let (_, msg) = cli.fails(&["job", "logs", &job, "--task", "7"], &[]);
+    let (_, msg) = cli.fails(&["--key", "dev0", "job", "logs", &job, "--task", "7"], &[]);
     assert!(msg.contains("no task 7"), "{msg}");
 
     // The requester decrypts the accepted output; anybody else is refused.

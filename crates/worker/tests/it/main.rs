@@ -579,6 +579,31 @@ async fn a_running_task_streams_its_logs_to_the_node() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("not_assigned"), "{err}");
+
+    // Nor read it: a log carries what the program printed of its inputs. A stranger's
+    // signed read is refused, and so is an unsigned one; the council member reads it.
+    let url = net.client.base_url().to_string();
+    let stranger = Client::new(&url).signed_by(dev_keypair(5));
+    let err = stranger
+        .task_log(&job, 0, None, None, LogStream::Stdout, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("not_permitted"), "{err}");
+    let err = Client::new(&url)
+        .task_log(&job, 0, None, None, LogStream::Stdout, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("signature_required"), "{err}");
+    let member_key = (1..=2)
+        .map(dev_keypair)
+        .find(|k| k.address() == member)
+        .unwrap();
+    let read = Client::new(&url)
+        .signed_by(member_key)
+        .task_log(&job, 0, None, None, LogStream::Stdout, 0)
+        .await
+        .unwrap();
+    assert_eq!(read.data, "started\nfinished\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
