@@ -438,7 +438,9 @@ impl Client {
         let (route, query) = path.split_once('?').unwrap_or((&path, ""));
         let digest = Hash::of(query.as_bytes());
         let url = format!("{}{path}", self.base);
-        let request = self.sign(self.http.get(&url), "GET", route, &digest).await?;
+        let request = self
+            .sign(self.http.get(&url), "GET", route, &digest)
+            .await?;
         self.send(request, &url).await
     }
 

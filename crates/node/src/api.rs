@@ -655,9 +655,29 @@ pub(crate) const MAX_EVENT_SUBSCRIBERS: usize = 256;
 /// event id. A subscriber that falls more than the node's ring of blocks behind gets a
 /// `lagged` event naming the height it last received and is disconnected (it holds nothing
 /// meanwhile); it catches up from `GET /v1/blocks` and subscribes again.
+/// `GET /v1/events`: committed blocks as server-sent events, each with its height as the
+/// event id. A client that reconnects with `Last-Event-ID: H` first gets the blocks after H
+/// that the node still holds (`RECENT_EVENTS`), then live ones; if the block after H is no
+/// longer held, a `lagged` event says so and the stream ends (catch up from `GET /v1/blocks`).
 async fn events(
     State(node): State<Node>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_last_event_id",
+                        "Last-Event-ID is the block height of the last event received",
+                    )
+                })?,
+        ),
+    };
     let sub = node
         .subscribe_limited(MAX_EVENT_SUBSCRIBERS)
         .ok_or_else(|| {
@@ -669,28 +689,53 @@ async fn events(
                 ),
             )
         })?;
-    let stream = futures_util::stream::unfold(Some((sub, 0u64)), |state| async move {
+    // Subscribed first, then the backlog read: a block committed in between is in both, and
+    // is sent once (heights only rise).
+    let (backlog, gap) = match resume.map(|h| (h, node.events_after(h))) {
+        None => (Vec::new(), None),
+        Some((_, Ok(backlog))) => (backlog, None),
+        Some((after, Err(oldest))) => (Vec::new(), Some((after, oldest))),
+    };
+    let last = resume.unwrap_or(0);
+    let backlog: std::collections::VecDeque<_> = backlog.into();
+    let state = (sub, backlog, last, gap);
+    let stream = futures_util::stream::unfold(Some(state), |state| async move {
         use tokio::sync::broadcast::error::RecvError;
-        let (mut sub, last) = state?;
-        match sub.rx.recv().await {
-            Ok(block) => {
-                let height = block.block.height;
-                let event = SseEvent::default()
-                    .event("block")
-                    .id(height.to_string())
-                    .json_data(&*block)
-                    .unwrap_or_else(|_| SseEvent::default().event("error"));
-                Some((Ok(event), Some((sub, height))))
+        let (mut sub, mut backlog, last, gap) = state?;
+        if let Some((after, oldest)) = gap {
+            let event = SseEvent::default()
+                .event("lagged")
+                .id(after.to_string())
+                .data(format!("the node no longer holds the blocks after height {after} (it holds events from height {oldest}); catch up from GET /v1/blocks and subscribe again"));
+            return Some((Ok(event), None));
+        }
+        loop {
+            let next = match backlog.pop_front() {
+                Some(block) => Ok(block),
+                None => sub.rx.recv().await,
+            };
+            let block = match next {
+                Ok(block) => block,
+                // Too slow: say from where to catch up, then end (the subscription is freed).
+                Err(RecvError::Lagged(n)) => {
+                    let event = SseEvent::default()
+                        .event("lagged")
+                        .id(last.to_string())
+                        .data(format!("{n} blocks missed after height {last}; catch up from GET /v1/blocks and subscribe again"));
+                    return Some((Ok(event), None));
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            let height = block.block.height;
+            if height <= last {
+                continue;
             }
-            // Too slow: say from where to catch up, then end (the subscription is freed).
-            Err(RecvError::Lagged(n)) => {
-                let event = SseEvent::default()
-                    .event("lagged")
-                    .id(last.to_string())
-                    .data(format!("{n} blocks missed after height {last}; catch up from GET /v1/blocks and subscribe again"));
-                Some((Ok(event), None))
-            }
-            Err(RecvError::Closed) => None,
+            let event = SseEvent::default()
+                .event("block")
+                .id(height.to_string())
+                .json_data(&*block)
+                .unwrap_or_else(|_| SseEvent::default().event("error"));
+            return Some((Ok(event), Some((sub, backlog, height, None))));
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -27,7 +27,7 @@ pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 4 << 20;
 pub const DEFAULT_LOG_RETENTION_SECS: u64 = 7 * 24 * 3600;
 pub use node::{
     now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError, Subscription,
-    DEV_UNBONDING_PERIOD_MS,
+    DEV_UNBONDING_PERIOD_MS, RECENT_EVENTS,
 };
 
 pub use serve::{serve, serve_with, ServeLimits};

@@ -331,6 +331,8 @@ struct Shared {
     /// How long a closed job's logs are kept after their last write.
     log_retention_ms: u64,
     events: broadcast::Sender<Arc<BlockEvent>>,
+    /// The latest [`RECENT_EVENTS`] block events, for streams that resume (`Last-Event-ID`).
+    recent: Mutex<std::collections::VecDeque<Arc<BlockEvent>>>,
     /// Outside subscriptions to `events` open now (`Node::subscribe_limited`).
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Metrics,
@@ -591,6 +593,10 @@ fn load_or_create_key(path: &Path) -> Result<Keypair, NodeError> {
     }
 }
 
+/// Block events kept for streams that resume (`Last-Event-ID`): a client that reconnects
+/// within this many blocks misses nothing.
+pub const RECENT_EVENTS: usize = 256;
+
 /// An outside client's subscription to committed blocks; it counts against the node's cap
 /// until dropped.
 #[derive(Debug)]
@@ -814,6 +820,7 @@ impl Node {
                 logs: TaskLogs::new(None, crate::DEFAULT_LOG_LIMIT_BYTES),
                 log_retention_ms: crate::DEFAULT_LOG_RETENTION_SECS * 1000,
                 events,
+                recent: Mutex::new(std::collections::VecDeque::new()),
                 subscribers: Arc::default(),
                 metrics,
                 stop: AtomicBool::new(false),
@@ -861,6 +868,27 @@ impl Node {
             rx: self.shared.events.subscribe(),
             open: Arc::clone(open),
         })
+    }
+
+    /// The block events after `height` that the node still holds, for a stream that resumes
+    /// from there; or, when the block after `height` is no longer held, the lowest height that
+    /// is (the client catches up from `GET /v1/blocks`).
+    pub fn events_after(&self, height: u64) -> Result<Vec<Arc<BlockEvent>>, u64> {
+        let head = self.shared.metrics.head();
+        let recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let head = recent.back().map_or(head, |e| e.block.height.max(head));
+        if height >= head {
+            return Ok(Vec::new());
+        }
+        match recent.front() {
+            Some(first) if first.block.height <= height + 1 => Ok(recent
+                .iter()
+                .filter(|e| e.block.height > height)
+                .cloned()
+                .collect()),
+            Some(first) => Err(first.block.height),
+            None => Err(head + 1),
+        }
     }
 
     /// Decodes and admits one transaction from its canonical bytes.
@@ -1034,6 +1062,13 @@ impl Node {
         let metrics = &self.shared.metrics;
         metrics.block_committed(header.height, u64::from(header.tx_count), started.elapsed());
         metrics.set_mempool(mempool_len);
+        {
+            let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
         // No subscribers is fine.
         let _ = self.shared.events.send(event.clone());
         Ok(Some(event))

@@ -1030,7 +1030,10 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
 
     let logs = cli.json(&["--key", "dev0", "job", "logs", &job], &[]);
     assert_eq!(logs["logs"][0]["data"], "rendering frame 0\n");
-    let stderr = cli.json(&["--key", "dev0", "job", "logs", &job, "--stream", "stderr"], &[]);
+    let stderr = cli.json(
+        &["--key", "dev0", "job", "logs", &job, "--stream", "stderr"],
+        &[],
+    );
     assert_eq!(stderr["logs"][0]["data"], "");
     let (_, msg) = cli.fails(&["--key", "dev0", "job", "logs", &job, "--task", "7"], &[]);
     assert!(msg.contains("no task 7"), "{msg}");

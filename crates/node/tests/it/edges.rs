@@ -294,3 +294,52 @@ fn a_reader_that_never_reads_is_cut_off_and_its_answer_freed() {
     }
     assert!(got < 48 << 20, "{got} bytes: the whole answer was sent");
 }
+
+/// Reads server-sent events from `s` until one whose text contains `until`; returns all read.
+fn events_until(s: &mut TcpStream, until: &str) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 64 << 10];
+    while !text.contains(until) {
+        let n = s.read(&mut buf).expect("the stream went quiet");
+        assert!(n > 0, "the stream ended before {until:?}: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    text
+}
+
+fn commit_transfer(node: &Node, nonce: u64) {
+    let tx = super::transfer(node.chain_id(), 0, nonce, 1);
+    assert!(node.submit(vec![tx])[0].is_ok());
+    node.produce_block(true).unwrap().unwrap();
+}
+
+/// A subscriber that reconnects with `Last-Event-ID` gets the blocks it missed, then live
+/// ones; one that comes back after the node stopped holding them is told to catch up.
+#[test]
+fn an_event_stream_resumes_from_its_last_event_id() {
+    let (node, addr, _dir) = serving(ServeLimits::default());
+    for nonce in 0..3 {
+        commit_transfer(&node, nonce);
+    }
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: node\r\nLast-Event-ID: 1\r\n\r\n")
+        .unwrap();
+    let text = events_until(&mut s, "id: 3\n");
+    assert!(
+        text.contains("id: 2\n") && !text.contains("id: 1\n"),
+        "{text}"
+    );
+    commit_transfer(&node, 3);
+    let text = events_until(&mut s, "id: 4\n");
+    assert!(!text.contains("id: 3\n"), "a block was sent twice: {text}");
+
+    for nonce in 4..(4 + gridwork_node::RECENT_EVENTS as u64 + 2) {
+        commit_transfer(&node, nonce);
+    }
+    let mut late = TcpStream::connect(addr).unwrap();
+    late.write_all(b"GET /v1/events HTTP/1.1\r\nHost: node\r\nLast-Event-ID: 1\r\n\r\n")
+        .unwrap();
+    let text = events_until(&mut late, "catch up from GET /v1/blocks");
+    assert!(text.contains("event: lagged"), "{text}");
+}
