@@ -139,11 +139,12 @@ impl Dest {
                 }
             };
             if make {
+                // A directory a pull before left read-only. Best effort: one owned by someone
+                // else fails what is made in it, with that path.
                 let st = rustix::fs::fstat(&next).map_err(self.err(here))?;
                 let mode = st.st_mode & 0o7777;
                 if mode & 0o700 != 0o700 {
-                    rustix::fs::fchmod(&next, Mode::from_raw_mode(mode | 0o700))
-                        .map_err(self.err(here))?;
+                    let _ = rustix::fs::fchmod(&next, Mode::from_raw_mode(mode | 0o700));
                 }
             }
             fd = Rc::new(next);
