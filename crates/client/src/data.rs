@@ -30,14 +30,14 @@ use gridwork_api::{
 use gridwork_transfer::{
     chunk_set_digest, manifest_ids, open, pack_with_index, proof_lock, read_manifest,
     root_children, sealed_prefix, sorted_difference, sorted_ids, unwrap_key, wrap_key,
-    write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, PackIndex, StoreError, TreeError,
-    TreeManifest, VerifiedChunk, WriteHooks,
+    write_tree_with, ChunkParams, ChunkSink, ChunkStore, DataKey, NotKept, PackIndex, StoreError,
+    TreeError, TreeManifest, VerifiedChunk, WriteHooks,
 };
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde::Serialize;
 
 use crate::client::{Client, ClientError};
-use crate::journal::{plain_path, Checkpoints};
+use crate::journal::Checkpoints;
 
 /// Why a transfer failed.
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +258,9 @@ pub struct PushReport {
     pub account_pinned_bytes: u64,
     /// The most the node lets the account keep pinned (none: no limit).
     pub account_quota_bytes: Option<u64>,
+    /// What a pull of the tree will not give back as it was (setuid bits, device nodes,
+    /// sockets), in path order: a push tells its user ([`NotKept`] displays as a sentence).
+    pub not_kept: Vec<NotKept>,
 }
 
 /// What the node answered a pin.
@@ -781,6 +784,7 @@ impl Client {
             pinned_until_ms: pinned.until_ms,
             account_pinned_bytes: pinned.account_pinned_bytes,
             account_quota_bytes: pinned.account_quota_bytes,
+            not_kept: stats.not_kept,
         })
     }
 
@@ -1419,18 +1423,19 @@ pub async fn pull_tree_from(
     )?;
     if opts.resume_from_files {
         // What a cut-off pull finished in files it had not journaled yet.
-        let partial: Vec<(usize, std::path::PathBuf, Vec<Hash>)> = manifest
+        let partial: Vec<(usize, String, Vec<Hash>)> = manifest
             .entries
             .iter()
             .enumerate()
             .filter(|(i, e)| e.kind == gridwork_transfer::EntryKind::File && !hooks.done(*i))
-            .filter_map(|(i, e)| Some((i, dest.join(plain_path(&e.path)?), e.chunks.clone())))
+            .map(|(i, e)| (i, e.path.clone(), e.chunks.clone()))
             .collect();
-        let (key, params) = (key.clone(), opts.params);
+        let (key, params, dest) = (key.clone(), opts.params, dest.to_path_buf());
         let kept = blocking(move || {
             let mut kept = HashMap::new();
             for (i, path, chunks) in partial {
-                let prefix = sealed_prefix(&path, &chunks, &key, params)?;
+                // Read without following a link: one planted there is not taken for the file.
+                let prefix = sealed_prefix(&dest, &path, &chunks, &key, params)?;
                 if prefix.0 > 0 {
                     kept.insert(i, prefix);
                 }

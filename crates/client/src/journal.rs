@@ -14,10 +14,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gridwork_transfer::{ChunkStore, EntryKind, TreeError, TreeManifest, WriteHooks};
+use gridwork_transfer::{open_inside, ChunkStore, EntryKind, TreeError, TreeManifest, WriteHooks};
 use gridwork_types::Hash;
 
 /// The write hooks of a pull: skips the files the journal lists, records and syncs the ones
@@ -196,21 +196,12 @@ fn ctime_ns(meta: &std::fs::Metadata) -> u128 {
 }
 
 /// The change time of file entry `index` of `manifest` in `dest`, if it is there with its
-/// size.
+/// size, reached without following a link (a file a link leads to is not the pull's).
 fn in_place(manifest: &TreeManifest, dest: &Path, index: usize) -> Option<u128> {
     let e = manifest.entries.get(index)?;
     if e.kind != EntryKind::File {
         return None;
     }
-    let meta = std::fs::symlink_metadata(dest.join(plain_path(&e.path)?)).ok()?;
-    (meta.is_file() && meta.len() == e.size).then(|| ctime_ns(&meta))
-}
-
-/// `path` (a manifest path) as a relative path of plain components (no `..`, not absolute),
-/// or None.
-pub(crate) fn plain_path(path: &str) -> Option<&Path> {
-    let path = Path::new(path);
-    path.components()
-        .all(|c| matches!(c, Component::Normal(_)))
-        .then_some(path)
+    let meta = open_inside(dest, &e.path).ok()??.metadata().ok()?;
+    (meta.len() == e.size).then(|| ctime_ns(&meta))
 }

@@ -95,6 +95,9 @@ pub(crate) async fn push_input(
         .push_tree(path, &key, &opts)
         .await
         .with_context(|| format!("pushing {}", path.display()))?;
+    for loss in &report.not_kept {
+        eprintln!("warning: {loss}");
+    }
     client.share_key(&report.cid, &key, &me.public()).await?;
     client.share_key(&report.cid, &key, node_key).await?;
     Ok((report.cid, key))
@@ -364,6 +367,9 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
             });
             drop(bar);
             let report = report?;
+            for loss in &report.not_kept {
+                eprintln!("warning: {loss}");
+            }
             let secs = started.elapsed().as_secs_f64();
             emit(cli.json, &report, || {
                 rows(&[
@@ -556,6 +562,14 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                             EntryKind::File => {
                                 format!("{:>12}  {:>6}  {}", e.size, e.chunks.len(), e.path)
                             }
+                            EntryKind::Fifo => format!("{:>12}  {:>6}  {}|", "-", "-", e.path),
+                            EntryKind::HardLink => format!(
+                                "{:>12}  {:>6}  {} => {}",
+                                "-",
+                                "-",
+                                e.path,
+                                e.target.clone().unwrap_or_default()
+                            ),
                         })
                         .collect::<Vec<_>>()
                         .join("\n")

@@ -14,6 +14,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod chunk;
+mod dest;
 mod keys;
 mod manifest;
 mod pack;
@@ -27,7 +28,8 @@ pub use pack::{sealed_prefix, PackIndex};
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
-    chunk_set_digest, manifest_ids, pack, pack_into, pack_with_index, read_manifest, root_children,
-    sorted_difference, sorted_ids, tree_digest, unpack, write_tree, write_tree_with, ChunkSink,
-    Entry, EntryKind, PackStats, TreeError, TreeManifest, WriteHooks, MANIFEST_PARAMS,
+    chunk_set_digest, manifest_ids, open_inside, pack, pack_into, pack_with_index, read_manifest,
+    root_children, sorted_difference, sorted_ids, tree_digest, unpack, write_tree, write_tree_with,
+    ChunkSink, Entry, EntryKind, Loss, NameRule, NotKept, PackStats, TreeError, TreeManifest,
+    WriteHooks, MANIFEST_PARAMS,
 };

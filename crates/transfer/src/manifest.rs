@@ -1,9 +1,12 @@
 //! The binary manifest (tree format v2; docs/data-plane.md, "Trees").
 //!
 //! `"gridwork-tree-v2\n"` followed by the entries in path order, each
-//! `kind u8 (0 file, 1 dir, 2 link) || shared varint || suffix_len varint || suffix ||
-//! mode varint` and then, for a file, `size varint || count varint || ids [32] * count`, for a
-//! link `target_len varint || target`. A path is the first `shared` bytes of the entry
+//! `kind u8 (0 file, 1 dir, 2 link, 3 FIFO, 4 hard link) || shared varint || suffix_len varint
+//! || suffix || mode varint` and then, for a file, `size varint || count varint || ids [32] *
+//! count`, for a link or a hard link `target_len varint || target`. Kinds 3 and 4 came after
+//! the first v2 readers: a tree without FIFOs or hard links encodes as it always did (same
+//! bytes, same id), and a reader that predates them refuses one that has them, naming the
+//! kind, rather than misread it. A path is the first `shared` bytes of the entry
 //! before's path followed by `suffix`; varints are unsigned LEB128. About 45 bytes a small
 //! file where JSON with hex ids took 144: a third of the bytes to seal, send and keep, and
 //! each edit changes fewer manifest chunks.
@@ -36,6 +39,8 @@ pub(crate) fn encode(entries: &[Entry]) -> Vec<u8> {
             EntryKind::File => 0,
             EntryKind::Dir => 1,
             EntryKind::Link => 2,
+            EntryKind::Fifo => 3,
+            EntryKind::HardLink => 4,
         });
         put_varint(&mut out, shared as u64);
         put_varint(&mut out, suffix.len() as u64);
@@ -49,8 +54,8 @@ pub(crate) fn encode(entries: &[Entry]) -> Vec<u8> {
                     out.extend_from_slice(id.as_bytes());
                 }
             }
-            EntryKind::Dir => {}
-            EntryKind::Link => {
+            EntryKind::Dir | EntryKind::Fifo => {}
+            EntryKind::Link | EntryKind::HardLink => {
                 let target = e.target.as_deref().unwrap_or_default();
                 put_varint(&mut out, target.len() as u64);
                 out.extend_from_slice(target.as_bytes());
@@ -133,6 +138,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, TreeError> {
             0 => EntryKind::File,
             1 => EntryKind::Dir,
             2 => EntryKind::Link,
+            3 => EntryKind::Fifo,
+            4 => EntryKind::HardLink,
             k => return Err(r.bad(&format!("kind {k}"))),
         };
         let shared = r.len("shared prefix")?;
@@ -163,8 +170,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, TreeError> {
                     .map(|c| Hash(c.try_into().unwrap_or([0; 32])))
                     .collect();
             }
-            EntryKind::Dir => {}
-            EntryKind::Link => entry.target = Some(r.text("link target")?.to_string()),
+            EntryKind::Dir | EntryKind::Fifo => {}
+            EntryKind::Link | EntryKind::HardLink => {
+                entry.target = Some(r.text("link target")?.to_string())
+            }
         }
         entries.push(entry);
     }
@@ -202,6 +211,22 @@ mod tests {
             file("d/ä/x", 7, &[3]),
             file("d/ä/y", u64::MAX, &[4]),
             Entry {
+                path: "d/ä/z".into(),
+                kind: EntryKind::HardLink,
+                mode: 0o644,
+                size: 0,
+                chunks: vec![],
+                target: Some("d/ä/x".into()),
+            },
+            Entry {
+                path: "p".into(),
+                kind: EntryKind::Fifo,
+                mode: 0o600,
+                size: 0,
+                chunks: vec![],
+                target: None,
+            },
+            Entry {
                 path: "z".into(),
                 kind: EntryKind::Link,
                 mode: 0o777,
@@ -214,7 +239,7 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap(), entries);
         // Shared prefixes: "d/ä/y" after "d/ä/x" costs its last byte only.
         assert!(
-            bytes.len() < MANIFEST_TAG.len() + 6 * 8 + 5 * 32 + 60,
+            bytes.len() < MANIFEST_TAG.len() + 8 * 8 + 5 * 32 + 70,
             "{}",
             bytes.len()
         );

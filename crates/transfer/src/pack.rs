@@ -33,6 +33,8 @@ pub(crate) struct ScannedFile {
     pub(crate) size: u64,
     pub(crate) mode: u32,
     stamp: Option<Stamp>,
+    /// It has other names (hard links), in the tree or not.
+    linked: bool,
 }
 
 impl ScannedFile {
@@ -42,8 +44,26 @@ impl ScannedFile {
             size: meta.len(),
             mode: mode_of(meta),
             stamp: Stamp::of(meta),
+            linked: links(meta) > 1,
         }
     }
+
+    /// Its device and inode, if it has other names: what finds them in the tree.
+    pub(crate) fn inode(&self) -> Option<(u64, u64)> {
+        self.stamp
+            .filter(|_| self.linked)
+            .map(|stamp| (stamp.dev, stamp.ino))
+    }
+}
+
+#[cfg(unix)]
+fn links(meta: &Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::nlink(meta)
+}
+
+#[cfg(not(unix))]
+fn links(_meta: &Metadata) -> u64 {
+    1
 }
 
 /// Where a scan's files are on disk: under a directory, or the one file a tree of one file is.
@@ -629,23 +649,24 @@ impl Shared<'_> {
     }
 }
 
-/// How many of `chunks` (a file's chunk ids, in order) the file at `path` already holds at
-/// its start, and their bytes: its bytes are cut as packing cuts them and sealed under `key`,
-/// and each chunk counts while its id matches. A pull that was cut off takes these from the
-/// file instead of fetching them again. No file, or another kind of entry there: none.
+/// How many of `chunks` (a file's chunk ids, in order) the file at `path` (a path in the
+/// tree) under `dest` already holds at its start, and their bytes: its bytes are cut as
+/// packing cuts them and sealed under `key`, and each chunk counts while its id matches. A
+/// pull that was cut off takes these from the file instead of fetching them again. No file,
+/// another kind of entry there, or a link on the way ([`open_inside`]): none.
+///
+/// [`open_inside`]: crate::open_inside
 pub fn sealed_prefix(
-    path: &Path,
+    dest: &Path,
+    path: &str,
     chunks: &[Hash],
     key: &DataKey,
     params: ChunkParams,
 ) -> Result<(usize, u64), TreeError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_file() && meta.len() > 0 => {}
-        Ok(_) => return Ok((0, 0)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
-        Err(e) => return Err(io(path)(e)),
-    }
-    let file = std::fs::File::open(path).map_err(io(path))?;
+    let Some(file) = crate::tree::open_inside(dest, path)? else {
+        return Ok((0, 0));
+    };
+    let path = &dest.join(path);
     let mut window = Vec::new();
     let mut cutter = Cutter::new(file, params, &mut window);
     let (mut count, mut bytes) = (0usize, 0u64);

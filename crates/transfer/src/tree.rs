@@ -15,6 +15,7 @@ use gridwork_types::Hash;
 use serde::{Deserialize, Serialize};
 
 use crate::chunk::{chunk_ranges, open, seal, ChunkParams, SealError};
+use crate::dest::{write_sparse, Dest};
 use crate::keys::DataKey;
 use crate::pack::{pack_files, FileRoot, PackIndex, Scanned, ScannedFile};
 use crate::store::{ChunkStore, StoreError};
@@ -43,6 +44,12 @@ pub enum EntryKind {
     Dir,
     /// A symbolic link (target relative, inside the tree).
     Link,
+    /// A named pipe (FIFO).
+    Fifo,
+    /// Another name of a regular file of the tree: its target is the path of the file's
+    /// first name in path order, an entry of kind [`File`](EntryKind::File).
+    #[serde(rename = "hardlink")]
+    HardLink,
 }
 
 /// One entry of a tree.
@@ -59,7 +66,7 @@ pub struct Entry {
     /// Chunk ids in order (files).
     #[serde(default)]
     pub chunks: Vec<Hash>,
-    /// Link target (links).
+    /// Link target (links), or the path of the file a hard link names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
@@ -84,7 +91,7 @@ impl TreeManifest {
 }
 
 /// What packing did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct PackStats {
     /// Files packed.
     pub files: u64,
@@ -98,6 +105,78 @@ pub struct PackStats {
     pub new_bytes: u64,
     /// Files not read again: they looked as when last packed ([`PackIndex`]).
     pub unchanged_files: u64,
+    /// What a pull of the tree will not give back as it was, in path order: for the pusher
+    /// to see before anyone relies on it.
+    pub not_kept: Vec<NotKept>,
+}
+
+/// Something in a packed tree that a pull will not give back as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotKept {
+    /// Its path in the tree.
+    pub path: String,
+    /// What is lost.
+    pub loss: Loss,
+}
+
+/// What a pull loses of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+#[non_exhaustive]
+pub enum Loss {
+    /// Setuid or setgid bits: the manifest keeps the mode whole, but a pull drops these (a
+    /// tree from someone else must not make a program that runs as its puller's owner or
+    /// group, which is why tar restores them only for root).
+    SetIdBits {
+        /// The mode on disk.
+        mode: u32,
+    },
+    /// A block or character device: left out (only root may make one, and a device node
+    /// moved to another machine names another device).
+    Device,
+    /// A socket: left out (it means something only to the process listening on it).
+    Socket,
+}
+
+impl std::fmt::Display for NotKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = &self.path;
+        match self.loss {
+            Loss::SetIdBits { mode } => write!(
+                f,
+                "`{path}` has mode {mode:04o}: its setuid/setgid bits are not kept, a pull gives it mode {:04o}",
+                mode & KEPT_MODE_BITS
+            ),
+            Loss::Device => write!(f, "`{path}` is a device node: it is left out of the tree"),
+            Loss::Socket => write!(f, "`{path}` is a socket: it is left out of the tree"),
+        }
+    }
+}
+
+/// The mode bits a pull sets: permissions and the sticky bit, not setuid or setgid.
+pub(crate) const KEPT_MODE_BITS: u32 = 0o1777;
+
+/// A rule a name in a tree must keep, which push and pull check alike ([`check_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameRule {
+    /// No backslash: on Windows it separates directories, so a tree that held one could
+    /// climb out of its destination there.
+    NoBackslash,
+    /// Names are UTF-8 (the manifest's paths are).
+    Utf8,
+    /// Link targets are UTF-8.
+    Utf8LinkTarget,
+}
+
+impl std::fmt::Display for NameRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameRule::NoBackslash => "a name with a backslash cannot be stored (on Windows it separates directories, so every pull refuses it)",
+            NameRule::Utf8 => "its name is not UTF-8 (shown with \u{fffd} for the bytes that are not), and a tree's names must be",
+            NameRule::Utf8LinkTarget => "it is a link whose target is not UTF-8, and a tree's link targets must be",
+        })
+    }
 }
 
 impl PackStats {
@@ -108,6 +187,7 @@ impl PackStats {
         self.new_chunks += other.new_chunks;
         self.new_bytes += other.new_bytes;
         self.unchanged_files += other.unchanged_files;
+        self.not_kept.extend_from_slice(&other.not_kept);
     }
 }
 
@@ -133,6 +213,22 @@ pub enum TreeError {
         /// The chunk.
         id: Hash,
     },
+    /// A name the tree format cannot hold: refused by push (before anything is sent) and
+    /// by pull alike.
+    #[error("`{path}` cannot be in a tree: {rule}; rename it, or move it out of the tree, and push again")]
+    BadName {
+        /// The path (not UTF-8: printed lossily).
+        path: String,
+        /// The rule it breaks.
+        rule: NameRule,
+    },
+    /// A directory with entries where the tree being written has something else: a pull
+    /// removes only what it can make again.
+    #[error("`{path}` is a directory with entries where the tree has no directory; move it away and pull again")]
+    InTheWay {
+        /// The path in the tree.
+        path: String,
+    },
     /// The root or manifest is not a tree.
     #[error("not a gridwork tree: {0}")]
     Malformed(String),
@@ -153,23 +249,31 @@ pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> TreeError + '_ {
     }
 }
 
-/// `path` as a relative path inside the tree, or an error.
-fn safe(path: &str) -> Result<PathBuf, TreeError> {
+/// Checks that `path` may be in a tree: relative, `/`-separated plain names, none of them
+/// `..` and none with a backslash. Push checks every path it finds by this function and pull
+/// every path it reads, so a tree that pushes always pulls.
+fn check_path(path: &str) -> Result<(), TreeError> {
     let bad = || TreeError::UnsafePath {
         path: path.to_string(),
     };
-    let mut out = PathBuf::new();
+    if path.contains('\\') {
+        return Err(TreeError::BadName {
+            path: path.to_string(),
+            rule: NameRule::NoBackslash,
+        });
+    }
+    let mut names = 0;
     for c in Path::new(path).components() {
         match c {
-            Component::Normal(p) => out.push(p),
+            Component::Normal(_) => names += 1,
             Component::CurDir => {}
             _ => return Err(bad()),
         }
     }
-    if out.as_os_str().is_empty() || path.contains('\\') {
+    if names == 0 || path.split('/').any(|n| n.is_empty() || n == ".") {
         return Err(bad());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether a link at `link` pointing to `target` stays inside the tree.
@@ -253,25 +357,37 @@ pub(crate) fn put_sealed(
     Ok(id)
 }
 
-/// A tree's files (path, relative name, metadata) and its other entries (directories,
-/// links), as found on disk. A single file is a tree of one file.
-type Scan = (Scanned, Vec<Entry>);
+/// A tree's files (path, relative name, metadata), its other entries (directories, links,
+/// FIFOs, hard links) and what a pull will not give back, as found on disk. A single file is
+/// a tree of one file.
+type Scan = (Scanned, Vec<Entry>, Vec<NotKept>);
 
 /// Walks the tree at `root`: directories are listed on every core (a stat per entry is most
 /// of a re-push of many small files), each entry's metadata read relative to its directory.
-/// Deterministic order: directories by path, each one's children by name.
+/// Deterministic order: directories by path, each one's children by name. Every name is
+/// checked as a pull checks it, so what pushes pulls.
 fn scan(root: &Path) -> Result<Scan, TreeError> {
     let meta = std::fs::symlink_metadata(root).map_err(io(root))?;
     if !meta.is_dir() {
-        let name = root
-            .file_name()
-            .map_or("file".into(), |n| n.to_string_lossy().into_owned());
+        let name = match root.file_name() {
+            None => "file".to_string(),
+            Some(n) => n
+                .to_str()
+                .map(str::to_string)
+                .ok_or_else(|| TreeError::BadName {
+                    path: n.to_string_lossy().into_owned(),
+                    rule: NameRule::Utf8,
+                })?,
+        };
+        check_path(&name)?;
+        let mut not_kept = Vec::new();
+        set_id_bits(&name, &meta, &mut not_kept);
         let file = ScannedFile::new(name, &meta);
         let scanned = Scanned {
             root: FileRoot::File(root.to_path_buf()),
             files: vec![file],
         };
-        return Ok((scanned, Vec::new()));
+        return Ok((scanned, Vec::new(), not_kept));
     }
     let walk = Walk {
         state: Mutex::new(WalkState {
@@ -298,15 +414,66 @@ fn scan(root: &Path) -> Result<Scan, TreeError> {
     listed.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix));
     let mut files = Vec::with_capacity(listed.iter().map(|l| l.files.len()).sum());
     let mut entries = Vec::with_capacity(listed.iter().map(|l| l.entries.len()).sum());
+    let mut not_kept = Vec::new();
     for l in listed {
         files.extend(l.files);
         entries.extend(l.entries);
+        not_kept.extend(l.not_kept);
     }
+    not_kept.sort_by(|a, b| a.path.cmp(&b.path));
+    hard_links(&mut files, &mut entries);
     let scanned = Scanned {
         root: FileRoot::Dir(root.to_path_buf()),
         files,
     };
-    Ok((scanned, entries))
+    Ok((scanned, entries, not_kept))
+}
+
+/// Turns every file that is another name of a file found before it in path order into a
+/// [`EntryKind::HardLink`] entry naming that first one: its data is packed once, and a pull
+/// links the names again.
+fn hard_links(files: &mut Vec<ScannedFile>, entries: &mut Vec<Entry>) {
+    let mut first: std::collections::HashMap<(u64, u64), &str> = Default::default();
+    for f in files.iter() {
+        if let Some(inode) = f.inode() {
+            let name = first.entry(inode).or_insert(f.rel.as_str());
+            if f.rel.as_str() < *name {
+                *name = &f.rel;
+            }
+        }
+    }
+    let first: std::collections::HashMap<(u64, u64), String> = first
+        .into_iter()
+        .map(|(inode, name)| (inode, name.to_string()))
+        .collect();
+    files.retain(|f| {
+        let Some(target) = f.inode().and_then(|inode| first.get(&inode)) else {
+            return true;
+        };
+        if *target == f.rel {
+            return true;
+        }
+        entries.push(Entry {
+            path: f.rel.clone(),
+            kind: EntryKind::HardLink,
+            mode: f.mode,
+            size: 0,
+            chunks: vec![],
+            target: Some(target.clone()),
+        });
+        false
+    });
+}
+
+/// Notes in `not_kept` that the entry at `path` has setuid or setgid bits a pull drops.
+fn set_id_bits(path: &str, meta: &std::fs::Metadata, not_kept: &mut Vec<NotKept>) {
+    let mode = mode_of(meta);
+    if mode & 0o6000 != 0 {
+        not_kept.push(NotKept {
+            path: path.to_string(),
+            loss: Loss::SetIdBits { mode },
+        });
+    }
 }
 
 /// Directories left to list, shared by the threads of a [`scan`].
@@ -328,6 +495,7 @@ struct Listed {
     prefix: String,
     files: Vec<ScannedFile>,
     entries: Vec<Entry>,
+    not_kept: Vec<NotKept>,
 }
 
 impl Walk {
@@ -384,19 +552,35 @@ fn list_dir(dir: &Path, prefix: String) -> Result<(Listed, Vec<(PathBuf, String)
         prefix,
         files: Vec::new(),
         entries: Vec::new(),
+        not_kept: Vec::new(),
     };
     let mut subdirs = Vec::new();
     for child in children {
         let path = child.path();
         let name = child.file_name();
-        let name = name.to_string_lossy();
-        let rel = if listed.prefix.is_empty() {
-            name.into_owned()
-        } else {
-            format!("{}/{name}", listed.prefix)
+        let in_tree = |name: &str| {
+            if listed.prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{}/{name}", listed.prefix)
+            }
         };
+        let rel = match name.to_str() {
+            Some(name) => in_tree(name),
+            None => {
+                return Err(TreeError::BadName {
+                    path: in_tree(&name.to_string_lossy()),
+                    rule: NameRule::Utf8,
+                })
+            }
+        };
+        check_path(&rel)?;
         // Relative to the directory (`statx` at its descriptor): no walk of the whole path.
         let meta = child.metadata().map_err(io(&path))?;
+        let kind = meta.file_type();
+        if meta.is_dir() || meta.is_file() {
+            set_id_bits(&rel, &meta, &mut listed.not_kept);
+        }
         if meta.is_dir() {
             listed.entries.push(Entry {
                 path: rel.clone(),
@@ -407,11 +591,15 @@ fn list_dir(dir: &Path, prefix: String) -> Result<(Listed, Vec<(PathBuf, String)
                 target: None,
             });
             subdirs.push((path, rel));
-        } else if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path)
-                .map_err(io(&path))?
-                .to_string_lossy()
-                .into_owned();
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io(&path))?;
+            let target = target
+                .to_str()
+                .ok_or_else(|| TreeError::BadName {
+                    path: rel.clone(),
+                    rule: NameRule::Utf8LinkTarget,
+                })?
+                .to_string();
             if !link_stays_inside(&rel, &target) {
                 return Err(TreeError::UnsafePath {
                     path: format!("{rel} -> {target}"),
@@ -427,6 +615,25 @@ fn list_dir(dir: &Path, prefix: String) -> Result<(Listed, Vec<(PathBuf, String)
             });
         } else if meta.is_file() {
             listed.files.push(ScannedFile::new(rel, &meta));
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() {
+                listed.entries.push(Entry {
+                    path: rel,
+                    kind: EntryKind::Fifo,
+                    mode: mode_of(&meta),
+                    size: 0,
+                    chunks: vec![],
+                    target: None,
+                });
+            } else {
+                let loss = if kind.is_socket() {
+                    Loss::Socket
+                } else {
+                    Loss::Device
+                };
+                listed.not_kept.push(NotKept { path: rel, loss });
+            }
         }
     }
     Ok((listed, subdirs))
@@ -436,7 +643,7 @@ fn list_dir(dir: &Path, prefix: String) -> Result<(Listed, Vec<(PathBuf, String)
 /// hash (files) or target (links). Two trees with the same digest unpack to the same files;
 /// it does not depend on any key, so independent runs that produce the same outputs agree.
 pub fn tree_digest(root: &Path) -> Result<Hash, TreeError> {
-    let (scanned, mut entries) = scan(root)?;
+    let (scanned, mut entries, _) = scan(root)?;
     for f in &scanned.files {
         let mut h = blake3::Hasher::new();
         let path = &scanned.root.path(f);
@@ -505,7 +712,8 @@ pub fn pack_with_index(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
     let mut stats = PackStats::default();
-    let (scanned, mut entries) = scan(root)?;
+    let (scanned, mut entries, not_kept) = scan(root)?;
+    stats.not_kept = not_kept;
     sink.planned(scanned.files.iter().map(|f| f.size).sum());
     let (file_entries, next) =
         pack_files(&scanned, key, params, sink, index, started_ns, &mut stats)?;
@@ -657,14 +865,24 @@ pub fn read_manifest(
             entries: crate::manifest::decode(&bytes)?,
         }
     };
+    let files: HashSet<&str> = manifest
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File)
+        .map(|e| e.path.as_str())
+        .collect();
     for e in &manifest.entries {
-        safe(&e.path)?;
-        if let Some(t) = &e.target {
-            if !link_stays_inside(&e.path, t) {
-                return Err(TreeError::UnsafePath {
-                    path: format!("{} -> {t}", e.path),
-                });
-            }
+        check_path(&e.path)?;
+        let target = e.target.as_deref().unwrap_or_default();
+        let bad_target = match e.kind {
+            EntryKind::Link => !link_stays_inside(&e.path, target),
+            EntryKind::HardLink => !files.contains(target),
+            _ => false,
+        };
+        if bad_target {
+            return Err(TreeError::UnsafePath {
+                path: format!("{} -> {target}", e.path),
+            });
         }
     }
     Ok(manifest)
@@ -696,9 +914,11 @@ pub fn unpack(
 }
 
 /// Writes the tree `manifest` describes into `dest` from its files' plaintext chunks, given
-/// in manifest order ([`TreeManifest::chunk_ids`]). Directories and files come first and
-/// links last, so no file is ever written through a link (a chain of links, each inside the
-/// tree, can still point out of it). A file whose chunks do not add up to its size is refused.
+/// in manifest order ([`TreeManifest::chunk_ids`]). No link in `dest` is ever followed
+/// (`crate::dest`): what is in the way is replaced. Directories and files come first, then
+/// FIFOs, links and hard links, and the directories' modes last (deepest first), so a
+/// read-only directory is still filled. A file whose chunks do not add up to its size is
+/// refused; aligned blocks of zeros are written as holes.
 pub fn write_tree(
     manifest: &TreeManifest,
     dest: &Path,
@@ -742,40 +962,31 @@ pub fn write_tree_with(
     mut chunks: impl Iterator<Item = Result<Vec<u8>, TreeError>>,
     hooks: &mut dyn WriteHooks,
 ) -> Result<(), TreeError> {
-    use std::io::Write;
-    std::fs::create_dir_all(dest).map_err(io(dest))?;
+    let mut out = Dest::open(dest)?;
     for (index, e) in manifest.entries.iter().enumerate() {
-        let path = dest.join(safe(&e.path)?);
+        check_path(&e.path)?;
         match e.kind {
-            EntryKind::Dir => std::fs::create_dir_all(&path).map_err(io(&path))?,
+            EntryKind::Dir => {
+                out.dir(&e.path)?;
+            }
             EntryKind::File if hooks.done(index) => {}
             EntryKind::File => {
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
-                }
+                let path = dest.join(&e.path);
                 let (skip, kept) = hooks.kept(index);
                 let skip = skip.min(e.chunks.len());
-                let mut file = if skip > 0 {
-                    use std::io::Seek;
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io(&path))?;
-                    file.set_len(kept).map_err(io(&path))?;
-                    file.seek(std::io::SeekFrom::Start(kept))
-                        .map_err(io(&path))?;
-                    file
+                let (file, mut written) = if skip > 0 {
+                    (out.reopen_file(&e.path, kept)?, kept)
                 } else {
-                    std::fs::File::create(&path).map_err(io(&path))?
+                    (out.create_file(&e.path)?, 0)
                 };
-                let mut written = if skip > 0 { kept } else { 0 };
                 for id in &e.chunks[skip..] {
                     let plain = chunks.next().ok_or(TreeError::Missing { id: *id })??;
+                    let at = written;
                     written += plain.len() as u64;
                     if written > e.size {
                         break;
                     }
-                    file.write_all(&plain).map_err(io(&path))?;
+                    write_sparse(&file, at, &plain).map_err(io(&path))?;
                     crate::chunk::recycle(plain);
                 }
                 if written != e.size {
@@ -784,37 +995,48 @@ pub fn write_tree_with(
                         e.path, e.size
                     )));
                 }
-                #[cfg(unix)]
+                // Holes at the end, if any, make up the length.
+                file.set_len(e.size).map_err(io(&path))?;
                 {
                     use std::os::unix::fs::PermissionsExt;
-                    file.set_permissions(std::fs::Permissions::from_mode(e.mode & 0o777))
-                        .map_err(io(&path))?;
+                    let mode = std::fs::Permissions::from_mode(e.mode & KEPT_MODE_BITS);
+                    file.set_permissions(mode).map_err(io(&path))?;
                 }
                 drop(file);
                 hooks.written(index, &path, e.size)?;
             }
-            EntryKind::Link => {}
+            EntryKind::Link | EntryKind::HardLink | EntryKind::Fifo => {}
         }
     }
-    #[cfg(unix)]
-    for e in manifest
-        .entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Link)
-    {
-        let path = dest.join(safe(&e.path)?);
-        if let Some(t) = &e.target {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
-            }
-            // A pull resumed into the directory it left may find its own link there.
-            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-            std::os::unix::fs::symlink(t, &path).map_err(io(&path))?;
+    for e in &manifest.entries {
+        let target = e.target.as_deref().unwrap_or_default();
+        match e.kind {
+            EntryKind::Fifo => out.fifo(&e.path, e.mode & KEPT_MODE_BITS)?,
+            EntryKind::Link => out.symlink(&e.path, target)?,
+            EntryKind::HardLink => out.hard_link(&e.path, target)?,
+            EntryKind::File | EntryKind::Dir => {}
+        }
+    }
+    // Deepest first: a directory's contents are all in place before its mode may forbid
+    // writing them.
+    for e in manifest.entries.iter().rev() {
+        if e.kind == EntryKind::Dir {
+            out.set_dir_mode(&e.path, e.mode & KEPT_MODE_BITS)?;
         }
     }
     Ok(())
+}
+
+/// The regular file at `path` (a path in the tree) under `dest`, open for reading, reached
+/// without following any link below `dest`; `None` if it is not there, is not a regular file,
+/// or some directory on the way is not a directory. What a resumed pull reads to learn what
+/// it wrote before.
+pub fn open_inside(dest: &Path, path: &str) -> Result<Option<std::fs::File>, TreeError> {
+    check_path(path)?;
+    if !dest.is_dir() {
+        return Ok(None);
+    }
+    Dest::open(dest)?.open_existing(path)
 }
 
 #[cfg(test)]
@@ -847,6 +1069,8 @@ mod tests {
         assert!(link_stays_inside("a/b", "../c"));
         assert!(!link_stays_inside("a/b", "../../c"));
         assert!(!link_stays_inside("b", "/etc/passwd"));
-        assert!(safe("../x").is_err() && safe("/x").is_err() && safe("a/../../b").is_err());
+        assert!(check_path("../x").is_err() && check_path("/x").is_err());
+        assert!(check_path("a/../../b").is_err() && check_path("a//b").is_err());
+        assert!(check_path("a/b").is_ok() && check_path("ä b").is_ok());
     }
 }

@@ -8,6 +8,8 @@ use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_types::{Address, Amount, Keypair, SignedTx, Transaction, TxKind, GRID};
 
+mod exact;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A dev node on a free loopback port with its producer running.

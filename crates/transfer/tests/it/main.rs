@@ -11,6 +11,8 @@ use gridwork_transfer::{
 };
 use gridwork_types::Hash;
 
+mod exact;
+
 const P: ChunkParams = ChunkParams {
     min: 4 * 1024,
     avg: 16 * 1024,
@@ -280,14 +282,14 @@ fn a_partly_written_file_counts_only_its_leading_chunks_that_seal_to_the_manifes
         .collect();
     let path = dir.path().join("f");
     assert_eq!(
-        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        sealed_prefix(dir.path(), "f", &ids, &key, P).unwrap(),
         (0, 0),
         "no file"
     );
 
     std::fs::write(&path, &data).unwrap();
     assert_eq!(
-        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        sealed_prefix(dir.path(), "f", &ids, &key, P).unwrap(),
         (ids.len(), data.len() as u64),
         "a whole file"
     );
@@ -295,7 +297,7 @@ fn a_partly_written_file_counts_only_its_leading_chunks_that_seal_to_the_manifes
     let (at, len) = ranges[10];
     std::fs::write(&path, &data[..at + len / 2]).unwrap();
     assert_eq!(
-        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        sealed_prefix(dir.path(), "f", &ids, &key, P).unwrap(),
         (10, at as u64)
     );
     // One byte altered in chunk 4: the four before it count.
@@ -303,13 +305,19 @@ fn a_partly_written_file_counts_only_its_leading_chunks_that_seal_to_the_manifes
     altered[ranges[4].0 + 7] ^= 1;
     std::fs::write(&path, &altered).unwrap();
     assert_eq!(
-        sealed_prefix(&path, &ids, &key, P).unwrap(),
+        sealed_prefix(dir.path(), "f", &ids, &key, P).unwrap(),
         (4, ranges[4].0 as u64)
     );
     // Another key seals other ids: nothing counts.
     std::fs::write(&path, &data).unwrap();
     assert_eq!(
-        sealed_prefix(&path, &ids, &DataKey::generate(), P).unwrap(),
+        sealed_prefix(dir.path(), "f", &ids, &DataKey::generate(), P).unwrap(),
+        (0, 0)
+    );
+    // A link to the whole file is not read through.
+    std::os::unix::fs::symlink("f", dir.path().join("g")).unwrap();
+    assert_eq!(
+        sealed_prefix(dir.path(), "g", &ids, &key, P).unwrap(),
         (0, 0)
     );
 }
