@@ -153,6 +153,31 @@ pub fn answer_fetch<E>(
     Ok(out)
 }
 
+/// A peer's fetch request (`gridwork/chunks/1`): `count u32 LE || id [32] * count`.
+pub fn encode_fetch_request(ids: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + 32 * ids.len());
+    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+    for id in ids {
+        out.extend_from_slice(id.as_bytes());
+    }
+    out
+}
+
+/// The ids of a peer's fetch request, or `None` if it is malformed or asks for more than
+/// [`MAX_FETCH_IDS`].
+pub fn parse_fetch_request(bytes: &[u8]) -> Option<Vec<Hash>> {
+    let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
+    let ids = bytes.get(4..)?;
+    if count > MAX_FETCH_IDS || ids.len() != count.checked_mul(32)? {
+        return None;
+    }
+    Some(
+        ids.chunks_exact(32)
+            .filter_map(|c| c.try_into().ok().map(Hash))
+            .collect(),
+    )
+}
+
 /// Reads the answer to a fetch of `ids`: one frame per id, in the order asked, or why not.
 pub fn read_answer(body: &Bytes, ids: &[Hash], max_chunk: usize) -> Result<Vec<Frame>, String> {
     let frames = parse_frames(body, max_chunk).map_err(|e| e.to_string())?;
@@ -272,6 +297,22 @@ mod tests {
                 Frame::Chunk(Bytes::from_static(b"third chunk")),
             ]
         );
+    }
+
+    #[test]
+    fn fetch_requests_round_trip_and_bad_ones_are_refused() {
+        let ids = vec![Hash([1; 32]), Hash([2; 32])];
+        assert_eq!(
+            parse_fetch_request(&encode_fetch_request(&ids)),
+            Some(ids.clone())
+        );
+        let mut short = encode_fetch_request(&ids);
+        short.pop();
+        assert_eq!(parse_fetch_request(&short), None);
+        assert_eq!(parse_fetch_request(&[1, 0]), None);
+        let mut too_many = ((MAX_FETCH_IDS + 1) as u32).to_le_bytes().to_vec();
+        too_many.resize(4 + 32 * (MAX_FETCH_IDS + 1), 0);
+        assert_eq!(parse_fetch_request(&too_many), None);
     }
 
     /// A stranger asking for one chunk a thousand times in one fetch (seen: a 128 KiB

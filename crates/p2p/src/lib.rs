@@ -248,7 +248,7 @@ impl ProtocolHandler for ChunkServer {
                         return;
                     }
                 };
-                let Some(ids) = parse_request(&request) else {
+                let Some(ids) = frames::parse_fetch_request(&request) else {
                     tracing::debug!("malformed peer request");
                     return;
                 };
@@ -289,28 +289,6 @@ fn answer(store: &ChunkStore, ids: &[Hash]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-fn encode_request(ids: &[Hash]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + 32 * ids.len());
-    out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-    for id in ids {
-        out.extend_from_slice(id.as_bytes());
-    }
-    out
-}
-
-fn parse_request(bytes: &[u8]) -> Option<Vec<Hash>> {
-    let count = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
-    let ids = bytes.get(4..)?;
-    if count > frames::MAX_FETCH_IDS || ids.len() != count * 32 {
-        return None;
-    }
-    Some(
-        ids.chunks_exact(32)
-            .filter_map(|c| c.try_into().ok().map(Hash))
-            .collect(),
-    )
-}
-
 /// Another peer's chunk store, as a source for pulls.
 #[derive(Debug)]
 pub struct PeerSource {
@@ -348,7 +326,7 @@ impl PeerSource {
     async fn fetch(&self, ids: &[Hash]) -> Result<Vec<Frame>, ClientError> {
         let connection = self.connection().await?;
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| self.failed(e))?;
-        send.write_all(&encode_request(ids))
+        send.write_all(&frames::encode_fetch_request(ids))
             .await
             .map_err(|e| self.failed(e))?;
         send.finish().map_err(|e| self.failed(e))?;
@@ -377,20 +355,5 @@ impl ChunkSource for PeerSource {
                 .await
                 .map_err(|_| self.failed("no answer within 120 s"))?
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_round_trip_and_bad_ones_are_refused() {
-        let ids = vec![Hash([1; 32]), Hash([2; 32])];
-        assert_eq!(parse_request(&encode_request(&ids)), Some(ids.clone()));
-        let mut short = encode_request(&ids);
-        short.pop();
-        assert_eq!(parse_request(&short), None);
-        assert_eq!(parse_request(&[1, 0]), None);
     }
 }

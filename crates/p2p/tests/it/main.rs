@@ -169,11 +169,7 @@ async fn raw_connection(server: &PeerAddr) -> (iroh::Endpoint, iroh::endpoint::C
 }
 
 fn request(ids: &[gridwork_types::Hash]) -> Vec<u8> {
-    let mut out = (ids.len() as u32).to_le_bytes().to_vec();
-    for id in ids {
-        out.extend_from_slice(id.as_bytes());
-    }
-    out
+    gridwork_api::frames::encode_fetch_request(ids)
 }
 
 /// A peer that opens streams and never reads their answers holds only its own places: its
