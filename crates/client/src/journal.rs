@@ -63,17 +63,11 @@ impl Checkpoints {
             None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
-                let mut lines = text.lines();
-                if lines.next() == Some(header.as_str()) {
-                    done = lines
-                        .filter_map(|l| {
-                            let (i, ctime) = l.split_once(' ')?;
-                            Some((i.parse::<usize>().ok()?, ctime.parse::<u128>().ok()?))
-                        })
-                        .filter(|&(i, ctime)| in_place(manifest, dest, i) == Some(ctime))
-                        .collect();
-                    // Only whole lines were meant: a torn last one is cut off by rewriting.
-                }
+                done = parse_journal(&text, cid)
+                    .into_iter()
+                    .filter(|&(i, ctime)| in_place(manifest, dest, i) == Some(ctime))
+                    .collect();
+                // Only whole lines were meant: a torn last one is cut off by rewriting.
                 let mut body = header.clone();
                 body.push('\n');
                 for (i, ctime) in &done {
@@ -190,6 +184,21 @@ impl WriteHooks for Checkpoints {
 }
 
 /// The change time of the file `meta` describes, in ns since the epoch.
+/// The files a journal of tree `cid` lists as written, with their change times: none for
+/// another tree's journal or one of another format; lines that do not parse are skipped.
+pub(crate) fn parse_journal(text: &str, cid: &Hash) -> Vec<(usize, u128)> {
+    let mut lines = text.lines();
+    if lines.next() != Some(format!("gridwork pull journal v2 {cid}").as_str()) {
+        return Vec::new();
+    }
+    lines
+        .filter_map(|l| {
+            let (i, ctime) = l.split_once(' ')?;
+            Some((i.parse::<usize>().ok()?, ctime.parse::<u128>().ok()?))
+        })
+        .collect()
+}
+
 fn ctime_ns(meta: &std::fs::Metadata) -> u128 {
     use std::os::unix::fs::MetadataExt;
     (meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128).max(0) as u128

@@ -33,3 +33,34 @@ pub use tree::{
     ChunkSink, Entry, EntryKind, Loss, NameRule, NotKept, PackStats, TreeError, TreeManifest,
     WriteHooks, MANIFEST_PARAMS,
 };
+
+/// Entry points for the fuzz targets in `fuzz/` (compiled only with `--cfg fuzzing`): the
+/// decoders of untrusted bytes that are private to this crate.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A manifest from opened bytes, checked as a pull checks it.
+    pub fn manifest(bytes: &[u8], v1: bool) -> Result<crate::TreeManifest, crate::TreeError> {
+        crate::tree::parse_manifest(bytes, v1)
+    }
+
+    /// The binary manifest's encoding of `entries`.
+    pub fn encode_manifest(entries: &[crate::Entry]) -> Vec<u8> {
+        crate::manifest::encode(entries)
+    }
+
+    /// A push index from the body of its file (the checksum the file ends with is appended
+    /// here, so the fuzzer explores the body rather than the checksum).
+    pub fn pack_index(body: &[u8]) -> Option<crate::PackIndex> {
+        let mut file = body.to_vec();
+        file.extend_from_slice(blake3::hash(body).as_bytes());
+        crate::pack::PackIndex::decode(&file)
+    }
+
+    /// The body of `index`'s file (without its checksum).
+    pub fn pack_index_body(index: &crate::PackIndex) -> Vec<u8> {
+        let mut file = index.encode();
+        file.truncate(file.len().saturating_sub(32));
+        file
+    }
+}

@@ -142,7 +142,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<Entry>, TreeError> {
             4 => EntryKind::HardLink,
             k => return Err(r.bad(&format!("kind {k}"))),
         };
-        let shared = r.len("shared prefix")?;
+        // The shared prefix is of the previous path, not of what is left to read: a short
+        // last entry may share more bytes than remain (found by the `manifest` fuzz target:
+        // a tree ending in an empty directory beside a long path could not be pulled).
+        let shared = usize::try_from(r.varint("shared prefix")?).unwrap_or(usize::MAX);
         let before = entries.last().map_or("", |e| e.path.as_str());
         let prefix = before
             .get(..shared)
@@ -193,6 +196,25 @@ mod tests {
             chunks: ids.iter().map(|&n| Hash([n; 32])).collect(),
             target: None,
         }
+    }
+
+    /// Found by the `manifest` fuzz target: the last entry shared more of the previous path
+    /// than bytes were left in the manifest, and the reader took that for damage.
+    #[test]
+    fn a_tree_ending_in_a_short_entry_beside_a_long_path_reads_back() {
+        let dir = |path: &str| Entry {
+            path: path.into(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            size: 0,
+            chunks: Vec::new(),
+            target: None,
+        };
+        let entries = vec![
+            dir("results/2026-12-05/a-rather-long-directory-name/x"),
+            dir("results/2026-12-05/a-rather-long-directory-name/y"),
+        ];
+        assert_eq!(decode(&encode(&entries)).unwrap(), entries);
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl PackIndex {
     /// ctime_ns i64 || ino u64 || dev u64 || n u32 || ids [32] * n) || BLAKE3 of all before
     /// [32]`. About 100 bytes a file (JSON with hex ids took 200, and a tenth of a re-push's
     /// time to read and write).
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let ids: usize = self.files.values().map(|k| k.chunks.len()).sum();
         let mut out = Vec::with_capacity(128 + self.files.len() * 80 + ids * 32);
         out.extend_from_slice(INDEX_MAGIC);
@@ -263,7 +263,7 @@ impl PackIndex {
     }
 
     /// Reads [`encode`](Self::encode)'s bytes; `None` if they are damaged or of another form.
-    fn decode(bytes: &[u8]) -> Option<PackIndex> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<PackIndex> {
         let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
         if blake3::hash(body).as_bytes() != sum {
             return None;

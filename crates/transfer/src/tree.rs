@@ -849,9 +849,41 @@ pub fn read_manifest(
             params.max.max(MANIFEST_PARAMS.max),
         )?);
     }
-    let manifest = if root.starts_with(ROOT_TAG_V1) {
-        let manifest: TreeManifest =
-            serde_json::from_slice(&bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
+    parse_manifest(&bytes, root.starts_with(ROOT_TAG_V1))
+}
+
+/// A manifest from its opened bytes (`v1`: the JSON of trees pushed by earlier versions),
+/// every path and link target checked.
+pub(crate) fn parse_manifest(bytes: &[u8], v1: bool) -> Result<TreeManifest, TreeError> {
+    let manifest = if v1 {
+        let mut manifest: TreeManifest =
+            serde_json::from_slice(bytes).map_err(|e| TreeError::Malformed(e.to_string()))?;
+        // The binary form cannot list a path twice or out of order; the JSON one could (found
+        // by the `manifest` fuzz target): a path listed twice would be written twice, as two
+        // kinds. Entries are put in path order (a directory before what it holds) and a
+        // repeated path is refused.
+        manifest.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        // Only files have a size and chunks (the binary form has no room for others').
+        for e in manifest
+            .entries
+            .iter_mut()
+            .filter(|e| e.kind != EntryKind::File)
+        {
+            e.size = 0;
+            e.chunks.clear();
+        }
+        // Only links have a target.
+        for e in manifest.entries.iter_mut() {
+            if !matches!(e.kind, EntryKind::Link | EntryKind::HardLink) {
+                e.target = None;
+            }
+        }
+        if let Some(twice) = manifest.entries.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(TreeError::Malformed(format!(
+                "the manifest lists `{}` twice",
+                twice[0].path
+            )));
+        }
         if manifest.format != "gridwork-tree-v1" {
             return Err(TreeError::Malformed(format!(
                 "format `{}`",
@@ -862,7 +894,7 @@ pub fn read_manifest(
     } else {
         TreeManifest {
             format: "gridwork-tree-v2".into(),
-            entries: crate::manifest::decode(&bytes)?,
+            entries: crate::manifest::decode(bytes)?,
         }
     };
     let files: HashSet<&str> = manifest
@@ -875,7 +907,8 @@ pub fn read_manifest(
         check_path(&e.path)?;
         let target = e.target.as_deref().unwrap_or_default();
         let bad_target = match e.kind {
-            EntryKind::Link => !link_stays_inside(&e.path, target),
+            // An empty target names nothing (and the binary form reads it as none).
+            EntryKind::Link => target.is_empty() || !link_stays_inside(&e.path, target),
             EntryKind::HardLink => !files.contains(target),
             _ => false,
         };
@@ -1072,5 +1105,40 @@ mod tests {
         assert!(check_path("../x").is_err() && check_path("/x").is_err());
         assert!(check_path("a/../../b").is_err() && check_path("a//b").is_err());
         assert!(check_path("a/b").is_ok() && check_path("ä b").is_ok());
+    }
+
+    /// Found by the `manifest` fuzz target: a v1 (JSON) manifest listed entries out of path
+    /// order, which the binary form cannot express; and it could list a path twice.
+    #[test]
+    fn a_v1_manifest_is_read_in_path_order_and_a_path_listed_twice_is_refused() {
+        let entry = |path: &str, kind: &str| serde_json::json!({"path": path, "kind": kind, "mode": 420, "size": 0, "chunks": []});
+        let doc = |entries: Vec<serde_json::Value>| {
+            serde_json::json!({"format": "gridwork-tree-v1", "entries": entries}).to_string()
+        };
+        let unordered = doc(vec![
+            entry("a/c", "file"),
+            entry("a", "dir"),
+            entry("a/b", "file"),
+        ]);
+        let read = parse_manifest(unordered.as_bytes(), true).unwrap();
+        let paths: Vec<&str> = read.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["a", "a/b", "a/c"]);
+        let again = parse_manifest(&crate::manifest::encode(&read.entries), false).unwrap();
+        assert_eq!(again.entries, read.entries);
+
+        let sized_dir = doc(vec![
+            serde_json::json!({"path": "d", "kind": "dir", "mode": 493,
+            "size": 4096, "chunks": [Hash([1; 32])]}),
+        ]);
+        let read = parse_manifest(sized_dir.as_bytes(), true).unwrap();
+        assert_eq!((read.entries[0].size, read.entries[0].chunks.len()), (0, 0));
+
+        let nowhere = doc(vec![entry("a", "link")]);
+        let err = parse_manifest(nowhere.as_bytes(), true).unwrap_err();
+        assert!(matches!(err, TreeError::UnsafePath { .. }), "{err}");
+
+        let twice = doc(vec![entry("a", "dir"), entry("a", "file")]);
+        let err = parse_manifest(twice.as_bytes(), true).unwrap_err();
+        assert!(err.to_string().contains("`a` twice"), "{err}");
     }
 }
