@@ -716,6 +716,10 @@ pub struct StorageView {
     pub pending_bytes: u64,
     /// The most it may keep (none: no limit but the node's store).
     pub quota_bytes: Option<u64>,
+    /// What an account must hold (balance and stake together) for the node to store its
+    /// uploads: each quota costs this much locked up, so free Sybil accounts get none.
+    #[serde(default)]
+    pub min_funds: Amount,
 }
 
 /// `GET /v1/trees/{cid}/pin`: what a node keeps of a pinned tree.

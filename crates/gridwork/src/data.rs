@@ -433,8 +433,8 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
                     .quota_bytes
                     .map_or("no quota".to_string(), |q| format!("quota {q} bytes"));
                 format!(
-                    "{address} on {}: {} bytes of pinned trees, {} bytes of uploads not yet pinned; {quota}",
-                    cli.node, usage.pinned_bytes, usage.pending_bytes
+                    "{address} on {}: {} bytes of pinned trees, {} bytes of uploads not yet pinned; {quota}; uploads need {} held (balance and stake)",
+                    cli.node, usage.pinned_bytes, usage.pending_bytes, usage.min_funds
                 )
             })
         }

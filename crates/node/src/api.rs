@@ -1133,13 +1133,15 @@ fn data_signer(
 ) -> Result<Address, ApiError> {
     let address = request_signer(node, headers, method, path, digest)?;
     let account = node.account(&address);
-    if account.balance == Amount::ZERO && account.stake_locked == Amount::ZERO {
+    let held = Amount(account.balance.0.saturating_add(account.stake_locked.0));
+    let min = node.data_min_funds();
+    if held < min {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "unfunded_account",
             format!(
-                "{address} holds no funds or stake on the ledger; the node stores data only for \
-                 funded accounts (send it some GRID first)"
+                "{address} holds {held} (balance and stake) on the ledger; the node stores data \
+                 only for accounts holding at least {min} (send it some GRID first)"
             ),
         ));
     }

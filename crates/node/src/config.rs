@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gridwork_types::Amount;
 use serde::{Deserialize, Serialize};
 
 /// Default API address.
@@ -70,6 +71,10 @@ pub struct NodeConfig {
     /// store's): pinned trees, charged to the account that signed the pin, and uploads not
     /// yet pinned.
     pub chunk_account_quota_bytes: Option<u64>,
+    /// What an account must hold, balance and stake together, for the node to take its
+    /// uploads, pins and key grants (default 1 GRID, in base units): accounts are free to
+    /// make, so without it every dust account would bring its own quota.
+    pub chunk_min_funds: Amount,
     /// How long a pinned tree is kept after its last pin (each push pins its tree); trees
     /// that open jobs read or produced are kept past it.
     pub chunk_retention_secs: u64,
@@ -140,6 +145,7 @@ impl Default for NodeConfig {
             genesis: None,
             chunk_quota_bytes: None,
             chunk_account_quota_bytes: Some(DEFAULT_ACCOUNT_QUOTA_BYTES),
+            chunk_min_funds: Amount::grid(1),
             chunk_retention_secs: 7 * 24 * 3600,
             chunk_upload_grace_secs: 24 * 3600,
             chunk_gc_interval_secs: 3600,

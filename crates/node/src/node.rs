@@ -32,7 +32,7 @@ use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, Phase, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Block, DataInput, Decode, DecodeError, Hash, Keypair, PeerAddr,
+    verify_batch, Address, Amount, Block, DataInput, Decode, DecodeError, Hash, Keypair, PeerAddr,
     PublicKey, Signature, SignedTx, TxKind, MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
@@ -352,6 +352,8 @@ struct Pins {
     collected_when_full: Mutex<Option<Instant>>,
     /// Most bytes of pinned trees per account.
     account_quota: Option<u64>,
+    /// What an account must hold for its writes to be taken.
+    min_funds: Amount,
     /// Bytes of pinned trees charged to each account (from the pin files at open).
     usage: Mutex<HashMap<Address, u64>>,
     /// Chunks stored by a signed upload that no pin names yet, with their uploader: charged
@@ -750,6 +752,7 @@ impl Node {
                 lock: Mutex::new(()),
                 collected_when_full: Mutex::new(None),
                 account_quota: config.chunk_account_quota_bytes,
+                min_funds: config.chunk_min_funds,
                 usage: Mutex::new(usage),
                 pending: Mutex::new(pending),
             });
@@ -1857,6 +1860,17 @@ impl Node {
         self.pin_tree(cid, &chunks, proof, pinner)
     }
 
+    /// What an account must hold, balance and stake together, for the node to take its
+    /// data-plane writes (at least one base unit).
+    pub fn data_min_funds(&self) -> Amount {
+        let min = self
+            .shared
+            .pins
+            .as_ref()
+            .map_or(Amount::ZERO, |p| p.min_funds);
+        min.max(Amount(1))
+    }
+
     /// What the node stores for `account`: pinned and pending bytes, and its quota.
     pub fn storage(&self, account: &Address) -> StorageView {
         let (pinned_bytes, quota_bytes) = self.pinned_bytes(account);
@@ -1868,6 +1882,7 @@ impl Node {
             pinned_bytes,
             pending_bytes,
             quota_bytes,
+            min_funds: self.data_min_funds(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use gridwork_node::{GenesisSource, Node, ServeLimits};
 use gridwork_protocol::dev_keypair;
-use gridwork_types::Hash;
+use gridwork_types::{Amount, Hash, Keypair, Transaction, TxKind};
 
 use super::config;
 
@@ -36,7 +36,11 @@ fn serving(limits: ServeLimits) -> (Node, SocketAddr, tempfile::TempDir) {
 /// The `gridwork-signature` and `gridwork-digest` headers of a write signed by dev key 0 (a
 /// funded account) for `node`.
 fn signed(node: &Node, method: &str, path: &str, digest: &Hash) -> String {
-    let key = dev_keypair(0);
+    signed_by(node, &dev_keypair(0), method, path, digest)
+}
+
+/// The same headers signed by `key`.
+fn signed_by(node: &Node, key: &Keypair, method: &str, path: &str, digest: &Hash) -> String {
     let time_ms = gridwork_node::now_ms();
     let message =
         gridwork_api::signed_request_message(&node.public_key(), method, path, time_ms, digest);
@@ -342,4 +346,60 @@ fn an_event_stream_resumes_from_its_last_event_id() {
         .unwrap();
     let text = events_until(&mut late, "catch up from GET /v1/blocks");
     assert!(text.contains("event: lagged"), "{text}");
+}
+
+/// Accounts are free to make, so a quota for every funded account was a quota for every dust
+/// account a Sybil funds with one base unit. Writes need `chunk_min_funds` (1 GRID by default)
+/// held; the refusal names the minimum, and the same account is served once it holds it.
+#[test]
+fn a_dust_account_gets_no_quota() {
+    let (node, addr, _dir) = serving(ServeLimits::default());
+    let sybil = Keypair::from_seed([42; 32]);
+    let fund = |nonce: u64, amount: Amount| {
+        let tx = Transaction {
+            from: dev_keypair(0).public(),
+            nonce,
+            fee: Amount::ZERO,
+            kind: TxKind::Transfer {
+                to: sybil.public().address(),
+                amount,
+            },
+        }
+        .sign(node.chain_id(), &dev_keypair(0));
+        assert!(node.submit(vec![tx])[0].is_ok());
+        node.produce_block(true).unwrap().unwrap();
+    };
+    let upload = || {
+        let chunk = b"a sealed chunk of a dust account".to_vec();
+        let id = Hash::of(&chunk);
+        let mut body = Vec::new();
+        gridwork_api::frames::push_chunk(&mut body, &id, &chunk);
+        // An upload's signature covers its chunk ids.
+        let digest = Hash::of(id.as_bytes());
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(
+            format!(
+                "POST /v1/chunks HTTP/1.1\r\nHost: node\r\nContent-Type: application/octet-stream\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                signed_by(&node, &sybil, "POST", "/v1/chunks", &digest),
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        s.write_all(&body).unwrap();
+        let (status, body) = answer(&mut s);
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    fund(0, Amount(1));
+    let (status, body) = upload();
+    assert!(status.contains(" 403"), "{status}");
+    assert!(body.contains("unfunded_account"), "{body}");
+    assert!(body.contains(&Amount::grid(1).to_string()), "{body}");
+    fund(1, Amount::grid(1));
+    let (status, body) = upload();
+    assert!(status.contains(" 200"), "{status}: {body}");
+    assert_eq!(
+        node.storage(&sybil.public().address()).min_funds,
+        Amount::grid(1)
+    );
 }
