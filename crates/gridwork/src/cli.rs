@@ -468,6 +468,35 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         db: PathBuf,
     },
+    /// The node binary on loopback under hostile clients (slow connections, silent event
+    /// subscribers, a mempool flood, repeated-id fetches, unsigned large uploads), with a
+    /// normal client's transfers timed before and during the attack.
+    Hostile {
+        /// Work directory (emptied first).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Slow connections held at once.
+        #[arg(long, default_value_t = 1000)]
+        slow: usize,
+        /// Event subscribers that never read.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Signed transfers the flooding sender sends.
+        #[arg(long, default_value_t = 50_000)]
+        flood: u64,
+        /// Fetches of one chunk repeated to the id limit, unsigned.
+        #[arg(long, default_value_t = 200)]
+        fetches: usize,
+        /// Unsigned uploads declaring 60 MiB.
+        #[arg(long, default_value_t = 100)]
+        uploads: usize,
+        /// The normal client's transfers, idle and then under attack.
+        #[arg(long, default_value_t = 100)]
+        transfers: usize,
+        /// The attack lasts at least this many seconds.
+        #[arg(long, default_value_t = 30)]
+        attack_secs: u64,
+    },
     /// Signed transfers through admission, block production and durable commit.
     Ledger {
         /// Funded sender accounts.

@@ -476,6 +476,28 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
             streams,
         } => crate::databench::bench_data(cli.json, *size_mib, dir, *streams),
         BenchCommand::Ledger { .. } => bench_ledger(cli, cmd),
+        BenchCommand::Hostile {
+            dir,
+            slow,
+            subscribers,
+            flood,
+            fetches,
+            uploads,
+            transfers,
+            attack_secs,
+        } => crate::hostilebench::bench_hostile(
+            cli.json,
+            dir,
+            &crate::hostilebench::HostileLoad {
+                slow: *slow,
+                subscribers: *subscribers,
+                flood: *flood,
+                fetches: *fetches,
+                uploads: *uploads,
+                transfers: *transfers,
+                attack_secs: *attack_secs,
+            },
+        ),
         BenchCommand::Reopen { db } => {
             let r = gridwork_node::bench::reopen_chain(db)?;
             emit(cli.json, &r, || reopen_rows(&r))

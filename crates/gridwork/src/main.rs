@@ -10,6 +10,7 @@ mod commands;
 mod data;
 mod databench;
 mod demo;
+mod hostilebench;
 mod market;
 mod output;
 

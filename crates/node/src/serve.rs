@@ -3,9 +3,14 @@
 //! Anybody on the internet reaches a node's API, so every resource a client can make the
 //! node hold has a bound and a clock:
 //!
-//! - a connection: at most `max_connections` at once and `max_connections_per_ip` from one
-//!   address (past a limit, closed as it arrives); its request headers must arrive within
-//!   `header_read_timeout`, which also ends an idle keep-alive connection;
+//! - a connection: at most `max_connections_per_ip` from one address (past it, closed as it
+//!   arrives) and `max_connections` at once; its request headers must arrive within
+//!   `header_read_timeout`, which also ends an idle keep-alive connection. At the global
+//!   limit a new connection takes the place of an idle one (waiting for its request's
+//!   headers, or kept alive between requests) of the address holding the most, idle longest
+//!   first ([`Conns`]): a stranger with many addresses who fills the table with half-sent
+//!   requests only ever holds places a newcomer can take, while a request being answered is
+//!   never cut;
 //! - a request body: no gap between its pieces longer than `body_idle_timeout`, and the whole
 //!   within `body_timeout` (`api::time_bodies`); each route has its own size limit;
 //! - a response: a client that stops reading is cut off once the socket has taken nothing for
@@ -14,14 +19,16 @@
 //!   held until the body is gone (`api::Budget`); a request that cannot get its share within
 //!   a few seconds is answered `503 busy`.
 
+use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -72,21 +79,173 @@ pub async fn serve(
     serve_with(node, listener, ServeLimits::default(), shutdown).await
 }
 
-/// One connection's place in the per-address count, given back when it closes.
-struct Slot {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
+/// What one connection is doing: requests being answered (their bodies included), and since
+/// when it has had none.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
 }
 
-impl Drop for Slot {
+/// Counts a request as in flight until its response body is gone (sent, or dropped with
+/// the connection).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, SeqCst);
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, SeqCst);
+    }
+}
+
+/// The open connections: how many from each address, and each one's activity and the
+/// signal that closes it.
+#[derive(Default)]
+struct Conns {
+    next: u64,
+    open: HashMap<u64, Open>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Open {
+    ip: IpAddr,
+    activity: Arc<Activity>,
+    close: Arc<tokio::sync::Notify>,
+}
+
+/// Why a new connection was not taken.
+#[derive(Debug, PartialEq, Eq)]
+enum Refused {
+    /// Its address holds `max_connections_per_ip` already.
+    Address,
+    /// The table is full of connections with requests being answered.
+    Busy,
+}
+
+impl Conns {
+    /// Takes a connection from `ip`, closing an idle one to make room at the global limit.
+    fn admit(
+        &mut self,
+        ip: IpAddr,
+        limits: &ServeLimits,
+    ) -> Result<(u64, Arc<Activity>, Arc<tokio::sync::Notify>), Refused> {
+        if self.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
+            return Err(Refused::Address);
+        }
+        if self.open.len() >= limits.max_connections {
+            let victim = self
+                .open
+                .iter()
+                .filter(|(_, o)| o.activity.in_flight.load(SeqCst) == 0)
+                .max_by_key(|(_, o)| {
+                    let since = *o
+                        .activity
+                        .idle_since
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    (self.per_ip.get(&o.ip).copied().unwrap_or(0), Reverse(since))
+                })
+                .map(|(id, _)| *id)
+                .ok_or(Refused::Busy)?;
+            if let Some(o) = self.remove(victim) {
+                o.close.notify_one();
             }
         }
+        let id = self.next;
+        self.next += 1;
+        let activity = Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        });
+        let close = Arc::new(tokio::sync::Notify::new());
+        *self.per_ip.entry(ip).or_insert(0) += 1;
+        self.open.insert(
+            id,
+            Open {
+                ip,
+                activity: activity.clone(),
+                close: close.clone(),
+            },
+        );
+        Ok((id, activity, close))
+    }
+
+    /// Forgets connection `id` (closed, or chosen to make room).
+    fn remove(&mut self, id: u64) -> Option<Open> {
+        let o = self.open.remove(&id)?;
+        if let Some(n) = self.per_ip.get_mut(&o.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&o.ip);
+            }
+        }
+        Some(o)
+    }
+}
+
+/// The router, with each request counted in its connection's [`Activity`] until its
+/// response body is gone.
+#[derive(Clone)]
+struct Tracked {
+    app: axum::Router,
+    activity: Arc<Activity>,
+}
+
+impl tower::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let in_flight = InFlight::start(&self.activity);
+        let request = request.map(axum::body::Body::new);
+        let answer = tower::ServiceExt::oneshot(self.app.clone(), request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|body| {
+                axum::body::Body::new(Counted {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+struct Counted {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -100,8 +259,7 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let app = api::router_with(node, &limits);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let counts: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let conns: Arc<Mutex<Conns>> = Arc::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -116,33 +274,36 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection limit reached; closing a new connection");
-            continue;
-        };
-        let slot = {
-            let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let n = c.entry(peer.ip()).or_insert(0);
-            if *n >= limits.max_connections_per_ip {
-                tracing::debug!(%peer, "per-address connection limit reached");
+        let admitted = conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(peer.ip(), &limits);
+        let (id, activity, close) = match admitted {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                tracing::debug!(%peer, ?why, "connection limit reached; closing a new connection");
                 continue;
             }
-            *n += 1;
-            Slot {
-                counts: counts.clone(),
-                ip: peer.ip(),
-            }
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let service = hyper_util::service::TowerToHyperService::new(Tracked {
+            app: app.clone(),
+            activity,
+        });
         let io = WriteIdle::new(stream, limits.write_idle_timeout);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let conn = graceful.watch(conn);
+        let conns = conns.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop((permit, slot));
+            // Closed to make room: dropping the connection closes its socket (it had no
+            // request in flight).
+            tokio::select! {
+                _ = conn => {}
+                () = close.notified() => {}
+            }
+            conns.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         });
     }
     drop(listener);
@@ -243,5 +404,62 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteIdle<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, per_ip: usize) -> ServeLimits {
+        ServeLimits {
+            max_connections: max,
+            max_connections_per_ip: per_ip,
+            ..ServeLimits::default()
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    /// At the global limit a newcomer takes the place of an idle connection of the address
+    /// holding the most, the longest idle first; connections with a request in flight are
+    /// never chosen, and when every place is busy the newcomer is refused.
+    #[test]
+    fn a_newcomer_takes_the_place_of_the_busiest_addresses_longest_idle_connection() {
+        let limits = limits(4, 3);
+        let mut conns = Conns::default();
+        let (a1, a1_activity, a1_close) = conns.admit(ip(1), &limits).unwrap();
+        let (_a2, _, _) = conns.admit(ip(1), &limits).unwrap();
+        let (a3, a3_activity, _) = conns.admit(ip(1), &limits).unwrap();
+        let (_b1, b1_activity, _) = conns.admit(ip(2), &limits).unwrap();
+        assert_eq!(conns.admit(ip(1), &limits).unwrap_err(), Refused::Address);
+        // b1 has been idle longest, but ip 1 holds three: its oldest idle one goes.
+        *b1_activity.idle_since.lock().unwrap() -= Duration::from_secs(60);
+        *a3_activity.idle_since.lock().unwrap() -= Duration::from_secs(30);
+        let _a1_busy = InFlight::start(&a1_activity);
+        conns.admit(ip(3), &limits).unwrap();
+        assert!(
+            conns.open.contains_key(&a1),
+            "a connection in flight was chosen"
+        );
+        assert!(
+            !conns.open.contains_key(&a3),
+            "not the longest idle of the busiest address"
+        );
+        assert_eq!(conns.per_ip[&ip(1)], 2);
+        assert_eq!(conns.per_ip[&ip(3)], 1);
+        drop(a1_close);
+        // Everyone busy: the newcomer is refused.
+        let busy: Vec<InFlight> = conns
+            .open
+            .values()
+            .map(|o| InFlight::start(&o.activity))
+            .collect();
+        assert_eq!(conns.admit(ip(4), &limits).unwrap_err(), Refused::Busy);
+        drop(busy);
+        assert!(conns.admit(ip(4), &limits).is_ok());
+        assert_eq!(conns.open.len(), 4);
     }
 }

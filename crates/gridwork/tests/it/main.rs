@@ -1229,3 +1229,58 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
         assert!(archived.job.finished);
     }
 }
+
+/// The real node under every hostile client at once (scaled down): slow connections,
+/// subscribers that never read, a mempool flood from one sender, repeated-id fetches and
+/// unsigned 60 MiB uploads. A normal client's transfers still commit, and each attacker gets
+/// only what the limits allow. Figures, not timings, are asserted; `gridwork bench hostile`
+/// prints the timings at full scale.
+#[test]
+fn a_normal_clients_transfers_commit_while_hostile_clients_attack() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--json", "bench", "hostile", "--dir"])
+        .arg(dir.path().join("bench"))
+        .args([
+            "--slow",
+            "150",
+            "--subscribers",
+            "300",
+            "--flood",
+            "3000",
+            "--fetches",
+            "16",
+            "--uploads",
+            "8",
+            "--transfers",
+            "10",
+            "--attack-secs",
+            "12",
+        ])
+        .env("GRIDWORK_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["idle"]["committed"], 10, "{r}");
+    assert_eq!(r["under_attack"]["committed"], 10, "{r}");
+    let a = &r["attack"];
+    // Slow connections are cut off at the header timeout (10 s).
+    assert!(
+        a["slow_cut_off_at_header_timeout"].as_u64().unwrap() > 0,
+        "{r}"
+    );
+    // 300 subscribers against a cap of 256.
+    assert!(a["subscribers_refused"].as_u64().unwrap() > 0, "{r}");
+    assert!(a["subscribers_streaming"].as_u64().unwrap() > 0, "{r}");
+    // 128 KiB of repeated ids draws the unsigned cap at most, never 64 MiB.
+    assert!(a["fetches_answered"].as_u64().unwrap() > 0, "{r}");
+    let max = a["fetch_answer_bytes_max"].as_u64().unwrap();
+    assert!(max <= (5 << 20) + 4096 * 37, "{r}");
+    assert_eq!(a["uploads_refused_before_body"], 8, "{r}");
+    assert!(a["flood_admitted"].as_u64().unwrap() > 0, "{r}");
+}
