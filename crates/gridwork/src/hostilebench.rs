@@ -207,7 +207,8 @@ async fn run(node: &NodeProcess, addr: SocketAddr, load: &HostileLoad) -> anyhow
             stop.clone(),
         )));
     }
-    let other_ip = attacker_ip(first_sub_ip + load.subscribers.div_ceil(60) as u8 + 1);
+    let other_n = first_sub_ip + load.subscribers.div_ceil(60) as u8 + 1;
+    let other_ip = attacker_ip(other_n);
     attackers.push(tokio::spawn(flood(
         addr,
         other_ip,
@@ -226,12 +227,10 @@ async fn run(node: &NodeProcess, addr: SocketAddr, load: &HostileLoad) -> anyhow
             stop.clone(),
         )));
     }
-    for _ in 0..load.uploads {
-        attackers.push(tokio::spawn(unsigned_upload(
-            addr,
-            other_ip,
-            counters.clone(),
-        )));
+    for i in 0..load.uploads {
+        // Beside the flood and the fetches, within one address's share.
+        let from = attacker_ip(other_n + 1 + (i / 60) as u8);
+        attackers.push(tokio::spawn(unsigned_upload(addr, from, counters.clone())));
     }
     // Let the attack take hold before the normal client starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
