@@ -771,7 +771,7 @@ async fn get_storage(
 
 #[derive(Deserialize)]
 struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<u32>,
     before: Option<u64>,
 }
 
@@ -781,7 +781,7 @@ struct ListQuery {
     tag = "chain",
     summary = "Recent blocks, newest first",
     params(
-        ("limit" = Option<u32>, Query, description = "At most this many (default 20, at most 1000)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default 20; more than 1000 is 1000)"),
         ("before" = Option<u64>, Query, description = "Only blocks below this height"),
     ),
     responses(
@@ -796,7 +796,7 @@ async fn list_blocks(
 ) -> Result<Response, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let limit = q.limit.unwrap_or(20).min(1000);
+    let limit = q.limit.unwrap_or(20).min(1000) as usize;
     Ok(Json(BlockList {
         blocks: node.blocks(limit, q.before)?,
     })

@@ -9,8 +9,11 @@
 
 use std::sync::OnceLock;
 
-use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, ArrayItems, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::RefOr;
+use utoipa::Number;
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 /// The `500` answer: the node's storage failed.
@@ -65,31 +68,44 @@ impl PartialSchema for Binary {
     fn schema() -> RefOr<Schema> {
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(
-                utoipa::openapi::schema::KnownFormat::Binary,
-            )))
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
             .into()
     }
 }
 
 impl ToSchema for Binary {}
 
-/// Closes every object schema: the node serializes exactly the fields of its types, and
-/// refuses unknown fields in every JSON body it reads, so a property the document does not
-/// name is a mismatch (an API fuzzer checks answers against this).
-struct ClosedObjects;
+/// Makes the schemas as strict as the server:
+///
+/// - every object is closed: the node serializes exactly the fields of its types and refuses
+///   unknown fields in every JSON body it reads, so a property the document does not name is
+///   a mismatch (the API fuzzer checks answers against this);
+/// - every unsigned integer (`uint8` ... `uint64`, feature `non_strict_integers`) gets the
+///   maximum of its width, which the parser enforces and the format alone does not say.
+struct Strict;
 
-impl Modify for ClosedObjects {
+impl Modify for Strict {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         if let Some(components) = doc.components.as_mut() {
-            for schema in components.schemas.values_mut() {
-                close(schema);
+            components.schemas.values_mut().for_each(tighten);
+        }
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let parameters = operation.parameters.iter_mut().flatten();
+                parameters.filter_map(|p| p.schema.as_mut()).for_each(tighten);
             }
         }
     }
 }
 
-fn close(schema: &mut RefOr<Schema>) {
+fn tighten(schema: &mut RefOr<Schema>) {
     let RefOr::T(schema) = schema else {
         return;
     };
@@ -99,20 +115,38 @@ fn close(schema: &mut RefOr<Schema>) {
                 object.additional_properties =
                     Some(Box::new(AdditionalProperties::FreeForm(false)));
             }
-            for property in object.properties.values_mut() {
-                close(property);
+            let widest = match &object.format {
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt8)) => Some(u64::from(u8::MAX)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt16)) => Some(u64::from(u16::MAX)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)) => Some(u64::from(u32::MAX)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)) => Some(u64::MAX),
+                _ => None,
+            };
+            if let (Some(max), None) = (widest, &object.maximum) {
+                object.maximum = Some(Number::UInt(max as usize));
+            }
+            object.properties.values_mut().for_each(tighten);
+            if let Some(items) = object.additional_properties.as_deref_mut() {
+                if let AdditionalProperties::RefOr(items) = items {
+                    tighten(items);
+                }
             }
         }
-        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(close),
-        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(close),
-        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(close),
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                tighten(items);
+            }
+        }
+        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(tighten),
+        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(tighten),
+        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(tighten),
         _ => {}
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&ClosedObjects),
+    modifiers(&Strict),
     info(
         title = "Gridwork node API",
         version = "1",
