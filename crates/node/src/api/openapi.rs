@@ -99,7 +99,9 @@ impl Modify for Strict {
             ];
             for operation in operations.into_iter().flatten() {
                 let parameters = operation.parameters.iter_mut().flatten();
-                parameters.filter_map(|p| p.schema.as_mut()).for_each(tighten);
+                parameters
+                    .filter_map(|p| p.schema.as_mut())
+                    .for_each(tighten);
             }
         }
     }
