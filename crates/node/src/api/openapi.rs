@@ -128,10 +128,10 @@ fn tighten(schema: &mut RefOr<Schema>) {
                 object.maximum = Some(Number::UInt(max as usize));
             }
             object.properties.values_mut().for_each(tighten);
-            if let Some(items) = object.additional_properties.as_deref_mut() {
-                if let AdditionalProperties::RefOr(items) = items {
-                    tighten(items);
-                }
+            if let Some(AdditionalProperties::RefOr(items)) =
+                object.additional_properties.as_deref_mut()
+            {
+                tighten(items);
             }
         }
         Schema::Array(array) => {
