@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Rust, from Debian's packages and PyPI, when it is
-# missing: promtool (Debian `prometheus`) checks the node's /metrics. Idempotent; run as root
+# missing: promtool (Debian `prometheus`) checks the node's /metrics; schemathesis (PyPI, in
+# target/api-fuzz-venv) runs scripts/api-fuzz.sh. Idempotent; run as root
 # (CI is) or with the tools already installed.
 set -euo pipefail
 need_apt=()
@@ -14,4 +15,18 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     if command -v systemctl >/dev/null && systemctl is-active -q prometheus 2>/dev/null; then
         systemctl stop prometheus || true
     fi
+fi
+
+# schemathesis for scripts/api-fuzz.sh, in its own virtual environment under target/ (never at
+# build time). python3-venv provides `python3 -m venv` on Debian.
+venv="$(dirname "$0")/../target/api-fuzz-venv"
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    fi
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'schemathesis==4.32.5'
 fi

@@ -7,6 +7,10 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod frames;
+#[cfg(feature = "openapi")]
+mod openapi;
+#[cfg(feature = "openapi")]
+use openapi::{BidPair, ItemRange, RevealPair};
 
 /// The header that signs a data-plane write (chunk uploads, pins, key grants):
 /// `<public key hex>.<time ms>.<signature hex>` over [`signed_request_message`]. A node takes
@@ -57,6 +61,7 @@ use serde::{Deserialize, Serialize};
 
 /// An error body: a stable machine code and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
@@ -64,6 +69,7 @@ pub struct ErrorBody {
 
 /// The parts of an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable, snake_case (for example `insufficient_balance`, `nonce_replayed`).
     pub code: String,
@@ -73,6 +79,7 @@ pub struct ErrorDetail {
 
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` or `halted`.
     pub status: String,
@@ -85,6 +92,7 @@ pub struct Health {
 
 /// `GET /v1/chain`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChainInfo {
     /// The chain id transactions are signed for.
     pub chain_id: String,
@@ -115,9 +123,11 @@ pub struct ChainInfo {
 
 /// `POST /v1/txs`: a signed transaction, hex of its canonical encoding.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTx {
     /// Hex of the canonical bytes.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^\\s*([0-9a-fA-F]{2})*\\s*$"))]
     pub tx: String,
 }
 
@@ -133,6 +143,7 @@ impl SubmitTx {
 
 /// The answer to a submission: accepted into the mempool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     /// The transaction hash.
     pub hash: Hash,
@@ -140,6 +151,7 @@ pub struct Submitted {
 
 /// A transaction, readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxView {
     /// Sender address.
     pub from: Address,
@@ -155,6 +167,7 @@ pub struct TxView {
 
 /// A transaction kind, readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TxKindView {
     /// A transfer.
@@ -331,6 +344,7 @@ impl From<&SignedTx> for TxView {
 
 /// `GET /v1/txs/{hash}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TxStatus {
     /// The hash.
     pub hash: Hash,
@@ -345,6 +359,7 @@ pub struct TxStatus {
 
 /// `GET /v1/accounts/{address}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountView {
     /// The address.
     pub address: Address,
@@ -399,6 +414,7 @@ impl AccountView {
 
 /// A block header with its hash and transaction hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockView {
     /// The block hash.
     pub hash: Hash,
@@ -440,6 +456,7 @@ impl BlockView {
 
 /// `GET /v1/blocks`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockList {
     /// Newest first.
     pub blocks: Vec<BlockView>,
@@ -448,6 +465,7 @@ pub struct BlockList {
 /// One message on the event stream (`GET /v1/events`, server-sent events named `block`):
 /// a committed block, what the block itself triggered, and its receipts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockEvent {
     /// The block.
     pub block: BlockView,
@@ -461,6 +479,7 @@ pub struct BlockEvent {
 
 /// `GET /v1/jobs/{id}`: a job and each of its tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     /// The job id.
     pub id: Hash,
@@ -489,6 +508,7 @@ pub struct JobView {
 
 /// One task of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     /// Index.
     pub index: u32,
@@ -497,8 +517,10 @@ pub struct TaskView {
     /// Attempt (0 first).
     pub attempt: u32,
     /// Items `[start, end)`.
+    #[cfg_attr(feature = "openapi", schema(value_type = ItemRange))]
     pub items: (u64, u64),
-    /// Bids of this attempt.
+    /// Bids of this attempt: `[bidder, price]` pairs.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<BidPair>))]
     pub bids: Vec<(Address, Amount)>,
     /// The executor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -509,7 +531,8 @@ pub struct TaskView {
     pub council: Vec<Address>,
     /// Who committed.
     pub committed: Vec<Address>,
-    /// Reveals: who, output.
+    /// Reveals: `[who, output]` pairs.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<RevealPair>))]
     pub revealed: Vec<(Address, Hash)>,
     /// Who sent its judgement of the others' outputs in the current round (phase `judging`).
     #[serde(default)]
@@ -528,6 +551,7 @@ pub struct TaskView {
 
 /// A worker's reason for not bidding on a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Decline {
     /// The provider.
     pub provider: Address,
@@ -538,18 +562,22 @@ pub struct Decline {
 /// `POST /v1/jobs/{id}/declines`: a provider says why it will not bid, signed by its key
 /// over `"gridwork/decline/v1" || job id || reason`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PostDecline {
     /// Hex of the provider's public key.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
     pub public_key: String,
     /// Why.
     pub reason: String,
     /// Hex of the signature.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{128}$"))]
     pub signature: String,
 }
 
 /// `GET /v1/providers/{address}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderView {
     /// The provider.
     pub address: Address,
@@ -582,6 +610,7 @@ pub struct ProviderView {
 
 /// `GET /v1/providers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderList {
     /// By address.
     pub providers: Vec<ProviderView>,
@@ -597,6 +626,7 @@ pub fn decline_message(job: &Hash, reason: &str) -> Vec<u8> {
 
 /// Which output of a task's program a log holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogStream {
     /// Standard output.
@@ -619,6 +649,7 @@ impl LogStream {
 /// run printed, signed by its key over [`log_message`]. `offset` is where `data` starts in
 /// the node's copy: a repeat of bytes the node has is accepted once, a gap is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PostLog {
     /// The attempt the run belongs to.
@@ -630,13 +661,16 @@ pub struct PostLog {
     /// Text (UTF-8; invalid bytes replaced by the worker).
     pub data: String,
     /// Hex of the provider's public key.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
     pub public_key: String,
     /// Hex of the signature.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{128}$"))]
     pub signature: String,
 }
 
 /// The answer to a log append: the log's size now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogAppended {
     /// Bytes the node holds for this log.
     pub size: u64,
@@ -644,6 +678,7 @@ pub struct LogAppended {
 
 /// `GET /v1/jobs/{id}/tasks/{task}/logs`: part of one run's log, from `offset`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskLog {
     /// The job.
     pub job: Hash,
@@ -684,13 +719,16 @@ pub fn log_message(
 
 /// `GET /v1/jobs`: the jobs still open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     /// Ids of jobs neither finished nor cancelled.
     pub open: Vec<Hash>,
 }
 
-/// `POST /v1/chunks/missing`: which of these chunk ids the node lacks.
+/// `POST /v1/chunks/missing` and `POST /v1/chunks/fetch`: chunk ids asked about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ChunkIds {
     /// Chunk ids.
     pub ids: Vec<Hash>,
@@ -698,9 +736,32 @@ pub struct ChunkIds {
 
 /// The answer to `POST /v1/chunks/missing`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MissingChunks {
     /// The ids the node does not hold, in the order asked.
     pub missing: Vec<Hash>,
+}
+
+/// The answer to `POST /v1/chunks`: how many chunks of the upload the node stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChunksStored {
+    /// Chunks stored (frames that carried a chunk).
+    pub stored: u64,
+}
+
+/// The answer to `PUT /v1/trees/{cid}/pin` and `PUT /v1/trees/{cid}/pin-from/{base}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PinAnswer {
+    /// The tree pinned.
+    pub cid: Hash,
+    /// Until when the node keeps it (ms since the epoch).
+    pub until_ms: u64,
+    /// Bytes of pinned trees the node charges the signer, this one included.
+    pub account_pinned_bytes: u64,
+    /// The signer's quota of pinned bytes (none: no limit).
+    pub account_quota_bytes: Option<u64>,
 }
 
 /// A data key wrapped for one recipient (see docs/data-plane.md): the wire form is the data
@@ -709,6 +770,7 @@ pub use gridwork_transfer::WrappedKey as KeyGrant;
 
 /// `GET /v1/accounts/{address}/storage`: what the node stores for an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StorageView {
     /// Bytes of pinned trees charged to the account (it pinned them last).
     pub pinned_bytes: u64,
@@ -724,6 +786,7 @@ pub struct StorageView {
 
 /// `GET /v1/trees/{cid}/pin`: what a node keeps of a pinned tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PinView {
     /// Until when it is kept (ms since the epoch); past it, the next collection drops it.
     pub until_ms: u64,
@@ -742,6 +805,7 @@ pub struct PinView {
 
 /// `GET /v1/trees/{cid}/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyGrants {
     /// The grants, one per recipient.
     pub keys: Vec<KeyGrant>,

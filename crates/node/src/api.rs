@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -19,9 +19,15 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::{Stream, StreamExt};
 use gridwork_api::{
-    frames, signed_request_message, BlockList, ChunkIds, ErrorBody, ErrorDetail, JobList, KeyGrant,
-    KeyGrants, LogAppended, LogStream, MissingChunks, PostDecline, PostLog, ProviderList, SubmitTx,
-    Submitted, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
+    frames, signed_request_message, BlockList, ChunkIds, ChunksStored, ErrorBody, ErrorDetail,
+    JobList, KeyGrant, KeyGrants, LogAppended, LogStream, MissingChunks, PinAnswer, PostDecline,
+    PostLog, ProviderList, SubmitTx, Submitted, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER,
+    SIGNATURE_WINDOW_MS,
+};
+#[allow(unused_imports)] // Named only by the `#[utoipa::path]` attributes.
+use gridwork_api::{
+    AccountView, BlockEvent, BlockView, ChainInfo, Health, JobView, PinView, ProviderView,
+    StorageView, TaskLog, TxStatus,
 };
 use gridwork_protocol::TxError;
 use gridwork_transfer::StoreError as ChunkStoreError;
@@ -36,11 +42,22 @@ use crate::ServeLimits;
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The largest `POST /v1/chunks/missing` question (a million ids in binary, with room).
+const MISSING_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The largest `POST /v1/chunks/fetch` question.
+const FETCH_BODY_BYTES: usize = 1024 * 1024;
+
 /// The largest sealed chunk accepted (the largest chunk plus sealing overhead).
 pub const MAX_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
-/// The OpenAPI document served at `/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("openapi.json");
+mod openapi;
+
+pub use openapi::document as openapi_document;
+use openapi::{
+    Binary, BODY_TIMEOUT, BUSY, DIGEST_HEADER_DOC, FETCH_SIGNATURE_DOC, IDS_BODY_DOC, INTERNAL,
+    KEY_PROOF_HEADER_DOC, LOG_SIGNATURE_DOC, SIGNATURE_401, SIGNATURE_HEADER_DOC,
+};
 
 /// An error as the API reports it.
 #[derive(Debug)]
@@ -227,6 +244,9 @@ impl From<AdmitError> for ApiError {
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
+    if let Some(late) = timed_out(&r) {
+        return late;
+    }
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -357,12 +377,12 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
         .route("/v1/providers/{address}", get(get_provider))
         .route(
             "/v1/chunks/missing",
-            post(missing_chunks).layer(DefaultBodyLimit::max(16 * 1024 * 1024)),
+            post(missing_chunks).layer(DefaultBodyLimit::max(MISSING_BODY_BYTES)),
         )
         .route("/v1/chunks", post(put_chunks))
         .route(
             "/v1/chunks/fetch",
-            post(fetch_chunks).layer(DefaultBodyLimit::max(1024 * 1024)),
+            post(fetch_chunks).layer(DefaultBodyLimit::max(FETCH_BODY_BYTES)),
         )
         .route("/v1/chunks/{id}", get(get_chunk).put(put_chunk))
         .route("/v1/trees/{cid}/keys", get(get_grants).post(post_grant))
@@ -433,6 +453,38 @@ async fn time_bodies(
         Body::from_stream(timed)
     });
     next.run(req).await
+}
+
+/// The `body_timeout` error, if `error` comes of a body that stopped arriving in time.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(late) = cause.downcast_ref::<BodyTimedOut>() {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                late.to_string(),
+            ));
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// A body the `Bytes` extractor could not read, as the API reports it (axum's own answer is
+/// plain text).
+fn bytes_rejection(r: BytesRejection, limit: usize) -> ApiError {
+    if let Some(late) = timed_out(&r) {
+        return late;
+    }
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large(limit);
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_body",
+        format!("the request body could not be read: {}", r.body_text()),
+    )
 }
 
 /// Reads `body` whole, at most `limit` bytes, with errors the API reports.
@@ -555,6 +607,16 @@ async fn count_request(
     next.run(req).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "node",
+    summary = "Liveness and head height",
+    responses(
+        (status = 200, description = "The node is live", body = Health),
+        (status = 503, description = "The node halted (a block failed to commit); `reason` says why", body = Health),
+    ),
+)]
 async fn health(State(node): State<Node>) -> Response {
     let health = node.health();
     let status = if health.reason.is_some() {
@@ -565,6 +627,15 @@ async fn health(State(node): State<Node>) -> Response {
     (status, Json(health)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "node",
+    summary = "Prometheus metrics",
+    responses(
+        (status = 200, description = "Metrics in the Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+    ),
+)]
 async fn metrics(State(node): State<Node>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -573,14 +644,55 @@ async fn metrics(State(node): State<Node>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "node",
+    summary = "This document",
+    responses(
+        (status = 200, description = "The OpenAPI document of this API", body = Object, content_type = "application/json"),
+    ),
+)]
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        openapi::document_json(),
+    )
+        .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chain",
+    tag = "chain",
+    summary = "Chain id, head, parameters and the node key",
+    responses(
+        (status = 200, description = "The chain as this node holds it", body = ChainInfo),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn chain(State(node): State<Node>) -> Result<Response, ApiError> {
     Ok(Json(node.chain_info()?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/txs",
+    tag = "chain",
+    summary = "Submit a signed transaction to the mempool",
+    request_body = SubmitTx,
+    responses(
+        (status = 202, description = "Accepted into the mempool", body = Submitted),
+        (status = 400, description = "`malformed_json` (not a SubmitTx), `malformed_transaction` (not hex, or not a transaction)", body = ErrorBody),
+        (status = 403, description = "`input_not_held`: a job names an input tree whose key the node was not given", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 409, description = "`already_pending`: the same transaction waits in the mempool", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `transaction_too_large`", body = ErrorBody),
+        (status = 422, description = "The ledger refuses it; the code names why (`bad_signature`, `nonce_replayed`, `nonce_future`, `fee_too_low`, `insufficient_balance`, ...)", body = ErrorBody),
+        (status = 429, description = "`sender_mempool_full`: the sender has as many transactions pending as one account may", body = ErrorBody),
+        (status = 503, description = "`mempool_full`, `halted`", body = ErrorBody),
+    ),
+)]
 async fn submit_tx(
     State(node): State<Node>,
     body: Result<Json<SubmitTx>, JsonRejection>,
@@ -592,6 +704,21 @@ async fn submit_tx(
     Ok((StatusCode::ACCEPTED, Json(Submitted { hash })).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/txs/{hash}",
+    tag = "chain",
+    summary = "A transaction, pending or committed",
+    params(
+        ("hash" = Hash, Path, description = "Transaction hash: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "The transaction and, once committed, its receipt", body = TxStatus),
+        (status = 400, description = "`bad_request`: not a hash", body = ErrorBody),
+        (status = 404, description = "`not_found`: neither pending nor in a block", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn get_tx(State(node): State<Node>, Path(hash): Path<String>) -> Result<Response, ApiError> {
     let hash: Hash = parse("transaction hash", &hash)?;
     match node.tx(&hash)? {
@@ -600,6 +727,19 @@ async fn get_tx(State(node): State<Node>, Path(hash): Path<String>) -> Result<Re
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{address}",
+    tag = "chain",
+    summary = "An account",
+    params(
+        ("address" = Address, Path, description = "A bech32 address (grid1...)"),
+    ),
+    responses(
+        (status = 200, description = "The account (all zero if it never held anything)", body = AccountView),
+        (status = 400, description = "`bad_request`: not an address", body = ErrorBody),
+    ),
+)]
 async fn get_account(
     State(node): State<Node>,
     Path(address): Path<String>,
@@ -608,6 +748,19 @@ async fn get_account(
     Ok(Json(node.account(&address)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{address}/storage",
+    tag = "data",
+    summary = "What the node stores for an account",
+    params(
+        ("address" = Address, Path, description = "A bech32 address (grid1...)"),
+    ),
+    responses(
+        (status = 200, description = "Pinned and pending bytes, and the quota", body = StorageView),
+        (status = 400, description = "`bad_request`: not an address", body = ErrorBody),
+    ),
+)]
 async fn get_storage(
     State(node): State<Node>,
     Path(address): Path<String>,
@@ -618,23 +771,53 @@ async fn get_storage(
 
 #[derive(Deserialize)]
 struct ListQuery {
-    limit: Option<usize>,
+    limit: Option<u32>,
     before: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/blocks",
+    tag = "chain",
+    summary = "Recent blocks, newest first",
+    params(
+        ("limit" = Option<u32>, Query, description = "At most this many (default 20; more than 1000 is 1000)"),
+        ("before" = Option<u64>, Query, description = "Only blocks below this height"),
+    ),
+    responses(
+        (status = 200, description = "Block headers, newest first", body = BlockList),
+        (status = 400, description = "`bad_request`: a query parameter is not a number", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn list_blocks(
     State(node): State<Node>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
-    let limit = q.limit.unwrap_or(20).min(1000);
+    let limit = q.limit.unwrap_or(20).min(1000) as usize;
     Ok(Json(BlockList {
         blocks: node.blocks(limit, q.before)?,
     })
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/blocks/{id}",
+    tag = "chain",
+    summary = "A block by height or hash",
+    params(
+        ("id" = String, Path, pattern = "^(latest|[0-9]{1,20}|(0x)?[0-9a-fA-F]{64})$", description = "`latest`, a height, or a block hash"),
+    ),
+    responses(
+        (status = 200, description = "The block header and its transaction hashes", body = BlockView),
+        (status = 400, description = "`bad_request`: not a block id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such block", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn get_block(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id: BlockId = id
         .parse()
@@ -659,6 +842,20 @@ pub(crate) const MAX_EVENT_SUBSCRIBERS: usize = 256;
 /// event id. A client that reconnects with `Last-Event-ID: H` first gets the blocks after H
 /// that the node still holds (`RECENT_EVENTS`), then live ones; if the block after H is no
 /// longer held, a `lagged` event says so and the stream ends (catch up from `GET /v1/blocks`).
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "chain",
+    summary = "Committed blocks as server-sent events",
+    params(
+        ("last-event-id" = Option<u64>, Header, description = "Resume after this height"),
+    ),
+    responses(
+        (status = 200, description = "An event stream: `block` events (data: BlockEvent, id: height) and a final `lagged` event if the client fell behind", body = BlockEvent, content_type = "text/event-stream"),
+        (status = 400, description = "`bad_last_event_id`: Last-Event-ID is not a height", body = ErrorBody),
+        (status = 503, description = "`too_many_subscribers`: poll GET /v1/blocks or retry later", body = ErrorBody),
+    ),
+)]
 async fn events(
     State(node): State<Node>,
     headers: HeaderMap,
@@ -741,6 +938,20 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "A job and its tasks",
+    params(
+        ("id" = Hash, Path, description = "Job id: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "`bad_request`: not a job id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job", body = ErrorBody),
+    ),
+)]
 async fn get_job(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let id: Hash = parse("job id", &id)?;
     match node.job(&id) {
@@ -749,6 +960,26 @@ async fn get_job(State(node): State<Node>, Path(id): Path<String>) -> Result<Res
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/declines",
+    tag = "jobs",
+    summary = "A provider says why it will not bid",
+    params(
+        ("id" = Hash, Path, description = "Job id: 64 hex digits"),
+    ),
+    request_body = PostDecline,
+    responses(
+        (status = 204, description = "Recorded", body = ()),
+        (status = 400, description = "`bad_request` (bad job id, key or signature hex), `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`not_a_provider`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 422, description = "`bad_signature`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn post_decline(
     State(node): State<Node>,
     Path(id): Path<String>,
@@ -782,16 +1013,46 @@ fn signer(public_key: &str, signature: &str) -> Result<(PublicKey, Signature), A
     Ok((key, Signature::from_bytes(&sig)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/tasks/{task}/logs",
+    tag = "jobs",
+    summary = "An executor or council member appends its run's output",
+    params(
+        ("id" = Hash, Path, description = "Job id: 64 hex digits"),
+        ("task" = u32, Path, description = "Task index"),
+    ),
+    request_body = PostLog,
+    responses(
+        (status = 200, description = "Appended; the size of the log now", body = LogAppended),
+        (status = 400, description = "`bad_request` (bad job id, task index, key or signature hex), `malformed_json`", body = ErrorBody),
+        (status = 403, description = "`not_assigned`: the signer neither executes nor checks this task", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job or task", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 409, description = "`log_gap`: `offset` is past the end of the node's copy", body = ErrorBody),
+        (status = 413, description = "`log_full`, `body_too_large`", body = ErrorBody),
+        (status = 422, description = "`bad_signature`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn post_log(
     State(node): State<Node>,
-    Path((id, task)): Path<(String, u32)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     body: Result<Json<PostLog>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let id: Hash = parse("job id", &id)?;
+    let (id, task) = task_path(path)?;
     let Json(body) = body.map_err(json_rejection)?;
     let (key, sig) = signer(&body.public_key, &body.signature)?;
     let size = node.append_log(&id, task, &body, &key, &sig)?;
     Ok(Json(LogAppended { size }).into_response())
+}
+
+/// The job id and task index of a task's path, with errors the API reports (axum's own
+/// answer to a task index that is not a number is plain text).
+fn task_path(path: Result<Path<(String, String)>, PathRejection>) -> Result<(Hash, u32), ApiError> {
+    let Path((id, task)) =
+        path.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    Ok((parse("job id", &id)?, parse("task index", &task)?))
 }
 
 #[derive(Deserialize)]
@@ -807,14 +1068,37 @@ struct LogQuery {
 /// A task log is what a program printed of its decrypted inputs: the request is signed
 /// (`gridwork-signature` over the path, with the digest of the query string) by the job's
 /// requester, the provider whose log it is, or the task's executor or a council member.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/tasks/{task}/logs",
+    tag = "jobs",
+    summary = "Part of a task run's log (signed)",
+    params(
+        ("id" = Hash, Path, description = "Job id: 64 hex digits"),
+        ("task" = u32, Path, description = "Task index"),
+        ("gridwork-signature" = String, Header, description = LOG_SIGNATURE_DOC),
+        ("provider" = Option<Address>, Query, description = "Whose run (default: the executor)"),
+        ("attempt" = Option<u32>, Query, description = "The attempt (default: the current one)"),
+        ("stream" = Option<LogStream>, Query, description = "stdout (default) or stderr"),
+        ("offset" = Option<u64>, Query, description = "Byte offset to read from (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "The log from `offset`, at most 1 MiB", body = TaskLog),
+        (status = 400, description = "`bad_request`: bad job id, task index or query", body = ErrorBody),
+        (status = 401, description = "`signature_required`, `bad_signature`, `signature_expired`", body = ErrorBody),
+        (status = 403, description = "`not_permitted`: the signer is not the requester, the provider, the executor or a council member", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job, task, run or log", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn get_log(
     State(node): State<Node>,
-    Path((id, task)): Path<(String, u32)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     uri: axum::http::Uri,
     headers: HeaderMap,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let id: Hash = parse("job id", &id)?;
+    let (id, task) = task_path(path)?;
     if !headers.contains_key(SIGNATURE_HEADER) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -851,6 +1135,15 @@ async fn get_log(
     Ok(Json(log).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/providers",
+    tag = "jobs",
+    summary = "Registered providers",
+    responses(
+        (status = 200, description = "Every provider, by address", body = ProviderList),
+    ),
+)]
 async fn list_providers(State(node): State<Node>) -> Response {
     Json(ProviderList {
         providers: node.providers(),
@@ -858,6 +1151,20 @@ async fn list_providers(State(node): State<Node>) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/providers/{address}",
+    tag = "jobs",
+    summary = "A provider",
+    params(
+        ("address" = Address, Path, description = "A bech32 address (grid1...)"),
+    ),
+    responses(
+        (status = 200, description = "The provider", body = ProviderView),
+        (status = 400, description = "`bad_request`: not an address", body = ErrorBody),
+        (status = 404, description = "`not_found`: not a provider", body = ErrorBody),
+    ),
+)]
 async fn get_provider(
     State(node): State<Node>,
     Path(address): Path<String>,
@@ -869,6 +1176,15 @@ async fn get_provider(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "Open jobs",
+    responses(
+        (status = 200, description = "Ids of jobs neither finished nor cancelled", body = JobList),
+    ),
+)]
 async fn list_jobs(State(node): State<Node>) -> Response {
     Json(JobList {
         open: node.open_jobs(),
@@ -907,11 +1223,26 @@ fn asked_ids(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<Hash>, bool), ApiE
 /// `POST /v1/chunks/missing`: `{"ids": [hex]}` answered `{"missing": [hex]}`, or ids in the
 /// binary form ([`asked_ids`]) answered with one bit per id asked, set when the node lacks it
 /// (bit `i % 8` of byte `i / 8`): a fifth of the bytes, and none of the hex.
+#[utoipa::path(
+    post,
+    path = "/v1/chunks/missing",
+    tag = "data",
+    summary = "Which of these chunks the node lacks",
+    request_body(content((ChunkIds = "application/json"), (Binary = "application/octet-stream")), description = IDS_BODY_DOC),
+    responses(
+        (status = 200, description = "JSON: the ids lacking; binary: one bit per id asked, set when lacking (bit i % 8 of byte i / 8)", content((MissingChunks = "application/json"), (Binary = "application/octet-stream"))),
+        (status = 400, description = "`malformed_json`, `bad_ids` (binary ids not a multiple of 32 bytes), `bad_body`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = "`too_many_ids` (more than 1,000,000), `body_too_large` (more than 16 MiB)", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn missing_chunks(
     State(node): State<Node>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| bytes_rejection(r, MISSING_BODY_BYTES))?;
     let (ids, binary) = asked_ids(&headers, &body)?;
     if ids.len() > 1_000_000 {
         return Err(ApiError::new(
@@ -938,6 +1269,30 @@ async fn missing_chunks(
         .into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/chunks/{id}",
+    tag = "data",
+    summary = "Upload one chunk (signed)",
+    params(
+        ("id" = Hash, Path, description = "Chunk id: 64 hex digits"),
+        ("gridwork-signature" = String, Header, description = SIGNATURE_HEADER_DOC),
+        ("gridwork-digest" = Hash, Header, description = DIGEST_HEADER_DOC),
+    ),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "The sealed chunk; the digest is BLAKE3 of its id"),
+    responses(
+        (status = 201, description = "Stored", body = ()),
+        (status = 400, description = "`bad_request` (not a chunk id), `bad_digest`, `bad_body`", body = ErrorBody),
+        (status = 401, description = SIGNATURE_401, body = ErrorBody),
+        (status = 403, description = "`unfunded_account`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = "`body_too_large` (more than 8 MiB)", body = ErrorBody),
+        (status = 422, description = "`digest_mismatch`, `chunk_mismatch`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+        (status = 507, description = "`store_full`, `account_quota_exceeded`", body = ErrorBody),
+    ),
+)]
 async fn put_chunk(
     State(node): State<Node>,
     State(budget): State<Budget>,
@@ -961,6 +1316,24 @@ async fn put_chunk(
     Ok(StatusCode::CREATED.into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/chunks/{id}",
+    tag = "data",
+    summary = "One chunk, or a byte range of it",
+    params(
+        ("id" = Hash, Path, description = "Chunk id: 64 hex digits"),
+        ("range" = Option<String>, Header, description = "One range: `bytes=a-b`, `bytes=a-` or `bytes=-n`"),
+    ),
+    responses(
+        (status = 200, description = "The sealed chunk", content_type = "application/octet-stream", body = Binary),
+        (status = 206, description = "The range asked", content_type = "application/octet-stream", body = Binary),
+        (status = 400, description = "`bad_request`: not a chunk id", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 416, description = "The range cannot be served; Content-Range names the size"),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn get_chunk(
     State(node): State<Node>,
     Path(id): Path<String>,
@@ -1029,6 +1402,29 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `POST /v1/chunks`: several chunks in one body (frames, see `gridwork_api::frames`).
+#[utoipa::path(
+    post,
+    path = "/v1/chunks",
+    tag = "data",
+    summary = "Upload several chunks (signed)",
+    params(
+        ("gridwork-signature" = String, Header, description = SIGNATURE_HEADER_DOC),
+        ("gridwork-digest" = Hash, Header, description = DIGEST_HEADER_DOC),
+    ),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "Frames (gridwork_api::frames); the digest is BLAKE3 of the frames' chunk ids in order"),
+    responses(
+        (status = 200, description = "Stored", body = ChunksStored),
+        (status = 400, description = "`bad_digest`, `bad_frames`, `bad_body`", body = ErrorBody),
+        (status = 401, description = SIGNATURE_401, body = ErrorBody),
+        (status = 403, description = "`unfunded_account`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 422, description = "`digest_mismatch`, `chunk_mismatch` (a chunk is not its id)", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+        (status = 507, description = "`store_full`, `account_quota_exceeded`", body = ErrorBody),
+    ),
+)]
 async fn put_chunks(
     State(node): State<Node>,
     State(budget): State<Budget>,
@@ -1062,7 +1458,7 @@ async fn put_chunks(
         Ok(n)
     })
     .await?;
-    Ok(Json(serde_json::json!({ "stored": stored })).into_response())
+    Ok(Json(ChunksStored { stored }).into_response())
 }
 
 /// `POST /v1/chunks/fetch {"ids": [...]}`: several chunks in one response (frames).
@@ -1071,12 +1467,33 @@ async fn put_chunks(
 /// answered up to [`frames::MAX_RESPONSE_BYTES`]; an unsigned one up to
 /// [`frames::UNSIGNED_RESPONSE_BYTES`] (the rest deferred): a stranger's few ids cannot make
 /// the node build and hold 64 MiB. The answer holds its share of the body budget until sent.
+#[utoipa::path(
+    post,
+    path = "/v1/chunks/fetch",
+    tag = "data",
+    summary = "Fetch several chunks",
+    params(
+        ("gridwork-signature" = Option<String>, Header, description = FETCH_SIGNATURE_DOC),
+    ),
+    request_body(content((ChunkIds = "application/json"), (Binary = "application/octet-stream")), description = IDS_BODY_DOC),
+    responses(
+        (status = 200, description = "Frames (gridwork_api::frames): each id's chunk, missing, or deferred (ask again)", content_type = "application/octet-stream", body = Binary),
+        (status = 400, description = "`malformed_json`, `bad_ids`, `bad_body`", body = ErrorBody),
+        (status = 401, description = "`bad_signature`, `signature_expired` (only when signed)", body = ErrorBody),
+        (status = 403, description = "`unfunded_account` (only when signed)", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = "`too_many_ids`, `body_too_large` (more than 1 MiB)", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 async fn fetch_chunks(
     State(node): State<Node>,
     State(budget): State<Budget>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| bytes_rejection(r, FETCH_BODY_BYTES))?;
     let (ids, _) = asked_ids(&headers, &body)?;
     if ids.len() > frames::MAX_FETCH_IDS {
         return Err(ApiError::new(
@@ -1238,6 +1655,21 @@ fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
     parse("key proof", value)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/trees/{cid}/pin",
+    tag = "data",
+    summary = "What the node keeps of a pinned tree",
+    params(
+        ("cid" = Hash, Path, description = "Tree content id: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "The pin", body = PinView),
+        (status = 400, description = "`bad_request`: not a tree id", body = ErrorBody),
+        (status = 404, description = "`not_pinned`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn get_pin(State(node): State<Node>, Path(cid): Path<String>) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
     let view = {
@@ -1275,15 +1707,41 @@ fn chunk_ids(bytes: &[u8]) -> Result<Vec<Hash>, ApiError> {
 /// The pin's answer: until when, and what the pinner's account now keeps.
 fn pinned(node: &Node, cid: &Hash, until_ms: u64, pinner: &Address) -> Response {
     let (used, quota) = node.pinned_bytes(pinner);
-    Json(serde_json::json!({
-        "cid": cid,
-        "until_ms": until_ms,
-        "account_pinned_bytes": used,
-        "account_quota_bytes": quota,
-    }))
+    Json(PinAnswer {
+        cid: *cid,
+        until_ms,
+        account_pinned_bytes: used,
+        account_quota_bytes: quota,
+    })
     .into_response()
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/trees/{cid}/pin",
+    tag = "data",
+    summary = "Pin a tree (signed)",
+    params(
+        ("cid" = Hash, Path, description = "Tree content id: 64 hex digits"),
+        ("gridwork-signature" = String, Header, description = SIGNATURE_HEADER_DOC),
+        ("gridwork-digest" = Hash, Header, description = DIGEST_HEADER_DOC),
+        ("gridwork-key-proof" = Hash, Header, description = KEY_PROOF_HEADER_DOC),
+    ),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "The tree's chunk ids, 32 bytes each; the digest is BLAKE3 of the body"),
+    responses(
+        (status = 200, description = "Pinned", body = PinAnswer),
+        (status = 400, description = "`bad_request` (bad tree id or key proof), `bad_digest`, `key_proof_required`, `bad_pin`, `bad_body`", body = ErrorBody),
+        (status = 401, description = SIGNATURE_401, body = ErrorBody),
+        (status = 403, description = "`unfunded_account`, `not_key_holder`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 409, description = "`tree_incomplete`: a chunk named is not stored", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 422, description = "`digest_mismatch`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+        (status = 507, description = "`store_full`, `account_quota_exceeded`", body = ErrorBody),
+    ),
+)]
 async fn pin_tree(
     State(node): State<Node>,
     State(budget): State<Budget>,
@@ -1315,6 +1773,33 @@ async fn pin_tree(
 
 /// `PUT /v1/trees/{cid}/pin-from/{base}`: body `chunk_set [32] || added u32 LE || added ids
 /// || removed ids` (docs/data-plane.md).
+#[utoipa::path(
+    put,
+    path = "/v1/trees/{cid}/pin-from/{base}",
+    tag = "data",
+    summary = "Pin a tree as changes to a pinned base (signed)",
+    params(
+        ("cid" = Hash, Path, description = "Tree content id: 64 hex digits"),
+        ("base" = Hash, Path, description = "Base tree content id: 64 hex digits"),
+        ("gridwork-signature" = String, Header, description = SIGNATURE_HEADER_DOC),
+        ("gridwork-digest" = Hash, Header, description = DIGEST_HEADER_DOC),
+        ("gridwork-key-proof" = Hash, Header, description = KEY_PROOF_HEADER_DOC),
+    ),
+    request_body(content = Binary, content_type = "application/octet-stream", description = "chunk_set [32] || added count u32 LE || added ids || removed ids (docs/data-plane.md); the digest is BLAKE3 of the body"),
+    responses(
+        (status = 200, description = "Pinned", body = PinAnswer),
+        (status = 400, description = "`bad_request` (bad tree ids or key proof), `bad_digest`, `key_proof_required`, `bad_pin`, `bad_body`", body = ErrorBody),
+        (status = 401, description = SIGNATURE_401, body = ErrorBody),
+        (status = 403, description = "`unfunded_account`, `not_key_holder`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 409, description = "`pin_base_gone`, `pin_set_mismatch`, `tree_incomplete`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 422, description = "`digest_mismatch`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+        (status = 507, description = "`store_full`, `account_quota_exceeded`", body = ErrorBody),
+    ),
+)]
 async fn pin_tree_from(
     State(node): State<Node>,
     State(budget): State<Budget>,
@@ -1373,6 +1858,20 @@ async fn pin_tree_from(
     Ok(pinned(&node, &cid, until_ms, &pinner))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/trees/{cid}/keys",
+    tag = "data",
+    summary = "Data keys granted for a tree",
+    params(
+        ("cid" = Hash, Path, description = "Tree content id: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "The grants, one per recipient", body = KeyGrants),
+        (status = 400, description = "`bad_request`: not a tree id", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    ),
+)]
 async fn get_grants(
     State(node): State<Node>,
     Path(cid): Path<String>,
@@ -1384,6 +1883,32 @@ async fn get_grants(
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/trees/{cid}/keys",
+    tag = "data",
+    summary = "Grant a tree's data key to a recipient (signed)",
+    params(
+        ("cid" = Hash, Path, description = "Tree content id: 64 hex digits"),
+        ("gridwork-signature" = String, Header, description = SIGNATURE_HEADER_DOC),
+        ("gridwork-digest" = Hash, Header, description = DIGEST_HEADER_DOC),
+        ("gridwork-key-proof" = Hash, Header, description = KEY_PROOF_HEADER_DOC),
+    ),
+    request_body(content = KeyGrant, description = "The wrapped key; the digest is BLAKE3 of the body"),
+    responses(
+        (status = 204, description = "Granted", body = ()),
+        (status = 400, description = "`bad_request` (bad tree id, key proof or body), `bad_digest`, `key_proof_required`, `bad_body`", body = ErrorBody),
+        (status = 401, description = SIGNATURE_401, body = ErrorBody),
+        (status = 403, description = "`unfunded_account`, `not_key_holder`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 409, description = "`tree_not_pinned`, `too_many_grants`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 422, description = "`digest_mismatch`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
+    ),
+)]
 async fn post_grant(
     State(node): State<Node>,
     State(budget): State<Budget>,
@@ -1417,7 +1942,131 @@ async fn post_grant(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::byte_range;
+
+    /// `(METHOD, path)` of every route `router_with` registers, read from its source: the
+    /// router cannot list its routes, and a route added without a `#[utoipa::path]` must fail
+    /// a test.
+    fn routed() -> BTreeSet<(String, String)> {
+        let source = include_str!("api.rs");
+        let start = source
+            .find("    Router::new()")
+            .expect("router_with builds a Router");
+        let end = start
+            + source[start..]
+                .find(".fallback(")
+                .expect("router has a fallback");
+        let mut routes = BTreeSet::new();
+        for route in source[start..end].split(".route(").skip(1) {
+            let path = route.split('"').nth(1).expect("a route names its path");
+            for method in ["get", "post", "put", "delete", "patch"] {
+                let called = route
+                    .match_indices(&format!("{method}("))
+                    .any(|(i, _)| i == 0 || !route.as_bytes()[i - 1].is_ascii_alphanumeric());
+                if called {
+                    routes.insert((method.to_uppercase(), path.to_string()));
+                }
+            }
+        }
+        routes
+    }
+
+    fn document() -> serde_json::Value {
+        serde_json::from_str(super::openapi::document_json()).expect("the document is JSON")
+    }
+
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, &serde_json::Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                ops.push((method.to_uppercase(), path.clone(), op));
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn openapi_document_names_every_route_and_only_those() {
+        let doc = document();
+        assert!(
+            doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+            "{}",
+            doc["openapi"]
+        );
+        let documented: BTreeSet<_> = operations(&doc)
+            .into_iter()
+            .map(|(m, p, _)| (m, p))
+            .collect();
+        let routed = routed();
+        assert_eq!(routed.len(), 28, "{routed:?}");
+        assert_eq!(documented, routed);
+    }
+
+    #[test]
+    fn openapi_operations_document_the_errors_their_inputs_can_cause() {
+        let doc = document();
+        for (method, path, op) in operations(&doc) {
+            let responses = op["responses"].as_object().expect("responses");
+            let has = |status: &str| responses.contains_key(status);
+            let at = format!("{method} {path}");
+            assert!(responses.keys().any(|s| s.starts_with('2')), "{at}: no 2xx");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path = params.iter().any(|p| p["in"] == "path");
+            let signed = params
+                .iter()
+                .any(|p| p["name"] == "gridwork-signature" && p["required"] == true);
+            let body = op.get("requestBody").is_some();
+            if in_path {
+                assert!(has("400"), "{at}: a bad path parameter is a 400");
+            }
+            if body {
+                for status in ["400", "408", "413"] {
+                    assert!(has(status), "{at}: a body can cause {status}");
+                }
+            }
+            if signed {
+                assert!(has("401") && has("400"), "{at}: signed, but no 401");
+            }
+            if signed && method != "GET" {
+                assert!(has("403") && has("422") && has("503"), "{at}");
+                let retry = &responses["503"]["headers"]["retry-after"];
+                assert!(retry.is_object(), "{at}: busy says when to retry");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') && status != "416" || status.starts_with('5') {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    let named = schema["$ref"].as_str().unwrap_or_default();
+                    let health = path == "/health";
+                    assert!(
+                        named.ends_with("/ErrorBody") || health,
+                        "{at} {status}: errors are ErrorBody, not {schema}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn openapi_request_schemas_refuse_unknown_fields_as_the_server_does() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "SubmitTx",
+            "PostDecline",
+            "PostLog",
+            "ChunkIds",
+            "WrappedKey",
+        ] {
+            assert_eq!(
+                schemas[name]["additionalProperties"],
+                serde_json::json!(false),
+                "{name}: {}",
+                schemas[name]
+            );
+        }
+    }
 
     #[test]
     fn byte_ranges_follow_http_semantics() {

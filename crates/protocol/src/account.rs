@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// A vesting schedule on part of an account's balance: nothing is released before `cliff_ms`,
 /// then the released share grows linearly from `start_ms` to `end_ms`, by block time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Vesting {
     /// The amount under the schedule.
     pub total: Amount,
@@ -43,6 +44,7 @@ impl Vesting {
 
 /// Stake on its way out of the vault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Unbonding {
     /// How much.
     pub amount: Amount,

@@ -8,6 +8,7 @@ use crate::error::GenesisError;
 /// Protocol parameters, fixed at genesis (governance will change them later). Every field
 /// has a default, so a genesis file names only what it changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Params {
     /// How long unbonding stake waits before it can be withdrawn, in block-time ms.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// Something a transaction changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
@@ -311,6 +312,7 @@ gridwork_types::codec_enum!(Event, "event" {
 
 /// The outcome of one applied transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Receipt {
     /// The transaction hash.
     pub tx_hash: Hash,

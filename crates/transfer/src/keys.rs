@@ -86,6 +86,8 @@ pub fn proof_lock(proof: &Hash) -> Hash {
 
 /// A data key wrapped for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct WrappedKey {
     /// Who can unwrap it.
     pub recipient: Address,

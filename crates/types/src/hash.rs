@@ -48,8 +48,10 @@ impl FromStr for Hash {
     type Err = HashError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s.trim_start_matches("0x"), &mut out).map_err(|_| HashError {
-            input: s.to_string(),
+        hex::decode_to_slice(s.strip_prefix("0x").unwrap_or(s), &mut out).map_err(|_| {
+            HashError {
+                input: s.to_string(),
+            }
         })?;
         Ok(Hash(out))
     }

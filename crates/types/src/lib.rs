@@ -13,6 +13,8 @@ mod encoding;
 mod hash;
 mod keys;
 mod market;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod tx;
 
 pub use address::{Address, AddressError};
@@ -25,4 +27,6 @@ pub use market::{
     DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions, Payment, Prescription,
     Program, Requirements,
 };
+#[cfg(feature = "openapi")]
+pub use openapi::{ADDRESS_PATTERN, AMOUNT_PATTERN, HASH_PATTERN, HEX32_PATTERN};
 pub use tx::{commitment, OwnerApproval, PeerAddr, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

@@ -12,6 +12,7 @@ use crate::{codec_enum, codec_struct};
 
 /// A GPU maker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum GpuVendor {
     /// NVIDIA.
@@ -44,6 +45,7 @@ impl std::fmt::Display for GpuVendor {
 
 /// One GPU of a provider.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Gpu {
     /// Maker.
     pub vendor: GpuVendor,
@@ -61,6 +63,7 @@ codec_struct!(Gpu {
 
 /// What a provider's machine offers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hardware {
     /// GPUs (possibly none).
     pub gpus: Vec<Gpu>,
@@ -74,6 +77,7 @@ codec_struct!(Hardware { gpus: Vec<Gpu>, cpu_cores: u32, memory_mib: u64 });
 
 /// What a task needs of the machine that runs or checks it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Requirements {
     /// GPUs of this maker only (any maker when absent).
@@ -131,6 +135,7 @@ impl Requirements {
 
 /// M: the program each task runs. Task `i` gets its item range in its environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Program {
     /// The command.
@@ -144,6 +149,7 @@ codec_struct!(Program { command: String, args: Vec<String> });
 
 /// I: how the job splits into tasks and what each task needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Instructions {
     /// Items in the job (frames, shards, steps).
@@ -185,6 +191,7 @@ impl Instructions {
 
 /// f: what a task pays its executor (council members get a share on top, see the protocol).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Payment {
     /// The winning bid's price per second of run time, bids capped at `max_price`; run time
@@ -218,6 +225,7 @@ impl Payment {
 
 /// e: when a council member's result counts as equal to the executor's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Equivalence {
     /// The output trees hash the same (the ledger checks the votes itself).
@@ -239,6 +247,7 @@ codec_enum!(Equivalence, "equivalence function" {
 
 /// H: when the auction of a task closes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Halting {
     /// Close as soon as this many bids are in (0: only the deadline closes it).
@@ -263,6 +272,7 @@ codec_struct!(Halting { first_bids: u32, deadline_ms: u64, reserve_price: Option
 /// only when the claim checks out, so naming somebody else's (public) content id in a job
 /// yields nothing, and copying somebody else's claim fails because it names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataInput {
     /// The tree's content id.
@@ -278,6 +288,7 @@ codec_struct!(DataInput {
 
 /// T = {D, M, I, f, e, H}: everything the network needs to run a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Prescription {
     /// D: the input data.

@@ -144,6 +144,7 @@ codec_enum!(TxKind, "transaction kind" {
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,
 /// not its signing key) and the socket addresses it listens on, as `ip:port` text.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerAddr {
     /// The endpoint's public key (peers authenticate the connection with it).
     pub endpoint: PublicKey,

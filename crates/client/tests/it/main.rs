@@ -373,6 +373,29 @@ async fn health_metrics_chain_and_openapi_are_served() {
     ] {
         assert!(paths.contains_key(path), "openapi lacks {path}");
     }
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    // Routes with a path parameter document the 400 a bad one gets; signed writes document
+    // the refusals of their signature and the busy answer.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            if path.contains('{') {
+                assert!(responses.contains_key("400"), "{method} {path}");
+            }
+        }
+    }
+    for (method, path) in [
+        ("post", "/v1/chunks"),
+        ("put", "/v1/chunks/{id}"),
+        ("put", "/v1/trees/{cid}/pin"),
+        ("put", "/v1/trees/{cid}/pin-from/{base}"),
+        ("post", "/v1/trees/{cid}/keys"),
+    ] {
+        let responses = &paths[path][method]["responses"];
+        for status in ["400", "401", "403", "408", "413", "422", "503"] {
+            assert!(responses.get(status).is_some(), "{method} {path} {status}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
