@@ -6,6 +6,7 @@
 //! client signed is exactly what the node verifies.
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod exposition;
 pub mod frames;
 
 /// The header that signs a data-plane write (chunk uploads, pins, key grants):
