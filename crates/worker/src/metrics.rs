@@ -148,7 +148,8 @@ impl WorkerMetrics {
         );
         let gpus = gpus.unwrap_or_default();
         let indexes: Vec<String> = gpus.iter().map(|g| g.index.to_string()).collect();
-        let families: [(&str, &str, fn(&GpuSample) -> f64); 3] = [
+        type Read = fn(&GpuSample) -> f64;
+        let families: [(&str, &str, Read); 3] = [
             (
                 "gridwork_worker_gpu_utilization_ratio",
                 "Share of the last sample period a kernel ran on the GPU, 0 to 1 (NVML).",
@@ -294,6 +295,22 @@ mod tests {
             !text.contains("gridwork_worker_gpu_utilization_ratio{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_scrape_says_whether_nvml_answered_and_lists_no_gpu_when_it_did_not() {
+        let text = WorkerMetrics::default().render();
+        if text.contains("gridwork_worker_nvml_available 0\n") {
+            assert!(
+                !text.contains("gridwork_worker_gpu_memory_total_bytes{"),
+                "{text}"
+            );
+        } else {
+            assert!(
+                text.contains("gridwork_worker_nvml_available 1\n"),
+                "{text}"
+            );
+        }
     }
 
     #[test]
