@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need an NVIDIA GPU machine, in one run (a lent device, or any GPU host):
 # the hardware probe, a training step under the task sandbox, a GPU job through a node and two
-# workers, and `bench data` on that machine's cores. Usage, from the repository root:
+# workers (then the node's and a worker's /metrics, GPU use from NVML), and `bench data` on
+# that machine's cores. Usage, from the repository root:
 #   scripts/device/gpu-check.sh GRIDWORK_BINARY OUT_DIR [BENCH_MIB]
 # Each step prints a "== step" header and goes on when a step fails. BENCH_MIB 0 skips the bench.
 set -u
@@ -64,7 +65,7 @@ cp "$HERE/train_step.py" /tmp/gwjob/train/
 "$GW" node --dev --listen 127.0.0.1:7651 --block-interval-ms 50 --data-dir /tmp/gwhome/data > "$OUT/node.log" 2>&1 &
 NODE=$!
 sleep 2
-"$GW" --key dev1 worker --price 0.01 --poll-ms 200 > "$OUT/worker1.log" 2>&1 &
+"$GW" --key dev1 worker --price 0.01 --poll-ms 200 --metrics-listen 127.0.0.1:7661 > "$OUT/worker1.log" 2>&1 &
 W1=$!
 "$GW" --key dev2 worker --price 0.01 --poll-ms 200 > "$OUT/worker2.log" 2>&1 &
 W2=$!
@@ -103,6 +104,13 @@ timeout 150 "$GW" job logs "$JOB" --task 0 --follow; echo "follow exit $?"
 "$GW" --key dev0 job results "$JOB" --out /tmp/gwresults; echo "results exit $?"
 find /tmp/gwresults -type f -exec sh -c 'echo "$1: $(cat "$1")"' _ {} \;
 "$GW" job logs "$JOB" --task 0 --stream stderr | tail -5
+# Metrics after a GPU job: the worker's GPU families come from NVML (one sample per GPU).
+for m in worker1=http://127.0.0.1:7661/metrics node=http://127.0.0.1:7651/metrics; do
+  python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "${m#*=}" > "$OUT/${m%%=*}.metrics"
+done
+grep -E '^gridwork_worker_(nvml_available|gpu_|tasks_finished_total)' "$OUT/worker1.metrics"
+grep -E '^gridwork_(auctions_closed|tasks_settled)_total' "$OUT/node.metrics"
+command -v promtool >/dev/null && for f in worker1 node; do promtool check metrics < "$OUT/$f.metrics" && echo "promtool: $f ok"; done
 kill -9 $W1 $W2 $NODE
 for w in worker1 worker2; do echo "-- $w.log: $(wc -c < $OUT/$w.log) bytes"; head -c 3000 $OUT/$w.log; echo ...; tail -c 3000 $OUT/$w.log; done
 for w in worker1 worker2; do tail -c 200000 $OUT/$w.log > $OUT/$w.tail; rm $OUT/$w.log; done

@@ -6,6 +6,7 @@
 //! client signed is exactly what the node verifies.
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod exposition;
 pub mod frames;
 #[cfg(feature = "openapi")]
 mod openapi;

@@ -217,6 +217,10 @@ pub(crate) struct WorkerArgs {
     /// the worker is its own owner.
     #[arg(long, env = "GRIDWORK_OWNER_APPROVAL")]
     pub(crate) owner_approval: Option<String>,
+    /// Serve Prometheus metrics (tasks running, runs finished, run seconds, GPU use through
+    /// NVML) at `http://ADDR/metrics`, e.g. `127.0.0.1:9102`. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -14,8 +14,8 @@ use gridwork_types::{
 };
 use gridwork_worker::sandbox::Launcher;
 use gridwork_worker::{
-    confine_and_exec, gpu_devices, probe, probe_report, Behavior, CacheLimit, Confinement,
-    P2pConfig, PricingPolicy, Worker, WorkerConfig,
+    confine_and_exec, gpu_devices, probe, probe_report, serve_metrics, Behavior, CacheLimit,
+    Confinement, P2pConfig, PricingPolicy, Worker, WorkerConfig,
 };
 use serde_json::json;
 use tokio::sync::watch;
@@ -125,6 +125,16 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     )?;
     rt.block_on(async move {
         let (stop, rx) = watch::channel(false);
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            let mut stopped = rx.clone();
+            tokio::spawn(serve_metrics(worker.metrics(), listener, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("stopping: finishing running tasks");

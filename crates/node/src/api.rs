@@ -397,7 +397,7 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(clock, time_bodies))
-        .layer(axum::middleware::from_fn_with_state(node, count_request))
+        .layer(axum::middleware::from_fn_with_state(node, observe_request))
         .with_state(state)
 }
 
@@ -598,13 +598,28 @@ impl SignedWrite {
     }
 }
 
-async fn count_request(
+/// Counts every request by route template, method and status, and times it to its
+/// response head (`Router::layer` runs inside the routing, so the matched route is known;
+/// the fallback has none and counts as `unmatched`).
+async fn observe_request(
     State(node): State<Node>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    node.metrics().http_request();
-    next.run(req).await
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = crate::metrics::method_label(req.method());
+    let response = next.run(req).await;
+    node.metrics().http_request(
+        route.as_deref(),
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 #[utoipa::path(
@@ -638,8 +653,8 @@ async fn health(State(node): State<Node>) -> Response {
 )]
 async fn metrics(State(node): State<Node>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        node.metrics().render(),
+        [(header::CONTENT_TYPE, gridwork_api::exposition::CONTENT_TYPE)],
+        node.render_metrics(),
     )
         .into_response()
 }
@@ -1312,6 +1327,7 @@ async fn put_chunk(
     )
     .await?;
     write.expect(&ids_digest([id].iter()))?;
+    node.metrics().data_received(write.body.len());
     blocking(move || node.put_chunk_by(&id, &write.body, &write.signer)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
@@ -1340,30 +1356,35 @@ async fn get_chunk(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
-    let found = blocking(move || node.chunk(&id)).await?;
+    let reader = node.clone();
+    let found = blocking(move || reader.chunk(&id)).await?;
     let Some(bytes) = found else {
         return Err(ApiError::not_found(format!("chunk {id}")));
     };
     let octets = (header::CONTENT_TYPE, "application/octet-stream");
     let ranges = (header::ACCEPT_RANGES, "bytes");
     let Some(range) = headers.get(header::RANGE) else {
+        node.metrics().data_served(bytes.len());
         return Ok(([octets, ranges], bytes).into_response());
     };
     let total = bytes.len();
     match byte_range(range.to_str().unwrap_or_default(), total) {
-        Some((start, end)) => Ok((
-            StatusCode::PARTIAL_CONTENT,
-            [
-                octets,
-                ranges,
-                (
-                    header::CONTENT_RANGE,
-                    &format!("bytes {start}-{end}/{total}") as &str,
-                ),
-            ],
-            bytes[start..=end].to_vec(),
-        )
-            .into_response()),
+        Some((start, end)) => {
+            node.metrics().data_served(end + 1 - start);
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    octets,
+                    ranges,
+                    (
+                        header::CONTENT_RANGE,
+                        &format!("bytes {start}-{end}/{total}") as &str,
+                    ),
+                ],
+                bytes[start..=end].to_vec(),
+            )
+                .into_response())
+        }
         None => Ok((
             StatusCode::RANGE_NOT_SATISFIABLE,
             [(header::CONTENT_RANGE, format!("bytes */{total}"))],
@@ -1443,6 +1464,7 @@ async fn put_chunks(
     let parsed = frames::parse_frames(&write.body, MAX_CHUNK_BYTES)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_frames", e.to_string()))?;
     write.expect(&ids_digest(parsed.iter().map(|(id, _)| id)))?;
+    node.metrics().data_received(write.body.len());
     let stored = blocking(move || {
         let mut n = 0u64;
         for (id, frame) in &parsed {
@@ -1518,9 +1540,11 @@ async fn fetch_chunks(
     let mut memory = budget
         .take(max_bytes + MAX_CHUNK_BYTES + 37 * ids.len())
         .await?;
-    let out = blocking(move || node.fetch_answer(&ids, max_bytes)).await?;
+    let reader = node.clone();
+    let out = blocking(move || reader.fetch_answer(&ids, max_bytes)).await?;
     shrink(&mut memory, out.len());
     let length = out.len();
+    node.metrics().data_served(length);
     // The body goes back to the buffer pool once sent, and its share of the budget with it.
     let answer =
         futures_util::stream::iter([Ok::<_, Infallible>(frames::share(out))]).map(move |piece| {

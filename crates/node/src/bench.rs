@@ -302,13 +302,7 @@ pub fn run_ledger_bench(
             .copied()
             .unwrap_or(0.0)
     };
-    let build_and_commit_s = node
-        .metrics()
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix("gridwork_block_build_and_commit_seconds_total "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let build_and_commit_s = node.metrics().commit_seconds();
     let db_bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
     Ok(LedgerBenchReport {
         accounts: opts.accounts,

@@ -18,7 +18,6 @@ mod serve;
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
 pub use logs::LogError;
 pub use mempool::{Mempool, MempoolError};
-pub use metrics::Metrics;
 
 /// Default for [`NodeConfig::log_limit_bytes`]: 4 MiB per run and stream.
 pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 4 << 20;

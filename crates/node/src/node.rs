@@ -40,7 +40,7 @@ use tokio::sync::broadcast;
 use crate::config::NodeConfig;
 use crate::logs::{LogError, LogKey, TaskLogs};
 use crate::mempool::{Mempool, MempoolError};
-use crate::metrics::Metrics;
+use crate::metrics::{Gauges, Metrics};
 use crate::pinfile::{PinFile, MAX_PINNERS};
 use gridwork_protocol::Event;
 use gridwork_transfer::{
@@ -842,9 +842,48 @@ impl Node {
         &self.shared.chain_id
     }
 
-    /// The node's metrics.
-    pub fn metrics(&self) -> &Metrics {
+    /// The node's metric counts.
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// `/metrics`: the node's metrics in the Prometheus text exposition format, gauges read
+    /// now (see `docs/operations.md` for the families).
+    pub fn render_metrics(&self) -> String {
+        let mut gauges = Gauges::default();
+        {
+            let inner = self.lock();
+            let state = &inner.state;
+            for (_, task) in state.open_tasks() {
+                let slot = match task.phase {
+                    Phase::Bidding => 0,
+                    Phase::Committing => 1,
+                    Phase::Revealing => 2,
+                    Phase::Judging => 3,
+                    Phase::Settled | Phase::Failed | Phase::Cancelled => continue,
+                };
+                gauges.tasks_open[slot] += 1;
+            }
+            gauges.jobs_open = state
+                .jobs()
+                .filter(|(_, j)| !j.finished && !j.cancelled)
+                .count() as u64;
+            gauges.providers = state.providers().count() as u64;
+        }
+        if let Some(store) = &self.shared.chunks {
+            gauges.store = Some((store.used(), store.len() as u64));
+        }
+        if let Some(pins) = &self.shared.pins {
+            let pinned: u64 = (pins.usage.lock().unwrap_or_else(|p| p.into_inner()))
+                .values()
+                .sum();
+            let pending: u64 = (pins.pending.lock().unwrap_or_else(|p| p.into_inner()))
+                .by_account
+                .values()
+                .sum();
+            gauges.quota = Some((pinned + pending, pins.account_quota));
+        }
+        self.shared.metrics.render(&gauges)
     }
 
     /// Subscribes to committed blocks.
@@ -1064,6 +1103,12 @@ impl Node {
         self.grant_inputs(&event);
         let metrics = &self.shared.metrics;
         metrics.block_committed(header.height, u64::from(header.tx_count), started.elapsed());
+        metrics.block_events(
+            event
+                .events
+                .iter()
+                .chain(event.receipts.iter().flat_map(|r| &r.events)),
+        );
         metrics.set_mempool(mempool_len);
         {
             let mut recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
@@ -1997,6 +2042,7 @@ impl Node {
             |job| open.contains(job),
             now_ms.saturating_sub(self.shared.log_retention_ms),
         );
+        self.shared.metrics.gc_ran(&report);
         Ok(report)
     }
 

@@ -766,6 +766,13 @@ impl State {
             .take_while(move |(k, _)| k.job == job)
     }
 
+    /// Every open task (not settled, failed or cancelled), in no particular order.
+    pub fn open_tasks(&self) -> impl Iterator<Item = (&TaskKey, &Task)> {
+        self.open_tasks
+            .iter()
+            .filter_map(|(key, _)| Some((key, self.tasks.get(key)?)))
+    }
+
     /// The earliest deadline of an open task, if any (a block is due then even without
     /// transactions).
     pub fn next_deadline(&self) -> Option<u64> {

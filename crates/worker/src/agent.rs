@@ -34,6 +34,7 @@ use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::metrics::{RunOutcome, WorkerMetrics};
 use crate::policy::{Decision, PricingPolicy};
 use crate::sandbox::{self, TaskEnv};
 
@@ -203,6 +204,8 @@ pub struct Worker {
     stake_short: std::sync::atomic::AtomicBool,
     /// The last 64 pulls: tree and what each source delivered.
     pulls: Mutex<Vec<(Hash, Vec<SourceReport>)>>,
+    /// Runs counted for `/metrics`.
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -245,7 +248,13 @@ impl Worker {
             trimming: std::sync::atomic::AtomicBool::new(false),
             stake_short: std::sync::atomic::AtomicBool::new(false),
             pulls: Mutex::new(Vec::new()),
+            metrics: Arc::default(),
         }))
+    }
+
+    /// This worker's run counts, for `/metrics` ([`crate::serve_metrics`]).
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Bytes of chunks in this worker's cache.
@@ -713,12 +722,19 @@ impl Worker {
                         t.deadline_ms,
                     );
                     let handle = tokio::spawn(async move {
-                        if let Err(e) = worker
+                        let running = worker.metrics.run_started();
+                        let outcome = match worker
                             .execute(&view, r, items, round, limit, is_executor)
                             .await
                         {
-                            tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
-                        }
+                            Ok(outcome) => outcome,
+                            Err(e) => {
+                                tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
+                                RunOutcome::Error
+                            }
+                        };
+                        drop(running);
+                        worker.metrics.run_finished(is_executor, outcome);
                         worker.wake.notify_one();
                     });
                     lock(&self.running).insert(r, handle);
@@ -764,7 +780,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Fetches the inputs, runs the program, uploads the outputs, records the result.
+    /// Fetches the inputs, runs the program, uploads the outputs, records the result; says
+    /// how the program ended.
     async fn execute(
         &self,
         view: &JobView,
@@ -773,7 +790,7 @@ impl Worker {
         round: u8,
         limit: Duration,
         as_executor: bool,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<RunOutcome, WorkerError> {
         let dir = self.task_dir(r);
         let io = |source| WorkerError::Io {
             path: dir.display().to_string(),
@@ -811,6 +828,7 @@ impl Worker {
             r,
             done,
         ));
+        let started = Instant::now();
         let outcome = sandbox::run(
             &view.prescription.program,
             &dir,
@@ -819,6 +837,7 @@ impl Worker {
             self.cfg.launcher.as_ref(),
         )
         .await;
+        self.metrics.program_ran(started.elapsed());
         let _ = run_done.send(true);
         let _ = streaming.await;
         let outcome = outcome.map_err(|e| WorkerError::Io {
@@ -831,6 +850,12 @@ impl Worker {
             (true, _) => "timeout".to_string(),
             (false, Some(code)) => format!("exit {code}"),
             (false, None) => "killed".to_string(),
+        };
+        let ended = match (outcome.timed_out, outcome.code) {
+            (true, _) => RunOutcome::Timeout,
+            (false, Some(0)) => RunOutcome::Success,
+            (false, Some(_)) => RunOutcome::Failure,
+            (false, None) => RunOutcome::Killed,
         };
         std::fs::create_dir_all(&outputs).map_err(io)?;
         std::fs::write(outputs.join(".gridwork-status"), format!("{status}\n")).map_err(io)?;
@@ -851,7 +876,7 @@ impl Worker {
             },
         )?;
         tracing::info!(job = %view.id, task = r.1, %status, seconds = outcome.seconds, "task ran");
-        Ok(())
+        Ok(ended)
     }
 
     /// Pushes a run's outputs and lets the requester and the other members of the task

@@ -1,14 +1,16 @@
 //! The provider's side of Gridwork: the worker agent.
 //!
 //! [`probe`] finds what the machine offers; [`PricingPolicy`] decides bids; [`sandbox`]
-//! runs task programs confined; [`Worker`] ties them to the node. See the module docs of
-//! `agent.rs` for the lifecycle.
+//! runs task programs confined; [`Worker`] ties them to the node; [`WorkerMetrics`] counts
+//! its runs for `/metrics` ([`serve_metrics`]). See the module docs of `agent.rs` for the
+//! lifecycle.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs, unreachable_pub)]
 
 mod agent;
 mod confine;
 mod logs;
+mod metrics;
 mod policy;
 mod probe;
 pub mod sandbox;
@@ -18,5 +20,6 @@ pub use confine::{
     confine, confine_and_exec, gpu_devices, readable_roots, ConfineError, Confinement,
     LandlockStatus,
 };
+pub use metrics::{serve_metrics, GpuSample, WorkerMetrics};
 pub use policy::{Decision, PricingPolicy};
 pub use probe::{probe, probe_at, probe_report, ProbeReport};

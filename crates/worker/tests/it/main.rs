@@ -963,3 +963,201 @@ async fn a_wrong_key_planted_for_the_workers_does_not_stop_the_job() {
     let providers = net.client.providers().await.unwrap();
     assert!(providers.iter().all(|p| p.slashed.0 == 0), "{providers:?}");
 }
+
+/// Checks `text` with `promtool check metrics` (format and naming lints). Fails, never
+/// skips, where promtool is missing: CI installs it with `scripts/test-deps.sh`.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool could not be run ({e}); install it with scripts/test-deps.sh")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n---\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `GET path` from `base` (`http://host:port`) over a plain connection: status and body.
+async fn http_get(base: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(host).await.unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The value of the sample `series` (name and labels as written) in `text`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// A market workload with a liar, an input tree and a result pulled back: the node's
+/// `/metrics` shows the auctions, the settlement, the slash, the bytes both ways, the
+/// collection and the routes taken (by template), and the workers' `/metrics` their runs;
+/// promtool accepts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_a_market_workload_and_pass_promtool() {
+    let net = Net::start().await;
+    let liar = net.worker(1, GRID / 1000, Behavior::LyingExecutor);
+    net.spawn(liar);
+    let mut honest = Vec::new();
+    for i in 2..=4 {
+        let w = net.worker(i, GRID / 100, Behavior::Honest);
+        honest.push(w.clone());
+        net.spawn(w);
+    }
+    net.wait_providers(4).await;
+    let src = net.dir.path().join("input");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("scene.txt"), "frame data 42\n").unwrap();
+    let input = net.push_input(&src).await;
+    let program = "cat $GRIDWORK_INPUTS/scene.txt > $GRIDWORK_OUTPUTS/result.txt";
+    let mut p = squares(1, 1, 30_000, program);
+    p.data = vec![input];
+    // The auction waits for all four bids, so the cheapest (the liar) wins the first round.
+    p.halting.first_bids = 4;
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let task = &view.tasks[0];
+    assert_eq!(task.phase, "settled", "{view:#?}");
+    assert_eq!(
+        result_text(&net, task.result.as_ref().unwrap()).await,
+        "frame data 42\n"
+    );
+    net.node.collect_garbage().unwrap();
+    assert_eq!(http_get(&net.url, "/no/such/route").await.0, 404);
+
+    let (status, text) = http_get(&net.url, "/metrics").await;
+    assert_eq!(status, 200);
+    promtool_check(&text);
+    // Market: two auctions at least (the liar's round, then an honest one), one settlement,
+    // the liar's slash, pay for the work.
+    assert!(
+        sample(&text, "gridwork_auctions_closed_total") >= 2.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "gridwork_tasks_settled_total"), 1.0, "{text}");
+    assert!(sample(&text, "gridwork_slashes_total") >= 1.0, "{text}");
+    assert!(
+        sample(&text, "gridwork_slashed_base_units_total") > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "gridwork_work_paid_base_units_total") > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "gridwork_jobs_submitted_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "gridwork_jobs_open"), 0.0, "{text}");
+    assert_eq!(sample(&text, "gridwork_tasks_open{phase=\"bidding\"}"), 0.0);
+    assert!(text.contains("# TYPE gridwork_rewards_paid_base_units_total counter"));
+    // Data plane: the input and outputs came in, the result went out, a collection ran.
+    assert!(
+        sample(&text, "gridwork_data_received_bytes_total") > 0.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "gridwork_data_served_bytes_total") > 0.0,
+        "{text}"
+    );
+    assert!(sample(&text, "gridwork_store_bytes") > 0.0, "{text}");
+    assert!(sample(&text, "gridwork_store_chunks") > 0.0, "{text}");
+    assert!(sample(&text, "gridwork_quota_used_bytes") > 0.0, "{text}");
+    assert!(
+        sample(&text, "gridwork_account_quota_bytes") > 0.0,
+        "{text}"
+    );
+    assert!(sample(&text, "gridwork_gc_runs_total") >= 1.0, "{text}");
+    // HTTP: routes by template, never by raw path; unknown paths under one label.
+    assert!(
+        sample(
+            &text,
+            "gridwork_http_requests_total{route=\"/v1/jobs/{id}\",method=\"GET\",status=\"200\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "gridwork_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}"
+        ),
+        1.0
+    );
+    assert!(
+        !text.contains("/no/such/route"),
+        "raw paths are never labels"
+    );
+    assert!(!text.contains(&job.to_string()), "ids are never labels");
+    assert!(
+        sample(
+            &text,
+            "gridwork_http_request_duration_seconds_count{route=\"/v1/chunks/fetch\"}"
+        ) > 0.0
+    );
+
+    // The workers: the executor that settled ran once and succeeded.
+    let executor = honest
+        .iter()
+        .find(|w| Some(w.address()) == task.executor)
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(gridwork_worker::serve_metrics(
+        executor.metrics(),
+        listener,
+        std::future::pending(),
+    ));
+    let (status, text) = http_get(&addr, "/metrics").await;
+    assert_eq!(status, 200);
+    promtool_check(&text);
+    assert!(
+        sample(
+            &text,
+            "gridwork_worker_tasks_finished_total{role=\"executor\",outcome=\"success\"}"
+        ) >= 1.0,
+        "{text}"
+    );
+    assert!(sample(&text, "gridwork_worker_task_run_seconds_count") >= 1.0);
+    assert_eq!(sample(&text, "gridwork_worker_tasks_running"), 0.0);
+    // With a GPU, as NVML would report it.
+    let gpus = [gridwork_worker::GpuSample {
+        index: 0,
+        model: "NVIDIA H100 80GB HBM3".into(),
+        utilization: 0.97,
+        memory_used_bytes: 60 << 30,
+        memory_total_bytes: 80 << 30,
+    }];
+    promtool_check(&executor.metrics().render_with(Some(&gpus)));
+    net.stop.send(true).unwrap();
+}
