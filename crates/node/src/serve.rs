@@ -3,8 +3,8 @@
 //! Anybody on the internet reaches a node's API, so every resource a client can make the
 //! node hold has a bound and a clock:
 //!
-//! - a connection: at most `max_connections_per_ip` from one address (past it, closed as it
-//!   arrives) and `max_connections` at once; its request headers must arrive within
+//! - a connection: at most `max_connections_per_ip` from one address (an IPv6 client's /64;
+//!   past it, closed as it arrives) and `max_connections` at once; its request headers must arrive within
 //!   `header_read_timeout`, which also ends an idle keep-alive connection. At the global
 //!   limit a new connection takes the place of an idle one (waiting for its request's
 //!   headers, or kept alive between requests) of the address holding the most, idle longest
@@ -102,6 +102,23 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.0.in_flight.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Who a connection counts against: its IPv4 address, or the /64 of an IPv6 one (a single
+/// host is routinely given a whole /64, so counting IPv6 addresses one by one would give one
+/// client 2^64 shares).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::V6(octets.into())
+            }
+        },
     }
 }
 
@@ -277,7 +294,7 @@ pub async fn serve_with(
         let admitted = conns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .admit(peer.ip(), &limits);
+            .admit(client_of(peer.ip()), &limits);
         let (id, activity, close) = match admitted {
             Ok(admitted) => admitted,
             Err(why) => {
@@ -426,6 +443,21 @@ mod tests {
     /// At the global limit a newcomer takes the place of an idle connection of the address
     /// holding the most, the longest idle first; connections with a request in flight are
     /// never chosen, and when every place is busy the newcomer is refused.
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_one_by_its_address() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_of(mapped), IpAddr::from([192, 0, 2, 7]));
+        assert_eq!(
+            client_of(IpAddr::from([192, 0, 2, 7])),
+            IpAddr::from([192, 0, 2, 7])
+        );
+    }
+
     #[test]
     fn a_newcomer_takes_the_place_of_the_busiest_addresses_longest_idle_connection() {
         let limits = limits(4, 3);
