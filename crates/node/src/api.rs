@@ -1348,24 +1348,31 @@ async fn put_chunk(
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 416, description = "The range cannot be served; Content-Range names the size"),
         (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn get_chunk(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
+    // Unsigned, and held until the client takes it: a chunk read draws on the body budget
+    // like a fetch answer, or a thousand readers that never read would hold 8 MiB each.
+    let mut memory = budget.take(MAX_CHUNK_BYTES).await?;
     let reader = node.clone();
     let found = blocking(move || reader.chunk(&id)).await?;
     let Some(bytes) = found else {
         return Err(ApiError::not_found(format!("chunk {id}")));
     };
+    shrink(&mut memory, bytes.len());
+    let bytes = Bytes::from(bytes);
     let octets = (header::CONTENT_TYPE, "application/octet-stream");
     let ranges = (header::ACCEPT_RANGES, "bytes");
     let Some(range) = headers.get(header::RANGE) else {
         node.metrics().data_served(bytes.len());
-        return Ok(([octets, ranges], bytes).into_response());
+        return Ok(([octets, ranges], held_body(bytes, memory)).into_response());
     };
     let total = bytes.len();
     match byte_range(range.to_str().unwrap_or_default(), total) {
@@ -1381,7 +1388,7 @@ async fn get_chunk(
                         &format!("bytes {start}-{end}/{total}") as &str,
                     ),
                 ],
-                bytes[start..=end].to_vec(),
+                held_body(bytes.slice(start..=end), memory),
             )
                 .into_response())
         }
@@ -1546,19 +1553,34 @@ async fn fetch_chunks(
     let length = out.len();
     node.metrics().data_served(length);
     // The body goes back to the buffer pool once sent, and its share of the budget with it.
-    let answer =
-        futures_util::stream::iter([Ok::<_, Infallible>(frames::share(out))]).map(move |piece| {
-            let _held = &memory;
-            piece
-        });
     Ok((
         [
             (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (header::CONTENT_LENGTH, length.to_string()),
         ],
-        Body::from_stream(answer),
+        held_body(frames::share(out), memory),
     )
         .into_response())
+}
+
+/// A response body whose bytes hold their share of the body budget until the last of them is
+/// written or dropped. The share goes with the bytes, not the body: hyper takes a body's
+/// bytes into its write queue and drops the body long before a client that does not read
+/// has taken them.
+fn held_body(bytes: Bytes, memory: tokio::sync::OwnedSemaphorePermit) -> Body {
+    struct Held {
+        bytes: Bytes,
+        _memory: tokio::sync::OwnedSemaphorePermit,
+    }
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+    Body::from(Bytes::from_owner(Held {
+        bytes,
+        _memory: memory,
+    }))
 }
 
 /// `PUT /v1/trees/{cid}/pin`: the body is the tree's chunk ids, 32 bytes each; the node

@@ -489,3 +489,49 @@ fn a_chunk_question_past_its_limit_is_an_error_body() {
         assert!(body.contains("\"body_too_large\""), "{path}: {body}");
     }
 }
+
+/// Readers of whole chunks that never read hold their answers' share of the body budget
+/// until the bytes are taken, not just until the node has queued them: with room for two
+/// 6 MiB answers, a third reader waits and is told `busy`, and is served once the idle
+/// readers go. (An unbudgeted chunk read let a thousand such readers hold 8 MiB each.)
+#[test]
+fn chunk_readers_that_never_read_hold_the_body_budget_until_their_bytes_are_taken() {
+    let limits = ServeLimits {
+        write_idle_timeout: Duration::from_secs(120),
+        body_memory_bytes: 16 << 20,
+        ..ServeLimits::default()
+    };
+    let (node, addr, _dir) = serving(limits);
+    let id = store_chunks(&node, 1, 6 << 20)[0];
+    let get = format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\n\r\n");
+    // Two readers that never read: the socket buffers take far less than 6 MiB each.
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(get.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut third = TcpStream::connect(addr).unwrap();
+    third
+        .write_all(
+            format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let (status, body) = answer(&mut third);
+    assert!(status.contains(" 503"), "{status}");
+    assert!(String::from_utf8_lossy(&body).contains("busy"));
+    drop(idle);
+    let mut fourth = TcpStream::connect(addr).unwrap();
+    fourth
+        .write_all(
+            format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    let (status, body) = answer(&mut fourth);
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body.len(), 6 << 20);
+}
