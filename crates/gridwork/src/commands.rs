@@ -226,7 +226,14 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
                 tracing::warn!(%name, "keystore already has a different key with this name; not replacing it");
                 continue;
             }
-            dev_accounts.push(json!({ "name": name, "address": key.address(), "balance": node.account(&key.address()).balance }));
+            let account = node.account(&key.address());
+            dev_accounts.push(json!({
+                "name": name,
+                "address": key.address(),
+                "balance": account.balance,
+                "spendable": account.spendable,
+                "vesting": account.vesting_locked,
+            }));
         }
     }
 
@@ -278,13 +285,26 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
             if !dev_accounts.is_empty() {
                 text.push_str("\ndev accounts (keys in the keystore, no passphrase):");
                 for a in &dev_accounts {
-                    let balance: Amount =
-                        serde_json::from_value(a["balance"].clone()).unwrap_or_default();
+                    let amount = |field: &str| -> Amount {
+                        serde_json::from_value(a[field].clone()).unwrap_or_default()
+                    };
+                    // A vesting account holds GRID it cannot spend or stake yet (it cannot run
+                    // a worker until enough vests); say so rather than list it as funded.
+                    let vesting = amount("vesting");
+                    let note = if vesting > Amount::ZERO {
+                        format!(
+                            "  (vesting: {} GRID locked, {} GRID spendable now)",
+                            vesting,
+                            amount("spendable")
+                        )
+                    } else {
+                        String::new()
+                    };
                     text.push_str(&format!(
-                        "\n  {:<6} {}  {} GRID",
+                        "\n  {:<6} {}  {} GRID{note}",
                         a["name"].as_str().unwrap_or(""),
                         a["address"].as_str().unwrap_or(""),
-                        balance
+                        amount("balance")
                     ));
                 }
             }
@@ -363,8 +383,9 @@ fn balance(cli: &Cli, address: Option<&str>) -> anyhow::Result<()> {
         let mut text = rows(&r);
         for u in &view.unbonding {
             text.push_str(&format!(
-                "\n  unbonding {} GRID, withdrawable at block time {} ms",
-                u.amount, u.matures_at_ms
+                "\n  unbonding {} GRID, withdrawable from {} (block time)",
+                u.amount,
+                crate::output::utc(u.matures_at_ms)
             ));
         }
         text
@@ -456,7 +477,7 @@ fn block_show(cli: &Cli, id: &str) -> anyhow::Result<()> {
             ("height", block.height.to_string()),
             ("hash", block.hash.to_string()),
             ("parent", block.parent.to_string()),
-            ("time", format!("{} ms", block.timestamp_ms)),
+            ("time", crate::output::utc(block.timestamp_ms)),
             ("transactions", block.tx_count.to_string()),
             ("state root", block.state_root.to_string()),
         ]);

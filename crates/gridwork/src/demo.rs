@@ -118,7 +118,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
                         hardware.cpu_cores, hardware.memory_mib
                     ),
                 ),
-                ("price", format!("{price} GRID per task-second")),
+                ("price", format!("{} GRID per task-second", price.rounded())),
                 ("stop", "Ctrl-C finishes running tasks, then exits".into()),
             ])
         },
@@ -264,7 +264,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
             };
             let w = Worker::new(&url, cfg)?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };
-            say(format!("{label:<9} dev{i} {} asks {} GRID per task-second", w.address(), Amount(price)));
+            say(format!("{label:<9} dev{i} {} asks {} GRID per task-second", w.address(), Amount(price).rounded()));
             let rx = stop.subscribe();
             workers.push(tokio::spawn(async move { w.run(rx).await }));
         }

@@ -193,7 +193,7 @@ fn render_job(v: &JobView) -> String {
             if t.price.0 == 0 {
                 "-".to_string()
             } else {
-                t.price.to_string()
+                t.price.rounded().to_string()
             },
             t.council.len(),
             t.note

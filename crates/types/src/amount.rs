@@ -115,6 +115,45 @@ impl fmt::Display for Amount {
     }
 }
 
+impl Amount {
+    /// For people: the amount rounded to six significant digits of its fraction, marked `~`
+    /// when rounded (`0.016666666666666666` shows as `~0.0166667`); exact amounts show as
+    /// they are. JSON and anything read back keep [`Display`](fmt::Display)'s exact form.
+    pub fn rounded(self) -> Rounded {
+        Rounded(self)
+    }
+}
+
+/// [`Amount::rounded`].
+#[derive(Clone, Copy, Debug)]
+pub struct Rounded(Amount);
+
+impl fmt::Display for Rounded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SIGNIFICANT: usize = 6;
+        let whole = self.0 .0 / GRID;
+        let frac = format!("{:018}", self.0 .0 % GRID);
+        let digits = frac.trim_end_matches('0');
+        let leading = digits.len() - digits.trim_start_matches('0').len();
+        let keep = leading + SIGNIFICANT;
+        if digits.len() <= keep {
+            return write!(f, "{}", self.0);
+        }
+        // Round half up at `keep` decimals; a carry may reach the whole part.
+        let scale = 10u128.pow((18 - keep) as u32);
+        let units = (self.0 .0 % GRID + scale / 2) / scale;
+        let one = 10u128.pow(keep as u32);
+        let (whole, units) = (whole + units / one, units % one);
+        let text = format!("{units:0keep$}");
+        let text = text.trim_end_matches('0');
+        if text.is_empty() {
+            write!(f, "~{whole}")
+        } else {
+            write!(f, "~{whole}.{text}")
+        }
+    }
+}
+
 impl fmt::Debug for Amount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{self} GRID")
@@ -161,6 +200,18 @@ impl<'de> serde::Deserialize<'de> for Amount {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounded_amounts_keep_six_significant_digits_and_say_so() {
+        let show = |base: u128| Amount(base).rounded().to_string();
+        assert_eq!(show(GRID / 60), "~0.0166667");
+        assert_eq!(show(GRID * 697_000_000), "697000000");
+        assert_eq!(show(GRID / 4), "0.25");
+        assert_eq!(show(1), "0.000000000000000001");
+        assert_eq!(show(GRID * 2 / 3), "~0.666667");
+        assert_eq!(show(GRID - 1), "~1");
+        assert_eq!(show(GRID + GRID / 3), "~1.333333");
+    }
     use proptest::prelude::*;
 
     #[test]

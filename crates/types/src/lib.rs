@@ -18,7 +18,7 @@ mod openapi;
 mod tx;
 
 pub use address::{Address, AddressError};
-pub use amount::{Amount, AmountError, DECIMALS, GRID};
+pub use amount::{Amount, AmountError, Rounded, DECIMALS, GRID};
 pub use block::{tx_root, Block, Header};
 pub use encoding::{Decode, DecodeError, Encode, Reader};
 pub use hash::{Hash, HashError};
