@@ -79,6 +79,9 @@ pub async fn serve(
     serve_with(node, listener, ServeLimits::default(), shutdown).await
 }
 
+/// The most bytes of a request head a connection buffers.
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
+
 /// What one connection is doing: requests being answered (their bodies included), and since
 /// when it has had none.
 #[derive(Debug)]
@@ -230,20 +233,30 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
         let answer = tower::ServiceExt::oneshot(self.app.clone(), request);
         Box::pin(async move {
             let response = answer.await?;
-            Ok(response.map(|body| {
-                axum::body::Body::new(Counted {
-                    body,
-                    _in_flight: in_flight,
-                })
-            }))
+            Ok(response.map(|body| axum::body::Body::new(Counted { body, in_flight })))
         })
     }
 }
 
-/// A response body that keeps its request in flight until it is dropped.
+/// A response body that keeps its request in flight until it is dropped, and each piece of
+/// it until the piece is written: hyper takes a body's pieces into its write queue and drops
+/// the body long before a slow client has taken them, and a connection still sending must
+/// not look idle.
 struct Counted {
     body: axum::body::Body,
+    in_flight: InFlight,
+}
+
+/// A piece of a response body, holding its request in flight.
+struct Piece {
+    bytes: axum::body::Bytes,
     _in_flight: InFlight,
+}
+
+impl AsRef<[u8]> for Piece {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl hyper::body::Body for Counted {
@@ -254,7 +267,19 @@ impl hyper::body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let activity = self.in_flight.0.clone();
+        Pin::new(&mut self.body).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| {
+                    frame.map_data(|bytes| {
+                        axum::body::Bytes::from_owner(Piece {
+                            bytes,
+                            _in_flight: InFlight::start(&activity),
+                        })
+                    })
+                })
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -302,6 +327,7 @@ pub async fn serve_with(
                 continue;
             }
         };
+        let activity_of_conn = activity.clone();
         let service = hyper_util::service::TowerToHyperService::new(Tracked {
             app: app.clone(),
             activity,
@@ -309,6 +335,9 @@ pub async fn serve_with(
         let io = WriteIdle::new(stream, limits.write_idle_timeout);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
+            // Request heads are small; hyper's default buffer (about 400 KiB) would let 1024
+            // connections hold 400 MiB outside the body budget.
+            .max_buf_size(MAX_HEAD_BUFFER)
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let conn = graceful.watch(conn);
@@ -316,9 +345,16 @@ pub async fn serve_with(
         tokio::spawn(async move {
             // Closed to make room: dropping the connection closes its socket (it had no
             // request in flight).
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
-                () = close.notified() => {}
+                _ = &mut conn => {}
+                () = close.notified() => {
+                    // Chosen while idle, but a request may have begun since: let it finish
+                    // (the place is already given away, so the table is one over for now).
+                    if activity_of_conn.in_flight.load(SeqCst) > 0 {
+                        let _ = conn.await;
+                    }
+                }
             }
             conns.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         });

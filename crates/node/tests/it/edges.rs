@@ -535,3 +535,36 @@ fn chunk_readers_that_never_read_hold_the_body_budget_until_their_bytes_are_take
     assert!(status.contains(" 200"), "{status}");
     assert_eq!(body.len(), 6 << 20);
 }
+
+/// At the connection limit a newcomer takes an idle connection's place, never one still
+/// sending an answer: a slow reader of a 6 MiB chunk keeps its connection while a connection
+/// that sent nothing makes room. (The request used to count as answered once hyper had
+/// queued the body, so the slow reader was the one cut.)
+#[test]
+fn a_connection_still_sending_its_answer_is_not_the_one_that_makes_room() {
+    let limits = ServeLimits {
+        max_connections: 2,
+        write_idle_timeout: Duration::from_secs(60),
+        ..ServeLimits::default()
+    };
+    let (node, addr, _dir) = serving(limits);
+    let id = store_chunks(&node, 1, 6 << 20)[0];
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(
+        format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let _silent = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut newcomer = TcpStream::connect(addr).unwrap();
+    newcomer
+        .write_all(b"GET /health HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (status, _) = answer(&mut newcomer);
+    assert!(status.contains(" 200"), "{status}");
+    let (status, body) = answer(&mut slow);
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body.len(), 6 << 20, "the slow reader's answer was cut");
+}
