@@ -1250,10 +1250,12 @@ fn asked_ids(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<Hash>, bool), ApiE
         (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
         (status = 413, description = "`too_many_ids` (more than 1,000,000), `body_too_large` (more than 16 MiB)", body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
     ),
 )]
 async fn missing_chunks(
     State(node): State<Node>,
+    State(budget): State<Budget>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -1266,20 +1268,48 @@ async fn missing_chunks(
             "ask about at most 1,000,000 chunks at once",
         ));
     }
-    let missing = node.missing_chunks(&ids)?;
-    if !binary {
-        return Ok(Json(MissingChunks { missing }).into_response());
-    }
-    let lacking: std::collections::HashSet<&Hash> = missing.iter().collect();
-    let mut bits = vec![0u8; ids.len().div_ceil(8)];
-    for (i, id) in ids.iter().enumerate() {
-        if lacking.contains(id) {
-            bits[i / 8] |= 1 << (i % 8);
+    // Unsigned and up to 16 MiB each way: the question, its ids and the answer draw on the
+    // body budget (a question that cannot get its share is told `busy` and dropped), and the
+    // store is asked off the async threads.
+    let answer_bytes = if binary {
+        ids.len().div_ceil(8)
+    } else {
+        67 * ids.len() + 16
+    };
+    let mut memory = budget
+        .take(body.len() + 32 * ids.len() + answer_bytes)
+        .await?;
+    drop(body);
+    let reader = node.clone();
+    let (ids, missing) = blocking(move || {
+        let missing = reader.missing_chunks(&ids)?;
+        Ok((ids, missing))
+    })
+    .await?;
+    let answer = if binary {
+        let lacking: std::collections::HashSet<&Hash> = missing.iter().collect();
+        let mut bits = vec![0u8; ids.len().div_ceil(8)];
+        for (i, id) in ids.iter().enumerate() {
+            if lacking.contains(id) {
+                bits[i / 8] |= 1 << (i % 8);
+            }
         }
-    }
+        bits
+    } else {
+        serde_json::to_vec(&MissingChunks { missing }).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })?
+    };
+    drop(ids);
+    shrink(&mut memory, answer.len());
+    let content_type = if binary {
+        "application/octet-stream"
+    } else {
+        "application/json"
+    };
     Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        bits,
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        held_body(Bytes::from(answer), memory),
     )
         .into_response())
 }
@@ -1549,7 +1579,8 @@ async fn fetch_chunks(
         .await?;
     let reader = node.clone();
     let out = blocking(move || reader.fetch_answer(&ids, max_bytes)).await?;
-    shrink(&mut memory, out.len());
+    // The buffer is what memory holds, and a pooled one may be larger than the answer.
+    shrink(&mut memory, out.capacity());
     let length = out.len();
     node.metrics().data_served(length);
     // The body goes back to the buffer pool once sent, and its share of the budget with it.

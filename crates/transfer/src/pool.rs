@@ -34,7 +34,8 @@ impl BufferPool {
     }
 
     /// An empty buffer with room for `capacity` bytes, reused when one is free: the smallest
-    /// that is large enough, else the largest, grown. A buffer is allocated (or grown) to the
+    /// that is large enough and at most twice as large, else the largest smaller one, grown
+    /// (buffers more than twice as large stay in the pool). A buffer is allocated (or grown) to the
     /// next power of two, at most the pool's largest, so that it fits the next request of a
     /// similar size: growing one is a fresh allocation, as costly as a miss.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
@@ -46,12 +47,15 @@ impl BufferPool {
             let fits = bufs
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.capacity() >= capacity)
+                // At most twice what is asked: a small answer must not hold (and be counted
+                // as) a 72 MiB buffer.
+                .filter(|(_, b)| b.capacity() >= capacity && b.capacity() / 2 <= capacity)
                 .min_by_key(|(_, b)| b.capacity())
                 .map(|(i, _)| i);
             let largest = || {
                 bufs.iter()
                     .enumerate()
+                    .filter(|(_, b)| b.capacity() < capacity)
                     .max_by_key(|(_, b)| b.capacity())
                     .map(|(i, _)| i)
             };
@@ -166,5 +170,20 @@ mod tests {
         // Never past the pool's largest size unless asked for more.
         assert_eq!(pool.take(64 * K - 5).capacity(), 64 * K);
         assert_eq!(pool.take(64 * K + 5).capacity(), 64 * K + 5);
+    }
+
+    /// A small answer must not hold (and be counted as) a buffer many times its size.
+    #[test]
+    fn a_buffer_more_than_twice_the_request_is_left_in_the_pool() {
+        const K: usize = SMALL;
+        let pool = BufferPool::new(8, 64 * K);
+        let huge = Vec::with_capacity(64 * K);
+        let h = huge.as_ptr();
+        pool.give_back(huge);
+        let got = pool.take(2 * K);
+        assert_ne!(got.as_ptr(), h);
+        assert!(got.capacity() <= 4 * K, "{}", got.capacity());
+        assert!(pool.holds(h));
+        assert_eq!(pool.take(40 * K).as_ptr(), h, "one it fits within twice is taken");
     }
 }
