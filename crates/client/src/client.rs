@@ -214,17 +214,7 @@ impl Client {
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(unreachable(url))?;
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => ClientError::Api {
-                    status: status.as_u16(),
-                    code: body.error.code,
-                    message: body.error.message,
-                },
-                Err(_) => ClientError::BadResponse {
-                    url: url.to_string(),
-                    message: format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)),
-                },
-            });
+            return Err(refusal(status, &bytes, url));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
             url: url.to_string(),
@@ -277,19 +267,8 @@ impl Client {
             }
             return Ok(gridwork_api::frames::share(body));
         }
-        let status = status.as_u16();
         let bytes = resp.bytes().await.unwrap_or_default();
-        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => ClientError::Api {
-                status,
-                code: body.error.code,
-                message: body.error.message,
-            },
-            Err(_) => ClientError::BadResponse {
-                url: url.to_string(),
-                message: format!("HTTP {status}"),
-            },
-        })
+        Err(refusal(status, &bytes, url))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -487,6 +466,12 @@ impl Client {
             .send()
             .await
             .map_err(unreachable(&url))?;
+        // A refusal (`too_many_subscribers`) is an error, not an empty stream.
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.unwrap_or_default();
+            return Err(refusal(status, &bytes, &url));
+        }
         Ok(EventStream {
             resp,
             buf: String::new(),
@@ -538,5 +523,20 @@ impl EventStream {
                 }
             }
         }
+    }
+}
+
+/// The node's refusal of a request: its error body, or what came back instead.
+fn refusal(status: reqwest::StatusCode, bytes: &[u8], url: &str) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::BadResponse {
+            url: url.to_string(),
+            message: format!("HTTP {status}: {}", String::from_utf8_lossy(bytes)),
+        },
     }
 }

@@ -274,11 +274,62 @@ where
     })
 }
 
-/// What the handlers share: the node, and the memory budget for bodies.
+/// What the handlers share: the node, the memory budget for bodies, and the event streams
+/// open per client.
 #[derive(Clone)]
 struct ApiState {
     node: Node,
     budget: Budget,
+    streams: StreamsPerClient,
+}
+
+/// The client a request came from (its address, or an IPv6 client's /64), set by the server
+/// (`serve_with`); absent when the router is used on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
+
+/// Event streams open per client: one client may hold only [`MAX_EVENT_STREAMS_PER_CLIENT`]
+/// of the node's [`MAX_EVENT_SUBSCRIBERS`], or four addresses would hold them all.
+#[derive(Clone, Default)]
+struct StreamsPerClient(Arc<std::sync::Mutex<std::collections::HashMap<ClientAddr, usize>>>);
+
+/// One client's place among the event streams, given back when its stream ends.
+struct StreamPlace {
+    streams: StreamsPerClient,
+    client: ClientAddr,
+}
+
+impl StreamsPerClient {
+    fn take(&self, client: ClientAddr) -> Option<StreamPlace> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(client).or_insert(0);
+        if *n >= MAX_EVENT_STREAMS_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPlace {
+            streams: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl FromRef<ApiState> for StreamsPerClient {
+    fn from_ref(state: &ApiState) -> StreamsPerClient {
+        state.streams.clone()
+    }
 }
 
 impl FromRef<ApiState> for Node {
@@ -349,6 +400,7 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
     let state = ApiState {
         node: node.clone(),
         budget: Budget::new(limits.body_memory_bytes),
+        streams: StreamsPerClient::default(),
     };
     let clock = BodyClock {
         idle: limits.body_idle_timeout,
@@ -849,6 +901,9 @@ async fn get_block(State(node): State<Node>, Path(id): Path<String>) -> Result<R
 /// Most event-stream subscribers at once; more get 503 `too_many_subscribers`.
 pub(crate) const MAX_EVENT_SUBSCRIBERS: usize = 256;
 
+/// Event streams one client (an address, an IPv6 /64) may hold at once.
+pub(crate) const MAX_EVENT_STREAMS_PER_CLIENT: usize = 16;
+
 /// `GET /v1/events`: committed blocks as server-sent events, each with its height as the
 /// event id. A subscriber that falls more than the node's ring of blocks behind gets a
 /// `lagged` event naming the height it last received and is disconnected (it holds nothing
@@ -873,6 +928,8 @@ pub(crate) const MAX_EVENT_SUBSCRIBERS: usize = 256;
 )]
 async fn events(
     State(node): State<Node>,
+    State(streams): State<StreamsPerClient>,
+    client: Option<axum::Extension<ClientAddr>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let resume = match headers.get("last-event-id") {
@@ -889,6 +946,18 @@ async fn events(
                     )
                 })?,
         ),
+    };
+    let place = match client {
+        Some(axum::Extension(client)) => Some(streams.take(client).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_subscribers",
+                format!(
+                    "one client may hold at most {MAX_EVENT_STREAMS_PER_CLIENT} event streams; close one, or poll GET /v1/blocks"
+                ),
+            )
+        })?),
+        None => None,
     };
     let sub = node
         .subscribe_limited(MAX_EVENT_SUBSCRIBERS)
@@ -910,10 +979,10 @@ async fn events(
     };
     let last = resume.unwrap_or(0);
     let backlog: std::collections::VecDeque<_> = backlog.into();
-    let state = (sub, backlog, last, gap);
+    let state = ((sub, place), backlog, last, gap);
     let stream = futures_util::stream::unfold(Some(state), |state| async move {
         use tokio::sync::broadcast::error::RecvError;
-        let (mut sub, mut backlog, last, gap) = state?;
+        let ((mut sub, place), mut backlog, last, gap) = state?;
         if let Some((after, oldest)) = gap {
             let event = SseEvent::default()
                 .event("lagged")
@@ -947,7 +1016,7 @@ async fn events(
                 .id(height.to_string())
                 .json_data(&*block)
                 .unwrap_or_else(|_| SseEvent::default().event("error"));
-            return Some((Ok(event), Some((sub, backlog, height, None))));
+            return Some((Ok(event), Some(((sub, place), backlog, height, None))));
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

@@ -216,6 +216,7 @@ impl Conns {
 struct Tracked {
     app: axum::Router,
     activity: Arc<Activity>,
+    client: api::ClientAddr,
 }
 
 impl tower::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
@@ -229,7 +230,8 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for Tracked {
 
     fn call(&mut self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
         let in_flight = InFlight::start(&self.activity);
-        let request = request.map(axum::body::Body::new);
+        let mut request = request.map(axum::body::Body::new);
+        request.extensions_mut().insert(self.client);
         let answer = tower::ServiceExt::oneshot(self.app.clone(), request);
         Box::pin(async move {
             let response = answer.await?;
@@ -331,6 +333,7 @@ pub async fn serve_with(
         let service = hyper_util::service::TowerToHyperService::new(Tracked {
             app: app.clone(),
             activity,
+            client: api::ClientAddr(client_of(peer.ip())),
         });
         let io = WriteIdle::new(stream, limits.write_idle_timeout);
         let conn = hyper::server::conn::http1::Builder::new()

@@ -568,3 +568,46 @@ fn a_connection_still_sending_its_answer_is_not_the_one_that_makes_room() {
     assert!(status.contains(" 200"), "{status}");
     assert_eq!(body.len(), 6 << 20, "the slow reader's answer was cut");
 }
+
+/// One client holds at most 16 of the node's 256 event streams (four addresses used to hold
+/// them all, and workers lost their block wake-ups); a stream it closes gives its place back.
+#[test]
+fn one_client_holds_only_its_share_of_event_streams() {
+    let (_node, addr, _dir) = serving(ServeLimits::default());
+    let subscribe = || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: node\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        (String::from_utf8_lossy(&head).into_owned(), s)
+    };
+    let mut open: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let (status, s) = subscribe();
+            assert!(status.ends_with("200"), "{status}");
+            s
+        })
+        .collect();
+    let (status, mut refused) = subscribe();
+    assert!(status.ends_with("503"), "{status}");
+    let mut rest = Vec::new();
+    let _ = refused.read_to_end(&mut rest);
+    assert!(String::from_utf8_lossy(&rest).contains("too_many_subscribers"));
+    drop(open.pop());
+    // The node notices the closed stream at its next write (a keep-alive within 15 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (status, s) = subscribe();
+        if status.ends_with("200") {
+            open.push(s);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place never came back"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
