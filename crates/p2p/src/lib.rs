@@ -55,7 +55,8 @@ pub struct PeerLimits {
     pub streams_per_peer: usize,
     /// Answers built or being sent to all peers at once (each up to 64 MiB).
     pub answers_at_once: usize,
-    /// A request (at most 4096 ids) must arrive within this.
+    /// A request (at most 4096 ids) must arrive within this, and then find a place among
+    /// the answers within this again (or its stream is reset and the peer asks elsewhere).
     pub request_timeout: Duration,
     /// An answer must be taken within this, or its stream is reset.
     pub answer_timeout: Duration,
@@ -252,7 +253,14 @@ impl ProtocolHandler for ChunkServer {
                     tracing::debug!("malformed peer request");
                     return;
                 };
-                let Ok(_answering) = answers.acquire_owned().await else {
+                drop(request);
+                // Waiting for an answer's place is on a clock too: otherwise requests queue
+                // without bound behind the peers that hold the places.
+                let waited =
+                    tokio::time::timeout(limits.request_timeout, answers.acquire_owned()).await;
+                let Ok(Ok(_answering)) = waited else {
+                    tracing::debug!("no place to answer a peer in time");
+                    let _ = send.reset(1u32.into());
                     return;
                 };
                 let answer = tokio::task::spawn_blocking(move || answer(&store, &ids)).await;

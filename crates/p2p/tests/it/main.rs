@@ -251,3 +251,47 @@ async fn a_peer_that_never_reads_holds_only_its_own_places() {
     server.shutdown().await;
     other.shutdown().await;
 }
+
+/// The answer places are shared by every peer: a request that cannot get one in time is
+/// reset (its peer asks elsewhere) rather than queued behind the peers holding them, so
+/// strangers cannot pile up requests without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_finds_no_place_to_be_answered_in_time_is_reset() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ids) = filled_store(&dir.path().join("server"), 6, 4 << 20);
+    let limits = gridwork_p2p::PeerLimits {
+        answers_at_once: 1,
+        request_timeout: Duration::from_secs(1),
+        answer_timeout: Duration::from_secs(60),
+        ..gridwork_p2p::PeerLimits::default()
+    };
+    let server = gridwork_p2p::Peer::bind_with(
+        transport_secret(&Keypair::from_seed([1; 32])),
+        loopback(),
+        Some(store),
+        limits,
+    )
+    .await
+    .unwrap();
+    let announced = server.announcement(&[]);
+    // A peer takes the one place with a 24 MiB answer it never reads.
+    let (_endpoint, greedy) = raw_connection(&announced).await;
+    let (mut send, _stuck) = greedy.open_bi().await.unwrap();
+    send.write_all(&request(&ids)).await.unwrap();
+    send.finish().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let other = Peer::bind(
+        transport_secret(&Keypair::from_seed([2; 32])),
+        loopback(),
+        None,
+    )
+    .await
+    .unwrap();
+    let source = other.source(&announced, "server").unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(20), source.fetch_chunks(&ids[..1]))
+        .await
+        .expect("the request waited past its place's clock");
+    assert!(answered.is_err(), "answered beside a held place");
+}
