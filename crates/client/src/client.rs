@@ -141,11 +141,26 @@ impl Client {
     /// Runs a signed write (`write` signs, and makes holder proofs, for [`Client::node_key`]).
     /// When the node refuses the signature because its key is no longer the one kept (a node
     /// given a new key, another node behind the same address), asks the key again and runs
-    /// the write once more.
+    /// the write once more. A write the node answers `busy` (its body budget is spent) is
+    /// sent again after 0.5, 1, 2, ... 16 s.
     pub(crate) async fn signed_write<T, F>(&self, write: impl Fn() -> F) -> Result<T, ClientError>
     where
         F: std::future::Future<Output = Result<T, ClientError>>,
     {
+        let write = || async {
+            // The node holds as many bodies as its memory budget allows and tells the rest
+            // `busy`: wait and send again, a little longer each time, for about a minute.
+            let mut wait = Duration::from_millis(500);
+            loop {
+                match write().await {
+                    Err(e) if e.code() == Some("busy") && wait < Duration::from_secs(32) => {
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    other => return other,
+                }
+            }
+        };
         if self.signer.is_none() {
             return write().await;
         }
