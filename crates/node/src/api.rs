@@ -539,29 +539,64 @@ fn bytes_rejection(r: BytesRejection, limit: usize) -> ApiError {
     )
 }
 
-/// Reads `body` whole, at most `limit` bytes, with errors the API reports.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(cause) = source {
-            if cause.is::<http_body_util::LengthLimitError>() {
-                return too_large(limit);
-            }
-            if let Some(late) = cause.downcast_ref::<BodyTimedOut>() {
-                return ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    late.to_string(),
-                );
-            }
-            source = cause.source();
+/// Why a body could not be read: too large, too slow, or broken.
+fn body_error(e: &axum::Error, limit: usize) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return too_large(limit);
         }
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_body",
-            format!("the request body could not be read: {e}"),
-        )
-    })
+        if let Some(late) = cause.downcast_ref::<BodyTimedOut>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                late.to_string(),
+            );
+        }
+        source = cause.source();
+    }
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_body",
+        format!("the request body could not be read: {e}"),
+    )
+}
+
+/// The budget a body takes at first and then in steps as it arrives.
+const BODY_STEP: usize = 256 * 1024;
+
+/// Reads a body of at most `limit` bytes, taking its share of the budget as its bytes
+/// arrive rather than for its declared length: a client that declares 64 MiB and trickles
+/// holds what it sent, not 64 MiB (sixteen such uploads from one funded account used to hold
+/// the whole budget).
+async fn read_body_budgeted(
+    mut body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    budget: &Budget,
+) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+    use http_body_util::BodyExt;
+    let mut memory = budget.take(BODY_STEP).await?;
+    let mut held = BODY_STEP;
+    // Address space for the declared length; pages are touched (and resident) as written.
+    let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| body_error(&e, limit))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = out.len() + data.len();
+        if len > limit {
+            return Err(too_large(limit));
+        }
+        if len > held {
+            let more = (len - held).next_multiple_of(BODY_STEP).max(held / 4);
+            memory.merge(budget.take(more).await?);
+            held += more;
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok((Bytes::from(out), memory))
 }
 
 fn too_large(limit: usize) -> ApiError {
@@ -624,8 +659,7 @@ impl SignedWrite {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        let memory = budget.take(declared.unwrap_or(limit)).await?;
-        let body = read_body(body, limit).await?;
+        let (body, memory) = read_body_budgeted(body, limit, declared, budget).await?;
         Ok(SignedWrite {
             signer,
             digest,

@@ -611,3 +611,55 @@ fn one_client_holds_only_its_share_of_event_streams() {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// A signed upload holds the budget for what it has sent, not for what it declares: four
+/// uploads that declare 60 MiB and stall after 1 KiB (a funded account's cheap way to hold
+/// the whole budget) leave room for everyone else's writes.
+#[test]
+fn a_stalled_upload_holds_the_budget_for_what_it_sent_not_what_it_declared() {
+    let limits = ServeLimits {
+        body_memory_bytes: 80 << 20,
+        body_idle_timeout: Duration::from_secs(60),
+        ..ServeLimits::default()
+    };
+    let (node, addr, _dir) = serving(limits);
+    let stalled: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(
+                format!(
+                    "POST /v1/chunks HTTP/1.1\r\nHost: node\r\n{}Content-Length: {}\r\n\r\n",
+                    signed(&node, "POST", "/v1/chunks", &Hash([i; 32])),
+                    60 << 20
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            s.write_all(&[0u8; 1024]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let chunk = b"an honest upload".to_vec();
+    let id = Hash::of(&chunk);
+    let mut body = Vec::new();
+    gridwork_api::frames::push_chunk(&mut body, &id, &chunk);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/chunks HTTP/1.1\r\nHost: node\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            signed(&node, "POST", "/v1/chunks", &Hash::of(id.as_bytes())),
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let (status, answer_body) = answer(&mut s);
+    assert!(
+        status.contains(" 200"),
+        "{status}: {}",
+        String::from_utf8_lossy(&answer_body)
+    );
+    drop(stalled);
+}
