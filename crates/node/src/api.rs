@@ -338,9 +338,18 @@ impl FromRef<ApiState> for Node {
     }
 }
 
-impl FromRef<ApiState> for Budget {
-    fn from_ref(state: &ApiState) -> Budget {
-        state.budget.clone()
+/// The budget, for the client a request came from.
+impl axum::extract::FromRequestParts<ApiState> for Budget {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &ApiState,
+    ) -> Result<Budget, Self::Rejection> {
+        Ok(Budget {
+            client: parts.extensions.get::<ClientAddr>().copied(),
+            ..state.budget.clone()
+        })
     }
 }
 
@@ -351,10 +360,58 @@ const BUSY_WAIT: Duration = Duration::from_secs(5);
 /// KiB permits: a request takes its share before it reads or builds a body and gives it back
 /// when the body is gone, so a thousand uploads at once wait or are told `busy` instead of
 /// taking 64 GiB.
+///
+/// Unsigned work (whole-chunk reads, unsigned fetches, missing-chunk questions) also draws on
+/// its client's part, an eighth of the whole ([`UNSIGNED_SHARE`]; at least 72 MiB where the
+/// whole has it): a stranger reading slowly from a few addresses cannot hold the budget
+/// everyone's data plane needs.
 #[derive(Clone)]
 struct Budget {
     permits: Arc<tokio::sync::Semaphore>,
     total_kib: usize,
+    /// Each client's part for unsigned work.
+    clients:
+        Arc<std::sync::Mutex<std::collections::HashMap<ClientAddr, Arc<tokio::sync::Semaphore>>>>,
+    /// The client of this request (none when the router is used without `serve_with`).
+    client: Option<ClientAddr>,
+}
+
+/// The part of the budget one client's unsigned work may hold: one in this many.
+const UNSIGNED_SHARE: usize = 8;
+
+/// A share of the budget: the whole's, and for unsigned work its client's too.
+struct Share {
+    all: tokio::sync::OwnedSemaphorePermit,
+    client: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Share {
+    fn merge(&mut self, other: Share) {
+        self.all.merge(other.all);
+        match (&mut self.client, other.client) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// Gives back what the share holds beyond `bytes`.
+    fn shrink(&mut self, bytes: usize) {
+        let keep = bytes.div_ceil(1024).max(1);
+        for permit in std::iter::once(&mut self.all).chain(self.client.as_mut()) {
+            if permit.num_permits() > keep {
+                drop(permit.split(permit.num_permits() - keep));
+            }
+        }
+    }
+}
+
+fn busy() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the node is holding as many request and answer bodies as it allows; try again shortly",
+    )
 }
 
 impl Budget {
@@ -363,30 +420,58 @@ impl Budget {
         Budget {
             permits: Arc::new(tokio::sync::Semaphore::new(total_kib)),
             total_kib,
+            clients: Arc::default(),
+            client: None,
         }
     }
 
-    /// A share of `bytes`, waited for at most [`BUSY_WAIT`].
-    async fn take(&self, bytes: usize) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-        let kib = bytes.div_ceil(1024).clamp(1, self.total_kib);
-        let kib = u32::try_from(kib).unwrap_or(u32::MAX);
-        match tokio::time::timeout(BUSY_WAIT, self.permits.clone().acquire_many_owned(kib)).await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "the node is holding as many request and answer bodies as it allows; try again shortly",
-            )),
+    /// A share of `bytes` for a signed request, waited for at most [`BUSY_WAIT`].
+    async fn take(&self, bytes: usize) -> Result<Share, ApiError> {
+        let kib = self.kib(bytes, self.total_kib);
+        match tokio::time::timeout(BUSY_WAIT, self.permits.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(all)) => Ok(Share { all, client: None }),
+            _ => Err(busy()),
         }
     }
-}
 
-/// Gives back what a share holds beyond `bytes`.
-fn shrink(permit: &mut tokio::sync::OwnedSemaphorePermit, bytes: usize) {
-    let keep = bytes.div_ceil(1024).max(1);
-    if permit.num_permits() > keep {
-        drop(permit.split(permit.num_permits() - keep));
+    /// A share of `bytes` for unsigned work: from the client's part first, then the whole,
+    /// both within [`BUSY_WAIT`].
+    async fn take_unsigned(&self, bytes: usize) -> Result<Share, ApiError> {
+        let Some(client) = self.client else {
+            return self.take(bytes).await;
+        };
+        // At least room for the largest unsigned request (a 16 MiB missing-chunk question
+        // and its answer), where the whole has it.
+        let part_kib = (self.total_kib / UNSIGNED_SHARE).max(self.total_kib.min(72 << 10));
+        let part = {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            // Parts nobody holds go, so the map follows the clients of the moment.
+            clients.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < part_kib);
+            clients
+                .entry(client)
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(part_kib)))
+                .clone()
+        };
+        let both = async {
+            let mine = part.acquire_many_owned(self.kib(bytes, part_kib)).await;
+            let all = self
+                .permits
+                .clone()
+                .acquire_many_owned(self.kib(bytes, self.total_kib))
+                .await;
+            (mine, all)
+        };
+        match tokio::time::timeout(BUSY_WAIT, both).await {
+            Ok((Ok(mine), Ok(all))) => Ok(Share {
+                all,
+                client: Some(mine),
+            }),
+            _ => Err(busy()),
+        }
+    }
+
+    fn kib(&self, bytes: usize, most: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024).clamp(1, most)).unwrap_or(u32::MAX)
     }
 }
 
@@ -574,7 +659,7 @@ async fn read_body_budgeted(
     limit: usize,
     declared: Option<usize>,
     budget: &Budget,
-) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), ApiError> {
+) -> Result<(Bytes, Share), ApiError> {
     use http_body_util::BodyExt;
     let mut memory = budget.take(BODY_STEP).await?;
     let mut held = BODY_STEP;
@@ -616,7 +701,7 @@ struct SignedWrite {
     digest: Hash,
     body: Bytes,
     /// The body's share of the budget, held while the write is handled.
-    _memory: tokio::sync::OwnedSemaphorePermit,
+    _memory: Share,
 }
 
 impl SignedWrite {
@@ -1358,7 +1443,7 @@ fn asked_ids(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<Hash>, bool), ApiE
 )]
 async fn missing_chunks(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -1380,7 +1465,7 @@ async fn missing_chunks(
         67 * ids.len() + 16
     };
     let mut memory = budget
-        .take(body.len() + 32 * ids.len() + answer_bytes)
+        .take_unsigned(body.len() + 32 * ids.len() + answer_bytes)
         .await?;
     drop(body);
     let reader = node.clone();
@@ -1404,7 +1489,7 @@ async fn missing_chunks(
         })?
     };
     drop(ids);
-    shrink(&mut memory, answer.len());
+    memory.shrink(answer.len());
     let content_type = if binary {
         "application/octet-stream"
     } else {
@@ -1443,7 +1528,7 @@ async fn missing_chunks(
 )]
 async fn put_chunk(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -1486,20 +1571,20 @@ async fn put_chunk(
 )]
 async fn get_chunk(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("chunk id", &id)?;
     // Unsigned, and held until the client takes it: a chunk read draws on the body budget
     // like a fetch answer, or a thousand readers that never read would hold 8 MiB each.
-    let mut memory = budget.take(MAX_CHUNK_BYTES).await?;
+    let mut memory = budget.take_unsigned(MAX_CHUNK_BYTES).await?;
     let reader = node.clone();
     let found = blocking(move || reader.chunk(&id)).await?;
     let Some(bytes) = found else {
         return Err(ApiError::not_found(format!("chunk {id}")));
     };
-    shrink(&mut memory, bytes.len());
+    memory.shrink(bytes.len());
     let bytes = Bytes::from(bytes);
     let octets = (header::CONTENT_TYPE, "application/octet-stream");
     let ranges = (header::ACCEPT_RANGES, "bytes");
@@ -1588,7 +1673,7 @@ async fn blocking<T: Send + 'static>(
 )]
 async fn put_chunks(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -1651,7 +1736,7 @@ async fn put_chunks(
 )]
 async fn fetch_chunks(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -1664,7 +1749,8 @@ async fn fetch_chunks(
             format!("fetch at most {} chunks at once", frames::MAX_FETCH_IDS),
         ));
     }
-    let max_bytes = if headers.contains_key(SIGNATURE_HEADER) {
+    let signed = headers.contains_key(SIGNATURE_HEADER);
+    let max_bytes = if signed {
         data_signer(
             &node,
             &headers,
@@ -1677,13 +1763,16 @@ async fn fetch_chunks(
         frames::UNSIGNED_RESPONSE_BYTES
     };
     // Room for the largest answer: the cap, one chunk past it, a frame header per id.
-    let mut memory = budget
-        .take(max_bytes + MAX_CHUNK_BYTES + 37 * ids.len())
-        .await?;
+    let room = max_bytes + MAX_CHUNK_BYTES + 37 * ids.len();
+    let mut memory = if signed {
+        budget.take(room).await?
+    } else {
+        budget.take_unsigned(room).await?
+    };
     let reader = node.clone();
     let out = blocking(move || reader.fetch_answer(&ids, max_bytes)).await?;
     // The buffer is what memory holds, and a pooled one may be larger than the answer.
-    shrink(&mut memory, out.capacity());
+    memory.shrink(out.capacity());
     let length = out.len();
     node.metrics().data_served(length);
     // The body goes back to the buffer pool once sent, and its share of the budget with it.
@@ -1701,10 +1790,10 @@ async fn fetch_chunks(
 /// written or dropped. The share goes with the bytes, not the body: hyper takes a body's
 /// bytes into its write queue and drops the body long before a client that does not read
 /// has taken them.
-fn held_body(bytes: Bytes, memory: tokio::sync::OwnedSemaphorePermit) -> Body {
+fn held_body(bytes: Bytes, memory: Share) -> Body {
     struct Held {
         bytes: Bytes,
-        _memory: tokio::sync::OwnedSemaphorePermit,
+        _memory: Share,
     }
     impl AsRef<[u8]> for Held {
         fn as_ref(&self) -> &[u8] {
@@ -1924,7 +2013,7 @@ fn pinned(node: &Node, cid: &Hash, until_ms: u64, pinner: &Address) -> Response 
 )]
 async fn pin_tree(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     Path(cid): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -1982,7 +2071,7 @@ async fn pin_tree(
 )]
 async fn pin_tree_from(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     Path((cid, base)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -2091,7 +2180,7 @@ async fn get_grants(
 )]
 async fn post_grant(
     State(node): State<Node>,
-    State(budget): State<Budget>,
+    budget: Budget,
     Path(cid): Path<String>,
     headers: HeaderMap,
     body: Body,

@@ -663,3 +663,54 @@ fn a_stalled_upload_holds_the_budget_for_what_it_sent_not_what_it_declared() {
     );
     drop(stalled);
 }
+
+/// Unsigned reads draw on their client's part of the budget too: one address whose readers
+/// never read fills its own part and is told `busy`, while another address is served.
+#[test]
+fn one_address_of_slow_readers_holds_only_its_part_of_the_budget() {
+    let limits = ServeLimits {
+        body_memory_bytes: 256 << 20,
+        write_idle_timeout: Duration::from_secs(120),
+        ..ServeLimits::default()
+    };
+    let (node, addr, _dir) = serving(limits);
+    let id = store_chunks(&node, 1, 6 << 20)[0];
+    let get = format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n");
+    // The part is 72 MiB: twelve 6 MiB answers fill it.
+    let mut idle = Vec::new();
+    let refused = loop {
+        assert!(
+            idle.len() < 20,
+            "twenty readers from one address were all served"
+        );
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(get.as_bytes()).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        if head.ends_with(b"503") {
+            break s;
+        }
+        idle.push(s);
+    };
+    assert!(idle.len() >= 10, "refused after {} readers", idle.len());
+    drop(refused);
+    // Another address is served meanwhile.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut other = rt
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            socket.connect(addr).await.unwrap().into_std()
+        })
+        .unwrap();
+    other.set_nonblocking(false).unwrap();
+    other.write_all(get.as_bytes()).unwrap();
+    let (status, body) = answer(&mut other);
+    let length = body.len();
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(length, 6 << 20);
+}
