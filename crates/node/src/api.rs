@@ -1937,10 +1937,19 @@ fn key_proof(headers: &HeaderMap) -> Result<Hash, ApiError> {
         (status = 400, description = "`bad_request`: not a tree id", body = ErrorBody),
         (status = 404, description = "`not_pinned`", body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
     ),
 )]
-async fn get_pin(State(node): State<Node>, Path(cid): Path<String>) -> Result<Response, ApiError> {
+async fn get_pin(
+    State(node): State<Node>,
+    budget: Budget,
+    Path(cid): Path<String>,
+) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
+    // Unsigned, and a pin file may list two million chunks: reading, decoding and sorting it
+    // draws on the client's part of the body budget.
+    let size = usize::try_from(node.pin_file_bytes(&cid)).unwrap_or(usize::MAX);
+    let _memory = budget.take_unsigned(size.saturating_mul(2)).await?;
     let view = {
         let node = node.clone();
         blocking(move || node.pin_view(&cid)).await?

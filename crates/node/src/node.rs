@@ -1856,6 +1856,14 @@ impl Node {
         Ok(until)
     }
 
+    /// Bytes of tree `cid`'s pin file (0 if it has none): what reading its view holds in
+    /// memory.
+    pub fn pin_file_bytes(&self, cid: &Hash) -> u64 {
+        self.shared.pins.as_ref().map_or(0, |pins| {
+            std::fs::metadata(pins.dir.join(format!("{cid}.pin"))).map_or(0, |m| m.len())
+        })
+    }
+
     /// What this node keeps of tree `cid` (until when, and the set of chunks its pin lists);
     /// `None` if no pin of it is stored.
     pub fn pin_view(&self, cid: &Hash) -> Result<Option<PinView>, NodeError> {
