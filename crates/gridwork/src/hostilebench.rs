@@ -10,8 +10,9 @@
 //! - fetches of one stored chunk repeated up to the id limit, unsigned;
 //! - unsigned uploads declaring 60 MiB bodies.
 //!
-//! The attackers connect from their own loopback addresses (127.0.0.2 and up), as strangers on
-//! other hosts would; the normal client uses 127.0.0.1. What the node answered each attacker is
+//! The attackers connect from their own loopback addresses (127.0.n.2, each in a /24 of its
+//! own, 60 connections an address), as strangers on other networks would; the normal client
+//! uses 127.0.0.1. What the node answered each attacker is
 //! counted, and the figures are printed, never asserted on time.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -276,8 +277,10 @@ async fn run(node: &NodeProcess, addr: SocketAddr, load: &HostileLoad) -> anyhow
     })
 }
 
+/// Attacker address `n`: each in a /24 of its own (127.0.n.2), as a botnet's are, so that
+/// only the per-address limit and eviction stand between it and the normal client.
 fn attacker_ip(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1, n))
+    IpAddr::V4(Ipv4Addr::new(127, 0, n, 2))
 }
 
 async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {

@@ -99,6 +99,8 @@ pub struct NodeConfig {
     pub http_max_connections: usize,
     /// API connections open at once from one client address.
     pub http_max_connections_per_ip: usize,
+    /// API connections open at once from one network (an IPv4 /24, an IPv6 /48).
+    pub http_max_connections_per_network: usize,
     /// The longest gap, in ms, between two pieces of a request body.
     pub http_body_idle_timeout_ms: u64,
     /// A whole request body must arrive within this many ms.
@@ -119,6 +121,7 @@ impl NodeConfig {
             ),
             max_connections: self.http_max_connections.max(1),
             max_connections_per_ip: self.http_max_connections_per_ip.max(1),
+            max_connections_per_network: self.http_max_connections_per_network.max(1),
             body_idle_timeout: ms(self.http_body_idle_timeout_ms),
             body_timeout: ms(self.http_body_timeout_ms),
             write_idle_timeout: ms(self.http_write_idle_timeout_ms),
@@ -156,6 +159,7 @@ impl Default for NodeConfig {
             http_header_timeout_ms: 10_000,
             http_max_connections: 1024,
             http_max_connections_per_ip: 64,
+            http_max_connections_per_network: 256,
             http_body_idle_timeout_ms: 30_000,
             http_body_timeout_ms: 120_000,
             http_write_idle_timeout_ms: 30_000,

@@ -3,14 +3,15 @@
 //! Anybody on the internet reaches a node's API, so every resource a client can make the
 //! node hold has a bound and a clock:
 //!
-//! - a connection: at most `max_connections_per_ip` from one address (an IPv6 client's /64;
-//!   past it, closed as it arrives) and `max_connections` at once; its request headers must arrive within
-//!   `header_read_timeout`, which also ends an idle keep-alive connection. At the global
-//!   limit a new connection takes the place of an idle one (waiting for its request's
-//!   headers, or kept alive between requests) of the address holding the most, idle longest
-//!   first ([`Conns`]): a stranger with many addresses who fills the table with half-sent
-//!   requests only ever holds places a newcomer can take, while a request being answered is
-//!   never cut;
+//! - a connection: at most `max_connections_per_ip` from one address (an IPv6 client's /64)
+//!   and `max_connections_per_network` from one network (an IPv4 /24, an IPv6 /48), past
+//!   either closed as it arrives, and `max_connections` at once; its request headers must
+//!   arrive within `header_read_timeout`, which also ends an idle keep-alive connection. At
+//!   the global limit a new connection takes the place of an idle one (waiting for its
+//!   request's headers, or kept alive between requests) of the network, then the address,
+//!   holding the most, idle longest first ([`Conns`]): a stranger with many addresses who
+//!   fills the table with half-sent requests only ever holds places a newcomer can take,
+//!   while a request being answered (until its last byte is written) is never cut;
 //! - a request body: no gap between its pieces longer than `body_idle_timeout`, and the whole
 //!   within `body_timeout` (`api::time_bodies`); each route has its own size limit;
 //! - a response: a client that stops reading is cut off once the socket has taken nothing for
@@ -45,6 +46,8 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// Connections open at once from one client address.
     pub max_connections_per_ip: usize,
+    /// Connections open at once from one network (an IPv4 /24, an IPv6 /48).
+    pub max_connections_per_network: usize,
     /// The longest gap between two pieces of a request body.
     pub body_idle_timeout: Duration,
     /// A whole request body must arrive within this.
@@ -61,6 +64,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 1024,
             max_connections_per_ip: 64,
+            max_connections_per_network: 256,
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(120),
             write_idle_timeout: Duration::from_secs(30),
@@ -125,13 +129,32 @@ fn client_of(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The open connections: how many from each address, and each one's activity and the
-/// signal that closes it.
+/// The network a client's address belongs to: its IPv4 /24, or its IPv6 /48 (what one site is
+/// given). A stranger with a whole /48 has 65,536 /64s, one connection each; counted by
+/// network too, it holds at most `max_connections_per_network` places.
+fn network_of(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(v4) => {
+            let mut octets = v4.octets();
+            octets[3] = 0;
+            IpAddr::V4(octets.into())
+        }
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[6..].fill(0);
+            IpAddr::V6(octets.into())
+        }
+    }
+}
+
+/// The open connections: how many from each client and each network, and each one's
+/// activity and the signal that closes it.
 #[derive(Default)]
 struct Conns {
     next: u64,
     open: HashMap<u64, Open>,
     per_ip: HashMap<IpAddr, usize>,
+    per_network: HashMap<IpAddr, usize>,
 }
 
 struct Open {
@@ -145,6 +168,8 @@ struct Open {
 enum Refused {
     /// Its address holds `max_connections_per_ip` already.
     Address,
+    /// Its network holds `max_connections_per_network` already.
+    Network,
     /// The table is full of connections with requests being answered.
     Busy,
 }
@@ -159,6 +184,12 @@ impl Conns {
         if self.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
             return Err(Refused::Address);
         }
+        let network = network_of(ip);
+        if self.per_network.get(&network).copied().unwrap_or(0)
+            >= limits.max_connections_per_network
+        {
+            return Err(Refused::Network);
+        }
         if self.open.len() >= limits.max_connections {
             let victim = self
                 .open
@@ -170,7 +201,14 @@ impl Conns {
                         .idle_since
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    (self.per_ip.get(&o.ip).copied().unwrap_or(0), Reverse(since))
+                    (
+                        self.per_network
+                            .get(&network_of(o.ip))
+                            .copied()
+                            .unwrap_or(0),
+                        self.per_ip.get(&o.ip).copied().unwrap_or(0),
+                        Reverse(since),
+                    )
                 })
                 .map(|(id, _)| *id)
                 .ok_or(Refused::Busy)?;
@@ -186,6 +224,7 @@ impl Conns {
         });
         let close = Arc::new(tokio::sync::Notify::new());
         *self.per_ip.entry(ip).or_insert(0) += 1;
+        *self.per_network.entry(network).or_insert(0) += 1;
         self.open.insert(
             id,
             Open {
@@ -200,10 +239,15 @@ impl Conns {
     /// Forgets connection `id` (closed, or chosen to make room).
     fn remove(&mut self, id: u64) -> Option<Open> {
         let o = self.open.remove(&id)?;
-        if let Some(n) = self.per_ip.get_mut(&o.ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&o.ip);
+        for (counts, key) in [
+            (&mut self.per_ip, o.ip),
+            (&mut self.per_network, network_of(o.ip)),
+        ] {
+            if let Some(n) = counts.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&key);
+                }
             }
         }
         Some(o)
@@ -479,9 +523,7 @@ mod tests {
         IpAddr::from([10, 0, 0, n])
     }
 
-    /// At the global limit a newcomer takes the place of an idle connection of the address
-    /// holding the most, the longest idle first; connections with a request in flight are
-    /// never chosen, and when every place is busy the newcomer is refused.
+    /// An IPv6 client is its /64, its network its /48; an IPv4-mapped address is the IPv4 one.
     #[test]
     fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_one_by_its_address() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
@@ -489,6 +531,14 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         assert_eq!(client_of(a), client_of(b));
         assert_ne!(client_of(a), client_of(c));
+        let same_site: IpAddr = "2001:db8:1:ffff::1".parse().unwrap();
+        let other_site: IpAddr = "2001:db8:2::1".parse().unwrap();
+        assert_eq!(network_of(client_of(a)), network_of(client_of(same_site)));
+        assert_ne!(network_of(client_of(a)), network_of(client_of(other_site)));
+        assert_eq!(
+            network_of(IpAddr::from([192, 0, 2, 7])),
+            network_of(IpAddr::from([192, 0, 2, 200]))
+        );
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
         assert_eq!(client_of(mapped), IpAddr::from([192, 0, 2, 7]));
         assert_eq!(
@@ -497,6 +547,10 @@ mod tests {
         );
     }
 
+    /// At the global limit a newcomer takes the place of an idle connection of the network,
+    /// then the address, holding the most, the longest idle first; connections with a
+    /// request in flight are never chosen, and when every place is busy the newcomer is
+    /// refused.
     #[test]
     fn a_newcomer_takes_the_place_of_the_busiest_addresses_longest_idle_connection() {
         let limits = limits(4, 3);
@@ -532,5 +586,34 @@ mod tests {
         drop(busy);
         assert!(conns.admit(ip(4), &limits).is_ok());
         assert_eq!(conns.open.len(), 4);
+    }
+
+    /// A stranger with many addresses in one network holds at most the network's share, and
+    /// at the global limit its idle connections make room first, however recent.
+    #[test]
+    fn a_network_of_many_addresses_holds_only_its_share_and_makes_room_first() {
+        let limits = ServeLimits {
+            max_connections: 6,
+            max_connections_per_ip: 3,
+            max_connections_per_network: 4,
+            ..ServeLimits::default()
+        };
+        let mut conns = Conns::default();
+        let (_, older, _) = conns.admit(IpAddr::from([10, 0, 1, 1]), &limits).unwrap();
+        *older.idle_since.lock().unwrap() -= Duration::from_secs(60);
+        conns.admit(IpAddr::from([10, 0, 2, 1]), &limits).unwrap();
+        for n in 1..=4 {
+            conns.admit(IpAddr::from([10, 0, 0, n]), &limits).unwrap();
+        }
+        assert_eq!(
+            conns
+                .admit(IpAddr::from([10, 0, 0, 5]), &limits)
+                .unwrap_err(),
+            Refused::Network
+        );
+        conns.admit(IpAddr::from([172, 16, 0, 1]), &limits).unwrap();
+        assert_eq!(conns.per_network[&IpAddr::from([10, 0, 0, 0])], 3);
+        assert_eq!(conns.per_network[&IpAddr::from([10, 0, 1, 0])], 1);
+        assert_eq!(conns.open.len(), 6);
     }
 }
