@@ -714,3 +714,57 @@ fn one_address_of_slow_readers_holds_only_its_part_of_the_budget() {
     assert!(status.contains(" 200"), "{status}");
     assert_eq!(length, 6 << 20);
 }
+
+/// A reader that takes a little every so often frees its answer as one that takes nothing
+/// does: the kernel wakes a writer only once a good part of its send buffer has drained, so a
+/// trickle leaves the node's writes without progress and the write clock cuts it (the kernel
+/// may still hand the trickler what it had buffered). Its budget comes back for the next
+/// reader.
+#[test]
+fn a_reader_that_trickles_frees_its_answer_at_the_write_timeout() {
+    let limits = ServeLimits {
+        write_idle_timeout: Duration::from_secs(2),
+        body_memory_bytes: 10 << 20,
+        ..ServeLimits::default()
+    };
+    let (node, addr, _dir) = serving(limits);
+    let id = store_chunks(&node, 1, 7 << 20)[0];
+    let get = format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut trickler = rt
+        .block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            // A small window: the kernel cannot take the whole answer off the node's hands.
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(addr).await.unwrap().into_std()
+        })
+        .unwrap();
+    trickler.set_nonblocking(false).unwrap();
+    trickler.write_all(get.as_bytes()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reading = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if matches!(trickler.read(&mut buf), Ok(0) | Err(_)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    // The trickler's answer holds 7 MiB of the 10 MiB budget until it is cut; then another
+    // reader gets its share (8 MiB, a whole chunk's) within the 5 s a request waits.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut next = TcpStream::connect(addr).unwrap();
+    next.write_all(get.as_bytes()).unwrap();
+    let (status, body) = answer(&mut next);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body.len(), 7 << 20);
+    reading.join().unwrap();
+}
