@@ -558,10 +558,13 @@ pub struct Decline {
     pub provider: Address,
     /// Why.
     pub reason: String,
+    /// When the provider signed it (ms since the epoch).
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 /// `POST /v1/jobs/{id}/declines`: a provider says why it will not bid, signed by its key
-/// over `"gridwork/decline/v1" || job id || reason`.
+/// over [`decline_message`] (the node's key, the job, the time, the reason).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -571,6 +574,9 @@ pub struct PostDecline {
     pub public_key: String,
     /// Why.
     pub reason: String,
+    /// When it was signed (ms since the epoch), within [`SIGNATURE_WINDOW_MS`] of the node's
+    /// clock.
+    pub time_ms: u64,
     /// Hex of the signature.
     #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{128}$"))]
     pub signature: String,
@@ -617,10 +623,15 @@ pub struct ProviderList {
     pub providers: Vec<ProviderView>,
 }
 
-/// The message a decline signature covers.
-pub fn decline_message(job: &Hash, reason: &str) -> Vec<u8> {
-    let mut m = b"gridwork/decline/v1".to_vec();
+/// What a provider signs to say why it will not bid on `job`, for the node whose key is
+/// `node` at `time_ms`: a decline is off the ledger, so it names the node it is for and when
+/// (within [`SIGNATURE_WINDOW_MS`] of the node's clock), or it could be replayed to another
+/// node or over a newer reason.
+pub fn decline_message(node: &PublicKey, job: &Hash, reason: &str, time_ms: u64) -> Vec<u8> {
+    let mut m = b"gridwork/decline/v2".to_vec();
+    m.extend_from_slice(&node.to_bytes());
     m.extend_from_slice(job.as_bytes());
+    m.extend_from_slice(&time_ms.to_le_bytes());
     m.extend_from_slice(reason.as_bytes());
     m
 }

@@ -371,10 +371,16 @@ impl Client {
         reason: &str,
     ) -> Result<(), ClientError> {
         let url = format!("{}/v1/jobs/{job}/declines", self.base);
+        let node = self.node_key().await?;
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let message = decline_message(&node, job, reason, time_ms);
         let body = PostDecline {
             public_key: hex::encode(key.public().to_bytes()),
             reason: reason.to_string(),
-            signature: hex::encode(key.sign(&decline_message(job, reason)).to_bytes()),
+            time_ms,
+            signature: hex::encode(key.sign(&message).to_bytes()),
         };
         self.send_empty(self.http.post(&url).json(&body), &url)
             .await

@@ -1175,6 +1175,7 @@ async fn get_job(State(node): State<Node>, Path(id): Path<String>) -> Result<Res
     responses(
         (status = 204, description = "Recorded", body = ()),
         (status = 400, description = "`bad_request` (bad job id, key or signature hex), `malformed_json`", body = ErrorBody),
+        (status = 401, description = "`signature_expired`: `time_ms` more than 10 minutes from the node's clock", body = ErrorBody),
         (status = 403, description = "`not_a_provider`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job", body = ErrorBody),
         (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
@@ -1191,7 +1192,19 @@ async fn post_decline(
     let id: Hash = parse("job id", &id)?;
     let Json(body) = body.map_err(json_rejection)?;
     let (key, sig) = signer(&body.public_key, &body.signature)?;
-    node.decline(&id, &key, &body.reason, &sig)?;
+    let now = crate::now_ms();
+    if now.abs_diff(body.time_ms) > SIGNATURE_WINDOW_MS {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "signature_expired",
+            format!(
+                "the decline was signed at {} ms, {} s from the node's clock; sign it again (and check the clock)",
+                body.time_ms,
+                now.abs_diff(body.time_ms) / 1000
+            ),
+        ));
+    }
+    node.decline(&id, &key, &body.reason, body.time_ms, &sig)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

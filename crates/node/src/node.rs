@@ -1386,36 +1386,48 @@ impl Node {
         job: &Hash,
         public_key: &PublicKey,
         reason: &str,
+        time_ms: u64,
         signature: &Signature,
     ) -> Result<(), NodeError> {
+        let message = gridwork_api::decline_message(&self.public_key(), job, reason, time_ms);
         public_key
-            .verify(&gridwork_api::decline_message(job, reason), signature)
+            .verify(&message, signature)
             .map_err(|_| NodeError::BadSignature { what: "decline" })?;
         let provider = public_key.address();
-        let open: std::collections::HashSet<Hash> = {
-            let inner = self.lock();
-            if inner.state.job(job).is_none() {
-                return Err(NodeError::NotFound {
-                    what: format!("job {job}"),
-                });
-            }
-            // Strangers cannot crowd out real reasons: a provider is registered and staked.
-            if inner.state.provider(&provider).is_none() {
-                return Err(NodeError::NotAProvider { address: provider });
-            }
-            inner.state.jobs().map(|(id, _)| *id).collect()
-        };
+        let inner = self.lock();
+        if inner.state.job(job).is_none() {
+            return Err(NodeError::NotFound {
+                what: format!("job {job}"),
+            });
+        }
+        // Strangers cannot crowd out real reasons: a provider is registered and staked.
+        if inner.state.provider(&provider).is_none() {
+            return Err(NodeError::NotAProvider { address: provider });
+        }
         let reason: String = reason.chars().take(500).collect();
         let mut declines = self
             .shared
             .declines
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        // Reasons for jobs that left the hot state go with them.
-        declines.retain(|id, _| open.contains(id));
+        // Reasons for jobs that left the hot state go with them (a look-up per job that has
+        // reasons, not a pass over every open job).
+        declines.retain(|id, _| inner.state.job(id).is_some());
+        drop(inner);
         let list = declines.entry(*job).or_default();
+        // A replayed older decline does not overwrite the provider's newer reason.
+        if list
+            .iter()
+            .any(|d| d.provider == provider && d.time_ms >= time_ms)
+        {
+            return Ok(());
+        }
         list.retain(|d| d.provider != provider);
-        list.push(Decline { provider, reason });
+        list.push(Decline {
+            provider,
+            reason,
+            time_ms,
+        });
         if list.len() > 100 {
             list.remove(0);
         }

@@ -542,6 +542,40 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
     assert_eq!(view.tasks[0].executor, Some(exec.address()));
     assert_eq!(view.tasks[0].council, vec![council.address()]);
     assert_eq!(view.declines[0].reason, "price too low for my GPU");
+
+    // A decline names the node it is for and when it was signed: an older one replayed does
+    // not overwrite the newer reason, one signed for another node is refused, and so is one
+    // signed outside the 10-minute window.
+    let node_key = t.client.node_key().await.unwrap();
+    let post = |node: gridwork_types::PublicKey, reason: &'static str, time_ms: u64| {
+        let message = gridwork_api::decline_message(&node, &job, reason, time_ms);
+        let body = serde_json::json!({
+            "public_key": hex::encode(council.public().to_bytes()),
+            "reason": reason,
+            "time_ms": time_ms,
+            "signature": hex::encode(council.sign(&message).to_bytes()),
+        });
+        reqwest::Client::new()
+            .post(format!("{}/v1/jobs/{job}/declines", t.client.base_url()))
+            .json(&body)
+            .send()
+    };
+    let now = gridwork_node::now_ms();
+    let replayed = post(node_key, "an older reason", now - 60_000)
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 204);
+    let elsewhere = post(dev_keypair(9).public(), "for another node", now)
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), 422);
+    let stale = post(node_key, "an hour old", now - 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+    let again = t.client.job(&job).await.unwrap().unwrap();
+    assert_eq!(again.declines.len(), 1);
+    assert_eq!(again.declines[0].reason, "price too low for my GPU");
     assert_eq!(
         t.client
             .provider(&exec.address())
