@@ -619,8 +619,11 @@ pub struct ProviderView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderList {
-    /// By address.
+    /// By address, in address order, at most a page of them.
     pub providers: Vec<ProviderView>,
+    /// Where the next page starts (`?after=` this); none on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Address>,
 }
 
 /// What a provider signs to say why it will not bid on `job`, for the node whose key is
@@ -733,9 +736,15 @@ pub fn log_message(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
-    /// Ids of jobs neither finished nor cancelled.
+    /// Ids of jobs neither finished nor cancelled, in id order, at most a page of them.
     pub open: Vec<Hash>,
+    /// Where the next page starts (`?after=` this); none on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Hash>,
 }
+
+/// The most entries one page of a list answers (`?limit=`; also its default).
+pub const MAX_PAGE: usize = 1000;
 
 /// `POST /v1/chunks/missing` and `POST /v1/chunks/fetch`: chunk ids asked about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

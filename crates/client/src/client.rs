@@ -354,8 +354,16 @@ impl Client {
 
     /// `GET /v1/jobs`: ids of open jobs.
     pub async fn open_jobs(&self) -> Result<Vec<Hash>, ClientError> {
-        let list: JobList = self.get("/v1/jobs").await?;
-        Ok(list.open)
+        let mut all = Vec::new();
+        let mut path = "/v1/jobs".to_string();
+        loop {
+            let list: JobList = self.get(&path).await?;
+            all.extend(list.open);
+            match list.next {
+                Some(next) => path = format!("/v1/jobs?after={next}"),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// `GET /v1/jobs/{id}`; `None` if the node does not know it.
@@ -451,8 +459,16 @@ impl Client {
 
     /// `GET /v1/providers`.
     pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
-        let list: ProviderList = self.get("/v1/providers").await?;
-        Ok(list.providers)
+        let mut all = Vec::new();
+        let mut path = "/v1/providers".to_string();
+        loop {
+            let list: ProviderList = self.get(&path).await?;
+            all.extend(list.providers);
+            match list.next {
+                Some(next) => path = format!("/v1/providers?after={next}"),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Polls until the transaction is committed, or `timeout` passes.

@@ -1351,20 +1351,55 @@ async fn get_log(
     Ok(Json(log).into_response())
 }
 
+/// `?after=&limit=` of a paged list.
+#[derive(Deserialize)]
+struct PageQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+impl PageQuery {
+    fn read(
+        query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    ) -> Result<PageQuery, ApiError> {
+        let Query(q) = query
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+        Ok(q)
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.map_or(gridwork_api::MAX_PAGE, |l| {
+            (l as usize).clamp(1, gridwork_api::MAX_PAGE)
+        })
+    }
+}
+
 #[utoipa::path(
     get,
     path = "/v1/providers",
     tag = "jobs",
-    summary = "Registered providers",
+    summary = "Registered providers, a page at a time",
+    params(
+        ("after" = Option<Address>, Query, description = "Only providers after this address (the `next` of the page before)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default and most: 1000)"),
+    ),
     responses(
-        (status = 200, description = "Every provider, by address", body = ProviderList),
+        (status = 200, description = "Providers in address order; `next` names where the next page starts", body = ProviderList),
+        (status = 400, description = "`bad_request`: `after` is not an address or `limit` not a number", body = ErrorBody),
     ),
 )]
-async fn list_providers(State(node): State<Node>) -> Response {
-    Json(ProviderList {
-        providers: node.providers(),
-    })
-    .into_response()
+async fn list_providers(
+    State(node): State<Node>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = PageQuery::read(query)?;
+    let after: Option<Address> = q
+        .after
+        .as_deref()
+        .map(|a| parse("address", a))
+        .transpose()?;
+    let (providers, next) = node.providers_page(after, q.limit());
+    Ok(Json(ProviderList { providers, next }).into_response())
 }
 
 #[utoipa::path(
@@ -1396,16 +1431,24 @@ async fn get_provider(
     get,
     path = "/v1/jobs",
     tag = "jobs",
-    summary = "Open jobs",
+    summary = "Open jobs, a page at a time",
+    params(
+        ("after" = Option<Hash>, Query, description = "Only jobs after this id (the `next` of the page before)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default and most: 1000)"),
+    ),
     responses(
-        (status = 200, description = "Ids of jobs neither finished nor cancelled", body = JobList),
+        (status = 200, description = "Ids of jobs neither finished nor cancelled, in id order; `next` names where the next page starts", body = JobList),
+        (status = 400, description = "`bad_request`: `after` is not a job id or `limit` not a number", body = ErrorBody),
     ),
 )]
-async fn list_jobs(State(node): State<Node>) -> Response {
-    Json(JobList {
-        open: node.open_jobs(),
-    })
-    .into_response()
+async fn list_jobs(
+    State(node): State<Node>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = PageQuery::read(query)?;
+    let after: Option<Hash> = q.after.as_deref().map(|a| parse("job id", a)).transpose()?;
+    let (open, next) = node.open_jobs_page(after, q.limit());
+    Ok(Json(JobList { open, next }).into_response())
 }
 
 /// The chunk ids a question names: `{"ids": [hex]}`, or (with `content-type:

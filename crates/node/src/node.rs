@@ -1371,12 +1371,18 @@ impl Node {
 
     /// Ids of jobs neither finished nor cancelled (what workers scan for work).
     pub fn open_jobs(&self) -> Vec<Hash> {
-        self.lock()
+        self.open_jobs_page(None, usize::MAX).0
+    }
+
+    /// Up to `limit` open jobs after `after`, in id order, and where the next page starts.
+    pub fn open_jobs_page(&self, after: Option<Hash>, limit: usize) -> (Vec<Hash>, Option<Hash>) {
+        let inner = self.lock();
+        let ids = inner
             .state
             .jobs()
-            .filter(|(_, j)| !j.finished && !j.cancelled)
-            .map(|(id, _)| *id)
-            .collect()
+            .filter(|(id, j)| !j.finished && !j.cancelled && after.is_none_or(|a| **id > a))
+            .map(|(id, _)| *id);
+        page(ids, limit)
     }
 
     /// Records a provider's reason for not bidding on a job (checked: signed by the
@@ -1599,12 +1605,28 @@ impl Node {
 
     /// Every provider.
     pub fn providers(&self) -> Vec<ProviderView> {
+        self.providers_page(None, usize::MAX).0
+    }
+
+    /// Up to `limit` providers after `after`, in address order, and where the next page
+    /// starts.
+    pub fn providers_page(
+        &self,
+        after: Option<Address>,
+        limit: usize,
+    ) -> (Vec<ProviderView>, Option<Address>) {
         let inner = self.lock();
-        let addresses: Vec<Address> = inner.state.providers().map(|(a, _)| *a).collect();
-        addresses
+        let addresses = inner
+            .state
+            .providers()
+            .map(|(a, _)| *a)
+            .filter(|a| after.is_none_or(|after| *a > after));
+        let (addresses, next) = page(addresses, limit);
+        let views = addresses
             .iter()
             .filter_map(|a| Self::provider_view(&inner.state, a))
-            .collect()
+            .collect();
+        (views, next)
     }
 
     fn provider_view(state: &State, address: &Address) -> Option<ProviderView> {
@@ -2429,4 +2451,44 @@ fn write_durably(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
     file.write_all(bytes)?;
     file.sync_data()
+}
+
+/// The first `limit` of `items` in order, and the last of them when more follow (where the
+/// next page starts). Keeps only `limit + 1` at a time, whatever the list's length.
+fn page<T: Ord + Copy>(items: impl Iterator<Item = T>, limit: usize) -> (Vec<T>, Option<T>) {
+    let limit = limit.max(1);
+    let mut kept: std::collections::BinaryHeap<T> = std::collections::BinaryHeap::new();
+    for item in items {
+        kept.push(item);
+        if kept.len() > limit.saturating_add(1) {
+            kept.pop();
+        }
+    }
+    let mut kept = kept.into_sorted_vec();
+    let more = kept.len() > limit;
+    kept.truncate(limit);
+    let next = if more { kept.last().copied() } else { None };
+    (kept, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    /// A page is the first `limit` in order, and names its last when more follow.
+    #[test]
+    fn a_page_is_the_first_entries_in_order_and_names_where_the_next_starts() {
+        let items = [9u32, 3, 7, 1, 5];
+        assert_eq!(page(items.into_iter(), 2), (vec![1, 3], Some(3)));
+        assert_eq!(
+            page(items.into_iter().filter(|i| *i > 3), 2),
+            (vec![5, 7], Some(7))
+        );
+        assert_eq!(
+            page(items.into_iter().filter(|i| *i > 7), 2),
+            (vec![9], None)
+        );
+        assert_eq!(page(items.into_iter(), 5), (vec![1, 3, 5, 7, 9], None));
+        assert_eq!(page(std::iter::empty::<u32>(), 5), (vec![], None));
+    }
 }

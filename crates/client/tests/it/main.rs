@@ -655,6 +655,29 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         (1, 1, "available")
     );
     assert_eq!(t.client.providers().await.unwrap().len(), 2);
+    // Lists come a page at a time: `next` names where the next page starts.
+    let page = |query: String| {
+        let url = format!("{}/v1/providers{query}", t.client.base_url());
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<gridwork_api::ProviderList>()
+                .await
+                .unwrap()
+        }
+    };
+    let first = page("?limit=1".into()).await;
+    assert_eq!(first.providers.len(), 1);
+    let after = first.next.expect("a second page");
+    let second = page(format!("?limit=1&after={after}")).await;
+    assert_eq!(second.providers.len(), 1);
+    assert!(second.providers[0].address > after);
+    assert_eq!(second.next, None);
+    let bad = reqwest::get(format!("{}/v1/providers?after=nobody", t.client.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
