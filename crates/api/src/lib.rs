@@ -50,6 +50,24 @@ pub fn signed_request_message(
     m
 }
 
+/// The value of [`SIGNATURE_HEADER`] for a request `key` signs for `node` at `time_ms`:
+/// `public key "." time_ms "." hex signature` over [`signed_request_message`].
+pub fn signature_header(
+    key: &gridwork_types::Keypair,
+    node: &PublicKey,
+    method: &str,
+    path: &str,
+    time_ms: u64,
+    digest: &Hash,
+) -> String {
+    let message = signed_request_message(node, method, path, time_ms, digest);
+    format!(
+        "{}.{time_ms}.{}",
+        key.public(),
+        hex::encode(key.sign(&message).to_bytes())
+    )
+}
+
 /// The header that carries a request's proof that it holds a tree's data key (hex of
 /// `DataKey::holder_proof` for the node's key), on `PUT /v1/trees/{cid}/pin` and `POST /v1/trees/{cid}/keys`.
 pub const KEY_PROOF_HEADER: &str = "gridwork-key-proof";

@@ -194,21 +194,10 @@ impl Client {
             return Ok(request);
         };
         let node = self.node_key().await?;
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let message = gridwork_api::signed_request_message(&node, method, path, time_ms, digest);
-        let signature = key.sign(&message);
+        let signature = gridwork_api::signature_header(key, &node, method, path, now_ms(), digest);
         Ok(request
             .header(gridwork_api::DIGEST_HEADER, digest.to_string())
-            .header(
-                gridwork_api::SIGNATURE_HEADER,
-                format!(
-                    "{}.{time_ms}.{}",
-                    key.public(),
-                    hex::encode(signature.to_bytes())
-                ),
-            ))
+            .header(gridwork_api::SIGNATURE_HEADER, signature))
     }
 
     /// The node's base URL.
@@ -354,13 +343,27 @@ impl Client {
 
     /// `GET /v1/jobs`: ids of open jobs.
     pub async fn open_jobs(&self) -> Result<Vec<Hash>, ClientError> {
+        self.all_pages("/v1/jobs", |list: JobList| (list.open, list.next))
+            .await
+    }
+
+    /// Every entry of a paged list at `path`, walking its `next` cursors (`?after=`).
+    async fn all_pages<L, T, C>(
+        &self,
+        path: &str,
+        split: impl Fn(L) -> (Vec<T>, Option<C>),
+    ) -> Result<Vec<T>, ClientError>
+    where
+        L: DeserializeOwned,
+        C: std::fmt::Display,
+    {
         let mut all = Vec::new();
-        let mut path = "/v1/jobs".to_string();
+        let mut page = path.to_string();
         loop {
-            let list: JobList = self.get(&path).await?;
-            all.extend(list.open);
-            match list.next {
-                Some(next) => path = format!("/v1/jobs?after={next}"),
+            let (entries, next) = split(self.get(&page).await?);
+            all.extend(entries);
+            match next {
+                Some(next) => page = format!("{path}?after={next}"),
                 None => return Ok(all),
             }
         }
@@ -380,9 +383,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let url = format!("{}/v1/jobs/{job}/declines", self.base);
         let node = self.node_key().await?;
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let time_ms = now_ms();
         let message = decline_message(&node, job, reason, time_ms);
         let body = PostDecline {
             public_key: hex::encode(key.public().to_bytes()),
@@ -459,16 +460,10 @@ impl Client {
 
     /// `GET /v1/providers`.
     pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
-        let mut all = Vec::new();
-        let mut path = "/v1/providers".to_string();
-        loop {
-            let list: ProviderList = self.get(&path).await?;
-            all.extend(list.providers);
-            match list.next {
-                Some(next) => path = format!("/v1/providers?after={next}"),
-                None => return Ok(all),
-            }
-        }
+        self.all_pages("/v1/providers", |list: ProviderList| {
+            (list.providers, list.next)
+        })
+        .await
     }
 
     /// Polls until the transaction is committed, or `timeout` passes.
@@ -576,4 +571,11 @@ fn refusal(status: reqwest::StatusCode, bytes: &[u8], url: &str) -> ClientError 
             message: format!("HTTP {status}: {}", String::from_utf8_lossy(bytes)),
         },
     }
+}
+
+/// This machine's clock, in ms since the Unix epoch (what signed requests carry).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

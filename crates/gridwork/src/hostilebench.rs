@@ -370,13 +370,11 @@ fn signed_headers(
     digest: &Hash,
 ) -> String {
     let time_ms = gridwork_node::now_ms();
-    let message = gridwork_api::signed_request_message(node_key, method, path, time_ms, digest);
-    let signature = hex::encode(key.sign(&message).to_bytes());
     format!(
-        "{}: {digest}\r\n{}: {}.{time_ms}.{signature}\r\n",
+        "{}: {digest}\r\n{}: {}\r\n",
         gridwork_api::DIGEST_HEADER,
         gridwork_api::SIGNATURE_HEADER,
-        key.public()
+        gridwork_api::signature_header(key, node_key, method, path, time_ms, digest)
     )
 }
 

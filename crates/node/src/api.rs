@@ -445,8 +445,11 @@ impl Budget {
         let part_kib = (self.total_kib / UNSIGNED_SHARE).max(self.total_kib.min(72 << 10));
         let part = {
             let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-            // Parts nobody holds go, so the map follows the clients of the moment.
-            clients.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < part_kib);
+            if !clients.contains_key(&client) {
+                // Parts nobody holds go as new clients come, so the map follows the clients
+                // of the moment (a pass over it per new client, not per request).
+                clients.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < part_kib);
+            }
             clients
                 .entry(client)
                 .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(part_kib)))
@@ -1367,6 +1370,14 @@ impl PageQuery {
         Ok(q)
     }
 
+    /// The `after` cursor as a `what` (an address, a job id), if given.
+    fn after<T: FromStr>(&self, what: &str) -> Result<Option<T>, ApiError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.after.as_deref().map(|a| parse(what, a)).transpose()
+    }
+
     fn limit(&self) -> usize {
         self.limit.map_or(gridwork_api::MAX_PAGE, |l| {
             (l as usize).clamp(1, gridwork_api::MAX_PAGE)
@@ -1393,12 +1404,7 @@ async fn list_providers(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = PageQuery::read(query)?;
-    let after: Option<Address> = q
-        .after
-        .as_deref()
-        .map(|a| parse("address", a))
-        .transpose()?;
-    let (providers, next) = node.providers_page(after, q.limit());
+    let (providers, next) = node.providers_page(q.after("address")?, q.limit());
     Ok(Json(ProviderList { providers, next }).into_response())
 }
 
@@ -1446,8 +1452,7 @@ async fn list_jobs(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = PageQuery::read(query)?;
-    let after: Option<Hash> = q.after.as_deref().map(|a| parse("job id", a)).transpose()?;
-    let (open, next) = node.open_jobs_page(after, q.limit());
+    let (open, next) = node.open_jobs_page(q.after("job id")?, q.limit());
     Ok(Json(JobList { open, next }).into_response())
 }
 

@@ -41,16 +41,37 @@ fn signed(node: &Node, method: &str, path: &str, digest: &Hash) -> String {
 
 /// The same headers signed by `key`.
 fn signed_by(node: &Node, key: &Keypair, method: &str, path: &str, digest: &Hash) -> String {
-    let time_ms = gridwork_node::now_ms();
-    let message =
-        gridwork_api::signed_request_message(&node.public_key(), method, path, time_ms, digest);
-    let signature = hex::encode(key.sign(&message).to_bytes());
+    let signature = gridwork_api::signature_header(
+        key,
+        &node.public_key(),
+        method,
+        path,
+        gridwork_node::now_ms(),
+        digest,
+    );
     format!(
-        "{}: {digest}\r\n{}: {}.{time_ms}.{signature}\r\n",
+        "{}: {digest}\r\n{}: {signature}\r\n",
         gridwork_api::DIGEST_HEADER,
         gridwork_api::SIGNATURE_HEADER,
-        key.public()
     )
+}
+
+/// A blocking connection to `addr` from a socket `set_up` prepared (bound to another
+/// loopback address, given a small receive window).
+fn connect_with(addr: SocketAddr, set_up: impl FnOnce(&tokio::net::TcpSocket)) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    set_up(&socket);
+    let s = rt
+        .block_on(socket.connect(addr))
+        .unwrap()
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
 }
 
 /// Status line and body of the answer on `s` (read to its end or its length).
@@ -696,18 +717,9 @@ fn one_address_of_slow_readers_holds_only_its_part_of_the_budget() {
     assert!(idle.len() >= 10, "refused after {} readers", idle.len());
     drop(refused);
     // Another address is served meanwhile.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut other = rt
-        .block_on(async {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-            socket.connect(addr).await.unwrap().into_std()
-        })
-        .unwrap();
-    other.set_nonblocking(false).unwrap();
+    let mut other = connect_with(addr, |socket| {
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    });
     other.write_all(get.as_bytes()).unwrap();
     let (status, body) = answer(&mut other);
     let length = body.len();
@@ -730,19 +742,10 @@ fn a_reader_that_trickles_frees_its_answer_at_the_write_timeout() {
     let (node, addr, _dir) = serving(limits);
     let id = store_chunks(&node, 1, 7 << 20)[0];
     let get = format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut trickler = rt
-        .block_on(async {
-            let socket = tokio::net::TcpSocket::new_v4().unwrap();
-            // A small window: the kernel cannot take the whole answer off the node's hands.
-            socket.set_recv_buffer_size(4096).unwrap();
-            socket.connect(addr).await.unwrap().into_std()
-        })
-        .unwrap();
-    trickler.set_nonblocking(false).unwrap();
+    let mut trickler = connect_with(addr, |socket| {
+        // A small window: the kernel cannot take the whole answer off the node's hands.
+        socket.set_recv_buffer_size(4096).unwrap();
+    });
     trickler.write_all(get.as_bytes()).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reading = {

@@ -172,19 +172,13 @@ fn request(ids: &[gridwork_types::Hash]) -> Vec<u8> {
     gridwork_api::frames::encode_fetch_request(ids)
 }
 
-/// A peer that opens streams and never reads their answers holds only its own places: its
-/// next request waits, another peer is served at once, and once the stuck answers time out
-/// the peer's next request is answered too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_peer_that_never_reads_holds_only_its_own_places() {
-    use std::time::Duration;
-    let dir = tempfile::tempdir().unwrap();
-    let (store, ids) = filled_store(&dir.path().join("server"), 6, 4 << 20);
-    let limits = gridwork_p2p::PeerLimits {
-        streams_per_peer: 2,
-        answer_timeout: Duration::from_secs(3),
-        ..gridwork_p2p::PeerLimits::default()
-    };
+/// A peer under `limits` serving six 4 MiB chunks from a store in `dir`: the peer, its
+/// announcement and the chunks' ids.
+async fn serving_six_chunks(
+    dir: &std::path::Path,
+    limits: gridwork_p2p::PeerLimits,
+) -> (Peer, PeerAddr, Vec<gridwork_types::Hash>) {
+    let (store, ids) = filled_store(&dir.join("server"), 6, 4 << 20);
     let server = gridwork_p2p::Peer::bind_with(
         transport_secret(&Keypair::from_seed([1; 32])),
         loopback(),
@@ -194,6 +188,25 @@ async fn a_peer_that_never_reads_holds_only_its_own_places() {
     .await
     .unwrap();
     let announced = server.announcement(&[]);
+    (server, announced, ids)
+}
+
+/// A peer that opens streams and never reads their answers holds only its own places: its
+/// next request waits, another peer is served at once, and once the stuck answers time out
+/// the peer's next request is answered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_holds_only_its_own_places() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, announced, ids) = serving_six_chunks(
+        dir.path(),
+        gridwork_p2p::PeerLimits {
+            streams_per_peer: 2,
+            answer_timeout: Duration::from_secs(3),
+            ..gridwork_p2p::PeerLimits::default()
+        },
+    )
+    .await;
 
     let (_endpoint, greedy) = raw_connection(&announced).await;
     let mut stuck = Vec::new();
@@ -259,22 +272,16 @@ async fn a_peer_that_never_reads_holds_only_its_own_places() {
 async fn a_request_that_finds_no_place_to_be_answered_in_time_is_reset() {
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
-    let (store, ids) = filled_store(&dir.path().join("server"), 6, 4 << 20);
-    let limits = gridwork_p2p::PeerLimits {
-        answers_at_once: 1,
-        request_timeout: Duration::from_secs(1),
-        answer_timeout: Duration::from_secs(60),
-        ..gridwork_p2p::PeerLimits::default()
-    };
-    let server = gridwork_p2p::Peer::bind_with(
-        transport_secret(&Keypair::from_seed([1; 32])),
-        loopback(),
-        Some(store),
-        limits,
+    let (_server, announced, ids) = serving_six_chunks(
+        dir.path(),
+        gridwork_p2p::PeerLimits {
+            answers_at_once: 1,
+            request_timeout: Duration::from_secs(1),
+            answer_timeout: Duration::from_secs(60),
+            ..gridwork_p2p::PeerLimits::default()
+        },
     )
-    .await
-    .unwrap();
-    let announced = server.announcement(&[]);
+    .await;
     // A peer takes the one place with a 24 MiB answer it never reads.
     let (_endpoint, greedy) = raw_connection(&announced).await;
     let (mut send, _stuck) = greedy.open_bi().await.unwrap();
