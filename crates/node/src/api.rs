@@ -232,6 +232,9 @@ impl From<AdmitError> for ApiError {
             AdmitError::Mempool(MempoolError::Full { .. } | MempoolError::FullBytes { .. }) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "mempool_full")
             }
+            AdmitError::Mempool(MempoolError::Underpriced { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "mempool_underpriced")
+            }
             AdmitError::Mempool(MempoolError::SenderFull { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "sender_mempool_full")
             }
@@ -879,7 +882,7 @@ async fn chain(State(node): State<Node>) -> Result<Response, ApiError> {
         (status = 413, description = "`body_too_large`, `transaction_too_large`", body = ErrorBody),
         (status = 422, description = "The ledger refuses it; the code names why (`bad_signature`, `nonce_replayed`, `nonce_future`, `fee_too_low`, `insufficient_balance`, ...)", body = ErrorBody),
         (status = 429, description = "`sender_mempool_full`: the sender has as many transactions pending as one account may", body = ErrorBody),
-        (status = 503, description = "`mempool_full`, `halted`", body = ErrorBody),
+        (status = 503, description = "`mempool_full`, `mempool_underpriced` (the pool is full: the message names the fee that takes the place of cheaper transactions), `halted`", body = ErrorBody),
     ),
 )]
 async fn submit_tx(

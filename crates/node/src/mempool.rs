@@ -11,13 +11,20 @@
 //!
 //! Signatures are checked by the caller before admission (in batches, outside the node lock).
 //!
-//! Blocks take transactions in arrival order, which keeps each sender's transactions in nonce
-//! order.
+//! **A fee market when full.** Accounts cost nothing to make, so the per-sender share alone
+//! does not stop a party with many funded accounts from filling the pool. When the pool is
+//! full (by count or bytes), a transaction paying a higher fee *per byte* takes the place of
+//! the cheapest ones pending, each the last of its sender's queue (so no sender's nonce chain
+//! breaks); one that does not outbid them is refused with the fee that would
+//! ([`MempoolError::Underpriced`]). Blocks take the best-paying sender's next transaction
+//! first, so each sender's transactions stay in nonce order, and among equal fee rates the
+//! oldest goes first: with the default fee of zero that is arrival order.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use gridwork_protocol::{Account, State, TxError};
-use gridwork_types::{Address, Hash, SignedTx};
+use gridwork_types::{Address, Amount, Hash, SignedTx};
 
 /// Why the mempool refused a transaction.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,17 +36,28 @@ pub enum MempoolError {
         /// Its hash.
         hash: Hash,
     },
-    /// At capacity.
+    /// At capacity, and nothing pending that another sender could lose its place for.
     #[error("the mempool is full ({capacity} transactions); retry after the next block")]
     Full {
         /// The capacity.
         capacity: usize,
     },
-    /// Its pending transactions fill the byte budget.
+    /// Its pending transactions fill the byte budget, and nothing pending that another
+    /// sender could lose its place for.
     #[error("the mempool holds {max_bytes} bytes of transactions, its limit; retry after the next block")]
     FullBytes {
         /// The byte limit.
         max_bytes: usize,
+    },
+    /// Full, and the transaction pays no more per byte than those it would replace.
+    #[error(
+        "the mempool is full and this transaction pays {fee} GRID; one paying at least {needed} GRID takes the place of cheaper ones (or retry after the next block)"
+    )]
+    Underpriced {
+        /// What it pays.
+        fee: Amount,
+        /// The fee that would have it admitted now.
+        needed: Amount,
     },
     /// The sender has as many transactions waiting as one sender may.
     #[error(
@@ -56,30 +74,50 @@ pub enum MempoolError {
     Invalid(#[from] TxError),
 }
 
+/// A fee per byte, scaled so that small fees on large transactions still compare.
+type Rate = u128;
+
+const RATE_SCALE: u32 = 16;
+
+fn rate(fee: Amount, size: usize) -> Rate {
+    fee.0.saturating_mul(1 << RATE_SCALE) / size.max(1) as u128
+}
+
+/// The least fee for `size` bytes whose rate is above `rate`.
+fn fee_above(rate: Rate, size: usize) -> Amount {
+    let scaled = rate.saturating_add(1).saturating_mul(size as u128);
+    Amount(scaled.div_ceil(1 << RATE_SCALE))
+}
+
 #[derive(Debug)]
 struct Entry {
-    hash: Hash,
     sender: Address,
     tx: SignedTx,
     size: usize,
+    /// Arrival order.
+    seq: u64,
+    rate: Rate,
 }
 
 #[derive(Debug)]
 struct SenderView {
     projected: Account,
-    pending: usize,
+    /// Pending transactions in nonce order.
+    queue: VecDeque<Hash>,
 }
 
 /// The pending transactions of a node.
 #[derive(Debug)]
 pub struct Mempool {
-    queue: VecDeque<Entry>,
-    by_hash: HashMap<Hash, usize>,
+    entries: HashMap<Hash, Entry>,
     senders: HashMap<Address, SenderView>,
+    /// Each sender's next transaction, best fee rate first, then oldest.
+    ready: BTreeSet<(Reverse<Rate>, u64, Hash)>,
+    /// Each sender's last transaction, cheapest first, then newest: what a better-paying
+    /// newcomer replaces when the pool is full.
+    tails: BTreeSet<(Rate, Reverse<u64>, Hash)>,
+    next_seq: u64,
     capacity: usize,
-    /// Index in `queue` of its first element, so `by_hash` positions stay valid as the
-    /// front is taken.
-    taken: usize,
     /// Encoded bytes of what is pending, and the most there may be.
     bytes: usize,
     max_bytes: usize,
@@ -96,11 +134,12 @@ impl Mempool {
     /// An empty mempool holding at most `capacity` transactions.
     pub fn new(capacity: usize) -> Self {
         Mempool {
-            queue: VecDeque::new(),
-            by_hash: HashMap::new(),
+            entries: HashMap::new(),
             senders: HashMap::new(),
+            ready: BTreeSet::new(),
+            tails: BTreeSet::new(),
+            next_seq: 0,
             capacity,
-            taken: 0,
             bytes: 0,
             max_bytes: DEFAULT_MEMPOOL_MAX_BYTES,
             max_per_sender: DEFAULT_MEMPOOL_MAX_PER_SENDER,
@@ -115,18 +154,17 @@ impl Mempool {
 
     /// Number of pending transactions.
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.entries.len()
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.entries.is_empty()
     }
 
     /// A pending transaction by hash.
     pub fn get(&self, hash: &Hash) -> Option<&SignedTx> {
-        let pos = self.by_hash.get(hash)?;
-        self.queue.get(pos - self.taken).map(|e| &e.tx)
+        self.entries.get(hash).map(|e| &e.tx)
     }
 
     /// The nonce the sender's next transaction should carry, counting pending ones.
@@ -136,7 +174,8 @@ impl Mempool {
             .map_or_else(|| state.account(sender).nonce, |v| v.projected.nonce)
     }
 
-    /// Admits a transaction whose signature was checked, as of time `now_ms`.
+    /// Admits a transaction whose signature was checked, as of time `now_ms`. A full pool
+    /// admits it in place of cheaper ones (see the module docs).
     pub fn admit(
         &mut self,
         state: &State,
@@ -144,31 +183,32 @@ impl Mempool {
         hash: Hash,
         now_ms: u64,
     ) -> Result<(), MempoolError> {
-        if self.by_hash.contains_key(&hash) {
+        if self.entries.contains_key(&hash) {
             return Err(MempoolError::AlreadyPending { hash });
         }
-        if self.queue.len() >= self.capacity {
-            return Err(MempoolError::Full {
-                capacity: self.capacity,
-            });
-        }
         let size = gridwork_types::Encode::to_bytes(&tx).len();
-        if self.bytes + size > self.max_bytes {
-            return Err(MempoolError::FullBytes {
-                max_bytes: self.max_bytes,
-            });
-        }
         let sender = tx.tx.sender();
-        if self
-            .senders
-            .get(&sender)
-            .is_some_and(|v| v.pending >= self.max_per_sender)
-        {
+        let pending = self.senders.get(&sender).map_or(0, |v| v.queue.len());
+        if pending >= self.max_per_sender {
             return Err(MempoolError::SenderFull {
                 sender,
                 max: self.max_per_sender,
             });
         }
+        let projected = self.check(state, &tx, now_ms)?;
+        let evict = self.room_for(&tx, size)?;
+        for hash in evict {
+            self.evict_tail(state, hash, now_ms);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.insert(tx, hash, size, seq, projected);
+        Ok(())
+    }
+
+    /// The sender's projected account after `tx`, or why the ledger would refuse it.
+    fn check(&self, state: &State, tx: &SignedTx, now_ms: u64) -> Result<Account, TxError> {
+        let sender = tx.tx.sender();
         let mut projected = match self.senders.get(&sender) {
             Some(view) => view.projected.clone(),
             None => state.account(&sender),
@@ -178,58 +218,181 @@ impl Mempool {
             &mut projected,
             now_ms.max(state.head().timestamp_ms),
         )?;
-        let view = self.senders.entry(sender).or_insert(SenderView {
-            projected: Account::default(),
-            pending: 0,
-        });
-        view.projected = projected;
-        view.pending += 1;
-        self.by_hash.insert(hash, self.taken + self.queue.len());
-        self.queue.push_back(Entry {
-            hash,
-            sender,
-            tx,
-            size,
-        });
-        self.bytes += size;
-        Ok(())
+        Ok(projected)
     }
 
-    /// Removes and returns up to `max` transactions, oldest first, for the next block.
+    /// The pending transactions `tx` (of `size` bytes) takes the place of, or why it cannot
+    /// have one: only other senders' last transactions paying less per byte make room.
+    fn room_for(&self, tx: &SignedTx, size: usize) -> Result<Vec<Hash>, MempoolError> {
+        let over_count = (self.entries.len() + 1).saturating_sub(self.capacity);
+        let over_bytes = (self.bytes + size).saturating_sub(self.max_bytes);
+        if over_count == 0 && over_bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let sender = tx.tx.sender();
+        let offered = rate(tx.tx.fee, size);
+        let (mut count, mut bytes) = (0, 0);
+        let mut evict = Vec::new();
+        for &(cheapest, _, hash) in &self.tails {
+            let entry = &self.entries[&hash];
+            if entry.sender == sender {
+                continue;
+            }
+            if cheapest >= offered {
+                // Room is there at a higher fee: say which.
+                return Err(MempoolError::Underpriced {
+                    fee: tx.tx.fee,
+                    needed: fee_above(cheapest, size),
+                });
+            }
+            evict.push(hash);
+            count += 1;
+            bytes += entry.size;
+            if count >= over_count && bytes >= over_bytes {
+                return Ok(evict);
+            }
+        }
+        // Even every other sender's last transaction would not make room.
+        Err(if over_count > 0 {
+            MempoolError::Full {
+                capacity: self.capacity,
+            }
+        } else {
+            MempoolError::FullBytes {
+                max_bytes: self.max_bytes,
+            }
+        })
+    }
+
+    fn insert(&mut self, tx: SignedTx, hash: Hash, size: usize, seq: u64, projected: Account) {
+        let sender = tx.tx.sender();
+        let rate = rate(tx.tx.fee, size);
+        let view = self.senders.entry(sender).or_insert(SenderView {
+            projected: Account::default(),
+            queue: VecDeque::new(),
+        });
+        view.projected = projected;
+        match view.queue.back() {
+            Some(last) => {
+                let old = &self.entries[last];
+                self.tails.remove(&(old.rate, Reverse(old.seq), *last));
+            }
+            None => {
+                self.ready.insert((Reverse(rate), seq, hash));
+            }
+        }
+        view.queue.push_back(hash);
+        self.tails.insert((rate, Reverse(seq), hash));
+        self.bytes += size;
+        self.entries.insert(
+            hash,
+            Entry {
+                sender,
+                tx,
+                size,
+                seq,
+                rate,
+            },
+        );
+    }
+
+    /// Drops `hash`, the last pending transaction of its sender, and re-projects the sender's
+    /// account from what it still has pending.
+    fn evict_tail(&mut self, state: &State, hash: Hash, now_ms: u64) {
+        let Some(entry) = self.entries.remove(&hash) else {
+            return;
+        };
+        self.bytes -= entry.size;
+        self.tails.remove(&(entry.rate, Reverse(entry.seq), hash));
+        let view = self
+            .senders
+            .get_mut(&entry.sender)
+            .expect("a pending transaction's sender has a view");
+        view.queue.pop_back();
+        let Some(last) = view.queue.back() else {
+            self.ready.remove(&(Reverse(entry.rate), entry.seq, hash));
+            self.senders.remove(&entry.sender);
+            return;
+        };
+        let new_tail = &self.entries[last];
+        self.tails
+            .insert((new_tail.rate, Reverse(new_tail.seq), *last));
+        // What is left passed in this order against this state before, so it passes again.
+        let mut projected = state.account(&entry.sender);
+        let now = now_ms.max(state.head().timestamp_ms);
+        for hash in &view.queue {
+            let _ = state.check_tx(&self.entries[hash].tx.tx, &mut projected, now);
+        }
+        view.projected = projected;
+    }
+
+    /// Removes and returns up to `max` transactions for the next block: the best-paying
+    /// sender's next one first, then the oldest.
     pub fn take(&mut self, max: usize) -> Vec<SignedTx> {
-        let n = max.min(self.queue.len());
-        let mut out = Vec::with_capacity(n);
-        for entry in self.queue.drain(..n) {
+        let mut out = Vec::with_capacity(max.min(self.entries.len()));
+        while out.len() < max {
+            let Some((_, _, hash)) = self.ready.pop_first() else {
+                break;
+            };
+            let entry = self
+                .entries
+                .remove(&hash)
+                .expect("a ready transaction is pending");
             self.bytes -= entry.size;
-            self.by_hash.remove(&entry.hash);
-            if let Some(view) = self.senders.get_mut(&entry.sender) {
-                view.pending -= 1;
-                if view.pending == 0 {
+            let view = self
+                .senders
+                .get_mut(&entry.sender)
+                .expect("a pending transaction's sender has a view");
+            view.queue.pop_front();
+            match view.queue.front() {
+                Some(&next_hash) => {
+                    let next = &self.entries[&next_hash];
+                    self.ready.insert((Reverse(next.rate), next.seq, next_hash));
+                }
+                None => {
+                    self.tails.remove(&(entry.rate, Reverse(entry.seq), hash));
                     self.senders.remove(&entry.sender);
                 }
             }
             out.push(entry.tx);
         }
-        self.taken += n;
         out
     }
 
-    /// Re-checks everything pending against `state`, dropping what no longer applies. Needed
-    /// only when a block refused some of what the mempool had admitted, which breaks the
-    /// projection of those senders. Returns how many were dropped.
-    pub fn revalidate(&mut self, state: &State, now_ms: u64) -> usize {
-        let entries: Vec<Entry> = self.queue.drain(..).collect();
-        self.taken = 0;
-        self.bytes = 0;
-        self.by_hash.clear();
-        self.senders.clear();
-        let before = entries.len();
-        for entry in entries {
-            // A dropped transaction's error is not reported: its sender sees it stay pending
-            // until it disappears, then resubmits with the nonce `next_nonce` gives.
-            let _ = self.admit(state, entry.tx, entry.hash, now_ms);
+    /// Re-checks the pending transactions of `senders` against `state`, dropping what no
+    /// longer applies. Needed when a block refused some of what the mempool had admitted,
+    /// which breaks the projection of those senders (and of nobody else: a sender's
+    /// projection counts only its own transactions). Returns how many were dropped.
+    pub fn revalidate(
+        &mut self,
+        state: &State,
+        now_ms: u64,
+        senders: impl IntoIterator<Item = Address>,
+    ) -> usize {
+        let mut dropped = 0;
+        for sender in senders {
+            let Some(view) = self.senders.remove(&sender) else {
+                continue;
+            };
+            let mut entries = Vec::with_capacity(view.queue.len());
+            for hash in view.queue {
+                let entry = self.entries.remove(&hash).expect("queued is pending");
+                self.bytes -= entry.size;
+                self.ready.remove(&(Reverse(entry.rate), entry.seq, hash));
+                self.tails.remove(&(entry.rate, Reverse(entry.seq), hash));
+                entries.push((hash, entry));
+            }
+            for (hash, entry) in entries {
+                // A dropped transaction's error is not reported: its sender sees it stay
+                // pending until it disappears, then resubmits with the nonce `next_nonce`
+                // gives. Its place is kept (same arrival order); the room was its own.
+                match self.check(state, &entry.tx, now_ms) {
+                    Ok(projected) => self.insert(entry.tx, hash, entry.size, entry.seq, projected),
+                    Err(_) => dropped += 1,
+                }
+            }
         }
-        before - self.queue.len()
+        dropped
     }
 }
 
@@ -364,5 +527,138 @@ mod tests {
         pool.take(2);
         assert_eq!(pool.get(&txs[3].hash()), Some(&txs[3]));
         assert_eq!(pool.get(&txs[0].hash()), None);
+    }
+
+    fn paying(key: &Keypair, nonce: u64, fee: u128) -> SignedTx {
+        Transaction {
+            from: key.public(),
+            nonce,
+            fee: Amount(fee),
+            kind: TxKind::Transfer {
+                to: Address([1; 20]),
+                amount: Amount(1),
+            },
+        }
+        .sign("m", key)
+    }
+
+    /// Sybils: many free accounts fill the pool at fee zero. An honest sender is told the fee
+    /// that gets it in, pays it, and takes the place of the newest cheapest transaction; a
+    /// Sybil's earlier transactions keep their nonce chain and the Sybil its projection.
+    #[test]
+    fn a_better_paying_transaction_takes_the_place_of_the_cheapest_when_full() {
+        let (state, _) = State::genesis(&Genesis::dev("m", 0, 6, Params::default())).unwrap();
+        let sybils = [dev_keypair(0), dev_keypair(1), dev_keypair(2)];
+        let honest = dev_keypair(3);
+        let mut pool = Mempool::new(6);
+        for n in 0..2 {
+            for sybil in &sybils {
+                let tx = paying(sybil, n, 0);
+                pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+            }
+        }
+        let free = paying(&honest, 0, 0);
+        let Err(MempoolError::Underpriced { fee, needed }) =
+            pool.admit(&state, free.clone(), free.hash(), 0)
+        else {
+            panic!("a free transaction is not admitted into a pool full of free ones");
+        };
+        assert_eq!(fee, Amount::ZERO);
+        assert_eq!(needed, Amount(1));
+        let paid = paying(&honest, 0, needed.0);
+        pool.admit(&state, paid.clone(), paid.hash(), 0).unwrap();
+        assert_eq!(pool.len(), 6);
+        assert!(pool.get(&paid.hash()).is_some());
+        // The newest of the cheapest went: the last Sybil's nonce 1.
+        let gone = paying(&sybils[2], 1, 0);
+        assert!(pool.get(&gone.hash()).is_none());
+        assert_eq!(pool.next_nonce(&state, &sybils[2].address()), 1);
+        // The same fee does not outbid what now pays as much (the honest one is its own
+        // sender's tail, and the others pay less): another newcomer replaces a free one.
+        let second = paying(&dev_keypair(4), 0, 1);
+        pool.admit(&state, second.clone(), second.hash(), 0)
+            .unwrap();
+        assert_eq!(pool.len(), 6);
+        // Blocks take the best-paying first, then arrival order, each sender's in nonce order.
+        let taken = pool.take(10);
+        assert_eq!(taken[0], paid);
+        assert_eq!(taken[1], second);
+        let rest: Vec<_> = taken[2..]
+            .iter()
+            .map(|t| (t.tx.sender(), t.tx.nonce))
+            .collect();
+        assert_eq!(
+            rest,
+            vec![
+                (sybils[0].address(), 0),
+                (sybils[1].address(), 0),
+                (sybils[2].address(), 0),
+                (sybils[0].address(), 1),
+            ]
+        );
+        assert!(pool.is_empty());
+    }
+
+    /// Room is made only from other senders' transactions: a sender cannot evict its own
+    /// (that would break its nonce chain), and when the others pay as much, the pool says
+    /// it is full rather than evicting a transaction for nothing.
+    #[test]
+    fn a_full_pool_evicts_nothing_it_cannot_use() {
+        let (state, _) = State::genesis(&Genesis::dev("m", 0, 3, Params::default())).unwrap();
+        let (a, b) = (dev_keypair(0), dev_keypair(1));
+        let mut pool = Mempool::new(2);
+        for n in 0..2 {
+            let tx = paying(&a, n, 0);
+            pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        }
+        let own = paying(&a, 2, 1_000);
+        assert!(matches!(
+            pool.admit(&state, own.clone(), own.hash(), 0),
+            Err(MempoolError::Full { capacity: 2 })
+        ));
+        // The only other sender pays as much: told the fee that outbids it, nothing evicted.
+        let mut pool = Mempool::new(2);
+        let a0 = paying(&a, 0, 0);
+        let b0 = paying(&b, 0, 3);
+        pool.admit(&state, a0.clone(), a0.hash(), 0).unwrap();
+        pool.admit(&state, b0.clone(), b0.hash(), 0).unwrap();
+        let a1 = paying(&a, 1, 3);
+        assert_eq!(
+            pool.admit(&state, a1.clone(), a1.hash(), 0),
+            Err(MempoolError::Underpriced {
+                fee: Amount(3),
+                needed: Amount(4)
+            })
+        );
+        assert!(pool.get(&b0.hash()).is_some() && pool.get(&a0.hash()).is_some());
+        let a1 = paying(&a, 1, 4);
+        pool.admit(&state, a1.clone(), a1.hash(), 0).unwrap();
+        assert!(pool.get(&b0.hash()).is_none());
+    }
+
+    /// A block that refused a transaction breaks its sender's projection only: that
+    /// sender's later transactions are re-checked and dropped, everyone else's stay.
+    #[test]
+    fn revalidation_drops_only_the_refused_senders_later_transactions() {
+        let (mut state, _) = State::genesis(&Genesis::dev("m", 0, 3, Params::default())).unwrap();
+        let (a, b) = (dev_keypair(0), dev_keypair(1));
+        let mut pool = Mempool::new(100);
+        for n in 0..3 {
+            for key in [&a, &b] {
+                let tx = paying(key, n, 0);
+                pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+            }
+        }
+        // The block commits only b's first (a's was "refused").
+        let taken = pool.take(2);
+        assert_eq!(taken[0].tx.sender(), a.address());
+        let built = state.build_block(1, Address([0; 20]), vec![taken[1].clone()]);
+        assert!(built.rejected.is_empty());
+        assert_eq!(pool.revalidate(&state, 1, [a.address()]), 2);
+        assert_eq!(pool.len(), 2);
+        assert_eq!(pool.next_nonce(&state, &a.address()), 0);
+        assert_eq!(pool.next_nonce(&state, &b.address()), 3);
+        let rest = pool.take(10);
+        assert!(rest.iter().all(|t| t.tx.sender() == b.address()));
     }
 }

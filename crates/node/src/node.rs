@@ -1055,7 +1055,12 @@ impl Node {
                 return Err(self.halt(&mut inner, e.to_string()));
             }
             if !built.rejected.is_empty() {
-                let dropped = mempool.revalidate(state, now_ms());
+                let senders: std::collections::BTreeSet<_> = built
+                    .rejected
+                    .iter()
+                    .map(|(tx, _)| tx.tx.sender())
+                    .collect();
+                let dropped = mempool.revalidate(state, now_ms(), senders);
                 tracing::warn!(
                     rejected = built.rejected.len(),
                     dropped,

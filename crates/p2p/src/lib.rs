@@ -12,7 +12,10 @@
 //! never sees plaintext. One connection per peer carries many streams at once; a server
 //! handles at most [`PeerLimits::streams_per_peer`] of one connection at a time and
 //! [`PeerLimits::answers_at_once`] in all, and resets a stream whose request or answer is not
-//! moved in time: a peer that never reads holds its own places, nobody else's.
+//! moved in time: a peer that never reads holds its own places, nobody else's. Connections
+//! are capped in all ([`PeerLimits::connections`]) and per address
+//! ([`PeerLimits::connections_per_address`]); past either a new one is refused before its
+//! handshake.
 //!
 //! Why not iroh-blobs: its provider serves from a store of its own (a second copy of every
 //! chunk, or memory), and its BLAKE3 verified streaming guards multi-gigabyte blobs; our chunks
@@ -21,8 +24,9 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs, unreachable_pub)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -30,7 +34,7 @@ use gridwork_api::frames::{self, Frame};
 use gridwork_client::{ChunkSource, ClientError};
 use gridwork_transfer::ChunkStore;
 use gridwork_types::{Hash, Keypair, PeerAddr, PublicKey};
-use iroh::endpoint::{presets, Connection};
+use iroh::endpoint::{presets, Accepting, Connection, IncomingAddr};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use iroh::{Endpoint, EndpointAddr, SecretKey};
 
@@ -60,6 +64,11 @@ pub struct PeerLimits {
     pub request_timeout: Duration,
     /// An answer must be taken within this, or its stream is reset.
     pub answer_timeout: Duration,
+    /// Connections served at once; more are refused as they arrive. Endpoint keys are free,
+    /// so this and the next bound what strangers can open, not what one key can.
+    pub connections: usize,
+    /// Connections served at once from one address (an IPv6 peer's /64).
+    pub connections_per_address: usize,
 }
 
 impl Default for PeerLimits {
@@ -69,6 +78,8 @@ impl Default for PeerLimits {
             answers_at_once: 8,
             request_timeout: Duration::from_secs(10),
             answer_timeout: REQUEST_TIMEOUT,
+            connections: 256,
+            connections_per_address: 16,
         }
     }
 }
@@ -136,7 +147,18 @@ impl Peer {
             .await
             .map_err(|e| refused(e.to_string()))?;
         let router = store.map(|store| {
+            let places = Places::new(limits);
+            let filter = places.clone();
             Router::builder(endpoint.clone())
+                // Refused before the handshake's cryptography when the address or the
+                // server is already full; `on_accepting` takes the place itself.
+                .incoming_filter(Arc::new(move |incoming| {
+                    if filter.has_room(client_of(&incoming.remote_addr())) {
+                        iroh::protocol::IncomingFilterOutcome::Accept
+                    } else {
+                        iroh::protocol::IncomingFilterOutcome::Reject
+                    }
+                }))
                 .accept(
                     ALPN,
                     Arc::new(ChunkServer {
@@ -145,6 +167,8 @@ impl Peer {
                             limits.answers_at_once.max(1),
                         )),
                         limits,
+                        places,
+                        held: Mutex::default(),
                     }),
                 )
                 .spawn()
@@ -214,6 +238,110 @@ fn unreachable_key() -> PublicKey {
     Keypair::from_seed([0; 32]).public()
 }
 
+/// Who a connection counts against: its IPv4 address or its IPv6 /64 (one host's usual
+/// allocation); `None` for a connection with no IP address (a relay's, and relays are off).
+fn client_of(addr: &IncomingAddr) -> Option<IpAddr> {
+    let IncomingAddr::Ip(socket) = addr else {
+        return None;
+    };
+    Some(match socket.ip().to_canonical() {
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            ))
+        }
+        v4 => v4,
+    })
+}
+
+/// The connections being served, in all and per address.
+#[derive(Debug, Clone)]
+struct Places {
+    limits: PeerLimits,
+    taken: Arc<Mutex<PlacesTaken>>,
+}
+
+#[derive(Debug, Default)]
+struct PlacesTaken {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// A connection's place, given back when dropped.
+#[derive(Debug)]
+struct Place {
+    taken: Arc<Mutex<PlacesTaken>>,
+    client: Option<IpAddr>,
+}
+
+impl Places {
+    fn new(limits: PeerLimits) -> Self {
+        Places {
+            limits,
+            taken: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PlacesTaken> {
+        self.taken.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn room_in(&self, taken: &PlacesTaken, client: Option<IpAddr>) -> bool {
+        taken.total < self.limits.connections.max(1)
+            && client.is_none_or(|c| {
+                taken.by_client.get(&c).copied().unwrap_or(0)
+                    < self.limits.connections_per_address.max(1)
+            })
+    }
+
+    fn has_room(&self, client: Option<IpAddr>) -> bool {
+        self.room_in(&self.lock(), client)
+    }
+
+    fn take(&self, client: Option<IpAddr>) -> Option<Place> {
+        let mut taken = self.lock();
+        if !self.room_in(&taken, client) {
+            return None;
+        }
+        taken.total += 1;
+        if let Some(c) = client {
+            *taken.by_client.entry(c).or_default() += 1;
+        }
+        Some(Place {
+            taken: self.taken.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        taken.total -= 1;
+        if let Some(c) = self.client {
+            if let Some(n) = taken.by_client.get_mut(&c) {
+                *n -= 1;
+                if *n == 0 {
+                    taken.by_client.remove(&c);
+                }
+            }
+        }
+    }
+}
+
+/// Refused: the server or the peer's address has as many connections as it serves.
+#[derive(Debug, thiserror::Error)]
+#[error("too many peer connections (from this address or in all); try again later")]
+struct NoPlace;
+
 /// Serves a chunk store: one request per stream, under [`PeerLimits`].
 #[derive(Debug)]
 struct ChunkServer {
@@ -221,10 +349,33 @@ struct ChunkServer {
     limits: PeerLimits,
     /// Places for answers, shared by all connections.
     answers: Arc<tokio::sync::Semaphore>,
+    /// Places for connections.
+    places: Places,
+    /// Places taken while a connection's handshake ran, by its `stable_id`, until its
+    /// handler picks them up.
+    held: Mutex<HashMap<usize, Place>>,
 }
 
 impl ProtocolHandler for ChunkServer {
+    async fn on_accepting(&self, accepting: Accepting) -> Result<Connection, AcceptError> {
+        // The place is taken before the handshake, so handshakes in progress count too.
+        let Some(place) = self.places.take(client_of(&accepting.remote_addr())) else {
+            return Err(AcceptError::from_err(NoPlace));
+        };
+        let connection = accepting.await?;
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(connection.stable_id(), place);
+        Ok(connection)
+    }
+
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
+        let _place = self
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&connection.stable_id());
         let limits = self.limits;
         let mine = Arc::new(tokio::sync::Semaphore::new(limits.streams_per_peer.max(1)));
         // A stream is accepted only with a place of this peer's: the rest wait unopened.

@@ -149,11 +149,21 @@ fn filled_store(
 
 /// A raw connection to `server` from a fresh endpoint: streams it opens and never reads.
 async fn raw_connection(server: &PeerAddr) -> (iroh::Endpoint, iroh::endpoint::Connection) {
+    dial(server, 42, [127, 0, 0, 1]).await.unwrap()
+}
+
+/// A connection to `server` from a fresh endpoint with key `seed` at address `ip`, or why
+/// not.
+async fn dial(
+    server: &PeerAddr,
+    seed: u8,
+    ip: [u8; 4],
+) -> Result<(iroh::Endpoint, iroh::endpoint::Connection), String> {
     let endpoint = iroh::Endpoint::builder(iroh::endpoint::presets::Minimal)
-        .secret_key(iroh::SecretKey::from_bytes(&[42; 32]))
+        .secret_key(iroh::SecretKey::from_bytes(&[seed; 32]))
         .relay_mode(iroh::RelayMode::Disabled)
         .clear_address_lookup()
-        .bind_addr(loopback())
+        .bind_addr(SocketAddr::from((ip, 0)))
         .unwrap()
         .bind()
         .await
@@ -164,8 +174,88 @@ async fn raw_connection(server: &PeerAddr) -> (iroh::Endpoint, iroh::endpoint::C
         .unwrap()
         .into_iter()
         .fold(iroh::EndpointAddr::new(id), |a, s| a.with_ip_addr(s));
-    let connection = endpoint.connect(target, gridwork_p2p::ALPN).await.unwrap();
-    (endpoint, connection)
+    let connect = endpoint.connect(target, gridwork_p2p::ALPN);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+        Ok(Ok(connection)) => Ok((endpoint, connection)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no handshake within 10 s".into()),
+    }
+}
+
+/// Whether `connection` gets an answer to a request for `id`.
+async fn answered(connection: &iroh::endpoint::Connection, id: gridwork_types::Hash) -> bool {
+    let ask = async {
+        let (mut send, mut recv) = connection.open_bi().await.ok()?;
+        send.write_all(&request(&[id])).await.ok()?;
+        send.finish().ok()?;
+        recv.read_to_end(16 << 20).await.ok()
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(10), ask).await,
+        Ok(Some(answer)) if answer.len() > 4 << 20
+    )
+}
+
+/// Endpoint keys are free, so connections are capped per address and in all: a stranger's
+/// keys from one address get that address's places, the server's last place goes to
+/// whoever asks first, and a closed connection's place is given again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_connections_are_capped_per_address_and_in_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, announced, ids) = serving_six_chunks(
+        dir.path(),
+        gridwork_p2p::PeerLimits {
+            connections: 3,
+            connections_per_address: 2,
+            ..gridwork_p2p::PeerLimits::default()
+        },
+    )
+    .await;
+    let one = [127, 0, 0, 1];
+    let mut held = Vec::new();
+    for seed in 10..12 {
+        let (endpoint, connection) = dial(&announced, seed, one).await.unwrap();
+        assert!(
+            answered(&connection, ids[0]).await,
+            "key {seed} was not served"
+        );
+        held.push((endpoint, connection));
+    }
+    // A third key from the same address is refused (or its connection serves nothing).
+    if let Ok((_endpoint, third)) = dial(&announced, 12, one).await {
+        assert!(
+            !answered(&third, ids[0]).await,
+            "a third connection from one address was served"
+        );
+    }
+    // Another address gets the last place; a third address finds the server full.
+    let (_e2, two) = dial(&announced, 13, [127, 0, 0, 2]).await.unwrap();
+    assert!(answered(&two, ids[1]).await);
+    if let Ok((_endpoint, three)) = dial(&announced, 14, [127, 0, 0, 3]).await {
+        assert!(
+            !answered(&three, ids[0]).await,
+            "a connection past the server's cap was served"
+        );
+    }
+    // Closing one gives its place back.
+    let (endpoint, connection) = held.pop().unwrap();
+    connection.close(0u32.into(), b"done");
+    endpoint.close().await;
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok((endpoint, connection)) = dial(&announced, 15, [127, 0, 0, 3]).await {
+            if answered(&connection, ids[2]).await {
+                again = Some((endpoint, connection));
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        again.is_some(),
+        "a closed connection's place was not given again"
+    );
+    server.shutdown().await;
 }
 
 fn request(ids: &[gridwork_types::Hash]) -> Vec<u8> {
