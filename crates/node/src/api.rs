@@ -1008,17 +1008,45 @@ async fn list_blocks(
         (status = 400, description = "`bad_request`: not a block id", body = ErrorBody),
         (status = 404, description = "`not_found`: no such block", body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = BUSY, body = ErrorBody, headers(("retry-after" = u32, description = "Seconds to wait before retrying"))),
     ),
 )]
-async fn get_block(State(node): State<Node>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn get_block(
+    State(node): State<Node>,
+    budget: Budget,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id: BlockId = id
         .parse()
         .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
-    match node.block(id)? {
-        Some(block) => Ok(Json(block).into_response()),
-        None => Err(ApiError::not_found("block")),
-    }
+    let Some(block) = node.block(id)? else {
+        return Err(ApiError::not_found("block"));
+    };
+    // Unsigned, and a full block's answer is over a megabyte: it draws on the body budget
+    // like a chunk read, or readers that never read would each hold one.
+    let count = block.txs.as_ref().map_or(0, Vec::len);
+    let mut memory = budget
+        .take_unsigned(BLOCK_JSON_BYTES + BLOCK_JSON_BYTES_PER_TX * count)
+        .await?;
+    let json = serde_json::to_vec(&block).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding block: {e}"),
+        )
+    })?;
+    memory.shrink(json.capacity());
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        held_body(Bytes::from(json), memory),
+    )
+        .into_response())
 }
+
+/// What a block's JSON takes besides its transactions' hashes (the header's fields).
+const BLOCK_JSON_BYTES: usize = 1024;
+/// What each transaction hash takes in a block's JSON (64 hex digits, quotes and a comma).
+const BLOCK_JSON_BYTES_PER_TX: usize = 67;
 
 /// Server-sent events: one `block` event per committed block, with its receipts. A client
 /// that falls behind by more than the channel holds gets a `lagged` event naming how many
@@ -2287,6 +2315,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::byte_range;
+    use axum::http::StatusCode;
 
     /// `(METHOD, path)` of every route `router_with` registers, read from its source: the
     /// router cannot list its routes, and a route added without a `#[utoipa::path]` must fail
@@ -2408,6 +2437,105 @@ mod tests {
                 schemas[name]
             );
         }
+    }
+
+    /// A node whose block at the returned height holds 3,000 transfers, and its router with
+    /// a body budget of 256 KiB: room for one such block's answer (about 200 KB).
+    fn node_with_a_full_block(dir: &std::path::Path) -> (crate::Node, axum::Router, u64) {
+        use gridwork_types::{Address, Amount, Transaction, TxKind};
+        let config = crate::NodeConfig {
+            data_dir: dir.to_path_buf(),
+            ..crate::NodeConfig::default()
+        };
+        let node = crate::Node::open(&config, crate::GenesisSource::dev(2)).unwrap();
+        let key = gridwork_protocol::dev_keypair(0);
+        let txs = (0..3000)
+            .map(|nonce| {
+                Transaction {
+                    from: key.public(),
+                    nonce,
+                    fee: Amount::ZERO,
+                    kind: TxKind::Transfer {
+                        to: Address([7; 20]),
+                        amount: Amount(1),
+                    },
+                }
+                .sign(node.chain_id(), &key)
+            })
+            .collect();
+        assert!(node.submit(txs).iter().all(Result::is_ok));
+        let height = node.produce_block(true).unwrap().unwrap().block.height;
+        let router = super::router_with(
+            node.clone(),
+            &crate::ServeLimits {
+                body_memory_bytes: 256 << 10,
+                ..crate::ServeLimits::default()
+            },
+        );
+        (node, router, height)
+    }
+
+    fn get(path: &str) -> axum::http::Request<axum::body::Body> {
+        axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    /// A block's answer (unsigned, 67 bytes a transaction) holds its share of the body
+    /// budget until it is taken: with room for one answer of 3,000 transactions, a second
+    /// request beside an untaken answer is told `busy`, and served once that answer is gone.
+    #[tokio::test]
+    async fn a_block_answer_holds_its_share_of_the_body_budget_until_taken() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (_node, router, height) = node_with_a_full_block(dir.path());
+        let path = format!("/v1/blocks/{height}");
+        let untaken = router.clone().oneshot(get(&path)).await.unwrap();
+        assert_eq!(untaken.status(), StatusCode::OK);
+        let refused = router.clone().oneshot(get(&path)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(untaken);
+        let served = router.oneshot(get(&path)).await.unwrap();
+        assert_eq!(served.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(served.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let view: gridwork_api::BlockView = serde_json::from_slice(&body).unwrap();
+        assert_eq!(view.txs.map(|t| t.len()), Some(3000));
+    }
+
+    /// Reading a pin (unsigned; its file may list two million chunks) waits for a share of
+    /// the body budget twice its file's size: beside an untaken block answer, a pin of 2,000
+    /// chunks is told `busy`, and is read once the answer is gone.
+    #[tokio::test]
+    async fn a_pin_view_waits_for_its_share_of_the_body_budget() {
+        use gridwork_types::{Address, Hash};
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (node, router, height) = node_with_a_full_block(dir.path());
+        let ids: Vec<Hash> = (0..2000u32)
+            .map(|i| {
+                let bytes = i.to_le_bytes();
+                let id = Hash::of(&bytes);
+                node.put_chunk(&id, &bytes).unwrap();
+                id
+            })
+            .collect();
+        node.pin_tree(&ids[0], &ids, &Hash::of(b"proof"), &Address([7; 20]))
+            .unwrap();
+        assert!(node.pin_file_bytes(&ids[0]) > 2000 * 32);
+        let pin = format!("/v1/trees/{}/pin", ids[0]);
+        let untaken = router
+            .clone()
+            .oneshot(get(&format!("/v1/blocks/{height}")))
+            .await
+            .unwrap();
+        assert_eq!(untaken.status(), StatusCode::OK);
+        let refused = router.clone().oneshot(get(&pin)).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(untaken);
+        let served = router.oneshot(get(&pin)).await.unwrap();
+        assert_eq!(served.status(), StatusCode::OK);
     }
 
     #[test]
