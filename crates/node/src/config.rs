@@ -107,6 +107,9 @@ pub struct NodeConfig {
     pub http_body_timeout_ms: u64,
     /// A response the client has taken nothing of for this many ms is cut off.
     pub http_write_idle_timeout_ms: u64,
+    /// A response is cut off once the node has waited `http_write_idle_timeout_ms` in all on
+    /// a client that took fewer than this many bytes a second meanwhile.
+    pub http_write_min_bytes_per_sec: u64,
     /// Bytes of upload bodies and fetch answers the API holds in memory at once.
     pub http_body_memory_bytes: usize,
 }
@@ -125,6 +128,7 @@ impl NodeConfig {
             body_idle_timeout: ms(self.http_body_idle_timeout_ms),
             body_timeout: ms(self.http_body_timeout_ms),
             write_idle_timeout: ms(self.http_write_idle_timeout_ms),
+            write_min_rate: self.http_write_min_bytes_per_sec,
             // At least one largest body, or no upload could ever be taken.
             body_memory_bytes: self
                 .http_body_memory_bytes
@@ -163,6 +167,7 @@ impl Default for NodeConfig {
             http_body_idle_timeout_ms: 30_000,
             http_body_timeout_ms: 120_000,
             http_write_idle_timeout_ms: 30_000,
+            http_write_min_bytes_per_sec: crate::serve::DEFAULT_WRITE_MIN_RATE,
             http_body_memory_bytes: 1 << 30,
         }
     }

@@ -15,7 +15,9 @@
 //! - a request body: no gap between its pieces longer than `body_idle_timeout`, and the whole
 //!   within `body_timeout` (`api::time_bodies`); each route has its own size limit;
 //! - a response: a client that stops reading is cut off once the socket has taken nothing for
-//!   `write_idle_timeout` ([`WriteIdle`]), so an answer it asked for is freed;
+//!   `write_idle_timeout`, and one that reads a little now and then once the node has waited
+//!   that long in all on it and it took less than `write_min_rate` a second ([`WriteIdle`]),
+//!   so an answer it asked for is freed;
 //! - memory for bodies: uploads and fetch answers draw on one budget of `body_memory_bytes`,
 //!   held until the body is gone (`api::Budget`); a request that cannot get its share within
 //!   a few seconds is answered `503 busy`.
@@ -54,6 +56,11 @@ pub struct ServeLimits {
     pub body_timeout: Duration,
     /// A response the client has not taken a byte of for this long is cut off.
     pub write_idle_timeout: Duration,
+    /// A response is cut off once the node has waited `write_idle_timeout` in all on a
+    /// client that took less than this many bytes a second meanwhile: a reader that takes a
+    /// little now and then would otherwise hold its answer (and its share of the body
+    /// budget) for as long as it likes.
+    pub write_min_rate: u64,
     /// Bytes of upload bodies and fetch answers held in memory at once.
     pub body_memory_bytes: usize,
 }
@@ -68,10 +75,15 @@ impl Default for ServeLimits {
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(120),
             write_idle_timeout: Duration::from_secs(30),
+            write_min_rate: DEFAULT_WRITE_MIN_RATE,
             body_memory_bytes: 1 << 30,
         }
     }
 }
+
+/// The default [`ServeLimits::write_min_rate`]: 4 KiB/s (32 kbit/s) a connection, far below
+/// any link a data-plane user has, even one pull's four streams sharing 512 kbit/s.
+pub(crate) const DEFAULT_WRITE_MIN_RATE: u64 = 4 << 10;
 
 /// Serves the API of `node` on `listener` until `shutdown` resolves, with the default
 /// [`ServeLimits`].
@@ -379,7 +391,7 @@ pub async fn serve_with(
             activity,
             client: api::ClientAddr(client_of(peer.ip())),
         });
-        let io = WriteIdle::new(stream, limits.write_idle_timeout);
+        let io = WriteIdle::new(stream, limits.write_idle_timeout, limits.write_min_rate);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             // Request heads are small; hyper's default buffer (about 400 KiB) would let 1024
@@ -414,38 +426,103 @@ pub async fn serve_with(
     Ok(())
 }
 
-/// A connection whose writes fail once the peer has taken nothing for `idle`: hyper has no
-/// write timeout, and a client that asks for a 64 MiB answer and never reads it would hold
-/// the answer (and its connection) for as long as it likes.
+/// A connection whose writes fail once the peer has taken nothing for `idle`, or once the
+/// node has waited `idle` in all on a peer that took less than `min_rate` bytes a second
+/// meanwhile: hyper has no write timeout, and a client that asks for a 64 MiB answer and
+/// never reads it, or reads a little every so often, would hold the answer (and its
+/// connection) for as long as it likes.
+///
+/// The rate is judged over time spent *waiting* on the socket only: a client that takes
+/// everything as fast as it comes is never waited on, and an idle keep-alive connection has
+/// nothing to wait for. The kernel wakes a blocked writer only once a good part of its send
+/// buffer has drained, so progress comes in bursts; summing waits over a window of `idle`
+/// judges the average, not one burst.
 struct WriteIdle<T> {
     io: T,
     idle: Duration,
-    /// Armed when a write could not proceed; cleared by any progress.
+    min_rate: u64,
+    /// Armed while a write cannot proceed: fires at the idle deadline or the end of the rate
+    /// window, whichever is first.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// When the current wait began.
+    waiting_since: Option<Instant>,
+    /// Time waited, and bytes written, in the current rate window.
+    waited: Duration,
+    written: u64,
+    /// The part of the current wait that an earlier window already judged.
+    counted: Duration,
 }
 
 impl<T> WriteIdle<T> {
-    fn new(io: T, idle: Duration) -> Self {
+    fn new(io: T, idle: Duration, min_rate: u64) -> Self {
         WriteIdle {
             io,
             idle,
+            min_rate,
             stalled: None,
+            waiting_since: None,
+            waited: Duration::ZERO,
+            written: 0,
+            counted: Duration::ZERO,
         }
     }
 
-    /// `Pending` from the socket: arms the clock, or fails once it ran out.
+    /// `Pending` from the socket: arms the clock, or fails once the client took nothing for
+    /// `idle` or too little over a window of waiting.
     fn stall<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
-        let idle = self.idle;
-        let clock = self
-            .stalled
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-        match clock.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("the client took nothing for {} s", idle.as_secs()),
-            ))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            let now = Instant::now();
+            let since = *self.waiting_since.get_or_insert(now);
+            let waiting = now - since;
+            if waiting >= self.idle {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the client took nothing for {} s", self.idle.as_secs()),
+                )));
+            }
+            if self.waited + (waiting - self.counted) >= self.idle {
+                // A window of waiting is over: judge what the client took in it.
+                let least = self.min_rate.saturating_mul(self.idle.as_secs().max(1));
+                if self.written < least {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took {} bytes while the node waited {} s on it, \
+                             less than {} bytes a second",
+                            self.written,
+                            self.idle.as_secs(),
+                            self.min_rate
+                        ),
+                    )));
+                }
+                // The next window starts now; the rest of this wait counts in it.
+                self.waited = Duration::ZERO;
+                self.written = 0;
+                self.counted = waiting;
+            }
+            let window_ends = since + self.counted + (self.idle - self.waited);
+            let deadline = tokio::time::Instant::from_std(window_ends.min(since + self.idle));
+            let clock = self
+                .stalled
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if clock.deadline() != deadline {
+                clock.as_mut().reset(deadline);
+            }
+            if clock.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Due: judge again as of now.
         }
+    }
+
+    /// Progress: `n` bytes taken; a wait, if any, ends.
+    fn progressed(&mut self, n: usize) {
+        if let Some(since) = self.waiting_since.take() {
+            self.waited += since.elapsed().saturating_sub(self.counted);
+        }
+        self.counted = Duration::ZERO;
+        self.stalled = None;
+        self.written += n as u64;
     }
 }
 
@@ -467,10 +544,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteIdle<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.io).poll_write(cx, buf) {
             Poll::Pending => self.stall(cx),
-            ready => {
-                self.stalled = None;
-                ready
+            Poll::Ready(Ok(n)) => {
+                self.progressed(n);
+                Poll::Ready(Ok(n))
             }
+            ready => ready,
         }
     }
 
@@ -481,10 +559,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteIdle<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
             Poll::Pending => self.stall(cx),
-            ready => {
-                self.stalled = None;
-                ready
+            Poll::Ready(Ok(n)) => {
+                self.progressed(n);
+                Poll::Ready(Ok(n))
             }
+            ready => ready,
         }
     }
 
@@ -495,10 +574,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WriteIdle<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.io).poll_flush(cx) {
             Poll::Pending => self.stall(cx),
-            ready => {
-                self.stalled = None;
-                ready
+            Poll::Ready(Ok(())) => {
+                self.progressed(0);
+                Poll::Ready(Ok(()))
             }
+            ready => ready,
         }
     }
 

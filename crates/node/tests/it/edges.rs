@@ -13,9 +13,16 @@ use super::config;
 
 /// A node serving on loopback with `limits`; the directory lives as long as the test.
 fn serving(limits: ServeLimits) -> (Node, SocketAddr, tempfile::TempDir) {
+    serving_on(limits, std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+/// A node serving on `listener` with `limits`.
+fn serving_on(
+    limits: ServeLimits,
+    listener: std::net::TcpListener,
+) -> (Node, SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     listener.set_nonblocking(true).unwrap();
     let served = node.clone();
@@ -770,4 +777,64 @@ fn a_reader_that_trickles_frees_its_answer_at_the_write_timeout() {
     assert!(status.contains(" 200"), "{status}");
     assert_eq!(body.len(), 7 << 20);
     reading.join().unwrap();
+}
+
+/// A reader that keeps taking a little, so the node's writes never stall for the idle
+/// timeout, is still cut off once the node has waited that long in all on it and it took
+/// less than the minimum rate meanwhile; the budget its answer held comes back at once. The
+/// node's send buffer is small here so that progress comes often: the write-idle clock alone
+/// never fires on this reader, which would hold its 6 MiB for over a minute.
+#[test]
+fn a_reader_below_the_minimum_rate_is_cut_off_though_it_keeps_reading() {
+    let limits = ServeLimits {
+        write_idle_timeout: Duration::from_secs(3),
+        write_min_rate: 1 << 20,
+        body_memory_bytes: 8 << 20,
+        ..ServeLimits::default()
+    };
+    let listener = {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(32 << 10).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = rt.enter();
+        socket.listen(64).unwrap().into_std().unwrap()
+    };
+    let (node, addr, _dir) = serving_on(limits, listener);
+    let id = store_chunks(&node, 1, 6 << 20)[0];
+    let get = format!("GET /v1/chunks/{id} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n");
+    let mut slow = connect_with(addr, |socket| {
+        socket.set_recv_buffer_size(4096).unwrap();
+    });
+    slow.write_all(get.as_bytes()).unwrap();
+    let started = Instant::now();
+    let reading = std::thread::spawn(move || {
+        // About 80 KB/s: 8 KiB every 100 ms, until the node ends the answer (or 60 s).
+        let mut buf = [0u8; 8192];
+        let mut taken = 0usize;
+        while started.elapsed() < Duration::from_secs(60) {
+            match slow.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => taken += n,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (taken, started.elapsed())
+    });
+    // The slow answer holds 6 MiB of the 8 MiB budget: the next reader's 8 MiB share waits
+    // (up to 5 s) and gets it once the slow reader is cut, about 3 s in.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut next = TcpStream::connect(addr).unwrap();
+    next.write_all(get.as_bytes()).unwrap();
+    let (status, body) = answer(&mut next);
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body.len(), 6 << 20);
+    let (taken, took) = reading.join().unwrap();
+    assert!(
+        taken < 6 << 20 && took < Duration::from_secs(30),
+        "the slow reader took {taken} bytes in {took:?}: it was not cut off"
+    );
 }
