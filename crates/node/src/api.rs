@@ -291,41 +291,120 @@ struct ApiState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct ClientAddr(pub(crate) std::net::IpAddr);
 
-/// Event streams open per client: one client may hold only [`MAX_EVENT_STREAMS_PER_CLIENT`]
-/// of the node's [`MAX_EVENT_SUBSCRIBERS`], or four addresses would hold them all.
-#[derive(Clone, Default)]
-struct StreamsPerClient(Arc<std::sync::Mutex<std::collections::HashMap<ClientAddr, usize>>>);
+/// The event streams open, by client: one client may hold only
+/// [`MAX_EVENT_STREAMS_PER_CLIENT`] of the node's [`MAX_EVENT_SUBSCRIBERS`] (or four addresses
+/// would hold them all), and when all are taken a newcomer holding fewer than the busiest
+/// client by two or more takes the place of that client's oldest stream, which is told to
+/// resume later (so sixteen addresses cannot lock everyone else out; it takes one stream each
+/// from 256 addresses).
+#[derive(Clone)]
+struct StreamsPerClient {
+    open: Arc<std::sync::Mutex<OpenStreams>>,
+    max: usize,
+    per_client: usize,
+}
+
+impl Default for StreamsPerClient {
+    fn default() -> Self {
+        StreamsPerClient {
+            open: Arc::default(),
+            max: MAX_EVENT_SUBSCRIBERS,
+            per_client: MAX_EVENT_STREAMS_PER_CLIENT,
+        }
+    }
+}
+
+#[derive(Default)]
+struct OpenStreams {
+    next_id: u64,
+    total: usize,
+    /// Each client's streams, oldest first: an id and how to tell it its place was given
+    /// away.
+    by_client: std::collections::HashMap<ClientAddr, Vec<(u64, Arc<tokio::sync::Notify>)>>,
+}
 
 /// One client's place among the event streams, given back when its stream ends.
 struct StreamPlace {
     streams: StreamsPerClient,
     client: ClientAddr,
+    id: u64,
+    /// Notified when a newcomer took this place.
+    displaced: Arc<tokio::sync::Notify>,
+}
+
+/// Why no event stream was opened.
+#[derive(Debug, PartialEq, Eq)]
+enum NoStream {
+    /// The client holds its share.
+    ClientFull,
+    /// The node serves as many as it may, and nobody holds more than the client by two.
+    NodeFull,
 }
 
 impl StreamsPerClient {
-    fn take(&self, client: ClientAddr) -> Option<StreamPlace> {
-        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(client).or_insert(0);
-        if *n >= MAX_EVENT_STREAMS_PER_CLIENT {
-            return None;
+    fn take(&self, client: ClientAddr) -> Result<StreamPlace, NoStream> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = open.by_client.get(&client).map_or(0, Vec::len);
+        if mine >= self.per_client {
+            return Err(NoStream::ClientFull);
         }
-        *n += 1;
-        Some(StreamPlace {
+        if open.total >= self.max {
+            let busiest = open
+                .by_client
+                .iter()
+                // Ties go to the client whose oldest stream is oldest: the same choice every time.
+                .max_by_key(|(_, streams)| {
+                    (
+                        streams.len(),
+                        std::cmp::Reverse(streams.first().map_or(0, |s| s.0)),
+                    )
+                })
+                .map(|(c, streams)| (*c, streams.len()));
+            // Only for a newcomer that then holds fewer than the busiest did: otherwise two
+            // clients would take places back and forth.
+            let Some((busiest, _)) = busiest.filter(|(_, held)| mine + 1 < *held) else {
+                return Err(NoStream::NodeFull);
+            };
+            let streams = open
+                .by_client
+                .get_mut(&busiest)
+                .expect("the busiest holds some");
+            let (_, displaced) = streams.remove(0);
+            displaced.notify_one();
+            open.total -= 1;
+        }
+        open.total += 1;
+        open.next_id += 1;
+        let id = open.next_id;
+        let displaced = Arc::new(tokio::sync::Notify::new());
+        open.by_client
+            .entry(client)
+            .or_default()
+            .push((id, displaced.clone()));
+        Ok(StreamPlace {
             streams: self.clone(),
             client,
+            id,
+            displaced,
         })
     }
 }
 
 impl Drop for StreamPlace {
     fn drop(&mut self) {
-        let mut open = self.streams.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.client);
-            }
+        let mut open = self.streams.open.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(streams) = open.by_client.get_mut(&self.client) else {
+            return;
+        };
+        // A displaced stream's place is already someone else's.
+        let Some(at) = streams.iter().position(|(id, _)| *id == self.id) else {
+            return;
+        };
+        streams.remove(at);
+        if streams.is_empty() {
+            open.by_client.remove(&self.client);
         }
+        open.total -= 1;
     }
 }
 
@@ -1101,19 +1180,28 @@ async fn events(
         ),
     };
     let place = match client {
-        Some(axum::Extension(client)) => Some(streams.take(client).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_subscribers",
-                format!(
+        Some(axum::Extension(client)) => Some(streams.take(client).map_err(|why| {
+            let message = match why {
+                NoStream::ClientFull => format!(
                     "one client may hold at most {MAX_EVENT_STREAMS_PER_CLIENT} event streams; close one, or poll GET /v1/blocks"
                 ),
-            )
+                NoStream::NodeFull => format!(
+                    "the node serves at most {MAX_EVENT_SUBSCRIBERS} event streams; poll GET /v1/blocks or retry later"
+                ),
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_subscribers", message)
         })?),
         None => None,
     };
+    // The places above are the cap for clients the server knows; this one bounds the
+    // router used on its own, and memory in any case (a displaced stream lets go of its
+    // subscription when it is next polled).
     let sub = node
-        .subscribe_limited(MAX_EVENT_SUBSCRIBERS)
+        .subscribe_limited(if place.is_some() {
+            2 * MAX_EVENT_SUBSCRIBERS
+        } else {
+            MAX_EVENT_SUBSCRIBERS
+        })
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1146,7 +1234,24 @@ async fn events(
         loop {
             let next = match backlog.pop_front() {
                 Some(block) => Ok(block),
-                None => sub.rx.recv().await,
+                None => {
+                    let displaced = async {
+                        match &place {
+                            Some(p) => p.displaced.notified().await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        next = sub.rx.recv() => next,
+                        () = displaced => {
+                            let event = SseEvent::default()
+                                .event("lagged")
+                                .id(last.to_string())
+                                .data(format!("the node serves at most {MAX_EVENT_SUBSCRIBERS} event streams and gave this one's place to a client holding fewer; subscribe again later with Last-Event-ID: {last}, or poll GET /v1/blocks"));
+                            return Some((Ok(event), None));
+                        }
+                    }
+                }
             };
             let block = match next {
                 Ok(block) => block,
@@ -2536,6 +2641,48 @@ mod tests {
         drop(untaken);
         let served = router.oneshot(get(&pin)).await.unwrap();
         assert_eq!(served.status(), StatusCode::OK);
+    }
+
+    /// At the cap a newcomer holding fewer streams than the busiest client by two takes that
+    /// client's oldest place (it is told); between clients two apart or less nothing moves,
+    /// so places do not go back and forth; a displaced place is not given back twice.
+    #[test]
+    fn a_newcomer_takes_the_oldest_place_of_the_client_holding_the_most() {
+        use super::{ClientAddr, NoStream, StreamsPerClient};
+        let streams = StreamsPerClient {
+            max: 4,
+            per_client: 3,
+            ..StreamsPerClient::default()
+        };
+        let client = |n: u8| ClientAddr(std::net::IpAddr::from([10, 0, 0, n]));
+        let a: Vec<_> = (0..3).map(|_| streams.take(client(1)).unwrap()).collect();
+        assert_eq!(streams.take(client(1)).err(), Some(NoStream::ClientFull));
+        let b1 = streams.take(client(2)).unwrap();
+        // Full: the newcomer (0) is two below the busiest (3): a's oldest goes.
+        let c1 = streams.take(client(3)).unwrap();
+        let told = a[0].displaced.clone();
+        assert!(
+            futures_util::FutureExt::now_or_never(told.notified()).is_some(),
+            "the displaced stream was not told"
+        );
+        // a 2, b 1, c 1: b is not two below a, so nothing moves for it; a newcomer is.
+        assert_eq!(streams.take(client(2)).err(), Some(NoStream::NodeFull));
+        let d1 = streams.take(client(4)).unwrap();
+        assert!(futures_util::FutureExt::now_or_never(a[1].displaced.notified()).is_some());
+        // One each: nobody moves any more.
+        assert_eq!(streams.take(client(5)).err(), Some(NoStream::NodeFull));
+        // Displaced streams ending give nothing back (their places are c's and d's); a live
+        // one does.
+        let mut a = a.into_iter();
+        drop(a.next());
+        drop(a.next());
+        assert_eq!(streams.take(client(5)).err(), Some(NoStream::NodeFull));
+        drop(a.next());
+        let e1 = streams.take(client(5)).unwrap();
+        assert_eq!(streams.open.lock().unwrap().total, 4);
+        drop((b1, c1, d1, e1));
+        assert_eq!(streams.open.lock().unwrap().total, 0);
+        assert!(streams.open.lock().unwrap().by_client.is_empty());
     }
 
     #[test]

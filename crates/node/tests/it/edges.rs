@@ -838,3 +838,52 @@ fn a_reader_below_the_minimum_rate_is_cut_off_though_it_keeps_reading() {
         "the slow reader took {taken} bytes in {took:?}: it was not cut off"
     );
 }
+
+/// Sixteen addresses (each in a /24 of its own) holding sixteen event streams each no longer
+/// lock everyone else out: a newcomer's stream takes the place of the oldest stream of the
+/// first of them, which gets a `lagged` event saying so, with the height to resume from, and
+/// ends.
+#[test]
+fn a_newcomer_gets_an_event_stream_from_a_client_holding_the_most() {
+    let (_node, addr, _dir) = serving(ServeLimits::default());
+    let subscribe = |from: u8| {
+        let mut s = connect_with(addr, |socket| {
+            socket
+                .bind(SocketAddr::from(([127, from, 0, 2], 0)))
+                .unwrap();
+        });
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: node\r\n\r\n")
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        (String::from_utf8_lossy(&head).into_owned(), s)
+    };
+    let mut held = Vec::new();
+    for from in 2..18u8 {
+        for _ in 0..16 {
+            let (status, s) = subscribe(from);
+            assert!(status.ends_with("200"), "{status}");
+            held.push(s);
+        }
+    }
+    // The node is full, and one of those sixteen is two below nobody: refused.
+    let (status, _) = subscribe(2);
+    assert!(status.ends_with("503"), "{status}");
+    let (status, _newcomer) = subscribe(40);
+    assert!(status.ends_with("200"), "a newcomer was refused: {status}");
+    // The oldest stream of the first address is told and ends.
+    let mut oldest = held.remove(0);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("gave this one's place") {
+        match oldest.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        seen.contains("event: lagged") && seen.contains("gave this one's place"),
+        "{seen}"
+    );
+}
