@@ -575,6 +575,8 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
     let clock = BodyClock {
         idle: limits.body_idle_timeout,
         whole: limits.body_timeout,
+        grace: limits.header_read_timeout,
+        min_rate: limits.body_min_rate,
     };
     Router::new()
         .route("/health", get(health))
@@ -628,6 +630,11 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
 struct BodyClock {
     idle: Duration,
     whole: Duration,
+    /// A body must have arrived at `min_rate` bytes a second after this (and within
+    /// `whole` in any case): a 64 KiB JSON body trickled a byte at a time would otherwise
+    /// hold its connection, which nobody may take while a request is in flight, for `whole`.
+    grace: Duration,
+    min_rate: u64,
 }
 
 /// A request body that stopped arriving in time.
@@ -651,27 +658,43 @@ async fn time_bodies(
     if empty {
         return next.run(req).await;
     }
-    let deadline = tokio::time::Instant::now() + clock.whole;
+    let start = tokio::time::Instant::now();
+    let whole = start + clock.whole;
     let req = req.map(|body| {
-        let timed =
-            futures_util::stream::unfold(Some(body.into_data_stream()), move |state| async move {
-                let mut stream = state?;
+        let timed = futures_util::stream::unfold(
+            Some((body.into_data_stream(), 0u64)),
+            move |state| async move {
+                let (mut stream, received) = state?;
                 let now = tokio::time::Instant::now();
-                let whole_left = deadline.saturating_duration_since(now);
-                match tokio::time::timeout(clock.idle.min(whole_left), stream.next()).await {
-                    Ok(Some(Ok(bytes))) => Some((Ok(bytes), Some(stream))),
+                // What has arrived buys time at the minimum rate (after the grace).
+                let earned =
+                    Duration::from_secs_f64(received as f64 / clock.min_rate.max(1) as f64);
+                let paced = start + clock.grace + earned;
+                let (deadline, why) = if paced < whole {
+                    (paced, "arrived slower than the node's minimum rate")
+                } else {
+                    (whole, "took longer than the node waits for a whole body")
+                };
+                let left = deadline.saturating_duration_since(now);
+                let (wait, why) = if clock.idle < left {
+                    (
+                        clock.idle,
+                        "paused longer than the node waits between pieces",
+                    )
+                } else {
+                    (left, why)
+                };
+                match tokio::time::timeout(wait, stream.next()).await {
+                    Ok(Some(Ok(bytes))) => {
+                        let received = received + bytes.len() as u64;
+                        Some((Ok(bytes), Some((stream, received))))
+                    }
                     Ok(Some(Err(e))) => Some((Err(e), None)),
                     Ok(None) => None,
-                    Err(_) => {
-                        let why = if clock.idle < whole_left {
-                            "paused longer than the node waits between pieces"
-                        } else {
-                            "took longer than the node waits for a whole body"
-                        };
-                        Some((Err(axum::Error::new(BodyTimedOut(why))), None))
-                    }
+                    Err(_) => Some((Err(axum::Error::new(BodyTimedOut(why))), None)),
                 }
-            });
+            },
+        );
         Body::from_stream(timed)
     });
     next.run(req).await

@@ -105,6 +105,9 @@ pub struct NodeConfig {
     pub http_body_idle_timeout_ms: u64,
     /// A whole request body must arrive within this many ms.
     pub http_body_timeout_ms: u64,
+    /// After `http_header_timeout_ms`, a request body must keep arriving at this many bytes
+    /// a second on average.
+    pub http_body_min_bytes_per_sec: u64,
     /// A response the client has taken nothing of for this many ms is cut off.
     pub http_write_idle_timeout_ms: u64,
     /// A response is cut off once the node has waited `http_write_idle_timeout_ms` in all on
@@ -127,6 +130,7 @@ impl NodeConfig {
             max_connections_per_network: self.http_max_connections_per_network.max(1),
             body_idle_timeout: ms(self.http_body_idle_timeout_ms),
             body_timeout: ms(self.http_body_timeout_ms),
+            body_min_rate: self.http_body_min_bytes_per_sec,
             write_idle_timeout: ms(self.http_write_idle_timeout_ms),
             write_min_rate: self.http_write_min_bytes_per_sec,
             // At least one largest body, or no upload could ever be taken.
@@ -166,8 +170,9 @@ impl Default for NodeConfig {
             http_max_connections_per_network: 256,
             http_body_idle_timeout_ms: 30_000,
             http_body_timeout_ms: 120_000,
+            http_body_min_bytes_per_sec: crate::serve::DEFAULT_MIN_RATE,
             http_write_idle_timeout_ms: 30_000,
-            http_write_min_bytes_per_sec: crate::serve::DEFAULT_WRITE_MIN_RATE,
+            http_write_min_bytes_per_sec: crate::serve::DEFAULT_MIN_RATE,
             http_body_memory_bytes: 1 << 30,
         }
     }

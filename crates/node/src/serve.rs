@@ -9,11 +9,13 @@
 //!   arrive within `header_read_timeout`, which also ends an idle keep-alive connection. At
 //!   the global limit a new connection takes the place of an idle one (waiting for its
 //!   request's headers, or kept alive between requests) of the network, then the address,
-//!   holding the most, idle longest first ([`Conns`]): a stranger with many addresses who
+//!   holding the most, one that never had a request answered first, then idle longest
+//!   ([`Conns`]): a stranger with many addresses who
 //!   fills the table with half-sent requests only ever holds places a newcomer can take,
 //!   while a request being answered (until its last byte is written) is never cut;
-//! - a request body: no gap between its pieces longer than `body_idle_timeout`, and the whole
-//!   within `body_timeout` (`api::time_bodies`); each route has its own size limit;
+//! - a request body: no gap between its pieces longer than `body_idle_timeout`, at least
+//!   `body_min_rate` a second on average after `header_read_timeout`, and the whole within
+//!   `body_timeout` (`api::time_bodies`); each route has its own size limit;
 //! - a response: a client that stops reading is cut off once the socket has taken nothing for
 //!   `write_idle_timeout`, and one that reads a little now and then once the node has waited
 //!   that long in all on it and it took less than `write_min_rate` a second ([`WriteIdle`]),
@@ -54,6 +56,9 @@ pub struct ServeLimits {
     pub body_idle_timeout: Duration,
     /// A whole request body must arrive within this.
     pub body_timeout: Duration,
+    /// After `header_read_timeout`, a request body must keep arriving at this many bytes a
+    /// second on average (each byte that arrives buys the time it takes at this rate).
+    pub body_min_rate: u64,
     /// A response the client has not taken a byte of for this long is cut off.
     pub write_idle_timeout: Duration,
     /// A response is cut off once the node has waited `write_idle_timeout` in all on a
@@ -74,16 +79,18 @@ impl Default for ServeLimits {
             max_connections_per_network: 256,
             body_idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(120),
+            body_min_rate: DEFAULT_MIN_RATE,
             write_idle_timeout: Duration::from_secs(30),
-            write_min_rate: DEFAULT_WRITE_MIN_RATE,
+            write_min_rate: DEFAULT_MIN_RATE,
             body_memory_bytes: 1 << 30,
         }
     }
 }
 
-/// The default [`ServeLimits::write_min_rate`]: 4 KiB/s (32 kbit/s) a connection, far below
-/// any link a data-plane user has, even one pull's four streams sharing 512 kbit/s.
-pub(crate) const DEFAULT_WRITE_MIN_RATE: u64 = 4 << 10;
+/// The default [`ServeLimits::write_min_rate`] and [`ServeLimits::body_min_rate`]: 4 KiB/s
+/// (32 kbit/s) a connection, far below any link a data-plane user has, even one pull's four
+/// streams sharing 512 kbit/s.
+pub(crate) const DEFAULT_MIN_RATE: u64 = 4 << 10;
 
 /// Serves the API of `node` on `listener` until `shutdown` resolves, with the default
 /// [`ServeLimits`].
@@ -104,6 +111,9 @@ const MAX_HEAD_BUFFER: usize = 64 * 1024;
 struct Activity {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// Whether a request of this connection has been answered: a connection that never got
+    /// a request through (a half-sent head, or nothing) makes room before one that has.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a request as in flight until its response body is gone (sent, or dropped with
@@ -120,6 +130,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.answered.store(true, SeqCst);
         self.0.in_flight.fetch_sub(1, SeqCst);
     }
 }
@@ -219,6 +230,7 @@ impl Conns {
                             .copied()
                             .unwrap_or(0),
                         self.per_ip.get(&o.ip).copied().unwrap_or(0),
+                        !o.activity.answered.load(SeqCst),
                         Reverse(since),
                     )
                 })
@@ -233,6 +245,7 @@ impl Conns {
         let activity = Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            answered: std::sync::atomic::AtomicBool::new(false),
         });
         let close = Arc::new(tokio::sync::Notify::new());
         *self.per_ip.entry(ip).or_insert(0) += 1;
@@ -695,5 +708,24 @@ mod tests {
         assert_eq!(conns.per_network[&IpAddr::from([10, 0, 0, 0])], 3);
         assert_eq!(conns.per_network[&IpAddr::from([10, 0, 1, 0])], 1);
         assert_eq!(conns.open.len(), 6);
+    }
+
+    /// Among connections of networks and addresses holding as many, one that never had a
+    /// request answered (a half-sent head from a stranger on many networks) makes room
+    /// before a client's kept-alive connection, however long that one has been idle.
+    #[test]
+    fn a_connection_that_never_got_a_request_through_makes_room_first() {
+        let limits = limits(2, 4);
+        let mut conns = Conns::default();
+        let (kept, kept_activity, _) = conns.admit(IpAddr::from([10, 0, 1, 1]), &limits).unwrap();
+        drop(InFlight::start(&kept_activity));
+        *kept_activity.idle_since.lock().unwrap() -= Duration::from_secs(60);
+        let (silent, _, _) = conns.admit(IpAddr::from([10, 0, 2, 1]), &limits).unwrap();
+        conns.admit(IpAddr::from([10, 0, 3, 1]), &limits).unwrap();
+        assert!(
+            conns.open.contains_key(&kept),
+            "the kept-alive client was cut"
+        );
+        assert!(!conns.open.contains_key(&silent));
     }
 }

@@ -887,3 +887,59 @@ fn a_newcomer_gets_an_event_stream_from_a_client_holding_the_most() {
         "{seen}"
     );
 }
+
+/// A request body must keep arriving at the minimum rate after the grace: a JSON body
+/// trickled at 1 KB/s (a connection nobody may take while its request is in flight) is cut
+/// off within seconds, not at the whole-body timeout, while one sent at once is read.
+#[test]
+fn a_json_body_trickled_below_the_minimum_rate_is_cut_off() {
+    let limits = ServeLimits {
+        header_read_timeout: Duration::from_secs(1),
+        body_min_rate: 4096,
+        ..ServeLimits::default()
+    };
+    let (_node, addr, _dir) = serving(limits);
+    let head = "POST /v1/txs HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n";
+    let mut trickle = TcpStream::connect(addr).unwrap();
+    trickle.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let writer = {
+        let mut s = trickle.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for _ in 0..600 {
+                if s.write_all(&[b' '; 100]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let (status, body) = answer(&mut trickle);
+    assert!(status.contains(" 408"), "{status}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("slower than the node's minimum rate"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(trickle);
+    writer.join().unwrap();
+    // A body sent at once is read (and judged on what it says).
+    let mut prompt = TcpStream::connect(addr).unwrap();
+    let body = "{}";
+    prompt
+        .write_all(
+            format!(
+                "POST /v1/txs HTTP/1.1\r\nHost: node\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let (status, _) = answer(&mut prompt);
+    assert!(!status.contains(" 408"), "{status}");
+}
