@@ -97,6 +97,10 @@ struct Entry {
     /// Arrival order.
     seq: u64,
     rate: Rate,
+    /// The sender's projected account before this transaction: what it goes back to if
+    /// this one, its sender's last, is evicted (re-checking the sender's queue instead would
+    /// cost up to `max_per_sender` checks under the node lock per cheap eviction).
+    before: Account,
 }
 
 #[derive(Debug)]
@@ -195,30 +199,37 @@ impl Mempool {
                 max: self.max_per_sender,
             });
         }
-        let projected = self.check(state, &tx, now_ms)?;
+        let (before, projected) = self.check(state, &tx, now_ms)?;
         let evict = self.room_for(&tx, size)?;
         for hash in evict {
-            self.evict_tail(state, hash, now_ms);
+            self.evict_tail(hash);
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.insert(tx, hash, size, seq, projected);
+        self.insert(tx, hash, size, seq, before, projected);
         Ok(())
     }
 
-    /// The sender's projected account after `tx`, or why the ledger would refuse it.
-    fn check(&self, state: &State, tx: &SignedTx, now_ms: u64) -> Result<Account, TxError> {
+    /// The sender's projected account before and after `tx`, or why the ledger would
+    /// refuse it.
+    fn check(
+        &self,
+        state: &State,
+        tx: &SignedTx,
+        now_ms: u64,
+    ) -> Result<(Account, Account), TxError> {
         let sender = tx.tx.sender();
-        let mut projected = match self.senders.get(&sender) {
+        let before = match self.senders.get(&sender) {
             Some(view) => view.projected.clone(),
             None => state.account(&sender),
         };
+        let mut projected = before.clone();
         state.check_tx(
             &tx.tx,
             &mut projected,
             now_ms.max(state.head().timestamp_ms),
         )?;
-        Ok(projected)
+        Ok((before, projected))
     }
 
     /// The pending transactions `tx` (of `size` bytes) takes the place of, or why it cannot
@@ -264,7 +275,15 @@ impl Mempool {
         })
     }
 
-    fn insert(&mut self, tx: SignedTx, hash: Hash, size: usize, seq: u64, projected: Account) {
+    fn insert(
+        &mut self,
+        tx: SignedTx,
+        hash: Hash,
+        size: usize,
+        seq: u64,
+        before: Account,
+        projected: Account,
+    ) {
         let sender = tx.tx.sender();
         let rate = rate(tx.tx.fee, size);
         let view = self.senders.entry(sender).or_insert(SenderView {
@@ -292,13 +311,14 @@ impl Mempool {
                 size,
                 seq,
                 rate,
+                before,
             },
         );
     }
 
-    /// Drops `hash`, the last pending transaction of its sender, and re-projects the sender's
-    /// account from what it still has pending.
-    fn evict_tail(&mut self, state: &State, hash: Hash, now_ms: u64) {
+    /// Drops `hash`, the last pending transaction of its sender, whose projected account goes
+    /// back to what it was before that transaction.
+    fn evict_tail(&mut self, hash: Hash) {
         let Some(entry) = self.entries.remove(&hash) else {
             return;
         };
@@ -317,13 +337,7 @@ impl Mempool {
         let new_tail = &self.entries[last];
         self.tails
             .insert((new_tail.rate, Reverse(new_tail.seq), *last));
-        // What is left passed in this order against this state before, so it passes again.
-        let mut projected = state.account(&entry.sender);
-        let now = now_ms.max(state.head().timestamp_ms);
-        for hash in &view.queue {
-            let _ = state.check_tx(&self.entries[hash].tx.tx, &mut projected, now);
-        }
-        view.projected = projected;
+        view.projected = entry.before;
     }
 
     /// Removes and returns up to `max` transactions for the next block: the best-paying
@@ -387,7 +401,9 @@ impl Mempool {
                 // pending until it disappears, then resubmits with the nonce `next_nonce`
                 // gives. Its place is kept (same arrival order); the room was its own.
                 match self.check(state, &entry.tx, now_ms) {
-                    Ok(projected) => self.insert(entry.tx, hash, entry.size, entry.seq, projected),
+                    Ok((before, projected)) => {
+                        self.insert(entry.tx, hash, entry.size, entry.seq, before, projected)
+                    }
                     Err(_) => dropped += 1,
                 }
             }
@@ -408,10 +424,14 @@ mod tests {
     }
 
     fn transfer(key: &Keypair, nonce: u64, amount: u128) -> SignedTx {
+        transfer_paying(key, nonce, amount, 0)
+    }
+
+    fn transfer_paying(key: &Keypair, nonce: u64, amount: u128, fee: u128) -> SignedTx {
         Transaction {
             from: key.public(),
             nonce,
-            fee: Amount::ZERO,
+            fee: Amount(fee),
             kind: TxKind::Transfer {
                 to: Address([1; 20]),
                 amount: Amount(amount),
@@ -530,16 +550,7 @@ mod tests {
     }
 
     fn paying(key: &Keypair, nonce: u64, fee: u128) -> SignedTx {
-        Transaction {
-            from: key.public(),
-            nonce,
-            fee: Amount(fee),
-            kind: TxKind::Transfer {
-                to: Address([1; 20]),
-                amount: Amount(1),
-            },
-        }
-        .sign("m", key)
+        transfer_paying(key, nonce, 1, fee)
     }
 
     /// Sybils: many free accounts fill the pool at fee zero. An honest sender is told the fee
