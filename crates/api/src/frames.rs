@@ -59,6 +59,37 @@ impl Drop for Pooled {
     }
 }
 
+/// Somewhere chunks can be fetched from by id: a node (the client's `Client`), a peer
+/// (`gridwork_p2p::PeerSource`), a test double. What it returns is checked against the ids by
+/// the caller; a source may lie. It lives here, beside the frames it answers with, so that
+/// sources and pulls depend on this crate and not on each other.
+pub trait ChunkSource: Send + Sync {
+    /// A name for reports and errors (a URL).
+    fn label(&self) -> String;
+    /// One answer per id asked, in order: the stored bytes, missing, or deferred (ask again).
+    fn fetch_chunks<'a>(&'a self, ids: &'a [Hash]) -> Fetch<'a>;
+}
+
+/// What [`ChunkSource::fetch_chunks`] answers with.
+pub type Fetch<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Frame>, SourceError>> + Send + 'a>,
+>;
+
+/// Why a [`ChunkSource`] gave no frames. The pull reports it with the source's label and asks
+/// another source; the kinds are kept for the reader, not for the pull's decisions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    /// No answer: the connection failed, was cut, or the source was silent too long.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The source answered with a refusal (for a node: its error code and message).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The source answered something that is not frames.
+    #[error("unreadable answer: {0}")]
+    BadAnswer(String),
+}
+
 /// One frame of a batched body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {

@@ -73,6 +73,7 @@ pub fn signature_header(
 pub const KEY_PROOF_HEADER: &str = "gridwork-key-proof";
 
 use gridwork_protocol::{Account, Event, Params, Receipt, Unbonding, Vesting};
+pub use gridwork_protocol::{Phase, PoolStatus};
 use gridwork_types::{
     Address, Amount, Hardware, Hash, Header, PeerAddr, Prescription, PublicKey, SignedTx, TxKind,
 };
@@ -96,12 +97,74 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// Whether the node serves (`GET /health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Serving.
+    Ok,
+    /// Stopped producing blocks; the health answer says why.
+    Halted,
+}
+
+/// Where a transaction is (`GET /v1/txs/{hash}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum TxState {
+    /// Admitted to the mempool, not yet in a block.
+    Pending,
+    /// In a durable block.
+    Committed,
+}
+
+impl TxState {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxState::Pending => "pending",
+            TxState::Committed => "committed",
+        }
+    }
+}
+
+/// Where a job stands (`GET /v1/jobs/{id}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Some tasks are still open.
+    Open,
+    /// Every task settled or failed, and the escrow left was refunded.
+    Finished,
+    /// Cancelled by the requester.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Open => "open",
+            JobStatus::Finished => "finished",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `ok` or `halted`.
-    pub status: String,
+    /// Serving, or halted (then `reason` says why).
+    pub status: HealthStatus,
     /// Head height.
     pub height: u64,
     /// Why the node halted, if it did.
@@ -367,8 +430,8 @@ impl From<&SignedTx> for TxView {
 pub struct TxStatus {
     /// The hash.
     pub hash: Hash,
-    /// `pending` (in the mempool) or `committed` (in a durable block).
-    pub status: String,
+    /// In the mempool, or in a durable block.
+    pub status: TxState,
     /// The transaction.
     pub tx: TxView,
     /// The receipt, once committed.
@@ -504,8 +567,8 @@ pub struct JobView {
     pub id: Hash,
     /// Who pays.
     pub requester: Address,
-    /// `open`, `finished` or `cancelled`.
-    pub status: String,
+    /// Open, finished or cancelled.
+    pub status: JobStatus,
     /// What it runs.
     pub prescription: Prescription,
     /// Escrow still held.
@@ -531,8 +594,8 @@ pub struct JobView {
 pub struct TaskView {
     /// Index.
     pub index: u32,
-    /// `bidding`, `committing`, `revealing`, `judging`, `settled`, `failed` or `cancelled`.
-    pub phase: String,
+    /// Where it stands.
+    pub phase: Phase,
     /// Attempt (0 first).
     pub attempt: u32,
     /// Items `[start, end)`.
@@ -608,8 +671,8 @@ pub struct ProviderView {
     pub address: Address,
     /// The party it works for (itself unless an owner approved it).
     pub owner: Address,
-    /// `offline`, `busy` or `available`.
-    pub status: String,
+    /// Offline, busy or available.
+    pub status: PoolStatus,
     /// What its machine offers.
     pub hardware: Hardware,
     /// Stake locked.

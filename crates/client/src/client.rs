@@ -466,7 +466,9 @@ impl Client {
         .await
     }
 
-    /// Polls until the transaction is committed, or `timeout` passes.
+    /// Polls until the transaction is committed, or `timeout` passes. A transaction the
+    /// market refused in its block (`TxFailed`: it paid its fee and nonce and did nothing
+    /// else) is an error with the refusal's code.
     pub async fn wait_committed(
         &self,
         hash: &Hash,
@@ -475,7 +477,18 @@ impl Client {
         let start = Instant::now();
         loop {
             if let Some(status) = self.tx(hash).await? {
-                if status.receipt.is_some() {
+                if let Some(receipt) = &status.receipt {
+                    if let Some((code, reason)) = receipt.failure() {
+                        return Err(ClientError::Api {
+                            status: 422,
+                            code: code.into(),
+                            message: format!(
+                                "the ledger refused transaction {hash} in block {} (its fee \
+                                 and nonce are spent): {reason}",
+                                receipt.height
+                            ),
+                        });
+                    }
                     return Ok(status);
                 }
             }

@@ -21,9 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
 use futures_util::stream::{self, StreamExt};
-use gridwork_api::frames::{read_answer, Frame};
+use gridwork_api::frames::{read_answer, ChunkSource, Fetch, Frame, SourceError};
 use gridwork_api::{
     ChunkIds, KeyGrant, KeyGrants, MissingChunks, PinView, StorageView, KEY_PROOF_HEADER,
 };
@@ -169,28 +168,20 @@ impl Progress {
     }
 }
 
-/// Somewhere chunks can be fetched from by id: a node, a peer. What it returns is checked
-/// against the ids by the caller; a source may lie.
-pub trait ChunkSource: Send + Sync {
-    /// A name for reports and errors (a URL).
-    fn label(&self) -> String;
-    /// One answer per id asked, in order: the stored bytes, missing, or deferred (ask again).
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [Hash],
-    ) -> BoxFuture<'a, Result<Vec<Frame>, ClientError>>;
-}
-
 impl ChunkSource for Client {
     fn label(&self) -> String {
         self.base_url().to_string()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [Hash],
-    ) -> BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
-        Box::pin(self.get_chunks(ids))
+    fn fetch_chunks<'a>(&'a self, ids: &'a [Hash]) -> Fetch<'a> {
+        Box::pin(async move {
+            self.get_chunks(ids).await.map_err(|e| match e {
+                ClientError::Unreachable { message, .. } => SourceError::Unreachable(message),
+                ClientError::Timeout { .. } => SourceError::Unreachable(e.to_string()),
+                ClientError::Api { .. } => SourceError::Refused(e.to_string()),
+                ClientError::BadResponse { message, .. } => SourceError::BadAnswer(message),
+            })
+        })
     }
 }
 
@@ -1204,13 +1195,10 @@ impl<'a> Sources<'a> {
                 tokio::time::timeout(PROBE_PATIENCE, request)
                     .await
                     .unwrap_or_else(|_| {
-                        Err(ClientError::Unreachable {
-                            url: label.clone(),
-                            message: format!(
-                                "no answer to a one-chunk probe in {} ms",
-                                PROBE_PATIENCE.as_millis()
-                            ),
-                        })
+                        Err(SourceError::Unreachable(format!(
+                            "no answer to a one-chunk probe in {} ms",
+                            PROBE_PATIENCE.as_millis()
+                        )))
                     })
             } else {
                 request.await

@@ -13,8 +13,10 @@ mod keystore;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{
-    pull_tree_from, ChunkSource, DataError, Pinned, Progress, PullReport, PushReport, SourceReport,
+    pull_tree_from, DataError, Pinned, Progress, PullReport, PushReport, SourceReport,
     TransferOptions,
 };
+/// Sources of chunks live beside the frames they answer with; re-exported for pulls.
+pub use gridwork_api::frames::{ChunkSource, Fetch, SourceError};
 pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};

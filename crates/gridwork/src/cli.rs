@@ -83,6 +83,7 @@ pub(crate) enum Command {
     /// Show what a worker on this machine would offer: GPUs (NVIDIA through NVML), CPU, memory.
     Probe,
     /// One command: a dev node and three local workers, a sample job, its settlement.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Move data: chunked, compressed, encrypted, resumable, de-duplicated.
     #[command(subcommand)]
@@ -223,6 +224,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     /// Keep the demo chain here (default: a temporary directory).

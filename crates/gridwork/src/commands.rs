@@ -115,10 +115,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench(&cli, cmd),
         Command::Job(cmd) => crate::market::job(&cli, cmd),
         Command::Provider(cmd) => crate::market::provider(&cli, cmd),
-        Command::Worker(args) => crate::demo::worker(&cli, args),
-        Command::Probe => crate::demo::probe_command(&cli),
+        Command::Worker(args) => crate::worker::worker(&cli, args),
+        Command::Probe => crate::worker::probe_command(&cli),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::demo(&cli, args),
-        Command::SandboxExec(args) => crate::demo::sandbox_exec(args),
+        Command::SandboxExec(args) => crate::worker::sandbox_exec(args),
         Command::Data(cmd) => crate::data::data(&cli, cmd),
     }
 }
@@ -448,7 +449,7 @@ fn tx_show(cli: &Cli, hash: &str) -> anyhow::Result<()> {
     emit(cli.json, &status, || {
         let mut r = vec![
             ("hash", status.hash.to_string()),
-            ("status", status.status.clone()),
+            ("status", status.status.as_str().into()),
             ("from", status.tx.from.to_string()),
             ("nonce", status.tx.nonce.to_string()),
             ("fee", format!("{} GRID", status.tx.fee)),

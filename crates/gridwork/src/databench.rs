@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gridwork_api::frames::Frame;
-use gridwork_client::{pull_tree_from, ChunkSource, Client, ClientError, TransferOptions};
+use gridwork_client::{pull_tree_from, ChunkSource, Client, SourceError, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_transfer::{ChunkStore, DataKey, VerifiedChunk};
 use gridwork_types::Hash;
@@ -144,17 +144,11 @@ impl ChunkSource for CutSource<'_> {
         format!("{} (cut)", self.inner.base_url())
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [Hash],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, ids: &'a [Hash]) -> gridwork_client::Fetch<'a> {
         use std::sync::atomic::Ordering;
         Box::pin(async move {
             if self.left.load(Ordering::SeqCst) <= 0 {
-                return Err(ClientError::Unreachable {
-                    url: self.label(),
-                    message: "connection cut".into(),
-                });
+                return Err(SourceError::Unreachable("connection cut".into()));
             }
             let frames = self.inner.fetch_chunks(ids).await?;
             let bytes: usize = frames
@@ -167,10 +161,7 @@ impl ChunkSource for CutSource<'_> {
             // The answer that crosses the cut is lost with the connection, as are answers
             // to requests in flight, however many a fast link has open.
             if self.left.fetch_sub(bytes as i64, Ordering::SeqCst) <= bytes as i64 {
-                return Err(ClientError::Unreachable {
-                    url: self.label(),
-                    message: "connection cut".into(),
-                });
+                return Err(SourceError::Unreachable("connection cut".into()));
             }
             self.delivered.fetch_add(bytes as u64, Ordering::SeqCst);
             Ok(frames)

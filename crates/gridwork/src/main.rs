@@ -9,10 +9,12 @@ mod cli;
 mod commands;
 mod data;
 mod databench;
+#[cfg(feature = "demo")]
 mod demo;
 mod hostilebench;
 mod market;
 mod output;
+mod worker;
 
 use clap::Parser;
 

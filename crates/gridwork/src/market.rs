@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use gridwork_api::{JobView, LogStream, TaskLog, TaskView};
+use gridwork_api::{JobStatus, JobView, LogStream, TaskLog, TaskView};
 use gridwork_client::{Client, Input, JobFile};
 use gridwork_protocol::{max_task_cost, validate_prescription};
 use gridwork_types::{Address, Amount, DataInput, Hash, OwnerApproval, TxKind};
@@ -165,7 +165,7 @@ fn short(a: &Address) -> String {
 fn render_job(v: &JobView) -> String {
     let mut out = rows(&[
         ("job", v.id.to_string()),
-        ("status", v.status.clone()),
+        ("status", v.status.to_string()),
         ("requester", v.requester.to_string()),
         (
             "tasks",
@@ -230,7 +230,7 @@ fn watch(cli: &Cli, id: &str, timeout_s: u64) -> anyhow::Result<()> {
             println!("{line}");
             last = line;
         }
-        if view.status != "open" {
+        if view.status != JobStatus::Open {
             return emit(cli.json, &view, || {
                 format!("job {} {}", view.id, view.status)
             });
@@ -363,7 +363,7 @@ fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow
             .iter()
             .find(|t| t.index == task)
             .ok_or_else(|| anyhow!("job {} has no task {task}", view.id))?;
-        let decided = matches!(t.phase.as_str(), "settled" | "failed" | "cancelled");
+        let decided = t.phase.is_decided();
         let provider = which.provider.or(t.executor);
         let attempt = which.attempt.unwrap_or(t.attempt);
         let Some(provider) = provider else {
@@ -471,7 +471,7 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
                     .collect();
                 rows(&[
                     ("provider", p.address.to_string()),
-                    ("status", p.status.clone()),
+                    ("status", p.status.to_string()),
                     (
                         "gpus",
                         if gpus.is_empty() {

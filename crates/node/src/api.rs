@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -29,7 +29,6 @@ use gridwork_api::{
     AccountView, BlockEvent, BlockView, ChainInfo, Health, JobView, PinView, ProviderView,
     StorageView, TaskLog, TxStatus,
 };
-use gridwork_protocol::TxError;
 use gridwork_transfer::StoreError as ChunkStoreError;
 use gridwork_types::{Address, Amount, Hash, PublicKey, Signature};
 use serde::Deserialize;
@@ -179,45 +178,6 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// The stable code of a ledger error.
-pub fn tx_error_code(e: &TxError) -> &'static str {
-    match e {
-        TxError::BadSignature { .. } => "bad_signature",
-        TxError::NonceReplayed { .. } => "nonce_replayed",
-        TxError::NonceFuture { .. } => "nonce_future",
-        TxError::FeeTooLow { .. } => "fee_too_low",
-        TxError::InsufficientBalance { .. } => "insufficient_balance",
-        TxError::ZeroAmount => "zero_amount",
-        TxError::UnbondExceedsLocked { .. } => "unbond_exceeds_locked",
-        TxError::TooManyUnbondings { .. } => "too_many_unbondings",
-        TxError::NothingToWithdraw { .. } => "nothing_to_withdraw",
-        TxError::StakeTooLow { .. } => "stake_too_low",
-        TxError::NotAProvider { .. } => "not_a_provider",
-        TxError::BadOwnerApproval { .. } => "bad_owner_approval",
-        TxError::BadPeerAddress { .. } => "bad_peer_address",
-        TxError::BadPrescription { .. } => "bad_prescription",
-        TxError::DepositTooLow { .. } => "deposit_too_low",
-        TxError::UnknownJob { .. } => "unknown_job",
-        TxError::UnknownTask { .. } => "unknown_task",
-        TxError::NotRequester { .. } => "not_requester",
-        TxError::JobClosed { .. } => "job_closed",
-        TxError::WrongPhase { .. } => "wrong_phase",
-        TxError::WrongAttempt { .. } => "wrong_attempt",
-        TxError::NotAssigned { .. } => "not_assigned",
-        TxError::AlreadyDone { .. } => "already_done",
-        TxError::RevealMismatch => "reveal_mismatch",
-        TxError::CopiedResult { .. } => "copied_result",
-        TxError::BadJudgement { .. } => "bad_judgement",
-        TxError::ProviderOffline { .. } => "provider_offline",
-        TxError::ExecutorNotRevealed => "executor_not_revealed",
-        TxError::OwnJob => "own_job",
-        TxError::HardwareUnfit { .. } => "hardware_unfit",
-        TxError::Blocklisted { .. } => "blocklisted",
-        TxError::BadPrice { .. } => "bad_price",
-        _ => "invalid_transaction",
-    }
-}
-
 impl From<AdmitError> for ApiError {
     fn from(e: AdmitError) -> Self {
         let message = e.to_string();
@@ -239,7 +199,7 @@ impl From<AdmitError> for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, "sender_mempool_full")
             }
             AdmitError::Mempool(MempoolError::Invalid(tx)) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, tx_error_code(tx))
+                (StatusCode::UNPROCESSABLE_ENTITY, tx.code())
             }
         };
         ApiError::new(status, code, message)
@@ -716,22 +676,6 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
     None
 }
 
-/// A body the `Bytes` extractor could not read, as the API reports it (axum's own answer is
-/// plain text).
-fn bytes_rejection(r: BytesRejection, limit: usize) -> ApiError {
-    if let Some(late) = timed_out(&r) {
-        return late;
-    }
-    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return too_large(limit);
-    }
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad_body",
-        format!("the request body could not be read: {}", r.body_text()),
-    )
-}
-
 /// Why a body could not be read: too large, too slow, or broken.
 fn body_error(e: &axum::Error, limit: usize) -> ApiError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -758,19 +702,50 @@ fn body_error(e: &axum::Error, limit: usize) -> ApiError {
 /// The budget a body takes at first and then in steps as it arrives.
 const BODY_STEP: usize = 256 * 1024;
 
+/// Who a body is read for: a signed write draws on the whole budget; unsigned work on its
+/// client's part too.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    Signed,
+    Unsigned,
+}
+
+impl Budget {
+    async fn take_for(&self, reader: Reader, bytes: usize) -> Result<Share, ApiError> {
+        match reader {
+            Reader::Signed => self.take(bytes).await,
+            Reader::Unsigned => self.take_unsigned(bytes).await,
+        }
+    }
+}
+
+/// The length a request declares (`Content-Length`), if any.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Reads a body of at most `limit` bytes, taking its share of the budget as its bytes
 /// arrive rather than for its declared length: a client that declares 64 MiB and trickles
 /// holds what it sent, not 64 MiB (sixteen such uploads from one funded account used to hold
-/// the whole budget).
+/// the whole budget). Every body the API buffers is read this way, unsigned questions too
+/// (a 16 MiB missing-chunk question used to be read whole before its share was asked).
 async fn read_body_budgeted(
     mut body: Body,
     limit: usize,
     declared: Option<usize>,
     budget: &Budget,
+    reader: Reader,
 ) -> Result<(Bytes, Share), ApiError> {
     use http_body_util::BodyExt;
-    let mut memory = budget.take(BODY_STEP).await?;
-    let mut held = BODY_STEP;
+    if declared.is_some_and(|d| d > limit) {
+        return Err(too_large(limit));
+    }
+    let first = declared.map_or(BODY_STEP, |d| d.clamp(1, BODY_STEP));
+    let mut memory = budget.take_for(reader, first).await?;
+    let mut held = first;
     // Address space for the declared length; pages are touched (and resident) as written.
     let mut out = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     while let Some(frame) = body.frame().await {
@@ -784,7 +759,7 @@ async fn read_body_budgeted(
         }
         if len > held {
             let more = (len - held).next_multiple_of(BODY_STEP).max(held / 4);
-            memory.merge(budget.take(more).await?);
+            memory.merge(budget.take_for(reader, more).await?);
             held += more;
         }
         out.extend_from_slice(&data);
@@ -852,7 +827,8 @@ impl SignedWrite {
         if declared.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        let (body, memory) = read_body_budgeted(body, limit, declared, budget).await?;
+        let (body, memory) =
+            read_body_budgeted(body, limit, declared, budget, Reader::Signed).await?;
         Ok(SignedWrite {
             signer,
             digest,
@@ -1121,16 +1097,19 @@ async fn get_block(
     let id: BlockId = id
         .parse()
         .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
-    let Some(block) = node.block(id)? else {
+    let Some((height, header)) = node.block_header(id)? else {
         return Err(ApiError::not_found("block"));
     };
     // Unsigned, and a full block's answer is over a megabyte: it draws on the body budget
-    // like a chunk read, or readers that never read would each hold one.
-    let count = block.txs.as_ref().map_or(0, Vec::len);
+    // like a chunk read, or readers that never read would each hold one. The share is taken
+    // from the header's count before the hashes are read.
+    let count = header.tx_count as usize;
     let mut memory = budget
         .take_unsigned(BLOCK_JSON_BYTES + BLOCK_JSON_BYTES_PER_TX * count)
         .await?;
-    let json = serde_json::to_vec(&block).map_err(|e| {
+    let block = node.block_at(height, &header)?;
+    let mut json = Vec::with_capacity(BLOCK_JSON_BYTES + BLOCK_JSON_BYTES_PER_TX * count);
+    serde_json::to_writer(&mut json, &block).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -1150,9 +1129,6 @@ const BLOCK_JSON_BYTES: usize = 1024;
 /// What each transaction hash takes in a block's JSON (64 hex digits, quotes and a comma).
 const BLOCK_JSON_BYTES_PER_TX: usize = 67;
 
-/// Server-sent events: one `block` event per committed block, with its receipts. A client
-/// that falls behind by more than the channel holds gets a `lagged` event naming how many
-/// blocks it missed, and can catch up through `/v1/blocks`.
 /// Most event-stream subscribers at once; more get 503 `too_many_subscribers`.
 pub(crate) const MAX_EVENT_SUBSCRIBERS: usize = 256;
 
@@ -1202,6 +1178,25 @@ async fn events(
                 })?,
         ),
     };
+    // The places below are the cap for clients the server knows; this one bounds the
+    // router used on its own, and memory in any case (a displaced stream lets go of its
+    // subscription when it is next polled). Subscribed before a place is taken, so a
+    // newcomer refused here displaces nobody.
+    let sub = node
+        .subscribe_limited(if client.is_some() {
+            2 * MAX_EVENT_SUBSCRIBERS
+        } else {
+            MAX_EVENT_SUBSCRIBERS
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_subscribers",
+                format!(
+                    "the node serves at most {MAX_EVENT_SUBSCRIBERS} event streams; poll GET /v1/blocks or retry later"
+                ),
+            )
+        })?;
     let place = match client {
         Some(axum::Extension(client)) => Some(streams.take(client).map_err(|why| {
             let message = match why {
@@ -1216,24 +1211,6 @@ async fn events(
         })?),
         None => None,
     };
-    // The places above are the cap for clients the server knows; this one bounds the
-    // router used on its own, and memory in any case (a displaced stream lets go of its
-    // subscription when it is next polled).
-    let sub = node
-        .subscribe_limited(if place.is_some() {
-            2 * MAX_EVENT_SUBSCRIBERS
-        } else {
-            MAX_EVENT_SUBSCRIBERS
-        })
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_subscribers",
-                format!(
-                    "the node serves at most {MAX_EVENT_SUBSCRIBERS} event streams; poll GET /v1/blocks or retry later"
-                ),
-            )
-        })?;
     // Subscribed first, then the backlog read: a block committed in between is in both, and
     // is sent once (heights only rise).
     let (backlog, gap) = match resume.map(|h| (h, node.events_after(h))) {
@@ -1665,9 +1642,16 @@ async fn missing_chunks(
     State(node): State<Node>,
     budget: Budget,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| bytes_rejection(r, MISSING_BODY_BYTES))?;
+    let (body, mut memory) = read_body_budgeted(
+        body,
+        MISSING_BODY_BYTES,
+        declared_length(&headers),
+        &budget,
+        Reader::Unsigned,
+    )
+    .await?;
     let (ids, binary) = asked_ids(&headers, &body)?;
     if ids.len() > 1_000_000 {
         return Err(ApiError::new(
@@ -1684,9 +1668,7 @@ async fn missing_chunks(
     } else {
         67 * ids.len() + 16
     };
-    let mut memory = budget
-        .take_unsigned(body.len() + 32 * ids.len() + answer_bytes)
-        .await?;
+    memory.merge(budget.take_unsigned(32 * ids.len() + answer_bytes).await?);
     drop(body);
     let reader = node.clone();
     let (ids, missing) = blocking(move || {
@@ -1958,9 +1940,18 @@ async fn fetch_chunks(
     State(node): State<Node>,
     budget: Budget,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| bytes_rejection(r, FETCH_BODY_BYTES))?;
+    // The ids are read on the unsigned part whether or not the request is signed: the
+    // signature covers the body, so it is checked once the body is in.
+    let (body, question) = read_body_budgeted(
+        body,
+        FETCH_BODY_BYTES,
+        declared_length(&headers),
+        &budget,
+        Reader::Unsigned,
+    )
+    .await?;
     let (ids, _) = asked_ids(&headers, &body)?;
     if ids.len() > frames::MAX_FETCH_IDS {
         return Err(ApiError::new(
@@ -1989,6 +1980,7 @@ async fn fetch_chunks(
     } else {
         budget.take_unsigned(room).await?
     };
+    drop((body, question));
     let reader = node.clone();
     let out = blocking(move || reader.fetch_answer(&ids, max_bytes)).await?;
     // The buffer is what memory holds, and a pooled one may be larger than the answer.

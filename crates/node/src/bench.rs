@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gridwork_consensus::Solo;
-use gridwork_protocol::{Allocation, Genesis, Params};
+use gridwork_protocol::{Allocation, Genesis, Params, Phase};
 use gridwork_storage::RedbStore;
 use gridwork_types::{Address, Amount, Hash, Keypair, SignedTx, Transaction, TxKind, GRID};
 use serde::Serialize;
@@ -629,8 +629,8 @@ pub fn run_market_bench(
         for (j, id) in job_ids.iter().enumerate() {
             let Some(view) = node.job(id) else { continue };
             for t in &view.tasks {
-                match t.phase.as_str() {
-                    "bidding" => {
+                match t.phase {
+                    Phase::Bidding => {
                         // Three workers bid, rotating so load spreads.
                         for b in 0..3.min(workers.len()) {
                             let k =
@@ -647,7 +647,7 @@ pub fn run_market_bench(
                             }
                         }
                     }
-                    "committing" => {
+                    Phase::Committing => {
                         if seen_assigned.insert((*id, t.index)) {
                             assigned_ms.push(opened.elapsed().as_secs_f64() * 1e3);
                         }
@@ -664,7 +664,7 @@ pub fn run_market_bench(
                             }
                         }
                     }
-                    "revealing" => {
+                    Phase::Revealing => {
                         let exec_revealed = t.revealed.iter().any(|(p, _)| Some(*p) == t.executor);
                         for who in t.executor.iter().chain(t.council.iter()) {
                             let is_exec = Some(*who) == t.executor;
@@ -683,7 +683,7 @@ pub fn run_market_bench(
                             }
                         }
                     }
-                    "settled" => settled += 1,
+                    Phase::Settled => settled += 1,
                     _ => {}
                 }
             }

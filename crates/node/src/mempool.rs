@@ -16,7 +16,9 @@
 //! full (by count or bytes), a transaction paying a higher fee *per byte* takes the place of
 //! the cheapest ones pending, each the last of its sender's queue (so no sender's nonce chain
 //! breaks); one that does not outbid them is refused with the fee that would
-//! ([`MempoolError::Underpriced`]). Blocks take the best-paying sender's next transaction
+//! ([`MempoolError::Underpriced`]). A queue is as cheap as its transactions together (all
+//! their fees over all their bytes, what a block earns by keeping it whole): one well-paid
+//! transaction at the end of a queue of free ones does not protect them. Blocks take the best-paying sender's next transaction
 //! first, so each sender's transactions stay in nonce order, and among equal fee rates the
 //! oldest goes first: with the default fee of zero that is arrival order.
 
@@ -103,11 +105,49 @@ struct Entry {
     before: Account,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct SenderView {
     projected: Account,
     /// Pending transactions in nonce order.
     queue: VecDeque<Hash>,
+    /// Their fees and encoded bytes, all together.
+    fees: u128,
+    bytes: usize,
+    /// Where its last transaction is in [`Mempool::tails`].
+    tail: Option<TailKey>,
+}
+
+/// A sender's last transaction, ranked for eviction by what its whole queue pays per byte,
+/// then newest first.
+type TailKey = (Rate, Reverse<u64>, Hash);
+
+impl SenderView {
+    /// Files the queue's last transaction in `tails` under the queue's rate (after any change
+    /// to the queue).
+    fn refile_tail(&mut self, tails: &mut BTreeSet<TailKey>, entries: &HashMap<Hash, Entry>) {
+        if let Some(old) = self.tail.take() {
+            tails.remove(&old);
+        }
+        if let Some(last) = self.queue.back() {
+            let key = (
+                rate(Amount(self.fees), self.bytes),
+                Reverse(entries[last].seq),
+                *last,
+            );
+            tails.insert(key);
+            self.tail = Some(key);
+        }
+    }
+
+    fn add(&mut self, entry: &Entry) {
+        self.fees = self.fees.saturating_add(entry.tx.tx.fee.0);
+        self.bytes += entry.size;
+    }
+
+    fn subtract(&mut self, entry: &Entry) {
+        self.fees = self.fees.saturating_sub(entry.tx.tx.fee.0);
+        self.bytes -= entry.size;
+    }
 }
 
 /// The pending transactions of a node.
@@ -117,9 +157,9 @@ pub struct Mempool {
     senders: HashMap<Address, SenderView>,
     /// Each sender's next transaction, best fee rate first, then oldest.
     ready: BTreeSet<(Reverse<Rate>, u64, Hash)>,
-    /// Each sender's last transaction, cheapest first, then newest: what a better-paying
-    /// newcomer replaces when the pool is full.
-    tails: BTreeSet<(Rate, Reverse<u64>, Hash)>,
+    /// Each sender's last transaction, cheapest queue first, then newest: what a
+    /// better-paying newcomer replaces when the pool is full.
+    tails: BTreeSet<TailKey>,
     next_seq: u64,
     capacity: usize,
     /// Encoded bytes of what is pending, and the most there may be.
@@ -286,34 +326,24 @@ impl Mempool {
     ) {
         let sender = tx.tx.sender();
         let rate = rate(tx.tx.fee, size);
-        let view = self.senders.entry(sender).or_insert(SenderView {
-            projected: Account::default(),
-            queue: VecDeque::new(),
-        });
+        let entry = Entry {
+            sender,
+            tx,
+            size,
+            seq,
+            rate,
+            before,
+        };
+        let view = self.senders.entry(sender).or_default();
         view.projected = projected;
-        match view.queue.back() {
-            Some(last) => {
-                let old = &self.entries[last];
-                self.tails.remove(&(old.rate, Reverse(old.seq), *last));
-            }
-            None => {
-                self.ready.insert((Reverse(rate), seq, hash));
-            }
+        if view.queue.is_empty() {
+            self.ready.insert((Reverse(rate), seq, hash));
         }
         view.queue.push_back(hash);
-        self.tails.insert((rate, Reverse(seq), hash));
+        view.add(&entry);
         self.bytes += size;
-        self.entries.insert(
-            hash,
-            Entry {
-                sender,
-                tx,
-                size,
-                seq,
-                rate,
-                before,
-            },
-        );
+        self.entries.insert(hash, entry);
+        view.refile_tail(&mut self.tails, &self.entries);
     }
 
     /// Drops `hash`, the last pending transaction of its sender, whose projected account goes
@@ -323,20 +353,18 @@ impl Mempool {
             return;
         };
         self.bytes -= entry.size;
-        self.tails.remove(&(entry.rate, Reverse(entry.seq), hash));
         let view = self
             .senders
             .get_mut(&entry.sender)
             .expect("a pending transaction's sender has a view");
         view.queue.pop_back();
-        let Some(last) = view.queue.back() else {
+        view.subtract(&entry);
+        view.refile_tail(&mut self.tails, &self.entries);
+        if view.queue.is_empty() {
             self.ready.remove(&(Reverse(entry.rate), entry.seq, hash));
             self.senders.remove(&entry.sender);
             return;
-        };
-        let new_tail = &self.entries[last];
-        self.tails
-            .insert((new_tail.rate, Reverse(new_tail.seq), *last));
+        }
         view.projected = entry.before;
     }
 
@@ -358,13 +386,14 @@ impl Mempool {
                 .get_mut(&entry.sender)
                 .expect("a pending transaction's sender has a view");
             view.queue.pop_front();
+            view.subtract(&entry);
+            view.refile_tail(&mut self.tails, &self.entries);
             match view.queue.front() {
                 Some(&next_hash) => {
                     let next = &self.entries[&next_hash];
                     self.ready.insert((Reverse(next.rate), next.seq, next_hash));
                 }
                 None => {
-                    self.tails.remove(&(entry.rate, Reverse(entry.seq), hash));
                     self.senders.remove(&entry.sender);
                 }
             }
@@ -388,12 +417,14 @@ impl Mempool {
             let Some(view) = self.senders.remove(&sender) else {
                 continue;
             };
+            if let Some(tail) = view.tail {
+                self.tails.remove(&tail);
+            }
             let mut entries = Vec::with_capacity(view.queue.len());
             for hash in view.queue {
                 let entry = self.entries.remove(&hash).expect("queued is pending");
                 self.bytes -= entry.size;
                 self.ready.remove(&(Reverse(entry.rate), entry.seq, hash));
-                self.tails.remove(&(entry.rate, Reverse(entry.seq), hash));
                 entries.push((hash, entry));
             }
             for (hash, entry) in entries {
@@ -649,6 +680,50 @@ mod tests {
 
     /// A block that refused a transaction breaks its sender's projection only: that
     /// sender's later transactions are re-checked and dropped, everyone else's stay.
+    /// `TailShield`: a Sybil queues free transactions and ends the queue with one well-paid
+    /// one. Ranked by that last fee alone, the free ones ahead of it could never be evicted
+    /// and honest senders would be told to outbid a fee paid once per queue. Ranked by the
+    /// queue's fees over its bytes, a newcomer paying more per byte than the queue as a whole
+    /// takes its place.
+    #[test]
+    fn a_well_paid_last_transaction_does_not_shield_a_free_queue() {
+        let (state, _) = State::genesis(&Genesis::dev("m", 0, 3, Params::default())).unwrap();
+        let (sybil, honest) = (dev_keypair(0), dev_keypair(1));
+        let mut pool = Mempool::new(4);
+        for n in 0..3 {
+            let tx = paying(&sybil, n, 0);
+            pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        }
+        let shield = paying(&sybil, 3, 1_000_000);
+        pool.admit(&state, shield.clone(), shield.hash(), 0)
+            .unwrap();
+        // A quarter of the shield's fee, and a little more: above what the queue pays per byte.
+        let offer = paying(&honest, 0, 250_001);
+        pool.admit(&state, offer.clone(), offer.hash(), 0)
+            .expect("outbids the queue as a whole");
+        assert!(pool.get(&shield.hash()).is_none(), "the shield went");
+        // Now the queue is three free transactions: any fee outbids it.
+        let next = paying(&honest, 1, 1);
+        pool.admit(&state, next.clone(), next.hash(), 0).unwrap();
+        assert_eq!(pool.len(), 4);
+        assert_eq!(pool.next_nonce(&state, &sybil.address()), 2);
+        // Below the queue's rate, the refusal names the fee that would do.
+        let (state, _) = State::genesis(&Genesis::dev("m", 0, 3, Params::default())).unwrap();
+        let mut pool = Mempool::new(4);
+        for n in 0..3 {
+            let tx = paying(&sybil, n, 0);
+            pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        }
+        pool.admit(&state, shield.clone(), shield.hash(), 0)
+            .unwrap();
+        let low = paying(&honest, 0, 249_000);
+        let err = pool.admit(&state, low.clone(), low.hash(), 0).unwrap_err();
+        assert!(
+            matches!(err, MempoolError::Underpriced { needed, .. } if needed.0 <= 250_001),
+            "{err}"
+        );
+    }
+
     #[test]
     fn revalidation_drops_only_the_refused_senders_later_transactions() {
         let (mut state, _) = State::genesis(&Genesis::dev("m", 0, 3, Params::default())).unwrap();

@@ -25,15 +25,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::collections::{HashMap, HashSet};
 
 use gridwork_api::{
-    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, JobView, KeyGrant, LogStream,
-    PinView, PostLog, ProviderView, StorageView, TaskLog, TaskView, TxStatus, TxView,
+    AccountView, BlockEvent, BlockView, ChainInfo, Decline, Health, HealthStatus, JobStatus,
+    JobView, KeyGrant, LogStream, PinView, PostLog, ProviderView, StorageView, TaskLog, TaskView,
+    TxState, TxStatus, TxView,
 };
 use gridwork_consensus::{Consensus, Solo};
 use gridwork_protocol::{Genesis, GenesisError, Params, Phase, State, TxError};
 use gridwork_storage::{ChainMeta, RedbStore, StorageError, Store};
 use gridwork_types::{
-    verify_batch, Address, Amount, Block, DataInput, Decode, DecodeError, Hash, Keypair, PeerAddr,
-    PublicKey, Signature, SignedTx, TxKind, MAX_TX_BYTES,
+    verify_batch, Address, Amount, Block, DataInput, Decode, DecodeError, Hash, Header, Keypair,
+    PeerAddr, PublicKey, Signature, SignedTx, TxKind, MAX_TX_BYTES,
 };
 use tokio::sync::broadcast;
 
@@ -797,7 +798,9 @@ impl Node {
         let meta = store.meta()?.ok_or(StorageError::Empty)?;
         let metrics = Metrics::default();
         metrics.set_head(state.head().height);
-        let (events, _) = broadcast::channel(1024);
+        // No larger than the ring of recent events: a subscriber that lags keeps no more
+        // events in memory than a resume could ask for.
+        let (events, _) = broadcast::channel(RECENT_EVENTS);
         Ok(Node {
             shared: Arc::new(Shared {
                 chain_id: meta.chain_id,
@@ -1170,7 +1173,11 @@ impl Node {
     pub fn health(&self) -> Health {
         let halted = self.lock().halted.clone();
         Health {
-            status: if halted.is_some() { "halted" } else { "ok" }.into(),
+            status: if halted.is_some() {
+                HealthStatus::Halted
+            } else {
+                HealthStatus::Ok
+            },
             height: self.shared.metrics.head(),
             reason: halted,
         }
@@ -1221,7 +1228,7 @@ impl Node {
         if let Some(record) = self.shared.store.tx(hash)? {
             return Ok(Some(TxStatus {
                 hash: *hash,
-                status: "committed".into(),
+                status: TxState::Committed,
                 tx: TxView::from(&record.tx),
                 receipt: Some(record.receipt),
             }));
@@ -1233,7 +1240,7 @@ impl Node {
         if let Some(tx) = inner.mempool.get(hash).or(in_flight) {
             return Ok(Some(TxStatus {
                 hash: *hash,
-                status: "pending".into(),
+                status: TxState::Pending,
                 tx: TxView::from(tx),
                 receipt: None,
             }));
@@ -1242,7 +1249,7 @@ impl Node {
         // It may have left the mempool for a block whose commit just finished.
         Ok(self.shared.store.tx(hash)?.map(|record| TxStatus {
             hash: *hash,
-            status: "committed".into(),
+            status: TxState::Committed,
             tx: TxView::from(&record.tx),
             receipt: Some(record.receipt),
         }))
@@ -1250,6 +1257,14 @@ impl Node {
 
     /// A durable block with its transaction hashes.
     pub fn block(&self, id: BlockId) -> Result<Option<BlockView>, NodeError> {
+        match self.block_header(id)? {
+            Some((height, header)) => self.block_at(height, &header).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A durable block's height and header, without its transactions.
+    pub fn block_header(&self, id: BlockId) -> Result<Option<(u64, Header)>, NodeError> {
         let store = &self.shared.store;
         let height = match id {
             BlockId::Latest => Some(self.durable_head()?),
@@ -1259,11 +1274,13 @@ impl Node {
         let Some(height) = height else {
             return Ok(None);
         };
-        let Some(header) = store.header(height)? else {
-            return Ok(None);
-        };
-        let txs = store.block_tx_hashes(height)?;
-        Ok(Some(BlockView::new(&header, txs)))
+        Ok(store.header(height)?.map(|header| (height, header)))
+    }
+
+    /// The block at `height` (whose header is `header`) with its transactions' hashes.
+    pub fn block_at(&self, height: u64, header: &Header) -> Result<BlockView, NodeError> {
+        let txs = self.shared.store.block_tx_hashes(height)?;
+        Ok(BlockView::new(header, txs))
     }
 
     /// Up to `limit` durable blocks, newest first, below `before` (exclusive) if given.
@@ -1314,7 +1331,7 @@ impl Node {
             .enumerate()
             .map(|(index, t)| TaskView {
                 index: index as u32,
-                phase: format!("{:?}", t.phase).to_lowercase(),
+                phase: t.phase,
                 attempt: t.attempt,
                 items: instructions.task_items(index as u32),
                 bids: t.bids.iter().map(|b| (b.provider, b.price)).collect(),
@@ -1336,11 +1353,11 @@ impl Node {
             })
             .collect();
         let status = if job.cancelled {
-            "cancelled"
+            JobStatus::Cancelled
         } else if job.finished {
-            "finished"
+            JobStatus::Finished
         } else {
-            "open"
+            JobStatus::Open
         };
         let declines = self
             .shared
@@ -1353,7 +1370,7 @@ impl Node {
         Some(JobView {
             id: *id,
             requester: job.requester,
-            status: status.into(),
+            status,
             prescription: job.prescription.clone(),
             escrow: job.escrow,
             spent: job.spent,
@@ -1641,7 +1658,7 @@ impl Node {
         Some(ProviderView {
             address: *address,
             owner: p.owner,
-            status: format!("{status:?}").to_lowercase(),
+            status,
             hardware: p.hardware.clone(),
             stake_locked: state.account(address).stake_locked,
             streak: p.streak,

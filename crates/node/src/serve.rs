@@ -362,6 +362,9 @@ impl hyper::body::Body for Counted {
     }
 }
 
+/// How long a connection told to close may finish the request it is answering.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
 /// Serves the API of `node` on `listener` with `limits` until `shutdown` resolves; then
 /// stops accepting and gives open requests up to 10 s to finish (event streams never do).
 pub async fn serve_with(
@@ -371,10 +374,13 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let app = api::router_with(node, &limits);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task watches `stopping`; `tasks` holds them so shutdown can wait.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
     let conns: Arc<Mutex<Conns>> = Arc::default();
     tokio::pin!(shutdown);
     loop {
+        while tasks.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -412,30 +418,38 @@ pub async fn serve_with(
             .max_buf_size(MAX_HEAD_BUFFER)
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-        let conn = graceful.watch(conn);
         let conns = conns.clone();
-        tokio::spawn(async move {
-            // Closed to make room: dropping the connection closes its socket (it had no
-            // request in flight).
+        let mut stopping = stopping.clone();
+        tasks.spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
-                _ = &mut conn => {}
+                _ = conn.as_mut() => {}
                 () = close.notified() => {
-                    // Chosen while idle, but a request may have begun since: let it finish
-                    // (the place is already given away, so the table is one over for now).
+                    // Closed to make room. Chosen while idle, but a request may have begun
+                    // since: it may finish, but the connection takes no other and is dropped
+                    // after CLOSE_GRACE whatever it is doing (an event stream never ends).
+                    // Its place is already given away, so the table is over by the
+                    // connections closing, each for at most that long.
                     if activity_of_conn.in_flight.load(SeqCst) > 0 {
-                        let _ = conn.await;
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
                     }
+                }
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
                 }
             }
             conns.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         });
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(Duration::from_secs(10)) => {}
-    }
+    let _ = stop.send(true);
+    // Each connection gives itself CLOSE_GRACE; this bounds the wait for all of them.
+    let _ = tokio::time::timeout(CLOSE_GRACE + Duration::from_secs(1), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     Ok(())
 }
 

@@ -8,14 +8,15 @@
 //! finishes; the server answers with one frame per id (`gridwork_api::frames`: the chunk,
 //! missing, or deferred past 64 MiB) and finishes. Chunks are named by the BLAKE3 of their
 //! bytes, so the requester checks every one ([`PeerSource`] is a
-//! [`gridwork_client::ChunkSource`] and the pull checks what any source returns); a server
+//! [`gridwork_api::frames::ChunkSource`] and the pull checks what any source returns); a server
 //! never sees plaintext. One connection per peer carries many streams at once; a server
-//! handles at most [`PeerLimits::streams_per_peer`] of one connection at a time and
-//! [`PeerLimits::answers_at_once`] in all, and resets a stream whose request or answer is not
-//! moved in time: a peer that never reads holds its own places, nobody else's. Connections
-//! are capped in all ([`PeerLimits::connections`]) and per address
-//! ([`PeerLimits::connections_per_address`]); past either a new one is refused before its
-//! handshake.
+//! handles at most [`PeerLimits::streams_per_peer`] of one connection at a time,
+//! [`PeerLimits::answers_per_address`] for one address and [`PeerLimits::answers_at_once`] in
+//! all, and resets a stream whose request or answer is not moved in time: a peer that never
+//! reads holds its own places, nobody else's. Connections are capped in all
+//! ([`PeerLimits::connections`]) and per address ([`PeerLimits::connections_per_address`]);
+//! a new one proves its source address first (a QUIC retry) and is refused before its
+//! handshake past either cap.
 //!
 //! Why not iroh-blobs: its provider serves from a store of its own (a second copy of every
 //! chunk, or memory), and its BLAKE3 verified streaming guards multi-gigabyte blobs; our chunks
@@ -29,9 +30,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use gridwork_api::frames::{self, Frame};
-use gridwork_client::{ChunkSource, ClientError};
+use gridwork_api::frames::{self, ChunkSource, Fetch, Frame, SourceError};
 use gridwork_transfer::ChunkStore;
 use gridwork_types::{Hash, Keypair, PeerAddr, PublicKey};
 use iroh::endpoint::{presets, Accepting, Connection, IncomingAddr};
@@ -59,6 +58,9 @@ pub struct PeerLimits {
     pub streams_per_peer: usize,
     /// Answers built or being sent to all peers at once (each up to 64 MiB).
     pub answers_at_once: usize,
+    /// Of those, the most for peers at one address (an IPv6 peer's /64), whatever number of
+    /// connections they hold: two connections that never read used to hold every place.
+    pub answers_per_address: usize,
     /// A request (at most 4096 ids) must arrive within this, and then find a place among
     /// the answers within this again (or its stream is reset and the peer asks elsewhere).
     pub request_timeout: Duration,
@@ -76,6 +78,7 @@ impl Default for PeerLimits {
         PeerLimits {
             streams_per_peer: 4,
             answers_at_once: 8,
+            answers_per_address: 2,
             request_timeout: Duration::from_secs(10),
             answer_timeout: REQUEST_TIMEOUT,
             connections: 256,
@@ -150,13 +153,19 @@ impl Peer {
             let places = Places::new(limits);
             let filter = places.clone();
             Router::builder(endpoint.clone())
-                // Refused before the handshake's cryptography when the address or the
+                // A source address is proved first (a QUIC retry token, one round trip):
+                // places are counted by address, and a spoofed one would let a few packets
+                // fill a server's places or an honest worker's share. Then the connection
+                // is refused before the handshake's cryptography when the address or the
                 // server is already full; `on_accepting` takes the place itself.
                 .incoming_filter(Arc::new(move |incoming| {
-                    if filter.has_room(client_of(&incoming.remote_addr())) {
-                        iroh::protocol::IncomingFilterOutcome::Accept
+                    use iroh::protocol::IncomingFilterOutcome as Outcome;
+                    if !incoming.remote_addr_validated() {
+                        Outcome::Retry
+                    } else if filter.has_room(client_of(&incoming.remote_addr())) {
+                        Outcome::Accept
                     } else {
-                        iroh::protocol::IncomingFilterOutcome::Reject
+                        Outcome::Reject
                     }
                 }))
                 .accept(
@@ -169,6 +178,7 @@ impl Peer {
                         limits,
                         places,
                         held: Mutex::default(),
+                        answers_by_address: Mutex::default(),
                     }),
                 )
                 .spawn()
@@ -342,6 +352,14 @@ impl Drop for Place {
 #[error("too many peer connections (from this address or in all); try again later")]
 struct NoPlace;
 
+/// Refused: the handshake did not finish within [`HANDSHAKE_TIMEOUT`].
+#[derive(Debug, thiserror::Error)]
+#[error("the handshake did not finish in time")]
+struct HandshakeTimedOut;
+
+/// How long an incoming handshake may hold its connection's place.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves a chunk store: one request per stream, under [`PeerLimits`].
 #[derive(Debug)]
 struct ChunkServer {
@@ -354,6 +372,58 @@ struct ChunkServer {
     /// Places taken while a connection's handshake ran, by its `stable_id`, until its
     /// handler picks them up.
     held: Mutex<HashMap<usize, Place>>,
+    /// Each address's share of the answer places (while any of its answers is held).
+    answers_by_address: Mutex<HashMap<IpAddr, Arc<tokio::sync::Semaphore>>>,
+}
+
+impl ChunkServer {
+    /// The answer places of peers at `client`: its own share, then the common ones.
+    fn answer_places(&self, client: Option<IpAddr>) -> AnswerPlaces {
+        let own = client.map(|c| {
+            let mut all = self
+                .answers_by_address
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Shares nobody holds go as new addresses come.
+            if !all.contains_key(&c) {
+                all.retain(|_, share| Arc::strong_count(share) > 1);
+            }
+            all.entry(c)
+                .or_insert_with(|| {
+                    Arc::new(tokio::sync::Semaphore::new(
+                        self.limits.answers_per_address.max(1),
+                    ))
+                })
+                .clone()
+        });
+        AnswerPlaces {
+            own,
+            all: self.answers.clone(),
+        }
+    }
+}
+
+/// Where a connection's streams get their answer places.
+struct AnswerPlaces {
+    own: Option<Arc<tokio::sync::Semaphore>>,
+    all: Arc<tokio::sync::Semaphore>,
+}
+
+impl AnswerPlaces {
+    /// A place of the address's share and one of all: both held while the answer is.
+    async fn take(
+        &self,
+    ) -> Option<(
+        Option<tokio::sync::OwnedSemaphorePermit>,
+        tokio::sync::OwnedSemaphorePermit,
+    )> {
+        let own = match &self.own {
+            Some(own) => Some(own.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
+        let all = self.all.clone().acquire_owned().await.ok()?;
+        Some((own, all))
+    }
 }
 
 impl ProtocolHandler for ChunkServer {
@@ -362,7 +432,10 @@ impl ProtocolHandler for ChunkServer {
         let Some(place) = self.places.take(client_of(&accepting.remote_addr())) else {
             return Err(AcceptError::from_err(NoPlace));
         };
-        let connection = accepting.await?;
+        // A handshake holds its place for HANDSHAKE_TIMEOUT at most, not QUIC's idle timeout.
+        let connection = tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting)
+            .await
+            .map_err(|_| AcceptError::from_err(HandshakeTimedOut))??;
         self.held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -371,11 +444,12 @@ impl ProtocolHandler for ChunkServer {
     }
 
     async fn accept(&self, connection: Connection) -> Result<(), AcceptError> {
-        let _place = self
+        let place = self
             .held
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&connection.stable_id());
+        let answer_places = Arc::new(self.answer_places(place.as_ref().and_then(|p| p.client)));
         let limits = self.limits;
         let mine = Arc::new(tokio::sync::Semaphore::new(limits.streams_per_peer.max(1)));
         // A stream is accepted only with a place of this peer's: the rest wait unopened.
@@ -384,7 +458,7 @@ impl ProtocolHandler for ChunkServer {
                 break;
             };
             let store = self.store.clone();
-            let answers = self.answers.clone();
+            let answers = answer_places.clone();
             tokio::spawn(async move {
                 let _place = place;
                 let read = recv.read_to_end(4 + 32 * frames::MAX_FETCH_IDS);
@@ -407,9 +481,8 @@ impl ProtocolHandler for ChunkServer {
                 drop(request);
                 // Waiting for an answer's place is on a clock too: otherwise requests queue
                 // without bound behind the peers that hold the places.
-                let waited =
-                    tokio::time::timeout(limits.request_timeout, answers.acquire_owned()).await;
-                let Ok(Ok(_answering)) = waited else {
+                let waited = tokio::time::timeout(limits.request_timeout, answers.take()).await;
+                let Ok(Some(_answering)) = waited else {
                     tracing::debug!("no place to answer a peer in time");
                     let _ = send.reset(1u32.into());
                     return;
@@ -458,15 +531,12 @@ pub struct PeerSource {
 }
 
 impl PeerSource {
-    fn failed(&self, message: impl std::fmt::Display) -> ClientError {
-        ClientError::Unreachable {
-            url: self.label.clone(),
-            message: message.to_string(),
-        }
+    fn failed(&self, message: impl std::fmt::Display) -> SourceError {
+        SourceError::Unreachable(message.to_string())
     }
 
     /// The connection, dialled on first use and again after it closed.
-    async fn connection(&self) -> Result<Connection, ClientError> {
+    async fn connection(&self) -> Result<Connection, SourceError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref().filter(|c| c.close_reason().is_none()) {
             return Ok(c.clone());
@@ -482,7 +552,7 @@ impl PeerSource {
         Ok(c)
     }
 
-    async fn fetch(&self, ids: &[Hash]) -> Result<Vec<Frame>, ClientError> {
+    async fn fetch(&self, ids: &[Hash]) -> Result<Vec<Frame>, SourceError> {
         let connection = self.connection().await?;
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| self.failed(e))?;
         send.write_all(&frames::encode_fetch_request(ids))
@@ -491,12 +561,7 @@ impl PeerSource {
         send.finish().map_err(|e| self.failed(e))?;
         let limit = frames::MAX_RESPONSE_BYTES + ids.len() * (37 + MAX_SEALED.min(1 << 20));
         let body = recv.read_to_end(limit).await.map_err(|e| self.failed(e))?;
-        frames::read_answer(&body.into(), ids, MAX_SEALED).map_err(|message| {
-            ClientError::BadResponse {
-                url: self.label.clone(),
-                message,
-            }
-        })
+        frames::read_answer(&body.into(), ids, MAX_SEALED).map_err(SourceError::BadAnswer)
     }
 }
 
@@ -505,10 +570,7 @@ impl ChunkSource for PeerSource {
         self.label.clone()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [Hash],
-    ) -> BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, ids: &'a [Hash]) -> Fetch<'a> {
         Box::pin(async move {
             tokio::time::timeout(REQUEST_TIMEOUT, self.fetch(ids))
                 .await

@@ -169,7 +169,7 @@ pub enum TxError {
         /// The task.
         task: u32,
         /// Its phase.
-        phase: String,
+        phase: crate::market::Phase,
     },
     /// The transaction names an old or future attempt.
     #[error("the task is at attempt {current}, not {got}")]
@@ -236,6 +236,48 @@ pub enum TxError {
         /// The cap.
         max: Amount,
     },
+}
+
+impl TxError {
+    /// The stable, snake_case code of this error: the API's error code at admission and the
+    /// `code` of a [`crate::Event::TxFailed`] in a block.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadSignature { .. } => "bad_signature",
+            Self::NonceReplayed { .. } => "nonce_replayed",
+            Self::NonceFuture { .. } => "nonce_future",
+            Self::FeeTooLow { .. } => "fee_too_low",
+            Self::InsufficientBalance { .. } => "insufficient_balance",
+            Self::ZeroAmount => "zero_amount",
+            Self::UnbondExceedsLocked { .. } => "unbond_exceeds_locked",
+            Self::TooManyUnbondings { .. } => "too_many_unbondings",
+            Self::NothingToWithdraw { .. } => "nothing_to_withdraw",
+            Self::StakeTooLow { .. } => "stake_too_low",
+            Self::NotAProvider { .. } => "not_a_provider",
+            Self::BadOwnerApproval { .. } => "bad_owner_approval",
+            Self::BadPeerAddress { .. } => "bad_peer_address",
+            Self::BadPrescription { .. } => "bad_prescription",
+            Self::DepositTooLow { .. } => "deposit_too_low",
+            Self::UnknownJob { .. } => "unknown_job",
+            Self::UnknownTask { .. } => "unknown_task",
+            Self::NotRequester { .. } => "not_requester",
+            Self::JobClosed { .. } => "job_closed",
+            Self::WrongPhase { .. } => "wrong_phase",
+            Self::WrongAttempt { .. } => "wrong_attempt",
+            Self::NotAssigned { .. } => "not_assigned",
+            Self::AlreadyDone { .. } => "already_done",
+            Self::RevealMismatch => "reveal_mismatch",
+            Self::CopiedResult { .. } => "copied_result",
+            Self::BadJudgement { .. } => "bad_judgement",
+            Self::ProviderOffline { .. } => "provider_offline",
+            Self::ExecutorNotRevealed => "executor_not_revealed",
+            Self::OwnJob => "own_job",
+            Self::HardwareUnfit { .. } => "hardware_unfit",
+            Self::Blocklisted { .. } => "blocklisted",
+            Self::BadPrice { .. } => "bad_price",
+            Self::Overflow => "invalid_transaction",
+        }
+    }
 }
 
 /// Why a block was refused. A refused block leaves the state untouched.

@@ -95,7 +95,7 @@ use gridwork_types::{
     commitment, Address, Amount, Encode, Equivalence, Hardware, Hash, Payment, PeerAddr,
     Prescription,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::account::Account;
 use crate::error::TxError;
@@ -173,8 +173,10 @@ gridwork_types::codec_struct!(Provider {
     missed: u32,
 });
 
-/// What a provider is doing, derived from its record and the block time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What a provider is doing, derived from its record and the block time. On the wire (JSON)
+/// as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PoolStatus {
     /// No heartbeat within the timeout.
@@ -183,6 +185,23 @@ pub enum PoolStatus {
     Busy,
     /// Online and idle.
     Available,
+}
+
+impl PoolStatus {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolStatus::Offline => "offline",
+            PoolStatus::Busy => "busy",
+            PoolStatus::Available => "available",
+        }
+    }
+}
+
+impl std::fmt::Display for PoolStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Provider {
@@ -276,8 +295,10 @@ impl Job {
     }
 }
 
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a task stands. On the wire (JSON) as its lowercase name, which node, client and
+/// worker share through this type: renaming a variant is a protocol change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Open for bids.
@@ -295,6 +316,32 @@ pub enum Phase {
     Failed,
     /// Cancelled by the requester.
     Cancelled,
+}
+
+impl Phase {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Bidding => "bidding",
+            Phase::Committing => "committing",
+            Phase::Revealing => "revealing",
+            Phase::Judging => "judging",
+            Phase::Settled => "settled",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    /// Settled, failed or cancelled: nothing more happens to the task.
+    pub fn is_decided(self) -> bool {
+        matches!(self, Phase::Settled | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 gridwork_types::codec_enum!(Phase, "task phase" {
@@ -963,7 +1010,7 @@ impl State {
             return Err(TxError::WrongPhase {
                 job,
                 task: index,
-                phase: format!("{:?}", t.phase).to_lowercase(),
+                phase: t.phase,
             });
         }
         Ok(t)
@@ -1004,7 +1051,7 @@ impl State {
             return Err(TxError::WrongPhase {
                 job: job_id,
                 task: index,
-                phase: format!("{:?}", task.phase).to_lowercase(),
+                phase: task.phase,
             });
         }
         if job.requester == sender {

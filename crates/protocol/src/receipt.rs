@@ -193,6 +193,18 @@ pub enum Event {
         /// What the runs looked like.
         reason: String,
     },
+    /// The sender's side applied (its nonce and fee are spent) but the market refused the
+    /// action: another transaction in this block or an earlier one got there first (the job
+    /// was cancelled, the auction closed, the same bid or commitment was already made). The
+    /// transaction is in the block and did nothing else.
+    TxFailed {
+        /// Who sent it.
+        sender: Address,
+        /// The stable code of the refusal (as the API's error codes: `wrong_phase`, ...).
+        code: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A task's result was accepted and paid.
     TaskSettled {
         /// Job id.
@@ -308,6 +320,7 @@ gridwork_types::codec_enum!(Event, "event" {
     22 => Judged { job: Hash, task: u32, attempt: u32, provider: Address, equivalent: Vec<Address> },
     23 => CouncilEnlarged { job: Hash, task: u32, attempt: u32, seats: u8, reason: String },
     24 => RunsDisagreed { job: Hash, task: u32, attempt: u32, paid: Amount, reason: String },
+    25 => TxFailed { sender: Address, code: String, reason: String },
 });
 
 /// The outcome of one applied transaction.
@@ -324,6 +337,17 @@ pub struct Receipt {
     pub fee: Amount,
     /// What it changed.
     pub events: Vec<Event>,
+}
+
+impl Receipt {
+    /// The market's refusal, when the transaction paid its fee and nonce but did nothing
+    /// else ([`Event::TxFailed`]): its code and reason.
+    pub fn failure(&self) -> Option<(&str, &str)> {
+        self.events.iter().find_map(|e| match e {
+            Event::TxFailed { code, reason, .. } => Some((code.as_str(), reason.as_str())),
+            _ => None,
+        })
+    }
 }
 
 impl Encode for Receipt {

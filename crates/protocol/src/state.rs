@@ -230,8 +230,12 @@ pub struct BuiltBlock {
     pub receipts: Vec<Receipt>,
     /// What the block itself triggered before its transactions (deadlines).
     pub events: Vec<Event>,
-    /// Candidates left out, with the reason.
+    /// Candidates left out, with the reason: their sender's side did not apply (nonce,
+    /// fee, balance), so they are not in the block and their nonces are free.
     pub rejected: Vec<(SignedTx, TxError)>,
+    /// Transactions in the block that the market refused (position in the block, why): they
+    /// paid their fee and spent their nonce, and their receipt holds [`Event::TxFailed`].
+    pub failed: Vec<(u32, TxError)>,
 }
 
 /// Storage key prefixes of the state maps.
@@ -518,7 +522,7 @@ impl State {
         let mut receipts = Vec::with_capacity(block.txs.len());
         for (index, (signed, hash)) in block.txs.iter().zip(&hashes).enumerate() {
             match self.apply_tx(&signed.tx, header, index as u32, *hash) {
-                Ok(receipt) => receipts.push(receipt),
+                Ok((receipt, _)) => receipts.push(receipt),
                 Err(error) => {
                     self.rollback();
                     return Err(BlockError::InvalidTx { index, error });
@@ -591,10 +595,14 @@ impl State {
         let mut hashes = Vec::with_capacity(candidates.len());
         let mut receipts = Vec::with_capacity(candidates.len());
         let mut rejected = Vec::new();
+        let mut failed = Vec::new();
         for signed in candidates {
             let hash = signed.hash();
             match self.apply_tx(&signed.tx, &header, txs.len() as u32, hash) {
-                Ok(receipt) => {
+                Ok((receipt, refusal)) => {
+                    if let Some(error) = refusal {
+                        failed.push((txs.len() as u32, error));
+                    }
                     receipts.push(receipt);
                     hashes.push(hash);
                     txs.push(signed);
@@ -613,6 +621,7 @@ impl State {
             receipts,
             events,
             rejected,
+            failed,
         }
     }
 
@@ -665,19 +674,24 @@ impl State {
         Ok(())
     }
 
-    /// Applies one transaction; on error nothing changed.
+    /// Applies one transaction; on error nothing changed. A transaction whose own side
+    /// applies but whose market action is refused is charged its fee and nonce and does
+    /// nothing else: the receipt says why ([`Event::TxFailed`]), and so does the second value.
     fn apply_tx(
         &mut self,
         tx: &Transaction,
         header: &Header,
         index: u32,
         tx_hash: Hash,
-    ) -> Result<Receipt, TxError> {
+    ) -> Result<(Receipt, Option<TxError>), TxError> {
         let sender = tx.sender();
         let now = header.timestamp_ms;
-        let mut account = self.account(&sender);
+        let before = self.account(&sender);
+        let mut account = before.clone();
         let credit = apply_to_sender(&mut account, tx, &self.params, now)?;
-        self.check_market(&tx.kind, sender, &account, now)?;
+        if let Err(refusal) = self.check_market(&tx.kind, sender, &account, now) {
+            return self.charge_refused(tx, before, header, index, tx_hash, refusal);
+        }
         let pool = self
             .rewards_pool
             .checked_add(credit.fee)
@@ -707,13 +721,56 @@ impl State {
         }
         let mut events: Vec<Event> = credit.event.into_iter().collect();
         events.extend(self.execute_market(&tx.kind, sender, tx_hash, now));
-        Ok(Receipt {
+        let receipt = Receipt {
             tx_hash,
             height: header.height,
             index,
             fee: credit.fee,
             events,
-        })
+        };
+        Ok((receipt, None))
+    }
+
+    /// A transaction the market refused after its sender's side applied: only its nonce and
+    /// fee are spent (the sender's side already checked that the fee is spendable).
+    fn charge_refused(
+        &mut self,
+        tx: &Transaction,
+        mut account: Account,
+        header: &Header,
+        index: u32,
+        tx_hash: Hash,
+        refusal: TxError,
+    ) -> Result<(Receipt, Option<TxError>), TxError> {
+        let sender = tx.sender();
+        account.nonce += 1;
+        if account.public_key.is_none() {
+            account.public_key = Some(tx.from);
+        }
+        account.balance = account
+            .balance
+            .checked_sub(tx.fee)
+            .ok_or(TxError::Overflow)?;
+        let pool = self
+            .rewards_pool
+            .checked_add(tx.fee)
+            .ok_or(TxError::Overflow)?;
+        self.write_account(sender, account);
+        if pool != self.rewards_pool {
+            self.set_pool(pool);
+        }
+        let receipt = Receipt {
+            tx_hash,
+            height: header.height,
+            index,
+            fee: tx.fee,
+            events: vec![Event::TxFailed {
+                sender,
+                code: refusal.code().into(),
+                reason: refusal.to_string(),
+            }],
+        };
+        Ok((receipt, Some(refusal)))
     }
 
     /// Checks a transaction the way the block will, against the sender's `projected` account

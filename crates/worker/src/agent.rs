@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gridwork_api::{JobView, TaskView};
+use gridwork_api::{JobView, Phase, TaskView};
 use gridwork_client::{
     pull_tree_from, ChunkSource, Client, ClientError, DataError, SourceReport, TransferOptions,
 };
@@ -39,18 +39,48 @@ use crate::policy::{Decision, PricingPolicy};
 use crate::sandbox::{self, TaskEnv};
 
 /// How the worker behaves. Everything but `Honest` is a named test double for the
-/// Byzantine cases the market must survive.
+/// Byzantine cases the market must survive, compiled only with the `doubles` feature (the
+/// tests and the demo's liar turn it on; a provider's worker has no way to misbehave).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Behavior {
     /// Runs tasks and reports what it got.
     Honest,
     /// As executor, replaces its outputs with a forged result.
+    #[cfg(feature = "doubles")]
     LyingExecutor,
     /// As executor, never commits (it vanishes after winning).
+    #[cfg(feature = "doubles")]
     VanishingExecutor,
     /// On a council, does not run the program: commits a made-up output and names every
     /// other party as equivalent when judging (`LazyCouncilMember`).
+    #[cfg(feature = "doubles")]
     LazyCouncilMember,
+}
+
+impl Behavior {
+    /// Forges its outputs as executor.
+    fn lies(self) -> bool {
+        #[cfg(feature = "doubles")]
+        return self == Behavior::LyingExecutor;
+        #[cfg(not(feature = "doubles"))]
+        false
+    }
+
+    /// Never commits as executor.
+    fn vanishes(self) -> bool {
+        #[cfg(feature = "doubles")]
+        return self == Behavior::VanishingExecutor;
+        #[cfg(not(feature = "doubles"))]
+        false
+    }
+
+    /// Makes results up on a council.
+    fn is_lazy(self) -> bool {
+        #[cfg(feature = "doubles")]
+        return self == Behavior::LazyCouncilMember;
+        #[cfg(not(feature = "doubles"))]
+        false
+    }
 }
 
 /// Failed steps in a row after which a stopping worker with no task running gives up on the
@@ -573,8 +603,11 @@ impl Worker {
             }
             for t in &view.tasks {
                 let assigned = t.executor == Some(self.me) || t.council.contains(&self.me);
-                let mine =
-                    assigned && matches!(t.phase.as_str(), "committing" | "revealing" | "judging");
+                let mine = assigned
+                    && matches!(
+                        t.phase,
+                        Phase::Committing | Phase::Revealing | Phase::Judging
+                    );
                 in_flight |= mine;
                 if mine {
                     live.insert(self.task_dir((view.id, t.index, t.attempt)));
@@ -662,8 +695,8 @@ impl Worker {
         let r = (view.id, t.index, t.attempt);
         let is_executor = t.executor == Some(self.me);
         let assigned = is_executor || t.council.contains(&self.me);
-        match t.phase.as_str() {
-            "bidding" if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
+        match t.phase {
+            Phase::Bidding if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
                 let active = lock(&self.running).len() as u32;
                 match self
                     .cfg
@@ -691,7 +724,7 @@ impl Worker {
                     _ => {}
                 }
             }
-            "committing" if assigned && !t.committed.contains(&self.me) => {
+            Phase::Committing if assigned && !t.committed.contains(&self.me) => {
                 if let Some(res) = self.result(r) {
                     if self.mark("commit", r) {
                         let c = commitment(&res.output, &res.salt, &self.me);
@@ -707,10 +740,10 @@ impl Worker {
                         }
                     }
                 } else if !lock(&self.running).contains_key(&r) {
-                    if is_executor && self.cfg.behavior == Behavior::VanishingExecutor {
+                    if is_executor && self.cfg.behavior.vanishes() {
                         return Ok(());
                     }
-                    if !is_executor && self.cfg.behavior == Behavior::LazyCouncilMember {
+                    if !is_executor && self.cfg.behavior.is_lazy() {
                         return self.make_up_result(r, t.round);
                     }
                     let worker = Arc::clone(self);
@@ -740,7 +773,7 @@ impl Worker {
                     lock(&self.running).insert(r, handle);
                 }
             }
-            "revealing"
+            Phase::Revealing
                 if t.committed.contains(&self.me)
                     && !t.revealed.iter().any(|(p, _)| *p == self.me) =>
             {
@@ -766,7 +799,7 @@ impl Worker {
                     }
                 }
             }
-            "judging"
+            Phase::Judging
                 if t.revealed.iter().any(|(p, _)| *p == self.me)
                     && !t.judged.contains(&self.me) =>
             {
@@ -859,7 +892,7 @@ impl Worker {
         };
         std::fs::create_dir_all(&outputs).map_err(io)?;
         std::fs::write(outputs.join(".gridwork-status"), format!("{status}\n")).map_err(io)?;
-        if as_executor && self.cfg.behavior == Behavior::LyingExecutor {
+        if as_executor && self.cfg.behavior.lies() {
             std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n")
                 .map_err(io)?;
         }
@@ -971,7 +1004,7 @@ impl Worker {
         r: TaskRef,
         mine: &RunResult,
     ) -> Result<(), WorkerError> {
-        let lazy = self.cfg.behavior == Behavior::LazyCouncilMember && t.executor != Some(self.me);
+        let lazy = self.cfg.behavior.is_lazy() && t.executor != Some(self.me);
         if !lazy && !lock(&self.judging).contains(&("shared", r, t.round)) {
             let outputs = sandbox::layout(&self.task_dir(r)).1;
             let key = output_key(view, r, mine.round, &outputs)?;

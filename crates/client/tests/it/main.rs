@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use gridwork_api::frames::Frame;
-use gridwork_client::{pull_tree_from, ChunkSource, Client, ClientError, TransferOptions};
+use gridwork_api::{HealthStatus, JobStatus, Phase, PoolStatus, TxState};
+use gridwork_client::{
+    pull_tree_from, ChunkSource, Client, ClientError, SourceError, TransferOptions,
+};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_types::{Address, Amount, Keypair, SignedTx, Transaction, TxKind, GRID};
@@ -82,7 +85,7 @@ async fn transfer_is_committed_with_a_receipt_and_announced_on_the_event_stream(
         .await
         .unwrap();
     let status = t.client.wait_committed(&hash, WAIT).await.unwrap();
-    assert_eq!(status.status, "committed");
+    assert_eq!(status.status, TxState::Committed);
     let receipt = status.receipt.unwrap();
     assert_eq!(
         t.client.account(&bob.address()).await.unwrap().balance,
@@ -325,7 +328,7 @@ async fn malformed_requests_get_json_errors() {
 async fn health_metrics_chain_and_openapi_are_served() {
     let t = TestNode::start().await;
     let health = t.client.health().await.unwrap();
-    assert_eq!(health.status, "ok");
+    assert_eq!(health.status, HealthStatus::Ok);
     let chain = t.client.chain().await.unwrap();
     assert_eq!(chain.chain_id, "gridwork-dev");
     assert_eq!(chain.total_supply, Amount::grid(1_000_000_000));
@@ -500,8 +503,8 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
     t.client.wait_committed(&job, WAIT).await.unwrap();
     let view = t.client.job(&job).await.unwrap().unwrap();
     assert_eq!(
-        (view.status.as_str(), view.tasks[0].phase.as_str()),
-        ("open", "bidding")
+        (view.status, view.tasks[0].phase),
+        (JobStatus::Open, Phase::Bidding)
     );
 
     // Only registered providers post reasons: a stranger cannot crowd out real ones.
@@ -583,7 +586,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
             .unwrap()
             .unwrap()
             .status,
-        "busy"
+        PoolStatus::Busy
     );
 
     let out = Hash::of(b"frame-0001.png");
@@ -866,10 +869,7 @@ impl ChunkSource for ForgingSource<'_> {
         "forger".into()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [gridwork_types::Hash],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, ids: &'a [gridwork_types::Hash]) -> gridwork_client::Fetch<'a> {
         Box::pin(async move {
             let mut frames = self.0.fetch_chunks(ids).await?;
             for frame in &mut frames {
@@ -897,10 +897,7 @@ impl ChunkSource for SlowSource<'_> {
         "slow".into()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [gridwork_types::Hash],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, ids: &'a [gridwork_types::Hash]) -> gridwork_client::Fetch<'a> {
         Box::pin(async move {
             tokio::time::sleep(self.delay).await;
             self.inner.fetch_chunks(ids).await
@@ -916,10 +913,7 @@ impl ChunkSource for BlackHoleSource {
         "black hole".into()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        _ids: &'a [gridwork_types::Hash],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, _ids: &'a [gridwork_types::Hash]) -> gridwork_client::Fetch<'a> {
         Box::pin(std::future::pending())
     }
 }
@@ -935,17 +929,11 @@ impl ChunkSource for CutSource<'_> {
         "cut".into()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [gridwork_types::Hash],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, ids: &'a [gridwork_types::Hash]) -> gridwork_client::Fetch<'a> {
         Box::pin(async move {
             let n = ids.len() as i64;
             if self.left.fetch_sub(n, std::sync::atomic::Ordering::SeqCst) < n {
-                return Err(ClientError::Unreachable {
-                    url: "cut".into(),
-                    message: "connection reset".into(),
-                });
+                return Err(SourceError::Unreachable("connection reset".into()));
             }
             self.inner.fetch_chunks(ids).await
         })
@@ -1535,18 +1523,12 @@ impl ChunkSource for PoisonedSource<'_> {
         "poisoned".into()
     }
 
-    fn fetch_chunks<'a>(
-        &'a self,
-        ids: &'a [gridwork_types::Hash],
-    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Frame>, ClientError>> {
+    fn fetch_chunks<'a>(&'a self, ids: &'a [gridwork_types::Hash]) -> gridwork_client::Fetch<'a> {
         Box::pin(async move {
             self.asked.lock().unwrap().extend_from_slice(ids);
             if self.poison.is_some_and(|p| ids.contains(&p)) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                return Err(ClientError::Unreachable {
-                    url: "poisoned".into(),
-                    message: "connection reset".into(),
-                });
+                return Err(SourceError::Unreachable("connection reset".into()));
             }
             self.inner.fetch_chunks(ids).await
         })

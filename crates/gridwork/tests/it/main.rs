@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use gridwork_api::{JobStatus, Phase};
 use gridwork_client::Client;
 use gridwork_protocol::{dev_keypair, State};
 use gridwork_storage::{RedbStore, Store};
@@ -1205,9 +1206,9 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
     for job in &jobs {
         loop {
             let view = rt.block_on(client.job(job)).unwrap().unwrap();
-            if view.status == "finished" {
+            if view.status == JobStatus::Finished {
                 for t in &view.tasks {
-                    assert_eq!(t.phase, "settled", "job {job}: {view:?}");
+                    assert_eq!(t.phase, Phase::Settled, "job {job}: {view:?}");
                 }
                 break;
             }

@@ -943,3 +943,62 @@ fn a_json_body_trickled_below_the_minimum_rate_is_cut_off() {
     let (status, _) = answer(&mut prompt);
     assert!(!status.contains(" 408"), "{status}");
 }
+
+/// Unsigned chunk questions are read on their client's part of the body budget as their
+/// bytes arrive: three 16 MiB missing-chunk questions from one address, each left one id
+/// short, hold most of its part (72 MiB here), so its next large question is told `busy`
+/// while the same question from another address is answered. (The whole question used to
+/// be read before its share was asked: stalled questions held 16 MiB each outside the
+/// budget, and the next one was served.)
+#[test]
+fn stalled_chunk_questions_hold_their_clients_part_of_the_budget() {
+    let limits = ServeLimits {
+        body_memory_bytes: 256 << 20,
+        body_idle_timeout: Duration::from_secs(60),
+        ..ServeLimits::default()
+    };
+    let (_node, addr, _dir) = serving(limits);
+    const LEN: usize = 16 << 20;
+    let head = format!(
+        "POST /v1/chunks/missing HTTP/1.1\r\nHost: node\r\nContent-Type: application/octet-stream\r\nContent-Length: {LEN}\r\n\r\n"
+    );
+    let stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            s.write_all(&vec![0u8; LEN - 32]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // A whole question, written from a thread: the node may stop reading it.
+    let ask = |mut s: TcpStream| {
+        let mut writer = s.try_clone().unwrap();
+        let head = head.clone();
+        let sent = std::thread::spawn(move || {
+            writer
+                .set_write_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let _ = writer.write_all(head.as_bytes());
+            let _ = writer.write_all(&vec![0u8; LEN]);
+        });
+        let answered = answer(&mut s);
+        drop(s);
+        sent.join().unwrap();
+        answered
+    };
+    let (status, body) = ask(TcpStream::connect(addr).unwrap());
+    assert!(
+        status.contains(" 503"),
+        "{status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    assert!(String::from_utf8_lossy(&body).contains("busy"));
+    let other = connect_with(addr, |socket| {
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    });
+    let (status, body) = ask(other);
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body.len(), (LEN / 32).div_ceil(8), "one bit per id asked");
+    drop(stalled);
+}

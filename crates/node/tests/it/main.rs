@@ -84,7 +84,7 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
             }
         }
         let health = node.health();
-        assert_eq!(health.status, "halted");
+        assert_eq!(health.status, gridwork_api::HealthStatus::Halted);
         assert!(health.reason.unwrap().contains("injected"));
         let refused = node
             .submit(vec![transfer("halt-test", 0, 3, 1)])

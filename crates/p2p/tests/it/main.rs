@@ -355,6 +355,51 @@ async fn a_peer_that_never_reads_holds_only_its_own_places() {
     other.shutdown().await;
 }
 
+/// `AnswerHoarder`: one address opens two connections and never reads their answers. It
+/// holds only its address's share of the answer places (two of four here), so a peer at
+/// another address is answered at once. (The places were shared by all: two connections of
+/// one address held every one of them for the answer timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_only_its_share_of_the_answer_places() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, announced, ids) = serving_six_chunks(
+        dir.path(),
+        gridwork_p2p::PeerLimits {
+            streams_per_peer: 2,
+            answers_at_once: 4,
+            answers_per_address: 2,
+            request_timeout: Duration::from_secs(3),
+            answer_timeout: Duration::from_secs(30),
+            ..gridwork_p2p::PeerLimits::default()
+        },
+    )
+    .await;
+    let (mut hoarded, mut connections) = (Vec::new(), Vec::new());
+    for seed in [42, 43] {
+        let (endpoint, connection) = dial(&announced, seed, [127, 0, 0, 1]).await.unwrap();
+        for _ in 0..2 {
+            let (mut send, recv) = connection.open_bi().await.unwrap();
+            send.write_all(&request(&ids)).await.unwrap();
+            send.finish().unwrap();
+            hoarded.push(recv);
+        }
+        connections.push((endpoint, connection));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_other, connection) = dial(&announced, 44, [127, 0, 0, 2]).await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&request(&ids[..1])).await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(16 << 20))
+        .await
+        .expect("a peer at another address was kept waiting")
+        .expect("and reset");
+    assert!(answer.len() > 4 << 20);
+    drop((hoarded, connections));
+    server.shutdown().await;
+}
+
 /// The answer places are shared by every peer: a request that cannot get one in time is
 /// reset (its peer asks elsewhere) rather than queued behind the peers holding them, so
 /// strangers cannot pile up requests without bound.

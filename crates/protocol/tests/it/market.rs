@@ -212,18 +212,34 @@ impl Market {
         events
     }
 
-    /// The error one transaction gets (and the nonce is not consumed).
+    /// The error one transaction gets. The market refused it: it is in the block, paid its
+    /// fee and spent its nonce, and did nothing else (`TxFailed`).
     fn refused(&mut self, key: &Keypair, kind: TxKind) -> TxError {
         let tx = self.tx(key, kind);
+        let pool = self.state.rewards_pool();
         let mut built = self
             .state
-            .build_block(self.now + 1, Address([0; 20]), vec![tx]);
+            .build_block(self.now + 1, Address([0; 20]), vec![tx.clone()]);
         self.now += 1;
         self.replica.apply_block(&built.block).unwrap();
+        assert_eq!(self.replica.root(), self.state.root());
         self.state = self.disk.restart(&mut self.state);
-        *self.nonces.get_mut(&key.address()).unwrap() -= 1;
-        assert_eq!(built.rejected.len(), 1);
-        built.rejected.remove(0).1
+        assert!(built.rejected.is_empty(), "{:?}", built.rejected);
+        assert_eq!(
+            built.failed.len(),
+            1,
+            "the market took it: {:?}",
+            built.receipts
+        );
+        let (code, _) = built.receipts[0].failure().expect("the receipt says why");
+        let error = built.failed.remove(0).1;
+        assert_eq!(code, error.code());
+        assert_eq!(built.receipts[0].fee, tx.tx.fee);
+        assert_eq!(
+            self.state.rewards_pool(),
+            pool.checked_add(tx.tx.fee).unwrap()
+        );
+        error
     }
 
     fn submit(&mut self, p: Prescription, deposit: Amount) -> Hash {
@@ -2264,4 +2280,80 @@ fn providers_announce_usable_peer_addresses_and_can_withdraw_them() {
     let tx = m.tx(&provider(1), peer(&[]));
     m.block(vec![tx]);
     assert_eq!(m.state.provider(&provider(1).address()).unwrap().peer, None);
+}
+
+/// `DuplicateActionSpammer`: one sender queues the same market action many times (a job's
+/// cancellation, a bid on one task), each copy valid against the committed state when it is
+/// admitted, at a fee that outbids honest traffic. Only the first can take effect; every other
+/// copy is still in the block and pays its fee, so priority and mempool places cost what they
+/// say, per copy. (Before: refused copies were left out and paid nothing.)
+#[test]
+fn duplicate_market_actions_each_pay_their_fee_though_only_the_first_acts() {
+    let mut m = Market::new();
+    let p = prescription(2, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let fee = Amount(GRID / 1_000);
+    let paying = |m: &mut Market, key: &Keypair, kind: TxKind| {
+        let mut signed = m.tx(key, kind);
+        signed.tx.fee = fee;
+        signed.tx.clone().sign(CHAIN, key)
+    };
+    let bidder = provider(1);
+    let mut txs: Vec<SignedTx> = (0..3)
+        .map(|_| {
+            let kind = TxKind::Bid {
+                job,
+                task: 0,
+                price: Amount(GRID / 1_000),
+            };
+            paying(&mut m, &bidder, kind)
+        })
+        .collect();
+    txs.extend((0..4).map(|_| paying(&mut m, &requester(), TxKind::CancelJob { job })));
+    let pool = m.state.rewards_pool();
+    let balances = [bidder.address(), requester().address()].map(|a| m.state.account(&a).balance);
+
+    m.now += 1;
+    let built = m.state.build_block(m.now, Address([0; 20]), txs);
+    m.replica.apply_block(&built.block).unwrap();
+    assert_eq!(m.replica.root(), m.state.root());
+    assert_eq!(m.state.check_conservation(), Ok(()));
+
+    assert!(built.rejected.is_empty(), "{:?}", built.rejected);
+    assert_eq!(built.block.txs.len(), 7, "every copy is in the block");
+    let refused: Vec<&str> = built.failed.iter().map(|(_, e)| e.code()).collect();
+    // Two more bids on a task whose auction the first closed (one bid is enough here), then
+    // three more cancellations of a cancelled job.
+    assert_eq!(
+        refused,
+        [
+            "wrong_phase",
+            "wrong_phase",
+            "job_closed",
+            "job_closed",
+            "job_closed"
+        ]
+    );
+    assert!(built.receipts.iter().all(|r| r.fee == fee));
+    assert_eq!(
+        m.state.rewards_pool(),
+        Amount(pool.0 + 7 * fee.0),
+        "seven fees, not two"
+    );
+    assert_eq!(
+        m.state.account(&bidder.address()).balance,
+        Amount(balances[0].0 - 3 * fee.0)
+    );
+    assert_eq!(m.state.account(&bidder.address()).nonce, 3 + 2);
+    // The refused copies did nothing else: one bid, one cancellation.
+    let events: Vec<&Event> = built.receipts.iter().flat_map(|r| &r.events).collect();
+    let bids = events
+        .iter()
+        .filter(|e| matches!(e, Event::BidPlaced { .. }))
+        .count();
+    let cancels = events
+        .iter()
+        .filter(|e| matches!(e, Event::JobCancelled { .. }))
+        .count();
+    assert_eq!((bids, cancels), (1, 1));
 }

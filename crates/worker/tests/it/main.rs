@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use gridwork_api::LogStream;
+use gridwork_api::{JobStatus, LogStream, Phase};
 use gridwork_client::{Client, LogPosition, TransferOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
@@ -145,7 +145,7 @@ impl Net {
         p.data = vec![input];
         let job = self.submit(p).await;
         let view = self.wait_finished(&job).await;
-        assert_eq!(view.tasks[0].phase, "settled", "{view:#?}");
+        assert_eq!(view.tasks[0].phase, Phase::Settled, "{view:#?}");
         view
     }
 
@@ -179,7 +179,7 @@ impl Net {
         let start = std::time::Instant::now();
         loop {
             let view = self.client.job(job).await.unwrap().unwrap();
-            if view.status != "open" {
+            if view.status != JobStatus::Open {
                 return view;
             }
             assert!(start.elapsed() < WAIT, "job did not finish: {view:#?}");
@@ -262,9 +262,9 @@ async fn honest_workers_complete_a_job_and_are_paid() {
         .unwrap();
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
-    assert_eq!(view.status, "finished");
+    assert_eq!(view.status, JobStatus::Finished);
     for t in &view.tasks {
-        assert_eq!(t.phase, "settled");
+        assert_eq!(t.phase, Phase::Settled);
         let text = result_text(&net, t.result.as_ref().unwrap()).await;
         assert_eq!(
             text.trim(),
@@ -318,7 +318,7 @@ async fn a_lying_executor_is_caught_and_the_requester_gets_the_right_result() {
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     let task = &view.tasks[0];
-    assert_eq!(task.phase, "settled");
+    assert_eq!(task.phase, Phase::Settled);
     assert!(task.attempt >= 1, "the first attempt was rejected");
     assert_ne!(task.executor, Some(liar_address));
     assert_eq!(
@@ -358,7 +358,7 @@ async fn a_lazy_council_member_is_slashed_and_the_honest_runs_decide() {
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     let t = &view.tasks[0];
-    assert_eq!(t.phase, "settled", "{view:#?}");
+    assert_eq!(t.phase, Phase::Settled, "{view:#?}");
     assert!(t.council.contains(&lazy_address), "{view:#?}");
     assert_eq!(t.judged.len(), 4, "everyone judged: {view:#?}");
     let lazy = net.client.provider(&lazy_address).await.unwrap().unwrap();
@@ -390,7 +390,7 @@ async fn a_nondeterministic_program_ends_the_job_and_slashes_nobody() {
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     let t = &view.tasks[0];
-    assert_eq!(t.phase, "failed", "{view:#?}");
+    assert_eq!(t.phase, Phase::Failed, "{view:#?}");
     assert!(t.note.contains("nondeterministic"), "{}", t.note);
     assert_eq!(
         (t.round, t.council.len(), t.judged.len()),
@@ -431,7 +431,7 @@ async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     p.halting.first_bids = 2;
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
-    assert_eq!(view.tasks[0].phase, "settled");
+    assert_eq!(view.tasks[0].phase, Phase::Settled);
     assert!(
         view.tasks[0].attempt >= 1,
         "the ghost won and vanished first"
@@ -465,7 +465,7 @@ async fn a_worker_restarted_mid_task_finishes_it() {
     let job = net.submit(squares(1, 0, 30_000, &slow)).await;
     // Wait until it runs, then kill the worker in the middle of the task.
     let start = std::time::Instant::now();
-    while net.client.job(&job).await.unwrap().unwrap().tasks[0].phase != "committing" {
+    while net.client.job(&job).await.unwrap().unwrap().tasks[0].phase != Phase::Committing {
         assert!(start.elapsed() < WAIT);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -474,7 +474,7 @@ async fn a_worker_restarted_mid_task_finishes_it() {
     // The same provider starts again with the same work directory.
     net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
     let view = net.wait_finished(&job).await;
-    assert_eq!(view.tasks[0].phase, "settled");
+    assert_eq!(view.tasks[0].phase, Phase::Settled);
     assert_eq!(
         view.tasks[0].attempt, 0,
         "finished by the restarted worker, not re-auctioned"
@@ -499,7 +499,7 @@ async fn workers_say_why_they_do_not_bid() {
         let view = net.client.job(&job).await.unwrap().unwrap();
         if let Some(d) = view.declines.first() {
             assert!(d.reason.contains("nvidia GPU"), "{}", d.reason);
-            assert_eq!(view.tasks[0].phase, "bidding");
+            assert_eq!(view.tasks[0].phase, Phase::Bidding);
             break;
         }
         assert!(start.elapsed() < WAIT, "no decline posted");
@@ -531,14 +531,14 @@ async fn a_running_task_streams_its_logs_to_the_node() {
                 .await
                 .unwrap();
             if !log.data.is_empty() {
-                break (log, t.phase.clone());
+                break (log, t.phase);
             }
         }
         assert!(start.elapsed() < WAIT, "no log arrived: {view:#?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(log.data, "started\n");
-    assert_eq!(phase, "committing", "the task was still running");
+    assert_eq!(phase, Phase::Committing, "the task was still running");
 
     let view = net.wait_finished(&job).await;
     let t = &view.tasks[0];
@@ -649,7 +649,7 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     let t = &view.tasks[0];
-    assert_eq!(t.phase, "settled", "{view:#?}");
+    assert_eq!(t.phase, Phase::Settled, "{view:#?}");
     assert_eq!(t.revealed.len(), 2);
     assert_eq!(
         t.judged.len(),
@@ -1048,7 +1048,7 @@ async fn metrics_show_a_market_workload_and_pass_promtool() {
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     let task = &view.tasks[0];
-    assert_eq!(task.phase, "settled", "{view:#?}");
+    assert_eq!(task.phase, Phase::Settled, "{view:#?}");
     assert_eq!(
         result_text(&net, task.result.as_ref().unwrap()).await,
         "frame data 42\n"

@@ -1,0 +1,181 @@
+//! `gridwork worker`, `gridwork probe` and `gridwork sandbox-exec`: a provider's side.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use gridwork_types::OwnerApproval;
+use gridwork_worker::sandbox::Launcher;
+use gridwork_worker::{
+    confine_and_exec, gpu_devices, probe_report, serve_metrics, Behavior, CacheLimit, Confinement,
+    P2pConfig, PricingPolicy, Worker, WorkerConfig,
+};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cli::{Cli, SandboxArgs, WorkerArgs};
+use crate::commands::{home, init_logging, parse_amount, runtime, shutdown_signal, signing_key};
+use crate::output::{emit, rows};
+
+pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
+    init_logging();
+    let key = signing_key(cli)?;
+    let price = parse_amount(&args.price)?;
+    let stake = parse_amount(&args.stake)?;
+    let name = cli.key.clone().unwrap_or_default();
+    let work_dir = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => home(cli)?.join("worker").join(name),
+    };
+    // Absolute: task programs start in their own directories, and `sandbox-exec` reads the
+    // paths it is given from there.
+    let work_dir = std::path::absolute(&work_dir)
+        .with_context(|| format!("resolving the work directory {}", work_dir.display()))?;
+    let owner = args
+        .owner_approval
+        .as_deref()
+        .map(OwnerApproval::from_hex)
+        .transpose()
+        .context("--owner-approval")?;
+    let owner_address = owner.map(|o| o.owner_address());
+    // Tasks may read neither: keys, the chunk cache, other tasks' decrypted inputs.
+    let hidden = vec![
+        std::path::absolute(home(cli)?).context("resolving the worker's home")?,
+        work_dir.clone(),
+    ];
+    let report = probe_report();
+    tracing::info!(nvidia = %report.nvidia_source, "probed");
+    let hardware = report.hardware;
+    let cfg = WorkerConfig {
+        owner,
+        key,
+        work_dir,
+        policy: PricingPolicy {
+            price_per_task_second: price,
+            capacity: args.capacity,
+        },
+        hardware: hardware.clone(),
+        stake,
+        poll: Duration::from_millis(args.poll_ms),
+        heartbeat: Duration::from_secs(20),
+        behavior: Behavior::Honest,
+        launcher: Some(Launcher {
+            exe: std::env::current_exe().context("locating the gridwork executable")?,
+            memory_mib: args.max_memory_mib,
+            max_file_mib: Some(args.max_file_mib),
+            gpu_devices: gpu_devices(Path::new("/dev")),
+            hidden,
+        }),
+        p2p: args.p2p_listen.map(|listen| P2pConfig {
+            listen,
+            announce: args.p2p_announce.clone(),
+        }),
+        cache: Some(CacheLimit {
+            max_bytes: args.worker_cache_max_gib.saturating_mul(1 << 30),
+            spare: Duration::from_secs(600),
+        }),
+    };
+    let worker = Worker::new(&cli.node, cfg)?;
+    let rt = runtime()?;
+    rt.block_on(worker.register())?;
+    let gpus: Vec<String> = hardware
+        .gpus
+        .iter()
+        .map(|g| format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib))
+        .collect();
+    emit(
+        cli.json,
+        &json!({ "provider": worker.address(), "owner": owner_address, "hardware": hardware }),
+        || {
+            rows(&[
+                ("provider", worker.address().to_string()),
+                (
+                    "owner",
+                    owner_address.map_or("itself".into(), |o| o.to_string()),
+                ),
+                (
+                    "gpus",
+                    if gpus.is_empty() {
+                        "none".into()
+                    } else {
+                        gpus.join(", ")
+                    },
+                ),
+                (
+                    "cpu",
+                    format!(
+                        "{} cores, {} MiB memory",
+                        hardware.cpu_cores, hardware.memory_mib
+                    ),
+                ),
+                ("price", format!("{} GRID per task-second", price.rounded())),
+                ("stop", "Ctrl-C finishes running tasks, then exits".into()),
+            ])
+        },
+    )?;
+    rt.block_on(async move {
+        let (stop, rx) = watch::channel(false);
+        if let Some(addr) = args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            let mut stopped = rx.clone();
+            tokio::spawn(serve_metrics(worker.metrics(), listener, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }));
+        }
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: finishing running tasks");
+            let _ = stop.send(true);
+        });
+        worker.serve(rx).await?;
+        anyhow::Ok(())
+    })
+}
+
+pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
+    let report = probe_report();
+    emit(cli.json, &report, || {
+        let mut lines: Vec<(&str, String)> = report
+            .hardware
+            .gpus
+            .iter()
+            .map(|g| {
+                (
+                    "gpu",
+                    format!("{} {} ({} MiB)", g.vendor, g.model, g.vram_mib),
+                )
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push(("gpu", "none".into()));
+        }
+        lines.push(("nvidia", report.nvidia_source.clone()));
+        lines.push((
+            "cpu",
+            format!(
+                "{} cores, {} MiB memory",
+                report.hardware.cpu_cores, report.hardware.memory_mib
+            ),
+        ));
+        rows(&lines)
+    })
+}
+
+/// Confines this process and becomes the task program; returns only on failure.
+pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
+    let Some((command, rest)) = args.command.split_first() else {
+        bail!("sandbox-exec needs a program after `--`");
+    };
+    let c = Confinement {
+        work: args.work.clone(),
+        memory_mib: args.memory_mib,
+        max_file_mib: args.max_file_mib,
+        cpu_seconds: None,
+        gpu_devices: args.gpu_device.clone(),
+        hidden: args.hide.clone(),
+    };
+    Err(confine_and_exec(&c, command, rest).into())
+}
