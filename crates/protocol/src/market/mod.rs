@@ -1,0 +1,811 @@
+//! The batch market on the ledger: providers, jobs, tasks, auctions, councils, commit-reveal,
+//! settlement, slashing, reputation and proof-of-compute rewards.
+//!
+//! # Lifecycle of a task
+//!
+//! ```text
+//! Bidding --(H holds: first N bids, or deadline with a bid)--> Committing
+//! Committing --(executor and council all committed)--> Revealing
+//! Committing --(deadline, executor silent)--> Bidding (attempt + 1) or Failed
+//! Committing --(deadline, council members silent)--> Committing (silent seats drawn again)
+//!            or, with too few providers left, Bidding (attempt + 1) or Failed
+//! Revealing --(all revealed, or reveal window over)--> tally (exact hash, first round)
+//!           or Judging (other equivalences, or an enlarged council)
+//! Judging --(all judged, or judging window over)--> tally
+//! tally: clear majority for the executor --> Settled
+//!        clear majority against it --> Bidding (attempt + 1) or Failed
+//!        no clear majority --> Committing (council enlarged, round + 1), or once enlarged:
+//!            Failed ("judged nondeterministic"), or Bidding if only silence kept it short
+//! Bidding or reopening past the job's time bound --> Failed (escrow refunded)
+//! ```
+//!
+//! # Rules (the design decisions)
+//!
+//! - **Winner.** The lowest reputation-weighted price: `price * 10,000 / (10,000 + 500 *
+//!   min(streak, 10))`, so ten validated results in a row are worth up to a third off the
+//!   price; ties go to the lower raw price, then the earlier bid.
+//! - **Council.** Drawn at the first block after the auction closes (or after silent members
+//!   lose their seats), seeded by the hash of the block that closed it: that hash depends on
+//!   the block's time, transactions and resulting state, so nobody sending the closing bid,
+//!   a submission or a filler transaction can know the council (with one sequencer, the
+//!   sequencer could grind it: see `docs/security.md`). Candidates are registered providers
+//!   that are online, staked, meet the task's requirements, are not the executor or the
+//!   requester, do not share an owner with either or with a seated member, and are not
+//!   blocklisted for the job. Owners are drawn without replacement with probability in
+//!   proportion to the locked stake of their eligible providers, then one provider of each:
+//!   a council seat costs stake, and spreading stake over Sybil owners buys no extra chance.
+//!   A provider's owner is the account that signed its
+//!   [`OwnerApproval`](gridwork_types::OwnerApproval), or itself. If too few owners are
+//!   eligible at the close the auction stays open and the task's note says why.
+//! - **Commit-reveal.** Everyone assigned commits BLAKE3(output || salt || own address) before
+//!   anyone reveals, so a lazy council member cannot copy the executor's answer. Council
+//!   members reveal after the executor.
+//! - **Votes are outputs.** Under exact hash in the first round two runs agree when their
+//!   content ids are equal. Otherwise every party judges the others' outputs off the ledger
+//!   (on the plaintext, under the job's equivalence) and sends `Judge` naming those
+//!   equivalent to its own; two runs agree only when each names the other (a party that did
+//!   not judge is confirmed by the naming of the others alone). A party that did not run the
+//!   program has an output nobody honest names, so it can neither earn by agreeing nor sway
+//!   the decision ([`agreement`]).
+//! - **Silence.** A council member who misses the commit deadline is slashed
+//!   (`timeout_slash_bps`) and its seat drawn again; it is never just dropped, so a silent
+//!   council never lets a result through unchecked.
+//! - **Decision.** A clear majority is a largest group of mutually agreeing runs with at
+//!   least two runs, two thirds of the seats (executor plus council; silent seats count
+//!   against it) and more than half of the council's seats. For the executor: accepted; the executor is paid f (bid price, times run
+//!   time capped at the deadline for per-second pricing), each majority member gets
+//!   `council_share_bps` of that, the other revealed members are slashed. Against it: the
+//!   executor is slashed, the majority is paid its share out of that slash (the rest goes to
+//!   the rewards pool), the others who revealed are slashed, and the task reopens.
+//! - **Escalation.** Without a clear majority nobody is slashed yet: the council grows by
+//!   `escalation_seats`, up to `max_escalations` times ([`largest_council`]); members who
+//!   did not reveal lose their seats. New members' outputs are keyed by the round, and an id
+//!   revealed in an earlier round or attempt is refused as a copy. Still split (or the
+//!   council could not grow), [`State::unresolved`] decides: runs agreeing with each other
+//!   against the executor's reopen the task with a failure for the executor; silence that
+//!   kept agreeing runs short reopens it; otherwise the program is judged nondeterministic:
+//!   nobody is slashed, the executor's run and each member's run that someone confirmed are
+//!   paid, and the task fails with the reason.
+//! - **Time bound.** A job gives up at `give_up_at_ms` (its `halting.give_up_ms`, or
+//!   `default_give_up_ms`): tasks still waiting for bids or a council, or reopened after it,
+//!   fail with the reason, and the escrow returns.
+//! - **Escrow.** A job's deposit must cover every task at its maximum cost; each task pays at
+//!   most that. What is left returns to the requester when the job finishes or is cancelled.
+//! - **Failures.** A missed deadline costs `timeout_slash_bps` of stake, doubled for each
+//!   miss in a row before it; an executor that bid and then did not commit or reveal pays
+//!   never less than what the work would have paid; no miss takes more than half the stake.
+//!   A miss resets the streak and counts as a failure on the job;
+//!   `max_job_failures` failures blocklist the provider for that job; `max_attempts` attempts
+//!   fail the task and refund its share. Only providers with a heartbeat within
+//!   `heartbeat_timeout_ms` may bid.
+//! - **Market fee.** A settled task pays `market_fee_bps` of what it paid its executor and
+//!   council from escrow into the rewards pool.
+//! - **Proof of compute.** Every accepted result emits a record. When at least one council
+//!   member checked and agreed, the executor also gets `reward_bps` of its pay from the
+//!   rewards pool, never more than the pool holds beyond what the emission schedule still
+//!   locks. `reward_bps < market_fee_bps`, so whoever plays requester, executor and council at
+//!   once pays the pool more than it takes out: rewards cannot be farmed. Per-second pay
+//!   counts the executor's reported run time, never more than the median of what the
+//!   agreeing council members report for their own runs.
+//!
+//! Slashed stake is taken from the locked stake first, then from unbonding entries (newest
+//! first), so unbonding does not escape a pending judgement.
+//!
+//! # Where each part lives
+//!
+//! One handler per transaction kind, its check beside its apply ([`State::check_market`] and
+//! [`State::execute_market`] only dispatch): providers (`providers.rs`), jobs (`jobs.rs`),
+//! auctions and council draws (`auction.rs`), commit, reveal and judge and the comparison of
+//! runs (`council.rs`), paying, slashing and reopening (`settlement.rs`), and what block time
+//! does on its own (`deadlines.rs`).
+
+mod auction;
+mod council;
+mod deadlines;
+mod jobs;
+mod providers;
+mod settlement;
+
+use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
+
+use gridwork_types::{Address, Amount, Hardware, Hash, Payment, PeerAddr, Prescription};
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::error::TxError;
+use crate::hashed_map::MapKey;
+use crate::receipt::Event;
+use crate::state::State;
+
+/// Identifies a task: its job and its index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TaskKey {
+    /// The job id.
+    pub job: Hash,
+    /// The task index.
+    pub index: u32,
+}
+
+gridwork_types::codec_struct!(TaskKey {
+    job: Hash,
+    index: u32
+});
+
+impl MapKey for TaskKey {
+    fn bucket(&self) -> u8 {
+        self.job.0[0]
+    }
+    fn bucket_start(b: u8) -> Self {
+        TaskKey {
+            job: Hash::bucket_start(b),
+            index: 0,
+        }
+    }
+}
+
+/// A registered provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provider {
+    /// The party it works for: the owner that approved it, or itself.
+    pub owner: Address,
+    /// What its machine offers.
+    pub hardware: Hardware,
+    /// When it registered.
+    pub registered_ms: u64,
+    /// Its last heartbeat (or registration).
+    pub last_heartbeat_ms: u64,
+    /// Validated results in a row (reset by a rejected result or a missed deadline).
+    pub streak: u32,
+    /// Results accepted (as executor) and majority votes (as council member).
+    pub validated: u64,
+    /// Rejected results, minority votes and missed deadlines.
+    pub failed: u64,
+    /// Stake taken so far.
+    pub slashed: Amount,
+    /// Paid for work so far, rewards included.
+    pub earned: Amount,
+    /// Tasks it is executing or checking now.
+    pub active: u32,
+    /// Where its worker serves chunks peer to peer, if it does.
+    pub peer: Option<PeerAddr>,
+    /// Deadlines missed in a row (reset by work done): each one costs more than the last.
+    pub missed: u32,
+}
+
+gridwork_types::codec_struct!(Provider {
+    owner: Address,
+    hardware: Hardware,
+    registered_ms: u64,
+    last_heartbeat_ms: u64,
+    streak: u32,
+    validated: u64,
+    failed: u64,
+    slashed: Amount,
+    earned: Amount,
+    active: u32,
+    peer: Option<PeerAddr>,
+    missed: u32,
+});
+
+/// What a provider is doing, derived from its record and the block time. On the wire (JSON)
+/// as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PoolStatus {
+    /// No heartbeat within the timeout.
+    Offline,
+    /// Online and working on tasks.
+    Busy,
+    /// Online and idle.
+    Available,
+}
+
+impl PoolStatus {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolStatus::Offline => "offline",
+            PoolStatus::Busy => "busy",
+            PoolStatus::Available => "available",
+        }
+    }
+}
+
+impl std::fmt::Display for PoolStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Provider {
+    /// Online, busy or available at block time `now_ms`.
+    pub fn status(&self, now_ms: u64, heartbeat_timeout_ms: u64) -> PoolStatus {
+        if now_ms.saturating_sub(self.last_heartbeat_ms) > heartbeat_timeout_ms {
+            PoolStatus::Offline
+        } else if self.active > 0 {
+            PoolStatus::Busy
+        } else {
+            PoolStatus::Available
+        }
+    }
+}
+
+/// A failure count of one provider on one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failures {
+    /// The provider.
+    pub provider: Address,
+    /// How many times it failed on the job.
+    pub count: u32,
+}
+
+gridwork_types::codec_struct!(Failures {
+    provider: Address,
+    count: u32
+});
+
+/// A published job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// Who pays.
+    pub requester: Address,
+    /// What to run.
+    pub prescription: Prescription,
+    /// Escrow still held.
+    pub escrow: Amount,
+    /// The most one task can cost (executor and council together).
+    pub max_task_cost: Amount,
+    /// Number of tasks.
+    pub tasks: u32,
+    /// Tasks settled.
+    pub settled: u32,
+    /// Tasks failed or cancelled.
+    pub closed: u32,
+    /// Paid out so far.
+    pub spent: Amount,
+    /// Cancelled by the requester.
+    pub cancelled: bool,
+    /// Every task settled, failed or cancelled, and the escrow refunded.
+    pub finished: bool,
+    /// Failures per provider (blocklist at `max_job_failures`).
+    pub failures: Vec<Failures>,
+    /// When it was submitted.
+    pub submitted_ms: u64,
+    /// Tasks still waiting for bids or a council after this block time fail and their
+    /// escrow returns (`halting.give_up_ms`, or the network's default).
+    pub give_up_at_ms: u64,
+}
+
+gridwork_types::codec_struct!(Job {
+    requester: Address,
+    prescription: Prescription,
+    escrow: Amount,
+    max_task_cost: Amount,
+    tasks: u32,
+    settled: u32,
+    closed: u32,
+    spent: Amount,
+    cancelled: bool,
+    finished: bool,
+    failures: Vec<Failures>,
+    submitted_ms: u64,
+    give_up_at_ms: u64,
+});
+
+impl Job {
+    fn failures_of(&self, provider: &Address) -> u32 {
+        self.failures
+            .iter()
+            .find(|f| f.provider == *provider)
+            .map_or(0, |f| f.count)
+    }
+
+    fn add_failure(&mut self, provider: Address) {
+        match self.failures.iter_mut().find(|f| f.provider == provider) {
+            Some(f) => f.count += 1,
+            None => self.failures.push(Failures { provider, count: 1 }),
+        }
+    }
+}
+
+/// Where a task stands. On the wire (JSON) as its lowercase name, which node, client and
+/// worker share through this type: renaming a variant is a protocol change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Open for bids.
+    Bidding,
+    /// Executor and council are working; commitments come in.
+    Committing,
+    /// Commitments are opened.
+    Revealing,
+    /// The parties compare each other's revealed outputs (equivalences other than exact
+    /// hash, and councils enlarged after a disagreement).
+    Judging,
+    /// Accepted and paid.
+    Settled,
+    /// Gave up after too many attempts.
+    Failed,
+    /// Cancelled by the requester.
+    Cancelled,
+}
+
+impl Phase {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Bidding => "bidding",
+            Phase::Committing => "committing",
+            Phase::Revealing => "revealing",
+            Phase::Judging => "judging",
+            Phase::Settled => "settled",
+            Phase::Failed => "failed",
+            Phase::Cancelled => "cancelled",
+        }
+    }
+
+    /// Settled, failed or cancelled: nothing more happens to the task.
+    pub fn is_decided(self) -> bool {
+        matches!(self, Phase::Settled | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+gridwork_types::codec_enum!(Phase, "task phase" {
+    0 => Bidding {},
+    1 => Committing {},
+    2 => Revealing {},
+    3 => Settled {},
+    4 => Failed {},
+    5 => Cancelled {},
+    6 => Judging {},
+});
+
+/// A bid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BidRecord {
+    /// The bidder.
+    pub provider: Address,
+    /// Its price.
+    pub price: Amount,
+}
+
+gridwork_types::codec_struct!(BidRecord {
+    provider: Address,
+    price: Amount
+});
+
+/// A commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitRecord {
+    /// Who.
+    pub provider: Address,
+    /// BLAKE3(output || salt || provider).
+    pub commitment: Hash,
+}
+
+gridwork_types::codec_struct!(CommitRecord {
+    provider: Address,
+    commitment: Hash
+});
+
+/// An opened commitment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevealRecord {
+    /// Who.
+    pub provider: Address,
+    /// Output content id.
+    pub output: Hash,
+    /// Reported run time.
+    pub seconds: u64,
+    /// The round of the attempt it was revealed in.
+    pub round: u8,
+}
+
+gridwork_types::codec_struct!(RevealRecord {
+    provider: Address,
+    output: Hash,
+    seconds: u64,
+    round: u8
+});
+
+/// One party's judgement of the other revealed outputs of an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JudgeRecord {
+    /// Who judged.
+    pub provider: Address,
+    /// The parties whose outputs it found equivalent to its own.
+    pub equivalent: Vec<Address>,
+    /// The round of the attempt it judged.
+    pub round: u8,
+}
+
+gridwork_types::codec_struct!(JudgeRecord {
+    provider: Address,
+    equivalent: Vec<Address>,
+    round: u8
+});
+
+/// A finished job and its tasks (in index order), as kept in the archive after it leaves the
+/// hot state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArchivedJob {
+    /// The job as it finished.
+    pub job: Job,
+    /// Its tasks, by index.
+    pub tasks: Vec<Task>,
+}
+
+gridwork_types::codec_struct!(ArchivedJob {
+    job: Job,
+    tasks: Vec<Task>
+});
+
+/// One task of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    /// Where it stands.
+    pub phase: Phase,
+    /// 0 for the first run; each reopening adds one.
+    pub attempt: u32,
+    /// When the current phase's clock started.
+    pub phase_started_ms: u64,
+    /// When the current phase times out.
+    pub deadline_ms: u64,
+    /// Bids of this attempt, in arrival order.
+    pub bids: Vec<BidRecord>,
+    /// The executor of this attempt.
+    pub executor: Option<Address>,
+    /// Its winning price.
+    pub price: Amount,
+    /// The council of this attempt.
+    pub council: Vec<Address>,
+    /// Commitments of this attempt.
+    pub commits: Vec<CommitRecord>,
+    /// Reveals of this attempt.
+    pub reveals: Vec<RevealRecord>,
+    /// The accepted output, once settled.
+    pub result: Option<Hash>,
+    /// Why the task waits, for people (`job status`).
+    pub note: String,
+    /// Outputs revealed in earlier attempts: revealing one again is refused as a copy
+    /// (`ResultCopier`). At most `max_attempts x (council + 1)` entries.
+    pub earlier_outputs: Vec<Hash>,
+    /// Council seats still to be drawn (at the next block; see `draw_seats`).
+    pub seats_to_draw: u8,
+    /// Providers dropped from this attempt's council (silent), not to be drawn again.
+    pub excluded: Vec<Address>,
+    /// The council seats of this attempt: the job's `council_size`, plus
+    /// `escalation_seats` for each enlargement.
+    pub seats: u8,
+    /// How many times this attempt's council was enlarged (its runs reached no clear
+    /// majority). Outputs of later rounds use a key of their own, so they cannot be copied
+    /// from the reveals of earlier ones.
+    pub round: u8,
+    /// Judgements of this attempt, each with its round; the latest round's count.
+    pub judgements: Vec<JudgeRecord>,
+}
+
+gridwork_types::codec_struct!(Task {
+    phase: Phase,
+    attempt: u32,
+    phase_started_ms: u64,
+    deadline_ms: u64,
+    bids: Vec<BidRecord>,
+    executor: Option<Address>,
+    price: Amount,
+    council: Vec<Address>,
+    commits: Vec<CommitRecord>,
+    reveals: Vec<RevealRecord>,
+    result: Option<Hash>,
+    note: String,
+    earlier_outputs: Vec<Hash>,
+    seats_to_draw: u8,
+    excluded: Vec<Address>,
+    seats: u8,
+    round: u8,
+    judgements: Vec<JudgeRecord>,
+});
+
+impl Task {
+    fn assigned(&self) -> impl Iterator<Item = &Address> {
+        self.executor.iter().chain(self.council.iter())
+    }
+
+    fn committed(&self, who: &Address) -> Option<&CommitRecord> {
+        self.commits.iter().find(|c| c.provider == *who)
+    }
+
+    fn revealed(&self, who: &Address) -> bool {
+        self.reveals.iter().any(|r| r.provider == *who)
+    }
+
+    /// Whether `who` judged in the current round.
+    fn judged(&self, who: &Address) -> bool {
+        self.judgements
+            .iter()
+            .any(|j| j.provider == *who && j.round == self.round)
+    }
+}
+
+/// The most seats a task's council can reach by enlargement: the job's council size plus
+/// `escalation_seats` for each of `max_escalations`, never past `max_council_size` (nor below
+/// the job's own size). A job without a council is never enlarged.
+pub fn largest_council(council_size: u8, params: &crate::Params) -> u8 {
+    if council_size == 0 {
+        return 0;
+    }
+    let grown = u32::from(council_size)
+        + u32::from(params.max_escalations) * u32::from(params.escalation_seats);
+    grown.min(u32::from(params.max_council_size.max(council_size))) as u8
+}
+
+/// `a * b / c` without overflow for the sizes the ledger meets (c > 0).
+pub(super) fn mul_div(a: u128, b: u128, c: u128) -> u128 {
+    (a / c) * b + (a % c) * b / c
+}
+
+/// The largest cost of one task of `p`: the executor at the highest price, a full council
+/// enlarged as far as it can be ([`largest_council`]) and the market fee on both.
+pub fn max_task_cost(p: &Prescription, params: &crate::Params) -> Option<Amount> {
+    let council_share_bps = params.council_share_bps;
+    let cap = p
+        .halting
+        .reserve_price
+        .map_or(p.payment.max_price(), |r| r.min(p.payment.max_price()));
+    let executor = match p.payment {
+        Payment::PerTaskSecond { .. } => cap
+            .0
+            .checked_mul(u128::from(p.instructions.task_deadline_ms.div_ceil(1000)))?,
+        Payment::FixedPerTask { .. } => cap.0,
+    };
+    let council = mul_div(
+        executor,
+        u128::from(council_share_bps)
+            * u128::from(largest_council(p.instructions.council_size, params)),
+        10_000,
+    );
+    let work = executor.checked_add(council)?;
+    let fee = mul_div(work, u128::from(params.market_fee_bps), 10_000);
+    work.checked_add(fee).map(Amount)
+}
+
+impl State {
+    /// A provider's record.
+    pub fn provider(&self, address: &Address) -> Option<&Provider> {
+        self.providers.get(address)
+    }
+
+    /// Every provider, by address.
+    pub fn providers(&self) -> impl Iterator<Item = (&Address, &Provider)> {
+        self.providers.iter()
+    }
+
+    /// A job.
+    pub fn job(&self, id: &Hash) -> Option<&Job> {
+        self.jobs.get(id)
+    }
+
+    /// Every job, by id.
+    pub fn jobs(&self) -> impl Iterator<Item = (&Hash, &Job)> {
+        self.jobs.iter()
+    }
+
+    /// A task.
+    pub fn task(&self, key: &TaskKey) -> Option<&Task> {
+        self.tasks.get(key)
+    }
+
+    /// The tasks of a job, by index.
+    pub fn tasks_of(&self, job: &Hash) -> impl Iterator<Item = (&TaskKey, &Task)> {
+        let job = *job;
+        self.tasks
+            .range(TaskKey { job, index: 0 }..)
+            .take_while(move |(k, _)| k.job == job)
+    }
+
+    /// Every open task (not settled, failed or cancelled), in no particular order.
+    pub fn open_tasks(&self) -> impl Iterator<Item = (&TaskKey, &Task)> {
+        self.open_tasks
+            .iter()
+            .filter_map(|(key, _)| Some((key, self.tasks.get(key)?)))
+    }
+
+    /// The earliest deadline of an open task, if any (a block is due then even without
+    /// transactions).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.open_tasks.iter().map(|(_, d)| *d).min()
+    }
+
+    /// Checks the market side of a transaction against the committed market state and the
+    /// sender's account with this transaction's own side applied. One handler per kind, its
+    /// check beside its apply in the module of its part of the market.
+    pub(crate) fn check_market(
+        &self,
+        kind: &gridwork_types::TxKind,
+        sender: Address,
+        sender_account: &Account,
+        now: u64,
+    ) -> Result<(), TxError> {
+        use gridwork_types::TxKind as K;
+        match kind {
+            K::RegisterProvider { owner, .. } => {
+                self.check_register(sender, sender_account, owner.as_ref())
+            }
+            K::Heartbeat => self.check_provider(sender).map(|_| ()),
+            K::AnnouncePeer { peer } => self.check_announce(sender, peer),
+            K::SubmitJob {
+                prescription,
+                deposit,
+            } => self.check_submit(prescription, *deposit),
+            K::CancelJob { job } => self.check_cancel(sender, *job),
+            K::Bid { job, task, price } => {
+                self.check_bid(sender, sender_account, *job, *task, *price, now)
+            }
+            K::Commit {
+                job, task, attempt, ..
+            } => self.check_commit(sender, *job, *task, *attempt),
+            K::Reveal {
+                job,
+                task,
+                attempt,
+                output,
+                salt,
+                ..
+            } => self.check_reveal(sender, *job, *task, *attempt, output, salt),
+            K::Judge {
+                job,
+                task,
+                attempt,
+                round,
+                equivalent,
+            } => self.check_judge(sender, *job, *task, *attempt, *round, equivalent),
+            K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
+                Ok(())
+            }
+        }
+    }
+
+    /// Applies a checked market transaction. Infallible: [`State::check_market`] ran first.
+    pub(crate) fn execute_market(
+        &mut self,
+        kind: &gridwork_types::TxKind,
+        sender: Address,
+        tx_hash: Hash,
+        now: u64,
+    ) -> Vec<Event> {
+        use gridwork_types::TxKind as K;
+        match kind {
+            K::RegisterProvider { hardware, owner } => {
+                self.apply_register(sender, hardware, owner.as_ref(), now)
+            }
+            K::AnnouncePeer { peer } => self.apply_announce(sender, peer),
+            K::Heartbeat => self.apply_heartbeat(sender, now),
+            K::SubmitJob {
+                prescription,
+                deposit,
+            } => self.submit_job(sender, tx_hash, prescription, *deposit, now),
+            K::CancelJob { job } => self.cancel_job(*job),
+            K::Bid { job, task, price } => self.apply_bid(sender, *job, *task, *price, now),
+            K::Commit {
+                job,
+                task,
+                commitment,
+                ..
+            } => self.apply_commit(sender, *job, *task, *commitment, now),
+            K::Reveal {
+                job,
+                task,
+                output,
+                seconds,
+                ..
+            } => self.apply_reveal(sender, *job, *task, *output, *seconds, now),
+            K::Judge {
+                job,
+                task,
+                equivalent,
+                ..
+            } => self.apply_judge(sender, *job, *task, equivalent, now),
+            K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Checks a prescription's shape against the chain's parameters; errors name the field.
+pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result<(), TxError> {
+    let bad =
+        |field: &'static str, problem: String| Err(TxError::BadPrescription { field, problem });
+    let i = &p.instructions;
+    if p.program.command.trim().is_empty() {
+        return bad("program.command", "must name a command".into());
+    }
+    if p.data.len() > params.max_inputs_per_job as usize {
+        return bad(
+            "data.inputs",
+            format!("at most {} inputs", params.max_inputs_per_job),
+        );
+    }
+    for (n, input) in p.data.iter().enumerate() {
+        if p.data[..n].iter().any(|d| d.cid == input.cid) {
+            return bad("data.inputs", format!("{} is named twice", input.cid));
+        }
+    }
+    if i.items == 0 {
+        return bad("instructions.items", "must be at least 1".into());
+    }
+    if i.chunk == 0 {
+        return bad("instructions.chunk", "must be at least 1".into());
+    }
+    if i.task_count() > u64::from(params.max_tasks_per_job) {
+        return bad(
+            "instructions.chunk",
+            format!(
+                "{} tasks exceed the limit of {}; use a larger chunk",
+                i.task_count(),
+                params.max_tasks_per_job
+            ),
+        );
+    }
+    if i.task_deadline_ms == 0 || i.task_deadline_ms > params.max_task_deadline_ms {
+        return bad(
+            "instructions.task_deadline_ms",
+            format!(
+                "must be positive and at most {} s",
+                params.max_task_deadline_ms / 1000
+            ),
+        );
+    }
+    if i.council_size > params.max_council_size {
+        return bad(
+            "instructions.council_size",
+            format!("at most {}", params.max_council_size),
+        );
+    }
+    if i.council_size % 2 == 0 && i.council_size != 0 {
+        return bad(
+            "instructions.council_size",
+            "must be 0 or odd, so a majority always exists".into(),
+        );
+    }
+    if p.payment.max_price().0 == 0 || p.payment.max_price() > params.max_price {
+        return bad(
+            "payment.max_price",
+            format!("must be positive and at most {} GRID", params.max_price),
+        );
+    }
+    if p.halting.deadline_ms == 0 || p.halting.deadline_ms > params.max_auction_window_ms {
+        return bad(
+            "halting.deadline_ms",
+            format!(
+                "must be positive and at most {} s",
+                params.max_auction_window_ms / 1000
+            ),
+        );
+    }
+    if p.halting.reserve_price.is_some_and(|r| r.0 == 0) {
+        return bad(
+            "halting.reserve_price",
+            "must be positive when given".into(),
+        );
+    }
+    if p.halting.give_up_ms > params.max_give_up_ms {
+        return bad(
+            "halting.give_up_ms",
+            format!(
+                "is at most {} s (give_up_after_s in a job file; 0 takes the default, {} s)",
+                params.max_give_up_ms / 1000,
+                params.default_give_up_ms / 1000
+            ),
+        );
+    }
+    Ok(())
+}
