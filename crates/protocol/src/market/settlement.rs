@@ -8,10 +8,52 @@ use crate::state::State;
 use super::*;
 
 /// What the executor of a task of `job` earns at `price` for `seconds` of run time.
-pub(super) fn pay_for(job: &Job, price: Amount, seconds: u64) -> Amount {
+fn pay_for(job: &Job, price: Amount, seconds: u64) -> Amount {
     match job.prescription.payment {
         Payment::PerTaskSecond { .. } => Amount(price.0.saturating_mul(u128::from(seconds))),
         Payment::FixedPerTask { .. } => price,
+    }
+}
+
+/// What one run of a task pays: the one payment formula of the market.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Pay {
+    /// The run time paid for.
+    pub(super) seconds: u64,
+    /// The executor's pay.
+    pub(super) executor: Amount,
+    /// Each council member's share (`council_share_bps` of the executor's pay).
+    pub(super) share: Amount,
+}
+
+/// The pay of task `t` of `job` when its executor claims `claimed` seconds: the claim, never
+/// more than the median of what `checkers` reported for their own runs nor than the deadline,
+/// at the winning price.
+pub(super) fn task_pay(
+    job: &Job,
+    t: &Task,
+    claimed: u64,
+    checkers: &[Address],
+    params: &crate::Params,
+) -> Pay {
+    let deadline_s = job
+        .prescription
+        .instructions
+        .task_deadline_ms
+        .div_ceil(1000);
+    let seconds = claimed
+        .min(median_seconds(t, checkers).unwrap_or(u64::MAX))
+        .min(deadline_s);
+    let executor = pay_for(job, t.price, seconds);
+    let share = Amount(mul_div(
+        executor.0,
+        u128::from(params.council_share_bps),
+        10_000,
+    ));
+    Pay {
+        seconds,
+        executor,
+        share,
     }
 }
 
@@ -59,20 +101,14 @@ impl State {
             .collect();
         let mut events = Vec::new();
         let p = self.params.clone();
-        let deadline_s = job
-            .prescription
-            .instructions
-            .task_deadline_ms
-            .div_ceil(1000);
         if accepted {
             // The run time paid for is the executor's claim, but never more than the median
             // of what the agreeing council members measured for their own runs.
-            let seconds = exec_reveal
-                .seconds
-                .min(median_seconds(&t, &majority).unwrap_or(u64::MAX))
-                .min(deadline_s);
-            let paid = pay_for(&job, t.price, seconds);
-            let share = Amount(mul_div(paid.0, u128::from(p.council_share_bps), 10_000));
+            let Pay {
+                seconds,
+                executor: paid,
+                share,
+            } = task_pay(&job, &t, exec_reveal.seconds, &majority, &p);
             let council_paid = Amount(share.0 * majority.len() as u128);
             self.pay_from_escrow(key.job, executor, paid);
             for member in &majority {
@@ -151,8 +187,7 @@ impl State {
             });
             self.record_failure(key.job, executor);
             // The majority that caught it is paid its usual share out of the slash.
-            let usual = pay_for(&job, t.price, exec_reveal.seconds.min(deadline_s));
-            let share = mul_div(usual.0, u128::from(p.council_share_bps), 10_000);
+            let share = task_pay(&job, &t, exec_reveal.seconds, &[], &p).share.0;
             let mut left = slashed.0;
             for member in &majority {
                 let pay = share.min(left);
@@ -210,11 +245,6 @@ impl State {
         let Some(executor) = t.executor else {
             return Vec::new();
         };
-        let deadline_s = job
-            .prescription
-            .instructions
-            .task_deadline_ms
-            .div_ceil(1000);
         let others: Vec<Address> = t
             .reveals
             .iter()
@@ -226,15 +256,11 @@ impl State {
             .iter()
             .find(|r| r.provider == executor)
             .map_or(0, |r| r.seconds);
-        let seconds = claimed
-            .min(median_seconds(&t, &others).unwrap_or(u64::MAX))
-            .min(deadline_s);
-        let paid = pay_for(job, t.price, seconds);
-        let share = Amount(mul_div(
-            paid.0,
-            u128::from(self.params.council_share_bps),
-            10_000,
-        ));
+        let Pay {
+            executor: paid,
+            share,
+            ..
+        } = task_pay(job, &t, claimed, &others, &self.params);
         let confirmed = confirmed_by_someone(&t);
         let mut total = paid.0;
         self.pay_from_escrow(key.job, executor, paid);
@@ -493,12 +519,7 @@ impl State {
         let (Some(t), Some(job)) = (self.tasks.get(&key), self.jobs.get(&key.job)) else {
             return Amount::ZERO;
         };
-        let deadline_s = job
-            .prescription
-            .instructions
-            .task_deadline_ms
-            .div_ceil(1000);
-        pay_for(job, t.price, deadline_s)
+        task_pay(job, t, u64::MAX, &[], &self.params).executor
     }
 
     /// Takes `bps` of a provider's stake into the rewards pool.
