@@ -117,6 +117,9 @@ pub enum TxState {
     Pending,
     /// In a durable block.
     Committed,
+    /// In a durable block, but the market refused its action: it spent its fee and nonce and
+    /// did nothing else (its receipt's `tx_failed` event says why).
+    Failed,
 }
 
 impl TxState {
@@ -125,6 +128,7 @@ impl TxState {
         match self {
             TxState::Pending => "pending",
             TxState::Committed => "committed",
+            TxState::Failed => "failed",
         }
     }
 }
@@ -430,7 +434,7 @@ impl From<&SignedTx> for TxView {
 pub struct TxStatus {
     /// The hash.
     pub hash: Hash,
-    /// In the mempool, or in a durable block.
+    /// In the mempool, in a durable block, or in one but refused by the market.
     pub status: TxState,
     /// The transaction.
     pub tx: TxView,

@@ -71,6 +71,8 @@ pub struct Client {
     /// refuses a signature: writes are signed for it and holder proofs made for it, so
     /// neither can be replayed to another node.
     node_key: std::sync::Arc<std::sync::Mutex<Option<gridwork_types::PublicKey>>>,
+    /// The node's chain id, asked once (`GET /v1/chain`) for signing transactions.
+    chain_id: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// Maps a transport error on `url` to [`ClientError::Unreachable`].
@@ -112,6 +114,7 @@ impl Client {
             http,
             signer: None,
             node_key: Default::default(),
+            chain_id: Default::default(),
         }
     }
 
@@ -314,6 +317,42 @@ impl Client {
     /// `GET /v1/accounts/{address}`.
     pub async fn account(&self, address: &Address) -> Result<AccountView, ClientError> {
         self.get(&format!("/v1/accounts/{address}")).await
+    }
+
+    /// Signs `kind` with `key` for this node's chain at the account's next nonce (which counts
+    /// its pending transactions), paying `fee`, and submits it. One key's transactions are
+    /// sent one at a time: the nonce is read, then used (the worker holds a lock around this).
+    pub async fn sign_and_send(
+        &self,
+        key: &Keypair,
+        fee: gridwork_types::Amount,
+        kind: gridwork_types::TxKind,
+    ) -> Result<Hash, ClientError> {
+        let chain_id = self.chain_id().await?;
+        let account = self.account(&key.address()).await?;
+        let tx = gridwork_types::Transaction {
+            from: key.public(),
+            nonce: account.next_nonce,
+            fee,
+            kind,
+        }
+        .sign(&chain_id, key);
+        self.submit(&tx).await
+    }
+
+    /// The node's chain id, asked once.
+    async fn chain_id(&self) -> Result<String, ClientError> {
+        let known = self
+            .chain_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(id) = known {
+            return Ok(id);
+        }
+        let id = self.chain().await?.chain_id;
+        *self.chain_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        Ok(id)
     }
 
     /// `POST /v1/txs`.

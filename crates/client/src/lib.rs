@@ -10,6 +10,7 @@ mod data;
 mod jobfile;
 mod journal;
 mod keystore;
+mod peers;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{
@@ -20,3 +21,4 @@ pub use data::{
 pub use gridwork_api::frames::{ChunkSource, Fetch, SourceError};
 pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
+pub use peers::{announced_peers, AnnouncedPeers};

@@ -466,6 +466,41 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// The market in virtual time (`gridwork-sim`): the real node with a memory store,
+    /// simulated workers (some Byzantine, some dying), node restarts and late messages, all
+    /// drawn from one seed; the same seed gives the same chain.
+    Sim {
+        /// Everything random is drawn from this.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Workers.
+        #[arg(long, default_value_t = 1000)]
+        workers: u32,
+        /// Jobs.
+        #[arg(long, default_value_t = 10)]
+        jobs: u32,
+        /// Tasks per job.
+        #[arg(long, default_value_t = 1000)]
+        tasks: u32,
+        /// Council size (odd).
+        #[arg(long, default_value_t = 1)]
+        council: u8,
+        /// Workers that forge their output as executor.
+        #[arg(long, default_value_t = 0)]
+        liars: u32,
+        /// Council members that make their output up.
+        #[arg(long, default_value_t = 0)]
+        lazy: u32,
+        /// Executors that win and never commit.
+        #[arg(long, default_value_t = 0)]
+        vanishing: u32,
+        /// Workers that die at a random moment of the first minute.
+        #[arg(long, default_value_t = 0)]
+        deaths: u32,
+        /// Node restarts at random moments of the first minute.
+        #[arg(long, default_value_t = 0)]
+        restarts: u32,
+    },
     /// Reopen a stored chain as a node does at start (time, hot state, peak memory); `bench
     /// market` runs it in a fresh process after the market settles.
     #[command(hide = true)]

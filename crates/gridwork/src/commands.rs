@@ -9,7 +9,7 @@ use gridwork_client::{Client, Keystore};
 use gridwork_node::bench::{run_ledger_bench, LedgerBenchOptions};
 use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
-use gridwork_types::{Address, Amount, Hash, Keypair, Transaction, TxKind};
+use gridwork_types::{Address, Amount, Hash, Keypair, TxKind};
 use serde_json::json;
 
 use crate::cli::{
@@ -423,16 +423,7 @@ pub(crate) async fn sign_and_send(
     kind: TxKind,
     wait: bool,
 ) -> anyhow::Result<(Hash, Option<gridwork_api::TxStatus>)> {
-    let chain = client.chain().await?;
-    let account = client.account(&key.address()).await?;
-    let tx = Transaction {
-        from: key.public(),
-        nonce: account.next_nonce,
-        fee,
-        kind,
-    }
-    .sign(&chain.chain_id, key);
-    let hash = client.submit(&tx).await?;
+    let hash = client.sign_and_send(key, fee, kind).await?;
     if !wait {
         return Ok((hash, None));
     }
@@ -524,7 +515,89 @@ fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
             let r = gridwork_node::bench::reopen_chain(db)?;
             emit(cli.json, &r, || reopen_rows(&r))
         }
+        BenchCommand::Sim {
+            seed,
+            workers,
+            jobs,
+            tasks,
+            council,
+            liars,
+            lazy,
+            vanishing,
+            deaths,
+            restarts,
+        } => bench_sim(
+            cli,
+            gridwork_sim::SimConfig {
+                seed: *seed,
+                workers: *workers,
+                jobs: *jobs,
+                tasks_per_job: *tasks,
+                council: *council,
+                liars: *liars,
+                lazy: *lazy,
+                vanishing: *vanishing,
+                deaths: *deaths,
+                restarts: *restarts,
+                ..gridwork_sim::SimConfig::default()
+            },
+        ),
     }
+}
+
+fn bench_sim(cli: &Cli, cfg: gridwork_sim::SimConfig) -> anyhow::Result<()> {
+    let (workers, tasks) = (
+        cfg.workers,
+        u64::from(cfg.jobs) * u64::from(cfg.tasks_per_job),
+    );
+    let o = gridwork_sim::simulate(cfg)?;
+    let wall_s = o.wall.0.as_secs_f64();
+    let report = serde_json::json!({
+        "workers": workers,
+        "tasks": tasks,
+        "wall_s": wall_s,
+        "virtual_s": o.virtual_ms as f64 / 1000.0,
+        "blocks": o.height,
+        "txs": o.txs,
+        "refused_in_block": o.refused_in_block,
+        "settled": o.settled,
+        "failed": o.failed,
+        "reopened": o.reopened,
+        "slashes": o.slashes,
+        "slashes_of_byzantine": o.slashes_of_byzantine,
+        "restarts": o.restarts,
+        "deaths": o.deaths,
+        "trace": o.trace,
+        "state_root": o.state_root,
+    });
+    emit(cli.json, &report, || {
+        rows(&[
+            (
+                "market",
+                format!(
+                    "{tasks} tasks with {workers} workers: {} settled, {} failed, {} reopened",
+                    o.settled, o.failed, o.reopened
+                ),
+            ),
+            (
+                "time",
+                format!(
+                    "{wall_s:.2} s of wall time for {:.1} s of virtual time ({} blocks, {} txs)",
+                    o.virtual_ms as f64 / 1000.0,
+                    o.height,
+                    o.txs
+                ),
+            ),
+            (
+                "faults",
+                format!(
+                    "{} slashes ({} of Byzantine workers), {} restarts, {} deaths",
+                    o.slashes, o.slashes_of_byzantine, o.restarts, o.deaths
+                ),
+            ),
+            ("trace", o.trace.to_string()),
+        ])
+    })
 }
 
 fn reopen_rows(r: &gridwork_node::bench::ReopenReport) -> String {

@@ -158,22 +158,15 @@ impl PeerSources {
             })?;
             wanted.push((address, peer));
         }
-        for address in holders {
-            if wanted.iter().any(|(a, _)| a == address) {
-                continue;
-            }
-            if let Some(peer) = client.provider(address).await?.and_then(|p| p.peer) {
-                wanted.push((*address, peer));
-            }
+        let named: Vec<Address> = wanted.iter().map(|(a, _)| *a).collect();
+        // The node's own endpoint first, then the peers named, then the holders (one
+        // resolver with the worker's).
+        let announced = gridwork_client::announced_peers(client, holders, &named).await?;
+        let wanted: Vec<(String, gridwork_types::PeerAddr)> = gridwork_client::AnnouncedPeers {
+            node: announced.node,
+            holders: wanted.into_iter().chain(announced.holders).collect(),
         }
-        let mut wanted: Vec<(String, gridwork_types::PeerAddr)> = wanted
-            .into_iter()
-            .map(|(address, peer)| (format!("peer {address}"), peer))
-            .collect();
-        // The node's own endpoint, if it serves one (`gridwork node --p2p-listen`).
-        if let Some(peer) = client.chain().await?.node_peer {
-            wanted.insert(0, ("node peer to peer".into(), peer));
-        }
+        .labelled();
         let mut sources = PeerSources {
             http,
             endpoint: None,

@@ -1653,6 +1653,7 @@ async fn missing_chunks(
     )
     .await?;
     let (ids, binary) = asked_ids(&headers, &body)?;
+    drop(body);
     if ids.len() > 1_000_000 {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -1660,16 +1661,18 @@ async fn missing_chunks(
             "ask about at most 1,000,000 chunks at once",
         ));
     }
-    // Unsigned and up to 16 MiB each way: the question, its ids and the answer draw on the
-    // body budget (a question that cannot get its share is told `busy` and dropped), and the
-    // store is asked off the async threads.
+    // Unsigned and up to 16 MiB each way: the question's share carries over to its ids (no
+    // larger than the body they were read from), then the answer's is added (a question that
+    // cannot get its share is told `busy` and dropped; one that asked the client's part for
+    // more while holding its body would wait on itself on a small budget). The store is asked
+    // off the async threads.
+    memory.shrink(32 * ids.len());
     let answer_bytes = if binary {
         ids.len().div_ceil(8)
     } else {
         67 * ids.len() + 16
     };
-    memory.merge(budget.take_unsigned(32 * ids.len() + answer_bytes).await?);
-    drop(body);
+    memory.merge(budget.take_unsigned(answer_bytes).await?);
     let reader = node.clone();
     let (ids, missing) = blocking(move || {
         let missing = reader.missing_chunks(&ids)?;

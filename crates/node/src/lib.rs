@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod bench;
+mod clock;
 mod config;
 mod logs;
 mod mempool;
@@ -15,6 +16,7 @@ mod node;
 mod pinfile;
 mod serve;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ConfigError, NodeConfig, DEFAULT_LISTEN};
 pub use logs::LogError;
 pub use mempool::{Mempool, MempoolError};

@@ -12,15 +12,17 @@
 //! Signatures are checked by the caller before admission (in batches, outside the node lock).
 //!
 //! **A fee market when full.** Accounts cost nothing to make, so the per-sender share alone
-//! does not stop a party with many funded accounts from filling the pool. When the pool is
-//! full (by count or bytes), a transaction paying a higher fee *per byte* takes the place of
-//! the cheapest ones pending, each the last of its sender's queue (so no sender's nonce chain
-//! breaks); one that does not outbid them is refused with the fee that would
-//! ([`MempoolError::Underpriced`]). A queue is as cheap as its transactions together (all
-//! their fees over all their bytes, what a block earns by keeping it whole): one well-paid
-//! transaction at the end of a queue of free ones does not protect them. Blocks take the best-paying sender's next transaction
-//! first, so each sender's transactions stay in nonce order, and among equal fee rates the
-//! oldest goes first: with the default fee of zero that is arrival order.
+//! does not stop a party with many funded accounts from filling the pool. A sender's queue is
+//! worth all its fees over all its bytes (what the pool earns by keeping it and mining it
+//! whole). When the pool is full (by count or bytes), a transaction whose queue, with it, pays
+//! more per byte takes the place of the cheapest queues' last transactions (so no sender's
+//! nonce chain breaks); one that does not is refused with the fee that would
+//! ([`MempoolError::Underpriced`]). Blocks take the next transaction of the best-paying queue
+//! first, so each sender's transactions stay in nonce order, a well-paid transaction behind
+//! free ones pulls them in (and is paid), and among equal rates the oldest goes first: with
+//! the default fee of zero that is arrival order. One well-paid transaction at the end of a
+//! queue of free ones therefore neither shields them (`TailShield`) nor evicts better queues
+//! without being mined (`StuckTail`).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -98,7 +100,6 @@ struct Entry {
     size: usize,
     /// Arrival order.
     seq: u64,
-    rate: Rate,
     /// The sender's projected account before this transaction: what it goes back to if
     /// this one, its sender's last, is evicted (re-checking the sender's queue instead would
     /// cost up to `max_per_sender` checks under the node lock per cheap eviction).
@@ -113,29 +114,51 @@ struct SenderView {
     /// Their fees and encoded bytes, all together.
     fees: u128,
     bytes: usize,
-    /// Where its last transaction is in [`Mempool::tails`].
+    /// Where its last transaction is in [`Mempool::tails`], and its first in
+    /// [`Mempool::ready`].
     tail: Option<TailKey>,
+    head: Option<ReadyKey>,
 }
 
 /// A sender's last transaction, ranked for eviction by what its whole queue pays per byte,
 /// then newest first.
 type TailKey = (Rate, Reverse<u64>, Hash);
 
+/// A sender's first transaction, ranked for blocks by what its whole queue pays per byte,
+/// then oldest first.
+type ReadyKey = (Reverse<Rate>, u64, Hash);
+
 impl SenderView {
-    /// Files the queue's last transaction in `tails` under the queue's rate (after any change
-    /// to the queue).
-    fn refile_tail(&mut self, tails: &mut BTreeSet<TailKey>, entries: &HashMap<Hash, Entry>) {
+    /// What the queue pays per byte, all its transactions together.
+    fn rate(&self) -> Rate {
+        rate(Amount(self.fees), self.bytes)
+    }
+
+    /// Files the queue's first transaction in `ready` and its last in `tails`, both under
+    /// the queue's rate (after any change to the queue): what protects a queue from
+    /// eviction is also what gets it into blocks.
+    fn refile(
+        &mut self,
+        ready: &mut BTreeSet<ReadyKey>,
+        tails: &mut BTreeSet<TailKey>,
+        entries: &HashMap<Hash, Entry>,
+    ) {
         if let Some(old) = self.tail.take() {
             tails.remove(&old);
         }
+        if let Some(old) = self.head.take() {
+            ready.remove(&old);
+        }
+        let rate = self.rate();
         if let Some(last) = self.queue.back() {
-            let key = (
-                rate(Amount(self.fees), self.bytes),
-                Reverse(entries[last].seq),
-                *last,
-            );
+            let key = (rate, Reverse(entries[last].seq), *last);
             tails.insert(key);
             self.tail = Some(key);
+        }
+        if let Some(first) = self.queue.front() {
+            let key = (Reverse(rate), entries[first].seq, *first);
+            ready.insert(key);
+            self.head = Some(key);
         }
     }
 
@@ -155,8 +178,8 @@ impl SenderView {
 pub struct Mempool {
     entries: HashMap<Hash, Entry>,
     senders: HashMap<Address, SenderView>,
-    /// Each sender's next transaction, best fee rate first, then oldest.
-    ready: BTreeSet<(Reverse<Rate>, u64, Hash)>,
+    /// Each sender's next transaction, best-paying queue first, then oldest.
+    ready: BTreeSet<ReadyKey>,
     /// Each sender's last transaction, cheapest queue first, then newest: what a
     /// better-paying newcomer replaces when the pool is full.
     tails: BTreeSet<TailKey>,
@@ -281,7 +304,15 @@ impl Mempool {
             return Ok(Vec::new());
         }
         let sender = tx.tx.sender();
-        let offered = rate(tx.tx.fee, size);
+        // Judged as it will be filed: with the rest of its sender's queue.
+        let (queued_fees, queued_bytes) = self
+            .senders
+            .get(&sender)
+            .map_or((0, 0), |v| (v.fees, v.bytes));
+        let offered = rate(
+            Amount(queued_fees.saturating_add(tx.tx.fee.0)),
+            queued_bytes + size,
+        );
         let (mut count, mut bytes) = (0, 0);
         let mut evict = Vec::new();
         for &(cheapest, _, hash) in &self.tails {
@@ -293,7 +324,8 @@ impl Mempool {
                 // Room is there at a higher fee: say which.
                 return Err(MempoolError::Underpriced {
                     fee: tx.tx.fee,
-                    needed: fee_above(cheapest, size),
+                    needed: fee_above(cheapest, queued_bytes + size)
+                        .saturating_sub(Amount(queued_fees)),
                 });
             }
             evict.push(hash);
@@ -325,25 +357,20 @@ impl Mempool {
         projected: Account,
     ) {
         let sender = tx.tx.sender();
-        let rate = rate(tx.tx.fee, size);
         let entry = Entry {
             sender,
             tx,
             size,
             seq,
-            rate,
             before,
         };
         let view = self.senders.entry(sender).or_default();
         view.projected = projected;
-        if view.queue.is_empty() {
-            self.ready.insert((Reverse(rate), seq, hash));
-        }
         view.queue.push_back(hash);
         view.add(&entry);
         self.bytes += size;
         self.entries.insert(hash, entry);
-        view.refile_tail(&mut self.tails, &self.entries);
+        view.refile(&mut self.ready, &mut self.tails, &self.entries);
     }
 
     /// Drops `hash`, the last pending transaction of its sender, whose projected account goes
@@ -359,9 +386,8 @@ impl Mempool {
             .expect("a pending transaction's sender has a view");
         view.queue.pop_back();
         view.subtract(&entry);
-        view.refile_tail(&mut self.tails, &self.entries);
+        view.refile(&mut self.ready, &mut self.tails, &self.entries);
         if view.queue.is_empty() {
-            self.ready.remove(&(Reverse(entry.rate), entry.seq, hash));
             self.senders.remove(&entry.sender);
             return;
         }
@@ -385,17 +411,13 @@ impl Mempool {
                 .senders
                 .get_mut(&entry.sender)
                 .expect("a pending transaction's sender has a view");
+            // Popped from `ready` already: forget that key before refiling.
+            view.head = None;
             view.queue.pop_front();
             view.subtract(&entry);
-            view.refile_tail(&mut self.tails, &self.entries);
-            match view.queue.front() {
-                Some(&next_hash) => {
-                    let next = &self.entries[&next_hash];
-                    self.ready.insert((Reverse(next.rate), next.seq, next_hash));
-                }
-                None => {
-                    self.senders.remove(&entry.sender);
-                }
+            view.refile(&mut self.ready, &mut self.tails, &self.entries);
+            if view.queue.is_empty() {
+                self.senders.remove(&entry.sender);
             }
             out.push(entry.tx);
         }
@@ -420,11 +442,13 @@ impl Mempool {
             if let Some(tail) = view.tail {
                 self.tails.remove(&tail);
             }
+            if let Some(head) = view.head {
+                self.ready.remove(&head);
+            }
             let mut entries = Vec::with_capacity(view.queue.len());
             for hash in view.queue {
                 let entry = self.entries.remove(&hash).expect("queued is pending");
                 self.bytes -= entry.size;
-                self.ready.remove(&(Reverse(entry.rate), entry.seq, hash));
                 entries.push((hash, entry));
             }
             for (hash, entry) in entries {
@@ -658,28 +682,142 @@ mod tests {
             pool.admit(&state, own.clone(), own.hash(), 0),
             Err(MempoolError::Full { capacity: 2 })
         ));
-        // The only other sender pays as much: told the fee that outbids it, nothing evicted.
+        // The only other sender pays as much per byte as `a`'s queue would with a1: told the
+        // fee that outbids it (a1 pays for a0 too), nothing evicted.
         let mut pool = Mempool::new(2);
         let a0 = paying(&a, 0, 0);
         let b0 = paying(&b, 0, 3);
         pool.admit(&state, a0.clone(), a0.hash(), 0).unwrap();
         pool.admit(&state, b0.clone(), b0.hash(), 0).unwrap();
-        let a1 = paying(&a, 1, 3);
+        let a1 = paying(&a, 1, 6);
         assert_eq!(
             pool.admit(&state, a1.clone(), a1.hash(), 0),
             Err(MempoolError::Underpriced {
-                fee: Amount(3),
-                needed: Amount(4)
+                fee: Amount(6),
+                needed: Amount(7)
             })
         );
         assert!(pool.get(&b0.hash()).is_some() && pool.get(&a0.hash()).is_some());
-        let a1 = paying(&a, 1, 4);
+        let a1 = paying(&a, 1, 7);
         pool.admit(&state, a1.clone(), a1.hash(), 0).unwrap();
         assert!(pool.get(&b0.hash()).is_none());
     }
 
     /// A block that refused a transaction breaks its sender's projection only: that
     /// sender's later transactions are re-checked and dropped, everyone else's stay.
+    /// `StuckTail`: a Sybil queues free transactions while there is room, then appends one
+    /// paying just over honest senders. Judged by its own fee it would evict them, be filed
+    /// under its queue's low rate, be evicted in turn for a fifth of its fee and never be
+    /// mined: honest transactions bounced for free, again and again. Judged as its queue will
+    /// be, it evicts nobody.
+    #[test]
+    fn a_paying_transaction_behind_free_ones_is_judged_with_its_queue() {
+        let (state, _) = State::genesis(&Genesis::dev("m", 0, 5, Params::default())).unwrap();
+        let attacker = dev_keypair(0);
+        let (h1, h2) = (dev_keypair(1), dev_keypair(2));
+        let mut pool = Mempool::new(6);
+        for n in 0..4 {
+            let tx = paying(&attacker, n, 0);
+            pool.admit(&state, tx.clone(), tx.hash(), 0).unwrap();
+        }
+        let a = paying(&h1, 0, 1000);
+        pool.admit(&state, a.clone(), a.hash(), 0).unwrap();
+        let b = paying(&h2, 0, 1000);
+        pool.admit(&state, b.clone(), b.hash(), 0).unwrap();
+        let shield = paying(&attacker, 4, 1001);
+        let err = pool
+            .admit(&state, shield.clone(), shield.hash(), 0)
+            .unwrap_err();
+        // Five transactions paying 1001 together are worth a fifth of one paying 1000.
+        assert!(
+            matches!(err, MempoolError::Underpriced { needed, .. } if needed.0 > 4_000),
+            "{err}"
+        );
+        assert!(pool.get(&b.hash()).is_some() && pool.get(&a.hash()).is_some());
+        // Paying for the whole queue does it, and blocks then take the queue first.
+        let whole = paying(&attacker, 4, 6_000);
+        pool.admit(&state, whole.clone(), whole.hash(), 0).unwrap();
+        let taken = pool.take(5);
+        assert!(
+            taken.iter().all(|t| t.tx.sender() == attacker.address()),
+            "the queue that pays is mined, its tail with it"
+        );
+    }
+
+    fn assert_indexes_consistent(pool: &Mempool) {
+        let (mut n, mut bytes) = (0, 0);
+        assert_eq!(pool.tails.len(), pool.senders.len());
+        assert_eq!(pool.ready.len(), pool.senders.len());
+        for view in pool.senders.values() {
+            assert!(!view.queue.is_empty());
+            let fees: u128 = view.queue.iter().map(|h| pool.entries[h].tx.tx.fee.0).sum();
+            let b: usize = view.queue.iter().map(|h| pool.entries[h].size).sum();
+            assert_eq!((view.fees, view.bytes), (fees, b));
+            let (first, last) = (view.queue.front().unwrap(), view.queue.back().unwrap());
+            let tail = (
+                rate(Amount(fees), b),
+                Reverse(pool.entries[last].seq),
+                *last,
+            );
+            let head = (
+                Reverse(rate(Amount(fees), b)),
+                pool.entries[first].seq,
+                *first,
+            );
+            assert_eq!((view.tail, view.head), (Some(tail), Some(head)));
+            assert!(pool.tails.contains(&tail) && pool.ready.contains(&head));
+            n += view.queue.len();
+            bytes += b;
+        }
+        assert_eq!((n, bytes), (pool.entries.len(), pool.bytes));
+    }
+
+    /// Admissions, evictions, blocks and re-checks in a seeded random order keep every index
+    /// (queues, their rates, heads and tails, counts and bytes) in step after every step.
+    #[test]
+    fn random_operations_keep_the_indexes_consistent() {
+        let (mut state, _) = State::genesis(&Genesis::dev("m", 0, 6, Params::default())).unwrap();
+        let keys: Vec<_> = (0..5).map(dev_keypair).collect();
+        let mut pool = Mempool::new(12);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut now, mut admitted, mut evicted_any) = (1, 0, false);
+        for _ in 0..20_000 {
+            match next() % 10 {
+                0 => {
+                    let taken = pool.take((next() % 4) as usize);
+                    now += 1;
+                    let built = state.build_block(now, Address([0; 20]), taken);
+                    let senders: std::collections::BTreeSet<_> =
+                        built.rejected.iter().map(|(t, _)| t.tx.sender()).collect();
+                    pool.revalidate(&state, now, senders);
+                }
+                1 => {
+                    // A re-check for no reason drops nothing.
+                    let k = &keys[(next() % 5) as usize];
+                    assert_eq!(pool.revalidate(&state, now, [k.address()]), 0);
+                }
+                _ => {
+                    let k = &keys[(next() % 5) as usize];
+                    let nonce = pool.next_nonce(&state, &k.address());
+                    let before = pool.len();
+                    let tx = paying(k, nonce, u128::from(next() % 40));
+                    if pool.admit(&state, tx.clone(), tx.hash(), now).is_ok() {
+                        admitted += 1;
+                        evicted_any |= pool.len() <= before;
+                    }
+                }
+            }
+            assert_indexes_consistent(&pool);
+        }
+        assert!(admitted > 1000 && evicted_any, "{admitted}");
+    }
+
     /// `TailShield`: a Sybil queues free transactions and ends the queue with one well-paid
     /// one. Ranked by that last fee alone, the free ones ahead of it could never be evicted
     /// and honest senders would be told to outbid a fee paid once per queue. Ranked by the

@@ -297,7 +297,8 @@ struct Inner {
     state: State,
     mempool: Mempool,
     consensus: Box<dyn Consensus>,
-    last_block_at: Instant,
+    /// When the last block was made ([`Clock::monotonic_ms`]).
+    last_block_at: u64,
     halted: Option<String>,
     /// The block being committed: its transactions left the mempool but are not durable yet.
     in_flight: Option<(Arc<Block>, Vec<Hash>)>,
@@ -338,6 +339,7 @@ struct Shared {
     subscribers: Arc<std::sync::atomic::AtomicUsize>,
     metrics: Metrics,
     stop: AtomicBool,
+    clock: Arc<dyn crate::Clock>,
 }
 
 /// Where pins live and how long things are kept.
@@ -645,6 +647,15 @@ impl GenesisSource {
 /// The unbonding period of dev chains: a minute, so `stake withdraw` can be tried.
 pub const DEV_UNBONDING_PERIOD_MS: u64 = 60_000;
 
+/// Where a transaction in a durable block stands: applied, or refused by the market.
+fn committed_state(receipt: &gridwork_protocol::Receipt) -> TxState {
+    if receipt.failure().is_some() {
+        TxState::Failed
+    } else {
+        TxState::Committed
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -773,6 +784,20 @@ impl Node {
         consensus: Box<dyn Consensus>,
         mempool_capacity: usize,
     ) -> Result<Node, NodeError> {
+        let clock = Arc::new(crate::SystemClock::default());
+        Node::with_store_and_clock(store, genesis, consensus, mempool_capacity, clock)
+    }
+
+    /// A node over any store that reads the time from `clock` (a simulation's
+    /// [`crate::ManualClock`]: block times, deadlines and the interval between blocks move
+    /// only when it does).
+    pub fn with_store_and_clock(
+        store: Box<dyn Store>,
+        genesis: Option<&Genesis>,
+        consensus: Box<dyn Consensus>,
+        mempool_capacity: usize,
+        clock: Arc<dyn crate::Clock>,
+    ) -> Result<Node, NodeError> {
         let state = match (store.load_state()?, genesis) {
             (Some(state), _) => state,
             (None, Some(genesis)) => {
@@ -809,7 +834,7 @@ impl Node {
                     state,
                     mempool: Mempool::new(mempool_capacity),
                     consensus,
-                    last_block_at: Instant::now(),
+                    last_block_at: clock.monotonic_ms(),
                     halted: None,
                     in_flight: None,
                     archiving: Vec::new(),
@@ -830,6 +855,7 @@ impl Node {
                 subscribers: Arc::default(),
                 metrics,
                 stop: AtomicBool::new(false),
+                clock,
             }),
         })
     }
@@ -978,7 +1004,7 @@ impl Node {
             })
             .collect();
         let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();
-        let now = now_ms();
+        let now = self.now_ms();
         let mut inner = self.lock();
         let results: Vec<_> = txs
             .into_iter()
@@ -1031,8 +1057,12 @@ impl Node {
                 });
             }
             let pending = inner.mempool.len();
-            let since = inner.last_block_at.elapsed().as_millis() as u64;
-            let now = now_ms().max(inner.state.head().timestamp_ms);
+            let since = self
+                .shared
+                .clock
+                .monotonic_ms()
+                .saturating_sub(inner.last_block_at);
+            let now = self.now_ms().max(inner.state.head().timestamp_ms);
             // With transactions waiting a block comes anyway; only an idle node looks for
             // due deadlines (a scan of the open tasks).
             let deadline_due =
@@ -1052,7 +1082,7 @@ impl Node {
                 ..
             } = &mut *inner;
             let candidates = mempool.take(consensus.max_block_txs());
-            let built = state.build_block(now_ms(), consensus.proposer(), candidates);
+            let built = state.build_block(now, consensus.proposer(), candidates);
             let changes = state.take_changes();
             if let Err(e) = consensus.finalize(&built.block.header) {
                 return Err(self.halt(&mut inner, e.to_string()));
@@ -1063,14 +1093,14 @@ impl Node {
                     .iter()
                     .map(|(tx, _)| tx.tx.sender())
                     .collect();
-                let dropped = mempool.revalidate(state, now_ms(), senders);
+                let dropped = mempool.revalidate(state, now, senders);
                 tracing::warn!(
                     rejected = built.rejected.len(),
                     dropped,
                     "block refused admitted transactions"
                 );
             }
-            inner.last_block_at = Instant::now();
+            inner.last_block_at = self.shared.clock.monotonic_ms();
             let block = Arc::new(built.block);
             let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
             inner.in_flight = Some((block.clone(), hashes));
@@ -1169,6 +1199,11 @@ impl Node {
             .ok_or(StorageError::Empty)?)
     }
 
+    /// The time as this node reads it ([`crate::Clock`]).
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
     /// `/health`.
     pub fn health(&self) -> Health {
         let halted = self.lock().halted.clone();
@@ -1219,7 +1254,7 @@ impl Node {
         let inner = self.lock();
         let account = inner.state.account(address);
         let next = inner.mempool.next_nonce(&inner.state, address);
-        let now = now_ms().max(inner.state.head().timestamp_ms);
+        let now = self.now_ms().max(inner.state.head().timestamp_ms);
         AccountView::new(*address, &account, now, next)
     }
 
@@ -1228,7 +1263,7 @@ impl Node {
         if let Some(record) = self.shared.store.tx(hash)? {
             return Ok(Some(TxStatus {
                 hash: *hash,
-                status: TxState::Committed,
+                status: committed_state(&record.receipt),
                 tx: TxView::from(&record.tx),
                 receipt: Some(record.receipt),
             }));
@@ -1249,7 +1284,7 @@ impl Node {
         // It may have left the mempool for a block whose commit just finished.
         Ok(self.shared.store.tx(hash)?.map(|record| TxStatus {
             hash: *hash,
-            status: TxState::Committed,
+            status: committed_state(&record.receipt),
             tx: TxView::from(&record.tx),
             receipt: Some(record.receipt),
         }))
@@ -1349,7 +1384,7 @@ impl Node {
                 round: t.round,
                 result: t.result,
                 deadline_ms: t.deadline_ms,
-                note: t.note.clone(),
+                note: t.note.to_string(),
             })
             .collect();
         let status = if job.cancelled {
@@ -1622,7 +1657,7 @@ impl Node {
     /// A provider's record with its pool status and stake.
     pub fn provider(&self, address: &Address) -> Option<ProviderView> {
         let inner = self.lock();
-        Self::provider_view(&inner.state, address)
+        Self::provider_view(&inner.state, address, self.now_ms())
     }
 
     /// Every provider.
@@ -1646,14 +1681,14 @@ impl Node {
         let (addresses, next) = page(addresses, limit);
         let views = addresses
             .iter()
-            .filter_map(|a| Self::provider_view(&inner.state, a))
+            .filter_map(|a| Self::provider_view(&inner.state, a, self.now_ms()))
             .collect();
         (views, next)
     }
 
-    fn provider_view(state: &State, address: &Address) -> Option<ProviderView> {
+    fn provider_view(state: &State, address: &Address, now: u64) -> Option<ProviderView> {
         let p = state.provider(address)?;
-        let now = now_ms().max(state.head().timestamp_ms);
+        let now = now.max(state.head().timestamp_ms);
         let status = p.status(now, state.params().heartbeat_timeout_ms);
         Some(ProviderView {
             address: *address,
@@ -1838,7 +1873,7 @@ impl Node {
         }
         // The pin promises the tree: its chunks are made durable before it is written.
         self.sync_chunks(store)?;
-        let until = now_ms() + pins.retention.as_millis() as u64;
+        let until = self.now_ms() + pins.retention.as_millis() as u64;
         let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
         let lock = proof_lock(proof);
         let earlier = self.read_pin(cid)?;
@@ -2027,7 +2062,7 @@ impl Node {
             .as_ref()
             .ok_or(NodeError::NoChunkStore)?
             .grace;
-        self.collect_garbage_at(now_ms(), grace)
+        self.collect_garbage_at(self.now_ms(), grace)
     }
 
     /// [`collect_garbage`](Self::collect_garbage) as of `now_ms`, keeping unpinned chunks

@@ -37,7 +37,8 @@ pub use genesis::{
 };
 pub use market::{
     largest_council, max_task_cost, validate_prescription, ArchivedJob, BidRecord, CommitRecord,
-    Failures, Job, JudgeRecord, Phase, PoolStatus, Provider, RevealRecord, Task, TaskKey,
+    Failures, Job, JudgeRecord, Phase, PoolStatus, Provider, Reason, RevealRecord, Task, TaskKey,
+    TaskNote, Undecided,
 };
 pub use receipt::{Event, Receipt};
 pub use state::{

@@ -140,6 +140,63 @@ pub trait Store: Send + Sync {
 }
 
 /// The state-table key of an archived job.
+/// A shared store is a store: a simulation keeps one `MemoryStore` across node restarts.
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn init(&self, meta: &ChainMeta, genesis: &Block, changes: &StateChanges) -> Result<()> {
+        (**self).init(meta, genesis, changes)
+    }
+
+    fn commit(
+        &self,
+        block: &Block,
+        receipts: &[Receipt],
+        events: &[Event],
+        changes: &StateChanges,
+    ) -> Result<()> {
+        (**self).commit(block, receipts, events, changes)
+    }
+
+    fn meta(&self) -> Result<Option<ChainMeta>> {
+        (**self).meta()
+    }
+
+    fn head_height(&self) -> Result<Option<u64>> {
+        (**self).head_height()
+    }
+
+    fn header(&self, height: u64) -> Result<Option<Header>> {
+        (**self).header(height)
+    }
+
+    fn block_tx_hashes(&self, height: u64) -> Result<Option<Vec<Hash>>> {
+        (**self).block_tx_hashes(height)
+    }
+
+    fn block_events(&self, height: u64) -> Result<Option<Vec<Event>>> {
+        (**self).block_events(height)
+    }
+
+    fn height_of(&self, hash: &Hash) -> Result<Option<u64>> {
+        (**self).height_of(hash)
+    }
+
+    fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>> {
+        (**self).tx(hash)
+    }
+
+    fn load_state(&self) -> Result<Option<State>> {
+        (**self).load_state()
+    }
+
+    fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>> {
+        (**self).archived_job(id)
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>> {
+        (**self).block(height)
+    }
+}
+
 fn archive_key(id: &Hash) -> Vec<u8> {
     let mut key = Vec::with_capacity(33);
     key.push(PREFIX_ARCHIVE);

@@ -22,13 +22,13 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::{JobView, Phase, TaskView};
 use gridwork_client::{
-    pull_tree_from, ChunkSource, Client, ClientError, DataError, SourceReport, TransferOptions,
+    announced_peers, pull_tree_from, ChunkSource, Client, ClientError, DataError, SourceReport,
+    TransferOptions,
 };
 use gridwork_p2p::{transport_secret, P2pError, Peer, PeerSource};
 use gridwork_transfer::{tree_digest, ChunkStore, DataKey, TreeError};
 use gridwork_types::{
-    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, Transaction,
-    TxKind,
+    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, TxKind,
 };
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -82,6 +82,20 @@ impl Behavior {
         false
     }
 }
+
+/// A step of a task sent to the node.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    /// Being sent now.
+    Sending,
+    /// Admitted as this transaction, at this time.
+    Tx(Hash, Instant),
+    /// Refused at admission, not worth sending again (a bid).
+    Refused,
+}
+
+/// How long a sent step waits before the worker asks the node whether it still has it.
+const RESEND_AFTER: Duration = Duration::from_secs(10);
 
 /// Failed steps in a row after which a stopping worker with no task running gives up on the
 /// node: without it, a worker told to stop while its node was gone retried forever (seen:
@@ -210,8 +224,11 @@ pub struct Worker {
     cfg: WorkerConfig,
     client: Client,
     me: Address,
-    chain_id: Mutex<String>,
-    sent: Mutex<HashSet<(&'static str, TaskRef)>>,
+    /// The fee each transaction pays: the chain's minimum (`params.min_fee`).
+    fee: Mutex<Amount>,
+    /// Steps of tasks sent (per round), so none is sent twice while it travels and one the
+    /// node lost is sent again.
+    sent: Mutex<HashMap<(&'static str, TaskRef, u8), Sent>>,
     /// Judging steps done, per round of an attempt.
     judging: Mutex<HashSet<(&'static str, TaskRef, u8)>>,
     /// Verdicts on other parties' outputs: (task, their output) -> equivalent to ours.
@@ -264,8 +281,8 @@ impl Worker {
             client: Client::new(node).signed_by(cfg.key.clone()),
             me,
             cfg,
-            chain_id: Mutex::new(String::new()),
-            sent: Mutex::new(HashSet::new()),
+            fee: Mutex::new(Amount::ZERO),
+            sent: Mutex::new(HashMap::new()),
             judging: Mutex::new(HashSet::new()),
             verdicts: Mutex::new(HashMap::new()),
             declined: Mutex::new(HashSet::new()),
@@ -345,31 +362,15 @@ impl Worker {
         let Some(peer) = self.peer.get() else {
             return Vec::new();
         };
-        let mut sources = Vec::new();
-        // The node's own endpoint, if it serves one: beside HTTP, the faster takes more.
-        if let Ok(chain) = self.client.chain().await {
-            if let Some(source) = chain
-                .node_peer
-                .and_then(|p| peer.source(&p, "node peer to peer"))
-            {
-                sources.push(source);
-            }
-        }
-        let mut seen = HashSet::new();
-        for who in holders {
-            if *who == self.me || !seen.insert(*who) {
-                continue;
-            }
-            if let Ok(Some(record)) = self.client.provider(who).await {
-                if let Some(source) = record
-                    .peer
-                    .and_then(|p| peer.source(&p, format!("peer {who}")))
-                {
-                    sources.push(source);
-                }
-            }
-        }
-        sources
+        // The node is a source in any case: a lookup that fails leaves only it.
+        let announced = announced_peers(&self.client, holders, &[self.me])
+            .await
+            .unwrap_or_default();
+        announced
+            .labelled()
+            .into_iter()
+            .filter_map(|(label, addr)| peer.source(&addr, label))
+            .collect()
     }
 
     /// Pulls tree `cid` from the node and from `holders` that serve peer to peer.
@@ -409,22 +410,14 @@ impl Worker {
     /// Signs and submits `kind` with the next nonce.
     async fn send(&self, kind: TxKind) -> Result<Hash, ClientError> {
         let _guard = self.nonce.lock().await;
-        let account = self.client.account(&self.me).await?;
-        let chain_id = lock(&self.chain_id).clone();
-        let tx = Transaction {
-            from: self.cfg.key.public(),
-            nonce: account.next_nonce,
-            fee: Amount::ZERO,
-            kind,
-        }
-        .sign(&chain_id, &self.cfg.key);
-        self.client.submit(&tx).await
+        let fee = *lock(&self.fee);
+        self.client.sign_and_send(&self.cfg.key, fee, kind).await
     }
 
     /// Locks stake and registers the hardware; returns once both are in a block.
     pub async fn register(&self) -> Result<(), WorkerError> {
         let chain = self.client.chain().await?;
-        *lock(&self.chain_id) = chain.chain_id.clone();
+        *lock(&self.fee) = chain.params.min_fee;
         let want = self.cfg.stake.max(chain.params.min_provider_stake);
         let account = self.client.account(&self.me).await?;
         if account.stake_locked < want {
@@ -666,12 +659,52 @@ impl Worker {
         }
     }
 
-    fn mark(&self, action: &'static str, r: TaskRef) -> bool {
-        lock(&self.sent).insert((action, r))
+    /// Whether to send `action` for round `round` of task `r` now: not yet sent, or sent
+    /// [`RESEND_AFTER`] ago and no longer known to the node (pending or in a block): a node
+    /// that restarted lost its mempool, and an evicted transaction is gone too. A step sent
+    /// once and never again left its task waiting for a bid, a commitment or a reveal that
+    /// would never come (seen: a job that never finished after its node was killed).
+    async fn mark(&self, action: &'static str, r: TaskRef, round: u8) -> bool {
+        let key = (action, r, round);
+        let previous = lock(&self.sent).get(&key).copied();
+        match previous {
+            None => {}
+            Some(Sent::Tx(hash, at)) if at.elapsed() >= RESEND_AFTER => {
+                if !matches!(self.client.tx(&hash).await, Ok(None)) {
+                    lock(&self.sent).insert(key, Sent::Tx(hash, Instant::now()));
+                    return false;
+                }
+                tracing::info!(job = %r.0, task = r.1, action, "the node lost a transaction; sending it again");
+            }
+            Some(_) => return false,
+        }
+        lock(&self.sent).insert(key, Sent::Sending);
+        true
     }
 
-    fn unmark(&self, action: &'static str, r: TaskRef) {
-        lock(&self.sent).remove(&(action, r));
+    /// Records how sending a marked step went: the transaction to look for, or (for a step
+    /// worth no second try) its refusal; a failed send is forgotten, to be tried again.
+    fn sent_as(
+        &self,
+        action: &'static str,
+        r: TaskRef,
+        round: u8,
+        outcome: &Result<Hash, ClientError>,
+        retry_refused: bool,
+    ) {
+        let key = (action, r, round);
+        let mut sent = lock(&self.sent);
+        match outcome {
+            Ok(hash) => {
+                sent.insert(key, Sent::Tx(*hash, Instant::now()));
+            }
+            Err(_) if retry_refused => {
+                sent.remove(&key);
+            }
+            Err(_) => {
+                sent.insert(key, Sent::Refused);
+            }
+        }
     }
 
     fn task_dir(&self, r: TaskRef) -> PathBuf {
@@ -703,15 +736,16 @@ impl Worker {
                     .policy
                     .decide(&view.prescription, &self.cfg.hardware, active)
                 {
-                    Decision::Bid(price) if self.mark("bid", r) => {
-                        if let Err(e) = self
+                    Decision::Bid(price) if self.mark("bid", r, 0).await => {
+                        let sent = self
                             .send(TxKind::Bid {
                                 job: view.id,
                                 task: t.index,
                                 price,
                             })
-                            .await
-                        {
+                            .await;
+                        self.sent_as("bid", r, 0, &sent, false);
+                        if let Err(e) = sent {
                             tracing::info!(error = %e, job = %view.id, task = t.index, "bid refused");
                         }
                     }
@@ -726,7 +760,7 @@ impl Worker {
             }
             Phase::Committing if assigned && !t.committed.contains(&self.me) => {
                 if let Some(res) = self.result(r) {
-                    if self.mark("commit", r) {
+                    if self.mark("commit", r, t.round).await {
                         let c = commitment(&res.output, &res.salt, &self.me);
                         let kind = TxKind::Commit {
                             job: view.id,
@@ -734,10 +768,9 @@ impl Worker {
                             attempt: t.attempt,
                             commitment: c,
                         };
-                        if let Err(e) = self.send(kind).await {
-                            self.unmark("commit", r);
-                            return Err(e.into());
-                        }
+                        let sent = self.send(kind).await;
+                        self.sent_as("commit", r, t.round, &sent, true);
+                        sent?;
                     }
                 } else if !lock(&self.running).contains_key(&r) {
                     if is_executor && self.cfg.behavior.vanishes() {
@@ -784,7 +817,7 @@ impl Worker {
                 if !is_executor && !executor_revealed {
                     return Ok(());
                 }
-                if self.mark("reveal", r) {
+                if self.mark("reveal", r, t.round).await {
                     let kind = TxKind::Reveal {
                         job: view.id,
                         task: t.index,
@@ -793,10 +826,9 @@ impl Worker {
                         salt: res.salt,
                         seconds: res.seconds,
                     };
-                    if let Err(e) = self.send(kind).await {
-                        self.unmark("reveal", r);
-                        return Err(e.into());
-                    }
+                    let sent = self.send(kind).await;
+                    self.sent_as("reveal", r, t.round, &sent, true);
+                    sent?;
                 }
             }
             Phase::Judging
@@ -1046,7 +1078,7 @@ impl Worker {
         if !waiting.is_empty() && now_ms().saturating_add(JUDGE_MARGIN_MS) < t.deadline_ms {
             return Ok(());
         }
-        if !lock(&self.judging).insert(("judged", r, t.round)) {
+        if !self.mark("judge", r, t.round).await {
             return Ok(());
         }
         let kind = TxKind::Judge {
@@ -1056,10 +1088,9 @@ impl Worker {
             round: t.round,
             equivalent,
         };
-        if let Err(e) = self.send(kind).await {
-            lock(&self.judging).remove(&("judged", r, t.round));
-            return Err(e.into());
-        }
+        let sent = self.send(kind).await;
+        self.sent_as("judge", r, t.round, &sent, true);
+        sent?;
         Ok(())
     }
 

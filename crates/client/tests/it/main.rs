@@ -246,6 +246,75 @@ async fn bad_transactions_get_stable_error_codes_and_change_nothing() {
     assert_eq!(t.client.account(&to).await.unwrap().balance, Amount(1));
 }
 
+/// Two cancellations of one job admitted together land in one block: the second is refused
+/// by the market there. It is in the block, spent its fee and nonce, reads `failed` with the
+/// refusal in its receipt, and waiting for it is an error with the refusal's code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_market_refuses_in_its_block_reads_failed_and_says_why() {
+    use gridwork_types::{
+        Equivalence, Halting, Instructions, Payment, Prescription, Program, Requirements,
+    };
+    let t = TestNode::start().await;
+    let requester = dev_keypair(0);
+    let p = Prescription {
+        data: vec![],
+        program: Program {
+            command: "true".into(),
+            args: vec![],
+        },
+        instructions: Instructions {
+            items: 1,
+            chunk: 1,
+            requirements: Requirements::default(),
+            task_deadline_ms: 60_000,
+            council_size: 0,
+        },
+        payment: Payment::FixedPerTask {
+            max_price: Amount::grid(1),
+        },
+        equivalence: Equivalence::ExactHash {},
+        halting: Halting {
+            first_bids: 1,
+            deadline_ms: 10_000,
+            reserve_price: None,
+            give_up_ms: 0,
+        },
+    };
+    let job = t.sign(
+        &requester,
+        0,
+        TxKind::SubmitJob {
+            prescription: p,
+            deposit: Amount::grid(2),
+        },
+    );
+    let id = t.client.submit(&job).await.unwrap();
+    t.client.wait_committed(&id, WAIT).await.unwrap();
+    let cancels: Vec<SignedTx> = [1, 2]
+        .map(|n| t.sign(&requester, n, TxKind::CancelJob { job: id }))
+        .into();
+    let hashes: Vec<_> = t
+        .node
+        .submit(cancels)
+        .into_iter()
+        .map(|r| r.expect("both admitted: the job is open"))
+        .collect();
+    let first = t.client.wait_committed(&hashes[0], WAIT).await.unwrap();
+    assert_eq!(first.status, TxState::Committed);
+    let err = t.client.wait_committed(&hashes[1], WAIT).await.unwrap_err();
+    assert_eq!(err.code(), Some("job_closed"), "{err}");
+    assert!(err.to_string().contains("its fee"), "{err}");
+    let second = t.client.tx(&hashes[1]).await.unwrap().unwrap();
+    assert_eq!(second.status, TxState::Failed);
+    let receipt = second.receipt.unwrap();
+    assert_eq!(receipt.failure().map(|(code, _)| code), Some("job_closed"));
+    assert_eq!(receipt.height, first.receipt.unwrap().height, "one block");
+    assert_eq!(
+        t.client.account(&requester.address()).await.unwrap().nonce,
+        3
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_json_errors() {
     let t = TestNode::start().await;

@@ -1002,3 +1002,31 @@ fn stalled_chunk_questions_hold_their_clients_part_of_the_budget() {
     assert_eq!(body.len(), (LEN / 32).div_ceil(8), "one bit per id asked");
     drop(stalled);
 }
+
+/// The largest missing-chunk question (16 MiB of ids) is answered on a small body budget
+/// (32 MiB): its body's share carries over to its ids, and only the answer's is added. (Asking
+/// the client's part for ids and answer while still holding the body's share waited on itself
+/// and answered `busy` after 5 s, on an idle node.)
+#[test]
+fn the_largest_missing_chunk_question_is_answered_on_a_small_budget() {
+    let limits = ServeLimits {
+        body_memory_bytes: 32 << 20,
+        body_idle_timeout: Duration::from_secs(60),
+        ..ServeLimits::default()
+    };
+    let (_node, addr, _dir) = serving(limits);
+    const LEN: usize = 16 << 20;
+    let head = format!(
+        "POST /v1/chunks/missing HTTP/1.1\r\nHost: node\r\nContent-Type: application/octet-stream\r\nContent-Length: {LEN}\r\nConnection: close\r\n\r\n"
+    );
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut writer = s.try_clone().unwrap();
+    let sent = std::thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(&vec![0u8; LEN]);
+    });
+    let (status, body) = answer(&mut s);
+    sent.join().unwrap();
+    assert!(status.contains(" 200"), "{status}");
+    assert_eq!(body.len(), (LEN / 32).div_ceil(8), "one bit per id asked");
+}

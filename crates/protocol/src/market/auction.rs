@@ -161,7 +161,9 @@ impl State {
                 provider: sender,
                 price,
             });
-            t.note = format!("{} bid(s)", t.bids.len());
+            t.note = TaskNote::Bids {
+                count: t.bids.len() as u32,
+            };
             let first = self
                 .jobs
                 .get(&job)
@@ -180,13 +182,13 @@ impl State {
         key: TaskKey,
         mut t: Task,
         now: u64,
-        note: String,
+        note: TaskNote,
     ) -> Vec<Event> {
         let (window, give_up_at) = self.jobs.get(&key.job).map_or((1, 0), |j| {
             (j.prescription.halting.deadline_ms.max(1), j.give_up_at_ms)
         });
         if now >= give_up_at {
-            return self.give_up(key, t, note);
+            return self.give_up(key, t, note.waiting_reason());
         }
         t.deadline_ms = now.saturating_add(window).min(give_up_at);
         t.note = note;
@@ -225,9 +227,10 @@ impl State {
             .council_candidates(&job, winner.provider, now, &[])
             .len();
         if available < size {
-            let note = format!(
-                "waiting for council members: needs {size} eligible providers of distinct owners besides the executor, {available} available"
-            );
+            let note = TaskNote::WaitingForCouncil {
+                needed: size as u32,
+                available: available as u32,
+            };
             return self.extend_auction(key, t, now, note);
         }
         self.adjust_active(&winner.provider, 1);
@@ -246,9 +249,9 @@ impl State {
             now.saturating_add(job.prescription.instructions.task_deadline_ms)
         };
         t.note = if size > 0 {
-            "running; council drawn at the next block".into()
+            TaskNote::CouncilDrawnNext {}
         } else {
-            "running".into()
+            TaskNote::Running {}
         };
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::AuctionClosed {
@@ -287,20 +290,10 @@ impl State {
             if t.round > 0 {
                 // Enlarging failed: decide with the runs revealed so far.
                 self.tasks.insert(key, t.clone());
-                return self.unresolved(
-                    key,
-                    t,
-                    &job,
-                    now,
-                    "too few eligible providers of distinct owners to enlarge the council".into(),
-                );
+                return self.unresolved(key, t, &job, now, Undecided::CannotEnlarge {});
             }
             self.tasks.insert(key, t);
-            return self.reopen(
-                key,
-                now,
-                "too few eligible providers of distinct owners to fill the council".into(),
-            );
+            return self.reopen(key, now, Reason::CouncilUnfilled {});
         };
         for member in &drawn {
             self.adjust_active(member, 1);
@@ -308,7 +301,7 @@ impl State {
         t.council.extend(drawn.iter().copied());
         t.seats_to_draw = 0;
         t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
-        t.note = "running".into();
+        t.note = TaskNote::Running {};
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::CouncilDrawn {
             job: key.job,
@@ -385,10 +378,9 @@ impl State {
         t.excluded.extend(silent.iter().copied());
         t.seats_to_draw = silent.len() as u8;
         t.deadline_ms = now;
-        t.note = format!(
-            "{} silent council member(s) to be replaced at the next block",
-            silent.len()
-        );
+        t.note = TaskNote::SilentToReplace {
+            count: silent.len() as u32,
+        };
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::CouncilRedrawn {
             job: key.job,

@@ -18,8 +18,8 @@ pub(super) enum Agreement {
     Accept(Vec<Address>),
     /// A clear majority disagrees with the executor: its members.
     Reject(Vec<Address>),
-    /// No clear majority either way: why, for people.
-    Split(String),
+    /// No clear majority either way, and why.
+    Split(Undecided),
 }
 
 /// The parties who revealed in `t`, and for each a bit set of those whose output agrees with
@@ -105,7 +105,7 @@ pub(super) fn agreement(t: &Task, executor: Address) -> Agreement {
     let (parties, adjacent) = agreeing_pairs(t);
     let m = parties.len();
     if m > 16 {
-        return Agreement::Split(format!("{m} runs are more than can be compared"));
+        return Agreement::Split(Undecided::TooManyRuns { runs: m as u32 });
     }
     let (best, groups) = largest_groups(&adjacent);
     let seats = usize::from(t.seats).max(t.council.len());
@@ -135,13 +135,16 @@ pub(super) fn agreement(t: &Task, executor: Address) -> Agreement {
         if with_executor == 0 {
             return Agreement::Reject(members(&groups));
         }
-        return Agreement::Split(format!(
-            "two groups of {k} agreeing runs (of {n} seats) disagree about the executor's result"
-        ));
+        return Agreement::Split(Undecided::TwoGroups {
+            group: k as u32,
+            seats: n as u32,
+        });
     }
-    Agreement::Split(format!(
-        "the largest group of agreeing runs has {k} of {n} seats ({silent} silent); a clear majority needs at least two runs, two thirds of the seats and more than half of the council"
-    ))
+    Agreement::Split(Undecided::NoClearMajority {
+        largest: k as u32,
+        seats: n as u32,
+        silent: silent as u32,
+    })
 }
 
 /// The parties whose output at least one other party's output agrees with.
@@ -241,7 +244,7 @@ impl State {
             t.phase = Phase::Revealing;
             t.phase_started_ms = now;
             t.deadline_ms = now.saturating_add(self.params.reveal_window_ms);
-            t.note = "revealing".into();
+            t.note = TaskNote::Revealing {};
             self.open_tasks.insert(key, t.deadline_ms);
         }
         self.tasks.insert(key, t);
@@ -410,7 +413,7 @@ impl State {
         t.phase = Phase::Judging;
         t.phase_started_ms = now;
         t.deadline_ms = now.saturating_add(self.params.judge_window_ms);
-        t.note = "judging: the parties compare each other's outputs".into();
+        t.note = TaskNote::Judging {};
         self.open_tasks.insert(key, t.deadline_ms);
         self.tasks.insert(key, t);
         Vec::new()
@@ -426,7 +429,7 @@ impl State {
         mut t: Task,
         largest: u8,
         now: u64,
-        why: String,
+        why: Undecided,
     ) -> Vec<Event> {
         let silent: Vec<Address> = t
             .council
@@ -449,14 +452,17 @@ impl State {
         t.phase = Phase::Committing;
         t.phase_started_ms = now;
         t.deadline_ms = now;
-        t.note = format!("council enlarged to {} seats: {why}", t.seats);
+        t.note = TaskNote::Enlarged {
+            seats: t.seats,
+            why,
+        };
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::CouncilEnlarged {
             job: key.job,
             task: key.index,
             attempt: t.attempt,
             seats: t.seats,
-            reason: why,
+            reason: why.to_string(),
         };
         self.tasks.insert(key, t);
         vec![event]
@@ -479,16 +485,16 @@ impl State {
         t: Task,
         job: &Job,
         now: u64,
-        why: String,
+        why: Undecided,
     ) -> Vec<Event> {
         let Some(executor) = t.executor else {
-            return self.reopen(key, now, why);
+            return self.reopen(key, now, Reason::NothingCompared { why });
         };
         let (parties, adjacent) = agreeing_pairs(&t);
         let m = parties.len();
         let e = parties.iter().position(|a| *a == executor);
         if m <= 1 || e.is_none() {
-            return self.reopen(key, now, format!("no run could be compared: {why}"));
+            return self.reopen(key, now, Reason::NothingCompared { why });
         }
         let e = e.unwrap_or(0);
         let with_e = adjacent[e] | (1 << e);
@@ -503,11 +509,7 @@ impl State {
         });
         if contested {
             self.record_failure(key.job, executor);
-            return self.reopen(
-                key,
-                now,
-                format!("runs that agree with each other disagree with the executor's: {why}"),
-            );
+            return self.reopen(key, now, Reason::AgainstExecutor { why });
         }
         // The largest group with the executor: a largest group among it and its neighbours.
         let around: Vec<u32> = (0..m)
@@ -521,11 +523,7 @@ impl State {
             .collect();
         let with_executor = largest_groups(&around).0.max(1) as usize;
         if with_executor >= 2 && 3 * with_executor >= 2 * m {
-            return self.reopen(
-                key,
-                now,
-                format!("the revealed runs agree, but silent seats kept them short of a clear majority: {why}"),
-            );
+            return self.reopen(key, now, Reason::SilenceKeptShort { why });
         }
         self.judge_nondeterministic(key, t, job, now, why)
     }

@@ -49,16 +49,16 @@ impl State {
                     let give_up_at = self.jobs.get(&key.job).map_or(0, |j| j.give_up_at_ms);
                     if now >= give_up_at {
                         let why = if t.bids.is_empty() {
-                            "no provider bid in time".to_string()
+                            Reason::NoBids {}
                         } else {
-                            t.note.clone()
+                            t.note.waiting_reason()
                         };
                         events.extend(self.give_up(key, t, why));
                     } else if t.bids.is_empty() {
                         // No block is needed until someone bids (the first bid closes it) or
                         // the job's bound passes.
                         let mut t = t;
-                        t.note = "no bids yet; the first bid closes the auction".into();
+                        t.note = TaskNote::NoBidsYet {};
                         self.open_tasks.insert(key, give_up_at);
                         self.tasks.insert(key, t);
                     } else {
@@ -76,11 +76,7 @@ impl State {
                             executor,
                             "missed the commit deadline",
                         ));
-                        events.extend(self.reopen(
-                            key,
-                            now,
-                            "the executor missed its deadline".into(),
-                        ));
+                        events.extend(self.reopen(key, now, Reason::ExecutorMissedCommit {}));
                     } else {
                         let silent: Vec<Address> = t
                             .council
@@ -108,7 +104,7 @@ impl State {
                             executor,
                             "missed the reveal deadline",
                         ));
-                        events.extend(self.reopen(key, now, "the executor did not reveal".into()));
+                        events.extend(self.reopen(key, now, Reason::ExecutorDidNotReveal {}));
                     } else {
                         let silent: Vec<Address> = t
                             .council

@@ -82,7 +82,7 @@ impl State {
                     commits: Vec::new(),
                     reveals: Vec::new(),
                     result: None,
-                    note: "open for bids".into(),
+                    note: TaskNote::OpenForBids {},
                     earlier_outputs: Vec::new(),
                     seats_to_draw: 0,
                     excluded: Vec::new(),
@@ -123,7 +123,7 @@ impl State {
             match t.phase {
                 Phase::Bidding => {
                     t.phase = Phase::Cancelled;
-                    t.note = "cancelled by the requester".into();
+                    t.note = TaskNote::Cancelled {};
                     job.closed += 1;
                     self.open_tasks.remove(&key);
                     self.tasks.insert(key, t);

@@ -103,10 +103,12 @@ mod auction;
 mod council;
 mod deadlines;
 mod jobs;
+mod note;
 mod providers;
 mod settlement;
 
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
+pub use note::{Reason, TaskNote, Undecided};
 
 use gridwork_types::{Address, Amount, Hardware, Hash, Payment, PeerAddr, Prescription};
 use serde::{Deserialize, Serialize};
@@ -474,7 +476,7 @@ pub struct Task {
     /// The accepted output, once settled.
     pub result: Option<Hash>,
     /// Why the task waits, for people (`job status`).
-    pub note: String,
+    pub note: TaskNote,
     /// Outputs revealed in earlier attempts: revealing one again is refused as a copy
     /// (`ResultCopier`). At most `max_attempts x (council + 1)` entries.
     pub earlier_outputs: Vec<Hash>,
@@ -505,7 +507,7 @@ gridwork_types::codec_struct!(Task {
     commits: Vec<CommitRecord>,
     reveals: Vec<RevealRecord>,
     result: Option<Hash>,
-    note: String,
+    note: TaskNote,
     earlier_outputs: Vec<Hash>,
     seats_to_draw: u8,
     excluded: Vec<Address>,

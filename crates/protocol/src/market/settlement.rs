@@ -147,7 +147,7 @@ impl State {
             let mut t = t;
             t.phase = Phase::Settled;
             t.result = Some(exec_reveal.output);
-            t.note = "settled".into();
+            t.note = TaskNote::Settled {};
             self.open_tasks.remove(&key);
             events.push(Event::TaskSettled {
                 job: key.job,
@@ -206,11 +206,7 @@ impl State {
                 ));
                 self.record_failure(key.job, *member);
             }
-            events.extend(self.reopen(
-                key,
-                now,
-                "a clear majority of the council rejected the result".into(),
-            ));
+            events.extend(self.reopen(key, now, Reason::Rejected {}));
         }
         events
     }
@@ -239,7 +235,7 @@ impl State {
         mut t: Task,
         job: &Job,
         now: u64,
-        why: String,
+        why: Undecided,
     ) -> Vec<Event> {
         let _ = now;
         let Some(executor) = t.executor else {
@@ -274,11 +270,9 @@ impl State {
         for member in t.assigned() {
             self.adjust_active(member, -1);
         }
-        let reason = format!(
-            "judged nondeterministic: {why}, even after enlarging the council; nobody was slashed and the runs were paid"
-        );
         t.phase = Phase::Failed;
-        t.note = reason.clone();
+        t.note = TaskNote::Nondeterministic { why };
+        let reason = t.note.to_string();
         self.open_tasks.remove(&key);
         let attempt = t.attempt;
         self.tasks.insert(key, t);
@@ -292,7 +286,7 @@ impl State {
                 task: key.index,
                 attempt,
                 paid: Amount(total),
-                reason: why,
+                reason: why.to_string(),
             },
             Event::TaskFailed {
                 job: key.job,
@@ -306,13 +300,13 @@ impl State {
 
     /// Fails a task the job's bound (`give_up_at_ms`) caught still waiting; the escrow it
     /// held returns with the job's refund.
-    pub(super) fn give_up(&mut self, key: TaskKey, mut t: Task, why: String) -> Vec<Event> {
-        let reason = format!("gave up at the job's time bound (halting.give_up_after_s): {why}");
+    pub(super) fn give_up(&mut self, key: TaskKey, mut t: Task, why: Reason) -> Vec<Event> {
         for member in t.assigned() {
             self.adjust_active(member, -1);
         }
         t.phase = Phase::Failed;
-        t.note = reason.clone();
+        t.note = TaskNote::GaveUp { why };
+        let reason = t.note.to_string();
         t.bids.clear();
         self.open_tasks.remove(&key);
         self.tasks.insert(key, t);
@@ -330,7 +324,7 @@ impl State {
     }
 
     /// Sends a task back to auction as a new attempt, or fails it after `max_attempts`.
-    pub(super) fn reopen(&mut self, key: TaskKey, now: u64, reason: String) -> Vec<Event> {
+    pub(super) fn reopen(&mut self, key: TaskKey, now: u64, why: Reason) -> Vec<Event> {
         let (Some(mut t), Some(job)) = (
             self.tasks.get(&key).cloned(),
             self.jobs.get(&key.job).cloned(),
@@ -361,11 +355,14 @@ impl State {
         t.phase_started_ms = now;
         if now >= job.give_up_at_ms && !job.cancelled {
             self.tasks.insert(key, t.clone());
-            return self.give_up(key, t, reason);
+            return self.give_up(key, t, why);
         }
         if t.attempt >= self.params.max_attempts || job.cancelled {
             t.phase = Phase::Failed;
-            t.note = format!("failed after {} attempts: {reason}", t.attempt);
+            t.note = TaskNote::Failed {
+                attempts: t.attempt,
+                why,
+            };
             self.open_tasks.remove(&key);
             self.tasks.insert(key, t);
             let mut j = job;
@@ -374,14 +371,14 @@ impl State {
             let mut events = vec![Event::TaskFailed {
                 job: key.job,
                 task: key.index,
-                reason,
+                reason: why.to_string(),
             }];
             events.extend(self.finish_if_done(key.job));
             return events;
         }
         t.phase = Phase::Bidding;
         t.deadline_ms = now.saturating_add(job.prescription.halting.deadline_ms);
-        t.note = format!("reopened: {reason}");
+        t.note = TaskNote::Reopened { why };
         self.open_tasks.insert(key, t.deadline_ms);
         let attempt = t.attempt;
         self.tasks.insert(key, t);
@@ -389,7 +386,7 @@ impl State {
             job: key.job,
             task: key.index,
             attempt,
-            reason,
+            reason: why.to_string(),
         }]
     }
 

@@ -750,7 +750,11 @@ fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
         .any(|e| matches!(e, Event::CouncilEnlarged { seats: 5, .. })));
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt, t.result), (Phase::Bidding, 1, None));
-    assert!(t.note.contains("too few eligible providers"), "{}", t.note);
+    assert!(
+        t.note.to_string().contains("too few eligible providers"),
+        "{}",
+        t.note
+    );
     assert_eq!(m.stake(&executor.address()), exec_stake);
     assert_eq!(m.balance(&executor), exec_balance);
 }
@@ -1094,7 +1098,11 @@ fn nondeterministic_program_slashes_nobody_and_says_why() {
     }
     let t = m.task(job, 0);
     assert_eq!(t.phase, Phase::Failed);
-    assert!(t.note.contains("nondeterministic"), "{}", t.note);
+    assert!(
+        t.note.to_string().contains("nondeterministic"),
+        "{}",
+        t.note
+    );
     assert!(!events.iter().any(|e| matches!(e, Event::Slashed { .. })));
     let after: Vec<u128> = (1..=PROVIDERS)
         .map(|i| m.stake(&provider(i).address()))
@@ -1270,7 +1278,11 @@ fn a_liar_and_one_colluder_cannot_buy_the_nondeterministic_verdict() {
         .any(|e| matches!(e, Event::RunsDisagreed { .. } | Event::TaskFailed { .. })));
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1), "{}", t.note);
-    assert!(t.note.contains("disagree with the executor"), "{}", t.note);
+    assert!(
+        t.note.to_string().contains("disagree with the executor"),
+        "{}",
+        t.note
+    );
     assert_eq!(m.balance(&liar), liar_balance, "the liar is not paid");
     let err = m.refused(
         &liar,
@@ -1662,7 +1674,8 @@ fn a_job_nobody_can_run_ends_with_a_refund_at_its_time_bound() {
         let t = m.task(job, i);
         assert_eq!(t.phase, Phase::Failed);
         assert!(
-            t.note.contains("give_up_after_s") && t.note.contains("no provider bid"),
+            t.note.to_string().contains("give_up_after_s")
+                && t.note.to_string().contains("no provider bid"),
             "{}",
             t.note
         );
@@ -1717,7 +1730,7 @@ fn a_task_reopened_past_its_jobs_time_bound_fails_with_a_refund() {
     );
     let t = m.task(job, 0);
     assert_eq!(t.phase, Phase::Failed);
-    assert!(t.note.contains("give_up_after_s"), "{}", t.note);
+    assert!(t.note.to_string().contains("give_up_after_s"), "{}", t.note);
     assert!(m.job(job).finished);
     assert_eq!(m.balance(&requester()), before - state_fee(&p));
 }
@@ -1844,7 +1857,7 @@ fn bad_jobs_and_bids_get_clear_errors() {
         "{err}"
     );
     m.at(m.now + 5_000, vec![]);
-    assert!(m.task(job, 0).note.contains("no bids yet"));
+    assert!(m.task(job, 0).note.to_string().contains("no bids yet"));
 
     let job = m.submit(p.clone(), deposit_for(&p));
     let err = m.refused(
@@ -1993,7 +2006,11 @@ fn too_few_distinct_owners_leave_the_auction_open_with_a_reason() {
     m.block(vec![bid]);
     let t = m.task(job, 0);
     assert_eq!(t.phase, Phase::Bidding);
-    assert!(t.note.contains("waiting for council members"), "{}", t.note);
+    assert!(
+        t.note.to_string().contains("waiting for council members"),
+        "{}",
+        t.note
+    );
 }
 
 #[test]
