@@ -27,8 +27,8 @@ pub const DEFAULT_LOG_LIMIT_BYTES: u64 = 4 << 20;
 /// Default for [`NodeConfig::log_retention_secs`]: a week after a closed job's last log write.
 pub const DEFAULT_LOG_RETENTION_SECS: u64 = 7 * 24 * 3600;
 pub use node::{
-    now_ms, read_genesis, AdmitError, BlockId, GenesisSource, Node, NodeError, Subscription,
-    DEV_UNBONDING_PERIOD_MS, RECENT_EVENTS,
+    now_ms, read_genesis, AdmitError, BlockId, GcReport, GenesisSource, Node, NodeError,
+    Subscription, DEV_UNBONDING_PERIOD_MS, RECENT_EVENTS,
 };
 
 pub use serve::{serve, serve_with, ServeLimits};

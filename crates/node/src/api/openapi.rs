@@ -1,6 +1,6 @@
 //! The OpenAPI document of the API, generated from the handlers and the wire types.
 //!
-//! Each handler in `api.rs` carries a `#[utoipa::path]` attribute naming every status it
+//! Each handler in `api/` carries a `#[utoipa::path]` attribute naming every status it
 //! answers and the error codes behind each; the request and answer schemas are derived from
 //! the `gridwork-api` types (feature `openapi`), so a field added there is in the document.
 //! The document is built once, on first request, and served as the same bytes after.
@@ -156,7 +156,7 @@ fn tighten(schema: &mut RefOr<Schema>) {
             (lowercase in answers); addresses are bech32 (grid1...). Every error is \
             `{\"error\": {\"code\", \"message\"}}` with a stable snake_case code; a path no \
             route serves is answered 404 `not_found`. Generated from the node's handlers \
-            (crates/node/src/api.rs).",
+            (crates/node/src/api/).",
     ),
     paths(
         super::health,
