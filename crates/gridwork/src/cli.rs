@@ -71,6 +71,7 @@ pub(crate) enum Command {
     Block(BlockCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
+    #[cfg(feature = "bench")]
     Bench(BenchCommand),
     /// Submit, follow and collect jobs.
     #[command(subcommand)]
@@ -434,6 +435,7 @@ pub(crate) enum BlockCommand {
     },
 }
 
+#[cfg(feature = "bench")]
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Push and pull a generated tree through a node on loopback, beside cp and rsync.

@@ -5,12 +5,16 @@
 
 #![deny(clippy::unwrap_used)]
 
+#[cfg(feature = "bench")]
+mod bench;
 mod cli;
 mod commands;
 mod data;
+#[cfg(feature = "bench")]
 mod databench;
 #[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "bench")]
 mod hostilebench;
 mod market;
 mod output;

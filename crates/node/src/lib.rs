@@ -6,6 +6,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod api;
+#[cfg(feature = "bench")]
 pub mod bench;
 mod clock;
 mod config;
