@@ -11,6 +11,8 @@ mod jobfile;
 mod journal;
 mod keystore;
 mod peers;
+mod registry;
+mod submit;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{
@@ -22,3 +24,5 @@ pub use gridwork_api::frames::{ChunkSource, Fetch, SourceError};
 pub use jobfile::{Input, JobFile, JobFileError};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use peers::{announced_peers, AnnouncedPeers};
+pub use registry::{KeyRegistry, RegistryError};
+pub use submit::{submit_job, SubmitError, Submitted};

@@ -17,7 +17,7 @@ use crate::cli::{
 use crate::output::{emit, rows};
 
 /// How long a command waits for its transaction's block.
-const COMMIT_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) fn home(cli: &Cli) -> anyhow::Result<PathBuf> {
     if let Some(home) = &cli.home {

@@ -1,20 +1,18 @@
 //! The `data` commands.
 //!
 //! Local state lives under GRIDWORK_HOME: `chunks/` caches sealed chunks (what makes pushes
-//! and pulls resume), `data/keys.json` remembers the data key of each pushed path, wrapped for
-//! the pusher's own key, so pushing the same directory again reuses the key and moves only
-//! changed chunks.
+//! and pulls resume); the data key of each pushed path is remembered by
+//! [`gridwork_client::KeyRegistry`] (`data/keys.json`), so pushing the same directory again
+//! reuses the key and moves only changed chunks.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
-use gridwork_client::{pull_tree_from, ChunkSource, Client, Progress, PullReport, TransferOptions};
-use gridwork_p2p::{Peer, PeerSource};
-use gridwork_transfer::{
-    unwrap_key, wrap_key, ChunkParams, ChunkStore, DataKey, EntryKind, WrappedKey,
+use gridwork_client::{
+    pull_tree_from, ChunkSource, Client, KeyRegistry, Progress, PullReport, TransferOptions,
 };
+use gridwork_p2p::{Peer, PeerSource};
+use gridwork_transfer::{ChunkParams, ChunkStore, DataKey, EntryKind};
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde_json::json;
 
@@ -24,41 +22,6 @@ use crate::output::{emit, rows};
 
 pub(crate) fn local_store(cli: &Cli) -> anyhow::Result<ChunkStore> {
     Ok(ChunkStore::open(home(cli)?.join("chunks"), None)?)
-}
-
-/// The data key for `path` (the one used before, unwrapped with `me`, or a new one) and
-/// where its push index lives (`data/index/`, named by BLAKE3 of the path).
-fn data_key_for(
-    cli: &Cli,
-    path: &std::path::Path,
-    me: &Keypair,
-) -> anyhow::Result<(DataKey, PathBuf)> {
-    let file = home(cli)?.join("data/keys.json");
-    let keys: BTreeMap<String, WrappedKey> = std::fs::read(&file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let canonical = path
-        .canonicalize()
-        .with_context(|| format!("{} does not exist", path.display()))?;
-    let name = canonical.display().to_string();
-    let index = home(cli)?
-        .join("data/index")
-        .join(format!("{}.index", blake3::hash(name.as_bytes()).to_hex()));
-    // The index's first form (JSON) is not read any more; it would only take space.
-    let _ = std::fs::remove_file(index.with_extension("json"));
-    if let Some(k) = keys.get(&name).and_then(|w| unwrap_key(w, me)) {
-        return Ok((k, index));
-    }
-    let key = DataKey::generate();
-    let mut keys = keys;
-    keys.insert(name, wrap_key(&key, &me.public()));
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&file, serde_json::to_vec_pretty(&keys)?)
-        .with_context(|| format!("writing {}", file.display()))?;
-    Ok((key, index))
 }
 
 /// A recipient named by address (its key from the ledger), public key hex, or keystore name.
@@ -75,45 +38,6 @@ async fn recipient_key(cli: &Cli, client: &Client, who: &str) -> anyhow::Result<
         anyhow!("`{who}` is not an address, a public key in hex or a keystore name")
     })?;
     Ok(info.public_key.parse()?)
-}
-
-/// Pushes a job input (with the data key this path had before, if any) and lets the
-/// requester and the node decrypt it; returns its content id.
-pub(crate) async fn push_input(
-    cli: &Cli,
-    client: &Client,
-    path: &std::path::Path,
-    me: &Keypair,
-    node_key: &PublicKey,
-) -> anyhow::Result<(Hash, DataKey)> {
-    let (key, index) = data_key_for(cli, path, me)?;
-    let opts = TransferOptions {
-        index: Some(index),
-        ..TransferOptions::default()
-    };
-    let report = client
-        .push_tree(path, &key, &opts)
-        .await
-        .with_context(|| format!("pushing {}", path.display()))?;
-    for loss in &report.not_kept {
-        eprintln!("warning: {loss}");
-    }
-    client.share_key(&report.cid, &key, &me.public()).await?;
-    client.share_key(&report.cid, &key, node_key).await?;
-    Ok((report.cid, key))
-}
-
-/// Lets the node decrypt an input pushed before (the requester must hold a grant); returns
-/// the key, for the job's claim to hold it.
-pub(crate) async fn grant_input(
-    client: &Client,
-    cid: &Hash,
-    me: &Keypair,
-    node_key: &PublicKey,
-) -> anyhow::Result<DataKey> {
-    let key = client.granted_key(cid, me).await?;
-    client.share_key(cid, &key, node_key).await?;
-    Ok(key)
 }
 
 /// The most providers `--from-providers` asks at once.
@@ -346,7 +270,7 @@ pub(crate) fn data(cli: &Cli, cmd: &DataCommand) -> anyhow::Result<()> {
         DataCommand::Push { path, streams } => {
             let me = signing_key(cli)?;
             let client = client.signed_by(me.clone());
-            let (key, index) = data_key_for(cli, path, &me)?;
+            let (key, index) = KeyRegistry::new(home(cli)?).key_for(path, &me)?;
             let opts = TransferOptions {
                 index: Some(index),
                 ..TransferOptions::with_streams(*streams)

@@ -4,13 +4,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use gridwork_api::{JobStatus, JobView, LogStream, TaskLog, TaskView};
-use gridwork_client::{Client, Input, JobFile};
-use gridwork_protocol::{max_task_cost, validate_prescription};
-use gridwork_types::{Address, Amount, DataInput, Hash, OwnerApproval, TxKind};
+use gridwork_client::{submit_job, Client, JobFile, KeyRegistry, Submitted};
+use gridwork_types::{Address, Hash, OwnerApproval, TxKind};
 use serde_json::json;
 
 use crate::cli::{Cli, JobCommand, ProviderCommand, StreamArg};
-use crate::commands::{parse_amount, runtime, sign_and_send, signing_key};
+use crate::commands::{home, parse_amount, runtime, sign_and_send, signing_key, COMMIT_WAIT};
 use crate::output::{emit, rows};
 
 pub(crate) fn job(cli: &Cli, cmd: &JobCommand) -> anyhow::Result<()> {
@@ -73,60 +72,55 @@ fn submit(
     deposit: Option<&str>,
     send: &crate::cli::SendArgs,
 ) -> anyhow::Result<()> {
-    let mut job = JobFile::read(file)?;
+    let job = JobFile::read(file)?;
     let key = signing_key(cli)?;
     let fee = parse_amount(&send.fee)?;
+    let deposit = deposit.map(parse_amount).transpose()?;
     let client = Client::new(&cli.node).signed_by(key.clone());
-    runtime()?.block_on(async {
-        let chain = client.chain().await?;
-        for input in &job.inputs {
-            let (cid, data_key) = match input {
-                Input::Cid(cid) => (
-                    *cid,
-                    crate::data::grant_input(&client, cid, &key, &chain.node_key).await?,
-                ),
-                Input::Path(path) => {
-                    if !cli.json {
-                        eprintln!("pushing {}", path.display());
-                    }
-                    crate::data::push_input(cli, &client, path, &key, &chain.node_key).await?
-                }
-            };
-            // The node hands the key to the executor and council only against this claim.
-            let claim = data_key.input_claim(&cid, &key.address());
-            job.prescription.data.push(DataInput { cid, claim });
+    let registry = KeyRegistry::new(home(cli)?);
+    let json = cli.json;
+    let submitted = runtime()?.block_on(async {
+        let s = submit_job(&client, &key, job, deposit, fee, &registry, |path| {
+            if !json {
+                eprintln!("pushing {}", path.display());
+            }
+        })
+        .await?;
+        if !send.no_wait {
+            client.wait_committed(&s.id, COMMIT_WAIT).await?;
         }
-        validate_prescription(&job.prescription, &chain.params)?;
-        let per_task = max_task_cost(&job.prescription, &chain.params)
-            .ok_or_else(|| anyhow!("the job's maximum cost overflows; lower max_price or the deadline"))?;
-        let tasks = job.prescription.instructions.task_count();
-        let required = Amount(per_task.0.saturating_mul(u128::from(tasks)));
-        let deposit = match deposit {
-            Some(d) => parse_amount(d)?,
-            None => job.deposit.unwrap_or(required),
-        };
-        if deposit < required {
-            bail!(
-                "deposit {deposit} GRID does not cover the job's maximum cost of {required} GRID \
-                 ({tasks} tasks at up to {per_task} GRID each); raise the deposit or lower max_price"
-            );
-        }
-        let state_fee = chain
-            .params
-            .state_fee(&job.prescription)
-            .ok_or_else(|| anyhow!("the job's state fee overflows; split it into smaller jobs"))?;
-        let kind = TxKind::SubmitJob { prescription: job.prescription.clone(), deposit };
-        let (id, _) = sign_and_send(&client, &key, fee, kind, !send.no_wait).await?;
-        emit(cli.json, &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required, "state_fee": state_fee }), || {
+        anyhow::Ok(s)
+    })?;
+    for loss in &submitted.not_kept {
+        eprintln!("warning: {loss}");
+    }
+    let Submitted {
+        id,
+        tasks,
+        deposit,
+        max_cost: required,
+        state_fee,
+        ..
+    } = submitted;
+    emit(
+        cli.json,
+        &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required, "state_fee": state_fee }),
+        || {
             rows(&[
                 ("job", id.to_string()),
                 ("tasks", tasks.to_string()),
-                ("deposit", format!("{deposit} GRID locked (maximum cost {required} GRID)")),
-                ("state fee", format!("{state_fee} GRID paid to the rewards pool, not refunded")),
+                (
+                    "deposit",
+                    format!("{deposit} GRID locked (maximum cost {required} GRID)"),
+                ),
+                (
+                    "state fee",
+                    format!("{state_fee} GRID paid to the rewards pool, not refunded"),
+                ),
                 ("next", format!("gridwork job watch {id}")),
             ])
-        })
-    })
+        },
+    )
 }
 
 fn fetch_job(cli: &Cli, id: &str) -> anyhow::Result<JobView> {

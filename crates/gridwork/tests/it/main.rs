@@ -12,6 +12,8 @@ use gridwork_storage::{RedbStore, Store};
 use gridwork_types::{Address, Amount, Hash, Transaction, TxKind, GRID};
 use serde_json::Value;
 
+mod readme;
+
 const BIN: &str = env!("CARGO_BIN_EXE_gridwork");
 
 /// A `gridwork node --dev` child process.
