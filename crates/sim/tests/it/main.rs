@@ -105,3 +105,24 @@ fn dead_workers_and_node_restarts_still_let_every_job_finish() {
     assert!(o.slashes > 0 && o.reopened > 0, "{o:?}");
     assert_eq!(o.settled, tasks, "{o:?}");
 }
+
+/// A liar facing a council of one is not outvoted at once (one run against one): the council
+/// grows, the new members' honest runs agree with the first member's (judged on the result,
+/// not the id, which differs by round), and the liar is slashed.
+#[test]
+fn a_liar_facing_one_council_member_is_caught_once_the_council_grows() {
+    let cfg = SimConfig {
+        seed: 21,
+        workers: 12,
+        liars: 2,
+        council: 1,
+        jobs: 2,
+        tasks_per_job: 12,
+        ..SimConfig::default()
+    };
+    let tasks = u64::from(cfg.jobs * cfg.tasks_per_job);
+    let o = run(cfg);
+    assert_eq!(o.settled, tasks, "{o:?}");
+    assert!(o.slashes_of_byzantine > 0, "{o:?}");
+    assert_eq!(o.slashes, o.slashes_of_byzantine, "{o:?}");
+}
