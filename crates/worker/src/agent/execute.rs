@@ -1,0 +1,216 @@
+//! Running a task: its inputs pulled, its program run in the sandbox, its outputs pushed,
+//! sealed for the parties and its result saved for the commitment.
+
+use super::*;
+
+/// How long a run may take: the task's deadline, or what is left of the chain's commit
+/// deadline once the council is drawn (members start after the executor), less a margin to
+/// push the outputs and commit. A program that never ends is cut off in time and its
+/// "timeout" result committed, so no honest party misses the deadline because of it.
+pub(super) fn run_limit(task_deadline_ms: u64, chain_deadline_ms: u64) -> Duration {
+    let left = chain_deadline_ms.saturating_sub(now_ms());
+    let limit = if left > 1_000 {
+        task_deadline_ms.min(left)
+    } else {
+        task_deadline_ms
+    };
+    let margin = (limit / 10).max(2_000);
+    Duration::from_millis(limit.saturating_sub(margin).max(500))
+}
+
+/// The convergent key of a run's outputs: over job, task, attempt, round and the outputs'
+/// plaintext digest (see [`Worker::push_output`]).
+pub(super) fn output_key(
+    view: &JobView,
+    r: TaskRef,
+    round: u8,
+    outputs: &std::path::Path,
+) -> Result<DataKey, WorkerError> {
+    let digest = tree_digest(outputs)?;
+    let mut context = view.id.as_bytes().to_vec();
+    context.extend_from_slice(&r.1.to_le_bytes());
+    context.extend_from_slice(&r.2.to_le_bytes());
+    context.push(round);
+    Ok(DataKey::convergent(&context, &digest))
+}
+
+impl Worker {
+    /// Fetches the inputs, runs the program, uploads the outputs, records the result; says
+    /// how the program ended.
+    pub(super) async fn execute(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        items: (u64, u64),
+        round: u8,
+        limit: Duration,
+        as_executor: bool,
+    ) -> Result<RunOutcome, WorkerError> {
+        let dir = self.task_dir(r);
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            // A run cut off by a restart starts again from nothing.
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let (inputs, outputs) = sandbox::layout(&dir);
+        for cid in view.prescription.data.iter().map(|d| &d.cid) {
+            // The node wraps the input keys for the executor and council when the auction
+            // closes; until then this fails and the next pass tries again.
+            let key = self.client.granted_key(cid, &self.cfg.key).await?;
+            // Whoever else works on this job has fetched the same inputs.
+            let holders: Vec<Address> = view
+                .tasks
+                .iter()
+                .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
+                .collect();
+            self.pull(cid, &key, &holders, &inputs).await?;
+        }
+        let env = TaskEnv {
+            job: view.id.to_string(),
+            task: r.1,
+            items,
+        };
+        let deadline = limit;
+        let (run_done, done) = watch::channel(false);
+        let streaming = tokio::spawn(crate::logs::stream(
+            self.client.clone(),
+            self.cfg.key.clone(),
+            dir.clone(),
+            r,
+            done,
+        ));
+        let started = Instant::now();
+        let outcome = sandbox::run(
+            &view.prescription.program,
+            &dir,
+            &env,
+            deadline,
+            self.cfg.launcher.as_ref(),
+        )
+        .await;
+        self.metrics.program_ran(started.elapsed());
+        let _ = run_done.send(true);
+        let _ = streaming.await;
+        let outcome = outcome.map_err(|e| WorkerError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        // The exit status is part of the result, so a program that fails the same way
+        // everywhere is a valid (if useless) result rather than a timeout.
+        let status = match (outcome.timed_out, outcome.code) {
+            (true, _) => "timeout".to_string(),
+            (false, Some(code)) => format!("exit {code}"),
+            (false, None) => "killed".to_string(),
+        };
+        let ended = match (outcome.timed_out, outcome.code) {
+            (true, _) => RunOutcome::Timeout,
+            (false, Some(0)) => RunOutcome::Success,
+            (false, Some(_)) => RunOutcome::Failure,
+            (false, None) => RunOutcome::Killed,
+        };
+        std::fs::create_dir_all(&outputs).map_err(io)?;
+        std::fs::write(outputs.join(".gridwork-status"), format!("{status}\n")).map_err(io)?;
+        if as_executor && self.cfg.behavior.lies() {
+            std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n")
+                .map_err(io)?;
+        }
+        let output = self.push_output(view, r, round, &outputs).await?;
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        self.save_result(
+            r,
+            &RunResult {
+                output,
+                salt: Hash(salt),
+                seconds: outcome.seconds,
+                round,
+            },
+        )?;
+        tracing::info!(job = %view.id, task = r.1, %status, seconds = outcome.seconds, "task ran");
+        Ok(ended)
+    }
+
+    /// Pushes a run's outputs and lets the requester and the other members of the task
+    /// decrypt them. The key is convergent ([`DataKey::convergent`] over job, task, attempt
+    /// and the outputs' plaintext digest), so runs of one attempt that agree produce the same
+    /// content id, which is what the ledger compares under the exact-hash equivalence. The
+    /// attempt and round are in the key so a new attempt's (or an enlarged council's) runs
+    /// produce a new id: an id revealed earlier is worth nothing to a copier (the ledger
+    /// refuses it again).
+    pub(super) async fn push_output(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        round: u8,
+        outputs: &std::path::Path,
+    ) -> Result<Hash, WorkerError> {
+        let key = output_key(view, r, round, outputs)?;
+        let opts = TransferOptions {
+            // Kept in the chunk store, which is what this worker serves to peers.
+            keep: self.peer.get().map(|_| self.chunks.clone()),
+            ..transfer()
+        };
+        let report = self.client.push_tree(outputs, &key, &opts).await?;
+        let mut recipients = vec![view.requester];
+        if let Some(t) = view.tasks.iter().find(|t| t.index == r.1) {
+            recipients.extend(t.executor);
+            recipients.extend(t.council.iter().copied());
+        }
+        self.share_output(&report.cid, &key, &recipients).await?;
+        Ok(report.cid)
+    }
+
+    /// Lets `recipients` (but this worker) decrypt output tree `cid`.
+    pub(super) async fn share_output(
+        &self,
+        cid: &Hash,
+        key: &DataKey,
+        recipients: &[Address],
+    ) -> Result<(), WorkerError> {
+        for who in recipients {
+            if *who == self.me {
+                continue;
+            }
+            match self.client.account(who).await?.public_key {
+                Some(pk) => self.client.share_key(cid, key, &pk).await?,
+                None => {
+                    tracing::warn!(%who, "no public key on the ledger; cannot share the output with it")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn save_result(&self, r: TaskRef, result: &RunResult) -> Result<(), WorkerError> {
+        let dir = self.task_dir(r);
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let tmp = dir.join("result.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(result).unwrap_or_default()).map_err(io)?;
+        std::fs::rename(&tmp, dir.join("result.json")).map_err(io)
+    }
+
+    /// `LazyCouncilMember`: a result for a run that never happened.
+    pub(super) fn make_up_result(&self, r: TaskRef, round: u8) -> Result<(), WorkerError> {
+        let mut made_up = [0u8; 32];
+        OsRng.fill_bytes(&mut made_up);
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        self.save_result(
+            r,
+            &RunResult {
+                output: Hash(made_up),
+                salt: Hash(salt),
+                seconds: 1,
+                round,
+            },
+        )
+    }
+}
