@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::{JobStatus, JobView, Phase, TaskView};
 use gridwork_consensus::Solo;
-use gridwork_node::{AdmitError, ManualClock, Node, NodeError};
+use gridwork_node::{AdmitError, Clock, ManualClock, Node, NodeError};
 use gridwork_protocol::{Allocation, Event, Genesis, Params, TxError};
 use gridwork_storage::MemoryStore;
 use gridwork_types::{
@@ -536,10 +536,10 @@ impl Sim {
     /// Runs until every job finished (or `max_virtual_ms` passed).
     pub fn run(mut self) -> Result<Outcome, SimError> {
         let wall = Instant::now();
-        let start = self.clock.now_ms_value();
+        let start = self.clock.now_ms();
         loop {
             self.clock.advance(self.cfg.tick_ms);
-            let now = self.clock.now_ms_value();
+            let now = self.clock.now_ms();
             self.faults(now)?;
             self.deliver(now);
             if let Some(event) = self.node.produce_block(false)? {
@@ -560,7 +560,7 @@ impl Sim {
         let mut outcome = self.outcome.clone();
         outcome.trace = Hash(*self.trace.finalize().as_bytes());
         outcome.state_root = self.node.state_root();
-        outcome.virtual_ms = self.clock.now_ms_value() - start;
+        outcome.virtual_ms = self.clock.now_ms() - start;
         outcome.wall = WallTime(wall.elapsed());
         Ok(outcome)
     }
@@ -697,36 +697,28 @@ impl Sim {
         (0..=round).any(|k| honest_output((job, task, attempt, k)) == *output)
     }
 
-    fn salt(&self, i: usize, r: TaskRef) -> Hash {
+    /// A value drawn from the seed for `purpose` of worker `i`'s run of `r`.
+    fn drawn_for_run(&self, purpose: &[u8], i: usize, r: TaskRef) -> u64 {
         let (job, task, attempt, round) = r;
-        let n = drawn(
+        drawn(
             self.cfg.seed,
             &[
-                b"salt",
+                purpose,
                 &self.workers[i].address.0,
                 job.as_bytes(),
                 &task.to_le_bytes(),
                 &attempt.to_le_bytes(),
                 &[round],
             ],
-        );
-        Hash::of(&n.to_le_bytes())
+        )
+    }
+
+    fn salt(&self, i: usize, r: TaskRef) -> Hash {
+        Hash::of(&self.drawn_for_run(b"salt", i, r).to_le_bytes())
     }
 
     fn run_ms(&self, i: usize, r: TaskRef) -> u64 {
-        let (job, task, attempt, round) = r;
-        let n = drawn(
-            self.cfg.seed,
-            &[
-                b"run",
-                &self.workers[i].address.0,
-                job.as_bytes(),
-                &task.to_le_bytes(),
-                &attempt.to_le_bytes(),
-                &[round],
-            ],
-        );
-        1_000 + n % self.cfg.max_run_ms.saturating_sub(1_000).max(1)
+        1_000 + self.drawn_for_run(b"run", i, r) % self.cfg.max_run_ms.saturating_sub(1_000).max(1)
     }
 
     fn step(&mut self, view: &JobView, t: &TaskView, now: u64) {
@@ -873,17 +865,6 @@ impl Sim {
             }
             Phase::Settled | Phase::Failed | Phase::Cancelled => {}
         }
-    }
-}
-
-/// The virtual time, read back.
-trait Now {
-    fn now_ms_value(&self) -> u64;
-}
-
-impl Now for ManualClock {
-    fn now_ms_value(&self) -> u64 {
-        gridwork_node::Clock::now_ms(self)
     }
 }
 
