@@ -226,7 +226,10 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
                 tracing::warn!(%name, "keystore already has a different key with this name; not replacing it");
                 continue;
             }
-            let account = node.account(&key.address());
+            let account = gridwork_node::api::views::account(
+                key.address(),
+                &node.ledger().account(&key.address()),
+            );
             dev_accounts.push(json!({
                 "name": name,
                 "address": key.address(),
@@ -250,8 +253,10 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let peer = match config.p2p_listen {
             Some(listen) => {
-                let secret = node.derive_secret(gridwork_p2p::TRANSPORT_KEY_CONTEXT);
-                let peer = gridwork_p2p::Peer::bind(secret, listen, node.chunks())
+                let secret = node
+                    .keys()
+                    .derive_secret(gridwork_p2p::TRANSPORT_KEY_CONTEXT);
+                let peer = gridwork_p2p::Peer::bind(secret, listen, node.data().chunks())
                     .await
                     .context("--p2p-listen")?;
                 node.set_peer(Some(peer.announcement(&config.p2p_announce)));
@@ -259,7 +264,7 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
-        let info = node.chain_info()?;
+        let info = gridwork_node::api::views::chain(&node)?;
         let doc = json!({
             "api": format!("http://{addr}"),
             "peer": info.node_peer,

@@ -79,7 +79,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
         let server = tokio::spawn(gridwork_node::serve(node.clone(), listener, std::future::pending()));
-        say(format!("node      {url} (chain {}, data in {})", node.chain_id(), base.display()));
+        say(format!("node      {url} (chain {}, data in {})", node.ledger().chain_id(), base.display()));
 
         let (stop, _) = watch::channel(false);
         let mut workers = Vec::new();

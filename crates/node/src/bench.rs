@@ -18,7 +18,7 @@ use gridwork_storage::RedbStore;
 use gridwork_types::{Address, Amount, Hash, Keypair, SignedTx, Transaction, TxKind, GRID};
 use serde::Serialize;
 
-use crate::node::{Node, NodeError};
+use crate::{Node, NodeError};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ pub fn run_ledger_bench(
     )?;
 
     // Collect commit times from the event stream on its own thread.
-    let mut events = node.subscribe();
+    let mut events = node.ledger().subscribe();
     let total = opts.transfers as usize;
     let collector = std::thread::spawn(move || {
         let mut committed: Vec<(Instant, Vec<Hash>)> = Vec::new();
@@ -386,10 +386,10 @@ pub fn reopen_chain(db: &std::path::Path) -> Result<ReopenReport, BenchError> {
         1_000_000,
     )?;
     let open_ms = start.elapsed().as_secs_f64() * 1e3;
-    let (hot_jobs, hot_tasks) = node.hot_jobs_and_tasks();
+    let (hot_jobs, hot_tasks) = node.ledger().hot_jobs_and_tasks();
     Ok(ReopenReport {
         open_ms,
-        height: node.chain_info()?.height,
+        height: node.ledger().facts()?.height,
         hot_jobs,
         hot_tasks,
         peak_rss_mib: peak_rss_mib(),
@@ -534,7 +534,7 @@ pub fn run_market_bench(
         }
     };
     let block = |node: &Node| -> Result<(), BenchError> {
-        node.produce_block(true)?;
+        node.ledger().produce_block(true)?;
         Ok(())
     };
 
@@ -627,7 +627,9 @@ pub fn run_market_bench(
         let mut txs = Vec::new();
         settled = 0;
         for (j, id) in job_ids.iter().enumerate() {
-            let Some(view) = node.job(id) else { continue };
+            let Some(view) = crate::api::views::job_on(&node, id) else {
+                continue;
+            };
             for t in &view.tasks {
                 match t.phase {
                     Phase::Bidding => {

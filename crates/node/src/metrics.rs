@@ -29,7 +29,7 @@ use std::time::Duration;
 use gridwork_api::exposition::{Exposition, Histogram, Kind};
 use gridwork_protocol::Event;
 
-use crate::node::GcReport;
+use crate::GcReport;
 
 /// Counters and gauges of one node.
 #[derive(Debug, Default)]

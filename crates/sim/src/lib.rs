@@ -500,15 +500,15 @@ impl Sim {
 
     fn block_now(&mut self) -> Result<(), SimError> {
         self.clock.advance(1);
-        if let Some(event) = self.node.produce_block(true)? {
+        if let Some(event) = self.node.ledger().produce_block(true)? {
             self.record(&event);
         }
         Ok(())
     }
 
-    fn record(&mut self, event: &gridwork_api::BlockEvent) {
-        self.trace.update(event.block.hash.as_bytes());
-        self.outcome.height = event.block.height;
+    fn record(&mut self, event: &gridwork_node::Committed) {
+        self.trace.update(event.header.hash().as_bytes());
+        self.outcome.height = event.height();
         self.outcome.txs += event.receipts.len() as u64;
         let events = event
             .events
@@ -542,7 +542,7 @@ impl Sim {
             let now = self.clock.now_ms();
             self.faults(now)?;
             self.deliver(now);
-            if let Some(event) = self.node.produce_block(false)? {
+            if let Some(event) = self.node.ledger().produce_block(false)? {
                 self.record(&event);
             }
             let open = self.act(now);
@@ -559,7 +559,7 @@ impl Sim {
         }
         let mut outcome = self.outcome.clone();
         outcome.trace = Hash(*self.trace.finalize().as_bytes());
-        outcome.state_root = self.node.state_root();
+        outcome.state_root = self.node.ledger().state_root();
         outcome.virtual_ms = self.clock.now_ms() - start;
         outcome.wall = WallTime(wall.elapsed());
         Ok(outcome)
@@ -610,7 +610,7 @@ impl Sim {
                     let w = &mut self.workers[i];
                     w.outbox.clear();
                     w.sent.clear();
-                    w.next_nonce = self.node.account(&w.address).next_nonce;
+                    w.next_nonce = self.node.ledger().account(&w.address).next_nonce;
                 }
             }
         }
@@ -641,7 +641,7 @@ impl Sim {
         let mut open = 0;
         for j in 0..self.jobs.len() {
             let id = self.jobs[j];
-            let Some(view) = self.node.job(&id) else {
+            let Some(view) = gridwork_node::api::views::job_on(&self.node, &id) else {
                 continue;
             };
             if view.status != JobStatus::Open {

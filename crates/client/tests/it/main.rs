@@ -47,7 +47,7 @@ impl TestNode {
     }
 
     fn chain_id(&self) -> String {
-        self.node.chain_id().to_string()
+        self.node.ledger().chain_id().to_string()
     }
 
     fn sign(&self, key: &Keypair, nonce: u64, kind: TxKind) -> SignedTx {
@@ -1325,19 +1325,19 @@ async fn a_client_signs_for_the_new_key_of_a_node_that_refuses_the_old_one() {
     let key = DataKey::generate();
     let opts = TransferOptions::default();
     client.push_tree(&src, &key, &opts).await.unwrap();
-    assert_eq!(client.node_key().await.unwrap(), first.public_key());
+    assert_eq!(client.node_key().await.unwrap(), first.keys().public_key());
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
     first.shutdown();
 
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let (second, _stop, _server) = serve("second", listener);
-    assert_ne!(second.public_key(), first.public_key());
+    assert_ne!(second.keys().public_key(), first.keys().public_key());
     // Signed for the first node's key, the upload is refused; the client asks the key again
     // and the push goes through.
     let pushed = client.push_tree(&src, &key, &opts).await.unwrap();
     assert_eq!(pushed.chunks_sent, pushed.chunks);
-    assert_eq!(client.node_key().await.unwrap(), second.public_key());
+    assert_eq!(client.node_key().await.unwrap(), second.keys().public_key());
     second.shutdown();
 }
 

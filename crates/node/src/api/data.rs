@@ -86,7 +86,7 @@ pub(super) async fn missing_chunks(
     memory.merge(budget.take_unsigned(answer_bytes).await?);
     let reader = node.clone();
     let (ids, missing) = blocking(move || {
-        let missing = reader.missing_chunks(&ids)?;
+        let missing = reader.data().missing_chunks(&ids)?;
         Ok((ids, missing))
     })
     .await?;
@@ -162,7 +162,7 @@ pub(super) async fn put_chunk(
     .await?;
     write.expect(&ids_digest([id].iter()))?;
     node.metrics().data_received(write.body.len());
-    blocking(move || node.put_chunk_by(&id, &write.body, &write.signer)).await?;
+    blocking(move || node.data().put_chunk_by(&id, &write.body, &write.signer)).await?;
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -196,7 +196,7 @@ pub(super) async fn get_chunk(
     // like a fetch answer, or a thousand readers that never read would hold 8 MiB each.
     let mut memory = budget.take_unsigned(MAX_CHUNK_BYTES).await?;
     let reader = node.clone();
-    let found = blocking(move || reader.chunk(&id)).await?;
+    let found = blocking(move || reader.data().chunk(&id)).await?;
     let Some(bytes) = found else {
         return Err(ApiError::not_found(format!("chunk {id}")));
     };
@@ -300,14 +300,14 @@ pub(super) async fn put_chunks(
         let mut n = 0u64;
         for (id, frame) in &parsed {
             if let frames::Frame::Chunk(bytes) = frame {
-                node.put_chunk_by(id, bytes, &write.signer)?;
+                node.data().put_chunk_by(id, bytes, &write.signer)?;
                 n += 1;
             }
         }
         // Uploads are synced as they arrive, every 64 MiB: the disk writes while the push
         // goes on, and the pin's sync finds little left (it took seconds at the end of a
         // 1 GiB push), and the push's pace is the disk's.
-        node.sync_chunks_every(64 << 20)?;
+        node.data().sync_chunks_every(64 << 20)?;
         Ok(n)
     })
     .await?;
@@ -386,7 +386,7 @@ pub(super) async fn fetch_chunks(
     };
     drop((body, question));
     let reader = node.clone();
-    let out = blocking(move || reader.fetch_answer(&ids, max_bytes)).await?;
+    let out = blocking(move || reader.data().fetch_answer(&ids, max_bytes)).await?;
     // The buffer is what memory holds, and a pooled one may be larger than the answer.
     memory.shrink(out.capacity());
     let length = out.len();
@@ -414,9 +414,15 @@ pub(super) fn data_signer(
     digest: &Hash,
 ) -> Result<Address, ApiError> {
     let address = request_signer(node, headers, method, path, digest)?;
-    let account = node.account(&address);
-    let held = Amount(account.balance.0.saturating_add(account.stake_locked.0));
-    let min = node.data_min_funds();
+    let account = node.ledger().account(&address);
+    let held = Amount(
+        account
+            .account
+            .balance
+            .0
+            .saturating_add(account.account.stake_locked.0),
+    );
+    let min = node.data().data_min_funds();
     if held < min {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -474,7 +480,7 @@ pub(super) fn request_signer(
             ),
         ));
     }
-    let message = signed_request_message(&node.public_key(), method, path, time_ms, digest);
+    let message = signed_request_message(&node.keys().public_key(), method, path, time_ms, digest);
     key.verify(&message, &Signature::from_bytes(&sig))
         .map_err(|_| {
             bad("does not verify for this request to this node (it signs the node_key of GET /v1/chain)")
@@ -544,11 +550,11 @@ pub(super) async fn get_pin(
     let cid: Hash = parse("tree id", &cid)?;
     // Unsigned, and a pin file may list two million chunks: reading, decoding and sorting it
     // draws on the client's part of the body budget.
-    let size = usize::try_from(node.pin_file_bytes(&cid)).unwrap_or(usize::MAX);
+    let size = usize::try_from(node.data().pin_file_bytes(&cid)).unwrap_or(usize::MAX);
     let _memory = budget.take_unsigned(size.saturating_mul(2)).await?;
     let view = {
         let node = node.clone();
-        blocking(move || node.pin_view(&cid)).await?
+        blocking(move || node.data().pin_view(&cid)).await?
     };
     match view {
         Some(view) => Ok(Json(view).into_response()),
@@ -580,7 +586,7 @@ pub(super) fn chunk_ids(bytes: &[u8]) -> Result<Vec<Hash>, ApiError> {
 
 /// The pin's answer: until when, and what the pinner's account now keeps.
 pub(super) fn pinned(node: &Node, cid: &Hash, until_ms: u64, pinner: &Address) -> Response {
-    let (used, quota) = node.pinned_bytes(pinner);
+    let (used, quota) = node.data().pinned_bytes(pinner);
     Json(PinAnswer {
         cid: *cid,
         until_ms,
@@ -640,7 +646,7 @@ pub(super) async fn pin_tree(
     let ids = chunk_ids(&write.body)?;
     let until_ms = {
         let node = node.clone();
-        blocking(move || node.pin_tree(&cid, &ids, &proof, &pinner)).await?
+        blocking(move || node.data().pin_tree(&cid, &ids, &proof, &pinner)).await?
     };
     Ok(pinned(&node, &cid, until_ms, &pinner))
 }
@@ -725,7 +731,8 @@ pub(super) async fn pin_tree_from(
     let until_ms = {
         let node = node.clone();
         blocking(move || {
-            node.pin_tree_from(&cid, &base, &added, &removed, &chunk_set, &proof, &pinner)
+            node.data()
+                .pin_tree_from(&cid, &base, &added, &removed, &chunk_set, &proof, &pinner)
         })
         .await?
     };
@@ -752,7 +759,7 @@ pub(super) async fn get_grants(
 ) -> Result<Response, ApiError> {
     let cid: Hash = parse("tree id", &cid)?;
     Ok(Json(KeyGrants {
-        keys: node.grants(&cid)?,
+        keys: node.data().grants(&cid)?,
     })
     .into_response())
 }
@@ -810,6 +817,7 @@ pub(super) async fn post_grant(
             format!("the body is not a key grant: {e}"),
         )
     })?;
-    node.add_grants_as_holder(&cid, vec![grant], &proof)?;
+    node.data()
+        .add_grants_as_holder(&cid, vec![grant], &proof)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -181,6 +181,7 @@ pub(super) async fn events(
     // subscription when it is next polled). Subscribed before a place is taken, so a
     // newcomer refused here displaces nobody.
     let sub = node
+        .ledger()
         .subscribe_limited(if client.is_some() {
             2 * MAX_EVENT_SUBSCRIBERS
         } else {
@@ -211,7 +212,7 @@ pub(super) async fn events(
     };
     // Subscribed first, then the backlog read: a block committed in between is in both, and
     // is sent once (heights only rise).
-    let (backlog, gap) = match resume.map(|h| (h, node.events_after(h))) {
+    let (backlog, gap) = match resume.map(|h| (h, node.ledger().committed_after(h))) {
         None => (Vec::new(), None),
         Some((_, Ok(backlog))) => (backlog, None),
         Some((after, Err(oldest))) => (Vec::new(), Some((after, oldest))),
@@ -263,14 +264,14 @@ pub(super) async fn events(
                 }
                 Err(RecvError::Closed) => return None,
             };
-            let height = block.block.height;
+            let height = block.height();
             if height <= last {
                 continue;
             }
             let event = SseEvent::default()
                 .event("block")
                 .id(height.to_string())
-                .json_data(&*block)
+                .json_data(views::block_event(&block))
                 .unwrap_or_else(|_| SseEvent::default().event("error"));
             return Some((Ok(event), Some(((sub, place), backlog, height, None))));
         }

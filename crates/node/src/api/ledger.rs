@@ -52,8 +52,8 @@ pub(super) async fn get_tx(
     Path(hash): Path<String>,
 ) -> Result<Response, ApiError> {
     let hash: Hash = parse("transaction hash", &hash)?;
-    match node.tx(&hash)? {
-        Some(status) => Ok(Json(status).into_response()),
+    match node.ledger().tx(&hash)? {
+        Some(found) => Ok(Json(views::tx(hash, found)).into_response()),
         None => Err(ApiError::not_found(format!("transaction {hash}"))),
     }
 }
@@ -76,7 +76,8 @@ pub(super) async fn get_account(
     Path(address): Path<String>,
 ) -> Result<Response, ApiError> {
     let address: Address = parse("address", &address)?;
-    Ok(Json(node.account(&address)).into_response())
+    let now = node.ledger().account(&address);
+    Ok(Json(views::account(address, &now)).into_response())
 }
 
 #[utoipa::path(
@@ -97,7 +98,7 @@ pub(super) async fn get_storage(
     Path(address): Path<String>,
 ) -> Result<Response, ApiError> {
     let address: Address = parse("address", &address)?;
-    Ok(Json(node.storage(&address)).into_response())
+    Ok(Json(node.data().storage(&address)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -129,7 +130,10 @@ pub(super) async fn list_blocks(
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
     let limit = q.limit.unwrap_or(20).min(1000) as usize;
     Ok(Json(BlockList {
-        blocks: node.blocks(limit, q.before)?,
+        blocks: (node.ledger().headers(limit, q.before)?)
+            .iter()
+            .map(|h| BlockView::new(h, None))
+            .collect(),
     })
     .into_response())
 }
@@ -158,7 +162,7 @@ pub(super) async fn get_block(
     let id: BlockId = id
         .parse()
         .map_err(|e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e))?;
-    let Some((height, header)) = node.block_header(id)? else {
+    let Some((height, header)) = node.ledger().block_header(id)? else {
         return Err(ApiError::not_found("block"));
     };
     // Unsigned, and a full block's answer is over a megabyte: it draws on the body budget
@@ -168,7 +172,7 @@ pub(super) async fn get_block(
     let mut memory = budget
         .take_unsigned(BLOCK_JSON_BYTES + BLOCK_JSON_BYTES_PER_TX * count)
         .await?;
-    let block = node.block_at(height, &header)?;
+    let block = BlockView::new(&header, node.ledger().block_tx_hashes(height)?);
     let mut json = Vec::with_capacity(BLOCK_JSON_BYTES + BLOCK_JSON_BYTES_PER_TX * count);
     serde_json::to_writer(&mut json, &block).map_err(|e| {
         ApiError::new(
@@ -210,7 +214,7 @@ pub(super) async fn get_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: Hash = parse("job id", &id)?;
-    match node.job(&id) {
+    match views::job_on(&node, &id) {
         Some(job) => Ok(Json(job).into_response()),
         None => Err(ApiError::not_found(format!("job {id}"))),
     }
@@ -257,7 +261,8 @@ pub(super) async fn post_decline(
             ),
         ));
     }
-    node.decline(&id, &key, &body.reason, body.time_ms, &sig)?;
+    node.records()
+        .decline(&id, &key, &body.reason, body.time_ms, &sig)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -315,7 +320,7 @@ pub(super) async fn post_log(
     let (id, task) = task_path(path)?;
     let Json(body) = body.map_err(json_rejection)?;
     let (key, sig) = signer(&body.public_key, &body.signature)?;
-    let size = node.append_log(&id, task, &body, &key, &sig)?;
+    let size = node.records().append_log(&id, task, &body, &key, &sig)?;
     Ok(Json(LogAppended { size }).into_response())
 }
 
@@ -397,7 +402,7 @@ pub(super) async fn get_log(
         .as_deref()
         .map(|p| parse::<Address>("provider", p))
         .transpose()?;
-    let log = node.task_log(
+    let log = node.records().task_log(
         &id,
         task,
         provider,
@@ -459,7 +464,8 @@ pub(super) async fn list_providers(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = PageQuery::read(query)?;
-    let (providers, next) = node.providers_page(q.after("address")?, q.limit());
+    let (found, next) = node.ledger().providers_page(q.after("address")?, q.limit());
+    let providers = found.into_iter().map(views::provider).collect();
     Ok(Json(ProviderList { providers, next }).into_response())
 }
 
@@ -482,8 +488,8 @@ pub(super) async fn get_provider(
     Path(address): Path<String>,
 ) -> Result<Response, ApiError> {
     let address: Address = parse("address", &address)?;
-    match node.provider(&address) {
-        Some(p) => Ok(Json(p).into_response()),
+    match node.ledger().provider(&address) {
+        Some(p) => Ok(Json(views::provider(p)).into_response()),
         None => Err(ApiError::not_found(format!("provider {address}"))),
     }
 }
@@ -507,6 +513,6 @@ pub(super) async fn list_jobs(
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = PageQuery::read(query)?;
-    let (open, next) = node.open_jobs_page(q.after("job id")?, q.limit());
+    let (open, next) = node.ledger().open_jobs_page(q.after("job id")?, q.limit());
     Ok(Json(JobList { open, next }).into_response())
 }

@@ -39,8 +39,8 @@ use serde::Deserialize;
 
 use crate::logs::LogError;
 use crate::mempool::MempoolError;
-use crate::node::{AdmitError, BlockId, Node, NodeError};
 use crate::ServeLimits;
+use crate::{AdmitError, BlockId, Node, NodeError};
 
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -59,6 +59,7 @@ mod data;
 mod events;
 mod ledger;
 mod openapi;
+pub mod views;
 
 use budget::*;
 use data::*;
@@ -370,7 +371,7 @@ async fn observe_request(
     ),
 )]
 async fn health(State(node): State<Node>) -> Response {
-    let health = node.health();
+    let health = views::health(&node);
     let status = if health.reason.is_some() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -424,7 +425,7 @@ async fn openapi() -> Response {
     ),
 )]
 async fn chain(State(node): State<Node>) -> Result<Response, ApiError> {
-    Ok(Json(node.chain_info()?).into_response())
+    Ok(Json(views::chain(&node)?).into_response())
 }
 
 /// Runs chunk-store work (hashing, file I/O) off the async threads.
@@ -587,11 +588,11 @@ mod tests {
                         amount: Amount(1),
                     },
                 }
-                .sign(node.chain_id(), &key)
+                .sign(node.ledger().chain_id(), &key)
             })
             .collect();
         assert!(node.submit(txs).iter().all(Result::is_ok));
-        let height = node.produce_block(true).unwrap().unwrap().block.height;
+        let height = node.ledger().produce_block(true).unwrap().unwrap().height();
         let router = super::router_with(
             node.clone(),
             &crate::ServeLimits {
@@ -644,13 +645,14 @@ mod tests {
             .map(|i| {
                 let bytes = i.to_le_bytes();
                 let id = Hash::of(&bytes);
-                node.put_chunk(&id, &bytes).unwrap();
+                node.data().put_chunk(&id, &bytes).unwrap();
                 id
             })
             .collect();
-        node.pin_tree(&ids[0], &ids, &Hash::of(b"proof"), &Address([7; 20]))
+        node.data()
+            .pin_tree(&ids[0], &ids, &Hash::of(b"proof"), &Address([7; 20]))
             .unwrap();
-        assert!(node.pin_file_bytes(&ids[0]) > 2000 * 32);
+        assert!(node.data().pin_file_bytes(&ids[0]) > 2000 * 32);
         let pin = format!("/v1/trees/{}/pin", ids[0]);
         let untaken = router
             .clone()

@@ -50,7 +50,7 @@ fn signed(node: &Node, method: &str, path: &str, digest: &Hash) -> String {
 fn signed_by(node: &Node, key: &Keypair, method: &str, path: &str, digest: &Hash) -> String {
     let signature = gridwork_api::signature_header(
         key,
-        &node.public_key(),
+        &node.keys().public_key(),
         method,
         path,
         gridwork_node::now_ms(),
@@ -168,7 +168,7 @@ fn a_body_other_than_the_signed_one_stores_nothing() {
     let (status, answer_body) = answer(&mut s);
     assert!(status.contains(" 422"), "{status}");
     assert!(String::from_utf8_lossy(&answer_body).contains("digest_mismatch"));
-    assert!(node.chunk(&id).unwrap().is_none());
+    assert!(node.data().chunk(&id).unwrap().is_none());
 
     // The same body under a signature of its own ids is stored.
     let digest = Hash::of(id.as_bytes());
@@ -182,7 +182,7 @@ fn a_body_other_than_the_signed_one_stores_nothing() {
     s.write_all(&body).unwrap();
     let (status, _) = answer(&mut s);
     assert!(status.contains(" 200"), "{status}");
-    assert!(node.chunk(&id).unwrap().is_some());
+    assert!(node.data().chunk(&id).unwrap().is_some());
 }
 
 /// A body that stops arriving is cut off at the idle timeout and one that trickles at the
@@ -244,7 +244,7 @@ fn store_chunks(node: &Node, n: usize, size: usize) -> Vec<Hash> {
                 *b = x as u8;
             }
             let id = Hash::of(&bytes);
-            node.put_chunk(&id, &bytes).unwrap();
+            node.data().put_chunk(&id, &bytes).unwrap();
             id
         })
         .collect()
@@ -341,9 +341,9 @@ fn events_until(s: &mut TcpStream, until: &str) -> String {
 }
 
 fn commit_transfer(node: &Node, nonce: u64) {
-    let tx = super::transfer(node.chain_id(), 0, nonce, 1);
+    let tx = super::transfer(node.ledger().chain_id(), 0, nonce, 1);
     assert!(node.submit(vec![tx])[0].is_ok());
-    node.produce_block(true).unwrap().unwrap();
+    node.ledger().produce_block(true).unwrap().unwrap();
 }
 
 /// A subscriber that reconnects with `Last-Event-ID` gets the blocks it missed, then live
@@ -393,9 +393,9 @@ fn a_dust_account_gets_no_quota() {
                 amount,
             },
         }
-        .sign(node.chain_id(), &dev_keypair(0));
+        .sign(node.ledger().chain_id(), &dev_keypair(0));
         assert!(node.submit(vec![tx])[0].is_ok());
-        node.produce_block(true).unwrap().unwrap();
+        node.ledger().produce_block(true).unwrap().unwrap();
     };
     let upload = || {
         let chunk = b"a sealed chunk of a dust account".to_vec();
@@ -427,7 +427,7 @@ fn a_dust_account_gets_no_quota() {
     let (status, body) = upload();
     assert!(status.contains(" 200"), "{status}: {body}");
     assert_eq!(
-        node.storage(&sybil.public().address()).min_funds,
+        node.data().storage(&sybil.public().address()).min_funds,
         Amount::grid(1)
     );
 }

@@ -36,27 +36,39 @@ fn restart_resumes_exactly_where_the_node_was() {
         let node = Node::open(&config(dir.path()), GenesisSource::dev(3)).unwrap();
         for n in 0..3 {
             let results = node.submit(vec![
-                transfer(node.chain_id(), 0, n, 1),
-                transfer(node.chain_id(), 1, n, 2),
+                transfer(node.ledger().chain_id(), 0, n, 1),
+                transfer(node.ledger().chain_id(), 1, n, 2),
             ]);
             assert!(results.iter().all(Result::is_ok), "{results:?}");
-            node.produce_block(true).unwrap().unwrap();
+            node.ledger().produce_block(true).unwrap().unwrap();
         }
-        (node.state_root(), node.health().height)
+        (
+            node.ledger().state_root(),
+            gridwork_node::api::views::health(&node).height,
+        )
     };
     let node = Node::open(&config(dir.path()), GenesisSource::Stored).unwrap();
-    assert_eq!((node.state_root(), node.health().height), (root, height));
-    assert_eq!(node.account(&Address([9; 20])).balance, Amount::grid(9));
+    assert_eq!(
+        (
+            node.ledger().state_root(),
+            gridwork_node::api::views::health(&node).height
+        ),
+        (root, height)
+    );
+    assert_eq!(
+        node.ledger().account(&Address([9; 20])).account.balance,
+        Amount::grid(9)
+    );
     // The next nonces continue from the committed ones.
-    assert!(node.submit(vec![transfer(node.chain_id(), 0, 3, 1)])[0].is_ok());
+    assert!(node.submit(vec![transfer(node.ledger().chain_id(), 0, 3, 1)])[0].is_ok());
 }
 
 #[test]
 fn no_empty_blocks_are_produced() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
-    assert!(node.produce_block(true).unwrap().is_none());
-    assert_eq!(node.health().height, 0);
+    assert!(node.ledger().produce_block(true).unwrap().is_none());
+    assert_eq!(gridwork_node::api::views::health(&node).height, 0);
 }
 
 #[test]
@@ -76,14 +88,14 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
         let mut root = None;
         for n in 0..3 {
             assert!(node.submit(vec![transfer("halt-test", 0, n, 1)])[0].is_ok());
-            match node.produce_block(true) {
-                Ok(Some(_)) => root = Some(node.state_root()),
+            match node.ledger().produce_block(true) {
+                Ok(Some(_)) => root = Some(node.ledger().state_root()),
                 Ok(None) => panic!("nothing produced"),
                 Err(NodeError::Halted { .. }) => break,
                 Err(e) => panic!("{e}"),
             }
         }
-        let health = node.health();
+        let health = gridwork_node::api::views::health(&node);
         assert_eq!(health.status, gridwork_api::HealthStatus::Halted);
         assert!(health.reason.unwrap().contains("injected"));
         let refused = node
@@ -105,7 +117,7 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
         100,
     )
     .unwrap();
-    assert_eq!(node.state_root(), committed_root);
+    assert_eq!(node.ledger().state_root(), committed_root);
     // The transaction of the lost block was never acknowledged; it can be sent again.
     assert!(node.submit(vec![transfer("halt-test", 0, 2, 1)])[0].is_ok());
 }
@@ -186,7 +198,7 @@ fn the_documented_example_files_are_valid() {
         GenesisSource::File(root.join("docs/genesis.example.toml")),
     )
     .unwrap();
-    assert_eq!(node.chain_id(), "gridwork-example");
+    assert_eq!(node.ledger().chain_id(), "gridwork-example");
 }
 
 /// Who pins in tests that do not count pinned bytes.
@@ -197,11 +209,11 @@ fn stored_tree(node: &Node, name: &str) -> (gridwork_types::Hash, Vec<gridwork_t
     use gridwork_types::Hash;
     let data = format!("sealed bytes of {name}").into_bytes();
     let data_id = Hash::of(&data);
-    node.put_chunk(&data_id, &data).unwrap();
+    node.data().put_chunk(&data_id, &data).unwrap();
     let mut root = b"gridwork/tree/v1\n".to_vec();
     root.extend_from_slice(data_id.as_bytes());
     let cid = Hash::of(&root);
-    node.put_chunk(&cid, &root).unwrap();
+    node.data().put_chunk(&cid, &root).unwrap();
     (cid, vec![data_id])
 }
 
@@ -220,12 +232,15 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     let (squatted, squatted_chunks) = stored_tree(&node, "named by a job, never pinned");
     let proof = gridwork_types::Hash([0xaa; 32]);
     let until = node
+        .data()
         .pin_tree(&pinned, &pinned_chunks, &proof, &PINNER)
         .unwrap();
-    node.pin_tree(&input, &input_chunks, &proof, &PINNER)
+    node.data()
+        .pin_tree(&input, &input_chunks, &proof, &PINNER)
         .unwrap();
     // A pin naming a chunk the node lacks is refused with what to do.
     let err = node
+        .data()
         .pin_tree(&loose, &[gridwork_types::Hash([7; 32])], &proof, &PINNER)
         .unwrap_err();
     assert!(
@@ -238,12 +253,13 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
     // node. A job that names `squatted` (whose key nobody shared) is refused.
     let requester = dev_keypair(0);
     let key = gridwork_transfer::DataKey::generate();
-    node.add_grants_as_holder(
-        &input,
-        vec![gridwork_transfer::wrap_key(&key, &node.public_key())],
-        &proof,
-    )
-    .unwrap();
+    node.data()
+        .add_grants_as_holder(
+            &input,
+            vec![gridwork_transfer::wrap_key(&key, &node.keys().public_key())],
+            &proof,
+        )
+        .unwrap();
     let job = |data: gridwork_types::Hash| {
         Transaction {
             from: requester.public(),
@@ -280,16 +296,16 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                 deposit: Amount::grid(3),
             },
         }
-        .sign(node.chain_id(), &requester)
+        .sign(node.ledger().chain_id(), &requester)
     };
     assert!(matches!(
         node.submit(vec![job(squatted)])[0],
         Err(AdmitError::InputNotHeld { .. })
     ));
     assert!(node.submit(vec![job(input)])[0].is_ok());
-    node.produce_block(true).unwrap().unwrap();
+    node.ledger().produce_block(true).unwrap().unwrap();
 
-    let has = |id: &gridwork_types::Hash| node.chunk(id).unwrap().is_some();
+    let has = |id: &gridwork_types::Hash| node.data().chunk(id).unwrap().is_some();
     // Within the grace period nothing goes, pinned or not.
     let now = until - 1000;
     let report = node
@@ -322,18 +338,22 @@ struct GrantSquatter {
 
 impl GrantSquatter {
     fn attack(&self, node: &Node, cid: &gridwork_types::Hash, victim: &gridwork_types::PublicKey) {
-        let proof = self.key.holder_proof(cid, &node.public_key());
+        let proof = self.key.holder_proof(cid, &node.keys().public_key());
         let wrong = gridwork_transfer::wrap_key(&self.key, victim);
         let err = node
+            .data()
             .add_grants_as_holder(cid, vec![wrong], &proof)
             .unwrap_err();
         assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
         assert!(err.to_string().contains("gridwork-key-proof"), "{err}");
         for n in 0..300u32 {
             let junk = gridwork_transfer::wrap_key(&self.key, &dev_keypair(n).public());
-            assert!(node.add_grants_as_holder(cid, vec![junk], &proof).is_err());
+            assert!(node
+                .data()
+                .add_grants_as_holder(cid, vec![junk], &proof)
+                .is_err());
         }
-        let err = node.pin_tree(cid, &[], &proof, &PINNER).unwrap_err();
+        let err = node.data().pin_tree(cid, &[], &proof, &PINNER).unwrap_err();
         assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
     }
 }
@@ -346,10 +366,11 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
     let (cid, chunks) = stored_tree(&node, "the requester's dataset");
     let key = DataKey::generate();
     let executor = dev_keypair(1);
-    let at = node.public_key();
+    let at = node.keys().public_key();
 
     // Before any pin, nobody can share: the node would not know whose lock to trust.
     let err = node
+        .data()
         .add_grants_as_holder(
             &cid,
             vec![wrap_key(&key, &executor.public())],
@@ -358,45 +379,50 @@ fn only_holders_of_a_trees_key_may_pin_it_or_share_it() {
         .unwrap_err();
     assert!(matches!(err, NodeError::TreeNotPinned { .. }), "{err}");
 
-    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid, &at), &PINNER)
+    node.data()
+        .pin_tree(&cid, &chunks, &key.holder_proof(&cid, &at), &PINNER)
         .unwrap();
     GrantSquatter {
         key: DataKey::generate(),
     }
     .attack(&node, &cid, &executor.public());
     assert!(
-        node.grants(&cid).unwrap().is_empty(),
+        node.data().grants(&cid).unwrap().is_empty(),
         "nothing of the squatter's landed"
     );
     // A node that saw the holder's proof for itself cannot replay it here: a proof is made
     // for one node.
     let elsewhere = key.holder_proof(&cid, &dev_keypair(7).public());
     let err = node
+        .data()
         .add_grants_as_holder(&cid, vec![wrap_key(&key, &executor.public())], &elsewhere)
         .unwrap_err();
     assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
 
     // The holder shares with the executor, pins again, and the executor decrypts.
-    node.add_grants_as_holder(
-        &cid,
-        vec![wrap_key(&key, &executor.public())],
-        &key.holder_proof(&cid, &at),
-    )
-    .unwrap();
-    node.pin_tree(&cid, &chunks, &key.holder_proof(&cid, &at), &PINNER)
+    node.data()
+        .add_grants_as_holder(
+            &cid,
+            vec![wrap_key(&key, &executor.public())],
+            &key.holder_proof(&cid, &at),
+        )
         .unwrap();
-    let grants = node.grants(&cid).unwrap();
+    node.data()
+        .pin_tree(&cid, &chunks, &key.holder_proof(&cid, &at), &PINNER)
+        .unwrap();
+    let grants = node.data().grants(&cid).unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(unwrap_key(&grants[0], &executor), Some(key.clone()));
     // A recipient holds the key too, so it may share on (as the node does for inputs).
     let council = dev_keypair(0);
-    node.add_grants_as_holder(
-        &cid,
-        vec![wrap_key(&key, &council.public())],
-        &key.holder_proof(&cid, &at),
-    )
-    .unwrap();
-    assert_eq!(node.grants(&cid).unwrap().len(), 2);
+    node.data()
+        .add_grants_as_holder(
+            &cid,
+            vec![wrap_key(&key, &council.public())],
+            &key.holder_proof(&cid, &at),
+        )
+        .unwrap();
+    assert_eq!(node.data().grants(&cid).unwrap().len(), 2);
 }
 
 #[test]
@@ -424,22 +450,24 @@ fn pins_of_older_formats_are_claimed_by_the_first_holder_to_share_and_keep_their
     drop(node);
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
     assert_eq!(
-        node.pinned_bytes(&PINNER).0,
+        node.data().pinned_bytes(&PINNER).0,
         4321,
         "the charge is read back"
     );
 
-    let at = node.public_key();
+    let at = node.keys().public_key();
     let (key, other) = (DataKey::generate(), DataKey::generate());
     let to = dev_keypair(1).public();
     for cid in [first, second] {
-        node.add_grants_as_holder(
-            &cid,
-            vec![wrap_key(&key, &to)],
-            &key.holder_proof(&cid, &at),
-        )
-        .unwrap();
+        node.data()
+            .add_grants_as_holder(
+                &cid,
+                vec![wrap_key(&key, &to)],
+                &key.holder_proof(&cid, &at),
+            )
+            .unwrap();
         let err = node
+            .data()
             .add_grants_as_holder(
                 &cid,
                 vec![wrap_key(&other, &to)],
@@ -451,11 +479,11 @@ fn pins_of_older_formats_are_claimed_by_the_first_holder_to_share_and_keep_their
     // The old pins' chunks are still kept, and the claimed one still charged.
     node.collect_garbage_at(0, std::time::Duration::ZERO)
         .unwrap();
-    assert!(node.chunk(&first_chunks[0]).unwrap().is_some());
-    assert!(node.chunk(&second_chunks[0]).unwrap().is_some());
+    assert!(node.data().chunk(&first_chunks[0]).unwrap().is_some());
+    assert!(node.data().chunk(&second_chunks[0]).unwrap().is_some());
     drop(node);
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
-    assert_eq!(node.pinned_bytes(&PINNER).0, 4321);
+    assert_eq!(node.data().pinned_bytes(&PINNER).0, 4321);
 }
 
 #[test]
@@ -471,17 +499,20 @@ fn each_account_keeps_at_most_its_quota_of_pinned_bytes_and_expiry_gives_it_back
     let tree = |node: &Node, b: u8| {
         let bytes = vec![b; 6000];
         let id = Hash::of(&bytes);
-        node.put_chunk(&id, &bytes).unwrap();
+        node.data().put_chunk(&id, &bytes).unwrap();
         id
     };
     let (alice, bob) = (Address([0xa1; 20]), Address([0xb0; 20]));
     {
         let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
         let (first, second) = (tree(&node, 1), tree(&node, 2));
-        let until = node.pin_tree(&first, &[], &proof, &alice).unwrap();
+        let until = node.data().pin_tree(&first, &[], &proof, &alice).unwrap();
         // Pinning the same tree again costs nothing more.
-        node.pin_tree(&first, &[], &proof, &alice).unwrap();
-        let err = node.pin_tree(&second, &[], &proof, &alice).unwrap_err();
+        node.data().pin_tree(&first, &[], &proof, &alice).unwrap();
+        let err = node
+            .data()
+            .pin_tree(&second, &[], &proof, &alice)
+            .unwrap_err();
         assert!(
             matches!(
                 err,
@@ -499,46 +530,59 @@ fn each_account_keeps_at_most_its_quota_of_pinned_bytes_and_expiry_gives_it_back
             "{err}"
         );
         // Another account has its own quota.
-        node.pin_tree(&second, &[], &proof, &bob).unwrap();
+        node.data().pin_tree(&second, &[], &proof, &bob).unwrap();
         assert!(until > 0);
     }
     // The charges survive a restart (they are read from the pins).
     let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
     let third = tree(&node, 3);
     assert!(matches!(
-        node.pin_tree(&third, &[], &proof, &alice).unwrap_err(),
+        node.data()
+            .pin_tree(&third, &[], &proof, &alice)
+            .unwrap_err(),
         NodeError::AccountQuota { used: 6000, .. }
     ));
     // Once Alice's pin runs out and is collected, her bytes are hers again.
     node.collect_garbage_at(u64::MAX, std::time::Duration::ZERO)
         .unwrap();
     let third = tree(&node, 3);
-    node.pin_tree(&third, &[], &proof, &alice).unwrap();
+    node.data().pin_tree(&third, &[], &proof, &alice).unwrap();
     // Bob pinning Alice's tree is charged for it too, and she still is: each account's pins
     // stay within its own quota, whoever else keeps the tree.
-    node.pin_tree(&third, &[], &proof, &bob).unwrap();
-    node.pin_tree(&third, &[], &proof, &bob).unwrap();
+    node.data().pin_tree(&third, &[], &proof, &bob).unwrap();
+    node.data().pin_tree(&third, &[], &proof, &bob).unwrap();
     assert_eq!(
-        (node.pinned_bytes(&alice).0, node.pinned_bytes(&bob).0),
+        (
+            node.data().pinned_bytes(&alice).0,
+            node.data().pinned_bytes(&bob).0
+        ),
         (6000, 6000),
         "charged once each, however often pinned"
     );
     let first = tree(&node, 1);
     assert!(matches!(
-        node.pin_tree(&first, &[], &proof, &alice).unwrap_err(),
+        node.data()
+            .pin_tree(&first, &[], &proof, &alice)
+            .unwrap_err(),
         NodeError::AccountQuota { used: 6000, .. }
     ));
     drop(node);
     let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
     assert_eq!(
-        (node.pinned_bytes(&alice).0, node.pinned_bytes(&bob).0),
+        (
+            node.data().pinned_bytes(&alice).0,
+            node.data().pinned_bytes(&bob).0
+        ),
         (6000, 6000),
         "both charges survive a restart"
     );
     node.collect_garbage_at(u64::MAX, std::time::Duration::ZERO)
         .unwrap();
     assert_eq!(
-        (node.pinned_bytes(&alice).0, node.pinned_bytes(&bob).0),
+        (
+            node.data().pinned_bytes(&alice).0,
+            node.data().pinned_bytes(&bob).0
+        ),
         (0, 0),
         "a collected tree gives both their bytes back"
     );
@@ -557,10 +601,13 @@ fn uploads_not_yet_pinned_count_against_the_uploaders_quota_until_pinned_or_coll
     let chunk = |b: u8| (Hash::of(&[b; 6000]), vec![b; 6000]);
     let (alice, bob) = (Address([0xa1; 20]), Address([0xb0; 20]));
     let ((one, one_bytes), (two, two_bytes)) = (chunk(1), chunk(2));
-    node.put_chunk_by(&one, &one_bytes, &alice).unwrap();
+    node.data().put_chunk_by(&one, &one_bytes, &alice).unwrap();
     // A chunk already stored costs nobody anything.
-    node.put_chunk_by(&one, &one_bytes, &bob).unwrap();
-    let err = node.put_chunk_by(&two, &two_bytes, &alice).unwrap_err();
+    node.data().put_chunk_by(&one, &one_bytes, &bob).unwrap();
+    let err = node
+        .data()
+        .put_chunk_by(&two, &two_bytes, &alice)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -572,33 +619,46 @@ fn uploads_not_yet_pinned_count_against_the_uploaders_quota_until_pinned_or_coll
         ),
         "{err}"
     );
-    assert!(node.chunk(&two).unwrap().is_none(), "nothing was stored");
+    assert!(
+        node.data().chunk(&two).unwrap().is_none(),
+        "nothing was stored"
+    );
     // Pinned, the chunk is charged as a pin (still 6,000 bytes), not twice.
-    node.pin_tree(&one, &[], &Hash([0xaa; 32]), &alice).unwrap();
-    assert_eq!(node.pinned_bytes(&alice), (6000, Some(10_000)));
-    assert!(node.put_chunk_by(&two, &two_bytes, &alice).is_err());
+    node.data()
+        .pin_tree(&one, &[], &Hash([0xaa; 32]), &alice)
+        .unwrap();
+    assert_eq!(node.data().pinned_bytes(&alice), (6000, Some(10_000)));
+    assert!(node.data().put_chunk_by(&two, &two_bytes, &alice).is_err());
     // Bob's upload that never gets pinned is collected after the grace period, and his
     // room comes back.
-    node.put_chunk_by(&two, &two_bytes, &bob).unwrap();
+    node.data().put_chunk_by(&two, &two_bytes, &bob).unwrap();
     let (three, three_bytes) = chunk(3);
-    assert!(node.put_chunk_by(&three, &three_bytes, &bob).is_err());
+    assert!(node
+        .data()
+        .put_chunk_by(&three, &three_bytes, &bob)
+        .is_err());
     // A restart forgives nobody: Bob's upload is still charged, Alice's pinned one only as
     // a pin.
     drop(node);
     let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
-    assert!(node.put_chunk_by(&three, &three_bytes, &bob).is_err());
-    let (b, a) = (node.storage(&bob), node.storage(&alice));
+    assert!(node
+        .data()
+        .put_chunk_by(&three, &three_bytes, &bob)
+        .is_err());
+    let (b, a) = (node.data().storage(&bob), node.data().storage(&alice));
     assert_eq!((b.pinned_bytes, b.pending_bytes), (0, 6000));
     assert_eq!((a.pinned_bytes, a.pending_bytes), (6000, 0));
     node.collect_garbage_at(0, std::time::Duration::ZERO)
         .unwrap();
-    assert!(node.chunk(&two).unwrap().is_none());
-    node.put_chunk_by(&three, &three_bytes, &bob).unwrap();
+    assert!(node.data().chunk(&two).unwrap().is_none());
+    node.data()
+        .put_chunk_by(&three, &three_bytes, &bob)
+        .unwrap();
     // The collection rewrote the log: after another restart only the new upload counts.
     drop(node);
     let node = Node::open(&config, GenesisSource::dev(2)).unwrap();
-    assert_eq!(node.storage(&bob).pending_bytes, 6000);
-    assert!(node.chunk(&three).unwrap().is_some());
+    assert_eq!(node.data().storage(&bob).pending_bytes, 6000);
+    assert!(node.data().chunk(&three).unwrap().is_some());
 }
 
 #[test]
@@ -615,28 +675,29 @@ fn a_full_store_collects_garbage_before_it_refuses_an_upload() {
     let ((kept, kept_bytes), (loose, loose_bytes), (new, new_bytes)) =
         (chunk(1), chunk(2), chunk(3));
     let (stale, stale_bytes) = chunk(4);
-    node.put_chunk(&stale, &stale_bytes).unwrap();
+    node.data().put_chunk(&stale, &stale_bytes).unwrap();
     // The store is full; the put collects the unpinned chunk first and then fits.
-    node.put_chunk(&kept, &kept_bytes).unwrap();
-    assert!(node.chunk(&stale).unwrap().is_none());
-    node.pin_tree(&kept, &[], &Hash([0xaa; 32]), &PINNER)
+    node.data().put_chunk(&kept, &kept_bytes).unwrap();
+    assert!(node.data().chunk(&stale).unwrap().is_none());
+    node.data()
+        .pin_tree(&kept, &[], &Hash([0xaa; 32]), &PINNER)
         .unwrap();
     // Full: nothing unreferenced to drop, so the put is refused, naming what to change.
-    let err = node.put_chunk(&loose, &loose_bytes).unwrap_err();
+    let err = node.data().put_chunk(&loose, &loose_bytes).unwrap_err();
     assert!(
         matches!(err, NodeError::StoreFull { quota: 10_000, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("chunk_quota_bytes"));
     assert!(
-        node.chunk(&kept).unwrap().is_some(),
+        node.data().chunk(&kept).unwrap().is_some(),
         "the pinned tree stays"
     );
     // Once the pinned tree is gone (its pin ran out), the next upload fits.
     node.collect_garbage_at(u64::MAX, std::time::Duration::ZERO)
         .unwrap();
-    node.put_chunk(&new, &new_bytes).unwrap();
-    assert!(node.chunk(&new).unwrap().is_some());
+    node.data().put_chunk(&new, &new_bytes).unwrap();
+    assert!(node.data().chunk(&new).unwrap().is_some());
 }
 
 #[test]
@@ -649,36 +710,39 @@ fn a_pin_from_a_base_tree_lists_the_bases_chunks_with_the_changes_and_refuses_a_
     let put = |name: &str| {
         let data = format!("sealed bytes of {name}").into_bytes();
         let id = Hash::of(&data);
-        node.put_chunk(&id, &data).unwrap();
+        node.data().put_chunk(&id, &data).unwrap();
         id
     };
     let (kept, edited, edit) = (put("kept"), put("edited"), put("the edit"));
     let (base, base_chunks) = stored_tree(&node, "version one");
     let base_chunks = [base_chunks, vec![kept, edited]].concat();
-    node.pin_tree(&base, &base_chunks, &proof, &PINNER).unwrap();
+    node.data()
+        .pin_tree(&base, &base_chunks, &proof, &PINNER)
+        .unwrap();
     let (next, next_manifest) = stored_tree(&node, "version two");
     let expected = [next_manifest.clone(), vec![kept, edit]].concat();
 
     // The base's pin less what went, plus what came, is the set the pinner expects.
     let added = [next_manifest, vec![edit]].concat();
     let removed = [base_chunks[..1].to_vec(), vec![edited]].concat();
-    node.pin_tree_from(
-        &next,
-        &base,
-        &added,
-        &removed,
-        &chunk_set_digest(&expected),
-        &proof,
-        &PINNER,
-    )
-    .unwrap();
-    let view = node.pin_view(&next).unwrap().unwrap();
+    node.data()
+        .pin_tree_from(
+            &next,
+            &base,
+            &added,
+            &removed,
+            &chunk_set_digest(&expected),
+            &proof,
+            &PINNER,
+        )
+        .unwrap();
+    let view = node.data().pin_view(&next).unwrap().unwrap();
     assert_eq!(
         (view.chunks, view.chunk_set),
         (3, chunk_set_digest(&expected))
     );
     assert_eq!(
-        node.pin_view(&base).unwrap().map(|v| v.chunk_set),
+        node.data().pin_view(&base).unwrap().map(|v| v.chunk_set),
         Some(chunk_set_digest(&base_chunks)),
         "the base's pin is untouched"
     );
@@ -686,6 +750,7 @@ fn a_pin_from_a_base_tree_lists_the_bases_chunks_with_the_changes_and_refuses_a_
     // refused, nothing written.
     let (third, third_chunks) = stored_tree(&node, "version three");
     let err = node
+        .data()
         .pin_tree_from(
             &third,
             &next,
@@ -697,9 +762,10 @@ fn a_pin_from_a_base_tree_lists_the_bases_chunks_with_the_changes_and_refuses_a_
         )
         .unwrap_err();
     assert!(matches!(err, NodeError::PinSetMismatch { .. }), "{err}");
-    assert_eq!(node.pin_view(&third).unwrap(), None);
+    assert_eq!(node.data().pin_view(&third).unwrap(), None);
     // A base this node never pinned.
     let err = node
+        .data()
         .pin_tree_from(
             &third,
             &Hash([3; 32]),
@@ -810,11 +876,11 @@ async fn half_sent_requests_are_cut_off_and_one_address_gets_only_its_share() {
 fn event_subscriptions_are_capped_and_freed_when_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
-    let a = node.subscribe_limited(2).unwrap();
-    let _b = node.subscribe_limited(2).unwrap();
-    assert!(node.subscribe_limited(2).is_none());
+    let a = node.ledger().subscribe_limited(2).unwrap();
+    let _b = node.ledger().subscribe_limited(2).unwrap();
+    assert!(node.ledger().subscribe_limited(2).is_none());
     drop(a);
-    assert!(node.subscribe_limited(2).is_some());
+    assert!(node.ledger().subscribe_limited(2).is_some());
 }
 
 /// Upload quotas are on by default: a node started without configuring them still bounds

@@ -171,7 +171,7 @@ impl Net {
                 deposit: Amount::grid(100),
             },
         }
-        .sign(self.node.chain_id(), key);
+        .sign(self.node.ledger().chain_id(), key);
         self.client.submit(&tx).await
     }
 
@@ -767,9 +767,9 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
     use gridwork_p2p::{Peer, TRANSPORT_KEY_CONTEXT};
     let net = Net::start().await;
     let peer = Peer::bind(
-        net.node.derive_secret(TRANSPORT_KEY_CONTEXT),
+        net.node.keys().derive_secret(TRANSPORT_KEY_CONTEXT),
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        net.node.chunks(),
+        net.node.data().chunks(),
     )
     .await
     .unwrap();
@@ -907,7 +907,7 @@ async fn key_thief_naming_someone_elses_input_gets_no_job_and_no_key() {
     let mut p = squares(1, 1, 30_000, "cat $GRIDWORK_INPUTS/secret.txt");
     p.data = vec![victims];
     net.submit(p).await;
-    let grants = net.node.grants(&victims.cid).unwrap();
+    let grants = net.node.data().grants(&victims.cid).unwrap();
     assert!(grants.iter().all(|g| g.recipient != thief.address()));
 }
 

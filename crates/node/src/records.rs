@@ -1,9 +1,81 @@
-//! What the node keeps off the ledger for the market: providers' reasons for not bidding
-//! and task logs, each written and read only by the parties.
+//! The task records: what the node keeps off the ledger for the market, providers' reasons
+//! for not bidding and task logs, each written and read only by the parties. Their state is
+//! their own; who the parties are is read from the ledger.
 
-use super::*;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
-impl Node {
+use gridwork_api::{Decline, LogStream, PostLog, TaskLog};
+use gridwork_types::{Address, Hash, PublicKey, Signature};
+
+use crate::ledger::Ledger;
+use crate::logs::{LogKey, TaskLogs};
+use crate::NodeError;
+
+/// The task records. Cheap to clone; clones share them.
+#[derive(Clone)]
+pub struct TaskRecords {
+    shared: Arc<RecordsShared>,
+}
+
+struct RecordsShared {
+    /// Why providers declined jobs (newest per provider, bounded per job).
+    declines: Mutex<HashMap<Hash, Vec<Decline>>>,
+    /// What task programs printed.
+    logs: TaskLogs,
+    /// How long a closed job's logs are kept after their last write.
+    log_retention_ms: u64,
+    /// The node's key, which declines are signed for.
+    node_key: PublicKey,
+    ledger: Ledger,
+}
+
+impl std::fmt::Debug for TaskRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TaskRecords")
+    }
+}
+
+impl TaskRecords {
+    /// Records kept in `logs`, for the node holding `node_key`.
+    pub(crate) fn new(
+        ledger: Ledger,
+        node_key: PublicKey,
+        logs: TaskLogs,
+        log_retention_ms: u64,
+    ) -> TaskRecords {
+        TaskRecords {
+            shared: Arc::new(RecordsShared {
+                declines: Mutex::new(HashMap::new()),
+                logs,
+                log_retention_ms,
+                node_key,
+                ledger,
+            }),
+        }
+    }
+
+    /// The reasons providers gave for not bidding on `job`.
+    pub fn declines(&self, job: &Hash) -> Vec<Decline> {
+        self.shared
+            .declines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Drops the logs of jobs closed and unwritten since `now_ms` less the retention;
+    /// returns how many jobs' logs went.
+    pub fn prune_logs(&self, now_ms: u64) -> u64 {
+        let open: HashSet<Hash> = self.shared.ledger.open_jobs().into_iter().collect();
+        self.shared.logs.prune(
+            |job| open.contains(job),
+            now_ms.saturating_sub(self.shared.log_retention_ms),
+        )
+    }
+
     /// Records a provider's reason for not bidding on a job (checked: signed by the
     /// provider's key, the job exists). Keeps the newest reason per provider, 100 per job.
     pub fn decline(
@@ -14,19 +86,24 @@ impl Node {
         time_ms: u64,
         signature: &Signature,
     ) -> Result<(), NodeError> {
-        let message = gridwork_api::decline_message(&self.public_key(), job, reason, time_ms);
+        let message = gridwork_api::decline_message(&self.shared.node_key, job, reason, time_ms);
         public_key
             .verify(&message, signature)
             .map_err(|_| NodeError::BadSignature { what: "decline" })?;
         let provider = public_key.address();
-        let inner = self.lock();
-        if inner.state.job(job).is_none() {
+        let (job_open, registered) = self.shared.ledger.with_state(|state, _| {
+            (
+                state.job(job).is_some(),
+                state.provider(&provider).is_some(),
+            )
+        });
+        if !job_open {
             return Err(NodeError::NotFound {
                 what: format!("job {job}"),
             });
         }
         // Strangers cannot crowd out real reasons: a provider is registered and staked.
-        if inner.state.provider(&provider).is_none() {
+        if !registered {
             return Err(NodeError::NotAProvider { address: provider });
         }
         let reason: String = reason.chars().take(500).collect();
@@ -37,8 +114,9 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner());
         // Reasons for jobs that left the hot state go with them (a look-up per job that has
         // reasons, not a pass over every open job).
-        declines.retain(|id, _| inner.state.job(id).is_some());
-        drop(inner);
+        self.shared.ledger.with_state(|state, _| {
+            declines.retain(|id, _| state.job(id).is_some());
+        });
         let list = declines.entry(*job).or_default();
         // A replayed older decline does not overwrite the provider's newer reason.
         if list
@@ -105,7 +183,7 @@ impl Node {
     }
 
     /// A task's current attempt, executor and council.
-    pub(super) fn task_assignment(
+    fn task_assignment(
         &self,
         job: &Hash,
         task: u32,
@@ -115,7 +193,7 @@ impl Node {
     }
 
     /// A task's current attempt, executor, council and its job's requester.
-    pub(super) fn task_parties(
+    fn task_parties(
         &self,
         job: &Hash,
         task: u32,
@@ -127,23 +205,21 @@ impl Node {
         let not_found = || NodeError::NotFound {
             what: format!("task {task} of job {job}"),
         };
-        {
-            let inner = self.lock();
-            let archiving = inner
-                .archiving
+        let ledger = &self.shared.ledger;
+        let found = ledger.with_state(|state, archiving| {
+            let archiving = archiving
                 .iter()
                 .find(|(id, _)| id == job)
                 .and_then(|(_, a)| Some((a.tasks.get(task as usize)?, a.job.requester)));
-            let hot = inner
-                .state
-                .task(&key)
-                .zip(inner.state.job(job).map(|j| j.requester));
-            if let Some((t, requester)) = hot.or(archiving) {
-                return Ok((t.attempt, t.executor, t.council.clone(), requester));
-            }
+            let hot = state.task(&key).zip(state.job(job).map(|j| j.requester));
+            hot.or(archiving)
+                .map(|(t, requester)| (t.attempt, t.executor, t.council.clone(), requester))
+        });
+        if let Some(found) = found {
+            return Ok(found);
         }
         // A finished job's tasks are in the archive.
-        let archived = self.shared.store.archived_job(job)?.ok_or_else(not_found)?;
+        let archived = ledger.store().archived_job(job)?.ok_or_else(not_found)?;
         let t = archived.tasks.get(task as usize).ok_or_else(not_found)?;
         Ok((
             t.attempt,

@@ -1,185 +1,148 @@
-//! The data service: chunks, pins, per-account quotas and pending uploads, and garbage
-//! collection (key grants are in `keys.rs`).
+//! The data service: sealed chunks, pins, per-account quotas and uploads not yet pinned,
+//! key grants of trees (`grants.rs`), and garbage collection. Its state and locks are its
+//! own; it reads the ledger only for the trees open jobs use, which collection keeps.
+//!
+//! On disk, under the node's data directory: `chunks/` (the chunk store), `pins/<cid>.pin`
+//! (until when a tree is kept, who is charged, its chunk ids), `grants/<cid>.json` and
+//! `pending-uploads` (the charges of uploads no pin names yet; see `pending.rs`).
 
-use super::*;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Where pins live and how long things are kept.
-pub(super) struct Pins {
-    pub(super) dir: std::path::PathBuf,
-    pub(super) retention: Duration,
-    pub(super) grace: Duration,
-    pub(super) every: Duration,
-    /// Serialises pin writes with collections (a pin written mid-collection must count).
-    pub(super) lock: Mutex<()>,
-    /// When a full store last made a put collect: a store that stays full must not make
-    /// every upload run a collection.
-    pub(super) collected_when_full: Mutex<Option<Instant>>,
-    /// Most bytes of pinned trees per account.
-    pub(super) account_quota: Option<u64>,
-    /// What an account must hold for its writes to be taken.
-    pub(super) min_funds: Amount,
-    /// Bytes of pinned trees charged to each account (from the pin files at open).
-    pub(super) usage: Mutex<HashMap<Address, u64>>,
-    /// Chunks stored by a signed upload that no pin names yet, with their uploader: charged
-    /// to it until a pin takes them or a collection drops them (logged in
-    /// `DATA_DIR/pending-uploads`, so a restart keeps them).
-    pub(super) pending: Mutex<Pending>,
+use gridwork_api::{PinView, StorageView};
+use gridwork_transfer::{
+    chunk_set_digest, proof_lock, sorted_difference, sorted_ids, ChunkStore,
+    StoreError as ChunkStoreError,
+};
+use gridwork_types::{Address, Amount, Hash};
+
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::pinfile::{PinFile, MAX_PINNERS};
+use crate::{NodeConfig, NodeError};
+
+mod grants;
+mod pending;
+
+use pending::{pin_cid, read_pins, uncharge, Pending, Pins};
+
+struct DataShared {
+    /// Sealed chunks of the data plane.
+    chunks: ChunkStore,
+    /// Pins of trees (`<cid>.pin`: kept-until ms, then the tree's chunk ids), quotas, and
+    /// how long they and unpinned uploads are kept.
+    pins: Pins,
+    /// Where the key grants of trees are kept.
+    grants_dir: std::path::PathBuf,
+    /// Serialises writes of grant files.
+    grants_lock: Mutex<()>,
+    /// For the trees open jobs use, and the time.
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
 }
 
-/// Uploads not yet pinned, per chunk and per account. Each new charge is appended to a log
-/// (`id [32] || uploader [20] || bytes u64 LE` per record) that the node reads back at open,
-/// leaving out chunks gone or pinned by then, and that each collection rewrites: a restart
-/// does not forgive an account its uploads. The log is synced before the chunk store is
-/// (`Node::sync_chunks`), so a chunk that survives a crash has its record.
-#[derive(Debug, Default)]
-pub(super) struct Pending {
-    pub(super) chunks: HashMap<Hash, (Address, u64)>,
-    pub(super) by_account: HashMap<Address, u64>,
-    pub(super) log: Option<(std::path::PathBuf, std::fs::File)>,
+/// The data service. Cheap to clone; clones share it. A node built without a data
+/// directory has none: every call answers [`NodeError::NoChunkStore`].
+#[derive(Clone, Default)]
+pub struct DataService {
+    shared: Option<Arc<DataShared>>,
 }
 
-/// Bytes of one record of the pending log.
-pub(super) const PENDING_RECORD: usize = 32 + 20 + 8;
-
-impl Pending {
-    /// The charges the log at `path` records for chunks `store` still holds (pins not yet
-    /// taken into account: see [`Pending::open`]).
-    pub(super) fn logged(
-        path: &std::path::Path,
-        store: &ChunkStore,
-    ) -> HashMap<Hash, (Address, u64)> {
-        let bytes = std::fs::read(path).unwrap_or_default();
-        let mut chunks = HashMap::new();
-        for record in bytes.chunks_exact(PENDING_RECORD) {
-            let (id, rest) = record.split_at(32);
-            let (who, len) = rest.split_at(20);
-            let (Ok(id), Ok(who), Ok(len)) = (
-                <[u8; 32]>::try_from(id),
-                <[u8; 20]>::try_from(who),
-                <[u8; 8]>::try_from(len),
-            ) else {
-                continue;
-            };
-            if store.has(&Hash(id)) {
-                chunks
-                    .entry(Hash(id))
-                    .or_insert((Address(who), u64::from_le_bytes(len)));
-            }
+impl std::fmt::Debug for DataService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.shared {
+            Some(s) => write!(f, "DataService({} chunks)", s.chunks.len()),
+            None => write!(f, "DataService(none)"),
         }
-        chunks
     }
+}
 
-    /// The charges in `logged` (what [`Pending::logged`] read, less the chunks pins name),
-    /// appending to the log at `path` from then on.
-    pub(super) fn open(path: std::path::PathBuf, logged: HashMap<Hash, (Address, u64)>) -> Pending {
-        let mut pending = Pending::default();
-        for (id, (who, len)) in logged {
-            pending.add(id, who, len);
-        }
-        pending.rewrite(path);
-        pending
-    }
-
-    /// Writes the log afresh with the charges held now, and appends to it from then on.
-    fn rewrite(&mut self, path: std::path::PathBuf) {
-        let mut body = Vec::with_capacity(self.chunks.len() * PENDING_RECORD);
-        for (id, (who, len)) in &self.chunks {
-            body.extend_from_slice(&record(id, who, *len));
-        }
-        // Synced before it replaces the log: a crash must not leave an empty one.
-        let tmp = path.with_extension("tmp");
-        let written = write_durably(&tmp, &body)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .and_then(|()| std::fs::OpenOptions::new().append(true).open(&path));
-        self.log = match written {
-            Ok(file) => Some((path, file)),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot write the log of uploads not yet pinned; a restart forgets their charges");
-                None
-            }
+impl DataService {
+    /// Opens the data plane under `dir`: the chunk store, the pins (with what each account
+    /// is charged) and the log of uploads not yet pinned.
+    pub(crate) fn open(
+        dir: &Path,
+        config: &NodeConfig,
+        ledger: Ledger,
+        metrics: Arc<Metrics>,
+    ) -> Result<DataService, NodeError> {
+        let chunks =
+            ChunkStore::open(dir.join("chunks"), config.chunk_quota_bytes).map_err(|e| {
+                NodeError::File {
+                    path: dir.display().to_string(),
+                    message: format!("cannot open the chunk store: {e}"),
+                }
+            })?;
+        let mut logged = Pending::logged(&dir.join("pending-uploads"), &chunks);
+        let usage = read_pins(&dir.join("pins"), &mut logged);
+        let pending = Pending::open(dir.join("pending-uploads"), logged);
+        let pins = Pins {
+            dir: dir.join("pins"),
+            retention: Duration::from_secs(config.chunk_retention_secs),
+            grace: Duration::from_secs(config.chunk_upload_grace_secs),
+            every: Duration::from_secs(config.chunk_gc_interval_secs.max(1)),
+            lock: Mutex::new(()),
+            collected_when_full: Mutex::new(None),
+            account_quota: config.chunk_account_quota_bytes,
+            min_funds: config.chunk_min_funds,
+            usage: Mutex::new(usage),
+            pending: Mutex::new(pending),
         };
+        Ok(DataService {
+            shared: Some(Arc::new(DataShared {
+                chunks,
+                pins,
+                grants_dir: dir.join("grants"),
+                grants_lock: Mutex::new(()),
+                ledger,
+                metrics,
+            })),
+        })
     }
 
-    /// Charges `who` for chunk `id`, unless another upload of it was charged first.
-    fn add(&mut self, id: Hash, who: Address, bytes: u64) {
-        if let std::collections::hash_map::Entry::Vacant(e) = self.chunks.entry(id) {
-            e.insert((who, bytes));
-            *self.by_account.entry(who).or_insert(0) += bytes;
-            if let Some((_, file)) = &mut self.log {
-                use std::io::Write;
-                let _ = file.write_all(&record(&id, &who, bytes));
+    /// Whether this node keeps a data plane.
+    pub fn is_present(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Bytes charged to accounts (pinned and pending) and the per-account quota, for the
+    /// metrics page; `None` without a chunk store.
+    pub(crate) fn quota_use(&self) -> Option<(u64, Option<u64>)> {
+        let pins = self.pins()?;
+        let pinned: u64 = (pins.usage.lock().unwrap_or_else(|p| p.into_inner()))
+            .values()
+            .sum();
+        let pending: u64 = (pins.pending.lock().unwrap_or_else(|p| p.into_inner()))
+            .by_account
+            .values()
+            .sum();
+        Some((pinned + pending, pins.account_quota))
+    }
+}
+
+/// Trees open jobs read (inputs) or produced (revealed outputs).
+fn referenced_trees(ledger: &Ledger) -> HashSet<Hash> {
+    ledger.with_state(|state, _| {
+        let mut used = HashSet::new();
+        for (id, job) in state.jobs().filter(|(_, j)| !j.finished && !j.cancelled) {
+            used.extend(job.prescription.data.iter().map(|d| d.cid));
+            for (_, task) in state.tasks_of(id) {
+                used.extend(task.reveals.iter().map(|r| r.output));
+                used.extend(task.result);
             }
         }
-    }
-
-    /// Makes the records appended so far durable.
-    fn sync(&self) -> Result<(), NodeError> {
-        match &self.log {
-            Some((path, file)) => file.sync_data().map_err(|e| NodeError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn take(&mut self, id: &Hash) {
-        if let Some((who, bytes)) = self.chunks.remove(id) {
-            uncharge(&mut self.by_account, &who, bytes);
-        }
-    }
+        used
+    })
 }
 
-/// One record of the pending log.
-pub(super) fn record(id: &Hash, who: &Address, bytes: u64) -> [u8; PENDING_RECORD] {
-    let mut r = [0u8; PENDING_RECORD];
-    r[..32].copy_from_slice(id.as_bytes());
-    r[32..52].copy_from_slice(&who.0);
-    r[52..].copy_from_slice(&bytes.to_le_bytes());
-    r
-}
-
-/// Takes `bytes` off what `who` is charged.
-pub(super) fn uncharge(usage: &mut HashMap<Address, u64>, who: &Address, bytes: u64) {
-    if let Some(n) = usage.get_mut(who) {
-        *n = n.saturating_sub(bytes);
-        if *n == 0 {
-            usage.remove(who);
-        }
-    }
-}
-
-/// The tree a pin file at `path` keeps (its name is `<cid>.pin`).
-pub(super) fn pin_cid(path: &std::path::Path) -> Option<Hash> {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(".pin"))
-        .and_then(|n| n.parse::<Hash>().ok())
-}
-
-/// One pass over the pins in `dir` at open: what each account is charged for them, and
-/// `pending` without the chunks they name (a pin's root is in its file name).
-pub(super) fn read_pins(
-    dir: &std::path::Path,
-    pending: &mut HashMap<Hash, (Address, u64)>,
-) -> HashMap<Address, u64> {
-    let mut usage = HashMap::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        let pin = std::fs::read(&path).ok().and_then(|b| PinFile::decode(&b));
-        for (who, bytes) in pin.iter().flat_map(|p| &p.charges) {
-            *usage.entry(*who).or_insert(0) += bytes;
-        }
-        if !pending.is_empty() {
-            for id in pin_cid(&path)
-                .iter()
-                .chain(pin.iter().flat_map(|p| &p.chunks))
-            {
-                pending.remove(id);
-            }
-        }
-    }
-    usage
+/// Writes `bytes` to a new file at `path` and syncs it.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
 }
 
 /// What a garbage collection did.
@@ -198,13 +161,22 @@ pub struct GcReport {
     /// names such a tree; its chunks below the root are unknown to the node, and uploads
     /// younger than the grace period stay anyway).
     pub unpinned_in_use: u64,
-    /// Jobs whose task logs went (closed, and unwritten for the log retention).
+    /// Jobs whose task logs went (closed, and unwritten for the log retention; the task
+    /// records prune them, in [`crate::Node::collect_garbage`]).
     pub job_logs_pruned: u64,
 }
 
-impl Node {
-    pub(super) fn chunk_store(&self) -> Result<&ChunkStore, NodeError> {
-        self.shared.chunks.as_ref().ok_or(NodeError::NoChunkStore)
+impl DataService {
+    fn parts(&self) -> Result<&DataShared, NodeError> {
+        self.shared.as_deref().ok_or(NodeError::NoChunkStore)
+    }
+
+    fn pins(&self) -> Option<&Pins> {
+        self.shared.as_deref().map(|s| &s.pins)
+    }
+
+    fn chunk_store(&self) -> Result<&ChunkStore, NodeError> {
+        Ok(&self.parts()?.chunks)
     }
 
     /// The answer to a batched fetch of `ids` (frames; see `gridwork_api::frames`): each
@@ -242,8 +214,8 @@ impl Node {
     /// Makes the chunks stored so far durable, the charges of those not yet pinned first: a
     /// chunk that survives a crash keeps its uploader charged (the log may also keep a charge
     /// of a chunk lost in the crash; it is left out when the log is read back).
-    pub(super) fn sync_chunks(&self, store: &ChunkStore) -> Result<(), NodeError> {
-        if let Some(pins) = self.shared.pins.as_ref() {
+    fn sync_chunks(&self, store: &ChunkStore) -> Result<(), NodeError> {
+        if let Some(pins) = self.pins() {
             pins.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -260,7 +232,7 @@ impl Node {
         bytes: &[u8],
         uploader: &Address,
     ) -> Result<(), NodeError> {
-        let Some(pins) = self.shared.pins.as_ref() else {
+        let Some(pins) = self.pins() else {
             return self.put_chunk(id, bytes);
         };
         if self.chunk_store()?.has(id) {
@@ -299,10 +271,10 @@ impl Node {
     pub fn put_chunk(&self, id: &Hash, bytes: &[u8]) -> Result<(), NodeError> {
         let store = self.chunk_store()?;
         match store.put(id, bytes) {
-            Err(ChunkStoreError::Full { .. }) if self.shared.pins.is_some() => {
+            Err(ChunkStoreError::Full { .. }) if self.pins().is_some() => {
                 // Full: drop what nothing keeps any more (at most every 30 s: a store that
                 // stays full must not make every upload collect), then try once more.
-                let due = self.shared.pins.as_ref().is_some_and(|pins| {
+                let due = self.pins().is_some_and(|pins| {
                     let mut last = pins
                         .collected_when_full
                         .lock()
@@ -324,11 +296,7 @@ impl Node {
                     Err(ChunkStoreError::Full { used, quota, .. }) => Err(NodeError::StoreFull {
                         used,
                         quota,
-                        retention_days: self
-                            .shared
-                            .pins
-                            .as_ref()
-                            .map_or(0, |p| p.retention.as_secs() / 86_400),
+                        retention_days: self.pins().map_or(0, |p| p.retention.as_secs() / 86_400),
                     }),
                     other => Ok(other?),
                 }
@@ -350,7 +318,7 @@ impl Node {
         pinner: &Address,
     ) -> Result<u64, NodeError> {
         let store = self.chunk_store()?;
-        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+        let pins = &self.parts()?.pins;
         // Each chunk once, in order: the pin lists them so, and its set digest is then one
         // pass over them (`pin_view`); what the tree keeps stored is the root besides.
         let named = sorted_ids(chunks.to_vec());
@@ -369,7 +337,7 @@ impl Node {
         }
         // The pin promises the tree: its chunks are made durable before it is written.
         self.sync_chunks(store)?;
-        let until = self.now_ms() + pins.retention.as_millis() as u64;
+        let until = self.parts()?.ledger.now_ms() + pins.retention.as_millis() as u64;
         let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
         let lock = proof_lock(proof);
         let earlier = self.read_pin(cid)?;
@@ -446,7 +414,7 @@ impl Node {
     /// Bytes of tree `cid`'s pin file (0 if it has none): what reading its view holds in
     /// memory.
     pub fn pin_file_bytes(&self, cid: &Hash) -> u64 {
-        self.shared.pins.as_ref().map_or(0, |pins| {
+        self.pins().map_or(0, |pins| {
             std::fs::metadata(pins.dir.join(format!("{cid}.pin"))).map_or(0, |m| m.len())
         })
     }
@@ -503,18 +471,14 @@ impl Node {
     /// What an account must hold, balance and stake together, for the node to take its
     /// data-plane writes (at least one base unit).
     pub fn data_min_funds(&self) -> Amount {
-        let min = self
-            .shared
-            .pins
-            .as_ref()
-            .map_or(Amount::ZERO, |p| p.min_funds);
+        let min = self.pins().map_or(Amount::ZERO, |p| p.min_funds);
         min.max(Amount(1))
     }
 
     /// What the node stores for `account`: pinned and pending bytes, and its quota.
     pub fn storage(&self, account: &Address) -> StorageView {
         let (pinned_bytes, quota_bytes) = self.pinned_bytes(account);
-        let pending_bytes = self.shared.pins.as_ref().map_or(0, |pins| {
+        let pending_bytes = self.pins().map_or(0, |pins| {
             let pending = pins.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.by_account.get(account).copied().unwrap_or(0)
         });
@@ -528,7 +492,7 @@ impl Node {
 
     /// Bytes of pinned trees charged to `account`, and its quota (none: no limit).
     pub fn pinned_bytes(&self, account: &Address) -> (u64, Option<u64>) {
-        let Some(pins) = self.shared.pins.as_ref() else {
+        let Some(pins) = self.pins() else {
             return (0, None);
         };
         let usage = pins.usage.lock().unwrap_or_else(|p| p.into_inner());
@@ -536,8 +500,8 @@ impl Node {
     }
 
     /// The pin of tree `cid`, if one is stored (a damaged file counts as none).
-    pub(super) fn read_pin(&self, cid: &Hash) -> Result<Option<PinFile>, NodeError> {
-        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+    fn read_pin(&self, cid: &Hash) -> Result<Option<PinFile>, NodeError> {
+        let pins = &self.parts()?.pins;
         let path = pins.dir.join(format!("{cid}.pin"));
         match std::fs::read(&path) {
             Ok(bytes) => Ok(PinFile::decode(&bytes)),
@@ -551,23 +515,19 @@ impl Node {
 
     /// Drops every chunk that no live pin, open job or upload in progress keeps: pins run
     /// out after the retention period unless an open job reads or produced their tree.
+    /// (Task logs are the records' to prune: [`crate::Node::collect_garbage`] does both.)
     pub fn collect_garbage(&self) -> Result<GcReport, NodeError> {
-        let grace = self
-            .shared
-            .pins
-            .as_ref()
-            .ok_or(NodeError::NoChunkStore)?
-            .grace;
-        self.collect_garbage_at(self.now_ms(), grace)
+        let parts = self.parts()?;
+        self.collect_garbage_at(parts.ledger.now_ms(), parts.pins.grace)
     }
 
     /// [`collect_garbage`](Self::collect_garbage) as of `now_ms`, keeping unpinned chunks
     /// younger than `grace`.
     pub fn collect_garbage_at(&self, now_ms: u64, grace: Duration) -> Result<GcReport, NodeError> {
-        let store = self.chunk_store()?;
-        let pins = self.shared.pins.as_ref().ok_or(NodeError::NoChunkStore)?;
+        let parts = self.parts()?;
+        let (store, pins) = (&parts.chunks, &parts.pins);
         let _guard = pins.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let used = self.referenced_trees();
+        let used = referenced_trees(&parts.ledger);
         let mut report = GcReport::default();
         let mut keep = HashSet::new();
         let mut pinned = HashSet::new();
@@ -596,9 +556,7 @@ impl Node {
                 for (who, b) in pin.iter().flat_map(|p| &p.charges) {
                     uncharge(&mut usage, who, *b);
                 }
-                if let Some(dir) = &self.shared.grants_dir {
-                    let _ = std::fs::remove_file(dir.join(format!("{cid}.json")));
-                }
+                let _ = std::fs::remove_file(parts.grants_dir.join(format!("{cid}.json")));
                 report.pins_expired += 1;
                 continue;
             }
@@ -632,68 +590,13 @@ impl Node {
         }
         report.used_bytes = store.used();
         drop(pending);
-        let open = self.open_job_ids();
-        report.job_logs_pruned = self.shared.logs.prune(
-            |job| open.contains(job),
-            now_ms.saturating_sub(self.shared.log_retention_ms),
-        );
-        self.shared.metrics.gc_ran(&report);
+        parts.metrics.gc_ran(&report);
         Ok(report)
     }
 
-    /// Jobs still open (not finished, not cancelled).
-    pub(super) fn open_job_ids(&self) -> HashSet<Hash> {
-        let inner = self.lock();
-        inner
-            .state
-            .jobs()
-            .filter(|(_, j)| !j.finished && !j.cancelled)
-            .map(|(id, _)| *id)
-            .collect()
-    }
-
-    /// Trees open jobs read (inputs) or produced (revealed outputs).
-    pub(super) fn referenced_trees(&self) -> HashSet<Hash> {
-        let inner = self.lock();
-        let state = &inner.state;
-        let mut used = HashSet::new();
-        for (id, job) in state.jobs().filter(|(_, j)| !j.finished && !j.cancelled) {
-            used.extend(job.prescription.data.iter().map(|d| d.cid));
-            for (_, task) in state.tasks_of(id) {
-                used.extend(task.reveals.iter().map(|r| r.output));
-                used.extend(task.result);
-            }
-        }
-        used
-    }
-
-    /// Runs [`collect_garbage`](Self::collect_garbage) on its own thread every configured
-    /// interval until [`Node::shutdown`]; `None` for a node without a chunk store.
-    pub fn spawn_gc(&self) -> Option<JoinHandle<()>> {
-        let every = self.shared.pins.as_ref()?.every;
-        let node = self.clone();
-        std::thread::Builder::new()
-            .name("gridwork-gc".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                while !node.shared.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if last.elapsed() < every {
-                        continue;
-                    }
-                    last = Instant::now();
-                    match node.collect_garbage() {
-                        Ok(r) => tracing::info!(
-                            freed = r.freed_bytes,
-                            expired = r.pins_expired,
-                            kept = r.pins_kept,
-                            "garbage collection"
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-                    }
-                }
-            })
-            .ok()
+    /// How often the node collects; `None` without a chunk store.
+    pub(crate) fn gc_every(&self) -> Option<Duration> {
+        self.pins().map(|p| p.every)
     }
 
     /// A sealed chunk.

@@ -1,6 +1,12 @@
 //! Why the node could not start or serve, and why it refused a transaction.
 
-use super::*;
+use gridwork_protocol::{GenesisError, TxError};
+use gridwork_storage::StorageError;
+use gridwork_transfer::StoreError as ChunkStoreError;
+use gridwork_types::{Address, DecodeError, Hash};
+
+use crate::logs::LogError;
+use crate::mempool::MempoolError;
 
 /// Why the node could not start or serve.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,169 @@
+//! The API's views, built from the services' domain types: what `gridwork-api` puts on the
+//! wire is decided here, not in the ledger.
+
+use gridwork_api::{
+    AccountView, BlockView, ChainInfo, Decline, Health, HealthStatus, JobStatus, JobView,
+    ProviderView, TaskView, TxState, TxStatus, TxView,
+};
+use gridwork_protocol::{Event, Receipt};
+use gridwork_types::{Address, Hash};
+use serde::Serialize;
+
+use crate::{AccountNow, Committed, JobRecord, Node, NodeError, ProviderNow, TxLookup};
+
+/// `GET /v1/accounts/{address}`.
+pub fn account(address: Address, now: &AccountNow) -> AccountView {
+    AccountView::new(address, &now.account, now.now_ms, now.next_nonce)
+}
+
+/// `GET /v1/txs/{hash}`.
+pub fn tx(hash: Hash, found: TxLookup) -> TxStatus {
+    match found {
+        TxLookup::Committed(record) => TxStatus {
+            hash,
+            // A transaction the market refused is in its block, with only its fee spent.
+            status: if record.receipt.failure().is_some() {
+                TxState::Failed
+            } else {
+                TxState::Committed
+            },
+            tx: TxView::from(&record.tx),
+            receipt: Some(record.receipt),
+        },
+        TxLookup::Pending(signed) => TxStatus {
+            hash,
+            status: TxState::Pending,
+            tx: TxView::from(&signed),
+            receipt: None,
+        },
+    }
+}
+
+/// `GET /v1/jobs/{id}`: the job, each task, and the reasons providers gave for not bidding.
+pub fn job(id: Hash, record: &JobRecord, declines: Vec<Decline>) -> JobView {
+    let job = &record.job;
+    let instructions = &job.prescription.instructions;
+    let tasks = record
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(index, t)| TaskView {
+            index: index as u32,
+            phase: t.phase,
+            attempt: t.attempt,
+            items: instructions.task_items(index as u32),
+            bids: t.bids.iter().map(|b| (b.provider, b.price)).collect(),
+            executor: t.executor,
+            price: t.price,
+            council: t.council.clone(),
+            committed: t.commits.iter().map(|c| c.provider).collect(),
+            revealed: t.reveals.iter().map(|r| (r.provider, r.output)).collect(),
+            judged: t
+                .judgements
+                .iter()
+                .filter(|j| j.round == t.round)
+                .map(|j| j.provider)
+                .collect(),
+            round: t.round,
+            result: t.result,
+            deadline_ms: t.deadline_ms,
+            note: t.note.to_string(),
+        })
+        .collect();
+    let status = if job.cancelled {
+        JobStatus::Cancelled
+    } else if job.finished {
+        JobStatus::Finished
+    } else {
+        JobStatus::Open
+    };
+    JobView {
+        id,
+        requester: job.requester,
+        status,
+        prescription: job.prescription.clone(),
+        escrow: job.escrow,
+        spent: job.spent,
+        max_task_cost: job.max_task_cost,
+        settled: job.settled,
+        closed: job.closed,
+        tasks,
+        declines,
+    }
+}
+
+/// A job on `node` with the declines its records hold, `None` if there is no such job.
+pub fn job_on(node: &Node, id: &Hash) -> Option<JobView> {
+    let record = node.ledger().job(id)?;
+    Some(job(*id, &record, node.records().declines(id)))
+}
+
+/// `GET /v1/providers/{address}`.
+pub fn provider(found: ProviderNow) -> ProviderView {
+    let p = found.provider;
+    ProviderView {
+        address: found.address,
+        owner: p.owner,
+        status: found.status,
+        hardware: p.hardware,
+        stake_locked: found.stake_locked,
+        streak: p.streak,
+        validated: p.validated,
+        failed: p.failed,
+        earned: p.earned,
+        slashed: p.slashed,
+        active: p.active,
+        last_heartbeat_ms: p.last_heartbeat_ms,
+        peer: p.peer,
+    }
+}
+
+/// `GET /v1/chain`: the ledger's facts, and the node's key and peer endpoint.
+pub fn chain(node: &Node) -> Result<ChainInfo, NodeError> {
+    let facts = node.ledger().facts()?;
+    Ok(ChainInfo {
+        chain_id: facts.chain_id,
+        genesis_hash: facts.genesis_hash,
+        height: facts.height,
+        head_hash: facts.head.hash(),
+        head_time_ms: facts.head.timestamp_ms,
+        total_supply: facts.total_supply,
+        rewards_pool: facts.rewards_pool,
+        params: facts.params,
+        mempool: facts.mempool,
+        node_key: node.keys().public_key(),
+        node_peer: node.peer(),
+    })
+}
+
+/// `/health`.
+pub fn health(node: &Node) -> Health {
+    let halted = node.ledger().halted();
+    Health {
+        status: if halted.is_some() {
+            HealthStatus::Halted
+        } else {
+            HealthStatus::Ok
+        },
+        height: node.ledger().height(),
+        reason: halted,
+    }
+}
+
+/// A committed block as the event stream sends it: a [`gridwork_api::BlockEvent`], written
+/// from the ledger's record without copying its events and receipts.
+#[derive(Serialize)]
+pub struct BlockEventRef<'a> {
+    block: BlockView,
+    events: &'a [Event],
+    receipts: &'a [Receipt],
+}
+
+/// The event-stream form of `committed`.
+pub fn block_event(committed: &Committed) -> BlockEventRef<'_> {
+    BlockEventRef {
+        block: BlockView::new(&committed.header, Some(committed.tx_hashes.clone())),
+        events: &committed.events,
+        receipts: &committed.receipts,
+    }
+}
