@@ -315,25 +315,12 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
             }
             text
         })?;
-        let producer = node.spawn_producer();
-        let gc = node.spawn_gc();
-        gridwork_node::serve_with(
-            node.clone(),
-            listener,
-            config.serve_limits(),
-            shutdown_signal(),
-        )
-        .await?;
-        tracing::info!("shutting down");
+        let served =
+            gridwork_node::run(node, listener, config.serve_limits(), shutdown_signal()).await;
         if let Some(peer) = peer {
             peer.shutdown().await;
         }
-        node.shutdown();
-        let _ = producer.join();
-        if let Some(gc) = gc {
-            let _ = gc.join();
-        }
-        anyhow::Ok(())
+        anyhow::Ok(served?)
     })
 }
 

@@ -75,10 +75,12 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         }
     };
     let result = runtime()?.block_on(async {
-        let producer = node.spawn_producer();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let server = tokio::spawn(gridwork_node::serve(node.clone(), listener, std::future::pending()));
+        let (stop_node, node_stopping) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(gridwork_node::run(node.clone(), listener, gridwork_node::ServeLimits::default(), async {
+            let _ = node_stopping.await;
+        }));
         say(format!("node      {url} (chain {}, data in {})", node.ledger().chain_id(), base.display()));
 
         let (stop, _) = watch::channel(false);
@@ -190,9 +192,8 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         for w in workers {
             let _ = w.await;
         }
-        node.shutdown();
-        let _ = producer.join();
-        server.abort();
+        let _ = stop_node.send(());
+        let _ = server.await;
         anyhow::Ok(json!({
             "job": job,
             "status": view.status,

@@ -40,7 +40,7 @@ pub use ledger::{
     AccountNow, BlockId, ChainFacts, Committed, JobRecord, Ledger, ProviderNow, Subscription,
     TxLookup, RECENT_EVENTS,
 };
-pub use node::{now_ms, read_genesis, GenesisSource, Node, DEV_UNBONDING_PERIOD_MS};
+pub use node::{now_ms, read_genesis, run, GenesisSource, Node, DEV_UNBONDING_PERIOD_MS};
 pub use records::TaskRecords;
 
 pub use serve::{serve, serve_with, ServeLimits};
