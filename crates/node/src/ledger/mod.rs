@@ -48,6 +48,9 @@ pub use queries::{AccountNow, ChainFacts, JobRecord, ProviderNow, TxLookup};
 /// within this many blocks misses nothing.
 pub const RECENT_EVENTS: usize = 256;
 
+/// A check of a job's inputs at admission (the key service's): run without the lock.
+pub(crate) type InputCheck<'a> = dyn Fn(&[DataInput], &Address) -> Result<(), AdmitError> + 'a;
+
 /// A block as it was committed, announced to subscribers once it is durable.
 #[derive(Debug)]
 pub struct Committed {
@@ -289,7 +292,7 @@ impl Ledger {
     pub(crate) fn submit_checked(
         &self,
         txs: Vec<SignedTx>,
-        check_inputs: &dyn Fn(&[DataInput], &Address) -> Result<(), AdmitError>,
+        check_inputs: &InputCheck<'_>,
     ) -> Vec<Result<Hash, AdmitError>> {
         let chain_id = self.chain_id();
         let messages: Vec<Vec<u8>> = txs.iter().map(|t| t.tx.signing_message(chain_id)).collect();
