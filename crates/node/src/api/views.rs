@@ -167,3 +167,53 @@ pub fn block_event(committed: &Committed) -> BlockEventRef<'_> {
         receipts: &committed.receipts,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridwork_api::BlockEvent;
+    use gridwork_types::Amount;
+
+    /// The event stream writes a committed block without copying it, and a client reads it
+    /// back as the `BlockEvent` the API documents, field for field.
+    #[test]
+    fn a_committed_block_reads_back_as_the_documented_block_event() {
+        let job = Hash::of(b"job");
+        let receipt = Receipt {
+            tx_hash: Hash::of(b"tx"),
+            height: 7,
+            index: 0,
+            fee: Amount(3),
+            events: vec![Event::JobFinished {
+                job,
+                refund: Amount(5),
+            }],
+        };
+        let committed = Committed {
+            header: gridwork_types::Header {
+                height: 7,
+                parent: Hash::of(b"parent"),
+                timestamp_ms: 1_700_000_000_000,
+                proposer: Address([1; 20]),
+                tx_root: Hash::of(b"txs"),
+                state_root: Hash::of(b"state"),
+                tx_count: 1,
+            },
+            tx_hashes: vec![receipt.tx_hash],
+            events: vec![Event::JobCancelled {
+                job,
+                refund: Amount(1),
+            }],
+            receipts: vec![receipt],
+        };
+        let json = serde_json::to_string(&block_event(&committed)).unwrap();
+        let read: BlockEvent = serde_json::from_str(&json).unwrap();
+        let expected = BlockEvent {
+            block: BlockView::new(&committed.header, Some(committed.tx_hashes.clone())),
+            events: committed.events.clone(),
+            receipts: committed.receipts.clone(),
+        };
+        assert_eq!(read, expected);
+        assert_eq!(json, serde_json::to_string(&expected).unwrap());
+    }
+}
