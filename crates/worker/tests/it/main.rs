@@ -108,12 +108,30 @@ impl Net {
         })
     }
 
-    async fn wait_providers(&self, n: usize) {
-        let start = std::time::Instant::now();
-        while self.client.providers().await.unwrap().len() < n {
-            assert!(start.elapsed() < WAIT, "workers did not register");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Waits until `check` answers, asking again after each block the node commits (what
+    /// it asks about the ledger changes only then), for at most [`WAIT`].
+    async fn until_block<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        use tokio::sync::broadcast::error::RecvError;
+        // Subscribed before the first look: a block committed in between still wakes us.
+        let mut blocks = self.node.ledger().subscribe();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = check().await {
+                return found;
+            }
+            match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+                Ok(Err(RecvError::Closed)) => panic!("the node stopped before {what}"),
+                Err(_) => panic!("{what} did not happen within {WAIT:?}"),
+            }
         }
+    }
+
+    async fn wait_providers(&self, n: usize) {
+        self.until_block("the workers' registration", async || {
+            (self.client.providers().await.unwrap().len() >= n).then_some(())
+        })
+        .await;
     }
 
     /// Pushes `src` as the requester (dev0) would for a job input: under a fresh key, granted
@@ -176,15 +194,11 @@ impl Net {
     }
 
     async fn wait_finished(&self, job: &Hash) -> gridwork_api::JobView {
-        let start = std::time::Instant::now();
-        loop {
+        self.until_block("the job's end", async || {
             let view = self.client.job(job).await.unwrap().unwrap();
-            if view.status != JobStatus::Open {
-                return view;
-            }
-            assert!(start.elapsed() < WAIT, "job did not finish: {view:#?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            (view.status != JobStatus::Open).then_some(view)
+        })
+        .await
     }
 }
 
@@ -440,18 +454,11 @@ async fn a_vanishing_executor_is_replaced_after_its_deadline() {
     let ghost = net.client.provider(&ghost_address).await.unwrap().unwrap();
     assert!(ghost.slashed.0 > 0, "missing the deadline costs stake");
     // The worker tops its stake back up to the level it was told, from its balance.
-    let start = std::time::Instant::now();
-    loop {
+    net.until_block("the stake's top-up", async || {
         let account = net.client.account(&ghost_address).await.unwrap();
-        if account.stake_locked == Amount::grid(1_000) {
-            break;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the stake was not topped up: {account:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (account.stake_locked == Amount::grid(1_000)).then_some(())
+    })
+    .await;
     net.stop.send(true).unwrap();
 }
 
@@ -464,11 +471,11 @@ async fn a_worker_restarted_mid_task_finishes_it() {
     let slow = format!("sleep 1; {SQUARE}");
     let job = net.submit(squares(1, 0, 30_000, &slow)).await;
     // Wait until it runs, then kill the worker in the middle of the task.
-    let start = std::time::Instant::now();
-    while net.client.job(&job).await.unwrap().unwrap().tasks[0].phase != Phase::Committing {
-        assert!(start.elapsed() < WAIT);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    net.until_block("the task's run", async || {
+        let view = net.client.job(&job).await.unwrap().unwrap();
+        (view.tasks[0].phase == Phase::Committing).then_some(())
+    })
+    .await;
     handle.abort();
     let _ = handle.await;
     // The same provider starts again with the same work directory.
