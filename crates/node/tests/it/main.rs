@@ -42,17 +42,11 @@ fn restart_resumes_exactly_where_the_node_was() {
             assert!(results.iter().all(Result::is_ok), "{results:?}");
             node.ledger().produce_block(true).unwrap().unwrap();
         }
-        (
-            node.ledger().state_root(),
-            gridwork_node::api::views::health(&node).height,
-        )
+        (node.ledger().state_root(), node.ledger().height())
     };
     let node = Node::open(&config(dir.path()), GenesisSource::Stored).unwrap();
     assert_eq!(
-        (
-            node.ledger().state_root(),
-            gridwork_node::api::views::health(&node).height
-        ),
+        (node.ledger().state_root(), node.ledger().height()),
         (root, height)
     );
     assert_eq!(
@@ -68,7 +62,7 @@ fn no_empty_blocks_are_produced() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::open(&config(dir.path()), GenesisSource::dev(2)).unwrap();
     assert!(node.ledger().produce_block(true).unwrap().is_none());
-    assert_eq!(gridwork_node::api::views::health(&node).height, 0);
+    assert_eq!(node.ledger().height(), 0);
 }
 
 #[test]
@@ -120,6 +114,72 @@ fn a_failed_commit_halts_the_node_and_loses_nothing_committed() {
     assert_eq!(node.ledger().state_root(), committed_root);
     // The transaction of the lost block was never acknowledged; it can be sent again.
     assert!(node.submit(vec![transfer("halt-test", 0, 2, 1)])[0].is_ok());
+}
+
+/// The ledger announces a block to its subscribers only once it is durable; a subscriber
+/// that resumes gets the blocks it missed from the ring, or, past the ring, the height to
+/// catch up from.
+#[test]
+fn blocks_are_announced_once_durable_and_a_resuming_subscriber_gets_what_it_missed() {
+    let genesis = Genesis::dev("ring-test", 1_700_000_000_000, 2, Params::default());
+    // The fourth commit fails: three blocks after genesis are durable, the fourth never is.
+    let store = FailingStore::new(gridwork_storage::MemoryStore::default(), 3);
+    let node = Node::with_store(
+        Box::new(store),
+        Some(&genesis),
+        Box::new(Solo::new(0, 100, Address([0; 20]))),
+        100,
+    )
+    .unwrap();
+    let ledger = node.ledger();
+    let mut blocks = ledger.subscribe();
+    for n in 0..4 {
+        assert!(node.submit(vec![transfer("ring-test", 0, n, 1)])[0].is_ok());
+        let produced = ledger.produce_block(true);
+        if n < 3 {
+            let committed = produced.unwrap().unwrap();
+            let announced = blocks.try_recv().unwrap();
+            assert_eq!(announced.header, committed.header);
+            assert_eq!(announced.height(), n + 1);
+            assert_eq!(announced.tx_hashes, vec![announced.receipts[0].tx_hash]);
+        } else {
+            assert!(matches!(produced, Err(NodeError::Halted { .. })));
+        }
+    }
+    // The block whose commit failed was never announced, nor counted as the head.
+    assert!(blocks.try_recv().is_err());
+    assert_eq!(ledger.height(), 3);
+    let heights = |after| -> Vec<u64> {
+        let found = ledger.committed_after(after).unwrap();
+        found.iter().map(|c| c.height()).collect()
+    };
+    assert_eq!(heights(0), vec![1, 2, 3]);
+    assert_eq!(heights(2), vec![3]);
+    assert!(heights(3).is_empty());
+}
+
+/// Past the ring of recent blocks, a resuming subscriber is told the lowest height still
+/// held (it catches up from `GET /v1/blocks`), never handed a partial list.
+#[test]
+fn a_subscriber_resuming_past_the_ring_is_told_where_to_catch_up() {
+    let genesis = Genesis::dev("ring-test", 1_700_000_000_000, 2, Params::default());
+    let node = Node::with_store(
+        Box::new(gridwork_storage::MemoryStore::default()),
+        Some(&genesis),
+        Box::new(Solo::new(0, 100, Address([0; 20]))),
+        100,
+    )
+    .unwrap();
+    let blocks = gridwork_node::RECENT_EVENTS as u64 + 10;
+    for n in 0..blocks {
+        assert!(node.submit(vec![transfer("ring-test", 0, n, 1)])[0].is_ok());
+        node.ledger().produce_block(true).unwrap().unwrap();
+    }
+    let oldest = blocks - gridwork_node::RECENT_EVENTS as u64 + 1;
+    assert_eq!(node.ledger().committed_after(5).err(), Some(oldest));
+    let resumed = node.ledger().committed_after(oldest - 1).unwrap();
+    assert_eq!(resumed.len(), gridwork_node::RECENT_EVENTS);
+    assert_eq!(resumed.last().unwrap().height(), blocks);
 }
 
 #[test]
