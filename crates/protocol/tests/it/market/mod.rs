@@ -1,0 +1,13 @@
+//! The batch market through the ledger: honest work is paid, cheaters are caught.
+//!
+//! Byzantine actors are named test doubles: `lying_executor`, `dissenting_council_member`,
+//! `copying_council_member`, `vanishing_executor`.
+
+mod attacks;
+mod council;
+mod deadlines;
+mod judging;
+mod payments;
+mod providers;
+mod random;
+mod support;

@@ -1,0 +1,185 @@
+//! Random sequences of market actions keep the ledger's invariants.
+
+use gridwork_protocol::TaskKey;
+use gridwork_types::{commitment, Address, Amount, Equivalence, Hash, TxKind, GRID};
+
+use super::support::{deposit_for, prescription, provider, requester, salt, Market, PROVIDERS};
+
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit {
+        tasks: u64,
+        council: u8,
+        numeric: bool,
+    },
+    Bid {
+        job: usize,
+        task: u32,
+        who: u32,
+        price: u128,
+    },
+    Commit {
+        job: usize,
+        task: u32,
+        lie: bool,
+    },
+    Reveal {
+        job: usize,
+        task: u32,
+        vote: bool,
+    },
+    Judge {
+        job: usize,
+        task: u32,
+        /// Bit i set: the i-th party to reveal names everyone (a liar's claim) rather
+        /// than the parties with its own output.
+        claims: u8,
+    },
+    Heartbeat {
+        who: u32,
+    },
+    Cancel {
+        job: usize,
+    },
+    Wait {
+        ms: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>())
+            .prop_map(|(tasks, council, numeric)| Op::Submit { tasks, council, numeric }),
+        4 => (0usize..4, 0u32..3, 1u32..=PROVIDERS, 1u128..(GRID / 100))
+            .prop_map(|(job, task, who, price)| Op::Bid { job, task, who, price }),
+        4 => (0usize..4, 0u32..3, prop::bool::weighted(0.2)).prop_map(|(job, task, lie)| Op::Commit { job, task, lie }),
+        4 => (0usize..4, 0u32..3, prop::bool::weighted(0.8)).prop_map(|(job, task, vote)| Op::Reveal { job, task, vote }),
+        3 => (0usize..4, 0u32..3, any::<u8>()).prop_map(|(job, task, claims)| Op::Judge { job, task, claims }),
+        2 => (1u32..=PROVIDERS).prop_map(|who| Op::Heartbeat { who }),
+        1 => (0usize..4).prop_map(|job| Op::Cancel { job }),
+        2 => (0u64..90_000).prop_map(|ms| Op::Wait { ms }),
+    ]
+}
+
+/// The honest and the forged output of a run in `attempt` and `round` (distinct across
+/// both, as the worker's keys make them).
+fn outputs(attempt: u32, round: u8) -> (Hash, Hash) {
+    let n = attempt as u8 + 16 * round;
+    (Hash([1 + n; 32]), Hash([0xee - n; 32]))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Whatever honest and Byzantine providers do, supply is conserved after every block
+    /// and a replica applying the same blocks reaches the same state root.
+    #[test]
+    fn random_market_workloads_conserve_supply_and_replay_deterministically(ops in prop::collection::vec(op(), 1..40)) {
+        let mut m = Market::new();
+        let mut jobs: Vec<Hash> = Vec::new();
+        for op in ops {
+            // Indices pick among the jobs and tasks that exist.
+            let pick = |jobs: &Vec<Hash>, m: &Market, j: usize, t: u32| -> Option<(Hash, u32)> {
+                let job = *jobs.get(j % jobs.len().max(1))?;
+                let tasks = m.state.job(&job)?.tasks.max(1);
+                Some((job, t % tasks))
+            };
+            let mut txs = Vec::new();
+            let mut t = m.now + 1;
+            match op {
+                Op::Submit { tasks, council, numeric } => {
+                    let eq = if numeric { Equivalence::NumericTolerance { abs_ppb: 1, rel_ppb: 1 } } else { Equivalence::ExactHash {} };
+                    let p = prescription(tasks, council, eq);
+                    let tx = m.tx(&requester(), TxKind::SubmitJob { deposit: deposit_for(&p), prescription: p });
+                    jobs.push(tx.hash());
+                    txs.push(tx);
+                }
+                Op::Bid { job, task, who, price } => {
+                    if let Some((job, task)) = pick(&jobs, &m, job, task) {
+                        txs.push(m.tx(&provider(who), TxKind::Bid { job, task, price: Amount(price) }));
+                    }
+                }
+                Op::Commit { job, task, lie } => {
+                    if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                        for who in t.executor.iter().chain(t.council.iter()) {
+                            let k = Market::key_of(*who);
+                            let (honest, forged) = outputs(t.attempt, t.round);
+                            let out = if lie && Some(*who) == t.executor { forged } else { honest };
+                            let c = commitment(&out, &salt(&k), who);
+                            txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
+                        }
+                    }
+                }
+                Op::Reveal { job, task, vote } => {
+                    if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                        // The executor reveals first, then the council.
+                        let mut commits = t.commits.clone();
+                        commits.sort_by_key(|c| Some(c.provider) != t.executor);
+                        for c in &commits {
+                            let k = Market::key_of(c.provider);
+                            for out in (0..=t.round).flat_map(|r| { let (h, f) = outputs(t.attempt, r); [h, f] }) {
+                                if commitment(&out, &salt(&k), &c.provider) == c.commitment {
+                                    txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 } }));
+                                }
+                            }
+                        }
+                    }
+                }
+                Op::Judge { job, task, claims } => {
+                    if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                        for (i, r) in t.reveals.iter().enumerate() {
+                            let equivalent: Vec<Address> = t.reveals.iter()
+                                .filter(|o| o.provider != r.provider && (claims & (1 << (i % 8)) != 0 || o.output == r.output))
+                                .map(|o| o.provider)
+                                .collect();
+                            let k = Market::key_of(r.provider);
+                            txs.push(m.tx(&k, TxKind::Judge { job, task, attempt: t.attempt, round: t.round, equivalent }));
+                        }
+                    }
+                }
+                Op::Heartbeat { who } => txs.push(m.tx(&provider(who), TxKind::Heartbeat)),
+                Op::Cancel { job } => {
+                    if let Some((job, _)) = pick(&jobs, &m, job, 0) {
+                        txs.push(m.tx(&requester(), TxKind::CancelJob { job }));
+                    }
+                }
+                Op::Wait { ms } => t = m.now + ms,
+            }
+            // Like the node's producer, make a block at each deadline on the way.
+            for _ in 0..64 {
+                match m.state.next_deadline() {
+                    Some(d) if d < t => {
+                        let pool = m.state.rewards_pool();
+                        let built = m.state.build_block(d.max(m.now), Address([0; 20]), vec![]);
+                        m.now = built.block.header.timestamp_ms;
+                        prop_assert!(m.state.rewards_pool() >= pool);
+                        prop_assert_eq!(m.state.check_conservation(), Ok(()));
+                        m.replica.apply_block(&built.block).unwrap();
+                        prop_assert_eq!(m.replica.root(), m.state.root());
+                        m.state = m.disk.restart(&mut m.state);
+                    }
+                    _ => break,
+                }
+            }
+            // Transactions that do not apply are left out; their nonces are reused.
+            let pool_before = m.state.rewards_pool();
+            let built = m.state.build_block(t, Address([0; 20]), txs);
+            // Every account here is one party (SybilRewardFarmer): it never takes more out
+            // of the pool than it pays in, block by block.
+            prop_assert!(m.state.rewards_pool() >= pool_before, "the pool paid out more than came in");
+            m.now = t;
+            for (tx, _) in &built.rejected {
+                let n = m.nonces.get_mut(&tx.tx.sender()).unwrap();
+                *n = (*n).min(tx.tx.nonce);
+            }
+            prop_assert_eq!(m.state.check_conservation(), Ok(()));
+            m.replica.apply_block(&built.block).unwrap();
+            prop_assert_eq!(m.replica.root(), m.state.root());
+            // A restart after every block: the rest of the workload runs on the state
+            // rebuilt from what storage was given.
+            m.state = m.disk.restart(&mut m.state);
+        }
+    }
+}
