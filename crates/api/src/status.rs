@@ -20,6 +20,10 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong and what to do.
     pub message: String,
+    /// With `mempool_underpriced`: the fee that has the transaction admitted now (it takes
+    /// the place of cheaper ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_fee: Option<Amount>,
 }
 
 /// Whether the node serves (`GET /health`).

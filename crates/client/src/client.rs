@@ -31,6 +31,8 @@ pub enum ClientError {
         code: String,
         /// The node's message.
         message: String,
+        /// With `mempool_underpriced`: the fee that would have the transaction admitted.
+        needed_fee: Option<gridwork_types::Amount>,
     },
     /// The node answered something this client does not understand.
     #[error("unexpected answer from {url}: {message}")]
@@ -55,6 +57,15 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// The fee that would have a refused transaction admitted, when the node's mempool is
+    /// full of cheaper ones (`mempool_underpriced`).
+    pub fn needed_fee(&self) -> Option<gridwork_types::Amount> {
+        match self {
+            ClientError::Api { needed_fee, .. } => *needed_fee,
             _ => None,
         }
     }
@@ -526,6 +537,7 @@ impl Client {
                                  and nonce are spent): {reason}",
                                 receipt.height
                             ),
+                            needed_fee: None,
                         });
                     }
                     return Ok(status);
@@ -617,6 +629,7 @@ fn refusal(status: reqwest::StatusCode, bytes: &[u8], url: &str) -> ClientError 
             status: status.as_u16(),
             code: body.error.code,
             message: body.error.message,
+            needed_fee: body.error.needed_fee,
         },
         Err(_) => ClientError::BadResponse {
             url: url.to_string(),

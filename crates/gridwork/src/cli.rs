@@ -186,6 +186,10 @@ pub(crate) struct WorkerArgs {
     /// Tasks run or checked at once.
     #[arg(long, default_value_t = 2)]
     pub(crate) capacity: u32,
+    /// The most one transaction may pay in fees, in GRID: steps go at the chain's minimum
+    /// fee, and again at the fee the node names when its mempool is full, up to this.
+    #[arg(long, default_value = "0.01")]
+    pub(crate) max_fee: String,
     /// Stake to keep locked, in GRID (at least the chain's minimum).
     #[arg(long, default_value = "100")]
     pub(crate) stake: String,

@@ -22,6 +22,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     let key = signing_key(cli)?;
     let price = parse_amount(&args.price)?;
     let stake = parse_amount(&args.stake)?;
+    let max_fee = parse_amount(&args.max_fee).context("--max-fee")?;
     let name = cli.key.clone().unwrap_or_default();
     let work_dir = match &args.work_dir {
         Some(d) => d.clone(),
@@ -53,6 +54,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         policy: PricingPolicy {
             price_per_task_second: price,
             capacity: args.capacity,
+            max_fee,
         },
         hardware: hardware.clone(),
         stake,

@@ -10,7 +10,16 @@ pub struct PricingPolicy {
     pub price_per_task_second: Amount,
     /// Tasks run or checked at once; no bids beyond it.
     pub capacity: u32,
+    /// The most one transaction may pay in fees. Steps go at the chain's minimum fee; when
+    /// the node's mempool is full of cheaper transactions a step goes again at the fee the
+    /// node names, up to this ([`DEFAULT_MAX_FEE`] unless the provider says otherwise).
+    pub max_fee: Amount,
 }
+
+/// The default [`PricingPolicy::max_fee`]: 0.01 GRID. To keep a worker's step out of a full
+/// mempool, a spammer must pay more than this on every transaction it keeps there, and
+/// pays it for each one a block takes.
+pub const DEFAULT_MAX_FEE: Amount = Amount(gridwork_types::GRID / 100);
 
 /// The policy's answer for one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +106,7 @@ mod tests {
         let policy = PricingPolicy {
             price_per_task_second: Amount(5),
             capacity: 1,
+            max_fee: DEFAULT_MAX_FEE,
         };
         let hw = Hardware::default();
         assert_eq!(policy.decide(&job(10, 0), &hw, 0), Decision::Bid(Amount(5)));

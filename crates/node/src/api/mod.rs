@@ -78,6 +78,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// The fee that would have a refused transaction admitted (`mempool_underpriced`).
+    needed_fee: Option<Amount>,
 }
 
 impl ApiError {
@@ -86,6 +88,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            needed_fee: None,
         }
     }
 
@@ -104,6 +107,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.into(),
                 message: self.message,
+                needed_fee: self.needed_fee,
             },
         };
         let mut response = (self.status, Json(body)).into_response();
@@ -216,7 +220,11 @@ impl From<AdmitError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, tx.code())
             }
         };
-        ApiError::new(status, code, message)
+        let mut error = ApiError::new(status, code, message);
+        if let AdmitError::Mempool(MempoolError::Underpriced { needed, .. }) = e {
+            error.needed_fee = Some(needed);
+        }
+        error
     }
 }
 

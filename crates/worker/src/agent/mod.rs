@@ -335,10 +335,31 @@ impl Worker {
         self.me
     }
 
-    /// Signs and submits `kind` with the next nonce.
+    /// Signs and submits `kind` with the next nonce, at the chain's minimum fee. When the
+    /// node's mempool is full of cheaper transactions (a spammer's, say, keeping the steps of
+    /// honest workers out until their deadlines pass) it goes again at the fee the node names,
+    /// up to the policy's `max_fee`.
     async fn send(&self, kind: TxKind) -> Result<Hash, ClientError> {
         let _guard = self.nonce.lock().await;
-        let fee = *lock(&self.fee);
+        let mut fee = *lock(&self.fee);
+        // The fee named may rise again while the step travels: a few tries, each higher.
+        for _ in 0..4 {
+            let sent = self
+                .client
+                .sign_and_send(&self.cfg.key, fee, kind.clone())
+                .await;
+            match sent.as_ref().err().and_then(ClientError::needed_fee) {
+                Some(needed) if needed > fee && needed <= self.cfg.policy.max_fee => {
+                    tracing::info!(%needed, "the node's mempool is full; sending again at a higher fee");
+                    fee = needed;
+                }
+                Some(needed) if needed > self.cfg.policy.max_fee => {
+                    tracing::warn!(%needed, max_fee = %self.cfg.policy.max_fee, "the node's mempool is full of transactions paying more than this worker's --max-fee");
+                    return sent;
+                }
+                _ => return sent,
+            }
+        }
         self.client.sign_and_send(&self.cfg.key, fee, kind).await
     }
 

@@ -26,12 +26,18 @@ struct Net {
 
 impl Net {
     async fn start() -> Net {
+        Net::start_with(|_| {}).await
+    }
+
+    /// A node whose configuration `tune` changed first.
+    async fn start_with(tune: impl FnOnce(&mut NodeConfig)) -> Net {
         let dir = tempfile::tempdir().unwrap();
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             data_dir: dir.path().join("node"),
             block_interval_ms: 20,
             ..NodeConfig::default()
         };
+        tune(&mut config);
         let node = Node::open(&config, GenesisSource::dev(8)).unwrap();
         node.spawn_producer();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -79,6 +85,7 @@ impl Net {
             policy: PricingPolicy {
                 price_per_task_second: Amount(price),
                 capacity: 4,
+                max_fee: gridwork_worker::DEFAULT_MAX_FEE,
             },
             hardware: Hardware {
                 gpus: vec![],
@@ -313,6 +320,113 @@ async fn honest_workers_complete_a_job_and_are_paid() {
     );
     assert!(earned < view.spent.0, "rewards are below the fee");
     net.stop.send(true).unwrap();
+}
+
+/// A Byzantine spammer: Sybil accounts that keep the node's mempool full of free
+/// transfers, so that a step paying the chain's minimum fee finds no room.
+struct Spammer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: std::thread::JoinHandle<u64>,
+}
+
+impl Spammer {
+    /// Starts filling `node`'s mempool from the dev accounts `sybils`; it refills as blocks
+    /// take transactions out.
+    fn start(node: &Node, sybils: &[u32]) -> Spammer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let keys: Vec<_> = sybils.iter().map(|i| dev_keypair(*i)).collect();
+        let (node, stopping) = (node.clone(), stop.clone());
+        let task = std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stopping.load(Ordering::Relaxed) {
+                for key in &keys {
+                    // As many as one sender may have waiting, from its next nonce.
+                    let next = node.ledger().account(&key.address()).next_nonce;
+                    let txs = (next..next + 16)
+                        .map(|nonce| {
+                            Transaction {
+                                from: key.public(),
+                                nonce,
+                                fee: Amount::ZERO,
+                                kind: TxKind::Transfer {
+                                    to: Address([9; 20]),
+                                    amount: Amount(1),
+                                },
+                            }
+                            .sign(node.ledger().chain_id(), key)
+                        })
+                        .collect();
+                    sent += node.submit(txs).iter().filter(|r| r.is_ok()).count() as u64;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent
+        });
+        Spammer { stop, task }
+    }
+
+    /// Stops; how many transactions it got into the mempool.
+    fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.join().unwrap()
+    }
+}
+
+/// Spam cannot keep honest workers from their deadlines: with the mempool kept full of free
+/// transactions, a worker's bid, commit, reveal and verdict are refused as underpriced at the
+/// chain's minimum fee, and go again at the fee the node names (up to `--max-fee`), which a
+/// block takes first. Without that, steps got in only through the moments between a block
+/// and the spammer's refill: the same job took 14 s here instead of under 2 s, and a spammer
+/// with more accounts or a faster link closes those moments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spammer_filling_the_mempool_does_not_keep_honest_workers_from_their_deadlines() {
+    // A small pool and small blocks: the spammer refills faster than blocks drain it.
+    let net = Net::start_with(|c| {
+        c.mempool_capacity = 24;
+        c.mempool_max_per_sender = 12;
+        c.max_block_txs = 4;
+    })
+    .await;
+    for i in 1..=2 {
+        net.spawn(net.worker(i, GRID / 100, Behavior::Honest));
+    }
+    net.wait_providers(2).await;
+    let job = net.submit(squares(2, 1, 30_000, SQUARE)).await;
+    let spammer = Spammer::start(&net.node, &[5, 6]);
+    let view = net.wait_finished(&job).await;
+    let spam = spammer.stop();
+    assert_eq!(view.status, JobStatus::Finished, "{view:#?}");
+    assert!(
+        view.tasks.iter().all(|t| t.phase == Phase::Settled),
+        "{view:#?}"
+    );
+    assert!(
+        spam > 24,
+        "the spammer kept the pool full: {spam} transactions"
+    );
+    // The workers paid to get past the spam, and no more than their cap.
+    let workers: Vec<Address> = (1..=2).map(|i| dev_keypair(i).address()).collect();
+    let ledger = net.node.ledger();
+    let mut fees = Vec::new();
+    for header in ledger.headers(usize::MAX, None).unwrap() {
+        for hash in ledger
+            .block_tx_hashes(header.height)
+            .unwrap()
+            .unwrap_or_default()
+        {
+            if let Some(gridwork_node::TxLookup::Committed(record)) = ledger.tx(&hash).unwrap() {
+                if workers.contains(&record.tx.tx.sender()) {
+                    fees.push(record.tx.tx.fee);
+                }
+            }
+        }
+    }
+    assert!(
+        fees.iter().any(|f| *f > Amount::ZERO),
+        "no worker step had to outbid the spam: {fees:?}"
+    );
+    assert!(fees.iter().all(|f| *f <= gridwork_worker::DEFAULT_MAX_FEE));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -846,6 +960,7 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
         policy: PricingPolicy {
             price_per_task_second: Amount(1),
             capacity: 1,
+            max_fee: gridwork_worker::DEFAULT_MAX_FEE,
         },
         hardware: Hardware::default(),
         stake: Amount::grid(1_000),
