@@ -155,6 +155,11 @@ impl Worker {
             ..transfer()
         };
         let report = self.client.push_tree(outputs, &key, &opts).await?;
+        // Setuid bits, device nodes, sockets: a pull of the outputs will not give them back
+        // as the program left them. The provider's log says so (the tree is still the result).
+        for what in &report.not_kept {
+            tracing::warn!(job = %r.0, task = r.1, "an output will not come back as written: {what}");
+        }
         let mut recipients = vec![view.requester];
         if let Some(t) = view.tasks.iter().find(|t| t.index == r.1) {
             recipients.extend(t.executor);
