@@ -24,16 +24,21 @@
 //! Chunks another process writes later are not seen until the store is opened again (a
 //! cache miss, fetched again).
 
+mod gc;
+mod recover;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use gridwork_types::Hash;
+
+use recover::{load_pack, open_index};
 
 /// Why the store refused.
 #[derive(Debug, thiserror::Error)]
@@ -238,38 +243,6 @@ impl ChunkStore {
 
     fn pack_path(&self, number: u32, ext: &str) -> PathBuf {
         pack_path(&self.dir.join("packs"), number, ext)
-    }
-
-    /// Moves chunks stored one file each (the layout before packs) into packs.
-    fn import_legacy(&self) -> Result<(), StoreError> {
-        for shard in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
-            let shard = shard.map_err(io(&self.dir))?.path();
-            let is_shard = shard
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.len() == 2 && n.bytes().all(|b| b.is_ascii_hexdigit()));
-            if !is_shard || !shard.is_dir() {
-                continue;
-            }
-            for entry in std::fs::read_dir(&shard).map_err(io(&shard))? {
-                let path = entry.map_err(io(&shard))?.path();
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse::<Hash>().ok());
-                if let Some(id) = id {
-                    let bytes = std::fs::read(&path).map_err(io(&path))?;
-                    match self.put(&id, &bytes) {
-                        // A damaged chunk is dropped, as a read would have refused it.
-                        Ok(()) | Err(StoreError::Mismatch { .. }) => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-            std::fs::remove_dir(&shard).map_err(io(&shard))?;
-        }
-        Ok(())
     }
 
     /// Live chunk bytes stored.
@@ -569,179 +542,11 @@ impl ChunkStore {
             .map(|loc| u64::from(loc.len))
             .sum()
     }
-
-    /// Forgets every chunk not in `keep` and rewrites the packs that held them, so their
-    /// space returns to the file system; returns the chunk bytes freed.
-    pub fn gc(&self, keep: &HashSet<Hash>) -> Result<u64, StoreError> {
-        self.gc_unless(keep, Duration::ZERO)
-    }
-
-    /// Like [`gc`](Self::gc), but also keeps chunks written less than `younger_than` ago
-    /// (or since the store was opened): parts of uploads whose trees are not referenced yet.
-    pub fn gc_unless(
-        &self,
-        keep: &HashSet<Hash>,
-        younger_than: Duration,
-    ) -> Result<u64, StoreError> {
-        let mut state = lock(&self.state);
-        self.drop_where(&mut state, |id, loc| {
-            !keep.contains(id) && loc.written.elapsed() >= younger_than
-        })
-    }
-
-    /// Drops the least recently used chunks (written or read longest ago; chunks from before
-    /// the store was opened first, oldest pack first) until at most `max_bytes` of chunks
-    /// are stored, sparing those used less than `younger_than` ago; returns the bytes freed.
-    /// What bounds a cache: a worker's or a client's store.
-    pub fn trim(&self, max_bytes: u64, younger_than: Duration) -> Result<u64, StoreError> {
-        self.trim_unless(max_bytes, younger_than, |_| false)
-    }
-
-    /// Like [`trim`](Self::trim), but never drops a chunk `keep` names (a pull's chunks of
-    /// files not yet on disk).
-    pub fn trim_unless(
-        &self,
-        max_bytes: u64,
-        younger_than: Duration,
-        keep: impl Fn(&Hash) -> bool,
-    ) -> Result<u64, StoreError> {
-        let mut state = lock(&self.state);
-        if state.used <= max_bytes {
-            return Ok(0);
-        }
-        let mut candidates: Vec<(Instant, u32, u64, Hash, u64)> = state
-            .index
-            .iter()
-            .filter(|(id, loc)| loc.touched.elapsed() >= younger_than && !keep(id))
-            .map(|(id, loc)| (loc.touched, loc.pack, loc.offset, *id, u64::from(loc.len)))
-            .collect();
-        candidates.sort_unstable_by_key(|&(touched, pack, offset, ..)| (touched, pack, offset));
-        let mut excess = state.used - max_bytes;
-        let mut drop = HashSet::new();
-        for (.., id, len) in candidates {
-            if excess == 0 {
-                break;
-            }
-            excess = excess.saturating_sub(len);
-            drop.insert(id);
-        }
-        self.drop_where(&mut state, |id, _| drop.contains(id))
-    }
-
-    /// Forgets the chunks `dropped` picks and rewrites the packs that held them; returns the
-    /// chunk bytes freed.
-    fn drop_where(
-        &self,
-        state: &mut State,
-        dropped: impl Fn(&Hash, &Loc) -> bool,
-    ) -> Result<u64, StoreError> {
-        let mut freed = 0;
-        let mut gone = Vec::new();
-        state.index.retain(|id, loc| {
-            let drop = dropped(id, loc);
-            if drop {
-                freed += u64::from(loc.len);
-                gone.push(*loc);
-            }
-            !drop
-        });
-        state.used = state.used.saturating_sub(freed);
-        for loc in gone {
-            if let Some(pack) = state.packs.get(&loc.pack) {
-                lock(pack).live -= RECORD_HEADER + u64::from(loc.len);
-            }
-        }
-        // Packs with dead space and no write in flight are rewritten (or deleted when
-        // nothing in them lives); a pack being written to waits for the next collection.
-        let numbers: Vec<u32> = state
-            .packs
-            .iter()
-            .filter(|(_, p)| {
-                let p = lock(p);
-                p.owned && p.pending == 0 && p.live < p.end
-            })
-            .map(|(n, _)| *n)
-            .collect();
-        for number in numbers {
-            self.compact(state, number)?;
-        }
-        Ok(freed)
-    }
-
-    /// Copies a pack's live records into a new pack, points the index at them and deletes
-    /// the old pack. A crash midway leaves both, and `open` keeps one copy of each chunk.
-    fn compact(&self, state: &mut State, number: u32) -> Result<(), StoreError> {
-        let mut live: Vec<(Hash, Loc)> = state
-            .index
-            .iter()
-            .filter(|(_, loc)| loc.pack == number)
-            .map(|(id, loc)| (*id, *loc))
-            .collect();
-        live.sort_unstable_by_key(|(_, loc)| loc.offset);
-        if !live.is_empty() {
-            let Some(old) = state.packs.get(&number).map(|p| lock(p).data.clone()) else {
-                return Ok(());
-            };
-            let (fresh, mut pack) = self.create_pack(state)?;
-            let fresh_path = self.pack_path(fresh, "pack");
-            let mut moved = Vec::with_capacity(live.len());
-            for (id, loc) in &live {
-                let record = RECORD_HEADER + u64::from(loc.len);
-                let mut buf = vec![0; record as usize];
-                old.read_exact_at(&mut buf, loc.offset)
-                    .map_err(io(&self.pack_path(number, "pack")))?;
-                let to = Loc {
-                    pack: fresh,
-                    offset: pack.end,
-                    len: loc.len,
-                    written: loc.written,
-                    touched: loc.touched,
-                };
-                pack.data
-                    .write_all_at(&buf, to.offset)
-                    .and_then(|()| (&pack.index).write_all(&index_entry(id, to)))
-                    .map_err(io(&fresh_path))?;
-                pack.end += record;
-                pack.live += record;
-                moved.push((*id, to));
-            }
-            // The copies are durable before the originals go.
-            pack.data
-                .sync_data()
-                .and_then(|()| pack.index.sync_data())
-                .map_err(io(&fresh_path))?;
-            sync_dir(&self.dir.join("packs"))?;
-            state.packs.insert(fresh, Arc::new(Mutex::new(pack)));
-            state.index.extend(moved);
-        }
-        state.packs.remove(&number);
-        state.dirty.remove(&number);
-        for ext in ["pack", "idx"] {
-            let path = self.pack_path(number, ext);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io(&path)(e));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Syncs directory `dir`, so the files created in or removed from it stay so after a crash.
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-/// Opens (or creates) a pack's index for appending.
-fn open_index(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io(path))
 }
 
 /// Takes the exclusive lock on a pack without waiting; false if someone else holds it.
@@ -751,111 +556,4 @@ fn try_lock(file: &File) -> bool {
 
 fn pack_path(packs_dir: &Path, number: u32, ext: &str) -> PathBuf {
     packs_dir.join(format!("{number:08}.{ext}"))
-}
-
-/// Reads one pack's index into `state` and repairs what an interrupted write left: a torn
-/// index entry is cut off, records past the last indexed one are indexed when whole and
-/// matching their id, and the pack is cut after the last good record.
-fn load_pack(packs_dir: &Path, number: u32, state: &mut State) -> Result<Pack, StoreError> {
-    let data_path = pack_path(packs_dir, number, "pack");
-    let index_path = pack_path(packs_dir, number, "idx");
-    let data = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&data_path)
-        .map_err(io(&data_path))?;
-    let owned = try_lock(&data);
-    let file_len = data.metadata().map_err(io(&data_path))?.len();
-    let entries = match std::fs::read(&index_path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(io(&index_path)(e)),
-    };
-    let index = open_index(&index_path)?;
-    let whole = entries.len() - entries.len() % INDEX_ENTRY;
-    if whole != entries.len() && owned {
-        index.set_len(whole as u64).map_err(io(&index_path))?;
-    }
-    let mut pack = Pack {
-        data: Arc::new(data),
-        index,
-        end: 0,
-        live: 0,
-        pending: 0,
-        owned,
-    };
-    let mut admit = |pack: &mut Pack, id: Hash, loc: Loc| {
-        let record = RECORD_HEADER + u64::from(loc.len);
-        pack.end = pack.end.max(loc.offset + record);
-        if let std::collections::hash_map::Entry::Vacant(slot) = state.index.entry(id) {
-            slot.insert(loc);
-            state.used += u64::from(loc.len);
-            pack.live += record;
-        }
-    };
-    for entry in entries[..whole].chunks_exact(INDEX_ENTRY) {
-        let mut id = [0; 32];
-        id.copy_from_slice(&entry[..32]);
-        let mut offset = [0; 8];
-        offset.copy_from_slice(&entry[32..40]);
-        let mut len = [0; 4];
-        len.copy_from_slice(&entry[40..]);
-        let loc = Loc {
-            pack: number,
-            offset: u64::from_le_bytes(offset),
-            len: u32::from_le_bytes(len),
-            written: Instant::now(),
-            touched: Instant::now(),
-        };
-        // An entry pointing past the file's end is stale; the read would fail anyway.
-        if loc.offset + RECORD_HEADER + u64::from(loc.len) <= file_len {
-            admit(&mut pack, Hash(id), loc);
-        }
-    }
-    if !owned {
-        // Another process is writing it: take what its index lists, repair nothing.
-        return Ok(pack);
-    }
-    // Records written after the last indexed one: keep the whole ones, cut the rest.
-    loop {
-        let offset = pack.end;
-        let mut header = [0; RECORD_HEADER as usize];
-        if offset + RECORD_HEADER > file_len
-            || pack.data.read_exact_at(&mut header, offset).is_err()
-        {
-            break;
-        }
-        let mut id = [0; 32];
-        id.copy_from_slice(&header[..32]);
-        let mut len = [0; 4];
-        len.copy_from_slice(&header[32..]);
-        let len = u32::from_le_bytes(len);
-        if len as usize > MAX_CHUNK || offset + RECORD_HEADER + u64::from(len) > file_len {
-            break;
-        }
-        let mut bytes = vec![0; len as usize];
-        if pack
-            .data
-            .read_exact_at(&mut bytes, offset + RECORD_HEADER)
-            .is_err()
-            || Hash::of(&bytes) != Hash(id)
-        {
-            break;
-        }
-        let loc = Loc {
-            pack: number,
-            offset,
-            len,
-            written: Instant::now(),
-            touched: Instant::now(),
-        };
-        (&pack.index)
-            .write_all(&index_entry(&Hash(id), loc))
-            .map_err(io(&index_path))?;
-        admit(&mut pack, Hash(id), loc);
-    }
-    if pack.end < file_len {
-        pack.data.set_len(pack.end).map_err(io(&data_path))?;
-    }
-    Ok(pack)
 }

@@ -1,0 +1,320 @@
+//! Jobs through the CLI: the demo, job files, owner approvals, and a running task's log.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gridwork_protocol::dev_keypair;
+use serde_json::Value;
+
+use super::support::{units, Cli, NodeProcess, WorkerProcess, BIN};
+
+#[test]
+fn demo_runs_a_job_to_settlement_and_catches_the_liar() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--liar", "--json", "--data-dir"])
+        .arg(dir.path())
+        .env("GRIDWORK_HOME", dir.path().join("home"))
+        .env("GRIDWORK_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["status"], "finished");
+    let tasks = doc["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 3);
+    for t in tasks {
+        assert_eq!(t["phase"], "settled");
+        let i = t["task"].as_u64().unwrap();
+        let want = format!(
+            "item {} squared {}\nitem {} squared {}\n",
+            2 * i,
+            4 * i * i,
+            2 * i + 1,
+            (2 * i + 1) * (2 * i + 1)
+        );
+        assert_eq!(t["result"].as_str().unwrap(), want);
+        // The requester took the output from the node and, peer to peer, from the executor.
+        let executor = format!("peer {}", t["executor"].as_str().unwrap());
+        let from = t["from"].as_array().unwrap();
+        let peer = from.iter().find(|s| s["source"] == executor.as_str());
+        assert!(
+            peer.is_some_and(|s| s["chunks"].as_u64().unwrap() >= 1),
+            "{from:?}"
+        );
+    }
+    let liar = dev_keypair(4).address().to_string();
+    let providers = doc["providers"].as_array().unwrap();
+    let liar = providers
+        .iter()
+        .find(|p| p["address"] == liar.as_str())
+        .unwrap();
+    assert!(units(&liar["slashed"]) > 0, "the liar was slashed");
+    assert_eq!(
+        units(&doc["paid"]) + units(&doc["refunded"]),
+        units(&doc["deposit"])
+    );
+}
+
+#[test]
+fn a_job_file_is_submitted_shown_and_cancelled_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/job.example.toml");
+
+    // An input directory is uploaded with the job.
+    let job_dir = dir.path().join("job");
+    std::fs::create_dir_all(job_dir.join("scene")).unwrap();
+    std::fs::write(job_dir.join("scene/frame.txt"), "frame data").unwrap();
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("inputs = []", "inputs = [\"./scene\"]");
+    std::fs::write(job_dir.join("job.toml"), text).unwrap();
+    let job_file = job_dir.join("job.toml");
+    let job_file = job_file.to_str().unwrap();
+
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev0",
+            "job",
+            "submit",
+            job_file,
+            "--deposit",
+            "0.01",
+        ],
+        &[],
+    );
+    assert!(
+        msg.contains("does not cover the job's maximum cost"),
+        "{msg}"
+    );
+
+    let before = units(&cli.json(&["--key", "dev0", "balance"], &[])["balance"]);
+    let submitted = cli.json(&["--key", "dev0", "job", "submit", job_file], &[]);
+    let job = submitted["job"].as_str().unwrap().to_string();
+    assert_eq!(submitted["tasks"], 3);
+    let status = cli.json(&["job", "status", &job], &[]);
+    assert_eq!(status["status"], "open");
+    assert_eq!(status["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(status["prescription"]["data"].as_array().unwrap().len(), 1);
+    let text = String::from_utf8_lossy(&cli.run(&["job", "status", &job], &[]).stdout).to_string();
+    assert!(
+        text.contains("bidding") && text.contains("open for bids"),
+        "{text}"
+    );
+
+    cli.json(&["--key", "dev0", "job", "cancel", &job], &[]);
+    assert_eq!(
+        cli.json(&["job", "status", &job], &[])["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        units(&cli.json(&["--key", "dev0", "balance"], &[])["balance"]),
+        before - units(&submitted["state_fee"]),
+        "the whole deposit came back (the state fee is not refunded)"
+    );
+
+    let (_, msg) = cli.fails(&["job", "status", &"ab".repeat(32)], &[]);
+    assert!(msg.contains("not known"), "{msg}");
+    let bad = job_dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&example)
+            .unwrap()
+            .replace("chunk = 2", "chunk = 0"),
+    )
+    .unwrap();
+    let (_, msg) = cli.fails(
+        &["--key", "dev0", "job", "submit", bad.to_str().unwrap()],
+        &[],
+    );
+    assert!(msg.contains("instructions.chunk"), "{msg}");
+    let (_, msg) = cli.fails(
+        &["provider", "show", &dev_keypair(1).address().to_string()],
+        &[],
+    );
+    assert!(msg.contains("not a registered provider"), "{msg}");
+}
+
+#[test]
+fn an_owner_authorizes_a_worker_and_the_ledger_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let owner = dev_keypair(0).address().to_string();
+    let worker = dev_keypair(1).address().to_string();
+    let approval = cli.json(&["--key", "dev0", "provider", "authorize", &worker], &[]);
+    assert_eq!(approval["owner"], owner.as_str());
+    let token = approval["approval"].as_str().unwrap().to_string();
+
+    // An approval for another worker is refused before anything is sent, naming the fix.
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev2",
+            "worker",
+            "--price",
+            "0.01",
+            "--owner-approval",
+            &token,
+        ],
+        &[("GRIDWORK_LOG", "error")],
+    );
+    assert!(msg.contains("provider authorize"), "{msg}");
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev1",
+            "worker",
+            "--price",
+            "0.01",
+            "--owner-approval",
+            "zz",
+        ],
+        &[],
+    );
+    assert!(msg.contains("owner approval"), "{msg}");
+
+    let mut child = Command::new(BIN)
+        .args([
+            "--key",
+            "dev1",
+            "worker",
+            "--price",
+            "0.01",
+            "--owner-approval",
+            &token,
+        ])
+        .env("GRIDWORK_HOME", &cli.home)
+        .env("GRIDWORK_NODE", &cli.api)
+        .env("GRIDWORK_LOG", "warn")
+        .env("GRIDWORK_PASSPHRASE", "")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let out = cli.run(&["provider", "show", &worker, "--json"], &[]);
+        if out.status.success() {
+            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "the worker never registered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(shown["owner"], owner.as_str());
+    let text =
+        String::from_utf8_lossy(&cli.run(&["provider", "show", &worker], &[]).stdout).to_string();
+    assert!(text.contains(&owner), "{text}");
+}
+
+#[test]
+fn a_requester_follows_a_running_tasks_log_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let _workers = [
+        WorkerProcess::start(&cli, "dev1"),
+        WorkerProcess::start(&cli, "dev2"),
+    ];
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/job.example.toml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let args_line = text
+        .lines()
+        .find(|l| l.starts_with("args = "))
+        .unwrap()
+        .to_string();
+    let text = text
+        .replace(
+            &args_line,
+            r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; cat $GRIDWORK_INPUTS/frame.txt > $GRIDWORK_OUTPUTS/frame.txt"]"#,
+        )
+        .replace("items = 6", "items = 2")
+        .replace("first_bids = 3", "first_bids = 1")
+        .replace("inputs = []", "inputs = [\"./scene\"]");
+    // The input is pushed encrypted; only the executor and council get its key.
+    std::fs::create_dir_all(dir.path().join("scene")).unwrap();
+    std::fs::write(dir.path().join("scene/frame.txt"), "frame data\n").unwrap();
+    let job_file = dir.path().join("job.toml");
+    std::fs::write(&job_file, text).unwrap();
+    let job = cli.json(
+        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
+        &[],
+    )["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // --follow prints the executor's output as it comes and returns once the task is decided.
+    let out = cli.run(&["--key", "dev0", "job", "logs", &job, "--follow"], &[]);
+    let followed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{followed}");
+    assert!(followed.contains("rendering frame 0\n"), "{followed}");
+    assert!(followed.ends_with("== task 0 settled ==\n"), "{followed}");
+
+    let logs = cli.json(&["--key", "dev0", "job", "logs", &job], &[]);
+    assert_eq!(logs["logs"][0]["data"], "rendering frame 0\n");
+    let stderr = cli.json(
+        &["--key", "dev0", "job", "logs", &job, "--stream", "stderr"],
+        &[],
+    );
+    assert_eq!(stderr["logs"][0]["data"], "");
+    let (_, msg) = cli.fails(&["--key", "dev0", "job", "logs", &job, "--task", "7"], &[]);
+    assert!(msg.contains("no task 7"), "{msg}");
+
+    // The requester decrypts the accepted output; anybody else is refused.
+    let out = dir.path().join("results");
+    let results = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "job",
+            "results",
+            &job,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(results["results"][0]["files"], 2, "{results}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("task-0/frame.txt")).unwrap(),
+        "frame data\n"
+    );
+    let (_, msg) = cli.fails(
+        &[
+            "--key",
+            "dev3",
+            "job",
+            "results",
+            &job,
+            "--out",
+            dir.path().join("stolen").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(msg.contains("has no key for"), "{msg}");
+}
