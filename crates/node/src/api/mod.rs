@@ -59,12 +59,14 @@ mod data;
 mod events;
 mod ledger;
 mod openapi;
+mod trees;
 pub mod views;
 
 use budget::*;
 use data::*;
 use events::*;
 use ledger::*;
+use trees::*;
 
 pub use openapi::document as openapi_document;
 use openapi::{
