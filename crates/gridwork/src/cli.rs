@@ -173,6 +173,9 @@ pub(crate) struct SandboxArgs {
     /// (repeatable; the worker hides its home: keys, chunk cache, other tasks).
     #[arg(long)]
     pub(crate) hide: Vec<PathBuf>,
+    /// Let the program open TCP connections and listen on TCP ports (without it, neither).
+    #[arg(long)]
+    pub(crate) network: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,

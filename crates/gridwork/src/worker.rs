@@ -178,6 +178,7 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         cpu_seconds: None,
         gpu_devices: args.gpu_device.clone(),
         hidden: args.hide.clone(),
+        network: args.network,
     };
     Err(confine_and_exec(&c, command, rest).into())
 }

@@ -23,6 +23,11 @@
 //!   Landlock refuses that check for any process outside the task's own domain (the worker,
 //!   other tasks).
 //!
+//! Beyond the file system, at Landlock's sixth ABI: a task truncates only what it may write
+//! (`truncate(2)` by path needs no open for writing), opens no TCP connection and listens on
+//! no TCP port unless `Confinement::network` allows it, and signals (or reaches through
+//! abstract UNIX sockets) only processes of its own sandbox, not its worker.
+//!
 //! Landlock needs Linux 5.13 or later with the LSM enabled; where the kernel lacks it the
 //! program still runs, under the resource limits alone, and [`confine_and_exec`] says so on
 //! standard error.
@@ -31,8 +36,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    ABI,
+    path_beneath_rules, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    RulesetStatus, Scope, ABI,
 };
 use rlimit::Resource;
 
@@ -52,6 +57,8 @@ pub struct Confinement {
     pub gpu_devices: Vec<PathBuf>,
     /// Paths it may not read (its own work directory may lie beneath one).
     pub hidden: Vec<PathBuf>,
+    /// May it open TCP connections and listen on TCP ports (no: neither)?
+    pub network: bool,
 }
 
 /// Why confinement failed (the program was not started).
@@ -120,11 +127,27 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
                 source,
             })?;
     }
-    let abi = ABI::V2;
+    // The highest ABI this crate has vetted: truncation (3), TCP bind and connect (4), device
+    // ioctls (5), and scoping of signals and abstract UNIX sockets to the task's own
+    // processes (6). An older kernel enforces what it knows (`LandlockStatus::Partial`).
+    let abi = ABI::V6;
     let err = |e: &dyn std::fmt::Display| ConfineError::Landlock(e.to_string());
-    let status = Ruleset::default()
+    // Writing through `>` opens with O_TRUNC, so every place a task may write, it may truncate.
+    let write = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate;
+    let ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
         .map_err(|e| err(&e))?
+        .scope(Scope::from_all(abi))
+        .map_err(|e| err(&e))?;
+    // Handled with no port allowed: no TCP connection out, no TCP port listened on.
+    let ruleset = if c.network {
+        ruleset
+    } else {
+        ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(|e| err(&e))?
+    };
+    let status = ruleset
         .create()
         .map_err(|e| err(&e))?
         .add_rules(path_beneath_rules(
@@ -139,17 +162,17 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
         .map_err(|e| err(&e))?
         .add_rules(path_beneath_rules(
             ["/dev/shm"],
-            AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::MakeReg | AccessFs::RemoveFile,
+            write | AccessFs::MakeReg | AccessFs::RemoveFile,
         ))
         .map_err(|e| err(&e))?
         .add_rules(path_beneath_rules(
             &c.gpu_devices,
-            AccessFs::ReadFile | AccessFs::WriteFile,
+            write | AccessFs::IoctlDev,
         ))
         .map_err(|e| err(&e))?
         .add_rules(path_beneath_rules(
             c.gpu_devices.first().map(|_| "/proc"),
-            AccessFs::WriteFile,
+            AccessFs::WriteFile | AccessFs::Truncate,
         ))
         .map_err(|e| err(&e))?
         .restrict_self()
@@ -229,7 +252,8 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
     match confine(c) {
         Ok(LandlockStatus::Enforced) => {}
-        Ok(status) => eprintln!("gridwork sandbox: Landlock {status:?} on this kernel; running under resource limits only"),
+        Ok(LandlockStatus::Partial) => eprintln!("gridwork sandbox: Landlock Partial on this kernel (an older ABI): some restrictions (truncation, TCP, signals) do not apply"),
+        Ok(LandlockStatus::Unsupported) => eprintln!("gridwork sandbox: Landlock Unsupported on this kernel; running under resource limits only"),
         Err(e) => return e,
     }
     let source = std::process::Command::new(command).args(args).exec();

@@ -143,3 +143,107 @@ fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot execute `/no/such/program`"));
 }
+
+/// Runs `script` under `sandbox-exec` with `work` as its work directory; its output, and
+/// whether the kernel enforces Landlock in full.
+fn sandboxed(work: &std::path::Path, script: &str) -> (std::process::Output, bool) {
+    sandboxed_with(&[], work, script)
+}
+
+/// [`sandboxed`] with more `sandbox-exec` options.
+fn sandboxed_with(
+    options: &[&str],
+    work: &std::path::Path,
+    script: &str,
+) -> (std::process::Output, bool) {
+    let out = Command::new(BIN)
+        .arg("sandbox-exec")
+        .args(options)
+        .arg("--work")
+        .arg(work)
+        .args(["--", "bash", "-c", script])
+        .output()
+        .unwrap();
+    let enforced = !String::from_utf8_lossy(&out.stderr).contains("gridwork sandbox: Landlock");
+    (out, enforced)
+}
+
+/// Escape seen: `truncate(2)` (by path, no open for writing) emptied a file outside the work
+/// directory (Landlock's second ABI does not handle truncation). The sandbox handles the highest ABI it knows, so a task
+/// may truncate only its own files.
+#[test]
+fn a_task_cannot_truncate_a_file_outside_its_work_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "the worker's data\n").unwrap();
+    let script = format!(
+        "python3 -c 'import os; os.truncate(\"{v}\", 0)'; \
+         echo mine > {w}/own && python3 -c 'import os; os.truncate(\"{w}/own\", 2)' && echo own-ok",
+        v = victim.display(),
+        w = work.display()
+    );
+    let (out, enforced) = sandboxed(&work, &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("own-ok"), "its own files: {out:?}");
+    if enforced {
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "the worker's data\n",
+            "{out:?}"
+        );
+    }
+}
+
+/// Escape seen: a task fetched a page over loopback. A task opens no TCP connection and
+/// listens on no TCP port (until jobs can ask for network and providers allow it).
+#[test]
+fn a_task_cannot_connect_or_listen_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "echo GET > /dev/tcp/127.0.0.1/{port} && echo connected; \
+         python3 -c 'import socket; s = socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); print(\"listening\")' 2>/dev/null; \
+         echo done"
+    );
+    let (out, enforced) = sandboxed(dir.path(), &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("done"), "{out:?}");
+    if enforced {
+        assert!(!stdout.contains("connected"), "{out:?}");
+        assert!(!stdout.contains("listening"), "{out:?}");
+        assert!(
+            listener.accept().is_err(),
+            "nothing reached the listener: {out:?}"
+        );
+    }
+    // A run allowed the network (a job that asks, on a provider that allows) has it.
+    let (out, _) = sandboxed_with(&["--network"], dir.path(), &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("connected"), "{out:?}");
+    assert!(stdout.contains("listening"), "{out:?}");
+}
+
+/// Escape seen: the task killed its worker (same uid), which was then slashed for missing
+/// its deadline. A task signals only processes of its own sandbox.
+#[test]
+fn a_task_cannot_signal_processes_outside_its_sandbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outsider = Command::new("sleep").arg("30").spawn().unwrap();
+    let script = format!(
+        "kill -TERM {pid} && echo killed; sleep 5 & kill -TERM $! && echo own-ok",
+        pid = outsider.id()
+    );
+    let (out, enforced) = sandboxed(dir.path(), &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("own-ok"), "its own children: {out:?}");
+    let alive = outsider.try_wait().unwrap().is_none();
+    let _ = outsider.kill();
+    if enforced {
+        assert!(!stdout.contains("killed"), "{out:?}");
+        assert!(alive, "the outsider lives: {out:?}");
+    }
+}
