@@ -34,6 +34,42 @@ pub(super) fn output_key(
     Ok(DataKey::convergent(&context, &digest))
 }
 
+/// Makes sure a finished run's outputs are a directory of its own: a program may have
+/// replaced it with a link to somewhere of the worker's user (its keys, say), which the worker
+/// would then publish as the result. Anything but a real directory is removed and the run's
+/// outputs are empty.
+fn own_outputs(outputs: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(outputs) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => {
+            tracing::warn!(path = %outputs.display(), "the program replaced its outputs directory; its outputs are empty");
+            std::fs::remove_file(outputs)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir(outputs)
+}
+
+/// Writes a run's status into its outputs (it is part of the result) as a new file of its
+/// own: whatever the program left under that name, a link to one of the worker's files
+/// included, is removed first, and the file is created exclusively, which follows no link.
+fn write_status(outputs: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = outputs.join(".gridwork-status");
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path)?,
+        Ok(_) => std::fs::remove_file(&path)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    file.write_all(text.as_bytes())
+}
+
 impl Worker {
     /// Fetches the inputs, runs the program, uploads the outputs, records the result; says
     /// how the program ended.
@@ -112,12 +148,13 @@ impl Worker {
             (false, Some(_)) => RunOutcome::Failure,
             (false, None) => RunOutcome::Killed,
         };
-        std::fs::create_dir_all(&outputs).map_err(io)?;
-        std::fs::write(outputs.join(".gridwork-status"), format!("{status}\n")).map_err(io)?;
-        if as_executor && self.cfg.behavior.lies() {
-            std::fs::write(outputs.join(".gridwork-status"), "exit 0\nforged_result\n")
-                .map_err(io)?;
-        }
+        own_outputs(&outputs).map_err(io)?;
+        let status = if as_executor && self.cfg.behavior.lies() {
+            "exit 0\nforged_result".to_string()
+        } else {
+            status
+        };
+        write_status(&outputs, &format!("{status}\n")).map_err(io)?;
         let output = self.push_output(view, r, round, &outputs).await?;
         let mut salt = [0u8; 32];
         OsRng.fill_bytes(&mut salt);

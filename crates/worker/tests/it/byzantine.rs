@@ -360,3 +360,57 @@ async fn a_wrong_key_planted_for_the_workers_does_not_stop_the_job() {
     let providers = net.client.providers().await.unwrap();
     assert!(providers.iter().all(|p| p.slashed.0 == 0), "{providers:?}");
 }
+
+/// A task's program leaves traps for its worker, which reads its outputs and writes its
+/// status there after the run: task 0 replaces its outputs directory with a link to a
+/// directory of the worker's user (as if its keys), task 1 plants a link named like the status
+/// file pointing at one of the worker's files. The worker publishes neither the linked
+/// directory nor writes through the link: the first task's result is an empty run with its
+/// status, the second's status is a file of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_make_its_worker_publish_or_overwrite_files_beyond_its_outputs() {
+    let net = Net::start().await;
+    net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
+    net.wait_providers(1).await;
+    let secrets = net.dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(secrets.join("worker.key"), "the worker's key\n").unwrap();
+    let precious = net.dir.path().join("precious.txt");
+    std::fs::write(&precious, "the worker's data\n").unwrap();
+    let program = format!(
+        "case $GRIDWORK_ITEM_START in \
+         0) rm -rf $GRIDWORK_OUTPUTS && ln -s {s} $GRIDWORK_OUTPUTS ;; \
+         1) echo made > $GRIDWORK_OUTPUTS/result.txt && ln -s {p} $GRIDWORK_OUTPUTS/.gridwork-status ;; \
+         esac",
+        s = secrets.display(),
+        p = precious.display()
+    );
+    let job = net.submit(squares(2, 0, 30_000, &program)).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.status, JobStatus::Finished, "{view:#?}");
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        "the worker's data\n",
+        "the worker wrote through the planted link"
+    );
+    for t in &view.tasks {
+        let (_dir, tree) = result_tree(&net, t.result.as_ref().unwrap()).await;
+        let mut names: Vec<String> = std::fs::read_dir(&tree)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(
+            !names.iter().any(|n| n == "worker.key"),
+            "task {} published the linked directory: {names:?}",
+            t.index
+        );
+        let status = tree.join(".gridwork-status");
+        assert!(
+            std::fs::symlink_metadata(&status).unwrap().is_file(),
+            "task {}: the status is a file of its own",
+            t.index
+        );
+        assert_eq!(std::fs::read_to_string(&status).unwrap(), "exit 0\n");
+    }
+}

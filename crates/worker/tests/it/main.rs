@@ -244,6 +244,13 @@ const SQUARE: &str =
     "i=$GRIDWORK_ITEM_START; echo \"item $i squared $((i*i))\" > $GRIDWORK_OUTPUTS/result.txt";
 
 async fn result_text(net: &Net, output: &Hash) -> String {
+    let (_dir, out) = result_tree(net, output).await;
+    std::fs::read_to_string(out.join("result.txt")).unwrap()
+}
+
+/// Pulls a task's output tree as its requester would; the directory holding it, and where
+/// the tree lies in it.
+async fn result_tree(net: &Net, output: &Hash) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let requester = dev_keypair(0);
     let key = net.client.granted_key(output, &requester).await.unwrap();
@@ -259,8 +266,7 @@ async fn result_text(net: &Net, output: &Hash) -> String {
         )
         .await
         .unwrap();
-    let dir = out;
-    std::fs::read_to_string(dir.join("result.txt")).unwrap()
+    (dir, out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
