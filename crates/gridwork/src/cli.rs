@@ -176,6 +176,12 @@ pub(crate) struct SandboxArgs {
     /// Let the program open TCP connections and listen on TCP ports (without it, neither).
     #[arg(long)]
     pub(crate) network: bool,
+    /// End the run, the program and everything it started, after this many milliseconds.
+    #[arg(long)]
+    pub(crate) deadline_ms: Option<u64>,
+    /// Confine this process and become the program (what the supervisor starts).
+    #[arg(long, hide = true)]
+    pub(crate) inner: bool,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub(crate) command: Vec<String>,

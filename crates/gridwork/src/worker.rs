@@ -171,6 +171,37 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
     let Some((command, rest)) = args.command.split_first() else {
         bail!("sandbox-exec needs a program after `--`");
     };
+    if !args.inner {
+        // The supervisor: it starts this command again with `--inner` as its child, and ends
+        // every process the run leaves behind (gridwork_worker::supervise).
+        let mut inner = std::process::Command::new(
+            std::env::current_exe().context("locating the gridwork executable")?,
+        );
+        inner
+            .arg("sandbox-exec")
+            .arg("--inner")
+            .arg("--work")
+            .arg(&args.work);
+        if let Some(m) = args.memory_mib {
+            inner.arg("--memory-mib").arg(m.to_string());
+        }
+        if let Some(m) = args.max_file_mib {
+            inner.arg("--max-file-mib").arg(m.to_string());
+        }
+        for d in &args.gpu_device {
+            inner.arg("--gpu-device").arg(d);
+        }
+        for h in &args.hide {
+            inner.arg("--hide").arg(h);
+        }
+        if args.network {
+            inner.arg("--network");
+        }
+        inner.arg("--").args(&args.command);
+        let deadline = args.deadline_ms.map(Duration::from_millis);
+        let exit = gridwork_worker::supervise::supervise(inner, deadline)?;
+        gridwork_worker::supervise::exit_as(exit);
+    }
     let c = Confinement {
         work: args.work.clone(),
         memory_mib: args.memory_mib,

@@ -14,6 +14,7 @@ mod metrics;
 mod policy;
 mod probe;
 pub mod sandbox;
+pub mod supervise;
 
 pub use agent::{Behavior, CacheLimit, P2pConfig, Worker, WorkerConfig, WorkerError};
 pub use confine::{

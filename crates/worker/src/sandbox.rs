@@ -4,7 +4,9 @@
 //! `stderr.log`); the process starts there with a clean environment (only `PATH`, `HOME`,
 //! `TMPDIR`, `LANG` and the `GRIDWORK_*` variables below), in its own process group, and the
 //! whole group is killed at the deadline. With a [`Launcher`] (the `gridwork` binary) the
-//! program also runs under Landlock and resource limits (see `confine.rs`).
+//! program also runs under Landlock and resource limits (see `confine.rs`), beneath a
+//! supervisor that ends it and everything it started at the deadline (see `supervise.rs`);
+//! the worker's own kill is then a backstop `SUPERVISOR_GRACE` (5 s) later.
 //!
 //! Variables: `GRIDWORK_JOB`, `GRIDWORK_TASK`, `GRIDWORK_ITEM_START`, `GRIDWORK_ITEM_END`
 //! (exclusive), `GRIDWORK_INPUTS`, `GRIDWORK_OUTPUTS`.
@@ -91,6 +93,10 @@ impl Drop for ShortTmp {
     }
 }
 
+/// How long past the deadline the worker waits for a supervised run to end before it kills
+/// the run's process group itself.
+const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
+
 /// The directories of a task's work directory.
 pub fn layout(work: &Path) -> (PathBuf, PathBuf) {
     (work.join("inputs"), work.join("outputs"))
@@ -136,6 +142,10 @@ pub async fn run(
             for h in &l.hidden {
                 cmd.arg("--hide").arg(h);
             }
+            // The supervisor ends the run at the deadline, leftovers in sessions of their own
+            // included; the worker's own kill below is the backstop.
+            cmd.arg("--deadline-ms")
+                .arg(deadline.as_millis().to_string());
             cmd.arg("--").arg(&program.command).args(&program.args);
             cmd
         }
@@ -162,12 +172,17 @@ pub async fn run(
     cmd.env("TMPDIR", short_tmp.as_ref().map_or(&tmp, |s| &s.0));
     let mut child = cmd.spawn().map_err(err)?;
     let seconds = |s: Instant| s.elapsed().as_secs().max(1);
-    match tokio::time::timeout(deadline, child.wait()).await {
+    let backstop = match launcher {
+        Some(_) => deadline + SUPERVISOR_GRACE,
+        None => deadline,
+    };
+    match tokio::time::timeout(backstop, child.wait()).await {
         Ok(status) => {
             let status = status.map_err(err)?;
             Ok(RunOutcome {
                 code: status.code(),
-                timed_out: false,
+                // The supervisor ended it at the deadline.
+                timed_out: status.code().is_none() && started.elapsed() >= deadline,
                 seconds: seconds(started),
             })
         }

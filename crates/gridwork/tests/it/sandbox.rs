@@ -247,3 +247,129 @@ fn a_task_cannot_signal_processes_outside_its_sandbox() {
         assert!(alive, "the outsider lives: {out:?}");
     }
 }
+
+/// Whether process `pid` still runs (a zombie counts as ended).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        state != Some("Z")
+    })
+}
+
+/// Escape seen: a `setsid` child survived its run, with the worker's uid, after the task was
+/// committed. Every process a run starts ends with it: a process in a session of its own and a
+/// daemon's double fork alike. (Their output goes elsewhere, so nothing waits for them to
+/// close the run's pipes.)
+#[test]
+fn a_process_a_task_leaves_behind_ends_with_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().display();
+    let script = format!(
+        "setsid sleep 300 >/dev/null 2>&1 & echo $! > {w}/session; \
+         (setsid sh -c 'echo $$ > {w}/daemon; exec sleep 300' >/dev/null 2>&1 &); \
+         sleep 0.3; echo started"
+    );
+    let (out, _) = sandboxed(dir.path(), &script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("started"),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "it ends as the program did: {out:?}"
+    );
+    for name in ["session", "daemon"] {
+        let pid: u32 = std::fs::read_to_string(dir.path().join(name))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !running(pid),
+            "the {name} process outlived its run: {out:?}"
+        );
+    }
+}
+
+/// At its deadline a run ends, the program and whatever it left in other sessions, and the
+/// run reads as killed (what the worker reports as a timeout).
+#[test]
+fn a_run_ends_at_its_deadline_with_everything_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().display();
+    let script = format!("setsid sleep 300 >/dev/null 2>&1 & echo $! > {w}/session; sleep 300");
+    let started = std::time::Instant::now();
+    let (out, _) = sandboxed_with(&["--deadline-ms", "500"], dir.path(), &script);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "the run ended at its deadline"
+    );
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(9), "{out:?}");
+    let pid: u32 = std::fs::read_to_string(dir.path().join("session"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!running(pid), "the session's process outlived the deadline");
+}
+
+/// The worker's view of a supervised run: a program that runs past its deadline is a timeout
+/// (the supervisor ended it, and everything it started), one that exits is its exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
+    use gridwork_worker::sandbox::{run, Launcher, TaskEnv};
+    let launcher = Launcher {
+        exe: BIN.into(),
+        memory_mib: None,
+        max_file_mib: None,
+        gpu_devices: Vec::new(),
+        hidden: Vec::new(),
+    };
+    let env = TaskEnv {
+        job: "job".into(),
+        task: 0,
+        items: (0, 1),
+    };
+    let program = |script: &str| gridwork_types::Program {
+        command: "bash".into(),
+        args: vec!["-c".into(), script.into()],
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let late = run(
+        &program("setsid sleep 300 >/dev/null 2>&1 & echo $! > session; sleep 300"),
+        dir.path(),
+        &env,
+        std::time::Duration::from_millis(500),
+        Some(&launcher),
+    )
+    .await
+    .unwrap();
+    assert!(late.timed_out, "{late:?}");
+    assert_eq!(late.code, None);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "ended by the supervisor, not the backstop"
+    );
+    let pid: u32 = std::fs::read_to_string(dir.path().join("session"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!running(pid), "the session's process outlived the deadline");
+    let dir = tempfile::tempdir().unwrap();
+    let exited = run(
+        &program("exit 3"),
+        dir.path(),
+        &env,
+        std::time::Duration::from_secs(30),
+        Some(&launcher),
+    )
+    .await
+    .unwrap();
+    assert_eq!((exited.code, exited.timed_out), (Some(3), false));
+}
