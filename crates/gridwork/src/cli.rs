@@ -195,6 +195,10 @@ pub(crate) struct WorkerArgs {
     /// Tasks run or checked at once.
     #[arg(long, default_value_t = 2)]
     pub(crate) capacity: u32,
+    /// Let task programs read the home directory of the user running the worker (hidden by
+    /// default: SSH keys, cloud credentials and browser profiles live there).
+    #[arg(long)]
+    pub(crate) tasks_may_read_home: bool,
     /// The most one transaction may pay in fees, in GRID: steps go at the chain's minimum
     /// fee, and again at the fee the node names when its mempool is full, up to this.
     #[arg(long, default_value = "0.01")]

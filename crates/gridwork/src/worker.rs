@@ -1,6 +1,6 @@
 //! `gridwork worker`, `gridwork probe` and `gridwork sandbox-exec`: a provider's side.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -39,11 +39,12 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         .transpose()
         .context("--owner-approval")?;
     let owner_address = owner.map(|o| o.owner_address());
-    // Tasks may read neither: keys, the chunk cache, other tasks' decrypted inputs.
-    let hidden = vec![
-        std::path::absolute(home(cli)?).context("resolving the worker's home")?,
-        work_dir.clone(),
-    ];
+    let gridwork_home = std::path::absolute(home(cli)?).context("resolving the worker's home")?;
+    let user_home = match args.tasks_may_read_home {
+        true => None,
+        false => std::env::var_os("HOME").map(PathBuf::from),
+    };
+    let hidden = hidden_paths(&gridwork_home, &work_dir, user_home.as_deref());
     let report = probe_report();
     tracing::info!(nvidia = %report.nvidia_source, "probed");
     let hardware = report.hardware;
@@ -137,6 +138,21 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     })
 }
 
+/// What tasks may not read: the worker's home (keys, chunk cache), its work directory (the
+/// decrypted inputs of other tasks) and the home directory of the user running the worker
+/// (SSH keys, cloud credentials, browser profiles), unless that is `None` (the provider let
+/// tasks read it) or the root of the file system (a service user's). Task programs are found
+/// on a fixed `PATH` outside any home, so hiding it costs them nothing.
+fn hidden_paths(gridwork_home: &Path, work_dir: &Path, user_home: Option<&Path>) -> Vec<PathBuf> {
+    let mut hidden = vec![gridwork_home.to_path_buf(), work_dir.to_path_buf()];
+    if let Some(home) = user_home.filter(|h| h.is_absolute() && h.parent().is_some()) {
+        if !hidden.iter().any(|h| h == home) {
+            hidden.push(home.to_path_buf());
+        }
+    }
+    hidden
+}
+
 pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
     let report = probe_report();
     emit(cli.json, &report, || {
@@ -212,4 +228,37 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         network: args.network,
     };
     Err(confine_and_exec(&c, command, rest).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hidden_paths;
+    use std::path::{Path, PathBuf};
+
+    /// The user's home is hidden beside the worker's own directories, unless the provider
+    /// lets tasks read it; a home at the root would hide everything and is left out.
+    #[test]
+    fn tasks_may_not_read_the_users_home_unless_the_provider_lets_them() {
+        let gridwork = Path::new("/home/p/.gridwork");
+        let work = Path::new("/home/p/.gridwork/worker/dev1");
+        let home = Path::new("/home/p");
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            hidden_paths(gridwork, work, Some(home)),
+            paths(&[
+                "/home/p/.gridwork",
+                "/home/p/.gridwork/worker/dev1",
+                "/home/p"
+            ])
+        );
+        assert_eq!(
+            hidden_paths(gridwork, work, None),
+            paths(&["/home/p/.gridwork", "/home/p/.gridwork/worker/dev1"])
+        );
+        assert_eq!(hidden_paths(gridwork, work, Some(Path::new("/"))).len(), 2);
+        assert_eq!(
+            hidden_paths(gridwork, work, Some(Path::new("relative"))).len(),
+            2
+        );
+    }
 }

@@ -250,7 +250,12 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
     let text = text
         .replace(
             &args_line,
-            r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; cat $GRIDWORK_INPUTS/frame.txt > $GRIDWORK_OUTPUTS/frame.txt"]"#,
+            &format!(
+                // The program also tries to read the SSH key in the home of the user running
+                // the worker: tasks may not, so the frame holds only the input.
+                r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; cat $GRIDWORK_INPUTS/frame.txt > $GRIDWORK_OUTPUTS/frame.txt; cat {}/.ssh/id_ed25519 >> $GRIDWORK_OUTPUTS/frame.txt 2>/dev/null; true"]"#,
+                dir.path().join("user-home").display()
+            ),
         )
         .replace("items = 6", "items = 2")
         .replace("first_bids = 3", "first_bids = 1")

@@ -142,7 +142,15 @@ pub(super) fn pull<'a>(cid: &'a str, out: &'a Path, extra: &[&'a str]) -> Vec<&'
 pub(super) struct WorkerProcess(pub(super) Child);
 
 impl WorkerProcess {
+    /// A worker run by a user whose home (beside `cli.home`: `user-home`) holds an SSH key.
     pub(super) fn start(cli: &Cli, key: &str) -> WorkerProcess {
+        let user_home = cli.home.with_file_name("user-home");
+        std::fs::create_dir_all(user_home.join(".ssh")).unwrap();
+        std::fs::write(
+            user_home.join(".ssh/id_ed25519"),
+            "the provider's ssh key\n",
+        )
+        .unwrap();
         WorkerProcess(
             Command::new(BIN)
                 .args([
@@ -155,6 +163,7 @@ impl WorkerProcess {
                     "100",
                 ])
                 .env("GRIDWORK_HOME", &cli.home)
+                .env("HOME", &user_home)
                 .env("GRIDWORK_NODE", &cli.api)
                 .env("GRIDWORK_LOG", "warn")
                 .stdout(Stdio::null())
