@@ -617,7 +617,7 @@ impl Shared<'_> {
 
     fn cut(&self, file: usize, window: &mut Vec<u8>, done: &mut Done) -> Result<(), TreeError> {
         let path = &self.root.path(&self.files[file]);
-        let source = std::fs::File::open(path).map_err(io(path))?;
+        let source = crate::tree::open_scanned(path)?;
         let mut cutter = Cutter::new(source, self.params, window);
         let mut index = 0u32;
         while let Some(plain) = cutter.next_chunk().map_err(io(path))? {

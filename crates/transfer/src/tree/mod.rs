@@ -259,6 +259,26 @@ pub enum TreeError {
     },
 }
 
+/// Opens a file the scan found as a regular file, for reading its content: with
+/// `O_NOFOLLOW` and `O_NONBLOCK`, and checked to be a regular file still, so a file replaced
+/// since the scan by a link (to somewhere else of the reader's) or a FIFO (that would block
+/// the read for ever) is an error, not read. What a task program leaves is read this way.
+pub(crate) fn open_scanned(path: &Path) -> Result<std::fs::File, TreeError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(io(path))?;
+    if !file.metadata().map_err(io(path))?.is_file() {
+        return Err(io(path)(std::io::Error::other(
+            "no longer a regular file (it changed since the tree was scanned)",
+        )));
+    }
+    Ok(file)
+}
+
 pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> TreeError + '_ {
     move |source| TreeError::Io {
         path: path.display().to_string(),

@@ -359,7 +359,7 @@ pub fn tree_digest(root: &Path) -> Result<Hash, TreeError> {
     for f in &scanned.files {
         let mut h = blake3::Hasher::new();
         let path = &scanned.root.path(f);
-        let file = std::fs::File::open(path).map_err(io(path))?;
+        let file = super::open_scanned(path)?;
         h.update_reader(file).map_err(io(path))?;
         entries.push(Entry {
             path: f.rel.clone(),

@@ -1,4 +1,4 @@
-//! Unit tests of id sets, escaping links and v1 manifests.
+//! Unit tests of id sets, escaping links, v1 manifests and reading scanned files.
 
 use std::collections::HashSet;
 
@@ -73,4 +73,29 @@ fn a_v1_manifest_is_read_in_path_order_and_a_path_listed_twice_is_refused() {
     let twice = doc(vec![entry("a", "dir"), entry("a", "file")]);
     let err = parse_manifest(twice.as_bytes(), true).unwrap_err();
     assert!(err.to_string().contains("`a` twice"), "{err}");
+}
+
+/// A file scanned as regular and replaced since by a link or a FIFO is an error when read,
+/// not followed (to a file of the reader's) and not waited on (a FIFO's read would block).
+#[test]
+fn a_scanned_file_replaced_by_a_link_or_a_fifo_is_refused_when_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain");
+    std::fs::write(&plain, b"content").unwrap();
+    assert!(super::open_scanned(&plain).is_ok());
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, b"the reader's").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    assert!(super::open_scanned(&link).is_err());
+    let fifo = dir.path().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    assert!(super::open_scanned(&fifo).is_err());
 }
