@@ -1,7 +1,11 @@
 //! Running a task's program as a confined process.
 //!
-//! Each task gets its own work directory (`inputs/`, `outputs/`, `tmp/`, `stdout.log`,
-//! `stderr.log`); the process starts there with a clean environment (only `PATH`, `HOME`,
+//! Each task gets its own work directory. The program may write only beneath its `run/`
+//! (`inputs/`, `outputs/`, `tmp/`), where it starts; what the worker keeps of the run lies
+//! beside it, where the program can neither write nor plant links: `stdout.log` and
+//! `stderr.log` (the program writes them through descriptors the worker opened), the run's
+//! `result.json` and the outputs of others it judged. It starts with a clean environment
+//! (only `PATH`, `HOME`,
 //! `TMPDIR`, `LANG` and the `GRIDWORK_*` variables below), in its own process group, and the
 //! whole group is killed at the deadline. With a [`Launcher`] (the `gridwork` binary) the
 //! program also runs under Landlock and resource limits (see `confine.rs`), beneath a
@@ -97,9 +101,15 @@ impl Drop for ShortTmp {
 /// the run's process group itself.
 const SUPERVISOR_GRACE: Duration = Duration::from_secs(5);
 
-/// The directories of a task's work directory.
+/// Where a task's program runs, and all it may write: `run/` of its work directory.
+pub fn run_dir(work: &Path) -> PathBuf {
+    work.join("run")
+}
+
+/// The inputs and outputs directories of a task's work directory (in its [`run_dir`]).
 pub fn layout(work: &Path) -> (PathBuf, PathBuf) {
-    (work.join("inputs"), work.join("outputs"))
+    let run = run_dir(work);
+    (run.join("inputs"), run.join("outputs"))
 }
 
 /// Runs `program` in `work` until it exits or `deadline` passes.
@@ -116,7 +126,8 @@ pub async fn run(
         source,
     };
     let (inputs, outputs) = layout(work);
-    for dir in [&inputs, &outputs, &work.join("tmp")] {
+    let run_dir = run_dir(work);
+    for dir in [&inputs, &outputs, &run_dir.join("tmp")] {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let stdout = std::fs::File::create(work.join("stdout.log")).map_err(err)?;
@@ -129,7 +140,7 @@ pub async fn run(
         }
         Some(l) => {
             let mut cmd = tokio::process::Command::new(&l.exe);
-            cmd.arg("sandbox-exec").arg("--work").arg(work);
+            cmd.arg("sandbox-exec").arg("--work").arg(&run_dir);
             if let Some(m) = l.memory_mib {
                 cmd.arg("--memory-mib").arg(m.to_string());
             }
@@ -150,10 +161,10 @@ pub async fn run(
             cmd
         }
     };
-    cmd.current_dir(work)
+    cmd.current_dir(&run_dir)
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", work)
+        .env("HOME", &run_dir)
         .env("LANG", "C.UTF-8")
         .env("GRIDWORK_JOB", &env.job)
         .env("GRIDWORK_TASK", env.task.to_string())
@@ -167,7 +178,7 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true);
     let started = Instant::now();
-    let tmp = work.join("tmp");
+    let tmp = run_dir.join("tmp");
     let short_tmp = ShortTmp::new(&tmp);
     cmd.env("TMPDIR", short_tmp.as_ref().map_or(&tmp, |s| &s.0));
     let mut child = cmd.spawn().map_err(err)?;
@@ -235,12 +246,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome.code, Some(0));
-        let tmpdir = std::fs::read_to_string(work.join("outputs/tmpdir")).unwrap();
-        assert!(work.join("tmp").as_os_str().len() > 107);
+        let tmpdir = std::fs::read_to_string(work.join("run/outputs/tmpdir")).unwrap();
+        assert!(work.join("run/tmp").as_os_str().len() > 107);
         // Room for a program's own directory and socket name beneath it.
         assert!(tmpdir.len() <= 40, "{tmpdir}");
         assert_eq!(
-            std::fs::read_to_string(work.join("tmp/note")).unwrap(),
+            std::fs::read_to_string(work.join("run/tmp/note")).unwrap(),
             "hi\n"
         );
         assert!(
@@ -260,12 +271,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome.code, Some(0));
-        let out = std::fs::read_to_string(work.path().join("outputs/out.txt")).unwrap();
+        let out = std::fs::read_to_string(work.path().join("run/outputs/out.txt")).unwrap();
         assert_eq!(out.trim(), "6-9");
         // Nothing of the worker's own environment reaches the task (the shell adds PWD,
         // SHLVL and _ itself).
         let allowed = ["PATH", "HOME", "TMPDIR", "LANG", "PWD", "SHLVL", "_"];
-        for line in std::fs::read_to_string(work.path().join("env.txt"))
+        for line in std::fs::read_to_string(work.path().join("run/env.txt"))
             .unwrap()
             .lines()
         {
@@ -278,7 +289,7 @@ mod tests {
         let pwd = std::fs::read_to_string(work.path().join("stdout.log")).unwrap();
         assert_eq!(
             std::path::Path::new(pwd.trim()),
-            work.path().canonicalize().unwrap()
+            work.path().join("run").canonicalize().unwrap()
         );
     }
 
@@ -296,7 +307,7 @@ mod tests {
             .await
             .unwrap();
         assert!(outcome.timed_out);
-        assert!(!work.path().join("late.txt").exists());
+        assert!(!work.path().join("run/late.txt").exists());
     }
 
     #[tokio::test]

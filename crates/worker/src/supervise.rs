@@ -8,12 +8,12 @@
 //! is re-parented to it rather than to init, and starts the confined program as its child
 //! (through `sandbox-exec --inner`, which confines itself and `exec`s it, so no code runs
 //! between `fork` and `exec`). When the program exits, or the run's deadline passes, the
-//! supervisor kills whatever is left beneath it and ends as the program did.
+//! supervisor stops every process left beneath it, then kills them all (one at a time, a tree
+//! that rebuilds itself would outrun the kills), and ends as the program did.
 //!
 //! The supervisor itself runs outside the task's Landlock domain, so the task can neither
 //! signal nor trace it (Landlock's scoping), and it reads only `/proc` and its own children.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -86,17 +86,33 @@ fn exit_of(status: WaitStatus) -> Exit {
     }
 }
 
-/// Kills every process beneath this one, until none is left: a killed process's children
-/// become this one's in turn (it is their subreaper).
+/// Kills every process beneath this one. The whole tree is stopped first and then killed: a
+/// stopped process forks no more, so a tree that rebuilds itself (a chain whose leaf forks
+/// again as soon as a parent dies) cannot outrun the kills, as it could when they went a
+/// level at a time.
 fn end_descendants(me: Pid) {
-    // Bounded, so a fork bomb racing the kills cannot keep the run alive for ever (a round
-    // takes about a millisecond).
-    for _ in 0..10_000 {
-        let children = children_of(me);
-        if children.is_empty() {
+    let mut seen = std::collections::HashSet::new();
+    // Until a pass finds nobody new: each pass stops what it finds, and only a process not
+    // stopped yet can have started another.
+    for _ in 0..1_000 {
+        let tree = descendants(me);
+        let mut new = false;
+        for pid in &tree {
+            new |= seen.insert(*pid);
+            let _ = kill_process(*pid, Signal::STOP);
+        }
+        if !new {
             break;
         }
-        for pid in children {
+    }
+    // A killed process's children become this one's (it is their subreaper); all of them are
+    // stopped, so a few passes end them all.
+    for _ in 0..100 {
+        let tree = descendants(me);
+        if tree.is_empty() {
+            break;
+        }
+        for pid in tree {
             let _ = kill_process(pid, Signal::KILL);
         }
         while let Ok(Some(_)) = wait(WaitOptions::NOHANG) {}
@@ -105,38 +121,37 @@ fn end_descendants(me: Pid) {
     while let Ok(Some(_)) = wait(WaitOptions::NOHANG) {}
 }
 
-/// The children of `pid`, from `/proc/<pid>/task/<pid>/children`, or where the kernel lacks
-/// that file, from every process's parent in `/proc/*/stat`.
-fn children_of(pid: Pid) -> Vec<Pid> {
-    let raw = pid.as_raw_nonzero().get();
-    let listed = Path::new("/proc")
-        .join(raw.to_string())
-        .join("task")
-        .join(raw.to_string())
-        .join("children");
-    if let Ok(text) = std::fs::read_to_string(&listed) {
-        return text
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .filter_map(Pid::from_raw)
-            .collect();
-    }
+/// Every process beneath `root` (its children, theirs, and so on), from each process's
+/// parent in `/proc/*/stat`; zombies included.
+fn descendants(root: Pid) -> Vec<Pid> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for pid in entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
-                // The parent follows the command's closing parenthesis and the state.
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok())
-                    == Some(raw)
-            })
-        })
-        .filter_map(Pid::from_raw)
-        .collect()
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The parent follows the command's closing parenthesis and the state.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+        if let Some(parent) = parent {
+            children.entry(parent).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut next = vec![root.as_raw_nonzero().get()];
+    while let Some(pid) = next.pop() {
+        for child in children.get(&pid).into_iter().flatten() {
+            found.push(*child);
+            next.push(*child);
+        }
+    }
+    found.into_iter().filter_map(Pid::from_raw).collect()
 }
 
 /// Ends this process as the program ended: with its code, or by its signal.

@@ -355,7 +355,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
         started.elapsed() < std::time::Duration::from_secs(5),
         "ended by the supervisor, not the backstop"
     );
-    let pid: u32 = std::fs::read_to_string(dir.path().join("session"))
+    let pid: u32 = std::fs::read_to_string(dir.path().join("run/session"))
         .unwrap()
         .trim()
         .parse()
@@ -372,4 +372,107 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     .await
     .unwrap();
     assert_eq!((exited.code, exited.timed_out), (Some(3), false));
+}
+
+/// What the worker keeps of a run (its logs, which it streams to the node; its result, which
+/// it commits to) lies beside the run's directory, where the program may not write: it cannot
+/// swap a log for a link to one of the worker's files (streamed to the requester) or a FIFO
+/// (a read that never ends), nor plant a link the worker would write its result through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
+    use gridwork_worker::sandbox::{run, Launcher, TaskEnv};
+    let base = tempfile::tempdir().unwrap();
+    let worker_home = base.path().join("worker");
+    let work = worker_home.join("task");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = worker_home.join("key");
+    std::fs::write(&key, "the worker's key\n").unwrap();
+    let launcher = Launcher {
+        exe: BIN.into(),
+        memory_mib: None,
+        max_file_mib: None,
+        gpu_devices: Vec::new(),
+        hidden: vec![worker_home.clone()],
+    };
+    let env = TaskEnv {
+        job: "job".into(),
+        task: 0,
+        items: (0, 1),
+    };
+    let script = format!(
+        "echo printed; ln -sf {k} ../stdout.log; rm -f ../stderr.log; mkfifo ../stderr.log; \
+         ln -s {k} ../result.json.tmp; echo '{{}}' > ../result.json; echo tried",
+        k = key.display()
+    );
+    let program = gridwork_types::Program {
+        command: "bash".into(),
+        args: vec!["-c".into(), script],
+    };
+    let outcome = run(
+        &program,
+        &work,
+        &env,
+        std::time::Duration::from_secs(30),
+        Some(&launcher),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.code, Some(0), "{outcome:?}");
+    for log in ["stdout.log", "stderr.log"] {
+        let meta = std::fs::symlink_metadata(work.join(log)).unwrap();
+        assert!(meta.is_file(), "{log} is still the worker's file");
+    }
+    let stdout = std::fs::read_to_string(work.join("stdout.log")).unwrap();
+    assert_eq!(stdout, "printed\ntried\n");
+    assert!(std::fs::symlink_metadata(work.join("result.json.tmp")).is_err());
+    assert!(std::fs::symlink_metadata(work.join("result.json")).is_err());
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), "the worker's key\n");
+}
+
+/// A process tree that rebuilds itself (`scripts/chain.c`: a chain whose leaf forks again
+/// whenever a member dies) outran a supervisor that killed a level at a time; the whole tree
+/// is stopped first, then killed, and nothing of it outlives the deadline. (Built here with
+/// the C compiler: a shell or Python chain forks too slowly to race the kills.)
+#[test]
+fn a_process_tree_that_rebuilds_itself_ends_with_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/scripts/chain.c");
+    let chain = dir.path().join("chain");
+    let built = Command::new("cc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&chain)
+        .arg(&source)
+        .output()
+        .expect("a C compiler (`cc`) builds the chain: install gcc");
+    assert!(built.status.success(), "{built:?}");
+    let members = dir.path().join("members");
+    let script = format!(
+        "{c} {m} >/dev/null 2>&1 & sleep 300",
+        c = chain.display(),
+        m = members.display()
+    );
+    let started = std::time::Instant::now();
+    let (out, _) = sandboxed_with(&["--deadline-ms", "1500"], dir.path(), &script);
+    let took = started.elapsed();
+    let pids: Vec<u32> = std::fs::read_to_string(&members)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let left: Vec<u32> = pids.iter().copied().filter(|p| running(*p)).collect();
+    for pid in &left {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    assert!(pids.len() > 1, "the chain grew: {out:?}");
+    assert!(
+        left.is_empty(),
+        "{} of {} members outlived the run",
+        left.len(),
+        pids.len()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the run ended at its deadline: {took:?}"
+    );
 }
