@@ -179,6 +179,11 @@ pub(crate) struct SandboxArgs {
     /// End the run, the program and everything it started, after this many milliseconds.
     #[arg(long)]
     pub(crate) deadline_ms: Option<u64>,
+    /// Write how the program ended to this file (`exit N`, `signal N` or `deadline`): the
+    /// supervisor itself cannot always end by the program's signal (one it ignores, such as
+    /// SIGPIPE, or one without a name).
+    #[arg(long)]
+    pub(crate) status_file: Option<PathBuf>,
     /// Confine this process and become the program (what the supervisor starts).
     #[arg(long, hide = true)]
     pub(crate) inner: bool,

@@ -216,6 +216,10 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         inner.arg("--").args(&args.command);
         let deadline = args.deadline_ms.map(Duration::from_millis);
         let exit = gridwork_worker::supervise::supervise(inner, deadline)?;
+        if let Some(path) = &args.status_file {
+            std::fs::write(path, exit.to_line() + "\n")
+                .with_context(|| format!("writing --status-file {}", path.display()))?;
+        }
         gridwork_worker::supervise::exit_as(exit);
     }
     let c = Confinement {

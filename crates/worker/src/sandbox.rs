@@ -127,6 +127,9 @@ pub async fn run(
     };
     let (inputs, outputs) = layout(work);
     let run_dir = run_dir(work);
+    // Where the supervisor says how the program ended; beside the run, out of its reach.
+    let status_file = work.join("run-status");
+    let _ = std::fs::remove_file(&status_file);
     for dir in [&inputs, &outputs, &run_dir.join("tmp")] {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -157,6 +160,7 @@ pub async fn run(
             // included; the worker's own kill below is the backstop.
             cmd.arg("--deadline-ms")
                 .arg(deadline.as_millis().to_string());
+            cmd.arg("--status-file").arg(&status_file);
             cmd.arg("--").arg(&program.command).args(&program.args);
             cmd
         }
@@ -190,10 +194,18 @@ pub async fn run(
     match tokio::time::timeout(backstop, child.wait()).await {
         Ok(status) => {
             let status = status.map_err(err)?;
+            let supervised = launcher
+                .and_then(|_| std::fs::read_to_string(&status_file).ok())
+                .and_then(|line| crate::supervise::Exit::from_line(&line));
+            let (code, timed_out) = match supervised {
+                Some(crate::supervise::Exit::Code(code)) => (Some(code), false),
+                Some(crate::supervise::Exit::Signal(_)) => (None, false),
+                Some(crate::supervise::Exit::Deadline) => (None, true),
+                None => (status.code(), false),
+            };
             Ok(RunOutcome {
-                code: status.code(),
-                // The supervisor ended it at the deadline.
-                timed_out: status.code().is_none() && started.elapsed() >= deadline,
+                code,
+                timed_out,
                 seconds: seconds(started),
             })
         }

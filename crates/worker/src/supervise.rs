@@ -24,8 +24,31 @@ use rustix::process::{getpid, kill_process, wait, Pid, Signal, WaitOptions, Wait
 pub enum Exit {
     /// It exited with this code.
     Code(i32),
-    /// A signal ended it (the supervisor's own `SIGKILL` at the deadline among them).
+    /// A signal ended it.
     Signal(i32),
+    /// The deadline passed and the supervisor ended it.
+    Deadline,
+}
+
+impl Exit {
+    /// As `--status-file` records it: `exit N`, `signal N` or `deadline`.
+    pub fn to_line(self) -> String {
+        match self {
+            Exit::Code(code) => format!("exit {code}"),
+            Exit::Signal(signal) => format!("signal {signal}"),
+            Exit::Deadline => "deadline".into(),
+        }
+    }
+
+    /// Reads what [`Exit::to_line`] wrote.
+    pub fn from_line(line: &str) -> Option<Exit> {
+        match line.trim().split_once(' ') {
+            Some(("exit", n)) => n.parse().ok().map(Exit::Code),
+            Some(("signal", n)) => n.parse().ok().map(Exit::Signal),
+            None if line.trim() == "deadline" => Some(Exit::Deadline),
+            _ => None,
+        }
+    }
 }
 
 /// Why the run could not be supervised.
@@ -57,7 +80,7 @@ pub fn supervise(mut inner: Command, deadline: Option<Duration>) -> Result<Exit,
             if let Some(pid) = program {
                 let _ = kill_process(pid, Signal::KILL);
             }
-            break Exit::Signal(Signal::KILL.as_raw());
+            break Exit::Deadline;
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -158,12 +181,36 @@ fn descendants(root: Pid) -> Vec<Pid> {
 pub fn exit_as(exit: Exit) -> ! {
     match exit {
         Exit::Code(code) => std::process::exit(code),
+        Exit::Deadline => {
+            let _ = kill_process(getpid(), Signal::KILL);
+            std::process::exit(128 + Signal::KILL.as_raw())
+        }
         Exit::Signal(signal) => {
             if let Some(signal) = Signal::from_named_raw(signal) {
                 let _ = kill_process(getpid(), signal);
             }
             // A signal this process ignores or survives: the shell's convention.
             std::process::exit(128 + signal)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    #[test]
+    fn an_exit_reads_back_as_written_and_nothing_else_reads() {
+        for exit in [
+            Exit::Code(0),
+            Exit::Code(-1),
+            Exit::Signal(13),
+            Exit::Deadline,
+        ] {
+            assert_eq!(Exit::from_line(&(exit.to_line() + "\n")), Some(exit));
+        }
+        for junk in ["", "exit", "exit x", "signal", "deadline 3", "killed 9"] {
+            assert_eq!(Exit::from_line(junk), None, "{junk}");
         }
     }
 }

@@ -318,7 +318,8 @@ fn a_run_ends_at_its_deadline_with_everything_it_started() {
 }
 
 /// The worker's view of a supervised run: a program that runs past its deadline is a timeout
-/// (the supervisor ended it, and everything it started), one that exits is its exit code.
+/// (the supervisor ended it, and everything it started), one that exits is its exit code, one
+/// a signal ended was killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     use gridwork_worker::sandbox::{run, Launcher, TaskEnv};
@@ -372,6 +373,19 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     .await
     .unwrap();
     assert_eq!((exited.code, exited.timed_out), (Some(3), false));
+    // Ended by a signal the supervisor itself ignores (Rust programs ignore SIGPIPE): still
+    // read as killed, as without a supervisor, not as an exit code.
+    let dir = tempfile::tempdir().unwrap();
+    let piped = run(
+        &program("kill -PIPE $$"),
+        dir.path(),
+        &env,
+        std::time::Duration::from_secs(30),
+        Some(&launcher),
+    )
+    .await
+    .unwrap();
+    assert_eq!((piped.code, piped.timed_out), (None, false), "{piped:?}");
 }
 
 /// What the worker keeps of a run (its logs, which it streams to the node; its result, which
