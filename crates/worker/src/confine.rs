@@ -28,6 +28,10 @@
 //! no TCP port unless `Confinement::network` allows it, and signals (or reaches through
 //! abstract UNIX sockets) only processes of its own sandbox, not its worker.
 //!
+//! Before Landlock, the process takes a mount namespace of its own (in a user namespace mapping
+//! only its own uid and gid; see [`own_mounts`]): a private `/dev/shm`, and nothing at the
+//! user's `/run/user/<uid>` nor at Docker's socket.
+//!
 //! Landlock needs Linux 5.13 or later with the LSM enabled; where the kernel lacks it the
 //! program still runs, under the resource limits alone, and [`confine_and_exec`] says so on
 //! standard error.
@@ -95,6 +99,62 @@ pub enum LandlockStatus {
     Partial,
     /// The kernel does not support Landlock.
     Unsupported,
+}
+
+/// Gives this process (and so the program it becomes) a mount namespace of its own, inside a
+/// user namespace that maps only the worker's own uid and gid, so no privilege is needed:
+///
+/// - a private, empty `/dev/shm` (POSIX shared memory: other tasks' segments are out of
+///   reach, and nothing a task leaves there outlives it);
+/// - nothing at the user's `/run/user/<uid>` (its D-Bus, and through it `systemd-run --user`,
+///   which starts processes outside every sandbox) and at Docker's socket (a container
+///   started through it is root on the host): Landlock does not cover connecting to a socket
+///   by its path.
+///
+/// Fails (and the run goes on with the shared mounts, saying so) where the host forbids
+/// unprivileged user namespaces, or the process has threads (it has none here).
+fn own_mounts() -> Result<(), String> {
+    use rustix::mount::{mount, mount_bind, mount_change, MountFlags, MountPropagationFlags};
+    use rustix::thread::UnshareFlags;
+    let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+    #[allow(deprecated)] // `unshare_unsafe` only differs for CLONE_FILES, not asked for here.
+    rustix::thread::unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNS)
+        .map_err(|e| format!("unshare: {e}"))?;
+    let write =
+        |file: &str, text: String| std::fs::write(file, text).map_err(|e| format!("{file}: {e}"));
+    write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
+    write("/proc/self/setgroups", "deny".into())?;
+    write("/proc/self/gid_map", format!("{0} {0} 1", gid.as_raw()))?;
+    // Nothing mounted from here on reaches the host's namespace.
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    let hidden_flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    mount("tmpfs", "/dev/shm", "tmpfs", hidden_flags, c"mode=1777")
+        .map_err(|e| format!("/dev/shm: {e}"))?;
+    let user_run = format!("/run/user/{}", uid.as_raw());
+    if Path::new(&user_run).is_dir() {
+        mount(
+            "tmpfs",
+            user_run.as_str(),
+            "tmpfs",
+            hidden_flags | MountFlags::RDONLY,
+            c"mode=0",
+        )
+        .map_err(|e| format!("{user_run}: {e}"))?;
+    }
+    for socket in ["/run/docker.sock", "/var/run/docker.sock"] {
+        let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_socket()
+        });
+        if is_socket {
+            mount_bind("/dev/null", socket).map_err(|e| format!("{socket}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies the limits and the Landlock rules to this process.
@@ -250,6 +310,9 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
 pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
+    if let Err(why) = own_mounts() {
+        eprintln!("gridwork sandbox: no mount namespace of its own ({why}): /dev/shm is shared with other tasks, and the user's D-Bus and Docker's socket stay reachable");
+    }
     match confine(c) {
         Ok(LandlockStatus::Enforced) => {}
         Ok(LandlockStatus::Partial) => eprintln!("gridwork sandbox: Landlock Partial on this kernel (an older ABI): some restrictions (truncation, TCP, signals) do not apply"),

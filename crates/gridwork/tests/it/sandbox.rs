@@ -490,3 +490,44 @@ fn a_process_tree_that_rebuilds_itself_ends_with_its_run() {
         "the run ended at its deadline: {took:?}"
     );
 }
+
+/// A run has a `/dev/shm` of its own: it sees nothing another run or the host put there, and
+/// nothing it puts there outlives it. Docker's socket, where the host has one, is out of reach
+/// (a container started through it is root on the host; Landlock does not cover connecting to
+/// a socket by its path).
+#[test]
+fn a_run_has_its_own_shared_memory_and_no_docker_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = format!("/dev/shm/gridwork-host-{}", std::process::id());
+    std::fs::write(&outside, "the host's\n").unwrap();
+    let inside = format!("/dev/shm/gridwork-task-{}", std::process::id());
+    let script = format!(
+        "cat {outside} && echo saw-host; echo task > {inside} && echo wrote; \
+         [ -S /var/run/docker.sock ] && echo docker-socket; [ -S /run/docker.sock ] && echo docker-socket; \
+         echo done"
+    );
+    let (out, _) = sandboxed(dir.path(), &script);
+    let _ = std::fs::remove_file(&outside);
+    let leaked = std::path::Path::new(&inside).exists();
+    let _ = std::fs::remove_file(&inside);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("wrote") && stdout.contains("done"),
+        "{out:?}"
+    );
+    // Where the host forbids user namespaces (util-linux's `unshare` cannot make one either),
+    // the run goes on with the shared mounts and says so; elsewhere it has its own.
+    let host_allows = Command::new("unshare")
+        .args(["--user", "--mount", "--map-current-user", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !host_allows {
+        assert!(stderr.contains("no mount namespace of its own"), "{out:?}");
+        return;
+    }
+    assert!(!stderr.contains("no mount namespace"), "{out:?}");
+    assert!(!stdout.contains("saw-host"), "{out:?}");
+    assert!(!leaked, "the task's segment outlived its run");
+    assert!(!stdout.contains("docker-socket"), "{out:?}");
+}
