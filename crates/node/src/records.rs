@@ -69,7 +69,13 @@ impl TaskRecords {
     /// Drops the logs of jobs closed and unwritten since `now_ms` less the retention;
     /// returns how many jobs' logs went.
     pub fn prune_logs(&self, now_ms: u64) -> u64 {
-        let open: HashSet<Hash> = self.shared.ledger.open_jobs().into_iter().collect();
+        let open: HashSet<Hash> = self.shared.ledger.with_state(|state, _| {
+            state
+                .jobs()
+                .filter(|(_, j)| !j.finished && !j.cancelled)
+                .map(|(id, _)| *id)
+                .collect()
+        });
         self.shared.logs.prune(
             |job| open.contains(job),
             now_ms.saturating_sub(self.shared.log_retention_ms),
