@@ -75,7 +75,7 @@ deposit = "auto"
 inputs = ["./train"]
 [program]
 command = "sh"
-args = ["-c", "$PY \$GRIDWORK_INPUTS/train_step.py"]
+args = ["-c", "$PY \$GRIDWORK_INPUTS/train/train_step.py"]
 [instructions]
 items = 2
 chunk = 1

@@ -1,7 +1,7 @@
 //! The market on the wire: jobs, tasks, declines, providers, task logs and pages of jobs.
 
 use gridwork_protocol::{Phase, PoolStatus};
-use gridwork_types::{Address, Amount, Hardware, Hash, PeerAddr, Prescription, PublicKey};
+use gridwork_types::{Address, Amount, Hardware, Hash, PeerAddr, Prescription, PublicKey, RunEnd};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
@@ -103,6 +103,14 @@ pub struct TaskView {
     /// The accepted output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Hash>,
+    /// How the runs of the accepted output ended: `exit` with code 0 is a success; any
+    /// other end is a failure the council reproduced, paid as work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<RunEnd>,
+    /// What the executor and council were paid for the runs that closed the task, before
+    /// the market fee.
+    #[serde(default)]
+    pub paid: Amount,
     /// When the current phase times out (block time, ms).
     pub deadline_ms: u64,
     /// Why it waits.

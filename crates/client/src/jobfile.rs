@@ -88,6 +88,8 @@ struct RawRequirements {
     min_cpu_cores: u32,
     #[serde(default)]
     min_memory_mib: u64,
+    #[serde(default)]
+    software: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,13 +139,25 @@ pub enum Input {
     Cid(Hash),
 }
 
+/// An input and where it lands in a run ([`gridwork_types::DataInput::name`]): a directory
+/// `./scene` as `$GRIDWORK_INPUTS/scene/`, a file `./data.csv` as `$GRIDWORK_INPUTS/data.csv`
+/// (name empty: a tree of one file keeps the file's name), a stored tree `NAME=cid:<hex>` as
+/// `$GRIDWORK_INPUTS/NAME/` (`cid:<hex>` alone: under its 64-hex id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInput {
+    /// What to upload or name.
+    pub source: Input,
+    /// Its directory under `$GRIDWORK_INPUTS`, or empty for a file.
+    pub name: String,
+}
+
 /// A parsed job file.
 #[derive(Debug, Clone)]
 pub struct JobFile {
     /// The prescription, with `data` empty until the inputs are uploaded.
     pub prescription: Prescription,
-    /// The inputs, in order.
-    pub inputs: Vec<Input>,
+    /// The inputs, in order, each with where it lands; no two land on the same path.
+    pub inputs: Vec<JobInput>,
     /// The deposit, if the file sets one (otherwise the job's maximum cost).
     pub deposit: Option<Amount>,
 }
@@ -228,6 +242,7 @@ impl JobFile {
                     min_vram_mib: r.min_vram_mib,
                     min_cpu_cores: r.min_cpu_cores,
                     min_memory_mib: r.min_memory_mib,
+                    software: r.software,
                 },
                 task_deadline_ms: secs(
                     "instructions.task_deadline_s",
@@ -244,23 +259,79 @@ impl JobFile {
                 give_up_ms: secs("halting.give_up_after_s", raw.halting.give_up_after_s)?,
             },
         };
-        let mut inputs = Vec::new();
+        let mut inputs: Vec<JobInput> = Vec::new();
+        // Where each input lands under $GRIDWORK_INPUTS, and which input put it there.
+        let mut landing: Vec<(String, String)> = Vec::new();
         for input in raw.data.inputs {
-            match input.strip_prefix("cid:") {
-                Some(hex) => inputs.push(Input::Cid(hex.parse().map_err(
-                    |e: gridwork_types::HashError| field("data.inputs", e.to_string()),
-                )?)),
+            let (named, stored) = match input.split_once("cid:") {
+                Some((prefix, hex)) => match prefix.strip_suffix('=') {
+                    Some(name) => (Some(name.to_string()), Some(hex)),
+                    None if prefix.is_empty() => (None, Some(hex)),
+                    None => (None, None),
+                },
+                None => (None, None),
+            };
+            let (job_input, lands) = match stored {
+                Some(hex) => {
+                    let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
+                        field("data.inputs", format!("`{input}`: {e}"))
+                    })?;
+                    let name = named.unwrap_or_else(|| cid.to_string());
+                    (
+                        JobInput {
+                            source: Input::Cid(cid),
+                            name: name.clone(),
+                        },
+                        name,
+                    )
+                }
                 None => {
                     let path = base.join(&input);
-                    if !path.exists() {
-                        return Err(field(
+                    let meta = std::fs::metadata(&path).map_err(|_| {
+                        field(
                             "data.inputs",
                             format!("names `{input}`, which does not exist"),
-                        ));
-                    }
-                    inputs.push(Input::Path(path));
+                        )
+                    })?;
+                    let own = std::path::absolute(&path)
+                        .ok()
+                        .map(|p| normalize(&p))
+                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                        .ok_or_else(|| {
+                            field(
+                                "data.inputs",
+                                format!(
+                                    "`{input}` has no name to land under; name a directory or file"
+                                ),
+                            )
+                        })?;
+                    let name = if meta.is_dir() {
+                        own.clone()
+                    } else {
+                        String::new()
+                    };
+                    (
+                        JobInput {
+                            source: Input::Path(path),
+                            name,
+                        },
+                        own,
+                    )
                 }
+            };
+            gridwork_types::check_input_name(&job_input.name)
+                .map_err(|e| field("data.inputs", format!("`{input}`: {e}")))?;
+            if let Some((_, other)) = landing.iter().find(|(l, _)| *l == lands) {
+                return Err(field(
+                    "data.inputs",
+                    format!(
+                        "`{other}` and `{input}` would both land as $GRIDWORK_INPUTS/{lands}; \
+                         rename one, put them in one directory, or write NAME=cid:<id>"
+                    ),
+                ));
             }
+            landing.push((lands, input.clone()));
+            inputs.push(job_input);
         }
         let deposit = match &raw.deposit {
             Some(s) if s != "auto" => Some(amount("deposit", s)?),
@@ -272,6 +343,22 @@ impl JobFile {
             deposit,
         })
     }
+}
+
+/// `path` without `.` and `..` parts (lexically: `/a/b/..` is `/a`), so `./data/.` is named
+/// `data`.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -348,5 +435,60 @@ deadline_s = 5
         let missing = GOOD.replace("inputs = []", "inputs = [\"./no-such-dir\"]");
         let err = JobFile::parse(&missing, "job.toml", Path::new("/nonexistent")).unwrap_err();
         assert!(err.to_string().contains("data.inputs"), "{err}");
+    }
+
+    /// Inputs keep their names under $GRIDWORK_INPUTS: directories as directories, files
+    /// by their own name, stored trees under the name given. Two that would land on one path
+    /// (`dir-a/same.txt` and `dir-b/same.txt`, which used to overwrite each other silently)
+    /// are refused, naming both.
+    #[test]
+    fn inputs_keep_their_names_and_collisions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["dir-a", "dir-b", "scene"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join("same.txt"), sub).unwrap();
+        }
+        let cid = "ab".repeat(32);
+        let with = |inputs: &str| GOOD.replace("inputs = []", &format!("inputs = [{inputs}]"));
+        let job = JobFile::parse(
+            &with(&format!(
+                r#""./scene", "dir-a/same.txt", "weights=cid:{cid}", "cid:{cid}x""#
+            )),
+            "job.toml",
+            dir.path(),
+        );
+        assert!(
+            job.unwrap_err().to_string().contains("cid:"),
+            "a bad id is named"
+        );
+        let job = JobFile::parse(
+            &with(&format!(
+                r#""./scene/.", "dir-a/same.txt", "weights=cid:{cid}""#
+            )),
+            "job.toml",
+            dir.path(),
+        )
+        .unwrap();
+        let names: Vec<&str> = job.inputs.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["scene", "", "weights"]);
+        let err = JobFile::parse(
+            &with(r#""dir-a/same.txt", "dir-b/same.txt""#),
+            "job.toml",
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`dir-a/same.txt` and `dir-b/same.txt` would both land as $GRIDWORK_INPUTS/same.txt"),
+            "{err}"
+        );
+        let err = JobFile::parse(
+            &with(&format!(r#""./scene", "scene=cid:{cid}""#)),
+            "job.toml",
+            dir.path(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("both land as $GRIDWORK_INPUTS/scene"), "{err}");
     }
 }

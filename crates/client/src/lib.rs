@@ -21,7 +21,7 @@ pub use data::{
 };
 /// Sources of chunks live beside the frames they answer with; re-exported for pulls.
 pub use gridwork_api::frames::{ChunkSource, Fetch, SourceError};
-pub use jobfile::{Input, JobFile, JobFileError};
+pub use jobfile::{Input, JobFile, JobFileError, JobInput};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use peers::{announced_peers, AnnouncedPeers};
 pub use registry::{KeyRegistry, RegistryError};

@@ -90,7 +90,7 @@ pub async fn submit_job(
     let mut not_kept = Vec::new();
     for input in &job.inputs {
         let (cid, data_key) =
-            match input {
+            match &input.source {
                 Input::Cid(cid) => {
                     let data_key = client.granted_key(cid, key).await.map_err(|source| {
                         SubmitError::Input {
@@ -110,7 +110,11 @@ pub async fn submit_job(
             };
         // The node hands the key to the executor and council only against this claim.
         let claim = data_key.input_claim(&cid, &key.address());
-        job.prescription.data.push(DataInput { cid, claim });
+        job.prescription.data.push(DataInput {
+            cid,
+            claim,
+            name: input.name.clone(),
+        });
     }
     validate_prescription(&job.prescription, &chain.params)?;
     let per_task =

@@ -204,6 +204,11 @@ pub(crate) struct WorkerArgs {
     /// default: SSH keys, cloud credentials and browser profiles live there).
     #[arg(long)]
     pub(crate) tasks_may_read_home: bool,
+    /// A program this worker offers tasks, `NAME` or `NAME=VERSION` (repeat for more);
+    /// common ones (python3, blender, ffmpeg, ...) are found without it. Jobs that require
+    /// software go only to workers that offer it.
+    #[arg(long, value_name = "NAME[=VERSION]")]
+    pub(crate) software: Vec<gridwork_worker::software::Declared>,
     /// The most one transaction may pay in fees, in GRID: steps go at the chain's minimum
     /// fee, and again at the fee the node names when its mempool is full, up to this.
     #[arg(long, default_value = "0.01")]

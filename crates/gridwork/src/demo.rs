@@ -35,6 +35,7 @@ fn sample_job(items: u64) -> Prescription {
         program: Program {
             command: "sh".into(),
             args: vec!["-c".into(), script.into()],
+            outputs: Vec::new(),
         },
         instructions: Instructions {
             items,

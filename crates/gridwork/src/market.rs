@@ -21,7 +21,12 @@ pub(crate) fn job(cli: &Cli, cmd: &JobCommand) -> anyhow::Result<()> {
         } => submit(cli, file, deposit.as_deref(), send),
         JobCommand::Status { id } => {
             let view = fetch_job(cli, id)?;
-            emit(cli.json, &view, || render_job(&view))
+            let tails = failed_run_tails(cli, &view);
+            emit(cli.json, &view, || {
+                let mut text = render_job(&view);
+                text.push_str(&render_failures(&view, &tails));
+                text
+            })
         }
         JobCommand::Watch { id, timeout_s } => watch(cli, id, *timeout_s),
         JobCommand::Results { id, out } => results(cli, id, out),
@@ -156,6 +161,115 @@ fn short(a: &Address) -> String {
     format!("{}…{}", &s[..9], &s[s.len() - 4..])
 }
 
+/// The lines of stderr shown for a failed run in `job status`.
+const TAIL_LINES: usize = 8;
+
+/// The bytes of stderr read for them.
+const TAIL_BYTES: u64 = 4096;
+
+/// For each settled task whose runs failed, the end of its executor's stderr, or why it
+/// could not be read. Logs are read signed, so only with a key (the requester's, or a
+/// provider's of the task); `None` without one.
+fn failed_run_tails(cli: &Cli, v: &JobView) -> Option<Vec<(u32, Result<String, String>)>> {
+    let failed: Vec<u32> = v
+        .tasks
+        .iter()
+        .filter(|t| t.ended.is_some_and(|e| !e.is_success()))
+        .map(|t| t.index)
+        .collect();
+    if failed.is_empty() || cli.key.is_none() || cli.json {
+        return None;
+    }
+    let key = signing_key(cli).ok()?;
+    let client = Client::new(&cli.node).signed_by(key);
+    let rt = runtime().ok()?;
+    Some(
+        failed
+            .into_iter()
+            .map(|task| {
+                let tail = rt.block_on(stderr_tail(&client, &v.id, task));
+                (task, tail.map_err(|e| e.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// The last [`TAIL_LINES`] lines of the executor's stderr of `task`.
+async fn stderr_tail(client: &Client, job: &Hash, task: u32) -> anyhow::Result<String> {
+    let head = client
+        .task_log(job, task, None, None, LogStream::Stderr, 0)
+        .await?;
+    let from = head.size.saturating_sub(TAIL_BYTES);
+    let log = if from == 0 {
+        head
+    } else {
+        client
+            .task_log(
+                job,
+                task,
+                Some(&head.provider),
+                Some(head.attempt),
+                LogStream::Stderr,
+                from,
+            )
+            .await?
+    };
+    let lines: Vec<&str> = log.data.lines().collect();
+    Ok(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+}
+
+/// The failed runs of a job: how each ended and the end of its stderr, and the rule that
+/// paid for it.
+fn render_failures(v: &JobView, tails: &Option<Vec<(u32, Result<String, String>)>>) -> String {
+    let failed: Vec<&TaskView> = v
+        .tasks
+        .iter()
+        .filter(|t| t.ended.is_some_and(|e| !e.is_success()))
+        .collect();
+    if failed.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n\n{} task(s) settled on a failed run: the program failed the same way for the executor and its council, so the failure is the program's and was paid as work",
+        failed.len()
+    );
+    for t in failed {
+        let ended = t.ended.map_or("-".to_string(), |e| e.to_string());
+        let ended = match t.ended {
+            Some(gridwork_types::RunEnd::MissingOutput { index }) => {
+                let pattern = v
+                    .prescription
+                    .program
+                    .outputs
+                    .get(index as usize)
+                    .map_or("?", String::as_str);
+                format!("exit 0, but no output matches `{pattern}`")
+            }
+            _ => ended,
+        };
+        out.push_str(&format!("\n  task {}: {ended}", t.index));
+        match tails
+            .as_ref()
+            .and_then(|all| all.iter().find(|(i, _)| *i == t.index))
+        {
+            Some((_, Ok(tail))) if tail.trim().is_empty() => {
+                out.push_str("\n    (nothing on stderr)")
+            }
+            Some((_, Ok(tail))) => {
+                for line in tail.lines() {
+                    out.push_str(&format!("\n    | {line}"));
+                }
+            }
+            Some((_, Err(e))) => out.push_str(&format!("\n    (stderr unreadable: {e})")),
+            None => out.push_str(&format!(
+                "\n    stderr: gridwork --key <requester> job logs {} --task {} --stream stderr",
+                v.id, t.index
+            )),
+        }
+    }
+    out
+}
+
 fn render_job(v: &JobView) -> String {
     let mut out = rows(&[
         ("job", v.id.to_string()),
@@ -175,10 +289,24 @@ fn render_job(v: &JobView) -> String {
             format!("{} GRID (escrow left {} GRID)", v.spent, v.escrow),
         ),
     ]);
-    out.push_str("\n\n task  phase       try  bids  executor          price        council  note");
+    out.push_str(
+        "\n\n task  phase       try  bids  executor          price        council  ended     paid         note",
+    );
     for t in &v.tasks {
+        let ended = match t.ended {
+            None => "-".to_string(),
+            Some(gridwork_types::RunEnd::Exit { code }) => format!("exit {code}"),
+            Some(gridwork_types::RunEnd::Signal { signal }) => format!("signal {signal}"),
+            Some(gridwork_types::RunEnd::Timeout {}) => "timeout".into(),
+            Some(gridwork_types::RunEnd::MissingOutput { .. }) => "no output".into(),
+        };
+        let paid = if t.paid.0 == 0 {
+            "-".to_string()
+        } else {
+            t.paid.rounded().to_string()
+        };
         out.push_str(&format!(
-            "\n {:>4}  {:<10}  {:>3}  {:>4}  {:<16}  {:<11}  {:>7}  {}",
+            "\n {:>4}  {:<10}  {:>3}  {:>4}  {:<16}  {:<11}  {:>7}  {:<8}  {:<11}  {}",
             t.index,
             t.phase,
             t.attempt,
@@ -190,6 +318,8 @@ fn render_job(v: &JobView) -> String {
                 t.price.rounded().to_string()
             },
             t.council.len(),
+            ended,
+            paid,
             t.note
         ));
     }

@@ -47,7 +47,12 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     let hidden = hidden_paths(&gridwork_home, &work_dir, user_home.as_deref());
     let report = probe_report();
     tracing::info!(nvidia = %report.nvidia_source, "probed");
-    let hardware = report.hardware;
+    let mut hardware = report.hardware;
+    hardware.software = gridwork_worker::software::probe_software(&args.software);
+    tracing::info!(
+        software = %describe_software(&hardware.software),
+        "programs offered to tasks"
+    );
     let cfg = WorkerConfig {
         owner,
         key,
@@ -153,8 +158,25 @@ fn hidden_paths(gridwork_home: &Path, work_dir: &Path, user_home: Option<&Path>)
     hidden
 }
 
+/// `name version, ...` for people.
+fn describe_software(software: &[gridwork_types::Software]) -> String {
+    let named: Vec<String> = software
+        .iter()
+        .map(|s| match s.version.as_str() {
+            "" => s.name.clone(),
+            v => format!("{} {v}", s.name),
+        })
+        .collect();
+    if named.is_empty() {
+        "none".into()
+    } else {
+        named.join(", ")
+    }
+}
+
 pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
-    let report = probe_report();
+    let mut report = probe_report();
+    report.hardware.software = gridwork_worker::software::probe_software(&[]);
     emit(cli.json, &report, || {
         let mut lines: Vec<(&str, String)> = report
             .hardware
@@ -178,6 +200,7 @@ pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
                 report.hardware.cpu_cores, report.hardware.memory_mib
             ),
         ));
+        lines.push(("software", describe_software(&report.hardware.software)));
         rows(&lines)
     })
 }

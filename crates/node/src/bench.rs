@@ -458,7 +458,7 @@ pub fn run_market_bench(
 ) -> Result<MarketBenchReport, BenchError> {
     use gridwork_types::{
         commitment, Equivalence, Halting, Hardware, Instructions, Payment, Prescription, Program,
-        Requirements,
+        Requirements, RunEnd,
     };
     if opts.workers < u32::from(opts.council) + 1 || opts.jobs == 0 || opts.tasks == 0 {
         return Err(BenchError::Options(
@@ -572,6 +572,7 @@ pub fn run_market_bench(
         program: Program {
             command: "true".into(),
             args: vec![],
+            outputs: Vec::new(),
         },
         instructions: Instructions {
             items: u64::from(opts.tasks),
@@ -655,7 +656,7 @@ pub fn run_market_bench(
                         }
                         for who in t.executor.iter().chain(t.council.iter()) {
                             if !t.committed.contains(who) {
-                                let c = commitment(&output, &salt, who);
+                                let c = commitment(&output, &RunEnd::SUCCESS, &salt, who);
                                 let kind = TxKind::Commit {
                                     job: *id,
                                     task: t.index,
@@ -680,6 +681,7 @@ pub fn run_market_bench(
                                     output,
                                     salt,
                                     seconds: 1,
+                                    ended: RunEnd::SUCCESS,
                                 };
                                 txs.push(sign(by_address[who], kind));
                             }

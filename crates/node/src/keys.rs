@@ -215,7 +215,7 @@ impl Keys {
         if !self.shared.data.is_present() {
             return Ok(());
         }
-        for DataInput { cid, claim } in inputs {
+        for DataInput { cid, claim, .. } in inputs {
             if self.input_key(cid, claim, requester).is_none() {
                 let shared = self
                     .shared
@@ -254,7 +254,7 @@ impl Keys {
             let Some((inputs, requester, recipients)) = found else {
                 continue;
             };
-            for DataInput { cid, claim } in inputs {
+            for DataInput { cid, claim, .. } in inputs {
                 // Only a key the requester proved, in the job, that it holds: a job naming
                 // somebody else's tree gets nothing of it.
                 let key = keys

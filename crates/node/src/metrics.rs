@@ -471,6 +471,7 @@ mod tests {
                 output: job,
                 paid: Amount(10),
                 council_paid: Amount(5),
+                ended: gridwork_types::RunEnd::SUCCESS,
             },
         ]);
         let text = m.render(&Gauges::default());

@@ -118,6 +118,12 @@ pub enum TxError {
         /// The offending address (or the count).
         address: String,
     },
+    /// A provider's registered hardware or software list is malformed or too long.
+    #[error("bad hardware: {problem}")]
+    BadHardware {
+        /// What is wrong.
+        problem: String,
+    },
     /// A prescription field is wrong.
     #[error("invalid job: {field} {problem}")]
     BadPrescription {
@@ -256,6 +262,7 @@ impl TxError {
             Self::NotAProvider { .. } => "not_a_provider",
             Self::BadOwnerApproval { .. } => "bad_owner_approval",
             Self::BadPeerAddress { .. } => "bad_peer_address",
+            Self::BadHardware { .. } => "bad_hardware",
             Self::BadPrescription { .. } => "bad_prescription",
             Self::DepositTooLow { .. } => "deposit_too_low",
             Self::UnknownJob { .. } => "unknown_job",

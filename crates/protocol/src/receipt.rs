@@ -1,6 +1,6 @@
 //! Receipts and events: what a transaction did, for clients and the event stream.
 
-use gridwork_types::{Address, Amount, Decode, DecodeError, Encode, Hash, Reader};
+use gridwork_types::{Address, Amount, Decode, DecodeError, Encode, Hash, Reader, RunEnd};
 use serde::{Deserialize, Serialize};
 
 /// Something a transaction changed.
@@ -217,6 +217,8 @@ pub enum Event {
         executor: Address,
         /// Accepted output.
         output: Hash,
+        /// How the accepted runs ended (a failure the council reproduced is paid as work).
+        ended: RunEnd,
         /// Paid to the executor.
         paid: Amount,
         /// Paid to the council in all.
@@ -305,7 +307,7 @@ gridwork_types::codec_enum!(Event, "event" {
     7 => AuctionClosed { job: Hash, task: u32, attempt: u32, executor: Address, price: Amount, council: Vec<Address> },
     8 => Committed { job: Hash, task: u32, attempt: u32, provider: Address },
     9 => Revealed { job: Hash, task: u32, attempt: u32, provider: Address, output: Hash },
-    10 => TaskSettled { job: Hash, task: u32, attempt: u32, executor: Address, output: Hash, paid: Amount, council_paid: Amount },
+    10 => TaskSettled { job: Hash, task: u32, attempt: u32, executor: Address, output: Hash, ended: RunEnd, paid: Amount, council_paid: Amount },
     11 => Slashed { provider: Address, amount: Amount, job: Hash, task: u32, reason: String },
     12 => TaskReopened { job: Hash, task: u32, attempt: u32, reason: String },
     13 => TaskFailed { job: Hash, task: u32, reason: String },

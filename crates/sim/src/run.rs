@@ -178,6 +178,7 @@ impl Sim {
             program: Program {
                 command: "simulated".into(),
                 args: vec![],
+                outputs: Vec::new(),
             },
             instructions: Instructions {
                 items: u64::from(self.cfg.tasks_per_job),

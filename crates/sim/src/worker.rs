@@ -2,7 +2,7 @@
 //! reveals and judging.
 
 use gridwork_api::{JobStatus, JobView, Phase, TaskView};
-use gridwork_types::{commitment, Address, Hash, TxKind};
+use gridwork_types::{commitment, Address, Hash, RunEnd, TxKind};
 
 use super::{drawn, Behavior, Sim, Step, TaskRef, HEARTBEAT_EVERY_MS, PRICE, RESEND_AFTER_MS};
 
@@ -170,7 +170,7 @@ impl Sim {
                             job: view.id,
                             task: t.index,
                             attempt: t.attempt,
-                            commitment: commitment(&output, &salt, who),
+                            commitment: commitment(&output, &RunEnd::SUCCESS, &salt, who),
                         },
                         now,
                     );
@@ -202,6 +202,7 @@ impl Sim {
                             output,
                             salt,
                             seconds: self.run_ms(i, r) / 1_000,
+                            ended: RunEnd::SUCCESS,
                         },
                         now,
                     );

@@ -28,10 +28,10 @@ pub use pack::{sealed_prefix, PackIndex};
 pub use pool::BufferPool;
 pub use store::{ChunkStore, StoreError, VerifiedChunk};
 pub use tree::{
-    chunk_set_digest, manifest_ids, open_inside, pack, pack_into, pack_with_index, read_manifest,
-    root_children, sorted_difference, sorted_ids, tree_digest, unpack, write_tree, write_tree_with,
-    ChunkSink, Entry, EntryKind, Loss, NameRule, NotKept, PackStats, TreeError, TreeManifest,
-    WriteHooks, MANIFEST_PARAMS,
+    chunk_set_digest, link_stays_inside, manifest_ids, open_inside, pack, pack_into,
+    pack_with_index, read_manifest, root_children, sorted_difference, sorted_ids, tree_digest,
+    unpack, write_tree, write_tree_with, ChunkSink, Entry, EntryKind, Loss, NameRule, NotKept,
+    PackStats, TreeError, TreeManifest, WriteHooks, MANIFEST_PARAMS,
 };
 
 /// Entry points for the fuzz targets in `fuzz/` (compiled only with `--cfg fuzzing`): the

@@ -4,9 +4,12 @@
 //! Everything here is on the ledger, so it has a canonical encoding; the data itself (D) and
 //! the outputs are off the ledger, named by content ids (BLAKE3 hashes).
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::amount::Amount;
+use crate::encoding::Decode;
 use crate::hash::Hash;
 use crate::{codec_enum, codec_struct};
 
@@ -71,9 +74,75 @@ pub struct Hardware {
     pub cpu_cores: u32,
     /// Memory in MiB.
     pub memory_mib: u64,
+    /// Programs installed for tasks, with their versions (what the worker found when it
+    /// started, and what its provider declared). Jobs that require software are run and
+    /// checked only by providers that list it.
+    #[serde(default)]
+    pub software: Vec<Software>,
 }
 
-codec_struct!(Hardware { gpus: Vec<Gpu>, cpu_cores: u32, memory_mib: u64 });
+codec_struct!(Hardware {
+    gpus: Vec<Gpu>,
+    cpu_cores: u32,
+    memory_mib: u64,
+    software: Vec<Software>
+});
+
+impl Hardware {
+    /// The most GPUs and the most programs one provider may list.
+    pub const MAX_LISTED: usize = 64;
+
+    /// Checks what a provider registers: at most [`Hardware::MAX_LISTED`] GPUs and programs,
+    /// program names as requirements write them, versions of at most
+    /// [`MAX_SOFTWARE_TEXT`] bytes, each program once.
+    pub fn check(&self) -> Result<(), String> {
+        if self.gpus.len() > Hardware::MAX_LISTED {
+            return Err(format!(
+                "lists {} GPUs; at most {}",
+                self.gpus.len(),
+                Hardware::MAX_LISTED
+            ));
+        }
+        if self.software.len() > Hardware::MAX_LISTED {
+            return Err(format!(
+                "lists {} programs; at most {}",
+                self.software.len(),
+                Hardware::MAX_LISTED
+            ));
+        }
+        for (n, s) in self.software.iter().enumerate() {
+            check_software_name(&s.name).map_err(|e| format!("software: {e}"))?;
+            if s.version.len() > MAX_SOFTWARE_TEXT || s.version.chars().any(char::is_control) {
+                return Err(format!(
+                    "software: {} has a version of {} bytes or with control characters; at most {MAX_SOFTWARE_TEXT} printable bytes",
+                    s.name,
+                    s.version.len()
+                ));
+            }
+            if self.software[..n].iter().any(|o| o.name == s.name) {
+                return Err(format!("software: {} is listed twice", s.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A program a provider offers to tasks, by name and version (`"4.0.2"`; empty when the
+/// version is unknown).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Software {
+    /// The program's name as a task calls it (`blender`, `python3`).
+    pub name: String,
+    /// Its version, dotted numbers first (`"4.0.2"`), or empty when unknown.
+    pub version: String,
+}
+
+codec_struct!(Software {
+    name: String,
+    version: String
+});
 
 /// What a task needs of the machine that runs or checks it.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -90,6 +159,9 @@ pub struct Requirements {
     pub min_cpu_cores: u32,
     /// At least this much memory, in MiB.
     pub min_memory_mib: u64,
+    /// Programs that must be installed, each `name` or `name >= version`
+    /// (`"blender >= 4.0"`, `"python3"`); see [`SoftwareNeed`].
+    pub software: Vec<String>,
 }
 
 codec_struct!(Requirements {
@@ -98,6 +170,7 @@ codec_struct!(Requirements {
     min_vram_mib: u64,
     min_cpu_cores: u32,
     min_memory_mib: u64,
+    software: Vec<String>,
 });
 
 impl Requirements {
@@ -129,8 +202,147 @@ impl Requirements {
                 self.min_memory_mib, hardware.memory_mib
             ));
         }
+        for text in &self.software {
+            let Ok(need) = SoftwareNeed::parse(text) else {
+                return Some(format!(
+                    "needs `{text}`, which is not a software requirement"
+                ));
+            };
+            if let Some(reason) = need.unmet_by(&hardware.software) {
+                return Some(reason);
+            }
+        }
         None
     }
+}
+
+/// The most programs one job may require, and the longest requirement.
+pub const MAX_SOFTWARE_NEEDS: usize = 16;
+/// The longest software requirement or name, in bytes.
+pub const MAX_SOFTWARE_TEXT: usize = 64;
+
+/// One software requirement: a program's name and, optionally, the lowest version that will
+/// do. Written `name` or `name >= version`; names are letters, digits and `._+-`, versions
+/// dotted numbers (`4`, `4.0`, `3.11.2`). Versions compare number by number, missing
+/// numbers as 0, and a provider's version is read up to its first character that is neither
+/// digit nor dot (`4.0.2-beta` is 4.0.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftwareNeed {
+    /// The program.
+    pub name: String,
+    /// The lowest version that will do, as numbers.
+    pub at_least: Option<Vec<u64>>,
+}
+
+impl SoftwareNeed {
+    /// Reads `name` or `name >= version`, or says what is wrong with it.
+    pub fn parse(text: &str) -> Result<SoftwareNeed, String> {
+        if text.len() > MAX_SOFTWARE_TEXT {
+            return Err(format!(
+                "is {} bytes; at most {MAX_SOFTWARE_TEXT}",
+                text.len()
+            ));
+        }
+        let (name, version) = match text.split_once(">=") {
+            Some((name, version)) => (name.trim(), Some(version.trim())),
+            None => (text.trim(), None),
+        };
+        check_software_name(name)?;
+        let at_least = match version {
+            None => None,
+            Some(v) => Some(parse_version(v).ok_or_else(|| {
+                format!("has version `{v}`; write dotted numbers, as in `{name} >= 4.0`")
+            })?),
+        };
+        Ok(SoftwareNeed {
+            name: name.to_string(),
+            at_least,
+        })
+    }
+
+    /// Why none of `offered` meets this need, or `None` when one does.
+    pub fn unmet_by(&self, offered: &[Software]) -> Option<String> {
+        let Some(have) = offered.iter().find(|s| s.name == self.name) else {
+            return Some(format!("needs {}; not installed", self.describe()));
+        };
+        let Some(at_least) = &self.at_least else {
+            return None;
+        };
+        match version_prefix(&have.version) {
+            Some(v) if compare_versions(&v, at_least).is_ge() => None,
+            _ => Some(format!(
+                "needs {}; has {} {}",
+                self.describe(),
+                have.name,
+                if have.version.is_empty() {
+                    "of unknown version"
+                } else {
+                    &have.version
+                }
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.at_least {
+            None => self.name.clone(),
+            Some(v) => {
+                let v: Vec<String> = v.iter().map(u64::to_string).collect();
+                format!("{} >= {}", self.name, v.join("."))
+            }
+        }
+    }
+}
+
+/// Checks a program name as requirements and providers write it.
+pub fn check_software_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("names no program".into());
+    }
+    if name.len() > MAX_SOFTWARE_TEXT {
+        return Err(format!(
+            "has a name of {} bytes; at most {MAX_SOFTWARE_TEXT}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "._+-".contains(*c)))
+    {
+        return Err(format!(
+            "has `{c}` in the name `{name}`; names are letters, digits and `._+-`"
+        ));
+    }
+    Ok(())
+}
+
+/// Dotted numbers, all of them (`4.0.2`).
+fn parse_version(text: &str) -> Option<Vec<u64>> {
+    if text.is_empty() || text.split('.').count() > 8 {
+        return None;
+    }
+    text.split('.').map(|n| n.parse().ok()).collect()
+}
+
+/// The dotted numbers a version starts with (`4.0.2-beta` reads as 4.0.2).
+fn version_prefix(text: &str) -> Option<Vec<u64>> {
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    parse_version(text[..end].trim_end_matches('.'))
+}
+
+fn compare_versions(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            a.get(i)
+                .copied()
+                .unwrap_or(0)
+                .cmp(&b.get(i).copied().unwrap_or(0))
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
 /// M: the program each task runs. Task `i` gets its item range in its environment.
@@ -143,9 +355,140 @@ pub struct Program {
     /// Its arguments.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Outputs every run must leave, as paths or `*` patterns relative to the outputs
+    /// directory (`"frames/*.png"`). A run that exits 0 without one ends as
+    /// [`RunEnd::MissingOutput`], which is a failure.
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
-codec_struct!(Program { command: String, args: Vec<String> });
+codec_struct!(Program {
+    command: String,
+    args: Vec<String>,
+    outputs: Vec<String>
+});
+
+/// The most outputs one program may require.
+pub const MAX_REQUIRED_OUTPUTS: usize = 16;
+
+/// Checks a required output as [`Program::outputs`] writes it: a relative path of at most
+/// 256 bytes, `/`-separated, with no empty, `.` or `..` part and no control characters;
+/// `*` in a part matches any run of characters but `/`.
+pub fn check_output_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() || pattern.len() > 256 {
+        return Err(format!(
+            "`{pattern}` is {} bytes; write a path of 1 to 256 bytes",
+            pattern.len()
+        ));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err(format!(
+            "`{}` has control characters",
+            pattern.escape_debug()
+        ));
+    }
+    if pattern.starts_with('/') {
+        return Err(format!(
+            "`{pattern}` is absolute; write it relative to the outputs directory ($GRIDWORK_OUTPUTS)"
+        ));
+    }
+    if pattern
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!(
+            "`{pattern}` has an empty, `.` or `..` part; write a plain relative path"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the relative path `path` (`/`-separated) matches the required output `pattern`
+/// (see [`check_output_pattern`]).
+pub fn output_matches(pattern: &str, path: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let names: Vec<&str> = path.split('/').collect();
+    parts.len() == names.len() && parts.iter().zip(&names).all(|(p, n)| part_matches(p, n))
+}
+
+/// `*` matches any run of characters within one path part.
+fn part_matches(pattern: &str, name: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// How a run of the program ended. Each party reveals its own with its output, bound into
+/// its commitment, and two runs agree only when they ended the same way: a result the
+/// network accepts says how it ended, for the requester to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RunEnd {
+    /// The program exited with this code (0: success).
+    Exit {
+        /// The exit code.
+        code: u8,
+    },
+    /// A signal ended the program (a crash, or the memory limit).
+    Signal {
+        /// The signal's number.
+        signal: u8,
+    },
+    /// The program ran past the task's deadline and was ended.
+    Timeout {},
+    /// The program exited 0 without leaving the required output `program.outputs[index]`.
+    MissingOutput {
+        /// Which required output is missing.
+        index: u32,
+    },
+}
+
+codec_enum!(RunEnd, "run end" {
+    0 => Exit { code: u8 },
+    1 => Signal { signal: u8 },
+    2 => Timeout {},
+    3 => MissingOutput { index: u32 },
+});
+
+impl RunEnd {
+    /// The run a successful program makes.
+    pub const SUCCESS: RunEnd = RunEnd::Exit { code: 0 };
+
+    /// Whether the program did what was asked of it.
+    pub fn is_success(&self) -> bool {
+        *self == RunEnd::SUCCESS
+    }
+}
+
+impl fmt::Display for RunEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunEnd::Exit { code: 0 } => write!(f, "exit 0 (success)"),
+            RunEnd::Exit { code: 127 } => write!(f, "exit 127 (command not found?)"),
+            RunEnd::Exit { code: 126 } => write!(f, "exit 126 (command not executable?)"),
+            RunEnd::Exit { code } => write!(f, "exit {code}"),
+            RunEnd::Signal { signal } => write!(f, "killed by signal {signal}"),
+            RunEnd::Timeout {} => write!(f, "timed out"),
+            RunEnd::MissingOutput { index } => {
+                write!(f, "exit 0 without required output #{index}")
+            }
+        }
+    }
+}
 
 /// I: how the job splits into tasks and what each task needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,7 +614,7 @@ codec_struct!(Halting { first_bids: u32, deadline_ms: u64, reserve_price: Option
 /// bound to the requester's address. The node hands the key to a task's executor and council
 /// only when the claim checks out, so naming somebody else's (public) content id in a job
 /// yields nothing, and copying somebody else's claim fails because it names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DataInput {
@@ -279,12 +622,33 @@ pub struct DataInput {
     pub cid: Hash,
     /// The requester's proof that it holds the tree's key.
     pub claim: Hash,
+    /// Where the tree lands in a run: the directory `$GRIDWORK_INPUTS/<name>`, or, when
+    /// empty, `$GRIDWORK_INPUTS` itself (a single file keeps its own name there). One path
+    /// part; no two inputs of a job share a name ([`check_input_name`]).
+    #[serde(default)]
+    pub name: String,
 }
 
 codec_struct!(DataInput {
     cid: Hash,
-    claim: Hash
+    claim: Hash,
+    name: String
 });
+
+/// Checks an input's name as [`DataInput::name`] writes it: empty, or one path part of at
+/// most 255 bytes that is not `.` or `..` and has no `/` nor control characters.
+pub fn check_input_name(name: &str) -> Result<(), String> {
+    if name.len() > 255 {
+        return Err(format!("`{name}` is {} bytes; at most 255", name.len()));
+    }
+    if name == "." || name == ".." || name.contains('/') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "`{}` is not a plain name; write one directory name, without `/`",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
 
 /// T = {D, M, I, f, e, H}: everything the network needs to run a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,14 +669,43 @@ pub struct Prescription {
     pub halting: Halting,
 }
 
-codec_struct!(Prescription {
-    data: Vec<DataInput>,
-    program: Program,
-    instructions: Instructions,
-    payment: Payment,
-    equivalence: Equivalence,
-    halting: Halting,
-});
+impl Prescription {
+    /// The encoding's version, its first byte. A later layout takes the next number and
+    /// decodes this one's bytes with its new fields at their defaults, so jobs already on
+    /// a chain read back the same.
+    pub const VERSION: u8 = 1;
+}
+
+impl crate::Encode for Prescription {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(Prescription::VERSION);
+        self.data.encode(out);
+        self.program.encode(out);
+        self.instructions.encode(out);
+        self.payment.encode(out);
+        self.equivalence.encode(out);
+        self.halting.encode(out);
+    }
+}
+
+impl crate::Decode for Prescription {
+    fn decode(r: &mut crate::Reader<'_>) -> Result<Self, crate::DecodeError> {
+        match u8::decode(r)? {
+            Prescription::VERSION => Ok(Prescription {
+                data: Decode::decode(r)?,
+                program: Decode::decode(r)?,
+                instructions: Decode::decode(r)?,
+                payment: Decode::decode(r)?,
+                equivalence: Decode::decode(r)?,
+                halting: Decode::decode(r)?,
+            }),
+            tag => Err(crate::DecodeError::UnknownTag {
+                what: "prescription version (a newer node's job?)",
+                tag,
+            }),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -339,18 +732,21 @@ mod tests {
             gpus: vec![gpu(GpuVendor::Nvidia, 8_000)],
             cpu_cores: 8,
             memory_mib: 32_000,
+            software: Vec::new(),
         };
         assert!(req.unmet_by(&small).unwrap().contains("16000 MiB"));
         let amd = Hardware {
             gpus: vec![gpu(GpuVendor::Amd, 24_000)],
             cpu_cores: 8,
             memory_mib: 32_000,
+            software: Vec::new(),
         };
         assert!(req.unmet_by(&amd).is_some());
         let big = Hardware {
             gpus: vec![gpu(GpuVendor::Nvidia, 24_000)],
             cpu_cores: 8,
             memory_mib: 32_000,
+            software: Vec::new(),
         };
         assert_eq!(req.unmet_by(&big), None);
         assert_eq!(Requirements::default().unmet_by(&Hardware::default()), None);
@@ -375,10 +771,12 @@ mod tests {
             data: vec![DataInput {
                 cid: Hash([1; 32]),
                 claim: Hash([2; 32]),
+                name: String::new(),
             }],
             program: Program {
                 command: "render".into(),
                 args: vec!["--fast".into()],
+                outputs: Vec::new(),
             },
             instructions: Instructions {
                 items: 10,
@@ -401,6 +799,93 @@ mod tests {
                 give_up_ms: 0,
             },
         };
-        assert_eq!(Prescription::from_bytes(&p.to_bytes()), Ok(p));
+        let bytes = p.to_bytes();
+        assert_eq!(bytes[0], Prescription::VERSION);
+        assert_eq!(Prescription::from_bytes(&bytes), Ok(p));
+        // A layout this version does not know is named, not misread.
+        let mut newer = bytes.clone();
+        newer[0] = Prescription::VERSION + 1;
+        assert!(matches!(
+            Prescription::from_bytes(&newer),
+            Err(crate::DecodeError::UnknownTag { tag, .. }) if tag == Prescription::VERSION + 1
+        ));
+    }
+
+    fn offered(list: &[(&str, &str)]) -> Vec<Software> {
+        list.iter()
+            .map(|(name, version)| Software {
+                name: (*name).into(),
+                version: (*version).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn software_needs_compare_versions_number_by_number() {
+        let need = SoftwareNeed::parse("blender >= 4.0").unwrap();
+        assert_eq!(need.at_least, Some(vec![4, 0]));
+        assert_eq!(need.unmet_by(&offered(&[("blender", "4.0")])), None);
+        assert_eq!(need.unmet_by(&offered(&[("blender", "4.10.1")])), None);
+        assert_eq!(need.unmet_by(&offered(&[("blender", "4.0.2-beta")])), None);
+        assert_eq!(
+            need.unmet_by(&offered(&[("blender", "3.99")])).as_deref(),
+            Some("needs blender >= 4.0; has blender 3.99")
+        );
+        assert_eq!(
+            need.unmet_by(&offered(&[("blender", "")])).as_deref(),
+            Some("needs blender >= 4.0; has blender of unknown version")
+        );
+        assert_eq!(
+            need.unmet_by(&offered(&[("python3", "3.11")])).as_deref(),
+            Some("needs blender >= 4.0; not installed")
+        );
+        let bare = SoftwareNeed::parse("python3").unwrap();
+        assert_eq!(bare.unmet_by(&offered(&[("python3", "")])), None);
+        for bad in [
+            "",
+            "blender >=",
+            "blender >= 4.x",
+            "two words",
+            "a/b",
+            &"x".repeat(65),
+        ] {
+            assert!(SoftwareNeed::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requirements_check_software_with_hardware() {
+        let r = Requirements {
+            software: vec!["ffmpeg".into()],
+            ..Requirements::default()
+        };
+        let mut hw = Hardware::default();
+        assert_eq!(
+            r.unmet_by(&hw).as_deref(),
+            Some("needs ffmpeg; not installed")
+        );
+        hw.software = offered(&[("ffmpeg", "5.1.6")]);
+        assert_eq!(r.unmet_by(&hw), None);
+        assert_eq!(hw.check(), Ok(()));
+        hw.software.push(hw.software[0].clone());
+        assert!(hw.check().unwrap_err().contains("listed twice"));
+    }
+
+    #[test]
+    fn required_outputs_match_paths_part_by_part() {
+        assert!(output_matches("frames/*.png", "frames/0001.png"));
+        assert!(!output_matches("frames/*.png", "frames/0001.exr"));
+        assert!(!output_matches("frames/*.png", "frames/sub/0001.png"));
+        assert!(!output_matches("frames/*.png", "0001.png"));
+        assert!(output_matches("*", "result.txt"));
+        assert!(output_matches("a*b*c", "abc"));
+        assert!(output_matches("a*b*c", "a-b-b-c"));
+        assert!(!output_matches("a*b*c", "a-c"));
+        assert!(output_matches("model.pt", "model.pt"));
+        assert!(!output_matches("model.pt", "model.pth"));
+        for bad in ["", "/abs", "a//b", "../x", "a/./b", "a\nb"] {
+            assert!(check_output_pattern(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(check_output_pattern("frames/*.png"), Ok(()));
     }
 }

@@ -10,7 +10,7 @@ use crate::codec_enum;
 use crate::encoding::{Decode, DecodeError, Encode, Reader};
 use crate::hash::Hash;
 use crate::keys::{KeyError, Keypair, PublicKey, Signature};
-use crate::market::{Hardware, Prescription};
+use crate::market::{Hardware, Prescription, RunEnd};
 
 /// The largest encoded signed transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 16 * 1024;
@@ -74,7 +74,8 @@ pub enum TxKind {
         /// Price (per task-second or per task, as the payment function says).
         price: Amount,
     },
-    /// Commits to a result without showing it: BLAKE3(output || salt || sender address).
+    /// Commits to a result without showing it: BLAKE3(output || run end || salt || sender
+    /// address), see [`commitment`].
     Commit {
         /// The job id.
         job: Hash,
@@ -100,6 +101,8 @@ pub enum TxKind {
         salt: Hash,
         /// Run time in seconds (the executor's claim; council members report theirs).
         seconds: u64,
+        /// How the run ended (bound into the commitment with the output).
+        ended: RunEnd,
     },
     /// After the reveals: which of the other revealed outputs of this attempt are equivalent
     /// to the sender's own (under the job's equivalence function, compared on the plaintext).
@@ -136,7 +139,7 @@ codec_enum!(TxKind, "transaction kind" {
     7 => CancelJob { job: Hash },
     8 => Bid { job: Hash, task: u32, price: Amount },
     9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
-    10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64 },
+    10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, ended: RunEnd },
     11 => AnnouncePeer { peer: PeerAddr },
     12 => Judge { job: Hash, task: u32, attempt: u32, round: u8, equivalent: Vec<Address> },
 });
@@ -241,11 +244,13 @@ impl OwnerApproval {
     }
 }
 
-/// The commitment to `output` with `salt` by `committer`.
-pub fn commitment(output: &Hash, salt: &Hash, committer: &Address) -> Hash {
+/// The commitment to `output`, and to how the run that made it `ended`, with `salt` by
+/// `committer`.
+pub fn commitment(output: &Hash, ended: &RunEnd, salt: &Hash, committer: &Address) -> Hash {
     let mut h = blake3::Hasher::new();
-    h.update(b"gridwork/commit/v1");
+    h.update(b"gridwork/commit/v2");
     h.update(output.as_bytes());
+    h.update(&crate::Encode::to_bytes(ended));
     h.update(salt.as_bytes());
     h.update(&committer.0);
     Hash(*h.finalize().as_bytes())

@@ -1,6 +1,6 @@
 //! The provider's side of Gridwork: the worker agent.
 //!
-//! [`probe`] finds what the machine offers; [`PricingPolicy`] decides bids; [`sandbox`]
+//! [`probe`] finds what the machine offers and [`software`] the programs it offers tasks; [`PricingPolicy`] decides bids; [`sandbox`]
 //! runs task programs confined; [`Worker`] ties them to the node; [`WorkerMetrics`] counts
 //! its runs for `/metrics` ([`serve_metrics`]). See the module docs of `agent.rs` for the
 //! lifecycle.
@@ -14,6 +14,7 @@ mod metrics;
 mod policy;
 mod probe;
 pub mod sandbox;
+pub mod software;
 pub mod supervise;
 
 pub use agent::{Behavior, CacheLimit, P2pConfig, Worker, WorkerConfig, WorkerError};

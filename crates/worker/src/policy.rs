@@ -36,7 +36,7 @@ impl PricingPolicy {
     /// Decides on a task of `p` with `active` tasks in progress.
     pub fn decide(&self, p: &Prescription, hardware: &Hardware, active: u32) -> Decision {
         if let Some(reason) = p.instructions.requirements.unmet_by(hardware) {
-            return Decision::Decline(format!("hardware: {reason}"));
+            return Decision::Decline(format!("requirements: {reason}"));
         }
         let price = match p.payment {
             Payment::PerTaskSecond { .. } => self.price_per_task_second,
@@ -76,6 +76,7 @@ mod tests {
             program: Program {
                 command: "x".into(),
                 args: vec![],
+                outputs: Vec::new(),
             },
             instructions: Instructions {
                 items: 1,
@@ -114,7 +115,7 @@ mod tests {
             matches!(policy.decide(&job(4, 0), &hw, 0), Decision::Decline(r) if r.contains("at most"))
         );
         assert!(
-            matches!(policy.decide(&job(10, 8_000), &hw, 0), Decision::Decline(r) if r.contains("hardware"))
+            matches!(policy.decide(&job(10, 8_000), &hw, 0), Decision::Decline(r) if r.starts_with("requirements: needs"))
         );
         assert_eq!(policy.decide(&job(10, 0), &hw, 1), Decision::Busy);
     }

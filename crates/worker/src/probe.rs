@@ -63,6 +63,7 @@ pub fn probe_at(root: &Path, nvidia: Option<Vec<Gpu>>) -> Hardware {
         gpus,
         cpu_cores,
         memory_mib,
+        software: Vec::new(),
     }
 }
 

@@ -19,15 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gridwork_types::Program;
+use gridwork_types::{Program, RunEnd};
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
-    /// Exit code (`None` if killed by a signal or the deadline).
-    pub code: Option<i32>,
-    /// Whether the deadline killed it.
-    pub timed_out: bool,
+    /// How the program ended (never [`RunEnd::MissingOutput`]: outputs are checked after).
+    pub ended: RunEnd,
     /// Wall time in whole seconds, at least 1.
     pub seconds: u64,
 }
@@ -167,7 +165,7 @@ pub async fn run(
     };
     cmd.current_dir(&run_dir)
         .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("PATH", crate::software::TASK_PATH)
         .env("HOME", &run_dir)
         .env("LANG", "C.UTF-8")
         .env("GRIDWORK_JOB", &env.job)
@@ -197,15 +195,21 @@ pub async fn run(
             let supervised = launcher
                 .and_then(|_| std::fs::read_to_string(&status_file).ok())
                 .and_then(|line| crate::supervise::Exit::from_line(&line));
-            let (code, timed_out) = match supervised {
-                Some(crate::supervise::Exit::Code(code)) => (Some(code), false),
-                Some(crate::supervise::Exit::Signal(_)) => (None, false),
-                Some(crate::supervise::Exit::Deadline) => (None, true),
-                None => (status.code(), false),
+            let ended = match supervised {
+                Some(crate::supervise::Exit::Code(code)) => exit_code(code),
+                Some(crate::supervise::Exit::Signal(signal)) => signal_end(signal),
+                Some(crate::supervise::Exit::Deadline) => RunEnd::Timeout {},
+                None => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (status.code(), status.signal()) {
+                        (Some(code), _) => exit_code(code),
+                        (None, Some(signal)) => signal_end(signal),
+                        (None, None) => RunEnd::Signal { signal: 9 },
+                    }
+                }
             };
             Ok(RunOutcome {
-                code,
-                timed_out,
+                ended,
                 seconds: seconds(started),
             })
         }
@@ -220,11 +224,23 @@ pub async fn run(
             }
             let _ = child.kill().await;
             Ok(RunOutcome {
-                code: None,
-                timed_out: true,
+                ended: RunEnd::Timeout {},
                 seconds: seconds(started),
             })
         }
+    }
+}
+
+/// An exit code as the ledger keeps it: the low byte, as a parent sees it on Linux.
+fn exit_code(code: i32) -> RunEnd {
+    RunEnd::Exit {
+        code: (code & 0xff) as u8,
+    }
+}
+
+fn signal_end(signal: i32) -> RunEnd {
+    RunEnd::Signal {
+        signal: u8::try_from(signal).unwrap_or(u8::MAX),
     }
 }
 
@@ -253,11 +269,12 @@ mod tests {
                 "-c".into(),
                 "printf %s \"$TMPDIR\" > outputs/tmpdir; echo hi > \"$TMPDIR/note\"".into(),
             ],
+            outputs: Vec::new(),
         };
         let outcome = run(&p, &work, &env(), Duration::from_secs(10), None)
             .await
             .unwrap();
-        assert_eq!(outcome.code, Some(0));
+        assert_eq!(outcome.ended, RunEnd::SUCCESS);
         let tmpdir = std::fs::read_to_string(work.join("run/outputs/tmpdir")).unwrap();
         assert!(work.join("run/tmp").as_os_str().len() > 107);
         // Room for a program's own directory and socket name beneath it.
@@ -277,12 +294,12 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let p = Program {
             command: "sh".into(),
-            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()],
+            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(),
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_secs(10), None)
             .await
             .unwrap();
-        assert_eq!(outcome.code, Some(0));
+        assert_eq!(outcome.ended, RunEnd::SUCCESS);
         let out = std::fs::read_to_string(work.path().join("run/outputs/out.txt")).unwrap();
         assert_eq!(out.trim(), "6-9");
         // Nothing of the worker's own environment reaches the task (the shell adds PWD,
@@ -314,11 +331,12 @@ mod tests {
                 "-c".into(),
                 "sleep 30 & sleep 30; echo late > late.txt".into(),
             ],
+            outputs: Vec::new(),
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_millis(300), None)
             .await
             .unwrap();
-        assert!(outcome.timed_out);
+        assert_eq!(outcome.ended, RunEnd::Timeout {});
         assert!(!work.path().join("run/late.txt").exists());
     }
 
@@ -328,6 +346,7 @@ mod tests {
         let p = Program {
             command: "/no/such/program".into(),
             args: vec![],
+            outputs: Vec::new(),
         };
         let err = run(&p, work.path(), &env(), Duration::from_secs(1), None)
             .await

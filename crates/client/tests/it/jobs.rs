@@ -2,6 +2,7 @@
 
 use gridwork_api::{JobStatus, Phase, PoolStatus};
 use gridwork_protocol::dev_keypair;
+use gridwork_types::RunEnd;
 use gridwork_types::{Amount, TxKind};
 
 use super::support::{TestNode, WAIT};
@@ -22,6 +23,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         }],
         cpu_cores: 8,
         memory_mib: 32_000,
+        software: Vec::new(),
     };
     let mut last = None;
     for k in [&exec, &council] {
@@ -55,6 +57,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         program: Program {
             command: "render".into(),
             args: vec![],
+            outputs: Vec::new(),
         },
         instructions: Instructions {
             items: 1,
@@ -189,7 +192,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
     // Market transactions are checked against committed state: reveals wait for the commits.
     let mut commits = Vec::new();
     for (k, n) in [(&exec, 3), (&council, 2)] {
-        let c = commitment(&out, &salt, &k.address());
+        let c = commitment(&out, &RunEnd::SUCCESS, &salt, &k.address());
         commits.push(
             t.client
                 .submit(&t.sign(
@@ -224,6 +227,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
                     output: out,
                     salt,
                     seconds: 3,
+                    ended: RunEnd::SUCCESS,
                 },
             ))
             .await;

@@ -253,12 +253,13 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
             &format!(
                 // The program also tries to read the SSH key in the home of the user running
                 // the worker: tasks may not, so the frame holds only the input.
-                r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; cat $GRIDWORK_INPUTS/frame.txt > $GRIDWORK_OUTPUTS/frame.txt; cat {}/.ssh/id_ed25519 >> $GRIDWORK_OUTPUTS/frame.txt 2>/dev/null; true"]"#,
+                r#"args = ["-c", "echo rendering frame $GRIDWORK_ITEM_START; sleep 1; cat $GRIDWORK_INPUTS/scene/frame.txt > $GRIDWORK_OUTPUTS/frame.txt; cat {}/.ssh/id_ed25519 >> $GRIDWORK_OUTPUTS/frame.txt 2>/dev/null; true"]"#,
                 dir.path().join("user-home").display()
             ),
         )
         .replace("items = 6", "items = 2")
         .replace("first_bids = 3", "first_bids = 1")
+        .replace("outputs = [\"squares.txt\"]", "outputs = [\"frame.txt\"]")
         .replace("inputs = []", "inputs = [\"./scene\"]");
     // The input is pushed encrypted; only the executor and council get its key.
     std::fs::create_dir_all(dir.path().join("scene")).unwrap();
@@ -304,7 +305,7 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
         ],
         &[],
     );
-    assert_eq!(results["results"][0]["files"], 2, "{results}");
+    assert_eq!(results["results"][0]["files"], 1, "{results}");
     assert_eq!(
         std::fs::read_to_string(out.join("task-0/frame.txt")).unwrap(),
         "frame data\n"
@@ -322,4 +323,42 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
         &[],
     );
     assert!(msg.contains("has no key for"), "{msg}");
+
+    // A program that fails everywhere: `job status` shows the task settled on a failed run,
+    // its exit code, what was paid, and the end of the executor's stderr.
+    let failing = std::fs::read_to_string(&job_file).unwrap().replace(
+        text_args(&std::fs::read_to_string(&job_file).unwrap()).as_str(),
+        r#"args = ["-c", "echo 'error: scene.blend not found' >&2; exit 3"]"#,
+    );
+    std::fs::write(&job_file, failing).unwrap();
+    let job = cli.json(
+        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
+        &[],
+    )["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let watched = cli.json(&["job", "watch", &job], &[]);
+    assert_eq!(watched["tasks"][0]["ended"]["kind"], "exit", "{watched}");
+    assert_eq!(watched["tasks"][0]["ended"]["code"], 3, "{watched}");
+    let out = cli.run(&["--key", "dev0", "job", "status", &job], &[]);
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{status}");
+    assert!(
+        status.contains("1 task(s) settled on a failed run"),
+        "{status}"
+    );
+    assert!(status.contains("task 0: exit 3"), "{status}");
+    assert!(
+        status.contains("| error: scene.blend not found"),
+        "{status}"
+    );
+}
+
+/// The `args = ...` line of a job file.
+fn text_args(text: &str) -> String {
+    text.lines()
+        .find(|l| l.starts_with("args = "))
+        .unwrap()
+        .to_string()
 }

@@ -306,7 +306,7 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
     let text = text
         .replace(
             &args_line,
-            r#"args = ["-c", "sleep 0.3; cat $GRIDWORK_INPUTS/frame.txt > $GRIDWORK_OUTPUTS/frame.txt; echo $GRIDWORK_ITEM_START >> $GRIDWORK_OUTPUTS/frame.txt"]"#,
+            r#"args = ["-c", "sleep 0.3; cat $GRIDWORK_INPUTS/scene/frame.txt > $GRIDWORK_OUTPUTS/frame.txt; echo $GRIDWORK_ITEM_START >> $GRIDWORK_OUTPUTS/frame.txt"]"#,
         )
         .replace("first_bids = 3", "first_bids = 1")
         .replace("deadline_s = 5", "deadline_s = 1")

@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use gridwork_types::RunEnd;
+
 use super::support::BIN;
 
 #[test]
@@ -338,6 +340,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     let program = |script: &str| gridwork_types::Program {
         command: "bash".into(),
         args: vec!["-c".into(), script.into()],
+        outputs: Vec::new(),
     };
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
@@ -350,8 +353,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     )
     .await
     .unwrap();
-    assert!(late.timed_out, "{late:?}");
-    assert_eq!(late.code, None);
+    assert_eq!(late.ended, RunEnd::Timeout {}, "{late:?}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "ended by the supervisor, not the backstop"
@@ -372,7 +374,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     )
     .await
     .unwrap();
-    assert_eq!((exited.code, exited.timed_out), (Some(3), false));
+    assert_eq!(exited.ended, RunEnd::Exit { code: 3 });
     // Ended by a signal the supervisor itself ignores (Rust programs ignore SIGPIPE): still
     // read as killed, as without a supervisor, not as an exit code.
     let dir = tempfile::tempdir().unwrap();
@@ -385,7 +387,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     )
     .await
     .unwrap();
-    assert_eq!((piped.code, piped.timed_out), (None, false), "{piped:?}");
+    assert_eq!(piped.ended, RunEnd::Signal { signal: 13 }, "{piped:?}");
 }
 
 /// What the worker keeps of a run (its logs, which it streams to the node; its result, which
@@ -421,6 +423,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
     let program = gridwork_types::Program {
         command: "bash".into(),
         args: vec!["-c".into(), script],
+        outputs: Vec::new(),
     };
     let outcome = run(
         &program,
@@ -431,7 +434,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
     )
     .await
     .unwrap();
-    assert_eq!(outcome.code, Some(0), "{outcome:?}");
+    assert_eq!(outcome.ended, RunEnd::SUCCESS, "{outcome:?}");
     for log in ["stdout.log", "stderr.log"] {
         let meta = std::fs::symlink_metadata(work.join(log)).unwrap();
         assert!(meta.is_file(), "{log} is still the worker's file");

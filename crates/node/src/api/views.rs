@@ -66,6 +66,8 @@ pub fn job(id: Hash, record: &JobRecord, declines: Vec<Decline>) -> JobView {
                 .collect(),
             round: t.round,
             result: t.result,
+            ended: t.ended,
+            paid: t.paid,
             deadline_ms: t.deadline_ms,
             note: t.note.to_string(),
         })

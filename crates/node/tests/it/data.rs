@@ -71,10 +71,12 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                     data: vec![gridwork_types::DataInput {
                         cid: data,
                         claim: key.input_claim(&data, &requester.address()),
+                        name: String::new(),
                     }],
                     program: Program {
                         command: "render".into(),
                         args: vec![],
+                        outputs: Vec::new(),
                     },
                     instructions: Instructions {
                         items: 1,

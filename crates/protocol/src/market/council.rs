@@ -40,6 +40,9 @@ pub(super) fn agreeing_pairs(t: &Task) -> (Vec<Address>, Vec<u32>) {
     let mut adjacent = vec![0u32; parties.len()];
     for i in 0..parties.len() {
         for j in 0..parties.len() {
+            // Runs that ended differently never agree, whatever their outputs: the end
+            // is part of the result the network accepts.
+            let ended_alike = t.reveals[i].ended == t.reveals[j].ended;
             let same = t.reveals[i].output == t.reveals[j].output;
             let judged = match (
                 names(&parties[i], &parties[j]),
@@ -49,7 +52,7 @@ pub(super) fn agreeing_pairs(t: &Task) -> (Vec<Address>, Vec<u32>) {
                 (Some(x), None) | (None, Some(x)) => x,
                 (None, None) => false,
             };
-            if i != j && (same || judged) {
+            if i != j && ended_alike && (same || judged) {
                 adjacent[i] |= 1 << j;
             }
         }
@@ -256,12 +259,13 @@ impl State {
     pub(super) fn check_reveal(
         &self,
         sender: Address,
-        job: Hash,
-        task: u32,
+        key: TaskKey,
         attempt: u32,
         output: &Hash,
+        ended: &RunEnd,
         salt: &Hash,
     ) -> Result<(), TxError> {
+        let TaskKey { job, index: task } = key;
         let t = self.live_task(job, task, attempt, Phase::Revealing)?;
         let c = t
             .committed(&sender)
@@ -269,7 +273,7 @@ impl State {
         if t.revealed(&sender) {
             return Err(TxError::AlreadyDone { what: "revealed" });
         }
-        if c.commitment != commitment(output, salt, &sender) {
+        if c.commitment != commitment(output, ended, salt, &sender) {
             return Err(TxError::RevealMismatch);
         }
         let earlier_round = t
@@ -290,13 +294,13 @@ impl State {
     pub(super) fn apply_reveal(
         &mut self,
         sender: Address,
-        job: Hash,
-        task: u32,
+        key: TaskKey,
         output: Hash,
+        ended: RunEnd,
         seconds: u64,
         now: u64,
     ) -> Vec<Event> {
-        let key = TaskKey { job, index: task };
+        let TaskKey { job, index: task } = key;
         let Some(mut t) = self.tasks.get(&key).cloned() else {
             return Vec::new();
         };
@@ -304,6 +308,7 @@ impl State {
             provider: sender,
             output,
             seconds,
+            ended,
             round: t.round,
         });
         let mut events = vec![Event::Revealed {

@@ -82,6 +82,8 @@ impl State {
                     commits: Vec::new(),
                     reveals: Vec::new(),
                     result: None,
+                    ended: None,
+                    paid: Amount::ZERO,
                     note: TaskNote::OpenForBids {},
                     earlier_outputs: Vec::new(),
                     seats_to_draw: 0,

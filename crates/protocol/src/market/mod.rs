@@ -110,7 +110,7 @@ mod settlement;
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
 pub use note::{Reason, TaskNote, Undecided};
 
-use gridwork_types::{Address, Amount, Hardware, Hash, Payment, PeerAddr, Prescription};
+use gridwork_types::{Address, Amount, Hardware, Hash, Payment, PeerAddr, Prescription, RunEnd};
 use serde::{Deserialize, Serialize};
 
 use crate::account::Account;
@@ -407,6 +407,8 @@ pub struct RevealRecord {
     pub output: Hash,
     /// Reported run time.
     pub seconds: u64,
+    /// How its run ended.
+    pub ended: RunEnd,
     /// The round of the attempt it was revealed in.
     pub round: u8,
 }
@@ -415,6 +417,7 @@ gridwork_types::codec_struct!(RevealRecord {
     provider: Address,
     output: Hash,
     seconds: u64,
+    ended: RunEnd,
     round: u8
 });
 
@@ -475,6 +478,12 @@ pub struct Task {
     pub reveals: Vec<RevealRecord>,
     /// The accepted output, once settled.
     pub result: Option<Hash>,
+    /// How the runs of the accepted output ended, once settled.
+    pub ended: Option<RunEnd>,
+    /// What the executor and council were paid from escrow for the runs that closed the
+    /// task (the accepted attempt, or the disagreeing runs of a nondeterministic one),
+    /// before the market fee.
+    pub paid: Amount,
     /// Why the task waits, for people (`job status`).
     pub note: TaskNote,
     /// Outputs revealed in earlier attempts: revealing one again is refused as a copy
@@ -507,6 +516,8 @@ gridwork_types::codec_struct!(Task {
     commits: Vec<CommitRecord>,
     reveals: Vec<RevealRecord>,
     result: Option<Hash>,
+    ended: Option<RunEnd>,
+    paid: Amount,
     note: TaskNote,
     earlier_outputs: Vec<Hash>,
     seats_to_draw: u8,
@@ -638,8 +649,8 @@ impl State {
     ) -> Result<(), TxError> {
         use gridwork_types::TxKind as K;
         match kind {
-            K::RegisterProvider { owner, .. } => {
-                self.check_register(sender, sender_account, owner.as_ref())
+            K::RegisterProvider { hardware, owner } => {
+                self.check_register(sender, sender_account, hardware, owner.as_ref())
             }
             K::Heartbeat => self.check_provider(sender).map(|_| ()),
             K::AnnouncePeer { peer } => self.check_announce(sender, peer),
@@ -660,8 +671,15 @@ impl State {
                 attempt,
                 output,
                 salt,
+                ended,
                 ..
-            } => self.check_reveal(sender, *job, *task, *attempt, output, salt),
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                self.check_reveal(sender, key, *attempt, output, ended, salt)
+            }
             K::Judge {
                 job,
                 task,
@@ -707,8 +725,15 @@ impl State {
                 task,
                 output,
                 seconds,
+                ended,
                 ..
-            } => self.apply_reveal(sender, *job, *task, *output, *seconds, now),
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                self.apply_reveal(sender, key, *output, *ended, *seconds, now)
+            }
             K::Judge {
                 job,
                 task,
@@ -730,6 +755,33 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
     if p.program.command.trim().is_empty() {
         return bad("program.command", "must name a command".into());
     }
+    if p.program.outputs.len() > gridwork_types::MAX_REQUIRED_OUTPUTS {
+        return bad(
+            "program.outputs",
+            format!(
+                "at most {} required outputs",
+                gridwork_types::MAX_REQUIRED_OUTPUTS
+            ),
+        );
+    }
+    for pattern in &p.program.outputs {
+        gridwork_types::check_output_pattern(pattern).or_else(|e| bad("program.outputs", e))?;
+    }
+    let software = &p.instructions.requirements.software;
+    if software.len() > gridwork_types::MAX_SOFTWARE_NEEDS {
+        return bad(
+            "instructions.requirements.software",
+            format!("at most {} programs", gridwork_types::MAX_SOFTWARE_NEEDS),
+        );
+    }
+    for need in software {
+        if let Err(e) = gridwork_types::SoftwareNeed::parse(need) {
+            return bad(
+                "instructions.requirements.software",
+                format!("`{need}` {e}"),
+            );
+        }
+    }
     if p.data.len() > params.max_inputs_per_job as usize {
         return bad(
             "data.inputs",
@@ -739,6 +791,18 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
     for (n, input) in p.data.iter().enumerate() {
         if p.data[..n].iter().any(|d| d.cid == input.cid) {
             return bad("data.inputs", format!("{} is named twice", input.cid));
+        }
+        if let Err(e) = gridwork_types::check_input_name(&input.name) {
+            return bad("data.inputs", e);
+        }
+        if !input.name.is_empty() && p.data[..n].iter().any(|d| d.name == input.name) {
+            return bad(
+                "data.inputs",
+                format!(
+                    "two inputs would both land as $GRIDWORK_INPUTS/{}; give them different names",
+                    input.name
+                ),
+            );
         }
     }
     if i.items == 0 {

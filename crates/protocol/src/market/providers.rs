@@ -17,8 +17,12 @@ impl State {
         &self,
         sender: Address,
         sender_account: &Account,
+        hardware: &Hardware,
         owner: Option<&gridwork_types::OwnerApproval>,
     ) -> Result<(), TxError> {
+        hardware
+            .check()
+            .map_err(|problem| TxError::BadHardware { problem })?;
         if let Some(approval) = owner {
             approval
                 .verify(&self.chain_id, &sender)

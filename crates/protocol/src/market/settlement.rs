@@ -147,6 +147,8 @@ impl State {
             let mut t = t;
             t.phase = Phase::Settled;
             t.result = Some(exec_reveal.output);
+            t.ended = Some(exec_reveal.ended);
+            t.paid = Amount(paid.0.saturating_add(council_paid.0));
             t.note = TaskNote::Settled {};
             self.open_tasks.remove(&key);
             events.push(Event::TaskSettled {
@@ -155,6 +157,7 @@ impl State {
                 attempt: t.attempt,
                 executor,
                 output: exec_reveal.output,
+                ended: exec_reveal.ended,
                 paid,
                 council_paid,
             });
@@ -271,6 +274,7 @@ impl State {
             self.adjust_active(member, -1);
         }
         t.phase = Phase::Failed;
+        t.paid = Amount(total);
         t.note = TaskNote::Nondeterministic { why };
         let reason = t.note.to_string();
         self.open_tasks.remove(&key);

@@ -19,7 +19,7 @@ pub use packing::{
     MANIFEST_PARAMS,
 };
 pub use root::{manifest_ids, read_manifest, root_children};
-pub use scan::tree_digest;
+pub use scan::{link_stays_inside, tree_digest};
 pub use unpack::{open_inside, unpack, write_tree, write_tree_with, WriteHooks};
 
 use std::path::Path;

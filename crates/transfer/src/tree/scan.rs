@@ -37,8 +37,10 @@ pub(super) fn check_path(path: &str) -> Result<(), TreeError> {
     Ok(())
 }
 
-/// Whether a link at `link` pointing to `target` stays inside the tree.
-pub(super) fn link_stays_inside(link: &str, target: &str) -> bool {
+/// Whether a link at `link` (a `/`-separated path in the tree) pointing to `target` stays
+/// inside the tree: relative, and never climbing above the tree's root. A tree with any
+/// other link is refused when scanned ([`TreeError::UnsafePath`]).
+pub fn link_stays_inside(link: &str, target: &str) -> bool {
     if target.starts_with('/') {
         return false;
     }

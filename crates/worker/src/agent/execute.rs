@@ -2,6 +2,7 @@
 //! sealed for the parties and its result saved for the commitment.
 
 use super::*;
+use gridwork_types::output_matches;
 
 /// How long a run may take: the task's deadline, or what is left of the chain's commit
 /// deadline once the council is drawn (members start after the executor), less a margin to
@@ -51,23 +52,78 @@ fn own_outputs(outputs: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir(outputs)
 }
 
-/// Writes a run's status into its outputs (it is part of the result) as a new file of its
-/// own: whatever the program left under that name, a link to one of the worker's files
-/// included, is removed first, and the file is created exclusively, which follows no link.
-fn write_status(outputs: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let path = outputs.join(".gridwork-status");
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path)?,
-        Ok(_) => std::fs::remove_file(&path)?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+/// Removes the links under `outputs` that point outside it (`/home/...`, `../../x`): the
+/// result cannot carry them (a tree with such a link is refused), and following one would
+/// publish a file of the worker's user. Links inside the outputs stay. Says what it removed.
+fn drop_escaping_links(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<String>> {
+    let mut dropped = Vec::new();
+    for entry in std::fs::read_dir(outputs)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            dropped.extend(drop_escaping_links(&entry.path(), &rel)?);
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(entry.path())?;
+            let inside = target
+                .to_str()
+                .is_some_and(|t| gridwork_transfer::link_stays_inside(&rel, t));
+            if !inside {
+                std::fs::remove_file(entry.path())?;
+                dropped.push(format!("{rel} -> {}", target.display()));
+            }
+        }
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    file.write_all(text.as_bytes())
+    Ok(dropped)
+}
+
+/// How a finished run ended, its required outputs checked: a program that exits 0 without
+/// leaving one of `required` (paths or `*` patterns under `outputs`) ends as
+/// [`RunEnd::MissingOutput`] naming the first missing; any other end stands as it is.
+pub(super) fn check_outputs(
+    ended: RunEnd,
+    required: &[String],
+    outputs: &std::path::Path,
+) -> std::io::Result<RunEnd> {
+    if !ended.is_success() || required.is_empty() {
+        return Ok(ended);
+    }
+    let mut present = Vec::new();
+    list_files(outputs, "", &mut present)?;
+    for (index, pattern) in required.iter().enumerate() {
+        if !present.iter().any(|path| output_matches(pattern, path)) {
+            return Ok(RunEnd::MissingOutput {
+                index: index as u32,
+            });
+        }
+    }
+    Ok(ended)
+}
+
+/// The regular files under `dir`, as `/`-separated paths relative to it; links are not
+/// followed (a link is not an output the requester gets back as a file).
+fn list_files(dir: &std::path::Path, prefix: &str, into: &mut Vec<String>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            list_files(&entry.path(), &path, into)?;
+        } else if kind.is_file() {
+            into.push(path);
+        }
+    }
+    Ok(())
 }
 
 impl Worker {
@@ -93,7 +149,15 @@ impl Worker {
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
         let (inputs, outputs) = sandbox::layout(&dir);
-        for cid in view.prescription.data.iter().map(|d| &d.cid) {
+        for input in &view.prescription.data {
+            let cid = &input.cid;
+            // Each input lands under its own name (the ledger checked it is one path part
+            // and unique), a file or an unnamed tree in $GRIDWORK_INPUTS itself.
+            let dest = if input.name.is_empty() {
+                inputs.clone()
+            } else {
+                inputs.join(&input.name)
+            };
             // The node wraps the input keys for the executor and council when the auction
             // closes; until then this fails and the next pass tries again.
             let key = self.client.granted_key(cid, &self.cfg.key).await?;
@@ -103,7 +167,7 @@ impl Worker {
                 .iter()
                 .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
                 .collect();
-            self.pull(cid, &key, &holders, &inputs).await?;
+            self.pull(cid, &key, &holders, &dest).await?;
         }
         let env = TaskEnv {
             job: view.id.to_string(),
@@ -135,26 +199,18 @@ impl Worker {
             path: dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        // The exit status is part of the result, so a program that fails the same way
-        // everywhere is a valid (if useless) result rather than a timeout.
-        let status = match (outcome.timed_out, outcome.code) {
-            (true, _) => "timeout".to_string(),
-            (false, Some(code)) => format!("exit {code}"),
-            (false, None) => "killed".to_string(),
-        };
-        let ended = match (outcome.timed_out, outcome.code) {
-            (true, _) => RunOutcome::Timeout,
-            (false, Some(0)) => RunOutcome::Success,
-            (false, Some(_)) => RunOutcome::Failure,
-            (false, None) => RunOutcome::Killed,
-        };
+        // How the run ended is part of the result (revealed with the output and bound into
+        // the commitment), so a program that fails the same way everywhere is a valid (if
+        // useless) result that says so, rather than a timeout.
         own_outputs(&outputs).map_err(io)?;
-        let status = if as_executor && self.cfg.behavior.lies() {
-            "exit 0\nforged_result".to_string()
-        } else {
-            status
-        };
-        write_status(&outputs, &format!("{status}\n")).map_err(io)?;
+        for link in drop_escaping_links(&outputs, "").map_err(io)? {
+            tracing::warn!(job = %view.id, task = r.1, "an output link points outside the outputs; dropped from the result: {link}");
+        }
+        let ended = check_outputs(outcome.ended, &view.prescription.program.outputs, &outputs)
+            .map_err(io)?;
+        if as_executor && self.cfg.behavior.lies() {
+            std::fs::write(outputs.join("forged_result"), "made up\n").map_err(io)?;
+        }
         let output = self.push_output(view, r, round, &outputs).await?;
         let mut salt = [0u8; 32];
         OsRng.fill_bytes(&mut salt);
@@ -164,11 +220,17 @@ impl Worker {
                 output,
                 salt: Hash(salt),
                 seconds: outcome.seconds,
+                ended,
                 round,
             },
         )?;
-        tracing::info!(job = %view.id, task = r.1, %status, seconds = outcome.seconds, "task ran");
-        Ok(ended)
+        tracing::info!(job = %view.id, task = r.1, %ended, seconds = outcome.seconds, "task ran");
+        Ok(match ended {
+            RunEnd::Exit { code: 0 } => RunOutcome::Success,
+            RunEnd::Exit { .. } | RunEnd::MissingOutput { .. } => RunOutcome::Failure,
+            RunEnd::Timeout {} => RunOutcome::Timeout,
+            RunEnd::Signal { .. } => RunOutcome::Killed,
+        })
     }
 
     /// Pushes a run's outputs and lets the requester and the other members of the task
@@ -251,6 +313,7 @@ impl Worker {
                 output: Hash(made_up),
                 salt: Hash(salt),
                 seconds: 1,
+                ended: RunEnd::SUCCESS,
                 round,
             },
         )

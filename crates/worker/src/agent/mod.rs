@@ -32,7 +32,8 @@ use gridwork_client::{
 use gridwork_p2p::{transport_secret, P2pError, Peer, PeerSource};
 use gridwork_transfer::{tree_digest, ChunkStore, DataKey, TreeError};
 use gridwork_types::{
-    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, TxKind,
+    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, RunEnd,
+    TxKind,
 };
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -217,6 +218,8 @@ struct RunResult {
     output: Hash,
     salt: Hash,
     seconds: u64,
+    /// How the run ended.
+    ended: RunEnd,
     /// The round of the attempt the run was for: part of the output key.
     #[serde(default)]
     round: u8,
@@ -680,11 +683,14 @@ impl Worker {
         match t.phase {
             Phase::Bidding if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
                 let active = lock(&self.running).len() as u32;
-                match self
-                    .cfg
-                    .policy
-                    .decide(&view.prescription, &self.cfg.hardware, active)
-                {
+                let decision = match crate::software::missing_command(&view.prescription.program) {
+                    Some(why) => Decision::Decline(why),
+                    None => self
+                        .cfg
+                        .policy
+                        .decide(&view.prescription, &self.cfg.hardware, active),
+                };
+                match decision {
                     Decision::Bid(price) if self.mark("bid", r, 0).await => {
                         let sent = self
                             .send(TxKind::Bid {
@@ -710,7 +716,7 @@ impl Worker {
             Phase::Committing if assigned && !t.committed.contains(&self.me) => {
                 if let Some(res) = self.result(r) {
                     if self.mark("commit", r, t.round).await {
-                        let c = commitment(&res.output, &res.salt, &self.me);
+                        let c = commitment(&res.output, &res.ended, &res.salt, &self.me);
                         let kind = TxKind::Commit {
                             job: view.id,
                             task: t.index,
@@ -774,6 +780,7 @@ impl Worker {
                         output: res.output,
                         salt: res.salt,
                         seconds: res.seconds,
+                        ended: res.ended,
                     };
                     let sent = self.send(kind).await;
                     self.sent_as("reveal", r, t.round, &sent, true);

@@ -37,6 +37,7 @@ async fn inputs_reach_only_the_task_and_a_tolerant_council_checks_through_its_gr
     p.data = vec![DataInput {
         cid: pushed.cid,
         claim: key.input_claim(&pushed.cid, &requester.address()),
+        name: String::new(),
     }];
     p.equivalence = Equivalence::NumericTolerance {
         abs_ppb: 0,
@@ -198,7 +199,7 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
     let view = net
         .run_on_input(
             "wc -c < $GRIDWORK_INPUTS/weights.bin > $GRIDWORK_OUTPUTS/result.txt",
-            input,
+            input.clone(),
         )
         .await;
     let text = result_text(&net, view.tasks[0].result.as_ref().unwrap()).await;
@@ -218,4 +219,38 @@ async fn workers_fetch_inputs_from_the_nodes_peer_endpoint_beside_http() {
         .expect("the node's endpoint was a source");
     assert!(by_peer.chunks >= 1, "{sources:?}");
     peer.shutdown().await;
+}
+
+/// Two inputs that each hold a `same.txt` (from `dir-a` and `dir-b`), named after their
+/// directories, land apart under `$GRIDWORK_INPUTS`: the run reads both. They used to land
+/// as one `same.txt`, the second silently overwriting the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_inputs_land_under_their_names_and_do_not_overwrite_each_other() {
+    let net = Net::start().await;
+    for i in 1..=2 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(2).await;
+    let mut data = Vec::new();
+    for name in ["dir-a", "dir-b"] {
+        let src = net.dir.path().join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("same.txt"), format!("from {name}\n")).unwrap();
+        let mut input = net.push_input(&src).await;
+        input.name = name.into();
+        data.push(input);
+    }
+    let program = "cat $GRIDWORK_INPUTS/dir-a/same.txt $GRIDWORK_INPUTS/dir-b/same.txt \
+                   > $GRIDWORK_OUTPUTS/result.txt";
+    let mut p = squares(1, 1, 30_000, program);
+    p.data = data;
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.ended, Some(gridwork_types::RunEnd::SUCCESS), "{view:#?}");
+    assert_eq!(
+        result_text(&net, t.result.as_ref().unwrap()).await,
+        "from dir-a\nfrom dir-b\n"
+    );
+    net.stop.send(true).unwrap();
 }

@@ -2,6 +2,7 @@
 
 mod byzantine;
 mod data;
+mod failures;
 mod operations;
 
 use std::time::Duration;
@@ -95,6 +96,7 @@ impl Net {
                 gpus: vec![],
                 cpu_cores: 2,
                 memory_mib: 4_096,
+                software: Vec::new(),
             },
             stake: Amount::grid(1_000),
             // Long: the workers must be driven by the event stream, not the poll.
@@ -164,6 +166,7 @@ impl Net {
         DataInput {
             cid: pushed.cid,
             claim: key.input_claim(&pushed.cid, &dev_keypair(0).address()),
+            name: String::new(),
         }
     }
 
@@ -219,6 +222,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
         program: Program {
             command: "sh".into(),
             args: vec!["-c".into(), program.into()],
+            outputs: Vec::new(),
         },
         instructions: Instructions {
             items,

@@ -2,6 +2,7 @@
 //! requesters that make councils pay.
 
 use gridwork_protocol::{Event, Params, Phase, TaskKey, TxError};
+use gridwork_types::RunEnd;
 use gridwork_types::{
     commitment, Address, Amount, Equivalence, Hash, Keypair, Payment, SignedTx, TxKind, GRID,
 };
@@ -178,6 +179,7 @@ fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
             output: truth,
             salt: salt(&copier),
             seconds: 10,
+            ended: RunEnd::SUCCESS,
         },
     );
     assert_eq!(err, TxError::CopiedResult { output: truth });
@@ -343,7 +345,12 @@ fn copying_council_member_cannot_reveal_someone_elses_commitment() {
     m.block(vec![bid]);
     let copying_council_member = Market::key_of(m.task(job, 0).council[0]);
     let out = Hash([9; 32]);
-    let exec_commit = commitment(&out, &salt(&provider(1)), &provider(1).address());
+    let exec_commit = commitment(
+        &out,
+        &RunEnd::SUCCESS,
+        &salt(&provider(1)),
+        &provider(1).address(),
+    );
     let c1 = m.tx(
         &provider(1),
         TxKind::Commit {
@@ -376,6 +383,7 @@ fn copying_council_member_cannot_reveal_someone_elses_commitment() {
             output: out,
             salt: salt(&provider(1)),
             seconds: 1,
+            ended: RunEnd::SUCCESS,
         },
     );
     assert_eq!(err, TxError::RevealMismatch);

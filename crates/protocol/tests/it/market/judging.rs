@@ -2,6 +2,7 @@
 //! at judging.
 
 use gridwork_protocol::{Event, Phase, TxError};
+use gridwork_types::RunEnd;
 use gridwork_types::{Address, Amount, Equivalence, Hash, Keypair, TxKind, GRID};
 
 use super::support::{
@@ -213,6 +214,7 @@ fn a_liar_cannot_hide_behind_nondeterminism() {
             output: truth,
             salt: salt(copier),
             seconds: 10,
+            ended: RunEnd::SUCCESS,
         },
     );
     assert_eq!(err, TxError::CopiedResult { output: truth });

@@ -1,6 +1,7 @@
 //! Random sequences of market actions keep the ledger's invariants.
 
 use gridwork_protocol::TaskKey;
+use gridwork_types::RunEnd;
 use gridwork_types::{commitment, Address, Amount, Equivalence, Hash, TxKind, GRID};
 
 use super::support::{deposit_for, prescription, provider, requester, salt, Market, PROVIDERS};
@@ -107,7 +108,7 @@ proptest! {
                             let k = Market::key_of(*who);
                             let (honest, forged) = outputs(t.attempt, t.round);
                             let out = if lie && Some(*who) == t.executor { forged } else { honest };
-                            let c = commitment(&out, &salt(&k), who);
+                            let c = commitment(&out, &RunEnd::SUCCESS, &salt(&k), who);
                             txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
                         }
                     }
@@ -120,8 +121,8 @@ proptest! {
                         for c in &commits {
                             let k = Market::key_of(c.provider);
                             for out in (0..=t.round).flat_map(|r| { let (h, f) = outputs(t.attempt, r); [h, f] }) {
-                                if commitment(&out, &salt(&k), &c.provider) == c.commitment {
-                                    txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 } }));
+                                if commitment(&out, &RunEnd::SUCCESS, &salt(&k), &c.provider) == c.commitment {
+                                    txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 }, ended: RunEnd::SUCCESS, }));
                                 }
                             }
                         }

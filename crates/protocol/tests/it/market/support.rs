@@ -2,6 +2,7 @@
 //! blocks in virtual time, and a store to restart from.
 
 use gridwork_protocol::{dev_keypair, Event, Genesis, Params, State, TaskKey, TxError};
+use gridwork_types::RunEnd;
 use gridwork_types::{
     commitment, Address, Amount, DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware, Hash,
     Instructions, Keypair, OwnerApproval, Payment, Prescription, Program, Requirements, SignedTx,
@@ -83,6 +84,7 @@ pub(super) fn gpu_box() -> Hardware {
         }],
         cpu_cores: 8,
         memory_mib: 32_000,
+        software: Vec::new(),
     }
 }
 
@@ -99,10 +101,12 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
         data: vec![DataInput {
             cid: Hash([7; 32]),
             claim: Hash([8; 32]),
+            name: String::new(),
         }],
         program: Program {
             command: "render".into(),
             args: vec![],
+            outputs: Vec::new(),
         },
         instructions: Instructions {
             items: tasks,
@@ -276,13 +280,22 @@ impl Market {
             .unwrap()
     }
 
-    /// Commits `outputs[i]` for each of `who` in one block.
+    /// Commits `outputs[i]` of a successful run for each of `who` in one block.
     pub(super) fn commit_all(&mut self, job: Hash, task: u32, who: &[(Keypair, Hash)]) {
-        let attempt = self.task(job, task).attempt;
-        let txs = who
+        let runs: Vec<(Keypair, Hash, RunEnd)> = who
             .iter()
-            .map(|(k, out)| {
-                let c = commitment(out, &salt(k), &k.address());
+            .map(|(k, out)| (k.clone(), *out, RunEnd::SUCCESS))
+            .collect();
+        self.commit_runs(job, task, &runs);
+    }
+
+    /// Commits each party's output and how its run ended, in one block.
+    pub(super) fn commit_runs(&mut self, job: Hash, task: u32, runs: &[(Keypair, Hash, RunEnd)]) {
+        let attempt = self.task(job, task).attempt;
+        let txs = runs
+            .iter()
+            .map(|(k, out, ended)| {
+                let c = commitment(out, ended, &salt(k), &k.address());
                 self.tx(
                     k,
                     TxKind::Commit {
@@ -316,8 +329,34 @@ impl Market {
         output: Hash,
         seconds: u64,
     ) -> Vec<Event> {
+        let tx = self.reveal_tx(job, task, who, output, seconds, RunEnd::SUCCESS);
+        self.block(vec![tx])
+    }
+
+    /// A reveal of `output` from a run that ended as `ended`.
+    pub(super) fn reveal_run(
+        &mut self,
+        job: Hash,
+        task: u32,
+        who: &Keypair,
+        output: Hash,
+        ended: RunEnd,
+    ) -> Vec<Event> {
+        let tx = self.reveal_tx(job, task, who, output, 10, ended);
+        self.block(vec![tx])
+    }
+
+    pub(super) fn reveal_tx(
+        &mut self,
+        job: Hash,
+        task: u32,
+        who: &Keypair,
+        output: Hash,
+        seconds: u64,
+        ended: RunEnd,
+    ) -> SignedTx {
         let attempt = self.task(job, task).attempt;
-        let tx = self.tx(
+        self.tx(
             who,
             TxKind::Reveal {
                 job,
@@ -326,9 +365,9 @@ impl Market {
                 output,
                 salt: salt(who),
                 seconds,
+                ended,
             },
-        );
-        self.block(vec![tx])
+        )
     }
 
     /// `who` bids on the task (closing its auction) and the council is drawn; returns the

@@ -1,0 +1,328 @@
+//! Failed runs and software: how a run ended is part of its result, a failure the council
+//! reproduces is paid as work and says so, and only providers that offer a job's software
+//! run or check it. Doubles: `ExitLiar` (an executor that reveals success for a run that
+//! failed), `EndSwitcher` (a party that commits to one end and reveals another),
+//! `SloppyJudges` (judges that name a party whose run ended differently).
+
+use gridwork_protocol::{Event, Phase, TxError};
+use gridwork_types::{
+    Amount, Equivalence, Hardware, Hash, Keypair, RunEnd, Software, TxKind, GRID,
+};
+
+use super::support::{deposit_for, gpu_box, prescription, provider, Market, PROVIDERS};
+
+const FAILED: RunEnd = RunEnd::Exit { code: 1 };
+
+/// The requester's program fails the same way on every machine (a missing file, a bad
+/// argument). That is the program's failure, reproduced by the council: the task settles,
+/// the executor and council are paid for the work (the documented rule), and the task, the
+/// settlement event and the archive say how the runs ended, never a plain success.
+#[test]
+fn a_failure_the_council_reproduces_is_paid_as_work_and_reads_as_a_failure() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let council = m.win(job, 0, &executor);
+    let out = Hash([3; 32]);
+    m.commit_runs(
+        job,
+        0,
+        &[
+            (executor.clone(), out, FAILED),
+            (council[0].clone(), out, FAILED),
+        ],
+    );
+    m.reveal_run(job, 0, &executor, out, FAILED);
+    let events = m.reveal_run(job, 0, &council[0], out, FAILED);
+    let settled = events.iter().find_map(|e| match e {
+        Event::TaskSettled { ended, paid, .. } => Some((*ended, *paid)),
+        _ => None,
+    });
+    let (ended, paid) = settled.expect("the task settles");
+    assert_eq!(ended, FAILED);
+    assert!(paid.0 > 0, "the executor is paid for the work");
+    let t = m.task(job, 0);
+    assert_eq!(
+        (t.phase, t.result, t.ended),
+        (Phase::Settled, Some(out), Some(FAILED))
+    );
+    assert!(t.paid.0 > paid.0, "executor and council: {:?}", t.paid);
+    assert!(!t.ended.unwrap().is_success());
+}
+
+/// `ExitLiar`: the executor's run failed, as the council's did, and their outputs are the
+/// same bytes; the executor reveals "exit 0" to pass the failure off as a success. The end
+/// is part of the vote: the council's three runs agree among themselves and not with the
+/// executor's, so the executor is slashed and the task runs again.
+#[test]
+fn an_executor_that_passes_a_failure_off_as_success_is_outvoted_and_slashed() {
+    let mut m = Market::new();
+    let p = prescription(1, 3, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let exit_liar = provider(1);
+    let council = m.win(job, 0, &exit_liar);
+    let out = Hash([4; 32]);
+    let mut runs = vec![(exit_liar.clone(), out, RunEnd::SUCCESS)];
+    runs.extend(council.iter().map(|k| (k.clone(), out, FAILED)));
+    m.commit_runs(job, 0, &runs);
+    let stake = m.stake(&exit_liar.address());
+    m.reveal_run(job, 0, &exit_liar, out, RunEnd::SUCCESS);
+    let mut events = Vec::new();
+    for k in &council {
+        events.extend(m.reveal_run(job, 0, k, out, FAILED));
+    }
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Slashed { provider, .. } if *provider == exit_liar.address())
+        ),
+        "{events:?}"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::TaskSettled { .. })));
+    assert!(m.stake(&exit_liar.address()) < stake);
+    let t = m.task(job, 0);
+    assert_eq!(t.attempt, 1, "the task runs again: {}", t.note);
+    assert_eq!(t.result, None);
+}
+
+/// `EndSwitcher`: a party commits to a failed run and, having seen the others' reveals,
+/// reveals a success for the same output. The end is inside the commitment, so the reveal
+/// does not open it.
+#[test]
+fn a_party_cannot_reveal_an_end_other_than_the_one_it_committed_to() {
+    let mut m = Market::new();
+    let p = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let end_switcher = provider(1);
+    let council = m.win(job, 0, &end_switcher);
+    let out = Hash([6; 32]);
+    m.commit_runs(
+        job,
+        0,
+        &[
+            (end_switcher.clone(), out, FAILED),
+            (council[0].clone(), out, FAILED),
+        ],
+    );
+    let attempt = m.task(job, 0).attempt;
+    let err = m.refused(
+        &end_switcher,
+        TxKind::Reveal {
+            job,
+            task: 0,
+            attempt,
+            output: out,
+            salt: super::support::salt(&end_switcher),
+            seconds: 10,
+            ended: RunEnd::SUCCESS,
+        },
+    );
+    assert_eq!(err, TxError::RevealMismatch);
+    // The end it committed to opens the commitment.
+    m.reveal_run(job, 0, &end_switcher, out, FAILED);
+    m.reveal_run(job, 0, &council[0], out, FAILED);
+    assert_eq!(m.task(job, 0).ended, Some(FAILED));
+}
+
+/// `SloppyJudges`: under a tolerance, every party names every other as equivalent, the
+/// executor's run included, though it ended with "exit 0" and the three council runs with
+/// "exit 2". The ledger does not count judgements across different ends: the council agrees
+/// among itself against the executor.
+#[test]
+fn judges_cannot_make_runs_that_ended_differently_agree() {
+    let mut m = Market::new();
+    let p = prescription(
+        1,
+        3,
+        Equivalence::NumericTolerance {
+            abs_ppb: 1_000,
+            rel_ppb: 0,
+        },
+    );
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let executor = provider(1);
+    let council = m.win(job, 0, &executor);
+    let crashed = RunEnd::Exit { code: 2 };
+    let mut runs = vec![(executor.clone(), Hash([20; 32]), RunEnd::SUCCESS)];
+    runs.extend(
+        council
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), Hash([21 + i as u8; 32]), crashed)),
+    );
+    m.commit_runs(job, 0, &runs);
+    for (k, out, ended) in &runs {
+        m.reveal_run(job, 0, k, *out, *ended);
+    }
+    assert_eq!(m.task(job, 0).phase, Phase::Judging);
+    let everyone: Vec<_> = runs.iter().map(|(k, _, _)| k.address()).collect();
+    let stake = m.stake(&executor.address());
+    let mut events = Vec::new();
+    for (k, _, _) in &runs {
+        let others: Vec<_> = everyone
+            .iter()
+            .copied()
+            .filter(|a| *a != k.address())
+            .collect();
+        events.extend(m.judge(job, 0, k, &others));
+    }
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Slashed { provider, .. } if *provider == executor.address())
+        ),
+        "{events:?}"
+    );
+    assert!(m.stake(&executor.address()) < stake);
+    assert_eq!(m.task(job, 0).result, None);
+}
+
+fn with_software(software: &[(&str, &str)]) -> Hardware {
+    Hardware {
+        software: software
+            .iter()
+            .map(|(name, version)| Software {
+                name: (*name).into(),
+                version: (*version).into(),
+            })
+            .collect(),
+        ..gpu_box()
+    }
+}
+
+/// Providers 1 to 3 have Blender 4.1, provider 4 has 3.6 and 5 and 6 none. A job requiring
+/// `blender >= 4.0`: a bid from provider 4 is refused naming what it lacks, and every council
+/// of ten tasks is drawn from the providers that have it, so no honest worker is slashed for
+/// lacking the software nor paid for a run it could not do.
+#[test]
+fn only_providers_that_offer_the_required_software_run_or_check_a_job() {
+    let mut m = Market::new();
+    let registrations = (1..=PROVIDERS)
+        .map(|i| {
+            let hardware = match i {
+                1..=3 => with_software(&[("blender", "4.1.0"), ("python3", "3.11.2")]),
+                4 => with_software(&[("blender", "3.6.5")]),
+                _ => gpu_box(),
+            };
+            m.tx(
+                &provider(i),
+                TxKind::RegisterProvider {
+                    hardware,
+                    owner: None,
+                },
+            )
+        })
+        .collect();
+    m.block(registrations);
+    let mut p = prescription(10, 1, Equivalence::ExactHash {});
+    p.instructions.requirements.software = vec!["blender >= 4.0".into()];
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let err = m.refused(
+        &provider(4),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+        },
+    );
+    assert_eq!(
+        err,
+        TxError::HardwareUnfit {
+            reason: "needs blender >= 4.0; has blender 3.6.5".into()
+        }
+    );
+    let fit: Vec<_> = (1..=3).map(|i| provider(i).address()).collect();
+    for task in 0..10 {
+        let council: Vec<Keypair> = m.win(job, task, &provider(1 + task % 3));
+        assert_eq!(council.len(), 1);
+        assert!(
+            fit.contains(&council[0].address()),
+            "task {task}: council {} lacks the software",
+            council[0].address()
+        );
+    }
+}
+
+/// What a provider lists and a job requires is checked at the door: a malformed software
+/// name, a version past its size, an output outside the outputs directory and inputs that
+/// would land on one path or outside `$GRIDWORK_INPUTS` are refused, naming the field and
+/// the fix.
+#[test]
+fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_named() {
+    let mut m = Market::new();
+    let err = m.refused(
+        &provider(1),
+        TxKind::RegisterProvider {
+            hardware: with_software(&[("blender; rm -rf /", "4")]),
+            owner: None,
+        },
+    );
+    assert!(
+        matches!(&err, TxError::BadHardware { problem } if problem.contains("names are letters")),
+        "{err}"
+    );
+    let long = "9".repeat(200);
+    let err = m.refused(
+        &provider(1),
+        TxKind::RegisterProvider {
+            hardware: with_software(&[("blender", &long)]),
+            owner: None,
+        },
+    );
+    assert!(matches!(err, TxError::BadHardware { .. }), "{err}");
+    for (software, outputs, field) in [
+        (
+            vec!["blender >= four"],
+            vec![],
+            "instructions.requirements.software",
+        ),
+        (vec![""], vec![], "instructions.requirements.software"),
+        (vec![], vec!["/etc/passwd"], "program.outputs"),
+        (vec![], vec!["frames/../../x"], "program.outputs"),
+    ] {
+        let mut p = prescription(1, 1, Equivalence::ExactHash {});
+        p.instructions.requirements.software = software.iter().map(|s| s.to_string()).collect();
+        p.program.outputs = outputs.iter().map(|s| s.to_string()).collect();
+        let deposit = deposit_for(&p);
+        let err = m.refused(
+            &super::support::requester(),
+            TxKind::SubmitJob {
+                prescription: p,
+                deposit,
+            },
+        );
+        assert!(
+            matches!(&err, TxError::BadPrescription { field: f, .. } if *f == field),
+            "{software:?} {outputs:?}: {err}"
+        );
+    }
+    // Inputs land under their names: two under one name, or a name that is a path, would
+    // overwrite or escape; both are refused.
+    for (first, second) in [("scene", "scene"), ("scene", "../etc"), ("a/b", "c")] {
+        let mut p = prescription(1, 1, Equivalence::ExactHash {});
+        p.data[0].name = first.into();
+        let mut other = p.data[0].clone();
+        other.cid = Hash([9; 32]);
+        other.name = second.into();
+        p.data.push(other);
+        let deposit = deposit_for(&p);
+        let err = m.refused(
+            &super::support::requester(),
+            TxKind::SubmitJob {
+                prescription: p,
+                deposit,
+            },
+        );
+        assert!(
+            matches!(
+                &err,
+                TxError::BadPrescription {
+                    field: "data.inputs",
+                    ..
+                }
+            ),
+            "{first} {second}: {err}"
+        );
+    }
+}
