@@ -49,12 +49,24 @@ pub enum JobFileError {
 struct RawJob {
     deposit: Option<String>,
     data: RawData,
-    program: Program,
+    program: RawProgram,
     instructions: RawInstructions,
     payment: RawPayment,
     #[serde(default)]
     equivalence: RawEquivalence,
     halting: RawHalting,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProgram {
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    /// `img:<64 hex>`, as `gridwork image push` prints it.
+    image: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,10 +241,38 @@ impl JobFile {
             s.checked_mul(1000)
                 .ok_or_else(|| field(f, "is too large".into()))
         };
-        let r = raw.instructions.requirements;
+        let mut r = raw.instructions.requirements;
+        let image = match &raw.program.image {
+            None => None,
+            Some(text) => {
+                let hex = text.strip_prefix("img:").unwrap_or(text);
+                let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
+                    field(
+                        "program.image",
+                        format!("`{text}`: {e}; write the id `gridwork image push` printed, img:<64 hex>"),
+                    )
+                })?;
+                // Only workers that run containers may take it.
+                let engine = gridwork_types::CONTAINER_SOFTWARE;
+                if !r
+                    .software
+                    .iter()
+                    .any(|s| gridwork_types::SoftwareNeed::parse(s).is_ok_and(|n| n.name == engine))
+                {
+                    r.software.push(engine.to_string());
+                }
+                Some(cid)
+            }
+        };
+        let program = Program {
+            command: raw.program.command,
+            args: raw.program.args,
+            outputs: raw.program.outputs,
+            image,
+        };
         let prescription = Prescription {
             data: Vec::new(),
-            program: raw.program,
+            program,
             instructions: Instructions {
                 items: raw.instructions.items,
                 chunk: raw.instructions.chunk,
@@ -332,6 +372,14 @@ impl JobFile {
             }
             landing.push((lands, input.clone()));
             inputs.push(job_input);
+        }
+        if let Some(cid) = image {
+            // The image travels as an input (its key reaches the workers with the others);
+            // the worker loads it rather than placing it under $GRIDWORK_INPUTS.
+            inputs.push(JobInput {
+                source: Input::Cid(cid),
+                name: String::new(),
+            });
         }
         let deposit = match &raw.deposit {
             Some(s) if s != "auto" => Some(amount("deposit", s)?),

@@ -89,9 +89,29 @@ pub(crate) enum Command {
     /// Move data: chunked, compressed, encrypted, resumable, de-duplicated.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Container images for jobs, through the data plane.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Internal: confine this process (limits, Landlock) and run a task program.
     #[command(hide = true)]
     SandboxExec(SandboxArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ImageCommand {
+    /// Send a local Docker image to the node (`docker save`, then a push of the archive:
+    /// a new version that shares layers moves only the changed chunks); prints the image id
+    /// to name in a job file (`[program] image = "img:<id>"`).
+    Push {
+        /// The image, as Docker names it (`pytorch-cpu:2.4`, or an image id).
+        name: String,
+        /// Parallel streams.
+        #[arg(long, default_value_t = 8)]
+        streams: usize,
+        /// The Docker engine's socket.
+        #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
+        docker_socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +229,14 @@ pub(crate) struct WorkerArgs {
     /// software go only to workers that offer it.
     #[arg(long, value_name = "NAME[=VERSION]")]
     pub(crate) software: Vec<gridwork_worker::software::Declared>,
+    /// How tasks run: `process` (confined processes on this machine's own system) or
+    /// `docker` (also jobs that bring a container image, run through the Docker engine; jobs
+    /// without one still run as processes).
+    #[arg(long, value_enum, default_value_t = ExecutorArg::Process)]
+    pub(crate) executor: ExecutorArg,
+    /// The Docker engine's socket (with `--executor docker`).
+    #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
+    pub(crate) docker_socket: PathBuf,
     /// The most one transaction may pay in fees, in GRID: steps go at the chain's minimum
     /// fee, and again at the fee the node names when its mempool is full, up to this.
     #[arg(long, default_value = "0.01")]
@@ -591,4 +619,13 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         submitters: Option<usize>,
     },
+}
+
+/// How a worker runs tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ExecutorArg {
+    /// Confined processes only.
+    Process,
+    /// Container images through the Docker engine, and processes.
+    Docker,
 }

@@ -120,6 +120,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::demo(&cli, args),
         Command::SandboxExec(args) => crate::worker::sandbox_exec(args),
         Command::Data(cmd) => crate::data::data(&cli, cmd),
+        Command::Image(cmd) => crate::data::image(&cli, cmd),
     }
 }
 

@@ -16,7 +16,7 @@ use gridwork_transfer::{ChunkParams, ChunkStore, DataKey, EntryKind};
 use gridwork_types::{Address, Hash, Keypair, PublicKey};
 use serde_json::json;
 
-use crate::cli::{Cli, DataCommand};
+use crate::cli::{Cli, DataCommand, ImageCommand};
 use crate::commands::{home, keystore, runtime, signing_key};
 use crate::output::{emit, rows};
 
@@ -260,6 +260,70 @@ fn progress_line(label: &str, progress: &Progress, secs: f64) -> String {
         "#".repeat(filled),
         "-".repeat(20 - filled),
         rate / 1e6
+    )
+}
+
+/// `gridwork image push`: the image saved from the engine into `HOME/images/<name>/` (one
+/// directory per image name, so a re-push of a new version reuses its data key and push
+/// index: unchanged layers are not read again and their chunks do not move), then pushed.
+pub(crate) fn image(cli: &Cli, cmd: &ImageCommand) -> anyhow::Result<()> {
+    let ImageCommand::Push {
+        name,
+        streams,
+        docker_socket,
+    } = cmd;
+    let me = signing_key(cli)?;
+    let client = Client::new(&cli.node).signed_by(me.clone());
+    let slug: String = name
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect();
+    let dir = home(cli)?.join("images").join(slug);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let engine = gridwork_worker::docker::Engine::new(docker_socket);
+    let started = Instant::now();
+    let rt = runtime()?;
+    let archive = dir.join("image.tar");
+    let saved = rt
+        .block_on(engine.save(name, &archive))
+        .with_context(|| format!("saving image `{name}` from the Docker engine"))?;
+    let (key, index) = KeyRegistry::new(home(cli)?).key_for(&dir, &me)?;
+    let opts = TransferOptions {
+        index: Some(index),
+        ..TransferOptions::with_streams(*streams)
+    };
+    let bar = ProgressBar::show(cli.json, "push", opts.progress.clone());
+    let report = rt.block_on(async {
+        let report = client.push_tree(&dir, &key, &opts).await?;
+        client.share_key(&report.cid, &key, &me.public()).await?;
+        anyhow::Ok(report)
+    });
+    drop(bar);
+    let report = report?;
+    let secs = started.elapsed().as_secs_f64();
+    let id = format!("img:{}", report.cid);
+    emit(
+        cli.json,
+        &json!({ "image": id, "name": name, "bytes": saved, "sent_bytes": report.bytes_sent, "chunks": report.chunks, "seconds": secs }),
+        || {
+            rows(&[
+                ("image", id.clone()),
+                ("name", name.clone()),
+                (
+                    "archive",
+                    format!(
+                        "{saved} bytes, {} chunks, {} bytes sent (the rest the node had)",
+                        report.chunks, report.bytes_sent
+                    ),
+                ),
+                ("use", format!("[program] image = \"{id}\"")),
+            ])
+        },
     )
 }
 

@@ -36,6 +36,7 @@ fn sample_job(items: u64) -> Prescription {
             command: "sh".into(),
             args: vec!["-c".into(), script.into()],
             outputs: Vec::new(),
+            image: None,
         },
         instructions: Instructions {
             items,
@@ -115,7 +116,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     announce: vec![],
                 }),
-                cache: Some(CacheLimit { max_bytes: 1 << 30, spare: Duration::from_secs(600) }),
+                cache: Some(CacheLimit { max_bytes: 1 << 30, spare: Duration::from_secs(600) }), containers: None,
             };
             let w = Worker::new(&url, cfg)?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };

@@ -215,7 +215,20 @@ async fn stderr_tail(client: &Client, job: &Hash, task: u32) -> anyhow::Result<S
             .await?
     };
     let lines: Vec<&str> = log.data.lines().collect();
-    Ok(lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n"))
+    // The executor's log is its own word, and may hold terminal escapes: control characters
+    // are shown escaped, never sent to the terminal.
+    let tail: Vec<String> = lines[lines.len().saturating_sub(TAIL_LINES)..]
+        .iter()
+        .map(|line| {
+            line.chars()
+                .flat_map(|c| match c.is_control() && c != '\t' {
+                    true => c.escape_default().collect::<Vec<_>>(),
+                    false => vec![c],
+                })
+                .collect()
+        })
+        .collect();
+    Ok(tail.join("\n"))
 }
 
 /// The failed runs of a job: how each ended and the end of its stderr, and the rule that
@@ -256,6 +269,7 @@ fn render_failures(v: &JobView, tails: &Option<Vec<(u32, Result<String, String>)
                 out.push_str("\n    (nothing on stderr)")
             }
             Some((_, Ok(tail))) => {
+                out.push_str("\n    stderr, as the executor reported it:");
                 for line in tail.lines() {
                     out.push_str(&format!("\n    | {line}"));
                 }

@@ -13,7 +13,7 @@ use gridwork_worker::{
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::cli::{Cli, SandboxArgs, WorkerArgs};
+use crate::cli::{Cli, ExecutorArg, SandboxArgs, WorkerArgs};
 use crate::commands::{home, init_logging, parse_amount, runtime, shutdown_signal, signing_key};
 use crate::output::{emit, rows};
 
@@ -49,6 +49,37 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     tracing::info!(nvidia = %report.nvidia_source, "probed");
     let mut hardware = report.hardware;
     hardware.software = gridwork_worker::software::probe_software(&args.software);
+    let rt = runtime()?;
+    let containers = match args.executor {
+        ExecutorArg::Process => None,
+        ExecutorArg::Docker => {
+            let engine = gridwork_worker::docker::Engine::new(&args.docker_socket);
+            let version = rt
+                .block_on(engine.version())
+                .context("--executor docker needs the Docker engine")?;
+            let nvidia_runtime = rt.block_on(engine.has_nvidia_runtime())?;
+            let nvidia_gpus = hardware
+                .gpus
+                .iter()
+                .any(|g| g.vendor == gridwork_types::GpuVendor::Nvidia);
+            if nvidia_gpus && !nvidia_runtime {
+                tracing::warn!("this machine has NVIDIA GPUs but the Docker engine has no `nvidia` runtime: containers run without GPUs (install the NVIDIA container toolkit)");
+            }
+            hardware
+                .software
+                .retain(|s| s.name != gridwork_types::CONTAINER_SOFTWARE);
+            hardware.software.push(gridwork_types::Software {
+                name: gridwork_types::CONTAINER_SOFTWARE.into(),
+                version,
+            });
+            Some(gridwork_worker::container::Containers::new(
+                engine,
+                key.address().to_string(),
+                args.max_memory_mib,
+                nvidia_gpus && nvidia_runtime,
+            ))
+        }
+    };
     tracing::info!(
         software = %describe_software(&hardware.software),
         "programs offered to tasks"
@@ -82,9 +113,9 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             max_bytes: args.worker_cache_max_gib.saturating_mul(1 << 30),
             spare: Duration::from_secs(600),
         }),
+        containers,
     };
     let worker = Worker::new(&cli.node, cfg)?;
-    let rt = runtime()?;
     rt.block_on(worker.register())?;
     let gpus: Vec<String> = hardware
         .gpus

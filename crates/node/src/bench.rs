@@ -573,6 +573,7 @@ pub fn run_market_bench(
             command: "true".into(),
             args: vec![],
             outputs: Vec::new(),
+            image: None,
         },
         instructions: Instructions {
             items: u64::from(opts.tasks),

@@ -179,6 +179,7 @@ impl Sim {
                 command: "simulated".into(),
                 args: vec![],
                 outputs: Vec::new(),
+                image: None,
             },
             instructions: Instructions {
                 items: u64::from(self.cfg.tasks_per_job),

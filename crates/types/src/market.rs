@@ -214,6 +214,32 @@ impl Requirements {
         }
         None
     }
+
+    /// The software needs, parsed (those that do not parse are left out: the ledger refuses
+    /// such a job at submission).
+    pub fn software_needs(&self) -> Vec<SoftwareNeed> {
+        self.software
+            .iter()
+            .filter_map(|s| SoftwareNeed::parse(s).ok())
+            .collect()
+    }
+
+    /// Whether `hardware` meets these requirements, with the software needs parsed once
+    /// ([`Requirements::software_needs`]): what a council draw asks of every provider, with
+    /// no text built. Agrees with [`Requirements::unmet_by`].
+    pub fn met_by(&self, needs: &[SoftwareNeed], hardware: &Hardware) -> bool {
+        let matching = hardware
+            .gpus
+            .iter()
+            .filter(|g| {
+                self.gpu_vendor.is_none_or(|v| v == g.vendor) && g.vram_mib >= self.min_vram_mib
+            })
+            .count() as u32;
+        matching >= self.min_gpus
+            && hardware.cpu_cores >= self.min_cpu_cores
+            && hardware.memory_mib >= self.min_memory_mib
+            && needs.iter().all(|n| n.met_by(&hardware.software))
+    }
 }
 
 /// The most programs one job may require, and the longest requirement.
@@ -258,6 +284,18 @@ impl SoftwareNeed {
             name: name.to_string(),
             at_least,
         })
+    }
+
+    /// Whether one of `offered` meets this need.
+    pub fn met_by(&self, offered: &[Software]) -> bool {
+        let Some(have) = offered.iter().find(|s| s.name == self.name) else {
+            return false;
+        };
+        match &self.at_least {
+            None => true,
+            Some(at_least) => version_prefix(&have.version)
+                .is_some_and(|v| compare_versions(&v, at_least).is_ge()),
+        }
     }
 
     /// Why none of `offered` meets this need, or `None` when one does.
@@ -321,7 +359,12 @@ fn parse_version(text: &str) -> Option<Vec<u64>> {
     if text.is_empty() || text.split('.').count() > 8 {
         return None;
     }
-    text.split('.').map(|n| n.parse().ok()).collect()
+    text.split('.')
+        .map(|n| match n.bytes().all(|b| b.is_ascii_digit()) {
+            true => n.parse().ok(),
+            false => None,
+        })
+        .collect()
 }
 
 /// The dotted numbers a version starts with (`4.0.2-beta` reads as 4.0.2).
@@ -360,13 +403,24 @@ pub struct Program {
     /// [`RunEnd::MissingOutput`], which is a failure.
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// The environment to run in: the content id of a container image (a `docker save`
+    /// archive pushed through the data plane), which must also be one of the job's inputs so
+    /// its key reaches the workers. Only workers with a container executor run or check such
+    /// a job (it requires the software `docker`). None: the worker's own system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Hash>,
 }
 
 codec_struct!(Program {
     command: String,
     args: Vec<String>,
-    outputs: Vec<String>
+    outputs: Vec<String>,
+    image: Option<Hash>
 });
+
+/// The software a job with a container image requires: a worker with a container executor
+/// registers it, with the engine's version.
+pub const CONTAINER_SOFTWARE: &str = "docker";
 
 /// The most outputs one program may require.
 pub const MAX_REQUIRED_OUTPUTS: usize = 16;
@@ -777,6 +831,7 @@ mod tests {
                 command: "render".into(),
                 args: vec!["--fast".into()],
                 outputs: Vec::new(),
+                image: None,
             },
             instructions: Instructions {
                 items: 10,
@@ -867,6 +922,30 @@ mod tests {
         hw.software = offered(&[("ffmpeg", "5.1.6")]);
         assert_eq!(r.unmet_by(&hw), None);
         assert_eq!(hw.check(), Ok(()));
+        // The draw's check, with the needs parsed once, agrees with the one that explains.
+        let versioned = Requirements {
+            software: vec!["ffmpeg >= 5.2".into(), "python3".into()],
+            min_cpu_cores: 2,
+            ..Requirements::default()
+        };
+        for (software, cores) in [
+            (offered(&[("ffmpeg", "5.1.6"), ("python3", "3.11")]), 4),
+            (offered(&[("ffmpeg", "6.0"), ("python3", "")]), 4),
+            (offered(&[("ffmpeg", "6.0"), ("python3", "")]), 1),
+            (offered(&[("ffmpeg", "6.0")]), 4),
+        ] {
+            let hw = Hardware {
+                software,
+                cpu_cores: cores,
+                ..Hardware::default()
+            };
+            assert_eq!(
+                versioned.met_by(&versioned.software_needs(), &hw),
+                versioned.unmet_by(&hw).is_none(),
+                "{hw:?}"
+            );
+        }
+        assert!(SoftwareNeed::parse("ffmpeg >= +5").is_err());
         hw.software.push(hw.software[0].clone());
         assert!(hw.check().unwrap_err().contains("listed twice"));
     }

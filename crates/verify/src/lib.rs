@@ -43,7 +43,18 @@ impl Verdict {
     }
 }
 
-fn files(root: &Path) -> Result<BTreeMap<String, PathBuf>, VerifyError> {
+/// One entry of a tree as compared: a regular file (its path, to read), or anything else
+/// (a link, by its target as text; a FIFO or device, by kind), which is never opened: a
+/// link in another party's output must not make a judge read its own machine's files, nor a
+/// FIFO make it wait forever.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    File(PathBuf),
+    Link(PathBuf),
+    Special,
+}
+
+fn files(root: &Path) -> Result<BTreeMap<String, Item>, VerifyError> {
     let mut out = BTreeMap::new();
     let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, prefix)) = stack.pop() {
@@ -63,10 +74,21 @@ fn files(root: &Path) -> Result<BTreeMap<String, PathBuf>, VerifyError> {
                 format!("{prefix}/{name}")
             };
             let path = entry.path();
-            if path.is_dir() {
+            let io = |source| VerifyError::Io {
+                path: path.display().to_string(),
+                source,
+            };
+            // The entry's own type: a link is not followed.
+            let kind = entry.file_type().map_err(io)?;
+            if kind.is_dir() {
                 stack.push((path, rel));
+            } else if kind.is_file() {
+                out.insert(rel, Item::File(path));
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(io)?;
+                out.insert(rel, Item::Link(target));
             } else {
-                out.insert(rel, path);
+                out.insert(rel, Item::Special);
             }
         }
     }
@@ -86,8 +108,16 @@ pub fn equivalent(e: &Equivalence, a: &Path, b: &Path) -> Result<Verdict, Verify
             "the file sets differ: {only:?}"
         )));
     }
-    for (name, pa) in &fa {
-        let pb = &fb[name];
+    for (name, ia) in &fa {
+        let (pa, pb) = match (ia, &fb[name]) {
+            (Item::File(pa), Item::File(pb)) => (pa, pb),
+            (a, b) if a == b => continue,
+            _ => {
+                return Ok(Verdict::Different(format!(
+                    "{name} differs in kind or link target"
+                )))
+            }
+        };
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| VerifyError::Io {
                 path: p.display().to_string(),
@@ -187,5 +217,37 @@ mod tests {
         let b = tree(&[("a.txt", "1"), ("b.txt", "2")]);
         let v = equivalent(&Equivalence::ExactHash {}, a.path(), b.path()).unwrap();
         assert!(matches!(v, Verdict::Different(why) if why.contains("b.txt")));
+    }
+
+    /// Another party's output holds a link to a file of the judge's machine, and a FIFO: the
+    /// judge compares the link as a link (its target), never reading through it, and never
+    /// opens the FIFO, so it neither leaks nor hangs.
+    #[test]
+    fn links_and_fifos_are_compared_without_being_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "the judge's key\n").unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        for d in [&a, &b, &c] {
+            std::fs::create_dir(d).unwrap();
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                d.join("pipe"),
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap();
+        }
+        std::os::unix::fs::symlink(&secret, a.join("key")).unwrap();
+        std::os::unix::fs::symlink(&secret, b.join("key")).unwrap();
+        std::fs::write(c.join("key"), "the judge's key\n").unwrap();
+        let e = Equivalence::ExactHash {};
+        assert_eq!(equivalent(&e, &a, &b).unwrap(), Verdict::Same);
+        assert!(!equivalent(&e, &a, &c).unwrap().is_same());
     }
 }

@@ -9,6 +9,8 @@
 
 mod agent;
 mod confine;
+pub mod container;
+pub mod docker;
 mod logs;
 mod metrics;
 mod policy;

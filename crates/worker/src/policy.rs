@@ -77,6 +77,7 @@ mod tests {
                 command: "x".into(),
                 args: vec![],
                 outputs: Vec::new(),
+                image: None,
             },
             instructions: Instructions {
                 items: 1,

@@ -270,6 +270,7 @@ mod tests {
                 "printf %s \"$TMPDIR\" > outputs/tmpdir; echo hi > \"$TMPDIR/note\"".into(),
             ],
             outputs: Vec::new(),
+            image: None,
         };
         let outcome = run(&p, &work, &env(), Duration::from_secs(10), None)
             .await
@@ -294,7 +295,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let p = Program {
             command: "sh".into(),
-            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(),
+            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(), image: None,
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_secs(10), None)
             .await
@@ -332,6 +333,7 @@ mod tests {
                 "sleep 30 & sleep 30; echo late > late.txt".into(),
             ],
             outputs: Vec::new(),
+            image: None,
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_millis(300), None)
             .await
@@ -347,6 +349,7 @@ mod tests {
             command: "/no/such/program".into(),
             args: vec![],
             outputs: Vec::new(),
+            image: None,
         };
         let err = run(&p, work.path(), &env(), Duration::from_secs(1), None)
             .await

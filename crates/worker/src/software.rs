@@ -277,6 +277,7 @@ mod tests {
             command: "sh".into(),
             args: vec![],
             outputs: vec![],
+            image: None,
         };
         assert_eq!(missing_command(&sh), None);
         let absent = Program {

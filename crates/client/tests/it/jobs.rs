@@ -58,6 +58,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
             command: "render".into(),
             args: vec![],
             outputs: Vec::new(),
+            image: None,
         },
         instructions: Instructions {
             items: 1,

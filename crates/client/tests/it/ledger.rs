@@ -201,6 +201,7 @@ async fn a_transaction_the_market_refuses_in_its_block_reads_failed_and_says_why
             command: "true".into(),
             args: vec![],
             outputs: Vec::new(),
+            image: None,
         },
         instructions: Instructions {
             items: 1,

@@ -32,6 +32,25 @@ fn readme_commands() -> Vec<String> {
     commands
 }
 
+/// Makes a small local Docker image named `name` (`docker import` of a one-file tree).
+fn local_image(dir: &Path, name: &str) {
+    let root = dir.join("image-root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), "an environment\n").unwrap();
+    let tar = Command::new("tar")
+        .args(["-C", root.to_str().unwrap(), "-cf", "-", "."])
+        .output()
+        .unwrap();
+    let mut import = Command::new("docker")
+        .args(["import", "-", name])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the docker command (and a running Docker engine)");
+    std::io::Write::write_all(&mut import.stdin.take().unwrap(), &tar.stdout).unwrap();
+    assert!(import.wait().unwrap().success(), "docker import {name}");
+}
+
 /// The first run of 64 hex digits in `text`.
 fn hex64(text: &str) -> Option<String> {
     text.split(|c: char| !c.is_ascii_hexdigit())
@@ -169,6 +188,10 @@ fn the_readme_walk_through_runs_as_written() {
         if words.iter().any(|w| w == "bench") {
             continue; // figures, not examples; `bench` commands have their own tests
         }
+        if words.get(3).map(String::as_str) == Some("image") {
+            // The image the example pushes, made here (no registry is reachable).
+            local_image(&work, &words[words.len() - 1]);
+        }
         if words.iter().any(|w| w == "worker") {
             if words.iter().any(|w| w == "--p2p-announce") {
                 // Its announce address (10.0.0.5) is another machine's.
@@ -226,7 +249,7 @@ fn the_readme_walk_through_runs_as_written() {
         if words.iter().any(|w| w == "submit") {
             values.push(("job", hex64(&stdout).expect("job submit prints the job id")));
         }
-        if words.iter().any(|w| w == "push") {
+        if words.iter().any(|w| w == "push") && words.iter().any(|w| w == "data") {
             values.push((
                 "cid",
                 hex64(&stdout).expect("data push prints the content id"),

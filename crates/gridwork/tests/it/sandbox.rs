@@ -341,6 +341,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
         command: "bash".into(),
         args: vec!["-c".into(), script.into()],
         outputs: Vec::new(),
+        image: None,
     };
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
@@ -424,6 +425,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
         command: "bash".into(),
         args: vec!["-c".into(), script],
         outputs: Vec::new(),
+        image: None,
     };
     let outcome = run(
         &program,

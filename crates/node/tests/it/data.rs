@@ -77,6 +77,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                         command: "render".into(),
                         args: vec![],
                         outputs: Vec::new(),
+                        image: None,
                     },
                     instructions: Instructions {
                         items: 1,

@@ -330,6 +330,9 @@ impl State {
         let mut barred: Vec<Address> = seated.iter().map(owner_of).collect();
         barred.extend([owner_of(&executor), job.requester, owner_of(&job.requester)]);
         let mut by_owner: std::collections::BTreeMap<Address, Candidate> = Default::default();
+        let requirements = &job.prescription.instructions.requirements;
+        // Parsed once per draw, not once per provider.
+        let needs = requirements.software_needs();
         for (a, prov) in self.providers.iter() {
             let stake = self
                 .accounts
@@ -341,12 +344,7 @@ impl State {
                 && !barred.contains(&prov.owner)
                 && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
                 && stake >= p.min_provider_stake
-                && job
-                    .prescription
-                    .instructions
-                    .requirements
-                    .unmet_by(&prov.hardware)
-                    .is_none()
+                && requirements.met_by(&needs, &prov.hardware)
                 && job.failures_of(a) < p.max_job_failures;
             if eligible {
                 let c = by_owner.entry(prov.owner).or_insert_with(|| Candidate {

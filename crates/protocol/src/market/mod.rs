@@ -755,6 +755,15 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
     if p.program.command.trim().is_empty() {
         return bad("program.command", "must name a command".into());
     }
+    if p.program.command.trim() != p.program.command {
+        return bad(
+            "program.command",
+            format!(
+                "`{}` has spaces around it; write the command alone, its arguments in program.args",
+                p.program.command
+            ),
+        );
+    }
     if p.program.outputs.len() > gridwork_types::MAX_REQUIRED_OUTPUTS {
         return bad(
             "program.outputs",

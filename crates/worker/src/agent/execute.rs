@@ -52,10 +52,54 @@ fn own_outputs(outputs: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir(outputs)
 }
 
-/// Removes the links under `outputs` that point outside it (`/home/...`, `../../x`): the
-/// result cannot carry them (a tree with such a link is refused), and following one would
-/// publish a file of the worker's user. Links inside the outputs stay. Says what it removed.
-fn drop_escaping_links(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<String>> {
+/// Moves a pulled input from its staging directory `stage` into `inputs`: as
+/// `inputs/<name>` when named, else entry by entry into `inputs` itself. Nothing is replaced
+/// (`RENAME_NOREPLACE`) and no link is followed (a rename never follows its last component,
+/// and `inputs` is the worker's own directory): an entry whose name is taken stays behind,
+/// and is returned, the same on every worker, so the runs still agree.
+fn place_input(
+    stage: &std::path::Path,
+    inputs: &std::path::Path,
+    name: &str,
+) -> std::io::Result<Vec<String>> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    let no_replace = |from: &std::path::Path, to: &std::path::Path| match renameat_with(
+        CWD,
+        from,
+        CWD,
+        to,
+        RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST) => Ok(false),
+        Err(e) => Err(std::io::Error::from(e)),
+    };
+    let mut skipped = Vec::new();
+    if !name.is_empty() {
+        // The ledger checked the name is one plain path part.
+        if !no_replace(stage, &inputs.join(name))? {
+            skipped.push(name.to_string());
+        }
+        return Ok(skipped);
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(stage)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        if !no_replace(&entry.path(), &inputs.join(entry.file_name()))? {
+            skipped.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(skipped)
+}
+
+/// Readies a finished run's outputs for publishing: every directory readable and
+/// searchable by the worker again (a program may leave `chmod 000` ones, which would stop the
+/// push and with it the worker's commit), and every link removed unless it points down into
+/// the outputs: relative, with no `..` part (so no chain of links can climb out either, which
+/// a check of each link alone would miss). A link to `/home/...`, `../x` or `.` goes; the
+/// result cannot carry it and a judge would follow it. Says what it removed.
+fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
     let mut dropped = Vec::new();
     for entry in std::fs::read_dir(outputs)? {
         let entry = entry?;
@@ -67,19 +111,34 @@ fn drop_escaping_links(outputs: &std::path::Path, prefix: &str) -> std::io::Resu
         };
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            dropped.extend(drop_escaping_links(&entry.path(), &rel)?);
+            // The run has ended (every process of it), so nothing changes under the walk.
+            let mode = entry.metadata()?.permissions().mode();
+            if mode & 0o700 != 0o700 {
+                std::fs::set_permissions(
+                    entry.path(),
+                    std::fs::Permissions::from_mode(mode | 0o700),
+                )?;
+            }
+            dropped.extend(tidy_outputs(&entry.path(), &rel)?);
         } else if kind.is_symlink() {
             let target = std::fs::read_link(entry.path())?;
-            let inside = target
-                .to_str()
-                .is_some_and(|t| gridwork_transfer::link_stays_inside(&rel, t));
-            if !inside {
+            if !target.to_str().is_some_and(points_down) {
                 std::fs::remove_file(entry.path())?;
                 dropped.push(format!("{rel} -> {}", target.display()));
             }
         }
     }
     Ok(dropped)
+}
+
+/// Whether a link target points down from the link's directory: relative, no `..` part,
+/// naming something other than that directory itself.
+fn points_down(target: &str) -> bool {
+    !target.starts_with('/')
+        && target.split('/').all(|part| part != "..")
+        && target
+            .split('/')
+            .any(|part| !part.is_empty() && part != ".")
 }
 
 /// How a finished run ended, its required outputs checked: a program that exits 0 without
@@ -149,25 +208,40 @@ impl Worker {
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
         let (inputs, outputs) = sandbox::layout(&dir);
-        for input in &view.prescription.data {
-            let cid = &input.cid;
-            // Each input lands under its own name (the ledger checked it is one path part
-            // and unique), a file or an unnamed tree in $GRIDWORK_INPUTS itself.
-            let dest = if input.name.is_empty() {
-                inputs.clone()
-            } else {
-                inputs.join(&input.name)
-            };
+        std::fs::create_dir_all(&inputs).map_err(io)?;
+        // Whoever else works on this job has fetched the same inputs.
+        let holders: Vec<Address> = view
+            .tasks
+            .iter()
+            .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
+            .collect();
+        let image = view.prescription.program.image;
+        // Each input is pulled into a fresh directory of its own, then moved into place
+        // without replacing anything: named inputs first, each as $GRIDWORK_INPUTS/<name>,
+        // then the unnamed ones' entries into $GRIDWORK_INPUTS itself. No pull writes into a
+        // directory another input made, so a link one input carries cannot redirect another
+        // (see `place_input`). The image is not an input of the run.
+        let mut order: Vec<&gridwork_types::DataInput> = view
+            .prescription
+            .data
+            .iter()
+            .filter(|d| Some(d.cid) != image)
+            .collect();
+        order.sort_by_key(|d| d.name.is_empty());
+        let staging = dir.join("staging");
+        for (n, input) in order.into_iter().enumerate() {
             // The node wraps the input keys for the executor and council when the auction
             // closes; until then this fails and the next pass tries again.
-            let key = self.client.granted_key(cid, &self.cfg.key).await?;
-            // Whoever else works on this job has fetched the same inputs.
-            let holders: Vec<Address> = view
-                .tasks
-                .iter()
-                .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
-                .collect();
-            self.pull(cid, &key, &holders, &dest).await?;
+            let key = self.client.granted_key(&input.cid, &self.cfg.key).await?;
+            let stage = staging.join(n.to_string());
+            self.pull(&input.cid, &key, &holders, &stage).await?;
+            for skipped in place_input(&stage, &inputs, &input.name).map_err(io)? {
+                tracing::warn!(job = %view.id, task = r.1, "an input entry would replace another input's; not placed: {skipped}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        if let Some(cid) = &image {
+            self.ensure_image(view, cid, &holders).await?;
         }
         let env = TaskEnv {
             job: view.id.to_string(),
@@ -184,27 +258,35 @@ impl Worker {
             done,
         ));
         let started = Instant::now();
-        let outcome = sandbox::run(
-            &view.prescription.program,
-            &dir,
-            &env,
-            deadline,
-            self.cfg.launcher.as_ref(),
-        )
-        .await;
+        let outcome = match (&image, &self.cfg.containers) {
+            (Some(cid), Some(containers)) => containers
+                .run(cid, &view.prescription.program, &dir, &env, deadline)
+                .await
+                .map_err(|e| e.to_string()),
+            (Some(_), None) => Err("this worker runs no containers".to_string()),
+            (None, _) => sandbox::run(
+                &view.prescription.program,
+                &dir,
+                &env,
+                deadline,
+                self.cfg.launcher.as_ref(),
+            )
+            .await
+            .map_err(|e| e.to_string()),
+        };
         self.metrics.program_ran(started.elapsed());
         let _ = run_done.send(true);
         let _ = streaming.await;
         let outcome = outcome.map_err(|e| WorkerError::Io {
             path: dir.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(e),
         })?;
         // How the run ended is part of the result (revealed with the output and bound into
         // the commitment), so a program that fails the same way everywhere is a valid (if
         // useless) result that says so, rather than a timeout.
         own_outputs(&outputs).map_err(io)?;
-        for link in drop_escaping_links(&outputs, "").map_err(io)? {
-            tracing::warn!(job = %view.id, task = r.1, "an output link points outside the outputs; dropped from the result: {link}");
+        for link in tidy_outputs(&outputs, "").map_err(io)? {
+            tracing::warn!(job = %view.id, task = r.1, "an output link does not point down into the outputs; dropped from the result: {link}");
         }
         let ended = check_outputs(outcome.ended, &view.prescription.program.outputs, &outputs)
             .map_err(io)?;
@@ -231,6 +313,49 @@ impl Worker {
             RunEnd::Timeout {} => RunOutcome::Timeout,
             RunEnd::Signal { .. } => RunOutcome::Killed,
         })
+    }
+
+    /// Makes image `cid` ready in the engine: loaded already (a later task of any job that
+    /// names it), or pulled through the data plane (verified against its content id chunk
+    /// by chunk, from the node and the task's other workers), loaded and tagged.
+    pub(super) async fn ensure_image(
+        &self,
+        view: &JobView,
+        cid: &Hash,
+        holders: &[Address],
+    ) -> Result<(), WorkerError> {
+        let engine_error = |e: crate::docker::EngineError| WorkerError::Io {
+            path: format!("image {cid}"),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let Some(containers) = &self.cfg.containers else {
+            return Err(engine_error(crate::docker::EngineError::Http {
+                what: "a container run".into(),
+                message: "this worker runs no containers".into(),
+            }));
+        };
+        if containers.has_image(cid).await.map_err(engine_error)? {
+            return Ok(());
+        }
+        let key = self.client.granted_key(cid, &self.cfg.key).await?;
+        let dir = self.cfg.work_dir.join("images").join(cid.to_string());
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        let started = Instant::now();
+        self.pull(cid, &key, holders, &dir).await?;
+        containers
+            .load_image(cid, &dir)
+            .await
+            .map_err(engine_error)?;
+        // The engine keeps the image; the archive is in the chunk cache if it is wanted again.
+        std::fs::remove_dir_all(&dir).map_err(io)?;
+        tracing::info!(job = %view.id, image = %cid, seconds = started.elapsed().as_secs_f64(), "image loaded");
+        Ok(())
     }
 
     /// Pushes a run's outputs and lets the requester and the other members of the task

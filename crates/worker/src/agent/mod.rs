@@ -142,6 +142,9 @@ pub struct WorkerConfig {
     pub p2p: Option<P2pConfig>,
     /// How large the chunk cache may grow (none: unbounded).
     pub cache: Option<CacheLimit>,
+    /// Run jobs that name a container image in containers (none: decline them). Its
+    /// `hardware` should then list the software `docker` ([`gridwork_types::CONTAINER_SOFTWARE`]).
+    pub containers: Option<crate::container::Containers>,
 }
 
 /// The bound of a worker's chunk cache (`WORK_DIR/chunks`): inputs it pulled (a later task
@@ -368,6 +371,22 @@ impl Worker {
 
     /// Locks stake and registers the hardware; returns once both are in a block.
     pub async fn register(&self) -> Result<(), WorkerError> {
+        if let Some(containers) = &self.cfg.containers {
+            // What a crash or a kill of an earlier run of this worker left behind.
+            let removed = containers
+                .remove_leftovers()
+                .await
+                .map_err(|e| WorkerError::Io {
+                    path: containers.engine().socket().display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            if removed > 0 {
+                tracing::info!(
+                    removed,
+                    "removed containers an earlier run of this worker left"
+                );
+            }
+        }
         let chain = self.client.chain().await?;
         *lock(&self.fee) = chain.params.min_fee;
         let want = self.cfg.stake.max(chain.params.min_provider_stake);
@@ -683,7 +702,17 @@ impl Worker {
         match t.phase {
             Phase::Bidding if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
                 let active = lock(&self.running).len() as u32;
-                let decision = match crate::software::missing_command(&view.prescription.program) {
+                let program = &view.prescription.program;
+                let missing = match (&program.image, &self.cfg.containers) {
+                    (Some(_), None) => Some(
+                        "environment: the job runs in a container image; this worker runs no containers (start it with --executor docker)"
+                            .to_string(),
+                    ),
+                    // The command is the image's to have.
+                    (Some(_), Some(_)) => None,
+                    (None, _) => crate::software::missing_command(program),
+                };
+                let decision = match missing {
                     Some(why) => Decision::Decline(why),
                     None => self
                         .cfg

@@ -254,3 +254,44 @@ async fn named_inputs_land_under_their_names_and_do_not_overwrite_each_other() {
     );
     net.stop.send(true).unwrap();
 }
+
+/// A requester's inputs lay a trap for the worker that places them: an unnamed input carries
+/// the links `l1 -> .` and `w -> l1/../outputs` (each stays inside its tree when read alone;
+/// together they reach the run's outputs), and a named input is called `w`. Pulled in order,
+/// the named input would be written through the link into the outputs, where the program
+/// would publish it as its own. Placed as the worker places inputs (each pulled apart, then
+/// renamed into place, replacing nothing, named first), `w` is the named input's directory
+/// and the link stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_cannot_write_through_links_that_other_inputs_carry() {
+    let net = Net::start().await;
+    for i in 1..=2 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(2).await;
+    let trap = net.dir.path().join("trap");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::os::unix::fs::symlink(".", trap.join("l1")).unwrap();
+    std::os::unix::fs::symlink("l1/../outputs", trap.join("w")).unwrap();
+    let trap = net.push_input(&trap).await;
+    let payload = net.dir.path().join("payload");
+    std::fs::create_dir_all(&payload).unwrap();
+    std::fs::write(payload.join("planted.txt"), "planted\n").unwrap();
+    let mut named = net.push_input(&payload).await;
+    named.name = "w".into();
+    let program =
+        "if test -e $GRIDWORK_OUTPUTS/planted.txt; then echo escaped; else echo contained; fi \
+                   > $GRIDWORK_OUTPUTS/result.txt; \
+                   cat $GRIDWORK_INPUTS/w/planted.txt >> $GRIDWORK_OUTPUTS/result.txt";
+    let mut p = squares(1, 1, 30_000, program);
+    p.data = vec![trap, named];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.ended, Some(gridwork_types::RunEnd::SUCCESS), "{view:#?}");
+    assert_eq!(
+        result_text(&net, t.result.as_ref().unwrap()).await,
+        "contained\nplanted\n"
+    );
+    net.stop.send(true).unwrap();
+}

@@ -1,6 +1,7 @@
 //! Workers against a real node: honest work completes, cheaters are caught, restarts resume.
 
 mod byzantine;
+mod containers;
 mod data;
 mod failures;
 mod operations;
@@ -109,6 +110,7 @@ impl Net {
                 announce: vec![],
             }),
             cache,
+            containers: None,
         }
     }
 
@@ -223,6 +225,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
             command: "sh".into(),
             args: vec!["-c".into(), program.into()],
             outputs: Vec::new(),
+            image: None,
         },
         instructions: Instructions {
             items,

@@ -151,6 +151,7 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
         launcher: None,
         p2p: None,
         cache: None,
+        containers: None,
     };
     let worker = Worker::new(&url, cfg).unwrap();
     let (stop, stopped) = watch::channel(false);

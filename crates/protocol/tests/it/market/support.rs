@@ -107,6 +107,7 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
             command: "render".into(),
             args: vec![],
             outputs: Vec::new(),
+            image: None,
         },
         instructions: Instructions {
             items: tasks,

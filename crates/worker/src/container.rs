@@ -1,0 +1,287 @@
+//! Running a task's program in a container: the container executor (`gridwork worker
+//! --executor docker`).
+//!
+//! A job that names an image (`program.image`: the content id of a `docker save` archive
+//! pushed through the data plane, `gridwork image push`) brings its own environment. The
+//! worker pulls the archive like any input (verified chunk by chunk against the content id,
+//! so the image is exactly what the requester pushed), loads it into the engine once and tags
+//! it `gridwork/image:<content id>`; later tasks of any job naming it start from the loaded
+//! image. Each run is one container, confined by default:
+//!
+//! - no network (`NetworkMode: none`);
+//! - a read-only root file system; writable only `/gridwork/outputs` (the task's `outputs/`),
+//!   `/gridwork` itself (the task's `run/`, its HOME and working directory, with `TMPDIR` at
+//!   `/gridwork/tmp`) and a private `/tmp` (a tmpfs; the engine gives it the image's `/tmp`
+//!   mode, 1777 in the usual images); the inputs mounted read-only at `/gridwork/inputs`;
+//! - not root: the worker's own uid, or `nobody` (65534) when the worker runs as root;
+//! - every capability dropped, `no-new-privileges`, the engine's default seccomp profile, at
+//!   most 4,096 processes, and the worker's memory limit when it has one;
+//! - NVIDIA GPUs passed through (a device request) where the engine has the NVIDIA runtime
+//!   and the worker has NVIDIA GPUs;
+//! - labelled with the worker's address, job and task, removed after the run, and every
+//!   container of this worker removed when it starts (what a crash left behind).
+//!
+//! The program is the container's entry point (`program.command`, with `program.args`), in
+//! place of the image's; the image's `PATH` and other variables stay, and the `GRIDWORK_*`
+//! variables say where inputs and outputs are. Its output is followed into the same
+//! `stdout.log` and `stderr.log` the process executor writes, so logs stream to the node the
+//! same way, and how it ended is the container's exit code (the kernel's OOM killer reads as
+//! signal 9), or the deadline.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gridwork_types::{Hash, Program, RunEnd};
+use serde_json::{json, Value};
+
+use crate::docker::{Engine, EngineError};
+use crate::sandbox::{layout, run_dir, RunOutcome, TaskEnv};
+
+/// The most processes one container may have.
+const PIDS_LIMIT: i64 = 4096;
+
+/// The uid and gid a container of a worker running as root runs as.
+const NOBODY: u32 = 65534;
+
+/// The label naming the worker a container belongs to.
+pub const WORKER_LABEL: &str = "gridwork.worker";
+
+/// The tag an image is loaded under: `gridwork/image:<content id>`.
+pub fn image_tag(cid: &Hash) -> String {
+    format!("gridwork/image:{cid}")
+}
+
+/// The container executor of one worker.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    engine: Engine,
+    worker: String,
+    memory_mib: Option<u64>,
+    gpus: bool,
+}
+
+impl Containers {
+    /// Containers on `engine` for the worker with address `worker`; `memory_mib` limits each
+    /// one; `gpus`: pass NVIDIA GPUs through (the engine has the NVIDIA runtime and the worker
+    /// NVIDIA GPUs).
+    pub fn new(engine: Engine, worker: String, memory_mib: Option<u64>, gpus: bool) -> Containers {
+        Containers {
+            engine,
+            worker,
+            memory_mib,
+            gpus,
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Removes every container of this worker (left by a crash or a kill); how many.
+    pub async fn remove_leftovers(&self) -> Result<usize, EngineError> {
+        let ids = self.engine.labelled(WORKER_LABEL, &self.worker).await?;
+        for id in &ids {
+            self.engine.remove(id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Whether image `cid` is loaded already (no pull needed).
+    pub async fn has_image(&self, cid: &Hash) -> Result<bool, EngineError> {
+        self.engine.has_image(&image_tag(cid)).await
+    }
+
+    /// Loads image `cid` from the archive pulled into `dir` (its one file), and tags it.
+    pub async fn load_image(&self, cid: &Hash, dir: &Path) -> Result<(), EngineError> {
+        let archive = archive_in(dir).map_err(|source| EngineError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let loaded = self.engine.load(&archive).await?;
+        let tag = image_tag(cid);
+        let (repo, tag) = tag.split_once(':').unwrap_or((tag.as_str(), "latest"));
+        self.engine.tag(&loaded, repo, tag).await
+    }
+
+    /// Runs `program` in a container of image `cid` over the task directory `work`, until
+    /// it exits or `deadline` passes.
+    pub async fn run(
+        &self,
+        cid: &Hash,
+        program: &Program,
+        work: &Path,
+        env: &TaskEnv,
+        deadline: Duration,
+    ) -> Result<RunOutcome, EngineError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| EngineError::Io {
+                path: path.clone(),
+                source,
+            }
+        };
+        let (inputs, outputs) = layout(work);
+        let run = run_dir(work);
+        let tmp = run.join("tmp");
+        for dir in [&inputs, &outputs, &tmp] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let (stdout, stderr) = (work.join("stdout.log"), work.join("stderr.log"));
+        for log in [&stdout, &stderr] {
+            std::fs::File::create(log).map_err(io(log))?;
+        }
+        let user = match rustix::process::geteuid().as_raw() {
+            0 => {
+                // Root's container runs as nobody, which must be able to write its outputs.
+                for dir in [&run, &outputs, &tmp] {
+                    chown(dir, NOBODY).map_err(io(dir))?;
+                }
+                format!("{NOBODY}:{NOBODY}")
+            }
+            uid => format!("{uid}:{}", rustix::process::getegid().as_raw()),
+        };
+        let spec = self.spec(cid, program, env, &run, &inputs, &outputs, &user);
+        let id = self.engine.create(&spec).await?;
+        let outcome = self.run_created(&id, &stdout, &stderr, deadline).await;
+        let removed = self.engine.remove(&id).await;
+        let outcome = outcome?;
+        removed?;
+        Ok(outcome)
+    }
+
+    async fn run_created(
+        &self,
+        id: &str,
+        stdout: &Path,
+        stderr: &Path,
+        deadline: Duration,
+    ) -> Result<RunOutcome, EngineError> {
+        let started = Instant::now();
+        self.engine.start(id).await?;
+        let logs = {
+            let (engine, id) = (self.engine.clone(), id.to_string());
+            let (stdout, stderr) = (stdout.to_path_buf(), stderr.to_path_buf());
+            tokio::spawn(async move { engine.logs_to(&id, &stdout, &stderr).await })
+        };
+        let ended = match tokio::time::timeout(deadline, self.engine.wait(id)).await {
+            Ok(waited) => {
+                let (code, oom) = waited?;
+                match (oom, u8::try_from(code)) {
+                    (true, _) => RunEnd::Signal { signal: 9 },
+                    (false, Ok(code)) => RunEnd::Exit { code },
+                    (false, Err(_)) => RunEnd::Signal { signal: 9 },
+                }
+            }
+            Err(_) => {
+                self.engine.kill(id).await?;
+                let _ = self.engine.wait(id).await;
+                RunEnd::Timeout {}
+            }
+        };
+        // The log follow ends with the container; what it wrote is complete.
+        match tokio::time::timeout(Duration::from_secs(10), logs).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "following a container's output failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("a container's output did not end with it"),
+        }
+        Ok(RunOutcome {
+            ended,
+            seconds: started.elapsed().as_secs().max(1),
+        })
+    }
+
+    /// The engine's create body for one run.
+    #[allow(clippy::too_many_arguments)]
+    fn spec(
+        &self,
+        cid: &Hash,
+        program: &Program,
+        env: &TaskEnv,
+        run: &Path,
+        inputs: &Path,
+        outputs: &Path,
+        user: &str,
+    ) -> Value {
+        let mount = |source: &Path, target: &str, read_only: bool| {
+            json!({
+                "Type": "bind",
+                "Source": source.display().to_string(),
+                "Target": target,
+                "ReadOnly": read_only,
+            })
+        };
+        let mut host = json!({
+            "Mounts": [
+                mount(run, "/gridwork", false),
+                mount(inputs, "/gridwork/inputs", true),
+                mount(outputs, "/gridwork/outputs", false),
+            ],
+            "ReadonlyRootfs": true,
+            "NetworkMode": "none",
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "PidsLimit": PIDS_LIMIT,
+            "Tmpfs": { "/tmp": "rw,nosuid,nodev,size=1073741824,mode=1777" },
+        });
+        if let Some(mib) = self.memory_mib {
+            host["Memory"] = json!(mib.saturating_mul(1 << 20));
+        }
+        if self.gpus {
+            host["DeviceRequests"] = json!([{
+                "Driver": "nvidia",
+                "Count": -1,
+                "Capabilities": [["gpu", "compute", "utility"]],
+            }]);
+        }
+        json!({
+            "Image": image_tag(cid),
+            "Entrypoint": [program.command],
+            "Cmd": program.args,
+            "Env": [
+                format!("GRIDWORK_JOB={}", env.job),
+                format!("GRIDWORK_TASK={}", env.task),
+                format!("GRIDWORK_ITEM_START={}", env.items.0),
+                format!("GRIDWORK_ITEM_END={}", env.items.1),
+                "GRIDWORK_INPUTS=/gridwork/inputs",
+                "GRIDWORK_OUTPUTS=/gridwork/outputs",
+                "HOME=/gridwork",
+                "TMPDIR=/gridwork/tmp",
+                "LANG=C.UTF-8",
+            ],
+            "WorkingDir": "/gridwork",
+            "User": user,
+            "Labels": {
+                WORKER_LABEL: self.worker,
+                "gridwork.job": env.job,
+                "gridwork.task": env.task.to_string(),
+            },
+            "NetworkDisabled": true,
+            "HostConfig": host,
+        })
+    }
+}
+
+/// The archive in an image's pulled directory: its one regular file.
+fn archive_in(dir: &Path) -> std::io::Result<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            files.push(entry.path());
+        }
+    }
+    match files.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(std::io::Error::other(format!(
+            "an image is one `docker save` archive; this tree holds {} files (push images with `gridwork image push`)",
+            files.len()
+        ))),
+    }
+}
+
+fn chown(path: &Path, id: u32) -> std::io::Result<()> {
+    let id_u = rustix::process::Uid::from_raw(id);
+    let id_g = rustix::process::Gid::from_raw(id);
+    rustix::fs::chown(path, Some(id_u), Some(id_g)).map_err(std::io::Error::from)
+}

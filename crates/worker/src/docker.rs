@@ -1,0 +1,501 @@
+//! The Docker Engine API over its Unix socket: what the container executor needs, and no
+//! more.
+//!
+//! A dozen calls (`/_ping`, `/version`, `/info`, image load, inspect and tag, container
+//! create, start, wait, logs, kill, remove, list by label), each one HTTP/1.1 request on its
+//! own connection to `/var/run/docker.sock` (or the socket given), at API version 1.41 (Docker
+//! 20.10 and later). A full client library (bollard) would bring a large generated crate for
+//! calls this executor never makes; this module is the part it does make, over the hyper
+//! the node already links.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+/// The API version every path is prefixed with.
+const API: &str = "/v1.41";
+
+/// The default socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// What went wrong talking to the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The socket could not be reached.
+    #[error("cannot reach the Docker engine at {socket}: {source} (is dockerd running, and may this user use its socket?)")]
+    Connect {
+        /// The socket.
+        socket: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("Docker engine request {what}: {message}")]
+    Http {
+        /// The request.
+        what: String,
+        /// What failed.
+        message: String,
+    },
+    /// The engine answered with an error.
+    #[error("Docker engine refused {what} ({status}): {message}")]
+    Refused {
+        /// The request.
+        what: String,
+        /// The HTTP status.
+        status: u16,
+        /// The engine's message.
+        message: String,
+    },
+    /// A file of the run could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn json_body(value: &Value) -> Body {
+    Full::new(Bytes::from(value.to_string()))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A Docker engine, reached at its Unix socket.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    socket: PathBuf,
+}
+
+impl Engine {
+    /// The engine at `socket`.
+    pub fn new(socket: impl Into<PathBuf>) -> Engine {
+        Engine {
+            socket: socket.into(),
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends one request; the status and the whole body, or the body as it comes when
+    /// `stream` is set (its frames are then the caller's to read).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<(StatusCode, hyper::body::Incoming), EngineError> {
+        let what = format!("{method} {path}");
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| EngineError::Connect {
+                socket: self.socket.display().to_string(),
+                source,
+            })?;
+        let http = |e: hyper::Error| EngineError::Http {
+            what: what.clone(),
+            message: e.to_string(),
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{API}{path}"))
+            .header("host", "docker")
+            .header("content-type", content_type)
+            .body(body)
+            .map_err(|e| EngineError::Http {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        let response = sender.send_request(request).await.map_err(http)?;
+        Ok((response.status(), response.into_body()))
+    }
+
+    /// One request whose answer is read whole; an error status is a [`EngineError::Refused`]
+    /// with the engine's message.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Bytes, EngineError> {
+        let what = format!("{method} {path}");
+        let body = body.as_ref().map_or_else(empty, json_body);
+        let (status, incoming) = self.send(method, path, body, "application/json").await?;
+        let bytes = incoming
+            .collect()
+            .await
+            .map_err(|e| EngineError::Http {
+                what: what.clone(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(refused(what, status, &bytes));
+        }
+        Ok(bytes)
+    }
+
+    async fn call_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, EngineError> {
+        let what = format!("{method} {path}");
+        let bytes = self.call(method, path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| EngineError::Http {
+            what,
+            message: format!("unreadable answer: {e}"),
+        })
+    }
+
+    /// The engine's version (`/version`), which also says it answers.
+    pub async fn version(&self) -> Result<String, EngineError> {
+        let v = self.call_json(Method::GET, "/version", None).await?;
+        Ok(v["Version"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Whether the engine has the NVIDIA runtime (`/info`), so GPUs can be passed through.
+    pub async fn has_nvidia_runtime(&self) -> Result<bool, EngineError> {
+        let info = self.call_json(Method::GET, "/info", None).await?;
+        Ok(info["Runtimes"]
+            .as_object()
+            .is_some_and(|r| r.contains_key("nvidia")))
+    }
+
+    /// Whether an image of this name (or id) is loaded.
+    pub async fn has_image(&self, name: &str) -> Result<bool, EngineError> {
+        match self
+            .call(Method::GET, &format!("/images/{name}/json"), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(EngineError::Refused { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads a `docker save` archive, streamed from disk; the loaded image's id or name.
+    pub async fn load(&self, archive: &Path) -> Result<String, EngineError> {
+        let what = "POST /images/load".to_string();
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|source| EngineError::Io {
+                path: archive.display().to_string(),
+                source,
+            })?;
+        let frames = tokio_stream_of(file).map(|chunk| chunk.map(Frame::data));
+        let body = BoxBody::new(StreamBody::new(frames));
+        let (status, incoming) = self
+            .send(
+                Method::POST,
+                "/images/load?quiet=1",
+                body,
+                "application/x-tar",
+            )
+            .await?;
+        let bytes = incoming
+            .collect()
+            .await
+            .map_err(|e| EngineError::Http {
+                what: what.clone(),
+                message: e.to_string(),
+            })?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(refused(what, status, &bytes));
+        }
+        // JSON messages, one after another: "Loaded image: NAME" or "Loaded image ID: ID",
+        // or an error.
+        let text = String::from_utf8_lossy(&bytes);
+        let mut loaded = None;
+        for message in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+            let Ok(message) = message else { break };
+            if let Some(e) = message["error"].as_str() {
+                return Err(EngineError::Refused {
+                    what,
+                    status: status.as_u16(),
+                    message: e.to_string(),
+                });
+            }
+            let line = message["stream"].as_str().unwrap_or_default().trim();
+            if let Some(name) = line
+                .strip_prefix("Loaded image ID: ")
+                .or_else(|| line.strip_prefix("Loaded image: "))
+            {
+                loaded = Some(name.to_string());
+            }
+        }
+        loaded.ok_or_else(|| EngineError::Refused {
+            what,
+            status: status.as_u16(),
+            message: format!("the archive loaded no image: {}", text.trim()),
+        })
+    }
+
+    /// Tags image `image` as `repo:tag`.
+    pub async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        self.call(
+            Method::POST,
+            &format!("/images/{image}/tag?repo={repo}&tag={tag}"),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Writes image `name` as a `docker save` archive to `out`.
+    pub async fn save(&self, name: &str, out: &Path) -> Result<u64, EngineError> {
+        let what = format!("GET /images/{name}/get");
+        let (status, mut incoming) = self
+            .send(
+                Method::GET,
+                &format!("/images/{name}/get"),
+                empty(),
+                "application/json",
+            )
+            .await?;
+        if !status.is_success() {
+            let bytes = incoming
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(refused(what, status, &bytes));
+        }
+        let io = |source| EngineError::Io {
+            path: out.display().to_string(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(out).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| EngineError::Http {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+            if let Some(data) = frame.data_ref() {
+                file.write_all(data).await.map_err(io)?;
+                written += data.len() as u64;
+            }
+        }
+        file.sync_all().await.map_err(io)?;
+        Ok(written)
+    }
+
+    /// Creates a container from `spec` (the engine's create body); its id.
+    pub async fn create(&self, spec: &Value) -> Result<String, EngineError> {
+        let v = self
+            .call_json(Method::POST, "/containers/create", Some(spec.clone()))
+            .await?;
+        Ok(v["Id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Starts container `id`.
+    pub async fn start(&self, id: &str) -> Result<(), EngineError> {
+        self.call(Method::POST, &format!("/containers/{id}/start"), None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Waits for container `id` to stop; its exit code and whether the kernel's OOM killer
+    /// ended it.
+    pub async fn wait(&self, id: &str) -> Result<(i64, bool), EngineError> {
+        let v = self
+            .call_json(
+                Method::POST,
+                &format!("/containers/{id}/wait?condition=not-running"),
+                None,
+            )
+            .await?;
+        let code = v["StatusCode"].as_i64().unwrap_or(-1);
+        let state = self
+            .call_json(Method::GET, &format!("/containers/{id}/json"), None)
+            .await?;
+        Ok((code, state["State"]["OOMKilled"].as_bool().unwrap_or(false)))
+    }
+
+    /// Sends SIGKILL to container `id` (one that already stopped is fine).
+    pub async fn kill(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .call(Method::POST, &format!("/containers/{id}/kill"), None)
+            .await
+        {
+            Ok(_) | Err(EngineError::Refused { status: 409, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes container `id` and its anonymous volumes, stopping it if it runs.
+    pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        match self
+            .call(
+                Method::DELETE,
+                &format!("/containers/{id}?force=true&v=true"),
+                None,
+            )
+            .await
+        {
+            Ok(_) | Err(EngineError::Refused { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The ids of every container, running or not, carrying label `key=value`.
+    pub async fn labelled(&self, key: &str, value: &str) -> Result<Vec<String>, EngineError> {
+        let filters = json!({ "label": [format!("{key}={value}")] }).to_string();
+        let v = self
+            .call_json(
+                Method::GET,
+                &format!(
+                    "/containers/json?all=true&filters={}",
+                    encode_query(&filters)
+                ),
+                None,
+            )
+            .await?;
+        Ok(v.as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|c| c["Id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Follows container `id`'s output into `stdout` and `stderr` until it ends (the engine
+    /// frames each piece with its stream: 1 out, 2 err).
+    pub async fn logs_to(&self, id: &str, stdout: &Path, stderr: &Path) -> Result<(), EngineError> {
+        let what = format!("GET /containers/{id}/logs");
+        let (status, mut incoming) = self
+            .send(
+                Method::GET,
+                &format!("/containers/{id}/logs?follow=true&stdout=true&stderr=true"),
+                empty(),
+                "application/json",
+            )
+            .await?;
+        if !status.is_success() {
+            let bytes = incoming
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(refused(what, status, &bytes));
+        }
+        let open = |path: &Path| {
+            let path = path.to_path_buf();
+            async move {
+                tokio::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .await
+                    .map_err(|source| EngineError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })
+            }
+        };
+        let (mut out, mut err) = (open(stdout).await?, open(stderr).await?);
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = incoming.frame().await {
+            let Ok(frame) = frame else { break };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while pending.len() >= 8 {
+                let size =
+                    u32::from_be_bytes([pending[4], pending[5], pending[6], pending[7]]) as usize;
+                if pending.len() < 8 + size {
+                    break;
+                }
+                let target = if pending[0] == 2 { &mut err } else { &mut out };
+                let write = target.write_all(&pending[8..8 + size]).await;
+                if let Err(source) = write {
+                    return Err(EngineError::Io {
+                        path: stdout.display().to_string(),
+                        source,
+                    });
+                }
+                pending.drain(..8 + size);
+            }
+        }
+        let _ = out.flush().await;
+        let _ = err.flush().await;
+        Ok(())
+    }
+}
+
+/// A file as a stream of chunks of up to 1 MiB.
+fn tokio_stream_of(
+    file: tokio::fs::File,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + Sync + 'static {
+    futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut file = file?;
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
+}
+
+fn refused(what: String, status: StatusCode, body: &[u8]) -> EngineError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    EngineError::Refused {
+        what,
+        status: status.as_u16(),
+        message,
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode_query(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

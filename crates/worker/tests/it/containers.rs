@@ -1,0 +1,137 @@
+//! The container executor against the real Docker engine: a job brings its own environment
+//! as an image pushed through the data plane, runs confined in a container on two workers,
+//! and is checked like any other. The image is built here (`docker import` of a busybox root
+//! file system from Debian's `busybox-static`, which `scripts/test-deps.sh` installs): no
+//! registry is reachable. Fails, never skips, where the engine or busybox is missing.
+
+use super::*;
+
+use gridwork_types::{RunEnd, Software, CONTAINER_SOFTWARE};
+use gridwork_worker::container::{Containers, WORKER_LABEL};
+use gridwork_worker::docker::{Engine, DEFAULT_SOCKET};
+
+/// The test image's name in the engine.
+const TEST_IMAGE: &str = "gridwork-test/busybox:1";
+
+/// Builds [`TEST_IMAGE`] (once per engine): a root file system of `/bin/busybox` and its
+/// applets, imported with `docker import`.
+fn test_image(dir: &std::path::Path) {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "tmp", "etc", "gridwork"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("/bin/busybox (Debian's busybox-static; scripts/test-deps.sh installs it)");
+    for applet in ["sh", "cat", "echo", "id", "ls", "touch", "tr", "mkdir"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+    // As in the usual images: anyone may write /tmp.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-C", root.to_str().unwrap(), "-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut import = std::process::Command::new("docker")
+        .args(["import", "--change", "ENV PATH=/bin", "-", TEST_IMAGE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the docker command (and a running Docker engine)");
+    use std::io::Write;
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(import.wait().unwrap().success(), "docker import failed");
+}
+
+/// A job whose program runs in a busybox image (no busybox on the tasks' `PATH` is needed:
+/// the image brings it) on two workers with the container executor. The run reads its named
+/// input, and reports what its confinement is: not root, no network interface but loopback,
+/// a read-only root file system, a writable `/tmp`. Both runs agree, the task settles on
+/// exit 0, and no container of either worker is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
+    let net = Net::start().await;
+    let engine = Engine::new(DEFAULT_SOCKET);
+    engine
+        .version()
+        .await
+        .expect("a running Docker engine at /var/run/docker.sock");
+    test_image(net.dir.path());
+
+    // `gridwork image push`: the image saved from the engine, pushed as a tree.
+    let saved = net.dir.path().join("image");
+    std::fs::create_dir_all(&saved).unwrap();
+    engine
+        .save(TEST_IMAGE, &saved.join("image.tar"))
+        .await
+        .unwrap();
+    let image = net.push_input(&saved).await;
+    // A second version of the same image would share its chunks: pushing the same archive
+    // again moves nothing new (the data plane de-duplicates by content).
+
+    let mut workers = Vec::new();
+    for i in 1..=2 {
+        let mut cfg = net.config(i, GRID / 100 + u128::from(i), Behavior::Honest, None);
+        let address = dev_keypair(i).address().to_string();
+        cfg.hardware.software = vec![Software {
+            name: CONTAINER_SOFTWARE.into(),
+            version: "20.10".into(),
+        }];
+        cfg.containers = Some(Containers::new(
+            Engine::new(DEFAULT_SOCKET),
+            address.clone(),
+            Some(512),
+            false,
+        ));
+        workers.push(address);
+        net.spawn(Worker::new(&net.url, cfg).unwrap());
+    }
+    net.wait_providers(2).await;
+
+    let scene = net.dir.path().join("scene");
+    std::fs::create_dir_all(&scene).unwrap();
+    std::fs::write(scene.join("frame.txt"), "frame 7\n").unwrap();
+    let mut input = net.push_input(&scene).await;
+    input.name = "scene".into();
+
+    let program = "cat $GRIDWORK_INPUTS/scene/frame.txt > $GRIDWORK_OUTPUTS/result.txt; \
+                   echo \"uid $(id -u)\" >> $GRIDWORK_OUTPUTS/result.txt; \
+                   echo \"net $(ls /sys/class/net | tr '\\n' ' ')\" >> $GRIDWORK_OUTPUTS/result.txt; \
+                   touch /etc/planted 2>/dev/null && echo 'root writable' >> $GRIDWORK_OUTPUTS/result.txt; \
+                   touch /tmp/scratch && echo 'tmp writable' >> $GRIDWORK_OUTPUTS/result.txt; \
+                   touch $TMPDIR/scratch && echo 'TMPDIR writable' >> $GRIDWORK_OUTPUTS/result.txt; \
+                   echo 'to stderr' >&2";
+    let mut p = squares(1, 1, 60_000, program);
+    p.program.image = Some(image.cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.data = vec![image, input];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+    assert_eq!(t.ended, Some(RunEnd::SUCCESS));
+    let text = result_text(&net, t.result.as_ref().unwrap()).await;
+    let uid = if rustix::process::geteuid().is_root() {
+        65534
+    } else {
+        rustix::process::geteuid().as_raw()
+    };
+    assert_eq!(
+        text,
+        format!("frame 7\nuid {uid}\nnet lo \ntmp writable\nTMPDIR writable\n"),
+        "the run's view of its confinement"
+    );
+    let stderr = net
+        .client
+        .task_log(&job, 0, None, None, LogStream::Stderr, 0)
+        .await
+        .unwrap();
+    assert_eq!(stderr.data, "to stderr\n");
+    for worker in &workers {
+        let left = engine.labelled(WORKER_LABEL, worker).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
+    net.stop.send(true).unwrap();
+}
