@@ -67,6 +67,8 @@ struct RawProgram {
     outputs: Vec<String>,
     /// `img:<64 hex>`, as `gridwork image push` prints it.
     image: Option<String>,
+    #[serde(default)]
+    network: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -264,11 +266,22 @@ impl JobFile {
                 Some(cid)
             }
         };
+        if raw.program.network
+            && !r.software.iter().any(|s| {
+                gridwork_types::SoftwareNeed::parse(s)
+                    .is_ok_and(|n| n.name == gridwork_types::NETWORK_SOFTWARE)
+            })
+        {
+            // Only providers that allow tasks the network may take it.
+            r.software
+                .push(gridwork_types::NETWORK_SOFTWARE.to_string());
+        }
         let program = Program {
             command: raw.program.command,
             args: raw.program.args,
             outputs: raw.program.outputs,
             image,
+            network: raw.program.network,
         };
         let prescription = Prescription {
             data: Vec::new(),

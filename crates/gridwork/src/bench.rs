@@ -37,6 +37,12 @@ pub(crate) fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
                 attack_secs: *attack_secs,
             },
         ),
+        BenchCommand::Executors {
+            image,
+            runs,
+            dir,
+            docker_socket,
+        } => crate::execbench::bench_executors(cli.json, image, *runs, dir, docker_socket),
         BenchCommand::Reopen { db } => {
             let r = gridwork_node::bench::reopen_chain(db)?;
             emit(cli.json, &r, || reopen_rows(&r))

@@ -234,6 +234,12 @@ pub(crate) struct WorkerArgs {
     /// without one still run as processes).
     #[arg(long, value_enum, default_value_t = ExecutorArg::Process)]
     pub(crate) executor: ExecutorArg,
+    /// Let tasks whose job asks for the network have it (by default such jobs are declined):
+    /// outbound connections from the process sandbox, the engine's default bridge for
+    /// containers. Results that depend on what a task fetches are only as reproducible as
+    /// that is.
+    #[arg(long)]
+    pub(crate) allow_network: bool,
     /// The Docker engine's socket (with `--executor docker`).
     #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
     pub(crate) docker_socket: PathBuf,
@@ -565,6 +571,23 @@ pub(crate) enum BenchCommand {
         /// The chain database (`chain.redb`, or the bench's `market-bench.redb`).
         #[arg(long)]
         db: PathBuf,
+    },
+    /// Per-task overhead of the executors: a trivial program run through the process
+    /// sandbox and through a container of IMAGE, and loading IMAGE into the engine (what a
+    /// task of an image a worker has not cached waits for first).
+    Executors {
+        /// A local Docker image with `true` on its PATH (e.g. one made by `docker import`).
+        #[arg(long)]
+        image: String,
+        /// Runs of each executor.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Work directory (emptied first).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The Docker engine's socket.
+        #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
+        docker_socket: PathBuf,
     },
     /// The node binary on loopback under hostile clients (slow connections, silent event
     /// subscribers, a mempool flood, repeated-id fetches, unsigned large uploads), with a

@@ -263,8 +263,8 @@ fn progress_line(label: &str, progress: &Progress, secs: f64) -> String {
     )
 }
 
-/// `gridwork image push`: the image saved from the engine into `HOME/images/<name>/` (one
-/// directory per image name, so a re-push of a new version reuses its data key and push
+/// `gridwork image push`: the image saved from the engine into `HOME/images/<repository>/`
+/// (one directory per repository, so a push of a new version reuses its data key and push
 /// index: unchanged layers are not read again and their chunks do not move), then pushed.
 pub(crate) fn image(cli: &Cli, cmd: &ImageCommand) -> anyhow::Result<()> {
     let ImageCommand::Push {
@@ -274,7 +274,13 @@ pub(crate) fn image(cli: &Cli, cmd: &ImageCommand) -> anyhow::Result<()> {
     } = cmd;
     let me = signing_key(cli)?;
     let client = Client::new(&cli.node).signed_by(me.clone());
-    let slug: String = name
+    // One directory per repository, whatever the tag: `my-env:1` and `my-env:2` share their
+    // data key and push index, so the layers they share are neither read nor sent again.
+    let repository = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name.as_str(),
+    };
+    let slug: String = repository
         .chars()
         .map(
             |c| match c.is_ascii_alphanumeric() || c == '.' || c == '-' {
@@ -289,8 +295,13 @@ pub(crate) fn image(cli: &Cli, cmd: &ImageCommand) -> anyhow::Result<()> {
     let started = Instant::now();
     let rt = runtime()?;
     let archive = dir.join("image.tar");
+    // Saved by id, so the archive carries no tags (workers refuse tagged archives: loading
+    // one would move those tags on their engines).
     let saved = rt
-        .block_on(engine.save(name, &archive))
+        .block_on(async {
+            let id = engine.image_id(name).await?;
+            engine.save(&id, &archive).await
+        })
         .with_context(|| format!("saving image `{name}` from the Docker engine"))?;
     let (key, index) = KeyRegistry::new(home(cli)?).key_for(&dir, &me)?;
     let opts = TransferOptions {

@@ -15,6 +15,8 @@ mod databench;
 #[cfg(feature = "demo")]
 mod demo;
 #[cfg(feature = "bench")]
+mod execbench;
+#[cfg(feature = "bench")]
 mod hostilebench;
 mod market;
 mod output;

@@ -313,6 +313,7 @@ fn render_job(v: &JobView) -> String {
             Some(gridwork_types::RunEnd::Signal { signal }) => format!("signal {signal}"),
             Some(gridwork_types::RunEnd::Timeout {}) => "timeout".into(),
             Some(gridwork_types::RunEnd::MissingOutput { .. }) => "no output".into(),
+            Some(gridwork_types::RunEnd::NotStarted {}) => "no start".into(),
         };
         let paid = if t.paid.0 == 0 {
             "-".to_string()

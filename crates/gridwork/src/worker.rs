@@ -49,6 +49,16 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     tracing::info!(nvidia = %report.nvidia_source, "probed");
     let mut hardware = report.hardware;
     hardware.software = gridwork_worker::software::probe_software(&args.software);
+    // Capabilities, not programs: only the flags that grant them list them.
+    hardware.software.retain(|s| {
+        s.name != gridwork_types::NETWORK_SOFTWARE && s.name != gridwork_types::CONTAINER_SOFTWARE
+    });
+    if args.allow_network {
+        hardware.software.push(gridwork_types::Software {
+            name: gridwork_types::NETWORK_SOFTWARE.into(),
+            version: String::new(),
+        });
+    }
     let rt = runtime()?;
     let containers = match args.executor {
         ExecutorArg::Process => None,
@@ -92,6 +102,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             price_per_task_second: price,
             capacity: args.capacity,
             max_fee,
+            allow_network: args.allow_network,
         },
         hardware: hardware.clone(),
         stake,

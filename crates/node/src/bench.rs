@@ -574,6 +574,7 @@ pub fn run_market_bench(
             args: vec![],
             outputs: Vec::new(),
             image: None,
+            network: false,
         },
         instructions: Instructions {
             items: u64::from(opts.tasks),

@@ -180,6 +180,7 @@ impl Sim {
                 args: vec![],
                 outputs: Vec::new(),
                 image: None,
+                network: false,
             },
             instructions: Instructions {
                 items: u64::from(self.cfg.tasks_per_job),

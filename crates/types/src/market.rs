@@ -409,14 +409,24 @@ pub struct Program {
     /// a job (it requires the software `docker`). None: the worker's own system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Hash>,
+    /// The run may open network connections. Only providers that allow it (they register
+    /// the software `network`, [`NETWORK_SOFTWARE`]) run or check such a job, and its
+    /// results are only as reproducible as what it fetches. False: no network.
+    #[serde(default)]
+    pub network: bool,
 }
 
 codec_struct!(Program {
     command: String,
     args: Vec<String>,
     outputs: Vec<String>,
-    image: Option<Hash>
+    image: Option<Hash>,
+    network: bool
 });
+
+/// The software a job that asks for the network requires: a worker whose provider allows
+/// tasks the network (`gridwork worker --allow-network`) registers it.
+pub const NETWORK_SOFTWARE: &str = "network";
 
 /// The software a job with a container image requires: a worker with a container executor
 /// registers it, with the engine's version.
@@ -509,6 +519,10 @@ pub enum RunEnd {
         /// Which required output is missing.
         index: u32,
     },
+    /// The program could not start for a reason of the job's own: its image is not a
+    /// single untagged image archive, is too large, or its engine refused to load it, create
+    /// or start its container (a command the image lacks, say).
+    NotStarted {},
 }
 
 codec_enum!(RunEnd, "run end" {
@@ -516,6 +530,7 @@ codec_enum!(RunEnd, "run end" {
     1 => Signal { signal: u8 },
     2 => Timeout {},
     3 => MissingOutput { index: u32 },
+    4 => NotStarted {},
 });
 
 impl RunEnd {
@@ -540,6 +555,7 @@ impl fmt::Display for RunEnd {
             RunEnd::MissingOutput { index } => {
                 write!(f, "exit 0 without required output #{index}")
             }
+            RunEnd::NotStarted {} => write!(f, "could not start (its image or command)"),
         }
     }
 }
@@ -832,6 +848,7 @@ mod tests {
                 args: vec!["--fast".into()],
                 outputs: Vec::new(),
                 image: None,
+                network: false,
             },
             instructions: Instructions {
                 items: 10,

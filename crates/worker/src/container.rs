@@ -8,7 +8,8 @@
 //! it `gridwork/image:<content id>`; later tasks of any job naming it start from the loaded
 //! image. Each run is one container, confined by default:
 //!
-//! - no network (`NetworkMode: none`);
+//! - no network (`NetworkMode: none`), unless the job asks for it and the provider allows it
+//!   (the engine's default bridge);
 //! - a read-only root file system; writable only `/gridwork/outputs` (the task's `outputs/`),
 //!   `/gridwork` itself (the task's `run/`, its HOME and working directory, with `TMPDIR` at
 //!   `/gridwork/tmp`) and a private `/tmp` (a tmpfs; the engine gives it the image's `/tmp`
@@ -40,8 +41,12 @@ use crate::sandbox::{layout, run_dir, RunOutcome, TaskEnv};
 /// The most processes one container may have.
 const PIDS_LIMIT: i64 = 4096;
 
-/// The uid and gid a container of a worker running as root runs as.
+/// The uid and gid every container runs as (`nobody`), on every worker alike, so `id -u`
+/// and what a run may read do not differ between the executor's run and the council's.
 const NOBODY: u32 = 65534;
+
+/// The largest image archive a worker loads, by default.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
 
 /// The label naming the worker a container belongs to.
 pub const WORKER_LABEL: &str = "gridwork.worker";
@@ -58,6 +63,19 @@ pub struct Containers {
     worker: String,
     memory_mib: Option<u64>,
     gpus: bool,
+    max_image_bytes: u64,
+    /// One image load at a time: two tasks of one image must not pull it over each other.
+    loading: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether an image is ready to run, or why the job's image cannot be (the same on every
+/// worker: the run ends as [`RunEnd::NotStarted`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// Loaded and tagged.
+    Ready,
+    /// The job's image is unusable, and why.
+    Unusable(String),
 }
 
 impl Containers {
@@ -70,7 +88,20 @@ impl Containers {
             worker,
             memory_mib,
             gpus,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            loading: Default::default(),
         }
+    }
+
+    /// The largest image archive this worker loads (larger: [`Readiness::Unusable`]).
+    pub fn with_max_image_bytes(mut self, max: u64) -> Containers {
+        self.max_image_bytes = max;
+        self
+    }
+
+    /// Serializes image loads: hold the guard while pulling and loading one.
+    pub async fn loading(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        std::sync::Arc::clone(&self.loading).lock_owned().await
     }
 
     /// The engine.
@@ -92,16 +123,30 @@ impl Containers {
         self.engine.has_image(&image_tag(cid)).await
     }
 
-    /// Loads image `cid` from the archive pulled into `dir` (its one file), and tags it.
-    pub async fn load_image(&self, cid: &Hash, dir: &Path) -> Result<(), EngineError> {
-        let archive = archive_in(dir).map_err(|source| EngineError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        let loaded = self.engine.load(&archive).await?;
+    /// Loads image `cid` from the archive pulled into `dir` (its one file), and tags it;
+    /// an archive that is not one untagged image within the size limit, or that the engine
+    /// refuses, is the job's fault ([`Readiness::Unusable`]).
+    pub async fn load_image(&self, cid: &Hash, dir: &Path) -> Result<Readiness, EngineError> {
+        let archive = match archive_in(dir) {
+            Ok(archive) => archive,
+            Err(e) => return Ok(Readiness::Unusable(e.to_string())),
+        };
+        if let Err(why) = crate::docker::check_archive(&archive, self.max_image_bytes) {
+            return Ok(Readiness::Unusable(why));
+        }
+        let loaded = match self.engine.load(&archive).await {
+            Ok(loaded) => loaded,
+            Err(EngineError::Refused { message, .. }) => {
+                return Ok(Readiness::Unusable(format!(
+                    "the engine refused the image: {message}"
+                )))
+            }
+            Err(e) => return Err(e),
+        };
         let tag = image_tag(cid);
         let (repo, tag) = tag.split_once(':').unwrap_or((tag.as_str(), "latest"));
-        self.engine.tag(&loaded, repo, tag).await
+        self.engine.tag(&loaded, repo, tag).await?;
+        Ok(Readiness::Ready)
     }
 
     /// Runs `program` in a container of image `cid` over the task directory `work`, until
@@ -131,26 +176,44 @@ impl Containers {
         for log in [&stdout, &stderr] {
             std::fs::File::create(log).map_err(io(log))?;
         }
-        let user = match rustix::process::geteuid().as_raw() {
-            0 => {
-                // Root's container runs as nobody, which must be able to write its outputs.
-                for dir in [&run, &outputs, &tmp] {
-                    chown(dir, NOBODY).map_err(io(dir))?;
-                }
-                format!("{NOBODY}:{NOBODY}")
+        // The container runs as nobody, which must be able to write where it may and read
+        // its inputs: what it owns on a root worker, what anyone may write otherwise.
+        let root = rustix::process::geteuid().is_root();
+        for dir in [&run, &outputs, &tmp] {
+            match root {
+                true => chown(dir, NOBODY).map_err(io(dir))?,
+                false => set_mode(dir, 0o777).map_err(io(dir))?,
             }
-            uid => format!("{uid}:{}", rustix::process::getegid().as_raw()),
+        }
+        readable_by_all(&inputs).map_err(io(&inputs))?;
+        let volumes = self.engine.image_volumes(&image_tag(cid)).await?;
+        let spec = self.spec(cid, program, env, &run, &inputs, &outputs, &volumes);
+        let not_started = |why: String| {
+            tracing::warn!(image = %cid, "the job's container could not start: {why}");
+            Ok(RunOutcome {
+                ended: RunEnd::NotStarted {},
+                seconds: 1,
+            })
         };
-        let spec = self.spec(cid, program, env, &run, &inputs, &outputs, &user);
-        let id = self.engine.create(&spec).await?;
-        let outcome = self.run_created(&id, &stdout, &stderr, deadline).await;
-        let removed = self.engine.remove(&id).await;
-        let outcome = outcome?;
-        removed?;
-        Ok(outcome)
+        let id = match self.engine.create(&spec).await {
+            Ok(id) => id,
+            Err(EngineError::Refused { message, .. }) => return not_started(message),
+            Err(e) => return Err(e),
+        };
+        let outcome = match self.engine.start(&id).await {
+            Ok(()) => self.run_started(&id, &stdout, &stderr, deadline).await,
+            Err(EngineError::Refused { message, .. }) => not_started(message),
+            Err(e) => Err(e),
+        };
+        // A container that cannot be removed now is removed when the worker next starts;
+        // the run's result stands.
+        if let Err(e) = self.engine.remove(&id).await {
+            tracing::warn!(error = %e, container = %id, "removing a finished container failed");
+        }
+        outcome
     }
 
-    async fn run_created(
+    async fn run_started(
         &self,
         id: &str,
         stdout: &Path,
@@ -158,7 +221,6 @@ impl Containers {
         deadline: Duration,
     ) -> Result<RunOutcome, EngineError> {
         let started = Instant::now();
-        self.engine.start(id).await?;
         let logs = {
             let (engine, id) = (self.engine.clone(), id.to_string());
             let (stdout, stderr) = (stdout.to_path_buf(), stderr.to_path_buf());
@@ -201,7 +263,7 @@ impl Containers {
         run: &Path,
         inputs: &Path,
         outputs: &Path,
-        user: &str,
+        volumes: &[String],
     ) -> Value {
         let mount = |source: &Path, target: &str, read_only: bool| {
             json!({
@@ -218,12 +280,21 @@ impl Containers {
                 mount(outputs, "/gridwork/outputs", false),
             ],
             "ReadonlyRootfs": true,
-            "NetworkMode": "none",
+            "NetworkMode": if program.network { "bridge" } else { "none" },
             "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
             "PidsLimit": PIDS_LIMIT,
             "Tmpfs": { "/tmp": "rw,nosuid,nodev,size=1073741824,mode=1777" },
+            // The engine's copy of the output, beside the worker's own, bounded.
+            "LogConfig": { "Type": "local", "Config": { "max-size": "10m", "max-file": "2" } },
         });
+        // A volume the image declares would be an anonymous volume on the engine's disk,
+        // writable past the read-only root and unbounded: a small tmpfs stands in for each.
+        for path in volumes {
+            if !path.starts_with("/gridwork") {
+                host["Tmpfs"][path] = json!("rw,nosuid,nodev,size=268435456,mode=1777");
+            }
+        }
         if let Some(mib) = self.memory_mib {
             host["Memory"] = json!(mib.saturating_mul(1 << 20));
         }
@@ -250,13 +321,14 @@ impl Containers {
                 "LANG=C.UTF-8",
             ],
             "WorkingDir": "/gridwork",
-            "User": user,
+            "User": format!("{NOBODY}:{NOBODY}"),
+            "Hostname": "gridwork",
             "Labels": {
                 WORKER_LABEL: self.worker,
                 "gridwork.job": env.job,
                 "gridwork.task": env.task.to_string(),
             },
-            "NetworkDisabled": true,
+            "NetworkDisabled": !program.network,
             "HostConfig": host,
         })
     }
@@ -283,5 +355,36 @@ fn archive_in(dir: &Path) -> std::io::Result<PathBuf> {
 fn chown(path: &Path, id: u32) -> std::io::Result<()> {
     let id_u = rustix::process::Uid::from_raw(id);
     let id_g = rustix::process::Gid::from_raw(id);
-    rustix::fs::chown(path, Some(id_u), Some(id_g)).map_err(std::io::Error::from)
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        Some(id_u),
+        Some(id_g),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(std::io::Error::from)
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Makes everything under `dir` readable by anyone (directories searchable too), links
+/// untouched: the container's user reads the inputs the worker pulled.
+fn readable_by_all(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::symlink_metadata(dir)?.permissions().mode();
+    set_mode(dir, mode | 0o555)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            readable_by_all(&entry.path())?;
+        } else if kind.is_file() {
+            let mode = entry.metadata()?.permissions().mode();
+            set_mode(&entry.path(), mode | 0o444)?;
+        }
+    }
+    Ok(())
 }

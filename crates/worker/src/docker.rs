@@ -22,6 +22,16 @@ use tokio::io::AsyncWriteExt;
 /// The API version every path is prefixed with.
 const API: &str = "/v1.41";
 
+/// How long one engine call may take (but loading an image, [`LOAD_TIMEOUT`], and waiting
+/// for a container, which the task's deadline bounds).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How long loading one image may take.
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The most bytes of each output stream of one container kept in its log file.
+pub const LOG_CAP: u64 = 64 << 20;
+
 /// The default socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
@@ -138,9 +148,26 @@ impl Engine {
         Ok((response.status(), response.into_body()))
     }
 
-    /// One request whose answer is read whole; an error status is a [`EngineError::Refused`]
-    /// with the engine's message.
+    /// One request whose answer is read whole, within [`CALL_TIMEOUT`]; an error status is
+    /// a [`EngineError::Refused`] with the engine's message.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Bytes, EngineError> {
+        let what = format!("{method} {path}");
+        tokio::time::timeout(CALL_TIMEOUT, self.call_unbounded(method, path, body))
+            .await
+            .map_err(|_| EngineError::Http {
+                what,
+                message: format!("no answer within {CALL_TIMEOUT:?}"),
+            })?
+    }
+
+    /// [`Engine::call`] without a time limit (waiting for a container, which the caller
+    /// bounds by the task's deadline).
+    async fn call_unbounded(
         &self,
         method: Method,
         path: &str,
@@ -191,10 +218,41 @@ impl Engine {
             .is_some_and(|r| r.contains_key("nvidia")))
     }
 
+    /// The id (`sha256:...`) of image `name`.
+    pub async fn image_id(&self, name: &str) -> Result<String, EngineError> {
+        let v = self
+            .call_json(
+                Method::GET,
+                &format!("/images/{}/json", encode_path(name)),
+                None,
+            )
+            .await?;
+        Ok(v["Id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The paths image `name` declares as volumes (`Config.Volumes`).
+    pub async fn image_volumes(&self, name: &str) -> Result<Vec<String>, EngineError> {
+        let v = self
+            .call_json(
+                Method::GET,
+                &format!("/images/{}/json", encode_path(name)),
+                None,
+            )
+            .await?;
+        Ok(v["Config"]["Volumes"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
     /// Whether an image of this name (or id) is loaded.
     pub async fn has_image(&self, name: &str) -> Result<bool, EngineError> {
         match self
-            .call(Method::GET, &format!("/images/{name}/json"), None)
+            .call(
+                Method::GET,
+                &format!("/images/{}/json", encode_path(name)),
+                None,
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -203,8 +261,18 @@ impl Engine {
         }
     }
 
-    /// Loads a `docker save` archive, streamed from disk; the loaded image's id or name.
+    /// Loads a `docker save` archive, streamed from disk, within an hour; the loaded image's
+    /// id or name.
     pub async fn load(&self, archive: &Path) -> Result<String, EngineError> {
+        tokio::time::timeout(LOAD_TIMEOUT, self.load_unbounded(archive))
+            .await
+            .map_err(|_| EngineError::Http {
+                what: "POST /images/load".into(),
+                message: format!("not loaded within {LOAD_TIMEOUT:?}"),
+            })?
+    }
+
+    async fn load_unbounded(&self, archive: &Path) -> Result<String, EngineError> {
         let what = "POST /images/load".to_string();
         let file = tokio::fs::File::open(archive)
             .await
@@ -278,7 +346,7 @@ impl Engine {
         let (status, mut incoming) = self
             .send(
                 Method::GET,
-                &format!("/images/{name}/get"),
+                &format!("/images/{}/get", encode_path(name)),
                 empty(),
                 "application/json",
             )
@@ -329,14 +397,22 @@ impl Engine {
     /// Waits for container `id` to stop; its exit code and whether the kernel's OOM killer
     /// ended it.
     pub async fn wait(&self, id: &str) -> Result<(i64, bool), EngineError> {
-        let v = self
-            .call_json(
+        let what = format!("POST /containers/{id}/wait");
+        let bytes = self
+            .call_unbounded(
                 Method::POST,
                 &format!("/containers/{id}/wait?condition=not-running"),
                 None,
             )
             .await?;
-        let code = v["StatusCode"].as_i64().unwrap_or(-1);
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| EngineError::Http {
+            what: what.clone(),
+            message: format!("unreadable answer: {e}"),
+        })?;
+        let code = v["StatusCode"].as_i64().ok_or_else(|| EngineError::Http {
+            what,
+            message: format!("no exit code in {v}"),
+        })?;
         let state = self
             .call_json(Method::GET, &format!("/containers/{id}/json"), None)
             .await?;
@@ -427,6 +503,8 @@ impl Engine {
         };
         let (mut out, mut err) = (open(stdout).await?, open(stderr).await?);
         let mut pending: Vec<u8> = Vec::new();
+        // Bytes written per stream: past LOG_CAP the rest is read and dropped.
+        let mut written = [0u64; 2];
         while let Some(frame) = incoming.frame().await {
             let Ok(frame) = frame else { break };
             let Some(data) = frame.data_ref() else {
@@ -439,9 +517,12 @@ impl Engine {
                 if pending.len() < 8 + size {
                     break;
                 }
-                let target = if pending[0] == 2 { &mut err } else { &mut out };
-                let write = target.write_all(&pending[8..8 + size]).await;
-                if let Err(source) = write {
+                let stream = usize::from(pending[0] == 2);
+                let target = if stream == 1 { &mut err } else { &mut out };
+                let room = LOG_CAP.saturating_sub(written[stream]) as usize;
+                let piece = &pending[8..8 + size.min(room)];
+                written[stream] += piece.len() as u64;
+                if let Err(source) = target.write_all(piece).await {
                     return Err(EngineError::Io {
                         path: stdout.display().to_string(),
                         source,
@@ -453,6 +534,64 @@ impl Engine {
         let _ = out.flush().await;
         let _ = err.flush().await;
         Ok(())
+    }
+}
+
+/// Checks a `docker save` archive before the engine sees it: at most `max_bytes`, and one
+/// image with no tags (`manifest.json`: one entry, `RepoTags` empty). A tagged archive would
+/// have the engine move those tags (`gridwork/image:<another job's image>`, or a provider's
+/// own `ubuntu:latest`) to what it loads. `gridwork image push` saves by image id, which
+/// writes no tags. The reason, when refused.
+pub fn check_archive(path: &Path, max_bytes: u64) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    if size > max_bytes {
+        return Err(format!(
+            "the image archive is {size} bytes; this worker takes images of at most {max_bytes}"
+        ));
+    }
+    let mut header = [0u8; 512];
+    loop {
+        if file.read_exact(&mut header).is_err() || header.iter().all(|b| *b == 0) {
+            return Err(
+                "the image archive has no manifest.json (push it with `gridwork image push`)"
+                    .into(),
+            );
+        }
+        let field = |range: std::ops::Range<usize>| {
+            let raw = &header[range];
+            let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+            String::from_utf8_lossy(&raw[..end]).into_owned()
+        };
+        let name = field(0..100);
+        let length = u64::from_str_radix(field(124..136).trim(), 8)
+            .map_err(|_| "the image archive is not a tar file".to_string())?;
+        let padded = length.div_ceil(512) * 512;
+        if name.trim_start_matches("./") == "manifest.json" && header[156] != b'5' {
+            if length > 1 << 20 {
+                return Err("the image archive's manifest.json is over 1 MiB".into());
+            }
+            let mut text = vec![0u8; length as usize];
+            file.read_exact(&mut text).map_err(|e| e.to_string())?;
+            let manifest: Value = serde_json::from_slice(&text)
+                .map_err(|e| format!("the image archive's manifest.json: {e}"))?;
+            let images = manifest.as_array().map_or(0, Vec::len);
+            if images != 1 {
+                return Err(format!(
+                    "the image archive holds {images} images; a job's image is one"
+                ));
+            }
+            let tags = manifest[0]["RepoTags"].as_array().map_or(0, Vec::len);
+            if tags != 0 {
+                return Err(format!(
+                    "the image archive carries {tags} tag(s); a job's image carries none (push it with `gridwork image push`, which saves by image id)"
+                ));
+            }
+            return Ok(());
+        }
+        file.seek(SeekFrom::Current(padded as i64))
+            .map_err(|e| e.to_string())?;
     }
 }
 
@@ -485,6 +624,19 @@ fn refused(what: String, status: StatusCode, body: &[u8]) -> EngineError {
         status: status.as_u16(),
         message,
     }
+}
+
+/// Percent-encodes a path segment, keeping `:` and `/` (image names).
+fn encode_path(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~:/@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Percent-encodes a query value.

@@ -14,6 +14,9 @@ pub struct PricingPolicy {
     /// the node's mempool is full of cheaper transactions a step goes again at the fee the
     /// node names, up to this ([`DEFAULT_MAX_FEE`] unless the provider says otherwise).
     pub max_fee: Amount,
+    /// Whether tasks may have the network when their job asks for it (`program.network`);
+    /// without, such jobs are declined, saying so.
+    pub allow_network: bool,
 }
 
 /// The default [`PricingPolicy::max_fee`]: 0.01 GRID. To keep a worker's step out of a full
@@ -35,6 +38,12 @@ pub enum Decision {
 impl PricingPolicy {
     /// Decides on a task of `p` with `active` tasks in progress.
     pub fn decide(&self, p: &Prescription, hardware: &Hardware, active: u32) -> Decision {
+        if p.program.network && !self.allow_network {
+            return Decision::Decline(
+                "network: the job asks for the network; this provider does not allow tasks it (gridwork worker --allow-network)"
+                    .into(),
+            );
+        }
         if let Some(reason) = p.instructions.requirements.unmet_by(hardware) {
             return Decision::Decline(format!("requirements: {reason}"));
         }
@@ -78,6 +87,7 @@ mod tests {
                 args: vec![],
                 outputs: Vec::new(),
                 image: None,
+                network: false,
             },
             instructions: Instructions {
                 items: 1,
@@ -109,6 +119,7 @@ mod tests {
             price_per_task_second: Amount(5),
             capacity: 1,
             max_fee: DEFAULT_MAX_FEE,
+            allow_network: false,
         };
         let hw = Hardware::default();
         assert_eq!(policy.decide(&job(10, 0), &hw, 0), Decision::Bid(Amount(5)));
@@ -119,5 +130,15 @@ mod tests {
             matches!(policy.decide(&job(10, 8_000), &hw, 0), Decision::Decline(r) if r.starts_with("requirements: needs"))
         );
         assert_eq!(policy.decide(&job(10, 0), &hw, 1), Decision::Busy);
+        let mut online = job(10, 0);
+        online.program.network = true;
+        assert!(
+            matches!(policy.decide(&online, &hw, 0), Decision::Decline(r) if r.starts_with("network: the job asks for the network"))
+        );
+        let open = PricingPolicy {
+            allow_network: true,
+            ..policy
+        };
+        assert_eq!(open.decide(&online, &hw, 0), Decision::Bid(Amount(5)));
     }
 }

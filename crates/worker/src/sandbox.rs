@@ -159,6 +159,11 @@ pub async fn run(
             cmd.arg("--deadline-ms")
                 .arg(deadline.as_millis().to_string());
             cmd.arg("--status-file").arg(&status_file);
+            // A job that asks for the network has it only on a provider that allows it (the
+            // worker declined it otherwise).
+            if program.network {
+                cmd.arg("--network");
+            }
             cmd.arg("--").arg(&program.command).args(&program.args);
             cmd
         }
@@ -271,6 +276,7 @@ mod tests {
             ],
             outputs: Vec::new(),
             image: None,
+            network: false,
         };
         let outcome = run(&p, &work, &env(), Duration::from_secs(10), None)
             .await
@@ -295,7 +301,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let p = Program {
             command: "sh".into(),
-            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(), image: None,
+            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(), image: None, network: false,
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_secs(10), None)
             .await
@@ -334,6 +340,7 @@ mod tests {
             ],
             outputs: Vec::new(),
             image: None,
+            network: false,
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_millis(300), None)
             .await
@@ -350,6 +357,7 @@ mod tests {
             args: vec![],
             outputs: Vec::new(),
             image: None,
+            network: false,
         };
         let err = run(&p, work.path(), &env(), Duration::from_secs(1), None)
             .await

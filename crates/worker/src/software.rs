@@ -278,6 +278,7 @@ mod tests {
             args: vec![],
             outputs: vec![],
             image: None,
+            network: false,
         };
         assert_eq!(missing_command(&sh), None);
         let absent = Program {

@@ -59,6 +59,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
             args: vec![],
             outputs: Vec::new(),
             image: None,
+            network: false,
         },
         instructions: Instructions {
             items: 1,

@@ -202,6 +202,7 @@ async fn a_transaction_the_market_refuses_in_its_block_reads_failed_and_says_why
             args: vec![],
             outputs: Vec::new(),
             image: None,
+            network: false,
         },
         instructions: Instructions {
             items: 1,

@@ -319,6 +319,63 @@ fn a_run_ends_at_its_deadline_with_everything_it_started() {
     assert!(!running(pid), "the session's process outlived the deadline");
 }
 
+/// A job that asks for the network has it in the worker's sandbox (its worker declines such
+/// jobs unless the provider allows them); one that does not ask has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_has_the_network_only_when_its_job_asks() {
+    use gridwork_worker::sandbox::{run, Launcher, TaskEnv};
+    let launcher = Launcher {
+        exe: BIN.into(),
+        memory_mib: None,
+        max_file_mib: None,
+        gpu_devices: Vec::new(),
+        hidden: Vec::new(),
+    };
+    let env = TaskEnv {
+        job: "job".into(),
+        task: 0,
+        items: (0, 1),
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = format!(
+        "echo GET > /dev/tcp/127.0.0.1/{port} && echo connected > $GRIDWORK_OUTPUTS/net.txt; true"
+    );
+    let mut ran = Vec::new();
+    for network in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let program = gridwork_types::Program {
+            command: "bash".into(),
+            args: vec!["-c".into(), script.clone()],
+            outputs: Vec::new(),
+            image: None,
+            network,
+        };
+        let outcome = run(
+            &program,
+            dir.path(),
+            &env,
+            std::time::Duration::from_secs(20),
+            Some(&launcher),
+        )
+        .await
+        .unwrap();
+        assert_eq!(outcome.ended, RunEnd::SUCCESS, "{outcome:?}");
+        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        let connected = dir.path().join("run/outputs/net.txt").exists();
+        ran.push((
+            network,
+            connected,
+            stderr.contains("gridwork sandbox: Landlock"),
+        ));
+    }
+    let enforced = !ran[0].2;
+    if enforced {
+        assert!(!ran[0].1, "no network unless asked: {ran:?}");
+    }
+    assert!(ran[1].1, "the network when asked: {ran:?}");
+}
+
 /// The worker's view of a supervised run: a program that runs past its deadline is a timeout
 /// (the supervisor ended it, and everything it started), one that exits is its exit code, one
 /// a signal ended was killed.
@@ -342,6 +399,7 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
         args: vec!["-c".into(), script.into()],
         outputs: Vec::new(),
         image: None,
+        network: false,
     };
     let dir = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
@@ -426,6 +484,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
         args: vec!["-c".into(), script],
         outputs: Vec::new(),
         image: None,
+        network: false,
     };
     let outcome = run(
         &program,

@@ -78,6 +78,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                         args: vec![],
                         outputs: Vec::new(),
                         image: None,
+                        network: false,
                     },
                     instructions: Instructions {
                         items: 1,

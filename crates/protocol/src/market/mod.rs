@@ -777,6 +777,37 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
         gridwork_types::check_output_pattern(pattern).or_else(|e| bad("program.outputs", e))?;
     }
     let software = &p.instructions.requirements.software;
+    let requires = |name: &str| {
+        software
+            .iter()
+            .any(|s| gridwork_types::SoftwareNeed::parse(s).is_ok_and(|n| n.name == name))
+    };
+    if p.program.network && !requires(gridwork_types::NETWORK_SOFTWARE) {
+        return bad(
+            "program.network",
+            format!(
+                "needs `{}` in instructions.requirements.software, so only providers that allow tasks the network take it",
+                gridwork_types::NETWORK_SOFTWARE
+            ),
+        );
+    }
+    if let Some(image) = &p.program.image {
+        if !p.data.iter().any(|d| d.cid == *image) {
+            return bad(
+                "program.image",
+                format!("{image} is not among the job's inputs, so no worker could decrypt it; list it in data.inputs"),
+            );
+        }
+        if !requires(gridwork_types::CONTAINER_SOFTWARE) {
+            return bad(
+                "program.image",
+                format!(
+                    "needs `{}` in instructions.requirements.software, so only workers that run containers take it",
+                    gridwork_types::CONTAINER_SOFTWARE
+                ),
+            );
+        }
+    }
     if software.len() > gridwork_types::MAX_SOFTWARE_NEEDS {
         return bad(
             "instructions.requirements.software",

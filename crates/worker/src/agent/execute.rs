@@ -100,6 +100,12 @@ fn place_input(
 /// result cannot carry it and a judge would follow it. Says what it removed.
 fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<String>> {
     use std::os::unix::fs::PermissionsExt;
+    if prefix.is_empty() {
+        let mode = std::fs::symlink_metadata(outputs)?.permissions().mode();
+        if mode & 0o700 != 0o700 {
+            std::fs::set_permissions(outputs, std::fs::Permissions::from_mode(mode | 0o700))?;
+        }
+    }
     let mut dropped = Vec::new();
     for entry in std::fs::read_dir(outputs)? {
         let entry = entry?;
@@ -120,6 +126,14 @@ fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<
                 )?;
             }
             dropped.extend(tidy_outputs(&entry.path(), &rel)?);
+        } else if kind.is_file() {
+            let mode = entry.metadata()?.permissions().mode();
+            if mode & 0o400 == 0 {
+                std::fs::set_permissions(
+                    entry.path(),
+                    std::fs::Permissions::from_mode(mode | 0o400),
+                )?;
+            }
         } else if kind.is_symlink() {
             let target = std::fs::read_link(entry.path())?;
             if !target.to_str().is_some_and(points_down) {
@@ -129,6 +143,20 @@ fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<
         }
     }
     Ok(dropped)
+}
+
+/// Gives the worker back every directory under `dir` (a program may leave `chmod 000`
+/// ones), so the tree can be removed. Best effort: what stays in the way, the removal reports.
+fn make_removable(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|k| k.is_dir()) {
+                make_removable(&entry.path());
+            }
+        }
+    }
 }
 
 /// Whether a link target points down from the link's directory: relative, no `..` part,
@@ -203,7 +231,9 @@ impl Worker {
             source,
         };
         if dir.exists() {
-            // A run cut off by a restart starts again from nothing.
+            // A run cut off by a restart starts again from nothing (whatever modes its
+            // program left on the directories).
+            make_removable(&dir);
             std::fs::remove_dir_all(&dir).map_err(io)?;
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
@@ -240,9 +270,13 @@ impl Worker {
             }
         }
         let _ = std::fs::remove_dir_all(&staging);
-        if let Some(cid) = &image {
-            self.ensure_image(view, cid, &holders).await?;
-        }
+        let unusable = match &image {
+            Some(cid) => matches!(
+                self.ensure_image(view, cid, &holders).await?,
+                crate::container::Readiness::Unusable(_)
+            ),
+            None => false,
+        };
         let env = TaskEnv {
             job: view.id.to_string(),
             task: r.1,
@@ -259,6 +293,11 @@ impl Worker {
         ));
         let started = Instant::now();
         let outcome = match (&image, &self.cfg.containers) {
+            // The job's own image cannot run: the same on every worker, a result.
+            (Some(_), Some(_)) if unusable => Ok(sandbox::RunOutcome {
+                ended: RunEnd::NotStarted {},
+                seconds: 1,
+            }),
             (Some(cid), Some(containers)) => containers
                 .run(cid, &view.prescription.program, &dir, &env, deadline)
                 .await
@@ -309,7 +348,9 @@ impl Worker {
         tracing::info!(job = %view.id, task = r.1, %ended, seconds = outcome.seconds, "task ran");
         Ok(match ended {
             RunEnd::Exit { code: 0 } => RunOutcome::Success,
-            RunEnd::Exit { .. } | RunEnd::MissingOutput { .. } => RunOutcome::Failure,
+            RunEnd::Exit { .. } | RunEnd::MissingOutput { .. } | RunEnd::NotStarted {} => {
+                RunOutcome::Failure
+            }
             RunEnd::Timeout {} => RunOutcome::Timeout,
             RunEnd::Signal { .. } => RunOutcome::Killed,
         })
@@ -317,13 +358,17 @@ impl Worker {
 
     /// Makes image `cid` ready in the engine: loaded already (a later task of any job that
     /// names it), or pulled through the data plane (verified against its content id chunk
-    /// by chunk, from the node and the task's other workers), loaded and tagged.
+    /// by chunk, from the node and the task's other workers), checked, loaded and tagged.
+    /// Either way only once the node granted this worker the image's key for this job, which
+    /// it does only when the job's requester proved it holds that key: naming another
+    /// requester's image gets nothing of it, loaded here or not.
     pub(super) async fn ensure_image(
         &self,
         view: &JobView,
         cid: &Hash,
         holders: &[Address],
-    ) -> Result<(), WorkerError> {
+    ) -> Result<crate::container::Readiness, WorkerError> {
+        use crate::container::Readiness;
         let engine_error = |e: crate::docker::EngineError| WorkerError::Io {
             path: format!("image {cid}"),
             source: std::io::Error::other(e.to_string()),
@@ -334,10 +379,11 @@ impl Worker {
                 message: "this worker runs no containers".into(),
             }));
         };
-        if containers.has_image(cid).await.map_err(engine_error)? {
-            return Ok(());
-        }
         let key = self.client.granted_key(cid, &self.cfg.key).await?;
+        let _loading = containers.loading().await;
+        if containers.has_image(cid).await.map_err(engine_error)? {
+            return Ok(Readiness::Ready);
+        }
         let dir = self.cfg.work_dir.join("images").join(cid.to_string());
         let io = |source| WorkerError::Io {
             path: dir.display().to_string(),
@@ -348,14 +394,21 @@ impl Worker {
         }
         let started = Instant::now();
         self.pull(cid, &key, holders, &dir).await?;
-        containers
+        let ready = containers
             .load_image(cid, &dir)
             .await
             .map_err(engine_error)?;
         // The engine keeps the image; the archive is in the chunk cache if it is wanted again.
         std::fs::remove_dir_all(&dir).map_err(io)?;
-        tracing::info!(job = %view.id, image = %cid, seconds = started.elapsed().as_secs_f64(), "image loaded");
-        Ok(())
+        match &ready {
+            Readiness::Ready => {
+                tracing::info!(job = %view.id, image = %cid, seconds = started.elapsed().as_secs_f64(), "image loaded")
+            }
+            Readiness::Unusable(why) => {
+                tracing::warn!(job = %view.id, image = %cid, "the job's image cannot run: {why}")
+            }
+        }
+        Ok(ready)
     }
 
     /// Pushes a run's outputs and lets the requester and the other members of the task

@@ -49,7 +49,9 @@ fn test_image(dir: &std::path::Path) {
 /// the image brings it) on two workers with the container executor. The run reads its named
 /// input, and reports what its confinement is: not root, no network interface but loopback,
 /// a read-only root file system, a writable `/tmp`. Both runs agree, the task settles on
-/// exit 0, and no container of either worker is left behind.
+/// exit 0, and no container of either worker is left behind. Then: a tagged archive
+/// (`TagMover`) is refused before the engine sees it, a program that never ends times out,
+/// and the containers a killed worker left are removed when it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     let net = Net::start().await;
@@ -60,16 +62,12 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
         .expect("a running Docker engine at /var/run/docker.sock");
     test_image(net.dir.path());
 
-    // `gridwork image push`: the image saved from the engine, pushed as a tree.
+    // `gridwork image push`: the image saved from the engine by id (no tags), pushed as a tree.
     let saved = net.dir.path().join("image");
     std::fs::create_dir_all(&saved).unwrap();
-    engine
-        .save(TEST_IMAGE, &saved.join("image.tar"))
-        .await
-        .unwrap();
+    let id = engine.image_id(TEST_IMAGE).await.unwrap();
+    engine.save(&id, &saved.join("image.tar")).await.unwrap();
     let image = net.push_input(&saved).await;
-    // A second version of the same image would share its chunks: pushing the same archive
-    // again moves nothing new (the data plane de-duplicates by content).
 
     let mut workers = Vec::new();
     for i in 1..=2 {
@@ -104,6 +102,7 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
                    touch $TMPDIR/scratch && echo 'TMPDIR writable' >> $GRIDWORK_OUTPUTS/result.txt; \
                    echo 'to stderr' >&2";
     let mut p = squares(1, 1, 60_000, program);
+    let (image_cid, image_input) = (image.cid, image.clone());
     p.program.image = Some(image.cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
     p.data = vec![image, input];
@@ -133,5 +132,70 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
         let left = engine.labelled(WORKER_LABEL, worker).await.unwrap();
         assert!(left.is_empty(), "containers left behind: {left:?}");
     }
+
+    // `TagMover`: an archive saved by name carries its tags, here `gridwork-test/busybox:1`
+    // and the tag a worker gives another job's image. Loaded, it would move them to itself,
+    // and later jobs naming that image would run this one. Workers refuse it before the
+    // engine sees it: the run ends as "could not start", the same for executor and council,
+    // and no tag moves.
+    let tagged = net.dir.path().join("tagged");
+    std::fs::create_dir_all(&tagged).unwrap();
+    let victim_tag = gridwork_worker::container::image_tag(&t.result.unwrap());
+    std::process::Command::new("docker")
+        .args(["tag", TEST_IMAGE, &victim_tag])
+        .status()
+        .unwrap();
+    engine
+        .save(&victim_tag, &tagged.join("image.tar"))
+        .await
+        .unwrap();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &victim_tag])
+        .status();
+    let tag_mover = net.push_input(&tagged).await;
+    let mut p = squares(1, 1, 60_000, "echo ran > $GRIDWORK_OUTPUTS/result.txt");
+    p.program.image = Some(tag_mover.cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.data = vec![tag_mover];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(
+        view.tasks[0].ended,
+        Some(RunEnd::NotStarted {}),
+        "{view:#?}"
+    );
+    assert!(
+        !engine.has_image(&victim_tag).await.unwrap(),
+        "the tag moved"
+    );
+    assert_eq!(engine.image_id(TEST_IMAGE).await.unwrap(), id);
+
+    // A program that never ends is ended at the deadline, in every run: a timeout.
+    let mut p = squares(1, 1, 8_000, "sleep 600");
+    p.program.image = Some(image_cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.data = vec![image_input];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.tasks[0].ended, Some(RunEnd::Timeout {}), "{view:#?}");
+
+    // What a killed worker leaves is removed when it starts again.
+    let owner = format!("grid1leftover{}", std::process::id());
+    let leftover = engine
+        .create(&serde_json::json!({
+            "Image": TEST_IMAGE,
+            "Cmd": ["sh", "-c", "sleep 600"],
+            "Labels": { WORKER_LABEL: owner },
+        }))
+        .await
+        .unwrap();
+    engine.start(&leftover).await.unwrap();
+    let containers = Containers::new(Engine::new(DEFAULT_SOCKET), owner.clone(), None, false);
+    assert_eq!(containers.remove_leftovers().await.unwrap(), 1);
+    assert!(engine
+        .labelled(WORKER_LABEL, &owner)
+        .await
+        .unwrap()
+        .is_empty());
     net.stop.send(true).unwrap();
 }

@@ -92,6 +92,7 @@ impl Net {
                 price_per_task_second: Amount(price),
                 capacity: 4,
                 max_fee: gridwork_worker::DEFAULT_MAX_FEE,
+                allow_network: false,
             },
             hardware: Hardware {
                 gpus: vec![],
@@ -226,6 +227,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
             args: vec!["-c".into(), program.into()],
             outputs: Vec::new(),
             image: None,
+            network: false,
         },
         instructions: Instructions {
             items,

@@ -142,6 +142,7 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
             price_per_task_second: Amount(1),
             capacity: 1,
             max_fee: gridwork_worker::DEFAULT_MAX_FEE,
+            allow_network: false,
         },
         hardware: Hardware::default(),
         stake: Amount::grid(1_000),

@@ -297,6 +297,34 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
             "{software:?} {outputs:?}: {err}"
         );
     }
+    // A job that asks for the network, or names an image, without requiring the capability
+    // that only providers offering it list, would draw councils that cannot run it; an
+    // image that is not among the inputs could not be decrypted by anyone.
+    let mut network = prescription(1, 1, Equivalence::ExactHash {});
+    network.program.network = true;
+    let mut no_engine = prescription(1, 1, Equivalence::ExactHash {});
+    no_engine.program.image = Some(no_engine.data[0].cid);
+    let mut not_an_input = prescription(1, 1, Equivalence::ExactHash {});
+    not_an_input.program.image = Some(Hash([42; 32]));
+    not_an_input.instructions.requirements.software = vec!["docker".into()];
+    for (p, field) in [
+        (network, "program.network"),
+        (no_engine, "program.image"),
+        (not_an_input, "program.image"),
+    ] {
+        let deposit = deposit_for(&p);
+        let err = m.refused(
+            &super::support::requester(),
+            TxKind::SubmitJob {
+                prescription: p,
+                deposit,
+            },
+        );
+        assert!(
+            matches!(&err, TxError::BadPrescription { field: f, .. } if *f == field),
+            "{field}: {err}"
+        );
+    }
     // Inputs land under their names: two under one name, or a name that is a path, would
     // overwrite or escape; both are refused.
     for (first, second) in [("scene", "scene"), ("scene", "../etc"), ("a/b", "c")] {

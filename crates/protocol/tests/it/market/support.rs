@@ -108,6 +108,7 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
             args: vec![],
             outputs: Vec::new(),
             image: None,
+            network: false,
         },
         instructions: Instructions {
             items: tasks,
