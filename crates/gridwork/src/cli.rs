@@ -243,6 +243,10 @@ pub(crate) struct WorkerArgs {
     /// The Docker engine's socket (with `--executor docker`).
     #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
     pub(crate) docker_socket: PathBuf,
+    /// How much the job images a docker worker loaded may take in its engine, in GiB; past
+    /// it the least recently used are removed.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) image_cache_max_gib: u64,
     /// The most one transaction may pay in fees, in GRID: steps go at the chain's minimum
     /// fee, and again at the fee the node names when its mempool is full, up to this.
     #[arg(long, default_value = "0.01")]

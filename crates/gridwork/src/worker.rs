@@ -44,7 +44,11 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         true => None,
         false => std::env::var_os("HOME").map(PathBuf::from),
     };
-    let hidden = hidden_paths(&gridwork_home, &work_dir, user_home.as_deref());
+    let mut hidden = hidden_paths(&gridwork_home, &work_dir, user_home.as_deref());
+    if args.executor == ExecutorArg::Docker {
+        // The engine's socket is root on the host: process tasks must not reach it.
+        hidden.push(args.docker_socket.clone());
+    }
     let report = probe_report();
     tracing::info!(nvidia = %report.nvidia_source, "probed");
     let mut hardware = report.hardware;
@@ -82,12 +86,22 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
                 name: gridwork_types::CONTAINER_SOFTWARE.into(),
                 version,
             });
-            Some(gridwork_worker::container::Containers::new(
-                engine,
-                key.address().to_string(),
-                args.max_memory_mib,
-                nvidia_gpus && nvidia_runtime,
-            ))
+            Some(
+                gridwork_worker::container::Containers::new(
+                    engine,
+                    key.address().to_string(),
+                    args.max_memory_mib,
+                    nvidia_gpus && nvidia_runtime,
+                )
+                .with_image_cache_bytes(args.image_cache_max_gib.saturating_mul(1 << 30))
+                // AMD and Intel GPUs by their device nodes (NVIDIA's through the runtime).
+                .with_devices(
+                    gpu_devices(Path::new("/dev"))
+                        .into_iter()
+                        .filter(|d| d.file_name().is_some_and(|n| n == "kfd" || n == "dri"))
+                        .collect(),
+                ),
+            )
         }
     };
     tracing::info!(

@@ -111,9 +111,11 @@ pub enum LandlockStatus {
 ///   started through it is root on the host): Landlock does not cover connecting to a socket
 ///   by its path.
 ///
+/// Any socket among `hidden` (a worker's own `--docker-socket`, say) is covered the same way.
+///
 /// Fails (and the run goes on with the shared mounts, saying so) where the host forbids
 /// unprivileged user namespaces, or the process has threads (it has none here).
-fn own_mounts() -> Result<(), String> {
+fn own_mounts(hidden: &[PathBuf]) -> Result<(), String> {
     use rustix::mount::{mount, mount_bind, mount_change, MountFlags, MountPropagationFlags};
     use rustix::thread::UnshareFlags;
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
@@ -145,13 +147,14 @@ fn own_mounts() -> Result<(), String> {
         )
         .map_err(|e| format!("{user_run}: {e}"))?;
     }
-    for socket in ["/run/docker.sock", "/var/run/docker.sock"] {
+    let defaults = ["/run/docker.sock", "/var/run/docker.sock"].map(PathBuf::from);
+    for socket in defaults.iter().chain(hidden) {
         let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
             m.file_type().is_socket()
         });
         if is_socket {
-            mount_bind("/dev/null", socket).map_err(|e| format!("{socket}: {e}"))?;
+            mount_bind("/dev/null", socket).map_err(|e| format!("{}: {e}", socket.display()))?;
         }
     }
     Ok(())
@@ -310,7 +313,7 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
 pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
-    if let Err(why) = own_mounts() {
+    if let Err(why) = own_mounts(&c.hidden) {
         eprintln!("gridwork sandbox: no mount namespace of its own ({why}): /dev/shm is shared with other tasks, and the user's D-Bus and Docker's socket stay reachable");
     }
     match confine(c) {

@@ -48,6 +48,10 @@ const NOBODY: u32 = 65534;
 /// The largest image archive a worker loads, by default.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;
 
+/// How much the loaded job images may take in the engine, by default, before the least
+/// recently used go.
+pub const DEFAULT_IMAGE_CACHE_BYTES: u64 = 50 << 30;
+
 /// The label naming the worker a container belongs to.
 pub const WORKER_LABEL: &str = "gridwork.worker";
 
@@ -64,8 +68,15 @@ pub struct Containers {
     memory_mib: Option<u64>,
     gpus: bool,
     max_image_bytes: u64,
+    image_cache_bytes: u64,
+    /// AMD and Intel GPU device nodes passed into every container (`/dev/kfd`,
+    /// `/dev/dri/renderD*`).
+    devices: Vec<PathBuf>,
     /// One image load at a time: two tasks of one image must not pull it over each other.
     loading: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// When each loaded image was last used, by tag: the least recently used go first when
+    /// the images outgrow their limit.
+    used: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>,
 }
 
 /// Whether an image is ready to run, or why the job's image cannot be (the same on every
@@ -89,13 +100,78 @@ impl Containers {
             memory_mib,
             gpus,
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            image_cache_bytes: DEFAULT_IMAGE_CACHE_BYTES,
+            devices: Vec::new(),
             loading: Default::default(),
+            used: Default::default(),
+        }
+    }
+
+    /// Removes loaded job images (`gridwork/image:*`), least recently used first (those not
+    /// used since this worker started before any, oldest first), until they take at most
+    /// `max_bytes`; images a container still uses stay. The tags removed.
+    pub async fn prune_images(&self, max_bytes: u64) -> Result<Vec<String>, EngineError> {
+        let mut images = self.engine.images("gridwork/image").await?;
+        let mut total: u64 = images.iter().map(|(_, size, _)| size).sum();
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let last_use = |tags: &[String]| tags.iter().filter_map(|t| used.get(t)).max().copied();
+        images.sort_by_key(|a| (last_use(&a.0), a.2));
+        let mut removed = Vec::new();
+        for (tags, size, _) in images {
+            if total <= max_bytes {
+                break;
+            }
+            let mut gone = true;
+            for tag in tags.iter().filter(|t| t.starts_with("gridwork/image:")) {
+                gone &= self.engine.remove_image(tag).await?;
+                if gone {
+                    removed.push(tag.clone());
+                }
+            }
+            if gone {
+                total = total.saturating_sub(size);
+            }
+        }
+        if let Ok(mut u) = self.used.lock() {
+            u.retain(|tag, _| !removed.contains(tag));
+        }
+        Ok(removed)
+    }
+
+    fn touch(&self, cid: &Hash) {
+        if let Ok(mut u) = self.used.lock() {
+            u.insert(image_tag(cid), Instant::now());
         }
     }
 
     /// The largest image archive this worker loads (larger: [`Readiness::Unusable`]).
     pub fn with_max_image_bytes(mut self, max: u64) -> Containers {
         self.max_image_bytes = max;
+        self
+    }
+
+    /// Passes these device nodes into every container (AMD's `/dev/kfd` and the render
+    /// nodes under `/dev/dri`, Intel's render nodes), with the groups that own them, so the
+    /// container's `nobody` may open them. A directory stands for the nodes in it.
+    pub fn with_devices(mut self, devices: Vec<PathBuf>) -> Containers {
+        let mut nodes = Vec::new();
+        for d in devices {
+            match std::fs::read_dir(&d) {
+                Ok(entries) => nodes.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("renderD"))
+                })),
+                Err(_) => nodes.push(d),
+            }
+        }
+        nodes.sort();
+        self.devices = nodes;
+        self
+    }
+
+    /// How much the loaded job images may take before the least recently used go.
+    pub fn with_image_cache_bytes(mut self, max: u64) -> Containers {
+        self.image_cache_bytes = max;
         self
     }
 
@@ -146,6 +222,11 @@ impl Containers {
         let tag = image_tag(cid);
         let (repo, tag) = tag.split_once(':').unwrap_or((tag.as_str(), "latest"));
         self.engine.tag(&loaded, repo, tag).await?;
+        self.touch(cid);
+        let removed = self.prune_images(self.image_cache_bytes).await?;
+        if !removed.is_empty() {
+            tracing::info!(?removed, "removed the least recently used job images");
+        }
         Ok(Readiness::Ready)
     }
 
@@ -186,6 +267,7 @@ impl Containers {
             }
         }
         readable_by_all(&inputs).map_err(io(&inputs))?;
+        self.touch(cid);
         let volumes = self.engine.image_volumes(&image_tag(cid)).await?;
         let spec = self.spec(cid, program, env, &run, &inputs, &outputs, &volumes);
         let not_started = |why: String| {
@@ -297,6 +379,29 @@ impl Containers {
         }
         if let Some(mib) = self.memory_mib {
             host["Memory"] = json!(mib.saturating_mul(1 << 20));
+        }
+        if !self.devices.is_empty() {
+            use std::os::unix::fs::MetadataExt;
+            let devices: Vec<Value> = self
+                .devices
+                .iter()
+                .map(|d| {
+                    json!({
+                        "PathOnHost": d.display().to_string(),
+                        "PathInContainer": d.display().to_string(),
+                        "CgroupPermissions": "rwm",
+                    })
+                })
+                .collect();
+            let mut groups: Vec<String> = self
+                .devices
+                .iter()
+                .filter_map(|d| std::fs::metadata(d).ok().map(|m| m.gid().to_string()))
+                .collect();
+            groups.sort();
+            groups.dedup();
+            host["Devices"] = json!(devices);
+            host["GroupAdd"] = json!(groups);
         }
         if self.gpus {
             host["DeviceRequests"] = json!([{

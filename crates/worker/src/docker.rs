@@ -329,6 +329,60 @@ impl Engine {
         })
     }
 
+    /// The images whose names start with `reference` (`gridwork/image`): for each, its tags,
+    /// its size in bytes and when it was created (seconds since the epoch).
+    pub async fn images(
+        &self,
+        reference: &str,
+    ) -> Result<Vec<(Vec<String>, u64, i64)>, EngineError> {
+        let filters = json!({ "reference": [reference] }).to_string();
+        let v = self
+            .call_json(
+                Method::GET,
+                &format!("/images/json?filters={}", encode_query(&filters)),
+                None,
+            )
+            .await?;
+        Ok(v.as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|i| {
+                        let tags = i["RepoTags"]
+                            .as_array()
+                            .map(|t| {
+                                t.iter()
+                                    .filter_map(|x| x.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (
+                            tags,
+                            i["Size"].as_u64().unwrap_or(0),
+                            i["Created"].as_i64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Removes the tag (or image) `name`; one a container still uses stays (`false`).
+    pub async fn remove_image(&self, name: &str) -> Result<bool, EngineError> {
+        match self
+            .call(
+                Method::DELETE,
+                &format!("/images/{}", encode_path(name)),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(EngineError::Refused { status: 409, .. }) => Ok(false),
+            Err(EngineError::Refused { status: 404, .. }) => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Tags image `image` as `repo:tag`.
     pub async fn tag(&self, image: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
         self.call(

@@ -565,12 +565,19 @@ fn a_run_has_its_own_shared_memory_and_no_docker_socket() {
     let outside = format!("/dev/shm/gridwork-host-{}", std::process::id());
     std::fs::write(&outside, "the host's\n").unwrap();
     let inside = format!("/dev/shm/gridwork-task-{}", std::process::id());
+    // A worker's own engine socket elsewhere (`--docker-socket`), which it hides.
+    let engine_dir = tempfile::tempdir().unwrap();
+    let engine_socket = engine_dir.path().join("engine.sock");
+    let _engine = std::os::unix::net::UnixListener::bind(&engine_socket).unwrap();
     let script = format!(
         "cat {outside} && echo saw-host; echo task > {inside} && echo wrote; \
          [ -S /var/run/docker.sock ] && echo docker-socket; [ -S /run/docker.sock ] && echo docker-socket; \
-         echo done"
+         [ -S {engine} ] && echo engine-socket; \
+         echo done",
+        engine = engine_socket.display()
     );
-    let (out, _) = sandboxed(dir.path(), &script);
+    let hide = engine_socket.display().to_string();
+    let (out, _) = sandboxed_with(&["--hide", &hide], dir.path(), &script);
     let _ = std::fs::remove_file(&outside);
     let leaked = std::path::Path::new(&inside).exists();
     let _ = std::fs::remove_file(&inside);
@@ -594,4 +601,5 @@ fn a_run_has_its_own_shared_memory_and_no_docker_socket() {
     assert!(!stdout.contains("saw-host"), "{out:?}");
     assert!(!leaked, "the task's segment outlived its run");
     assert!(!stdout.contains("docker-socket"), "{out:?}");
+    assert!(!stdout.contains("engine-socket"), "{out:?}");
 }

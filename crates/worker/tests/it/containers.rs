@@ -197,5 +197,11 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
         .await
         .unwrap()
         .is_empty());
+    // Loaded job images outgrowing their limit go, least recently used first; with no room
+    // at all, every one no container uses.
+    let removed = containers.prune_images(0).await.unwrap();
+    let tag = gridwork_worker::container::image_tag(&image_cid);
+    assert!(removed.contains(&tag), "{removed:?}");
+    assert!(!engine.has_image(&tag).await.unwrap());
     net.stop.send(true).unwrap();
 }
