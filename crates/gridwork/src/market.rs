@@ -22,9 +22,18 @@ pub(crate) fn job(cli: &Cli, cmd: &JobCommand) -> anyhow::Result<()> {
         JobCommand::Status { id } => {
             let view = fetch_job(cli, id)?;
             let tails = failed_run_tails(cli, &view);
+            let empty = empty_results(&view);
             emit(cli.json, &view, || {
                 let mut text = render_job(&view);
                 text.push_str(&render_failures(&view, &tails));
+                if !empty.is_empty() {
+                    let list: Vec<String> = empty.iter().map(u32::to_string).collect();
+                    text.push_str(&format!(
+                        "\n\n{} task(s) exited 0 but left no outputs (nothing in $GRIDWORK_OUTPUTS): {}; a job can require outputs with [program] outputs = [...]",
+                        empty.len(),
+                        list.join(", ")
+                    ));
+                }
                 text
             })
         }
@@ -159,6 +168,24 @@ impl JobPoller {
 fn short(a: &Address) -> String {
     let s = a.to_string();
     format!("{}…{}", &s[..9], &s[s.len() - 4..])
+}
+
+/// The settled tasks whose accepted outputs are empty: their result is the content id empty
+/// outputs get for their attempt (in any of its rounds), which anyone can compute.
+fn empty_results(v: &JobView) -> Vec<u32> {
+    v.tasks
+        .iter()
+        .filter(|t| t.ended.is_some_and(|e| e.is_success()))
+        .filter(|t| {
+            t.result.is_some_and(|result| {
+                (0..=t.round).any(|round| {
+                    gridwork_client::empty_output_cid(&v.id, t.index, t.attempt, round)
+                        .is_ok_and(|empty| empty == result)
+                })
+            })
+        })
+        .map(|t| t.index)
+        .collect()
 }
 
 /// The lines of stderr shown for a failed run in `job status`.

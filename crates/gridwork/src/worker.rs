@@ -310,7 +310,21 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         hidden: args.hide.clone(),
         network: args.network,
     };
-    Err(confine_and_exec(&c, command, rest).into())
+    let err = confine_and_exec(&c, command, rest);
+    if let gridwork_worker::ConfineError::Exec { source, .. } = &err {
+        // As a shell says it: the program is not there (127) or cannot be run (126), which
+        // is the job's to fix, not a failure of the sandbox.
+        let code = match source.kind() {
+            std::io::ErrorKind::NotFound => Some(127),
+            std::io::ErrorKind::PermissionDenied => Some(126),
+            _ => None,
+        };
+        if let Some(code) = code {
+            eprintln!("gridwork sandbox: {err}");
+            std::process::exit(code);
+        }
+    }
+    Err(err.into())
 }
 
 #[cfg(test)]

@@ -176,13 +176,7 @@ codec_struct!(Requirements {
 impl Requirements {
     /// Why `hardware` does not meet these requirements, or `None` if it does.
     pub fn unmet_by(&self, hardware: &Hardware) -> Option<String> {
-        let matching = hardware
-            .gpus
-            .iter()
-            .filter(|g| {
-                self.gpu_vendor.is_none_or(|v| v == g.vendor) && g.vram_mib >= self.min_vram_mib
-            })
-            .count() as u32;
+        let matching = self.matching_gpus(hardware);
         if matching < self.min_gpus {
             let vendor = self.gpu_vendor.map_or("any".to_string(), |v| v.to_string());
             return Some(format!(
@@ -215,6 +209,17 @@ impl Requirements {
         None
     }
 
+    /// How many of `hardware`'s GPUs are of the wanted maker, with the wanted memory.
+    fn matching_gpus(&self, hardware: &Hardware) -> u32 {
+        hardware
+            .gpus
+            .iter()
+            .filter(|g| {
+                self.gpu_vendor.is_none_or(|v| v == g.vendor) && g.vram_mib >= self.min_vram_mib
+            })
+            .count() as u32
+    }
+
     /// The software needs, parsed (those that do not parse are left out: the ledger refuses
     /// such a job at submission).
     pub fn software_needs(&self) -> Vec<SoftwareNeed> {
@@ -228,14 +233,7 @@ impl Requirements {
     /// ([`Requirements::software_needs`]): what a council draw asks of every provider, with
     /// no text built. Agrees with [`Requirements::unmet_by`].
     pub fn met_by(&self, needs: &[SoftwareNeed], hardware: &Hardware) -> bool {
-        let matching = hardware
-            .gpus
-            .iter()
-            .filter(|g| {
-                self.gpu_vendor.is_none_or(|v| v == g.vendor) && g.vram_mib >= self.min_vram_mib
-            })
-            .count() as u32;
-        matching >= self.min_gpus
+        self.matching_gpus(hardware) >= self.min_gpus
             && hardware.cpu_cores >= self.min_cpu_cores
             && hardware.memory_mib >= self.min_memory_mib
             && needs.iter().all(|n| n.met_by(&hardware.software))

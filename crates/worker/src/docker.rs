@@ -204,6 +204,26 @@ impl Engine {
         })
     }
 
+    /// A GET whose answer the caller reads as it comes; an error status is read whole.
+    async fn stream_get(
+        &self,
+        what: &str,
+        path: &str,
+    ) -> Result<hyper::body::Incoming, EngineError> {
+        let (status, incoming) = self
+            .send(Method::GET, path, empty(), "application/json")
+            .await?;
+        if !status.is_success() {
+            let bytes = incoming
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            return Err(refused(what.to_string(), status, &bytes));
+        }
+        Ok(incoming)
+    }
+
     /// The engine's version (`/version`), which also says it answers.
     pub async fn version(&self) -> Result<String, EngineError> {
         let v = self.call_json(Method::GET, "/version", None).await?;
@@ -397,22 +417,9 @@ impl Engine {
     /// Writes image `name` as a `docker save` archive to `out`.
     pub async fn save(&self, name: &str, out: &Path) -> Result<u64, EngineError> {
         let what = format!("GET /images/{name}/get");
-        let (status, mut incoming) = self
-            .send(
-                Method::GET,
-                &format!("/images/{}/get", encode_path(name)),
-                empty(),
-                "application/json",
-            )
+        let mut incoming = self
+            .stream_get(&what, &format!("/images/{}/get", encode_path(name)))
             .await?;
-        if !status.is_success() {
-            let bytes = incoming
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            return Err(refused(what, status, &bytes));
-        }
         let io = |source| EngineError::Io {
             path: out.display().to_string(),
             source,
@@ -525,22 +532,12 @@ impl Engine {
     /// frames each piece with its stream: 1 out, 2 err).
     pub async fn logs_to(&self, id: &str, stdout: &Path, stderr: &Path) -> Result<(), EngineError> {
         let what = format!("GET /containers/{id}/logs");
-        let (status, mut incoming) = self
-            .send(
-                Method::GET,
+        let mut incoming = self
+            .stream_get(
+                &what,
                 &format!("/containers/{id}/logs?follow=true&stdout=true&stderr=true"),
-                empty(),
-                "application/json",
             )
             .await?;
-        if !status.is_success() {
-            let bytes = incoming
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            return Err(refused(what, status, &bytes));
-        }
         let open = |path: &Path| {
             let path = path.to_path_buf();
             async move {

@@ -17,12 +17,14 @@
 
 mod chunks;
 mod keys;
+mod outputs;
 mod pull;
 mod push;
 mod sources;
 #[cfg(test)]
 mod tests;
 
+pub use outputs::{empty_output_cid, output_key};
 pub use pull::pull_tree_from;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -353,6 +353,31 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
         status.contains("| error: scene.blend not found"),
         "{status}"
     );
+
+    // A program that succeeds and leaves nothing: `job status` says so (anyone can tell the
+    // content id empty outputs get).
+    let empty = std::fs::read_to_string(&job_file)
+        .unwrap()
+        .replace(
+            text_args(&std::fs::read_to_string(&job_file).unwrap()).as_str(),
+            r#"args = ["-c", "true"]"#,
+        )
+        .replace("outputs = [\"frame.txt\"]", "outputs = []");
+    std::fs::write(&job_file, empty).unwrap();
+    let job = cli.json(
+        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
+        &[],
+    )["job"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli.json(&["job", "watch", &job], &[]);
+    let out = cli.run(&["job", "status", &job], &[]);
+    let status = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        status.contains("1 task(s) exited 0 but left no outputs"),
+        "{status}"
+    );
 }
 
 /// The `args = ...` line of a job file.

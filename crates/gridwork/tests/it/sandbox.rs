@@ -319,23 +319,33 @@ fn a_run_ends_at_its_deadline_with_everything_it_started() {
     assert!(!running(pid), "the session's process outlived the deadline");
 }
 
-/// A job that asks for the network has it in the worker's sandbox (its worker declines such
-/// jobs unless the provider allows them); one that does not ask has none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_has_the_network_only_when_its_job_asks() {
-    use gridwork_worker::sandbox::{run, Launcher, TaskEnv};
-    let launcher = Launcher {
+/// The worker's sandbox as `gridwork worker` sets it up (this binary as the launcher, no
+/// limits), and a task's environment.
+fn worker_sandbox() -> (
+    gridwork_worker::sandbox::Launcher,
+    gridwork_worker::sandbox::TaskEnv,
+) {
+    let launcher = gridwork_worker::sandbox::Launcher {
         exe: BIN.into(),
         memory_mib: None,
         max_file_mib: None,
         gpu_devices: Vec::new(),
         hidden: Vec::new(),
     };
-    let env = TaskEnv {
+    let env = gridwork_worker::sandbox::TaskEnv {
         job: "job".into(),
         task: 0,
         items: (0, 1),
     };
+    (launcher, env)
+}
+
+/// A job that asks for the network has it in the worker's sandbox (its worker declines such
+/// jobs unless the provider allows them); one that does not ask has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_has_the_network_only_when_its_job_asks() {
+    use gridwork_worker::sandbox::run;
+    let (launcher, env) = worker_sandbox();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = format!(
@@ -381,19 +391,8 @@ async fn a_run_has_the_network_only_when_its_job_asks() {
 /// a signal ended was killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
-    use gridwork_worker::sandbox::{run, Launcher, TaskEnv};
-    let launcher = Launcher {
-        exe: BIN.into(),
-        memory_mib: None,
-        max_file_mib: None,
-        gpu_devices: Vec::new(),
-        hidden: Vec::new(),
-    };
-    let env = TaskEnv {
-        job: "job".into(),
-        task: 0,
-        items: (0, 1),
-    };
+    use gridwork_worker::sandbox::run;
+    let (launcher, env) = worker_sandbox();
     let program = |script: &str| gridwork_types::Program {
         command: "bash".into(),
         args: vec!["-c".into(), script.into()],
@@ -434,6 +433,23 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     .await
     .unwrap();
     assert_eq!(exited.ended, RunEnd::Exit { code: 3 });
+    // A program that is not there exits 127, as a shell would say it, not 1 (which reads as
+    // the program's own failure).
+    let dir = tempfile::tempdir().unwrap();
+    let missing = gridwork_types::Program {
+        command: "no-such-program-anywhere".into(),
+        ..program("")
+    };
+    let absent = run(
+        &missing,
+        dir.path(),
+        &env,
+        std::time::Duration::from_secs(30),
+        Some(&launcher),
+    )
+    .await
+    .unwrap();
+    assert_eq!(absent.ended, RunEnd::Exit { code: 127 }, "{absent:?}");
     // Ended by a signal the supervisor itself ignores (Rust programs ignore SIGPIPE): still
     // read as killed, as without a supervisor, not as an exit code.
     let dir = tempfile::tempdir().unwrap();

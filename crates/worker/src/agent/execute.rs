@@ -28,11 +28,9 @@ pub(super) fn output_key(
     outputs: &std::path::Path,
 ) -> Result<DataKey, WorkerError> {
     let digest = tree_digest(outputs)?;
-    let mut context = view.id.as_bytes().to_vec();
-    context.extend_from_slice(&r.1.to_le_bytes());
-    context.extend_from_slice(&r.2.to_le_bytes());
-    context.push(round);
-    Ok(DataKey::convergent(&context, &digest))
+    Ok(gridwork_client::output_key(
+        &view.id, r.1, r.2, round, &digest,
+    ))
 }
 
 /// Makes sure a finished run's outputs are a directory of its own: a program may have
