@@ -4,8 +4,8 @@
 
 use gridwork_api::frames::{encode_fetch_request, push_chunk, push_frame, Frame};
 use gridwork_types::{
-    Address, Amount, Block, Encode, Hardware, Hash, Header, Keypair, OwnerApproval, SignedTx,
-    Transaction, TxKind,
+    Address, Amount, Block, Encode, Hardware, Hash, Header, Keypair, OwnerApproval, RunEnd,
+    SignedTx, Software, Transaction, TxKind,
 };
 
 fn tx(kind: TxKind, nonce: u64) -> SignedTx {
@@ -37,6 +37,10 @@ fn main() {
                     gpus: Vec::new(),
                     cpu_cores: 16,
                     memory_mib: 65_536,
+                    software: vec![Software {
+                        name: "blender".into(),
+                        version: "4.1.0".into(),
+                    }],
                 },
                 owner: None::<OwnerApproval>,
             },
@@ -52,6 +56,7 @@ fn main() {
                 output: Hash([5; 32]),
                 salt: Hash([6; 32]),
                 seconds: 42,
+                ended: RunEnd::Exit { code: 1 },
             },
             5,
         ),

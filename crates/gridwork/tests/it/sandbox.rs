@@ -133,6 +133,8 @@ fn task_programs_cannot_read_the_workers_home_or_other_tasks_beside_their_own() 
     }
 }
 
+/// A program that is not there: a clear error, and exit 127 as a shell says it (the job's
+/// to fix, told apart from the program's own failures).
 #[test]
 fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -142,7 +144,7 @@ fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
         .args(["--", "/no/such/program"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot execute `/no/such/program`"));
 }
 
