@@ -4,6 +4,10 @@
 use super::*;
 use gridwork_types::output_matches;
 
+/// What a container run keeps back from its time for its end (kill, wait, the last of its
+/// output, removal) on top of the margin every run keeps for its push and commit.
+const CONTAINER_TEARDOWN: Duration = Duration::from_secs(3);
+
 /// How long a run may take: the task's deadline, or what is left of the chain's commit
 /// deadline once the council is drawn (members start after the executor), less a margin to
 /// push the outputs and commit. A program that never ends is cut off in time and its
@@ -280,7 +284,14 @@ impl Worker {
             task: r.1,
             items,
         };
-        let deadline = limit;
+        // A container's end takes longer than a process's (kill, wait, the log follow,
+        // removal), and the push and commit must still make the chain's deadline.
+        let deadline = match image {
+            Some(_) => limit
+                .saturating_sub(CONTAINER_TEARDOWN)
+                .max(Duration::from_millis(500)),
+            None => limit,
+        };
         let (run_done, done) = watch::channel(false);
         let streaming = tokio::spawn(crate::logs::stream(
             self.client.clone(),

@@ -171,7 +171,7 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     assert_eq!(engine.image_id(TEST_IMAGE).await.unwrap(), id);
 
     // A program that never ends is ended at the deadline, in every run: a timeout.
-    let mut p = squares(1, 1, 8_000, "sleep 600");
+    let mut p = squares(1, 1, 15_000, "sleep 600");
     p.program.image = Some(image_cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
     p.data = vec![image_input];
