@@ -95,7 +95,14 @@ pub(crate) fn bench_executors(
         let work = dir.join(format!("container-{i}"));
         std::fs::create_dir_all(&work)?;
         let started = Instant::now();
-        let outcome = rt.block_on(containers.run(&cid, &program, &work, &env, deadline))?;
+        let outcome = rt.block_on(containers.run(
+            &cid,
+            &program,
+            &gridwork_types::Requirements::default(),
+            &work,
+            &env,
+            deadline,
+        ))?;
         container.push(started.elapsed());
         anyhow::ensure!(outcome.ended.is_success(), "`true` ended {}", outcome.ended);
     }

@@ -32,7 +32,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gridwork_types::{Hash, Program, RunEnd};
+use gridwork_types::{Hash, Program, Requirements, RunEnd};
 use serde_json::{json, Value};
 
 use crate::docker::{Engine, EngineError};
@@ -232,10 +232,15 @@ impl Containers {
 
     /// Runs `program` in a container of image `cid` over the task directory `work`, until
     /// it exits or `deadline` passes.
+    /// The job's requirements set the container's limits: its memory is the job's
+    /// `min_memory_mib` (else the worker's own limit) and its CPUs the job's `min_cpu_cores`,
+    /// the same on every worker, so a run ended for its memory is ended everywhere alike.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
         cid: &Hash,
         program: &Program,
+        limits: &Requirements,
         work: &Path,
         env: &TaskEnv,
         deadline: Duration,
@@ -269,7 +274,7 @@ impl Containers {
         readable_by_all(&inputs).map_err(io(&inputs))?;
         self.touch(cid);
         let volumes = self.engine.image_volumes(&image_tag(cid)).await?;
-        let spec = self.spec(cid, program, env, &run, &inputs, &outputs, &volumes);
+        let spec = self.spec(cid, program, limits, env, &run, &inputs, &outputs, &volumes);
         let not_started = |why: String| {
             tracing::warn!(image = %cid, "the job's container could not start: {why}");
             Ok(RunOutcome {
@@ -341,6 +346,7 @@ impl Containers {
         &self,
         cid: &Hash,
         program: &Program,
+        limits: &Requirements,
         env: &TaskEnv,
         run: &Path,
         inputs: &Path,
@@ -377,8 +383,17 @@ impl Containers {
                 host["Tmpfs"][path] = json!("rw,nosuid,nodev,size=268435456,mode=1777");
             }
         }
-        if let Some(mib) = self.memory_mib {
+        let memory_mib = match limits.min_memory_mib {
+            0 => self.memory_mib,
+            job => Some(job),
+        };
+        if let Some(mib) = memory_mib {
+            // No swap beyond it: the limit is the limit on every worker.
             host["Memory"] = json!(mib.saturating_mul(1 << 20));
+            host["MemorySwap"] = json!(mib.saturating_mul(1 << 20));
+        }
+        if limits.min_cpu_cores > 0 {
+            host["NanoCpus"] = json!(u64::from(limits.min_cpu_cores).saturating_mul(1_000_000_000));
         }
         if !self.devices.is_empty() {
             use std::os::unix::fs::MetadataExt;

@@ -308,7 +308,14 @@ impl Worker {
                 seconds: 1,
             }),
             (Some(cid), Some(containers)) => containers
-                .run(cid, &view.prescription.program, &dir, &env, deadline)
+                .run(
+                    cid,
+                    &view.prescription.program,
+                    &view.prescription.instructions.requirements,
+                    &dir,
+                    &env,
+                    deadline,
+                )
                 .await
                 .map_err(|e| e.to_string()),
             (Some(_), None) => Err("this worker runs no containers".to_string()),

@@ -100,11 +100,15 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
                    touch /etc/planted 2>/dev/null && echo 'root writable' >> $GRIDWORK_OUTPUTS/result.txt; \
                    touch /tmp/scratch && echo 'tmp writable' >> $GRIDWORK_OUTPUTS/result.txt; \
                    touch $TMPDIR/scratch && echo 'TMPDIR writable' >> $GRIDWORK_OUTPUTS/result.txt; \
+                   echo \"mem $(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\" >> $GRIDWORK_OUTPUTS/result.txt; \
                    echo 'to stderr' >&2";
     let mut p = squares(1, 1, 60_000, program);
     let (image_cid, image_input) = (image.cid, image.clone());
     p.program.image = Some(image.cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    // The job's requirements are its container's limits, the same on every worker.
+    p.instructions.requirements.min_memory_mib = 256;
+    p.instructions.requirements.min_cpu_cores = 1;
     p.data = vec![image, input];
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
@@ -119,7 +123,7 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     };
     assert_eq!(
         text,
-        format!("frame 7\nuid {uid}\nnet lo \ntmp writable\nTMPDIR writable\n"),
+        format!("frame 7\nuid {uid}\nnet lo \ntmp writable\nTMPDIR writable\nmem 268435456\n"),
         "the run's view of its confinement"
     );
     let stderr = net
