@@ -255,26 +255,13 @@ impl JobFile {
                     )
                 })?;
                 // Only workers that run containers may take it.
-                let engine = gridwork_types::CONTAINER_SOFTWARE;
-                if !r
-                    .software
-                    .iter()
-                    .any(|s| gridwork_types::SoftwareNeed::parse(s).is_ok_and(|n| n.name == engine))
-                {
-                    r.software.push(engine.to_string());
-                }
+                require(&mut r.software, gridwork_types::CONTAINER_SOFTWARE);
                 Some(cid)
             }
         };
-        if raw.program.network
-            && !r.software.iter().any(|s| {
-                gridwork_types::SoftwareNeed::parse(s)
-                    .is_ok_and(|n| n.name == gridwork_types::NETWORK_SOFTWARE)
-            })
-        {
+        if raw.program.network {
             // Only providers that allow tasks the network may take it.
-            r.software
-                .push(gridwork_types::NETWORK_SOFTWARE.to_string());
+            require(&mut r.software, gridwork_types::NETWORK_SOFTWARE);
         }
         let program = Program {
             command: raw.program.command,
@@ -403,6 +390,13 @@ impl JobFile {
             inputs,
             deposit,
         })
+    }
+}
+
+/// Adds `program` to the software requirements unless they name it already.
+fn require(software: &mut Vec<String>, program: &str) {
+    if !gridwork_types::requires_software(software, program) {
+        software.push(program.to_string());
     }
 }
 

@@ -16,8 +16,8 @@ mod submit;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{
-    empty_output_cid, output_key, pull_tree_from, DataError, Pinned, Progress, PullReport,
-    PushReport, SourceReport, TransferOptions,
+    output_key, pull_tree_from, DataError, EmptyOutputs, Pinned, Progress, PullReport, PushReport,
+    SourceReport, TransferOptions,
 };
 /// Sources of chunks live beside the frames they answer with; re-exported for pulls.
 pub use gridwork_api::frames::{ChunkSource, Fetch, SourceError};

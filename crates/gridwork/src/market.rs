@@ -173,14 +173,18 @@ fn short(a: &Address) -> String {
 /// The settled tasks whose accepted outputs are empty: their result is the content id empty
 /// outputs get for their attempt (in any of its rounds), which anyone can compute.
 fn empty_results(v: &JobView) -> Vec<u32> {
+    let Ok(empty) = gridwork_client::EmptyOutputs::new() else {
+        return Vec::new();
+    };
     v.tasks
         .iter()
         .filter(|t| t.ended.is_some_and(|e| e.is_success()))
         .filter(|t| {
             t.result.is_some_and(|result| {
                 (0..=t.round).any(|round| {
-                    gridwork_client::empty_output_cid(&v.id, t.index, t.attempt, round)
-                        .is_ok_and(|empty| empty == result)
+                    empty
+                        .cid(&v.id, t.index, t.attempt, round)
+                        .is_ok_and(|cid| cid == result)
                 })
             })
         })

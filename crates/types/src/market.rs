@@ -330,6 +330,15 @@ impl SoftwareNeed {
     }
 }
 
+/// Whether the software requirements `software` name `program` (with or without a
+/// version): how the ledger and job files tell a job that requires a capability such as
+/// [`CONTAINER_SOFTWARE`] or [`NETWORK_SOFTWARE`].
+pub fn requires_software(software: &[String], program: &str) -> bool {
+    software
+        .iter()
+        .any(|s| SoftwareNeed::parse(s).is_ok_and(|n| n.name == program))
+}
+
 /// Checks a program name as requirements and providers write it.
 pub fn check_software_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

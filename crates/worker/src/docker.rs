@@ -173,9 +173,23 @@ impl Engine {
         path: &str,
         body: Option<Value>,
     ) -> Result<Bytes, EngineError> {
-        let what = format!("{method} {path}");
         let body = body.as_ref().map_or_else(empty, json_body);
-        let (status, incoming) = self.send(method, path, body, "application/json").await?;
+        self.send_whole(method, path, body, "application/json")
+            .await
+            .map(|(_, bytes)| bytes)
+    }
+
+    /// One request whose answer is read whole: its status and body, or, for an error
+    /// status, a [`EngineError::Refused`] with the engine's message.
+    async fn send_whole(
+        &self,
+        method: Method,
+        path: &str,
+        body: Body,
+        content_type: &str,
+    ) -> Result<(StatusCode, Bytes), EngineError> {
+        let what = format!("{method} {path}");
+        let (status, incoming) = self.send(method, path, body, content_type).await?;
         let bytes = incoming
             .collect()
             .await
@@ -187,7 +201,7 @@ impl Engine {
         if !status.is_success() {
             return Err(refused(what, status, &bytes));
         }
-        Ok(bytes)
+        Ok((status, bytes))
     }
 
     async fn call_json(
@@ -302,25 +316,14 @@ impl Engine {
             })?;
         let frames = tokio_stream_of(file).map(|chunk| chunk.map(Frame::data));
         let body = BoxBody::new(StreamBody::new(frames));
-        let (status, incoming) = self
-            .send(
+        let (status, bytes) = self
+            .send_whole(
                 Method::POST,
                 "/images/load?quiet=1",
                 body,
                 "application/x-tar",
             )
             .await?;
-        let bytes = incoming
-            .collect()
-            .await
-            .map_err(|e| EngineError::Http {
-                what: what.clone(),
-                message: e.to_string(),
-            })?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(refused(what, status, &bytes));
-        }
         // JSON messages, one after another: "Loaded image: NAME" or "Loaded image ID: ID",
         // or an error.
         let text = String::from_utf8_lossy(&bytes);

@@ -24,7 +24,7 @@ mod sources;
 #[cfg(test)]
 mod tests;
 
-pub use outputs::{empty_output_cid, output_key};
+pub use outputs::{output_key, EmptyOutputs};
 pub use pull::pull_tree_from;
 
 use std::sync::atomic::{AtomicU64, Ordering};

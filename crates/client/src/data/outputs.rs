@@ -22,25 +22,52 @@ pub fn output_key(job: &Hash, task: u32, attempt: u32, round: u8, digest: &Hash)
     DataKey::convergent(&context, digest)
 }
 
-/// The content id of empty outputs for (`job`, `task`, `attempt`, `round`), as a worker
-/// pushes them (default chunk sizes). Packs an empty directory in a scratch directory,
-/// sending nothing.
-pub fn empty_output_cid(job: &Hash, task: u32, attempt: u32, round: u8) -> Result<Hash, DataError> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let scratch = std::env::temp_dir().join(format!("gridwork-empty-{}-{n}", std::process::id()));
-    let empty = scratch.join("outputs");
-    let result = (|| {
+/// The content ids of empty outputs, as a worker pushes them (default chunk sizes): an empty
+/// directory packed in a scratch directory (removed on drop), sending nothing. One serves
+/// every task of a job (`job status`): the scan and the store are set up once.
+pub struct EmptyOutputs {
+    scratch: std::path::PathBuf,
+    digest: Hash,
+    store: ChunkStore,
+}
+
+impl EmptyOutputs {
+    /// A scratch directory with an empty outputs directory and a chunk store.
+    pub fn new() -> Result<EmptyOutputs, DataError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scratch =
+            std::env::temp_dir().join(format!("gridwork-empty-{}-{n}", std::process::id()));
+        let empty = scratch.join("outputs");
         std::fs::create_dir_all(&empty).map_err(|source| gridwork_transfer::TreeError::Io {
             path: empty.display().to_string(),
             source,
         })?;
-        let digest = tree_digest(&empty)?;
-        let key = output_key(job, task, attempt, round, &digest);
-        let store = ChunkStore::open(scratch.join("chunks"), None)?;
-        let (cid, _) = pack(&empty, &key, ChunkParams::DEFAULT, &store)?;
-        Ok::<Hash, DataError>(cid)
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
+        // Built before the checks below, so the scratch directory goes however they end.
+        let mut outputs = EmptyOutputs {
+            scratch,
+            digest: Hash([0; 32]),
+            store: ChunkStore::open(empty.with_file_name("chunks"), None)?,
+        };
+        outputs.digest = tree_digest(&empty)?;
+        Ok(outputs)
+    }
+
+    /// The content id of empty outputs for (`job`, `task`, `attempt`, `round`).
+    pub fn cid(&self, job: &Hash, task: u32, attempt: u32, round: u8) -> Result<Hash, DataError> {
+        let key = output_key(job, task, attempt, round, &self.digest);
+        let (cid, _) = pack(
+            &self.scratch.join("outputs"),
+            &key,
+            ChunkParams::DEFAULT,
+            &self.store,
+        )?;
+        Ok(cid)
+    }
+}
+
+impl Drop for EmptyOutputs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
 }

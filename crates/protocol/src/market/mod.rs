@@ -777,11 +777,7 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
         gridwork_types::check_output_pattern(pattern).or_else(|e| bad("program.outputs", e))?;
     }
     let software = &p.instructions.requirements.software;
-    let requires = |name: &str| {
-        software
-            .iter()
-            .any(|s| gridwork_types::SoftwareNeed::parse(s).is_ok_and(|n| n.name == name))
-    };
+    let requires = |name: &str| gridwork_types::requires_software(software, name);
     if p.program.network && !requires(gridwork_types::NETWORK_SOFTWARE) {
         return bad(
             "program.network",

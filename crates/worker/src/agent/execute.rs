@@ -99,8 +99,27 @@ fn place_input(
 /// push and with it the worker's commit), and every link removed unless it points down into
 /// the outputs: relative, with no `..` part (so no chain of links can climb out either, which
 /// a check of each link alone would miss). A link to `/home/...`, `../x` or `.` goes; the
-/// result cannot carry it and a judge would follow it. Says what it removed.
-fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<String>> {
+/// result cannot carry it and a judge would follow it.
+#[derive(Debug, Default)]
+struct TidyOutputs {
+    /// The links removed, `path -> target`.
+    dropped: Vec<String>,
+    /// The regular files, as `/`-separated paths relative to the outputs (what required
+    /// outputs are matched against).
+    files: Vec<String>,
+}
+
+fn tidy_outputs(outputs: &std::path::Path) -> std::io::Result<TidyOutputs> {
+    let mut tidy = TidyOutputs::default();
+    tidy_beneath(outputs, "", &mut tidy)?;
+    Ok(tidy)
+}
+
+fn tidy_beneath(
+    outputs: &std::path::Path,
+    prefix: &str,
+    tidy: &mut TidyOutputs,
+) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if prefix.is_empty() {
         let mode = std::fs::symlink_metadata(outputs)?.permissions().mode();
@@ -108,7 +127,6 @@ fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<
             std::fs::set_permissions(outputs, std::fs::Permissions::from_mode(mode | 0o700))?;
         }
     }
-    let mut dropped = Vec::new();
     for entry in std::fs::read_dir(outputs)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -127,7 +145,7 @@ fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<
                     std::fs::Permissions::from_mode(mode | 0o700),
                 )?;
             }
-            dropped.extend(tidy_outputs(&entry.path(), &rel)?);
+            tidy_beneath(&entry.path(), &rel, tidy)?;
         } else if kind.is_file() {
             let mode = entry.metadata()?.permissions().mode();
             if mode & 0o400 == 0 {
@@ -136,15 +154,16 @@ fn tidy_outputs(outputs: &std::path::Path, prefix: &str) -> std::io::Result<Vec<
                     std::fs::Permissions::from_mode(mode | 0o400),
                 )?;
             }
+            tidy.files.push(rel);
         } else if kind.is_symlink() {
             let target = std::fs::read_link(entry.path())?;
             if !target.to_str().is_some_and(points_down) {
                 std::fs::remove_file(entry.path())?;
-                dropped.push(format!("{rel} -> {}", target.display()));
+                tidy.dropped.push(format!("{rel} -> {}", target.display()));
             }
         }
     }
-    Ok(dropped)
+    Ok(())
 }
 
 /// Gives the worker back every directory under `dir` (a program may leave `chmod 000`
@@ -172,47 +191,23 @@ fn points_down(target: &str) -> bool {
 }
 
 /// How a finished run ended, its required outputs checked: a program that exits 0 without
-/// leaving one of `required` (paths or `*` patterns under `outputs`) ends as
-/// [`RunEnd::MissingOutput`] naming the first missing; any other end stands as it is.
-pub(super) fn check_outputs(
-    ended: RunEnd,
-    required: &[String],
-    outputs: &std::path::Path,
-) -> std::io::Result<RunEnd> {
-    if !ended.is_success() || required.is_empty() {
-        return Ok(ended);
+/// leaving one of `required` (paths or `*` patterns) among its `files` (regular files, paths
+/// relative to the outputs, as [`tidy_outputs`] lists them; a link is not an output the
+/// requester gets back as a file) ends as [`RunEnd::MissingOutput`] naming the first
+/// missing; any other end stands as it is.
+fn check_outputs(ended: RunEnd, required: &[String], files: &[String]) -> RunEnd {
+    if !ended.is_success() {
+        return ended;
     }
-    let mut present = Vec::new();
-    list_files(outputs, "", &mut present)?;
-    for (index, pattern) in required.iter().enumerate() {
-        if !present.iter().any(|path| output_matches(pattern, path)) {
-            return Ok(RunEnd::MissingOutput {
-                index: index as u32,
-            });
-        }
+    match required
+        .iter()
+        .position(|pattern| !files.iter().any(|path| output_matches(pattern, path)))
+    {
+        Some(index) => RunEnd::MissingOutput {
+            index: index as u32,
+        },
+        None => ended,
     }
-    Ok(ended)
-}
-
-/// The regular files under `dir`, as `/`-separated paths relative to it; links are not
-/// followed (a link is not an output the requester gets back as a file).
-fn list_files(dir: &std::path::Path, prefix: &str, into: &mut Vec<String>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let path = if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
-        };
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            list_files(&entry.path(), &path, into)?;
-        } else if kind.is_file() {
-            into.push(path);
-        }
-    }
-    Ok(())
 }
 
 impl Worker {
@@ -340,11 +335,15 @@ impl Worker {
         // the commitment), so a program that fails the same way everywhere is a valid (if
         // useless) result that says so, rather than a timeout.
         own_outputs(&outputs).map_err(io)?;
-        for link in tidy_outputs(&outputs, "").map_err(io)? {
+        let tidy = tidy_outputs(&outputs).map_err(io)?;
+        for link in &tidy.dropped {
             tracing::warn!(job = %view.id, task = r.1, "an output link does not point down into the outputs; dropped from the result: {link}");
         }
-        let ended = check_outputs(outcome.ended, &view.prescription.program.outputs, &outputs)
-            .map_err(io)?;
+        let ended = check_outputs(
+            outcome.ended,
+            &view.prescription.program.outputs,
+            &tidy.files,
+        );
         if as_executor && self.cfg.behavior.lies() {
             std::fs::write(outputs.join("forged_result"), "made up\n").map_err(io)?;
         }
