@@ -294,12 +294,22 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         }
         inner.arg("--").args(&args.command);
         let deadline = args.deadline_ms.map(Duration::from_millis);
-        let exit = gridwork_worker::supervise::supervise(inner, deadline)?;
+        use gridwork_worker::supervise::{supervise, RunStatus};
+        // A supervisor that cannot start is a setup failure like any other.
+        let status =
+            supervise(inner, deadline).unwrap_or_else(|e| RunStatus::SetupFailed(e.to_string()));
         if let Some(path) = &args.status_file {
-            std::fs::write(path, exit.to_line() + "\n")
+            std::fs::write(path, status.to_line() + "\n")
                 .with_context(|| format!("writing --status-file {}", path.display()))?;
         }
-        gridwork_worker::supervise::exit_as(exit);
+        match status {
+            RunStatus::Ended(exit) => gridwork_worker::supervise::exit_as(exit),
+            RunStatus::SetupFailed(why) => {
+                eprintln!("gridwork sandbox: the sandbox could not be set up, the program did not run: {why}");
+                // Docker's code for "the engine failed", which a shell's 126 and 127 are not.
+                std::process::exit(125);
+            }
+        }
     }
     let c = Confinement {
         work: args.work.clone(),
@@ -311,19 +321,12 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         network: args.network,
     };
     let err = confine_and_exec(&c, command, rest);
-    if let gridwork_worker::ConfineError::Exec { source, .. } = &err {
-        // As a shell says it: the program is not there (127) or cannot be run (126), which
-        // is the job's to fix, not a failure of the sandbox.
-        let code = match source.kind() {
-            std::io::ErrorKind::NotFound => Some(127),
-            std::io::ErrorKind::PermissionDenied => Some(126),
-            _ => None,
-        };
-        if let Some(code) = code {
-            eprintln!("gridwork sandbox: {err}");
-            std::process::exit(code);
-        }
+    if let Some(code) = err.program_exit_code() {
+        // The job's to fix, not a failure of the sandbox.
+        eprintln!("gridwork sandbox: {err}");
+        std::process::exit(code);
     }
+    gridwork_worker::supervise::report_setup_failure(&err.to_string());
     Err(err.into())
 }
 

@@ -28,9 +28,10 @@
 //! no TCP port unless `Confinement::network` allows it, and signals (or reaches through
 //! abstract UNIX sockets) only processes of its own sandbox, not its worker.
 //!
-//! Before Landlock, the process takes a mount namespace of its own (in a user namespace mapping
-//! only its own uid and gid; see [`own_mounts`]): a private `/dev/shm`, and nothing at the
-//! user's `/run/user/<uid>` nor at Docker's socket.
+//! Before Landlock, the process takes namespaces of its own (in a user namespace mapping only
+//! its own uid and gid; see [`own_mounts`]): no network unless allowed (UDP and abstract
+//! sockets included), a private `/dev/shm`, its own `tmp/` at `/tmp` and `/var/tmp`, nothing at
+//! the user's `/run/user/<uid>`, and no socket under `/run` (Docker's among them).
 //!
 //! Landlock needs Linux 5.13 or later with the LSM enabled; where the kernel lacks it the
 //! program still runs, under the resource limits alone, and [`confine_and_exec`] says so on
@@ -90,6 +91,33 @@ pub enum ConfineError {
     },
 }
 
+impl ConfineError {
+    /// The exit code a shell gives a program it cannot execute, where this is the program's
+    /// failure (the job's to fix) rather than the sandbox's: 127 when it is not there, 126
+    /// when it is not executable, not an executable format, or its arguments are too long.
+    /// `None` for every failure of the sandbox itself (a limit, Landlock, the host out of
+    /// memory or processes).
+    pub fn program_exit_code(&self) -> Option<i32> {
+        let ConfineError::Exec { source, .. } = self else {
+            return None;
+        };
+        if source.kind() == std::io::ErrorKind::NotFound {
+            return Some(127);
+        }
+        let errno = source
+            .raw_os_error()
+            .map(rustix::io::Errno::from_raw_os_error);
+        use rustix::io::Errno;
+        match errno {
+            Some(Errno::ACCESS | Errno::PERM | Errno::NOEXEC | Errno::TOOBIG | Errno::ISDIR) => {
+                Some(126)
+            }
+            Some(Errno::NOTDIR | Errno::LOOP | Errno::NAMETOOLONG) => Some(127),
+            _ => None,
+        }
+    }
+}
+
 /// Whether Landlock rules took effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LandlockStatus {
@@ -101,27 +129,54 @@ pub enum LandlockStatus {
     Unsupported,
 }
 
-/// Gives this process (and so the program it becomes) a mount namespace of its own, inside a
-/// user namespace that maps only the worker's own uid and gid, so no privilege is needed:
+/// Gives this process (and so the program it becomes) namespaces of its own, inside a user
+/// namespace that maps only the worker's own uid and gid, so no privilege is needed:
 ///
+/// - unless `c.network`, a network namespace with no interface up: no TCP, no UDP, no
+///   abstract UNIX socket of the host (Landlock covers only TCP);
 /// - a private, empty `/dev/shm` (POSIX shared memory: other tasks' segments are out of
 ///   reach, and nothing a task leaves there outlives it);
 /// - nothing at the user's `/run/user/<uid>` (its D-Bus, and through it `systemd-run --user`,
-///   which starts processes outside every sandbox) and at Docker's socket (a container
-///   started through it is root on the host): Landlock does not cover connecting to a socket
-///   by its path.
+///   which starts processes outside every sandbox), and `/dev/null` in place of every socket
+///   under `/run`, `/tmp` and `/var/tmp` (Docker's, which is root on the host; a database's;
+///   an ssh-agent's; an X server's) and of any socket among `c.hidden` (a worker's own
+///   `--docker-socket`): Landlock does not cover connecting to a socket by its path;
+/// - its own `tmp/` (in its work directory) at `/tmp` and `/var/tmp`, in place of the host's,
+///   so what it puts there is its own and what others put there later is out of its sight;
+///   `TMPDIR` is then `/tmp`. Not where the work directory itself lies beneath one of them
+///   (its paths would vanish); the sockets there are covered all the same.
 ///
-/// Any socket among `hidden` (a worker's own `--docker-socket`, say) is covered the same way.
-///
-/// Fails (and the run goes on with the shared mounts, saying so) where the host forbids
-/// unprivileged user namespaces, or the process has threads (it has none here).
-fn own_mounts(hidden: &[PathBuf]) -> Result<(), String> {
+/// Returns whether `/tmp` is the run's own `tmp/`. Fails (and the run goes on with the
+/// shared mounts, saying so) where the host forbids unprivileged user namespaces, or the
+/// process has threads (it has none here).
+fn own_mounts(c: &Confinement) -> Result<bool, String> {
     use rustix::mount::{mount, mount_bind, mount_change, MountFlags, MountPropagationFlags};
     use rustix::thread::UnshareFlags;
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
+    let tmp = c.work.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // Found before the namespaces are made: the same either way, as the host sees them.
+    let shared_tmp = ["/var/tmp", "/tmp"].map(Path::new);
+    let sockets: Vec<PathBuf> = shared_tmp
+        .iter()
+        .chain(&[Path::new("/run")])
+        .flat_map(|dir| sockets_beneath(dir, 4))
+        .filter(|s| !s.starts_with(&c.work))
+        .collect();
+    let own_tmp = |shared: &Path| {
+        shared.is_dir()
+            && !c
+                .work
+                .canonicalize()
+                .is_ok_and(|w| shared.canonicalize().is_ok_and(|s| w.starts_with(s)))
+    };
+    let replaced: Vec<&Path> = shared_tmp.into_iter().filter(|s| own_tmp(s)).collect();
+    let mut flags = UnshareFlags::NEWUSER | UnshareFlags::NEWNS;
+    if !c.network {
+        flags |= UnshareFlags::NEWNET;
+    }
     #[allow(deprecated)] // `unshare_unsafe` only differs for CLONE_FILES, not asked for here.
-    rustix::thread::unshare(UnshareFlags::NEWUSER | UnshareFlags::NEWNS)
-        .map_err(|e| format!("unshare: {e}"))?;
+    rustix::thread::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
     let write =
         |file: &str, text: String| std::fs::write(file, text).map_err(|e| format!("{file}: {e}"));
     write("/proc/self/uid_map", format!("{0} {0} 1", uid.as_raw()))?;
@@ -147,17 +202,51 @@ fn own_mounts(hidden: &[PathBuf]) -> Result<(), String> {
         )
         .map_err(|e| format!("{user_run}: {e}"))?;
     }
-    let defaults = ["/run/docker.sock", "/var/run/docker.sock"].map(PathBuf::from);
-    for socket in defaults.iter().chain(hidden) {
-        let is_socket = std::fs::symlink_metadata(socket).is_ok_and(|m| {
+    let is_socket = |path: &Path| {
+        std::fs::symlink_metadata(path).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
             m.file_type().is_socket()
-        });
-        if is_socket {
+        })
+    };
+    let defaults = ["/run/docker.sock", "/var/run/docker.sock"].map(PathBuf::from);
+    for socket in defaults.iter().chain(&c.hidden) {
+        if is_socket(socket) {
             mount_bind("/dev/null", socket).map_err(|e| format!("{}: {e}", socket.display()))?;
         }
     }
-    Ok(())
+    // One this user cannot reach the path of (a directory it may list but not search) it
+    // cannot connect to either.
+    for socket in sockets.iter().filter(|s| !s.starts_with(&user_run)) {
+        if is_socket(socket) {
+            let _ = mount_bind("/dev/null", socket);
+        }
+    }
+    // `/tmp` last: where this fails, `TMPDIR` (the worker's link in the host's `/tmp`) stays.
+    for shared in &replaced {
+        mount_bind(&tmp, *shared).map_err(|e| format!("{}: {e}", shared.display()))?;
+    }
+    Ok(replaced.contains(&Path::new("/tmp")))
+}
+
+/// The UNIX sockets beneath `dir`, at most `depth` directories down, links not followed
+/// (what cannot be read is skipped).
+fn sockets_beneath(dir: &Path, depth: u32) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_socket() {
+            found.push(entry.path());
+        } else if kind.is_dir() && depth > 0 {
+            found.extend(sockets_beneath(&entry.path(), depth - 1));
+        }
+    }
+    found
 }
 
 /// Applies the limits and the Landlock rules to this process.
@@ -218,8 +307,14 @@ pub fn confine(c: &Confinement) -> Result<LandlockStatus, ConfineError> {
             AccessFs::from_read(abi),
         ))
         .map_err(|e| err(&e))?
+        // Its `tmp/` by name too: bound at `/tmp` (see `own_mounts`), a path through it
+        // climbs from there to `/`, never passing the work directory.
         .add_rules(path_beneath_rules(
-            [c.work.as_path(), Path::new("/dev/null")],
+            [
+                c.work.as_path(),
+                &c.work.join("tmp"),
+                Path::new("/dev/null"),
+            ],
             AccessFs::from_all(abi),
         ))
         .map_err(|e| err(&e))?
@@ -313,8 +408,9 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
 pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
-    if let Err(why) = own_mounts(&c.hidden) {
-        eprintln!("gridwork sandbox: no mount namespace of its own ({why}): /dev/shm is shared with other tasks, and the user's D-Bus and Docker's socket stay reachable");
+    let own = own_mounts(c);
+    if let Err(why) = &own {
+        eprintln!("gridwork sandbox: no namespaces of its own ({why}): /dev/shm, /tmp, the host's sockets and UDP stay shared and reachable");
     }
     match confine(c) {
         Ok(LandlockStatus::Enforced) => {}
@@ -322,7 +418,13 @@ pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> Conf
         Ok(LandlockStatus::Unsupported) => eprintln!("gridwork sandbox: Landlock Unsupported on this kernel; running under resource limits only"),
         Err(e) => return e,
     }
-    let source = std::process::Command::new(command).args(args).exec();
+    let mut program = std::process::Command::new(command);
+    program.args(args).stdin(std::process::Stdio::null());
+    if own == Ok(true) {
+        // Its own, short enough for socket paths.
+        program.env("TMPDIR", "/tmp");
+    }
+    let source = program.exec();
     ConfineError::Exec {
         command: command.to_string(),
         source,

@@ -72,6 +72,9 @@ pub struct SandboxError {
 /// loaders), a socket's path has at most 107 bytes, and a task directory's own path can be
 /// longer: a data loader in a task failed with "AF_UNIX path too long" (H100 host,
 /// 2026-11-23). Landlock judges the directory the link resolves to, inside the work directory.
+/// Where the sandbox gives the run namespaces of its own, its `tmp/` is its `/tmp` and
+/// `TMPDIR` is `/tmp` itself (`confine::own_mounts`); the link serves the runs without (no
+/// launcher, or a host that forbids user namespaces).
 struct ShortTmp(PathBuf);
 
 impl ShortTmp {
@@ -197,13 +200,24 @@ pub async fn run(
     match tokio::time::timeout(backstop, child.wait()).await {
         Ok(status) => {
             let status = status.map_err(err)?;
+            use crate::supervise::{Exit, RunStatus};
             let supervised = launcher
                 .and_then(|_| std::fs::read_to_string(&status_file).ok())
-                .and_then(|line| crate::supervise::Exit::from_line(&line));
+                .and_then(|line| RunStatus::from_line(&line));
+            let supervised = match supervised {
+                // The worker's own failure, not the program's: nothing to commit to.
+                Some(RunStatus::SetupFailed(why)) => {
+                    return Err(err(std::io::Error::other(format!(
+                        "the sandbox could not be set up, the program did not run: {why}"
+                    ))))
+                }
+                Some(RunStatus::Ended(exit)) => Some(exit),
+                None => None,
+            };
             let ended = match supervised {
-                Some(crate::supervise::Exit::Code(code)) => exit_code(code),
-                Some(crate::supervise::Exit::Signal(signal)) => signal_end(signal),
-                Some(crate::supervise::Exit::Deadline) => RunEnd::Timeout {},
+                Some(Exit::Code(code)) => exit_code(code),
+                Some(Exit::Signal(signal)) => signal_end(signal),
+                Some(Exit::Deadline) => RunEnd::Timeout {},
                 None => {
                     use std::os::unix::process::ExitStatusExt;
                     match (status.code(), status.signal()) {

@@ -13,6 +13,12 @@
 //!
 //! The supervisor itself runs outside the task's Landlock domain, so the task can neither
 //! signal nor trace it (Landlock's scoping), and it reads only `/proc` and its own children.
+//!
+//! A sandbox that cannot be set up (Landlock or a limit refused, the supervisor unable to
+//! start its child) is the worker's failure, not the program's: the inner process says so
+//! through a pipe on its standard input before it would `exec` (the program itself gets
+//! `/dev/null` there), and the supervisor records [`RunStatus::SetupFailed`], which the worker
+//! reads as an error of its own rather than as the program's exit 1.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -51,6 +57,58 @@ impl Exit {
     }
 }
 
+/// What `--status-file` records: how the program ended, or that it never started because
+/// the sandbox could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The program ran and ended so.
+    Ended(Exit),
+    /// The sandbox could not be set up, for this reason (one line); the program did not run.
+    SetupFailed(String),
+}
+
+impl RunStatus {
+    /// One line: [`Exit::to_line`], or `setup <reason>`.
+    pub fn to_line(&self) -> String {
+        match self {
+            RunStatus::Ended(exit) => exit.to_line(),
+            RunStatus::SetupFailed(why) => format!("setup {}", one_line(why)),
+        }
+    }
+
+    /// Reads what [`RunStatus::to_line`] wrote.
+    pub fn from_line(line: &str) -> Option<RunStatus> {
+        match line.trim().split_once(' ') {
+            Some(("setup", why)) => Some(RunStatus::SetupFailed(why.to_string())),
+            _ => Exit::from_line(line).map(RunStatus::Ended),
+        }
+    }
+}
+
+/// `text` on one line: line breaks and other control characters as spaces.
+fn one_line(text: &str) -> String {
+    text.trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Tells the supervisor that the sandbox could not be set up (from `sandbox-exec --inner`,
+/// before the program would start): written to this process's standard input, the pipe the
+/// supervisor gave it. Where standard input is anything else (no supervisor), nothing is
+/// written.
+pub fn report_setup_failure(why: &str) {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    let is_pipe = rustix::fs::fstat(fd).is_ok_and(|s| {
+        rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Fifo
+    });
+    if is_pipe {
+        let _ = rustix::io::write(fd, one_line(why).as_bytes());
+    }
+}
+
 /// Why the run could not be supervised.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot supervise the run: {what}: {source}")]
@@ -64,13 +122,24 @@ fn failed(what: &'static str) -> impl Fn(std::io::Error) -> SuperviseError {
 }
 
 /// Runs `inner` (the confined program) as a child, until it exits or `deadline` passes, then
-/// kills every process left beneath this one; how the program ended.
-pub fn supervise(mut inner: Command, deadline: Option<Duration>) -> Result<Exit, SuperviseError> {
+/// kills every process left beneath this one; how the program ended, or why the sandbox
+/// could not be set up (`inner`'s [`report_setup_failure`], through the pipe this gives it as
+/// its standard input).
+pub fn supervise(
+    mut inner: Command,
+    deadline: Option<Duration>,
+) -> Result<RunStatus, SuperviseError> {
     let me = getpid();
     rustix::process::set_child_subreaper(Some(me))
         .map_err(|e| failed("becoming the run's subreaper")(e.into()))?;
+    let (reports, report_end) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| failed("making the setup pipe")(e.into()))?;
+    inner.stdin(std::process::Stdio::from(report_end));
     let started = Instant::now();
     let child = inner.spawn().map_err(failed("starting the program"))?;
+    // The write end now lives only in the child (until it `exec`s the program, which gets
+    // `/dev/null` as its standard input instead), so the pipe reads to its end once it is gone.
+    drop(inner);
     let program = Pid::from_raw(child.id() as i32);
     let exit = loop {
         if let Some(exit) = reap(program) {
@@ -85,7 +154,12 @@ pub fn supervise(mut inner: Command, deadline: Option<Duration>) -> Result<Exit,
         std::thread::sleep(Duration::from_millis(10));
     };
     end_descendants(me);
-    Ok(exit)
+    let mut why = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(reports), &mut why);
+    Ok(match why.trim() {
+        "" => RunStatus::Ended(exit),
+        why => RunStatus::SetupFailed(why.to_string()),
+    })
 }
 
 /// Reaps every child that ended (any child: `wait`, not `waitpid(None)`, which waits only
@@ -197,7 +271,7 @@ pub fn exit_as(exit: Exit) -> ! {
 
 #[cfg(test)]
 mod tests {
-    use super::Exit;
+    use super::{Exit, RunStatus};
 
     #[test]
     fn an_exit_reads_back_as_written_and_nothing_else_reads() {
@@ -212,5 +286,23 @@ mod tests {
         for junk in ["", "exit", "exit x", "signal", "deadline 3", "killed 9"] {
             assert_eq!(Exit::from_line(junk), None, "{junk}");
         }
+    }
+
+    #[test]
+    fn a_setup_failure_reads_back_on_one_line_and_an_exit_as_an_exit() {
+        let failed = RunStatus::SetupFailed("cannot apply Landlock rules:\nEINVAL".into());
+        assert_eq!(
+            failed.to_line(),
+            "setup cannot apply Landlock rules: EINVAL"
+        );
+        assert_eq!(
+            RunStatus::from_line(&(failed.to_line() + "\n")),
+            Some(RunStatus::SetupFailed(
+                "cannot apply Landlock rules: EINVAL".into()
+            ))
+        );
+        let ended = RunStatus::Ended(Exit::Code(3));
+        assert_eq!(RunStatus::from_line(&ended.to_line()), Some(ended));
+        assert_eq!(RunStatus::from_line("setup"), None);
     }
 }

@@ -465,6 +465,156 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     .await
     .unwrap();
     assert_eq!(piped.ended, RunEnd::Signal { signal: 13 }, "{piped:?}");
+    // A sandbox that cannot be set up (here a memory limit above the worker's own hard
+    // limit) is the worker's failure: an error, not the program's exit code, which the
+    // worker would commit to and be outvoted on.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(wrapper) = under_a_lower_hard_memory_limit(dir.path()) else {
+        return;
+    };
+    let broken = gridwork_worker::sandbox::Launcher {
+        exe: wrapper,
+        memory_mib: Some(8192),
+        ..launcher.clone()
+    };
+    let failed = run(
+        &program("echo ran > $GRIDWORK_OUTPUTS/ran.txt"),
+        dir.path(),
+        &env,
+        std::time::Duration::from_secs(30),
+        Some(&broken),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        failed.to_string().contains("could not be set up"),
+        "{failed}"
+    );
+    assert!(!dir.path().join("run/outputs/ran.txt").exists());
+}
+
+/// A launcher (a script in `dir`) that starts `gridwork` under a hard address-space limit of
+/// 4 GiB, so a run asking for 8 GiB cannot be confined: inside its user namespace not even
+/// root may raise a hard limit. `None` where that is no failure (root on a host without user
+/// namespaces may raise it).
+fn under_a_lower_hard_memory_limit(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let namespaces = Command::new("unshare")
+        .args(["--user", "--map-current-user", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    if !namespaces && root {
+        return None;
+    }
+    let script = dir.join("limited-gridwork");
+    std::fs::write(
+        &script,
+        format!("#!/bin/bash\nulimit -v 4194304 && exec {BIN} \"$@\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(script)
+}
+
+/// The sandbox's own failure reads as such: `sandbox-exec` exits 125 (not the program's
+/// codes, nor 1), says why, and records `setup <why>` in its status file.
+#[test]
+fn a_sandbox_that_cannot_be_set_up_says_so_and_never_passes_for_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(limited) = under_a_lower_hard_memory_limit(dir.path()) else {
+        return;
+    };
+    let status = dir.path().join("status");
+    let out = Command::new(limited)
+        .args(["sandbox-exec", "--memory-mib", "8192", "--work"])
+        .arg(dir.path())
+        .arg("--status-file")
+        .arg(&status)
+        .args(["--", "bash", "-c", "echo ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("could not be set up"),
+        "{out:?}"
+    );
+    let line = std::fs::read_to_string(&status).unwrap();
+    assert!(line.starts_with("setup "), "{line}");
+    assert!(line.contains("memory limit"), "{line}");
+}
+
+/// Escape seen: a task sent UDP to the host's loopback (Landlock covers only TCP), and could
+/// reach pathname sockets of other programs in the shared `/tmp` (an ssh-agent's, an X
+/// server's) and under `/run` (Docker's, a database's). A run has a network namespace of its
+/// own unless its job asks for the network, and its own `tmp/` at `/tmp` and `/var/tmp`, with
+/// `TMPDIR` at `/tmp`; every socket under `/run` is `/dev/null` to it.
+#[test]
+fn a_task_sends_no_udp_and_reaches_no_socket_in_the_shared_tmp_or_run() {
+    // Outside /tmp, as a worker's directory is: a run whose work directory lies beneath /tmp
+    // keeps the host's (its sockets covered), lest its own paths vanish.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let id = std::process::id();
+    let agent = std::path::PathBuf::from(format!("/tmp/gridwork-test-agent-{id}.sock"));
+    let _agent = std::os::unix::net::UnixListener::bind(&agent).unwrap();
+    // Under /run where this user may make one (root: CI and this machine).
+    let database = std::path::PathBuf::from(format!("/run/gridwork-test-db-{id}.sock"));
+    let _database = std::os::unix::net::UnixListener::bind(&database).ok();
+    let script = format!(
+        "echo datagram > /dev/udp/127.0.0.1/{port} && echo sent; \
+         [ -S {agent} ] && echo agent; [ -S {database} ] && echo database; \
+         echo mine > /tmp/scratch && echo tmp-ok; echo \"tmpdir $TMPDIR\"; echo done",
+        agent = agent.display(),
+        database = database.display(),
+    );
+    let host_allows = Command::new("unshare")
+        .args(["--user", "--net", "--mount", "--map-current-user", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let (out, _) = sandboxed(dir.path(), &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("done"), "{out:?}");
+    let mut buf = [0u8; 64];
+    let received = udp.recv(&mut buf).is_ok();
+    if host_allows {
+        assert!(
+            !stdout.contains("sent") && !received,
+            "UDP got out: {out:?}"
+        );
+        assert!(!stdout.contains("agent"), "{out:?}");
+        assert!(!stdout.contains("database"), "{out:?}");
+        assert!(
+            stdout.contains("tmp-ok") && stdout.contains("tmpdir /tmp\n"),
+            "{out:?}"
+        );
+        // Its /tmp is its own tmp/, in its work directory.
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("tmp/scratch")).unwrap(),
+            "mine\n"
+        );
+    } else {
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no namespaces of its own"),
+            "{out:?}"
+        );
+    }
+    // A job that asks for the network (on a provider that allows it) has UDP too.
+    let (out, _) = sandboxed_with(&["--network"], dir.path(), &script);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sent"),
+        "{out:?}"
+    );
+    assert!(udp.recv(&mut buf).is_ok(), "{out:?}");
+    let _ = std::fs::remove_file(&agent);
+    let _ = std::fs::remove_file(&database);
 }
 
 /// What the worker keeps of a run (its logs, which it streams to the node; its result, which
@@ -612,10 +762,10 @@ fn a_run_has_its_own_shared_memory_and_no_docker_socket() {
         .status()
         .is_ok_and(|s| s.success());
     if !host_allows {
-        assert!(stderr.contains("no mount namespace of its own"), "{out:?}");
+        assert!(stderr.contains("no namespaces of its own"), "{out:?}");
         return;
     }
-    assert!(!stderr.contains("no mount namespace"), "{out:?}");
+    assert!(!stderr.contains("no namespaces of its own"), "{out:?}");
     assert!(!stdout.contains("saw-host"), "{out:?}");
     assert!(!leaked, "the task's segment outlived its run");
     assert!(!stdout.contains("docker-socket"), "{out:?}");
