@@ -134,6 +134,8 @@ pub enum TxKindView {
         task: u32,
         /// Price.
         price: Amount,
+        /// The bidder says it has the job's image loaded already.
+        cached: bool,
     },
     /// Commit to a result.
     Commit {
@@ -198,10 +200,16 @@ impl From<&SignedTx> for TxView {
                 deposit: *deposit,
             },
             TxKind::CancelJob { job } => TxKindView::CancelJob { job: *job },
-            TxKind::Bid { job, task, price } => TxKindView::Bid {
+            TxKind::Bid {
+                job,
+                task,
+                price,
+                cached,
+            } => TxKindView::Bid {
                 job: *job,
                 task: *task,
                 price: *price,
+                cached: *cached,
             },
             TxKind::Commit {
                 job,

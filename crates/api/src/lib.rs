@@ -27,8 +27,8 @@ pub use ledger::{
     TxStatus, TxView,
 };
 pub use market::{
-    decline_message, log_message, Decline, JobList, JobStatus, JobView, LogAppended, LogStream,
-    PostDecline, PostLog, ProviderList, ProviderView, TaskLog, TaskView, MAX_PAGE,
+    decline_message, log_message, BidView, Decline, JobList, JobStatus, JobView, LogAppended,
+    LogStream, PostDecline, PostLog, ProviderList, ProviderView, TaskLog, TaskView, MAX_PAGE,
 };
 pub use signing::{
     signature_header, signed_request_message, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER,

@@ -5,7 +5,7 @@ use gridwork_types::{Address, Amount, Hardware, Hash, PeerAddr, Prescription, Pu
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
-use crate::openapi::{BidPair, ItemRange, RevealPair};
+use crate::openapi::{ItemRange, RevealPair};
 
 /// Where a job stands (`GET /v1/jobs/{id}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +66,19 @@ pub struct JobView {
     pub declines: Vec<Decline>,
 }
 
+/// A bid on a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BidView {
+    /// The bidder.
+    pub provider: Address,
+    /// Its price.
+    pub price: Amount,
+    /// The bidder says it has the job's image loaded already, so its run starts sooner (a
+    /// claim; the auction does not depend on it).
+    pub cached: bool,
+}
+
 /// One task of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -79,9 +92,8 @@ pub struct TaskView {
     /// Items `[start, end)`.
     #[cfg_attr(feature = "openapi", schema(value_type = ItemRange))]
     pub items: (u64, u64),
-    /// Bids of this attempt: `[bidder, price]` pairs.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<BidPair>))]
-    pub bids: Vec<(Address, Amount)>,
+    /// Bids of this attempt, in the order they came.
+    pub bids: Vec<BidView>,
     /// The executor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor: Option<Address>,

@@ -5,7 +5,7 @@ use utoipa::openapi::schema::{ArrayBuilder, ArrayItems, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
-use gridwork_types::{Address, Amount, Hash};
+use gridwork_types::{Address, Hash};
 
 /// A schema inline: the scalar types' schemas are values, never references.
 fn inline<T: PartialSchema>() -> Schema {
@@ -40,20 +40,6 @@ impl PartialSchema for ItemRange {
 }
 
 impl ToSchema for ItemRange {}
-
-/// `[bidder, price]`.
-pub(crate) struct BidPair;
-
-impl PartialSchema for BidPair {
-    fn schema() -> RefOr<Schema> {
-        pair(
-            [inline::<Address>(), inline::<Amount>()],
-            "`[bidder, price]`",
-        )
-    }
-}
-
-impl ToSchema for BidPair {}
 
 /// `[provider, output]`.
 pub(crate) struct RevealPair;

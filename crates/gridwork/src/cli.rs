@@ -247,6 +247,11 @@ pub(crate) struct WorkerArgs {
     /// it the least recently used are removed.
     #[arg(long, default_value_t = 50)]
     pub(crate) image_cache_max_gib: u64,
+    /// How much cheaper, in percent, a docker worker bids for a task whose image it has
+    /// loaded already (its bid says so; the run starts sooner). 0 prices both alike.
+    #[arg(long, default_value_t = gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub(crate) cached_discount: u8,
     /// The most one transaction may pay in fees, in GRID: steps go at the chain's minimum
     /// fee, and again at the fee the node names when its mempool is full, up to this.
     #[arg(long, default_value = "0.01")]

@@ -97,7 +97,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                 owner: None,
                 key: dev_keypair(i),
                 work_dir: base.join(format!("worker{i}")),
-                policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4, max_fee: gridwork_worker::DEFAULT_MAX_FEE, allow_network: false, },
+                policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4, max_fee: gridwork_worker::DEFAULT_MAX_FEE, allow_network: false, cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT, },
                 hardware: probe(),
                 stake: Amount::grid(1_000),
                 poll: Duration::from_secs(5),

@@ -316,7 +316,7 @@ fn render_failures(v: &JobView, tails: &Option<Vec<(u32, Result<String, String>)
 }
 
 fn render_job(v: &JobView) -> String {
-    let mut out = rows(&[
+    let mut head = vec![
         ("job", v.id.to_string()),
         ("status", v.status.to_string()),
         ("requester", v.requester.to_string()),
@@ -333,7 +333,23 @@ fn render_job(v: &JobView) -> String {
             "cost so far",
             format!("{} GRID (escrow left {} GRID)", v.spent, v.escrow),
         ),
-    ]);
+    ];
+    if let Some(image) = v.prescription.program.image {
+        // Who says it has the image loaded already (its runs start sooner).
+        let bids = v.tasks.iter().flat_map(|t| &t.bids);
+        let bidders: std::collections::BTreeSet<_> = bids.clone().map(|b| b.provider).collect();
+        let loaded: std::collections::BTreeSet<_> =
+            bids.filter(|b| b.cached).map(|b| b.provider).collect();
+        head.push((
+            "image",
+            format!(
+                "img:{image} (loaded already by {} of {} bidders)",
+                loaded.len(),
+                bidders.len()
+            ),
+        ));
+    }
+    let mut out = rows(&head);
     out.push_str(
         "\n\n task  phase       try  bids  executor          price        council  ended     paid         note",
     );
@@ -722,5 +738,75 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
                 },
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_job;
+    use gridwork_api::{BidView, JobStatus, JobView, Phase, TaskView};
+    use gridwork_types::{Address, Amount, Hash};
+
+    /// `job status` of a job that runs in an image says how many of its bidders said they
+    /// had the image loaded already, each bidder counted once.
+    #[test]
+    fn job_status_says_how_many_bidders_had_the_image_loaded() {
+        let image = Hash([7; 32]);
+        let text = format!(
+            "[data]\ninputs = []\n[program]\ncommand = \"sh\"\nimage = \"img:{image}\"\n\
+             [instructions]\nitems = 2\nchunk = 1\ntask_deadline_s = 60\ncouncil_size = 1\n\
+             [instructions.requirements]\nsoftware = [\"docker\"]\n\
+             [payment]\nkind = \"per_task_second\"\nmax_price = \"0.1\"\n\
+             [equivalence]\nkind = \"exact_hash\"\n[halting]\nfirst_bids = 2\ndeadline_s = 5\n"
+        );
+        let job =
+            gridwork_client::JobFile::parse(&text, "job.toml", std::path::Path::new(".")).unwrap();
+        let bid = |n: u8, cached: bool| BidView {
+            provider: Address([n; 20]),
+            price: Amount(1),
+            cached,
+        };
+        let task = |index: u32, bids: Vec<BidView>| TaskView {
+            index,
+            phase: Phase::Bidding,
+            attempt: 0,
+            items: (u64::from(index), u64::from(index) + 1),
+            bids,
+            executor: None,
+            price: Amount::ZERO,
+            council: Vec::new(),
+            committed: Vec::new(),
+            revealed: Vec::new(),
+            judged: Vec::new(),
+            round: 0,
+            deadline_ms: 0,
+            result: None,
+            ended: None,
+            paid: Amount::ZERO,
+            note: String::new(),
+        };
+        let mut view = JobView {
+            id: Hash([1; 32]),
+            requester: Address([9; 20]),
+            status: JobStatus::Open,
+            prescription: job.prescription,
+            escrow: Amount(10),
+            spent: Amount::ZERO,
+            max_task_cost: Amount(5),
+            settled: 0,
+            closed: 0,
+            tasks: vec![
+                task(0, vec![bid(1, true), bid(2, false)]),
+                task(1, vec![bid(1, true), bid(3, true)]),
+            ],
+            declines: Vec::new(),
+        };
+        let shown = render_job(&view);
+        assert!(
+            shown.contains(&format!("img:{image} (loaded already by 2 of 3 bidders)")),
+            "{shown}"
+        );
+        view.prescription.program.image = None;
+        assert!(!render_job(&view).contains("loaded already"));
     }
 }

@@ -117,6 +117,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             capacity: args.capacity,
             max_fee,
             allow_network: args.allow_network,
+            cached_discount_pct: args.cached_discount,
         },
         hardware: hardware.clone(),
         stake,

@@ -640,13 +640,14 @@ pub fn run_market_bench(
                         for b in 0..3.min(workers.len()) {
                             let k =
                                 &workers[(j * 7 + t.index as usize + b + round) % workers.len()];
-                            if !t.bids.iter().any(|(p, _)| *p == k.address()) {
+                            if !t.bids.iter().any(|b| b.provider == k.address()) {
                                 txs.push(sign(
                                     k,
                                     TxKind::Bid {
                                         job: *id,
                                         task: t.index,
                                         price: Amount::grid(1),
+                                        cached: false,
                                     },
                                 ));
                             }

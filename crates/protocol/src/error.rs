@@ -242,6 +242,12 @@ pub enum TxError {
         /// The cap.
         max: Amount,
     },
+    /// A bid says the job's image is cached, and the job names no image.
+    #[error("the bid says job {job}'s image is cached, but the job names no image: bid with cached = false")]
+    CachedWithoutImage {
+        /// The job.
+        job: Hash,
+    },
 }
 
 impl TxError {
@@ -282,6 +288,7 @@ impl TxError {
             Self::HardwareUnfit { .. } => "hardware_unfit",
             Self::Blocklisted { .. } => "blocklisted",
             Self::BadPrice { .. } => "bad_price",
+            Self::CachedWithoutImage { .. } => "cached_without_image",
             Self::Overflow => "invalid_transaction",
         }
     }

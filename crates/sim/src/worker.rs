@@ -128,7 +128,8 @@ impl Sim {
                     }
                     wanted -= 1;
                     let address = self.workers[i].address;
-                    if t.bids.iter().any(|(p, _)| *p == address) || !self.due(i, Step::Bid, r, now)
+                    if t.bids.iter().any(|b| b.provider == address)
+                        || !self.due(i, Step::Bid, r, now)
                     {
                         continue;
                     }
@@ -139,6 +140,7 @@ impl Sim {
                             job: view.id,
                             task: t.index,
                             price: PRICE,
+                            cached: false,
                         },
                         now,
                     );

@@ -73,6 +73,10 @@ pub enum TxKind {
         task: u32,
         /// Price (per task-second or per task, as the payment function says).
         price: Amount,
+        /// The bidder says it has the job's image loaded already, so its run starts sooner
+        /// (only for a job that names an image). A claim shown to the requester; nothing in
+        /// the auction depends on it, so it gains a liar nothing.
+        cached: bool,
     },
     /// Commits to a result without showing it: BLAKE3(output || run end || salt || sender
     /// address), see [`commitment`].
@@ -137,7 +141,7 @@ codec_enum!(TxKind, "transaction kind" {
     5 => Heartbeat {},
     6 => SubmitJob { prescription: Prescription, deposit: Amount },
     7 => CancelJob { job: Hash },
-    8 => Bid { job: Hash, task: u32, price: Amount },
+    8 => Bid { job: Hash, task: u32, price: Amount, cached: bool },
     9 => Commit { job: Hash, task: u32, attempt: u32, commitment: Hash },
     10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, ended: RunEnd },
     11 => AnnouncePeer { peer: PeerAddr },

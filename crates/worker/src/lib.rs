@@ -25,5 +25,5 @@ pub use confine::{
     LandlockStatus,
 };
 pub use metrics::{serve_metrics, GpuSample, WorkerMetrics};
-pub use policy::{Decision, PricingPolicy, DEFAULT_MAX_FEE};
+pub use policy::{Decision, PricingPolicy, DEFAULT_CACHED_DISCOUNT_PCT, DEFAULT_MAX_FEE};
 pub use probe::{probe, probe_at, probe_report, ProbeReport};

@@ -17,7 +17,14 @@ pub struct PricingPolicy {
     /// Whether tasks may have the network when their job asks for it (`program.network`);
     /// without, such jobs are declined, saying so.
     pub allow_network: bool,
+    /// How much cheaper, in percent, a task is when its job's image is loaded here already
+    /// (no pull, no load, a sooner start): [`DEFAULT_CACHED_DISCOUNT_PCT`] unless the provider
+    /// says otherwise; 0 prices both alike.
+    pub cached_discount_pct: u8,
 }
+
+/// The default [`PricingPolicy::cached_discount_pct`]: 10%.
+pub const DEFAULT_CACHED_DISCOUNT_PCT: u8 = 10;
 
 /// The default [`PricingPolicy::max_fee`]: 0.01 GRID. To keep a worker's step out of a full
 /// mempool, a spammer must pay more than this on every transaction it keeps there, and
@@ -36,8 +43,15 @@ pub enum Decision {
 }
 
 impl PricingPolicy {
-    /// Decides on a task of `p` with `active` tasks in progress.
-    pub fn decide(&self, p: &Prescription, hardware: &Hardware, active: u32) -> Decision {
+    /// Decides on a task of `p` with `active` tasks in progress; `cached`: the job's image is
+    /// loaded here already.
+    pub fn decide(
+        &self,
+        p: &Prescription,
+        hardware: &Hardware,
+        active: u32,
+        cached: bool,
+    ) -> Decision {
         if p.program.network && !self.allow_network {
             return Decision::Decline(
                 "network: the job asks for the network; this provider does not allow tasks it (gridwork worker --allow-network)"
@@ -57,6 +71,13 @@ impl PricingPolicy {
                         .saturating_mul(u128::from(secs)),
                 )
             }
+        };
+        let price = if cached {
+            let keep = 100 - u128::from(self.cached_discount_pct.min(100));
+            // Never free: a bid's price is above 0.
+            Amount((price.0.saturating_mul(keep) / 100).max(1))
+        } else {
+            price
         };
         let cap = p
             .halting
@@ -120,25 +141,70 @@ mod tests {
             capacity: 1,
             max_fee: DEFAULT_MAX_FEE,
             allow_network: false,
+            cached_discount_pct: 20,
         };
         let hw = Hardware::default();
-        assert_eq!(policy.decide(&job(10, 0), &hw, 0), Decision::Bid(Amount(5)));
-        assert!(
-            matches!(policy.decide(&job(4, 0), &hw, 0), Decision::Decline(r) if r.contains("at most"))
+        assert_eq!(
+            policy.decide(&job(10, 0), &hw, 0, false),
+            Decision::Bid(Amount(5))
         );
         assert!(
-            matches!(policy.decide(&job(10, 8_000), &hw, 0), Decision::Decline(r) if r.starts_with("requirements: needs"))
+            matches!(policy.decide(&job(4, 0), &hw, 0, false), Decision::Decline(r) if r.contains("at most"))
         );
-        assert_eq!(policy.decide(&job(10, 0), &hw, 1), Decision::Busy);
+        assert!(
+            matches!(policy.decide(&job(10, 8_000), &hw, 0, false), Decision::Decline(r) if r.starts_with("requirements: needs"))
+        );
+        assert_eq!(policy.decide(&job(10, 0), &hw, 1, false), Decision::Busy);
         let mut online = job(10, 0);
         online.program.network = true;
         assert!(
-            matches!(policy.decide(&online, &hw, 0), Decision::Decline(r) if r.starts_with("network: the job asks for the network"))
+            matches!(policy.decide(&online, &hw, 0, false), Decision::Decline(r) if r.starts_with("network: the job asks for the network"))
         );
         let open = PricingPolicy {
             allow_network: true,
             ..policy
         };
-        assert_eq!(open.decide(&online, &hw, 0), Decision::Bid(Amount(5)));
+        assert_eq!(
+            open.decide(&online, &hw, 0, false),
+            Decision::Bid(Amount(5))
+        );
+    }
+
+    /// A task whose image is loaded already is cheaper by the provider's discount, and may
+    /// then fit under a cap the full price does not; a discount never makes a price 0.
+    #[test]
+    fn a_cached_image_makes_the_bid_cheaper() {
+        let policy = PricingPolicy {
+            price_per_task_second: Amount(100),
+            capacity: 4,
+            max_fee: DEFAULT_MAX_FEE,
+            allow_network: false,
+            cached_discount_pct: 20,
+        };
+        let hw = Hardware::default();
+        assert_eq!(
+            policy.decide(&job(1_000, 0), &hw, 0, true),
+            Decision::Bid(Amount(80))
+        );
+        assert_eq!(
+            policy.decide(&job(1_000, 0), &hw, 0, false),
+            Decision::Bid(Amount(100))
+        );
+        assert_eq!(
+            policy.decide(&job(90, 0), &hw, 0, true),
+            Decision::Bid(Amount(80))
+        );
+        assert!(matches!(
+            policy.decide(&job(90, 0), &hw, 0, false),
+            Decision::Decline(_)
+        ));
+        let all = PricingPolicy {
+            cached_discount_pct: 100,
+            ..policy
+        };
+        assert_eq!(
+            all.decide(&job(1_000, 0), &hw, 0, true),
+            Decision::Bid(Amount(1))
+        );
     }
 }

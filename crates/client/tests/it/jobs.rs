@@ -127,6 +127,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
                 job,
                 task: 0,
                 price: Amount::grid(1),
+                cached: false,
             },
         ))
         .await

@@ -52,7 +52,15 @@ pub fn job(id: Hash, record: &JobRecord, declines: Vec<Decline>) -> JobView {
             phase: t.phase,
             attempt: t.attempt,
             items: instructions.task_items(index as u32),
-            bids: t.bids.iter().map(|b| (b.provider, b.price)).collect(),
+            bids: t
+                .bids
+                .iter()
+                .map(|b| gridwork_api::BidView {
+                    provider: b.provider,
+                    price: b.price,
+                    cached: b.cached,
+                })
+                .collect(),
             executor: t.executor,
             price: t.price,
             council: t.council.clone(),

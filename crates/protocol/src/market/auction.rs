@@ -68,9 +68,8 @@ impl State {
         &self,
         sender: Address,
         account: &Account,
-        job_id: Hash,
-        index: u32,
-        price: Amount,
+        (job_id, index): (Hash, u32),
+        (price, cached): (Amount, bool),
         now: u64,
     ) -> Result<(), TxError> {
         let p = &self.params;
@@ -125,6 +124,9 @@ impl State {
         if price > cap || price.0 == 0 {
             return Err(TxError::BadPrice { price, max: cap });
         }
+        if cached && job.prescription.program.image.is_none() {
+            return Err(TxError::CachedWithoutImage { job: job_id });
+        }
         if task.bids.iter().any(|b| b.provider == sender) {
             return Err(TxError::AlreadyDone {
                 what: "bid on this task",
@@ -144,9 +146,8 @@ impl State {
     pub(super) fn apply_bid(
         &mut self,
         sender: Address,
-        job: Hash,
-        task: u32,
-        price: Amount,
+        (job, task): (Hash, u32),
+        (price, cached): (Amount, bool),
         now: u64,
     ) -> Vec<Event> {
         let key = TaskKey { job, index: task };
@@ -160,6 +161,7 @@ impl State {
             t.bids.push(BidRecord {
                 provider: sender,
                 price,
+                cached,
             });
             t.note = TaskNote::Bids {
                 count: t.bids.len() as u32,

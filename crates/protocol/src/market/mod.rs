@@ -377,11 +377,14 @@ pub struct BidRecord {
     pub provider: Address,
     /// Its price.
     pub price: Amount,
+    /// Whether the bidder said it has the job's image loaded already (see `TxKind::Bid`).
+    pub cached: bool,
 }
 
 gridwork_types::codec_struct!(BidRecord {
     provider: Address,
-    price: Amount
+    price: Amount,
+    cached: bool
 });
 
 /// A commitment.
@@ -659,9 +662,18 @@ impl State {
                 deposit,
             } => self.check_submit(prescription, *deposit),
             K::CancelJob { job } => self.check_cancel(sender, *job),
-            K::Bid { job, task, price } => {
-                self.check_bid(sender, sender_account, *job, *task, *price, now)
-            }
+            K::Bid {
+                job,
+                task,
+                price,
+                cached,
+            } => self.check_bid(
+                sender,
+                sender_account,
+                (*job, *task),
+                (*price, *cached),
+                now,
+            ),
             K::Commit {
                 job, task, attempt, ..
             } => self.check_commit(sender, *job, *task, *attempt),
@@ -713,7 +725,12 @@ impl State {
                 deposit,
             } => self.submit_job(sender, tx_hash, prescription, *deposit, now),
             K::CancelJob { job } => self.cancel_job(*job),
-            K::Bid { job, task, price } => self.apply_bid(sender, *job, *task, *price, now),
+            K::Bid {
+                job,
+                task,
+                price,
+                cached,
+            } => self.apply_bid(sender, (*job, *task), (*price, *cached), now),
             K::Commit {
                 job,
                 task,

@@ -700,7 +700,7 @@ impl Worker {
         let is_executor = t.executor == Some(self.me);
         let assigned = is_executor || t.council.contains(&self.me);
         match t.phase {
-            Phase::Bidding if !draining && !t.bids.iter().any(|(p, _)| *p == self.me) => {
+            Phase::Bidding if !draining && !t.bids.iter().any(|b| b.provider == self.me) => {
                 let active = lock(&self.running).len() as u32;
                 let program = &view.prescription.program;
                 let missing = match (&program.image, &self.cfg.containers) {
@@ -712,12 +712,22 @@ impl Worker {
                     (Some(_), Some(_)) => None,
                     (None, _) => crate::software::missing_command(program),
                 };
+                // The job's image loaded here already: the run starts sooner, and the bid says so
+                // (and is cheaper by the provider's discount).
+                let cached = match (&program.image, &self.cfg.containers) {
+                    (Some(cid), Some(containers)) if missing.is_none() => {
+                        containers.has_image(cid).await.unwrap_or(false)
+                    }
+                    _ => false,
+                };
                 let decision = match missing {
                     Some(why) => Decision::Decline(why),
-                    None => self
-                        .cfg
-                        .policy
-                        .decide(&view.prescription, &self.cfg.hardware, active),
+                    None => self.cfg.policy.decide(
+                        &view.prescription,
+                        &self.cfg.hardware,
+                        active,
+                        cached,
+                    ),
                 };
                 match decision {
                     Decision::Bid(price) if self.mark("bid", r, 0).await => {
@@ -726,6 +736,7 @@ impl Worker {
                                 job: view.id,
                                 task: t.index,
                                 price,
+                                cached,
                             })
                             .await;
                         self.sent_as("bid", r, 0, &sent, false);

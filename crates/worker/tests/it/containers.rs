@@ -115,6 +115,11 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     let t = &view.tasks[0];
     assert_eq!(t.phase, Phase::Settled, "{view:#?}");
     assert_eq!(t.ended, Some(RunEnd::SUCCESS));
+    assert!(
+        t.bids.iter().all(|b| !b.cached),
+        "nobody had the image yet: {:?}",
+        t.bids
+    );
     let text = result_text(&net, t.result.as_ref().unwrap()).await;
     let uid = if rustix::process::geteuid().is_root() {
         65534
@@ -179,9 +184,24 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     p.program.image = Some(image_cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
     p.data = vec![image_input];
+    // Both bids are in before the auction closes.
+    p.halting.first_bids = 2;
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
     assert_eq!(view.tasks[0].ended, Some(RunEnd::Timeout {}), "{view:#?}");
+    // Both workers loaded the image for the first job: their bids on this one say so, and
+    // ask the default 10% less.
+    let bids = &view.tasks[0].bids;
+    assert_eq!(bids.len(), 2, "{bids:?}");
+    for b in bids {
+        let i = workers
+            .iter()
+            .position(|w| *w == b.provider.to_string())
+            .unwrap() as u128
+            + 1;
+        assert!(b.cached, "{b:?}");
+        assert_eq!(b.price, Amount((GRID / 100 + i) * 90 / 100), "{b:?}");
+    }
 
     // What a killed worker leaves is removed when it starts again.
     let owner = format!("grid1leftover{}", std::process::id());

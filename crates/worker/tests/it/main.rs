@@ -93,6 +93,7 @@ impl Net {
                 capacity: 4,
                 max_fee: gridwork_worker::DEFAULT_MAX_FEE,
                 allow_network: false,
+                cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
             },
             hardware: Hardware {
                 gpus: vec![],

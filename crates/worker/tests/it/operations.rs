@@ -143,6 +143,7 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
             capacity: 1,
             max_fee: gridwork_worker::DEFAULT_MAX_FEE,
             allow_network: false,
+            cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
         },
         hardware: Hardware::default(),
         stake: Amount::grid(1_000),

@@ -59,6 +59,7 @@ fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
             job,
             task: 0,
             price: Amount(GRID / 100),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -89,6 +90,7 @@ fn sybil_reward_farmer_gains_less_from_the_pool_than_it_pays_in() {
             job,
             task: 0,
             price: Amount(GRID / 100),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -125,6 +127,7 @@ fn result_copier_gains_nothing_from_an_earlier_attempts_output() {
                 job,
                 task: 0,
                 price: Amount(GRID / 200),
+                cached: false,
             },
         );
         m.block(vec![tx]);
@@ -231,6 +234,7 @@ fn draw_grinder_cannot_time_its_bid_into_a_favourable_council() {
                     job,
                     task: 0,
                     price: Amount(GRID / 200),
+                    cached: false,
                 },
             );
             // The grinder's best guess: the block right after the head, then the draw.
@@ -289,6 +293,7 @@ fn a_requester_cannot_make_drawn_members_pay_the_price_of_its_task() {
             job,
             task: 0,
             price: params().max_price,
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -320,6 +325,7 @@ fn a_requester_cannot_make_drawn_members_pay_the_price_of_its_task() {
             job: job2,
             task: 0,
             price: params().max_price,
+            cached: false,
         },
     );
     m.block(vec![alive, bid]);
@@ -340,6 +346,7 @@ fn copying_council_member_cannot_reveal_someone_elses_commitment() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);

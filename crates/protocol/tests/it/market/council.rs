@@ -21,6 +21,7 @@ fn a_silent_council_member_is_slashed_and_replaced_and_never_lets_a_result_throu
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -75,6 +76,7 @@ fn a_council_that_stays_silent_at_reveal_lets_nothing_through() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -207,6 +209,7 @@ fn dissenting_council_member_in_the_minority_is_slashed() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -273,6 +276,7 @@ fn council_never_holds_two_workers_of_one_owner_nor_the_executors_owner() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -289,6 +293,7 @@ fn council_never_holds_two_workers_of_one_owner_nor_the_executors_owner() {
             job,
             task: 1,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -322,6 +327,7 @@ fn too_few_distinct_owners_leave_the_auction_open_with_a_reason() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);

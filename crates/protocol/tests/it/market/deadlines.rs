@@ -23,6 +23,7 @@ fn a_deadline_that_passes_while_the_chain_is_down_penalises_nobody() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -61,6 +62,7 @@ fn vanishing_executor_is_penalised_and_the_task_reauctioned_after_its_deadline()
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -101,6 +103,7 @@ fn a_vanishing_bidder_pays_more_each_time_and_offline_providers_cannot_bid() {
                 job,
                 task: 0,
                 price: Amount(GRID / 20),
+                cached: false,
             },
         );
         m.block(vec![alive, bid]);
@@ -132,6 +135,7 @@ fn a_vanishing_bidder_pays_more_each_time_and_offline_providers_cannot_bid() {
             job,
             task: 0,
             price: Amount(GRID / 20),
+            cached: false,
         },
     );
     assert!(matches!(err, TxError::ProviderOffline { .. }), "{err}");
@@ -205,6 +209,7 @@ fn a_task_reopened_past_its_jobs_time_bound_fails_with_a_refund() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -238,6 +243,7 @@ fn a_task_fails_after_max_attempts_and_its_escrow_returns() {
                 job,
                 task: 0,
                 price: Amount(GRID / 200),
+                cached: false,
             },
         );
         m.block(vec![alive, bid]);
@@ -261,6 +267,7 @@ fn cancel_returns_what_is_not_running() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -305,6 +312,7 @@ fn the_first_bid_after_an_empty_deadline_closes_the_auction() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);

@@ -2,7 +2,8 @@
 //! reproduces is paid as work and says so, and only providers that offer a job's software
 //! run or check it. Doubles: `ExitLiar` (an executor that reveals success for a run that
 //! failed), `EndSwitcher` (a party that commits to one end and reveals another),
-//! `SloppyJudges` (judges that name a party whose run ended differently).
+//! `SloppyJudges` (judges that name a party whose run ended differently), `CacheClaimer` (a
+//! bidder that says it has the job's image loaded).
 
 use gridwork_protocol::{Event, Phase, TxError};
 use gridwork_types::{
@@ -224,6 +225,7 @@ fn only_providers_that_offer_the_required_software_run_or_check_a_job() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     assert_eq!(
@@ -242,6 +244,81 @@ fn only_providers_that_offer_the_required_software_run_or_check_a_job() {
             council[0].address()
         );
     }
+}
+
+/// `CacheClaimer`: a provider says in its bid that it has the job's image loaded already
+/// (so its run would start sooner), true or not: nobody can check. The claim is shown to the
+/// requester and moves nothing: at equal prices the earlier bid still wins. A cached image is
+/// cheaper only by the price its provider asks. Claiming a cached image for a job that names
+/// none is refused by name.
+#[test]
+fn a_bid_that_says_its_image_is_cached_is_shown_and_moves_nothing_in_the_auction() {
+    let mut m = Market::new();
+    let registrations = (1..=PROVIDERS)
+        .map(|i| {
+            m.tx(
+                &provider(i),
+                TxKind::RegisterProvider {
+                    hardware: with_software(&[("docker", "20.10")]),
+                    owner: None,
+                },
+            )
+        })
+        .collect();
+    m.block(registrations);
+    let mut p = prescription(1, 1, Equivalence::ExactHash {});
+    p.program.image = Some(p.data[0].cid);
+    p.instructions.requirements.software = vec!["docker".into()];
+    p.halting.first_bids = 2;
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let price = Amount(GRID / 200);
+    let honest = m.tx(
+        &provider(1),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price,
+            cached: false,
+        },
+    );
+    let cache_claimer = m.tx(
+        &provider(2),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price,
+            cached: true,
+        },
+    );
+    m.block(vec![honest, cache_claimer]);
+    let t = m.task(job, 0);
+    let claims: Vec<_> = t.bids.iter().map(|b| (b.provider, b.cached)).collect();
+    assert_eq!(
+        claims,
+        [
+            (provider(1).address(), false),
+            (provider(2).address(), true)
+        ]
+    );
+    assert_eq!(
+        t.executor,
+        Some(provider(1).address()),
+        "the claim won nothing"
+    );
+
+    let plain = prescription(1, 1, Equivalence::ExactHash {});
+    let job = m.submit(plain.clone(), deposit_for(&plain));
+    let err = m.refused(
+        &provider(3),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price,
+            cached: true,
+        },
+    );
+    assert_eq!(err, TxError::CachedWithoutImage { job });
+    assert!(err.to_string().contains("cached = false"), "{err}");
 }
 
 /// What a provider lists and a job requires is checked at the door: a malformed software

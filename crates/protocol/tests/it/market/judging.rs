@@ -21,6 +21,7 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -63,6 +64,7 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
             job,
             task: 0,
             price: Amount(1),
+            cached: false,
         },
     );
     assert!(matches!(err, TxError::Blocklisted { .. }), "{err}");
@@ -76,6 +78,7 @@ fn lying_executor_is_caught_slashed_and_the_task_rerun_by_another() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     m.block(vec![bid]);
@@ -350,6 +353,7 @@ fn a_liar_and_one_colluder_cannot_buy_the_nondeterministic_verdict() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     assert!(matches!(err, TxError::Blocklisted { .. }), "{err}");

@@ -24,6 +24,7 @@ fn honest_executor_and_council_complete_the_job_and_payments_add_up() {
             job,
             task: 0,
             price: Amount(GRID / 200),
+            cached: false,
         },
     );
     let events = m.block(vec![bid]);
@@ -159,6 +160,7 @@ fn bad_jobs_and_bids_get_clear_errors() {
             job,
             task: 0,
             price: Amount(1),
+            cached: false,
         },
     );
     assert!(
@@ -175,6 +177,7 @@ fn bad_jobs_and_bids_get_clear_errors() {
             job,
             task: 0,
             price: Amount(GRID),
+            cached: false,
         },
     );
     assert!(matches!(err, TxError::BadPrice { .. }), "{err}");
@@ -184,6 +187,7 @@ fn bad_jobs_and_bids_get_clear_errors() {
             job,
             task: 0,
             price: Amount(1),
+            cached: false,
         },
     );
     assert!(matches!(err, TxError::NotAProvider { .. }), "{err}");
@@ -222,6 +226,7 @@ fn duplicate_market_actions_each_pay_their_fee_though_only_the_first_acts() {
                 job,
                 task: 0,
                 price: Amount(GRID / 1_000),
+                cached: false,
             };
             paying(&mut m, &bidder, kind)
         })

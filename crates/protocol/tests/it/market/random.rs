@@ -20,6 +20,7 @@ enum Op {
         task: u32,
         who: u32,
         price: u128,
+        cached: bool,
     },
     Commit {
         job: usize,
@@ -53,8 +54,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>())
             .prop_map(|(tasks, council, numeric)| Op::Submit { tasks, council, numeric }),
-        4 => (0usize..4, 0u32..3, 1u32..=PROVIDERS, 1u128..(GRID / 100))
-            .prop_map(|(job, task, who, price)| Op::Bid { job, task, who, price }),
+        4 => (0usize..4, 0u32..3, 1u32..=PROVIDERS, 1u128..(GRID / 100), prop::bool::weighted(0.2))
+            .prop_map(|(job, task, who, price, cached)| Op::Bid { job, task, who, price, cached }),
         4 => (0usize..4, 0u32..3, prop::bool::weighted(0.2)).prop_map(|(job, task, lie)| Op::Commit { job, task, lie }),
         4 => (0usize..4, 0u32..3, prop::bool::weighted(0.8)).prop_map(|(job, task, vote)| Op::Reveal { job, task, vote }),
         3 => (0usize..4, 0u32..3, any::<u8>()).prop_map(|(job, task, claims)| Op::Judge { job, task, claims }),
@@ -97,9 +98,9 @@ proptest! {
                     jobs.push(tx.hash());
                     txs.push(tx);
                 }
-                Op::Bid { job, task, who, price } => {
+                Op::Bid { job, task, who, price, cached } => {
                     if let Some((job, task)) = pick(&jobs, &m, job, task) {
-                        txs.push(m.tx(&provider(who), TxKind::Bid { job, task, price: Amount(price) }));
+                        txs.push(m.tx(&provider(who), TxKind::Bid { job, task, price: Amount(price), cached }));
                     }
                 }
                 Op::Commit { job, task, lie } => {

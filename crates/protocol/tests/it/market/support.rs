@@ -381,6 +381,7 @@ impl Market {
                 job,
                 task,
                 price: Amount(GRID / 200),
+                cached: false,
             },
         );
         self.block(vec![bid]);
