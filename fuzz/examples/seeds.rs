@@ -47,7 +47,7 @@ fn main() {
             2,
         ),
         tx(TxKind::Heartbeat, 3),
-        tx(TxKind::Bid { job, task: 2, price: Amount::grid(1) }, 4),
+        tx(TxKind::Bid { job, task: 2, price: Amount::grid(1), cached: true }, 4),
         tx(
             TxKind::Reveal {
                 job,
