@@ -2,13 +2,16 @@
 # Installs what the tests need beyond Rust, from Debian's packages and PyPI, when it is
 # missing: promtool (Debian `prometheus`) checks the node's /metrics; busybox-static (Debian)
 # is the root file system of the container image the container executor's tests build with
-# `docker import` (no registry is reachable); schemathesis (PyPI, in target/api-fuzz-venv)
+# `docker import` (no registry is reachable); python3-numpy (Debian) is what the Python image
+# of the container tests' numpy job is assembled from (scripts/python-image.sh); schemathesis
+# (PyPI, in target/api-fuzz-venv)
 # runs scripts/api-fuzz.sh. Idempotent; run as root (CI is) or with the tools already
 # installed. The tests also need a running Docker engine (this machine kind starts one).
 set -euo pipefail
 need_apt=()
 command -v promtool >/dev/null || need_apt+=(prometheus)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+dpkg -s python3-numpy >/dev/null 2>&1 || need_apt+=(python3-numpy)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

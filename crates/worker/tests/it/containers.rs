@@ -10,6 +10,11 @@ use gridwork_types::{RunEnd, Software, CONTAINER_SOFTWARE};
 use gridwork_worker::container::{Containers, WORKER_LABEL};
 use gridwork_worker::docker::{Engine, DEFAULT_SOCKET};
 
+/// Held by each test here for its whole run: their workers share addresses (`dev1`, `dev2`),
+/// and a worker removes every container labelled with its address when it starts, and the
+/// pruning test removes job images no container uses.
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The test image's name in the engine.
 const TEST_IMAGE: &str = "gridwork-test/busybox:1";
 
@@ -45,30 +50,19 @@ fn test_image(dir: &std::path::Path) {
     assert!(import.wait().unwrap().success(), "docker import failed");
 }
 
-/// A job whose program runs in a busybox image (no busybox on the tasks' `PATH` is needed:
-/// the image brings it) on two workers with the container executor. The run reads its named
-/// input, and reports what its confinement is: not root, no network interface but loopback,
-/// a read-only root file system, a writable `/tmp`. Both runs agree, the task settles on
-/// exit 0, and no container of either worker is left behind. Then: a tagged archive
-/// (`TagMover`) is refused before the engine sees it, a program that never ends times out,
-/// and the containers a killed worker left are removed when it starts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
-    let net = Net::start().await;
-    let engine = Engine::new(DEFAULT_SOCKET);
-    engine
-        .version()
-        .await
-        .expect("a running Docker engine at /var/run/docker.sock");
-    test_image(net.dir.path());
-
-    // `gridwork image push`: the image saved from the engine by id (no tags), pushed as a tree.
-    let saved = net.dir.path().join("image");
+/// `gridwork image push`: the image `name` saved from the engine by id (no tags), pushed as a
+/// tree; its engine id and the input naming it.
+async fn push_image(net: &Net, engine: &Engine, name: &str) -> (String, gridwork_types::DataInput) {
+    let saved = net.dir.path().join(name.replace(['/', ':'], "-"));
     std::fs::create_dir_all(&saved).unwrap();
-    let id = engine.image_id(TEST_IMAGE).await.unwrap();
+    let id = engine.image_id(name).await.unwrap();
     engine.save(&id, &saved.join("image.tar")).await.unwrap();
-    let image = net.push_input(&saved).await;
+    (id, net.push_input(&saved).await)
+}
 
+/// Two workers with the container executor (prices 0.01 GRID and a little more); their
+/// addresses.
+async fn docker_workers(net: &Net) -> Vec<String> {
     let mut workers = Vec::new();
     for i in 1..=2 {
         let mut cfg = net.config(i, GRID / 100 + u128::from(i), Behavior::Honest, None);
@@ -87,6 +81,29 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
         net.spawn(Worker::new(&net.url, cfg).unwrap());
     }
     net.wait_providers(2).await;
+    workers
+}
+
+/// A job whose program runs in a busybox image (no busybox on the tasks' `PATH` is needed:
+/// the image brings it) on two workers with the container executor. The run reads its named
+/// input, and reports what its confinement is: not root, no network interface but loopback,
+/// a read-only root file system, a writable `/tmp`. Both runs agree, the task settles on
+/// exit 0, and no container of either worker is left behind. Then: a tagged archive
+/// (`TagMover`) is refused before the engine sees it, a program that never ends times out,
+/// and the containers a killed worker left are removed when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
+    let _engine = ENGINE.lock().await;
+    let net = Net::start().await;
+    let engine = Engine::new(DEFAULT_SOCKET);
+    engine
+        .version()
+        .await
+        .expect("a running Docker engine at /var/run/docker.sock");
+    test_image(net.dir.path());
+
+    let (id, image) = push_image(&net, &engine, TEST_IMAGE).await;
+    let workers = docker_workers(&net).await;
 
     let scene = net.dir.path().join("scene");
     std::fs::create_dir_all(&scene).unwrap();
@@ -227,5 +244,74 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     let tag = gridwork_worker::container::image_tag(&image_cid);
     assert!(removed.contains(&tag), "{removed:?}");
     assert!(!engine.has_image(&tag).await.unwrap());
+    net.stop.send(true).unwrap();
+}
+
+/// The image [`a_numpy_job_runs_in_a_python_image_built_from_debian_packages`] runs in.
+const PYTHON_IMAGE: &str = "gridwork-test/python-numpy:1";
+
+/// What a requester of AI work brings: a Python image with numpy (Debian's python3 and
+/// python3-numpy, its root file system assembled from the host's packages by
+/// `scripts/python-image.sh`, about 90 MB), pushed through the data plane, and a numpy job in
+/// it on two workers. Each task solves a linear system seeded by its items and writes the
+/// result; executor and council agree byte for byte, and every task settles on exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numpy_job_runs_in_a_python_image_built_from_debian_packages() {
+    let _engine = ENGINE.lock().await;
+    let net = Net::start().await;
+    let engine = Engine::new(DEFAULT_SOCKET);
+    engine
+        .version()
+        .await
+        .expect("a running Docker engine at /var/run/docker.sock");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/python-image.sh");
+    let built = std::process::Command::new("bash")
+        .args([script, PYTHON_IMAGE])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    let (_, image) = push_image(&net, &engine, PYTHON_IMAGE).await;
+    let workers = docker_workers(&net).await;
+
+    let program = [
+        "import os, numpy as np",
+        "start, end = int(os.environ['GRIDWORK_ITEM_START']), int(os.environ['GRIDWORK_ITEM_END'])",
+        "out = os.environ['GRIDWORK_OUTPUTS']",
+        "for i in range(start, end):",
+        "    rng = np.random.default_rng(i)",
+        "    a = rng.standard_normal((64, 64)) + 64 * np.eye(64)",
+        "    b = rng.standard_normal(64)",
+        "    x = np.linalg.solve(a, b)",
+        "    np.savetxt(os.path.join(out, f'x{i}.txt'), x, fmt='%.12e')",
+        "    print(i, float(np.abs(a @ x - b).max()) < 1e-9, np.__version__)",
+    ]
+    .join("\n");
+    let mut p = squares(2, 1, 60_000, "");
+    p.program.command = "python3".into();
+    p.program.args = vec!["-c".into(), program];
+    p.program.outputs = vec!["x*.txt".into()];
+    p.program.image = Some(image.cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
+    p.data = vec![image];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    for t in &view.tasks {
+        assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+        assert_eq!(t.ended, Some(RunEnd::SUCCESS), "{view:#?}");
+        let (_dir, out) = result_tree(&net, t.result.as_ref().unwrap()).await;
+        let x = std::fs::read_to_string(out.join(format!("x{}.txt", t.index))).unwrap();
+        assert_eq!(x.lines().count(), 64, "{x}");
+        let stdout = net
+            .client
+            .task_log(&job, t.index, None, None, LogStream::Stdout, 0)
+            .await
+            .unwrap();
+        assert_eq!(stdout.data, format!("{} True 1.24.2\n", t.index), "{stdout:?}");
+    }
+    for worker in &workers {
+        let left = engine.labelled(WORKER_LABEL, worker).await.unwrap();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
     net.stop.send(true).unwrap();
 }
