@@ -252,6 +252,35 @@ fn a_task_cannot_signal_processes_outside_its_sandbox() {
     }
 }
 
+/// A worker's environment may hold its key's passphrase (`GRIDWORK_PASSPHRASE`). A task reads
+/// the environment, memory and open files of no process outside its run, even where the
+/// worker runs as root (as here in CI): Landlock refuses the kernel's ptrace check for any
+/// process outside the task's domain. Its own processes it may read.
+#[test]
+fn a_task_cannot_read_the_environment_of_a_process_outside_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = Command::new("sleep")
+        .arg("30")
+        .env("GRIDWORK_PASSPHRASE", "correct horse battery staple")
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "cat /proc/{pid}/environ && echo; ls -l /proc/{pid}/fd/ && echo listed; \
+         head -c 1 /proc/{pid}/mem && echo mem; \
+         OWN=mine sleep 5 & sleep 0.2; tr '\\0' '\\n' < /proc/$!/environ | grep -q OWN=mine && echo own-ok",
+        pid = worker.id()
+    );
+    let (out, enforced) = sandboxed(dir.path(), &script);
+    let _ = worker.kill();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("own-ok"), "its own processes: {out:?}");
+    if enforced {
+        assert!(!stdout.contains("correct horse"), "{out:?}");
+        assert!(!stdout.contains("listed"), "{out:?}");
+        assert!(!stdout.contains("mem"), "{out:?}");
+    }
+}
+
 /// Whether process `pid` still runs (a zombie counts as ended).
 fn running(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
