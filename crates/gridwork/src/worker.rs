@@ -19,6 +19,10 @@ use crate::output::{emit, rows};
 
 pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     init_logging();
+    if args.executor == ExecutorArg::Docker {
+        // Before anything is asked for or touched.
+        gridwork_worker::container::check_worker_user().map_err(anyhow::Error::msg)?;
+    }
     let key = signing_key(cli)?;
     let price = parse_amount(&args.price)?;
     let stake = parse_amount(&args.stake)?;

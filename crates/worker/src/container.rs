@@ -14,7 +14,8 @@
 //!   `/gridwork` itself (the task's `run/`, its HOME and working directory, with `TMPDIR` at
 //!   `/gridwork/tmp`) and a private `/tmp` (a tmpfs; the engine gives it the image's `/tmp`
 //!   mode, 1777 in the usual images); the inputs mounted read-only at `/gridwork/inputs`;
-//! - not root: the worker's own uid, or `nobody` (65534) when the worker runs as root;
+//! - not root: `nobody` (65534), on every worker alike (see [`check_worker_user`]: the worker
+//!   itself must be root to read back and remove what such a run leaves);
 //! - every capability dropped, `no-new-privileges`, the engine's default seccomp profile, at
 //!   most 4,096 processes, and the worker's memory limit when it has one;
 //! - NVIDIA GPUs passed through (a device request) where the engine has the NVIDIA runtime
@@ -87,6 +88,24 @@ pub enum Readiness {
     Ready,
     /// The job's image is unusable, and why.
     Unusable(String),
+}
+
+/// Whether this process may run containers: it must be root. Every container runs as
+/// `nobody`, on every worker alike, so that `id -u`, and the owners a program writes into its
+/// outputs (a tar of its frames, say), do not differ between the executor's run and the
+/// council's. What `nobody` leaves in the task's directory (a directory of frames, a file
+/// made unreadable) only root can read back and remove: a worker of another user would never
+/// commit such a run, and would fill its disk with what it cannot remove. (A user in the
+/// `docker` group can start a root container anyway: that group is root's equal.)
+pub fn check_worker_user() -> Result<(), String> {
+    let uid = rustix::process::geteuid();
+    if uid.is_root() {
+        return Ok(());
+    }
+    Err(format!(
+        "--executor docker needs the worker to run as root (it runs as uid {}): every container runs as nobody (65534) so that runs do not differ by who runs them, and only root can read back and remove what such a run leaves. Run the worker as root (the docker group is root's equal anyway), or use --executor process",
+        uid.as_raw()
+    ))
 }
 
 impl Containers {

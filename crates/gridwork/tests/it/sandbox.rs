@@ -800,3 +800,51 @@ fn a_run_has_its_own_shared_memory_and_no_docker_socket() {
     assert!(!stdout.contains("docker-socket"), "{out:?}");
     assert!(!stdout.contains("engine-socket"), "{out:?}");
 }
+
+/// Every container runs as `nobody`, and only root can read back and remove what such a run
+/// leaves: a docker worker of another user would never commit such a run and would fill its
+/// disk. It is refused at start, before any key or passphrase is asked for, naming the fix.
+#[test]
+fn a_docker_worker_not_run_as_root_is_refused_at_start_naming_the_fix() {
+    let home = tempfile::tempdir().unwrap();
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    // As root, the test becomes nobody for the worker (util-linux's `setpriv`).
+    let mut cmd = if root {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            BIN,
+        ]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = cmd
+        .args([
+            "--key",
+            "dev1",
+            "worker",
+            "--price",
+            "0.01",
+            "--executor",
+            "docker",
+        ])
+        .env("GRIDWORK_HOME", home.path().join("gridwork"))
+        .env("GRIDWORK_NODE", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--executor docker needs the worker to run as root")
+            && stderr.contains("--executor process"),
+        "{out:?}"
+    );
+}
