@@ -270,6 +270,12 @@ impl JobFile {
             image,
             network: raw.program.network,
         };
+        if let Some(name) = gridwork_types::command_program(&program) {
+            // Only providers that have the program may run or check it.
+            if gridwork_types::check_software_name(name).is_ok() {
+                require(&mut r.software, name);
+            }
+        }
         let prescription = Prescription {
             data: Vec::new(),
             program,
@@ -466,6 +472,37 @@ deadline_s = 5
             }
         );
         assert_eq!(p.halting.deadline_ms, 5_000);
+    }
+
+    /// The program a job runs is software it needs: added unless listed (the ledger refuses a
+    /// process job without it), by its last part when it is an absolute path, and not for the
+    /// job's own script among its inputs.
+    #[test]
+    fn the_program_a_job_runs_is_among_its_required_software() {
+        let software = |command: &str, listed: &str| {
+            let text = GOOD
+                .replace("command = \"sh\"", &format!("command = \"{command}\""))
+                .replace(
+                    "min_gpus = 1",
+                    &format!("min_gpus = 1\nsoftware = [{listed}]"),
+                );
+            JobFile::parse(&text, "job.toml", Path::new("."))
+                .unwrap()
+                .prescription
+                .instructions
+                .requirements
+                .software
+        };
+        assert_eq!(software("sh", ""), ["sh"]);
+        assert_eq!(
+            software("blender", "\"blender >= 4.0\""),
+            ["blender >= 4.0"]
+        );
+        assert_eq!(
+            software("/usr/bin/python3", "\"ffmpeg\""),
+            ["ffmpeg", "python3"]
+        );
+        assert!(software("inputs/run.sh", "").is_empty());
     }
 
     #[test]

@@ -42,7 +42,11 @@ fn sample_job(items: u64) -> Prescription {
         instructions: Instructions {
             items,
             chunk: 2,
-            requirements: Requirements::default(),
+            // The job requires the program it runs.
+            requirements: Requirements {
+                software: vec!["sh".into()],
+                ..Requirements::default()
+            },
             task_deadline_ms: 30_000,
             council_size: 1,
         },
@@ -92,13 +96,16 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         if args.liar {
             names.push((4, GRID / 200, Behavior::LyingExecutor));
         }
+        // What this machine offers tasks, found once for all three workers.
+        let mut hardware = probe();
+        hardware.software = gridwork_worker::software::probe_software(&[]);
         for (i, price, behavior) in names {
             let cfg = WorkerConfig {
                 owner: None,
                 key: dev_keypair(i),
                 work_dir: base.join(format!("worker{i}")),
                 policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4, max_fee: gridwork_worker::DEFAULT_MAX_FEE, allow_network: false, cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT, },
-                hardware: probe(),
+                hardware: hardware.clone(),
                 stake: Amount::grid(1_000),
                 poll: Duration::from_secs(5),
                 heartbeat: Duration::from_secs(20),

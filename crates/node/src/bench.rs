@@ -570,7 +570,7 @@ pub fn run_market_bench(
     let prescription = Prescription {
         data: Vec::new(),
         program: Program {
-            command: "true".into(),
+            command: "inputs/true".into(),
             args: vec![],
             outputs: Vec::new(),
             image: None,

@@ -176,7 +176,7 @@ impl Sim {
         let prescription = Prescription {
             data: Vec::new(),
             program: Program {
-                command: "simulated".into(),
+                command: "inputs/simulated".into(),
                 args: vec![],
                 outputs: Vec::new(),
                 image: None,

@@ -339,6 +339,25 @@ pub fn requires_software(software: &[String], program: &str) -> bool {
         .any(|s| SoftwareNeed::parse(s).is_ok_and(|n| n.name == program))
 }
 
+/// The installed program a job's command runs, by the name providers list it under: the
+/// command itself when it is a bare name (`python3`), the last part of an absolute path
+/// (`/usr/bin/python3` is `python3`). `None` for a job that brings its image (the image has
+/// its command) and for a relative path (`./run.sh`: the job's own file, among its inputs).
+/// A process job must require it (`validate_prescription`), so that only providers that
+/// have it are drawn to check the job: one without it would fail the run with 127 and be
+/// outvoted, or outvote an executor that has it.
+pub fn command_program(program: &Program) -> Option<&str> {
+    if program.image.is_some() {
+        return None;
+    }
+    let command = program.command.as_str();
+    match command.strip_prefix('/') {
+        Some(path) => path.rsplit('/').next(),
+        None if command.contains('/') => None,
+        None => Some(command),
+    }
+}
+
 /// Checks a program name as requirements and providers write it.
 pub fn check_software_name(name: &str) -> Result<(), String> {
     if name.is_empty() {

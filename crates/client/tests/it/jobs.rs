@@ -55,7 +55,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
     let p = Prescription {
         data: vec![],
         program: Program {
-            command: "render".into(),
+            command: "inputs/render".into(),
             args: vec![],
             outputs: Vec::new(),
             image: None,

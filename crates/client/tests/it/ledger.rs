@@ -198,7 +198,7 @@ async fn a_transaction_the_market_refuses_in_its_block_reads_failed_and_says_why
     let p = Prescription {
         data: vec![],
         program: Program {
-            command: "true".into(),
+            command: "inputs/true".into(),
             args: vec![],
             outputs: Vec::new(),
             image: None,

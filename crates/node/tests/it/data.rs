@@ -74,7 +74,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                         name: String::new(),
                     }],
                     program: Program {
-                        command: "render".into(),
+                        command: "inputs/render".into(),
                         args: vec![],
                         outputs: Vec::new(),
                         image: None,

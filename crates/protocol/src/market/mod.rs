@@ -795,6 +795,22 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
     }
     let software = &p.instructions.requirements.software;
     let requires = |name: &str| gridwork_types::requires_software(software, name);
+    if let Some(name) = gridwork_types::command_program(&p.program) {
+        gridwork_types::check_software_name(name).or_else(|e| {
+            bad(
+                "program.command",
+                format!("`{}` {e}: name an installed program (`python3`, `/usr/bin/python3`) or the job's own script by a relative path (`./run.sh`)", p.program.command),
+            )
+        })?;
+        if !requires(name) {
+            return bad(
+                "program.command",
+                format!(
+                    "runs `{name}`, which instructions.requirements.software must name, so only providers that have it run or check the job"
+                ),
+            );
+        }
+    }
     if p.program.network && !requires(gridwork_types::NETWORK_SOFTWARE) {
         return bad(
             "program.network",

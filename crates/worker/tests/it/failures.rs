@@ -5,7 +5,7 @@
 
 use super::*;
 
-use gridwork_types::{RunEnd, Software};
+use gridwork_types::RunEnd;
 
 /// The requester's program fails on every machine (its scene file is missing). The job
 /// ends, and `job status` shows the task settled on a failed run: exit 3, paid as work, with
@@ -79,11 +79,8 @@ async fn workers_without_the_program_or_software_decline_and_are_never_drawn_to_
     let net = Net::start().await;
     for i in 1..=3 {
         let mut cfg = net.config(i, GRID / 100 + u128::from(i), Behavior::Honest, None);
-        if i <= 2 {
-            cfg.hardware.software = vec![Software {
-                name: "sh".into(),
-                version: String::new(),
-            }];
+        if i == 3 {
+            cfg.hardware.software = Vec::new();
         }
         net.spawn(Worker::new(&net.url, cfg).unwrap());
     }
@@ -91,8 +88,9 @@ async fn workers_without_the_program_or_software_decline_and_are_never_drawn_to_
 
     let mut absent = squares(1, 0, 30_000, "");
     absent.program.command = "blender-not-installed-here".into();
+    absent.instructions.requirements.software = vec!["blender-not-installed-here".into()];
     let mut versioned = squares(1, 0, 30_000, SQUARE);
-    versioned.instructions.requirements.software = vec!["blender >= 4.0".into()];
+    versioned.instructions.requirements.software = vec!["blender >= 4.0".into(), "sh".into()];
     for (p, reason) in [
         (
             absent,

@@ -99,7 +99,11 @@ impl Net {
                 gpus: vec![],
                 cpu_cores: 2,
                 memory_mib: 4_096,
-                software: Vec::new(),
+                // What the test jobs run (`sh`, which every job here requires).
+                software: vec![gridwork_types::Software {
+                    name: "sh".into(),
+                    version: String::new(),
+                }],
             },
             stake: Amount::grid(1_000),
             // Long: the workers must be driven by the event stream, not the poll.
@@ -233,7 +237,11 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
         instructions: Instructions {
             items,
             chunk: 1,
-            requirements: Requirements::default(),
+            // A job requires the program it runs.
+            requirements: Requirements {
+                software: vec!["sh".into()],
+                ..Requirements::default()
+            },
             task_deadline_ms: deadline_ms,
             council_size: council,
         },

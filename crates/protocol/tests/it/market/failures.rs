@@ -384,10 +384,24 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
     let mut not_an_input = prescription(1, 1, Equivalence::ExactHash {});
     not_an_input.program.image = Some(Hash([42; 32]));
     not_an_input.instructions.requirements.software = vec!["docker".into()];
+    // `RareToolGriefer`: a job that runs an installed program without naming it would draw
+    // councils without it, whose runs fail (127) and outvote an honest executor that has it
+    // (or are outvoted by it): the program a job runs must be among its requirements.
+    let mut undeclared = prescription(1, 1, Equivalence::ExactHash {});
+    undeclared.program.command = "blender".into();
+    let mut undeclared_path = prescription(1, 1, Equivalence::ExactHash {});
+    undeclared_path.program.command = "/usr/bin/blender".into();
+    undeclared_path.instructions.requirements.software = vec!["python3".into()];
+    let mut not_a_name = prescription(1, 1, Equivalence::ExactHash {});
+    not_a_name.program.command = "blender;rm".into();
+    not_a_name.instructions.requirements.software = vec!["blender".into()];
     for (p, field) in [
         (network, "program.network"),
         (no_engine, "program.image"),
         (not_an_input, "program.image"),
+        (undeclared, "program.command"),
+        (undeclared_path, "program.command"),
+        (not_a_name, "program.command"),
     ] {
         let deposit = deposit_for(&p);
         let err = m.refused(
@@ -401,6 +415,19 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
             matches!(&err, TxError::BadPrescription { field: f, .. } if *f == field),
             "{field}: {err}"
         );
+    }
+    // Named as a bare name, or by an absolute path and its last part, the program is taken;
+    // the job's own script (a relative path, among its inputs) needs no provider's.
+    for (command, software) in [
+        ("blender", vec!["blender >= 4.0"]),
+        ("/usr/bin/blender", vec!["blender"]),
+        ("inputs/run.sh", vec![]),
+    ] {
+        let mut p = prescription(1, 1, Equivalence::ExactHash {});
+        p.program.command = command.into();
+        p.instructions.requirements.software = software.into_iter().map(String::from).collect();
+        let deposit = deposit_for(&p);
+        m.submit(p, deposit);
     }
     // Inputs land under their names: two under one name, or a name that is a path, would
     // overwrite or escape; both are refused.

@@ -104,7 +104,7 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
             name: String::new(),
         }],
         program: Program {
-            command: "render".into(),
+            command: "inputs/render".into(),
             args: vec![],
             outputs: Vec::new(),
             image: None,
