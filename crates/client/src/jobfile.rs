@@ -220,7 +220,22 @@ impl JobFile {
             if !(v.is_finite() && (0.0..1e9).contains(&v)) {
                 return Err(field(f, "must be a non-negative number below 1e9".into()));
             }
-            Ok((v * 1e9).round() as u64)
+            // The ledger keeps tolerances in billionths: a bound it cannot keep is refused,
+            // never rounded into another (1e-10 used to become 0, an exact comparison).
+            let kept = (v * 1e9).round();
+            if (kept - v * 1e9).abs() > 1e-6 * (v * 1e9).max(1.0) {
+                let (down, up) = ((v * 1e9).floor(), (v * 1e9).ceil());
+                let fix = if down == 0.0 {
+                    format!("use 0 for an exact comparison, or {:e}", up / 1e9)
+                } else {
+                    format!("use {:e} or {:e}", down / 1e9, up / 1e9)
+                };
+                return Err(field(
+                    f,
+                    format!("{v:e} is not a whole number of billionths, which is what the ledger keeps: {fix}"),
+                ));
+            }
+            Ok(kept as u64)
         };
         let equivalence = match raw.equivalence.kind.as_str() {
             "exact_hash" => Equivalence::ExactHash {},
@@ -503,6 +518,34 @@ deadline_s = 5
             ["ffmpeg", "python3"]
         );
         assert!(software("inputs/run.sh", "").is_empty());
+    }
+
+    /// Tolerances are kept in billionths: one finer than that, or between two billionths,
+    /// is refused naming what would do, never rounded into another (1e-10 used to become an
+    /// exact comparison without a word).
+    #[test]
+    fn a_tolerance_the_ledger_cannot_keep_is_refused_not_rounded() {
+        let with = |abs: &str| GOOD.replace("abs = 0.000001", &format!("abs = {abs}"));
+        let err = JobFile::parse(&with("1e-10"), "job.toml", Path::new(".")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("equivalence.abs") && text.contains("use 0"),
+            "{text}"
+        );
+        let err = JobFile::parse(&with("1.5e-9"), "job.toml", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("use 1e-9 or 2e-9"), "{err}");
+        for (abs, ppb) in [
+            ("0", 0),
+            ("1e-9", 1),
+            ("0.25", 250_000_000),
+            ("3", 3_000_000_000),
+        ] {
+            let job = JobFile::parse(&with(abs), "job.toml", Path::new(".")).unwrap();
+            assert!(
+                matches!(job.prescription.equivalence, Equivalence::NumericTolerance { abs_ppb, .. } if abs_ppb == ppb),
+                "{abs}"
+            );
+        }
     }
 
     #[test]
