@@ -104,6 +104,21 @@ fn main() {
     push_frame(&mut body, &Hash([2; 32]), &Frame::Missing);
     push_frame(&mut body, &Hash([3; 32]), &Frame::Deferred);
     seeds.push(("frames", body));
+    // Two 4x4 RGB frames a level apart, behind the split byte.
+    let frame = |level: u8| {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, 4, 4);
+        enc.set_color(png::ColorType::Rgb);
+        let mut w = enc.write_header().expect("a PNG header");
+        w.write_image_data(&[level; 48]).expect("PNG pixels");
+        drop(w);
+        out
+    };
+    let (a, b) = (frame(100), frame(101));
+    let mut pair = vec![u8::try_from(a.len()).expect("a small PNG")];
+    pair.extend(a);
+    pair.extend(b);
+    seeds.push(("png_pixels", pair));
     seeds.push(("fetch_request", encode_fetch_request(&[Hash([1; 32]), Hash([2; 32])])));
 
     let entries = vec![

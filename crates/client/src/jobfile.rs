@@ -121,6 +121,10 @@ struct RawEquivalence {
     abs: f64,
     #[serde(default)]
     rel: f64,
+    /// `image`: the lowest peak signal-to-noise ratio, in dB.
+    min_psnr_db: Option<f64>,
+    /// `image`: the largest difference of one sample, in levels of 255.
+    max_pixel_diff: Option<u8>,
 }
 
 impl Default for RawEquivalence {
@@ -129,6 +133,8 @@ impl Default for RawEquivalence {
             kind: "exact_hash".into(),
             abs: 0.0,
             rel: 0.0,
+            min_psnr_db: None,
+            max_pixel_diff: None,
         }
     }
 }
@@ -164,6 +170,13 @@ pub struct JobInput {
     /// Its directory under `$GRIDWORK_INPUTS`, or empty for a file.
     pub name: String,
 }
+
+/// `[equivalence] kind = "image"` without `min_psnr_db`: 40 dB, where renders of one frame on
+/// different CPUs and builds land well above, and a changed object or light well below.
+pub(crate) const DEFAULT_MIN_PSNR_DB: f64 = 40.0;
+/// Without `max_pixel_diff`: 32 levels of 255, room for a stray sample of path-tracing noise
+/// and too little for a changed colour.
+pub(crate) const DEFAULT_MAX_PIXEL_DIFF: u8 = 32;
 
 /// A parsed job file.
 #[derive(Debug, Clone)]
@@ -243,10 +256,30 @@ impl JobFile {
                 abs_ppb: ppb("equivalence.abs", raw.equivalence.abs)?,
                 rel_ppb: ppb("equivalence.rel", raw.equivalence.rel)?,
             },
+            "image" => {
+                let db = raw.equivalence.min_psnr_db.unwrap_or(DEFAULT_MIN_PSNR_DB);
+                let (low, high) = (
+                    gridwork_types::MIN_IMAGE_PSNR_MDB / 1000,
+                    gridwork_types::MAX_IMAGE_PSNR_MDB / 1000,
+                );
+                if !(db.is_finite() && (f64::from(low)..=f64::from(high)).contains(&db)) {
+                    return Err(field(
+                        "equivalence.min_psnr_db",
+                        format!("is {db}; use {low} to {high} dB (40 tells renders of one frame apart from a changed one)"),
+                    ));
+                }
+                Equivalence::Image {
+                    min_psnr_mdb: (db * 1e3).round() as u32,
+                    max_diff: raw
+                        .equivalence
+                        .max_pixel_diff
+                        .unwrap_or(DEFAULT_MAX_PIXEL_DIFF),
+                }
+            }
             other => {
                 return Err(field(
                     "equivalence.kind",
-                    format!("is `{other}`; use `exact_hash` or `numeric_tolerance`"),
+                    format!("is `{other}`; use `exact_hash`, `numeric_tolerance` or `image`"),
                 ))
             }
         };
@@ -546,6 +579,44 @@ deadline_s = 5
                 "{abs}"
             );
         }
+    }
+
+    /// `kind = "image"`: frames compared by pixels, 40 dB and 32 levels unless the file says
+    /// otherwise; a ratio a council could not use is refused naming the range.
+    #[test]
+    fn image_equivalence_takes_a_ratio_and_a_pixel_bound() {
+        let with = |lines: &str| {
+            GOOD.replace(
+                "kind = \"numeric_tolerance\"\nabs = 0.000001\nrel = 0.0001",
+                &format!("kind = \"image\"\n{lines}"),
+            )
+        };
+        let parse = |lines: &str| JobFile::parse(&with(lines), "job.toml", Path::new("."));
+        assert_eq!(
+            parse("").unwrap().prescription.equivalence,
+            Equivalence::Image {
+                min_psnr_mdb: 40_000,
+                max_diff: 32
+            }
+        );
+        assert_eq!(
+            parse("min_psnr_db = 45.5\nmax_pixel_diff = 4")
+                .unwrap()
+                .prescription
+                .equivalence,
+            Equivalence::Image {
+                min_psnr_mdb: 45_500,
+                max_diff: 4
+            }
+        );
+        for bad in ["min_psnr_db = 5", "min_psnr_db = 400", "min_psnr_db = nan"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("equivalence.min_psnr_db") && err.contains("20 to 150"),
+                "{err}"
+            );
+        }
+        assert!(parse("max_pixel_diff = 300").is_err());
     }
 
     #[test]

@@ -677,11 +677,29 @@ pub enum Equivalence {
         /// Relative tolerance, in parts per billion.
         rel_ppb: u64,
     },
+    /// Images (PNG files) agree by their pixels, never their metadata (a renderer stamps
+    /// dates and paths there): the same size and channels, every sample within `max_diff`
+    /// levels of 255 (of full scale, for 16-bit images too), and the whole image at least
+    /// `min_psnr_mdb` thousandths of a decibel of peak signal-to-noise ratio. Other files
+    /// agree byte for byte. Council members judge and vote.
+    Image {
+        /// The lowest peak signal-to-noise ratio, in millidecibels (40 dB: 40_000).
+        min_psnr_mdb: u32,
+        /// The largest difference of one sample, in levels of 255.
+        max_diff: u8,
+    },
 }
+
+/// The weakest image equivalence a job may ask for: below 20 dB two images are visibly
+/// different, and a council could not tell a forged frame from a rendered one.
+pub const MIN_IMAGE_PSNR_MDB: u32 = 20_000;
+/// The strictest: beyond 150 dB only identical images agree (which `ExactHash` says better).
+pub const MAX_IMAGE_PSNR_MDB: u32 = 150_000;
 
 codec_enum!(Equivalence, "equivalence function" {
     0 => ExactHash {},
     1 => NumericTolerance { abs_ppb: u64, rel_ppb: u64 },
+    2 => Image { min_psnr_mdb: u32, max_diff: u8 },
 });
 
 /// H: when the auction of a task closes.

@@ -4,7 +4,9 @@
 //! [`Equivalence`]: `ExactHash` wants the same files with the same bytes; `NumericTolerance`
 //! wants the same files, and in each file the same tokens, where tokens that are both numbers
 //! may differ by at most the absolute tolerance or the relative tolerance (either suffices),
-//! as numpy's `isclose` does. Pure: no network, no clock. Used by workers, not by the ledger.
+//! as numpy's `isclose` does; `Image` wants the same files, PNG images among them compared by
+//! their pixels alone ([`image`]), the others byte for byte. Pure: no network, no clock. Used
+//! by workers, not by the ledger.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs, unreachable_pub)]
 
@@ -12,6 +14,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use gridwork_types::Equivalence;
+
+pub mod image;
 
 /// Why two trees could not be compared.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +141,19 @@ pub fn equivalent(e: &Equivalence, a: &Path, b: &Path) -> Result<Verdict, Verify
                     return Ok(Verdict::Different(format!("{name}: {why}")));
                 }
             }
+            Equivalence::Image {
+                min_psnr_mdb,
+                max_diff,
+            } => {
+                let why = if image::is_png_name(name) {
+                    image::png_difference(&ba, &bb, f64::from(*min_psnr_mdb) / 1e3, *max_diff)
+                } else {
+                    Some("differs (not a PNG image: compared byte for byte)".to_string())
+                };
+                if let Some(why) = why {
+                    return Ok(Verdict::Different(format!("{name}: {why}")));
+                }
+            }
         }
     }
     Ok(Verdict::Same)
@@ -209,6 +226,47 @@ mod tests {
         assert!(equivalent(&e, a.path(), near.path()).unwrap().is_same());
         assert!(!equivalent(&e, a.path(), far.path()).unwrap().is_same());
         assert!(!equivalent(&e, a.path(), word.path()).unwrap().is_same());
+    }
+
+    /// Under `Image`, frames whose pixels agree are the same result whatever their metadata
+    /// says; any other file must match byte for byte.
+    #[test]
+    fn image_equivalence_compares_frames_by_pixels_and_other_files_by_bytes() {
+        let frame = |note: &str| {
+            let mut out = Vec::new();
+            let mut enc = png::Encoder::new(&mut out, 2, 2);
+            enc.set_color(png::ColorType::Grayscale);
+            enc.add_text_chunk("Date".into(), note.into()).unwrap();
+            let mut w = enc.write_header().unwrap();
+            w.write_image_data(&[0, 64, 128, 255]).unwrap();
+            drop(w);
+            out
+        };
+        let write = |files: &[(&str, &[u8])]| {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, body) in files {
+                let p = dir.path().join(name);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(p, body).unwrap();
+            }
+            dir
+        };
+        let a = write(&[("frames/0001.png", &frame("Monday")), ("log.txt", b"ok\n")]);
+        let b = write(&[("frames/0001.png", &frame("Tuesday")), ("log.txt", b"ok\n")]);
+        let c = write(&[("frames/0001.png", &frame("Monday")), ("log.txt", b"ok!\n")]);
+        let e = Equivalence::Image {
+            min_psnr_mdb: 40_000,
+            max_diff: 8,
+        };
+        assert_eq!(equivalent(&e, a.path(), b.path()).unwrap(), Verdict::Same);
+        assert!(!equivalent(&Equivalence::ExactHash {}, a.path(), b.path())
+            .unwrap()
+            .is_same());
+        let v = equivalent(&e, a.path(), c.path()).unwrap();
+        assert!(
+            matches!(&v, Verdict::Different(why) if why.starts_with("log.txt")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -942,5 +942,19 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
             ),
         );
     }
+    if let gridwork_types::Equivalence::Image { min_psnr_mdb, .. } = p.equivalence {
+        use gridwork_types::{MAX_IMAGE_PSNR_MDB, MIN_IMAGE_PSNR_MDB};
+        if !(MIN_IMAGE_PSNR_MDB..=MAX_IMAGE_PSNR_MDB).contains(&min_psnr_mdb) {
+            return bad(
+                "equivalence.min_psnr_db",
+                format!(
+                    "is {} dB; at least {} (below it a council cannot tell a forged frame from a rendered one) and at most {} (beyond it use exact_hash)",
+                    f64::from(min_psnr_mdb) / 1e3,
+                    MIN_IMAGE_PSNR_MDB / 1000,
+                    MAX_IMAGE_PSNR_MDB / 1000
+                ),
+            );
+        }
+    }
     Ok(())
 }

@@ -416,6 +416,33 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
             "{field}: {err}"
         );
     }
+    // An image equivalence so loose that a council could not tell a forged frame from a
+    // rendered one, or stricter than any two renders can meet, is refused by name.
+    for psnr in [19_999, 150_001] {
+        let mut p = prescription(1, 1, Equivalence::ExactHash {});
+        p.equivalence = Equivalence::Image {
+            min_psnr_mdb: psnr,
+            max_diff: 8,
+        };
+        let deposit = deposit_for(&p);
+        let err = m.refused(
+            &super::support::requester(),
+            TxKind::SubmitJob {
+                prescription: p,
+                deposit,
+            },
+        );
+        assert!(
+            matches!(
+                &err,
+                TxError::BadPrescription {
+                    field: "equivalence.min_psnr_db",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
     // Named as a bare name, or by an absolute path and its last part, the program is taken;
     // the job's own script (a relative path, among its inputs) needs no provider's.
     for (command, software) in [

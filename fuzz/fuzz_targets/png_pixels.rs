@@ -1,0 +1,13 @@
+//! Two PNG files a judge compares by their pixels (`Equivalence::Image`): another party's
+//! output, so any bytes. The first byte splits the rest into the two files.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let at = usize::from(split).min(rest.len());
+    let (a, b) = rest.split_at(at);
+    let _ = gridwork_verify::image::png_difference(a, b, 40.0, 8);
+    let _ = gridwork_verify::image::png_difference(b, b, 40.0, 8);
+});
