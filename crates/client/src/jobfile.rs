@@ -49,11 +49,11 @@ pub enum JobFileError {
 struct RawJob {
     deposit: Option<String>,
     data: RawData,
-    program: RawProgram,
+    program: Option<RawProgram>,
+    render: Option<crate::render::RawRender>,
     instructions: RawInstructions,
     payment: RawPayment,
-    #[serde(default)]
-    equivalence: RawEquivalence,
+    equivalence: Option<RawEquivalence>,
     halting: RawHalting,
 }
 
@@ -81,7 +81,7 @@ struct RawData {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInstructions {
-    items: u64,
+    items: Option<u64>,
     chunk: u64,
     task_deadline_s: u64,
     #[serde(default)]
@@ -250,38 +250,114 @@ impl JobFile {
             }
             Ok(kept as u64)
         };
-        let equivalence = match raw.equivalence.kind.as_str() {
-            "exact_hash" => Equivalence::ExactHash {},
-            "numeric_tolerance" => Equivalence::NumericTolerance {
-                abs_ppb: ppb("equivalence.abs", raw.equivalence.abs)?,
-                rel_ppb: ppb("equivalence.rel", raw.equivalence.rel)?,
-            },
-            "image" => {
-                let db = raw.equivalence.min_psnr_db.unwrap_or(DEFAULT_MIN_PSNR_DB);
-                let (low, high) = (
-                    gridwork_types::MIN_IMAGE_PSNR_MDB / 1000,
-                    gridwork_types::MAX_IMAGE_PSNR_MDB / 1000,
-                );
-                if !(db.is_finite() && (f64::from(low)..=f64::from(high)).contains(&db)) {
+        // A command (`[program]`), or a Blender scene made into one (`[render]`).
+        let mut inputs_listed = raw.data.inputs;
+        let (raw_program, items, default_equivalence) = match (raw.program, raw.render) {
+            (Some(program), None) => {
+                let items = raw.instructions.items.ok_or_else(|| {
+                    field(
+                        "instructions.items",
+                        "is missing: how many items the job has".into(),
+                    )
+                })?;
+                (program, items, None)
+            }
+            (None, Some(render)) => {
+                let scene = base.join(&render.scene);
+                if !scene.is_file() {
                     return Err(field(
+                        "render.scene",
+                        format!("names `{}`, which is not a file", render.scene),
+                    ));
+                }
+                let scene_file = scene
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let plan = crate::render::plan(&render, &scene_file)
+                    .map_err(|(f, problem)| field(f, problem))?;
+                if let Some(items) = raw.instructions.items.filter(|&n| n != plan.items) {
+                    return Err(field(
+                        "instructions.items",
+                        format!(
+                            "is {items}, but a render has one item a frame ({}); leave it out",
+                            plan.items
+                        ),
+                    ));
+                }
+                // The scene travels as an input, unless it is listed already.
+                let resolved = |p: &str| {
+                    std::path::absolute(base.join(p))
+                        .ok()
+                        .map(|p| normalize(&p))
+                };
+                if !inputs_listed
+                    .iter()
+                    .any(|i| resolved(i) == resolved(&render.scene))
+                {
+                    inputs_listed.push(render.scene.clone());
+                }
+                let program = RawProgram {
+                    command: plan.program.command,
+                    args: plan.program.args,
+                    outputs: plan.program.outputs,
+                    image: render.image,
+                    network: false,
+                };
+                (program, plan.items, Some(plan.equivalence))
+            }
+            (Some(_), Some(_)) => {
+                return Err(field(
+                    "render",
+                    "a job file has [program] (a command) or [render] (a Blender scene), not both"
+                        .into(),
+                ))
+            }
+            (None, None) => {
+                return Err(field(
+                    "program",
+                    "is missing: give [program] (a command) or [render] (a Blender scene)".into(),
+                ))
+            }
+        };
+        let raw_equivalence = match (raw.equivalence, default_equivalence) {
+            (None, Some(default)) => Err(default),
+            (given, _) => Ok(given.unwrap_or_default()),
+        };
+        let equivalence = match raw_equivalence {
+            Err(default) => default,
+            Ok(raw_equivalence) => match raw_equivalence.kind.as_str() {
+                "exact_hash" => Equivalence::ExactHash {},
+                "numeric_tolerance" => Equivalence::NumericTolerance {
+                    abs_ppb: ppb("equivalence.abs", raw_equivalence.abs)?,
+                    rel_ppb: ppb("equivalence.rel", raw_equivalence.rel)?,
+                },
+                "image" => {
+                    let db = raw_equivalence.min_psnr_db.unwrap_or(DEFAULT_MIN_PSNR_DB);
+                    let (low, high) = (
+                        gridwork_types::MIN_IMAGE_PSNR_MDB / 1000,
+                        gridwork_types::MAX_IMAGE_PSNR_MDB / 1000,
+                    );
+                    if !(db.is_finite() && (f64::from(low)..=f64::from(high)).contains(&db)) {
+                        return Err(field(
                         "equivalence.min_psnr_db",
                         format!("is {db}; use {low} to {high} dB (40 tells renders of one frame apart from a changed one)"),
                     ));
+                    }
+                    Equivalence::Image {
+                        min_psnr_mdb: (db * 1e3).round() as u32,
+                        max_diff: raw_equivalence
+                            .max_pixel_diff
+                            .unwrap_or(DEFAULT_MAX_PIXEL_DIFF),
+                    }
                 }
-                Equivalence::Image {
-                    min_psnr_mdb: (db * 1e3).round() as u32,
-                    max_diff: raw
-                        .equivalence
-                        .max_pixel_diff
-                        .unwrap_or(DEFAULT_MAX_PIXEL_DIFF),
+                other => {
+                    return Err(field(
+                        "equivalence.kind",
+                        format!("is `{other}`; use `exact_hash`, `numeric_tolerance` or `image`"),
+                    ))
                 }
-            }
-            other => {
-                return Err(field(
-                    "equivalence.kind",
-                    format!("is `{other}`; use `exact_hash`, `numeric_tolerance` or `image`"),
-                ))
-            }
+            },
         };
         let reserve_price = match &raw.halting.reserve_price {
             Some(s) => Some(amount("halting.reserve_price", s)?),
@@ -292,7 +368,7 @@ impl JobFile {
                 .ok_or_else(|| field(f, "is too large".into()))
         };
         let mut r = raw.instructions.requirements;
-        let image = match &raw.program.image {
+        let image = match &raw_program.image {
             None => None,
             Some(text) => {
                 let hex = text.strip_prefix("img:").unwrap_or(text);
@@ -307,16 +383,16 @@ impl JobFile {
                 Some(cid)
             }
         };
-        if raw.program.network {
+        if raw_program.network {
             // Only providers that allow tasks the network may take it.
             require(&mut r.software, gridwork_types::NETWORK_SOFTWARE);
         }
         let program = Program {
-            command: raw.program.command,
-            args: raw.program.args,
-            outputs: raw.program.outputs,
+            command: raw_program.command,
+            args: raw_program.args,
+            outputs: raw_program.outputs,
             image,
-            network: raw.program.network,
+            network: raw_program.network,
         };
         if let Some(name) = gridwork_types::command_program(&program) {
             // Only providers that have the program may run or check it.
@@ -328,7 +404,7 @@ impl JobFile {
             data: Vec::new(),
             program,
             instructions: Instructions {
-                items: raw.instructions.items,
+                items,
                 chunk: raw.instructions.chunk,
                 requirements: Requirements {
                     gpu_vendor: r.gpu_vendor,
@@ -356,7 +432,7 @@ impl JobFile {
         let mut inputs: Vec<JobInput> = Vec::new();
         // Where each input lands under $GRIDWORK_INPUTS, and which input put it there.
         let mut landing: Vec<(String, String)> = Vec::new();
-        for input in raw.data.inputs {
+        for input in inputs_listed {
             let (named, stored) = match input.split_once("cid:") {
                 Some((prefix, hex)) => match prefix.strip_suffix('=') {
                     Some(name) => (Some(name.to_string()), Some(hex)),
@@ -617,6 +693,48 @@ deadline_s = 5
             );
         }
         assert!(parse("max_pixel_diff = 300").is_err());
+    }
+
+    /// The render example: its scene script is added to the inputs, one item a frame, frames
+    /// compared by their pixels, and the program the template wrote needs Blender.
+    #[test]
+    fn the_render_example_is_a_blender_job_of_one_item_a_frame() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/render/job.toml");
+        let job = JobFile::read(&path).unwrap();
+        let p = &job.prescription;
+        assert_eq!(
+            (p.instructions.items, p.instructions.task_count()),
+            (48, 12)
+        );
+        assert_eq!(p.program.command, "blender");
+        assert_eq!(p.program.outputs, ["frames/*.png"]);
+        assert_eq!(
+            p.equivalence,
+            Equivalence::Image {
+                min_psnr_mdb: 40_000,
+                max_diff: 32
+            }
+        );
+        assert_eq!(p.instructions.requirements.software, ["blender >= 3.4"]);
+        assert!(
+            matches!(&job.inputs[..], [JobInput { source: Input::Path(scene), .. }] if scene.ends_with("make_scene.py"))
+        );
+        if let Ok(out) = std::env::var("GRIDWORK_RENDER_ARGS_TO") {
+            std::fs::write(out, serde_json::to_string(&p.program.args).unwrap()).unwrap();
+        }
+        // Both [program] and [render], or neither, is refused; so is an item count that is not
+        // the frame count.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let base = path.parent().unwrap();
+        let both = format!("{text}\n[program]\ncommand = \"sh\"\n");
+        let err = JobFile::parse(&both, "job.toml", base).unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let items = text.replace("chunk = 4", "chunk = 4\nitems = 40");
+        let err = JobFile::parse(&items, "job.toml", base).unwrap_err();
+        assert!(err.to_string().contains("one item a frame (48)"), "{err}");
+        let missing = text.replace("./make_scene.py", "./no-such-scene.py");
+        let err = JobFile::parse(&missing, "job.toml", base).unwrap_err();
+        assert!(err.to_string().contains("render.scene"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod journal;
 mod keystore;
 mod peers;
 mod registry;
+mod render;
 mod submit;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};

@@ -66,6 +66,10 @@ pub enum Behavior {
     /// other party as equivalent when judging (`LazyCouncilMember`).
     #[cfg(feature = "doubles")]
     LazyCouncilMember,
+    /// As executor, renders cheaper than the job asks (`CheapRenderer`): one sample per pixel
+    /// where a Cycles render asks for more, then reports the frames as the job's.
+    #[cfg(feature = "doubles")]
+    CheapRenderer,
 }
 
 impl Behavior {
@@ -81,6 +85,14 @@ impl Behavior {
     fn vanishes(self) -> bool {
         #[cfg(feature = "doubles")]
         return self == Behavior::VanishingExecutor;
+        #[cfg(not(feature = "doubles"))]
+        false
+    }
+
+    /// Renders with fewer samples than asked as executor.
+    fn renders_cheaply(self) -> bool {
+        #[cfg(feature = "doubles")]
+        return self == Behavior::CheapRenderer;
         #[cfg(not(feature = "doubles"))]
         false
     }

@@ -5,6 +5,7 @@ mod containers;
 mod data;
 mod failures;
 mod operations;
+mod render;
 
 use std::time::Duration;
 

@@ -1,0 +1,111 @@
+//! The render template with a real Blender (Debian's `blender`, which `scripts/test-deps.sh`
+//! installs): the example job's scene, built by its script on every worker, rendered frame by
+//! frame across three workers, each task checked by a council that compares the frames by
+//! their pixels. `CheapRenderer` renders one sample per pixel where the job asks for sixteen
+//! and is caught. Fails, never skips, where Blender is missing.
+
+use super::*;
+
+use gridwork_client::{Input, JobFile};
+use gridwork_types::{Equivalence, RunEnd, Software};
+
+/// The example job (`examples/render/job.toml`), made small for a test: frames 1 to 6 at
+/// 96 x 54, two frames a task, within the test's deposit. Its scene script pushed as an input; the prescription.
+async fn render_job(net: &Net) -> Prescription {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/render/job.toml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("frames = [1, 48]", "frames = [1, 6]")
+        .replace("resolution = [320, 180]", "resolution = [96, 54]")
+        .replace("chunk = 4", "chunk = 2")
+        // Within the test's deposit.
+        .replace("task_deadline_s = 600", "task_deadline_s = 120")
+        .replace("max_price = \"0.1\"", "max_price = \"0.02\"");
+    let job = JobFile::parse(&text, "job.toml", example.parent().unwrap()).unwrap();
+    let [JobInput {
+        source: Input::Path(script),
+        ..
+    }] = &job.inputs[..]
+    else {
+        panic!("the scene script is the only input: {:?}", job.inputs);
+    };
+    let scene = net.dir.path().join("scene");
+    std::fs::create_dir_all(&scene).unwrap();
+    std::fs::copy(script, scene.join("make_scene.py")).unwrap();
+    let mut p = job.prescription;
+    p.data = vec![net.push_input(&scene).await];
+    p
+}
+
+/// The version of Blender on the tasks' PATH, as a worker would list it.
+fn blender() -> Software {
+    let found = gridwork_worker::software::probe_software(&[]);
+    found
+        .into_iter()
+        .find(|s| s.name == "blender")
+        .expect("Blender on the tasks' PATH (Debian's blender; scripts/test-deps.sh installs it)")
+}
+
+use gridwork_client::JobInput;
+use std::path::Path;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_render_splits_its_frames_across_workers_and_a_cheap_renderer_is_caught() {
+    let net = Net::start().await;
+    let blender = blender();
+    // The cheap renderer asks the least, so it wins the first auctions.
+    let mut workers = Vec::new();
+    for (i, price, behavior) in [
+        (1, GRID / 1000, Behavior::CheapRenderer),
+        (2, GRID / 100, Behavior::Honest),
+        (3, GRID / 100 + 1, Behavior::Honest),
+        (4, GRID / 100 + 2, Behavior::Honest),
+    ] {
+        let mut cfg = net.config(i, price, behavior, None);
+        cfg.hardware.software.push(blender.clone());
+        workers.push(dev_keypair(i).address());
+        net.spawn(Worker::new(&net.url, cfg).unwrap());
+    }
+    net.wait_providers(4).await;
+    let mut p = render_job(&net).await;
+    assert_eq!(
+        p.equivalence,
+        Equivalence::Image {
+            min_psnr_mdb: 40_000,
+            max_diff: 32
+        }
+    );
+    // Every bid is in before an auction closes, so the cheapest wins the first attempt.
+    p.halting.first_bids = 4;
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let cheap = workers[0];
+    for t in &view.tasks {
+        assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+        assert_eq!(t.ended, Some(RunEnd::SUCCESS), "{view:#?}");
+        assert_ne!(
+            t.executor,
+            Some(cheap),
+            "task {}: the cheap render was accepted",
+            t.index
+        );
+        // The task's frames, numbered from the first frame (1), and nothing else.
+        let (_dir, out) = result_tree(&net, t.result.as_ref().unwrap()).await;
+        let mut frames: Vec<String> = std::fs::read_dir(out.join("frames"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        frames.sort();
+        let first = 1 + 2 * t.index;
+        assert_eq!(
+            frames,
+            [
+                format!("frame_{first:05}.png"),
+                format!("frame_{:05}.png", first + 1)
+            ]
+        );
+    }
+    let caught = net.client.provider(&cheap).await.unwrap().unwrap();
+    assert!(caught.slashed.0 > 0 && caught.failed >= 1, "{caught:?}");
+    net.stop.send(true).unwrap();
+}
