@@ -4,7 +4,8 @@
 # is the root file system of the container image the container executor's tests build with
 # `docker import` (no registry is reachable); python3-numpy (Debian) is what the Python image
 # of the container tests' numpy job is assembled from (scripts/python-image.sh); blender
-# (Debian) renders the render example's frames in the worker tests; schemathesis
+# (Debian) renders the render example's frames in the worker tests, and ffmpeg (Debian) makes
+# their video; schemathesis
 # (PyPI, in target/api-fuzz-venv)
 # runs scripts/api-fuzz.sh. Idempotent; run as root (CI is) or with the tools already
 # installed. The tests also need a running Docker engine (this machine kind starts one).
@@ -14,6 +15,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 dpkg -s python3-numpy >/dev/null 2>&1 || need_apt+=(python3-numpy)
 command -v blender >/dev/null || need_apt+=(blender)
+command -v ffmpeg >/dev/null || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

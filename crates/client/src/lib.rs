@@ -7,6 +7,7 @@
 
 mod client;
 mod data;
+mod frames;
 mod jobfile;
 mod journal;
 mod keystore;
@@ -20,6 +21,7 @@ pub use data::{
     output_key, pull_tree_from, DataError, EmptyOutputs, Pinned, Progress, PullReport, PushReport,
     SourceReport, TransferOptions,
 };
+pub use frames::{assemble_frames, Assembled, FramesError};
 /// Sources of chunks live beside the frames they answer with; re-exported for pulls.
 pub use gridwork_api::frames::{ChunkSource, Fetch, SourceError};
 pub use jobfile::{Input, JobFile, JobFileError, JobInput};

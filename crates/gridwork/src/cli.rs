@@ -355,7 +355,8 @@ pub(crate) enum JobCommand {
         #[arg(long, short)]
         follow: bool,
     },
-    /// Download the accepted outputs of every settled task.
+    /// Download the accepted outputs of every settled task; a render's frames also come out
+    /// in order in `frames/`, with a contact sheet and, where ffmpeg is installed, a video.
     Results {
         /// Job id.
         id: String,

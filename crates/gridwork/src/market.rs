@@ -617,14 +617,32 @@ fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+    // A render's frames, in order in one place, with a contact sheet and a video.
+    let dirs: Vec<std::path::PathBuf> = view
+        .tasks
+        .iter()
+        .filter(|t| t.result.is_some())
+        .map(|t| out.join(format!("task-{}", t.index)))
+        .collect();
+    let frames = gridwork_client::assemble_frames(&dirs, out)?;
+    let frames_json = frames.as_ref().map(|f| {
+        json!({
+            "frames": f.frames.len(),
+            "dir": out.join("frames"),
+            "contact_sheet": f.contact_sheet,
+            "video": f.video.as_ref().ok(),
+            "no_video": f.video.as_ref().err(),
+            "skipped": f.skipped,
+        })
+    });
     emit(
         cli.json,
-        &json!({ "job": view.id, "results": written }),
+        &json!({ "job": view.id, "results": written, "frames": frames_json }),
         || {
             if written.is_empty() {
                 return format!("no task of job {} has settled yet", view.id);
             }
-            written
+            let mut lines: Vec<String> = written
                 .iter()
                 .map(|w| {
                     format!(
@@ -634,8 +652,23 @@ fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
                         w["files"]
                     )
                 })
-                .collect::<Vec<_>>()
-                .join("\n")
+                .collect();
+            if let Some(f) = &frames {
+                lines.push(format!(
+                    "{} frames, in order -> {}",
+                    f.frames.len(),
+                    out.join("frames").display()
+                ));
+                if let Some(sheet) = &f.contact_sheet {
+                    lines.push(format!("contact sheet -> {}", sheet.display()));
+                }
+                match &f.video {
+                    Ok(video) => lines.push(format!("video -> {}", video.display())),
+                    Err(why) => lines.push(why.clone()),
+                }
+                lines.extend(f.skipped.iter().map(|s| format!("left out: {s}")));
+            }
+            lines.join("\n")
         },
     )
 }

@@ -105,6 +105,26 @@ async fn a_render_splits_its_frames_across_workers_and_a_cheap_renderer_is_caugh
             ]
         );
     }
+    // What `gridwork job results` puts together: the six frames in order, a contact sheet,
+    // and a video (ffmpeg: scripts/test-deps.sh installs it).
+    let pulled = net.dir.path().join("results");
+    let mut dirs = Vec::new();
+    let mut keep = Vec::new();
+    for t in &view.tasks {
+        let (dir, out) = result_tree(&net, t.result.as_ref().unwrap()).await;
+        dirs.push(out);
+        keep.push(dir);
+    }
+    let put = gridwork_client::assemble_frames(&dirs, &pulled)
+        .unwrap()
+        .unwrap();
+    assert_eq!(put.frames.len(), 6);
+    assert!(put.frames[5].ends_with("frames/frame_00006.png"));
+    assert!(
+        put.contact_sheet.is_some() && put.skipped.is_empty(),
+        "{put:?}"
+    );
+    assert!(put.video.is_ok(), "{:?}", put.video);
     let caught = net.client.provider(&cheap).await.unwrap().unwrap();
     assert!(caught.slashed.0 > 0 && caught.failed >= 1, "{caught:?}");
     net.stop.send(true).unwrap();
