@@ -775,6 +775,7 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::render_job;
     use gridwork_api::{BidView, JobStatus, JobView, Phase, TaskView};

@@ -272,6 +272,7 @@ fn a_task_cannot_read_the_environment_of_a_process_outside_its_run() {
     );
     let (out, enforced) = sandboxed(dir.path(), &script);
     let _ = worker.kill();
+    let _ = worker.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("own-ok"), "its own processes: {out:?}");
     if enforced {
