@@ -119,6 +119,26 @@ fn main() {
     pair.extend(a);
     pair.extend(b);
     seeds.push(("png_pixels", pair));
+    // Two numpy arrays of f32, a hair apart, behind the split byte.
+    let npy = |bump: f32| {
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+        let mut header = header.to_string();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend(u16::try_from(header.len()).expect("a short header").to_le_bytes());
+        out.extend(header.as_bytes());
+        out.extend(1.0f32.to_le_bytes());
+        out.extend((2.0f32 + bump).to_le_bytes());
+        out
+    };
+    let (a, b) = (npy(0.0), npy(1e-7));
+    let mut pair = vec![u8::try_from(a.len()).expect("a small array")];
+    pair.extend(a);
+    pair.extend(b);
+    seeds.push(("tensors", pair));
     seeds.push(("fetch_request", encode_fetch_request(&[Hash([1; 32]), Hash([2; 32])])));
 
     let entries = vec![

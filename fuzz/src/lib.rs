@@ -19,6 +19,9 @@ mod journal;
 #[path = "../../crates/client/src/jobfile.rs"]
 mod jobfile;
 
+#[path = "../../crates/client/src/render.rs"]
+mod render;
+
 /// Reads a pin file; one that reads is written again and must read back the same.
 pub fn pin_file(data: &[u8]) {
     if let Some(pin) = pinfile::PinFile::decode(data) {

@@ -4,7 +4,8 @@
 //! [`Equivalence`]: `ExactHash` wants the same files with the same bytes; `NumericTolerance`
 //! wants the same files, and in each file the same tokens, where tokens that are both numbers
 //! may differ by at most the absolute tolerance or the relative tolerance (either suffices),
-//! as numpy's `isclose` does; `Image` wants the same files, PNG images among them compared by
+//! as numpy's `isclose` does, and numpy arrays and safetensors files the same tensors, element
+//! by element under the same tolerances ([`tensor`]); `Image` wants the same files, PNG images among them compared by
 //! their pixels alone ([`image`]), the others byte for byte. Pure: no network, no clock. Used
 //! by workers, not by the ledger.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use gridwork_types::Equivalence;
 
 pub mod image;
+pub mod tensor;
 
 /// Why two trees could not be compared.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +139,11 @@ pub fn equivalent(e: &Equivalence, a: &Path, b: &Path) -> Result<Verdict, Verify
             Equivalence::NumericTolerance { abs_ppb, rel_ppb } => {
                 let abs = *abs_ppb as f64 / 1e9;
                 let rel = *rel_ppb as f64 / 1e9;
-                if let Some(why) = numeric_difference(&ba, &bb, abs, rel) {
+                let why = match tensor::kind_of(name) {
+                    Some(kind) => tensor::tensor_file_difference(kind, &ba, &bb, abs, rel),
+                    None => numeric_difference(&ba, &bb, abs, rel),
+                };
+                if let Some(why) = why {
                     return Ok(Verdict::Different(format!("{name}: {why}")));
                 }
             }
