@@ -2,7 +2,10 @@
 //! one directory, a contact sheet, and a video where `ffmpeg` is installed.
 //!
 //! Frames are the PNG files under each task's `frames/` (where the render template writes
-//! them, `frame_NNNNN.png`), ordered by name, so by frame number. The contact sheet
+//! them, `frame_NNNNN.png`), ordered by name, so by frame number, and the frames merged from
+//! tiles (a render split into tiles writes `tiles/frame_NNNNN_tile_C_R.png`, column `C` and row
+//! `R` from the top left; a frame is merged when every tile of its grid is there, all of one
+//! size). The contact sheet
 //! (`contact.png`) shows up to [`SHEET_FRAMES`] of them, evenly spaced, each
 //! [`THUMB_WIDTH`] pixels wide, eight to a row. The video (`video.mp4`, 24 frames a second)
 //! is H.264 where `ffmpeg` has it, MPEG-4 Part 2 otherwise.
@@ -79,13 +82,13 @@ pub fn assemble_frames(
             found.push((name, entry.path()));
         }
     }
-    if found.is_empty() {
+    let tiles = tiles_by_frame(task_dirs, &mut skipped);
+    if found.is_empty() && tiles.is_empty() {
         return Ok(None);
     }
-    found.sort();
     let target = out.join("frames");
     std::fs::create_dir_all(&target).map_err(io(&target))?;
-    let mut frames = Vec::with_capacity(found.len());
+    let mut frames = Vec::with_capacity(found.len() + tiles.len());
     for (name, from) in &found {
         let to = target.join(name);
         let _ = std::fs::remove_file(&to);
@@ -94,6 +97,21 @@ pub fn assemble_frames(
         }
         frames.push(to);
     }
+    for (frame, grid) in &tiles {
+        let name = format!("{frame}.png");
+        if found.iter().any(|(n, _)| *n == name) {
+            skipped.push(format!(
+                "{name}: both a frame and tiles of it; the frame is kept"
+            ));
+            continue;
+        }
+        let to = target.join(&name);
+        match merge(grid, &to) {
+            Ok(()) => frames.push(to),
+            Err(why) => skipped.push(format!("{name}: not merged: {why}")),
+        }
+    }
+    frames.sort();
     let contact_sheet = contact_sheet(&frames, &out.join("contact.png"), &mut skipped)?;
     let video = video(&frames, &out.join("video.mp4"));
     Ok(Some(Assembled {
@@ -102,6 +120,94 @@ pub fn assemble_frames(
         video,
         skipped,
     }))
+}
+
+/// The tiles under each task's `tiles/`, by frame (`frame_NNNNN`), each as (column, row, path).
+fn tiles_by_frame(
+    task_dirs: &[PathBuf],
+    skipped: &mut Vec<String>,
+) -> std::collections::BTreeMap<String, Vec<(u32, u32, PathBuf)>> {
+    let mut by_frame: std::collections::BTreeMap<String, Vec<(u32, u32, PathBuf)>> =
+        Default::default();
+    for dir in task_dirs {
+        let Ok(entries) = std::fs::read_dir(dir.join("tiles")) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let parsed = name.strip_suffix(".png").and_then(|stem| {
+                let (frame, tile) = stem.split_once("_tile_")?;
+                let (c, r) = tile.split_once('_')?;
+                Some((
+                    frame.to_string(),
+                    c.parse::<u32>().ok()?,
+                    r.parse::<u32>().ok()?,
+                ))
+            });
+            let Some((frame, c, r)) = parsed else {
+                continue;
+            };
+            let tiles = by_frame.entry(frame).or_default();
+            if tiles.iter().any(|(tc, tr, _)| (*tc, *tr) == (c, r)) {
+                skipped.push(format!("{name}: more than one task has this tile"));
+                continue;
+            }
+            tiles.push((c, r, entry.path()));
+        }
+    }
+    by_frame
+}
+
+/// Merges the tiles of one frame into `to`: every tile of the grid the highest column and
+/// row name, all of one size.
+fn merge(tiles: &[(u32, u32, PathBuf)], to: &Path) -> Result<(), String> {
+    let cols = tiles.iter().map(|t| t.0).max().unwrap_or(0) + 1;
+    let rows = tiles.iter().map(|t| t.1).max().unwrap_or(0) + 1;
+    if tiles.len() as u64 != u64::from(cols) * u64::from(rows) {
+        return Err(format!(
+            "{} of its {cols} x {rows} tiles are here",
+            tiles.len()
+        ));
+    }
+    let mut decoded = Vec::with_capacity(tiles.len());
+    for (c, r, path) in tiles {
+        decoded.push((*c, *r, decode_rgba(path)?));
+    }
+    let (tw, th) = (decoded[0].2.width, decoded[0].2.height);
+    if decoded
+        .iter()
+        .any(|(_, _, t)| (t.width, t.height) != (tw, th))
+    {
+        return Err("its tiles differ in size".into());
+    }
+    let (width, height) = (tw * cols, th * rows);
+    if u64::from(width) * u64::from(height) * 4 > MAX_FRAME_BYTES as u64 {
+        return Err(format!("{width}x{height} is too large"));
+    }
+    let mut frame = vec![0u8; width as usize * height as usize * 4];
+    for (c, r, tile) in &decoded {
+        for y in 0..th {
+            let from = (y * tw * 4) as usize;
+            let to_at = (((r * th + y) * width + c * tw) * 4) as usize;
+            frame[to_at..to_at + (tw * 4) as usize]
+                .copy_from_slice(&tile.data[from..from + (tw * 4) as usize]);
+        }
+    }
+    write_rgba(to, width, height, &frame).map_err(|e| e.to_string())
+}
+
+/// Writes 8-bit RGBA pixels as a PNG file.
+fn write_rgba(path: &Path, width: u32, height: u32, data: &[u8]) -> std::io::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    enc.set_color(png::ColorType::Rgba);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header()
+        .and_then(|mut w| w.write_image_data(data))
+        .map_err(std::io::Error::other)
 }
 
 /// An image as 8-bit RGBA.
@@ -237,14 +343,7 @@ fn contact_sheet(
                 .copy_from_slice(&t.data[from..from + (t.width * 4) as usize]);
         }
     }
-    let file = std::fs::File::create(path).map_err(io(path))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width, height);
-    enc.set_color(png::ColorType::Rgba);
-    enc.set_depth(png::BitDepth::Eight);
-    let written = enc
-        .write_header()
-        .and_then(|mut w| w.write_image_data(&sheet));
-    written.map_err(|e| io(path)(std::io::Error::other(e)))?;
+    write_rgba(path, width, height, &sheet).map_err(io(path))?;
     Ok(Some(path.to_path_buf()))
 }
 
@@ -359,6 +458,48 @@ mod tests {
         assert!(assemble_frames(&[task(3)], &base.path().join("none"))
             .unwrap()
             .is_none());
+    }
+
+    /// Tiles from several tasks merge into their frames, placed by column and row; a frame
+    /// missing a tile is left out, saying how many are there.
+    #[test]
+    fn tiles_merge_into_frames_by_column_and_row() {
+        let base = tempfile::tempdir().unwrap();
+        let shades = [[10u8, 20, 30], [40, 50, 60]];
+        for (c, r) in [(0u32, 0u32), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)] {
+            let task = base.path().join(format!("task-{}", (c + r) % 2));
+            let shade = shades[r as usize][c as usize];
+            frame(
+                &task.join(format!("tiles/frame_00001_tile_{c}_{r}.png")),
+                4,
+                3,
+                shade,
+            );
+            if (c, r) != (2, 1) {
+                frame(
+                    &task.join(format!("tiles/frame_00002_tile_{c}_{r}.png")),
+                    4,
+                    3,
+                    shade,
+                );
+            }
+        }
+        let out = base.path().join("out");
+        let dirs = vec![base.path().join("task-0"), base.path().join("task-1")];
+        let done = assemble_frames(&dirs, &out).unwrap().unwrap();
+        assert_eq!(done.frames, [out.join("frames/frame_00001.png")]);
+        assert!(
+            done.skipped
+                .iter()
+                .any(|s| s.contains("frame_00002.png") && s.contains("5 of its 3 x 2 tiles")),
+            "{:?}",
+            done.skipped
+        );
+        let merged = decode_rgba(&done.frames[0]).unwrap();
+        assert_eq!((merged.width, merged.height), (12, 6));
+        let pixel = |x: usize, y: usize| merged.data[(y * 12 + x) * 4];
+        assert_eq!([pixel(0, 0), pixel(5, 2), pixel(11, 0)], [10, 20, 30]);
+        assert_eq!([pixel(0, 3), pixel(7, 5), pixel(11, 5)], [40, 50, 60]);
     }
 
     /// With ffmpeg installed (Debian's `ffmpeg`, which `scripts/test-deps.sh` installs), the

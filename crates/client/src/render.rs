@@ -8,6 +8,7 @@
 //! engine = "cycles"           # cycles (CPU path tracing) or workbench
 //! samples = 16                # cycles' samples per pixel
 //! resolution = [640, 360]     # the scene's own when left out
+//! # tiles = [2, 2]            # split each frame into a grid; `job results` merges it
 //! # image = "img:<id>"        # run in an image that has Blender
 //! ```
 //!
@@ -15,7 +16,9 @@
 //! renders its frames with `blender -b`: the scene loaded (or built by its script from
 //! Blender's factory settings), then settings the template fixes, the same on every worker:
 //!
-//! - the task's frames: `first + GRIDWORK_ITEM_START` to `first + GRIDWORK_ITEM_END - 1`;
+//! - the task's frames: `first + GRIDWORK_ITEM_START` to `first + GRIDWORK_ITEM_END - 1`; or,
+//!   split into tiles, the task's tiles (one item a tile, rendered by border and cropped) to
+//!   `$GRIDWORK_OUTPUTS/tiles/frame_NNNNN_tile_C_R.png`, which `gridwork job results` merges;
 //! - PNG files at `$GRIDWORK_OUTPUTS/frames/frame_NNNNN.png` (the template sets the output path
 //!   itself: a scene's own `//out/` path would put frames outside the outputs, and the job
 //!   would settle with none), and the job requires at least one (`program.outputs`);
@@ -40,6 +43,7 @@ pub(crate) struct RawRender {
     engine: String,
     samples: Option<u32>,
     resolution: Option<[u32; 2]>,
+    tiles: Option<[u32; 2]>,
     pub(crate) image: Option<String>,
 }
 
@@ -53,6 +57,10 @@ const MAX_SAMPLES: u32 = 1 << 16;
 const MAX_SIDE: u32 = 16_384;
 /// Where a task's frames go, under `$GRIDWORK_OUTPUTS`.
 pub(crate) const FRAMES_GLOB: &str = "frames/*.png";
+/// Where a task's tiles go, under `$GRIDWORK_OUTPUTS`.
+pub(crate) const TILES_GLOB: &str = "tiles/*.png";
+/// The most tiles a frame may be split into, a side.
+const MAX_TILES: u32 = 16;
 
 /// What `[render]` makes of a job.
 #[derive(Debug)]
@@ -86,7 +94,38 @@ pub(crate) fn plan(
             format!("[{first}, {last}]: the last frame comes before the first"),
         ));
     }
-    let items = last - first + 1;
+    let frames = last - first + 1;
+    let (cols, rows) = match raw.tiles {
+        None => (1, 1),
+        Some([c, r]) => {
+            if !(1..=MAX_TILES).contains(&c) || !(1..=MAX_TILES).contains(&r) {
+                return Err((
+                    "render.tiles",
+                    format!("[{c}, {r}]: from 1 to {MAX_TILES} tiles a side"),
+                ));
+            }
+            // Every tile the same whole number of pixels, so the merged frame has no seam.
+            match raw.resolution {
+                Some([w, h]) if w % c == 0 && h % r == 0 => (c, r),
+                Some([w, h]) => {
+                    return Err((
+                        "render.tiles",
+                        format!("{w} x {h} pixels do not divide into {c} x {r} tiles of whole pixels; pick a resolution each side of the grid divides"),
+                    ))
+                }
+                None => {
+                    return Err((
+                        "render.tiles",
+                        "needs render.resolution, which the tiles must divide".into(),
+                    ))
+                }
+            }
+        }
+    };
+    let per_frame = u64::from(cols) * u64::from(rows);
+    let items = frames
+        .checked_mul(per_frame)
+        .ok_or_else(|| ("render.tiles", "too many items".to_string()))?;
     let engine = match raw.engine.as_str() {
         "cycles" => "CYCLES",
         "workbench" => "BLENDER_WORKBENCH",
@@ -101,12 +140,7 @@ pub(crate) fn plan(
         "import bpy, os".to_string(),
         "s = bpy.context.scene".to_string(),
         "r = s.render".to_string(),
-        format!("s.frame_start = {first} + int(os.environ['GRIDWORK_ITEM_START'])"),
-        format!("s.frame_end = {first} + int(os.environ['GRIDWORK_ITEM_END']) - 1"),
-        "s.frame_step = 1".to_string(),
         format!("r.engine = '{engine}'"),
-        "r.filepath = os.path.join(os.environ['GRIDWORK_OUTPUTS'], 'frames', 'frame_#####')"
-            .to_string(),
         "r.use_file_extension = True".to_string(),
         "r.use_overwrite = True".to_string(),
         "r.use_placeholder = False".to_string(),
@@ -171,13 +205,42 @@ pub(crate) fn plan(
             format!("`{scene_file}` is neither a .blend file nor a .py script that builds one"),
         ));
     }
-    args.extend(["--python-expr".into(), settings.join("\n")]);
-    args.push("-a".into());
+    let outputs = if per_frame == 1 {
+        // Whole frames: Blender's own animation render, over the task's frames.
+        settings.extend([
+            format!("s.frame_start = {first} + int(os.environ['GRIDWORK_ITEM_START'])"),
+            format!("s.frame_end = {first} + int(os.environ['GRIDWORK_ITEM_END']) - 1"),
+            "s.frame_step = 1".to_string(),
+            "r.filepath = os.path.join(os.environ['GRIDWORK_OUTPUTS'], 'frames', 'frame_#####')"
+                .to_string(),
+        ]);
+        args.extend(["--python-expr".into(), settings.join("\n")]);
+        args.push("-a".into());
+        FRAMES_GLOB
+    } else {
+        // Tiles: item i is tile i % (cols x rows) of frame first + i / (cols x rows), column
+        // by column along a row, rows from the top (Blender's border counts from the bottom).
+        settings.extend([
+            "out = os.environ['GRIDWORK_OUTPUTS']".to_string(),
+            format!("C, R, first = {cols}, {rows}, {first}"),
+            "for i in range(int(os.environ['GRIDWORK_ITEM_START']), int(os.environ['GRIDWORK_ITEM_END'])):".to_string(),
+            "    f, t = first + i // (C * R), i % (C * R)".to_string(),
+            "    c, w = t % C, t // C".to_string(),
+            "    s.frame_set(f)".to_string(),
+            "    r.use_border, r.use_crop_to_border = True, True".to_string(),
+            "    r.border_min_x, r.border_max_x = c / C, (c + 1) / C".to_string(),
+            "    r.border_min_y, r.border_max_y = 1 - (w + 1) / R, 1 - w / R".to_string(),
+            "    r.filepath = os.path.join(out, 'tiles', 'frame_%05d_tile_%d_%d.png' % (f, c, w))".to_string(),
+            "    bpy.ops.render.render(write_still=True)".to_string(),
+        ]);
+        args.extend(["--python-expr".into(), settings.join("\n")]);
+        TILES_GLOB
+    };
     Ok(RenderPlan {
         program: Program {
             command: "blender".into(),
             args,
-            outputs: vec![FRAMES_GLOB.into()],
+            outputs: vec![outputs.into()],
             image: None,
             network: false,
         },
@@ -220,6 +283,36 @@ mod tests {
         }
         let blend = plan(&raw("scene = \"a.blend\"\nframes = [1, 1]"), "a.blend").unwrap();
         assert_eq!(&blend.program.args[..2], ["-b", "inputs/a.blend"]);
+    }
+
+    /// Split into tiles, a render is one item a tile, each task renders its tiles by border
+    /// to `tiles/`, and the grid must divide the resolution into whole pixels.
+    #[test]
+    fn a_tiled_render_is_one_item_a_tile() {
+        let p = plan(
+            &raw("scene = \"s.py\"\nframes = [1, 4]\nresolution = [96, 54]\ntiles = [3, 2]"),
+            "s.py",
+        )
+        .unwrap();
+        assert_eq!(p.items, 24);
+        assert_eq!(p.program.outputs, ["tiles/*.png"]);
+        let args = p.program.args.join(" ");
+        assert!(args.contains("C, R, first = 3, 2, 1"), "{args}");
+        assert!(args.contains("bpy.ops.render.render(write_still=True)"));
+        assert!(!args.ends_with(" -a"));
+        let err = plan(
+            &raw("scene = \"s.py\"\nframes = [1, 4]\nresolution = [100, 54]\ntiles = [3, 2]"),
+            "s.py",
+        )
+        .unwrap_err();
+        assert_eq!(err.0, "render.tiles");
+        assert!(err.1.contains("do not divide"), "{}", err.1);
+        let err = plan(
+            &raw("scene = \"s.py\"\nframes = [1, 4]\ntiles = [2, 2]"),
+            "s.py",
+        )
+        .unwrap_err();
+        assert!(err.1.contains("needs render.resolution"), "{}", err.1);
     }
 
     #[test]

@@ -9,15 +9,15 @@ use super::*;
 use gridwork_client::{Input, JobFile};
 use gridwork_types::{Equivalence, RunEnd, Software};
 
-/// The example job (`examples/render/job.toml`), made small for a test: frames 1 to 6 at
-/// 96 x 54, two frames a task, within the test's deposit. Its scene script pushed as an input; the prescription.
-async fn render_job(net: &Net) -> Prescription {
+/// The example job (`examples/render/job.toml`), made small for a test: `split` for its
+/// frames (and tiles) at 96 x 54, `chunk` items a task, within the test's deposit. Its scene script pushed as an input; the prescription.
+async fn render_job(net: &Net, split: &str, chunk: u64) -> Prescription {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/render/job.toml");
     let text = std::fs::read_to_string(&example)
         .unwrap()
-        .replace("frames = [1, 48]", "frames = [1, 6]")
+        .replace("frames = [1, 48]", split)
         .replace("resolution = [320, 180]", "resolution = [96, 54]")
-        .replace("chunk = 4", "chunk = 2")
+        .replace("chunk = 4", &format!("chunk = {chunk}"))
         // Within the test's deposit.
         .replace("task_deadline_s = 600", "task_deadline_s = 120")
         .replace("max_price = \"0.1\"", "max_price = \"0.02\"");
@@ -67,7 +67,7 @@ async fn a_render_splits_its_frames_across_workers_and_a_cheap_renderer_is_caugh
         net.spawn(Worker::new(&net.url, cfg).unwrap());
     }
     net.wait_providers(4).await;
-    let mut p = render_job(&net).await;
+    let mut p = render_job(&net, "frames = [1, 6]", 2).await;
     assert_eq!(
         p.equivalence,
         Equivalence::Image {
@@ -127,5 +127,36 @@ async fn a_render_splits_its_frames_across_workers_and_a_cheap_renderer_is_caugh
     assert!(put.video.is_ok(), "{:?}", put.video);
     let caught = net.client.provider(&cheap).await.unwrap().unwrap();
     assert!(caught.slashed.0 > 0 && caught.failed >= 1, "{caught:?}");
+
+    // Frames 1 and 2 split into 3 x 2 tiles (one item a tile, a frame's six a task): merged
+    // by `job results`, each is the frame rendered whole, within the frames' equivalence (a
+    // render by border differs from the whole frame by a level or two here and there).
+    let mut p = render_job(&net, "frames = [1, 2]\ntiles = [3, 2]", 6).await;
+    assert_eq!(p.instructions.items, 12);
+    p.halting.first_bids = 4;
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let mut tile_dirs = Vec::new();
+    for t in &view.tasks {
+        assert_eq!(t.ended, Some(RunEnd::SUCCESS), "{view:#?}");
+        let (dir, out) = result_tree(&net, t.result.as_ref().unwrap()).await;
+        tile_dirs.push(out);
+        keep.push(dir);
+    }
+    let merged_dir = net.dir.path().join("merged");
+    let merged = gridwork_client::assemble_frames(&tile_dirs, &merged_dir)
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.frames.len(), 2, "{:?}", merged.skipped);
+    for (whole, tiled) in put.frames.iter().zip(&merged.frames) {
+        let (a, b) = (std::fs::read(whole).unwrap(), std::fs::read(tiled).unwrap());
+        assert_eq!(
+            gridwork_verify::image::png_difference(&a, &b, 40.0, 32),
+            None,
+            "{} against {}",
+            whole.display(),
+            tiled.display()
+        );
+    }
     net.stop.send(true).unwrap();
 }
