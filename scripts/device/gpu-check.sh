@@ -57,6 +57,11 @@ rm -rf $T; mkdir -p $T/outputs $T/tmp
   GRIDWORK_OUTPUTS=$T/outputs timeout 120 "$GW" sandbox-exec $DEVICES --work $T -- sh -c "$PY $HERE/train_step.py; echo exit \$?" 2>&1 | tail -3)
 cat $T/outputs/*
 ls $T/outputs
+step "training step in the sandbox with the GPU devices, its work directory outside /tmp (as a worker's is: its own /tmp, no network, the host's sockets under /run covered)"
+T2="$PWD/.gwtask-home"; rm -rf "$T2"; mkdir -p "$T2/outputs" "$T2/tmp"
+(cd "$T2" && env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$T2" LANG=C.UTF-8 \
+  GRIDWORK_OUTPUTS="$T2/outputs" timeout 120 "$GW" sandbox-exec $DEVICES --work "$T2" -- sh -c "echo TMPDIR=\$TMPDIR; ls /sys/class/net; ls -la /run/nvidia-persistenced 2>&1 | tail -2; $PY $HERE/train_step.py; echo exit \$?" 2>&1 | tail -8)
+cat "$T2"/outputs/*; rm -rf "$T2"
 
 step "a GPU job through a node and two workers"
 export GRIDWORK_HOME=/tmp/gwhome GRIDWORK_NODE=http://127.0.0.1:7651 GRIDWORK_PASSPHRASE= GRIDWORK_LOG=warn
