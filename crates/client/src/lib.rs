@@ -28,4 +28,5 @@ pub use jobfile::{Input, JobFile, JobFileError, JobInput};
 pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use peers::{announced_peers, AnnouncedPeers};
 pub use registry::{KeyRegistry, RegistryError};
+pub use render::RenderLayout;
 pub use submit::{submit_job, SubmitError, Submitted};

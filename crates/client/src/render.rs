@@ -249,6 +249,55 @@ pub(crate) fn plan(
     })
 }
 
+/// How a render job's items map to frames, read back from the program the template wrote
+/// (`None` for any other program): items count from `first`, `per_frame` items a frame (1, or
+/// the tiles of the grid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenderLayout {
+    /// The first frame.
+    pub first: u64,
+    /// Items a frame.
+    pub per_frame: u64,
+}
+
+impl RenderLayout {
+    /// Reads the layout of `program`, if the render template wrote it.
+    pub fn of(program: &Program) -> Option<RenderLayout> {
+        if program.command != "blender" {
+            return None;
+        }
+        let settings = program
+            .args
+            .iter()
+            .find(|a| a.starts_with("import bpy, os\n"))?;
+        for line in settings.lines() {
+            if let Some(rest) = line.strip_prefix("s.frame_start = ") {
+                let first = rest.split(' ').next()?.parse().ok()?;
+                return Some(RenderLayout {
+                    first,
+                    per_frame: 1,
+                });
+            }
+            if let Some(rest) = line.strip_prefix("C, R, first = ") {
+                let n: Vec<u64> = rest.split(", ").filter_map(|n| n.parse().ok()).collect();
+                if let [c, r, first] = n[..] {
+                    return Some(RenderLayout {
+                        first,
+                        per_frame: c.checked_mul(r)?.max(1),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// The frames items `[start, end)` cover, first and last.
+    pub fn frames(&self, (start, end): (u64, u64)) -> (u64, u64) {
+        let frame = |item: u64| self.first.saturating_add(item / self.per_frame);
+        (frame(start), frame(end.saturating_sub(1).max(start)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,6 +362,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.1.contains("needs render.resolution"), "{}", err.1);
+    }
+
+    /// `job status` and `job watch` read the frames of each task back from the program.
+    #[test]
+    fn the_layout_reads_back_from_the_program_the_template_wrote() {
+        let whole = plan(&raw("scene = \"s.py\"\nframes = [5, 20]"), "s.py").unwrap();
+        let layout = RenderLayout::of(&whole.program).unwrap();
+        assert_eq!(
+            layout,
+            RenderLayout {
+                first: 5,
+                per_frame: 1
+            }
+        );
+        assert_eq!(layout.frames((4, 8)), (9, 12));
+        let tiled = plan(
+            &raw("scene = \"s.py\"\nframes = [1, 4]\nresolution = [96, 54]\ntiles = [3, 2]"),
+            "s.py",
+        )
+        .unwrap();
+        let layout = RenderLayout::of(&tiled.program).unwrap();
+        assert_eq!(
+            layout,
+            RenderLayout {
+                first: 1,
+                per_frame: 6
+            }
+        );
+        assert_eq!(layout.frames((6, 12)), (2, 2));
+        let mut other = whole.program.clone();
+        other.command = "sh".into();
+        assert_eq!(RenderLayout::of(&other), None);
     }
 
     #[test]

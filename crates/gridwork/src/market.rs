@@ -315,6 +315,45 @@ fn render_failures(v: &JobView, tails: &Option<Vec<(u32, Result<String, String>)
     out
 }
 
+/// A render's frames and which have settled (`1-48; settled 1-8, 13-16`), or `None` for a
+/// job that is not a render.
+fn frames_line(v: &JobView) -> Option<String> {
+    let layout = gridwork_client::RenderLayout::of(&v.prescription.program)?;
+    let all = layout.frames((0, v.prescription.instructions.items));
+    let mut settled: Vec<(u64, u64)> = Vec::new();
+    for t in v
+        .tasks
+        .iter()
+        .filter(|t| t.phase == gridwork_api::Phase::Settled)
+    {
+        let (a, b) = layout.frames(t.items);
+        match settled.last_mut() {
+            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
+            _ => settled.push((a, b)),
+        }
+    }
+    let ranges: Vec<String> = settled
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    Some(format!(
+        "{}-{}; settled {}",
+        all.0,
+        all.1,
+        if ranges.is_empty() {
+            "none yet".to_string()
+        } else {
+            ranges.join(", ")
+        }
+    ))
+}
+
 fn render_job(v: &JobView) -> String {
     let mut head = vec![
         ("job", v.id.to_string()),
@@ -348,6 +387,9 @@ fn render_job(v: &JobView) -> String {
                 bidders.len()
             ),
         ));
+    }
+    if let Some(frames) = frames_line(v) {
+        head.push(("frames", frames));
     }
     let mut out = rows(&head);
     out.push_str(
@@ -405,13 +447,17 @@ fn watch(cli: &Cli, id: &str, timeout_s: u64) -> anyhow::Result<()> {
             .iter()
             .map(|t| format!("{}:{}", t.index, t.phase))
             .collect();
-        let line = format!(
+        let mut line = format!(
             "{} settled / {} tasks, cost {} GRID [{}]",
             view.settled,
             view.tasks.len(),
             view.spent,
             summary.join(" ")
         );
+        if let Some(frames) = frames_line(&view) {
+            // A render: which frames are in, as they settle.
+            line.push_str(&format!(" frames {frames}"));
+        }
         if line != last && !cli.json {
             println!("{line}");
             last = line;
@@ -840,7 +886,72 @@ mod tests {
             shown.contains(&format!("img:{image} (loaded already by 2 of 3 bidders)")),
             "{shown}"
         );
+        assert!(!shown.contains("frames"), "not a render: {shown}");
         view.prescription.program.image = None;
         assert!(!render_job(&view).contains("loaded already"));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod render_tests {
+    use super::frames_line;
+    use gridwork_api::{JobStatus, JobView, Phase, TaskView};
+    use gridwork_types::{Address, Amount, Hash};
+
+    /// `job status` and `job watch` of a render say which frames have settled, in ranges.
+    #[test]
+    fn a_render_says_which_frames_have_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("scene.py"), "").unwrap();
+        let text = "[data]\ninputs = []\n[render]\nscene = \"./scene.py\"\nframes = [10, 21]\n\
+                    [instructions]\nchunk = 2\ntask_deadline_s = 60\n\
+                    [payment]\nkind = \"per_task_second\"\nmax_price = \"0.1\"\n\
+                    [halting]\nfirst_bids = 1\ndeadline_s = 5\n";
+        let job = gridwork_client::JobFile::parse(text, "job.toml", dir.path()).unwrap();
+        let task = |index: u32, phase: Phase| TaskView {
+            index,
+            phase,
+            attempt: 0,
+            items: (u64::from(index) * 2, u64::from(index) * 2 + 2),
+            bids: Vec::new(),
+            executor: None,
+            price: Amount::ZERO,
+            council: Vec::new(),
+            committed: Vec::new(),
+            revealed: Vec::new(),
+            judged: Vec::new(),
+            round: 0,
+            deadline_ms: 0,
+            result: None,
+            ended: None,
+            paid: Amount::ZERO,
+            note: String::new(),
+        };
+        let phases = [
+            Phase::Settled,
+            Phase::Settled,
+            Phase::Bidding,
+            Phase::Settled,
+            Phase::Committing,
+            Phase::Settled,
+        ];
+        let view = JobView {
+            id: Hash([1; 32]),
+            requester: Address([9; 20]),
+            status: JobStatus::Open,
+            prescription: job.prescription,
+            escrow: Amount(10),
+            spent: Amount::ZERO,
+            max_task_cost: Amount(5),
+            settled: 4,
+            closed: 0,
+            tasks: (0..6).map(|i| task(i, phases[i as usize])).collect(),
+            declines: Vec::new(),
+        };
+        assert_eq!(
+            frames_line(&view).unwrap(),
+            "10-21; settled 10-13, 16-17, 20-21"
+        );
     }
 }
