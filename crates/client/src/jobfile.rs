@@ -171,6 +171,10 @@ pub struct JobInput {
     pub name: String,
 }
 
+/// The memory a job's container gets (`requirements.min_memory_mib`) when a job file that
+/// names an image does not say: 2 GiB, on every worker alike.
+pub(crate) const DEFAULT_CONTAINER_MEMORY_MIB: u64 = 2048;
+
 /// `[equivalence] kind = "image"` without `min_psnr_db`: 40 dB, where renders of one frame on
 /// different CPUs and builds land well above, and a changed object or light well below.
 pub(crate) const DEFAULT_MIN_PSNR_DB: f64 = 40.0;
@@ -380,6 +384,10 @@ impl JobFile {
                 })?;
                 // Only workers that run containers may take it.
                 require(&mut r.software, gridwork_types::CONTAINER_SOFTWARE);
+                // The container's memory, the same on every worker.
+                if r.min_memory_mib == 0 {
+                    r.min_memory_mib = DEFAULT_CONTAINER_MEMORY_MIB;
+                }
                 Some(cid)
             }
         };
@@ -735,6 +743,35 @@ deadline_s = 5
         let missing = text.replace("./make_scene.py", "./no-such-scene.py");
         let err = JobFile::parse(&missing, "job.toml", base).unwrap_err();
         assert!(err.to_string().contains("render.scene"), "{err}");
+    }
+
+    /// A job that names an image gets docker among its software, and its container's memory
+    /// (2 GiB unless it says), the same on every worker.
+    #[test]
+    fn an_image_job_requires_docker_and_sets_its_containers_memory() {
+        let image = format!("img:{}", "ab".repeat(32));
+        let with = |memory: &str| {
+            GOOD.replace(
+                "command = \"sh\"",
+                &format!("command = \"sh\"\nimage = \"{image}\""),
+            )
+            .replace("min_gpus = 1", &format!("min_gpus = 1\n{memory}"))
+        };
+        let r = JobFile::parse(&with(""), "job.toml", Path::new("."))
+            .unwrap()
+            .prescription
+            .instructions
+            .requirements;
+        assert_eq!(
+            (r.min_memory_mib, r.software),
+            (2048, vec!["docker".to_string()])
+        );
+        let r = JobFile::parse(&with("min_memory_mib = 512"), "job.toml", Path::new("."))
+            .unwrap()
+            .prescription
+            .instructions
+            .requirements;
+        assert_eq!(r.min_memory_mib, 512);
     }
 
     #[test]

@@ -836,6 +836,13 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
                 ),
             );
         }
+        if i.requirements.min_memory_mib == 0 {
+            // Each worker's own limit would end a run near it on one worker and not another.
+            return bad(
+                "instructions.requirements.min_memory_mib",
+                "must be set for a job that names an image: it is the container's memory on every worker, so runs end alike".into(),
+            );
+        }
     }
     if software.len() > gridwork_types::MAX_SOFTWARE_NEEDS {
         return bad(

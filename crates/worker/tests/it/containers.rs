@@ -176,6 +176,7 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     let mut p = squares(1, 1, 60_000, "echo ran > $GRIDWORK_OUTPUTS/result.txt");
     p.program.image = Some(tag_mover.cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
     p.data = vec![tag_mover];
     let job = net.submit(p).await;
     let view = net.wait_finished(&job).await;
@@ -194,6 +195,7 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     let mut p = squares(1, 1, 15_000, "sleep 600");
     p.program.image = Some(image_cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
     p.data = vec![image_input];
     // Both bids are in before the auction closes.
     p.halting.first_bids = 2;

@@ -269,6 +269,7 @@ fn a_bid_that_says_its_image_is_cached_is_shown_and_moves_nothing_in_the_auction
     let mut p = prescription(1, 1, Equivalence::ExactHash {});
     p.program.image = Some(p.data[0].cid);
     p.instructions.requirements.software = vec!["docker".into()];
+    p.instructions.requirements.min_memory_mib = 1024;
     p.halting.first_bids = 2;
     let job = m.submit(p.clone(), deposit_for(&p));
     let price = Amount(GRID / 200);
@@ -392,6 +393,11 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
     let mut undeclared_path = prescription(1, 1, Equivalence::ExactHash {});
     undeclared_path.program.command = "/usr/bin/blender".into();
     undeclared_path.instructions.requirements.software = vec!["python3".into()];
+    // A container's memory must be the job's, the same on every worker: a run near one
+    // provider's own limit would end there and not elsewhere.
+    let mut no_memory = prescription(1, 1, Equivalence::ExactHash {});
+    no_memory.program.image = Some(no_memory.data[0].cid);
+    no_memory.instructions.requirements.software = vec!["docker".into()];
     let mut not_a_name = prescription(1, 1, Equivalence::ExactHash {});
     not_a_name.program.command = "blender;rm".into();
     not_a_name.instructions.requirements.software = vec!["blender".into()];
@@ -402,6 +408,7 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
         (undeclared, "program.command"),
         (undeclared_path, "program.command"),
         (not_a_name, "program.command"),
+        (no_memory, "instructions.requirements.min_memory_mib"),
     ] {
         let deposit = deposit_for(&p);
         let err = m.refused(
