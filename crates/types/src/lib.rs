@@ -24,9 +24,9 @@ pub use encoding::{Decode, DecodeError, Encode, Reader};
 pub use hash::{Hash, HashError};
 pub use keys::{verify_batch, KeyError, Keypair, PublicKey, Signature};
 pub use market::{
-    check_input_name, check_output_pattern, check_software_name, command_program, output_matches,
-    requires_software, DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware, Instructions,
-    Payment, Prescription, Program, Requirements, RunEnd, Software, SoftwareNeed,
+    check_command, check_input_name, check_output_pattern, check_software_name, command_program,
+    output_matches, requires_software, DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware,
+    Instructions, Payment, Prescription, Program, Requirements, RunEnd, Software, SoftwareNeed,
     CONTAINER_SOFTWARE, MAX_IMAGE_PSNR_MDB, MAX_REQUIRED_OUTPUTS, MAX_SOFTWARE_NEEDS,
     MAX_SOFTWARE_TEXT, MIN_IMAGE_PSNR_MDB, NETWORK_SOFTWARE,
 };

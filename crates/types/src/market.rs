@@ -339,23 +339,46 @@ pub fn requires_software(software: &[String], program: &str) -> bool {
         .any(|s| SoftwareNeed::parse(s).is_ok_and(|n| n.name == program))
 }
 
-/// The installed program a job's command runs, by the name providers list it under: the
-/// command itself when it is a bare name (`python3`), the last part of an absolute path
-/// (`/usr/bin/python3` is `python3`). `None` for a job that brings its image (the image has
-/// its command) and for a relative path (`./run.sh`: the job's own file, among its inputs).
-/// A process job must require it (`validate_prescription`), so that only providers that
-/// have it are drawn to check the job: one without it would fail the run with 127 and be
-/// outvoted, or outvote an executor that has it.
+/// The installed program a process job's command runs, by the name providers list it under:
+/// the command itself when it is a bare name (`python3`, looked up on the tasks' `PATH`).
+/// `None` for a job that brings its image (the image has its command) and for the job's own
+/// file among its inputs (`inputs/run.sh`). A process job must require it
+/// (`validate_prescription`), so that only providers that have it are drawn to check the job:
+/// one without it would fail the run with 127 and be outvoted, or outvote an executor that has
+/// it.
 pub fn command_program(program: &Program) -> Option<&str> {
-    if program.image.is_some() {
+    if program.image.is_some() || program.command.contains('/') {
         return None;
     }
-    let command = program.command.as_str();
-    match command.strip_prefix('/') {
-        Some(path) => path.rsplit('/').next(),
-        None if command.contains('/') => None,
-        None => Some(command),
+    Some(program.command.as_str())
+}
+
+/// Checks what a process job's command may be: an installed program by its bare name (found
+/// on the tasks' `PATH` alike on every worker, `python3`), or the job's own file by its path
+/// among the inputs (`inputs/run.sh`, no `.` or `..` parts). Not an absolute path: the same
+/// name lies at different paths on different hosts (`/usr/local/bin/python3` on some), or is
+/// unreachable on some (`/root/...` for a worker that is not root), and honest runs would
+/// end differently.
+pub fn check_command(program: &Program) -> Result<(), String> {
+    if program.image.is_some() {
+        return Ok(());
     }
+    let command = program.command.as_str();
+    if !command.contains('/') {
+        return check_software_name(command).map_err(|e| {
+            format!("`{command}` {e}: name an installed program (`python3`) or the job's own file (`inputs/run.sh`)")
+        });
+    }
+    let own = command.strip_prefix("inputs/").is_some_and(|rest| {
+        rest.split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+    });
+    if own {
+        return Ok(());
+    }
+    Err(format!(
+        "`{command}` is a path outside the job's inputs: name an installed program by its name alone (`python3`, found on the tasks' PATH on every worker), or the job's own file as `inputs/<path>`"
+    ))
 }
 
 /// Checks a program name as requirements and providers write it.

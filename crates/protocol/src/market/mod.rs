@@ -795,13 +795,8 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
     }
     let software = &p.instructions.requirements.software;
     let requires = |name: &str| gridwork_types::requires_software(software, name);
+    gridwork_types::check_command(&p.program).or_else(|e| bad("program.command", e))?;
     if let Some(name) = gridwork_types::command_program(&p.program) {
-        gridwork_types::check_software_name(name).or_else(|e| {
-            bad(
-                "program.command",
-                format!("`{}` {e}: name an installed program (`python3`, `/usr/bin/python3`) or the job's own script by a relative path (`./run.sh`)", p.program.command),
-            )
-        })?;
         if !requires(name) {
             return bad(
                 "program.command",

@@ -390,9 +390,13 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
     // (or are outvoted by it): the program a job runs must be among its requirements.
     let mut undeclared = prescription(1, 1, Equivalence::ExactHash {});
     undeclared.program.command = "blender".into();
+    // By a path: the same name lies elsewhere on other hosts (`/usr/local/bin/python3`), or
+    // out of some workers' reach (`/root/...`), and honest runs would end differently.
     let mut undeclared_path = prescription(1, 1, Equivalence::ExactHash {});
     undeclared_path.program.command = "/usr/bin/blender".into();
-    undeclared_path.instructions.requirements.software = vec!["python3".into()];
+    undeclared_path.instructions.requirements.software = vec!["blender".into()];
+    let mut climbing = prescription(1, 1, Equivalence::ExactHash {});
+    climbing.program.command = "inputs/../../../usr/local/bin/rare".into();
     // A container's memory must be the job's, the same on every worker: a run near one
     // provider's own limit would end there and not elsewhere.
     let mut no_memory = prescription(1, 1, Equivalence::ExactHash {});
@@ -407,6 +411,7 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
         (not_an_input, "program.image"),
         (undeclared, "program.command"),
         (undeclared_path, "program.command"),
+        (climbing, "program.command"),
         (not_a_name, "program.command"),
         (no_memory, "instructions.requirements.min_memory_mib"),
     ] {
@@ -450,12 +455,12 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
             "{err}"
         );
     }
-    // Named as a bare name, or by an absolute path and its last part, the program is taken;
-    // the job's own script (a relative path, among its inputs) needs no provider's.
+    // Named by its bare name, the program is taken; the job's own script (by its path among
+    // its inputs) needs no provider's.
     for (command, software) in [
         ("blender", vec!["blender >= 4.0"]),
-        ("/usr/bin/blender", vec!["blender"]),
         ("inputs/run.sh", vec![]),
+        ("inputs/tools/render.py", vec![]),
     ] {
         let mut p = prescription(1, 1, Equivalence::ExactHash {});
         p.program.command = command.into();
