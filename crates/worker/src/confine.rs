@@ -136,41 +136,55 @@ pub enum LandlockStatus {
 ///   abstract UNIX socket of the host (Landlock covers only TCP);
 /// - a private, empty `/dev/shm` (POSIX shared memory: other tasks' segments are out of
 ///   reach, and nothing a task leaves there outlives it);
-/// - nothing at the user's `/run/user/<uid>` (its D-Bus, and through it `systemd-run --user`,
-///   which starts processes outside every sandbox), and `/dev/null` in place of every socket
-///   under `/run`, `/tmp` and `/var/tmp` (Docker's, which is root on the host; a database's;
-///   an ssh-agent's; an X server's) and of any socket among `c.hidden` (a worker's own
-///   `--docker-socket`): Landlock does not cover connecting to a socket by its path;
+/// - an empty, read-only `/run` in place of the host's, where its daemons keep their sockets
+///   (Docker's and containerd's, which are root on the host; a database's; the system and the
+///   user's D-Bus, and through it `systemd-run --user`, which starts processes outside every
+///   sandbox): Landlock does not cover connecting to a socket by its path, and covering the
+///   sockets one by one missed those made, or made again, after the run started. A job with
+///   the network keeps `/run/systemd/resolve` (where `/etc/resolv.conf` points on hosts that
+///   run systemd-resolved);
 /// - its own `tmp/` (in its work directory) at `/tmp` and `/var/tmp`, in place of the host's,
-///   so what it puts there is its own and what others put there later is out of its sight;
-///   `TMPDIR` is then `/tmp`. Not where the work directory itself lies beneath one of them
-///   (its paths would vanish); the sockets there are covered all the same.
+///   where other users' sockets lie (an ssh-agent's, an X server's); `TMPDIR` is then `/tmp`;
+/// - `/dev/null` in place of Docker's socket where `/var/run` is not `/run`, of any socket
+///   among `c.hidden` (a worker's own `--docker-socket`), and of the sockets under whichever of
+///   `/run`, `/tmp` and `/var/tmp` holds the work directory (and so is kept).
 ///
 /// Returns whether `/tmp` is the run's own `tmp/`. Fails (and the run goes on with the
 /// shared mounts, saying so) where the host forbids unprivileged user namespaces, or the
 /// process has threads (it has none here).
 fn own_mounts(c: &Confinement) -> Result<bool, String> {
-    use rustix::mount::{mount, mount_bind, mount_change, MountFlags, MountPropagationFlags};
+    use rustix::mount::{
+        mount, mount_bind, mount_change, mount_remount, move_mount, open_tree, MountFlags,
+        MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
+    };
     use rustix::thread::UnshareFlags;
     let (uid, gid) = (rustix::process::getuid(), rustix::process::getgid());
     let tmp = c.work.join("tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    // Found before the namespaces are made: the same either way, as the host sees them.
-    let shared_tmp = ["/var/tmp", "/tmp"].map(Path::new);
-    let sockets: Vec<PathBuf> = shared_tmp
-        .iter()
-        .chain(&[Path::new("/run")])
-        .flat_map(|dir| sockets_beneath(dir, 4))
-        .filter(|s| !s.starts_with(&c.work))
-        .collect();
-    let own_tmp = |shared: &Path| {
-        shared.is_dir()
-            && !c
-                .work
-                .canonicalize()
-                .is_ok_and(|w| shared.canonicalize().is_ok_and(|s| w.starts_with(s)))
+    let work = c
+        .work
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", c.work.display()))?;
+    // A shared directory is replaced unless the work directory lies beneath it (its paths
+    // would vanish); then its sockets are covered one by one, found before the namespaces
+    // are made, as the host sees them.
+    let replaceable = |shared: &Path| {
+        shared.is_dir() && !shared.canonicalize().is_ok_and(|s| work.starts_with(s))
     };
-    let replaced: Vec<&Path> = shared_tmp.into_iter().filter(|s| own_tmp(s)).collect();
+    let replaced_tmp: Vec<&Path> = ["/var/tmp", "/tmp"]
+        .map(Path::new)
+        .into_iter()
+        .filter(|s| replaceable(s))
+        .collect();
+    let run = Path::new("/run");
+    let cover_run = replaceable(run);
+    let sockets: Vec<PathBuf> = ["/var/tmp", "/tmp", "/run"]
+        .map(Path::new)
+        .into_iter()
+        .filter(|d| d.is_dir() && !replaced_tmp.contains(d) && !(cover_run && *d == run))
+        .flat_map(|dir| sockets_beneath(dir, 4))
+        .filter(|s| !s.starts_with(&work))
+        .collect();
     let mut flags = UnshareFlags::NEWUSER | UnshareFlags::NEWNS;
     if !c.network {
         flags |= UnshareFlags::NEWNET;
@@ -191,17 +205,6 @@ fn own_mounts(c: &Confinement) -> Result<bool, String> {
     let hidden_flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     mount("tmpfs", "/dev/shm", "tmpfs", hidden_flags, c"mode=1777")
         .map_err(|e| format!("/dev/shm: {e}"))?;
-    let user_run = format!("/run/user/{}", uid.as_raw());
-    if Path::new(&user_run).is_dir() {
-        mount(
-            "tmpfs",
-            user_run.as_str(),
-            "tmpfs",
-            hidden_flags | MountFlags::RDONLY,
-            c"mode=0",
-        )
-        .map_err(|e| format!("{user_run}: {e}"))?;
-    }
     let is_socket = |path: &Path| {
         std::fs::symlink_metadata(path).is_ok_and(|m| {
             use std::os::unix::fs::FileTypeExt;
@@ -216,16 +219,57 @@ fn own_mounts(c: &Confinement) -> Result<bool, String> {
     }
     // One this user cannot reach the path of (a directory it may list but not search) it
     // cannot connect to either.
-    for socket in sockets.iter().filter(|s| !s.starts_with(&user_run)) {
+    for socket in &sockets {
         if is_socket(socket) {
             let _ = mount_bind("/dev/null", socket);
         }
     }
+    if cover_run {
+        let resolve = Path::new("/run/systemd/resolve");
+        // Taken before `/run` is covered, put back after.
+        let kept = (c.network && resolve.is_dir())
+            .then(|| {
+                open_tree(
+                    rustix::fs::CWD,
+                    resolve,
+                    OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+                )
+                .ok()
+            })
+            .flatten();
+        mount("tmpfs", run, "tmpfs", hidden_flags, c"mode=755,size=64k")
+            .map_err(|e| format!("/run: {e}"))?;
+        if let Some(tree) = kept {
+            std::fs::create_dir_all(resolve).map_err(|e| format!("{}: {e}", resolve.display()))?;
+            move_mount(
+                &tree,
+                "",
+                rustix::fs::CWD,
+                resolve,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+            .map_err(|e| format!("{}: {e}", resolve.display()))?;
+        }
+        mount_remount(run, hidden_flags | MountFlags::RDONLY, c"")
+            .map_err(|e| format!("/run read-only: {e}"))?;
+    } else {
+        let user_run = format!("/run/user/{}", uid.as_raw());
+        if Path::new(&user_run).is_dir() && !work.starts_with(&user_run) {
+            mount(
+                "tmpfs",
+                user_run.as_str(),
+                "tmpfs",
+                hidden_flags | MountFlags::RDONLY,
+                c"mode=0",
+            )
+            .map_err(|e| format!("{user_run}: {e}"))?;
+        }
+    }
     // `/tmp` last: where this fails, `TMPDIR` (the worker's link in the host's `/tmp`) stays.
-    for shared in &replaced {
+    for shared in &replaced_tmp {
         mount_bind(&tmp, *shared).map_err(|e| format!("{}: {e}", shared.display()))?;
     }
-    Ok(replaced.contains(&Path::new("/tmp")))
+    Ok(replaced_tmp.contains(&Path::new("/tmp")))
 }
 
 /// The UNIX sockets beneath `dir`, at most `depth` directories down, links not followed

@@ -578,6 +578,63 @@ fn a_sandbox_that_cannot_be_set_up_says_so_and_never_passes_for_the_program() {
     assert!(line.contains("memory limit"), "{line}");
 }
 
+/// Found by an adversarial review: sockets covered one by one came back when their daemon
+/// made them again (Docker restarting), and a socket made after the run started (a new
+/// container's shim under `/run/containerd`) was never covered. `/run` is an empty, read-only
+/// directory of the run's own: a socket the host makes there, before or while the run goes,
+/// is out of its sight.
+#[test]
+fn a_socket_the_host_makes_under_run_while_a_task_runs_stays_out_of_its_reach() {
+    let writable = std::fs::metadata("/run").is_ok_and(|m| !m.permissions().readonly())
+        && std::fs::write(format!("/run/gridwork-probe-{}", std::process::id()), "").is_ok();
+    let _ = std::fs::remove_file(format!("/run/gridwork-probe-{}", std::process::id()));
+    if !writable {
+        // Only root makes sockets under /run (CI and this machine are root).
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let early =
+        std::path::PathBuf::from(format!("/run/gridwork-early-{}.sock", std::process::id()));
+    let late = std::path::PathBuf::from(format!("/run/gridwork-late-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&early);
+    let _ = std::fs::remove_file(&late);
+    let listener = std::os::unix::net::UnixListener::bind(&early).unwrap();
+    let script = format!(
+        "sleep 1; [ -e {early} ] && echo early; [ -e {late} ] && echo late; \
+         ls -A /run | wc -l | sed 's/^/entries /'; touch /run/planted 2>/dev/null && echo planted; echo done",
+        early = early.display(),
+        late = late.display()
+    );
+    let child = Command::new(BIN)
+        .args(["sandbox-exec", "--work"])
+        .arg(dir.path())
+        .args(["--", "bash", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The daemon restarts: its socket made again; and a new one appears.
+    drop(listener);
+    std::fs::remove_file(&early).unwrap();
+    let _again = std::os::unix::net::UnixListener::bind(&early).unwrap();
+    let _new = std::os::unix::net::UnixListener::bind(&late).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_file(&early);
+    let _ = std::fs::remove_file(&late);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("done"), "{out:?}");
+    if String::from_utf8_lossy(&out.stderr).contains("no namespaces of its own") {
+        return;
+    }
+    assert!(
+        !stdout.contains("early") && !stdout.contains("late"),
+        "{out:?}"
+    );
+    assert!(stdout.contains("entries 0"), "an empty /run: {out:?}");
+    assert!(!stdout.contains("planted"), "a read-only /run: {out:?}");
+}
+
 /// Escape seen: a task sent UDP to the host's loopback (Landlock covers only TCP), and could
 /// reach pathname sockets of other programs in the shared `/tmp` (an ssh-agent's, an X
 /// server's) and under `/run` (Docker's, a database's). A run has a network namespace of its
@@ -638,6 +695,10 @@ fn a_task_sends_no_udp_and_reaches_no_socket_in_the_shared_tmp_or_run() {
     }
     // A job that asks for the network (on a provider that allows it) has UDP too.
     let (out, _) = sandboxed_with(&["--network"], dir.path(), &script);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("database"),
+        "{out:?}"
+    );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("sent"),
         "{out:?}"
