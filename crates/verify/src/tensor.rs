@@ -82,6 +82,16 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor<'_>, String> {
     let header = rest.get(..len).ok_or_else(|| bad("header past the end"))?;
     let data = &rest[len..];
     let header = std::str::from_utf8(header).map_err(|_| bad("header not text"))?;
+    // Exactly the three keys, each once: numpy reads the header as a Python literal, where a
+    // key given twice takes its last value, so a second `fortran_order` or `shape` would
+    // load the same bytes transposed or reshaped while a judge read the first.
+    let mut keys: Vec<&str> = header_keys(header);
+    keys.sort_unstable();
+    if keys != ["descr", "fortran_order", "shape"] {
+        return Err(bad(&format!(
+            "its header has the keys {keys:?}; a numpy array has descr, fortran_order and shape, once each"
+        )));
+    }
     let value = |key: &str| -> Result<&str, String> {
         let at = header
             .find(&format!("'{key}'"))
@@ -157,92 +167,194 @@ fn parse_npy(bytes: &[u8]) -> Result<Tensor<'_>, String> {
     })
 }
 
-/// A safetensors file's tensors, by name.
+/// The longest safetensors header read, as the reference loader has it.
+const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
+/// The most dimensions a tensor may have.
+const MAX_RANK: usize = 64;
+
+/// One tensor as a safetensors header describes it.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    dtype: String,
+    #[serde(deserialize_with = "bounded_shape")]
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// A shape of at most [`MAX_RANK`] dimensions, refused as soon as it is longer (a stranger's
+/// header must not make a judge allocate what it likes).
+fn bounded_shape<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+    struct Shape;
+    impl<'de> serde::de::Visitor<'de> for Shape {
+        type Value = Vec<u64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a shape of at most {MAX_RANK} dimensions")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u64>, A::Error> {
+            let mut dims = Vec::new();
+            while let Some(d) = seq.next_element::<u64>()? {
+                if dims.len() == MAX_RANK {
+                    return Err(serde::de::Error::custom(format!(
+                        "more than {MAX_RANK} dimensions"
+                    )));
+                }
+                dims.push(d);
+            }
+            Ok(dims)
+        }
+    }
+    d.deserialize_seq(Shape)
+}
+
+/// A safetensors header: its tensors by name (each name once), its metadata a map of strings.
+struct Header(BTreeMap<String, Entry>);
+
+impl<'de> serde::Deserialize<'de> for Header {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Header, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Header;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a safetensors header")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Header, A::Error> {
+                let mut tensors = BTreeMap::new();
+                let mut metadata = false;
+                while let Some(name) = map.next_key::<String>()? {
+                    if name == "__metadata__" {
+                        if std::mem::replace(&mut metadata, true) {
+                            return Err(serde::de::Error::custom("__metadata__ twice"));
+                        }
+                        map.next_value::<BTreeMap<String, String>>()?;
+                        continue;
+                    }
+                    let entry = map.next_value::<Entry>()?;
+                    if tensors.insert(name.clone(), entry).is_some() {
+                        return Err(serde::de::Error::custom(format!("{name} twice")));
+                    }
+                }
+                Ok(Header(tensors))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// The keys of a numpy header: each `'name'` followed by a colon.
+fn header_keys(header: &str) -> Vec<&str> {
+    let mut keys = Vec::new();
+    let mut rest = header;
+    while let Some(open) = rest.find('\'') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('\'') else {
+            break;
+        };
+        let (word, tail) = (&after[..close], &after[close + 1..]);
+        if tail.trim_start().starts_with(':') {
+            keys.push(word);
+        }
+        rest = tail;
+    }
+    keys
+}
+
+/// A safetensors file's tensors, by name, as the reference loader accepts them: a header of
+/// at most 100 MB, each name once, data regions that tile the data exactly (sorted,
+/// contiguous, from 0 to its end).
 fn parse_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Tensor<'_>>, String> {
     let bad = |why: &str| format!("not a safetensors file: {why}");
     let len = bytes.get(..8).ok_or_else(|| bad("short"))?;
     let len = u64::from_le_bytes(len.try_into().map_err(|_| bad("short"))?);
+    if len > MAX_SAFETENSORS_HEADER {
+        return Err(bad(&format!(
+            "a header of {len} bytes; at most {MAX_SAFETENSORS_HEADER}"
+        )));
+    }
     let header_end = 8u64
         .checked_add(len)
         .filter(|&e| e <= bytes.len() as u64)
         .ok_or_else(|| bad("header past the end"))? as usize;
-    let header: serde_json::Map<String, serde_json::Value> =
+    let Header(header) =
         serde_json::from_slice(&bytes[8..header_end]).map_err(|e| bad(&e.to_string()))?;
     let data = &bytes[header_end..];
-    let mut out = BTreeMap::new();
-    for (name, t) in header {
-        if name == "__metadata__" {
-            continue;
+    let mut regions: Vec<(u64, u64)> = header
+        .values()
+        .map(|e| (e.data_offsets[0], e.data_offsets[1]))
+        .collect();
+    regions.sort_unstable();
+    let mut at = 0;
+    for (start, end) in regions {
+        if start != at || end < start {
+            return Err(bad("data regions overlap, leave gaps or run backwards"));
         }
-        let field = |key: &str| t.get(key).ok_or_else(|| bad(&format!("{name}: no {key}")));
-        let dtype = match field("dtype")?.as_str() {
-            Some("F64") => Dtype::Float {
+        at = end;
+    }
+    if at != data.len() as u64 {
+        return Err(bad(&format!(
+            "the tensors cover {at} bytes of {} bytes of data",
+            data.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for (name, e) in header {
+        let dtype = match e.dtype.as_str() {
+            "F64" => Dtype::Float {
                 bytes: 8,
                 bf16: false,
             },
-            Some("F32") => Dtype::Float {
+            "F32" => Dtype::Float {
                 bytes: 4,
                 bf16: false,
             },
-            Some("F16") => Dtype::Float {
+            "F16" => Dtype::Float {
                 bytes: 2,
                 bf16: false,
             },
-            Some("BF16") => Dtype::Float {
+            "BF16" => Dtype::Float {
                 bytes: 2,
                 bf16: true,
             },
-            Some("I64") => Dtype::Int {
+            "I64" => Dtype::Int {
                 bytes: 8,
                 signed: true,
             },
-            Some("I32") => Dtype::Int {
+            "I32" => Dtype::Int {
                 bytes: 4,
                 signed: true,
             },
-            Some("I16") => Dtype::Int {
+            "I16" => Dtype::Int {
                 bytes: 2,
                 signed: true,
             },
-            Some("I8") => Dtype::Int {
+            "I8" => Dtype::Int {
                 bytes: 1,
                 signed: true,
             },
-            Some("U64") => Dtype::Int {
+            "U64" => Dtype::Int {
                 bytes: 8,
                 signed: false,
             },
-            Some("U32") => Dtype::Int {
+            "U32" => Dtype::Int {
                 bytes: 4,
                 signed: false,
             },
-            Some("U16") => Dtype::Int {
+            "U16" => Dtype::Int {
                 bytes: 2,
                 signed: false,
             },
-            Some("U8") => Dtype::Int {
+            "U8" => Dtype::Int {
                 bytes: 1,
                 signed: false,
             },
-            Some("BOOL") => Dtype::Bool,
+            "BOOL" => Dtype::Bool,
             other => return Err(bad(&format!("{name}: element type {other:?}"))),
         };
-        let shape = field("shape")?
-            .as_array()
-            .ok_or_else(|| bad(&format!("{name}: shape")))?
-            .iter()
-            .map(|d| d.as_u64().ok_or_else(|| bad(&format!("{name}: shape"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let offsets = field("data_offsets")?
-            .as_array()
-            .filter(|o| o.len() == 2)
-            .and_then(|o| Some((o[0].as_u64()?, o[1].as_u64()?)))
-            .ok_or_else(|| bad(&format!("{name}: data_offsets")))?;
-        let (start, end) = offsets;
-        if start > end || end > data.len() as u64 {
-            return Err(bad(&format!("{name}: data_offsets past the end")));
-        }
-        let need = count(&shape).and_then(|n| n.checked_mul(dtype.size() as u64));
+        let [start, end] = e.data_offsets;
+        let need = count(&e.shape).and_then(|n| n.checked_mul(dtype.size() as u64));
         if need != Some(end - start) {
             return Err(bad(&format!("{name}: its bytes do not match its shape")));
         }
@@ -251,7 +363,7 @@ fn parse_safetensors(bytes: &[u8]) -> Result<BTreeMap<String, Tensor<'_>>, Strin
             Tensor {
                 dtype,
                 big_endian: false,
-                shape,
+                shape: e.shape,
                 data: &data[start as usize..end as usize],
             },
         );
@@ -519,6 +631,74 @@ pub(crate) mod tests {
         let good = npy_f32(&[1], &[0.0]);
         let why = tensor_file_difference(TensorFile::Npy, &good, &file, 1.0, 1.0).unwrap();
         assert!(why.contains("descr"), "{why}");
+    }
+
+    /// Found by an adversarial review: numpy takes a key given twice at its last value, a judge
+    /// took the first, so the same bytes loaded transposed passed as the honest array. And a
+    /// safetensors file whose regions overlap or leave gaps, which the reference loader
+    /// refuses, passed. Both are refused now, as is a header past 100 MB.
+    #[test]
+    fn headers_a_real_loader_reads_otherwise_are_refused() {
+        let good = npy_f32(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let header_of = |text: &str| {
+            let mut out = b"\x93NUMPY\x01\x00".to_vec();
+            out.extend((text.len() as u16).to_le_bytes());
+            out.extend(text.as_bytes());
+            for v in [1.0f32, 2.0, 3.0, 4.0] {
+                out.extend(v.to_le_bytes());
+            }
+            out
+        };
+        for header in [
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'fortran_order': True, }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'extra': 1, }",
+        ] {
+            let why = tensor_file_difference(TensorFile::Npy, &good, &header_of(header), 1.0, 1.0)
+                .unwrap();
+            assert!(why.contains("once each"), "{why}");
+        }
+        let st = TensorFile::Safetensors;
+        let file = |header: &str, data: usize| {
+            let mut out = (header.len() as u64).to_le_bytes().to_vec();
+            out.extend(header.as_bytes());
+            out.extend(vec![0u8; data]);
+            out
+        };
+        let honest = file(
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            8,
+        );
+        for (header, data) in [
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+                12,
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+                8,
+            ),
+            (
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                8,
+            ),
+        ] {
+            let why = tensor_file_difference(st, &honest, &file(header, data), 1.0, 1.0).unwrap();
+            assert!(why.starts_with("not a safetensors file"), "{header}: {why}");
+        }
+        let mut huge = (200u64 << 20).to_le_bytes().to_vec();
+        huge.extend(b"{}");
+        let why = tensor_file_difference(st, &honest, &huge, 1.0, 1.0).unwrap();
+        assert!(why.contains("at most"), "{why}");
+        let deep = format!(
+            r#"{{"a":{{"dtype":"F32","shape":[{}],"data_offsets":[0,0]}}}}"#,
+            vec!["0"; 100].join(",")
+        );
+        let why = tensor_file_difference(st, &honest, &file(&deep, 0), 1.0, 1.0).unwrap();
+        assert!(why.contains("dimensions"), "{why}");
     }
 
     #[test]
