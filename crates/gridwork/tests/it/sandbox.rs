@@ -642,9 +642,10 @@ fn a_socket_the_host_makes_under_run_while_a_task_runs_stays_out_of_its_reach() 
 /// `TMPDIR` at `/tmp`; every socket under `/run` is `/dev/null` to it.
 #[test]
 fn a_task_sends_no_udp_and_reaches_no_socket_in_the_shared_tmp_or_run() {
-    // Outside /tmp, as a worker's directory is: a run whose work directory lies beneath /tmp
-    // keeps the host's (its sockets covered), lest its own paths vanish.
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Outside /tmp, as a worker's directory is (this repository may lie beneath /tmp): a run
+    // whose work directory lies beneath /tmp keeps the host's (its sockets covered), lest its
+    // own paths vanish. Beneath /var/tmp, which is then kept, and /tmp replaced.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(std::time::Duration::from_millis(300)))
         .unwrap();
