@@ -62,6 +62,10 @@ pub fn assemble_frames(
     let mut skipped = Vec::new();
     for dir in task_dirs {
         let frames = dir.join("frames");
+        // A real directory: a link in a pulled output is not followed.
+        if !real_dir(&frames) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&frames) else {
             continue;
         };
@@ -122,6 +126,11 @@ pub fn assemble_frames(
     }))
 }
 
+/// Whether `path` is a directory itself, not a link to one.
+fn real_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
 /// The tiles under each task's `tiles/`, by frame (`frame_NNNNN`), each as (column, row, path).
 fn tiles_by_frame(
     task_dirs: &[PathBuf],
@@ -130,6 +139,9 @@ fn tiles_by_frame(
     let mut by_frame: std::collections::BTreeMap<String, Vec<(u32, u32, PathBuf)>> =
         Default::default();
     for dir in task_dirs {
+        if !real_dir(&dir.join("tiles")) {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(dir.join("tiles")) else {
             continue;
         };
@@ -162,41 +174,62 @@ fn tiles_by_frame(
 }
 
 /// Merges the tiles of one frame into `to`: every tile of the grid the highest column and
-/// row name, all of one size.
+/// row name, all of one size. Sizes are read from the tiles' headers and the whole frame
+/// checked against the bound before any tile is decoded, and tiles are decoded one at a time.
 fn merge(tiles: &[(u32, u32, PathBuf)], to: &Path) -> Result<(), String> {
-    let cols = tiles.iter().map(|t| t.0).max().unwrap_or(0) + 1;
-    let rows = tiles.iter().map(|t| t.1).max().unwrap_or(0) + 1;
+    let grid = |pick: fn(&(u32, u32, PathBuf)) -> u32| {
+        tiles
+            .iter()
+            .map(pick)
+            .max()
+            .and_then(|m| m.checked_add(1))
+            .ok_or_else(|| "a tile numbered past the largest grid".to_string())
+    };
+    let (cols, rows) = (grid(|t| t.0)?, grid(|t| t.1)?);
     if tiles.len() as u64 != u64::from(cols) * u64::from(rows) {
         return Err(format!(
             "{} of its {cols} x {rows} tiles are here",
             tiles.len()
         ));
     }
-    let mut decoded = Vec::with_capacity(tiles.len());
-    for (c, r, path) in tiles {
-        decoded.push((*c, *r, decode_rgba(path)?));
+    let mut size = None;
+    for (_, _, path) in tiles {
+        let this = png_size(path)?;
+        if size.is_some_and(|s| s != this) {
+            return Err("its tiles differ in size".into());
+        }
+        size = Some(this);
     }
-    let (tw, th) = (decoded[0].2.width, decoded[0].2.height);
-    if decoded
-        .iter()
-        .any(|(_, _, t)| (t.width, t.height) != (tw, th))
-    {
-        return Err("its tiles differ in size".into());
-    }
-    let (width, height) = (tw * cols, th * rows);
-    if u64::from(width) * u64::from(height) * 4 > MAX_FRAME_BYTES as u64 {
+    let (tw, th) = size.ok_or("no tiles")?;
+    let width = u64::from(tw) * u64::from(cols);
+    let height = u64::from(th) * u64::from(rows);
+    if width * height * 4 > MAX_FRAME_BYTES as u64 {
         return Err(format!("{width}x{height} is too large"));
     }
-    let mut frame = vec![0u8; width as usize * height as usize * 4];
-    for (c, r, tile) in &decoded {
+    let (width, height) = (width as usize, height as usize);
+    let mut frame = vec![0u8; width * height * 4];
+    for (c, r, path) in tiles {
+        let tile = decode_rgba(path)?;
+        if (tile.width, tile.height) != (tw, th) {
+            return Err("a tile changed while it was read".into());
+        }
+        let (tw, th) = (tw as usize, th as usize);
         for y in 0..th {
-            let from = (y * tw * 4) as usize;
-            let to_at = (((r * th + y) * width + c * tw) * 4) as usize;
-            frame[to_at..to_at + (tw * 4) as usize]
-                .copy_from_slice(&tile.data[from..from + (tw * 4) as usize]);
+            let from = y * tw * 4;
+            let to_at = ((*r as usize * th + y) * width + *c as usize * tw) * 4;
+            frame[to_at..to_at + tw * 4].copy_from_slice(&tile.data[from..from + tw * 4]);
         }
     }
-    write_rgba(to, width, height, &frame).map_err(|e| e.to_string())
+    write_rgba(to, width as u32, height as u32, &frame).map_err(|e| e.to_string())
+}
+
+/// A PNG file's width and height, from its header alone.
+fn png_size(path: &Path) -> Result<(u32, u32), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| e.to_string())?;
+    Ok((reader.info().width, reader.info().height))
 }
 
 /// Writes 8-bit RGBA pixels as a PNG file.
@@ -229,10 +262,11 @@ fn decode_rgba(path: &Path) -> Result<Rgba, String> {
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
     let (width, height) = (reader.info().width, reader.info().height);
     let (color, _) = reader.output_color_type();
-    let size = u64::from(width) * u64::from(height) * color.samples() as u64;
-    if size > MAX_FRAME_BYTES as u64 {
+    // Bounded as the RGBA it becomes, not as it is stored (grey is a quarter of it).
+    if u64::from(width) * u64::from(height) * 4 > MAX_FRAME_BYTES as u64 {
         return Err(format!("{width}x{height} is too large for the sheet"));
     }
+    let size = u64::from(width) * u64::from(height) * color.samples() as u64;
     let mut buf = vec![0; size as usize];
     reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
     let data = match color {
@@ -255,33 +289,40 @@ fn decode_rgba(path: &Path) -> Result<Rgba, String> {
     })
 }
 
-/// `img` scaled to `width` pixels wide (box filter), its aspect kept.
+/// The tallest thumbnail, in pixels: a frame taller than four times its width is squeezed.
+const THUMB_MAX_HEIGHT: u32 = 4 * THUMB_WIDTH;
+
+/// `img` scaled to `width` pixels wide (box filter), its aspect kept up to
+/// [`THUMB_MAX_HEIGHT`].
 fn thumbnail(img: &Rgba, width: u32) -> Rgba {
-    let height =
-        ((u64::from(img.height) * u64::from(width)) / u64::from(img.width.max(1))).max(1) as u32;
-    let mut data = vec![0u8; width as usize * height as usize * 4];
-    for ty in 0..height {
+    let (iw, ih) = (u64::from(img.width.max(1)), u64::from(img.height.max(1)));
+    let (tw, th) = (
+        u64::from(width),
+        (ih * u64::from(width) / iw).clamp(1, u64::from(THUMB_MAX_HEIGHT)),
+    );
+    let mut data = vec![0u8; (tw * th * 4) as usize];
+    for ty in 0..th {
         let (y0, y1) = (
-            ty * img.height / height,
-            ((ty + 1) * img.height / height).max(ty * img.height / height + 1),
+            ty * ih / th,
+            ((ty + 1) * ih / th).max(ty * ih / th + 1).min(ih),
         );
-        for tx in 0..width {
+        for tx in 0..tw {
             let (x0, x1) = (
-                tx * img.width / width,
-                ((tx + 1) * img.width / width).max(tx * img.width / width + 1),
+                tx * iw / tw,
+                ((tx + 1) * iw / tw).max(tx * iw / tw + 1).min(iw),
             );
             let mut sum = [0u64; 4];
             let mut n = 0u64;
-            for y in y0..y1.min(img.height) {
-                for x in x0..x1.min(img.width) {
-                    let at = (y as usize * img.width as usize + x as usize) * 4;
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    let at = ((y * iw + x) * 4) as usize;
                     for (c, s) in sum.iter_mut().enumerate() {
                         *s += u64::from(img.data[at + c]);
                     }
                     n += 1;
                 }
             }
-            let at = (ty as usize * width as usize + tx as usize) * 4;
+            let at = ((ty * tw + tx) * 4) as usize;
             for (c, s) in sum.iter().enumerate() {
                 data[at + c] = (s / n.max(1)) as u8;
             }
@@ -289,7 +330,7 @@ fn thumbnail(img: &Rgba, width: u32) -> Rgba {
     }
     Rgba {
         width,
-        height,
+        height: th as u32,
         data,
     }
 }
@@ -500,6 +541,43 @@ mod tests {
         let pixel = |x: usize, y: usize| merged.data[(y * 12 + x) * 4];
         assert_eq!([pixel(0, 0), pixel(5, 2), pixel(11, 0)], [10, 20, 30]);
         assert_eq!([pixel(0, 3), pixel(7, 5), pixel(11, 5)], [40, 50, 60]);
+    }
+
+    /// Found by an adversarial review: what a pulled output holds must not make `job results`
+    /// follow it or allocate what it likes. A `frames` link to the requester's own pictures is
+    /// not followed; a 1 x 100,000 frame (a few hundred bytes) gets a thumbnail no taller than
+    /// four times its width; a tile grid numbered to the largest column is refused.
+    #[test]
+    fn a_pulled_output_cannot_steer_or_swell_the_assembly() {
+        let base = tempfile::tempdir().unwrap();
+        let private = base.path().join("Pictures");
+        frame(&private.join("holiday.png"), 4, 4, 200);
+        let linked = base.path().join("task-0");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(&private, linked.join("frames")).unwrap();
+        let out = base.path().join("out");
+        assert!(assemble_frames(&[linked], &out).unwrap().is_none());
+
+        let tall = base.path().join("task-1");
+        frame(&tall.join("frames/frame_00001.png"), 1, 100_000, 9);
+        let done = assemble_frames(&[tall], &out).unwrap().unwrap();
+        let sheet = decode_rgba(done.contact_sheet.as_ref().unwrap()).unwrap();
+        assert_eq!(sheet.height, THUMB_MAX_HEIGHT + 2 * GAP);
+
+        let wide = base.path().join("task-2");
+        frame(
+            &wide.join(format!("tiles/frame_00001_tile_{}_0.png", u32::MAX)),
+            2,
+            2,
+            1,
+        );
+        let done = assemble_frames(&[wide], &base.path().join("out2"))
+            .unwrap()
+            .unwrap();
+        assert!(
+            done.frames.is_empty() && done.skipped.len() == 1,
+            "{done:?}"
+        );
     }
 
     /// With ffmpeg installed (Debian's `ffmpeg`, which `scripts/test-deps.sh` installs), the

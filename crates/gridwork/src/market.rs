@@ -328,7 +328,7 @@ fn frames_line(v: &JobView) -> Option<String> {
     {
         let (a, b) = layout.frames(t.items);
         match settled.last_mut() {
-            Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
             _ => settled.push((a, b)),
         }
     }
