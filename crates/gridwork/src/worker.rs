@@ -316,6 +316,9 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // Before anything can fail: the supervisor's pipe, kept past the moment `exec` puts
+    // `/dev/null` on standard input.
+    let report = gridwork_worker::supervise::SetupReport::take();
     let c = Confinement {
         work: args.work.clone(),
         memory_mib: args.memory_mib,
@@ -331,7 +334,7 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         eprintln!("gridwork sandbox: {err}");
         std::process::exit(code);
     }
-    gridwork_worker::supervise::report_setup_failure(&err.to_string());
+    report.failed(&err.to_string());
     Err(err.into())
 }
 

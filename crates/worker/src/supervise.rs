@@ -93,19 +93,35 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// Tells the supervisor that the sandbox could not be set up (from `sandbox-exec --inner`,
-/// before the program would start): written to this process's standard input, the pipe the
-/// supervisor gave it. Where standard input is anything else (no supervisor), nothing is
-/// written.
-pub fn report_setup_failure(why: &str) {
-    use std::os::fd::AsFd;
-    let stdin = std::io::stdin();
-    let fd = stdin.as_fd();
-    let is_pipe = rustix::fs::fstat(fd).is_ok_and(|s| {
-        rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Fifo
-    });
-    if is_pipe {
-        let _ = rustix::io::write(fd, one_line(why).as_bytes());
+/// Where `sandbox-exec --inner` tells its supervisor that the sandbox could not be set up:
+/// the pipe the supervisor gave it as its standard input, taken to a descriptor of its own
+/// (closed on `exec`) before anything else, because starting the program puts `/dev/null` in
+/// its place before a failed `exec` is known.
+#[derive(Debug)]
+pub struct SetupReport(Option<std::os::fd::OwnedFd>);
+
+impl SetupReport {
+    /// Takes the pipe on standard input, if there is one (a supervisor's child); otherwise
+    /// reports go nowhere.
+    pub fn take() -> SetupReport {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        let fd = stdin.as_fd();
+        let is_pipe = rustix::fs::fstat(fd).is_ok_and(|s| {
+            rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Fifo
+        });
+        SetupReport(
+            is_pipe
+                .then(|| rustix::io::fcntl_dupfd_cloexec(fd, 3).ok())
+                .flatten(),
+        )
+    }
+
+    /// Says why the sandbox could not be set up (the program did not run).
+    pub fn failed(&self, why: &str) {
+        if let Some(fd) = &self.0 {
+            let _ = rustix::io::write(fd, one_line(why).as_bytes());
+        }
     }
 }
 
