@@ -117,6 +117,11 @@ enum Sent {
     Refused,
 }
 
+/// How long the engine's word that an image is loaded holds for bids (that it is not: a
+/// second, since this worker or another on the same engine may load it any time).
+const LOADED_FRESH: Duration = Duration::from_secs(10);
+const NOT_LOADED_FRESH: Duration = Duration::from_secs(1);
+
 /// How long a sent step waits before the worker asks the node whether it still has it.
 const RESEND_AFTER: Duration = Duration::from_secs(10);
 
@@ -262,6 +267,10 @@ pub struct Worker {
     /// Verdicts on other parties' outputs: (task, their output) -> equivalent to ours.
     verdicts: Mutex<HashMap<(TaskRef, Hash), bool>>,
     declined: Mutex<HashSet<Hash>>,
+    /// Whether a job image was loaded here, as the engine said a moment ago: asked once per
+    /// image every [`LOADED_FRESH`], not once per task (a job of thousands of tasks would
+    /// otherwise cost as many engine calls each pass).
+    loaded: Mutex<HashMap<Hash, (Instant, bool)>>,
     running: Mutex<HashMap<TaskRef, tokio::task::JoinHandle<()>>>,
     nonce: tokio::sync::Mutex<()>,
     /// Rung when a block is committed or a run finishes: the next pass starts at once.
@@ -314,6 +323,7 @@ impl Worker {
             judging: Mutex::new(HashSet::new()),
             verdicts: Mutex::new(HashMap::new()),
             declined: Mutex::new(HashSet::new()),
+            loaded: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             nonce: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
@@ -690,6 +700,25 @@ impl Worker {
         }
     }
 
+    /// Whether image `cid` is loaded in the engine, as it said within [`LOADED_FRESH`].
+    async fn image_loaded(&self, containers: &crate::container::Containers, cid: &Hash) -> bool {
+        if let Some((at, loaded)) = lock(&self.loaded).get(cid).copied() {
+            let fresh = if loaded {
+                LOADED_FRESH
+            } else {
+                NOT_LOADED_FRESH
+            };
+            if at.elapsed() < fresh {
+                return loaded;
+            }
+        }
+        let loaded = containers.has_image(cid).await.unwrap_or(false);
+        let mut known = lock(&self.loaded);
+        known.retain(|_, (at, _)| at.elapsed() < LOADED_FRESH);
+        known.insert(*cid, (Instant::now(), loaded));
+        loaded
+    }
+
     fn task_dir(&self, r: TaskRef) -> PathBuf {
         self.cfg
             .work_dir
@@ -724,16 +753,8 @@ impl Worker {
                     (Some(_), Some(_)) => None,
                     (None, _) => crate::software::missing_command(program),
                 };
-                // The job's image loaded here already: the run starts sooner, and the bid says so
-                // (and is cheaper by the provider's discount).
-                let cached = match (&program.image, &self.cfg.containers) {
-                    (Some(cid), Some(containers)) if missing.is_none() => {
-                        containers.has_image(cid).await.unwrap_or(false)
-                    }
-                    _ => false,
-                };
-                let decision = match missing {
-                    Some(why) => Decision::Decline(why),
+                let decide = |cached| match &missing {
+                    Some(why) => Decision::Decline(why.clone()),
                     None => self.cfg.policy.decide(
                         &view.prescription,
                         &self.cfg.hardware,
@@ -741,6 +762,20 @@ impl Worker {
                         cached,
                     ),
                 };
+                // The job's image loaded here already: the run starts sooner, and the bid says so
+                // (and is cheaper by the provider's discount, which may bring it under the job's
+                // cap). The engine is asked once per image a while, not once per task.
+                let mut decision = decide(false);
+                let mut cached = false;
+                let worth_asking = missing.is_none() && !matches!(decision, Decision::Busy);
+                if let (true, Some(cid), Some(containers)) =
+                    (worth_asking, &program.image, &self.cfg.containers)
+                {
+                    cached = self.image_loaded(containers, cid).await;
+                    if cached {
+                        decision = decide(true);
+                    }
+                }
                 match decision {
                     Decision::Bid(price) if self.mark("bid", r, 0).await => {
                         let sent = self
