@@ -75,6 +75,14 @@ fn decode(bytes: &[u8]) -> Result<Pixels, String> {
     })
 }
 
+/// An image's width and height, from its header alone.
+fn header(bytes: &[u8]) -> Result<(u32, u32), String> {
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .map_err(|e| e.to_string())?;
+    Ok((reader.info().width, reader.info().height))
+}
+
 /// Samples as fractions of full scale.
 fn samples(p: &Pixels) -> Box<dyn Iterator<Item = f64> + '_> {
     if p.sixteen {
@@ -95,6 +103,16 @@ pub fn png_difference(a: &[u8], b: &[u8], min_psnr_db: f64, max_diff: u8) -> Opt
     if a == b {
         return None;
     }
+    // Sizes from the headers first: two frames of different sizes are told apart without
+    // decoding either (a stranger's frame costs a judge nothing to refuse).
+    if let (Ok(ha), Ok(hb)) = (header(a), header(b)) {
+        if ha != hb {
+            return Some(format!(
+                "{}x{} pixels against {}x{}",
+                ha.0, ha.1, hb.0, hb.1
+            ));
+        }
+    }
     let (pa, pb) = match (decode(a), decode(b)) {
         (Ok(pa), Ok(pb)) => (pa, pb),
         (Err(why), _) | (_, Err(why)) => return Some(why),
@@ -114,18 +132,27 @@ pub fn png_difference(a: &[u8], b: &[u8], min_psnr_db: f64, max_diff: u8) -> Opt
             if pb.sixteen { 16 } else { 8 }
         ));
     }
+    // Alpha is bounded like any sample but left out of the ratio: an opaque frame's constant
+    // alpha would add free signal (about 1.25 dB on RGBA).
+    let channels = pa.color.samples();
+    let alpha = matches!(
+        pa.color,
+        png::ColorType::Rgba | png::ColorType::GrayscaleAlpha
+    );
     let (mut worst, mut worst_at, mut squares, mut n) = (0.0f64, 0usize, 0.0f64, 0usize);
     for (i, (x, y)) in samples(&pa).zip(samples(&pb)).enumerate() {
         let d = (x - y).abs();
         if d > worst {
             (worst, worst_at) = (d, i);
         }
+        if alpha && i % channels == channels - 1 {
+            continue;
+        }
         squares += d * d;
         n += 1;
     }
     // A hair of slack: 16-bit levels scaled to 255 land between whole levels.
     if worst * 255.0 > f64::from(max_diff) + 1e-9 {
-        let channels = pa.color.samples();
         let pixel = worst_at / channels;
         return Some(format!(
             "pixel ({}, {}) differs by {:.1} levels of 255 (at most {max_diff})",
@@ -282,7 +309,13 @@ mod tests {
         huge[25] = 6;
         let crc = crc32(&huge[12..29]);
         huge[29..33].copy_from_slice(&crc.to_be_bytes());
+        // Against a frame of another size: told apart from the headers, nothing decoded.
         let why = png_difference(&frame, &huge, 40.0, 16).unwrap();
+        assert!(why.contains("16x8 pixels against 60000x60000"), "{why}");
+        // Against one of the same claimed size: refused before any pixel is allocated.
+        let mut huge2 = huge.clone();
+        huge2.push(0);
+        let why = png_difference(&huge, &huge2, 40.0, 16).unwrap();
         assert!(why.contains("larger than a judge decodes"), "{why}");
         assert_eq!(png_difference(b"same", b"same", 40.0, 0), None);
     }

@@ -115,11 +115,21 @@ impl Worker {
             }
         };
         self.pull(theirs, &key, &[*holder], &their_dir).await?;
-        let verdict = gridwork_verify::equivalent(e, &sandbox::layout(&dir).1, &their_dir)
-            .map_err(|err| WorkerError::Io {
-                path: dir.display().to_string(),
-                source: std::io::Error::other(err.to_string()),
-            })?;
+        // Decoding another party's frames or tensors takes a while: off the runtime's threads,
+        // so the worker's other steps (its commits and reveals) keep their deadlines.
+        let (mine, theirs_dir, e_owned) = (sandbox::layout(&dir).1, their_dir.clone(), e.clone());
+        let verdict = tokio::task::spawn_blocking(move || {
+            gridwork_verify::equivalent(&e_owned, &mine, &theirs_dir)
+        })
+        .await
+        .map_err(|err| WorkerError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other(err.to_string()),
+        })?
+        .map_err(|err| WorkerError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other(err.to_string()),
+        })?;
         let _ = std::fs::remove_dir_all(&their_dir);
         let same = verdict.is_same();
         lock(&self.verdicts).insert((r, *theirs), same);
