@@ -29,6 +29,9 @@ struct Pixels {
     height: u32,
     color: png::ColorType,
     sixteen: bool,
+    /// How the pixels are to be shown (gamma, chromaticities, sRGB intent, ICC profile):
+    /// not metadata, since a viewer that manages colour shows the same pixels otherwise.
+    colour: String,
     data: Vec<u8>,
 }
 
@@ -48,6 +51,7 @@ fn decode(bytes: &[u8]) -> Result<Pixels, String> {
         return Err("an animated PNG, compared byte for byte".into());
     }
     let (width, height) = (reader.info().width, reader.info().height);
+    let colour = colour_of(reader.info());
     let (color, depth) = reader.output_color_type();
     let sample_bytes = if depth == png::BitDepth::Sixteen {
         2
@@ -71,8 +75,25 @@ fn decode(bytes: &[u8]) -> Result<Pixels, String> {
         height,
         color,
         sixteen: depth == png::BitDepth::Sixteen,
+        colour,
         data,
     })
+}
+
+/// How an image is to be shown, as one comparable text: its gamma, chromaticities, sRGB
+/// rendering intent and ICC profile (by length and a hash).
+fn colour_of(info: &png::Info<'_>) -> String {
+    let icc = info.icc_profile.as_deref().unwrap_or_default();
+    let hash = icc.iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(1_099_511_628_211).wrapping_add(u64::from(b))
+    });
+    format!(
+        "gamma {:?}, chromaticities {:?}, sRGB {:?}, ICC {} bytes #{hash:x}",
+        info.gama_chunk,
+        info.chrm_chunk,
+        info.srgb,
+        icc.len()
+    )
 }
 
 /// An image's width and height, from its header alone.
@@ -121,6 +142,14 @@ pub fn png_difference(a: &[u8], b: &[u8], min_psnr_db: f64, max_diff: u8) -> Opt
         return Some(format!(
             "{}x{} pixels against {}x{}",
             pa.width, pa.height, pb.width, pb.height
+        ));
+    }
+    if pa.colour != pb.colour {
+        // Found by an adversarial review: a gamma chunk added to an honest frame passed, and
+        // showed washed out.
+        return Some(format!(
+            "shown differently (gamma, chromaticities, sRGB, ICC profile): {} against {}",
+            pa.colour, pb.colour
         ));
     }
     if pa.color != pb.color || pa.sixteen != pb.sixteen || pa.data.len() != pb.data.len() {
@@ -271,6 +300,23 @@ mod tests {
             gradient,
         );
         assert!(png_difference(&frame, &alpha, 40.0, 16).is_some());
+    }
+
+    /// The same pixels with a gamma chunk added show washed out in a viewer that manages
+    /// colour: a difference, not metadata.
+    #[test]
+    fn how_pixels_are_shown_must_match_too() {
+        let plain = rgb("", gradient);
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, 16, 8);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_source_gamma(png::ScaledFloat::new(1.0));
+        let mut w = enc.write_header().unwrap();
+        let data: Vec<u8> = (0..16 * 8 * 3).map(|i| gradient(i) as u8).collect();
+        w.write_image_data(&data).unwrap();
+        drop(w);
+        let why = png_difference(&plain, &out, 40.0, 32).unwrap();
+        assert!(why.contains("shown differently"), "{why}");
     }
 
     /// 16-bit images are bounded in levels of 255 of full scale like 8-bit ones.
