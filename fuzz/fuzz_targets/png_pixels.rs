@@ -3,11 +3,9 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else {
+    let Some((a, b)) = gridwork_fuzz::split_pair(data) else {
         return;
     };
-    let at = usize::from(split).min(rest.len());
-    let (a, b) = rest.split_at(at);
     let _ = gridwork_verify::image::png_difference(a, b, 40.0, 8);
     let _ = gridwork_verify::image::png_difference(b, b, 40.0, 8);
 });

@@ -6,11 +6,9 @@
 use gridwork_verify::tensor::{tensor_file_difference, TensorFile};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else {
+    let Some((a, b)) = gridwork_fuzz::split_pair(data) else {
         return;
     };
-    let at = usize::from(split).min(rest.len());
-    let (a, b) = rest.split_at(at);
     for kind in [TensorFile::Npy, TensorFile::Safetensors] {
         let _ = tensor_file_difference(kind, a, b, 1e-6, 1e-6);
         let _ = tensor_file_difference(kind, b, a, 0.0, 0.0);

@@ -22,6 +22,13 @@ mod jobfile;
 #[path = "../../crates/client/src/render.rs"]
 mod render;
 
+/// Two files from one input: the first byte says where the rest splits (what a judge
+/// compares: one party's file and another's).
+pub fn split_pair(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&split, rest) = data.split_first()?;
+    Some(rest.split_at(usize::from(split).min(rest.len())))
+}
+
 /// Reads a pin file; one that reads is written again and must read back the same.
 pub fn pin_file(data: &[u8]) {
     if let Some(pin) = pinfile::PinFile::decode(data) {

@@ -823,34 +823,17 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::render_job;
+    use super::{frames_line, render_job};
     use gridwork_api::{BidView, JobStatus, JobView, Phase, TaskView};
-    use gridwork_types::{Address, Amount, Hash};
+    use gridwork_types::{Address, Amount, Hash, Prescription};
 
-    /// `job status` of a job that runs in an image says how many of its bidders said they
-    /// had the image loaded already, each bidder counted once.
-    #[test]
-    fn job_status_says_how_many_bidders_had_the_image_loaded() {
-        let image = Hash([7; 32]);
-        let text = format!(
-            "[data]\ninputs = []\n[program]\ncommand = \"sh\"\nimage = \"img:{image}\"\n\
-             [instructions]\nitems = 2\nchunk = 1\ntask_deadline_s = 60\ncouncil_size = 1\n\
-             [instructions.requirements]\nsoftware = [\"docker\"]\n\
-             [payment]\nkind = \"per_task_second\"\nmax_price = \"0.1\"\n\
-             [equivalence]\nkind = \"exact_hash\"\n[halting]\nfirst_bids = 2\ndeadline_s = 5\n"
-        );
-        let job =
-            gridwork_client::JobFile::parse(&text, "job.toml", std::path::Path::new(".")).unwrap();
-        let bid = |n: u8, cached: bool| BidView {
-            provider: Address([n; 20]),
-            price: Amount(1),
-            cached,
-        };
-        let task = |index: u32, bids: Vec<BidView>| TaskView {
+    /// A task of `items`, where `phase` stands, with `bids`.
+    fn task(index: u32, phase: Phase, items: (u64, u64), bids: Vec<BidView>) -> TaskView {
+        TaskView {
             index,
-            phase: Phase::Bidding,
+            phase,
             attempt: 0,
-            items: (u64::from(index), u64::from(index) + 1),
+            items,
             bids,
             executor: None,
             price: Amount::ZERO,
@@ -864,23 +847,52 @@ mod tests {
             ended: None,
             paid: Amount::ZERO,
             note: String::new(),
-        };
-        let mut view = JobView {
+        }
+    }
+
+    /// An open job of `prescription` with `tasks`.
+    fn job(prescription: Prescription, tasks: Vec<TaskView>) -> JobView {
+        JobView {
             id: Hash([1; 32]),
             requester: Address([9; 20]),
             status: JobStatus::Open,
-            prescription: job.prescription,
+            prescription,
             escrow: Amount(10),
             spent: Amount::ZERO,
             max_task_cost: Amount(5),
-            settled: 0,
+            settled: tasks.iter().filter(|t| t.phase == Phase::Settled).count() as u32,
             closed: 0,
-            tasks: vec![
-                task(0, vec![bid(1, true), bid(2, false)]),
-                task(1, vec![bid(1, true), bid(3, true)]),
-            ],
+            tasks,
             declines: Vec::new(),
+        }
+    }
+
+    /// `job status` of a job that runs in an image says how many of its bidders said they
+    /// had the image loaded already, each bidder counted once.
+    #[test]
+    fn job_status_says_how_many_bidders_had_the_image_loaded() {
+        let image = Hash([7; 32]);
+        let text = format!(
+            "[data]\ninputs = []\n[program]\ncommand = \"sh\"\nimage = \"img:{image}\"\n\
+             [instructions]\nitems = 2\nchunk = 1\ntask_deadline_s = 60\ncouncil_size = 1\n\
+             [instructions.requirements]\nsoftware = [\"docker\"]\n\
+             [payment]\nkind = \"per_task_second\"\nmax_price = \"0.1\"\n\
+             [equivalence]\nkind = \"exact_hash\"\n[halting]\nfirst_bids = 2\ndeadline_s = 5\n"
+        );
+        let file =
+            gridwork_client::JobFile::parse(&text, "job.toml", std::path::Path::new(".")).unwrap();
+        let bid = |n: u8, cached: bool| BidView {
+            provider: Address([n; 20]),
+            price: Amount(1),
+            cached,
         };
+        let mut view = job(
+            file.prescription,
+            vec![
+                task(0, Phase::Bidding, (0, 1), vec![bid(1, true), bid(2, false)]),
+                task(1, Phase::Bidding, (1, 2), vec![bid(1, true), bid(3, true)]),
+            ],
+        );
         let shown = render_job(&view);
         assert!(
             shown.contains(&format!("img:{image} (loaded already by 2 of 3 bidders)")),
@@ -890,14 +902,6 @@ mod tests {
         view.prescription.program.image = None;
         assert!(!render_job(&view).contains("loaded already"));
     }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod render_tests {
-    use super::frames_line;
-    use gridwork_api::{JobStatus, JobView, Phase, TaskView};
-    use gridwork_types::{Address, Amount, Hash};
 
     /// `job status` and `job watch` of a render say which frames have settled, in ranges.
     #[test]
@@ -908,26 +912,7 @@ mod render_tests {
                     [instructions]\nchunk = 2\ntask_deadline_s = 60\n\
                     [payment]\nkind = \"per_task_second\"\nmax_price = \"0.1\"\n\
                     [halting]\nfirst_bids = 1\ndeadline_s = 5\n";
-        let job = gridwork_client::JobFile::parse(text, "job.toml", dir.path()).unwrap();
-        let task = |index: u32, phase: Phase| TaskView {
-            index,
-            phase,
-            attempt: 0,
-            items: (u64::from(index) * 2, u64::from(index) * 2 + 2),
-            bids: Vec::new(),
-            executor: None,
-            price: Amount::ZERO,
-            council: Vec::new(),
-            committed: Vec::new(),
-            revealed: Vec::new(),
-            judged: Vec::new(),
-            round: 0,
-            deadline_ms: 0,
-            result: None,
-            ended: None,
-            paid: Amount::ZERO,
-            note: String::new(),
-        };
+        let file = gridwork_client::JobFile::parse(text, "job.toml", dir.path()).unwrap();
         let phases = [
             Phase::Settled,
             Phase::Settled,
@@ -936,19 +921,13 @@ mod render_tests {
             Phase::Committing,
             Phase::Settled,
         ];
-        let view = JobView {
-            id: Hash([1; 32]),
-            requester: Address([9; 20]),
-            status: JobStatus::Open,
-            prescription: job.prescription,
-            escrow: Amount(10),
-            spent: Amount::ZERO,
-            max_task_cost: Amount(5),
-            settled: 4,
-            closed: 0,
-            tasks: (0..6).map(|i| task(i, phases[i as usize])).collect(),
-            declines: Vec::new(),
-        };
+        let tasks = (0..6u32)
+            .map(|i| {
+                let at = u64::from(i) * 2;
+                task(i, phases[i as usize], (at, at + 2), Vec::new())
+            })
+            .collect();
+        let view = job(file.prescription, tasks);
         assert_eq!(
             frames_line(&view).unwrap(),
             "10-21; settled 10-13, 16-17, 20-21"

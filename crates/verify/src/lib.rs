@@ -200,6 +200,11 @@ mod tests {
     use super::*;
 
     fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let bytes: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_bytes())).collect();
+        tree_of_bytes(&bytes)
+    }
+
+    fn tree_of_bytes(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for (name, body) in files {
             let p = dir.path().join(name);
@@ -248,15 +253,7 @@ mod tests {
             drop(w);
             out
         };
-        let write = |files: &[(&str, &[u8])]| {
-            let dir = tempfile::tempdir().unwrap();
-            for (name, body) in files {
-                let p = dir.path().join(name);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(p, body).unwrap();
-            }
-            dir
-        };
+        let write = tree_of_bytes;
         let a = write(&[("frames/0001.png", &frame("Monday")), ("log.txt", b"ok\n")]);
         let b = write(&[("frames/0001.png", &frame("Tuesday")), ("log.txt", b"ok\n")]);
         let c = write(&[("frames/0001.png", &frame("Monday")), ("log.txt", b"ok!\n")]);

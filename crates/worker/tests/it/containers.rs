@@ -50,6 +50,19 @@ fn test_image(dir: &std::path::Path) {
     assert!(import.wait().unwrap().success(), "docker import failed");
 }
 
+/// The engine held for this test alone ([`ENGINE`]), a fresh network, and the engine's
+/// client; fails where no engine runs.
+async fn engine_and_net() -> (tokio::sync::MutexGuard<'static, ()>, Net, Engine) {
+    let held = ENGINE.lock().await;
+    let net = Net::start().await;
+    let engine = Engine::new(DEFAULT_SOCKET);
+    engine
+        .version()
+        .await
+        .expect("a running Docker engine at /var/run/docker.sock");
+    (held, net, engine)
+}
+
 /// `gridwork image push`: the image `name` saved from the engine by id (no tags), pushed as a
 /// tree; its engine id and the input naming it.
 async fn push_image(net: &Net, engine: &Engine, name: &str) -> (String, gridwork_types::DataInput) {
@@ -93,13 +106,7 @@ async fn docker_workers(net: &Net) -> Vec<String> {
 /// and the containers a killed worker left are removed when it starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
-    let _engine = ENGINE.lock().await;
-    let net = Net::start().await;
-    let engine = Engine::new(DEFAULT_SOCKET);
-    engine
-        .version()
-        .await
-        .expect("a running Docker engine at /var/run/docker.sock");
+    let (_engine, net, engine) = engine_and_net().await;
     test_image(net.dir.path());
 
     let (id, image) = push_image(&net, &engine, TEST_IMAGE).await;
@@ -253,13 +260,7 @@ const PYTHON_IMAGE: &str = "gridwork-test/python-numpy:1";
 /// result; executor and council agree byte for byte, and every task settles on exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_numpy_job_runs_in_a_python_image_built_from_debian_packages() {
-    let _engine = ENGINE.lock().await;
-    let net = Net::start().await;
-    let engine = Engine::new(DEFAULT_SOCKET);
-    engine
-        .version()
-        .await
-        .expect("a running Docker engine at /var/run/docker.sock");
+    let (_engine, net, engine) = engine_and_net().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/python-image.sh");
     let built = std::process::Command::new("bash")
         .args([script, PYTHON_IMAGE])

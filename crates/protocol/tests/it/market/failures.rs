@@ -362,14 +362,7 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
         let mut p = prescription(1, 1, Equivalence::ExactHash {});
         p.instructions.requirements.software = software.iter().map(|s| s.to_string()).collect();
         p.program.outputs = outputs.iter().map(|s| s.to_string()).collect();
-        let deposit = deposit_for(&p);
-        let err = m.refused(
-            &super::support::requester(),
-            TxKind::SubmitJob {
-                prescription: p,
-                deposit,
-            },
-        );
+        let err = m.refused_submission(p);
         assert!(
             matches!(&err, TxError::BadPrescription { field: f, .. } if *f == field),
             "{software:?} {outputs:?}: {err}"
@@ -415,14 +408,7 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
         (not_a_name, "program.command"),
         (no_memory, "instructions.requirements.min_memory_mib"),
     ] {
-        let deposit = deposit_for(&p);
-        let err = m.refused(
-            &super::support::requester(),
-            TxKind::SubmitJob {
-                prescription: p,
-                deposit,
-            },
-        );
+        let err = m.refused_submission(p);
         assert!(
             matches!(&err, TxError::BadPrescription { field: f, .. } if *f == field),
             "{field}: {err}"
@@ -436,14 +422,7 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
             min_psnr_mdb: psnr,
             max_diff: 8,
         };
-        let deposit = deposit_for(&p);
-        let err = m.refused(
-            &super::support::requester(),
-            TxKind::SubmitJob {
-                prescription: p,
-                deposit,
-            },
-        );
+        let err = m.refused_submission(p);
         assert!(
             matches!(
                 &err,
@@ -477,14 +456,7 @@ fn malformed_software_lists_outputs_and_input_names_are_refused_with_the_field_n
         other.cid = Hash([9; 32]);
         other.name = second.into();
         p.data.push(other);
-        let deposit = deposit_for(&p);
-        let err = m.refused(
-            &super::support::requester(),
-            TxKind::SubmitJob {
-                prescription: p,
-                deposit,
-            },
-        );
+        let err = m.refused_submission(p);
         assert!(
             matches!(
                 &err,

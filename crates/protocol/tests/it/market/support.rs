@@ -246,6 +246,18 @@ impl Market {
         error
     }
 
+    /// The error the requester's submission of `p` (with the deposit it needs) gets.
+    pub(super) fn refused_submission(&mut self, p: Prescription) -> TxError {
+        let deposit = deposit_for(&p);
+        self.refused(
+            &requester(),
+            TxKind::SubmitJob {
+                prescription: p,
+                deposit,
+            },
+        )
+    }
+
     pub(super) fn submit(&mut self, p: Prescription, deposit: Amount) -> Hash {
         let tx = self.tx(
             &requester(),
