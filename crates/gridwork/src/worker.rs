@@ -146,7 +146,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         containers,
     };
     let worker = Worker::new(&cli.node, cfg)?;
-    rt.block_on(worker.register())?;
+    rt.block_on(worker.register_when_reachable())?;
     let gpus: Vec<String> = hardware
         .gpus
         .iter()

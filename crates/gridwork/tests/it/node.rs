@@ -274,6 +274,42 @@ fn a_node_killed_mid_stream_keeps_every_acknowledged_block() {
 /// mid-reveal). Each time it restarts on the same directory and port; auctions, deadlines,
 /// reveals and settlements carry on, every job finishes with every task settled, and the
 /// stored state equals a replay of the stored blocks from genesis.
+/// A worker whose node is down while it registers (its stake and registration wait for
+/// blocks) waits for the node and registers when it is back, rather than exiting: a CI run
+/// once killed its node while three workers were still registering (their software probe had
+/// grown slower), they exited, and nobody bid again.
+#[test]
+fn a_worker_started_while_its_node_is_down_registers_when_the_node_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, data) = (dir.path().join("home"), dir.path().join("data"));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let start = || NodeProcess::start(&home, &data, &["--listen", &listen]);
+    let mut node = start();
+    let cli = Cli {
+        home: home.clone(),
+        api: node.api.clone(),
+    };
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let _worker = WorkerProcess::start(&cli, "dev1");
+    std::thread::sleep(Duration::from_secs(2));
+    let _node = start();
+    let worker = dev_keypair(1).address().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = cli.run(&["provider", "show", &worker, "--json"], &[]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never registered: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_finish() {
     let dir = tempfile::tempdir().unwrap();

@@ -487,8 +487,30 @@ impl Worker {
     /// Registers, then works until `shutdown` turns true and its running and committed tasks
     /// are done.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
-        self.register().await?;
+        self.register_when_reachable().await?;
         self.serve(shutdown).await
+    }
+
+    /// [`Worker::register`], waiting for a node that is down or restarting (its stake and
+    /// registration wait for blocks), as the work loop waits for it: up to every ten seconds,
+    /// saying so at the first try and every tenth. Any other error ends it.
+    pub async fn register_when_reachable(&self) -> Result<(), WorkerError> {
+        let mut waited = 0u32;
+        loop {
+            match self.register().await {
+                Err(WorkerError::Client(
+                    e @ (ClientError::Unreachable { .. } | ClientError::Timeout { .. }),
+                )) => {
+                    waited += 1;
+                    if waited == 1 || waited % 10 == 0 {
+                        tracing::warn!(error = %e, "registering failed; waiting for the node");
+                    }
+                    tokio::time::sleep(Duration::from_millis(500).saturating_mul(waited.min(20)))
+                        .await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Works (after [`Worker::register`]) until `shutdown` turns true and its running and
