@@ -376,8 +376,7 @@ fn worker_sandbox() -> (
 /// jobs unless the provider allows them); one that does not ask has none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_has_the_network_only_when_its_job_asks() {
-    use gridwork_worker::sandbox::run;
-    let (launcher, env) = worker_sandbox();
+    let (launcher, _) = worker_sandbox();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let script = format!(
@@ -385,23 +384,13 @@ async fn a_run_has_the_network_only_when_its_job_asks() {
     );
     let mut ran = Vec::new();
     for network in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let program = gridwork_types::Program {
-            command: "bash".into(),
-            args: vec!["-c".into(), script.clone()],
-            outputs: Vec::new(),
-            image: None,
-            network,
-        };
-        let outcome = run(
-            &program,
-            dir.path(),
-            &env,
+        let (dir, outcome) = supervised(
+            &launcher,
+            &bash(&script, network),
             std::time::Duration::from_secs(20),
-            Some(&launcher),
         )
-        .await
-        .unwrap();
+        .await;
+        let outcome = outcome.unwrap();
         assert_eq!(outcome.ended, RunEnd::SUCCESS, "{outcome:?}");
         let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
         let connected = dir.path().join("run/outputs/net.txt").exists();
@@ -423,29 +412,20 @@ async fn a_run_has_the_network_only_when_its_job_asks() {
 /// a signal ended was killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
-    use gridwork_worker::sandbox::run;
-    let (launcher, env) = worker_sandbox();
-    let program = |script: &str| gridwork_types::Program {
-        command: "bash".into(),
-        args: vec!["-c".into(), script.into()],
-        outputs: Vec::new(),
-        image: None,
-        network: false,
-    };
-    let dir = tempfile::tempdir().unwrap();
+    let (launcher, _) = worker_sandbox();
+    let program = |script: &str| bash(script, false);
+    let seconds = std::time::Duration::from_secs;
     let started = std::time::Instant::now();
-    let late = run(
+    let (dir, late) = supervised(
+        &launcher,
         &program("setsid sleep 300 >/dev/null 2>&1 & echo $! > session; sleep 300"),
-        dir.path(),
-        &env,
         std::time::Duration::from_millis(500),
-        Some(&launcher),
     )
-    .await
-    .unwrap();
+    .await;
+    let late = late.unwrap();
     assert_eq!(late.ended, RunEnd::Timeout {}, "{late:?}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
+        started.elapsed() < seconds(5),
         "ended by the supervisor, not the backstop"
     );
     let pid: u32 = std::fs::read_to_string(dir.path().join("run/session"))
@@ -454,52 +434,27 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
         .parse()
         .unwrap();
     assert!(!running(pid), "the session's process outlived the deadline");
-    let dir = tempfile::tempdir().unwrap();
-    let exited = run(
-        &program("exit 3"),
-        dir.path(),
-        &env,
-        std::time::Duration::from_secs(30),
-        Some(&launcher),
-    )
-    .await
-    .unwrap();
-    assert_eq!(exited.ended, RunEnd::Exit { code: 3 });
+    let (_, exited) = supervised(&launcher, &program("exit 3"), seconds(30)).await;
+    assert_eq!(exited.unwrap().ended, RunEnd::Exit { code: 3 });
     // A program that is not there exits 127, as a shell would say it, not 1 (which reads as
     // the program's own failure).
-    let dir = tempfile::tempdir().unwrap();
     let missing = gridwork_types::Program {
         command: "no-such-program-anywhere".into(),
         ..program("")
     };
-    let absent = run(
-        &missing,
-        dir.path(),
-        &env,
-        std::time::Duration::from_secs(30),
-        Some(&launcher),
-    )
-    .await
-    .unwrap();
+    let (_, absent) = supervised(&launcher, &missing, seconds(30)).await;
+    let absent = absent.unwrap();
     assert_eq!(absent.ended, RunEnd::Exit { code: 127 }, "{absent:?}");
     // Ended by a signal the supervisor itself ignores (Rust programs ignore SIGPIPE): still
     // read as killed, as without a supervisor, not as an exit code.
-    let dir = tempfile::tempdir().unwrap();
-    let piped = run(
-        &program("kill -PIPE $$"),
-        dir.path(),
-        &env,
-        std::time::Duration::from_secs(30),
-        Some(&launcher),
-    )
-    .await
-    .unwrap();
+    let (_, piped) = supervised(&launcher, &program("kill -PIPE $$"), seconds(30)).await;
+    let piped = piped.unwrap();
     assert_eq!(piped.ended, RunEnd::Signal { signal: 13 }, "{piped:?}");
     // A sandbox that cannot be set up (here a memory limit above the worker's own hard
     // limit) is the worker's failure: an error, not the program's exit code, which the
     // worker would commit to and be outvoted on.
-    let dir = tempfile::tempdir().unwrap();
-    let Some(wrapper) = under_a_lower_hard_memory_limit(dir.path()) else {
+    let wrapper_dir = tempfile::tempdir().unwrap();
+    let Some(wrapper) = under_a_lower_hard_memory_limit(wrapper_dir.path()) else {
         return;
     };
     let broken = gridwork_worker::sandbox::Launcher {
@@ -507,20 +462,42 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
         memory_mib: Some(8192),
         ..launcher.clone()
     };
-    let failed = run(
-        &program("echo ran > $GRIDWORK_OUTPUTS/ran.txt"),
-        dir.path(),
-        &env,
-        std::time::Duration::from_secs(30),
-        Some(&broken),
-    )
-    .await
-    .unwrap_err();
+    let ran = program("echo ran > $GRIDWORK_OUTPUTS/ran.txt");
+    let (dir, failed) = supervised(&broken, &ran, seconds(30)).await;
+    let failed = failed.unwrap_err();
     assert!(
         failed.to_string().contains("could not be set up"),
         "{failed}"
     );
     assert!(!dir.path().join("run/outputs/ran.txt").exists());
+}
+
+/// A `bash -c script` program, with the network or without.
+fn bash(script: &str, network: bool) -> gridwork_types::Program {
+    gridwork_types::Program {
+        command: "bash".into(),
+        args: vec!["-c".into(), script.into()],
+        outputs: Vec::new(),
+        image: None,
+        network,
+    }
+}
+
+/// Runs `program` as the worker does, through `launcher`'s supervised sandbox, in a fresh
+/// work directory (returned, so the test can look in it), within `deadline`.
+async fn supervised(
+    launcher: &gridwork_worker::sandbox::Launcher,
+    program: &gridwork_types::Program,
+    deadline: std::time::Duration,
+) -> (
+    tempfile::TempDir,
+    Result<gridwork_worker::sandbox::RunOutcome, gridwork_worker::sandbox::SandboxError>,
+) {
+    let (_, env) = worker_sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let outcome =
+        gridwork_worker::sandbox::run(program, dir.path(), &env, deadline, Some(launcher)).await;
+    (dir, outcome)
 }
 
 /// A launcher (a script in `dir`) that starts `gridwork` under a hard address-space limit of
