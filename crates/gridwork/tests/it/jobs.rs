@@ -266,13 +266,7 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
     std::fs::write(dir.path().join("scene/frame.txt"), "frame data\n").unwrap();
     let job_file = dir.path().join("job.toml");
     std::fs::write(&job_file, text).unwrap();
-    let job = cli.json(
-        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
-        &[],
-    )["job"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = submit(&cli, &job_file);
 
     // --follow prints the executor's output as it comes and returns once the task is decided.
     let out = cli.run(&["--key", "dev0", "job", "logs", &job, "--follow"], &[]);
@@ -331,13 +325,7 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
         r#"args = ["-c", "echo 'error: scene.blend not found' >&2; exit 3"]"#,
     );
     std::fs::write(&job_file, failing).unwrap();
-    let job = cli.json(
-        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
-        &[],
-    )["job"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = submit(&cli, &job_file);
     let watched = cli.json(&["job", "watch", &job], &[]);
     assert_eq!(watched["tasks"][0]["ended"]["kind"], "exit", "{watched}");
     assert_eq!(watched["tasks"][0]["ended"]["code"], 3, "{watched}");
@@ -364,13 +352,7 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
         )
         .replace("outputs = [\"frame.txt\"]", "outputs = []");
     std::fs::write(&job_file, empty).unwrap();
-    let job = cli.json(
-        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
-        &[],
-    )["job"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = submit(&cli, &job_file);
     cli.json(&["job", "watch", &job], &[]);
     let out = cli.run(&["job", "status", &job], &[]);
     let status = String::from_utf8_lossy(&out.stdout).to_string();
@@ -384,6 +366,17 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
 fn text_args(text: &str) -> String {
     text.lines()
         .find(|l| l.starts_with("args = "))
+        .unwrap()
+        .to_string()
+}
+
+/// Submits `job_file` as the requester (`dev0`); the job id.
+fn submit(cli: &Cli, job_file: &std::path::Path) -> String {
+    cli.json(
+        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
+        &[],
+    )["job"]
+        .as_str()
         .unwrap()
         .to_string()
 }
