@@ -244,14 +244,7 @@ async fn named_inputs_land_under_their_names_and_do_not_overwrite_each_other() {
                    > $GRIDWORK_OUTPUTS/result.txt";
     let mut p = squares(1, 1, 30_000, program);
     p.data = data;
-    let job = net.submit(p).await;
-    let view = net.wait_finished(&job).await;
-    let t = &view.tasks[0];
-    assert_eq!(t.ended, Some(gridwork_types::RunEnd::SUCCESS), "{view:#?}");
-    assert_eq!(
-        result_text(&net, t.result.as_ref().unwrap()).await,
-        "from dir-a\nfrom dir-b\n"
-    );
+    assert_eq!(net.one_task_result(p).await, "from dir-a\nfrom dir-b\n");
     net.stop.send(true).unwrap();
 }
 
@@ -285,13 +278,6 @@ async fn inputs_cannot_write_through_links_that_other_inputs_carry() {
                    cat $GRIDWORK_INPUTS/w/planted.txt >> $GRIDWORK_OUTPUTS/result.txt";
     let mut p = squares(1, 1, 30_000, program);
     p.data = vec![trap, named];
-    let job = net.submit(p).await;
-    let view = net.wait_finished(&job).await;
-    let t = &view.tasks[0];
-    assert_eq!(t.ended, Some(gridwork_types::RunEnd::SUCCESS), "{view:#?}");
-    assert_eq!(
-        result_text(&net, t.result.as_ref().unwrap()).await,
-        "contained\nplanted\n"
-    );
+    assert_eq!(net.one_task_result(p).await, "contained\nplanted\n");
     net.stop.send(true).unwrap();
 }

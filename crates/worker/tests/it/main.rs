@@ -216,6 +216,16 @@ impl Net {
         self.client.submit(&tx).await
     }
 
+    /// Submits a job of one task, waits for it to settle on exit 0, and reads its
+    /// `result.txt` as the requester would.
+    async fn one_task_result(&self, p: Prescription) -> String {
+        let job = self.submit(p).await;
+        let view = self.wait_finished(&job).await;
+        let t = &view.tasks[0];
+        assert_eq!(t.ended, Some(gridwork_types::RunEnd::SUCCESS), "{view:#?}");
+        result_text(self, t.result.as_ref().unwrap()).await
+    }
+
     async fn wait_finished(&self, job: &Hash) -> gridwork_api::JobView {
         self.until_block("the job's end", async || {
             let view = self.client.job(job).await.unwrap().unwrap();
