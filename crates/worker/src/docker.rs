@@ -150,6 +150,23 @@ impl Engine {
 
     /// One request whose answer is read whole, within [`CALL_TIMEOUT`]; an error status is
     /// a [`EngineError::Refused`] with the engine's message.
+    /// `method path` with no body; `Some(status)` when the engine refused it with one of
+    /// `expected` (which the caller reads as an answer), `None` when it did it.
+    async fn call_or_refused(
+        &self,
+        method: Method,
+        path: &str,
+        expected: &[u16],
+    ) -> Result<Option<u16>, EngineError> {
+        match self.call(method, path, None).await {
+            Ok(_) => Ok(None),
+            Err(EngineError::Refused { status, .. }) if expected.contains(&status) => {
+                Ok(Some(status))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -281,18 +298,11 @@ impl Engine {
 
     /// Whether an image of this name (or id) is loaded.
     pub async fn has_image(&self, name: &str) -> Result<bool, EngineError> {
-        match self
-            .call(
-                Method::GET,
-                &format!("/images/{}/json", encode_path(name)),
-                None,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(EngineError::Refused { status: 404, .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
+        let path = format!("/images/{}/json", encode_path(name));
+        Ok(self
+            .call_or_refused(Method::GET, &path, &[404])
+            .await?
+            .is_none())
     }
 
     /// Loads a `docker save` archive, streamed from disk, within an hour; the loaded image's
@@ -391,19 +401,12 @@ impl Engine {
 
     /// Removes the tag (or image) `name`; one a container still uses stays (`false`).
     pub async fn remove_image(&self, name: &str) -> Result<bool, EngineError> {
-        match self
-            .call(
-                Method::DELETE,
-                &format!("/images/{}", encode_path(name)),
-                None,
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(EngineError::Refused { status: 409, .. }) => Ok(false),
-            Err(EngineError::Refused { status: 404, .. }) => Ok(true),
-            Err(e) => Err(e),
-        }
+        let path = format!("/images/{}", encode_path(name));
+        // 404: gone already; 409: a container uses it.
+        let refused = self
+            .call_or_refused(Method::DELETE, &path, &[404, 409])
+            .await?;
+        Ok(refused != Some(409))
     }
 
     /// Tags image `image` as `repo:tag`.
@@ -485,28 +488,16 @@ impl Engine {
 
     /// Sends SIGKILL to container `id` (one that already stopped is fine).
     pub async fn kill(&self, id: &str) -> Result<(), EngineError> {
-        match self
-            .call(Method::POST, &format!("/containers/{id}/kill"), None)
-            .await
-        {
-            Ok(_) | Err(EngineError::Refused { status: 409, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let path = format!("/containers/{id}/kill");
+        self.call_or_refused(Method::POST, &path, &[409]).await?;
+        Ok(())
     }
 
     /// Removes container `id` and its anonymous volumes, stopping it if it runs.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
-        match self
-            .call(
-                Method::DELETE,
-                &format!("/containers/{id}?force=true&v=true"),
-                None,
-            )
-            .await
-        {
-            Ok(_) | Err(EngineError::Refused { status: 404, .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        let path = format!("/containers/{id}?force=true&v=true");
+        self.call_or_refused(Method::DELETE, &path, &[404]).await?;
+        Ok(())
     }
 
     /// The ids of every container, running or not, carrying label `key=value`.
