@@ -174,6 +174,17 @@ pub enum TxKindView {
         /// The parties named.
         equivalent: Vec<Address>,
     },
+    /// Bind the checkpoints of a checkpointed run.
+    Checkpoints {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// One content id per segment, in order.
+        checkpoints: Vec<Hash>,
+    },
 }
 
 impl From<&SignedTx> for TxView {
@@ -248,6 +259,17 @@ impl From<&SignedTx> for TxView {
                 attempt: *attempt,
                 round: *round,
                 equivalent: equivalent.clone(),
+            },
+            TxKind::Checkpoints {
+                job,
+                task,
+                attempt,
+                checkpoints,
+            } => TxKindView::Checkpoints {
+                job: *job,
+                task: *task,
+                attempt: *attempt,
+                checkpoints: checkpoints.clone(),
             },
         };
         TxView {

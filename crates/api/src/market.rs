@@ -127,6 +127,14 @@ pub struct TaskView {
     pub deadline_ms: u64,
     /// Why it waits.
     pub note: String,
+    /// A checkpointed job's task: the checkpoints its executor bound, one per segment (the
+    /// last is its output).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<Hash>,
+    /// A checkpointed job's task: the segments its council replays (0 is the first), drawn
+    /// after the checkpoints were bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replay: Vec<u32>,
 }
 
 /// A worker's reason for not bidding on a job.

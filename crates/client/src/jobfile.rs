@@ -436,6 +436,7 @@ impl JobFile {
                 reserve_price,
                 give_up_ms: secs("halting.give_up_after_s", raw.halting.give_up_after_s)?,
             },
+            segments: None,
         };
         let mut inputs: Vec<JobInput> = Vec::new();
         // Where each input lands under $GRIDWORK_INPUTS, and which input put it there.

@@ -60,6 +60,7 @@ fn sample_job(items: u64) -> Prescription {
             reserve_price: None,
             give_up_ms: 0,
         },
+        segments: None,
     }
 }
 

@@ -847,6 +847,8 @@ mod tests {
             ended: None,
             paid: Amount::ZERO,
             note: String::new(),
+            checkpoints: Vec::new(),
+            replay: Vec::new(),
         }
     }
 

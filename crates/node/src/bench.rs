@@ -593,6 +593,7 @@ pub fn run_market_bench(
             reserve_price: None,
             give_up_ms: 0,
         },
+        segments: None,
     };
     let per_task =
         gridwork_protocol::max_task_cost(&prescription, &genesis.params).unwrap_or(Amount::ZERO);

@@ -213,6 +213,27 @@ pub enum TxError {
         /// The output named.
         output: Hash,
     },
+    /// `Checkpoints` for a job whose runs are not in checkpointed segments.
+    #[error("job {job} does not run in checkpointed segments; only a job with [segments] takes checkpoints")]
+    NotCheckpointed {
+        /// The job.
+        job: Hash,
+    },
+    /// Checkpoints that cannot be the checkpoints of the task's run.
+    #[error("bad checkpoints: {reason}")]
+    BadCheckpoints {
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// A council member of a checkpointed task commits before the segments to replay were
+    /// drawn: it cannot have replayed them.
+    #[error("the segments of task {task} of job {job} to replay are not drawn yet (the executor binds its checkpoints first); commit after replaying them")]
+    ReplayNotDrawn {
+        /// The job.
+        job: Hash,
+        /// The task.
+        task: u32,
+    },
     /// A judgement that names someone it cannot.
     #[error("bad judgement: {reason}")]
     BadJudgement {
@@ -282,6 +303,9 @@ impl TxError {
             Self::RevealMismatch => "reveal_mismatch",
             Self::CopiedResult { .. } => "copied_result",
             Self::BadJudgement { .. } => "bad_judgement",
+            Self::NotCheckpointed { .. } => "not_checkpointed",
+            Self::BadCheckpoints { .. } => "bad_checkpoints",
+            Self::ReplayNotDrawn { .. } => "replay_not_drawn",
             Self::ProviderOffline { .. } => "provider_offline",
             Self::ExecutorNotRevealed => "executor_not_revealed",
             Self::OwnJob => "own_job",

@@ -218,13 +218,18 @@ impl Params {
         Ok(())
     }
 
-    /// The state fee of a job (`state_fee_per_entry` for each task and each input), paid with
-    /// its submission; `None` on overflow.
+    /// The state fee of a job (`state_fee_per_entry` for each task and each input, and for a
+    /// job in checkpointed segments one more per task for each 32 checkpoints its executors
+    /// bind), paid with its submission; `None` on overflow.
     pub fn state_fee(&self, p: &gridwork_types::Prescription) -> Option<Amount> {
-        let entries = p
-            .instructions
-            .task_count()
-            .checked_add(p.data.len() as u64)?;
+        let tasks = p.instructions.task_count();
+        let checkpoints = p
+            .segments
+            .map_or(0, |s| u64::from(s.count.div_ceil(32)))
+            .checked_mul(tasks)?;
+        let entries = tasks
+            .checked_add(p.data.len() as u64)?
+            .checked_add(checkpoints)?;
         self.state_fee_per_entry
             .0
             .checked_mul(u128::from(entries))

@@ -179,6 +179,30 @@ pub enum Event {
         /// What the runs looked like.
         reason: String,
     },
+    /// The executor of a checkpointed task bound itself to its checkpoints.
+    CheckpointsBound {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The executor.
+        provider: Address,
+        /// How many (one per segment).
+        count: u32,
+    },
+    /// The segments a checkpointed task's council replays were drawn.
+    ReplayDrawn {
+        /// Job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// Attempt.
+        attempt: u32,
+        /// The segments, ascending (0 is the first).
+        segments: Vec<u32>,
+    },
     /// Even the enlarged council's runs agreed with no clear majority: the program is judged
     /// nondeterministic. Nobody is slashed; the requester pays for the runs and the task fails.
     RunsDisagreed {
@@ -323,6 +347,8 @@ gridwork_types::codec_enum!(Event, "event" {
     23 => CouncilEnlarged { job: Hash, task: u32, attempt: u32, seats: u8, reason: String },
     24 => RunsDisagreed { job: Hash, task: u32, attempt: u32, paid: Amount, reason: String },
     25 => TxFailed { sender: Address, code: String, reason: String },
+    26 => CheckpointsBound { job: Hash, task: u32, attempt: u32, provider: Address, count: u32 },
+    27 => ReplayDrawn { job: Hash, task: u32, attempt: u32, segments: Vec<u32> },
 });
 
 /// The outcome of one applied transaction.

@@ -197,6 +197,7 @@ impl Sim {
                 reserve_price: None,
                 give_up_ms: 0,
             },
+            segments: None,
         };
         let params = Params::default();
         let per_task = gridwork_protocol::max_task_cost(&prescription, &params)

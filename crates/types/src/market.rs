@@ -787,6 +787,53 @@ pub fn check_input_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The most segments a checkpointed run has ([`Segments::count`]): the executor commits to
+/// one checkpoint of each, in one transaction.
+pub const MAX_SEGMENTS: u32 = 256;
+
+/// A run in checkpointed segments (training): each task runs the program once per segment,
+/// the first from the task's inputs and each later one from the checkpoint the one before
+/// left, and the executor commits to every checkpoint before anyone checks it. After that the
+/// ledger draws `replayed` segments, and every council member replays each of them from the
+/// executor's checkpoint before it and compares the checkpoint it reaches with the
+/// executor's, so checking a run costs `replayed / count` of it per member, not all of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Segments {
+    /// Segments in each task's run, 2 to [`MAX_SEGMENTS`].
+    pub count: u32,
+    /// Segments every council member replays, 1 to `count`.
+    pub replayed: u32,
+}
+
+codec_struct!(Segments {
+    count: u32,
+    replayed: u32
+});
+
+impl Segments {
+    /// The chance that a replay catches a run whose checkpoints are wrong in `faked` of its
+    /// segments (an executor that skipped their steps): one minus the chance that none of
+    /// the replayed segments is a faked one, drawn without replacement.
+    pub fn catch_probability(&self, faked: u32) -> f64 {
+        let (n, d, f) = (
+            self.count,
+            self.replayed.min(self.count),
+            faked.min(self.count),
+        );
+        let mut missed = 1.0;
+        for i in 0..d {
+            missed *= f64::from(n - f).max(0.0) - f64::from(i);
+            missed /= f64::from(n - i);
+            if missed <= 0.0 {
+                return 1.0;
+            }
+        }
+        1.0 - missed
+    }
+}
+
 /// T = {D, M, I, f, e, H}: everything the network needs to run a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -804,6 +851,10 @@ pub struct Prescription {
     pub equivalence: Equivalence,
     /// H: the halting conditions of each task's auction.
     pub halting: Halting,
+    /// Each task's run in checkpointed segments, of which the council replays a few
+    /// (training); none: the council runs each task whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Segments>,
 }
 
 impl Prescription {
@@ -811,31 +862,48 @@ impl Prescription {
     /// decodes this one's bytes with its new fields at their defaults, so jobs already on
     /// a chain read back the same.
     pub const VERSION: u8 = 1;
+
+    /// The version of a prescription with [`Segments`]: version 1's fields, then the
+    /// segments. One without segments is written as version 1, so each prescription has one
+    /// encoding.
+    pub const VERSION_SEGMENTS: u8 = 2;
 }
 
 impl crate::Encode for Prescription {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(Prescription::VERSION);
+        out.push(match self.segments {
+            None => Prescription::VERSION,
+            Some(_) => Prescription::VERSION_SEGMENTS,
+        });
         self.data.encode(out);
         self.program.encode(out);
         self.instructions.encode(out);
         self.payment.encode(out);
         self.equivalence.encode(out);
         self.halting.encode(out);
+        if let Some(s) = &self.segments {
+            s.encode(out);
+        }
     }
 }
 
 impl crate::Decode for Prescription {
     fn decode(r: &mut crate::Reader<'_>) -> Result<Self, crate::DecodeError> {
         match u8::decode(r)? {
-            Prescription::VERSION => Ok(Prescription {
-                data: Decode::decode(r)?,
-                program: Decode::decode(r)?,
-                instructions: Decode::decode(r)?,
-                payment: Decode::decode(r)?,
-                equivalence: Decode::decode(r)?,
-                halting: Decode::decode(r)?,
-            }),
+            version @ (Prescription::VERSION | Prescription::VERSION_SEGMENTS) => {
+                Ok(Prescription {
+                    data: Decode::decode(r)?,
+                    program: Decode::decode(r)?,
+                    instructions: Decode::decode(r)?,
+                    payment: Decode::decode(r)?,
+                    equivalence: Decode::decode(r)?,
+                    halting: Decode::decode(r)?,
+                    segments: match version {
+                        Prescription::VERSION_SEGMENTS => Some(Decode::decode(r)?),
+                        _ => None,
+                    },
+                })
+            }
             tag => Err(crate::DecodeError::UnknownTag {
                 what: "prescription version (a newer node's job?)",
                 tag,
@@ -937,17 +1005,49 @@ mod tests {
                 reserve_price: None,
                 give_up_ms: 0,
             },
+            segments: None,
         };
         let bytes = p.to_bytes();
         assert_eq!(bytes[0], Prescription::VERSION);
-        assert_eq!(Prescription::from_bytes(&bytes), Ok(p));
+        assert_eq!(Prescription::from_bytes(&bytes), Ok(p.clone()));
+        // With segments: version 2, version 1's bytes and the segments after them.
+        let trained = Prescription {
+            segments: Some(Segments {
+                count: 16,
+                replayed: 2,
+            }),
+            ..p
+        };
+        let v2 = trained.to_bytes();
+        assert_eq!(v2[0], Prescription::VERSION_SEGMENTS);
+        assert_eq!(v2[1..bytes.len()], bytes[1..]);
+        assert_eq!(Prescription::from_bytes(&v2), Ok(trained));
+        // Version 2 without its segments is cut short, not read as version 1.
+        let mut cut = bytes.clone();
+        cut[0] = Prescription::VERSION_SEGMENTS;
+        assert!(Prescription::from_bytes(&cut).is_err());
         // A layout this version does not know is named, not misread.
         let mut newer = bytes.clone();
-        newer[0] = Prescription::VERSION + 1;
+        newer[0] = Prescription::VERSION_SEGMENTS + 1;
         assert!(matches!(
             Prescription::from_bytes(&newer),
-            Err(crate::DecodeError::UnknownTag { tag, .. }) if tag == Prescription::VERSION + 1
+            Err(crate::DecodeError::UnknownTag { tag, .. }) if tag == Prescription::VERSION_SEGMENTS + 1
         ));
+    }
+
+    #[test]
+    fn a_replay_catches_a_faked_segment_with_the_chance_the_draw_gives() {
+        let s = |count, replayed| Segments { count, replayed };
+        // One replayed segment of ten: a trainer faking one segment is caught one time in ten.
+        assert!((s(10, 1).catch_probability(1) - 0.1).abs() < 1e-12);
+        // Two of ten: 1 - (9/10)(8/9) = 0.2.
+        assert!((s(10, 2).catch_probability(1) - 0.2).abs() < 1e-12);
+        // Faking 10% of 100 segments with 3 replayed: 1 - (90/100)(89/99)(88/98).
+        let p = 1.0 - (90.0 / 100.0) * (89.0 / 99.0) * (88.0 / 98.0);
+        assert!((s(100, 3).catch_probability(10) - p).abs() < 1e-12);
+        assert_eq!(s(10, 3).catch_probability(0), 0.0);
+        assert_eq!(s(10, 3).catch_probability(8), 1.0);
+        assert_eq!(s(4, 4).catch_probability(1), 1.0);
     }
 
     fn offered(list: &[(&str, &str)]) -> Vec<Software> {

@@ -124,6 +124,21 @@ pub enum TxKind {
         /// The parties whose outputs the sender found equivalent to its own.
         equivalent: Vec<Address>,
     },
+    /// The executor of a task in checkpointed segments binds itself to the checkpoint each
+    /// segment of its run ended with (the content id of each checkpoint's tree, in order;
+    /// the last is its output). The ledger draws the segments its council replays at the
+    /// next block, from that block's parent hash, so nobody knows them before the
+    /// checkpoints are bound.
+    Checkpoints {
+        /// The job id.
+        job: Hash,
+        /// Task index.
+        task: u32,
+        /// The attempt.
+        attempt: u32,
+        /// One content id per segment, in order.
+        checkpoints: Vec<Hash>,
+    },
     /// Publishes (or, with no addresses, withdraws) where the sender's worker serves chunks
     /// peer to peer. Only providers.
     AnnouncePeer {
@@ -146,6 +161,7 @@ codec_enum!(TxKind, "transaction kind" {
     10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, ended: RunEnd },
     11 => AnnouncePeer { peer: PeerAddr },
     12 => Judge { job: Hash, task: u32, attempt: u32, round: u8, equivalent: Vec<Address> },
+    13 => Checkpoints { job: Hash, task: u32, attempt: u32, checkpoints: Vec<Hash> },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

@@ -131,6 +131,7 @@ mod tests {
                 reserve_price: None,
                 give_up_ms: 0,
             },
+            segments: None,
         }
     }
 

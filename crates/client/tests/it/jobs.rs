@@ -78,6 +78,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
             reserve_price: None,
             give_up_ms: 0,
         },
+        segments: None,
     };
     let short = t.sign(
         &requester,

@@ -221,6 +221,7 @@ async fn a_transaction_the_market_refuses_in_its_block_reads_failed_and_says_why
             reserve_price: None,
             give_up_ms: 0,
         },
+        segments: None,
     };
     let job = t.sign(
         &requester,

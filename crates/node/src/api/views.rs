@@ -78,6 +78,8 @@ pub fn job(id: Hash, record: &JobRecord, declines: Vec<Decline>) -> JobView {
             paid: t.paid,
             deadline_ms: t.deadline_ms,
             note: t.note.to_string(),
+            checkpoints: t.checkpoints.clone(),
+            replay: t.replay.clone(),
         })
         .collect();
     let status = if job.cancelled {

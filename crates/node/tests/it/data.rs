@@ -97,6 +97,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                         reserve_price: None,
                         give_up_ms: 0,
                     },
+                    segments: None,
                 },
                 deposit: Amount::grid(3),
             },

@@ -216,6 +216,13 @@ impl State {
         if t.committed(&sender).is_some() {
             return Err(TxError::AlreadyDone { what: "committed" });
         }
+        let segmented = self
+            .jobs
+            .get(&job)
+            .is_some_and(|j| j.prescription.segments.is_some());
+        if segmented && t.replay.is_empty() && t.executor != Some(sender) {
+            return Err(TxError::ReplayNotDrawn { job, task });
+        }
         Ok(())
     }
 
@@ -286,6 +293,20 @@ impl State {
         let executor = t.executor.unwrap_or(sender);
         if sender != executor && !t.revealed(&executor) {
             return Err(TxError::ExecutorNotRevealed);
+        }
+        // A checkpointed task: the executor's output is the last checkpoint it bound, and a
+        // member's replay is its own tree, never one of the executor's checkpoints.
+        if let Some(last) = t.checkpoints.last() {
+            if sender == executor && output != last {
+                return Err(TxError::BadCheckpoints {
+                    reason: format!(
+                        "the executor's output {output} is not its last checkpoint {last}; a checkpointed run's result is where its last segment ended"
+                    ),
+                });
+            }
+            if sender != executor && t.checkpoints.contains(output) {
+                return Err(TxError::CopiedResult { output: *output });
+            }
         }
         Ok(())
     }
@@ -411,8 +432,11 @@ impl State {
         ) else {
             return Vec::new();
         };
-        let exact = matches!(job.prescription.equivalence, Equivalence::ExactHash {});
-        if t.council.is_empty() || (exact && t.round == 0) || t.reveals.len() < 2 {
+        // A replay's tree is never the executor's output: checkpointed runs are always judged.
+        let by_id = matches!(job.prescription.equivalence, Equivalence::ExactHash {})
+            && t.round == 0
+            && job.prescription.segments.is_none();
+        if t.council.is_empty() || by_id || t.reveals.len() < 2 {
             return self.tally(key, now);
         }
         t.phase = Phase::Judging;

@@ -65,12 +65,29 @@ impl State {
                         events.extend(self.close_auction(key, now));
                     }
                 }
-                Phase::Committing if t.seats_to_draw > 0 => {
-                    events.extend(self.draw_seats(key, t, now));
+                Phase::Committing if t.seats_to_draw > 0 || t.replay_due() => {
+                    let mut t = t;
+                    if t.replay_due() {
+                        events.extend(self.draw_replay(key, t, now));
+                        match self.tasks.get(&key) {
+                            Some(drawn) => t = drawn.clone(),
+                            None => continue,
+                        }
+                    }
+                    if t.seats_to_draw > 0 {
+                        events.extend(self.draw_seats(key, t, now));
+                    }
                 }
                 Phase::Committing => {
                     let executor = t.executor.unwrap_or(Address([0; 20]));
-                    if t.committed(&executor).is_none() {
+                    // The executor of a checkpointed task also binds its checkpoints, or its
+                    // council has nothing to replay.
+                    let unbound = t.checkpoints.is_empty()
+                        && self
+                            .jobs
+                            .get(&key.job)
+                            .is_some_and(|j| j.prescription.segments.is_some());
+                    if t.committed(&executor).is_none() || unbound {
                         events.extend(self.penalise_vanished(
                             key,
                             executor,

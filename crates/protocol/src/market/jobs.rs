@@ -91,6 +91,8 @@ impl State {
                     seats: p.instructions.council_size,
                     round: 0,
                     judgements: Vec::new(),
+                    checkpoints: Vec::new(),
+                    replay: Vec::new(),
                 },
             );
             self.open_tasks.insert(key, deadline);

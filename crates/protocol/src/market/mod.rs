@@ -19,6 +19,13 @@
 //! Bidding or reopening past the job's time bound --> Failed (escrow refunded)
 //! ```
 //!
+//! A job in checkpointed segments (training) adds one step to `Committing`: its council is
+//! drawn as usual but waits; the executor binds its checkpoints (`Checkpoints`), the segments
+//! to replay are drawn at the next block, and only then do the members run (the replays)
+//! and commit. An executor that has not bound its checkpoints by the commit deadline missed
+//! it. Its runs are always judged, and the executor's output is its last checkpoint (the
+//! module docs of `replay.rs`).
+//!
 //! # Rules (the design decisions)
 //!
 //! - **Winner.** The lowest reputation-weighted price: `price * 10,000 / (10,000 + 500 *
@@ -96,7 +103,7 @@
 //! One handler per transaction kind, its check beside its apply ([`State::check_market`] and
 //! [`State::execute_market`] only dispatch): providers (`providers.rs`), jobs (`jobs.rs`),
 //! auctions and council draws (`auction.rs`), commit, reveal and judge and the comparison of
-//! runs (`council.rs`), paying, slashing and reopening (`settlement.rs`), and what block time
+//! runs (`council.rs`), checkpoints and the draw of the segments to replay (`replay.rs`), paying, slashing and reopening (`settlement.rs`), and what block time
 //! does on its own (`deadlines.rs`).
 
 mod auction;
@@ -105,6 +112,7 @@ mod deadlines;
 mod jobs;
 mod note;
 mod providers;
+mod replay;
 mod settlement;
 
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
@@ -505,6 +513,12 @@ pub struct Task {
     pub round: u8,
     /// Judgements of this attempt, each with its round; the latest round's count.
     pub judgements: Vec<JudgeRecord>,
+    /// A checkpointed job's task: the checkpoints the executor of this attempt bound itself
+    /// to, one per segment (`Checkpoints`).
+    pub checkpoints: Vec<Hash>,
+    /// A checkpointed job's task: the segments its council replays, drawn after the
+    /// checkpoints were bound, ascending.
+    pub replay: Vec<u32>,
 }
 
 gridwork_types::codec_struct!(Task {
@@ -528,6 +542,8 @@ gridwork_types::codec_struct!(Task {
     seats: u8,
     round: u8,
     judgements: Vec<JudgeRecord>,
+    checkpoints: Vec<Hash>,
+    replay: Vec<u32>,
 });
 
 impl Task {
@@ -541,6 +557,12 @@ impl Task {
 
     fn revealed(&self, who: &Address) -> bool {
         self.reveals.iter().any(|r| r.provider == *who)
+    }
+
+    /// A checkpointed task whose executor bound its checkpoints and whose replay is not
+    /// drawn yet.
+    fn replay_due(&self) -> bool {
+        !self.checkpoints.is_empty() && self.replay.is_empty()
     }
 
     /// Whether `who` judged in the current round.
@@ -699,6 +721,18 @@ impl State {
                 round,
                 equivalent,
             } => self.check_judge(sender, *job, *task, *attempt, *round, equivalent),
+            K::Checkpoints {
+                job,
+                task,
+                attempt,
+                checkpoints,
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                self.check_checkpoints(sender, key, *attempt, checkpoints)
+            }
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Ok(())
             }
@@ -757,6 +791,18 @@ impl State {
                 equivalent,
                 ..
             } => self.apply_judge(sender, *job, *task, equivalent, now),
+            K::Checkpoints {
+                job,
+                task,
+                checkpoints,
+                ..
+            } => {
+                let key = TaskKey {
+                    job: *job,
+                    index: *task,
+                };
+                self.apply_checkpoints(sender, key, checkpoints, now)
+            }
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Vec::new()
             }
@@ -943,6 +989,33 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
                 params.default_give_up_ms / 1000
             ),
         );
+    }
+    if let Some(s) = p.segments {
+        if !(2..=gridwork_types::MAX_SEGMENTS).contains(&s.count) {
+            return bad(
+                "segments.count",
+                format!(
+                    "is {}; a checkpointed run has 2 to {} segments",
+                    s.count,
+                    gridwork_types::MAX_SEGMENTS
+                ),
+            );
+        }
+        if s.replayed == 0 || s.replayed > s.count {
+            return bad(
+                "segments.replayed",
+                format!(
+                    "is {}; the council replays 1 to {} (segments.count) segments",
+                    s.replayed, s.count
+                ),
+            );
+        }
+        if i.council_size == 0 {
+            return bad(
+                "instructions.council_size",
+                "is 0, but checkpointed segments are checked by a council replaying them; set it to 1 or more (odd)".into(),
+            );
+        }
     }
     if let gridwork_types::Equivalence::Image { min_psnr_mdb, .. } = p.equivalence {
         use gridwork_types::{MAX_IMAGE_PSNR_MDB, MIN_IMAGE_PSNR_MDB};

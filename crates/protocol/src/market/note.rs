@@ -216,6 +216,11 @@ pub enum TaskNote {
         /// How.
         why: Undecided,
     },
+    /// A checkpointed task's executor bound its checkpoints; the segments the council
+    /// replays are drawn at the next block.
+    ReplayDrawnNext {},
+    /// A checkpointed task's council replays the drawn segments.
+    Replaying {},
 }
 
 gridwork_types::codec_enum!(TaskNote, "task note" {
@@ -235,6 +240,8 @@ gridwork_types::codec_enum!(TaskNote, "task note" {
     13 => Failed { attempts: u32, why: Reason },
     14 => GaveUp { why: Reason },
     15 => Nondeterministic { why: Undecided },
+    16 => ReplayDrawnNext {},
+    17 => Replaying {},
 });
 
 impl TaskNote {
@@ -266,6 +273,10 @@ impl std::fmt::Display for TaskNote {
                 .fmt(f)
             }
             TaskNote::Running {} => f.write_str("running"),
+            TaskNote::ReplayDrawnNext {} => f.write_str(
+                "the executor bound its checkpoints; the segments to replay are drawn at the next block",
+            ),
+            TaskNote::Replaying {} => f.write_str("the council replays the drawn segments"),
             TaskNote::CouncilDrawnNext {} => {
                 f.write_str("running; council drawn at the next block")
             }

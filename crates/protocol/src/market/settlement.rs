@@ -41,9 +41,16 @@ pub(super) fn task_pay(
         .instructions
         .task_deadline_ms
         .div_ceil(1000);
-    let seconds = claimed
-        .min(median_seconds(t, checkers).unwrap_or(u64::MAX))
-        .min(deadline_s);
+    // Checkers of a checkpointed task replayed `replayed` of its `count` segments: their run
+    // time stands for that share of the executor's.
+    let checked = median_seconds(t, checkers).map(|m| match job.prescription.segments {
+        Some(s) => m
+            .saturating_mul(u64::from(s.count))
+            .checked_div(u64::from(s.replayed))
+            .unwrap_or(u64::MAX),
+        None => m,
+    });
+    let seconds = claimed.min(checked.unwrap_or(u64::MAX)).min(deadline_s);
     let executor = pay_for(job, t.price, seconds);
     let share = Amount(mul_div(
         executor.0,
@@ -354,6 +361,8 @@ impl State {
         t.commits.clear();
         t.reveals.clear();
         t.judgements.clear();
+        t.checkpoints.clear();
+        t.replay.clear();
         t.seats = job.prescription.instructions.council_size;
         t.round = 0;
         t.phase_started_ms = now;

@@ -169,7 +169,8 @@ pub fn apply_to_sender(
         | TxKind::Bid { .. }
         | TxKind::Commit { .. }
         | TxKind::Reveal { .. }
-        | TxKind::Judge { .. } => {
+        | TxKind::Judge { .. }
+        | TxKind::Checkpoints { .. } => {
             next.balance = Amount(next.balance.0 - debit(Amount::ZERO)?.0);
             (None, None)
         }

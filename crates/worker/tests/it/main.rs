@@ -266,6 +266,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
             reserve_price: None,
             give_up_ms: 0,
         },
+        segments: None,
     }
 }
 

@@ -11,4 +11,5 @@ mod judging;
 mod payments;
 mod providers;
 mod random;
+mod replay;
 mod support;

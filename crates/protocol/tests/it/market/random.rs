@@ -2,7 +2,7 @@
 
 use gridwork_protocol::TaskKey;
 use gridwork_types::RunEnd;
-use gridwork_types::{commitment, Address, Amount, Equivalence, Hash, TxKind, GRID};
+use gridwork_types::{commitment, Address, Amount, Equivalence, Hash, Segments, TxKind, GRID};
 
 use super::support::{deposit_for, prescription, provider, requester, salt, Market, PROVIDERS};
 
@@ -14,6 +14,8 @@ enum Op {
         tasks: u64,
         council: u8,
         numeric: bool,
+        /// In checkpointed segments (with a council).
+        segmented: bool,
     },
     Bid {
         job: usize,
@@ -52,8 +54,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>())
-            .prop_map(|(tasks, council, numeric)| Op::Submit { tasks, council, numeric }),
+        2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>(), any::<bool>())
+            .prop_map(|(tasks, council, numeric, segmented)| Op::Submit { tasks, council, numeric, segmented }),
         4 => (0usize..4, 0u32..3, 1u32..=PROVIDERS, 1u128..(GRID / 100), prop::bool::weighted(0.2))
             .prop_map(|(job, task, who, price, cached)| Op::Bid { job, task, who, price, cached }),
         4 => (0usize..4, 0u32..3, prop::bool::weighted(0.2)).prop_map(|(job, task, lie)| Op::Commit { job, task, lie }),
@@ -70,6 +72,20 @@ fn op() -> impl Strategy<Value = Op> {
 fn outputs(attempt: u32, round: u8) -> (Hash, Hash) {
     let n = attempt as u8 + 16 * round;
     (Hash([1 + n; 32]), Hash([0xee - n; 32]))
+}
+
+/// A council member's replay of a checkpointed task in `attempt` and `round`, and the
+/// executor's first three checkpoints (its output is the fourth).
+fn replay(attempt: u32, round: u8) -> (Hash, [Hash; 3]) {
+    let n = attempt as u8 + 16 * round;
+    (
+        Hash([0x80 + n; 32]),
+        [1u8, 2, 3].map(|k| {
+            let mut id = [0x55; 32];
+            (id[0], id[1]) = (n, k);
+            Hash(id)
+        }),
+    )
 }
 
 proptest! {
@@ -91,9 +107,12 @@ proptest! {
             let mut txs = Vec::new();
             let mut t = m.now + 1;
             match op {
-                Op::Submit { tasks, council, numeric } => {
+                Op::Submit { tasks, council, numeric, segmented } => {
                     let eq = if numeric { Equivalence::NumericTolerance { abs_ppb: 1, rel_ppb: 1 } } else { Equivalence::ExactHash {} };
-                    let p = prescription(tasks, council, eq);
+                    let mut p = prescription(tasks, council, eq);
+                    if segmented && council > 0 {
+                        p.segments = Some(Segments { count: 4, replayed: 2 });
+                    }
                     let tx = m.tx(&requester(), TxKind::SubmitJob { deposit: deposit_for(&p), prescription: p });
                     jobs.push(tx.hash());
                     txs.push(tx);
@@ -105,10 +124,25 @@ proptest! {
                 }
                 Op::Commit { job, task, lie } => {
                     if let Some((job, task, t)) = pick(&jobs, &m, job, task).and_then(|(j, i)| m.state.task(&TaskKey { job: j, index: i }).map(|t| (j, i, t.clone()))) {
+                        let segmented = m.state.job(&job).is_some_and(|j| j.prescription.segments.is_some());
                         for who in t.executor.iter().chain(t.council.iter()) {
                             let k = Market::key_of(*who);
                             let (honest, forged) = outputs(t.attempt, t.round);
-                            let out = if lie && Some(*who) == t.executor { forged } else { honest };
+                            let executor = Some(*who) == t.executor;
+                            let out = if lie && executor { forged } else { honest };
+                            let (replayed, first) = replay(t.attempt, t.round);
+                            let out = match (segmented, executor) {
+                                (true, true) if t.checkpoints.is_empty() => {
+                                    // Binds its checkpoints before it commits (in one block).
+                                    let mut checkpoints = first.to_vec();
+                                    checkpoints.push(out);
+                                    txs.push(m.tx(&k, TxKind::Checkpoints { job, task, attempt: t.attempt, checkpoints }));
+                                    out
+                                }
+                                (true, true) => *t.checkpoints.last().unwrap_or(&out),
+                                (true, false) => replayed,
+                                (false, _) => out,
+                            };
                             let c = commitment(&out, &RunEnd::SUCCESS, &salt(&k), who);
                             txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
                         }
@@ -121,7 +155,7 @@ proptest! {
                         commits.sort_by_key(|c| Some(c.provider) != t.executor);
                         for c in &commits {
                             let k = Market::key_of(c.provider);
-                            for out in (0..=t.round).flat_map(|r| { let (h, f) = outputs(t.attempt, r); [h, f] }) {
+                            for out in (0..=t.round).flat_map(|r| { let (h, f) = outputs(t.attempt, r); [h, f, replay(t.attempt, r).0] }) {
                                 if commitment(&out, &RunEnd::SUCCESS, &salt(&k), &c.provider) == c.commitment {
                                     txs.push(m.tx(&k, TxKind::Reveal { job, task, attempt: t.attempt, output: out, salt: salt(&k), seconds: if vote { 7 } else { u64::MAX / 3 }, ended: RunEnd::SUCCESS, }));
                                 }

@@ -131,6 +131,7 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
             reserve_price: None,
             give_up_ms: 0,
         },
+        segments: None,
     }
 }
 
@@ -220,6 +221,11 @@ impl Market {
     /// fee and spent its nonce, and did nothing else (`TxFailed`).
     pub(super) fn refused(&mut self, key: &Keypair, kind: TxKind) -> TxError {
         let tx = self.tx(key, kind);
+        self.refused_signed(tx)
+    }
+
+    /// The error a signed transaction gets (see [`Market::refused`]).
+    pub(super) fn refused_signed(&mut self, tx: SignedTx) -> TxError {
         let pool = self.state.rewards_pool();
         let mut built = self
             .state
