@@ -182,8 +182,10 @@ pub enum TxKindView {
         task: u32,
         /// Attempt.
         attempt: u32,
-        /// One content id per segment, in order.
+        /// One content id per segment that ran, in order.
         checkpoints: Vec<Hash>,
+        /// The last named segment failed.
+        failed: bool,
     },
 }
 
@@ -265,11 +267,13 @@ impl From<&SignedTx> for TxView {
                 task,
                 attempt,
                 checkpoints,
+                failed,
             } => TxKindView::Checkpoints {
                 job: *job,
                 task: *task,
                 attempt: *attempt,
                 checkpoints: checkpoints.clone(),
+                failed: *failed,
             },
         };
         TxView {

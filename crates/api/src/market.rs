@@ -135,6 +135,10 @@ pub struct TaskView {
     /// after the checkpoints were bound.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replay: Vec<u32>,
+    /// A checkpointed job's task: the executor's run failed in its last bound segment, the
+    /// one the council replays.
+    #[serde(default)]
+    pub run_failed: bool,
 }
 
 /// A worker's reason for not bidding on a job.

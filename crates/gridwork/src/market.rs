@@ -849,6 +849,7 @@ mod tests {
             note: String::new(),
             checkpoints: Vec::new(),
             replay: Vec::new(),
+            run_failed: false,
         }
     }
 

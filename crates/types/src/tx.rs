@@ -136,8 +136,12 @@ pub enum TxKind {
         task: u32,
         /// The attempt.
         attempt: u32,
-        /// One content id per segment, in order.
+        /// One content id per segment that ran, in order: every segment's, or with `failed`
+        /// those up to the one that failed (what it left).
         checkpoints: Vec<Hash>,
+        /// The run stopped at its last named segment, which failed: the council replays that
+        /// segment, to see it fail the same way.
+        failed: bool,
     },
     /// Publishes (or, with no addresses, withdraws) where the sender's worker serves chunks
     /// peer to peer. Only providers.
@@ -161,7 +165,7 @@ codec_enum!(TxKind, "transaction kind" {
     10 => Reveal { job: Hash, task: u32, attempt: u32, output: Hash, salt: Hash, seconds: u64, ended: RunEnd },
     11 => AnnouncePeer { peer: PeerAddr },
     12 => Judge { job: Hash, task: u32, attempt: u32, round: u8, equivalent: Vec<Address> },
-    13 => Checkpoints { job: Hash, task: u32, attempt: u32, checkpoints: Vec<Hash> },
+    13 => Checkpoints { job: Hash, task: u32, attempt: u32, checkpoints: Vec<Hash>, failed: bool },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

@@ -80,6 +80,7 @@ pub fn job(id: Hash, record: &JobRecord, declines: Vec<Decline>) -> JobView {
             note: t.note.to_string(),
             checkpoints: t.checkpoints.clone(),
             replay: t.replay.clone(),
+            run_failed: t.run_failed,
         })
         .collect();
     let status = if job.cancelled {

@@ -93,6 +93,7 @@ impl State {
                     judgements: Vec::new(),
                     checkpoints: Vec::new(),
                     replay: Vec::new(),
+                    run_failed: false,
                 },
             );
             self.open_tasks.insert(key, deadline);

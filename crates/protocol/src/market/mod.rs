@@ -519,6 +519,9 @@ pub struct Task {
     /// A checkpointed job's task: the segments its council replays, drawn after the
     /// checkpoints were bound, ascending.
     pub replay: Vec<u32>,
+    /// A checkpointed job's task: the executor's run failed in its last bound segment, the
+    /// one its council replays.
+    pub run_failed: bool,
 }
 
 gridwork_types::codec_struct!(Task {
@@ -544,6 +547,7 @@ gridwork_types::codec_struct!(Task {
     judgements: Vec<JudgeRecord>,
     checkpoints: Vec<Hash>,
     replay: Vec<u32>,
+    run_failed: bool,
 });
 
 impl Task {
@@ -726,12 +730,13 @@ impl State {
                 task,
                 attempt,
                 checkpoints,
+                failed,
             } => {
                 let key = TaskKey {
                     job: *job,
                     index: *task,
                 };
-                self.check_checkpoints(sender, key, *attempt, checkpoints)
+                self.check_checkpoints(sender, key, *attempt, checkpoints, *failed)
             }
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Ok(())
@@ -795,13 +800,14 @@ impl State {
                 job,
                 task,
                 checkpoints,
+                failed,
                 ..
             } => {
                 let key = TaskKey {
                     job: *job,
                     index: *task,
                 };
-                self.apply_checkpoints(sender, key, checkpoints, now)
+                self.apply_checkpoints(sender, key, checkpoints, *failed, now)
             }
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Vec::new()

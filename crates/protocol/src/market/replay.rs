@@ -15,6 +15,10 @@
 //! executor's output), so the members' runs agree with each other as in any task and with
 //! the executor's when the checkpoints they reached are equivalent to its own.
 //!
+//! A run that fails stops at the failing segment: the executor binds the checkpoints up to
+//! it (what it left last) with `failed`, and the council replays that segment alone, to see
+//! it fail the same way (a failure is a result, as in any task, and paid for that segment).
+//!
 //! All members replay the same segments, so each drawn segment is checked by the whole
 //! council and decided by its majority: one member alone on a segment could neither be
 //! outvoted when it lies nor confirmed when it is right.
@@ -57,6 +61,7 @@ impl State {
         key: TaskKey,
         attempt: u32,
         checkpoints: &[Hash],
+        failed: bool,
     ) -> Result<(), TxError> {
         let TaskKey { job, index: task } = key;
         let segments = self
@@ -76,10 +81,16 @@ impl State {
             });
         }
         let bad = |reason: String| Err(TxError::BadCheckpoints { reason });
-        if checkpoints.len() != segments.count as usize {
+        let n = checkpoints.len();
+        if !failed && n != segments.count as usize {
             return bad(format!(
-                "names {} checkpoints; the job's runs have {} segments, one checkpoint each",
-                checkpoints.len(),
+                "names {n} checkpoints; the job's runs have {} segments, one checkpoint each (a run that stopped at a failed segment says `failed`)",
+                segments.count
+            ));
+        }
+        if failed && (n == 0 || n > segments.count as usize) {
+            return bad(format!(
+                "names {n} checkpoints for a failed run; one for each segment up to the failed one, 1 to {}",
                 segments.count
             ));
         }
@@ -104,12 +115,14 @@ impl State {
         sender: Address,
         key: TaskKey,
         checkpoints: &[Hash],
+        failed: bool,
         now: u64,
     ) -> Vec<Event> {
         let Some(mut t) = self.tasks.get(&key).cloned() else {
             return Vec::new();
         };
         t.checkpoints = checkpoints.to_vec();
+        t.run_failed = failed;
         t.deadline_ms = now;
         t.note = TaskNote::ReplayDrawnNext {};
         self.open_tasks.insert(key, t.deadline_ms);
@@ -140,7 +153,11 @@ impl State {
         self.head_hash.encode(&mut seed);
         key.encode(&mut seed);
         t.attempt.encode(&mut seed);
-        t.replay = draw_segments(&seed, segments.count, segments.replayed);
+        t.replay = if t.run_failed {
+            vec![t.checkpoints.len().saturating_sub(1) as u32]
+        } else {
+            draw_segments(&seed, segments.count, segments.replayed)
+        };
         t.deadline_ms = now.saturating_add(deadline);
         t.note = TaskNote::Replaying {};
         self.open_tasks.insert(key, t.deadline_ms);

@@ -42,13 +42,14 @@ pub(super) fn task_pay(
         .task_deadline_ms
         .div_ceil(1000);
     // Checkers of a checkpointed task replayed `replayed` of its `count` segments: their run
-    // time stands for that share of the executor's.
+    // time stands for that share of the executor's. A failed run is paid for the failing
+    // segment the checkers replayed, nothing before it (unchecked).
     let checked = median_seconds(t, checkers).map(|m| match job.prescription.segments {
-        Some(s) => m
+        Some(s) if !t.run_failed => m
             .saturating_mul(u64::from(s.count))
             .checked_div(u64::from(s.replayed))
             .unwrap_or(u64::MAX),
-        None => m,
+        _ => m,
     });
     let seconds = claimed.min(checked.unwrap_or(u64::MAX)).min(deadline_s);
     let executor = pay_for(job, t.price, seconds);
@@ -363,6 +364,7 @@ impl State {
         t.judgements.clear();
         t.checkpoints.clear();
         t.replay.clear();
+        t.run_failed = false;
         t.seats = job.prescription.instructions.council_size;
         t.round = 0;
         t.phase_started_ms = now;

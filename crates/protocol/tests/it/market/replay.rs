@@ -8,7 +8,7 @@
 //! an output other than its last checkpoint).
 
 use gridwork_protocol::{Event, Phase, TxError};
-use gridwork_types::{Address, Equivalence, Hash, Keypair, Prescription, Segments, TxKind};
+use gridwork_types::{Address, Equivalence, Hash, Keypair, Prescription, RunEnd, Segments, TxKind};
 
 use super::support::{deposit_for, prescription, provider, Market, PROVIDERS};
 
@@ -37,6 +37,7 @@ fn bind(m: &mut Market, job: Hash, who: &Keypair, ids: Vec<Hash>) -> Vec<Event> 
             task: 0,
             attempt,
             checkpoints: ids,
+            failed: false,
         },
     );
     m.block(vec![tx])
@@ -206,6 +207,7 @@ fn checkpoints_and_reveals_that_cannot_be_the_runs_are_refused() {
             task: 0,
             attempt: 0,
             checkpoints: checkpoints(0),
+            failed: false,
         },
     );
     assert!(matches!(err, TxError::NotCheckpointed { .. }), "{err}");
@@ -225,6 +227,7 @@ fn checkpoints_and_reveals_that_cannot_be_the_runs_are_refused() {
                 task: 0,
                 attempt: 0,
                 checkpoints: ids,
+                failed: false,
             },
         )
     };
@@ -364,6 +367,7 @@ fn the_replay_is_drawn_only_after_the_checkpoints_are_bound_and_differs_between_
                 task,
                 attempt,
                 checkpoints: checkpoints(task as u8),
+                failed: false,
             },
         );
         m.block(vec![tx]);
@@ -429,4 +433,94 @@ fn a_checkpointed_job_that_cannot_be_checked_is_refused_with_the_field_to_fix() 
             "{segments:?}: {err}"
         );
     }
+}
+
+/// The executor's run failed in its third segment: it binds the three checkpoints it has and
+/// says so; the council replays that segment alone.
+fn failed_run(m: &mut Market) -> (Hash, Keypair, Vec<Keypair>, Hash) {
+    let (job, executor, council) = won(m);
+    let ids = checkpoints(0)[..3].to_vec();
+    let tx = m.tx(
+        &executor,
+        TxKind::Checkpoints {
+            job,
+            task: 0,
+            attempt: 0,
+            checkpoints: ids.clone(),
+            failed: true,
+        },
+    );
+    m.block(vec![tx]);
+    let t = m.task(job, 0);
+    assert!(t.run_failed);
+    assert_eq!(t.replay, vec![2], "the failed segment, and only it");
+    (job, executor, council, ids[2])
+}
+
+#[test]
+fn a_failed_run_is_replayed_at_its_failing_segment_and_paid_for_that_segment() {
+    let mut m = Market::new();
+    let (job, executor, council, last) = failed_run(&mut m);
+    let failure = RunEnd::Exit { code: 1 };
+    let replay = Hash([82; 32]);
+    let mut runs = vec![(executor.clone(), last, failure)];
+    runs.extend(council.iter().map(|k| (k.clone(), replay, failure)));
+    m.commit_runs(job, 0, &runs);
+    let tx = m.reveal_tx(job, 0, &executor, last, 50, failure);
+    m.block(vec![tx]);
+    for k in &council {
+        let tx = m.reveal_tx(job, 0, k, replay, 10, failure);
+        m.block(vec![tx]);
+    }
+    let everyone: Vec<&Keypair> = std::iter::once(&executor).chain(council.iter()).collect();
+    let mut events = Vec::new();
+    for k in &everyone {
+        let others: Vec<&Keypair> = everyone
+            .iter()
+            .copied()
+            .filter(|o| o.address() != k.address())
+            .collect();
+        events.extend(m.judge(job, 0, k, &addresses(&others)));
+    }
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.ended), (Phase::Settled, Some(failure)));
+    let paid = events
+        .iter()
+        .find_map(|e| match e {
+            Event::TaskSettled { paid, .. } => Some(paid.0),
+            _ => None,
+        })
+        .expect("settled");
+    // The 10 s the members took for the failing segment; the segments before it are unchecked.
+    assert_eq!(paid, 10 * t.price.0);
+}
+
+#[test]
+fn a_faked_failure_is_rejected_when_the_replay_of_its_segment_succeeds() {
+    let mut m = Market::new();
+    // faking_trainer: says its run failed early, to be paid for little work it never did.
+    let (job, faking_trainer, council, last) = failed_run(&mut m);
+    let failure = RunEnd::Exit { code: 1 };
+    let replay = Hash([83; 32]);
+    let mut runs = vec![(faking_trainer.clone(), last, failure)];
+    runs.extend(council.iter().map(|k| (k.clone(), replay, RunEnd::SUCCESS)));
+    m.commit_runs(job, 0, &runs);
+    let tx = m.reveal_tx(job, 0, &faking_trainer, last, 50, failure);
+    m.block(vec![tx]);
+    for k in &council {
+        m.reveal(job, 0, k, replay);
+    }
+    let mut events = m.judge(job, 0, &faking_trainer, &[]);
+    for k in &council {
+        let others: Vec<&Keypair> = council
+            .iter()
+            .filter(|o| o.address() != k.address())
+            .collect();
+        events.extend(m.judge(job, 0, k, &addresses(&others)));
+    }
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == faking_trainer.address())),
+        "{events:?}"
+    );
+    assert_eq!(m.task(job, 0).attempt, 1);
 }
