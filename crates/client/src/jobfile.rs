@@ -51,6 +51,9 @@ struct RawJob {
     data: RawData,
     program: Option<RawProgram>,
     render: Option<crate::render::RawRender>,
+    train: Option<crate::train::RawTrain>,
+    /// A `[program]` run in checkpointed segments (what `[train]` writes itself).
+    segments: Option<RawSegments>,
     instructions: RawInstructions,
     payment: RawPayment,
     equivalence: Option<RawEquivalence>,
@@ -69,6 +72,18 @@ struct RawProgram {
     image: Option<String>,
     #[serde(default)]
     network: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSegments {
+    count: u32,
+    #[serde(default = "one")]
+    replayed: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,10 +269,68 @@ impl JobFile {
             }
             Ok(kept as u64)
         };
-        // A command (`[program]`), or a Blender scene made into one (`[render]`).
+        // A command (`[program]`), or a Blender scene (`[render]`) or a training script
+        // (`[train]`) made into one.
         let mut inputs_listed = raw.data.inputs;
-        let (raw_program, items, default_equivalence) = match (raw.program, raw.render) {
-            (Some(program), None) => {
+        // An input a template adds, unless it is listed already.
+        let add_input = |listed: &mut Vec<String>, path: &str| {
+            let resolved = |p: &str| {
+                std::path::absolute(base.join(p))
+                    .ok()
+                    .map(|p| normalize(&p))
+            };
+            if !listed.iter().any(|i| resolved(i) == resolved(path)) {
+                listed.push(path.to_string());
+            }
+        };
+        let mut segments = raw.segments.map(|s| gridwork_types::Segments {
+            count: s.count,
+            replayed: s.replayed,
+        });
+        let one_template = || {
+            field(
+                "program",
+                "a job file has one of [program] (a command), [render] (a Blender scene) or [train] (a training script)".into(),
+            )
+        };
+        if segments.is_some() && raw.program.is_none() {
+            return Err(field(
+                "segments",
+                "is for a [program]; [train] sets its segments from its steps".into(),
+            ));
+        }
+        let (raw_program, items, default_equivalence) = match (raw.program, raw.render, raw.train)
+        {
+            (None, None, Some(train)) => {
+                let script = base.join(&train.script);
+                if !script.is_file() {
+                    return Err(field(
+                        "train.script",
+                        format!("names `{}`, which is not a file", train.script),
+                    ));
+                }
+                let script_file = script
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let plan = crate::train::plan(&train, &script_file)
+                    .map_err(|(f, problem)| field(f, problem))?;
+                add_input(&mut inputs_listed, &train.script);
+                if let Some(dataset) = &train.dataset {
+                    add_input(&mut inputs_listed, dataset);
+                }
+                segments = Some(plan.segments);
+                let items = raw.instructions.items.unwrap_or(1);
+                let program = RawProgram {
+                    command: plan.program.command,
+                    args: plan.program.args,
+                    outputs: plan.program.outputs,
+                    image: train.image,
+                    network: false,
+                };
+                (program, items, Some(plan.equivalence))
+            }
+            (Some(program), None, None) => {
                 let items = raw.instructions.items.ok_or_else(|| {
                     field(
                         "instructions.items",
@@ -266,7 +339,7 @@ impl JobFile {
                 })?;
                 (program, items, None)
             }
-            (None, Some(render)) => {
+            (None, Some(render), None) => {
                 let scene = base.join(&render.scene);
                 if !scene.is_file() {
                     return Err(field(
@@ -290,17 +363,7 @@ impl JobFile {
                     ));
                 }
                 // The scene travels as an input, unless it is listed already.
-                let resolved = |p: &str| {
-                    std::path::absolute(base.join(p))
-                        .ok()
-                        .map(|p| normalize(&p))
-                };
-                if !inputs_listed
-                    .iter()
-                    .any(|i| resolved(i) == resolved(&render.scene))
-                {
-                    inputs_listed.push(render.scene.clone());
-                }
+                add_input(&mut inputs_listed, &render.scene);
                 let program = RawProgram {
                     command: plan.program.command,
                     args: plan.program.args,
@@ -310,19 +373,13 @@ impl JobFile {
                 };
                 (program, plan.items, Some(plan.equivalence))
             }
-            (Some(_), Some(_)) => {
-                return Err(field(
-                    "render",
-                    "a job file has [program] (a command) or [render] (a Blender scene), not both"
-                        .into(),
-                ))
-            }
-            (None, None) => {
+            (None, None, None) => {
                 return Err(field(
                     "program",
-                    "is missing: give [program] (a command) or [render] (a Blender scene)".into(),
+                    "is missing: give [program] (a command), [render] (a Blender scene) or [train] (a training script)".into(),
                 ))
             }
+            _ => return Err(one_template()),
         };
         let raw_equivalence = match (raw.equivalence, default_equivalence) {
             (None, Some(default)) => Err(default),
@@ -436,7 +493,7 @@ impl JobFile {
                 reserve_price,
                 give_up_ms: secs("halting.give_up_after_s", raw.halting.give_up_after_s)?,
             },
-            segments: None,
+            segments,
         };
         let mut inputs: Vec<JobInput> = Vec::new();
         // Where each input lands under $GRIDWORK_INPUTS, and which input put it there.
@@ -700,6 +757,58 @@ deadline_s = 5
         assert!(parse("max_pixel_diff = 300").is_err());
     }
 
+    /// The training example: its script is added to the inputs, one task of 8 segments of
+    /// which 2 are replayed, checkpoints compared under numeric tolerance; `[segments]` is
+    /// for a `[program]` of one's own, and a script that is not Python is refused.
+    #[test]
+    fn the_train_example_is_a_python_job_in_checkpointed_segments() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/train/job.toml");
+        let job = JobFile::read(&path).unwrap();
+        let p = &job.prescription;
+        assert_eq!(p.instructions.task_count(), 1);
+        assert_eq!(
+            p.segments,
+            Some(gridwork_types::Segments {
+                count: 8,
+                replayed: 2
+            })
+        );
+        assert_eq!(p.program.command, "python3");
+        assert_eq!(p.program.args, ["inputs/train.py", "--steps", "50"]);
+        assert_eq!(
+            p.equivalence,
+            Equivalence::NumericTolerance {
+                abs_ppb: 1_000,
+                rel_ppb: 10_000
+            }
+        );
+        assert!(
+            matches!(&job.inputs[..], [JobInput { source: Input::Path(script), .. }] if script.ends_with("train.py"))
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let base = path.parent().unwrap();
+        let both = format!("{text}\n[segments]\ncount = 4\n");
+        let err = JobFile::parse(&both, "job.toml", base).unwrap_err();
+        assert!(
+            err.to_string().contains("`segments` is for a [program]"),
+            "{err}"
+        );
+        let own = "[data]\n[program]\ncommand = \"inputs/run\"\n[segments]\ncount = 4\n\
+                   [instructions]\nitems = 1\nchunk = 1\ntask_deadline_s = 60\ncouncil_size = 1\n\
+                   [payment]\nkind = \"fixed_per_task\"\nmax_price = \"1\"\n[halting]\ndeadline_s = 5\n";
+        let own = JobFile::parse(own, "job.toml", base).unwrap();
+        assert_eq!(
+            own.prescription.segments,
+            Some(gridwork_types::Segments {
+                count: 4,
+                replayed: 1
+            })
+        );
+        let shell = text.replace("./train.py", "./job.toml");
+        let err = JobFile::parse(&shell, "job.toml", base).unwrap_err();
+        assert!(err.to_string().contains("train.script"), "{err}");
+    }
+
     /// The render example: its scene script is added to the inputs, one item a frame, frames
     /// compared by their pixels, and the program the template wrote needs Blender.
     #[test]
@@ -733,7 +842,7 @@ deadline_s = 5
         let base = path.parent().unwrap();
         let both = format!("{text}\n[program]\ncommand = \"sh\"\n");
         let err = JobFile::parse(&both, "job.toml", base).unwrap_err();
-        assert!(err.to_string().contains("not both"), "{err}");
+        assert!(err.to_string().contains("one of [program]"), "{err}");
         let items = text.replace("chunk = 4", "chunk = 4\nitems = 40");
         let err = JobFile::parse(&items, "job.toml", base).unwrap_err();
         assert!(err.to_string().contains("one item a frame (48)"), "{err}");

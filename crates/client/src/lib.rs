@@ -15,6 +15,7 @@ mod peers;
 mod registry;
 mod render;
 mod submit;
+mod train;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
 pub use data::{

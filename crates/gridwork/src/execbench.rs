@@ -44,6 +44,7 @@ pub(crate) fn bench_executors(
         job: "bench".into(),
         task: 0,
         items: (0, 1),
+        segment: None,
     };
     let program = Program {
         command: "true".into(),

@@ -444,21 +444,27 @@ impl Containers {
                 "Capabilities": [["gpu", "compute", "utility"]],
             }]);
         }
+        let mut vars = vec![
+            format!("GRIDWORK_JOB={}", env.job),
+            format!("GRIDWORK_TASK={}", env.task),
+            format!("GRIDWORK_ITEM_START={}", env.items.0),
+            format!("GRIDWORK_ITEM_END={}", env.items.1),
+            "GRIDWORK_INPUTS=/gridwork/inputs".into(),
+            "GRIDWORK_OUTPUTS=/gridwork/outputs".into(),
+            "HOME=/gridwork".into(),
+            "TMPDIR=/gridwork/tmp".into(),
+            "LANG=C.UTF-8".into(),
+        ];
+        vars.extend(
+            env.segment_vars("/gridwork")
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}")),
+        );
         json!({
             "Image": image_tag(cid),
             "Entrypoint": [program.command],
             "Cmd": program.args,
-            "Env": [
-                format!("GRIDWORK_JOB={}", env.job),
-                format!("GRIDWORK_TASK={}", env.task),
-                format!("GRIDWORK_ITEM_START={}", env.items.0),
-                format!("GRIDWORK_ITEM_END={}", env.items.1),
-                "GRIDWORK_INPUTS=/gridwork/inputs",
-                "GRIDWORK_OUTPUTS=/gridwork/outputs",
-                "HOME=/gridwork",
-                "TMPDIR=/gridwork/tmp",
-                "LANG=C.UTF-8",
-            ],
+            "Env": vars,
             "WorkingDir": "/gridwork",
             "User": format!("{NOBODY}:{NOBODY}"),
             "Hostname": "gridwork",

@@ -13,7 +13,8 @@
 //! the worker's own kill is then a backstop `SUPERVISOR_GRACE` (5 s) later.
 //!
 //! Variables: `GRIDWORK_JOB`, `GRIDWORK_TASK`, `GRIDWORK_ITEM_START`, `GRIDWORK_ITEM_END`
-//! (exclusive), `GRIDWORK_INPUTS`, `GRIDWORK_OUTPUTS`.
+//! (exclusive), `GRIDWORK_INPUTS`, `GRIDWORK_OUTPUTS`; for a job in checkpointed segments
+//! also `GRIDWORK_SEGMENT`, `GRIDWORK_SEGMENTS` and `GRIDWORK_CHECKPOINT`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,6 +40,31 @@ pub struct TaskEnv {
     pub task: u32,
     /// Items `[start, end)`.
     pub items: (u64, u64),
+    /// For a job in checkpointed segments: the segment this run is, and how many the task
+    /// has. The run starts from the checkpoint in `checkpoint/` beside the inputs (but
+    /// segment 0, which starts from the inputs alone) and leaves the next in its outputs.
+    pub segment: Option<(u32, u32)>,
+}
+
+/// The directory of the checkpoint a segment starts from, in a run's directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+impl TaskEnv {
+    /// `GRIDWORK_SEGMENT`, `GRIDWORK_SEGMENTS` and (past the first segment)
+    /// `GRIDWORK_CHECKPOINT`, for a run whose directory the program sees as `run`.
+    pub fn segment_vars(&self, run: &str) -> Vec<(&'static str, String)> {
+        let Some((index, count)) = self.segment else {
+            return Vec::new();
+        };
+        let mut vars = vec![
+            ("GRIDWORK_SEGMENT", index.to_string()),
+            ("GRIDWORK_SEGMENTS", count.to_string()),
+        ];
+        if index > 0 {
+            vars.push(("GRIDWORK_CHECKPOINT", format!("{run}/{CHECKPOINT_DIR}")));
+        }
+        vars
+    }
 }
 
 /// Starts task programs through `gridwork sandbox-exec`, which confines them.
@@ -182,6 +208,7 @@ pub async fn run(
         .env("GRIDWORK_ITEM_END", env.items.1.to_string())
         .env("GRIDWORK_INPUTS", &inputs)
         .env("GRIDWORK_OUTPUTS", &outputs)
+        .envs(env.segment_vars(&run_dir.display().to_string()))
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(stderr)
@@ -272,6 +299,7 @@ mod tests {
             job: "j".into(),
             task: 3,
             items: (6, 9),
+            segment: None,
         }
     }
 

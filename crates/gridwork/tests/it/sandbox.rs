@@ -368,6 +368,7 @@ fn worker_sandbox() -> (
         job: "job".into(),
         task: 0,
         items: (0, 1),
+        segment: None,
     };
     (launcher, env)
 }
@@ -710,6 +711,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
         job: "job".into(),
         task: 0,
         items: (0, 1),
+        segment: None,
     };
     let script = format!(
         "echo printed; ln -sf {k} ../stdout.log; rm -f ../stderr.log; mkfifo ../stderr.log; \

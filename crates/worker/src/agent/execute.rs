@@ -168,7 +168,7 @@ fn tidy_beneath(
 
 /// Gives the worker back every directory under `dir` (a program may leave `chmod 000`
 /// ones), so the tree can be removed. Best effort: what stays in the way, the removal reports.
-fn make_removable(dir: &std::path::Path) {
+pub(super) fn make_removable(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -210,6 +210,34 @@ fn check_outputs(ended: RunEnd, required: &[String], files: &[String]) -> RunEnd
     }
 }
 
+/// What the steps of a run share: where it runs, who holds its inputs, its image, and its
+/// deadline.
+pub(super) struct Prepared {
+    pub(super) dir: std::path::PathBuf,
+    image: Option<Hash>,
+    unusable: bool,
+    /// How long each program may run (a container keeps back its teardown).
+    pub(super) deadline: Duration,
+}
+
+/// What one run of the program left, its outputs readied.
+pub(super) struct Ran {
+    pub(super) ended: RunEnd,
+    pub(super) seconds: u64,
+}
+
+/// How the metrics count a run that ended as `ended`.
+pub(super) fn outcome_of(ended: RunEnd) -> RunOutcome {
+    match ended {
+        RunEnd::Exit { code: 0 } => RunOutcome::Success,
+        RunEnd::Exit { .. } | RunEnd::MissingOutput { .. } | RunEnd::NotStarted {} => {
+            RunOutcome::Failure
+        }
+        RunEnd::Timeout {} => RunOutcome::Timeout,
+        RunEnd::Signal { .. } => RunOutcome::Killed,
+    }
+}
+
 impl Worker {
     /// Fetches the inputs, runs the program, uploads the outputs, records the result; says
     /// how the program ended.
@@ -222,6 +250,52 @@ impl Worker {
         limit: Duration,
         as_executor: bool,
     ) -> Result<RunOutcome, WorkerError> {
+        let prepared = self.prepare(view, r, limit).await?;
+        let env = TaskEnv {
+            job: view.id.to_string(),
+            task: r.1,
+            items,
+            segment: None,
+        };
+        let ran = self
+            .run_program(view, r, &prepared, &env, prepared.deadline, as_executor)
+            .await?;
+        let dir = &prepared.dir;
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        let outputs = sandbox::layout(dir).1;
+        if as_executor && self.cfg.behavior.lies() {
+            std::fs::write(outputs.join("forged_result"), "made up\n").map_err(io)?;
+        }
+        let output = self.push_output(view, r, round, &outputs).await?;
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        self.save_result(
+            r,
+            &RunResult {
+                output,
+                salt: Hash(salt),
+                seconds: ran.seconds,
+                ended: ran.ended,
+                round,
+                checkpoints: Vec::new(),
+                failed: false,
+            },
+        )?;
+        tracing::info!(job = %view.id, task = r.1, ended = %ran.ended, seconds = ran.seconds, "task ran");
+        Ok(outcome_of(ran.ended))
+    }
+
+    /// A fresh work directory for the run of `r`, its inputs pulled into place and its
+    /// image (if any) loaded.
+    pub(super) async fn prepare(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        limit: Duration,
+    ) -> Result<Prepared, WorkerError> {
         let dir = self.task_dir(r);
         let io = |source| WorkerError::Io {
             path: dir.display().to_string(),
@@ -234,7 +308,7 @@ impl Worker {
             std::fs::remove_dir_all(&dir).map_err(io)?;
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let (inputs, outputs) = sandbox::layout(&dir);
+        let (inputs, _) = sandbox::layout(&dir);
         std::fs::create_dir_all(&inputs).map_err(io)?;
         // Whoever else works on this job has fetched the same inputs.
         let holders: Vec<Address> = view
@@ -274,11 +348,6 @@ impl Worker {
             ),
             None => false,
         };
-        let env = TaskEnv {
-            job: view.id.to_string(),
-            task: r.1,
-            items,
-        };
         // A container's end takes longer than a process's (kill, wait, the log follow,
         // removal), and the push and commit must still make the chain's deadline.
         let deadline = match image {
@@ -287,6 +356,32 @@ impl Worker {
                 .max(Duration::from_millis(500)),
             None => limit,
         };
+        Ok(Prepared {
+            dir,
+            image,
+            unusable,
+            deadline,
+        })
+    }
+
+    /// Runs the job's program once in the prepared directory, its log streamed, until it
+    /// exits or `deadline` passes; then readies its outputs (its own directory, links that
+    /// leave it dropped, the required outputs checked).
+    pub(super) async fn run_program(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        prepared: &Prepared,
+        env: &TaskEnv,
+        deadline: Duration,
+        as_executor: bool,
+    ) -> Result<Ran, WorkerError> {
+        let dir = &prepared.dir;
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        let outputs = sandbox::layout(dir).1;
         let (run_done, done) = watch::channel(false);
         let streaming = tokio::spawn(crate::logs::stream(
             self.client.clone(),
@@ -306,9 +401,9 @@ impl Worker {
             }
         }
         let started = Instant::now();
-        let outcome = match (&image, &self.cfg.containers) {
+        let outcome = match (&prepared.image, &self.cfg.containers) {
             // The job's own image cannot run: the same on every worker, a result.
-            (Some(_), Some(_)) if unusable => Ok(sandbox::RunOutcome {
+            (Some(_), Some(_)) if prepared.unusable => Ok(sandbox::RunOutcome {
                 ended: RunEnd::NotStarted {},
                 seconds: 1,
             }),
@@ -317,14 +412,14 @@ impl Worker {
                     cid,
                     &view.prescription.program,
                     &view.prescription.instructions.requirements,
-                    &dir,
-                    &env,
+                    dir,
+                    env,
                     deadline,
                 )
                 .await
                 .map_err(|e| e.to_string()),
             (Some(_), None) => Err("this worker runs no containers".to_string()),
-            (None, _) => sandbox::run(&program, &dir, &env, deadline, self.cfg.launcher.as_ref())
+            (None, _) => sandbox::run(&program, dir, env, deadline, self.cfg.launcher.as_ref())
                 .await
                 .map_err(|e| e.to_string()),
         };
@@ -348,30 +443,9 @@ impl Worker {
             &view.prescription.program.outputs,
             &tidy.files,
         );
-        if as_executor && self.cfg.behavior.lies() {
-            std::fs::write(outputs.join("forged_result"), "made up\n").map_err(io)?;
-        }
-        let output = self.push_output(view, r, round, &outputs).await?;
-        let mut salt = [0u8; 32];
-        OsRng.fill_bytes(&mut salt);
-        self.save_result(
-            r,
-            &RunResult {
-                output,
-                salt: Hash(salt),
-                seconds: outcome.seconds,
-                ended,
-                round,
-            },
-        )?;
-        tracing::info!(job = %view.id, task = r.1, %ended, seconds = outcome.seconds, "task ran");
-        Ok(match ended {
-            RunEnd::Exit { code: 0 } => RunOutcome::Success,
-            RunEnd::Exit { .. } | RunEnd::MissingOutput { .. } | RunEnd::NotStarted {} => {
-                RunOutcome::Failure
-            }
-            RunEnd::Timeout {} => RunOutcome::Timeout,
-            RunEnd::Signal { .. } => RunOutcome::Killed,
+        Ok(Ran {
+            ended,
+            seconds: outcome.seconds,
         })
     }
 
@@ -445,23 +519,34 @@ impl Worker {
         outputs: &std::path::Path,
     ) -> Result<Hash, WorkerError> {
         let key = output_key(view, r, round, outputs)?;
-        let opts = TransferOptions {
-            // Kept in the chunk store, which is what this worker serves to peers.
-            keep: self.peer.get().map(|_| self.chunks.clone()),
-            ..transfer()
-        };
-        let report = self.client.push_tree(outputs, &key, &opts).await?;
-        // Setuid bits, device nodes, sockets: a pull of the outputs will not give them back
-        // as the program left them. The provider's log says so (the tree is still the result).
-        for what in &report.not_kept {
-            tracing::warn!(job = %r.0, task = r.1, "an output will not come back as written: {what}");
-        }
+        let cid = self.push_sealed(r, outputs, &key).await?;
         let mut recipients = vec![view.requester];
         if let Some(t) = view.tasks.iter().find(|t| t.index == r.1) {
             recipients.extend(t.executor);
             recipients.extend(t.council.iter().copied());
         }
-        self.share_output(&report.cid, &key, &recipients).await?;
+        self.share_output(&cid, &key, &recipients).await?;
+        Ok(cid)
+    }
+
+    /// Pushes the tree at `path` sealed under `key`, shared with nobody yet.
+    pub(super) async fn push_sealed(
+        &self,
+        r: TaskRef,
+        path: &std::path::Path,
+        key: &DataKey,
+    ) -> Result<Hash, WorkerError> {
+        let opts = TransferOptions {
+            // Kept in the chunk store, which is what this worker serves to peers.
+            keep: self.peer.get().map(|_| self.chunks.clone()),
+            ..transfer()
+        };
+        let report = self.client.push_tree(path, key, &opts).await?;
+        // Setuid bits, device nodes, sockets: a pull of the outputs will not give them back
+        // as the program left them. The provider's log says so (the tree is still the result).
+        for what in &report.not_kept {
+            tracing::warn!(job = %r.0, task = r.1, "an output will not come back as written: {what}");
+        }
         Ok(report.cid)
     }
 
@@ -512,6 +597,8 @@ impl Worker {
                 seconds: 1,
                 ended: RunEnd::SUCCESS,
                 round,
+                checkpoints: Vec::new(),
+                failed: false,
             },
         )
     }

@@ -21,8 +21,17 @@ impl Worker {
         mine: &RunResult,
     ) -> Result<(), WorkerError> {
         let lazy = self.cfg.behavior.is_lazy() && t.executor != Some(self.me);
-        if !lazy && !lock(&self.judging).contains(&("shared", r, t.round)) {
-            let outputs = sandbox::layout(&self.task_dir(r)).1;
+        let segmented = view.prescription.segments.is_some();
+        let executor = t.executor == Some(self.me);
+        if segmented && executor {
+            // Every member has committed to its replays: the checkpoints they end at now.
+            self.share_checkpoints(view, t, r, true).await?;
+        } else if !lazy && !lock(&self.judging).contains(&("shared", r, t.round)) {
+            let outputs = if segmented {
+                self.task_dir(r).join(super::segments::REPLAY)
+            } else {
+                sandbox::layout(&self.task_dir(r)).1
+            };
             let key = output_key(view, r, mine.round, &outputs)?;
             let mut everyone = vec![view.requester];
             everyone.extend(t.executor);
@@ -44,7 +53,7 @@ impl Worker {
                 .saturating_sub(JUDGE_MARGIN_MS / 2);
             let verdict = tokio::time::timeout(
                 Duration::from_millis(budget),
-                self.judge(&view.prescription.equivalence, r, mine, who, theirs),
+                self.judge(view, t, r, mine, who, theirs),
             )
             .await;
             match verdict {
@@ -79,15 +88,20 @@ impl Worker {
     }
 
     /// This worker's verdict on another party's output: the same content id, or equivalent
-    /// under the job's function when compared on the plaintext.
+    /// under the job's function when compared on the plaintext. In a checkpointed task
+    /// what is compared is the replays: a member's replay tree, and the executor's checkpoints
+    /// at the ends of the drawn segments laid out the same way.
     pub(super) async fn judge(
         &self,
-        e: &Equivalence,
+        view: &JobView,
+        t: &TaskView,
         r: TaskRef,
         mine: &RunResult,
         holder: &Address,
         theirs: &Hash,
     ) -> Result<bool, WorkerError> {
+        let e = &view.prescription.equivalence;
+        let segmented = view.prescription.segments.is_some();
         if mine.output == *theirs {
             return Ok(true);
         }
@@ -102,22 +116,42 @@ impl Worker {
                 source,
             })?;
         }
-        let key = match self.client.granted_key(theirs, &self.cfg.key).await {
-            Ok(key) => key,
-            Err(e) => {
-                // Every honest run pushes (and pins) its output before committing to it: an
-                // output the node does not hold was never produced, and no grant will come.
-                if self.client.pin_view(theirs).await?.is_none() {
+        // The executor's checkpoints at the ends of the drawn segments, for a member.
+        let their_checkpoints = segmented && t.executor == Some(*holder);
+        let mut missing = Vec::new();
+        if their_checkpoints {
+            missing.extend(
+                t.replay
+                    .iter()
+                    .filter_map(|j| t.checkpoints.get(*j as usize).copied()),
+            );
+        } else {
+            missing.push(*theirs);
+        }
+        for cid in &missing {
+            if self.client.granted_key(cid, &self.cfg.key).await.is_err() {
+                // Every honest run pushes (and pins) its outputs before committing to them:
+                // one the node does not hold was never produced, and no grant will come.
+                if self.client.pin_view(cid).await?.is_none() {
                     lock(&self.verdicts).insert((r, *theirs), false);
                     return Ok(false);
                 }
-                return Err(e.into());
             }
+        }
+        if their_checkpoints {
+            self.pull_checkpoints(t, &their_dir).await?;
+        } else {
+            let key = self.client.granted_key(theirs, &self.cfg.key).await?;
+            self.pull(theirs, &key, &[*holder], &their_dir).await?;
+        }
+        let mine = if segmented {
+            self.judged_tree(t, r)?
+        } else {
+            sandbox::layout(&dir).1
         };
-        self.pull(theirs, &key, &[*holder], &their_dir).await?;
         // Decoding another party's frames or tensors takes a while: off the runtime's threads,
         // so the worker's other steps (its commits and reveals) keep their deadlines.
-        let (mine, theirs_dir, e_owned) = (sandbox::layout(&dir).1, their_dir.clone(), e.clone());
+        let (theirs_dir, e_owned) = (their_dir.clone(), e.clone());
         let verdict = tokio::task::spawn_blocking(move || {
             gridwork_verify::equivalent(&e_owned, &mine, &theirs_dir)
         })

@@ -32,8 +32,7 @@ use gridwork_client::{
 use gridwork_p2p::{transport_secret, P2pError, Peer, PeerSource};
 use gridwork_transfer::{tree_digest, ChunkStore, DataKey, TreeError};
 use gridwork_types::{
-    commitment, Address, Amount, Equivalence, Hardware, Hash, Keypair, OwnerApproval, RunEnd,
-    TxKind,
+    commitment, Address, Amount, Hardware, Hash, Keypair, OwnerApproval, RunEnd, TxKind,
 };
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -46,6 +45,7 @@ use crate::sandbox::{self, TaskEnv};
 mod execute;
 mod judging;
 mod peers;
+mod segments;
 
 use execute::{output_key, run_limit};
 
@@ -70,6 +70,10 @@ pub enum Behavior {
     /// where a Cycles render asks for more, then reports the frames as the job's.
     #[cfg(feature = "doubles")]
     CheapRenderer,
+    /// As executor of a checkpointed task, trains its first segment only (`SkippingTrainer`):
+    /// every later checkpoint is the one before it, bound as if trained.
+    #[cfg(feature = "doubles")]
+    SkippingTrainer,
 }
 
 impl Behavior {
@@ -93,6 +97,14 @@ impl Behavior {
     fn renders_cheaply(self) -> bool {
         #[cfg(feature = "doubles")]
         return self == Behavior::CheapRenderer;
+        #[cfg(not(feature = "doubles"))]
+        false
+    }
+
+    /// Skips the training of every segment after the first as executor.
+    fn skips_steps(self) -> bool {
+        #[cfg(feature = "doubles")]
+        return self == Behavior::SkippingTrainer;
         #[cfg(not(feature = "doubles"))]
         false
     }
@@ -243,6 +255,14 @@ struct RunResult {
     /// The round of the attempt the run was for: part of the output key.
     #[serde(default)]
     round: u8,
+    /// A checkpointed run's executor: the content id of each checkpoint it reached, in
+    /// order (the last is `output`), bound on the ledger before it commits.
+    #[serde(default)]
+    checkpoints: Vec<Hash>,
+    /// A checkpointed run's executor: the run stopped at its last checkpoint's segment,
+    /// which failed.
+    #[serde(default)]
+    failed: bool,
 }
 
 type TaskRef = (Hash, u32, u32);
@@ -266,6 +286,8 @@ pub struct Worker {
     judging: Mutex<HashSet<(&'static str, TaskRef, u8)>>,
     /// Verdicts on other parties' outputs: (task, their output) -> equivalent to ours.
     verdicts: Mutex<HashMap<(TaskRef, Hash), bool>>,
+    /// Checkpoint keys shared, as executor of a checkpointed task: (task, checkpoint, with).
+    shared_checkpoints: Mutex<HashSet<(TaskRef, u32, Address)>>,
     declined: Mutex<HashSet<Hash>>,
     /// Whether a job image was loaded here, as the engine said a moment ago: asked once per
     /// image every [`LOADED_FRESH`], not once per task (a job of thousands of tasks would
@@ -322,6 +344,7 @@ impl Worker {
             sent: Mutex::new(HashMap::new()),
             judging: Mutex::new(HashSet::new()),
             verdicts: Mutex::new(HashMap::new()),
+            shared_checkpoints: Mutex::new(HashSet::new()),
             declined: Mutex::new(HashSet::new()),
             loaded: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
@@ -762,6 +785,12 @@ impl Worker {
         let r = (view.id, t.index, t.attempt);
         let is_executor = t.executor == Some(self.me);
         let assigned = is_executor || t.council.contains(&self.me);
+        let segments = view.prescription.segments;
+        // A checkpointed task's executor lets the council (members drawn later too) read the
+        // checkpoints the drawn segments start from.
+        if is_executor && t.phase == Phase::Committing && !t.replay.is_empty() {
+            self.share_checkpoints(view, t, r, false).await?;
+        }
         match t.phase {
             Phase::Bidding if !draining && !t.bids.iter().any(|b| b.provider == self.me) => {
                 let active = lock(&self.running).len() as u32;
@@ -824,6 +853,24 @@ impl Worker {
             }
             Phase::Committing if assigned && !t.committed.contains(&self.me) => {
                 if let Some(res) = self.result(r) {
+                    // A checkpointed run's executor binds its checkpoints first (the ledger then
+                    // draws what the council replays); its commitment may follow at once.
+                    if is_executor
+                        && !res.checkpoints.is_empty()
+                        && t.checkpoints.is_empty()
+                        && self.mark("checkpoints", r, t.round).await
+                    {
+                        let kind = TxKind::Checkpoints {
+                            job: view.id,
+                            task: t.index,
+                            attempt: t.attempt,
+                            checkpoints: res.checkpoints.clone(),
+                            failed: res.failed,
+                        };
+                        let sent = self.send(kind).await;
+                        self.sent_as("checkpoints", r, t.round, &sent, true);
+                        sent?;
+                    }
                     if self.mark("commit", r, t.round).await {
                         let c = commitment(&res.output, &res.ended, &res.salt, &self.me);
                         let kind = TxKind::Commit {
@@ -840,6 +887,10 @@ impl Worker {
                     if is_executor && self.cfg.behavior.vanishes() {
                         return Ok(());
                     }
+                    // A member of a checkpointed task waits for the segments to replay.
+                    if !is_executor && segments.is_some() && t.replay.is_empty() {
+                        return Ok(());
+                    }
                     if !is_executor && self.cfg.behavior.is_lazy() {
                         return self.make_up_result(r, t.round);
                     }
@@ -847,16 +898,29 @@ impl Worker {
                     let view = view.clone();
                     let items = t.items;
                     let round = t.round;
+                    let task = t.clone();
                     let limit = run_limit(
                         view.prescription.instructions.task_deadline_ms,
                         t.deadline_ms,
                     );
                     let handle = tokio::spawn(async move {
                         let running = worker.metrics.run_started();
-                        let outcome = match worker
-                            .execute(&view, r, items, round, limit, is_executor)
-                            .await
-                        {
+                        let run = match (view.prescription.segments, is_executor) {
+                            (Some(s), true) => {
+                                worker
+                                    .execute_segments(&view, r, items, limit, s.count)
+                                    .await
+                            }
+                            (Some(s), false) => {
+                                worker.execute_replay(&view, r, &task, limit, s.count).await
+                            }
+                            (None, _) => {
+                                worker
+                                    .execute(&view, r, items, round, limit, is_executor)
+                                    .await
+                            }
+                        };
+                        let outcome = match run {
                             Ok(outcome) => outcome,
                             Err(e) => {
                                 tracing::warn!(error = %e, job = %view.id, task = r.1, "task run failed");
