@@ -6,6 +6,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod client;
+mod curve;
 mod data;
 mod frames;
 mod jobfile;
@@ -18,6 +19,7 @@ mod submit;
 mod train;
 
 pub use client::{Client, ClientError, EventStream, LogPosition};
+pub use curve::{plot_loss, read_loss};
 pub use data::{
     output_key, pull_tree_from, DataError, EmptyOutputs, Pinned, Progress, PullReport, PushReport,
     SourceReport, TransferOptions,

@@ -87,6 +87,7 @@ fn submit(
     send: &crate::cli::SendArgs,
 ) -> anyhow::Result<()> {
     let job = JobFile::read(file)?;
+    let segments = job.prescription.segments;
     let key = signing_key(cli)?;
     let fee = parse_amount(&send.fee)?;
     let deposit = deposit.map(parse_amount).transpose()?;
@@ -116,11 +117,19 @@ fn submit(
         state_fee,
         ..
     } = submitted;
+    let checked = segments.map(|s| {
+        json!({
+            "segments": s.count,
+            "replayed": s.replayed,
+            "catch_one_faked": s.catch_probability(1),
+            "catch_tenth_faked": s.catch_probability(s.count.div_ceil(10)),
+        })
+    });
     emit(
         cli.json,
-        &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required, "state_fee": state_fee }),
+        &json!({ "job": id, "tasks": tasks, "deposit": deposit, "max_cost": required, "state_fee": state_fee, "checked": checked }),
         || {
-            rows(&[
+            let mut out = vec![
                 ("job", id.to_string()),
                 ("tasks", tasks.to_string()),
                 (
@@ -131,9 +140,28 @@ fn submit(
                     "state fee",
                     format!("{state_fee} GRID paid to the rewards pool, not refunded"),
                 ),
-                ("next", format!("gridwork job watch {id}")),
-            ])
+            ];
+            if let Some(s) = segments {
+                out.push(("checked", segments_line(&s)));
+            }
+            out.push(("next", format!("gridwork job watch {id}")));
+            rows(&out)
         },
+    )
+}
+
+/// How a job in checkpointed segments is checked, and what that catches.
+fn segments_line(s: &gridwork_types::Segments) -> String {
+    let tenth = s.count.div_ceil(10);
+    format!(
+        "each council member replays {} of each task's {} segments, drawn after its checkpoints are bound ({:.0}% of a run); a trainer that faked 1 segment is caught with probability {:.0}% a task, {} segments ({}%) {:.0}%",
+        s.replayed,
+        s.count,
+        100.0 * f64::from(s.replayed) / f64::from(s.count),
+        100.0 * s.catch_probability(1),
+        tenth,
+        (100 * tenth).div_ceil(s.count),
+        100.0 * s.catch_probability(tenth)
     )
 }
 
@@ -391,6 +419,9 @@ fn render_job(v: &JobView) -> String {
     if let Some(frames) = frames_line(v) {
         head.push(("frames", frames));
     }
+    if let Some(s) = &v.prescription.segments {
+        head.push(("segments", segments_line(s)));
+    }
     let mut out = rows(&head);
     out.push_str(
         "\n\n task  phase       try  bids  executor          price        council  ended     paid         note",
@@ -426,6 +457,38 @@ fn render_job(v: &JobView) -> String {
             paid,
             t.note
         ));
+    }
+    let bound: Vec<&TaskView> = v
+        .tasks
+        .iter()
+        .filter(|t| !t.checkpoints.is_empty())
+        .collect();
+    if !bound.is_empty() {
+        out.push_str("\n\ncheckpoints (this attempt):");
+        for t in bound {
+            let replay = match &t.replay[..] {
+                [] => "segments to replay drawn at the next block".to_string(),
+                drawn => format!(
+                    "replaying segment{} {}",
+                    if drawn.len() == 1 { "" } else { "s" },
+                    drawn
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let failed = if t.run_failed {
+                " (the run failed in its last)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "\n {:>4}  {} bound{failed}; {replay}",
+                t.index,
+                t.checkpoints.len()
+            ));
+        }
     }
     if !v.declines.is_empty() {
         out.push_str("\n\nwhy providers did not bid:");
@@ -658,8 +721,13 @@ fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
             // endpoint; chunks come from it and the node at once.
             let holders: Vec<_> = t.executor.into_iter().collect();
             let report = crate::data::pull_granted(cli, &client, &cid, &me, &holders, &dir).await?;
-            written
-                .push(json!({ "task": t.index, "output": cid, "dir": dir, "files": report.files }));
+            // A training's loss curve, drawn beside what was pulled.
+            let curve = gridwork_client::read_loss(&dir.join("loss.csv"))
+                .map(|points| {
+                    gridwork_client::plot_loss(&points, &out.join(format!("task-{}-loss.png", t.index)))
+                })
+                .transpose()?;
+            written.push(json!({ "task": t.index, "output": cid, "dir": dir, "files": report.files, "loss_plot": curve }));
         }
         anyhow::Ok(())
     })?;
@@ -691,8 +759,11 @@ fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
             let mut lines: Vec<String> = written
                 .iter()
                 .map(|w| {
+                    let curve = w["loss_plot"]
+                        .as_str()
+                        .map_or(String::new(), |p| format!("; loss curve -> {p}"));
                     format!(
-                        "task {} -> {} ({} files)",
+                        "task {} -> {} ({} files){curve}",
                         w["task"],
                         w["dir"].as_str().unwrap_or(""),
                         w["files"]
@@ -904,6 +975,28 @@ mod tests {
         assert!(!shown.contains("frames"), "not a render: {shown}");
         view.prescription.program.image = None;
         assert!(!render_job(&view).contains("loaded already"));
+    }
+
+    /// `job status` of a training says how it is checked and, per task, what its executor
+    /// bound and which segments its council replays.
+    #[test]
+    fn job_status_of_a_training_says_what_is_replayed_and_what_it_catches() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/train/job.toml");
+        let file = gridwork_client::JobFile::read(&path).unwrap();
+        let mut bound = task(0, Phase::Committing, (0, 1), vec![]);
+        bound.checkpoints = vec![Hash([3; 32]); 8];
+        bound.replay = vec![2, 6];
+        let view = job(file.prescription, vec![bound]);
+        let shown = render_job(&view);
+        assert!(
+            shown.contains("replays 2 of each task's 8 segments, drawn after its checkpoints are bound (25% of a run); a trainer that faked 1 segment is caught with probability 25% a task"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("0  8 bound; replaying segments 2, 6"),
+            "{shown}"
+        );
     }
 
     /// `job status` and `job watch` of a render say which frames have settled, in ranges.

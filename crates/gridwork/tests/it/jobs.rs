@@ -363,6 +363,85 @@ fn a_requester_follows_a_running_tasks_log_through_the_cli() {
 }
 
 /// The `args = ...` line of a job file.
+/// The training example through the real binary: submitted from its job file, run in
+/// checkpointed segments by a confined worker (`sandbox-exec`), checked by a council member
+/// replaying two drawn segments, its status saying so, and `job results` pulling the trained
+/// weights and drawing the loss curve.
+#[test]
+fn a_training_job_is_trained_checked_by_replays_and_its_loss_curve_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &[]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let _workers = [
+        WorkerProcess::start(&cli, "dev1"),
+        WorkerProcess::start(&cli, "dev2"),
+    ];
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/train");
+    std::fs::copy(example.join("train.py"), dir.path().join("train.py")).unwrap();
+    let text = std::fs::read_to_string(example.join("job.toml"))
+        .unwrap()
+        .replace("steps = 400", "steps = 60")
+        .replace("checkpoint_every = 50", "checkpoint_every = 10");
+    let job_file = dir.path().join("job.toml");
+    std::fs::write(&job_file, text).unwrap();
+    let out = cli.run(
+        &["--key", "dev0", "job", "submit", job_file.to_str().unwrap()],
+        &[],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("replays 2 of each task's 6 segments")
+            && said.contains("caught with probability 33% a task"),
+        "{said}"
+    );
+    let job = said
+        .lines()
+        .find_map(|l| l.strip_prefix("job").map(|rest| rest.trim().to_string()))
+        .unwrap();
+    let watched = cli.json(&["job", "watch", &job], &[]);
+    let task = &watched["tasks"][0];
+    assert_eq!(task["phase"], "settled", "{watched}");
+    assert_eq!(
+        task["checkpoints"].as_array().unwrap().len(),
+        6,
+        "{watched}"
+    );
+    assert_eq!(task["replay"].as_array().unwrap().len(), 2, "{watched}");
+    assert_eq!(task["result"], task["checkpoints"][5], "{watched}");
+    let shown = cli.run(&["job", "status", &job], &[]);
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("6 bound; replaying segments"), "{shown}");
+
+    let out = dir.path().join("results");
+    let results = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "job",
+            "results",
+            &job,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.join("task-0/w1.npy").is_file(), "{results}");
+    let plot = results["results"][0]["loss_plot"].as_str().unwrap();
+    assert!(plot.ends_with("task-0-loss.png"), "{results}");
+    assert!(std::fs::read(plot).unwrap().starts_with(b"\x89PNG"));
+    let loss = std::fs::read_to_string(out.join("task-0/loss.csv")).unwrap();
+    assert_eq!(loss.lines().count(), 61, "{loss}");
+}
+
 fn text_args(text: &str) -> String {
     text.lines()
         .find(|l| l.starts_with("args = "))
