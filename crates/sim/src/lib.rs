@@ -67,6 +67,9 @@ pub struct SimConfig {
     pub tasks_per_job: u32,
     /// Council size of every job.
     pub council: u8,
+    /// Every other job runs in checkpointed segments (4, one replayed: training), when it has
+    /// a council: its executors bind checkpoints, the ledger draws what the council replays.
+    pub checkpointed: bool,
     /// Bids each task gets (from workers drawn by the seed) before its auction closes.
     pub bids_per_task: u32,
     /// Honest workers that die at a random moment of the first `fault_window_ms`.
@@ -96,6 +99,7 @@ impl Default for SimConfig {
             jobs: 4,
             tasks_per_job: 8,
             council: 1,
+            checkpointed: true,
             bids_per_task: 3,
             deaths: 0,
             restarts: 0,
@@ -125,6 +129,9 @@ pub struct Outcome {
     pub failed: u64,
     /// Reopenings (a task sent back to bidding).
     pub reopened: u64,
+    /// Replays drawn for checkpointed tasks (one per attempt whose executor bound its
+    /// checkpoints).
+    pub replays_drawn: u64,
     /// Slashes, and those of workers that were honest and alive when slashed (none expected:
     /// a dead worker is slashed for its silence).
     pub slashes: u64,
@@ -213,6 +220,7 @@ fn drawn(seed: u64, parts: &[&[u8]]) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
     Bid,
+    Checkpoints,
     Commit,
     Reveal,
     Judge,
@@ -263,6 +271,8 @@ const RESEND_AFTER_MS: u64 = 5_000;
 const HEARTBEAT_EVERY_MS: u64 = 20_000;
 /// The price every worker asks.
 const PRICE: Amount = Amount(GRID / 100);
+/// Segments of a checkpointed job's run (`SimConfig::checkpointed`).
+const SEGMENTS: u32 = 4;
 
 fn worker_key(i: u32) -> Keypair {
     let mut h = blake3::Hasher::new();

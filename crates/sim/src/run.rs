@@ -10,12 +10,12 @@ use gridwork_protocol::{Allocation, Event, Genesis, Params, TxError};
 use gridwork_storage::MemoryStore;
 use gridwork_types::{
     Amount, Equivalence, Halting, Hardware, Hash, Instructions, Keypair, Payment, Prescription,
-    Program, Requirements, SignedTx, Transaction, TxKind, GRID,
+    Program, Requirements, Segments, SignedTx, Transaction, TxKind, GRID,
 };
 
 use super::{
     consensus, worker_key, Behavior, Outcome, Rng, Sim, SimConfig, SimError, WallTime, Worker,
-    PRICE,
+    PRICE, SEGMENTS,
 };
 
 impl Sim {
@@ -138,6 +138,7 @@ impl Sim {
                 settled: 0,
                 failed: 0,
                 reopened: 0,
+                replays_drawn: 0,
                 slashes: 0,
                 slashes_of_byzantine: 0,
                 txs: 0,
@@ -203,14 +204,26 @@ impl Sim {
         let per_task = gridwork_protocol::max_task_cost(&prescription, &params)
             .ok_or_else(|| SimError::Config("the job's cost overflows".into()))?;
         let deposit = Amount(per_task.0 * u128::from(self.cfg.tasks_per_job));
+        let checkpointed = Prescription {
+            segments: Some(Segments {
+                count: SEGMENTS,
+                replayed: 1,
+            }),
+            ..prescription.clone()
+        };
         let txs: Vec<SignedTx> = (0..self.cfg.jobs)
             .map(|n| {
+                let segmented = self.cfg.checkpointed && self.cfg.council > 0 && n % 2 == 1;
                 Transaction {
                     from: self.requester.public(),
                     nonce: u64::from(n),
                     fee: Amount::ZERO,
                     kind: TxKind::SubmitJob {
-                        prescription: prescription.clone(),
+                        prescription: if segmented {
+                            checkpointed.clone()
+                        } else {
+                            prescription.clone()
+                        },
                         deposit,
                     },
                 }
@@ -264,6 +277,7 @@ impl Sim {
                 Event::TaskSettled { .. } => self.outcome.settled += 1,
                 Event::TaskFailed { .. } => self.outcome.failed += 1,
                 Event::TaskReopened { .. } => self.outcome.reopened += 1,
+                Event::ReplayDrawn { .. } => self.outcome.replays_drawn += 1,
                 Event::TxFailed { .. } => self.outcome.refused_in_block += 1,
                 Event::Slashed { provider, .. } => {
                     self.outcome.slashes += 1;

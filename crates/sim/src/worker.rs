@@ -4,7 +4,9 @@
 use gridwork_api::{JobStatus, JobView, Phase, TaskView};
 use gridwork_types::{commitment, Address, Hash, RunEnd, TxKind};
 
-use super::{drawn, Behavior, Sim, Step, TaskRef, HEARTBEAT_EVERY_MS, PRICE, RESEND_AFTER_MS};
+use super::{
+    drawn, Behavior, Sim, Step, TaskRef, HEARTBEAT_EVERY_MS, PRICE, RESEND_AFTER_MS, SEGMENTS,
+};
 
 impl Sim {
     /// Every worker's turn: heartbeats, then each open task's next steps. Returns the jobs
@@ -46,7 +48,9 @@ impl Sim {
     }
 
     /// The output a worker's run of `r` has: honest runs of one task, attempt and round agree.
-    fn output(&self, i: usize, r: TaskRef, executor: bool) -> Hash {
+    /// In a checkpointed task an honest member's replay is a tree of its own
+    /// ([`honest_replay`]), equivalent to the executor's checkpoints.
+    fn output(&self, i: usize, r: TaskRef, executor: bool, segmented: bool) -> Hash {
         let (job, task, attempt, round) = r;
         let w = &self.workers[i];
         let forged = match w.behavior {
@@ -55,7 +59,10 @@ impl Sim {
             Behavior::Honest | Behavior::Vanishing => false,
         };
         if !forged {
-            return honest_output(r);
+            return match (segmented, executor) {
+                (true, false) => honest_replay(r),
+                _ => honest_output(r),
+            };
         }
         let mut h = blake3::Hasher::new();
         h.update(b"made up");
@@ -72,7 +79,10 @@ impl Sim {
     /// output's do by the key it is sealed under, the result does not).
     fn is_honest(r: TaskRef, output: &Hash) -> bool {
         let (job, task, attempt, round) = r;
-        (0..=round).any(|k| honest_output((job, task, attempt, k)) == *output)
+        (0..=round).any(|k| {
+            let r = (job, task, attempt, k);
+            honest_output(r) == *output || honest_replay(r) == *output
+        })
     }
 
     /// A value drawn from the seed for `purpose` of worker `i`'s run of `r`.
@@ -147,6 +157,7 @@ impl Sim {
                 }
             }
             Phase::Committing => {
+                let segmented = view.prescription.segments.is_some();
                 for who in t.executor.iter().chain(t.council.iter()) {
                     let Some(&i) = self.by_address.get(who) else {
                         continue;
@@ -158,12 +169,45 @@ impl Sim {
                     {
                         continue;
                     }
+                    // A member of a checkpointed task replays what is drawn once the
+                    // executor has bound its checkpoints.
+                    if segmented && !executor && t.replay.is_empty() {
+                        continue;
+                    }
                     let started = *self.workers[i].started.entry(r).or_insert(now);
                     let lazy = !executor && self.workers[i].behavior == Behavior::Lazy;
                     if !lazy && now < started + self.run_ms(i, r) {
                         continue;
                     }
-                    let output = self.output(i, r, executor);
+                    let output = self.output(i, r, executor, segmented);
+                    if segmented && executor && t.checkpoints.is_empty() {
+                        if !self.due(i, Step::Checkpoints, r, now) {
+                            continue;
+                        }
+                        // Its checkpoints, the last its output.
+                        let mut checkpoints: Vec<Hash> = (1..SEGMENTS)
+                            .map(|k| {
+                                let mut h = blake3::Hasher::new();
+                                h.update(b"checkpoint");
+                                h.update(&k.to_le_bytes());
+                                h.update(output.as_bytes());
+                                Hash(*h.finalize().as_bytes())
+                            })
+                            .collect();
+                        checkpoints.push(output);
+                        self.mark(i, Step::Checkpoints, r, now);
+                        self.send(
+                            i,
+                            TxKind::Checkpoints {
+                                job: view.id,
+                                task: t.index,
+                                attempt: t.attempt,
+                                checkpoints,
+                                failed: false,
+                            },
+                            now,
+                        );
+                    }
                     let salt = self.salt(i, r);
                     self.mark(i, Step::Commit, r, now);
                     self.send(
@@ -192,7 +236,8 @@ impl Sim {
                     {
                         continue;
                     }
-                    let output = self.output(i, r, executor);
+                    let segmented = view.prescription.segments.is_some();
+                    let output = self.output(i, r, executor, segmented);
                     let salt = self.salt(i, r);
                     self.mark(i, Step::Reveal, r, now);
                     self.send(
@@ -247,6 +292,15 @@ impl Sim {
             Phase::Settled | Phase::Failed | Phase::Cancelled => {}
         }
     }
+}
+
+/// The content id of an honest council member's replay of checkpointed task `r`: a tree
+/// sealed under its round's key, never the executor's checkpoint, equivalent to it.
+fn honest_replay(r: TaskRef) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"the replay");
+    h.update(honest_output(r).as_bytes());
+    Hash(*h.finalize().as_bytes())
 }
 
 /// The content id of an honest run of task `r` (job, task, attempt, round): honest runs of

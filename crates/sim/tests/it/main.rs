@@ -46,6 +46,8 @@ fn an_honest_market_settles_every_task_and_slashes_nobody() {
     let tasks = u64::from(SimConfig::default().jobs * SimConfig::default().tasks_per_job);
     assert_eq!((o.settled, o.failed, o.reopened), (tasks, 0, 0), "{o:?}");
     assert_eq!(o.slashes, 0, "{o:?}");
+    // Half the jobs are checkpointed: each of their tasks drew its replay once.
+    assert_eq!(o.replays_drawn, tasks / 2, "{o:?}");
 }
 
 /// Liars, lazy council members and vanishing executors are slashed, their tasks reopen
