@@ -219,14 +219,16 @@ impl Params {
     }
 
     /// The state fee of a job (`state_fee_per_entry` for each task and each input, and for a
-    /// job in checkpointed segments one more per task for each 32 checkpoints its executors
-    /// bind), paid with its submission; `None` on overflow.
+    /// job in checkpointed segments one more per task and attempt for each 32 checkpoints its
+    /// executors bind: a reopened task keeps them, to refuse them again), paid with its
+    /// submission; `None` on overflow.
     pub fn state_fee(&self, p: &gridwork_types::Prescription) -> Option<Amount> {
         let tasks = p.instructions.task_count();
         let checkpoints = p
             .segments
             .map_or(0, |s| u64::from(s.count.div_ceil(32)))
-            .checked_mul(tasks)?;
+            .checked_mul(tasks)?
+            .checked_mul(u64::from(self.max_attempts.max(1)))?;
         let entries = tasks
             .checked_add(p.data.len() as u64)?
             .checked_add(checkpoints)?;

@@ -304,6 +304,14 @@ impl State {
                     ),
                 });
             }
+            if sender == executor && t.run_failed == ended.is_success() {
+                return Err(TxError::BadCheckpoints {
+                    reason: format!(
+                        "the run ended `{ended}`, but its checkpoints were bound as {}; a run bound whole succeeded, one bound as failed did not",
+                        if t.run_failed { "a failed run's" } else { "a whole run's" }
+                    ),
+                });
+            }
             if sender != executor && t.checkpoints.contains(output) {
                 return Err(TxError::CopiedResult { output: *output });
             }

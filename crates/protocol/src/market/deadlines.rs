@@ -115,7 +115,18 @@ impl State {
                 }
                 Phase::Revealing => {
                     let executor = t.executor.unwrap_or(Address([0; 20]));
-                    if !t.revealed(&executor) {
+                    if !t.revealed(&executor) && !t.replay.is_empty() {
+                        // It bound its checkpoints and saw which segments are replayed: walking
+                        // away costs what being caught would.
+                        events.extend(self.slash(
+                            key,
+                            executor,
+                            self.params.slash_bps,
+                            "bound its checkpoints, saw the segments drawn for replay and did not reveal",
+                        ));
+                        self.record_failure(key.job, executor);
+                        events.extend(self.reopen(key, now, Reason::ExecutorDidNotReveal {}));
+                    } else if !t.revealed(&executor) {
                         events.extend(self.penalise_vanished(
                             key,
                             executor,

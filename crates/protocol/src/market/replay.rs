@@ -15,9 +15,21 @@
 //! executor's output), so the members' runs agree with each other as in any task and with
 //! the executor's when the checkpoints they reached are equivalent to its own.
 //!
+//! The executor commits (its output and how the run ended) before it binds, so the draw
+//! cannot change what it reveals; an executor that bound its checkpoints and then does not
+//! reveal is slashed as if its result were rejected (it saw the draw: walking away must cost
+//! what being caught costs). Checkpoints bound in an earlier attempt are refused in a later
+//! one, so a task reopened cannot be offered the same checkpoints for a luckier draw.
+//!
 //! A run that fails stops at the failing segment: the executor binds the checkpoints up to
-//! it (what it left last) with `failed`, and the council replays that segment alone, to see
-//! it fail the same way (a failure is a result, as in any task, and paid for that segment).
+//! it (what it left last) with `failed` (its revealed end must say so, and a run bound whole
+//! must have succeeded), and the council replays the failing segment, to see it fail the same
+//! way, with segments drawn among those before it as for any run (the checkpoint it failed
+//! from is one of theirs). A failure is a result, as in any task.
+//!
+//! When two drawn segments follow each other, members replay the second from their own
+//! replay of the first: the executor shares only the starts of runs of drawn segments, never
+//! a checkpoint that ends a drawn segment before the members commit.
 //!
 //! All members replay the same segments, so each drawn segment is checked by the whole
 //! council and decided by its majority: one member alone on a segment could neither be
@@ -81,6 +93,13 @@ impl State {
             });
         }
         let bad = |reason: String| Err(TxError::BadCheckpoints { reason });
+        // Its commitment (output and how the run ended) binds the run before anything is
+        // drawn, so what the draw shows cannot change what it reveals.
+        if t.committed(&sender).is_none() {
+            return bad(
+                "commit to the run's output first; the checkpoints follow the commitment".into(),
+            );
+        }
         let n = checkpoints.len();
         if !failed && n != segments.count as usize {
             return bad(format!(
@@ -153,8 +172,14 @@ impl State {
         self.head_hash.encode(&mut seed);
         key.encode(&mut seed);
         t.attempt.encode(&mut seed);
+        // A failed run: the failing segment, and segments drawn among those before it as for
+        // any run (the checkpoint it failed from is one of theirs).
+        let bound = t.checkpoints.len() as u32;
         t.replay = if t.run_failed {
-            vec![t.checkpoints.len().saturating_sub(1) as u32]
+            let last = bound.saturating_sub(1);
+            let mut drawn = draw_segments(&seed, last, segments.replayed.min(last));
+            drawn.push(last);
+            drawn
         } else {
             draw_segments(&seed, segments.count, segments.replayed)
         };

@@ -41,15 +41,15 @@ pub(super) fn task_pay(
         .instructions
         .task_deadline_ms
         .div_ceil(1000);
-    // Checkers of a checkpointed task replayed `replayed` of its `count` segments: their run
-    // time stands for that share of the executor's. A failed run is paid for the failing
-    // segment the checkers replayed, nothing before it (unchecked).
-    let checked = median_seconds(t, checkers).map(|m| match job.prescription.segments {
-        Some(s) if !t.run_failed => m
-            .saturating_mul(u64::from(s.count))
-            .checked_div(u64::from(s.replayed))
-            .unwrap_or(u64::MAX),
-        _ => m,
+    // Checkers of a checkpointed task replayed some of the segments its executor ran: their
+    // run time stands for that share of the executor's.
+    let checked = median_seconds(t, checkers).map(|m| {
+        if t.replay.is_empty() {
+            return m;
+        }
+        m.saturating_mul(t.checkpoints.len() as u64)
+            .checked_div(t.replay.len() as u64)
+            .unwrap_or(u64::MAX)
     });
     let seconds = claimed.min(checked.unwrap_or(u64::MAX)).min(deadline_s);
     let executor = pay_for(job, t.price, seconds);
@@ -348,9 +348,11 @@ impl State {
             self.adjust_active(member, -1);
         }
         t.attempt += 1;
-        for r in std::mem::take(&mut t.reveals) {
-            if !t.earlier_outputs.contains(&r.output) {
-                t.earlier_outputs.push(r.output);
+        // Checkpoints bound in this attempt are copies in any later one, as outputs are.
+        let bound = std::mem::take(&mut t.checkpoints);
+        for output in t.reveals.drain(..).map(|r| r.output).chain(bound) {
+            if !t.earlier_outputs.contains(&output) {
+                t.earlier_outputs.push(output);
             }
         }
         t.bids.clear();

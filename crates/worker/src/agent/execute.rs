@@ -170,6 +170,11 @@ fn tidy_beneath(
 /// ones), so the tree can be removed. Best effort: what stays in the way, the removal reports.
 pub(super) fn make_removable(dir: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
+    // A link (a program may leave one where a directory was) is removed as a link; nothing
+    // of where it points is touched.
+    if !std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return;
+    }
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -182,7 +187,7 @@ pub(super) fn make_removable(dir: &std::path::Path) {
 
 /// Whether a link target points down from the link's directory: relative, no `..` part,
 /// naming something other than that directory itself.
-fn points_down(target: &str) -> bool {
+pub(super) fn points_down(target: &str) -> bool {
     !target.starts_with('/')
         && target.split('/').all(|part| part != "..")
         && target

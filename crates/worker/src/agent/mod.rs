@@ -791,6 +791,28 @@ impl Worker {
         if is_executor && t.phase == Phase::Committing && !t.replay.is_empty() {
             self.share_checkpoints(view, t, r, false).await?;
         }
+        // It binds its checkpoints once its commitment is in a block (the ledger then draws
+        // what the council replays; the commitment first, so the draw changes nothing of it).
+        if is_executor
+            && t.phase == Phase::Committing
+            && t.committed.contains(&self.me)
+            && t.checkpoints.is_empty()
+        {
+            if let Some(res) = self.result(r) {
+                if !res.checkpoints.is_empty() && self.mark("checkpoints", r, t.round).await {
+                    let kind = TxKind::Checkpoints {
+                        job: view.id,
+                        task: t.index,
+                        attempt: t.attempt,
+                        checkpoints: res.checkpoints.clone(),
+                        failed: res.failed,
+                    };
+                    let sent = self.send(kind).await;
+                    self.sent_as("checkpoints", r, t.round, &sent, true);
+                    sent?;
+                }
+            }
+        }
         match t.phase {
             Phase::Bidding if !draining && !t.bids.iter().any(|b| b.provider == self.me) => {
                 let active = lock(&self.running).len() as u32;
@@ -853,24 +875,6 @@ impl Worker {
             }
             Phase::Committing if assigned && !t.committed.contains(&self.me) => {
                 if let Some(res) = self.result(r) {
-                    // A checkpointed run's executor binds its checkpoints first (the ledger then
-                    // draws what the council replays); its commitment may follow at once.
-                    if is_executor
-                        && !res.checkpoints.is_empty()
-                        && t.checkpoints.is_empty()
-                        && self.mark("checkpoints", r, t.round).await
-                    {
-                        let kind = TxKind::Checkpoints {
-                            job: view.id,
-                            task: t.index,
-                            attempt: t.attempt,
-                            checkpoints: res.checkpoints.clone(),
-                            failed: res.failed,
-                        };
-                        let sent = self.send(kind).await;
-                        self.sent_as("checkpoints", r, t.round, &sent, true);
-                        sent?;
-                    }
                     if self.mark("commit", r, t.round).await {
                         let c = commitment(&res.output, &res.ended, &res.salt, &self.me);
                         let kind = TxKind::Commit {

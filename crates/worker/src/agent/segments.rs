@@ -48,9 +48,16 @@ pub(super) fn checkpoint_key(
     Ok(DataKey::convergent(&context, &digest))
 }
 
-/// Copies the tree at `from` to `to` (files and directories; links that point down are
-/// kept as links, others were dropped from the outputs already).
+/// Copies the tree at `from` (a real directory: a link there is refused) to `to`: files and
+/// directories, and links that point down into the tree; other links, and anything else, are
+/// left out (a checkpoint pulled from an executor may carry them).
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if !std::fs::symlink_metadata(from)?.is_dir() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a directory",
+            from.display()
+        )));
+    }
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
@@ -61,22 +68,33 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()
         } else if kind.is_file() {
             std::fs::copy(entry.path(), &target)?;
         } else if kind.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+            let link = std::fs::read_link(entry.path())?;
+            if link.to_str().is_some_and(super::execute::points_down) {
+                std::os::unix::fs::symlink(link, &target)?;
+            }
         }
     }
     Ok(())
 }
 
-/// Readies the run directory for a segment: its outputs and `tmp/` empty, and the checkpoint
-/// it starts from (a copy: the program may write there) in place, or none for segment 0.
+/// Readies the run directory for a segment: everything the segment before left in it gone
+/// but the inputs (the program's home is there too, and a replay on another worker starts
+/// without it), its outputs and `tmp/` empty, and the checkpoint it starts from (a copy: the
+/// program may write there) in place, or none for segment 0. Nothing a program left is
+/// followed: a link is removed as a link.
 fn ready_segment(dir: &std::path::Path, start: Option<&std::path::Path>) -> std::io::Result<()> {
     let outputs = sandbox::layout(dir).1;
     let run = outputs.parent().unwrap_or(dir);
-    for sub in ["outputs", "tmp", sandbox::CHECKPOINT_DIR] {
-        let path = run.join(sub);
-        if path.exists() {
-            super::execute::make_removable(&path);
-            std::fs::remove_dir_all(&path)?;
+    for entry in std::fs::read_dir(run)? {
+        let entry = entry?;
+        if entry.file_name() == "inputs" && entry.file_type()?.is_dir() {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            super::execute::make_removable(&entry.path());
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
         }
     }
     std::fs::create_dir_all(run.join("outputs"))?;
@@ -209,38 +227,42 @@ impl Worker {
         let (mut seconds, mut ended) = (0u64, RunEnd::SUCCESS);
         let staging = dir.join("staging-checkpoint");
         for &j in &t.replay {
-            let start = match j {
-                0 => None,
-                _ => {
-                    let Some(cid) = t.checkpoints.get(j as usize - 1) else {
-                        ended = RunEnd::NotStarted {};
-                        break;
-                    };
-                    let key = loop {
-                        match self.client.granted_key(cid, &self.cfg.key).await {
-                            Ok(key) => break Some(key),
-                            Err(_) if started.elapsed() < patience => {
-                                tokio::time::sleep(Duration::from_millis(500)).await;
+            let start = if j == 0 {
+                None
+            } else if t.replay.contains(&(j - 1)) {
+                // It follows a drawn segment: from this member's own replay of that one (the
+                // executor shares no checkpoint that ends a drawn segment before the commits).
+                Some(replay.join(j.to_string()))
+            } else {
+                // The executor's checkpoint: one it never shares, or shares so that it cannot
+                // be pulled or read, keeps the council from its run; once half the time is
+                // spent the replay ends as not started, which counts against the executor.
+                let mut tries = 0u32;
+                loop {
+                    match self.fetch_start(t, j, &staging, dir).await {
+                        Ok(()) => break Some(staging.clone()),
+                        Err(e) if started.elapsed() < patience => {
+                            tries += 1;
+                            if tries % 20 == 1 {
+                                tracing::info!(error = %e, job = %view.id, task = r.1, segment = j, "the checkpoint this replay starts from is not here yet");
                             }
-                            Err(e) => {
-                                tracing::warn!(error = %e, job = %view.id, task = r.1, segment = j, "the executor never shared the checkpoint this replay starts from");
-                                break None;
-                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
                         }
-                    };
-                    let Some(key) = key else {
-                        ended = RunEnd::NotStarted {};
-                        break;
-                    };
-                    if staging.exists() {
-                        std::fs::remove_dir_all(&staging).map_err(io)?;
+                        Err(e) => {
+                            tracing::warn!(error = %e, job = %view.id, task = r.1, segment = j, "the executor's checkpoint this replay starts from never came; the replay did not start");
+                            break None;
+                        }
                     }
-                    let holders: Vec<Address> = t.executor.into_iter().collect();
-                    self.pull(cid, &key, &holders, &staging).await?;
-                    Some(staging.clone())
                 }
             };
-            ready_segment(dir, start.as_deref()).map_err(io)?;
+            if j > 0 && start.is_none() {
+                ended = RunEnd::NotStarted {};
+                break;
+            }
+            // A fetched checkpoint is in place already (readying it is part of fetching it).
+            if j == 0 || t.replay.contains(&(j - 1)) {
+                ready_segment(dir, start.as_deref()).map_err(io)?;
+            }
             let env = TaskEnv {
                 job: view.id.to_string(),
                 task: r.1,
@@ -278,6 +300,34 @@ impl Worker {
         Ok(outcome_of(ended))
     }
 
+    /// Pulls the executor's checkpoint `j` (where segment `j` starts) and readies the run
+    /// directory with it.
+    async fn fetch_start(
+        &self,
+        t: &TaskView,
+        j: u32,
+        staging: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> Result<(), WorkerError> {
+        let io = |source| WorkerError::Io {
+            path: staging.display().to_string(),
+            source,
+        };
+        let cid = t.checkpoints.get(j as usize - 1).ok_or_else(|| {
+            io(std::io::Error::other(
+                "the executor bound no such checkpoint",
+            ))
+        })?;
+        let key = self.client.granted_key(cid, &self.cfg.key).await?;
+        if std::fs::symlink_metadata(staging).is_ok() {
+            super::execute::make_removable(staging);
+            std::fs::remove_dir_all(staging).map_err(io)?;
+        }
+        let holders: Vec<Address> = t.executor.into_iter().collect();
+        self.pull(cid, &key, &holders, staging).await?;
+        ready_segment(dir, Some(staging)).map_err(io)
+    }
+
     /// The executor lets the council read the checkpoints the drawn segments start from
     /// (`ends`: false) or end at (`ends`: true, at judging, with the requester too). Each
     /// recipient once per task.
@@ -297,6 +347,11 @@ impl Worker {
             recipients.push(view.requester);
         }
         for &j in &t.replay {
+            // Before the commits only the starts of runs of drawn segments: the start of one
+            // that follows a drawn segment is that segment's end.
+            if !ends && j > 0 && t.replay.contains(&(j - 1)) {
+                continue;
+            }
             let k = if ends { j + 1 } else { j };
             let Some(cid) = k
                 .checked_sub(1)
@@ -371,5 +426,68 @@ impl Worker {
                 .await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a segment left in the run directory is gone before the next, but the inputs;
+    /// links it planted are removed as links, and nothing they point at is touched or copied.
+    #[test]
+    fn a_segment_starts_clean_and_no_link_a_program_left_is_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (inputs, outputs) = sandbox::layout(dir.path());
+        let run = outputs.parent().unwrap().to_path_buf();
+        std::fs::create_dir_all(&inputs).unwrap();
+        std::fs::write(inputs.join("data.csv"), "1,2\n").unwrap();
+        // The worker's own files, which a program cannot reach but may point at.
+        let hidden = dir.path().join("hidden");
+        std::fs::create_dir_all(hidden.join("keys")).unwrap();
+        std::fs::write(hidden.join("keys/secret"), "key").unwrap();
+        // What a segment left: a cache in its home, links where the next one's directories go.
+        std::fs::create_dir_all(run.join("cache")).unwrap();
+        std::fs::write(run.join("cache/state"), "smuggled").unwrap();
+        std::os::unix::fs::symlink(&hidden, run.join("tmp")).unwrap();
+        std::os::unix::fs::symlink(&hidden, run.join(sandbox::CHECKPOINT_DIR)).unwrap();
+        std::os::unix::fs::symlink(&hidden, &outputs).unwrap();
+        // The checkpoint it starts from, with a link that points out and one that points down.
+        let start = dir.path().join("start");
+        std::fs::create_dir_all(&start).unwrap();
+        std::fs::write(start.join("w.npy"), "weights").unwrap();
+        std::os::unix::fs::symlink(&hidden, start.join("out")).unwrap();
+        std::os::unix::fs::symlink("w.npy", start.join("latest")).unwrap();
+
+        ready_segment(dir.path(), Some(&start)).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["checkpoint", "inputs", "outputs", "tmp"]);
+        assert!(std::fs::symlink_metadata(&outputs).unwrap().is_dir());
+        assert_eq!(std::fs::read_dir(&outputs).unwrap().count(), 0);
+        let checkpoint = run.join(sandbox::CHECKPOINT_DIR);
+        assert_eq!(
+            std::fs::read_to_string(checkpoint.join("w.npy")).unwrap(),
+            "weights"
+        );
+        assert_eq!(
+            std::fs::read_link(checkpoint.join("latest")).unwrap(),
+            std::path::Path::new("w.npy")
+        );
+        assert!(std::fs::symlink_metadata(checkpoint.join("out")).is_err());
+        assert_eq!(
+            std::fs::read_to_string(inputs.join("data.csv")).unwrap(),
+            "1,2\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(hidden.join("keys/secret")).unwrap(),
+            "key"
+        );
+        // A start that is itself a link is refused, not followed.
+        std::os::unix::fs::symlink(&hidden, dir.path().join("start-link")).unwrap();
+        assert!(ready_segment(dir.path(), Some(&dir.path().join("start-link"))).is_err());
     }
 }

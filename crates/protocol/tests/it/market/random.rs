@@ -132,20 +132,20 @@ proptest! {
                             let out = if lie && executor { forged } else { honest };
                             let (replayed, first) = replay(t.attempt, t.round);
                             let out = match (segmented, executor) {
-                                (true, true) if t.checkpoints.is_empty() => {
-                                    // Binds its checkpoints before it commits (in one block).
-                                    // A liar sometimes says its run failed early.
-                                    let mut checkpoints = first[..if lie { 1 } else { 3 }].to_vec();
-                                    checkpoints.push(out);
-                                    txs.push(m.tx(&k, TxKind::Checkpoints { job, task, attempt: t.attempt, checkpoints, failed: lie }));
-                                    out
-                                }
                                 (true, true) => *t.checkpoints.last().unwrap_or(&out),
                                 (true, false) => replayed,
                                 (false, _) => out,
                             };
                             let c = commitment(&out, &RunEnd::SUCCESS, &salt(&k), who);
                             txs.push(m.tx(&k, TxKind::Commit { job, task, attempt: t.attempt, commitment: c }));
+                            if segmented && executor && t.checkpoints.is_empty() {
+                                // Binds its checkpoints after its commitment (in one block). A
+                                // liar sometimes says its run failed early, though it committed
+                                // to a success: its reveal is refused.
+                                let mut checkpoints = first[..if lie { 1 } else { 3 }].to_vec();
+                                checkpoints.push(out);
+                                txs.push(m.tx(&k, TxKind::Checkpoints { job, task, attempt: t.attempt, checkpoints, failed: lie }));
+                            }
                         }
                     }
                 }

@@ -43,6 +43,31 @@ fn bind(m: &mut Market, job: Hash, who: &Keypair, ids: Vec<Hash>) -> Vec<Event> 
     m.block(vec![tx])
 }
 
+/// The executor commits to its run (its output the last of `ids`, ended as `ended`), then
+/// binds `ids`; the replay is drawn at the next block. The events of both.
+fn commit_and_bind(
+    m: &mut Market,
+    job: Hash,
+    executor: &Keypair,
+    ids: &[Hash],
+    ended: RunEnd,
+    failed: bool,
+) -> Vec<Event> {
+    m.commit_runs(job, 0, &[(executor.clone(), *ids.last().unwrap(), ended)]);
+    let attempt = m.task(job, 0).attempt;
+    let tx = m.tx(
+        executor,
+        TxKind::Checkpoints {
+            job,
+            task: 0,
+            attempt,
+            checkpoints: ids.to_vec(),
+            failed,
+        },
+    );
+    m.block(vec![tx])
+}
+
 /// A job in 8 segments (2 replayed) with an executor and a council of three.
 fn won(m: &mut Market) -> (Hash, Keypair, Vec<Keypair>) {
     let p = training(COUNT, 2);
@@ -74,7 +99,7 @@ fn an_honest_trainer_is_settled_on_replays_of_drawn_segments_and_paid_for_its_wh
     assert!(matches!(err, TxError::ReplayNotDrawn { .. }), "{err}");
 
     let ids = checkpoints(0);
-    let events = bind(&mut m, job, &executor, ids.clone());
+    let events = commit_and_bind(&mut m, job, &executor, &ids, RunEnd::SUCCESS, false);
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::CheckpointsBound { count: COUNT, .. })));
@@ -96,8 +121,7 @@ fn an_honest_trainer_is_settled_on_replays_of_drawn_segments_and_paid_for_its_wh
     // have ids of their own (equal among themselves: the same replay, the same key).
     let last = *ids.last().unwrap();
     let replay = Hash([77; 32]);
-    let mut runs = vec![(executor.clone(), last)];
-    runs.extend(council.iter().map(|k| (k.clone(), replay)));
+    let runs: Vec<_> = council.iter().map(|k| (k.clone(), replay)).collect();
     m.commit_all(job, 0, &runs);
     // The executor claims 50 s; each member replayed 2 of 8 segments in 10 s, which stands
     // for 40 s of the whole run.
@@ -135,11 +159,10 @@ fn a_skipping_trainer_is_slashed_when_the_council_replays_a_segment_it_faked() {
     let mut m = Market::new();
     let (job, skipping_trainer, council) = won(&mut m);
     let ids = checkpoints(0);
-    bind(&mut m, job, &skipping_trainer, ids.clone());
+    commit_and_bind(&mut m, job, &skipping_trainer, &ids, RunEnd::SUCCESS, false);
     let last = *ids.last().unwrap();
     let replay = Hash([78; 32]);
-    let mut runs = vec![(skipping_trainer.clone(), last)];
-    runs.extend(council.iter().map(|k| (k.clone(), replay)));
+    let runs: Vec<_> = council.iter().map(|k| (k.clone(), replay)).collect();
     m.commit_all(job, 0, &runs);
     let stake = m.stake(&skipping_trainer.address());
     m.reveal(job, 0, &skipping_trainer, last);
@@ -170,8 +193,26 @@ fn a_skipping_trainer_is_slashed_when_the_council_replays_a_segment_it_faked() {
     assert!(m.stake(&skipping_trainer.address()) < stake);
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1));
-    // A new attempt binds new checkpoints and draws anew.
+    // A new attempt binds new checkpoints and draws anew; the old ones are refused, so a
+    // reopened task cannot be offered them again for a luckier draw.
     assert!(t.checkpoints.is_empty() && t.replay.is_empty());
+    let sybil = provider(5);
+    m.win(job, 0, &sybil);
+    m.commit_runs(job, 0, &[(sybil.clone(), Hash([99; 32]), RunEnd::SUCCESS)]);
+    let err = m.refused(
+        &sybil,
+        TxKind::Checkpoints {
+            job,
+            task: 0,
+            attempt: 1,
+            checkpoints: ids.clone(),
+            failed: false,
+        },
+    );
+    assert!(
+        matches!(err, TxError::CopiedResult { output } if output == ids[0]),
+        "{err}"
+    );
 }
 
 #[test]
@@ -231,6 +272,14 @@ fn checkpoints_and_reveals_that_cannot_be_the_runs_are_refused() {
             },
         )
     };
+    // swapping_trainer: commits to an output other than its last checkpoint.
+    let swapped = Hash([9; 32]);
+    let err = send(&mut m, &executor, checkpoints(0));
+    assert!(
+        matches!(&err, TxError::BadCheckpoints { reason } if reason.contains("commit to the run's output first")),
+        "{err}"
+    );
+    m.commit_runs(job, 0, &[(executor.clone(), swapped, RunEnd::SUCCESS)]);
     let short = checkpoints(0)[..3].to_vec();
     let err = send(&mut m, &executor, short);
     assert!(
@@ -250,13 +299,11 @@ fn checkpoints_and_reveals_that_cannot_be_the_runs_are_refused() {
     let err = send(&mut m, &executor, checkpoints(1));
     assert!(matches!(err, TxError::AlreadyDone { .. }), "{err}");
 
-    // swapping_trainer: commits to an output other than its last checkpoint; its reveal is
-    // refused, so it cannot deliver a result the replays never vouched for.
+    // The swapping trainer's reveal is refused, so it cannot deliver a result the replays
+    // never vouched for.
     let ids = checkpoints(0);
-    let swapped = Hash([9; 32]);
     let replay = Hash([79; 32]);
-    let mut runs = vec![(executor.clone(), swapped)];
-    runs.extend(council.iter().map(|k| (k.clone(), replay)));
+    let runs: Vec<_> = council.iter().map(|k| (k.clone(), replay)).collect();
     m.commit_all(job, 0, &runs);
     let tx = m.reveal_tx(
         job,
@@ -278,17 +325,14 @@ fn a_checkpoint_copier_cannot_reveal_the_executors_checkpoint_as_its_replay() {
     let mut m = Market::new();
     let (job, executor, council) = won(&mut m);
     let ids = checkpoints(0);
-    bind(&mut m, job, &executor, ids.clone());
+    commit_and_bind(&mut m, job, &executor, &ids, RunEnd::SUCCESS, false);
     let drawn = m.task(job, 0).replay;
     // The copier names the checkpoint the executor bound for the end of a drawn segment.
     let copied = ids[drawn[0] as usize];
     let checkpoint_copier = &council[0];
     let last = *ids.last().unwrap();
     let replay = Hash([80; 32]);
-    let mut runs = vec![
-        (executor.clone(), last),
-        (checkpoint_copier.clone(), copied),
-    ];
+    let mut runs = vec![(checkpoint_copier.clone(), copied)];
     runs.extend(council[1..].iter().map(|k| (k.clone(), replay)));
     m.commit_all(job, 0, &runs);
     m.reveal(job, 0, &executor, last);
@@ -312,12 +356,10 @@ fn a_silent_member_is_replaced_by_one_that_replays_the_same_segments() {
     let mut m = Market::new();
     let (job, executor, council) = won(&mut m);
     let ids = checkpoints(0);
-    bind(&mut m, job, &executor, ids.clone());
+    commit_and_bind(&mut m, job, &executor, &ids, RunEnd::SUCCESS, false);
     let drawn = m.task(job, 0).replay;
-    let last = *ids.last().unwrap();
     let replay = Hash([81; 32]);
-    let mut runs = vec![(executor.clone(), last)];
-    runs.extend(council[1..].iter().map(|k| (k.clone(), replay)));
+    let runs: Vec<_> = council[1..].iter().map(|k| (k.clone(), replay)).collect();
     m.commit_all(job, 0, &runs);
     // The others stay online (workers heartbeat); the draw takes online providers only.
     let beats: Vec<_> = (2..=PROVIDERS)
@@ -360,17 +402,32 @@ fn the_replay_is_drawn_only_after_the_checkpoints_are_bound_and_differs_between_
         m.win(job, task, &executor);
         assert!(m.task(job, task).replay.is_empty());
         let attempt = m.task(job, task).attempt;
-        let tx = m.tx(
+        let ids = checkpoints(task as u8);
+        let commit = m.tx(
+            &executor,
+            TxKind::Commit {
+                job,
+                task,
+                attempt,
+                commitment: gridwork_types::commitment(
+                    &ids[7],
+                    &RunEnd::SUCCESS,
+                    &Hash([1; 32]),
+                    &executor.address(),
+                ),
+            },
+        );
+        let bind = m.tx(
             &executor,
             TxKind::Checkpoints {
                 job,
                 task,
                 attempt,
-                checkpoints: checkpoints(task as u8),
+                checkpoints: ids,
                 failed: false,
             },
         );
-        m.block(vec![tx]);
+        m.block(vec![commit, bind]);
         let t = m.task(job, task);
         assert_eq!(t.replay.len(), 1);
         draws.insert(t.replay[0]);
@@ -440,20 +497,11 @@ fn a_checkpointed_job_that_cannot_be_checked_is_refused_with_the_field_to_fix() 
 fn failed_run(m: &mut Market) -> (Hash, Keypair, Vec<Keypair>, Hash) {
     let (job, executor, council) = won(m);
     let ids = checkpoints(0)[..3].to_vec();
-    let tx = m.tx(
-        &executor,
-        TxKind::Checkpoints {
-            job,
-            task: 0,
-            attempt: 0,
-            checkpoints: ids.clone(),
-            failed: true,
-        },
-    );
-    m.block(vec![tx]);
+    commit_and_bind(m, job, &executor, &ids, RunEnd::Exit { code: 1 }, true);
     let t = m.task(job, 0);
     assert!(t.run_failed);
-    assert_eq!(t.replay, vec![2], "the failed segment, and only it");
+    // The failed segment, and two drawn among the two before it, as for any run.
+    assert_eq!(t.replay, vec![0, 1, 2]);
     (job, executor, council, ids[2])
 }
 
@@ -463,8 +511,10 @@ fn a_failed_run_is_replayed_at_its_failing_segment_and_paid_for_that_segment() {
     let (job, executor, council, last) = failed_run(&mut m);
     let failure = RunEnd::Exit { code: 1 };
     let replay = Hash([82; 32]);
-    let mut runs = vec![(executor.clone(), last, failure)];
-    runs.extend(council.iter().map(|k| (k.clone(), replay, failure)));
+    let runs: Vec<_> = council
+        .iter()
+        .map(|k| (k.clone(), replay, failure))
+        .collect();
     m.commit_runs(job, 0, &runs);
     let tx = m.reveal_tx(job, 0, &executor, last, 50, failure);
     m.block(vec![tx]);
@@ -491,7 +541,7 @@ fn a_failed_run_is_replayed_at_its_failing_segment_and_paid_for_that_segment() {
             _ => None,
         })
         .expect("settled");
-    // The 10 s the members took for the failing segment; the segments before it are unchecked.
+    // The 10 s the members took for the three segments it ran.
     assert_eq!(paid, 10 * t.price.0);
 }
 
@@ -502,8 +552,10 @@ fn a_faked_failure_is_rejected_when_the_replay_of_its_segment_succeeds() {
     let (job, faking_trainer, council, last) = failed_run(&mut m);
     let failure = RunEnd::Exit { code: 1 };
     let replay = Hash([83; 32]);
-    let mut runs = vec![(faking_trainer.clone(), last, failure)];
-    runs.extend(council.iter().map(|k| (k.clone(), replay, RunEnd::SUCCESS)));
+    let runs: Vec<_> = council
+        .iter()
+        .map(|k| (k.clone(), replay, RunEnd::SUCCESS))
+        .collect();
     m.commit_runs(job, 0, &runs);
     let tx = m.reveal_tx(job, 0, &faking_trainer, last, 50, failure);
     m.block(vec![tx]);
@@ -521,6 +573,62 @@ fn a_faked_failure_is_rejected_when_the_replay_of_its_segment_succeeds() {
     assert!(
         events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == faking_trainer.address())),
         "{events:?}"
+    );
+    assert_eq!(m.task(job, 0).attempt, 1);
+}
+
+/// `failed` must match how the run ended: a run bound as failed cannot reveal a success (it
+/// would settle a fraction of the training as the whole, checked on its last segment), and
+/// a run bound whole cannot reveal a failure.
+#[test]
+fn a_run_bound_as_failed_cannot_reveal_a_success_nor_a_whole_one_a_failure() {
+    for (ended, failed, bound) in [
+        (RunEnd::SUCCESS, true, 1),
+        (RunEnd::Exit { code: 2 }, false, 8),
+    ] {
+        let mut m = Market::new();
+        let (job, executor, council) = won(&mut m);
+        let ids = checkpoints(0)[..bound].to_vec();
+        commit_and_bind(&mut m, job, &executor, &ids, ended, failed);
+        let runs: Vec<_> = council
+            .iter()
+            .map(|k| (k.clone(), Hash([84; 32])))
+            .collect();
+        m.commit_all(job, 0, &runs);
+        let tx = m.reveal_tx(job, 0, &executor, *ids.last().unwrap(), 10, ended);
+        let err = m.refused_signed(tx);
+        assert!(
+            matches!(&err, TxError::BadCheckpoints { reason } if reason.contains("bound as")),
+            "{err}"
+        );
+    }
+}
+
+/// `walking_trainer`: binds, sees the draw, and does not reveal (a faked segment was drawn).
+/// That costs what being caught costs, not a missed deadline's smaller penalty.
+#[test]
+fn a_trainer_that_walks_away_after_the_draw_pays_what_being_caught_costs() {
+    let mut m = Market::new();
+    let (job, walking_trainer, council) = won(&mut m);
+    let ids = checkpoints(0);
+    commit_and_bind(&mut m, job, &walking_trainer, &ids, RunEnd::SUCCESS, false);
+    let runs: Vec<_> = council
+        .iter()
+        .map(|k| (k.clone(), Hash([85; 32])))
+        .collect();
+    m.commit_all(job, 0, &runs);
+    assert_eq!(m.task(job, 0).phase, Phase::Revealing);
+    let stake = m.stake(&walking_trainer.address());
+    let deadline = m.task(job, 0).deadline_ms;
+    let events = m.at(deadline + 1, vec![]);
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == walking_trainer.address())),
+        "{events:?}"
+    );
+    let bps = u128::from(super::support::params().slash_bps);
+    assert_eq!(
+        m.stake(&walking_trainer.address()),
+        stake - stake * bps / 10_000
     );
     assert_eq!(m.task(job, 0).attempt, 1);
 }
