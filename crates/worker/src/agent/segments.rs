@@ -6,8 +6,8 @@
 //! Each segment is one run of the job's program with `GRIDWORK_SEGMENT` (from 0) and
 //! `GRIDWORK_SEGMENTS`; past the first it finds the checkpoint it starts from in
 //! `$GRIDWORK_CHECKPOINT`, and it leaves the next in `$GRIDWORK_OUTPUTS`. Between segments the
-//! worker empties the outputs and the run's `tmp/`, so a segment depends on its checkpoint
-//! and the inputs alone, on the executor as in a replay.
+//! worker removes everything the segment left in `run/` but the inputs, so a segment depends
+//! on its checkpoint and the inputs alone, on the executor as in a replay.
 //!
 //! In the task's directory, beside `run/` (out of the program's reach):
 //! - `checkpoints/<k>/`: the executor's checkpoint `k` (from 1), what segment `k - 1` left;
@@ -18,8 +18,9 @@
 //! Keys: each checkpoint is sealed under a convergent key of its own ([`checkpoint_key`]),
 //! so the executor can hand a member the checkpoint a replay starts from without the one it
 //! ends at. It shares the last (its output) with the requester at once, the starting ones with
-//! the council once the replay is drawn, and the ending ones at judging, when every member
-//! has committed to its own.
+//! the council once the replay is drawn (but that of a segment following a drawn one, which
+//! is the end of that one: the member starts it from its own replay), and the ending ones at
+//! judging, when every member has committed to its own.
 
 use super::execute::outcome_of;
 use super::*;
