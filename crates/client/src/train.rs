@@ -11,7 +11,9 @@
 //! # image = "img:<id>"       # run in an image that has Python (workers with --executor docker)
 //! ```
 //!
-//! Each task's run is `steps / checkpoint_every` segments. A segment is one run of the
+//! Each task's run is `steps / checkpoint_every` segments, each with the job's task deadline
+//! (`task_deadline_s` is a segment's: a replay of a segment gets the time the executor had, so a
+//! segment that times out does on replay too). A segment is one run of the
 //! script with `GRIDWORK_SEGMENT` (from 0) and `GRIDWORK_SEGMENTS`: it loads the checkpoint
 //! in `$GRIDWORK_CHECKPOINT` (absent for segment 0, which starts from the inputs), trains
 //! `checkpoint_every` steps and writes the next checkpoint to `$GRIDWORK_OUTPUTS`. A segment

@@ -621,7 +621,8 @@ pub struct Instructions {
     /// Hardware each executor and council member must have.
     #[serde(default)]
     pub requirements: Requirements,
-    /// Time an executor has from assignment to its commitment, in ms.
+    /// Time an executor has from assignment to its commitment, in ms; for a run in
+    /// checkpointed segments, each segment's ([`Prescription::run_deadline_ms`]).
     pub task_deadline_ms: u64,
     /// Council members who re-execute and vote (0: trust the executor; otherwise odd).
     pub council_size: u8,
@@ -867,6 +868,25 @@ impl Prescription {
     /// segments. One without segments is written as version 1, so each prescription has one
     /// encoding.
     pub const VERSION_SEGMENTS: u8 = 2;
+
+    /// How long `segments` segments of a task's run may take: the task deadline, which for a
+    /// run in checkpointed segments is each segment's, so a replay of a segment has the time
+    /// the executor had for it (and a segment that times out does so on replay too).
+    pub fn run_deadline_ms(&self, segments: u32) -> u64 {
+        match self.segments {
+            Some(_) => self
+                .instructions
+                .task_deadline_ms
+                .saturating_mul(u64::from(segments)),
+            None => self.instructions.task_deadline_ms,
+        }
+    }
+
+    /// How long the executor's whole run of a task may take ([`Prescription::run_deadline_ms`]
+    /// of all its segments).
+    pub fn whole_run_deadline_ms(&self) -> u64 {
+        self.run_deadline_ms(self.segments.map_or(1, |s| s.count))
+    }
 }
 
 impl crate::Encode for Prescription {

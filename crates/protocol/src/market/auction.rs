@@ -302,7 +302,13 @@ impl State {
         }
         t.council.extend(drawn.iter().copied());
         t.seats_to_draw = 0;
-        t.deadline_ms = now.saturating_add(job.prescription.instructions.task_deadline_ms);
+        // The whole run (checkpointed: every segment of it), or once the segments to replay
+        // are drawn, the replays of a member drawn in place of a silent one.
+        let run = match t.replay.len() as u32 {
+            0 => job.prescription.whole_run_deadline_ms(),
+            replays => job.prescription.run_deadline_ms(replays),
+        };
+        t.deadline_ms = now.saturating_add(run);
         t.note = TaskNote::Running {};
         self.open_tasks.insert(key, t.deadline_ms);
         let event = Event::CouncilDrawn {

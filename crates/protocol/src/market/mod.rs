@@ -605,7 +605,7 @@ pub fn max_task_cost(p: &Prescription, params: &crate::Params) -> Option<Amount>
     let executor = match p.payment {
         Payment::PerTaskSecond { .. } => cap
             .0
-            .checked_mul(u128::from(p.instructions.task_deadline_ms.div_ceil(1000)))?,
+            .checked_mul(u128::from(p.whole_run_deadline_ms().div_ceil(1000)))?,
         Payment::FixedPerTask { .. } => cap.0,
     };
     let council = mul_div(

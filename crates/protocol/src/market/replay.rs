@@ -158,8 +158,8 @@ impl State {
 
     /// Draws the segments the council replays, at the first block after the checkpoints
     /// were bound: the seed is that block's hash (this block's parent), which the executor
-    /// could not know when it sent them. The members get a full task deadline for the
-    /// replay from here.
+    /// could not know when it sent them. The members get the task deadline for each segment
+    /// they replay from here, as the executor had for it.
     pub(super) fn draw_replay(&mut self, key: TaskKey, mut t: Task, now: u64) -> Vec<Event> {
         let Some(job) = self.jobs.get(&key.job) else {
             return Vec::new();
@@ -167,7 +167,6 @@ impl State {
         let Some(segments) = job.prescription.segments else {
             return Vec::new();
         };
-        let deadline = job.prescription.instructions.task_deadline_ms;
         let mut seed = Vec::with_capacity(80);
         self.head_hash.encode(&mut seed);
         key.encode(&mut seed);
@@ -183,6 +182,8 @@ impl State {
         } else {
             draw_segments(&seed, segments.count, segments.replayed)
         };
+        // A task deadline for each replayed segment, as the executor had.
+        let deadline = job.prescription.run_deadline_ms(t.replay.len() as u32);
         t.deadline_ms = now.saturating_add(deadline);
         t.note = TaskNote::Replaying {};
         self.open_tasks.insert(key, t.deadline_ms);

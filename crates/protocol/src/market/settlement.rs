@@ -36,11 +36,12 @@ pub(super) fn task_pay(
     checkers: &[Address],
     params: &crate::Params,
 ) -> Pay {
-    let deadline_s = job
-        .prescription
-        .instructions
-        .task_deadline_ms
-        .div_ceil(1000);
+    // The whole run's deadline (checkpointed: a task deadline for each segment it ran).
+    let deadline_s = match t.checkpoints.len() as u32 {
+        0 => job.prescription.whole_run_deadline_ms(),
+        ran => job.prescription.run_deadline_ms(ran),
+    }
+    .div_ceil(1000);
     // Checkers of a checkpointed task replayed some of the segments its executor ran: their
     // run time stands for that share of the executor's.
     let checked = median_seconds(t, checkers).map(|m| {

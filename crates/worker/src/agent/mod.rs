@@ -903,10 +903,15 @@ impl Worker {
                     let items = t.items;
                     let round = t.round;
                     let task = t.clone();
-                    let limit = run_limit(
-                        view.prescription.instructions.task_deadline_ms,
-                        t.deadline_ms,
-                    );
+                    // The whole run (checkpointed: the executor's segments, or a member's
+                    // replays), less a margin to push and commit.
+                    let run = match (view.prescription.segments, is_executor) {
+                        (Some(_), false) => {
+                            view.prescription.run_deadline_ms(t.replay.len() as u32)
+                        }
+                        _ => view.prescription.whole_run_deadline_ms(),
+                    };
+                    let limit = run_limit(run, t.deadline_ms);
                     let handle = tokio::spawn(async move {
                         let running = worker.metrics.run_started();
                         let run = match (view.prescription.segments, is_executor) {

@@ -106,11 +106,13 @@ fn ready_segment(dir: &std::path::Path, start: Option<&std::path::Path>) -> std:
     Ok(())
 }
 
-/// The time left of `total` since `started`, never under half a second (a run given no time
-/// times out, a result like any other).
-fn left(total: Duration, started: Instant) -> Duration {
-    total
-        .saturating_sub(started.elapsed())
+/// How long one segment may run: the task deadline (each segment's, on the executor and in a
+/// replay alike, so a segment that times out on one does on the other), less the margin every
+/// run keeps, but never past what is left of `total` since `started`. Never under half a
+/// second (a run given no time times out, a result like any other).
+fn segment_limit(view: &JobView, total: Duration, started: Instant) -> Duration {
+    let per = run_limit(view.prescription.instructions.task_deadline_ms, 0);
+    per.min(total.saturating_sub(started.elapsed()))
         .max(Duration::from_millis(500))
 }
 
@@ -157,7 +159,7 @@ impl Worker {
                     }
                 }
                 _ => {
-                    let deadline = left(prepared.deadline, started);
+                    let deadline = segment_limit(view, prepared.deadline, started);
                     self.run_program(view, r, &prepared, &env, deadline, true)
                         .await?
                 }
@@ -270,7 +272,7 @@ impl Worker {
                 items: t.items,
                 segment: Some((j, count)),
             };
-            let deadline = left(prepared.deadline, started);
+            let deadline = segment_limit(view, prepared.deadline, started);
             let ran = self
                 .run_program(view, r, &prepared, &env, deadline, false)
                 .await?;

@@ -22,7 +22,7 @@ async fn train_job(net: &Net, steps: u64, every: u64, replayed: u32) -> Prescrip
             &format!("checkpoint_every = {every}"),
         )
         .replace("replayed = 2", &format!("replayed = {replayed}"))
-        .replace("task_deadline_s = 300", "task_deadline_s = 120")
+        .replace("task_deadline_s = 60", "task_deadline_s = 30")
         .replace("max_price = \"0.1\"", "max_price = \"0.02\"");
     let job = JobFile::parse(&text, "job.toml", example.parent().unwrap()).unwrap();
     let [JobInput {
@@ -118,4 +118,62 @@ async fn a_training_run_is_checked_by_replays_of_drawn_segments_and_a_skipping_t
         mean(&losses[30..]) < mean(&losses[..10]),
         "the model learned nothing: {loss}"
     );
+}
+
+/// The task deadline is each segment's: a run whose segments each take half of it settles,
+/// though the whole run is twice as long as one deadline. A segment that runs past it times
+/// out on the executor and again in the council's replay, which gets the same time for it:
+/// the run is bound as failed at that segment, the replays end alike, and the task settles on
+/// the timeout, nobody slashed. (Before, the executor's segments shared one deadline and a
+/// replay had a whole one of its own: the first run timed out and the second was rejected,
+/// honest executors slashed both times.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_that_times_out_times_out_on_replay_too_and_nobody_is_slashed() {
+    let net = Net::start().await;
+    for i in 1..=2 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(2).await;
+    // A segment may run 2 s of its 4 s deadline (the rest is kept to push and commit).
+    let segmented = |slow: &str| {
+        let program = format!(
+            "n=0; if [ -n \"$GRIDWORK_CHECKPOINT\" ]; then n=$(cat $GRIDWORK_CHECKPOINT/n); fi; \
+             if [ \"$GRIDWORK_SEGMENT\" = 2 ]; then {slow}; else sleep 1; fi; echo $((n + 1)) > $GRIDWORK_OUTPUTS/n"
+        );
+        let mut p = squares(1, 1, 4_000, &program);
+        p.segments = Some(Segments {
+            count: 4,
+            replayed: 1,
+        });
+        p
+    };
+    let fits = net.submit(segmented("sleep 1")).await;
+    let job = net.submit(segmented("sleep 60")).await;
+    let view = net.wait_finished(&fits).await;
+    let t = &view.tasks[0];
+    assert_eq!(
+        (t.phase, t.ended, t.attempt),
+        (Phase::Settled, Some(RunEnd::SUCCESS), 0),
+        "{view:#?}"
+    );
+    assert_eq!(t.checkpoints.len(), 4, "{view:#?}");
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+    assert_eq!(t.ended, Some(RunEnd::Timeout {}), "{view:#?}");
+    assert_eq!(t.attempt, 0, "{view:#?}");
+    assert!(t.run_failed, "{view:#?}");
+    // Segments 0 to 2 ran; the timed-out one and one drawn before it were replayed.
+    assert_eq!(t.checkpoints.len(), 3, "{view:#?}");
+    assert_eq!(t.replay.len(), 2, "{view:#?}");
+    assert_eq!(t.replay[1], 2, "{view:#?}");
+    for i in 1..=2 {
+        let p = net
+            .client
+            .provider(&dev_keypair(i).address())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.slashed.0, 0, "{p:?}");
+    }
 }

@@ -86,6 +86,11 @@ fn addresses(keys: &[&Keypair]) -> Vec<Address> {
 fn an_honest_trainer_is_settled_on_replays_of_drawn_segments_and_paid_for_its_whole_run() {
     let mut m = Market::new();
     let (job, executor, council) = won(&mut m);
+    // The executor has a task deadline for each of its 8 segments.
+    let deadline = prescription(1, 3, Equivalence::ExactHash {})
+        .instructions
+        .task_deadline_ms;
+    assert_eq!(m.task(job, 0).deadline_ms, m.now + 8 * deadline);
     let eager_member = &council[0];
     let err = m.refused(
         eager_member,
@@ -114,6 +119,8 @@ fn an_honest_trainer_is_settled_on_replays_of_drawn_segments_and_paid_for_its_wh
     let t = m.task(job, 0);
     assert_eq!(t.replay, drawn);
     assert_eq!(drawn.len(), 2);
+    // The members have a task deadline for each segment they replay, as the executor had.
+    assert_eq!(t.deadline_ms, m.now + 2 * deadline);
     assert!(drawn[0] < drawn[1] && drawn[1] < COUNT, "{drawn:?}");
     assert_eq!(t.checkpoints, ids);
 
