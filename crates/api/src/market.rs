@@ -204,6 +204,10 @@ pub struct ProviderView {
     /// Where its worker serves chunks peer to peer (`gridwork worker --p2p`).
     #[serde(default)]
     pub peer: Option<PeerAddr>,
+    /// A council's spot check found its runs far slower than its declared CPU score: its
+    /// score is 0 on the ledger from then on (`hardware.cpu_score`).
+    #[serde(default)]
+    pub score_lost: bool,
 }
 
 /// `GET /v1/providers`.

@@ -119,6 +119,8 @@ struct RawRequirements {
     min_memory_mib: u64,
     #[serde(default)]
     software: Vec<String>,
+    #[serde(default)]
+    min_cpu_score: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -478,6 +480,7 @@ impl JobFile {
                     min_cpu_cores: r.min_cpu_cores,
                     min_memory_mib: r.min_memory_mib,
                     software: r.software,
+                    min_cpu_score: r.min_cpu_score,
                 },
                 task_deadline_ms: secs(
                     "instructions.task_deadline_s",

@@ -82,7 +82,7 @@ pub(crate) enum Command {
     /// Run a worker: probe the hardware, stake, register, bid, run and check tasks.
     Worker(WorkerArgs),
     /// Show what a worker on this machine would offer: GPUs (NVIDIA through NVML), CPU, memory.
-    Probe,
+    Probe(ProbeArgs),
     /// One command: a dev node and three local workers, a sample job, its settlement.
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
@@ -212,11 +212,24 @@ pub(crate) struct SandboxArgs {
     pub(crate) command: Vec<String>,
 }
 
+/// `gridwork probe`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProbeArgs {
+    /// Also run the standard CPU benchmark (1 s on every core) and print the score a worker
+    /// here declares (`Hardware::cpu_score`).
+    #[arg(long)]
+    pub(crate) bench: bool,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
     /// Price asked per task-second, in GRID.
     #[arg(long)]
     pub(crate) price: String,
+    /// Measure the CPU score again (the standard benchmark, 1 s on every core) rather than
+    /// use the one kept from this machine's last measurement.
+    #[arg(long)]
+    pub(crate) bench: bool,
     /// Tasks run or checked at once.
     #[arg(long, default_value_t = 2)]
     pub(crate) capacity: u32,

@@ -115,7 +115,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(cmd) => crate::market::job(&cli, cmd),
         Command::Provider(cmd) => crate::market::provider(&cli, cmd),
         Command::Worker(args) => crate::worker::worker(&cli, args),
-        Command::Probe => crate::worker::probe_command(&cli),
+        Command::Probe(args) => crate::worker::probe_command(&cli, args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => crate::demo::demo(&cli, args),
         Command::SandboxExec(args) => crate::worker::sandbox_exec(args),

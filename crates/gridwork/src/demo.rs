@@ -45,6 +45,7 @@ fn sample_job(items: u64) -> Prescription {
             // The job requires the program it runs.
             requirements: Requirements {
                 software: vec!["sh".into()],
+                min_cpu_score: 0,
                 ..Requirements::default()
             },
             task_deadline_ms: 30_000,

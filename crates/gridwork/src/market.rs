@@ -819,8 +819,15 @@ pub(crate) fn provider(cli: &Cli, cmd: &ProviderCommand) -> anyhow::Result<()> {
                     (
                         "cpu",
                         format!(
-                            "{} cores, {} MiB memory",
-                            p.hardware.cpu_cores, p.hardware.memory_mib
+                            "{} cores, {} MiB memory, score {}",
+                            p.hardware.cpu_cores,
+                            p.hardware.memory_mib,
+                            match (p.hardware.cpu_score, p.score_lost) {
+                                (_, true) =>
+                                    "lost (its runs were far slower than it claimed)".to_string(),
+                                (0, false) => "not measured".to_string(),
+                                (s, false) => s.to_string(),
+                            }
                         ),
                     ),
                     (

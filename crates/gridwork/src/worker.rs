@@ -57,6 +57,11 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     tracing::info!(nvidia = %report.nvidia_source, "probed");
     let mut hardware = report.hardware;
     hardware.software = gridwork_worker::software::probe_software(&args.software);
+    // The standard benchmark, once per machine (kept in the work directory) or on demand.
+    let (score, measured) =
+        gridwork_worker::score::cpu_score(&work_dir, hardware.cpu_cores, args.bench);
+    hardware.cpu_score = score;
+    tracing::info!(cpu_score = score, measured_now = measured, "CPU score");
     // Capabilities, not programs: only the flags that grant them list them.
     hardware.software.retain(|s| {
         s.name != gridwork_types::NETWORK_SOFTWARE && s.name != gridwork_types::CONTAINER_SOFTWARE
@@ -235,9 +240,13 @@ fn describe_software(software: &[gridwork_types::Software]) -> String {
     }
 }
 
-pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
+pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::Result<()> {
     let mut report = probe_report();
     report.hardware.software = gridwork_worker::software::probe_software(&[]);
+    if args.bench {
+        report.hardware.cpu_score =
+            gridwork_worker::score::measure_cpu_score(gridwork_worker::score::BENCH_TIME);
+    }
     emit(cli.json, &report, || {
         let mut lines: Vec<(&str, String)> = report
             .hardware
@@ -262,6 +271,15 @@ pub(crate) fn probe_command(cli: &Cli) -> anyhow::Result<()> {
             ),
         ));
         lines.push(("software", describe_software(&report.hardware.software)));
+        if report.hardware.cpu_score > 0 {
+            lines.push((
+                "cpu score",
+                format!(
+                    "{} (millions of multiply-adds a second, every core)",
+                    report.hardware.cpu_score
+                ),
+            ));
+        }
         rows(&lines)
     })
 }

@@ -203,6 +203,18 @@ pub enum Event {
         /// The segments, ascending (0 is the first).
         segments: Vec<u32>,
     },
+    /// A provider's runs were far slower than its declared CPU score claims: the ledger keeps
+    /// its score at 0.
+    ScoreLost {
+        /// The provider.
+        provider: Address,
+        /// The score it declared.
+        claimed: u32,
+        /// Its run time, in seconds.
+        seconds: u64,
+        /// What the council's runs predicted for a machine of its score, in seconds.
+        predicted: u64,
+    },
     /// Even the enlarged council's runs agreed with no clear majority: the program is judged
     /// nondeterministic. Nobody is slashed; the requester pays for the runs and the task fails.
     RunsDisagreed {
@@ -349,6 +361,7 @@ gridwork_types::codec_enum!(Event, "event" {
     25 => TxFailed { sender: Address, code: String, reason: String },
     26 => CheckpointsBound { job: Hash, task: u32, attempt: u32, provider: Address, count: u32 },
     27 => ReplayDrawn { job: Hash, task: u32, attempt: u32, segments: Vec<u32> },
+    28 => ScoreLost { provider: Address, claimed: u32, seconds: u64, predicted: u64 },
 });
 
 /// The outcome of one applied transaction.

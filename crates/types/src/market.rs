@@ -79,13 +79,20 @@ pub struct Hardware {
     /// checked only by providers that list it.
     #[serde(default)]
     pub software: Vec<Software>,
+    /// The CPUs' score on the standard benchmark (`gridwork probe --bench`: millions of
+    /// multiply-adds a second over every core), 0 when not measured. Declared by the
+    /// provider, spot-checked by councils against the run times of tasks: a provider whose
+    /// runs are far slower than its score claims loses it on the ledger.
+    #[serde(default)]
+    pub cpu_score: u32,
 }
 
 codec_struct!(Hardware {
     gpus: Vec<Gpu>,
     cpu_cores: u32,
     memory_mib: u64,
-    software: Vec<Software>
+    software: Vec<Software>,
+    cpu_score: u32
 });
 
 impl Hardware {
@@ -162,6 +169,9 @@ pub struct Requirements {
     /// Programs that must be installed, each `name` or `name >= version`
     /// (`"blender >= 4.0"`, `"python3"`); see [`SoftwareNeed`].
     pub software: Vec<String>,
+    /// At least this CPU score ([`Hardware::cpu_score`], as the ledger keeps it: a score a
+    /// provider lost counts as 0).
+    pub min_cpu_score: u32,
 }
 
 codec_struct!(Requirements {
@@ -171,6 +181,7 @@ codec_struct!(Requirements {
     min_cpu_cores: u32,
     min_memory_mib: u64,
     software: Vec<String>,
+    min_cpu_score: u32,
 });
 
 impl Requirements {
@@ -194,6 +205,12 @@ impl Requirements {
             return Some(format!(
                 "needs {} MiB of memory; has {}",
                 self.min_memory_mib, hardware.memory_mib
+            ));
+        }
+        if hardware.cpu_score < self.min_cpu_score {
+            return Some(format!(
+                "needs a CPU score of {}; has {} (`gridwork probe --bench` measures it)",
+                self.min_cpu_score, hardware.cpu_score
             ));
         }
         for text in &self.software {
@@ -236,6 +253,7 @@ impl Requirements {
         self.matching_gpus(hardware) >= self.min_gpus
             && hardware.cpu_cores >= self.min_cpu_cores
             && hardware.memory_mib >= self.min_memory_mib
+            && hardware.cpu_score >= self.min_cpu_score
             && needs.iter().all(|n| n.met_by(&hardware.software))
     }
 }
@@ -951,6 +969,7 @@ mod tests {
             gpu_vendor: Some(GpuVendor::Nvidia),
             min_gpus: 1,
             min_vram_mib: 16_000,
+            min_cpu_score: 0,
             ..Default::default()
         };
         let small = Hardware {
@@ -958,6 +977,7 @@ mod tests {
             cpu_cores: 8,
             memory_mib: 32_000,
             software: Vec::new(),
+            cpu_score: 0,
         };
         assert!(req.unmet_by(&small).unwrap().contains("16000 MiB"));
         let amd = Hardware {
@@ -965,6 +985,7 @@ mod tests {
             cpu_cores: 8,
             memory_mib: 32_000,
             software: Vec::new(),
+            cpu_score: 0,
         };
         assert!(req.unmet_by(&amd).is_some());
         let big = Hardware {
@@ -972,6 +993,7 @@ mod tests {
             cpu_cores: 8,
             memory_mib: 32_000,
             software: Vec::new(),
+            cpu_score: 0,
         };
         assert_eq!(req.unmet_by(&big), None);
         assert_eq!(Requirements::default().unmet_by(&Hardware::default()), None);
@@ -1116,6 +1138,7 @@ mod tests {
     fn requirements_check_software_with_hardware() {
         let r = Requirements {
             software: vec!["ffmpeg".into()],
+            min_cpu_score: 0,
             ..Requirements::default()
         };
         let mut hw = Hardware::default();
@@ -1130,6 +1153,7 @@ mod tests {
         let versioned = Requirements {
             software: vec!["ffmpeg >= 5.2".into(), "python3".into()],
             min_cpu_cores: 2,
+            min_cpu_score: 0,
             ..Requirements::default()
         };
         for (software, cores) in [
@@ -1141,6 +1165,7 @@ mod tests {
             let hw = Hardware {
                 software,
                 cpu_cores: cores,
+                cpu_score: 0,
                 ..Hardware::default()
             };
             assert_eq!(

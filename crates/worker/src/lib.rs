@@ -16,6 +16,7 @@ mod metrics;
 mod policy;
 mod probe;
 pub mod sandbox;
+pub mod score;
 pub mod software;
 pub mod supervise;
 

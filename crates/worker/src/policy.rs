@@ -116,6 +116,7 @@ mod tests {
                 requirements: Requirements {
                     min_gpus: u32::from(min_vram > 0),
                     min_vram_mib: min_vram,
+                    min_cpu_score: 0,
                     ..Default::default()
                 },
                 task_deadline_ms: 10_000,

@@ -64,6 +64,7 @@ pub fn probe_at(root: &Path, nvidia: Option<Vec<Gpu>>) -> Hardware {
         cpu_cores,
         memory_mib,
         software: Vec::new(),
+        cpu_score: 0,
     }
 }
 

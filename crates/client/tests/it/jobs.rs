@@ -24,6 +24,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
         cpu_cores: 8,
         memory_mib: 32_000,
         software: Vec::new(),
+        cpu_score: 0,
     };
     let mut last = None;
     for k in [&exec, &council] {

@@ -420,6 +420,16 @@ fn a_training_job_is_trained_checked_by_replays_and_its_loss_curve_drawn() {
     let shown = cli.run(&["job", "status", &job], &[]);
     let shown = String::from_utf8_lossy(&shown.stdout).to_string();
     assert!(shown.contains("6 bound; replaying segments"), "{shown}");
+    // Each worker measured its CPU score when it first started here and declared it.
+    let dev1 = dev_keypair(1).address().to_string();
+    let provider = cli.json(&["provider", "show", &dev1], &[]);
+    assert!(
+        provider["hardware"]["cpu_score"].as_u64().unwrap() > 0,
+        "{provider}"
+    );
+    let shown = cli.run(&["provider", "show", &dev1], &[]);
+    let shown = String::from_utf8_lossy(&shown.stdout).to_string();
+    assert!(shown.contains("MiB memory, score "), "{shown}");
 
     let out = dir.path().join("results");
     let results = cli.json(

@@ -128,6 +128,7 @@ pub fn provider(found: ProviderNow) -> ProviderView {
         active: p.active,
         last_heartbeat_ms: p.last_heartbeat_ms,
         peer: p.peer,
+        score_lost: p.score_lost,
     }
 }
 

@@ -87,6 +87,12 @@
 //!   `heartbeat_timeout_ms` may bid.
 //! - **Market fee.** A settled task pays `market_fee_bps` of what it paid its executor and
 //!   council from escrow into the rewards pool.
+//! - **Scores.** A provider declares its CPU score (`Hardware::cpu_score`, the standard
+//!   benchmark); jobs may require one. When a task without GPUs is accepted, its run time is
+//!   checked against the agreeing council members': a member of score `s` that took `S`
+//!   seconds predicts `S * s / score` for the executor; an executor that took more than
+//!   [`SCORE_SLACK`] times the median prediction (and at least [`SCORE_CHECK_MIN_S`] seconds)
+//!   loses its score for good ([`State::check_score`]).
 //! - **Proof of compute.** Every accepted result emits a record. When at least one council
 //!   member checked and agreed, the executor also gets `reward_bps` of its pay from the
 //!   rewards pool, never more than the pool holds beyond what the emission schedule still
@@ -180,6 +186,9 @@ pub struct Provider {
     pub peer: Option<PeerAddr>,
     /// Deadlines missed in a row (reset by work done): each one costs more than the last.
     pub missed: u32,
+    /// A council's spot check found its runs far slower than its declared CPU score: the
+    /// ledger keeps its score at 0 from then on, whatever it declares.
+    pub score_lost: bool,
 }
 
 gridwork_types::codec_struct!(Provider {
@@ -195,6 +204,7 @@ gridwork_types::codec_struct!(Provider {
     active: u32,
     peer: Option<PeerAddr>,
     missed: u32,
+    score_lost: bool,
 });
 
 /// What a provider is doing, derived from its record and the block time. On the wire (JSON)
@@ -588,6 +598,12 @@ pub fn largest_council(council_size: u8, params: &crate::Params) -> u8 {
         + u32::from(params.max_escalations) * u32::from(params.escalation_seats);
     grown.min(u32::from(params.max_council_size.max(council_size))) as u8
 }
+
+/// How many times slower than its councils predict an executor's run may be before it loses
+/// its declared score: room for a busy machine, a cold cache and whole-second run times.
+pub const SCORE_SLACK: u64 = 3;
+/// The shortest run the score check judges, in seconds: shorter ones are mostly start-up.
+pub const SCORE_CHECK_MIN_S: u64 = 10;
 
 /// `a * b / c` without overflow for the sizes the ledger meets (c > 0).
 pub(super) fn mul_div(a: u128, b: u128, c: u128) -> u128 {

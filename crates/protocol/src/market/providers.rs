@@ -45,16 +45,23 @@ impl State {
         now: u64,
     ) -> Vec<Event> {
         let owner = owner.map_or(sender, |o| o.owner_address());
+        let mut hardware = hardware.clone();
         let provider = match self.providers.get(&sender) {
-            Some(existing) => Provider {
-                owner,
-                hardware: hardware.clone(),
-                last_heartbeat_ms: now,
-                ..existing.clone()
-            },
+            Some(existing) => {
+                // A score the councils' spot checks took is not declared back.
+                if existing.score_lost {
+                    hardware.cpu_score = 0;
+                }
+                Provider {
+                    owner,
+                    hardware,
+                    last_heartbeat_ms: now,
+                    ..existing.clone()
+                }
+            }
             None => Provider {
                 owner,
-                hardware: hardware.clone(),
+                hardware,
                 registered_ms: now,
                 last_heartbeat_ms: now,
                 streak: 0,
@@ -65,6 +72,7 @@ impl State {
                 active: 0,
                 peer: None,
                 missed: 0,
+                score_lost: false,
             },
         };
         self.providers.insert(sender, provider);

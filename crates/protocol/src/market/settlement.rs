@@ -134,6 +134,7 @@ impl State {
                 self.record_failure(key.job, *member);
             }
             self.record_success(&executor);
+            events.extend(self.check_score(&job, &t, executor, exec_reveal.seconds, &majority));
             // The market fee goes from escrow to the pool; the reward comes out of the pool,
             // only for work a council member checked, and is smaller than the fee: a party
             // that is requester, executor and council at once pays the pool more than it gets.
@@ -535,6 +536,69 @@ impl State {
             return Amount::ZERO;
         };
         task_pay(job, t, u64::MAX, &[], &self.params).executor
+    }
+
+    /// The spot check of a score: the accepted run of `executor` took `seconds`; each agreeing
+    /// member with a score predicts what a machine of the executor's declared score would take
+    /// (its own time, scaled by the two scores, and for a checkpointed run by the segments run
+    /// over those replayed). An executor more than [`SCORE_SLACK`] times slower than the median
+    /// prediction loses its score. Only for jobs without GPUs (their time is the GPUs', which
+    /// the CPU score does not measure); the members' times are their own claims, so it takes a
+    /// majority of the council to move the median.
+    pub(super) fn check_score(
+        &mut self,
+        job: &Job,
+        t: &Task,
+        executor: Address,
+        seconds: u64,
+        majority: &[Address],
+    ) -> Vec<Event> {
+        let claimed = self
+            .providers
+            .get(&executor)
+            .map_or(0, |p| p.hardware.cpu_score);
+        if claimed == 0
+            || job.prescription.instructions.requirements.min_gpus > 0
+            || seconds < SCORE_CHECK_MIN_S
+        {
+            return Vec::new();
+        }
+        let (ran, replayed) = match t.replay.len() {
+            0 => (1, 1),
+            n => (t.checkpoints.len() as u128, n as u128),
+        };
+        let mut predicted: Vec<u128> = t
+            .reveals
+            .iter()
+            .filter(|r| majority.contains(&r.provider))
+            .filter_map(|r| {
+                let score = self.providers.get(&r.provider)?.hardware.cpu_score;
+                (score > 0).then(|| {
+                    u128::from(r.seconds) * u128::from(score) * ran
+                        / (u128::from(claimed) * replayed)
+                })
+            })
+            .collect();
+        if predicted.is_empty() {
+            return Vec::new();
+        }
+        predicted.sort_unstable();
+        let median = predicted[predicted.len() / 2];
+        if u128::from(seconds) <= u128::from(SCORE_SLACK) * median.max(1) {
+            return Vec::new();
+        }
+        let Some(mut p) = self.providers.get(&executor).cloned() else {
+            return Vec::new();
+        };
+        p.hardware.cpu_score = 0;
+        p.score_lost = true;
+        self.providers.insert(executor, p);
+        vec![Event::ScoreLost {
+            provider: executor,
+            claimed,
+            seconds,
+            predicted: u64::try_from(median).unwrap_or(u64::MAX),
+        }]
     }
 
     /// Takes `bps` of a provider's stake into the rewards pool.

@@ -106,6 +106,7 @@ impl Net {
                     name: "sh".into(),
                     version: String::new(),
                 }],
+                cpu_score: 0,
             },
             stake: Amount::grid(1_000),
             // Long: the workers must be driven by the event stream, not the poll.
@@ -252,6 +253,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
             // A job requires the program it runs.
             requirements: Requirements {
                 software: vec!["sh".into()],
+                min_cpu_score: 0,
                 ..Requirements::default()
             },
             task_deadline_ms: deadline_ms,

@@ -11,6 +11,7 @@ async fn workers_say_why_they_do_not_bid() {
     p.instructions.requirements = Requirements {
         gpu_vendor: Some(GpuVendor::Nvidia),
         min_gpus: 1,
+        min_cpu_score: 0,
         ..p.instructions.requirements
     };
     let job = net.submit(p).await;

@@ -188,6 +188,7 @@ fn with_software(software: &[(&str, &str)]) -> Hardware {
                 version: (*version).into(),
             })
             .collect(),
+        cpu_score: 0,
         ..gpu_box()
     }
 }

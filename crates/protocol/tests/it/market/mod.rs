@@ -12,4 +12,5 @@ mod payments;
 mod providers;
 mod random;
 mod replay;
+mod scores;
 mod support;

@@ -85,6 +85,7 @@ pub(super) fn gpu_box() -> Hardware {
         cpu_cores: 8,
         memory_mib: 32_000,
         software: Vec::new(),
+        cpu_score: 0,
     }
 }
 
@@ -116,6 +117,7 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
             requirements: Requirements {
                 gpu_vendor: Some(GpuVendor::Nvidia),
                 min_gpus: 1,
+                min_cpu_score: 0,
                 ..Default::default()
             },
             task_deadline_ms: 60_000,
