@@ -163,27 +163,15 @@ impl Sim {
                         continue;
                     };
                     let executor = t.executor == Some(*who);
-                    if t.committed.contains(who)
-                        || (executor && self.workers[i].behavior == Behavior::Vanishing)
-                        || !self.due(i, Step::Commit, r, now)
+                    // An executor of a checkpointed task binds its checkpoints once its
+                    // commitment is in a block (the ledger refuses them before).
+                    if segmented
+                        && executor
+                        && t.committed.contains(who)
+                        && t.checkpoints.is_empty()
+                        && self.due(i, Step::Checkpoints, r, now)
                     {
-                        continue;
-                    }
-                    // A member of a checkpointed task replays what is drawn once the
-                    // executor has bound its checkpoints.
-                    if segmented && !executor && t.replay.is_empty() {
-                        continue;
-                    }
-                    let started = *self.workers[i].started.entry(r).or_insert(now);
-                    let lazy = !executor && self.workers[i].behavior == Behavior::Lazy;
-                    if !lazy && now < started + self.run_ms(i, r) {
-                        continue;
-                    }
-                    let output = self.output(i, r, executor, segmented);
-                    if segmented && executor && t.checkpoints.is_empty() {
-                        if !self.due(i, Step::Checkpoints, r, now) {
-                            continue;
-                        }
+                        let output = self.output(i, r, executor, segmented);
                         // Its checkpoints, the last its output.
                         let mut checkpoints: Vec<Hash> = (1..SEGMENTS)
                             .map(|k| {
@@ -207,7 +195,25 @@ impl Sim {
                             },
                             now,
                         );
+                        continue;
                     }
+                    if t.committed.contains(who)
+                        || (executor && self.workers[i].behavior == Behavior::Vanishing)
+                        || !self.due(i, Step::Commit, r, now)
+                    {
+                        continue;
+                    }
+                    // A member of a checkpointed task replays what is drawn once the
+                    // executor has bound its checkpoints.
+                    if segmented && !executor && t.replay.is_empty() {
+                        continue;
+                    }
+                    let started = *self.workers[i].started.entry(r).or_insert(now);
+                    let lazy = !executor && self.workers[i].behavior == Behavior::Lazy;
+                    if !lazy && now < started + self.run_ms(i, r) {
+                        continue;
+                    }
+                    let output = self.output(i, r, executor, segmented);
                     let salt = self.salt(i, r);
                     self.mark(i, Step::Commit, r, now);
                     self.send(
