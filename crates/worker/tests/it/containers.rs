@@ -257,7 +257,8 @@ const PYTHON_IMAGE: &str = "gridwork-test/python-numpy:1";
 /// python3-numpy, its root file system assembled from the host's packages by
 /// `scripts/python-image.sh`, about 90 MB), pushed through the data plane, and a numpy job in
 /// it on two workers. Each task solves a linear system seeded by its items and writes the
-/// result; executor and council agree byte for byte, and every task settles on exit 0.
+/// result; executor and council agree byte for byte, and every task settles on exit 0. Then
+/// the training example in the same image, in checkpointed segments.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_numpy_job_runs_in_a_python_image_built_from_debian_packages() {
     let (_engine, net, engine) = engine_and_net().await;
@@ -310,6 +311,51 @@ async fn a_numpy_job_runs_in_a_python_image_built_from_debian_packages() {
             "{stdout:?}"
         );
     }
+
+    // The training example in the same image: checkpointed segments run in containers, the
+    // checkpoint each starts from at /gridwork/checkpoint, and the council's replays of two
+    // drawn segments agreeing with the executor's checkpoints.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/train/train.py");
+    let dir = net.dir.path().join("train");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(script, dir.join("train.py")).unwrap();
+    let mut p = squares(1, 1, 30_000, "");
+    p.program.command = "python3".into();
+    p.program.args = vec!["inputs/train.py".into(), "--steps".into(), "10".into()];
+    p.program.image = view.prescription.program.image;
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
+    p.equivalence = gridwork_types::Equivalence::NumericTolerance {
+        abs_ppb: 1_000,
+        rel_ppb: 10_000,
+    };
+    p.segments = Some(gridwork_types::Segments {
+        count: 4,
+        replayed: 2,
+    });
+    p.data = vec![
+        view.prescription.data[0].clone(),
+        net.push_input(&dir).await,
+    ];
+    let job = net.submit(p).await;
+    let trained = net.wait_finished(&job).await;
+    let t = &trained.tasks[0];
+    assert_eq!(
+        (t.phase, t.ended),
+        (Phase::Settled, Some(RunEnd::SUCCESS)),
+        "{trained:#?}"
+    );
+    assert_eq!(
+        (t.checkpoints.len(), t.replay.len()),
+        (4, 2),
+        "{trained:#?}"
+    );
+    let (_dir, out) = result_tree(&net, t.result.as_ref().unwrap()).await;
+    let loss = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(loss.lines().count(), 41, "{loss}");
+    assert!(out.join("w1.npy").is_file());
+
     for worker in &workers {
         let left = engine.labelled(WORKER_LABEL, worker).await.unwrap();
         assert!(left.is_empty(), "containers left behind: {left:?}");
