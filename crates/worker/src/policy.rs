@@ -64,7 +64,8 @@ impl PricingPolicy {
         let price = match p.payment {
             Payment::PerTaskSecond { .. } => self.price_per_task_second,
             Payment::FixedPerTask { .. } => {
-                let secs = p.instructions.task_deadline_ms.div_ceil(1000);
+                // The whole run: a checkpointed one has a task deadline for each segment.
+                let secs = p.whole_run_deadline_ms().div_ceil(1000);
                 Amount(
                     self.price_per_task_second
                         .0

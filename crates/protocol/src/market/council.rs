@@ -1,7 +1,7 @@
 //! The council at work: `Commit`, `Reveal` and `Judge`, how runs are compared, and what an
 //! undecided comparison leads to (a larger council, or the verdicts of `unresolved`).
 
-use gridwork_types::{commitment, Address, Equivalence, Hash};
+use gridwork_types::{commitment, Address, Equivalence, Hash, RunEnd};
 
 use crate::error::TxError;
 use crate::receipt::Event;
@@ -54,6 +54,28 @@ pub(super) fn agreeing_pairs(t: &Task) -> (Vec<Address>, Vec<u32>) {
             };
             if i != j && ended_alike && (same || judged) {
                 adjacent[i] |= 1 << j;
+            }
+        }
+    }
+    // A checkpointed task: a member whose replay never started could not get the checkpoint
+    // it starts from, which only the executor can give. It counts against the executor: with
+    // every member that disagrees with it, and with the others that could not start, so an
+    // executor cannot split its council by sharing with some members and not others.
+    if !t.replay.is_empty() {
+        let e = parties.iter().position(|a| Some(*a) == t.executor);
+        let member = |i: usize| Some(i) != e;
+        let not_started = |i: usize| member(i) && t.reveals[i].ended == (RunEnd::NotStarted {});
+        let against = |i: usize, adjacent: &[u32]| match e {
+            Some(e) => member(i) && adjacent[i] & (1 << e) == 0,
+            None => member(i),
+        };
+        let before = adjacent.clone();
+        for i in (0..parties.len()).filter(|i| not_started(*i)) {
+            for j in (0..parties.len()).filter(|j| *j != i) {
+                if not_started(j) || against(j, &before) {
+                    adjacent[i] |= 1 << j;
+                    adjacent[j] |= 1 << i;
+                }
             }
         }
     }

@@ -207,7 +207,8 @@ impl Worker {
     /// A council member's replay of the drawn `segments` of `t`, each from the executor's
     /// checkpoint before it; the replays, as `replay/<k>`, are its output. A checkpoint the
     /// executor never shares ends the replay as not started (the executor kept the council
-    /// from its run), once half the time left for the replay has passed.
+    /// from its run), once half the time left for the replay when its fetch began has
+    /// passed.
     pub(super) async fn execute_replay(
         &self,
         view: &JobView,
@@ -226,7 +227,6 @@ impl Worker {
         std::fs::create_dir_all(&replay).map_err(io)?;
         let outputs = sandbox::layout(dir).1;
         let started = Instant::now();
-        let patience = prepared.deadline / 2;
         let (mut seconds, mut ended) = (0u64, RunEnd::SUCCESS);
         let staging = dir.join("staging-checkpoint");
         for &j in &t.replay {
@@ -240,11 +240,15 @@ impl Worker {
                 // The executor's checkpoint: one it never shares, or shares so that it cannot
                 // be pulled or read, keeps the council from its run; once half the time is
                 // spent the replay ends as not started, which counts against the executor.
+                // Half of what is left of the replay's time, from when this fetch starts (a
+                // long segment before it leaves a pull its own patience).
+                let patience = prepared.deadline.saturating_sub(started.elapsed()) / 2;
+                let fetching = Instant::now();
                 let mut tries = 0u32;
                 loop {
                     match self.fetch_start(t, j, &staging, dir).await {
                         Ok(()) => break Some(staging.clone()),
-                        Err(e) if started.elapsed() < patience => {
+                        Err(e) if fetching.elapsed() < patience => {
                             tries += 1;
                             if tries % 20 == 1 {
                                 tracing::info!(error = %e, job = %view.id, task = r.1, segment = j, "the checkpoint this replay starts from is not here yet");

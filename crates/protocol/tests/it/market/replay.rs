@@ -639,3 +639,85 @@ fn a_trainer_that_walks_away_after_the_draw_pays_what_being_caught_costs() {
     );
     assert_eq!(m.task(job, 0).attempt, 1);
 }
+
+/// `splitting_trainer`: a segment it faked is drawn, so it shares the checkpoint that segment
+/// starts from with two members and not the third, hoping the council splits (two replays
+/// against it, one that could not start) and the task reopens unpunished. A replay that could
+/// not start counts against the executor: a clear majority rejects it.
+#[test]
+fn a_trainer_that_keeps_its_checkpoints_from_some_members_is_rejected() {
+    let mut m = Market::new();
+    let (job, splitting_trainer, council) = won(&mut m);
+    let ids = checkpoints(0);
+    commit_and_bind(
+        &mut m,
+        job,
+        &splitting_trainer,
+        &ids,
+        RunEnd::SUCCESS,
+        false,
+    );
+    let replay = Hash([86; 32]);
+    let left_out = Hash([87; 32]);
+    let runs = vec![
+        (council[0].clone(), replay, RunEnd::SUCCESS),
+        (council[1].clone(), replay, RunEnd::SUCCESS),
+        (council[2].clone(), left_out, RunEnd::NotStarted {}),
+    ];
+    m.commit_runs(job, 0, &runs);
+    let stake = m.stake(&splitting_trainer.address());
+    m.reveal(job, 0, &splitting_trainer, *ids.last().unwrap());
+    for (k, out, ended) in &runs {
+        let tx = m.reveal_tx(job, 0, k, *out, 10, *ended);
+        m.block(vec![tx]);
+    }
+    let everyone: Vec<&Keypair> = std::iter::once(&splitting_trainer)
+        .chain(council.iter())
+        .collect();
+    m.judge(job, 0, &splitting_trainer, &addresses(&everyone[1..]));
+    m.judge(job, 0, &council[0], &addresses(&[&council[1]]));
+    m.judge(job, 0, &council[1], &addresses(&[&council[0]]));
+    let events = m.judge(job, 0, &council[2], &[]);
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == splitting_trainer.address())),
+        "{events:?}"
+    );
+    assert!(m.stake(&splitting_trainer.address()) < stake);
+    let t = m.task(job, 0);
+    assert_eq!((t.phase, t.attempt), (Phase::Bidding, 1), "{}", t.note);
+}
+
+/// `crying_member`: the executor shared everything, and one member says its replay could not
+/// start, to have the executor rejected. The two that replayed agree with the executor: a
+/// clear majority accepts, and the crying member is slashed as the minority.
+#[test]
+fn a_member_that_falsely_says_it_could_not_start_is_outvoted() {
+    let mut m = Market::new();
+    let (job, executor, council) = won(&mut m);
+    let ids = checkpoints(0);
+    commit_and_bind(&mut m, job, &executor, &ids, RunEnd::SUCCESS, false);
+    let replay = Hash([88; 32]);
+    let crying_member = &council[2];
+    let runs = vec![
+        (council[0].clone(), replay, RunEnd::SUCCESS),
+        (council[1].clone(), replay, RunEnd::SUCCESS),
+        (crying_member.clone(), Hash([89; 32]), RunEnd::NotStarted {}),
+    ];
+    m.commit_runs(job, 0, &runs);
+    m.reveal(job, 0, &executor, *ids.last().unwrap());
+    for (k, out, ended) in &runs {
+        let tx = m.reveal_tx(job, 0, k, *out, 10, *ended);
+        m.block(vec![tx]);
+    }
+    m.judge(job, 0, &executor, &addresses(&[&council[0], &council[1]]));
+    m.judge(job, 0, &council[0], &addresses(&[&executor, &council[1]]));
+    m.judge(job, 0, &council[1], &addresses(&[&executor, &council[0]]));
+    let events = m.judge(job, 0, crying_member, &[]);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Slashed { provider, .. } if *provider == crying_member.address())
+        ),
+        "{events:?}"
+    );
+    assert_eq!(m.task(job, 0).phase, Phase::Settled);
+}
