@@ -38,7 +38,7 @@ pub use genesis::{
 pub use market::{
     largest_council, max_task_cost, validate_prescription, ArchivedJob, BidRecord, CommitRecord,
     Failures, Job, JudgeRecord, Phase, PoolStatus, Provider, Reason, RevealRecord, Task, TaskKey,
-    TaskNote, Undecided, SCORE_CHECK_MIN_S, SCORE_SLACK,
+    TaskNote, Undecided, SCORE_CHECK_MIN_S, SCORE_SLACK, SCORE_STRIKES,
 };
 pub use receipt::{Event, Receipt};
 pub use state::{

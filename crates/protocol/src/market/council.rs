@@ -265,6 +265,11 @@ impl State {
             provider: sender,
             commitment,
         });
+        if t.executor == Some(sender) {
+            // How long its run took as the ledger saw it: from the auction's close to this
+            // commitment (an upper bound it can only lengthen, by committing late).
+            t.executor_elapsed_ms = now.saturating_sub(t.phase_started_ms);
+        }
         let events = vec![Event::Committed {
             job,
             task,

@@ -94,6 +94,7 @@ impl State {
                     checkpoints: Vec::new(),
                     replay: Vec::new(),
                     run_failed: false,
+                    executor_elapsed_ms: 0,
                 },
             );
             self.open_tasks.insert(key, deadline);

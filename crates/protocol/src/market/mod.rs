@@ -88,11 +88,13 @@
 //! - **Market fee.** A settled task pays `market_fee_bps` of what it paid its executor and
 //!   council from escrow into the rewards pool.
 //! - **Scores.** A provider declares its CPU score (`Hardware::cpu_score`, the standard
-//!   benchmark); jobs may require one. When a task without GPUs is accepted, its run time is
-//!   checked against the agreeing council members': a member of score `s` that took `S`
-//!   seconds predicts `S * s / score` for the executor; an executor that took more than
-//!   [`SCORE_SLACK`] times the median prediction (and at least [`SCORE_CHECK_MIN_S`] seconds)
-//!   loses its score for good ([`State::check_score`]).
+//!   benchmark), which it cannot change while it works on tasks; jobs may require one. When a
+//!   task of a job that requires a score (and no GPUs) is accepted, the executor's run time
+//!   as the ledger saw it (auction close to commitment) is checked against the agreeing
+//!   council members': a member of score `s` that took `S` seconds predicts `S * s / score`
+//!   for the executor; an executor slower than [`SCORE_SLACK`] times the median prediction
+//!   (of at least [`SCORE_CHECK_MIN_S`] seconds) gets a strike, one within it clears them, and
+//!   [`SCORE_STRIKES`] in a row take its score for good ([`State::check_score`]).
 //! - **Proof of compute.** Every accepted result emits a record. When at least one council
 //!   member checked and agreed, the executor also gets `reward_bps` of its pay from the
 //!   rewards pool, never more than the pool holds beyond what the emission schedule still
@@ -186,8 +188,12 @@ pub struct Provider {
     pub peer: Option<PeerAddr>,
     /// Deadlines missed in a row (reset by work done): each one costs more than the last.
     pub missed: u32,
-    /// A council's spot check found its runs far slower than its declared CPU score: the
-    /// ledger keeps its score at 0 from then on, whatever it declares.
+    /// Spot checks in a row that found its runs far slower than its declared CPU score
+    /// (reset by one that did not); at [`SCORE_STRIKES`] it loses the score.
+    pub score_strikes: u8,
+    /// The councils' spot checks found its runs far slower than its declared CPU score
+    /// [`SCORE_STRIKES`] times in a row: the ledger keeps its score at 0 from then on,
+    /// whatever it declares.
     pub score_lost: bool,
 }
 
@@ -204,6 +210,7 @@ gridwork_types::codec_struct!(Provider {
     active: u32,
     peer: Option<PeerAddr>,
     missed: u32,
+    score_strikes: u8,
     score_lost: bool,
 });
 
@@ -532,6 +539,9 @@ pub struct Task {
     /// A checkpointed job's task: the executor's run failed in its last bound segment, the
     /// one its council replays.
     pub run_failed: bool,
+    /// The executor's run time as the ledger saw it: from the auction's close to its
+    /// commitment, in ms (0 until it commits). What the score check judges.
+    pub executor_elapsed_ms: u64,
 }
 
 gridwork_types::codec_struct!(Task {
@@ -558,6 +568,7 @@ gridwork_types::codec_struct!(Task {
     checkpoints: Vec<Hash>,
     replay: Vec<u32>,
     run_failed: bool,
+    executor_elapsed_ms: u64,
 });
 
 impl Task {
@@ -602,8 +613,11 @@ pub fn largest_council(council_size: u8, params: &crate::Params) -> u8 {
 /// How many times slower than its councils predict an executor's run may be before it loses
 /// its declared score: room for a busy machine, a cold cache and whole-second run times.
 pub const SCORE_SLACK: u64 = 3;
-/// The shortest run the score check judges, in seconds: shorter ones are mostly start-up.
+/// The shortest predicted run the score check judges, in seconds: shorter ones are mostly
+/// start-up and transfers.
 pub const SCORE_CHECK_MIN_S: u64 = 10;
+/// Failed spot checks in a row that take a provider's score.
+pub const SCORE_STRIKES: u8 = 3;
 
 /// `a * b / c` without overflow for the sizes the ledger meets (c > 0).
 pub(super) fn mul_div(a: u128, b: u128, c: u128) -> u128 {

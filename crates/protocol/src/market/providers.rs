@@ -48,9 +48,12 @@ impl State {
         let mut hardware = hardware.clone();
         let provider = match self.providers.get(&sender) {
             Some(existing) => {
-                // A score the councils' spot checks took is not declared back.
+                // A score the councils' spot checks took is not declared back, and a score
+                // does not change under the tasks it would be checked on.
                 if existing.score_lost {
                     hardware.cpu_score = 0;
+                } else if existing.active > 0 {
+                    hardware.cpu_score = existing.hardware.cpu_score;
                 }
                 Provider {
                     owner,
@@ -72,6 +75,7 @@ impl State {
                 active: 0,
                 peer: None,
                 missed: 0,
+                score_strikes: 0,
                 score_lost: false,
             },
         };

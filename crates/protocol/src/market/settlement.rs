@@ -134,7 +134,7 @@ impl State {
                 self.record_failure(key.job, *member);
             }
             self.record_success(&executor);
-            events.extend(self.check_score(&job, &t, executor, exec_reveal.seconds, &majority));
+            events.extend(self.check_score(&job, &t, executor, &majority));
             // The market fee goes from escrow to the pool; the reward comes out of the pool,
             // only for work a council member checked, and is smaller than the fee: a party
             // that is requester, executor and council at once pays the pool more than it gets.
@@ -369,6 +369,7 @@ impl State {
         t.checkpoints.clear();
         t.replay.clear();
         t.run_failed = false;
+        t.executor_elapsed_ms = 0;
         t.seats = job.prescription.instructions.council_size;
         t.round = 0;
         t.phase_started_ms = now;
@@ -538,31 +539,33 @@ impl State {
         task_pay(job, t, u64::MAX, &[], &self.params).executor
     }
 
-    /// The spot check of a score: the accepted run of `executor` took `seconds`; each agreeing
-    /// member with a score predicts what a machine of the executor's declared score would take
-    /// (its own time, scaled by the two scores, and for a checkpointed run by the segments run
-    /// over those replayed). An executor more than [`SCORE_SLACK`] times slower than the median
-    /// prediction loses its score. Only for jobs without GPUs (their time is the GPUs', which
-    /// the CPU score does not measure); the members' times are their own claims, so it takes a
-    /// majority of the council to move the median.
+    /// The spot check of a score, for a job that requires one (the requester relies on it;
+    /// its program is CPU-bound) and no GPUs (whose time the CPU score does not measure). The
+    /// accepted run of `executor` took what the ledger saw (auction close to its commitment:
+    /// it can only lengthen that); each agreeing member with a score predicts what a machine of
+    /// the executor's declared score would take (its own time, scaled by the two scores, and
+    /// for a checkpointed run by the segments run over those replayed). Members sat on the
+    /// council only with the job's score or more, and nobody changes a score while it works,
+    /// so no member's tiny score (nor an executor's dropped one) steers it. An executor slower
+    /// than [`SCORE_SLACK`] times the median prediction gets a strike, [`SCORE_STRIKES`] in a
+    /// row take its score; one within the slack clears them. The members' times are their own
+    /// claims: it takes a majority of the council to move the median.
     pub(super) fn check_score(
         &mut self,
         job: &Job,
         t: &Task,
         executor: Address,
-        seconds: u64,
         majority: &[Address],
     ) -> Vec<Event> {
         let claimed = self
             .providers
             .get(&executor)
             .map_or(0, |p| p.hardware.cpu_score);
-        if claimed == 0
-            || job.prescription.instructions.requirements.min_gpus > 0
-            || seconds < SCORE_CHECK_MIN_S
-        {
+        let requirements = &job.prescription.instructions.requirements;
+        if claimed == 0 || requirements.min_cpu_score == 0 || requirements.min_gpus > 0 {
             return Vec::new();
         }
+        let seconds = t.executor_elapsed_ms.div_ceil(1000);
         let (ran, replayed) = match t.replay.len() {
             0 => (1, 1),
             n => (t.checkpoints.len() as u128, n as u128),
@@ -584,12 +587,24 @@ impl State {
         }
         predicted.sort_unstable();
         let median = predicted[predicted.len() / 2];
-        if u128::from(seconds) <= u128::from(SCORE_SLACK) * median.max(1) {
+        if median < u128::from(SCORE_CHECK_MIN_S) {
             return Vec::new();
         }
         let Some(mut p) = self.providers.get(&executor).cloned() else {
             return Vec::new();
         };
+        if u128::from(seconds) <= u128::from(SCORE_SLACK) * median {
+            if p.score_strikes > 0 {
+                p.score_strikes = 0;
+                self.providers.insert(executor, p);
+            }
+            return Vec::new();
+        }
+        p.score_strikes = p.score_strikes.saturating_add(1);
+        if p.score_strikes < SCORE_STRIKES {
+            self.providers.insert(executor, p);
+            return Vec::new();
+        }
         p.hardware.cpu_score = 0;
         p.score_lost = true;
         self.providers.insert(executor, p);
