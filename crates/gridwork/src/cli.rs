@@ -346,6 +346,10 @@ pub(crate) enum JobCommand {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout_s: u64,
+        /// Pull each task's result into this directory as it settles (the requester's
+        /// `--key`), as `job results` does: a render's frames appear in order as they come.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// What a task's program printed, streamed by its executor (or a council member) while
     /// it runs.

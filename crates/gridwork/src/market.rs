@@ -37,7 +37,7 @@ pub(crate) fn job(cli: &Cli, cmd: &JobCommand) -> anyhow::Result<()> {
                 text
             })
         }
-        JobCommand::Watch { id, timeout_s } => watch(cli, id, *timeout_s),
+        JobCommand::Watch { id, timeout_s, out } => watch(cli, id, *timeout_s, out.as_deref()),
         JobCommand::Results { id, out } => results(cli, id, out),
         JobCommand::Logs {
             id,
@@ -499,12 +499,42 @@ fn render_job(v: &JobView) -> String {
     out
 }
 
-fn watch(cli: &Cli, id: &str, timeout_s: u64) -> anyhow::Result<()> {
+fn watch(cli: &Cli, id: &str, timeout_s: u64, out: Option<&std::path::Path>) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = String::new();
     let poller = JobPoller::new(cli, id)?;
+    let mut pulled = std::collections::BTreeSet::new();
+    let puller = match out {
+        Some(out) => Some((Client::new(&cli.node), signing_key(cli)?, out, runtime()?)),
+        None => None,
+    };
     loop {
         let view = poller.view()?;
+        if let Some((client, me, out, rt)) = &puller {
+            // Results as they settle; a render's frames put together again with each.
+            let fresh: Vec<&TaskView> = view
+                .tasks
+                .iter()
+                .filter(|t| t.result.is_some() && !pulled.contains(&t.index))
+                .collect();
+            for t in &fresh {
+                let w = rt.block_on(pull_result(cli, client, me, t, out))?;
+                if !cli.json {
+                    println!("{}", describe_pulled(&w));
+                }
+                pulled.insert(t.index);
+            }
+            if !fresh.is_empty() {
+                let frames = assemble(&view, out)?;
+                if let (Some(f), false) = (&frames, cli.json) {
+                    println!(
+                        "{} frames, in order -> {}",
+                        f.frames.len(),
+                        out.join("frames").display()
+                    );
+                }
+            }
+        }
         let summary: Vec<String> = view
             .tasks
             .iter()
@@ -708,37 +738,74 @@ fn follow_log(cli: &Cli, id: &str, task: Option<u32>, which: &LogArgs) -> anyhow
     }
 }
 
+/// Pulls the result of settled task `t` into `out/task-<index>` with the requester's key
+/// `me`, and draws a training's loss curve beside it; what was written, as JSON.
+async fn pull_result(
+    cli: &Cli,
+    client: &Client,
+    me: &gridwork_types::Keypair,
+    t: &TaskView,
+    out: &std::path::Path,
+) -> anyhow::Result<serde_json::Value> {
+    let Some(cid) = t.result else {
+        return Ok(serde_json::Value::Null);
+    };
+    let dir = out.join(format!("task-{}", t.index));
+    // The executor kept its output and serves it peer to peer, if it announced an endpoint;
+    // chunks come from it and the node at once.
+    let holders: Vec<_> = t.executor.into_iter().collect();
+    let report = crate::data::pull_granted(cli, client, &cid, me, &holders, &dir).await?;
+    // A training's loss curve, drawn beside what was pulled.
+    let curve = gridwork_client::read_loss(&dir.join("loss.csv"))
+        .map(|points| {
+            gridwork_client::plot_loss(&points, &out.join(format!("task-{}-loss.png", t.index)))
+        })
+        .transpose()?;
+    Ok(
+        json!({ "task": t.index, "output": cid, "dir": dir, "files": report.files, "loss_plot": curve }),
+    )
+}
+
+/// One line for a pulled result.
+fn describe_pulled(w: &serde_json::Value) -> String {
+    let curve = w["loss_plot"]
+        .as_str()
+        .map_or(String::new(), |p| format!("; loss curve -> {p}"));
+    format!(
+        "task {} -> {} ({} files){curve}",
+        w["task"],
+        w["dir"].as_str().unwrap_or(""),
+        w["files"]
+    )
+}
+
+/// A render's frames from the results pulled into `out`, in order in one place, with a
+/// contact sheet and a video (`None` for any other job).
+fn assemble(
+    view: &JobView,
+    out: &std::path::Path,
+) -> anyhow::Result<Option<gridwork_client::Assembled>> {
+    let dirs: Vec<std::path::PathBuf> = view
+        .tasks
+        .iter()
+        .filter(|t| t.result.is_some() && out.join(format!("task-{}", t.index)).is_dir())
+        .map(|t| out.join(format!("task-{}", t.index)))
+        .collect();
+    Ok(gridwork_client::assemble_frames(&dirs, out)?)
+}
+
 fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
     let view = fetch_job(cli, id)?;
     let client = Client::new(&cli.node);
     let me = signing_key(cli)?;
     let mut written = Vec::new();
     runtime()?.block_on(async {
-        for t in &view.tasks {
-            let Some(cid) = t.result else { continue };
-            let dir = out.join(format!("task-{}", t.index));
-            // The executor kept its output and serves it peer to peer, if it announced an
-            // endpoint; chunks come from it and the node at once.
-            let holders: Vec<_> = t.executor.into_iter().collect();
-            let report = crate::data::pull_granted(cli, &client, &cid, &me, &holders, &dir).await?;
-            // A training's loss curve, drawn beside what was pulled.
-            let curve = gridwork_client::read_loss(&dir.join("loss.csv"))
-                .map(|points| {
-                    gridwork_client::plot_loss(&points, &out.join(format!("task-{}-loss.png", t.index)))
-                })
-                .transpose()?;
-            written.push(json!({ "task": t.index, "output": cid, "dir": dir, "files": report.files, "loss_plot": curve }));
+        for t in view.tasks.iter().filter(|t| t.result.is_some()) {
+            written.push(pull_result(cli, &client, &me, t, out).await?);
         }
         anyhow::Ok(())
     })?;
-    // A render's frames, in order in one place, with a contact sheet and a video.
-    let dirs: Vec<std::path::PathBuf> = view
-        .tasks
-        .iter()
-        .filter(|t| t.result.is_some())
-        .map(|t| out.join(format!("task-{}", t.index)))
-        .collect();
-    let frames = gridwork_client::assemble_frames(&dirs, out)?;
+    let frames = assemble(&view, out)?;
     let frames_json = frames.as_ref().map(|f| {
         json!({
             "frames": f.frames.len(),
@@ -756,20 +823,7 @@ fn results(cli: &Cli, id: &str, out: &std::path::Path) -> anyhow::Result<()> {
             if written.is_empty() {
                 return format!("no task of job {} has settled yet", view.id);
             }
-            let mut lines: Vec<String> = written
-                .iter()
-                .map(|w| {
-                    let curve = w["loss_plot"]
-                        .as_str()
-                        .map_or(String::new(), |p| format!("; loss curve -> {p}"));
-                    format!(
-                        "task {} -> {} ({} files){curve}",
-                        w["task"],
-                        w["dir"].as_str().unwrap_or(""),
-                        w["files"]
-                    )
-                })
-                .collect();
+            let mut lines: Vec<String> = written.iter().map(describe_pulled).collect();
             if let Some(f) = &frames {
                 lines.push(format!(
                     "{} frames, in order -> {}",

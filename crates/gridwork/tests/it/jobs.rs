@@ -407,7 +407,22 @@ fn a_training_job_is_trained_checked_by_replays_and_its_loss_curve_drawn() {
         .lines()
         .find_map(|l| l.strip_prefix("job").map(|rest| rest.trim().to_string()))
         .unwrap();
-    let watched = cli.json(&["job", "watch", &job], &[]);
+    // `job watch --out` pulls each result as it settles.
+    let early = dir.path().join("as-they-settle");
+    let watched = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "job",
+            "watch",
+            &job,
+            "--out",
+            early.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(early.join("task-0/w1.npy").is_file(), "{watched}");
+    assert!(early.join("task-0-loss.png").is_file(), "{watched}");
     let task = &watched["tasks"][0];
     assert_eq!(task["phase"], "settled", "{watched}");
     assert_eq!(
