@@ -293,6 +293,9 @@ pub struct Worker {
     /// image every [`LOADED_FRESH`], not once per task (a job of thousands of tasks would
     /// otherwise cost as many engine calls each pass).
     loaded: Mutex<HashMap<Hash, (Instant, bool)>>,
+    /// The CPU score the ledger keeps for this provider (a score the councils' spot checks
+    /// took is 0 there, whatever this worker declares), and when it was read.
+    ledger_score: Mutex<Option<(Instant, u32)>>,
     running: Mutex<HashMap<TaskRef, tokio::task::JoinHandle<()>>>,
     nonce: tokio::sync::Mutex<()>,
     /// Rung when a block is committed or a run finishes: the next pass starts at once.
@@ -347,6 +350,7 @@ impl Worker {
             shared_checkpoints: Mutex::new(HashSet::new()),
             declined: Mutex::new(HashSet::new()),
             loaded: Mutex::new(HashMap::new()),
+            ledger_score: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             nonce: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
@@ -764,6 +768,24 @@ impl Worker {
         loaded
     }
 
+    /// The CPU score the ledger keeps for this provider, read at most once a minute; what
+    /// this worker declares until the ledger answers.
+    async fn ledger_score(&self) -> u32 {
+        if let Some((at, score)) = *lock(&self.ledger_score) {
+            if at.elapsed() < Duration::from_secs(60) {
+                return score;
+            }
+        }
+        match self.client.provider(&self.me).await {
+            Ok(Some(p)) => {
+                let score = p.hardware.cpu_score;
+                *lock(&self.ledger_score) = Some((Instant::now(), score));
+                score
+            }
+            _ => self.cfg.hardware.cpu_score,
+        }
+    }
+
     fn task_dir(&self, r: TaskRef) -> PathBuf {
         self.cfg
             .work_dir
@@ -826,14 +848,18 @@ impl Worker {
                     (Some(_), Some(_)) => None,
                     (None, _) => crate::software::missing_command(program),
                 };
+                // A job that needs a CPU score is judged by the score the ledger keeps for this
+                // provider, not the one it declares (the two differ once a score is lost).
+                let mut hardware = std::borrow::Cow::Borrowed(&self.cfg.hardware);
+                if view.prescription.instructions.requirements.min_cpu_score > 0 {
+                    hardware.to_mut().cpu_score = self.ledger_score().await;
+                }
                 let decide = |cached| match &missing {
                     Some(why) => Decision::Decline(why.clone()),
-                    None => self.cfg.policy.decide(
-                        &view.prescription,
-                        &self.cfg.hardware,
-                        active,
-                        cached,
-                    ),
+                    None => self
+                        .cfg
+                        .policy
+                        .decide(&view.prescription, &hardware, active, cached),
                 };
                 // The job's image loaded here already: the run starts sooner, and the bid says so
                 // (and is cheaper by the provider's discount, which may bring it under the job's

@@ -29,6 +29,62 @@ async fn workers_say_why_they_do_not_bid() {
     net.stop.send(true).unwrap();
 }
 
+/// A job that needs a CPU score is judged by the score the ledger keeps for the worker, not
+/// the one it declares: once the ledger's is lower (a score the councils took is 0 there),
+/// the worker declines, saying so, instead of bidding only to be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_judges_a_job_that_needs_a_score_by_the_score_the_ledger_keeps() {
+    let net = Net::start().await;
+    let mut cfg = net.config(1, GRID / 100, Behavior::Honest, None);
+    cfg.hardware.cpu_score = 5_000;
+    net.spawn(Worker::new(&net.url, cfg.clone()).unwrap());
+    net.wait_providers(1).await;
+    // The ledger keeps 1,000 for it (as if its score were checked down).
+    let lowered = Hardware {
+        cpu_score: 1_000,
+        ..cfg.hardware.clone()
+    };
+    net.client
+        .sign_and_send(
+            &dev_keypair(1),
+            gridwork_types::Amount::ZERO,
+            TxKind::RegisterProvider {
+                hardware: lowered,
+                owner: None,
+            },
+        )
+        .await
+        .unwrap();
+    net.until_block("the ledger keeps the lower score", async || {
+        let p = net
+            .client
+            .provider(&dev_keypair(1).address())
+            .await
+            .ok()??;
+        (p.hardware.cpu_score == 1_000).then_some(())
+    })
+    .await;
+    let mut p = squares(1, 0, 30_000, SQUARE);
+    p.instructions.requirements.min_cpu_score = 2_000;
+    let job = net.submit(p).await;
+    let start = std::time::Instant::now();
+    loop {
+        let view = net.client.job(&job).await.unwrap().unwrap();
+        if let Some(d) = view.declines.first() {
+            assert!(
+                d.reason.contains("CPU score of 2000; has 1000"),
+                "{}",
+                d.reason
+            );
+            assert!(view.tasks[0].bids.is_empty(), "{view:#?}");
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "no decline posted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    net.stop.send(true).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_task_streams_its_logs_to_the_node() {
     let net = Net::start().await;
