@@ -275,20 +275,7 @@ impl Worker {
             std::fs::write(outputs.join("forged_result"), "made up\n").map_err(io)?;
         }
         let output = self.push_output(view, r, round, &outputs).await?;
-        let mut salt = [0u8; 32];
-        OsRng.fill_bytes(&mut salt);
-        self.save_result(
-            r,
-            &RunResult {
-                output,
-                salt: Hash(salt),
-                seconds: ran.seconds,
-                ended: ran.ended,
-                round,
-                checkpoints: Vec::new(),
-                failed: false,
-            },
-        )?;
+        self.save_result(r, &RunResult::new(output, ran.seconds, ran.ended, round))?;
         tracing::info!(job = %view.id, task = r.1, ended = %ran.ended, seconds = ran.seconds, "task ran");
         Ok(outcome_of(ran.ended))
     }
@@ -592,19 +579,6 @@ impl Worker {
     pub(super) fn make_up_result(&self, r: TaskRef, round: u8) -> Result<(), WorkerError> {
         let mut made_up = [0u8; 32];
         OsRng.fill_bytes(&mut made_up);
-        let mut salt = [0u8; 32];
-        OsRng.fill_bytes(&mut salt);
-        self.save_result(
-            r,
-            &RunResult {
-                output: Hash(made_up),
-                salt: Hash(salt),
-                seconds: 1,
-                ended: RunEnd::SUCCESS,
-                round,
-                checkpoints: Vec::new(),
-                failed: false,
-            },
-        )
+        self.save_result(r, &RunResult::new(Hash(made_up), 1, RunEnd::SUCCESS, round))
     }
 }

@@ -265,6 +265,24 @@ struct RunResult {
     failed: bool,
 }
 
+impl RunResult {
+    /// The result of a run of `round` that left `output` and ended as `ended` after
+    /// `seconds`, with a fresh salt for its commitment (no checkpoints).
+    fn new(output: Hash, seconds: u64, ended: RunEnd, round: u8) -> RunResult {
+        let mut salt = [0u8; 32];
+        OsRng.fill_bytes(&mut salt);
+        RunResult {
+            output,
+            salt: Hash(salt),
+            seconds,
+            ended,
+            round,
+            checkpoints: Vec::new(),
+            failed: false,
+        }
+    }
+}
+
 type TaskRef = (Hash, u32, u32);
 
 /// Parallel chunk requests per transfer (chunking: the data plane's defaults).

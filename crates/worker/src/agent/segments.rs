@@ -142,30 +142,25 @@ impl Worker {
         for j in 0..count {
             let start = (j > 0).then(|| keep.join(j.to_string()));
             ready_segment(dir, start.as_deref()).map_err(io)?;
-            let env = TaskEnv {
-                job: view.id.to_string(),
-                task: r.1,
-                items,
-                segment: Some((j, count)),
-            };
+            let to = keep.join((j + 1).to_string());
             let ran = match start.as_deref() {
                 // `SkippingTrainer`: past the first segment, no training at all: each
                 // checkpoint is the one before it.
                 Some(start) if self.cfg.behavior.skips_steps() => {
                     copy_tree(start, &outputs).map_err(io)?;
+                    std::fs::rename(&outputs, &to).map_err(io)?;
                     super::execute::Ran {
                         ended: RunEnd::SUCCESS,
                         seconds: 1,
                     }
                 }
                 _ => {
-                    let deadline = segment_limit(view, prepared.deadline, started);
-                    self.run_program(view, r, &prepared, &env, deadline, true)
+                    let segment = (items, j, count, started);
+                    self.run_segment(view, r, &prepared, segment, &to, true)
                         .await?
                 }
             };
             seconds = seconds.saturating_add(ran.seconds);
-            std::fs::rename(&outputs, keep.join((j + 1).to_string())).map_err(io)?;
             if !ran.ended.is_success() {
                 ended = ran.ended;
                 break;
@@ -186,18 +181,12 @@ impl Worker {
         let Some(output) = checkpoints.last().copied() else {
             return Err(io(std::io::Error::other("no segment ran")));
         };
-        let mut salt = [0u8; 32];
-        OsRng.fill_bytes(&mut salt);
         self.save_result(
             r,
             &RunResult {
-                output,
-                salt: Hash(salt),
-                seconds: seconds.max(1),
-                ended,
-                round: 0,
                 checkpoints,
                 failed: !ended.is_success(),
+                ..RunResult::new(output, seconds.max(1), ended, 0)
             },
         )?;
         tracing::info!(job = %view.id, task = r.1, %ended, seconds, segments = reached, "task ran in checkpointed segments");
@@ -225,7 +214,6 @@ impl Worker {
         };
         let replay = dir.join(REPLAY);
         std::fs::create_dir_all(&replay).map_err(io)?;
-        let outputs = sandbox::layout(dir).1;
         let started = Instant::now();
         let (mut seconds, mut ended) = (0u64, RunEnd::SUCCESS);
         let staging = dir.join("staging-checkpoint");
@@ -270,18 +258,12 @@ impl Worker {
             if j == 0 || t.replay.contains(&(j - 1)) {
                 ready_segment(dir, start.as_deref()).map_err(io)?;
             }
-            let env = TaskEnv {
-                job: view.id.to_string(),
-                task: r.1,
-                items: t.items,
-                segment: Some((j, count)),
-            };
-            let deadline = segment_limit(view, prepared.deadline, started);
+            let segment = (t.items, j, count, started);
+            let to = replay.join((j + 1).to_string());
             let ran = self
-                .run_program(view, r, &prepared, &env, deadline, false)
+                .run_segment(view, r, &prepared, segment, &to, false)
                 .await?;
             seconds = seconds.saturating_add(ran.seconds);
-            std::fs::rename(&outputs, replay.join((j + 1).to_string())).map_err(io)?;
             if !ran.ended.is_success() {
                 ended = ran.ended;
                 break;
@@ -289,22 +271,38 @@ impl Worker {
         }
         let _ = std::fs::remove_dir_all(&staging);
         let output = self.push_output(view, r, t.round, &replay).await?;
-        let mut salt = [0u8; 32];
-        OsRng.fill_bytes(&mut salt);
-        self.save_result(
-            r,
-            &RunResult {
-                output,
-                salt: Hash(salt),
-                seconds: seconds.max(1),
-                ended,
-                round: t.round,
-                checkpoints: Vec::new(),
-                failed: false,
-            },
-        )?;
+        self.save_result(r, &RunResult::new(output, seconds.max(1), ended, t.round))?;
         tracing::info!(job = %view.id, task = r.1, %ended, seconds, segments = ?t.replay, "segments replayed");
         Ok(outcome_of(ended))
+    }
+
+    /// Runs segment `j` of `count` (of the task's `items`; the run started at `started`) in
+    /// the readied run directory, within its deadline, and moves what it left to `to`.
+    async fn run_segment(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        prepared: &super::execute::Prepared,
+        (items, j, count, started): ((u64, u64), u32, u32, Instant),
+        to: &std::path::Path,
+        as_executor: bool,
+    ) -> Result<super::execute::Ran, WorkerError> {
+        let env = TaskEnv {
+            job: view.id.to_string(),
+            task: r.1,
+            items,
+            segment: Some((j, count)),
+        };
+        let deadline = segment_limit(view, prepared.deadline, started);
+        let ran = self
+            .run_program(view, r, prepared, &env, deadline, as_executor)
+            .await?;
+        let outputs = sandbox::layout(&prepared.dir).1;
+        std::fs::rename(&outputs, to).map_err(|source| WorkerError::Io {
+            path: outputs.display().to_string(),
+            source,
+        })?;
+        Ok(ran)
     }
 
     /// Pulls the executor's checkpoint `j` (where segment `j` starts) and readies the run
