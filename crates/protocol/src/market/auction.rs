@@ -283,10 +283,7 @@ impl State {
         let mut seated = t.council.clone();
         seated.extend(t.excluded.iter().copied());
         let candidates = self.council_candidates(&job, executor, now, &seated);
-        let mut seed = Vec::with_capacity(80);
-        self.head_hash.encode(&mut seed);
-        key.encode(&mut seed);
-        t.attempt.encode(&mut seed);
+        let mut seed = self.draw_seed(key, t.attempt);
         (t.council.len() as u32).encode(&mut seed);
         let Some(drawn) = draw_by_stake(&seed, candidates, seats) else {
             if t.round > 0 {
@@ -319,6 +316,17 @@ impl State {
         };
         self.tasks.insert(key, t);
         vec![event]
+    }
+
+    /// The seed of a draw for attempt `attempt` of task `key` at this block: the hash of the
+    /// block before it (which nobody knew when sending the transactions that went into it),
+    /// the task and the attempt.
+    pub(super) fn draw_seed(&self, key: TaskKey, attempt: u32) -> Vec<u8> {
+        let mut seed = Vec::with_capacity(80);
+        self.head_hash.encode(&mut seed);
+        key.encode(&mut seed);
+        attempt.encode(&mut seed);
+        seed
     }
 
     /// Who may sit on a council for `job` besides `executor` and the `seated`: online,

@@ -35,7 +35,7 @@
 //! council and decided by its majority: one member alone on a segment could neither be
 //! outvoted when it lies nor confirmed when it is right.
 
-use gridwork_types::{Encode, Hash};
+use gridwork_types::Hash;
 
 use crate::error::TxError;
 use crate::receipt::Event;
@@ -167,10 +167,7 @@ impl State {
         let Some(segments) = job.prescription.segments else {
             return Vec::new();
         };
-        let mut seed = Vec::with_capacity(80);
-        self.head_hash.encode(&mut seed);
-        key.encode(&mut seed);
-        t.attempt.encode(&mut seed);
+        let seed = self.draw_seed(key, t.attempt);
         // A failed run: the failing segment, and segments drawn among those before it as for
         // any run (the checkpoint it failed from is one of theirs).
         let bound = t.checkpoints.len() as u32;
