@@ -82,6 +82,45 @@ fn addresses(keys: &[&Keypair]) -> Vec<Address> {
     keys.iter().map(|k| k.address()).collect()
 }
 
+/// Every party names every other as equivalent; the events of the judgements.
+fn all_agree(m: &mut Market, job: Hash, executor: &Keypair, council: &[Keypair]) -> Vec<Event> {
+    let everyone: Vec<&Keypair> = std::iter::once(executor).chain(council.iter()).collect();
+    let mut events = Vec::new();
+    for k in &everyone {
+        let others: Vec<&Keypair> = everyone
+            .iter()
+            .copied()
+            .filter(|o| o.address() != k.address())
+            .collect();
+        events.extend(m.judge(job, 0, k, &addresses(&others)));
+    }
+    events
+}
+
+/// Every council member names the other members, not the executor; the events.
+fn members_agree(m: &mut Market, job: Hash, council: &[Keypair]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for k in council {
+        let others: Vec<&Keypair> = council
+            .iter()
+            .filter(|o| o.address() != k.address())
+            .collect();
+        events.extend(m.judge(job, 0, k, &addresses(&others)));
+    }
+    events
+}
+
+/// What the executor was paid when the task settled.
+fn executor_paid(events: &[Event]) -> u128 {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::TaskSettled { paid, .. } => Some(paid.0),
+            _ => None,
+        })
+        .expect("settled")
+}
+
 #[test]
 fn an_honest_trainer_is_settled_on_replays_of_drawn_segments_and_paid_for_its_whole_run() {
     let mut m = Market::new();
@@ -138,26 +177,11 @@ fn an_honest_trainer_is_settled_on_replays_of_drawn_segments_and_paid_for_its_wh
     }
     // Never decided by ids, even under exact-hash: a replay is not the executor's output.
     assert_eq!(m.task(job, 0).phase, Phase::Judging);
-    let everyone: Vec<&Keypair> = std::iter::once(&executor).chain(council.iter()).collect();
-    let mut events = Vec::new();
-    for k in &everyone {
-        let others: Vec<&Keypair> = everyone
-            .iter()
-            .copied()
-            .filter(|o| o.address() != k.address())
-            .collect();
-        events.extend(m.judge(job, 0, k, &addresses(&others)));
-    }
+    let events = all_agree(&mut m, job, &executor, &council);
     let t = m.task(job, 0);
     assert_eq!(t.phase, Phase::Settled);
     assert_eq!(t.result, Some(last));
-    let paid = events
-        .iter()
-        .find_map(|e| match e {
-            Event::TaskSettled { paid, .. } => Some(paid.0),
-            _ => None,
-        })
-        .expect("settled");
+    let paid = executor_paid(&events);
     assert_eq!(paid, 40 * t.price.0, "40 s of the claimed 50");
 }
 
@@ -186,13 +210,7 @@ fn a_skipping_trainer_is_slashed_when_the_council_replays_a_segment_it_faked() {
         &addresses(&council.iter().collect::<Vec<_>>()),
     );
     let mut events = Vec::new();
-    for k in &council {
-        let others: Vec<&Keypair> = council
-            .iter()
-            .filter(|o| o.address() != k.address())
-            .collect();
-        events.extend(m.judge(job, 0, k, &addresses(&others)));
-    }
+    events.extend(members_agree(&mut m, job, &council));
     assert!(
         events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == skipping_trainer.address())),
         "{events:?}"
@@ -529,25 +547,10 @@ fn a_failed_run_is_replayed_at_its_failing_segment_and_paid_for_that_segment() {
         let tx = m.reveal_tx(job, 0, k, replay, 10, failure);
         m.block(vec![tx]);
     }
-    let everyone: Vec<&Keypair> = std::iter::once(&executor).chain(council.iter()).collect();
-    let mut events = Vec::new();
-    for k in &everyone {
-        let others: Vec<&Keypair> = everyone
-            .iter()
-            .copied()
-            .filter(|o| o.address() != k.address())
-            .collect();
-        events.extend(m.judge(job, 0, k, &addresses(&others)));
-    }
+    let events = all_agree(&mut m, job, &executor, &council);
     let t = m.task(job, 0);
     assert_eq!((t.phase, t.ended), (Phase::Settled, Some(failure)));
-    let paid = events
-        .iter()
-        .find_map(|e| match e {
-            Event::TaskSettled { paid, .. } => Some(paid.0),
-            _ => None,
-        })
-        .expect("settled");
+    let paid = executor_paid(&events);
     // The 10 s the members took for the three segments it ran.
     assert_eq!(paid, 10 * t.price.0);
 }
@@ -570,13 +573,7 @@ fn a_faked_failure_is_rejected_when_the_replay_of_its_segment_succeeds() {
         m.reveal(job, 0, k, replay);
     }
     let mut events = m.judge(job, 0, &faking_trainer, &[]);
-    for k in &council {
-        let others: Vec<&Keypair> = council
-            .iter()
-            .filter(|o| o.address() != k.address())
-            .collect();
-        events.extend(m.judge(job, 0, k, &addresses(&others)));
-    }
+    events.extend(members_agree(&mut m, job, &council));
     assert!(
         events.iter().any(|e| matches!(e, Event::Slashed { provider, .. } if *provider == faking_trainer.address())),
         "{events:?}"
