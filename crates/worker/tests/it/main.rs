@@ -281,6 +281,38 @@ async fn result_text(net: &Net, output: &Hash) -> String {
     std::fs::read_to_string(out.join("result.txt")).unwrap()
 }
 
+/// An example job (`examples/<example>/job.toml`) with its text changed by `replacements`
+/// (what to find, what to put), as a test submits it: its one input (the script the template
+/// added) copied into a directory of its own, as `file`, and pushed. The prescription.
+async fn example_job(
+    net: &Net,
+    example: &str,
+    replacements: &[(&str, String)],
+    file: &str,
+) -> Prescription {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../examples/{example}/job.toml"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{from} is not in {}", path.display());
+        text = text.replace(from, to);
+    }
+    let job = gridwork_client::JobFile::parse(&text, "job.toml", path.parent().unwrap()).unwrap();
+    let [gridwork_client::JobInput {
+        source: gridwork_client::Input::Path(script),
+        ..
+    }] = &job.inputs[..]
+    else {
+        panic!("the script is the only input: {:?}", job.inputs);
+    };
+    let dir = net.dir.path().join(example);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(script, dir.join(file)).unwrap();
+    let mut p = job.prescription;
+    p.data = vec![net.push_input(&dir).await];
+    p
+}
+
 /// Pulls a task's output tree as its requester would; the directory holding it, and where
 /// the tree lies in it.
 async fn result_tree(net: &Net, output: &Hash) -> (tempfile::TempDir, std::path::PathBuf) {

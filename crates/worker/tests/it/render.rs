@@ -6,35 +6,20 @@
 
 use super::*;
 
-use gridwork_client::{Input, JobFile};
 use gridwork_types::{Equivalence, RunEnd, Software};
 
 /// The example job (`examples/render/job.toml`), made small for a test: `split` for its
 /// frames (and tiles) at 96 x 54, `chunk` items a task, within the test's deposit. Its scene script pushed as an input; the prescription.
 async fn render_job(net: &Net, split: &str, chunk: u64) -> Prescription {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/render/job.toml");
-    let text = std::fs::read_to_string(&example)
-        .unwrap()
-        .replace("frames = [1, 48]", split)
-        .replace("resolution = [320, 180]", "resolution = [96, 54]")
-        .replace("chunk = 4", &format!("chunk = {chunk}"))
+    let replacements = [
+        ("frames = [1, 48]", split.to_string()),
+        ("resolution = [320, 180]", "resolution = [96, 54]".into()),
+        ("chunk = 4", format!("chunk = {chunk}")),
         // Within the test's deposit.
-        .replace("task_deadline_s = 600", "task_deadline_s = 120")
-        .replace("max_price = \"0.1\"", "max_price = \"0.02\"");
-    let job = JobFile::parse(&text, "job.toml", example.parent().unwrap()).unwrap();
-    let [JobInput {
-        source: Input::Path(script),
-        ..
-    }] = &job.inputs[..]
-    else {
-        panic!("the scene script is the only input: {:?}", job.inputs);
-    };
-    let scene = net.dir.path().join("scene");
-    std::fs::create_dir_all(&scene).unwrap();
-    std::fs::copy(script, scene.join("make_scene.py")).unwrap();
-    let mut p = job.prescription;
-    p.data = vec![net.push_input(&scene).await];
-    p
+        ("task_deadline_s = 600", "task_deadline_s = 120".into()),
+        ("max_price = \"0.1\"", "max_price = \"0.02\"".into()),
+    ];
+    example_job(net, "render", &replacements, "make_scene.py").await
 }
 
 /// The version of Blender on the tasks' PATH, as a worker would list it.
@@ -45,9 +30,6 @@ fn blender() -> Software {
         .find(|s| s.name == "blender")
         .expect("Blender on the tasks' PATH (Debian's blender; scripts/test-deps.sh installs it)")
 }
-
-use gridwork_client::JobInput;
-use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_render_splits_its_frames_across_workers_and_a_cheap_renderer_is_caught() {

@@ -6,38 +6,22 @@
 
 use super::*;
 
-use gridwork_client::{Input, JobFile, JobInput};
 use gridwork_types::{RunEnd, Segments, Software};
-use std::path::Path;
 
 /// The example job (`examples/train/job.toml`) at `steps` steps, a checkpoint every `every`,
 /// `replayed` segments replayed, within the test's deposit; its script pushed as an input.
 async fn train_job(net: &Net, steps: u64, every: u64, replayed: u32) -> Prescription {
-    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/train/job.toml");
-    let text = std::fs::read_to_string(&example)
-        .unwrap()
-        .replace("steps = 400", &format!("steps = {steps}"))
-        .replace(
+    let replacements = [
+        ("steps = 400", format!("steps = {steps}")),
+        (
             "checkpoint_every = 50",
-            &format!("checkpoint_every = {every}"),
-        )
-        .replace("replayed = 2", &format!("replayed = {replayed}"))
-        .replace("task_deadline_s = 60", "task_deadline_s = 30")
-        .replace("max_price = \"0.1\"", "max_price = \"0.02\"");
-    let job = JobFile::parse(&text, "job.toml", example.parent().unwrap()).unwrap();
-    let [JobInput {
-        source: Input::Path(script),
-        ..
-    }] = &job.inputs[..]
-    else {
-        panic!("the script is the only input: {:?}", job.inputs);
-    };
-    let dir = net.dir.path().join("train");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(script, dir.join("train.py")).unwrap();
-    let mut p = job.prescription;
-    p.data = vec![net.push_input(&dir).await];
-    p
+            format!("checkpoint_every = {every}"),
+        ),
+        ("replayed = 2", format!("replayed = {replayed}")),
+        ("task_deadline_s = 60", "task_deadline_s = 30".into()),
+        ("max_price = \"0.1\"", "max_price = \"0.02\"".into()),
+    ];
+    example_job(net, "train", &replacements, "train.py").await
 }
 
 /// Python with numpy on the tasks' PATH, as a worker lists it.
