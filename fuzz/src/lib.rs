@@ -22,6 +22,9 @@ mod jobfile;
 #[path = "../../crates/client/src/render.rs"]
 mod render;
 
+#[path = "../../crates/client/src/train.rs"]
+mod train;
+
 /// Two files from one input: the first byte says where the rest splits (what a judge
 /// compares: one party's file and another's).
 pub fn split_pair(data: &[u8]) -> Option<(&[u8], &[u8])> {
