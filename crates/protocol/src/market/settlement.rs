@@ -366,7 +366,6 @@ impl State {
         t.commits.clear();
         t.reveals.clear();
         t.judgements.clear();
-        t.checkpoints.clear();
         t.replay.clear();
         t.run_failed = false;
         t.executor_elapsed_ms = 0;
