@@ -28,6 +28,13 @@
 //! no TCP port unless `Confinement::network` allows it, and signals (or reaches through
 //! abstract UNIX sockets) only processes of its own sandbox, not its worker.
 //!
+//! On a root worker (the container executor needs one) a task does not run as root: root in
+//! its own user namespace, mapped to the host's root, would pass the permission checks of
+//! every root-owned file and socket the host has outside `/run` and `/tmp`. The process hands
+//! its run directory to `nobody` (65534), keeps only the groups of the GPU device nodes it may
+//! open (a render node is `root:render` 0660), and becomes `nobody` before anything else
+//! ([`drop_root`]).
+//!
 //! Before Landlock, the process takes namespaces of its own (in a user namespace mapping only
 //! its own uid and gid; see [`own_mounts`]): no network unless allowed (UDP and abstract
 //! sockets included), a private `/dev/shm`, its own `tmp/` at `/tmp` and `/var/tmp`, nothing at
@@ -81,6 +88,9 @@ pub enum ConfineError {
     /// Landlock failed in a way other than "not supported".
     #[error("cannot apply Landlock rules: {0}")]
     Landlock(String),
+    /// A root worker's task could not be made to run as `nobody`.
+    #[error("cannot run the task as nobody: {0}")]
+    Identity(String),
     /// The program could not be executed.
     #[error("cannot execute `{command}`: {source}")]
     Exec {
@@ -452,6 +462,9 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
 pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
+    if let Err(why) = drop_root(c) {
+        return ConfineError::Identity(why);
+    }
     let own = own_mounts(c);
     if let Err(why) = &own {
         eprintln!("gridwork sandbox: no namespaces of its own ({why}): /dev/shm, /tmp, the host's sockets and UDP stay shared and reachable");
@@ -473,6 +486,67 @@ pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> Conf
         command: command.to_string(),
         source,
     }
+}
+
+/// The uid and gid a root worker's tasks run as.
+pub(crate) const NOBODY: u32 = 65534;
+
+/// On a root worker: hands the run directory `c.work` (everything beneath it; no link
+/// followed) to [`NOBODY`], keeps only the groups of the GPU device nodes the task may open,
+/// and becomes `nobody`, for good (real, effective and saved ids). Nothing for a worker that is
+/// not root: its tasks run as its own user.
+fn drop_root(c: &Confinement) -> Result<(), String> {
+    use rustix::process::{Gid, Uid};
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::getuid().is_root() {
+        return Ok(());
+    }
+    fn hand_over(path: &Path) -> Result<(), String> {
+        let meta =
+            std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::os::unix::fs::lchown(path, Some(NOBODY), Some(NOBODY))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).map_err(|e| format!("{}: {e}", path.display()))? {
+                let entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+                hand_over(&entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    hand_over(&c.work)?;
+    let mut groups: Vec<Gid> = c
+        .gpu_devices
+        .iter()
+        .filter_map(|d| std::fs::metadata(d).ok())
+        .map(|m| m.gid())
+        .filter(|g| *g != 0)
+        .map(Gid::from_raw)
+        .collect();
+    groups.sort_by_key(|g| g.as_raw());
+    groups.dedup();
+    rustix::thread::set_thread_groups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    rustix::thread::set_thread_res_gid(
+        Gid::from_raw(NOBODY),
+        Gid::from_raw(NOBODY),
+        Gid::from_raw(NOBODY),
+    )
+    .map_err(|e| format!("setresgid: {e}"))?;
+    rustix::thread::set_thread_res_uid(
+        Uid::from_raw(NOBODY),
+        Uid::from_raw(NOBODY),
+        Uid::from_raw(NOBODY),
+    )
+    .map_err(|e| format!("setresuid: {e}"))?;
+    if rustix::process::getuid().is_root() || rustix::process::geteuid().is_root() {
+        return Err("still root after setresuid".into());
+    }
+    // A change of ids makes the process undumpable, which leaves its /proc files root's: it
+    // could not write its own user namespace's maps. Dumpable again, as any process of
+    // `nobody` is (Landlock still keeps every other process from tracing it).
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::Dumpable)
+        .map_err(|e| format!("making the process dumpable again: {e}"))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,8 +43,9 @@ use crate::sandbox::{layout, run_dir, RunOutcome, TaskEnv};
 const PIDS_LIMIT: i64 = 4096;
 
 /// The uid and gid every container runs as (`nobody`), on every worker alike, so `id -u`
-/// and what a run may read do not differ between the executor's run and the council's.
-const NOBODY: u32 = 65534;
+/// and what a run may read do not differ between the executor's run and the council's (a
+/// root worker's process tasks run as it too).
+use crate::confine::NOBODY;
 
 /// The largest image archive a worker loads, by default.
 pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 32 << 30;

@@ -890,3 +890,61 @@ fn a_docker_worker_not_run_as_root_is_refused_at_start_naming_the_fix() {
         "{out:?}"
     );
 }
+
+/// Escape seen (noted in session 19): on a root worker (the container executor needs one) a
+/// process task was root in a user namespace mapped to the host's root, so it passed the
+/// permission checks of root-only files and sockets outside `/run` and `/tmp` (a database's
+/// socket under `/var/lib`, a key readable by root alone). It now runs as `nobody`, its run
+/// directory (inputs among it) handed to it first. Not root (a worker of its own user): the
+/// task runs as that user, as before.
+#[test]
+fn a_root_workers_task_runs_as_nobody_and_cannot_open_roots_files_or_sockets() {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let root = uid == 0;
+    // Outside /tmp, /var/tmp and /run, which a task sees its own of.
+    let base = std::path::Path::new("/var/lib");
+    let dir = match tempfile::tempdir_in(base) {
+        Ok(dir) => dir,
+        Err(_) => tempfile::tempdir_in(std::env::var("HOME").unwrap()).unwrap(),
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "root's\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let socket = dir.path().join("db.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::create_dir_all(work.path().join("inputs")).unwrap();
+    std::fs::write(work.path().join("inputs/data"), "input\n").unwrap();
+    std::fs::set_permissions(
+        work.path().join("inputs/data"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let script = format!(
+        "id -u; cat {secret} 2>/dev/null && echo read-secret; \
+         python3 -c 'import socket; print(\"connect\", socket.socket(socket.AF_UNIX).connect_ex(\"{socket}\"))'; \
+         cat {work}/inputs/data; echo out > {work}/own && echo wrote; echo done",
+        secret = secret.display(),
+        socket = socket.display(),
+        work = work.path().display(),
+    );
+    let (out, _) = sandboxed(work.path(), &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("done"), "{out:?}");
+    let expected = if root { 65534 } else { uid };
+    assert!(stdout.starts_with(&format!("{expected}\n")), "{out:?}");
+    // Its own inputs and run directory it reads and writes, whatever their modes.
+    assert!(
+        stdout.contains("input\n") && stdout.contains("wrote"),
+        "{out:?}"
+    );
+    if root {
+        assert!(!stdout.contains("read-secret"), "{out:?}");
+        // EACCES: the socket is root's alone.
+        assert!(stdout.contains("connect 13\n"), "{out:?}");
+    }
+}
