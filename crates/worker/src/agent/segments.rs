@@ -128,14 +128,12 @@ impl Worker {
         limit: Duration,
         count: u32,
     ) -> Result<RunOutcome, WorkerError> {
-        let prepared = self.prepare(view, r, limit).await?;
+        let (prepared, keep) = self.prepare_keeping(view, r, limit, CHECKPOINTS).await?;
         let dir = &prepared.dir;
         let io = |source| WorkerError::Io {
             path: dir.display().to_string(),
             source,
         };
-        let keep = dir.join(CHECKPOINTS);
-        std::fs::create_dir_all(&keep).map_err(io)?;
         let outputs = sandbox::layout(dir).1;
         let started = Instant::now();
         let (mut seconds, mut ended) = (0u64, RunEnd::SUCCESS);
@@ -206,14 +204,12 @@ impl Worker {
         limit: Duration,
         count: u32,
     ) -> Result<RunOutcome, WorkerError> {
-        let prepared = self.prepare(view, r, limit).await?;
+        let (prepared, replay) = self.prepare_keeping(view, r, limit, REPLAY).await?;
         let dir = &prepared.dir;
         let io = |source| WorkerError::Io {
             path: dir.display().to_string(),
             source,
         };
-        let replay = dir.join(REPLAY);
-        std::fs::create_dir_all(&replay).map_err(io)?;
         let started = Instant::now();
         let (mut seconds, mut ended) = (0u64, RunEnd::SUCCESS);
         let staging = dir.join("staging-checkpoint");
@@ -274,6 +270,24 @@ impl Worker {
         self.save_result(r, &RunResult::new(output, seconds.max(1), ended, t.round))?;
         tracing::info!(job = %view.id, task = r.1, %ended, seconds, segments = ?t.replay, "segments replayed");
         Ok(outcome_of(ended))
+    }
+
+    /// A prepared run ([`Worker::prepare`]) and the directory `name` beside its `run/` where
+    /// what its segments leave is kept.
+    async fn prepare_keeping(
+        &self,
+        view: &JobView,
+        r: TaskRef,
+        limit: Duration,
+        name: &str,
+    ) -> Result<(super::execute::Prepared, std::path::PathBuf), WorkerError> {
+        let prepared = self.prepare(view, r, limit).await?;
+        let kept = prepared.dir.join(name);
+        std::fs::create_dir_all(&kept).map_err(|source| WorkerError::Io {
+            path: kept.display().to_string(),
+            source,
+        })?;
+        Ok((prepared, kept))
     }
 
     /// Runs segment `j` of `count` (of the task's `items`; the run started at `started`) in
@@ -394,22 +408,29 @@ impl Worker {
         if t.executor != Some(self.me) {
             return Ok(dir.join(REPLAY));
         }
+        // Laid out once for the attempt (the drawn segments stand through its rounds), not
+        // once for every party judged: built aside, then moved into place whole.
         let compare = dir.join(COMPARE);
+        if compare.is_dir() {
+            return Ok(compare);
+        }
+        let partial = dir.join(format!("{COMPARE}.partial"));
         let io = |source| WorkerError::Io {
-            path: compare.display().to_string(),
+            path: partial.display().to_string(),
             source,
         };
-        if compare.exists() {
-            std::fs::remove_dir_all(&compare).map_err(io)?;
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io)?;
         }
-        std::fs::create_dir_all(&compare).map_err(io)?;
+        std::fs::create_dir_all(&partial).map_err(io)?;
         for &j in &t.replay {
             let k = (j + 1).to_string();
             let kept = dir.join(CHECKPOINTS).join(&k);
             if kept.exists() {
-                copy_tree(&kept, &compare.join(&k)).map_err(io)?;
+                copy_tree(&kept, &partial.join(&k)).map_err(io)?;
             }
         }
+        std::fs::rename(&partial, &compare).map_err(io)?;
         Ok(compare)
     }
 
