@@ -4,7 +4,9 @@ use gridwork_protocol::TaskKey;
 use gridwork_types::RunEnd;
 use gridwork_types::{commitment, Address, Amount, Equivalence, Hash, Segments, TxKind, GRID};
 
-use super::support::{deposit_for, prescription, provider, requester, salt, Market, PROVIDERS};
+use super::support::{
+    deposit_for, gpu_box, prescription, provider, requester, salt, Market, PROVIDERS,
+};
 
 use proptest::prelude::*;
 
@@ -16,6 +18,13 @@ enum Op {
         numeric: bool,
         /// In checkpointed segments (with a council).
         segmented: bool,
+        /// Needs a CPU score and no GPU (its runs' times are spot-checked).
+        scored: bool,
+    },
+    /// A provider declares a CPU score (kept while it works, lost after strikes).
+    Declare {
+        who: u32,
+        score: u32,
     },
     Bid {
         job: usize,
@@ -54,8 +63,10 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>(), any::<bool>())
-            .prop_map(|(tasks, council, numeric, segmented)| Op::Submit { tasks, council, numeric, segmented }),
+        2 => (1u64..4, prop::sample::select(vec![0u8, 1, 3]), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(tasks, council, numeric, segmented, scored)| Op::Submit { tasks, council, numeric, segmented, scored }),
+        1 => (1u32..=PROVIDERS, prop::sample::select(vec![0u32, 400, 1_000, 50_000]))
+            .prop_map(|(who, score)| Op::Declare { who, score }),
         4 => (0usize..4, 0u32..3, 1u32..=PROVIDERS, 1u128..(GRID / 100), prop::bool::weighted(0.2))
             .prop_map(|(job, task, who, price, cached)| Op::Bid { job, task, who, price, cached }),
         4 => (0usize..4, 0u32..3, prop::bool::weighted(0.2)).prop_map(|(job, task, lie)| Op::Commit { job, task, lie }),
@@ -107,11 +118,16 @@ proptest! {
             let mut txs = Vec::new();
             let mut t = m.now + 1;
             match op {
-                Op::Submit { tasks, council, numeric, segmented } => {
+                Op::Submit { tasks, council, numeric, segmented, scored } => {
                     let eq = if numeric { Equivalence::NumericTolerance { abs_ppb: 1, rel_ppb: 1 } } else { Equivalence::ExactHash {} };
                     let mut p = prescription(tasks, council, eq);
                     if segmented && council > 0 {
                         p.segments = Some(Segments { count: 4, replayed: 2 });
+                    }
+                    if scored {
+                        p.instructions.requirements.gpu_vendor = None;
+                        p.instructions.requirements.min_gpus = 0;
+                        p.instructions.requirements.min_cpu_score = 400;
                     }
                     let tx = m.tx(&requester(), TxKind::SubmitJob { deposit: deposit_for(&p), prescription: p });
                     jobs.push(tx.hash());
@@ -177,6 +193,10 @@ proptest! {
                     }
                 }
                 Op::Heartbeat { who } => txs.push(m.tx(&provider(who), TxKind::Heartbeat)),
+                Op::Declare { who, score } => {
+                    let hardware = gridwork_types::Hardware { cpu_score: score, ..gpu_box() };
+                    txs.push(m.tx(&provider(who), TxKind::RegisterProvider { hardware, owner: None }));
+                }
                 Op::Cancel { job } => {
                     if let Some((job, _)) = pick(&jobs, &m, job, 0) {
                         txs.push(m.tx(&requester(), TxKind::CancelJob { job }));
