@@ -348,8 +348,14 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
         .replace("deadline_s = 5", "deadline_s = 1")
         .replace("inputs = []", "inputs = [\"./scene\"]");
     let job_file = dir.path().join("job.toml");
-    std::fs::write(&job_file, text).unwrap();
-    let submit = |cli: &Cli| -> Hash {
+    std::fs::write(&job_file, &text).unwrap();
+    // Every other job in checkpointed segments: its executors bind checkpoints and its
+    // councils replay a drawn segment, across the restarts.
+    let segmented = dir.path().join("segmented.toml");
+    let in_segments = text.replace("outputs = [\"squares.txt\"]", "outputs = [\"frame.txt\"]")
+        + "\n[segments]\ncount = 3\nreplayed = 1\n";
+    std::fs::write(&segmented, in_segments).unwrap();
+    let submit = |cli: &Cli, job_file: &std::path::Path| -> Hash {
         // The node may be down or just back: a submission the CLI could not confirm is
         // retried (the same key's next nonce makes a duplicate a new job, which is fine).
         for _ in 0..50 {
@@ -373,7 +379,7 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
         panic!("no job could be submitted");
     };
 
-    let mut jobs = vec![submit(&cli)];
+    let mut jobs = vec![submit(&cli, &job_file)];
     // A fixed seed: the kill points are the same every run (as far as timing allows).
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |below: u64| {
@@ -388,7 +394,12 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
         node.child.wait().unwrap();
         node = start();
         if kill % 5 == 4 {
-            jobs.push(submit(&cli));
+            let file = if kill % 10 == 4 {
+                &segmented
+            } else {
+                &job_file
+            };
+            jobs.push(submit(&cli, file));
         }
     }
 
@@ -401,6 +412,13 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
             if view.status == JobStatus::Finished {
                 for t in &view.tasks {
                     assert_eq!(t.phase, Phase::Settled, "job {job}: {view:?}");
+                    if view.prescription.segments.is_some() {
+                        assert_eq!(
+                            (t.checkpoints.len(), t.replay.len()),
+                            (3, 1),
+                            "job {job}: {view:?}"
+                        );
+                    }
                 }
                 break;
             }
