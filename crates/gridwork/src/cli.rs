@@ -207,8 +207,12 @@ pub(crate) struct SandboxArgs {
     /// Confine this process and become the program (what the supervisor starts).
     #[arg(long, hide = true)]
     pub(crate) inner: bool,
+    /// Confine this process as a task's would be, print what held (JSON) and exit, running
+    /// no program: how a worker finds, when it starts, whether its sandbox is whole here.
+    #[arg(long, conflicts_with_all = ["inner", "deadline_ms", "status_file"])]
+    pub(crate) check: bool,
     /// The program and its arguments.
-    #[arg(last = true, required = true)]
+    #[arg(last = true, required_unless_present = "check")]
     pub(crate) command: Vec<String>,
 }
 

@@ -117,6 +117,14 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         software = %describe_software(&hardware.software),
         "programs offered to tasks"
     );
+    let launcher = Launcher {
+        exe: std::env::current_exe().context("locating the gridwork executable")?,
+        memory_mib: args.max_memory_mib,
+        max_file_mib: Some(args.max_file_mib),
+        gpu_devices: gpu_devices(Path::new("/dev")),
+        hidden,
+    };
+    let sandbox = check_sandbox(&launcher, &work_dir);
     let cfg = WorkerConfig {
         owner,
         key,
@@ -133,13 +141,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         poll: Duration::from_millis(args.poll_ms),
         heartbeat: Duration::from_secs(20),
         behavior: Behavior::Honest,
-        launcher: Some(Launcher {
-            exe: std::env::current_exe().context("locating the gridwork executable")?,
-            memory_mib: args.max_memory_mib,
-            max_file_mib: Some(args.max_file_mib),
-            gpu_devices: gpu_devices(Path::new("/dev")),
-            hidden,
-        }),
+        launcher: Some(launcher),
         p2p: args.p2p_listen.map(|listen| P2pConfig {
             listen,
             announce: args.p2p_announce.clone(),
@@ -159,7 +161,12 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         .collect();
     emit(
         cli.json,
-        &json!({ "provider": worker.address(), "owner": owner_address, "hardware": hardware }),
+        &json!({
+            "provider": worker.address(),
+            "owner": owner_address,
+            "hardware": hardware,
+            "sandbox": sandbox.as_ref().ok(),
+        }),
         || {
             rows(&[
                 ("provider", worker.address().to_string()),
@@ -183,6 +190,13 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
                     ),
                 ),
                 ("price", format!("{} GRID per task-second", price.rounded())),
+                (
+                    "sandbox",
+                    match &sandbox {
+                        Ok(check) => check.summary(),
+                        Err(e) => format!("self-check failed: {e}"),
+                    },
+                ),
                 ("stop", "Ctrl-C finishes running tasks, then exits".into()),
             ])
         },
@@ -207,6 +221,30 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         worker.serve(rx).await?;
         anyhow::Ok(())
     })
+}
+
+/// Runs the sandbox's self-check as tasks here will be confined, and warns the provider of
+/// each way it is weaker than it should be (what it exposes, how to mend it).
+fn check_sandbox(
+    launcher: &Launcher,
+    work_dir: &Path,
+) -> Result<gridwork_worker::SandboxCheck, String> {
+    match launcher.check(&work_dir.join("sandbox-check")) {
+        Ok(check) => {
+            let weaknesses = check.weaknesses();
+            if weaknesses.is_empty() {
+                tracing::info!(sandbox = %check.summary(), "process tasks are confined");
+            }
+            for weakness in &weaknesses {
+                tracing::warn!("process sandbox weaker than it should be: {weakness}");
+            }
+            Ok(check)
+        }
+        Err(e) => {
+            tracing::warn!("the sandbox's self-check failed, process tasks may not start: {e}");
+            Err(e.to_string())
+        }
+    }
 }
 
 /// What tasks may not read: the worker's home (keys, chunk cache), its work directory (the
@@ -247,7 +285,22 @@ pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::
         report.hardware.cpu_score =
             gridwork_worker::score::measure_cpu_score(gridwork_worker::score::BENCH_TIME);
     }
-    emit(cli.json, &report, || {
+    // As a worker with its defaults would confine tasks here (GPU nodes, no home hidden).
+    let launcher = Launcher {
+        exe: std::env::current_exe().context("locating the gridwork executable")?,
+        memory_mib: None,
+        max_file_mib: None,
+        gpu_devices: gpu_devices(Path::new("/dev")),
+        hidden: Vec::new(),
+    };
+    let sandbox = launcher
+        .check(&std::env::temp_dir().join(format!("gridwork-probe-{}", std::process::id())));
+    let mut shown = serde_json::to_value(&report)?;
+    shown["sandbox"] = match &sandbox {
+        Ok(check) => serde_json::to_value(check)?,
+        Err(e) => json!({ "error": e.to_string() }),
+    };
+    emit(cli.json, &shown, || {
         let mut lines: Vec<(&str, String)> = report
             .hardware
             .gpus
@@ -271,6 +324,13 @@ pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::
             ),
         ));
         lines.push(("software", describe_software(&report.hardware.software)));
+        match &sandbox {
+            Ok(check) => {
+                lines.push(("sandbox", check.summary()));
+                lines.extend(check.weaknesses().into_iter().map(|w| ("weakness", w)));
+            }
+            Err(e) => lines.push(("sandbox", format!("self-check failed: {e}"))),
+        }
         if report.hardware.cpu_score > 0 {
             lines.push((
                 "cpu score",
@@ -284,8 +344,29 @@ pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::
     })
 }
 
+/// The confinement `sandbox-exec` was asked for.
+fn confinement(args: &SandboxArgs) -> Confinement {
+    Confinement {
+        work: args.work.clone(),
+        memory_mib: args.memory_mib,
+        max_file_mib: args.max_file_mib,
+        cpu_seconds: None,
+        gpu_devices: args.gpu_device.clone(),
+        hidden: args.hide.clone(),
+        network: args.network,
+    }
+}
+
 /// Confines this process and becomes the task program; returns only on failure.
 pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
+    if args.check {
+        if !args.command.is_empty() {
+            bail!("sandbox-exec --check runs no program: drop the command after `--`");
+        }
+        let check = gridwork_worker::SandboxCheck::run(&confinement(args));
+        println!("{}", serde_json::to_string(&check)?);
+        return Ok(());
+    }
     let Some((command, rest)) = args.command.split_first() else {
         bail!("sandbox-exec needs a program after `--`");
     };
@@ -337,16 +418,7 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
     // Before anything can fail: the supervisor's pipe, kept past the moment `exec` puts
     // `/dev/null` on standard input.
     let report = gridwork_worker::supervise::SetupReport::take();
-    let c = Confinement {
-        work: args.work.clone(),
-        memory_mib: args.memory_mib,
-        max_file_mib: args.max_file_mib,
-        cpu_seconds: None,
-        gpu_devices: args.gpu_device.clone(),
-        hidden: args.hide.clone(),
-        network: args.network,
-    };
-    let err = confine_and_exec(&c, command, rest);
+    let err = confine_and_exec(&confinement(args), command, rest);
     if let Some(code) = err.program_exit_code() {
         // The job's to fix, not a failure of the sandbox.
         eprintln!("gridwork sandbox: {err}");

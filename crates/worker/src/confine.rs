@@ -129,7 +129,8 @@ impl ConfineError {
 }
 
 /// Whether Landlock rules took effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LandlockStatus {
     /// All requested restrictions apply.
     Enforced,
@@ -488,6 +489,97 @@ pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> Conf
     }
 }
 
+/// What of the sandbox holds on this machine, found by confining a process exactly as a
+/// task's is confined (`gridwork sandbox-exec --check`), not by reading kernel versions: a
+/// kernel can be new and still forbid user namespaces, or boot without the Landlock LSM.
+/// A worker runs the check when it starts and warns its provider of every weakness, with
+/// what it costs and how to mend it ([`SandboxCheck::weaknesses`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxCheck {
+    /// Whether the worker runs as root, so that its tasks run as `nobody`.
+    pub root: bool,
+    /// Why a root worker's task could not become `nobody` (its every run would fail).
+    pub identity: Option<String>,
+    /// Why the task could not have namespaces of its own (`None`: it has them).
+    pub namespaces: Option<String>,
+    /// Whether the Landlock rules took effect: `enforced`, `partial` or `unsupported`.
+    pub landlock: LandlockStatus,
+    /// Why applying the Landlock rules failed outright (every run would fail).
+    pub landlock_error: Option<String>,
+}
+
+impl SandboxCheck {
+    /// Confines this process as a task's would be and says what held. The process is left
+    /// confined: run it in a process of its own, which then exits.
+    pub fn run(c: &Confinement) -> SandboxCheck {
+        let root = rustix::process::getuid().is_root();
+        let identity = drop_root(c).err();
+        let namespaces = own_mounts(c).err();
+        let (landlock, landlock_error) = match confine(c) {
+            Ok(status) => (status, None),
+            Err(e) => (LandlockStatus::Unsupported, Some(e.to_string())),
+        };
+        SandboxCheck {
+            root,
+            identity,
+            namespaces,
+            landlock,
+            landlock_error,
+        }
+    }
+
+    /// Every way tasks here are less confined than Gridwork's sandbox, each with what it
+    /// exposes and the fix; empty where the whole sandbox holds.
+    pub fn weaknesses(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        if let Some(why) = &self.identity {
+            found.push(format!(
+                "a root worker's tasks cannot be made to run as nobody ({why}): every process task fails to start; map uid and gid 65534 into the worker's user namespace, or run the worker as a user of its own"
+            ));
+        }
+        if let Some(why) = &self.landlock_error {
+            found.push(format!(
+                "the Landlock rules cannot be applied ({why}): every process task fails to start"
+            ));
+        }
+        if let Some(why) = &self.namespaces {
+            found.push(format!(
+                "no namespaces of their own ({why}): tasks share /dev/shm, /tmp and the host's sockets, and may send UDP; allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; kernel.unprivileged_userns_clone=1 on Debian kernels before 5.10; kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)"
+            ));
+        }
+        match self.landlock {
+            LandlockStatus::Enforced => {}
+            LandlockStatus::Partial => found.push(
+                "Landlock at an older ABI: some of truncation by path, TCP connect and bind, and the scoping of signals and abstract sockets are not enforced, so a task may truncate files it can only read, use TCP, or signal its worker; Linux 6.12 or later enforces them all".into(),
+            ),
+            LandlockStatus::Unsupported if self.landlock_error.is_none() => found.push(
+                "no Landlock on this kernel: tasks can read the worker's keys and chunk cache and other tasks' decrypted inputs, and write wherever this user can; use Linux 5.13 or later (6.12 for all of it) with `landlock` in its lsm= boot list, or --executor docker".into(),
+            ),
+            LandlockStatus::Unsupported => {}
+        }
+        found
+    }
+
+    /// One line for people: `full (...)` or `weaker: N weaknesses`.
+    pub fn summary(&self) -> String {
+        let weaknesses = self.weaknesses().len();
+        if weaknesses > 0 {
+            return format!(
+                "weaker than Gridwork's sandbox: {weaknesses} weakness{}",
+                if weaknesses == 1 { "" } else { "es" }
+            );
+        }
+        format!(
+            "full (Landlock, namespaces of its own{})",
+            if self.root {
+                ", tasks run as nobody"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
 /// The uid and gid a root worker's tasks run as.
 pub(crate) const NOBODY: u32 = 65534;
 
@@ -615,5 +707,61 @@ mod tests {
         }
         assert!(roots.iter().all(|r| !r.starts_with(&home)));
         assert_eq!(readable_roots(&[]), [PathBuf::from("/")]);
+    }
+
+    fn whole() -> SandboxCheck {
+        SandboxCheck {
+            root: true,
+            identity: None,
+            namespaces: None,
+            landlock: LandlockStatus::Enforced,
+            landlock_error: None,
+        }
+    }
+
+    #[test]
+    fn a_whole_sandbox_has_no_weakness_and_says_so() {
+        assert!(whole().weaknesses().is_empty());
+        assert_eq!(
+            whole().summary(),
+            "full (Landlock, namespaces of its own, tasks run as nobody)"
+        );
+    }
+
+    #[test]
+    fn each_weakness_names_what_it_exposes_and_the_fix() {
+        let no_namespaces = SandboxCheck {
+            namespaces: Some("unshare: Operation not permitted".into()),
+            ..whole()
+        };
+        let [w] = &no_namespaces.weaknesses()[..] else {
+            panic!("{:?}", no_namespaces.weaknesses())
+        };
+        assert!(w.contains("Operation not permitted") && w.contains("/dev/shm"));
+        assert!(w.contains("max_user_namespaces"), "{w}");
+        let partial = SandboxCheck {
+            landlock: LandlockStatus::Partial,
+            ..whole()
+        };
+        assert!(partial.weaknesses()[0].contains("Linux 6.12"));
+        let none = SandboxCheck {
+            landlock: LandlockStatus::Unsupported,
+            ..whole()
+        };
+        assert!(none.weaknesses()[0].contains("worker's keys"));
+        let broken = SandboxCheck {
+            identity: Some("setresuid: Invalid argument".into()),
+            landlock: LandlockStatus::Unsupported,
+            landlock_error: Some("ruleset: bad".into()),
+            ..whole()
+        };
+        // A failure to apply the rules is said once, as the failure it is.
+        let said = broken.weaknesses();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said.iter().all(|w| w.contains("fails to start")));
+        assert_eq!(
+            broken.summary(),
+            "weaker than Gridwork's sandbox: 2 weaknesses"
+        );
     }
 }

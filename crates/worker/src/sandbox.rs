@@ -84,6 +84,44 @@ pub struct Launcher {
     pub hidden: Vec<PathBuf>,
 }
 
+impl Launcher {
+    /// The sandbox's self-check (`gridwork sandbox-exec --check`, see
+    /// [`crate::SandboxCheck`]), confined as this launcher confines tasks, in a run
+    /// directory `dir/run` made for it and removed after.
+    pub fn check(&self, dir: &Path) -> Result<crate::SandboxCheck, SandboxError> {
+        let run = run_dir(dir);
+        let err = |source| SandboxError {
+            command: "gridwork sandbox-exec --check".into(),
+            dir: dir.display().to_string(),
+            source,
+        };
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(&run).map_err(err)?;
+        let mut cmd = std::process::Command::new(&self.exe);
+        cmd.arg("sandbox-exec")
+            .arg("--check")
+            .arg("--work")
+            .arg(&run);
+        for d in &self.gpu_devices {
+            cmd.arg("--gpu-device").arg(d);
+        }
+        for h in &self.hidden {
+            cmd.arg("--hide").arg(h);
+        }
+        let output = cmd.stdin(Stdio::null()).output();
+        let _ = std::fs::remove_dir_all(dir);
+        let output = output.map_err(err)?;
+        if !output.status.success() {
+            return Err(err(std::io::Error::other(format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))));
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| err(std::io::Error::other(e)))
+    }
+}
+
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot run `{command}` in {dir}: {source}")]

@@ -948,3 +948,70 @@ fn a_root_workers_task_runs_as_nobody_and_cannot_open_roots_files_or_sockets() {
         assert!(stdout.contains("connect 13\n"), "{out:?}");
     }
 }
+
+/// What `gridwork sandbox-exec --check` finds, run through `wrap` (a command line before
+/// gridwork's, empty for none).
+fn sandbox_check(wrap: &[&str]) -> serde_json::Value {
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let mut args: Vec<String> = wrap.iter().map(|s| s.to_string()).collect();
+    args.extend([BIN, "sandbox-exec", "--check", "--work"].map(String::from));
+    args.push(work.path().display().to_string());
+    let out = Command::new(&args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A provider learns what its sandbox holds when its worker starts (`gridwork probe` shows
+/// the same): here, namespaces of the task's own, and Landlock where the kernel has it.
+#[test]
+fn the_sandbox_check_finds_the_whole_sandbox_on_this_machine() {
+    let check = sandbox_check(&[]);
+    assert_eq!(check["identity"], serde_json::Value::Null, "{check}");
+    assert_eq!(check["namespaces"], serde_json::Value::Null, "{check}");
+    assert_eq!(check["landlock_error"], serde_json::Value::Null, "{check}");
+    let out = Command::new(BIN).args(["probe"]).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    if check["landlock"] == "enforced" {
+        assert!(
+            shown.contains("full (Landlock, namespaces of its own"),
+            "{shown}"
+        );
+        assert!(!shown.contains("weakness"), "{shown}");
+    }
+}
+
+/// A host that forbids user namespaces (here: a user namespace whose own limit is 0, where
+/// only root is mapped, as in a rootless container) weakens the sandbox without stopping any
+/// program; before, a provider learned it only from each task's standard error, which goes
+/// to the requester. Now the check finds both weaknesses and the probe names them with their
+/// fixes.
+#[test]
+fn a_host_without_user_namespaces_is_a_weakness_the_provider_is_told_of_with_its_fix() {
+    let wrap = [
+        "unshare",
+        "--map-root-user",
+        "sh",
+        "-c",
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec \"$@\"",
+        "sh",
+    ];
+    let check = sandbox_check(&wrap);
+    assert!(
+        check["namespaces"]
+            .as_str()
+            .is_some_and(|w| w.contains("unshare")),
+        "{check}"
+    );
+    // Root inside, with no `nobody` to become: every process task would fail to start.
+    assert!(check["identity"].is_string(), "{check}");
+    let mut probe = wrap.map(String::from).to_vec();
+    probe.extend([BIN.to_string(), "probe".into()]);
+    let out = Command::new(&probe[0]).args(&probe[1..]).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("weaker than Gridwork's sandbox"), "{shown}");
+    assert!(
+        shown.contains("tasks share /dev/shm") && shown.contains("max_user_namespaces"),
+        "{shown}"
+    );
+    assert!(shown.contains("fails to start"), "{shown}");
+}
