@@ -76,6 +76,12 @@ async fn push_image(net: &Net, engine: &Engine, name: &str) -> (String, gridwork
 /// Two workers with the container executor (prices 0.01 GRID and a little more); their
 /// addresses.
 async fn docker_workers(net: &Net) -> Vec<String> {
+    docker_workers_with_devices(net, Vec::new()).await
+}
+
+/// [`docker_workers`] that pass these GPU device nodes (or directories of render nodes) into
+/// every container, as a worker does with AMD's and Intel's.
+async fn docker_workers_with_devices(net: &Net, devices: Vec<std::path::PathBuf>) -> Vec<String> {
     let mut workers = Vec::new();
     for i in 1..=2 {
         let mut cfg = net.config(i, GRID / 100 + u128::from(i), Behavior::Honest, None);
@@ -84,12 +90,10 @@ async fn docker_workers(net: &Net) -> Vec<String> {
             name: CONTAINER_SOFTWARE.into(),
             version: "20.10".into(),
         }];
-        cfg.containers = Some(Containers::new(
-            Engine::new(DEFAULT_SOCKET),
-            address.clone(),
-            Some(512),
-            false,
-        ));
+        cfg.containers = Some(
+            Containers::new(Engine::new(DEFAULT_SOCKET), address.clone(), Some(512), false)
+                .with_devices(devices.clone()),
+        );
         workers.push(address);
         net.spawn(Worker::new(&net.url, cfg).unwrap());
     }
@@ -247,6 +251,54 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     let tag = gridwork_worker::container::image_tag(&image_cid);
     assert!(removed.contains(&tag), "{removed:?}");
     assert!(!engine.has_image(&tag).await.unwrap());
+    net.stop.send(true).unwrap();
+}
+
+/// AMD and Intel GPUs reach a container through their device nodes, which a worker finds
+/// under `/dev` (`kfd`, and the render nodes in `dri/`) and passes in with the groups that own
+/// them: a render node is `root:render`, mode 0660, and the task runs as `nobody`. Here a
+/// directory stands for `/dev/dri`: a render node (the numbers of `/dev/null`, so writing it
+/// is harmless) of a group of its own, and a display node (`card0`) that a compute task does
+/// not get. The task, as `nobody`, writes the render node through its group; the display
+/// node is not in its container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_task_opens_the_render_nodes_it_is_given_through_their_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_engine, net, engine) = engine_and_net().await;
+    test_image(net.dir.path());
+    let (_, image) = push_image(&net, &engine, TEST_IMAGE).await;
+    let devices = tempfile::tempdir_in("/var/tmp").unwrap();
+    let dri = devices.path().join("dri");
+    std::fs::create_dir_all(&dri).unwrap();
+    for (node, group) in [("renderD128", 4242), ("card0", 4243)] {
+        let path = dri.join(node);
+        let made = std::process::Command::new("mknod")
+            .arg(&path)
+            .args(["c", "1", "3"])
+            .status()
+            .unwrap();
+        assert!(made.success(), "mknod (the container tests run as root)");
+        std::os::unix::fs::chown(&path, Some(0), Some(group)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).unwrap();
+    }
+    docker_workers_with_devices(&net, vec![dri.clone()]).await;
+    let program = format!(
+        "out=$GRIDWORK_OUTPUTS/result.txt; \
+         echo frame > {dri}/renderD128 && echo render-ok >> $out; \
+         ls {dri} >> $out; id -G >> $out",
+        dri = dri.display()
+    );
+    let mut p = squares(1, 1, 60_000, &program);
+    p.program.image = Some(image.cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
+    p.data = vec![image];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.ended, Some(RunEnd::SUCCESS), "{view:#?}");
+    let text = result_text(&net, t.result.as_ref().unwrap()).await;
+    assert_eq!(text, "render-ok\nrenderD128\n65534 4242\n");
     net.stop.send(true).unwrap();
 }
 
