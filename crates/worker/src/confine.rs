@@ -607,9 +607,16 @@ fn drop_root(c: &Confinement) -> Result<(), String> {
         Ok(())
     }
     hand_over(&c.work)?;
-    let mut groups: Vec<Gid> = c
+    // The nodes' groups: a directory of them (`/dev/dri` is `root:root`) by its entries (a
+    // render node is `root:render`, 0660).
+    let nodes = c
         .gpu_devices
         .iter()
+        .flat_map(|d| match std::fs::read_dir(d) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => vec![d.clone()],
+        });
+    let mut groups: Vec<Gid> = nodes
         .filter_map(|d| std::fs::metadata(d).ok())
         .map(|m| m.gid())
         .filter(|g| *g != 0)

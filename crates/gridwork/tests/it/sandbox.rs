@@ -1015,3 +1015,36 @@ fn a_host_without_user_namespaces_is_a_weakness_the_provider_is_told_of_with_its
     );
     assert!(shown.contains("fails to start"), "{shown}");
 }
+
+/// A root worker's process task runs as `nobody` with the groups of the GPU nodes it may
+/// open. A worker names AMD's and Intel's render nodes by their directory (`/dev/dri`, which
+/// is `root:root`), and each node has its own group (`root:render`, 0660): the groups are the
+/// nodes', found beneath the directory, not the directory's. Here a directory stands for
+/// `/dev/dri` with a render node of group 4242 (`/dev/null`'s numbers). Not root: the task
+/// runs as the worker's user, whose groups are its own.
+#[test]
+fn a_root_workers_task_writes_render_nodes_through_their_group_when_given_their_directory() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return;
+    }
+    let devices = tempfile::tempdir_in("/var/lib").unwrap();
+    let dri = devices.path().join("dri");
+    std::fs::create_dir_all(&dri).unwrap();
+    let node = dri.join("renderD128");
+    let made = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::chown(&node, Some(0), Some(4242)).unwrap();
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    // (`id -G` cannot show the group: the run's user namespace maps no gid but nobody's.)
+    let script = format!("echo frame > {} && echo render-ok", node.display());
+    let dri = dri.display().to_string();
+    let (out, _) = sandboxed_with(&["--gpu-device", &dri], work.path(), &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "render-ok\n", "{out:?}");
+}

@@ -91,8 +91,13 @@ async fn docker_workers_with_devices(net: &Net, devices: Vec<std::path::PathBuf>
             version: "20.10".into(),
         }];
         cfg.containers = Some(
-            Containers::new(Engine::new(DEFAULT_SOCKET), address.clone(), Some(512), false)
-                .with_devices(devices.clone()),
+            Containers::new(
+                Engine::new(DEFAULT_SOCKET),
+                address.clone(),
+                Some(512),
+                false,
+            )
+            .with_devices(devices.clone()),
         );
         workers.push(address);
         net.spawn(Worker::new(&net.url, cfg).unwrap());
