@@ -63,6 +63,21 @@ T2="$PWD/.gwtask-home"; rm -rf "$T2"; mkdir -p "$T2/outputs" "$T2/tmp"
   GRIDWORK_OUTPUTS="$T2/outputs" timeout 120 "$GW" sandbox-exec $DEVICES --work "$T2" -- sh -c "echo TMPDIR=\$TMPDIR; ls /sys/class/net; ls -la /run/nvidia-persistenced 2>&1 | tail -2; $PY $HERE/train_step.py; echo exit \$?" 2>&1 | tail -8)
 cat "$T2"/outputs/*; rm -rf "$T2"
 
+step "GPUs in a container, as the container executor asks for them (where the engine has the nvidia runtime)"
+if command -v docker >/dev/null && docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia; then
+  # An image of the host's sh and the libraries it needs (no registry): the NVIDIA toolkit
+  # mounts nvidia-smi and the driver's libraries in; `--gpus all` is the device request the
+  # executor sends (driver nvidia, every GPU, capabilities gpu, compute, utility).
+  R=/tmp/gwroot; rm -rf $R; mkdir -p $R/bin $R/tmp
+  cp /bin/sh $R/bin/; for l in $(ldd /bin/sh | grep -o '/[^ ]*'); do mkdir -p "$R$(dirname $l)"; cp "$l" "$R$l"; done
+  tar -C $R -cf - . | docker import - gridwork-gpu-check:1 >/dev/null
+  docker run --rm --gpus all --user 65534:65534 --read-only --network none --cap-drop ALL \
+    --security-opt no-new-privileges gridwork-gpu-check:1 sh -c 'nvidia-smi -L; echo exit $?'
+  docker rmi gridwork-gpu-check:1 >/dev/null
+else
+  echo "no docker, or no nvidia runtime: skipped"
+fi
+
 step "a GPU job through a node and two workers"
 export GRIDWORK_HOME=/tmp/gwhome GRIDWORK_NODE=http://127.0.0.1:7651 GRIDWORK_PASSPHRASE= GRIDWORK_LOG=warn
 rm -rf $GRIDWORK_HOME /tmp/gwjob; mkdir -p /tmp/gwjob/train

@@ -534,3 +534,64 @@ fn readable_by_all(dir: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_of(containers: &Containers) -> Value {
+        let program = Program {
+            command: "python3".into(),
+            args: vec!["train.py".into()],
+            outputs: Vec::new(),
+            image: None,
+            network: false,
+        };
+        let env = TaskEnv {
+            job: "ab".into(),
+            task: 0,
+            items: (0, 1),
+            segment: None,
+        };
+        let run = Path::new("/w/run");
+        containers.spec(
+            &Hash::ZERO,
+            &program,
+            &Requirements::default(),
+            &env,
+            run,
+            &run.join("inputs"),
+            &run.join("outputs"),
+            &[],
+        )
+    }
+
+    /// NVIDIA GPUs reach a container through the engine's `nvidia` device driver (the NVIDIA
+    /// container toolkit), asked for every GPU with the compute and utility capabilities
+    /// (CUDA and NVML); a worker asks only where the engine has the runtime
+    /// (`Engine::has_nvidia_runtime`), since an engine without it refuses the container.
+    /// What the toolkit makes of it is checked on a GPU host (`scripts/device/gpu-check.sh`).
+    #[test]
+    fn a_gpu_worker_asks_the_engine_for_every_nvidia_gpu_and_a_cpu_worker_for_none() {
+        let engine = || Engine::new("/nonexistent.sock");
+        let gpu = spec_of(&Containers::new(engine(), "w".into(), None, true));
+        assert_eq!(
+            gpu["HostConfig"]["DeviceRequests"],
+            json!([{
+                "Driver": "nvidia",
+                "Count": -1,
+                "Capabilities": [["gpu", "compute", "utility"]],
+            }])
+        );
+        let cpu = spec_of(&Containers::new(engine(), "w".into(), None, false));
+        assert!(cpu["HostConfig"].get("DeviceRequests").is_none(), "{cpu}");
+        assert!(cpu["HostConfig"].get("Devices").is_none(), "{cpu}");
+        // Confined alike either way.
+        for spec in [&gpu, &cpu] {
+            assert_eq!(spec["User"], "65534:65534");
+            assert_eq!(spec["HostConfig"]["ReadonlyRootfs"], true);
+            assert_eq!(spec["HostConfig"]["NetworkMode"], "none");
+            assert_eq!(spec["HostConfig"]["CapDrop"], json!(["ALL"]));
+        }
+    }
+}
