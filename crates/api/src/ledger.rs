@@ -2,7 +2,8 @@
 
 use gridwork_protocol::{Account, Event, Receipt, Unbonding, Vesting};
 use gridwork_types::{
-    Address, Amount, Hardware, Hash, Header, PeerAddr, Prescription, PublicKey, SignedTx, TxKind,
+    Address, Amount, Hardware, Hash, Header, PeerAddr, Prescription, PublicKey, ServiceSpec,
+    SignedTx, StreamPrice, StreamReceipt, StreamResponse, TxKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +188,66 @@ pub enum TxKindView {
         /// The last named segment failed.
         failed: bool,
     },
+    /// Publish a service (a stream task).
+    CreateService {
+        /// What to serve, checked and paid how.
+        spec: ServiceSpec,
+        /// Escrow.
+        deposit: Amount,
+    },
+    /// Add to a service's escrow.
+    FundService {
+        /// Service id.
+        service: Hash,
+        /// How much.
+        amount: Amount,
+    },
+    /// End a service.
+    CloseService {
+        /// Service id.
+        service: Hash,
+    },
+    /// Offer to serve a service.
+    Subscribe {
+        /// Service id.
+        service: Hash,
+        /// The price per response.
+        price: StreamPrice,
+    },
+    /// Stop serving a service.
+    Unsubscribe {
+        /// Service id.
+        service: Hash,
+    },
+    /// Drop a council member of a service.
+    DropMember {
+        /// Service id.
+        service: Hash,
+        /// The member.
+        member: Address,
+    },
+    /// Pay members what the gateway's receipts acknowledge.
+    SettleStream {
+        /// The receipts (their signatures checked by the ledger).
+        receipts: Vec<StreamReceipt>,
+    },
+    /// Members' signed responses to one request that differ.
+    DisputeResponses {
+        /// Service id.
+        service: Hash,
+        /// Each signer and what it answered.
+        responses: Vec<SignedResponseView>,
+    },
+}
+
+/// One member's signed response, as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedResponseView {
+    /// The member.
+    pub provider: Address,
+    /// What it answered.
+    pub response: StreamResponse,
 }
 
 impl From<&SignedTx> for TxView {
@@ -274,6 +335,37 @@ impl From<&SignedTx> for TxView {
                 attempt: *attempt,
                 checkpoints: checkpoints.clone(),
                 failed: *failed,
+            },
+            TxKind::CreateService { spec, deposit } => TxKindView::CreateService {
+                spec: spec.clone(),
+                deposit: *deposit,
+            },
+            TxKind::FundService { service, amount } => TxKindView::FundService {
+                service: *service,
+                amount: *amount,
+            },
+            TxKind::CloseService { service } => TxKindView::CloseService { service: *service },
+            TxKind::Subscribe { service, price } => TxKindView::Subscribe {
+                service: *service,
+                price: *price,
+            },
+            TxKind::Unsubscribe { service } => TxKindView::Unsubscribe { service: *service },
+            TxKind::DropMember { service, member } => TxKindView::DropMember {
+                service: *service,
+                member: *member,
+            },
+            TxKind::SettleStream { receipts } => TxKindView::SettleStream {
+                receipts: receipts.iter().map(|r| r.receipt.clone()).collect(),
+            },
+            TxKind::DisputeResponses { service, responses } => TxKindView::DisputeResponses {
+                service: *service,
+                responses: responses
+                    .iter()
+                    .map(|r| SignedResponseView {
+                        provider: r.provider.address(),
+                        response: r.response.clone(),
+                    })
+                    .collect(),
             },
         };
         TxView {

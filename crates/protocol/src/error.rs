@@ -83,6 +83,68 @@ pub enum TxError {
     /// An arithmetic overflow (amounts beyond the total supply).
     #[error("amount overflow")]
     Overflow,
+    /// No service has this id.
+    #[error("unknown service {service}")]
+    UnknownService {
+        /// The id given.
+        service: Hash,
+    },
+    /// A service's shape is invalid; names the field.
+    #[error("invalid service: {field} {problem}")]
+    BadService {
+        /// The field at fault.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Only the service's requester (or, to drop a member, its gateway key) may do this.
+    #[error("only the requester of service {service} may do this")]
+    NotServiceRequester {
+        /// The service.
+        service: Hash,
+    },
+    /// The service is closing or closed.
+    #[error("service {service} is closed; create a new one")]
+    ServiceClosed {
+        /// The service.
+        service: Hash,
+    },
+    /// A subscription the ledger refuses: why, and what would do.
+    #[error("cannot subscribe to service {service}: {problem}")]
+    BadSubscription {
+        /// The service.
+        service: Hash,
+        /// Why.
+        problem: String,
+    },
+    /// The sender (or the member named) does not serve the service.
+    #[error("{provider} is not {role} of service {service}")]
+    NotServing {
+        /// The service.
+        service: Hash,
+        /// Who.
+        provider: Address,
+        /// "a subscriber" or "a council member".
+        role: &'static str,
+    },
+    /// A receipt the ledger cannot pay: why.
+    #[error("receipt for {provider} on service {service}: {problem}")]
+    BadReceipt {
+        /// The service.
+        service: Hash,
+        /// The member it pays.
+        provider: Address,
+        /// Why it is refused.
+        problem: String,
+    },
+    /// A dispute the ledger cannot decide: why, and what it needs.
+    #[error("dispute on service {service}: {problem}")]
+    BadDispute {
+        /// The service.
+        service: Hash,
+        /// Why.
+        problem: String,
+    },
     /// Not enough stake locked for a provider.
     #[error("providers need {required} GRID locked in the vault; {locked} GRID is locked (run `stake lock`)")]
     StakeTooLow {
@@ -314,6 +376,14 @@ impl TxError {
             Self::BadPrice { .. } => "bad_price",
             Self::CachedWithoutImage { .. } => "cached_without_image",
             Self::Overflow => "invalid_transaction",
+            Self::UnknownService { .. } => "unknown_service",
+            Self::BadService { .. } => "bad_service",
+            Self::NotServiceRequester { .. } => "not_service_requester",
+            Self::ServiceClosed { .. } => "service_closed",
+            Self::BadSubscription { .. } => "bad_subscription",
+            Self::NotServing { .. } => "not_serving",
+            Self::BadReceipt { .. } => "bad_receipt",
+            Self::BadDispute { .. } => "bad_dispute",
         }
     }
 }

@@ -40,6 +40,10 @@ pub use market::{
     Failures, Job, JudgeRecord, Phase, PoolStatus, Provider, Reason, RevealRecord, Task, TaskKey,
     TaskNote, Undecided, SCORE_CHECK_MIN_S, SCORE_SLACK, SCORE_STRIKES,
 };
+pub use market::{
+    validate_service, MemberPay, Service, ServiceStatus, Subscription, MAX_MEMBERS_EVER,
+    MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+};
 pub use receipt::{Event, Receipt};
 pub use state::{
     apply_to_sender, BlockOutcome, BuiltBlock, Credit, State, StateChanges, PREFIX_ARCHIVE,

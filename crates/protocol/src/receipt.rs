@@ -1,6 +1,8 @@
 //! Receipts and events: what a transaction did, for clients and the event stream.
 
-use gridwork_types::{Address, Amount, Decode, DecodeError, Encode, Hash, Reader, RunEnd};
+use gridwork_types::{
+    Address, Amount, Decode, DecodeError, Encode, Hash, Reader, RunEnd, StreamPrice,
+};
 use serde::{Deserialize, Serialize};
 
 /// Something a transaction changed.
@@ -330,6 +332,98 @@ pub enum Event {
         /// Reward from the pool to the executor.
         reward: Amount,
     },
+    /// A service was published.
+    ServiceCreated {
+        /// The service id.
+        service: Hash,
+        /// Who pays for it.
+        requester: Address,
+        /// Its escrow.
+        deposit: Amount,
+    },
+    /// A service's escrow grew.
+    ServiceFunded {
+        /// The service id.
+        service: Hash,
+        /// How much was added.
+        amount: Amount,
+    },
+    /// A provider subscribed to a service.
+    Subscribed {
+        /// The service id.
+        service: Hash,
+        /// The provider.
+        provider: Address,
+        /// Its price per response.
+        price: StreamPrice,
+    },
+    /// A provider stopped serving a service: it left, was dropped, or was slashed.
+    Unsubscribed {
+        /// The service id.
+        service: Hash,
+        /// The provider.
+        provider: Address,
+        /// Why.
+        reason: String,
+    },
+    /// Seats of a service's council were drawn from its subscribers.
+    ServiceCouncil {
+        /// The service id.
+        service: Hash,
+        /// The council now.
+        council: Vec<Address>,
+    },
+    /// A service went up, down, closing or closed.
+    ServiceStatus {
+        /// The service id.
+        service: Hash,
+        /// The status now (`up`, `down`, `closing`, `closed`).
+        status: String,
+        /// Why, for people.
+        reason: String,
+    },
+    /// A member was paid for the responses its latest receipt acknowledges.
+    StreamSettled {
+        /// The service id.
+        service: Hash,
+        /// The member.
+        provider: Address,
+        /// Paid now, from escrow.
+        amount: Amount,
+        /// The market fee on it, from escrow into the rewards pool.
+        fee: Amount,
+        /// Responses acknowledged so far.
+        responses: u64,
+    },
+    /// Members answered a request differently and the ledger decided.
+    ResponsesDisputed {
+        /// The service id.
+        service: Hash,
+        /// The request.
+        request: Hash,
+        /// The response more than half the council signed.
+        majority: Hash,
+        /// The members slashed (outvoted, or two different answers signed).
+        slashed: Vec<Address>,
+    },
+    /// A member's stake was taken for what it did on a service.
+    ServiceSlashed {
+        /// The service id.
+        service: Hash,
+        /// The member.
+        provider: Address,
+        /// How much (into the rewards pool).
+        amount: Amount,
+        /// Why.
+        reason: String,
+    },
+    /// A closed service returned the rest of its escrow.
+    ServiceClosed {
+        /// The service id.
+        service: Hash,
+        /// Refunded to the requester.
+        refund: Amount,
+    },
 }
 
 gridwork_types::codec_enum!(Event, "event" {
@@ -362,6 +456,16 @@ gridwork_types::codec_enum!(Event, "event" {
     26 => CheckpointsBound { job: Hash, task: u32, attempt: u32, provider: Address, count: u32 },
     27 => ReplayDrawn { job: Hash, task: u32, attempt: u32, segments: Vec<u32> },
     28 => ScoreLost { provider: Address, claimed: u32, seconds: u64, predicted: u64 },
+    29 => ServiceCreated { service: Hash, requester: Address, deposit: Amount },
+    30 => ServiceFunded { service: Hash, amount: Amount },
+    31 => Subscribed { service: Hash, provider: Address, price: StreamPrice },
+    32 => Unsubscribed { service: Hash, provider: Address, reason: String },
+    33 => ServiceCouncil { service: Hash, council: Vec<Address> },
+    34 => ServiceStatus { service: Hash, status: String, reason: String },
+    35 => StreamSettled { service: Hash, provider: Address, amount: Amount, fee: Amount, responses: u64 },
+    36 => ResponsesDisputed { service: Hash, request: Hash, majority: Hash, slashed: Vec<Address> },
+    37 => ServiceSlashed { service: Hash, provider: Address, amount: Amount, reason: String },
+    38 => ServiceClosed { service: Hash, refund: Amount },
 });
 
 /// The outcome of one applied transaction.

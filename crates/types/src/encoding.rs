@@ -147,7 +147,7 @@ macro_rules! int_codec {
         }
     )*};
 }
-int_codec!(u8, u32, u64, u128);
+int_codec!(u8, u16, u32, u64, u128);
 
 impl Encode for str {
     fn encode(&self, out: &mut Vec<u8>) {

@@ -15,6 +15,7 @@ mod keys;
 mod market;
 #[cfg(feature = "openapi")]
 mod openapi;
+mod service;
 mod tx;
 
 pub use address::{Address, AddressError};
@@ -32,4 +33,8 @@ pub use market::{
 };
 #[cfg(feature = "openapi")]
 pub use openapi::{ADDRESS_PATTERN, AMOUNT_PATTERN, HASH_PATTERN, HEX32_PATTERN};
+pub use service::{
+    ResponseMethod, ServiceSpec, SignedReceipt, SignedResponse, StreamPrice, StreamReceipt,
+    StreamResponse, MAX_RECEIPTS_PER_TX,
+};
 pub use tx::{commitment, OwnerApproval, PeerAddr, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

@@ -11,6 +11,7 @@ use crate::encoding::{Decode, DecodeError, Encode, Reader};
 use crate::hash::Hash;
 use crate::keys::{KeyError, Keypair, PublicKey, Signature};
 use crate::market::{Hardware, Prescription, RunEnd};
+use crate::service::{ServiceSpec, SignedReceipt, SignedResponse, StreamPrice};
 
 /// The largest encoded signed transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 16 * 1024;
@@ -149,6 +150,65 @@ pub enum TxKind {
         /// The worker's peer endpoint and socket addresses.
         peer: PeerAddr,
     },
+    /// Publishes a service (a stream task): the deposit moves into its escrow, and providers
+    /// may subscribe. The service id is this transaction's hash.
+    CreateService {
+        /// What to serve, checked and paid how.
+        spec: ServiceSpec,
+        /// Escrow; must cover the service's reserve ([`ServiceSpec::reserve`]).
+        deposit: Amount,
+    },
+    /// Adds to a service's escrow (its requester only).
+    FundService {
+        /// The service id.
+        service: Hash,
+        /// How much.
+        amount: Amount,
+    },
+    /// Ends a service (its requester only): no member serves it from now on, members settle
+    /// their last receipts within the settle window, then the rest of the escrow returns.
+    CloseService {
+        /// The service id.
+        service: Hash,
+    },
+    /// Offers to serve a service at a price per response (a provider). Subscribers are drawn
+    /// into its council as seats open.
+    Subscribe {
+        /// The service id.
+        service: Hash,
+        /// The sender's price, within the service's `max_price`.
+        price: StreamPrice,
+    },
+    /// Stops serving a service: the sender leaves its council (its seat is drawn again) and
+    /// its subscribers. What it is owed it may still settle.
+    Unsubscribe {
+        /// The service id.
+        service: Hash,
+    },
+    /// The requester (or its gateway's key) drops a council member that answered late, not at
+    /// all, or not to its liking: no slash, the seat is drawn again from the subscribers.
+    DropMember {
+        /// The service id.
+        service: Hash,
+        /// The member.
+        member: Address,
+    },
+    /// Pays members what the gateway's receipts say they are owed beyond what they were paid
+    /// (anyone may send it; the receipts carry the gateway's signatures).
+    SettleStream {
+        /// At most [`MAX_RECEIPTS_PER_TX`](crate::MAX_RECEIPTS_PER_TX), one per member.
+        receipts: Vec<SignedReceipt>,
+    },
+    /// Members answered one request differently: their signed responses. A response signed by
+    /// more than half the council outvotes the others, whose signers are slashed and leave the
+    /// service (anyone may send it: the signatures are the evidence).
+    DisputeResponses {
+        /// The service id.
+        service: Hash,
+        /// Responses to one request, one per member (two from one member that differ prove
+        /// it lied to one side).
+        responses: Vec<SignedResponse>,
+    },
 }
 
 codec_enum!(TxKind, "transaction kind" {
@@ -166,6 +226,14 @@ codec_enum!(TxKind, "transaction kind" {
     11 => AnnouncePeer { peer: PeerAddr },
     12 => Judge { job: Hash, task: u32, attempt: u32, round: u8, equivalent: Vec<Address> },
     13 => Checkpoints { job: Hash, task: u32, attempt: u32, checkpoints: Vec<Hash>, failed: bool },
+    14 => CreateService { spec: ServiceSpec, deposit: Amount },
+    15 => FundService { service: Hash, amount: Amount },
+    16 => CloseService { service: Hash },
+    17 => Subscribe { service: Hash, price: StreamPrice },
+    18 => Unsubscribe { service: Hash },
+    19 => DropMember { service: Hash, member: Address },
+    20 => SettleStream { receipts: Vec<SignedReceipt> },
+    21 => DisputeResponses { service: Hash, responses: Vec<SignedResponse> },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

@@ -17,6 +17,22 @@ pub(super) struct Candidate {
     providers: Vec<Address>,
 }
 
+impl Candidate {
+    /// An owner with no providers yet.
+    pub(super) fn empty() -> Candidate {
+        Candidate {
+            stake: 0,
+            providers: Vec::new(),
+        }
+    }
+
+    /// Adds one of the owner's providers and its locked stake.
+    pub(super) fn add(&mut self, provider: Address, stake: u128) {
+        self.stake = self.stake.saturating_add(stake);
+        self.providers.push(provider);
+    }
+}
+
 /// Draws `seats` owners without replacement, each with probability proportional to its
 /// stake, and one provider of each (the one whose hash with the seed is lowest). A party gains
 /// no seats by spreading its stake over many owners: its chance is its share of the stake.
@@ -363,12 +379,10 @@ impl State {
                 && requirements.met_by(&needs, &prov.hardware)
                 && job.failures_of(a) < p.max_job_failures;
             if eligible {
-                let c = by_owner.entry(prov.owner).or_insert_with(|| Candidate {
-                    stake: 0,
-                    providers: Vec::new(),
-                });
-                c.stake = c.stake.saturating_add(stake.0);
-                c.providers.push(*a);
+                by_owner
+                    .entry(prov.owner)
+                    .or_insert_with(Candidate::empty)
+                    .add(*a, stake.0);
             }
         }
         by_owner.into_values().collect()

@@ -171,6 +171,7 @@ impl State {
                 }
             }
         }
+        events.extend(self.run_service_deadlines(now));
         events
     }
 }

@@ -121,7 +121,13 @@ mod jobs;
 mod note;
 mod providers;
 mod replay;
+mod services;
 mod settlement;
+
+pub use services::{
+    validate_service, MemberPay, Service, ServiceStatus, Subscription, MAX_MEMBERS_EVER,
+    MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+};
 
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
 pub use note::{Reason, TaskNote, Undecided};
@@ -693,7 +699,9 @@ impl State {
     /// The earliest deadline of an open task, if any (a block is due then even without
     /// transactions).
     pub fn next_deadline(&self) -> Option<u64> {
-        self.open_tasks.iter().map(|(_, d)| *d).min()
+        let tasks = self.open_tasks.iter().map(|(_, d)| *d);
+        let services = self.due_services.iter().map(|(_, d)| *d);
+        tasks.chain(services).min()
     }
 
     /// Checks the market side of a transaction against the committed market state and the
@@ -768,6 +776,18 @@ impl State {
                 };
                 self.check_checkpoints(sender, key, *attempt, checkpoints, *failed)
             }
+            K::CreateService { spec, deposit } => self.check_create_service(spec, *deposit),
+            K::FundService { service, amount } => {
+                self.check_fund_service(sender, *service, *amount)
+            }
+            K::CloseService { service } => self.check_close_service(sender, *service),
+            K::Subscribe { service, price } => {
+                self.check_subscribe(sender, sender_account, *service, price, now)
+            }
+            K::Unsubscribe { service } => self.check_unsubscribe(sender, *service),
+            K::DropMember { service, member } => self.check_drop_member(sender, *service, *member),
+            K::SettleStream { receipts } => self.check_settle(receipts),
+            K::DisputeResponses { service, responses } => self.check_dispute(*service, responses),
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Ok(())
             }
@@ -839,6 +859,18 @@ impl State {
                 };
                 self.apply_checkpoints(sender, key, checkpoints, *failed, now)
             }
+            K::CreateService { spec, deposit } => {
+                self.apply_create_service(sender, tx_hash, spec, *deposit, now)
+            }
+            K::FundService { service, amount } => self.apply_fund_service(*service, *amount, now),
+            K::CloseService { service } => self.apply_close_service(*service, now),
+            K::Subscribe { service, price } => self.apply_subscribe(sender, *service, *price, now),
+            K::Unsubscribe { service } => self.apply_unsubscribe(sender, *service, now),
+            K::DropMember { service, member } => self.apply_drop_member(*service, *member, now),
+            K::SettleStream { receipts } => self.apply_settle(receipts, now),
+            K::DisputeResponses { service, responses } => {
+                self.apply_dispute(*service, responses, now)
+            }
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Vec::new()
             }
@@ -846,24 +878,39 @@ impl State {
     }
 }
 
-/// Checks a prescription's shape against the chain's parameters; errors name the field.
-pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result<(), TxError> {
-    let bad =
-        |field: &'static str, problem: String| Err(TxError::BadPrescription { field, problem });
-    let i = &p.instructions;
-    if p.program.command.trim().is_empty() {
+/// Where a program's checks point in their errors: the fields of a job file or a service's.
+pub(crate) struct ProgramFields {
+    /// The software a program needs.
+    pub(crate) software: &'static str,
+    /// The memory a run needs.
+    pub(crate) memory: &'static str,
+    /// The inputs.
+    pub(crate) inputs: &'static str,
+}
+
+/// Checks a program, its inputs and the software it needs, as a job's or a service's: the
+/// field at fault and what is wrong.
+pub(crate) fn validate_program(
+    program: &gridwork_types::Program,
+    data: &[gridwork_types::DataInput],
+    requirements: &gridwork_types::Requirements,
+    params: &crate::Params,
+    fields: &ProgramFields,
+) -> Result<(), (&'static str, String)> {
+    let bad = |field: &'static str, problem: String| Err((field, problem));
+    if program.command.trim().is_empty() {
         return bad("program.command", "must name a command".into());
     }
-    if p.program.command.trim() != p.program.command {
+    if program.command.trim() != program.command {
         return bad(
             "program.command",
             format!(
                 "`{}` has spaces around it; write the command alone, its arguments in program.args",
-                p.program.command
+                program.command
             ),
         );
     }
-    if p.program.outputs.len() > gridwork_types::MAX_REQUIRED_OUTPUTS {
+    if program.outputs.len() > gridwork_types::MAX_REQUIRED_OUTPUTS {
         return bad(
             "program.outputs",
             format!(
@@ -872,85 +919,87 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
             ),
         );
     }
-    for pattern in &p.program.outputs {
+    for pattern in &program.outputs {
         gridwork_types::check_output_pattern(pattern).or_else(|e| bad("program.outputs", e))?;
     }
-    let software = &p.instructions.requirements.software;
+    let software = &requirements.software;
     let requires = |name: &str| gridwork_types::requires_software(software, name);
-    gridwork_types::check_command(&p.program).or_else(|e| bad("program.command", e))?;
-    if let Some(name) = gridwork_types::command_program(&p.program) {
+    gridwork_types::check_command(program).or_else(|e| bad("program.command", e))?;
+    if let Some(name) = gridwork_types::command_program(program) {
         if !requires(name) {
             return bad(
                 "program.command",
                 format!(
-                    "runs `{name}`, which instructions.requirements.software must name, so only providers that have it run or check the job"
+                    "runs `{name}`, which {} must name, so only providers that have it run or check it", fields.software
                 ),
             );
         }
     }
-    if p.program.network && !requires(gridwork_types::NETWORK_SOFTWARE) {
+    if program.network && !requires(gridwork_types::NETWORK_SOFTWARE) {
         return bad(
             "program.network",
             format!(
-                "needs `{}` in instructions.requirements.software, so only providers that allow tasks the network take it",
-                gridwork_types::NETWORK_SOFTWARE
+                "needs `{}` in {}, so only providers that allow tasks the network take it",
+                gridwork_types::NETWORK_SOFTWARE,
+                fields.software
             ),
         );
     }
-    if let Some(image) = &p.program.image {
-        if !p.data.iter().any(|d| d.cid == *image) {
+    if let Some(image) = &program.image {
+        if !data.iter().any(|d| d.cid == *image) {
             return bad(
                 "program.image",
-                format!("{image} is not among the job's inputs, so no worker could decrypt it; list it in data.inputs"),
+                format!(
+                    "{image} is not among the inputs, so no worker could decrypt it; list it in {}",
+                    fields.inputs
+                ),
             );
         }
         if !requires(gridwork_types::CONTAINER_SOFTWARE) {
             return bad(
                 "program.image",
                 format!(
-                    "needs `{}` in instructions.requirements.software, so only workers that run containers take it",
-                    gridwork_types::CONTAINER_SOFTWARE
+                    "needs `{}` in {}, so only workers that run containers take it",
+                    gridwork_types::CONTAINER_SOFTWARE,
+                    fields.software
                 ),
             );
         }
-        if i.requirements.min_memory_mib == 0 {
+        if requirements.min_memory_mib == 0 {
             // Each worker's own limit would end a run near it on one worker and not another.
             return bad(
-                "instructions.requirements.min_memory_mib",
+                fields.memory,
                 "must be set for a job that names an image: it is the container's memory on every worker, so runs end alike".into(),
             );
         }
     }
     if software.len() > gridwork_types::MAX_SOFTWARE_NEEDS {
         return bad(
-            "instructions.requirements.software",
+            fields.software,
             format!("at most {} programs", gridwork_types::MAX_SOFTWARE_NEEDS),
         );
     }
     for need in software {
         if let Err(e) = gridwork_types::SoftwareNeed::parse(need) {
-            return bad(
-                "instructions.requirements.software",
-                format!("`{need}` {e}"),
-            );
+            return bad(fields.software, format!("`{need}` {e}"));
         }
     }
-    if p.data.len() > params.max_inputs_per_job as usize {
+    if data.len() > params.max_inputs_per_job as usize {
         return bad(
-            "data.inputs",
+            fields.inputs,
             format!("at most {} inputs", params.max_inputs_per_job),
         );
     }
-    for (n, input) in p.data.iter().enumerate() {
-        if p.data[..n].iter().any(|d| d.cid == input.cid) {
-            return bad("data.inputs", format!("{} is named twice", input.cid));
+    for (n, input) in data.iter().enumerate() {
+        if data[..n].iter().any(|d| d.cid == input.cid) {
+            return bad(fields.inputs, format!("{} is named twice", input.cid));
         }
         if let Err(e) = gridwork_types::check_input_name(&input.name) {
-            return bad("data.inputs", e);
+            return bad(fields.inputs, e);
         }
-        if !input.name.is_empty() && p.data[..n].iter().any(|d| d.name == input.name) {
+        if !input.name.is_empty() && data[..n].iter().any(|d| d.name == input.name) {
             return bad(
-                "data.inputs",
+                fields.inputs,
                 format!(
                     "two inputs would both land as $GRIDWORK_INPUTS/{}; give them different names",
                     input.name
@@ -958,6 +1007,26 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
             );
         }
     }
+    Ok(())
+}
+
+/// Checks a prescription's shape against the chain's parameters; errors name the field.
+pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result<(), TxError> {
+    let bad =
+        |field: &'static str, problem: String| Err(TxError::BadPrescription { field, problem });
+    let i = &p.instructions;
+    validate_program(
+        &p.program,
+        &p.data,
+        &i.requirements,
+        params,
+        &ProgramFields {
+            software: "instructions.requirements.software",
+            memory: "instructions.requirements.min_memory_mib",
+            inputs: "data.inputs",
+        },
+    )
+    .or_else(|(field, problem)| bad(field, problem))?;
     if i.items == 0 {
         return bad("instructions.items", "must be at least 1".into());
     }

@@ -307,6 +307,8 @@ impl State {
         self.jobs.rollback();
         self.tasks.rollback();
         self.open_tasks.rollback();
+        self.services.rollback();
+        self.due_services.rollback();
         if let Some(pool) = self.undo_pool.take() {
             self.rewards_pool = pool;
         }
@@ -319,6 +321,8 @@ impl State {
         self.jobs.commit();
         self.tasks.commit();
         self.open_tasks.commit();
+        self.services.commit();
+        self.due_services.commit();
         self.undo_pool = None;
         self.head_hash = header.hash();
         self.head = header;
@@ -354,6 +358,8 @@ impl State {
         self.jobs.rehash();
         self.tasks.rehash();
         self.open_tasks.rehash();
+        self.services.rehash();
+        self.due_services.rehash();
     }
 
     /// Sets the rewards pool, remembering the value before the block for a rollback.

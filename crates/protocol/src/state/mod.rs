@@ -32,7 +32,7 @@ use crate::account::{Account, Vesting};
 use crate::error::GenesisError;
 use crate::genesis::{Genesis, Params};
 use crate::hashed_map::{HashedMap, MapKey};
-use crate::market::{Job, Provider, Task, TaskKey};
+use crate::market::{Job, Provider, Service, Task, TaskKey};
 
 const STATE_DOMAIN: &[u8] = b"gridwork/state/v1";
 
@@ -46,6 +46,8 @@ const PREFIX_OPEN_TASK: u8 = 5;
 /// written once, when the job leaves the hot state; outside the state root and never loaded
 /// into memory.
 pub const PREFIX_ARCHIVE: u8 = 6;
+const PREFIX_SERVICE: u8 = 7;
+const PREFIX_DUE_SERVICE: u8 = 8;
 
 /// What changed since the last [`State::take_changes`]: what storage must write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,6 +67,8 @@ struct Maps {
     jobs: Vec<(Hash, Job)>,
     tasks: Vec<(TaskKey, Task)>,
     open_tasks: Vec<(TaskKey, u64)>,
+    services: Vec<(Hash, Service)>,
+    due_services: Vec<(Hash, u64)>,
 }
 
 fn entry_key(prefix: u8, key: &impl Encode) -> Vec<u8> {
@@ -86,6 +90,11 @@ pub struct State {
     pub(crate) tasks: HashedMap<TaskKey, Task>,
     /// Tasks not yet settled, failed or cancelled, with the block time their phase times out.
     pub(crate) open_tasks: HashedMap<TaskKey, u64>,
+    /// Services (stream tasks), by id.
+    pub(crate) services: HashedMap<Hash, Service>,
+    /// Services with something to do at block time (a seat to draw, a stretch down that
+    /// ends them, the end of a settle window), with the block time it is due.
+    pub(crate) due_services: HashedMap<Hash, u64>,
     head: Header,
     pub(crate) head_hash: Hash,
     /// The rewards pool before the block being applied, if the block changed it.
@@ -180,6 +189,12 @@ impl State {
                 Some((&PREFIX_OPEN_TASK, k)) => maps
                     .open_tasks
                     .push((TaskKey::from_bytes(k)?, u64::from_bytes(&value)?)),
+                Some((&PREFIX_SERVICE, k)) => maps
+                    .services
+                    .push((Hash::from_bytes(k)?, Service::from_bytes(&value)?)),
+                Some((&PREFIX_DUE_SERVICE, k)) => maps
+                    .due_services
+                    .push((Hash::from_bytes(k)?, u64::from_bytes(&value)?)),
                 // History, not state: read by id from storage when asked for.
                 Some((&PREFIX_ARCHIVE, _)) => {}
                 Some((&tag, _)) => {
@@ -223,6 +238,8 @@ impl State {
             jobs: HashedMap::new(maps.jobs),
             tasks: HashedMap::new(maps.tasks),
             open_tasks: HashedMap::new(maps.open_tasks),
+            services: HashedMap::new(maps.services),
+            due_services: HashedMap::new(maps.due_services),
             head_hash: head.hash(),
             head,
             undo_pool: None,
@@ -288,6 +305,8 @@ impl State {
             self.jobs.root(),
             self.tasks.root(),
             self.open_tasks.root(),
+            self.services.root(),
+            self.due_services.root(),
         ] {
             h.update(root.as_bytes());
         }
@@ -298,6 +317,7 @@ impl State {
     pub fn check_conservation(&self) -> Result<(), (u128, u128)> {
         let held: u128 = self.accounts.iter().map(|(_, a)| a.total()).sum::<u128>()
             + self.jobs.iter().map(|(_, j)| j.escrow.0).sum::<u128>()
+            + self.services.iter().map(|(_, s)| s.escrow.0).sum::<u128>()
             + self.rewards_pool.0;
         if held == self.total_supply.0 {
             Ok(())
@@ -323,6 +343,8 @@ impl State {
         drain(PREFIX_JOB, &mut self.jobs, &mut entries);
         drain(PREFIX_TASK, &mut self.tasks, &mut entries);
         drain(PREFIX_OPEN_TASK, &mut self.open_tasks, &mut entries);
+        drain(PREFIX_SERVICE, &mut self.services, &mut entries);
+        drain(PREFIX_DUE_SERVICE, &mut self.due_services, &mut entries);
         for (id, bytes) in self.archived.drain(..) {
             entries.push((entry_key(PREFIX_ARCHIVE, &id), Some(bytes)));
         }

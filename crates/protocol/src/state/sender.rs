@@ -162,7 +162,34 @@ pub fn apply_to_sender(
             next.balance = Amount(next.balance.0 - debit(total)?.0);
             (None, None)
         }
-        TxKind::RegisterProvider { .. }
+        TxKind::CreateService { deposit, spec } => {
+            // One state entry for the service and one for each input, like a job's.
+            state_fee = params
+                .state_fee_per_entry
+                .0
+                .checked_mul(1 + spec.data.len() as u128)
+                .map(Amount)
+                .ok_or(TxError::Overflow)?;
+            let total = deposit.checked_add(state_fee).ok_or(TxError::Overflow)?;
+            next.balance = Amount(next.balance.0 - debit(total)?.0);
+            (None, None)
+        }
+        TxKind::FundService { amount, .. } => {
+            next.balance = Amount(next.balance.0 - debit(*amount)?.0);
+            (None, None)
+        }
+        TxKind::Subscribe { .. } => {
+            // The subscription (and the pay record of a member) is state it adds.
+            state_fee = params.state_fee_per_entry;
+            next.balance = Amount(next.balance.0 - debit(state_fee)?.0);
+            (None, None)
+        }
+        TxKind::CloseService { .. }
+        | TxKind::Unsubscribe { .. }
+        | TxKind::DropMember { .. }
+        | TxKind::SettleStream { .. }
+        | TxKind::DisputeResponses { .. }
+        | TxKind::RegisterProvider { .. }
         | TxKind::AnnouncePeer { .. }
         | TxKind::Heartbeat
         | TxKind::CancelJob { .. }

@@ -1,0 +1,1057 @@
+//! Services (stream tasks) on the ledger: `CreateService`, `FundService`, `CloseService`,
+//! `Subscribe`, `Unsubscribe`, `DropMember`, `SettleStream`, `DisputeResponses`, and what block
+//! time does to a service (seats drawn, too long down, the settle window over).
+//!
+//! # Lifecycle of a service
+//!
+//! ```text
+//! Forming --(council full, escrow covers the reserve)--> Up
+//! Up --(a seat empties, or escrow below the reserve)--> Down --(both hold again)--> Up
+//! Down --(longer than max_downtime_ms in one stretch)--> Closing
+//! any --(CloseService)--> Closing --(SETTLE_WINDOW_MS)--> Closed (the rest of the escrow back)
+//! ```
+//!
+//! # Rules (read as each party would use them)
+//!
+//! - **Seats are drawn, not bought.** Subscribers at or under the service's `max_price` are
+//!   drawn into the council as seats open, at the next block, from the hash of the block
+//!   before it, owners weighted by their locked stake (`draw_by_stake`, as for a job's council),
+//!   one seat per owner, never the requester's own providers. A council chosen by price could
+//!   be filled by one party's Sybils undercutting everyone, and that party would decide every
+//!   dispute; drawn by stake, its seats cost stake. Each member is paid its own price.
+//! - **Pay is what the gateway signs.** The requester's gateway acknowledges each member's
+//!   responses with a cumulative [`StreamReceipt`](gridwork_types::StreamReceipt) signed by
+//!   the service's gateway key; the ledger pays the difference between its `owed` and what the
+//!   member was paid, plus the market fee, from the escrow. A stale or repeated receipt adds
+//!   nothing and is refused; one for a provider never seated is refused. A member's risk is
+//!   what it served since its last acknowledged receipt: it stops serving when that passes
+//!   `max_unsettled`, and the service is up only while the escrow covers that for every seat,
+//!   so a requester cannot run up a debt it cannot pay. A receipt the escrow cannot cover in
+//!   full pays what is there; the rest stays owed and is paid after a top-up.
+//! - **Closing waits for the last receipts.** `CloseService` (or too long down) ends the
+//!   service for its members at once, but the escrow stays [`SETTLE_WINDOW_MS`] so every member
+//!   can settle what it was acknowledged; only then does the rest return.
+//! - **Disputes are decided by signatures.** Every member signs each response it gives
+//!   ([`StreamResponse`](gridwork_types::StreamResponse): service, request, response hash).
+//!   Signed responses to one request that differ are evidence anyone may send: a response
+//!   signed by more than half of the council's seats, counting only current members, outvotes
+//!   the rest, whose signers (any member that ever sat) are slashed `slash_bps`, leave the
+//!   service and may never subscribe to it again. A member that signed two different responses
+//!   to one request is slashed for that alone. Counting only current members keeps a party
+//!   that once held seats from outvoting the council of today; evidence sent again slashes
+//!   nobody twice (the slashed are barred).
+//! - **Dropping costs stake nothing.** The requester (or its gateway key) drops a member that
+//!   answers late or not at all; the seat is drawn again. It gains the requester nothing: what
+//!   the member was acknowledged it still settles.
+
+use gridwork_types::{
+    Address, Amount, Encode, Equivalence, Hash, ResponseMethod, ServiceSpec, SignedReceipt,
+    SignedResponse, StreamPrice, MAX_RECEIPTS_PER_TX,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::account::Account;
+use crate::error::TxError;
+use crate::receipt::Event;
+use crate::state::State;
+
+use super::auction::{draw_by_stake, Candidate};
+use super::*;
+
+/// How long a closing service keeps its escrow for its members' last receipts.
+pub const SETTLE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+/// The most subscribers a service keeps at once (council members among them).
+pub const MAX_SUBSCRIBERS: usize = 256;
+/// The most members a service pays over its life: a service whose council turned over this
+/// often takes no new members.
+pub const MAX_MEMBERS_EVER: usize = 1024;
+
+/// Where a service stands. On the wire (JSON) as its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceStatus {
+    /// Not up yet: its council is filling, or its escrow is short.
+    Forming,
+    /// Serving: the council is full and the escrow covers the reserve.
+    Up,
+    /// Was up, is not: a seat is empty or the escrow fell below the reserve.
+    Down,
+    /// Ended for its members; the escrow waits for their last receipts.
+    Closing,
+    /// Over; the rest of the escrow went back.
+    Closed,
+}
+
+impl ServiceStatus {
+    /// The name on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceStatus::Forming => "forming",
+            ServiceStatus::Up => "up",
+            ServiceStatus::Down => "down",
+            ServiceStatus::Closing => "closing",
+            ServiceStatus::Closed => "closed",
+        }
+    }
+
+    /// Closing or closed: nobody serves it any more.
+    pub fn is_ended(self) -> bool {
+        matches!(self, ServiceStatus::Closing | ServiceStatus::Closed)
+    }
+}
+
+gridwork_types::codec_enum!(ServiceStatus, "service status" {
+    0 => Forming {},
+    1 => Up {},
+    2 => Down {},
+    3 => Closing {},
+    4 => Closed {},
+});
+
+/// A provider's offer to serve a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscription {
+    /// The provider.
+    pub provider: Address,
+    /// Its price per response.
+    pub price: StreamPrice,
+    /// When it subscribed.
+    pub since_ms: u64,
+}
+
+gridwork_types::codec_struct!(Subscription {
+    provider: Address,
+    price: StreamPrice,
+    since_ms: u64
+});
+
+/// What a member (any that ever sat) was paid for a service so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberPay {
+    /// The member.
+    pub provider: Address,
+    /// Responses its latest settled receipt acknowledged.
+    pub responses: u64,
+    /// Units (bytes) they came to.
+    pub units: u64,
+    /// Paid so far (without the market fee).
+    pub paid: Amount,
+}
+
+gridwork_types::codec_struct!(MemberPay {
+    provider: Address,
+    responses: u64,
+    units: u64,
+    paid: Amount
+});
+
+/// A published service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Who pays.
+    pub requester: Address,
+    /// What it serves, checked and paid how.
+    pub spec: ServiceSpec,
+    /// Escrow still held.
+    pub escrow: Amount,
+    /// When it was created.
+    pub created_ms: u64,
+    /// Where it stands.
+    pub status: ServiceStatus,
+    /// When the status began.
+    pub since_ms: u64,
+    /// Time spent down, in finished stretches (the current one is `now - since_ms`).
+    pub downtime_ms: u64,
+    /// Providers that offer to serve it, in the order they subscribed.
+    pub subscribers: Vec<Subscription>,
+    /// Its council: the subscribers that serve every request now.
+    pub council: Vec<Address>,
+    /// Every member that ever sat, with what it was paid.
+    pub pay: Vec<MemberPay>,
+    /// Paid to members so far (without the market fee).
+    pub paid: Amount,
+    /// Providers slashed on it: they may never serve it again.
+    pub barred: Vec<Address>,
+    /// Disputes decided.
+    pub disputes: u32,
+    /// When a closing service returns the rest of its escrow (0 while open).
+    pub closes_at_ms: u64,
+}
+
+gridwork_types::codec_struct!(Service {
+    requester: Address,
+    spec: ServiceSpec,
+    escrow: Amount,
+    created_ms: u64,
+    status: ServiceStatus,
+    since_ms: u64,
+    downtime_ms: u64,
+    subscribers: Vec<Subscription>,
+    council: Vec<Address>,
+    pay: Vec<MemberPay>,
+    paid: Amount,
+    barred: Vec<Address>,
+    disputes: u32,
+    closes_at_ms: u64,
+});
+
+impl Service {
+    /// The subscription of `provider`, if it has one.
+    pub fn subscription(&self, provider: &Address) -> Option<&Subscription> {
+        self.subscribers.iter().find(|s| s.provider == *provider)
+    }
+
+    /// What `provider` was paid, if it ever sat on the council.
+    pub fn pay_of(&self, provider: &Address) -> Option<&MemberPay> {
+        self.pay.iter().find(|p| p.provider == *provider)
+    }
+
+    /// Seats without a member.
+    pub fn open_seats(&self) -> usize {
+        usize::from(self.spec.council_size).saturating_sub(self.council.len())
+    }
+
+    /// Takes `provider` off the council and the subscribers; whether it sat.
+    fn remove(&mut self, provider: &Address) -> bool {
+        self.subscribers.retain(|s| s.provider != *provider);
+        let before = self.council.len();
+        self.council.retain(|m| m != provider);
+        before != self.council.len()
+    }
+}
+
+/// What the ledger makes of a dispute.
+struct Dispute {
+    /// The request disputed.
+    request: Hash,
+    /// The response more than half the council's seats signed, if one was.
+    majority: Option<Hash>,
+    /// Members that signed two different responses to it (not slashed on it before).
+    equivocators: Vec<Address>,
+    /// Members whose response differs from the majority's (not slashed on it before).
+    outvoted: Vec<Address>,
+}
+
+/// Checks a service's shape against the chain's parameters; errors name the field.
+pub fn validate_service(spec: &ServiceSpec, params: &crate::Params) -> Result<(), TxError> {
+    let bad = |field: &'static str, problem: String| Err(TxError::BadService { field, problem });
+    validate_program(
+        &spec.program,
+        &spec.data,
+        &spec.requirements,
+        params,
+        &ProgramFields {
+            software: "requirements.software",
+            memory: "requirements.min_memory_mib",
+            inputs: "data",
+        },
+    )
+    .or_else(|(field, problem)| bad(field, problem))?;
+    if !spec.program.outputs.is_empty() {
+        return bad(
+            "program.outputs",
+            "a service answers requests over HTTP and leaves no outputs; remove them".into(),
+        );
+    }
+    if spec.council_size == 0
+        || spec.council_size > params.max_council_size
+        || spec.council_size % 2 == 0
+    {
+        return bad(
+            "council_size",
+            format!(
+                "is {}; it must be odd, from 1 to {}, so a majority always exists",
+                spec.council_size, params.max_council_size
+            ),
+        );
+    }
+    if let ResponseMethod::Weighted { weight_bps } = spec.method {
+        if weight_bps == 0 || weight_bps > 10_000 {
+            return bad(
+                "method.weight",
+                format!(
+                    "is {}; a weight is a share of the council, above 0 and at most 1",
+                    f64::from(weight_bps) / 10_000.0
+                ),
+            );
+        }
+    }
+    let max = &spec.max_price;
+    if max.per_response.0 == 0 && max.per_unit.0 == 0 {
+        return bad(
+            "max_price",
+            "is zero; a service pays its members per response, per unit, or both".into(),
+        );
+    }
+    if max.per_response > params.max_price || max.per_unit > params.max_price {
+        return bad(
+            "max_price",
+            format!("each part is at most {} GRID", params.max_price),
+        );
+    }
+    if spec.equivalence != (Equivalence::ExactHash {}) {
+        return bad(
+            "equivalence",
+            "must be exact_hash: the ledger decides a service's disputes by the response hashes its members sign (serve deterministically: greedy decoding, a fixed seed)".into(),
+        );
+    }
+    if spec.max_response_ms == 0 || spec.max_response_ms > params.max_task_deadline_ms {
+        return bad(
+            "max_response_ms",
+            format!(
+                "must be positive and at most {} s",
+                params.max_task_deadline_ms / 1000
+            ),
+        );
+    }
+    if spec.response_ms_per_kib > params.max_task_deadline_ms {
+        return bad(
+            "response_ms_per_kib",
+            format!("is at most {} s", params.max_task_deadline_ms / 1000),
+        );
+    }
+    if spec.max_downtime_ms > params.max_give_up_ms {
+        return bad(
+            "max_downtime_ms",
+            format!(
+                "is at most {} s (0: the service never ends on its own)",
+                params.max_give_up_ms / 1000
+            ),
+        );
+    }
+    let per_response = max.of(0).unwrap_or(Amount::ZERO);
+    if spec.max_unsettled < per_response || spec.max_unsettled.0 == 0 {
+        return bad(
+            "max_unsettled",
+            format!(
+                "is {} GRID; it must cover at least one response at the highest price ({} GRID)",
+                spec.max_unsettled,
+                per_response.max(Amount(1))
+            ),
+        );
+    }
+    if spec.reserve(params.market_fee_bps).is_none() {
+        return bad("max_unsettled", "is too large".into());
+    }
+    Ok(())
+}
+
+impl State {
+    /// A service.
+    pub fn service(&self, id: &Hash) -> Option<&Service> {
+        self.services.get(id)
+    }
+
+    /// Every service, by id.
+    pub fn services(&self) -> impl Iterator<Item = (&Hash, &Service)> {
+        self.services.iter()
+    }
+
+    fn service_or_err(&self, id: Hash) -> Result<&Service, TxError> {
+        self.services
+            .get(&id)
+            .ok_or(TxError::UnknownService { service: id })
+    }
+
+    fn open_service(&self, id: Hash) -> Result<&Service, TxError> {
+        let s = self.service_or_err(id)?;
+        if s.status.is_ended() {
+            return Err(TxError::ServiceClosed { service: id });
+        }
+        Ok(s)
+    }
+
+    /// `CreateService`: a valid spec and a deposit that covers its reserve.
+    pub(super) fn check_create_service(
+        &self,
+        spec: &ServiceSpec,
+        deposit: Amount,
+    ) -> Result<(), TxError> {
+        validate_service(spec, &self.params)?;
+        let required = spec
+            .reserve(self.params.market_fee_bps)
+            .ok_or(TxError::Overflow)?;
+        if deposit < required {
+            return Err(TxError::DepositTooLow { required, deposit });
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_create_service(
+        &mut self,
+        requester: Address,
+        id: Hash,
+        spec: &ServiceSpec,
+        deposit: Amount,
+        now: u64,
+    ) -> Vec<Event> {
+        self.services.insert(
+            id,
+            Service {
+                requester,
+                spec: spec.clone(),
+                escrow: deposit,
+                created_ms: now,
+                status: ServiceStatus::Forming,
+                since_ms: now,
+                downtime_ms: 0,
+                subscribers: Vec::new(),
+                council: Vec::new(),
+                pay: Vec::new(),
+                paid: Amount::ZERO,
+                barred: Vec::new(),
+                disputes: 0,
+                closes_at_ms: 0,
+            },
+        );
+        vec![Event::ServiceCreated {
+            service: id,
+            requester,
+            deposit,
+        }]
+    }
+
+    /// `FundService`: by its requester, while it is open.
+    pub(super) fn check_fund_service(
+        &self,
+        sender: Address,
+        id: Hash,
+        amount: Amount,
+    ) -> Result<(), TxError> {
+        let s = self.open_service(id)?;
+        if s.requester != sender {
+            return Err(TxError::NotServiceRequester { service: id });
+        }
+        if amount.0 == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_fund_service(&mut self, id: Hash, amount: Amount, now: u64) -> Vec<Event> {
+        let Some(mut s) = self.services.get(&id).cloned() else {
+            return Vec::new();
+        };
+        s.escrow = Amount(s.escrow.0.saturating_add(amount.0));
+        let mut events = vec![Event::ServiceFunded {
+            service: id,
+            amount,
+        }];
+        events.extend(self.put_service(id, s, now));
+        events
+    }
+
+    /// `CloseService`: by its requester, while it is open.
+    pub(super) fn check_close_service(&self, sender: Address, id: Hash) -> Result<(), TxError> {
+        let s = self.open_service(id)?;
+        if s.requester != sender {
+            return Err(TxError::NotServiceRequester { service: id });
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_close_service(&mut self, id: Hash, now: u64) -> Vec<Event> {
+        let Some(s) = self.services.get(&id).cloned() else {
+            return Vec::new();
+        };
+        self.begin_closing(id, s, now, "closed by its requester")
+    }
+
+    /// Ends a service for its members; its escrow waits [`SETTLE_WINDOW_MS`].
+    fn begin_closing(&mut self, id: Hash, mut s: Service, now: u64, why: &str) -> Vec<Event> {
+        for member in std::mem::take(&mut s.council) {
+            self.adjust_active(&member, -1);
+        }
+        s.subscribers.clear();
+        if s.status == ServiceStatus::Down {
+            s.downtime_ms = s.downtime_ms.saturating_add(now.saturating_sub(s.since_ms));
+        }
+        s.status = ServiceStatus::Closing;
+        s.since_ms = now;
+        s.closes_at_ms = now.saturating_add(SETTLE_WINDOW_MS);
+        self.due_services.insert(id, s.closes_at_ms);
+        self.services.insert(id, s);
+        vec![Event::ServiceStatus {
+            service: id,
+            status: ServiceStatus::Closing.as_str().into(),
+            reason: format!(
+                "{why}; members settle their last receipts within {} h, then the rest of the escrow returns",
+                SETTLE_WINDOW_MS / 3_600_000
+            ),
+        }]
+    }
+
+    /// `Subscribe`: a staked, online provider that meets the requirements, of an owner other
+    /// than the requester, not barred, not yet subscribed, at a price within the maximum.
+    pub(super) fn check_subscribe(
+        &self,
+        sender: Address,
+        sender_account: &Account,
+        id: Hash,
+        price: &StreamPrice,
+        now: u64,
+    ) -> Result<(), TxError> {
+        let p = &self.params;
+        let provider = self.check_provider(sender)?;
+        let s = self.open_service(id)?;
+        let refuse = |problem: String| {
+            Err(TxError::BadSubscription {
+                service: id,
+                problem,
+            })
+        };
+        if sender == s.requester || provider.owner == s.requester {
+            return refuse(
+                "it is the requester's own provider; a requester does not check itself".into(),
+            );
+        }
+        if s.barred.contains(&sender) {
+            return refuse("this provider was slashed on it and may not serve it again".into());
+        }
+        if s.subscription(&sender).is_some() {
+            return refuse("already subscribed".into());
+        }
+        if !price.within(&s.spec.max_price) {
+            return refuse(format!(
+                "the price ({} GRID a response, {} GRID a unit) is above the service's maximum ({} and {})",
+                price.per_response, price.per_unit, s.spec.max_price.per_response, s.spec.max_price.per_unit
+            ));
+        }
+        if s.subscribers.len() >= MAX_SUBSCRIBERS {
+            return refuse(format!(
+                "it has {MAX_SUBSCRIBERS} subscribers, the most a service keeps"
+            ));
+        }
+        if s.pay_of(&sender).is_none() && s.pay.len() >= MAX_MEMBERS_EVER {
+            return refuse(format!(
+                "{MAX_MEMBERS_EVER} members have served it, the most one service pays; the requester may create a new one"
+            ));
+        }
+        if provider.status(now, p.heartbeat_timeout_ms) == PoolStatus::Offline {
+            return Err(TxError::ProviderOffline {
+                address: sender,
+                last_heartbeat_ms: provider.last_heartbeat_ms,
+            });
+        }
+        if sender_account.stake_locked < p.min_provider_stake {
+            return Err(TxError::StakeTooLow {
+                required: p.min_provider_stake,
+                locked: sender_account.stake_locked,
+            });
+        }
+        if let Some(reason) = s.spec.requirements.unmet_by(&provider.hardware) {
+            return Err(TxError::HardwareUnfit { reason });
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_subscribe(
+        &mut self,
+        sender: Address,
+        id: Hash,
+        price: StreamPrice,
+        now: u64,
+    ) -> Vec<Event> {
+        let Some(mut s) = self.services.get(&id).cloned() else {
+            return Vec::new();
+        };
+        s.subscribers.push(Subscription {
+            provider: sender,
+            price,
+            since_ms: now,
+        });
+        if s.open_seats() > 0 {
+            // Drawn at the next block, from a hash nobody knows now.
+            self.due_services.insert(id, now);
+        }
+        self.services.insert(id, s);
+        vec![Event::Subscribed {
+            service: id,
+            provider: sender,
+            price,
+        }]
+    }
+
+    /// `Unsubscribe`: by a subscriber (council members among them).
+    pub(super) fn check_unsubscribe(&self, sender: Address, id: Hash) -> Result<(), TxError> {
+        let s = self.open_service(id)?;
+        if s.subscription(&sender).is_none() {
+            return Err(TxError::NotServing {
+                service: id,
+                provider: sender,
+                role: "a subscriber",
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_unsubscribe(&mut self, sender: Address, id: Hash, now: u64) -> Vec<Event> {
+        self.leave(id, sender, now, "left")
+    }
+
+    /// `DropMember`: by the requester or its gateway key, of a council member.
+    pub(super) fn check_drop_member(
+        &self,
+        sender: Address,
+        id: Hash,
+        member: Address,
+    ) -> Result<(), TxError> {
+        let s = self.open_service(id)?;
+        if sender != s.requester && sender != s.spec.gateway.address() {
+            return Err(TxError::NotServiceRequester { service: id });
+        }
+        if !s.council.contains(&member) {
+            return Err(TxError::NotServing {
+                service: id,
+                provider: member,
+                role: "a council member",
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_drop_member(&mut self, id: Hash, member: Address, now: u64) -> Vec<Event> {
+        self.leave(
+            id,
+            member,
+            now,
+            "dropped by the requester (late, silent or unwanted); it may subscribe again",
+        )
+    }
+
+    /// Takes `provider` off a service, its seat to be drawn again at the next block.
+    fn leave(&mut self, id: Hash, provider: Address, now: u64, reason: &str) -> Vec<Event> {
+        let Some(mut s) = self.services.get(&id).cloned() else {
+            return Vec::new();
+        };
+        if s.remove(&provider) {
+            self.adjust_active(&provider, -1);
+            self.due_services.insert(id, now);
+        }
+        let mut events = vec![Event::Unsubscribed {
+            service: id,
+            provider,
+            reason: reason.into(),
+        }];
+        events.extend(self.put_service(id, s, now));
+        events
+    }
+
+    /// `SettleStream`: each receipt signed by its service's gateway key, for a provider that
+    /// sat on the council, owing more than it was paid; one receipt per member and service.
+    pub(super) fn check_settle(&self, receipts: &[SignedReceipt]) -> Result<(), TxError> {
+        if receipts.is_empty() || receipts.len() > MAX_RECEIPTS_PER_TX {
+            return Err(TxError::BadReceipt {
+                service: receipts.first().map_or(Hash::ZERO, |r| r.receipt.service),
+                provider: receipts
+                    .first()
+                    .map_or(Address([0; 20]), |r| r.receipt.provider),
+                problem: format!("send 1 to {MAX_RECEIPTS_PER_TX} receipts in one transaction"),
+            });
+        }
+        for (n, signed) in receipts.iter().enumerate() {
+            let r = &signed.receipt;
+            let refuse = |problem: String| {
+                Err(TxError::BadReceipt {
+                    service: r.service,
+                    provider: r.provider,
+                    problem,
+                })
+            };
+            if receipts[..n]
+                .iter()
+                .any(|o| o.receipt.service == r.service && o.receipt.provider == r.provider)
+            {
+                return refuse("two receipts for one member; send only the latest".into());
+            }
+            let s = self.service_or_err(r.service)?;
+            if s.status == ServiceStatus::Closed {
+                return Err(TxError::ServiceClosed { service: r.service });
+            }
+            if signed.verify(&self.chain_id, &s.spec.gateway).is_err() {
+                return refuse("not signed by the service's gateway key on this chain".into());
+            }
+            let Some(pay) = s.pay_of(&r.provider) else {
+                return refuse("it never sat on the service's council".into());
+            };
+            let paid = pay.paid;
+            if r.owed <= paid {
+                return refuse(format!(
+                    "it owes {} GRID and {} GRID was paid already: nothing new (send the latest receipt)",
+                    r.owed, paid
+                ));
+            }
+            if r.responses < pay.responses || r.units < pay.units {
+                return refuse("it acknowledges fewer responses than one already settled".into());
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_settle(&mut self, receipts: &[SignedReceipt], now: u64) -> Vec<Event> {
+        let fee_bps = u128::from(self.params.market_fee_bps);
+        let mut events = Vec::new();
+        for signed in receipts {
+            let r = &signed.receipt;
+            let Some(mut s) = self.services.get(&r.service).cloned() else {
+                continue;
+            };
+            let Some(pay) = s.pay.iter_mut().find(|p| p.provider == r.provider) else {
+                continue;
+            };
+            let owed = r.owed.0.saturating_sub(pay.paid.0);
+            // What the escrow can cover, fee included.
+            let affordable = mul_div(s.escrow.0, 10_000, 10_000 + fee_bps);
+            let amount = owed.min(affordable);
+            let fee = mul_div(amount, fee_bps, 10_000).min(s.escrow.0 - amount);
+            s.escrow = Amount(s.escrow.0 - amount - fee);
+            pay.paid = Amount(pay.paid.0 + amount);
+            pay.responses = r.responses;
+            pay.units = r.units;
+            s.paid = Amount(s.paid.0.saturating_add(amount));
+            self.credit(r.provider, Amount(amount));
+            self.add_earnings(&r.provider, Amount(amount));
+            self.set_pool(Amount(self.rewards_pool.0.saturating_add(fee)));
+            events.push(Event::StreamSettled {
+                service: r.service,
+                provider: r.provider,
+                amount: Amount(amount),
+                fee: Amount(fee),
+                responses: r.responses,
+            });
+            events.extend(self.put_service(r.service, s, now));
+        }
+        events
+    }
+
+    /// `DisputeResponses`: signed responses of members to one request of the service, that
+    /// name somebody to slash: outvoted by more than half the council's seats (current members
+    /// only), or two different responses from one member.
+    pub(super) fn check_dispute(
+        &self,
+        id: Hash,
+        responses: &[SignedResponse],
+    ) -> Result<(), TxError> {
+        self.dispute_outcome(id, responses).map(|_| ())
+    }
+
+    /// The response the majority signed and who is to be slashed, or why there is none.
+    fn dispute_outcome(&self, id: Hash, responses: &[SignedResponse]) -> Result<Dispute, TxError> {
+        let s = self.service_or_err(id)?;
+        let refuse = |problem: String| {
+            Err(TxError::BadDispute {
+                service: id,
+                problem,
+            })
+        };
+        let most = 2 * usize::from(self.params.max_council_size);
+        if responses.len() < 2 || responses.len() > most {
+            return refuse(format!("send 2 to {most} signed responses to one request"));
+        }
+        let request = responses[0].response.request;
+        for r in responses {
+            if r.response.service != id || r.response.request != request {
+                return refuse("every response must be to the same request of this service".into());
+            }
+            if r.verify(&self.chain_id).is_err() {
+                return refuse(format!(
+                    "the response of {} is not signed by its key on this chain",
+                    r.provider.address()
+                ));
+            }
+            if s.pay_of(&r.provider.address()).is_none() {
+                return refuse(format!(
+                    "{} never sat on the service's council",
+                    r.provider.address()
+                ));
+            }
+        }
+        // One answer per member; two different ones from one member prove it lied to one side.
+        let mut answers: Vec<(Address, Hash)> = Vec::new();
+        let mut equivocators: Vec<Address> = Vec::new();
+        for r in responses {
+            let who = r.provider.address();
+            match answers.iter().find(|(a, _)| *a == who) {
+                Some((_, h)) if *h != r.response.response => {
+                    if !equivocators.contains(&who) {
+                        equivocators.push(who);
+                    }
+                }
+                Some(_) => {}
+                None => answers.push((who, r.response.response)),
+            }
+        }
+        let seats = usize::from(s.spec.council_size);
+        let mut tally: Vec<(Hash, usize)> = Vec::new();
+        for (who, h) in &answers {
+            if !s.council.contains(who) || equivocators.contains(who) {
+                continue;
+            }
+            match tally.iter_mut().find(|(t, _)| t == h) {
+                Some((_, n)) => *n += 1,
+                None => tally.push((*h, 1)),
+            }
+        }
+        let majority = tally.iter().find(|(_, n)| 2 * n > seats).map(|(h, _)| *h);
+        let mut outvoted = Vec::new();
+        if let Some(m) = majority {
+            for (who, h) in &answers {
+                if *h != m && !equivocators.contains(who) {
+                    outvoted.push(*who);
+                }
+            }
+        }
+        equivocators.retain(|a| !s.barred.contains(a));
+        outvoted.retain(|a| !s.barred.contains(a));
+        if equivocators.is_empty() && outvoted.is_empty() {
+            let largest = tally.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            return refuse(match majority {
+                Some(_) => "nobody to slash: every signer agrees with the majority or was slashed on this service already".into(),
+                None => format!(
+                    "no response is signed by more than half of the council's {seats} seats (the largest group has {largest} current members); send more members' signed responses"
+                ),
+            });
+        }
+        Ok(Dispute {
+            request,
+            majority,
+            equivocators,
+            outvoted,
+        })
+    }
+
+    pub(super) fn apply_dispute(
+        &mut self,
+        id: Hash,
+        responses: &[SignedResponse],
+        now: u64,
+    ) -> Vec<Event> {
+        let Ok(dispute) = self.dispute_outcome(id, responses) else {
+            return Vec::new();
+        };
+        let mut events = Vec::new();
+        let slashed: Vec<Address> = dispute
+            .equivocators
+            .iter()
+            .chain(&dispute.outvoted)
+            .copied()
+            .collect();
+        for provider in &slashed {
+            let amount = self.take_stake(provider, self.params.slash_bps);
+            self.set_pool(Amount(self.rewards_pool.0.saturating_add(amount.0)));
+            if let Some(mut p) = self.providers.get(provider).cloned() {
+                p.failed += 1;
+                p.streak = 0;
+                self.providers.insert(*provider, p);
+            }
+            events.push(Event::ServiceSlashed {
+                service: id,
+                provider: *provider,
+                amount,
+                reason: if dispute.equivocators.contains(provider) {
+                    "signed two different responses to one request".into()
+                } else {
+                    "outvoted: its response differs from the one more than half the council signed"
+                        .into()
+                },
+            });
+            events.extend(self.leave(id, *provider, now, "slashed; barred from this service"));
+        }
+        if let Some(mut s) = self.services.get(&id).cloned() {
+            s.barred.extend(slashed.iter().copied());
+            s.disputes += 1;
+            self.services.insert(id, s);
+        }
+        events.push(Event::ResponsesDisputed {
+            service: id,
+            request: dispute.request,
+            majority: dispute.majority.unwrap_or(Hash::ZERO),
+            slashed,
+        });
+        events
+    }
+
+    /// What block time does to the services due at `now`: seats drawn, a service down too
+    /// long closed, a closing one's escrow returned.
+    pub(crate) fn run_service_deadlines(&mut self, now: u64) -> Vec<Event> {
+        let due: Vec<Hash> = self
+            .due_services
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut events = Vec::new();
+        for id in due {
+            self.due_services.remove(&id);
+            let Some(mut s) = self.services.get(&id).cloned() else {
+                continue;
+            };
+            match s.status {
+                ServiceStatus::Closed => {}
+                ServiceStatus::Closing => {
+                    if now < s.closes_at_ms {
+                        self.due_services.insert(id, s.closes_at_ms);
+                        continue;
+                    }
+                    let refund = s.escrow;
+                    s.escrow = Amount::ZERO;
+                    s.status = ServiceStatus::Closed;
+                    s.since_ms = now;
+                    self.credit(s.requester, refund);
+                    self.services.insert(id, s);
+                    events.push(Event::ServiceStatus {
+                        service: id,
+                        status: ServiceStatus::Closed.as_str().into(),
+                        reason: "the settle window is over".into(),
+                    });
+                    events.push(Event::ServiceClosed {
+                        service: id,
+                        refund,
+                    });
+                }
+                ServiceStatus::Down
+                    if s.spec.max_downtime_ms > 0
+                        && now.saturating_sub(s.since_ms) >= s.spec.max_downtime_ms =>
+                {
+                    events.extend(self.begin_closing(
+                        id,
+                        s,
+                        now,
+                        "down longer than its max_downtime",
+                    ));
+                }
+                ServiceStatus::Forming | ServiceStatus::Up | ServiceStatus::Down => {
+                    if s.open_seats() > 0 {
+                        events.extend(self.fill_seats(id, &mut s, now));
+                    }
+                    events.extend(self.put_service(id, s, now));
+                }
+            }
+        }
+        events
+    }
+
+    /// Draws subscribers into the open seats of `s`, as many as there are eligible owners.
+    fn fill_seats(&mut self, id: Hash, s: &mut Service, now: u64) -> Vec<Event> {
+        let candidates = self.seat_candidates(s, now);
+        let seats = s.open_seats().min(candidates.len());
+        if seats == 0 {
+            return Vec::new();
+        }
+        let mut seed = Vec::with_capacity(80);
+        seed.extend_from_slice(b"gridwork service seats v1");
+        self.head_hash.encode(&mut seed);
+        id.encode(&mut seed);
+        (s.council.len() as u32).encode(&mut seed);
+        let Some(drawn) = draw_by_stake(&seed, candidates, seats) else {
+            return Vec::new();
+        };
+        for member in &drawn {
+            self.adjust_active(member, 1);
+            if s.pay_of(member).is_none() {
+                s.pay.push(MemberPay {
+                    provider: *member,
+                    responses: 0,
+                    units: 0,
+                    paid: Amount::ZERO,
+                });
+            }
+        }
+        s.council.extend(drawn);
+        vec![Event::ServiceCouncil {
+            service: id,
+            council: s.council.clone(),
+        }]
+    }
+
+    /// Subscribers that may take a seat of `s`: online, staked, fit, not seated, of owners
+    /// other than the requester's and the seated members', grouped by owner with the owner's
+    /// locked stake as its weight.
+    fn seat_candidates(&self, s: &Service, now: u64) -> Vec<Candidate> {
+        let p = &self.params;
+        let owner_of = |a: &Address| self.providers.get(a).map_or(*a, |p| p.owner);
+        let mut barred: Vec<Address> = s.council.iter().map(owner_of).collect();
+        barred.extend([s.requester, owner_of(&s.requester)]);
+        let needs = s.spec.requirements.software_needs();
+        let mut by_owner: std::collections::BTreeMap<Address, Candidate> = Default::default();
+        for sub in &s.subscribers {
+            let a = sub.provider;
+            let Some(prov) = self.providers.get(&a) else {
+                continue;
+            };
+            let stake = self
+                .accounts
+                .get(&a)
+                .map_or(Amount::ZERO, |acct| acct.stake_locked);
+            let eligible = !s.council.contains(&a)
+                && !barred.contains(&prov.owner)
+                && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
+                && stake >= p.min_provider_stake
+                && s.spec.requirements.met_by(&needs, &prov.hardware);
+            if eligible {
+                by_owner
+                    .entry(prov.owner)
+                    .or_insert_with(Candidate::empty)
+                    .add(a, stake.0);
+            }
+        }
+        by_owner.into_values().collect()
+    }
+
+    /// Writes `s` back with the status its council and escrow give it now, and the events
+    /// of a change (a stretch down that can end the service is timed from here).
+    fn put_service(&mut self, id: Hash, mut s: Service, now: u64) -> Vec<Event> {
+        let mut events = Vec::new();
+        if !s.status.is_ended() {
+            let reserve = s
+                .spec
+                .reserve(self.params.market_fee_bps)
+                .unwrap_or(Amount(u128::MAX));
+            let (target, reason) = if s.open_seats() > 0 {
+                (
+                    ServiceStatus::Down,
+                    format!(
+                        "its council has {} of {} members",
+                        s.council.len(),
+                        s.spec.council_size
+                    ),
+                )
+            } else if s.escrow < reserve {
+                (
+                    ServiceStatus::Down,
+                    format!(
+                        "escrow low: {} GRID, below the {} GRID that covers every seat's unsettled pay; fund the service",
+                        s.escrow, reserve
+                    ),
+                )
+            } else {
+                (ServiceStatus::Up, "its council is full and funded".into())
+            };
+            let target = match (target, s.status) {
+                (ServiceStatus::Down, ServiceStatus::Forming) => ServiceStatus::Forming,
+                (t, _) => t,
+            };
+            if target != s.status {
+                if s.status == ServiceStatus::Down {
+                    s.downtime_ms = s.downtime_ms.saturating_add(now.saturating_sub(s.since_ms));
+                }
+                s.status = target;
+                s.since_ms = now;
+                events.push(Event::ServiceStatus {
+                    service: id,
+                    status: target.as_str().into(),
+                    reason,
+                });
+            }
+        }
+        // A stretch down that lasts max_downtime ends the service at that block.
+        if s.status == ServiceStatus::Down && s.spec.max_downtime_ms > 0 {
+            let ends = s.since_ms.saturating_add(s.spec.max_downtime_ms);
+            let due = self.due_services.get(&id).copied().unwrap_or(u64::MAX);
+            self.due_services.insert(id, due.min(ends));
+        }
+        self.services.insert(id, s);
+        events
+    }
+}

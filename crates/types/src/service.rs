@@ -1,0 +1,338 @@
+//! Services (stream tasks): a long-running HTTP endpoint (a model server, say) served by a
+//! council of subscribed providers, each request answered by the council under the service's
+//! response method, every response paid by the requester at the member's own price.
+//!
+//! What is on the ledger: the [`ServiceSpec`] and its escrow, the subscriptions, the council,
+//! what each member was paid, disputes and slashes. What is not: the requests and responses.
+//! They pass through the requester's gateway, which acknowledges each response with a
+//! [`StreamReceipt`] signed by the service's gateway key: cumulative (everything the member
+//! is owed so far), so one receipt settles any number of responses and a member needs only
+//! the latest. Each member signs every response it gives ([`StreamResponse`]), so when
+//! members answer one request differently, their own signatures are the evidence that
+//! settles it on the ledger.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    codec_enum, codec_struct, Address, Amount, DataInput, Encode, Equivalence, Hash, KeyError,
+    Keypair, Program, PublicKey, Requirements, Signature,
+};
+
+/// When the gateway answers a request (the whitepaper's response methods).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ResponseMethod {
+    /// The first member's response is the answer; the others' come later and check it.
+    Optimistic {},
+    /// The answer waits for `weight_bps / 10,000` of the council (at least one member) and is
+    /// the most common of their responses; the rest check it later.
+    Weighted {
+        /// The share of the council to wait for, in basis points (1 to 10,000).
+        weight_bps: u16,
+    },
+    /// The answer waits for every member, and only agreeing responses are an answer.
+    Unanimous {},
+}
+
+codec_enum!(ResponseMethod, "response method" {
+    0 => Optimistic {},
+    1 => Weighted { weight_bps: u16 },
+    2 => Unanimous {},
+});
+
+impl ResponseMethod {
+    /// How many of a council of `council` the gateway waits for before it answers.
+    pub fn quorum(&self, council: u8) -> u8 {
+        match *self {
+            ResponseMethod::Optimistic {} => 1.min(council),
+            ResponseMethod::Weighted { weight_bps } => {
+                let n = (u32::from(council) * u32::from(weight_bps)).div_ceil(10_000);
+                (n as u8).clamp(1.min(council), council)
+            }
+            ResponseMethod::Unanimous {} => council,
+        }
+    }
+}
+
+/// What one response costs: a price for the response and one for each unit of it (a byte of
+/// its body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StreamPrice {
+    /// Per response.
+    pub per_response: Amount,
+    /// Per unit of the response (a byte of its body).
+    pub per_unit: Amount,
+}
+
+codec_struct!(StreamPrice {
+    per_response: Amount,
+    per_unit: Amount
+});
+
+impl StreamPrice {
+    /// What a response of `units` costs at this price, or `None` on overflow.
+    pub fn of(&self, units: u64) -> Option<Amount> {
+        self.per_unit
+            .0
+            .checked_mul(u128::from(units))?
+            .checked_add(self.per_response.0)
+            .map(Amount)
+    }
+
+    /// Neither part above `max`'s.
+    pub fn within(&self, max: &StreamPrice) -> bool {
+        self.per_response <= max.per_response && self.per_unit <= max.per_unit
+    }
+}
+
+/// A service's prescription: what to serve, on what hardware, checked how, paid how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// M: the server to run. It listens for HTTP on `$GRIDWORK_PORT` on the worker's
+    /// loopback; an image (`program.image`) brings its own environment.
+    pub program: Program,
+    /// D: inputs the server starts with (weights, initial prompts), as for a job.
+    pub data: Vec<DataInput>,
+    /// What a member's machine must offer.
+    pub requirements: Requirements,
+    /// I: how the gateway answers a request.
+    pub method: ResponseMethod,
+    /// c: the council that serves every request (odd, so a majority exists).
+    pub council_size: u8,
+    /// f: the most the requester pays a member for one response; each member asks its own
+    /// price, within it.
+    pub max_price: StreamPrice,
+    /// e: when two responses to one request agree. Exact (the same body) for now: the
+    /// ledger settles a dispute by comparing the hashes members signed.
+    pub equivalence: Equivalence,
+    /// The longest a response may take: this, plus `response_ms_per_kib` for each KiB of it
+    /// (a response time proportional to its length). A member later than that is dropped.
+    pub max_response_ms: u64,
+    /// See `max_response_ms`.
+    pub response_ms_per_kib: u64,
+    /// H: the service ends once it has been down (too few members, or too little escrow)
+    /// this long in one stretch after it first came up; 0: it never ends on its own.
+    pub max_downtime_ms: u64,
+    /// The most a member may be owed before it is paid (its risk between settlements): the
+    /// service is up only while its escrow covers this for every seat.
+    pub max_unsettled: Amount,
+    /// The key the requester's gateway signs receipts with: the ledger pays what it signs.
+    pub gateway: PublicKey,
+}
+
+codec_struct!(ServiceSpec {
+    program: Program,
+    data: Vec<DataInput>,
+    requirements: Requirements,
+    method: ResponseMethod,
+    council_size: u8,
+    max_price: StreamPrice,
+    equivalence: Equivalence,
+    max_response_ms: u64,
+    response_ms_per_kib: u64,
+    max_downtime_ms: u64,
+    max_unsettled: Amount,
+    gateway: PublicKey,
+});
+
+impl ServiceSpec {
+    /// The escrow that keeps the service up: `max_unsettled` for every seat, and the market
+    /// fee on it. `None` on overflow.
+    pub fn reserve(&self, market_fee_bps: u32) -> Option<Amount> {
+        let seats = self
+            .max_unsettled
+            .0
+            .checked_mul(u128::from(self.council_size))?;
+        let fee = seats.checked_mul(u128::from(market_fee_bps))? / 10_000;
+        seats.checked_add(fee).map(Amount)
+    }
+}
+
+/// The gateway's acknowledgement of everything one member served: cumulative, so the latest
+/// receipt settles all before it, and the ledger pays only what it adds to what was paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StreamReceipt {
+    /// The service (its id: the hash of the transaction that created it).
+    pub service: Hash,
+    /// The member served.
+    pub provider: Address,
+    /// Responses it gave so far.
+    pub responses: u64,
+    /// Units (bytes of response bodies) so far.
+    pub units: u64,
+    /// What it is owed for them so far, at its price.
+    pub owed: Amount,
+}
+
+codec_struct!(StreamReceipt {
+    service: Hash,
+    provider: Address,
+    responses: u64,
+    units: u64,
+    owed: Amount
+});
+
+impl StreamReceipt {
+    /// The bytes the gateway signs on chain `chain_id`.
+    pub fn message(&self, chain_id: &str) -> Vec<u8> {
+        let mut msg = b"gridwork/stream-receipt/v1".to_vec();
+        chain_id.encode(&mut msg);
+        self.encode(&mut msg);
+        msg
+    }
+
+    /// Signed with the gateway's key.
+    pub fn sign(self, chain_id: &str, gateway: &Keypair) -> SignedReceipt {
+        let signature = gateway.sign(&self.message(chain_id));
+        SignedReceipt {
+            receipt: self,
+            signature,
+        }
+    }
+}
+
+/// A [`StreamReceipt`] with the gateway's signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedReceipt {
+    /// The receipt.
+    pub receipt: StreamReceipt,
+    /// The gateway's signature over [`StreamReceipt::message`].
+    pub signature: Signature,
+}
+
+codec_struct!(SignedReceipt {
+    receipt: StreamReceipt,
+    signature: Signature
+});
+
+impl SignedReceipt {
+    /// Checks the signature is `gateway`'s, for `chain_id`.
+    pub fn verify(&self, chain_id: &str, gateway: &PublicKey) -> Result<(), KeyError> {
+        gateway.verify(&self.receipt.message(chain_id), &self.signature)
+    }
+}
+
+/// What a member says it answered to one request: the request's hash (over what the gateway
+/// sent it, with the gateway's unique request id) and the hash of its response body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StreamResponse {
+    /// The service.
+    pub service: Hash,
+    /// The request answered.
+    pub request: Hash,
+    /// BLAKE3 of the response body.
+    pub response: Hash,
+    /// Its units (bytes).
+    pub units: u64,
+}
+
+codec_struct!(StreamResponse {
+    service: Hash,
+    request: Hash,
+    response: Hash,
+    units: u64
+});
+
+impl StreamResponse {
+    /// The bytes a member signs on chain `chain_id`.
+    pub fn message(&self, chain_id: &str) -> Vec<u8> {
+        let mut msg = b"gridwork/stream-response/v1".to_vec();
+        chain_id.encode(&mut msg);
+        self.encode(&mut msg);
+        msg
+    }
+
+    /// Signed with the member's key.
+    pub fn sign(self, chain_id: &str, member: &Keypair) -> SignedResponse {
+        let signature = member.sign(&self.message(chain_id));
+        SignedResponse {
+            provider: member.public(),
+            response: self,
+            signature,
+        }
+    }
+}
+
+/// A [`StreamResponse`] with its member's key and signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedResponse {
+    /// The member's public key (its address is the provider's).
+    pub provider: PublicKey,
+    /// What it answered.
+    pub response: StreamResponse,
+    /// Its signature over [`StreamResponse::message`].
+    pub signature: Signature,
+}
+
+codec_struct!(SignedResponse {
+    provider: PublicKey,
+    response: StreamResponse,
+    signature: Signature
+});
+
+impl SignedResponse {
+    /// Checks the signature is the member's, for `chain_id`.
+    pub fn verify(&self, chain_id: &str) -> Result<(), KeyError> {
+        self.provider
+            .verify(&self.response.message(chain_id), &self.signature)
+    }
+}
+
+/// The most receipts one `SettleStream` carries.
+pub const MAX_RECEIPTS_PER_TX: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Decode;
+
+    #[test]
+    fn quorums_follow_the_method() {
+        assert_eq!(ResponseMethod::Optimistic {}.quorum(3), 1);
+        assert_eq!(ResponseMethod::Unanimous {}.quorum(3), 3);
+        let half = ResponseMethod::Weighted { weight_bps: 5_000 };
+        assert_eq!(half.quorum(3), 2);
+        assert_eq!(half.quorum(5), 3);
+        assert_eq!(ResponseMethod::Weighted { weight_bps: 1 }.quorum(5), 1);
+        assert_eq!(ResponseMethod::Weighted { weight_bps: 10_000 }.quorum(5), 5);
+    }
+
+    #[test]
+    fn receipts_and_responses_are_bound_to_their_chain_and_signer() {
+        let gateway = Keypair::from_seed([7; 32]);
+        let receipt = StreamReceipt {
+            service: Hash([1; 32]),
+            provider: Address([2; 20]),
+            responses: 3,
+            units: 300,
+            owed: Amount(42),
+        }
+        .sign("test", &gateway);
+        let decoded = SignedReceipt::from_bytes(&receipt.to_bytes()).unwrap();
+        assert_eq!(decoded, receipt);
+        assert_eq!(decoded.verify("test", &gateway.public()), Ok(()));
+        assert!(decoded.verify("other", &gateway.public()).is_err());
+        let other = Keypair::from_seed([8; 32]);
+        assert!(decoded.verify("test", &other.public()).is_err());
+        let answer = StreamResponse {
+            service: Hash([1; 32]),
+            request: Hash([3; 32]),
+            response: Hash([4; 32]),
+            units: 12,
+        }
+        .sign("test", &other);
+        assert_eq!(answer.verify("test"), Ok(()));
+        let mut forged = answer.clone();
+        forged.response.response = Hash([5; 32]);
+        assert!(forged.verify("test").is_err());
+    }
+}
