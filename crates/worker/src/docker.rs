@@ -587,6 +587,14 @@ impl Engine {
 /// have the engine move those tags (`gridwork/image:<another job's image>`, or a provider's
 /// own `ubuntu:latest`) to what it loads. `gridwork image push` saves by image id, which
 /// writes no tags. The reason, when refused.
+///
+/// The engine unpacks the whole archive before it reads it, a later entry overwriting an
+/// earlier one of the same name, so the whole archive is read here, and read as strictly as
+/// the engine's own reader (Go's `archive/tar`) could read it otherwise: every entry a plain
+/// file or directory under a relative name, no name twice, no extended (PAX or GNU) headers
+/// that could rename an entry or resize it, no legacy `repositories` file, and an OCI
+/// `index.json` naming no image. (A review found a second `manifest.json` at the end of an
+/// archive moved a tag while the first, read alone, had none.)
 pub fn check_archive(path: &Path, max_bytes: u64) -> Result<(), String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -596,48 +604,175 @@ pub fn check_archive(path: &Path, max_bytes: u64) -> Result<(), String> {
             "the image archive is {size} bytes; this worker takes images of at most {max_bytes}"
         ));
     }
+    let push = "(push it with `gridwork image push`)";
+    let mut names: std::collections::HashSet<String> = Default::default();
+    let mut manifest: Option<Value> = None;
     let mut header = [0u8; 512];
     loop {
-        if file.read_exact(&mut header).is_err() || header.iter().all(|b| *b == 0) {
-            return Err(
-                "the image archive has no manifest.json (push it with `gridwork image push`)"
-                    .into(),
-            );
+        if file.read_exact(&mut header).is_err() {
+            return Err(format!(
+                "the image archive ends without its end marker {push}"
+            ));
         }
-        let field = |range: std::ops::Range<usize>| {
-            let raw = &header[range];
-            let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-            String::from_utf8_lossy(&raw[..end]).into_owned()
-        };
-        let name = field(0..100);
-        let length = u64::from_str_radix(field(124..136).trim(), 8)
-            .map_err(|_| "the image archive is not a tar file".to_string())?;
-        let padded = length.div_ceil(512) * 512;
-        if name.trim_start_matches("./") == "manifest.json" && header[156] != b'5' {
-            if length > 1 << 20 {
-                return Err("the image archive's manifest.json is over 1 MiB".into());
+        if header.iter().all(|b| *b == 0) {
+            break;
+        }
+        let entry = tar_entry(&header)?;
+        if !names.insert(entry.name.clone()) {
+            return Err(format!(
+                "the image archive names `{}` twice; the engine would load the last one {push}",
+                entry.name
+            ));
+        }
+        let padded = entry.length.div_ceil(512) * 512;
+        let json_entry = |file: &mut std::fs::File, what: &str| -> Result<Value, String> {
+            if entry.length > 1 << 20 {
+                return Err(format!("the image archive's {what} is over 1 MiB"));
             }
-            let mut text = vec![0u8; length as usize];
+            let mut text = vec![0u8; entry.length as usize];
             file.read_exact(&mut text).map_err(|e| e.to_string())?;
-            let manifest: Value = serde_json::from_slice(&text)
-                .map_err(|e| format!("the image archive's manifest.json: {e}"))?;
-            let images = manifest.as_array().map_or(0, Vec::len);
-            if images != 1 {
+            file.seek(SeekFrom::Current((padded - entry.length) as i64))
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice(&text).map_err(|e| format!("the image archive's {what}: {e}"))
+        };
+        match (entry.name.as_str(), entry.is_dir) {
+            ("repositories", _) => {
                 return Err(format!(
-                    "the image archive holds {images} images; a job's image is one"
-                ));
+                    "the image archive has a `repositories` file, which tags what it loads {push}"
+                ))
             }
-            let tags = manifest[0]["RepoTags"].as_array().map_or(0, Vec::len);
-            if tags != 0 {
-                return Err(format!(
-                    "the image archive carries {tags} tag(s); a job's image carries none (push it with `gridwork image push`, which saves by image id)"
-                ));
+            ("manifest.json", false) => manifest = Some(json_entry(&mut file, "manifest.json")?),
+            ("index.json", false) => {
+                let index = json_entry(&mut file, "index.json")?;
+                let named = index["manifests"].as_array().is_some_and(|all| {
+                    all.iter().any(|m| {
+                        m["annotations"].as_object().is_some_and(|a| {
+                            a.contains_key("org.opencontainers.image.ref.name")
+                                || a.contains_key("io.containerd.image.name")
+                        })
+                    })
+                });
+                if named {
+                    return Err(format!(
+                        "the image archive's index.json names an image, which the engine would tag {push}"
+                    ));
+                }
             }
-            return Ok(());
+            _ => {
+                file.seek(SeekFrom::Current(padded as i64))
+                    .map_err(|e| e.to_string())?;
+            }
         }
-        file.seek(SeekFrom::Current(padded as i64))
-            .map_err(|e| e.to_string())?;
     }
+    let Some(manifest) = manifest else {
+        return Err(format!("the image archive has no manifest.json {push}"));
+    };
+    let images = manifest.as_array().map_or(0, Vec::len);
+    if images != 1 {
+        return Err(format!(
+            "the image archive holds {images} images; a job's image is one"
+        ));
+    }
+    let tags = manifest[0]["RepoTags"].as_array().map_or(0, Vec::len);
+    if tags != 0 {
+        return Err(format!(
+            "the image archive carries {tags} tag(s); a job's image carries none (push it with `gridwork image push`, which saves by image id)"
+        ));
+    }
+    Ok(())
+}
+
+/// One entry of a tar archive, as Go's `archive/tar` would read it.
+struct TarEntry {
+    /// Its name, without a leading `./` or a trailing `/`.
+    name: String,
+    /// Its size in bytes.
+    length: u64,
+    /// A directory (else a regular file).
+    is_dir: bool,
+}
+
+/// Reads one tar header, refusing what could make the engine see another name or size than
+/// this reading: extended headers, links and devices, absolute names or `..`, a size that is
+/// not plain octal, a bad checksum.
+fn tar_entry(header: &[u8; 512]) -> Result<TarEntry, String> {
+    let field = |range: std::ops::Range<usize>| {
+        let raw = &header[range];
+        let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+        String::from_utf8_lossy(&raw[..end]).into_owned()
+    };
+    let octal = |range: std::ops::Range<usize>| {
+        let text = field(range);
+        let text = text.trim_matches(|c: char| c == ' ' || c == '\0');
+        u64::from_str_radix(text, 8).ok()
+    };
+    let stored = octal(148..156).ok_or("the image archive is not a tar file")?;
+    let sum: u64 = header
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    if stored != sum {
+        return Err("the image archive is not a tar file (a header's checksum is wrong)".into());
+    }
+    let name = field(0..100);
+    // POSIX ustar joins a prefix to the name; GNU and old tar keep other things there.
+    let name = if &header[257..263] == b"ustar\0" && !field(345..500).is_empty() {
+        format!("{}/{name}", field(345..500))
+    } else {
+        name
+    };
+    let kind = header[156];
+    let is_dir = match kind {
+        b'0' | 0 => false,
+        b'5' => true,
+        b'x' | b'g' | b'L' | b'K' => {
+            return Err(format!(
+                "the image archive has an extended header at `{name}` (a layer over 8 GiB, or a name over 100 bytes): not taken"
+            ))
+        }
+        other => {
+            return Err(format!(
+                "the image archive has `{name}` of tar type `{}`; an image archive holds files and directories only",
+                other as char
+            ))
+        }
+    };
+    let length = octal(124..136).ok_or_else(|| {
+        format!("the image archive's size of `{name}` is not plain octal (a layer over 8 GiB?)")
+    })?;
+    let name = name
+        .trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_string();
+    if name.is_empty() && is_dir {
+        return Ok(TarEntry {
+            name: ".".into(),
+            length,
+            is_dir,
+        });
+    }
+    if name.is_empty()
+        || name.starts_with('/')
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        return Err(format!(
+            "the image archive names `{name}`: not a plain relative path"
+        ));
+    }
+    Ok(TarEntry {
+        name,
+        length,
+        is_dir,
+    })
 }
 
 /// A file as a stream of chunks of up to 1 MiB.
@@ -695,4 +830,110 @@ fn encode_query(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ustar entry: header (type `kind`) and data, padded.
+    fn entry(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[156] = kind;
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut out = h.to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
+    fn archive(entries: &[Vec<u8>]) -> tempfile::NamedTempFile {
+        let mut bytes: Vec<u8> = entries.concat();
+        bytes.extend_from_slice(&[0u8; 1024]);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        file
+    }
+
+    const UNTAGGED: &[u8] = br#"[{"Config":"c.json","RepoTags":null,"Layers":["l/layer.tar"]}]"#;
+    const TAGGED: &[u8] =
+        br#"[{"Config":"c.json","RepoTags":["gridwork/image:victim"],"Layers":["l/layer.tar"]}]"#;
+
+    fn image(extra: Vec<Vec<u8>>) -> Result<(), String> {
+        let mut entries = vec![
+            entry("manifest.json", b'0', UNTAGGED),
+            entry("c.json", b'0', b"{}"),
+            entry("l/", b'5', b""),
+            entry("l/layer.tar", b'0', &[0u8; 1024]),
+        ];
+        entries.extend(extra);
+        check_archive(archive(&entries).path(), 1 << 30)
+    }
+
+    #[test]
+    fn an_untagged_image_archive_is_taken() {
+        assert_eq!(image(Vec::new()), Ok(()));
+    }
+
+    /// The review's archive: an untagged manifest first, a tagged one at the end. The engine
+    /// unpacks both and loads the last, moving the tag; reading only the first passed it.
+    #[test]
+    fn a_second_manifest_that_would_move_a_tag_is_refused() {
+        let why = image(vec![entry("manifest.json", b'0', TAGGED)]).unwrap_err();
+        assert!(why.contains("`manifest.json` twice"), "{why}");
+        let why = image(vec![entry("./manifest.json", b'0', TAGGED)]).unwrap_err();
+        assert!(why.contains("twice"), "{why}");
+    }
+
+    #[test]
+    fn tags_links_extended_headers_and_legacy_tag_files_are_refused() {
+        let tagged = check_archive(
+            archive(&[entry("manifest.json", b'0', TAGGED)]).path(),
+            1 << 30,
+        )
+        .unwrap_err();
+        assert!(tagged.contains("1 tag(s)"), "{tagged}");
+        for (extra, expected) in [
+            (entry("x", b'2', b""), "tar type `2`"),
+            (entry("y", b'1', b""), "tar type `1`"),
+            (entry("pax", b'x', b"30 path=manifest.json\n"), "extended header"),
+            (entry("repositories", b'0', b"{}"), "`repositories`"),
+            (entry("../escape", b'0', b""), "not a plain relative path"),
+            (
+                entry(
+                    "index.json",
+                    b'0',
+                    br#"{"manifests":[{"annotations":{"io.containerd.image.name":"docker.io/library/postgres:16"}}]}"#,
+                ),
+                "names an image",
+            ),
+        ] {
+            let why = image(vec![extra]).unwrap_err();
+            assert!(why.contains(expected), "{expected}: {why}");
+        }
+        // An OCI index that names nothing is what newer engines save by id.
+        assert_eq!(
+            image(vec![entry("index.json", b'0', br#"{"manifests":[{}]}"#)]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_damaged_header_or_an_archive_without_its_end_is_refused() {
+        let mut bad = entry("manifest.json", b'0', UNTAGGED);
+        bad[0] = b'n';
+        let why = check_archive(archive(&[bad]).path(), 1 << 30).unwrap_err();
+        assert!(why.contains("checksum"), "{why}");
+        let cut = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(cut.path(), entry("manifest.json", b'0', UNTAGGED)).unwrap();
+        let why = check_archive(cut.path(), 1 << 30).unwrap_err();
+        assert!(why.contains("end marker"), "{why}");
+    }
 }

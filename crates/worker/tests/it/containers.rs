@@ -207,6 +207,51 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     );
     assert_eq!(engine.image_id(TEST_IMAGE).await.unwrap(), id);
 
+    // `ManifestSwapper` (found by a review): an untagged `manifest.json` first and a tagged
+    // one appended at the end. The engine unpacks both and loads the last, moving the tag;
+    // a check that read the first alone let it through. Refused the same way.
+    let unpacked = net.dir.path().join("unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let untagged = net.dir.path().join("untagged.tar");
+    engine.save(&id, &untagged).await.unwrap();
+    let tar = |args: &[&str]| {
+        let ok = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(&unpacked)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tar {args:?}");
+    };
+    tar(&["-xf", untagged.to_str().unwrap()]);
+    let swapped = net.dir.path().join("swapped");
+    std::fs::create_dir_all(&swapped).unwrap();
+    let archive = swapped.join("image.tar");
+    tar(&["-cf", archive.to_str().unwrap(), "."]);
+    let manifest = unpacked.join("manifest.json");
+    let mut tagged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    tagged[0]["RepoTags"] = serde_json::json!([victim_tag]);
+    std::fs::write(&manifest, tagged.to_string()).unwrap();
+    tar(&["-rf", archive.to_str().unwrap(), "manifest.json"]);
+    let swapper = net.push_input(&swapped).await;
+    let mut p = squares(1, 1, 60_000, "echo ran > $GRIDWORK_OUTPUTS/result.txt");
+    p.program.image = Some(swapper.cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
+    p.data = vec![swapper];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(
+        view.tasks[0].ended,
+        Some(RunEnd::NotStarted {}),
+        "{view:#?}"
+    );
+    assert!(
+        !engine.has_image(&victim_tag).await.unwrap(),
+        "the appended manifest moved the tag"
+    );
+
     // A program that never ends is ended at the deadline, in every run: a timeout.
     let mut p = squares(1, 1, 15_000, "sleep 600");
     p.program.image = Some(image_cid);
