@@ -463,6 +463,11 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
 pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
+    if let Err(why) = first_to_die() {
+        eprintln!(
+            "gridwork sandbox: {why}: out of memory, the kernel may end the worker before the task"
+        );
+    }
     if let Err(why) = drop_root(c) {
         return ConfineError::Identity(why);
     }
@@ -506,6 +511,9 @@ pub struct SandboxCheck {
     pub landlock: LandlockStatus,
     /// Why applying the Landlock rules failed outright (every run would fail).
     pub landlock_error: Option<String>,
+    /// The supplementary groups a task keeps (a worker not run as root keeps its user's:
+    /// an unprivileged user namespace cannot drop them).
+    pub groups: Vec<u32>,
 }
 
 impl SandboxCheck {
@@ -519,12 +527,32 @@ impl SandboxCheck {
             Ok(status) => (status, None),
             Err(e) => (LandlockStatus::Unsupported, Some(e.to_string())),
         };
+        // Groups as the kernel checks them (the namespace shows unmapped ones as nobody). A
+        // root worker's tasks keep only its GPU nodes' groups, on purpose.
+        let groups = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .filter(|_| !root)
+            .and_then(|status| {
+                let line = status
+                    .lines()
+                    .find(|l| l.starts_with("Groups:"))?
+                    .to_string();
+                Some(
+                    line.trim_start_matches("Groups:")
+                        .split_whitespace()
+                        .filter_map(|g| g.parse::<u32>().ok())
+                        .filter(|g| *g != rustix::process::getgid().as_raw())
+                        .collect(),
+                )
+            })
+            .unwrap_or_default();
         SandboxCheck {
             root,
             identity,
             namespaces,
             landlock,
             landlock_error,
+            groups,
         }
     }
 
@@ -540,6 +568,13 @@ impl SandboxCheck {
         if let Some(why) = &self.landlock_error {
             found.push(format!(
                 "the Landlock rules cannot be applied ({why}): every process task fails to start"
+            ));
+        }
+        if !self.groups.is_empty() {
+            let listed: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            found.push(format!(
+                "tasks keep this user's supplementary groups ({}): a file or socket open to one of them is open to tasks (a daemon's socket for the lxd, incus or docker group is root on this machine); run the worker as a user of its own with no other groups, or as root (its tasks run as nobody)",
+                listed.join(", ")
             ));
         }
         if let Some(why) = &self.namespaces {
@@ -578,6 +613,15 @@ impl SandboxCheck {
             }
         )
     }
+}
+
+/// Makes this process (and the task it becomes, and everything it starts) the first the
+/// kernel ends when the machine runs out of memory: a task that spreads its memory over
+/// many processes would otherwise make its worker the largest target, and a worker ended
+/// that way misses its deadlines and is slashed. Raising one's own score needs no privilege.
+fn first_to_die() -> Result<(), String> {
+    std::fs::write("/proc/self/oom_score_adj", "1000")
+        .map_err(|e| format!("cannot raise /proc/self/oom_score_adj: {e}"))
 }
 
 /// The uid and gid a root worker's tasks run as.
@@ -723,6 +767,7 @@ mod tests {
             namespaces: None,
             landlock: LandlockStatus::Enforced,
             landlock_error: None,
+            groups: Vec::new(),
         }
     }
 
@@ -756,6 +801,12 @@ mod tests {
             ..whole()
         };
         assert!(none.weaknesses()[0].contains("worker's keys"));
+        let grouped = SandboxCheck {
+            root: false,
+            groups: vec![108],
+            ..whole()
+        };
+        assert!(grouped.weaknesses()[0].contains("supplementary groups (108)"));
         let broken = SandboxCheck {
             identity: Some("setresuid: Invalid argument".into()),
             landlock: LandlockStatus::Unsupported,

@@ -1048,3 +1048,21 @@ fn a_root_workers_task_writes_render_nodes_through_their_group_when_given_their_
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout, "render-ok\n", "{out:?}");
 }
+
+/// Found by a review: a task that spreads its memory over many processes, each under the
+/// per-process limit, made its worker the kernel's largest target when memory ran out, and a
+/// worker ended that way misses its deadlines and is slashed. The task and all it starts are
+/// now the first the kernel ends.
+#[test]
+fn a_task_and_its_children_are_the_first_the_kernel_ends_out_of_memory() {
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let (out, _) = sandboxed(
+        work.path(),
+        "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1000\n1000\n",
+        "{out:?}"
+    );
+}
