@@ -40,7 +40,7 @@ use crate::docker::{Engine, EngineError};
 use crate::sandbox::{layout, run_dir, RunOutcome, TaskEnv};
 
 /// The most processes one container may have.
-const PIDS_LIMIT: i64 = 4096;
+pub const PIDS_LIMIT: i64 = 4096;
 
 /// The uid and gid every container runs as (`nobody`), on every worker alike, so `id -u`
 /// and what a run may read do not differ between the executor's run and the council's (a
@@ -399,7 +399,9 @@ impl Containers {
         // A volume the image declares would be an anonymous volume on the engine's disk,
         // writable past the read-only root and unbounded: a small tmpfs stands in for each.
         for path in volumes {
-            if !path.starts_with("/gridwork") {
+            // What the run's own mounts cover: `/gridwork` and beneath it, not `/gridwork-x`.
+            let covered = Path::new(path.as_str()).starts_with("/gridwork");
+            if !covered {
                 host["Tmpfs"][path] = json!("rw,nosuid,nodev,size=268435456,mode=1777");
             }
         }
@@ -540,12 +542,16 @@ mod tests {
     use super::*;
 
     fn spec_of(containers: &Containers) -> Value {
+        spec_with(containers, false, &[])
+    }
+
+    fn spec_with(containers: &Containers, network: bool, volumes: &[String]) -> Value {
         let program = Program {
             command: "python3".into(),
             args: vec!["train.py".into()],
             outputs: Vec::new(),
             image: None,
-            network: false,
+            network,
         };
         let env = TaskEnv {
             job: "ab".into(),
@@ -562,8 +568,30 @@ mod tests {
             run,
             &run.join("inputs"),
             &run.join("outputs"),
-            &[],
+            volumes,
         )
+    }
+
+    /// A volume an image declares would be an anonymous volume on the engine's disk, writable
+    /// past the read-only root and unbounded: each gets a small tmpfs, but for those the run's
+    /// own mounts cover (`/gridwork` and beneath it; a review found `/gridwork-data` was
+    /// taken for one of them by a prefix of its text). A job with the network gets the
+    /// engine's bridge, one without none.
+    #[test]
+    fn image_volumes_get_a_bounded_tmpfs_and_the_network_only_when_asked() {
+        let containers = Containers::new(Engine::new("/nonexistent.sock"), "w".into(), None, false);
+        let volumes: Vec<String> = ["/data", "/gridwork-data", "/gridwork/cache", "/gridwork"]
+            .map(String::from)
+            .to_vec();
+        let spec = spec_with(&containers, false, &volumes);
+        let tmpfs = spec["HostConfig"]["Tmpfs"].as_object().unwrap();
+        let mut paths: Vec<&str> = tmpfs.keys().map(String::as_str).collect();
+        paths.sort();
+        assert_eq!(paths, ["/data", "/gridwork-data", "/tmp"]);
+        assert_eq!(spec["NetworkDisabled"], true);
+        let open = spec_with(&containers, true, &[]);
+        assert_eq!(open["HostConfig"]["NetworkMode"], "bridge");
+        assert_eq!(open["NetworkDisabled"], false);
     }
 
     /// NVIDIA GPUs reach a container through the engine's `nvidia` device driver (the NVIDIA

@@ -27,7 +27,9 @@ fn test_image(dir: &std::path::Path) {
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("/bin/busybox (Debian's busybox-static; scripts/test-deps.sh installs it)");
-    for applet in ["sh", "cat", "echo", "id", "ls", "touch", "tr", "mkdir"] {
+    for applet in [
+        "sh", "cat", "echo", "id", "ls", "touch", "tr", "mkdir", "grep", "cut",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
@@ -134,6 +136,10 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
                    touch /tmp/scratch && echo 'tmp writable' >> $GRIDWORK_OUTPUTS/result.txt; \
                    touch $TMPDIR/scratch && echo 'TMPDIR writable' >> $GRIDWORK_OUTPUTS/result.txt; \
                    echo \"mem $(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes)\" >> $GRIDWORK_OUTPUTS/result.txt; \
+                   touch $GRIDWORK_INPUTS/scene/planted 2>/dev/null && echo 'inputs writable' >> $GRIDWORK_OUTPUTS/result.txt; \
+                   grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t' >> $GRIDWORK_OUTPUTS/result.txt; \
+                   echo \"pids $(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max)\" >> $GRIDWORK_OUTPUTS/result.txt; \
+                   echo \"cpu $(cut -d' ' -f1 /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us)\" >> $GRIDWORK_OUTPUTS/result.txt; \
                    echo 'to stderr' >&2";
     let mut p = squares(1, 1, 60_000, program);
     let (image_cid, image_input) = (image.cid, image.clone());
@@ -155,8 +161,14 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     );
     let text = result_text(&net, t.result.as_ref().unwrap()).await;
     assert_eq!(
-        text, "frame 7\nuid 65534\nnet lo \ntmp writable\nTMPDIR writable\nmem 268435456\n",
-        "the run's view of its confinement"
+        text,
+        format!(
+            "frame 7\nuid 65534\nnet lo \ntmp writable\nTMPDIR writable\nmem 268435456\n\
+             CapEff:0000000000000000\nNoNewPrivs:1\nSeccomp:2\npids {}\ncpu 100000\n",
+            gridwork_worker::container::PIDS_LIMIT
+        ),
+        "the run's view of its confinement: no capabilities, no new privileges, the engine's \
+         seccomp filter, inputs read-only, pids, memory and CPU limited"
     );
     let stderr = net
         .client
