@@ -13,4 +13,5 @@ mod providers;
 mod random;
 mod replay;
 mod scores;
+mod services;
 mod support;
