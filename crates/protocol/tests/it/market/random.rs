@@ -2,7 +2,10 @@
 
 use gridwork_protocol::TaskKey;
 use gridwork_types::RunEnd;
-use gridwork_types::{commitment, Address, Amount, Equivalence, Hash, Segments, TxKind, GRID};
+use gridwork_types::{
+    commitment, Address, Amount, Equivalence, Hash, Keypair, Program, Requirements, ResponseMethod,
+    Segments, ServiceSpec, StreamPrice, StreamReceipt, StreamResponse, TxKind, GRID,
+};
 
 use super::support::{
     deposit_for, gpu_box, prescription, provider, requester, salt, Market, PROVIDERS,
@@ -59,6 +62,42 @@ enum Op {
     Wait {
         ms: u64,
     },
+    /// The requester publishes a service.
+    CreateService {
+        council: u8,
+        downtime: bool,
+    },
+    Subscribe {
+        service: usize,
+        who: u32,
+    },
+    Unsubscribe {
+        service: usize,
+        who: u32,
+    },
+    /// The requester drops one of the council.
+    Drop {
+        service: usize,
+        member: usize,
+    },
+    /// The gateway acknowledges more responses of one member (cumulatively), and a member
+    /// settles them; sometimes beyond the escrow.
+    Settle {
+        service: usize,
+        member: usize,
+        owed: u128,
+    },
+    /// The council answers a request; bit i set: the i-th member answers otherwise.
+    Dispute {
+        service: usize,
+        lies: u8,
+    },
+    Fund {
+        service: usize,
+    },
+    Close {
+        service: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -75,7 +114,46 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u32..=PROVIDERS).prop_map(|who| Op::Heartbeat { who }),
         1 => (0usize..4).prop_map(|job| Op::Cancel { job }),
         2 => (0u64..90_000).prop_map(|ms| Op::Wait { ms }),
+        1 => (prop::sample::select(vec![1u8, 3]), any::<bool>()).prop_map(|(council, downtime)| Op::CreateService { council, downtime }),
+        2 => (0usize..3, 1u32..=PROVIDERS).prop_map(|(service, who)| Op::Subscribe { service, who }),
+        1 => (0usize..3, 1u32..=PROVIDERS).prop_map(|(service, who)| Op::Unsubscribe { service, who }),
+        1 => (0usize..3, 0usize..3).prop_map(|(service, member)| Op::Drop { service, member }),
+        2 => (0usize..3, 0usize..3, 1u128..(3 * GRID)).prop_map(|(service, member, owed)| Op::Settle { service, member, owed }),
+        1 => (0usize..3, any::<u8>()).prop_map(|(service, lies)| Op::Dispute { service, lies }),
+        1 => (0usize..3).prop_map(|service| Op::Fund { service }),
+        1 => (0usize..3).prop_map(|service| Op::Close { service }),
     ]
+}
+
+/// The key the requester's gateway signs receipts with.
+fn gateway() -> Keypair {
+    Keypair::from_seed([42; 32])
+}
+
+fn service_spec(council: u8, downtime: bool) -> ServiceSpec {
+    ServiceSpec {
+        program: Program {
+            command: "inputs/serve".into(),
+            args: vec![],
+            outputs: Vec::new(),
+            image: None,
+            network: false,
+        },
+        data: Vec::new(),
+        requirements: Requirements::default(),
+        method: ResponseMethod::Optimistic {},
+        council_size: council,
+        max_price: StreamPrice {
+            per_response: Amount(GRID / 1_000),
+            per_unit: Amount::ZERO,
+        },
+        equivalence: Equivalence::ExactHash {},
+        max_response_ms: 30_000,
+        response_ms_per_kib: 0,
+        max_downtime_ms: if downtime { 120_000 } else { 0 },
+        max_unsettled: Amount::grid(1),
+        gateway: gateway().public(),
+    }
 }
 
 /// The honest and the forged output of a run in `attempt` and `round` (distinct across
@@ -108,6 +186,10 @@ proptest! {
     fn random_market_workloads_conserve_supply_and_replay_deterministically(ops in prop::collection::vec(op(), 1..40)) {
         let mut m = Market::new();
         let mut jobs: Vec<Hash> = Vec::new();
+        let mut services: Vec<Hash> = Vec::new();
+        // What the gateway acknowledged so far, per service and member.
+        let mut owed: std::collections::BTreeMap<(Hash, Address), u128> = Default::default();
+        let mut request = 0u8;
         for op in ops {
             // Indices pick among the jobs and tasks that exist.
             let pick = |jobs: &Vec<Hash>, m: &Market, j: usize, t: u32| -> Option<(Hash, u32)> {
@@ -203,6 +285,63 @@ proptest! {
                     }
                 }
                 Op::Wait { ms } => t = m.now + ms,
+                Op::CreateService { council, downtime } => {
+                    let spec = service_spec(council, downtime);
+                    let deposit = Amount::grid(u64::from(council) * 2);
+                    let tx = m.tx(&requester(), TxKind::CreateService { spec, deposit });
+                    services.push(tx.hash());
+                    txs.push(tx);
+                }
+                Op::Subscribe { service, who } => {
+                    if let Some(id) = services.get(service % services.len().max(1)) {
+                        let price = StreamPrice { per_response: Amount(GRID / 2_000), per_unit: Amount::ZERO };
+                        txs.push(m.tx(&provider(who), TxKind::Subscribe { service: *id, price }));
+                    }
+                }
+                Op::Unsubscribe { service, who } => {
+                    if let Some(id) = services.get(service % services.len().max(1)) {
+                        txs.push(m.tx(&provider(who), TxKind::Unsubscribe { service: *id }));
+                    }
+                }
+                Op::Drop { service, member } => {
+                    if let Some((id, s)) = services.get(service % services.len().max(1)).and_then(|id| Some((*id, m.state.service(id)?.clone()))) {
+                        if let Some(member) = s.council.get(member % s.council.len().max(1)) {
+                            txs.push(m.tx(&requester(), TxKind::DropMember { service: id, member: *member }));
+                        }
+                    }
+                }
+                Op::Settle { service, member, owed: more } => {
+                    if let Some((id, s)) = services.get(service % services.len().max(1)).and_then(|id| Some((*id, m.state.service(id)?.clone()))) {
+                        if let Some(p) = s.pay.get(member % s.pay.len().max(1)) {
+                            let total = owed.entry((id, p.provider)).or_insert(0);
+                            *total += more;
+                            let receipt = StreamReceipt { service: id, provider: p.provider, responses: *total as u64, units: 0, owed: Amount(*total) }
+                                .sign(super::support::CHAIN, &gateway());
+                            txs.push(m.tx(&Market::key_of(p.provider), TxKind::SettleStream { receipts: vec![receipt] }));
+                        }
+                    }
+                }
+                Op::Dispute { service, lies } => {
+                    if let Some((id, s)) = services.get(service % services.len().max(1)).and_then(|id| Some((*id, m.state.service(id)?.clone()))) {
+                        request = request.wrapping_add(1);
+                        let responses = s.council.iter().enumerate().map(|(i, a)| {
+                            let lie = lies & (1 << (i % 8)) != 0;
+                            StreamResponse { service: id, request: Hash([request; 32]), response: Hash([if lie { 2 } else { 1 }; 32]), units: 1 }
+                                .sign(super::support::CHAIN, &Market::key_of(*a))
+                        }).collect();
+                        txs.push(m.tx(&requester(), TxKind::DisputeResponses { service: id, responses }));
+                    }
+                }
+                Op::Fund { service } => {
+                    if let Some(id) = services.get(service % services.len().max(1)) {
+                        txs.push(m.tx(&requester(), TxKind::FundService { service: *id, amount: Amount::grid(1) }));
+                    }
+                }
+                Op::Close { service } => {
+                    if let Some(id) = services.get(service % services.len().max(1)) {
+                        txs.push(m.tx(&requester(), TxKind::CloseService { service: *id }));
+                    }
+                }
             }
             // Like the node's producer, make a block at each deadline on the way.
             for _ in 0..64 {
