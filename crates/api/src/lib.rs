@@ -18,7 +18,7 @@ mod signing;
 mod status;
 
 pub use data::{ChunkIds, ChunksStored, KeyGrants, MissingChunks, PinAnswer, PinView, StorageView};
-pub use gridwork_protocol::{Phase, PoolStatus};
+pub use gridwork_protocol::{Phase, PoolStatus, ServiceStatus};
 /// A data key wrapped for one recipient (see docs/data-plane.md): the wire form is the data
 /// plane's own.
 pub use gridwork_transfer::WrappedKey as KeyGrant;
@@ -28,7 +28,8 @@ pub use ledger::{
 };
 pub use market::{
     decline_message, log_message, BidView, Decline, JobList, JobStatus, JobView, LogAppended,
-    LogStream, PostDecline, PostLog, ProviderList, ProviderView, TaskLog, TaskView, MAX_PAGE,
+    LogStream, MemberView, PostDecline, PostLog, ProviderList, ProviderView, ServiceList,
+    ServiceView, SubscriberView, TaskLog, TaskView, MAX_PAGE,
 };
 pub use signing::{
     signature_header, signed_request_message, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER,

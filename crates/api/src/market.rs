@@ -1,7 +1,10 @@
 //! The market on the wire: jobs, tasks, declines, providers, task logs and pages of jobs.
 
-use gridwork_protocol::{Phase, PoolStatus};
-use gridwork_types::{Address, Amount, Hardware, Hash, PeerAddr, Prescription, PublicKey, RunEnd};
+use gridwork_protocol::{Phase, PoolStatus, ServiceStatus};
+use gridwork_types::{
+    Address, Amount, Hardware, Hash, PeerAddr, Prescription, PublicKey, RunEnd, ServiceSpec,
+    StreamPrice,
+};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "openapi")]
@@ -332,6 +335,79 @@ pub fn log_message(
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     /// Ids of jobs neither finished nor cancelled, in id order, at most a page of them.
+    pub open: Vec<Hash>,
+    /// Where the next page starts (`?after=` this); none on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Hash>,
+}
+
+/// `GET /v1/services/{id}`: a service (stream task), its council and what it paid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceView {
+    /// The service id.
+    pub id: Hash,
+    /// Who pays.
+    pub requester: Address,
+    /// Forming, up, down, closing or closed.
+    pub status: ServiceStatus,
+    /// When the status began (block time, ms).
+    pub since_ms: u64,
+    /// Time down since it first came up, the current stretch included (ms).
+    pub downtime_ms: u64,
+    /// What it serves, checked and paid how.
+    pub spec: ServiceSpec,
+    /// Escrow still held.
+    pub escrow: Amount,
+    /// The escrow that keeps it up: `max_unsettled` for every seat, with the market fee.
+    pub reserve: Amount,
+    /// Paid to members so far (without the market fee).
+    pub paid: Amount,
+    /// Providers offering to serve it.
+    pub subscribers: Vec<SubscriberView>,
+    /// Its council now.
+    pub council: Vec<Address>,
+    /// Every member that ever sat, with what it was paid.
+    pub members: Vec<MemberView>,
+    /// Providers slashed on it, barred from it.
+    pub barred: Vec<Address>,
+    /// Disputes decided.
+    pub disputes: u32,
+    /// When a closing service returns the rest of its escrow (0 while open).
+    pub closes_at_ms: u64,
+}
+
+/// A provider's offer to serve a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriberView {
+    /// The provider.
+    pub provider: Address,
+    /// Its price.
+    pub price: StreamPrice,
+    /// When it subscribed.
+    pub since_ms: u64,
+}
+
+/// What a member of a service was paid so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberView {
+    /// The member.
+    pub provider: Address,
+    /// Responses its latest settled receipt acknowledged.
+    pub responses: u64,
+    /// Bytes they came to.
+    pub units: u64,
+    /// Paid so far.
+    pub paid: Amount,
+}
+
+/// `GET /v1/services`: the services not closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ServiceList {
+    /// Ids of services not closed, in id order, at most a page of them.
     pub open: Vec<Hash>,
     /// Where the next page starts (`?after=` this); none on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]

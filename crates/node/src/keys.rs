@@ -152,6 +152,8 @@ impl Keys {
                 // The council is drawn a block after the auction (and again for silent
                 // members' seats).
                 Event::CouncilDrawn { job, council, .. } => Some((*job, council.clone())),
+                // A service's seats, drawn as they open: its inputs go to its council.
+                Event::ServiceCouncil { service, council } => Some((*service, council.clone())),
                 _ => None,
             })
             .collect();
@@ -180,6 +182,12 @@ impl Keys {
                         t.executor.iter().chain(&t.council).copied().collect(),
                     )
                 })
+                .chain(
+                    state
+                        .services()
+                        .filter(|(_, s)| !s.status.is_ended() && !s.spec.data.is_empty())
+                        .map(|(id, s)| (*id, s.council.clone())),
+                )
                 .collect()
         });
         self.grant_to_assigned(ledger, running);
@@ -235,7 +243,7 @@ impl Keys {
         Ok(())
     }
 
-    /// Wraps the inputs of each `(job, workers)` for those workers.
+    /// Wraps the inputs of each `(job or service, workers)` for those workers.
     fn grant_to_assigned(&self, ledger: &Ledger, assigned: Vec<(Hash, Vec<Address>)>) {
         if !self.shared.data.is_present() {
             return;
@@ -244,12 +252,16 @@ impl Keys {
         let mut keys: HashMap<(Hash, Hash), Option<DataKey>> = HashMap::new();
         for (job, workers) in assigned {
             let found = ledger.with_state(|state, _| {
-                let j = state.job(&job)?;
+                let (data, requester) = match (state.job(&job), state.service(&job)) {
+                    (Some(j), _) => (j.prescription.data.clone(), j.requester),
+                    (None, Some(s)) => (s.spec.data.clone(), s.requester),
+                    (None, None) => return None,
+                };
                 let recipients: Vec<PublicKey> = workers
                     .iter()
                     .filter_map(|a| state.account(a).public_key)
                     .collect();
-                Some((j.prescription.data.clone(), j.requester, recipients))
+                Some((data, requester, recipients))
             });
             let Some((inputs, requester, recipients)) = found else {
                 continue;

@@ -471,6 +471,56 @@ pub(super) async fn list_providers(
 
 #[utoipa::path(
     get,
+    path = "/v1/services/{id}",
+    tag = "services",
+    summary = "A service (stream task): its council, status and what it paid",
+    params(
+        ("id" = Hash, Path, description = "Service id: 64 hex digits"),
+    ),
+    responses(
+        (status = 200, description = "The service", body = ServiceView),
+        (status = 400, description = "`bad_request`: not a service id", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such service", body = ErrorBody),
+    ),
+)]
+pub(super) async fn get_service(
+    State(node): State<Node>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: Hash = parse("service id", &id)?;
+    match node.ledger().service(&id) {
+        Some((s, now, fee)) => Ok(Json(views::service(id, s, now, fee)).into_response()),
+        None => Err(ApiError::not_found(format!("service {id}"))),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/services",
+    tag = "services",
+    summary = "Services not closed, a page at a time",
+    params(
+        ("after" = Option<Hash>, Query, description = "Only services after this id (the `next` of the page before)"),
+        ("limit" = Option<u32>, Query, description = "At most this many (default and most: 1000)"),
+    ),
+    responses(
+        (status = 200, description = "Ids of services not closed, in id order; `next` names where the next page starts", body = ServiceList),
+        (status = 400, description = "`bad_request`: `after` is not a service id or `limit` not a number", body = ErrorBody),
+    ),
+)]
+pub(super) async fn list_services(
+    State(node): State<Node>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = PageQuery::read(query)?;
+    let (open, next) = node
+        .ledger()
+        .services_page(q.after("service id")?, q.limit());
+    Ok(Json(ServiceList { open, next }).into_response())
+}
+
+#[utoipa::path(
+    get,
     path = "/v1/providers/{address}",
     tag = "jobs",
     summary = "A provider",

@@ -25,13 +25,13 @@ use futures_util::stream::{Stream, StreamExt};
 use gridwork_api::{
     frames, signed_request_message, BlockList, ChunkIds, ChunksStored, ErrorBody, ErrorDetail,
     JobList, KeyGrant, KeyGrants, LogAppended, LogStream, MissingChunks, PinAnswer, PostDecline,
-    PostLog, ProviderList, SubmitTx, Submitted, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER,
-    SIGNATURE_WINDOW_MS,
+    PostLog, ProviderList, ServiceList, SubmitTx, Submitted, DIGEST_HEADER, KEY_PROOF_HEADER,
+    SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
 };
 #[allow(unused_imports)] // Named only by the `#[utoipa::path]` attributes.
 use gridwork_api::{
     AccountView, BlockEvent, BlockView, ChainInfo, Health, JobView, PinView, ProviderView,
-    StorageView, TaskLog, TxStatus,
+    ServiceView, StorageView, TaskLog, TxStatus,
 };
 use gridwork_transfer::StoreError as ChunkStoreError;
 use gridwork_types::{Address, Amount, Hash, PublicKey, Signature};
@@ -318,6 +318,8 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
             "/v1/jobs/{id}/tasks/{task}/logs",
             get(get_log).post(post_log),
         )
+        .route("/v1/services", get(list_services))
+        .route("/v1/services/{id}", get(get_service))
         .route("/v1/providers", get(list_providers))
         .route("/v1/providers/{address}", get(get_provider))
         .route(

@@ -177,6 +177,8 @@ fn tighten(schema: &mut RefOr<Schema>) {
         super::post_log,
         super::list_providers,
         super::get_provider,
+        super::list_services,
+        super::get_service,
         super::missing_chunks,
         super::put_chunks,
         super::fetch_chunks,
@@ -192,6 +194,7 @@ fn tighten(schema: &mut RefOr<Schema>) {
         (name = "node", description = "Liveness, metrics and this document"),
         (name = "chain", description = "Ledger state, transactions, blocks and events"),
         (name = "jobs", description = "The batch market: jobs, tasks, providers, logs"),
+        (name = "services", description = "Services (stream tasks): councils that serve, what they were paid"),
         (name = "data", description = "The data plane: chunks, pins and key grants"),
     )
 )]

@@ -3,7 +3,7 @@
 
 use gridwork_api::{
     AccountView, BlockView, ChainInfo, Decline, Health, HealthStatus, JobStatus, JobView,
-    ProviderView, TaskView, TxState, TxStatus, TxView,
+    MemberView, ProviderView, ServiceView, SubscriberView, TaskView, TxState, TxStatus, TxView,
 };
 use gridwork_protocol::{Event, Receipt};
 use gridwork_types::{Address, Hash};
@@ -109,6 +109,56 @@ pub fn job(id: Hash, record: &JobRecord, declines: Vec<Decline>) -> JobView {
 pub fn job_on(node: &Node, id: &Hash) -> Option<JobView> {
     let record = node.ledger().job(id)?;
     Some(job(*id, &record, node.records().declines(id)))
+}
+
+/// `GET /v1/services/{id}`: the service as the ledger holds it at block time `now_ms`.
+pub fn service(
+    id: Hash,
+    s: gridwork_protocol::Service,
+    now_ms: u64,
+    market_fee_bps: u32,
+) -> ServiceView {
+    let current = match s.status {
+        gridwork_protocol::ServiceStatus::Down => now_ms.saturating_sub(s.since_ms),
+        _ => 0,
+    };
+    ServiceView {
+        id,
+        requester: s.requester,
+        status: s.status,
+        since_ms: s.since_ms,
+        downtime_ms: s.downtime_ms.saturating_add(current),
+        reserve: s
+            .spec
+            .reserve(market_fee_bps)
+            .unwrap_or(gridwork_types::Amount(u128::MAX)),
+        spec: s.spec,
+        escrow: s.escrow,
+        paid: s.paid,
+        subscribers: s
+            .subscribers
+            .into_iter()
+            .map(|sub| SubscriberView {
+                provider: sub.provider,
+                price: sub.price,
+                since_ms: sub.since_ms,
+            })
+            .collect(),
+        council: s.council,
+        members: s
+            .pay
+            .into_iter()
+            .map(|p| MemberView {
+                provider: p.provider,
+                responses: p.responses,
+                units: p.units,
+                paid: p.paid,
+            })
+            .collect(),
+        barred: s.barred,
+        disputes: s.disputes,
+        closes_at_ms: s.closes_at_ms,
+    }
 }
 
 /// `GET /v1/providers/{address}`.

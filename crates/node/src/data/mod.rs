@@ -122,10 +122,17 @@ impl DataService {
     }
 }
 
-/// Trees open jobs read (inputs) or produced (revealed outputs).
+/// Trees open jobs read (inputs) or produced (revealed outputs), and the inputs of services
+/// not closed (a member drawn later fetches them then).
 fn referenced_trees(ledger: &Ledger) -> HashSet<Hash> {
     ledger.with_state(|state, _| {
         let mut used = HashSet::new();
+        for (_, service) in state
+            .services()
+            .filter(|(_, s)| s.status != gridwork_protocol::ServiceStatus::Closed)
+        {
+            used.extend(service.spec.data.iter().map(|d| d.cid));
+        }
         for (id, job) in state.jobs().filter(|(_, j)| !j.finished && !j.cancelled) {
             used.extend(job.prescription.data.iter().map(|d| d.cid));
             for (_, task) in state.tasks_of(id) {

@@ -315,6 +315,12 @@ impl Ledger {
                 {
                     check_inputs(&prescription.data, &t.tx.sender())
                 }
+                // A service's inputs (a model's weights) likewise.
+                TxKind::CreateService { spec, .. }
+                    if sig.is_ok() && spec.data.len() <= max_inputs =>
+                {
+                    check_inputs(&spec.data, &t.tx.sender())
+                }
                 _ => Ok(()),
             })
             .collect();

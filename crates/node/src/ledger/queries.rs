@@ -1,7 +1,9 @@
 //! The ledger's queries, in domain types: accounts, transactions, blocks, jobs, providers
 //! and the chain's facts.
 
-use gridwork_protocol::{Account, Job, Params, PoolStatus, Provider, State, Task};
+use gridwork_protocol::{
+    Account, Job, Params, PoolStatus, Provider, Service, ServiceStatus, State, Task,
+};
 use gridwork_storage::{StorageError, TxRecord};
 use gridwork_types::{Address, Amount, Hash, Header, SignedTx};
 
@@ -192,6 +194,27 @@ impl Ledger {
             .state
             .jobs()
             .filter(|(id, j)| !j.finished && !j.cancelled && after.is_none_or(|a| **id > a))
+            .map(|(id, _)| *id);
+        page(ids, limit)
+    }
+
+    /// A service, the block time it was read at and the chain's market fee (its reserve
+    /// includes it).
+    pub fn service(&self, id: &Hash) -> Option<(Service, u64, u32)> {
+        let inner = self.lock();
+        let s = inner.state.service(id)?.clone();
+        let fee = inner.state.params().market_fee_bps;
+        Some((s, inner.state.head().timestamp_ms, fee))
+    }
+
+    /// Up to `limit` services not closed after `after`, in id order, and where the next page
+    /// starts.
+    pub fn services_page(&self, after: Option<Hash>, limit: usize) -> (Vec<Hash>, Option<Hash>) {
+        let inner = self.lock();
+        let ids = inner
+            .state
+            .services()
+            .filter(|(id, s)| s.status != ServiceStatus::Closed && after.is_none_or(|a| **id > a))
             .map(|(id, _)| *id);
         page(ids, limit)
     }

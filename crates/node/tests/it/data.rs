@@ -594,3 +594,168 @@ impl GrantSquatter {
         assert!(matches!(err, NodeError::NotKeyHolder { .. }), "{err}");
     }
 }
+
+/// A service's inputs (a model's weights) reach its council and nobody else, as a job's reach
+/// its executor and council: the node wraps their keys for each member as its seat is drawn.
+/// A subscriber not drawn gets nothing; a service naming a tree whose key the node was never
+/// given is refused; and collection keeps a service's inputs while it is not closed.
+#[test]
+fn a_services_inputs_reach_its_council_only_and_outlive_collection() {
+    use gridwork_transfer::{unwrap_key, wrap_key, DataKey};
+    use gridwork_types::{
+        DataInput, Equivalence, Hardware, Program, Requirements, ResponseMethod, ServiceSpec,
+        StreamPrice,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(&config(dir.path()), GenesisSource::dev(4)).unwrap();
+    let chain = node.ledger().chain_id().to_string();
+    let (weights, weights_chunks) = stored_tree(&node, "a model's weights");
+    let (stranger_tree, _) = stored_tree(&node, "somebody else's tree");
+    let proof = gridwork_types::Hash([0xaa; 32]);
+    node.data()
+        .pin_tree(&weights, &weights_chunks, &proof, &PINNER)
+        .unwrap();
+    let requester = dev_keypair(0);
+    let key = DataKey::generate();
+    node.data()
+        .add_grants_as_holder(
+            &weights,
+            vec![wrap_key(&key, &node.keys().public_key())],
+            &proof,
+        )
+        .unwrap();
+    let mut nonces = std::collections::HashMap::new();
+    let mut send = |who: &gridwork_types::Keypair, kind: TxKind| {
+        let nonce = nonces.entry(who.address()).or_insert(0u64);
+        let tx = Transaction {
+            from: who.public(),
+            nonce: *nonce,
+            fee: Amount::ZERO,
+            kind,
+        }
+        .sign(&chain, who);
+        *nonce += 1;
+        tx
+    };
+    let service = |data: gridwork_types::Hash| ServiceSpec {
+        program: Program {
+            command: "inputs/serve".into(),
+            args: vec![],
+            outputs: Vec::new(),
+            image: None,
+            network: false,
+        },
+        data: vec![DataInput {
+            cid: data,
+            claim: key.input_claim(&data, &requester.address()),
+            name: "model".into(),
+        }],
+        requirements: Requirements::default(),
+        method: ResponseMethod::Optimistic {},
+        council_size: 1,
+        max_price: StreamPrice {
+            per_response: Amount(1_000),
+            per_unit: Amount::ZERO,
+        },
+        equivalence: Equivalence::ExactHash {},
+        max_response_ms: 10_000,
+        response_ms_per_kib: 0,
+        max_downtime_ms: 0,
+        max_unsettled: Amount::grid(1),
+        gateway: requester.public(),
+    };
+    let squatter = Transaction {
+        from: requester.public(),
+        nonce: 0,
+        fee: Amount::ZERO,
+        kind: TxKind::CreateService {
+            spec: service(stranger_tree),
+            deposit: Amount::grid(2),
+        },
+    }
+    .sign(&chain, &requester);
+    assert!(matches!(
+        node.submit(vec![squatter])[0],
+        Err(AdmitError::InputNotHeld { .. })
+    ));
+    let create = send(
+        &requester,
+        TxKind::CreateService {
+            spec: service(weights),
+            deposit: Amount::grid(2),
+        },
+    );
+    let id = create.hash();
+    let providers = [dev_keypair(1), dev_keypair(2)];
+    let mut txs = vec![create];
+    for p in &providers {
+        txs.push(send(
+            p,
+            TxKind::StakeLock {
+                amount: Amount::grid(500),
+            },
+        ));
+        txs.push(send(
+            p,
+            TxKind::RegisterProvider {
+                hardware: Hardware::default(),
+                owner: None,
+            },
+        ));
+    }
+    assert!(node.submit(txs).iter().all(Result::is_ok));
+    let block = node.ledger().produce_block(true).unwrap().unwrap();
+    assert!(
+        block.receipts.iter().all(|r| r.failure().is_none()),
+        "{:?}",
+        block.receipts
+    );
+    let subs: Vec<SignedTx> = providers
+        .iter()
+        .map(|p| {
+            send(
+                p,
+                TxKind::Subscribe {
+                    service: id,
+                    price: StreamPrice {
+                        per_response: Amount(500),
+                        per_unit: Amount::ZERO,
+                    },
+                },
+            )
+        })
+        .collect();
+    assert!(node.submit(subs).iter().all(Result::is_ok));
+    node.ledger().produce_block(true).unwrap().unwrap();
+    // The seat is drawn at the next block (due at once), and the hand-off (on its own thread
+    // in a running node) wraps the inputs for it.
+    let drawn = node.ledger().produce_block(true).unwrap().unwrap();
+    node.keys().grant_inputs(node.ledger(), &drawn);
+    let council = node.ledger().service(&id).unwrap().0.council;
+    assert_eq!(council.len(), 1);
+    let member = providers
+        .iter()
+        .find(|p| p.address() == council[0])
+        .unwrap();
+    let other = providers
+        .iter()
+        .find(|p| p.address() != council[0])
+        .unwrap();
+    let grants = node.data().grants(&weights).unwrap();
+    assert!(grants
+        .iter()
+        .any(|g| unwrap_key(g, member) == Some(key.clone())));
+    // The catch-up at start-up grants the same, and nothing more.
+    node.keys().grant_running_tasks(node.ledger());
+    assert_eq!(node.data().grants(&weights).unwrap(), grants);
+    assert!(
+        grants.iter().all(|g| unwrap_key(g, other).is_none()),
+        "a subscriber not drawn got the key"
+    );
+    let report = node
+        .collect_garbage_at(u64::MAX / 2, std::time::Duration::ZERO)
+        .unwrap();
+    assert!(report.unpinned_in_use <= 1);
+    assert!(node.data().chunk(&weights).unwrap().is_some());
+    assert!(node.data().chunk(&weights_chunks[0]).unwrap().is_some());
+}
