@@ -62,7 +62,7 @@ struct RawJob {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawProgram {
+pub(crate) struct RawProgram {
     command: String,
     #[serde(default)]
     args: Vec<String>,
@@ -88,7 +88,7 @@ fn one() -> u32 {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawData {
+pub(crate) struct RawData {
     #[serde(default)]
     inputs: Vec<String>,
 }
@@ -107,7 +107,7 @@ struct RawInstructions {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRequirements {
+pub(crate) struct RawRequirements {
     gpu_vendor: Option<GpuVendor>,
     #[serde(default)]
     min_gpus: u32,
@@ -121,6 +121,20 @@ struct RawRequirements {
     software: Vec<String>,
     #[serde(default)]
     min_cpu_score: u32,
+}
+
+impl RawRequirements {
+    pub(crate) fn into_requirements(self) -> Requirements {
+        Requirements {
+            gpu_vendor: self.gpu_vendor,
+            min_gpus: self.min_gpus,
+            min_vram_mib: self.min_vram_mib,
+            min_cpu_cores: self.min_cpu_cores,
+            min_memory_mib: self.min_memory_mib,
+            software: self.software,
+            min_cpu_score: self.min_cpu_score,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -431,57 +445,15 @@ impl JobFile {
                 .ok_or_else(|| field(f, "is too large".into()))
         };
         let mut r = raw.instructions.requirements;
-        let image = match &raw_program.image {
-            None => None,
-            Some(text) => {
-                let hex = text.strip_prefix("img:").unwrap_or(text);
-                let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
-                    field(
-                        "program.image",
-                        format!("`{text}`: {e}; write the id `gridwork image push` printed, img:<64 hex>"),
-                    )
-                })?;
-                // Only workers that run containers may take it.
-                require(&mut r.software, gridwork_types::CONTAINER_SOFTWARE);
-                // The container's memory, the same on every worker.
-                if r.min_memory_mib == 0 {
-                    r.min_memory_mib = DEFAULT_CONTAINER_MEMORY_MIB;
-                }
-                Some(cid)
-            }
-        };
-        if raw_program.network {
-            // Only providers that allow tasks the network may take it.
-            require(&mut r.software, gridwork_types::NETWORK_SOFTWARE);
-        }
-        let program = Program {
-            command: raw_program.command,
-            args: raw_program.args,
-            outputs: raw_program.outputs,
-            image,
-            network: raw_program.network,
-        };
-        if let Some(name) = gridwork_types::command_program(&program) {
-            // Only providers that have the program may run or check it.
-            if gridwork_types::check_software_name(name).is_ok() {
-                require(&mut r.software, name);
-            }
-        }
+        let program = program_of(raw_program, &mut r, name)?;
+        let image = program.image;
         let prescription = Prescription {
             data: Vec::new(),
             program,
             instructions: Instructions {
                 items,
                 chunk: raw.instructions.chunk,
-                requirements: Requirements {
-                    gpu_vendor: r.gpu_vendor,
-                    min_gpus: r.min_gpus,
-                    min_vram_mib: r.min_vram_mib,
-                    min_cpu_cores: r.min_cpu_cores,
-                    min_memory_mib: r.min_memory_mib,
-                    software: r.software,
-                    min_cpu_score: r.min_cpu_score,
-                },
+                requirements: r.into_requirements(),
                 task_deadline_ms: secs(
                     "instructions.task_deadline_s",
                     raw.instructions.task_deadline_s,
@@ -498,88 +470,7 @@ impl JobFile {
             },
             segments,
         };
-        let mut inputs: Vec<JobInput> = Vec::new();
-        // Where each input lands under $GRIDWORK_INPUTS, and which input put it there.
-        let mut landing: Vec<(String, String)> = Vec::new();
-        for input in inputs_listed {
-            let (named, stored) = match input.split_once("cid:") {
-                Some((prefix, hex)) => match prefix.strip_suffix('=') {
-                    Some(name) => (Some(name.to_string()), Some(hex)),
-                    None if prefix.is_empty() => (None, Some(hex)),
-                    None => (None, None),
-                },
-                None => (None, None),
-            };
-            let (job_input, lands) = match stored {
-                Some(hex) => {
-                    let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
-                        field("data.inputs", format!("`{input}`: {e}"))
-                    })?;
-                    let name = named.unwrap_or_else(|| cid.to_string());
-                    (
-                        JobInput {
-                            source: Input::Cid(cid),
-                            name: name.clone(),
-                        },
-                        name,
-                    )
-                }
-                None => {
-                    let path = base.join(&input);
-                    let meta = std::fs::metadata(&path).map_err(|_| {
-                        field(
-                            "data.inputs",
-                            format!("names `{input}`, which does not exist"),
-                        )
-                    })?;
-                    let own = std::path::absolute(&path)
-                        .ok()
-                        .map(|p| normalize(&p))
-                        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                        .ok_or_else(|| {
-                            field(
-                                "data.inputs",
-                                format!(
-                                    "`{input}` has no name to land under; name a directory or file"
-                                ),
-                            )
-                        })?;
-                    let name = if meta.is_dir() {
-                        own.clone()
-                    } else {
-                        String::new()
-                    };
-                    (
-                        JobInput {
-                            source: Input::Path(path),
-                            name,
-                        },
-                        own,
-                    )
-                }
-            };
-            gridwork_types::check_input_name(&job_input.name)
-                .map_err(|e| field("data.inputs", format!("`{input}`: {e}")))?;
-            if let Some((_, other)) = landing.iter().find(|(l, _)| *l == lands) {
-                return Err(field(
-                    "data.inputs",
-                    format!(
-                        "`{other}` and `{input}` would both land as $GRIDWORK_INPUTS/{lands}; \
-                         rename one, put them in one directory, or write NAME=cid:<id>"
-                    ),
-                ));
-            }
-            landing.push((lands, input.clone()));
-            inputs.push(job_input);
-        }
-        if let Some(cid) = image {
-            // The image travels as an input (its key reaches the workers with the others);
-            // the worker loads it rather than placing it under $GRIDWORK_INPUTS.
-            inputs.push(JobInput {
-                source: Input::Cid(cid),
-                name: String::new(),
-            });
-        }
+        let inputs = inputs_of(inputs_listed, image, base, name, "data.inputs")?;
         let deposit = match &raw.deposit {
             Some(s) if s != "auto" => Some(amount("deposit", s)?),
             _ => None,
@@ -590,6 +481,155 @@ impl JobFile {
             deposit,
         })
     }
+}
+
+/// The program of a `[program]` table, and what it makes the job require: containers for an
+/// image (and a container's memory, the same on every worker), the network, the command.
+pub(crate) fn program_of(
+    raw_program: RawProgram,
+    r: &mut RawRequirements,
+    name: &str,
+) -> Result<Program, JobFileError> {
+    let field = |field: &'static str, problem: String| JobFileError::Field {
+        path: name.to_string(),
+        field,
+        problem,
+    };
+    let image = match &raw_program.image {
+        None => None,
+        Some(text) => {
+            let hex = text.strip_prefix("img:").unwrap_or(text);
+            let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
+                field(
+                    "program.image",
+                    format!(
+                        "`{text}`: {e}; write the id `gridwork image push` printed, img:<64 hex>"
+                    ),
+                )
+            })?;
+            // Only workers that run containers may take it.
+            require(&mut r.software, gridwork_types::CONTAINER_SOFTWARE);
+            // The container's memory, the same on every worker.
+            if r.min_memory_mib == 0 {
+                r.min_memory_mib = DEFAULT_CONTAINER_MEMORY_MIB;
+            }
+            Some(cid)
+        }
+    };
+    if raw_program.network {
+        // Only providers that allow tasks the network may take it.
+        require(&mut r.software, gridwork_types::NETWORK_SOFTWARE);
+    }
+    let program = Program {
+        command: raw_program.command,
+        args: raw_program.args,
+        outputs: raw_program.outputs,
+        image,
+        network: raw_program.network,
+    };
+    if let Some(name) = gridwork_types::command_program(&program) {
+        // Only providers that have the program may run or check it.
+        if gridwork_types::check_software_name(name).is_ok() {
+            require(&mut r.software, name);
+        }
+    }
+    Ok(program)
+}
+
+/// The inputs listed (paths, `cid:<id>` or `NAME=cid:<id>`), each with where it lands under
+/// `$GRIDWORK_INPUTS`, no two on one path, and the image last (its key reaches the workers
+/// with the others). `what` names the field in errors.
+pub(crate) fn inputs_of(
+    inputs_listed: Vec<String>,
+    image: Option<Hash>,
+    base: &Path,
+    name: &str,
+    what: &'static str,
+) -> Result<Vec<JobInput>, JobFileError> {
+    let field = |field: &'static str, problem: String| JobFileError::Field {
+        path: name.to_string(),
+        field,
+        problem,
+    };
+    let mut inputs: Vec<JobInput> = Vec::new();
+    // Where each input lands under $GRIDWORK_INPUTS, and which input put it there.
+    let mut landing: Vec<(String, String)> = Vec::new();
+    for input in inputs_listed {
+        let (named, stored) = match input.split_once("cid:") {
+            Some((prefix, hex)) => match prefix.strip_suffix('=') {
+                Some(name) => (Some(name.to_string()), Some(hex)),
+                None if prefix.is_empty() => (None, Some(hex)),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let (job_input, lands) = match stored {
+            Some(hex) => {
+                let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
+                    field(what, format!("`{input}`: {e}"))
+                })?;
+                let name = named.unwrap_or_else(|| cid.to_string());
+                (
+                    JobInput {
+                        source: Input::Cid(cid),
+                        name: name.clone(),
+                    },
+                    name,
+                )
+            }
+            None => {
+                let path = base.join(&input);
+                let meta = std::fs::metadata(&path)
+                    .map_err(|_| field(what, format!("names `{input}`, which does not exist")))?;
+                let own = std::path::absolute(&path)
+                    .ok()
+                    .map(|p| normalize(&p))
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .ok_or_else(|| {
+                        field(
+                            what,
+                            format!(
+                                "`{input}` has no name to land under; name a directory or file"
+                            ),
+                        )
+                    })?;
+                let name = if meta.is_dir() {
+                    own.clone()
+                } else {
+                    String::new()
+                };
+                (
+                    JobInput {
+                        source: Input::Path(path),
+                        name,
+                    },
+                    own,
+                )
+            }
+        };
+        gridwork_types::check_input_name(&job_input.name)
+            .map_err(|e| field(what, format!("`{input}`: {e}")))?;
+        if let Some((_, other)) = landing.iter().find(|(l, _)| *l == lands) {
+            return Err(field(
+                what,
+                format!(
+                    "`{other}` and `{input}` would both land as $GRIDWORK_INPUTS/{lands}; \
+                     rename one, put them in one directory, or write NAME=cid:<id>"
+                ),
+            ));
+        }
+        landing.push((lands, input.clone()));
+        inputs.push(job_input);
+    }
+    if let Some(cid) = image {
+        // The image travels as an input (its key reaches the workers with the others);
+        // the worker loads it rather than placing it under $GRIDWORK_INPUTS.
+        inputs.push(JobInput {
+            source: Input::Cid(cid),
+            name: String::new(),
+        });
+    }
+    Ok(inputs)
 }
 
 /// Adds `program` to the software requirements unless they name it already.
