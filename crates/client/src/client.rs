@@ -508,6 +508,22 @@ impl Client {
         self.get_optional(&format!("/v1/providers/{address}")).await
     }
 
+    /// `GET /v1/services/{id}`; `None` if there is no such service.
+    pub async fn service(
+        &self,
+        id: &Hash,
+    ) -> Result<Option<gridwork_api::ServiceView>, ClientError> {
+        self.get_optional(&format!("/v1/services/{id}")).await
+    }
+
+    /// `GET /v1/services`: ids of the services not closed.
+    pub async fn services(&self) -> Result<Vec<Hash>, ClientError> {
+        self.all_pages("/v1/services", |list: gridwork_api::ServiceList| {
+            (list.open, list.next)
+        })
+        .await
+    }
+
     /// `GET /v1/providers`.
     pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
         self.all_pages("/v1/providers", |list: ProviderList| {

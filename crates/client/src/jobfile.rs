@@ -90,7 +90,7 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawData {
     #[serde(default)]
-    inputs: Vec<String>,
+    pub(crate) inputs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ mod keystore;
 mod peers;
 mod registry;
 mod render;
+mod servicefile;
 mod submit;
 mod train;
 
@@ -32,4 +33,5 @@ pub use keystore::{KeyInfo, Keystore, KeystoreError};
 pub use peers::{announced_peers, AnnouncedPeers};
 pub use registry::{KeyRegistry, RegistryError};
 pub use render::RenderLayout;
-pub use submit::{submit_job, SubmitError, Submitted};
+pub use servicefile::ServiceFile;
+pub use submit::{create_service, submit_job, CreatedService, SubmitError, Submitted};

@@ -52,6 +52,16 @@ pub enum SubmitError {
         /// The largest cost of one task.
         per_task: Amount,
     },
+    /// The deposit does not cover a service's reserve.
+    #[error(
+        "deposit {deposit} GRID does not cover the service's reserve of {reserve} GRID (max_unsettled for every council seat, with the market fee); raise the deposit or lower max_unsettled"
+    )]
+    ServiceDepositTooLow {
+        /// The deposit offered.
+        deposit: Amount,
+        /// The reserve.
+        reserve: Amount,
+    },
 }
 
 /// A job submitted.
@@ -87,35 +97,9 @@ pub async fn submit_job(
     pushing: impl Fn(&Path),
 ) -> Result<Submitted, SubmitError> {
     let chain = client.chain().await?;
-    let mut not_kept = Vec::new();
-    for input in &job.inputs {
-        let (cid, data_key) =
-            match &input.source {
-                Input::Cid(cid) => {
-                    let data_key = client.granted_key(cid, key).await.map_err(|source| {
-                        SubmitError::Input {
-                            input: cid.to_string(),
-                            source,
-                        }
-                    })?;
-                    client.share_key(cid, &data_key, &chain.node_key).await?;
-                    (*cid, data_key)
-                }
-                Input::Path(path) => {
-                    pushing(path);
-                    let pushed = push_input(client, registry, path, key, &chain.node_key).await?;
-                    not_kept.extend(pushed.2);
-                    (pushed.0, pushed.1)
-                }
-            };
-        // The node hands the key to the executor and council only against this claim.
-        let claim = data_key.input_claim(&cid, &key.address());
-        job.prescription.data.push(DataInput {
-            cid,
-            claim,
-            name: input.name.clone(),
-        });
-    }
+    let (data, not_kept) =
+        push_inputs(client, key, &job.inputs, registry, &chain.node_key, pushing).await?;
+    job.prescription.data = data;
     validate_prescription(&job.prescription, &chain.params)?;
     let per_task =
         max_task_cost(&job.prescription, &chain.params).ok_or(SubmitError::Overflow {
@@ -150,6 +134,122 @@ pub async fn submit_job(
         tasks,
         deposit,
         max_cost: required,
+        state_fee,
+        not_kept,
+    })
+}
+
+/// Pushes each input given as a path (under the data key `registry` remembers for it) or
+/// grants the node one given by content id (`key` must hold a grant), each bound to `key`'s
+/// address by its claim: the inputs as the ledger names them, and what the pushes could not
+/// keep. `pushing` is told each path as its push starts.
+async fn push_inputs(
+    client: &Client,
+    key: &Keypair,
+    inputs: &[crate::JobInput],
+    registry: &KeyRegistry,
+    node_key: &gridwork_types::PublicKey,
+    pushing: impl Fn(&Path),
+) -> Result<(Vec<DataInput>, Vec<String>), SubmitError> {
+    let mut data = Vec::with_capacity(inputs.len());
+    let mut not_kept = Vec::new();
+    for input in inputs {
+        let (cid, data_key) =
+            match &input.source {
+                Input::Cid(cid) => {
+                    let data_key = client.granted_key(cid, key).await.map_err(|source| {
+                        SubmitError::Input {
+                            input: cid.to_string(),
+                            source,
+                        }
+                    })?;
+                    client.share_key(cid, &data_key, node_key).await?;
+                    (*cid, data_key)
+                }
+                Input::Path(path) => {
+                    pushing(path);
+                    let pushed = push_input(client, registry, path, key, node_key).await?;
+                    not_kept.extend(pushed.2);
+                    (pushed.0, pushed.1)
+                }
+            };
+        // The node hands the key to the executor and council only against this claim.
+        let claim = data_key.input_claim(&cid, &key.address());
+        data.push(DataInput {
+            cid,
+            claim,
+            name: input.name.clone(),
+        });
+    }
+    Ok((data, not_kept))
+}
+
+/// A service created.
+#[derive(Debug, Clone)]
+pub struct CreatedService {
+    /// The service id (its transaction's hash).
+    pub id: Hash,
+    /// The escrow locked.
+    pub deposit: Amount,
+    /// The escrow that keeps it up (`max_unsettled` for every seat, with the market fee).
+    pub reserve: Amount,
+    /// Paid to the rewards pool for the state it adds, not refunded.
+    pub state_fee: Amount,
+    /// What the pushes of its inputs could not keep, one line each.
+    pub not_kept: Vec<String>,
+}
+
+/// Creates the service of `file` as `key`, paying `fee`: pushes its inputs as
+/// [`submit_job`] does (the node hands their keys to its council as seats are drawn), checks
+/// it against the chain's rules and locks `deposit` (by default the file's, else its reserve).
+pub async fn create_service(
+    client: &Client,
+    key: &Keypair,
+    mut file: crate::ServiceFile,
+    deposit: Option<Amount>,
+    fee: Amount,
+    registry: &KeyRegistry,
+    pushing: impl Fn(&Path),
+) -> Result<CreatedService, SubmitError> {
+    let chain = client.chain().await?;
+    let (data, not_kept) = push_inputs(
+        client,
+        key,
+        &file.inputs,
+        registry,
+        &chain.node_key,
+        pushing,
+    )
+    .await?;
+    file.spec.data = data;
+    gridwork_protocol::validate_service(&file.spec, &chain.params)?;
+    let reserve = file
+        .spec
+        .reserve(chain.params.market_fee_bps)
+        .ok_or(SubmitError::Overflow {
+            what: "reserve",
+            fix: "lower max_unsettled",
+        })?;
+    let deposit = deposit.or(file.deposit).unwrap_or(reserve);
+    if deposit < reserve {
+        return Err(SubmitError::ServiceDepositTooLow { deposit, reserve });
+    }
+    let state_fee = Amount(
+        chain
+            .params
+            .state_fee_per_entry
+            .0
+            .saturating_mul(1 + file.spec.data.len() as u128),
+    );
+    let kind = TxKind::CreateService {
+        spec: file.spec,
+        deposit,
+    };
+    let id = client.sign_and_send(key, fee, kind).await?;
+    Ok(CreatedService {
+        id,
+        deposit,
+        reserve,
         state_fee,
         not_kept,
     })

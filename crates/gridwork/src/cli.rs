@@ -79,6 +79,10 @@ pub(crate) enum Command {
     /// Look up providers.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Publish, fund, follow and close services (stream tasks: an HTTP endpoint served by a
+    /// council of providers); providers subscribe to serve them.
+    #[command(subcommand)]
+    Service(ServiceCommand),
     /// Run a worker: probe the hardware, stake, register, bid, run and check tasks.
     Worker(WorkerArgs),
     /// Show what a worker on this machine would offer: GPUs (NVIDIA through NVML), CPU, memory.
@@ -401,6 +405,66 @@ pub(crate) enum StreamArg {
     Stdout,
     /// Standard error.
     Stderr,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceCommand {
+    /// Publish a service from a service file (see docs/service.example.toml): pushes its
+    /// inputs, locks its deposit (by default its reserve), prints its id.
+    Create {
+        /// The service file.
+        file: PathBuf,
+        /// Escrow in GRID (default: the file's `deposit`, else the service's reserve).
+        #[arg(long)]
+        deposit: Option<String>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// A service's status, council, subscribers, downtime and what each member was paid.
+    Status {
+        /// Service id.
+        id: String,
+    },
+    /// Services not closed.
+    List,
+    /// Add to a service's escrow (its requester).
+    Fund {
+        /// Service id.
+        id: String,
+        /// Amount in GRID.
+        amount: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// End a service (its requester): members stop now, settle their last receipts within
+    /// the settle window, then the rest of the escrow returns.
+    Close {
+        /// Service id.
+        id: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// As a provider (`--key`), offer to serve a service at a price within its maximum;
+    /// subscribers are drawn into its council as seats open.
+    Subscribe {
+        /// Service id.
+        id: String,
+        /// Price per response in GRID (default: the service's maximum).
+        #[arg(long)]
+        per_response: Option<String>,
+        /// Price per byte of a response in GRID (default: the service's maximum).
+        #[arg(long)]
+        per_byte: Option<String>,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// As a provider (`--key`), stop serving a service (what it is owed it may still settle).
+    Unsubscribe {
+        /// Service id.
+        id: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

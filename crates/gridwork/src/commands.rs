@@ -114,6 +114,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => crate::bench::bench(&cli, cmd),
         Command::Job(cmd) => crate::market::job(&cli, cmd),
         Command::Provider(cmd) => crate::market::provider(&cli, cmd),
+        Command::Service(cmd) => crate::services::service(&cli, cmd),
         Command::Worker(args) => crate::worker::worker(&cli, args),
         Command::Probe(args) => crate::worker::probe_command(&cli, args),
         #[cfg(feature = "demo")]

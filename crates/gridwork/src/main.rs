@@ -20,6 +20,7 @@ mod execbench;
 mod hostilebench;
 mod market;
 mod output;
+mod services;
 mod worker;
 
 use clap::Parser;

@@ -484,3 +484,100 @@ fn submit(cli: &Cli, job_file: &std::path::Path) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A requester publishes the example service through the CLI, providers subscribe, the
+/// ledger draws its council (one seat per owner) and the service is up; the requester funds
+/// it; a provider cannot close it; the requester closes it, and its members stop at once.
+#[test]
+fn a_service_is_published_served_by_a_drawn_council_funded_and_closed_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    // dev1..dev4 funded (the last dev account vests).
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &["--dev-accounts", "6"]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    let _workers = ["dev1", "dev2", "dev3", "dev4"].map(|k| WorkerProcess::start(&cli, k));
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/service/service.toml");
+    let created = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "service",
+            "create",
+            example.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let id = created["service"].as_str().unwrap().to_string();
+    assert_eq!(created["deposit"], created["reserve"], "{created}");
+    let status = cli.json(&["service", "status", &id], &[]);
+    assert_eq!(status["status"], "forming");
+    assert_eq!(status["spec"]["method"]["kind"], "weighted");
+    assert_eq!(status["spec"]["requirements"]["software"][0], "python3");
+
+    // Each worker subscribes once it is registered (it registers as it starts).
+    for key in ["dev1", "dev2", "dev3", "dev4"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = cli.run(&["--key", key, "service", "subscribe", &id, "--json"], &[]);
+            if out.status.success() {
+                break;
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("not_a_provider") || text.contains("not a registered provider"),
+                "{text}"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{key} never registered: {text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        let s = cli.json(&["service", "status", &id], &[]);
+        if s["status"] == "up" {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "never up: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status["council"].as_array().unwrap().len(), 3, "{status}");
+    assert_eq!(status["subscribers"].as_array().unwrap().len(), 4);
+    let listed = cli.json(&["service", "list"], &[]);
+    assert!(listed["open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s == id.as_str()));
+    let shown = cli.run(&["service", "status", &id], &[]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("3 of 3 seats"), "{shown}");
+    assert!(
+        shown.contains("weighted: the most common response of the first 2 of 3 members"),
+        "{shown}"
+    );
+
+    let escrow = |s: &serde_json::Value| units(&s["escrow"]);
+    let before = escrow(&status);
+    cli.json(&["--key", "dev0", "service", "fund", &id, "2"], &[]);
+    let funded = cli.json(&["service", "status", &id], &[]);
+    assert_eq!(
+        escrow(&funded),
+        before + 2 * 10u128.pow(gridwork_types::DECIMALS)
+    );
+
+    let (_, msg) = cli.fails(&["--key", "dev1", "service", "close", &id], &[]);
+    assert!(msg.contains("only the requester"), "{msg}");
+    cli.json(&["--key", "dev0", "service", "close", &id], &[]);
+    let closing = cli.json(&["service", "status", &id], &[]);
+    assert_eq!(closing["status"], "closing");
+    assert!(closing["council"].as_array().unwrap().is_empty());
+    let (_, msg) = cli.fails(&["--key", "dev0", "service", "status", "beef"], &[]);
+    assert!(msg.contains("not a service id"), "{msg}");
+}

@@ -1,0 +1,280 @@
+//! `gridwork service ...`: publish, fund, follow and close services (stream tasks), and, as
+//! a provider, subscribe to serve them.
+
+use anyhow::anyhow;
+use gridwork_api::ServiceView;
+use gridwork_client::{create_service, Client, CreatedService, KeyRegistry, ServiceFile};
+use gridwork_types::{Hash, ResponseMethod, StreamPrice, TxKind};
+use serde_json::json;
+
+use crate::cli::{Cli, SendArgs, ServiceCommand};
+use crate::commands::{home, parse_amount, runtime, sign_and_send, signing_key, COMMIT_WAIT};
+use crate::output::{emit, rows};
+
+pub(crate) fn service(cli: &Cli, cmd: &ServiceCommand) -> anyhow::Result<()> {
+    match cmd {
+        ServiceCommand::Create {
+            file,
+            deposit,
+            send,
+        } => create(cli, file, deposit.as_deref(), send),
+        ServiceCommand::Status { id } => {
+            let view = fetch(cli, id)?;
+            emit(cli.json, &view, || render(&view))
+        }
+        ServiceCommand::List => {
+            let client = Client::new(&cli.node);
+            let ids = runtime()?.block_on(client.services())?;
+            emit(cli.json, &json!({ "open": ids }), || {
+                if ids.is_empty() {
+                    "no services".into()
+                } else {
+                    ids.iter()
+                        .map(Hash::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                }
+            })
+        }
+        ServiceCommand::Fund { id, amount, send } => {
+            let service: Hash = id.parse()?;
+            let amount = parse_amount(amount)?;
+            let hash = send_one(cli, send, TxKind::FundService { service, amount })?;
+            emit(cli.json, &json!({ "service": service, "tx": hash }), || {
+                format!("added {amount} GRID to service {service} ({hash})")
+            })
+        }
+        ServiceCommand::Close { id, send } => {
+            let service: Hash = id.parse()?;
+            let hash = send_one(cli, send, TxKind::CloseService { service })?;
+            emit(cli.json, &json!({ "service": service, "tx": hash }), || {
+                format!(
+                    "closing service {service} ({hash}): its members stop now and settle their last receipts within {} h; then the rest of the escrow returns",
+                    gridwork_protocol::SETTLE_WINDOW_MS / 3_600_000
+                )
+            })
+        }
+        ServiceCommand::Subscribe {
+            id,
+            per_response,
+            per_byte,
+            send,
+        } => {
+            let service: Hash = id.parse()?;
+            let max = fetch(cli, id)?.spec.max_price;
+            let price = StreamPrice {
+                per_response: per_response
+                    .as_deref()
+                    .map(parse_amount)
+                    .transpose()?
+                    .unwrap_or(max.per_response),
+                per_unit: per_byte
+                    .as_deref()
+                    .map(parse_amount)
+                    .transpose()?
+                    .unwrap_or(max.per_unit),
+            };
+            let hash = send_one(cli, send, TxKind::Subscribe { service, price })?;
+            emit(
+                cli.json,
+                &json!({ "service": service, "tx": hash, "price": price }),
+                || {
+                    format!(
+                        "subscribed to service {service} at {} GRID a response and {} GRID a byte ({hash}); seats are drawn from subscribers as they open",
+                        price.per_response, price.per_unit
+                    )
+                },
+            )
+        }
+        ServiceCommand::Unsubscribe { id, send } => {
+            let service: Hash = id.parse()?;
+            let hash = send_one(cli, send, TxKind::Unsubscribe { service })?;
+            emit(cli.json, &json!({ "service": service, "tx": hash }), || {
+                format!("unsubscribed from service {service} ({hash})")
+            })
+        }
+    }
+}
+
+/// Signs and sends one transaction as `--key`, waiting for its block unless told not to.
+fn send_one(cli: &Cli, send: &SendArgs, kind: TxKind) -> anyhow::Result<Hash> {
+    let key = signing_key(cli)?;
+    let client = Client::new(&cli.node);
+    let fee = parse_amount(&send.fee)?;
+    let (hash, _) = runtime()?.block_on(sign_and_send(&client, &key, fee, kind, !send.no_wait))?;
+    Ok(hash)
+}
+
+fn fetch(cli: &Cli, id: &str) -> anyhow::Result<ServiceView> {
+    let id: Hash = id
+        .parse()
+        .map_err(|e| anyhow!("`{id}` is not a service id: {e}"))?;
+    runtime()?
+        .block_on(Client::new(&cli.node).service(&id))?
+        .ok_or_else(|| anyhow!("no service {id} on {}", cli.node))
+}
+
+fn create(
+    cli: &Cli,
+    file: &std::path::Path,
+    deposit: Option<&str>,
+    send: &SendArgs,
+) -> anyhow::Result<()> {
+    let key = signing_key(cli)?;
+    let service = ServiceFile::read(file, key.public())?;
+    let fee = parse_amount(&send.fee)?;
+    let deposit = deposit.map(parse_amount).transpose()?;
+    let client = Client::new(&cli.node).signed_by(key.clone());
+    let registry = KeyRegistry::new(home(cli)?);
+    let json = cli.json;
+    let method = service.spec.method;
+    let council = service.spec.council_size;
+    let created = runtime()?.block_on(async {
+        let c = create_service(&client, &key, service, deposit, fee, &registry, |path| {
+            if !json {
+                eprintln!("pushing {}", path.display());
+            }
+        })
+        .await?;
+        if !send.no_wait {
+            client.wait_committed(&c.id, COMMIT_WAIT).await?;
+        }
+        anyhow::Ok(c)
+    })?;
+    for loss in &created.not_kept {
+        eprintln!("warning: {loss}");
+    }
+    let CreatedService {
+        id,
+        deposit,
+        reserve,
+        state_fee,
+        ..
+    } = created;
+    emit(
+        cli.json,
+        &json!({ "service": id, "deposit": deposit, "reserve": reserve, "state_fee": state_fee }),
+        || {
+            rows(&[
+                ("service", id.to_string()),
+                ("answers", method_line(&method, council)),
+                (
+                    "deposit",
+                    format!("{deposit} GRID locked (it stays up while at least {reserve} GRID)"),
+                ),
+                (
+                    "state fee",
+                    format!("{state_fee} GRID paid to the rewards pool, not refunded"),
+                ),
+                (
+                    "next",
+                    format!(
+                        "providers subscribe; `gridwork service status {id}` shows its council"
+                    ),
+                ),
+            ])
+        },
+    )
+}
+
+/// How a council of `council` answers, for people.
+fn method_line(method: &ResponseMethod, council: u8) -> String {
+    match method {
+        ResponseMethod::Optimistic {} => format!(
+            "optimistic: the first of {council} members to respond answers; the others check it after"
+        ),
+        ResponseMethod::Weighted { .. } => format!(
+            "weighted: the most common response of the first {} of {council} members; the rest check it after",
+            method.quorum(council)
+        ),
+        ResponseMethod::Unanimous {} => {
+            format!("unanimous: all {council} members, only when they agree")
+        }
+    }
+}
+
+fn render(v: &ServiceView) -> String {
+    let s = &v.spec;
+    let mut out = rows(&[
+        ("service", v.id.to_string()),
+        ("requester", v.requester.to_string()),
+        (
+            "status",
+            format!("{} since block time {} ms", v.status.as_str(), v.since_ms),
+        ),
+        ("answers", method_line(&s.method, s.council_size)),
+        (
+            "price",
+            format!(
+                "at most {} GRID a response and {} GRID a byte, each member at its own",
+                s.max_price.per_response, s.max_price.per_unit
+            ),
+        ),
+        (
+            "escrow",
+            format!(
+                "{} GRID (up while at least {} GRID); {} GRID paid to members",
+                v.escrow, v.reserve, v.paid
+            ),
+        ),
+        (
+            "downtime",
+            match s.max_downtime_ms {
+                0 => format!("{} s (it never ends on its own)", v.downtime_ms / 1000),
+                h => format!(
+                    "{} s (it ends after {} s down in one stretch)",
+                    v.downtime_ms / 1000,
+                    h / 1000
+                ),
+            },
+        ),
+        (
+            "council",
+            format!(
+                "{} of {} seats{}",
+                v.council.len(),
+                s.council_size,
+                if v.council.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": {}",
+                        v.council
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        ),
+        ("subscribers", v.subscribers.len().to_string()),
+        ("disputes", v.disputes.to_string()),
+    ]);
+    if !v.members.is_empty() {
+        out.push_str("\n\nmember                                          responses        bytes   paid (GRID)");
+        for m in &v.members {
+            out.push_str(&format!(
+                "\n{:<46} {:>10} {:>12}   {}{}",
+                m.provider.to_string(),
+                m.responses,
+                m.units,
+                m.paid,
+                if v.barred.contains(&m.provider) {
+                    "  (slashed, barred)"
+                } else if v.council.contains(&m.provider) {
+                    ""
+                } else {
+                    "  (left)"
+                }
+            ));
+        }
+    }
+    if v.closes_at_ms > 0 {
+        out.push_str(&format!(
+            "\n\nclosing: members settle until block time {} ms, then the rest of the escrow returns",
+            v.closes_at_ms
+        ));
+    }
+    out
+}

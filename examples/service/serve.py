@@ -1,0 +1,77 @@
+"""A tiny, deterministic text model behind HTTP: what a Gridwork service serves in the
+examples and tests (no weights are downloaded). A character bigram model is built from the
+corpus among the inputs (or this file); each next character is drawn from the model with a
+seed made of the prompt and the position, so every member answers a prompt with the same
+bytes and different prompts get different text.
+
+    POST /v1/completions  {"prompt": "...", "max_tokens": 64}
+    -> {"completion": "...", "model": "bigram-<hash of the corpus>"}
+
+It listens on 127.0.0.1:$GRIDWORK_PORT (8080 when run by hand).
+"""
+import hashlib
+import json
+import os
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+inputs = os.environ.get("GRIDWORK_INPUTS", os.path.dirname(os.path.abspath(__file__)))
+corpus_path = os.path.join(inputs, "corpus.txt")
+if not os.path.exists(corpus_path):
+    corpus_path = os.path.abspath(__file__)
+with open(corpus_path, encoding="utf-8") as f:
+    corpus = f.read()
+
+# Counts of each next character after each character, in a fixed order.
+following = {}
+for a, b in zip(corpus, corpus[1:]):
+    following.setdefault(a, {}).setdefault(b, 0)
+    following[a][b] += 1
+table = {a: sorted(nexts.items()) for a, nexts in following.items()}
+model = "bigram-" + hashlib.blake2b(corpus.encode(), digest_size=8).hexdigest()
+
+
+def complete(prompt, max_tokens):
+    out = []
+    last = prompt[-1:] or " "
+    for i in range(max(0, min(max_tokens, 4096))):
+        nexts = table.get(last) or table[" "]
+        total = sum(n for _, n in nexts)
+        seed = hashlib.blake2b(f"{prompt}\0{i}".encode(), digest_size=8).digest()
+        ticket = int.from_bytes(seed, "little") % total
+        for char, n in nexts:
+            if ticket < n:
+                last = char
+                break
+            ticket -= n
+        out.append(last)
+    return "".join(out)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        if self.path != "/v1/completions":
+            self.send_error(404, "POST /v1/completions")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            prompt = str(body.get("prompt", ""))
+            max_tokens = int(body.get("max_tokens", 64))
+        except (ValueError, TypeError) as e:
+            self.send_error(400, f"bad request: {e}")
+            return
+        answer = json.dumps({"completion": complete(prompt, max_tokens), "model": model}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write(fmt % args + "\n")
+
+
+if __name__ == "__main__":
+    port = int(os.environ.get("GRIDWORK_PORT", "8080"))
+    HTTPServer(("127.0.0.1", port), Handler).serve_forever()
