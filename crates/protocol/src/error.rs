@@ -83,6 +83,16 @@ pub enum TxError {
     /// An arithmetic overflow (amounts beyond the total supply).
     #[error("amount overflow")]
     Overflow,
+    /// A provider at work may not unbond below the minimum stake.
+    #[error("cannot unbond to {left} GRID locked: a provider working on {active} task(s) or service seat(s) keeps at least {min} GRID locked; unbond after they end (unsubscribe from services)")]
+    StakeInUse {
+        /// Tasks and seats it works on.
+        active: u32,
+        /// The minimum provider stake.
+        min: Amount,
+        /// What would stay locked.
+        left: Amount,
+    },
     /// No service has this id.
     #[error("unknown service {service}")]
     UnknownService {
@@ -376,6 +386,7 @@ impl TxError {
             Self::BadPrice { .. } => "bad_price",
             Self::CachedWithoutImage { .. } => "cached_without_image",
             Self::Overflow => "invalid_transaction",
+            Self::StakeInUse { .. } => "stake_in_use",
             Self::UnknownService { .. } => "unknown_service",
             Self::BadService { .. } => "bad_service",
             Self::NotServiceRequester { .. } => "not_service_requester",

@@ -788,9 +788,26 @@ impl State {
             K::DropMember { service, member } => self.check_drop_member(sender, *service, *member),
             K::SettleStream { receipts } => self.check_settle(receipts),
             K::DisputeResponses { service, responses } => self.check_dispute(*service, responses),
-            K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
-                Ok(())
+            K::StakeUnbond { .. } => self.check_unbond(sender, sender_account),
+            K::Transfer { .. } | K::StakeLock { .. } | K::StakeWithdraw => Ok(()),
+        }
+    }
+
+    /// `StakeUnbond` (its own side applied in `sender_account`): a provider working on tasks
+    /// or sitting on a service's council keeps the minimum stake locked, so whatever it signs
+    /// there can still be slashed (a review found two members that unbonded and withdrew
+    /// everything kept their seats and outvoted an honest one at no risk).
+    fn check_unbond(&self, sender: Address, sender_account: &Account) -> Result<(), TxError> {
+        let min = self.params.min_provider_stake;
+        match self.providers.get(&sender) {
+            Some(p) if p.active > 0 && sender_account.stake_locked < min => {
+                Err(TxError::StakeInUse {
+                    active: p.active,
+                    min,
+                    left: sender_account.stake_locked,
+                })
             }
+            _ => Ok(()),
         }
     }
 

@@ -25,9 +25,12 @@
 //!   member was paid, plus the market fee, from the escrow. A stale or repeated receipt adds
 //!   nothing and is refused; one for a provider never seated is refused. A member's risk is
 //!   what it served since its last acknowledged receipt: it stops serving when that passes
-//!   `max_unsettled`, and the service is up only while the escrow covers that for every seat,
-//!   so a requester cannot run up a debt it cannot pay. A receipt the escrow cannot cover in
-//!   full pays what is there; the rest stays owed and is paid after a top-up.
+//!   `max_unsettled`, and the service is up only while the escrow covers that for every seat.
+//!   A receipt takes only from its own seat's share and what is free: the share of every other
+//!   seated member, and of each that left until it settles or the settle window ends, stays
+//!   set aside (a review found a requester's own member could settle a huge receipt first and
+//!   leave the honest ones nothing). What a receipt cannot take stays owed, paid after a
+//!   top-up.
 //! - **Closing waits for the last receipts.** `CloseService` (or too long down) ends the
 //!   service for its members at once, but the escrow stays [`SETTLE_WINDOW_MS`] so every member
 //!   can settle what it was acknowledged; only then does the rest return.
@@ -35,11 +38,13 @@
 //!   ([`StreamResponse`](gridwork_types::StreamResponse): service, request, response hash).
 //!   Signed responses to one request that differ are evidence anyone may send: a response
 //!   signed by more than half of the council's seats, counting only current members, outvotes
-//!   the rest, whose signers (any member that ever sat) are slashed `slash_bps`, leave the
-//!   service and may never subscribe to it again. A member that signed two different responses
-//!   to one request is slashed for that alone. Counting only current members keeps a party
-//!   that once held seats from outvoting the council of today; evidence sent again slashes
-//!   nobody twice (the slashed are barred).
+//!   the current members that signed another, who are slashed `slash_bps`, leave the service
+//!   and may never subscribe to it again. A member that signed two different responses to one
+//!   request (any that ever sat) is slashed for that alone. Only today's council counts and
+//!   is judged: a party that once held seats cannot outvote it, and a party that comes to
+//!   hold a majority cannot reach back to members that left; evidence sent again slashes
+//!   nobody twice (the slashed are barred). A member at work keeps the minimum stake locked
+//!   (`StakeUnbond` below it is refused while it sits), so what it signs can be slashed.
 //! - **Dropping costs stake nothing.** The requester (or its gateway key) drops a member that
 //!   answers late or not at all; the seat is drawn again. It gains the requester nothing: what
 //!   the member was acknowledged it still settles.
@@ -137,13 +142,21 @@ pub struct MemberPay {
     pub units: u64,
     /// Paid so far (without the market fee).
     pub paid: Amount,
+    /// A member that left: until this block time (or its first settlement after leaving)
+    /// its seat's share of the escrow stays set aside for its last receipt. 0 otherwise.
+    pub holds_until_ms: u64,
+    /// The escrow set aside for its next receipts: up to a seat's share (`max_unsettled` and
+    /// the fee on it), filled from what is free in the order members first sat.
+    pub share: Amount,
 }
 
 gridwork_types::codec_struct!(MemberPay {
     provider: Address,
     responses: u64,
     units: u64,
-    paid: Amount
+    paid: Amount,
+    holds_until_ms: u64,
+    share: Amount
 });
 
 /// A published service.
@@ -212,12 +225,58 @@ impl Service {
         usize::from(self.spec.council_size).saturating_sub(self.council.len())
     }
 
-    /// Takes `provider` off the council and the subscribers; whether it sat.
-    fn remove(&mut self, provider: &Address) -> bool {
+    /// Takes `provider` off the council and the subscribers; whether it sat. A member's seat
+    /// share of the escrow stays set aside for its last receipt until `holds_until_ms`.
+    fn remove(&mut self, provider: &Address, holds_until_ms: u64) -> bool {
         self.subscribers.retain(|s| s.provider != *provider);
         let before = self.council.len();
         self.council.retain(|m| m != provider);
-        before != self.council.len()
+        let sat = before != self.council.len();
+        if sat {
+            if let Some(p) = self.pay.iter_mut().find(|p| p.provider == *provider) {
+                p.holds_until_ms = holds_until_ms;
+            }
+        }
+        sat
+    }
+
+    /// Whether `p`'s share is set aside at block time `now`: it sits, or it left and its
+    /// hold has not ended.
+    fn holds(&self, p: &MemberPay, now: u64) -> bool {
+        self.council.contains(&p.provider) || p.holds_until_ms > now
+    }
+
+    /// The escrow no member's share holds at block time `now`.
+    fn free(&self, now: u64) -> u128 {
+        let held: u128 = self
+            .pay
+            .iter()
+            .filter(|p| self.holds(p, now))
+            .map(|p| p.share.0)
+            .sum();
+        self.escrow.0.saturating_sub(held)
+    }
+
+    /// Releases the shares of members that no longer hold one and tops up those that do,
+    /// up to a seat's share each, from what is free, in the order members first sat.
+    fn rebalance(&mut self, now: u64, market_fee_bps: u32) {
+        let seat = self.spec.reserve(market_fee_bps).map_or(u128::MAX, |r| {
+            r.0 / u128::from(self.spec.council_size.max(1))
+        });
+        let holding: Vec<bool> = self.pay.iter().map(|p| self.holds(p, now)).collect();
+        for (p, holds) in self.pay.iter_mut().zip(&holding) {
+            if !holds {
+                p.share = Amount::ZERO;
+            }
+        }
+        let mut free = self.free(now);
+        for (p, holds) in self.pay.iter_mut().zip(holding) {
+            if holds && p.share.0 < seat {
+                let top = (seat - p.share.0).min(free);
+                p.share = Amount(p.share.0 + top);
+                free -= top;
+            }
+        }
     }
 }
 
@@ -460,7 +519,9 @@ impl State {
 
     /// Ends a service for its members; its escrow waits [`SETTLE_WINDOW_MS`].
     fn begin_closing(&mut self, id: Hash, mut s: Service, now: u64, why: &str) -> Vec<Event> {
-        for member in std::mem::take(&mut s.council) {
+        let closes_at = now.saturating_add(SETTLE_WINDOW_MS);
+        for member in s.council.clone() {
+            s.remove(&member, closes_at);
             self.adjust_active(&member, -1);
         }
         s.subscribers.clear();
@@ -469,7 +530,7 @@ impl State {
         }
         s.status = ServiceStatus::Closing;
         s.since_ms = now;
-        s.closes_at_ms = now.saturating_add(SETTLE_WINDOW_MS);
+        s.closes_at_ms = closes_at;
         self.due_services.insert(id, s.closes_at_ms);
         self.services.insert(id, s);
         vec![Event::ServiceStatus {
@@ -501,7 +562,11 @@ impl State {
                 problem,
             })
         };
-        if sender == s.requester || provider.owner == s.requester {
+        let owner_of = |a: &Address| self.providers.get(a).map_or(*a, |p| p.owner);
+        if sender == s.requester
+            || provider.owner == s.requester
+            || provider.owner == owner_of(&s.requester)
+        {
             return refuse(
                 "it is the requester's own provider; a requester does not check itself".into(),
             );
@@ -625,7 +690,7 @@ impl State {
         let Some(mut s) = self.services.get(&id).cloned() else {
             return Vec::new();
         };
-        if s.remove(&provider) {
+        if s.remove(&provider, now.saturating_add(SETTLE_WINDOW_MS)) {
             self.adjust_active(&provider, -1);
             self.due_services.insert(id, now);
         }
@@ -697,18 +762,29 @@ impl State {
             let Some(mut s) = self.services.get(&r.service).cloned() else {
                 continue;
             };
+            let seated = s.council.contains(&r.provider);
+            let free = s.free(now);
+            let holds = s.pay_of(&r.provider).is_some_and(|p| s.holds(p, now));
             let Some(pay) = s.pay.iter_mut().find(|p| p.provider == r.provider) else {
                 continue;
             };
             let owed = r.owed.0.saturating_sub(pay.paid.0);
-            // What the escrow can cover, fee included.
-            let affordable = mul_div(s.escrow.0, 10_000, 10_000 + fee_bps);
+            // What the escrow can cover, fee included: this member's share and what is free,
+            // never the shares set aside for the others (their last receipts).
+            let mine = if holds { pay.share.0 } else { 0 };
+            let available = mine.saturating_add(free).min(s.escrow.0);
+            let affordable = mul_div(available, 10_000, 10_000 + fee_bps);
             let amount = owed.min(affordable);
-            let fee = mul_div(amount, fee_bps, 10_000).min(s.escrow.0 - amount);
+            let fee = mul_div(amount, fee_bps, 10_000).min(available - amount);
             s.escrow = Amount(s.escrow.0 - amount - fee);
+            pay.share = Amount(pay.share.0.saturating_sub(amount + fee));
             pay.paid = Amount(pay.paid.0 + amount);
             pay.responses = r.responses;
             pay.units = r.units;
+            if !seated {
+                // Its share is no longer set aside: what is left owed waits for a top-up.
+                pay.holds_until_ms = 0;
+            }
             s.paid = Amount(s.paid.0.saturating_add(amount));
             self.credit(r.provider, Amount(amount));
             self.add_earnings(&r.provider, Amount(amount));
@@ -794,10 +870,13 @@ impl State {
             }
         }
         let majority = tally.iter().find(|(_, n)| 2 * n > seats).map(|(h, _)| *h);
+        // Only members seated now are judged by today's council: one that left was judged by
+        // its own (a review found a later council, or a party that comes to hold one, could
+        // otherwise slash every honest former member over requests it never served).
         let mut outvoted = Vec::new();
         if let Some(m) = majority {
             for (who, h) in &answers {
-                if *h != m && !equivocators.contains(who) {
+                if *h != m && !equivocators.contains(who) && s.council.contains(who) {
                     outvoted.push(*who);
                 }
             }
@@ -910,22 +989,40 @@ impl State {
                         refund,
                     });
                 }
-                ServiceStatus::Down
-                    if s.spec.max_downtime_ms > 0
-                        && now.saturating_sub(s.since_ms) >= s.spec.max_downtime_ms =>
-                {
-                    events.extend(self.begin_closing(
-                        id,
-                        s,
-                        now,
-                        "down longer than its max_downtime",
-                    ));
-                }
                 ServiceStatus::Forming | ServiceStatus::Up | ServiceStatus::Down => {
+                    // Seats first: a subscriber fit now may keep the service from closing.
                     if s.open_seats() > 0 {
                         events.extend(self.fill_seats(id, &mut s, now));
                     }
                     events.extend(self.put_service(id, s, now));
+                    let Some(s) = self.services.get(&id).cloned() else {
+                        continue;
+                    };
+                    if s.status == ServiceStatus::Down
+                        && s.spec.max_downtime_ms > 0
+                        && now.saturating_sub(s.since_ms) >= s.spec.max_downtime_ms
+                    {
+                        events.extend(self.begin_closing(
+                            id,
+                            s,
+                            now,
+                            "down longer than its max_downtime",
+                        ));
+                        continue;
+                    }
+                    // Subscribers not fit now (offline, short of stake) may be fit later:
+                    // look again while a seat is open (a review found a service closed with
+                    // a fit subscriber waiting, because nothing made it due again).
+                    let waiting = s
+                        .subscribers
+                        .iter()
+                        .any(|sub| !s.council.contains(&sub.provider));
+                    if s.open_seats() > 0 && waiting {
+                        let again =
+                            now.saturating_add((self.params.heartbeat_timeout_ms / 2).max(1_000));
+                        let due = self.due_services.get(&id).copied().unwrap_or(u64::MAX);
+                        self.due_services.insert(id, due.min(again));
+                    }
                 }
             }
         }
@@ -955,6 +1052,8 @@ impl State {
                     responses: 0,
                     units: 0,
                     paid: Amount::ZERO,
+                    holds_until_ms: 0,
+                    share: Amount::ZERO,
                 });
             }
         }
@@ -974,9 +1073,15 @@ impl State {
         let mut barred: Vec<Address> = s.council.iter().map(owner_of).collect();
         barred.extend([s.requester, owner_of(&s.requester)]);
         let needs = s.spec.requirements.software_needs();
+        // A service pays at most MAX_MEMBERS_EVER members over its life: past it, only those
+        // that sat before may sit again.
+        let full = s.pay.len() >= MAX_MEMBERS_EVER;
         let mut by_owner: std::collections::BTreeMap<Address, Candidate> = Default::default();
         for sub in &s.subscribers {
             let a = sub.provider;
+            if full && s.pay_of(&a).is_none() {
+                continue;
+            }
             let Some(prov) = self.providers.get(&a) else {
                 continue;
             };
@@ -1045,6 +1150,7 @@ impl State {
                 });
             }
         }
+        s.rebalance(now, self.params.market_fee_bps);
         // A stretch down that lasts max_downtime ends the service at that block.
         if s.status == ServiceStatus::Down && s.spec.max_downtime_ms > 0 {
             let ends = s.since_ms.saturating_add(s.spec.max_downtime_ms);

@@ -791,3 +791,155 @@ fn a_service_the_ledger_cannot_keep_is_refused_naming_the_field() {
     );
     assert_eq!(e.code(), "not_a_provider");
 }
+
+/// Found by a review: two members unbonded and withdrew their whole stake, kept their seats,
+/// and outvoted an honest member at no risk. A member at work keeps the minimum stake locked.
+#[test]
+fn a_seated_member_cannot_unbond_below_the_minimum_stake() {
+    let (mut m, id) = running(3, 3);
+    let member = council(&m, id)[0].clone();
+    let stake = m.state.account(&member.address()).stake_locked;
+    let e = m.refused(&member, TxKind::StakeUnbond { amount: stake });
+    assert!(matches!(e, TxError::StakeInUse { active: 1, .. }), "{e}");
+    // Down to the minimum it may.
+    let tx = m.tx(
+        &member,
+        TxKind::StakeUnbond {
+            amount: Amount(stake.0 - Amount::grid(100).0),
+        },
+    );
+    m.block(vec![tx]);
+    // Once it leaves, the rest may go too.
+    let tx = m.tx(&member, TxKind::Unsubscribe { service: id });
+    m.block(vec![tx]);
+    let tx = m.tx(
+        &member,
+        TxKind::StakeUnbond {
+            amount: Amount::grid(100),
+        },
+    );
+    m.block(vec![tx]);
+    assert_eq!(
+        m.state.account(&member.address()).stake_locked,
+        Amount::ZERO
+    );
+}
+
+/// Found by a review: the honest majority of a request left the service; the liar and two
+/// newcomers, now the council, signed the liar's answer after the fact to slash the members
+/// that left. Only today's members are judged by today's council.
+#[test]
+fn a_later_council_cannot_slash_members_that_left() {
+    let (mut m, id) = running(3, 6);
+    let members = council(&m, id);
+    let (honest, liar) = (&members[..2], &members[2]);
+    let evidence: Vec<SignedResponse> = honest.iter().map(|k| answer(k, id, 1, 10)).collect();
+    let leave = honest
+        .iter()
+        .map(|k| m.tx(k, TxKind::Unsubscribe { service: id }))
+        .collect();
+    m.block(leave);
+    let now = council(&m, id);
+    assert!(now.iter().any(|k| k.address() == liar.address()) && now.len() == 3);
+    let mut responses = evidence;
+    responses.extend(now.iter().map(|k| answer(k, id, 1, 66)));
+    let e = m.refused(
+        liar,
+        TxKind::DisputeResponses {
+            service: id,
+            responses,
+        },
+    );
+    assert!(
+        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
+        "{e}"
+    );
+    for k in honest {
+        assert_eq!(
+            m.state.provider(&k.address()).unwrap().slashed,
+            Amount::ZERO
+        );
+    }
+}
+
+/// Found by a review: a subscriber offline when a seat opened came back but was never drawn
+/// (nothing made the service due again), and the service closed at its max_downtime with a
+/// fit subscriber waiting. Open seats are looked at again while subscribers wait.
+#[test]
+fn a_seat_is_drawn_once_a_waiting_subscriber_is_fit_again() {
+    let mut m = Market::new();
+    let mut s = spec(1);
+    s.max_downtime_ms = 600_000;
+    let id = create(&mut m, s, Amount::grid(10));
+    subscribe(&mut m, id, &[1, 2]);
+    let member = council(&m, id)[0].clone();
+    let other = if member.address() == provider(1).address() {
+        provider(2)
+    } else {
+        provider(1)
+    };
+    // Every heartbeat goes stale; the requester drops the member; nobody online to draw.
+    let t = m.now + 61_000;
+    let drop = m.tx(
+        &requester(),
+        TxKind::DropMember {
+            service: id,
+            member: member.address(),
+        },
+    );
+    m.at(t, vec![drop]);
+    assert_eq!(status(&m, id), ServiceStatus::Down);
+    // The other subscriber comes back and keeps its heartbeat.
+    for _ in 0..3 {
+        let hb = m.tx(&other, TxKind::Heartbeat);
+        let t = m.now + 30_000;
+        m.at(t, vec![hb]);
+    }
+    let s = m.state.service(&id).unwrap();
+    assert!(s.council.contains(&other.address()), "{s:?}");
+    assert_eq!(s.status, ServiceStatus::Up);
+}
+
+/// Found by a review: the requester's gateway signed a huge receipt for a seated member the
+/// requester runs (of an owner it did not approve), settled it first, and the honest members'
+/// receipts within `max_unsettled` paid nothing. A receipt takes only its own seat's share and
+/// what is free; a member that left keeps its share until it settles or its window ends.
+#[test]
+fn a_receipt_cannot_take_the_share_set_aside_for_another_member() {
+    let mut m = Market::new();
+    let reserve = spec(3).reserve(500).unwrap();
+    let id = create(&mut m, spec(3), reserve);
+    subscribe(&mut m, id, &[1, 2, 3]);
+    assert_eq!(status(&m, id), ServiceStatus::Up);
+    let members = council(&m, id);
+    let (sybil, honest, leaving) = (&members[0], &members[1], &members[2]);
+    let drain = receipt(id, sybil.address(), 1, Amount::grid(1_000));
+    let tx = m.tx(
+        sybil,
+        TxKind::SettleStream {
+            receipts: vec![drain],
+        },
+    );
+    m.block(vec![tx]);
+    let s = m.state.service(&id).unwrap();
+    // The sybil took its own seat's share: a third of the reserve, fee included.
+    assert_eq!(s.escrow, Amount(reserve.0 - reserve.0 / 3));
+    // The third member leaves before it settles: its share stays set aside for it.
+    let tx = m.tx(leaving, TxKind::Unsubscribe { service: id });
+    m.block(vec![tx]);
+    for k in [honest, leaving] {
+        let before = m.state.account(&k.address()).balance;
+        let tx = m.tx(
+            k,
+            TxKind::SettleStream {
+                receipts: vec![receipt(id, k.address(), 1_000, Amount::grid(1))],
+            },
+        );
+        m.block(vec![tx]);
+        let got = m.state.account(&k.address()).balance.0 - before.0;
+        assert_eq!(
+            got, GRID,
+            "a member served within max_unsettled and got {got}"
+        );
+    }
+}
