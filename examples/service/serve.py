@@ -7,11 +7,13 @@ bytes and different prompts get different text.
     POST /v1/completions  {"prompt": "...", "max_tokens": 64}
     -> {"completion": "...", "model": "bigram-<hash of the corpus>"}
 
-It listens on 127.0.0.1:$GRIDWORK_PORT (8080 when run by hand).
+On a worker it answers on the UNIX socket $GRIDWORK_SOCKET (a task has no network); run by
+hand, on 127.0.0.1:8080 (or $GRIDWORK_PORT).
 """
 import hashlib
 import json
 import os
+import socketserver
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -68,10 +70,21 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer)
 
+    def address_string(self):
+        return "gateway"
+
     def log_message(self, fmt, *args):
         sys.stderr.write(fmt % args + "\n")
 
 
+class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
 if __name__ == "__main__":
-    port = int(os.environ.get("GRIDWORK_PORT", "8080"))
-    HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    socket_path = os.environ.get("GRIDWORK_SOCKET")
+    if socket_path:
+        UnixHTTPServer(socket_path, Handler).serve_forever()
+    else:
+        port = int(os.environ.get("GRIDWORK_PORT", "8080"))
+        HTTPServer(("127.0.0.1", port), Handler).serve_forever()

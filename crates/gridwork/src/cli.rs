@@ -211,6 +211,14 @@ pub(crate) struct SandboxArgs {
     /// Confine this process and become the program (what the supervisor starts).
     #[arg(long, hide = true)]
     pub(crate) inner: bool,
+    /// End the run, the program and everything it started, once this file exists (how a
+    /// worker stops a service's server).
+    #[arg(long)]
+    pub(crate) stop_file: Option<PathBuf>,
+    /// The program is a service's server: it answers HTTP on the UNIX socket named by
+    /// GRIDWORK_SOCKET (http.sock in its TMPDIR).
+    #[arg(long)]
+    pub(crate) serve: bool,
     /// Confine this process as a task's would be, print what held (JSON) and exit, running
     /// no program: how a worker finds, when it starts, whether its sandbox is whole here.
     #[arg(long, conflicts_with_all = ["inner", "deadline_ms", "status_file"])]

@@ -354,6 +354,7 @@ fn confinement(args: &SandboxArgs) -> Confinement {
         gpu_devices: args.gpu_device.clone(),
         hidden: args.hide.clone(),
         network: args.network,
+        serve: args.serve,
     }
 }
 
@@ -396,12 +397,15 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         if args.network {
             inner.arg("--network");
         }
+        if args.serve {
+            inner.arg("--serve");
+        }
         inner.arg("--").args(&args.command);
         let deadline = args.deadline_ms.map(Duration::from_millis);
         use gridwork_worker::supervise::{supervise, RunStatus};
         // A supervisor that cannot start is a setup failure like any other.
-        let status =
-            supervise(inner, deadline).unwrap_or_else(|e| RunStatus::SetupFailed(e.to_string()));
+        let status = supervise(inner, deadline, args.stop_file.as_deref())
+            .unwrap_or_else(|e| RunStatus::SetupFailed(e.to_string()));
         if let Some(path) = &args.status_file {
             std::fs::write(path, status.to_line() + "\n")
                 .with_context(|| format!("writing --status-file {}", path.display()))?;

@@ -71,6 +71,9 @@ pub struct Confinement {
     pub hidden: Vec<PathBuf>,
     /// May it open TCP connections and listen on TCP ports (no: neither)?
     pub network: bool,
+    /// It is a service's server: it answers HTTP on the UNIX socket `GRIDWORK_SOCKET` names,
+    /// `http.sock` in its `TMPDIR` (the run's `tmp/`), where the worker reaches it.
+    pub serve: bool,
 }
 
 /// Why confinement failed (the program was not started).
@@ -487,6 +490,15 @@ pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> Conf
         // Its own, short enough for socket paths.
         program.env("TMPDIR", "/tmp");
     }
+    if c.serve {
+        let tmp = match own {
+            Ok(true) => "/tmp".to_string(),
+            _ => {
+                std::env::var("TMPDIR").unwrap_or_else(|_| c.work.join("tmp").display().to_string())
+            }
+        };
+        program.env("GRIDWORK_SOCKET", format!("{tmp}/{SERVICE_SOCKET}"));
+    }
     let source = program.exec();
     ConfineError::Exec {
         command: command.to_string(),
@@ -623,6 +635,9 @@ fn first_to_die() -> Result<(), String> {
     std::fs::write("/proc/self/oom_score_adj", "1000")
         .map_err(|e| format!("cannot raise /proc/self/oom_score_adj: {e}"))
 }
+
+/// The name of a service server's socket in its run's `tmp/`.
+pub const SERVICE_SOCKET: &str = "http.sock";
 
 /// The uid and gid a root worker's tasks run as.
 pub(crate) const NOBODY: u32 = 65534;

@@ -131,6 +131,16 @@ pub struct SandboxError {
     source: std::io::Error,
 }
 
+impl SandboxError {
+    pub(crate) fn new(command: &str, dir: &Path, source: std::io::Error) -> SandboxError {
+        SandboxError {
+            command: command.to_string(),
+            dir: dir.display().to_string(),
+            source,
+        }
+    }
+}
+
 /// A short path for a task's `tmp/`: a symbolic link in `/tmp`, removed on drop. Programs
 /// make Unix sockets in TMPDIR (Python's `multiprocessing` does, and with it PyTorch's data
 /// loaders), a socket's path has at most 107 bytes, and a task directory's own path can be
@@ -139,7 +149,7 @@ pub struct SandboxError {
 /// Where the sandbox gives the run namespaces of its own, its `tmp/` is its `/tmp` and
 /// `TMPDIR` is `/tmp` itself (`confine::own_mounts`); the link serves the runs without (no
 /// launcher, or a host that forbids user namespaces).
-struct ShortTmp(PathBuf);
+pub(crate) struct ShortTmp(pub(crate) PathBuf);
 
 impl ShortTmp {
     /// A link to `target`, or `None` where none can be made (TMPDIR is then the long path).
@@ -177,6 +187,100 @@ pub fn layout(work: &Path) -> (PathBuf, PathBuf) {
     (run.join("inputs"), run.join("outputs"))
 }
 
+/// How `sandbox-exec` supervises a program: a task's run until its deadline, with its end
+/// recorded in the status file, or a service's server until the stop file appears.
+pub(crate) struct Supervision<'a> {
+    /// When the run ends at the latest.
+    pub(crate) deadline: Option<Duration>,
+    /// Where the supervisor records how the program ended.
+    pub(crate) status_file: &'a Path,
+    /// A server's: it is stopped once this file exists.
+    pub(crate) stop_file: Option<&'a Path>,
+}
+
+/// The command that runs `program` in `work` (through `sandbox-exec` with a launcher), its
+/// clean environment, and the short link to its `tmp/` (see [`ShortTmp`]) that must live as
+/// long as the program. Standard input is `/dev/null`; output is the caller's to direct.
+pub(crate) fn task_command(
+    program: &Program,
+    work: &Path,
+    env: &TaskEnv,
+    launcher: Option<&Launcher>,
+    sup: &Supervision<'_>,
+) -> (tokio::process::Command, Option<ShortTmp>) {
+    let (inputs, outputs) = layout(work);
+    let run_dir = run_dir(work);
+    let serve = sup.stop_file.is_some();
+    let mut cmd = match launcher {
+        None => {
+            let mut cmd = tokio::process::Command::new(&program.command);
+            cmd.args(&program.args);
+            cmd
+        }
+        Some(l) => {
+            let mut cmd = tokio::process::Command::new(&l.exe);
+            cmd.arg("sandbox-exec").arg("--work").arg(&run_dir);
+            if let Some(m) = l.memory_mib {
+                cmd.arg("--memory-mib").arg(m.to_string());
+            }
+            if let Some(m) = l.max_file_mib {
+                cmd.arg("--max-file-mib").arg(m.to_string());
+            }
+            for d in &l.gpu_devices {
+                cmd.arg("--gpu-device").arg(d);
+            }
+            for h in &l.hidden {
+                cmd.arg("--hide").arg(h);
+            }
+            // The supervisor ends the run at the deadline (a server when told to stop),
+            // leftovers in sessions of their own included; the worker's own kill is the
+            // backstop.
+            if let Some(deadline) = sup.deadline {
+                cmd.arg("--deadline-ms")
+                    .arg(deadline.as_millis().to_string());
+            }
+            if let Some(stop) = sup.stop_file {
+                cmd.arg("--stop-file").arg(stop).arg("--serve");
+            }
+            cmd.arg("--status-file").arg(sup.status_file);
+            // A job that asks for the network has it only on a provider that allows it (the
+            // worker declined it otherwise).
+            if program.network {
+                cmd.arg("--network");
+            }
+            cmd.arg("--").arg(&program.command).args(&program.args);
+            cmd
+        }
+    };
+    cmd.current_dir(&run_dir)
+        .env_clear()
+        .env("PATH", crate::software::TASK_PATH)
+        .env("HOME", &run_dir)
+        .env("LANG", "C.UTF-8")
+        .env("GRIDWORK_JOB", &env.job)
+        .env("GRIDWORK_TASK", env.task.to_string())
+        .env("GRIDWORK_ITEM_START", env.items.0.to_string())
+        .env("GRIDWORK_ITEM_END", env.items.1.to_string())
+        .env("GRIDWORK_INPUTS", &inputs)
+        .env("GRIDWORK_OUTPUTS", &outputs)
+        .envs(env.segment_vars(&run_dir.display().to_string()))
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    let tmp = run_dir.join("tmp");
+    let short_tmp = ShortTmp::new(&tmp);
+    let tmpdir = short_tmp.as_ref().map_or(&tmp, |s| &s.0);
+    cmd.env("TMPDIR", tmpdir);
+    if serve && launcher.is_none() {
+        // Unconfined (tests): the socket where the sandbox would put it.
+        cmd.env(
+            "GRIDWORK_SOCKET",
+            tmpdir.join(crate::confine::SERVICE_SOCKET),
+        );
+    }
+    (cmd, short_tmp)
+}
+
 /// Runs `program` in `work` until it exits or `deadline` passes.
 pub async fn run(
     program: &Program,
@@ -200,62 +304,19 @@ pub async fn run(
     }
     let stdout = std::fs::File::create(work.join("stdout.log")).map_err(err)?;
     let stderr = std::fs::File::create(work.join("stderr.log")).map_err(err)?;
-    let mut cmd = match launcher {
-        None => {
-            let mut cmd = tokio::process::Command::new(&program.command);
-            cmd.args(&program.args);
-            cmd
-        }
-        Some(l) => {
-            let mut cmd = tokio::process::Command::new(&l.exe);
-            cmd.arg("sandbox-exec").arg("--work").arg(&run_dir);
-            if let Some(m) = l.memory_mib {
-                cmd.arg("--memory-mib").arg(m.to_string());
-            }
-            if let Some(m) = l.max_file_mib {
-                cmd.arg("--max-file-mib").arg(m.to_string());
-            }
-            for d in &l.gpu_devices {
-                cmd.arg("--gpu-device").arg(d);
-            }
-            for h in &l.hidden {
-                cmd.arg("--hide").arg(h);
-            }
-            // The supervisor ends the run at the deadline, leftovers in sessions of their own
-            // included; the worker's own kill below is the backstop.
-            cmd.arg("--deadline-ms")
-                .arg(deadline.as_millis().to_string());
-            cmd.arg("--status-file").arg(&status_file);
-            // A job that asks for the network has it only on a provider that allows it (the
-            // worker declined it otherwise).
-            if program.network {
-                cmd.arg("--network");
-            }
-            cmd.arg("--").arg(&program.command).args(&program.args);
-            cmd
-        }
-    };
-    cmd.current_dir(&run_dir)
-        .env_clear()
-        .env("PATH", crate::software::TASK_PATH)
-        .env("HOME", &run_dir)
-        .env("LANG", "C.UTF-8")
-        .env("GRIDWORK_JOB", &env.job)
-        .env("GRIDWORK_TASK", env.task.to_string())
-        .env("GRIDWORK_ITEM_START", env.items.0.to_string())
-        .env("GRIDWORK_ITEM_END", env.items.1.to_string())
-        .env("GRIDWORK_INPUTS", &inputs)
-        .env("GRIDWORK_OUTPUTS", &outputs)
-        .envs(env.segment_vars(&run_dir.display().to_string()))
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .kill_on_drop(true);
+    let (mut cmd, _short_tmp) = task_command(
+        program,
+        work,
+        env,
+        launcher,
+        &Supervision {
+            deadline: Some(deadline),
+            status_file: &status_file,
+            stop_file: None,
+        },
+    );
+    cmd.stdout(stdout).stderr(stderr);
     let started = Instant::now();
-    let tmp = run_dir.join("tmp");
-    let short_tmp = ShortTmp::new(&tmp);
-    cmd.env("TMPDIR", short_tmp.as_ref().map_or(&tmp, |s| &s.0));
     let mut child = cmd.spawn().map_err(err)?;
     let seconds = |s: Instant| s.elapsed().as_secs().max(1);
     let backstop = match launcher {

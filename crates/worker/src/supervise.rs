@@ -32,7 +32,8 @@ pub enum Exit {
     Code(i32),
     /// A signal ended it.
     Signal(i32),
-    /// The deadline passed and the supervisor ended it.
+    /// The deadline passed (or, for a service's server, the worker asked it to stop) and the
+    /// supervisor ended it.
     Deadline,
 }
 
@@ -137,13 +138,14 @@ fn failed(what: &'static str) -> impl Fn(std::io::Error) -> SuperviseError {
     move |source| SuperviseError { what, source }
 }
 
-/// Runs `inner` (the confined program) as a child, until it exits or `deadline` passes, then
-/// kills every process left beneath this one; how the program ended, or why the sandbox
-/// could not be set up (`inner`'s [`report_setup_failure`], through the pipe this gives it as
-/// its standard input).
+/// Runs `inner` (the confined program) as a child, until it exits, `deadline` passes or the
+/// file `stop` appears (how a worker ends a service's server), then kills every process left
+/// beneath this one; how the program ended, or why the sandbox could not be set up
+/// (`inner`'s [`report_setup_failure`], through the pipe this gives it as its standard input).
 pub fn supervise(
     mut inner: Command,
     deadline: Option<Duration>,
+    stop: Option<&std::path::Path>,
 ) -> Result<RunStatus, SuperviseError> {
     let me = getpid();
     rustix::process::set_child_subreaper(Some(me))
@@ -161,7 +163,7 @@ pub fn supervise(
         if let Some(exit) = reap(program) {
             break exit;
         }
-        if deadline.is_some_and(|d| started.elapsed() >= d) {
+        if deadline.is_some_and(|d| started.elapsed() >= d) || stop.is_some_and(|s| s.exists()) {
             if let Some(pid) = program {
                 let _ = kill_process(pid, Signal::KILL);
             }

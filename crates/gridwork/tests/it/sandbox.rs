@@ -1066,3 +1066,81 @@ fn a_task_and_its_children_are_the_first_the_kernel_ends_out_of_memory() {
         "{out:?}"
     );
 }
+
+/// A service's server in the worker's sandbox: the example model (`examples/service/serve.py`)
+/// answers HTTP on its socket, never on the network; two members' servers answer a prompt
+/// with the same bytes; and when the worker stops it, everything it started ends, a process
+/// in a session of its own included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_server_answers_on_its_socket_and_ends_with_everything_it_started() {
+    use gridwork_worker::serve::{Bytes, Relayed, Server};
+    use std::time::Duration;
+    let (launcher, env) = worker_sandbox();
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/service/serve.py");
+    let program = gridwork_types::Program {
+        command: "sh".into(),
+        args: vec![
+            "-c".into(),
+            "setsid sleep 600 & echo $! > $GRIDWORK_OUTPUTS/pid; exec python3 inputs/serve.py"
+                .into(),
+        ],
+        outputs: Vec::new(),
+        image: None,
+        network: false,
+    };
+    let ask = Relayed {
+        method: "POST".into(),
+        path: "/v1/completions".into(),
+        content_type: Some("application/json".into()),
+        body: Bytes::from_static(br#"{"prompt": "a council of", "max_tokens": 48}"#),
+    };
+    let mut answers = Vec::new();
+    let mut leftovers = Vec::new();
+    for _member in 0..2 {
+        let work = tempfile::tempdir_in("/var/tmp").unwrap();
+        // As a worker makes its task directories (a root worker's task runs as nobody).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let inputs = work.path().join("run/inputs");
+        std::fs::create_dir_all(&inputs).unwrap();
+        std::fs::copy(&example, inputs.join("serve.py")).unwrap();
+        let mut server = Server::start(&program, work.path(), &env, Some(&launcher)).unwrap();
+        server.ready(Duration::from_secs(30)).await.unwrap();
+        let answer = server.forward(&ask, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(answer.content_type.as_deref(), Some("application/json"));
+        let again = server.forward(&ask, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(again, answer, "one member answers one prompt alike");
+        let missing = Relayed {
+            path: "/nowhere".into(),
+            ..ask.clone()
+        };
+        assert_eq!(
+            server
+                .forward(&missing, Duration::from_secs(10))
+                .await
+                .unwrap()
+                .status,
+            404
+        );
+        let pid: u32 = std::fs::read_to_string(work.path().join("run/outputs/pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(running(pid));
+        server.stop().await;
+        leftovers.push(pid);
+        answers.push(answer);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "two members answer one prompt with the same bytes"
+    );
+    let text: serde_json::Value = serde_json::from_slice(&answers[0].body).unwrap();
+    assert_eq!(text["completion"].as_str().unwrap().chars().count(), 48);
+    for pid in leftovers {
+        assert!(!running(pid), "a process the server started outlived it");
+    }
+}

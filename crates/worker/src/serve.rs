@@ -1,0 +1,244 @@
+//! A service's server on a worker: the service's program run in the task sandbox for as long
+//! as the worker sits on its council, answering HTTP on a UNIX socket in its run's `tmp/`
+//! (`GRIDWORK_SOCKET`), never on the network. The worker forwards each request the gateway
+//! relays to it over that socket and reads the answer whole, bounded in size and time.
+//!
+//! Why a socket and not a port: a task has no network of its own (a namespace with no
+//! interface up, Landlock refusing TCP), so nothing outside could reach a port it listened
+//! on, and a port would be reachable by every local user. A socket file in the run directory
+//! is reachable by the worker alone (the run directory is hidden from other tasks).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use bytes::Bytes;
+use gridwork_types::Program;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use crate::sandbox::{
+    run_dir, task_command, Launcher, SandboxError, ShortTmp, Supervision, TaskEnv,
+};
+
+/// The largest response body a worker reads from its server (and relays).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// Why a server did not answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// It could not be started.
+    #[error(transparent)]
+    Start(#[from] SandboxError),
+    /// It exited (before it was ready, or while serving).
+    #[error("the service's server exited ({status}); its stderr is in {stderr}")]
+    Exited {
+        /// How it ended.
+        status: String,
+        /// Where its standard error is.
+        stderr: String,
+    },
+    /// It made no socket within the time it had to start.
+    #[error("the service's server made no socket at $GRIDWORK_SOCKET within {0:?}")]
+    NotReady(Duration),
+    /// It did not answer within the time a response may take.
+    #[error("the service's server did not answer within {0:?}")]
+    Late(Duration),
+    /// Its answer was not HTTP, or too large.
+    #[error("the service's server answered badly: {0}")]
+    BadAnswer(String),
+}
+
+/// A request relayed to a server.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path and query, from `/` (what followed `/s/<service>` at the gateway).
+    pub path: String,
+    /// The `content-type` of the body, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A server's answer, whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `content-type`, if any.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A service's server, running. Dropping it kills its process group; [`Server::stop`] ends it
+/// and everything it started.
+pub struct Server {
+    child: tokio::process::Child,
+    /// The socket's path as the worker reaches it (through the short link to its `tmp/`).
+    socket: PathBuf,
+    stop_file: PathBuf,
+    stderr: PathBuf,
+    _short_tmp: Option<ShortTmp>,
+}
+
+impl Server {
+    /// Starts `program` as a server in `work` (its inputs already in place), confined by
+    /// `launcher` (unconfined without one: tests).
+    pub fn start(
+        program: &Program,
+        work: &Path,
+        env: &TaskEnv,
+        launcher: Option<&Launcher>,
+    ) -> Result<Server, ServeError> {
+        let err = |source| SandboxError::new(&program.command, work, source);
+        let run = run_dir(work);
+        for dir in [run.join("inputs"), run.join("outputs"), run.join("tmp")] {
+            std::fs::create_dir_all(&dir).map_err(err)?;
+        }
+        let stop_file = work.join("stop");
+        let status_file = work.join("run-status");
+        let _ = std::fs::remove_file(&stop_file);
+        let _ = std::fs::remove_file(run.join("tmp").join(crate::confine::SERVICE_SOCKET));
+        let stderr = work.join("stderr.log");
+        let (mut cmd, short_tmp) = task_command(
+            program,
+            work,
+            env,
+            launcher,
+            &Supervision {
+                deadline: None,
+                status_file: &status_file,
+                stop_file: Some(&stop_file),
+            },
+        );
+        cmd.stdout(std::fs::File::create(work.join("stdout.log")).map_err(err)?)
+            .stderr(std::fs::File::create(&stderr).map_err(err)?);
+        let child = cmd.spawn().map_err(err)?;
+        let tmp = short_tmp
+            .as_ref()
+            .map_or_else(|| run.join("tmp"), |s| s.0.clone());
+        Ok(Server {
+            child,
+            socket: tmp.join(crate::confine::SERVICE_SOCKET),
+            stop_file,
+            stderr,
+            _short_tmp: short_tmp,
+        })
+    }
+
+    /// Waits until the server accepts connections on its socket, at most `within`.
+    pub async fn ready(&mut self, within: Duration) -> Result<(), ServeError> {
+        let started = Instant::now();
+        loop {
+            self.check_alive()?;
+            if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
+                return Ok(());
+            }
+            if started.elapsed() >= within {
+                return Err(ServeError::NotReady(within));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// An error if the server has exited.
+    fn check_alive(&mut self) -> Result<(), ServeError> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(ServeError::Exited {
+                status: status.to_string(),
+                stderr: self.stderr.display().to_string(),
+            }),
+            Err(e) => Err(ServeError::Exited {
+                status: e.to_string(),
+                stderr: self.stderr.display().to_string(),
+            }),
+        }
+    }
+
+    /// Sends `request` to the server and reads its answer whole, within `within` and
+    /// [`MAX_RESPONSE_BYTES`].
+    pub async fn forward(
+        &mut self,
+        request: &Relayed,
+        within: Duration,
+    ) -> Result<Answer, ServeError> {
+        self.check_alive()?;
+        let socket = self.socket.clone();
+        let exchange = async move {
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| ServeError::BadAnswer(format!("connecting: {e}")))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| ServeError::BadAnswer(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let method = Method::from_bytes(request.method.as_bytes())
+                .map_err(|e| ServeError::BadAnswer(format!("method: {e}")))?;
+            let mut builder = Request::builder()
+                .method(method)
+                .uri(&request.path)
+                .header("host", "gridwork-service");
+            if let Some(ct) = &request.content_type {
+                builder = builder.header("content-type", ct);
+            }
+            let req = builder
+                .body(Full::new(request.body.clone()))
+                .map_err(|e| ServeError::BadAnswer(e.to_string()))?;
+            let response = sender
+                .send_request(req)
+                .await
+                .map_err(|e| ServeError::BadAnswer(e.to_string()))?;
+            let status: StatusCode = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    ServeError::BadAnswer(format!(
+                        "{e} (a response may be at most {MAX_RESPONSE_BYTES} bytes)"
+                    ))
+                })?
+                .to_bytes();
+            Ok(Answer {
+                status: status.as_u16(),
+                content_type,
+                body,
+            })
+        };
+        match tokio::time::timeout(within, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ServeError::Late(within)),
+        }
+    }
+
+    /// Ends the server and everything it started: the supervisor is told to stop (it ends
+    /// every process beneath it), and the process group is killed if it has not ended within
+    /// five seconds.
+    pub async fn stop(mut self) {
+        let _ = std::fs::write(&self.stop_file, b"");
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            if let Some(pgid) = self
+                .child
+                .id()
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+            {
+                let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            }
+            let _ = self.child.kill().await;
+        }
+    }
+}
