@@ -287,6 +287,34 @@ impl SignedResponse {
     }
 }
 
+/// The hash that names one request of a service, as the gateway relays it and each member
+/// signs it ([`StreamResponse::request`]): over the service, the gateway's sequence number
+/// (unique per request), the method, the path and query, the content type and the body.
+pub fn request_hash(
+    service: &Hash,
+    seq: u64,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"gridwork/stream-request/v1");
+    h.update(service.as_bytes());
+    h.update(&seq.to_le_bytes());
+    for part in [method.as_bytes(), path.as_bytes(), content_type.as_bytes()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(body);
+    Hash(*h.finalize().as_bytes())
+}
+
+/// The hash of a response body, as members sign it ([`StreamResponse::response`]).
+pub fn response_hash(body: &[u8]) -> Hash {
+    Hash(*blake3::hash(body).as_bytes())
+}
+
 /// The most receipts one `SettleStream` carries.
 pub const MAX_RECEIPTS_PER_TX: usize = 64;
 

@@ -1,0 +1,691 @@
+//! The gateway's core, without HTTP: each user request goes to every member of the council,
+//! the answer is chosen by the service's response method, every response is checked against
+//! its member's signature and acknowledged with a cumulative receipt, and what the council did
+//! wrong (answers that differ, members late or silent) is gathered for the ledger.
+//!
+//! - **Optimistic**: the first response is the answer; the others check it after.
+//! - **Weighted**: the answer waits for `quorum` members and is the response most of them gave
+//!   (the earliest among equals); the rest check it after.
+//! - **Unanimous**: the answer waits for every member; responses that differ are no answer
+//!   (the user gets an error) and are evidence.
+//!
+//! A request is open until every member answered or its time ran out: then responses that
+//! differ become evidence for `DisputeResponses` ([`Dispatcher::take_evidence`]), and members
+//! that did not answer in time are named for `DropMember` ([`Dispatcher::take_late`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gridwork_types::{
+    request_hash, response_hash, Address, Amount, Hash, Keypair, ResponseMethod, ServiceSpec,
+    SignedReceipt, SignedResponse, StreamPrice, StreamReceipt,
+};
+use tokio::sync::{oneshot, Notify};
+
+/// A request as it goes to each member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relay {
+    /// The gateway's sequence number (unique per request of this gateway).
+    pub seq: u64,
+    /// Its hash, which members sign ([`request_hash`]).
+    pub request: Hash,
+    /// The HTTP method.
+    pub method: String,
+    /// The path and query, from `/` (what followed `/s/<service>`).
+    pub path: String,
+    /// The content type of the body (empty for none).
+    pub content_type: String,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// A member's (or the gateway's) answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status the server gave.
+    pub status: u16,
+    /// Its content type (empty for none).
+    pub content_type: String,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Why the gateway did not answer a request, or refused a member's response. Each maps to an
+/// HTTP status and names what would do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The service is not up (too few members, or its escrow low).
+    #[error("the service is not serving: {0}")]
+    Down(String),
+    /// The council did not answer within the time a response may take.
+    #[error("the council did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Under the unanimous method, the council's responses differed.
+    #[error("the council's responses differ; the ledger will settle which was right")]
+    Disagreed,
+    /// Too many requests wait for the council.
+    #[error("the gateway holds {0} requests for the council already; retry shortly")]
+    Busy(usize),
+    /// A response from somebody not asked, for a request not open, or that does not check out.
+    #[error("response refused: {0}")]
+    BadResponse(String),
+}
+
+/// The council as the ledger holds it: each member with its price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Council {
+    /// Members, in seat order, with their prices.
+    pub members: Vec<(Address, StreamPrice)>,
+    /// Whether the ledger says the service is up, and if not why.
+    pub up: Result<(), String>,
+}
+
+/// What one member was acknowledged so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Tally {
+    responses: u64,
+    units: u64,
+    owed: u128,
+}
+
+/// A request not yet closed.
+struct Open {
+    relay: Arc<Relay>,
+    /// The council it went to.
+    asked: Vec<Address>,
+    /// Responses so far, in arrival order, each with the member's signature.
+    got: Vec<(Address, Answer, SignedResponse)>,
+    /// The user waiting for the answer, until it is sent.
+    waiting: Option<oneshot::Sender<Result<Answer, Refusal>>>,
+    /// When it was relayed.
+    at: Instant,
+}
+
+struct Inner {
+    council: Council,
+    next_seq: u64,
+    queues: HashMap<Address, VecDeque<Arc<Relay>>>,
+    open: BTreeMap<u64, Open>,
+    tallies: HashMap<Address, Tally>,
+    evidence: Vec<Vec<SignedResponse>>,
+    late: Vec<Address>,
+}
+
+/// The gateway of one service.
+pub struct Dispatcher {
+    service: Hash,
+    spec: ServiceSpec,
+    chain_id: String,
+    key: Keypair,
+    inner: Mutex<Inner>,
+    arrived: Notify,
+}
+
+/// The most requests the gateway holds open at once.
+pub const MAX_OPEN: usize = 4096;
+
+impl Dispatcher {
+    /// A gateway for `service` (of `spec`), signing receipts with `key` (the spec's gateway
+    /// key) for chain `chain_id`.
+    pub fn new(service: Hash, spec: ServiceSpec, chain_id: &str, key: Keypair) -> Dispatcher {
+        Dispatcher {
+            service,
+            spec,
+            chain_id: chain_id.to_string(),
+            key,
+            inner: Mutex::new(Inner {
+                council: Council {
+                    members: Vec::new(),
+                    up: Err("its council is not known yet".into()),
+                },
+                next_seq: 0,
+                queues: HashMap::new(),
+                open: BTreeMap::new(),
+                tallies: HashMap::new(),
+                evidence: Vec::new(),
+                late: Vec::new(),
+            }),
+            arrived: Notify::new(),
+        }
+    }
+
+    /// The service.
+    pub fn service(&self) -> Hash {
+        self.service
+    }
+
+    /// The service's spec.
+    pub fn spec(&self) -> &ServiceSpec {
+        &self.spec
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the council the ledger holds now (its members, prices, and whether it is up).
+    /// Members that left get no more requests; what was queued for them is dropped.
+    pub fn set_council(&self, council: Council) {
+        let mut inner = self.lock();
+        let seated: Vec<Address> = council.members.iter().map(|(a, _)| *a).collect();
+        inner.queues.retain(|a, _| seated.contains(a));
+        inner.council = council;
+    }
+
+    /// How long a user waits for an answer: the service's `max_response_ms`, plus its
+    /// `response_ms_per_kib` for an answer of up to a MiB.
+    pub fn answer_within(&self) -> Duration {
+        Duration::from_millis(
+            self.spec
+                .max_response_ms
+                .saturating_add(self.spec.response_ms_per_kib.saturating_mul(1024)),
+        )
+    }
+
+    /// Relays a user's request to every member and waits for the answer the response method
+    /// gives.
+    pub async fn submit(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Answer, Refusal> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            inner.council.up.clone().map_err(Refusal::Down)?;
+            if inner.open.len() >= MAX_OPEN {
+                return Err(Refusal::Busy(inner.open.len()));
+            }
+            let seq = inner.next_seq;
+            inner.next_seq += 1;
+            let relay = Arc::new(Relay {
+                seq,
+                request: request_hash(&self.service, seq, method, path, content_type, &body),
+                method: method.to_string(),
+                path: path.to_string(),
+                content_type: content_type.to_string(),
+                body,
+            });
+            let asked: Vec<Address> = inner.council.members.iter().map(|(a, _)| *a).collect();
+            for member in &asked {
+                inner
+                    .queues
+                    .entry(*member)
+                    .or_default()
+                    .push_back(relay.clone());
+            }
+            inner.open.insert(
+                seq,
+                Open {
+                    relay,
+                    asked,
+                    got: Vec::new(),
+                    waiting: Some(tx),
+                    at: Instant::now(),
+                },
+            );
+        }
+        self.arrived.notify_waiters();
+        let within = self.answer_within();
+        match tokio::time::timeout(within, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) | Err(_) => Err(Refusal::Timeout(within)),
+        }
+    }
+
+    /// The next request for `member`, waiting up to `wait` for one.
+    pub async fn next_for(&self, member: &Address, wait: Duration) -> Option<Arc<Relay>> {
+        let until = Instant::now() + wait;
+        loop {
+            let notified = self.arrived.notified();
+            if let Some(relay) = self
+                .lock()
+                .queues
+                .get_mut(member)
+                .and_then(VecDeque::pop_front)
+            {
+                return Some(relay);
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Whether `member` sits on the council now.
+    pub fn is_member(&self, member: &Address) -> bool {
+        self.lock().council.members.iter().any(|(a, _)| a == member)
+    }
+
+    /// A member's response to request `seq`, with its signature: checked, recorded, and
+    /// acknowledged with the member's cumulative receipt. The user's answer goes out once the
+    /// response method has what it waits for.
+    pub fn respond(
+        &self,
+        member: Address,
+        seq: u64,
+        answer: Answer,
+        signed: SignedResponse,
+    ) -> Result<SignedReceipt, Refusal> {
+        let bad = |why: String| Err(Refusal::BadResponse(why));
+        let mut inner = self.lock();
+        let price = match inner.council.members.iter().find(|(a, _)| *a == member) {
+            Some((_, p)) => *p,
+            None => return bad(format!("{member} does not sit on the council")),
+        };
+        let Some(open) = inner.open.get(&seq) else {
+            return bad(format!(
+                "request {seq} is not open (answered late, or never sent)"
+            ));
+        };
+        if !open.asked.contains(&member) {
+            return bad(format!("request {seq} was not sent to {member}"));
+        }
+        if open.got.iter().any(|(a, _, _)| *a == member) {
+            return bad(format!("{member} answered request {seq} already"));
+        }
+        let r = &signed.response;
+        if signed.provider.address() != member
+            || r.service != self.service
+            || r.request != open.relay.request
+            || r.response != response_hash(&answer.body)
+            || r.units != answer.body.len() as u64
+        {
+            return bad("the signed response is not this member's for this request and body (service, request, response hash, units)".into());
+        }
+        if signed.verify(&self.chain_id).is_err() {
+            return bad("the response's signature does not verify".into());
+        }
+        let units = answer.body.len() as u64;
+        let cost = price.of(units).map_or(u128::MAX, |a| a.0);
+        let tally = inner.tallies.entry(member).or_default();
+        tally.responses += 1;
+        tally.units = tally.units.saturating_add(units);
+        tally.owed = tally.owed.saturating_add(cost);
+        let tally = *tally;
+        let receipt = StreamReceipt {
+            service: self.service,
+            provider: member,
+            responses: tally.responses,
+            units: tally.units,
+            owed: Amount(tally.owed),
+        }
+        .sign(&self.chain_id, &self.key);
+        let method = self.spec.method;
+        let council = self.spec.council_size;
+        if let Some(open) = inner.open.get_mut(&seq) {
+            open.got.push((member, answer, signed));
+            decide(method, council, open);
+        }
+        let done = inner
+            .open
+            .get(&seq)
+            .is_some_and(|o| o.got.len() >= o.asked.len());
+        if done {
+            if let Some(open) = inner.open.remove(&seq) {
+                close(&mut inner, open);
+            }
+        }
+        Ok(receipt)
+    }
+
+    /// Closes the requests whose time ran out: their members that did not answer are named
+    /// late, their responses that differ become evidence, and a user still waiting is told.
+    pub fn sweep(&self) {
+        let within = self.answer_within();
+        let mut inner = self.lock();
+        let expired: Vec<u64> = inner
+            .open
+            .iter()
+            .filter(|(_, o)| o.at.elapsed() >= within)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in expired {
+            if let Some(mut open) = inner.open.remove(&seq) {
+                if let Some(user) = open.waiting.take() {
+                    let _ = user.send(Err(Refusal::Timeout(within)));
+                }
+                for member in &open.asked {
+                    if !open.got.iter().any(|(a, _, _)| a == member) && !inner.late.contains(member)
+                    {
+                        inner.late.push(*member);
+                    }
+                }
+                close(&mut inner, open);
+            }
+        }
+    }
+
+    /// Signed responses that differ, one set per request: evidence for `DisputeResponses`.
+    pub fn take_evidence(&self) -> Vec<Vec<SignedResponse>> {
+        std::mem::take(&mut self.lock().evidence)
+    }
+
+    /// Members that let a request's time run out: for `DropMember`.
+    pub fn take_late(&self) -> Vec<Address> {
+        std::mem::take(&mut self.lock().late)
+    }
+
+    /// The latest receipt of every member that answered, for settling.
+    pub fn receipts(&self) -> Vec<SignedReceipt> {
+        let inner = self.lock();
+        let mut members: Vec<(&Address, &Tally)> = inner.tallies.iter().collect();
+        members.sort_by_key(|(a, _)| **a);
+        members
+            .into_iter()
+            .map(|(a, t)| {
+                StreamReceipt {
+                    service: self.service,
+                    provider: *a,
+                    responses: t.responses,
+                    units: t.units,
+                    owed: Amount(t.owed),
+                }
+                .sign(&self.chain_id, &self.key)
+            })
+            .collect()
+    }
+}
+
+/// Sends the user its answer once the response method has what it waits for.
+fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
+    if open.waiting.is_none() {
+        return;
+    }
+    let quorum = usize::from(method.quorum(council))
+        .min(open.asked.len())
+        .max(1);
+    let answer = match method {
+        ResponseMethod::Optimistic {} => open.got.first().map(|(_, a, _)| Ok(a.clone())),
+        ResponseMethod::Weighted { .. } if open.got.len() >= quorum => {
+            // The response most of them gave, the earliest among equals.
+            let mut best: Option<(&Answer, usize)> = None;
+            for (_, a, s) in &open.got {
+                let n = open
+                    .got
+                    .iter()
+                    .filter(|(_, _, o)| o.response.response == s.response.response)
+                    .count();
+                if best.is_none_or(|(_, m)| n > m) {
+                    best = Some((a, n));
+                }
+            }
+            best.map(|(a, _)| Ok(a.clone()))
+        }
+        ResponseMethod::Unanimous {} if open.got.len() >= open.asked.len() => {
+            let first = &open.got[0].2.response.response;
+            if open
+                .got
+                .iter()
+                .all(|(_, _, s)| s.response.response == *first)
+            {
+                Some(Ok(open.got[0].1.clone()))
+            } else {
+                Some(Err(Refusal::Disagreed))
+            }
+        }
+        _ => None,
+    };
+    if let Some(answer) = answer {
+        if let Some(user) = open.waiting.take() {
+            let _ = user.send(answer);
+        }
+    }
+}
+
+/// A request is over: responses that differ are evidence.
+fn close(inner: &mut Inner, open: Open) {
+    let first = open.got.first().map(|(_, _, s)| s.response.response);
+    if open
+        .got
+        .iter()
+        .any(|(_, _, s)| Some(s.response.response) != first)
+    {
+        inner
+            .evidence
+            .push(open.got.into_iter().map(|(_, _, s)| s).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridwork_types::{Equivalence, Program, Requirements, StreamResponse};
+
+    const CHAIN: &str = "gateway-test";
+
+    fn spec(method: ResponseMethod, council: u8) -> ServiceSpec {
+        ServiceSpec {
+            program: Program {
+                command: "inputs/serve".into(),
+                args: vec![],
+                outputs: vec![],
+                image: None,
+                network: false,
+            },
+            data: vec![],
+            requirements: Requirements::default(),
+            method,
+            council_size: council,
+            max_price: StreamPrice {
+                per_response: Amount(100),
+                per_unit: Amount(1),
+            },
+            equivalence: Equivalence::ExactHash {},
+            max_response_ms: 200,
+            response_ms_per_kib: 0,
+            max_downtime_ms: 0,
+            max_unsettled: Amount(1_000_000),
+            gateway: Keypair::from_seed([9; 32]).public(),
+        }
+    }
+
+    /// A gateway with `n` members (keys seeded 1..=n), up.
+    fn gateway(method: ResponseMethod, n: u8) -> (Arc<Dispatcher>, Vec<Keypair>) {
+        let members: Vec<Keypair> = (1..=n).map(|i| Keypair::from_seed([i; 32])).collect();
+        let d = Arc::new(Dispatcher::new(
+            Hash([5; 32]),
+            spec(method, n),
+            CHAIN,
+            Keypair::from_seed([9; 32]),
+        ));
+        d.set_council(Council {
+            members: members
+                .iter()
+                .map(|k| {
+                    (
+                        k.address(),
+                        StreamPrice {
+                            per_response: Amount(10),
+                            per_unit: Amount(1),
+                        },
+                    )
+                })
+                .collect(),
+            up: Ok(()),
+        });
+        (d, members)
+    }
+
+    /// `member` answers the next request it gets with `body`.
+    async fn answer(
+        d: &Dispatcher,
+        member: &Keypair,
+        body: &str,
+    ) -> Result<SignedReceipt, Refusal> {
+        let relay = d
+            .next_for(&member.address(), Duration::from_secs(1))
+            .await
+            .expect("a request for the member");
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let signed = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(&body),
+            units: body.len() as u64,
+        }
+        .sign(CHAIN, member);
+        d.respond(
+            member.address(),
+            relay.seq,
+            Answer {
+                status: 200,
+                content_type: "text/plain".into(),
+                body,
+            },
+            signed,
+        )
+    }
+
+    fn ask(d: &Arc<Dispatcher>) -> tokio::task::JoinHandle<Result<Answer, Refusal>> {
+        let d = d.clone();
+        tokio::spawn(async move {
+            d.submit("POST", "/v1/x", "text/plain", Bytes::from_static(b"hi"))
+                .await
+        })
+    }
+
+    #[tokio::test]
+    async fn optimistic_answers_with_the_first_and_the_rest_check_it() {
+        let (d, m) = gateway(ResponseMethod::Optimistic {}, 3);
+        let user = ask(&d);
+        answer(&d, &m[1], "fast").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().body, "fast");
+        answer(&d, &m[0], "fast").await.unwrap();
+        // A late checker that differs: evidence, once every member answered.
+        answer(&d, &m[2], "other").await.unwrap();
+        let evidence = d.take_evidence();
+        assert_eq!(evidence.len(), 1);
+        assert_eq!(evidence[0].len(), 3);
+    }
+
+    #[tokio::test]
+    async fn weighted_answers_with_what_most_of_the_quorum_gave() {
+        let (d, m) = gateway(ResponseMethod::Weighted { weight_bps: 6_000 }, 5);
+        let user = ask(&d);
+        // Quorum 3 of 5: one liar first, then two that agree.
+        answer(&d, &m[0], "lie").await.unwrap();
+        answer(&d, &m[1], "truth").await.unwrap();
+        assert!(!user.is_finished());
+        answer(&d, &m[2], "truth").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().body, "truth");
+    }
+
+    #[tokio::test]
+    async fn unanimous_answers_only_when_all_agree() {
+        let (d, m) = gateway(ResponseMethod::Unanimous {}, 3);
+        let user = ask(&d);
+        for k in &m {
+            answer(&d, k, "same").await.unwrap();
+        }
+        assert_eq!(user.await.unwrap().unwrap().body, "same");
+        assert!(d.take_evidence().is_empty());
+        let user = ask(&d);
+        answer(&d, &m[0], "same").await.unwrap();
+        answer(&d, &m[1], "same").await.unwrap();
+        answer(&d, &m[2], "liar").await.unwrap();
+        assert_eq!(user.await.unwrap(), Err(Refusal::Disagreed));
+        assert_eq!(d.take_evidence().len(), 1);
+    }
+
+    /// Every response is paid, at its member's price, in one cumulative receipt per member.
+    #[tokio::test]
+    async fn each_response_is_acknowledged_cumulatively_at_the_members_price() {
+        let (d, m) = gateway(ResponseMethod::Optimistic {}, 1);
+        for body in ["abc", "de"] {
+            let user = ask(&d);
+            let receipt = answer(&d, &m[0], body).await.unwrap();
+            user.await.unwrap().unwrap();
+            assert_eq!(
+                receipt.verify(CHAIN, &Keypair::from_seed([9; 32]).public()),
+                Ok(())
+            );
+            if body == "de" {
+                // 2 responses at 10 each, 5 bytes at 1 each.
+                assert_eq!((receipt.receipt.responses, receipt.receipt.units), (2, 5));
+                assert_eq!(receipt.receipt.owed, Amount(25));
+            }
+        }
+        assert_eq!(d.receipts().len(), 1);
+    }
+
+    /// Byzantine members at the gateway: one that answers twice, answers for another's request
+    /// or body, or is not on the council, is refused and paid nothing more.
+    #[tokio::test]
+    async fn forged_repeated_or_foreign_responses_are_refused() {
+        let (d, m) = gateway(ResponseMethod::Unanimous {}, 2);
+        let _user = ask(&d);
+        let relay = d
+            .next_for(&m[0].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let body = Bytes::from_static(b"ok");
+        let sign = |k: &Keypair, body: &Bytes| {
+            StreamResponse {
+                service: d.service(),
+                request: relay.request,
+                response: response_hash(body),
+                units: body.len() as u64,
+            }
+            .sign(CHAIN, k)
+        };
+        let a = |body: &Bytes| Answer {
+            status: 200,
+            content_type: String::new(),
+            body: body.clone(),
+        };
+        // Signed over another body than the one sent.
+        let other = Bytes::from_static(b"not ok");
+        assert!(matches!(
+            d.respond(m[0].address(), relay.seq, a(&body), sign(&m[0], &other)),
+            Err(Refusal::BadResponse(_))
+        ));
+        // Signed by another member.
+        assert!(matches!(
+            d.respond(m[0].address(), relay.seq, a(&body), sign(&m[1], &body)),
+            Err(Refusal::BadResponse(_))
+        ));
+        let stranger = Keypair::from_seed([77; 32]);
+        assert!(matches!(
+            d.respond(
+                stranger.address(),
+                relay.seq,
+                a(&body),
+                sign(&stranger, &body)
+            ),
+            Err(Refusal::BadResponse(_))
+        ));
+        d.respond(m[0].address(), relay.seq, a(&body), sign(&m[0], &body))
+            .unwrap();
+        assert!(matches!(
+            d.respond(m[0].address(), relay.seq, a(&body), sign(&m[0], &body)),
+            Err(Refusal::BadResponse(_))
+        ));
+        assert_eq!(d.receipts()[0].receipt.responses, 1);
+    }
+
+    /// A member that does not answer in time is named late; the user hears the council did
+    /// not answer; a service not up answers nobody.
+    #[tokio::test]
+    async fn silent_members_are_named_late_and_a_down_service_answers_nobody() {
+        let (d, m) = gateway(ResponseMethod::Unanimous {}, 2);
+        let user = ask(&d);
+        answer(&d, &m[0], "x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        d.sweep();
+        assert!(matches!(user.await.unwrap(), Err(Refusal::Timeout(_))));
+        assert_eq!(d.take_late(), vec![m[1].address()]);
+        d.set_council(Council {
+            members: vec![],
+            up: Err("its council has 0 of 2 members".into()),
+        });
+        let refused = d.submit("GET", "/", "", Bytes::new()).await;
+        assert!(matches!(refused, Err(Refusal::Down(why)) if why.contains("0 of 2")));
+    }
+}

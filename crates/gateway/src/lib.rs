@@ -1,0 +1,13 @@
+//! The gateway of a Gridwork service (a stream task): where a requester's users send their
+//! requests, and where the service's council members fetch them and send their responses.
+//!
+//! [`Dispatcher`] is the core: every request goes to every member, the answer follows the
+//! service's response method, every response is checked against its member's signature and
+//! acknowledged with a cumulative receipt the ledger pays, and what the council did wrong is
+//! gathered for the ledger (disputes, late members).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs, unreachable_pub)]
+
+mod dispatch;
+
+pub use dispatch::{Answer, Council, Dispatcher, Refusal, Relay, MAX_OPEN};
