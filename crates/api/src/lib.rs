@@ -32,7 +32,7 @@ pub use market::{
     ServiceView, SubscriberView, TaskLog, TaskView, MAX_PAGE,
 };
 pub use signing::{
-    signature_header, signed_request_message, DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER,
-    SIGNATURE_WINDOW_MS,
+    signature_header, signed_request_message, verify_signature_header, SignatureProblem,
+    DIGEST_HEADER, KEY_PROOF_HEADER, SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
 };
 pub use status::{ChainInfo, ErrorBody, ErrorDetail, Health, HealthStatus};

@@ -60,3 +60,61 @@ pub fn signature_header(
 /// The header that carries a request's proof that it holds a tree's data key (hex of
 /// `DataKey::holder_proof` for the node's key), on `PUT /v1/trees/{cid}/pin` and `POST /v1/trees/{cid}/keys`.
 pub const KEY_PROOF_HEADER: &str = "gridwork-key-proof";
+
+/// Why a [`SIGNATURE_HEADER`] value does not check out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    /// Malformed, or the signature does not verify; says which.
+    #[error("the {SIGNATURE_HEADER} header {0}; it is <public key hex>.<time ms>.<signature hex>")]
+    Bad(&'static str),
+    /// Signed too far from the receiver's clock.
+    #[error("the request was signed at {signed_ms} ms, {off_s} s from this clock; sign it again (and check the clock)")]
+    Expired {
+        /// When it was signed.
+        signed_ms: u64,
+        /// How far from the receiver's clock, in seconds.
+        off_s: u64,
+    },
+}
+
+/// The key that signed a request whose [`SIGNATURE_HEADER`] is `value`, for the receiver of
+/// key `node` at its time `now_ms` (within [`SIGNATURE_WINDOW_MS`]).
+pub fn verify_signature_header(
+    value: &str,
+    node: &PublicKey,
+    method: &str,
+    path: &str,
+    digest: &Hash,
+    now_ms: u64,
+) -> Result<PublicKey, SignatureProblem> {
+    let mut parts = value.split('.');
+    let (Some(key), Some(time), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(SignatureProblem::Bad("has not three parts"));
+    };
+    let key: PublicKey = key
+        .parse()
+        .map_err(|_| SignatureProblem::Bad("names no valid public key"))?;
+    let time_ms: u64 = time
+        .parse()
+        .map_err(|_| SignatureProblem::Bad("has no valid time"))?;
+    let sig: [u8; 64] = hex::decode(sig)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(SignatureProblem::Bad("has no 64-byte signature"))?;
+    if now_ms.abs_diff(time_ms) > SIGNATURE_WINDOW_MS {
+        return Err(SignatureProblem::Expired {
+            signed_ms: time_ms,
+            off_s: now_ms.abs_diff(time_ms) / 1000,
+        });
+    }
+    let message = signed_request_message(node, method, path, time_ms, digest);
+    key.verify(&message, &gridwork_types::Signature::from_bytes(&sig))
+        .map_err(|_| {
+            SignatureProblem::Bad(
+                "does not verify for this request to this receiver (it signs the receiver's key)",
+            )
+        })?;
+    Ok(key)
+}

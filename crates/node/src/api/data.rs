@@ -451,42 +451,27 @@ pub(super) fn request_signer(
         .get(SIGNATURE_HEADER)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(signature_required)?;
-    let bad = |why: &str| {
-        refused(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            format!("the {SIGNATURE_HEADER} header {why}; it is <public key hex>.<time ms>.<signature hex>"),
-        )
-    };
-    let mut parts = value.split('.');
-    let (Some(key), Some(time), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("has not three parts"));
-    };
-    let key: PublicKey = key.parse().map_err(|_| bad("names no valid public key"))?;
-    let time_ms: u64 = time.parse().map_err(|_| bad("has no valid time"))?;
-    let sig: [u8; 64] = hex::decode(sig)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("has no 64-byte signature"))?;
-    let now = crate::now_ms();
-    if now.abs_diff(time_ms) > SIGNATURE_WINDOW_MS {
-        return Err(refused(
+    use gridwork_api::SignatureProblem;
+    match gridwork_api::verify_signature_header(
+        value,
+        &node.keys().public_key(),
+        method,
+        path,
+        digest,
+        crate::now_ms(),
+    ) {
+        Ok(key) => Ok(key.address()),
+        Err(e @ SignatureProblem::Expired { .. }) => Err(refused(
             StatusCode::UNAUTHORIZED,
             "signature_expired",
-            format!(
-                "the request was signed at {time_ms} ms, {} s from the node's clock; sign it again (and check the clock)",
-                now.abs_diff(time_ms) / 1000
-            ),
-        ));
+            e.to_string(),
+        )),
+        Err(e @ SignatureProblem::Bad(_)) => Err(refused(
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            format!("{e} (a node's requests sign the node_key of GET /v1/chain)"),
+        )),
     }
-    let message = signed_request_message(&node.keys().public_key(), method, path, time_ms, digest);
-    key.verify(&message, &Signature::from_bytes(&sig))
-        .map_err(|_| {
-            bad("does not verify for this request to this node (it signs the node_key of GET /v1/chain)")
-        })?;
-    Ok(key.address())
 }
 
 pub(super) fn signature_required() -> ApiError {

@@ -23,9 +23,9 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::stream::{Stream, StreamExt};
 use gridwork_api::{
-    frames, signed_request_message, BlockList, ChunkIds, ChunksStored, ErrorBody, ErrorDetail,
-    JobList, KeyGrant, KeyGrants, LogAppended, LogStream, MissingChunks, PinAnswer, PostDecline,
-    PostLog, ProviderList, ServiceList, SubmitTx, Submitted, DIGEST_HEADER, KEY_PROOF_HEADER,
+    frames, BlockList, ChunkIds, ChunksStored, ErrorBody, ErrorDetail, JobList, KeyGrant,
+    KeyGrants, LogAppended, LogStream, MissingChunks, PinAnswer, PostDecline, PostLog,
+    ProviderList, ServiceList, SubmitTx, Submitted, DIGEST_HEADER, KEY_PROOF_HEADER,
     SIGNATURE_HEADER, SIGNATURE_WINDOW_MS,
 };
 #[allow(unused_imports)] // Named only by the `#[utoipa::path]` attributes.
