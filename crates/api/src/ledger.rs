@@ -231,6 +231,13 @@ pub enum TxKindView {
         /// The receipts (their signatures checked by the ledger).
         receipts: Vec<StreamReceipt>,
     },
+    /// Say where a service's gateway listens.
+    AnnounceGateway {
+        /// Service id.
+        service: Hash,
+        /// Its URL.
+        url: String,
+    },
     /// Members' signed responses to one request that differ.
     DisputeResponses {
         /// Service id.
@@ -356,6 +363,10 @@ impl From<&SignedTx> for TxView {
             },
             TxKind::SettleStream { receipts } => TxKindView::SettleStream {
                 receipts: receipts.iter().map(|r| r.receipt.clone()).collect(),
+            },
+            TxKind::AnnounceGateway { service, url } => TxKindView::AnnounceGateway {
+                service: *service,
+                url: url.clone(),
             },
             TxKind::DisputeResponses { service, responses } => TxKindView::DisputeResponses {
                 service: *service,

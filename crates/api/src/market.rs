@@ -375,6 +375,8 @@ pub struct ServiceView {
     pub disputes: u32,
     /// When a closing service returns the rest of its escrow (0 while open).
     pub closes_at_ms: u64,
+    /// Where its gateway listens (members fetch requests there); empty until announced.
+    pub gateway_url: String,
 }
 
 /// A provider's offer to serve a service.

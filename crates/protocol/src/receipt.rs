@@ -424,6 +424,13 @@ pub enum Event {
         /// Refunded to the requester.
         refund: Amount,
     },
+    /// A service's gateway said where it listens.
+    GatewayAnnounced {
+        /// The service id.
+        service: Hash,
+        /// Its URL.
+        url: String,
+    },
 }
 
 gridwork_types::codec_enum!(Event, "event" {
@@ -466,6 +473,7 @@ gridwork_types::codec_enum!(Event, "event" {
     36 => ResponsesDisputed { service: Hash, request: Hash, majority: Hash, slashed: Vec<Address> },
     37 => ServiceSlashed { service: Hash, provider: Address, amount: Amount, reason: String },
     38 => ServiceClosed { service: Hash, refund: Amount },
+    39 => GatewayAnnounced { service: Hash, url: String },
 });
 
 /// The outcome of one applied transaction.

@@ -209,6 +209,14 @@ pub enum TxKind {
         /// it lied to one side).
         responses: Vec<SignedResponse>,
     },
+    /// The requester (or its gateway key) says where the service's gateway listens: members
+    /// fetch requests there and send their responses.
+    AnnounceGateway {
+        /// The service id.
+        service: Hash,
+        /// The gateway's base URL (`http://host:port`), at most 256 bytes.
+        url: String,
+    },
 }
 
 codec_enum!(TxKind, "transaction kind" {
@@ -234,6 +242,7 @@ codec_enum!(TxKind, "transaction kind" {
     19 => DropMember { service: Hash, member: Address },
     20 => SettleStream { receipts: Vec<SignedReceipt> },
     21 => DisputeResponses { service: Hash, responses: Vec<SignedResponse> },
+    22 => AnnounceGateway { service: Hash, url: String },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

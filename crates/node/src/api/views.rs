@@ -158,6 +158,7 @@ pub fn service(
         barred: s.barred,
         disputes: s.disputes,
         closes_at_ms: s.closes_at_ms,
+        gateway_url: s.gateway_url,
     }
 }
 

@@ -125,8 +125,8 @@ mod services;
 mod settlement;
 
 pub use services::{
-    validate_service, MemberPay, Service, ServiceStatus, Subscription, MAX_MEMBERS_EVER,
-    MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+    validate_service, MemberPay, Service, ServiceStatus, Subscription, MAX_GATEWAY_URL,
+    MAX_MEMBERS_EVER, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
 };
 
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
@@ -788,6 +788,9 @@ impl State {
             K::DropMember { service, member } => self.check_drop_member(sender, *service, *member),
             K::SettleStream { receipts } => self.check_settle(receipts),
             K::DisputeResponses { service, responses } => self.check_dispute(*service, responses),
+            K::AnnounceGateway { service, url } => {
+                self.check_announce_gateway(sender, *service, url)
+            }
             K::StakeUnbond { .. } => self.check_unbond(sender, sender_account),
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeWithdraw => Ok(()),
         }
@@ -888,6 +891,7 @@ impl State {
             K::DisputeResponses { service, responses } => {
                 self.apply_dispute(*service, responses, now)
             }
+            K::AnnounceGateway { service, url } => self.apply_announce_gateway(*service, url),
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Vec::new()
             }

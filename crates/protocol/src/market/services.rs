@@ -67,6 +67,8 @@ use super::*;
 pub const SETTLE_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// The most subscribers a service keeps at once (council members among them).
 pub const MAX_SUBSCRIBERS: usize = 256;
+/// The longest gateway URL a service keeps.
+pub const MAX_GATEWAY_URL: usize = 256;
 /// The most members a service pays over its life: a service whose council turned over this
 /// often takes no new members.
 pub const MAX_MEMBERS_EVER: usize = 1024;
@@ -190,6 +192,8 @@ pub struct Service {
     pub disputes: u32,
     /// When a closing service returns the rest of its escrow (0 while open).
     pub closes_at_ms: u64,
+    /// Where its gateway listens (`AnnounceGateway`); empty until announced.
+    pub gateway_url: String,
 }
 
 gridwork_types::codec_struct!(Service {
@@ -207,6 +211,7 @@ gridwork_types::codec_struct!(Service {
     barred: Vec<Address>,
     disputes: u32,
     closes_at_ms: u64,
+    gateway_url: String,
 });
 
 impl Service {
@@ -462,6 +467,7 @@ impl State {
                 barred: Vec::new(),
                 disputes: 0,
                 closes_at_ms: 0,
+                gateway_url: String::new(),
             },
         );
         vec![Event::ServiceCreated {
@@ -701,6 +707,46 @@ impl State {
         }];
         events.extend(self.put_service(id, s, now));
         events
+    }
+
+    /// `AnnounceGateway`: by the requester or its gateway key, of an open service, an
+    /// `http(s)://` URL of at most [`MAX_GATEWAY_URL`] printable bytes.
+    pub(super) fn check_announce_gateway(
+        &self,
+        sender: Address,
+        id: Hash,
+        url: &str,
+    ) -> Result<(), TxError> {
+        let s = self.open_service(id)?;
+        if sender != s.requester && sender != s.spec.gateway.address() {
+            return Err(TxError::NotServiceRequester { service: id });
+        }
+        let scheme = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme
+            || url.len() > MAX_GATEWAY_URL
+            || url.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(TxError::BadService {
+                field: "gateway url",
+                problem: format!(
+                    "`{}` is not an http(s):// URL of at most {MAX_GATEWAY_URL} bytes without spaces",
+                    url.chars().take(80).collect::<String>()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn apply_announce_gateway(&mut self, id: Hash, url: &str) -> Vec<Event> {
+        let Some(mut s) = self.services.get(&id).cloned() else {
+            return Vec::new();
+        };
+        s.gateway_url = url.to_string();
+        self.services.insert(id, s);
+        vec![Event::GatewayAnnounced {
+            service: id,
+            url: url.to_string(),
+        }]
     }
 
     /// `SettleStream`: each receipt signed by its service's gateway key, for a provider that
