@@ -9,5 +9,9 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod dispatch;
+mod http;
+mod run;
 
 pub use dispatch::{Answer, Council, Dispatcher, Refusal, Relay, MAX_OPEN};
+pub use http::{router, ApiKeys, MAX_REQUEST_BYTES, MAX_WAIT};
+pub use run::{announce, keep, refresh_council, COUNCIL_EVERY};

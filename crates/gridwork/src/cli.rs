@@ -269,6 +269,10 @@ pub(crate) struct WorkerArgs {
     /// that is.
     #[arg(long)]
     pub(crate) allow_network: bool,
+    /// Do not subscribe to services (stream tasks); by default the worker subscribes to those
+    /// it can run and serves those whose council it sits on.
+    #[arg(long)]
+    pub(crate) no_services: bool,
     /// The Docker engine's socket (with `--executor docker`).
     #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
     pub(crate) docker_socket: PathBuf,
@@ -472,6 +476,31 @@ pub(crate) enum ServiceCommand {
         id: String,
         #[command(flatten)]
         send: SendArgs,
+    },
+    /// Run the service's gateway with its gateway key (`--key`): users send requests to
+    /// URL/s/<SERVICE>/... with a key from `service key new`; the council's members fetch
+    /// them here. Says on the ledger where it listens.
+    Gateway {
+        /// Service id.
+        id: String,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+        /// The URL members reach it at (default: http://<listen address>).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// API keys of a service's users, which its gateway accepts.
+    #[command(subcommand)]
+    Key(ServiceKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ServiceKeyCommand {
+    /// Make a key for a user of the service (printed once; the gateway keeps its hash).
+    New {
+        /// Service id.
+        id: String,
     },
 }
 

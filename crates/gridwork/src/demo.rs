@@ -126,7 +126,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
                     listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     announce: vec![],
                 }),
-                cache: Some(CacheLimit { max_bytes: 1 << 30, spare: Duration::from_secs(600) }), containers: None,
+                cache: Some(CacheLimit { max_bytes: 1 << 30, spare: Duration::from_secs(600) }), containers: None, serve_services: true,
             };
             let w = Worker::new(&url, cfg)?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };

@@ -7,7 +7,7 @@ use gridwork_client::{create_service, Client, CreatedService, KeyRegistry, Servi
 use gridwork_types::{Hash, ResponseMethod, StreamPrice, TxKind};
 use serde_json::json;
 
-use crate::cli::{Cli, SendArgs, ServiceCommand};
+use crate::cli::{Cli, SendArgs, ServiceCommand, ServiceKeyCommand};
 use crate::commands::{home, parse_amount, runtime, sign_and_send, signing_key, COMMIT_WAIT};
 use crate::output::{emit, rows};
 
@@ -86,6 +86,18 @@ pub(crate) fn service(cli: &Cli, cmd: &ServiceCommand) -> anyhow::Result<()> {
                 },
             )
         }
+        ServiceCommand::Gateway { id, listen, url } => gateway(cli, id, *listen, url.as_deref()),
+        ServiceCommand::Key(ServiceKeyCommand::New { id }) => {
+            let service: Hash = id.parse()?;
+            let path = api_keys_path(cli, &service)?;
+            let key = gridwork_gateway::ApiKeys::new_key(&path)?;
+            emit(cli.json, &json!({ "service": service, "key": key }), || {
+                format!(
+                    "{key}\n(give it to a user of service {service}: `Authorization: Bearer {key}` at its gateway; shown once, only its hash is kept in {})",
+                    path.display()
+                )
+            })
+        }
         ServiceCommand::Unsubscribe { id, send } => {
             let service: Hash = id.parse()?;
             let hash = send_one(cli, send, TxKind::Unsubscribe { service })?;
@@ -94,6 +106,90 @@ pub(crate) fn service(cli: &Cli, cmd: &ServiceCommand) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Where the gateway of `service` on this machine keeps its users' key hashes.
+fn api_keys_path(cli: &Cli, service: &Hash) -> anyhow::Result<std::path::PathBuf> {
+    Ok(home(cli)?
+        .join("gateways")
+        .join(service.to_string())
+        .join("api-keys"))
+}
+
+/// `gridwork service gateway`: serves the gateway until Ctrl-C.
+fn gateway(
+    cli: &Cli,
+    id: &str,
+    listen: std::net::SocketAddr,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    let service: Hash = id.parse()?;
+    let key = signing_key(cli)?;
+    let view = fetch(cli, id)?;
+    if view.spec.gateway != key.public() {
+        anyhow::bail!(
+            "--key {} is not the gateway key of service {service} (its spec names {}); run the gateway with that key",
+            key.address(),
+            view.spec.gateway.address()
+        );
+    }
+    let keys_path = api_keys_path(cli, &service)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let client = Client::new(&cli.node);
+        let chain = client.chain().await?;
+        let dispatcher = std::sync::Arc::new(gridwork_gateway::Dispatcher::new(
+            service,
+            view.spec.clone(),
+            &chain.chain_id,
+            key.clone(),
+        ));
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow!("--listen {listen}: {e}"))?;
+        let bound = listener.local_addr()?;
+        let url = url.map_or_else(|| format!("http://{bound}"), str::to_string);
+        if view.gateway_url != url {
+            gridwork_gateway::announce(&client, &key, &dispatcher, &url)
+                .await
+                .map_err(|e| anyhow!("saying where the gateway listens: {e}"))?;
+        }
+        if let Err(e) = gridwork_gateway::refresh_council(&client, &dispatcher).await {
+            tracing::warn!(error = %e, "cannot read the council yet");
+        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let keeper = tokio::spawn(gridwork_gateway::keep(
+            client.clone(),
+            key.clone(),
+            dispatcher.clone(),
+            stopped.clone(),
+        ));
+        emit(
+            cli.json,
+            &json!({ "service": service, "listen": bound.to_string(), "url": url }),
+            || {
+                rows(&[
+                    ("service", service.to_string()),
+                    ("gateway", url.clone()),
+                    (
+                        "users",
+                        format!("curl -H 'Authorization: Bearer <key>' {url}/s/{service}/<path> (keys: gridwork service key new {service})"),
+                    ),
+                    ("stop", "Ctrl-C".into()),
+                ])
+            },
+        )?;
+        let app = gridwork_gateway::router(
+            dispatcher,
+            std::sync::Arc::new(gridwork_gateway::ApiKeys::open(&keys_path)),
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(crate::commands::shutdown_signal())
+            .await?;
+        let _ = stop.send(true);
+        let _ = keeper.await;
+        anyhow::Ok(())
+    })
 }
 
 /// Signs and sends one transaction as `--key`, waiting for its block unless told not to.

@@ -151,6 +151,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             spare: Duration::from_secs(600),
         }),
         containers,
+        serve_services: !args.no_services,
     };
     let worker = Worker::new(&cli.node, cfg)?;
     rt.block_on(worker.register_when_reachable())?;

@@ -581,3 +581,201 @@ fn a_service_is_published_served_by_a_drawn_council_funded_and_closed_through_th
     let (_, msg) = cli.fails(&["--key", "dev0", "service", "status", "beef"], &[]);
     assert!(msg.contains("not a service id"), "{msg}");
 }
+
+/// One HTTP/1.1 request over a fresh connection: the status and the body.
+fn http(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text[9..12].parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    // Chunked bodies (the gateway's) are one chunk here.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+/// The example service served end to end through the real binary: the requester publishes
+/// it and runs its gateway; three workers subscribe on their own, are drawn into its council,
+/// start the model in their sandboxes and fetch requests from the gateway; a user with a key
+/// gets answers (the same prompt, the same answer; no key, no answer), every member is
+/// acknowledged each response it gave, and members settle on the ledger as they go.
+#[test]
+fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let node = NodeProcess::start(&home, &dir.path().join("data"), &["--dev-accounts", "6"]);
+    let cli = Cli {
+        home,
+        api: node.api.clone(),
+    };
+    // Settled every few responses: a member settles at half of max_unsettled.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/service");
+    let text = std::fs::read_to_string(example.join("service.toml"))
+        .unwrap()
+        .replace("max_unsettled = \"1\"", "max_unsettled = \"0.004\"")
+        .replace(
+            "inputs = [\"serve.py\"]",
+            &format!("inputs = [\"{}\"]", example.join("serve.py").display()),
+        );
+    let file = dir.path().join("service.toml");
+    std::fs::write(&file, text).unwrap();
+    // Well above the reserve: members settle as they go.
+    let created = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "service",
+            "create",
+            file.to_str().unwrap(),
+            "--deposit",
+            "1",
+        ],
+        &[],
+    );
+    let id = created["service"].as_str().unwrap().to_string();
+    let _workers = ["dev1", "dev2", "dev3"].map(|k| WorkerProcess::start(&cli, k));
+
+    // The gateway, with the requester's key (the file names no other).
+    let mut gateway = Command::new(BIN)
+        .args([
+            "--key",
+            "dev0",
+            "service",
+            "gateway",
+            &id,
+            "--listen",
+            "127.0.0.1:0",
+            "--json",
+        ])
+        .env("GRIDWORK_HOME", &cli.home)
+        .env("GRIDWORK_NODE", &cli.api)
+        .env("GRIDWORK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let url = {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(gateway.stdout.take().unwrap());
+        let mut doc = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "the gateway exited"
+            );
+            doc.push_str(&line);
+            if let Ok(v) = serde_json::from_str::<Value>(&doc) {
+                std::thread::spawn(move || for _ in reader.lines() {});
+                break v["url"].as_str().unwrap().to_string();
+            }
+        }
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gateway = Kill(gateway);
+    let key = cli.json(&["--key", "dev0", "service", "key", "new", &id], &[])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bearer = format!("Bearer {key}");
+    let path = format!("/s/{id}/v1/completions");
+    let ask = |prompt: &str| {
+        http(
+            &url,
+            "POST",
+            &path,
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            &format!(r#"{{"prompt": "{prompt}", "max_tokens": 40}}"#),
+        )
+    };
+    // The council forms and every member's server starts: until then the gateway says the
+    // service is not serving (503), or the council did not answer in time (504).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let first = loop {
+        let (status, body) = ask("a council of");
+        if status == 200 {
+            break body;
+        }
+        assert!([503, 504].contains(&status), "{status}: {body}");
+        assert!(Instant::now() < deadline, "never served: {status} {body}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let answer: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(answer["completion"].as_str().unwrap().chars().count(), 40);
+    assert_eq!(
+        ask("a council of").1,
+        first,
+        "the same prompt, the same answer"
+    );
+    assert_ne!(ask("another prompt").1, first);
+    let (status, body) = http(&url, "POST", &path, &[], "{}");
+    assert_eq!(status, 401, "{body}");
+    for n in 0..6 {
+        let (status, body) = ask(&format!("prompt {n}"));
+        assert_eq!(status, 200, "{body}");
+    }
+    // Weighted, half the council: 9 answers, and every member was asked each request.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s = cli.json(&["service", "status", &id], &[]);
+        let members = s["members"].as_array().unwrap();
+        let paid: Vec<u128> = members.iter().map(|m| units(&m["paid"])).collect();
+        if members.len() == 3 && paid.iter().all(|p| *p > 0) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "members not paid: {s}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(units(&status["paid"]) > 0, "{status}");
+    assert_eq!(status["disputes"], 0);
+    assert_eq!(status["spec"]["gateway"].as_str().unwrap().len(), 64);
+    assert_eq!(status["gateway_url"], url.as_str());
+}

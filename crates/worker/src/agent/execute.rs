@@ -59,7 +59,7 @@ fn own_outputs(outputs: &std::path::Path) -> std::io::Result<()> {
 /// (`RENAME_NOREPLACE`) and no link is followed (a rename never follows its last component,
 /// and `inputs` is the worker's own directory): an entry whose name is taken stays behind,
 /// and is returned, the same on every worker, so the runs still agree.
-fn place_input(
+pub(super) fn place_input(
     stage: &std::path::Path,
     inputs: &std::path::Path,
     name: &str,

@@ -46,6 +46,7 @@ mod execute;
 mod judging;
 mod peers;
 mod segments;
+mod serving;
 
 use execute::{output_key, run_limit};
 
@@ -174,6 +175,9 @@ pub struct WorkerConfig {
     /// Run jobs that name a container image in containers (none: decline them). Its
     /// `hardware` should then list the software `docker` ([`gridwork_types::CONTAINER_SOFTWARE`]).
     pub containers: Option<crate::container::Containers>,
+    /// Subscribe to the services it can run, and serve those whose council it sits on
+    /// (`serving.rs`).
+    pub serve_services: bool,
 }
 
 /// The bound of a worker's chunk cache (`WORK_DIR/chunks`): inputs it pulled (a later task
@@ -333,6 +337,10 @@ pub struct Worker {
     pulls: Mutex<Vec<(Hash, Vec<SourceReport>)>>,
     /// Runs counted for `/metrics`.
     metrics: Arc<WorkerMetrics>,
+    /// The services it serves now, each with its member loop.
+    members: Mutex<HashMap<Hash, serving::Membership>>,
+    /// The latest receipt of each service it served.
+    receipts: Mutex<serving::Receipts>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -379,6 +387,8 @@ impl Worker {
             stake_short: std::sync::atomic::AtomicBool::new(false),
             pulls: Mutex::new(Vec::new()),
             metrics: Arc::default(),
+            members: Mutex::new(HashMap::new()),
+            receipts: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -565,8 +575,15 @@ impl Worker {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
         let follower = tokio::spawn(Self::follow_blocks(Arc::clone(&self)));
+        let services = tokio::spawn(Self::serve_services(Arc::clone(&self), shutdown.clone()));
         let result = self.work(&mut shutdown).await;
         follower.abort();
+        // Its servers end with the worker (what they were acknowledged is settled).
+        if *shutdown.borrow() {
+            let _ = services.await;
+        } else {
+            services.abort();
+        }
         result
     }
 

@@ -120,6 +120,7 @@ impl Net {
             }),
             cache,
             containers: None,
+            serve_services: true,
         }
     }
 

@@ -211,6 +211,7 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
         p2p: None,
         cache: None,
         containers: None,
+        serve_services: true,
     };
     let worker = Worker::new(&url, cfg).unwrap();
     let (stop, stopped) = watch::channel(false);

@@ -956,15 +956,28 @@ fn only_the_requester_or_its_gateway_key_says_where_the_gateway_listens() {
     };
     let e = m.refused(&provider(2), announce("http://evil.example:80"));
     assert_eq!(e.code(), "not_service_requester");
-    for bad in ["ftp://x", "http://a b", &format!("http://{}", "a".repeat(300))] {
+    for bad in [
+        "ftp://x",
+        "http://a b",
+        &format!("http://{}", "a".repeat(300)),
+    ] {
         let e = m.refused(&requester(), announce(bad));
-        assert!(matches!(e, TxError::BadService { field: "gateway url", .. }), "{bad}: {e}");
+        assert!(
+            matches!(
+                e,
+                TxError::BadService {
+                    field: "gateway url",
+                    ..
+                }
+            ),
+            "{bad}: {e}"
+        );
     }
     let tx = m.tx(&gateway(), announce("http://127.0.0.1:8088"));
     let events = m.block(vec![tx]);
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, Event::GatewayAnnounced { url, .. } if url == "http://127.0.0.1:8088")));
+    assert!(events.iter().any(
+        |e| matches!(e, Event::GatewayAnnounced { url, .. } if url == "http://127.0.0.1:8088")
+    ));
     assert_eq!(
         m.state.service(&id).unwrap().gateway_url,
         "http://127.0.0.1:8088"

@@ -1,0 +1,463 @@
+//! Serving services (stream tasks): a worker subscribes to the services it can run, and for
+//! each whose council it sits on it keeps a member loop: the service's inputs pulled, its
+//! server started in the sandbox (`crate::serve`), requests fetched from the service's gateway
+//! (the URL the ledger holds), forwarded to the server, each response signed and sent back,
+//! and the gateway's cumulative receipts settled on the ledger.
+//!
+//! A member's own rules, read as the gateway's enemy would use them:
+//! - it signs a response only for the request it got: it recomputes the request's hash from
+//!   what the gateway sent, so it never signs what it did not answer;
+//! - it answers each request once, and a request it cannot answer (its server failed or was
+//!   late) not at all (the gateway drops it; an answer made up could be slashed);
+//! - it checks each receipt: signed by the service's gateway key, acknowledging every response
+//!   it gave at its own price; a gateway that underpays loses the member (it unsubscribes);
+//! - it serves on credit up to `max_unsettled` past what the ledger paid it: it settles at
+//!   half of that, and waits for the settlement before serving more.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gridwork_api::ServiceView;
+use gridwork_types::{
+    request_hash, response_hash, Decode, Encode, Hash, SignedReceipt, StreamResponse, TxKind,
+};
+use tokio::sync::watch;
+
+use super::{lock, Worker, WorkerError};
+use crate::serve::{Relayed, Server};
+
+/// How often a worker looks at the services on the ledger.
+pub(super) const SERVICES_EVERY: Duration = Duration::from_secs(1);
+/// How long one fetch from the gateway waits for a request.
+const FETCH_WAIT_MS: u64 = 5_000;
+/// How long a server has to start listening.
+const SERVER_START: Duration = Duration::from_secs(60);
+
+/// A member loop running, and how to stop it.
+pub(super) struct Membership {
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Worker {
+    /// Looks at the services on the ledger every [`SERVICES_EVERY`] until `shutdown`:
+    /// subscribes where it can serve, starts a member loop where it sits, stops one where it
+    /// no longer does.
+    pub(super) async fn serve_services(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.services_pass().await {
+                tracing::debug!(error = %e, "looking at services failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SERVICES_EVERY) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                let all: Vec<Membership> = lock(&self.members).drain().map(|(_, m)| m).collect();
+                for m in all {
+                    let _ = m.stop.send(true);
+                    let _ = m.handle.await;
+                }
+                return;
+            }
+        }
+    }
+
+    async fn services_pass(self: &Arc<Self>) -> Result<(), WorkerError> {
+        lock(&self.members).retain(|_, m| !m.handle.is_finished());
+        let mut seated = Vec::new();
+        for id in self.client.services().await? {
+            let Some(view) = self.client.service(&id).await? else {
+                continue;
+            };
+            if view.council.contains(&self.me) && !view.status.is_ended() {
+                seated.push(id);
+                if !lock(&self.members).contains_key(&id) {
+                    let (stop, rx) = watch::channel(false);
+                    let me = Arc::clone(self);
+                    let handle = tokio::spawn(async move {
+                        if let Err(e) = me.member(id, rx).await {
+                            tracing::warn!(service = %id, error = %e, "serving stopped");
+                        }
+                    });
+                    tracing::info!(service = %id, "seated on a service's council: serving");
+                    lock(&self.members).insert(id, Membership { stop, handle });
+                }
+                continue;
+            }
+            if self.may_serve(&view) && view.subscribers.iter().all(|s| s.provider != self.me) {
+                let price = view.spec.max_price;
+                match self.send(TxKind::Subscribe { service: id, price }).await {
+                    Ok(_) => tracing::info!(service = %id, "subscribed to a service"),
+                    Err(e) => tracing::debug!(service = %id, error = %e, "cannot subscribe"),
+                }
+            }
+        }
+        let gone: Vec<Membership> = {
+            let mut members = lock(&self.members);
+            let ids: Vec<Hash> = members
+                .keys()
+                .copied()
+                .filter(|id| !seated.contains(id))
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| members.remove(&id))
+                .collect()
+        };
+        for m in gone {
+            let _ = m.stop.send(true);
+        }
+        Ok(())
+    }
+
+    /// Whether this worker offers to serve `view`: it serves services (`serve_services`), is
+    /// not its requester, was not slashed on it, and meets its needs (no image or network yet).
+    fn may_serve(&self, view: &ServiceView) -> bool {
+        let spec = &view.spec;
+        let needs = spec.requirements.software_needs();
+        self.cfg.serve_services
+            && view.requester != self.me
+            && !view.status.is_ended()
+            && !view.barred.contains(&self.me)
+            && spec.program.image.is_none()
+            && !spec.program.network
+            && spec.requirements.met_by(&needs, &self.cfg.hardware)
+    }
+
+    /// One service, served until `stop` (or the server fails, or the gateway underpays).
+    async fn member(
+        self: Arc<Self>,
+        id: Hash,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        let Some(view) = self.client.service(&id).await? else {
+            return Ok(());
+        };
+        let dir = self.cfg.work_dir.join("services").join(id.to_string());
+        let mut server = loop {
+            match self.start_server(&view, &dir).await {
+                Ok(server) => break server,
+                // The node hands the inputs' keys over a block after the seat is drawn.
+                Err(e) => {
+                    tracing::debug!(service = %id, error = %e, "the server is not ready yet");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
+            }
+        };
+        let served = self.answer_requests(&view, &mut server, &mut stop).await;
+        server.stop().await;
+        // What it was acknowledged and not yet paid.
+        let last = lock(&self.receipts).get(&id).cloned();
+        if let Some(last) = last {
+            let _ = self
+                .send(TxKind::SettleStream {
+                    receipts: vec![last],
+                })
+                .await;
+        }
+        served
+    }
+
+    /// A fresh directory for `view`'s server, its inputs pulled into place, the server
+    /// started and listening.
+    async fn start_server(
+        &self,
+        view: &ServiceView,
+        dir: &std::path::Path,
+    ) -> Result<Server, WorkerError> {
+        let io = |source| WorkerError::Io {
+            path: dir.display().to_string(),
+            source,
+        };
+        if dir.exists() {
+            super::execute::make_removable(dir);
+            std::fs::remove_dir_all(dir).map_err(io)?;
+        }
+        let (inputs, _) = crate::sandbox::layout(dir);
+        std::fs::create_dir_all(&inputs).map_err(io)?;
+        let staging = dir.join("staging");
+        let mut order: Vec<&gridwork_types::DataInput> = view.spec.data.iter().collect();
+        order.sort_by_key(|d| d.name.is_empty());
+        for (n, input) in order.into_iter().enumerate() {
+            let key = self.client.granted_key(&input.cid, &self.cfg.key).await?;
+            let stage = staging.join(n.to_string());
+            self.pull(&input.cid, &key, &view.council, &stage).await?;
+            super::execute::place_input(&stage, &inputs, &input.name).map_err(io)?;
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        let env = crate::sandbox::TaskEnv {
+            job: view.id.to_string(),
+            task: 0,
+            items: (0, 1),
+            segment: None,
+        };
+        let mut server = Server::start(&view.spec.program, dir, &env, self.cfg.launcher.as_ref())
+            .map_err(|e| WorkerError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        server
+            .ready(SERVER_START)
+            .await
+            .map_err(|e| WorkerError::Io {
+                path: dir.display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        Ok(server)
+    }
+
+    /// Fetches requests from the gateway and answers them until `stop`.
+    async fn answer_requests(
+        &self,
+        first: &ServiceView,
+        server: &mut Server,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        let id = first.id;
+        let spec = &first.spec;
+        let http = reqwest::Client::new();
+        let chain_id = self.client.chain().await?.chain_id;
+        let my_price = first
+            .subscribers
+            .iter()
+            .find(|s| s.provider == self.me)
+            .map_or(spec.max_price, |s| s.price);
+        let mut view = first.clone();
+        let mut read_at = Instant::now();
+        // What this member gave, as it counts it: what a receipt must acknowledge.
+        let mut given: (u64, u64, u128) = {
+            let last = lock(&self.receipts).get(&id).map(|r| r.receipt.clone());
+            last.map_or((0, 0, 0), |r| (r.responses, r.units, r.owed.0))
+        };
+        let mut settled = view
+            .members
+            .iter()
+            .find(|m| m.provider == self.me)
+            .map_or(0, |m| m.paid.0);
+        let within = Duration::from_millis(
+            spec.max_response_ms
+                .saturating_add(spec.response_ms_per_kib.saturating_mul(1024)),
+        );
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            if read_at.elapsed() >= Duration::from_secs(2) {
+                if let Some(v) = self.client.service(&id).await? {
+                    settled = v
+                        .members
+                        .iter()
+                        .find(|m| m.provider == self.me)
+                        .map_or(settled, |m| m.paid.0);
+                    view = v;
+                }
+                read_at = Instant::now();
+            }
+            // On credit up to max_unsettled: past it, wait for the ledger to pay.
+            if given.2.saturating_sub(settled) >= spec.max_unsettled.0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                read_at = Instant::now() - Duration::from_secs(2);
+                continue;
+            }
+            if view.gateway_url.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                read_at = Instant::now() - Duration::from_secs(2);
+                continue;
+            }
+            let base = view.gateway_url.trim_end_matches('/').to_string();
+            let path = format!("/m/{id}/next");
+            let fetched = tokio::select! {
+                f = self.gateway_get(&http, &base, &path, &spec.gateway) => f,
+                _ = stop.changed() => return Ok(()),
+            };
+            let relay = match fetched {
+                Ok(Some(relay)) => relay,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(service = %id, error = %e, "cannot fetch from the gateway");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let (seq, claimed, request) = relay;
+            let ct = request.content_type.clone().unwrap_or_default();
+            let hash = request_hash(&id, seq, &request.method, &request.path, &ct, &request.body);
+            if hash != claimed {
+                tracing::warn!(service = %id, seq, "the gateway named another request than it sent; not answered");
+                continue;
+            }
+            let answer = match server.forward(&request, within).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::warn!(service = %id, seq, error = %e, "the server did not answer");
+                    continue;
+                }
+            };
+            let units = answer.body.len() as u64;
+            let signed = StreamResponse {
+                service: id,
+                request: hash,
+                response: response_hash(&answer.body),
+                units,
+            }
+            .sign(&chain_id, &self.cfg.key);
+            let path = format!("/m/{id}/responses/{seq}");
+            let receipt = self
+                .gateway_post(
+                    &http,
+                    &base,
+                    &path,
+                    &spec.gateway,
+                    &answer,
+                    &signed.to_bytes(),
+                )
+                .await;
+            let receipt = match receipt {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(service = %id, seq, error = %e, "the gateway did not take the response");
+                    continue;
+                }
+            };
+            given.0 += 1;
+            given.1 = given.1.saturating_add(units);
+            given.2 = given
+                .2
+                .saturating_add(my_price.of(units).map_or(u128::MAX, |a| a.0));
+            let r = &receipt.receipt;
+            if receipt.verify(&chain_id, &spec.gateway).is_err()
+                || r.service != id
+                || r.provider != self.me
+                || r.responses < given.0
+                || r.owed.0 < given.2
+            {
+                tracing::warn!(service = %id, "the gateway's receipt does not acknowledge what this member served; leaving the service");
+                let _ = self.send(TxKind::Unsubscribe { service: id }).await;
+                return Ok(());
+            }
+            lock(&self.receipts).insert(id, receipt.clone());
+            if r.owed.0.saturating_sub(settled) >= spec.max_unsettled.0 / 2 {
+                match self
+                    .send(TxKind::SettleStream {
+                        receipts: vec![receipt.clone()],
+                    })
+                    .await
+                {
+                    Ok(_) => tracing::debug!(service = %id, owed = %r.owed, "settling"),
+                    Err(e) => tracing::warn!(service = %id, error = %e, "cannot settle"),
+                }
+            }
+        }
+    }
+
+    /// `GET` from the gateway, signed: the next request, or none within the wait.
+    async fn gateway_get(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        path: &str,
+        gateway: &gridwork_types::PublicKey,
+    ) -> Result<Option<(u64, Hash, Relayed)>, String> {
+        let url = format!("{base}{path}?wait_ms={FETCH_WAIT_MS}");
+        let sig = self.gateway_signature(gateway, "GET", path, b"");
+        let response = http
+            .get(&url)
+            .header(gridwork_api::SIGNATURE_HEADER, sig)
+            .timeout(Duration::from_millis(FETCH_WAIT_MS + 10_000))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status() == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("{status}: {}", text.trim()));
+        }
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let seq = header("gridwork-seq")
+            .and_then(|s| s.parse().ok())
+            .ok_or("no gridwork-seq")?;
+        let claimed: Hash = header("gridwork-request")
+            .and_then(|s| s.parse().ok())
+            .ok_or("no gridwork-request")?;
+        let method = header("gridwork-method").ok_or("no gridwork-method")?;
+        let path = header("gridwork-path").ok_or("no gridwork-path")?;
+        let content_type = header("content-type");
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        Ok(Some((
+            seq,
+            claimed,
+            Relayed {
+                method,
+                path,
+                content_type,
+                body,
+            },
+        )))
+    }
+
+    /// `POST` a response to the gateway, signed: its receipt.
+    async fn gateway_post(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        path: &str,
+        gateway: &gridwork_types::PublicKey,
+        answer: &crate::serve::Answer,
+        signed: &[u8],
+    ) -> Result<SignedReceipt, String> {
+        let sig = self.gateway_signature(gateway, "POST", path, &answer.body);
+        let mut request = http
+            .post(format!("{base}{path}"))
+            .header(gridwork_api::SIGNATURE_HEADER, sig)
+            .header("gridwork-status", answer.status.to_string())
+            .header("gridwork-response", hex::encode(signed))
+            .timeout(Duration::from_secs(30))
+            .body(answer.body.clone());
+        if let Some(ct) = &answer.content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {}", text.trim()));
+        }
+        let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
+        SignedReceipt::from_bytes(&bytes).map_err(|e| e.to_string())
+    }
+
+    fn gateway_signature(
+        &self,
+        gateway: &gridwork_types::PublicKey,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        gridwork_api::signature_header(&self.cfg.key, gateway, method, path, now, &Hash::of(body))
+    }
+}
+
+/// The latest receipt of each service this worker served, by service.
+pub(super) type Receipts = HashMap<Hash, SignedReceipt>;
