@@ -112,7 +112,15 @@ struct Inner {
     tallies: HashMap<Address, Tally>,
     evidence: Vec<Vec<SignedResponse>>,
     late: Vec<Address>,
+    /// When each member last asked for a request: one that has not lately is not serving
+    /// (its server is starting, or gone).
+    fetched: HashMap<Address, Instant>,
 }
+
+/// A member that has not asked for a request within this long is not connected: requests
+/// wait until every member is (a request sent to a member still starting its server would
+/// count against it).
+pub const CONNECTED_WITHIN: Duration = Duration::from_secs(40);
 
 /// The gateway of one service.
 pub struct Dispatcher {
@@ -147,6 +155,7 @@ impl Dispatcher {
                 tallies: HashMap::new(),
                 evidence: Vec::new(),
                 late: Vec::new(),
+                fetched: HashMap::new(),
             }),
             arrived: Notify::new(),
         }
@@ -198,6 +207,23 @@ impl Dispatcher {
         {
             let mut inner = self.lock();
             inner.council.up.clone().map_err(Refusal::Down)?;
+            let connected = inner
+                .council
+                .members
+                .iter()
+                .filter(|(a, _)| {
+                    inner
+                        .fetched
+                        .get(a)
+                        .is_some_and(|t| t.elapsed() < CONNECTED_WITHIN)
+                })
+                .count();
+            if connected < inner.council.members.len() {
+                return Err(Refusal::Down(format!(
+                    "waiting for its members to connect ({connected} of {} are)",
+                    inner.council.members.len()
+                )));
+            }
             if inner.open.len() >= MAX_OPEN {
                 return Err(Refusal::Busy(inner.open.len()));
             }
@@ -243,12 +269,12 @@ impl Dispatcher {
         let until = Instant::now() + wait;
         loop {
             let notified = self.arrived.notified();
-            if let Some(relay) = self
-                .lock()
-                .queues
-                .get_mut(member)
-                .and_then(VecDeque::pop_front)
-            {
+            let next = {
+                let mut inner = self.lock();
+                inner.fetched.insert(*member, Instant::now());
+                inner.queues.get_mut(member).and_then(VecDeque::pop_front)
+            };
+            if let Some(relay) = next {
                 return Some(relay);
             }
             let left = until.saturating_duration_since(Instant::now());
@@ -513,6 +539,13 @@ mod tests {
         (d, members)
     }
 
+    /// A gateway whose members all connected.
+    async fn connected(method: ResponseMethod, n: u8) -> (Arc<Dispatcher>, Vec<Keypair>) {
+        let (d, m) = gateway(method, n);
+        connect(&d, &m).await;
+        (d, m)
+    }
+
     /// `member` answers the next request it gets with `body`.
     async fn answer(
         d: &Dispatcher,
@@ -543,6 +576,13 @@ mod tests {
         )
     }
 
+    /// Every member asks once (nothing waits yet): they are connected.
+    async fn connect(d: &Dispatcher, members: &[Keypair]) {
+        for k in members {
+            assert!(d.next_for(&k.address(), Duration::ZERO).await.is_none());
+        }
+    }
+
     fn ask(d: &Arc<Dispatcher>) -> tokio::task::JoinHandle<Result<Answer, Refusal>> {
         let d = d.clone();
         tokio::spawn(async move {
@@ -553,7 +593,7 @@ mod tests {
 
     #[tokio::test]
     async fn optimistic_answers_with_the_first_and_the_rest_check_it() {
-        let (d, m) = gateway(ResponseMethod::Optimistic {}, 3);
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
         let user = ask(&d);
         answer(&d, &m[1], "fast").await.unwrap();
         assert_eq!(user.await.unwrap().unwrap().body, "fast");
@@ -567,7 +607,7 @@ mod tests {
 
     #[tokio::test]
     async fn weighted_answers_with_what_most_of_the_quorum_gave() {
-        let (d, m) = gateway(ResponseMethod::Weighted { weight_bps: 6_000 }, 5);
+        let (d, m) = connected(ResponseMethod::Weighted { weight_bps: 6_000 }, 5).await;
         let user = ask(&d);
         // Quorum 3 of 5: one liar first, then two that agree.
         answer(&d, &m[0], "lie").await.unwrap();
@@ -579,7 +619,7 @@ mod tests {
 
     #[tokio::test]
     async fn unanimous_answers_only_when_all_agree() {
-        let (d, m) = gateway(ResponseMethod::Unanimous {}, 3);
+        let (d, m) = connected(ResponseMethod::Unanimous {}, 3).await;
         let user = ask(&d);
         for k in &m {
             answer(&d, k, "same").await.unwrap();
@@ -597,7 +637,7 @@ mod tests {
     /// Every response is paid, at its member's price, in one cumulative receipt per member.
     #[tokio::test]
     async fn each_response_is_acknowledged_cumulatively_at_the_members_price() {
-        let (d, m) = gateway(ResponseMethod::Optimistic {}, 1);
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 1).await;
         for body in ["abc", "de"] {
             let user = ask(&d);
             let receipt = answer(&d, &m[0], body).await.unwrap();
@@ -619,7 +659,7 @@ mod tests {
     /// or body, or is not on the council, is refused and paid nothing more.
     #[tokio::test]
     async fn forged_repeated_or_foreign_responses_are_refused() {
-        let (d, m) = gateway(ResponseMethod::Unanimous {}, 2);
+        let (d, m) = connected(ResponseMethod::Unanimous {}, 2).await;
         let _user = ask(&d);
         let relay = d
             .next_for(&m[0].address(), Duration::from_secs(1))
@@ -670,11 +710,27 @@ mod tests {
         assert_eq!(d.receipts()[0].receipt.responses, 1);
     }
 
+    /// Requests wait until every member connected (asked for a request): a member still
+    /// starting its server would otherwise be named late for requests it could not answer.
+    #[tokio::test]
+    async fn requests_wait_until_every_member_connected() {
+        let (d, m) = gateway(ResponseMethod::Unanimous {}, 2);
+        connect(&d, &m[..1]).await;
+        let refused = d.submit("GET", "/", "", Bytes::new()).await;
+        assert!(matches!(refused, Err(Refusal::Down(why)) if why.contains("1 of 2")));
+        connect(&d, &m[1..]).await;
+        let user = ask(&d);
+        answer(&d, &m[0], "x").await.unwrap();
+        answer(&d, &m[1], "x").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().body, "x");
+        assert!(d.take_late().is_empty());
+    }
+
     /// A member that does not answer in time is named late; the user hears the council did
     /// not answer; a service not up answers nobody.
     #[tokio::test]
     async fn silent_members_are_named_late_and_a_down_service_answers_nobody() {
-        let (d, m) = gateway(ResponseMethod::Unanimous {}, 2);
+        let (d, m) = connected(ResponseMethod::Unanimous {}, 2).await;
         let user = ask(&d);
         answer(&d, &m[0], "x").await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -12,7 +12,7 @@
 //! - `GET /m/<service>/next?wait_ms=N`: the next request for the member, waiting up to N ms
 //!   (at most 30 s): 204 when none, else 200 with the request's body and headers
 //!   `gridwork-seq`, `gridwork-request` (the hash it signs), `gridwork-method`, `gridwork-path`
-//!   and `content-type`.
+//!   and `gridwork-content-type` (the user's, possibly empty).
 //! - `POST /m/<service>/responses/<seq>`: the response body, with headers `gridwork-status`,
 //!   `content-type` and `gridwork-response` (hex of the member's `SignedResponse`): 200 with
 //!   hex of the member's new cumulative `SignedReceipt`, or 409 naming why it was refused.
@@ -290,9 +290,9 @@ async fn member_next(
     set("gridwork-request", &relay.request.to_string());
     set("gridwork-method", &relay.method);
     set("gridwork-path", &relay.path);
-    if !relay.content_type.is_empty() {
-        set("content-type", &relay.content_type);
-    }
+    // Its own header, empty or not: the hash the member signs covers it, and `content-type`
+    // gets a default on the way.
+    set("gridwork-content-type", &relay.content_type);
     response
 }
 

@@ -12,6 +12,6 @@ mod dispatch;
 mod http;
 mod run;
 
-pub use dispatch::{Answer, Council, Dispatcher, Refusal, Relay, MAX_OPEN};
+pub use dispatch::{Answer, Council, Dispatcher, Refusal, Relay, CONNECTED_WITHIN, MAX_OPEN};
 pub use http::{router, ApiKeys, MAX_REQUEST_BYTES, MAX_WAIT};
 pub use run::{announce, keep, refresh_council, COUNCIL_EVERY};

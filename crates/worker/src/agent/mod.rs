@@ -75,6 +75,10 @@ pub enum Behavior {
     /// every later checkpoint is the one before it, bound as if trained.
     #[cfg(feature = "doubles")]
     SkippingTrainer,
+    /// On a service's council, answers every request with something its server did not say
+    /// (`LyingMember`): the server's answer with a word of its own appended.
+    #[cfg(feature = "doubles")]
+    LyingMember,
 }
 
 impl Behavior {
@@ -106,6 +110,14 @@ impl Behavior {
     fn skips_steps(self) -> bool {
         #[cfg(feature = "doubles")]
         return self == Behavior::SkippingTrainer;
+        #[cfg(not(feature = "doubles"))]
+        false
+    }
+
+    /// Makes its service answers up.
+    fn lies_to_users(self) -> bool {
+        #[cfg(feature = "doubles")]
+        return self == Behavior::LyingMember;
         #[cfg(not(feature = "doubles"))]
         false
     }

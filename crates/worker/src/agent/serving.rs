@@ -297,6 +297,14 @@ impl Worker {
                 continue;
             }
             let answer = match server.forward(&request, within).await {
+                Ok(answer) if self.cfg.behavior.lies_to_users() => {
+                    let mut body = answer.body.to_vec();
+                    body.extend_from_slice(b" (made up)");
+                    crate::serve::Answer {
+                        body: body.into(),
+                        ..answer
+                    }
+                }
                 Ok(answer) => answer,
                 Err(e) => {
                     tracing::warn!(service = %id, seq, error = %e, "the server did not answer");
@@ -400,7 +408,7 @@ impl Worker {
             .ok_or("no gridwork-request")?;
         let method = header("gridwork-method").ok_or("no gridwork-method")?;
         let path = header("gridwork-path").ok_or("no gridwork-path")?;
-        let content_type = header("content-type");
+        let content_type = header("gridwork-content-type").filter(|c| !c.is_empty());
         let body = response.bytes().await.map_err(|e| e.to_string())?;
         Ok(Some((
             seq,

@@ -6,6 +6,7 @@ mod data;
 mod failures;
 mod operations;
 mod render;
+mod services;
 mod train;
 
 use std::time::Duration;

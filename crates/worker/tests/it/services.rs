@@ -1,0 +1,175 @@
+//! Services served by workers through a gateway: a lying member (`LyingMember`) is outvoted,
+//! slashed, barred and replaced while the stream goes on, and what members were paid adds up.
+
+use super::*;
+
+use std::sync::Arc;
+
+use gridwork_gateway::{ApiKeys, Dispatcher};
+use gridwork_types::{ResponseMethod, ServiceSpec, StreamPrice};
+
+/// The example model (`examples/service/serve.py`) as a service whose answer is the most
+/// common of all three members' (weighted, weight 1).
+async fn example_service(net: &Net) -> (Hash, ServiceSpec) {
+    let src = net.dir.path().join("model");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/service/serve.py"),
+        src.join("serve.py"),
+    )
+    .unwrap();
+    let mut input = net.push_input(&src).await;
+    input.name = "model".into();
+    let spec = ServiceSpec {
+        program: Program {
+            command: "sh".into(),
+            args: vec!["-c".into(), "exec python3 inputs/model/serve.py".into()],
+            outputs: vec![],
+            image: None,
+            network: false,
+        },
+        data: vec![input],
+        requirements: Requirements {
+            software: vec!["sh".into()],
+            ..Requirements::default()
+        },
+        method: ResponseMethod::Weighted { weight_bps: 10_000 },
+        council_size: 3,
+        max_price: StreamPrice {
+            per_response: Amount(GRID / 1_000),
+            per_unit: Amount(GRID / 1_000_000),
+        },
+        equivalence: Equivalence::ExactHash {},
+        max_response_ms: 10_000,
+        response_ms_per_kib: 0,
+        max_downtime_ms: 0,
+        max_unsettled: Amount(GRID / 100),
+        gateway: dev_keypair(0).public(),
+    };
+    let id = net
+        .client
+        .sign_and_send(
+            &dev_keypair(0),
+            Amount::ZERO,
+            TxKind::CreateService {
+                spec: spec.clone(),
+                deposit: Amount::grid(5),
+            },
+        )
+        .await
+        .unwrap();
+    net.client.wait_committed(&id, WAIT).await.unwrap();
+    (id, spec)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_on() {
+    let net = Net::start().await;
+    let (id, spec) = example_service(&net).await;
+    let liar = dev_keypair(3).address();
+    for (i, behavior) in [
+        (1, Behavior::Honest),
+        (2, Behavior::Honest),
+        (3, Behavior::LyingMember),
+    ] {
+        net.spawn(net.worker(i, GRID / 100, behavior));
+    }
+    // The gateway, in this process, with the requester's key.
+    let chain = net.client.chain().await.unwrap();
+    let d = Arc::new(Dispatcher::new(id, spec, &chain.chain_id, dev_keypair(0)));
+    let keys_file = net.dir.path().join("api-keys");
+    let key = ApiKeys::new_key(&keys_file).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum_serve(
+        listener,
+        gridwork_gateway::router(d.clone(), Arc::new(ApiKeys::open(&keys_file))),
+    ));
+    gridwork_gateway::announce(&net.client, &dev_keypair(0), &d, &url)
+        .await
+        .unwrap();
+    tokio::spawn(gridwork_gateway::keep(
+        net.client.clone(),
+        dev_keypair(0),
+        d.clone(),
+        net.stop.subscribe(),
+    ));
+    let http = reqwest::Client::new();
+    let ask = |prompt: String| {
+        let http = http.clone();
+        let url = format!("{url}/s/{id}/v1/completions");
+        let key = key.clone();
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .body(format!(r#"{{"prompt": "{prompt}", "max_tokens": 24}}"#))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    // Until the council of three (the liar among them) serves: the honest answer outvotes
+    // the liar's.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let first = loop {
+        let (status, body) = ask("the first".into()).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never served: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!first.contains("made up"), "{first}");
+    // A fourth provider subscribes, to take the liar's seat.
+    net.spawn(net.worker(4, GRID / 100, Behavior::Honest));
+    // The gateway saw the liar's answer differ and sent the evidence: slashed and barred.
+    net.until_block("the liar's slash", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        s.barred.contains(&liar).then_some(())
+    })
+    .await;
+    let p = net.client.provider(&liar).await.unwrap().unwrap();
+    assert!(p.slashed.0 > 0, "{p:?}");
+    // Its seat went to the fourth provider, and the stream goes on, honestly.
+    net.until_block("the seat refilled", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        (s.council.contains(&dev_keypair(4).address())
+            && s.status == gridwork_api::ServiceStatus::Up)
+            .then_some(())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = ask("after the liar".into()).await;
+        if status == 200 {
+            assert!(!body.contains("made up"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stream stopped: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // What members were paid adds up: the service's total is theirs, and the escrow paid it
+    // with the market fee.
+    let s = net.client.service(&id).await.unwrap().unwrap();
+    let members: u128 = s.members.iter().map(|m| m.paid.0).sum();
+    assert_eq!(members, s.paid.0);
+    let spent = Amount::grid(5).0 - s.escrow.0;
+    assert!(
+        spent >= s.paid.0 && spent <= s.paid.0 + s.paid.0 / 20 + 8,
+        "spent {spent}, paid {}",
+        s.paid.0
+    );
+    net.stop.send(true).unwrap();
+}
+
+async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
+    let _ = axum::serve(listener, app).await;
+}
