@@ -361,6 +361,22 @@ impl std::fmt::Debug for Worker {
     }
 }
 
+/// Stops a worker's services when its `serve` ends or is dropped.
+struct EndServices {
+    worker: Arc<Worker>,
+    services: tokio::task::AbortHandle,
+}
+
+impl Drop for EndServices {
+    fn drop(&mut self) {
+        self.services.abort();
+        // Dropping each membership aborts its loop, whose server is killed with it.
+        let members: Vec<serving::Membership> =
+            lock(&self.worker.members).drain().map(|(_, m)| m).collect();
+        drop(members);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -588,13 +604,17 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let follower = tokio::spawn(Self::follow_blocks(Arc::clone(&self)));
         let services = tokio::spawn(Self::serve_services(Arc::clone(&self), shutdown.clone()));
+        // Ended without a shutdown (an error, or this future dropped: the worker killed),
+        // its services stop at once, servers and all.
+        let _gone = EndServices {
+            worker: Arc::clone(&self),
+            services: services.abort_handle(),
+        };
         let result = self.work(&mut shutdown).await;
         follower.abort();
         // Its servers end with the worker (what they were acknowledged is settled).
         if *shutdown.borrow() {
             let _ = services.await;
-        } else {
-            services.abort();
         }
         result
     }

@@ -34,10 +34,32 @@ const FETCH_WAIT_MS: u64 = 5_000;
 /// How long a server has to start listening.
 const SERVER_START: Duration = Duration::from_secs(60);
 
-/// A member loop running, and how to stop it.
+/// A member loop running, and how to stop it. Dropped without [`Membership::stop`] (the
+/// worker itself ended), the loop is aborted and its server killed with it.
 pub(super) struct Membership {
     stop: watch::Sender<bool>,
-    handle: tokio::task::JoinHandle<()>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Membership {
+    /// Tells the loop to stop (it settles what it was acknowledged and ends its server);
+    /// its handle, to wait for it.
+    fn stop(mut self) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = self.stop.send(true);
+        self.handle.take()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if let Some(h) = &self.handle {
+            h.abort();
+        }
+    }
 }
 
 impl Worker {
@@ -56,8 +78,9 @@ impl Worker {
             if *shutdown.borrow() {
                 let all: Vec<Membership> = lock(&self.members).drain().map(|(_, m)| m).collect();
                 for m in all {
-                    let _ = m.stop.send(true);
-                    let _ = m.handle.await;
+                    if let Some(h) = m.stop() {
+                        let _ = h.await;
+                    }
                 }
                 return;
             }
@@ -65,7 +88,7 @@ impl Worker {
     }
 
     async fn services_pass(self: &Arc<Self>) -> Result<(), WorkerError> {
-        lock(&self.members).retain(|_, m| !m.handle.is_finished());
+        lock(&self.members).retain(|_, m| !m.is_finished());
         let mut seated = Vec::new();
         for id in self.client.services().await? {
             let Some(view) = self.client.service(&id).await? else {
@@ -82,7 +105,13 @@ impl Worker {
                         }
                     });
                     tracing::info!(service = %id, "seated on a service's council: serving");
-                    lock(&self.members).insert(id, Membership { stop, handle });
+                    lock(&self.members).insert(
+                        id,
+                        Membership {
+                            stop,
+                            handle: Some(handle),
+                        },
+                    );
                 }
                 continue;
             }
@@ -106,7 +135,8 @@ impl Worker {
                 .collect()
         };
         for m in gone {
-            let _ = m.stop.send(true);
+            // It ends on its own, settling first.
+            drop(m.stop());
         }
         Ok(())
     }

@@ -11,6 +11,11 @@ use gridwork_types::{ResponseMethod, ServiceSpec, StreamPrice};
 /// The example model (`examples/service/serve.py`) as a service whose answer is the most
 /// common of all three members' (weighted, weight 1).
 async fn example_service(net: &Net) -> (Hash, ServiceSpec) {
+    example_service_within(net, 10_000).await
+}
+
+/// [`example_service`] whose responses may take `max_response_ms`.
+async fn example_service_within(net: &Net, max_response_ms: u64) -> (Hash, ServiceSpec) {
     let src = net.dir.path().join("model");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::copy(
@@ -40,7 +45,7 @@ async fn example_service(net: &Net) -> (Hash, ServiceSpec) {
             per_unit: Amount(GRID / 1_000_000),
         },
         equivalence: Equivalence::ExactHash {},
-        max_response_ms: 10_000,
+        max_response_ms,
         response_ms_per_kib: 0,
         max_downtime_ms: 0,
         max_unsettled: Amount(GRID / 100),
@@ -62,19 +67,12 @@ async fn example_service(net: &Net) -> (Hash, ServiceSpec) {
     (id, spec)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_on() {
-    let net = Net::start().await;
-    let (id, spec) = example_service(&net).await;
-    let liar = dev_keypair(3).address();
-    for (i, behavior) in [
-        (1, Behavior::Honest),
-        (2, Behavior::Honest),
-        (3, Behavior::LyingMember),
-    ] {
-        net.spawn(net.worker(i, GRID / 100, behavior));
-    }
-    // The gateway, in this process, with the requester's key.
+/// What a user's request gets: status and body.
+type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+
+/// The service's gateway, in this process, with the requester's key, announced on the
+/// ledger; how a user with a key asks it for a completion.
+async fn gateway(net: &Net, id: Hash, spec: ServiceSpec) -> impl Fn(String) -> Asked {
     let chain = net.client.chain().await.unwrap();
     let d = Arc::new(Dispatcher::new(id, spec, &chain.chain_id, dev_keypair(0)));
     let keys_file = net.dir.path().join("api-keys");
@@ -95,11 +93,11 @@ async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_o
         net.stop.subscribe(),
     ));
     let http = reqwest::Client::new();
-    let ask = |prompt: String| {
+    move |prompt: String| -> Asked {
         let http = http.clone();
         let url = format!("{url}/s/{id}/v1/completions");
         let key = key.clone();
-        async move {
+        Box::pin(async move {
             let r = http
                 .post(url)
                 .bearer_auth(key)
@@ -108,8 +106,23 @@ async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_o
                 .await
                 .unwrap();
             (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_on() {
+    let net = Net::start().await;
+    let (id, spec) = example_service(&net).await;
+    let liar = dev_keypair(3).address();
+    for (i, behavior) in [
+        (1, Behavior::Honest),
+        (2, Behavior::Honest),
+        (3, Behavior::LyingMember),
+    ] {
+        net.spawn(net.worker(i, GRID / 100, behavior));
+    }
+    let ask = gateway(&net, id, spec).await;
     // Until the council of three (the liar among them) serves: the honest answer outvotes
     // the liar's.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -172,4 +185,60 @@ async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_o
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
     let _ = axum::serve(listener, app).await;
+}
+
+/// A member killed mid-stream: the gateway names it late, drops it, and a waiting subscriber
+/// takes its seat; the stream answers again (c re-formed), with no slash for anybody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_dies_is_dropped_and_the_council_reformed() {
+    let net = Net::start().await;
+    let (id, spec) = example_service_within(&net, 2_000).await;
+    let mut handles: Vec<(Address, tokio::task::JoinHandle<()>)> = Vec::new();
+    for i in 1..=3 {
+        handles.push((
+            dev_keypair(i).address(),
+            net.spawn(net.worker(i, GRID / 100, Behavior::Honest)),
+        ));
+    }
+    let ask = gateway(&net, id, spec).await;
+    let until_answered = async |what: &str| {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = ask(what.to_string()).await;
+            if status == 200 {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    until_answered("before").await;
+    // A fourth provider waits as a subscriber; then one member dies.
+    net.spawn(net.worker(4, GRID / 100, Behavior::Honest));
+    net.until_block("the fourth subscription", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        (s.subscribers.len() == 4).then_some(())
+    })
+    .await;
+    let (dead, handle) = handles.remove(0);
+    handle.abort();
+    let _ = handle.await;
+    until_answered("after").await;
+    let s = net.client.service(&id).await.unwrap().unwrap();
+    assert!(!s.council.contains(&dead), "{s:?}");
+    assert!(s.council.contains(&dev_keypair(4).address()), "{s:?}");
+    assert_eq!(s.status, gridwork_api::ServiceStatus::Up);
+    for i in 1..=4 {
+        let p = net
+            .client
+            .provider(&dev_keypair(i).address())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.slashed, Amount::ZERO, "dropping costs no stake");
+    }
+    net.stop.send(true).unwrap();
 }
