@@ -430,19 +430,36 @@ fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
     let answer = match method {
         ResponseMethod::Optimistic {} => open.got.first().map(|(_, a, _)| Ok(a.clone())),
         ResponseMethod::Weighted { .. } if open.got.len() >= quorum => {
-            // The response most of them gave, the earliest among equals.
-            let mut best: Option<(&Answer, usize)> = None;
-            for (_, a, s) in &open.got {
-                let n = open
-                    .got
+            // The response most of them gave. Tied, it waits for the next response (a liar
+            // answering first would otherwise win a tie); tied with every member in, the
+            // council disagreed.
+            let count = |h: &Hash| {
+                open.got
                     .iter()
-                    .filter(|(_, _, o)| o.response.response == s.response.response)
-                    .count();
-                if best.is_none_or(|(_, m)| n > m) {
-                    best = Some((a, n));
+                    .filter(|(_, _, o)| o.response.response == *h)
+                    .count()
+            };
+            let mut best: Option<(&Answer, usize)> = None;
+            let mut tied = false;
+            for (_, a, s) in &open.got {
+                let n = count(&s.response.response);
+                match best {
+                    Some((b, m)) if n == m && b.body != a.body => tied = true,
+                    Some((_, m)) if n > m => {
+                        best = Some((a, n));
+                        tied = false;
+                    }
+                    None => best = Some((a, n)),
+                    _ => {}
                 }
             }
-            best.map(|(a, _)| Ok(a.clone()))
+            match (best, tied) {
+                (Some((a, _)), false) => Some(Ok(a.clone())),
+                (Some(_), true) if open.got.len() >= open.asked.len() => {
+                    Some(Err(Refusal::Disagreed))
+                }
+                _ => None,
+            }
         }
         ResponseMethod::Unanimous {} if open.got.len() >= open.asked.len() => {
             let first = &open.got[0].2.response.response;
@@ -613,6 +630,19 @@ mod tests {
         answer(&d, &m[0], "lie").await.unwrap();
         answer(&d, &m[1], "truth").await.unwrap();
         assert!(!user.is_finished());
+        answer(&d, &m[2], "truth").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().body, "truth");
+    }
+
+    /// Quorum 2 of 3, the liar first: a tie waits for the third response, which breaks it.
+    #[tokio::test]
+    async fn weighted_waits_past_a_tie_for_the_response_that_breaks_it() {
+        let (d, m) = connected(ResponseMethod::Weighted { weight_bps: 5_000 }, 3).await;
+        let user = ask(&d);
+        answer(&d, &m[0], "lie").await.unwrap();
+        answer(&d, &m[1], "truth").await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(!user.is_finished(), "answered on a tie");
         answer(&d, &m[2], "truth").await.unwrap();
         assert_eq!(user.await.unwrap().unwrap().body, "truth");
     }

@@ -340,6 +340,24 @@ pub(crate) struct DemoArgs {
     /// Add a fourth worker that forges its results, to watch it get caught and slashed.
     #[arg(long)]
     pub(crate) liar: bool,
+    /// Another demo instead of the batch job.
+    #[command(subcommand)]
+    pub(crate) what: Option<DemoWhat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DemoWhat {
+    /// A small model served by three providers through a gateway, under each response
+    /// method: the answers, latency against the server called directly, what each provider
+    /// earned (python3 on this machine runs the model).
+    Service {
+        /// Requests per response method.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// Add a fourth provider that makes its answers up, to watch it get caught and slashed.
+        #[arg(long)]
+        liar: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

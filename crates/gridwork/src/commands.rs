@@ -118,7 +118,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker(args) => crate::worker::worker(&cli, args),
         Command::Probe(args) => crate::worker::probe_command(&cli, args),
         #[cfg(feature = "demo")]
-        Command::Demo(args) => crate::demo::demo(&cli, args),
+        Command::Demo(args) => match &args.what {
+            Some(crate::cli::DemoWhat::Service { requests, liar }) => {
+                crate::demo_service::demo_service(&cli, args, *requests, *liar)
+            }
+            None => crate::demo::demo(&cli, args),
+        },
         Command::SandboxExec(args) => crate::worker::sandbox_exec(args),
         Command::Data(cmd) => crate::data::data(&cli, cmd),
         Command::Image(cmd) => crate::data::image(&cli, cmd),

@@ -26,6 +26,52 @@ use crate::commands::{runtime, sign_and_send};
 use crate::data::PeerSources;
 use crate::output::emit;
 
+/// A demo worker: dev key `i`, asking `price` per task-second, confined as a provider's
+/// worker would be, serving chunks peer to peer.
+pub(crate) fn worker_config(
+    base: &Path,
+    i: u32,
+    price: u128,
+    behavior: Behavior,
+    hardware: &gridwork_types::Hardware,
+) -> WorkerConfig {
+    WorkerConfig {
+        owner: None,
+        key: dev_keypair(i),
+        work_dir: base.join(format!("worker{i}")),
+        policy: PricingPolicy {
+            price_per_task_second: Amount(price),
+            capacity: 4,
+            max_fee: gridwork_worker::DEFAULT_MAX_FEE,
+            allow_network: false,
+            cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
+        },
+        hardware: hardware.clone(),
+        stake: Amount::grid(1_000),
+        poll: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(20),
+        behavior,
+        launcher: std::env::current_exe().ok().map(|exe| Launcher {
+            exe,
+            memory_mib: None,
+            max_file_mib: Some(1_024),
+            gpu_devices: gpu_devices(Path::new("/dev")),
+            hidden: vec![base.to_path_buf()],
+        }),
+        // The demo's workers fetch inputs and each other's outputs peer to peer.
+        p2p: Some(P2pConfig {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            announce: vec![],
+        }),
+        cache: Some(CacheLimit {
+            max_bytes: 1 << 30,
+            spare: Duration::from_secs(600),
+        }),
+        containers: None,
+        serve_services: true,
+    }
+}
+
 /// The sample job: each task squares its items; a council member checks each task.
 fn sample_job(items: u64) -> Prescription {
     let script = "for i in $(seq $GRIDWORK_ITEM_START $((GRIDWORK_ITEM_END - 1))); do \
@@ -102,33 +148,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         let mut hardware = probe();
         hardware.software = gridwork_worker::software::probe_software(&[]);
         for (i, price, behavior) in names {
-            let cfg = WorkerConfig {
-                owner: None,
-                key: dev_keypair(i),
-                work_dir: base.join(format!("worker{i}")),
-                policy: PricingPolicy { price_per_task_second: Amount(price), capacity: 4, max_fee: gridwork_worker::DEFAULT_MAX_FEE, allow_network: false, cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT, },
-                hardware: hardware.clone(),
-                stake: Amount::grid(1_000),
-                poll: Duration::from_secs(5),
-                heartbeat: Duration::from_secs(20),
-                behavior,
-                launcher: std::env::current_exe()
-                    .ok()
-                    .map(|exe| Launcher {
-                        exe,
-                        memory_mib: None,
-                        max_file_mib: Some(1_024),
-                        gpu_devices: gpu_devices(Path::new("/dev")),
-                        hidden: vec![base.clone()],
-                    }),
-                // The demo's workers fetch inputs and each other's outputs peer to peer.
-                p2p: Some(P2pConfig {
-                    listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-                    announce: vec![],
-                }),
-                cache: Some(CacheLimit { max_bytes: 1 << 30, spare: Duration::from_secs(600) }), containers: None, serve_services: true,
-            };
-            let w = Worker::new(&url, cfg)?;
+            let w = Worker::new(&url, worker_config(&base, i, price, behavior, &hardware))?;
             let label = if behavior == Behavior::Honest { "worker" } else { "liar" };
             say(format!("{label:<9} dev{i} {} asks {} GRID per task-second", w.address(), Amount(price).rounded()));
             let rx = stop.subscribe();
@@ -274,7 +294,7 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
     })
 }
 
-fn amount(v: &serde_json::Value) -> Amount {
+pub(crate) fn amount(v: &serde_json::Value) -> Amount {
     serde_json::from_value(v.clone()).unwrap_or_default()
 }
 

@@ -14,6 +14,8 @@ mod data;
 mod databench;
 #[cfg(feature = "demo")]
 mod demo;
+#[cfg(feature = "demo")]
+mod demo_service;
 #[cfg(feature = "bench")]
 mod execbench;
 #[cfg(feature = "bench")]

@@ -8,6 +8,48 @@ use serde_json::Value;
 
 use super::support::{units, Cli, NodeProcess, WorkerProcess, BIN};
 
+/// `gridwork demo service --liar`: the model served under each response method through a
+/// gateway, every request answered with the council's answer (never the liar's), the liar
+/// caught and slashed wherever it sat, every member that served paid.
+#[test]
+fn demo_service_serves_under_each_method_and_catches_the_liar() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["demo", "--json", "--data-dir"])
+        .arg(dir.path())
+        .args(["service", "--requests", "5", "--liar"])
+        .env("GRIDWORK_HOME", dir.path().join("home"))
+        .env("GRIDWORK_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_str(&stdout).unwrap();
+    let methods = doc["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), 3);
+    for m in methods {
+        assert_eq!(m["answered"], 5, "{m}");
+        assert!(m["p50_ms"].as_f64().unwrap() > 0.0);
+    }
+    let liar = dev_keypair(4).address().to_string();
+    let providers = doc["providers"].as_array().unwrap();
+    let liar = providers
+        .iter()
+        .find(|p| p["address"] == liar.as_str())
+        .unwrap();
+    assert!(units(&liar["slashed"]) > 0, "the liar was slashed: {doc}");
+    // Every member that answered was paid for it.
+    for m in doc["members"].as_array().unwrap() {
+        if m["responses"].as_u64().unwrap() > 0 {
+            assert!(units(&m["paid"]) > 0, "{m}");
+        }
+    }
+}
+
 #[test]
 fn demo_runs_a_job_to_settlement_and_catches_the_liar() {
     let dir = tempfile::tempdir().unwrap();
