@@ -17,7 +17,7 @@ use serde::Deserialize;
 #[non_exhaustive]
 pub enum JobFileError {
     /// The file could not be read.
-    #[error("cannot read job file {path}: {source}")]
+    #[error("cannot read {path}: {source}")]
     Read {
         /// The file.
         path: String,
@@ -25,7 +25,7 @@ pub enum JobFileError {
         source: std::io::Error,
     },
     /// Not valid TOML for a job (the message names the key).
-    #[error("job file {path}: {message}")]
+    #[error("{path}: {message}")]
     Parse {
         /// The file.
         path: String,
@@ -33,7 +33,7 @@ pub enum JobFileError {
         message: String,
     },
     /// A field with a bad value.
-    #[error("job file {path}: `{field}` {problem}")]
+    #[error("{path}: `{field}` {problem}")]
     Field {
         /// The file.
         path: String,

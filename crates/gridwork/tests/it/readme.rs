@@ -139,6 +139,17 @@ fn the_readme_walk_through_runs_as_written() {
         work.join("docs/job.example.toml"),
     )
     .unwrap();
+    std::fs::create_dir_all(work.join("examples/service")).unwrap();
+    for file in ["service.toml", "serve.py"] {
+        std::fs::copy(
+            format!(
+                "{}/../../examples/service/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+            work.join("examples/service").join(file),
+        )
+        .unwrap();
+    }
     std::fs::write(work.join("dataset/a.txt"), "the README's dataset").unwrap();
     std::fs::write(work.join("dataset/sub/b.bin"), vec![7u8; 100_000]).unwrap();
 
@@ -172,6 +183,7 @@ fn the_readme_walk_through_runs_as_written() {
                     "job" => "<JOB>",
                     "cid" => "<CID>",
                     "worker" => "<WORKER-ADDRESS>",
+                    "service" => "<SERVICE>",
                     _ => continue,
                 };
                 if word == placeholder {
@@ -191,6 +203,13 @@ fn the_readme_walk_through_runs_as_written() {
         if words.get(3).map(String::as_str) == Some("image") {
             // The image the example pushes, made here (no registry is reachable).
             local_image(&work, &words[words.len() - 1]);
+        }
+        if words.get(3).map(String::as_str) == Some("service")
+            && words.get(4).map(String::as_str) == Some("gateway")
+        {
+            // It serves until stopped, as a worker does.
+            workers.0.push(shell.spawn(&words));
+            continue;
         }
         if words.iter().any(|w| w == "worker") {
             if words.iter().any(|w| w == "--p2p-announce") {
@@ -245,6 +264,14 @@ fn the_readme_walk_through_runs_as_written() {
                 ));
             }
             _ => {}
+        }
+        if words.get(3).map(String::as_str) == Some("service")
+            && words.get(4).map(String::as_str) == Some("create")
+        {
+            values.push((
+                "service",
+                hex64(&stdout).expect("service create prints the service id"),
+            ));
         }
         if words.iter().any(|w| w == "submit") {
             values.push(("job", hex64(&stdout).expect("job submit prints the job id")));

@@ -511,7 +511,7 @@ mod tests {
             .map(|(m, p, _)| (m, p))
             .collect();
         let routed = routed();
-        assert_eq!(routed.len(), 28, "{routed:?}");
+        assert_eq!(routed.len(), 30, "{routed:?}");
         assert_eq!(documented, routed);
     }
 
