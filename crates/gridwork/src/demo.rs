@@ -26,6 +26,45 @@ use crate::commands::{runtime, sign_and_send};
 use crate::data::PeerSources;
 use crate::output::emit;
 
+/// The demo's data directory (`--data-dir`, else `temp`) and its dev node, opened.
+pub(crate) fn open_node(
+    args: &DemoArgs,
+    temp: &Path,
+) -> anyhow::Result<(std::path::PathBuf, Node)> {
+    let base = std::path::absolute(args.data_dir.clone().unwrap_or_else(|| temp.to_path_buf()))
+        .context("resolving --data-dir")?;
+    let config = NodeConfig {
+        data_dir: base.join("node"),
+        block_interval_ms: 50,
+        ..NodeConfig::default()
+    };
+    let node = Node::open(&config, GenesisSource::dev(6)).context("starting the demo node")?;
+    Ok((base, node))
+}
+
+/// Serves `node` (its API, producer and key hand-off) on a free local port: its URL, what
+/// stops it, and the server's task.
+pub(crate) async fn serve_node(
+    node: &Node,
+) -> anyhow::Result<(
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop_node, node_stopping) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(gridwork_node::run(
+        node.clone(),
+        listener,
+        gridwork_node::ServeLimits::default(),
+        async {
+            let _ = node_stopping.await;
+        },
+    ));
+    Ok((url, stop_node, server))
+}
+
 /// A demo worker: dev key `i`, asking `price` per task-second, confined as a provider's
 /// worker would be, serving chunks peer to peer.
 pub(crate) fn worker_config(
@@ -116,26 +155,14 @@ pub(crate) fn demo(cli: &Cli, args: &DemoArgs) -> anyhow::Result<()> {
         bail!("--items must be at least 1");
     }
     let temp = tempdir()?;
-    let base = std::path::absolute(args.data_dir.clone().unwrap_or_else(|| temp.clone()))
-        .context("resolving --data-dir")?;
-    let config = NodeConfig {
-        data_dir: base.join("node"),
-        block_interval_ms: 50,
-        ..NodeConfig::default()
-    };
-    let node = Node::open(&config, GenesisSource::dev(6)).context("starting the demo node")?;
+    let (base, node) = open_node(args, &temp)?;
     let say = |line: String| {
         if !cli.json {
             println!("{line}");
         }
     };
     let result = runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop_node, node_stopping) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(gridwork_node::run(node.clone(), listener, gridwork_node::ServeLimits::default(), async {
-            let _ = node_stopping.await;
-        }));
+        let (url, stop_node, server) = serve_node(&node).await?;
         say(format!("node      {url} (chain {}, data in {})", node.ledger().chain_id(), base.display()));
 
         let (stop, _) = watch::channel(false);

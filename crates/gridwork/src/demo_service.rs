@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use gridwork_client::{Client, TransferOptions};
 use gridwork_gateway::{ApiKeys, Dispatcher};
-use gridwork_node::{GenesisSource, Node, NodeConfig};
 use gridwork_protocol::dev_keypair;
 use gridwork_transfer::DataKey;
 use gridwork_types::{
@@ -64,32 +63,14 @@ pub(crate) fn demo_service(
         bail!("the demo's model is a Python script: install python3 (Debian: apt install python3)");
     }
     let temp = std::env::temp_dir().join(format!("gridwork-demo-service-{}", std::process::id()));
-    let base = std::path::absolute(args.data_dir.clone().unwrap_or_else(|| temp.clone()))
-        .context("resolving --data-dir")?;
-    let config = NodeConfig {
-        data_dir: base.join("node"),
-        block_interval_ms: 50,
-        ..NodeConfig::default()
-    };
-    let node = Node::open(&config, GenesisSource::dev(6)).context("starting the demo node")?;
+    let (base, node) = crate::demo::open_node(args, &temp)?;
     let say = |line: String| {
         if !cli.json {
             println!("{line}");
         }
     };
     let result = runtime()?.block_on(async {
-        node.spawn_producer();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop_node, node_stopping) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(gridwork_node::run(
-            node.clone(),
-            listener,
-            gridwork_node::ServeLimits::default(),
-            async {
-                let _ = node_stopping.await;
-            },
-        ));
+        let (url, stop_node, server) = crate::demo::serve_node(&node).await?;
         say(format!("node      {url} (chain {})", node.ledger().chain_id()));
         let (stop, _) = watch::channel(false);
         // With a liar, it takes a seat on every council from the start (three providers for
