@@ -8,7 +8,7 @@
 //! | `blocks` | height (u64) | header and transaction hashes |
 //! | `block_hashes` | block hash | height |
 //! | `txs` | transaction hash | signed transaction and receipt |
-//! | `state` | map prefix and key | entry of the hot state (prefixes 1-5), or an archived job (6) |
+//! | `state` | map prefix and key | entry of the hot state (every prefix but 6), or an archived job (6) |
 //!
 //! Each commit is one redb write transaction with `Durability::Immediate`: it is on disk,
 //! fsynced, when `commit` returns, and all of it or none of it survives a crash.
@@ -229,9 +229,13 @@ impl Store for RedbStore {
         };
         let table = tx.open_table(STATE).map_err(db_err)?;
         let mut entries = Vec::new();
-        // The archive (finished jobs) sorts after every map of the hot state and is not read.
-        let end = [gridwork_protocol::PREFIX_ARCHIVE];
-        for entry in table.range(..&end[..]).map_err(db_err)? {
+        // Every map of the hot state, around the archive (finished jobs, history, never read
+        // here): prefixes below it and above it alike, so a map added later is read too.
+        let archive = [gridwork_protocol::PREFIX_ARCHIVE];
+        let past_archive = [gridwork_protocol::PREFIX_ARCHIVE + 1];
+        let below = table.range(..&archive[..]).map_err(db_err)?;
+        let above = table.range(&past_archive[..]..).map_err(db_err)?;
+        for entry in below.chain(above) {
             let (k, v) = entry.map_err(db_err)?;
             entries.push((k.value().to_vec(), v.value().to_vec()));
         }

@@ -2,13 +2,54 @@
 
 use gridwork_protocol::{dev_keypair, Genesis, Params, State};
 use gridwork_storage::{ChainMeta, FailingStore, MemoryStore, RedbStore, StorageError, Store};
-use gridwork_types::{Address, Amount, Block, Transaction, TxKind};
+use gridwork_types::{
+    Address, Amount, Block, Equivalence, Keypair, Program, Requirements, ResponseMethod,
+    ServiceSpec, StreamPrice, Transaction, TxKind, GRID,
+};
 
 const T0: u64 = 1_700_000_000_000;
 
-/// Creates a chain in `store` and commits `blocks` blocks of a few transfers each.
+/// A service published in the first block: state beyond the archive's prefix, which a store
+/// once did not read back.
+fn service() -> Transaction {
+    let spec = ServiceSpec {
+        program: Program {
+            command: "inputs/serve".into(),
+            args: vec![],
+            outputs: Vec::new(),
+            image: None,
+            network: false,
+        },
+        data: Vec::new(),
+        requirements: Requirements::default(),
+        method: ResponseMethod::Unanimous {},
+        council_size: 3,
+        max_price: StreamPrice {
+            per_response: Amount(GRID / 1_000),
+            per_unit: Amount(0),
+        },
+        equivalence: Equivalence::ExactHash {},
+        max_response_ms: 30_000,
+        response_ms_per_kib: 100,
+        max_downtime_ms: 60_000,
+        max_unsettled: Amount::grid(1),
+        gateway: Keypair::from_seed([42; 32]).public(),
+    };
+    Transaction {
+        from: dev_keypair(2).public(),
+        nonce: 0,
+        fee: Amount(1),
+        kind: TxKind::CreateService {
+            spec,
+            deposit: Amount::grid(10),
+        },
+    }
+}
+
+/// Creates a chain in `store` and commits `blocks` blocks of a few transfers each, the first
+/// also publishing a service.
 fn grow_chain(store: &dyn Store, blocks: u64) -> (State, Vec<Block>) {
-    let genesis = Genesis::dev("store-test", T0, 3, Params::default());
+    let genesis = Genesis::dev("store-test", T0, 4, Params::default());
     let (mut state, block0) = State::genesis(&genesis).unwrap();
     let meta = ChainMeta {
         chain_id: genesis.chain_id.clone(),
@@ -20,7 +61,7 @@ fn grow_chain(store: &dyn Store, blocks: u64) -> (State, Vec<Block>) {
     let mut chain = vec![block0];
     let keys = [dev_keypair(0), dev_keypair(1)];
     for n in 0..blocks {
-        let txs = keys
+        let mut txs: Vec<_> = keys
             .iter()
             .enumerate()
             .map(|(i, k)| {
@@ -36,8 +77,11 @@ fn grow_chain(store: &dyn Store, blocks: u64) -> (State, Vec<Block>) {
                 .sign("store-test", k)
             })
             .collect();
+        if n == 0 {
+            txs.push(service().sign("store-test", &dev_keypair(2)));
+        }
         let built = state.build_block(T0 + n + 1, Address([0; 20]), txs);
-        assert!(built.rejected.is_empty());
+        assert!(built.rejected.is_empty(), "{:?}", built.rejected);
         match store.commit(
             &built.block,
             &built.receipts,
@@ -70,6 +114,7 @@ fn assert_holds_chain(store: &dyn Store, chain: &[Block]) {
     assert_eq!(state.root(), head.state_root);
     assert_eq!(state.head_hash(), head.hash());
     assert_eq!(state.check_conservation(), Ok(()));
+    assert_eq!(state.services().count(), 1, "the service was read back");
 }
 
 #[test]
