@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use gridwork_protocol::dev_keypair;
 use serde_json::Value;
 
-use super::support::{units, Cli, NodeProcess, WorkerProcess, BIN};
+use super::support::{http, units, Cli, NodeProcess, WorkerProcess, BIN};
 
 /// `gridwork demo service --liar`: the model served under each response method through a
 /// gateway, every request answered with the council's answer (never the liar's), the liar
@@ -623,57 +623,6 @@ fn a_service_is_published_served_by_a_drawn_council_funded_and_closed_through_th
     assert!(closing["council"].as_array().unwrap().is_empty());
     let (_, msg) = cli.fails(&["--key", "dev0", "service", "status", "beef"], &[]);
     assert!(msg.contains("not a service id"), "{msg}");
-}
-
-/// One HTTP/1.1 request over a fresh connection: the status and the body.
-fn http(
-    url: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let host = url.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let status = text[9..12].parse().unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    // Chunked bodies (the gateway's) are one chunk here.
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    (status, body)
 }
 
 /// The example service served end to end through the real binary: the requester publishes

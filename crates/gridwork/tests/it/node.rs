@@ -12,7 +12,7 @@ use gridwork_types::{Address, Amount, Hash, Transaction, TxKind, GRID};
 use serde_json::Value;
 
 use super::support::{
-    assert_store_equals_replay, free_port, units, Cli, NodeProcess, WorkerProcess, BIN,
+    assert_store_equals_replay, free_port, try_http, units, Cli, NodeProcess, WorkerProcess, BIN,
 };
 
 #[test]
@@ -380,6 +380,70 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
     };
 
     let mut jobs = vec![submit(&cli, &job_file)];
+    // A service beside the jobs, served by the same three workers through its gateway (a
+    // process of its own) while the node is killed: its council, receipts and settlements
+    // restart from the store with everything else.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/service");
+    let service_file = dir.path().join("service.toml");
+    std::fs::write(
+        &service_file,
+        std::fs::read_to_string(example.join("service.toml"))
+            .unwrap()
+            .replace("max_unsettled = \"1\"", "max_unsettled = \"0.004\"")
+            .replace(
+                "inputs = [\"serve.py\"]",
+                &format!("inputs = [\"{}\"]", example.join("serve.py").display()),
+            ),
+    )
+    .unwrap();
+    let created = cli.json(
+        &[
+            "--key",
+            "dev0",
+            "service",
+            "create",
+            service_file.to_str().unwrap(),
+            "--deposit",
+            "5",
+        ],
+        &[],
+    );
+    let service = created["service"].as_str().unwrap().to_string();
+    let user_key = cli.json(&["--key", "dev0", "service", "key", "new", &service], &[])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let gateway_port = free_port();
+    let gateway_url = format!("http://127.0.0.1:{gateway_port}");
+    struct Gateway(std::process::Child);
+    impl Drop for Gateway {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _gateway = Gateway(
+        Command::new(BIN)
+            .args(["--key", "dev0", "service", "gateway", &service, "--listen"])
+            .arg(format!("127.0.0.1:{gateway_port}"))
+            .env("GRIDWORK_HOME", &home)
+            .env("GRIDWORK_NODE", &node.api)
+            .env("GRIDWORK_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let bearer = format!("Bearer {user_key}");
+    let ask = |n: u32| {
+        try_http(
+            &gateway_url,
+            "POST",
+            &format!("/s/{service}/v1/completions"),
+            &[("authorization", &bearer)],
+            &format!(r#"{{"prompt": "request {n}", "max_tokens": 16}}"#),
+        )
+    };
+    let mut answered = 0;
     // A fixed seed: the kill points are the same every run (as far as timing allows).
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move |below: u64| {
@@ -390,6 +454,15 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
     };
     for kill in 0..20 {
         std::thread::sleep(Duration::from_millis(150 + next(900)));
+        // Between kills, a user asks (the node may be down: the gateway and members retry).
+        // Every ask is answered: served, or refused saying why (forming, members connecting);
+        // never left hanging (members once stopped fetching while a settlement sent to a
+        // killed node was never paid).
+        match ask(kill) {
+            Ok((200, _)) => answered += 1,
+            Ok((503, _)) => {}
+            other => panic!("ask {kill} between kills: {other:?}"),
+        }
         node.child.kill().unwrap();
         node.child.wait().unwrap();
         node = start();
@@ -429,8 +502,40 @@ fn a_node_killed_again_and_again_under_a_market_workload_restarts_and_its_jobs_f
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    // The service serves again after the last restart, and its members were paid across them.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if matches!(ask(99), Ok((200, _))) {
+            answered += 1;
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service never served again");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let served = loop {
+        let s = rt
+            .block_on(client.service(&service.parse().unwrap()))
+            .unwrap()
+            .unwrap();
+        if s.members.iter().filter(|m| m.paid.0 > 0).count() == 3 {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "members not paid: {s:?}");
+        // Every answer is acknowledged; members settle at half of max_unsettled.
+        if matches!(ask(100 + answered), Ok((200, _))) {
+            answered += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("{answered} requests served across 20 kills of the node");
+    assert_eq!(served.status, gridwork_api::ServiceStatus::Up);
+    assert_eq!(served.disputes, 0);
     drop(node);
     let state = assert_store_equals_replay(&data);
+    let kept = state.service(&service.parse().unwrap()).unwrap();
+    assert_eq!(kept.council.len(), 3);
+    assert!(kept.paid >= served.paid);
     assert_eq!(state.check_conservation(), Ok(()));
     // Finished, every job left the hot state for the archive.
     assert_eq!(state.jobs().count(), 0);

@@ -54,7 +54,10 @@ impl NodeProcess {
         std::thread::spawn(move || for _ in reader.lines() {});
         NodeProcess {
             child,
-            api: info["api"].as_str().unwrap().to_string(),
+            api: info["api"]
+                .as_str()
+                .unwrap_or_else(|| panic!("the node printed no address: {info}"))
+                .to_string(),
         }
     }
 }
@@ -219,4 +222,68 @@ pub(super) fn assert_store_equals_replay(data: &Path) -> State {
         }
     }
     stored
+}
+
+/// One HTTP/1.1 request over a fresh connection: the status and the body.
+pub(super) fn http(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    try_http(url, method, path, headers, body).unwrap()
+}
+
+/// [`http`], or why the exchange failed (nothing listening, cut off, not HTTP).
+pub(super) fn try_http(
+    url: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let bad = || std::io::Error::other(format!("not HTTP: {text}"));
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    // Chunked bodies (the gateway's) are read chunk by chunk.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || after.len() < n + 2 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
 }

@@ -33,6 +33,8 @@ pub(super) const SERVICES_EVERY: Duration = Duration::from_secs(1);
 const FETCH_WAIT_MS: u64 = 5_000;
 /// How long a server has to start listening.
 const SERVER_START: Duration = Duration::from_secs(60);
+/// How long a member waiting to be paid waits before it sends its latest receipt again.
+const RESETTLE_AFTER: Duration = Duration::from_secs(5);
 
 /// A member loop running, and how to stop it. Dropped without [`Membership::stop`] (the
 /// worker itself ended), the loop is aborted and its server killed with it.
@@ -183,11 +185,7 @@ impl Worker {
         // What it was acknowledged and not yet paid.
         let last = lock(&self.receipts).get(&id).cloned();
         if let Some(last) = last {
-            let _ = self
-                .send(TxKind::SettleStream {
-                    receipts: vec![last],
-                })
-                .await;
+            self.settle(id, last).await;
         }
         served
     }
@@ -272,6 +270,8 @@ impl Worker {
             spec.max_response_ms
                 .saturating_add(spec.response_ms_per_kib.saturating_mul(1024)),
         );
+        // When this member last sent a settlement.
+        let mut settle_sent: Option<Instant> = None;
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -287,8 +287,18 @@ impl Worker {
                 }
                 read_at = Instant::now();
             }
-            // On credit up to max_unsettled: past it, wait for the ledger to pay.
+            // On credit up to max_unsettled: past it, wait for the ledger to pay. A settlement
+            // sent may be lost (a node that restarts forgets its mempool): while the ledger has
+            // not paid, the latest receipt goes again now and then (the ledger pays only what a
+            // receipt adds, so one paid already pays nothing twice).
             if given.2.saturating_sub(settled) >= spec.max_unsettled.0 {
+                if settle_sent.is_none_or(|t| t.elapsed() >= RESETTLE_AFTER) {
+                    let latest = lock(&self.receipts).get(&id).cloned();
+                    if let Some(receipt) = latest.filter(|r| r.receipt.owed.0 > settled) {
+                        self.settle(id, receipt).await;
+                        settle_sent = Some(Instant::now());
+                    }
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = stop.changed() => {}
@@ -385,16 +395,23 @@ impl Worker {
             }
             lock(&self.receipts).insert(id, receipt.clone());
             if r.owed.0.saturating_sub(settled) >= spec.max_unsettled.0 / 2 {
-                match self
-                    .send(TxKind::SettleStream {
-                        receipts: vec![receipt.clone()],
-                    })
-                    .await
-                {
-                    Ok(_) => tracing::debug!(service = %id, owed = %r.owed, "settling"),
-                    Err(e) => tracing::warn!(service = %id, error = %e, "cannot settle"),
-                }
+                self.settle(id, receipt).await;
+                settle_sent = Some(Instant::now());
             }
+        }
+    }
+
+    /// Sends `receipt` to the ledger to be paid.
+    async fn settle(&self, id: Hash, receipt: SignedReceipt) {
+        let owed = receipt.receipt.owed;
+        match self
+            .send(TxKind::SettleStream {
+                receipts: vec![receipt],
+            })
+            .await
+        {
+            Ok(_) => tracing::debug!(service = %id, %owed, "settling"),
+            Err(e) => tracing::warn!(service = %id, error = %e, "cannot settle"),
         }
     }
 
