@@ -68,10 +68,20 @@ pub(crate) struct RawProgram {
     args: Vec<String>,
     #[serde(default)]
     outputs: Vec<String>,
-    /// `img:<64 hex>`, as `gridwork image push` prints it.
-    image: Option<String>,
+    /// `img:<64 hex>`, as `gridwork image push` prints it, or one per GPU maker:
+    /// `{ cpu = "img:...", nvidia = "img:...", amd = "img:..." }`.
+    image: Option<RawImage>,
     #[serde(default)]
     network: bool,
+}
+
+/// `[program] image`: one image for every worker, or one per GPU maker (`cpu` for workers
+/// whose GPUs have none of their own).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawImage {
+    One(String),
+    PerMaker(std::collections::BTreeMap<String, String>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -446,7 +456,7 @@ impl JobFile {
         };
         let mut r = raw.instructions.requirements;
         let program = program_of(raw_program, &mut r, name)?;
-        let image = program.image;
+        let images: Vec<Hash> = program.images().collect();
         let prescription = Prescription {
             data: Vec::new(),
             program,
@@ -470,7 +480,7 @@ impl JobFile {
             },
             segments,
         };
-        let inputs = inputs_of(inputs_listed, image, base, name, "data.inputs")?;
+        let inputs = inputs_of(inputs_listed, &images, base, name, "data.inputs")?;
         let deposit = match &raw.deposit {
             Some(s) if s != "auto" => Some(amount("deposit", s)?),
             _ => None,
@@ -495,27 +505,60 @@ pub(crate) fn program_of(
         field,
         problem,
     };
-    let image = match &raw_program.image {
-        None => None,
-        Some(text) => {
-            let hex = text.strip_prefix("img:").unwrap_or(text);
-            let cid: Hash = hex.parse().map_err(|e: gridwork_types::HashError| {
-                field(
-                    "program.image",
-                    format!(
-                        "`{text}`: {e}; write the id `gridwork image push` printed, img:<64 hex>"
-                    ),
-                )
-            })?;
-            // Only workers that run containers may take it.
-            require(&mut r.software, gridwork_types::CONTAINER_SOFTWARE);
-            // The container's memory, the same on every worker.
-            if r.min_memory_mib == 0 {
-                r.min_memory_mib = DEFAULT_CONTAINER_MEMORY_MIB;
+    let image_id = |text: &str| -> Result<Hash, JobFileError> {
+        let hex = text.strip_prefix("img:").unwrap_or(text);
+        hex.parse().map_err(|e: gridwork_types::HashError| {
+            field(
+                "program.image",
+                format!("`{text}`: {e}; write the id `gridwork image push` printed, img:<64 hex>"),
+            )
+        })
+    };
+    let (image, vendor_images) = match &raw_program.image {
+        None => (None, Vec::new()),
+        Some(RawImage::One(text)) => (Some(image_id(text)?), Vec::new()),
+        Some(RawImage::PerMaker(images)) => {
+            let mut common = None;
+            let mut vendor_images = Vec::new();
+            for (maker, text) in images {
+                let vendor = match maker.as_str() {
+                    "cpu" => {
+                        common = Some(image_id(text)?);
+                        continue;
+                    }
+                    "nvidia" => GpuVendor::Nvidia,
+                    "amd" => GpuVendor::Amd,
+                    "intel" => GpuVendor::Intel,
+                    "apple" => GpuVendor::Apple,
+                    other => {
+                        return Err(field(
+                            "program.image",
+                            format!("names `{other}`; name each image by `cpu` (workers whose GPUs have no image of their own), `nvidia`, `amd`, `intel` or `apple`"),
+                        ))
+                    }
+                };
+                vendor_images.push(gridwork_types::VendorImage {
+                    vendor,
+                    image: image_id(text)?,
+                });
             }
-            Some(cid)
+            if common.is_none() && vendor_images.is_empty() {
+                return Err(field(
+                    "program.image",
+                    "is an empty table; name an image, or one per GPU maker (`cpu`, `nvidia`, `amd`, `intel`)".into(),
+                ));
+            }
+            (common, vendor_images)
         }
     };
+    if image.is_some() || !vendor_images.is_empty() {
+        // Only workers that run containers may take it.
+        require(&mut r.software, gridwork_types::CONTAINER_SOFTWARE);
+        // The container's memory, the same on every worker.
+        if r.min_memory_mib == 0 {
+            r.min_memory_mib = DEFAULT_CONTAINER_MEMORY_MIB;
+        }
+    }
     if raw_program.network {
         // Only providers that allow tasks the network may take it.
         require(&mut r.software, gridwork_types::NETWORK_SOFTWARE);
@@ -526,6 +569,7 @@ pub(crate) fn program_of(
         outputs: raw_program.outputs,
         image,
         network: raw_program.network,
+        vendor_images,
     };
     if let Some(name) = gridwork_types::command_program(&program) {
         // Only providers that have the program may run or check it.
@@ -537,11 +581,11 @@ pub(crate) fn program_of(
 }
 
 /// The inputs listed (paths, `cid:<id>` or `NAME=cid:<id>`), each with where it lands under
-/// `$GRIDWORK_INPUTS`, no two on one path, and the image last (its key reaches the workers
+/// `$GRIDWORK_INPUTS`, no two on one path, and the images last (their keys reach the workers
 /// with the others). `what` names the field in errors.
 pub(crate) fn inputs_of(
     inputs_listed: Vec<String>,
-    image: Option<Hash>,
+    images: &[Hash],
     base: &Path,
     name: &str,
     what: &'static str,
@@ -621,11 +665,11 @@ pub(crate) fn inputs_of(
         landing.push((lands, input.clone()));
         inputs.push(job_input);
     }
-    if let Some(cid) = image {
-        // The image travels as an input (its key reaches the workers with the others);
-        // the worker loads it rather than placing it under $GRIDWORK_INPUTS.
+    for cid in images {
+        // An image travels as an input (its key reaches the workers with the others); a
+        // worker loads the one it runs rather than placing it under $GRIDWORK_INPUTS.
         inputs.push(JobInput {
-            source: Input::Cid(cid),
+            source: Input::Cid(*cid),
             name: String::new(),
         });
     }
@@ -921,6 +965,70 @@ deadline_s = 5
             .instructions
             .requirements;
         assert_eq!(r.min_memory_mib, 512);
+    }
+
+    /// `image` may name one image per GPU maker (`cpu` for the rest): each becomes an input
+    /// (so its key reaches the workers), the job requires docker, and a maker the file
+    /// misspells is refused naming the makers it knows.
+    #[test]
+    fn an_image_per_gpu_maker_is_read_with_cpu_as_the_common_one() {
+        let id = |c: &str| c.repeat(64);
+        let with = |table: &str| {
+            GOOD.replace(
+                "command = \"sh\"",
+                &format!("command = \"sh\"\nimage = {table}"),
+            )
+        };
+        let job = JobFile::parse(
+            &with(&format!(
+                "{{ cpu = \"img:{}\", nvidia = \"img:{}\", amd = \"{}\" }}",
+                id("a"),
+                id("b"),
+                id("c")
+            )),
+            "job.toml",
+            Path::new("."),
+        )
+        .unwrap();
+        let program = &job.prescription.program;
+        let hash = |c: &str| id(c).parse::<Hash>().unwrap();
+        assert_eq!(program.image, Some(hash("a")));
+        assert_eq!(
+            program
+                .vendor_images
+                .iter()
+                .map(|v| (v.vendor, v.image))
+                .collect::<Vec<_>>(),
+            [(GpuVendor::Amd, hash("c")), (GpuVendor::Nvidia, hash("b"))]
+        );
+        let cids: Vec<Hash> = job
+            .inputs
+            .iter()
+            .filter_map(|i| match i.source {
+                Input::Cid(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cids, [hash("a"), hash("c"), hash("b")]);
+        assert!(job
+            .prescription
+            .instructions
+            .requirements
+            .software
+            .contains(&"docker".to_string()));
+
+        let err = JobFile::parse(
+            &with(&format!("{{ nvidai = \"img:{}\" }}", id("b"))),
+            "job.toml",
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("program.image") && err.contains("`nvidai`"),
+            "{err}"
+        );
+        assert!(err.contains("`nvidia`, `amd`"), "{err}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub(crate) struct RawRender {
     samples: Option<u32>,
     resolution: Option<[u32; 2]>,
     tiles: Option<[u32; 2]>,
-    pub(crate) image: Option<String>,
+    pub(crate) image: Option<crate::jobfile::RawImage>,
 }
 
 fn cycles() -> String {
@@ -243,6 +243,7 @@ pub(crate) fn plan(
             outputs: vec![outputs.into()],
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         items,
         equivalence: default_equivalence(),

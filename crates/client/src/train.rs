@@ -39,7 +39,7 @@ pub(crate) struct RawTrain {
     checkpoint_every: u64,
     #[serde(default = "one")]
     replayed: u32,
-    pub(crate) image: Option<String>,
+    pub(crate) image: Option<crate::jobfile::RawImage>,
 }
 
 fn one() -> u32 {
@@ -122,6 +122,7 @@ pub(crate) fn plan(raw: &RawTrain, script_file: &str) -> Result<TrainPlan, (&'st
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         segments: Segments {
             count,

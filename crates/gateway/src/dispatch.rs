@@ -511,6 +511,7 @@ mod tests {
                 outputs: vec![],
                 image: None,
                 network: false,
+                vendor_images: Vec::new(),
             },
             data: vec![],
             requirements: Requirements::default(),

@@ -123,6 +123,7 @@ fn sample_job(items: u64) -> Prescription {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         instructions: Instructions {
             items,

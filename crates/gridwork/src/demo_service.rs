@@ -122,6 +122,7 @@ pub(crate) fn demo_service(
                     outputs: vec![],
                     image: None,
                     network: false,
+                    vendor_images: Vec::new(),
                 },
                 data: vec![input.clone()],
                 requirements: Requirements {

@@ -52,6 +52,7 @@ pub(crate) fn bench_executors(
         outputs: Vec::new(),
         image: None,
         network: false,
+        vendor_images: Vec::new(),
     };
     let launcher = Launcher {
         exe: std::env::current_exe()?,

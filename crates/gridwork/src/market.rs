@@ -401,7 +401,17 @@ fn render_job(v: &JobView) -> String {
             format!("{} GRID (escrow left {} GRID)", v.spent, v.escrow),
         ),
     ];
-    if let Some(image) = v.prescription.program.image {
+    let program = &v.prescription.program;
+    if program.brings_image() {
+        // The common image, then each GPU maker's.
+        let mut images: Vec<String> = program.image.iter().map(|i| format!("img:{i}")).collect();
+        images.extend(
+            program
+                .vendor_images
+                .iter()
+                .map(|i| format!("{}: img:{}", i.vendor, i.image)),
+        );
+        let image = images.join(", ");
         // Who says it has the image loaded already (its runs start sooner).
         let bids = v.tasks.iter().flat_map(|t| &t.bids);
         let bidders: std::collections::BTreeSet<_> = bids.clone().map(|b| b.provider).collect();
@@ -410,7 +420,7 @@ fn render_job(v: &JobView) -> String {
         head.push((
             "image",
             format!(
-                "img:{image} (loaded already by {} of {} bidders)",
+                "{image} (loaded already by {} of {} bidders)",
                 loaded.len(),
                 bidders.len()
             ),

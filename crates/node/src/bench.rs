@@ -575,6 +575,7 @@ pub fn run_market_bench(
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         instructions: Instructions {
             items: u64::from(opts.tasks),

@@ -182,6 +182,7 @@ impl Sim {
                 outputs: Vec::new(),
                 image: None,
                 network: false,
+                vendor_images: Vec::new(),
             },
             instructions: Instructions {
                 items: u64::from(self.cfg.tasks_per_job),

@@ -28,8 +28,8 @@ pub use market::{
     check_command, check_input_name, check_output_pattern, check_software_name, command_program,
     output_matches, requires_software, DataInput, Equivalence, Gpu, GpuVendor, Halting, Hardware,
     Instructions, Payment, Prescription, Program, Requirements, RunEnd, Segments, Software,
-    SoftwareNeed, CONTAINER_SOFTWARE, MAX_IMAGE_PSNR_MDB, MAX_REQUIRED_OUTPUTS, MAX_SEGMENTS,
-    MAX_SOFTWARE_NEEDS, MAX_SOFTWARE_TEXT, MIN_IMAGE_PSNR_MDB, NETWORK_SOFTWARE,
+    SoftwareNeed, VendorImage, CONTAINER_SOFTWARE, MAX_IMAGE_PSNR_MDB, MAX_REQUIRED_OUTPUTS,
+    MAX_SEGMENTS, MAX_SOFTWARE_NEEDS, MAX_SOFTWARE_TEXT, MIN_IMAGE_PSNR_MDB, NETWORK_SOFTWARE,
 };
 #[cfg(feature = "openapi")]
 pub use openapi::{ADDRESS_PATTERN, AMOUNT_PATTERN, HASH_PATTERN, HEX32_PATTERN};

@@ -365,7 +365,7 @@ pub fn requires_software(software: &[String], program: &str) -> bool {
 /// one without it would fail the run with 127 and be outvoted, or outvote an executor that has
 /// it.
 pub fn command_program(program: &Program) -> Option<&str> {
-    if program.image.is_some() || program.command.contains('/') {
+    if program.brings_image() || program.command.contains('/') {
         return None;
     }
     Some(program.command.as_str())
@@ -378,7 +378,7 @@ pub fn command_program(program: &Program) -> Option<&str> {
 /// unreachable on some (`/root/...` for a worker that is not root), and honest runs would
 /// end differently.
 pub fn check_command(program: &Program) -> Result<(), String> {
-    if program.image.is_some() {
+    if program.brings_image() {
         return Ok(());
     }
     let command = program.command.as_str();
@@ -473,7 +473,9 @@ pub struct Program {
     /// The environment to run in: the content id of a container image (a `docker save`
     /// archive pushed through the data plane), which must also be one of the job's inputs so
     /// its key reaches the workers. Only workers with a container executor run or check such
-    /// a job (it requires the software `docker`). None: the worker's own system.
+    /// a job (it requires the software `docker`). None: the worker's own system. Beside
+    /// [`Program::vendor_images`], the image of workers whose GPUs have none of their own (the
+    /// CPU build).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<Hash>,
     /// The run may open network connections. Only providers that allow it (they register
@@ -481,6 +483,11 @@ pub struct Program {
     /// results are only as reproducible as what it fetches. False: no network.
     #[serde(default)]
     pub network: bool,
+    /// Images built for one GPU maker each (a CUDA build for NVIDIA, a ROCm build for AMD):
+    /// a worker runs the one for the maker of its GPUs ([`Program::image_for`]), else
+    /// [`Program::image`]. Each must be among the job's inputs too; at most one a maker.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vendor_images: Vec<VendorImage>,
 }
 
 codec_struct!(Program {
@@ -488,8 +495,75 @@ codec_struct!(Program {
     args: Vec<String>,
     outputs: Vec<String>,
     image: Option<Hash>,
-    network: bool
+    network: bool,
+    vendor_images: Vec<VendorImage>
 });
+
+/// A container image built for one GPU maker's workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VendorImage {
+    /// The GPU maker whose workers run it.
+    pub vendor: GpuVendor,
+    /// The image's content id.
+    pub image: Hash,
+}
+
+codec_struct!(VendorImage {
+    vendor: GpuVendor,
+    image: Hash
+});
+
+impl Program {
+    /// Whether the program runs in a container image (one for every worker, or one per GPU
+    /// maker).
+    pub fn brings_image(&self) -> bool {
+        self.image.is_some() || !self.vendor_images.is_empty()
+    }
+
+    /// Every image the program names: the common one, then each maker's.
+    pub fn images(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.image
+            .into_iter()
+            .chain(self.vendor_images.iter().map(|v| v.image))
+    }
+
+    /// The image a worker with `hardware` runs a task needing `requirements` in: the image of
+    /// the maker of its GPUs that meet them (at least `min_gpus`, and one), else the common
+    /// image; `Ok(None)` for a program without images; an error naming the makers when the
+    /// worker has none of them and there is no common image. Ledger and workers ask the same
+    /// question, so only workers that have an image to run bid or are drawn.
+    pub fn image_for(
+        &self,
+        hardware: &Hardware,
+        requirements: &Requirements,
+    ) -> Result<Option<Hash>, String> {
+        let fits = |vendor: GpuVendor| {
+            let gpus = hardware
+                .gpus
+                .iter()
+                .filter(|g| g.vendor == vendor && g.vram_mib >= requirements.min_vram_mib)
+                .count() as u32;
+            gpus >= requirements.min_gpus.max(1)
+        };
+        if let Some(v) = self.vendor_images.iter().find(|v| fits(v.vendor)) {
+            return Ok(Some(v.image));
+        }
+        if self.image.is_some() || self.vendor_images.is_empty() {
+            return Ok(self.image);
+        }
+        let makers: Vec<String> = self
+            .vendor_images
+            .iter()
+            .map(|v| v.vendor.to_string())
+            .collect();
+        Err(format!(
+            "brings images for {} GPUs only and none for others; has no such GPU",
+            makers.join(", ")
+        ))
+    }
+}
 
 /// The software a job that asks for the network requires: a worker whose provider allows
 /// tasks the network (`gridwork worker --allow-network`) registers it.
@@ -963,6 +1037,72 @@ mod tests {
         }
     }
 
+    /// A worker runs the image of its GPUs' maker, else the common image; without either it
+    /// has nothing to run, and the error names the makers. GPUs too small for the job, or
+    /// fewer than it needs, do not count.
+    #[test]
+    fn a_worker_runs_the_image_of_its_gpus_maker_else_the_common_one() {
+        let box_of = |gpus: Vec<Gpu>| Hardware {
+            gpus,
+            cpu_cores: 8,
+            memory_mib: 32_000,
+            software: Vec::new(),
+            cpu_score: 0,
+        };
+        let (common, cuda, rocm) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+        let mut program = Program {
+            command: "train".into(),
+            args: vec![],
+            outputs: vec![],
+            image: Some(common),
+            network: false,
+            vendor_images: vec![
+                VendorImage {
+                    vendor: GpuVendor::Nvidia,
+                    image: cuda,
+                },
+                VendorImage {
+                    vendor: GpuVendor::Amd,
+                    image: rocm,
+                },
+            ],
+        };
+        let any = Requirements {
+            min_vram_mib: 16_000,
+            ..Default::default()
+        };
+        let nvidia = box_of(vec![gpu(GpuVendor::Nvidia, 24_000)]);
+        let amd = box_of(vec![gpu(GpuVendor::Amd, 24_000)]);
+        let small_amd = box_of(vec![gpu(GpuVendor::Amd, 8_000)]);
+        let none = box_of(vec![]);
+        assert_eq!(program.image_for(&nvidia, &any), Ok(Some(cuda)));
+        assert_eq!(program.image_for(&amd, &any), Ok(Some(rocm)));
+        assert_eq!(program.image_for(&small_amd, &any), Ok(Some(common)));
+        assert_eq!(program.image_for(&none, &any), Ok(Some(common)));
+        let two = Requirements {
+            min_gpus: 2,
+            ..any.clone()
+        };
+        assert_eq!(program.image_for(&nvidia, &two), Ok(Some(common)));
+        assert_eq!(program.images().collect::<Vec<_>>(), [common, cuda, rocm]);
+        program.image = None;
+        let err = program.image_for(&none, &any).unwrap_err();
+        assert!(err.contains("nvidia, amd"), "{err}");
+        assert!(program.brings_image());
+        program.vendor_images.clear();
+        assert_eq!(program.image_for(&none, &any), Ok(None));
+        assert!(!program.brings_image());
+        // The encoding keeps the makers' images.
+        let with = Program {
+            vendor_images: vec![VendorImage {
+                vendor: GpuVendor::Intel,
+                image: rocm,
+            }],
+            ..program
+        };
+        assert_eq!(Program::from_bytes(&with.to_bytes()).unwrap(), with);
+    }
+
     #[test]
     fn requirements_name_what_is_missing() {
         let req = Requirements {
@@ -1026,6 +1166,7 @@ mod tests {
                 outputs: Vec::new(),
                 image: None,
                 network: false,
+                vendor_images: Vec::new(),
             },
             instructions: Instructions {
                 items: 10,

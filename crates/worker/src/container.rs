@@ -552,6 +552,7 @@ mod tests {
             outputs: Vec::new(),
             image: None,
             network,
+            vendor_images: Vec::new(),
         };
         let env = TaskEnv {
             job: "ab".into(),

@@ -61,6 +61,9 @@ impl PricingPolicy {
         if let Some(reason) = p.instructions.requirements.unmet_by(hardware) {
             return Decision::Decline(format!("requirements: {reason}"));
         }
+        if let Err(reason) = p.program.image_for(hardware, &p.instructions.requirements) {
+            return Decision::Decline(format!("environment: the job {reason}"));
+        }
         let price = match p.payment {
             Payment::PerTaskSecond { .. } => self.price_per_task_second,
             Payment::FixedPerTask { .. } => {
@@ -110,6 +113,7 @@ mod tests {
                 outputs: Vec::new(),
                 image: None,
                 network: false,
+                vendor_images: Vec::new(),
             },
             instructions: Instructions {
                 items: 1,

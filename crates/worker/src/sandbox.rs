@@ -418,6 +418,7 @@ mod tests {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         };
         let outcome = run(&p, &work, &env(), Duration::from_secs(10), None)
             .await
@@ -442,7 +443,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let p = Program {
             command: "sh".into(),
-            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(), image: None, network: false,
+            args: vec!["-c".into(), "echo $GRIDWORK_ITEM_START-$GRIDWORK_ITEM_END > $GRIDWORK_OUTPUTS/out.txt; env > env.txt; pwd".into()], outputs: Vec::new(), image: None, network: false, vendor_images: Vec::new(),
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_secs(10), None)
             .await
@@ -482,6 +483,7 @@ mod tests {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         };
         let outcome = run(&p, work.path(), &env(), Duration::from_millis(300), None)
             .await
@@ -499,6 +501,7 @@ mod tests {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         };
         let err = run(&p, work.path(), &env(), Duration::from_secs(1), None)
             .await

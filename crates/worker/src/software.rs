@@ -279,6 +279,7 @@ mod tests {
             outputs: vec![],
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         };
         assert_eq!(missing_command(&sh), None);
         let absent = Program {

@@ -61,6 +61,7 @@ async fn a_job_runs_through_the_api_from_submission_to_settlement() {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         instructions: Instructions {
             items: 1,

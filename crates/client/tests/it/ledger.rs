@@ -203,6 +203,7 @@ async fn a_transaction_the_market_refuses_in_its_block_reads_failed_and_says_why
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         instructions: Instructions {
             items: 1,

@@ -481,6 +481,7 @@ fn bash(script: &str, network: bool) -> gridwork_types::Program {
         outputs: Vec::new(),
         image: None,
         network,
+        vendor_images: Vec::new(),
     }
 }
 
@@ -724,6 +725,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
         outputs: Vec::new(),
         image: None,
         network: false,
+        vendor_images: Vec::new(),
     };
     let outcome = run(
         &program,
@@ -1088,6 +1090,7 @@ async fn a_services_server_answers_on_its_socket_and_ends_with_everything_it_sta
         outputs: Vec::new(),
         image: None,
         network: false,
+        vendor_images: Vec::new(),
     };
     let ask = Relayed {
         method: "POST".into(),

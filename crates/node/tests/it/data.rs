@@ -79,6 +79,7 @@ fn garbage_collection_keeps_pinned_trees_and_open_jobs_inputs_and_drops_the_rest
                         outputs: Vec::new(),
                         image: None,
                         network: false,
+                        vendor_images: Vec::new(),
                     },
                     instructions: Instructions {
                         items: 1,
@@ -644,6 +645,7 @@ fn a_services_inputs_reach_its_council_only_and_outlive_collection() {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         data: vec![DataInput {
             cid: data,

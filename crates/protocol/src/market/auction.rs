@@ -120,12 +120,13 @@ impl State {
         if job.requester == sender {
             return Err(TxError::OwnJob);
         }
-        if let Some(reason) = job
-            .prescription
-            .instructions
-            .requirements
-            .unmet_by(&provider.hardware)
-        {
+        let requirements = &job.prescription.instructions.requirements;
+        if let Some(reason) = requirements.unmet_by(&provider.hardware).or_else(|| {
+            job.prescription
+                .program
+                .image_for(&provider.hardware, requirements)
+                .err()
+        }) {
             return Err(TxError::HardwareUnfit { reason });
         }
         if job.failures_of(&sender) >= p.max_job_failures {
@@ -140,7 +141,7 @@ impl State {
         if price > cap || price.0 == 0 {
             return Err(TxError::BadPrice { price, max: cap });
         }
-        if cached && job.prescription.program.image.is_none() {
+        if cached && !job.prescription.program.brings_image() {
             return Err(TxError::CachedWithoutImage { job: job_id });
         }
         if task.bids.iter().any(|b| b.provider == sender) {
@@ -377,6 +378,11 @@ impl State {
                 && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
                 && stake >= p.min_provider_stake
                 && requirements.met_by(&needs, &prov.hardware)
+                && job
+                    .prescription
+                    .program
+                    .image_for(&prov.hardware, requirements)
+                    .is_ok()
                 && job.failures_of(a) < p.max_job_failures;
             if eligible {
                 by_owner

@@ -966,10 +966,35 @@ pub(crate) fn validate_program(
             ),
         );
     }
-    if let Some(image) = &program.image {
-        if !data.iter().any(|d| d.cid == *image) {
+    let mut makers = Vec::new();
+    for v in &program.vendor_images {
+        if makers.contains(&v.vendor) {
             return bad(
-                "program.image",
+                "program.vendor_images",
+                format!("names two images for {} GPUs; keep one", v.vendor),
+            );
+        }
+        makers.push(v.vendor);
+        if requirements.gpu_vendor.is_some_and(|g| g != v.vendor) {
+            return bad(
+                "program.vendor_images",
+                format!(
+                    "names an image for {} GPUs, but the job needs {} GPUs: no worker would run it; drop it or the GPU maker required",
+                    v.vendor,
+                    requirements.gpu_vendor.map_or(String::new(), |g| g.to_string())
+                ),
+            );
+        }
+    }
+    for image in program.images() {
+        let field = if Some(image) == program.image {
+            "program.image"
+        } else {
+            "program.vendor_images"
+        };
+        if !data.iter().any(|d| d.cid == image) {
+            return bad(
+                field,
                 format!(
                     "{image} is not among the inputs, so no worker could decrypt it; list it in {}",
                     fields.inputs
@@ -978,7 +1003,7 @@ pub(crate) fn validate_program(
         }
         if !requires(gridwork_types::CONTAINER_SOFTWARE) {
             return bad(
-                "program.image",
+                field,
                 format!(
                     "needs `{}` in {}, so only workers that run containers take it",
                     gridwork_types::CONTAINER_SOFTWARE,

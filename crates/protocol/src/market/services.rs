@@ -611,7 +611,17 @@ impl State {
                 locked: sender_account.stake_locked,
             });
         }
-        if let Some(reason) = s.spec.requirements.unmet_by(&provider.hardware) {
+        if let Some(reason) = s
+            .spec
+            .requirements
+            .unmet_by(&provider.hardware)
+            .or_else(|| {
+                s.spec
+                    .program
+                    .image_for(&provider.hardware, &s.spec.requirements)
+                    .err()
+            })
+        {
             return Err(TxError::HardwareUnfit { reason });
         }
         Ok(())
@@ -1139,7 +1149,11 @@ impl State {
                 && !barred.contains(&prov.owner)
                 && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
                 && stake >= p.min_provider_stake
-                && s.spec.requirements.met_by(&needs, &prov.hardware);
+                && s.spec.requirements.met_by(&needs, &prov.hardware)
+                && s.spec
+                    .program
+                    .image_for(&prov.hardware, &s.spec.requirements)
+                    .is_ok();
             if eligible {
                 by_owner
                     .entry(prov.owner)

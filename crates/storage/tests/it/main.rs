@@ -19,6 +19,7 @@ fn service() -> Transaction {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         data: Vec::new(),
         requirements: Requirements::default(),

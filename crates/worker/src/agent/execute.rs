@@ -308,7 +308,16 @@ impl Worker {
             .iter()
             .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
             .collect();
-        let image = view.prescription.program.image;
+        // The image this worker runs: the one for its GPUs' maker, or the common one. None of
+        // the job's images is an input of the run, and others' images are not fetched.
+        let program = &view.prescription.program;
+        let image = program
+            .image_for(
+                &self.cfg.hardware,
+                &view.prescription.instructions.requirements,
+            )
+            .map_err(|why| WorkerError::NoImage { job: view.id, why })?;
+        let images: Vec<Hash> = program.images().collect();
         // Each input is pulled into a fresh directory of its own, then moved into place
         // without replacing anything: named inputs first, each as $GRIDWORK_INPUTS/<name>,
         // then the unnamed ones' entries into $GRIDWORK_INPUTS itself. No pull writes into a
@@ -318,7 +327,7 @@ impl Worker {
             .prescription
             .data
             .iter()
-            .filter(|d| Some(d.cid) != image)
+            .filter(|d| !images.contains(&d.cid))
             .collect();
         order.sort_by_key(|d| d.name.is_empty());
         let staging = dir.join("staging");

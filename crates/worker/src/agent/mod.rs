@@ -258,6 +258,15 @@ pub enum WorkerError {
         /// What there is.
         spendable: Amount,
     },
+    /// The job has no image for this worker's hardware (the ledger draws only workers with
+    /// one: the hardware declared differs from this worker's).
+    #[error("job {job} {why}: this worker has no image of it to run; declare this machine's GPUs (`gridwork probe`) and restart")]
+    NoImage {
+        /// The job.
+        job: Hash,
+        /// Which images it has.
+        why: String,
+    },
 }
 
 /// What a finished run left behind, in `result.json`.
@@ -906,14 +915,14 @@ impl Worker {
             Phase::Bidding if !draining && !t.bids.iter().any(|b| b.provider == self.me) => {
                 let active = lock(&self.running).len() as u32;
                 let program = &view.prescription.program;
-                let missing = match (&program.image, &self.cfg.containers) {
-                    (Some(_), None) => Some(
+                let missing = match (program.brings_image(), &self.cfg.containers) {
+                    (true, None) => Some(
                         "environment: the job runs in a container image; this worker runs no containers (start it with --executor docker)"
                             .to_string(),
                     ),
                     // The command is the image's to have.
-                    (Some(_), Some(_)) => None,
-                    (None, _) => crate::software::missing_command(program),
+                    (true, Some(_)) => None,
+                    (false, _) => crate::software::missing_command(program),
                 };
                 // A job that needs a CPU score is judged by the score the ledger keeps for this
                 // provider, not the one it declares (the two differ once a score is lost).
@@ -934,8 +943,16 @@ impl Worker {
                 let mut decision = decide(false);
                 let mut cached = false;
                 let worth_asking = missing.is_none() && !matches!(decision, Decision::Busy);
+                // The image this worker would run: its GPUs' maker's, or the common one.
+                let image = program
+                    .image_for(
+                        &self.cfg.hardware,
+                        &view.prescription.instructions.requirements,
+                    )
+                    .ok()
+                    .flatten();
                 if let (true, Some(cid), Some(containers)) =
-                    (worth_asking, &program.image, &self.cfg.containers)
+                    (worth_asking, &image, &self.cfg.containers)
                 {
                     cached = self.image_loaded(containers, cid).await;
                     if cached {

@@ -152,7 +152,7 @@ impl Worker {
             && view.requester != self.me
             && !view.status.is_ended()
             && !view.barred.contains(&self.me)
-            && spec.program.image.is_none()
+            && !spec.program.brings_image()
             && !spec.program.network
             && spec.requirements.met_by(&needs, &self.cfg.hardware)
     }

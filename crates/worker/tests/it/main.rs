@@ -248,6 +248,7 @@ fn squares(items: u64, council: u8, deadline_ms: u64, program: &str) -> Prescrip
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         instructions: Instructions {
             items,

@@ -32,6 +32,7 @@ async fn example_service_within(net: &Net, max_response_ms: u64) -> (Hash, Servi
             outputs: vec![],
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         data: vec![input],
         requirements: Requirements {

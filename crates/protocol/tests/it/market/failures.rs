@@ -7,7 +7,8 @@
 
 use gridwork_protocol::{Event, Phase, TxError};
 use gridwork_types::{
-    Amount, Equivalence, Hardware, Hash, Keypair, RunEnd, Software, TxKind, GRID,
+    Amount, DataInput, Equivalence, Gpu, GpuVendor, Hardware, Hash, Keypair, RunEnd, Software,
+    TxKind, VendorImage, GRID,
 };
 
 use super::support::{deposit_for, gpu_box, prescription, provider, Market, PROVIDERS};
@@ -321,6 +322,130 @@ fn a_bid_that_says_its_image_is_cached_is_shown_and_moves_nothing_in_the_auction
     );
     assert_eq!(err, TxError::CachedWithoutImage { job });
     assert!(err.to_string().contains("cached = false"), "{err}");
+}
+
+/// A job brings an image per GPU maker (a CUDA build for NVIDIA, a ROCm build for AMD) and
+/// none for others: providers 1 and 2 have NVIDIA GPUs, 3 and 4 AMD ones, 5 and 6 none. A
+/// bid from a provider without either maker's GPU is refused naming the makers, and every
+/// council of ten tasks is drawn from providers with an image to run, so nobody is drawn to
+/// check a run it has nothing to run for. With a common image (`cpu`) beside them, anyone
+/// may bid. At the door: two images for one maker, an image for a maker the job's GPUs are
+/// not, and an image outside the inputs are refused naming `program.vendor_images`.
+#[test]
+fn a_job_with_an_image_per_gpu_maker_is_run_and_checked_only_where_one_of_them_fits() {
+    let mut m = Market::new();
+    let boxed = |vendor: Option<GpuVendor>| Hardware {
+        gpus: vendor
+            .map(|vendor| Gpu {
+                vendor,
+                model: "x".into(),
+                vram_mib: 24_000,
+            })
+            .into_iter()
+            .collect(),
+        ..with_software(&[("docker", "20.10")])
+    };
+    let registrations = (1..=PROVIDERS)
+        .map(|i| {
+            let vendor = match i {
+                1 | 2 => Some(GpuVendor::Nvidia),
+                3 | 4 => Some(GpuVendor::Amd),
+                _ => None,
+            };
+            m.tx(
+                &provider(i),
+                TxKind::RegisterProvider {
+                    hardware: boxed(vendor),
+                    owner: None,
+                },
+            )
+        })
+        .collect();
+    m.block(registrations);
+    let image = |n: u8| DataInput {
+        cid: Hash([n; 32]),
+        claim: Hash([n + 1; 32]),
+        name: String::new(),
+    };
+    let mut p = prescription(10, 1, Equivalence::ExactHash {});
+    p.instructions.requirements.gpu_vendor = None;
+    p.instructions.requirements.min_gpus = 0;
+    p.instructions.requirements.software = vec!["docker".into()];
+    p.instructions.requirements.min_memory_mib = 1024;
+    p.data.extend([image(20), image(30)]);
+    p.program.vendor_images = vec![
+        VendorImage {
+            vendor: GpuVendor::Nvidia,
+            image: Hash([20; 32]),
+        },
+        VendorImage {
+            vendor: GpuVendor::Amd,
+            image: Hash([30; 32]),
+        },
+    ];
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = |price| TxKind::Bid {
+        job,
+        task: 0,
+        price,
+        cached: false,
+    };
+    let err = m.refused(&provider(5), bid(Amount(GRID / 200)));
+    assert_eq!(
+        err,
+        TxError::HardwareUnfit {
+            reason: "brings images for nvidia, amd GPUs only and none for others; has no such GPU"
+                .into()
+        }
+    );
+    let fit: Vec<_> = (1..=4).map(|i| provider(i).address()).collect();
+    for task in 0..10 {
+        let council: Vec<Keypair> = m.win(job, task, &provider(1 + task % 4));
+        assert_eq!(council.len(), 1);
+        assert!(
+            fit.contains(&council[0].address()),
+            "task {task}: council {} has no image to run",
+            council[0].address()
+        );
+    }
+
+    // With a common image beside them, a provider without GPUs may bid too.
+    let mut common = p.clone();
+    common.data.push(image(40));
+    common.program.image = Some(Hash([40; 32]));
+    let job = m.submit(common.clone(), deposit_for(&common));
+    let bid = m.tx(
+        &provider(5),
+        TxKind::Bid {
+            job,
+            task: 0,
+            price: Amount(GRID / 200),
+            cached: true,
+        },
+    );
+    m.block(vec![bid]);
+    assert_eq!(m.task(job, 0).bids.len(), 1);
+
+    let refused =
+        |m: &mut Market, p: &gridwork_types::Prescription| match m.refused_submission(p.clone()) {
+            TxError::BadPrescription { field, problem } => (field, problem),
+            other => panic!("{other:?}"),
+        };
+    let mut twice = p.clone();
+    twice.program.vendor_images[1].vendor = GpuVendor::Nvidia;
+    let (field, reason) = refused(&mut m, &twice);
+    assert_eq!(field, "program.vendor_images");
+    assert!(reason.contains("two images for nvidia"), "{reason}");
+    let mut other_maker = p.clone();
+    other_maker.instructions.requirements.gpu_vendor = Some(GpuVendor::Nvidia);
+    let (field, reason) = refused(&mut m, &other_maker);
+    assert_eq!(field, "program.vendor_images");
+    assert!(reason.contains("no worker would run it"), "{reason}");
+    let mut outside = p.clone();
+    outside.data.pop();
+    let (field, reason) = refused(&mut m, &outside);
+    assert_eq!(field, "program.vendor_images");
+    assert!(reason.contains("not among the inputs"), "{reason}");
 }
 
 /// What a provider lists and a job requires is checked at the door: a malformed software

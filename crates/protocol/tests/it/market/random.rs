@@ -138,6 +138,7 @@ fn service_spec(council: u8, downtime: bool) -> ServiceSpec {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         data: Vec::new(),
         requirements: Requirements::default(),

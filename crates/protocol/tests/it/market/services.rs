@@ -37,6 +37,7 @@ fn spec(council: u8) -> ServiceSpec {
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         data: Vec::new(),
         requirements: Requirements {

@@ -110,6 +110,7 @@ pub(super) fn prescription(tasks: u64, council: u8, equivalence: Equivalence) ->
             outputs: Vec::new(),
             image: None,
             network: false,
+            vendor_images: Vec::new(),
         },
         instructions: Instructions {
             items: tasks,
