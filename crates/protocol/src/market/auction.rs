@@ -348,7 +348,9 @@ impl State {
 
     /// Who may sit on a council for `job` besides `executor` and the `seated`: online,
     /// staked providers that meet the requirements and are not blocklisted, of owners other
-    /// than the executor's, the requester's and the seated members'. Grouped by owner: each
+    /// than the executor's, the requester's and the seated members', that run the same image
+    /// as the executor (a job with an image per GPU maker is compared build against like
+    /// build: a requester whose builds differ cannot make honest runs disagree). Grouped by owner: each
     /// owner's providers in address order, with the owner's stake (the locked stake of those
     /// providers) as its weight in the draw. In owner order.
     pub(super) fn council_candidates(
@@ -366,6 +368,12 @@ impl State {
         let requirements = &job.prescription.instructions.requirements;
         // Parsed once per draw, not once per provider.
         let needs = requirements.software_needs();
+        let program = &job.prescription.program;
+        let image_of = |hardware| program.image_for(hardware, requirements).ok().flatten();
+        let executor_image = self
+            .providers
+            .get(&executor)
+            .and_then(|e| image_of(&e.hardware));
         for (a, prov) in self.providers.iter() {
             let stake = self
                 .accounts
@@ -378,11 +386,8 @@ impl State {
                 && prov.status(now, p.heartbeat_timeout_ms) != PoolStatus::Offline
                 && stake >= p.min_provider_stake
                 && requirements.met_by(&needs, &prov.hardware)
-                && job
-                    .prescription
-                    .program
-                    .image_for(&prov.hardware, requirements)
-                    .is_ok()
+                && program.image_for(&prov.hardware, requirements).is_ok()
+                && image_of(&prov.hardware) == executor_image
                 && job.failures_of(a) < p.max_job_failures;
             if eligible {
                 by_owner

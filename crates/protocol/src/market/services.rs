@@ -318,6 +318,14 @@ pub fn validate_service(spec: &ServiceSpec, params: &crate::Params) -> Result<()
             "a service answers requests over HTTP and leaves no outputs; remove them".into(),
         );
     }
+    if !spec.program.vendor_images.is_empty() {
+        // Every member answers every request and the answers are compared: builds that
+        // differ would make honest members disagree.
+        return bad(
+            "program.vendor_images",
+            "a service's council compares every member's answer to each request, so it runs one build; name one image".into(),
+        );
+    }
     if spec.council_size == 0
         || spec.council_size > params.max_council_size
         || spec.council_size % 2 == 0

@@ -21,7 +21,13 @@ const TEST_IMAGE: &str = "gridwork-test/busybox:1";
 /// Builds [`TEST_IMAGE`] (once per engine): a root file system of `/bin/busybox` and its
 /// applets, imported with `docker import`.
 fn test_image(dir: &std::path::Path) {
-    let root = dir.join("rootfs");
+    build_image(dir, TEST_IMAGE, None);
+}
+
+/// Builds the busybox image as `tag`, with `/etc/build` saying `build` where one is given
+/// (one build of a program per GPU maker).
+fn build_image(dir: &std::path::Path, tag: &str, build: Option<&str>) {
+    let root = dir.join(format!("rootfs-{}", tag.replace(['/', ':'], "-")));
     for sub in ["bin", "tmp", "etc", "gridwork"] {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
@@ -33,6 +39,9 @@ fn test_image(dir: &std::path::Path) {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+    if let Some(build) = build {
+        std::fs::write(root.join("etc/build"), format!("{build}\n")).unwrap();
+    }
     // As in the usual images: anyone may write /tmp.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -42,7 +51,7 @@ fn test_image(dir: &std::path::Path) {
         .unwrap();
     assert!(tar.status.success());
     let mut import = std::process::Command::new("docker")
-        .args(["import", "--change", "ENV PATH=/bin", "-", TEST_IMAGE])
+        .args(["import", "--change", "ENV PATH=/bin", "-", tag])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -84,10 +93,22 @@ async fn docker_workers(net: &Net) -> Vec<String> {
 /// [`docker_workers`] that pass these GPU device nodes (or directories of render nodes) into
 /// every container, as a worker does with AMD's and Intel's.
 async fn docker_workers_with_devices(net: &Net, devices: Vec<std::path::PathBuf>) -> Vec<String> {
+    docker_workers_with(net, 2, devices, |_| Vec::new()).await
+}
+
+/// `count` workers like [`docker_workers_with_devices`]', worker `i` declaring the GPUs
+/// `gpus(i)` gives.
+async fn docker_workers_with(
+    net: &Net,
+    count: u32,
+    devices: Vec<std::path::PathBuf>,
+    gpus: impl Fn(u32) -> Vec<gridwork_types::Gpu>,
+) -> Vec<String> {
     let mut workers = Vec::new();
-    for i in 1..=2 {
+    for i in 1..=count {
         let mut cfg = net.config(i, GRID / 100 + u128::from(i), Behavior::Honest, None);
         let address = dev_keypair(i).address().to_string();
+        cfg.hardware.gpus = gpus(i);
         cfg.hardware.software = vec![Software {
             name: CONTAINER_SOFTWARE.into(),
             version: "20.10".into(),
@@ -104,7 +125,7 @@ async fn docker_workers_with_devices(net: &Net, devices: Vec<std::path::PathBuf>
         workers.push(address);
         net.spawn(Worker::new(&net.url, cfg).unwrap());
     }
-    net.wait_providers(2).await;
+    net.wait_providers(count as usize).await;
     workers
 }
 
@@ -361,6 +382,81 @@ async fn a_containers_task_opens_the_render_nodes_it_is_given_through_their_grou
     assert_eq!(t.ended, Some(RunEnd::SUCCESS), "{view:#?}");
     let text = result_text(&net, t.result.as_ref().unwrap()).await;
     assert_eq!(text, "render-ok\nrenderD128\n65534 4242\n");
+    net.stop.send(true).unwrap();
+}
+
+/// A job brings two builds of its program: one for AMD GPUs (`amd`) and a common one (`cpu`)
+/// for the rest. Workers 1 and 2 declare an AMD GPU, 3 and 4 none. Each run says on its
+/// stderr (kept per provider) which build ran: every worker ran the build for its hardware,
+/// and each task's council ran the same build as its executor (the ledger draws it so). A
+/// job that needs a GPU runs on the AMD workers alone, in the AMD build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_runs_the_build_of_the_program_for_its_gpus() {
+    let (_engine, net, engine) = engine_and_net().await;
+    let (cpu_tag, amd_tag) = ("gridwork-test/busybox:cpu", "gridwork-test/busybox:amd");
+    build_image(net.dir.path(), cpu_tag, Some("cpu"));
+    build_image(net.dir.path(), amd_tag, Some("amd"));
+    let (_, cpu) = push_image(&net, &engine, cpu_tag).await;
+    let (_, amd) = push_image(&net, &engine, amd_tag).await;
+    let workers = docker_workers_with(&net, 4, Vec::new(), |i| {
+        if i <= 2 {
+            vec![gridwork_types::Gpu {
+                vendor: gridwork_types::GpuVendor::Amd,
+                model: "MI300X".into(),
+                vram_mib: 192 * 1024,
+            }]
+        } else {
+            Vec::new()
+        }
+    })
+    .await;
+    let mut p = squares(
+        2,
+        1,
+        60_000,
+        "echo done > $GRIDWORK_OUTPUTS/result.txt; cat /etc/build >&2",
+    );
+    p.program.image = Some(cpu.cid);
+    p.program.vendor_images = vec![gridwork_types::VendorImage {
+        vendor: gridwork_types::GpuVendor::Amd,
+        image: amd.cid,
+    }];
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 256;
+    p.data = vec![cpu, amd];
+    let build_of = |a: &gridwork_types::Address| {
+        let i = workers.iter().position(|w| *w == a.to_string()).unwrap();
+        if i < 2 {
+            "amd\n"
+        } else {
+            "cpu\n"
+        }
+    };
+    let mut gpu_job = p.clone();
+    gpu_job.instructions.requirements.min_gpus = 1;
+    for (p, only_amd) in [(p, false), (gpu_job, true)] {
+        let job = net.submit(p).await;
+        let view = net.wait_finished(&job).await;
+        for t in &view.tasks {
+            assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+            assert_eq!(t.ended, Some(RunEnd::SUCCESS), "{view:#?}");
+            assert_eq!(t.council.len(), 1, "{view:#?}");
+            let executor = t.executor.unwrap();
+            assert_eq!(build_of(&t.council[0]), build_of(&executor), "{view:#?}");
+            if only_amd {
+                assert_eq!(build_of(&executor), "amd\n");
+            }
+            // Each run's log, the executor's and the council member's.
+            for worker in [executor, t.council[0]] {
+                let stderr = net
+                    .client
+                    .task_log(&job, t.index, Some(&worker), None, LogStream::Stderr, 0)
+                    .await
+                    .unwrap();
+                assert_eq!(stderr.data, build_of(&worker), "{worker} ran its build");
+            }
+        }
+    }
     net.stop.send(true).unwrap();
 }
 

@@ -327,8 +327,9 @@ fn a_bid_that_says_its_image_is_cached_is_shown_and_moves_nothing_in_the_auction
 /// A job brings an image per GPU maker (a CUDA build for NVIDIA, a ROCm build for AMD) and
 /// none for others: providers 1 and 2 have NVIDIA GPUs, 3 and 4 AMD ones, 5 and 6 none. A
 /// bid from a provider without either maker's GPU is refused naming the makers, and every
-/// council of ten tasks is drawn from providers with an image to run, so nobody is drawn to
-/// check a run it has nothing to run for. With a common image (`cpu`) beside them, anyone
+/// council of ten tasks is drawn from providers that run the executor's build: nobody is
+/// drawn to check a run it has nothing to run for, and a requester whose builds differ
+/// cannot make honest runs of two builds disagree. With a common image (`cpu`) beside them, anyone
 /// may bid. At the door: two images for one maker, an image for a maker the job's GPUs are
 /// not, and an image outside the inputs are refused naming `program.vendor_images`.
 #[test]
@@ -398,13 +399,16 @@ fn a_job_with_an_image_per_gpu_maker_is_run_and_checked_only_where_one_of_them_f
                 .into()
         }
     );
-    let fit: Vec<_> = (1..=4).map(|i| provider(i).address()).collect();
+    // The council runs the executor's build: NVIDIA's beside 1 and 2, AMD's beside 3 and 4.
+    let same_build = |i: u32| if i <= 2 { [1, 2] } else { [3, 4] };
     for task in 0..10 {
-        let council: Vec<Keypair> = m.win(job, task, &provider(1 + task % 4));
+        let executor = 1 + task % 4;
+        let council: Vec<Keypair> = m.win(job, task, &provider(executor));
         assert_eq!(council.len(), 1);
+        let fit: Vec<_> = same_build(executor).map(|i| provider(i).address()).to_vec();
         assert!(
             fit.contains(&council[0].address()),
-            "task {task}: council {} has no image to run",
+            "task {task}: council {} does not run the executor's build",
             council[0].address()
         );
     }

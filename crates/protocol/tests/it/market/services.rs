@@ -743,6 +743,19 @@ fn a_service_the_ledger_cannot_keep_is_refused_naming_the_field() {
             },
             "program.command",
         ),
+        (
+            ServiceSpec {
+                program: Program {
+                    vendor_images: vec![gridwork_types::VendorImage {
+                        vendor: gridwork_types::GpuVendor::Nvidia,
+                        image: Hash([9; 32]),
+                    }],
+                    ..spec(3).program
+                },
+                ..spec(3)
+            },
+            "program.vendor_images",
+        ),
     ];
     for (bad, field) in cases {
         let e = m.refused(
