@@ -220,7 +220,10 @@ fn check_outputs(ended: RunEnd, required: &[String], files: &[String]) -> RunEnd
 pub(super) struct Prepared {
     pub(super) dir: std::path::PathBuf,
     image: Option<Hash>,
-    unusable: bool,
+    /// Why the job's program cannot start here, the same on every worker (its image cannot
+    /// run, its inputs land on one another): the run ends as not started, saying why on its
+    /// stderr.
+    unusable: Option<String>,
     /// How long each program may run (a container keeps back its teardown).
     pub(super) deadline: Duration,
 }
@@ -331,6 +334,7 @@ impl Worker {
             .collect();
         order.sort_by_key(|d| d.name.is_empty());
         let staging = dir.join("staging");
+        let mut collided = Vec::new();
         for (n, input) in order.into_iter().enumerate() {
             // The node wraps the input keys for the executor and council when the auction
             // closes; until then this fails and the next pass tries again.
@@ -338,17 +342,23 @@ impl Worker {
             let stage = staging.join(n.to_string());
             self.pull(&input.cid, &key, &holders, &stage).await?;
             for skipped in place_input(&stage, &inputs, &input.name).map_err(io)? {
-                tracing::warn!(job = %view.id, task = r.1, "an input entry would replace another input's; not placed: {skipped}");
+                collided.push(format!("`{skipped}` of input {}", input.cid));
             }
         }
         let _ = std::fs::remove_dir_all(&staging);
-        let unusable = match &image {
-            Some(cid) => matches!(
-                self.ensure_image(view, cid, &holders).await?,
-                crate::container::Readiness::Unusable(_)
-            ),
-            None => false,
-        };
+        let mut unusable = (!collided.is_empty()).then(|| {
+            format!(
+                "the job's inputs land on one another in $GRIDWORK_INPUTS: {} would replace what an earlier input put there; give each input a name of its own (NAME=cid:<id>, or a directory) so each lands apart",
+                collided.join(", ")
+            )
+        });
+        if let (None, Some(cid)) = (&unusable, &image) {
+            if let crate::container::Readiness::Unusable(why) =
+                self.ensure_image(view, cid, &holders).await?
+            {
+                unusable = Some(format!("the job's image {cid} cannot run: {why}"));
+            }
+        }
         // A container's end takes longer than a process's (kill, wait, the log follow,
         // removal), and the push and commit must still make the chain's deadline.
         let deadline = match image {
@@ -383,6 +393,14 @@ impl Worker {
             source,
         };
         let outputs = sandbox::layout(dir).1;
+        if let Some(why) = &prepared.unusable {
+            // Said where the requester reads a run's errors (`job status`, `job logs`).
+            std::fs::write(
+                dir.join("stderr.log"),
+                format!("gridwork: the program could not start: {why}\n"),
+            )
+            .map_err(io)?;
+        }
         let (run_done, done) = watch::channel(false);
         let streaming = tokio::spawn(crate::logs::stream(
             self.client.clone(),
@@ -403,8 +421,8 @@ impl Worker {
         }
         let started = Instant::now();
         let outcome = match (&prepared.image, &self.cfg.containers) {
-            // The job's own image cannot run: the same on every worker, a result.
-            (Some(_), Some(_)) if prepared.unusable => Ok(sandbox::RunOutcome {
+            // The job's own image or inputs cannot run: the same on every worker, a result.
+            _ if prepared.unusable.is_some() => Ok(sandbox::RunOutcome {
                 ended: RunEnd::NotStarted {},
                 seconds: 1,
             }),

@@ -38,6 +38,49 @@ async fn a_failing_program_settles_as_a_failure_with_its_exit_code_and_stderr() 
     net.stop.send(true).unwrap();
 }
 
+/// A job sent through the API with two unnamed inputs that both hold `same.txt` (a job file
+/// refuses this at submission; the ledger cannot see inside the trees): the second would
+/// replace the first's in `$GRIDWORK_INPUTS`. Nothing is replaced and the program is not run
+/// on half its inputs: the run ends as "could not start", the same for executor and council,
+/// and its stderr names the entry and the fix. Before, the entry was left out in silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_land_on_one_another_end_the_run_as_not_started_saying_which() {
+    let net = Net::start().await;
+    for i in 1..=2 {
+        net.spawn(net.worker(i, GRID / 100 + u128::from(i), Behavior::Honest));
+    }
+    net.wait_providers(2).await;
+    let mut inputs = Vec::new();
+    for text in ["from a\n", "from b\n"] {
+        let dir = tempfile::tempdir_in(net.dir.path()).unwrap();
+        std::fs::write(dir.path().join("same.txt"), text).unwrap();
+        inputs.push(net.push_input(dir.path()).await);
+    }
+    let mut p = squares(
+        1,
+        1,
+        30_000,
+        "cat $GRIDWORK_INPUTS/same.txt > $GRIDWORK_OUTPUTS/out.txt",
+    );
+    p.data = inputs;
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+    assert_eq!(t.ended, Some(RunEnd::NotStarted {}), "{view:#?}");
+    let stderr = net
+        .client
+        .task_log(&job, 0, None, None, LogStream::Stderr, 0)
+        .await
+        .unwrap();
+    assert!(
+        stderr.data.contains("`same.txt` of input") && stderr.data.contains("NAME=cid:<id>"),
+        "{}",
+        stderr.data
+    );
+    net.stop.send(true).unwrap();
+}
+
 /// Blender with its usual `//out/` path writes frames beside the scene, not under
 /// `$GRIDWORK_OUTPUTS`; the job requires `frames/*.png`. The run exits 0 but is not a
 /// success: it ends as "missing output", for the executor and council alike. A second task
