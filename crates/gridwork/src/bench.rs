@@ -99,6 +99,12 @@ fn bench_sim(cli: &Cli, cfg: gridwork_sim::SimConfig) -> anyhow::Result<()> {
         "slashes_of_byzantine": o.slashes_of_byzantine,
         "restarts": o.restarts,
         "deaths": o.deaths,
+        "service_responses": o.service_responses,
+        "service_settlements": o.service_settlements,
+        "service_councils": o.service_councils,
+        "service_disputes": o.service_disputes,
+        "service_owed": o.service_owed,
+        "service_paid": o.service_paid,
         "trace": o.trace,
         "state_root": o.state_root,
     });
@@ -125,6 +131,18 @@ fn bench_sim(cli: &Cli, cfg: gridwork_sim::SimConfig) -> anyhow::Result<()> {
                 format!(
                     "{} slashes ({} of Byzantine workers), {} restarts, {} deaths",
                     o.slashes, o.slashes_of_byzantine, o.restarts, o.deaths
+                ),
+            ),
+            (
+                "service",
+                format!(
+                    "{} responses acknowledged in {} settlements ({} GRID owed, {} GRID paid); {} councils, {} disputes",
+                    o.service_responses,
+                    o.service_settlements,
+                    o.service_owed,
+                    o.service_paid,
+                    o.service_councils,
+                    o.service_disputes
                 ),
             ),
             ("trace", o.trace.to_string()),

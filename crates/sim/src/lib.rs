@@ -18,11 +18,16 @@
 //!   good. A worker whose message is refused for its nonce (its earlier ones were lost with
 //!   the mempool at a restart) reconnects: its undelivered messages are dropped and it
 //!   starts again from the node's nonce.
+//! - A service (`SimConfig::service`, `service.rs`): the requester's model service beside the
+//!   jobs, its council drawn from the workers' subscriptions, its gateway simulated (requests,
+//!   receipts, drops of silent members, disputes of lying ones), its members settling their
+//!   receipts; real: every ledger rule of it.
 //! - Not simulated: the data plane (tasks have no inputs and outputs are ids), the HTTP API
 //!   and real processes. The worker agent's own tests cover those with real processes.
 #![deny(missing_docs, unreachable_pub)]
 
 mod run;
+mod service;
 mod worker;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -70,6 +75,11 @@ pub struct SimConfig {
     /// Every other job runs in checkpointed segments (4, one replayed: training), when it has
     /// a council: its executors bind checkpoints, the ledger draws what the council replays.
     pub checkpointed: bool,
+    /// A service runs beside the jobs: a council of three drawn from every worker's
+    /// subscription, a request a second through a simulated gateway, receipts settled on the
+    /// ledger, silent members dropped, lying ones disputed; once the jobs are done its
+    /// members settle everything they were acknowledged.
+    pub service: bool,
     /// Bids each task gets (from workers drawn by the seed) before its auction closes.
     pub bids_per_task: u32,
     /// Honest workers that die at a random moment of the first `fault_window_ms`.
@@ -100,6 +110,7 @@ impl Default for SimConfig {
             tasks_per_job: 8,
             council: 1,
             checkpointed: true,
+            service: true,
             bids_per_task: 3,
             deaths: 0,
             restarts: 0,
@@ -141,6 +152,18 @@ pub struct Outcome {
     pub txs: u64,
     /// Transactions the market refused in their block.
     pub refused_in_block: u64,
+    /// The service's requests its gateway acknowledged, summed over members.
+    pub service_responses: u64,
+    /// What the gateway's receipts owe its members in all.
+    pub service_owed: Amount,
+    /// What the ledger paid the members in all.
+    pub service_paid: Amount,
+    /// Settlements of receipts on the ledger.
+    pub service_settlements: u64,
+    /// Councils the service had (each re-formation, after a drop or a slash, counts).
+    pub service_councils: u64,
+    /// Disputes the ledger upheld.
+    pub service_disputes: u64,
     /// Node restarts that happened.
     pub restarts: u32,
     /// Workers that died.
@@ -219,6 +242,8 @@ fn drawn(seed: u64, parts: &[&[u8]]) -> u64 {
 /// What one worker did or means to do, so it is not sent twice while in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Step {
+    Subscribe,
+    Settle,
     Bid,
     Checkpoints,
     Commit,
@@ -258,6 +283,7 @@ pub struct Sim {
     workers: Vec<Worker>,
     by_address: BTreeMap<Address, usize>,
     jobs: Vec<Hash>,
+    service: Option<service::SimService>,
     restarts_at: Vec<u64>,
     rng: Rng,
     outcome: Outcome,

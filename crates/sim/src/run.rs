@@ -128,6 +128,7 @@ impl Sim {
             workers,
             by_address,
             jobs: Vec::new(),
+            service: None,
             restarts_at,
             rng,
             outcome: Outcome {
@@ -143,6 +144,12 @@ impl Sim {
                 slashes_of_byzantine: 0,
                 txs: 0,
                 refused_in_block: 0,
+                service_responses: 0,
+                service_owed: Amount::ZERO,
+                service_paid: Amount::ZERO,
+                service_settlements: 0,
+                service_councils: 0,
+                service_disputes: 0,
                 restarts: 0,
                 deaths: 0,
                 wall: WallTime::default(),
@@ -233,6 +240,25 @@ impl Sim {
             .collect();
         self.jobs = txs.iter().map(SignedTx::hash).collect();
         self.admit_all(txs)?;
+        if self.cfg.service {
+            let gateway = worker_key(u32::MAX - 1);
+            let create = Transaction {
+                from: self.requester.public(),
+                nonce: u64::from(self.cfg.jobs),
+                fee: Amount::ZERO,
+                kind: TxKind::CreateService {
+                    spec: super::service::spec(&gateway),
+                    deposit: Amount::grid(100),
+                },
+            }
+            .sign(&self.chain_id, &self.requester);
+            self.service = Some(super::service::SimService::new(
+                create.hash(),
+                gateway,
+                self.clock.now_ms(),
+            ));
+            self.admit_all(vec![create])?;
+        }
         self.block_now()?;
         Ok(())
     }
@@ -280,7 +306,10 @@ impl Sim {
                 Event::TaskReopened { .. } => self.outcome.reopened += 1,
                 Event::ReplayDrawn { .. } => self.outcome.replays_drawn += 1,
                 Event::TxFailed { .. } => self.outcome.refused_in_block += 1,
-                Event::Slashed { provider, .. } => {
+                Event::StreamSettled { .. } => self.outcome.service_settlements += 1,
+                Event::ServiceCouncil { .. } => self.outcome.service_councils += 1,
+                Event::ResponsesDisputed { .. } => self.outcome.service_disputes += 1,
+                Event::Slashed { provider, .. } | Event::ServiceSlashed { provider, .. } => {
                     self.outcome.slashes += 1;
                     let byzantine = self
                         .by_address
@@ -302,11 +331,16 @@ impl Sim {
             let now = self.clock.now_ms();
             self.faults(now)?;
             self.deliver(now);
+            self.deliver_gateway(now);
             if let Some(event) = self.node.ledger().produce_block(false)? {
                 self.record(&event);
             }
             let open = self.act(now);
-            if open == 0 {
+            if let Some(service) = self.service.as_mut() {
+                service.draining = open == 0;
+            }
+            let serving = self.serve(now);
+            if open == 0 && !serving {
                 break;
             }
             if now - start > self.cfg.max_virtual_ms {
@@ -318,6 +352,16 @@ impl Sim {
             }
         }
         let mut outcome = self.outcome.clone();
+        if let Some(service) = &self.service {
+            let (responses, owed) = service.acknowledged();
+            outcome.service_responses = responses;
+            outcome.service_owed = Amount(owed);
+            outcome.service_paid = self
+                .node
+                .ledger()
+                .service(&service.id)
+                .map_or(Amount::ZERO, |(s, _, _)| s.paid);
+        }
         outcome.trace = Hash(*self.trace.finalize().as_bytes());
         outcome.state_root = self.node.ledger().state_root();
         outcome.virtual_ms = self.clock.now_ms() - start;

@@ -35,7 +35,7 @@ impl Sim {
         open
     }
 
-    fn due(&self, i: usize, step: Step, r: TaskRef, now: u64) -> bool {
+    pub(super) fn due(&self, i: usize, step: Step, r: TaskRef, now: u64) -> bool {
         self.alive(i, now)
             && self.workers[i]
                 .sent
@@ -43,7 +43,7 @@ impl Sim {
                 .is_none_or(|at| now - at >= RESEND_AFTER_MS)
     }
 
-    fn mark(&mut self, i: usize, step: Step, r: TaskRef, now: u64) {
+    pub(super) fn mark(&mut self, i: usize, step: Step, r: TaskRef, now: u64) {
         self.workers[i].sent.insert((step, r), now);
     }
 

@@ -128,3 +128,34 @@ fn a_liar_facing_one_council_member_is_caught_once_the_council_grows() {
     assert!(o.slashes_of_byzantine > 0, "{o:?}");
     assert_eq!(o.slashes, o.slashes_of_byzantine, "{o:?}");
 }
+
+/// A service beside the market, among liars and vanishing workers, with the node restarted:
+/// a lying member is disputed with every member's signed response and slashed, a silent one
+/// dropped, the council re-formed from the subscribers; every receipt the gateway signed is
+/// paid exactly once its members settle, and the same seed replays it block for block.
+#[test]
+fn a_service_beside_the_market_disputes_liars_drops_the_silent_and_pays_every_receipt() {
+    let cfg = SimConfig {
+        seed: 4,
+        workers: 8,
+        liars: 2,
+        vanishing: 2,
+        jobs: 2,
+        tasks_per_job: 4,
+        council: 1,
+        restarts: 2,
+        fault_window_ms: 20_000,
+        ..SimConfig::default()
+    };
+    let o = run(cfg.clone());
+    eprintln!("{o:?}");
+    assert!(o.service_disputes > 0, "{o:?}");
+    assert!(o.service_councils > 2, "{o:?}");
+    assert_eq!(
+        o.slashes, o.slashes_of_byzantine,
+        "an honest worker was slashed: {o:?}"
+    );
+    assert!(o.service_responses > 0, "{o:?}");
+    assert_eq!(o.service_paid, o.service_owed, "{o:?}");
+    assert_eq!(o, run(cfg));
+}
