@@ -456,7 +456,7 @@ impl JobFile {
         };
         let mut r = raw.instructions.requirements;
         let program = program_of(raw_program, &mut r, name)?;
-        let images: Vec<Hash> = program.images().collect();
+        let images = distinct_images(&program);
         let prescription = Prescription {
             data: Vec::new(),
             program,
@@ -529,11 +529,10 @@ pub(crate) fn program_of(
                     "nvidia" => GpuVendor::Nvidia,
                     "amd" => GpuVendor::Amd,
                     "intel" => GpuVendor::Intel,
-                    "apple" => GpuVendor::Apple,
                     other => {
                         return Err(field(
                             "program.image",
-                            format!("names `{other}`; name each image by `cpu` (workers whose GPUs have no image of their own), `nvidia`, `amd`, `intel` or `apple`"),
+                            format!("names `{other}`; name each image by `cpu` (workers whose GPUs have no image of their own), `nvidia`, `amd` or `intel`"),
                         ))
                     }
                 };
@@ -578,6 +577,17 @@ pub(crate) fn program_of(
         }
     }
     Ok(program)
+}
+
+/// The program's images, each once (one image may serve two makers), in the program's order.
+pub(crate) fn distinct_images(program: &Program) -> Vec<Hash> {
+    let mut images: Vec<Hash> = Vec::new();
+    for image in program.images() {
+        if !images.contains(&image) {
+            images.push(image);
+        }
+    }
+    images
 }
 
 /// The inputs listed (paths, `cid:<id>` or `NAME=cid:<id>`), each with where it lands under

@@ -143,7 +143,7 @@ impl ServiceFile {
         let requirements: Requirements = requirements.into_requirements();
         let inputs = inputs_of(
             raw.data.map(|d| d.inputs).unwrap_or_default(),
-            &program.images().collect::<Vec<_>>(),
+            &crate::jobfile::distinct_images(&program),
             base,
             name,
             "data.inputs",

@@ -17,6 +17,10 @@ pub(super) struct Candidate {
     providers: Vec<Address>,
 }
 
+/// How many of a task's best-ranked bids an auction's close tries, in rank order, for one
+/// beside which a council can be drawn (each try counts the eligible providers once).
+const WINNER_TRIES: usize = 8;
+
 impl Candidate {
     /// An owner with no providers yet.
     pub(super) fn empty() -> Candidate {
@@ -217,7 +221,10 @@ impl State {
     }
 
     /// Chooses the executor and draws the council; if no council can be formed the auction
-    /// stays open and the note says why.
+    /// stays open and the note says why. The executor is the best-ranked of the first
+    /// [`WINNER_TRIES`] bids beside which a council can be drawn: a cheap bid from a provider
+    /// no council can form around (the only one of its build, one owner holding all of it)
+    /// cannot hold a task's auction open until its job gives up.
     pub(super) fn close_auction(&mut self, key: TaskKey, now: u64) -> Vec<Event> {
         let (Some(mut t), Some(job)) = (
             self.tasks.get(&key).cloned(),
@@ -228,30 +235,33 @@ impl State {
         let weight = |a: &Address| {
             10_000 + 500 * u128::from(self.providers.get(a).map_or(0, |p| p.streak.min(10)))
         };
-        let Some(winner) = t
-            .bids
-            .iter()
-            .enumerate()
-            .min_by(|(i, a), (j, b)| {
-                let ea = mul_div(a.price.0, 10_000, weight(&a.provider));
-                let eb = mul_div(b.price.0, 10_000, weight(&b.provider));
-                ea.cmp(&eb).then(a.price.cmp(&b.price)).then(i.cmp(j))
-            })
-            .map(|(_, b)| b.clone())
-        else {
+        let mut ranked: Vec<(usize, &BidRecord)> = t.bids.iter().enumerate().collect();
+        ranked.sort_by(|(i, a), (j, b)| {
+            let ea = mul_div(a.price.0, 10_000, weight(&a.provider));
+            let eb = mul_div(b.price.0, 10_000, weight(&b.provider));
+            ea.cmp(&eb).then(a.price.cmp(&b.price)).then(i.cmp(j))
+        });
+        if ranked.is_empty() {
             return Vec::new();
-        };
+        }
         let size = usize::from(job.prescription.instructions.council_size);
-        let available = self
-            .council_candidates(&job, winner.provider, now, &[])
-            .len();
-        if available < size {
+        let mut best_available = None;
+        let mut chosen = None;
+        for (_, bid) in ranked.iter().take(WINNER_TRIES) {
+            let available = self.council_candidates(&job, bid.provider, now, &[]).len();
+            if available >= size {
+                chosen = Some((*bid).clone());
+                break;
+            }
+            best_available.get_or_insert(available);
+        }
+        let Some(winner) = chosen else {
             let note = TaskNote::WaitingForCouncil {
                 needed: size as u32,
-                available: available as u32,
+                available: best_available.unwrap_or(0) as u32,
             };
             return self.extend_auction(key, t, now, note);
-        }
+        };
         self.adjust_active(&winner.provider, 1);
         t.phase = Phase::Committing;
         t.executor = Some(winner.provider);

@@ -975,6 +975,12 @@ pub(crate) fn validate_program(
             );
         }
         makers.push(v.vendor);
+        if v.vendor == gridwork_types::GpuVendor::Apple {
+            return bad(
+                "program.vendor_images",
+                "names an image for apple GPUs, which no container reaches; name nvidia, amd or intel builds, and `cpu` for the rest".into(),
+            );
+        }
         if requirements.gpu_vendor.is_some_and(|g| g != v.vendor) {
             return bad(
                 "program.vendor_images",

@@ -55,6 +55,12 @@ impl State {
                 } else if existing.active > 0 {
                     hardware.cpu_score = existing.hardware.cpu_score;
                 }
+                // Nor do its GPUs change under its tasks: they decide which build of a job
+                // it runs and so which providers check it (a provider that won as one build
+                // must not move itself beside a council of its own choosing).
+                if existing.active > 0 {
+                    hardware.gpus = existing.hardware.gpus.clone();
+                }
                 Provider {
                     owner,
                     hardware,

@@ -311,14 +311,21 @@ impl Worker {
             .iter()
             .flat_map(|t| t.executor.into_iter().chain(t.council.iter().copied()))
             .collect();
-        // The image this worker runs: the one for its GPUs' maker, or the common one. None of
-        // the job's images is an input of the run, and others' images are not fetched.
+        // The image this worker runs: the one for its GPUs' maker, or the common one, by the
+        // hardware the ledger holds for it (what it was drawn by: its GPUs do not change on
+        // the ledger while it has tasks, even if this machine's did since). None of the job's
+        // images is an input of the run, and others' images are not fetched.
         let program = &view.prescription.program;
+        let hardware = if program.vendor_images.is_empty() {
+            self.cfg.hardware.clone()
+        } else {
+            match self.client.provider(&self.me).await? {
+                Some(p) => p.hardware,
+                None => self.cfg.hardware.clone(),
+            }
+        };
         let image = program
-            .image_for(
-                &self.cfg.hardware,
-                &view.prescription.instructions.requirements,
-            )
+            .image_for(&hardware, &view.prescription.instructions.requirements)
             .map_err(|why| WorkerError::NoImage { job: view.id, why })?;
         let images: Vec<Hash> = program.images().collect();
         // Each input is pulled into a fresh directory of its own, then moved into place

@@ -452,6 +452,96 @@ fn a_job_with_an_image_per_gpu_maker_is_run_and_checked_only_where_one_of_them_f
     assert!(reason.contains("not among the inputs"), "{reason}");
 }
 
+/// `LoneBuilder`: provider 1 is the only one with an AMD GPU, so no council of the AMD build
+/// can form beside it, and it bids below everyone on a job with NVIDIA and AMD builds. The
+/// auction does not wait on it until the job gives up: the best bid beside which a council
+/// can be drawn wins (provider 2's, NVIDIA). `BuildSwitcher`: provider 2, at work, registers
+/// again as an AMD box (to sit beside a council of its choosing, or one that cannot form); its
+/// GPUs stay as they were until its tasks end, and its council is of its own build.
+#[test]
+fn a_bid_no_council_can_form_around_does_not_hold_the_auction_and_gpus_stay_while_at_work() {
+    let mut m = Market::new();
+    let boxed = |vendor: GpuVendor| Hardware {
+        gpus: vec![Gpu {
+            vendor,
+            model: "x".into(),
+            vram_mib: 24_000,
+        }],
+        ..with_software(&[("docker", "20.10")])
+    };
+    let registrations = (1..=PROVIDERS)
+        .map(|i| {
+            let vendor = if i == 1 {
+                GpuVendor::Amd
+            } else {
+                GpuVendor::Nvidia
+            };
+            m.tx(
+                &provider(i),
+                TxKind::RegisterProvider {
+                    hardware: boxed(vendor),
+                    owner: None,
+                },
+            )
+        })
+        .collect();
+    m.block(registrations);
+    let mut p = prescription(1, 1, Equivalence::ExactHash {});
+    p.instructions.requirements.gpu_vendor = None;
+    p.instructions.requirements.software = vec!["docker".into()];
+    p.instructions.requirements.min_memory_mib = 1024;
+    p.halting.first_bids = 2;
+    for n in [20, 30] {
+        p.data.push(DataInput {
+            cid: Hash([n; 32]),
+            claim: Hash([n + 1; 32]),
+            name: String::new(),
+        });
+    }
+    p.program.vendor_images = vec![
+        VendorImage {
+            vendor: GpuVendor::Nvidia,
+            image: Hash([20; 32]),
+        },
+        VendorImage {
+            vendor: GpuVendor::Amd,
+            image: Hash([30; 32]),
+        },
+    ];
+    let job = m.submit(p.clone(), deposit_for(&p));
+    let bid = |m: &mut Market, who: u32, price| {
+        m.tx(
+            &provider(who),
+            TxKind::Bid {
+                job,
+                task: 0,
+                price,
+                cached: false,
+            },
+        )
+    };
+    let lone = bid(&mut m, 1, Amount(GRID / 1_000));
+    let fair = bid(&mut m, 2, Amount(GRID / 200));
+    m.block(vec![lone, fair]);
+    let t = m.task(job, 0);
+    assert_eq!(t.executor, Some(provider(2).address()), "{t:?}");
+
+    let switch = m.tx(
+        &provider(2),
+        TxKind::RegisterProvider {
+            hardware: boxed(GpuVendor::Amd),
+            owner: None,
+        },
+    );
+    m.block(vec![switch]);
+    let kept = m.state.provider(&provider(2).address()).unwrap();
+    assert_eq!(kept.hardware.gpus[0].vendor, GpuVendor::Nvidia);
+    let t = m.task(job, 0);
+    assert_eq!(t.council.len(), 1, "{t:?}");
+    let member = m.state.provider(&t.council[0]).unwrap();
+    assert_eq!(member.hardware.gpus[0].vendor, GpuVendor::Nvidia);
+}
+
 /// What a provider lists and a job requires is checked at the door: a malformed software
 /// name, a version past its size, an output outside the outputs directory and inputs that
 /// would land on one path or outside `$GRIDWORK_INPUTS` are refused, naming the field and
