@@ -7,8 +7,8 @@
 
 use gridwork_protocol::{Event, Phase, TxError};
 use gridwork_types::{
-    Amount, DataInput, Equivalence, Gpu, GpuVendor, Hardware, Hash, Keypair, RunEnd, Software,
-    TxKind, VendorImage, GRID,
+    Amount, DataInput, Equivalence, Gpu, GpuVendor, Hardware, Hash, Keypair, Prescription, RunEnd,
+    Software, TxKind, VendorImage, GRID,
 };
 
 use super::support::{deposit_for, gpu_box, prescription, provider, Market, PROVIDERS};
@@ -324,6 +324,34 @@ fn a_bid_that_says_its_image_is_cached_is_shown_and_moves_nothing_in_the_auction
     assert!(err.to_string().contains("cached = false"), "{err}");
 }
 
+/// An input standing for a container image: content id `[n; 32]`.
+fn image(n: u8) -> DataInput {
+    DataInput {
+        cid: Hash([n; 32]),
+        claim: Hash([n + 1; 32]),
+        name: String::new(),
+    }
+}
+
+/// `p` brought as two builds, NVIDIA's (image 20) and AMD's (image 30), and no common one,
+/// for any GPU maker.
+fn with_nvidia_and_amd_builds(p: &mut Prescription) {
+    p.instructions.requirements.gpu_vendor = None;
+    p.instructions.requirements.software = vec!["docker".into()];
+    p.instructions.requirements.min_memory_mib = 1024;
+    p.data.extend([image(20), image(30)]);
+    p.program.vendor_images = vec![
+        VendorImage {
+            vendor: GpuVendor::Nvidia,
+            image: Hash([20; 32]),
+        },
+        VendorImage {
+            vendor: GpuVendor::Amd,
+            image: Hash([30; 32]),
+        },
+    ];
+}
+
 /// A job brings an image per GPU maker (a CUDA build for NVIDIA, a ROCm build for AMD) and
 /// none for others: providers 1 and 2 have NVIDIA GPUs, 3 and 4 AMD ones, 5 and 6 none. A
 /// bid from a provider without either maker's GPU is refused naming the makers, and every
@@ -363,27 +391,9 @@ fn a_job_with_an_image_per_gpu_maker_is_run_and_checked_only_where_one_of_them_f
         })
         .collect();
     m.block(registrations);
-    let image = |n: u8| DataInput {
-        cid: Hash([n; 32]),
-        claim: Hash([n + 1; 32]),
-        name: String::new(),
-    };
     let mut p = prescription(10, 1, Equivalence::ExactHash {});
-    p.instructions.requirements.gpu_vendor = None;
     p.instructions.requirements.min_gpus = 0;
-    p.instructions.requirements.software = vec!["docker".into()];
-    p.instructions.requirements.min_memory_mib = 1024;
-    p.data.extend([image(20), image(30)]);
-    p.program.vendor_images = vec![
-        VendorImage {
-            vendor: GpuVendor::Nvidia,
-            image: Hash([20; 32]),
-        },
-        VendorImage {
-            vendor: GpuVendor::Amd,
-            image: Hash([30; 32]),
-        },
-    ];
+    with_nvidia_and_amd_builds(&mut p);
     let job = m.submit(p.clone(), deposit_for(&p));
     let bid = |price| TxKind::Bid {
         job,
@@ -487,27 +497,8 @@ fn a_bid_no_council_can_form_around_does_not_hold_the_auction_and_gpus_stay_whil
         .collect();
     m.block(registrations);
     let mut p = prescription(1, 1, Equivalence::ExactHash {});
-    p.instructions.requirements.gpu_vendor = None;
-    p.instructions.requirements.software = vec!["docker".into()];
-    p.instructions.requirements.min_memory_mib = 1024;
     p.halting.first_bids = 2;
-    for n in [20, 30] {
-        p.data.push(DataInput {
-            cid: Hash([n; 32]),
-            claim: Hash([n + 1; 32]),
-            name: String::new(),
-        });
-    }
-    p.program.vendor_images = vec![
-        VendorImage {
-            vendor: GpuVendor::Nvidia,
-            image: Hash([20; 32]),
-        },
-        VendorImage {
-            vendor: GpuVendor::Amd,
-            image: Hash([30; 32]),
-        },
-    ];
+    with_nvidia_and_amd_builds(&mut p);
     let job = m.submit(p.clone(), deposit_for(&p));
     let bid = |m: &mut Market, who: u32, price| {
         m.tx(
