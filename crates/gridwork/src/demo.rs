@@ -33,6 +33,8 @@ pub(crate) fn open_node(
 ) -> anyhow::Result<(std::path::PathBuf, Node)> {
     let base = std::path::absolute(args.data_dir.clone().unwrap_or_else(|| temp.to_path_buf()))
         .context("resolving --data-dir")?;
+    // The demo's workers keep their work beneath it.
+    crate::worker::check_tasks_reach(&base, "--data-dir")?;
     let config = NodeConfig {
         data_dir: base.join("node"),
         block_interval_ms: 50,

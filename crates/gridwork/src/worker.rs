@@ -17,16 +17,30 @@ use crate::cli::{Cli, ExecutorArg, SandboxArgs, WorkerArgs};
 use crate::commands::{home, init_logging, parse_amount, runtime, shutdown_signal, signing_key};
 use crate::output::{emit, rows};
 
+/// On a root worker, whose tasks run as `nobody`: refuses a work directory beneath one
+/// `nobody` cannot search (`/root` is 0700), where every task would fail alike, naming the
+/// directory and the fix (`flag` sets the work directory).
+pub(crate) fn check_tasks_reach(work_dir: &std::path::Path, flag: &str) -> anyhow::Result<()> {
+    if !gridwork_worker::container::runs_as_root() {
+        return Ok(());
+    }
+    if let Some((dir, mode)) = gridwork_worker::unsearchable_for_tasks(work_dir) {
+        anyhow::bail!(
+            "the work directory {} lies beneath {} (mode {mode:o}), which `nobody` cannot search: this worker runs as root, so its tasks run as nobody and could not reach their inputs and outputs; give {flag} a directory beneath searchable ones (e.g. /var/lib/gridwork/worker), or let others search {} (chmod o+x)",
+            work_dir.display(),
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     init_logging();
     if args.executor == ExecutorArg::Docker {
         // Before anything is asked for or touched.
         gridwork_worker::container::check_worker_user().map_err(anyhow::Error::msg)?;
     }
-    let key = signing_key(cli)?;
-    let price = parse_amount(&args.price)?;
-    let stake = parse_amount(&args.stake)?;
-    let max_fee = parse_amount(&args.max_fee).context("--max-fee")?;
     let name = cli.key.clone().unwrap_or_default();
     let work_dir = match &args.work_dir {
         Some(d) => d.clone(),
@@ -36,6 +50,11 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
     // paths it is given from there.
     let work_dir = std::path::absolute(&work_dir)
         .with_context(|| format!("resolving the work directory {}", work_dir.display()))?;
+    check_tasks_reach(&work_dir, "--work-dir")?;
+    let key = signing_key(cli)?;
+    let price = parse_amount(&args.price)?;
+    let stake = parse_amount(&args.stake)?;
+    let max_fee = parse_amount(&args.max_fee).context("--max-fee")?;
     let owner = args
         .owner_approval
         .as_deref()

@@ -642,6 +642,22 @@ pub const SERVICE_SOCKET: &str = "http.sock";
 /// The uid and gid a root worker's tasks run as.
 pub(crate) const NOBODY: u32 = 65534;
 
+/// A root worker's tasks run as [`NOBODY`], who must be able to reach their run directories
+/// beneath `work_dir`: the first existing directory on its path that others may not search
+/// (mode without `o+x`, such as `/root`, 0700), with its mode, or `None` when every one may
+/// be searched. With one, every task would fail the same way on that worker (its inputs and
+/// outputs out of reach), be settled as the program's failure, and a service's server would
+/// not start; a root worker refuses to start instead, naming the directory.
+pub fn unsearchable_for_tasks(work_dir: &Path) -> Option<(PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    work_dir.ancestors().find_map(|dir| {
+        let meta = std::fs::metadata(dir).ok()?;
+        let mode = meta.mode() & 0o7777;
+        (meta.is_dir() && mode & 0o001 == 0 && meta.uid() != NOBODY)
+            .then(|| (dir.to_path_buf(), mode))
+    })
+}
+
 /// On a root worker: hands the run directory `c.work` (everything beneath it; no link
 /// followed) to [`NOBODY`], keeps only the groups of the GPU device nodes the task may open,
 /// and becomes `nobody`, for good (real, effective and saved ids). Nothing for a worker that is
@@ -710,6 +726,33 @@ fn drop_root(c: &Confinement) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A work directory beneath a directory others may not search (`/root`, a `mktemp -d`)
+    /// is named with its mode; one beneath searchable directories is not.
+    #[test]
+    fn a_directory_nobody_cannot_search_above_the_work_directory_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        let closed = dir.path().join("closed");
+        for (d, mode) in [(&open, 0o755), (&closed, 0o700)] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Not made yet: its existing ancestors are what count.
+        assert_eq!(
+            unsearchable_for_tasks(&closed.join("worker/dev1")),
+            Some((closed.clone(), 0o700))
+        );
+        let reachable = unsearchable_for_tasks(&open.join("worker/dev1"));
+        assert!(
+            reachable
+                .as_ref()
+                .is_none_or(|(d, _)| !d.starts_with(dir.path())),
+            "{reachable:?}"
+        );
+    }
 
     #[test]
     fn gpu_devices_lists_nvidia_dri_and_kfd_nodes_and_nothing_else() {

@@ -91,6 +91,11 @@ pub enum Readiness {
     Unusable(String),
 }
 
+/// Whether this process runs as root (then its tasks run as `nobody`).
+pub fn runs_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 /// Whether this process may run containers: it must be root. Every container runs as
 /// `nobody`, on every worker alike, so that `id -u`, and the owners a program writes into its
 /// outputs (a tar of its frames, say), do not differ between the executor's run and the

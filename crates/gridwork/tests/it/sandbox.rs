@@ -845,6 +845,45 @@ fn a_run_has_its_own_shared_memory_and_no_docker_socket() {
     assert!(!stdout.contains("engine-socket"), "{out:?}");
 }
 
+/// A root worker's tasks run as `nobody`, who cannot search `/root` (0700) or a `mktemp -d`:
+/// with its work directory beneath one, every task failed alike (its inputs and outputs out
+/// of reach; settled and paid as the program's failure) and no service's server started. Such
+/// a worker is refused at start, before any key is asked for, naming the directory and the
+/// fix. (Not root, the test runs the worker as root in a user namespace of its own.)
+#[test]
+fn a_root_worker_whose_work_directory_nobody_can_reach_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let closed = home.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    });
+    let mut cmd = if root {
+        Command::new(BIN)
+    } else {
+        let mut c = Command::new("unshare");
+        c.args(["--map-root-user", BIN]);
+        c
+    };
+    let out = cmd
+        .args(["--key", "dev1", "worker", "--price", "0.01", "--work-dir"])
+        .arg(closed.join("worker"))
+        .env("GRIDWORK_HOME", home.path().join("gridwork"))
+        .env("GRIDWORK_NODE", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("lies beneath {} (mode 700)", closed.display()))
+            && stderr.contains("give --work-dir a directory beneath searchable ones"),
+        "{out:?}"
+    );
+}
+
 /// Every container runs as `nobody`, and only root can read back and remove what such a run
 /// leaves: a docker worker of another user would never commit such a run and would fill its
 /// disk. It is refused at start, before any key or passphrase is asked for, naming the fix.
