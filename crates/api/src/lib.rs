@@ -28,8 +28,8 @@ pub use ledger::{
 };
 pub use market::{
     decline_message, log_message, BidView, Decline, JobList, JobStatus, JobView, LogAppended,
-    LogStream, MemberView, PostDecline, PostLog, ProviderList, ProviderView, ServiceList,
-    ServiceView, SubscriberView, TaskLog, TaskView, MAX_PAGE,
+    LogStream, MemberView, PeriodView, PostDecline, PostLog, ProviderList, ProviderView,
+    ServiceList, ServiceView, SubscriberView, TaskLog, TaskView, MAX_PAGE,
 };
 pub use signing::{
     signature_header, signed_request_message, verify_signature_header, SignatureProblem,

@@ -377,6 +377,22 @@ pub struct ServiceView {
     pub closes_at_ms: u64,
     /// Where its gateway listens (members fetch requests there); empty until announced.
     pub gateway_url: String,
+    /// Its last finished status periods (up to 16), oldest first; the current one is
+    /// `status` since `since_ms`.
+    #[serde(default)]
+    pub periods: Vec<PeriodView>,
+}
+
+/// A finished stretch of one status of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PeriodView {
+    /// The status it held.
+    pub status: ServiceStatus,
+    /// Block time it began (ms).
+    pub from_ms: u64,
+    /// Block time it ended (ms).
+    pub to_ms: u64,
 }
 
 /// A provider's offer to serve a service.

@@ -289,6 +289,21 @@ fn method_line(method: &ResponseMethod, council: u8) -> String {
     }
 }
 
+/// The service's last finished status periods and the current one, oldest first:
+/// `forming 1.2 s, up 300.0 s, down 4.1 s, up now`.
+fn periods_line(v: &ServiceView) -> String {
+    let mut parts: Vec<String> = v
+        .periods
+        .iter()
+        .map(|p| {
+            let secs = p.to_ms.saturating_sub(p.from_ms) as f64 / 1000.0;
+            format!("{} {secs:.1} s", p.status.as_str())
+        })
+        .collect();
+    parts.push(format!("{} now", v.status.as_str()));
+    parts.join(", ")
+}
+
 fn render(v: &ServiceView) -> String {
     let s = &v.spec;
     let mut out = rows(&[
@@ -313,6 +328,7 @@ fn render(v: &ServiceView) -> String {
                 v.escrow, v.reserve, v.paid
             ),
         ),
+        ("periods", periods_line(v)),
         (
             "downtime",
             match s.max_downtime_ms {

@@ -41,8 +41,8 @@ pub use market::{
     TaskNote, Undecided, SCORE_CHECK_MIN_S, SCORE_SLACK, SCORE_STRIKES,
 };
 pub use market::{
-    validate_service, MemberPay, Service, ServiceStatus, Subscription, MAX_GATEWAY_URL,
-    MAX_MEMBERS_EVER, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+    validate_service, MemberPay, Service, ServiceStatus, StatusPeriod, Subscription,
+    MAX_GATEWAY_URL, MAX_MEMBERS_EVER, MAX_PERIODS, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
 };
 pub use receipt::{Event, Receipt};
 pub use state::{

@@ -601,6 +601,13 @@ fn a_service_is_published_served_by_a_drawn_council_funded_and_closed_through_th
     let shown = cli.run(&["service", "status", &id], &[]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(shown.contains("3 of 3 seats"), "{shown}");
+    // Its periods: it formed, and is up now.
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("periods") && l.contains("forming ") && l.ends_with("up now")),
+        "{shown}"
+    );
     assert!(
         shown.contains("weighted: the most common response of the first 2 of 3 members"),
         "{shown}"

@@ -159,6 +159,15 @@ pub fn service(
         disputes: s.disputes,
         closes_at_ms: s.closes_at_ms,
         gateway_url: s.gateway_url,
+        periods: s
+            .periods
+            .iter()
+            .map(|p| gridwork_api::PeriodView {
+                status: p.status,
+                from_ms: p.from_ms,
+                to_ms: p.to_ms,
+            })
+            .collect(),
     }
 }
 

@@ -125,8 +125,8 @@ mod services;
 mod settlement;
 
 pub use services::{
-    validate_service, MemberPay, Service, ServiceStatus, Subscription, MAX_GATEWAY_URL,
-    MAX_MEMBERS_EVER, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+    validate_service, MemberPay, Service, ServiceStatus, StatusPeriod, Subscription,
+    MAX_GATEWAY_URL, MAX_MEMBERS_EVER, MAX_PERIODS, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
 };
 
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};

@@ -116,6 +116,27 @@ gridwork_types::codec_enum!(ServiceStatus, "service status" {
     4 => Closed {},
 });
 
+/// The most finished stretches of one status a service keeps (the oldest go first).
+pub const MAX_PERIODS: usize = 16;
+
+/// A finished stretch of one status: what `service status` shows of a service's up and down
+/// periods against its H.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatusPeriod {
+    /// The status it held.
+    pub status: ServiceStatus,
+    /// Block time it began.
+    pub from_ms: u64,
+    /// Block time it ended.
+    pub to_ms: u64,
+}
+
+gridwork_types::codec_struct!(StatusPeriod {
+    status: ServiceStatus,
+    from_ms: u64,
+    to_ms: u64,
+});
+
 /// A provider's offer to serve a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Subscription {
@@ -194,6 +215,9 @@ pub struct Service {
     pub closes_at_ms: u64,
     /// Where its gateway listens (`AnnounceGateway`); empty until announced.
     pub gateway_url: String,
+    /// Its last [`MAX_PERIODS`] finished status periods, oldest first (the current one is
+    /// `status` since `since_ms`).
+    pub periods: Vec<StatusPeriod>,
 }
 
 gridwork_types::codec_struct!(Service {
@@ -212,9 +236,30 @@ gridwork_types::codec_struct!(Service {
     disputes: u32,
     closes_at_ms: u64,
     gateway_url: String,
+    periods: Vec<StatusPeriod>,
 });
 
 impl Service {
+    /// Moves to `status` at `now`: the stretch that ends is kept (the last
+    /// [`MAX_PERIODS`]) and, if it was down, counted as downtime.
+    fn enter(&mut self, status: ServiceStatus, now: u64) {
+        if self.status == ServiceStatus::Down {
+            self.downtime_ms = self
+                .downtime_ms
+                .saturating_add(now.saturating_sub(self.since_ms));
+        }
+        if self.periods.len() >= MAX_PERIODS {
+            self.periods.remove(0);
+        }
+        self.periods.push(StatusPeriod {
+            status: self.status,
+            from_ms: self.since_ms,
+            to_ms: now,
+        });
+        self.status = status;
+        self.since_ms = now;
+    }
+
     /// The subscription of `provider`, if it has one.
     pub fn subscription(&self, provider: &Address) -> Option<&Subscription> {
         self.subscribers.iter().find(|s| s.provider == *provider)
@@ -476,6 +521,7 @@ impl State {
                 disputes: 0,
                 closes_at_ms: 0,
                 gateway_url: String::new(),
+                periods: Vec::new(),
             },
         );
         vec![Event::ServiceCreated {
@@ -539,11 +585,7 @@ impl State {
             self.adjust_active(&member, -1);
         }
         s.subscribers.clear();
-        if s.status == ServiceStatus::Down {
-            s.downtime_ms = s.downtime_ms.saturating_add(now.saturating_sub(s.since_ms));
-        }
-        s.status = ServiceStatus::Closing;
-        s.since_ms = now;
+        s.enter(ServiceStatus::Closing, now);
         s.closes_at_ms = closes_at;
         self.due_services.insert(id, s.closes_at_ms);
         self.services.insert(id, s);
@@ -1039,8 +1081,7 @@ impl State {
                     }
                     let refund = s.escrow;
                     s.escrow = Amount::ZERO;
-                    s.status = ServiceStatus::Closed;
-                    s.since_ms = now;
+                    s.enter(ServiceStatus::Closed, now);
                     self.credit(s.requester, refund);
                     self.services.insert(id, s);
                     events.push(Event::ServiceStatus {
@@ -1206,11 +1247,7 @@ impl State {
                 (t, _) => t,
             };
             if target != s.status {
-                if s.status == ServiceStatus::Down {
-                    s.downtime_ms = s.downtime_ms.saturating_add(now.saturating_sub(s.since_ms));
-                }
-                s.status = target;
-                s.since_ms = now;
+                s.enter(target, now);
                 events.push(Event::ServiceStatus {
                     service: id,
                     status: target.as_str().into(),

@@ -254,7 +254,9 @@ async fn named_inputs_land_under_their_names_and_do_not_overwrite_each_other() {
 /// the named input would be written through the link into the outputs, where the program
 /// would publish it as its own. Placed as the worker places inputs (each pulled apart, then
 /// renamed into place, replacing nothing, named first), `w` is the named input's directory
-/// and the link stays behind.
+/// and the link stays behind; and since the trap's `w` would have landed where the named
+/// input is, the run does not start on part of its inputs: it ends as "could not start", the
+/// same for executor and council, its stderr naming `w`, and nothing reached the outputs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_cannot_write_through_links_that_other_inputs_carry() {
     let net = Net::start().await;
@@ -278,6 +280,24 @@ async fn inputs_cannot_write_through_links_that_other_inputs_carry() {
                    cat $GRIDWORK_INPUTS/w/planted.txt >> $GRIDWORK_OUTPUTS/result.txt";
     let mut p = squares(1, 1, 30_000, program);
     p.data = vec![trap, named];
-    assert_eq!(net.one_task_result(p).await, "contained\nplanted\n");
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    let t = &view.tasks[0];
+    assert_eq!(t.phase, Phase::Settled, "{view:#?}");
+    assert_eq!(
+        t.ended,
+        Some(gridwork_types::RunEnd::NotStarted {}),
+        "{view:#?}"
+    );
+    let stderr = net
+        .client
+        .task_log(&job, 0, None, None, LogStream::Stderr, 0)
+        .await
+        .unwrap();
+    assert!(stderr.data.contains("`w` of input"), "{}", stderr.data);
+    if let Some(result) = &t.result {
+        let (_dir, out) = result_tree(&net, result).await;
+        assert!(!out.join("planted.txt").exists(), "the payload escaped");
+    }
     net.stop.send(true).unwrap();
 }

@@ -602,7 +602,26 @@ fn a_service_down_too_long_closes_and_returns_its_escrow_after_the_settle_window
         m.state.account(&requester().address()).balance,
         balance.checked_add(escrow).unwrap()
     );
-    assert_eq!(m.state.service(&id).unwrap().downtime_ms, 60_000);
+    let s = m.state.service(&id).unwrap();
+    assert_eq!(s.downtime_ms, 60_000);
+    // What `service status` shows of its periods: each stretch that ended, in order, the
+    // one down exactly H long.
+    let stretches: Vec<(ServiceStatus, u64)> = s
+        .periods
+        .iter()
+        .map(|p| (p.status, p.to_ms - p.from_ms))
+        .collect();
+    assert_eq!(
+        stretches.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [
+            ServiceStatus::Forming,
+            ServiceStatus::Up,
+            ServiceStatus::Down,
+            ServiceStatus::Closing
+        ],
+        "{stretches:?}"
+    );
+    assert_eq!(stretches[2].1, 60_000, "{stretches:?}");
     let e = m.refused(
         &member,
         TxKind::SettleStream {
