@@ -1,13 +1,14 @@
 //! A deterministic simulation of a Gridwork market: the real node (mempool, producer,
-//! ledger, a [`MemoryStore`]) in virtual time ([`ManualClock`]), driven by simulated workers
-//! whose behaviour, run times, message delays and faults are drawn from one seed. A run of
+//! ledger, a store: [`gridwork_storage::MemoryStore`] or redb) in virtual time
+//! ([`ManualClock`]), driven by simulated workers whose behaviour, run times, message delays and faults are drawn from one seed. A run of
 //! thousands of tasks takes seconds of wall time, and the same seed replays it exactly: the
 //! same blocks, the same state root ([`Outcome::trace`] folds every block hash).
 //!
 //! What is simulated and what is real:
 //! - Real: the node's admission (signatures, mempool, fee market), block production and its
 //!   timing rules (`Solo`), the whole ledger (auctions, councils, deadlines, slashing,
-//!   settlement), the store, and a node restart (a new `Node` over the same store: the
+//!   settlement), the store (in memory, or redb on disk with `SimConfig::durable`), and a
+//!   node restart (a new `Node` over the same store, its state read back from it: the
 //!   mempool is lost, the chain is not).
 //! - Simulated: the workers. Each follows the protocol as the worker agent does (heartbeat,
 //!   bid, run, commit, reveal after the executor, judge), with a behaviour ([`Behavior`]):
@@ -36,7 +37,6 @@ use std::time::Duration;
 
 use gridwork_consensus::Solo;
 use gridwork_node::{ManualClock, Node, NodeError};
-use gridwork_storage::MemoryStore;
 use gridwork_types::{Address, Amount, Hash, Keypair, SignedTx, GRID};
 
 /// How a simulated worker behaves.
@@ -80,6 +80,9 @@ pub struct SimConfig {
     /// ledger, silent members dropped, lying ones disputed; once the jobs are done its
     /// members settle everything they were acknowledged.
     pub service: bool,
+    /// The node's store is redb in a temporary directory, fsynced every block as a real
+    /// node's, so each restart reads the state back from disk (else the in-memory store).
+    pub durable: bool,
     /// Bids each task gets (from workers drawn by the seed) before its auction closes.
     pub bids_per_task: u32,
     /// Honest workers that die at a random moment of the first `fault_window_ms`.
@@ -111,6 +114,7 @@ impl Default for SimConfig {
             council: 1,
             checkpointed: true,
             service: true,
+            durable: false,
             bids_per_task: 3,
             deaths: 0,
             restarts: 0,
@@ -276,7 +280,9 @@ struct Worker {
 pub struct Sim {
     cfg: SimConfig,
     clock: ManualClock,
-    store: Arc<MemoryStore>,
+    store: Arc<dyn gridwork_storage::Store>,
+    /// Where a durable store lives, removed with the simulation.
+    _store_dir: Option<tempfile::TempDir>,
     node: Node,
     chain_id: String,
     requester: Keypair,

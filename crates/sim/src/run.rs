@@ -61,7 +61,15 @@ impl Sim {
             },
             allocations,
         };
-        let store = Arc::new(MemoryStore::new());
+        let (store, store_dir): (Arc<dyn gridwork_storage::Store>, _) = if cfg.durable {
+            let dir = tempfile::tempdir()
+                .map_err(|e| SimError::Config(format!("a directory for the store: {e}")))?;
+            let redb = gridwork_storage::RedbStore::open(&dir.path().join("chain.redb"))
+                .map_err(|e| SimError::Config(format!("opening the store: {e}")))?;
+            (Arc::new(redb), Some(dir))
+        } else {
+            (Arc::new(MemoryStore::new()), None)
+        };
         let node = Node::with_store_and_clock(
             Box::new(store.clone()),
             Some(&genesis),
@@ -123,6 +131,7 @@ impl Sim {
             cfg,
             clock,
             store,
+            _store_dir: store_dir,
             node,
             requester,
             workers,

@@ -81,9 +81,9 @@ fn byzantine_workers_are_slashed_and_every_task_still_settles() {
     assert!(o.reopened > 0, "{o:?}");
 }
 
-/// Workers die mid-run and the node restarts (its mempool lost) while messages are late:
-/// every job still finishes, and the chain the restarted node goes on with is the one it
-/// had.
+/// Workers die mid-run and the node restarts (its mempool lost, its state read back from
+/// redb on disk) while messages are late: every job still finishes, and the chain the
+/// restarted node goes on with is the one it had.
 #[test]
 fn dead_workers_and_node_restarts_still_let_every_job_finish() {
     let cfg = SimConfig {
@@ -95,6 +95,7 @@ fn dead_workers_and_node_restarts_still_let_every_job_finish() {
         restarts: 3,
         fault_window_ms: 15_000,
         max_delay_ms: 2_000,
+        durable: true,
         ..SimConfig::default()
     };
     let tasks = u64::from(cfg.jobs * cfg.tasks_per_job);
@@ -129,7 +130,9 @@ fn a_liar_facing_one_council_member_is_caught_once_the_council_grows() {
     assert_eq!(o.slashes, o.slashes_of_byzantine, "{o:?}");
 }
 
-/// A service beside the market, among liars and vanishing workers, with the node restarted:
+/// A service beside the market, among liars and vanishing workers, with the node restarted
+/// from redb on disk (a node that ever held a service once could not: its store skipped the
+/// services when read back):
 /// a lying member is disputed with every member's signed response and slashed, a silent one
 /// dropped, the council re-formed from the subscribers; every receipt the gateway signed is
 /// paid exactly once its members settle, and the same seed replays it block for block.
@@ -145,6 +148,7 @@ fn a_service_beside_the_market_disputes_liars_drops_the_silent_and_pays_every_re
         council: 1,
         restarts: 2,
         fault_window_ms: 20_000,
+        durable: true,
         ..SimConfig::default()
     };
     let o = run(cfg.clone());
