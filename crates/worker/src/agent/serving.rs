@@ -214,7 +214,14 @@ impl Worker {
             let key = self.client.granted_key(&input.cid, &self.cfg.key).await?;
             let stage = staging.join(n.to_string());
             self.pull(&input.cid, &key, &view.council, &stage).await?;
-            super::execute::place_input(&stage, &inputs, &input.name).map_err(io)?;
+            let collided = super::execute::place_input(&stage, &inputs, &input.name).map_err(io)?;
+            if let Some(entry) = collided.first() {
+                // As for a job: no server on part of its inputs, the same on every member.
+                return Err(io(std::io::Error::other(format!(
+                    "the service's inputs land on one another in $GRIDWORK_INPUTS: `{entry}` of input {} would replace what an earlier input put there; its requester must give each input a name of its own",
+                    input.cid
+                ))));
+            }
         }
         let _ = std::fs::remove_dir_all(&staging);
         let env = crate::sandbox::TaskEnv {
