@@ -62,6 +62,47 @@ pub fn image_tag(cid: &Hash) -> String {
     format!("gridwork/image:{cid}")
 }
 
+/// A service's server running in a container ([`Containers::serve`]): labelled with its
+/// worker like any run, so one a killed worker left is removed when it starts again.
+#[derive(Debug)]
+pub struct ContainerServer {
+    engine: Engine,
+    /// Taken when stopped (dropped unstopped, the container is ended in the background).
+    id: Option<String>,
+    /// How the container ended, once it has.
+    exited: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl ContainerServer {
+    /// How the server's container ended, if it has.
+    pub fn exited(&self) -> Option<String> {
+        self.exited.borrow().clone()
+    }
+
+    /// Ends the server: its container killed and removed.
+    pub async fn stop(mut self) {
+        if let Some(id) = self.id.take() {
+            end_container(&self.engine, &id).await;
+        }
+    }
+}
+
+impl Drop for ContainerServer {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(runtime)) = (self.id.take(), tokio::runtime::Handle::try_current()) {
+            let engine = self.engine.clone();
+            runtime.spawn(async move { end_container(&engine, &id).await });
+        }
+    }
+}
+
+async fn end_container(engine: &Engine, id: &str) {
+    let _ = engine.kill(id).await;
+    if let Err(e) = engine.remove(id).await {
+        tracing::warn!(error = %e, container = %id, "removing a service's container failed");
+    }
+}
+
 /// The container executor of one worker.
 #[derive(Debug, Clone)]
 pub struct Containers {
@@ -270,6 +311,93 @@ impl Containers {
         env: &TaskEnv,
         deadline: Duration,
     ) -> Result<RunOutcome, EngineError> {
+        let (spec, stdout, stderr) = self.prepare(cid, program, limits, work, env).await?;
+        let not_started = |why: String| {
+            tracing::warn!(image = %cid, "the job's container could not start: {why}");
+            Ok(RunOutcome {
+                ended: RunEnd::NotStarted {},
+                seconds: 1,
+            })
+        };
+        let id = match self.engine.create(&spec).await {
+            Ok(id) => id,
+            Err(EngineError::Refused { message, .. }) => return not_started(message),
+            Err(e) => return Err(e),
+        };
+        let outcome = match self.engine.start(&id).await {
+            Ok(()) => self.run_started(&id, &stdout, &stderr, deadline).await,
+            Err(EngineError::Refused { message, .. }) => not_started(message),
+            Err(e) => Err(e),
+        };
+        // A container that cannot be removed now is removed when the worker next starts;
+        // the run's result stands.
+        if let Err(e) = self.engine.remove(&id).await {
+            tracing::warn!(error = %e, container = %id, "removing a finished container failed");
+        }
+        outcome
+    }
+
+    /// Starts `program` as a service's server in a container of image `cid` over `work` (its
+    /// inputs in place), confined as a task's run, answering HTTP on the UNIX socket
+    /// `$GRIDWORK_SOCKET` (`/gridwork/tmp/http.sock`: the run's `tmp/` on the host) and never
+    /// on the network. Its output goes to the work directory's logs; it runs until
+    /// [`ContainerServer::stop`].
+    pub async fn serve(
+        &self,
+        cid: &Hash,
+        program: &Program,
+        limits: &Requirements,
+        work: &Path,
+        env: &TaskEnv,
+    ) -> Result<ContainerServer, EngineError> {
+        let (mut spec, stdout, stderr) = self.prepare(cid, program, limits, work, env).await?;
+        if let Some(vars) = spec["Env"].as_array_mut() {
+            vars.push(json!(format!(
+                "GRIDWORK_SOCKET=/gridwork/tmp/{}",
+                crate::confine::SERVICE_SOCKET
+            )));
+        }
+        // A server has no network, whatever its program says (a worker serves no service
+        // that asks for it): it answers on its socket only.
+        spec["HostConfig"]["NetworkMode"] = json!("none");
+        let id = self.engine.create(&spec).await?;
+        if let Err(e) = self.engine.start(&id).await {
+            let _ = self.engine.remove(&id).await;
+            return Err(e);
+        }
+        let (engine, cid_id) = (self.engine.clone(), id.clone());
+        tokio::spawn(async move {
+            let _ = engine.logs_to(&cid_id, &stdout, &stderr).await;
+        });
+        let (ended, exited) = tokio::sync::watch::channel(None);
+        let (engine, waited) = (self.engine.clone(), id.clone());
+        tokio::spawn(async move {
+            let status = match engine.wait(&waited).await {
+                Ok((code, oom)) => format!(
+                    "exit status {code}{}",
+                    if oom { " (out of memory)" } else { "" }
+                ),
+                Err(e) => e.to_string(),
+            };
+            let _ = ended.send(Some(status));
+        });
+        Ok(ContainerServer {
+            engine: self.engine.clone(),
+            id: Some(id),
+            exited,
+        })
+    }
+
+    /// A run's directories readied for `nobody`, its logs created, and the engine's create
+    /// body: what a task's run and a service's server share.
+    async fn prepare(
+        &self,
+        cid: &Hash,
+        program: &Program,
+        limits: &Requirements,
+        work: &Path,
+        env: &TaskEnv,
+    ) -> Result<(Value, PathBuf, PathBuf), EngineError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| EngineError::Io {
@@ -300,29 +428,7 @@ impl Containers {
         self.touch(cid);
         let volumes = self.engine.image_volumes(&image_tag(cid)).await?;
         let spec = self.spec(cid, program, limits, env, &run, &inputs, &outputs, &volumes);
-        let not_started = |why: String| {
-            tracing::warn!(image = %cid, "the job's container could not start: {why}");
-            Ok(RunOutcome {
-                ended: RunEnd::NotStarted {},
-                seconds: 1,
-            })
-        };
-        let id = match self.engine.create(&spec).await {
-            Ok(id) => id,
-            Err(EngineError::Refused { message, .. }) => return not_started(message),
-            Err(e) => return Err(e),
-        };
-        let outcome = match self.engine.start(&id).await {
-            Ok(()) => self.run_started(&id, &stdout, &stderr, deadline).await,
-            Err(EngineError::Refused { message, .. }) => not_started(message),
-            Err(e) => Err(e),
-        };
-        // A container that cannot be removed now is removed when the worker next starts;
-        // the run's result stands.
-        if let Err(e) = self.engine.remove(&id).await {
-            tracing::warn!(error = %e, container = %id, "removing a finished container failed");
-        }
-        outcome
+        Ok((spec, stdout, stderr))
     }
 
     async fn run_started(

@@ -153,7 +153,7 @@ pub(crate) struct ShortTmp(pub(crate) PathBuf);
 
 impl ShortTmp {
     /// A link to `target`, or `None` where none can be made (TMPDIR is then the long path).
-    fn new(target: &Path) -> Option<ShortTmp> {
+    pub(crate) fn new(target: &Path) -> Option<ShortTmp> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let link = Path::new("/tmp").join(format!("gridwork-{}-{n}", std::process::id()));

@@ -31,6 +31,9 @@ pub enum ServeError {
     /// It could not be started.
     #[error(transparent)]
     Start(#[from] SandboxError),
+    /// Its container could not be made or started.
+    #[error("the service's container: {0}")]
+    Container(String),
     /// It exited (before it was ready, or while serving).
     #[error("the service's server exited ({status}); its stderr is in {stderr}")]
     Exited {
@@ -77,12 +80,21 @@ pub struct Answer {
 /// A service's server, running. Dropping it kills its process group; [`Server::stop`] ends it
 /// and everything it started.
 pub struct Server {
-    child: tokio::process::Child,
+    runner: Runner,
     /// The socket's path as the worker reaches it (through the short link to its `tmp/`).
     socket: PathBuf,
-    stop_file: PathBuf,
     stderr: PathBuf,
     _short_tmp: Option<ShortTmp>,
+}
+
+/// What runs a server: a supervised process in the task sandbox, or a container of the
+/// service's image.
+enum Runner {
+    Process {
+        child: tokio::process::Child,
+        stop_file: PathBuf,
+    },
+    Container(crate::container::ContainerServer),
 }
 
 impl Server {
@@ -122,10 +134,37 @@ impl Server {
             .as_ref()
             .map_or_else(|| run.join("tmp"), |s| s.0.clone());
         Ok(Server {
-            child,
+            runner: Runner::Process { child, stop_file },
             socket: tmp.join(crate::confine::SERVICE_SOCKET),
-            stop_file,
             stderr,
+            _short_tmp: short_tmp,
+        })
+    }
+
+    /// Starts `program` as a server in a container of image `cid` (loaded already) over
+    /// `work` (its inputs in place), with the service's `limits` as a task's run has them.
+    pub async fn start_container(
+        containers: &crate::container::Containers,
+        cid: &gridwork_types::Hash,
+        program: &Program,
+        limits: &gridwork_types::Requirements,
+        work: &Path,
+        env: &TaskEnv,
+    ) -> Result<Server, ServeError> {
+        let tmp = run_dir(work).join("tmp");
+        let _ = std::fs::remove_file(tmp.join(crate::confine::SERVICE_SOCKET));
+        let server = containers
+            .serve(cid, program, limits, work, env)
+            .await
+            .map_err(|e| ServeError::Container(e.to_string()))?;
+        // The worker reaches the socket through a short link: a socket's path is at most 107
+        // bytes.
+        let short_tmp = ShortTmp::new(&tmp);
+        let reach = short_tmp.as_ref().map_or(tmp, |s| s.0.clone());
+        Ok(Server {
+            runner: Runner::Container(server),
+            socket: reach.join(crate::confine::SERVICE_SOCKET),
+            stderr: work.join("stderr.log"),
             _short_tmp: short_tmp,
         })
     }
@@ -147,7 +186,19 @@ impl Server {
 
     /// An error if the server has exited.
     fn check_alive(&mut self) -> Result<(), ServeError> {
-        match self.child.try_wait() {
+        let child = match &mut self.runner {
+            Runner::Process { child, .. } => child,
+            Runner::Container(c) => {
+                return match c.exited() {
+                    None => Ok(()),
+                    Some(status) => Err(ServeError::Exited {
+                        status,
+                        stderr: self.stderr.display().to_string(),
+                    }),
+                }
+            }
+        };
+        match child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(ServeError::Exited {
                 status: status.to_string(),
@@ -225,20 +276,23 @@ impl Server {
     /// Ends the server and everything it started: the supervisor is told to stop (it ends
     /// every process beneath it), and the process group is killed if it has not ended within
     /// five seconds.
-    pub async fn stop(mut self) {
-        let _ = std::fs::write(&self.stop_file, b"");
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+    pub async fn stop(self) {
+        let (mut child, stop_file) = match self.runner {
+            Runner::Process { child, stop_file } => (child, stop_file),
+            Runner::Container(c) => return c.stop().await,
+        };
+        let _ = std::fs::write(&stop_file, b"");
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
             .await
             .is_err()
         {
-            if let Some(pgid) = self
-                .child
+            if let Some(pgid) = child
                 .id()
                 .and_then(|id| rustix::process::Pid::from_raw(id as i32))
             {
                 let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
             }
-            let _ = self.child.kill().await;
+            let _ = child.kill().await;
         }
     }
 }

@@ -361,7 +361,7 @@ impl Worker {
         });
         if let (None, Some(cid)) = (&unusable, &image) {
             if let crate::container::Readiness::Unusable(why) =
-                self.ensure_image(view, cid, &holders).await?
+                self.ensure_image(view.id, cid, &holders).await?
             {
                 unusable = Some(format!("the job's image {cid} cannot run: {why}"));
             }
@@ -478,12 +478,13 @@ impl Worker {
     /// Makes image `cid` ready in the engine: loaded already (a later task of any job that
     /// names it), or pulled through the data plane (verified against its content id chunk
     /// by chunk, from the node and the task's other workers), checked, loaded and tagged.
-    /// Either way only once the node granted this worker the image's key for this job, which
-    /// it does only when the job's requester proved it holds that key: naming another
-    /// requester's image gets nothing of it, loaded here or not.
+    /// Either way only once the node granted this worker the image's key for this job or
+    /// service (`owner`, named in the logs), which it does only when the requester proved it
+    /// holds that key: naming another requester's image gets nothing of it, loaded here or
+    /// not.
     pub(super) async fn ensure_image(
         &self,
-        view: &JobView,
+        owner: Hash,
         cid: &Hash,
         holders: &[Address],
     ) -> Result<crate::container::Readiness, WorkerError> {
@@ -521,10 +522,10 @@ impl Worker {
         std::fs::remove_dir_all(&dir).map_err(io)?;
         match &ready {
             Readiness::Ready => {
-                tracing::info!(job = %view.id, image = %cid, seconds = started.elapsed().as_secs_f64(), "image loaded")
+                tracing::info!(of = %owner, image = %cid, seconds = started.elapsed().as_secs_f64(), "image loaded")
             }
             Readiness::Unusable(why) => {
-                tracing::warn!(job = %view.id, image = %cid, "the job's image cannot run: {why}")
+                tracing::warn!(of = %owner, image = %cid, "the job's image cannot run: {why}")
             }
         }
         Ok(ready)

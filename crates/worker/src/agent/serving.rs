@@ -152,7 +152,10 @@ impl Worker {
             && view.requester != self.me
             && !view.status.is_ended()
             && !view.barred.contains(&self.me)
-            && !spec.program.brings_image()
+            // An image runs in a container (a worker with the container executor); a
+            // service names one image at most (the ledger refuses builds per GPU maker).
+            && (spec.program.image.is_none() || self.cfg.containers.is_some())
+            && spec.program.vendor_images.is_empty()
             && !spec.program.network
             && spec.requirements.met_by(&needs, &self.cfg.hardware)
     }
@@ -208,7 +211,14 @@ impl Worker {
         let (inputs, _) = crate::sandbox::layout(dir);
         std::fs::create_dir_all(&inputs).map_err(io)?;
         let staging = dir.join("staging");
-        let mut order: Vec<&gridwork_types::DataInput> = view.spec.data.iter().collect();
+        // The image is not an input of the run: it is loaded into the engine.
+        let image = view.spec.program.image;
+        let mut order: Vec<&gridwork_types::DataInput> = view
+            .spec
+            .data
+            .iter()
+            .filter(|d| Some(d.cid) != image)
+            .collect();
         order.sort_by_key(|d| d.name.is_empty());
         for (n, input) in order.into_iter().enumerate() {
             let key = self.client.granted_key(&input.cid, &self.cfg.key).await?;
@@ -230,8 +240,28 @@ impl Worker {
             items: (0, 1),
             segment: None,
         };
-        let mut server = Server::start(&view.spec.program, dir, &env, self.cfg.launcher.as_ref())
-            .map_err(|e| WorkerError::Io {
+        let started = match (&image, &self.cfg.containers) {
+            (Some(cid), Some(containers)) => {
+                if let crate::container::Readiness::Unusable(why) =
+                    self.ensure_image(view.id, cid, &view.council).await?
+                {
+                    return Err(io(std::io::Error::other(format!(
+                        "the service's image {cid} cannot run: {why}"
+                    ))));
+                }
+                Server::start_container(
+                    containers,
+                    cid,
+                    &view.spec.program,
+                    &view.spec.requirements,
+                    dir,
+                    &env,
+                )
+                .await
+            }
+            _ => Server::start(&view.spec.program, dir, &env, self.cfg.launcher.as_ref()),
+        };
+        let mut server = started.map_err(|e| WorkerError::Io {
             path: dir.display().to_string(),
             source: std::io::Error::other(e.to_string()),
         })?;

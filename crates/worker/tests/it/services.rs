@@ -16,6 +16,12 @@ async fn example_service(net: &Net) -> (Hash, ServiceSpec) {
 
 /// [`example_service`] whose responses may take `max_response_ms`.
 async fn example_service_within(net: &Net, max_response_ms: u64) -> (Hash, ServiceSpec) {
+    let spec = example_spec(net, max_response_ms).await;
+    (create_service(net, spec.clone()).await, spec)
+}
+
+/// The example model's service, its input pushed: run by `sh` on the workers' Python.
+pub(super) async fn example_spec(net: &Net, max_response_ms: u64) -> ServiceSpec {
     let src = net.dir.path().join("model");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::copy(
@@ -25,7 +31,7 @@ async fn example_service_within(net: &Net, max_response_ms: u64) -> (Hash, Servi
     .unwrap();
     let mut input = net.push_input(&src).await;
     input.name = "model".into();
-    let spec = ServiceSpec {
+    ServiceSpec {
         program: Program {
             command: "sh".into(),
             args: vec!["-c".into(), "exec python3 inputs/model/serve.py".into()],
@@ -51,21 +57,25 @@ async fn example_service_within(net: &Net, max_response_ms: u64) -> (Hash, Servi
         max_downtime_ms: 0,
         max_unsettled: Amount(GRID / 100),
         gateway: dev_keypair(0).public(),
-    };
+    }
+}
+
+/// Publishes `spec` (with a deposit of 5 GRID); its id once committed.
+pub(super) async fn create_service(net: &Net, spec: ServiceSpec) -> Hash {
     let id = net
         .client
         .sign_and_send(
             &dev_keypair(0),
             Amount::ZERO,
             TxKind::CreateService {
-                spec: spec.clone(),
+                spec,
                 deposit: Amount::grid(5),
             },
         )
         .await
         .unwrap();
     net.client.wait_committed(&id, WAIT).await.unwrap();
-    (id, spec)
+    id
 }
 
 /// What a user's request gets: status and body.
@@ -73,7 +83,7 @@ type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> +
 
 /// The service's gateway, in this process, with the requester's key, announced on the
 /// ledger; how a user with a key asks it for a completion.
-async fn gateway(net: &Net, id: Hash, spec: ServiceSpec) -> impl Fn(String) -> Asked {
+pub(super) async fn gateway(net: &Net, id: Hash, spec: ServiceSpec) -> impl Fn(String) -> Asked {
     let chain = net.client.chain().await.unwrap();
     let d = Arc::new(Dispatcher::new(id, spec, &chain.chain_id, dev_keypair(0)));
     let keys_file = net.dir.path().join("api-keys");
