@@ -360,6 +360,7 @@ impl Containers {
         // A server has no network, whatever its program says (a worker serves no service
         // that asks for it): it answers on its socket only.
         spec["HostConfig"]["NetworkMode"] = json!("none");
+        spec["NetworkDisabled"] = json!(true);
         let id = self.engine.create(&spec).await?;
         if let Err(e) = self.engine.start(&id).await {
             let _ = self.engine.remove(&id).await;
@@ -510,8 +511,12 @@ impl Containers {
         // A volume the image declares would be an anonymous volume on the engine's disk,
         // writable past the read-only root and unbounded: a small tmpfs stands in for each.
         for path in volumes {
-            // What the run's own mounts cover: `/gridwork` and beneath it, not `/gridwork-x`.
-            let covered = Path::new(path.as_str()).starts_with("/gridwork");
+            // What the run's own mounts are: the engine skips a volume only where a mount is
+            // exactly (a review found `/gridwork/cache` got an anonymous volume beneath the
+            // run's bind mount, and `/gridwork-data` was once taken for one by its prefix).
+            let covered = ["/gridwork", "/gridwork/inputs", "/gridwork/outputs"]
+                .iter()
+                .any(|m| Path::new(path.as_str()) == Path::new(m));
             if !covered {
                 host["Tmpfs"][path] = json!("rw,nosuid,nodev,size=268435456,mode=1777");
             }
@@ -686,8 +691,9 @@ mod tests {
 
     /// A volume an image declares would be an anonymous volume on the engine's disk, writable
     /// past the read-only root and unbounded: each gets a small tmpfs, but for those the run's
-    /// own mounts cover (`/gridwork` and beneath it; a review found `/gridwork-data` was
-    /// taken for one of them by a prefix of its text). A job with the network gets the
+    /// own mounts are exactly (`/gridwork`, its inputs and outputs; a review found
+    /// `/gridwork-data` was taken for one of them by a prefix of its text, and another that
+    /// `/gridwork/cache` got an unbounded volume). A job with the network gets the
     /// engine's bridge, one without none.
     #[test]
     fn image_volumes_get_a_bounded_tmpfs_and_the_network_only_when_asked() {
@@ -699,7 +705,10 @@ mod tests {
         let tmpfs = spec["HostConfig"]["Tmpfs"].as_object().unwrap();
         let mut paths: Vec<&str> = tmpfs.keys().map(String::as_str).collect();
         paths.sort();
-        assert_eq!(paths, ["/data", "/gridwork-data", "/tmp"]);
+        assert_eq!(
+            paths,
+            ["/data", "/gridwork-data", "/gridwork/cache", "/tmp"]
+        );
         assert_eq!(spec["NetworkDisabled"], true);
         let open = spec_with(&containers, true, &[]);
         assert_eq!(open["HostConfig"]["NetworkMode"], "bridge");

@@ -77,12 +77,54 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Connects to the server's socket, `run/tmp/http.sock` beneath `work`, as the program made
+/// it and nothing else. The program controls `run/` (it is `nobody`'s on a root worker): a
+/// link it leaves there (to the Docker engine's socket, which is root on the host) must not be
+/// followed by the worker, which forwards the requester's requests to whatever answers. So the
+/// path is resolved beneath `work` with no link followed (`openat2`, `RESOLVE_NO_SYMLINKS`),
+/// must be a socket, is connected through its file descriptor, and the process that answers
+/// must run as the task's user (`task_uid`: `nobody` on a root worker, else the worker's own).
+async fn connect(work: &Path, task_uid: u32) -> std::io::Result<tokio::net::UnixStream> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    use std::os::fd::AsRawFd;
+    let dir = rustix::fs::open(
+        work,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let socket = rustix::fs::openat2(
+        &dir,
+        format!("run/tmp/{}", crate::confine::SERVICE_SOCKET),
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&socket)?.st_mode);
+    if kind != rustix::fs::FileType::Socket {
+        return Err(std::io::Error::other(format!(
+            "$GRIDWORK_SOCKET is a {kind:?}, not a socket"
+        )));
+    }
+    let stream =
+        tokio::net::UnixStream::connect(format!("/proc/self/fd/{}", socket.as_raw_fd())).await?;
+    let peer = rustix::net::sockopt::socket_peercred(&stream)?;
+    if peer.uid.as_raw() != task_uid {
+        return Err(std::io::Error::other(format!(
+            "the process behind $GRIDWORK_SOCKET runs as uid {}, not the task's {task_uid}",
+            peer.uid.as_raw()
+        )));
+    }
+    Ok(stream)
+}
+
 /// A service's server, running. Dropping it kills its process group; [`Server::stop`] ends it
 /// and everything it started.
 pub struct Server {
     runner: Runner,
-    /// The socket's path as the worker reaches it (through the short link to its `tmp/`).
-    socket: PathBuf,
+    /// The work directory: the socket is `run/tmp/http.sock` beneath it ([`connect`]).
+    work: PathBuf,
+    /// The user the server runs as, which must be the one answering on the socket.
+    task_uid: u32,
     stderr: PathBuf,
     _short_tmp: Option<ShortTmp>,
 }
@@ -133,9 +175,17 @@ impl Server {
         let tmp = short_tmp
             .as_ref()
             .map_or_else(|| run.join("tmp"), |s| s.0.clone());
+        let _ = tmp;
+        let own = rustix::process::geteuid();
+        // Confined on a root worker, the task becomes `nobody`; else it is this user.
+        let task_uid = match launcher {
+            Some(_) if own.is_root() => crate::confine::NOBODY,
+            _ => own.as_raw(),
+        };
         Ok(Server {
             runner: Runner::Process { child, stop_file },
-            socket: tmp.join(crate::confine::SERVICE_SOCKET),
+            work: work.to_path_buf(),
+            task_uid,
             stderr,
             _short_tmp: short_tmp,
         })
@@ -157,15 +207,12 @@ impl Server {
             .serve(cid, program, limits, work, env)
             .await
             .map_err(|e| ServeError::Container(e.to_string()))?;
-        // The worker reaches the socket through a short link: a socket's path is at most 107
-        // bytes.
-        let short_tmp = ShortTmp::new(&tmp);
-        let reach = short_tmp.as_ref().map_or(tmp, |s| s.0.clone());
         Ok(Server {
             runner: Runner::Container(server),
-            socket: reach.join(crate::confine::SERVICE_SOCKET),
+            work: work.to_path_buf(),
+            task_uid: crate::confine::NOBODY,
             stderr: work.join("stderr.log"),
-            _short_tmp: short_tmp,
+            _short_tmp: None,
         })
     }
 
@@ -174,7 +221,7 @@ impl Server {
         let started = Instant::now();
         loop {
             self.check_alive()?;
-            if tokio::net::UnixStream::connect(&self.socket).await.is_ok() {
+            if connect(&self.work, self.task_uid).await.is_ok() {
                 return Ok(());
             }
             if started.elapsed() >= within {
@@ -219,9 +266,9 @@ impl Server {
         within: Duration,
     ) -> Result<Answer, ServeError> {
         self.check_alive()?;
-        let socket = self.socket.clone();
+        let (work, task_uid) = (self.work.clone(), self.task_uid);
         let exchange = async move {
-            let stream = tokio::net::UnixStream::connect(&socket)
+            let stream = connect(&work, task_uid)
                 .await
                 .map_err(|e| ServeError::BadAnswer(format!("connecting: {e}")))?;
             let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -294,5 +341,61 @@ impl Server {
             }
             let _ = child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `SocketPlanter`: a service's program leaves `$GRIDWORK_SOCKET` as a link to a socket
+    /// outside its run (the Docker engine's, root on the host). The worker does not follow it:
+    /// the host's daemon is never reached. A socket the program made itself is connected,
+    /// but only when the process answering runs as the task's user.
+    #[tokio::test]
+    async fn the_worker_connects_to_the_servers_own_socket_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("service");
+        let tmp = run_dir(&work).join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let own = rustix::process::geteuid().as_raw();
+        // The host's daemon, outside the run.
+        let daemon_path = dir.path().join("docker.sock");
+        let daemon = tokio::net::UnixListener::bind(&daemon_path).unwrap();
+        let socket = tmp.join(crate::confine::SERVICE_SOCKET);
+        std::os::unix::fs::symlink(&daemon_path, &socket).unwrap();
+        // Opened as the link itself (`O_PATH | O_NOFOLLOW`), it is no socket.
+        let err = connect(&work, own).await.unwrap_err();
+        assert!(err.to_string().contains("Symlink, not a socket"), "{err}");
+        // `tmp` itself swapped for a link to the daemon's directory: not followed either.
+        std::fs::remove_file(&socket).unwrap();
+        std::fs::remove_dir(&tmp).unwrap();
+        let beside =
+            tokio::net::UnixListener::bind(dir.path().join(crate::confine::SERVICE_SOCKET))
+                .unwrap();
+        std::os::unix::fs::symlink(dir.path(), &tmp).unwrap();
+        assert!(connect(&work, own).await.is_err());
+        for listener in [&daemon, &beside] {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(100), listener.accept())
+                    .await
+                    .is_err(),
+                "a daemon outside the run was reached"
+            );
+        }
+        // The server's own socket: connected, as the task's user only.
+        std::fs::remove_file(&tmp).unwrap();
+        std::fs::create_dir(&tmp).unwrap();
+        let server = tokio::net::UnixListener::bind(&socket).unwrap();
+        assert!(connect(&work, own).await.is_ok());
+        let _ = server.accept().await.unwrap();
+        let err = connect(&work, own.wrapping_add(1)).await.unwrap_err();
+        assert!(err.to_string().contains("not the task's"), "{err}");
+        // Not a socket at all.
+        drop(server);
+        std::fs::remove_file(&socket).unwrap();
+        std::fs::write(&socket, "").unwrap();
+        let err = connect(&work, own).await.unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
     }
 }

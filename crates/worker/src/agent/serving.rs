@@ -35,6 +35,8 @@ const FETCH_WAIT_MS: u64 = 5_000;
 const SERVER_START: Duration = Duration::from_secs(60);
 /// How long a member waiting to be paid waits before it sends its latest receipt again.
 const RESETTLE_AFTER: Duration = Duration::from_secs(5);
+/// The least time between two settlements a member sends while it serves.
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
 
 /// A member loop running, and how to stop it. Dropped without [`Membership::stop`] (the
 /// worker itself ended), the loop is aborted and its server killed with it.
@@ -298,11 +300,14 @@ impl Worker {
             let last = lock(&self.receipts).get(&id).map(|r| r.receipt.clone());
             last.map_or((0, 0, 0), |r| (r.responses, r.units, r.owed.0))
         };
-        let mut settled = view
-            .members
-            .iter()
-            .find(|m| m.provider == self.me)
-            .map_or(0, |m| m.paid.0);
+        // What the ledger paid this member, and the responses of the last receipt it took.
+        let mine = |v: &ServiceView| {
+            v.members
+                .iter()
+                .find(|m| m.provider == self.me)
+                .map(|m| (m.paid.0, m.responses))
+        };
+        let (mut settled, mut recorded) = mine(&view).unwrap_or((0, 0));
         let within = Duration::from_millis(
             spec.max_response_ms
                 .saturating_add(spec.response_ms_per_kib.saturating_mul(1024)),
@@ -314,24 +319,32 @@ impl Worker {
                 return Ok(());
             }
             if read_at.elapsed() >= Duration::from_secs(2) {
-                if let Some(v) = self.client.service(&id).await? {
-                    settled = v
-                        .members
-                        .iter()
-                        .find(|m| m.provider == self.me)
-                        .map_or(settled, |m| m.paid.0);
-                    view = v;
+                // A node that does not answer for a moment (a restart) does not end the
+                // member: it goes on with what it last read.
+                match self.client.service(&id).await {
+                    Ok(Some(v)) => {
+                        (settled, recorded) = mine(&v).unwrap_or((settled, recorded));
+                        view = v;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::debug!(service = %id, error = %e, "cannot read the service")
+                    }
                 }
                 read_at = Instant::now();
             }
             // On credit up to max_unsettled: past it, wait for the ledger to pay. A settlement
             // sent may be lost (a node that restarts forgets its mempool): while the ledger has
             // not paid, the latest receipt goes again now and then (the ledger pays only what a
-            // receipt adds, so one paid already pays nothing twice).
+            // receipt adds, so one paid already pays nothing twice). One the ledger took (its
+            // responses recorded) but could pay only in part (the escrow short) is not sent
+            // again: its fee would buy nothing until the requester funds the service.
             if given.2.saturating_sub(settled) >= spec.max_unsettled.0 {
                 if settle_sent.is_none_or(|t| t.elapsed() >= RESETTLE_AFTER) {
                     let latest = lock(&self.receipts).get(&id).cloned();
-                    if let Some(receipt) = latest.filter(|r| r.receipt.owed.0 > settled) {
+                    if let Some(receipt) = latest
+                        .filter(|r| r.receipt.owed.0 > settled && r.receipt.responses > recorded)
+                    {
                         self.settle(id, receipt).await;
                         settle_sent = Some(Instant::now());
                     }
@@ -383,6 +396,13 @@ impl Worker {
                     }
                 }
                 Ok(answer) => answer,
+                // A server that ended answers nothing more: the member starts it again.
+                Err(e @ crate::serve::ServeError::Exited { .. }) => {
+                    return Err(WorkerError::Io {
+                        path: format!("service {id}"),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(service = %id, seq, error = %e, "the server did not answer");
                     continue;
@@ -431,7 +451,11 @@ impl Worker {
                 return Ok(());
             }
             lock(&self.receipts).insert(id, receipt.clone());
-            if r.owed.0.saturating_sub(settled) >= spec.max_unsettled.0 / 2 {
+            // At half of max_unsettled, once a while (not once a response until the ledger's
+            // pay is read again).
+            if r.owed.0.saturating_sub(settled) >= spec.max_unsettled.0 / 2
+                && settle_sent.is_none_or(|t| t.elapsed() >= SETTLE_EVERY)
+            {
                 self.settle(id, receipt).await;
                 settle_sent = Some(Instant::now());
             }
