@@ -460,6 +460,17 @@ async fn each_worker_runs_the_build_of_the_program_for_its_gpus() {
     net.stop.send(true).unwrap();
 }
 
+/// [`PYTHON_IMAGE`], built (`scripts/python-image.sh`) and pushed: the input naming it.
+async fn python_image(net: &Net, engine: &Engine) -> gridwork_types::DataInput {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/python-image.sh");
+    let built = std::process::Command::new("bash")
+        .args([script, PYTHON_IMAGE])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{built:?}");
+    push_image(net, engine, PYTHON_IMAGE).await.1
+}
+
 /// A service that brings its image: the example model served from the Python image by three
 /// workers with the container executor, each member's server a confined container with no
 /// network answering on its socket in the run's `tmp/`. A user's request through the gateway
@@ -468,13 +479,7 @@ async fn each_worker_runs_the_build_of_the_program_for_its_gpus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_brings_its_image_is_served_from_containers() {
     let (_engine, net, engine) = engine_and_net().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/python-image.sh");
-    let built = std::process::Command::new("bash")
-        .args([script, PYTHON_IMAGE])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-    let (_, image) = push_image(&net, &engine, PYTHON_IMAGE).await;
+    let image = python_image(&net, &engine).await;
     let workers = docker_workers_with(&net, 3, Vec::new(), |_| Vec::new()).await;
     let mut spec = super::services::example_spec(&net, 10_000).await;
     spec.program = Program {
@@ -493,18 +498,7 @@ async fn a_service_that_brings_its_image_is_served_from_containers() {
     };
     let id = super::services::create_service(&net, spec.clone()).await;
     let ask = super::services::gateway(&net, id, spec).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let answer = loop {
-        let (status, body) = ask("a container".into()).await;
-        if status == 200 {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never served: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let answer = super::services::served(&ask, "a container").await;
     assert!(answer.contains("\"completion\""), "{answer}");
     for worker in &workers {
         let running = engine.labelled(WORKER_LABEL, worker).await.unwrap();
@@ -539,13 +533,7 @@ const PYTHON_IMAGE: &str = "gridwork-test/python-numpy:1";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_numpy_job_runs_in_a_python_image_built_from_debian_packages() {
     let (_engine, net, engine) = engine_and_net().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/python-image.sh");
-    let built = std::process::Command::new("bash")
-        .args([script, PYTHON_IMAGE])
-        .output()
-        .unwrap();
-    assert!(built.status.success(), "{built:?}");
-    let (_, image) = push_image(&net, &engine, PYTHON_IMAGE).await;
+    let image = python_image(&net, &engine).await;
     let workers = docker_workers(&net).await;
 
     let program = [

@@ -79,7 +79,7 @@ pub(super) async fn create_service(net: &Net, spec: ServiceSpec) -> Hash {
 }
 
 /// What a user's request gets: status and body.
-type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+pub(super) type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
 
 /// The service's gateway, in this process, with the requester's key, announced on the
 /// ledger; how a user with a key asks it for a completion.
@@ -136,18 +136,7 @@ async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_o
     let ask = gateway(&net, id, spec).await;
     // Until the council of three (the liar among them) serves: the honest answer outvotes
     // the liar's.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let first = loop {
-        let (status, body) = ask("the first".into()).await;
-        if status == 200 {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never served: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let first = served(&ask, "the first").await;
     assert!(!first.contains("made up"), "{first}");
     // A fourth provider subscribes, to take the liar's seat.
     net.spawn(net.worker(4, GRID / 100, Behavior::Honest));
@@ -192,6 +181,23 @@ async fn a_lying_member_is_outvoted_slashed_and_replaced_while_the_stream_goes_o
         s.paid.0
     );
     net.stop.send(true).unwrap();
+}
+
+/// What `ask` gets for `prompt` once the service serves (it may be forming, or its members
+/// connecting): the answer's body.
+pub(super) async fn served(ask: &impl Fn(String) -> Asked, prompt: &str) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = ask(prompt.to_string()).await;
+        if status == 200 {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never served: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {

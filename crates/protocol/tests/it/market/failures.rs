@@ -324,6 +324,37 @@ fn a_bid_that_says_its_image_is_cached_is_shown_and_moves_nothing_in_the_auction
     assert!(err.to_string().contains("cached = false"), "{err}");
 }
 
+/// A docker worker's hardware with one GPU of `maker` (none for `None`).
+fn docker_box(maker: Option<GpuVendor>) -> Hardware {
+    Hardware {
+        gpus: maker
+            .map(|vendor| Gpu {
+                vendor,
+                model: "x".into(),
+                vram_mib: 24_000,
+            })
+            .into_iter()
+            .collect(),
+        ..with_software(&[("docker", "20.10")])
+    }
+}
+
+/// Registers every provider, provider `i` as a [`docker_box`] of `maker(i)`.
+fn register_makers(m: &mut Market, maker: impl Fn(u32) -> Option<GpuVendor>) {
+    let registrations = (1..=PROVIDERS)
+        .map(|i| {
+            m.tx(
+                &provider(i),
+                TxKind::RegisterProvider {
+                    hardware: docker_box(maker(i)),
+                    owner: None,
+                },
+            )
+        })
+        .collect();
+    m.block(registrations);
+}
+
 /// An input standing for a container image: content id `[n; 32]`.
 fn image(n: u8) -> DataInput {
     DataInput {
@@ -363,34 +394,11 @@ fn with_nvidia_and_amd_builds(p: &mut Prescription) {
 #[test]
 fn a_job_with_an_image_per_gpu_maker_is_run_and_checked_only_where_one_of_them_fits() {
     let mut m = Market::new();
-    let boxed = |vendor: Option<GpuVendor>| Hardware {
-        gpus: vendor
-            .map(|vendor| Gpu {
-                vendor,
-                model: "x".into(),
-                vram_mib: 24_000,
-            })
-            .into_iter()
-            .collect(),
-        ..with_software(&[("docker", "20.10")])
-    };
-    let registrations = (1..=PROVIDERS)
-        .map(|i| {
-            let vendor = match i {
-                1 | 2 => Some(GpuVendor::Nvidia),
-                3 | 4 => Some(GpuVendor::Amd),
-                _ => None,
-            };
-            m.tx(
-                &provider(i),
-                TxKind::RegisterProvider {
-                    hardware: boxed(vendor),
-                    owner: None,
-                },
-            )
-        })
-        .collect();
-    m.block(registrations);
+    register_makers(&mut m, |i| match i {
+        1 | 2 => Some(GpuVendor::Nvidia),
+        3 | 4 => Some(GpuVendor::Amd),
+        _ => None,
+    });
     let mut p = prescription(10, 1, Equivalence::ExactHash {});
     p.instructions.requirements.min_gpus = 0;
     with_nvidia_and_amd_builds(&mut p);
@@ -471,31 +479,13 @@ fn a_job_with_an_image_per_gpu_maker_is_run_and_checked_only_where_one_of_them_f
 #[test]
 fn a_bid_no_council_can_form_around_does_not_hold_the_auction_and_gpus_stay_while_at_work() {
     let mut m = Market::new();
-    let boxed = |vendor: GpuVendor| Hardware {
-        gpus: vec![Gpu {
-            vendor,
-            model: "x".into(),
-            vram_mib: 24_000,
-        }],
-        ..with_software(&[("docker", "20.10")])
-    };
-    let registrations = (1..=PROVIDERS)
-        .map(|i| {
-            let vendor = if i == 1 {
-                GpuVendor::Amd
-            } else {
-                GpuVendor::Nvidia
-            };
-            m.tx(
-                &provider(i),
-                TxKind::RegisterProvider {
-                    hardware: boxed(vendor),
-                    owner: None,
-                },
-            )
+    register_makers(&mut m, |i| {
+        Some(if i == 1 {
+            GpuVendor::Amd
+        } else {
+            GpuVendor::Nvidia
         })
-        .collect();
-    m.block(registrations);
+    });
     let mut p = prescription(1, 1, Equivalence::ExactHash {});
     p.halting.first_bids = 2;
     with_nvidia_and_amd_builds(&mut p);
@@ -520,7 +510,7 @@ fn a_bid_no_council_can_form_around_does_not_hold_the_auction_and_gpus_stay_whil
     let switch = m.tx(
         &provider(2),
         TxKind::RegisterProvider {
-            hardware: boxed(GpuVendor::Amd),
+            hardware: docker_box(Some(GpuVendor::Amd)),
             owner: None,
         },
     );
