@@ -362,6 +362,10 @@ pub struct Worker {
     members: Mutex<HashMap<Hash, serving::Membership>>,
     /// The latest receipt of each service it served.
     receipts: Mutex<serving::Receipts>,
+    /// Services whose server could not start here, again and again, for its own reasons
+    /// (its program exits, its image cannot run, its inputs collide): left, and not offered
+    /// to again while this worker runs.
+    given_up: Mutex<std::collections::HashSet<Hash>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -426,6 +430,7 @@ impl Worker {
             metrics: Arc::default(),
             members: Mutex::new(HashMap::new()),
             receipts: Mutex::new(HashMap::new()),
+            given_up: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 

@@ -37,6 +37,8 @@ const SERVER_START: Duration = Duration::from_secs(60);
 const RESETTLE_AFTER: Duration = Duration::from_secs(5);
 /// The least time between two settlements a member sends while it serves.
 const SETTLE_EVERY: Duration = Duration::from_secs(1);
+/// How many times a member tries a server that fails for its own reasons before it leaves.
+const MAX_START_FAILURES: u32 = 3;
 
 /// A member loop running, and how to stop it. Dropped without [`Membership::stop`] (the
 /// worker itself ended), the loop is aborted and its server killed with it.
@@ -154,6 +156,7 @@ impl Worker {
             && view.requester != self.me
             && !view.status.is_ended()
             && !view.barred.contains(&self.me)
+            && !lock(&self.given_up).contains(&view.id)
             // An image runs in a container (a worker with the container executor); a
             // service names one image at most (the ledger refuses builds per GPU maker).
             && (spec.program.image.is_none() || self.cfg.containers.is_some())
@@ -172,9 +175,25 @@ impl Worker {
             return Ok(());
         };
         let dir = self.cfg.work_dir.join("services").join(id.to_string());
+        let mut failed = 0;
         let mut server = loop {
             match self.start_server(&view, &dir).await {
-                Ok(server) => break server,
+                Ok(Ok(server)) => break server,
+                // The program's own failure, the same on every member: after a few, leave
+                // the service rather than try it forever.
+                Ok(Err(why)) => {
+                    failed += 1;
+                    tracing::warn!(service = %id, tries = failed, "the service's server cannot start: {why}");
+                    if failed >= MAX_START_FAILURES {
+                        lock(&self.given_up).insert(id);
+                        let _ = self.send(TxKind::Unsubscribe { service: id }).await;
+                        return Ok(());
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1 << failed)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
+                }
                 // The node hands the inputs' keys over a block after the seat is drawn.
                 Err(e) => {
                     tracing::debug!(service = %id, error = %e, "the server is not ready yet");
@@ -196,12 +215,14 @@ impl Worker {
     }
 
     /// A fresh directory for `view`'s server, its inputs pulled into place, the server
-    /// started and listening.
+    /// started and listening: `Ok(Err(why))` when it cannot start for the service's own
+    /// reasons (its inputs collide, its image cannot run, its program exits or never listens),
+    /// an error when this worker or the node failed (tried again).
     async fn start_server(
         &self,
         view: &ServiceView,
         dir: &std::path::Path,
-    ) -> Result<Server, WorkerError> {
+    ) -> Result<Result<Server, String>, WorkerError> {
         let io = |source| WorkerError::Io {
             path: dir.display().to_string(),
             source,
@@ -229,10 +250,10 @@ impl Worker {
             let collided = super::execute::place_input(&stage, &inputs, &input.name).map_err(io)?;
             if let Some(entry) = collided.first() {
                 // As for a job: no server on part of its inputs, the same on every member.
-                return Err(io(std::io::Error::other(format!(
+                return Ok(Err(format!(
                     "the service's inputs land on one another in $GRIDWORK_INPUTS: `{entry}` of input {} would replace what an earlier input put there; its requester must give each input a name of its own",
                     input.cid
-                ))));
+                )));
             }
         }
         let _ = std::fs::remove_dir_all(&staging);
@@ -247,9 +268,7 @@ impl Worker {
                 if let crate::container::Readiness::Unusable(why) =
                     self.ensure_image(view.id, cid, &view.council).await?
                 {
-                    return Err(io(std::io::Error::other(format!(
-                        "the service's image {cid} cannot run: {why}"
-                    ))));
+                    return Ok(Err(format!("the service's image {cid} cannot run: {why}")));
                 }
                 Server::start_container(
                     containers,
@@ -263,18 +282,17 @@ impl Worker {
             }
             _ => Server::start(&view.spec.program, dir, &env, self.cfg.launcher.as_ref()),
         };
-        let mut server = started.map_err(|e| WorkerError::Io {
-            path: dir.display().to_string(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        server
-            .ready(SERVER_START)
-            .await
-            .map_err(|e| WorkerError::Io {
-                path: dir.display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        Ok(server)
+        let mut server = match started {
+            Ok(server) => server,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        Ok(match server.ready(SERVER_START).await {
+            Ok(()) => Ok(server),
+            Err(e) => {
+                server.stop().await;
+                Err(e.to_string())
+            }
+        })
     }
 
     /// Fetches requests from the gateway and answers them until `stop`.

@@ -204,6 +204,43 @@ async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {
     let _ = axum::serve(listener, app).await;
 }
 
+/// `BrokenServer`: a service whose program exits at once (its model will not load), the same
+/// on every member. Each member tries it a few times, backing off, then leaves the service
+/// (unsubscribes) and does not offer to serve it again; before, each tried every second until
+/// the gateway dropped it, pulling the inputs again each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_leave_a_service_whose_server_never_starts_and_do_not_come_back() {
+    let net = Net::start().await;
+    let mut spec = example_spec(&net, 10_000).await;
+    spec.program.args = vec!["-c".into(), "echo cannot load the model >&2; exit 3".into()];
+    let id = create_service(&net, spec).await;
+    for i in 1..=3 {
+        net.spawn(net.worker(i, GRID / 100, Behavior::Honest));
+    }
+    net.until_block("the council seated", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        (s.council.len() == 3).then_some(())
+    })
+    .await;
+    net.until_block("every member gone", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        (s.council.is_empty() && s.subscribers.is_empty()).then_some(())
+    })
+    .await;
+    // They stay away: a worker looks at the services every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let s = net.client.service(&id).await.unwrap().unwrap();
+    assert!(
+        s.council.is_empty() && s.subscribers.is_empty(),
+        "a member came back: {s:?}"
+    );
+    assert!(
+        s.barred.is_empty(),
+        "nobody is slashed for the program's failure"
+    );
+    net.stop.send(true).unwrap();
+}
+
 /// A member killed mid-stream: the gateway names it late, drops it, and a waiting subscriber
 /// takes its seat; the stream answers again (c re-formed), with no slash for anybody.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
