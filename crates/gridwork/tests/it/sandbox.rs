@@ -511,10 +511,7 @@ fn under_a_lower_hard_memory_limit(dir: &std::path::Path) -> Option<std::path::P
         .args(["--user", "--map-current-user", "true"])
         .status()
         .is_ok_and(|s| s.success());
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
+    let root = runs_as_root();
     if !namespaces && root {
         return None;
     }
@@ -857,10 +854,7 @@ fn a_root_worker_whose_work_directory_nobody_can_reach_is_refused_at_start() {
     let closed = home.path().join("closed");
     std::fs::create_dir(&closed).unwrap();
     std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
+    let root = runs_as_root();
     let mut cmd = if root {
         Command::new(BIN)
     } else {
@@ -890,10 +884,7 @@ fn a_root_worker_whose_work_directory_nobody_can_reach_is_refused_at_start() {
 #[test]
 fn a_docker_worker_not_run_as_root_is_refused_at_start_naming_the_fix() {
     let home = tempfile::tempdir().unwrap();
-    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
-    });
+    let root = runs_as_root();
     // As root, the test becomes nobody for the worker (util-linux's `setpriv`).
     let mut cmd = if root {
         let mut c = Command::new("setpriv");
@@ -1185,4 +1176,12 @@ async fn a_services_server_answers_on_its_socket_and_ends_with_everything_it_sta
     for pid in leftovers {
         assert!(!running(pid), "a process the server started outlived it");
     }
+}
+
+/// Whether this test process runs as root (its effective uid, as `/proc` says).
+fn runs_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+    })
 }
