@@ -200,6 +200,11 @@ pub(crate) struct SandboxArgs {
     /// Let the program open TCP connections and listen on TCP ports (without it, neither).
     #[arg(long)]
     pub(crate) network: bool,
+    /// A control group (its directory) the program runs in, with all it starts (repeatable,
+    /// one a cgroup v1 hierarchy): the worker makes one for each run, holding it to the job's
+    /// memory and CPUs.
+    #[arg(long)]
+    pub(crate) cgroup: Vec<PathBuf>,
     /// End the run, the program and everything it started, after this many milliseconds.
     #[arg(long)]
     pub(crate) deadline_ms: Option<u64>,

@@ -76,6 +76,7 @@ pub(crate) fn worker_config(
     behavior: Behavior,
     hardware: &gridwork_types::Hardware,
 ) -> WorkerConfig {
+    let cgroups = gridwork_worker::cgroup::Cgroups::find();
     WorkerConfig {
         owner: None,
         key: dev_keypair(i),
@@ -86,6 +87,7 @@ pub(crate) fn worker_config(
             max_fee: gridwork_worker::DEFAULT_MAX_FEE,
             allow_network: false,
             cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
+            hold_memory: cgroups.is_ok(),
         },
         hardware: hardware.clone(),
         stake: Amount::grid(1_000),
@@ -98,6 +100,7 @@ pub(crate) fn worker_config(
             max_file_mib: Some(1_024),
             gpu_devices: gpu_devices(Path::new("/dev")),
             hidden: vec![base.to_path_buf()],
+            cgroups,
         }),
         // The demo's workers fetch inputs and each other's outputs peer to peer.
         p2p: Some(P2pConfig {

@@ -45,6 +45,7 @@ pub(crate) fn bench_executors(
         task: 0,
         items: (0, 1),
         segment: None,
+        limits: Default::default(),
     };
     let program = Program {
         command: "true".into(),
@@ -60,6 +61,8 @@ pub(crate) fn bench_executors(
         max_file_mib: None,
         gpu_devices: Vec::new(),
         hidden: Vec::new(),
+        // As a worker makes them: each run in a control group of its own.
+        cgroups: gridwork_worker::cgroup::Cgroups::find(),
     };
     let deadline = Duration::from_secs(60);
     let mut process = Vec::new();

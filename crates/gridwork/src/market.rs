@@ -444,6 +444,7 @@ fn render_job(v: &JobView) -> String {
             Some(gridwork_types::RunEnd::Timeout {}) => "timeout".into(),
             Some(gridwork_types::RunEnd::MissingOutput { .. }) => "no output".into(),
             Some(gridwork_types::RunEnd::NotStarted {}) => "no start".into(),
+            Some(gridwork_types::RunEnd::OutOfMemory {}) => "no memory".into(),
         };
         let paid = if t.paid.0 == 0 {
             "-".to_string()

@@ -142,7 +142,9 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         max_file_mib: Some(args.max_file_mib),
         gpu_devices: gpu_devices(Path::new("/dev")),
         hidden,
+        cgroups: gridwork_worker::cgroup::Cgroups::find(),
     };
+    let hold_memory = launcher.cgroups.is_ok();
     let sandbox = check_sandbox(&launcher, &work_dir);
     let cfg = WorkerConfig {
         owner,
@@ -154,6 +156,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
             max_fee,
             allow_network: args.allow_network,
             cached_discount_pct: args.cached_discount,
+            hold_memory,
         },
         hardware: hardware.clone(),
         stake,
@@ -312,6 +315,7 @@ pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::
         max_file_mib: None,
         gpu_devices: gpu_devices(Path::new("/dev")),
         hidden: Vec::new(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find(),
     };
     let sandbox = launcher
         .check(&std::env::temp_dir().join(format!("gridwork-probe-{}", std::process::id())));
@@ -414,6 +418,9 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
         for h in &args.hide {
             inner.arg("--hide").arg(h);
         }
+        for dir in &args.cgroup {
+            inner.arg("--cgroup").arg(dir);
+        }
         if args.network {
             inner.arg("--network");
         }
@@ -442,6 +449,11 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
     // Before anything can fail: the supervisor's pipe, kept past the moment `exec` puts
     // `/dev/null` on standard input.
     let report = gridwork_worker::supervise::SetupReport::take();
+    // Into the run's control group first: all the program starts stays in it.
+    if let Err(e) = gridwork_worker::cgroup::join(&args.cgroup) {
+        report.failed(&e.to_string());
+        return Err(e.into());
+    }
     let err = confine_and_exec(&confinement(args), command, rest);
     if let Some(code) = err.program_exit_code() {
         // The job's to fix, not a failure of the sandbox.

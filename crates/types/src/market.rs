@@ -664,6 +664,9 @@ pub enum RunEnd {
     /// single untagged image archive, is too large, or its engine refused to load it, create
     /// or start its container (a command the image lacks, say).
     NotStarted {},
+    /// The kernel ended a process of the run for using more memory than the job's
+    /// `requirements.min_memory_mib`, which every worker holds a run to, and the run failed.
+    OutOfMemory {},
 }
 
 codec_enum!(RunEnd, "run end" {
@@ -672,6 +675,7 @@ codec_enum!(RunEnd, "run end" {
     2 => Timeout {},
     3 => MissingOutput { index: u32 },
     4 => NotStarted {},
+    5 => OutOfMemory {},
 });
 
 impl RunEnd {
@@ -697,6 +701,9 @@ impl fmt::Display for RunEnd {
                 write!(f, "exit 0 without required output #{index}")
             }
             RunEnd::NotStarted {} => write!(f, "could not start (its image or command)"),
+            RunEnd::OutOfMemory {} => {
+                write!(f, "out of memory (more than the job's min_memory_mib)")
+            }
         }
     }
 }

@@ -526,6 +526,11 @@ pub struct SandboxCheck {
     /// The supplementary groups a task keeps (a worker not run as root keeps its user's:
     /// an unprivileged user namespace cannot drop them).
     pub groups: Vec<u32>,
+    /// Why runs are not held to their job's memory, CPUs or a number of processes by a
+    /// control group of their own (`None`: they are); set by the worker, which makes the
+    /// groups (`crate::cgroup`), not by the confined check.
+    #[serde(default)]
+    pub limits: Option<String>,
 }
 
 impl SandboxCheck {
@@ -565,6 +570,7 @@ impl SandboxCheck {
             landlock,
             landlock_error,
             groups,
+            limits: None,
         }
     }
 
@@ -592,6 +598,12 @@ impl SandboxCheck {
         if let Some(why) = &self.namespaces {
             found.push(format!(
                 "no namespaces of their own ({why}): tasks share /dev/shm, /tmp and the host's sockets, and may send UDP; allow unprivileged user namespaces (sysctl user.max_user_namespaces > 0; kernel.unprivileged_userns_clone=1 on Debian kernels before 5.10; kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 24.04)"
+            ));
+        }
+        if let Some(why) = &self.limits {
+            found.push(format!(
+                "runs are not held to their job's memory and CPUs, nor to {} processes ({why}): jobs that set their memory are declined, and a task may take every CPU or fork without end; run the worker as root, or in a control group of its own that it may write",
+                crate::cgroup::PIDS_LIMIT
             ));
         }
         match self.landlock {
@@ -826,6 +838,7 @@ mod tests {
             landlock: LandlockStatus::Enforced,
             landlock_error: None,
             groups: Vec::new(),
+            limits: None,
         }
     }
 
@@ -865,6 +878,17 @@ mod tests {
             ..whole()
         };
         assert!(grouped.weaknesses()[0].contains("supplementary groups (108)"));
+        let unlimited = SandboxCheck {
+            limits: Some("no cgroup memory controller is mounted".into()),
+            ..whole()
+        };
+        let [w] = &unlimited.weaknesses()[..] else {
+            panic!("{:?}", unlimited.weaknesses())
+        };
+        assert!(
+            w.contains("no cgroup memory controller") && w.contains("declined"),
+            "{w}"
+        );
         let broken = SandboxCheck {
             identity: Some("setresuid: Invalid argument".into()),
             landlock: LandlockStatus::Unsupported,

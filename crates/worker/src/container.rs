@@ -448,8 +448,11 @@ impl Containers {
         let ended = match tokio::time::timeout(deadline, self.engine.wait(id)).await {
             Ok(waited) => {
                 let (code, oom) = waited?;
+                // As a process run: failed after the kernel ended a process of it for going
+                // past the job's memory, it ran out of memory.
                 match (oom, u8::try_from(code)) {
-                    (true, _) => RunEnd::Signal { signal: 9 },
+                    (_, Ok(0)) => RunEnd::SUCCESS,
+                    (true, _) => RunEnd::OutOfMemory {},
                     (false, Ok(code)) => RunEnd::Exit { code },
                     (false, Err(_)) => RunEnd::Signal { signal: 9 },
                 }
@@ -675,6 +678,7 @@ mod tests {
             task: 0,
             items: (0, 1),
             segment: None,
+            limits: Default::default(),
         };
         let run = Path::new("/w/run");
         containers.spec(

@@ -8,6 +8,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 mod agent;
+pub mod cgroup;
 mod confine;
 pub mod container;
 pub mod docker;

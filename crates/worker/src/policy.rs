@@ -21,6 +21,11 @@ pub struct PricingPolicy {
     /// (no pull, no load, a sooner start): [`DEFAULT_CACHED_DISCOUNT_PCT`] unless the provider
     /// says otherwise; 0 prices both alike.
     pub cached_discount_pct: u8,
+    /// Whether a process task can be held to its job's memory here (a control group the
+    /// worker may make, `crate::cgroup`); without, jobs that set `min_memory_mib` and bring
+    /// no image (whose containers are held to it by their engine) are declined, saying so: a
+    /// run held to it elsewhere could end otherwise, and its council would out-vote this one.
+    pub hold_memory: bool,
 }
 
 /// The default [`PricingPolicy::cached_discount_pct`]: 10%.
@@ -43,6 +48,17 @@ pub enum Decision {
 }
 
 impl PricingPolicy {
+    /// Why this worker cannot run `p` as every other worker would: its memory, which it
+    /// cannot hold a process run to.
+    pub fn unheld(&self, p: &Prescription) -> Option<String> {
+        let memory = p.instructions.requirements.min_memory_mib;
+        (!self.hold_memory && memory > 0 && !p.program.brings_image()).then(|| {
+            format!(
+                "memory: the job holds each run to {memory} MiB (requirements.min_memory_mib), which this worker cannot: it may make no control group (see `gridwork probe`)"
+            )
+        })
+    }
+
     /// Decides on a task of `p` with `active` tasks in progress; `cached`: the job's image is
     /// loaded here already.
     pub fn decide(
@@ -60,6 +76,9 @@ impl PricingPolicy {
         }
         if let Some(reason) = p.instructions.requirements.unmet_by(hardware) {
             return Decision::Decline(format!("requirements: {reason}"));
+        }
+        if let Some(reason) = self.unheld(p) {
+            return Decision::Decline(reason);
         }
         if let Err(reason) = p.program.image_for(hardware, &p.instructions.requirements) {
             return Decision::Decline(format!("environment: the job {reason}"));
@@ -149,6 +168,7 @@ mod tests {
             max_fee: DEFAULT_MAX_FEE,
             allow_network: false,
             cached_discount_pct: 20,
+            hold_memory: true,
         };
         let hw = Hardware::default();
         assert_eq!(
@@ -177,6 +197,42 @@ mod tests {
         );
     }
 
+    /// A worker that cannot hold a process run to the job's memory declines a job that sets
+    /// it, saying why; one that brings an image (held by its engine), or sets none, it bids on.
+    #[test]
+    fn a_worker_that_cannot_hold_a_run_to_its_memory_declines_jobs_that_set_it() {
+        let policy = PricingPolicy {
+            price_per_task_second: Amount(5),
+            capacity: 1,
+            max_fee: DEFAULT_MAX_FEE,
+            allow_network: false,
+            cached_discount_pct: 0,
+            hold_memory: false,
+        };
+        let hw = Hardware {
+            memory_mib: 16_000,
+            ..Hardware::default()
+        };
+        let held = job(10, 1_024);
+        assert!(
+            matches!(policy.decide(&held, &hw, 0, false), Decision::Decline(r) if r.contains("1024 MiB") && r.contains("control group")),
+            "{:?}",
+            policy.decide(&held, &hw, 0, false)
+        );
+        assert_eq!(
+            policy.decide(&job(10, 0), &hw, 0, false),
+            Decision::Bid(Amount(5))
+        );
+        let mut imaged = held.clone();
+        imaged.program.image = Some(gridwork_types::Hash([7; 32]));
+        assert_eq!(policy.unheld(&imaged), None);
+        let able = PricingPolicy {
+            hold_memory: true,
+            ..policy
+        };
+        assert_eq!(able.decide(&held, &hw, 0, false), Decision::Bid(Amount(5)));
+    }
+
     /// A task whose image is loaded already is cheaper by the provider's discount, and may
     /// then fit under a cap the full price does not; a discount never makes a price 0.
     #[test]
@@ -187,6 +243,7 @@ mod tests {
             max_fee: DEFAULT_MAX_FEE,
             allow_network: false,
             cached_discount_pct: 20,
+            hold_memory: true,
         };
         let hw = Hardware::default();
         assert_eq!(

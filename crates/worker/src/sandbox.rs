@@ -44,6 +44,9 @@ pub struct TaskEnv {
     /// has. The run starts from the checkpoint in `checkpoint/` beside the inputs (but
     /// segment 0, which starts from the inputs alone) and leaves the next in its outputs.
     pub segment: Option<(u32, u32)>,
+    /// The memory and CPUs the run is held to (the job's), where the launcher can hold them
+    /// (`Launcher::cgroups`).
+    pub limits: crate::cgroup::RunLimits,
 }
 
 /// The directory of the checkpoint a segment starts from, in a run's directory.
@@ -82,6 +85,10 @@ pub struct Launcher {
     /// Paths a task may not read: the worker's home and work directory (keys, chunk cache,
     /// the decrypted inputs of other tasks).
     pub hidden: Vec<PathBuf>,
+    /// Where each run gets a control group holding it to its job's memory and CPUs and to
+    /// [`crate::cgroup::PIDS_LIMIT`] processes, or why none can be made here (runs are then
+    /// not held to them, and jobs that set their memory are declined).
+    pub cgroups: Result<crate::cgroup::Cgroups, crate::cgroup::Unavailable>,
 }
 
 impl Launcher {
@@ -118,7 +125,20 @@ impl Launcher {
                 String::from_utf8_lossy(&output.stderr).trim()
             ))));
         }
-        serde_json::from_slice(&output.stdout).map_err(|e| err(std::io::Error::other(e)))
+        let mut check: crate::SandboxCheck =
+            serde_json::from_slice(&output.stdout).map_err(|e| err(std::io::Error::other(e)))?;
+        check.limits = match &self.cgroups {
+            Ok(cgroups) => match cgroups.missing() {
+                missing if missing.is_empty() => None,
+                missing => Some(format!(
+                    "the {} controller{} cannot be used here",
+                    missing.join(" and "),
+                    if missing.len() == 1 { "" } else { "s" }
+                )),
+            },
+            Err(why) => Some(why.to_string()),
+        };
+        Ok(check)
     }
 }
 
@@ -139,6 +159,13 @@ impl SandboxError {
             source,
         }
     }
+}
+
+/// What must live as long as a run's program: the short link to its `tmp/` and its control
+/// group (removed, with anything left in it, when dropped).
+pub(crate) struct RunGuard {
+    pub(crate) _short_tmp: Option<ShortTmp>,
+    pub(crate) cgroup: Option<crate::cgroup::RunCgroup>,
 }
 
 /// A short path for a task's `tmp/`: a symbolic link in `/tmp`, removed on drop. Programs
@@ -199,18 +226,23 @@ pub(crate) struct Supervision<'a> {
 }
 
 /// The command that runs `program` in `work` (through `sandbox-exec` with a launcher), its
-/// clean environment, and the short link to its `tmp/` (see [`ShortTmp`]) that must live as
-/// long as the program. Standard input is `/dev/null`; output is the caller's to direct.
+/// clean environment, and what must live as long as the program ([`RunGuard`]: the short
+/// link to its `tmp/`, see [`ShortTmp`], and its control group where the launcher makes
+/// them). Standard input is `/dev/null`; output is the caller's to direct.
 pub(crate) fn task_command(
     program: &Program,
     work: &Path,
     env: &TaskEnv,
     launcher: Option<&Launcher>,
     sup: &Supervision<'_>,
-) -> (tokio::process::Command, Option<ShortTmp>) {
+) -> Result<(tokio::process::Command, RunGuard), crate::cgroup::CgroupError> {
     let (inputs, outputs) = layout(work);
     let run_dir = run_dir(work);
     let serve = sup.stop_file.is_some();
+    let cgroup = match launcher.map(|l| &l.cgroups) {
+        Some(Ok(cgroups)) => Some(cgroups.create(env.limits)?),
+        _ => None,
+    };
     let mut cmd = match launcher {
         None => {
             let mut cmd = tokio::process::Command::new(&program.command);
@@ -231,6 +263,9 @@ pub(crate) fn task_command(
             }
             for h in &l.hidden {
                 cmd.arg("--hide").arg(h);
+            }
+            for dir in cgroup.iter().flat_map(|c| c.dirs()) {
+                cmd.arg("--cgroup").arg(dir);
             }
             // The supervisor ends the run at the deadline (a server when told to stop),
             // leftovers in sessions of their own included; the worker's own kill is the
@@ -278,7 +313,13 @@ pub(crate) fn task_command(
             tmpdir.join(crate::confine::SERVICE_SOCKET),
         );
     }
-    (cmd, short_tmp)
+    Ok((
+        cmd,
+        RunGuard {
+            _short_tmp: short_tmp,
+            cgroup,
+        },
+    ))
 }
 
 /// Runs `program` in `work` until it exits or `deadline` passes.
@@ -304,7 +345,7 @@ pub async fn run(
     }
     let stdout = std::fs::File::create(work.join("stdout.log")).map_err(err)?;
     let stderr = std::fs::File::create(work.join("stderr.log")).map_err(err)?;
-    let (mut cmd, _short_tmp) = task_command(
+    let (mut cmd, guard) = task_command(
         program,
         work,
         env,
@@ -314,7 +355,8 @@ pub async fn run(
             status_file: &status_file,
             stop_file: None,
         },
-    );
+    )
+    .map_err(|e| err(std::io::Error::other(e)))?;
     cmd.stdout(stdout).stderr(stderr);
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(err)?;
@@ -352,6 +394,17 @@ pub async fn run(
                         (None, None) => RunEnd::Signal { signal: 9 },
                     }
                 }
+            };
+            // A run that failed after the kernel ended one of its processes for going past
+            // the job's memory failed for that (a program that survives losing a child and
+            // succeeds, succeeded).
+            let ended = match (&ended, &guard.cgroup) {
+                (RunEnd::Exit { .. } | RunEnd::Signal { .. }, Some(cgroup))
+                    if !ended.is_success() && cgroup.out_of_memory() =>
+                {
+                    RunEnd::OutOfMemory {}
+                }
+                _ => ended,
             };
             Ok(RunOutcome {
                 ended,
@@ -399,6 +452,7 @@ mod tests {
             task: 3,
             items: (6, 9),
             segment: None,
+            limits: Default::default(),
         }
     }
 

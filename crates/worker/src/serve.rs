@@ -18,7 +18,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
 use crate::sandbox::{
-    run_dir, task_command, Launcher, SandboxError, ShortTmp, Supervision, TaskEnv,
+    run_dir, task_command, Launcher, RunGuard, SandboxError, Supervision, TaskEnv,
 };
 
 /// The largest response body a worker reads from its server (and relays).
@@ -126,7 +126,8 @@ pub struct Server {
     /// The user the server runs as, which must be the one answering on the socket.
     task_uid: u32,
     stderr: PathBuf,
-    _short_tmp: Option<ShortTmp>,
+    /// The link to its `tmp/` and its control group, while it runs.
+    _guard: Option<RunGuard>,
 }
 
 /// What runs a server: a supervised process in the task sandbox, or a container of the
@@ -158,7 +159,7 @@ impl Server {
         let _ = std::fs::remove_file(&stop_file);
         let _ = std::fs::remove_file(run.join("tmp").join(crate::confine::SERVICE_SOCKET));
         let stderr = work.join("stderr.log");
-        let (mut cmd, short_tmp) = task_command(
+        let (mut cmd, guard) = task_command(
             program,
             work,
             env,
@@ -168,14 +169,11 @@ impl Server {
                 status_file: &status_file,
                 stop_file: Some(&stop_file),
             },
-        );
+        )
+        .map_err(|e| err(std::io::Error::other(e)))?;
         cmd.stdout(std::fs::File::create(work.join("stdout.log")).map_err(err)?)
             .stderr(std::fs::File::create(&stderr).map_err(err)?);
         let child = cmd.spawn().map_err(err)?;
-        let tmp = short_tmp
-            .as_ref()
-            .map_or_else(|| run.join("tmp"), |s| s.0.clone());
-        let _ = tmp;
         let own = rustix::process::geteuid();
         // Confined on a root worker, the task becomes `nobody`; else it is this user.
         let task_uid = match launcher {
@@ -187,7 +185,7 @@ impl Server {
             work: work.to_path_buf(),
             task_uid,
             stderr,
-            _short_tmp: short_tmp,
+            _guard: Some(guard),
         })
     }
 
@@ -212,7 +210,7 @@ impl Server {
             work: work.to_path_buf(),
             task_uid: crate::confine::NOBODY,
             stderr: work.join("stderr.log"),
-            _short_tmp: None,
+            _guard: None,
         })
     }
 

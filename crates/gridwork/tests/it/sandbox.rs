@@ -363,12 +363,14 @@ fn worker_sandbox() -> (
         max_file_mib: None,
         gpu_devices: Vec::new(),
         hidden: Vec::new(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find(),
     };
     let env = gridwork_worker::sandbox::TaskEnv {
         job: "job".into(),
         task: 0,
         items: (0, 1),
         segment: None,
+        limits: Default::default(),
     };
     (launcher, env)
 }
@@ -473,6 +475,86 @@ async fn the_worker_reads_a_supervised_run_as_a_timeout_or_its_exit_code() {
     assert!(!dir.path().join("run/outputs/ran.txt").exists());
 }
 
+/// A process task is held to its job's memory and CPUs and to 4,096 processes, by a control
+/// group it cannot leave; a run that goes past its memory ends as out of memory (what every
+/// worker says of it, so its council agrees), the same program with no memory set runs to
+/// its end, and the group is gone with the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_held_to_its_jobs_memory_and_cpus_and_ends_out_of_memory_past_them() {
+    use gridwork_worker::cgroup::RunLimits;
+    let (launcher, env) = worker_sandbox();
+    if let Err(why) = &launcher.cgroups {
+        assert!(
+            !runs_as_root(),
+            "a root worker must make control groups here: {why}"
+        );
+        eprintln!("skipped: this test process may make no control group ({why})");
+        return;
+    }
+    let held = gridwork_worker::sandbox::TaskEnv {
+        limits: RunLimits {
+            memory_mib: Some(64),
+            cpus: Some(1),
+        },
+        ..env.clone()
+    };
+    // What the run's own group says, read from inside it (cgroup v1 or v2), and whether
+    // the task can move itself out of it.
+    let report = r#"
+        cg() { sed -n "s/^[0-9]*:$1:\(.*\)/\1/p" /proc/self/cgroup; }
+        if [ -n "$(cg memory)" ]; then
+          g=/sys/fs/cgroup/memory$(cg memory)
+          echo "memory $(cat $g/memory.limit_in_bytes)"
+          c=$(cg cpu); [ -n "$c" ] || c=$(cg cpu,cpuacct)
+          echo "cpu $(cat /sys/fs/cgroup/cpu$c/cpu.cfs_quota_us)"
+          echo "pids $(cat /sys/fs/cgroup/pids$(cg pids)/pids.max)"
+        else
+          g=/sys/fs/cgroup$(cg '')
+          echo "memory $(cat $g/memory.max)"
+          echo "cpu $(cut -d' ' -f1 $g/cpu.max)"
+          echo "pids $(cat $g/pids.max)"
+        fi
+        echo "group $g"
+        echo $$ > $g/../cgroup.procs 2>/dev/null && echo "left its group"
+        true
+    "#;
+    let seconds = std::time::Duration::from_secs;
+    let (dir, ran) = supervised_in(&launcher, &held, &bash(report, false), seconds(30)).await;
+    assert_eq!(ran.unwrap().ended, RunEnd::SUCCESS);
+    let said = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
+    assert!(
+        said.contains(&format!("memory {}\n", 64u64 << 20)),
+        "{said}"
+    );
+    assert!(
+        said.contains("cpu 100000\n"),
+        "one CPU's time a period: {said}"
+    );
+    assert!(said.contains("pids 4096\n"), "{said}");
+    assert!(!said.contains("left its group"), "{said}");
+    let group = said
+        .lines()
+        .find_map(|l| l.strip_prefix("group "))
+        .expect("the group");
+    assert!(
+        !std::path::Path::new(group).exists(),
+        "the run's group {group} outlived it"
+    );
+    // 200 MB held in one shell variable: past 64 MiB, killed by the kernel.
+    let greedy = bash(
+        "x=$(head -c 209715200 /dev/zero | tr '\\0' x); echo ${#x} > $GRIDWORK_OUTPUTS/n",
+        false,
+    );
+    let (_, oom) = supervised_in(&launcher, &held, &greedy, seconds(60)).await;
+    assert_eq!(oom.unwrap().ended, RunEnd::OutOfMemory {});
+    let (dir, free) = supervised_in(&launcher, &env, &greedy, seconds(60)).await;
+    assert_eq!(free.unwrap().ended, RunEnd::SUCCESS);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("run/outputs/n")).unwrap(),
+        "209715200\n"
+    );
+}
+
 /// A `bash -c script` program, with the network or without.
 fn bash(script: &str, network: bool) -> gridwork_types::Program {
     gridwork_types::Program {
@@ -496,9 +578,22 @@ async fn supervised(
     Result<gridwork_worker::sandbox::RunOutcome, gridwork_worker::sandbox::SandboxError>,
 ) {
     let (_, env) = worker_sandbox();
+    supervised_in(launcher, &env, program, deadline).await
+}
+
+/// [`supervised`] with the task environment `env` (its limits, say).
+async fn supervised_in(
+    launcher: &gridwork_worker::sandbox::Launcher,
+    env: &gridwork_worker::sandbox::TaskEnv,
+    program: &gridwork_types::Program,
+    deadline: std::time::Duration,
+) -> (
+    tempfile::TempDir,
+    Result<gridwork_worker::sandbox::RunOutcome, gridwork_worker::sandbox::SandboxError>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let outcome =
-        gridwork_worker::sandbox::run(program, dir.path(), &env, deadline, Some(launcher)).await;
+        gridwork_worker::sandbox::run(program, dir.path(), env, deadline, Some(launcher)).await;
     (dir, outcome)
 }
 
@@ -704,12 +799,14 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
         max_file_mib: None,
         gpu_devices: Vec::new(),
         hidden: vec![worker_home.clone()],
+        cgroups: gridwork_worker::cgroup::Cgroups::find(),
     };
     let env = TaskEnv {
         job: "job".into(),
         task: 0,
         items: (0, 1),
         segment: None,
+        limits: Default::default(),
     };
     let script = format!(
         "echo printed; ln -sf {k} ../stdout.log; rm -f ../stderr.log; mkfifo ../stderr.log; \

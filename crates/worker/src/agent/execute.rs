@@ -238,9 +238,10 @@ pub(super) struct Ran {
 pub(super) fn outcome_of(ended: RunEnd) -> RunOutcome {
     match ended {
         RunEnd::Exit { code: 0 } => RunOutcome::Success,
-        RunEnd::Exit { .. } | RunEnd::MissingOutput { .. } | RunEnd::NotStarted {} => {
-            RunOutcome::Failure
-        }
+        RunEnd::Exit { .. }
+        | RunEnd::MissingOutput { .. }
+        | RunEnd::NotStarted {}
+        | RunEnd::OutOfMemory {} => RunOutcome::Failure,
         RunEnd::Timeout {} => RunOutcome::Timeout,
         RunEnd::Signal { .. } => RunOutcome::Killed,
     }
@@ -264,6 +265,7 @@ impl Worker {
             task: r.1,
             items,
             segment: None,
+            limits: crate::cgroup::RunLimits::of(&view.prescription.instructions.requirements),
         };
         let ran = self
             .run_program(view, r, &prepared, &env, prepared.deadline, as_executor)

@@ -306,6 +306,7 @@ impl Worker {
             task: r.1,
             items,
             segment: Some((j, count)),
+            limits: crate::cgroup::RunLimits::of(&view.prescription.instructions.requirements),
         };
         let deadline = segment_limit(view, prepared.deadline, started);
         let ran = self

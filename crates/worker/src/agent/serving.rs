@@ -162,6 +162,10 @@ impl Worker {
             && (spec.program.image.is_none() || self.cfg.containers.is_some())
             && spec.program.vendor_images.is_empty()
             && !spec.program.network
+            // A process server is held to the service's memory like a task's run.
+            && (spec.program.brings_image()
+                || spec.requirements.min_memory_mib == 0
+                || self.cfg.policy.hold_memory)
             && spec.requirements.met_by(&needs, &self.cfg.hardware)
     }
 
@@ -262,6 +266,7 @@ impl Worker {
             task: 0,
             items: (0, 1),
             segment: None,
+            limits: crate::cgroup::RunLimits::of(&view.spec.requirements),
         };
         let started = match (&image, &self.cfg.containers) {
             (Some(cid), Some(containers)) => {

@@ -290,7 +290,7 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
     p.program.image = Some(image_cid);
     p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
     p.instructions.requirements.min_memory_mib = 256;
-    p.data = vec![image_input];
+    p.data = vec![image_input.clone()];
     // Both bids are in before the auction closes.
     p.halting.first_bids = 2;
     let job = net.submit(p).await;
@@ -309,6 +309,27 @@ async fn a_job_runs_in_its_own_image_confined_and_checked_by_a_council() {
         assert!(b.cached, "{b:?}");
         assert_eq!(b.price, Amount((GRID / 100 + i) * 90 / 100), "{b:?}");
     }
+
+    // A program that holds more than the job's memory is ended by the kernel in every run,
+    // which says so (not "signal 9", which reads as a crash), and its council agrees.
+    let mut p = squares(
+        1,
+        1,
+        60_000,
+        "x=$(head -c 400000000 /dev/zero | tr '\\0' x); echo ${#x} > $GRIDWORK_OUTPUTS/result.txt",
+    );
+    p.program.image = Some(image_cid);
+    p.instructions.requirements.software = vec![CONTAINER_SOFTWARE.into()];
+    p.instructions.requirements.min_memory_mib = 64;
+    p.data = vec![image_input.clone()];
+    let job = net.submit(p).await;
+    let view = net.wait_finished(&job).await;
+    assert_eq!(view.tasks[0].phase, Phase::Settled, "{view:#?}");
+    assert_eq!(
+        view.tasks[0].ended,
+        Some(RunEnd::OutOfMemory {}),
+        "{view:#?}"
+    );
 
     // What a killed worker leaves is removed when it starts again.
     let owner = format!("grid1leftover{}", std::process::id());

@@ -97,6 +97,8 @@ impl Net {
                 max_fee: gridwork_worker::DEFAULT_MAX_FEE,
                 allow_network: false,
                 cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
+                // Unconfined (no launcher): nothing to hold, every job taken.
+                hold_memory: true,
             },
             hardware: Hardware {
                 gpus: vec![],

@@ -201,6 +201,8 @@ async fn a_worker_told_to_stop_while_its_node_is_gone_stops() {
             max_fee: gridwork_worker::DEFAULT_MAX_FEE,
             allow_network: false,
             cached_discount_pct: gridwork_worker::DEFAULT_CACHED_DISCOUNT_PCT,
+            // Unconfined (no launcher): nothing to hold, every job taken.
+            hold_memory: true,
         },
         hardware: Hardware::default(),
         stake: Amount::grid(1_000),
