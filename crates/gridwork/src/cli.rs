@@ -216,6 +216,10 @@ pub(crate) struct SandboxArgs {
     /// Confine this process and become the program (what the supervisor starts).
     #[arg(long, hide = true)]
     pub(crate) inner: bool,
+    /// Be the first process of the run's pid namespace (what the inner process starts where
+    /// the run has one), saying how the program ended on the pipe on standard input.
+    #[arg(long, hide = true, requires = "inner")]
+    pub(crate) pid_init: bool,
     /// End the run, the program and everything it started, once this file exists (how a
     /// worker stops a service's server).
     #[arg(long)]

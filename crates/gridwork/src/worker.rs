@@ -449,12 +449,35 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
     // Before anything can fail: the supervisor's pipe, kept past the moment `exec` puts
     // `/dev/null` on standard input.
     let report = gridwork_worker::supervise::SetupReport::take();
-    // Into the run's control group first: all the program starts stays in it.
-    if let Err(e) = gridwork_worker::cgroup::join(&args.cgroup) {
+    // Into the run's control group first: all the program starts stays in it (the pid
+    // namespace's first process is in it already).
+    let joined = match args.pid_init {
+        true => Ok(()),
+        false => gridwork_worker::cgroup::join(&args.cgroup),
+    };
+    if let Err(e) = joined {
         report.failed(&e.to_string());
         return Err(e.into());
     }
-    let err = confine_and_exec(&confinement(args), command, rest);
+    let c = confinement(args);
+    let err = if args.pid_init {
+        gridwork_worker::pid_init(&c, command, rest, &report)
+    } else {
+        // The first process of the run's pid namespace, where it has one: this command again,
+        // saying how the program ended (or why it could not start) on the pipe `say`.
+        let init = |say: std::os::fd::OwnedFd| {
+            let mut cmd = std::process::Command::new(
+                std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
+            );
+            let mut given = std::env::args_os().skip(1);
+            cmd.args(given.next())
+                .arg("--pid-init")
+                .args(given)
+                .stdin(std::process::Stdio::from(say));
+            cmd
+        };
+        confine_and_exec(&c, command, rest, &init, &report)
+    };
     if let Some(code) = err.program_exit_code() {
         // The job's to fix, not a failure of the sandbox.
         eprintln!("gridwork sandbox: {err}");

@@ -18,10 +18,10 @@
 //!   of whatever process calls it (a task's children too), and fails with error 304 ("OS call
 //!   failed or operation not supported") when it cannot. Both seen on an H100 (2026-11-23).
 //!   Landlock rules name inodes, not patterns, so no narrower rule reaches the threads of
-//!   processes not yet started. What stays guarded: `/proc/sys` and the like are root's to
-//!   write; another process's files under `/proc/<pid>` pass the kernel's ptrace check, and
-//!   Landlock refuses that check for any process outside the task's own domain (the worker,
-//!   other tasks).
+//!   processes not yet started. Such a run therefore has a pid namespace and a `/proc` of its
+//!   own ([`pid_init`]): the processes under it are the run's alone, so the files it may write
+//!   there are theirs (a worker's `oom_score_adj` was writable before). `/proc/sys` and the
+//!   like stay root's to write.
 //!
 //! Beyond the file system, at Landlock's sixth ABI: a task truncates only what it may write
 //! (`truncate(2)` by path needs no open for writing), opens no TCP connection and listens on
@@ -91,6 +91,9 @@ pub enum ConfineError {
     /// Landlock failed in a way other than "not supported".
     #[error("cannot apply Landlock rules: {0}")]
     Landlock(String),
+    /// The first process of the run's pid namespace could not be started or failed.
+    #[error("cannot start the run in a pid namespace of its own: {0}")]
+    PidInit(String),
     /// A root worker's task could not be made to run as `nobody`.
     #[error("cannot run the task as nobody: {0}")]
     Identity(String),
@@ -163,10 +166,14 @@ pub enum LandlockStatus {
 ///   among `c.hidden` (a worker's own `--docker-socket`), and of the sockets under whichever of
 ///   `/run`, `/tmp` and `/var/tmp` holds the work directory (and so is kept).
 ///
-/// Returns whether `/tmp` is the run's own `tmp/`. Fails (and the run goes on with the
-/// shared mounts, saying so) where the host forbids unprivileged user namespaces, or the
-/// process has threads (it has none here).
-fn own_mounts(c: &Confinement) -> Result<bool, String> {
+/// With GPUs (`c.gpu_devices`), also a pid namespace of its own, whose first process mounts
+/// a `/proc` of its own ([`pid_init`]): a task with a GPU may write files under `/proc`, and
+/// in its own only its own processes' files are there.
+///
+/// Says whether `/tmp` is the run's own `tmp/` and whether the pid namespace was made. Fails
+/// (and the run goes on with the shared mounts, saying so) where the host forbids
+/// unprivileged user namespaces, or the process has threads (it has none here).
+fn own_mounts(c: &Confinement) -> Result<Own, String> {
     use rustix::mount::{
         mount, mount_bind, mount_change, mount_remount, move_mount, open_tree, MountFlags,
         MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
@@ -202,6 +209,10 @@ fn own_mounts(c: &Confinement) -> Result<bool, String> {
     let mut flags = UnshareFlags::NEWUSER | UnshareFlags::NEWNS;
     if !c.network {
         flags |= UnshareFlags::NEWNET;
+    }
+    let pid = !c.gpu_devices.is_empty();
+    if pid {
+        flags |= UnshareFlags::NEWPID;
     }
     #[allow(deprecated)] // `unshare_unsafe` only differs for CLONE_FILES, not asked for here.
     rustix::thread::unshare(flags).map_err(|e| format!("unshare: {e}"))?;
@@ -283,7 +294,19 @@ fn own_mounts(c: &Confinement) -> Result<bool, String> {
     for shared in &replaced_tmp {
         mount_bind(&tmp, *shared).map_err(|e| format!("{}: {e}", shared.display()))?;
     }
-    Ok(replaced_tmp.contains(&Path::new("/tmp")))
+    Ok(Own {
+        tmp: replaced_tmp.contains(&Path::new("/tmp")),
+        pid,
+    })
+}
+
+/// What [`own_mounts`] gave the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Own {
+    /// `/tmp` is the run's own `tmp/`.
+    tmp: bool,
+    /// The run's processes start in a pid namespace of their own.
+    pid: bool,
 }
 
 /// The UNIX sockets beneath `dir`, at most `depth` directories down, links not followed
@@ -465,7 +488,19 @@ pub fn gpu_devices(dev: &Path) -> Vec<PathBuf> {
 }
 
 /// Confines this process and replaces it with `command args`. Returns only on failure.
-pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> ConfineError {
+///
+/// With GPUs, where the run has a pid namespace of its own, this process does not become the
+/// program: it starts `init` (given the write end of a pipe for the program's end, to pass to
+/// `gridwork sandbox-exec --pid-init-status-fd`), the namespace's first process, which mounts
+/// its `/proc`, confines itself and starts the program ([`pid_init`]); this process waits for
+/// it and ends as the program ended.
+pub fn confine_and_exec(
+    c: &Confinement,
+    command: &str,
+    args: &[String],
+    init: &dyn Fn(std::os::fd::OwnedFd) -> std::process::Command,
+    report: &crate::supervise::SetupReport,
+) -> ConfineError {
     if let Err(why) = first_to_die() {
         eprintln!(
             "gridwork sandbox: {why}: out of memory, the kernel may end the worker before the task"
@@ -478,32 +513,174 @@ pub fn confine_and_exec(c: &Confinement, command: &str, args: &[String]) -> Conf
     if let Err(why) = &own {
         eprintln!("gridwork sandbox: no namespaces of its own ({why}): /dev/shm, /tmp, the host's sockets and UDP stay shared and reachable");
     }
-    match confine(c) {
-        Ok(LandlockStatus::Enforced) => {}
-        Ok(LandlockStatus::Partial) => eprintln!("gridwork sandbox: Landlock Partial on this kernel (an older ABI): some restrictions (truncation, TCP, signals) do not apply"),
-        Ok(LandlockStatus::Unsupported) => eprintln!("gridwork sandbox: Landlock Unsupported on this kernel; running under resource limits only"),
-        Err(e) => return e,
+    let own = own.ok();
+    if own.is_some_and(|o| o.pid) {
+        return wait_for_init(c, own.is_some_and(|o| o.tmp), init, report);
     }
-    let mut program = std::process::Command::new(command);
-    program.args(args).stdin(std::process::Stdio::null());
-    if own == Ok(true) {
-        // Its own, short enough for socket paths.
-        program.env("TMPDIR", "/tmp");
+    if let Err(e) = confine_saying(c) {
+        return e;
     }
-    if c.serve {
-        let tmp = match own {
-            Ok(true) => "/tmp".to_string(),
-            _ => {
-                std::env::var("TMPDIR").unwrap_or_else(|_| c.work.join("tmp").display().to_string())
-            }
-        };
-        program.env("GRIDWORK_SOCKET", format!("{tmp}/{SERVICE_SOCKET}"));
-    }
-    let source = program.exec();
+    let source = program_command(c, command, args, own.is_some_and(|o| o.tmp)).exec();
     ConfineError::Exec {
         command: command.to_string(),
         source,
     }
+}
+
+/// [`confine`], saying on standard error what of Landlock does not hold here.
+fn confine_saying(c: &Confinement) -> Result<(), ConfineError> {
+    match confine(c)? {
+        LandlockStatus::Enforced => {}
+        LandlockStatus::Partial => eprintln!("gridwork sandbox: Landlock Partial on this kernel (an older ABI): some restrictions (truncation, TCP, signals) do not apply"),
+        LandlockStatus::Unsupported => eprintln!("gridwork sandbox: Landlock Unsupported on this kernel; running under resource limits only"),
+    }
+    Ok(())
+}
+
+/// The program's command: standard input `/dev/null`; `TMPDIR` its own `/tmp` where it has
+/// one (short enough for socket paths); a server's `GRIDWORK_SOCKET`.
+fn program_command(
+    c: &Confinement,
+    command: &str,
+    args: &[String],
+    own_tmp: bool,
+) -> std::process::Command {
+    let mut program = std::process::Command::new(command);
+    program.args(args).stdin(std::process::Stdio::null());
+    set_program_env(&mut program, c, own_tmp);
+    program
+}
+
+fn set_program_env(cmd: &mut std::process::Command, c: &Confinement, own_tmp: bool) {
+    if own_tmp {
+        cmd.env("TMPDIR", "/tmp");
+    }
+    if c.serve {
+        let tmp = match own_tmp {
+            true => "/tmp".to_string(),
+            false => {
+                std::env::var("TMPDIR").unwrap_or_else(|_| c.work.join("tmp").display().to_string())
+            }
+        };
+        cmd.env("GRIDWORK_SOCKET", format!("{tmp}/{SERVICE_SOCKET}"));
+    }
+}
+
+/// Starts the pid namespace's first process (`init`, with `CAP_SYS_ADMIN` in the run's user
+/// namespace for its mount of `/proc` alone), waits for it, and ends as the program did (as
+/// `init` says on the pipe it gets as its standard input; as `init` itself ended where it
+/// said nothing: it could not start the program). Returns `init`'s failure to set up.
+fn wait_for_init(
+    c: &Confinement,
+    own_tmp: bool,
+    init: &dyn Fn(std::os::fd::OwnedFd) -> std::process::Command,
+    report: &crate::supervise::SetupReport,
+) -> ConfineError {
+    use crate::supervise::{Exit, RunStatus};
+    use rustix::thread::CapabilitySet;
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| ConfineError::PidInit(format!("{what}: {e}"));
+    // Made in the user namespace, this process holds every capability in it; the one `init`
+    // needs goes on across its `exec` as an ambient capability.
+    let raised = rustix::thread::capabilities(None).and_then(|mut sets| {
+        sets.inheritable |= CapabilitySet::SYS_ADMIN;
+        rustix::thread::set_capabilities(None, sets)?;
+        rustix::thread::configure_capability_in_ambient_set(CapabilitySet::SYS_ADMIN, true)
+    });
+    if let Err(e) = raised {
+        return fail("raising CAP_SYS_ADMIN for init", &e);
+    }
+    let (said, say) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+        Ok(ends) => ends,
+        Err(e) => return fail("making init's pipe", &e),
+    };
+    let mut cmd = init(say);
+    set_program_env(&mut cmd, c, own_tmp);
+    let child = cmd.spawn();
+    // Not this process's to keep: it only waits.
+    let _ = rustix::thread::clear_ambient_capability_set();
+    // The write end lives only in `init` now, so the pipe ends with it.
+    drop(cmd);
+    let status = match child.and_then(|mut child| child.wait()) {
+        Ok(status) => status,
+        Err(e) => return fail("running init", &e),
+    };
+    let mut line = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(said), &mut line);
+    let exit = match RunStatus::from_line(&line) {
+        Some(RunStatus::Ended(exit)) => exit,
+        _ if !line.trim().is_empty() => return ConfineError::PidInit(line.trim().to_string()),
+        _ => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::Code(code),
+                (None, Some(signal)) => Exit::Signal(signal),
+                (None, None) => Exit::Code(125),
+            }
+        }
+    };
+    // To the supervisor as well: this process cannot always end by the program's signal.
+    report.ended(exit);
+    crate::supervise::exit_as(exit)
+}
+
+/// The first process of a run's pid namespace (`gridwork sandbox-exec --pid-init`): mounts
+/// the namespace's own `/proc` (so the files a task with a GPU may write there are its own
+/// processes' alone), gives up every capability, confines itself, starts the program and
+/// reaps every process of the namespace (orphans come to it) until the program ends; then it
+/// says how on `report` and exits, which ends every process left in the namespace. Returns
+/// only on failure, before the program started.
+pub fn pid_init(
+    c: &Confinement,
+    command: &str,
+    args: &[String],
+    report: &crate::supervise::SetupReport,
+) -> ConfineError {
+    use rustix::mount::{mount, MountFlags};
+    use rustix::thread::{CapabilitySet, CapabilitySets};
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if let Err(e) = mount("proc", "/proc", "proc", flags, c"") {
+        eprintln!("gridwork sandbox: cannot mount a /proc of the run's own ({e}): the host's stays, whose files of this user's other processes a task with a GPU may write");
+    }
+    let dropped = rustix::thread::clear_ambient_capability_set().and_then(|()| {
+        rustix::thread::set_capabilities(
+            None,
+            CapabilitySets {
+                effective: CapabilitySet::empty(),
+                permitted: CapabilitySet::empty(),
+                inheritable: CapabilitySet::empty(),
+            },
+        )
+    });
+    if let Err(e) = dropped {
+        return ConfineError::PidInit(format!("giving up capabilities: {e}"));
+    }
+    if let Err(e) = confine_saying(c) {
+        return e;
+    }
+    let mut program = std::process::Command::new(command);
+    program.args(args).stdin(std::process::Stdio::null());
+    let child = match program.spawn() {
+        Ok(child) => child,
+        Err(source) => {
+            return ConfineError::Exec {
+                command: command.to_string(),
+                source,
+            }
+        }
+    };
+    let program = rustix::process::Pid::from_raw(child.id() as i32);
+    let exit = loop {
+        match rustix::process::wait(rustix::process::WaitOptions::empty()) {
+            Ok(Some((pid, status))) if Some(pid) == program => {
+                break crate::supervise::exit_of(status)
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return ConfineError::PidInit(format!("waiting for the program: {e}")),
+        }
+    };
+    report.ended(exit);
+    std::process::exit(0)
 }
 
 /// What of the sandbox holds on this machine, found by confining a process exactly as a

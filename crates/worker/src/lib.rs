@@ -24,8 +24,8 @@ pub mod supervise;
 
 pub use agent::{Behavior, CacheLimit, P2pConfig, Worker, WorkerConfig, WorkerError};
 pub use confine::{
-    confine, confine_and_exec, gpu_devices, readable_roots, unsearchable_for_tasks, ConfineError,
-    Confinement, LandlockStatus, SandboxCheck, SERVICE_SOCKET,
+    confine, confine_and_exec, gpu_devices, pid_init, readable_roots, unsearchable_for_tasks,
+    ConfineError, Confinement, LandlockStatus, SandboxCheck, SERVICE_SOCKET,
 };
 pub use metrics::{serve_metrics, GpuSample, WorkerMetrics};
 pub use policy::{Decision, PricingPolicy, DEFAULT_CACHED_DISCOUNT_PCT, DEFAULT_MAX_FEE};

@@ -213,7 +213,8 @@ mod tests {
             memory_mib: 16_000,
             ..Hardware::default()
         };
-        let held = job(10, 1_024);
+        let mut held = job(10, 0);
+        held.instructions.requirements.min_memory_mib = 1_024;
         assert!(
             matches!(policy.decide(&held, &hw, 0, false), Decision::Decline(r) if r.contains("1024 MiB") && r.contains("control group")),
             "{:?}",

@@ -118,6 +118,19 @@ impl SetupReport {
         )
     }
 
+    /// Says how the program ended, where this process waited for it rather than become it
+    /// (a run in a pid namespace of its own): the supervisor reads it as the program's end.
+    pub(crate) fn ended(&self, exit: Exit) {
+        self.said(&RunStatus::Ended(exit).to_line());
+    }
+
+    /// Writes `line` as it is.
+    fn said(&self, line: &str) {
+        if let Some(fd) = &self.0 {
+            let _ = rustix::io::write(fd, line.as_bytes());
+        }
+    }
+
     /// Says why the sandbox could not be set up (the program did not run).
     pub fn failed(&self, why: &str) {
         if let Some(fd) = &self.0 {
@@ -174,9 +187,16 @@ pub fn supervise(
     end_descendants(me);
     let mut why = String::new();
     let _ = std::io::Read::read_to_string(&mut std::fs::File::from(reports), &mut why);
-    Ok(match why.trim() {
-        "" => RunStatus::Ended(exit),
-        why => RunStatus::SetupFailed(why.to_string()),
+    Ok(match (why.trim(), exit) {
+        ("", _) => RunStatus::Ended(exit),
+        // Where the run has a pid namespace, the inner process waits for the program rather
+        // than become it, and says how it ended here (its own end cannot always carry it: a
+        // signal that process ignores).
+        (why, exit) => match RunStatus::from_line(why) {
+            Some(RunStatus::Ended(_)) if exit == Exit::Deadline => RunStatus::Ended(exit),
+            Some(RunStatus::Ended(told)) => RunStatus::Ended(told),
+            _ => RunStatus::SetupFailed(why.to_string()),
+        },
     })
 }
 
@@ -193,7 +213,7 @@ fn reap(program: Option<Pid>) -> Option<Exit> {
     ended
 }
 
-fn exit_of(status: WaitStatus) -> Exit {
+pub(crate) fn exit_of(status: WaitStatus) -> Exit {
     match (status.exit_status(), status.terminating_signal()) {
         (Some(code), _) => Exit::Code(code),
         (None, Some(signal)) => Exit::Signal(signal),

@@ -86,6 +86,71 @@ fn task_programs_with_gpus_may_write_their_devices_and_thread_names_and_all_use_
     }
 }
 
+/// With a GPU a task may write files under `/proc` (CUDA names its threads there), and used
+/// to reach those of every process of its user there: the worker's `oom_score_adj` among
+/// them, to make it the kernel's first choice out of memory. The run now has a pid namespace
+/// and a `/proc` of its own: the task writes its own threads' names and sees, and writes,
+/// nothing of other processes; the program's end still reads as it was (its code, or the
+/// signal that ended it).
+#[test]
+fn a_task_with_a_gpu_writes_under_proc_for_its_own_processes_alone() {
+    // As a worker not run as root: the task and the process it goes after are one user
+    // (a root worker's tasks run as nobody, and could not write root's processes' files).
+    let as_user = |program: &str| {
+        let mut cmd = match runs_as_root() {
+            true => {
+                let mut cmd = Command::new("setpriv");
+                cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+                cmd
+            }
+            false => Command::new(program),
+        };
+        cmd.stdin(std::process::Stdio::null());
+        cmd
+    };
+    let mut victim = as_user("sleep").arg("300").spawn().unwrap();
+    let pid = victim.id();
+    let adj = format!("/proc/{pid}/oom_score_adj");
+    let before = std::fs::read_to_string(&adj).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = format!(
+        "echo 1000 > /proc/{pid}/oom_score_adj && echo wrote-other; \
+         ls /proc | grep -qx {pid} && echo sees-other; \
+         echo mine > /proc/self/task/$$/comm && echo comm-ok; kill -TERM $$"
+    );
+    let status_file = dir.path().join("status");
+    let out = as_user(BIN)
+        .args(["sandbox-exec", "--gpu-device", "/dev/zero", "--work"])
+        .arg(dir.path().join("run"))
+        .arg("--status-file")
+        .arg(&status_file)
+        .args(["--", "bash", "-c", &script])
+        .output();
+    let after = std::fs::read_to_string(&adj);
+    let _ = victim.kill();
+    let _ = victim.wait();
+    let out = out.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    if stderr.contains("no namespaces of its own") {
+        eprintln!("skipped: no user namespaces here ({stderr})");
+        return;
+    }
+    assert!(stdout.contains("comm-ok"), "{stdout} {stderr}");
+    assert!(!stdout.contains("wrote-other"), "{stdout} {stderr}");
+    assert!(!stdout.contains("sees-other"), "{stdout} {stderr}");
+    assert_eq!(after.unwrap(), before, "the other process's oom_score_adj");
+    assert_eq!(
+        std::fs::read_to_string(&status_file).unwrap(),
+        "signal 15\n",
+        "{stderr}"
+    );
+}
+
 #[test]
 fn task_programs_cannot_read_the_workers_home_or_other_tasks_beside_their_own() {
     // The layout of a worker: its home with keys, its work directory with two tasks, one of
