@@ -110,9 +110,12 @@ pub enum ConfineError {
 impl ConfineError {
     /// The exit code a shell gives a program it cannot execute, where this is the program's
     /// failure (the job's to fix) rather than the sandbox's: 127 when it is not there, 126
-    /// when it is not executable, not an executable format, or its arguments are too long.
-    /// `None` for every failure of the sandbox itself (a limit, Landlock, the host out of
-    /// memory or processes).
+    /// for every other reason its file gives (not executable, not an executable format, an
+    /// interpreter that is not one: `EIO`, `ELIBBAD`, `EINVAL`..., arguments too long). `None`
+    /// for every failure of the sandbox itself (a limit, Landlock, the host out of memory,
+    /// processes or open files): a requester's binary must not make its own failure read as
+    /// the worker's, which commits nothing and is dropped (found by a review: an ELF whose
+    /// interpreter was a text file failed with `EIO`, read as the sandbox's).
     pub fn program_exit_code(&self) -> Option<i32> {
         let ConfineError::Exec { source, .. } = self else {
             return None;
@@ -125,11 +128,9 @@ impl ConfineError {
             .map(rustix::io::Errno::from_raw_os_error);
         use rustix::io::Errno;
         match errno {
-            Some(Errno::ACCESS | Errno::PERM | Errno::NOEXEC | Errno::TOOBIG | Errno::ISDIR) => {
-                Some(126)
-            }
             Some(Errno::NOTDIR | Errno::LOOP | Errno::NAMETOOLONG) => Some(127),
-            _ => None,
+            Some(Errno::AGAIN | Errno::NFILE | Errno::MFILE | Errno::NOMEM) | None => None,
+            Some(_) => Some(126),
         }
     }
 }
@@ -607,7 +608,12 @@ fn wait_for_init(
     };
     let mut line = String::new();
     let _ = std::io::Read::read_to_string(&mut std::fs::File::from(said), &mut line);
-    let exit = match RunStatus::from_line(&line) {
+    // Exactly one line, as `init` writes it.
+    let told = line
+        .strip_suffix('\n')
+        .filter(|l| !l.contains('\n'))
+        .and_then(RunStatus::from_line);
+    let exit = match told {
         Some(RunStatus::Ended(exit)) => exit,
         _ if !line.trim().is_empty() => return ConfineError::PidInit(line.trim().to_string()),
         _ => {
@@ -654,6 +660,16 @@ pub fn pid_init(
     });
     if let Err(e) = dropped {
         return ConfineError::PidInit(format!("giving up capabilities: {e}"));
+    }
+    // The program runs as this process's user, in its Landlock domain: where this process is
+    // dumpable, the program could open its pipe through `/proc/1/fd` (or write its memory)
+    // and say how the run ended for it (a review made a finished run read as a failed setup,
+    // which its worker commits nothing for). Not dumpable, `/proc/1` is root's, and the
+    // program has no capability to pass that.
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        return ConfineError::PidInit(format!("making init not dumpable: {e}"));
     }
     if let Err(e) = confine_saying(c) {
         return e;

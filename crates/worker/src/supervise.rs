@@ -121,7 +121,7 @@ impl SetupReport {
     /// Says how the program ended, where this process waited for it rather than become it
     /// (a run in a pid namespace of its own): the supervisor reads it as the program's end.
     pub(crate) fn ended(&self, exit: Exit) {
-        self.said(&RunStatus::Ended(exit).to_line());
+        self.said(&(RunStatus::Ended(exit).to_line() + "\n"));
     }
 
     /// Writes `line` as it is.

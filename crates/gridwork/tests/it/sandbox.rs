@@ -115,9 +115,13 @@ fn a_task_with_a_gpu_writes_under_proc_for_its_own_processes_alone() {
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // And `PipeForger` (found by a review): the run's first process holds the pipe on which
+    // it says how the program ended; the program, its user, tries every descriptor of it to
+    // say it ended well (or to garble the line into a setup failure).
     let script = format!(
         "echo 1000 > /proc/{pid}/oom_score_adj && echo wrote-other; \
          ls /proc | grep -qx {pid} && echo sees-other; \
+         for fd in /proc/1/fd/*; do printf 'exit 0\\nx' > $fd && echo forged; done 2>/dev/null; \
          echo mine > /proc/self/task/$$/comm && echo comm-ok; kill -TERM $$"
     );
     let status_file = dir.path().join("status");
@@ -143,6 +147,7 @@ fn a_task_with_a_gpu_writes_under_proc_for_its_own_processes_alone() {
     assert!(stdout.contains("comm-ok"), "{stdout} {stderr}");
     assert!(!stdout.contains("wrote-other"), "{stdout} {stderr}");
     assert!(!stdout.contains("sees-other"), "{stdout} {stderr}");
+    assert!(!stdout.contains("forged"), "{stdout} {stderr}");
     assert_eq!(after.unwrap(), before, "the other process's oom_score_adj");
     assert_eq!(
         std::fs::read_to_string(&status_file).unwrap(),
@@ -211,6 +216,57 @@ fn sandbox_exec_of_a_missing_program_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot execute `/no/such/program`"));
+}
+
+/// `BadInterpreter` (found by a review): a requester's binary whose interpreter is not one
+/// (here `true` with its dynamic loader's path pointed at a text file) fails to execute with
+/// `EIO`, which read as the sandbox's own failure (exit 125, "setup"), so every worker
+/// committed nothing and was dropped. It is the program's failure: 126, as a shell says, with
+/// or without a pid namespace (a GPU).
+#[test]
+fn a_program_whose_interpreter_is_no_interpreter_fails_as_the_programs_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut elf = std::fs::read("/bin/true").unwrap();
+    let loaders: [&[u8]; 2] = [
+        b"/lib64/ld-linux-x86-64.so.2",
+        b"/lib/ld-linux-aarch64.so.1",
+    ];
+    let Some((at, len)) = loaders.iter().find_map(|l| {
+        elf.windows(l.len())
+            .position(|w| w == *l)
+            .map(|at| (at, l.len()))
+    }) else {
+        eprintln!("skipped: no known dynamic loader named in /bin/true");
+        return;
+    };
+    let text = b"/etc/hostname";
+    elf[at..at + len].fill(0);
+    elf[at..at + text.len()].copy_from_slice(text);
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, &elf).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for gpu in [&[][..], &["--gpu-device", "/dev/zero"][..]] {
+        let status = dir.path().join("status");
+        let out = Command::new(BIN)
+            .arg("sandbox-exec")
+            .args(gpu)
+            .arg("--work")
+            .arg(dir.path())
+            .arg("--status-file")
+            .arg(&status)
+            .arg("--")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(126), "{gpu:?}: {stderr}");
+        assert_eq!(
+            std::fs::read_to_string(&status).unwrap(),
+            "exit 126\n",
+            "{gpu:?}: {stderr}"
+        );
+    }
 }
 
 /// Runs `script` under `sandbox-exec` with `work` as its work directory; its output, and
