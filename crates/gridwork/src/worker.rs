@@ -379,6 +379,7 @@ fn confinement(args: &SandboxArgs) -> Confinement {
         hidden: args.hide.clone(),
         network: args.network,
         serve: args.serve,
+        cgroups: args.cgroup.clone(),
     }
 }
 
@@ -449,16 +450,6 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
     // Before anything can fail: the supervisor's pipe, kept past the moment `exec` puts
     // `/dev/null` on standard input.
     let report = gridwork_worker::supervise::SetupReport::take();
-    // Into the run's control group first: all the program starts stays in it (the pid
-    // namespace's first process is in it already).
-    let joined = match args.pid_init {
-        true => Ok(()),
-        false => gridwork_worker::cgroup::join(&args.cgroup),
-    };
-    if let Err(e) = joined {
-        report.failed(&e.to_string());
-        return Err(e.into());
-    }
     let c = confinement(args);
     let err = if args.pid_init {
         gridwork_worker::pid_init(&c, command, rest, &report)

@@ -74,6 +74,9 @@ pub struct Confinement {
     /// It is a service's server: it answers HTTP on the UNIX socket `GRIDWORK_SOCKET` names,
     /// `http.sock` in its `TMPDIR` (the run's `tmp/`), where the worker reaches it.
     pub serve: bool,
+    /// The run's control group (a directory in each hierarchy, `crate::cgroup`), which the
+    /// program starts in; none: the sandbox's own.
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Why confinement failed (the program was not started).
@@ -94,6 +97,9 @@ pub enum ConfineError {
     /// The first process of the run's pid namespace could not be started or failed.
     #[error("cannot start the run in a pid namespace of its own: {0}")]
     PidInit(String),
+    /// The run's control group could not be opened or entered.
+    #[error("{0}")]
+    Cgroup(String),
     /// A root worker's task could not be made to run as `nobody`.
     #[error("cannot run the task as nobody: {0}")]
     Identity(String),
@@ -507,6 +513,11 @@ pub fn confine_and_exec(
             "gridwork sandbox: {why}: out of memory, the kernel may end the worker before the task"
         );
     }
+    // Opened while this process may write it; entered just before the program starts.
+    let entry = match crate::cgroup::Entry::open(&c.cgroups) {
+        Ok(entry) => entry,
+        Err(e) => return ConfineError::Cgroup(e.to_string()),
+    };
     if let Err(why) = drop_root(c) {
         return ConfineError::Identity(why);
     }
@@ -516,7 +527,10 @@ pub fn confine_and_exec(
     }
     let own = own.ok();
     if own.is_some_and(|o| o.pid) {
-        return wait_for_init(c, own.is_some_and(|o| o.tmp), init, report);
+        return wait_for_init(c, own.is_some_and(|o| o.tmp), init, report, &entry);
+    }
+    if let Err(e) = entry.admit(std::process::id()) {
+        return ConfineError::Cgroup(e.to_string());
     }
     if let Err(e) = confine_saying(c) {
         return e;
@@ -568,14 +582,16 @@ fn set_program_env(cmd: &mut std::process::Command, c: &Confinement, own_tmp: bo
 }
 
 /// Starts the pid namespace's first process (`init`, with `CAP_SYS_ADMIN` in the run's user
-/// namespace for its mount of `/proc` alone), waits for it, and ends as the program did (as
-/// `init` says on the pipe it gets as its standard input; as `init` itself ended where it
-/// said nothing: it could not start the program). Returns `init`'s failure to set up.
+/// namespace for its mount of `/proc` alone), moves it into the run's control group
+/// (`entry`) and tells it to go on, waits for it, and ends as the program did (as `init` says
+/// on the socket it gets as its standard input; as `init` itself ended where it said
+/// nothing: it could not start the program). Returns `init`'s failure to set up.
 fn wait_for_init(
     c: &Confinement,
     own_tmp: bool,
     init: &dyn Fn(std::os::fd::OwnedFd) -> std::process::Command,
     report: &crate::supervise::SetupReport,
+    entry: &crate::cgroup::Entry,
 ) -> ConfineError {
     use crate::supervise::{Exit, RunStatus};
     use rustix::thread::CapabilitySet;
@@ -591,23 +607,44 @@ fn wait_for_init(
     if let Err(e) = raised {
         return fail("raising CAP_SYS_ADMIN for init", &e);
     }
-    let (said, say) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+    // Both ways: "go" to `init` once it is in the run's group, how the program ended back.
+    let (said, say) = match std::os::unix::net::UnixStream::pair() {
         Ok(ends) => ends,
-        Err(e) => return fail("making init's pipe", &e),
+        Err(e) => return fail("making init's socket", &e),
     };
-    let mut cmd = init(say);
+    let mut cmd = init(std::os::fd::OwnedFd::from(say));
     set_program_env(&mut cmd, c, own_tmp);
     let child = cmd.spawn();
     // Not this process's to keep: it only waits.
     let _ = rustix::thread::clear_ambient_capability_set();
     // The write end lives only in `init` now, so the pipe ends with it.
     drop(cmd);
-    let status = match child.and_then(|mut child| child.wait()) {
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => return fail("starting init", &e),
+    };
+    let mut said = said;
+    // Once `init` has started (what its start pages in is the worker's, not the run's: the
+    // program alone is what the job's memory holds), into the group, then on.
+    let mut ready = [0; READY.len()];
+    let entered = std::io::Read::read_exact(&mut said, &mut ready)
+        .and_then(|()| match &ready == READY {
+            true => Ok(()),
+            false => Err(std::io::Error::other("init said something else than ready")),
+        })
+        .and_then(|()| entry.admit(child.id()))
+        .and_then(|()| std::io::Write::write_all(&mut said, GO));
+    if let Err(e) = entered {
+        let _ = child.kill();
+        let _ = child.wait();
+        return ConfineError::Cgroup(e.to_string());
+    }
+    let status = match child.wait() {
         Ok(status) => status,
         Err(e) => return fail("running init", &e),
     };
     let mut line = String::new();
-    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(said), &mut line);
+    let _ = std::io::Read::read_to_string(&mut said, &mut line);
     // Exactly one line, as `init` writes it.
     let told = line
         .strip_suffix('\n')
@@ -629,6 +666,12 @@ fn wait_for_init(
     report.ended(exit);
     crate::supervise::exit_as(exit)
 }
+
+/// What `init` says once it has started, waiting to be put in the run's control group.
+const READY: &[u8; 6] = b"ready\n";
+
+/// What the inner process sends `init` once it is in the run's control group.
+const GO: &[u8] = b"go\n";
 
 /// The first process of a run's pid namespace (`gridwork sandbox-exec --pid-init`): mounts
 /// the namespace's own `/proc` (so the files a task with a GPU may write there are its own
@@ -670,6 +713,13 @@ pub fn pid_init(
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
     {
         return ConfineError::PidInit(format!("making init not dumpable: {e}"));
+    }
+    // In the run's control group from here: what `init` holds already is the worker's.
+    report.said(READY);
+    if !report.wait_for(GO) {
+        return ConfineError::PidInit(
+            "the inner process did not put init in the run's group".into(),
+        );
     }
     if let Err(e) = confine_saying(c) {
         return e;

@@ -108,8 +108,13 @@ impl SetupReport {
         use std::os::fd::AsFd;
         let stdin = std::io::stdin();
         let fd = stdin.as_fd();
+        // A pipe from the supervisor; a socket from the inner process, to its pid namespace's
+        // first process.
         let is_pipe = rustix::fs::fstat(fd).is_ok_and(|s| {
-            rustix::fs::FileType::from_raw_mode(s.st_mode) == rustix::fs::FileType::Fifo
+            matches!(
+                rustix::fs::FileType::from_raw_mode(s.st_mode),
+                rustix::fs::FileType::Fifo | rustix::fs::FileType::Socket
+            )
         });
         SetupReport(
             is_pipe
@@ -121,13 +126,31 @@ impl SetupReport {
     /// Says how the program ended, where this process waited for it rather than become it
     /// (a run in a pid namespace of its own): the supervisor reads it as the program's end.
     pub(crate) fn ended(&self, exit: Exit) {
-        self.said(&(RunStatus::Ended(exit).to_line() + "\n"));
+        self.said((RunStatus::Ended(exit).to_line() + "\n").as_bytes());
     }
 
-    /// Writes `line` as it is.
-    fn said(&self, line: &str) {
+    /// Waits for `word` from the other end (the first process of a run's pid namespace waits
+    /// so until the inner process put it in the run's control group); false if it does not
+    /// come.
+    pub(crate) fn wait_for(&self, word: &[u8]) -> bool {
+        let Some(fd) = &self.0 else {
+            return false;
+        };
+        let mut got = vec![0; word.len()];
+        let mut have = 0;
+        while have < got.len() {
+            match rustix::io::read(fd, &mut got[have..]) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => have += n,
+            }
+        }
+        got == word
+    }
+
+    /// Writes `bytes` as they are.
+    pub(crate) fn said(&self, bytes: &[u8]) {
         if let Some(fd) = &self.0 {
-            let _ = rustix::io::write(fd, line.as_bytes());
+            let _ = rustix::io::write(fd, bytes);
         }
     }
 
