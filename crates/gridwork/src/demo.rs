@@ -76,7 +76,9 @@ pub(crate) fn worker_config(
     behavior: Behavior,
     hardware: &gridwork_types::Hardware,
 ) -> WorkerConfig {
-    let cgroups = gridwork_worker::cgroup::Cgroups::find();
+    let cgroups = gridwork_worker::cgroup::Cgroups::find(
+        &base.join(format!("worker{i}")).display().to_string(),
+    );
     WorkerConfig {
         owner: None,
         key: dev_keypair(i),

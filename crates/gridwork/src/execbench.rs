@@ -62,7 +62,7 @@ pub(crate) fn bench_executors(
         gpu_devices: Vec::new(),
         hidden: Vec::new(),
         // As a worker makes them: each run in a control group of its own.
-        cgroups: gridwork_worker::cgroup::Cgroups::find(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find("gridwork bench executors"),
     };
     let deadline = Duration::from_secs(60);
     let mut process = Vec::new();

@@ -142,7 +142,7 @@ pub(crate) fn worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<()> {
         max_file_mib: Some(args.max_file_mib),
         gpu_devices: gpu_devices(Path::new("/dev")),
         hidden,
-        cgroups: gridwork_worker::cgroup::Cgroups::find(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find(&work_dir.display().to_string()),
     };
     let hold_memory = launcher.cgroups.is_ok();
     let sandbox = check_sandbox(&launcher, &work_dir);
@@ -315,7 +315,7 @@ pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::
         max_file_mib: None,
         gpu_devices: gpu_devices(Path::new("/dev")),
         hidden: Vec::new(),
-        cgroups: gridwork_worker::cgroup::Cgroups::find(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find("gridwork probe"),
     };
     let sandbox = launcher
         .check(&std::env::temp_dir().join(format!("gridwork-probe-{}", std::process::id())));

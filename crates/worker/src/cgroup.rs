@@ -7,13 +7,17 @@
 //! cgroup v1 hierarchy it can write (memory, and cpu and pids where mounted), or beneath its
 //! own group in the unified (v2) hierarchy, moving itself into a leaf `gridwork-worker` first
 //! where it must (v2 lets a group that holds processes hand no controller to its children).
-//! For each run it makes `gridwork-run-<pid>-<n>` with the run's limits ([`Cgroups::create`]);
-//! `sandbox-exec --cgroup` puts the run's process into it ([`join`]) before it confines
-//! itself, so the program and everything it starts are held to them and cannot leave: the
-//! group's files are root's (a root worker's tasks run as `nobody`) or out of the task's
-//! Landlock reach. After the run the worker asks whether the kernel's OOM killer ended one
-//! of its processes ([`RunCgroup::out_of_memory`]; the run then ends as
-//! `RunEnd::OutOfMemory`) and removes the group, killing anything left in it.
+//! For each run it makes `gridwork-run-<worker tag>-<pid>-<n>` with the run's limits
+//! ([`Cgroups::create`]); `sandbox-exec --cgroup` opens it while it may still write it and
+//! puts the program into it just before it starts ([`Entry`]: the sandbox's own processes
+//! stay out, charged to the worker), so the program and everything it starts are held to
+//! the limits and cannot leave: the group's files are root's (a root worker's tasks run as
+//! `nobody`) or out of the task's Landlock reach. After the run the worker asks whether the
+//! kernel's OOM killer ended one of its processes, and for whose memory
+//! ([`RunCgroup::oom_kill`]: the run's own limit makes it `RunEnd::OutOfMemory`, the
+//! machine's a failure of the worker's), and removes the group, killing anything left in it
+//! (on a thread of its own where that takes more than a moment). A worker clears at start
+//! the groups an earlier process of itself left, and no other worker's.
 //!
 //! Where no group can be made (a worker that is not root and has no delegated group of its
 //! own), the worker says so at start and in `gridwork probe` ([`Unavailable`]), runs process
@@ -29,6 +33,10 @@ pub const PIDS_LIMIT: u64 = 4096;
 
 /// The CPU time a run's CPUs are counted in, in microseconds (the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
+
+/// How close (bytes) to its v1 limit a group's high-water mark must come for the limit to
+/// count as reached: the kernel charges in batches of 64 pages.
+const WITHIN_LIMIT: u64 = 256 << 10;
 
 /// The name of the leaf a v2 worker moves itself into.
 const WORKER_LEAF: &str = "gridwork-worker";
@@ -59,6 +67,9 @@ impl RunLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroups {
     layout: Layout,
+    /// Whose groups these are: a short digest of the worker's own name (its work directory),
+    /// in each group's name, so a worker clears only what an earlier run of itself left.
+    tag: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,9 +142,14 @@ fn cgroup_error(dir: &Path, what: impl Into<String>) -> impl FnOnce(std::io::Err
 static RUNS: AtomicU64 = AtomicU64::new(0);
 
 impl Cgroups {
-    /// Where this process may make control groups for its runs, cleared of groups left by
-    /// workers that are gone; on cgroup v2 this process may move into a leaf of its group.
-    pub fn find() -> Result<Cgroups, Unavailable> {
+    /// Where this process may make control groups for the runs of worker `owner` (its work
+    /// directory: one worker process uses it at a time), cleared of the groups an earlier
+    /// process of that worker left (one killed mid-run); on cgroup v2 this process may move
+    /// into a leaf of its group. Other workers' groups are never touched: a hierarchy may be
+    /// shared with workers in other pid namespaces, whose process ids mean nothing here
+    /// (a review found a worker could clear a live one's groups that way).
+    pub fn find(owner: &str) -> Result<Cgroups, Unavailable> {
+        let tag = gridwork_types::Hash::of(owner.as_bytes()).to_string()[..12].to_string();
         let read = |path: &'static str| {
             std::fs::read_to_string(path).map_err(|e| Unavailable::Proc {
                 path,
@@ -155,12 +171,14 @@ impl Cgroups {
                         cpu: cpu.filter(|d| writable(d).is_ok()),
                         pids: pids.filter(|d| writable(d).is_ok()),
                     },
+                    tag,
                 }
             }
             Located {
                 unified: Some(own), ..
             } => Cgroups {
                 layout: unified_base(&own)?,
+                tag,
             },
             Located { .. } => {
                 return Err(Unavailable::NoMemoryController {
@@ -175,7 +193,8 @@ impl Cgroups {
     /// Makes a group for one run, held to `limits` and [`PIDS_LIMIT`] processes.
     pub fn create(&self, limits: RunLimits) -> Result<RunCgroup, CgroupError> {
         let name = format!(
-            "{RUN_PREFIX}{}-{}",
+            "{RUN_PREFIX}{}-{}-{}",
+            self.tag,
             std::process::id(),
             RUNS.fetch_add(1, Ordering::Relaxed)
         );
@@ -186,6 +205,7 @@ impl Cgroups {
         let mut run = RunCgroup {
             dirs: Vec::new(),
             memory_events: PathBuf::new(),
+            limit_reached: Vec::new(),
         };
         let mut make = |dir: PathBuf| -> Result<PathBuf, CgroupError> {
             std::fs::create_dir(&dir).map_err(cgroup_error(&dir, "making it"))?;
@@ -207,6 +227,16 @@ impl Cgroups {
                     }
                 }
                 run.memory_events = dir.join("memory.oom_control");
+                run.limit_reached = ["memory", "memory.memsw"]
+                    .map(|m| {
+                        (
+                            dir.join(format!("{m}.max_usage_in_bytes")),
+                            dir.join(format!("{m}.limit_in_bytes")),
+                        )
+                    })
+                    .into_iter()
+                    .filter(|(most, _)| most.exists())
+                    .collect();
                 if let Some(cpu) = cpu {
                     let dir = make(cpu.join(&name))?;
                     if let Some(quota) = cpu_quota {
@@ -268,24 +298,21 @@ impl Cgroups {
         }
     }
 
-    /// Removes the groups of runs whose worker process is gone (a worker killed mid-run),
-    /// ending what is left in them.
+    /// Removes the groups an earlier process of this worker left (its tag, another process
+    /// id), ending what is left in them.
     fn clear_leftovers(&self) {
+        let mine = format!("{RUN_PREFIX}{}-", self.tag);
+        let now = format!("{mine}{}-", std::process::id());
         for base in self.bases() {
             let Ok(entries) = std::fs::read_dir(base) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let Some(owner) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(RUN_PREFIX))
-                    .and_then(|rest| rest.split_once('-'))
-                    .and_then(|(pid, _)| pid.parse::<u32>().ok())
-                else {
+                let Some(name) = name.to_str() else {
                     continue;
                 };
-                if !Path::new(&format!("/proc/{owner}")).exists() {
+                if name.starts_with(&mine) && !name.starts_with(&now) {
                     remove_group(&entry.path());
                 }
             }
@@ -427,6 +454,26 @@ pub struct RunCgroup {
     dirs: Vec<PathBuf>,
     /// `memory.events` (v2) or `memory.oom_control` (v1): both count `oom_kill`.
     memory_events: PathBuf,
+    /// What says the run's own limit was reached on v1: the high-water marks beside their
+    /// limits (`memory.max_usage_in_bytes` and `memory.limit_in_bytes`, and the same for
+    /// memory and swap, whose limit is met first where swap is accounted; v1's `failcnt`
+    /// stays 0 on some kernels). Empty on v2, whose `memory.events` counts it (`oom`).
+    limit_reached: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Whether, and why, the kernel's OOM killer ended a process of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomKill {
+    /// It did not.
+    None,
+    /// For the run's own memory, past the job's `min_memory_mib`: the program's doing, the
+    /// same on every worker.
+    OwnLimit,
+    /// With the run's own limit not reached: the machine (or the worker's own group) ran out
+    /// of memory, and the run's processes, which the kernel ends first, went. The worker's
+    /// failure, not the program's: a requester's large job on the same worker must not make
+    /// another job's run read as out of memory there alone (found by a review).
+    Host,
 }
 
 impl RunCgroup {
@@ -435,40 +482,77 @@ impl RunCgroup {
         &self.dirs
     }
 
-    /// Whether the kernel ended a process of the run for using more memory than its limit.
-    pub fn out_of_memory(&self) -> bool {
-        oom_kills(&std::fs::read_to_string(&self.memory_events).unwrap_or_default()) > 0
-    }
-}
-
-impl Drop for RunCgroup {
-    fn drop(&mut self) {
-        for dir in self.dirs.iter().rev() {
-            remove_group(dir);
+    /// Whether the kernel ended a process of the run for its memory, and whose memory.
+    pub fn oom_kill(&self) -> OomKill {
+        let read = |path: &Path| std::fs::read_to_string(path).unwrap_or_default();
+        let events = read(&self.memory_events);
+        if count(&events, "oom_kill") == 0 {
+            return OomKill::None;
+        }
+        let number = |path: &Path| read(path).trim().parse::<u64>().unwrap_or(0);
+        let reached = match self.limit_reached.is_empty() {
+            // v2: times the group's own limit set the OOM killer off.
+            true => count(&events, "oom") > 0,
+            // v1: the most the group held came within a charge batch of one of its limits.
+            false => self
+                .limit_reached
+                .iter()
+                .any(|(most, limit)| number(most).saturating_add(WITHIN_LIMIT) >= number(limit)),
+        };
+        match reached {
+            true => OomKill::OwnLimit,
+            false => OomKill::Host,
         }
     }
 }
 
-/// The `oom_kill` count of a `memory.events` or `memory.oom_control` file.
-fn oom_kills(events: &str) -> u64 {
+impl Drop for RunCgroup {
+    /// Removes the group, ending anything left in it. A process being killed holds its group
+    /// for a moment (one stuck in a GPU driver longer): where the first try fails, the rest
+    /// goes on a thread of its own rather than hold up the worker's (async) caller.
+    fn drop(&mut self) {
+        let dirs = std::mem::take(&mut self.dirs);
+        let mut left = Vec::new();
+        for dir in dirs.into_iter().rev() {
+            kill_members(&dir);
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => left.push(dir),
+                _ => {}
+            }
+        }
+        if !left.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("gridwork-cgroup".into())
+                .spawn(move || left.iter().for_each(|d| remove_group(d)));
+        }
+    }
+}
+
+/// The count `name` of a `memory.events` or `memory.oom_control` file.
+fn count(events: &str, name: &str) -> u64 {
     events
         .lines()
-        .find_map(|line| line.strip_prefix("oom_kill "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Sends every process in the group `dir` SIGKILL.
+fn kill_members(dir: &Path) {
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
 }
 
 /// Kills every process left in the group `dir` and removes it (a process being killed still
 /// holds it for a moment, so a few tries).
 fn remove_group(dir: &Path) {
     for _ in 0..200 {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
-            }
-        }
+        kill_members(dir);
         match std::fs::remove_dir(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 std::thread::sleep(std::time::Duration::from_millis(5))
@@ -576,7 +660,8 @@ mod tests {
     /// next finds its groups, and what still ran in it ended; a live worker's is left alone.
     #[test]
     fn groups_left_by_a_worker_that_is_gone_are_cleared_with_what_ran_in_them() {
-        let Ok(cgroups) = Cgroups::find() else {
+        let owner = format!("/var/lib/gridwork/test-{}", std::process::id());
+        let Ok(cgroups) = Cgroups::find(&owner) else {
             // Not root here, nor delegated: nothing this test can make.
             assert!(
                 !rustix::process::geteuid().is_root(),
@@ -588,39 +673,95 @@ mod tests {
         let mut gone = std::process::Command::new("true").spawn().expect("true");
         let dead = gone.id();
         gone.wait().expect("waited");
-        let left = base.join(format!("{RUN_PREFIX}{dead}-0"));
-        let live = base.join(format!("{RUN_PREFIX}{}-999999", std::process::id()));
-        std::fs::create_dir(&left).expect("a leftover");
-        std::fs::create_dir(&live).expect("a live one");
+        let tag = &cgroups.tag;
+        let left = base.join(format!("{RUN_PREFIX}{tag}-{dead}-0"));
+        let live = base.join(format!("{RUN_PREFIX}{tag}-{}-999999", std::process::id()));
+        // Another worker's, whose process this one cannot see (another pid namespace).
+        let other = Cgroups::find("/elsewhere").expect("found").tag;
+        let others = base.join(format!("{RUN_PREFIX}{other}-{dead}-0"));
+        for dir in [&left, &live, &others] {
+            std::fs::create_dir(dir).expect("a group");
+        }
         let mut straggler = std::process::Command::new("sleep")
             .arg("300")
             .spawn()
             .expect("sleep");
         join_pid(&left, straggler.id());
-        Cgroups::find().expect("found again");
+        Cgroups::find(&owner).expect("found again");
         assert!(!left.exists(), "the leftover group was cleared");
         assert!(straggler.wait().expect("waited").code().is_none(), "killed");
-        assert!(live.exists(), "a live worker's group stays");
+        assert!(live.exists(), "this process's own group stays");
+        assert!(others.exists(), "another worker's group stays");
         remove_group(&live);
+        remove_group(&others);
     }
 
     fn join_pid(dir: &Path, pid: u32) {
         std::fs::write(dir.join("cgroup.procs"), pid.to_string()).expect("joined");
     }
 
-    /// The kernel's OOM kills are read from either file, anything else counts none.
+    /// The kernel's counts are read from either version's files, a name never for another
+    /// that begins with it; anything else counts none.
     #[test]
-    fn oom_kills_are_read_from_v1_and_v2_files() {
+    fn oom_counts_are_read_from_v1_and_v2_files() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(count(v1, "oom_kill"), 2);
+        let v2 = "low 0\nhigh 0\nmax 4\noom 1\noom_kill 3\noom_group_kill 0\n";
+        assert_eq!((count(v2, "oom"), count(v2, "oom_kill")), (1, 3));
+        assert_eq!(count("", "oom_kill"), 0);
+        assert_eq!(count("oom_kill_disable 1\n", "oom_kill"), 0);
+    }
+
+    /// A kill counts against the program only where the run's own limit was reached (v1:
+    /// its failcnt; v2: its `oom` count); one without is the machine's.
+    #[test]
+    fn an_oom_kill_is_the_programs_only_where_its_own_limit_was_reached() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect(name);
+            path
+        };
+        let limit = (64u64 << 20).to_string();
+        let v1 = |kills: &str, most: u64, memsw_most: u64| RunCgroup {
+            dirs: Vec::new(),
+            memory_events: file(
+                "memory.oom_control",
+                &format!("under_oom 0\noom_kill {kills}\n"),
+            ),
+            limit_reached: vec![
+                (
+                    file("memory.max_usage_in_bytes", &most.to_string()),
+                    file("memory.limit_in_bytes", &limit),
+                ),
+                (
+                    file("memory.memsw.max_usage_in_bytes", &memsw_most.to_string()),
+                    file("memory.memsw.limit_in_bytes", &limit),
+                ),
+            ],
+        };
+        let mib = |m: u64| m << 20;
+        assert_eq!(v1("0", mib(64), mib(64)).oom_kill(), OomKill::None);
+        assert_eq!(v1("1", mib(64), mib(64)).oom_kill(), OomKill::OwnLimit);
         assert_eq!(
-            oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
-            2
+            v1("1", mib(10), mib(64) - 4096).oom_kill(),
+            OomKill::OwnLimit
         );
+        assert_eq!(v1("1", mib(10), mib(10)).oom_kill(), OomKill::Host);
+        let v2 = |events: &str| {
+            let events = file("memory.events", events);
+            RunCgroup {
+                dirs: Vec::new(),
+                memory_events: events,
+                limit_reached: Vec::new(),
+            }
+        };
         assert_eq!(
-            oom_kills("low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\noom_group_kill 0\n"),
-            1
+            v2("max 3\noom 1\noom_kill 1\n").oom_kill(),
+            OomKill::OwnLimit
         );
-        assert_eq!(oom_kills(""), 0);
-        assert_eq!(oom_kills("oom_kill_disable 1\n"), 0);
+        assert_eq!(v2("max 0\noom 0\noom_kill 1\n").oom_kill(), OomKill::Host);
+        assert_eq!(v2("oom 0\noom_kill 0\n").oom_kill(), OomKill::None);
     }
 
     /// A v2 run's limits land in the files the kernel reads (checked on a directory laid
@@ -634,6 +775,7 @@ mod tests {
                 cpu: true,
                 pids: true,
             },
+            tag: "test".into(),
         };
         // What the kernel would make in a new group.
         let run = cgroups
@@ -651,9 +793,9 @@ mod tests {
         assert_eq!(read("memory.max"), (512u64 << 20).to_string());
         assert_eq!(read("cpu.max"), "200000 100000");
         assert_eq!(read("pids.max"), "4096");
-        assert!(!run.out_of_memory());
+        assert_eq!(run.oom_kill(), OomKill::None);
         std::fs::write(dir.join("memory.events"), "oom 1\noom_kill 1\n").expect("events");
-        assert!(run.out_of_memory());
+        assert_eq!(run.oom_kill(), OomKill::OwnLimit);
         // Gone with the run (a plain directory here: its files go first).
         for f in ["memory.max", "cpu.max", "pids.max", "memory.events"] {
             std::fs::remove_file(dir.join(f)).expect(f);

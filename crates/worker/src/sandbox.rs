@@ -397,12 +397,25 @@ pub async fn run(
             };
             // A run that failed after the kernel ended one of its processes for going past
             // the job's memory failed for that (a program that survives losing a child and
-            // succeeds, succeeded).
-            let ended = match (&ended, &guard.cgroup) {
-                (RunEnd::Exit { .. } | RunEnd::Signal { .. }, Some(cgroup))
-                    if !ended.is_success() && cgroup.out_of_memory() =>
+            // succeeds, succeeded). One ended because the machine ran out of memory, not
+            // the run, is the worker's failure: nothing to commit to.
+            use crate::cgroup::OomKill;
+            let oom = guard
+                .cgroup
+                .as_ref()
+                .map_or(OomKill::None, |c| c.oom_kill());
+            let ended = match (&ended, oom) {
+                (RunEnd::Exit { .. } | RunEnd::Signal { .. }, OomKill::OwnLimit)
+                    if !ended.is_success() =>
                 {
                     RunEnd::OutOfMemory {}
+                }
+                (RunEnd::Exit { .. } | RunEnd::Signal { .. }, OomKill::Host)
+                    if !ended.is_success() =>
+                {
+                    return Err(err(std::io::Error::other(
+                        "the machine ran out of memory and the kernel ended a process of the run, whose own limit it had not reached",
+                    )));
                 }
                 _ => ended,
             };

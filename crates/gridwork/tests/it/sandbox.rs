@@ -484,7 +484,7 @@ fn worker_sandbox() -> (
         max_file_mib: None,
         gpu_devices: Vec::new(),
         hidden: Vec::new(),
-        cgroups: gridwork_worker::cgroup::Cgroups::find(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find("gridwork sandbox tests"),
     };
     let env = gridwork_worker::sandbox::TaskEnv {
         job: "job".into(),
@@ -684,7 +684,7 @@ async fn a_run_is_held_to_its_jobs_memory_and_cpus_and_ends_out_of_memory_past_t
 /// start of the program holds for a moment, a copy of its page tables, stays below 2 MiB).
 #[test]
 fn a_run_with_gpus_gets_the_same_memory_as_one_without() {
-    let Ok(cgroups) = gridwork_worker::cgroup::Cgroups::find() else {
+    let Ok(cgroups) = gridwork_worker::cgroup::Cgroups::find("gridwork sandbox tests") else {
         assert!(
             !runs_as_root(),
             "a root worker must make control groups here"
@@ -721,7 +721,11 @@ fn a_run_with_gpus_gets_the_same_memory_as_one_without() {
             "exit 0\n",
             "{gpu:?}: {stderr}"
         );
-        assert!(!group.out_of_memory(), "{gpu:?}: {stderr}");
+        assert_eq!(
+            group.oom_kill(),
+            gridwork_worker::cgroup::OomKill::None,
+            "{gpu:?}: {stderr}"
+        );
     }
 }
 
@@ -969,7 +973,7 @@ async fn a_task_cannot_reach_what_the_worker_keeps_of_its_run() {
         max_file_mib: None,
         gpu_devices: Vec::new(),
         hidden: vec![worker_home.clone()],
-        cgroups: gridwork_worker::cgroup::Cgroups::find(),
+        cgroups: gridwork_worker::cgroup::Cgroups::find("gridwork sandbox tests"),
     };
     let env = TaskEnv {
         job: "job".into(),
