@@ -897,7 +897,7 @@ pub const SERVICE_SOCKET: &str = "http.sock";
 /// The uid and gid a root worker's tasks run as.
 pub(crate) const NOBODY: u32 = 65534;
 
-/// A root worker's tasks run as [`NOBODY`], who must be able to reach their run directories
+/// A root worker's tasks run as `nobody` (65534), who must be able to reach their run directories
 /// beneath `work_dir`: the first existing directory on its path that others may not search
 /// (mode without `o+x`, such as `/root`, 0700), with its mode, or `None` when every one may
 /// be searched. With one, every task would fail the same way on that worker (its inputs and

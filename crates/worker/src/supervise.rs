@@ -177,7 +177,7 @@ fn failed(what: &'static str) -> impl Fn(std::io::Error) -> SuperviseError {
 /// Runs `inner` (the confined program) as a child, until it exits, `deadline` passes or the
 /// file `stop` appears (how a worker ends a service's server), then kills every process left
 /// beneath this one; how the program ended, or why the sandbox could not be set up
-/// (`inner`'s [`report_setup_failure`], through the pipe this gives it as its standard input).
+/// (`inner`'s [`SetupReport`], through the pipe this gives it as its standard input).
 pub fn supervise(
     mut inner: Command,
     deadline: Option<Duration>,
