@@ -94,6 +94,7 @@ impl ApiKeys {
     }
 }
 
+/// One service a gateway serves: its dispatcher and its users' keys.
 #[derive(Clone)]
 struct Shared {
     dispatcher: Arc<Dispatcher>,
@@ -102,21 +103,109 @@ struct Shared {
     gateway: PublicKey,
 }
 
-/// The gateway's routes.
+/// The services a gateway serves, by id: one for `gridwork service gateway`, every one whose
+/// gateway key a node holds for `gridwork node --gateway-key` (added as they appear).
+#[derive(Default)]
+pub struct Gateways {
+    served: std::sync::RwLock<std::collections::HashMap<Hash, Shared>>,
+    /// Told when a service is added.
+    added: tokio::sync::Notify,
+    /// Told when a request names a service not served (yet): whoever adds services may look
+    /// at once rather than at its next round ([`Gateways::asked`]).
+    unknown: tokio::sync::Notify,
+}
+
+/// How long a request for a service a gateway does not serve waits for it to be added (a
+/// node's gateway finds a new service of its key within a round).
+const WAIT_FOR_NEW: Duration = Duration::from_secs(3);
+
+impl Gateways {
+    /// Serves `dispatcher`'s service to the users whose keys are in `keys` (in place of any
+    /// dispatcher it had for the service).
+    pub fn insert(&self, dispatcher: Arc<Dispatcher>, keys: Arc<ApiKeys>) {
+        let gateway = dispatcher.spec().gateway;
+        let shared = Shared {
+            dispatcher,
+            keys,
+            gateway,
+        };
+        self.served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shared.dispatcher.service(), shared);
+        self.added.notify_waiters();
+    }
+
+    /// Resolves once a request named a service not served: the caller may look for new ones.
+    pub async fn asked(&self) {
+        self.unknown.notified().await;
+    }
+
+    /// Whether it serves `service`.
+    pub fn serves(&self, service: &Hash) -> bool {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(service)
+    }
+
+    /// Stops serving `service`.
+    pub fn remove(&self, service: &Hash) {
+        self.served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(service);
+    }
+
+    fn find(&self, id: &Hash) -> Option<Shared> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// The service a request names; one not served yet is waited for a moment, and whoever
+    /// adds services told to look.
+    async fn get(&self, service: &str) -> Result<Shared, Refused> {
+        let not_served = || {
+            refused(
+                StatusCode::NOT_FOUND,
+                format!("this gateway does not serve service {service}"),
+            )
+        };
+        let id = service.parse::<Hash>().map_err(|_| not_served())?;
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_NEW;
+        loop {
+            let added = self.added.notified();
+            if let Some(shared) = self.find(&id) {
+                return Ok(shared);
+            }
+            self.unknown.notify_one();
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return Err(not_served());
+            }
+        }
+    }
+}
+
+/// The gateway's routes for one service (with `/health`).
 pub fn router(dispatcher: Arc<Dispatcher>, keys: Arc<ApiKeys>) -> Router {
-    let gateway = dispatcher.spec().gateway;
+    let gateways = Gateways::default();
+    gateways.insert(dispatcher, keys);
+    routes(Arc::new(gateways)).route("/health", get(|| async { "ok" }))
+}
+
+/// The gateway's routes for every service in `gateways`: `/s/...` for users, `/m/...` for
+/// members; to serve beside other routes (a node's API).
+pub fn routes(gateways: Arc<Gateways>) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok" }))
         .route("/s/{service}", any(user_request))
         .route("/s/{service}/{*rest}", any(user_request))
         .route("/m/{service}/next", get(member_next))
         .route("/m/{service}/responses/{seq}", post(member_response))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
-        .with_state(Shared {
-            dispatcher,
-            keys,
-            gateway,
-        })
+        .with_state(gateways)
 }
 
 fn refuse(status: StatusCode, why: impl std::fmt::Display) -> Response {
@@ -136,21 +225,8 @@ fn refused(status: StatusCode, why: impl std::fmt::Display) -> Refused {
     Refused(status, why.to_string())
 }
 
-fn check_service(shared: &Shared, service: &str) -> Result<(), Refused> {
-    match service.parse::<Hash>() {
-        Ok(id) if id == shared.dispatcher.service() => Ok(()),
-        _ => Err(refused(
-            StatusCode::NOT_FOUND,
-            format!(
-                "this gateway serves service {} only",
-                shared.dispatcher.service()
-            ),
-        )),
-    }
-}
-
 async fn user_request(
-    State(shared): State<Shared>,
+    State(gateways): State<Arc<Gateways>>,
     UrlPath(params): UrlPath<Vec<(String, String)>>,
     method: Method,
     uri: Uri,
@@ -161,9 +237,10 @@ async fn user_request(
         .iter()
         .find(|(k, _)| k == "service")
         .map_or("", |(_, v)| v.as_str());
-    if let Err(r) = check_service(&shared, service) {
-        return r.into_response();
-    }
+    let shared = match gateways.get(service).await {
+        Ok(shared) => shared,
+        Err(r) => return r.into_response(),
+    };
     let key = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -262,14 +339,15 @@ struct Wait {
 }
 
 async fn member_next(
-    State(shared): State<Shared>,
+    State(gateways): State<Arc<Gateways>>,
     UrlPath(service): UrlPath<String>,
     Query(wait): Query<Wait>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = check_service(&shared, &service) {
-        return r.into_response();
-    }
+    let shared = match gateways.get(&service).await {
+        Ok(shared) => shared,
+        Err(r) => return r.into_response(),
+    };
     let path = format!("/m/{service}/next");
     let member = match member(&shared, &headers, "GET", &path, b"") {
         Ok(m) => m,
@@ -297,14 +375,15 @@ async fn member_next(
 }
 
 async fn member_response(
-    State(shared): State<Shared>,
+    State(gateways): State<Arc<Gateways>>,
     UrlPath((service, seq)): UrlPath<(String, u64)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_service(&shared, &service) {
-        return r.into_response();
-    }
+    let shared = match gateways.get(&service).await {
+        Ok(shared) => shared,
+        Err(r) => return r.into_response(),
+    };
     let path = format!("/m/{service}/responses/{seq}");
     let member = match member(&shared, &headers, "POST", &path, &body) {
         Ok(m) => m,

@@ -602,6 +602,15 @@ pub(crate) struct NodeArgs {
     /// address when it names a specific ip).
     #[arg(long)]
     pub(crate) p2p_announce: Vec<std::net::SocketAddr>,
+    /// Also be the gateway of every service whose gateway key is `--key` (a requester's own
+    /// node): users and members reach it on the API's address (`/s/<SERVICE>/...`,
+    /// `/m/<SERVICE>/...`), as `gridwork service gateway` serves one service on a port of its
+    /// own.
+    #[arg(long)]
+    pub(crate) gateway: bool,
+    /// The address users and members reach the node's gateway at (default: the API's).
+    #[arg(long, requires = "gateway")]
+    pub(crate) gateway_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

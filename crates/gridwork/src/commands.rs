@@ -247,6 +247,12 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         }
     }
 
+    // After the dev accounts: `--key dev0` may name one of them.
+    let gateway_key = match args.gateway {
+        true => Some(signing_key(cli).context("--gateway serves the services of --key")?),
+        false => None,
+    };
+    let gateway_keys_dir = home(cli)?.join("gateways");
     let rt = runtime()?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -322,8 +328,38 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
             }
             text
         })?;
-        let served =
-            gridwork_node::run(node, listener, config.serve_limits(), shutdown_signal()).await;
+        let (stop_gateways, gateways_stopping) = tokio::sync::watch::channel(false);
+        let (beside, hosting) = match gateway_key {
+            Some(key) => {
+                let gateways = std::sync::Arc::new(gridwork_gateway::Gateways::default());
+                let url = args
+                    .gateway_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}"));
+                let host = crate::services::host_gateways(
+                    format!("http://{addr}"),
+                    url,
+                    key,
+                    gateways.clone(),
+                    gateway_keys_dir,
+                    gateways_stopping,
+                );
+                (gridwork_gateway::routes(gateways), Some(tokio::spawn(host)))
+            }
+            None => (axum::Router::new(), None),
+        };
+        let served = gridwork_node::run(
+            node,
+            listener,
+            config.serve_limits(),
+            beside,
+            shutdown_signal(),
+        )
+        .await;
+        let _ = stop_gateways.send(true);
+        if let Some(hosting) = hosting {
+            let _ = hosting.await;
+        }
         if let Some(peer) = peer {
             peer.shutdown().await;
         }

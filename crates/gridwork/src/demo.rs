@@ -60,6 +60,7 @@ pub(crate) async fn serve_node(
         node.clone(),
         listener,
         gridwork_node::ServeLimits::default(),
+        axum::Router::new(),
         async {
             let _ = node_stopping.await;
         },

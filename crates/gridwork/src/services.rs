@@ -110,10 +110,124 @@ pub(crate) fn service(cli: &Cli, cmd: &ServiceCommand) -> anyhow::Result<()> {
 
 /// Where the gateway of `service` on this machine keeps its users' key hashes.
 fn api_keys_path(cli: &Cli, service: &Hash) -> anyhow::Result<std::path::PathBuf> {
-    Ok(home(cli)?
-        .join("gateways")
-        .join(service.to_string())
-        .join("api-keys"))
+    Ok(keys_file(&home(cli)?.join("gateways"), service))
+}
+
+/// The file of a service's users' API keys beneath `dir` (`GRIDWORK_HOME/gateways`).
+fn keys_file(dir: &std::path::Path, service: &Hash) -> std::path::PathBuf {
+    dir.join(service.to_string()).join("api-keys")
+}
+
+/// How often a node that is a gateway looks for services of its key.
+const GATEWAYS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `gridwork --key K node --gateway`: until `stop`, the gateway of every open service whose
+/// gateway key is `key`, served in `gateways` (on the node's own listener, at `url`): each
+/// added as it appears (said on the ledger to listen at `url`, its users' keys from
+/// `keys_dir`, kept beside the ledger as `service gateway` keeps its one) and dropped once it
+/// closes. The node's API is at `api`.
+pub(crate) async fn host_gateways(
+    api: String,
+    url: String,
+    key: gridwork_types::Keypair,
+    gateways: std::sync::Arc<gridwork_gateway::Gateways>,
+    keys_dir: std::path::PathBuf,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    let client = Client::new(&api);
+    let mut kept: HashMap<Hash, tokio::sync::watch::Sender<bool>> = HashMap::new();
+    // Services of other gateway keys (a service's key never changes): not read again.
+    let mut foreign: std::collections::HashSet<Hash> = std::collections::HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let chain_id = loop {
+        match client.chain().await {
+            Ok(chain) => break chain.chain_id,
+            Err(e) => tracing::debug!(error = %e, "the node's gateway waits for its API"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(GATEWAYS_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    };
+    loop {
+        match client.services().await {
+            Ok(open) => {
+                for id in &open {
+                    if kept.contains_key(id) || foreign.contains(id) {
+                        continue;
+                    }
+                    let view = match client.service(id).await {
+                        Ok(Some(view)) if view.spec.gateway == key.public() => view,
+                        Ok(Some(_)) => {
+                            foreign.insert(*id);
+                            continue;
+                        }
+                        Ok(None) => continue,
+                        Err(e) => {
+                            tracing::debug!(service = %id, error = %e, "cannot read a service");
+                            continue;
+                        }
+                    };
+                    let dispatcher = Arc::new(gridwork_gateway::Dispatcher::new(
+                        *id,
+                        view.spec.clone(),
+                        &chain_id,
+                        key.clone(),
+                    ));
+                    if view.gateway_url != url {
+                        if let Err(e) =
+                            gridwork_gateway::announce(&client, &key, &dispatcher, &url).await
+                        {
+                            tracing::warn!(service = %id, error = %e, "cannot say where the gateway listens; trying again");
+                            continue;
+                        }
+                    }
+                    let _ = gridwork_gateway::refresh_council(&client, &dispatcher).await;
+                    gateways.insert(
+                        dispatcher.clone(),
+                        Arc::new(gridwork_gateway::ApiKeys::open(&keys_file(&keys_dir, id))),
+                    );
+                    let (stop_one, stopping) = tokio::sync::watch::channel(false);
+                    tasks.spawn(gridwork_gateway::keep(
+                        client.clone(),
+                        key.clone(),
+                        dispatcher,
+                        stopping,
+                    ));
+                    kept.insert(*id, stop_one);
+                    tracing::info!(service = %id, %url, "serving the service's gateway");
+                }
+                foreign.retain(|id| open.contains(id));
+                // Closed (no longer open): no more requests for it.
+                kept.retain(|id, stop_one| {
+                    let open = open.contains(id);
+                    if !open {
+                        gateways.remove(id);
+                        let _ = stop_one.send(true);
+                    }
+                    open
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot list the services"),
+        }
+        while tasks.try_join_next().is_some() {}
+        let round = tokio::time::Instant::now();
+        tokio::select! {
+            _ = tokio::time::sleep(GATEWAYS_EVERY) => {}
+            // A request for a service not served yet: look now (a round at most every
+            // 200 ms, however many such requests strangers send).
+            _ = gateways.asked() => {
+                tokio::time::sleep_until(round + std::time::Duration::from_millis(200)).await
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    for stop_one in kept.values() {
+        let _ = stop_one.send(true);
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// `gridwork service gateway`: serves the gateway until Ctrl-C.

@@ -43,4 +43,4 @@ pub use ledger::{
 pub use node::{now_ms, read_genesis, run, GenesisSource, Node, DEV_UNBONDING_PERIOD_MS};
 pub use records::TaskRecords;
 
-pub use serve::{serve, serve_with, ServeLimits};
+pub use serve::{serve, serve_beside, serve_with, ServeLimits};

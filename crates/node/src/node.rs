@@ -417,18 +417,20 @@ impl Node {
 }
 
 /// Runs `node` until `shutdown` resolves: its block producer and key hand-off, its
-/// collector, and its API on `listener` under `limits`; then stops them all and waits for
+/// collector, and its API on `listener` under `limits` (with `beside`, routes served beside
+/// the API: a gateway's); then stops them all and waits for
 /// them. What the binary's `gridwork node` runs once it has opened the node (and, if asked,
 /// bound its peer endpoint).
 pub async fn run(
     node: Node,
     listener: tokio::net::TcpListener,
     limits: crate::ServeLimits,
+    beside: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let producer = node.spawn_producer();
     let gc = node.spawn_gc();
-    let served = crate::serve_with(node.clone(), listener, limits, shutdown).await;
+    let served = crate::serve_beside(node.clone(), listener, limits, beside, shutdown).await;
     tracing::info!("shutting down");
     node.shutdown();
     // The threads stop within one of their naps; joining them off the runtime's threads.

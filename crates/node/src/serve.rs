@@ -373,7 +373,19 @@ pub async fn serve_with(
     limits: ServeLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = api::router_with(node, &limits);
+    serve_beside(node, listener, limits, axum::Router::new(), shutdown).await
+}
+
+/// [`serve_with`], with `beside` served too, under the same connection limits (a service's
+/// gateway: `gridwork node --gateway-key`); its paths must not be the API's.
+pub async fn serve_beside(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    limits: ServeLimits,
+    beside: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let app = api::router_with(node, &limits).merge(beside);
     // Every connection task watches `stopping`; `tasks` holds them so shutdown can wait.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -639,9 +639,33 @@ fn a_service_is_published_served_by_a_drawn_council_funded_and_closed_through_th
 /// acknowledged each response it gave, and members settle on the ledger as they go.
 #[test]
 fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid() {
+    served_and_paid(GatewayAt::OwnProcess);
+}
+
+/// The same with the requester's own node as the gateway (`gridwork --key dev0 node
+/// --gateway`): no process or port of its own; the node finds the service of its key, says
+/// on the ledger that it listens at the API's address, and users and members reach it there.
+#[test]
+fn a_requesters_node_is_the_gateway_of_its_services_on_its_own_address() {
+    served_and_paid(GatewayAt::TheNode);
+}
+
+/// Where a service's gateway runs.
+enum GatewayAt {
+    /// `gridwork service gateway`, a process and port of its own.
+    OwnProcess,
+    /// The requester's node (`node --gateway`).
+    TheNode,
+}
+
+fn served_and_paid(at: GatewayAt) {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let node = NodeProcess::start(&home, &dir.path().join("data"), &["--dev-accounts", "6"]);
+    let node_args: &[&str] = match at {
+        GatewayAt::OwnProcess => &["--dev-accounts", "6"],
+        GatewayAt::TheNode => &["--dev-accounts", "6", "--gateway", "--key", "dev0"],
+    };
+    let node = NodeProcess::start(&home, &dir.path().join("data"), node_args);
     let cli = Cli {
         home,
         api: node.api.clone(),
@@ -673,14 +697,37 @@ fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid()
     let id = created["service"].as_str().unwrap().to_string();
     let _workers = ["dev1", "dev2", "dev3"].map(|k| WorkerProcess::start(&cli, k));
 
-    // The gateway, with the requester's key (the file names no other).
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (url, _gateway) = match at {
+        GatewayAt::OwnProcess => {
+            let (url, process) = gateway_process(&cli, &id);
+            (url, Some(Kill(process)))
+        }
+        GatewayAt::TheNode => (node.api.clone(), None),
+    };
+    let key = cli.json(&["--key", "dev0", "service", "key", "new", &id], &[])["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    asked_and_paid(&cli, &id, &url, &key);
+}
+
+/// `gridwork service gateway` for service `id` with the requester's key (the file names no
+/// other), on a port of its own: its URL and its process.
+fn gateway_process(cli: &Cli, id: &str) -> (String, std::process::Child) {
     let mut gateway = Command::new(BIN)
         .args([
             "--key",
             "dev0",
             "service",
             "gateway",
-            &id,
+            id,
             "--listen",
             "127.0.0.1:0",
             "--json",
@@ -709,23 +756,17 @@ fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid()
             }
         }
     };
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _gateway = Kill(gateway);
-    let key = cli.json(&["--key", "dev0", "service", "key", "new", &id], &[])["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    (url, gateway)
+}
+
+/// A user with `key` asks service `id` through its gateway at `url` until the council
+/// answers; the same prompt gets the same answer, no key none; every member is paid.
+fn asked_and_paid(cli: &Cli, id: &str, url: &str, key: &str) {
     let bearer = format!("Bearer {key}");
     let path = format!("/s/{id}/v1/completions");
     let ask = |prompt: &str| {
         http(
-            &url,
+            url,
             "POST",
             &path,
             &[
@@ -755,7 +796,7 @@ fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid()
         "the same prompt, the same answer"
     );
     assert_ne!(ask("another prompt").1, first);
-    let (status, body) = http(&url, "POST", &path, &[], "{}");
+    let (status, body) = http(url, "POST", &path, &[], "{}");
     assert_eq!(status, 401, "{body}");
     for n in 0..6 {
         let (status, body) = ask(&format!("prompt {n}"));
@@ -764,7 +805,7 @@ fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid()
     // Weighted, half the council: 9 answers, and every member was asked each request.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        let s = cli.json(&["service", "status", &id], &[]);
+        let s = cli.json(&["service", "status", id], &[]);
         let members = s["members"].as_array().unwrap();
         let paid: Vec<u128> = members.iter().map(|m| units(&m["paid"])).collect();
         if members.len() == 3 && paid.iter().all(|p| *p > 0) {
@@ -776,5 +817,5 @@ fn a_service_is_served_by_its_council_through_its_gateway_and_members_are_paid()
     assert!(units(&status["paid"]) > 0, "{status}");
     assert_eq!(status["disputes"], 0);
     assert_eq!(status["spec"]["gateway"].as_str().unwrap().len(), 64);
-    assert_eq!(status["gateway_url"], url.as_str());
+    assert_eq!(status["gateway_url"], url);
 }

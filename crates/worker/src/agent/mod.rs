@@ -399,11 +399,9 @@ impl Worker {
     pub fn new(node: &str, cfg: WorkerConfig) -> Result<Arc<Worker>, WorkerError> {
         let me = cfg.key.address();
         if cfg.launcher.is_some() && rustix::process::geteuid().is_root() {
-            // Landlock confines files, not privileges: a root task could still change the
-            // system (and, on a GPU worker, write under /proc, see `confine.rs`).
-            tracing::warn!(
-                "the worker runs as root, so its tasks do too; run it as an unprivileged user"
-            );
+            // It used to warn that its tasks ran as root too; they run as `nobody` (see
+            // `confine.rs`, `drop_root`).
+            tracing::info!("the worker runs as root: its process tasks run as nobody (65534)");
         }
         let chunks = ChunkStore::open(cfg.work_dir.join("chunks"), None)?;
         Ok(Arc::new(Worker {
