@@ -42,7 +42,8 @@ pub use market::{
 };
 pub use market::{
     validate_service, MemberPay, Service, ServiceStatus, StatusPeriod, Subscription,
-    MAX_GATEWAY_URL, MAX_MEMBERS_EVER, MAX_PERIODS, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+    LEAVER_DISPUTE_MS, MAX_GATEWAY_URL, MAX_MEMBERS_EVER, MAX_PERIODS, MAX_SUBSCRIBERS,
+    SETTLE_WINDOW_MS,
 };
 pub use receipt::{Event, Receipt};
 pub use state::{

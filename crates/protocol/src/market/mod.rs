@@ -126,7 +126,8 @@ mod settlement;
 
 pub use services::{
     validate_service, MemberPay, Service, ServiceStatus, StatusPeriod, Subscription,
-    MAX_GATEWAY_URL, MAX_MEMBERS_EVER, MAX_PERIODS, MAX_SUBSCRIBERS, SETTLE_WINDOW_MS,
+    LEAVER_DISPUTE_MS, MAX_GATEWAY_URL, MAX_MEMBERS_EVER, MAX_PERIODS, MAX_SUBSCRIBERS,
+    SETTLE_WINDOW_MS,
 };
 
 use council::{agreement, confirmed_by_someone, median_seconds, Agreement};
@@ -787,7 +788,9 @@ impl State {
             K::Unsubscribe { service } => self.check_unsubscribe(sender, *service),
             K::DropMember { service, member } => self.check_drop_member(sender, *service, *member),
             K::SettleStream { receipts } => self.check_settle(receipts),
-            K::DisputeResponses { service, responses } => self.check_dispute(*service, responses),
+            K::DisputeResponses { service, responses } => {
+                self.check_dispute(*service, responses, now)
+            }
             K::AnnounceGateway { service, url } => {
                 self.check_announce_gateway(sender, *service, url)
             }

@@ -171,6 +171,11 @@ pub struct MemberPay {
     /// The escrow set aside for its next receipts: up to a seat's share (`max_unsettled` and
     /// the fee on it), filled from what is free in the order members first sat.
     pub share: Amount,
+    /// When it last left the council (0: never, or it sits): for [`LEAVER_DISPUTE_MS`] after,
+    /// what it answered while it sat can still be disputed, judged by `left_with`.
+    pub left_at_ms: u64,
+    /// The council it left (the others then seated): who judges it after it left.
+    pub left_with: Vec<Address>,
 }
 
 gridwork_types::codec_struct!(MemberPay {
@@ -179,8 +184,16 @@ gridwork_types::codec_struct!(MemberPay {
     units: u64,
     paid: Amount,
     holds_until_ms: u64,
-    share: Amount
+    share: Amount,
+    left_at_ms: u64,
+    left_with: Vec<Address>
 });
+
+/// How long after a member leaves the council (unsubscribing, dropped) a dispute may still
+/// outvote it, judged by the council it left: a liar that unsubscribed the moment it answered
+/// used to escape its outvote, since only members seated now were judged. Ten minutes: a
+/// gateway disputes at once.
+pub const LEAVER_DISPUTE_MS: u64 = 10 * 60 * 1000;
 
 /// A published service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -277,7 +290,7 @@ impl Service {
 
     /// Takes `provider` off the council and the subscribers; whether it sat. A member's seat
     /// share of the escrow stays set aside for its last receipt until `holds_until_ms`.
-    fn remove(&mut self, provider: &Address, holds_until_ms: u64) -> bool {
+    fn remove(&mut self, provider: &Address, now: u64, holds_until_ms: u64) -> bool {
         self.subscribers.retain(|s| s.provider != *provider);
         let before = self.council.len();
         self.council.retain(|m| m != provider);
@@ -285,6 +298,8 @@ impl Service {
         if sat {
             if let Some(p) = self.pay.iter_mut().find(|p| p.provider == *provider) {
                 p.holds_until_ms = holds_until_ms;
+                p.left_at_ms = now;
+                p.left_with = self.council.clone();
             }
         }
         sat
@@ -580,9 +595,19 @@ impl State {
     /// Ends a service for its members; its escrow waits [`SETTLE_WINDOW_MS`].
     fn begin_closing(&mut self, id: Hash, mut s: Service, now: u64, why: &str) -> Vec<Event> {
         let closes_at = now.saturating_add(SETTLE_WINDOW_MS);
-        for member in s.council.clone() {
-            s.remove(&member, closes_at);
-            self.adjust_active(&member, -1);
+        let council = s.council.clone();
+        for member in &council {
+            s.remove(member, now, closes_at);
+            self.adjust_active(member, -1);
+        }
+        // Each judged, after, by the whole council it sat with (not by the few left when
+        // it was taken off).
+        for p in s.pay.iter_mut().filter(|p| council.contains(&p.provider)) {
+            p.left_with = council
+                .iter()
+                .filter(|m| **m != p.provider)
+                .copied()
+                .collect();
         }
         s.subscribers.clear();
         s.enter(ServiceStatus::Closing, now);
@@ -756,7 +781,7 @@ impl State {
         let Some(mut s) = self.services.get(&id).cloned() else {
             return Vec::new();
         };
-        if s.remove(&provider, now.saturating_add(SETTLE_WINDOW_MS)) {
+        if s.remove(&provider, now, now.saturating_add(SETTLE_WINDOW_MS)) {
             self.adjust_active(&provider, -1);
             self.due_services.insert(id, now);
         }
@@ -914,12 +939,18 @@ impl State {
         &self,
         id: Hash,
         responses: &[SignedResponse],
+        now: u64,
     ) -> Result<(), TxError> {
-        self.dispute_outcome(id, responses).map(|_| ())
+        self.dispute_outcome(id, responses, now).map(|_| ())
     }
 
     /// The response the majority signed and who is to be slashed, or why there is none.
-    fn dispute_outcome(&self, id: Hash, responses: &[SignedResponse]) -> Result<Dispute, TxError> {
+    fn dispute_outcome(
+        &self,
+        id: Hash,
+        responses: &[SignedResponse],
+        now: u64,
+    ) -> Result<Dispute, TxError> {
         let s = self.service_or_err(id)?;
         let refuse = |problem: String| {
             Err(TxError::BadDispute {
@@ -987,6 +1018,33 @@ impl State {
                 }
             }
         }
+        // A member that left within LEAVER_DISPUTE_MS is judged by the council it left: a
+        // majority of its seats among those members and itself (never a later council, so
+        // a party that came to hold one later cannot reach back).
+        for (who, h) in &answers {
+            let Some(p) = s.pay_of(who) else {
+                continue;
+            };
+            let recent = !s.council.contains(who)
+                && p.left_at_ms > 0
+                && now < p.left_at_ms.saturating_add(LEAVER_DISPUTE_MS);
+            if !recent || equivocators.contains(who) {
+                continue;
+            }
+            let mut judges: Vec<(Hash, usize)> = Vec::new();
+            for (judge, jh) in &answers {
+                if (judge == who || p.left_with.contains(judge)) && !equivocators.contains(judge) {
+                    match judges.iter_mut().find(|(t, _)| t == jh) {
+                        Some((_, n)) => *n += 1,
+                        None => judges.push((*jh, 1)),
+                    }
+                }
+            }
+            let theirs = judges.iter().find(|(_, n)| 2 * n > seats).map(|(h, _)| *h);
+            if theirs.is_some_and(|m| m != *h) {
+                outvoted.push(*who);
+            }
+        }
         equivocators.retain(|a| !s.barred.contains(a));
         outvoted.retain(|a| !s.barred.contains(a));
         if equivocators.is_empty() && outvoted.is_empty() {
@@ -1012,7 +1070,7 @@ impl State {
         responses: &[SignedResponse],
         now: u64,
     ) -> Vec<Event> {
-        let Ok(dispute) = self.dispute_outcome(id, responses) else {
+        let Ok(dispute) = self.dispute_outcome(id, responses, now) else {
             return Vec::new();
         };
         let mut events = Vec::new();
@@ -1159,6 +1217,8 @@ impl State {
                     paid: Amount::ZERO,
                     holds_until_ms: 0,
                     share: Amount::ZERO,
+                    left_at_ms: 0,
+                    left_with: Vec::new(),
                 });
             }
         }

@@ -895,6 +895,114 @@ fn a_later_council_cannot_slash_members_that_left() {
     }
 }
 
+/// `LeavingLiar`: a member answers differently from the other two and unsubscribes in the
+/// same block, before the gateway's dispute lands. It used to escape (only members seated
+/// now were judged); it is judged by the council it left, for `LEAVER_DISPUTE_MS`: slashed
+/// and barred. After that window a former member is judged no more.
+#[test]
+fn a_liar_that_leaves_as_it_answers_is_still_outvoted_by_the_council_it_left() {
+    let (mut m, id) = running(3, 6);
+    let members = council(&m, id);
+    let (honest, liar) = (&members[..2], &members[2]);
+    let stake = m.state.account(&liar.address()).stake_locked;
+    let mut responses: Vec<SignedResponse> = honest.iter().map(|k| answer(k, id, 1, 10)).collect();
+    responses.push(answer(liar, id, 1, 66));
+    let leave = m.tx(liar, TxKind::Unsubscribe { service: id });
+    m.block(vec![leave]);
+    assert!(!council(&m, id)
+        .iter()
+        .any(|k| k.address() == liar.address()));
+    let tx = m.tx(
+        &provider(6),
+        TxKind::DisputeResponses {
+            service: id,
+            responses: responses.clone(),
+        },
+    );
+    let events = m.block(vec![tx]);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::ServiceSlashed { provider, .. } if *provider == liar.address()
+        )),
+        "{events:?}"
+    );
+    assert_eq!(
+        m.state.account(&liar.address()).stake_locked,
+        Amount(stake.0 - stake.0 / 10)
+    );
+    assert!(m
+        .state
+        .service(&id)
+        .unwrap()
+        .barred
+        .contains(&liar.address()));
+    for k in honest {
+        assert_eq!(
+            m.state.provider(&k.address()).unwrap().slashed,
+            Amount::ZERO
+        );
+    }
+
+    // Another leaver, past the window: no longer judged.
+    let (mut m, id) = running(3, 6);
+    let members = council(&m, id);
+    let (honest, liar) = (&members[..2], &members[2]);
+    let mut responses: Vec<SignedResponse> = honest.iter().map(|k| answer(k, id, 1, 10)).collect();
+    responses.push(answer(liar, id, 1, 66));
+    let leave = m.tx(liar, TxKind::Unsubscribe { service: id });
+    m.block(vec![leave]);
+    let later = m.now + gridwork_protocol::LEAVER_DISPUTE_MS + 1;
+    m.at(later, vec![]);
+    let e = m.refused(
+        &provider(6),
+        TxKind::DisputeResponses {
+            service: id,
+            responses,
+        },
+    );
+    assert!(
+        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
+        "{e}"
+    );
+}
+
+/// `FramingLeavers`' other side: a member that left is judged by the council it left, never
+/// by members drawn after it: two of them and a colluder that sat with it are no majority of
+/// the council it left (the colluder alone of the two others there).
+#[test]
+fn members_drawn_after_a_member_left_do_not_judge_it() {
+    let (mut m, id) = running(3, 6);
+    let members = council(&m, id);
+    let (leaver, colluder) = (&members[0], &members[1]);
+    let leave = m.tx(leaver, TxKind::Unsubscribe { service: id });
+    m.block(vec![leave]);
+    let newcomers: Vec<Keypair> = council(&m, id)
+        .into_iter()
+        .filter(|k| !members.iter().any(|o| o.address() == k.address()))
+        .collect();
+    assert!(!newcomers.is_empty(), "a seat was drawn again");
+    let mut responses = vec![answer(leaver, id, 1, 10), answer(colluder, id, 1, 66)];
+    responses.extend(newcomers.iter().map(|k| answer(k, id, 1, 66)));
+    // The newcomers and the colluder agree: a majority of today's council, which outvotes
+    // nobody seated (all agree), and no majority of the council the leaver left.
+    let e = m.refused(
+        &provider(6),
+        TxKind::DisputeResponses {
+            service: id,
+            responses,
+        },
+    );
+    assert!(
+        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
+        "{e}"
+    );
+    assert_eq!(
+        m.state.provider(&leaver.address()).unwrap().slashed,
+        Amount::ZERO
+    );
+}
+
 /// Found by a review: a subscriber offline when a seat opened came back but was never drawn
 /// (nothing made the service due again), and the service closed at its max_downtime with a
 /// fit subscriber waiting. Open seats are looked at again while subscribers wait.
