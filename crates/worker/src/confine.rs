@@ -845,7 +845,7 @@ impl SandboxCheck {
         }
         if let Some(why) = &self.limits {
             found.push(format!(
-                "runs are not held to their job's memory and CPUs, nor to {} processes ({why}): jobs that set their memory are declined, and a task may take every CPU or fork without end; run the worker as root, or in a control group of its own that it may write",
+                "runs are not held to their job's memory and CPUs, nor to {} processes: jobs that set their memory are declined, and a task may take every CPU or fork without end; {why}",
                 crate::cgroup::PIDS_LIMIT
             ));
         }
