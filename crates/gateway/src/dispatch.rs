@@ -393,6 +393,11 @@ impl Dispatcher {
         std::mem::take(&mut self.lock().evidence)
     }
 
+    /// Gives back evidence whose dispute could not be sent, to go again.
+    pub fn return_evidence(&self, evidence: Vec<SignedResponse>) {
+        self.lock().evidence.push(evidence);
+    }
+
     /// Members that let a request's time run out: for `DropMember`.
     pub fn take_late(&self) -> Vec<Address> {
         std::mem::take(&mut self.lock().late)

@@ -231,7 +231,7 @@ async fn user_request(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let service = params
         .iter()
@@ -252,6 +252,19 @@ async fn user_request(
             "send `Authorization: Bearer gw_...` with a key the service's requester made (`gridwork service key new <SERVICE>`)",
         );
     }
+    // Read only once the service and the user's key are known: a stranger's body is never
+    // taken into memory.
+    let body = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                "the request body could not be read whole (at most {MAX_REQUEST_BYTES} bytes): {e}"
+            ),
+            )
+        }
+    };
     let prefix = format!("/s/{service}");
     let mut path = uri.path().strip_prefix(&prefix).unwrap_or("/").to_string();
     if path.is_empty() {

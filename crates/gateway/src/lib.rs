@@ -14,4 +14,4 @@ mod run;
 
 pub use dispatch::{Answer, Council, Dispatcher, Refusal, Relay, CONNECTED_WITHIN, MAX_OPEN};
 pub use http::{router, routes, ApiKeys, Gateways, MAX_REQUEST_BYTES, MAX_WAIT};
-pub use run::{announce, keep, refresh_council, COUNCIL_EVERY};
+pub use run::{announce, keep, refresh_council, GatewayKey, COUNCIL_EVERY};

@@ -55,25 +55,52 @@ pub async fn refresh_council(client: &Client, d: &Dispatcher) -> Result<(), Stri
     Ok(())
 }
 
-/// Says on the ledger that the gateway listens at `url` (signed by the gateway key).
-pub async fn announce(
-    client: &Client,
-    key: &Keypair,
-    d: &Dispatcher,
-    url: &str,
-) -> Result<(), String> {
-    let hash = client
-        .sign_and_send(
+/// The gateway key and the node it sends its transactions to, one at a time: the gateways of
+/// several services may share a key (a node's, `gridwork node --gateway`), and two sent at
+/// once would take the same nonce, the second refused (a review found a dispute lost so).
+pub struct GatewayKey {
+    client: Client,
+    key: Keypair,
+    sending: tokio::sync::Mutex<()>,
+}
+
+impl GatewayKey {
+    /// `key`, sending through `client`.
+    pub fn new(client: Client, key: Keypair) -> Arc<GatewayKey> {
+        Arc::new(GatewayKey {
+            client,
             key,
-            Amount::ZERO,
-            TxKind::AnnounceGateway {
-                service: d.service(),
-                url: url.to_string(),
-            },
-        )
+            sending: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The node's client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Signs and sends `kind`, after any other of this key's transactions being sent.
+    pub async fn send(
+        &self,
+        kind: TxKind,
+    ) -> Result<gridwork_types::Hash, gridwork_client::ClientError> {
+        let _turn = self.sending.lock().await;
+        self.client
+            .sign_and_send(&self.key, Amount::ZERO, kind)
+            .await
+    }
+}
+
+/// Says on the ledger that the gateway listens at `url` (signed by the gateway key).
+pub async fn announce(key: &GatewayKey, d: &Dispatcher, url: &str) -> Result<(), String> {
+    let hash = key
+        .send(TxKind::AnnounceGateway {
+            service: d.service(),
+            url: url.to_string(),
+        })
         .await
         .map_err(|e| e.to_string())?;
-    client
+    key.client
         .wait_committed(&hash, Duration::from_secs(30))
         .await
         .map_err(|e| e.to_string())?;
@@ -81,13 +108,10 @@ pub async fn announce(
 }
 
 /// Until `stop`: the council from the ledger, requests swept, late members dropped, evidence
-/// disputed. Failures are logged and tried again.
-pub async fn keep(
-    client: Client,
-    key: Keypair,
-    d: Arc<Dispatcher>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// disputed (evidence whose dispute could not be sent goes again). Failures are logged and
+/// tried again.
+pub async fn keep(key: Arc<GatewayKey>, d: Arc<Dispatcher>, mut stop: watch::Receiver<bool>) {
+    let client = key.client.clone();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_council = tokio::time::Instant::now() - COUNCIL_EVERY;
     loop {
@@ -111,7 +135,7 @@ pub async fn keep(
                 service: d.service(),
                 member,
             };
-            match client.sign_and_send(&key, Amount::ZERO, kind).await {
+            match key.send(kind).await {
                 Ok(_) => tracing::info!(%member, "dropped a member that did not answer in time"),
                 Err(e) => tracing::warn!(%member, error = %e, "cannot drop a late member"),
             }
@@ -119,11 +143,27 @@ pub async fn keep(
         for responses in d.take_evidence() {
             let kind = TxKind::DisputeResponses {
                 service: d.service(),
-                responses,
+                responses: responses.clone(),
             };
-            match client.sign_and_send(&key, Amount::ZERO, kind).await {
+            match key.send(kind).await {
                 Ok(hash) => tracing::info!(%hash, "sent the evidence of responses that differ"),
-                Err(e) => tracing::warn!(error = %e, "cannot send a dispute"),
+                // The ledger's refusal (a dispute decided already) is final; the node's
+                // moment (unreachable, its mempool full, a nonce being sent) is not.
+                Err(e)
+                    if matches!(
+                        &e,
+                        gridwork_client::ClientError::Api {
+                            status: 400 | 422,
+                            ..
+                        }
+                    ) =>
+                {
+                    tracing::warn!(error = %e, "the ledger refused a dispute")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send a dispute now; it goes again");
+                    d.return_evidence(responses);
+                }
             }
         }
     }

@@ -332,10 +332,24 @@ fn node(cli: &Cli, args: &NodeArgs) -> anyhow::Result<()> {
         let (beside, hosting) = match gateway_key {
             Some(key) => {
                 let gateways = std::sync::Arc::new(gridwork_gateway::Gateways::default());
-                let url = args
-                    .gateway_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{addr}"));
+                let url = match &args.gateway_url {
+                    Some(url) => url.clone(),
+                    None if addr.ip().is_unspecified() => bail!(
+                        "--gateway: the API listens on every address ({addr}), so say which one users and members reach it at with --gateway-url http://HOST:{}",
+                        addr.port()
+                    ),
+                    None => format!("http://{addr}"),
+                };
+                let printable = url.chars().all(|c| c.is_ascii_graphic());
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || !printable
+                    || url.len() > gridwork_protocol::MAX_GATEWAY_URL
+                {
+                    bail!(
+                        "--gateway-url {url}: give an http(s):// URL of at most {} printable bytes, such as http://203.0.113.7:7650",
+                        gridwork_protocol::MAX_GATEWAY_URL
+                    );
+                }
                 let host = crate::services::host_gateways(
                     format!("http://{addr}"),
                     url,

@@ -160,6 +160,8 @@ pub(crate) fn demo_service(
         let keys_file = base.join("api-keys");
         let api_key = ApiKeys::new_key(&keys_file)?;
         let mut gateways = Vec::new();
+        // One key for the three: its transactions go one at a time.
+        let gateway_key = gridwork_gateway::GatewayKey::new(client.clone(), requester.clone());
         for (name, id, spec) in &services {
             let d = Arc::new(Dispatcher::new(*id, spec.clone(), &chain.chain_id, requester.clone()));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -168,12 +170,11 @@ pub(crate) fn demo_service(
             tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             });
-            gridwork_gateway::announce(&client, &requester, &d, &gw)
+            gridwork_gateway::announce(&gateway_key, &d, &gw)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             tokio::spawn(gridwork_gateway::keep(
-                client.clone(),
-                requester.clone(),
+                gateway_key.clone(),
                 d,
                 stop.subscribe(),
             ));

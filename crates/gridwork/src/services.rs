@@ -137,6 +137,8 @@ pub(crate) async fn host_gateways(
     use std::collections::HashMap;
     use std::sync::Arc;
     let client = Client::new(&api);
+    // Every service's transactions go one at a time (one key, one nonce sequence).
+    let gateway_key = gridwork_gateway::GatewayKey::new(client.clone(), key.clone());
     let mut kept: HashMap<Hash, tokio::sync::watch::Sender<bool>> = HashMap::new();
     // Services of other gateway keys (a service's key never changes): not read again.
     let mut foreign: std::collections::HashSet<Hash> = std::collections::HashSet::new();
@@ -154,12 +156,21 @@ pub(crate) async fn host_gateways(
     loop {
         match client.services().await {
             Ok(open) => {
+                let open: std::collections::HashSet<Hash> = open.into_iter().collect();
                 for id in &open {
                     if kept.contains_key(id) || foreign.contains(id) {
                         continue;
                     }
+                    // Its own services only: anyone may name any gateway key in a service, and
+                    // a stranger's would have this node announce, dispute and drop with its
+                    // key, paying the fees (found by a review).
                     let view = match client.service(id).await {
-                        Ok(Some(view)) if view.spec.gateway == key.public() => view,
+                        Ok(Some(view))
+                            if view.spec.gateway == key.public()
+                                && view.requester == key.address() =>
+                        {
+                            view
+                        }
                         Ok(Some(_)) => {
                             foreign.insert(*id);
                             continue;
@@ -178,7 +189,7 @@ pub(crate) async fn host_gateways(
                     ));
                     if view.gateway_url != url {
                         if let Err(e) =
-                            gridwork_gateway::announce(&client, &key, &dispatcher, &url).await
+                            gridwork_gateway::announce(&gateway_key, &dispatcher, &url).await
                         {
                             tracing::warn!(service = %id, error = %e, "cannot say where the gateway listens; trying again");
                             continue;
@@ -191,8 +202,7 @@ pub(crate) async fn host_gateways(
                     );
                     let (stop_one, stopping) = tokio::sync::watch::channel(false);
                     tasks.spawn(gridwork_gateway::keep(
-                        client.clone(),
-                        key.clone(),
+                        gateway_key.clone(),
                         dispatcher,
                         stopping,
                     ));
@@ -263,8 +273,9 @@ fn gateway(
             .map_err(|e| anyhow!("--listen {listen}: {e}"))?;
         let bound = listener.local_addr()?;
         let url = url.map_or_else(|| format!("http://{bound}"), str::to_string);
+        let gateway_key = gridwork_gateway::GatewayKey::new(client.clone(), key.clone());
         if view.gateway_url != url {
-            gridwork_gateway::announce(&client, &key, &dispatcher, &url)
+            gridwork_gateway::announce(&gateway_key, &dispatcher, &url)
                 .await
                 .map_err(|e| anyhow!("saying where the gateway listens: {e}"))?;
         }
@@ -273,8 +284,7 @@ fn gateway(
         }
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let keeper = tokio::spawn(gridwork_gateway::keep(
-            client.clone(),
-            key.clone(),
+            gateway_key,
             dispatcher.clone(),
             stopped.clone(),
         ));

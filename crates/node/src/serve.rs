@@ -385,7 +385,7 @@ pub async fn serve_beside(
     beside: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let app = api::router_with(node, &limits).merge(beside);
+    let app = api::router_beside(node, &limits, beside);
     // Every connection task watches `stopping`; `tasks` holds them so shutdown can wait.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

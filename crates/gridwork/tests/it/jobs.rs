@@ -716,6 +716,56 @@ fn served_and_paid(at: GatewayAt) {
         .unwrap()
         .to_string();
     asked_and_paid(&cli, &id, &url, &key);
+    if let GatewayAt::TheNode = at {
+        strangers_are_not_served(&cli, &url, &file, &id);
+    }
+}
+
+/// What a node that is a gateway refuses strangers (found by a review): `StrangersService`,
+/// a service another requester (dev4) made naming the node's gateway key, is not served nor
+/// announced (the node would sign and pay for it); `UnreadBody`, a request with no key, is
+/// refused before its body is read (here a 16 MB body never sent to the node's own service).
+fn strangers_are_not_served(cli: &Cli, url: &str, file: &std::path::Path, served: &str) {
+    let public = cli.json(&["keys", "show", "dev0"], &[])["public_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(file).unwrap();
+    assert!(text.contains("# gateway = "), "the example names where");
+    let named = text.replace(
+        "# gateway = \"<public key hex>\"",
+        &format!("gateway = \"{public}\""),
+    );
+    let strangers = file.with_file_name("strangers.toml");
+    std::fs::write(&strangers, named).unwrap();
+    let created = cli.json(
+        &[
+            "--key",
+            "dev4",
+            "service",
+            "create",
+            strangers.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let id = created["service"].as_str().unwrap().to_string();
+    let path = format!("/s/{id}/v1/completions");
+    let (status, body) = http(url, "POST", &path, &[], "{}");
+    assert_eq!(status, 404, "{body}");
+    let status = cli.json(&["service", "status", &id], &[]);
+    assert_eq!(status["gateway_url"], "", "{status}");
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(url.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let head = format!(
+        "POST /s/{served}/x HTTP/1.1\r\nhost: gw\r\nconnection: close\r\ncontent-length: 16000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
 
 /// `gridwork service gateway` for service `id` with the requester's key (the file names no

@@ -288,6 +288,14 @@ pub fn router(node: Node) -> Router {
 
 /// The router of every endpoint, holding bodies to `limits`.
 pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
+    router_beside(node, limits, Router::new())
+}
+
+/// [`router_with`], with `beside` (a gateway's routes, `gridwork node --gateway`) under the
+/// same body clock, request metrics and default body limit: layers apply to the routes a
+/// router has when they are added, so `beside` is merged first (a review found the gateway's
+/// routes served with no body timeout at all).
+pub fn router_beside(node: Node, limits: &ServeLimits, beside: Router) -> Router {
     let state = ApiState {
         node: node.clone(),
         budget: Budget::new(limits.body_memory_bytes),
@@ -342,10 +350,11 @@ pub fn router_with(node: Node, limits: &ServeLimits) -> Router {
                 "no such endpoint; see /v1/openapi.json",
             )
         })
+        .with_state(state)
+        .merge(beside)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(clock, time_bodies))
         .layer(axum::middleware::from_fn_with_state(node, observe_request))
-        .with_state(state)
 }
 
 /// Counts every request by route template, method and status, and times it to its

@@ -189,10 +189,11 @@ gridwork_types::codec_struct!(MemberPay {
     left_with: Vec<Address>
 });
 
-/// How long after a member leaves the council (unsubscribing, dropped) a dispute may still
-/// outvote it, judged by the council it left: a liar that unsubscribed the moment it answered
-/// used to escape its outvote, since only members seated now were judged. Ten minutes: a
-/// gateway disputes at once.
+/// How long at least after a member leaves the council (unsubscribing, dropped) a dispute may
+/// still outvote it, judged by the council it left: a liar that unsubscribed the moment it
+/// answered used to escape its outvote, since only members seated now were judged. Ten
+/// minutes, or twice the longest a request may wait for its answers where that is longer (a
+/// gateway files its evidence once a request closes: [`Service::leaver_window_ms`]).
 pub const LEAVER_DISPUTE_MS: u64 = 10 * 60 * 1000;
 
 /// A published service.
@@ -276,6 +277,18 @@ impl Service {
     /// The subscription of `provider`, if it has one.
     pub fn subscription(&self, provider: &Address) -> Option<&Subscription> {
         self.subscribers.iter().find(|s| s.provider == *provider)
+    }
+
+    /// How long after a member left a dispute may still outvote it: [`LEAVER_DISPUTE_MS`], or
+    /// twice the longest a request waits for its answers (`max_response_ms` and
+    /// `response_ms_per_kib` for a MiB) where that is longer (a review found an accomplice
+    /// that never answers holds the request, and its evidence, open past ten minutes).
+    pub fn leaver_window_ms(&self) -> u64 {
+        let answer_within = self
+            .spec
+            .max_response_ms
+            .saturating_add(self.spec.response_ms_per_kib.saturating_mul(1024));
+        LEAVER_DISPUTE_MS.max(answer_within.saturating_mul(2))
     }
 
     /// What `provider` was paid, if it ever sat on the council.
@@ -1027,7 +1040,7 @@ impl State {
             };
             let recent = !s.council.contains(who)
                 && p.left_at_ms > 0
-                && now < p.left_at_ms.saturating_add(LEAVER_DISPUTE_MS);
+                && now < p.left_at_ms.saturating_add(s.leaver_window_ms());
             if !recent || equivocators.contains(who) {
                 continue;
             }

@@ -94,12 +94,12 @@ pub(super) async fn gateway(net: &Net, id: Hash, spec: ServiceSpec) -> impl Fn(S
         listener,
         gridwork_gateway::router(d.clone(), Arc::new(ApiKeys::open(&keys_file))),
     ));
-    gridwork_gateway::announce(&net.client, &dev_keypair(0), &d, &url)
+    let gateway_key = gridwork_gateway::GatewayKey::new(net.client.clone(), dev_keypair(0));
+    gridwork_gateway::announce(&gateway_key, &d, &url)
         .await
         .unwrap();
     tokio::spawn(gridwork_gateway::keep(
-        net.client.clone(),
-        dev_keypair(0),
+        gateway_key,
         d.clone(),
         net.stop.subscribe(),
     ));
