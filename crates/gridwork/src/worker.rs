@@ -352,6 +352,13 @@ pub(crate) fn probe_command(cli: &Cli, args: &crate::cli::ProbeArgs) -> anyhow::
             Ok(check) => {
                 lines.push(("sandbox", check.summary()));
                 lines.extend(check.weaknesses().into_iter().map(|w| ("weakness", w)));
+                lines.push((
+                    "sockets",
+                    match check.unix_sockets {
+                        true => "tasks connect only to UNIX sockets beneath their run".into(),
+                        false => "tasks reach the UNIX sockets their user may outside /run, /tmp and /var/tmp (Landlock ABI 9, Linux 7.1, confines them)".into(),
+                    },
+                ));
             }
             Err(e) => lines.push(("sandbox", format!("self-check failed: {e}"))),
         }

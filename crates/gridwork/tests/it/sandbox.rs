@@ -1264,6 +1264,43 @@ fn sandbox_check(wrap: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A pathname UNIX socket outside the run and outside the `/run`, `/tmp` and `/var/tmp` the
+/// run's own mounts cover (a daemon's under `/var/lib`, say): where the kernel has Landlock's
+/// ninth ABI (Linux 7.1) a task cannot connect to it; before, it can, as far as the socket's
+/// mode lets its user, and the sandbox check says so (`unix_sockets: false`).
+#[test]
+fn a_task_connects_to_no_socket_outside_its_run_where_the_kernel_can_refuse_it() {
+    let outside = tempfile::Builder::new()
+        .prefix("s")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = outside.path().join("d.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('{}')\n    print('connected')\nexcept OSError as e:\n    print('refused', e)\n",
+        socket.display()
+    );
+    let out = Command::new(BIN)
+        .args(["sandbox-exec", "--work"])
+        .arg(work.path())
+        .args(["--", "python3", "-c", &script])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let confined = sandbox_check(&[])["unix_sockets"].as_bool().unwrap();
+    match confined {
+        true => assert!(said.starts_with("refused"), "{said} {out:?}"),
+        false => {
+            assert!(said.starts_with("connected"), "{said} {out:?}");
+            eprintln!("this kernel has no Landlock ABI 9: the socket outside is reachable, as the check says");
+        }
+    }
+}
+
 /// A provider learns what its sandbox holds when its worker starts (`gridwork probe` shows
 /// the same): here, namespaces of the task's own, and Landlock where the kernel has it.
 #[test]
