@@ -678,9 +678,16 @@ impl State {
             ));
         }
         if s.subscribers.len() >= MAX_SUBSCRIBERS {
-            return refuse(format!(
-                "it has {MAX_SUBSCRIBERS} subscribers, the most a service keeps"
-            ));
+            // A full list takes a provider with more stake locked than the least of those
+            // waiting for a seat, in its place (`displaced`).
+            let least = self.displaced(s).map(|a| self.account(&a).stake_locked);
+            if least.is_none_or(|least| sender_account.stake_locked <= least) {
+                return refuse(format!(
+                    "it has {MAX_SUBSCRIBERS} subscribers, the most a service keeps, and none waiting for a seat has less stake locked than this provider ({} GRID{}): lock more to take the place of the least",
+                    sender_account.stake_locked,
+                    least.map_or(String::new(), |l| format!(" against {l} GRID"))
+                ));
+            }
         }
         if s.pay_of(&sender).is_none() && s.pay.len() >= MAX_MEMBERS_EVER {
             return refuse(format!(
@@ -725,6 +732,17 @@ impl State {
         let Some(mut s) = self.services.get(&id).cloned() else {
             return Vec::new();
         };
+        let mut events = Vec::new();
+        if s.subscribers.len() >= MAX_SUBSCRIBERS {
+            if let Some(out) = self.displaced(&s) {
+                s.subscribers.retain(|x| x.provider != out);
+                events.push(Event::Unsubscribed {
+                    service: id,
+                    provider: out,
+                    reason: "displaced from a full subscriber list by a provider with more stake locked; it may subscribe again".into(),
+                });
+            }
+        }
         s.subscribers.push(Subscription {
             provider: sender,
             price,
@@ -735,11 +753,31 @@ impl State {
             self.due_services.insert(id, now);
         }
         self.services.insert(id, s);
-        vec![Event::Subscribed {
+        events.push(Event::Subscribed {
             service: id,
             provider: sender,
             price,
-        }]
+        });
+        events
+    }
+
+    /// Of a full subscriber list, who gives its place to a newcomer with more stake locked:
+    /// the subscriber waiting for a seat (seated members keep theirs) with the least stake
+    /// locked, the latest to subscribe of equals. So Sybils that fill a service's list to
+    /// keep honest providers from its council (`SybilSubscriber`) must each hold more stake
+    /// than every honest provider that wants in, not merely the minimum.
+    fn displaced(&self, s: &Service) -> Option<Address> {
+        s.subscribers
+            .iter()
+            .filter(|x| !s.council.contains(&x.provider))
+            .min_by_key(|x| {
+                (
+                    self.account(&x.provider).stake_locked,
+                    std::cmp::Reverse(x.since_ms),
+                    std::cmp::Reverse(x.provider),
+                )
+            })
+            .map(|x| x.provider)
     }
 
     /// `Unsubscribe`: by a subscriber (council members among them).

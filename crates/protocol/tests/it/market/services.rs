@@ -1003,6 +1003,56 @@ fn members_drawn_after_a_member_left_do_not_judge_it() {
     );
 }
 
+/// `SybilSubscriber` filling the list: 256 subscribers of the minimum stake keep a service's
+/// list full. A provider with more stake locked takes the place of the least (of those
+/// waiting for a seat; seated members keep theirs), which is told so; one with no more is
+/// refused, saying what to beat.
+#[test]
+fn a_full_subscriber_list_takes_a_provider_with_more_stake_in_place_of_the_least() {
+    let full = gridwork_protocol::MAX_SUBSCRIBERS as u32;
+    let mut m = Market::with_providers(full + 2);
+    let id = create(&mut m, spec(3), Amount::grid(10));
+    subscribe(&mut m, id, &(1..=full).collect::<Vec<_>>());
+    let s = m.state.service(&id).unwrap();
+    assert_eq!(s.subscribers.len(), gridwork_protocol::MAX_SUBSCRIBERS);
+    let seated = s.council.clone();
+    let (equal, richer) = (provider(full + 1), provider(full + 2));
+    let e = m.refused(
+        &equal,
+        TxKind::Subscribe {
+            service: id,
+            price: max_price(),
+        },
+    );
+    assert!(
+        matches!(&e, TxError::BadSubscription { problem, .. } if problem.contains("lock more")),
+        "{e}"
+    );
+    let more = m.tx(
+        &richer,
+        TxKind::StakeLock {
+            amount: Amount::grid(1),
+        },
+    );
+    m.block(vec![more]);
+    let events = subscribe(&mut m, id, &[full + 2]);
+    let out = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Unsubscribed {
+                provider, reason, ..
+            } if reason.contains("displaced") => Some(*provider),
+            _ => None,
+        })
+        .expect("one displaced");
+    let s = m.state.service(&id).unwrap();
+    assert_eq!(s.subscribers.len(), gridwork_protocol::MAX_SUBSCRIBERS);
+    assert!(s.subscription(&richer.address()).is_some());
+    assert!(s.subscription(&out).is_none());
+    assert!(!seated.contains(&out), "a seated member keeps its place");
+    assert_eq!(s.council, seated);
+}
+
 /// Found by a review: a subscriber offline when a seat opened came back but was never drawn
 /// (nothing made the service due again), and the service closed at its max_downtime with a
 /// fit subscriber waiting. Open seats are looked at again while subscribers wait.

@@ -144,7 +144,13 @@ pub(super) fn salt(who: &Keypair) -> Hash {
 
 impl Market {
     pub(super) fn new() -> Market {
-        let genesis = Genesis::dev(CHAIN, T0, PROVIDERS + 2, params());
+        Market::with_providers(PROVIDERS)
+    }
+
+    /// A market of `providers` registered providers (dev keys 1 to `providers`), each with
+    /// 1,000 GRID locked.
+    pub(super) fn with_providers(providers: u32) -> Market {
+        let genesis = Genesis::dev(CHAIN, T0, providers + 2, params());
         let (state, _) = State::genesis(&genesis).unwrap();
         let (replica, _) = State::genesis(&genesis).unwrap();
         let mut disk = Disk::default();
@@ -157,7 +163,7 @@ impl Market {
             now: T0,
             nonces: Default::default(),
         };
-        let stakes: Vec<SignedTx> = (1..=PROVIDERS)
+        let stakes: Vec<SignedTx> = (1..=providers)
             .map(|i| {
                 m.tx(
                     &provider(i),
@@ -168,7 +174,7 @@ impl Market {
             })
             .collect();
         m.block(stakes);
-        let regs: Vec<SignedTx> = (1..=PROVIDERS)
+        let regs: Vec<SignedTx> = (1..=providers)
             .map(|i| {
                 m.tx(
                     &provider(i),
