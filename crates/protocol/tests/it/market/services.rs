@@ -109,6 +109,21 @@ fn answer(who: &Keypair, service: Hash, request: u8, response: u8) -> SignedResp
     .sign(CHAIN, who)
 }
 
+/// A dispute of `responses` is refused: nobody to slash.
+fn nobody_to_slash(m: &mut Market, id: Hash, responses: Vec<SignedResponse>) {
+    let e = m.refused(
+        &provider(6),
+        TxKind::DisputeResponses {
+            service: id,
+            responses,
+        },
+    );
+    assert!(
+        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
+        "{e}"
+    );
+}
+
 fn council(m: &Market, id: Hash) -> Vec<Keypair> {
     m.state
         .service(&id)
@@ -349,17 +364,7 @@ fn an_outvoted_member_is_slashed_barred_and_replaced() {
     assert_eq!(s.council.len(), 3, "{:?}", s.council);
     assert_eq!(s.status, ServiceStatus::Up);
     assert_eq!(m.state.provider(&liar.address()).unwrap().active, 0);
-    let e = m.refused(
-        &provider(6),
-        TxKind::DisputeResponses {
-            service: id,
-            responses,
-        },
-    );
-    assert!(
-        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
-        "{e}"
-    );
+    nobody_to_slash(&mut m, id, responses);
     let e = m.refused(
         liar,
         TxKind::Subscribe {
@@ -954,17 +959,7 @@ fn a_liar_that_leaves_as_it_answers_is_still_outvoted_by_the_council_it_left() {
     m.block(vec![leave]);
     let later = m.now + gridwork_protocol::LEAVER_DISPUTE_MS + 1;
     m.at(later, vec![]);
-    let e = m.refused(
-        &provider(6),
-        TxKind::DisputeResponses {
-            service: id,
-            responses,
-        },
-    );
-    assert!(
-        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
-        "{e}"
-    );
+    nobody_to_slash(&mut m, id, responses);
 }
 
 /// `FramingLeavers`' other side: a member that left is judged by the council it left, never
@@ -986,17 +981,7 @@ fn members_drawn_after_a_member_left_do_not_judge_it() {
     responses.extend(newcomers.iter().map(|k| answer(k, id, 1, 66)));
     // The newcomers and the colluder agree: a majority of today's council, which outvotes
     // nobody seated (all agree), and no majority of the council the leaver left.
-    let e = m.refused(
-        &provider(6),
-        TxKind::DisputeResponses {
-            service: id,
-            responses,
-        },
-    );
-    assert!(
-        matches!(&e, TxError::BadDispute { problem, .. } if problem.contains("nobody to slash")),
-        "{e}"
-    );
+    nobody_to_slash(&mut m, id, responses);
     assert_eq!(
         m.state.provider(&leaver.address()).unwrap().slashed,
         Amount::ZERO
