@@ -63,6 +63,19 @@ T2="$PWD/.gwtask-home"; rm -rf "$T2"; mkdir -p "$T2/outputs" "$T2/tmp"
   GRIDWORK_OUTPUTS="$T2/outputs" timeout 120 "$GW" sandbox-exec $DEVICES --work "$T2" -- sh -c "echo TMPDIR=\$TMPDIR; ls /sys/class/net; ls -la /run/nvidia-persistenced 2>&1 | tail -2; $PY $HERE/train_step.py; echo exit \$?" 2>&1 | tail -8)
 cat "$T2"/outputs/*; rm -rf "$T2"
 
+step "training step with the GPU devices in a pid namespace of its own, held by a memory group of 8 GiB (as a worker runs a job with min_memory_mib = 8192)"
+V1=$(sed -n 's/^[0-9]*:memory:\(.*\)/\1/p' /proc/self/cgroup)
+if [ -n "$V1" ]; then G=/sys/fs/cgroup/memory$V1/gwcheck; LIM=memory.limit_in_bytes
+else G=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/gwcheck; LIM=memory.max; fi
+if mkdir -p "$G" 2>/dev/null && echo $((8 << 30)) > "$G/$LIM"; then
+  T3="$PWD/.gwtask-mem"; rm -rf "$T3"; mkdir -p "$T3/outputs" "$T3/tmp"
+  (cd "$T3" && env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$T3" LANG=C.UTF-8 \
+    GRIDWORK_OUTPUTS="$T3/outputs" timeout 120 "$GW" sandbox-exec $DEVICES --cgroup "$G" --work "$T3" -- sh -c "ls /proc | grep -c '^[0-9]'; cat /proc/self/cgroup | head -3; $PY $HERE/train_step.py; echo exit \$?" 2>&1 | tail -8)
+  rm -rf "$T3"; rmdir "$G" 2>/dev/null
+else
+  echo "no memory group could be made here ($G)"
+fi
+
 step "GPUs in a container, as the container executor asks for them (where the engine has the nvidia runtime)"
 if command -v docker >/dev/null && docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia; then
   # An image of the host's sh and the libraries it needs (no registry): the NVIDIA toolkit
