@@ -463,10 +463,8 @@ pub(crate) fn sandbox_exec(args: &SandboxArgs) -> anyhow::Result<()> {
     } else {
         // The first process of the run's pid namespace, where it has one: this command again,
         // saying how the program ended (or why it could not start) on the pipe `say`.
-        let init = |say: std::os::fd::OwnedFd| {
-            let mut cmd = std::process::Command::new(
-                std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into()),
-            );
+        let init = |exe: &Path, say: std::os::fd::OwnedFd| {
+            let mut cmd = std::process::Command::new(exe);
             let mut given = std::env::args_os().skip(1);
             cmd.args(given.next())
                 .arg("--pid-init")

@@ -530,9 +530,13 @@ pub fn confine_and_exec(
     c: &Confinement,
     command: &str,
     args: &[String],
-    init: &dyn Fn(std::os::fd::OwnedFd) -> std::process::Command,
+    init: &dyn Fn(&Path, std::os::fd::OwnedFd) -> std::process::Command,
     report: &crate::supervise::SetupReport,
 ) -> ConfineError {
+    // This executable, held open: the run's own mounts may cover the path it was started
+    // from (one beneath /tmp, where a clean clone's build lies), and a run with GPUs starts it
+    // again as its pid namespace's first process.
+    let exe = std::fs::File::open("/proc/self/exe");
     if let Err(why) = first_to_die() {
         eprintln!(
             "gridwork sandbox: {why}: out of memory, the kernel may end the worker before the task"
@@ -552,7 +556,11 @@ pub fn confine_and_exec(
     }
     let own = own.ok();
     if own.is_some_and(|o| o.pid) {
-        return wait_for_init(c, own.is_some_and(|o| o.tmp), init, report, &entry);
+        let exe = match exe {
+            Ok(exe) => exe,
+            Err(e) => return ConfineError::PidInit(format!("opening /proc/self/exe: {e}")),
+        };
+        return wait_for_init(c, own.is_some_and(|o| o.tmp), init, report, &entry, &exe);
     }
     if let Err(e) = entry.admit(std::process::id()) {
         return ConfineError::Cgroup(e.to_string());
@@ -617,9 +625,10 @@ fn set_program_env(cmd: &mut std::process::Command, c: &Confinement, own_tmp: bo
 fn wait_for_init(
     c: &Confinement,
     own_tmp: bool,
-    init: &dyn Fn(std::os::fd::OwnedFd) -> std::process::Command,
+    init: &dyn Fn(&Path, std::os::fd::OwnedFd) -> std::process::Command,
     report: &crate::supervise::SetupReport,
     entry: &crate::cgroup::Entry,
+    exe: &std::fs::File,
 ) -> ConfineError {
     use crate::supervise::{Exit, RunStatus};
     use rustix::thread::CapabilitySet;
@@ -640,7 +649,13 @@ fn wait_for_init(
         Ok(ends) => ends,
         Err(e) => return fail("making init's socket", &e),
     };
-    let mut cmd = init(std::os::fd::OwnedFd::from(say));
+    // Started by its descriptor: the kernel opens the file before it closes the descriptors
+    // marked close-on-exec, this one among them.
+    let exe = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(exe)
+    ));
+    let mut cmd = init(&exe, std::os::fd::OwnedFd::from(say));
     set_program_env(&mut cmd, c, own_tmp);
     let child = cmd.spawn();
     // Not this process's to keep: it only waits.
