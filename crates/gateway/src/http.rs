@@ -141,14 +141,6 @@ impl Gateways {
         self.unknown.notified().await;
     }
 
-    /// Whether it serves `service`.
-    pub fn serves(&self, service: &Hash) -> bool {
-        self.served
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(service)
-    }
-
     /// Stops serving `service`.
     pub fn remove(&self, service: &Hash) {
         self.served

@@ -97,14 +97,7 @@ fn a_task_with_a_gpu_writes_under_proc_for_its_own_processes_alone() {
     // As a worker not run as root: the task and the process it goes after are one user
     // (a root worker's tasks run as nobody, and could not write root's processes' files).
     let as_user = |program: &str| {
-        let mut cmd = match runs_as_root() {
-            true => {
-                let mut cmd = Command::new("setpriv");
-                cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
-                cmd
-            }
-            false => Command::new(program),
-        };
+        let mut cmd = as_nobody_if_root(program);
         cmd.stdin(std::process::Stdio::null());
         cmd
     };
@@ -1179,23 +1172,7 @@ fn a_root_worker_whose_work_directory_nobody_can_reach_is_refused_at_start() {
 #[test]
 fn a_docker_worker_not_run_as_root_is_refused_at_start_naming_the_fix() {
     let home = tempfile::tempdir().unwrap();
-    let root = runs_as_root();
-    // As root, the test becomes nobody for the worker (util-linux's `setpriv`).
-    let mut cmd = if root {
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            BIN,
-        ]);
-        c
-    } else {
-        Command::new(BIN)
-    };
-    let out = cmd
+    let out = as_nobody_if_root(BIN)
         .args([
             "--key",
             "dev1",
@@ -1522,6 +1499,19 @@ async fn a_services_server_answers_on_its_socket_and_ends_with_everything_it_sta
     assert_eq!(text["completion"].as_str().unwrap().chars().count(), 48);
     for pid in leftovers {
         assert!(!running(pid), "a process the server started outlived it");
+    }
+}
+
+/// `program` as a user of its own, as a worker not run as root would be: as root, the test
+/// runs it as nobody (util-linux's `setpriv`); otherwise as itself.
+fn as_nobody_if_root(program: &str) -> Command {
+    match runs_as_root() {
+        true => {
+            let mut cmd = Command::new("setpriv");
+            cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+            cmd
+        }
+        false => Command::new(program),
     }
 }
 
