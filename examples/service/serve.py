@@ -7,6 +7,10 @@ bytes and different prompts get different text.
     POST /v1/completions  {"prompt": "...", "max_tokens": 64}
     -> {"completion": "...", "model": "bigram-<hash of the corpus>"}
 
+    POST /v1/completions  {"prompt": "...", "max_tokens": 64, "stream": true, "token_ms": 20}
+    -> text/event-stream, a token at a time as it is made (every token_ms, at most 1000):
+       data: {"text": "<token>"}   ...   data: [DONE]
+
 On a worker it answers on the UNIX socket $GRIDWORK_SOCKET (a task has no network); run by
 hand, on 127.0.0.1:8080 (or $GRIDWORK_PORT).
 """
@@ -15,6 +19,7 @@ import json
 import os
 import socketserver
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 inputs = os.environ.get("GRIDWORK_INPUTS", os.path.dirname(os.path.abspath(__file__)))
@@ -60,8 +65,25 @@ class Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(length) or b"{}")
             prompt = str(body.get("prompt", ""))
             max_tokens = int(body.get("max_tokens", 64))
-        except (ValueError, TypeError) as e:
+            stream = bool(body.get("stream", False))
+            token_ms = max(0, min(int(body.get("token_ms", 0)), 1000))
+        except (ValueError, TypeError, AttributeError) as e:
             self.send_error(400, f"bad request: {e}")
+            return
+        if stream:
+            # Server-sent events, no length stated: the body ends as the connection does.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            for token in complete(prompt, max_tokens):
+                if token_ms:
+                    time.sleep(token_ms / 1000)
+                self.wfile.write(b"data: " + json.dumps({"text": token}).encode() + b"\n\n")
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
             return
         answer = json.dumps({"completion": complete(prompt, max_tokens), "model": model}).encode()
         self.send_response(200)

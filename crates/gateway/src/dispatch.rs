@@ -12,6 +12,15 @@
 //! A request is open until every member answered or its time ran out: then responses that
 //! differ become evidence for `DisputeResponses` ([`Dispatcher::take_evidence`]), and members
 //! that did not answer in time are named for `DropMember` ([`Dispatcher::take_late`]).
+//!
+//! A member may stream its response ([`Dispatcher::open_stream`], then its pieces, then its
+//! signature over the whole): token streams (server-sent events) reach the user as the model
+//! writes them. Under the optimistic method the first member to open a stream is piped to the
+//! user piece by piece ([`Reply::Stream`]); should it break off before its signed end, the
+//! pipe goes on from another member whose stream (or whole response) begins with every byte
+//! sent (answers are deterministic, so an honest council's agree), and is broken off for the
+//! user, never ended as if whole, when none does. Under the weighted and unanimous methods a
+//! stream is an answer once it ends, signed, like any other: the user gets it whole.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,7 +31,7 @@ use gridwork_types::{
     request_hash, response_hash, Address, Amount, Hash, Keypair, ResponseMethod, ServiceSpec,
     SignedReceipt, SignedResponse, StreamPrice, StreamReceipt,
 };
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A request as it goes to each member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +61,31 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// What a user gets for a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// An answer, whole.
+    Whole(Answer),
+    /// An answer streamed as its member sends it (the optimistic method).
+    Stream(Streamed),
+}
+
+/// An answer streamed to the user: its status and content type at once, its body in pieces as
+/// they come. The body ends (the channel closes) once the answer is whole; an `Err` piece
+/// means it broke off and the user must not take what came as a whole answer.
+#[derive(Debug)]
+pub struct Streamed {
+    /// The HTTP status the server gave.
+    pub status: u16,
+    /// Its content type (empty for none).
+    pub content_type: String,
+    /// The body's pieces.
+    pub body: mpsc::UnboundedReceiver<Result<Bytes, Refusal>>,
+}
+
+/// The largest response a member may stream for one request.
+pub const MAX_STREAM_BYTES: usize = 16 << 20;
+
 /// Why the gateway did not answer a request, or refused a member's response. Each maps to an
 /// HTTP status and names what would do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,6 +106,10 @@ pub enum Refusal {
     /// A response from somebody not asked, for a request not open, or that does not check out.
     #[error("response refused: {0}")]
     BadResponse(String),
+    /// A streamed answer broke off: its member stopped before its signed end and no other
+    /// member's answer begins with what was sent.
+    #[error("the streamed answer broke off: {0}")]
+    StreamBroken(String),
 }
 
 /// The council as the ledger holds it: each member with its price.
@@ -99,9 +137,62 @@ struct Open {
     /// Responses so far, in arrival order, each with the member's signature.
     got: Vec<(Address, Answer, SignedResponse)>,
     /// The user waiting for the answer, until it is sent.
-    waiting: Option<oneshot::Sender<Result<Answer, Refusal>>>,
+    waiting: Option<oneshot::Sender<Result<Reply, Refusal>>>,
     /// When it was relayed.
     at: Instant,
+    /// Members' streams not yet ended.
+    streams: Vec<Partial>,
+    /// The answer being streamed to the user (optimistic method).
+    pipe: Option<Pipe>,
+}
+
+/// A member's stream, not yet ended: its status, content type and body so far.
+struct Partial {
+    member: Address,
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// The answer streamed to the user: the member it follows, and what went.
+struct Pipe {
+    /// The member whose stream it follows; none while it looks for another (the one it
+    /// followed broke off).
+    from: Option<Address>,
+    status: u16,
+    content_type: String,
+    /// The bytes sent to the user so far.
+    sent: Vec<u8>,
+    /// Members whose answers were found not to begin with what was sent.
+    cannot: Vec<Address>,
+    tx: mpsc::UnboundedSender<Result<Bytes, Refusal>>,
+    /// Whether it ended whole. Dropped before, it is broken off for the user.
+    done: bool,
+}
+
+impl Pipe {
+    fn send(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.sent.extend_from_slice(bytes);
+            let _ = self.tx.send(Ok(Bytes::copy_from_slice(bytes)));
+        }
+    }
+
+    /// Whether an answer of this status, content type and body (so far) begins with what was
+    /// sent.
+    fn continued_by(&self, status: u16, content_type: &str, body: &[u8]) -> bool {
+        status == self.status && content_type == self.content_type && body.starts_with(&self.sent)
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.tx.send(Err(Refusal::StreamBroken(
+                "its member stopped before its signed end, and no other member's answer begins with what was sent".into(),
+            )));
+        }
+    }
 }
 
 struct Inner {
@@ -202,7 +293,7 @@ impl Dispatcher {
         path: &str,
         content_type: &str,
         body: Bytes,
-    ) -> Result<Answer, Refusal> {
+    ) -> Result<Reply, Refusal> {
         let (tx, rx) = oneshot::channel();
         {
             let mut inner = self.lock();
@@ -253,6 +344,8 @@ impl Dispatcher {
                     got: Vec::new(),
                     waiting: Some(tx),
                     at: Instant::now(),
+                    streams: Vec::new(),
+                    pipe: None,
                 },
             );
         }
@@ -299,13 +392,25 @@ impl Dispatcher {
         answer: Answer,
         signed: SignedResponse,
     ) -> Result<SignedReceipt, Refusal> {
-        let bad = |why: String| Err(Refusal::BadResponse(why));
         let mut inner = self.lock();
+        self.asked_of(&mut inner, member, seq)?;
+        self.accept(&mut inner, member, seq, answer, signed)
+    }
+
+    /// The open request `seq`, asked of `member` (seated), which has neither answered it nor
+    /// streams its answer; and the member's price.
+    fn asked_of<'a>(
+        &self,
+        inner: &'a mut Inner,
+        member: Address,
+        seq: u64,
+    ) -> Result<(&'a mut Open, StreamPrice), Refusal> {
+        let bad = |why: String| Err(Refusal::BadResponse(why));
         let price = match inner.council.members.iter().find(|(a, _)| *a == member) {
             Some((_, p)) => *p,
             None => return bad(format!("{member} does not sit on the council")),
         };
-        let Some(open) = inner.open.get(&seq) else {
+        let Some(open) = inner.open.get_mut(&seq) else {
             return bad(format!(
                 "request {seq} is not open (answered late, or never sent)"
             ));
@@ -313,9 +418,150 @@ impl Dispatcher {
         if !open.asked.contains(&member) {
             return bad(format!("request {seq} was not sent to {member}"));
         }
-        if open.got.iter().any(|(a, _, _)| *a == member) {
+        if open.got.iter().any(|(a, _, _)| *a == member)
+            || open.streams.iter().any(|p| p.member == member)
+        {
             return bad(format!("{member} answered request {seq} already"));
         }
+        Ok((open, price))
+    }
+
+    /// A member's stream of its response to request `seq` begins, with the server's status
+    /// and content type: its pieces follow ([`Dispatcher::stream_piece`]), then its signed end
+    /// ([`Dispatcher::end_stream`]). Under the optimistic method the first stream opened
+    /// before any answer is the user's, piece by piece. Returns when the request's time runs
+    /// out: the stream must end by then.
+    pub fn open_stream(
+        &self,
+        member: Address,
+        seq: u64,
+        status: u16,
+        content_type: &str,
+    ) -> Result<Instant, Refusal> {
+        let within = self.answer_within();
+        let optimistic = matches!(self.spec.method, ResponseMethod::Optimistic {});
+        let mut inner = self.lock();
+        let (open, _) = self.asked_of(&mut inner, member, seq)?;
+        open.streams.push(Partial {
+            member,
+            status,
+            content_type: content_type.to_string(),
+            body: Vec::new(),
+        });
+        if optimistic && open.got.is_empty() {
+            if let Some(user) = open.waiting.take() {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let _ = user.send(Ok(Reply::Stream(Streamed {
+                    status,
+                    content_type: content_type.to_string(),
+                    body: rx,
+                })));
+                open.pipe = Some(Pipe {
+                    from: Some(member),
+                    status,
+                    content_type: content_type.to_string(),
+                    sent: Vec::new(),
+                    cannot: Vec::new(),
+                    tx,
+                    done: false,
+                });
+            }
+        }
+        repipe(open);
+        Ok(open.at + within)
+    }
+
+    /// The next piece of `member`'s stream for request `seq`. Refused (and the stream to be
+    /// given up) past [`MAX_STREAM_BYTES`], or once the request closed.
+    pub fn stream_piece(&self, member: Address, seq: u64, piece: &[u8]) -> Result<(), Refusal> {
+        let mut inner = self.lock();
+        let Some(open) = inner.open.get_mut(&seq) else {
+            return Err(Refusal::BadResponse(format!(
+                "request {seq} is not open (its time ran out)"
+            )));
+        };
+        let Some(partial) = open.streams.iter_mut().find(|p| p.member == member) else {
+            return Err(Refusal::BadResponse(format!(
+                "{member} has no stream open for request {seq}"
+            )));
+        };
+        if partial.body.len().saturating_add(piece.len()) > MAX_STREAM_BYTES {
+            return Err(Refusal::BadResponse(format!(
+                "a streamed response may be at most {MAX_STREAM_BYTES} bytes"
+            )));
+        }
+        partial.body.extend_from_slice(piece);
+        match open.pipe.as_mut() {
+            Some(pipe) if pipe.from == Some(member) => pipe.send(piece),
+            Some(pipe) if pipe.from.is_none() => repipe(open),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `member`'s stream for request `seq` ends with its signature over the whole body:
+    /// checked and acknowledged like a whole response ([`Dispatcher::respond`]). A stream
+    /// whose end does not check out is given up.
+    pub fn end_stream(
+        &self,
+        member: Address,
+        seq: u64,
+        signed: SignedResponse,
+    ) -> Result<SignedReceipt, Refusal> {
+        let mut inner = self.lock();
+        let Some(open) = inner.open.get_mut(&seq) else {
+            return Err(Refusal::BadResponse(format!(
+                "request {seq} is not open (its time ran out)"
+            )));
+        };
+        let Some(at) = open.streams.iter().position(|p| p.member == member) else {
+            return Err(Refusal::BadResponse(format!(
+                "{member} has no stream open for request {seq}"
+            )));
+        };
+        let partial = open.streams.remove(at);
+        let answer = Answer {
+            status: partial.status,
+            content_type: partial.content_type,
+            body: Bytes::from(partial.body),
+        };
+        let accepted = self.accept(&mut inner, member, seq, answer, signed);
+        if accepted.is_err() {
+            if let Some(open) = inner.open.get_mut(&seq) {
+                broke(open, member);
+            }
+        }
+        accepted
+    }
+
+    /// `member`'s stream for request `seq` broke off before its signed end (its connection
+    /// closed, it sent too much, or what it sent was no stream): a user it was piped to gets
+    /// the rest from another member whose answer begins with what was sent, if any.
+    pub fn give_up_stream(&self, member: Address, seq: u64) {
+        if let Some(open) = self.lock().open.get_mut(&seq) {
+            open.streams.retain(|p| p.member != member);
+            broke(open, member);
+        }
+    }
+
+    /// Records a member's answer to an open request asked of it (no answer yet): checked
+    /// against its signature, acknowledged with its cumulative receipt.
+    fn accept(
+        &self,
+        inner: &mut Inner,
+        member: Address,
+        seq: u64,
+        answer: Answer,
+        signed: SignedResponse,
+    ) -> Result<SignedReceipt, Refusal> {
+        let bad = |why: String| Err(Refusal::BadResponse(why));
+        let Some((_, price)) = inner.council.members.iter().find(|(a, _)| *a == member) else {
+            return bad(format!("{member} does not sit on the council"));
+        };
+        let price = *price;
+        let Some(open) = inner.open.get(&seq) else {
+            return bad(format!("request {seq} is not open"));
+        };
         let r = &signed.response;
         if signed.provider.address() != member
             || r.service != self.service
@@ -348,6 +594,14 @@ impl Dispatcher {
         if let Some(open) = inner.open.get_mut(&seq) {
             open.got.push((member, answer, signed));
             decide(method, council, open);
+            match open.pipe.as_mut() {
+                // The stream piped to the user ended, signed: the user's answer is whole.
+                Some(pipe) if pipe.from == Some(member) => {
+                    pipe.done = true;
+                    open.pipe = None;
+                }
+                _ => repipe(open),
+            }
         }
         let done = inner
             .open
@@ -355,7 +609,7 @@ impl Dispatcher {
             .is_some_and(|o| o.got.len() >= o.asked.len());
         if done {
             if let Some(open) = inner.open.remove(&seq) {
-                close(&mut inner, open);
+                close(inner, open);
             }
         }
         Ok(receipt)
@@ -376,6 +630,10 @@ impl Dispatcher {
             if let Some(mut open) = inner.open.remove(&seq) {
                 if let Some(user) = open.waiting.take() {
                     let _ = user.send(Err(Refusal::Timeout(within)));
+                }
+                if let Some(mut pipe) = open.pipe.take() {
+                    let _ = pipe.tx.send(Err(Refusal::Timeout(within)));
+                    pipe.done = true;
                 }
                 for member in &open.asked {
                     if !open.got.iter().any(|(a, _, _)| a == member) && !inner.late.contains(member)
@@ -421,6 +679,59 @@ impl Dispatcher {
                 .sign(&self.chain_id, &self.key)
             })
             .collect()
+    }
+}
+
+/// `member`'s stream broke off: a pipe that followed it looks for another (the member may
+/// answer the request again, but does not continue the pipe).
+fn broke(open: &mut Open, member: Address) {
+    if let Some(pipe) = open.pipe.as_mut() {
+        if pipe.from == Some(member) {
+            pipe.from = None;
+            pipe.cannot.push(member);
+            repipe(open);
+        }
+    }
+}
+
+/// A pipe whose member broke off goes on from another member whose answer begins with every
+/// byte sent: a whole response (the rest goes, and the answer is whole) or a stream that has
+/// caught up (it is followed from now on). Each member's answer is compared once it holds
+/// as much as was sent. Once no member asked can continue it, it is broken off for the user.
+fn repipe(open: &mut Open) {
+    let Some(pipe) = open.pipe.as_mut() else {
+        return;
+    };
+    if pipe.from.is_some() {
+        return;
+    }
+    let n = pipe.sent.len();
+    for (member, answer, _) in &open.got {
+        if pipe.cannot.contains(member) {
+            continue;
+        }
+        if pipe.continued_by(answer.status, &answer.content_type, &answer.body) {
+            pipe.send(&answer.body[n..]);
+            pipe.done = true;
+            open.pipe = None;
+            return;
+        }
+        pipe.cannot.push(*member);
+    }
+    for partial in &open.streams {
+        if pipe.cannot.contains(&partial.member) || partial.body.len() < n {
+            continue;
+        }
+        if pipe.continued_by(partial.status, &partial.content_type, &partial.body) {
+            pipe.send(&partial.body[n..]);
+            pipe.from = Some(partial.member);
+            return;
+        }
+        pipe.cannot.push(partial.member);
+    }
+    if open.asked.iter().all(|m| pipe.cannot.contains(m)) {
+        // Dropped unfinished: broken off for the user.
+        open.pipe = None;
     }
 }
 
@@ -482,7 +793,7 @@ fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
     };
     if let Some(answer) = answer {
         if let Some(user) = open.waiting.take() {
-            let _ = user.send(answer);
+            let _ = user.send(answer.map(Reply::Whole));
         }
     }
 }
@@ -502,13 +813,13 @@ fn close(inner: &mut Inner, open: Open) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use gridwork_types::{Equivalence, Program, Requirements, StreamResponse};
 
-    const CHAIN: &str = "gateway-test";
+    pub(crate) const CHAIN: &str = "gateway-test";
 
-    fn spec(method: ResponseMethod, council: u8) -> ServiceSpec {
+    pub(crate) fn spec(method: ResponseMethod, council: u8) -> ServiceSpec {
         ServiceSpec {
             program: Program {
                 command: "inputs/serve".into(),
@@ -536,7 +847,7 @@ mod tests {
     }
 
     /// A gateway with `n` members (keys seeded 1..=n), up.
-    fn gateway(method: ResponseMethod, n: u8) -> (Arc<Dispatcher>, Vec<Keypair>) {
+    pub(crate) fn gateway(method: ResponseMethod, n: u8) -> (Arc<Dispatcher>, Vec<Keypair>) {
         let members: Vec<Keypair> = (1..=n).map(|i| Keypair::from_seed([i; 32])).collect();
         let d = Arc::new(Dispatcher::new(
             Hash([5; 32]),
@@ -609,9 +920,267 @@ mod tests {
     fn ask(d: &Arc<Dispatcher>) -> tokio::task::JoinHandle<Result<Answer, Refusal>> {
         let d = d.clone();
         tokio::spawn(async move {
-            d.submit("POST", "/v1/x", "text/plain", Bytes::from_static(b"hi"))
-                .await
+            match d
+                .submit("POST", "/v1/x", "text/plain", Bytes::from_static(b"hi"))
+                .await?
+            {
+                Reply::Whole(answer) => Ok(answer),
+                Reply::Stream(s) => panic!("a whole answer was streamed ({})", s.status),
+            }
         })
+    }
+
+    /// A user's request whose answer is streamed: its pieces, then how it ended (`Ok` whole,
+    /// `Err` broken off).
+    fn ask_streamed(
+        d: &Arc<Dispatcher>,
+    ) -> tokio::task::JoinHandle<(Vec<Bytes>, Result<(), Refusal>)> {
+        let d = d.clone();
+        tokio::spawn(async move {
+            let reply = d
+                .submit("POST", "/v1/x", "text/plain", Bytes::from_static(b"hi"))
+                .await;
+            let Ok(Reply::Stream(mut s)) = reply else {
+                panic!("not streamed: {reply:?}");
+            };
+            let mut pieces = Vec::new();
+            while let Some(piece) = s.body.recv().await {
+                match piece {
+                    Ok(p) => pieces.push(p),
+                    Err(e) => return (pieces, Err(e)),
+                }
+            }
+            (pieces, Ok(()))
+        })
+    }
+
+    /// `member`'s stream of `pieces` for the next request it gets; signed at the end unless
+    /// `end` is false. Its request's sequence number.
+    async fn stream(
+        d: &Dispatcher,
+        member: &Keypair,
+        pieces: &[&str],
+        end: bool,
+    ) -> Result<u64, Refusal> {
+        let relay = d
+            .next_for(&member.address(), Duration::from_secs(1))
+            .await
+            .expect("a request for the member");
+        d.open_stream(member.address(), relay.seq, 200, "text/event-stream")?;
+        let mut hasher = gridwork_types::ResponseHasher::default();
+        for piece in pieces {
+            hasher.update(piece.as_bytes());
+            d.stream_piece(member.address(), relay.seq, piece.as_bytes())?;
+            tokio::task::yield_now().await;
+        }
+        if end {
+            let signed = StreamResponse {
+                service: d.service(),
+                request: relay.request,
+                response: hasher.finish(),
+                units: hasher.units(),
+            }
+            .sign(CHAIN, member);
+            d.end_stream(member.address(), relay.seq, signed)?;
+        }
+        Ok(relay.seq)
+    }
+
+    fn joined(pieces: &[Bytes]) -> String {
+        pieces
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect()
+    }
+
+    /// Optimistic: the first member to stream is piped to the user piece by piece (before it
+    /// ends); the others' answers check it after, and it is paid like a whole response.
+    #[tokio::test]
+    async fn optimistic_pipes_the_first_stream_to_the_user_as_it_comes() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
+        let user = ask_streamed(&d);
+        let relay = d
+            .next_for(&m[0].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[0].address(), relay.seq, 200, "text/event-stream")
+            .unwrap();
+        d.stream_piece(m[0].address(), relay.seq, b"data: a\n\n")
+            .unwrap();
+        // The user holds the first piece while the member has not ended.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!user.is_finished());
+        d.stream_piece(m[0].address(), relay.seq, b"data: b\n\n")
+            .unwrap();
+        let body = b"data: a\n\ndata: b\n\n";
+        let signed = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(body),
+            units: body.len() as u64,
+        }
+        .sign(CHAIN, &m[0]);
+        let receipt = d.end_stream(m[0].address(), relay.seq, signed).unwrap();
+        assert_eq!(receipt.receipt.units, body.len() as u64);
+        let (pieces, end) = user.await.unwrap();
+        assert_eq!(end, Ok(()));
+        assert_eq!(pieces.len(), 2, "piece by piece");
+        assert_eq!(joined(&pieces), "data: a\n\ndata: b\n\n");
+        // The others whole, one differing: evidence, as for whole answers.
+        answer(&d, &m[1], "data: a\n\ndata: b\n\n").await.unwrap();
+        answer(&d, &m[2], "data: z\n\n").await.unwrap();
+        assert_eq!(d.take_evidence().len(), 1);
+    }
+
+    /// A provider killed mid-stream: the user's answer goes on from another member whose
+    /// stream begins with every byte sent, and ends whole.
+    #[tokio::test]
+    async fn a_stream_whose_member_dies_goes_on_from_another_that_agrees() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
+        let user = ask_streamed(&d);
+        // m0 first, killed after two pieces; m1 streams the same, and further.
+        let seq = stream(&d, &m[0], &["one ", "two "], false).await.unwrap();
+        let relay = d
+            .next_for(&m[1].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[1].address(), seq, 200, "text/event-stream")
+            .unwrap();
+        d.stream_piece(m[1].address(), seq, b"one ").unwrap();
+        d.give_up_stream(m[0].address(), seq);
+        // m1 has not caught up yet: the user waits.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!user.is_finished());
+        d.stream_piece(m[1].address(), seq, b"two three").unwrap();
+        let body = b"one two three";
+        let signed = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(body),
+            units: body.len() as u64,
+        }
+        .sign(CHAIN, &m[1]);
+        d.end_stream(m[1].address(), seq, signed).unwrap();
+        let (pieces, end) = user.await.unwrap();
+        assert_eq!(end, Ok(()));
+        assert_eq!(joined(&pieces), "one two three");
+        // The member that died answered nothing: late once the request's time runs out.
+        answer(&d, &m[2], "one two three").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        d.sweep();
+        assert_eq!(d.take_late(), vec![m[0].address()]);
+    }
+
+    /// `StreamVanisher`: a member streams a made-up answer first, then breaks off before its
+    /// signed end (so there is nothing it signed to dispute). The honest members' answers do
+    /// not begin with what was sent: the user's answer is broken off, never ended as if
+    /// whole, and the vanisher is named late.
+    #[tokio::test]
+    async fn a_stream_that_vanishes_after_lying_is_broken_off_for_the_user() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
+        let user = ask_streamed(&d);
+        let seq = stream(&d, &m[0], &["made up "], false).await.unwrap();
+        d.give_up_stream(m[0].address(), seq);
+        // An honest member's stream that has not caught up yet, then one whole.
+        let relay = d
+            .next_for(&m[1].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[1].address(), seq, 200, "text/event-stream")
+            .unwrap();
+        d.stream_piece(m[1].address(), seq, b"the").unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !user.is_finished(),
+            "broken off while a member might continue it"
+        );
+        d.stream_piece(m[1].address(), seq, b" truth").unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !user.is_finished(),
+            "broken off while a member might continue it"
+        );
+        answer(&d, &m[2], "the truth").await.unwrap();
+        let (pieces, end) = user.await.unwrap();
+        assert_eq!(joined(&pieces), "made up ");
+        assert!(matches!(end, Err(Refusal::StreamBroken(_))), "{end:?}");
+        let body = b"the truth";
+        let signed = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(body),
+            units: body.len() as u64,
+        }
+        .sign(CHAIN, &m[1]);
+        d.end_stream(m[1].address(), seq, signed).unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        d.sweep();
+        assert_eq!(d.take_late(), vec![m[0].address()]);
+    }
+
+    /// A stream piped to the user whose signed end does not check out (signed over another
+    /// body, or by another key) is given up like one that broke off; one that outlives the
+    /// request's time is cut off for the user; one past the size limit is refused.
+    #[tokio::test]
+    async fn a_stream_whose_end_does_not_check_out_or_comes_late_is_not_whole() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 1).await;
+        let user = ask_streamed(&d);
+        let relay = d
+            .next_for(&m[0].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[0].address(), relay.seq, 200, "text/plain")
+            .unwrap();
+        d.stream_piece(m[0].address(), relay.seq, b"abc").unwrap();
+        let forged = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(b"abd"),
+            units: 3,
+        }
+        .sign(CHAIN, &m[0]);
+        assert!(matches!(
+            d.end_stream(m[0].address(), relay.seq, forged),
+            Err(Refusal::BadResponse(_))
+        ));
+        let (pieces, end) = user.await.unwrap();
+        assert_eq!(joined(&pieces), "abc");
+        assert!(matches!(end, Err(Refusal::StreamBroken(_))), "{end:?}");
+        assert!(d.receipts().is_empty(), "paid for a stream it did not sign");
+
+        let user = ask_streamed(&d);
+        let seq = stream(&d, &m[0], &["slow"], false).await.unwrap();
+        let too_much = vec![b'x'; MAX_STREAM_BYTES];
+        assert!(matches!(
+            d.stream_piece(m[0].address(), seq, &too_much),
+            Err(Refusal::BadResponse(why)) if why.contains("at most")
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        d.sweep();
+        let (pieces, end) = user.await.unwrap();
+        assert_eq!(joined(&pieces), "slow");
+        assert!(matches!(end, Err(Refusal::Timeout(_))), "{end:?}");
+    }
+
+    /// Weighted and unanimous wait for streams to end, signed, and answer whole.
+    #[tokio::test]
+    async fn weighted_and_unanimous_answer_streams_whole_once_they_end() {
+        for method in [
+            ResponseMethod::Weighted { weight_bps: 5_000 },
+            ResponseMethod::Unanimous {},
+        ] {
+            let (d, m) = connected(method, 3).await;
+            let user = ask(&d);
+            for k in &m {
+                stream(&d, k, &["data: a\n\n", "data: b\n\n"], true)
+                    .await
+                    .unwrap();
+            }
+            let answer = user.await.unwrap().unwrap();
+            assert_eq!(answer.body, "data: a\n\ndata: b\n\n");
+            assert_eq!(answer.content_type, "text/event-stream");
+            assert_eq!(d.receipts().len(), 3);
+        }
     }
 
     #[tokio::test]

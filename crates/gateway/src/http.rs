@@ -16,6 +16,17 @@
 //! - `POST /m/<service>/responses/<seq>`: the response body, with headers `gridwork-status`,
 //!   `content-type` and `gridwork-response` (hex of the member's `SignedResponse`): 200 with
 //!   hex of the member's new cumulative `SignedReceipt`, or 409 naming why it was refused.
+//! - `POST /m/<service>/streams/<seq>`: the response streamed as the server writes it (token
+//!   streams), with headers `gridwork-status` and `content-type`, its body a sequence of
+//!   [`StreamFrame`]s: data, then the member's `SignedResponse` over the whole. Its request
+//!   signature is over an empty body (the body is not known when it starts); the signed end
+//!   binds every byte. Answered as `responses` is, once the end is in; the stream must end
+//!   within the request's time. Under the optimistic method the user's answer is piped from
+//!   the first stream opened (see [`crate::Dispatcher::open_stream`]).
+//!
+//! A streamed answer reaches the user chunk by chunk; one that breaks off (its member gone and
+//! no other's answer continuing it) is cut off mid-body, so the user's client sees an
+//! incomplete response, never a short one that looks whole.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,9 +39,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use gridwork_types::{Decode, Encode, Hash, PublicKey, SignedResponse};
+use gridwork_types::{Decode, Encode, FrameReader, Hash, PublicKey, SignedResponse, StreamFrame};
 
-use crate::dispatch::{Answer, Dispatcher, Refusal};
+use crate::dispatch::{Answer, Dispatcher, Refusal, Reply};
 
 /// The largest request body the gateway takes from a user.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -196,6 +207,7 @@ pub fn routes(gateways: Arc<Gateways>) -> Router {
         .route("/s/{service}/{*rest}", any(user_request))
         .route("/m/{service}/next", get(member_next))
         .route("/m/{service}/responses/{seq}", post(member_response))
+        .route("/m/{service}/streams/{seq}", post(member_stream))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(gateways)
 }
@@ -274,14 +286,21 @@ async fn user_request(
         .submit(method.as_str(), &path, content_type, body)
         .await
     {
-        Ok(answer) => {
-            let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut response = (status, answer.body).into_response();
-            if let Ok(ct) = answer.content_type.parse() {
-                if !answer.content_type.is_empty() {
-                    response.headers_mut().insert("content-type", ct);
-                }
-            }
+        Ok(Reply::Whole(answer)) => answered(answer.status, &answer.content_type, answer.body),
+        Ok(Reply::Stream(streamed)) => {
+            let pieces = futures_util::stream::unfold(streamed.body, |mut rx| async move {
+                rx.recv().await.map(|piece| (piece, rx))
+            });
+            let mut response = answered(
+                streamed.status,
+                &streamed.content_type,
+                axum::body::Body::from_stream(pieces),
+            );
+            // Proxies between the gateway and its user hold nothing back.
+            response.headers_mut().insert(
+                "cache-control",
+                axum::http::HeaderValue::from_static("no-cache"),
+            );
             response
         }
         Err(e @ Refusal::Disagreed) => refuse(StatusCode::BAD_GATEWAY, e),
@@ -294,6 +313,18 @@ async fn user_request(
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
+}
+
+/// A server's answer as the user gets it: its status and content type, the body.
+fn answered(status: u16, content_type: &str, body: impl Into<axum::body::Body>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = (status, body.into()).into_response();
+    if let Ok(ct) = content_type.parse() {
+        if !content_type.is_empty() {
+            response.headers_mut().insert("content-type", ct);
+        }
+    }
+    response
 }
 
 /// The member that signed a request to this gateway, seated now.
@@ -418,5 +449,336 @@ async fn member_response(
     match shared.dispatcher.respond(member, seq, answer, signed) {
         Ok(receipt) => (StatusCode::OK, hex::encode(receipt.to_bytes())).into_response(),
         Err(e) => refuse(StatusCode::CONFLICT, e),
+    }
+}
+
+/// Gives a member's stream up unless it ended: a stream whose connection closed, whose handler
+/// was dropped, or that was refused part way.
+struct StreamGuard<'a> {
+    dispatcher: &'a Dispatcher,
+    member: gridwork_types::Address,
+    seq: u64,
+    ended: bool,
+}
+
+impl Drop for StreamGuard<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.dispatcher.give_up_stream(self.member, self.seq);
+        }
+    }
+}
+
+async fn member_stream(
+    State(gateways): State<Arc<Gateways>>,
+    UrlPath((service, seq)): UrlPath<(String, u64)>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    use futures_util::StreamExt;
+    let shared = match gateways.get(&service).await {
+        Ok(shared) => shared,
+        Err(r) => return r.into_response(),
+    };
+    let path = format!("/m/{service}/streams/{seq}");
+    let member = match member(&shared, &headers, "POST", &path, b"") {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    let Some(status) = headers
+        .get("gridwork-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u16>().ok())
+    else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "gridwork-status: the server's HTTP status",
+        );
+    };
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let d = &shared.dispatcher;
+    let until = match d.open_stream(member, seq, status, content_type) {
+        Ok(until) => tokio::time::Instant::from_std(until),
+        Err(e) => return refuse(StatusCode::CONFLICT, e),
+    };
+    let mut guard = StreamGuard {
+        dispatcher: d,
+        member,
+        seq,
+        ended: false,
+    };
+    let mut frames = FrameReader::default();
+    let mut data = body.into_data_stream();
+    loop {
+        let bytes = match tokio::time::timeout_at(until, data.next()).await {
+            Ok(Some(Ok(bytes))) => bytes,
+            Ok(Some(Err(e))) => {
+                return refuse(StatusCode::BAD_REQUEST, format!("reading the stream: {e}"))
+            }
+            Ok(None) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "the stream ended without its signed response (an `E` frame)",
+                )
+            }
+            Err(_) => {
+                return refuse(
+                    StatusCode::CONFLICT,
+                    "the stream did not end within the request's time",
+                )
+            }
+        };
+        frames.push(&bytes);
+        loop {
+            match frames.next_frame() {
+                Ok(None) => break,
+                Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
+                Ok(Some(StreamFrame::Data(piece))) => {
+                    if let Err(e) = d.stream_piece(member, seq, &piece) {
+                        return refuse(StatusCode::CONFLICT, e);
+                    }
+                }
+                Ok(Some(StreamFrame::End(signed))) => {
+                    let Ok(signed) = SignedResponse::from_bytes(&signed) else {
+                        return refuse(
+                            StatusCode::BAD_REQUEST,
+                            "the `E` frame is not a SignedResponse",
+                        );
+                    };
+                    if !frames.is_empty() {
+                        return refuse(
+                            StatusCode::BAD_REQUEST,
+                            "bytes after the `E` frame: it ends the stream",
+                        );
+                    }
+                    // Given up by `end_stream` itself when refused.
+                    guard.ended = true;
+                    return match d.end_stream(member, seq, signed) {
+                        Ok(receipt) => {
+                            (StatusCode::OK, hex::encode(receipt.to_bytes())).into_response()
+                        }
+                        Err(e) => refuse(StatusCode::CONFLICT, e),
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::tests::{gateway, CHAIN};
+    use gridwork_types::{response_hash, Keypair, ResponseMethod, StreamResponse};
+
+    /// A gateway on a port of its own: its URL, the dispatcher, its members and a user's key.
+    async fn serve(
+        method: ResponseMethod,
+        n: u8,
+        keys: &Path,
+    ) -> (String, Arc<Dispatcher>, Vec<Keypair>, String) {
+        let (d, members) = gateway(method, n);
+        let key = ApiKeys::new_key(keys).unwrap();
+        let app = router(d.clone(), Arc::new(ApiKeys::open(keys)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, d, members, key)
+    }
+
+    fn signed(k: &Keypair, d: &Dispatcher, method: &str, path: &str, body: &[u8]) -> String {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        gridwork_api::signature_header(k, &d.spec().gateway, method, path, now, &Hash::of(body))
+    }
+
+    /// `member` asks for its next request over HTTP: its sequence number and request hash.
+    async fn next(
+        http: &reqwest::Client,
+        url: &str,
+        d: &Dispatcher,
+        member: &Keypair,
+    ) -> Option<(u64, Hash)> {
+        let path = format!("/m/{}/next", d.service());
+        let r = http
+            .get(format!("{url}{path}?wait_ms=2000"))
+            .header(
+                gridwork_api::SIGNATURE_HEADER,
+                signed(member, d, "GET", &path, b""),
+            )
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::NO_CONTENT {
+            return None;
+        }
+        let h = |n: &str| r.headers()[n].to_str().unwrap().to_string();
+        Some((
+            h("gridwork-seq").parse().unwrap(),
+            h("gridwork-request").parse().unwrap(),
+        ))
+    }
+
+    /// What feeds a member's stream body.
+    type Feed = tokio::sync::mpsc::UnboundedSender<std::io::Result<Vec<u8>>>;
+
+    /// A member's stream, fed by the test: the pieces sent through the returned sender go as
+    /// the body; an `Err` breaks it off. Resolves to the gateway's status and text.
+    fn open_stream(
+        http: &reqwest::Client,
+        url: &str,
+        d: &Dispatcher,
+        member: &Keypair,
+        seq: u64,
+    ) -> (
+        Feed,
+        tokio::task::JoinHandle<Result<(StatusCode, String), reqwest::Error>>,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|piece| (piece, rx))
+        });
+        let path = format!("/m/{}/streams/{seq}", d.service());
+        let request = http
+            .post(format!("{url}{path}"))
+            .header(
+                gridwork_api::SIGNATURE_HEADER,
+                signed(member, d, "POST", &path, b""),
+            )
+            .header("gridwork-status", "200")
+            .header("content-type", "text/event-stream")
+            .body(reqwest::Body::wrap_stream(pieces));
+        let sent = tokio::spawn(async move {
+            let r = request.send().await?;
+            let status = StatusCode::from_u16(r.status().as_u16()).unwrap();
+            Ok((status, r.text().await?))
+        });
+        (tx, sent)
+    }
+
+    fn end(d: &Dispatcher, member: &Keypair, request: Hash, body: &[u8]) -> Vec<u8> {
+        StreamFrame::end(
+            &StreamResponse {
+                service: d.service(),
+                request,
+                response: response_hash(body),
+                units: body.len() as u64,
+            }
+            .sign(CHAIN, member),
+        )
+    }
+
+    /// Over the wire: a member's framed stream reaches the user piece by piece under the
+    /// optimistic method and ends whole once signed, the member paid for it; a stream whose
+    /// member breaks off with no other member's answer continuing it is cut off mid-body, so
+    /// the user's client sees an error, never a short answer that looks whole.
+    #[tokio::test]
+    async fn a_streamed_answer_reaches_the_user_as_it_comes_and_a_broken_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, d, m, key) =
+            serve(ResponseMethod::Optimistic {}, 2, &dir.path().join("keys")).await;
+        let http = reqwest::Client::new();
+        for k in &m {
+            let path = format!("/m/{}/next", d.service());
+            let r = http
+                .get(format!("{url}{path}?wait_ms=0"))
+                .header(
+                    gridwork_api::SIGNATURE_HEADER,
+                    signed(k, &d, "GET", &path, b""),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::NO_CONTENT);
+        }
+        let user = |http: reqwest::Client| {
+            let (url, key, service) = (url.clone(), key.clone(), d.service());
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                let mut r = http
+                    .post(format!("{url}/s/{service}/v1/completions"))
+                    .bearer_auth(key)
+                    .body("{}")
+                    .send()
+                    .await?;
+                assert_eq!(r.headers()["content-type"], "text/event-stream");
+                while let Some(piece) = r.chunk().await? {
+                    let _ = tx.send(piece);
+                }
+                Ok::<_, reqwest::Error>(())
+            });
+            (rx, task)
+        };
+
+        // Whole: the user holds each piece before the member sends the next.
+        let (mut pieces, ended) = user(http.clone());
+        let (seq, request) = next(&http, &url, &d, &m[0]).await.unwrap();
+        let (tx, sent) = open_stream(&http, &url, &d, &m[0], seq);
+        tx.send(Ok(StreamFrame::data(b"data: a\n\n"))).unwrap();
+        assert_eq!(pieces.recv().await.unwrap(), "data: a\n\n");
+        tx.send(Ok(StreamFrame::data(b"data: [DONE]\n\n"))).unwrap();
+        assert_eq!(pieces.recv().await.unwrap(), "data: [DONE]\n\n");
+        tx.send(Ok(end(&d, &m[0], request, b"data: a\n\ndata: [DONE]\n\n")))
+            .unwrap();
+        drop(tx);
+        let (status, receipt) = sent.await.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK, "{receipt}");
+        let receipt =
+            gridwork_types::SignedReceipt::from_bytes(&hex::decode(receipt.trim()).unwrap())
+                .unwrap();
+        assert_eq!(receipt.receipt.units, 23);
+        ended.await.unwrap().unwrap();
+
+        // Broken off: m0 sends a piece and its connection dies; m1's answer differs.
+        let (mut pieces, ended) = user(http.clone());
+        let (seq, _) = next(&http, &url, &d, &m[0]).await.unwrap();
+        let (tx, sent) = open_stream(&http, &url, &d, &m[0], seq);
+        tx.send(Ok(StreamFrame::data(b"data: made up\n\n")))
+            .unwrap();
+        assert_eq!(pieces.recv().await.unwrap(), "data: made up\n\n");
+        tx.send(Err(std::io::Error::other("killed"))).unwrap();
+        assert!(sent.await.unwrap().is_err(), "the member's body broke off");
+        // The first request's m1 answer is still due; then this one's.
+        for _ in 0..2 {
+            let (seq, request) = next(&http, &url, &d, &m[1]).await.unwrap();
+            let body = b"data: truth\n\n";
+            let path = format!("/m/{}/responses/{seq}", d.service());
+            let signed_response = StreamResponse {
+                service: d.service(),
+                request,
+                response: response_hash(body),
+                units: body.len() as u64,
+            }
+            .sign(CHAIN, &m[1]);
+            let r = http
+                .post(format!("{url}{path}"))
+                .header(
+                    gridwork_api::SIGNATURE_HEADER,
+                    signed(&m[1], &d, "POST", &path, body),
+                )
+                .header("gridwork-status", "200")
+                .header("content-type", "text/event-stream")
+                .header("gridwork-response", hex::encode(signed_response.to_bytes()))
+                .body(&body[..])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), reqwest::StatusCode::OK);
+        }
+        let broke = ended.await.unwrap();
+        assert!(broke.is_err(), "a broken-off stream ended as if whole");
+        assert!(pieces.recv().await.is_none(), "more than was sent");
+        // The member that broke off is paid for its one whole stream alone.
+        let paid = d.receipts();
+        let m0 = paid
+            .iter()
+            .find(|r| r.receipt.provider == m[0].address())
+            .unwrap();
+        assert_eq!(m0.receipt.responses, 1);
     }
 }

@@ -12,6 +12,9 @@ mod dispatch;
 mod http;
 mod run;
 
-pub use dispatch::{Answer, Council, Dispatcher, Refusal, Relay, CONNECTED_WITHIN, MAX_OPEN};
+pub use dispatch::{
+    Answer, Council, Dispatcher, Refusal, Relay, Reply, Streamed, CONNECTED_WITHIN, MAX_OPEN,
+    MAX_STREAM_BYTES,
+};
 pub use http::{router, routes, ApiKeys, Gateways, MAX_REQUEST_BYTES, MAX_WAIT};
 pub use run::{announce, keep, refresh_council, GatewayKey, COUNCIL_EVERY};

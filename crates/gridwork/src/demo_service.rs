@@ -27,6 +27,75 @@ use crate::output::emit;
 /// The example model, carried in the binary so the demo runs from anywhere.
 const SERVE_PY: &str = include_str!("../../../examples/service/serve.py");
 
+/// Tokens in the demo's streamed request, and the model's time for each.
+const STREAM_TOKENS: usize = 40;
+const TOKEN_MS: u64 = 25;
+
+/// One streamed answer as the user saw it.
+struct StreamSeen {
+    /// When its first event arrived, and its end, after it was asked.
+    first_ms: f64,
+    whole_ms: f64,
+    /// Its events (`data:` lines), `[DONE]` among them.
+    events: usize,
+    body: String,
+}
+
+/// Asks service `id` through its gateway `gw` for a streamed answer (server-sent events, a
+/// token each [`TOKEN_MS`]), as a chat client would, and times its first event and its end.
+/// Told to wait (503, the council re-forming), it asks again shortly after.
+async fn stream_once(
+    http: &reqwest::Client,
+    gw: &str,
+    id: &gridwork_types::Hash,
+    api_key: &str,
+) -> anyhow::Result<StreamSeen> {
+    let body = format!(
+        r#"{{"prompt": "a streamed answer", "max_tokens": {STREAM_TOKENS}, "stream": true, "token_ms": {TOKEN_MS}}}"#
+    );
+    let asked = Instant::now();
+    loop {
+        let t = Instant::now();
+        let mut r = http
+            .post(format!("{gw}/s/{id}/v1/completions"))
+            .bearer_auth(api_key)
+            .body(body.clone())
+            .send()
+            .await?;
+        let status = r.status();
+        if !status.is_success() {
+            let text = r.text().await.unwrap_or_default();
+            if status != reqwest::StatusCode::SERVICE_UNAVAILABLE
+                || asked.elapsed() > Duration::from_secs(120)
+            {
+                bail!("the streamed request to service {id}: {status} {text}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let mut seen = Vec::new();
+        let mut first = None;
+        while let Some(piece) = r
+            .chunk()
+            .await
+            .with_context(|| format!("the streamed answer of service {id} broke off"))?
+        {
+            seen.extend_from_slice(&piece);
+            if first.is_none() && seen.windows(5).any(|w| w == b"data:") {
+                first = Some(t.elapsed());
+            }
+        }
+        let whole = t.elapsed();
+        let body = String::from_utf8_lossy(&seen).into_owned();
+        return Ok(StreamSeen {
+            first_ms: first.unwrap_or(whole).as_secs_f64() * 1e3,
+            whole_ms: whole.as_secs_f64() * 1e3,
+            events: body.matches("data:").count(),
+            body,
+        });
+    }
+}
+
 /// The three methods the demo serves the model under.
 fn methods() -> [(&'static str, ResponseMethod); 3] {
     [
@@ -285,20 +354,28 @@ pub(crate) fn demo_service(
             }
             let rps = times.len() as f64 / t0.elapsed().as_secs_f64();
             times.sort();
+            let streamed = stream_once(&http, gw, id, &api_key).await?;
             // Optimistic answers with the first response: the liar's, when it is first (the
             // others catch it after).
             let shown: String = first.chars().take(72).collect();
             say(format!(
-                "{name:<11}{} answered ({refused} times told to wait while the council re-formed): p50 {:.1} ms, p99 {:.1} ms, {rps:.0} requests/s (ready after {ready_s:.1} s)\n           first answer: {}",
+                "{name:<11}{} answered ({refused} times told to wait while the council re-formed): p50 {:.1} ms, p99 {:.1} ms, {rps:.0} requests/s (ready after {ready_s:.1} s)\n           first answer: {}\n           streamed ({STREAM_TOKENS} tokens, one each {TOKEN_MS} ms): first event after {:.0} ms, whole after {:.0} ms, {} events",
                 times.len(),
                 percentile(&times, 50),
                 percentile(&times, 99),
-                shown.escape_debug()
+                shown.escape_debug(),
+                streamed.first_ms,
+                streamed.whole_ms,
+                streamed.events,
             ));
             rows.push(json!({
                 "method": name, "service": id, "answered": times.len(), "refused": refused,
                 "p50_ms": percentile(&times, 50), "p99_ms": percentile(&times, 99), "rps": rps,
                 "ready_s": ready_s,
+                "stream": {
+                    "first_ms": streamed.first_ms, "whole_ms": streamed.whole_ms,
+                    "events": streamed.events, "body": streamed.body,
+                },
             }));
         }
         // Members settle as they go; what is left they settle as they stop.

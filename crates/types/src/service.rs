@@ -315,6 +315,140 @@ pub fn response_hash(body: &[u8]) -> Hash {
     Hash(*blake3::hash(body).as_bytes())
 }
 
+/// [`response_hash`] of a body that arrives in pieces: the same hash once every piece is in.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHasher {
+    hasher: blake3::Hasher,
+    units: u64,
+}
+
+impl ResponseHasher {
+    /// Takes the next piece of the body.
+    pub fn update(&mut self, piece: &[u8]) {
+        self.hasher.update(piece);
+        self.units = self.units.saturating_add(piece.len() as u64);
+    }
+
+    /// The bytes taken so far: a response's units.
+    pub fn units(&self) -> u64 {
+        self.units
+    }
+
+    /// The hash of the whole body.
+    pub fn finish(&self) -> Hash {
+        Hash(*self.hasher.finalize().as_bytes())
+    }
+}
+
+/// A piece of a member's streamed response, as it goes to the gateway
+/// (`POST /m/<service>/streams/<seq>`): the body is a sequence of frames, each one byte of
+/// kind, four of length (big-endian), then that many bytes. Data frames carry the response's
+/// body in order; the last frame, and only it, carries the member's [`SignedResponse`] over
+/// the whole body, which binds every data frame before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamFrame {
+    /// The next bytes of the body (`D`).
+    Data(Vec<u8>),
+    /// The end: the member's signed response (`E`, its encoding).
+    End(Vec<u8>),
+}
+
+/// The most bytes one [`StreamFrame`] carries: a longer piece goes in several.
+pub const MAX_FRAME_BYTES: usize = 1 << 20;
+
+impl StreamFrame {
+    /// Appends the frame's encoding to `out` (a data frame of more than [`MAX_FRAME_BYTES`]
+    /// goes as several).
+    pub fn encode_to(kind: u8, bytes: &[u8], out: &mut Vec<u8>) {
+        let mut pieces = bytes.chunks(MAX_FRAME_BYTES).peekable();
+        if pieces.peek().is_none() {
+            out.push(kind);
+            out.extend_from_slice(&0u32.to_be_bytes());
+            return;
+        }
+        for piece in pieces {
+            out.push(kind);
+            out.extend_from_slice(&(piece.len() as u32).to_be_bytes());
+            out.extend_from_slice(piece);
+        }
+    }
+
+    /// The encoding of data frames carrying `bytes`.
+    pub fn data(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len() + 5);
+        StreamFrame::encode_to(b'D', bytes, &mut out);
+        out
+    }
+
+    /// The encoding of the end frame carrying `signed`.
+    pub fn end(signed: &SignedResponse) -> Vec<u8> {
+        let mut out = Vec::new();
+        let bytes = signed.to_bytes();
+        out.push(b'E');
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+        out
+    }
+}
+
+/// Reads [`StreamFrame`]s from a body that arrives in pieces of any size.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+}
+
+/// A stream that is not a sequence of frames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A frame of a kind that is neither `D` nor `E`.
+    #[error("a frame of kind {0:#04x}: a stream's frames are `D` (data) or `E` (the end)")]
+    Kind(u8),
+    /// A frame longer than [`MAX_FRAME_BYTES`].
+    #[error("a frame of {0} bytes: at most {MAX_FRAME_BYTES}")]
+    TooLong(u32),
+}
+
+impl FrameReader {
+    /// Takes the next bytes of the body.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, if one is in.
+    pub fn next_frame(&mut self) -> Result<Option<StreamFrame>, FrameError> {
+        let Some(&kind) = self.buf.first() else {
+            return Ok(None);
+        };
+        if kind != b'D' && kind != b'E' {
+            return Err(FrameError::Kind(kind));
+        }
+        let Some(len) = self.buf.get(1..5) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        if len as usize > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLong(len));
+        }
+        let end = 5 + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let bytes = self.buf[5..end].to_vec();
+        self.buf.drain(..end);
+        Ok(Some(if kind == b'D' {
+            StreamFrame::Data(bytes)
+        } else {
+            StreamFrame::End(bytes)
+        }))
+    }
+
+    /// Whether bytes of an unfinished frame are held.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+}
+
 /// The most receipts one `SettleStream` carries.
 pub const MAX_RECEIPTS_PER_TX: usize = 64;
 
@@ -362,5 +496,50 @@ mod tests {
         let mut forged = answer.clone();
         forged.response.response = Hash([5; 32]);
         assert!(forged.verify("test").is_err());
+    }
+
+    /// Frames read back whole however the body is cut on the way; a stream's hash taken in
+    /// pieces is the hash of the whole.
+    #[test]
+    fn stream_frames_read_back_however_the_body_is_cut() {
+        let body: Vec<u8> = (0..3 * MAX_FRAME_BYTES / 2).map(|i| i as u8).collect();
+        let signed = StreamResponse {
+            service: Hash([1; 32]),
+            request: Hash([2; 32]),
+            response: response_hash(&body),
+            units: body.len() as u64,
+        }
+        .sign("test", &Keypair::from_seed([3; 32]));
+        let mut wire = StreamFrame::data(b"");
+        wire.extend(StreamFrame::data(&body));
+        wire.extend(StreamFrame::end(&signed));
+        for cut in [1, 7, 4096, wire.len()] {
+            let mut reader = FrameReader::default();
+            let mut hasher = ResponseHasher::default();
+            let mut frames = 0;
+            let mut end = None;
+            for piece in wire.chunks(cut) {
+                reader.push(piece);
+                while let Some(frame) = reader.next_frame().unwrap() {
+                    frames += 1;
+                    match frame {
+                        StreamFrame::Data(d) => hasher.update(&d),
+                        StreamFrame::End(e) => end = Some(SignedResponse::from_bytes(&e).unwrap()),
+                    }
+                }
+            }
+            assert!(reader.is_empty());
+            // The empty frame, the body in two (longer than a frame), the end.
+            assert_eq!(frames, 4);
+            assert_eq!(hasher.finish(), response_hash(&body));
+            assert_eq!(hasher.units(), body.len() as u64);
+            assert_eq!(end.as_ref(), Some(&signed));
+        }
+        let mut reader = FrameReader::default();
+        reader.push(b"X\0\0\0\0");
+        assert_eq!(reader.next_frame(), Err(FrameError::Kind(b'X')));
+        let mut reader = FrameReader::default();
+        reader.push(&[b'D', 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(reader.next_frame(), Err(FrameError::TooLong(u32::MAX)));
     }
 }

@@ -1,7 +1,9 @@
 //! A service's server on a worker: the service's program run in the task sandbox for as long
 //! as the worker sits on its council, answering HTTP on a UNIX socket in its run's `tmp/`
 //! (`GRIDWORK_SOCKET`), never on the network. The worker forwards each request the gateway
-//! relays to it over that socket and reads the answer whole, bounded in size and time.
+//! relays to it over that socket and reads the answer, bounded in size and time: whole when
+//! the server gives its length, piece by piece when it streams ([`Served::Stream`]: server-sent
+//! events, or a body of no stated length), so a token stream reaches the user as it is written.
 //!
 //! Why a socket and not a port: a task has no network of its own (a namespace with no
 //! interface up, Landlock refusing TCP), so nothing outside could reach a port it listened
@@ -75,6 +77,68 @@ pub struct Answer {
     pub content_type: Option<String>,
     /// The body.
     pub body: Bytes,
+}
+
+/// A server's answer as it comes.
+#[derive(Debug)]
+pub enum Served {
+    /// A body of stated length, read whole.
+    Whole(Answer),
+    /// A body the server streams (`text/event-stream`, or no length stated), read piece by
+    /// piece ([`Streaming::piece`]).
+    Stream(Streaming),
+}
+
+/// A server's answer, streamed: its status and content type, then its body in pieces, within
+/// the time the answer had and [`MAX_RESPONSE_BYTES`] in all.
+#[derive(Debug)]
+pub struct Streaming {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `content-type`, if any.
+    pub content_type: Option<String>,
+    body: hyper::body::Incoming,
+    read: usize,
+    until: tokio::time::Instant,
+    within: Duration,
+}
+
+impl Streaming {
+    /// The next piece of the body, or `None` at its end.
+    pub async fn piece(&mut self) -> Result<Option<Bytes>, ServeError> {
+        loop {
+            let frame = match tokio::time::timeout_at(self.until, self.body.frame()).await {
+                Err(_) => return Err(ServeError::Late(self.within)),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(ServeError::BadAnswer(e.to_string())),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            // Trailers, if any, are not part of the answer.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            self.read = self.read.saturating_add(data.len());
+            if self.read > MAX_RESPONSE_BYTES {
+                return Err(ServeError::BadAnswer(format!(
+                    "a response may be at most {MAX_RESPONSE_BYTES} bytes"
+                )));
+            }
+            return Ok(Some(data));
+        }
+    }
+
+    /// The rest of the body, whole.
+    async fn whole(mut self) -> Result<Answer, ServeError> {
+        let mut body = Vec::new();
+        while let Some(piece) = self.piece().await? {
+            body.extend_from_slice(&piece);
+        }
+        Ok(Answer {
+            status: self.status,
+            content_type: self.content_type,
+            body: body.into(),
+        })
+    }
 }
 
 /// Connects to the server's socket, `run/tmp/http.sock` beneath `work`, as the program made
@@ -263,7 +327,21 @@ impl Server {
         request: &Relayed,
         within: Duration,
     ) -> Result<Answer, ServeError> {
+        match self.send(request, within).await? {
+            Served::Whole(answer) => Ok(answer),
+            Served::Stream(streaming) => streaming.whole().await,
+        }
+    }
+
+    /// Sends `request` to the server: its answer whole when the server states its length,
+    /// else as it streams; all of it within `within` and [`MAX_RESPONSE_BYTES`].
+    pub async fn send(
+        &mut self,
+        request: &Relayed,
+        within: Duration,
+    ) -> Result<Served, ServeError> {
         self.check_alive()?;
+        let until = tokio::time::Instant::now() + within;
         let (work, task_uid) = (self.work.clone(), self.task_uid);
         let exchange = async move {
             let stream = connect(&work, task_uid)
@@ -297,6 +375,22 @@ impl Server {
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let streams = content_type
+                .as_deref()
+                .is_some_and(|ct| ct.starts_with("text/event-stream"))
+                || (!response.headers().contains_key("content-length")
+                    && request.method != "HEAD"
+                    && !matches!(status.as_u16(), 204 | 304));
+            if streams {
+                return Ok(Served::Stream(Streaming {
+                    status: status.as_u16(),
+                    content_type,
+                    body: response.into_body(),
+                    read: 0,
+                    until,
+                    within,
+                }));
+            }
             let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
@@ -306,13 +400,13 @@ impl Server {
                     ))
                 })?
                 .to_bytes();
-            Ok(Answer {
+            Ok(Served::Whole(Answer {
                 status: status.as_u16(),
                 content_type,
                 body,
-            })
+            }))
         };
-        match tokio::time::timeout(within, exchange).await {
+        match tokio::time::timeout_at(until, exchange).await {
             Ok(answer) => answer,
             Err(_) => Err(ServeError::Late(within)),
         }

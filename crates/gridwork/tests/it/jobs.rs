@@ -34,7 +34,27 @@ fn demo_service_serves_under_each_method_and_catches_the_liar() {
     for m in methods {
         assert_eq!(m["answered"], 5, "{m}");
         assert!(m["p50_ms"].as_f64().unwrap() > 0.0);
+        // A streamed answer (server-sent events, 40 tokens, 25 ms each) comes whole under
+        // every method: its 40 events and `[DONE]`.
+        let stream = &m["stream"];
+        assert_eq!(stream["events"], 41, "{m}");
+        assert!(
+            stream["body"]
+                .as_str()
+                .unwrap()
+                .contains("data: [DONE]\n\n"),
+            "{m}"
+        );
     }
+    // Under the optimistic method it is piped to the user as the model writes it: its first
+    // event arrives while the model still has most of a second of tokens to write (buffered
+    // whole, the first event would come with the last).
+    let optimistic = &methods[0]["stream"];
+    let (first, whole) = (
+        optimistic["first_ms"].as_f64().unwrap(),
+        optimistic["whole_ms"].as_f64().unwrap(),
+    );
+    assert!(whole - first >= 500.0, "not streamed: {optimistic}");
     let liar = dev_keypair(4).address().to_string();
     let providers = doc["providers"].as_array().unwrap();
     let liar = providers
@@ -859,7 +879,19 @@ fn asked_and_paid(cli: &Cli, id: &str, url: &str, key: &str) {
         let (status, body) = ask(&format!("prompt {n}"));
         assert_eq!(status, 200, "{body}");
     }
-    // Weighted, half the council: 9 answers, and every member was asked each request.
+    // A token stream (server-sent events): each member streams it to the gateway, which
+    // answers it whole under the weighted method.
+    let (status, body) = http(
+        url,
+        "POST",
+        &path,
+        &[("authorization", &bearer)],
+        r#"{"prompt": "streamed", "max_tokens": 20, "stream": true, "token_ms": 5}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.matches("data: ").count(), 21, "{body}");
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    // Weighted, half the council: 10 answers, and every member was asked each request.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let s = cli.json(&["service", "status", id], &[]);

@@ -170,8 +170,28 @@ pub(super) struct BodyClock {
 #[error("the request body {0}")]
 pub(super) struct BodyTimedOut(&'static str);
 
+/// Whether `path` is a council member's streamed response to the node's gateway
+/// (`/m/<service>/streams/<seq>`, `gridwork node --gateway`): a model writes tokens at its own
+/// pace, slower than the minimum rate a body owes, so such a body is timed by the gateway
+/// instead (it must end within its request's time, and only a seated member, signing, may
+/// open one per request it was sent).
+fn is_member_stream(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (Some(""), Some("m"), Some(_), Some("streams"), Some(_), None)
+    )
+}
+
 /// Puts every request body on the clock ([`BodyClock`]): a client that sends headers and then
-/// a byte a minute holds nothing for long.
+/// a byte a minute holds nothing for long, except a member's stream ([`is_member_stream`]).
 pub(super) async fn time_bodies(
     State(clock): State<BodyClock>,
     req: axum::extract::Request,
@@ -183,7 +203,7 @@ pub(super) async fn time_bodies(
         .is_some_and(|v| v.as_bytes() == b"0")
         || (req.headers().get(header::CONTENT_LENGTH).is_none()
             && req.headers().get(header::TRANSFER_ENCODING).is_none());
-    if empty {
+    if empty || is_member_stream(req.uri().path()) {
         return next.run(req).await;
     }
     let start = tokio::time::Instant::now();
@@ -430,4 +450,27 @@ pub(super) fn held_body(bytes: Bytes, memory: Share) -> Body {
         bytes,
         _memory: memory,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_member_stream;
+
+    /// Only a member's stream to the gateway is off the body clock; every other body, the
+    /// gateway's own member routes among them, stays on it.
+    #[test]
+    fn only_a_members_stream_is_timed_by_the_gateway() {
+        assert!(is_member_stream("/m/abc/streams/7"));
+        for path in [
+            "/m/abc/responses/7",
+            "/m/abc/streams/7/x",
+            "/m/abc/streams",
+            "/s/abc/streams/7",
+            "/v1/chunks",
+            "/m//streams/7/",
+            "m/abc/streams/7",
+        ] {
+            assert!(!is_member_stream(path), "{path}");
+        }
+    }
 }

@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::ServiceView;
 use gridwork_types::{
-    request_hash, response_hash, Decode, Encode, Hash, SignedReceipt, StreamResponse, TxKind,
+    request_hash, response_hash, Decode, Encode, Hash, Keypair, ResponseHasher, SignedReceipt,
+    StreamFrame, StreamResponse, TxKind,
 };
 use tokio::sync::watch;
 
 use super::{lock, Worker, WorkerError};
-use crate::serve::{Relayed, Server};
+use crate::serve::{Relayed, Served, Server, Streaming};
 
 /// How often a worker looks at the services on the ledger.
 pub(super) const SERVICES_EVERY: Duration = Duration::from_secs(1);
@@ -451,16 +452,8 @@ impl Worker {
                 tracing::warn!(service = %id, seq, "the gateway named another request than it sent; not answered");
                 continue;
             }
-            let answer = match server.forward(&request, within).await {
-                Ok(answer) if self.cfg.behavior.lies_to_users() => {
-                    let mut body = answer.body.to_vec();
-                    body.extend_from_slice(b" (made up)");
-                    crate::serve::Answer {
-                        body: body.into(),
-                        ..answer
-                    }
-                }
-                Ok(answer) => answer,
+            let served = match server.send(&request, within).await {
+                Ok(served) => served,
                 // A server that ended answers nothing more: the member starts it again.
                 Err(e @ crate::serve::ServeError::Exited { .. }) => {
                     return Err(WorkerError::Io {
@@ -473,27 +466,35 @@ impl Worker {
                     continue;
                 }
             };
-            let units = answer.body.len() as u64;
-            let signed = StreamResponse {
+            let signing = Signing {
+                chain_id: chain_id.clone(),
+                key: self.cfg.key.clone(),
                 service: id,
                 request: hash,
-                response: response_hash(&answer.body),
-                units,
-            }
-            .sign(&chain_id, &self.cfg.key);
-            let path = format!("/m/{id}/responses/{seq}");
-            let receipt = self
-                .gateway_post(
-                    &http,
-                    &base,
-                    &path,
-                    &spec.gateway,
-                    &answer,
-                    &signed.to_bytes(),
-                )
-                .await;
-            let receipt = match receipt {
-                Ok(r) => r,
+                lie: self.cfg.behavior.lies_to_users(),
+            };
+            let sent = match served {
+                Served::Stream(streaming) => {
+                    let path = format!("/m/{id}/streams/{seq}");
+                    self.gateway_stream(
+                        &http,
+                        &base,
+                        &path,
+                        &spec.gateway,
+                        streaming,
+                        signing,
+                        within,
+                    )
+                    .await
+                }
+                Served::Whole(answer) => {
+                    let path = format!("/m/{id}/responses/{seq}");
+                    self.whole_response(&http, &base, &path, &spec.gateway, answer, signing)
+                        .await
+                }
+            };
+            let (receipt, units) = match sent {
+                Ok(sent) => sent,
                 Err(e) => {
                     tracing::warn!(service = %id, seq, error = %e, "the gateway did not take the response");
                     continue;
@@ -521,6 +522,111 @@ impl Worker {
                 self.settle(id, receipt).await;
             }
         }
+    }
+
+    /// Signs `answer` (its end made up by a lying member) and sends it to the gateway whole:
+    /// its receipt, and the units it gave.
+    async fn whole_response(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        path: &str,
+        gateway: &gridwork_types::PublicKey,
+        mut answer: crate::serve::Answer,
+        signing: Signing,
+    ) -> Result<(SignedReceipt, u64), String> {
+        if signing.lie {
+            let mut body = answer.body.to_vec();
+            body.extend_from_slice(MADE_UP);
+            answer.body = body.into();
+        }
+        let units = answer.body.len() as u64;
+        let signed = StreamResponse {
+            service: signing.service,
+            request: signing.request,
+            response: response_hash(&answer.body),
+            units,
+        }
+        .sign(&signing.chain_id, &signing.key);
+        let receipt = self
+            .gateway_post(http, base, path, gateway, &answer, &signed.to_bytes())
+            .await?;
+        Ok((receipt, units))
+    }
+
+    /// Streams the server's answer to the gateway as it comes ([`StreamFrame`]s), signed
+    /// whole at its end: the member's receipt, and the units it gave. A server that fails part
+    /// way breaks the stream off (the gateway gives it up).
+    #[allow(clippy::too_many_arguments)]
+    async fn gateway_stream(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        path: &str,
+        gateway: &gridwork_types::PublicKey,
+        streaming: Streaming,
+        signing: Signing,
+        within: Duration,
+    ) -> Result<(SignedReceipt, u64), String> {
+        let sig = self.gateway_signature(gateway, "POST", path, b"");
+        let units = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let status = streaming.status;
+        let content_type = streaming.content_type.clone();
+        let counted = units.clone();
+        let frames = futures_util::stream::unfold(
+            Some((streaming, ResponseHasher::default(), signing)),
+            move |state| {
+                let counted = counted.clone();
+                async move {
+                    let (mut streaming, mut hasher, signing) = state?;
+                    match streaming.piece().await {
+                        Ok(Some(piece)) => {
+                            hasher.update(&piece);
+                            Some((
+                                Ok(StreamFrame::data(&piece)),
+                                Some((streaming, hasher, signing)),
+                            ))
+                        }
+                        Ok(None) => {
+                            let mut last = Vec::new();
+                            if signing.lie {
+                                hasher.update(MADE_UP);
+                                last = StreamFrame::data(MADE_UP);
+                            }
+                            let signed = StreamResponse {
+                                service: signing.service,
+                                request: signing.request,
+                                response: hasher.finish(),
+                                units: hasher.units(),
+                            }
+                            .sign(&signing.chain_id, &signing.key);
+                            counted.store(hasher.units(), std::sync::atomic::Ordering::SeqCst);
+                            last.extend(StreamFrame::end(&signed));
+                            Some((Ok(last), None))
+                        }
+                        Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+                    }
+                }
+            },
+        );
+        let mut request = http
+            .post(format!("{base}{path}"))
+            .header(gridwork_api::SIGNATURE_HEADER, sig)
+            .header("gridwork-status", status.to_string())
+            .timeout(within + Duration::from_secs(30))
+            .body(reqwest::Body::wrap_stream(frames));
+        if let Some(ct) = &content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {}", text.trim()));
+        }
+        let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
+        let receipt = SignedReceipt::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        Ok((receipt, units.load(std::sync::atomic::Ordering::SeqCst)))
     }
 
     /// Sends `receipt` to the ledger to be paid (see [`Settling`] for when).
@@ -634,6 +740,19 @@ impl Worker {
             .map_or(0, |d| d.as_millis() as u64);
         gridwork_api::signature_header(&self.cfg.key, gateway, method, path, now, &Hash::of(body))
     }
+}
+
+/// What a lying member (a test's) adds to the end of each answer.
+const MADE_UP: &[u8] = b" (made up)";
+
+/// What a member signs a response with.
+struct Signing {
+    chain_id: String,
+    key: Keypair,
+    service: Hash,
+    request: Hash,
+    /// A lying member (a test's) makes up the end of what it streams.
+    lie: bool,
 }
 
 /// The latest receipt of each service this worker served, by service.
