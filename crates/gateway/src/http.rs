@@ -626,6 +626,8 @@ mod tests {
 
     /// What feeds a member's stream body.
     type Feed = tokio::sync::mpsc::UnboundedSender<std::io::Result<Vec<u8>>>;
+    /// What the gateway answered a member's stream: its status and text.
+    type Sent = tokio::task::JoinHandle<Result<(StatusCode, String), reqwest::Error>>;
 
     /// A member's stream, fed by the test: the pieces sent through the returned sender go as
     /// the body; an `Err` breaks it off. Resolves to the gateway's status and text.
@@ -635,10 +637,7 @@ mod tests {
         d: &Dispatcher,
         member: &Keypair,
         seq: u64,
-    ) -> (
-        Feed,
-        tokio::task::JoinHandle<Result<(StatusCode, String), reqwest::Error>>,
-    ) {
+    ) -> (Feed, Sent) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let pieces = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|piece| (piece, rx))
