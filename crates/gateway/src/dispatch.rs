@@ -15,12 +15,14 @@
 //!
 //! A member may stream its response ([`Dispatcher::open_stream`], then its pieces, then its
 //! signature over the whole): token streams (server-sent events) reach the user as the model
-//! writes them. Under the optimistic method the first member to open a stream is piped to the
-//! user piece by piece ([`Reply::Stream`]); should it break off before its signed end, the
-//! pipe goes on from another member whose stream (or whole response) begins with every byte
-//! sent (answers are deterministic, so an honest council's agree), and is broken off for the
-//! user, never ended as if whole, when none does. Under the weighted and unanimous methods a
-//! stream is an answer once it ends, signed, like any other: the user gets it whole.
+//! writes them. Under the optimistic method, once a member opens a stream before any answer
+//! is in, the user's answer is piped piece by piece ([`Reply::Stream`]) from whichever member
+//! is furthest ahead while agreeing with every byte sent (answers are deterministic, so an
+//! honest council's agree): a member that opens first and then slows down holds nobody back,
+//! one that dies mid-stream is left behind, and a whole answer that agrees ends it. When no
+//! member can continue it (each broke off or answers otherwise) it is broken off for the user,
+//! never ended as if whole. Under the weighted and unanimous methods a stream is an answer
+//! once it ends, signed, like any other: the user gets it whole.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -154,17 +156,17 @@ struct Partial {
     body: Vec<u8>,
 }
 
-/// The answer streamed to the user: the member it follows, and what went.
+/// The answer streamed to the user, and what went.
 struct Pipe {
-    /// The member whose stream it follows; none while it looks for another (the one it
-    /// followed broke off).
-    from: Option<Address>,
     status: u16,
     content_type: String,
     /// The bytes sent to the user so far.
     sent: Vec<u8>,
-    /// Members whose answers were found not to begin with what was sent.
+    /// Members whose answers were found not to begin with what was sent, or whose streams
+    /// broke off.
     cannot: Vec<Address>,
+    /// How much of each member's answer was found to agree with what was sent.
+    checked: Vec<(Address, usize)>,
     tx: mpsc::UnboundedSender<Result<Bytes, Refusal>>,
     /// Whether it ended whole. Dropped before, it is broken off for the user.
     done: bool,
@@ -178,10 +180,27 @@ impl Pipe {
         }
     }
 
-    /// Whether an answer of this status, content type and body (so far) begins with what was
-    /// sent.
-    fn continued_by(&self, status: u16, content_type: &str, body: &[u8]) -> bool {
-        status == self.status && content_type == self.content_type && body.starts_with(&self.sent)
+    /// Whether `member`'s answer of this status, content type and body (so far) agrees with
+    /// what was sent, as far as both go. Each byte is compared once: what agreed already is
+    /// remembered, and both only grow.
+    fn agrees(&mut self, member: Address, status: u16, content_type: &str, body: &[u8]) -> bool {
+        if status != self.status || content_type != self.content_type {
+            return false;
+        }
+        let upto = body.len().min(self.sent.len());
+        let at = match self.checked.iter().position(|(m, _)| *m == member) {
+            Some(at) => at,
+            None => {
+                self.checked.push((member, 0));
+                self.checked.len() - 1
+            }
+        };
+        let from = self.checked[at].1.min(upto);
+        if body[from..upto] != self.sent[from..upto] {
+            return false;
+        }
+        self.checked[at].1 = upto;
+        true
     }
 }
 
@@ -428,9 +447,9 @@ impl Dispatcher {
 
     /// A member's stream of its response to request `seq` begins, with the server's status
     /// and content type: its pieces follow ([`Dispatcher::stream_piece`]), then its signed end
-    /// ([`Dispatcher::end_stream`]). Under the optimistic method the first stream opened
-    /// before any answer is the user's, piece by piece. Returns when the request's time runs
-    /// out: the stream must end by then.
+    /// ([`Dispatcher::end_stream`]). Under the optimistic method a stream opened before any
+    /// answer is in starts the user's answer, piped piece by piece (see the module's docs).
+    /// Returns when the request's time runs out: the stream must end by then.
     pub fn open_stream(
         &self,
         member: Address,
@@ -457,17 +476,17 @@ impl Dispatcher {
                     body: rx,
                 })));
                 open.pipe = Some(Pipe {
-                    from: Some(member),
                     status,
                     content_type: content_type.to_string(),
                     sent: Vec::new(),
                     cannot: Vec::new(),
+                    checked: Vec::new(),
                     tx,
                     done: false,
                 });
             }
         }
-        repipe(open);
+        advance(open);
         Ok(open.at + within)
     }
 
@@ -491,11 +510,7 @@ impl Dispatcher {
             )));
         }
         partial.body.extend_from_slice(piece);
-        match open.pipe.as_mut() {
-            Some(pipe) if pipe.from == Some(member) => pipe.send(piece),
-            Some(pipe) if pipe.from.is_none() => repipe(open),
-            _ => {}
-        }
+        advance(open);
         Ok(())
     }
 
@@ -594,14 +609,9 @@ impl Dispatcher {
         if let Some(open) = inner.open.get_mut(&seq) {
             open.got.push((member, answer, signed));
             decide(method, council, open);
-            match open.pipe.as_mut() {
-                // The stream piped to the user ended, signed: the user's answer is whole.
-                Some(pipe) if pipe.from == Some(member) => {
-                    pipe.done = true;
-                    open.pipe = None;
-                }
-                _ => repipe(open),
-            }
+            // A stream piped to the user that ended here, signed, or any whole answer that
+            // agrees with what was sent: the user's answer is whole.
+            advance(open);
         }
         let done = inner
             .open
@@ -682,56 +692,73 @@ impl Dispatcher {
     }
 }
 
-/// `member`'s stream broke off: a pipe that followed it looks for another (the member may
-/// answer the request again, but does not continue the pipe).
+/// `member`'s stream broke off: it no longer continues the pipe (it may answer the request
+/// again, for the council's check).
 fn broke(open: &mut Open, member: Address) {
     if let Some(pipe) = open.pipe.as_mut() {
-        if pipe.from == Some(member) {
-            pipe.from = None;
-            pipe.cannot.push(member);
-            repipe(open);
-        }
+        pipe.cannot.push(member);
     }
+    advance(open);
 }
 
-/// A pipe whose member broke off goes on from another member whose answer begins with every
-/// byte sent: a whole response (the rest goes, and the answer is whole) or a stream that has
-/// caught up (it is followed from now on). Each member's answer is compared once it holds
-/// as much as was sent. Once no member asked can continue it, it is broken off for the user.
-fn repipe(open: &mut Open) {
-    let Some(pipe) = open.pipe.as_mut() else {
+/// Moves the user's stream on. It follows whichever member is furthest ahead while agreeing
+/// with every byte sent (answers are deterministic, so an honest council's agree): a member
+/// that opened first and then slows down holds nobody back, and one that dies is left behind.
+/// A whole answer that agrees ends it whole. Once no member asked can continue it (each broke
+/// off or answers otherwise), it is broken off for the user.
+fn advance(open: &mut Open) {
+    let Open {
+        pipe: slot,
+        got,
+        streams,
+        asked,
+        ..
+    } = open;
+    let Some(pipe) = slot.as_mut() else {
         return;
     };
-    if pipe.from.is_some() {
-        return;
-    }
-    let n = pipe.sent.len();
-    for (member, answer, _) in &open.got {
+    for (member, answer, _) in got.iter() {
         if pipe.cannot.contains(member) {
             continue;
         }
-        if pipe.continued_by(answer.status, &answer.content_type, &answer.body) {
+        if pipe.agrees(*member, answer.status, &answer.content_type, &answer.body)
+            && answer.body.len() >= pipe.sent.len()
+        {
+            let n = pipe.sent.len();
             pipe.send(&answer.body[n..]);
             pipe.done = true;
-            open.pipe = None;
+            *slot = None;
             return;
         }
         pipe.cannot.push(*member);
     }
-    for partial in &open.streams {
-        if pipe.cannot.contains(&partial.member) || partial.body.len() < n {
+    let mut ahead: Option<&Partial> = None;
+    for partial in streams.iter() {
+        if pipe.cannot.contains(&partial.member) {
             continue;
         }
-        if pipe.continued_by(partial.status, &partial.content_type, &partial.body) {
-            pipe.send(&partial.body[n..]);
-            pipe.from = Some(partial.member);
-            return;
+        if !pipe.agrees(
+            partial.member,
+            partial.status,
+            &partial.content_type,
+            &partial.body,
+        ) {
+            pipe.cannot.push(partial.member);
+            continue;
         }
-        pipe.cannot.push(partial.member);
+        if ahead.is_none_or(|a| partial.body.len() > a.body.len()) {
+            ahead = Some(partial);
+        }
     }
-    if open.asked.iter().all(|m| pipe.cannot.contains(m)) {
+    if let Some(partial) = ahead {
+        let n = pipe.sent.len();
+        if partial.body.len() > n {
+            pipe.send(&partial.body[n..]);
+        }
+    }
+    if asked.iter().all(|m| pipe.cannot.contains(m)) {
         // Dropped unfinished: broken off for the user.
-        open.pipe = None;
+        *slot = None;
     }
 }
 
@@ -886,6 +913,16 @@ pub(crate) mod tests {
         member: &Keypair,
         body: &str,
     ) -> Result<SignedReceipt, Refusal> {
+        answer_as(d, member, body, "text/plain").await
+    }
+
+    /// [`answer`], of `content_type`.
+    async fn answer_as(
+        d: &Dispatcher,
+        member: &Keypair,
+        body: &str,
+        content_type: &str,
+    ) -> Result<SignedReceipt, Refusal> {
         let relay = d
             .next_for(&member.address(), Duration::from_secs(1))
             .await
@@ -903,7 +940,7 @@ pub(crate) mod tests {
             relay.seq,
             Answer {
                 status: 200,
-                content_type: "text/plain".into(),
+                content_type: content_type.into(),
                 body,
             },
             signed,
@@ -1160,6 +1197,49 @@ pub(crate) mod tests {
         let (pieces, end) = user.await.unwrap();
         assert_eq!(joined(&pieces), "slow");
         assert!(matches!(end, Err(Refusal::Timeout(_))), "{end:?}");
+    }
+
+    /// `SlowStreamer`: a member opens its stream first, then trickles. The user's answer
+    /// follows whichever member is furthest ahead and agrees with what was sent, and ends once
+    /// an agreeing answer is whole: nobody waits on the slowest.
+    #[tokio::test]
+    async fn a_slow_first_streamer_does_not_hold_the_user_back() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
+        let user = ask_streamed(&d);
+        let seq = stream(&d, &m[0], &["one "], false).await.unwrap();
+        // m1 streams further and faster.
+        let relay = d
+            .next_for(&m[1].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[1].address(), seq, 200, "text/event-stream")
+            .unwrap();
+        d.stream_piece(m[1].address(), seq, b"one two ").unwrap();
+        // m2 answers whole, and agrees: the user's answer ends whole at once.
+        answer_as(&d, &m[2], "one two three", "text/event-stream")
+            .await
+            .unwrap();
+        let (pieces, end) = user.await.unwrap();
+        assert_eq!(end, Ok(()));
+        assert_eq!(joined(&pieces), "one two three");
+        assert_eq!(pieces.len(), 3, "one, then m1's lead, then m2's rest");
+        // The slow ones finish later, agreeing: nothing to dispute.
+        d.stream_piece(m[1].address(), seq, b"three").unwrap();
+        let body = b"one two three";
+        let end_of = |k: &Keypair| {
+            StreamResponse {
+                service: d.service(),
+                request: relay.request,
+                response: response_hash(body),
+                units: body.len() as u64,
+            }
+            .sign(CHAIN, k)
+        };
+        d.end_stream(m[1].address(), seq, end_of(&m[1])).unwrap();
+        d.stream_piece(m[0].address(), seq, b"two three").unwrap();
+        d.end_stream(m[0].address(), seq, end_of(&m[0])).unwrap();
+        assert!(d.take_evidence().is_empty());
+        assert_eq!(d.receipts().len(), 3);
     }
 
     /// Weighted and unanimous wait for streams to end, signed, and answer whole.
