@@ -105,6 +105,19 @@ fn main() {
     push_frame(&mut body, &Hash([2; 32]), &Frame::Missing);
     push_frame(&mut body, &Hash([3; 32]), &Frame::Deferred);
     seeds.push(("frames", body));
+    // A member's stream: two data frames and its signed end, cut every 7 bytes.
+    let mut stream = vec![7];
+    stream.extend(gridwork_types::StreamFrame::data(b"data: a\n\n"));
+    stream.extend(gridwork_types::StreamFrame::data(b""));
+    let signed = gridwork_types::StreamResponse {
+        service: Hash([1; 32]),
+        request: Hash([2; 32]),
+        response: gridwork_types::response_hash(b"data: a\n\n"),
+        units: 9,
+    }
+    .sign("gridwork-fuzz", &Keypair::from_seed([3; 32]));
+    stream.extend(gridwork_types::StreamFrame::end(&signed));
+    seeds.push(("stream_frames", stream));
     // Two 4x4 RGB frames a level apart, behind the split byte.
     let frame = |level: u8| {
         let mut out = Vec::new();
