@@ -366,6 +366,11 @@ pub struct Worker {
     /// (its program exits, its image cannot run, its inputs collide): left, and not offered
     /// to again while this worker runs.
     given_up: Mutex<std::collections::HashSet<Hash>>,
+    /// Services whose subscription the node refused, how many times in a row, and when the
+    /// last: asked again after a wait that doubles with each refusal, up to
+    /// [`serving::SUBSCRIBE_AGAIN_AFTER`] (a full list or too little stake does not change
+    /// each second; a moment's refusal passes in one).
+    subscribe_refused: Mutex<HashMap<Hash, (u32, std::time::Instant)>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -429,6 +434,7 @@ impl Worker {
             members: Mutex::new(HashMap::new()),
             receipts: Mutex::new(HashMap::new()),
             given_up: Mutex::new(std::collections::HashSet::new()),
+            subscribe_refused: Mutex::new(HashMap::new()),
         }))
     }
 

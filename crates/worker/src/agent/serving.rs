@@ -32,6 +32,15 @@ use crate::serve::{Relayed, Served, Server, Streaming};
 pub(super) const SERVICES_EVERY: Duration = Duration::from_secs(1);
 /// How long one fetch from the gateway waits for a request.
 const FETCH_WAIT_MS: u64 = 5_000;
+/// How long a worker waits before it asks again to subscribe to a service whose subscription
+/// the node refused (its list full of more stake, too little stake of its own).
+pub(super) const SUBSCRIBE_AGAIN_AFTER: Duration = Duration::from_secs(30);
+/// How long a worker waits to ask to subscribe again after `refusals` refusals in a row: a
+/// second, doubling, at most [`SUBSCRIBE_AGAIN_AFTER`].
+fn subscribe_wait(refusals: u32) -> Duration {
+    Duration::from_secs(1u64 << refusals.saturating_sub(1).min(16)).min(SUBSCRIBE_AGAIN_AFTER)
+}
+
 /// How long a server has to start listening.
 const SERVER_START: Duration = Duration::from_secs(60);
 /// How long a member waiting to be paid waits before it sends a receipt it sent already
@@ -138,6 +147,7 @@ impl Worker {
 
     async fn services_pass(self: &Arc<Self>) -> Result<(), WorkerError> {
         lock(&self.members).retain(|_, m| !m.is_finished());
+        lock(&self.subscribe_refused).retain(|_, (_, at)| at.elapsed() < SUBSCRIBE_AGAIN_AFTER * 2);
         let mut seated = Vec::new();
         for id in self.client.services().await? {
             let Some(view) = self.client.service(&id).await? else {
@@ -164,11 +174,25 @@ impl Worker {
                 }
                 continue;
             }
-            if self.may_serve(&view) && view.subscribers.iter().all(|s| s.provider != self.me) {
+            let refused_lately = lock(&self.subscribe_refused)
+                .get(&id)
+                .is_some_and(|(n, at)| at.elapsed() < subscribe_wait(*n));
+            if self.may_serve(&view)
+                && !refused_lately
+                && view.subscribers.iter().all(|s| s.provider != self.me)
+            {
                 let price = view.spec.max_price;
                 match self.send(TxKind::Subscribe { service: id, price }).await {
-                    Ok(_) => tracing::info!(service = %id, "subscribed to a service"),
-                    Err(e) => tracing::debug!(service = %id, error = %e, "cannot subscribe"),
+                    Ok(_) => {
+                        lock(&self.subscribe_refused).remove(&id);
+                        tracing::info!(service = %id, "subscribed to a service")
+                    }
+                    Err(e) => {
+                        let mut refused = lock(&self.subscribe_refused);
+                        let n = refused.get(&id).map_or(1, |(n, _)| n.saturating_add(1));
+                        refused.insert(id, (n, Instant::now()));
+                        tracing::info!(service = %id, error = %e, "cannot subscribe; asking again in {:?}", subscribe_wait(n))
+                    }
                 }
             }
         }
@@ -765,6 +789,20 @@ mod tests {
 
     /// Serving on a credit of 100: a settlement once the unsent receipts add 50, never one a
     /// response while the ledger's pay is not read yet.
+    /// A refused subscription is asked again after a second, then two, four, ... at most
+    /// half a minute: a full list of more stake does not hear from it every second.
+    #[test]
+    fn a_refused_subscription_is_asked_again_less_and_less_often() {
+        let waits: Vec<u64> = (1..=8)
+            .map(|n| super::subscribe_wait(n).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(
+            super::subscribe_wait(u32::MAX),
+            super::SUBSCRIBE_AGAIN_AFTER
+        );
+    }
+
     #[test]
     fn a_member_settles_each_half_of_its_credit_once() {
         let mut s = Settling::new(0);
