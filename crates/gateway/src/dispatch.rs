@@ -33,7 +33,7 @@ use gridwork_types::{
     request_hash, response_hash, Address, Amount, Hash, Keypair, ResponseMethod, ServiceSpec,
     SignedReceipt, SignedResponse, StreamPrice, StreamReceipt,
 };
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 /// A request as it goes to each member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,17 +72,59 @@ pub enum Reply {
     Stream(Streamed),
 }
 
-/// An answer streamed to the user: its status and content type at once, its body in pieces as
-/// they come. The body ends (the channel closes) once the answer is whole; an `Err` piece
-/// means it broke off and the user must not take what came as a whole answer.
+/// An answer streamed to the user: its status and content type at once, its body as it comes
+/// ([`PipeReader::next`]).
 #[derive(Debug)]
 pub struct Streamed {
     /// The HTTP status the server gave.
     pub status: u16,
     /// Its content type (empty for none).
     pub content_type: String,
-    /// The body's pieces.
-    pub body: mpsc::UnboundedReceiver<Result<Bytes, Refusal>>,
+    /// The body.
+    pub body: PipeReader,
+}
+
+/// What the user's streamed body holds between the gateway and the user: the bytes not yet
+/// taken (at most a stream's [`MAX_STREAM_BYTES`], however the members cut them), and how
+/// it ended.
+#[derive(Debug, Default)]
+struct Flow {
+    unread: Vec<u8>,
+    end: Option<Result<(), Refusal>>,
+    over: bool,
+}
+
+type Shared = Arc<(Mutex<Flow>, Notify)>;
+
+/// The user's side of a streamed answer.
+#[derive(Debug)]
+pub struct PipeReader {
+    shared: Shared,
+}
+
+impl PipeReader {
+    /// The bytes that came since the last call, waiting for some: `None` once the answer is
+    /// whole; `Some(Err(..))` once when it broke off (the user must not take what came as a
+    /// whole answer).
+    pub async fn next(&mut self) -> Option<Result<Bytes, Refusal>> {
+        loop {
+            let notified = self.shared.1.notified();
+            {
+                let mut flow = self.shared.0.lock().unwrap_or_else(|p| p.into_inner());
+                if !flow.unread.is_empty() {
+                    return Some(Ok(Bytes::from(std::mem::take(&mut flow.unread))));
+                }
+                if flow.over {
+                    return None;
+                }
+                if let Some(end) = flow.end.take() {
+                    flow.over = true;
+                    return end.err().map(Err);
+                }
+            }
+            notified.await;
+        }
+    }
 }
 
 /// The largest response a member may stream for one request.
@@ -144,6 +186,12 @@ struct Open {
     at: Instant,
     /// Members' streams not yet ended.
     streams: Vec<Partial>,
+    /// Members whose streams broke off: they answer this request no more.
+    gave_up: Vec<Address>,
+    /// Whether the user can take a streamed answer (HTTP/1.1 or later: a body cut off is
+    /// seen as cut off, where HTTP/1.0 ends a body of no stated length by closing, as if
+    /// whole).
+    streamable: bool,
     /// The answer being streamed to the user (optimistic method).
     pipe: Option<Pipe>,
 }
@@ -167,16 +215,51 @@ struct Pipe {
     cannot: Vec<Address>,
     /// How much of each member's answer was found to agree with what was sent.
     checked: Vec<(Address, usize)>,
-    tx: mpsc::UnboundedSender<Result<Bytes, Refusal>>,
-    /// Whether it ended whole. Dropped before, it is broken off for the user.
-    done: bool,
+    /// What the user reads.
+    flow: Shared,
+    /// Whether it ended (whole, or cut off with a reason). Dropped before, it is broken off
+    /// for the user.
+    ended: bool,
 }
 
 impl Pipe {
+    fn new(status: u16, content_type: &str) -> (Pipe, PipeReader) {
+        let flow: Shared = Arc::default();
+        let pipe = Pipe {
+            status,
+            content_type: content_type.to_string(),
+            sent: Vec::new(),
+            cannot: Vec::new(),
+            checked: Vec::new(),
+            flow: flow.clone(),
+            ended: false,
+        };
+        (pipe, PipeReader { shared: flow })
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         if !bytes.is_empty() {
             self.sent.extend_from_slice(bytes);
-            let _ = self.tx.send(Ok(Bytes::copy_from_slice(bytes)));
+            let mut flow = self.flow.0.lock().unwrap_or_else(|p| p.into_inner());
+            flow.unread.extend_from_slice(bytes);
+            drop(flow);
+            self.flow.1.notify_one();
+        }
+    }
+
+    /// Ends the user's answer: whole, or cut off for `why`.
+    fn end(&mut self, how: Result<(), Refusal>) {
+        if !self.ended {
+            self.ended = true;
+            self.flow.0.lock().unwrap_or_else(|p| p.into_inner()).end = Some(how);
+            self.flow.1.notify_one();
+        }
+    }
+
+    /// Notes that `member` cannot continue it.
+    fn cannot(&mut self, member: Address) {
+        if !self.cannot.contains(&member) {
+            self.cannot.push(member);
         }
     }
 
@@ -206,11 +289,9 @@ impl Pipe {
 
 impl Drop for Pipe {
     fn drop(&mut self) {
-        if !self.done {
-            let _ = self.tx.send(Err(Refusal::StreamBroken(
-                "its member stopped before its signed end, and no other member's answer begins with what was sent".into(),
-            )));
-        }
+        self.end(Err(Refusal::StreamBroken(
+            "its member stopped before its signed end, and no other member's answer begins with what was sent".into(),
+        )));
     }
 }
 
@@ -305,13 +386,15 @@ impl Dispatcher {
     }
 
     /// Relays a user's request to every member and waits for the answer the response method
-    /// gives.
+    /// gives: streamed under the optimistic method when a member streams and the user can
+    /// take a stream (`streamable`), else whole.
     pub async fn submit(
         &self,
         method: &str,
         path: &str,
         content_type: &str,
         body: Bytes,
+        streamable: bool,
     ) -> Result<Reply, Refusal> {
         let (tx, rx) = oneshot::channel();
         {
@@ -364,6 +447,8 @@ impl Dispatcher {
                     waiting: Some(tx),
                     at: Instant::now(),
                     streams: Vec::new(),
+                    gave_up: Vec::new(),
+                    streamable,
                     pipe: None,
                 },
             );
@@ -442,6 +527,13 @@ impl Dispatcher {
         {
             return bad(format!("{member} answered request {seq} already"));
         }
+        // One that broke its stream off answers the request no more (a review found one that
+        // streamed a lie, broke off and answered whole again was paid and never late).
+        if open.gave_up.contains(&member) {
+            return bad(format!(
+                "{member} broke its stream for request {seq} off: it answers it no more"
+            ));
+        }
         Ok((open, price))
     }
 
@@ -459,31 +551,34 @@ impl Dispatcher {
     ) -> Result<Instant, Refusal> {
         let within = self.answer_within();
         let optimistic = matches!(self.spec.method, ResponseMethod::Optimistic {});
+        // A status that has no body would reach the user whole before any byte was signed.
+        if (100..200).contains(&status) || status == 204 || status == 304 {
+            return Err(Refusal::BadResponse(format!(
+                "a response of status {status} has no body to stream: send it whole"
+            )));
+        }
         let mut inner = self.lock();
         let (open, _) = self.asked_of(&mut inner, member, seq)?;
+        if open.relay.method.eq_ignore_ascii_case("HEAD") {
+            return Err(Refusal::BadResponse(
+                "an answer to HEAD has no body to stream: send it whole".into(),
+            ));
+        }
         open.streams.push(Partial {
             member,
             status,
             content_type: content_type.to_string(),
             body: Vec::new(),
         });
-        if optimistic && open.got.is_empty() {
+        if optimistic && open.streamable && open.got.is_empty() {
             if let Some(user) = open.waiting.take() {
-                let (tx, rx) = mpsc::unbounded_channel();
+                let (pipe, body) = Pipe::new(status, content_type);
                 let _ = user.send(Ok(Reply::Stream(Streamed {
                     status,
                     content_type: content_type.to_string(),
-                    body: rx,
+                    body,
                 })));
-                open.pipe = Some(Pipe {
-                    status,
-                    content_type: content_type.to_string(),
-                    sent: Vec::new(),
-                    cannot: Vec::new(),
-                    checked: Vec::new(),
-                    tx,
-                    done: false,
-                });
+                open.pipe = Some(pipe);
             }
         }
         advance(open);
@@ -543,6 +638,7 @@ impl Dispatcher {
         let accepted = self.accept(&mut inner, member, seq, answer, signed);
         if accepted.is_err() {
             if let Some(open) = inner.open.get_mut(&seq) {
+                open.gave_up.push(member);
                 broke(open, member);
             }
         }
@@ -554,8 +650,11 @@ impl Dispatcher {
     /// the rest from another member whose answer begins with what was sent, if any.
     pub fn give_up_stream(&self, member: Address, seq: u64) {
         if let Some(open) = self.lock().open.get_mut(&seq) {
-            open.streams.retain(|p| p.member != member);
-            broke(open, member);
+            if open.streams.iter().any(|p| p.member == member) {
+                open.streams.retain(|p| p.member != member);
+                open.gave_up.push(member);
+                broke(open, member);
+            }
         }
     }
 
@@ -581,7 +680,7 @@ impl Dispatcher {
         if signed.provider.address() != member
             || r.service != self.service
             || r.request != open.relay.request
-            || r.response != response_hash(&answer.body)
+            || r.response != response_hash(answer.status, &answer.content_type, &answer.body)
             || r.units != answer.body.len() as u64
         {
             return bad("the signed response is not this member's for this request and body (service, request, response hash, units)".into());
@@ -642,8 +741,7 @@ impl Dispatcher {
                     let _ = user.send(Err(Refusal::Timeout(within)));
                 }
                 if let Some(mut pipe) = open.pipe.take() {
-                    let _ = pipe.tx.send(Err(Refusal::Timeout(within)));
-                    pipe.done = true;
+                    pipe.end(Err(Refusal::Timeout(within)));
                 }
                 for member in &open.asked {
                     if !open.got.iter().any(|(a, _, _)| a == member) && !inner.late.contains(member)
@@ -696,7 +794,7 @@ impl Dispatcher {
 /// again, for the council's check).
 fn broke(open: &mut Open, member: Address) {
     if let Some(pipe) = open.pipe.as_mut() {
-        pipe.cannot.push(member);
+        pipe.cannot(member);
     }
     advance(open);
 }
@@ -726,11 +824,11 @@ fn advance(open: &mut Open) {
         {
             let n = pipe.sent.len();
             pipe.send(&answer.body[n..]);
-            pipe.done = true;
+            pipe.end(Ok(()));
             *slot = None;
             return;
         }
-        pipe.cannot.push(*member);
+        pipe.cannot(*member);
     }
     let mut ahead: Option<&Partial> = None;
     for partial in streams.iter() {
@@ -743,7 +841,7 @@ fn advance(open: &mut Open) {
             &partial.content_type,
             &partial.body,
         ) {
-            pipe.cannot.push(partial.member);
+            pipe.cannot(partial.member);
             continue;
         }
         if ahead.is_none_or(|a| partial.body.len() > a.body.len()) {
@@ -931,7 +1029,7 @@ pub(crate) mod tests {
         let signed = StreamResponse {
             service: d.service(),
             request: relay.request,
-            response: response_hash(&body),
+            response: response_hash(200, content_type, &body),
             units: body.len() as u64,
         }
         .sign(CHAIN, member);
@@ -958,7 +1056,13 @@ pub(crate) mod tests {
         let d = d.clone();
         tokio::spawn(async move {
             match d
-                .submit("POST", "/v1/x", "text/plain", Bytes::from_static(b"hi"))
+                .submit(
+                    "POST",
+                    "/v1/x",
+                    "text/plain",
+                    Bytes::from_static(b"hi"),
+                    true,
+                )
                 .await?
             {
                 Reply::Whole(answer) => Ok(answer),
@@ -975,13 +1079,19 @@ pub(crate) mod tests {
         let d = d.clone();
         tokio::spawn(async move {
             let reply = d
-                .submit("POST", "/v1/x", "text/plain", Bytes::from_static(b"hi"))
+                .submit(
+                    "POST",
+                    "/v1/x",
+                    "text/plain",
+                    Bytes::from_static(b"hi"),
+                    true,
+                )
                 .await;
             let Ok(Reply::Stream(mut s)) = reply else {
                 panic!("not streamed: {reply:?}");
             };
             let mut pieces = Vec::new();
-            while let Some(piece) = s.body.recv().await {
+            while let Some(piece) = s.body.next().await {
                 match piece {
                     Ok(p) => pieces.push(p),
                     Err(e) => return (pieces, Err(e)),
@@ -1004,7 +1114,7 @@ pub(crate) mod tests {
             .await
             .expect("a request for the member");
         d.open_stream(member.address(), relay.seq, 200, "text/event-stream")?;
-        let mut hasher = gridwork_types::ResponseHasher::default();
+        let mut hasher = gridwork_types::ResponseHasher::new(200, "text/event-stream");
         for piece in pieces {
             hasher.update(piece.as_bytes());
             d.stream_piece(member.address(), relay.seq, piece.as_bytes())?;
@@ -1053,7 +1163,7 @@ pub(crate) mod tests {
         let signed = StreamResponse {
             service: d.service(),
             request: relay.request,
-            response: response_hash(body),
+            response: response_hash(200, "text/event-stream", body),
             units: body.len() as u64,
         }
         .sign(CHAIN, &m[0]);
@@ -1093,7 +1203,7 @@ pub(crate) mod tests {
         let signed = StreamResponse {
             service: d.service(),
             request: relay.request,
-            response: response_hash(body),
+            response: response_hash(200, "text/event-stream", body),
             units: body.len() as u64,
         }
         .sign(CHAIN, &m[1]);
@@ -1118,6 +1228,27 @@ pub(crate) mod tests {
         let user = ask_streamed(&d);
         let seq = stream(&d, &m[0], &["made up "], false).await.unwrap();
         d.give_up_stream(m[0].address(), seq);
+        // It answers the request no more, whole or streamed (a review found one that did was
+        // paid, never late, and left no evidence).
+        assert!(matches!(
+            d.open_stream(m[0].address(), seq, 200, "text/event-stream"),
+            Err(Refusal::BadResponse(why)) if why.contains("no more")
+        ));
+        let truth = Bytes::from_static(b"the truth");
+        let request = d.lock().open[&seq].relay.request;
+        let again = StreamResponse {
+            service: d.service(),
+            request,
+            response: response_hash(200, "text/event-stream", &truth),
+            units: truth.len() as u64,
+        }
+        .sign(CHAIN, &m[0]);
+        let whole = Answer {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            body: truth,
+        };
+        assert!(d.respond(m[0].address(), seq, whole, again).is_err());
         // An honest member's stream that has not caught up yet, then one whole.
         let relay = d
             .next_for(&m[1].address(), Duration::from_secs(1))
@@ -1145,7 +1276,7 @@ pub(crate) mod tests {
         let signed = StreamResponse {
             service: d.service(),
             request: relay.request,
-            response: response_hash(body),
+            response: response_hash(200, "text/event-stream", body),
             units: body.len() as u64,
         }
         .sign(CHAIN, &m[1]);
@@ -1172,7 +1303,7 @@ pub(crate) mod tests {
         let forged = StreamResponse {
             service: d.service(),
             request: relay.request,
-            response: response_hash(b"abd"),
+            response: response_hash(200, "text/plain", b"abd"),
             units: 3,
         }
         .sign(CHAIN, &m[0]);
@@ -1184,6 +1315,34 @@ pub(crate) mod tests {
         assert_eq!(joined(&pieces), "abc");
         assert!(matches!(end, Err(Refusal::StreamBroken(_))), "{end:?}");
         assert!(d.receipts().is_empty(), "paid for a stream it did not sign");
+
+        // `BodilessOpener`: a status with no body would reach the user whole, unsigned.
+        let user = ask(&d);
+        let relay = d
+            .next_for(&m[0].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        for status in [101, 204, 304] {
+            assert!(matches!(
+                d.open_stream(m[0].address(), relay.seq, status, ""),
+                Err(Refusal::BadResponse(why)) if why.contains("no body")
+            ));
+        }
+        let body = Bytes::from_static(b"");
+        let signed = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(204, "", &body),
+            units: 0,
+        }
+        .sign(CHAIN, &m[0]);
+        let whole = Answer {
+            status: 204,
+            content_type: String::new(),
+            body,
+        };
+        d.respond(m[0].address(), relay.seq, whole, signed).unwrap();
+        assert_eq!(user.await.unwrap().unwrap().status, 204);
 
         let user = ask_streamed(&d);
         let seq = stream(&d, &m[0], &["slow"], false).await.unwrap();
@@ -1222,7 +1381,6 @@ pub(crate) mod tests {
         let (pieces, end) = user.await.unwrap();
         assert_eq!(end, Ok(()));
         assert_eq!(joined(&pieces), "one two three");
-        assert_eq!(pieces.len(), 3, "one, then m1's lead, then m2's rest");
         // The slow ones finish later, agreeing: nothing to dispute.
         d.stream_piece(m[1].address(), seq, b"three").unwrap();
         let body = b"one two three";
@@ -1230,7 +1388,7 @@ pub(crate) mod tests {
             StreamResponse {
                 service: d.service(),
                 request: relay.request,
-                response: response_hash(body),
+                response: response_hash(200, "text/event-stream", body),
                 units: body.len() as u64,
             }
             .sign(CHAIN, k)
@@ -1240,6 +1398,95 @@ pub(crate) mod tests {
         d.end_stream(m[0].address(), seq, end_of(&m[0])).unwrap();
         assert!(d.take_evidence().is_empty());
         assert_eq!(d.receipts().len(), 3);
+    }
+
+    /// `ErrorDresser`: the right body under another status (or content type) is another
+    /// answer: members sign the status and content type with the body, so it is evidence.
+    #[tokio::test]
+    async fn the_right_body_under_another_status_is_another_answer() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
+        let _user = ask(&d);
+        for (k, status) in m.iter().zip([500, 200, 200]) {
+            let relay = d
+                .next_for(&k.address(), Duration::from_secs(1))
+                .await
+                .unwrap();
+            let body = Bytes::from_static(b"same");
+            let signed = StreamResponse {
+                service: d.service(),
+                request: relay.request,
+                response: response_hash(status, "text/plain", &body),
+                units: 4,
+            }
+            .sign(CHAIN, k);
+            // Signed as 200 and sent as 500: refused.
+            if status == 500 {
+                let lying = StreamResponse {
+                    service: d.service(),
+                    request: relay.request,
+                    response: response_hash(200, "text/plain", &body),
+                    units: 4,
+                }
+                .sign(CHAIN, k);
+                let sent = Answer {
+                    status,
+                    content_type: "text/plain".into(),
+                    body: body.clone(),
+                };
+                assert!(d.respond(k.address(), relay.seq, sent, lying).is_err());
+            }
+            let sent = Answer {
+                status,
+                content_type: "text/plain".into(),
+                body,
+            };
+            d.respond(k.address(), relay.seq, sent, signed).unwrap();
+        }
+        assert_eq!(d.take_evidence().len(), 1);
+    }
+
+    /// A user that reads slowly holds what it has not read as one buffer, however many
+    /// pieces the members cut it into (a review found one-byte pieces cost 72 times their
+    /// bytes, queued one by one).
+    #[tokio::test]
+    async fn what_a_slow_user_has_not_read_waits_as_one_buffer() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 1).await;
+        let reply = {
+            let d = d.clone();
+            tokio::spawn(async move { d.submit("POST", "/", "", Bytes::new(), true).await })
+        };
+        let relay = d
+            .next_for(&m[0].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[0].address(), relay.seq, 200, "text/event-stream")
+            .unwrap();
+        let Ok(Reply::Stream(mut streamed)) = reply.await.unwrap() else {
+            panic!("not streamed");
+        };
+        for _ in 0..10_000 {
+            d.stream_piece(m[0].address(), relay.seq, b"x").unwrap();
+        }
+        let first = streamed.body.next().await.unwrap().unwrap();
+        assert_eq!(first.len(), 10_000);
+    }
+
+    /// A user that cannot take a stream (HTTP/1.0) gets the answer whole, even under the
+    /// optimistic method.
+    #[tokio::test]
+    async fn a_user_that_cannot_take_a_stream_gets_the_answer_whole() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 1).await;
+        let reply = {
+            let d = d.clone();
+            tokio::spawn(async move { d.submit("POST", "/", "", Bytes::new(), false).await })
+        };
+        stream(&d, &m[0], &["data: a\n\n", "data: b\n\n"], true)
+            .await
+            .unwrap();
+        let Ok(Reply::Whole(answer)) = reply.await.unwrap() else {
+            panic!("streamed to a user that cannot take it");
+        };
+        assert_eq!(answer.body, "data: a\n\ndata: b\n\n");
     }
 
     /// Weighted and unanimous wait for streams to end, signed, and answer whole.
@@ -1355,7 +1602,7 @@ pub(crate) mod tests {
             StreamResponse {
                 service: d.service(),
                 request: relay.request,
-                response: response_hash(body),
+                response: response_hash(200, "", body),
                 units: body.len() as u64,
             }
             .sign(CHAIN, k)
@@ -1401,7 +1648,7 @@ pub(crate) mod tests {
     async fn requests_wait_until_every_member_connected() {
         let (d, m) = gateway(ResponseMethod::Unanimous {}, 2);
         connect(&d, &m[..1]).await;
-        let refused = d.submit("GET", "/", "", Bytes::new()).await;
+        let refused = d.submit("GET", "/", "", Bytes::new(), true).await;
         assert!(matches!(refused, Err(Refusal::Down(why)) if why.contains("1 of 2")));
         connect(&d, &m[1..]).await;
         let user = ask(&d);
@@ -1426,7 +1673,7 @@ pub(crate) mod tests {
             members: vec![],
             up: Err("its council has 0 of 2 members".into()),
         });
-        let refused = d.submit("GET", "/", "", Bytes::new()).await;
+        let refused = d.submit("GET", "/", "", Bytes::new(), true).await;
         assert!(matches!(refused, Err(Refusal::Down(why)) if why.contains("0 of 2")));
     }
 }

@@ -41,7 +41,7 @@ use axum::routing::{any, get, post};
 use axum::Router;
 use gridwork_types::{Decode, Encode, FrameReader, Hash, PublicKey, SignedResponse, StreamFrame};
 
-use crate::dispatch::{Answer, Dispatcher, Refusal, Reply};
+use crate::dispatch::{Answer, Dispatcher, Refusal, Reply, MAX_STREAM_BYTES};
 
 /// The largest request body the gateway takes from a user.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -234,6 +234,7 @@ async fn user_request(
     UrlPath(params): UrlPath<Vec<(String, String)>>,
     method: Method,
     uri: Uri,
+    version: axum::http::Version,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -283,13 +284,22 @@ async fn user_request(
         .unwrap_or("");
     match shared
         .dispatcher
-        .submit(method.as_str(), &path, content_type, body)
+        // HTTP/1.0 ends a body of no stated length by closing the connection, which a body
+        // cut off would look like: such a user gets answers whole (a review found a stock
+        // nginx in front, HTTP/1.0 to its upstream, passing a broken stream on as whole).
+        .submit(
+            method.as_str(),
+            &path,
+            content_type,
+            body,
+            version >= axum::http::Version::HTTP_11,
+        )
         .await
     {
         Ok(Reply::Whole(answer)) => answered(answer.status, &answer.content_type, answer.body),
         Ok(Reply::Stream(streamed)) => {
-            let pieces = futures_util::stream::unfold(streamed.body, |mut rx| async move {
-                rx.recv().await.map(|piece| (piece, rx))
+            let pieces = futures_util::stream::unfold(streamed.body, |mut body| async move {
+                body.next().await.map(|piece| (piece, body))
             });
             let mut response = answered(
                 streamed.status,
@@ -532,16 +542,22 @@ async fn member_stream(
             }
         };
         frames.push(&bytes);
+        // What this read carried, taken at once: many small frames cost one turn.
+        let mut piece = Vec::new();
         loop {
             match frames.next_frame() {
                 Ok(None) => break,
                 Err(e) => return refuse(StatusCode::BAD_REQUEST, e),
-                Ok(Some(StreamFrame::Data(piece))) => {
-                    if let Err(e) = d.stream_piece(member, seq, &piece) {
-                        return refuse(StatusCode::CONFLICT, e);
+                Ok(Some(StreamFrame::Data(data))) => {
+                    piece.extend_from_slice(&data);
+                    if piece.len() > MAX_STREAM_BYTES {
+                        break;
                     }
                 }
                 Ok(Some(StreamFrame::End(signed))) => {
+                    if let Err(e) = d.stream_piece(member, seq, &piece) {
+                        return refuse(StatusCode::CONFLICT, e);
+                    }
                     let Ok(signed) = SignedResponse::from_bytes(&signed) else {
                         return refuse(
                             StatusCode::BAD_REQUEST,
@@ -565,6 +581,14 @@ async fn member_stream(
                 }
             }
         }
+        if !piece.is_empty() {
+            if let Err(e) = d.stream_piece(member, seq, &piece) {
+                return refuse(StatusCode::CONFLICT, e);
+            }
+        }
+        // A member that sends as fast as the link allows does not keep this thread (on a
+        // node, the API's) from others.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -665,7 +689,7 @@ mod tests {
             &StreamResponse {
                 service: d.service(),
                 request,
-                response: response_hash(body),
+                response: response_hash(200, "text/event-stream", body),
                 units: body.len() as u64,
             }
             .sign(CHAIN, member),
@@ -750,7 +774,7 @@ mod tests {
             let signed_response = StreamResponse {
                 service: d.service(),
                 request,
-                response: response_hash(body),
+                response: response_hash(200, "text/event-stream", body),
                 units: body.len() as u64,
             }
             .sign(CHAIN, &m[1]);
@@ -779,5 +803,35 @@ mod tests {
             .find(|r| r.receipt.provider == m[0].address())
             .unwrap();
         assert_eq!(m0.receipt.responses, 1);
+
+        // An HTTP/1.0 user (or a proxy speaking it upstream) cannot tell a body cut off from
+        // one whole when neither states a length: it is answered whole, with its length.
+        let service = d.service();
+        let raw = tokio::spawn({
+            let (url, key) = (url.clone(), key.clone());
+            async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut tcp = tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+                    .await
+                    .unwrap();
+                let head = format!(
+                    "POST /s/{service}/v1/x HTTP/1.0\r\nauthorization: Bearer {key}\r\ncontent-length: 2\r\n\r\n{{}}"
+                );
+                tcp.write_all(head.as_bytes()).await.unwrap();
+                let mut answer = String::new();
+                tcp.read_to_string(&mut answer).await.unwrap();
+                answer
+            }
+        });
+        let (seq, request) = next(&http, &url, &d, &m[0]).await.unwrap();
+        let (tx, sent) = open_stream(&http, &url, &d, &m[0], seq);
+        tx.send(Ok(StreamFrame::data(b"data: whole\n\n"))).unwrap();
+        tx.send(Ok(end(&d, &m[0], request, b"data: whole\n\n")))
+            .unwrap();
+        drop(tx);
+        assert_eq!(sent.await.unwrap().unwrap().0, StatusCode::OK);
+        let answer = raw.await.unwrap().to_ascii_lowercase();
+        assert!(answer.contains("content-length: 13"), "{answer}");
+        assert!(answer.ends_with("data: whole\n\n"), "{answer}");
     }
 }

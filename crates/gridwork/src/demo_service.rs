@@ -39,11 +39,14 @@ struct StreamSeen {
     /// Its events (`data:` lines), `[DONE]` among them.
     events: usize,
     body: String,
+    /// Streams that broke off before it (asked again, as a chat client would).
+    broken: usize,
 }
 
 /// Asks service `id` through its gateway `gw` for a streamed answer (server-sent events, a
 /// token each [`TOKEN_MS`]), as a chat client would, and times its first event and its end.
-/// Told to wait (503, the council re-forming), it asks again shortly after.
+/// Told to wait (503, the council re-forming), or an answer broken off (a liar streamed a lie
+/// no honest member continues), it asks again shortly after.
 async fn stream_once(
     http: &reqwest::Client,
     gw: &str,
@@ -54,6 +57,7 @@ async fn stream_once(
         r#"{{"prompt": "a streamed answer", "max_tokens": {STREAM_TOKENS}, "stream": true, "token_ms": {TOKEN_MS}}}"#
     );
     let asked = Instant::now();
+    let mut broken = 0;
     loop {
         let t = Instant::now();
         let mut r = http
@@ -75,15 +79,25 @@ async fn stream_once(
         }
         let mut seen = Vec::new();
         let mut first = None;
-        while let Some(piece) = r
-            .chunk()
-            .await
-            .with_context(|| format!("the streamed answer of service {id} broke off"))?
-        {
-            seen.extend_from_slice(&piece);
-            if first.is_none() && seen.windows(5).any(|w| w == b"data:") {
-                first = Some(t.elapsed());
+        let whole = loop {
+            match r.chunk().await {
+                Ok(Some(piece)) => {
+                    seen.extend_from_slice(&piece);
+                    if first.is_none() && seen.windows(5).any(|w| w == b"data:") {
+                        first = Some(t.elapsed());
+                    }
+                }
+                Ok(None) => break true,
+                Err(e) if asked.elapsed() > Duration::from_secs(120) => {
+                    bail!("the streamed answer of service {id} broke off: {e}")
+                }
+                Err(_) => break false,
             }
+        };
+        if !whole {
+            broken += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
         }
         let whole = t.elapsed();
         let body = String::from_utf8_lossy(&seen).into_owned();
@@ -92,6 +106,7 @@ async fn stream_once(
             whole_ms: whole.as_secs_f64() * 1e3,
             events: body.matches("data:").count(),
             body,
+            broken,
         });
     }
 }
@@ -359,7 +374,7 @@ pub(crate) fn demo_service(
             // others catch it after).
             let shown: String = first.chars().take(72).collect();
             say(format!(
-                "{name:<11}{} answered ({refused} times told to wait while the council re-formed): p50 {:.1} ms, p99 {:.1} ms, {rps:.0} requests/s (ready after {ready_s:.1} s)\n           first answer: {}\n           streamed ({STREAM_TOKENS} tokens, one each {TOKEN_MS} ms): first event after {:.0} ms, whole after {:.0} ms, {} events",
+                "{name:<11}{} answered ({refused} times told to wait while the council re-formed): p50 {:.1} ms, p99 {:.1} ms, {rps:.0} requests/s (ready after {ready_s:.1} s)\n           first answer: {}\n           streamed ({STREAM_TOKENS} tokens, one each {TOKEN_MS} ms): first event after {:.0} ms, whole after {:.0} ms, {} events ({} broken off before)",
                 times.len(),
                 percentile(&times, 50),
                 percentile(&times, 99),
@@ -367,6 +382,7 @@ pub(crate) fn demo_service(
                 streamed.first_ms,
                 streamed.whole_ms,
                 streamed.events,
+                streamed.broken,
             ));
             rows.push(json!({
                 "method": name, "service": id, "answered": times.len(), "refused": refused,
@@ -374,7 +390,7 @@ pub(crate) fn demo_service(
                 "ready_s": ready_s,
                 "stream": {
                     "first_ms": streamed.first_ms, "whole_ms": streamed.whole_ms,
-                    "events": streamed.events, "body": streamed.body,
+                    "events": streamed.events, "body": streamed.body, "broken": streamed.broken,
                 },
             }));
         }

@@ -310,19 +310,35 @@ pub fn request_hash(
     Hash(*h.finalize().as_bytes())
 }
 
-/// The hash of a response body, as members sign it ([`StreamResponse::response`]).
-pub fn response_hash(body: &[u8]) -> Hash {
-    Hash(*blake3::hash(body).as_bytes())
+/// The hash of a response, as members sign it ([`StreamResponse::response`]): over the HTTP
+/// status and content type the server gave (what the user is shown with the body, so a
+/// member cannot answer the right body as an error, or as another type, unaccountably) and
+/// the body.
+pub fn response_hash(status: u16, content_type: &str, body: &[u8]) -> Hash {
+    let mut h = ResponseHasher::new(status, content_type);
+    h.update(body);
+    h.finish()
 }
 
 /// [`response_hash`] of a body that arrives in pieces: the same hash once every piece is in.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResponseHasher {
     hasher: blake3::Hasher,
     units: u64,
 }
 
 impl ResponseHasher {
+    /// The hash of a response of `status` and `content_type` (empty for none), its body to
+    /// come.
+    pub fn new(status: u16, content_type: &str) -> ResponseHasher {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"gridwork/stream-response-body/v1");
+        hasher.update(&status.to_le_bytes());
+        hasher.update(&(content_type.len() as u64).to_le_bytes());
+        hasher.update(content_type.as_bytes());
+        ResponseHasher { hasher, units: 0 }
+    }
+
     /// Takes the next piece of the body.
     pub fn update(&mut self, piece: &[u8]) {
         self.hasher.update(piece);
@@ -373,8 +389,12 @@ impl StreamFrame {
         }
     }
 
-    /// The encoding of data frames carrying `bytes`.
+    /// The encoding of data frames carrying `bytes` (none for no bytes: an empty data frame
+    /// is refused).
     pub fn data(bytes: &[u8]) -> Vec<u8> {
+        if bytes.is_empty() {
+            return Vec::new();
+        }
         let mut out = Vec::with_capacity(bytes.len() + 5);
         StreamFrame::encode_to(b'D', bytes, &mut out);
         out
@@ -391,10 +411,12 @@ impl StreamFrame {
     }
 }
 
-/// Reads [`StreamFrame`]s from a body that arrives in pieces of any size.
+/// Reads [`StreamFrame`]s from a body that arrives in pieces of any size, each byte once
+/// (frames are read from an offset; what was read is let go once per piece pushed).
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
+    at: usize,
 }
 
 /// A stream that is not a sequence of frames.
@@ -407,35 +429,44 @@ pub enum FrameError {
     /// A frame longer than [`MAX_FRAME_BYTES`].
     #[error("a frame of {0} bytes: at most {MAX_FRAME_BYTES}")]
     TooLong(u32),
+    /// A data frame of no bytes (it would cost the reader and carry nothing).
+    #[error("an empty data frame: each carries at least a byte")]
+    Empty,
 }
 
 impl FrameReader {
     /// Takes the next bytes of the body.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.at);
+        self.at = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole frame, if one is in.
     pub fn next_frame(&mut self) -> Result<Option<StreamFrame>, FrameError> {
-        let Some(&kind) = self.buf.first() else {
+        let rest = &self.buf[self.at..];
+        let Some(&kind) = rest.first() else {
             return Ok(None);
         };
         if kind != b'D' && kind != b'E' {
             return Err(FrameError::Kind(kind));
         }
-        let Some(len) = self.buf.get(1..5) else {
+        let Some(len) = rest.get(1..5) else {
             return Ok(None);
         };
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]);
         if len as usize > MAX_FRAME_BYTES {
             return Err(FrameError::TooLong(len));
         }
+        if len == 0 && kind == b'D' {
+            return Err(FrameError::Empty);
+        }
         let end = 5 + len as usize;
-        if self.buf.len() < end {
+        if rest.len() < end {
             return Ok(None);
         }
-        let bytes = self.buf[5..end].to_vec();
-        self.buf.drain(..end);
+        let bytes = rest[5..end].to_vec();
+        self.at += end;
         Ok(Some(if kind == b'D' {
             StreamFrame::Data(bytes)
         } else {
@@ -445,7 +476,7 @@ impl FrameReader {
 
     /// Whether bytes of an unfinished frame are held.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.at == self.buf.len()
     }
 }
 
@@ -506,7 +537,7 @@ mod tests {
         let signed = StreamResponse {
             service: Hash([1; 32]),
             request: Hash([2; 32]),
-            response: response_hash(&body),
+            response: response_hash(200, "text/event-stream", &body),
             units: body.len() as u64,
         }
         .sign("test", &Keypair::from_seed([3; 32]));
@@ -515,7 +546,7 @@ mod tests {
         wire.extend(StreamFrame::end(&signed));
         for cut in [1, 7, 4096, wire.len()] {
             let mut reader = FrameReader::default();
-            let mut hasher = ResponseHasher::default();
+            let mut hasher = ResponseHasher::new(200, "text/event-stream");
             let mut frames = 0;
             let mut end = None;
             for piece in wire.chunks(cut) {
@@ -529,9 +560,17 @@ mod tests {
                 }
             }
             assert!(reader.is_empty());
-            // The empty frame, the body in two (longer than a frame), the end.
-            assert_eq!(frames, 4);
-            assert_eq!(hasher.finish(), response_hash(&body));
+            // No frame for no bytes, the body in two (longer than a frame), the end.
+            assert_eq!(frames, 3);
+            assert_eq!(
+                hasher.finish(),
+                response_hash(200, "text/event-stream", &body)
+            );
+            assert_ne!(
+                hasher.finish(),
+                response_hash(500, "text/event-stream", &body)
+            );
+            assert_ne!(hasher.finish(), response_hash(200, "text/html", &body));
             assert_eq!(hasher.units(), body.len() as u64);
             assert_eq!(end.as_ref(), Some(&signed));
         }
@@ -541,5 +580,8 @@ mod tests {
         let mut reader = FrameReader::default();
         reader.push(&[b'D', 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(reader.next_frame(), Err(FrameError::TooLong(u32::MAX)));
+        let mut reader = FrameReader::default();
+        reader.push(&[b'D', 0, 0, 0, 0]);
+        assert_eq!(reader.next_frame(), Err(FrameError::Empty));
     }
 }

@@ -113,10 +113,13 @@ impl Streaming {
                 Ok(Some(Err(e))) => return Err(ServeError::BadAnswer(e.to_string())),
                 Ok(Some(Ok(frame))) => frame,
             };
-            // Trailers, if any, are not part of the answer.
+            // Trailers, if any, are not part of the answer; nor is a piece of no bytes.
             let Ok(data) = frame.into_data() else {
                 continue;
             };
+            if data.is_empty() {
+                continue;
+            }
             self.read = self.read.saturating_add(data.len());
             if self.read > MAX_RESPONSE_BYTES {
                 return Err(ServeError::BadAnswer(format!(

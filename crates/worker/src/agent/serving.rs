@@ -565,10 +565,11 @@ impl Worker {
             answer.body = body.into();
         }
         let units = answer.body.len() as u64;
+        let content_type = answer.content_type.as_deref().unwrap_or("");
         let signed = StreamResponse {
             service: signing.service,
             request: signing.request,
-            response: response_hash(&answer.body),
+            response: response_hash(answer.status, content_type, &answer.body),
             units,
         }
         .sign(&signing.chain_id, &signing.key);
@@ -597,9 +598,9 @@ impl Worker {
         let status = streaming.status;
         let content_type = streaming.content_type.clone();
         let counted = units.clone();
-        let frames = futures_util::stream::unfold(
-            Some((streaming, ResponseHasher::default(), signing)),
-            move |state| {
+        let hasher = ResponseHasher::new(status, content_type.as_deref().unwrap_or(""));
+        let frames =
+            futures_util::stream::unfold(Some((streaming, hasher, signing)), move |state| {
                 let counted = counted.clone();
                 async move {
                     let (mut streaming, mut hasher, signing) = state?;
@@ -631,8 +632,7 @@ impl Worker {
                         Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
                     }
                 }
-            },
-        );
+            });
         let mut request = http
             .post(format!("{base}{path}"))
             .header(gridwork_api::SIGNATURE_HEADER, sig)
