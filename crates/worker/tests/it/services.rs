@@ -84,6 +84,27 @@ pub(super) type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = (u16,
 /// The service's gateway, in this process, with the requester's key, announced on the
 /// ledger; how a user with a key asks it for a completion.
 pub(super) async fn gateway(net: &Net, id: Hash, spec: ServiceSpec) -> impl Fn(String) -> Asked {
+    let (url, key) = gateway_at(net, id, spec).await;
+    let http = reqwest::Client::new();
+    move |prompt: String| -> Asked {
+        let http = http.clone();
+        let url = format!("{url}/s/{id}/v1/completions");
+        let key = key.clone();
+        Box::pin(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(key)
+                .body(format!(r#"{{"prompt": "{prompt}", "max_tokens": 24}}"#))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+}
+
+/// The service's gateway, in this process, announced on the ledger: its URL and a user's key.
+async fn gateway_at(net: &Net, id: Hash, spec: ServiceSpec) -> (String, String) {
     let chain = net.client.chain().await.unwrap();
     let d = Arc::new(Dispatcher::new(id, spec, &chain.chain_id, dev_keypair(0)));
     let keys_file = net.dir.path().join("api-keys");
@@ -103,22 +124,54 @@ pub(super) async fn gateway(net: &Net, id: Hash, spec: ServiceSpec) -> impl Fn(S
         d.clone(),
         net.stop.subscribe(),
     ));
-    let http = reqwest::Client::new();
-    move |prompt: String| -> Asked {
-        let http = http.clone();
-        let url = format!("{url}/s/{id}/v1/completions");
-        let key = key.clone();
-        Box::pin(async move {
-            let r = http
-                .post(url)
-                .bearer_auth(key)
-                .body(format!(r#"{{"prompt": "{prompt}", "max_tokens": 24}}"#))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        })
+    (url, key)
+}
+
+/// Providers killed mid-answer (the issue's "killed mid-stream"): a user reading a token
+/// stream under the optimistic method, two of the three members killed after its first
+/// tokens, reads it to its end, whole: it goes on from the member that lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_stream_survives_members_killed_mid_answer() {
+    let net = Net::start().await;
+    let mut spec = example_spec(&net, 20_000).await;
+    spec.method = ResponseMethod::Optimistic {};
+    let id = create_service(&net, spec.clone()).await;
+    let mut handles = Vec::new();
+    for i in 1..=3 {
+        handles.push(net.spawn(net.worker(i, GRID / 100, Behavior::Honest)));
     }
+    let (url, key) = gateway_at(&net, id, spec).await;
+    let http = reqwest::Client::new();
+    let ask = |stream: bool| {
+        http.post(format!("{url}/s/{id}/v1/completions"))
+            .bearer_auth(&key)
+            .body(format!(
+                r#"{{"prompt": "mid-stream", "max_tokens": 40, "stream": {stream}, "token_ms": 100}}"#
+            ))
+            .send()
+    };
+    // Until the council serves.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ask(false).await.unwrap().status() != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut r = ask(true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut seen = r.chunk().await.unwrap().expect("a first token").to_vec();
+    // Two of three members die, whichever the user's answer was following.
+    for handle in handles.drain(..2) {
+        handle.abort();
+        let _ = handle.await;
+    }
+    while let Some(piece) = r.chunk().await.expect("the stream broke off") {
+        seen.extend_from_slice(&piece);
+    }
+    let body = String::from_utf8(seen).unwrap();
+    assert_eq!(body.matches("data: ").count(), 41, "{body}");
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    net.stop.send(true).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
