@@ -93,8 +93,11 @@ pub enum TxError {
         /// What would stay locked.
         left: Amount,
     },
-    /// No service has this id.
-    #[error("unknown service {service}")]
+    /// No service open or closing has this id (one closed for good is archived: nothing
+    /// more can be done with it).
+    #[error(
+        "no open or closing service {service} (a service closed for good takes no more transactions; `gridwork service status` shows it)"
+    )]
     UnknownService {
         /// The id given.
         service: Hash,

@@ -47,5 +47,6 @@ pub use market::{
 };
 pub use receipt::{Event, Receipt};
 pub use state::{
-    apply_to_sender, BlockOutcome, BuiltBlock, Credit, State, StateChanges, PREFIX_ARCHIVE,
+    apply_to_sender, service_archive_key, BlockOutcome, BuiltBlock, Credit, State, StateChanges,
+    PREFIX_ARCHIVE, SERVICE_ARCHIVE_TAG,
 };

@@ -168,6 +168,11 @@ pub struct Outcome {
     pub service_councils: u64,
     /// Disputes the ledger upheld.
     pub service_disputes: u64,
+    /// Once the market is done, the requester closes the service and its settle window
+    /// passes: whether it ended closed for good, read back from the archive after a restart.
+    pub service_closed: bool,
+    /// Services the hot state holds at the end (a closed one is archived: none).
+    pub hot_services: usize,
     /// Node restarts that happened.
     pub restarts: u32,
     /// Workers that died.

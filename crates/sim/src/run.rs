@@ -159,6 +159,8 @@ impl Sim {
                 service_settlements: 0,
                 service_councils: 0,
                 service_disputes: 0,
+                service_closed: false,
+                hot_services: 0,
                 restarts: 0,
                 deaths: 0,
                 wall: WallTime::default(),
@@ -360,8 +362,16 @@ impl Sim {
                 });
             }
         }
+        let virtual_ms = self.clock.now_ms() - start;
+        self.close_service()?;
         let mut outcome = self.outcome.clone();
+        outcome.hot_services = self.node.ledger().hot_services();
         if let Some(service) = &self.service {
+            outcome.service_closed = self
+                .node
+                .ledger()
+                .service(&service.id)
+                .is_some_and(|(s, _, _)| s.status == gridwork_protocol::ServiceStatus::Closed);
             let (responses, owed) = service.acknowledged();
             outcome.service_responses = responses;
             outcome.service_owed = Amount(owed);
@@ -373,9 +383,49 @@ impl Sim {
         }
         outcome.trace = Hash(*self.trace.finalize().as_bytes());
         outcome.state_root = self.node.ledger().state_root();
-        outcome.virtual_ms = self.clock.now_ms() - start;
+        outcome.virtual_ms = virtual_ms;
         outcome.wall = WallTime(wall.elapsed());
         Ok(outcome)
+    }
+
+    /// The market done, the requester closes its service; the settle window passes (the
+    /// clock jumps it) and the service closes for good, leaving the hot state for the
+    /// archive; then the node restarts from its store, which must read it back from there.
+    fn close_service(&mut self) -> Result<(), SimError> {
+        let Some(id) = self.service.as_ref().map(|s| s.id) else {
+            return Ok(());
+        };
+        let nonce = self
+            .node
+            .ledger()
+            .account(&self.requester.address())
+            .next_nonce;
+        let close = Transaction {
+            from: self.requester.public(),
+            nonce,
+            fee: Amount::ZERO,
+            kind: TxKind::CloseService { service: id },
+        }
+        .sign(&self.chain_id, &self.requester);
+        self.admit_all(vec![close])?;
+        self.block_now()?;
+        self.clock.advance(gridwork_protocol::SETTLE_WINDOW_MS);
+        self.block_now()?;
+        self.restart()?;
+        Ok(())
+    }
+
+    /// A new node over the same store: its state read back from it.
+    fn restart(&mut self) -> Result<(), SimError> {
+        self.node.shutdown();
+        self.node = Node::with_store_and_clock(
+            Box::new(self.store.clone()),
+            None,
+            consensus(),
+            1_000_000,
+            Arc::new(self.clock.clone()),
+        )?;
+        Ok(())
     }
 
     /// Deaths and restarts due by `now`.
@@ -389,14 +439,7 @@ impl Sim {
         }
         while self.restarts_at.first().is_some_and(|t| *t <= now) {
             self.restarts_at.remove(0);
-            self.node.shutdown();
-            self.node = Node::with_store_and_clock(
-                Box::new(self.store.clone()),
-                None,
-                consensus(),
-                1_000_000,
-                Arc::new(self.clock.clone()),
-            )?;
+            self.restart()?;
             self.outcome.restarts += 1;
         }
         Ok(())

@@ -19,7 +19,9 @@ pub use memory::{FailingStore, MemoryStore};
 pub use record::{ChainMeta, TxRecord};
 pub use redb_store::RedbStore;
 
-use gridwork_protocol::{ArchivedJob, Event, Receipt, State, StateChanges, PREFIX_ARCHIVE};
+use gridwork_protocol::{
+    ArchivedJob, Event, Receipt, Service, State, StateChanges, PREFIX_ARCHIVE,
+};
 use gridwork_types::{Block, Hash, Header};
 
 /// Why the store failed.
@@ -118,6 +120,10 @@ pub trait Store: Send + Sync {
     /// finished; see [`gridwork_protocol::ArchivedJob`]).
     fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>>;
 
+    /// A service closed for good, from the archive (it left the hot state as it closed; see
+    /// [`gridwork_protocol::service_archive_key`]).
+    fn archived_service(&self, id: &Hash) -> Result<Option<Service>>;
+
     /// A whole block with its transactions.
     fn block(&self, height: u64) -> Result<Option<Block>> {
         let Some(header) = self.header(height)? else {
@@ -192,6 +198,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         (**self).archived_job(id)
     }
 
+    fn archived_service(&self, id: &Hash) -> Result<Option<Service>> {
+        (**self).archived_service(id)
+    }
+
     fn block(&self, height: u64) -> Result<Option<Block>> {
         (**self).block(height)
     }
@@ -202,6 +212,14 @@ fn archive_key(id: &Hash) -> Vec<u8> {
     key.push(PREFIX_ARCHIVE);
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+fn decode_archived_service(bytes: &[u8]) -> Result<Service> {
+    use gridwork_types::Decode;
+    Service::from_bytes(bytes).map_err(|source| StorageError::Corrupt {
+        what: "archived service",
+        source,
+    })
 }
 
 fn decode_archived(bytes: &[u8]) -> Result<ArchivedJob> {

@@ -170,6 +170,14 @@ impl Store for MemoryStore {
             .map(|b| crate::decode_archived(b))
             .transpose()
     }
+
+    fn archived_service(&self, id: &Hash) -> Result<Option<gridwork_protocol::Service>> {
+        let t = self.tables();
+        t.entries
+            .get(&gridwork_protocol::service_archive_key(id))
+            .map(|b| crate::decode_archived_service(b))
+            .transpose()
+    }
 }
 
 /// A store that commits normally `commits_before_crash` times, then fails every commit, as
@@ -251,5 +259,9 @@ impl<S: Store> Store for FailingStore<S> {
 
     fn archived_job(&self, id: &Hash) -> Result<Option<ArchivedJob>> {
         self.inner.archived_job(id)
+    }
+
+    fn archived_service(&self, id: &Hash) -> Result<Option<gridwork_protocol::Service>> {
+        self.inner.archived_service(id)
     }
 }

@@ -229,8 +229,8 @@ impl Store for RedbStore {
         };
         let table = tx.open_table(STATE).map_err(db_err)?;
         let mut entries = Vec::new();
-        // Every map of the hot state, around the archive (finished jobs, history, never read
-        // here): prefixes below it and above it alike, so a map added later is read too.
+        // Every map of the hot state, around the archive (finished jobs and closed services,
+        // history, never read here): prefixes below it and above it alike, so a map added later is read too.
         let archive = [gridwork_protocol::PREFIX_ARCHIVE];
         let past_archive = [gridwork_protocol::PREFIX_ARCHIVE + 1];
         let below = table.range(..&archive[..]).map_err(db_err)?;
@@ -257,5 +257,15 @@ impl Store for RedbStore {
         let key = crate::archive_key(id);
         let value = table.get(key.as_slice()).map_err(db_err)?;
         value.map(|v| crate::decode_archived(v.value())).transpose()
+    }
+
+    fn archived_service(&self, id: &Hash) -> Result<Option<gridwork_protocol::Service>> {
+        let tx = self.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(STATE).map_err(db_err)?;
+        let key = gridwork_protocol::service_archive_key(id);
+        let value = table.get(key.as_slice()).map_err(db_err)?;
+        value
+            .map(|v| crate::decode_archived_service(v.value()))
+            .transpose()
     }
 }

@@ -130,6 +130,8 @@ struct Inner {
     in_flight: Option<(Arc<Block>, Vec<Hash>)>,
     /// Jobs the block in flight archives: out of the state already, not yet in the store.
     archiving: Vec<(Hash, ArchivedJob)>,
+    /// Services the block in flight archives (closed for good), likewise.
+    archiving_services: Vec<(Hash, gridwork_protocol::Service)>,
 }
 
 struct Shared {
@@ -217,6 +219,7 @@ impl Ledger {
                     halted: None,
                     in_flight: None,
                     archiving: Vec::new(),
+                    archiving_services: Vec::new(),
                 }),
                 store,
                 producing: Mutex::new(()),
@@ -436,14 +439,28 @@ impl Ledger {
             let block = Arc::new(built.block);
             let hashes = built.receipts.iter().map(|r| r.tx_hash).collect();
             inner.in_flight = Some((block.clone(), hashes));
-            inner.archiving = changes
+            let archived = changes
                 .entries
                 .iter()
-                .filter(|(k, _)| k.first() == Some(&gridwork_protocol::PREFIX_ARCHIVE))
+                .filter(|(k, _)| k.first() == Some(&gridwork_protocol::PREFIX_ARCHIVE));
+            // A job's key is the prefix and its id; a service's has its tag between.
+            inner.archiving = archived
+                .clone()
+                .filter(|(k, _)| k.len() == 33)
                 .filter_map(|(k, v)| {
                     let id = Hash(k.get(1..33)?.try_into().ok()?);
                     let job = Decode::from_bytes(v.as_ref()?).ok()?;
                     Some((id, job))
+                })
+                .collect();
+            inner.archiving_services = archived
+                .filter(|(k, _)| {
+                    k.len() == 34 && k.get(1) == Some(&gridwork_protocol::SERVICE_ARCHIVE_TAG)
+                })
+                .filter_map(|(k, v)| {
+                    let id = Hash(k.get(2..34)?.try_into().ok()?);
+                    let service = Decode::from_bytes(v.as_ref()?).ok()?;
+                    Some((id, service))
                 })
                 .collect();
             (block, built.receipts, built.events, changes)
@@ -461,6 +478,7 @@ impl Ledger {
             let mut inner = self.lock();
             inner.in_flight = None;
             inner.archiving.clear();
+            inner.archiving_services.clear();
             inner.mempool.len()
         };
         let committed = Arc::new(Committed {

@@ -173,6 +173,11 @@ impl Ledger {
         }
     }
 
+    /// How many services the hot state holds (those closed for good are archived).
+    pub fn hot_services(&self) -> usize {
+        self.lock().state.services().count()
+    }
+
     /// How many jobs and tasks the hot state holds (what memory follows): open work, and
     /// jobs that finished in the last block until its end.
     pub fn hot_jobs_and_tasks(&self) -> (usize, usize) {
@@ -199,12 +204,31 @@ impl Ledger {
     }
 
     /// A service, the block time it was read at and the chain's market fee (its reserve
-    /// includes it).
+    /// includes it). One closed for good comes from the archive.
     pub fn service(&self, id: &Hash) -> Option<(Service, u64, u32)> {
-        let inner = self.lock();
-        let s = inner.state.service(id)?.clone();
-        let fee = inner.state.params().market_fee_bps;
-        Some((s, inner.state.head().timestamp_ms, fee))
+        let (now, fee) = {
+            let inner = self.lock();
+            let now = inner.state.head().timestamp_ms;
+            let fee = inner.state.params().market_fee_bps;
+            let hot = inner.state.service(id).cloned().or_else(|| {
+                inner
+                    .archiving_services
+                    .iter()
+                    .find(|(a, _)| a == id)
+                    .map(|(_, s)| s.clone())
+            });
+            if let Some(s) = hot {
+                return Some((s, now, fee));
+            }
+            (now, fee)
+        };
+        match self.shared.store.archived_service(id) {
+            Ok(archived) => archived.map(|s| (s, now, fee)),
+            Err(e) => {
+                tracing::error!(error = %e, service = %id, "cannot read an archived service");
+                None
+            }
+        }
     }
 
     /// Up to `limit` services not closed after `after`, in id order, and where the next page

@@ -1192,7 +1192,8 @@ impl State {
                     s.escrow = Amount::ZERO;
                     s.enter(ServiceStatus::Closed, now);
                     self.credit(s.requester, refund);
-                    self.services.insert(id, s);
+                    // Nothing more can happen to it: history, not state.
+                    self.archive_service(id, s);
                     events.push(Event::ServiceStatus {
                         service: id,
                         status: ServiceStatus::Closed.as_str().into(),

@@ -348,8 +348,21 @@ impl State {
             }
             self.jobs.remove(&id);
             let archived = ArchivedJob { job, tasks };
-            self.archived.push((id, archived.to_bytes()));
+            self.archived.push((
+                super::entry_key(super::PREFIX_ARCHIVE, &id),
+                archived.to_bytes(),
+            ));
         }
+    }
+
+    /// Moves a service that closed for good (its settle window over, its escrow returned)
+    /// out of the hot state into the archive, as [`State::archive_finished`] does for jobs:
+    /// a requester that opens and closes services leaves no state behind it.
+    pub(crate) fn archive_service(&mut self, id: Hash, service: crate::Service) {
+        self.services.remove(&id);
+        self.due_services.remove(&id);
+        self.archived
+            .push((super::service_archive_key(&id), service.to_bytes()));
     }
 
     fn rehash_dirty(&mut self) {

@@ -42,10 +42,21 @@ const PREFIX_PROVIDER: u8 = 2;
 const PREFIX_JOB: u8 = 3;
 const PREFIX_TASK: u8 = 4;
 const PREFIX_OPEN_TASK: u8 = 5;
-/// Finished jobs with their tasks ([`ArchivedJob`](crate::ArchivedJob)), keyed by job id:
-/// written once, when the job leaves the hot state; outside the state root and never loaded
-/// into memory.
+/// The archive: finished jobs with their tasks ([`ArchivedJob`](crate::ArchivedJob)), keyed
+/// by job id, and closed services ([`Service`]), keyed by [`SERVICE_ARCHIVE_TAG`] and the
+/// service id ([`service_archive_key`]): each written once, when it leaves the hot state;
+/// outside the state root and never loaded into memory.
 pub const PREFIX_ARCHIVE: u8 = 6;
+/// The byte after [`PREFIX_ARCHIVE`] in a closed service's archive key (a job's key is the
+/// prefix and its 32-byte id alone).
+pub const SERVICE_ARCHIVE_TAG: u8 = b's';
+
+/// Where a closed service lies in the archive: `PREFIX_ARCHIVE || 's' || id`.
+pub fn service_archive_key(id: &Hash) -> Vec<u8> {
+    let mut key = vec![PREFIX_ARCHIVE, SERVICE_ARCHIVE_TAG];
+    key.extend_from_slice(id.as_bytes());
+    key
+}
 const PREFIX_SERVICE: u8 = 7;
 const PREFIX_DUE_SERVICE: u8 = 8;
 
@@ -101,8 +112,9 @@ pub struct State {
     undo_pool: Option<Amount>,
     /// Jobs that finished in the block being applied: archived at its end.
     pub(crate) finishing: Vec<Hash>,
-    /// Archived jobs not yet handed to storage ([`State::take_changes`]).
-    archived: Vec<(Hash, Vec<u8>)>,
+    /// Archived jobs and services not yet handed to storage ([`State::take_changes`]): each
+    /// storage key with its value.
+    archived: Vec<(Vec<u8>, Vec<u8>)>,
     /// How many of `archived` were there before the block being applied.
     archived_before: usize,
 }
@@ -345,8 +357,8 @@ impl State {
         drain(PREFIX_OPEN_TASK, &mut self.open_tasks, &mut entries);
         drain(PREFIX_SERVICE, &mut self.services, &mut entries);
         drain(PREFIX_DUE_SERVICE, &mut self.due_services, &mut entries);
-        for (id, bytes) in self.archived.drain(..) {
-            entries.push((entry_key(PREFIX_ARCHIVE, &id), Some(bytes)));
+        for (key, bytes) in self.archived.drain(..) {
+            entries.push((key, Some(bytes)));
         }
         self.archived_before = 0;
         StateChanges {

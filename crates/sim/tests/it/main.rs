@@ -161,5 +161,8 @@ fn a_service_beside_the_market_disputes_liars_drops_the_silent_and_pays_every_re
     );
     assert!(o.service_responses > 0, "{o:?}");
     assert_eq!(o.service_paid, o.service_owed, "{o:?}");
+    // Closed, its settle window over: archived, read back from redb after a restart.
+    assert!(o.service_closed, "{o:?}");
+    assert_eq!(o.hot_services, 0, "{o:?}");
     assert_eq!(o, run(cfg));
 }

@@ -602,12 +602,30 @@ fn a_service_down_too_long_closes_and_returns_its_escrow_after_the_settle_window
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::ServiceClosed { refund, .. } if *refund == escrow)));
-    assert_eq!(status(&m, id), ServiceStatus::Closed);
+    // Closed for good, it leaves the hot state (and the state root) for the archive: a
+    // requester that opens and closes services leaves no state behind.
+    assert!(
+        m.state.service(&id).is_none(),
+        "a closed service kept in the state"
+    );
+    let s = m
+        .disk
+        .archived_service(&id)
+        .expect("the closed service archived");
+    assert_eq!(s.status, ServiceStatus::Closed);
+    assert_eq!(s.escrow, Amount::ZERO);
     assert_eq!(
         m.state.account(&requester().address()).balance,
         balance.checked_add(escrow).unwrap()
     );
-    let s = m.state.service(&id).unwrap();
+    let e = m.refused(
+        &requester(),
+        TxKind::FundService {
+            service: id,
+            amount: Amount::grid(1),
+        },
+    );
+    assert_eq!(e.code(), "unknown_service");
     assert_eq!(s.downtime_ms, 60_000);
     // What `service status` shows of its periods: each stretch that ended, in order, the
     // one down exactly H long.
@@ -633,7 +651,8 @@ fn a_service_down_too_long_closes_and_returns_its_escrow_after_the_settle_window
             receipts: vec![receipt(id, member.address(), 2, Amount(GRID / 500))],
         },
     );
-    assert_eq!(e.code(), "service_closed");
+    assert_eq!(e.code(), "unknown_service");
+    assert!(e.to_string().contains("closed for good"), "{e}");
 
     // The requester's own close: members leave at once, the escrow waits the window.
     let (mut m, id) = running(1, 2);

@@ -59,6 +59,14 @@ impl Disk {
         reloaded
     }
 
+    /// A closed service as archived, read by id like the node reads it.
+    pub(crate) fn archived_service(&self, id: &Hash) -> Option<gridwork_protocol::Service> {
+        let bytes = self
+            .entries
+            .get(&gridwork_protocol::service_archive_key(id))?;
+        Some(gridwork_types::Decode::from_bytes(bytes).expect("archived service decodes"))
+    }
+
     /// A finished job as archived, read by id like the node reads it.
     pub(crate) fn archived(&self, job: &Hash) -> Option<gridwork_protocol::ArchivedJob> {
         let mut key = vec![gridwork_protocol::PREFIX_ARCHIVE];
