@@ -213,6 +213,8 @@ struct Pipe {
     /// Members whose answers were found not to begin with what was sent, or whose streams
     /// broke off.
     cannot: Vec<Address>,
+    /// Of them, those whose answers differ from what was sent (not merely broke off).
+    differ: Vec<Address>,
     /// How much of each member's answer was found to agree with what was sent.
     checked: Vec<(Address, usize)>,
     /// What the user reads.
@@ -230,6 +232,7 @@ impl Pipe {
             content_type: content_type.to_string(),
             sent: Vec::new(),
             cannot: Vec::new(),
+            differ: Vec::new(),
             checked: Vec::new(),
             flow: flow.clone(),
             ended: false,
@@ -260,6 +263,14 @@ impl Pipe {
     fn cannot(&mut self, member: Address) {
         if !self.cannot.contains(&member) {
             self.cannot.push(member);
+        }
+    }
+
+    /// Notes that `member`'s answer differs from what was sent.
+    fn differs(&mut self, member: Address) {
+        self.cannot(member);
+        if !self.differ.contains(&member) {
+            self.differ.push(member);
         }
     }
 
@@ -551,18 +562,14 @@ impl Dispatcher {
     ) -> Result<Instant, Refusal> {
         let within = self.answer_within();
         let optimistic = matches!(self.spec.method, ResponseMethod::Optimistic {});
-        // A status that has no body would reach the user whole before any byte was signed.
-        if (100..200).contains(&status) || status == 204 || status == 304 {
-            return Err(Refusal::BadResponse(format!(
-                "a response of status {status} has no body to stream: send it whole"
-            )));
-        }
         let mut inner = self.lock();
         let (open, _) = self.asked_of(&mut inner, member, seq)?;
-        if open.relay.method.eq_ignore_ascii_case("HEAD") {
-            return Err(Refusal::BadResponse(
-                "an answer to HEAD has no body to stream: send it whole".into(),
-            ));
+        // An answer with no body would reach the user whole before any byte was signed.
+        if !gridwork_types::may_stream(&open.relay.method, status) {
+            return Err(Refusal::BadResponse(format!(
+                "an answer of status {status} to {} has no body to stream: send it whole",
+                open.relay.method
+            )));
         }
         open.streams.push(Partial {
             member,
@@ -828,7 +835,7 @@ fn advance(open: &mut Open) {
             *slot = None;
             return;
         }
-        pipe.cannot(*member);
+        pipe.differs(*member);
     }
     let mut ahead: Option<&Partial> = None;
     for partial in streams.iter() {
@@ -841,7 +848,7 @@ fn advance(open: &mut Open) {
             &partial.content_type,
             &partial.body,
         ) {
-            pipe.cannot(partial.member);
+            pipe.differs(partial.member);
             continue;
         }
         if ahead.is_none_or(|a| partial.body.len() > a.body.len()) {
@@ -854,7 +861,10 @@ fn advance(open: &mut Open) {
             pipe.send(&partial.body[n..]);
         }
     }
-    if asked.iter().all(|m| pipe.cannot.contains(m)) {
+    // Nobody can continue it; or most of the council answers otherwise, so what was sent is
+    // not what an honest majority answers (a review found a member that opened first under
+    // another status, then stalled, held the user until the request's time ran out).
+    if asked.iter().all(|m| pipe.cannot.contains(m)) || 2 * pipe.differ.len() > asked.len() {
         // Dropped unfinished: broken off for the user.
         *slot = None;
     }
@@ -880,22 +890,26 @@ fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
                     .filter(|(_, _, o)| o.response.response == *h)
                     .count()
             };
-            let mut best: Option<(&Answer, usize)> = None;
+            // Answers are told apart by what their members signed (status, content type and
+            // body): the same body under another status is another answer (a review found
+            // it won a tie by answering first).
+            let mut best: Option<(&Answer, Hash, usize)> = None;
             let mut tied = false;
             for (_, a, s) in &open.got {
-                let n = count(&s.response.response);
+                let h = s.response.response;
+                let n = count(&h);
                 match best {
-                    Some((b, m)) if n == m && b.body != a.body => tied = true,
-                    Some((_, m)) if n > m => {
-                        best = Some((a, n));
+                    Some((_, b, m)) if n == m && b != h => tied = true,
+                    Some((_, _, m)) if n > m => {
+                        best = Some((a, h, n));
                         tied = false;
                     }
-                    None => best = Some((a, n)),
+                    None => best = Some((a, h, n)),
                     _ => {}
                 }
             }
             match (best, tied) {
-                (Some((a, _)), false) => Some(Ok(a.clone())),
+                (Some((a, _, _)), false) => Some(Ok(a.clone())),
                 (Some(_), true) if open.got.len() >= open.asked.len() => {
                     Some(Err(Refusal::Disagreed))
                 }
@@ -1443,6 +1457,71 @@ pub(crate) mod tests {
             d.respond(k.address(), relay.seq, sent, signed).unwrap();
         }
         assert_eq!(d.take_evidence().len(), 1);
+    }
+
+    /// `member` answers its next request whole with `status` and `body`.
+    async fn answer_status(
+        d: &Dispatcher,
+        member: &Keypair,
+        status: u16,
+        body: &'static [u8],
+    ) -> Result<SignedReceipt, Refusal> {
+        let relay = d
+            .next_for(&member.address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        let signed = StreamResponse {
+            service: d.service(),
+            request: relay.request,
+            response: response_hash(status, "application/json", body),
+            units: body.len() as u64,
+        }
+        .sign(CHAIN, member);
+        let answer = Answer {
+            status,
+            content_type: "application/json".into(),
+            body: Bytes::from_static(body),
+        };
+        d.respond(member.address(), relay.seq, answer, signed)
+    }
+
+    /// Weighted: the same body under another status is another answer, so it ties, and the
+    /// tie waits for the answer that breaks it (a review found the first of the two won).
+    #[tokio::test]
+    async fn weighted_tells_answers_apart_by_status_too() {
+        let (d, m) = connected(ResponseMethod::Weighted { weight_bps: 5_000 }, 3).await;
+        let user = ask(&d);
+        answer_status(&d, &m[0], 200, b"{}").await.unwrap();
+        answer_status(&d, &m[1], 500, b"{}").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!user.is_finished(), "a tie answered");
+        answer_status(&d, &m[2], 500, b"{}").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().status, 500);
+    }
+
+    /// `StallingOpener`: a member opens its stream first under a status the council does not
+    /// give, then sends nothing. Once most of the council answered otherwise, the user's
+    /// answer is broken off at once, not held until the request's time runs out.
+    #[tokio::test]
+    async fn a_stream_most_of_the_council_contradicts_is_broken_off_at_once() {
+        let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
+        let user = ask_streamed(&d);
+        let relay = d
+            .next_for(&m[0].address(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        d.open_stream(m[0].address(), relay.seq, 500, "application/json")
+            .unwrap();
+        answer_status(&d, &m[1], 200, b"{}").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!user.is_finished(), "broken off by one answer of three");
+        answer_status(&d, &m[2], 200, b"{}").await.unwrap();
+        let (pieces, end) = tokio::time::timeout(Duration::from_millis(100), user)
+            .await
+            .expect("held until the request's time ran out")
+            .unwrap();
+        assert!(pieces.is_empty());
+        assert!(matches!(end, Err(Refusal::StreamBroken(_))), "{end:?}");
     }
 
     /// A user that reads slowly holds what it has not read as one buffer, however many

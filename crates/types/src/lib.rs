@@ -34,8 +34,8 @@ pub use market::{
 #[cfg(feature = "openapi")]
 pub use openapi::{ADDRESS_PATTERN, AMOUNT_PATTERN, HASH_PATTERN, HEX32_PATTERN};
 pub use service::{
-    request_hash, response_hash, FrameError, FrameReader, ResponseHasher, ResponseMethod,
-    ServiceSpec, SignedReceipt, SignedResponse, StreamFrame, StreamPrice, StreamReceipt,
-    StreamResponse, MAX_FRAME_BYTES, MAX_RECEIPTS_PER_TX,
+    may_stream, request_hash, response_hash, FrameError, FrameReader, ResponseHasher,
+    ResponseMethod, ServiceSpec, SignedReceipt, SignedResponse, StreamFrame, StreamPrice,
+    StreamReceipt, StreamResponse, MAX_FRAME_BYTES, MAX_RECEIPTS_PER_TX,
 };
 pub use tx::{commitment, OwnerApproval, PeerAddr, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

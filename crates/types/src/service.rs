@@ -320,6 +320,13 @@ pub fn response_hash(status: u16, content_type: &str, body: &[u8]) -> Hash {
     h.finish()
 }
 
+/// Whether an answer of `status` to a request of `method` may be streamed: one with no body
+/// (an answer to HEAD; status 1xx, 204 or 304) reaches the user whole at its head, before any
+/// byte could be signed, so it goes whole. Members and gateways decide alike by this.
+pub fn may_stream(method: &str, status: u16) -> bool {
+    !method.eq_ignore_ascii_case("HEAD") && !matches!(status, 100..=199 | 204 | 304)
+}
+
 /// [`response_hash`] of a body that arrives in pieces: the same hash once every piece is in.
 #[derive(Debug, Clone)]
 pub struct ResponseHasher {
@@ -527,6 +534,17 @@ mod tests {
         let mut forged = answer.clone();
         forged.response.response = Hash([5; 32]);
         assert!(forged.verify("test").is_err());
+    }
+
+    /// Members and gateways agree on which answers may stream: none without a body.
+    #[test]
+    fn answers_without_a_body_are_never_streamed() {
+        assert!(may_stream("GET", 200));
+        assert!(may_stream("POST", 500));
+        for (method, status) in [("HEAD", 200), ("head", 200), ("GET", 204), ("GET", 304)] {
+            assert!(!may_stream(method, status), "{method} {status}");
+        }
+        assert!(!may_stream("GET", 101));
     }
 
     /// Frames read back whole however the body is cut on the way; a stream's hash taken in

@@ -378,12 +378,12 @@ impl Server {
                 .get("content-type")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let streams = content_type
-                .as_deref()
-                .is_some_and(|ct| ct.starts_with("text/event-stream"))
-                || (!response.headers().contains_key("content-length")
-                    && request.method != "HEAD"
-                    && !matches!(status.as_u16(), 204 | 304));
+            // As the gateway decides it (`may_stream`): an answer with no body goes whole.
+            let streams = gridwork_types::may_stream(&request.method, status.as_u16())
+                && (content_type
+                    .as_deref()
+                    .is_some_and(|ct| ct.starts_with("text/event-stream"))
+                    || !response.headers().contains_key("content-length"));
             if streams {
                 return Ok(Served::Stream(Streaming {
                     status: status.as_u16(),
