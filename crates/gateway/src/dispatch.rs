@@ -1019,6 +1019,24 @@ pub(crate) mod tests {
         (d, m)
     }
 
+    /// `member`'s signed response to `request`: `body` of `status` and `content_type`.
+    fn signed(
+        d: &Dispatcher,
+        member: &Keypair,
+        request: Hash,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> SignedResponse {
+        StreamResponse {
+            service: d.service(),
+            request,
+            response: response_hash(status, content_type, body),
+            units: body.len() as u64,
+        }
+        .sign(CHAIN, member)
+    }
+
     /// `member` answers the next request it gets with `body`.
     async fn answer(
         d: &Dispatcher,
@@ -1040,13 +1058,7 @@ pub(crate) mod tests {
             .await
             .expect("a request for the member");
         let body = Bytes::copy_from_slice(body.as_bytes());
-        let signed = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(200, content_type, &body),
-            units: body.len() as u64,
-        }
-        .sign(CHAIN, member);
+        let signed = signed(&d, member, relay.request, 200, content_type, &body);
         d.respond(
             member.address(),
             relay.seq,
@@ -1174,13 +1186,7 @@ pub(crate) mod tests {
         d.stream_piece(m[0].address(), relay.seq, b"data: b\n\n")
             .unwrap();
         let body = b"data: a\n\ndata: b\n\n";
-        let signed = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(200, "text/event-stream", body),
-            units: body.len() as u64,
-        }
-        .sign(CHAIN, &m[0]);
+        let signed = signed(&d, &m[0], relay.request, 200, "text/event-stream", body);
         let receipt = d.end_stream(m[0].address(), relay.seq, signed).unwrap();
         assert_eq!(receipt.receipt.units, body.len() as u64);
         let (pieces, end) = user.await.unwrap();
@@ -1214,13 +1220,7 @@ pub(crate) mod tests {
         assert!(!user.is_finished());
         d.stream_piece(m[1].address(), seq, b"two three").unwrap();
         let body = b"one two three";
-        let signed = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(200, "text/event-stream", body),
-            units: body.len() as u64,
-        }
-        .sign(CHAIN, &m[1]);
+        let signed = signed(&d, &m[1], relay.request, 200, "text/event-stream", body);
         d.end_stream(m[1].address(), seq, signed).unwrap();
         let (pieces, end) = user.await.unwrap();
         assert_eq!(end, Ok(()));
@@ -1287,13 +1287,7 @@ pub(crate) mod tests {
         assert_eq!(joined(&pieces), "made up ");
         assert!(matches!(end, Err(Refusal::StreamBroken(_))), "{end:?}");
         let body = b"the truth";
-        let signed = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(200, "text/event-stream", body),
-            units: body.len() as u64,
-        }
-        .sign(CHAIN, &m[1]);
+        let signed = signed(&d, &m[1], relay.request, 200, "text/event-stream", body);
         d.end_stream(m[1].address(), seq, signed).unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         d.sweep();
@@ -1314,13 +1308,7 @@ pub(crate) mod tests {
         d.open_stream(m[0].address(), relay.seq, 200, "text/plain")
             .unwrap();
         d.stream_piece(m[0].address(), relay.seq, b"abc").unwrap();
-        let forged = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(200, "text/plain", b"abd"),
-            units: 3,
-        }
-        .sign(CHAIN, &m[0]);
+        let forged = signed(&d, &m[0], relay.request, 200, "text/plain", b"abd");
         assert!(matches!(
             d.end_stream(m[0].address(), relay.seq, forged),
             Err(Refusal::BadResponse(_))
@@ -1343,13 +1331,7 @@ pub(crate) mod tests {
             ));
         }
         let body = Bytes::from_static(b"");
-        let signed = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(204, "", &body),
-            units: 0,
-        }
-        .sign(CHAIN, &m[0]);
+        let signed = signed(&d, &m[0], relay.request, 204, "", &body);
         let whole = Answer {
             status: 204,
             content_type: String::new(),
@@ -1398,15 +1380,7 @@ pub(crate) mod tests {
         // The slow ones finish later, agreeing: nothing to dispute.
         d.stream_piece(m[1].address(), seq, b"three").unwrap();
         let body = b"one two three";
-        let end_of = |k: &Keypair| {
-            StreamResponse {
-                service: d.service(),
-                request: relay.request,
-                response: response_hash(200, "text/event-stream", body),
-                units: body.len() as u64,
-            }
-            .sign(CHAIN, k)
-        };
+        let end_of = |k: &Keypair| signed(&d, k, relay.request, 200, "text/event-stream", body);
         d.end_stream(m[1].address(), seq, end_of(&m[1])).unwrap();
         d.stream_piece(m[0].address(), seq, b"two three").unwrap();
         d.end_stream(m[0].address(), seq, end_of(&m[0])).unwrap();
@@ -1426,22 +1400,10 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
             let body = Bytes::from_static(b"same");
-            let signed = StreamResponse {
-                service: d.service(),
-                request: relay.request,
-                response: response_hash(status, "text/plain", &body),
-                units: 4,
-            }
-            .sign(CHAIN, k);
+            let honest = signed(&d, k, relay.request, status, "text/plain", &body);
             // Signed as 200 and sent as 500: refused.
             if status == 500 {
-                let lying = StreamResponse {
-                    service: d.service(),
-                    request: relay.request,
-                    response: response_hash(200, "text/plain", &body),
-                    units: 4,
-                }
-                .sign(CHAIN, k);
+                let lying = signed(&d, k, relay.request, 200, "text/plain", &body);
                 let sent = Answer {
                     status,
                     content_type: "text/plain".into(),
@@ -1454,7 +1416,7 @@ pub(crate) mod tests {
                 content_type: "text/plain".into(),
                 body,
             };
-            d.respond(k.address(), relay.seq, sent, signed).unwrap();
+            d.respond(k.address(), relay.seq, sent, honest).unwrap();
         }
         assert_eq!(d.take_evidence().len(), 1);
     }
@@ -1470,13 +1432,7 @@ pub(crate) mod tests {
             .next_for(&member.address(), Duration::from_secs(1))
             .await
             .unwrap();
-        let signed = StreamResponse {
-            service: d.service(),
-            request: relay.request,
-            response: response_hash(status, "application/json", body),
-            units: body.len() as u64,
-        }
-        .sign(CHAIN, member);
+        let signed = signed(&d, member, relay.request, status, "application/json", body);
         let answer = Answer {
             status,
             content_type: "application/json".into(),
@@ -1677,15 +1633,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         let body = Bytes::from_static(b"ok");
-        let sign = |k: &Keypair, body: &Bytes| {
-            StreamResponse {
-                service: d.service(),
-                request: relay.request,
-                response: response_hash(200, "", body),
-                units: body.len() as u64,
-            }
-            .sign(CHAIN, k)
-        };
+        let sign = |k: &Keypair, body: &Bytes| signed(&d, k, relay.request, 200, "", body);
         let a = |body: &Bytes| Answer {
             status: 200,
             content_type: String::new(),

@@ -633,23 +633,13 @@ impl Worker {
                     }
                 }
             });
-        let mut request = http
+        let request = http
             .post(format!("{base}{path}"))
             .header(gridwork_api::SIGNATURE_HEADER, sig)
             .header("gridwork-status", status.to_string())
             .timeout(within + Duration::from_secs(30))
             .body(reqwest::Body::wrap_stream(frames));
-        if let Some(ct) = &content_type {
-            request = request.header("content-type", ct);
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {}", text.trim()));
-        }
-        let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
-        let receipt = SignedReceipt::from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let receipt = receipt_for(request, content_type.as_deref()).await?;
         Ok((receipt, units.load(std::sync::atomic::Ordering::SeqCst)))
     }
 
@@ -732,24 +722,14 @@ impl Worker {
         signed: &[u8],
     ) -> Result<SignedReceipt, String> {
         let sig = self.gateway_signature(gateway, "POST", path, &answer.body);
-        let mut request = http
+        let request = http
             .post(format!("{base}{path}"))
             .header(gridwork_api::SIGNATURE_HEADER, sig)
             .header("gridwork-status", answer.status.to_string())
             .header("gridwork-response", hex::encode(signed))
             .timeout(Duration::from_secs(30))
             .body(answer.body.clone());
-        if let Some(ct) = &answer.content_type {
-            request = request.header("content-type", ct);
-        }
-        let response = request.send().await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let text = response.text().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {}", text.trim()));
-        }
-        let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
-        SignedReceipt::from_bytes(&bytes).map_err(|e| e.to_string())
+        receipt_for(request, answer.content_type.as_deref()).await
     }
 
     fn gateway_signature(
@@ -764,6 +744,24 @@ impl Worker {
             .map_or(0, |d| d.as_millis() as u64);
         gridwork_api::signature_header(&self.cfg.key, gateway, method, path, now, &Hash::of(body))
     }
+}
+
+/// Sends a member's answer (of `content_type`) to the gateway: the receipt it answers with.
+async fn receipt_for(
+    mut request: reqwest::RequestBuilder,
+    content_type: Option<&str>,
+) -> Result<SignedReceipt, String> {
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", text.trim()));
+    }
+    let bytes = hex::decode(text.trim()).map_err(|e| e.to_string())?;
+    SignedReceipt::from_bytes(&bytes).map_err(|e| e.to_string())
 }
 
 /// What a lying member (a test's) adds to the end of each answer.
