@@ -1058,7 +1058,7 @@ pub(crate) mod tests {
             .await
             .expect("a request for the member");
         let body = Bytes::copy_from_slice(body.as_bytes());
-        let signed = signed(&d, member, relay.request, 200, content_type, &body);
+        let signed = signed(d, member, relay.request, 200, content_type, &body);
         d.respond(
             member.address(),
             relay.seq,
@@ -1432,7 +1432,7 @@ pub(crate) mod tests {
             .next_for(&member.address(), Duration::from_secs(1))
             .await
             .unwrap();
-        let signed = signed(&d, member, relay.request, status, "application/json", body);
+        let signed = signed(d, member, relay.request, status, "application/json", body);
         let answer = Answer {
             status,
             content_type: "application/json".into(),
