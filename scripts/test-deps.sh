@@ -7,7 +7,8 @@
 # (Debian) renders the render example's frames in the worker tests, and ffmpeg (Debian) makes
 # their video; schemathesis
 # (PyPI, in target/api-fuzz-venv)
-# runs scripts/api-fuzz.sh. Idempotent; run as root (CI is) or with the tools already
+# runs scripts/api-fuzz.sh; OpenAI's Python client (PyPI `openai`, in target/openai-venv) asks
+# the example service through its gateway (examples/service/chat.py). Idempotent; run as root (CI is) or with the tools already
 # installed. The tests also need a running Docker engine (this machine kind starts one).
 set -euo pipefail
 need_apt=()
@@ -39,4 +40,12 @@ if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
     rm -rf "$venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q 'schemathesis==4.32.5'
+fi
+
+# OpenAI's client for the service tests, likewise in its own environment.
+openai_venv="$(dirname "$0")/../target/openai-venv"
+if ! "$openai_venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
+    rm -rf "$openai_venv"
+    python3 -m venv "$openai_venv"
+    "$openai_venv/bin/pip" install -q 'openai==3.63.0'
 fi

@@ -11,6 +11,12 @@ bytes and different prompts get different text.
     -> text/event-stream, a token at a time as it is made (every token_ms, at most 1000):
        data: {"text": "<token>"}   ...   data: [DONE]
 
+    POST /v1/chat/completions  OpenAI's chat completions (the messages' contents are the
+    prompt), whole or streamed ("stream": true: chat.completion.chunk events, then
+    data: [DONE]), so OpenAI's own clients work against it. Every field a member's answer
+    carries is made from the request alone ("created" is 0, the id a hash of the request): the
+    council's answers agree byte for byte.
+
 On a worker it answers on the UNIX socket $GRIDWORK_SOCKET (a task has no network); run by
 hand, on 127.0.0.1:8080 (or $GRIDWORK_PORT).
 """
@@ -57,8 +63,11 @@ def complete(prompt, max_tokens):
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
+        if self.path == "/v1/chat/completions":
+            self.chat()
+            return
         if self.path != "/v1/completions":
-            self.send_error(404, "POST /v1/completions")
+            self.send_error(404, "POST /v1/completions or /v1/chat/completions")
             return
         length = int(self.headers.get("Content-Length") or 0)
         try:
@@ -86,6 +95,75 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         answer = json.dumps({"completion": complete(prompt, max_tokens), "model": model}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def chat(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            messages = body.get("messages") or []
+            prompt = "\n".join(str(m.get("content", "")) for m in messages)
+            max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 64)
+            stream = bool(body.get("stream", False))
+            token_ms = max(0, min(int(body.get("token_ms", 0)), 1000))
+        except (ValueError, TypeError, AttributeError) as e:
+            self.send_error(400, f"bad request: {e}")
+            return
+        ident = "chatcmpl-" + hashlib.blake2b(
+            json.dumps(body, sort_keys=True).encode(), digest_size=12
+        ).hexdigest()
+        text = complete(prompt, max_tokens)
+
+        def chunk(delta, finish):
+            return {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+
+        if stream:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            events = [chunk({"role": "assistant", "content": ""}, None)]
+            events += [chunk({"content": token}, None) for token in text]
+            events.append(chunk({}, "length"))
+            for i, event in enumerate(events):
+                if token_ms and 0 < i < len(events) - 1:
+                    time.sleep(token_ms / 1000)
+                self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        answer = json.dumps(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "length",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt),
+                    "completion_tokens": len(text),
+                    "total_tokens": len(prompt) + len(text),
+                },
+            }
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))

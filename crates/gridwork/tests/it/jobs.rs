@@ -891,6 +891,21 @@ fn asked_and_paid(cli: &Cli, id: &str, url: &str, key: &str) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body.matches("data: ").count(), 21, "{body}");
     assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    // OpenAI's own client (PyPI `openai`, from scripts/test-deps.sh) with the gateway as its
+    // base URL and the user's key: a chat completion whole, then streamed, the same text.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(root.join("target/openai-venv/bin/python"))
+        .arg(root.join("examples/service/chat.py"))
+        .args([&format!("{url}/s/{id}/v1"), key, "a council of"])
+        .output()
+        .expect("OpenAI's client, installed by scripts/test-deps.sh");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("tokens:   32"), "{said}");
     // Weighted, half the council: 10 answers, and every member was asked each request.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
