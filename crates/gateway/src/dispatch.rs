@@ -317,6 +317,48 @@ struct Inner {
     /// When each member last asked for a request: one that has not lately is not serving
     /// (its server is starting, or gone).
     fetched: HashMap<Address, Instant>,
+    /// What users got, for `service status` ([`Dispatcher::stats`]).
+    seen: Seen,
+}
+
+/// How the gateway answered its users lately.
+#[derive(Default)]
+struct Seen {
+    /// How long the latest answers took to start (a whole answer, or a stream's head), in
+    /// microseconds, the oldest overwritten first.
+    latencies: VecDeque<u64>,
+    answered: u64,
+    streamed: u64,
+    timed_out: u64,
+    disagreed: u64,
+    refused: u64,
+}
+
+/// How many of the latest answers [`Stats`] takes its latencies from.
+pub const STATS_WINDOW: usize = 1024;
+
+/// How a gateway answered its users since it started (`GET /g/<service>/stats`; `gridwork
+/// service status` shows it): counts, and the latency of the latest answers (to a whole
+/// answer, or to a stream's head) against the service called through the council.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Requests answered (whole or streamed).
+    pub answered: u64,
+    /// Of them, answers streamed to the user as they came.
+    pub streamed: u64,
+    /// Requests the council did not answer in time.
+    pub timed_out: u64,
+    /// Requests whose answers differed with none to give (unanimous, or a tie).
+    pub disagreed: u64,
+    /// Requests refused before they were relayed (the service down, members connecting, too
+    /// many waiting).
+    pub refused: u64,
+    /// How many answers the latencies are of (at most [`STATS_WINDOW`]).
+    pub window: usize,
+    /// The median latency, in milliseconds.
+    pub p50_ms: f64,
+    /// The 99th percentile latency, in milliseconds.
+    pub p99_ms: f64,
 }
 
 /// A member that has not asked for a request within this long is not connected: requests
@@ -358,6 +400,7 @@ impl Dispatcher {
                 evidence: Vec::new(),
                 late: Vec::new(),
                 fetched: HashMap::new(),
+                seen: Seen::default(),
             }),
             arrived: Notify::new(),
         }
@@ -400,6 +443,65 @@ impl Dispatcher {
     /// gives: streamed under the optimistic method when a member streams and the user can
     /// take a stream (`streamable`), else whole.
     pub async fn submit(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Bytes,
+        streamable: bool,
+    ) -> Result<Reply, Refusal> {
+        let asked = Instant::now();
+        let reply = self
+            .relay(method, path, content_type, body, streamable)
+            .await;
+        let mut inner = self.lock();
+        let seen = &mut inner.seen;
+        match &reply {
+            Ok(r) => {
+                seen.answered += 1;
+                if matches!(r, Reply::Stream(_)) {
+                    seen.streamed += 1;
+                }
+                if seen.latencies.len() >= STATS_WINDOW {
+                    seen.latencies.pop_front();
+                }
+                seen.latencies
+                    .push_back(asked.elapsed().as_micros().min(u128::from(u64::MAX)) as u64);
+            }
+            Err(Refusal::Timeout(_)) => seen.timed_out += 1,
+            Err(Refusal::Disagreed) => seen.disagreed += 1,
+            Err(_) => seen.refused += 1,
+        }
+        reply
+    }
+
+    /// How the gateway answered its users since it started.
+    pub fn stats(&self) -> Stats {
+        let inner = self.lock();
+        let seen = &inner.seen;
+        let mut sorted: Vec<u64> = seen.latencies.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |p: usize| {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let i = (sorted.len() * p).div_ceil(100).clamp(1, sorted.len()) - 1;
+            sorted[i] as f64 / 1000.0
+        };
+        Stats {
+            answered: seen.answered,
+            streamed: seen.streamed,
+            timed_out: seen.timed_out,
+            disagreed: seen.disagreed,
+            refused: seen.refused,
+            window: sorted.len(),
+            p50_ms: at(50),
+            p99_ms: at(99),
+        }
+    }
+
+    /// [`Dispatcher::submit`], uncounted.
+    async fn relay(
         &self,
         method: &str,
         path: &str,
@@ -1386,6 +1488,44 @@ pub(crate) mod tests {
         d.end_stream(m[0].address(), seq, end_of(&m[0])).unwrap();
         assert!(d.take_evidence().is_empty());
         assert_eq!(d.receipts().len(), 3);
+    }
+
+    /// What `service status` shows of a gateway: each request counted by how it ended, and
+    /// the latency of the answers.
+    #[tokio::test]
+    async fn the_gateway_counts_how_it_answered_and_how_fast() {
+        let (d, m) = connected(ResponseMethod::Unanimous {}, 2).await;
+        assert_eq!(d.stats(), Stats::default());
+        let user = ask(&d);
+        answer(&d, &m[0], "x").await.unwrap();
+        answer(&d, &m[1], "x").await.unwrap();
+        user.await.unwrap().unwrap();
+        let user = ask(&d);
+        answer(&d, &m[0], "x").await.unwrap();
+        answer(&d, &m[1], "y").await.unwrap();
+        assert_eq!(user.await.unwrap(), Err(Refusal::Disagreed));
+        let user = ask(&d);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        d.sweep();
+        assert!(matches!(user.await.unwrap(), Err(Refusal::Timeout(_))));
+        d.set_council(Council {
+            members: vec![],
+            up: Err("down".into()),
+        });
+        assert!(ask(&d).await.unwrap().is_err());
+        let s = d.stats();
+        assert_eq!(
+            (
+                s.answered,
+                s.streamed,
+                s.disagreed,
+                s.timed_out,
+                s.refused,
+                s.window
+            ),
+            (1, 0, 1, 1, 1, 1)
+        );
+        assert!(s.p50_ms > 0.0 && s.p99_ms >= s.p50_ms, "{s:?}");
     }
 
     /// `ErrorDresser`: the right body under another status (or content type) is another

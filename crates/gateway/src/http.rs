@@ -6,6 +6,9 @@
 //! or unknown key), 502 (the council disagreed, unanimous method), 503 (the service is not
 //! up, or too many requests wait), 504 (the council did not answer in time).
 //!
+//! For anyone, `GET /g/<service>/stats`: how the gateway answered its users lately (counts,
+//! latencies; [`crate::Stats`]), which `gridwork service status` shows.
+//!
 //! For the council's members, every request signed like a node's signed requests
 //! ([`gridwork_api::SIGNATURE_HEADER`], over the gateway's public key), by a member seated now:
 //!
@@ -208,6 +211,7 @@ pub fn routes(gateways: Arc<Gateways>) -> Router {
         .route("/m/{service}/next", get(member_next))
         .route("/m/{service}/responses/{seq}", post(member_response))
         .route("/m/{service}/streams/{seq}", post(member_stream))
+        .route("/g/{service}/stats", get(gateway_stats))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(gateways)
 }
@@ -322,6 +326,19 @@ async fn user_request(
             r
         }
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /g/<service>/stats`: how the gateway answered its users ([`crate::Stats`]), for
+/// `gridwork service status`. Public, as what the ledger says of the service is: counts and
+/// latencies, nothing of any request.
+async fn gateway_stats(
+    State(gateways): State<Arc<Gateways>>,
+    UrlPath(service): UrlPath<String>,
+) -> Response {
+    match gateways.get(&service).await {
+        Ok(shared) => axum::Json(shared.dispatcher.stats()).into_response(),
+        Err(r) => r.into_response(),
     }
 }
 

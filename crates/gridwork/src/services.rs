@@ -20,7 +20,25 @@ pub(crate) fn service(cli: &Cli, cmd: &ServiceCommand) -> anyhow::Result<()> {
         } => create(cli, file, deposit.as_deref(), send),
         ServiceCommand::Status { id } => {
             let view = fetch(cli, id)?;
-            emit(cli.json, &view, || render(&view))
+            let seen = gateway_seen(&view);
+            let mut doc = serde_json::to_value(&view)?;
+            if let Some(doc) = doc.as_object_mut() {
+                let (stats, error) = match &seen {
+                    Some(Ok(stats)) => (serde_json::to_value(stats)?, serde_json::Value::Null),
+                    Some(Err(why)) => (serde_json::Value::Null, json!(why)),
+                    None => (serde_json::Value::Null, serde_json::Value::Null),
+                };
+                doc.insert("gateway_stats".into(), stats);
+                doc.insert("gateway_error".into(), error);
+            }
+            emit(cli.json, &doc, || {
+                let mut out = render(&view);
+                out.push_str(&format!(
+                    "\n\ngateway: {}",
+                    gateway_line(&view, seen.as_ref())
+                ));
+                out
+            })
         }
         ServiceCommand::List => {
             let client = Client::new(&cli.node);
@@ -323,6 +341,67 @@ fn send_one(cli: &Cli, send: &SendArgs, kind: TxKind) -> anyhow::Result<Hash> {
     let fee = parse_amount(&send.fee)?;
     let (hash, _) = runtime()?.block_on(sign_and_send(&client, &key, fee, kind, !send.no_wait))?;
     Ok(hash)
+}
+
+/// How the service's gateway answered its users (`GET /g/<service>/stats`), or why it could
+/// not be asked; `None` when no gateway said where it listens.
+fn gateway_seen(view: &ServiceView) -> Option<Result<gridwork_gateway::Stats, String>> {
+    if view.gateway_url.is_empty() {
+        return None;
+    }
+    let url = format!(
+        "{}/g/{}/stats",
+        view.gateway_url.trim_end_matches('/'),
+        view.id
+    );
+    let asked = async {
+        let r = reqwest::Client::new()
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!(
+                "{}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default().trim()
+            ));
+        }
+        r.json::<gridwork_gateway::Stats>()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    Some(match runtime() {
+        Ok(rt) => rt.block_on(asked),
+        Err(e) => Err(e.to_string()),
+    })
+}
+
+fn gateway_line(
+    view: &ServiceView,
+    seen: Option<&Result<gridwork_gateway::Stats, String>>,
+) -> String {
+    match seen {
+        None => "none has said where it listens yet (`gridwork service gateway`)".into(),
+        Some(Err(why)) => format!("{} does not answer: {why}", view.gateway_url),
+        Some(Ok(s)) if s.window == 0 => format!(
+            "{}: nothing answered yet ({} refused, {} timed out)",
+            view.gateway_url, s.refused, s.timed_out
+        ),
+        Some(Ok(s)) => format!(
+            "{}: latency p50 {:.1} ms, p99 {:.1} ms over the latest {} answers; {} answered ({} streamed), {} timed out, {} disagreed, {} refused",
+            view.gateway_url,
+            s.p50_ms,
+            s.p99_ms,
+            s.window,
+            s.answered,
+            s.streamed,
+            s.timed_out,
+            s.disagreed,
+            s.refused
+        ),
+    }
 }
 
 fn fetch(cli: &Cli, id: &str) -> anyhow::Result<ServiceView> {

@@ -922,4 +922,13 @@ fn asked_and_paid(cli: &Cli, id: &str, url: &str, key: &str) {
     assert_eq!(status["disputes"], 0);
     assert_eq!(status["spec"]["gateway"].as_str().unwrap().len(), 64);
     assert_eq!(status["gateway_url"], url);
+    // What the gateway says of its users' answers: every one counted, with its latency.
+    let seen = &status["gateway_stats"];
+    assert!(seen["answered"].as_u64().unwrap() >= 10, "{status}");
+    assert!(seen["streamed"].as_u64().is_some(), "{status}");
+    assert!(seen["p50_ms"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(status["gateway_error"].is_null(), "{status}");
+    let out = cli.run(&["service", "status", id], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("latency p50"), "{text}");
 }
