@@ -349,14 +349,13 @@ fn gateway_seen(view: &ServiceView) -> Option<Result<gridwork_gateway::Stats, St
     if view.gateway_url.is_empty() {
         return None;
     }
-    let url = format!(
-        "{}/g/{}/stats",
-        view.gateway_url.trim_end_matches('/'),
-        view.id
-    );
+    let url = match stats_url(&view.gateway_url, &view.id) {
+        Ok(url) => url,
+        Err(why) => return Some(Err(why)),
+    };
     let asked = async {
         let r = reqwest::Client::new()
-            .get(&url)
+            .get(url)
             .timeout(std::time::Duration::from_secs(5))
             .send()
             .await
@@ -376,6 +375,31 @@ fn gateway_seen(view: &ServiceView) -> Option<Result<gridwork_gateway::Stats, St
         Ok(rt) => rt.block_on(asked),
         Err(e) => Err(e.to_string()),
     })
+}
+
+/// Where a gateway announced at `gateway_url` says how it answered service `id`: its path
+/// with `/g/<id>/stats` added. The URL is the requester's word on the ledger, so anything
+/// that would send the request elsewhere than that path (a query, a fragment, credentials)
+/// is refused rather than followed.
+fn stats_url(gateway_url: &str, id: &Hash) -> Result<reqwest::Url, String> {
+    let mut url = reqwest::Url::parse(gateway_url)
+        .map_err(|e| format!("the announced URL `{gateway_url}` does not parse: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || url.cannot_be_a_base()
+    {
+        return Err(format!(
+            "the announced URL `{gateway_url}` is not a plain http(s) address (no query, fragment or credentials); not asked"
+        ));
+    }
+    url.path_segments_mut()
+        .map_err(|()| format!("the announced URL `{gateway_url}` has no path to extend"))?
+        .pop_if_empty()
+        .extend(["g", &id.to_string(), "stats"]);
+    Ok(url)
 }
 
 fn gateway_line(
@@ -401,6 +425,37 @@ fn gateway_line(
             s.disagreed,
             s.refused
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stats_url;
+    use gridwork_types::Hash;
+
+    /// The gateway's URL is the requester's word: only its own path is asked, never a
+    /// query or fragment it smuggles in (`http://127.0.0.1:2375/containers/json?` would have
+    /// sent `service status` to a local daemon).
+    #[test]
+    fn the_stats_of_a_gateway_are_asked_at_its_own_path_only() {
+        let id = Hash([7; 32]);
+        assert_eq!(
+            stats_url("http://10.0.0.1:8088", &id).unwrap().as_str(),
+            format!("http://10.0.0.1:8088/g/{id}/stats")
+        );
+        assert_eq!(
+            stats_url("https://gw.example/base/", &id).unwrap().as_str(),
+            format!("https://gw.example/base/g/{id}/stats")
+        );
+        for bad in [
+            "http://127.0.0.1:2375/containers/json?",
+            "http://127.0.0.1:2375/x#",
+            "http://user:secret@gw.example/",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(stats_url(bad, &id).is_err(), "{bad}");
+        }
     }
 }
 
