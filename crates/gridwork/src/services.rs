@@ -428,37 +428,6 @@ fn gateway_line(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::stats_url;
-    use gridwork_types::Hash;
-
-    /// The gateway's URL is the requester's word: only its own path is asked, never a
-    /// query or fragment it smuggles in (`http://127.0.0.1:2375/containers/json?` would have
-    /// sent `service status` to a local daemon).
-    #[test]
-    fn the_stats_of_a_gateway_are_asked_at_its_own_path_only() {
-        let id = Hash([7; 32]);
-        assert_eq!(
-            stats_url("http://10.0.0.1:8088", &id).unwrap().as_str(),
-            format!("http://10.0.0.1:8088/g/{id}/stats")
-        );
-        assert_eq!(
-            stats_url("https://gw.example/base/", &id).unwrap().as_str(),
-            format!("https://gw.example/base/g/{id}/stats")
-        );
-        for bad in [
-            "http://127.0.0.1:2375/containers/json?",
-            "http://127.0.0.1:2375/x#",
-            "http://user:secret@gw.example/",
-            "file:///etc/passwd",
-            "not a url",
-        ] {
-            assert!(stats_url(bad, &id).is_err(), "{bad}");
-        }
-    }
-}
-
 fn fetch(cli: &Cli, id: &str) -> anyhow::Result<ServiceView> {
     let id: Hash = id
         .parse()
@@ -647,4 +616,39 @@ fn render(v: &ServiceView) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stats_url;
+    use gridwork_types::Hash;
+
+    /// The gateway's URL is the requester's word: only its own path is asked, never a
+    /// query or fragment it smuggles in (`http://127.0.0.1:2375/containers/json?` would have
+    /// sent `service status` to a local daemon).
+    #[test]
+    fn the_stats_of_a_gateway_are_asked_at_its_own_path_only() {
+        let id = Hash([7; 32]);
+        assert_eq!(
+            stats_url("http://10.0.0.1:8088", &id)
+                .expect("a plain URL")
+                .as_str(),
+            format!("http://10.0.0.1:8088/g/{id}/stats")
+        );
+        assert_eq!(
+            stats_url("https://gw.example/base/", &id)
+                .expect("a plain URL with a path")
+                .as_str(),
+            format!("https://gw.example/base/g/{id}/stats")
+        );
+        for bad in [
+            "http://127.0.0.1:2375/containers/json?",
+            "http://127.0.0.1:2375/x#",
+            "http://user:secret@gw.example/",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(stats_url(bad, &id).is_err(), "{bad}");
+        }
+    }
 }
