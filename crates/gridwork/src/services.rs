@@ -354,7 +354,11 @@ fn gateway_seen(view: &ServiceView) -> Option<Result<gridwork_gateway::Stats, St
         Err(why) => return Some(Err(why)),
     };
     let asked = async {
-        let r = reqwest::Client::new()
+        // The URL is the requester's word: a redirect from it is not followed either.
+        let r = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?
             .get(url)
             .timeout(std::time::Duration::from_secs(5))
             .send()

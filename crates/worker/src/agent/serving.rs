@@ -376,7 +376,7 @@ impl Worker {
     ) -> Result<(), WorkerError> {
         let id = first.id;
         let spec = &first.spec;
-        let http = reqwest::Client::new();
+        let http = gateway_client();
         let chain_id = self.client.chain().await?.chain_id;
         let my_price = first
             .subscribers
@@ -746,6 +746,17 @@ impl Worker {
     }
 }
 
+/// The HTTP client a member reaches its gateway with. The gateway is the requester's, which
+/// also writes the program whose answers the member sends: a redirect it answered with would
+/// have the member send the same request, signed and with the program's body, wherever it
+/// names, a service on the member's own machine among them. Redirects are not followed.
+pub(crate) fn gateway_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 /// Sends a member's answer (of `content_type`) to the gateway: the receipt it answers with.
 async fn receipt_for(
     mut request: reqwest::RequestBuilder,
@@ -787,6 +798,48 @@ mod tests {
 
     /// Serving on a credit of 100: a settlement once the unsent receipts add 50, never one a
     /// response while the ledger's pay is not read yet.
+    /// `RedirectingGateway`: a requester's gateway answers a member's response with a
+    /// redirect to a service on the member's own machine (here a listener standing in for a
+    /// local daemon). The member's client does not follow it: the daemon hears nothing.
+    #[tokio::test]
+    async fn a_member_does_not_follow_its_gateways_redirects() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let daemon = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let daemon_url = format!("http://{}/containers/create", daemon.local_addr().unwrap());
+        let heard = Arc::new(AtomicUsize::new(0));
+        let counted = heard.clone();
+        tokio::spawn(async move {
+            while let Ok((_, _)) = daemon.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway_url = format!("http://{}/m/x/responses/0", gateway.local_addr().unwrap());
+        let app = axum::Router::new().route(
+            "/m/x/responses/0",
+            axum::routing::post(move || {
+                let to = daemon_url.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [(axum::http::header::LOCATION, to)],
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(gateway, app).await });
+        let r = super::gateway_client()
+            .post(&gateway_url)
+            .body("{\"Image\": \"busybox\", \"HostConfig\": {\"Privileged\": true}}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(heard.load(Ordering::SeqCst), 0, "the redirect was followed");
+    }
+
     /// A refused subscription is asked again after a second, then two, four, ... at most
     /// half a minute: a full list of more stake does not hear from it every second.
     #[test]
