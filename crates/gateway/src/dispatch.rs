@@ -1121,6 +1121,13 @@ pub(crate) mod tests {
         (d, m)
     }
 
+    /// The next request for `member`, which must come within a second.
+    async fn fetched(d: &Dispatcher, member: &Keypair) -> Arc<Relay> {
+        d.next_for(&member.address(), Duration::from_secs(1))
+            .await
+            .expect("a request for the member")
+    }
+
     /// `member`'s signed response to `request`: `body` of `status` and `content_type`.
     fn signed(
         d: &Dispatcher,
@@ -1155,10 +1162,7 @@ pub(crate) mod tests {
         body: &str,
         content_type: &str,
     ) -> Result<SignedReceipt, Refusal> {
-        let relay = d
-            .next_for(&member.address(), Duration::from_secs(1))
-            .await
-            .expect("a request for the member");
+        let relay = fetched(d, member).await;
         let body = Bytes::copy_from_slice(body.as_bytes());
         let signed = signed(d, member, relay.request, 200, content_type, &body);
         d.respond(
@@ -1237,10 +1241,7 @@ pub(crate) mod tests {
         pieces: &[&str],
         end: bool,
     ) -> Result<u64, Refusal> {
-        let relay = d
-            .next_for(&member.address(), Duration::from_secs(1))
-            .await
-            .expect("a request for the member");
+        let relay = fetched(d, member).await;
         d.open_stream(member.address(), relay.seq, 200, "text/event-stream")?;
         let mut hasher = gridwork_types::ResponseHasher::new(200, "text/event-stream");
         for piece in pieces {
@@ -1274,10 +1275,7 @@ pub(crate) mod tests {
     async fn optimistic_pipes_the_first_stream_to_the_user_as_it_comes() {
         let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
         let user = ask_streamed(&d);
-        let relay = d
-            .next_for(&m[0].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[0]).await;
         d.open_stream(m[0].address(), relay.seq, 200, "text/event-stream")
             .unwrap();
         d.stream_piece(m[0].address(), relay.seq, b"data: a\n\n")
@@ -1309,10 +1307,7 @@ pub(crate) mod tests {
         let user = ask_streamed(&d);
         // m0 first, killed after two pieces; m1 streams the same, and further.
         let seq = stream(&d, &m[0], &["one ", "two "], false).await.unwrap();
-        let relay = d
-            .next_for(&m[1].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[1]).await;
         d.open_stream(m[1].address(), seq, 200, "text/event-stream")
             .unwrap();
         d.stream_piece(m[1].address(), seq, b"one ").unwrap();
@@ -1366,10 +1361,7 @@ pub(crate) mod tests {
         };
         assert!(d.respond(m[0].address(), seq, whole, again).is_err());
         // An honest member's stream that has not caught up yet, then one whole.
-        let relay = d
-            .next_for(&m[1].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[1]).await;
         d.open_stream(m[1].address(), seq, 200, "text/event-stream")
             .unwrap();
         d.stream_piece(m[1].address(), seq, b"the").unwrap();
@@ -1403,10 +1395,7 @@ pub(crate) mod tests {
     async fn a_stream_whose_end_does_not_check_out_or_comes_late_is_not_whole() {
         let (d, m) = connected(ResponseMethod::Optimistic {}, 1).await;
         let user = ask_streamed(&d);
-        let relay = d
-            .next_for(&m[0].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[0]).await;
         d.open_stream(m[0].address(), relay.seq, 200, "text/plain")
             .unwrap();
         d.stream_piece(m[0].address(), relay.seq, b"abc").unwrap();
@@ -1422,10 +1411,7 @@ pub(crate) mod tests {
 
         // `BodilessOpener`: a status with no body would reach the user whole, unsigned.
         let user = ask(&d);
-        let relay = d
-            .next_for(&m[0].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[0]).await;
         for status in [101, 204, 304] {
             assert!(matches!(
                 d.open_stream(m[0].address(), relay.seq, status, ""),
@@ -1465,10 +1451,7 @@ pub(crate) mod tests {
         let user = ask_streamed(&d);
         let seq = stream(&d, &m[0], &["one "], false).await.unwrap();
         // m1 streams further and faster.
-        let relay = d
-            .next_for(&m[1].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[1]).await;
         d.open_stream(m[1].address(), seq, 200, "text/event-stream")
             .unwrap();
         d.stream_piece(m[1].address(), seq, b"one two ").unwrap();
@@ -1535,10 +1518,7 @@ pub(crate) mod tests {
         let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
         let _user = ask(&d);
         for (k, status) in m.iter().zip([500, 200, 200]) {
-            let relay = d
-                .next_for(&k.address(), Duration::from_secs(1))
-                .await
-                .unwrap();
+            let relay = fetched(&d, k).await;
             let body = Bytes::from_static(b"same");
             let honest = signed(&d, k, relay.request, status, "text/plain", &body);
             // Signed as 200 and sent as 500: refused.
@@ -1568,10 +1548,7 @@ pub(crate) mod tests {
         status: u16,
         body: &'static [u8],
     ) -> Result<SignedReceipt, Refusal> {
-        let relay = d
-            .next_for(&member.address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(d, member).await;
         let signed = signed(d, member, relay.request, status, "application/json", body);
         let answer = Answer {
             status,
@@ -1602,10 +1579,7 @@ pub(crate) mod tests {
     async fn a_stream_most_of_the_council_contradicts_is_broken_off_at_once() {
         let (d, m) = connected(ResponseMethod::Optimistic {}, 3).await;
         let user = ask_streamed(&d);
-        let relay = d
-            .next_for(&m[0].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[0]).await;
         d.open_stream(m[0].address(), relay.seq, 500, "application/json")
             .unwrap();
         answer_status(&d, &m[1], 200, b"{}").await.unwrap();
@@ -1630,10 +1604,7 @@ pub(crate) mod tests {
             let d = d.clone();
             tokio::spawn(async move { d.submit("POST", "/", "", Bytes::new(), true).await })
         };
-        let relay = d
-            .next_for(&m[0].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[0]).await;
         d.open_stream(m[0].address(), relay.seq, 200, "text/event-stream")
             .unwrap();
         let Ok(Reply::Stream(mut streamed)) = reply.await.unwrap() else {
@@ -1768,10 +1739,7 @@ pub(crate) mod tests {
     async fn forged_repeated_or_foreign_responses_are_refused() {
         let (d, m) = connected(ResponseMethod::Unanimous {}, 2).await;
         let _user = ask(&d);
-        let relay = d
-            .next_for(&m[0].address(), Duration::from_secs(1))
-            .await
-            .unwrap();
+        let relay = fetched(&d, &m[0]).await;
         let body = Bytes::from_static(b"ok");
         let sign = |k: &Keypair, body: &Bytes| signed(&d, k, relay.request, 200, "", body);
         let a = |body: &Bytes| Answer {
