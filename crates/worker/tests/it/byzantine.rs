@@ -83,21 +83,41 @@ async fn a_spammer_filling_the_mempool_does_not_keep_honest_workers_from_their_d
         net.spawn(net.worker(i, GRID / 100, Behavior::Honest));
     }
     net.wait_providers(2).await;
-    let job = net.submit(squares(2, 1, 30_000, SQUARE)).await;
-    let spammer = Spammer::start(&net.node, &[5, 6]);
-    let view = net.wait_finished(&job).await;
-    let spam = spammer.stop();
-    assert_eq!(view.status, JobStatus::Finished, "{view:#?}");
-    assert!(
-        view.tasks.iter().all(|t| t.phase == Phase::Settled),
-        "{view:#?}"
-    );
-    assert!(
-        spam > 24,
-        "the spammer kept the pool full: {spam} transactions"
-    );
-    // The workers paid to get past the spam, and no more than their cap.
     let workers: Vec<Address> = (1..=2).map(|i| dev_keypair(i).address()).collect();
+    let mut fees = Vec::new();
+    // The spammer's thread refills the pool as each block empties a little of it; on a
+    // machine loaded enough to starve that thread the pool had room all along and no step
+    // needed to outbid (seen in CI). Such a run proves nothing either way, so the market
+    // runs again, up to three jobs: a worker that never outbids spam fails all three.
+    for _ in 0..3 {
+        let job = net.submit(squares(2, 1, 30_000, SQUARE)).await;
+        let spammer = Spammer::start(&net.node, &[5, 6]);
+        let view = net.wait_finished(&job).await;
+        let spam = spammer.stop();
+        assert_eq!(view.status, JobStatus::Finished, "{view:#?}");
+        assert!(
+            view.tasks.iter().all(|t| t.phase == Phase::Settled),
+            "{view:#?}"
+        );
+        assert!(
+            spam > 24,
+            "the spammer kept the pool full: {spam} transactions"
+        );
+        fees = worker_fees(&net, &workers);
+        if fees.iter().any(|f| *f > Amount::ZERO) {
+            break;
+        }
+    }
+    // The workers paid to get past the spam, and no more than their cap.
+    assert!(
+        fees.iter().any(|f| *f > Amount::ZERO),
+        "no worker step had to outbid the spam: {fees:?}"
+    );
+    assert!(fees.iter().all(|f| *f <= gridwork_worker::DEFAULT_MAX_FEE));
+}
+
+/// The fees of every committed transaction `workers` sent.
+fn worker_fees(net: &Net, workers: &[Address]) -> Vec<Amount> {
     let ledger = net.node.ledger();
     let mut fees = Vec::new();
     for header in ledger.headers(usize::MAX, None).unwrap() {
@@ -113,11 +133,7 @@ async fn a_spammer_filling_the_mempool_does_not_keep_honest_workers_from_their_d
             }
         }
     }
-    assert!(
-        fees.iter().any(|f| *f > Amount::ZERO),
-        "no worker step had to outbid the spam: {fees:?}"
-    );
-    assert!(fees.iter().all(|f| *f <= gridwork_worker::DEFAULT_MAX_FEE));
+    fees
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
