@@ -3,7 +3,7 @@
 use gridwork_protocol::{Account, Event, Receipt, Unbonding, Vesting};
 use gridwork_types::{
     Address, Amount, Hardware, Hash, Header, PeerAddr, Prescription, PublicKey, ServiceSpec,
-    SignedTx, StreamPrice, StreamReceipt, StreamResponse, TxKind,
+    SignedResponse, SignedTx, StreamJudgement, StreamPrice, StreamReceipt, StreamResponse, TxKind,
 };
 use serde::{Deserialize, Serialize};
 
@@ -245,6 +245,25 @@ pub enum TxKindView {
         /// Each signer and what it answered.
         responses: Vec<SignedResponseView>,
     },
+    /// Members' signed responses to one request and their judgements of each other's.
+    JudgeResponses {
+        /// Service id.
+        service: Hash,
+        /// Each signer and what it answered.
+        responses: Vec<SignedResponseView>,
+        /// Each judge and what it judged.
+        judgements: Vec<SignedJudgementView>,
+    },
+}
+
+/// One member's signed judgement, as shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedJudgementView {
+    /// The judging member.
+    pub judge: Address,
+    /// What it judged.
+    pub judgement: StreamJudgement,
 }
 
 /// One member's signed response, as shown.
@@ -255,6 +274,16 @@ pub struct SignedResponseView {
     pub provider: Address,
     /// What it answered.
     pub response: StreamResponse,
+}
+
+fn response_views(responses: &[SignedResponse]) -> Vec<SignedResponseView> {
+    responses
+        .iter()
+        .map(|r| SignedResponseView {
+            provider: r.provider.address(),
+            response: r.response.clone(),
+        })
+        .collect()
 }
 
 impl From<&SignedTx> for TxView {
@@ -370,11 +399,20 @@ impl From<&SignedTx> for TxView {
             },
             TxKind::DisputeResponses { service, responses } => TxKindView::DisputeResponses {
                 service: *service,
-                responses: responses
+                responses: response_views(responses),
+            },
+            TxKind::JudgeResponses {
+                service,
+                responses,
+                judgements,
+            } => TxKindView::JudgeResponses {
+                service: *service,
+                responses: response_views(responses),
+                judgements: judgements
                     .iter()
-                    .map(|r| SignedResponseView {
-                        provider: r.provider.address(),
-                        response: r.response.clone(),
+                    .map(|j| SignedJudgementView {
+                        judge: j.judge.address(),
+                        judgement: j.judgement.clone(),
                     })
                     .collect(),
             },

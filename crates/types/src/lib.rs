@@ -34,8 +34,9 @@ pub use market::{
 #[cfg(feature = "openapi")]
 pub use openapi::{ADDRESS_PATTERN, AMOUNT_PATTERN, HASH_PATTERN, HEX32_PATTERN};
 pub use service::{
-    may_stream, request_hash, response_hash, FrameError, FrameReader, ResponseHasher,
-    ResponseMethod, ServiceSpec, SignedReceipt, SignedResponse, StreamFrame, StreamPrice,
-    StreamReceipt, StreamResponse, MAX_FRAME_BYTES, MAX_RECEIPTS_PER_TX,
+    may_stream, request_hash, response_hash, FrameError, FrameReader, JudgeTask, JudgedAnswer,
+    ResponseHasher, ResponseMethod, ServiceSpec, SignedJudgement, SignedReceipt, SignedResponse,
+    StreamFrame, StreamJudgement, StreamPrice, StreamReceipt, StreamResponse, MAX_FRAME_BYTES,
+    MAX_JUDGED, MAX_RECEIPTS_PER_TX,
 };
 pub use tx::{commitment, OwnerApproval, PeerAddr, SignedTx, Transaction, TxKind, MAX_TX_BYTES};

@@ -287,6 +287,121 @@ impl SignedResponse {
     }
 }
 
+/// A member's judgement of the other answers to one request of a service whose equivalence
+/// is not exact: which it finds equivalent to its own answer and which not. Signed, it is
+/// evidence for `JudgeResponses`: a member whose answer more than half of the council's
+/// seats judged not equivalent to theirs (judges that agree among themselves) is slashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct StreamJudgement {
+    /// The service.
+    pub service: Hash,
+    /// The request judged.
+    pub request: Hash,
+    /// The hash of the judge's own response to it (as its [`StreamResponse`] says).
+    pub own: Hash,
+    /// Response hashes it found equivalent to its own.
+    pub agree: Vec<Hash>,
+    /// Response hashes it found not equivalent to its own.
+    pub differ: Vec<Hash>,
+}
+
+codec_struct!(StreamJudgement {
+    service: Hash,
+    request: Hash,
+    own: Hash,
+    agree: Vec<Hash>,
+    differ: Vec<Hash>
+});
+
+/// The most response hashes one [`StreamJudgement`] names (`agree` and `differ` together),
+/// and the most answers one [`JudgeTask`] carries.
+pub const MAX_JUDGED: usize = 32;
+
+impl StreamJudgement {
+    /// The bytes a judge signs on chain `chain_id`.
+    pub fn message(&self, chain_id: &str) -> Vec<u8> {
+        let mut msg = b"gridwork/stream-judgement/v1".to_vec();
+        chain_id.encode(&mut msg);
+        self.encode(&mut msg);
+        msg
+    }
+
+    /// Signed with the judge's key.
+    pub fn sign(self, chain_id: &str, judge: &Keypair) -> SignedJudgement {
+        let signature = judge.sign(&self.message(chain_id));
+        SignedJudgement {
+            judge: judge.public(),
+            judgement: self,
+            signature,
+        }
+    }
+}
+
+/// A [`StreamJudgement`] with its judge's key and signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedJudgement {
+    /// The judge's public key (its address is the member's).
+    pub judge: PublicKey,
+    /// What it judged.
+    pub judgement: StreamJudgement,
+    /// Its signature over [`StreamJudgement::message`].
+    pub signature: Signature,
+}
+
+codec_struct!(SignedJudgement {
+    judge: PublicKey,
+    judgement: StreamJudgement,
+    signature: Signature
+});
+
+impl SignedJudgement {
+    /// Checks the signature is the judge's, for `chain_id`.
+    pub fn verify(&self, chain_id: &str) -> Result<(), KeyError> {
+        self.judge
+            .verify(&self.judgement.message(chain_id), &self.signature)
+    }
+}
+
+/// One member's answer to a request as a judge is shown it: what the server gave, and the
+/// member's signature over it (the judge checks the body against it, so a gateway cannot
+/// show it a body the member never gave).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JudgedAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The content type (empty for none).
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+    /// The member's signed response over them.
+    pub signed: SignedResponse,
+}
+
+codec_struct!(JudgedAnswer {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+    signed: SignedResponse
+});
+
+/// What a gateway asks a member to judge (`GET /m/<service>/next` with `gridwork-judge`):
+/// the answers to one request of a service whose equivalence is not exact, the member's own
+/// among them, when they differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JudgeTask {
+    /// The request.
+    pub request: Hash,
+    /// Every answer the gateway took (at most [`MAX_JUDGED`]).
+    pub answers: Vec<JudgedAnswer>,
+}
+
+codec_struct!(JudgeTask {
+    request: Hash,
+    answers: Vec<JudgedAnswer>
+});
+
 /// The hash that names one request of a service, as the gateway relays it and each member
 /// signs it ([`StreamResponse::request`]): over the service, the gateway's sequence number
 /// (unique per request), the method, the path and query, the content type and the body.

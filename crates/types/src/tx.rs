@@ -11,7 +11,7 @@ use crate::encoding::{Decode, DecodeError, Encode, Reader};
 use crate::hash::Hash;
 use crate::keys::{KeyError, Keypair, PublicKey, Signature};
 use crate::market::{Hardware, Prescription, RunEnd};
-use crate::service::{ServiceSpec, SignedReceipt, SignedResponse, StreamPrice};
+use crate::service::{ServiceSpec, SignedJudgement, SignedReceipt, SignedResponse, StreamPrice};
 
 /// The largest encoded signed transaction a node accepts.
 pub const MAX_TX_BYTES: usize = 16 * 1024;
@@ -209,6 +209,19 @@ pub enum TxKind {
         /// it lied to one side).
         responses: Vec<SignedResponse>,
     },
+    /// Members of a service whose equivalence is not exact answered one request in ways
+    /// their council judged not equivalent: their signed responses and the judgements they
+    /// signed. A member whose answer more than half of the council's seats judged not
+    /// equivalent to theirs, judges agreeing among themselves, is slashed and leaves the
+    /// service (anyone may send it: the signatures are the evidence).
+    JudgeResponses {
+        /// The service id.
+        service: Hash,
+        /// Responses to one request, one per member.
+        responses: Vec<SignedResponse>,
+        /// Judgements of them, one per judging member.
+        judgements: Vec<SignedJudgement>,
+    },
     /// The requester (or its gateway key) says where the service's gateway listens: members
     /// fetch requests there and send their responses.
     AnnounceGateway {
@@ -243,6 +256,7 @@ codec_enum!(TxKind, "transaction kind" {
     20 => SettleStream { receipts: Vec<SignedReceipt> },
     21 => DisputeResponses { service: Hash, responses: Vec<SignedResponse> },
     22 => AnnounceGateway { service: Hash, url: String },
+    23 => JudgeResponses { service: Hash, responses: Vec<SignedResponse>, judgements: Vec<SignedJudgement> },
 });
 
 /// Where a worker serves chunks peer to peer: its endpoint key (a transport key of its own,

@@ -794,6 +794,11 @@ impl State {
             K::AnnounceGateway { service, url } => {
                 self.check_announce_gateway(sender, *service, url)
             }
+            K::JudgeResponses {
+                service,
+                responses,
+                judgements,
+            } => self.check_judge_responses(*service, responses, judgements, now),
             K::StakeUnbond { .. } => self.check_unbond(sender, sender_account),
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeWithdraw => Ok(()),
         }
@@ -895,6 +900,11 @@ impl State {
                 self.apply_dispute(*service, responses, now)
             }
             K::AnnounceGateway { service, url } => self.apply_announce_gateway(*service, url),
+            K::JudgeResponses {
+                service,
+                responses,
+                judgements,
+            } => self.apply_judge_responses(*service, responses, judgements, now),
             K::Transfer { .. } | K::StakeLock { .. } | K::StakeUnbond { .. } | K::StakeWithdraw => {
                 Vec::new()
             }
@@ -1177,19 +1187,26 @@ pub fn validate_prescription(p: &Prescription, params: &crate::Params) -> Result
             );
         }
     }
-    if let gridwork_types::Equivalence::Image { min_psnr_mdb, .. } = p.equivalence {
-        use gridwork_types::{MAX_IMAGE_PSNR_MDB, MIN_IMAGE_PSNR_MDB};
-        if !(MIN_IMAGE_PSNR_MDB..=MAX_IMAGE_PSNR_MDB).contains(&min_psnr_mdb) {
-            return bad(
-                "equivalence.min_psnr_db",
-                format!(
-                    "is {} dB; at least {} (below it a council cannot tell a forged frame from a rendered one) and at most {} (beyond it use exact_hash)",
-                    f64::from(min_psnr_mdb) / 1e3,
-                    MIN_IMAGE_PSNR_MDB / 1000,
-                    MAX_IMAGE_PSNR_MDB / 1000
-                ),
-            );
-        }
+    if let Some(problem) = equivalence_problem(&p.equivalence) {
+        return bad("equivalence.min_psnr_db", problem);
     }
     Ok(())
+}
+
+/// What is wrong with an equivalence's parameters (a job's or a service's), if anything.
+fn equivalence_problem(e: &gridwork_types::Equivalence) -> Option<String> {
+    use gridwork_types::{MAX_IMAGE_PSNR_MDB, MIN_IMAGE_PSNR_MDB};
+    match *e {
+        gridwork_types::Equivalence::Image { min_psnr_mdb, .. }
+            if !(MIN_IMAGE_PSNR_MDB..=MAX_IMAGE_PSNR_MDB).contains(&min_psnr_mdb) =>
+        {
+            Some(format!(
+                "is {} dB; at least {} (below it a council cannot tell a forged frame from a rendered one) and at most {} (beyond it use exact_hash)",
+                f64::from(min_psnr_mdb) / 1e3,
+                MIN_IMAGE_PSNR_MDB / 1000,
+                MAX_IMAGE_PSNR_MDB / 1000
+            ))
+        }
+        _ => None,
+    }
 }

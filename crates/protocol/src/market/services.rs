@@ -50,8 +50,8 @@
 //!   the member was acknowledged it still settles.
 
 use gridwork_types::{
-    Address, Amount, Encode, Equivalence, Hash, ResponseMethod, ServiceSpec, SignedReceipt,
-    SignedResponse, StreamPrice, MAX_RECEIPTS_PER_TX,
+    Address, Amount, Encode, Equivalence, Hash, ResponseMethod, ServiceSpec, SignedJudgement,
+    SignedReceipt, SignedResponse, StreamPrice, MAX_RECEIPTS_PER_TX,
 };
 use serde::{Deserialize, Serialize};
 
@@ -370,6 +370,25 @@ struct Dispute {
     outvoted: Vec<Address>,
 }
 
+/// Notes `who`'s answer `h`: the first it signed, or, if it differs from that, proof that
+/// `who` signed two answers to one request.
+fn note_answer(
+    answers: &mut Vec<(Address, Hash)>,
+    equivocators: &mut Vec<Address>,
+    who: Address,
+    h: Hash,
+) {
+    match answers.iter().find(|(a, _)| *a == who) {
+        Some((_, first)) if *first != h => {
+            if !equivocators.contains(&who) {
+                equivocators.push(who);
+            }
+        }
+        Some(_) => {}
+        None => answers.push((who, h)),
+    }
+}
+
 /// Checks a service's shape against the chain's parameters; errors name the field.
 pub fn validate_service(spec: &ServiceSpec, params: &crate::Params) -> Result<(), TxError> {
     let bad = |field: &'static str, problem: String| Err(TxError::BadService { field, problem });
@@ -435,11 +454,8 @@ pub fn validate_service(spec: &ServiceSpec, params: &crate::Params) -> Result<()
             format!("each part is at most {} GRID", params.max_price),
         );
     }
-    if spec.equivalence != (Equivalence::ExactHash {}) {
-        return bad(
-            "equivalence",
-            "must be exact_hash: the ledger decides a service's disputes by the response hashes its members sign (serve deterministically: greedy decoding, a fixed seed)".into(),
-        );
+    if let Some(problem) = super::equivalence_problem(&spec.equivalence) {
+        return bad("equivalence.min_psnr_db", problem);
     }
     if spec.max_response_ms == 0 || spec.max_response_ms > params.max_task_deadline_ms {
         return bad(
@@ -1009,43 +1025,10 @@ impl State {
                 problem,
             })
         };
-        let most = 2 * usize::from(self.params.max_council_size);
-        if responses.len() < 2 || responses.len() > most {
-            return refuse(format!("send 2 to {most} signed responses to one request"));
+        if s.spec.equivalence != (Equivalence::ExactHash {}) {
+            return refuse("its answers are compared by an equivalence other than exact_hash, so differing hashes prove nothing: its council judges them (send JudgeResponses, with the members' signed judgements)".into());
         }
-        let request = responses[0].response.request;
-        for r in responses {
-            if r.response.service != id || r.response.request != request {
-                return refuse("every response must be to the same request of this service".into());
-            }
-            if r.verify(&self.chain_id).is_err() {
-                return refuse(format!(
-                    "the response of {} is not signed by its key on this chain",
-                    r.provider.address()
-                ));
-            }
-            if s.pay_of(&r.provider.address()).is_none() {
-                return refuse(format!(
-                    "{} never sat on the service's council",
-                    r.provider.address()
-                ));
-            }
-        }
-        // One answer per member; two different ones from one member prove it lied to one side.
-        let mut answers: Vec<(Address, Hash)> = Vec::new();
-        let mut equivocators: Vec<Address> = Vec::new();
-        for r in responses {
-            let who = r.provider.address();
-            match answers.iter().find(|(a, _)| *a == who) {
-                Some((_, h)) if *h != r.response.response => {
-                    if !equivocators.contains(&who) {
-                        equivocators.push(who);
-                    }
-                }
-                Some(_) => {}
-                None => answers.push((who, r.response.response)),
-            }
-        }
+        let (request, answers, mut equivocators) = self.signed_answers(id, s, responses)?;
         let seats = usize::from(s.spec.council_size);
         let mut tally: Vec<(Hash, usize)> = Vec::new();
         for (who, h) in &answers {
@@ -1115,15 +1098,233 @@ impl State {
         })
     }
 
+    /// The responses of a dispute checked (2 to twice the largest council, each to one
+    /// request of this service, signed on this chain by a member that sat): the request, each
+    /// signer's answer, and the signers that signed two different answers (which proves
+    /// they lied to one side).
+    fn signed_answers(
+        &self,
+        id: Hash,
+        s: &Service,
+        responses: &[SignedResponse],
+    ) -> Result<(Hash, Vec<(Address, Hash)>, Vec<Address>), TxError> {
+        let refuse = |problem: String| {
+            Err(TxError::BadDispute {
+                service: id,
+                problem,
+            })
+        };
+        let most = 2 * usize::from(self.params.max_council_size);
+        if responses.len() < 2 || responses.len() > most {
+            return refuse(format!("send 2 to {most} signed responses to one request"));
+        }
+        let request = responses[0].response.request;
+        for r in responses {
+            if r.response.service != id || r.response.request != request {
+                return refuse("every response must be to the same request of this service".into());
+            }
+            if r.verify(&self.chain_id).is_err() {
+                return refuse(format!(
+                    "the response of {} is not signed by its key on this chain",
+                    r.provider.address()
+                ));
+            }
+            if s.pay_of(&r.provider.address()).is_none() {
+                return refuse(format!(
+                    "{} never sat on the service's council",
+                    r.provider.address()
+                ));
+            }
+        }
+        let mut answers: Vec<(Address, Hash)> = Vec::new();
+        let mut equivocators: Vec<Address> = Vec::new();
+        for r in responses {
+            note_answer(
+                &mut answers,
+                &mut equivocators,
+                r.provider.address(),
+                r.response.response,
+            );
+        }
+        Ok((request, answers, equivocators))
+    }
+
+    /// `JudgeResponses`: members' signed responses to one request of a service whose
+    /// equivalence is not exact, and their signed judgements of each other's, that name
+    /// somebody to slash.
+    pub(super) fn check_judge_responses(
+        &self,
+        id: Hash,
+        responses: &[SignedResponse],
+        judgements: &[SignedJudgement],
+        now: u64,
+    ) -> Result<(), TxError> {
+        self.judged_outcome(id, responses, judgements, now)
+            .map(|_| ())
+    }
+
+    /// Who the judgements slash, or why nobody. A member is outvoted when more than half of
+    /// the council's seats judged its answer not equivalent to theirs, and those judges agree
+    /// among themselves: each signed the same answer as one of them (the anchor) or judged
+    /// the anchor's equivalent to its own and was so judged by it. Under an honest majority
+    /// whose answers are equivalent no honest member is so judged (an honest judge never
+    /// says an equivalent answer differs); where honest answers differ beyond the tolerance
+    /// (a server not as deterministic as its equivalence asks), honest judges disagree among
+    /// themselves and nobody is slashed. Judges are the members seated now for a member
+    /// seated now, and the council a member left for a recent leaver, as for
+    /// `DisputeResponses`.
+    fn judged_outcome(
+        &self,
+        id: Hash,
+        responses: &[SignedResponse],
+        judgements: &[SignedJudgement],
+        now: u64,
+    ) -> Result<Dispute, TxError> {
+        let s = self.service_or_err(id)?;
+        let refuse = |problem: String| {
+            Err(TxError::BadDispute {
+                service: id,
+                problem,
+            })
+        };
+        if s.spec.equivalence == (Equivalence::ExactHash {}) {
+            return refuse("its equivalence is exact_hash: the hashes its members signed decide its disputes (send DisputeResponses)".into());
+        }
+        let (request, mut answers, mut equivocators) = self.signed_answers(id, s, responses)?;
+        let most = 2 * usize::from(self.params.max_council_size);
+        if judgements.is_empty() || judgements.len() > most {
+            return refuse(format!("send 1 to {most} signed judgements of the request"));
+        }
+        // Each judge's verdicts: what it found equivalent to its own answer, and what not.
+        let mut verdicts: Vec<(Address, Vec<Hash>, Vec<Hash>)> = Vec::new();
+        for j in judgements {
+            let v = &j.judgement;
+            let judge = j.judge.address();
+            if v.service != id || v.request != request {
+                return refuse(
+                    "every judgement must be of the request the responses answer".into(),
+                );
+            }
+            if v.agree.len() + v.differ.len() > gridwork_types::MAX_JUDGED {
+                return refuse(format!(
+                    "a judgement names at most {} responses",
+                    gridwork_types::MAX_JUDGED
+                ));
+            }
+            if j.verify(&self.chain_id).is_err() {
+                return refuse(format!(
+                    "the judgement of {judge} is not signed by its key on this chain"
+                ));
+            }
+            if s.pay_of(&judge).is_none() {
+                return refuse(format!("{judge} never sat on the service's council"));
+            }
+            // A judgement names the judge's own answer: one other than it signed is a second.
+            note_answer(&mut answers, &mut equivocators, judge, v.own);
+            match verdicts.iter_mut().find(|(a, _, _)| *a == judge) {
+                Some((_, agree, differ)) => {
+                    agree.extend(&v.agree);
+                    differ.extend(&v.differ);
+                }
+                None => verdicts.push((judge, v.agree.clone(), v.differ.clone())),
+            }
+        }
+        // One that judged an answer both equivalent to its own and not lied to one side.
+        for (judge, agree, differ) in &verdicts {
+            if agree.iter().any(|h| differ.contains(h)) && !equivocators.contains(judge) {
+                equivocators.push(*judge);
+            }
+        }
+        let answer_of = |who: &Address| answers.iter().find(|(a, _)| a == who).map(|(_, h)| *h);
+        let verdict_of = |who: &Address| verdicts.iter().find(|(a, _, _)| a == who);
+        let seats = usize::from(s.spec.council_size);
+        let mut outvoted = Vec::new();
+        let mut majority = None;
+        for (target, h) in &answers {
+            if equivocators.contains(target) {
+                continue;
+            }
+            let Some(p) = s.pay_of(target) else {
+                continue;
+            };
+            let seated = s.council.contains(target);
+            let recent = !seated
+                && p.left_at_ms > 0
+                && now < p.left_at_ms.saturating_add(s.leaver_window_ms());
+            if !seated && !recent {
+                continue;
+            }
+            // Who judges it: today's council, or the one it left.
+            let may_judge = |j: &Address| {
+                if seated {
+                    s.council.contains(j)
+                } else {
+                    p.left_with.contains(j)
+                }
+            };
+            let against: Vec<(Address, Hash)> = verdicts
+                .iter()
+                .filter(|(j, _, differ)| {
+                    j != target && may_judge(j) && !equivocators.contains(j) && differ.contains(h)
+                })
+                .filter_map(|(j, _, _)| answer_of(j).map(|own| (*j, own)))
+                .filter(|(_, own)| own != h)
+                .collect();
+            let agreed = |a: &(Address, Hash), k: &(Address, Hash)| {
+                a.1 == k.1
+                    || (verdict_of(&a.0).is_some_and(|(_, agree, _)| agree.contains(&k.1))
+                        && verdict_of(&k.0).is_some_and(|(_, agree, _)| agree.contains(&a.1)))
+            };
+            if let Some(anchor) = against
+                .iter()
+                .find(|a| 2 * against.iter().filter(|k| agreed(a, k)).count() > seats)
+            {
+                outvoted.push(*target);
+                majority.get_or_insert(anchor.1);
+            }
+        }
+        equivocators.retain(|a| !s.barred.contains(a));
+        outvoted.retain(|a| !s.barred.contains(a));
+        if equivocators.is_empty() && outvoted.is_empty() {
+            return refuse(format!(
+                "nobody to slash: no member's answer is judged not equivalent by more than half of the council's {seats} seats agreeing among themselves, and nobody signed two answers or two verdicts (or they were slashed on this service already); send more members' judgements"
+            ));
+        }
+        Ok(Dispute {
+            request,
+            majority,
+            equivocators,
+            outvoted,
+        })
+    }
+
+    pub(super) fn apply_judge_responses(
+        &mut self,
+        id: Hash,
+        responses: &[SignedResponse],
+        judgements: &[SignedJudgement],
+        now: u64,
+    ) -> Vec<Event> {
+        match self.judged_outcome(id, responses, judgements, now) {
+            Ok(dispute) => self.slash_disputed(id, dispute, now),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub(super) fn apply_dispute(
         &mut self,
         id: Hash,
         responses: &[SignedResponse],
         now: u64,
     ) -> Vec<Event> {
-        let Ok(dispute) = self.dispute_outcome(id, responses, now) else {
-            return Vec::new();
-        };
+        match self.dispute_outcome(id, responses, now) {
+            Ok(dispute) => self.slash_disputed(id, dispute, now),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Slashes what a dispute (of hashes, or judged) names, and bars them from the service.
+    fn slash_disputed(&mut self, id: Hash, dispute: Dispute, now: u64) -> Vec<Event> {
         let mut events = Vec::new();
         let slashed: Vec<Address> = dispute
             .equivocators
@@ -1144,10 +1345,9 @@ impl State {
                 provider: *provider,
                 amount,
                 reason: if dispute.equivocators.contains(provider) {
-                    "signed two different responses to one request".into()
+                    "signed two different responses (or verdicts) to one request".into()
                 } else {
-                    "outvoted: its response differs from the one more than half the council signed"
-                        .into()
+                    "outvoted: more than half the council's seats answered otherwise".into()
                 },
             });
             events.extend(self.leave(id, *provider, now, "slashed; barred from this service"));

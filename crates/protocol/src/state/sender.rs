@@ -189,6 +189,7 @@ pub fn apply_to_sender(
         | TxKind::DropMember { .. }
         | TxKind::SettleStream { .. }
         | TxKind::DisputeResponses { .. }
+        | TxKind::JudgeResponses { .. }
         | TxKind::AnnounceGateway { .. }
         | TxKind::RegisterProvider { .. }
         | TxKind::AnnouncePeer { .. }

@@ -14,4 +14,5 @@ mod random;
 mod replay;
 mod scores;
 mod services;
+mod services_judged;
 mod support;

@@ -18,18 +18,18 @@ use gridwork_types::{
 use super::support::*;
 
 /// The key the requester's gateway signs receipts with.
-fn gateway() -> Keypair {
+pub(super) fn gateway() -> Keypair {
     Keypair::from_seed([42; 32])
 }
 
-fn max_price() -> StreamPrice {
+pub(super) fn max_price() -> StreamPrice {
     StreamPrice {
         per_response: Amount(GRID / 1_000),
         per_unit: Amount(GRID / 1_000_000),
     }
 }
 
-fn spec(council: u8) -> ServiceSpec {
+pub(super) fn spec(council: u8) -> ServiceSpec {
     ServiceSpec {
         program: Program {
             command: "inputs/serve".into(),
@@ -57,14 +57,14 @@ fn spec(council: u8) -> ServiceSpec {
 }
 
 /// Publishes `spec` with `deposit`; the service id.
-fn create(m: &mut Market, spec: ServiceSpec, deposit: Amount) -> Hash {
+pub(super) fn create(m: &mut Market, spec: ServiceSpec, deposit: Amount) -> Hash {
     let tx = m.tx(&requester(), TxKind::CreateService { spec, deposit });
     let id = tx.hash();
     m.block(vec![tx]);
     id
 }
 
-fn subscribe(m: &mut Market, service: Hash, who: &[u32]) -> Vec<Event> {
+pub(super) fn subscribe(m: &mut Market, service: Hash, who: &[u32]) -> Vec<Event> {
     let txs = who
         .iter()
         .map(|i| {
@@ -99,7 +99,7 @@ fn receipt(service: Hash, provider: Address, responses: u64, owed: Amount) -> Si
     .sign(CHAIN, &gateway())
 }
 
-fn answer(who: &Keypair, service: Hash, request: u8, response: u8) -> SignedResponse {
+pub(super) fn answer(who: &Keypair, service: Hash, request: u8, response: u8) -> SignedResponse {
     StreamResponse {
         service,
         request: Hash([request; 32]),
@@ -124,7 +124,7 @@ fn nobody_to_slash(m: &mut Market, from: &Keypair, id: Hash, responses: Vec<Sign
     );
 }
 
-fn council(m: &Market, id: Hash) -> Vec<Keypair> {
+pub(super) fn council(m: &Market, id: Hash) -> Vec<Keypair> {
     m.state
         .service(&id)
         .unwrap()
@@ -730,13 +730,13 @@ fn a_service_the_ledger_cannot_keep_is_refused_naming_the_field() {
         ),
         (
             ServiceSpec {
-                equivalence: Equivalence::NumericTolerance {
-                    abs_ppb: 1,
-                    rel_ppb: 1,
+                equivalence: Equivalence::Image {
+                    min_psnr_mdb: 5_000,
+                    max_diff: 255,
                 },
                 ..spec(3)
             },
-            "equivalence",
+            "equivalence.min_psnr_db",
         ),
         (
             ServiceSpec {
