@@ -15,6 +15,8 @@
 /// 265 MB). A larger one is a difference: a judge does not spend unbounded memory on a file
 /// a stranger wrote.
 pub const MAX_IMAGE_BYTES: usize = 512 << 20;
+/// The bytes every PNG file begins with.
+pub const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 /// Whether `name` is compared as an image: a `.png`, in any case.
 pub fn is_png_name(name: &str) -> bool {

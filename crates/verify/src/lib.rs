@@ -165,6 +165,165 @@ pub fn equivalent(e: &Equivalence, a: &Path, b: &Path) -> Result<Verdict, Verify
     Ok(Verdict::Same)
 }
 
+/// One answer of a service as compared: the HTTP status, content type and body its server
+/// gave.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The content type (empty for none).
+    pub content_type: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+/// Compares two answers of a service under `e`: the status and content type must be the
+/// same; the bodies agree byte for byte under `ExactHash`; under `NumericTolerance` every
+/// number in them within the tolerance and all text between the numbers the same
+/// ([`numeric_text_difference`]: JSON, server-sent events, plain text); under `Image` by their
+/// pixels when both are PNG images, else byte for byte.
+pub fn answers_equivalent(e: &Equivalence, a: Answer<'_>, b: Answer<'_>) -> Verdict {
+    if a.status != b.status {
+        return Verdict::Different(format!("status {} against {}", a.status, b.status));
+    }
+    if a.content_type != b.content_type {
+        return Verdict::Different(format!(
+            "content type `{}` against `{}`",
+            a.content_type.escape_debug(),
+            b.content_type.escape_debug()
+        ));
+    }
+    if a.body == b.body {
+        return Verdict::Same;
+    }
+    let why = match e {
+        Equivalence::ExactHash {} => Some("the bodies differ".to_string()),
+        Equivalence::NumericTolerance { abs_ppb, rel_ppb } => numeric_text_difference(
+            a.body,
+            b.body,
+            *abs_ppb as f64 / 1e9,
+            *rel_ppb as f64 / 1e9,
+        ),
+        Equivalence::Image {
+            min_psnr_mdb,
+            max_diff,
+        } => {
+            if a.body.starts_with(image::PNG_MAGIC) && b.body.starts_with(image::PNG_MAGIC) {
+                image::png_difference(a.body, b.body, f64::from(*min_psnr_mdb) / 1e3, *max_diff)
+            } else {
+                Some("the bodies differ (not both PNG images: compared byte for byte)".into())
+            }
+        }
+    };
+    match why {
+        Some(why) => Verdict::Different(why),
+        None => Verdict::Same,
+    }
+}
+
+/// A piece of a text as [`numeric_text_difference`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Piece<'a> {
+    /// A number as written, and its value.
+    Number(&'a [u8], f64),
+    /// The text up to the next number.
+    Text(&'a [u8]),
+}
+
+/// Cuts `text` into numbers (`-`, digits, an optional fraction and exponent: JSON's numbers)
+/// and the text between them.
+fn pieces(text: &[u8]) -> Vec<Piece<'_>> {
+    let digits = |mut i: usize| {
+        while text.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut out = Vec::new();
+    let (mut i, mut text_from) = (0, 0);
+    while i < text.len() {
+        let starts = text[i].is_ascii_digit()
+            || (text[i] == b'-' && text.get(i + 1).is_some_and(u8::is_ascii_digit));
+        // A digit inside a word (`gpt2`, `v1`) is text: a number starts after a non-letter.
+        let in_word = i > 0 && (text[i - 1].is_ascii_alphabetic() || text[i - 1] == b'_');
+        if !starts || in_word {
+            i += 1;
+            continue;
+        }
+        let from = i;
+        let mut end = digits(if text[i] == b'-' { i + 1 } else { i });
+        if text.get(end) == Some(&b'.') && text.get(end + 1).is_some_and(u8::is_ascii_digit) {
+            end = digits(end + 1);
+        }
+        if matches!(text.get(end), Some(b'e' | b'E')) {
+            let sign = usize::from(matches!(text.get(end + 1), Some(b'+' | b'-')));
+            if text.get(end + 1 + sign).is_some_and(u8::is_ascii_digit) {
+                end = digits(end + 1 + sign);
+            }
+        }
+        let value = std::str::from_utf8(&text[from..end])
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok());
+        if let Some(value) = value.filter(|v| v.is_finite()) {
+            if text_from < from {
+                out.push(Piece::Text(&text[text_from..from]));
+            }
+            out.push(Piece::Number(&text[from..end], value));
+            text_from = end;
+        }
+        i = end;
+    }
+    if text_from < text.len() {
+        out.push(Piece::Text(&text[text_from..]));
+    }
+    out
+}
+
+/// The first difference beyond tolerance between two texts that hold numbers, if any: each
+/// number within the absolute or the relative tolerance of the other's (either suffices, as
+/// numpy's `isclose`), the text between them byte for byte. Unlike the files of a job's
+/// output (numbers between blanks and commas), a service's answer is read whole: the numbers
+/// of a JSON document or a stream of events among the text around them.
+pub fn numeric_text_difference(a: &[u8], b: &[u8], abs: f64, rel: f64) -> Option<String> {
+    let (pa, pb) = (pieces(a), pieces(b));
+    if pa.len() != pb.len() {
+        return Some(format!(
+            "{} numbers and texts against {}",
+            pa.len(),
+            pb.len()
+        ));
+    }
+    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+        match (x, y) {
+            (Piece::Number(xs, u), Piece::Number(ys, v)) => {
+                let diff = (u - v).abs();
+                if xs != ys && diff > abs && diff > rel * v.abs().max(u.abs()) {
+                    return Some(format!(
+                        "piece {i}: {} and {} differ by {diff:e}",
+                        String::from_utf8_lossy(xs),
+                        String::from_utf8_lossy(ys)
+                    ));
+                }
+            }
+            (Piece::Text(s), Piece::Text(t)) if s == t => {}
+            _ => {
+                let shown = |p: &Piece<'_>| match p {
+                    Piece::Number(s, _) | Piece::Text(s) => {
+                        let s = String::from_utf8_lossy(s);
+                        s.chars().take(40).collect::<String>()
+                    }
+                };
+                return Some(format!(
+                    "piece {i}: `{}` and `{}` differ",
+                    shown(x).escape_debug(),
+                    shown(y).escape_debug()
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The first difference beyond tolerance between two texts of numbers, if any.
 fn numeric_difference(a: &[u8], b: &[u8], abs: f64, rel: f64) -> Option<String> {
     let (ta, tb) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
@@ -212,6 +371,77 @@ mod tests {
             std::fs::write(p, body).unwrap();
         }
         dir
+    }
+
+    fn json(body: &str) -> Answer<'_> {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body: body.as_bytes(),
+        }
+    }
+
+    /// A model's answers read as numbers among text: embeddings that differ in their last
+    /// digits agree; a number beyond the tolerance, a word, a key or a status that differs
+    /// does not.
+    #[test]
+    fn answers_agree_when_their_numbers_do_and_their_text_is_the_same() {
+        let e = Equivalence::NumericTolerance {
+            abs_ppb: 1_000,
+            rel_ppb: 1_000_000,
+        };
+        let a = r#"{"model":"gpt2","data":[{"embedding":[0.12345678,-1.5e-3,7]}]}"#;
+        let near = r#"{"model":"gpt2","data":[{"embedding":[0.12345691,-1.5000001e-3,7.0]}]}"#;
+        assert!(answers_equivalent(&e, json(a), json(near)).is_same());
+        for other in [
+            r#"{"model":"gpt2","data":[{"embedding":[0.125,-1.5e-3,7]}]}"#,
+            r#"{"model":"gpt3","data":[{"embedding":[0.12345678,-1.5e-3,7]}]}"#,
+            r#"{"model":"gpt2","data":[{"embedding":[0.12345678,-1.5e-3]}]}"#,
+            r#"{"model":"gpt2","data":[{"embeddinG":[0.12345678,-1.5e-3,7]}]}"#,
+            r#"{"model":"gpt2","data":[{"embedding":[0.12345678,1.5e-3,7]}]}"#,
+        ] {
+            assert!(
+                !answers_equivalent(&e, json(a), json(other)).is_same(),
+                "{other}"
+            );
+        }
+        let failed = Answer {
+            status: 500,
+            ..json(a)
+        };
+        assert!(!answers_equivalent(&e, json(a), failed).is_same());
+        let typed = Answer {
+            content_type: "text/plain",
+            ..json(a)
+        };
+        assert!(!answers_equivalent(&e, json(a), typed).is_same());
+        // Exact wants the same bytes.
+        assert!(!answers_equivalent(&Equivalence::ExactHash {}, json(a), json(near)).is_same());
+        assert!(answers_equivalent(&Equivalence::ExactHash {}, json(a), json(a)).is_same());
+        // A stream of events, numbers within tolerance.
+        let sse = Answer {
+            status: 200,
+            content_type: "text/event-stream",
+            body: b"data: {\"p\": 0.25}\n\ndata: [DONE]\n\n",
+        };
+        let sse_near = Answer {
+            body: b"data: {\"p\": 0.2500001}\n\ndata: [DONE]\n\n",
+            ..sse
+        };
+        assert!(answers_equivalent(&e, sse, sse_near).is_same());
+    }
+
+    /// Digits inside words are text: `v1` and `v2` are different words, not close numbers.
+    #[test]
+    fn digits_inside_words_are_text() {
+        let e = Equivalence::NumericTolerance {
+            abs_ppb: 10_000_000_000,
+            rel_ppb: 0,
+        };
+        assert!(numeric_text_difference(b"model v1", b"model v2", 10.0, 0.0).is_some());
+        assert!(numeric_text_difference(b"x 1", b"x 2", 10.0, 0.0).is_none());
+        assert!(answers_equivalent(&e, json("[1, 2]"), json("[1.5, 2]")).is_same());
+        assert!(!answers_equivalent(&e, json("[1, 2]"), json("{1, 2}")).is_same());
     }
 
     #[test]
