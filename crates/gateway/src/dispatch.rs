@@ -13,6 +13,15 @@
 //! differ become evidence for `DisputeResponses` ([`Dispatcher::take_evidence`]), and members
 //! that did not answer in time are named for `DropMember` ([`Dispatcher::take_late`]).
 //!
+//! Answers are told apart by the service's equivalence. Under `exact_hash` by the hashes their
+//! members signed, and hashes that differ are the evidence. Under a tolerance (or images
+//! by their pixels), by [`gridwork_verify::answers_equivalent`]; when some two answers to a
+//! request are not equivalent, every member that answered is sent the answers to judge
+//! ([`Work::Judge`]) and signs which it finds equivalent to its own; the judgements are the
+//! evidence for `JudgeResponses` ([`Evidence::Judged`]). Honest members' bytes differ there,
+//! so a streamed answer follows the member whose stream opened it alone: if that member
+//! breaks off, the user's answer is broken off.
+//!
 //! A member may stream its response ([`Dispatcher::open_stream`], then its pieces, then its
 //! signature over the whole): token streams (server-sent events) reach the user as the model
 //! writes them. Under the optimistic method, once a member opens a stream before any answer
@@ -30,8 +39,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gridwork_types::{
-    request_hash, response_hash, Address, Amount, Hash, Keypair, ResponseMethod, ServiceSpec,
-    SignedReceipt, SignedResponse, StreamPrice, StreamReceipt,
+    request_hash, response_hash, Address, Amount, Equivalence, Hash, JudgeTask, JudgedAnswer,
+    Keypair, ResponseMethod, ServiceSpec, SignedJudgement, SignedReceipt, SignedResponse,
+    StreamPrice, StreamReceipt, TxKind,
 };
 use tokio::sync::{oneshot, Notify};
 
@@ -62,6 +72,63 @@ pub struct Answer {
     /// The body.
     pub body: Bytes,
 }
+
+/// What a member fetches: a request to answer, or answers to judge.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// A user's request.
+    Request(Arc<Relay>),
+    /// Answers to one request that are not all equivalent, the member's own among them.
+    Judge(Arc<JudgeTask>),
+}
+
+/// What the council did wrong, for the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Evidence {
+    /// Signed responses to one request whose hashes differ (`exact_hash`).
+    Hashes(Vec<SignedResponse>),
+    /// Signed responses to one request and the members' judgements of them, some judged not
+    /// equivalent.
+    Judged {
+        /// The responses.
+        responses: Vec<SignedResponse>,
+        /// The judgements.
+        judgements: Vec<SignedJudgement>,
+    },
+}
+
+impl Evidence {
+    /// The transaction that sends it for `service`.
+    pub fn into_tx(self, service: Hash) -> TxKind {
+        match self {
+            Evidence::Hashes(responses) => TxKind::DisputeResponses { service, responses },
+            Evidence::Judged {
+                responses,
+                judgements,
+            } => TxKind::JudgeResponses {
+                service,
+                responses,
+                judgements,
+            },
+        }
+    }
+}
+
+/// Answers sent to the members to judge, with the judgements so far.
+struct Case {
+    task: Arc<JudgeTask>,
+    /// The members asked to judge (those that answered).
+    asked: Vec<Address>,
+    judgements: Vec<SignedJudgement>,
+    at: Instant,
+    bytes: usize,
+}
+
+/// The most cases the gateway holds for judging at once, and the most bytes of answers in
+/// them: beyond, answers that differ go unjudged (and are logged).
+pub const MAX_CASES: usize = 64;
+/// See [`MAX_CASES`].
+pub const MAX_CASE_BYTES: usize = 256 << 20;
 
 /// What a user gets for a request.
 #[derive(Debug)]
@@ -310,9 +377,13 @@ struct Inner {
     council: Council,
     next_seq: u64,
     queues: HashMap<Address, VecDeque<Arc<Relay>>>,
+    /// Answers each member is to judge, before its requests.
+    judging: HashMap<Address, VecDeque<Arc<JudgeTask>>>,
+    /// Cases being judged, by request.
+    cases: BTreeMap<Hash, Case>,
     open: BTreeMap<u64, Open>,
     tallies: HashMap<Address, Tally>,
-    evidence: Vec<Vec<SignedResponse>>,
+    evidence: Vec<Evidence>,
     late: Vec<Address>,
     /// When each member last asked for a request: one that has not lately is not serving
     /// (its server is starting, or gone).
@@ -395,6 +466,8 @@ impl Dispatcher {
                 },
                 next_seq: 0,
                 queues: HashMap::new(),
+                judging: HashMap::new(),
+                cases: BTreeMap::new(),
                 open: BTreeMap::new(),
                 tallies: HashMap::new(),
                 evidence: Vec::new(),
@@ -426,6 +499,7 @@ impl Dispatcher {
         let mut inner = self.lock();
         let seated: Vec<Address> = council.members.iter().map(|(a, _)| *a).collect();
         inner.queues.retain(|a, _| seated.contains(a));
+        inner.judging.retain(|a, _| seated.contains(a));
         inner.council = council;
     }
 
@@ -574,24 +648,82 @@ impl Dispatcher {
         }
     }
 
-    /// The next request for `member`, waiting up to `wait` for one.
-    pub async fn next_for(&self, member: &Address, wait: Duration) -> Option<Arc<Relay>> {
+    /// The next work for `member` (answers to judge first, then requests), waiting up to
+    /// `wait` for some.
+    pub async fn next_for(&self, member: &Address, wait: Duration) -> Option<Work> {
         let until = Instant::now() + wait;
         loop {
             let notified = self.arrived.notified();
             let next = {
                 let mut inner = self.lock();
                 inner.fetched.insert(*member, Instant::now());
-                inner.queues.get_mut(member).and_then(VecDeque::pop_front)
+                match inner.judging.get_mut(member).and_then(VecDeque::pop_front) {
+                    Some(task) => Some(Work::Judge(task)),
+                    None => inner
+                        .queues
+                        .get_mut(member)
+                        .and_then(VecDeque::pop_front)
+                        .map(Work::Request),
+                }
             };
-            if let Some(relay) = next {
-                return Some(relay);
+            if let Some(work) = next {
+                return Some(work);
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, notified).await.is_err() {
                 return None;
             }
         }
+    }
+
+    /// A member's judgement of the answers it was sent to judge: checked (its own, signed,
+    /// of a case it was asked to judge, once) and kept. Once every member asked judged, or the
+    /// case's time ran out ([`Dispatcher::sweep`]), judgements that find an answer not
+    /// equivalent are evidence.
+    pub fn judged(&self, member: Address, signed: SignedJudgement) -> Result<(), Refusal> {
+        let bad = |why: String| Err(Refusal::BadResponse(why));
+        let mut inner = self.lock();
+        let v = signed.judgement.clone();
+        let Some(case) = inner.cases.get_mut(&v.request) else {
+            return bad(format!(
+                "request {} is not being judged (its time ran out, or its answers agreed)",
+                v.request
+            ));
+        };
+        if !case.asked.contains(&member) {
+            return bad(format!("{member} was not asked to judge request {}", v.request));
+        }
+        if case
+            .judgements
+            .iter()
+            .any(|j| j.judge.address() == member)
+        {
+            return bad(format!("{member} judged request {} already", v.request));
+        }
+        let own = case
+            .task
+            .answers
+            .iter()
+            .find(|a| a.signed.provider.address() == member)
+            .map(|a| a.signed.response.response);
+        if signed.judge.address() != member
+            || v.service != self.service
+            || Some(v.own) != own
+            || v.agree.len() + v.differ.len() > gridwork_types::MAX_JUDGED
+        {
+            return bad("the judgement is not this member's of its own answer to this request (judge, service, own answer, at most MAX_JUDGED answers)".into());
+        }
+        if signed.verify(&self.chain_id).is_err() {
+            return bad("the judgement's signature does not verify".into());
+        }
+        case.judgements.push(signed);
+        if case.judgements.len() >= case.asked.len() {
+            let request = v.request;
+            if let Some(case) = inner.cases.remove(&request) {
+                judged_case(&mut inner, case);
+            }
+        }
+        Ok(())
     }
 
     /// Whether `member` sits on the council now.
@@ -681,7 +813,13 @@ impl Dispatcher {
         });
         if optimistic && open.streamable && open.got.is_empty() {
             if let Some(user) = open.waiting.take() {
-                let (pipe, body) = Pipe::new(status, content_type);
+                let (mut pipe, body) = Pipe::new(status, content_type);
+                if self.spec.equivalence != (Equivalence::ExactHash {}) {
+                    // Honest answers differ in their bytes: none continues another's.
+                    for other in open.asked.iter().filter(|m| **m != member) {
+                        pipe.cannot(*other);
+                    }
+                }
                 let _ = user.send(Ok(Reply::Stream(Streamed {
                     status,
                     content_type: content_type.to_string(),
@@ -816,7 +954,7 @@ impl Dispatcher {
         let council = self.spec.council_size;
         if let Some(open) = inner.open.get_mut(&seq) {
             open.got.push((member, answer, signed));
-            decide(method, council, open);
+            decide(method, council, &self.spec.equivalence, open);
             // A stream piped to the user that ended here, signed, or any whole answer that
             // agrees with what was sent: the user's answer is whole.
             advance(open);
@@ -827,7 +965,7 @@ impl Dispatcher {
             .is_some_and(|o| o.got.len() >= o.asked.len());
         if done {
             if let Some(open) = inner.open.remove(&seq) {
-                close(inner, open);
+                close(inner, open, &self.spec.equivalence);
             }
         }
         Ok(receipt)
@@ -858,18 +996,32 @@ impl Dispatcher {
                         inner.late.push(*member);
                     }
                 }
-                close(&mut inner, open);
+                close(&mut inner, open, &self.spec.equivalence);
+            }
+        }
+        // Judging is not answering: a member that does not judge in time is not late, its
+        // judgement just does not count.
+        let expired: Vec<Hash> = inner
+            .cases
+            .iter()
+            .filter(|(_, c)| c.at.elapsed() >= within)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in expired {
+            if let Some(case) = inner.cases.remove(&request) {
+                judged_case(&mut inner, case);
             }
         }
     }
 
-    /// Signed responses that differ, one set per request: evidence for `DisputeResponses`.
-    pub fn take_evidence(&self) -> Vec<Vec<SignedResponse>> {
+    /// What the council did wrong, one request each: evidence for `DisputeResponses` or
+    /// `JudgeResponses`.
+    pub fn take_evidence(&self) -> Vec<Evidence> {
         std::mem::take(&mut self.lock().evidence)
     }
 
     /// Gives back evidence whose dispute could not be sent, to go again.
-    pub fn return_evidence(&self, evidence: Vec<SignedResponse>) {
+    pub fn return_evidence(&self, evidence: Evidence) {
         self.lock().evidence.push(evidence);
     }
 
@@ -972,8 +1124,27 @@ fn advance(open: &mut Open) {
     }
 }
 
+/// Whether two answers agree under `e`: by the hashes their members signed, or, for an
+/// equivalence other than exact, by comparing them.
+fn same(e: &Equivalence, a: (&Answer, &SignedResponse), b: (&Answer, &SignedResponse)) -> bool {
+    if a.1.response.response == b.1.response.response {
+        return true;
+    }
+    if *e == (Equivalence::ExactHash {}) {
+        return false;
+    }
+    fn view(x: &Answer) -> gridwork_verify::Answer<'_> {
+        gridwork_verify::Answer {
+            status: x.status,
+            content_type: &x.content_type,
+            body: &x.body,
+        }
+    }
+    gridwork_verify::answers_equivalent(e, view(a.0), view(b.0)).is_same()
+}
+
 /// Sends the user its answer once the response method has what it waits for.
-fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
+fn decide(method: ResponseMethod, council: u8, e: &Equivalence, open: &mut Open) {
     if open.waiting.is_none() {
         return;
     }
@@ -986,27 +1157,26 @@ fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
             // The response most of them gave. Tied, it waits for the next response (a liar
             // answering first would otherwise win a tie); tied with every member in, the
             // council disagreed.
-            let count = |h: &Hash| {
+            let count = |x: (&Answer, &SignedResponse)| {
                 open.got
                     .iter()
-                    .filter(|(_, _, o)| o.response.response == *h)
+                    .filter(|(_, a, o)| same(e, (a, o), x))
                     .count()
             };
             // Answers are told apart by what their members signed (status, content type and
             // body): the same body under another status is another answer (a review found
             // it won a tie by answering first).
-            let mut best: Option<(&Answer, Hash, usize)> = None;
+            let mut best: Option<(&Answer, &SignedResponse, usize)> = None;
             let mut tied = false;
             for (_, a, s) in &open.got {
-                let h = s.response.response;
-                let n = count(&h);
+                let n = count((a, s));
                 match best {
-                    Some((_, b, m)) if n == m && b != h => tied = true,
+                    Some((ba, bs, m)) if n == m && !same(e, (ba, bs), (a, s)) => tied = true,
                     Some((_, _, m)) if n > m => {
-                        best = Some((a, h, n));
+                        best = Some((a, s, n));
                         tied = false;
                     }
-                    None => best = Some((a, h, n)),
+                    None => best = Some((a, s, n)),
                     _ => {}
                 }
             }
@@ -1019,12 +1189,8 @@ fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
             }
         }
         ResponseMethod::Unanimous {} if open.got.len() >= open.asked.len() => {
-            let first = &open.got[0].2.response.response;
-            if open
-                .got
-                .iter()
-                .all(|(_, _, s)| s.response.response == *first)
-            {
+            let (_, fa, fs) = &open.got[0];
+            if open.got.iter().all(|(_, a, s)| same(e, (fa, fs), (a, s))) {
                 Some(Ok(open.got[0].1.clone()))
             } else {
                 Some(Err(Refusal::Disagreed))
@@ -1039,17 +1205,82 @@ fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
     }
 }
 
-/// A request is over: responses that differ are evidence.
-fn close(inner: &mut Inner, open: Open) {
+/// A request is over: responses that differ are evidence (`exact_hash`), or go to the
+/// members to judge when some two are not equivalent.
+fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
     let first = open.got.first().map(|(_, _, s)| s.response.response);
     if open
         .got
         .iter()
-        .any(|(_, _, s)| Some(s.response.response) != first)
+        .all(|(_, _, s)| Some(s.response.response) == first)
     {
+        return;
+    }
+    if *e == (Equivalence::ExactHash {}) {
+        inner.evidence.push(Evidence::Hashes(
+            open.got.into_iter().map(|(_, _, s)| s).collect(),
+        ));
+        return;
+    }
+    let got = &open.got;
+    let agreed = got.iter().enumerate().all(|(i, (_, a, s))| {
+        got[i + 1..]
+            .iter()
+            .all(|(_, b, t)| same(e, (a, s), (b, t)))
+    });
+    if agreed {
+        return;
+    }
+    let bytes: usize = got.iter().map(|(_, a, _)| a.body.len()).sum();
+    let held: usize = inner.cases.values().map(|c| c.bytes).sum();
+    if inner.cases.len() >= MAX_CASES || held.saturating_add(bytes) > MAX_CASE_BYTES {
+        tracing::warn!(
+            request = %open.relay.request,
+            "answers that are not equivalent go unjudged: {} cases of {held} bytes wait already",
+            inner.cases.len()
+        );
+        return;
+    }
+    let task = Arc::new(JudgeTask {
+        request: open.relay.request,
+        answers: open
+            .got
+            .iter()
+            .map(|(_, a, s)| JudgedAnswer {
+                status: a.status,
+                content_type: a.content_type.clone(),
+                body: a.body.to_vec(),
+                signed: s.clone(),
+            })
+            .collect(),
+    });
+    let asked: Vec<Address> = open.got.iter().map(|(m, _, _)| *m).collect();
+    for member in &asked {
         inner
-            .evidence
-            .push(open.got.into_iter().map(|(_, _, s)| s).collect());
+            .judging
+            .entry(*member)
+            .or_default()
+            .push_back(task.clone());
+    }
+    inner.cases.insert(
+        open.relay.request,
+        Case {
+            task,
+            asked,
+            judgements: Vec::new(),
+            at: Instant::now(),
+            bytes,
+        },
+    );
+}
+
+/// A case's judging is over: judgements that find some answer not equivalent are evidence.
+fn judged_case(inner: &mut Inner, case: Case) {
+    if case.judgements.iter().any(|j| !j.judgement.differ.is_empty()) {
+        inner.evidence.push(Evidence::Judged {
+            responses: case.task.answers.iter().map(|a| a.signed.clone()).collect(),
+            judgements: case.judgements,
+        });
     }
 }
 
@@ -1089,10 +1320,16 @@ pub(crate) mod tests {
 
     /// A gateway with `n` members (keys seeded 1..=n), up.
     pub(crate) fn gateway(method: ResponseMethod, n: u8) -> (Arc<Dispatcher>, Vec<Keypair>) {
+        gateway_of(spec(method, n))
+    }
+
+    /// A gateway of `spec`, its members keys seeded 1..=council, up.
+    pub(crate) fn gateway_of(spec: ServiceSpec) -> (Arc<Dispatcher>, Vec<Keypair>) {
+        let n = spec.council_size;
         let members: Vec<Keypair> = (1..=n).map(|i| Keypair::from_seed([i; 32])).collect();
         let d = Arc::new(Dispatcher::new(
             Hash([5; 32]),
-            spec(method, n),
+            spec,
             CHAIN,
             Keypair::from_seed([9; 32]),
         ));
@@ -1123,9 +1360,10 @@ pub(crate) mod tests {
 
     /// The next request for `member`, which must come within a second.
     async fn fetched(d: &Dispatcher, member: &Keypair) -> Arc<Relay> {
-        d.next_for(&member.address(), Duration::from_secs(1))
-            .await
-            .expect("a request for the member")
+        match d.next_for(&member.address(), Duration::from_secs(1)).await {
+            Some(Work::Request(relay)) => relay,
+            other => panic!("a request for the member, not {other:?}"),
+        }
     }
 
     /// `member`'s signed response to `request`: `body` of `status` and `content_type`.
@@ -1667,7 +1905,10 @@ pub(crate) mod tests {
         answer(&d, &m[2], "other").await.unwrap();
         let evidence = d.take_evidence();
         assert_eq!(evidence.len(), 1);
-        assert_eq!(evidence[0].len(), 3);
+        assert!(
+            matches!(&evidence[0], Evidence::Hashes(r) if r.len() == 3),
+            "{evidence:?}"
+        );
     }
 
     #[tokio::test]
@@ -1810,5 +2051,198 @@ pub(crate) mod tests {
         });
         let refused = d.submit("GET", "/", "", Bytes::new(), true).await;
         assert!(matches!(refused, Err(Refusal::Down(why)) if why.contains("0 of 2")));
+    }
+
+    /// A gateway whose answers agree when their numbers are within a millionth.
+    fn tolerant(method: ResponseMethod, n: u8) -> (Arc<Dispatcher>, Vec<Keypair>) {
+        gateway_of(ServiceSpec {
+            equivalence: Equivalence::NumericTolerance {
+                abs_ppb: 1_000,
+                rel_ppb: 1_000,
+            },
+            ..spec(method, n)
+        })
+    }
+
+    /// Under a tolerance, answers whose numbers differ within it are one answer: weighted
+    /// counts them together, unanimous agrees; one beyond it is another.
+    #[tokio::test]
+    async fn answers_within_the_tolerance_count_as_one() {
+        let (d, m) = tolerant(ResponseMethod::Weighted { weight_bps: 6_000 }, 5);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        answer(&d, &m[0], "[0.5]").await.unwrap();
+        answer(&d, &m[1], "[0.1000001]").await.unwrap();
+        answer(&d, &m[2], "[0.1]").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().body, "[0.1000001]");
+        let (d, m) = tolerant(ResponseMethod::Unanimous {}, 3);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        for (k, body) in m.iter().zip(["[0.1]", "[0.1000002]", "[0.0999999]"]) {
+            answer(&d, k, body).await.unwrap();
+        }
+        assert_eq!(user.await.unwrap().unwrap().body, "[0.1]");
+        // Equivalent answers are nothing to judge.
+        assert!(d.take_evidence().is_empty());
+        for k in &m {
+            assert!(d.next_for(&k.address(), Duration::ZERO).await.is_none());
+        }
+        let user = ask(&d);
+        for (k, body) in m.iter().zip(["[0.1]", "[0.1000002]", "[0.2]"]) {
+            answer(&d, k, body).await.unwrap();
+        }
+        assert!(matches!(user.await.unwrap(), Err(Refusal::Disagreed)));
+    }
+
+    /// `member`'s judgement of `task`, as an honest member makes it.
+    fn judgement(d: &Dispatcher, member: &Keypair, task: &JudgeTask) -> SignedJudgement {
+        let own = task
+            .answers
+            .iter()
+            .find(|a| a.signed.provider == member.public())
+            .unwrap();
+        let (mut agree, mut differ) = (Vec::new(), Vec::new());
+        for a in &task.answers {
+            let h = a.signed.response.response;
+            if h == own.signed.response.response || agree.contains(&h) || differ.contains(&h) {
+                continue;
+            }
+            if gridwork_verify::answers_equivalent(&d.spec().equivalence, own.into(), a.into())
+                .is_same()
+            {
+                agree.push(h);
+            } else {
+                differ.push(h);
+            }
+        }
+        gridwork_types::StreamJudgement {
+            service: d.service(),
+            request: task.request,
+            own: own.signed.response.response,
+            agree,
+            differ,
+        }
+        .sign(CHAIN, member)
+    }
+
+    async fn judge_task(d: &Dispatcher, member: &Keypair) -> Arc<JudgeTask> {
+        match d.next_for(&member.address(), Duration::from_secs(1)).await {
+            Some(Work::Judge(task)) => task,
+            other => panic!("answers to judge, not {other:?}"),
+        }
+    }
+
+    /// `LyingMember` under a tolerance: once every member answered, the answers go to each to
+    /// judge (before any request); their judgements are the evidence for `JudgeResponses`. A
+    /// judgement of another's answer as its own, a second one, or one from a member not asked
+    /// is refused.
+    #[tokio::test]
+    async fn answers_beyond_the_tolerance_go_to_the_council_to_judge() {
+        let (d, m) = tolerant(ResponseMethod::Optimistic {}, 3);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        answer(&d, &m[0], "[0.1]").await.unwrap();
+        assert_eq!(user.await.unwrap().unwrap().body, "[0.1]");
+        answer(&d, &m[1], "[0.1000001]").await.unwrap();
+        answer(&d, &m[2], "[0.9]").await.unwrap();
+        // A request after: each member judges first.
+        let user = ask(&d);
+        let mut tasks = Vec::new();
+        for k in &m {
+            tasks.push(judge_task(&d, k).await);
+        }
+        assert_eq!(tasks[0].answers.len(), 3);
+        let mut other = judgement(&d, &m[0], &tasks[0]);
+        other.judgement.own = tasks[0].answers[1].signed.response.response;
+        let other = other.judgement.sign(CHAIN, &m[0]);
+        assert!(matches!(
+            d.judged(m[0].address(), other),
+            Err(Refusal::BadResponse(_))
+        ));
+        let stranger = Keypair::from_seed([77; 32]);
+        assert!(d
+            .judged(stranger.address(), judgement(&d, &m[0], &tasks[0]))
+            .is_err());
+        for (k, task) in m.iter().zip(&tasks) {
+            d.judged(k.address(), judgement(&d, k, task)).unwrap();
+        }
+        assert!(d
+            .judged(m[0].address(), judgement(&d, &m[0], &tasks[0]))
+            .is_err());
+        let evidence = d.take_evidence();
+        let [Evidence::Judged {
+            responses,
+            judgements,
+        }] = evidence.as_slice()
+        else {
+            panic!("{evidence:?}")
+        };
+        assert_eq!((responses.len(), judgements.len()), (3, 3));
+        let liar = tasks[0].answers[2].signed.response.response;
+        assert!(judgements[0].judgement.differ.contains(&liar));
+        assert!(judgements[1].judgement.differ.contains(&liar));
+        // The request waiting behind the judging goes on.
+        for k in &m {
+            answer(&d, k, "[1]").await.unwrap();
+        }
+        assert_eq!(user.await.unwrap().unwrap().body, "[1]");
+    }
+
+    /// A member that does not judge in time is not late; the judgements that came are the
+    /// evidence once the case's time runs out.
+    #[tokio::test]
+    async fn judgements_that_came_in_time_are_the_evidence() {
+        let (d, m) = tolerant(ResponseMethod::Optimistic {}, 3);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        for (k, body) in m.iter().zip(["[1]", "[1.0000001]", "[7]"]) {
+            answer(&d, k, body).await.unwrap();
+        }
+        user.await.unwrap().unwrap();
+        for k in &m[..2] {
+            let task = judge_task(&d, k).await;
+            d.judged(k.address(), judgement(&d, k, &task)).unwrap();
+        }
+        d.sweep();
+        assert!(d.take_evidence().is_empty(), "the case is still open");
+        tokio::time::sleep(d.answer_within()).await;
+        d.sweep();
+        assert!(d.take_late().is_empty());
+        let evidence = d.take_evidence();
+        assert!(
+            matches!(evidence.as_slice(), [Evidence::Judged { judgements, .. }] if judgements.len() == 2),
+            "{evidence:?}"
+        );
+    }
+
+    /// Under a tolerance, honest streams differ in their bytes: the user's stream follows the
+    /// member that opened it alone, and another's whole answer neither ends nor breaks it.
+    #[tokio::test]
+    async fn a_tolerant_stream_follows_the_member_that_opened_it() {
+        let (d, m) = tolerant(ResponseMethod::Optimistic {}, 3);
+        connect(&d, &m).await;
+        let user = ask_streamed(&d);
+        let relay = fetched(&d, &m[0]).await;
+        d.open_stream(m[0].address(), relay.seq, 200, "text/event-stream")
+            .unwrap();
+        d.stream_piece(m[0].address(), relay.seq, b"data: 0.25\n\n")
+            .unwrap();
+        answer_as(&d, &m[1], "data: 0.2500001\n\ndata: end\n\n", "text/event-stream")
+            .await
+            .unwrap();
+        d.stream_piece(m[0].address(), relay.seq, b"data: end\n\n")
+            .unwrap();
+        let signed = signed(
+            &d,
+            &m[0],
+            relay.request,
+            200,
+            "text/event-stream",
+            b"data: 0.25\n\ndata: end\n\n",
+        );
+        d.end_stream(m[0].address(), relay.seq, signed).unwrap();
+        let (pieces, end) = user.await.unwrap();
+        assert!(end.is_ok(), "{end:?}");
+        assert_eq!(joined(&pieces), "data: 0.25\n\ndata: end\n\n");
     }
 }

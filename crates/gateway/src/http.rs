@@ -19,6 +19,11 @@
 //! - `POST /m/<service>/responses/<seq>`: the response body, with headers `gridwork-status`,
 //!   `content-type` and `gridwork-response` (hex of the member's `SignedResponse`): 200 with
 //!   hex of the member's new cumulative `SignedReceipt`, or 409 naming why it was refused.
+//! - The same fetch, for a service whose equivalence is not exact, may instead give answers
+//!   to judge: 200 with header `gridwork-judge: 1` and a [`gridwork_types::JudgeTask`] (its
+//!   encoding) as the body: the answers to one request that are not all equivalent, the
+//!   member's own among them. The member answers `POST /m/<service>/judgements` with its
+//!   [`SignedJudgement`] (its encoding): 200, or 409 naming why it was refused.
 //! - `POST /m/<service>/streams/<seq>`: the response streamed as the server writes it (token
 //!   streams), with headers `gridwork-status` and `content-type`, its body a sequence of
 //!   [`StreamFrame`]s: data, then the member's `SignedResponse` over the whole. Its request
@@ -42,9 +47,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
-use gridwork_types::{Decode, Encode, FrameReader, Hash, PublicKey, SignedResponse, StreamFrame};
+use gridwork_types::{
+    Decode, Encode, FrameReader, Hash, PublicKey, SignedJudgement, SignedResponse, StreamFrame,
+};
 
-use crate::dispatch::{Answer, Dispatcher, Refusal, Reply, MAX_STREAM_BYTES};
+use crate::dispatch::{Answer, Dispatcher, Refusal, Reply, Work, MAX_STREAM_BYTES};
 
 /// The largest request body the gateway takes from a user.
 pub const MAX_REQUEST_BYTES: usize = 16 << 20;
@@ -211,6 +218,7 @@ pub fn routes(gateways: Arc<Gateways>) -> Router {
         .route("/m/{service}/next", get(member_next))
         .route("/m/{service}/responses/{seq}", post(member_response))
         .route("/m/{service}/streams/{seq}", post(member_stream))
+        .route("/m/{service}/judgements", post(member_judgement))
         .route("/g/{service}/stats", get(gateway_stats))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(gateways)
@@ -417,8 +425,16 @@ async fn member_next(
         Err(r) => return r.into_response(),
     };
     let wait = Duration::from_millis(wait.wait_ms.unwrap_or(10_000)).min(MAX_WAIT);
-    let Some(relay) = shared.dispatcher.next_for(&member, wait).await else {
-        return StatusCode::NO_CONTENT.into_response();
+    let relay = match shared.dispatcher.next_for(&member, wait).await {
+        None => return StatusCode::NO_CONTENT.into_response(),
+        Some(Work::Request(relay)) => relay,
+        Some(Work::Judge(task)) => {
+            let mut response = (StatusCode::OK, task.to_bytes()).into_response();
+            response
+                .headers_mut()
+                .insert("gridwork-judge", axum::http::HeaderValue::from_static("1"));
+            return response;
+        }
     };
     let mut response = (StatusCode::OK, relay.body.clone()).into_response();
     let h = response.headers_mut();
@@ -475,6 +491,33 @@ async fn member_response(
     };
     match shared.dispatcher.respond(member, seq, answer, signed) {
         Ok(receipt) => (StatusCode::OK, hex::encode(receipt.to_bytes())).into_response(),
+        Err(e) => refuse(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn member_judgement(
+    State(gateways): State<Arc<Gateways>>,
+    UrlPath(service): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let shared = match gateways.get(&service).await {
+        Ok(shared) => shared,
+        Err(r) => return r.into_response(),
+    };
+    let path = format!("/m/{service}/judgements");
+    let member = match member(&shared, &headers, "POST", &path, &body) {
+        Ok(m) => m,
+        Err(r) => return r.into_response(),
+    };
+    let Ok(signed) = SignedJudgement::from_bytes(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the body is the member's SignedJudgement (its encoding)",
+        );
+    };
+    match shared.dispatcher.judged(member, signed) {
+        Ok(()) => StatusCode::OK.into_response(),
         Err(e) => refuse(StatusCode::CONFLICT, e),
     }
 }

@@ -13,8 +13,8 @@ mod http;
 mod run;
 
 pub use dispatch::{
-    Answer, Council, Dispatcher, PipeReader, Refusal, Relay, Reply, Stats, Streamed,
-    CONNECTED_WITHIN, MAX_OPEN, MAX_STREAM_BYTES, STATS_WINDOW,
+    Answer, Council, Dispatcher, Evidence, PipeReader, Refusal, Relay, Reply, Stats, Streamed,
+    Work, CONNECTED_WITHIN, MAX_CASES, MAX_CASE_BYTES, MAX_OPEN, MAX_STREAM_BYTES, STATS_WINDOW,
 };
 pub use http::{router, routes, ApiKeys, Gateways, MAX_REQUEST_BYTES, MAX_WAIT};
 pub use run::{announce, keep, refresh_council, GatewayKey, COUNCIL_EVERY};

@@ -140,11 +140,8 @@ pub async fn keep(key: Arc<GatewayKey>, d: Arc<Dispatcher>, mut stop: watch::Rec
                 Err(e) => tracing::warn!(%member, error = %e, "cannot drop a late member"),
             }
         }
-        for responses in d.take_evidence() {
-            let kind = TxKind::DisputeResponses {
-                service: d.service(),
-                responses: responses.clone(),
-            };
+        for evidence in d.take_evidence() {
+            let kind = evidence.clone().into_tx(d.service());
             match key.send(kind).await {
                 Ok(hash) => tracing::info!(%hash, "sent the evidence of responses that differ"),
                 // The ledger's refusal (a dispute decided already) is final; the node's
@@ -162,7 +159,7 @@ pub async fn keep(key: Arc<GatewayKey>, d: Arc<Dispatcher>, mut stop: watch::Rec
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot send a dispute now; it goes again");
-                    d.return_evidence(responses);
+                    d.return_evidence(evidence);
                 }
             }
         }

@@ -177,6 +177,16 @@ pub struct Answer<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> From<&'a gridwork_types::JudgedAnswer> for Answer<'a> {
+    fn from(a: &'a gridwork_types::JudgedAnswer) -> Answer<'a> {
+        Answer {
+            status: a.status,
+            content_type: &a.content_type,
+            body: &a.body,
+        }
+    }
+}
+
 /// Compares two answers of a service under `e`: the status and content type must be the
 /// same; the bodies agree byte for byte under `ExactHash`; under `NumericTolerance` every
 /// number in them within the tolerance and all text between the numbers the same
