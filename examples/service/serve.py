@@ -17,12 +17,21 @@ bytes and different prompts get different text.
     carries is made from the request alone ("created" is 0, the id a hash of the request): the
     council's answers agree byte for byte.
 
+    POST /v1/embeddings  OpenAI's embeddings: {"input": "..." or ["...", ...], "dimensions": 8}
+    -> {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [...]}], ...}
+       Each vector is made from its input alone, of unit length. With --jitter X (or
+       $GRIDWORK_JITTER) every number is off by a random relative X at most, drawn anew for
+       each answer, as a GPU's sums in another order are: members' answers then differ in
+       their last digits, and a service of this model compares them within a tolerance.
+
 On a worker it answers on the UNIX socket $GRIDWORK_SOCKET (a task has no network); run by
 hand, on 127.0.0.1:8080 (or $GRIDWORK_PORT).
 """
 import hashlib
 import json
+import math
 import os
+import random
 import socketserver
 import sys
 import time
@@ -42,6 +51,20 @@ for a, b in zip(corpus, corpus[1:]):
     following[a][b] += 1
 table = {a: sorted(nexts.items()) for a, nexts in following.items()}
 model = "bigram-" + hashlib.blake2b(corpus.encode(), digest_size=8).hexdigest()
+
+jitter = float(os.environ.get("GRIDWORK_JITTER", "0"))
+if "--jitter" in sys.argv[1:-1]:
+    jitter = float(sys.argv[sys.argv.index("--jitter") + 1])
+noise = random.Random()  # seeded from the system: each answer's own
+
+
+def embed(text, dimensions):
+    values = []
+    for i in range(dimensions):
+        seed = hashlib.blake2b(f"{model}\0{text}\0{i}".encode(), digest_size=8).digest()
+        values.append(int.from_bytes(seed, "little") / 2**63 - 1.0)
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm * (1.0 + jitter * noise.uniform(-1.0, 1.0)) for v in values]
 
 
 def complete(prompt, max_tokens):
@@ -66,8 +89,11 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/chat/completions":
             self.chat()
             return
+        if self.path == "/v1/embeddings":
+            self.embeddings()
+            return
         if self.path != "/v1/completions":
-            self.send_error(404, "POST /v1/completions or /v1/chat/completions")
+            self.send_error(404, "POST /v1/completions, /v1/chat/completions or /v1/embeddings")
             return
         length = int(self.headers.get("Content-Length") or 0)
         try:
@@ -162,6 +188,34 @@ class Handler(BaseHTTPRequestHandler):
                     "completion_tokens": len(text),
                     "total_tokens": len(prompt) + len(text),
                 },
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def embeddings(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"{}")
+            inputs = body.get("input", "")
+            inputs = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs]
+            dimensions = max(1, min(int(body.get("dimensions") or 8), 1024))
+        except (ValueError, TypeError, AttributeError) as e:
+            self.send_error(400, f"bad request: {e}")
+            return
+        tokens = sum(len(t) for t in inputs)
+        answer = json.dumps(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": embed(t, dimensions)}
+                    for i, t in enumerate(inputs[:256])
+                ],
+                "model": model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         ).encode()
         self.send_response(200)

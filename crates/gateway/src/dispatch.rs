@@ -691,13 +691,12 @@ impl Dispatcher {
             ));
         };
         if !case.asked.contains(&member) {
-            return bad(format!("{member} was not asked to judge request {}", v.request));
+            return bad(format!(
+                "{member} was not asked to judge request {}",
+                v.request
+            ));
         }
-        if case
-            .judgements
-            .iter()
-            .any(|j| j.judge.address() == member)
-        {
+        if case.judgements.iter().any(|j| j.judge.address() == member) {
             return bad(format!("{member} judged request {} already", v.request));
         }
         let own = case
@@ -1223,11 +1222,10 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
         return;
     }
     let got = &open.got;
-    let agreed = got.iter().enumerate().all(|(i, (_, a, s))| {
-        got[i + 1..]
-            .iter()
-            .all(|(_, b, t)| same(e, (a, s), (b, t)))
-    });
+    let agreed = got
+        .iter()
+        .enumerate()
+        .all(|(i, (_, a, s))| got[i + 1..].iter().all(|(_, b, t)| same(e, (a, s), (b, t))));
     if agreed {
         return;
     }
@@ -1276,7 +1274,11 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
 
 /// A case's judging is over: judgements that find some answer not equivalent are evidence.
 fn judged_case(inner: &mut Inner, case: Case) {
-    if case.judgements.iter().any(|j| !j.judgement.differ.is_empty()) {
+    if case
+        .judgements
+        .iter()
+        .any(|j| !j.judgement.differ.is_empty())
+    {
         inner.evidence.push(Evidence::Judged {
             responses: case.task.answers.iter().map(|a| a.signed.clone()).collect(),
             judgements: case.judgements,
@@ -2227,9 +2229,14 @@ pub(crate) mod tests {
             .unwrap();
         d.stream_piece(m[0].address(), relay.seq, b"data: 0.25\n\n")
             .unwrap();
-        answer_as(&d, &m[1], "data: 0.2500001\n\ndata: end\n\n", "text/event-stream")
-            .await
-            .unwrap();
+        answer_as(
+            &d,
+            &m[1],
+            "data: 0.2500001\n\ndata: end\n\n",
+            "text/event-stream",
+        )
+        .await
+        .unwrap();
         d.stream_piece(m[0].address(), relay.seq, b"data: end\n\n")
             .unwrap();
         let signed = signed(

@@ -208,12 +208,9 @@ pub fn answers_equivalent(e: &Equivalence, a: Answer<'_>, b: Answer<'_>) -> Verd
     }
     let why = match e {
         Equivalence::ExactHash {} => Some("the bodies differ".to_string()),
-        Equivalence::NumericTolerance { abs_ppb, rel_ppb } => numeric_text_difference(
-            a.body,
-            b.body,
-            *abs_ppb as f64 / 1e9,
-            *rel_ppb as f64 / 1e9,
-        ),
+        Equivalence::NumericTolerance { abs_ppb, rel_ppb } => {
+            numeric_text_difference(a.body, b.body, *abs_ppb as f64 / 1e9, *rel_ppb as f64 / 1e9)
+        }
         Equivalence::Image {
             min_psnr_mdb,
             max_diff,

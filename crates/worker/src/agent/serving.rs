@@ -12,7 +12,11 @@
 //! - it checks each receipt: signed by the service's gateway key, acknowledging every response
 //!   it gave at its own price; a gateway that underpays loses the member (it unsubscribes);
 //! - it serves on credit up to `max_unsettled` past what the ledger paid it: it settles at
-//!   half of that, and waits for the settlement before serving more.
+//!   half of that, and waits for the settlement before serving more;
+//! - for a service whose equivalence is not exact it judges the answers the gateway sends
+//!   ([`judge_answers`]) only when its own signed answer is among them and every other's body
+//!   checks out against its member's signature (a gateway cannot show it a body nobody
+//!   gave), and each request once: it signs which it finds equivalent to its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,8 +24,9 @@ use std::time::{Duration, Instant};
 
 use gridwork_api::ServiceView;
 use gridwork_types::{
-    request_hash, response_hash, Decode, Encode, Hash, Keypair, ResponseHasher, SignedReceipt,
-    StreamFrame, StreamResponse, TxKind,
+    request_hash, response_hash, Decode, Encode, Hash, JudgeTask, Keypair, ResponseHasher,
+    SignedJudgement, SignedReceipt, StreamFrame, StreamJudgement, StreamResponse, TxKind,
+    MAX_JUDGED,
 };
 use tokio::sync::watch;
 
@@ -403,6 +408,7 @@ impl Worker {
                 .saturating_add(spec.response_ms_per_kib.saturating_mul(1024)),
         );
         let mut settling = Settling::new(settled);
+        let mut judged: std::collections::VecDeque<Hash> = std::collections::VecDeque::new();
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -461,7 +467,33 @@ impl Worker {
                 _ = stop.changed() => return Ok(()),
             };
             let relay = match fetched {
-                Ok(Some(relay)) => relay,
+                Ok(Some(Fetched::Request(relay))) => relay,
+                Ok(Some(Fetched::Judge(task))) => {
+                    if judged.contains(&task.request) {
+                        continue;
+                    }
+                    if judged.len() >= JUDGED_KEPT {
+                        judged.pop_front();
+                    }
+                    judged.push_back(task.request);
+                    let judgement =
+                        judge_answers(&task, &spec.equivalence, id, &chain_id, &self.cfg.key);
+                    match judgement {
+                        Ok(signed) => {
+                            let path = format!("/m/{id}/judgements");
+                            if let Err(e) = self
+                                .gateway_judgement(&http, &base, &path, &spec.gateway, &signed)
+                                .await
+                            {
+                                tracing::warn!(service = %id, error = %e, "the gateway did not take the judgement");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(service = %id, error = %e, "answers to judge that do not check out; not judged")
+                        }
+                    }
+                    continue;
+                }
                 Ok(None) => continue,
                 Err(e) => {
                     tracing::debug!(service = %id, error = %e, "cannot fetch from the gateway");
@@ -657,14 +689,42 @@ impl Worker {
         }
     }
 
-    /// `GET` from the gateway, signed: the next request, or none within the wait.
+    /// `POST` a judgement to the gateway, signed.
+    async fn gateway_judgement(
+        &self,
+        http: &reqwest::Client,
+        base: &str,
+        path: &str,
+        gateway: &gridwork_types::PublicKey,
+        judgement: &SignedJudgement,
+    ) -> Result<(), String> {
+        let body = judgement.to_bytes();
+        let sig = self.gateway_signature(gateway, "POST", path, &body);
+        let response = http
+            .post(format!("{base}{path}"))
+            .header(gridwork_api::SIGNATURE_HEADER, sig)
+            .timeout(Duration::from_secs(30))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if response.status().is_success() {
+            return Ok(());
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        Err(format!("{status}: {}", text.trim()))
+    }
+
+    /// `GET` from the gateway, signed: the next request or answers to judge, or none within
+    /// the wait.
     async fn gateway_get(
         &self,
         http: &reqwest::Client,
         base: &str,
         path: &str,
         gateway: &gridwork_types::PublicKey,
-    ) -> Result<Option<(u64, Hash, Relayed)>, String> {
+    ) -> Result<Option<Fetched>, String> {
         let url = format!("{base}{path}?wait_ms={FETCH_WAIT_MS}");
         let sig = self.gateway_signature(gateway, "GET", path, b"");
         let response = http
@@ -689,6 +749,12 @@ impl Worker {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        if header("gridwork-judge").is_some() {
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            let task = JudgeTask::from_bytes(&body)
+                .map_err(|e| format!("answers to judge that are no JudgeTask: {e}"))?;
+            return Ok(Some(Fetched::Judge(task)));
+        }
         let seq = header("gridwork-seq")
             .and_then(|s| s.parse().ok())
             .ok_or("no gridwork-seq")?;
@@ -699,7 +765,7 @@ impl Worker {
         let path = header("gridwork-path").ok_or("no gridwork-path")?;
         let content_type = header("gridwork-content-type").filter(|c| !c.is_empty());
         let body = response.bytes().await.map_err(|e| e.to_string())?;
-        Ok(Some((
+        Ok(Some(Fetched::Request((
             seq,
             claimed,
             Relayed {
@@ -708,7 +774,7 @@ impl Worker {
                 content_type,
                 body,
             },
-        )))
+        ))))
     }
 
     /// `POST` a response to the gateway, signed: its receipt.
@@ -744,6 +810,75 @@ impl Worker {
             .map_or(0, |d| d.as_millis() as u64);
         gridwork_api::signature_header(&self.cfg.key, gateway, method, path, now, &Hash::of(body))
     }
+}
+
+/// What a member fetched from its gateway.
+enum Fetched {
+    /// A request: its sequence number, the hash the gateway names, and what it relays.
+    Request((u64, Hash, Relayed)),
+    /// Answers to judge.
+    Judge(JudgeTask),
+}
+
+/// How many requests a member remembers judging: the gateway's asking again is ignored.
+const JUDGED_KEPT: usize = 1024;
+
+/// A member's judgement of the answers `task` shows it, under equivalence `e`: which it finds
+/// equivalent to its own. Refused unless its own signed answer is among them and every answer
+/// is a member's, signed on this chain, to that request of this service, over the body shown.
+pub(crate) fn judge_answers(
+    task: &JudgeTask,
+    e: &gridwork_types::Equivalence,
+    service: Hash,
+    chain_id: &str,
+    key: &Keypair,
+) -> Result<SignedJudgement, String> {
+    if task.answers.len() < 2 || task.answers.len() > MAX_JUDGED {
+        return Err(format!(
+            "{} answers: 2 to {MAX_JUDGED} are judged",
+            task.answers.len()
+        ));
+    }
+    for a in &task.answers {
+        let r = &a.signed.response;
+        if r.service != service
+            || r.request != task.request
+            || r.response != response_hash(a.status, &a.content_type, &a.body)
+            || r.units != a.body.len() as u64
+            || a.signed.verify(chain_id).is_err()
+        {
+            return Err(format!(
+                "the answer of {} is not what it signed for this request",
+                a.signed.provider.address()
+            ));
+        }
+    }
+    let own = task
+        .answers
+        .iter()
+        .find(|a| a.signed.provider == key.public())
+        .ok_or("this member's own answer is not among them")?;
+    let mine = own.signed.response.response;
+    let (mut agree, mut differ) = (Vec::new(), Vec::new());
+    for a in &task.answers {
+        let h = a.signed.response.response;
+        if h == mine || agree.contains(&h) || differ.contains(&h) {
+            continue;
+        }
+        if gridwork_verify::answers_equivalent(e, own.into(), a.into()).is_same() {
+            agree.push(h);
+        } else {
+            differ.push(h);
+        }
+    }
+    Ok(StreamJudgement {
+        service,
+        request: task.request,
+        own: mine,
+        agree,
+        differ,
+    }
+    .sign(chain_id, key))
 }
 
 /// The HTTP client a member reaches its gateway with. The gateway is the requester's, which
@@ -882,5 +1017,65 @@ mod tests {
         assert!(!s.while_waiting(100, t + Duration::from_millis(200)));
         assert!(s.while_waiting(101, t + Duration::from_millis(200)));
         assert!(s.while_waiting(100, t + RESETTLE_AFTER));
+    }
+
+    /// An honest judge of answers under a tolerance: equivalent answers agree, one beyond
+    /// it differs, each hash named once. `ForgingGateway`: a body its member never signed, or
+    /// answers without the judge's own, are refused, never judged.
+    #[test]
+    fn a_member_judges_only_answers_that_check_out_with_its_own_among_them() {
+        use gridwork_types::{
+            response_hash, Equivalence, Hash, JudgeTask, JudgedAnswer, Keypair, StreamResponse,
+        };
+        let e = Equivalence::NumericTolerance {
+            abs_ppb: 0,
+            rel_ppb: 10_000,
+        };
+        let (service, request) = (Hash([1; 32]), Hash([2; 32]));
+        let keys: Vec<Keypair> = (1..=4).map(|i| Keypair::from_seed([i; 32])).collect();
+        let answer = |k: &Keypair, body: &str| {
+            let body = body.as_bytes().to_vec();
+            let signed = StreamResponse {
+                service,
+                request,
+                response: response_hash(200, "application/json", &body),
+                units: body.len() as u64,
+            }
+            .sign("test", k);
+            JudgedAnswer {
+                status: 200,
+                content_type: "application/json".into(),
+                body,
+                signed,
+            }
+        };
+        let answers = vec![
+            answer(&keys[0], "[0.5]"),
+            answer(&keys[1], "[0.5000001]"),
+            answer(&keys[2], "[0.9]"),
+            answer(&keys[3], "[0.9]"),
+        ];
+        let task = JudgeTask {
+            request,
+            answers: answers.clone(),
+        };
+        let signed = super::judge_answers(&task, &e, service, "test", &keys[0]).unwrap();
+        assert!(signed.verify("test").is_ok());
+        let j = &signed.judgement;
+        assert_eq!(j.own, answers[0].signed.response.response);
+        assert_eq!(j.agree, vec![answers[1].signed.response.response]);
+        assert_eq!(j.differ, vec![answers[2].signed.response.response]);
+        // The body shown is not the one its member signed.
+        let mut forged = task.clone();
+        forged.answers[2].body = b"[0.5]".to_vec();
+        let e2 = super::judge_answers(&forged, &e, service, "test", &keys[0]).unwrap_err();
+        assert!(e2.contains("not what it signed"), "{e2}");
+        // Of another service, or another chain.
+        assert!(super::judge_answers(&task, &e, Hash([9; 32]), "test", &keys[0]).is_err());
+        assert!(super::judge_answers(&task, &e, service, "other", &keys[0]).is_err());
+        // Without the judge's own answer.
+        let stranger = Keypair::from_seed([77; 32]);
+        let e3 = super::judge_answers(&task, &e, service, "test", &stranger).unwrap_err();
+        assert!(e3.contains("own answer"), "{e3}");
     }
 }

@@ -349,3 +349,105 @@ async fn a_member_that_dies_is_dropped_and_the_council_reformed() {
     }
     net.stop.send(true).unwrap();
 }
+
+/// `LyingMember` under a tolerance: the example model's embeddings with jitter (each answer's
+/// numbers off in their last digits, as a GPU's are), compared within a relative 1e-5. Honest
+/// members' answers differ in their bytes, so hashes prove nothing: the gateway sends the
+/// answers to the members to judge, and their signed judgements slash the liar (its answer
+/// beyond the tolerance), never the honest, who go on serving with its replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_beyond_the_tolerance_is_judged_by_its_council_and_slashed() {
+    let net = Net::start().await;
+    let mut spec = example_spec(&net, 10_000).await;
+    spec.program.args = vec![
+        "-c".into(),
+        "exec python3 inputs/model/serve.py --jitter 1e-7".into(),
+    ];
+    spec.equivalence = Equivalence::NumericTolerance {
+        abs_ppb: 0,
+        rel_ppb: 10_000,
+    };
+    let id = create_service(&net, spec.clone()).await;
+    let liar = dev_keypair(3).address();
+    for (i, behavior) in [
+        (1, Behavior::Honest),
+        (2, Behavior::Honest),
+        (3, Behavior::LyingMember),
+    ] {
+        net.spawn(net.worker(i, GRID / 100, behavior));
+    }
+    let (url, key) = gateway_at(&net, id, spec).await;
+    let http = reqwest::Client::new();
+    let embed = async |text: &str| {
+        let r = http
+            .post(format!("{url}/s/{id}/v1/embeddings"))
+            .bearer_auth(&key)
+            .body(format!(r#"{{"input": "{text}", "dimensions": 16}}"#))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let first = loop {
+        let (status, body) = embed("the first").await;
+        if status == 200 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never served: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!first.contains("made up"), "{first}");
+    // The same input again: an honest answer, not the same bytes.
+    let (status, again) = embed("the first").await;
+    assert_eq!(status, 200, "{again}");
+    assert!(!again.contains("made up"), "{again}");
+    assert_ne!(
+        first, again,
+        "the jitter makes every answer's last digits its own"
+    );
+    net.spawn(net.worker(4, GRID / 100, Behavior::Honest));
+    net.until_block("the liar judged and slashed", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        s.barred.contains(&liar).then_some(())
+    })
+    .await;
+    let p = net.client.provider(&liar).await.unwrap().unwrap();
+    assert!(p.slashed.0 > 0, "{p:?}");
+    for i in [1, 2] {
+        let p = net
+            .client
+            .provider(&dev_keypair(i).address())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.slashed, Amount::ZERO, "honest member {i} was slashed");
+    }
+    let s = net.client.service(&id).await.unwrap().unwrap();
+    assert!(!s.barred.contains(&dev_keypair(1).address()));
+    assert!(!s.barred.contains(&dev_keypair(2).address()));
+    net.until_block("the seat refilled", async || {
+        let s = net.client.service(&id).await.unwrap()?;
+        (s.council.contains(&dev_keypair(4).address())
+            && s.status == gridwork_api::ServiceStatus::Up)
+            .then_some(())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = embed("after the liar").await;
+        if status == 200 {
+            assert!(!body.contains("made up"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the service stopped: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    net.stop.send(true).unwrap();
+}
