@@ -156,7 +156,7 @@ struct RawPayment {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawEquivalence {
+pub(crate) struct RawEquivalence {
     kind: String,
     #[serde(default)]
     abs: f64,
@@ -178,6 +178,67 @@ impl Default for RawEquivalence {
             max_pixel_diff: None,
         }
     }
+}
+
+/// The equivalence an `[equivalence]` table names (a job file's or a service file's); `name`
+/// labels errors.
+pub(crate) fn equivalence_of(raw: RawEquivalence, name: &str) -> Result<Equivalence, JobFileError> {
+    let field = |field: &'static str, problem: String| JobFileError::Field {
+        path: name.to_string(),
+        field,
+        problem,
+    };
+    let ppb = |f: &'static str, v: f64| -> Result<u64, JobFileError> {
+        if !(v.is_finite() && (0.0..1e9).contains(&v)) {
+            return Err(field(f, "must be a non-negative number below 1e9".into()));
+        }
+        // The ledger keeps tolerances in billionths: a bound it cannot keep is refused,
+        // never rounded into another (1e-10 used to become 0, an exact comparison).
+        let kept = (v * 1e9).round();
+        if (kept - v * 1e9).abs() > 1e-6 * (v * 1e9).max(1.0) {
+            let (down, up) = ((v * 1e9).floor(), (v * 1e9).ceil());
+            let fix = if down == 0.0 {
+                format!("use 0 for an exact comparison, or {:e}", up / 1e9)
+            } else {
+                format!("use {:e} or {:e}", down / 1e9, up / 1e9)
+            };
+            return Err(field(
+                f,
+                format!("{v:e} is not a whole number of billionths, which is what the ledger keeps: {fix}"),
+            ));
+        }
+        Ok(kept as u64)
+    };
+    Ok(match raw.kind.as_str() {
+        "exact_hash" => Equivalence::ExactHash {},
+        "numeric_tolerance" => Equivalence::NumericTolerance {
+            abs_ppb: ppb("equivalence.abs", raw.abs)?,
+            rel_ppb: ppb("equivalence.rel", raw.rel)?,
+        },
+        "image" => {
+            let db = raw.min_psnr_db.unwrap_or(DEFAULT_MIN_PSNR_DB);
+            let (low, high) = (
+                gridwork_types::MIN_IMAGE_PSNR_MDB / 1000,
+                gridwork_types::MAX_IMAGE_PSNR_MDB / 1000,
+            );
+            if !(db.is_finite() && (f64::from(low)..=f64::from(high)).contains(&db)) {
+                return Err(field(
+                    "equivalence.min_psnr_db",
+                    format!("is {db}; use {low} to {high} dB (40 tells renders of one frame apart from a changed one)"),
+                ));
+            }
+            Equivalence::Image {
+                min_psnr_mdb: (db * 1e3).round() as u32,
+                max_diff: raw.max_pixel_diff.unwrap_or(DEFAULT_MAX_PIXEL_DIFF),
+            }
+        }
+        other => {
+            return Err(field(
+                "equivalence.kind",
+                format!("is `{other}`; use `exact_hash`, `numeric_tolerance` or `image`"),
+            ))
+        }
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,27 +334,6 @@ impl JobFile {
                     format!("is `{other}`; use `per_task_second` or `fixed_per_task`"),
                 ))
             }
-        };
-        let ppb = |f: &'static str, v: f64| -> Result<u64, JobFileError> {
-            if !(v.is_finite() && (0.0..1e9).contains(&v)) {
-                return Err(field(f, "must be a non-negative number below 1e9".into()));
-            }
-            // The ledger keeps tolerances in billionths: a bound it cannot keep is refused,
-            // never rounded into another (1e-10 used to become 0, an exact comparison).
-            let kept = (v * 1e9).round();
-            if (kept - v * 1e9).abs() > 1e-6 * (v * 1e9).max(1.0) {
-                let (down, up) = ((v * 1e9).floor(), (v * 1e9).ceil());
-                let fix = if down == 0.0 {
-                    format!("use 0 for an exact comparison, or {:e}", up / 1e9)
-                } else {
-                    format!("use {:e} or {:e}", down / 1e9, up / 1e9)
-                };
-                return Err(field(
-                    f,
-                    format!("{v:e} is not a whole number of billionths, which is what the ledger keeps: {fix}"),
-                ));
-            }
-            Ok(kept as u64)
         };
         // A command (`[program]`), or a Blender scene (`[render]`) or a training script
         // (`[train]`) made into one.
@@ -413,38 +453,7 @@ impl JobFile {
         };
         let equivalence = match raw_equivalence {
             Err(default) => default,
-            Ok(raw_equivalence) => match raw_equivalence.kind.as_str() {
-                "exact_hash" => Equivalence::ExactHash {},
-                "numeric_tolerance" => Equivalence::NumericTolerance {
-                    abs_ppb: ppb("equivalence.abs", raw_equivalence.abs)?,
-                    rel_ppb: ppb("equivalence.rel", raw_equivalence.rel)?,
-                },
-                "image" => {
-                    let db = raw_equivalence.min_psnr_db.unwrap_or(DEFAULT_MIN_PSNR_DB);
-                    let (low, high) = (
-                        gridwork_types::MIN_IMAGE_PSNR_MDB / 1000,
-                        gridwork_types::MAX_IMAGE_PSNR_MDB / 1000,
-                    );
-                    if !(db.is_finite() && (f64::from(low)..=f64::from(high)).contains(&db)) {
-                        return Err(field(
-                        "equivalence.min_psnr_db",
-                        format!("is {db}; use {low} to {high} dB (40 tells renders of one frame apart from a changed one)"),
-                    ));
-                    }
-                    Equivalence::Image {
-                        min_psnr_mdb: (db * 1e3).round() as u32,
-                        max_diff: raw_equivalence
-                            .max_pixel_diff
-                            .unwrap_or(DEFAULT_MAX_PIXEL_DIFF),
-                    }
-                }
-                other => {
-                    return Err(field(
-                        "equivalence.kind",
-                        format!("is `{other}`; use `exact_hash`, `numeric_tolerance` or `image`"),
-                    ))
-                }
-            },
+            Ok(raw_equivalence) => equivalence_of(raw_equivalence, name)?,
         };
         let reserve_price = match &raw.halting.reserve_price {
             Some(s) => Some(amount("halting.reserve_price", s)?),

@@ -11,7 +11,9 @@ use gridwork_types::{
 };
 use serde::Deserialize;
 
-use crate::jobfile::{inputs_of, program_of, RawData, RawProgram, RawRequirements};
+use crate::jobfile::{
+    equivalence_of, inputs_of, program_of, RawData, RawEquivalence, RawProgram, RawRequirements,
+};
 use crate::{JobFileError, JobInput};
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +26,8 @@ struct RawServiceFile {
     #[serde(default)]
     requirements: RawRequirements,
     service: RawService,
+    /// When two members' answers agree (exact when absent).
+    equivalence: Option<RawEquivalence>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,7 +169,10 @@ impl ServiceFile {
                     None => Amount::ZERO,
                 },
             },
-            equivalence: Equivalence::ExactHash {},
+            equivalence: match raw.equivalence {
+                Some(e) => equivalence_of(e, name)?,
+                None => Equivalence::ExactHash {},
+            },
             max_response_ms: secs("service.max_response_s", s.max_response_s)?,
             response_ms_per_kib: s.response_ms_per_kib,
             max_downtime_ms: secs("service.max_downtime_s", s.max_downtime_s)?,
@@ -233,6 +240,20 @@ max_unsettled = "1"
         assert_eq!(f.inputs.len(), 1);
         assert_eq!(f.spec.gateway, creator());
         assert_eq!(f.deposit, None);
+        assert_eq!(f.spec.equivalence, Equivalence::ExactHash {});
+        // Answers compared within a tolerance, as a job's outputs are.
+        let text = format!("{FILE}\n[equivalence]\nkind = \"numeric_tolerance\"\nrel = 1e-5\n");
+        let f = ServiceFile::parse(&text, "svc.toml", dir.path(), creator()).unwrap();
+        assert_eq!(
+            f.spec.equivalence,
+            Equivalence::NumericTolerance {
+                abs_ppb: 0,
+                rel_ppb: 10_000
+            }
+        );
+        let text = format!("{FILE}\n[equivalence]\nkind = \"close\"\n");
+        let e = ServiceFile::parse(&text, "svc.toml", dir.path(), creator()).unwrap_err();
+        assert!(e.to_string().contains("equivalence.kind"), "{e}");
     }
 
     #[test]
