@@ -80,6 +80,9 @@ pub struct SimConfig {
     /// ledger, silent members dropped, lying ones disputed; once the jobs are done its
     /// members settle everything they were acknowledged.
     pub service: bool,
+    /// The service compares answers within a tolerance: its council judges a liar's answer
+    /// (`JudgeResponses`) where hashes decide otherwise (`DisputeResponses`).
+    pub tolerant_service: bool,
     /// The node's store is redb in a temporary directory, fsynced every block as a real
     /// node's, so each restart reads the state back from disk (else the in-memory store).
     pub durable: bool,
@@ -114,6 +117,7 @@ impl Default for SimConfig {
             council: 1,
             checkpointed: true,
             service: true,
+            tolerant_service: false,
             durable: false,
             bids_per_task: 3,
             deaths: 0,

@@ -258,7 +258,7 @@ impl Sim {
                 nonce: u64::from(self.cfg.jobs),
                 fee: Amount::ZERO,
                 kind: TxKind::CreateService {
-                    spec: super::service::spec(&gateway),
+                    spec: super::service::spec(&gateway, self.cfg.tolerant_service),
                     deposit: Amount::grid(100),
                 },
             }

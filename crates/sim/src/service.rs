@@ -6,14 +6,19 @@
 //! members settle their receipts on the ledger at half of `max_unsettled`. Once every job is
 //! done the gateway stops and the members settle everything they were acknowledged, so the
 //! receipts, the escrow and the members' pay can be checked against each other.
+//!
+//! With `SimConfig::tolerant_service` the service compares answers within a tolerance:
+//! honest members' answers differ in their bytes (each signs its own hash) yet agree, so the
+//! gateway has the members judge a lying member's answer, each signing which answers it
+//! finds equivalent to its own, and sends `JudgeResponses`.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use gridwork_api::ServiceView;
 use gridwork_types::{
     request_hash, Address, Amount, Equivalence, Hash, Keypair, Program, Requirements,
-    ResponseMethod, ServiceSpec, SignedTx, StreamPrice, StreamReceipt, StreamResponse, Transaction,
-    TxKind, GRID,
+    ResponseMethod, ServiceSpec, SignedTx, StreamJudgement, StreamPrice, StreamReceipt,
+    StreamResponse, Transaction, TxKind, GRID,
 };
 
 use super::{Behavior, Sim, Step, RESEND_AFTER_MS};
@@ -22,6 +27,11 @@ use super::{Behavior, Sim, Step, RESEND_AFTER_MS};
 const REQUEST_EVERY_MS: u64 = 1_000;
 /// The council's size.
 const COUNCIL: u8 = 3;
+/// The tolerance of a tolerant service (a relative 1e-5).
+const TOLERANCE: Equivalence = Equivalence::NumericTolerance {
+    abs_ppb: 0,
+    rel_ppb: 10_000,
+};
 
 /// The service's price: per response and per byte.
 pub(super) const SERVICE_PRICE: StreamPrice = StreamPrice {
@@ -48,8 +58,8 @@ pub(super) struct SimService {
     pub(super) draining: bool,
 }
 
-/// What the requester publishes.
-pub(super) fn spec(gateway: &Keypair) -> ServiceSpec {
+/// What the requester publishes: answers compared within a tolerance when `tolerant`.
+pub(super) fn spec(gateway: &Keypair, tolerant: bool) -> ServiceSpec {
     ServiceSpec {
         program: Program {
             command: "inputs/serve".into(),
@@ -64,7 +74,11 @@ pub(super) fn spec(gateway: &Keypair) -> ServiceSpec {
         method: ResponseMethod::Weighted { weight_bps: 5_000 },
         council_size: COUNCIL,
         max_price: SERVICE_PRICE,
-        equivalence: Equivalence::ExactHash {},
+        equivalence: if tolerant {
+            TOLERANCE
+        } else {
+            Equivalence::ExactHash {}
+        },
         max_response_ms: 30_000,
         response_ms_per_kib: 100,
         max_downtime_ms: 0,
@@ -148,7 +162,10 @@ impl Sim {
         let request = request_hash(&id, seq, "POST", "/v1/completions", "", &seq.to_le_bytes());
         let units = 1 + super::drawn(self.cfg.seed, &[b"units", &seq.to_le_bytes()]) % 512;
         let honest = Hash::of(&[id.as_bytes().as_slice(), &seq.to_le_bytes()].concat());
+        let tolerant = view.spec.equivalence == TOLERANCE;
+        // Each answer, and whether it is the honest one (or, under a tolerance, within it).
         let mut answers = Vec::new();
+        let mut agrees = Vec::new();
         let mut silent = Vec::new();
         for member in &view.council {
             let Some(&i) = self.by_address.get(member) else {
@@ -161,8 +178,13 @@ impl Sim {
             }
             let response = match w.behavior {
                 Behavior::Liar => Hash::of(&[honest.as_bytes().as_slice(), &w.address.0].concat()),
+                // Its own last digits: another hash, within the tolerance.
+                _ if tolerant => {
+                    Hash::of(&[honest.as_bytes().as_slice(), &w.address.0, b"within"].concat())
+                }
                 _ => honest,
             };
+            agrees.push(w.behavior != Behavior::Liar);
             let signed = StreamResponse {
                 service: id,
                 request,
@@ -177,13 +199,10 @@ impl Sim {
         };
         // Only the answers the most members gave are acknowledged (an answer that differs is
         // not served to the user); the others are disputed with every signed response.
-        let agreeing = answers
-            .iter()
-            .filter(|(_, s)| s.response.response == honest)
-            .count();
+        let agreeing = agrees.iter().filter(|a| **a).count();
         let disputed = agreeing < answers.len() && 2 * agreeing > usize::from(COUNCIL);
-        for (member, signed) in &answers {
-            if signed.response.response == honest {
+        for ((member, _), agrees) in answers.iter().zip(&agrees) {
+            if *agrees {
                 let owed = SERVICE_PRICE.of(units).map_or(0, |a| a.0);
                 let s = service.served.entry(*member).or_default();
                 *s = (s.0 + 1, s.1 + units, s.2 + owed);
@@ -206,8 +225,9 @@ impl Sim {
         if disputed {
             let liar = answers
                 .iter()
-                .find(|(_, s)| s.response.response != honest)
-                .map(|(a, _)| *a);
+                .zip(&agrees)
+                .find(|(_, agrees)| !**agrees)
+                .map(|((a, _), _)| *a);
             if let Some(liar) = liar {
                 if service
                     .sent
@@ -215,9 +235,49 @@ impl Sim {
                     .is_none_or(|at| now - at >= RESEND_AFTER_MS)
                 {
                     service.sent.insert((1, liar), now);
-                    to_send.push(TxKind::DisputeResponses {
-                        service: id,
-                        responses: answers.iter().map(|(_, s)| s.clone()).collect(),
+                    let responses: Vec<_> = answers.iter().map(|(_, s)| s.clone()).collect();
+                    to_send.push(if tolerant {
+                        // Each member judges the others' answers against its own: the honest
+                        // agree among themselves, a liar's differs from everyone's.
+                        let judgements = answers
+                            .iter()
+                            .zip(&agrees)
+                            .filter_map(|((member, own), own_agrees)| {
+                                let i = *self.by_address.get(member)?;
+                                let (mut agree, mut differ) = (Vec::new(), Vec::new());
+                                for ((other, theirs), their_agrees) in answers.iter().zip(&agrees) {
+                                    if other == member {
+                                        continue;
+                                    }
+                                    let h = theirs.response.response;
+                                    if *own_agrees && *their_agrees {
+                                        agree.push(h);
+                                    } else {
+                                        differ.push(h);
+                                    }
+                                }
+                                Some(
+                                    StreamJudgement {
+                                        service: id,
+                                        request,
+                                        own: own.response.response,
+                                        agree,
+                                        differ,
+                                    }
+                                    .sign(&self.chain_id, &self.workers[i].key),
+                                )
+                            })
+                            .collect();
+                        TxKind::JudgeResponses {
+                            service: id,
+                            responses,
+                            judgements,
+                        }
+                    } else {
+                        TxKind::DisputeResponses {
+                            service: id,
+                            responses,
+                        }
                     });
                 }
             }

@@ -166,3 +166,36 @@ fn a_service_beside_the_market_disputes_liars_drops_the_silent_and_pays_every_re
     assert_eq!(o.hot_services, 0, "{o:?}");
     assert_eq!(o, run(cfg));
 }
+
+/// The same under a tolerance: honest members' answers differ in their bytes, so their
+/// council judges each liar's answer (`JudgeResponses`, every member's signed judgement) and
+/// slashes it, never an honest member; the node restarted from redb on disk keeps it, every
+/// receipt is paid, and the seed replays it block for block.
+#[test]
+fn a_tolerant_service_has_its_council_judge_liars_and_pays_every_receipt() {
+    let cfg = SimConfig {
+        seed: 6,
+        workers: 8,
+        liars: 2,
+        vanishing: 2,
+        jobs: 2,
+        tasks_per_job: 4,
+        council: 1,
+        restarts: 2,
+        fault_window_ms: 20_000,
+        durable: true,
+        tolerant_service: true,
+        ..SimConfig::default()
+    };
+    let o = run(cfg.clone());
+    eprintln!("{o:?}");
+    assert!(o.service_disputes > 0, "{o:?}");
+    assert_eq!(
+        o.slashes, o.slashes_of_byzantine,
+        "an honest worker was slashed: {o:?}"
+    );
+    assert!(o.service_responses > 0, "{o:?}");
+    assert_eq!(o.service_paid, o.service_owed, "{o:?}");
+    assert!(o.service_closed, "{o:?}");
+    assert_eq!(o, run(cfg));
+}
