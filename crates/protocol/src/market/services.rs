@@ -370,6 +370,9 @@ struct Dispute {
     outvoted: Vec<Address>,
 }
 
+/// A dispute's request, each signer's answer, and the signers that signed two different ones.
+type SignedAnswers = (Hash, Vec<(Address, Hash)>, Vec<Address>);
+
 /// Notes `who`'s answer `h`: the first it signed, or, if it differs from that, proof that
 /// `who` signed two answers to one request.
 fn note_answer(
@@ -1107,7 +1110,7 @@ impl State {
         id: Hash,
         s: &Service,
         responses: &[SignedResponse],
-    ) -> Result<(Hash, Vec<(Address, Hash)>, Vec<Address>), TxError> {
+    ) -> Result<SignedAnswers, TxError> {
         let refuse = |problem: String| {
             Err(TxError::BadDispute {
                 service: id,
