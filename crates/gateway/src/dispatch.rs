@@ -124,6 +124,15 @@ struct Case {
     bytes: usize,
 }
 
+impl Case {
+    /// Whether every member still asked judged.
+    fn complete(&self) -> bool {
+        self.asked
+            .iter()
+            .all(|a| self.judgements.iter().any(|j| j.judge.address() == *a))
+    }
+}
+
 /// The most cases the gateway holds for judging at once, and the most bytes of answers in
 /// them: beyond, answers that differ go unjudged (and are logged).
 pub const MAX_CASES: usize = 64;
@@ -464,7 +473,12 @@ impl Dispatcher {
                     members: Vec::new(),
                     up: Err("its council is not known yet".into()),
                 },
-                next_seq: 0,
+                // Sequence numbers go on across the gateway's restarts (milliseconds since the
+                // epoch, a million a millisecond): members answer each at most once, and never
+                // one below the last they answered.
+                next_seq: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| (d.as_millis() as u64).saturating_mul(1 << 20)),
                 queues: HashMap::new(),
                 judging: HashMap::new(),
                 cases: BTreeMap::new(),
@@ -500,6 +514,20 @@ impl Dispatcher {
         let seated: Vec<Address> = council.members.iter().map(|(a, _)| *a).collect();
         inner.queues.retain(|a, _| seated.contains(a));
         inner.judging.retain(|a, _| seated.contains(a));
+        // A member that left judges no more (it cannot fetch): its cases wait for it no
+        // longer, so the evidence goes while the ledger still judges a leaver.
+        let mut done = Vec::new();
+        for (request, case) in inner.cases.iter_mut() {
+            case.asked.retain(|a| seated.contains(a));
+            if case.complete() {
+                done.push(*request);
+            }
+        }
+        for request in done {
+            if let Some(case) = inner.cases.remove(&request) {
+                judged_case(&mut inner, case);
+            }
+        }
         inner.council = council;
     }
 
@@ -716,7 +744,7 @@ impl Dispatcher {
             return bad("the judgement's signature does not verify".into());
         }
         case.judgements.push(signed);
-        if case.judgements.len() >= case.asked.len() {
+        if case.complete() {
             let request = v.request;
             if let Some(case) = inner.cases.remove(&request) {
                 judged_case(&mut inner, case);

@@ -1,8 +1,11 @@
 //! `gridwork demo service`: a dev node, three providers and the example model served as a
 //! service under each response method (optimistic, weighted, unanimous), through a gateway in
 //! this process: the answers, the latency through the gateway against the server called
-//! directly, the receipts, and what each provider earned. `--liar` adds a provider that makes
-//! its answers up (`LyingMember`), caught by the council and slashed.
+//! directly, the receipts, and what each provider earned; and a fourth service whose answers
+//! are embeddings that differ in their last digits from member to member (the model's
+//! jitter, as a GPU's floats do), compared within a tolerance. `--liar` adds a provider that
+//! makes its answers up (`LyingMember`), caught by the council and slashed (on the fourth,
+//! by the council's signed judgements).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,12 @@ use crate::output::emit;
 
 /// The example model, carried in the binary so the demo runs from anywhere.
 const SERVE_PY: &str = include_str!("../../../examples/service/serve.py");
+
+/// What the demo asks its services.
+const COMPLETIONS: &str = "/v1/completions";
+const EMBEDDINGS: &str = "/v1/embeddings";
+/// The model's jitter on the tolerant service: each number off by a relative 1e-7 at most.
+const JITTER: &str = "1e-7";
 
 /// Tokens in the demo's streamed request, and the model's time for each.
 const STREAM_TOKENS: usize = 40;
@@ -110,11 +119,37 @@ async fn stream_once(
 }
 
 /// The three methods the demo serves the model under.
-fn methods() -> [(&'static str, ResponseMethod); 3] {
+/// The demo's services: a name, the response method, the equivalence and the path asked.
+fn methods() -> [(&'static str, ResponseMethod, Equivalence, &'static str); 4] {
+    let exact = Equivalence::ExactHash {};
     [
-        ("optimistic", ResponseMethod::Optimistic {}),
-        ("weighted", ResponseMethod::Weighted { weight_bps: 5_000 }),
-        ("unanimous", ResponseMethod::Unanimous {}),
+        (
+            "optimistic",
+            ResponseMethod::Optimistic {},
+            exact.clone(),
+            COMPLETIONS,
+        ),
+        (
+            "weighted",
+            ResponseMethod::Weighted { weight_bps: 5_000 },
+            exact.clone(),
+            COMPLETIONS,
+        ),
+        (
+            "unanimous",
+            ResponseMethod::Unanimous {},
+            exact,
+            COMPLETIONS,
+        ),
+        (
+            "tolerant",
+            ResponseMethod::Weighted { weight_bps: 5_000 },
+            Equivalence::NumericTolerance {
+                abs_ppb: 0,
+                rel_ppb: 10_000,
+            },
+            EMBEDDINGS,
+        ),
     ]
 }
 
@@ -196,11 +231,15 @@ pub(crate) fn demo_service(
             name: "model".into(),
         };
         let mut services = Vec::new();
-        for (name, method) in methods() {
+        for (name, method, equivalence, path) in methods() {
+            let mut args = vec!["inputs/model/serve.py".to_string()];
+            if path == EMBEDDINGS {
+                args.extend(["--jitter".to_string(), JITTER.to_string()]);
+            }
             let spec = ServiceSpec {
                 program: Program {
                     command: "python3".into(),
-                    args: vec!["inputs/model/serve.py".into()],
+                    args,
                     outputs: vec![],
                     image: None,
                     network: false,
@@ -217,7 +256,7 @@ pub(crate) fn demo_service(
                     per_response: Amount(GRID / 1_000),
                     per_unit: Amount(GRID / 1_000_000),
                 },
-                equivalence: Equivalence::ExactHash {},
+                equivalence,
                 max_response_ms: 10_000,
                 response_ms_per_kib: 0,
                 max_downtime_ms: 0,
@@ -235,8 +274,8 @@ pub(crate) fn demo_service(
                 true,
             )
             .await?;
-            say(format!("service   {id} ({name}, a council of 3)"));
-            services.push((name, id, spec));
+            say(format!("service   {id} ({name}, a council of 3, asked {path})"));
+            services.push((name, id, spec, path));
         }
         // One gateway per service, in this process.
         let keys_file = base.join("api-keys");
@@ -244,7 +283,7 @@ pub(crate) fn demo_service(
         let mut gateways = Vec::new();
         // One key for the three: its transactions go one at a time.
         let gateway_key = gridwork_gateway::GatewayKey::new(client.clone(), requester.clone());
-        for (name, id, spec) in &services {
+        for (name, id, spec, path) in &services {
             let d = Arc::new(Dispatcher::new(*id, spec.clone(), &chain.chain_id, requester.clone()));
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let gw = format!("http://{}", listener.local_addr()?);
@@ -261,7 +300,7 @@ pub(crate) fn demo_service(
                 stop.subscribe(),
             ));
             say(format!("gateway   {gw}/s/{id}/ ({name})"));
-            gateways.push((*name, *id, gw));
+            gateways.push((*name, *id, gw, *path));
         }
         // The server called directly, for the gateway's added latency.
         let direct_port = {
@@ -277,15 +316,21 @@ pub(crate) fn demo_service(
             .spawn()
             .context("starting the model directly")?;
         let http = reqwest::Client::new();
-        let body = |n: usize| format!(r#"{{"prompt": "request {n} to a council", "max_tokens": 32}}"#);
+        let body = |n: usize, path: &str| {
+            if path == EMBEDDINGS {
+                format!(r#"{{"input": "request {n} to a council", "dimensions": 16}}"#)
+            } else {
+                format!(r#"{{"prompt": "request {n} to a council", "max_tokens": 32}}"#)
+            }
+        };
         let started = Instant::now();
         let mut direct_times = Vec::new();
         for n in 0..requests {
             let t = Instant::now();
             loop {
                 match http
-                    .post(format!("http://127.0.0.1:{direct_port}/v1/completions"))
-                    .body(body(n))
+                    .post(format!("http://127.0.0.1:{direct_port}{COMPLETIONS}"))
+                    .body(body(n, COMPLETIONS))
                     .send()
                     .await
                 {
@@ -318,14 +363,14 @@ pub(crate) fn demo_service(
         ));
         let mut rows = Vec::new();
         let mut spare = liar;
-        for (name, id, gw) in &gateways {
+        for (name, id, gw, path) in &gateways {
             // Until its council is drawn, its servers started and connected.
             let formed = Instant::now();
             let first = loop {
                 let r = http
-                    .post(format!("{gw}/s/{id}/v1/completions"))
+                    .post(format!("{gw}/s/{id}{path}"))
                     .bearer_auth(&api_key)
-                    .body(body(0))
+                    .body(body(0, path))
                     .send()
                     .await?;
                 let status = r.status();
@@ -352,9 +397,9 @@ pub(crate) fn demo_service(
                 loop {
                     let t = Instant::now();
                     let r = http
-                        .post(format!("{gw}/s/{id}/v1/completions"))
+                        .post(format!("{gw}/s/{id}{path}"))
                         .bearer_auth(&api_key)
-                        .body(body(n))
+                        .body(body(n, path))
                         .send()
                         .await?;
                     let status = r.status();
@@ -402,6 +447,24 @@ pub(crate) fn demo_service(
                 },
             }));
         }
+        // The liar sat on every council from the start: until each caught it (the evidence goes
+        // once every member answered, or judged, a request it lied on).
+        if liar {
+            let liar = dev_keypair(4).address();
+            let since = Instant::now();
+            for (name, id, _, _) in &gateways {
+                while !client
+                    .service(id)
+                    .await?
+                    .is_some_and(|s| s.barred.contains(&liar))
+                {
+                    if since.elapsed() > Duration::from_secs(60) {
+                        bail!("the liar was not caught on the {name} service within a minute");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
         // Members settle as they go; what is left they settle as they stop.
         let _ = stop.send(true);
         for w in workers {
@@ -409,7 +472,7 @@ pub(crate) fn demo_service(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut paid = Vec::new();
-        for (name, id, _) in &gateways {
+        for (name, id, _, _) in &gateways {
             if let Some(s) = client.service(id).await? {
                 for m in &s.members {
                     paid.push(json!({ "method": name, "provider": m.provider, "responses": m.responses, "paid": m.paid }));

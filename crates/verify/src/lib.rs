@@ -238,73 +238,162 @@ enum Piece<'a> {
 }
 
 /// Cuts `text` into numbers (`-`, digits, an optional fraction and exponent: JSON's numbers)
-/// and the text between them.
-fn pieces(text: &[u8]) -> Vec<Piece<'_>> {
-    let digits = |mut i: usize| {
-        while text.get(i).is_some_and(u8::is_ascii_digit) {
+/// and the text between them, lazily: a comparison stops at the first difference. A number
+/// stands alone: one that begins or ends inside a word (`gpt2`, `v1`, `12px`, a hex digest,
+/// an id) is text, the whole word, compared byte for byte.
+struct Pieces<'a> {
+    text: &'a [u8],
+    /// Where the next search for a number starts.
+    at: usize,
+    /// Where the text not yet given starts.
+    text_from: usize,
+    /// A number found after text, given after it.
+    number: Option<Piece<'a>>,
+}
+
+fn pieces(text: &[u8]) -> Pieces<'_> {
+    Pieces {
+        text,
+        at: 0,
+        text_from: 0,
+        number: None,
+    }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+impl<'a> Pieces<'a> {
+    fn digits(&self, mut i: usize) -> usize {
+        while self.text.get(i).is_some_and(u8::is_ascii_digit) {
             i += 1;
         }
         i
-    };
-    let mut out = Vec::new();
-    let (mut i, mut text_from) = (0, 0);
-    while i < text.len() {
-        let starts = text[i].is_ascii_digit()
-            || (text[i] == b'-' && text.get(i + 1).is_some_and(u8::is_ascii_digit));
-        // A digit inside a word (`gpt2`, `v1`) is text: a number starts after a non-letter.
-        let in_word = i > 0 && (text[i - 1].is_ascii_alphabetic() || text[i - 1] == b'_');
-        if !starts || in_word {
-            i += 1;
-            continue;
-        }
-        let from = i;
-        let mut end = digits(if text[i] == b'-' { i + 1 } else { i });
-        if text.get(end) == Some(&b'.') && text.get(end + 1).is_some_and(u8::is_ascii_digit) {
-            end = digits(end + 1);
-        }
-        if matches!(text.get(end), Some(b'e' | b'E')) {
-            let sign = usize::from(matches!(text.get(end + 1), Some(b'+' | b'-')));
-            if text.get(end + 1 + sign).is_some_and(u8::is_ascii_digit) {
-                end = digits(end + 1 + sign);
+    }
+
+    /// The next number at or after `at`: its span and value.
+    fn next_number(&mut self) -> Option<(usize, usize, f64)> {
+        let text = self.text;
+        let mut i = self.at;
+        while i < text.len() {
+            let digit = text[i].is_ascii_digit();
+            let minus = text[i] == b'-' && text.get(i + 1).is_some_and(u8::is_ascii_digit);
+            if !(digit || minus) {
+                i += 1;
+                continue;
+            }
+            // A minus after a word is a hyphen: the number starts at its digits.
+            if minus && i > 0 && is_word(text[i - 1]) {
+                i += 1;
+                continue;
+            }
+            if digit && i > 0 && is_word(text[i - 1]) {
+                // Inside a word: skip the rest of it.
+                while i < text.len() && is_word(text[i]) {
+                    i += 1;
+                }
+                continue;
+            }
+            let from = i;
+            let mut end = self.digits(if minus { i + 1 } else { i });
+            if text.get(end) == Some(&b'.') && text.get(end + 1).is_some_and(u8::is_ascii_digit) {
+                end = self.digits(end + 1);
+            }
+            if matches!(text.get(end), Some(b'e' | b'E')) {
+                let sign = usize::from(matches!(text.get(end + 1), Some(b'+' | b'-')));
+                if text.get(end + 1 + sign).is_some_and(u8::is_ascii_digit) {
+                    end = self.digits(end + 1 + sign);
+                }
+            }
+            if text.get(end).is_some_and(|b| is_word(*b)) {
+                // It runs into a word (`12px`, `3e`, `0x1f`): the whole word is text.
+                i = end;
+                while i < text.len() && is_word(text[i]) {
+                    i += 1;
+                }
+                continue;
+            }
+            let value = std::str::from_utf8(&text[from..end])
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|v| v.is_finite());
+            match value {
+                Some(value) => {
+                    self.at = end;
+                    return Some((from, end, value));
+                }
+                None => i = end,
             }
         }
-        let value = std::str::from_utf8(&text[from..end])
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok());
-        if let Some(value) = value.filter(|v| v.is_finite()) {
-            if text_from < from {
-                out.push(Piece::Text(&text[text_from..from]));
-            }
-            out.push(Piece::Number(&text[from..end], value));
-            text_from = end;
+        self.at = text.len();
+        None
+    }
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Piece<'a>;
+
+    fn next(&mut self) -> Option<Piece<'a>> {
+        if let Some(number) = self.number.take() {
+            return Some(number);
         }
-        i = end;
+        let text = self.text;
+        match self.next_number() {
+            Some((from, end, value)) => {
+                let number = Piece::Number(&text[from..end], value);
+                let before = &text[self.text_from..from];
+                self.text_from = end;
+                if before.is_empty() {
+                    Some(number)
+                } else {
+                    self.number = Some(number);
+                    Some(Piece::Text(before))
+                }
+            }
+            None if self.text_from < text.len() => {
+                let rest = &text[self.text_from..];
+                self.text_from = text.len();
+                Some(Piece::Text(rest))
+            }
+            None => None,
+        }
     }
-    if text_from < text.len() {
-        out.push(Piece::Text(&text[text_from..]));
-    }
-    out
 }
 
 /// The first difference beyond tolerance between two texts that hold numbers, if any: each
 /// number within the absolute or the relative tolerance of the other's (either suffices, as
-/// numpy's `isclose`), the text between them byte for byte. Unlike the files of a job's
+/// numpy's `isclose`), whole numbers on both sides (no fraction nor exponent: ids, counts,
+/// indices) the same, the text between them byte for byte. Unlike the files of a job's
 /// output (numbers between blanks and commas), a service's answer is read whole: the numbers
 /// of a JSON document or a stream of events among the text around them.
 pub fn numeric_text_difference(a: &[u8], b: &[u8], abs: f64, rel: f64) -> Option<String> {
-    let (pa, pb) = (pieces(a), pieces(b));
-    if pa.len() != pb.len() {
-        return Some(format!(
-            "{} numbers and texts against {}",
-            pa.len(),
-            pb.len()
-        ));
-    }
-    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
-        match (x, y) {
+    let (mut pa, mut pb) = (pieces(a), pieces(b));
+    let shown = |p: &Piece<'_>| match p {
+        Piece::Number(s, _) | Piece::Text(s) => {
+            let s = String::from_utf8_lossy(s);
+            s.chars().take(40).collect::<String>()
+        }
+    };
+    for i in 0.. {
+        let (x, y) = match (pa.next(), pb.next()) {
+            (None, None) => return None,
+            (Some(x), None) | (None, Some(x)) => {
+                return Some(format!(
+                    "piece {i}: one answer goes on (`{}`) where the other ends",
+                    shown(&x).escape_debug()
+                ))
+            }
+            (Some(x), Some(y)) => (x, y),
+        };
+        match (&x, &y) {
             (Piece::Number(xs, u), Piece::Number(ys, v)) => {
+                // Whole numbers on both sides (ids, counts, indices) are exact.
+                let whole = |s: &[u8]| !s.iter().any(|b| matches!(b, b'.' | b'e' | b'E'));
                 let diff = (u - v).abs();
-                if xs != ys && diff > abs && diff > rel * v.abs().max(u.abs()) {
+                let within = !(whole(xs) && whole(ys))
+                    && (diff <= abs || diff <= rel * v.abs().max(u.abs()));
+                if xs != ys && !within {
                     return Some(format!(
                         "piece {i}: {} and {} differ by {diff:e}",
                         String::from_utf8_lossy(xs),
@@ -314,16 +403,10 @@ pub fn numeric_text_difference(a: &[u8], b: &[u8], abs: f64, rel: f64) -> Option
             }
             (Piece::Text(s), Piece::Text(t)) if s == t => {}
             _ => {
-                let shown = |p: &Piece<'_>| match p {
-                    Piece::Number(s, _) | Piece::Text(s) => {
-                        let s = String::from_utf8_lossy(s);
-                        s.chars().take(40).collect::<String>()
-                    }
-                };
                 return Some(format!(
                     "piece {i}: `{}` and `{}` differ",
-                    shown(x).escape_debug(),
-                    shown(y).escape_debug()
+                    shown(&x).escape_debug(),
+                    shown(&y).escape_debug()
                 ));
             }
         }
@@ -438,7 +521,9 @@ mod tests {
         assert!(answers_equivalent(&e, sse, sse_near).is_same());
     }
 
-    /// Digits inside words are text: `v1` and `v2` are different words, not close numbers.
+    /// Digits inside words are text, to the word's end: `v1` and `v2` are different words,
+    /// and so are two ids or digests that differ in a digit, not close numbers (a review found
+    /// `a12345678` read as `a1` and a number).
     #[test]
     fn digits_inside_words_are_text() {
         let e = Equivalence::NumericTolerance {
@@ -446,7 +531,29 @@ mod tests {
             rel_ppb: 0,
         };
         assert!(numeric_text_difference(b"model v1", b"model v2", 10.0, 0.0).is_some());
-        assert!(numeric_text_difference(b"x 1", b"x 2", 10.0, 0.0).is_none());
+        for (a, b) in [
+            (&b"id a12345678"[..], &b"id a12345679"[..]),
+            (b"1234567a", b"1234568a"),
+            (b"12px", b"13px"),
+            (b"0x1f", b"0x2f"),
+        ] {
+            assert!(
+                numeric_text_difference(a, b, 10.0, 1.0).is_some(),
+                "{} {}",
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(b)
+            );
+        }
+        // A hyphen after a word is text; the number after it still a number.
+        assert!(numeric_text_difference(b"top-1 0.5", b"top-1 0.6", 0.2, 0.0).is_none());
+        assert!(numeric_text_difference(b"x -1", b"x -1.5", 1.0, 0.0).is_none());
+        // Whole numbers (ids, counts, indices) are exact; a float is within the tolerance.
+        assert!(numeric_text_difference(b"id 12345678", b"id 12345679", 0.0, 1e-3).is_some());
+        assert!(numeric_text_difference(b"x 12345678.0", b"x 12345679", 0.0, 1e-3).is_none());
+        // One answer longer than the other differs, however close what they share.
+        assert!(numeric_text_difference(b"[1, 2]", b"[1, 2, 3]", 10.0, 1.0).is_some());
+        assert!(numeric_text_difference(b"x 1.0", b"x 2", 10.0, 0.0).is_none());
+        assert!(numeric_text_difference(b"x 1", b"x 2", 10.0, 0.0).is_some());
         assert!(answers_equivalent(&e, json("[1, 2]"), json("[1.5, 2]")).is_same());
         assert!(!answers_equivalent(&e, json("[1, 2]"), json("{1, 2}")).is_same());
     }

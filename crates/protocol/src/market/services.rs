@@ -288,7 +288,15 @@ impl Service {
             .spec
             .max_response_ms
             .saturating_add(self.spec.response_ms_per_kib.saturating_mul(1024));
-        LEAVER_DISPUTE_MS.max(answer_within.saturating_mul(2))
+        // Judged answers take longer: the request's time, then the judges' (a review found a
+        // liar that left as it answered, with an accomplice holding the request to its end,
+        // outlasted two of them).
+        let times = if self.spec.equivalence == (Equivalence::ExactHash {}) {
+            2
+        } else {
+            3
+        };
+        LEAVER_DISPUTE_MS.max(answer_within.saturating_mul(times))
     }
 
     /// What `provider` was paid, if it ever sat on the council.

@@ -409,6 +409,7 @@ impl Worker {
         );
         let mut settling = Settling::new(settled);
         let mut judged: std::collections::VecDeque<Hash> = std::collections::VecDeque::new();
+        let mut answered = Answered::open(&self.cfg.work_dir, &id);
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -506,6 +507,13 @@ impl Worker {
             let hash = request_hash(&id, seq, &request.method, &request.path, &ct, &request.body);
             if hash != claimed {
                 tracing::warn!(service = %id, seq, "the gateway named another request than it sent; not answered");
+                continue;
+            }
+            // Each request once, in order: a server whose answers differ run to run (a
+            // model's floats) would otherwise sign two answers to a request sent again, and
+            // two answers to one request are slashed.
+            if let Err(last) = answered.claim(seq) {
+                tracing::warn!(service = %id, seq, last, "the gateway sent a request again, or one older than the last answered; not answered");
                 continue;
             }
             let served = match server.send(&request, within).await {
@@ -809,6 +817,48 @@ impl Worker {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         gridwork_api::signature_header(&self.cfg.key, gateway, method, path, now, &Hash::of(body))
+    }
+}
+
+/// The last request a member answered for a service (its sequence number), kept on disk so a
+/// restart does not forget it: the member answers only requests after it. Written before
+/// the answer is sent; a member that cannot write it answers nothing.
+struct Answered {
+    path: std::path::PathBuf,
+    last: Option<u64>,
+}
+
+impl Answered {
+    fn open(work_dir: &std::path::Path, service: &Hash) -> Answered {
+        let path = work_dir.join("answered").join(service.to_string());
+        let last = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        Answered { path, last }
+    }
+
+    /// Takes request `seq` to answer, or the last answered if `seq` is not after it (or
+    /// cannot be recorded).
+    fn claim(&mut self, seq: u64) -> Result<(), u64> {
+        let last = self.last.unwrap_or(0);
+        if self.last.is_some_and(|l| seq <= l) {
+            return Err(last);
+        }
+        let written = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                let tmp = self.path.with_extension("tmp");
+                std::fs::write(&tmp, seq.to_string())?;
+                std::fs::rename(&tmp, &self.path)
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot record the request answered");
+            return Err(last);
+        }
+        self.last = Some(seq);
+        Ok(())
     }
 }
 

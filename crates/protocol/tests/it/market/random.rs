@@ -4,7 +4,8 @@ use gridwork_protocol::TaskKey;
 use gridwork_types::RunEnd;
 use gridwork_types::{
     commitment, Address, Amount, Equivalence, Hash, Keypair, Program, Requirements, ResponseMethod,
-    Segments, ServiceSpec, StreamPrice, StreamReceipt, StreamResponse, TxKind, GRID,
+    Segments, ServiceSpec, StreamJudgement, StreamPrice, StreamReceipt, StreamResponse, TxKind,
+    GRID,
 };
 
 use super::support::{
@@ -66,6 +67,8 @@ enum Op {
     CreateService {
         council: u8,
         downtime: bool,
+        /// Its answers compared within a tolerance: disputes judged by the council.
+        tolerant: bool,
     },
     Subscribe {
         service: usize,
@@ -114,7 +117,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1u32..=PROVIDERS).prop_map(|who| Op::Heartbeat { who }),
         1 => (0usize..4).prop_map(|job| Op::Cancel { job }),
         2 => (0u64..90_000).prop_map(|ms| Op::Wait { ms }),
-        1 => (prop::sample::select(vec![1u8, 3]), any::<bool>()).prop_map(|(council, downtime)| Op::CreateService { council, downtime }),
+        1 => (prop::sample::select(vec![1u8, 3]), any::<bool>(), any::<bool>()).prop_map(|(council, downtime, tolerant)| Op::CreateService { council, downtime, tolerant }),
         2 => (0usize..3, 1u32..=PROVIDERS).prop_map(|(service, who)| Op::Subscribe { service, who }),
         1 => (0usize..3, 1u32..=PROVIDERS).prop_map(|(service, who)| Op::Unsubscribe { service, who }),
         1 => (0usize..3, 0usize..3).prop_map(|(service, member)| Op::Drop { service, member }),
@@ -130,7 +133,7 @@ fn gateway() -> Keypair {
     Keypair::from_seed([42; 32])
 }
 
-fn service_spec(council: u8, downtime: bool) -> ServiceSpec {
+fn service_spec(council: u8, downtime: bool, tolerant: bool) -> ServiceSpec {
     ServiceSpec {
         program: Program {
             command: "inputs/serve".into(),
@@ -148,7 +151,14 @@ fn service_spec(council: u8, downtime: bool) -> ServiceSpec {
             per_response: Amount(GRID / 1_000),
             per_unit: Amount::ZERO,
         },
-        equivalence: Equivalence::ExactHash {},
+        equivalence: if tolerant {
+            Equivalence::NumericTolerance {
+                abs_ppb: 0,
+                rel_ppb: 1_000,
+            }
+        } else {
+            Equivalence::ExactHash {}
+        },
         max_response_ms: 30_000,
         response_ms_per_kib: 0,
         max_downtime_ms: if downtime { 120_000 } else { 0 },
@@ -286,8 +296,8 @@ proptest! {
                     }
                 }
                 Op::Wait { ms } => t = m.now + ms,
-                Op::CreateService { council, downtime } => {
-                    let spec = service_spec(council, downtime);
+                Op::CreateService { council, downtime, tolerant } => {
+                    let spec = service_spec(council, downtime, tolerant);
                     let deposit = Amount::grid(u64::from(council) * 2);
                     let tx = m.tx(&requester(), TxKind::CreateService { spec, deposit });
                     services.push(tx.hash());
@@ -325,12 +335,32 @@ proptest! {
                 Op::Dispute { service, lies } => {
                     if let Some((id, s)) = services.get(service % services.len().max(1)).and_then(|id| Some((*id, m.state.service(id)?.clone()))) {
                         request = request.wrapping_add(1);
-                        let responses = s.council.iter().enumerate().map(|(i, a)| {
-                            let lie = lies & (1 << (i % 8)) != 0;
-                            StreamResponse { service: id, request: Hash([request; 32]), response: Hash([if lie { 2 } else { 1 }; 32]), units: 1 }
+                        let lie = |i: usize| lies & (1 << (i % 8)) != 0;
+                        let tolerant = s.spec.equivalence != (Equivalence::ExactHash {});
+                        // Under a tolerance each honest member's answer has its own bytes.
+                        let answer = |i: usize| Hash([if lie(i) { 200 } else if tolerant { i as u8 } else { 1 }; 32]);
+                        let responses: Vec<_> = s.council.iter().enumerate().map(|(i, a)| {
+                            StreamResponse { service: id, request: Hash([request; 32]), response: answer(i), units: 1 }
                                 .sign(super::support::CHAIN, &Market::key_of(*a))
                         }).collect();
-                        txs.push(m.tx(&requester(), TxKind::DisputeResponses { service: id, responses }));
+                        if tolerant {
+                            // Each judges the others: the honest agree among themselves.
+                            let judgements = s.council.iter().enumerate().map(|(i, a)| {
+                                let others = (0..s.council.len()).filter(|j| *j != i);
+                                let (agree, differ): (Vec<usize>, Vec<usize>) = others.partition(|j| !lie(i) && !lie(*j));
+                                StreamJudgement {
+                                    service: id,
+                                    request: Hash([request; 32]),
+                                    own: answer(i),
+                                    agree: agree.into_iter().map(answer).collect(),
+                                    differ: differ.into_iter().map(answer).collect(),
+                                }
+                                .sign(super::support::CHAIN, &Market::key_of(*a))
+                            }).collect();
+                            txs.push(m.tx(&requester(), TxKind::JudgeResponses { service: id, responses, judgements }));
+                        } else {
+                            txs.push(m.tx(&requester(), TxKind::DisputeResponses { service: id, responses }));
+                        }
                     }
                 }
                 Op::Fund { service } => {
