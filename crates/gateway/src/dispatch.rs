@@ -78,8 +78,9 @@ pub struct Answer {
 pub enum Work {
     /// A user's request.
     Request(Arc<Relay>),
-    /// Answers to one request that are not all equivalent, the member's own among them.
-    Judge(Arc<JudgeTask>),
+    /// Answers to one request that are not all equivalent, the member's own among them: a
+    /// [`JudgeTask`], encoded once for every member asked.
+    Judge(Bytes),
 }
 
 /// What the council did wrong, for the ledger.
@@ -116,7 +117,8 @@ impl Evidence {
 
 /// Answers sent to the members to judge, with the judgements so far.
 struct Case {
-    task: Arc<JudgeTask>,
+    /// The members' signed responses, in the task's order.
+    responses: Vec<SignedResponse>,
     /// The members asked to judge (those that answered).
     asked: Vec<Address>,
     judgements: Vec<SignedJudgement>,
@@ -256,6 +258,10 @@ struct Open {
     asked: Vec<Address>,
     /// Responses so far, in arrival order, each with the member's signature.
     got: Vec<(Address, Answer, SignedResponse)>,
+    /// Whether each response agrees with each before it (`agrees[k][j]`, `j < k`), under the
+    /// service's equivalence: each pair compared once (a review found a member's long answers
+    /// compared again at every arrival, holding the gateway).
+    agrees: Vec<Vec<bool>>,
     /// The user waiting for the answer, until it is sent.
     waiting: Option<oneshot::Sender<Result<Reply, Refusal>>>,
     /// When it was relayed.
@@ -387,7 +393,7 @@ struct Inner {
     next_seq: u64,
     queues: HashMap<Address, VecDeque<Arc<Relay>>>,
     /// Answers each member is to judge, before its requests.
-    judging: HashMap<Address, VecDeque<Arc<JudgeTask>>>,
+    judging: HashMap<Address, VecDeque<Bytes>>,
     /// Cases being judged, by request.
     cases: BTreeMap<Hash, Case>,
     open: BTreeMap<u64, Open>,
@@ -665,6 +671,7 @@ impl Dispatcher {
                     gave_up: Vec::new(),
                     streamable,
                     pipe: None,
+                    agrees: Vec::new(),
                 },
             );
         }
@@ -728,11 +735,10 @@ impl Dispatcher {
             return bad(format!("{member} judged request {} already", v.request));
         }
         let own = case
-            .task
-            .answers
+            .responses
             .iter()
-            .find(|a| a.signed.provider.address() == member)
-            .map(|a| a.signed.response.response);
+            .find(|s| s.provider.address() == member)
+            .map(|s| s.response.response);
         if signed.judge.address() != member
             || v.service != self.service
             || Some(v.own) != own
@@ -768,9 +774,10 @@ impl Dispatcher {
         answer: Answer,
         signed: SignedResponse,
     ) -> Result<SignedReceipt, Refusal> {
+        let pre = self.precompare(seq, &answer, &signed);
         let mut inner = self.lock();
         self.asked_of(&mut inner, member, seq)?;
-        self.accept(&mut inner, member, seq, answer, signed)
+        self.accept(&mut inner, member, seq, answer, signed, pre)
     }
 
     /// The open request `seq`, asked of `member` (seated), which has neither answered it nor
@@ -909,7 +916,10 @@ impl Dispatcher {
             content_type: partial.content_type,
             body: Bytes::from(partial.body),
         };
-        let accepted = self.accept(&mut inner, member, seq, answer, signed);
+        drop(inner);
+        let pre = self.precompare(seq, &answer, &signed);
+        let mut inner = self.lock();
+        let accepted = self.accept(&mut inner, member, seq, answer, signed, pre);
         if accepted.is_err() {
             if let Some(open) = inner.open.get_mut(&seq) {
                 open.gave_up.push(member);
@@ -932,6 +942,24 @@ impl Dispatcher {
         }
     }
 
+    /// The verdicts of `answer` against the answers request `seq` has so far, compared without
+    /// holding the gateway's lock (none for an exact service: hashes decide there).
+    fn precompare(&self, seq: u64, answer: &Answer, signed: &SignedResponse) -> Vec<bool> {
+        if self.spec.equivalence == (Equivalence::ExactHash {}) {
+            return Vec::new();
+        }
+        let others: Vec<(Answer, SignedResponse)> = {
+            let inner = self.lock();
+            inner.open.get(&seq).map_or_else(Vec::new, |o| {
+                o.got
+                    .iter()
+                    .map(|(_, a, s)| (a.clone(), s.clone()))
+                    .collect()
+            })
+        };
+        verdicts(&self.spec.equivalence, answer, signed, &others)
+    }
+
     /// Records a member's answer to an open request asked of it (no answer yet): checked
     /// against its signature, acknowledged with its cumulative receipt.
     fn accept(
@@ -941,6 +969,7 @@ impl Dispatcher {
         seq: u64,
         answer: Answer,
         signed: SignedResponse,
+        pre: Vec<bool>,
     ) -> Result<SignedReceipt, Refusal> {
         let bad = |why: String| Err(Refusal::BadResponse(why));
         let Some((_, price)) = inner.council.members.iter().find(|(a, _)| *a == member) else {
@@ -950,6 +979,11 @@ impl Dispatcher {
         let Some(open) = inner.open.get(&seq) else {
             return bad(format!("request {seq} is not open"));
         };
+        // Once: a stream's end compared outside the lock leaves a moment when the member has
+        // neither a stream nor an answer in.
+        if open.got.iter().any(|(a, _, _)| *a == member) {
+            return bad(format!("{member} answered request {seq} already"));
+        }
         let r = &signed.response;
         if signed.provider.address() != member
             || r.service != self.service
@@ -980,8 +1014,16 @@ impl Dispatcher {
         let method = self.spec.method;
         let council = self.spec.council_size;
         if let Some(open) = inner.open.get_mut(&seq) {
+            // Its verdict against each answer before it: compared outside the lock where it
+            // could be, the rest (answers that came meanwhile) here.
+            let mut row = pre;
+            row.truncate(open.got.len());
+            for (_, a, s) in &open.got[row.len()..] {
+                row.push(same(&self.spec.equivalence, (&answer, &signed), (a, s)));
+            }
+            open.agrees.push(row);
             open.got.push((member, answer, signed));
-            decide(method, council, &self.spec.equivalence, open);
+            decide(method, council, open);
             // A stream piped to the user that ended here, signed, or any whole answer that
             // agrees with what was sent: the user's answer is whole.
             advance(open);
@@ -1151,6 +1193,28 @@ fn advance(open: &mut Open) {
     }
 }
 
+/// Whether responses `i` and `j` of `open` agree (from its table).
+fn agree(open: &Open, i: usize, j: usize) -> bool {
+    match i.cmp(&j) {
+        std::cmp::Ordering::Equal => true,
+        std::cmp::Ordering::Less => open.agrees[j][i],
+        std::cmp::Ordering::Greater => open.agrees[i][j],
+    }
+}
+
+/// Whether `answer` (signed `signed`) agrees with each of `others` under `e`.
+fn verdicts(
+    e: &Equivalence,
+    answer: &Answer,
+    signed: &SignedResponse,
+    others: &[(Answer, SignedResponse)],
+) -> Vec<bool> {
+    others
+        .iter()
+        .map(|(a, s)| same(e, (answer, signed), (a, s)))
+        .collect()
+}
+
 /// Whether two answers agree under `e`: by the hashes their members signed, or, for an
 /// equivalence other than exact, by comparing them.
 fn same(e: &Equivalence, a: (&Answer, &SignedResponse), b: (&Answer, &SignedResponse)) -> bool {
@@ -1160,6 +1224,8 @@ fn same(e: &Equivalence, a: (&Answer, &SignedResponse), b: (&Answer, &SignedResp
     if *e == (Equivalence::ExactHash {}) {
         return false;
     }
+    #[cfg(test)]
+    tests::COMPARED.with(|c| c.set(c.get() + 1));
     fn view(x: &Answer) -> gridwork_verify::Answer<'_> {
         gridwork_verify::Answer {
             status: x.status,
@@ -1171,7 +1237,7 @@ fn same(e: &Equivalence, a: (&Answer, &SignedResponse), b: (&Answer, &SignedResp
 }
 
 /// Sends the user its answer once the response method has what it waits for.
-fn decide(method: ResponseMethod, council: u8, e: &Equivalence, open: &mut Open) {
+fn decide(method: ResponseMethod, council: u8, open: &mut Open) {
     if open.waiting.is_none() {
         return;
     }
@@ -1184,31 +1250,27 @@ fn decide(method: ResponseMethod, council: u8, e: &Equivalence, open: &mut Open)
             // The response most of them gave. Tied, it waits for the next response (a liar
             // answering first would otherwise win a tie); tied with every member in, the
             // council disagreed.
-            let count = |x: (&Answer, &SignedResponse)| {
-                open.got
-                    .iter()
-                    .filter(|(_, a, o)| same(e, (a, o), x))
-                    .count()
-            };
+            let n = open.got.len();
+            let count = |k: usize| (0..n).filter(|j| agree(open, k, *j)).count();
             // Answers are told apart by what their members signed (status, content type and
-            // body): the same body under another status is another answer (a review found
-            // it won a tie by answering first).
-            let mut best: Option<(&Answer, &SignedResponse, usize)> = None;
+            // body), under the service's equivalence: the same body under another status is
+            // another answer (a review found it won a tie by answering first).
+            let mut best: Option<(usize, usize)> = None;
             let mut tied = false;
-            for (_, a, s) in &open.got {
-                let n = count((a, s));
+            for k in 0..n {
+                let c = count(k);
                 match best {
-                    Some((ba, bs, m)) if n == m && !same(e, (ba, bs), (a, s)) => tied = true,
-                    Some((_, _, m)) if n > m => {
-                        best = Some((a, s, n));
+                    Some((b, m)) if c == m && !agree(open, b, k) => tied = true,
+                    Some((_, m)) if c > m => {
+                        best = Some((k, c));
                         tied = false;
                     }
-                    None => best = Some((a, s, n)),
+                    None => best = Some((k, c)),
                     _ => {}
                 }
             }
             match (best, tied) {
-                (Some((a, _, _)), false) => Some(Ok(a.clone())),
+                (Some((k, _)), false) => Some(Ok(open.got[k].1.clone())),
                 (Some(_), true) if open.got.len() >= open.asked.len() => {
                     Some(Err(Refusal::Disagreed))
                 }
@@ -1216,8 +1278,10 @@ fn decide(method: ResponseMethod, council: u8, e: &Equivalence, open: &mut Open)
             }
         }
         ResponseMethod::Unanimous {} if open.got.len() >= open.asked.len() => {
-            let (_, fa, fs) = &open.got[0];
-            if open.got.iter().all(|(_, a, s)| same(e, (fa, fs), (a, s))) {
+            // Every pair agrees (a tolerance is not transitive: each agreeing with the first
+            // is not enough, and the answers would then be judged after).
+            let n = open.got.len();
+            if (0..n).all(|k| (0..k).all(|j| agree(open, k, j))) {
                 Some(Ok(open.got[0].1.clone()))
             } else {
                 Some(Err(Refusal::Disagreed))
@@ -1250,11 +1314,8 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
         return;
     }
     let got = &open.got;
-    let agreed = got
-        .iter()
-        .enumerate()
-        .all(|(i, (_, a, s))| got[i + 1..].iter().all(|(_, b, t)| same(e, (a, s), (b, t))));
-    if agreed {
+    let n = got.len();
+    if (0..n).all(|k| (0..k).all(|j| agree(&open, k, j))) {
         return;
     }
     let bytes: usize = got.iter().map(|(_, a, _)| a.body.len()).sum();
@@ -1267,7 +1328,7 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
         );
         return;
     }
-    let task = Arc::new(JudgeTask {
+    let task = JudgeTask {
         request: open.relay.request,
         answers: open
             .got
@@ -1279,19 +1340,20 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
                 signed: s.clone(),
             })
             .collect(),
-    });
+    };
+    let encoded = Bytes::from(gridwork_types::Encode::to_bytes(&task));
     let asked: Vec<Address> = open.got.iter().map(|(m, _, _)| *m).collect();
     for member in &asked {
         inner
             .judging
             .entry(*member)
             .or_default()
-            .push_back(task.clone());
+            .push_back(encoded.clone());
     }
     inner.cases.insert(
         open.relay.request,
         Case {
-            task,
+            responses: task.answers.into_iter().map(|a| a.signed).collect(),
             asked,
             judgements: Vec::new(),
             at: Instant::now(),
@@ -1308,7 +1370,7 @@ fn judged_case(inner: &mut Inner, case: Case) {
         .any(|j| !j.judgement.differ.is_empty())
     {
         inner.evidence.push(Evidence::Judged {
-            responses: case.task.answers.iter().map(|a| a.signed.clone()).collect(),
+            responses: case.responses,
             judgements: case.judgements,
         });
     }
@@ -1320,6 +1382,11 @@ pub(crate) mod tests {
     use gridwork_types::{Equivalence, Program, Requirements, StreamResponse};
 
     pub(crate) const CHAIN: &str = "gateway-test";
+
+    thread_local! {
+        /// Answers compared by their bodies on this thread.
+        pub(crate) static COMPARED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     pub(crate) fn spec(method: ResponseMethod, council: u8) -> ServiceSpec {
         ServiceSpec {
@@ -2124,6 +2191,39 @@ pub(crate) mod tests {
         assert!(matches!(user.await.unwrap(), Err(Refusal::Disagreed)));
     }
 
+    /// A member whose answers are long holds the gateway once per pair of answers, not at
+    /// every arrival: five answers that agree within the tolerance, each in its own bytes,
+    /// are compared ten times (each pair once; before, every answer against every other at
+    /// each arrival, and all again at the close).
+    #[tokio::test]
+    async fn each_pair_of_answers_is_compared_once() {
+        let (d, m) = tolerant(ResponseMethod::Weighted { weight_bps: 10_000 }, 5);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        COMPARED.with(|c| c.set(0));
+        for (i, k) in m.iter().enumerate() {
+            answer(&d, k, &format!("[0.{}]", 1_000_000 + i))
+                .await
+                .unwrap();
+        }
+        assert_eq!(COMPARED.with(std::cell::Cell::get), 10);
+        assert_eq!(user.await.unwrap().unwrap().body, "[0.1000000]");
+    }
+
+    /// A tolerance is not transitive: under the unanimous method every pair must agree, not
+    /// each with the first (the middle answer first agreed with both ends, which did not agree
+    /// with each other, and the user was answered as if the council agreed).
+    #[tokio::test]
+    async fn unanimous_wants_every_pair_within_the_tolerance() {
+        let (d, m) = tolerant(ResponseMethod::Unanimous {}, 3);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        for (k, body) in m.iter().zip(["[1.0000009]", "[1.0]", "[1.0000018]"]) {
+            answer(&d, k, body).await.unwrap();
+        }
+        assert!(matches!(user.await.unwrap(), Err(Refusal::Disagreed)));
+    }
+
     /// `member`'s judgement of `task`, as an honest member makes it.
     fn judgement(d: &Dispatcher, member: &Keypair, task: &JudgeTask) -> SignedJudgement {
         let own = task
@@ -2155,9 +2255,10 @@ pub(crate) mod tests {
         .sign(CHAIN, member)
     }
 
-    async fn judge_task(d: &Dispatcher, member: &Keypair) -> Arc<JudgeTask> {
+    async fn judge_task(d: &Dispatcher, member: &Keypair) -> JudgeTask {
+        use gridwork_types::Decode;
         match d.next_for(&member.address(), Duration::from_secs(1)).await {
-            Some(Work::Judge(task)) => task,
+            Some(Work::Judge(task)) => JudgeTask::from_bytes(&task).unwrap(),
             other => panic!("answers to judge, not {other:?}"),
         }
     }

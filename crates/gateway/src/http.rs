@@ -429,7 +429,7 @@ async fn member_next(
         None => return StatusCode::NO_CONTENT.into_response(),
         Some(Work::Request(relay)) => relay,
         Some(Work::Judge(task)) => {
-            let mut response = (StatusCode::OK, task.to_bytes()).into_response();
+            let mut response = (StatusCode::OK, task).into_response();
             response
                 .headers_mut()
                 .insert("gridwork-judge", axum::http::HeaderValue::from_static("1"));
@@ -489,9 +489,15 @@ async fn member_response(
         content_type: header("content-type").unwrap_or("").to_string(),
         body,
     };
-    match shared.dispatcher.respond(member, seq, answer, signed) {
-        Ok(receipt) => (StatusCode::OK, hex::encode(receipt.to_bytes())).into_response(),
-        Err(e) => refuse(StatusCode::CONFLICT, e),
+    // Comparing answers under a tolerance (or images) takes time: not on the server's own
+    // threads.
+    let d = shared.dispatcher.clone();
+    let responded =
+        tokio::task::spawn_blocking(move || d.respond(member, seq, answer, signed)).await;
+    match responded {
+        Ok(Ok(receipt)) => (StatusCode::OK, hex::encode(receipt.to_bytes())).into_response(),
+        Ok(Err(e)) => refuse(StatusCode::CONFLICT, e),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
@@ -632,11 +638,16 @@ async fn member_stream(
                     }
                     // Given up by `end_stream` itself when refused.
                     guard.ended = true;
-                    return match d.end_stream(member, seq, signed) {
-                        Ok(receipt) => {
+                    let owned = shared.dispatcher.clone();
+                    let ended =
+                        tokio::task::spawn_blocking(move || owned.end_stream(member, seq, signed))
+                            .await;
+                    return match ended {
+                        Ok(Ok(receipt)) => {
                             (StatusCode::OK, hex::encode(receipt.to_bytes())).into_response()
                         }
-                        Err(e) => refuse(StatusCode::CONFLICT, e),
+                        Ok(Err(e)) => refuse(StatusCode::CONFLICT, e),
+                        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e),
                     };
                 }
             }

@@ -468,6 +468,19 @@ pub fn validate_service(spec: &ServiceSpec, params: &crate::Params) -> Result<()
     if let Some(problem) = super::equivalence_problem(&spec.equivalence) {
         return bad("equivalence.min_psnr_db", problem);
     }
+    // A tolerance of nothing would judge honest members apart for their last digits (a
+    // review found two that agree byte for byte then outvote the third): it is exact_hash.
+    if spec.equivalence
+        == (Equivalence::NumericTolerance {
+            abs_ppb: 0,
+            rel_ppb: 0,
+        })
+    {
+        return bad(
+            "equivalence",
+            "is numeric_tolerance with no tolerance; name one (abs or rel above 0) or use exact_hash".into(),
+        );
+    }
     if spec.max_response_ms == 0 || spec.max_response_ms > params.max_task_deadline_ms {
         return bad(
             "max_response_ms",

@@ -740,6 +740,16 @@ fn a_service_the_ledger_cannot_keep_is_refused_naming_the_field() {
         ),
         (
             ServiceSpec {
+                equivalence: Equivalence::NumericTolerance {
+                    abs_ppb: 0,
+                    rel_ppb: 0,
+                },
+                ..spec(3)
+            },
+            "equivalence",
+        ),
+        (
+            ServiceSpec {
                 method: ResponseMethod::Weighted { weight_bps: 0 },
                 ..spec(3)
             },

@@ -341,3 +341,50 @@ fn a_liar_that_leaves_is_judged_by_the_council_it_left() {
     assert!(slashed(&events, liar), "{events:?}");
     unslashed(&m, &[a.clone(), b.clone()]);
 }
+
+/// Found by a review: a liar that left as it answered, with an accomplice holding the request
+/// to its end, had its evidence land after two answer times (the request's, then the
+/// judges'), when a leaver of an exact service is judged no more. A leaver of a judged
+/// service is judged for three; past them, no longer.
+#[test]
+fn a_leaver_of_a_judged_service_is_judged_for_three_answer_times() {
+    for (late_by, slashed_then) in [(2, true), (3, false)] {
+        let mut m = Market::new();
+        let spec = ServiceSpec {
+            equivalence: Equivalence::NumericTolerance {
+                abs_ppb: 1_000,
+                rel_ppb: 1_000,
+            },
+            max_response_ms: 300_000,
+            ..spec(3)
+        };
+        let within = spec.max_response_ms + spec.response_ms_per_kib * 1024;
+        let id = create(&mut m, spec, Amount::grid(10));
+        subscribe(&mut m, id, &[1, 2, 3, 4, 5, 6]);
+        let members = council(&m, id);
+        let (a, b, liar) = (&members[0], &members[1], &members[2]);
+        let leave = m.tx(liar, TxKind::Unsubscribe { service: id });
+        m.block(vec![leave]);
+        let at = m.now + late_by * within + 1_000;
+        m.at(at, vec![]);
+        let kind = judged(
+            id,
+            vec![
+                answer(a, id, 1, 10),
+                answer(b, id, 1, 11),
+                answer(liar, id, 1, 66),
+            ],
+            vec![
+                judge(a, id, 1, 10, &[11], &[66]),
+                judge(b, id, 1, 11, &[10], &[66]),
+            ],
+        );
+        if slashed_then {
+            let tx = m.tx(&provider(6), kind);
+            let events = m.block(vec![tx]);
+            assert!(slashed(&events, liar), "{events:?}");
+        } else {
+            refused_for(&mut m, kind, "nobody to slash");
+        }
+    }
+}
