@@ -758,7 +758,19 @@ impl Worker {
                 .map(str::to_string)
         };
         if header("gridwork-judge").is_some() {
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            // A gateway's answers to judge are bounded: at most MAX_JUDGED answers of at most
+            // a streamed answer's size each; more is refused unread.
+            if response.content_length().is_some_and(|n| n > MAX_JUDGE_TASK_BYTES) {
+                return Err("answers to judge larger than any council gives; not read".into());
+            }
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(piece) = response.chunk().await.map_err(|e| e.to_string())? {
+                if body.len() as u64 + piece.len() as u64 > MAX_JUDGE_TASK_BYTES {
+                    return Err("answers to judge larger than any council gives; not read".into());
+                }
+                body.extend_from_slice(&piece);
+            }
             let task = JudgeTask::from_bytes(&body)
                 .map_err(|e| format!("answers to judge that are no JudgeTask: {e}"))?;
             return Ok(Some(Fetched::Judge(task)));
@@ -869,6 +881,10 @@ enum Fetched {
     /// Answers to judge.
     Judge(JudgeTask),
 }
+
+/// The most bytes of answers a member reads to judge: [`MAX_JUDGED`] answers of a streamed
+/// answer's largest size (16 MiB) each, and their framing.
+const MAX_JUDGE_TASK_BYTES: u64 = MAX_JUDGED as u64 * (16 << 20) + (1 << 20);
 
 /// How many requests a member remembers judging: the gateway's asking again is ignored.
 const JUDGED_KEPT: usize = 1024;
@@ -1127,5 +1143,27 @@ mod tests {
         let stranger = Keypair::from_seed([77; 32]);
         let e3 = super::judge_answers(&task, &e, service, "test", &stranger).unwrap_err();
         assert!(e3.contains("own answer"), "{e3}");
+    }
+
+    /// `ResendingGateway`: a gateway that sends a request again (or an older one) would have
+    /// a member whose server answers differently run to run (a model's floats) sign two
+    /// answers to one request, which is slashed. A member answers each request once and in
+    /// order, and remembers it across restarts.
+    #[test]
+    fn a_member_answers_each_request_once_and_in_order_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = gridwork_types::Hash([3; 32]);
+        let mut answered = super::Answered::open(dir.path(), &service);
+        assert_eq!(answered.claim(5), Ok(()));
+        assert_eq!(answered.claim(5), Err(5), "the same request again");
+        assert_eq!(answered.claim(4), Err(5), "an older one");
+        assert_eq!(answered.claim(9), Ok(()));
+        // Restarted: it still remembers.
+        let mut again = super::Answered::open(dir.path(), &service);
+        assert_eq!(again.claim(9), Err(9));
+        assert_eq!(again.claim(10), Ok(()));
+        // Another service is counted apart.
+        let mut other = super::Answered::open(dir.path(), &gridwork_types::Hash([4; 32]));
+        assert_eq!(other.claim(1), Ok(()));
     }
 }
