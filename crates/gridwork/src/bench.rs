@@ -6,6 +6,106 @@ use gridwork_node::bench::{run_ledger_bench, LedgerBenchOptions};
 use crate::cli::{BenchCommand, Cli};
 use crate::output::{emit, rows};
 
+/// `gridwork bench equivalence`: MiB/s of comparing two service answers each way.
+fn bench_equivalence(cli: &Cli, mib: usize) -> anyhow::Result<()> {
+    use gridwork_types::Equivalence;
+    use gridwork_verify::{answers_equivalent, Answer};
+    use std::time::Instant;
+    if mib == 0 || mib > 1024 {
+        bail!("--mib is {mib}; use 1 to 1024");
+    }
+    // Embeddings as a model server writes them: 16 numbers a vector, a second copy with
+    // every number off in its last digits.
+    // Vectors enough for `mib` MiB (about 350 bytes each), the same count in every copy.
+    let vectors = (mib << 20) as u64 / 350;
+    let embeddings = |jitter: f64, first: f64| {
+        let mut out = String::from(r#"{"object": "list", "data": ["#);
+        for i in 0..vectors {
+            out.push_str(&format!(
+                r#"{{"object": "embedding", "index": {i}, "embedding": ["#
+            ));
+            for j in 0..16u64 {
+                let x = ((i * 16 + j) as f64 * 0.618_033_988_7).fract() * 2.0 - 1.0;
+                let x = if i == 0 && j == 0 {
+                    first
+                } else {
+                    x * (1.0 + jitter)
+                };
+                out.push_str(&format!("{x}{}", if j < 15 { ", " } else { "]}, " }));
+            }
+        }
+        out.push_str("]}");
+        out.into_bytes()
+    };
+    let a = embeddings(0.0, 0.5);
+    let near = embeddings(1e-9, 0.5);
+    let far = embeddings(0.0, 0.9);
+    let e = Equivalence::NumericTolerance {
+        abs_ppb: 0,
+        rel_ppb: 10_000,
+    };
+    fn answer(body: &[u8]) -> Answer<'_> {
+        Answer {
+            status: 200,
+            content_type: "application/json",
+            body,
+        }
+    }
+    let size = a.len() as f64 / f64::from(1 << 20);
+    let timed = |f: &dyn Fn() -> bool| {
+        let t = Instant::now();
+        let same = f();
+        (t.elapsed().as_secs_f64(), same)
+    };
+    let (same_s, _) = timed(&|| answers_equivalent(&e, answer(&a), answer(&a)).is_same());
+    let (near_s, near_same) =
+        timed(&|| answers_equivalent(&e, answer(&a), answer(&near)).is_same());
+    let (far_s, far_same) = timed(&|| answers_equivalent(&e, answer(&a), answer(&far)).is_same());
+    let (hash_s, _) =
+        timed(&|| gridwork_types::response_hash(200, "", &a) != gridwork_types::Hash::ZERO);
+    if !near_same || far_same {
+        bail!(
+            "the bench's answers did not compare as built (near: {:?}, far: {:?})",
+            answers_equivalent(&e, answer(&a), answer(&near)),
+            answers_equivalent(&e, answer(&a), answer(&far))
+        );
+    }
+    let rate = |s: f64| size / s.max(1e-9);
+    let doc = serde_json::json!({
+        "answer_mib": size,
+        "same_bytes_mib_s": rate(same_s),
+        "within_tolerance_mib_s": rate(near_s),
+        "within_tolerance_ms": near_s * 1e3,
+        "differs_at_first_number_ms": far_s * 1e3,
+        "blake3_mib_s": rate(hash_s),
+    });
+    emit(cli.json, &doc, || {
+        rows(&[
+            (
+                "answers",
+                format!("{size:.1} MiB of embeddings (JSON) each"),
+            ),
+            ("same bytes", format!("{:.0} MiB/s", rate(same_s))),
+            (
+                "within the tolerance",
+                format!(
+                    "{:.0} MiB/s ({:.1} ms, read to the end)",
+                    rate(near_s),
+                    near_s * 1e3
+                ),
+            ),
+            (
+                "differ at the first number",
+                format!("{:.3} ms", far_s * 1e3),
+            ),
+            (
+                "exact (BLAKE3 of one)",
+                format!("{:.0} MiB/s", rate(hash_s)),
+            ),
+        ])
+    })
+}
+
 pub(crate) fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Market { .. } => bench_market(cli, cmd),
@@ -43,6 +143,7 @@ pub(crate) fn bench(cli: &Cli, cmd: &BenchCommand) -> anyhow::Result<()> {
             dir,
             docker_socket,
         } => crate::execbench::bench_executors(cli.json, image, *runs, dir, docker_socket),
+        BenchCommand::Equivalence { mib } => bench_equivalence(cli, *mib),
         BenchCommand::Reopen { db } => {
             let r = gridwork_node::bench::reopen_chain(db)?;
             emit(cli.json, &r, || reopen_rows(&r))

@@ -757,6 +757,15 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value = gridwork_worker::docker::DEFAULT_SOCKET)]
         docker_socket: PathBuf,
     },
+    /// What comparing two answers of a service costs a gateway or a judge: embeddings as JSON
+    /// of `--mib` MiB each, under a relative tolerance: the same bytes, numbers within the
+    /// tolerance (read to the end), a difference at the first number (stops there), and
+    /// BLAKE3 of the same bytes (what an exact service's hash costs).
+    Equivalence {
+        /// The size of each answer, in MiB.
+        #[arg(long, default_value_t = 4)]
+        mib: usize,
+    },
     /// The node binary on loopback under hostile clients (slow connections, silent event
     /// subscribers, a mempool flood, repeated-id fetches, unsigned large uploads), with a
     /// normal client's transfers timed before and during the attack.

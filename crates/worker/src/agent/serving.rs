@@ -760,7 +760,10 @@ impl Worker {
         if header("gridwork-judge").is_some() {
             // A gateway's answers to judge are bounded: at most MAX_JUDGED answers of at most
             // a streamed answer's size each; more is refused unread.
-            if response.content_length().is_some_and(|n| n > MAX_JUDGE_TASK_BYTES) {
+            if response
+                .content_length()
+                .is_some_and(|n| n > MAX_JUDGE_TASK_BYTES)
+            {
                 return Err("answers to judge larger than any council gives; not read".into());
             }
             let mut response = response;
