@@ -112,12 +112,36 @@ fn main() {
     let signed = gridwork_types::StreamResponse {
         service: Hash([1; 32]),
         request: Hash([2; 32]),
-        response: gridwork_types::response_hash(b"data: a\n\n"),
+        response: gridwork_types::response_hash(200, "text/event-stream", b"data: a\n\n"),
         units: 9,
     }
     .sign("gridwork-fuzz", &Keypair::from_seed([3; 32]));
     stream.extend(gridwork_types::StreamFrame::end(&signed));
     seeds.push(("stream_frames", stream));
+    // Two embeddings a hair apart, behind the split byte; and a judge task of two answers.
+    let a = br#"{"data": [{"embedding": [0.12345678, -1.5e-3, 7], "index": 0}], "model": "m-2"}"#;
+    let b = br#"{"data": [{"embedding": [0.12345691, -1.5000001e-3, 7], "index": 0}], "model": "m-2"}"#;
+    let mut pair = vec![u8::try_from(a.len()).expect("a short answer")];
+    pair.extend_from_slice(a);
+    pair.extend_from_slice(b);
+    seeds.push(("service_answers", pair));
+    let judged = |body: &[u8], seed: u8| gridwork_types::JudgedAnswer {
+        status: 200,
+        content_type: "application/json".into(),
+        body: body.to_vec(),
+        signed: gridwork_types::StreamResponse {
+            service: Hash([1; 32]),
+            request: Hash([2; 32]),
+            response: gridwork_types::response_hash(200, "application/json", body),
+            units: body.len() as u64,
+        }
+        .sign("gridwork-fuzz", &Keypair::from_seed([seed; 32])),
+    };
+    let task = gridwork_types::JudgeTask {
+        request: Hash([2; 32]),
+        answers: vec![judged(a, 5), judged(b, 6)],
+    };
+    seeds.push(("service_answers", task.to_bytes()));
     // Two 4x4 RGB frames a level apart, behind the split byte.
     let frame = |level: u8| {
         let mut out = Vec::new();
