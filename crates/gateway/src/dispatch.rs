@@ -135,6 +135,31 @@ impl Case {
     }
 }
 
+/// A member's answer being compared outside the lock: pending until cleared, or dropped (a
+/// comparison that panicked).
+struct Pending<'a> {
+    dispatcher: &'a Dispatcher,
+    seq: u64,
+    member: Address,
+}
+
+impl Pending<'_> {
+    fn clear(self, inner: &mut Inner) {
+        if let Some(open) = inner.open.get_mut(&self.seq) {
+            open.pending.retain(|m| *m != self.member);
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(open) = self.dispatcher.lock().open.get_mut(&self.seq) {
+            open.pending.retain(|m| *m != self.member);
+        }
+    }
+}
+
 /// The most cases the gateway holds for judging at once, and the most bytes of answers in
 /// them: beyond, answers that differ go unjudged (and are logged).
 pub const MAX_CASES: usize = 64;
@@ -276,6 +301,8 @@ struct Open {
     streamable: bool,
     /// The answer being streamed to the user (optimistic method).
     pipe: Option<Pipe>,
+    /// Members whose answers are in and being compared (outside the lock).
+    pending: Vec<Address>,
 }
 
 /// A member's stream, not yet ended: its status, content type and body so far.
@@ -641,8 +668,12 @@ impl Dispatcher {
             if inner.open.len() >= MAX_OPEN {
                 return Err(Refusal::Busy(inner.open.len()));
             }
-            let seq = inner.next_seq;
-            inner.next_seq += 1;
+            // On the clock (a million a millisecond), and never below one sent before.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| (d.as_millis() as u64).saturating_mul(1 << 20));
+            let seq = inner.next_seq.max(now);
+            inner.next_seq = seq + 1;
             let relay = Arc::new(Relay {
                 seq,
                 request: request_hash(&self.service, seq, method, path, content_type, &body),
@@ -672,6 +703,7 @@ impl Dispatcher {
                     streamable,
                     pipe: None,
                     agrees: Vec::new(),
+                    pending: Vec::new(),
                 },
             );
         }
@@ -774,9 +806,35 @@ impl Dispatcher {
         answer: Answer,
         signed: SignedResponse,
     ) -> Result<SignedReceipt, Refusal> {
+        if self.spec.equivalence == (Equivalence::ExactHash {}) {
+            let mut inner = self.lock();
+            self.asked_of(&mut inner, member, seq)?;
+            return self.accept(&mut inner, member, seq, answer, signed, Vec::new());
+        }
+        // Checked before anything is compared (a review found a refused answer compared
+        // first); the member is pending while it is, so it neither answers twice nor is named
+        // late meanwhile.
+        {
+            let mut inner = self.lock();
+            let (open, _) = self.asked_of(&mut inner, member, seq)?;
+            if signed.provider.address() != member
+                || signed.response.request != open.relay.request
+                || signed.response.response
+                    != response_hash(answer.status, &answer.content_type, &answer.body)
+                || signed.verify(&self.chain_id).is_err()
+            {
+                return Err(Refusal::BadResponse("the signed response is not this member's for this request and body (service, request, response hash, units)".into()));
+            }
+            open.pending.push(member);
+        }
+        let pending = Pending {
+            dispatcher: self,
+            seq,
+            member,
+        };
         let pre = self.precompare(seq, &answer, &signed);
         let mut inner = self.lock();
-        self.asked_of(&mut inner, member, seq)?;
+        pending.clear(&mut inner);
         self.accept(&mut inner, member, seq, answer, signed, pre)
     }
 
@@ -811,6 +869,11 @@ impl Dispatcher {
         if open.gave_up.contains(&member) {
             return bad(format!(
                 "{member} broke its stream for request {seq} off: it answers it no more"
+            ));
+        }
+        if open.pending.contains(&member) {
+            return bad(format!(
+                "{member}'s answer to request {seq} is being compared"
             ));
         }
         Ok((open, price))
@@ -916,10 +979,23 @@ impl Dispatcher {
             content_type: partial.content_type,
             body: Bytes::from(partial.body),
         };
-        drop(inner);
-        let pre = self.precompare(seq, &answer, &signed);
-        let mut inner = self.lock();
-        let accepted = self.accept(&mut inner, member, seq, answer, signed, pre);
+        let accepted = if self.spec.equivalence == (Equivalence::ExactHash {}) {
+            self.accept(&mut inner, member, seq, answer, signed, Vec::new())
+        } else {
+            // Pending while compared outside the lock: it neither opens another stream nor
+            // answers again, and is not named late meanwhile.
+            open.pending.push(member);
+            drop(inner);
+            let pending = Pending {
+                dispatcher: self,
+                seq,
+                member,
+            };
+            let pre = self.precompare(seq, &answer, &signed);
+            inner = self.lock();
+            pending.clear(&mut inner);
+            self.accept(&mut inner, member, seq, answer, signed, pre)
+        };
         if accepted.is_err() {
             if let Some(open) = inner.open.get_mut(&seq) {
                 open.gave_up.push(member);
@@ -948,16 +1024,26 @@ impl Dispatcher {
         if self.spec.equivalence == (Equivalence::ExactHash {}) {
             return Vec::new();
         }
-        let others: Vec<(Answer, SignedResponse)> = {
-            let inner = self.lock();
-            inner.open.get(&seq).map_or_else(Vec::new, |o| {
-                o.got
-                    .iter()
-                    .map(|(_, a, s)| (a.clone(), s.clone()))
-                    .collect()
-            })
-        };
-        verdicts(&self.spec.equivalence, answer, signed, &others)
+        // Answers that came while it compared are compared too, outside the lock (answers of
+        // similar machines come together), a round for each council seat at most.
+        let mut pre = Vec::new();
+        for _ in 0..=self.spec.council_size {
+            let others: Vec<(Answer, SignedResponse)> = {
+                let inner = self.lock();
+                inner.open.get(&seq).map_or_else(Vec::new, |o| {
+                    o.got
+                        .iter()
+                        .skip(pre.len())
+                        .map(|(_, a, s)| (a.clone(), s.clone()))
+                        .collect()
+                })
+            };
+            if others.is_empty() {
+                break;
+            }
+            pre.extend(verdicts(&self.spec.equivalence, answer, signed, &others));
+        }
+        pre
     }
 
     /// Records a member's answer to an open request asked of it (no answer yet): checked
@@ -1060,7 +1146,10 @@ impl Dispatcher {
                     pipe.end(Err(Refusal::Timeout(within)));
                 }
                 for member in &open.asked {
-                    if !open.got.iter().any(|(a, _, _)| a == member) && !inner.late.contains(member)
+                    // One whose answer came in time and is being compared is not late.
+                    if !open.got.iter().any(|(a, _, _)| a == member)
+                        && !open.pending.contains(member)
+                        && !inner.late.contains(member)
                     {
                         inner.late.push(*member);
                     }
@@ -2380,5 +2469,64 @@ pub(crate) mod tests {
         let (pieces, end) = user.await.unwrap();
         assert!(end.is_ok(), "{end:?}");
         assert_eq!(joined(&pieces), "data: 0.25\n\ndata: end\n\n");
+    }
+
+    /// A refused answer costs no comparison: an answer again, or one its member did not sign,
+    /// is refused before anything is compared (a review found them compared first).
+    #[tokio::test]
+    async fn a_refused_response_costs_no_comparison() {
+        let (d, m) = tolerant(ResponseMethod::Unanimous {}, 3);
+        connect(&d, &m).await;
+        let _user = ask(&d);
+        let relay = fetched(&d, &m[0]).await;
+        let body = Bytes::from_static(b"[0.1]");
+        let whole = |body: &Bytes| Answer {
+            status: 200,
+            content_type: "text/plain".into(),
+            body: body.clone(),
+        };
+        let s = signed(&d, &m[0], relay.request, 200, "text/plain", &body);
+        d.respond(m[0].address(), relay.seq, whole(&body), s.clone())
+            .unwrap();
+        let relay1 = fetched(&d, &m[1]).await;
+        let other = Bytes::from_static(b"[0.1000001]");
+        let s1 = signed(&d, &m[1], relay1.request, 200, "text/plain", &other);
+        d.respond(m[1].address(), relay1.seq, whole(&other), s1)
+            .unwrap();
+        COMPARED.with(|c| c.set(0));
+        assert!(d
+            .respond(m[0].address(), relay.seq, whole(&body), s)
+            .is_err());
+        let relay2 = fetched(&d, &m[2]).await;
+        let forged = signed(&d, &m[1], relay2.request, 200, "text/plain", &other);
+        assert!(d
+            .respond(m[2].address(), relay2.seq, whole(&other), forged)
+            .is_err());
+        assert_eq!(COMPARED.with(std::cell::Cell::get), 0);
+    }
+
+    /// An answer that came in time and is being compared (outside the lock) when the request's
+    /// time runs out is not named late: its member is not dropped for the gateway's work.
+    #[tokio::test]
+    async fn an_answer_being_compared_when_time_runs_out_is_not_late() {
+        let (d, m) = tolerant(ResponseMethod::Unanimous {}, 3);
+        connect(&d, &m).await;
+        let user = ask(&d);
+        let relay = fetched(&d, &m[0]).await;
+        {
+            let mut inner = d.lock();
+            inner
+                .open
+                .get_mut(&relay.seq)
+                .unwrap()
+                .pending
+                .push(m[0].address());
+        }
+        tokio::time::sleep(d.answer_within()).await;
+        d.sweep();
+        let late = d.take_late();
+        assert!(!late.contains(&m[0].address()), "{late:?}");
+        assert!(late.contains(&m[1].address()), "{late:?}");
+        assert!(matches!(user.await.unwrap(), Err(Refusal::Timeout(_))));
     }
 }

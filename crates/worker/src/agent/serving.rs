@@ -464,7 +464,7 @@ impl Worker {
             let base = view.gateway_url.trim_end_matches('/').to_string();
             let path = format!("/m/{id}/next");
             let fetched = tokio::select! {
-                f = self.gateway_get(&http, &base, &path, &spec.gateway) => f,
+                f = self.gateway_get(&http, &base, &path, &spec.gateway, spec.council_size) => f,
                 _ = stop.changed() => return Ok(()),
             };
             let relay = match fetched {
@@ -477,8 +477,19 @@ impl Worker {
                         judged.pop_front();
                     }
                     judged.push_back(task.request);
-                    let judgement =
-                        judge_answers(&task, &spec.equivalence, id, &chain_id, &self.cfg.key);
+                    // Comparing long answers takes time: not on the worker's async threads.
+                    let judgement = {
+                        let (e, chain, key) = (
+                            spec.equivalence.clone(),
+                            chain_id.clone(),
+                            self.cfg.key.clone(),
+                        );
+                        tokio::task::spawn_blocking(move || {
+                            judge_answers(&task, &e, id, &chain, &key)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()))
+                    };
                     match judgement {
                         Ok(signed) => {
                             let path = format!("/m/{id}/judgements");
@@ -732,7 +743,11 @@ impl Worker {
         base: &str,
         path: &str,
         gateway: &gridwork_types::PublicKey,
+        council: u8,
     ) -> Result<Option<Fetched>, String> {
+        // A judge task holds at most one answer a member, each at most a streamed answer's
+        // largest size (16 MiB), and its framing.
+        let most = u64::from(council) * (16 << 20) + (1 << 20);
         let url = format!("{base}{path}?wait_ms={FETCH_WAIT_MS}");
         let sig = self.gateway_signature(gateway, "GET", path, b"");
         let response = http
@@ -758,18 +773,15 @@ impl Worker {
                 .map(str::to_string)
         };
         if header("gridwork-judge").is_some() {
-            // A gateway's answers to judge are bounded: at most MAX_JUDGED answers of at most
-            // a streamed answer's size each; more is refused unread.
-            if response
-                .content_length()
-                .is_some_and(|n| n > MAX_JUDGE_TASK_BYTES)
-            {
+            // A gateway's answers to judge are bounded: one a council seat, each at most a
+            // streamed answer's size; more is refused unread.
+            if response.content_length().is_some_and(|n| n > most) {
                 return Err("answers to judge larger than any council gives; not read".into());
             }
             let mut response = response;
             let mut body = Vec::new();
             while let Some(piece) = response.chunk().await.map_err(|e| e.to_string())? {
-                if body.len() as u64 + piece.len() as u64 > MAX_JUDGE_TASK_BYTES {
+                if body.len() as u64 + piece.len() as u64 > most {
                     return Err("answers to judge larger than any council gives; not read".into());
                 }
                 body.extend_from_slice(&piece);
@@ -855,8 +867,24 @@ impl Answered {
     /// Takes request `seq` to answer, or the last answered if `seq` is not after it (or
     /// cannot be recorded).
     fn claim(&mut self, seq: u64) -> Result<(), u64> {
+        // What another loop of this member recorded meanwhile counts too: the mark never
+        // goes down.
+        let on_disk = std::fs::read_to_string(&self.path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        self.last = self.last.max(on_disk);
         let last = self.last.unwrap_or(0);
         if self.last.is_some_and(|l| seq <= l) {
+            return Err(last);
+        }
+        // A sequence number from a clock more than a day ahead is refused, not recorded: a
+        // gateway cannot lock its members out of the service for good with one.
+        let ahead = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+            .saturating_add(24 * 60 * 60 * 1000)
+            .saturating_mul(1 << 20);
+        if seq > ahead {
             return Err(last);
         }
         let written = self
@@ -884,10 +912,6 @@ enum Fetched {
     /// Answers to judge.
     Judge(JudgeTask),
 }
-
-/// The most bytes of answers a member reads to judge: [`MAX_JUDGED`] answers of a streamed
-/// answer's largest size (16 MiB) each, and their framing.
-const MAX_JUDGE_TASK_BYTES: u64 = MAX_JUDGED as u64 * (16 << 20) + (1 << 20);
 
 /// How many requests a member remembers judging: the gateway's asking again is ignored.
 const JUDGED_KEPT: usize = 1024;
