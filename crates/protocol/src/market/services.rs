@@ -381,6 +381,11 @@ struct Dispute {
 /// A dispute's request, each signer's answer, and the signers that signed two different ones.
 type SignedAnswers = (Hash, Vec<(Address, Hash)>, Vec<Address>);
 
+/// A dispute of service `service` refused for `problem`.
+fn bad_dispute<T>(service: Hash, problem: String) -> Result<T, TxError> {
+    Err(TxError::BadDispute { service, problem })
+}
+
 /// Notes `who`'s answer `h`: the first it signed, or, if it differs from that, proof that
 /// `who` signed two answers to one request.
 fn note_answer(
@@ -1043,12 +1048,7 @@ impl State {
         now: u64,
     ) -> Result<Dispute, TxError> {
         let s = self.service_or_err(id)?;
-        let refuse = |problem: String| {
-            Err(TxError::BadDispute {
-                service: id,
-                problem,
-            })
-        };
+        let refuse = |problem: String| bad_dispute(id, problem);
         if s.spec.equivalence != (Equivalence::ExactHash {}) {
             return refuse("its answers are compared by an equivalence other than exact_hash, so differing hashes prove nothing: its council judges them (send JudgeResponses, with the members' signed judgements)".into());
         }
@@ -1132,12 +1132,7 @@ impl State {
         s: &Service,
         responses: &[SignedResponse],
     ) -> Result<SignedAnswers, TxError> {
-        let refuse = |problem: String| {
-            Err(TxError::BadDispute {
-                service: id,
-                problem,
-            })
-        };
+        let refuse = |problem: String| bad_dispute(id, problem);
         let most = 2 * usize::from(self.params.max_council_size);
         if responses.len() < 2 || responses.len() > most {
             return refuse(format!("send 2 to {most} signed responses to one request"));
@@ -1205,12 +1200,7 @@ impl State {
         now: u64,
     ) -> Result<Dispute, TxError> {
         let s = self.service_or_err(id)?;
-        let refuse = |problem: String| {
-            Err(TxError::BadDispute {
-                service: id,
-                problem,
-            })
-        };
+        let refuse = |problem: String| bad_dispute(id, problem);
         if s.spec.equivalence == (Equivalence::ExactHash {}) {
             return refuse("its equivalence is exact_hash: the hashes its members signed decide its disputes (send DisputeResponses)".into());
         }
