@@ -124,6 +124,9 @@ struct Case {
     judgements: Vec<SignedJudgement>,
     at: Instant,
     bytes: usize,
+    /// The members outside the largest agreeing group it was opened for: whose cases it
+    /// counts against.
+    suspects: Vec<Address>,
 }
 
 impl Case {
@@ -1407,6 +1410,36 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
     if (0..n).all(|k| (0..k).all(|j| agree(&open, k, j))) {
         return;
     }
+    // Who the case is for: the members outside the largest agreeing group. Each may hold a
+    // share of the cases (a review found one member answering junk to every request, while
+    // an accomplice never judged, filled them and hid a third member's lie): a case only for
+    // members over their share is not opened.
+    let anchor = (0..n)
+        .max_by_key(|k| ((0..n).filter(|j| agree(&open, *k, *j)).count(), n - k))
+        .unwrap_or(0);
+    let suspects: Vec<Address> = (0..n)
+        .filter(|k| !agree(&open, anchor, *k))
+        .map(|k| got[k].0)
+        .collect();
+    let share = (MAX_CASES / inner.council.members.len().max(1)).max(1);
+    let held_by = |m: &Address| {
+        inner
+            .cases
+            .values()
+            .filter(|c| c.suspects.contains(m))
+            .count()
+    };
+    let suspects: Vec<Address> = suspects
+        .into_iter()
+        .filter(|m| held_by(m) < share)
+        .collect();
+    if suspects.is_empty() {
+        tracing::warn!(
+            request = %open.relay.request,
+            "answers that are not equivalent go unjudged: the members they differ for hold their share of the cases"
+        );
+        return;
+    }
     let bytes: usize = got.iter().map(|(_, a, _)| a.body.len()).sum();
     let held: usize = inner.cases.values().map(|c| c.bytes).sum();
     if inner.cases.len() >= MAX_CASES || held.saturating_add(bytes) > MAX_CASE_BYTES {
@@ -1447,6 +1480,7 @@ fn close(inner: &mut Inner, open: Open, e: &Equivalence) {
             judgements: Vec::new(),
             at: Instant::now(),
             bytes,
+            suspects,
         },
     );
 }
@@ -2528,5 +2562,65 @@ pub(crate) mod tests {
         assert!(!late.contains(&m[0].address()), "{late:?}");
         assert!(late.contains(&m[1].address()), "{late:?}");
         assert!(matches!(user.await.unwrap(), Err(Refusal::Timeout(_))));
+    }
+
+    /// `CaseFiller`: a member answers junk to request after request while nobody judges
+    /// (an accomplice that never does keeps each case open its whole time). It holds at most
+    /// its share of the gateway's cases, so a third member's lie after it is still sent to be
+    /// judged (before, the flood filled all 64 cases and the lie went unjudged).
+    #[tokio::test]
+    async fn a_member_that_fills_the_cases_does_not_hide_another_liar() {
+        let (d, m) = tolerant(ResponseMethod::Optimistic {}, 3);
+        connect(&d, &m).await;
+        // The next request for `k`, past any answers it was sent to judge.
+        async fn request_for(d: &Dispatcher, k: &Keypair) -> Arc<Relay> {
+            loop {
+                match d.next_for(&k.address(), Duration::from_secs(1)).await {
+                    Some(Work::Request(relay)) => return relay,
+                    Some(Work::Judge(_)) => continue,
+                    None => panic!("no request for the member"),
+                }
+            }
+        }
+        let give = |k: &Keypair, relay: &Relay, body: &'static str| {
+            let body = Bytes::from_static(body.as_bytes());
+            let s = signed(&d, k, relay.request, 200, "text/plain", &body);
+            d.respond(
+                k.address(),
+                relay.seq,
+                Answer {
+                    status: 200,
+                    content_type: "text/plain".into(),
+                    body,
+                },
+                s,
+            )
+            .unwrap();
+        };
+        for _ in 0..MAX_CASES + 6 {
+            let user = ask(&d);
+            for (k, body) in m.iter().zip(["[1]", "[1.0000001]", "junk"]) {
+                let relay = request_for(&d, k).await;
+                give(k, &relay, body);
+            }
+            user.await.unwrap().unwrap();
+        }
+        let filled = d.lock().cases.len();
+        assert_eq!(filled, MAX_CASES / 3, "the filler holds its share");
+        // Now the second member lies, the filler answers honestly.
+        let user = ask(&d);
+        let mut request = None;
+        for (k, body) in m.iter().zip(["[1]", "[9]", "[1.0000001]"]) {
+            let relay = request_for(&d, k).await;
+            request = Some(relay.request);
+            give(k, &relay, body);
+        }
+        user.await.unwrap().unwrap();
+        let inner = d.lock();
+        let case = inner
+            .cases
+            .get(&request.unwrap())
+            .expect("the lie is sent to be judged");
+        assert_eq!(case.suspects, vec![m[1].address()]);
     }
 }
