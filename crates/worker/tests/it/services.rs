@@ -451,3 +451,112 @@ async fn a_member_beyond_the_tolerance_is_judged_by_its_council_and_slashed() {
     }
     net.stop.send(true).unwrap();
 }
+
+/// `ResendingGateway` end to end: a requester's gateway that sends its member the same
+/// request again and again (the member's server answers in other bytes each run, under a
+/// tolerance) gets one answer, signed once: two signatures over one request would be slashed
+/// as two answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_answers_a_request_sent_again_once() {
+    use axum::extract::{Path as UrlPath, State};
+    use axum::http::HeaderMap;
+    use gridwork_types::{Decode, Encode, SignedResponse, StreamReceipt};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let net = Net::start().await;
+    let mut spec = example_spec(&net, 10_000).await;
+    spec.council_size = 1;
+    let id = create_service(&net, spec).await;
+    let chain = net.client.chain().await.unwrap().chain_id;
+    // The double: the same request at every fetch; each response counted and acknowledged.
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        * (1 << 20);
+    let body = br#"{"prompt": "again", "max_tokens": 8}"#.to_vec();
+    let request = gridwork_types::request_hash(&id, seq, "POST", "/v1/completions", "", &body);
+    let answered = Arc::new(AtomicU64::new(0));
+    #[derive(Clone)]
+    struct Double {
+        body: Vec<u8>,
+        seq: u64,
+        request: Hash,
+        answered: Arc<AtomicU64>,
+        chain: String,
+        service: Hash,
+    }
+    let double = Double {
+        body,
+        seq,
+        request,
+        answered: answered.clone(),
+        chain,
+        service: id,
+    };
+    let app = axum::Router::new()
+        .route(
+            "/m/{service}/next",
+            axum::routing::get(|State(d): State<Double>| async move {
+                (
+                    [
+                        ("gridwork-seq", d.seq.to_string()),
+                        ("gridwork-request", d.request.to_string()),
+                        ("gridwork-method", "POST".to_string()),
+                        ("gridwork-path", "/v1/completions".to_string()),
+                        ("gridwork-content-type", String::new()),
+                    ],
+                    d.body.clone(),
+                )
+            }),
+        )
+        .route(
+            "/m/{service}/responses/{seq}",
+            axum::routing::post(
+                |State(d): State<Double>,
+                 UrlPath((_, _)): UrlPath<(String, u64)>,
+                 headers: HeaderMap| async move {
+                    let signed = headers
+                        .get("gridwork-response")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|h| hex::decode(h).ok())
+                        .and_then(|b| SignedResponse::from_bytes(&b).ok())
+                        .expect("a signed response");
+                    let n = d.answered.fetch_add(1, Ordering::SeqCst) + 1;
+                    let receipt = StreamReceipt {
+                        service: d.service,
+                        provider: signed.provider.address(),
+                        responses: n,
+                        units: signed.response.units * n,
+                        owed: Amount(GRID),
+                    }
+                    .sign(&d.chain, &dev_keypair(0));
+                    hex::encode(receipt.to_bytes())
+                },
+            ),
+        )
+        .with_state(double);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(axum_serve(listener, app));
+    let announce = net
+        .client
+        .sign_and_send(
+            &dev_keypair(0),
+            Amount::ZERO,
+            TxKind::AnnounceGateway { service: id, url },
+        )
+        .await
+        .unwrap();
+    net.client.wait_committed(&announce, WAIT).await.unwrap();
+    net.spawn(net.worker(1, GRID / 100, Behavior::Honest));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while answered.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The double keeps sending it; the member does not answer it again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+    net.stop.send(true).unwrap();
+}
