@@ -362,6 +362,8 @@ pub struct Worker {
     members: Mutex<HashMap<Hash, serving::Membership>>,
     /// The latest receipt of each service it served.
     receipts: Mutex<serving::Receipts>,
+    /// The last request answered for each service: each answered once, in order.
+    answered: serving::Answered,
     /// Services whose server could not start here, again and again, for its own reasons
     /// (its program exits, its image cannot run, its inputs collide): left, and not offered
     /// to again while this worker runs.
@@ -409,6 +411,7 @@ impl Worker {
             tracing::info!("the worker runs as root: its process tasks run as nobody (65534)");
         }
         let chunks = ChunkStore::open(cfg.work_dir.join("chunks"), None)?;
+        let answered = serving::Answered::open(&cfg.work_dir);
         Ok(Arc::new(Worker {
             client: Client::new(node).signed_by(cfg.key.clone()),
             me,
@@ -433,6 +436,7 @@ impl Worker {
             metrics: Arc::default(),
             members: Mutex::new(HashMap::new()),
             receipts: Mutex::new(HashMap::new()),
+            answered,
             given_up: Mutex::new(std::collections::HashSet::new()),
             subscribe_refused: Mutex::new(HashMap::new()),
         }))

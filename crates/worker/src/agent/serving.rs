@@ -409,7 +409,6 @@ impl Worker {
         );
         let mut settling = Settling::new(settled);
         let mut judged: std::collections::VecDeque<Hash> = std::collections::VecDeque::new();
-        let mut answered = Answered::open(&self.cfg.work_dir, &id);
         loop {
             if *stop.borrow() {
                 return Ok(());
@@ -523,7 +522,7 @@ impl Worker {
             // Each request once, in order: a server whose answers differ run to run (a
             // model's floats) would otherwise sign two answers to a request sent again, and
             // two answers to one request are slashed.
-            if let Err(last) = answered.claim(seq) {
+            if let Err(last) = self.answered.claim(&id, seq) {
                 tracing::warn!(service = %id, seq, last, "the gateway sent a request again, or one older than the last answered; not answered");
                 continue;
             }
@@ -847,34 +846,36 @@ impl Worker {
     }
 }
 
-/// The last request a member answered for a service (its sequence number), kept on disk so a
-/// restart does not forget it: the member answers only requests after it. Written before
-/// the answer is sent; a member that cannot write it answers nothing.
-struct Answered {
-    path: std::path::PathBuf,
-    last: Option<u64>,
+/// The last request a member answered for each service (its sequence number), kept on disk
+/// so a restart does not forget it: the member answers only requests after it. One for the
+/// worker, so two loops of one service (an old one ending as a new one starts) share it and
+/// the mark never goes down. Written before the answer is sent; a member that cannot write it
+/// answers nothing.
+pub(super) struct Answered {
+    dir: std::path::PathBuf,
+    marks: std::sync::Mutex<HashMap<Hash, Option<u64>>>,
 }
 
 impl Answered {
-    fn open(work_dir: &std::path::Path, service: &Hash) -> Answered {
-        let path = work_dir.join("answered").join(service.to_string());
-        let last = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        Answered { path, last }
+    pub(super) fn open(work_dir: &std::path::Path) -> Answered {
+        Answered {
+            dir: work_dir.join("answered"),
+            marks: std::sync::Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Takes request `seq` to answer, or the last answered if `seq` is not after it (or
-    /// cannot be recorded).
-    fn claim(&mut self, seq: u64) -> Result<(), u64> {
-        // What another loop of this member recorded meanwhile counts too: the mark never
-        // goes down.
-        let on_disk = std::fs::read_to_string(&self.path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        self.last = self.last.max(on_disk);
-        let last = self.last.unwrap_or(0);
-        if self.last.is_some_and(|l| seq <= l) {
+    /// Takes request `seq` of `service` to answer, or the last answered if `seq` is not after
+    /// it (or cannot be recorded).
+    fn claim(&self, service: &Hash, seq: u64) -> Result<(), u64> {
+        let path = self.dir.join(service.to_string());
+        let mut marks = lock(&self.marks);
+        let mark = marks.entry(*service).or_insert_with(|| {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        });
+        let last = mark.unwrap_or(0);
+        if mark.is_some_and(|l| seq <= l) {
             return Err(last);
         }
         // A sequence number from a clock more than a day ahead is refused, not recorded: a
@@ -887,20 +888,16 @@ impl Answered {
         if seq > ahead {
             return Err(last);
         }
-        let written = self
-            .path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                let tmp = self.path.with_extension("tmp");
-                std::fs::write(&tmp, seq.to_string())?;
-                std::fs::rename(&tmp, &self.path)
-            });
+        let written = std::fs::create_dir_all(&self.dir).and_then(|()| {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, seq.to_string())?;
+            std::fs::rename(&tmp, &path)
+        });
         if let Err(e) = written {
-            tracing::warn!(path = %self.path.display(), error = %e, "cannot record the request answered");
+            tracing::warn!(path = %path.display(), error = %e, "cannot record the request answered");
             return Err(last);
         }
-        self.last = Some(seq);
+        *mark = Some(seq);
         Ok(())
     }
 }
@@ -1180,17 +1177,27 @@ mod tests {
     fn a_member_answers_each_request_once_and_in_order_across_restarts() {
         let dir = tempfile::tempdir().unwrap();
         let service = gridwork_types::Hash([3; 32]);
-        let mut answered = super::Answered::open(dir.path(), &service);
-        assert_eq!(answered.claim(5), Ok(()));
-        assert_eq!(answered.claim(5), Err(5), "the same request again");
-        assert_eq!(answered.claim(4), Err(5), "an older one");
-        assert_eq!(answered.claim(9), Ok(()));
+        let answered = super::Answered::open(dir.path());
+        assert_eq!(answered.claim(&service, 5), Ok(()));
+        assert_eq!(
+            answered.claim(&service, 5),
+            Err(5),
+            "the same request again"
+        );
+        assert_eq!(answered.claim(&service, 4), Err(5), "an older one");
+        // A second loop of the service (one ending as another starts) shares the mark: it
+        // never goes down.
+        let beside = &answered;
+        assert_eq!(beside.claim(&service, 7), Ok(()));
+        assert_eq!(answered.claim(&service, 6), Err(7));
+        // A sequence number from a clock far ahead is refused and not recorded.
+        assert_eq!(answered.claim(&service, u64::MAX - 1), Err(7));
+        assert_eq!(answered.claim(&service, 9), Ok(()));
         // Restarted: it still remembers.
-        let mut again = super::Answered::open(dir.path(), &service);
-        assert_eq!(again.claim(9), Err(9));
-        assert_eq!(again.claim(10), Ok(()));
+        let again = super::Answered::open(dir.path());
+        assert_eq!(again.claim(&service, 9), Err(9));
+        assert_eq!(again.claim(&service, 10), Ok(()));
         // Another service is counted apart.
-        let mut other = super::Answered::open(dir.path(), &gridwork_types::Hash([4; 32]));
-        assert_eq!(other.claim(1), Ok(()));
+        assert_eq!(again.claim(&gridwork_types::Hash([4; 32]), 1), Ok(()));
     }
 }
