@@ -812,7 +812,7 @@ impl Dispatcher {
         if self.spec.equivalence == (Equivalence::ExactHash {}) {
             let mut inner = self.lock();
             self.asked_of(&mut inner, member, seq)?;
-            return self.accept(&mut inner, member, seq, answer, signed, Vec::new());
+            return self.accept(&mut inner, member, seq, answer, signed, None);
         }
         // Checked before anything is compared (a review found a refused answer compared
         // first); the member is pending while it is, so it neither answers twice nor is named
@@ -820,14 +820,7 @@ impl Dispatcher {
         {
             let mut inner = self.lock();
             let (open, _) = self.asked_of(&mut inner, member, seq)?;
-            if signed.provider.address() != member
-                || signed.response.request != open.relay.request
-                || signed.response.response
-                    != response_hash(answer.status, &answer.content_type, &answer.body)
-                || signed.verify(&self.chain_id).is_err()
-            {
-                return Err(Refusal::BadResponse("the signed response is not this member's for this request and body (service, request, response hash, units)".into()));
-            }
+            self.check_signed(&open.relay.request, member, &answer, &signed)?;
             open.pending.push(member);
         }
         let pending = Pending {
@@ -838,7 +831,7 @@ impl Dispatcher {
         let pre = self.precompare(seq, &answer, &signed);
         let mut inner = self.lock();
         pending.clear(&mut inner);
-        self.accept(&mut inner, member, seq, answer, signed, pre)
+        self.accept(&mut inner, member, seq, answer, signed, Some(pre))
     }
 
     /// The open request `seq`, asked of `member` (seated), which has neither answered it nor
@@ -982,11 +975,17 @@ impl Dispatcher {
             content_type: partial.content_type,
             body: Bytes::from(partial.body),
         };
-        let accepted = if self.spec.equivalence == (Equivalence::ExactHash {}) {
-            self.accept(&mut inner, member, seq, answer, signed, Vec::new())
+        let exact = self.spec.equivalence == (Equivalence::ExactHash {});
+        let checked = if exact {
+            Ok(())
         } else {
-            // Pending while compared outside the lock: it neither opens another stream nor
-            // answers again, and is not named late meanwhile.
+            self.check_signed(&open.relay.request, member, &answer, &signed)
+        };
+        let accepted = if exact || checked.is_err() {
+            checked.and_then(|()| self.accept(&mut inner, member, seq, answer, signed, None))
+        } else {
+            // Checked, then pending while compared outside the lock: it neither opens another
+            // stream nor answers again, and is not named late meanwhile.
             open.pending.push(member);
             drop(inner);
             let pending = Pending {
@@ -997,7 +996,7 @@ impl Dispatcher {
             let pre = self.precompare(seq, &answer, &signed);
             inner = self.lock();
             pending.clear(&mut inner);
-            self.accept(&mut inner, member, seq, answer, signed, pre)
+            self.accept(&mut inner, member, seq, answer, signed, Some(pre))
         };
         if accepted.is_err() {
             if let Some(open) = inner.open.get_mut(&seq) {
@@ -1019,6 +1018,31 @@ impl Dispatcher {
                 broke(open, member);
             }
         }
+    }
+
+    /// Checks `signed` is `member`'s, on this chain, for this service, `request` and answer.
+    fn check_signed(
+        &self,
+        request: &Hash,
+        member: Address,
+        answer: &Answer,
+        signed: &SignedResponse,
+    ) -> Result<(), Refusal> {
+        let r = &signed.response;
+        if signed.provider.address() != member
+            || r.service != self.service
+            || r.request != *request
+            || r.response != response_hash(answer.status, &answer.content_type, &answer.body)
+            || r.units != answer.body.len() as u64
+        {
+            return Err(Refusal::BadResponse("the signed response is not this member's for this request and body (service, request, response hash, units)".into()));
+        }
+        if signed.verify(&self.chain_id).is_err() {
+            return Err(Refusal::BadResponse(
+                "the response's signature does not verify".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The verdicts of `answer` against the answers request `seq` has so far, compared without
@@ -1050,7 +1074,8 @@ impl Dispatcher {
     }
 
     /// Records a member's answer to an open request asked of it (no answer yet): checked
-    /// against its signature, acknowledged with its cumulative receipt.
+    /// against its signature (unless `pre` says it was, with its verdicts against the answers
+    /// before it, compared outside the lock), acknowledged with its cumulative receipt.
     fn accept(
         &self,
         inner: &mut Inner,
@@ -1058,7 +1083,7 @@ impl Dispatcher {
         seq: u64,
         answer: Answer,
         signed: SignedResponse,
-        pre: Vec<bool>,
+        pre: Option<Vec<bool>>,
     ) -> Result<SignedReceipt, Refusal> {
         let bad = |why: String| Err(Refusal::BadResponse(why));
         let Some((_, price)) = inner.council.members.iter().find(|(a, _)| *a == member) else {
@@ -1073,17 +1098,9 @@ impl Dispatcher {
         if open.got.iter().any(|(a, _, _)| *a == member) {
             return bad(format!("{member} answered request {seq} already"));
         }
-        let r = &signed.response;
-        if signed.provider.address() != member
-            || r.service != self.service
-            || r.request != open.relay.request
-            || r.response != response_hash(answer.status, &answer.content_type, &answer.body)
-            || r.units != answer.body.len() as u64
-        {
-            return bad("the signed response is not this member's for this request and body (service, request, response hash, units)".into());
-        }
-        if signed.verify(&self.chain_id).is_err() {
-            return bad("the response's signature does not verify".into());
+        // Checked already where it was compared outside the lock (`pre`).
+        if pre.is_none() {
+            self.check_signed(&open.relay.request, member, &answer, &signed)?;
         }
         let units = answer.body.len() as u64;
         let cost = price.of(units).map_or(u128::MAX, |a| a.0);
@@ -1105,7 +1122,7 @@ impl Dispatcher {
         if let Some(open) = inner.open.get_mut(&seq) {
             // Its verdict against each answer before it: compared outside the lock where it
             // could be, the rest (answers that came meanwhile) here.
-            let mut row = pre;
+            let mut row = pre.unwrap_or_default();
             row.truncate(open.got.len());
             for (_, a, s) in &open.got[row.len()..] {
                 row.push(same(&self.spec.equivalence, (&answer, &signed), (a, s)));
